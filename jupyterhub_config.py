@@ -1,0 +1,19 @@
+# The configuration `make run` uses: SQLite, local processes, local accounts.
+# Every option is described in docs/admin-guide.md (or `uws-hub --generate-config`).
+import os
+
+c = get_config()  # noqa: F821
+
+# where the hub listens; the README's URL
+c.JupyterHub.bind_url = os.environ.get("UWS_BIND_URL", "http://127.0.0.1:8000")
+c.JupyterHub.db_url = "sqlite:///jupyterhub.sqlite"
+
+# local accounts; the first admin's password is printed at the first start
+# (or taken from $UWS_ADMIN_PASSWORD)
+c.JupyterHub.authenticator_class = "uws-local"
+c.Authenticator.admin_users = {"admin"}
+
+# jobs run as local processes, as the hub's own account (single-account mode);
+# see c.UWSHub.system_users to run them as their owners' system accounts
+c.JupyterHub.spawner_class = "uws-local"
+c.UWSHub.workspaces_root = "workspaces"

@@ -1,0 +1,133 @@
+"""What every uws-hub spawner shares: it runs one workspace job, nothing else.
+
+The hub describes the job in a :class:`WorkspaceLaunch` and hands it to the
+spawner (``spawner.next_launch``) right before it asks JupyterHub to start the
+server; ``start()`` takes it (it becomes ``spawner.launch``, saved in the
+spawner's state). A start without a launch handed over is refused, so
+starting a server through JupyterHub's own API or spawn page cannot bypass
+workspaces (and quotas).
+
+The mixin reports what it learns about the job's life (the resource's own id,
+the resource's queue state) to ``spawner.lifecycle_listener``, a callable the
+hub sets; the hub turns those reports into job status changes. This module
+knows nothing of the hub, its ORM or its handlers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+from tornado import web
+
+
+@dataclass
+class WorkspaceLaunch:
+    """Everything a spawner needs to run one job in one workspace (JSON-able)."""
+
+    job_id: int
+    workspace_id: int
+    #: absolute path of the workspace: the server's root directory and cwd
+    directory: str
+    #: the command to run (the job type's ``cmd``)
+    cmd: list[str]
+    #: URL path the server opens at, e.g. ``/lab``
+    default_url: str = ""
+    #: extra environment for the job
+    env: dict[str, str] = field(default_factory=dict)
+    #: requested resources (cpus, mem, gpus, time limit, partition)
+    resources: dict[str, Any] = field(default_factory=dict)
+    #: the system account to run as, or None to run as the hub's own account
+    system_user: str | None = None
+    #: HOME for the job when it runs as the hub's own account
+    home: str | None = None
+    #: where the job's stdout and stderr go (read back on failure)
+    log_path: str | None = None
+
+    def to_state(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> WorkspaceLaunch:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in state.items() if k in known})
+
+
+#: signature of ``spawner.lifecycle_listener``: (spawner, event, info)
+LifecycleListener = Callable[[Any, str, dict[str, Any]], None]
+
+
+class WorkspaceSpawnerMixin:
+    """Mix into a JupyterHub Spawner (before it) to make it run workspace jobs.
+
+    Subclasses call :meth:`report` when they learn something about the job:
+    ``report("queued", resource_id=...)`` once the resource has the job,
+    ``report("resource_state", state=..., reason=...)`` for a batch queue's
+    view of it.
+    """
+
+    #: handed over by the hub right before a start; taken by start()
+    next_launch: WorkspaceLaunch | None = None
+    #: the job this server runs; saved in the spawner's state
+    launch: WorkspaceLaunch | None = None
+    #: set by the hub; receives lifecycle reports
+    lifecycle_listener: LifecycleListener | None = None
+
+    def take_launch(self) -> WorkspaceLaunch:
+        """Take the launch handed over for this start, or refuse to start.
+
+        JupyterHub clears the spawner's state before each start, so the launch
+        is handed over separately and taken here, exactly once.
+        """
+        launch, self.next_launch = self.next_launch, None
+        if launch is None:
+            raise web.HTTPError(
+                400,
+                "This server runs workspace jobs only: launch a job in a workspace"
+                " (the workspace page, or POST /hub/api/workspaces/{id}/jobs).",
+            )
+        self.launch = launch
+        self.apply_launch(launch)
+        return launch
+
+    def require_launch(self) -> WorkspaceLaunch:
+        """The launch of the running job (after start() took it, or after a restart)."""
+        if self.launch is None:
+            raise RuntimeError(f"{self._log_name} has no workspace job")
+        return self.launch
+
+    def apply_launch(self, launch: WorkspaceLaunch) -> None:
+        """Point the spawner's standard traits at the job (root dir, command, URL)."""
+        self.notebook_dir = launch.directory
+        if launch.default_url:
+            self.default_url = launch.default_url
+        self.cmd = list(launch.cmd)
+
+    def report(self, event: str, **info: Any) -> None:
+        if self.lifecycle_listener is not None:
+            self.lifecycle_listener(self, event, info)
+
+    def get_env(self) -> dict[str, str]:
+        env = super().get_env()  # type: ignore[misc]
+        launch = self.require_launch()
+        env.update(launch.env)
+        env["UWS_JOB_ID"] = str(launch.job_id)
+        env["UWS_WORKSPACE_ID"] = str(launch.workspace_id)
+        env["UWS_WORKSPACE_DIR"] = launch.directory
+        return env
+
+    # JupyterHub saves this after start() and restores it after a hub restart
+    def get_state(self) -> dict[str, Any]:
+        state = super().get_state()  # type: ignore[misc]
+        if self.launch is not None:
+            state["uws_launch"] = self.launch.to_state()
+        return state
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)  # type: ignore[misc]
+        if state.get("uws_launch"):
+            self.launch = WorkspaceLaunch.from_state(state["uws_launch"])
+
+    def clear_state(self) -> None:
+        super().clear_state()  # type: ignore[misc]
+        self.launch = None

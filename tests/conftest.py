@@ -1,0 +1,168 @@
+"""Fixtures for uws-hub's tests. Everything here is real: a uws-hub process with
+node configurable-http-proxy, single-user servers running as real system
+users, SQLite or PostgreSQL.
+
+Fixtures:
+
+- ``db_url``: a function returning a URL of a new, empty database: SQLite in a
+  temporary directory, or PostgreSQL when ``UWS_TEST_DB=postgresql`` (the
+  server is started by :func:`postgres`).
+- ``system_users``: the system accounts the multi-user hub runs jobs as
+  (``useradd``), created once per machine.
+- ``hub``: the shared multi-user hub (``UWSHub.system_users = True``), for the
+  session; ``make_hub`` starts more hubs with other configurations.
+- ``alice``, ``bob``: tokens of two users created through JupyterHub's own REST
+  API, each with a system account of the same name.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from .hubutil import REPO, Hub
+from .pgutil import PostgresServer
+
+USERS = ("uwsadmin", "uwsalice", "uwsbob", "uwscarol")
+ADMIN_PASSWORD = "admin-password-for-tests"
+
+
+def pytest_report_header(config):
+    return f"uws-hub tests on {os.environ.get('UWS_TEST_DB', 'sqlite')}"
+
+
+# ---------------------------------------------------------------- databases
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    if os.environ.get("UWS_TEST_DB") != "postgresql":
+        yield None
+        return
+    server = PostgresServer(Path(tempfile.mkdtemp(prefix="uws-pg-")))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def db_url(postgres, tmp_path_factory):
+    def new_db_url() -> str:
+        if postgres is not None:
+            return postgres.create_database("uws_" + uuid.uuid4().hex[:12])
+        return f"sqlite:///{tmp_path_factory.mktemp('db') / 'jupyterhub.sqlite'}"
+
+    return new_db_url
+
+
+# ---------------------------------------------------------------- system users
+def _make_traversable(path: Path) -> None:
+    """Let other accounts traverse (not list) the directories down to ``path``.
+
+    Jobs run as the users' own accounts and execute the venv's
+    jupyterhub-singleuser; a checkout under /root (mode 0700) would hide it.
+    """
+    for parent in [path, *path.parents]:
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            os.chmod(parent, mode | stat.S_IXOTH)
+
+
+@pytest.fixture(scope="session")
+def system_users():
+    if os.geteuid() != 0:
+        pytest.skip("multi-user tests run jobs as real system users and need root")
+    for name in USERS:
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True)
+    _make_traversable(REPO / ".venv" / "bin")
+    # the venv's python may be a symlink into a pyenv under /root
+    _make_traversable(Path(os.path.realpath(sys.executable)).parent)
+    return USERS
+
+
+@pytest.fixture(scope="session")
+def workspaces_root():
+    root = Path(tempfile.mkdtemp(prefix="uws-workspaces-"))
+    root.chmod(0o755)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- hubs
+MULTIUSER_CONFIG = f"""
+c.UWSHub.system_users = True
+c.UWSHub.job_reconcile_interval = 2
+c.Authenticator.admin_users = {{"uwsadmin"}}
+c.UWSHub.job_types = {{
+    "jupyterlab": {{"display_name": "JupyterLab", "default_url": "/lab"}},
+    "broken": {{
+        "display_name": "Broken on purpose",
+        "cmd": ["python3", "-c", "import sys; print('boom: the server cannot start'); sys.exit(3)"],
+    }},
+}}
+"""
+
+
+@pytest.fixture(scope="session")
+def make_hub(tmp_path_factory, db_url, workspaces_root):
+    hubs = []
+
+    def make(config: str, env: dict | None = None, start: bool = True, root: Path | None = None) -> Hub:
+        workdir = tmp_path_factory.mktemp("hub")
+        ws_root = root or Path(tempfile.mkdtemp(prefix="ws-", dir=workspaces_root))
+        ws_root.chmod(0o755)
+        config = f"c.UWSHub.workspaces_root = {str(ws_root)!r}\n" + config
+        hub = Hub(workdir, config, db_url(), env={"UWS_ADMIN_PASSWORD": ADMIN_PASSWORD, **(env or {})})
+        hub.workspaces_root = ws_root
+        hubs.append(hub)
+        if start:
+            hub.start()
+        return hub
+
+    yield make
+    for hub in hubs:
+        hub.stop()
+
+
+@pytest.fixture(scope="session")
+def hub(make_hub, system_users):
+    return make_hub(MULTIUSER_CONFIG)
+
+
+@pytest.fixture(scope="session")
+def alice(hub):
+    return hub.add_user("uwsalice")
+
+
+@pytest.fixture(scope="session")
+def bob(hub):
+    return hub.add_user("uwsbob")
+
+
+@pytest.fixture
+def workspace(hub, alice):
+    """A new workspace of alice's, with one seed file."""
+    ws = hub.api(
+        "POST",
+        "workspaces",
+        alice,
+        json={"name": f"test {uuid.uuid4().hex[:8]}", "files": [{"path": "README.md", "content": "# hello\n"}]},
+        expect=201,
+    )
+    yield ws
+    # leave nothing running: stop its job if a test left one
+    r = hub.request("GET", f"workspaces/{ws['id']}", alice)
+    job = r.json()["active_job"] if r.status_code == 200 else None
+    if job:
+        hub.api("POST", f"jobs/{job['id']}/stop", alice)
+        hub.wait_job(job["id"], alice, {"completed", "cancelled", "failed"})

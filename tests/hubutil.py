@@ -1,0 +1,167 @@
+"""Run a real uws-hub (with its real proxy) in a subprocess, and talk to it.
+
+Tests use this instead of an in-process mock: the hub, configurable-http-proxy
+and the single-user servers are the programs users run.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+NODE_BIN = REPO / "node_modules" / ".bin"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def hub_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment `make run` gives the hub: node CHP and the venv first on PATH."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(NODE_BIN), str(VENV_BIN), env.get("PATH", "")])
+    env.update(extra or {})
+    return env
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.2, what: str = "condition"):
+    """Poll ``predicate`` until it returns a truthy value; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class Hub:
+    """A uws-hub process in its own directory, on free ports."""
+
+    def __init__(self, workdir: Path, config: str, db_url: str, env: dict[str, str] | None = None):
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.api_port = free_port()
+        self.hub_port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.admin_token = secrets.token_hex(16)
+        self.db_url = db_url
+        self.config_file = workdir / "jupyterhub_config.py"
+        self.config_file.write_text(self._base_config() + textwrap.dedent(config))
+        self.env = hub_env(env)
+        self.proc: subprocess.Popen | None = None
+        self.log_file = workdir / "hub.log"
+
+    def _base_config(self) -> str:
+        return textwrap.dedent(
+            f"""
+            c = get_config()  # noqa
+            c.JupyterHub.bind_url = "{self.url}"
+            c.JupyterHub.hub_port = {self.hub_port}
+            c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{self.api_port}"
+            c.JupyterHub.db_url = "{self.db_url}"
+            c.JupyterHub.cleanup_servers = True
+            # a service with admin rights over users, servers and tokens, for the tests
+            c.JupyterHub.services = [{{"name": "test-admin", "api_token": "{self.admin_token}"}}]
+            c.JupyterHub.load_roles = [{{
+                "name": "test-admin",
+                "scopes": ["admin:users", "admin:servers", "tokens", "admin:groups", "list:users", "read:users", "proxy"],
+                "services": ["test-admin"],
+            }}]
+            """
+        )
+
+    # ---------------------------------------------------------------- process
+    def start(self, timeout: float = 60) -> Hub:
+        log = open(self.log_file, "ab")
+        self.proc = subprocess.Popen(
+            [str(VENV_BIN / "uws-hub"), "-f", str(self.config_file)],
+            cwd=self.workdir,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+
+        def up():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"uws-hub exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                return requests.get(self.url + "/hub/health", timeout=2).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_for(up, timeout, what="the hub to answer through the proxy")
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def log_tail(self, n: int = 60) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-n:])
+        except FileNotFoundError:
+            return ""
+
+    def log_text(self) -> str:
+        return self.log_file.read_text(errors="replace")
+
+    # ---------------------------------------------------------------- HTTP
+    def request(self, method: str, path: str, token: str | None = None, **kw) -> requests.Response:
+        """A request to ``/hub/api/<path>`` (or to an absolute path) through the proxy."""
+        headers = kw.pop("headers", {})
+        if token:
+            headers["Authorization"] = f"token {token}"
+        url = path if path.startswith("http") else self.url + (path if path.startswith("/") else "/hub/api/" + path)
+        kw.setdefault("timeout", 30)
+        kw.setdefault("allow_redirects", False)
+        return requests.request(method, url, headers=headers, **kw)
+
+    def api(self, method: str, path: str, token: str | None = None, expect: int | None = None, **kw):
+        r = self.request(method, path, token or self.admin_token, **kw)
+        if expect is not None:
+            assert r.status_code == expect, f"{method} {path}: {r.status_code} {r.text}"
+        return r.json() if r.content and r.headers.get("Content-Type", "").startswith("application/json") else r
+
+    # ---------------------------------------------------------------- users
+    def add_user(self, name: str, admin: bool = False) -> str:
+        """Create a user through JupyterHub's own REST API and return a token of theirs."""
+        r = self.request("GET", f"users/{name}", self.admin_token)
+        if r.status_code == 404:
+            self.api("POST", f"users/{name}", json={"admin": admin}, expect=201)
+        token = self.api("POST", f"users/{name}/tokens", json={"note": "tests"}, expect=201)
+        return token["token"]
+
+    def wait_job(self, job_id: int, token: str, statuses: set[str], timeout: float = 60) -> dict:
+        def done():
+            job = self.api("GET", f"jobs/{job_id}", token, expect=200)
+            return job if job["status"] in statuses else None
+
+        try:
+            return wait_for(done, timeout, interval=0.25, what=f"job {job_id} to reach {statuses}")
+        except AssertionError:
+            print(self.log_tail(80))
+            raise

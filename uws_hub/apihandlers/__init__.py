@@ -1,0 +1,5 @@
+"""uws-hub's REST API handlers, under ``/hub/api/``."""
+
+from . import files, jobs, workspaces
+
+default_handlers = [*workspaces.default_handlers, *files.default_handlers, *jobs.default_handlers]

@@ -1,0 +1,88 @@
+"""The base of uws-hub's REST API handlers: JupyterHub's APIHandler plus
+request-body validation, workspace/job lookup with scope checks, and JSON output.
+
+Handlers stay thin: parse (pydantic, ``extra='forbid'``), check scopes, call
+a service, write JSON. Errors are JupyterHub's JSON errors
+(``{"status": ..., "message": ...}``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from jupyterhub.apihandlers.base import APIHandler
+from pydantic import BaseModel, ValidationError
+
+from .. import access
+from ..services import Services
+from ..errors import BadRequest, Forbidden, NotFound, Unprocessable
+from ..orm import Job, Workspace
+from ..scopes import READ_WORKSPACES
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validation_message(e: ValidationError) -> str:
+    """One readable line per problem: ``field: what is wrong``."""
+    parts = []
+    for err in e.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{where}: {err['msg']}")
+    return "Invalid request: " + "; ".join(parts)
+
+
+def parse_id(value: str, what: str) -> int:
+    try:
+        ident = int(value)
+    except (TypeError, ValueError):
+        raise NotFound(f"No such {what}: {value!r}") from None
+    if ident < 1 or ident > 2**62:
+        raise NotFound(f"No such {what}: {value!r}")
+    return ident
+
+
+class UWSAPIHandler(APIHandler):
+    @property
+    def uws(self) -> Services:
+        return self.settings["uws"]
+
+    def parse_body(self, model: type[M]) -> M:
+        """The JSON body validated against ``model`` (400 if not JSON, 422 if invalid)."""
+        body = self.get_json_body()
+        if body is None:
+            body = {}
+        if not isinstance(body, dict):
+            raise BadRequest("The request body must be a JSON object")
+        try:
+            return model.model_validate(body)
+        except ValidationError as e:
+            raise Unprocessable(validation_message(e)) from None
+
+    def write_json(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(data))
+
+    def find_workspace(self, workspace_id: str, scope: str = READ_WORKSPACES) -> Workspace:
+        """The workspace, if this request holds ``scope`` on it.
+
+        A workspace the request cannot even read is reported as not found, so
+        that ids and names do not leak; one it can read but not act on with
+        ``scope`` is a 403 naming the missing scope.
+        """
+        ws = Workspace.find(self.db, parse_id(workspace_id, "workspace"))
+        if ws is None or not access.may(self, READ_WORKSPACES, ws.owner):
+            raise NotFound(f"No such workspace: {workspace_id}")
+        if scope != READ_WORKSPACES and not access.may(self, scope, ws.owner):
+            raise Forbidden(f"This action requires the scope {scope}")
+        return ws
+
+    def find_job(self, job_id: str, scope: str = READ_WORKSPACES) -> Job:
+        """The job, with the same rules as :meth:`find_workspace`."""
+        job = Job.find(self.db, parse_id(job_id, "job"))
+        if job is None or not access.may(self, READ_WORKSPACES, job.owner):
+            raise NotFound(f"No such job: {job_id}")
+        if scope != READ_WORKSPACES and not access.may(self, scope, job.owner):
+            raise Forbidden(f"This action requires the scope {scope}")
+        return job

@@ -1,0 +1,118 @@
+"""REST API: files in a workspace.
+
+``GET /hub/api/workspaces/{id}/files?path=dir`` lists a directory,
+``GET .../files/{path}`` downloads a file (streamed), ``PUT .../files/{path}``
+uploads one (streamed to a temporary file, renamed into place when complete,
+so a failed upload loses nothing). Every path goes through
+:meth:`WorkspaceStorage.resolve` before any I/O.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+from urllib.parse import quote
+
+from tornado import web
+
+from ..errors import BadRequest, NotFound
+from ..scopes import READ_WORKSPACES, WRITE_WORKSPACES, requires
+from ..storage import NotFound as StorageNotFound
+from ..storage import PathError, Upload
+from .base import UWSAPIHandler
+
+CHUNK_BYTES = 256 * 1024
+
+
+def storage_errors(func):
+    """Turn storage refusals into client errors (400 for bad paths, 404 for missing ones)."""
+
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except PathError as e:
+            raise BadRequest(str(e)) from None
+        except StorageNotFound as e:
+            raise NotFound(str(e)) from None
+
+    return wrapper
+
+
+class WorkspaceFilesAPIHandler(UWSAPIHandler):
+    @requires(READ_WORKSPACES)
+    def get(self, workspace_id):
+        ws = self.find_workspace(workspace_id)
+        relpath = self.get_argument("path", "")
+        entries = storage_errors(self.uws.storage.list_dir)(ws.directory, relpath)
+        offset, limit = self.get_api_pagination()
+        page = [e.to_dict() for e in entries[offset : offset + limit]]
+        model = self.paginated_model(page, offset, limit, len(entries))
+        model["path"] = relpath.strip("/")
+        self.write_json(model)
+
+
+@web.stream_request_body
+class WorkspaceFileAPIHandler(UWSAPIHandler):
+    upload: Upload | None = None
+
+    async def prepare(self):
+        await super().prepare()
+        if self.request.method != "PUT" or self._finished:
+            return
+        # authorize before accepting a single byte of the body
+        if not self.current_user:
+            raise web.HTTPError(403, "Missing or invalid credentials.")
+        workspace_id, relpath = self.path_args
+        ws = self.find_workspace(workspace_id, WRITE_WORKSPACES)
+        length = self.request.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > self.uws.max_upload_bytes:
+            raise web.HTTPError(413, f"File larger than the limit of {self.uws.max_upload_bytes} bytes")
+        self.request.connection.set_max_body_size(self.uws.max_upload_bytes)
+        owner = self.uws.workspaces.accounts.owner(ws.owner.name)
+        self.upload = storage_errors(self.uws.storage.start_upload)(ws.directory, relpath, owner)
+        self.workspace = ws
+
+    def data_received(self, chunk: bytes) -> None:
+        if self.upload is None:
+            return
+        if self.upload.size + len(chunk) > self.uws.max_upload_bytes:
+            self.upload.abort()
+            self.upload = None
+            raise web.HTTPError(413, f"File larger than the limit of {self.uws.max_upload_bytes} bytes")
+        self.upload.write(chunk)
+
+    def on_connection_close(self):
+        if self.upload is not None:
+            self.upload.abort()
+            self.upload = None
+
+    @requires(WRITE_WORKSPACES)
+    def put(self, workspace_id, relpath):
+        upload, self.upload = self.upload, None
+        upload.commit()
+        ws = self.workspace
+        self.uws.workspaces.record_usage(ws, ws.disk_usage_bytes + upload.size - upload.replaced_bytes)
+        self.write_json(
+            {"path": self.uws.storage.relative(ws.directory, upload.path), "size": upload.size},
+            status=201,
+        )
+
+    @requires(READ_WORKSPACES)
+    async def get(self, workspace_id, relpath):
+        ws = self.find_workspace(workspace_id)
+        f, size = storage_errors(self.uws.storage.open_read)(ws.directory, relpath)
+        with f:
+            name = os.path.basename(relpath)
+            self.set_header("Content-Type", mimetypes.guess_type(name)[0] or "application/octet-stream")
+            self.set_header("Content-Length", str(size))
+            self.set_header("Content-Disposition", f"attachment; filename*=UTF-8''{quote(name)}")
+            while chunk := f.read(CHUNK_BYTES):
+                self.write(chunk)
+                await self.flush()
+        self.finish()
+
+
+default_handlers = [
+    (r"/api/workspaces/([^/]+)/files", WorkspaceFilesAPIHandler),
+    (r"/api/workspaces/([^/]+)/files/(.+)", WorkspaceFileAPIHandler),
+]

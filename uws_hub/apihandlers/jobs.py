@@ -1,0 +1,101 @@
+"""REST API: job types and jobs."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .. import access
+from ..errors import BadRequest
+from ..models import job_model
+from ..orm import Job
+from ..scopes import LAUNCH_JOBS, READ_WORKSPACES, requires
+from ..states import JobStatus
+from .base import UWSAPIHandler, parse_id
+
+
+class ResourcesModel(BaseModel):
+    """Requested resources; each resource kind says which it honours and their limits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cpus: int | None = Field(None, ge=1, le=4096)
+    memory: str | None = Field(None, pattern=r"^[0-9]+[KMGT]?$")
+    gpus: int | None = Field(None, ge=0, le=64)
+    time_limit: str | None = Field(None, pattern=r"^[0-9:-]+$")
+    partition: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class JobCreateModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    job_type: str = Field(min_length=1, max_length=63)
+    resource: str | None = Field(None, min_length=1, max_length=63)
+    resources: ResourcesModel = Field(default_factory=ResourcesModel)
+
+
+class JobTypesAPIHandler(UWSAPIHandler):
+    @requires(READ_WORKSPACES)
+    def get(self):
+        self.write_json([jt.public_model() for jt in self.uws.job_types.values()])
+
+
+class WorkspaceJobsAPIHandler(UWSAPIHandler):
+    # Return as soon as the spawn is under way: the job's status tells the rest.
+    slow_spawn_timeout = 0
+
+    @requires(LAUNCH_JOBS)
+    async def post(self, workspace_id):
+        ws = self.find_workspace(workspace_id, LAUNCH_JOBS)
+        body = self.parse_body(JobCreateModel)
+        job = await self.uws.jobs.launch(
+            ws,
+            body.job_type,
+            body.resource,
+            body.resources.model_dump(exclude_none=True),
+            spawn=self.spawn_single_user,
+        )
+        self.write_json(job_model(job, self.uws.jobs), status=202)
+
+
+class JobsAPIHandler(UWSAPIHandler):
+    @requires(READ_WORKSPACES)
+    def get(self):
+        where = access.owner_clause(self, READ_WORKSPACES, Job.owner_id)
+        workspace = self.get_argument("workspace", None)
+        if workspace is not None:
+            where = where & (Job.workspace_id == parse_id(workspace, "workspace"))
+        status = self.get_argument("status", None)
+        if status is not None:
+            wanted = [s for s in status.split(",") if s]
+            unknown = [s for s in wanted if s not in JobStatus.__members__]
+            if unknown or not wanted:
+                raise BadRequest(f"Unknown status {status!r}; one or more of {list(JobStatus.__members__)}")
+            where = where & Job.status.in_(wanted)
+        offset, limit = self.get_api_pagination()
+        jobs = self.uws.jobs
+        models = [job_model(job, jobs) for job in jobs.list(where, offset, limit)]
+        self.write_json(self.paginated_model(models, offset, limit, jobs.count(where)))
+
+
+class JobAPIHandler(UWSAPIHandler):
+    @requires(READ_WORKSPACES)
+    def get(self, job_id):
+        self.write_json(job_model(self.find_job(job_id), self.uws.jobs))
+
+
+class JobStopAPIHandler(UWSAPIHandler):
+    @requires(LAUNCH_JOBS)
+    def post(self, job_id):
+        job = self.find_job(job_id, LAUNCH_JOBS)
+        was_terminal = job.terminal
+        job = self.uws.jobs.stop(job)
+        self.write_json(job_model(job, self.uws.jobs), status=200 if was_terminal else 202)
+
+
+default_handlers = [
+    (r"/api/job-types", JobTypesAPIHandler),
+    (r"/api/workspaces/([^/]+)/jobs", WorkspaceJobsAPIHandler),
+    (r"/api/jobs", JobsAPIHandler),
+    (r"/api/jobs/([^/]+)", JobAPIHandler),
+    (r"/api/jobs/([^/]+)/stop", JobStopAPIHandler),
+]

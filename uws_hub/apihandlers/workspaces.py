@@ -1,0 +1,98 @@
+"""REST API: workspaces (``/hub/api/workspaces``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .. import access
+from ..errors import BadRequest, Forbidden
+from ..models import workspace_model
+from ..orm import Job, Workspace
+from ..scopes import READ_WORKSPACES, WRITE_WORKSPACES, requires
+from ..states import WorkspaceStatus
+from ..workspaces import SeedFile
+from .base import UWSAPIHandler
+
+
+class SeedFileModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(min_length=1, max_length=4096)
+    content: str
+    encoding: Literal["utf-8", "base64"] = "utf-8"
+
+
+class WorkspaceCreateModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=255)
+    description: str = Field("", max_length=10_000)
+    files: list[SeedFileModel] = Field(default_factory=list, max_length=1000)
+
+
+class WorkspaceUpdateModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, min_length=1, max_length=255)
+    description: str | None = Field(None, max_length=10_000)
+
+
+class WorkspacesAPIHandler(UWSAPIHandler):
+    @requires(READ_WORKSPACES)
+    def get(self):
+        where = access.owner_clause(self, READ_WORKSPACES, Workspace.owner_id)
+        status = self.get_argument("status", None)
+        if status is not None:
+            if status not in WorkspaceStatus.__members__:
+                raise BadRequest(f"Unknown status {status!r}; one of {list(WorkspaceStatus.__members__)}")
+            where = where & (Workspace.status == status)
+        offset, limit = self.get_api_pagination()
+        workspaces = self.uws.workspaces
+        items = workspaces.list(where, offset, limit)
+        active = self.uws.jobs.active_jobs([ws.id for ws in items])
+        models = [workspace_model(ws, active.get(ws.id), self.uws.jobs) for ws in items]
+        self.write_json(self.paginated_model(models, offset, limit, workspaces.count(where)))
+
+    @requires(WRITE_WORKSPACES)
+    def post(self):
+        body = self.parse_body(WorkspaceCreateModel)
+        if self.current_user.kind != "user":
+            raise BadRequest("Only users can own workspaces; use a user's token")
+        owner = self.current_user.orm_user
+        if not access.may(self, WRITE_WORKSPACES, owner):
+            raise Forbidden(f"Creating workspaces requires the scope {WRITE_WORKSPACES}")
+        ws = self.uws.workspaces.create(
+            owner,
+            body.name,
+            body.description,
+            [SeedFile(f.path, f.content, f.encoding) for f in body.files],
+        )
+        self.write_json(workspace_model(ws, None, self.uws.jobs), status=201)
+
+
+class WorkspaceAPIHandler(UWSAPIHandler):
+    @requires(READ_WORKSPACES)
+    def get(self, workspace_id):
+        ws = self.find_workspace(workspace_id)
+        self.write_json(workspace_model(ws, Job.active_in(self.db, ws.id), self.uws.jobs))
+
+    @requires(WRITE_WORKSPACES)
+    def patch(self, workspace_id):
+        ws = self.find_workspace(workspace_id, WRITE_WORKSPACES)
+        body = self.parse_body(WorkspaceUpdateModel)
+        ws = self.uws.workspaces.update(ws, body.name, body.description)
+        self.write_json(workspace_model(ws, Job.active_in(self.db, ws.id), self.uws.jobs))
+
+    @requires(WRITE_WORKSPACES)
+    def delete(self, workspace_id):
+        ws = self.find_workspace(workspace_id, WRITE_WORKSPACES)
+        ws = self.uws.workspaces.delete(ws)
+        self.write_json(workspace_model(ws, None, self.uws.jobs), status=202)
+
+
+default_handlers = [
+    (r"/api/workspaces", WorkspacesAPIHandler),
+    (r"/api/workspaces/([^/]+)", WorkspaceAPIHandler),
+]

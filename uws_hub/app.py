@@ -1,0 +1,345 @@
+"""UWSHub: JupyterHub with workspaces, jobs and their API and pages.
+
+uws-hub *is* the hub: one process, one database, one URL space. This class
+adds uws-hub's configuration, tables, handlers, templates, scopes and
+background loops through JupyterHub's own ``init_*`` steps, and changes a few
+JupyterHub defaults that workspaces need (named servers on, the workspaces
+page as the landing page, uws-hub's spawner and authenticator).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+from jupyterhub import dbutil as hub_dbutil
+from jupyterhub import orm as hub_orm
+from jupyterhub.app import JupyterHub, NewToken, UpgradeDB
+from jupyterhub.traitlets import ByteSpecification
+from jupyterhub.utils import url_path_join
+from traitlets import Bool, Dict, Float, Unicode, default, validate
+
+from . import __version__, dbutil, scopes
+from .apihandlers import default_handlers as api_handlers
+from .authenticators.local import WorkspaceLocalAuthenticator
+from .handlers import default_handlers as page_handlers
+from .jobs import JobService
+from .jobtypes import DEFAULT_JOB_TYPES, parse_job_types
+from .loops import Loop
+from .orm import Workspace
+from .servers import ServerControl
+from .services import Services
+from .storage import WorkspaceStorage
+from .templates import TEMPLATE_DIR
+from .workspaces import Accounts, WorkspaceService
+
+
+class UWSUpgradeDB(UpgradeDB):
+    """Upgrade JupyterHub's tables, then uws-hub's."""
+
+    name = "uws-hub-upgrade-db"
+    description = """Upgrade the database (JupyterHub's tables and uws-hub's) to the current schema.
+
+    Back up the database first. Usage:
+
+        uws-hub upgrade-db -f jupyterhub_config.py
+    """
+
+    def start(self):
+        hub = UWSHub(parent=self)
+        hub.load_config_file(hub.config_file)
+        self.log = hub.log
+        hub_dbutil.upgrade_if_needed(hub.db_url, log=self.log, db_kwargs=hub.db_kwargs)
+        dbutil.upgrade_url(hub.db_url, log=self.log, **hub.db_kwargs)
+
+
+class UWSNewToken(NewToken):
+    """Generate an API token for a user (with uws-hub's roles and scopes loaded)."""
+
+    name = "uws-hub-token"
+
+    def start(self):
+        # JupyterHub's NewToken.start, with UWSHub in place of JupyterHub:
+        # a plain JupyterHub would load roles without uws-hub's scopes
+        hub = UWSHub(parent=self)
+        hub.load_config_file(hub.config_file)
+        hub.init_db()
+
+        def init_roles_and_users():
+            loop = asyncio.new_event_loop()
+            loop.run_until_complete(hub.init_role_creation())
+            loop.run_until_complete(hub.init_users())
+
+        ThreadPoolExecutor(1).submit(init_roles_and_users).result()
+        user = hub_orm.User.find(hub.db, self.name)
+        if user is None:
+            print(f"No such user: {self.name}", file=sys.stderr)
+            self.exit(1)
+        print(user.new_api_token(note="command-line generated"))
+
+
+class UWSHub(JupyterHub):
+    """JupyterHub with workspaces and jobs (the ``uws-hub`` command)."""
+
+    name = "uws-hub"
+    version = __version__
+    description = """Start uws-hub: JupyterHub with workspaces, jobs on local processes
+    or SLURM, sharing and quotas.
+    """
+
+    subcommands = {
+        "token": (UWSNewToken, "Generate an API token for a user"),
+        "upgrade-db": (UWSUpgradeDB, "Upgrade the database (JupyterHub's tables and uws-hub's)."),
+    }
+
+    # ---------------------------------------------------------------- uws-hub's options
+    workspaces_root = Unicode(
+        "workspaces",
+        config=True,
+        help="""Directory under which workspaces live: ``<root>/<user>/<workspace slug>``.
+
+        Relative paths are relative to the directory the hub starts in. The hub
+        creates it if needed. Every path a request names is checked to stay
+        inside its workspace under this root.
+        """,
+    )
+
+    job_types = Dict(
+        config=True,
+        help="""The kinds of jobs users can launch, by name.
+
+        Each value is a dict with: ``display_name``, ``description``, ``cmd``
+        (the command that starts the job's server; default
+        ``["jupyterhub-singleuser"]``), ``args_as_root`` (arguments added when
+        the job would run as root, e.g. ``["--allow-root"]``), ``default_url``
+        (e.g. ``"/lab"``), ``env``, ``resources`` (where it may run, the first
+        being the default: ``["local"]``) and ``interactive`` (default true).
+        Example::
+
+            c.UWSHub.job_types = {
+                "jupyterlab": {"display_name": "JupyterLab", "default_url": "/lab",
+                               "args_as_root": ["--allow-root"]},
+            }
+        """,
+    )
+
+    @default("job_types")
+    def _default_job_types(self):
+        return {name: dict(spec) for name, spec in DEFAULT_JOB_TYPES.items()}
+
+    @validate("job_types")
+    def _validate_job_types(self, proposal):
+        parse_job_types(proposal.value)
+        return proposal.value
+
+    system_users = Bool(
+        False,
+        config=True,
+        help="""Run each user's jobs as the system account of the same name.
+
+        Needs the hub to run as root and every user to have a system account
+        (``useradd``). Workspace directories and files written through the hub
+        then belong to their owner. When False (the default, for trying
+        uws-hub out), all jobs run as the hub's own account: the hub still keeps
+        users out of each other's workspaces, jobs and servers, but their
+        processes are not isolated from each other.
+        """,
+    )
+
+    job_log_dir = Unicode(
+        "uws-job-logs",
+        config=True,
+        help="""Directory for each job's output (``job-<id>.log``), readable by the hub only.
+
+        The tail of this file is the reason shown when a server fails to start.
+        Relative paths are relative to the directory the hub starts in.
+        """,
+    )
+
+    max_seed_bytes = ByteSpecification(
+        10 * 1024**2,
+        config=True,
+        help="""Largest total size of the files sent with a workspace-create request.
+
+        Larger files are uploaded afterwards through the files API.
+        Accepts a number of bytes or a string with a unit, e.g. ``"10M"``.
+        """,
+    )
+
+    max_upload_bytes = ByteSpecification(
+        10 * 1024**3,
+        config=True,
+        help="""Largest file accepted by ``PUT /hub/api/workspaces/{id}/files/{path}``.
+
+        Uploads are streamed to disk, so this bounds disk use, not memory.
+        Accepts a number of bytes or a string with a unit, e.g. ``"10G"``.
+        """,
+    )
+
+    job_reconcile_interval = Float(
+        10.0,
+        config=True,
+        help="""Seconds between passes of the job reconciler.
+
+        Each pass compares every unfinished job with its server and repairs the
+        difference: a server that died, a start interrupted by a hub restart.
+        """,
+    )
+
+    job_start_poll_interval = Float(
+        0.5,
+        config=True,
+        help="""Seconds between checks that a starting server's process is still alive.
+
+        A server that exits before it answers fails its job within this time,
+        instead of JupyterHub waiting ``Spawner.http_timeout`` for it.
+        """,
+    )
+
+    workspace_usage_interval = Float(
+        300.0,
+        config=True,
+        help="""Seconds between measurements of every workspace's disk usage (0: never).""",
+    )
+
+    # ---------------------------------------------------------------- JupyterHub defaults
+    @default("allow_named_servers")
+    def _default_allow_named_servers(self):
+        return True
+
+    @validate("allow_named_servers")
+    def _validate_allow_named_servers(self, proposal):
+        if not proposal.value:
+            raise ValueError("uws-hub runs each job as a named server: allow_named_servers must be True")
+        return proposal.value
+
+    @default("default_url")
+    def _default_default_url(self):
+        return url_path_join(self.hub_prefix, "workspaces")
+
+    @default("spawner_class")
+    def _default_spawner_class(self):
+        return "uws-local"
+
+    @default("authenticator_class")
+    def _default_authenticator_class(self):
+        return "uws-local"
+
+    @default("extra_user_scopes")
+    def _default_extra_user_scopes(self):
+        return list(scopes.USER_SCOPES)
+
+    # ---------------------------------------------------------------- init steps
+    def init_db(self):
+        super().init_db()
+        try:
+            dbutil.prepare(self.db.get_bind(), allow_upgrade=self.upgrade_db, log=self.log)
+        except dbutil.SchemaMismatch as e:
+            self.log.critical("%s", e)
+            self.exit(1)
+
+    async def init_users(self):
+        await super().init_users()
+        if isinstance(self.authenticator, WorkspaceLocalAuthenticator):
+            for name, password in await asyncio.to_thread(self.authenticator.bootstrap_admins):
+                if password is None:
+                    self.log.info("Created the admin account %r (password from $%s)",
+                                  name, self.authenticator.admin_password_env)
+                else:
+                    # printed once, on purpose not logged
+                    print(f"\nCreated the first admin account: user {name!r}, password {password!r}\n"
+                          "Log in with it and keep it safe; it is not shown again.\n", flush=True)
+
+    def init_tornado_settings(self):
+        # uws-hub's templates after the admin's template_paths, before JupyterHub's,
+        # so that our page.html (with the Workspaces link) wraps JupyterHub's
+        hub_templates = self._template_paths_default()[0]
+        paths = [p for p in self.template_paths if p != TEMPLATE_DIR]
+        paths.insert(paths.index(hub_templates) if hub_templates in paths else len(paths), TEMPLATE_DIR)
+        self.template_paths = paths
+        super().init_tornado_settings()
+        self.uws = self._make_services()
+        self.tornado_settings["uws"] = self.uws
+
+    def _make_services(self) -> Services:
+        root = os.path.abspath(self.workspaces_root)
+        os.makedirs(root, mode=0o755, exist_ok=True)
+        storage = WorkspaceStorage(root)
+        accounts = Accounts(self.system_users)
+        servers = ServerControl(self.users, self.proxy, self.log)
+        workspaces = WorkspaceService(
+            self.db,
+            storage,
+            accounts,
+            self.log,
+            max_seed_bytes=self.max_seed_bytes,
+            delete_server=servers.delete,
+        )
+        job_types = parse_job_types(self.job_types)
+        jobs = JobService(
+            self.db,
+            servers,
+            workspaces,
+            accounts,
+            job_types,
+            self.log,
+            job_log_dir=os.path.abspath(self.job_log_dir),
+            start_poll_interval=self.job_start_poll_interval,
+        )
+        if self.system_users and os.geteuid() != 0:
+            self.log.warning("UWSHub.system_users is on but the hub is not root: jobs will fail to start")
+        if not self.system_users:
+            self.log.warning(
+                "Single-account mode: every job runs as the hub's own account (%s)."
+                " Set c.UWSHub.system_users = True to run jobs as their owners' system accounts.",
+                os.environ.get("USER", os.geteuid()),
+            )
+        return Services(
+            storage=storage,
+            workspaces=workspaces,
+            jobs=jobs,
+            job_types=job_types,
+            max_upload_bytes=self.max_upload_bytes,
+        )
+
+    def init_handlers(self):
+        super().init_handlers()
+        # ours first: JupyterHub's list ends with catch-alls (/api/(.*) -> 404)
+        self.handlers[:0] = self.add_url_prefix(self.hub_prefix, api_handlers + page_handlers)
+
+    # ---------------------------------------------------------------- run
+    async def start(self):
+        await super().start()
+        if self.subapp or self.generate_config or self.generate_certs:
+            return
+        self._loops = [
+            Loop("job-reconciler", self.uws.jobs.reconcile, self.job_reconcile_interval, self.log),
+            Loop("workspace-usage", self._measure_usage, self.workspace_usage_interval, self.log),
+        ]
+        for loop in self._loops:
+            loop.start()
+
+    async def _measure_usage(self) -> None:
+        storage, workspaces = self.uws.storage, self.uws.workspaces
+        for ws in list(self.db.query(Workspace)):
+            usage = await asyncio.to_thread(storage.usage_bytes, ws.directory)
+            workspaces.record_usage(ws, usage)
+
+    async def cleanup(self):
+        for loop in getattr(self, "_loops", []):
+            await loop.stop()
+        if hasattr(self, "uws"):
+            await self.uws.jobs.wait_idle()
+            await self.uws.workspaces.wait_idle()
+        await super().cleanup()
+
+
+UWSNewToken.classes.append(UWSHub)
+UWSUpgradeDB.classes.append(UWSHub)
+
+main = UWSHub.launch_instance
+
+if __name__ == "__main__":
+    main()

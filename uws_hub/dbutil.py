@@ -1,0 +1,97 @@
+"""Schema management for uws-hub's tables (alembic, version table ``uws_alembic_version``).
+
+JupyterHub manages its own tables with its own alembic history; these
+functions do the same for ours, with the same policy: a new database is
+created at the newest revision, an older one is upgraded only when asked
+(``uws-hub upgrade-db`` or ``JupyterHub.upgrade_db = True``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, inspect
+from sqlalchemy.engine import Engine
+
+from .orm import VERSION_TABLE
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class SchemaMismatch(RuntimeError):
+    """The database's uws-hub tables are older (or newer) than this code."""
+
+
+def alembic_config(engine: Engine | None = None) -> Config:
+    cfg = Config(os.path.join(_HERE, "alembic.ini"))
+    cfg.set_main_option("script_location", os.path.join(_HERE, "alembic"))
+    if engine is not None:
+        cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    return cfg
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(
+            conn, opts={"version_table": VERSION_TABLE}
+        ).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Run uws-hub's migrations up to ``revision`` on ``engine``."""
+    cfg = alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+
+
+def prepare(engine: Engine, *, allow_upgrade: bool, log: logging.Logger) -> None:
+    """Make uws-hub's tables current, or explain why the hub cannot start.
+
+    - no uws-hub tables yet: create them by running every migration, so a new
+      database and an upgraded one always have the same schema;
+    - at the newest revision: nothing to do;
+    - older: upgrade if ``allow_upgrade``, else raise :class:`SchemaMismatch`
+      naming the command that fixes it.
+    """
+    head = head_revision()
+    current = current_revision(engine)
+    if current == head:
+        return
+    if current is None:
+        if inspect(engine).has_table("uws_workspaces"):
+            raise SchemaMismatch(
+                "Found uws-hub tables without the uws_alembic_version table;"
+                " this database was not created by uws-hub's migrations."
+            )
+        log.info("Creating uws-hub tables (revision %s)", head)
+        upgrade(engine)
+        return
+    if allow_upgrade:
+        log.info("Upgrading uws-hub tables from revision %s to %s", current, head)
+        upgrade(engine)
+        return
+    raise SchemaMismatch(
+        f"The uws-hub tables are at revision {current}, this uws-hub needs {head}."
+        " Back up the database, then run `uws-hub upgrade-db`."
+    )
+
+
+def upgrade_url(db_url: str, log: logging.Logger, **engine_kwargs) -> None:
+    """Upgrade uws-hub's tables in the database at ``db_url`` (for ``upgrade-db``)."""
+    engine = create_engine(db_url, **engine_kwargs)
+    try:
+        prepare(engine, allow_upgrade=True, log=log)
+    finally:
+        engine.dispose()

@@ -1,0 +1,48 @@
+"""Errors the services raise, each with the HTTP status a client should see.
+
+They are tornado ``HTTPError`` subclasses, as JupyterHub's own refusals are,
+so a service's refusal reaches the client as a JSON error with a clear
+message through JupyterHub's ``write_error``, with no translation layer in
+every handler. The services import nothing else of tornado.
+"""
+
+from __future__ import annotations
+
+from tornado import web
+
+
+class UWSError(web.HTTPError):
+    """A refusal the client can act on; ``status_code`` is the HTTP status."""
+
+    code = 400
+
+    def __init__(self, message: str):
+        super().__init__(self.code, "%s", message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class BadRequest(UWSError):
+    code = 400
+
+
+class Forbidden(UWSError):
+    code = 403
+
+
+class NotFound(UWSError):
+    code = 404
+
+
+class Conflict(UWSError):
+    """The request is fine but the current state forbids it (busy, exists)."""
+
+    code = 409
+
+
+class Unprocessable(UWSError):
+    """Well-formed but invalid values (unknown job type, limits exceeded)."""
+
+    code = 422

@@ -1,0 +1,95 @@
+"""Pages: my workspaces, one workspace, and the admin's view of all of them.
+
+The pages render the same JSON models as the REST API and act through it
+from the browser (with JupyterHub's XSRF token), so everything a page can do
+a program can do too.
+"""
+
+from __future__ import annotations
+
+import json
+
+from jupyterhub.handlers.base import BaseHandler
+from jupyterhub.scopes import needs_scope
+from sqlalchemy import true
+from tornado import web
+
+from .. import access
+from ..apihandlers.base import parse_id
+from ..errors import NotFound
+from ..models import job_model, workspace_model
+from ..orm import Job, Workspace
+from ..scopes import LAUNCH_JOBS, READ_WORKSPACES, WRITE_WORKSPACES, requires
+from ..services import Services
+
+
+class UWSPageHandler(BaseHandler):
+    @property
+    def uws(self) -> Services:
+        return self.settings["uws"]
+
+    async def render_page(self, template: str, **ns) -> None:
+        html = await self.render_template(template, **ns)
+        self.finish(html)
+
+
+class WorkspacesPageHandler(UWSPageHandler):
+    @web.authenticated
+    @requires(READ_WORKSPACES)
+    async def get(self):
+        user = self.current_user
+        where = Workspace.owner_id == user.id
+        items = self.uws.workspaces.list(where, 0, 1000)
+        active = self.uws.jobs.active_jobs([ws.id for ws in items])
+        models = [workspace_model(ws, active.get(ws.id), self.uws.jobs) for ws in items]
+        await self.render_page(
+            "workspaces.html",
+            workspaces=models,
+            can_write=access.may(self, WRITE_WORKSPACES, user.orm_user),
+        )
+
+
+class WorkspacePageHandler(UWSPageHandler):
+    @web.authenticated
+    @requires(READ_WORKSPACES)
+    async def get(self, workspace_id):
+        ws = Workspace.find(self.db, parse_id(workspace_id, "workspace"))
+        if ws is None or not access.may(self, READ_WORKSPACES, ws.owner):
+            raise NotFound(f"No such workspace: {workspace_id}")
+        jobs = self.uws.jobs
+        recent = jobs.list(Job.workspace_id == ws.id, 0, 20)
+        model = workspace_model(ws, Job.active_in(self.db, ws.id), jobs)
+        await self.render_page(
+            "workspace.html",
+            workspace=model,
+            # safe inside <script>: no "</" can end the element early
+            workspace_json=json.dumps(model).replace("</", "<\\/"),
+            jobs=[job_model(j, jobs) for j in recent],
+            job_types=[jt.public_model() for jt in self.uws.job_types.values()],
+            can_write=access.may(self, WRITE_WORKSPACES, ws.owner),
+            can_launch=access.may(self, LAUNCH_JOBS, ws.owner),
+        )
+
+
+class AdminWorkspacesPageHandler(UWSPageHandler):
+    @web.authenticated
+    @needs_scope("admin-ui")
+    async def get(self):
+        jobs = self.uws.jobs
+        offset, limit = 0, 500
+        items = self.uws.workspaces.list(true(), offset, limit)
+        active = jobs.active_jobs([ws.id for ws in items])
+        await self.render_page(
+            "admin_workspaces.html",
+            workspaces=[workspace_model(ws, active.get(ws.id), jobs) for ws in items],
+            workspace_total=self.uws.workspaces.count(true()),
+            jobs=[job_model(j, jobs) for j in jobs.list(true(), 0, 200)],
+            job_total=jobs.count(true()),
+        )
+
+
+default_handlers = [
+    (r"/workspaces", WorkspacesPageHandler),
+    (r"/workspaces/([^/]+)", WorkspacePageHandler),
+    (r"/admin/workspaces", AdminWorkspacesPageHandler),
+]

@@ -1,0 +1,55 @@
+"""JSON models of workspaces and jobs, shared by the REST API and the pages."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from .jobs import JobService
+from .orm import Job, Workspace
+
+
+def isoformat(dt: datetime | None) -> str | None:
+    """ISO 8601 in UTC with a 'Z', as JupyterHub's API writes timestamps."""
+    return None if dt is None else dt.isoformat() + "Z"
+
+
+def job_model(job: Job, jobs: JobService) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "workspace_id": job.workspace_id,
+        "workspace": job.workspace.slug,
+        "owner": job.owner.name,
+        "job_type": job.job_type,
+        "resource": job.resource,
+        "resources": job.resources,
+        "status": job.status,
+        "target": job.target,
+        "reason": job.reason,
+        "server_name": job.server_name,
+        "resource_id": job.resource_id,
+        "url": jobs.url(job),
+        "created_at": isoformat(job.created_at),
+        "queued_at": isoformat(job.queued_at),
+        "running_at": isoformat(job.running_at),
+        "stopping_at": isoformat(job.stopping_at),
+        "finished_at": isoformat(job.finished_at),
+        "updated_at": isoformat(job.updated_at),
+    }
+
+
+def workspace_model(ws: Workspace, active_job: Job | None, jobs: JobService) -> dict[str, Any]:
+    return {
+        "id": ws.id,
+        "owner": ws.owner.name,
+        "slug": ws.slug,
+        "name": ws.name,
+        "description": ws.description,
+        "status": ws.status,
+        "status_reason": ws.status_reason,
+        "disk_usage_bytes": ws.disk_usage_bytes,
+        "usage_measured_at": isoformat(ws.usage_measured_at),
+        "active_job": job_model(active_job, jobs) if active_job else None,
+        "created_at": isoformat(ws.created_at),
+        "updated_at": isoformat(ws.updated_at),
+    }

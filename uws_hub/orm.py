@@ -1,0 +1,183 @@
+"""uws-hub's tables, beside JupyterHub's in the same database.
+
+They have their own ``MetaData`` and their own alembic history (version table
+``uws_alembic_version``), so JupyterHub's migrations and ours never step on
+each other; JupyterHub ignores tables it does not know. Foreign keys to
+JupyterHub's tables use the column objects, since the two metadata
+collections cannot resolve each other's table names.
+
+The ORM holds data. Rules (who may do what, which status follows which) live
+in the services: :mod:`uws_hub.workspaces`, :mod:`uws_hub.jobs`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from jupyterhub import orm as hub_orm
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    select,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+
+from .states import ACTIVE_JOB_STATUSES, JobStatus, WorkspaceStatus
+
+#: alembic's version table for uws-hub's own migrations
+VERSION_TABLE = "uws_alembic_version"
+
+# the same convention as JupyterHub's, so constraint names are stable across
+# SQLite and PostgreSQL and migrations can refer to them
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    """Naive UTC now, as JupyterHub stores its timestamps."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Workspace(Base):
+    """A directory of a user's work, under the configured workspaces root."""
+
+    __tablename__ = "uws_workspaces"
+    __table_args__ = (UniqueConstraint("owner_id", "slug", name="uq_uws_workspaces_owner_slug"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner_id: Mapped[int] = mapped_column(
+        ForeignKey(hub_orm.User.id, ondelete="CASCADE"), index=True
+    )
+    #: immutable, unique per owner; names the job's server (/user/<owner>/<slug>/)
+    slug: Mapped[str] = mapped_column(String(63))
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(32), default=WorkspaceStatus.initializing.value)
+    status_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    #: absolute path; always under UWSHub.workspaces_root
+    directory: Mapped[str] = mapped_column(Text)
+    disk_usage_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    usage_measured_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+    owner: Mapped[hub_orm.User] = relationship(hub_orm.User, lazy="joined")
+    jobs: Mapped[list[Job]] = relationship(
+        back_populates="workspace", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    def __repr__(self) -> str:
+        return f"<Workspace {self.id} {self.owner_id}/{self.slug} {self.status}>"
+
+    @classmethod
+    def find(cls, db: Session, workspace_id: int) -> Workspace | None:
+        return db.get(cls, workspace_id)
+
+    @classmethod
+    def find_by_slug(cls, db: Session, owner_id: int, slug: str) -> Workspace | None:
+        return db.scalar(select(cls).where(cls.owner_id == owner_id, cls.slug == slug))
+
+
+class Job(Base):
+    """One launch of a job type in a workspace, on a resource.
+
+    An interactive job is a JupyterHub named server of the workspace's owner,
+    named after the workspace's slug. ``status`` is where the job is,
+    ``target`` where the hub wants it (``running`` or ``stopped``).
+    """
+
+    __tablename__ = "uws_jobs"
+    __table_args__ = (
+        # At most one unfinished interactive job per workspace, enforced by the
+        # database so that two concurrent launches cannot both win.
+        Index(
+            "uq_uws_jobs_one_active_per_workspace",
+            "workspace_id",
+            unique=True,
+            sqlite_where=(
+                "interactive = 1 AND status IN ("
+                + ", ".join(f"'{s.value}'" for s in sorted(ACTIVE_JOB_STATUSES))
+                + ")"
+            ),
+            postgresql_where=(
+                "interactive AND status IN ("
+                + ", ".join(f"'{s.value}'" for s in sorted(ACTIVE_JOB_STATUSES))
+                + ")"
+            ),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(
+        ForeignKey("uws_workspaces.id", ondelete="CASCADE"), index=True
+    )
+    #: the workspace owner's id, copied so that listing jobs by scope is one query
+    owner_id: Mapped[int] = mapped_column(
+        ForeignKey(hub_orm.User.id, ondelete="CASCADE"), index=True
+    )
+    job_type: Mapped[str] = mapped_column(String(63))
+    resource: Mapped[str] = mapped_column(String(63), default="local")
+    interactive: Mapped[bool] = mapped_column(Boolean, default=True)
+    status: Mapped[str] = mapped_column(String(32), default=JobStatus.pending.value, index=True)
+    target: Mapped[str] = mapped_column(String(32), default="running")
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    server_name: Mapped[str] = mapped_column(String(255))
+    #: the resource's own id: a process id, a SLURM job id
+    resource_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    #: requested resources: cpus, memory, gpus, time limit, partition
+    resources: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    queued_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
+    running_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
+    stopping_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
+
+    workspace: Mapped[Workspace] = relationship(back_populates="jobs", lazy="joined")
+    owner: Mapped[hub_orm.User] = relationship(hub_orm.User, lazy="joined")
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id} {self.job_type} in {self.workspace_id} {self.status}>"
+
+    @property
+    def terminal(self) -> bool:
+        return JobStatus(self.status).terminal
+
+    @classmethod
+    def find(cls, db: Session, job_id: int) -> Job | None:
+        return db.get(cls, job_id)
+
+    @classmethod
+    def active_in(cls, db: Session, workspace_id: int) -> Job | None:
+        """The workspace's unfinished job, if any."""
+        return db.scalar(
+            select(cls).where(
+                cls.workspace_id == workspace_id,
+                cls.status.in_([s.value for s in ACTIVE_JOB_STATUSES]),
+            )
+        )
+
+    @classmethod
+    def unfinished(cls, db: Session) -> list[Job]:
+        """Every job that has not reached a terminal status (for the reconciler)."""
+        return list(
+            db.scalars(select(cls).where(cls.status.in_([s.value for s in ACTIVE_JOB_STATUSES])))
+        )

@@ -1,0 +1,19 @@
+"""The services the handlers use, built by the app (``settings['uws']``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .jobs import JobService
+from .jobtypes import JobType
+from .storage import WorkspaceStorage
+from .workspaces import WorkspaceService
+
+
+@dataclass
+class Services:
+    storage: WorkspaceStorage
+    workspaces: WorkspaceService
+    jobs: JobService
+    job_types: dict[str, JobType]
+    max_upload_bytes: int

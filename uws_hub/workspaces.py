@@ -1,0 +1,251 @@
+"""Workspaces: create, seed, rename, measure and delete them.
+
+The rules live here (unique slug per owner, no delete while a job runs,
+status changes through the transition table); the handlers only parse and
+render, and :mod:`uws_hub.storage` does the path-safe file work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import os
+import pwd
+import re
+from dataclasses import dataclass
+
+from jupyterhub import orm as hub_orm
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from .errors import Conflict, Unprocessable
+from .orm import Job, Workspace, utcnow
+from .states import WorkspaceStatus, check_workspace_transition
+from .storage import Owner, PathError, WorkspaceStorage
+
+_SLUG_JUNK = re.compile(r"[^a-z0-9]+")
+
+
+def slugify(name: str) -> str:
+    """A workspace slug from its name: lowercase ascii letters, digits and '-'.
+
+    The slug names the workspace's directory and its job's server
+    (``/user/<owner>/<slug>/``), so it is kept short and URL- and path-safe.
+    """
+    slug = _SLUG_JUNK.sub("-", name.lower()).strip("-")[:63].strip("-")
+    if not slug:
+        raise Unprocessable(f"A workspace name needs at least one letter or digit: {name!r}")
+    return slug
+
+
+@dataclass
+class SeedFile:
+    """A file to put in a new workspace (from the create request)."""
+
+    path: str
+    content: str
+    encoding: str = "utf-8"
+
+    def data(self) -> bytes:
+        if self.encoding == "base64":
+            try:
+                return base64.b64decode(self.content, validate=True)
+            except (binascii.Error, ValueError):
+                raise Unprocessable(f"Seed file {self.path!r} is not valid base64") from None
+        return self.content.encode("utf-8")
+
+
+class Accounts:
+    """Maps hub users to the system accounts that own their files and run their jobs."""
+
+    def __init__(self, system_users: bool):
+        self.system_users = system_users
+
+    def system_user(self, name: str) -> str | None:
+        """The system account a user's jobs run as, or None for the hub's own."""
+        if not self.system_users:
+            return None
+        self._lookup(name)
+        return name
+
+    def owner(self, name: str) -> Owner:
+        if not self.system_users:
+            return Owner()
+        account = self._lookup(name)
+        return Owner(uid=account.pw_uid, gid=account.pw_gid)
+
+    @staticmethod
+    def _lookup(name: str) -> pwd.struct_passwd:
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            raise Conflict(
+                f"User {name!r} has no system account on the hub's machine, which this hub"
+                " needs (UWSHub.system_users is on); ask an administrator to create it."
+            ) from None
+
+
+class WorkspaceService:
+    def __init__(
+        self,
+        db: Session,
+        storage: WorkspaceStorage,
+        accounts: Accounts,
+        log: logging.Logger,
+        *,
+        max_seed_bytes: int,
+        delete_server: "DeleteServer",
+    ):
+        self.db = db
+        self.storage = storage
+        self.accounts = accounts
+        self.log = log
+        self.max_seed_bytes = max_seed_bytes
+        self.delete_server = delete_server
+        self._tasks: set[asyncio.Task] = set()
+
+    # ---------------------------------------------------------------- status
+    def set_status(self, ws: Workspace, status: WorkspaceStatus, reason: str | None = None) -> None:
+        """The only way a workspace's status changes (checked against the table)."""
+        if ws.status == status.value:
+            ws.status_reason = reason
+            return
+        ws.status = check_workspace_transition(ws.status, status).value
+        ws.status_reason = reason
+
+    # ---------------------------------------------------------------- queries
+    def count(self, where) -> int:
+        return self.db.scalar(select(func.count(Workspace.id)).where(where)) or 0
+
+    def list(self, where, offset: int, limit: int) -> list[Workspace]:
+        return list(
+            self.db.scalars(
+                select(Workspace).where(where).order_by(Workspace.id).offset(offset).limit(limit)
+            )
+        )
+
+    # ---------------------------------------------------------------- create
+    def create(
+        self, owner: hub_orm.User, name: str, description: str, files: list[SeedFile]
+    ) -> Workspace:
+        slug = slugify(name)
+        seeds = [(f.path, f.data()) for f in files]
+        if sum(len(d) for _, d in seeds) > self.max_seed_bytes:
+            raise Unprocessable(
+                f"Seed files total more than {self.max_seed_bytes} bytes"
+                " (UWSHub.max_seed_bytes); upload large files after creating the workspace."
+            )
+        file_owner = self.accounts.owner(owner.name)
+        if Workspace.find_by_slug(self.db, owner.id, slug):
+            raise Conflict(f"You already have a workspace named {slug!r}")
+        directory = self.storage.directory_for(owner.name, slug)
+        if os.path.exists(directory):
+            raise Conflict(
+                f"A directory for workspace {slug!r} is left on disk from an earlier workspace;"
+                " choose another name or ask an administrator to remove it."
+            )
+        ws = Workspace(
+            owner=owner,
+            slug=slug,
+            name=name.strip(),
+            description=description,
+            status=WorkspaceStatus.initializing.value,
+            directory=directory,
+        )
+        self.db.add(ws)
+        try:
+            self.db.commit()
+        except IntegrityError:
+            self.db.rollback()
+            raise Conflict(f"You already have a workspace named {slug!r}") from None
+        try:
+            self.storage.create(directory, file_owner)
+            for path, data in seeds:
+                self.storage.write_file(directory, path, data, file_owner)
+        except PathError as e:
+            self._discard(ws)
+            raise Unprocessable(f"Seed file refused: {e}") from None
+        except OSError as e:
+            self.log.exception("Could not create workspace directory %s", directory)
+            self.set_status(ws, WorkspaceStatus.error, f"Could not create the directory: {e.strerror}")
+            self.db.commit()
+            return ws
+        ws.disk_usage_bytes = self.storage.usage_bytes(directory)
+        ws.usage_measured_at = utcnow()
+        self.set_status(ws, WorkspaceStatus.idle)
+        self.db.commit()
+        self.log.info("Created workspace %s/%s (id %s)", owner.name, slug, ws.id)
+        return ws
+
+    def _discard(self, ws: Workspace) -> None:
+        self.storage.remove(ws.directory)
+        self.db.delete(ws)
+        self.db.commit()
+
+    # ---------------------------------------------------------------- update
+    def update(self, ws: Workspace, name: str | None, description: str | None) -> Workspace:
+        """Change the display name or description (the slug never changes)."""
+        if ws.status == WorkspaceStatus.deleting.value:
+            raise Conflict("The workspace is being deleted")
+        if name is not None:
+            if not name.strip():
+                raise Unprocessable("The name must not be empty")
+            ws.name = name.strip()
+        if description is not None:
+            ws.description = description
+        self.db.commit()
+        return ws
+
+    # ---------------------------------------------------------------- delete
+    def delete(self, ws: Workspace) -> Workspace:
+        """Start deleting; refused while a job is unfinished. Returns at once."""
+        active = Job.active_in(self.db, ws.id)
+        if active is not None:
+            raise Conflict(
+                f"Workspace {ws.slug!r} has a {active.status} job (id {active.id});"
+                " stop it before deleting the workspace."
+            )
+        if ws.status == WorkspaceStatus.deleting.value:
+            return ws
+        self.set_status(ws, WorkspaceStatus.deleting)
+        self.db.commit()
+        task = asyncio.ensure_future(self._finish_delete(ws.id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return ws
+
+    async def _finish_delete(self, workspace_id: int) -> None:
+        ws = Workspace.find(self.db, workspace_id)
+        if ws is None:
+            return
+        try:
+            await self.delete_server(ws.owner, ws.slug)
+            await asyncio.to_thread(self.storage.remove, ws.directory)
+        except Exception as e:
+            self.log.exception("Failed to delete workspace %s", workspace_id)
+            self.set_status(ws, WorkspaceStatus.error, f"Deleting failed: {e}")
+            self.db.commit()
+            return
+        self.db.delete(ws)
+        self.db.commit()
+        self.log.info("Deleted workspace %s/%s (id %s)", ws.owner.name, ws.slug, workspace_id)
+
+    async def wait_idle(self) -> None:
+        """Wait for background deletions (hub shutdown)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # ---------------------------------------------------------------- usage
+    def record_usage(self, ws: Workspace, usage_bytes: int) -> None:
+        ws.disk_usage_bytes = usage_bytes
+        ws.usage_measured_at = utcnow()
+        self.db.commit()
+
+
+class DeleteServer:
+    """Callable protocol: remove a user's (stopped) named server from JupyterHub."""
+
+    async def __call__(self, owner: hub_orm.User, server_name: str) -> None: ...
