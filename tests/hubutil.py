@@ -6,6 +6,7 @@ and the single-user servers are the programs users run.
 
 from __future__ import annotations
 
+import http.client
 import os
 import secrets
 import signal
@@ -139,6 +140,21 @@ class Hub:
         kw.setdefault("timeout", 30)
         kw.setdefault("allow_redirects", False)
         return requests.request(method, url, headers=headers, **kw)
+
+    def raw_request(
+        self, method: str, path: str, token: str, body: bytes | None = None, direct: bool = False
+    ) -> tuple[int, str]:
+        """A request whose path is sent byte for byte (no dot-segment clean-up,
+        which HTTP client libraries do), to test what a hostile client can send.
+        ``direct`` sends it to the hub's own port, past the proxy (which cleans
+        up dot segments itself)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.hub_port if direct else self.port, timeout=30)
+        try:
+            conn.request(method, path, body=body, headers={"Authorization": f"token {token}"})
+            resp = conn.getresponse()
+            return resp.status, resp.read().decode(errors="replace")
+        finally:
+            conn.close()
 
     def api(self, method: str, path: str, token: str | None = None, expect: int | None = None, **kw):
         r = self.request(method, path, token or self.admin_token, **kw)

@@ -324,7 +324,12 @@ class UWSHub(JupyterHub):
     async def _measure_usage(self) -> None:
         storage, workspaces = self.uws.storage, self.uws.workspaces
         for ws in list(self.db.query(Workspace)):
-            usage = await asyncio.to_thread(storage.usage_bytes, ws.directory)
+            try:
+                usage = await asyncio.to_thread(storage.usage_bytes, ws.directory)
+            except FileNotFoundError:
+                # keep the last measurement: the filesystem may be away for a moment
+                self.log.warning("Workspace %s: directory %s is missing", ws.id, ws.directory)
+                continue
             workspaces.record_usage(ws, usage)
 
     async def cleanup(self):

@@ -18,7 +18,17 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect
 from sqlalchemy.engine import Engine
 
-from .orm import VERSION_TABLE
+from .authenticators.local import metadata as accounts_metadata
+from .orm import VERSION_TABLE, Base
+
+#: every table uws-hub's migrations manage
+TARGET_METADATA = [Base.metadata, accounts_metadata]
+_OUR_TABLES = {name for md in TARGET_METADATA for name in md.tables}
+
+
+def include_name(name, type_, parent_names) -> bool:
+    """alembic filter: only uws-hub's tables (the database also holds JupyterHub's)."""
+    return type_ != "table" or name in _OUR_TABLES
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 

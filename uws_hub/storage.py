@@ -239,8 +239,11 @@ class WorkspaceStorage:
         """Bytes in the files under ``directory`` (their apparent sizes), not following symlinks.
 
         Directories themselves are not counted, so the number is what users
-        put in the workspace, whatever the filesystem's block size.
+        put in the workspace, whatever the filesystem's block size. Raises
+        FileNotFoundError if ``directory`` itself is missing.
         """
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(directory)
         total = 0
         stack = [directory]
         while stack:

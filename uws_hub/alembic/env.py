@@ -8,16 +8,17 @@ Called by :mod:`uws_hub.dbutil`, which passes an open connection in
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from uws_hub.orm import VERSION_TABLE, Base
+from uws_hub.dbutil import TARGET_METADATA, include_name
+from uws_hub.orm import VERSION_TABLE
 
 config = context.config
-target_metadata = Base.metadata
 
 
 def _configure(connection):
     context.configure(
         connection=connection,
-        target_metadata=target_metadata,
+        target_metadata=TARGET_METADATA,
+        include_name=include_name,
         version_table=VERSION_TABLE,
         render_as_batch=connection.dialect.name == "sqlite",
     )

@@ -1,0 +1,164 @@
+"""The REST API's contract: validation (4xx, never 5xx), pagination, scopes,
+and JupyterHub's own API next to it, unchanged."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+
+def test_job_types(hub, alice):
+    types = {t["name"]: t for t in hub.api("GET", "job-types", alice, expect=200)}
+    assert types["jupyterlab"]["display_name"] == "JupyterLab"
+    assert types["jupyterlab"]["default_resource"] == "local"
+    assert "cmd" not in types["jupyterlab"]  # commands are the admin's business
+
+
+@pytest.mark.parametrize(
+    "body, status, words",
+    [
+        ("not json", 400, "Invalid JSON"),
+        ([1, 2], 400, "JSON object"),
+        ({}, 422, "name"),
+        ({"name": ""}, 422, "name"),
+        ({"name": "!!!"}, 422, "letter or digit"),
+        ({"name": "x", "color": "red"}, 422, "color"),
+        ({"name": "x", "files": [{"path": "../up", "content": "x"}]}, 422, "inside the workspace"),
+        ({"name": "x", "files": [{"path": "/abs", "content": "x"}]}, 422, "relative"),
+        ({"name": "x", "files": [{"path": "a", "content": "%%%", "encoding": "base64"}]}, 422, "base64"),
+        ({"name": "x", "files": [{"path": "a", "content": "x", "encoding": "rot13"}]}, 422, "encoding"),
+        ({"name": 5}, 422, "name"),
+    ],
+)
+def test_create_workspace_validation(hub, alice, body, status, words):
+    kw = {"data": body} if isinstance(body, str) else {"json": body}
+    r = hub.request("POST", "workspaces", alice, **kw)
+    assert r.status_code == status, r.text
+    assert r.headers["Content-Type"].startswith("application/json")
+    assert words in r.json()["message"]
+    # nothing was left behind by a refused create
+    names = [w["name"] for w in hub.api("GET", "workspaces", alice)["items"]]
+    assert "x" not in names
+
+
+def test_duplicate_name_is_a_conflict(hub, alice):
+    name = f"dup {uuid.uuid4().hex[:6]}"
+    hub.api("POST", "workspaces", alice, json={"name": name}, expect=201)
+    r = hub.request("POST", "workspaces", alice, json={"name": name.upper()})
+    assert r.status_code == 409 and "already have a workspace" in r.json()["message"]
+
+
+def test_the_same_name_for_two_users_is_fine(hub, alice, bob):
+    name = f"shared name {uuid.uuid4().hex[:6]}"
+    a = hub.api("POST", "workspaces", alice, json={"name": name}, expect=201)
+    b = hub.api("POST", "workspaces", bob, json={"name": name}, expect=201)
+    assert a["slug"] == b["slug"] and a["id"] != b["id"]
+
+
+@pytest.mark.parametrize("wid", ["abc", "0", "-1", "99999999", "1.5", "9" * 40])
+def test_bad_ids_are_not_found(hub, alice, wid):
+    for path in (f"workspaces/{wid}", f"workspaces/{wid}/files", f"jobs/{wid}"):
+        r = hub.request("GET", path, alice)
+        assert r.status_code == 404, (path, r.text)
+
+
+@pytest.mark.parametrize(
+    "body, status, words",
+    [
+        ({}, 422, "job_type"),
+        ({"job_type": "nope"}, 422, "Unknown job type"),
+        ({"job_type": "jupyterlab", "resource": "mars"}, 422, "cannot run on"),
+        ({"job_type": "jupyterlab", "resources": {"cpus": 0}}, 422, "cpus"),
+        ({"job_type": "jupyterlab", "resources": {"memory": "lots"}}, 422, "memory"),
+        ({"job_type": "jupyterlab", "extra": 1}, 422, "extra"),
+    ],
+)
+def test_launch_validation(hub, alice, workspace, body, status, words):
+    r = hub.request("POST", f"workspaces/{workspace['id']}/jobs", alice, json=body)
+    assert r.status_code == status, r.text
+    assert words in r.json()["message"]
+    assert hub.api("GET", f"jobs?workspace={workspace['id']}", alice)["items"] == []
+
+
+def test_list_filters_are_validated(hub, alice):
+    assert hub.request("GET", "jobs?status=bogus", alice).status_code == 400
+    assert hub.request("GET", "workspaces?status=bogus", alice).status_code == 400
+    assert hub.request("GET", "jobs?workspace=abc", alice).status_code == 404
+    assert hub.request("GET", "workspaces?limit=abc", alice).status_code == 400
+
+
+def test_pagination(hub):
+    token = hub.add_user("uwscarol")
+    for i in range(5):
+        hub.api("POST", "workspaces", token, json={"name": f"page {i}"}, expect=201)
+    page = hub.api("GET", "workspaces?limit=2", token, expect=200)
+    assert len(page["items"]) == 2 and page["_pagination"]["total"] == 5
+    seen = [w["name"] for w in page["items"]]
+    while page["_pagination"]["next"]:
+        page = hub.api("GET", page["_pagination"]["next"]["url"], token, expect=200)
+        seen += [w["name"] for w in page["items"]]
+    assert seen == [f"page {i}" for i in range(5)]
+
+
+def test_patch_validation(hub, alice, workspace):
+    wid = workspace["id"]
+    assert hub.request("PATCH", f"workspaces/{wid}", alice, json={"name": ""}).status_code == 422
+    assert hub.request("PATCH", f"workspaces/{wid}", alice, json={"slug": "other"}).status_code == 422
+    assert hub.api("GET", f"workspaces/{wid}", alice)["name"] == workspace["name"]
+
+
+def test_read_only_token_cannot_change_anything(hub, alice, workspace):
+    token = hub.api(
+        "POST", "users/uwsalice/tokens", json={"scopes": ["custom:uws:read:workspaces!user"]}, expect=201
+    )["token"]
+    wid = workspace["id"]
+    assert hub.api("GET", f"workspaces/{wid}", token, expect=200)["id"] == wid
+    assert hub.request("GET", f"workspaces/{wid}/files/README.md", token).status_code == 200
+    for method, path, body in [
+        ("POST", f"workspaces/{wid}/jobs", {"job_type": "jupyterlab"}),
+        ("DELETE", f"workspaces/{wid}", None),
+        ("PATCH", f"workspaces/{wid}", {"name": "renamed"}),
+        ("POST", "workspaces", {"name": "new one"}),
+    ]:
+        r = hub.request(method, path, token, json=body)
+        assert r.status_code == 403, (method, path, r.text)
+        assert "custom:uws:" in r.json()["message"]
+    r = hub.request("PUT", f"workspaces/{wid}/files/new.txt", token, data=b"x")
+    assert r.status_code == 403
+    assert hub.api("GET", f"workspaces/{wid}", alice)["status"] == "idle"
+
+
+def test_unauthenticated_requests_are_refused(hub, workspace):
+    for path in ("workspaces", f"workspaces/{workspace['id']}", "jobs", "job-types"):
+        assert hub.request("GET", path).status_code == 403
+
+
+def test_jupyterhub_api_is_unchanged(hub):
+    """Admins and tools (idle-culler, scripts) keep using JupyterHub's own API;
+    a user made there works in the workspaces API with a token made there."""
+    name = f"uwsapi{uuid.uuid4().hex[:6]}"
+    user = hub.api("POST", f"users/{name}", expect=201)
+    assert user["name"] == name
+    hub.api("POST", "groups/uws-testers", json={"users": [name]}, expect=201)
+    assert name in hub.api("GET", "groups/uws-testers", expect=200)["users"]
+    users = hub.api("GET", "users?state=inactive", expect=200)
+    assert name in [u["name"] for u in users]
+    token = hub.api("POST", f"users/{name}/tokens", json={"note": "script"}, expect=201)["token"]
+    me = hub.api("GET", "user", token, expect=200)
+    assert me["name"] == name and "custom:uws:write:workspaces!user=" + name in me["scopes"]
+    hub.api("GET", "job-types", token, expect=200)
+    # no system account: the hub says so instead of failing later
+    r = hub.request("POST", "workspaces", token, json={"name": "scripted"})
+    assert r.status_code == 409 and "system account" in r.json()["message"]
+    hub.api("DELETE", f"users/{name}", expect=204)
+    assert hub.request("GET", "user", token).status_code == 403
+
+
+def test_jupyterhub_server_api_cannot_bypass_workspaces(hub, alice):
+    """Starting a server through JupyterHub's own API does not dodge workspaces."""
+    r = hub.request("POST", "users/uwsalice/servers/sneaky", alice)
+    assert 400 <= r.status_code < 500, r.text
+    assert "workspace" in r.json()["message"]
+    server = hub.api("GET", "users/uwsalice", alice)["servers"].get("sneaky")
+    assert not server or not server["ready"]

@@ -1,0 +1,97 @@
+"""Database migrations: an older database is upgraded by `uws-hub upgrade-db`
+without losing anything; the hub refuses to start on one that was not."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from datetime import datetime
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from jupyterhub import orm as hub_orm
+from sqlalchemy import create_engine, text
+
+from uws_hub import dbutil
+
+from .hubutil import VENV_BIN, Hub, hub_env
+
+
+def create_jupyterhub_tables(url: str, user: str | None = None) -> int | None:
+    """JupyterHub's own tables at their newest revision (as JupyterHub makes them),
+    with a user if asked; returns the user's id."""
+    db = hub_orm.new_session_factory(url)()
+    uid = None
+    if user:
+        orm_user = hub_orm.User(name=user)
+        db.add(orm_user)
+        db.commit()
+        uid = orm_user.id
+    db.close()
+    db.get_bind().dispose()
+    return uid
+
+
+def make_old_database(url: str) -> None:
+    """JupyterHub's tables at their head, uws-hub's at the first revision, with data."""
+    uid = create_jupyterhub_tables(url, user="olduser")
+    engine = create_engine(url)
+    dbutil.upgrade(engine, "0001")
+    now = datetime(2026, 1, 1)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO uws_workspaces (owner_id, slug, name, description, status, directory,"
+                " disk_usage_bytes, created_at, updated_at)"
+                " VALUES (:uid, 'old-ws', 'Old workspace', 'from before', 'idle', '/nonexistent/olduser/old-ws',"
+                " 5000000000, :now, :now)"
+            ),
+            {"uid": uid, "now": now},
+        )
+    assert dbutil.current_revision(engine) == "0001"
+    engine.dispose()
+
+
+def test_upgrade_db_upgrades_an_old_database(db_url, tmp_path):
+    url = db_url()
+    make_old_database(url)
+    hub = Hub(tmp_path, "c.Authenticator.admin_users = set()\n", url)
+
+    # the hub will not start on it, and says what to do
+    r = subprocess.run([str(VENV_BIN / "uws-hub"), "-f", str(hub.config_file)], cwd=tmp_path, env=hub_env(),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert "uws-hub upgrade-db" in r.stdout + r.stderr
+
+    r = subprocess.run([str(VENV_BIN / "uws-hub"), "upgrade-db", "-f", str(hub.config_file)], cwd=tmp_path,
+                       env=hub_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    engine = create_engine(url)
+    assert dbutil.current_revision(engine) == dbutil.head_revision()
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT name, description, disk_usage_bytes FROM uws_workspaces")).one()
+        assert tuple(row) == ("Old workspace", "from before", 5000000000)
+        assert conn.execute(text("SELECT count(*) FROM uws_local_accounts")).scalar() == 0
+    engine.dispose()
+
+    # and now it starts, with the old workspace in the API
+    hub.start()
+    try:
+        token = hub.add_user("olduser")
+        [ws] = hub.api("GET", "workspaces", token, expect=200)["items"]
+        assert (ws["name"], ws["slug"], ws["disk_usage_bytes"]) == ("Old workspace", "old-ws", 5000000000)
+    finally:
+        hub.stop()
+
+
+def test_migrations_match_the_models(db_url):
+    """Running every migration gives exactly the tables the code declares."""
+    url = db_url()
+    create_jupyterhub_tables(url)
+    engine = create_engine(url)
+    dbutil.prepare(engine, allow_upgrade=False, log=logging.getLogger("test"))
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True, "include_name": dbutil.include_name})
+        diffs = compare_metadata(context, dbutil.TARGET_METADATA)
+    engine.dispose()
+    assert diffs == []
