@@ -53,7 +53,9 @@ def wait_for(predicate, timeout: float, interval: float = 0.2, what: str = "cond
 class Hub:
     """A uws-hub process in its own directory, on free ports."""
 
-    def __init__(self, workdir: Path, config: str, db_url: str, env: dict[str, str] | None = None):
+    def __init__(
+        self, workdir: Path, config: str, db_url: str, env: dict[str, str] | None = None, base_config: bool = True
+    ):
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -63,7 +65,8 @@ class Hub:
         self.admin_token = secrets.token_hex(16)
         self.db_url = db_url
         self.config_file = workdir / "jupyterhub_config.py"
-        self.config_file.write_text(self._base_config() + textwrap.dedent(config))
+        base = self._base_config() if base_config else ""
+        self.config_file.write_text(base + textwrap.dedent(config))
         self.env = hub_env(env)
         self.proc: subprocess.Popen | None = None
         self.log_file = workdir / "hub.log"

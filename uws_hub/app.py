@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
@@ -294,7 +295,7 @@ class UWSHub(JupyterHub):
             self.log.warning(
                 "Single-account mode: every job runs as the hub's own account (%s)."
                 " Set c.UWSHub.system_users = True to run jobs as their owners' system accounts.",
-                os.environ.get("USER", os.geteuid()),
+                pwd.getpwuid(os.geteuid()).pw_name,
             )
         return Services(
             storage=storage,

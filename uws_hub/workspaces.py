@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import logging
 import os
 import pwd
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from jupyterhub import orm as hub_orm
@@ -34,11 +36,14 @@ def slugify(name: str) -> str:
 
     The slug names the workspace's directory and its job's server
     (``/user/<owner>/<slug>/``), so it is kept short and URL- and path-safe.
+    Accents are dropped ("Émile" -> "emile"); a name with no latin letters or
+    digits at all (say, in Japanese) gets ``ws-`` and a hash of the name.
     """
-    slug = _SLUG_JUNK.sub("-", name.lower()).strip("-")[:63].strip("-")
-    if not slug:
-        raise Unprocessable(f"A workspace name needs at least one letter or digit: {name!r}")
-    return slug
+    if not name.strip():
+        raise Unprocessable("A workspace name must not be blank")
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    slug = _SLUG_JUNK.sub("-", ascii_name.lower()).strip("-")[:63].strip("-")
+    return slug or "ws-" + hashlib.sha256(name.strip().encode("utf-8")).hexdigest()[:8]
 
 
 @dataclass
