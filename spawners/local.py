@@ -16,8 +16,10 @@ explained with the tail of that file.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pwd
+import signal
 import subprocess
 
 from jupyterhub.spawner import LocalProcessSpawner, set_user_setuid
@@ -71,3 +73,35 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
                 env["HOME"] = launch.home
             env["SHELL"] = "/bin/bash"
         return env
+
+    async def release_leftover(self, job_id: int, resource_id: str) -> None:
+        """Kill the process group of a server whose start the hub lost (hub restart)."""
+        pid = int(resource_id)
+        if not _is_job_process(pid, job_id):
+            return
+        self.log.warning("Killing leftover server process %s of job %s", pid, job_id)
+        for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                return
+            for _ in range(int(wait / 0.1)):
+                if not _is_job_process(pid, job_id):
+                    return
+                await asyncio.sleep(0.1)
+
+
+def _is_job_process(pid: int, job_id: int) -> bool:
+    """Whether ``pid`` is alive and runs job ``job_id`` (its environment says so).
+
+    Checking the environment means a recycled pid of another process is
+    never touched.
+    """
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            env = f.read().split(b"\0")
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != b"Z" and f"UWS_JOB_ID={job_id}".encode() in env

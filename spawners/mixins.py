@@ -103,6 +103,15 @@ class WorkspaceSpawnerMixin:
             self.default_url = launch.default_url
         self.cmd = list(launch.cmd)
 
+    async def release_leftover(self, job_id: int, resource_id: str) -> None:
+        """Release what a start left behind when the hub lost track of it.
+
+        Called by the hub after a restart for a job whose start was under way:
+        ``resource_id`` is what the spawner reported (``report("queued",
+        resource_id=...)``) before the hub went away. Subclasses kill the
+        process, cancel the batch job, or adopt it. The default does nothing.
+        """
+
     def report(self, event: str, **info: Any) -> None:
         if self.lifecycle_listener is not None:
             self.lifecycle_listener(self, event, info)

@@ -99,6 +99,9 @@ def workspaces_root():
 
 
 # ---------------------------------------------------------------- hubs
+#: a job type's command for the minimal single-user server (tests/minimal_server.py)
+MINIMAL_CMD = [sys.executable, str(REPO / "tests" / "minimal_server.py")]
+
 MULTIUSER_CONFIG = f"""
 c.UWSHub.system_users = True
 c.UWSHub.job_reconcile_interval = 2
@@ -109,6 +112,8 @@ c.UWSHub.job_types = {{
         "display_name": "Broken on purpose",
         "cmd": ["python3", "-c", "import sys; print('boom: the server cannot start'); sys.exit(3)"],
     }},
+    "minimal": {{"display_name": "Minimal test server", "cmd": {MINIMAL_CMD!r}}},
+    "short": {{"display_name": "Minimal, 3 s limit", "cmd": {MINIMAL_CMD!r}, "time_limit_seconds": 3}},
 }}
 """
 

@@ -65,6 +65,7 @@ class Hub:
         self.admin_token = secrets.token_hex(16)
         self.db_url = db_url
         self.config_file = workdir / "jupyterhub_config.py"
+        self.base_config = base_config
         base = self._base_config() if base_config else ""
         self.config_file.write_text(base + textwrap.dedent(config))
         self.env = hub_env(env)
@@ -107,7 +108,13 @@ class Hub:
             if self.proc.poll() is not None:
                 raise AssertionError(f"uws-hub exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
-                return requests.get(self.url + "/hub/health", timeout=2).status_code == 200
+                if not self.base_config:
+                    return requests.get(self.url + "/hub/health", timeout=2).status_code == 200
+                # our own admin token proves it is this hub on that port, not another
+                # test's hub that took the same free port in the meantime
+                r = requests.get(self.url + "/hub/api/user", timeout=2,
+                                 headers={"Authorization": f"token {self.admin_token}"})
+                return r.status_code == 200
             except requests.RequestException:
                 return False
 

@@ -20,16 +20,18 @@ from jupyterhub import orm as hub_orm
 from jupyterhub.app import JupyterHub, NewToken, UpgradeDB
 from jupyterhub.traitlets import ByteSpecification
 from jupyterhub.utils import url_path_join
-from traitlets import Bool, Dict, Float, Unicode, default, validate
+from traitlets import Bool, Dict, Float, Integer, Unicode, default, validate
 
 from . import __version__, dbutil, scopes
 from .apihandlers import default_handlers as api_handlers
 from .authenticators.local import WorkspaceLocalAuthenticator
 from .handlers import default_handlers as page_handlers
+from .events import EventBus
 from .jobs import JobService
 from .jobtypes import DEFAULT_JOB_TYPES, parse_job_types
 from .loops import Loop
 from .orm import Workspace
+from .reconcile import JobReconciler
 from .servers import ServerControl
 from .services import Services
 from .storage import WorkspaceStorage
@@ -182,10 +184,66 @@ class UWSHub(JupyterHub):
     job_reconcile_interval = Float(
         10.0,
         config=True,
-        help="""Seconds between passes of the job reconciler.
+        help="""Seconds between scans of the job reconciler.
 
-        Each pass compares every unfinished job with its server and repairs the
-        difference: a server that died, a start interrupted by a hub restart.
+        Each scan puts every unfinished job on the reconciler's queue, so that a
+        server that died, a start interrupted by a hub restart, a proxy route
+        that went missing or a job past a deadline is repaired within this time.
+        Requests (launch, stop) and spawner reports wake the reconciler at once.
+        """,
+    )
+
+    job_reconcile_workers = Integer(
+        4,
+        config=True,
+        help="""Number of reconciler workers taking jobs off its queue concurrently.
+
+        Starts and stops run in the background; a worker only takes one step.
+        """,
+    )
+
+    job_pending_timeout = Float(
+        300.0,
+        config=True,
+        help="""Seconds a job may stay ``pending`` (asked for, not yet on its resource).
+
+        A job still pending after this is stopped and ``failed`` with the reason.
+        """,
+    )
+
+    job_queued_timeout = Float(
+        0.0,
+        config=True,
+        help="""Seconds a job may stay ``queued`` (on its resource, server not answering yet).
+
+        0 means no limit (a batch queue may hold a job for hours); local jobs are
+        bounded by JupyterHub's ``Spawner.start_timeout`` and ``http_timeout``.
+        """,
+    )
+
+    job_stopping_timeout = Float(
+        120.0,
+        config=True,
+        help="""Seconds a stop may take before the job is marked ``failed`` with the reason.""",
+    )
+
+    job_max_attempts = Integer(
+        3,
+        config=True,
+        help="""How many times the hub starts a job's server before it gives up.
+
+        A start is tried again only when the hub lost track of the previous one
+        (a restart during the start); a server that fails to start fails its job.
+        """,
+    )
+
+    event_queue_size = Integer(
+        1000,
+        config=True,
+        help="""Events held for each subscriber of the event streams before it is dropped.
+
+        A subscriber that reads too slowly is disconnected (it can resume from
+        its last event id), so slow readers cannot grow the hub's memory.
         """,
     )
 
@@ -270,10 +328,13 @@ class UWSHub(JupyterHub):
         storage = WorkspaceStorage(root)
         accounts = Accounts(self.system_users)
         servers = ServerControl(self.users, self.proxy, self.log)
+        events = EventBus(self.log, max_queue=self.event_queue_size)
+        events.attach(self.db)
         workspaces = WorkspaceService(
             self.db,
             storage,
             accounts,
+            events,
             self.log,
             max_seed_bytes=self.max_seed_bytes,
             delete_server=servers.delete,
@@ -285,8 +346,21 @@ class UWSHub(JupyterHub):
             workspaces,
             accounts,
             job_types,
+            events,
             self.log,
             job_log_dir=os.path.abspath(self.job_log_dir),
+        )
+        reconciler = JobReconciler(
+            jobs,
+            servers,
+            self.log,
+            interval=self.job_reconcile_interval,
+            workers=self.job_reconcile_workers,
+            pending_timeout=self.job_pending_timeout,
+            queued_timeout=self.job_queued_timeout,
+            stopping_timeout=self.job_stopping_timeout,
+            max_attempts=self.job_max_attempts,
+            concurrent_starts=self.concurrent_spawn_limit,
             start_poll_interval=self.job_start_poll_interval,
         )
         if self.system_users and os.geteuid() != 0:
@@ -301,6 +375,8 @@ class UWSHub(JupyterHub):
             storage=storage,
             workspaces=workspaces,
             jobs=jobs,
+            reconciler=reconciler,
+            events=events,
             job_types=job_types,
             max_upload_bytes=self.max_upload_bytes,
         )
@@ -315,10 +391,8 @@ class UWSHub(JupyterHub):
         await super().start()
         if self.subapp or self.generate_config or self.generate_certs:
             return
-        self._loops = [
-            Loop("job-reconciler", self.uws.jobs.reconcile, self.job_reconcile_interval, self.log),
-            Loop("workspace-usage", self._measure_usage, self.workspace_usage_interval, self.log),
-        ]
+        self.uws.reconciler.start()
+        self._loops = [Loop("workspace-usage", self._measure_usage, self.workspace_usage_interval, self.log)]
         for loop in self._loops:
             loop.start()
 
@@ -337,7 +411,10 @@ class UWSHub(JupyterHub):
         for loop in getattr(self, "_loops", []):
             await loop.stop()
         if hasattr(self, "uws"):
-            await self.uws.jobs.wait_idle()
+            await self.uws.reconciler.close()
+            if self.cleanup_servers:
+                # JupyterHub is about to stop every server: end their jobs truthfully
+                await self.uws.reconciler.stop_all("The hub shut down and stopped its servers")
             await self.uws.workspaces.wait_idle()
         await super().cleanup()
 

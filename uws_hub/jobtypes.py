@@ -39,6 +39,8 @@ class JobType(BaseModel):
     #: an interactive job is a server that users open through the proxy;
     #: a workspace runs at most one at a time
     interactive: bool = True
+    #: seconds a job may run before the hub stops it (``failed``, with the reason); 0: no limit
+    time_limit_seconds: float = Field(0, ge=0)
 
     def public_model(self) -> dict[str, Any]:
         """What clients see (``GET /hub/api/job-types``): no commands or env."""
@@ -49,6 +51,7 @@ class JobType(BaseModel):
             "resources": list(self.resources),
             "default_resource": self.resources[0],
             "interactive": self.interactive,
+            "time_limit_seconds": self.time_limit_seconds,
         }
 
 

@@ -23,6 +23,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Index,
+    Integer,
     MetaData,
     String,
     Text,
@@ -138,7 +139,11 @@ class Job(Base):
     interactive: Mapped[bool] = mapped_column(Boolean, default=True)
     status: Mapped[str] = mapped_column(String(32), default=JobStatus.pending.value, index=True)
     target: Mapped[str] = mapped_column(String(32), default="running")
+    #: the terminal status a requested stop ends in (set with the stop request)
+    outcome: Mapped[str | None] = mapped_column(String(32), default=None)
     reason: Mapped[str | None] = mapped_column(Text, default=None)
+    #: how many times the hub has tried to start the job's server
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
     server_name: Mapped[str] = mapped_column(String(255))
     #: the resource's own id: a process id, a SLURM job id
     resource_id: Mapped[str | None] = mapped_column(String(255), default=None)
@@ -181,3 +186,32 @@ class Job(Base):
         return list(
             db.scalars(select(cls).where(cls.status.in_([s.value for s in ACTIVE_JOB_STATUSES])))
         )
+
+
+class Event(Base):
+    """A stored change of a job or a workspace: who, what, when, why.
+
+    Events outlive their workspace and job (no foreign keys to them), so the
+    history stays readable; they go with their owner. The id orders them and
+    is the ``id:`` of the event streams, so clients resume after the last one
+    they saw.
+    """
+
+    __tablename__ = "uws_events"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    #: "job", "workspace" or "progress"
+    kind: Mapped[str] = mapped_column(String(32))
+    owner_id: Mapped[int] = mapped_column(ForeignKey(hub_orm.User.id, ondelete="CASCADE"), index=True)
+    workspace_id: Mapped[int | None] = mapped_column(Integer, index=True, default=None)
+    job_id: Mapped[int | None] = mapped_column(Integer, index=True, default=None)
+    #: who caused it: a user's name, or "hub" for the hub's own repairs
+    actor: Mapped[str] = mapped_column(String(255), default="hub")
+    status: Mapped[str | None] = mapped_column(String(32), default=None)
+    previous: Mapped[str | None] = mapped_column(String(32), default=None)
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    def __repr__(self) -> str:
+        return f"<Event {self.id} {self.kind} job={self.job_id} ws={self.workspace_id} {self.status}>"

@@ -1,20 +1,26 @@
-"""The JupyterHub side of jobs: each interactive job is a named server.
+"""The JupyterHub side of jobs: each interactive job is a named server of its owner.
 
-Starting goes through JupyterHub's own ``BaseHandler.spawn_single_user`` (the
-jobs API handler passes it in), so spawn limits, progress events, metrics and
-the proxy route are JupyterHub's. Stopping and deleting must also happen
-without a request (the reconciler, workspace deletion), so they are done here
-the way ``stop_single_user`` and the server API's ``DELETE ?remove`` do them.
+The reconciler starts and stops servers outside any request, so this module
+does what JupyterHub's ``BaseHandler.spawn_single_user`` and
+``stop_single_user`` do for a request (they are methods of a request
+handler): it runs ``User.spawn``/``User.stop``, adds and removes the proxy
+route, and keeps the spawner's ``_spawn_pending``/``_spawn_future``/
+``_stop_pending`` flags as JupyterHub expects them, so JupyterHub's own spawn
+progress API, server API and admin panel see these servers as their own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from typing import Any, AsyncIterator, Callable
 
 from jupyterhub import orm as hub_orm
+from jupyterhub.metrics import SERVER_SPAWN_DURATION_SECONDS, ServerSpawnStatus
 from jupyterhub.spawner import Spawner
 from jupyterhub.user import User, UserDict
+from jupyterhub.utils import iterate_until
 
 from .spawners.mixins import LifecycleListener, WorkspaceLaunch
 
@@ -35,29 +41,78 @@ class ServerControl:
             return None
         return user.spawners[server_name]
 
-    def prepare(
+    def spawner(self, orm_user: hub_orm.User, server_name: str) -> Spawner:
+        """The named server's spawner, created if JupyterHub has none yet."""
+        return self.user(orm_user).get_or_create_spawner(server_name, "", replace_failed=True)
+
+    # ---------------------------------------------------------------- start
+    def start(
         self,
         orm_user: hub_orm.User,
         server_name: str,
         launch: WorkspaceLaunch,
         listener: LifecycleListener,
-    ) -> Spawner:
-        """Create (or reuse) the named server and give it the job to run."""
+        on_poll_stopped: Callable[[], None],
+    ) -> asyncio.Future:
+        """Start the named server for ``launch``; returns the spawn's future.
+
+        The future resolves once the server answers and its proxy route is in,
+        and raises if the start fails (the server is then stopped).
+        ``on_poll_stopped`` is called when JupyterHub's own polling finds the
+        server gone.
+        """
         user = self.user(orm_user)
-        spawner = user.get_or_create_spawner(server_name, "", replace_failed=True)
+        spawner = self.spawner(orm_user, server_name)
         spawner.next_launch = launch
         spawner.lifecycle_listener = listener
-        return spawner
+        started = time.perf_counter()
+        spawn = user.spawn(server_name)
+        spawner._spawn_pending = True
 
-    def attach(self, spawner: Spawner, listener: LifecycleListener) -> None:
-        """Re-attach the hub's listener to a spawner restored after a restart."""
-        spawner.lifecycle_listener = listener
+        async def finish() -> None:
+            try:
+                await spawn
+            except BaseException:
+                SERVER_SPAWN_DURATION_SECONDS.labels(status=ServerSpawnStatus.failure, reason="error").observe(
+                    time.perf_counter() - started
+                )
+                raise
+            SERVER_SPAWN_DURATION_SECONDS.labels(status=ServerSpawnStatus.success, reason="none").observe(
+                time.perf_counter() - started
+            )
+            spawner._proxy_pending = True
+            try:
+                await self.proxy.add_user(user, server_name)
+            except Exception as e:
+                self.log.exception("Failed to add %s to the proxy; stopping it", spawner._log_name)
+                await user.stop(server_name)
+                raise RuntimeError(f"The server started but could not be added to the proxy: {e}") from e
+            finally:
+                spawner._proxy_pending = False
+            spawner.add_poll_callback(on_poll_stopped)
 
+        future = spawner._spawn_future = asyncio.ensure_future(finish())
+
+        def done(f: asyncio.Future) -> None:
+            # as JupyterHub: keep a failed future, so the failure can be reported
+            if f.cancelled() or f.exception() is None:
+                spawner._spawn_future = None
+            spawner._spawn_pending = False
+
+        future.add_done_callback(done)
+        return future
+
+    async def progress(self, spawner: Spawner, future: asyncio.Future) -> AsyncIterator[dict[str, Any]]:
+        """JupyterHub's spawn-progress messages for a start, until it resolves."""
+        async for event in iterate_until(future, spawner._generate_progress()):
+            yield event
+
+    # ---------------------------------------------------------------- stop
     async def stop(self, orm_user: hub_orm.User, server_name: str) -> None:
-        """Stop a named server: drop its proxy route, stop it, clean up.
+        """Stop a named server: drop its proxy route, stop it, clean up; waits until done.
 
-        Mirrors JupyterHub's ``stop_single_user``; waits until stopped. A spawn
-        in progress is cancelled first, as the server API's DELETE does.
+        A start in progress is cancelled first, as JupyterHub's server API
+        does. Safe to call for a server that is not running.
         """
         spawner = self.find(orm_user, server_name)
         if spawner is None:
@@ -66,19 +121,15 @@ class ServerControl:
         if spawner.pending == "stop" and spawner._stop_future is not None:
             await asyncio.shield(spawner._stop_future)
             return
-        if spawner.pending == "spawn":
+        if spawner.pending == "spawn" and spawner._spawn_future is not None:
             self.log.info("Interrupting the start of %s", spawner._log_name)
-            if spawner._spawn_future is not None:
-                spawner._spawn_future.cancel()
-            await asyncio.sleep(0)
-        if not spawner.active and spawner.server is None and not spawner.pending:
-            # not running; make sure no process was left behind by a cancelled start
-            if await spawner.poll() is None:
-                await spawner.stop()
+            spawner._spawn_future.cancel()
+            await asyncio.wait([spawner._spawn_future], timeout=10)
+        if spawner.server is None and not spawner.pending:
             return
         spawner._stop_pending = True
 
-        async def stop():
+        async def stop() -> None:
             try:
                 await self.proxy.delete_user(user, server_name)
                 await user.stop(server_name)
@@ -101,3 +152,18 @@ class ServerControl:
         user.db.delete(spawner.orm_spawner)
         user.spawners.pop(server_name, None)
         user.db.commit()
+
+    # ---------------------------------------------------------------- routes
+    async def restore_routes(self, servers: list[tuple[hub_orm.User, str]]) -> int:
+        """Add the proxy routes missing for these running servers (one GET of the routes)."""
+        routes = await self.proxy.get_all_routes()
+        restored = 0
+        for orm_user, server_name in servers:
+            spawner = self.find(orm_user, server_name)
+            if spawner is None or not spawner.ready or spawner.proxy_spec in routes:
+                continue
+            self.log.warning("Route for %s is missing from the proxy; adding it back", spawner._log_name)
+            await self.proxy.add_user(self.user(orm_user), server_name)
+            restored += 1
+        return restored
+

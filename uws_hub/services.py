@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .events import EventBus
 from .jobs import JobService
 from .jobtypes import JobType
+from .reconcile import JobReconciler
 from .storage import WorkspaceStorage
 from .workspaces import WorkspaceService
 
@@ -15,5 +17,7 @@ class Services:
     storage: WorkspaceStorage
     workspaces: WorkspaceService
     jobs: JobService
+    reconciler: JobReconciler
+    events: EventBus
     job_types: dict[str, JobType]
     max_upload_bytes: int

@@ -17,6 +17,7 @@ import pwd
 import re
 import unicodedata
 from dataclasses import dataclass
+from typing import Awaitable, Callable
 
 from jupyterhub import orm as hub_orm
 from sqlalchemy import func, select
@@ -24,9 +25,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .errors import Conflict, Unprocessable
-from .orm import Job, Workspace, utcnow
+from .events import EventBus
+from .orm import Event, Job, Workspace, utcnow
 from .states import WorkspaceStatus, check_workspace_transition
-from .storage import Owner, PathError, WorkspaceStorage
+from .storage import Owner, PathError, WorkspaceStorage, split_relpath
 
 _SLUG_JUNK = re.compile(r"[^a-z0-9]+")
 
@@ -99,27 +101,48 @@ class WorkspaceService:
         db: Session,
         storage: WorkspaceStorage,
         accounts: Accounts,
+        events: EventBus,
         log: logging.Logger,
         *,
         max_seed_bytes: int,
-        delete_server: "DeleteServer",
+        delete_server: Callable[[hub_orm.User, str], Awaitable[None]],
     ):
         self.db = db
         self.storage = storage
         self.accounts = accounts
+        self.events = events
         self.log = log
         self.max_seed_bytes = max_seed_bytes
         self.delete_server = delete_server
         self._tasks: set[asyncio.Task] = set()
 
     # ---------------------------------------------------------------- status
-    def set_status(self, ws: Workspace, status: WorkspaceStatus, reason: str | None = None) -> None:
-        """The only way a workspace's status changes (checked against the table)."""
-        if ws.status == status.value:
+    def set_status(
+        self, ws: Workspace, status: WorkspaceStatus, reason: str | None = None, actor: str = "hub"
+    ) -> None:
+        """The only way a workspace's status changes (checked against the table, stored as an event)."""
+        previous = ws.status
+        if previous == status.value:
             ws.status_reason = reason
             return
-        ws.status = check_workspace_transition(ws.status, status).value
+        ws.status = check_workspace_transition(previous, status).value
         ws.status_reason = reason
+        self._record(ws, ws.status, previous, reason, actor)
+
+    def _record(self, ws: Workspace, status: str, previous: str | None, reason: str | None, actor: str) -> None:
+        self.events.record(
+            self.db,
+            Event(
+                kind="workspace",
+                owner_id=ws.owner_id,
+                workspace_id=ws.id,
+                actor=actor,
+                status=status,
+                previous=previous,
+                reason=reason,
+                data={"name": ws.name, "slug": ws.slug},
+            ),
+        )
 
     # ---------------------------------------------------------------- queries
     def count(self, where) -> int:
@@ -138,6 +161,11 @@ class WorkspaceService:
     ) -> Workspace:
         slug = slugify(name)
         seeds = [(f.path, f.data()) for f in files]
+        for path, _ in seeds:
+            try:
+                split_relpath(path)
+            except PathError as e:
+                raise Unprocessable(f"Seed file refused: {e}") from None
         if sum(len(d) for _, d in seeds) > self.max_seed_bytes:
             raise Unprocessable(
                 f"Seed files total more than {self.max_seed_bytes} bytes"
@@ -162,10 +190,12 @@ class WorkspaceService:
         )
         self.db.add(ws)
         try:
-            self.db.commit()
+            self.db.flush()
         except IntegrityError:
             self.db.rollback()
             raise Conflict(f"You already have a workspace named {slug!r}") from None
+        self._record(ws, ws.status, None, None, owner.name)
+        self.db.commit()
         try:
             self.storage.create(directory, file_owner)
             for path, data in seeds:
@@ -180,13 +210,14 @@ class WorkspaceService:
             return ws
         ws.disk_usage_bytes = self.storage.usage_bytes(directory)
         ws.usage_measured_at = utcnow()
-        self.set_status(ws, WorkspaceStatus.idle)
+        self.set_status(ws, WorkspaceStatus.idle, actor=owner.name)
         self.db.commit()
         self.log.info("Created workspace %s/%s (id %s)", owner.name, slug, ws.id)
         return ws
 
     def _discard(self, ws: Workspace) -> None:
         self.storage.remove(ws.directory)
+        self._record(ws, "deleted", ws.status, "Seed files could not be written", "hub")
         self.db.delete(ws)
         self.db.commit()
 
@@ -205,7 +236,7 @@ class WorkspaceService:
         return ws
 
     # ---------------------------------------------------------------- delete
-    def delete(self, ws: Workspace) -> Workspace:
+    def delete(self, ws: Workspace, actor: str) -> Workspace:
         """Start deleting; refused while a job is unfinished. Returns at once."""
         active = Job.active_in(self.db, ws.id)
         if active is not None:
@@ -215,7 +246,7 @@ class WorkspaceService:
             )
         if ws.status == WorkspaceStatus.deleting.value:
             return ws
-        self.set_status(ws, WorkspaceStatus.deleting)
+        self.set_status(ws, WorkspaceStatus.deleting, actor=actor)
         self.db.commit()
         task = asyncio.ensure_future(self._finish_delete(ws.id))
         self._tasks.add(task)
@@ -234,6 +265,7 @@ class WorkspaceService:
             self.set_status(ws, WorkspaceStatus.error, f"Deleting failed: {e}")
             self.db.commit()
             return
+        self._record(ws, "deleted", ws.status, None, "hub")
         self.db.delete(ws)
         self.db.commit()
         self.log.info("Deleted workspace %s/%s (id %s)", ws.owner.name, ws.slug, workspace_id)
@@ -248,9 +280,3 @@ class WorkspaceService:
         ws.disk_usage_bytes = usage_bytes
         ws.usage_measured_at = utcnow()
         self.db.commit()
-
-
-class DeleteServer:
-    """Callable protocol: remove a user's (stopped) named server from JupyterHub."""
-
-    async def __call__(self, owner: hub_orm.User, server_name: str) -> None: ...

@@ -47,6 +47,11 @@ class UWSAPIHandler(APIHandler):
     def uws(self) -> Services:
         return self.settings["uws"]
 
+    @property
+    def actor(self) -> str:
+        """Who makes this request, for the event log (a user's or a service's name)."""
+        return self.current_user.name
+
     def parse_body(self, model: type[M]) -> M:
         """The JSON body validated against ``model`` (400 if not JSON, 422 if invalid)."""
         body = self.get_json_body()

@@ -40,19 +40,12 @@ class JobTypesAPIHandler(UWSAPIHandler):
 
 
 class WorkspaceJobsAPIHandler(UWSAPIHandler):
-    # Return as soon as the spawn is under way: the job's status tells the rest.
-    slow_spawn_timeout = 0
-
     @requires(LAUNCH_JOBS)
-    async def post(self, workspace_id):
+    def post(self, workspace_id):
         ws = self.find_workspace(workspace_id, LAUNCH_JOBS)
         body = self.parse_body(JobCreateModel)
-        job = await self.uws.jobs.launch(
-            ws,
-            body.job_type,
-            body.resource,
-            body.resources.model_dump(exclude_none=True),
-            spawn=self.spawn_single_user,
+        job = self.uws.jobs.launch(
+            ws, body.job_type, body.resource, body.resources.model_dump(exclude_none=True), self.actor
         )
         self.write_json(job_model(job, self.uws.jobs), status=202)
 
@@ -88,7 +81,7 @@ class JobStopAPIHandler(UWSAPIHandler):
     def post(self, job_id):
         job = self.find_job(job_id, LAUNCH_JOBS)
         was_terminal = job.terminal
-        job = self.uws.jobs.stop(job)
+        job = self.uws.jobs.stop(job, self.actor)
         self.write_json(job_model(job, self.uws.jobs), status=200 if was_terminal else 202)
 
 

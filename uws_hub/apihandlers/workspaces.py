@@ -88,7 +88,7 @@ class WorkspaceAPIHandler(UWSAPIHandler):
     @requires(WRITE_WORKSPACES)
     def delete(self, workspace_id):
         ws = self.find_workspace(workspace_id, WRITE_WORKSPACES)
-        ws = self.uws.workspaces.delete(ws)
+        ws = self.uws.workspaces.delete(ws, self.actor)
         self.write_json(workspace_model(ws, None, self.uws.jobs), status=202)
 
 

@@ -1,0 +1,28 @@
+"""A minimal single-user server for tests and benchmarks of many jobs at once.
+
+It speaks only the part of JupyterHub's single-user protocol that the hub
+needs to see it up (it listens where ``JUPYTERHUB_SERVICE_URL`` says and
+answers every GET), so that 2 cores can run hundreds of them. It does no
+authentication: use it only on test hubs.
+"""
+
+import json
+import os
+from urllib.parse import urlparse
+
+from tornado import ioloop, web
+
+
+class Answer(web.RequestHandler):
+    def get(self, path):
+        self.write(json.dumps({"path": self.request.path, "job": os.environ.get("UWS_JOB_ID")}))
+
+
+def main():
+    url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
+    web.Application([(r"(.*)", Answer)]).listen(url.port, url.hostname)
+    ioloop.IOLoop.current().start()
+
+
+if __name__ == "__main__":
+    main()

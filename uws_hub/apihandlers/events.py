@@ -1,0 +1,207 @@
+"""REST API: live events of jobs and workspaces.
+
+``GET /hub/api/events`` is a server-sent-events stream, ``/hub/api/events/ws``
+a WebSocket; both take the same tokens and cookies as the rest of the API
+(browsers pass the XSRF token as ``?_xsrf=``), show only events of
+workspaces the caller may read, filter on ``workspace`` and ``job``, and
+resume after ``last_event_id`` (or the ``Last-Event-ID`` header that
+EventSource sends when it reconnects): missed events are replayed from the
+database, then the stream goes live, with no gap and no repeats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from dataclasses import dataclass
+
+from jupyterhub import orm as hub_orm
+from sqlalchemy import select
+from tornado import web
+from tornado.iostream import StreamClosedError
+from tornado.websocket import WebSocketClosedError, WebSocketHandler
+
+from .. import access
+from ..errors import BadRequest
+from ..events import Subscription, event_model
+from ..orm import Event
+from ..scopes import READ_WORKSPACES, requires
+from .base import UWSAPIHandler, parse_id
+
+REPLAY_BATCH = 500
+#: kernel send buffer of a stream's socket: with the per-subscriber queue, what
+#: a reader that stops reading can make the hub hold (the kernel would grow it to MBs)
+SEND_BUFFER_BYTES = 16 * 1024
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    workspace_id: int | None
+    job_id: int | None
+    after: int | None
+
+
+class EventStreamMixin:
+    """What both streams share: the filter, who may see what, replay, subscription."""
+
+    def event_filter(self) -> EventFilter:
+        workspace = self.get_argument("workspace", None)
+        job = self.get_argument("job", None)
+        after = self.get_argument("last_event_id", None) or self.request.headers.get("Last-Event-ID")
+        if after is not None:
+            try:
+                after = int(after)
+            except ValueError:
+                raise BadRequest(f"last_event_id must be an event id (an integer), not {after!r}") from None
+            if after < 0:
+                raise BadRequest("last_event_id must not be negative")
+        return EventFilter(
+            workspace_id=parse_id(workspace, "workspace") if workspace is not None else None,
+            job_id=parse_id(job, "job") if job is not None else None,
+            after=after,
+        )
+
+    def _matches(self, f: EventFilter, event: dict) -> bool:
+        return (f.workspace_id is None or event["workspace_id"] == f.workspace_id) and (
+            f.job_id is None or event["job_id"] == f.job_id
+        )
+
+    def acceptor(self, f: EventFilter):
+        """The subscription's test: matches the filter and the caller may read it."""
+        visible: dict[int, bool] = {}
+
+        def accept(event: dict) -> bool:
+            if not self._matches(f, event):
+                return False
+            owner_id = event["owner_id"]
+            if owner_id not in visible:
+                owner = self.db.get(hub_orm.User, owner_id)
+                visible[owner_id] = owner is not None and access.may(self, READ_WORKSPACES, owner)
+            return visible[owner_id]
+
+        return accept
+
+    def missed(self, f: EventFilter) -> list[dict]:
+        """Stored events after ``f.after`` that the caller may see, oldest first (one batch)."""
+        where = access.owner_clause(self, READ_WORKSPACES, Event.owner_id) & (Event.id > f.after)
+        if f.workspace_id is not None:
+            where &= Event.workspace_id == f.workspace_id
+        if f.job_id is not None:
+            where &= Event.job_id == f.job_id
+        rows = self.db.scalars(select(Event).where(where).order_by(Event.id).limit(REPLAY_BATCH))
+        return [event_model(ev) for ev in rows]
+
+    def subscribe(self, f: EventFilter) -> Subscription:
+        stream = self.request.connection.stream
+        if stream is not None and stream.socket is not None:
+            stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+        return self.settings["uws"].events.subscribe(self.acceptor(f))
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self.settings["uws"].events.unsubscribe(sub)
+
+
+class EventsAPIHandler(EventStreamMixin, UWSAPIHandler):
+    """Server-sent events."""
+
+    keepalive_seconds = 15.0
+
+    def on_connection_close(self):
+        sub = getattr(self, "_subscription", None)
+        if sub is not None:
+            self.unsubscribe(sub)
+
+    def _write_event(self, event: dict) -> None:
+        self.write(f"id: {event['id']}\nevent: {event['kind']}\ndata: {json.dumps(event)}\n\n")
+
+    @requires(READ_WORKSPACES)
+    async def get(self):
+        f = self.event_filter()
+        # subscribe before replaying, so nothing falls between the two
+        sub = self._subscription = self.subscribe(f)
+        self.set_header("Content-Type", "text/event-stream")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")
+        last = f.after
+        try:
+            await self.flush()
+            while last is not None:
+                batch = self.missed(EventFilter(f.workspace_id, f.job_id, last))
+                for event in batch:
+                    self._write_event(event)
+                    last = event["id"]
+                await self.flush()
+                if len(batch) < REPLAY_BATCH:
+                    break
+            while not sub.closed.is_set():
+                batch = await sub.next_batch(timeout=self.keepalive_seconds)
+                if not batch and not sub.closed.is_set():
+                    self.write(": keepalive\n\n")
+                for event in batch:
+                    if last is None or event["id"] > last:
+                        self._write_event(event)
+                        last = event["id"]
+                await self.flush()
+            if sub.overflowed:
+                message = {"message": "Too far behind; reconnect with the last event id", "last_event_id": last}
+                self.write(f"event: overflow\ndata: {json.dumps(message)}\n\n")
+        except StreamClosedError:
+            pass
+        finally:
+            self.unsubscribe(sub)
+        if not self._finished:
+            self.finish()
+
+
+class EventsWebSocketHandler(EventStreamMixin, WebSocketHandler, UWSAPIHandler):
+    """The same events over a WebSocket: one JSON message per event."""
+
+    _subscription: Subscription | None = None
+    _pump: asyncio.Task | None = None
+
+    @requires(READ_WORKSPACES)
+    async def get(self, *args, **kwargs):
+        self._filter = self.event_filter()
+        await WebSocketHandler.get(self, *args, **kwargs)
+
+    def open(self):
+        self._subscription = self.subscribe(self._filter)
+        self._pump = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        sub, f = self._subscription, self._filter
+        last = f.after
+        try:
+            while last is not None:
+                batch = self.missed(EventFilter(f.workspace_id, f.job_id, last))
+                for event in batch:
+                    await self.write_message(json.dumps(event))
+                    last = event["id"]
+                if len(batch) < REPLAY_BATCH:
+                    break
+            while not sub.closed.is_set():
+                for event in await sub.next_batch(timeout=30):
+                    if last is None or event["id"] > last:
+                        await self.write_message(json.dumps(event))
+                        last = event["id"]
+            if sub.overflowed:
+                await self.write_message(json.dumps({"kind": "overflow", "last_event_id": last}))
+                self.close(1008, "too far behind; reconnect with the last event id")
+        except (WebSocketClosedError, StreamClosedError):
+            pass
+
+    def on_message(self, message):
+        """Clients only listen; messages from them are ignored."""
+
+    def on_close(self):
+        if self._subscription is not None:
+            self.unsubscribe(self._subscription)
+        if self._pump is not None:
+            self._pump.cancel()
+
+
+default_handlers = [
+    (r"/api/events", EventsAPIHandler),
+    (r"/api/events/ws", EventsWebSocketHandler),
+]

@@ -1,0 +1,341 @@
+"""The job reconciler: makes every job's server match what the job asks for.
+
+After dask-gateway-server's backend: each job has a status (where it is) and
+a target (``running`` or ``stopped``, where the user wants it). Requests only
+set the target and put the job id on a de-duplicating work queue; workers take
+ids off the queue and take one step towards the target (start the server,
+notice it answers, stop it, record how it ended). A step that fails is retried
+with backoff. A periodic scan puts every unfinished job back on the queue, so
+whatever events were missed (a hub restart, a server that died, a lost proxy
+route, a start that hangs) is repaired within one interval, and logged as an
+event with its reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+from typing import Any
+
+from jupyterhub.spawner import Spawner
+
+from .jobs import JobService
+from .orm import Job, utcnow
+from .servers import ServerControl
+from .states import JobStatus
+from .workqueue import WorkQueue, WorkQueueClosed
+
+
+def _reason(e: BaseException) -> str:
+    """A readable one-line reason from an exception (HTTPError's message first)."""
+    msg = getattr(e, "log_message", None) or getattr(e, "message", None) or str(e)
+    if getattr(e, "args", None) and "%" in str(msg):
+        try:
+            msg = msg % e.args
+        except TypeError:
+            pass
+    return msg or type(e).__name__
+
+
+class JobReconciler:
+    def __init__(
+        self,
+        jobs: JobService,
+        servers: ServerControl,
+        log: logging.Logger,
+        *,
+        interval: float,
+        workers: int = 4,
+        pending_timeout: float = 300,
+        queued_timeout: float = 0,
+        stopping_timeout: float = 120,
+        max_attempts: int = 3,
+        concurrent_starts: int = 0,
+        start_poll_interval: float = 0.5,
+    ):
+        self.jobs = jobs
+        self.db = jobs.db
+        self.servers = servers
+        self.log = log
+        self.interval = interval
+        self.workers = workers
+        self.pending_timeout = pending_timeout
+        self.queued_timeout = queued_timeout
+        self.stopping_timeout = stopping_timeout
+        self.max_attempts = max_attempts
+        self.concurrent_starts = concurrent_starts
+        self.start_poll_interval = start_poll_interval
+        self.queue: WorkQueue[int] = WorkQueue()
+        jobs.wake = self.queue.put
+        #: starts and stops under way in this process, by job id
+        self._starts: dict[int, asyncio.Future] = {}
+        self._start_errors: dict[int, str] = {}
+        self._stops: dict[int, asyncio.Future] = {}
+        self._tasks: list[asyncio.Task] = []
+        self._helpers: set[asyncio.Task] = set()
+
+    # ---------------------------------------------------------------- running the loop
+    def start(self) -> None:
+        self._tasks = [asyncio.ensure_future(self._worker()) for _ in range(self.workers)]
+        self._tasks.append(asyncio.ensure_future(self._scan_loop()))
+
+    async def close(self) -> None:
+        self.queue.close()
+        for task in self._tasks + list(self._helpers):
+            task.cancel()
+        await asyncio.gather(*self._tasks, *self._helpers, return_exceptions=True)
+        self._tasks = []
+
+    async def _worker(self) -> None:
+        while True:
+            try:
+                job_id = await self.queue.get()
+            except WorkQueueClosed:
+                return
+            try:
+                await self.reconcile(job_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.db.rollback()
+                delay = self.queue.put_backoff(job_id)
+                self.log.exception("Reconciling job %s failed; retrying in %.1f s", job_id, delay)
+            else:
+                self.queue.reset_backoff(job_id)
+            finally:
+                self.queue.task_done(job_id)
+
+    async def _scan_loop(self) -> None:
+        while True:
+            try:
+                await self.scan()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.db.rollback()
+                self.log.exception("Job reconciler scan failed; continuing")
+            await asyncio.sleep(self.interval)
+
+    async def scan(self) -> None:
+        """Queue every unfinished job, and put back proxy routes that went missing."""
+        unfinished = Job.unfinished(self.db)
+        for job in unfinished:
+            self.queue.put(job.id)
+        running = [(job.owner, job.server_name) for job in unfinished if job.status == JobStatus.running.value]
+        if running:
+            await self.servers.restore_routes(running)
+
+    def _background(self, coro) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        self._helpers.add(task)
+        task.add_done_callback(self._helpers.discard)
+        return task
+
+    # ---------------------------------------------------------------- one step
+    async def reconcile(self, job_id: int) -> None:
+        job = Job.find(self.db, job_id)
+        if job is None or job.terminal:
+            self._starts.pop(job_id, None)
+            self._stops.pop(job_id, None)
+            self._start_errors.pop(job_id, None)
+            return
+        spawner = self.servers.find(job.owner, job.server_name)
+        if spawner is not None and spawner.lifecycle_listener is None:
+            spawner.lifecycle_listener = self._on_report
+        if job.target == "stopped":
+            await self._reconcile_stop(job, spawner)
+        elif job.status in (JobStatus.pending.value, JobStatus.queued.value):
+            await self._reconcile_start(job, spawner)
+        elif job.status == JobStatus.running.value:
+            await self._reconcile_running(job, spawner)
+
+    def _overdue(self, job: Job, timeout: float) -> bool:
+        if not timeout:
+            return False
+        since = {
+            JobStatus.pending.value: job.created_at,
+            JobStatus.queued.value: job.queued_at,
+            JobStatus.stopping.value: job.stopping_at,
+        }.get(job.status) or job.created_at
+        return utcnow() - since > timedelta(seconds=timeout)
+
+    async def _reconcile_start(self, job: Job, spawner: Spawner | None) -> None:
+        future = self._starts.get(job.id)
+        if future is not None and not future.done():
+            timeout = self.pending_timeout if job.status == JobStatus.pending.value else self.queued_timeout
+            if self._overdue(job, timeout):
+                self.jobs.stop(job, "hub", f"The job did not start within {timeout:g} s", JobStatus.failed)
+            return
+        if future is not None:
+            # the start finished: it worked, or say why not
+            self._starts.pop(job.id)
+            error = self._start_errors.pop(job.id, None)
+            if error is None and future.cancelled():
+                error = "The start was cancelled"
+            elif error is None and future.exception() is not None:
+                error = _reason(future.exception())
+            if error is None and spawner is not None and spawner.ready:
+                self.jobs.transition(job, JobStatus.running)
+                self.db.commit()
+                return
+            await self.servers.stop(job.owner, job.server_name)
+            self._fail(job, f"The server failed to start: {error or 'it is not running'}")
+            return
+        # no start under way in this process
+        if spawner is not None and spawner.ready:
+            # JupyterHub restored it (hub restart) or it started before we looked
+            self.jobs.transition(job, JobStatus.running)
+            self.db.commit()
+            return
+        if spawner is not None and spawner.pending:
+            return
+        if job.resource_id:
+            await self._release_leftover(job)
+        if job.attempts >= self.max_attempts:
+            self._fail(job, f"The server could not be started after {job.attempts} attempts")
+            return
+        if self.concurrent_starts and self._starts_in_progress() >= self.concurrent_starts:
+            self.queue.put_after(job.id, 0.5)
+            return
+        self._start(job)
+
+    def _starts_in_progress(self) -> int:
+        return sum(1 for f in self._starts.values() if not f.done())
+
+    def _start(self, job: Job) -> None:
+        job.attempts += 1
+        self.db.commit()
+        launch = self.jobs.launch_for(job)
+        job_id = job.id
+        future = self.servers.start(
+            job.owner, job.server_name, launch, self._on_report, lambda: self.queue.put(job_id)
+        )
+        self._starts[job_id] = future
+        future.add_done_callback(lambda f: self.queue.put(job_id))
+        spawner = self.servers.find(job.owner, job.server_name)
+        self._background(self._forward_progress(job_id, spawner, future))
+        self._background(self._watch_start(job_id, spawner, future))
+
+    async def _release_leftover(self, job: Job) -> None:
+        """A start this process does not know of left a resource behind (hub restart): release it."""
+        spawner = self.servers.spawner(job.owner, job.server_name)
+        self.log.warning("Job %s: releasing resource %s left by an interrupted start", job.id, job.resource_id)
+        await spawner.release_leftover(job.id, job.resource_id)
+        job.resource_id = None
+        self.db.commit()
+
+    async def _watch_start(self, job_id: int, spawner: Spawner, future: asyncio.Future) -> None:
+        """Fail a start at once if the server's process exits before it answers.
+
+        JupyterHub would otherwise wait ``Spawner.http_timeout`` for a server
+        that is already gone.
+        """
+        while not future.done():
+            await asyncio.sleep(self.start_poll_interval)
+            if future.done() or not spawner._waiting_for_response:
+                continue
+            status = await spawner.poll()
+            if status is not None and not future.done():
+                self._start_errors[job_id] = f"it exited with status {status} before it answered"
+                future.cancel()
+
+    async def _forward_progress(self, job_id: int, spawner: Spawner, future: asyncio.Future) -> None:
+        try:
+            async for event in self.servers.progress(spawner, future):
+                job = Job.find(self.db, job_id)
+                if job is None or job.terminal:
+                    return
+                self.jobs.progress(job, event)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.log.exception("Forwarding spawn progress of job %s failed", job_id)
+
+    async def _reconcile_running(self, job: Job, spawner: Spawner | None) -> None:
+        if spawner is None or not spawner.active:
+            self._fail(job, "The server is no longer running")
+            return
+        if spawner.pending:
+            return
+        exit_status = await spawner.poll()
+        if exit_status is not None:
+            await self.servers.stop(job.owner, job.server_name)
+            if exit_status == 0:
+                self.jobs.transition(job, JobStatus.completed, "The server exited")
+                self.db.commit()
+            else:
+                self._fail(job, f"The server exited with status {exit_status}")
+            return
+        limit = self.jobs.time_limit_seconds(job)
+        if limit and job.running_at and utcnow() - job.running_at > timedelta(seconds=limit):
+            self.jobs.stop(job, "hub", f"The job reached its time limit of {limit:g} s", JobStatus.failed)
+
+    async def _reconcile_stop(self, job: Job, spawner: Spawner | None) -> None:
+        if job.status != JobStatus.stopping.value:
+            self.jobs.transition(job, JobStatus.stopping, job.reason)
+            self.db.commit()
+        start = self._starts.pop(job.id, None)
+        if start is not None and not start.done():
+            start.cancel()
+        stop = self._stops.get(job.id)
+        if stop is not None and not stop.done():
+            if self._overdue(job, self.stopping_timeout):
+                self._stops.pop(job.id)
+                self._fail(job, f"The server did not stop within {self.stopping_timeout:g} s")
+            return
+        if stop is not None:
+            self._stops.pop(job.id)
+            if stop.exception() is not None:
+                self._fail(job, f"Stopping failed: {_reason(stop.exception())}")
+                return
+        elif spawner is not None and (spawner.active or spawner.server is not None):
+            stop = self._stops[job.id] = asyncio.ensure_future(self.servers.stop(job.owner, job.server_name))
+            stop.add_done_callback(lambda f: self.queue.put(job.id))
+            return
+        elif job.resource_id and job.running_at is None:
+            await self._release_leftover(job)
+        outcome = JobStatus(job.outcome) if job.outcome else (
+            JobStatus.completed if job.running_at else JobStatus.cancelled
+        )
+        self.jobs.transition(job, outcome)
+        self.db.commit()
+
+    def _fail(self, job: Job, reason: str) -> None:
+        """Fail the job, with the tail of the server's output in the reason."""
+        output = self.jobs.output_tail(job)
+        if output:
+            reason += f"\n--- last output ---\n{output}"
+        self.jobs.transition(job, JobStatus.failed, reason)
+        self.db.commit()
+
+    # ---------------------------------------------------------------- spawner reports
+    def _on_report(self, spawner: Spawner, event: str, info: dict[str, Any]) -> None:
+        """Lifecycle reports from the spawner (see WorkspaceSpawnerMixin.report)."""
+        launch = spawner.launch
+        if launch is None:
+            return
+        job = Job.find(self.db, launch.job_id)
+        if job is None or job.terminal:
+            return
+        if event == "queued":
+            # the checkpoint: from now on the hub knows the resource's own id
+            job.resource_id = info.get("resource_id") or job.resource_id
+            if job.status == JobStatus.pending.value:
+                self.jobs.transition(job, JobStatus.queued, info.get("reason"))
+        self.db.commit()
+
+    # ---------------------------------------------------------------- shutdown
+    async def stop_all(self, reason: str) -> None:
+        """Stop every unfinished job's server and record it (hub shutdown with cleanup_servers)."""
+        jobs = Job.unfinished(self.db)
+        for job in jobs:
+            self.jobs.stop(job, "hub", reason, JobStatus.cancelled)
+        await asyncio.gather(
+            *(self.servers.stop(job.owner, job.server_name) for job in jobs), return_exceptions=True
+        )
+        for job in jobs:
+            if not job.terminal:
+                self.jobs.transition(job, JobStatus(job.outcome or JobStatus.cancelled.value))
+        self.db.commit()
+
