@@ -1,5 +1,6 @@
 """uws-hub's REST API handlers, under ``/hub/api/``."""
 
-from . import files, jobs, workspaces
+from . import accounts, files, jobs, workspaces
 
-default_handlers = [*workspaces.default_handlers, *files.default_handlers, *jobs.default_handlers]
+default_handlers = [*workspaces.default_handlers, *files.default_handlers, *jobs.default_handlers,
+                    *accounts.default_handlers]
