@@ -12,7 +12,16 @@ HUB_MODULES = ["uws_hub.app", "uws_hub.orm", "uws_hub.apihandlers", "uws_hub.han
                "uws_hub.workspaces"]
 
 
-@pytest.mark.parametrize("module", ["uws_hub.spawners.local", "uws_hub.authenticators.local"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "uws_hub.spawners.local",
+        "uws_hub.authenticators.local",
+        "uws_hub.authenticators.identity",
+        "uws_hub.authenticators.jobenv",
+        "uws_hub.authenticators.remote_api",
+    ],
+)
 def test_plugins_do_not_import_the_hub(module):
     code = (
         f"import sys, {module}\n"
@@ -30,5 +39,6 @@ def test_entry_points_are_registered():
     auths = {ep.name: ep.value for ep in entry_points(group="jupyterhub.authenticators")}
     assert spawners["uws-local"] == "uws_hub.spawners.local:WorkspaceLocalProcessSpawner"
     assert auths["uws-local"] == "uws_hub.authenticators.local:WorkspaceLocalAuthenticator"
+    assert auths["uws-remote-api"] == "uws_hub.authenticators.remote_api:WorkspaceRemoteAPIAuthenticator"
     scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
     assert scripts["uws-hub"] == "uws_hub.app:main"
