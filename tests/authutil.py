@@ -52,3 +52,30 @@ def whoami(hub: Hub, session: requests.Session) -> dict | None:
     xsrf = session.cookies.get("_xsrf", path="/hub/")
     r = session.get(hub.url + "/hub/api/user", headers={"X-XSRFToken": xsrf or ""}, timeout=30)
     return r.json() if r.status_code == 200 else None
+
+
+#: a job type whose "server" prints its environment's uws-hub variables and
+#: exits: the job fails and its reason carries the output (see ``job_env``)
+PRINTENV_JOB_TYPE = {
+    "display_name": "Print the environment",
+    "cmd": [
+        "python3",
+        "-c",
+        "import json, os, sys; print('ENV=' + json.dumps({k: v for k, v in os.environ.items()"
+        " if k.startswith(('UWS_', 'GLOBUS_', 'CUSTOM_'))})); sys.exit(3)",
+    ],
+}
+
+
+def job_env(hub: Hub, token: str, job_type: str = "printenv") -> dict[str, str]:
+    """Launch ``job_type`` (see :data:`PRINTENV_JOB_TYPE`) in a new workspace and
+    return the environment the job saw."""
+    import json
+    import uuid
+
+    ws = hub.api("POST", "workspaces", token, json={"name": f"env {uuid.uuid4().hex[:8]}"}, expect=201)
+    job = hub.api("POST", f"workspaces/{ws['id']}/jobs", token, json={"job_type": job_type}, expect=202)
+    job = hub.wait_job(job["id"], token, {"failed", "completed", "cancelled"})
+    match = re.search(r"^ENV=(\{.*\})$", job["reason"] or "", re.M)
+    assert match, f"the job printed no environment: {job['reason']!r}"
+    return json.loads(match.group(1))

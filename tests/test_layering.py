@@ -20,6 +20,7 @@ HUB_MODULES = ["uws_hub.app", "uws_hub.orm", "uws_hub.apihandlers", "uws_hub.han
         "uws_hub.authenticators.identity",
         "uws_hub.authenticators.jobenv",
         "uws_hub.authenticators.remote_api",
+        "uws_hub.authenticators.ldap",
     ],
 )
 def test_plugins_do_not_import_the_hub(module):
@@ -39,6 +40,7 @@ def test_entry_points_are_registered():
     auths = {ep.name: ep.value for ep in entry_points(group="jupyterhub.authenticators")}
     assert spawners["uws-local"] == "uws_hub.spawners.local:WorkspaceLocalProcessSpawner"
     assert auths["uws-local"] == "uws_hub.authenticators.local:WorkspaceLocalAuthenticator"
+    assert auths["uws-ldap"] == "uws_hub.authenticators.ldap:WorkspaceLDAPAuthenticator"
     assert auths["uws-remote-api"] == "uws_hub.authenticators.remote_api:WorkspaceRemoteAPIAuthenticator"
     scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
     assert scripts["uws-hub"] == "uws_hub.app:main"
