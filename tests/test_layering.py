@@ -21,6 +21,8 @@ HUB_MODULES = ["uws_hub.app", "uws_hub.orm", "uws_hub.apihandlers", "uws_hub.han
         "uws_hub.authenticators.jobenv",
         "uws_hub.authenticators.remote_api",
         "uws_hub.authenticators.ldap",
+        "uws_hub.authenticators.oauth",
+        "uws_hub.authenticators.globus",
     ],
 )
 def test_plugins_do_not_import_the_hub(module):
@@ -40,6 +42,8 @@ def test_entry_points_are_registered():
     auths = {ep.name: ep.value for ep in entry_points(group="jupyterhub.authenticators")}
     assert spawners["uws-local"] == "uws_hub.spawners.local:WorkspaceLocalProcessSpawner"
     assert auths["uws-local"] == "uws_hub.authenticators.local:WorkspaceLocalAuthenticator"
+    assert auths["uws-oidc"] == "uws_hub.authenticators.oauth:WorkspaceOIDCAuthenticator"
+    assert auths["uws-globus"] == "uws_hub.authenticators.globus:WorkspaceGlobusAuthenticator"
     assert auths["uws-ldap"] == "uws_hub.authenticators.ldap:WorkspaceLDAPAuthenticator"
     assert auths["uws-remote-api"] == "uws_hub.authenticators.remote_api:WorkspaceRemoteAPIAuthenticator"
     scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
