@@ -551,7 +551,7 @@ class WorkspaceLDAPAuthenticator(JobEnvironmentMixin):
         return self.auth_model(username, found)
 
     async def check_allowed(self, username, auth_model):
-        if self.allow_all or username in self.allowed_users:
+        if self.allow_all or username in self.allowed_users or username in self.admin_users:
             return True
         if auth_model is None:
             return False
