@@ -3,9 +3,19 @@
 The default authenticator of uws-hub (entry point ``uws-local``). Accounts
 live in the ``uws_local_accounts`` table, created by uws-hub's migrations;
 only an account holder can log in, so no separate allow list is needed.
-Sign-up is off: the first admin is created at first start (password from
-``$UWS_ADMIN_PASSWORD`` or generated and printed once), and admins create the
-other accounts.
+
+- The first admin is created at first start (password from
+  ``$UWS_ADMIN_PASSWORD`` or generated and printed once).
+- Admins create, disable and enable accounts and set passwords (uws-hub's
+  ``/hub/api/accounts`` API and its admin page call the methods below).
+- Sign-up is off by default (:attr:`WorkspaceLocalAuthenticator.allow_signup`);
+  when on, new accounts wait for an admin to enable them unless
+  :attr:`~WorkspaceLocalAuthenticator.signup_requires_approval` is off.
+- Repeated failures lock an account for a while
+  (:attr:`~WorkspaceLocalAuthenticator.max_failed_logins`,
+  :attr:`~WorkspaceLocalAuthenticator.lockout_seconds`). The login form says
+  "Invalid username or password" for a wrong password, an unknown name, a
+  locked and a disabled account alike; the hub's log says which it was.
 
 This module knows nothing of the hub beyond its database URL.
 """
@@ -14,11 +24,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import secrets
-from datetime import datetime, timezone
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from enum import Enum
+from typing import Any
 
 import bcrypt
+from jinja2 import Template
 from jupyterhub.auth import Authenticator
+from jupyterhub.handlers.base import BaseHandler
 from sqlalchemy import (
     Boolean,
     Column,
@@ -28,12 +44,16 @@ from sqlalchemy import (
     String,
     Table,
     create_engine,
+    delete,
     insert,
     select,
     update,
 )
 from sqlalchemy.engine import Engine
-from traitlets import Bool, Integer as IntegerTrait, Unicode, default
+from sqlalchemy.exc import IntegrityError
+from tornado import web
+from traitlets import Bool, Unicode, default
+from traitlets import Integer as IntegerTrait
 
 metadata = MetaData()
 
@@ -53,6 +73,56 @@ accounts_table = Table(
 
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class AccountError(ValueError):
+    """A refused account change (the message says why, for the admin)."""
+
+
+class AccountExists(AccountError):
+    pass
+
+
+class NoSuchAccount(AccountError):
+    pass
+
+
+class LoginCheck(Enum):
+    """What a password check found (only ``OK`` logs in)."""
+
+    OK = "ok"
+    WRONG_PASSWORD = "wrong password"
+    NO_ACCOUNT = "no such account"
+    DISABLED = "account disabled"
+    LOCKED = "account locked"
+
+
+@dataclass(frozen=True)
+class Account:
+    """One row of the accounts table, without its password hash."""
+
+    username: str
+    disabled: bool
+    failed_logins: int
+    locked_until: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    def locked(self, now: datetime | None = None) -> bool:
+        return self.locked_until is not None and self.locked_until > (now or _utcnow())
+
+    def to_model(self) -> dict[str, Any]:
+        """JSON-able, as uws-hub's accounts API returns it (UTC, ISO 8601 with a Z, as JupyterHub)."""
+        iso = lambda t: t.isoformat() + "Z" if t else None  # noqa: E731
+        return {
+            "username": self.username,
+            "disabled": self.disabled,
+            "locked": self.locked(),
+            "locked_until": iso(self.locked_until) if self.locked() else None,
+            "failed_logins": self.failed_logins,
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+        }
 
 
 class WorkspaceLocalAuthenticator(Authenticator):
@@ -90,6 +160,68 @@ class WorkspaceLocalAuthenticator(Authenticator):
         help="""Shortest password accepted when an account is created or its password set.""",
     )
 
+    max_failed_logins = IntegerTrait(
+        5,
+        config=True,
+        help="""Failed logins in a row after which an account is locked (0: never lock).
+
+        The count is reset by a successful login and by an admin setting the
+        password or unlocking the account. While locked, even the right password
+        is refused, with the same "Invalid username or password" as a wrong one;
+        the hub's log says the account is locked.
+
+        .. versionadded:: 0.2
+        """,
+    )
+
+    lockout_seconds = IntegerTrait(
+        600,
+        config=True,
+        help="""How long an account stays locked after :attr:`max_failed_logins` failures, in seconds.
+
+        Default: 10 minutes. An admin can unlock it earlier (``PATCH
+        /hub/api/accounts/<name>`` with ``{"unlock": true}``, or the Local
+        accounts admin page).
+
+        .. versionadded:: 0.2
+        """,
+    )
+
+    allow_signup = Bool(
+        False,
+        config=True,
+        help="""Let anyone create an account at ``/hub/signup``.
+
+        Off by default: admins create the accounts (``POST /hub/api/accounts``
+        or the Local accounts admin page). When on, see
+        :attr:`signup_requires_approval`.
+
+        .. versionadded:: 0.2
+        """,
+    )
+
+    signup_requires_approval = Bool(
+        True,
+        config=True,
+        help="""Accounts made through sign-up start disabled until an admin enables them.
+
+        Only used when :attr:`allow_signup` is on.
+
+        .. versionadded:: 0.2
+        """,
+    )
+
+    username_pattern = Unicode(
+        r"^[a-z0-9][a-z0-9._-]{0,62}$",
+        config=True,
+        help="""Regular expression every new account's (normalized, lower-case) user name must match.
+
+        The default allows what also works as a system account name.
+
+        .. versionadded:: 0.2
+        """,
+    )
+
     @default("allow_all")
     def _default_allow_all(self):
         # an account is the permission to log in: only account holders authenticate
@@ -117,28 +249,96 @@ class WorkspaceLocalAuthenticator(Authenticator):
     def _matches(password: str, password_hash: str) -> bool:
         return bcrypt.checkpw(password.encode("utf-8"), password_hash.encode("ascii"))
 
-    # ---------------------------------------------------------------- accounts
-    def create_account(self, username: str, password: str) -> None:
-        """Create an account (blocking: bcrypt and the database)."""
-        username = self.normalize_username(username)
+    @property
+    def _dummy_hash(self) -> str:
+        if not hasattr(self, "_dummy"):
+            self._dummy = self._hash(secrets.token_hex(8))
+        return self._dummy
+
+    # ---------------------------------------------------------------- accounts (blocking: run in a thread)
+    def check_new_password(self, password: str) -> None:
         if len(password) < self.min_password_length:
-            raise ValueError(f"Passwords need at least {self.min_password_length} characters")
+            raise AccountError(f"Passwords need at least {self.min_password_length} characters")
+        if len(password.encode("utf-8")) > 72:
+            # bcrypt only looks at the first 72 bytes
+            raise AccountError("Passwords may have at most 72 bytes")
+
+    def check_new_username(self, username: str) -> str:
+        """The normalized name, if it may name a new account."""
+        name = self.normalize_username(username or "")
+        if not re.fullmatch(self.username_pattern, name) or not self.validate_username(name):
+            raise AccountError(f"Invalid user name {username!r}: it must match {self.username_pattern}")
+        return name
+
+    def create_account(
+        self, username: str, password: str, disabled: bool = False, *, check_name: bool = True
+    ) -> Account:
+        """Create an account; :class:`AccountExists` if the name is taken.
+
+        ``check_name=False`` skips :attr:`username_pattern` (for the admins named in config).
+        """
+        username = self.check_new_username(username) if check_name else self.normalize_username(username)
+        self.check_new_password(password)
         now = _utcnow()
-        with self.engine.begin() as conn:
-            conn.execute(
-                insert(accounts_table).values(
-                    username=username,
-                    password_hash=self._hash(password),
-                    disabled=False,
-                    failed_logins=0,
-                    created_at=now,
-                    updated_at=now,
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    insert(accounts_table).values(
+                        username=username,
+                        password_hash=self._hash(password),
+                        disabled=disabled,
+                        failed_logins=0,
+                        created_at=now,
+                        updated_at=now,
+                    )
                 )
-            )
+        except IntegrityError:
+            raise AccountExists(f"The account {username!r} exists already") from None
+        return self.get_account(username)
+
+    def get_account(self, username: str) -> Account:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(accounts_table).where(accounts_table.c.username == username)).first()
+        if row is None:
+            raise NoSuchAccount(f"No such account: {username!r}")
+        return _account(row)
 
     def has_account(self, username: str) -> bool:
         with self.engine.connect() as conn:
             return conn.scalar(select(accounts_table.c.username).where(accounts_table.c.username == username)) is not None
+
+    def list_accounts(self) -> list[Account]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(accounts_table).order_by(accounts_table.c.username)).all()
+        return [_account(row) for row in rows]
+
+    def _update(self, username: str, **values: Any) -> Account:
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(accounts_table)
+                .where(accounts_table.c.username == username)
+                .values(updated_at=_utcnow(), **values)
+            )
+        if result.rowcount == 0:
+            raise NoSuchAccount(f"No such account: {username!r}")
+        return self.get_account(username)
+
+    def set_password(self, username: str, password: str) -> Account:
+        """Set a new password (an admin's reset); also unlocks the account."""
+        self.check_new_password(password)
+        return self._update(username, password_hash=self._hash(password), failed_logins=0, locked_until=None)
+
+    def set_disabled(self, username: str, disabled: bool) -> Account:
+        """Disable (no login at all) or enable an account."""
+        return self._update(username, disabled=bool(disabled))
+
+    def unlock(self, username: str) -> Account:
+        """End a lockout and forget past failures."""
+        return self._update(username, failed_logins=0, locked_until=None)
+
+    def delete_account(self, username: str) -> bool:
+        with self.engine.begin() as conn:
+            return conn.execute(delete(accounts_table).where(accounts_table.c.username == username)).rowcount > 0
 
     def bootstrap_admins(self) -> list[tuple[str, str | None]]:
         """Create accounts for admins that have none; returns (name, generated password or None)."""
@@ -150,39 +350,158 @@ class WorkspaceLocalAuthenticator(Authenticator):
             generated = None
             if not password:
                 password = generated = secrets.token_urlsafe(12)
-            self.create_account(name, password)
+            self.create_account(name, password, check_name=False)
             created.append((name, generated))
         return created
 
     # ---------------------------------------------------------------- login
-    def _check(self, username: str, password: str) -> bool:
+    def check_login(self, username: str, password: str) -> LoginCheck:
+        """Check a password, counting failures and locking (blocking)."""
         with self.engine.connect() as conn:
             row = conn.execute(select(accounts_table).where(accounts_table.c.username == username)).first()
-        # hash anyway when there is no account, so timing does not reveal names
-        ok = self._matches(password, row.password_hash if row else self._dummy_hash)
-        if row is None or row.disabled:
-            return False
-        if ok:
-            with self.engine.begin() as conn:
+        # hash anyway when there is no account, so timing does not reveal names;
+        # bcrypt refuses passwords over 72 bytes, which no account can have
+        candidate = password if len(password.encode("utf-8")) <= 72 else password.encode("utf-8")[:72].decode("utf-8", "ignore")
+        ok = self._matches(candidate, row.password_hash if row else self._dummy_hash) and candidate == password
+        if row is None:
+            return LoginCheck.NO_ACCOUNT
+        if row.disabled:
+            return LoginCheck.DISABLED
+        now = _utcnow()
+        if row.locked_until is not None and row.locked_until > now:
+            return LoginCheck.LOCKED
+        where = accounts_table.c.username == username
+        with self.engine.begin() as conn:
+            if ok:
+                if row.failed_logins or row.locked_until:
+                    conn.execute(update(accounts_table).where(where).values(failed_logins=0, locked_until=None))
+                return LoginCheck.OK
+            # count in the database, so that concurrent attempts all count
+            conn.execute(update(accounts_table).where(where).values(failed_logins=accounts_table.c.failed_logins + 1))
+            failures = conn.scalar(select(accounts_table.c.failed_logins).where(where))
+            if self.max_failed_logins and failures >= self.max_failed_logins:
                 conn.execute(
                     update(accounts_table)
-                    .where(accounts_table.c.username == username)
-                    .values(failed_logins=0, updated_at=_utcnow())
+                    .where(where)
+                    .values(failed_logins=0, locked_until=now + timedelta(seconds=self.lockout_seconds))
                 )
-        return ok
-
-    @property
-    def _dummy_hash(self) -> str:
-        if not hasattr(self, "_dummy"):
-            self._dummy = self._hash(secrets.token_hex(8))
-        return self._dummy
+                self.log.warning(
+                    "Local account %s locked for %d s after %d failed logins",
+                    username, self.lockout_seconds, failures,
+                )
+        return LoginCheck.WRONG_PASSWORD
 
     async def authenticate(self, handler, data):
         username = self.normalize_username(data.get("username", "") or "")
         password = data.get("password", "") or ""
         if not username or not password:
             return None
-        if await asyncio.to_thread(self._check, username, password):
-            return username
-        self.log.warning("Failed login for %s", username)
+        result = await asyncio.to_thread(self.check_login, username, password)
+        if result is LoginCheck.OK:
+            return {"name": username}
+        # the form says "Invalid username or password" whatever the reason; the log says which
+        self.log.warning("Login refused for %s: %s", username, result.value)
         return None
+
+    async def refresh_user(self, user, handler=None):
+        """A disabled account's browser sessions end at the next refresh.
+
+        Users without a local account (made through JupyterHub's REST API,
+        services) are left alone.
+        """
+        try:
+            account = await asyncio.to_thread(self.get_account, user.name)
+        except NoSuchAccount:
+            return True
+        if account.disabled:
+            self.log.warning("Local account %s is disabled: its session ends", user.name)
+            return False
+        return True
+
+    def delete_user(self, user):
+        """JupyterHub deleted the user: delete the account too."""
+        if self.delete_account(user.name):
+            self.log.info("Deleted the local account of %s", user.name)
+
+    # ---------------------------------------------------------------- sign-up
+    def get_handlers(self, app):
+        handlers = super().get_handlers(app)
+        if self.allow_signup:
+            handlers.append((r"/signup", SignupHandler))
+        return handlers
+
+
+def _account(row) -> Account:
+    return Account(
+        username=row.username,
+        disabled=bool(row.disabled),
+        failed_logins=row.failed_logins,
+        locked_until=row.locked_until,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+SIGNUP_HTML = """{% extends "page.html" %}
+{% block title %}Create an account{% endblock title %}
+{% block main %}
+<div class="container" style="max-width: 32rem">
+  <h1>Create an account</h1>
+  {% if message %}<p id="signup-message" class="alert alert-{{ 'success' if ok else 'danger' }}">{{ message }}</p>{% endif %}
+  {% if not ok %}
+  <form method="post" id="signup-form">
+    <input type="hidden" name="_xsrf" value="{{ xsrf }}" />
+    <label class="form-label" for="signup-username">User name</label>
+    <input class="form-control" id="signup-username" name="username" value="{{ username }}" autocomplete="username" required />
+    <label class="form-label" for="signup-password">Password ({{ min_length }} characters or more)</label>
+    <input class="form-control" id="signup-password" name="password" type="password" autocomplete="new-password" required />
+    <label class="form-label" for="signup-password2">Password again</label>
+    <input class="form-control" id="signup-password2" name="password2" type="password" autocomplete="new-password" required />
+    <button class="btn btn-jupyter mt-3" id="signup-submit" type="submit">Create account</button>
+  </form>
+  {% endif %}
+  <p class="mt-3"><a href="{{ login_url }}">Sign in</a></p>
+</div>
+{% endblock main %}
+"""
+
+
+class SignupHandler(BaseHandler):
+    """``/hub/signup``: create a local account (only when sign-up is on)."""
+
+    async def _render(self, status: int = 200, **ns) -> None:
+        auth = self.authenticator
+        template: Template = self.settings["jinja2_env"].from_string(SIGNUP_HTML)
+        values = {**self.template_namespace, "min_length": auth.min_password_length,
+                  "message": "", "ok": False, "username": ""}
+        values.update(ns)
+        self.set_status(status)
+        self.finish(await template.render_async(**values))
+
+    async def get(self):
+        await self._render()
+
+    async def post(self):
+        auth: WorkspaceLocalAuthenticator = self.authenticator
+        username = self.get_body_argument("username", "", strip=True)
+        password = self.get_body_argument("password", "", strip=False)
+        if password != self.get_body_argument("password2", "", strip=False):
+            return await self._render(400, message="The passwords differ", username=username)
+        disabled = auth.signup_requires_approval
+        try:
+            account = await asyncio.to_thread(auth.create_account, username, password, disabled)
+        except AccountError as e:
+            return await self._render(400, message=str(e), username=username)
+        self.log.info("Sign-up: new local account %s%s", account.username, " (waits for approval)" if disabled else "")
+        message = (
+            "Your account was created. An administrator must enable it before you can sign in."
+            if disabled
+            else "Your account was created: you can sign in now."
+        )
+        await self._render(201, message=message, ok=True)
+
+    def check_xsrf_cookie(self):
+        try:
+            return super().check_xsrf_cookie()
+        except web.HTTPError:
+            raise web.HTTPError(403, "The form expired: reload the page and try again") from None

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests drive for real: Chromium (browser
-# tests through Playwright), PostgreSQL (the second database). Idempotent: does
-# nothing when everything is installed. Run as root.
+# tests through Playwright), PostgreSQL (the second database), OpenLDAP's slapd
+# and ldap-utils (the LDAP authenticator's tests start their own slapd).
+# Idempotent: does nothing when everything is installed. Run as root.
 set -euo pipefail
 
-PACKAGES=(chromium postgresql sudo)
+PACKAGES=(chromium postgresql sudo slapd ldap-utils)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -22,5 +23,10 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
 fi
 trap '[ "$made_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d' EXIT
 export DEBIAN_FRONTEND=noninteractive
+# slapd asks for a domain and an admin password: skip its own directory, the
+# tests generate theirs
+if command -v debconf-set-selections >/dev/null; then
+  echo "slapd slapd/no_configuration boolean true" | debconf-set-selections
+fi
 apt-get -o DPkg::Lock::Timeout=300 update -q
 apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends "${missing[@]}"

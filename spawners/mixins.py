@@ -112,6 +112,12 @@ class WorkspaceSpawnerMixin:
         process, cancel the batch job, or adopt it. The default does nothing.
         """
 
+    async def stop(self, now: bool = False) -> None:
+        # tell the hub first: a stop it did not ask for (JupyterHub's server API,
+        # admin panel, idle culler) ends the job as stopped, not as crashed
+        self.report("stopping")
+        await super().stop(now=now)  # type: ignore[misc]
+
     def report(self, event: str, **info: Any) -> None:
         if self.lifecycle_listener is not None:
             self.lifecycle_listener(self, event, info)

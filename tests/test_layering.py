@@ -12,7 +12,19 @@ HUB_MODULES = ["uws_hub.app", "uws_hub.orm", "uws_hub.apihandlers", "uws_hub.han
                "uws_hub.workspaces"]
 
 
-@pytest.mark.parametrize("module", ["uws_hub.spawners.local", "uws_hub.authenticators.local"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "uws_hub.spawners.local",
+        "uws_hub.authenticators.local",
+        "uws_hub.authenticators.identity",
+        "uws_hub.authenticators.jobenv",
+        "uws_hub.authenticators.remote_api",
+        "uws_hub.authenticators.ldap",
+        "uws_hub.authenticators.oauth",
+        "uws_hub.authenticators.globus",
+    ],
+)
 def test_plugins_do_not_import_the_hub(module):
     code = (
         f"import sys, {module}\n"
@@ -30,5 +42,9 @@ def test_entry_points_are_registered():
     auths = {ep.name: ep.value for ep in entry_points(group="jupyterhub.authenticators")}
     assert spawners["uws-local"] == "uws_hub.spawners.local:WorkspaceLocalProcessSpawner"
     assert auths["uws-local"] == "uws_hub.authenticators.local:WorkspaceLocalAuthenticator"
+    assert auths["uws-oidc"] == "uws_hub.authenticators.oauth:WorkspaceOIDCAuthenticator"
+    assert auths["uws-globus"] == "uws_hub.authenticators.globus:WorkspaceGlobusAuthenticator"
+    assert auths["uws-ldap"] == "uws_hub.authenticators.ldap:WorkspaceLDAPAuthenticator"
+    assert auths["uws-remote-api"] == "uws_hub.authenticators.remote_api:WorkspaceRemoteAPIAuthenticator"
     scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
     assert scripts["uws-hub"] == "uws_hub.app:main"

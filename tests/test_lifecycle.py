@@ -195,3 +195,13 @@ def _statuses_in_db(hub) -> dict[int, str]:
         rows = conn.execute(text("SELECT id, status FROM uws_jobs")).all()
     engine.dispose()
     return {r[0]: r[1] for r in rows}
+
+
+def test_stopped_through_jupyterhub_is_completed_not_failed(hub, alice):
+    """The idle culler, the admin panel and scripts stop servers with JupyterHub's API."""
+    job = hub.wait_job(launch(hub, alice)["id"], alice, {"running", "failed"})
+    r = hub.request("DELETE", f"users/uwsalice/servers/{job['server_name']}", hub.admin_token)
+    assert r.status_code in (202, 204), r.text
+    job = hub.wait_job(job["id"], alice, TERMINAL, timeout=20)
+    assert job["status"] == "completed"
+    assert "outside uws-hub" in job["reason"]

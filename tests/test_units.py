@@ -143,6 +143,8 @@ def test_list_and_usage(storage):
         store.list_dir(directory, "missing")
     with pytest.raises(PathError, match="Not a directory"):
         store.list_dir(directory, "c.txt")
+    with pytest.raises(PathError, match="is a directory"):
+        store.open_read(directory, "a")
 
 
 def test_directory_names_are_checked(storage):

@@ -321,6 +321,11 @@ class UWSHub(JupyterHub):
         super().init_tornado_settings()
         self.uws = self._make_services()
         self.tornado_settings["uws"] = self.uws
+        # pages link to the Local accounts admin page only when it is in use
+        self.tornado_settings["template_vars"] = {
+            **(self.tornado_settings.get("template_vars") or {}),
+            "uws_local_accounts": isinstance(self.authenticator, WorkspaceLocalAuthenticator),
+        }
 
     def _make_services(self) -> Services:
         root = os.path.abspath(self.workspaces_root)

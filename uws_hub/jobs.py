@@ -204,7 +204,7 @@ class JobService:
         """Record a launch (``pending``, target ``running``); the reconciler starts it."""
         job_type, resource = pick(self.job_types, job_type_name, resource)
         if ws.status not in (WorkspaceStatus.idle.value, WorkspaceStatus.active.value):
-            raise Conflict(f"Workspace {ws.slug!r} is {ws.status}; jobs can start only when it is idle")
+            raise Conflict(f"Workspace {ws.slug!r} is {ws.status}; jobs can start only in a ready workspace")
         self.accounts.system_user(ws.owner.name)  # refuse now if the account is missing
         job = Job(
             workspace=ws,

@@ -323,7 +323,14 @@ class JobReconciler:
             job.resource_id = info.get("resource_id") or job.resource_id
             if job.status == JobStatus.pending.value:
                 self.jobs.transition(job, JobStatus.queued, info.get("reason"))
-        self.db.commit()
+            self.db.commit()
+        elif event == "stopping" and job.target == "running" and job.status == JobStatus.running.value:
+            self.jobs.stop(
+                job,
+                "jupyterhub",
+                "Stopped outside uws-hub (JupyterHub's server API, admin panel or idle culler)",
+                JobStatus.completed,
+            )
 
     # ---------------------------------------------------------------- shutdown
     async def stop_all(self, reason: str) -> None:

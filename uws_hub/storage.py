@@ -186,12 +186,12 @@ class WorkspaceStorage:
             if e.errno == errno.ELOOP:
                 raise PathError(f"Path resolves outside the workspace: {relpath!r}") from None
             raise
-        f = os.fdopen(fd, "rb")
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            f.close()
-            raise PathError(f"Not a regular file: {relpath!r}")
-        return f, st.st_size
+            os.close(fd)
+            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+            raise PathError(f"{relpath!r} is {kind}; list directories with ?path=")
+        return os.fdopen(fd, "rb"), st.st_size
 
     # ---------------------------------------------------------------- writing
     def start_upload(self, directory: str, relpath: str, owner: Owner) -> Upload:

@@ -1,10 +1,11 @@
 """uws-hub's REST API handlers, under ``/hub/api/``."""
 
-from . import events, files, jobs, workspaces
+from . import accounts, events, files, jobs, workspaces
 
 default_handlers = [
     *workspaces.default_handlers,
     *files.default_handlers,
     *jobs.default_handlers,
     *events.default_handlers,
+    *accounts.default_handlers,
 ]

@@ -9,6 +9,7 @@ a service, write JSON. Errors are JupyterHub's JSON errors
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, TypeVar
 
 from jupyterhub.apihandlers.base import APIHandler
@@ -21,6 +22,10 @@ from ..orm import Job, Workspace
 from ..scopes import READ_WORKSPACES
 
 M = TypeVar("M", bound=BaseModel)
+
+#: ``UWS-Authorization: Token <token>``, the header of the older HuBMAP workspaces server
+UWS_AUTH_HEADER = "UWS-Authorization"
+_uws_auth_pat = re.compile(r"^(?:token|bearer)\s+([^\s]+)$", flags=re.IGNORECASE)
 
 
 def validation_message(e: ValidationError) -> str:
@@ -51,6 +56,16 @@ class UWSAPIHandler(APIHandler):
     def actor(self) -> str:
         """Who makes this request, for the event log (a user's or a service's name)."""
         return self.current_user.name
+
+    def get_auth_token(self):
+        """The token of ``Authorization: token …`` (JupyterHub's header), else of
+        ``UWS-Authorization: Token …`` (clients of the older HuBMAP workspaces
+        server). Both carry JupyterHub tokens, with the same scopes."""
+        token = super().get_auth_token()
+        if token is None:
+            match = _uws_auth_pat.match(self.request.headers.get(UWS_AUTH_HEADER, ""))
+            token = match.group(1) if match else None
+        return token
 
     def parse_body(self, model: type[M]) -> M:
         """The JSON body validated against ``model`` (400 if not JSON, 422 if invalid)."""

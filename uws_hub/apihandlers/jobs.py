@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import access
-from ..errors import BadRequest
+from ..errors import BadRequest, Forbidden
 from ..models import job_model
 from ..orm import Job
 from ..scopes import LAUNCH_JOBS, READ_WORKSPACES, requires
@@ -41,9 +41,14 @@ class JobTypesAPIHandler(UWSAPIHandler):
 
 class WorkspaceJobsAPIHandler(UWSAPIHandler):
     @requires(LAUNCH_JOBS)
-    def post(self, workspace_id):
+    async def post(self, workspace_id):
         ws = self.find_workspace(workspace_id, LAUNCH_JOBS)
         body = self.parse_body(JobCreateModel)
+        if self.authenticator.refresh_pre_spawn:
+            # as JupyterHub does before a spawn: fresh auth state (tokens for the job)
+            owner = self.users[ws.owner]
+            if await self.refresh_auth(owner, force=True) is None:
+                raise Forbidden(f"{owner.name}'s login has expired; log in again to launch jobs")
         job = self.uws.jobs.launch(
             ws, body.job_type, body.resource, body.resources.model_dump(exclude_none=True), self.actor
         )

@@ -1,5 +1,5 @@
 """uws-hub's pages, under ``/hub/``."""
 
-from . import pages
+from . import accounts, pages
 
-default_handlers = [*pages.default_handlers]
+default_handlers = [*pages.default_handlers, *accounts.default_handlers]

@@ -1,0 +1,558 @@
+#!/usr/bin/env python3
+"""Benchmark: how long a JupyterLab job takes to answer through the hub, and
+how fast ``GET /hub/api/workspaces`` is with 10,000 workspaces.
+
+Part 1, launch latency. A real uws-hub (single-account mode, node
+configurable-http-proxy, SQLite, started as in ``tests/hubutil.py``) with one
+user and a token. N times: ``POST /hub/api/workspaces/{id}/jobs
+{"job_type": "jupyterlab"}``, then poll ``GET /user/<name>/<slug>/api/status``
+through the proxy with the user's token until it answers 200; then stop the
+job and wait for it to be ``completed``. Baseline, interleaved run by run:
+the same JupyterLab server started by hand (``jupyter-lab`` from the same
+venv, same root directory) and polled directly until ``/api/status`` answers.
+The ratio is the hub's overhead (spawn bookkeeping, the single-user server's
+hub handshake, JupyterHub's wait for the server, the proxy route).
+
+Part 2, list latency. The hub is stopped, N workspaces (default 10,000, one
+finished job each) are inserted straight into its SQLite database with the
+uws_hub.orm models, as many users are inserted into JupyterHub's tables with
+the default 'user' role (or created through JupyterHub's REST API with
+``--users-via-api``: minutes), and the hub is started again. Then sequential requests (default 200 each,
+round-robin so that noise hits every endpoint alike) to
+``GET /hub/api/workspaces`` (default limit, ``?limit=50``, a
+deep page, and as the admin service), with JupyterHub's own ``GET
+/hub/api/users`` (same number of rows) and ``GET /hub/api/user`` as baselines.
+
+Usage::
+
+    .venv/bin/python benchmarks/launch.py               # defaults: a few minutes
+    .venv/bin/python benchmarks/launch.py --runs 10 --workspaces 10000 --requests 500
+    .venv/bin/python benchmarks/launch.py --skip-list   # launch latency only
+
+Prints markdown tables; writes JSON to benchmarks/results/ unless ``--json ''``.
+The numbers depend on the machine and on what else runs on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (  # noqa: E402
+    Proc,
+    ensure_venv,
+    free_port,
+    jupyter_server_argv,
+    log,
+    machine_info,
+    machine_line,
+    markdown_table,
+    ratio,
+    summary,
+    write_json,
+)
+
+ensure_venv()
+
+import requests  # noqa: E402
+
+from tests.hubutil import Hub, hub_env  # noqa: E402
+
+USER = "bench"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description="uws-hub launch latency (hub vs. the same server by hand) and"
+        " workspace-list latency with many workspaces (vs. JupyterHub's own /hub/api/users).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--runs", type=int, default=5, help="launches through the hub (and as many by hand)")
+    p.add_argument("--poll-interval", type=float, default=0.05,
+                   help="seconds between readiness polls, the same for hub and baseline")
+    p.add_argument("--launch-timeout", type=float, default=120, help="seconds to wait for one server")
+    p.add_argument("--workspaces", type=int, default=10_000, help="workspaces in the database for the list part")
+    p.add_argument("--users", type=int, default=None,
+                   help="extra users for the /hub/api/users baseline (default: as many as --workspaces)")
+    p.add_argument("--users-via-api", action="store_true",
+                   help="create the extra users through JupyterHub's REST API (minutes) instead of inserting them")
+    p.add_argument("--requests", type=int, default=200, help="sequential requests per list endpoint")
+    p.add_argument("--skip-launch", action="store_true", help="only the list part")
+    p.add_argument("--skip-list", action="store_true", help="only the launch part")
+    p.add_argument("--keep", action="store_true", help="keep the temporary directory (hub logs, database)")
+    p.add_argument("--json", default=None, metavar="PATH",
+                   help="write results here (default: benchmarks/results/launch-<time>.json; '' for none)")
+    return p.parse_args(argv)
+
+
+# ---------------------------------------------------------------- helpers
+def poll_until_ok(session: requests.Session, url: str, token: str, timeout: float, interval: float,
+                  alive=lambda: True, alive_every: int = 1) -> tuple[float, int]:
+    """Poll ``url`` until it answers 200; returns (monotonic time of the 200, number of polls).
+
+    ``alive()`` (is the server still starting?) is asked every ``alive_every`` polls."""
+    deadline = time.monotonic() + timeout
+    polls = 0
+    headers = {"Authorization": f"token {token}"}
+    while time.monotonic() < deadline:
+        polls += 1
+        try:
+            r = session.get(url, headers=headers, timeout=10, allow_redirects=False)
+            if r.status_code == 200:
+                return time.monotonic(), polls
+        except requests.RequestException:
+            pass
+        if polls % alive_every == 0 and not alive():
+            raise RuntimeError(f"gave up on {url}: the server is gone")
+        time.sleep(interval)
+    raise TimeoutError(f"{url} did not answer 200 within {timeout}s")
+
+
+_LOG_TIME = re.compile(r"^\[\w (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)")
+
+
+def log_time(lines: list[str], needle: str) -> float | None:
+    """Wall-clock time of the first log line (JupyterHub/Jupyter Server format) containing ``needle``."""
+    from datetime import datetime
+
+    for line in lines:
+        if needle in line:
+            m = _LOG_TIME.match(line)
+            if m:
+                return datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp()
+    return None
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def _diff(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else b - a
+
+
+def hub_breakdown(hub: Hub, job_id: int) -> dict:
+    """Where a hub launch's time goes, from the hub's log and the job's own output:
+    process started (job queued) → server listening → JupyterHub saw it and added the route (job running)."""
+    hub_lines = hub.log_text().splitlines()
+    job_lines = [line for line in hub_lines if f"Job {job_id} (" in line]
+    queued = log_time(job_lines, "): queued")  # the spawner has started the process
+    running = log_time(job_lines, "): running")
+    listening = log_time(_read_lines(hub.workdir / "uws-job-logs" / f"job-{job_id}.log"), "is running at")
+    return {"start_to_listening_s": _diff(queued, listening), "listening_to_running_s": _diff(listening, running)}
+
+
+def hub_launch(hub: Hub, session: requests.Session, token: str, ws: dict, args) -> dict:
+    """One launch through the hub: POST the job, poll through the proxy, stop, wait for completed."""
+    t0 = time.monotonic()
+    r = hub.request("POST", f"workspaces/{ws['id']}/jobs", token, json={"job_type": "jupyterlab"})
+    if r.status_code != 202:
+        raise RuntimeError(f"launch refused: {r.status_code} {r.text}")
+    t_accepted = time.monotonic()
+    job = r.json()
+    url = f"{hub.url}/user/{USER}/{ws['slug']}/api/status"
+
+    def job_alive():
+        status = hub.api("GET", f"jobs/{job['id']}", token)["status"]
+        return status not in ("failed", "cancelled", "completed")
+
+    # the job's status is checked about once a second, not at every poll: keep the hub's load down
+    t_ready, polls = poll_until_ok(session, url, token, args.launch_timeout, args.poll_interval, job_alive,
+                                   alive_every=max(1, round(1 / args.poll_interval)))
+    running = hub.api("GET", f"jobs/{job['id']}", token)
+    t1 = time.monotonic()
+    r = hub.request("POST", f"jobs/{job['id']}/stop", token)
+    if r.status_code >= 400:
+        raise RuntimeError(f"stop refused: {r.status_code} {r.text}")
+    final = hub.wait_job(job["id"], token, {"completed", "failed", "cancelled"}, timeout=60)
+    t_stopped = time.monotonic()
+    if final["status"] != "completed":
+        raise RuntimeError(f"job {job['id']} ended {final['status']}: {final.get('reason')}")
+    return {
+        "job_id": job["id"],
+        "ready_s": t_ready - t0,
+        "accepted_s": t_accepted - t0,
+        "status_at_ready": running["status"],
+        "hub_created_to_running_s": _seconds_between(running.get("created_at"), running.get("running_at")),
+        "stop_s": t_stopped - t1,
+        "polls": polls,
+        **hub_breakdown(hub, job["id"]),
+    }
+
+
+def _seconds_between(a: str | None, b: str | None) -> float | None:
+    from datetime import datetime
+
+    if not a or not b:
+        return None
+    parse = lambda s: datetime.fromisoformat(s.rstrip("Z"))  # noqa: E731
+    return (parse(b) - parse(a)).total_seconds()
+
+
+def manual_launch(directory: Path, home: Path, logdir: Path, session: requests.Session, n: int, args) -> dict:
+    """The baseline: the same JupyterLab server started by hand, polled directly."""
+    port = free_port()
+    token = secrets.token_hex(16)
+    env = hub_env({"HOME": str(home)})
+    for var in [k for k in env if k.startswith("JUPYTERHUB_")]:
+        env.pop(var)
+    t0 = time.monotonic()
+    wall0 = time.time()
+    proc = Proc(f"jupyter-lab-{n}", jupyter_server_argv(port, token, directory), logdir / f"manual-{n}.log",
+                env=env, cwd=directory)
+    try:
+        t_ready, polls = poll_until_ok(session, f"http://127.0.0.1:{port}/api/status", token,
+                                       args.launch_timeout, args.poll_interval, proc.alive)
+    except Exception:
+        log(f"manual server failed; its output:\n{proc.tail()}")
+        raise
+    finally:
+        t1 = time.monotonic()
+        proc.stop()
+    listening = log_time(_read_lines(proc.log_path), "is running at")
+    return {"ready_s": t_ready - t0, "stop_s": time.monotonic() - t1, "polls": polls,
+            "start_to_listening_s": _diff(wall0, listening)}
+
+
+def hub_errors(hub: Hub) -> list[str]:
+    """Lines of the hub log at ERROR/CRITICAL level (and tracebacks' first lines)."""
+    out = []
+    for line in hub.log_text().splitlines():
+        if "Received signal SIGTERM" in line:  # our own stop
+            continue
+        if line.startswith("[E ") or line.startswith("[C ") or "Traceback" in line:
+            out.append(line[:300])
+    return out
+
+
+def hub_warnings(hub: Hub) -> list[str]:
+    return [line[:300] for line in hub.log_text().splitlines() if line.startswith("[W ")]
+
+
+# ---------------------------------------------------------------- part 1
+def bench_launch(hub: Hub, token: str, ws: dict, ws_dir: Path, workdir: Path, args) -> dict:
+    session = requests.Session()  # keep-alive for the polls, as a browser would
+    direct = requests.Session()
+    home = workdir / "manual-home"
+    home.mkdir(exist_ok=True)
+    # one warm-up of each, not counted (first imports, disk caches)
+    log("warm-up launch through the hub and by hand (not counted)")
+    hub_launch(hub, session, token, ws, args)
+    manual_launch(ws_dir, home, workdir, direct, 0, args)
+    hub_runs, manual_runs = [], []
+    for i in range(1, args.runs + 1):
+        h = hub_launch(hub, session, token, ws, args)
+        m = manual_launch(ws_dir, home, workdir, direct, i, args)
+        log(f"run {i}/{args.runs}: hub {h['ready_s']:.2f}s (stop {h['stop_s']:.2f}s),"
+            f" by hand {m['ready_s']:.2f}s")
+        hub_runs.append(h)
+        manual_runs.append(m)
+    return {"hub": hub_runs, "manual": manual_runs}
+
+
+def launch_table(res: dict) -> str:
+    hub_ready = summary([r["ready_s"] for r in res["hub"]])
+    man_ready = summary([r["ready_s"] for r in res["manual"]])
+    hub_stop = summary([r["stop_s"] for r in res["hub"]])
+    man_stop = summary([r["stop_s"] for r in res["manual"]])
+    def col(runs, key):
+        return summary([r[key] for r in runs if r.get(key) is not None])
+
+    hub_internal = col(res["hub"], "hub_created_to_running_s")
+    man_listen = col(res["manual"], "start_to_listening_s")
+    hub_listen = col(res["hub"], "start_to_listening_s")
+    hub_notice = col(res["hub"], "listening_to_running_s")
+    rows = [
+        ["by hand: jupyter-lab → /api/status 200 (baseline)",
+         man_ready["p50"], man_ready["mean"], man_ready["min"], man_ready["max"], "1.00"],
+        ["hub: POST jobs → /user/…/api/status 200 via proxy",
+         hub_ready["p50"], hub_ready["mean"], hub_ready["min"], hub_ready["max"],
+         f"{ratio(hub_ready['p50'], man_ready['p50']):.2f}"],
+        ["hub: job created_at → running_at (hub's own timestamps)",
+         hub_internal["p50"], hub_internal["mean"], hub_internal["min"], hub_internal["max"],
+         f"{ratio(hub_internal['p50'], man_ready['p50']):.2f}"],
+        ["  by hand: process started → server logs 'is running at'",
+         man_listen["p50"], man_listen["mean"], man_listen["min"], man_listen["max"], "1.00"],
+        ["  hub: process started (job queued) → server logs 'is running at'",
+         hub_listen["p50"], hub_listen["mean"], hub_listen["min"], hub_listen["max"],
+         f"{ratio(hub_listen['p50'], man_listen['p50']):.2f}"],
+        ["  hub: server listening → job running (JupyterHub's wait_up + route)",
+         hub_notice["p50"], hub_notice["mean"], hub_notice["min"], hub_notice["max"], "–"],
+        ["by hand: SIGTERM → exited (baseline)",
+         man_stop["p50"], man_stop["mean"], man_stop["min"], man_stop["max"], "1.00"],
+        ["hub: POST stop → job completed",
+         hub_stop["p50"], hub_stop["mean"], hub_stop["min"], hub_stop["max"],
+         f"{ratio(hub_stop['p50'], man_stop['p50']):.2f}"],
+    ]
+    rows = [[r[0], *[f"{x * 1000:,.0f}" if isinstance(x, float) else x for x in r[1:5]], r[5]] for r in rows]
+    return markdown_table(["JupyterLab launch (n=%d)" % hub_ready["n"], "p50 ms", "mean ms", "min ms", "max ms",
+                           "ratio (p50)"], rows)
+
+
+# ---------------------------------------------------------------- part 2
+def create_users_api(hub: Hub, n: int) -> float:
+    """n users through JupyterHub's REST API (bulk POST /hub/api/users), in batches (slow: ~15 ms a user)."""
+    t0 = time.monotonic()
+    batch = 100  # JupyterHub creates a batch in one go, blocking its event loop
+    for start in range(0, n, batch):
+        names = [f"u{i:05d}" for i in range(start, min(n, start + batch))]
+        r = hub.request("POST", "users", hub.admin_token, json={"usernames": names}, timeout=300)
+        if r.status_code not in (201, 409):
+            raise RuntimeError(f"creating users failed: {r.status_code} {r.text[:300]}")
+    return time.monotonic() - t0
+
+
+def insert_users(db_path: Path, n: int) -> float:
+    """n users straight into JupyterHub's tables, with the default 'user' role, as the REST API makes them."""
+    import secrets as _secrets
+
+    from jupyterhub import orm as hub_orm
+    from sqlalchemy import create_engine, insert, select
+    from sqlalchemy.orm import Session
+
+    from uws_hub.orm import utcnow
+
+    t0 = time.monotonic()
+    engine = create_engine(f"sqlite:///{db_path}")
+    with Session(engine) as db:
+        role_id = db.scalar(select(hub_orm.Role.id).where(hub_orm.Role.name == "user"))
+        now = utcnow()
+        names = [f"u{i:05d}" for i in range(n)]
+        db.execute(insert(hub_orm.User), [
+            {"name": name, "admin": False, "created": now, "cookie_id": _secrets.token_hex(16)} for name in names
+        ])
+        ids = db.scalars(select(hub_orm.User.id).where(hub_orm.User.name.in_(names)))
+        user_role_map = hub_orm.Base.metadata.tables["user_role_map"]
+        db.execute(insert(user_role_map), [{"user_id": uid, "role_id": role_id, "managed_by_auth": False}
+                                           for uid in ids])
+        db.commit()
+    engine.dispose()
+    return time.monotonic() - t0
+
+
+def insert_workspaces(db_path: Path, ws_root: Path, n: int) -> float:
+    """n idle workspaces of USER, each with one completed job, straight into the database."""
+    from jupyterhub import orm as hub_orm
+    from sqlalchemy import create_engine, insert, select
+    from sqlalchemy.orm import Session
+
+    from uws_hub.orm import Job, Workspace, utcnow
+
+    t0 = time.monotonic()
+    engine = create_engine(f"sqlite:///{db_path}")
+    with Session(engine) as db:
+        owner_id = db.scalar(select(hub_orm.User.id).where(hub_orm.User.name == USER))
+        now = utcnow()
+        ws_rows = [
+            {
+                "owner_id": owner_id,
+                "slug": f"bulk-{i:05d}",
+                "name": f"Bulk workspace {i}",
+                "description": "inserted by benchmarks/launch.py",
+                "status": "idle",
+                "directory": str(ws_root / USER / f"bulk-{i:05d}"),
+                "disk_usage_bytes": 4096,
+                "usage_measured_at": now,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for i in range(n)
+        ]
+        db.execute(insert(Workspace), ws_rows)
+        ids = list(db.scalars(select(Workspace.id).where(Workspace.slug.like("bulk-%")).order_by(Workspace.id)))
+        job_rows = [
+            {
+                "workspace_id": wid,
+                "owner_id": owner_id,
+                "job_type": "jupyterlab",
+                "resource": "local",
+                "interactive": True,
+                "status": "completed",
+                "target": "stopped",
+                "reason": "Stopped on request",
+                "server_name": f"bulk-{i:05d}",
+                "resource_id": str(10_000 + i),
+                "resources": {},
+                "created_at": now,
+                "updated_at": now,
+                "queued_at": now,
+                "running_at": now,
+                "stopping_at": now,
+                "finished_at": now,
+            }
+            for i, wid in enumerate(ids)
+        ]
+        db.execute(insert(Job), job_rows)
+        db.commit()
+    engine.dispose()
+    return time.monotonic() - t0
+
+
+def bench_list(hub: Hub, token: str, n_requests: int, n_workspaces: int) -> dict:
+    session = requests.Session()
+    user_h = {"Authorization": f"token {token}"}
+    admin_h = {"Authorization": f"token {hub.admin_token}"}
+    # JupyterHub's list answers like uws-hub's ({"items", "_pagination"}, with a count) when asked to
+    users_h = {**admin_h, "Accept": "application/jupyterhub-pagination+json"}
+    deep = max(0, n_workspaces - 50)
+    U50 = "GET /hub/api/users?limit=50 (JupyterHub, admin)"
+    U200 = "GET /hub/api/users?limit=200 (JupyterHub, admin)"
+    endpoints = [
+        # (label, path, headers, the JupyterHub list to compare with: same page size)
+        ("GET /hub/api/user (JupyterHub's whoami, baseline)", "/hub/api/user", user_h, None),
+        (U50, "/hub/api/users?limit=50", users_h, None),
+        (U200, "/hub/api/users?limit=200", users_h, None),
+        ("GET /hub/api/workspaces?limit=50 (user)", "/hub/api/workspaces?limit=50", user_h, U50),
+        ("GET /hub/api/workspaces (user, default limit)", "/hub/api/workspaces", user_h, U200),
+        (f"GET /hub/api/workspaces?offset={deep}&limit=50 (user, last page)",
+         f"/hub/api/workspaces?offset={deep}&limit=50", user_h, U50),
+        ("GET /hub/api/workspaces (admin service, default limit)", "/hub/api/workspaces", admin_h, U200),
+    ]
+    info = {}
+    for label, path, headers, _ in endpoints:
+        r = session.get(hub.url + path, headers=headers, timeout=60)
+        if r.status_code != 200:
+            raise RuntimeError(f"{path}: {r.status_code} {r.text[:300]}")
+        body = r.json()
+        if isinstance(body, dict) and "_pagination" in body:
+            info[label] = {"items": len(body["items"]), "total": body["_pagination"]["total"],
+                           "bytes": len(r.content)}
+        elif isinstance(body, list):
+            info[label] = {"items": len(body), "total": None, "bytes": len(r.content)}
+        else:
+            info[label] = {"items": 1, "total": None, "bytes": len(r.content)}
+    for _ in range(10):  # warm-up
+        for _, path, headers, _ in endpoints:
+            session.get(hub.url + path, headers=headers, timeout=60)
+    times: dict[str, list[float]] = {label: [] for label, *_ in endpoints}
+    for _ in range(n_requests):
+        for label, path, headers, _ in endpoints:
+            t0 = time.perf_counter()
+            r = session.get(hub.url + path, headers=headers, timeout=60)
+            dt = time.perf_counter() - t0
+            if r.status_code != 200:
+                raise RuntimeError(f"{path}: {r.status_code}")
+            times[label].append(dt)
+    return {"endpoints": [(label, path, base) for label, path, _, base in endpoints], "info": info,
+            "times": times}
+
+
+def list_table(res: dict) -> str:
+    baseline_label = res["endpoints"][0][0]
+    base = summary(res["times"][baseline_label])
+    rows = []
+    for label, _, match in res["endpoints"]:
+        s = summary(res["times"][label])
+        i = res["info"][label]
+        m = summary(res["times"][match]) if match else None
+        rows.append([
+            label,
+            f"{i['items']}" + (f" of {i['total']:,}" if i["total"] is not None else ""),
+            f"{i['bytes'] / 1024:,.1f}",
+            f"{s['p50'] * 1000:,.1f}",
+            f"{s['p99'] * 1000:,.1f}",
+            f"{ratio(s['p50'], base['p50']):.2f}",
+            f"{ratio(s['p50'], m['p50']):.2f}" if m else "–",
+        ])
+    n = base["n"]
+    return markdown_table(
+        [f"API latency ({n} sequential requests each, via the proxy)", "items", "KiB", "p50 ms", "p99 ms",
+         "p50 / whoami", "p50 / users list, same page size"],
+        rows,
+    )
+
+
+# ---------------------------------------------------------------- main
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="uws-bench-launch-"))
+    ws_root = workdir / "workspaces"
+    ws_root.mkdir()
+    db_path = workdir / "jupyterhub.sqlite"
+    config = f"""
+c.UWSHub.workspaces_root = {str(ws_root)!r}
+c.UWSHub.system_users = False
+# the inserted workspaces have no directories: do not measure them
+c.UWSHub.workspace_usage_interval = 0
+"""
+    hub = Hub(workdir / "hub", config, f"sqlite:///{db_path}")
+    results: dict = {"machine": machine_info(), "args": vars(args)}
+    out = [f"# uws-hub launch and list benchmark\n\nMachine: {machine_line()}.\n"]
+    try:
+        log(f"starting uws-hub in {workdir}")
+        hub.start()
+        token = hub.add_user(USER)
+        ws = hub.api("POST", "workspaces", token, json={"name": "bench launch"}, expect=201)
+        ws_dir = ws_root / USER / ws["slug"]
+        if not args.skip_launch:
+            log(f"launch benchmark: {args.runs} runs through the hub, {args.runs} by hand (interleaved)")
+            res = bench_launch(hub, token, ws, ws_dir, workdir, args)
+            results["launch"] = res
+            out.append(launch_table(res))
+            out.append("\nratio: the hub's p50 over the by-hand p50 (the hub's overhead).")
+        if not args.skip_list:
+            n_users = args.workspaces if args.users is None else args.users
+            if args.users_via_api:
+                log(f"creating {n_users} users through JupyterHub's REST API")
+                results["users_create_s"] = create_users_api(hub, n_users)
+                log(f"  took {results['users_create_s']:.1f}s")
+            log(f"stopping the hub to insert {args.workspaces} workspaces"
+                + ("" if args.users_via_api else f" and {n_users} users"))
+            hub.stop()
+            if not args.users_via_api:
+                results["users_create_s"] = insert_users(db_path, n_users)
+            results["workspaces_insert_s"] = insert_workspaces(db_path, ws_root, args.workspaces)
+            log(f"  inserted in {results['workspaces_insert_s']:.1f}s; starting the hub again")
+            t0 = time.monotonic()
+            hub.start(timeout=300)
+            results["restart_s"] = time.monotonic() - t0
+            log(f"  hub answered after {results['restart_s']:.1f}s; {args.requests} requests per endpoint")
+            res = bench_list(hub, token, args.requests, args.workspaces + 1)
+            results["list"] = {"info": res["info"],
+                               "summary": {k: summary(v) for k, v in res["times"].items()}}
+            out.append("")
+            out.append(list_table(res))
+            out.append(
+                f"\n{args.workspaces + 1:,} workspaces (all of user {USER!r}, each with a finished job),"
+                f" {n_users + 1:,} users. Users {'created through the REST API' if args.users_via_api else 'inserted'} in"
+                f" {results['users_create_s']:.1f}s; workspaces inserted into SQLite in"
+                f" {results['workspaces_insert_s']:.1f}s; hub restart until /hub/health answered:"
+                f" {results['restart_s']:.1f}s."
+            )
+        errors = hub_errors(hub)
+        results["hub_errors"] = errors
+        results["hub_warnings"] = hub_warnings(hub)
+        out.append(f"\nHub log: {len(errors)} error lines, {len(results['hub_warnings'])} warnings.")
+        for line in errors[:20]:
+            out.append(f"    {line}")
+        kinds: dict[str, int] = {}
+        for line in results["hub_warnings"]:
+            msg = re.sub(r"\d+(\.\d+)?", "N", line.split("]", 1)[-1].strip())[:140]
+            kinds[msg] = kinds.get(msg, 0) + 1
+        for msg, count in sorted(kinds.items(), key=lambda kv: -kv[1])[:8]:
+            out.append(f"    {count:5d} x {msg}")
+    finally:
+        hub.stop()
+        if args.keep:
+            log(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print("\n".join(out))
+    path = write_json("launch", results, args.json)
+    if path:
+        print(f"\nJSON: {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
