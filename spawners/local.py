@@ -32,6 +32,10 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
 
     async def start(self):
         launch = self.take_launch()
+        if launch.previous_resource_id:
+            # a process of an interrupted start of this job: not adoptable (its
+            # port and token are unknown), so end it before starting afresh
+            await self.release_leftover(launch.job_id, launch.previous_resource_id)
         log_file = None
         popen_kwargs = dict(self.popen_kwargs)
         if launch.log_path:

@@ -43,6 +43,10 @@ class WorkspaceLaunch:
     home: str | None = None
     #: where the job's stdout and stderr go (read back on failure)
     log_path: str | None = None
+    #: the resource id an earlier, interrupted start of this job reported (a hub
+    #: restart during the start): the spawner adopts it (a batch job that is
+    #: still queued or running) or cleans it up before starting afresh
+    previous_resource_id: str | None = None
 
     def to_state(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,10 +110,12 @@ class WorkspaceSpawnerMixin:
     async def release_leftover(self, job_id: int, resource_id: str) -> None:
         """Release what a start left behind when the hub lost track of it.
 
-        Called by the hub after a restart for a job whose start was under way:
-        ``resource_id`` is what the spawner reported (``report("queued",
-        resource_id=...)``) before the hub went away. Subclasses kill the
-        process, cancel the batch job, or adopt it. The default does nothing.
+        Called by the hub after a restart for a job that is to stop and whose
+        start was under way: ``resource_id`` is what the spawner reported
+        (``report("queued", resource_id=...)``) before the hub went away.
+        Subclasses kill the process or cancel the batch job. (A job that is to
+        run gets ``launch.previous_resource_id`` at its next start instead.)
+        The default does nothing.
         """
 
     async def stop(self, now: bool = False) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from sqlalchemy import ColumnElement, func, select
@@ -52,6 +53,25 @@ def tail(path: str, max_bytes: int = 2000) -> str:
     return text.strip()
 
 
+@dataclass(frozen=True)
+class LaunchRequest:
+    """What a launch check looks at: the workspace, job type, resource and requests.
+
+    ``job`` is None when the launch is asked for, and the job when the
+    reconciler is about to start its server.
+    """
+
+    workspace: Workspace
+    job_type: JobType
+    resource: str
+    resources: dict[str, Any]
+    job: Job | None
+
+    @property
+    def owner(self):
+        return self.workspace.owner
+
+
 class JobService:
     def __init__(
         self,
@@ -75,6 +95,11 @@ class JobService:
         self.job_log_dir = job_log_dir
         #: called with a job id whenever the job needs the reconciler's attention
         self.wake: Callable[[int], None] = lambda job_id: None
+        #: rules a launch must pass (quotas, per-type limits): each is called with a
+        #: :class:`LaunchRequest` and raises a UWSError (a 4xx) to refuse it. They run
+        #: when the launch is asked for and again right before the server starts,
+        #: so a launch that became over quota while it waited is refused too.
+        self.launch_checks: list[Callable[[LaunchRequest], None]] = []
 
     # ---------------------------------------------------------------- status
     def transition(self, job: Job, new: JobStatus, reason: str | None = None, actor: str = "hub") -> None:
@@ -166,6 +191,9 @@ class JobService:
         job_type = self.job_types.get(job.job_type)
         return job_type.time_limit_seconds if job_type else 0
 
+    def launch_request(self, job: Job) -> LaunchRequest:
+        return LaunchRequest(job.workspace, self.job_types[job.job_type], job.resource, dict(job.resources), job)
+
     def launch_for(self, job: Job) -> WorkspaceLaunch:
         """What the spawner needs to run ``job`` (command, directory, account, env)."""
         ws = job.workspace
@@ -198,6 +226,11 @@ class JobService:
         return tail(self.log_path(job))
 
     # ---------------------------------------------------------------- requests
+    def check_launch(self, request: LaunchRequest) -> None:
+        """Run every launch check (raises the first refusal, a 4xx)."""
+        for check in self.launch_checks:
+            check(request)
+
     def launch(
         self, ws: Workspace, job_type_name: str, resource: str | None, resources: dict[str, Any], actor: str
     ) -> Job:
@@ -206,6 +239,7 @@ class JobService:
         if ws.status not in (WorkspaceStatus.idle.value, WorkspaceStatus.active.value):
             raise Conflict(f"Workspace {ws.slug!r} is {ws.status}; jobs can start only in a ready workspace")
         self.accounts.system_user(ws.owner.name)  # refuse now if the account is missing
+        self.check_launch(LaunchRequest(ws, job_type, resource, resources, job=None))
         job = Job(
             workspace=ws,
             owner_id=ws.owner_id,

@@ -20,6 +20,7 @@ from typing import Any
 
 from jupyterhub.spawner import Spawner
 
+from .errors import UWSError
 from .jobs import JobService
 from .orm import Job, utcnow
 from .servers import ServerControl
@@ -190,8 +191,6 @@ class JobReconciler:
             return
         if spawner is not None and spawner.pending:
             return
-        if job.resource_id:
-            await self._release_leftover(job)
         if job.attempts >= self.max_attempts:
             self._fail(job, f"The server could not be started after {job.attempts} attempts")
             return
@@ -204,9 +203,18 @@ class JobReconciler:
         return sum(1 for f in self._starts.values() if not f.done())
 
     def _start(self, job: Job) -> None:
+        try:
+            self.jobs.check_launch(self.jobs.launch_request(job))
+        except UWSError as e:
+            # e.g. the owner went over a quota while the job waited
+            self._fail(job, f"The launch was refused: {e.message}")
+            return
         job.attempts += 1
         self.db.commit()
         launch = self.jobs.launch_for(job)
+        # a start the hub lost track of (restart) left this behind: the spawner
+        # adopts it (a batch job still queued) or cleans it up (a process)
+        launch.previous_resource_id = job.resource_id
         job_id = job.id
         future = self.servers.start(
             job.owner, job.server_name, launch, self._on_report, lambda: self.queue.put(job_id)
