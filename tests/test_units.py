@@ -155,7 +155,7 @@ def test_directory_names_are_checked(storage):
 
 
 def test_default_job_types_parse():
-    types = parse_job_types(DEFAULT_JOB_TYPES)
+    types = parse_job_types(DEFAULT_JOB_TYPES, ["local"])
     assert types["jupyterlab"].default_url == "/lab"
     job_type, resource = pick(types, "jupyterlab", None)
     assert resource == "local"
@@ -167,11 +167,11 @@ def test_default_job_types_parse():
         ({}, "empty"),
         ({"Bad Name": {}}, "Bad Name"),
         ({"x": {"cmd": []}}, "cmd"),
-        ({"x": {"resources": ["cloud"]}}, "unknown resources"),
+        ({"x": {"resources": ["cloud"]}}, "have no spawner"),
         ({"x": {"colour": "red"}}, "colour"),
         ({"x": "jupyterlab"}, "must be a dict"),
     ],
 )
 def test_bad_job_types_are_refused_at_start(config, words):
     with pytest.raises(ValueError, match=words):
-        parse_job_types(config)
+        parse_job_types(config, ["local"])

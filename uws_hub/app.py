@@ -30,9 +30,9 @@ from .events import EventBus
 from .jobs import JobService
 from .jobtypes import DEFAULT_JOB_TYPES, parse_job_types
 from .loops import Loop
-from .orm import Workspace
+from .orm import Job, Workspace
 from .reconcile import JobReconciler
-from .servers import ServerControl
+from .servers import ServerControl, load_spawner_class
 from .services import Services
 from .storage import WorkspaceStorage
 from .templates import TEMPLATE_DIR
@@ -132,10 +132,23 @@ class UWSHub(JupyterHub):
     def _default_job_types(self):
         return {name: dict(spec) for name, spec in DEFAULT_JOB_TYPES.items()}
 
-    @validate("job_types")
-    def _validate_job_types(self, proposal):
-        parse_job_types(proposal.value)
-        return proposal.value
+    resource_spawners = Dict(
+        config=True,
+        help="""The spawner class of each resource jobs can run on, by resource name.
+
+        Job types list the resources they may use (``resources`` in
+        ``c.UWSHub.job_types``); a job's server is started with its resource's
+        spawner. Values are entry point names of ``jupyterhub.spawners``
+        (``"uws-local"``, ``"uws-slurm"``), import strings or classes; each must
+        be a uws-hub workspace spawner. Example::
+
+            c.UWSHub.resource_spawners = {"local": "uws-local", "slurm": "uws-slurm"}
+        """,
+    )
+
+    @default("resource_spawners")
+    def _default_resource_spawners(self):
+        return {"local": "uws-local"}
 
     system_users = Bool(
         False,
@@ -332,7 +345,13 @@ class UWSHub(JupyterHub):
         os.makedirs(root, mode=0o755, exist_ok=True)
         storage = WorkspaceStorage(root)
         accounts = Accounts(self.system_users)
-        servers = ServerControl(self.users, self.proxy, self.log)
+        try:
+            spawner_classes = {name: load_spawner_class(value) for name, value in self.resource_spawners.items()}
+            job_types = parse_job_types(self.job_types, list(spawner_classes))
+        except ValueError as e:
+            self.log.critical("%s", e)
+            self.exit(1)
+        servers = ServerControl(self.users, self.proxy, self.log, spawner_classes)
         events = EventBus(self.log, max_queue=self.event_queue_size)
         events.attach(self.db)
         workspaces = WorkspaceService(
@@ -344,7 +363,6 @@ class UWSHub(JupyterHub):
             max_seed_bytes=self.max_seed_bytes,
             delete_server=servers.delete,
         )
-        job_types = parse_job_types(self.job_types)
         jobs = JobService(
             self.db,
             servers,
@@ -384,7 +402,15 @@ class UWSHub(JupyterHub):
             events=events,
             job_types=job_types,
             max_upload_bytes=self.max_upload_bytes,
+            servers=servers,
         )
+
+    async def init_spawners(self):
+        # JupyterHub is about to re-adopt running servers with its one spawner_class:
+        # first give each unfinished job's server the spawner class of its resource
+        for job in Job.unfinished(self.db):
+            self.uws.servers.restore_class(job.owner, job.server_name, job.resource)
+        await super().init_spawners()
 
     def init_handlers(self):
         super().init_handlers()

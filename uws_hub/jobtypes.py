@@ -13,9 +13,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import Unprocessable
 
-#: resources a job may run on (SLURM comes with the SLURM spawner)
-KNOWN_RESOURCES = ("local",)
-
 
 class JobType(BaseModel):
     """One kind of job: its command and where it may run."""
@@ -66,8 +63,9 @@ DEFAULT_JOB_TYPES: dict[str, dict[str, Any]] = {
 }
 
 
-def parse_job_types(config: dict[str, dict[str, Any]]) -> dict[str, JobType]:
-    """Validate ``c.UWSHub.job_types``; raises ValueError naming the bad entry."""
+def parse_job_types(config: dict[str, dict[str, Any]], resources: list[str]) -> dict[str, JobType]:
+    """Validate ``c.UWSHub.job_types`` against the configured ``resources``;
+    raises ValueError naming the bad entry."""
     if not config:
         raise ValueError("c.UWSHub.job_types is empty: define at least one job type")
     parsed = {}
@@ -78,11 +76,11 @@ def parse_job_types(config: dict[str, dict[str, Any]]) -> dict[str, JobType]:
             job_type = JobType(name=name, **spec)
         except (ValidationError, TypeError) as e:
             raise ValueError(f"Invalid job type {name!r} in c.UWSHub.job_types: {e}") from e
-        unknown = set(job_type.resources) - set(KNOWN_RESOURCES)
+        unknown = set(job_type.resources) - set(resources)
         if unknown:
             raise ValueError(
-                f"Job type {name!r} names unknown resources {sorted(unknown)};"
-                f" known: {list(KNOWN_RESOURCES)}"
+                f"Job type {name!r} names resources {sorted(unknown)} that have no spawner;"
+                f" c.UWSHub.resource_spawners has {sorted(resources)}"
             )
         parsed[name] = job_type
     return parsed

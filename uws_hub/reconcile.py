@@ -217,7 +217,7 @@ class JobReconciler:
         launch.previous_resource_id = job.resource_id
         job_id = job.id
         future = self.servers.start(
-            job.owner, job.server_name, launch, self._on_report, lambda: self.queue.put(job_id)
+            job.owner, job.server_name, job.resource, launch, self._on_report, lambda: self.queue.put(job_id)
         )
         self._starts[job_id] = future
         future.add_done_callback(lambda f: self.queue.put(job_id))
@@ -227,7 +227,7 @@ class JobReconciler:
 
     async def _release_leftover(self, job: Job) -> None:
         """A start this process does not know of left a resource behind (hub restart): release it."""
-        spawner = self.servers.spawner(job.owner, job.server_name)
+        spawner = self.servers.spawner(job.owner, job.server_name, job.resource)
         self.log.warning("Job %s: releasing resource %s left by an interrupted start", job.id, job.resource_id)
         await spawner.release_leftover(job.id, job.resource_id)
         job.resource_id = None

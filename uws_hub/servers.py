@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from importlib.metadata import entry_points
 from typing import Any, AsyncIterator, Callable
 
 from jupyterhub import orm as hub_orm
@@ -21,15 +22,20 @@ from jupyterhub.metrics import SERVER_SPAWN_DURATION_SECONDS, ServerSpawnStatus
 from jupyterhub.spawner import Spawner
 from jupyterhub.user import User, UserDict
 from jupyterhub.utils import iterate_until
+from traitlets.utils.importstring import import_item
 
-from .spawners.mixins import LifecycleListener, WorkspaceLaunch
+from .spawners.mixins import LifecycleListener, WorkspaceLaunch, WorkspaceSpawnerMixin
 
 
 class ServerControl:
-    def __init__(self, users: UserDict, proxy, log: logging.Logger):
+    def __init__(
+        self, users: UserDict, proxy, log: logging.Logger, spawner_classes: dict[str, type[Spawner]]
+    ):
         self.users = users
         self.proxy = proxy
         self.log = log
+        #: the spawner class of each resource ("local", "slurm", ...)
+        self.spawner_classes = spawner_classes
 
     def user(self, orm_user: hub_orm.User) -> User:
         return self.users[orm_user]
@@ -41,15 +47,38 @@ class ServerControl:
             return None
         return user.spawners[server_name]
 
-    def spawner(self, orm_user: hub_orm.User, server_name: str) -> Spawner:
-        """The named server's spawner, created if JupyterHub has none yet."""
-        return self.user(orm_user).get_or_create_spawner(server_name, "", replace_failed=True)
+    def spawner(self, orm_user: hub_orm.User, server_name: str, resource: str) -> Spawner:
+        """The named server's spawner, of ``resource``'s spawner class, created if needed.
+
+        JupyterHub has one ``spawner_class``; a workspace's server runs its jobs on
+        the resource each job asks for, so the spawner object is swapped for one
+        of the right class while the server is stopped.
+        """
+        user = self.user(orm_user)
+        spawner = user.get_or_create_spawner(server_name, "", replace_failed=True)
+        cls = self.spawner_classes[resource]
+        if type(spawner) is not cls:
+            if spawner.active:
+                raise RuntimeError(f"{spawner._log_name} is active on another resource")
+            spawner = user.spawners[server_name] = user._new_spawner(server_name, spawner_class=cls)
+        return spawner
+
+    def restore_class(self, orm_user: hub_orm.User, server_name: str, resource: str) -> None:
+        """Before JupyterHub re-adopts servers at startup, give this one its resource's class.
+
+        Otherwise JupyterHub would poll, say, a SLURM job's server with the
+        default (local) spawner, find no process and forget it.
+        """
+        user = self.user(orm_user)
+        if server_name in user.orm_spawners and server_name not in user.spawners:
+            user.spawners[server_name] = user._new_spawner(server_name, spawner_class=self.spawner_classes[resource])
 
     # ---------------------------------------------------------------- start
     def start(
         self,
         orm_user: hub_orm.User,
         server_name: str,
+        resource: str,
         launch: WorkspaceLaunch,
         listener: LifecycleListener,
         on_poll_stopped: Callable[[], None],
@@ -62,7 +91,7 @@ class ServerControl:
         server gone.
         """
         user = self.user(orm_user)
-        spawner = self.spawner(orm_user, server_name)
+        spawner = self.spawner(orm_user, server_name, resource)
         spawner.next_launch = launch
         spawner.lifecycle_listener = listener
         started = time.perf_counter()
@@ -167,3 +196,13 @@ class ServerControl:
             restored += 1
         return restored
 
+
+
+def load_spawner_class(value) -> type[Spawner]:
+    """A spawner class from an entry point name (``uws-local``), an import string or a class."""
+    if isinstance(value, str):
+        found = {ep.name.lower(): ep for ep in entry_points(group="jupyterhub.spawners")}
+        value = found[value.lower()].load() if value.lower() in found else import_item(value)
+    if not (isinstance(value, type) and issubclass(value, Spawner) and issubclass(value, WorkspaceSpawnerMixin)):
+        raise ValueError(f"{value!r} is not a uws-hub workspace spawner (a Spawner with WorkspaceSpawnerMixin)")
+    return value

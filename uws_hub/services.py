@@ -8,6 +8,7 @@ from .events import EventBus
 from .jobs import JobService
 from .jobtypes import JobType
 from .reconcile import JobReconciler
+from .servers import ServerControl
 from .storage import WorkspaceStorage
 from .workspaces import WorkspaceService
 
@@ -21,3 +22,4 @@ class Services:
     events: EventBus
     job_types: dict[str, JobType]
     max_upload_bytes: int
+    servers: ServerControl
