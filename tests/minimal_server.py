@@ -8,12 +8,21 @@ authentication: use it only on test hubs.
 
 import json
 import os
+from importlib.metadata import version
 from urllib.parse import urlparse
 
 from tornado import ioloop, web
 
 
+# read from the installed metadata: importing jupyterhub would slow every start
+JUPYTERHUB_VERSION = version("jupyterhub")
+
+
 class Answer(web.RequestHandler):
+    def set_default_headers(self):
+        # as jupyterhub-singleuser does, so the hub does not warn about an old server
+        self.set_header("X-JupyterHub-Version", JUPYTERHUB_VERSION)
+
     def get(self, path):
         self.write(json.dumps({"path": self.request.path, "job": os.environ.get("UWS_JOB_ID")}))
 

@@ -15,7 +15,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Engine
 
 from .authenticators.local import metadata as accounts_metadata
@@ -96,6 +96,24 @@ def prepare(engine: Engine, *, allow_upgrade: bool, log: logging.Logger) -> None
         f"The uws-hub tables are at revision {current}, this uws-hub needs {head}."
         " Back up the database, then run `uws-hub upgrade-db`."
     )
+
+
+def sqlite_wal(engine: Engine) -> None:
+    """Switch a SQLite database to write-ahead logging, synchronous=NORMAL.
+
+    WAL is a property of the database file (it persists); ``synchronous`` is
+    per connection, so it is set on every new one.
+    """
+
+    def on_connect(dbapi_connection, _record) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    event.listen(engine, "connect", on_connect)
+    engine.dispose()  # connections opened before the listener get the pragma too
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA journal_mode=WAL")
 
 
 def upgrade_url(db_url: str, log: logging.Logger, **engine_kwargs) -> None:

@@ -1,0 +1,243 @@
+"""200 concurrent launches of a lightweight job type, through the whole hub.
+
+Starts uws-hub (single-account mode, SQLite, node configurable-http-proxy)
+with the ``minimal`` job type (tests/minimal_server.py, so that 2 cores can
+run hundreds of servers), creates N workspaces, then launches a job in every
+one of them at once and measures, in the same run:
+
+- launch latency (POST → the job's ``running`` event) for one launch alone
+  (baseline) and for each of the N concurrent ones, and failures (must be 0);
+- API latency (``GET /hub/api/workspaces?limit=50``) idle (baseline) and
+  while the launches run;
+- event delivery latency: from the event's ``created_at`` (the hub's clock,
+  the same machine) to its arrival on an SSE subscriber;
+- the hub process's memory (RSS) before, at its peak, and after the stops.
+
+Then it stops every job and checks they all end ``completed``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+from _common import ensure_venv, fmt, log, machine_line, markdown_table, ratio, summary, write_json
+
+ensure_venv()
+
+import httpx  # noqa: E402
+
+from tests.hubutil import REPO, Hub  # noqa: E402
+
+NICE = int(__import__("os").environ.get("UWS_BENCH_NICE", "10"))
+MINIMAL = [sys.executable, str(REPO / "tests" / "minimal_server.py")]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--jobs", type=int, default=200, help="concurrent launches (default 200)")
+    p.add_argument("--api-requests", type=int, default=100, help="idle API requests for the baseline")
+    p.add_argument("--json", default=None, help="write results here ('' for none; default benchmarks/results/)")
+    return p.parse_args(argv)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class EventWatcher(threading.Thread):
+    """An SSE subscriber: records when each job's events arrive and their delivery delay."""
+
+    def __init__(self, hub: Hub, token: str):
+        super().__init__(daemon=True)
+        self.url = f"{hub.url}/hub/api/events"
+        self.token = token
+        self.arrivals: dict[tuple[int, str], float] = {}
+        self.delays: list[float] = []
+        self.ready = threading.Event()
+        self.stop = False
+
+    def run(self):
+        headers = {"Authorization": f"token {self.token}"}
+        with httpx.stream("GET", self.url, headers=headers, timeout=None) as r:
+            self.ready.set()
+            for line in r.iter_lines():
+                if self.stop:
+                    return
+                if not line.startswith("data:"):
+                    continue
+                now = time.time()
+                event = json.loads(line[5:])
+                created = datetime.fromisoformat(event["created_at"].rstrip("Z")).replace(tzinfo=timezone.utc)
+                self.delays.append(now - created.timestamp())
+                if event["kind"] == "job":
+                    self.arrivals[(event["job_id"], event["status"])] = now
+
+
+async def api_latencies(client: httpx.AsyncClient, n: int, until: asyncio.Event | None = None) -> list[float]:
+    out = []
+    while (until is None and len(out) < n) or (until is not None and not until.is_set()):
+        t = time.perf_counter()
+        r = await client.get("/hub/api/workspaces?limit=50")
+        r.raise_for_status()
+        out.append(time.perf_counter() - t)
+        if until is not None:
+            await asyncio.sleep(0.05)
+    return out
+
+
+async def run(args) -> dict:
+    workdir = Path(tempfile.mkdtemp(prefix="uws-bench-concurrency-"))
+    root = workdir / "workspaces"
+    root.mkdir()
+    config = (
+        f"c.UWSHub.workspaces_root = {str(root)!r}\n"
+        "c.UWSHub.system_users = False\n" + f"c.WorkspaceLocalProcessSpawner.nice_level = {NICE}\n"
+        f"c.UWSHub.job_types = {{'minimal': {{'cmd': {MINIMAL!r}}}}}\n"
+        # JupyterHub's default (100 starts at once) applies: the rest wait, pending
+        "c.JupyterHub.cleanup_servers = True\n"
+        "c.JupyterHub.log_level = 'WARN'\n"
+    )
+    hub = Hub(workdir, config, f"sqlite:///{workdir}/jupyterhub.sqlite")
+    hub.start()
+    try:
+        token = hub.add_user("bench")
+        watcher = EventWatcher(hub, token)
+        watcher.start()
+        watcher.ready.wait(10)
+        headers = {"Authorization": f"token {token}"}
+        limits = httpx.Limits(max_connections=args.jobs + 10)
+        async with httpx.AsyncClient(base_url=hub.url, headers=headers, timeout=120, limits=limits) as client:
+            log(f"creating {args.jobs + 1} workspaces")
+            wss = []
+            for i in range(args.jobs + 1):
+                r = await client.post("/hub/api/workspaces", json={"name": f"c{i} {uuid.uuid4().hex[:6]}"})
+                r.raise_for_status()
+                wss.append(r.json())
+            rss_before = rss_mb(hub.proc.pid)
+            idle_api = await api_latencies(client, args.api_requests)
+
+            async def launch(ws) -> tuple[int, float, float]:
+                t0 = time.time()
+                r = await client.post(f"/hub/api/workspaces/{ws['id']}/jobs", json={"job_type": "minimal"})
+                r.raise_for_status()
+                return r.json()["id"], t0, time.time() - t0
+
+            async def wait_all(job_ids, status="running", timeout=600.0) -> None:
+                deadline = time.time() + timeout
+                while time.time() < deadline:
+                    if all((j, status) in watcher.arrivals or (j, "failed") in watcher.arrivals for j in job_ids):
+                        return
+                    await asyncio.sleep(0.1)
+                raise TimeoutError(f"jobs did not reach {status}")
+
+            # baseline: one launch alone
+            job_id, t0, _ = await launch(wss[0])
+            await wait_all([job_id])
+            single = watcher.arrivals[(job_id, "running")] - t0
+            await client.post(f"/hub/api/jobs/{job_id}/stop")
+            await wait_all([job_id], "completed")
+
+            log(f"launching {args.jobs} jobs at once")
+            done = asyncio.Event()
+            peak = [rss_mb(hub.proc.pid)]
+
+            async def sample_memory():
+                while not done.is_set():
+                    peak.append(rss_mb(hub.proc.pid))
+                    await asyncio.sleep(0.5)
+
+            busy_api_task = asyncio.ensure_future(api_latencies(client, 0, until=done))
+            mem_task = asyncio.ensure_future(sample_memory())
+            started = time.time()
+            launched = await asyncio.gather(*(launch(ws) for ws in wss[1:]))
+            job_ids = [j for j, _, _ in launched]
+            await wait_all(job_ids)
+            wall = time.time() - started
+            done.set()
+            busy_api = await busy_api_task
+            await mem_task
+            failed = [j for j in job_ids if (j, "failed") in watcher.arrivals]
+            latencies = [watcher.arrivals[(j, "running")] - t0 for j, t0, _ in launched if (j, "running") in watcher.arrivals]
+            post_latencies = [p for _, _, p in launched]
+
+            log("stopping them")
+            await asyncio.gather(*(client.post(f"/hub/api/jobs/{j}/stop") for j in job_ids))
+            await wait_all(job_ids, "completed")
+            completed = sum(1 for j in job_ids if (j, "completed") in watcher.arrivals)
+            rss_after = rss_mb(hub.proc.pid)
+        watcher.stop = True
+        return {
+            "jobs": args.jobs,
+            "failed": len(failed),
+            "completed_after_stop": completed,
+            "wall_seconds": wall,
+            "single_launch": single,
+            "launch": summary(latencies),
+            "post": summary(post_latencies),
+            "api_idle": summary(idle_api),
+            "api_busy": summary(busy_api),
+            "event_delay": summary(watcher.delays),
+            "events": len(watcher.delays),
+            "rss_mb": {"before": rss_before, "peak": max(peak), "after": rss_after},
+        }
+    finally:
+        hub.stop()
+
+
+def report(res: dict) -> str:
+    ms = lambda s: fmt(s * 1000)  # noqa: E731
+    lines = [
+        f"# {res['jobs']} concurrent launches of a minimal server ({machine_line()})",
+        "",
+        f"Failures: **{res['failed']}**; completed after stop: {res['completed_after_stop']}/{res['jobs']};"
+        f" all running after {fmt(res['wall_seconds'])} s.",
+        "",
+        markdown_table(
+            ["measure", "p50 ms", "p99 ms", "max ms", "p50 vs baseline"],
+            [
+                ["one launch alone, POST → running event (baseline)", ms(res["single_launch"]), "", "", "1.0"],
+                [f"{res['jobs']} launches at once, POST → running event", ms(res["launch"]["p50"]),
+                 ms(res["launch"]["p99"]), ms(res["launch"]["max"]),
+                 fmt(ratio(res["launch"]["p50"], res["single_launch"]))],
+                ["POST /jobs response time (under load)", ms(res["post"]["p50"]), ms(res["post"]["p99"]),
+                 ms(res["post"]["max"]), ""],
+                ["GET /hub/api/workspaces?limit=50, idle (baseline)", ms(res["api_idle"]["p50"]),
+                 ms(res["api_idle"]["p99"]), ms(res["api_idle"]["max"]), "1.0"],
+                ["GET /hub/api/workspaces?limit=50, during the launches", ms(res["api_busy"]["p50"]),
+                 ms(res["api_busy"]["p99"]), ms(res["api_busy"]["max"]),
+                 fmt(ratio(res["api_busy"]["p50"], res["api_idle"]["p50"]))],
+                [f"event delivery, created → received ({res['events']} events)", ms(res["event_delay"]["p50"]),
+                 ms(res["event_delay"]["p99"]), ms(res["event_delay"]["max"]), ""],
+            ],
+        ),
+        "",
+        markdown_table(
+            ["hub RSS", "before", "peak", "after stop"],
+            [["MiB", fmt(res["rss_mb"]["before"]), fmt(res["rss_mb"]["peak"]), fmt(res["rss_mb"]["after"])]],
+        ),
+    ]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    res = asyncio.run(run(args))
+    print(report(res))
+    write_json("concurrency", res, args.json)
+    return 1 if res["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
