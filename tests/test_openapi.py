@@ -24,7 +24,7 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from .hubutil import REPO
+from .hubutil import REPO, wait_for
 
 SPEC_PATH = REPO / "docs" / "openapi.yaml"
 SPEC = yaml.safe_load(SPEC_PATH.read_text())
@@ -148,7 +148,8 @@ def test_document_is_well_formed():
         deref(ref)
     # response objects forbid what they do not list
     for name in ("Workspace", "Job", "JobType", "FileEntry", "UploadResult", "Error", "Pagination",
-                 "WorkspacePage", "JobPage", "FilePage", "Account", "AccountPage"):
+                 "WorkspacePage", "JobPage", "FilePage", "Account", "AccountPage", "Share", "SharePage",
+                 "Recipients", "Limits", "Quota", "GroupQuota", "Usage", "UsageItem", "UsagePage"):
         assert SPEC["components"]["schemas"][name]["additionalProperties"] is False, name
 
 
@@ -156,7 +157,8 @@ def test_document_lists_every_route_of_the_hub():
     """The hub's uws-hub API routes and the document's paths are the same operations."""
     from uws_hub.apihandlers import default_handlers
 
-    samples = {"workspace_id": "7", "job_id": "7", "path": "data/a.csv", "username": "alice"}
+    samples = {"workspace_id": "7", "job_id": "7", "path": "data/a.csv", "username": "alice", "share_id": "7",
+               "user": "alice", "group": "lab"}
     spec_ops = operations_in_spec()
     routed = set()
     for regex, handler in default_handlers:
@@ -449,6 +451,110 @@ def test_every_endpoint_matches_the_document(hub, alice, bob, api):
     assert api.call("PATCH", one_account, admin, "/accounts/no-such-account", json={"unlock": True}).status_code == 404
     assert api.call("PATCH", one_account, admin, f"/accounts/{name}", data="{").status_code == 400
     hub.api("DELETE", f"users/{name}", expect=204)  # JupyterHub's API; deletes the account too
+
+    # --- sharing: collaborate, copies, the recipient search
+    shared = api.call("POST", "/workspaces", alice, json={"name": f"OpenAPI shared {tag}"}).json()
+    sid, shares = shared["id"], "/workspaces/{workspace_id}/shares"
+    spath = f"/workspaces/{sid}/shares"
+    body = {"user": "uwsbob", "level": "editor"}
+    assert not errors(body, request_schema(shares, "post"))
+    grant = api.call("POST", shares, alice, spath, json=body)
+    assert grant.status_code == 201
+    grant = grant.json()
+    assert (grant["kind"], grant["level"], grant["status"], grant["copy"]) == ("collaborate", "editor", "accepted", None)
+    changed = api.call("POST", shares, alice, spath, json={"user": "uwsbob", "level": "viewer"})
+    assert changed.status_code == 200 and changed.json()["id"] == grant["id"]
+    for bad in ({"user": "uwsbob", "group": "x"}, {"kind": "copy", "group": "x"}, {"user": "uwsbob", "level": "boss"}):
+        assert errors(bad, request_schema(shares, "post")) or bad.get("kind") == "copy"
+        assert api.call("POST", shares, alice, spath, json=bad).status_code == 422
+    assert api.call("POST", shares, alice, spath, json={"user": "nobody-at-all"}).status_code == 400
+    assert api.call("POST", shares, alice, spath, data="{").status_code == 400
+    assert api.call("POST", shares, bob, spath, json={"user": "uwsbob"}).status_code == 403  # a viewer
+    assert api.call("POST", shares, read_only, spath, json={"user": "uwsbob"}).status_code == 403
+    assert grant["id"] in [x["id"] for x in api.call("GET", shares, alice, spath).json()["items"]]
+    assert api.call("GET", shares, bob, spath).status_code == 403
+    assert api.call("GET", shares, alice, "/workspaces/999999/shares").status_code == 404
+    invite = api.call("POST", shares, alice, spath, json={"kind": "copy", "user": "uwsbob", "name": f"Copy {tag}"})
+    assert invite.status_code == 201 and invite.json()["status"] == "pending"
+    invite = invite.json()
+    assert api.call("POST", shares, alice, spath, json={"kind": "copy", "user": "uwsbob"}).status_code == 409
+    received = api.call("GET", "/shares", bob, "/shares?status=pending,accepted").json()["items"]
+    assert {invite["id"], grant["id"]} <= {x["id"] for x in received}
+    assert api.call("GET", "/shares", bob, "/shares?status=nope").status_code == 400
+    assert api.call("GET", "/shares", hub.admin_token).status_code == 400
+    assert api.call("GET", "/shares", None).status_code == 403
+    accept, decline = "/shares/{share_id}/accept", "/shares/{share_id}/decline"
+    assert api.call("POST", accept, alice, f"/shares/{invite['id']}/accept").status_code == 404
+    assert api.call("POST", accept, bob, f"/shares/{grant['id']}/accept").status_code == 409
+    assert api.call("POST", accept, bob, "/shares/abc/accept").status_code == 404
+    assert api.call("POST", accept, hub.admin_token, f"/shares/{invite['id']}/accept").status_code == 400
+    assert api.call("POST", accept, read_only, f"/shares/{invite['id']}/accept").status_code == 403
+    assert api.call("POST", accept, bob, f"/shares/{invite['id']}/accept").status_code == 202
+
+    def copied():
+        items = api.call("GET", "/shares", bob, "/shares?status=accepted").json()["items"]
+        share = next(x for x in items if x["id"] == invite["id"])
+        return share if share["copy"]["state"] in ("done", "failed") else None
+
+    done = wait_for(copied, 30, what="the copy")
+    assert done["copy"]["state"] == "done", done["copy"]["error"]
+    api.call("DELETE", item, bob, f"/workspaces/{done['copy']['workspace_id']}")
+    carol = hub.add_user("uwscarol")
+    other = api.call("POST", shares, alice, spath, json={"kind": "copy", "user": "uwscarol"}).json()
+    assert api.call("POST", decline, bob, f"/shares/{other['id']}/decline").status_code == 404
+    assert api.call("POST", decline, carol, f"/shares/{other['id']}/decline").json()["status"] == "declined"
+    assert api.call("POST", decline, carol, f"/shares/{grant['id']}/decline").status_code in (404, 409)
+    assert api.call("POST", decline, carol, "/shares/0/decline").status_code == 404
+    assert api.call("POST", decline, hub.admin_token, f"/shares/{other['id']}/decline").status_code == 400
+    assert api.call("POST", decline, read_only, f"/shares/{other['id']}/decline").status_code == 403
+    assert api.call("POST", decline, carol, f"/shares/{grant['id']}/decline").status_code == 404
+    assert api.call("POST", accept, carol, f"/shares/{other['id']}/accept").status_code == 409
+    found = api.call("GET", "/share-recipients", alice, "/share-recipients?q=uwsbo").json()
+    assert [u["name"] for u in found["users"]] == ["uwsbob"]
+    assert api.call("GET", "/share-recipients", alice).status_code == 400
+    assert api.call("GET", "/share-recipients", None, "/share-recipients?q=x").status_code == 403
+    one_share = "/workspaces/{workspace_id}/shares/{share_id}"
+    assert api.call("DELETE", one_share, bob, f"{spath}/{grant['id']}").status_code == 403
+    assert api.call("DELETE", one_share, alice, f"{spath}/{grant['id']}").json()["id"] == grant["id"]
+    assert api.call("DELETE", one_share, alice, f"{spath}/{grant['id']}").status_code == 404
+    assert api.call("GET", item, bob, f"/workspaces/{sid}").status_code == 404
+    api.call("DELETE", item, alice, f"/workspaces/{sid}")
+
+    # --- quotas and usage (the test-admin service has admin:users, which grants quota admin)
+    quota, admin = "/quotas/{user}", hub.admin_token
+    mine = api.call("GET", quota, alice, "/quotas/uwsalice").json()
+    assert mine["user"] == "uwsalice" and mine["usage"]["disk_bytes"] >= 0
+    assert api.call("GET", quota, alice, "/quotas/uwsbob").status_code == 404
+    assert api.call("GET", quota, None, "/quotas/uwsalice").status_code == 403
+    limits = {"disk_bytes": 10**12, "core_hours": 100.5, "concurrent_jobs": 4, "max_cpus": 8,
+              "max_memory_bytes": 2**35, "max_gpus": 1}
+    assert not errors(limits, request_schema(quota, "put"))
+    assert api.call("PUT", quota, alice, "/quotas/uwsalice", json=limits).status_code == 403
+    set_ = api.call("PUT", quota, admin, "/quotas/uwsalice", json=limits).json()
+    assert set_["override"] == limits and set_["limits"] == limits
+    for bad in ({"disk_bytes": -1}, {"core_hours": "lots"}, {"cpus": 1}):
+        assert errors(bad, request_schema(quota, "put"))
+        assert api.call("PUT", quota, admin, "/quotas/uwsalice", json=bad).status_code == 422
+    assert api.call("PUT", quota, admin, "/quotas/uwsalice", data="{").status_code == 400
+    assert api.call("PUT", quota, admin, "/quotas/nobody-at-all", json={}).status_code == 404
+    assert api.call("PUT", quota, admin, "/quotas/uwsalice", json={}).json()["override"] is None
+    group, gquota = f"oa-{tag}", "/quotas/groups/{group}"
+    hub.api("POST", f"groups/{group}", json={"users": ["uwsalice"]}, expect=201)
+    assert api.call("GET", gquota, admin, f"/quotas/groups/{group}").json()["override"] is None
+    assert api.call("PUT", gquota, admin, f"/quotas/groups/{group}", json={"concurrent_jobs": 3}).json()[
+        "override"]["concurrent_jobs"] == 3
+    assert api.call("GET", quota, alice, "/quotas/uwsalice").json()["limits"]["concurrent_jobs"] == 3
+    assert api.call("PUT", gquota, admin, f"/quotas/groups/{group}", json={"max_gpus": -2}).status_code == 422
+    assert api.call("PUT", gquota, admin, f"/quotas/groups/{group}", data="[").status_code == 400
+    assert api.call("GET", gquota, alice, f"/quotas/groups/{group}").status_code == 403
+    assert api.call("GET", gquota, admin, "/quotas/groups/no-such-group").status_code == 404
+    assert api.call("PUT", gquota, admin, f"/quotas/groups/{group}", json={}).json()["override"] is None
+    assert [u["user"] for u in api.call("GET", "/usage", alice).json()["items"]] == ["uwsalice"]
+    everyone = api.call("GET", "/usage", admin, "/usage?sort=disk_bytes&order=desc&limit=200").json()["items"]
+    assert {"uwsalice", "uwsbob"} <= {u["user"] for u in everyone}
+    assert [u["disk_bytes"] for u in everyone] == sorted((u["disk_bytes"] for u in everyone), reverse=True)
+    assert api.call("GET", "/usage", admin, "/usage?sort=bogus").status_code == 400
+    assert api.call("GET", "/usage", None).status_code == 403
 
     # --- events: the SSE stream and the WebSocket carry Events as documented
     event_schema = pointer("components", "schemas", "Event")

@@ -1,27 +1,41 @@
-"""Who may see and do what: JupyterHub scopes applied to workspace owners.
+"""Who may see and do what: JupyterHub scopes applied to workspace owners, and shares.
 
 Authorization lives here and in ``@needs_scope`` only; no handler compares
-user names. A request may act on a workspace if the filter of a scope that
-grants the action (see :func:`uws_hub.scopes.accepting`) admits the
-workspace's owner (``!user=<owner>``, ``!group=<a group of the owner>``, or no
-filter at all), exactly as JupyterHub decides for its own resources.
+user names. A request may act on a workspace with a scope if
+
+- the filter of a scope that grants the action (see
+  :func:`uws_hub.scopes.accepting`) admits the workspace's owner
+  (``!user=<owner>``, ``!group=<a group of the owner>``, or no filter at all),
+  exactly as JupyterHub decides for its own resources; or
+- the request's user is a grantee of the workspace (a collaborate share with
+  them or one of their groups) at a level that allows the action
+  (:data:`uws_hub.scopes.LEVEL_SCOPES`), **and** the request holds that scope
+  in some form (any filter). So a token limited to reading stays read-only on
+  shared workspaces too, and a token without uws-hub's scopes sees nothing.
+
+:func:`may_workspace` decides for one workspace, :func:`workspace_clause` is
+the same rule as SQL for list endpoints and event streams.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from jupyterhub import orm as hub_orm
 from jupyterhub.scopes import Scope
 from sqlalchemy import ColumnElement, false, or_, select, true
+from sqlalchemy.orm import Session
 
-from .scopes import accepting
+from .orm import Share, Workspace
+from .scopes import accepting, levels_granting
 
 
 class ScopedRequest(Protocol):
-    """What this module needs of a handler: JupyterHub's parsed scopes."""
+    """What this module needs of a handler: JupyterHub's parsed scopes, the user, the db."""
 
     parsed_scopes: dict
+    current_user: Any
+    db: Session
 
     def get_scope_filter(self, req_scope: str): ...
 
@@ -29,6 +43,49 @@ class ScopedRequest(Protocol):
 def may(request: ScopedRequest, scope: str, owner: hub_orm.User) -> bool:
     """Whether ``request`` holds ``scope`` on resources owned by ``owner``."""
     return any(request.get_scope_filter(s)(owner, "user") for s in accepting(scope))
+
+
+def holds(request: ScopedRequest, scope: str) -> bool:
+    """Whether ``request`` holds ``scope`` (or a scope granting it) with any filter."""
+    return any(s in request.parsed_scopes for s in accepting(scope))
+
+
+def _grantee_id(request: ScopedRequest, scope: str) -> int | None:
+    """The id of the request's user, if shares can let it act with ``scope``."""
+    user = request.current_user
+    if user is None or getattr(user, "kind", None) != "user" or not levels_granting(scope):
+        return None
+    return user.id if holds(request, scope) else None
+
+
+def shared_may(request: ScopedRequest, scope: str, workspace_id: int) -> bool:
+    """Whether a share of the workspace lets ``request`` act on it with ``scope``."""
+    user_id = _grantee_id(request, scope)
+    if user_id is None:
+        return False
+    return bool(Share.levels_of(request.db, workspace_id, user_id) & set(levels_granting(scope)))
+
+
+def may_workspace(request: ScopedRequest, scope: str, ws: Workspace, *, grantees: bool = True) -> bool:
+    """Whether ``request`` may act on ``ws`` with ``scope`` (as its owner's, or as a grantee's).
+
+    ``grantees=False`` for what only the owner's scopes allow (rename, delete, share).
+    """
+    if may(request, scope, ws.owner):
+        return True
+    return grantees and shared_may(request, scope, ws.id)
+
+
+def workspace_clause(
+    request: ScopedRequest, scope: str, owner_id_column, workspace_id_column
+) -> ColumnElement[bool]:
+    """SQL condition with the meaning of :func:`may_workspace`, on rows with
+    an owner id and a workspace id column (workspaces, jobs, events)."""
+    clause = owner_clause(request, scope, owner_id_column)
+    user_id = _grantee_id(request, scope)
+    if user_id is None:
+        return clause
+    return or_(clause, workspace_id_column.in_(Share.shared_with(user_id, levels_granting(scope))))
 
 
 def owner_clause(request: ScopedRequest, scope: str, owner_id_column) -> ColumnElement[bool]:

@@ -13,6 +13,7 @@ import asyncio
 import os
 import pwd
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from jupyterhub import dbutil as hub_dbutil
@@ -30,10 +31,16 @@ from .events import EventBus
 from .jobs import JobService
 from .jobtypes import DEFAULT_JOB_TYPES, parse_job_types
 from .loops import Loop
+from .notify import Notifier, SMTPSettings
+from .options import NotificationOptions, QuotaOptions, SharingOptions
+from .quotas import Limits, QuotaService
 from .orm import Job, Workspace
 from .reconcile import JobReconciler
 from .servers import ServerControl, load_spawner_class
+from .serverconfig import job_env
 from .services import Services
+from .sharing import ShareService, role_specs
+from .states import JobStatus
 from .storage import WorkspaceStorage
 from .templates import TEMPLATE_DIR
 from .workspaces import Accounts, WorkspaceService
@@ -83,7 +90,7 @@ class UWSNewToken(NewToken):
         print(user.new_api_token(note="command-line generated"))
 
 
-class UWSHub(JupyterHub):
+class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
     """JupyterHub with workspaces and jobs (the ``uws-hub`` command)."""
 
     name = "uws-hub"
@@ -312,6 +319,14 @@ class UWSHub(JupyterHub):
             self.log.critical("%s", e)
             self.exit(1)
 
+    async def init_role_creation(self):
+        # JupyterHub deletes every role missing from load_roles: declare each shared
+        # workspace's roles (uws_hub.sharing), with their users and groups
+        shared = role_specs(self.db)
+        names = {role["name"] for role in shared}
+        self.load_roles = [r for r in self.load_roles if r["name"] not in names] + shared
+        await super().init_role_creation()
+
     async def init_users(self):
         await super().init_users()
         if isinstance(self.authenticator, WorkspaceLocalAuthenticator):
@@ -373,6 +388,51 @@ class UWSHub(JupyterHub):
             self.log,
             job_log_dir=os.path.abspath(self.job_log_dir),
         )
+        jobs.job_env = lambda env: job_env(env, self.server_auth_cache_seconds)
+        notifier = Notifier(
+            self.db,
+            events,
+            self.log,
+            smtp=SMTPSettings(
+                self.smtp_host, self.smtp_port, self.smtp_from or f"uws-hub <uws-hub@{self.smtp_host}>",
+                self.smtp_tls, self.smtp_user, self.smtp_password, self.smtp_timeout_seconds,
+            ) if self.smtp_host else None,
+            hub_url=url_path_join(self.public_url or self.bind_url, self.hub_prefix[len(self.base_url):]),
+        )
+        quotas = QuotaService(
+            self.db,
+            notifier,
+            self.log,
+            defaults=Limits(
+                disk_bytes=self.quota_disk_bytes,
+                core_seconds=None if self.quota_core_hours is None else round(self.quota_core_hours * 3600),
+                concurrent_jobs=self.quota_concurrent_jobs,
+                max_cpus=self.quota_max_cpus,
+                max_memory_bytes=self.quota_max_memory_bytes,
+                max_gpus=self.quota_max_gpus,
+            ),
+            period=self.quota_period,
+            warning_fraction=self.quota_warning_fraction,
+            stop_job=lambda job, reason: jobs.stop(job, "hub", reason, JobStatus.failed),
+        )
+        jobs.launch_checks.append(quotas.check_launch)
+        sharing = ShareService(
+            self.db,
+            storage,
+            workspaces,
+            accounts,
+            quotas,
+            notifier,
+            events,
+            self.log,
+            posix_group_prefix=self.share_posix_group_prefix if self.system_users else None,
+            copy_max_attempts=self.copy_max_attempts,
+            copy_retry_seconds=self.copy_retry_seconds,
+            sync_interval=self.share_sync_interval_seconds,
+            search_mode=self.share_search,
+            show_email=self.share_search_show_email,
+        )
+        servers.client_scopes = lambda owner, server: [f"{scopes.WRITE_WORKSPACES}!server={owner}/{server}"]
         reconciler = JobReconciler(
             jobs,
             servers,
@@ -403,6 +463,9 @@ class UWSHub(JupyterHub):
             job_types=job_types,
             max_upload_bytes=self.max_upload_bytes,
             servers=servers,
+            quotas=quotas,
+            sharing=sharing,
+            notifier=notifier,
         )
 
     async def init_spawners(self):
@@ -423,25 +486,45 @@ class UWSHub(JupyterHub):
         if self.subapp or self.generate_config or self.generate_certs:
             return
         self.uws.reconciler.start()
-        self._loops = [Loop("workspace-usage", self._measure_usage, self.workspace_usage_interval, self.log)]
+        self.uws.notifier.start()
+        self.uws.sharing.start()
+        self._last_full_usage_scan = 0.0
+        self._loops = [
+            Loop("workspace-usage", self._measure_usage, self.workspace_usage_interval, self.log),
+            Loop("quota-accounting", self._account_quotas, self.quota_interval_seconds, self.log),
+        ]
         for loop in self._loops:
             loop.start()
 
     async def _measure_usage(self) -> None:
-        storage, workspaces = self.uws.storage, self.uws.workspaces
-        for ws in list(self.db.query(Workspace)):
+        storage, workspaces, quotas = self.uws.storage, self.uws.workspaces, self.uws.quotas
+        now = time.monotonic()
+        everything = now - self._last_full_usage_scan >= self.workspace_usage_full_scan_seconds
+        if everything:
+            self._last_full_usage_scan = now
+        owners = set()
+        for ws in workspaces.to_measure(everything, isolated=self.system_users):
             try:
                 usage = await asyncio.to_thread(storage.usage_bytes, ws.directory)
             except FileNotFoundError:
                 # keep the last measurement: the filesystem may be away for a moment
                 self.log.warning("Workspace %s: directory %s is missing", ws.id, ws.directory)
                 continue
+            if usage != ws.disk_usage_bytes:
+                owners.add(ws.owner)
             workspaces.record_usage(ws, usage)
+        for owner in owners:
+            quotas.check_disk_warning(owner)
+
+    async def _account_quotas(self) -> None:
+        self.uws.quotas.account()
 
     async def cleanup(self):
         for loop in getattr(self, "_loops", []):
             await loop.stop()
         if hasattr(self, "uws"):
+            await self.uws.sharing.close()
+            await self.uws.notifier.close()
             await self.uws.reconciler.close()
             if self.cleanup_servers:
                 # JupyterHub is about to stop every server: end their jobs truthfully

@@ -94,6 +94,9 @@ class EventBus:
         self.log = log
         self.max_queue = max_queue
         self._subscriptions: set[Subscription] = set()
+        #: called with every published event, before the subscribers (e.g. the mailer);
+        #: they must not block
+        self.listeners: list[Callable[[dict], None]] = []
 
     @property
     def subscriber_count(self) -> int:
@@ -110,6 +113,11 @@ class EventBus:
         sub.closed.set()
 
     def publish(self, event: dict) -> None:
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception:
+                self.log.exception("Event listener %s failed", listener)
         for sub in list(self._subscriptions):
             try:
                 kept = sub.offer(event)

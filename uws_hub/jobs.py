@@ -100,6 +100,9 @@ class JobService:
         #: when the launch is asked for and again right before the server starts,
         #: so a launch that became over quota while it waited is refused too.
         self.launch_checks: list[Callable[[LaunchRequest], None]] = []
+        #: a job's environment from its job type's ``env`` (the app adds the
+        #: configuration of jobs' Jupyter servers, see uws_hub.serverconfig)
+        self.job_env: Callable[[dict[str, str]], dict[str, str]] = dict
 
     # ---------------------------------------------------------------- status
     def transition(self, job: Job, new: JobStatus, reason: str | None = None, actor: str = "hub") -> None:
@@ -211,7 +214,7 @@ class JobService:
             directory=ws.directory,
             cmd=job_type.cmd + (job_type.args_as_root if as_root else []),
             default_url=job_type.default_url,
-            env=dict(job_type.env),
+            env=self.job_env(job_type.env),
             resources=dict(job.resources),
             system_user=system_user,
             home=home,

@@ -13,13 +13,14 @@ in the services: :mod:`uws_hub.workspaces`, :mod:`uws_hub.jobs`.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Iterable
 
 from jupyterhub import orm as hub_orm
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    ColumnElement,
     DateTime,
     ForeignKey,
     Index,
@@ -28,7 +29,9 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    or_,
     select,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
@@ -82,6 +85,9 @@ class Workspace(Base):
 
     owner: Mapped[hub_orm.User] = relationship(hub_orm.User, lazy="joined")
     jobs: Mapped[list[Job]] = relationship(
+        back_populates="workspace", cascade="all, delete-orphan", passive_deletes=True
+    )
+    shares: Mapped[list[Share]] = relationship(
         back_populates="workspace", cascade="all, delete-orphan", passive_deletes=True
     )
 
@@ -215,3 +221,127 @@ class Event(Base):
 
     def __repr__(self) -> str:
         return f"<Event {self.id} {self.kind} job={self.job_id} ws={self.workspace_id} {self.status}>"
+
+
+class Share(Base):
+    """A workspace shared by its owner: a live collaboration, or a copy sent to someone.
+
+    ``kind`` "collaborate": with a user or a hub group, at ``level`` "viewer"
+    or "editor"; ``status`` is "accepted" from the start. ``kind`` "copy": to
+    a user, ``status`` "pending" until they accept or decline; an accepted
+    copy is made in the background (``copy_state`` queued → copying →
+    placing → done, or failed with ``copy_error``).
+    """
+
+    __tablename__ = "uws_shares"
+    __table_args__ = (
+        # one collaboration per workspace and grantee (sharing again changes the level)
+        *(
+            Index(
+                f"uq_uws_shares_collaborate_{column}",
+                "workspace_id",
+                column,
+                unique=True,
+                sqlite_where=text(f"kind = 'collaborate' AND {column} IS NOT NULL"),
+                postgresql_where=text(f"kind = 'collaborate' AND {column} IS NOT NULL"),
+            )
+            for column in ("user_id", "group_id")
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("uws_workspaces.id", ondelete="CASCADE"), index=True)
+    #: the workspace's owner, who shares it
+    owner_id: Mapped[int] = mapped_column(ForeignKey(hub_orm.User.id, ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    level: Mapped[str | None] = mapped_column(String(16), default=None)
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey(hub_orm.User.id, ondelete="CASCADE"), index=True, default=None
+    )
+    group_id: Mapped[int | None] = mapped_column(
+        ForeignKey(hub_orm.Group.id, ondelete="CASCADE"), index=True, default=None
+    )
+    status: Mapped[str] = mapped_column(String(16))
+    created_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    responded_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
+    copy_name: Mapped[str | None] = mapped_column(String(255), default=None)
+    copy_slug: Mapped[str | None] = mapped_column(String(63), default=None)
+    copy_state: Mapped[str | None] = mapped_column(String(16), index=True, default=None)
+    copy_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    copy_error: Mapped[str | None] = mapped_column(Text, default=None)
+    copy_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    #: the recipient's new workspace (no foreign key: it lives on without the share)
+    copy_workspace_id: Mapped[int | None] = mapped_column(Integer, default=None)
+
+    workspace: Mapped[Workspace] = relationship(back_populates="shares")
+    user: Mapped[hub_orm.User | None] = relationship(hub_orm.User, foreign_keys=[user_id])
+    group: Mapped[hub_orm.Group | None] = relationship(hub_orm.Group)
+
+    def __repr__(self) -> str:
+        return f"<Share {self.id} {self.kind} ws={self.workspace_id} {self.status}>"
+
+    @staticmethod
+    def _grantee(user_id: int) -> ColumnElement[bool]:
+        return or_(
+            Share.user_id == user_id,
+            Share.group_id.in_(
+                select(hub_orm.user_group_map.c.group_id).where(hub_orm.user_group_map.c.user_id == user_id)
+            ),
+        )
+
+    @classmethod
+    def levels_of(cls, db: Session, workspace_id: int, user_id: int) -> set[str]:
+        """The levels at which a workspace is shared with a user, directly or through groups."""
+        return set(
+            db.scalars(
+                select(cls.level).where(
+                    cls.workspace_id == workspace_id, cls.kind == "collaborate", cls._grantee(user_id)
+                )
+            )
+        )
+
+    @classmethod
+    def shared_with(cls, user_id: int, levels: Iterable[str]):
+        """SELECT of the ids of workspaces shared with a user at one of ``levels``."""
+        return select(cls.workspace_id).where(
+            cls.kind == "collaborate", cls.level.in_(list(levels)), cls._grantee(user_id)
+        )
+
+
+class QuotaOverride(Base):
+    """An admin's quota limits for one user or one group (None: not overridden)."""
+
+    __tablename__ = "uws_quota_overrides"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey(hub_orm.User.id, ondelete="CASCADE"), unique=True, default=None
+    )
+    group_id: Mapped[int | None] = mapped_column(
+        ForeignKey(hub_orm.Group.id, ondelete="CASCADE"), unique=True, default=None
+    )
+    disk_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    core_seconds: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    concurrent_jobs: Mapped[int | None] = mapped_column(Integer, default=None)
+    max_cpus: Mapped[int | None] = mapped_column(Integer, default=None)
+    max_memory_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    max_gpus: Mapped[int | None] = mapped_column(Integer, default=None)
+    updated_by: Mapped[str] = mapped_column(String(255), default="hub")
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class Usage(Base):
+    """A user's measured core-hour usage in the current quota period, and warnings sent."""
+
+    __tablename__ = "uws_usage"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey(hub_orm.User.id, ondelete="CASCADE"), primary_key=True)
+    period_start: Mapped[datetime] = mapped_column(DateTime)
+    core_seconds: Mapped[int] = mapped_column(BigInteger, default=0)
+    measured_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    #: the period a core-hour warning was sent for
+    core_warned_period: Mapped[datetime | None] = mapped_column(DateTime, default=None)
+    #: when a disk warning was sent (cleared once usage drops below the threshold)
+    disk_warned_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)

@@ -8,9 +8,15 @@ outside the filter is reported as not found (404).
 
 Admins: JupyterHub forbids changing its 'admin' role, so uws-hub's scopes
 cannot be added to it. Instead JupyterHub's ``admin:servers`` grants every
-uws-hub scope on the same users (``admin:servers!group=x`` on the members of
-x): a job *is* a server, and whoever administers a user's servers can already
-reach everything in them.
+uws-hub workspace scope on the same users (``admin:servers!group=x`` on the
+members of x): a job *is* a server, and whoever administers a user's servers
+can already reach everything in them. Likewise ``admin:users`` grants
+``custom:uws:admin:quotas`` (quotas are about users).
+
+Workspaces shared with collaborators are the exception to "filtered on the
+owner": a grantee acts on a shared workspace with the scopes they hold in any
+form, as far as the share's level allows (:data:`LEVEL_SCOPES`, applied in
+:mod:`uws_hub.access`).
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from jupyterhub.scopes import define_custom_scopes, needs_scope, scope_definitio
 READ_WORKSPACES = "custom:uws:read:workspaces"
 WRITE_WORKSPACES = "custom:uws:write:workspaces"
 LAUNCH_JOBS = "custom:uws:launch:jobs"
+SHARE_WORKSPACES = "custom:uws:share:workspaces"
+ADMIN_QUOTAS = "custom:uws:admin:quotas"
 
 SCOPES: dict[str, dict] = {
     READ_WORKSPACES: {
@@ -33,17 +41,40 @@ SCOPES: dict[str, dict] = {
         "description": "Launch and stop jobs in workspaces.",
         "subscopes": [READ_WORKSPACES],
     },
+    SHARE_WORKSPACES: {
+        "description": "Share workspaces (with collaborators, or as copies) and end those shares.",
+        "subscopes": [READ_WORKSPACES],
+    },
+    ADMIN_QUOTAS: {
+        "description": "Read users' usage and set the quotas of users and groups.",
+    },
 }
 
 #: what every user gets on their own workspaces (added to the 'user' role)
-USER_SCOPES = [f"{scope}!user" for scope in SCOPES]
-#: JupyterHub's scope that grants all of uws-hub's scopes on the same users
+USER_SCOPES = [f"{scope}!user" for scope in (READ_WORKSPACES, WRITE_WORKSPACES, LAUNCH_JOBS, SHARE_WORKSPACES)]
+#: JupyterHub's scope that grants all of uws-hub's workspace scopes on the same users
 ADMIN_SCOPE = "admin:servers"
+#: JupyterHub's scope that grants the quota admin scope on the same users
+ADMIN_USERS_SCOPE = "admin:users"
+
+#: what each level of a collaborate share lets a grantee do in the shared workspace
+#: (see uws_hub.access); renaming, deleting and sharing stay with the owner
+LEVEL_SCOPES: dict[str, tuple[str, ...]] = {
+    "viewer": (READ_WORKSPACES,),
+    "editor": (READ_WORKSPACES, WRITE_WORKSPACES, LAUNCH_JOBS),
+}
 
 
 def accepting(scope: str) -> tuple[str, ...]:
     """The scopes that each grant ``scope`` (for ``@needs_scope(*accepting(s))``)."""
+    if scope == ADMIN_QUOTAS:
+        return (scope, ADMIN_USERS_SCOPE)
     return (scope, ADMIN_SCOPE)
+
+
+def levels_granting(scope: str) -> tuple[str, ...]:
+    """The share levels that let a grantee act with ``scope``."""
+    return tuple(level for level, scopes in LEVEL_SCOPES.items() if scope in scopes)
 
 if any(scope not in scope_definitions for scope in SCOPES):
     define_custom_scopes(SCOPES)

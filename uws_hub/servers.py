@@ -12,6 +12,7 @@ progress API, server API and admin panel see these servers as their own.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from importlib.metadata import entry_points
@@ -36,6 +37,10 @@ class ServerControl:
         self.log = log
         #: the spawner class of each resource ("local", "slurm", ...)
         self.spawner_classes = spawner_classes
+        #: scopes added to what the OAuth tokens of a server's client may carry:
+        #: (owner name, server name) -> scopes (the workspace write scope, which the
+        #: job's Jupyter server checks to tell editors from viewers)
+        self.client_scopes: Callable[[str, str], list[str]] = lambda owner, server: []
 
     def user(self, orm_user: hub_orm.User) -> User:
         return self.users[orm_user]
@@ -94,6 +99,7 @@ class ServerControl:
         spawner = self.spawner(orm_user, server_name, resource)
         spawner.next_launch = launch
         spawner.lifecycle_listener = listener
+        add_client_scopes(spawner, self.client_scopes(orm_user.name, server_name))
         started = time.perf_counter()
         spawn = user.spawn(server_name)
         spawner._spawn_pending = True
@@ -196,6 +202,29 @@ class ServerControl:
             restored += 1
         return restored
 
+
+
+def add_client_scopes(spawner: Spawner, scopes: list[str]) -> None:
+    """Add ``scopes`` to ``Spawner.oauth_client_allowed_scopes`` (a list or a callable), once."""
+    if not scopes:
+        return
+    current = spawner.oauth_client_allowed_scopes
+    if not callable(current):
+        spawner.oauth_client_allowed_scopes = sorted(set(current) | set(scopes))
+        return
+    if getattr(current, "uws_scopes", None) == scopes:
+        return
+    configured = getattr(current, "uws_configured", current)
+
+    async def allowed(spawner: Spawner) -> list[str]:
+        base = configured(spawner)
+        if inspect.isawaitable(base):
+            base = await base
+        return sorted(set(base) | set(scopes))
+
+    allowed.uws_scopes = scopes  # type: ignore[attr-defined]
+    allowed.uws_configured = configured  # type: ignore[attr-defined]
+    spawner.oauth_client_allowed_scopes = allowed
 
 
 def load_spawner_class(value) -> type[Spawner]:

@@ -7,8 +7,11 @@ from dataclasses import dataclass
 from .events import EventBus
 from .jobs import JobService
 from .jobtypes import JobType
+from .notify import Notifier
+from .quotas import QuotaService
 from .reconcile import JobReconciler
 from .servers import ServerControl
+from .sharing import ShareService
 from .storage import WorkspaceStorage
 from .workspaces import WorkspaceService
 
@@ -23,3 +26,6 @@ class Services:
     job_types: dict[str, JobType]
     max_upload_bytes: int
     servers: ServerControl
+    quotas: QuotaService
+    sharing: ShareService
+    notifier: Notifier

@@ -38,10 +38,19 @@ class Owner:
 
     uid: int | None = None
     gid: int | None = None
+    #: the workspace is group-shared (:mod:`uws_hub.posixgroups`): what the hub
+    #: creates keeps the group its setgid directory gives it, and is group-writable
+    shared: bool = False
 
     def chown(self, path: str) -> None:
         if self.uid is not None:
-            os.chown(path, self.uid, self.gid if self.gid is not None else -1, follow_symlinks=False)
+            gid = -1 if self.shared or self.gid is None else self.gid
+            os.chown(path, self.uid, gid, follow_symlinks=False)
+        if self.shared:
+            st = os.lstat(path)
+            if not stat.S_ISLNK(st.st_mode):
+                extra = 0o2070 if stat.S_ISDIR(st.st_mode) else 0o060
+                os.chmod(path, stat.S_IMODE(st.st_mode) | extra)
 
 
 @dataclass(frozen=True)
@@ -123,6 +132,14 @@ class WorkspaceStorage:
             shutil.rmtree(directory)
         except FileNotFoundError:
             pass
+
+    @staticmethod
+    def group_shared(directory: str) -> bool:
+        """Whether a workspace directory is shared with a POSIX group (setgid)."""
+        try:
+            return bool(os.lstat(directory).st_mode & stat.S_ISGID)
+        except FileNotFoundError:
+            return False
 
     def _check_under_root(self, directory: str) -> None:
         real = os.path.realpath(directory)

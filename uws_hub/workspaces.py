@@ -16,17 +16,17 @@ import os
 import pwd
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Awaitable, Callable
 
 from jupyterhub import orm as hub_orm
-from sqlalchemy import func, select
+from sqlalchemy import and_, exists, false, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .errors import Conflict, Unprocessable
 from .events import EventBus
-from .orm import Event, Job, Workspace, utcnow
+from .orm import Event, Job, Share, Workspace, utcnow
 from .states import WorkspaceStatus, check_workspace_transition
 from .storage import Owner, PathError, WorkspaceStorage, split_relpath
 
@@ -114,6 +114,8 @@ class WorkspaceService:
         self.log = log
         self.max_seed_bytes = max_seed_bytes
         self.delete_server = delete_server
+        #: called with a workspace's id once it is deleted (the sharing service drops its roles)
+        self.deleted_hooks: list[Callable[[int], Awaitable[None]]] = []
         self._tasks: set[asyncio.Task] = set()
 
     # ---------------------------------------------------------------- status
@@ -269,13 +271,74 @@ class WorkspaceService:
         self.db.delete(ws)
         self.db.commit()
         self.log.info("Deleted workspace %s/%s (id %s)", ws.owner.name, ws.slug, workspace_id)
+        for hook in self.deleted_hooks:
+            try:
+                await hook(workspace_id)
+            except Exception:
+                self.log.exception("Cleaning up after workspace %s failed", workspace_id)
 
     async def wait_idle(self) -> None:
         """Wait for background deletions (hub shutdown)."""
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    def adopt(
+        self, owner: hub_orm.User, name: str, slug: str, directory: str, usage_bytes: int, *, description: str,
+        actor: str,
+    ) -> Workspace:
+        """A workspace for a directory that is already complete in place (a copy); the caller commits."""
+        if Workspace.find_by_slug(self.db, owner.id, slug):
+            raise Conflict(f"{owner.name} already has a workspace named {slug!r}")
+        ws = Workspace(
+            owner=owner, slug=slug, name=name, description=description,
+            status=WorkspaceStatus.initializing.value, directory=directory,
+            disk_usage_bytes=usage_bytes, usage_measured_at=utcnow(),
+        )
+        self.db.add(ws)
+        self.db.flush()
+        self._record(ws, ws.status, None, None, actor)
+        self.set_status(ws, WorkspaceStatus.idle, actor=actor)
+        self.log.info("Workspace %s/%s (id %s) made from a copy", owner.name, slug, ws.id)
+        return ws
+
+    def file_owner(self, ws: Workspace) -> Owner:
+        """Who files the hub writes into ``ws`` belong to (and group-shared or not)."""
+        owner = self.accounts.owner(ws.owner.name)
+        if owner.uid is not None and self.storage.group_shared(ws.directory):
+            return replace(owner, shared=True)
+        return owner
+
     # ---------------------------------------------------------------- usage
+    def to_measure(self, everything: bool, *, isolated: bool) -> list[Workspace]:
+        """The workspaces whose disk usage may have changed behind the hub's back.
+
+        Uploads and copies update the usage themselves; otherwise only jobs
+        write to a workspace: those that ran since its last measurement, and,
+        on disk, its editors' own processes (a POSIX group). Without
+        ``isolated`` (single-account mode) any job may write anywhere, so a
+        job run since the last measurement anywhere makes every workspace suspect.
+        """
+        ready = Workspace.status.in_(
+            [WorkspaceStatus.idle.value, WorkspaceStatus.active.value, WorkspaceStatus.error.value]
+        )
+        query = select(Workspace).where(ready).order_by(Workspace.id)
+        if not everything:
+            ran_since = and_(
+                Job.running_at.is_not(None),
+                or_(Job.finished_at.is_(None), Job.finished_at > Workspace.usage_measured_at),
+            )
+            if isolated:
+                ran_since = and_(Job.workspace_id == Workspace.id, ran_since)
+            shared_on_disk = select(Share.workspace_id).where(Share.kind == "collaborate", Share.level == "editor")
+            query = query.where(
+                or_(
+                    Workspace.usage_measured_at.is_(None),
+                    exists().where(ran_since),
+                    Workspace.id.in_(shared_on_disk) if isolated else false(),
+                )
+            )
+        return list(self.db.scalars(query))
+
     def record_usage(self, ws: Workspace, usage_bytes: int) -> None:
         ws.disk_usage_bytes = usage_bytes
         ws.usage_measured_at = utcnow()

@@ -84,25 +84,29 @@ class UWSAPIHandler(APIHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(data))
 
-    def find_workspace(self, workspace_id: str, scope: str = READ_WORKSPACES) -> Workspace:
-        """The workspace, if this request holds ``scope`` on it.
+    def find_workspace(self, workspace_id: str, scope: str = READ_WORKSPACES, *, grantees: bool = True) -> Workspace:
+        """The workspace, if this request may act on it with ``scope`` (see :mod:`uws_hub.access`).
 
         A workspace the request cannot even read is reported as not found, so
         that ids and names do not leak; one it can read but not act on with
-        ``scope`` is a 403 naming the missing scope.
+        ``scope`` is a 403 naming the missing scope. ``grantees=False``: only
+        the owner's scopes count (renaming, deleting, sharing).
         """
         ws = Workspace.find(self.db, parse_id(workspace_id, "workspace"))
-        if ws is None or not access.may(self, READ_WORKSPACES, ws.owner):
+        if ws is None or not access.may_workspace(self, READ_WORKSPACES, ws):
             raise NotFound(f"No such workspace: {workspace_id}")
-        if scope != READ_WORKSPACES and not access.may(self, scope, ws.owner):
-            raise Forbidden(f"This action requires the scope {scope}")
+        if (scope != READ_WORKSPACES or not grantees) and not access.may_workspace(
+            self, scope, ws, grantees=grantees
+        ):
+            owner_only = " on the owner's workspaces" if not grantees else ""
+            raise Forbidden(f"This action requires the scope {scope}{owner_only}")
         return ws
 
     def find_job(self, job_id: str, scope: str = READ_WORKSPACES) -> Job:
-        """The job, with the same rules as :meth:`find_workspace`."""
+        """The job, with the same rules as :meth:`find_workspace` (on the job's workspace)."""
         job = Job.find(self.db, parse_id(job_id, "job"))
-        if job is None or not access.may(self, READ_WORKSPACES, job.owner):
+        if job is None or not access.may_workspace(self, READ_WORKSPACES, job.workspace):
             raise NotFound(f"No such job: {job_id}")
-        if scope != READ_WORKSPACES and not access.may(self, scope, job.owner):
+        if scope != READ_WORKSPACES and not access.may_workspace(self, scope, job.workspace):
             raise Forbidden(f"This action requires the scope {scope}")
         return job

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 from dataclasses import dataclass
 
 from jupyterhub import orm as hub_orm
@@ -30,6 +31,8 @@ from ..scopes import READ_WORKSPACES, requires
 from .base import UWSAPIHandler, parse_id
 
 REPLAY_BATCH = 500
+#: longest a stream trusts what it found out about a shared workspace
+SHARE_CACHE_SECONDS = 10.0
 #: kernel send buffer of a stream's socket: with the per-subscriber queue, what
 #: a reader that stops reading can make the hub hold (the kernel would grow it to MBs)
 SEND_BUFFER_BYTES = 16 * 1024
@@ -68,8 +71,15 @@ class EventStreamMixin:
         )
 
     def acceptor(self, f: EventFilter):
-        """The subscription's test: matches the filter and the caller may read it."""
+        """The subscription's test: matches the filter and the caller may read it.
+
+        What shares allow is cached per workspace until the shares change
+        (``sharing.version``), and at most ``SHARE_CACHE_SECONDS`` (group
+        membership can change without uws-hub knowing).
+        """
         visible: dict[int, bool] = {}
+        shared: dict[int, tuple[int, float, bool]] = {}
+        sharing = self.settings["uws"].sharing
 
         def accept(event: dict) -> bool:
             if not self._matches(f, event):
@@ -78,13 +88,24 @@ class EventStreamMixin:
             if owner_id not in visible:
                 owner = self.db.get(hub_orm.User, owner_id)
                 visible[owner_id] = owner is not None and access.may(self, READ_WORKSPACES, owner)
-            return visible[owner_id]
+            if visible[owner_id]:
+                return True
+            ws_id = event["workspace_id"]
+            if ws_id is None:
+                return False
+            cached = shared.get(ws_id)
+            now = time.monotonic()
+            if cached is None or cached[0] != sharing.version or now - cached[1] > SHARE_CACHE_SECONDS:
+                cached = shared[ws_id] = (sharing.version, now, access.shared_may(self, READ_WORKSPACES, ws_id))
+            return cached[2]
 
         return accept
 
     def missed(self, f: EventFilter) -> list[dict]:
         """Stored events after ``f.after`` that the caller may see, oldest first (one batch)."""
-        where = access.owner_clause(self, READ_WORKSPACES, Event.owner_id) & (Event.id > f.after)
+        where = access.workspace_clause(self, READ_WORKSPACES, Event.owner_id, Event.workspace_id) & (
+            Event.id > f.after
+        )
         if f.workspace_id is not None:
             where &= Event.workspace_id == f.workspace_id
         if f.job_id is not None:

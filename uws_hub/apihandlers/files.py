@@ -3,7 +3,10 @@
 ``GET /hub/api/workspaces/{id}/files?path=dir`` lists a directory,
 ``GET .../files/{path}`` downloads a file (streamed), ``PUT .../files/{path}``
 uploads one (streamed to a temporary file, renamed into place when complete,
-so a failed upload loses nothing). Every path goes through
+so a failed upload loses nothing), refused with a 413 over
+``UWSHub.max_upload_bytes`` and with a 422 over the workspace owner's disk
+quota (from ``Content-Length`` before reading the body; without one, once the
+upload goes over, the rest of the body is discarded and refused at its end). Every path goes through
 :meth:`WorkspaceStorage.resolve` before any I/O.
 """
 
@@ -54,6 +57,10 @@ class WorkspaceFilesAPIHandler(UWSAPIHandler):
 @web.stream_request_body
 class WorkspaceFileAPIHandler(UWSAPIHandler):
     upload: Upload | None = None
+    #: (bytes used, limit) of the workspace owner's disk quota, None without one
+    disk_room: tuple[int, int] | None = None
+    #: why a streamed upload was refused while its body arrived
+    refusal: Exception | None = None
 
     async def prepare(self):
         await super().prepare()
@@ -68,8 +75,16 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
         if length is not None and length.isdigit() and int(length) > self.uws.max_upload_bytes:
             raise web.HTTPError(413, f"File larger than the limit of {self.uws.max_upload_bytes} bytes")
         self.request.connection.set_max_body_size(self.uws.max_upload_bytes)
-        owner = self.uws.workspaces.accounts.owner(ws.owner.name)
-        self.upload = storage_errors(self.uws.storage.start_upload)(ws.directory, relpath, owner)
+        owner = self.uws.workspaces.file_owner(ws)
+        upload = storage_errors(self.uws.storage.start_upload)(ws.directory, relpath, owner)
+        # the owner's disk quota (an editor's upload counts against the workspace's owner)
+        self.disk_room = self.uws.quotas.disk_room(ws.owner)
+        if self.disk_room is not None and length is not None and length.isdigit():
+            used, limit = self.disk_room
+            if used + int(length) - upload.replaced_bytes > limit:
+                upload.abort()
+                raise self.uws.quotas.disk_exceeded(ws.owner, used + int(length) - upload.replaced_bytes, limit)
+        self.upload = upload
         self.workspace = ws
 
     def data_received(self, chunk: bytes) -> None:
@@ -79,6 +94,16 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
             self.upload.abort()
             self.upload = None
             raise web.HTTPError(413, f"File larger than the limit of {self.uws.max_upload_bytes} bytes")
+        if self.disk_room is not None:
+            used, limit = self.disk_room
+            after = used + self.upload.size + len(chunk) - self.upload.replaced_bytes
+            if after > limit:
+                # an error raised here would only drop the connection: refuse at the end
+                # of the body, discarding the rest of it
+                self.upload.abort()
+                self.upload = None
+                self.refusal = self.uws.quotas.disk_exceeded(self.workspace.owner, after, limit, at_least=True)
+                return
         self.upload.write(chunk)
 
     def on_connection_close(self):
@@ -88,10 +113,13 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
 
     @requires(WRITE_WORKSPACES)
     def put(self, workspace_id, relpath):
+        if self.refusal is not None:
+            raise self.refusal
         upload, self.upload = self.upload, None
         upload.commit()
         ws = self.workspace
         self.uws.workspaces.record_usage(ws, ws.disk_usage_bytes + upload.size - upload.replaced_bytes)
+        self.uws.quotas.check_disk_warning(ws.owner)
         self.write_json(
             {"path": self.uws.storage.relative(ws.directory, upload.path), "size": upload.size},
             status=201,

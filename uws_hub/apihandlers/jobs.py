@@ -58,7 +58,7 @@ class WorkspaceJobsAPIHandler(UWSAPIHandler):
 class JobsAPIHandler(UWSAPIHandler):
     @requires(READ_WORKSPACES)
     def get(self):
-        where = access.owner_clause(self, READ_WORKSPACES, Job.owner_id)
+        where = access.workspace_clause(self, READ_WORKSPACES, Job.owner_id, Job.workspace_id)
         workspace = self.get_argument("workspace", None)
         if workspace is not None:
             where = where & (Job.workspace_id == parse_id(workspace, "workspace"))

@@ -42,7 +42,7 @@ class WorkspaceUpdateModel(BaseModel):
 class WorkspacesAPIHandler(UWSAPIHandler):
     @requires(READ_WORKSPACES)
     def get(self):
-        where = access.owner_clause(self, READ_WORKSPACES, Workspace.owner_id)
+        where = access.workspace_clause(self, READ_WORKSPACES, Workspace.owner_id, Workspace.id)
         status = self.get_argument("status", None)
         if status is not None:
             if status not in WorkspaceStatus.__members__:
@@ -80,14 +80,14 @@ class WorkspaceAPIHandler(UWSAPIHandler):
 
     @requires(WRITE_WORKSPACES)
     def patch(self, workspace_id):
-        ws = self.find_workspace(workspace_id, WRITE_WORKSPACES)
+        ws = self.find_workspace(workspace_id, WRITE_WORKSPACES, grantees=False)
         body = self.parse_body(WorkspaceUpdateModel)
         ws = self.uws.workspaces.update(ws, body.name, body.description)
         self.write_json(workspace_model(ws, Job.active_in(self.db, ws.id), self.uws.jobs))
 
     @requires(WRITE_WORKSPACES)
     def delete(self, workspace_id):
-        ws = self.find_workspace(workspace_id, WRITE_WORKSPACES)
+        ws = self.find_workspace(workspace_id, WRITE_WORKSPACES, grantees=False)
         ws = self.uws.workspaces.delete(ws, self.actor)
         self.write_json(workspace_model(ws, None, self.uws.jobs), status=202)
 

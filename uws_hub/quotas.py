@@ -1,0 +1,484 @@
+"""Quotas: limits per user, usage measured in the background, and enforcement.
+
+Limits (:class:`Limits`, ``None`` = unlimited) come from the hub's defaults
+(``UWSHub.quota_*``), overridden per field by the overrides of the user's
+groups (the most generous one wins) and then by the user's own override.
+
+Usage:
+
+- disk: the sum of the user's workspaces' measured sizes
+  (``uws_workspaces.disk_usage_bytes``, kept current by the usage loop and by
+  uploads and copies);
+- core-hours: for every job of the user that ran in the current period
+  (``UWSHub.quota_period``), its cpus (``resources["cpus"]``, 1 by default)
+  times the part of its running time inside the period, in whole
+  core-seconds (64-bit), recomputed from the jobs by :meth:`QuotaService.account`
+  so a hub restart loses nothing and counts nothing twice;
+- concurrent jobs: the user's unfinished jobs.
+
+Jobs in a workspace shared with collaborators run as its owner's server, so
+they count against the owner's quota, whoever launched them.
+
+Enforcement: :meth:`QuotaService.check_launch` is one of the job service's
+launch checks (at the request and again right before the start); uploads and
+copy accepts call :meth:`QuotaService.check_disk`; :meth:`account`, run by a
+background loop, stops the running jobs of users who used up their core-hours
+and sends a warning once a period at ``quota_warning_fraction``. Every refusal
+is a :class:`QuotaExceeded` (HTTP 422) that names the limit and the excess.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import asdict, dataclass, fields, replace
+from datetime import datetime, timedelta
+from typing import Any, Callable
+
+from jupyterhub import orm as hub_orm
+from sqlalchemy import ColumnElement, and_, case, func, or_, select
+from sqlalchemy.orm import Session
+
+from .errors import Unprocessable
+from .jobs import LaunchRequest
+from .notify import Notifier
+from .orm import Job, QuotaOverride, Usage, Workspace, utcnow
+from .states import ACTIVE_JOB_STATUSES, JobStatus
+
+PERIODS = ("day", "week", "month", "year", "all")
+#: what the usage list sorts by
+SORT_KEYS = ("name", "disk_bytes", "core_hours", "active_jobs")
+_MEMORY = re.compile(r"^([0-9]+)([KMGT]?)$")
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+class QuotaExceeded(Unprocessable):
+    """A request that would go over a quota (422), with which limit and by how much."""
+
+
+def memory_bytes(value: str | int | None) -> int | None:
+    """``"4G"`` → bytes (a job's ``resources["memory"]``, SLURM's units)."""
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return value
+    m = _MEMORY.match(str(value))
+    if not m:
+        raise Unprocessable(f"Invalid memory {value!r}: a number with an optional unit K, M, G or T")
+    return int(m.group(1)) * _UNITS[m.group(2)]
+
+
+def fmt_bytes(n: float) -> str:
+    units = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB"]
+    i = 0
+    while abs(n) >= 1024 and i < len(units) - 1:
+        n /= 1024
+        i += 1
+    if i == 0:
+        return f"{int(n)} byte{'s' if int(n) != 1 else ''}"
+    return f"{n:.1f} {units[i]}"
+
+
+def fmt_hours(seconds: float) -> str:
+    """Core-seconds as core-hours, to the thousandth: 3600 -> "1", 3.6 -> "0.001"."""
+    return f"{seconds / 3600:.3f}".rstrip("0").rstrip(".")
+
+
+def job_cpus(job_or_resources: Job | dict[str, Any]) -> int:
+    resources = job_or_resources.resources if isinstance(job_or_resources, Job) else job_or_resources
+    return int((resources or {}).get("cpus") or 1)
+
+
+def period_start(now: datetime, period: str) -> datetime:
+    """The start (naive UTC) of the quota period that contains ``now``."""
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "day":
+        return day
+    if period == "week":
+        return day - timedelta(days=day.weekday())
+    if period == "month":
+        return day.replace(day=1)
+    if period == "year":
+        return day.replace(month=1, day=1)
+    return datetime(1970, 1, 1)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Quota limits; None means no limit."""
+
+    disk_bytes: int | None = None
+    core_seconds: int | None = None
+    concurrent_jobs: int | None = None
+    max_cpus: int | None = None
+    max_memory_bytes: int | None = None
+    max_gpus: int | None = None
+
+    def merged(self, other: Limits) -> Limits:
+        """These limits with ``other``'s set fields on top."""
+        return replace(self, **{k: v for k, v in asdict(other).items() if v is not None})
+
+    @classmethod
+    def of(cls, override: QuotaOverride | None) -> Limits:
+        if override is None:
+            return cls()
+        return cls(**{f.name: getattr(override, f.name) for f in fields(cls)})
+
+    @staticmethod
+    def most_generous(values: list[int | None]) -> int | None:
+        present = [v for v in values if v is not None]
+        return max(present) if present else None
+
+    def to_model(self) -> dict[str, Any]:
+        d = asdict(self)
+        seconds = d.pop("core_seconds")
+        d["core_hours"] = None if seconds is None else seconds / 3600
+        return d
+
+    @classmethod
+    def from_model(cls, model: dict[str, Any]) -> Limits:
+        d = dict(model)
+        hours = d.pop("core_hours", None)
+        d["core_seconds"] = None if hours is None else round(hours * 3600)
+        return cls(**d)
+
+
+LIMIT_FIELDS = tuple(f.name for f in fields(Limits))
+
+
+@dataclass
+class UserUsage:
+    disk_bytes: int
+    core_seconds: int
+    active_jobs: int
+    period_start: datetime
+
+
+class QuotaService:
+    def __init__(
+        self,
+        db: Session,
+        notifier: Notifier,
+        log: logging.Logger,
+        *,
+        defaults: Limits,
+        period: str,
+        warning_fraction: float,
+        stop_job: Callable[[Job, str], None],
+    ):
+        self.db = db
+        self.notifier = notifier
+        self.log = log
+        self.defaults = defaults
+        self.period = period
+        self.warning_fraction = warning_fraction
+        #: stops a job with a reason (JobService.stop, with outcome failed)
+        self.stop_job = stop_job
+
+    # ---------------------------------------------------------------- limits
+    def override_for(self, *, user: hub_orm.User | None = None, group: hub_orm.Group | None = None) -> QuotaOverride | None:
+        if user is not None:
+            return self.db.scalar(select(QuotaOverride).where(QuotaOverride.user_id == user.id))
+        assert group is not None
+        return self.db.scalar(select(QuotaOverride).where(QuotaOverride.group_id == group.id))
+
+    def limits_for(self, user: hub_orm.User) -> Limits:
+        group_ids = [g.id for g in user.groups]
+        group_overrides = (
+            list(self.db.scalars(select(QuotaOverride).where(QuotaOverride.group_id.in_(group_ids))))
+            if group_ids else []
+        )
+        limits = self.defaults
+        if group_overrides:
+            from_groups = {
+                name: Limits.most_generous([getattr(o, name) for o in group_overrides]) for name in LIMIT_FIELDS
+            }
+            limits = limits.merged(Limits(**from_groups))
+        return limits.merged(Limits.of(self.override_for(user=user)))
+
+    def set_override(
+        self, limits: Limits, actor: str, *, user: hub_orm.User | None = None, group: hub_orm.Group | None = None
+    ) -> QuotaOverride | None:
+        """Replace the override of a user or a group (all fields None: remove it)."""
+        override = self.override_for(user=user, group=group)
+        if all(getattr(limits, name) is None for name in LIMIT_FIELDS):
+            if override is not None:
+                self.db.delete(override)
+            self.db.commit()
+            return None
+        if override is None:
+            override = QuotaOverride(user_id=user.id if user else None, group_id=group.id if group else None)
+            self.db.add(override)
+        for name in LIMIT_FIELDS:
+            setattr(override, name, getattr(limits, name))
+        override.updated_by = actor
+        override.updated_at = utcnow()
+        self.db.commit()
+        return override
+
+    # ---------------------------------------------------------------- usage
+    def current_period_start(self) -> datetime:
+        return period_start(utcnow(), self.period)
+
+    def disk_used(self, user_id: int) -> int:
+        return int(
+            self.db.scalar(select(func.coalesce(func.sum(Workspace.disk_usage_bytes), 0)).where(Workspace.owner_id == user_id))
+            or 0
+        )
+
+    def active_jobs(self, user_id: int, excluding: int | None = None) -> int:
+        where = [Job.owner_id == user_id, Job.status.in_([s.value for s in ACTIVE_JOB_STATUSES])]
+        if excluding is not None:
+            where.append(Job.id != excluding)
+        return self.db.scalar(select(func.count(Job.id)).where(*where)) or 0
+
+    def _jobs_in_period(self, start: datetime, now: datetime, user_id: int | None = None):
+        where: list[ColumnElement[bool]] = [
+            Job.running_at.is_not(None),
+            Job.running_at < now,
+            or_(Job.finished_at.is_(None), Job.finished_at > start),
+        ]
+        if user_id is not None:
+            where.append(Job.owner_id == user_id)
+        return self.db.execute(
+            select(Job.owner_id, Job.resources, Job.running_at, Job.finished_at).where(and_(*where))
+        )
+
+    def core_seconds_by_user(self, start: datetime, now: datetime, user_id: int | None = None) -> dict[int, int]:
+        """Core-seconds used in [start, now] by each user with jobs in it."""
+        used: dict[int, float] = {}
+        for owner_id, resources, running_at, finished_at in self._jobs_in_period(start, now, user_id):
+            end = min(finished_at or now, now)
+            seconds = (end - max(running_at, start)).total_seconds()
+            if seconds > 0:
+                used[owner_id] = used.get(owner_id, 0.0) + seconds * job_cpus(resources or {})
+        return {uid: int(v) for uid, v in used.items()}
+
+    def core_seconds_used(self, user_id: int) -> int:
+        now = utcnow()
+        return self.core_seconds_by_user(period_start(now, self.period), now, user_id).get(user_id, 0)
+
+    def usage_of(self, user: hub_orm.User) -> UserUsage:
+        return UserUsage(
+            disk_bytes=self.disk_used(user.id),
+            core_seconds=self.core_seconds_used(user.id),
+            active_jobs=self.active_jobs(user.id),
+            period_start=self.current_period_start(),
+        )
+
+    # ---------------------------------------------------------------- checks
+    def check_launch(self, request: LaunchRequest) -> None:
+        """A launch check (JobService.launch_checks): per-job sizes, concurrent jobs, core-hours."""
+        owner = request.owner
+        limits = self.limits_for(owner)
+        resources = request.resources
+        who = f"{owner.name}'s"
+        cpus = job_cpus(resources)
+        if limits.max_cpus is not None and cpus > limits.max_cpus:
+            raise QuotaExceeded(
+                f"CPU limit per job: {cpus} cpus requested, the limit is {limits.max_cpus}"
+                f" (over by {cpus - limits.max_cpus})."
+            )
+        memory = memory_bytes(resources.get("memory"))
+        if limits.max_memory_bytes is not None and memory is not None and memory > limits.max_memory_bytes:
+            raise QuotaExceeded(
+                f"Memory limit per job: {fmt_bytes(memory)} requested, the limit is"
+                f" {fmt_bytes(limits.max_memory_bytes)} (over by {fmt_bytes(memory - limits.max_memory_bytes)})."
+            )
+        gpus = int(resources.get("gpus") or 0)
+        if limits.max_gpus is not None and gpus > limits.max_gpus:
+            raise QuotaExceeded(
+                f"GPU limit per job: {gpus} GPUs requested, the limit is {limits.max_gpus}"
+                f" (over by {gpus - limits.max_gpus})."
+            )
+        if limits.concurrent_jobs is not None:
+            running = self.active_jobs(owner.id, excluding=request.job.id if request.job else None)
+            if running + 1 > limits.concurrent_jobs:
+                raise QuotaExceeded(
+                    f"Concurrent job quota: {who} unfinished jobs would be {running + 1}, the limit is"
+                    f" {limits.concurrent_jobs} (over by {running + 1 - limits.concurrent_jobs})."
+                    " Stop a job first."
+                )
+        if limits.core_seconds is not None:
+            used = self.core_seconds_used(owner.id)
+            if used >= limits.core_seconds:
+                raise QuotaExceeded(
+                    f"Core-hour quota: {who} jobs used {fmt_hours(used)} core-hours this {self.period_name},"
+                    f" the limit is {fmt_hours(limits.core_seconds)} (over by {fmt_hours(used - limits.core_seconds)})."
+                )
+
+    def disk_room(self, owner: hub_orm.User) -> tuple[int, int] | None:
+        """(bytes in use, limit) of ``owner``'s disk quota, or None without a limit."""
+        limit = self.limits_for(owner).disk_bytes
+        return None if limit is None else (self.disk_used(owner.id), limit)
+
+    @staticmethod
+    def disk_exceeded(owner: hub_orm.User, after: int, limit: int, *, at_least: bool = False) -> QuotaExceeded:
+        over = "over by at least" if at_least else "over by"
+        return QuotaExceeded(
+            f"Disk quota: {owner.name}'s workspaces would use {fmt_bytes(after)} ({after} bytes),"
+            f" the limit is {fmt_bytes(limit)} ({limit} bytes); {over} {fmt_bytes(after - limit)}"
+            f" ({after - limit} bytes)."
+        )
+
+    def check_disk(self, owner: hub_orm.User, incoming_bytes: int, replaced_bytes: int = 0) -> None:
+        """Refuse adding ``incoming_bytes`` (replacing ``replaced_bytes``) to ``owner``'s workspaces."""
+        room = self.disk_room(owner)
+        if room is None:
+            return
+        used, limit = room
+        after = used + incoming_bytes - replaced_bytes
+        if after > limit:
+            raise self.disk_exceeded(owner, after, limit)
+
+    @property
+    def period_name(self) -> str:
+        return "period" if self.period == "all" else self.period
+
+    # ---------------------------------------------------------------- the loop
+    def account(self) -> None:
+        """Measure core-hours of every user, stop jobs over budget, warn at the threshold.
+
+        Idempotent: usage is recomputed from the jobs each time.
+        """
+        now = utcnow()
+        start = period_start(now, self.period)
+        used = self.core_seconds_by_user(start, now)
+        rows = {u.user_id: u for u in self.db.scalars(select(Usage))}
+        for user_id in set(used) | set(rows):
+            row = rows.get(user_id)
+            if row is None:
+                row = Usage(user_id=user_id)
+                self.db.add(row)
+            if row.period_start != start:
+                row.period_start = start
+                row.core_warned_period = None
+            row.core_seconds = used.get(user_id, 0)
+            row.measured_at = now
+        self.db.commit()
+        for user_id, seconds in used.items():
+            user = self.db.get(hub_orm.User, user_id)
+            if user is None:
+                continue
+            limit = self.limits_for(user).core_seconds
+            if limit is None:
+                continue
+            row = rows.get(user_id) or self.db.get(Usage, user_id)
+            if seconds >= limit:
+                self._stop_running(user, seconds, limit)
+            if seconds >= limit * self.warning_fraction and row.core_warned_period != start:
+                row.core_warned_period = start
+                self.notifier.notify(
+                    user,
+                    "Core-hour quota almost used up" if seconds < limit else "Core-hour quota used up",
+                    f"Your jobs used {fmt_hours(seconds)} of your {fmt_hours(limit)} core-hours this"
+                    f" {self.period_name} ({100 * seconds / limit:.0f}%)."
+                    + (" Running jobs were stopped and new ones are refused until the next period."
+                       if seconds >= limit else ""),
+                    link="workspaces",
+                    data={"quota": "core_hours", "used": seconds / 3600, "limit": limit / 3600},
+                )
+        self.db.commit()
+
+    def _stop_running(self, user: hub_orm.User, seconds: int, limit: int) -> None:
+        running = self.db.scalars(
+            select(Job).where(Job.owner_id == user.id, Job.status.in_([JobStatus.running.value, JobStatus.queued.value,
+                                                                     JobStatus.pending.value]),
+                              Job.target == "running")
+        )
+        for job in running:
+            self.stop_job(
+                job,
+                f"Core-hour quota used up: {user.name}'s jobs used {fmt_hours(seconds)} core-hours this"
+                f" {self.period_name}, the limit is {fmt_hours(limit)} (over by {fmt_hours(seconds - limit)}).",
+            )
+
+    def check_disk_warning(self, user: hub_orm.User) -> None:
+        """Warn once when a user's disk usage crosses the threshold (cleared when it drops below)."""
+        limit = self.limits_for(user).disk_bytes
+        if limit is None or limit <= 0:
+            return
+        used = self.disk_used(user.id)
+        row = self.db.get(Usage, user.id)
+        if row is None:
+            row = Usage(user_id=user.id, period_start=self.current_period_start(), core_seconds=0, measured_at=utcnow())
+            self.db.add(row)
+        if used >= limit * self.warning_fraction:
+            if row.disk_warned_at is None:
+                row.disk_warned_at = utcnow()
+                self.notifier.notify(
+                    user,
+                    "Disk quota almost used up" if used < limit else "Disk quota used up",
+                    f"Your workspaces use {fmt_bytes(used)} of your {fmt_bytes(limit)} disk quota"
+                    f" ({100 * used / limit:.0f}%). Uploads and copies over the quota are refused.",
+                    link="workspaces",
+                    data={"quota": "disk_bytes", "used": used, "limit": limit},
+                )
+        elif row.disk_warned_at is not None:
+            row.disk_warned_at = None
+        self.db.commit()
+
+    # ---------------------------------------------------------------- reports
+    def usage_list(
+        self, where: ColumnElement[bool], sort: str, descending: bool, offset: int, limit: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Usage of the users matching ``where`` (a condition on users), one query for the page.
+
+        Core-hours are those of the last accounting run (``measured_at``).
+        """
+        start = self.current_period_start()
+        disk = (
+            select(Workspace.owner_id.label("uid"), func.sum(Workspace.disk_usage_bytes).label("bytes"))
+            .group_by(Workspace.owner_id)
+            .subquery()
+        )
+        active = (
+            select(Job.owner_id.label("uid"), func.count(Job.id).label("jobs"))
+            .where(Job.status.in_([s.value for s in ACTIVE_JOB_STATUSES]))
+            .group_by(Job.owner_id)
+            .subquery()
+        )
+        disk_bytes = func.coalesce(disk.c.bytes, 0)
+        core = case((Usage.period_start == start, Usage.core_seconds), else_=0)
+        core_seconds = func.coalesce(core, 0)
+        jobs = func.coalesce(active.c.jobs, 0)
+        columns = {"name": hub_orm.User.name, "disk_bytes": disk_bytes, "core_hours": core_seconds,
+                   "active_jobs": jobs}
+        key = columns[sort]
+        query = (
+            select(hub_orm.User, disk_bytes, core_seconds, jobs, Usage.measured_at)
+            .outerjoin(disk, disk.c.uid == hub_orm.User.id)
+            .outerjoin(active, active.c.uid == hub_orm.User.id)
+            .outerjoin(Usage, Usage.user_id == hub_orm.User.id)
+            .where(where)
+            .order_by(key.desc() if descending else key.asc(), hub_orm.User.name)
+            .offset(offset)
+            .limit(limit)
+        )
+        total = self.db.scalar(select(func.count(hub_orm.User.id)).where(where)) or 0
+        overridden = {uid for (uid,) in self.db.execute(select(QuotaOverride.user_id).where(QuotaOverride.user_id.is_not(None)))}
+        items = []
+        for user, used_bytes, seconds, active_jobs, measured_at in self.db.execute(query):
+            items.append({
+                "user": user.name,
+                "disk_bytes": int(used_bytes),
+                "core_hours": int(seconds) / 3600,
+                "active_jobs": int(active_jobs),
+                "limits": self.limits_for(user).to_model(),
+                "override": user.id in overridden,
+                "measured_at": None if measured_at is None else measured_at.isoformat() + "Z",
+            })
+        return items, total
+
+    def usage_model(self, user: hub_orm.User) -> dict[str, Any]:
+        usage = self.usage_of(user)
+        limits = self.limits_for(user)
+        return {
+            "user": user.name,
+            "period": self.period,
+            "period_start": usage.period_start.isoformat() + "Z",
+            "disk_bytes": usage.disk_bytes,
+            "core_hours": usage.core_seconds / 3600,
+            "active_jobs": usage.active_jobs,
+            "limits": limits.to_model(),
+        }

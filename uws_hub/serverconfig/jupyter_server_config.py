@@ -1,0 +1,10 @@
+# Loaded by the Jupyter servers of uws-hub's workspace jobs (JUPYTER_CONFIG_PATH);
+# see uws_hub/serverconfig/__init__.py.
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # noqa: F821 (__file__ is set by traitlets)
+
+c = get_config()  # noqa: F821
+c.HubOAuth.cache_max_age = max(1, int(os.environ.get("UWS_SERVER_AUTH_CACHE_SECONDS", "1")))
+c.ServerApp.authorizer_class = "uws_server_auth.WorkspaceAuthorizer"
