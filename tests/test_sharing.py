@@ -30,6 +30,7 @@ import requests
 from .conftest import MINIMAL_CMD
 from .hubutil import wait_for
 from .smtputil import SMTPServer
+from .test_events import SSEReader
 
 PASSWORD = "a long password for tests"
 PEOPLE = {
@@ -225,10 +226,15 @@ def test_editor_launches_the_owners_server(shub):
     alice, bob = shub.tokens["uwsalice"], shub.tokens["uwsbob"]
     ws = new_workspace(shub, alice)
     shub.api("POST", f"workspaces/{ws['id']}/shares", alice, json={"user": "uwsbob", "level": "editor"}, expect=201)
-    job = shub.api("POST", f"workspaces/{ws['id']}/jobs", bob, json={"job_type": "minimal"}, expect=202)
-    assert job["owner"] == "uwsalice" and job["server_name"] == ws["slug"]
-    job = shub.wait_job(job["id"], bob, {"running", "failed"})
-    assert job["status"] == "running", job["reason"]
+    live = SSEReader(shub, bob)  # the editor's live stream carries the owner's workspace
+    try:
+        job = shub.api("POST", f"workspaces/{ws['id']}/jobs", bob, json={"job_type": "minimal"}, expect=202)
+        assert job["owner"] == "uwsalice" and job["server_name"] == ws["slug"]
+        job = shub.wait_job(job["id"], bob, {"running", "failed"})
+        assert job["status"] == "running", job["reason"]
+        wait_for(lambda: "running" in live.job_statuses(job["id"]), 10, what="the live event")
+    finally:
+        live.close()
     assert job["url"].startswith(f"/user/uwsalice/{ws['slug']}/")
     events = sse_replay(shub, alice, f"job={job['id']}&last_event_id=0", seconds=1)
     assert [e["actor"] for e in events if e["kind"] == "job" and e["status"] == "pending"] == ["uwsbob"]

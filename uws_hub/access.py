@@ -58,12 +58,16 @@ def _grantee_id(request: ScopedRequest, scope: str) -> int | None:
     return user.id if holds(request, scope) else None
 
 
-def shared_may(request: ScopedRequest, scope: str, workspace_id: int) -> bool:
-    """Whether a share of the workspace lets ``request`` act on it with ``scope``."""
+def shared_may(request: ScopedRequest, scope: str, workspace_id: int, db: Session | None = None) -> bool:
+    """Whether a share of the workspace lets ``request`` act on it with ``scope``.
+
+    ``db``: the session to look the shares up in, if not the request's (the
+    event streams decide while the hub's session is committing).
+    """
     user_id = _grantee_id(request, scope)
     if user_id is None:
         return False
-    return bool(Share.levels_of(request.db, workspace_id, user_id) & set(levels_granting(scope)))
+    return bool(Share.levels_of(db or request.db, workspace_id, user_id) & set(levels_granting(scope)))
 
 
 def may_workspace(request: ScopedRequest, scope: str, ws: Workspace, *, grantees: bool = True) -> bool:

@@ -157,6 +157,11 @@ class ShareService:
         workspaces.deleted_hooks.append(self._forget_workspace)
 
     # ---------------------------------------------------------------- queries
+    def lookup_session(self) -> Session:
+        """A short-lived session for read-only lookups where the hub's session cannot
+        query (use it as a context manager)."""
+        return Session(bind=self.db.get_bind())
+
     def for_workspace(self, ws: Workspace) -> list[Share]:
         return list(self.db.scalars(select(Share).where(Share.workspace_id == ws.id).order_by(Share.id)))
 

@@ -96,7 +96,11 @@ class EventStreamMixin:
             cached = shared.get(ws_id)
             now = time.monotonic()
             if cached is None or cached[0] != sharing.version or now - cached[1] > SHARE_CACHE_SECONDS:
-                cached = shared[ws_id] = (sharing.version, now, access.shared_may(self, READ_WORKSPACES, ws_id))
+                # events are published from the hub session's after-commit hook, where
+                # that session cannot query: look the shares up in a session of their own
+                with sharing.lookup_session() as db:
+                    allowed = access.shared_may(self, READ_WORKSPACES, ws_id, db=db)
+                cached = shared[ws_id] = (sharing.version, now, allowed)
             return cached[2]
 
         return accept

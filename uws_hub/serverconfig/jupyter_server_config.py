@@ -3,8 +3,8 @@
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # noqa: F821 (__file__ is set by traitlets)
-
-c = get_config()  # noqa: F821
-c.HubOAuth.cache_max_age = max(1, int(os.environ.get("UWS_SERVER_AUTH_CACHE_SECONDS", "1")))
-c.ServerApp.authorizer_class = "uws_server_auth.WorkspaceAuthorizer"
+if "get_config" in globals():  # loaded as a config file by Jupyter Server (not imported)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    c = get_config()  # noqa: F821
+    c.HubOAuth.cache_max_age = max(1, int(os.environ.get("UWS_SERVER_AUTH_CACHE_SECONDS", "1")))
+    c.ServerApp.authorizer_class = "uws_server_auth.WorkspaceAuthorizer"
