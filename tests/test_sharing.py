@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import signal
 import subprocess
 import time
@@ -26,11 +27,11 @@ from pathlib import Path
 
 import pytest
 import requests
+import websocket
 
-from .conftest import MINIMAL_CMD
+from .conftest import ADMIN_PASSWORD, MINIMAL_CMD
 from .hubutil import wait_for
 from .smtputil import SMTPServer
-from .test_events import SSEReader
 
 PASSWORD = "a long password for tests"
 PEOPLE = {
@@ -226,13 +227,20 @@ def test_editor_launches_the_owners_server(shub):
     alice, bob = shub.tokens["uwsalice"], shub.tokens["uwsbob"]
     ws = new_workspace(shub, alice)
     shub.api("POST", f"workspaces/{ws['id']}/shares", alice, json={"user": "uwsbob", "level": "editor"}, expect=201)
-    live = SSEReader(shub, bob)  # the editor's live stream carries the owner's workspace
+    # the editor's live stream (here the WebSocket) carries the owner's workspace
+    live = websocket.create_connection(shub.url.replace("http", "ws") + "/hub/api/events/ws",
+                                       header=[f"Authorization: token {bob}"], timeout=15)
     try:
         job = shub.api("POST", f"workspaces/{ws['id']}/jobs", bob, json={"job_type": "minimal"}, expect=202)
         assert job["owner"] == "uwsalice" and job["server_name"] == ws["slug"]
         job = shub.wait_job(job["id"], bob, {"running", "failed"})
         assert job["status"] == "running", job["reason"]
-        wait_for(lambda: "running" in live.job_statuses(job["id"]), 10, what="the live event")
+        statuses = []
+        while "running" not in statuses:
+            event = json.loads(live.recv())
+            if event["kind"] == "job" and event["job_id"] == job["id"]:
+                statuses.append(event["status"])
+        assert statuses == ["pending", "queued", "running"]
     finally:
         live.close()
     assert job["url"].startswith(f"/user/uwsalice/{ws['slug']}/")
@@ -346,7 +354,7 @@ def test_interrupted_copy_is_finished_after_a_restart(make_hub, tmp_path):
     alice, bob = hub.add_user("copyalice"), hub.add_user("copybob")
     ws = hub.api("POST", "workspaces", alice, json={"name": "many files"}, expect=201)
     src = hub.workspaces_root / "copyalice" / ws["slug"]
-    count = 20_000
+    count = 10_000
     for i in range(count // 100):
         d = src / f"d{i:03d}"
         d.mkdir()
@@ -379,3 +387,164 @@ def test_interrupted_copy_is_finished_after_a_restart(make_hub, tmp_path):
     assert sum(1 for _ in dst.rglob("*.txt")) == count
     assert not temp.exists()
     assert copy["disk_usage_bytes"] == sum(i + j for i in range(count // 100) for j in range(100))
+
+
+# ---------------------------------------------------------------- in the browser
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    from .test_browser import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def login(hub, browser, name: str, password: str = PASSWORD):
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(hub.url + "/hub/login")
+    page.fill("#username_input", name)
+    page.fill("#password_input", password)
+    page.click("#login_submit")
+    page.wait_for_url(re.compile(r".*/hub/(workspaces|home)$"))
+    return context, page
+
+
+@pytest.mark.browser
+def test_group_member_opens_the_shared_server_in_the_browser(shub, lab, browser):
+    """A member of a group the workspace is shared with: JupyterLab through
+    JupyterHub's OAuth, read-only; revoked, the next load is refused."""
+    from playwright.sync_api import expect
+
+    ws, _ = lab
+    alice = shub.tokens["uwsalice"]
+    share = shub.api("POST", f"workspaces/{ws['id']}/shares", alice, json={"group": shub.group, "level": "viewer"},
+                     expect=201)
+    context, page = login(shub, browser, "uwscarol")
+    try:
+        page.goto(f"{shub.url}/hub/shared")
+        expect(page.locator("#collaborations")).to_contain_text(ws["name"])
+        expect(page.locator("#collaborations")).to_contain_text(f"group {shub.group}")
+        page.goto(f"{shub.url}/user/uwsalice/{ws['slug']}/lab")
+        # JupyterHub asks carol to authorize alice's server to know who she is
+        authorize = page.locator("button:has-text('Authorize')")
+        if authorize.count():
+            authorize.click()
+        page.wait_for_url(re.compile(rf".*/user/uwsalice/{ws['slug']}/lab.*"))
+        expect(page.locator(".jp-DirListing-content")).to_contain_text("data.txt", timeout=60_000)
+        # read-only: the server refuses to save in her name
+        status = page.evaluate(
+            """async (url) => {
+                const xsrf = document.cookie.split('; ').find(c => c.startsWith('_xsrf='));
+                const r = await fetch(url, {method: 'PUT', headers: {'Content-Type': 'application/json',
+                    'X-XSRFToken': xsrf ? decodeURIComponent(xsrf.split('=')[1]) : ''},
+                    body: JSON.stringify({type: 'file', format: 'text', content: 'from carol'})});
+                return r.status;
+            }""",
+            f"/user/uwsalice/{ws['slug']}/api/contents/carol-was-here.txt",
+        )
+        assert status == 403
+        # revoked: the next load is refused (after the server's 1 s cache)
+        shub.api("DELETE", f"workspaces/{ws['id']}/shares/{share['id']}", alice, expect=200)
+        time.sleep(1.2)
+        response = page.goto(f"{shub.url}/user/uwsalice/{ws['slug']}/api/contents/data.txt")
+        assert response.status in (403, 404), response.status
+        assert "data\n" not in page.content()
+        page.goto(f"{shub.url}/user/uwsalice/{ws['slug']}/lab")
+        expect(page.locator("body")).not_to_contain_text("data.txt")
+        expect(page.locator("body")).to_contain_text("403")
+    finally:
+        context.close()
+
+
+@pytest.mark.browser
+def test_share_dialog_invitation_and_quota_pages(shub, browser):
+    from playwright.sync_api import expect
+
+    alice = shub.tokens["uwsalice"]
+    ws = new_workspace(shub, alice)
+    context, page = login(shub, browser, "uwsalice")
+    try:
+        # My workspaces: the quota bars
+        expect(page.locator("#quota-disk .quota-text")).to_contain_text("(no limit)")
+        expect(page.locator("#quota-jobs .quota-text")).to_have_text(re.compile(r"^\d+ \(no limit\)$"))
+        expect(page.locator("#quota-core .quota-text")).to_contain_text("core-hours (no limit)")
+        # the share dialog: find bob, share as editor; then send carol a copy
+        page.goto(f"{shub.url}/hub/workspaces/{ws['id']}")
+        page.click("#share-open")
+        expect(page.locator("#share-none")).to_be_visible()
+        page.fill("#share-search", "Builder")
+        page.click(".share-result:has-text('Bob Builder')")
+        page.select_option("#share-level", "editor")
+        page.click("#share-submit")
+        expect(page.locator("#share-list tbody")).to_contain_text("uwsbob")
+        expect(page.locator("#share-list tbody tr").first.locator(".share-access")).to_have_text("editor")
+        page.fill("#share-search", "carol")
+        page.click(".share-result:has-text('uwscarol')")
+        page.select_option("#share-kind", "copy")
+        page.fill("#share-copy-name", "Carol's copy")
+        page.click("#share-submit")
+        expect(page.locator("#share-list tbody")).to_contain_text("pending")
+        shares = shub.api("GET", f"workspaces/{ws['id']}/shares", alice, expect=200)["items"]
+        assert {(s["user"], s["kind"], s["level"]) for s in shares} == {("uwsbob", "collaborate", "editor"),
+                                                                      ("uwscarol", "copy", None)}
+    finally:
+        context.close()
+
+    # carol accepts on "Shared with me"; the page follows the copy live
+    context, page = login(shub, browser, "uwscarol")
+    try:
+        page.goto(f"{shub.url}/hub/shared")
+        expect(page.locator("#invitations")).to_contain_text(ws["name"])
+        page.click(".accept-share")
+        expect(page.locator("#copies")).to_contain_text("Carol's copy", timeout=30_000)
+        expect(page.locator("#notifications")).to_contain_text("is ready", timeout=30_000)
+        page.click("#copies a")
+        expect(page.locator("h1")).to_have_text("Carol's copy")
+        expect(page.locator("#files")).to_contain_text("data.txt")
+    finally:
+        context.close()
+
+    # bob sees it shared with him, as editor (no delete button, no share button)
+    context, page = login(shub, browser, "uwsbob")
+    try:
+        page.goto(f"{shub.url}/hub/workspaces/{ws['id']}")
+        expect(page.locator("#my-level")).to_have_text("editor")
+        expect(page.locator("#upload-form")).to_be_visible()
+        assert page.locator("#delete-workspace").count() == 0 and page.locator("#share-open").count() == 0
+    finally:
+        context.close()
+
+    # the admin's usage page: sortable, and overrides
+    context, page = login(shub, browser, "uwsadmin", ADMIN_PASSWORD)
+    try:
+        page.click("text=Quotas and usage")
+        page.wait_for_url(re.compile(r".*/hub/admin/quotas$"))
+        expect(page.locator("#usage tbody")).to_contain_text("uwscarol")
+        page.click("a.usage-sort[data-sort=disk_bytes]")
+        page.click("a.usage-sort[data-sort=disk_bytes]")  # again: largest first
+        wait_for(lambda: page.locator("#usage tbody tr").count() >= 4, 10, what="the usage rows")
+
+        def disk_order():
+            users = page.locator("#usage tbody .usage-user").all_inner_texts()
+            usage = {u["user"]: u["disk_bytes"] for u in shub.api("GET", "usage?limit=200")["items"]}
+            return [usage[u] for u in users] == sorted((usage[u] for u in users), reverse=True)
+
+        wait_for(disk_order, 10, what="the rows sorted by disk, largest first")
+        page.fill("#override-name", "uwsbob")
+        page.fill("#override-disk_bytes", "2G")
+        page.fill("#override-concurrent_jobs", "3")
+        page.click("#override-save")
+        expect(page.locator("#notice")).to_have_text("Saved.")
+        override = shub.api("GET", "quotas/uwsbob", expect=200)["override"]
+        assert (override["disk_bytes"], override["concurrent_jobs"], override["max_cpus"]) == (2 * 1024**3, 3, None)
+        expect(page.locator("#usage tr[data-user=uwsbob] .usage-override")).to_have_text("yes")
+        page.click("#override-clear")
+        expect(page.locator("#usage tr[data-user=uwsbob] .usage-override")).to_have_text("")
+        assert shub.api("GET", "quotas/uwsbob", expect=200)["override"] is None
+    finally:
+        context.close()

@@ -150,6 +150,9 @@ class EventsAPIHandler(EventStreamMixin, UWSAPIHandler):
         self.set_header("X-Accel-Buffering", "no")
         last = f.after
         try:
+            # a first byte: node configurable-http-proxy holds the response's headers
+            # back until the body starts, which would delay the client's open by a keepalive
+            self.write(": connected\n\n")
             await self.flush()
             while last is not None:
                 batch = self.missed(EventFilter(f.workspace_id, f.job_id, last))

@@ -18,8 +18,8 @@ from .. import access
 from ..apihandlers.base import parse_id
 from ..errors import NotFound
 from ..models import job_model, workspace_model
-from ..orm import Job, Workspace
-from ..scopes import LAUNCH_JOBS, READ_WORKSPACES, WRITE_WORKSPACES, requires
+from ..orm import Job, Share, Workspace
+from ..scopes import LAUNCH_JOBS, READ_WORKSPACES, SHARE_WORKSPACES, WRITE_WORKSPACES, requires
 from ..services import Services
 
 
@@ -42,10 +42,13 @@ class WorkspacesPageHandler(UWSPageHandler):
         items = self.uws.workspaces.list(where, 0, 1000)
         active = self.uws.jobs.active_jobs([ws.id for ws in items])
         models = [workspace_model(ws, active.get(ws.id), self.uws.jobs) for ws in items]
+        usage = self.uws.quotas.usage_model(user.orm_user)
         await self.render_page(
             "workspaces.html",
             workspaces=models,
             can_write=access.may(self, WRITE_WORKSPACES, user.orm_user),
+            usage=usage,
+            usage_json=json.dumps(usage),
         )
 
 
@@ -54,11 +57,14 @@ class WorkspacePageHandler(UWSPageHandler):
     @requires(READ_WORKSPACES)
     async def get(self, workspace_id):
         ws = Workspace.find(self.db, parse_id(workspace_id, "workspace"))
-        if ws is None or not access.may(self, READ_WORKSPACES, ws.owner):
+        if ws is None or not access.may_workspace(self, READ_WORKSPACES, ws):
             raise NotFound(f"No such workspace: {workspace_id}")
         jobs = self.uws.jobs
         recent = jobs.list(Job.workspace_id == ws.id, 0, 20)
         model = workspace_model(ws, Job.active_in(self.db, ws.id), jobs)
+        can_share = access.may_workspace(self, SHARE_WORKSPACES, ws, grantees=False)
+        user = self.current_user
+        levels = Share.levels_of(self.db, ws.id, user.id) if ws.owner_id != user.id else set()
         await self.render_page(
             "workspace.html",
             workspace=model,
@@ -66,8 +72,11 @@ class WorkspacePageHandler(UWSPageHandler):
             workspace_json=json.dumps(model).replace("</", "<\\/"),
             jobs=[job_model(j, jobs) for j in recent],
             job_types=[jt.public_model() for jt in self.uws.job_types.values()],
-            can_write=access.may(self, WRITE_WORKSPACES, ws.owner),
-            can_launch=access.may(self, LAUNCH_JOBS, ws.owner),
+            can_write=access.may_workspace(self, WRITE_WORKSPACES, ws),
+            can_launch=access.may_workspace(self, LAUNCH_JOBS, ws),
+            can_manage=access.may_workspace(self, WRITE_WORKSPACES, ws, grantees=False),
+            can_share=can_share,
+            my_level="editor" if "editor" in levels else ("viewer" if levels else None),
         )
 
 

@@ -1,0 +1,68 @@
+"""Pages: "Shared with me" (``/hub/shared``) and the admin's quotas and usage
+(``/hub/admin/quotas``).
+
+Like the other pages they render the REST API's models and act through the
+API from the browser, so everything here a program can do too.
+"""
+
+from __future__ import annotations
+
+from jupyterhub.scopes import needs_scope
+from sqlalchemy import func, select
+from tornado import web
+
+from .. import access
+from ..events import event_model
+from ..orm import Event
+from ..quotas import PERIODS, SORT_KEYS
+from ..scopes import ADMIN_QUOTAS, READ_WORKSPACES, WRITE_WORKSPACES, requires
+from ..sharing import ACCEPTED, DECLINED, PENDING
+from .pages import UWSPageHandler
+
+#: notifications shown on the "Shared with me" page
+RECENT_NOTIFICATIONS = 20
+
+
+class SharedPageHandler(UWSPageHandler):
+    @web.authenticated
+    @requires(READ_WORKSPACES)
+    async def get(self):
+        user = self.current_user.orm_user
+        sharing = self.uws.sharing
+        shares = [sharing.model(s) for s in sharing.received(user, (PENDING, ACCEPTED, DECLINED))]
+        notes = self.db.scalars(
+            select(Event)
+            .where(Event.kind == "notification", Event.owner_id == user.id)
+            .order_by(Event.id.desc())
+            .limit(RECENT_NOTIFICATIONS)
+        )
+        await self.render_page(
+            "shared.html",
+            last_event_id=self.db.scalar(select(func.max(Event.id))) or 0,
+            invitations=[s for s in shares if s["status"] == PENDING],
+            collaborations=[s for s in shares if s["kind"] == "collaborate"],
+            copies=[s for s in shares if s["kind"] == "copy" and s["status"] != PENDING],
+            notifications=[event_model(ev) for ev in notes],
+            can_accept=access.may(self, WRITE_WORKSPACES, user),
+        )
+
+
+class AdminQuotasPageHandler(UWSPageHandler):
+    @web.authenticated
+    @needs_scope("admin-ui")
+    async def get(self):
+        quotas = self.uws.quotas
+        await self.render_page(
+            "admin_quotas.html",
+            defaults=quotas.defaults.to_model(),
+            period=quotas.period,
+            periods=PERIODS,
+            sort_keys=SORT_KEYS,
+            can_set=access.holds(self, ADMIN_QUOTAS),
+        )
+
+
+default_handlers = [
+    (r"/shared", SharedPageHandler),
+    (r"/admin/quotas", AdminQuotasPageHandler),
+]
