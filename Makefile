@@ -35,16 +35,20 @@ node_modules/.installed: package.json package-lock.json $(VENV)/.installed
 
 install-test: install
 	bash scripts/install-test-deps.sh
+	bash scripts/slurm-up.sh up
 	$(PYTHON) -m pip install --quiet -e '.[test]'
 
-# the whole suite on SQLite, then once more on PostgreSQL (started by the tests)
+# the whole suite on SQLite, then once more on PostgreSQL (started by the
+# tests) without the browser and SLURM tests, which add nothing database-specific.
+# UWS_REQUIRE_SLURM: the SLURM tests fail instead of skipping when the cluster
+# does not come up.
 test: install-test test-sqlite test-postgres
 
 test-sqlite:
-	$(PYTHON) -m pytest -v -ra
+	UWS_REQUIRE_SLURM=1 $(PYTHON) -m pytest -v -ra --durations=20
 
 test-postgres:
-	UWS_TEST_DB=postgresql $(PYTHON) -m pytest -v -ra -m "not browser"
+	UWS_TEST_DB=postgresql $(PYTHON) -m pytest -v -ra --durations=10 -m "not browser and not slurm"
 
 clean:
 	rm -rf $(VENV) node_modules $(STATE) *.egg-info

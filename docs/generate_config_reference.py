@@ -35,6 +35,8 @@ from uws_hub.authenticators.local import WorkspaceLocalAuthenticator
 from uws_hub.authenticators.oauth import WorkspaceOIDCAuthenticator
 from uws_hub.authenticators.remote_api import WorkspaceRemoteAPIAuthenticator
 from uws_hub.spawners.local import WorkspaceLocalProcessSpawner
+from uws_hub.spawners.slurm import WorkspaceSlurmSpawner
+from uws_hub.spawners.slurm_poller import SlurmPoller
 
 #: The classes the reference documents, in this order. Add new configurable
 #: classes here (a SLURM spawner, a quota manager, ...); traits of uws-hub
@@ -42,6 +44,8 @@ from uws_hub.spawners.local import WorkspaceLocalProcessSpawner
 CLASSES: tuple[type[HasTraits], ...] = (
     UWSHub,
     WorkspaceLocalProcessSpawner,
+    WorkspaceSlurmSpawner,
+    SlurmPoller,
     WorkspaceLocalAuthenticator,
     WorkspaceLDAPAuthenticator,
     WorkspaceRemoteAPIAuthenticator,

@@ -120,21 +120,6 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
             self._reserved_port = None
         super().clear_state()
 
-    def user_env(self, env):
-        launch = self.require_launch()
-        if launch.system_user:
-            account = pwd.getpwnam(launch.system_user)
-            env["USER"] = account.pw_name
-            env["HOME"] = account.pw_dir
-            if account.pw_shell:
-                env["SHELL"] = account.pw_shell
-        else:
-            env["USER"] = self.user.name
-            if launch.home:
-                env["HOME"] = launch.home
-            env["SHELL"] = "/bin/bash"
-        return env
-
     async def release_leftover(self, job_id: int, resource_id: str) -> None:
         """Kill the process group of a server whose start the hub lost (hub restart)."""
         pid = int(resource_id)

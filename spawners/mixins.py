@@ -15,9 +15,12 @@ knows nothing of the hub, its ORM or its handlers.
 
 from __future__ import annotations
 
+import hashlib
+import pwd
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
+from sqlalchemy.orm import object_session
 from tornado import web
 
 
@@ -61,14 +64,41 @@ class WorkspaceLaunch:
 LifecycleListener = Callable[[Any, str, dict[str, Any]], None]
 
 
+def hub_id(db_url: str) -> str:
+    """A short, stable id of a hub, from its database URL (password hidden).
+
+    Resources shared by several hubs (a SLURM cluster) tell their jobs apart
+    with it: the hub passes it to ``sweep_orphans``, spawners get it from
+    :meth:`WorkspaceSpawnerMixin.hub_id`.
+    """
+    return hashlib.sha256(db_url.encode()).hexdigest()[:8]
+
+
 class WorkspaceSpawnerMixin:
     """Mix into a JupyterHub Spawner (before it) to make it run workspace jobs.
 
     Subclasses call :meth:`report` when they learn something about the job:
-    ``report("queued", resource_id=...)`` once the resource has the job,
-    ``report("resource_state", state=..., reason=...)`` for a batch queue's
-    view of it.
+    ``report("queued", resource_id=..., reason=...)`` once the resource has
+    the job (the checkpoint; again with a new ``reason`` when a batch queue's
+    view of it changes), ``report("ended", outcome=..., reason=...)`` when
+    the resource ended the job and knows how (``outcome``: ``completed``,
+    ``failed`` or ``cancelled``; the hub then stops the server and records it).
+
+    A spawner class may also define
+    ``async def sweep_orphans(cls, known, *, hub_id, config, log)`` (a
+    classmethod): the hub's reconciler calls it on each scan with ``known()``,
+    a callable returning ``{job id: resource id or None}`` for this hub's
+    unfinished jobs on that class's resources, so that it can end resource
+    jobs of this hub that no job knows of.
     """
+
+    #: the status a running job ends in when the hub stops it on request
+    #: (``completed``; a batch job that is cancelled: ``cancelled``)
+    stopped_outcome: str = "completed"
+
+    #: the requested resources (``cpus``, ``memory``, ``gpus``, ``time_limit``,
+    #: ``partition``) this spawner reserves; the launch form asks only for these
+    honoured_resources: tuple[str, ...] = ()
 
     #: handed over by the hub right before a start; taken by start()
     next_launch: WorkspaceLaunch | None = None
@@ -94,11 +124,42 @@ class WorkspaceSpawnerMixin:
         self.apply_launch(launch)
         return launch
 
+    @property
+    def node(self) -> str | None:
+        """The host the job's server runs on, if the resource says (a SLURM node)."""
+        return None
+
+    def hub_id(self) -> str:
+        """This hub's id (see :func:`hub_id`), from the database the spawner's row lives in."""
+        session = object_session(self.orm_spawner)  # type: ignore[attr-defined]
+        if session is None:
+            return "nodb"
+        return hub_id(session.get_bind().url.render_as_string(hide_password=True))
+
     def require_launch(self) -> WorkspaceLaunch:
         """The launch of the running job (after start() took it, or after a restart)."""
         if self.launch is None:
             raise RuntimeError(f"{self._log_name} has no workspace job")
         return self.launch
+
+    def user_env(self, env):
+        """``USER``, ``HOME`` and ``SHELL`` of the account the job runs as.
+
+        JupyterHub's local spawner looks the hub user's name up in the system
+        accounts; a workspace job runs as the launch's system account (which
+        may be named differently), or as the hub's own account in
+        single-account mode, where ``HOME`` is the launch's home.
+        """
+        launch = self.require_launch()
+        if launch.system_user:
+            account = pwd.getpwnam(launch.system_user)
+            env.update(USER=account.pw_name, HOME=account.pw_dir, SHELL=account.pw_shell or "/bin/bash")
+        else:
+            env["USER"] = self.user.name
+            if launch.home:
+                env["HOME"] = launch.home
+            env["SHELL"] = "/bin/bash"
+        return env
 
     def apply_launch(self, launch: WorkspaceLaunch) -> None:
         """Point the spawner's standard traits at the job (root dir, command, URL)."""

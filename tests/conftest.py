@@ -13,6 +13,9 @@ Fixtures:
   session; ``make_hub`` starts more hubs with other configurations.
 - ``alice``, ``bob``: tokens of two users created through JupyterHub's own REST
   API, each with a system account of the same name.
+- ``slurm``: a single-node SLURM cluster (``scripts/slurm-up.sh up``), started
+  once per machine; the SLURM tests skip with the reason when it cannot be
+  started (and fail instead when ``UWS_REQUIRE_SLURM`` is set, as in CI).
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ from pathlib import Path
 
 import pytest
 
+from .browserutil import CHROMIUM, CHROMIUM_ARGS
 from .hubutil import REPO, Hub
 from .pgutil import PostgresServer
+from .slurmutil import start_cluster
 
 USERS = ("uwsadmin", "uwsalice", "uwsbob", "uwscarol")
 ADMIN_PASSWORD = "admin-password-for-tests"
@@ -88,6 +93,16 @@ def system_users():
     # the venv's python may be a symlink into a pyenv under /root
     _make_traversable(Path(os.path.realpath(sys.executable)).parent)
     return USERS
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    problem = start_cluster()
+    if problem is not None:
+        if os.environ.get("UWS_REQUIRE_SLURM"):
+            pytest.fail(f"UWS_REQUIRE_SLURM is set but {problem}")
+        pytest.skip(f"no SLURM cluster for the SLURM tests: {problem}")
+    return True
 
 
 @pytest.fixture(scope="session")
@@ -171,3 +186,14 @@ def workspace(hub, alice):
     if job:
         hub.api("POST", f"jobs/{job['id']}/stop", alice)
         hub.wait_job(job["id"], alice, {"completed", "cancelled", "failed"})
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium, driven by Playwright, for one test module."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()

@@ -156,7 +156,7 @@ class SlapdServer:
                 pass
         except OSError:
             return False
-        return self.search(f"(uid=ldapalice)").returncode == 0
+        return self.search("(uid=ldapalice)").returncode == 0
 
     def search(self, flt: str, *attrs: str) -> subprocess.CompletedProcess:
         return subprocess.run(

@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 
+from . import browserutil
 from .authutil import login, whoami
 from .conftest import ADMIN_PASSWORD
 from .hubutil import wait_for
@@ -190,54 +191,41 @@ def test_signup_when_allowed_waits_for_approval(make_hub):
 
 
 @pytest.mark.browser
-def test_admin_manages_accounts_in_the_browser(local_hub):
-    from playwright.sync_api import expect, sync_playwright
-
-    from .test_browser import CHROMIUM, CHROMIUM_ARGS
+def test_admin_manages_accounts_in_the_browser(local_hub, browser):
+    from playwright.sync_api import expect
 
     name = f"web{uuid.uuid4().hex[:6]}"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_context().new_page()
-            page.set_default_timeout(30_000)
-            page.goto(local_hub.url + "/hub/login")
-            page.fill("#username_input", "boss")
-            page.fill("#password_input", ADMIN_PASSWORD)
-            page.click("#login_submit")
-            page.wait_for_url(re.compile(r".*/hub/workspaces$"))
-            page.click("text=All workspaces")
-            page.click("#local-accounts-link")
-            page.wait_for_url(re.compile(r".*/hub/admin/accounts$"))
-            expect(page.locator("#accounts")).to_contain_text("boss")
+    _, page = browserutil.login(local_hub, browser, "boss", ADMIN_PASSWORD)
+    page.click("text=All workspaces")
+    page.click("#local-accounts-link")
+    page.wait_for_url(re.compile(r".*/hub/admin/accounts$"))
+    expect(page.locator("#accounts")).to_contain_text("boss")
 
-            page.fill("#new-username", name)
-            page.fill("#new-display-name", "Grace Hopper")
-            page.fill("#new-email", "grace@example.org")
-            page.fill("#new-password", "grace-password")
-            page.click("#create-account-button")
-            row = page.locator(f"#accounts tr[data-username='{name}']")
-            expect(row).to_contain_text("Grace Hopper")
-            expect(row.locator(".account-state")).to_have_text("active")
+    page.fill("#new-username", name)
+    page.fill("#new-display-name", "Grace Hopper")
+    page.fill("#new-email", "grace@example.org")
+    page.fill("#new-password", "grace-password")
+    page.click("#create-account-button")
+    row = page.locator(f"#accounts tr[data-username='{name}']")
+    expect(row).to_contain_text("Grace Hopper")
+    expect(row.locator(".account-state")).to_have_text("active")
 
-            page.once("dialog", lambda dialog: dialog.accept())
-            row.locator(".account-disable").click()
-            expect(row.locator(".account-state")).to_have_text("disabled")
-            assert not login(local_hub, name, "grace-password").ok
-            row.locator(".account-enable").click()
-            expect(row.locator(".account-state")).to_have_text("active")
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.locator(".account-disable").click()
+    expect(row.locator(".account-state")).to_have_text("disabled")
+    assert not login(local_hub, name, "grace-password").ok
+    row.locator(".account-enable").click()
+    expect(row.locator(".account-state")).to_have_text("active")
 
-            page.once("dialog", lambda dialog: dialog.accept("grace-new-password"))
-            row.locator(".account-password").click()
-            wait_for(lambda: login(local_hub, name, "grace-new-password").ok, 10, what="the new password")
+    page.once("dialog", lambda dialog: dialog.accept("grace-new-password"))
+    row.locator(".account-password").click()
+    wait_for(lambda: login(local_hub, name, "grace-new-password").ok, 10, what="the new password")
 
-            # the new user sees their display name in the navigation
-            other = browser.new_context().new_page()
-            other.goto(local_hub.url + "/hub/login")
-            other.fill("#username_input", name)
-            other.fill("#password_input", "grace-new-password")
-            other.click("#login_submit")
-            other.wait_for_url(re.compile(r".*/hub/workspaces$"))
-            expect(other.locator("#uws-user")).to_contain_text("Grace Hopper")
-        finally:
-            browser.close()
+    # the new user sees their display name in the navigation
+    other = browser.new_context().new_page()
+    other.goto(local_hub.url + "/hub/login")
+    other.fill("#username_input", name)
+    other.fill("#password_input", "grace-new-password")
+    other.click("#login_submit")
+    other.wait_for_url(re.compile(r".*/hub/workspaces$"))
+    expect(other.locator("#uws-user")).to_contain_text("Grace Hopper")

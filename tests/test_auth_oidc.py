@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urljoin
 
 import pytest
 import requests
@@ -138,35 +137,28 @@ c.WorkspaceOIDCAuthenticator.token_refresh_margin_seconds = 7200
 
 
 @pytest.mark.browser
-def test_oidc_login_in_the_browser(oidc_hub):
-    from playwright.sync_api import expect, sync_playwright
+def test_oidc_login_in_the_browser(oidc_hub, browser):
+    from playwright.sync_api import expect
 
-    from .test_browser import CHROMIUM, CHROMIUM_ARGS
+    page = browser.new_context().new_page()
+    page.set_default_timeout(30_000)
+    page.goto(oidc_hub.url + "/hub/workspaces")
+    page.wait_for_url(re.compile(r".*/hub/login.*"))
+    page.click("text=Sign in with OpenID Connect")
+    # the provider's consent page: pick the user
+    expect(page.locator("h1")).to_have_text("Authorize Client")
+    page.click("button[value='u-alice']")
+    page.wait_for_url(re.compile(r".*/hub/workspaces$"))
+    expect(page.locator("h1")).to_have_text("My workspaces")
+    expect(page.locator("#uws-user")).to_contain_text("Alice Oidc")
+    expect(page.locator("#uws-user")).to_have_attribute("title", "alice@uni.example")
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_context().new_page()
-            page.set_default_timeout(30_000)
-            page.goto(oidc_hub.url + "/hub/workspaces")
-            page.wait_for_url(re.compile(r".*/hub/login.*"))
-            page.click("text=Sign in with OpenID Connect")
-            # the provider's consent page: pick the user
-            expect(page.locator("h1")).to_have_text("Authorize Client")
-            page.click("button[value='u-alice']")
-            page.wait_for_url(re.compile(r".*/hub/workspaces$"))
-            expect(page.locator("h1")).to_have_text("My workspaces")
-            expect(page.locator("#uws-user")).to_contain_text("Alice Oidc")
-            expect(page.locator("#uws-user")).to_have_attribute("title", "alice@uni.example")
-
-            # someone from another domain, in no allowed group, is turned away
-            other = browser.new_context().new_page()
-            other.goto(oidc_hub.url + "/hub/oauth_login")
-            other.click("button[value='u-mallory']")
-            expect(other.locator("body")).to_contain_text("not currently authorized")
-            assert "/hub/workspaces" not in other.url
-        finally:
-            browser.close()
+    # someone from another domain, in no allowed group, is turned away
+    other = browser.new_context().new_page()
+    other.goto(oidc_hub.url + "/hub/oauth_login")
+    other.click("button[value='u-mallory']")
+    expect(other.locator("body")).to_contain_text("not currently authorized")
+    assert "/hub/workspaces" not in other.url
 
 
 def test_oidc_identity_groups_and_admins(oidc_hub):

@@ -8,18 +8,11 @@ import re
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from .hubutil import REPO, Hub, wait_for
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
-
 
 @pytest.fixture(scope="module")
 def run_hub(tmp_path_factory, workspaces_root):
@@ -47,14 +40,6 @@ def printed_password(hub: Hub) -> str:
     match = re.search(r"Created the first admin account: user 'admin', password '([^']+)'", hub.log_text())
     assert match, "the first start must print the admin's password:\n" + hub.log_tail()
     return match.group(1)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def test_new_user_flow_in_the_browser(run_hub, browser):

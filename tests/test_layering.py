@@ -16,6 +16,8 @@ HUB_MODULES = ["uws_hub.app", "uws_hub.orm", "uws_hub.apihandlers", "uws_hub.han
     "module",
     [
         "uws_hub.spawners.local",
+        "uws_hub.spawners.slurm",
+        "uws_hub.spawners.slurm_poller",
         "uws_hub.authenticators.local",
         "uws_hub.authenticators.identity",
         "uws_hub.authenticators.jobenv",
@@ -41,6 +43,7 @@ def test_entry_points_are_registered():
     spawners = {ep.name: ep.value for ep in entry_points(group="jupyterhub.spawners")}
     auths = {ep.name: ep.value for ep in entry_points(group="jupyterhub.authenticators")}
     assert spawners["uws-local"] == "uws_hub.spawners.local:WorkspaceLocalProcessSpawner"
+    assert spawners["uws-slurm"] == "uws_hub.spawners.slurm:WorkspaceSlurmSpawner"
     assert auths["uws-local"] == "uws_hub.authenticators.local:WorkspaceLocalAuthenticator"
     assert auths["uws-oidc"] == "uws_hub.authenticators.oauth:WorkspaceOIDCAuthenticator"
     assert auths["uws-globus"] == "uws_hub.authenticators.globus:WorkspaceGlobusAuthenticator"

@@ -29,6 +29,7 @@ import pytest
 import requests
 import websocket
 
+from . import browserutil
 from .conftest import ADMIN_PASSWORD, MINIMAL_CMD
 from .hubutil import wait_for
 from .smtputil import SMTPServer
@@ -390,28 +391,8 @@ def test_interrupted_copy_is_finished_after_a_restart(make_hub, tmp_path):
 
 
 # ---------------------------------------------------------------- in the browser
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    from .test_browser import CHROMIUM, CHROMIUM_ARGS
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
 def login(hub, browser, name: str, password: str = PASSWORD):
-    context = browser.new_context()
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    page.goto(hub.url + "/hub/login")
-    page.fill("#username_input", name)
-    page.fill("#password_input", password)
-    page.click("#login_submit")
-    page.wait_for_url(re.compile(r".*/hub/(workspaces|home)$"))
-    return context, page
+    return browserutil.login(hub, browser, name, password)
 
 
 @pytest.mark.browser

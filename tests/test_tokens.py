@@ -8,6 +8,7 @@ import re
 import pytest
 import requests
 
+from . import browserutil
 from .conftest import ADMIN_PASSWORD
 
 READ_ONLY = ["custom:uws:read:workspaces!user"]
@@ -71,42 +72,29 @@ def test_read_only_token_cannot_launch_or_delete(hub, alice, workspace, header):
 
 
 @pytest.mark.browser
-def test_users_create_and_revoke_tokens_on_the_token_page(hub, system_users):
-    from playwright.sync_api import expect, sync_playwright
+def test_users_create_and_revoke_tokens_on_the_token_page(hub, system_users, browser):
+    from playwright.sync_api import expect
 
-    from .test_browser import CHROMIUM, CHROMIUM_ARGS
+    _, page = browserutil.login(hub, browser, "uwsadmin", ADMIN_PASSWORD)
+    page.click("nav >> text=Token")
+    page.wait_for_url(re.compile(r".*/hub/token$"))
+    page.fill("#token-note", "read-only from the page")
+    page.fill("#token-scopes", " ".join(READ_ONLY))
+    page.click("#request-token-form button[type=submit]")
+    expect(page.locator("#token-area")).to_be_visible()
+    token = page.locator("#token-result").inner_text().strip()
+    assert re.fullmatch(r"[0-9a-f]{32}", token), token
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_context().new_page()
-            page.set_default_timeout(30_000)
-            page.goto(hub.url + "/hub/login")
-            page.fill("#username_input", "uwsadmin")
-            page.fill("#password_input", ADMIN_PASSWORD)
-            page.click("#login_submit")
-            page.wait_for_url(re.compile(r".*/hub/workspaces$"))
-            page.click("nav >> text=Token")
-            page.wait_for_url(re.compile(r".*/hub/token$"))
-            page.fill("#token-note", "read-only from the page")
-            page.fill("#token-scopes", " ".join(READ_ONLY))
-            page.click("#request-token-form button[type=submit]")
-            expect(page.locator("#token-area")).to_be_visible()
-            token = page.locator("#token-result").inner_text().strip()
-            assert re.fullmatch(r"[0-9a-f]{32}", token), token
+    # it works, with its scopes only, through both headers
+    assert uws_get(hub, "workspaces", f"Token {token}").status_code == 200
+    assert hub.request("GET", "workspaces", token).status_code == 200
+    assert uws_get(hub, "workspaces", f"Token {token}", "POST", json={"name": "no"}).status_code == 403
 
-            # it works, with its scopes only, through both headers
-            assert uws_get(hub, "workspaces", f"Token {token}").status_code == 200
-            assert hub.request("GET", "workspaces", token).status_code == 200
-            assert uws_get(hub, "workspaces", f"Token {token}", "POST", json={"name": "no"}).status_code == 403
-
-            # the list shows it; revoke it there
-            page.reload()
-            row = page.locator("#api-tokens-table tr.token-row", has_text="read-only from the page")
-            expect(row).to_have_count(1)
-            row.locator(".revoke-token-btn").click()
-            expect(row).to_have_count(0)
-            assert uws_get(hub, "workspaces", f"Token {token}").status_code == 403
-            assert hub.request("GET", "workspaces", token).status_code == 403
-        finally:
-            browser.close()
+    # the list shows it; revoke it there
+    page.reload()
+    row = page.locator("#api-tokens-table tr.token-row", has_text="read-only from the page")
+    expect(row).to_have_count(1)
+    row.locator(".revoke-token-btn").click()
+    expect(row).to_have_count(0)
+    assert uws_get(hub, "workspaces", f"Token {token}").status_code == 403
+    assert hub.request("GET", "workspaces", token).status_code == 403

@@ -24,17 +24,19 @@ from jupyterhub.utils import url_path_join
 from traitlets import Bool, Dict, Float, Integer, Unicode, default, validate
 
 from . import __version__, dbutil, scopes
+from .dbutil import sqlite_wal
 from .apihandlers import default_handlers as api_handlers
 from .authenticators.local import WorkspaceLocalAuthenticator
 from .handlers import default_handlers as page_handlers
 from .events import EventBus
 from .jobs import JobService
 from .jobtypes import DEFAULT_JOB_TYPES, parse_job_types
+from .limits import check_resource_limits
 from .loops import Loop
 from .notify import Notifier, SMTPSettings
 from .options import NotificationOptions, QuotaOptions, SharingOptions
 from .quotas import Limits, QuotaService
-from .orm import Job, Workspace
+from .orm import Job
 from .reconcile import JobReconciler
 from .servers import ServerControl, load_spawner_class
 from .serverconfig import job_env
@@ -125,12 +127,26 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         ``["jupyterhub-singleuser"]``), ``args_as_root`` (arguments added when
         the job would run as root, e.g. ``["--allow-root"]``), ``default_url``
         (e.g. ``"/lab"``), ``env``, ``resources`` (where it may run, the first
-        being the default: ``["local"]``) and ``interactive`` (default true).
-        Example::
+        being the default: ``["local"]``), ``interactive`` (default true),
+        ``time_limit_seconds`` (the hub stops the job after it; 0: none),
+        ``limits`` (the most a launch may request: ``cpus``, ``memory``,
+        ``gpus``, ``time_limit``, ``partitions``; over them a launch is refused
+        with a 422) and ``default_resources`` (what a launch gets when it does
+        not ask: ``cpus``, ``memory``, ``gpus``, ``time_limit``,
+        ``partition``). Memory is ``<n>[K|M|G|T]``, time limits are SLURM's
+        (``30``: minutes, ``4:00:00``, ``1-12:00:00``). Example::
 
             c.UWSHub.job_types = {
                 "jupyterlab": {"display_name": "JupyterLab", "default_url": "/lab",
                                "args_as_root": ["--allow-root"]},
+                "jupyterlab-hpc": {
+                    "display_name": "JupyterLab on the cluster", "default_url": "/lab",
+                    "resources": ["slurm"],
+                    "limits": {"cpus": 16, "memory": "64G", "gpus": 1,
+                               "time_limit": "8:00:00", "partitions": ["batch", "gpu"]},
+                    "default_resources": {"cpus": 2, "memory": "8G", "time_limit": "2:00:00",
+                                          "partition": "batch"},
+                },
             }
         """,
     )
@@ -283,6 +299,20 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         help="""Seconds between measurements of every workspace's disk usage (0: never).""",
     )
 
+    sqlite_wal = Bool(
+        True,
+        config=True,
+        help="""With a SQLite database, use write-ahead logging and ``synchronous=NORMAL``.
+
+        Commits then no longer wait for the disk several times each, which makes
+        a busy hub (many jobs changing state at once) several times faster, and
+        readers no longer block the writer. A power cut may lose the last
+        transactions but never corrupts the database. Turn it off if the
+        database file is on a network filesystem, where WAL does not work.
+        No effect with PostgreSQL.
+        """,
+    )
+
     # ---------------------------------------------------------------- JupyterHub defaults
     @default("allow_named_servers")
     def _default_allow_named_servers(self):
@@ -313,6 +343,9 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
     # ---------------------------------------------------------------- init steps
     def init_db(self):
         super().init_db()
+        engine = self.db.get_bind()
+        if self.sqlite_wal and engine.dialect.name == "sqlite" and ":memory:" not in self.db_url:
+            sqlite_wal(engine)
         try:
             dbutil.prepare(self.db.get_bind(), allow_upgrade=self.upgrade_db, log=self.log)
         except dbutil.SchemaMismatch as e:
@@ -388,6 +421,8 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
             self.log,
             job_log_dir=os.path.abspath(self.job_log_dir),
         )
+        # each job type's resource limits (cpus, memory, gpus, time, partitions): 422 over them
+        jobs.launch_checks.append(check_resource_limits)
         jobs.job_env = lambda env: job_env(env, self.server_auth_cache_seconds)
         notifier = Notifier(
             self.db,

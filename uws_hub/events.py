@@ -20,7 +20,7 @@ from typing import Any, Callable
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
-from .orm import Event
+from .orm import Event, utcnow
 
 _PENDING = "uws_events_pending"
 _FLUSHED = "uws_events_flushed"
@@ -44,6 +44,20 @@ def event_model(ev: Event) -> dict[str, Any]:
         "reason": ev.reason,
         "data": ev.data or {},
     }
+
+
+def transient_event(**fields: Any) -> dict[str, Any]:
+    """An event published but not stored (``id`` None: it is not replayed on resume)."""
+    event = {
+        "id": None,
+        "created_at": isoformat(utcnow()),
+        "actor": "hub",
+        "previous": None,
+        "reason": None,
+        "data": {},
+    }
+    event.update(fields)
+    return event
 
 
 class Subscription:

@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .errors import Conflict
-from .events import EventBus
+from .events import EventBus, transient_event
 from .jobtypes import JobType, pick
 from .orm import Event, Job, Workspace, utcnow
 from .servers import ServerControl
@@ -112,7 +112,8 @@ class JobService:
         job.status = new.value
         if new in _TIMESTAMPS:
             setattr(job, _TIMESTAMPS[new], utcnow())
-        if reason is not None:
+        if reason is not None or new == JobStatus.running:
+            # a running job has no reason; a queue's note (e.g. SLURM's pending reason) ends here
             job.reason = reason
         if new.terminal:
             job.target = "stopped"
@@ -145,19 +146,22 @@ class JobService:
         )
 
     def progress(self, job: Job, event: dict[str, Any]) -> None:
-        """Store and publish one of JupyterHub's spawn-progress messages."""
-        self.events.record(
-            self.db,
-            Event(
+        """Publish one of JupyterHub's spawn-progress messages.
+
+        Progress messages are not state changes: they are published to live
+        subscribers only, without an id, and not stored (a busy hub would
+        otherwise write two more rows per launch).
+        """
+        self.events.publish(
+            transient_event(
                 kind="progress",
                 owner_id=job.owner_id,
                 workspace_id=job.workspace_id,
                 job_id=job.id,
                 status=job.status,
                 data={k: event[k] for k in ("progress", "message") if k in event},
-            ),
+            )
         )
-        self.db.commit()
 
     # ---------------------------------------------------------------- queries
     def count(self, where: ColumnElement[bool]) -> int:
@@ -189,6 +193,16 @@ class JobService:
         if job_type is not None:
             default_url = job_type.default_url.lstrip("/")
         return self.servers.user(job.owner).server_url(job.server_name) + default_url
+
+    def node(self, job: Job) -> str | None:
+        """The host an unfinished job's server runs on, when its resource says (a SLURM node)."""
+        if job.terminal:
+            return None
+        spawner = self.servers.find(job.owner, job.server_name)
+        launch = getattr(spawner, "launch", None)
+        if launch is None or launch.job_id != job.id:
+            return None
+        return getattr(spawner, "node", None)
 
     def time_limit_seconds(self, job: Job) -> float:
         job_type = self.job_types.get(job.job_type)
@@ -242,6 +256,7 @@ class JobService:
         if ws.status not in (WorkspaceStatus.idle.value, WorkspaceStatus.active.value):
             raise Conflict(f"Workspace {ws.slug!r} is {ws.status}; jobs can start only in a ready workspace")
         self.accounts.system_user(ws.owner.name)  # refuse now if the account is missing
+        resources = job_type.resources_for(resources)
         self.check_launch(LaunchRequest(ws, job_type, resource, resources, job=None))
         job = Job(
             workspace=ws,
@@ -276,13 +291,17 @@ class JobService:
     ) -> Job:
         """Ask for the job to stop; idempotent, returns at once (status ``stopping``).
 
-        ``outcome`` is the status it ends in: by default ``completed`` if it
-        was running, ``cancelled`` if it never got there.
+        ``outcome`` is the status it ends in: by default ``cancelled`` if it
+        never ran, and if it ran its resource's ``stopped_outcome``
+        (``completed``; ``cancelled`` for a SLURM job, which is cancelled).
         """
         if job.terminal or job.target == "stopped":
             return job
         if outcome is None:
-            outcome = JobStatus.completed if job.status == JobStatus.running.value else JobStatus.cancelled
+            outcome = JobStatus.cancelled
+            if job.status == JobStatus.running.value:
+                spawner_class = self.servers.spawner_classes.get(job.resource)
+                outcome = JobStatus(getattr(spawner_class, "stopped_outcome", JobStatus.completed.value))
         job.target = "stopped"
         job.outcome = outcome.value
         self.transition(job, JobStatus.stopping, reason, actor)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import Unprocessable
+from .limits import ResourceDefaults, ResourceLimits, violations
 
 
 class JobType(BaseModel):
@@ -38,6 +39,23 @@ class JobType(BaseModel):
     interactive: bool = True
     #: seconds a job may run before the hub stops it (``failed``, with the reason); 0: no limit
     time_limit_seconds: float = Field(0, ge=0)
+    #: the most a launch may request (cpus, memory, gpus, time_limit, partitions);
+    #: a launch over them is refused with a 422 (see :mod:`uws_hub.limits`)
+    limits: ResourceLimits = Field(default_factory=ResourceLimits)
+    #: what a launch gets for what it does not request (cpus, memory, gpus,
+    #: time_limit, partition)
+    default_resources: ResourceDefaults = Field(default_factory=ResourceDefaults)
+
+    @model_validator(mode="after")
+    def _defaults_within_limits(self) -> JobType:
+        problems = violations(self.default_resources.apply({}), self.limits)
+        if problems:
+            raise ValueError("default_resources are over its limits: " + "; ".join(problems))
+        return self
+
+    def resources_for(self, requested: dict[str, Any]) -> dict[str, Any]:
+        """A launch's resources: what it requests, and the defaults for the rest."""
+        return self.default_resources.apply(requested)
 
     def public_model(self) -> dict[str, Any]:
         """What clients see (``GET /hub/api/job-types``): no commands or env."""
@@ -49,6 +67,8 @@ class JobType(BaseModel):
             "default_resource": self.resources[0],
             "interactive": self.interactive,
             "time_limit_seconds": self.time_limit_seconds,
+            "limits": self.limits.public_model(),
+            "default_resources": self.default_resources.model_dump(),
         }
 
 

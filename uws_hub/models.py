@@ -28,6 +28,7 @@ def job_model(job: Job, jobs: JobService) -> dict[str, Any]:
         "reason": job.reason,
         "server_name": job.server_name,
         "resource_id": job.resource_id,
+        "node": jobs.node(job),
         "url": jobs.url(job),
         "created_at": isoformat(job.created_at),
         "queued_at": isoformat(job.queued_at),

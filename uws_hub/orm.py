@@ -83,7 +83,9 @@ class Workspace(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
-    owner: Mapped[hub_orm.User] = relationship(hub_orm.User, lazy="joined")
+    # many-to-one by primary key: loaded from the session's identity map when
+    # there (JupyterHub keeps every active user's row), so no join on every query
+    owner: Mapped[hub_orm.User] = relationship(hub_orm.User)
     jobs: Mapped[list[Job]] = relationship(
         back_populates="workspace", cascade="all, delete-orphan", passive_deletes=True
     )
@@ -162,8 +164,8 @@ class Job(Base):
     stopping_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
 
-    workspace: Mapped[Workspace] = relationship(back_populates="jobs", lazy="joined")
-    owner: Mapped[hub_orm.User] = relationship(hub_orm.User, lazy="joined")
+    workspace: Mapped[Workspace] = relationship(back_populates="jobs")
+    owner: Mapped[hub_orm.User] = relationship(hub_orm.User)
 
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.job_type} in {self.workspace_id} {self.status}>"

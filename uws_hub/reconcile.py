@@ -24,6 +24,7 @@ from .errors import UWSError
 from .jobs import JobService
 from .orm import Job, utcnow
 from .servers import ServerControl
+from .spawners.mixins import hub_id
 from .states import JobStatus
 from .workqueue import WorkQueue, WorkQueueClosed
 
@@ -126,6 +127,33 @@ class JobReconciler:
         running = [(job.owner, job.server_name) for job in unfinished if job.status == JobStatus.running.value]
         if running:
             await self.servers.restore_routes(running)
+        await self._sweep_orphans()
+
+    async def _sweep_orphans(self) -> None:
+        """Let each spawner class that can (``sweep_orphans``) end resource jobs no job knows.
+
+        A resource shared by several processes (a SLURM cluster) can hold jobs
+        of this hub that no job row knows: the hub died between submitting and
+        recording one, or started a job anew after losing track of it.
+        """
+        by_class: dict[type, set[str]] = {}
+        for resource, cls in self.servers.spawner_classes.items():
+            if hasattr(cls, "sweep_orphans"):
+                by_class.setdefault(cls, set()).add(resource)
+        if not by_class:
+            return
+        this_hub = hub_id(self.db.get_bind().url.render_as_string(hide_password=True))
+        for cls, resources in by_class.items():
+
+            def known(resources: set[str] = resources) -> dict[int, str | None]:
+                return {job.id: job.resource_id for job in Job.unfinished(self.db) if job.resource in resources}
+
+            try:
+                await cls.sweep_orphans(known, hub_id=this_hub, config=self.servers.config, log=self.log)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.log.exception("Sweeping orphaned jobs of %s failed; continuing", sorted(resources))
 
     def _background(self, coro) -> asyncio.Task:
         task = asyncio.ensure_future(coro)
@@ -180,6 +208,11 @@ class JobReconciler:
                 self.jobs.transition(job, JobStatus.running)
                 self.db.commit()
                 return
+            if error is None:
+                self.log.warning(
+                    "Job %s: the start finished but the server is not ready (spawner %s, pending %s, server %s)",
+                    job.id, spawner and spawner._log_name, spawner and spawner.pending, spawner and spawner.server,
+                )
             await self.servers.stop(job.owner, job.server_name)
             self._fail(job, f"The server failed to start: {error or 'it is not running'}")
             return
@@ -258,6 +291,10 @@ class JobReconciler:
         except asyncio.CancelledError:
             raise
         except Exception:
+            if self.queue.closed:
+                # the hub shuts down: JupyterHub's iterate_until cannot close a progress
+                # generator that is mid-step when it is cancelled ("already running")
+                return
             self.log.exception("Forwarding spawn progress of job %s failed", job_id)
 
     async def _reconcile_running(self, job: Job, spawner: Spawner | None) -> None:
@@ -268,6 +305,9 @@ class JobReconciler:
             return
         exit_status = await spawner.poll()
         if exit_status is not None:
+            if job.target == "stopped":
+                # the spawner reported how its resource ended the job ("ended"): the stop records it
+                return
             await self.servers.stop(job.owner, job.server_name)
             if exit_status == 0:
                 self.jobs.transition(job, JobStatus.completed, "The server exited")
@@ -331,13 +371,20 @@ class JobReconciler:
             job.resource_id = info.get("resource_id") or job.resource_id
             if job.status == JobStatus.pending.value:
                 self.jobs.transition(job, JobStatus.queued, info.get("reason"))
+            elif job.status == JobStatus.queued.value and info.get("reason"):
+                # the resource's view of the waiting job, e.g. SLURM's pending reason
+                job.reason = info["reason"]
             self.db.commit()
+        elif event == "ended" and job.target == "running":
+            # the resource ended the job and says how (a time limit, a node failure, scancel)
+            self.jobs.stop(
+                job, job.resource, info.get("reason") or "The job ended", JobStatus(info.get("outcome") or "failed")
+            )
         elif event == "stopping" and job.target == "running" and job.status == JobStatus.running.value:
             self.jobs.stop(
                 job,
                 "jupyterhub",
                 "Stopped outside uws-hub (JupyterHub's server API, admin panel or idle culler)",
-                JobStatus.completed,
             )
 
     # ---------------------------------------------------------------- shutdown

@@ -42,12 +42,21 @@ class ServerControl:
         #: job's Jupyter server checks to tell editors from viewers)
         self.client_scopes: Callable[[str, str], list[str]] = lambda owner, server: []
 
+    @property
+    def config(self):
+        """The hub's traitlets config (the spawners' too)."""
+        return self.users.settings.get("config")
+
     def user(self, orm_user: hub_orm.User) -> User:
         return self.users[orm_user]
 
     def find(self, orm_user: hub_orm.User, server_name: str) -> Spawner | None:
         """The named server's spawner, or None if JupyterHub has no such server."""
         user = self.user(orm_user)
+        # the live spawners first: orm_spawners builds a dict of every server on each use
+        spawner = dict.get(user.spawners, server_name)
+        if spawner is not None:
+            return spawner
         if server_name not in user.orm_spawners:
             return None
         return user.spawners[server_name]
@@ -107,24 +116,29 @@ class ServerControl:
         async def finish() -> None:
             try:
                 await spawn
+                SERVER_SPAWN_DURATION_SECONDS.labels(status=ServerSpawnStatus.success, reason="none").observe(
+                    time.perf_counter() - started
+                )
+                spawner._proxy_pending = True
+                try:
+                    await self.proxy.add_user(user, server_name)
+                except Exception as e:
+                    self.log.exception("Failed to add %s to the proxy; stopping it", spawner._log_name)
+                    await user.stop(server_name)
+                    raise RuntimeError(f"The server started but could not be added to the proxy: {e}") from e
+                finally:
+                    spawner._proxy_pending = False
+                spawner.add_poll_callback(on_poll_stopped)
             except BaseException:
                 SERVER_SPAWN_DURATION_SECONDS.labels(status=ServerSpawnStatus.failure, reason="error").observe(
                     time.perf_counter() - started
                 )
                 raise
-            SERVER_SPAWN_DURATION_SECONDS.labels(status=ServerSpawnStatus.success, reason="none").observe(
-                time.perf_counter() - started
-            )
-            spawner._proxy_pending = True
-            try:
-                await self.proxy.add_user(user, server_name)
-            except Exception as e:
-                self.log.exception("Failed to add %s to the proxy; stopping it", spawner._log_name)
-                await user.stop(server_name)
-                raise RuntimeError(f"The server started but could not be added to the proxy: {e}") from e
             finally:
-                spawner._proxy_pending = False
-            spawner.add_poll_callback(on_poll_stopped)
+                # cleared here, not in a done callback: whoever sees the future
+                # done must also see the spawn no longer pending (callbacks run
+                # later, after other ready tasks)
+                spawner._spawn_pending = False
 
         future = spawner._spawn_future = asyncio.ensure_future(finish())
 
@@ -132,7 +146,6 @@ class ServerControl:
             # as JupyterHub: keep a failed future, so the failure can be reported
             if f.cancelled() or f.exception() is None:
                 spawner._spawn_future = None
-            spawner._spawn_pending = False
 
         future.add_done_callback(done)
         return future

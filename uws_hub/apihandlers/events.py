@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 from jupyterhub import orm as hub_orm
 from sqlalchemy import select
-from tornado import web
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
@@ -138,7 +137,9 @@ class EventsAPIHandler(EventStreamMixin, UWSAPIHandler):
             self.unsubscribe(sub)
 
     def _write_event(self, event: dict) -> None:
-        self.write(f"id: {event['id']}\nevent: {event['kind']}\ndata: {json.dumps(event)}\n\n")
+        # transient events (progress messages) have no id: EventSource keeps the last one
+        id_line = f"id: {event['id']}\n" if event["id"] is not None else ""
+        self.write(f"{id_line}event: {event['kind']}\ndata: {json.dumps(event)}\n\n")
 
     @requires(READ_WORKSPACES)
     async def get(self):
@@ -167,7 +168,9 @@ class EventsAPIHandler(EventStreamMixin, UWSAPIHandler):
                 if not batch and not sub.closed.is_set():
                     self.write(": keepalive\n\n")
                 for event in batch:
-                    if last is None or event["id"] > last:
+                    if event["id"] is None:
+                        self._write_event(event)
+                    elif last is None or event["id"] > last:
                         self._write_event(event)
                         last = event["id"]
                 await self.flush()
@@ -210,7 +213,9 @@ class EventsWebSocketHandler(EventStreamMixin, WebSocketHandler, UWSAPIHandler):
                     break
             while not sub.closed.is_set():
                 for event in await sub.next_batch(timeout=30):
-                    if last is None or event["id"] > last:
+                    if event["id"] is None:
+                        await self.write_message(json.dumps(event))
+                    elif last is None or event["id"] > last:
                         await self.write_message(json.dumps(event))
                         last = event["id"]
             if sub.overflowed:

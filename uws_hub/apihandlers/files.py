@@ -66,6 +66,18 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
         await super().prepare()
         if self.request.method != "PUT" or self._finished:
             return
+        try:
+            await self._prepare_upload()
+        except web.HTTPError as e:
+            if e.status_code == 413:
+                # too big to read: answer now (the connection is then closed)
+                raise
+            # answered once the (small) body is read and discarded: refusing before it
+            # leaves the body on a kept-alive connection, which the proxy would
+            # then reuse, and a later request would fail (a 503 from the proxy)
+            self.refusal = e
+
+    async def _prepare_upload(self):
         # authorize before accepting a single byte of the body
         if not self.current_user:
             raise web.HTTPError(403, "Missing or invalid credentials.")

@@ -72,6 +72,10 @@ class WorkspacePageHandler(UWSPageHandler):
             workspace_json=json.dumps(model).replace("</", "<\\/"),
             jobs=[job_model(j, jobs) for j in recent],
             job_types=[jt.public_model() for jt in self.uws.job_types.values()],
+            resource_fields={
+                name: list(getattr(cls, "honoured_resources", ()))
+                for name, cls in self.uws.servers.spawner_classes.items()
+            },
             can_write=access.may_workspace(self, WRITE_WORKSPACES, ws),
             can_launch=access.may_workspace(self, LAUNCH_JOBS, ws),
             can_manage=access.may_workspace(self, WRITE_WORKSPACES, ws, grantees=False),

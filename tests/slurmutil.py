@@ -1,0 +1,66 @@
+"""The single-node SLURM cluster of the tests (``scripts/slurm-up.sh``), and the
+SLURM commands tests use to look at it and act on it from outside the hub."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from .hubutil import REPO
+
+SLURM_UP = REPO / "scripts" / "slurm-up.sh"
+
+
+def start_cluster() -> str | None:
+    """Start the cluster (idempotent: a no-op when it runs); None if it is up, else why not."""
+    if os.geteuid() != 0:
+        return "the SLURM tests start a single-node cluster and need root"
+    try:
+        r = subprocess.run(["bash", str(SLURM_UP), "up"], capture_output=True, text=True, timeout=900)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"scripts/slurm-up.sh up failed: {e}"
+    if r.returncode != 0:
+        return f"scripts/slurm-up.sh up failed (exit {r.returncode}):\n{r.stderr[-3000:]}"
+    return None
+
+
+def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=60, check=check)
+
+
+def job_info(job_id: str) -> dict[str, str]:
+    """squeue's view of one job (finished ones too): state, reason, node, user, name, comment."""
+    out = run("squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T|%r|%N|%u|%j|%k", check=False).stdout.strip()
+    if not out:
+        return {}
+    state, reason, node, user, name, comment = out.split("|", 5)
+    return {"state": state, "reason": reason, "node": node, "user": user, "name": name, "comment": comment}
+
+
+def jobs_named(name: str) -> list[str]:
+    """Ids of every job (finished ones too) with this name."""
+    out = run("squeue", "-h", "-t", "all", "-n", name, "-o", "%i", check=False).stdout
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def sbatch(*args: str, script: str = "#!/bin/sh\nsleep 600\n") -> str:
+    """Submit a job as root, outside any hub; returns its id."""
+    r = subprocess.run(["sbatch", "--parsable", "--output=/dev/null", *args], input=script, capture_output=True, text=True,
+                       timeout=60, check=True)
+    return r.stdout.strip().split(";")[0]
+
+
+def free_memory_mb(node: str = "localhost") -> int:
+    """Memory of the node not allocated to jobs (SLURM's view), in MB."""
+    out = run("scontrol", "show", "node", node).stdout
+    fields = dict(f.split("=", 1) for f in out.split() if "=" in f)
+    return int(fields["RealMemory"]) - int(fields["AllocMem"])
+
+
+def scancel(*ids: str) -> None:
+    if ids:
+        run("scancel", *ids, check=False)
+
+
+def release(job_id: str) -> None:
+    run("scontrol", "release", job_id)
