@@ -34,7 +34,8 @@ class SSEReader:
     def _read(self):
         kind = None
         try:
-            for line in self.response.iter_lines(decode_unicode=True):
+            # chunk_size=None: each chunk as it arrives (the default waits for 512 bytes)
+            for line in self.response.iter_lines(chunk_size=None, decode_unicode=True):
                 if line.startswith("event:"):
                     kind = line.split(":", 1)[1].strip()
                 elif line.startswith("data:"):
@@ -47,6 +48,14 @@ class SSEReader:
         return [e["status"] for e in self.events if e.get("kind") == "job" and e["job_id"] == job_id]
 
     def close(self):
+        # shut the socket down first: Response.close() alone waits for the hub's
+        # next write (a keepalive, up to 15 s away) while the reader thread reads
+        sock = getattr(getattr(self.response.raw, "connection", None), "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         self.response.close()
 
 

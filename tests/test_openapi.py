@@ -561,7 +561,7 @@ def test_every_endpoint_matches_the_document(hub, alice, bob, api):
     with hub.request("GET", f"/hub/api/events?workspace={wid}&last_event_id=0", alice, stream=True) as r:
         api.check(r, "/events", "get")
         assert r.headers["Content-Type"].startswith("text/event-stream")
-        for line in r.iter_lines(decode_unicode=True):
+        for line in r.iter_lines(chunk_size=None, decode_unicode=True):
             if line.startswith("data:"):
                 event = json.loads(line[5:])
                 assert not errors(event, event_schema), errors(event, event_schema)
