@@ -378,7 +378,7 @@ class SlurmPoller(LoggingConfigurable):
     )
 
     fast_poll_interval_seconds = Float(
-        1.0,
+        0.5,
         config=True,
         help="""Seconds between ``squeue`` calls while a start or a stop waits on SLURM.
 
@@ -485,6 +485,7 @@ class SlurmPoller(LoggingConfigurable):
         self._cycle_waiters: list[asyncio.Future] = []
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
+        self._closing = False
         self._failures = 0
         self._sacct_completion = False
         #: counters for metrics and benchmarks
@@ -567,7 +568,7 @@ class SlurmPoller(LoggingConfigurable):
     # ---------------------------------------------------------------- the loop
     async def _loop(self) -> None:
         assert self._wake is not None
-        while self._listeners or self._cycle_waiters:
+        while not self._closing and (self._listeners or self._cycle_waiters):
             self._wake.clear()
             waiters, self._cycle_waiters = self._cycle_waiters, []
             started = time.perf_counter()
@@ -593,12 +594,15 @@ class SlurmPoller(LoggingConfigurable):
             interval = self.fast_poll_interval_seconds if self._fast() else self.poll_interval_seconds
             if self._failures:
                 interval = min(self.backoff_max_seconds, self.poll_interval_seconds * 2 ** (self._failures - 1))
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a
+            # cancellation (close()) that arrives as the event is set
             try:
-                await asyncio.wait_for(self._wake.wait(), interval)
-                # woken early (new job, refresh): gather whoever else asks right now
-                await asyncio.sleep(0.02)
-            except asyncio.TimeoutError:
-                pass
+                async with asyncio.timeout(interval):
+                    await self._wake.wait()
+            except TimeoutError:
+                continue
+            # woken early (new job, refresh): gather whoever else asks right now
+            await asyncio.sleep(0.02)
         self._task = None
 
     async def cycle(self) -> None:
@@ -667,13 +671,17 @@ class SlurmPoller(LoggingConfigurable):
         return parse_sacct(result.stdout)
 
     async def close(self) -> None:
+        """Stop polling (the loop also ends by itself when nothing is tracked)."""
         if self._task is not None:
+            self._closing = True  # ends the loop even if a cancellation were lost
             self._task.cancel()
             try:
                 await self._task
             except asyncio.CancelledError:
                 pass
-            self._task = None
+            finally:
+                self._task = None
+                self._closing = False
 
 
 def submit_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
