@@ -32,6 +32,8 @@ import jinja2
 from traitlets import Float, List, Unicode
 from traitlets.config import LoggingConfigurable
 
+from ..metrics import SLURM_POLL_DURATION_SECONDS, SLURM_POLL_FAILURES
+
 # ---------------------------------------------------------------- states
 #: waiting for resources (or held); the job has no node yet
 PENDING_STATES = frozenset(
@@ -579,6 +581,7 @@ class SlurmPoller(LoggingConfigurable):
             except Exception as e:
                 self._failures += 1
                 self.stats["failures"] += 1
+                SLURM_POLL_FAILURES.inc()
                 self.log.warning("SLURM status poll failed (%s failure(s) in a row): %s", self._failures, e)
                 ok = False
             else:
@@ -586,6 +589,7 @@ class SlurmPoller(LoggingConfigurable):
                 ok = True
             self.stats["cycles"] += 1
             self.stats["last_cycle_seconds"] = time.perf_counter() - started
+            SLURM_POLL_DURATION_SECONDS.observe(self.stats["last_cycle_seconds"])
             for future in waiters:
                 if not future.done():
                     future.set_result(ok)

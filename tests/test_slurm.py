@@ -327,6 +327,19 @@ def test_hub_restart_with_a_pending_and_a_running_job(make_hub, system_users, sl
         hub.stop()
 
 
+def test_poll_cycles_are_in_the_metrics(shub, user):
+    """The shared poller's cycles (one squeue each) show up in /hub/metrics."""
+    from .test_metrics import scrape, value
+
+    job = launch(shub, user)
+    shub.wait_job(job["id"], user, {"running"} | TERMINAL, timeout=60)
+    samples = scrape(shub, shub.add_user("uwsadmin", admin=True))
+    assert value(samples, "uws_slurm_poll_duration_seconds_count") >= 1
+    assert value(samples, "uws_jobs", status="running", resource="slurm") >= 1
+    shub.api("POST", f"jobs/{job['id']}/stop", user, expect=202)
+    assert shub.wait_job(job["id"], user, TERMINAL, timeout=30)["status"] == "cancelled"
+
+
 def test_zz_time_limit_fails_the_job(shub, user, timed_job):
     """SLURM ends the job at its time limit (TIMEOUT): failed, with the reason."""
     job = shub.wait_job(timed_job["id"], user, TERMINAL, timeout=150)

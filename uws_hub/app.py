@@ -32,6 +32,7 @@ from .events import EventBus
 from .jobs import JobService
 from .jobtypes import DEFAULT_JOB_TYPES, parse_job_types
 from .limits import check_resource_limits
+from .metrics import register_state_collector
 from .loops import Loop
 from .notify import Notifier, SMTPSettings
 from .options import NotificationOptions, QuotaOptions, SharingOptions
@@ -402,6 +403,7 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         servers = ServerControl(self.users, self.proxy, self.log, spawner_classes)
         events = EventBus(self.log, max_queue=self.event_queue_size)
         events.attach(self.db)
+        register_state_collector(self.db, events)
         workspaces = WorkspaceService(
             self.db,
             storage,

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from .errors import Conflict
 from .events import EventBus, transient_event
 from .jobtypes import JobType, pick
+from .metrics import JOB_LAUNCH_DURATION_SECONDS
 from .orm import Event, Job, Workspace, utcnow
 from .servers import ServerControl
 from .spawners.mixins import WorkspaceLaunch
@@ -115,6 +116,10 @@ class JobService:
         if reason is not None or new == JobStatus.running:
             # a running job has no reason; a queue's note (e.g. SLURM's pending reason) ends here
             job.reason = reason
+        if new == JobStatus.running and job.created_at is not None:
+            JOB_LAUNCH_DURATION_SECONDS.labels(resource=job.resource).observe(
+                (job.running_at - job.created_at).total_seconds()
+            )
         if new.terminal:
             job.target = "stopped"
             ws = job.workspace

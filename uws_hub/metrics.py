@@ -1,0 +1,92 @@
+"""uws-hub's Prometheus metrics, served with JupyterHub's own at ``/hub/metrics``.
+
+Like :mod:`jupyterhub.metrics`, the metrics live in prometheus_client's
+default registry, so JupyterHub's ``/hub/metrics`` endpoint (and its
+``read:metrics`` scope, or ``c.JupyterHub.authenticate_prometheus = False``)
+serves them with no handler of ours.
+
+Counts that the database already knows (jobs by status, workspaces, disk
+usage) are read from it at scrape time by :class:`StateCollector`, so they are
+right after a restart and cannot drift; what happens over time (launch
+latency, SLURM poll cycles) is observed where it happens.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterator
+
+from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from .events import EventBus
+
+JOB_LAUNCH_DURATION_SECONDS = Histogram(
+    "uws_job_launch_duration_seconds",
+    "Seconds from a launch request until its server answers (pending to running), queue time included",
+    ["resource"],
+    buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600, float("inf")),
+)
+
+SLURM_POLL_DURATION_SECONDS = Histogram(
+    "uws_slurm_poll_duration_seconds",
+    "Seconds one SLURM status poll cycle takes (one squeue for every job, and sacct for the vanished)",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, float("inf")),
+)
+
+SLURM_POLL_FAILURES = Counter(
+    "uws_slurm_poll_failures",
+    "SLURM status poll cycles that failed (squeue errors or timeouts; retried with backoff)",
+)
+
+
+class StateCollector(Collector):
+    """Jobs by status and resource, workspaces by status, their disk usage, event subscribers."""
+
+    def __init__(self, db: Session, events: EventBus):
+        self.db = db
+        self.events = events
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        from .orm import Job, Workspace
+
+        jobs = GaugeMetricFamily("uws_jobs", "Jobs by status and resource", labels=["status", "resource"])
+        for status, resource, n in self.db.execute(
+            select(Job.status, Job.resource, func.count()).group_by(Job.status, Job.resource)
+        ):
+            jobs.add_metric([status, resource], n)
+        yield jobs
+
+        workspaces = GaugeMetricFamily("uws_workspaces", "Workspaces by status", labels=["status"])
+        disk = 0
+        for status, n, used in self.db.execute(
+            select(Workspace.status, func.count(), func.coalesce(func.sum(Workspace.disk_usage_bytes), 0)).group_by(
+                Workspace.status
+            )
+        ):
+            workspaces.add_metric([status], n)
+            disk += int(used)
+        yield workspaces
+        yield GaugeMetricFamily(
+            "uws_workspaces_disk_bytes", "Bytes in all workspaces, as last measured by the usage loop", value=disk
+        )
+        yield GaugeMetricFamily(
+            "uws_event_subscribers", "Open event streams (server-sent events and WebSockets)",
+            value=self.events.subscriber_count,
+        )
+
+
+_state_collector: StateCollector | None = None
+
+
+def register_state_collector(db: Session, events: EventBus) -> None:
+    """Serve the hub's state at ``/hub/metrics`` (replacing an earlier hub's in this process)."""
+    global _state_collector
+    if _state_collector is not None:
+        REGISTRY.unregister(_state_collector)
+    _state_collector = StateCollector(db, events)
+    REGISTRY.register(_state_collector)
