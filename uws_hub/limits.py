@@ -71,21 +71,19 @@ def time_limit_seconds(value: str) -> int:
     return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
 
 
-class ResourceLimits(BaseModel):
-    """The most a launch of a job type may request; None: no limit from uws-hub."""
+class _ResourceAmounts(BaseModel):
+    """CPUs, memory, GPUs and a time limit: what limits bound and defaults fill in."""
 
     model_config = ConfigDict(extra="forbid")
 
-    #: most CPUs per job
+    #: CPUs per job
     cpus: int | None = Field(None, ge=1)
-    #: most memory per job, e.g. ``"8G"``
+    #: memory per job, e.g. ``"8G"``
     memory: str | None = Field(None, pattern=MEMORY_PATTERN)
-    #: most GPUs per job (0: none may be requested)
+    #: GPUs per job (as a limit, 0: none may be requested)
     gpus: int | None = Field(None, ge=0)
-    #: longest time limit, e.g. ``"4:00:00"``
+    #: a SLURM time limit, e.g. ``"4:00:00"``
     time_limit: str | None = Field(None, pattern=TIME_LIMIT_PATTERN)
-    #: the partitions a launch may ask for
-    partitions: list[str] | None = None
 
     @field_validator("time_limit")
     @classmethod
@@ -93,6 +91,13 @@ class ResourceLimits(BaseModel):
         if value is not None:
             time_limit_seconds(value)
         return value
+
+
+class ResourceLimits(_ResourceAmounts):
+    """The most a launch of a job type may request; None: no limit from uws-hub."""
+
+    #: the partitions a launch may ask for
+    partitions: list[str] | None = None
 
     @field_validator("partitions")
     @classmethod
@@ -106,23 +111,10 @@ class ResourceLimits(BaseModel):
         return self.model_dump()
 
 
-class ResourceDefaults(BaseModel):
+class ResourceDefaults(_ResourceAmounts):
     """What a launch of a job type gets for what it does not request."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    cpus: int | None = Field(None, ge=1)
-    memory: str | None = Field(None, pattern=MEMORY_PATTERN)
-    gpus: int | None = Field(None, ge=0)
-    time_limit: str | None = Field(None, pattern=TIME_LIMIT_PATTERN)
     partition: str | None = Field(None, pattern=PARTITION_PATTERN)
-
-    @field_validator("time_limit")
-    @classmethod
-    def _valid_time(cls, value: str | None) -> str | None:
-        if value is not None:
-            time_limit_seconds(value)
-        return value
 
     def apply(self, requested: dict[str, Any]) -> dict[str, Any]:
         """The requested resources, with these defaults where nothing is requested."""
