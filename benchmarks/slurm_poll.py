@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """SLURM status polling: uws-hub's shared poller against batchspawner's
-per-job ``squeue``, and how long a job takes from ``sbatch`` to RUNNING, on
-the local SLURM cluster (``scripts/slurm-up.sh up``; as root).
+per-job ``squeue``, how long a job takes from ``sbatch`` to RUNNING, and a
+server's launch through a real uws-hub against the same server submitted by
+hand, on the local SLURM cluster (``scripts/slurm-up.sh up``; as root).
 
 Part 1, one poll cycle. Submits N real jobs held in the queue (``sbatch
 --hold``, all named ``uws-bench-poll-<pid>-<time>``, output to /dev/null) and, for
@@ -40,11 +41,42 @@ watch the same job, all at once, from the moment ``sbatch`` was started:
   every ``startup_poll_interval`` until RUNNING, as its ``start()`` loops.
 
 Then the job is cancelled. Neither side's server start is measured (no hub,
-no server: only SLURM and the two status-polling paths).
+no server: only SLURM and the two status-polling paths; part 3 has both).
+
+Part 3, launch → running through uws-hub (``--skip-hub`` skips it). One real
+uws-hub, started as the tests start theirs (``tests.hubutil.Hub``: free
+ports, SQLite, node configurable-http-proxy), configured as
+``tests/test_slurm.py``'s SLURM hub: ``system_users = True``, resources
+``{"local": "uws-local", "slurm": "uws-slurm"}``, and a ``minimal`` job type
+running ``tests/minimal_server.py`` (1 CPU, 128M, 5 minutes), the SLURM
+poller with its default intervals. Its user is a real system account
+(``--hub-user``, default uwsalice, one of the tests' accounts), created with
+``useradd`` if missing, as ``tests/conftest.py`` does. After one warm-up of
+each side, ``--hub-runs`` times, alternating which side goes first:
+
+- uws-hub: create a workspace, ``POST /hub/api/workspaces/{id}/jobs
+  {"job_type": "minimal", "resource": "slurm"}``, then ``GET
+  /hub/api/jobs/{id}`` every ``--hub-poll-interval`` s until it says
+  ``running`` (uws-hub sets it once the server answers), then ``GET
+  <the job's url>api/status`` through the proxy until the minimal server
+  answers 200 (it answers any GET with its job id, checked); then ``POST
+  /hub/api/jobs/{id}/stop`` and ``GET`` the job until it is ``cancelled``.
+  Also kept: the job's own ``created_at``, ``queued_at`` (``sbatch``
+  returned) and ``running_at`` (the hub's clock).
+- baseline, by hand: the same server (same python, same script) submitted
+  with ``sbatch`` as the same account, with the same resources; its
+  environment is what ``sbatch`` exports (the hub's ``submit_environment``:
+  PATH, HOME, USER...) and ``JUPYTERHUB_SERVICE_URL`` on a free port of
+  127.0.0.1, all tests/minimal_server.py needs; polled directly over HTTP,
+  at the same interval, until it answers 200. Then ``scancel`` and ``squeue``
+  until SLURM says CANCELLED.
+
+The hub is stopped at the end (its jobs were stopped through its API; any
+left over are cancelled by their name prefix, ``<run's job name>-hub-``).
 
 Every job the script submits is cancelled at the end, also on errors and
-Ctrl-C (by id, and by its run's job name). Prints markdown tables; writes
-JSON to benchmarks/results/ unless ``--json ''``.
+Ctrl-C (by id, and by its run's job name or name prefix). Prints markdown
+tables; writes JSON to benchmarks/results/ unless ``--json ''``.
 """
 
 from __future__ import annotations
@@ -52,31 +84,55 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import pwd
 import resource
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import uuid
+from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ensure_venv, fmt, log, machine_line, markdown_table, ratio, summary, write_json  # noqa: E402
+from _common import (  # noqa: E402
+    ensure_venv,
+    fmt,
+    free_port,
+    log,
+    machine_line,
+    markdown_table,
+    ratio,
+    summary,
+    write_json,
+)
 
 ensure_venv()
 
+import requests  # noqa: E402
 from batchspawner import JobStatus, SlurmSpawner  # noqa: E402
 
-from uws_hub.spawners.slurm_poller import SlurmPoller, run_command  # noqa: E402
+from tests.hubutil import REPO, Hub  # noqa: E402
+from uws_hub.spawners.slurm_poller import SlurmPoller, run_command, submit_environment  # noqa: E402
 
 NAME_PREFIX = "uws-bench-poll-"
+#: the server of the hub part's job type, and of its baseline (as tests/conftest.py's MINIMAL_CMD)
+MINIMAL_CMD = [sys.executable, str(REPO / "tests" / "minimal_server.py")]
+#: the resources of both sides of the hub part (the job type's default_resources, and sbatch's options)
+HUB_RESOURCES = {"cpus": 1, "memory": "128M", "time_limit": "5"}
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
-        description="SLURM status polling on the local cluster: uws-hub's shared poller (one squeue per"
-        " cycle) vs. batchspawner's squeue per job, and sbatch → RUNNING latency.",
+        description="On the local SLURM cluster (as root): uws-hub's shared poller (one squeue per"
+        " cycle) vs. batchspawner's squeue per job; sbatch → RUNNING latency; and a minimal server's"
+        " launch → running → cancelled through a real uws-hub vs. the same server submitted with sbatch"
+        " by hand.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--counts", default="1,10,50,200", help="numbers of tracked jobs, comma-separated")
@@ -84,9 +140,18 @@ def parse_args(argv=None):
     p.add_argument("--latency-runs", type=int, default=10, help="jobs submitted for the submit → running part")
     p.add_argument("--probe-interval", type=float, default=0.05,
                    help="seconds between squeue calls of the direct RUNNING probe")
-    p.add_argument("--timeout", type=float, default=120, help="seconds to wait for one job to run")
-    p.add_argument("--skip-poll", action="store_true", help="only the submit → running part")
-    p.add_argument("--skip-latency", action="store_true", help="only the poll-cycle part")
+    p.add_argument("--timeout", type=float, default=120,
+                   help="seconds to wait for one job to run (part 3: for one launch, its stop included)")
+    p.add_argument("--hub-runs", type=int, default=5,
+                   help="launches through uws-hub (and as many by hand), after one warm-up of each")
+    p.add_argument("--hub-user", default="uwsalice",
+                   help="the system account (and hub user) of the hub part; created with useradd if missing")
+    p.add_argument("--hub-poll-interval", type=float, default=0.05,
+                   help="seconds between polls of the hub part (the job's status, its URL, and the server"
+                   " started by hand: the same for both sides)")
+    p.add_argument("--skip-poll", action="store_true", help="skip the poll-cycle part (1)")
+    p.add_argument("--skip-latency", action="store_true", help="skip the submit → running part (2)")
+    p.add_argument("--skip-hub", action="store_true", help="skip the launch-through-uws-hub part (3)")
     p.add_argument("--json", default=None, metavar="PATH",
                    help="write results here (default: benchmarks/results/slurm_poll-<time>.json; '' for none)")
     args = p.parse_args(argv)
@@ -96,40 +161,62 @@ def parse_args(argv=None):
         p.error("--counts: comma-separated integers")
     if not args.counts or args.counts[0] < 1:
         p.error("--counts: at least one count, all >= 1")
-    if args.rounds < 1 or args.latency_runs < 1:
-        p.error("--rounds and --latency-runs must be >= 1")
+    if args.rounds < 1 or args.latency_runs < 1 or args.hub_runs < 1:
+        p.error("--rounds, --latency-runs and --hub-runs must be >= 1")
     return args
 
 
 # ---------------------------------------------------------------- jobs (synchronous: cleanup must work anywhere)
 class Jobs:
-    """The SLURM jobs of this run: all named alike, all cancelled by :meth:`cancel_all`."""
+    """The SLURM jobs of this run: all named alike (the hub's: ``hub_prefix`` and
+    ``job-<id>``), all cancelled by :meth:`cancel_all`; and the hub of part 3."""
 
     def __init__(self):
         self.name = f"{NAME_PREFIX}{os.getpid()}-{int(time.time())}"
+        #: the hub's job_name_prefix: its SLURM jobs are named <hub_prefix>job-<id>
+        self.hub_prefix = f"{self.name}-hub-"
         self.ids: list[str] = []
         #: the sbatch running now, if any (a signal handler waits for it before cancelling)
         self.inflight: subprocess.Popen | None = None
+        #: held by each sbatch (part 3 submits from a thread); a signal handler sets ``closing``
+        #: and takes it: then no sbatch runs or starts, and every submitted job has its id here
+        self.lock = threading.RLock()
+        self.closing = False
+        #: the uws-hub of part 3 while it runs, and its temporary directories
+        self.hub: Hub | None = None
+        self.hub_dirs: list[Path] = []
 
-    def sbatch(self, *args: str, script: str) -> str:
-        """Submit a job as root (synchronous: a few ms; nothing else runs meanwhile)."""
-        self.inflight = subprocess.Popen(
-            ["sbatch", "--parsable", "--output=/dev/null", "--chdir=/tmp", f"--job-name={self.name}", *args],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        try:
-            out, err = self.inflight.communicate(script, timeout=60)
-        except subprocess.TimeoutExpired:
-            self.inflight.kill()
-            self.inflight.wait()
-            raise RuntimeError("sbatch did not answer within 60 s") from None
-        finally:
-            returncode, self.inflight = self.inflight.returncode, None
-        if returncode != 0:
-            raise RuntimeError(f"sbatch failed (exit {returncode}): {err.strip()[:500]}")
-        job_id = out.strip().splitlines()[-1].split(";")[0]
-        self.ids.append(job_id)
-        return job_id
+    def sbatch(self, *args: str, script: str, account: pwd.struct_passwd | None = None,
+               output: str = "/dev/null", chdir: str = "/tmp") -> str:
+        """Submit a job as root, or as ``account`` as the hub does (its uid, gid and groups,
+        sbatch's environment from ``submit_environment``). Synchronous: a few ms."""
+        as_user: dict = {}
+        if account is not None:
+            as_user = {
+                "user": account.pw_uid, "group": account.pw_gid,
+                "extra_groups": os.getgrouplist(account.pw_name, account.pw_gid),
+                "env": submit_environment({"HOME": account.pw_dir, "USER": account.pw_name}),
+            }
+        with self.lock:
+            if self.closing:
+                raise RuntimeError("this run's jobs are being cancelled: no more submissions")
+            self.inflight = subprocess.Popen(
+                ["sbatch", "--parsable", f"--output={output}", f"--chdir={chdir}", f"--job-name={self.name}", *args],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **as_user,
+            )
+            try:
+                out, err = self.inflight.communicate(script, timeout=60)
+            except subprocess.TimeoutExpired:
+                self.inflight.kill()
+                self.inflight.wait()
+                raise RuntimeError("sbatch did not answer within 60 s") from None
+            finally:
+                returncode, self.inflight = self.inflight.returncode, None
+            if returncode != 0:
+                raise RuntimeError(f"sbatch failed (exit {returncode}): {err.strip()[:500]}")
+            job_id = out.strip().splitlines()[-1].split(";")[0]
+            self.ids.append(job_id)
+            return job_id
 
     def wait_inflight(self) -> None:
         proc = self.inflight
@@ -143,25 +230,41 @@ class Jobs:
         for i in range(0, len(ids), 500):
             subprocess.run(["scancel", *ids[i:i + 500]], capture_output=True, timeout=60)
 
+    def stop_hub(self) -> None:
+        """Stop the hub of part 3 if it runs (SIGTERM: it stops its servers; SIGKILL after 30 s),
+        and remove its directories (its database, the workspaces, the by-hand jobs' output)."""
+        hub, self.hub = self.hub, None
+        if hub is not None:
+            hub.stop()
+        dirs, self.hub_dirs = self.hub_dirs, []
+        for directory in dirs:
+            shutil.rmtree(directory, ignore_errors=True)
+
     def cancel_all(self) -> None:
-        """Cancel every job of this run: by id, and by the run's job name (a job whose
-        ``sbatch`` was interrupted, or still ran when a signal came, has no id here)."""
+        """Cancel every job of this run: by id, and by the run's job name or the hub's name
+        prefix (a job whose ``sbatch`` was interrupted, or still ran when a signal came, or
+        that the hub submitted, has no id here)."""
         self.cancel(self.ids)
         for attempt in range(3):
             subprocess.run(["scancel", f"--name={self.name}"], capture_output=True, timeout=60)
             left = self.alive()
+            if left:
+                self.cancel(left)
+                time.sleep(1)
+                left = self.alive()
             if not left:
                 break
-            time.sleep(1)
         if left:
             log(f"WARNING: jobs of this run still queued or running: {' '.join(left)}")
         elif self.ids:
-            log(f"cancelled all {len(self.ids)} SLURM jobs of this run ({self.name})")
+            log(f"cancelled all {len(self.ids)} SLURM jobs of this run ({self.name}), and any its hub left")
 
     def alive(self) -> list[str]:
-        r = subprocess.run(["squeue", "-h", "-n", self.name, "-t", "PENDING,RUNNING,SUSPENDED,CONFIGURING",
-                            "-o", "%i"], capture_output=True, text=True, timeout=60)
-        return r.stdout.split()
+        """This run's jobs (any account's) not ended yet: by name, or by the hub's name prefix."""
+        r = subprocess.run(["squeue", "-h", "-t", "PENDING,RUNNING,SUSPENDED,CONFIGURING", "-o", "%i %j"],
+                           capture_output=True, text=True, timeout=60)
+        return [job_id for job_id, _, name in (line.partition(" ") for line in r.stdout.splitlines())
+                if name == self.name or name.startswith(self.hub_prefix)]
 
 
 # ---------------------------------------------------------------- counting subprocesses
@@ -362,6 +465,248 @@ async def measure_latency(jobs: Jobs, run: int, probe_interval: float, timeout: 
     return res
 
 
+# ---------------------------------------------------------------- part 3
+TERMINAL = {"completed", "failed", "cancelled"}
+#: squeue's states of a job not ended yet (COMPLETING: SLURM is still ending it)
+NOT_ENDED = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "RESIZING", "STAGE_OUT"}
+
+HUB_CONFIG = """
+c.UWSHub.workspaces_root = {root!r}
+c.UWSHub.system_users = True
+c.UWSHub.resource_spawners = {{"local": "uws-local", "slurm": "uws-slurm"}}
+c.WorkspaceSlurmSpawner.job_name_prefix = {prefix!r}
+c.UWSHub.job_types = {{
+    "minimal": {{
+        "display_name": "Minimal server", "cmd": {cmd!r}, "resources": ["slurm", "local"],
+        "default_resources": {resources!r},
+    }},
+}}
+"""
+
+
+def ensure_system_user(name: str) -> pwd.struct_passwd:
+    """The system account of the hub part, as tests/conftest.py's ``system_users`` fixture
+    makes its accounts: ``useradd`` if missing, and the venv's python made traversable."""
+    from tests.conftest import _make_traversable
+
+    try:
+        account = pwd.getpwnam(name)
+    except KeyError:
+        log(f"creating the system user {name} (useradd, as tests/conftest.py does)")
+        subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True)
+        account = pwd.getpwnam(name)
+    _make_traversable(REPO / ".venv" / "bin")
+    # the venv's python may be a symlink into a pyenv under /root
+    _make_traversable(Path(os.path.realpath(sys.executable)).parent)
+    return account
+
+
+def squeue_state(job_id: str) -> str:
+    r = subprocess.run(["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T"],
+                       capture_output=True, text=True, timeout=60)
+    return r.stdout.strip()
+
+
+def hub_timestamp(value: str | None) -> float:
+    if not value:
+        return float("nan")
+    return datetime.fromisoformat(value.rstrip("Z")).timestamp()
+
+
+class Deadline:
+    def __init__(self, timeout: float, what: str):
+        self.end = time.perf_counter() + timeout
+        self.timeout = timeout
+        self.what = what
+
+    def check(self, doing: str) -> None:
+        if time.perf_counter() > self.end:
+            raise TimeoutError(f"{self.what}: {doing} for more than {self.timeout:g} s")
+
+
+def hub_launch(hub: Hub, token: str, session: requests.Session, jobs: Jobs, interval: float,
+               timeout: float) -> dict:
+    """One launch through the hub: POST → running (GET) → its URL answers → stop → cancelled."""
+    headers = {"Authorization": f"token {token}"}
+    api = f"{hub.url}/hub/api"
+    ws = hub.api("POST", "workspaces", token, json={"name": f"bench {uuid.uuid4().hex[:8]}"}, expect=201)
+
+    def get_job(job_id: int) -> dict:
+        r = session.get(f"{api}/jobs/{job_id}", headers=headers, timeout=30)
+        r.raise_for_status()
+        job = r.json()
+        if job.get("resource_id"):
+            slurm_ids.add(job["resource_id"])
+        return job
+
+    slurm_ids: set[str] = set()
+    t0 = time.perf_counter()
+    r = session.post(f"{api}/workspaces/{ws['id']}/jobs", headers=headers, timeout=30,
+                     json={"job_type": "minimal", "resource": "slurm"})
+    posted = time.perf_counter() - t0
+    if r.status_code != 202:
+        raise RuntimeError(f"POST /hub/api/workspaces/{ws['id']}/jobs: {r.status_code} {r.text[:500]}")
+    job = r.json()
+    job_id = job["id"]
+    deadline = Deadline(timeout, f"hub job {job_id}")
+    try:
+        while True:
+            job = get_job(job_id)
+            if job["status"] == "running":
+                running = time.perf_counter() - t0
+                break
+            if job["status"] in TERMINAL:
+                raise RuntimeError(f"hub job {job_id} {job['status']} before running: {job['reason']}")
+            deadline.check("not running")
+            time.sleep(interval)
+        url = job["url"] if job["url"].startswith("http") else hub.url + job["url"]
+        url += "api/status"
+        while True:
+            try:
+                r = session.get(url, headers=headers, timeout=10, allow_redirects=False)
+                if r.status_code == 200 and r.json().get("job") == str(job_id):
+                    answered = time.perf_counter() - t0
+                    break
+            except (requests.RequestException, ValueError):
+                pass
+            deadline.check(f"{url} not answering")
+            time.sleep(interval)
+
+        t1 = time.perf_counter()
+        r = session.post(f"{api}/jobs/{job_id}/stop", headers=headers, timeout=30)
+        if r.status_code != 202:
+            raise RuntimeError(f"POST /hub/api/jobs/{job_id}/stop: {r.status_code} {r.text[:500]}")
+        while True:
+            job = get_job(job_id)
+            if job["status"] in TERMINAL:
+                stopped = time.perf_counter() - t1
+                break
+            deadline.check("not ended after its stop")
+            time.sleep(interval)
+        if job["status"] != "cancelled":
+            raise RuntimeError(f"hub job {job_id} ended {job['status']}, not cancelled: {job['reason']}")
+    finally:
+        if job["status"] not in TERMINAL:
+            try:
+                session.post(f"{api}/jobs/{job_id}/stop", headers=headers, timeout=30)
+                hub.wait_job(job_id, token, TERMINAL, timeout=30)
+            except Exception as e:  # the scancel below and cancel_all() still run
+                log(f"stopping hub job {job_id} failed: {e!r}")
+        jobs.cancel(sorted(slurm_ids))  # a no-op for a job SLURM already ended
+    created = hub_timestamp(job["created_at"])
+    res = {
+        "job_id": job_id, "slurm_id": job["resource_id"], "post": posted, "running": running,
+        "answered": answered, "stop_to_cancelled": stopped,
+        "hub_queued": hub_timestamp(job["queued_at"]) - created,
+        "hub_running": hub_timestamp(job["running_at"]) - created,
+    }
+    log(f"hub job {job_id} (SLURM {job['resource_id']}): POST {posted * 1000:.0f} ms, running"
+        f" {running * 1000:.0f} ms, answers {answered * 1000:.0f} ms, stop → cancelled {stopped * 1000:.0f} ms")
+    return res
+
+
+def by_hand_launch(jobs: Jobs, account: pwd.struct_passwd, session: requests.Session, outdir: Path,
+                   interval: float, timeout: float) -> dict:
+    """The baseline: the same server submitted with sbatch, polled directly; then scancel."""
+    port = free_port()
+    script = (
+        "#!/bin/sh\n"
+        f"export JUPYTERHUB_SERVICE_URL=http://127.0.0.1:{port}/\n"
+        f"exec {shlex.join(MINIMAL_CMD)}\n"
+    )
+    output = outdir / f"by-hand-{len(jobs.ids)}.log"
+    t0 = time.perf_counter()
+    job_id = jobs.sbatch(
+        f"--cpus-per-task={HUB_RESOURCES['cpus']}", f"--mem={HUB_RESOURCES['memory']}",
+        f"--time={HUB_RESOURCES['time_limit']}",
+        script=script, account=account, output=str(output), chdir=str(outdir),
+    )
+    submitted = time.perf_counter() - t0
+    deadline = Deadline(timeout, f"SLURM job {job_id} (by hand)")
+    url = f"http://127.0.0.1:{port}/api/status"
+    try:
+        polls = 0
+        while True:
+            polls += 1
+            try:
+                r = session.get(url, timeout=10, allow_redirects=False)
+                if r.status_code == 200 and r.json().get("path") == "/api/status":
+                    answered = time.perf_counter() - t0
+                    break
+            except (requests.RequestException, ValueError):
+                pass
+            if polls % 20 == 0:
+                state = squeue_state(job_id)
+                if state and state not in NOT_ENDED:
+                    tail = output.read_text(errors="replace")[-1500:] if output.exists() else ""
+                    raise RuntimeError(f"SLURM job {job_id} (by hand) is {state} before its server"
+                                       f" answered; its output:\n{tail}")
+            deadline.check(f"{url} not answering")
+            time.sleep(interval)
+
+        t1 = time.perf_counter()
+        jobs.cancel([job_id])
+        while True:
+            state = squeue_state(job_id)
+            if state not in NOT_ENDED:
+                stopped = time.perf_counter() - t1
+                break
+            deadline.check("not ended after scancel")
+            time.sleep(interval)
+        if state not in ("CANCELLED", ""):
+            raise RuntimeError(f"SLURM job {job_id} (by hand) ended {state}, not CANCELLED")
+    finally:
+        jobs.cancel([job_id])
+    res = {"job_id": job_id, "sbatch": submitted, "answered": answered, "scancel_to_cancelled": stopped,
+           "state": state}
+    log(f"by hand, SLURM job {job_id}: sbatch {submitted * 1000:.0f} ms, answers {answered * 1000:.0f} ms,"
+        f" scancel → CANCELLED {stopped * 1000:.0f} ms")
+    return res
+
+
+def measure_hub(args, jobs: Jobs) -> dict:
+    """Part 3 (synchronous: run in a thread)."""
+    account = ensure_system_user(args.hub_user)
+    workdir = Path(tempfile.mkdtemp(prefix="uws-bench-slurm-hub-"))  # 0700: the hub's database, root's only
+    root = Path(tempfile.mkdtemp(prefix="uws-bench-slurm-ws-"))
+    root.chmod(0o755)  # the workspaces: the user's jobs go down to theirs
+    outdir = Path(tempfile.mkdtemp(prefix="uws-bench-slurm-byhand-"))
+    os.chown(outdir, account.pw_uid, account.pw_gid)  # the by-hand job's output and working directory
+    config = HUB_CONFIG.format(root=str(root), prefix=jobs.hub_prefix, cmd=MINIMAL_CMD, resources=HUB_RESOURCES)
+    jobs.hub_dirs += [workdir, root, outdir]
+    hub = Hub(workdir, config, f"sqlite:///{workdir}/jupyterhub.sqlite")
+    jobs.hub = hub
+    res: dict = {"user": account.pw_name, "runs": [], "by_hand": [], "warmup": {}}
+    ok = False
+    try:
+        log(f"starting uws-hub ({hub.url}) with SLURM jobs as {account.pw_name}")
+        started = time.perf_counter()
+        hub.start()
+        res["hub_start"] = time.perf_counter() - started
+        token = hub.add_user(account.pw_name)
+        with requests.Session() as hub_session, requests.Session() as direct_session:
+            sides = {
+                "hub": lambda: hub_launch(hub, token, hub_session, jobs, args.hub_poll_interval, args.timeout),
+                "by_hand": lambda: by_hand_launch(jobs, account, direct_session, outdir, args.hub_poll_interval,
+                                                  args.timeout),
+            }
+            for rnd in range(args.hub_runs + 1):  # round 0 warms up
+                order = ["hub", "by_hand"] if rnd % 2 == 0 else ["by_hand", "hub"]
+                for side in order:
+                    result = sides[side]()
+                    if rnd == 0:
+                        res["warmup"][side] = result
+                    else:
+                        res["runs" if side == "hub" else "by_hand"].append(result)
+        ok = True
+    finally:
+        if not ok and not jobs.closing:
+            log(f"the hub's log, last lines:\n{hub.log_tail(40)}")
+        log("stopping the hub")
+        jobs.stop_hub()
+    return res
+
+
 # ---------------------------------------------------------------- report
 def report(res: dict) -> str:
     ms = lambda s, d=1: fmt(s * 1000, d)  # noqa: E731
@@ -407,7 +752,8 @@ def report(res: dict) -> str:
             f"## Submit → running: a `sleep 30` job, {len(lat)} runs, times from the start of `sbatch`",
             "",
             "All observers watch the same job at the same time. No hub and no server: SLURM, and the"
-            " two status-polling paths only (a server's own start comes on top of both). Both paths ask"
+            " two status-polling paths only (a server's own start comes on top of both; the next part"
+            " has a hub and a server). Both paths ask"
             " once right after `sbatch` (usually before SLURM starts the job), then at their interval:"
             f" {d['fast']:g} s for uws-hub's poller, {d['bs_startup']:g} s for batchspawner.",
             "",
@@ -426,6 +772,64 @@ def report(res: dict) -> str:
             ),
             "",
         ]
+    if res.get("hub"):
+        h = res["hub"]
+        d = res["poller_defaults"]
+
+        def stats(rows, key):
+            return summary([r[key] for r in rows])
+
+        def row(label, rows, key, base=None):
+            s = stats(rows, key)
+            return [label, ms(s["p50"], 0), ms(s["min"], 0), ms(s["max"], 0),
+                    "" if base is None else fmt(ratio(s["p50"], base), 2)]
+
+        hub_runs, by_hand = h["runs"], h["by_hand"]
+        answer_base = stats(by_hand, "answered")["p50"]
+        stop_base = stats(by_hand, "scancel_to_cancelled")["p50"]
+        res_text = (f"`--cpus-per-task={HUB_RESOURCES['cpus']} --mem={HUB_RESOURCES['memory']}"
+                    f" --time={HUB_RESOURCES['time_limit']}`")
+        lines += [
+            f"## Launch → running through uws-hub: tests/minimal_server.py on SLURM, {len(hub_runs)}"
+            f" run{'' if len(hub_runs) == 1 else 's'} of each side",
+            "",
+            f"One uws-hub (SQLite, node CHP; started in {fmt(h['hub_start'], 1)} s), jobs as the system user"
+            f" `{h['user']}` ({res_text}), SLURM poller at its defaults ({d['fast']:g} s while a start waits)."
+            " uws-hub: `POST /hub/api/workspaces/{id}/jobs` (`minimal`, resource `slurm`), then `GET"
+            " /hub/api/jobs/{id}` until `running` (set once the server answers), then `GET <url>api/status`"
+            " through the proxy until the server answers; then `POST /hub/api/jobs/{id}/stop` until"
+            " `cancelled`. Baseline: the same python and script submitted with `sbatch` as the same user with"
+            " the same resources, polled directly over HTTP until it answers; then `scancel` until `squeue`"
+            f" says CANCELLED. All polls every {res['hub_poll_interval']:g} s; after one warm-up of each, the"
+            " sides alternate. Times from the start of the `POST` (hub) or of `sbatch` (by hand); ratios are"
+            " p50 ÷ the by-hand p50 of the same step.",
+            "",
+            markdown_table(
+                ["event", "p50 ms", "min ms", "max ms", "ratio"],
+                [
+                    row("uws-hub: `POST …/jobs` answered (202)", hub_runs, "post"),
+                    row("uws-hub, its own clock: `created_at` → `queued_at` (`sbatch` returned)", hub_runs,
+                        "hub_queued"),
+                    row("uws-hub, its own clock: `created_at` → `running_at`", hub_runs, "hub_running"),
+                    row("uws-hub: `GET /hub/api/jobs/{id}` says `running`", hub_runs, "running", answer_base),
+                    row("uws-hub: the server answers through the proxy (`<url>api/status`)", hub_runs,
+                        "answered", answer_base),
+                    row("by hand: `sbatch --parsable` returned", by_hand, "sbatch"),
+                    row("baseline, by hand: the server answers (directly)", by_hand, "answered", answer_base),
+                ],
+            ),
+            "",
+            markdown_table(
+                ["stop", "p50 ms", "min ms", "max ms", "ratio"],
+                [
+                    row("uws-hub: `POST /hub/api/jobs/{id}/stop` → `GET` says `cancelled`", hub_runs,
+                        "stop_to_cancelled", stop_base),
+                    row("baseline, by hand: `scancel` → `squeue` says CANCELLED", by_hand,
+                        "scancel_to_cancelled", stop_base),
+                ],
+            ),
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -439,8 +843,14 @@ def slurm_version() -> str:
 
 
 async def run(args, jobs: Jobs) -> dict:
+    defaults = SlurmPoller()
     res: dict = {"slurm": slurm_version(), "rounds": args.rounds, "probe_interval": args.probe_interval,
-                 "counts": args.counts}
+                 "counts": args.counts,
+                 "poller_defaults": {
+                     "poll": defaults.poll_interval_seconds,
+                     "fast": defaults.fast_poll_interval_seconds,
+                     "bs_startup": SlurmSpawner.class_traits()["startup_poll_interval"].default_value,
+                 }}
     if not args.skip_poll:
         n = max(args.counts)
         log(f"submitting {n} held jobs named {jobs.name}")
@@ -456,16 +866,14 @@ async def run(args, jobs: Jobs) -> dict:
         log("cancelling the held jobs")
         await asyncio.to_thread(jobs.cancel, ids)
     if not args.skip_latency:
-        defaults = SlurmPoller()
-        res["poller_defaults"] = {
-            "poll": defaults.poll_interval_seconds,
-            "fast": defaults.fast_poll_interval_seconds,
-            "bs_startup": SlurmSpawner.class_traits()["startup_poll_interval"].default_value,
-        }
         res["latency"] = []
         with tempfile.TemporaryDirectory(prefix="uws-bench-slurm-") as tmp:
             for i in range(args.latency_runs):
                 res["latency"].append(await measure_latency(jobs, i, args.probe_interval, args.timeout, Path(tmp)))
+    if not args.skip_hub:
+        res["hub_poll_interval"] = args.hub_poll_interval
+        # blocking HTTP and subprocesses: in a thread (nothing else runs on the loop meanwhile)
+        res["hub"] = await asyncio.to_thread(measure_hub, args, jobs)
     return res
 
 
@@ -481,7 +889,10 @@ def on_signal(jobs: Jobs):
         caught.append(signum)
         log(f"{signal.Signals(signum).name}: cancelling this run's SLURM jobs and exiting")
         try:
+            jobs.closing = True  # part 3's thread submits nothing more
+            jobs.lock.acquire(timeout=60)  # its sbatch under way ends first (this thread's: see below)
             jobs.wait_inflight()  # an sbatch interrupted here may still submit its job
+            jobs.stop_hub()  # it stops its servers (scancel); cancel_all() then gets what is left
             jobs.cancel_all()
         finally:
             os._exit(128 + signum)
@@ -501,6 +912,7 @@ def main(argv=None) -> int:
     try:
         res = asyncio.run(run(args, jobs))
     finally:
+        jobs.stop_hub()  # a no-op: part 3 stops it
         jobs.cancel_all()
     print()
     print(report(res))

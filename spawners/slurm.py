@@ -557,6 +557,14 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         state = self.poller.get(self.job_id)
         if state is None:
             return BatchJobStatus.UNKNOWN
+        if not state.ended and not state.pending:
+            # right after scancel SLURM shows COMPLETING for a moment: wait for the end
+            # on the shared poller's fast cycles, not batchspawner's fixed 1 s sleep
+            try:
+                async with asyncio.timeout(1.0):
+                    state = await self.poller.wait(self.job_id, lambda s: s.ended)
+            except TimeoutError:
+                pass
         self.job_status = state.state
         if state.ended:
             return BatchJobStatus.NOTFOUND
