@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import random
 import secrets
 import signal
 import socket
@@ -24,10 +25,25 @@ VENV_BIN = Path(sys.executable).parent
 NODE_BIN = REPO / "node_modules" / ".bin"
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port for a hub or proxy of the tests, below Linux's ephemeral range
+    (32768-60999): single-user servers get their ports from the kernel (port 0),
+    in that range, so they cannot take a port chosen here before its owner binds it."""
+    for _ in range(1000):
+        port = random.randrange(20000, 32768)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free port in 20000-32767")
 
 
 def hub_env(extra: dict[str, str] | None = None) -> dict[str, str]:
