@@ -126,6 +126,9 @@ def test_per_job_limits_and_concurrent_jobs(qhub):
         "CPU limit per job: 3 cpus requested, the limit is 2 (over by 1).")
     assert refusal(launch(qhub, token, a, memory="2G")) == (
         "Memory limit per job: 2.0 GiB requested, the limit is 1.0 GiB (over by 1.0 GiB).")
+    # a bare number is megabytes, as SLURM reads it (not bytes)
+    assert refusal(launch(qhub, token, a, memory="2048")) == (
+        "Memory limit per job: 2.0 GiB requested, the limit is 1.0 GiB (over by 1.0 GiB).")
     assert refusal(launch(qhub, token, a, gpus=1)) == "GPU limit per job: 1 GPUs requested, the limit is 0 (over by 1)."
     r = launch(qhub, token, a, cpus=2, memory="1G", gpus=0)
     assert r.status_code == 202, r.text

@@ -15,7 +15,8 @@ import pytest
 
 from uws_hub.copying import CopyTooLarge, copy_tree
 from uws_hub.posixgroups import default_acl
-from uws_hub.quotas import Limits, fmt_bytes, fmt_hours, memory_bytes, period_start
+from uws_hub.limits import memory_bytes
+from uws_hub.quotas import Limits, fmt_bytes, fmt_hours, period_start
 from uws_hub.serverconfig import CONFIG_DIR, job_env
 from uws_hub.servers import add_client_scopes
 from uws_hub.storage import Owner, WorkspaceStorage
@@ -91,7 +92,8 @@ def test_quota_periods_and_formats():
     assert period_start(now, "month") == datetime(2026, 11, 1)
     assert period_start(now, "year") == datetime(2026, 1, 1)
     assert period_start(now, "all") == datetime(1970, 1, 1)
-    assert memory_bytes("2G") == 2 * 1024**3 and memory_bytes("512") == 512 and memory_bytes(None) is None
+    # quotas read a job's memory as SLURM does: a bare number is megabytes
+    assert memory_bytes("2G") == 2 * 1024**3 and memory_bytes("512") == 512 * 1024**2
     assert (fmt_bytes(1), fmt_bytes(1000), fmt_bytes(1536)) == ("1 byte", "1000 bytes", "1.5 KiB")
     assert (fmt_hours(3600), fmt_hours(3.6), fmt_hours(36_081)) == ("1", "0.001", "10.023")
 

@@ -30,7 +30,6 @@ is a :class:`QuotaExceeded` (HTTP 422) that names the limit and the excess.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timedelta
 from typing import Any, Callable
@@ -42,30 +41,17 @@ from sqlalchemy.orm import Session
 from .errors import Unprocessable
 from .jobs import LaunchRequest
 from .notify import Notifier
+from .limits import memory_bytes
 from .orm import Job, QuotaOverride, Usage, Workspace, utcnow
 from .states import ACTIVE_JOB_STATUSES, JobStatus
 
 PERIODS = ("day", "week", "month", "year", "all")
 #: what the usage list sorts by
 SORT_KEYS = ("name", "disk_bytes", "core_hours", "active_jobs")
-_MEMORY = re.compile(r"^([0-9]+)([KMGT]?)$")
-_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
 
 class QuotaExceeded(Unprocessable):
     """A request that would go over a quota (422), with which limit and by how much."""
-
-
-def memory_bytes(value: str | int | None) -> int | None:
-    """``"4G"`` → bytes (a job's ``resources["memory"]``, SLURM's units)."""
-    if value is None:
-        return None
-    if isinstance(value, int):
-        return value
-    m = _MEMORY.match(str(value))
-    if not m:
-        raise Unprocessable(f"Invalid memory {value!r}: a number with an optional unit K, M, G or T")
-    return int(m.group(1)) * _UNITS[m.group(2)]
 
 
 def fmt_bytes(n: float) -> str:
@@ -279,7 +265,8 @@ class QuotaService:
                 f"CPU limit per job: {cpus} cpus requested, the limit is {limits.max_cpus}"
                 f" (over by {cpus - limits.max_cpus})."
             )
-        memory = memory_bytes(resources.get("memory"))
+        # SLURM's units, as the job type's limits and sbatch read them (a bare number is megabytes)
+        memory = memory_bytes(resources["memory"]) if resources.get("memory") else None
         if limits.max_memory_bytes is not None and memory is not None and memory > limits.max_memory_bytes:
             raise QuotaExceeded(
                 f"Memory limit per job: {fmt_bytes(memory)} requested, the limit is"

@@ -6,6 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .. import access
 from ..errors import BadRequest, Forbidden
+from ..limits import MEMORY_PATTERN, PARTITION_PATTERN, TIME_LIMIT_PATTERN
 from ..models import job_model
 from ..orm import Job
 from ..scopes import LAUNCH_JOBS, READ_WORKSPACES, requires
@@ -19,10 +20,10 @@ class ResourcesModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     cpus: int | None = Field(None, ge=1, le=4096)
-    memory: str | None = Field(None, pattern=r"^[0-9]+[KMGT]?$")
+    memory: str | None = Field(None, pattern=MEMORY_PATTERN)
     gpus: int | None = Field(None, ge=0, le=64)
-    time_limit: str | None = Field(None, pattern=r"^[0-9:-]+$")
-    partition: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    time_limit: str | None = Field(None, pattern=TIME_LIMIT_PATTERN)
+    partition: str | None = Field(None, pattern=PARTITION_PATTERN)
 
 
 class JobCreateModel(BaseModel):
