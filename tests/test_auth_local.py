@@ -23,16 +23,28 @@ c.WorkspaceLocalAuthenticator.max_failed_logins = 3
 c.WorkspaceLocalAuthenticator.lockout_seconds = 4
 """
 
+#: user admins who are not admins: keeper holds admin:users, labkeeper only on
+#: the group lab (with a second admin, labboss, in it), onekeeper only on labber
+USER_ADMINS_CONFIG = """
+c.Authenticator.admin_users = {"boss", "labboss"}
+c.JupyterHub.load_groups = {"lab": {"users": ["labboss", "labber"]}}
+c.JupyterHub.load_roles.extend([
+    {"name": "user-keeper", "scopes": ["admin:users", "list:users", "read:users"], "users": ["keeper"]},
+    {"name": "lab-keeper", "scopes": ["admin:users!group=lab"], "users": ["labkeeper"]},
+    {"name": "one-keeper", "scopes": ["admin:users!user=labber"], "users": ["onekeeper"]},
+])
+"""
+
 
 @pytest.fixture(scope="module")
 def local_hub(make_hub):
-    return make_hub(LOCAL_CONFIG)
+    return make_hub(LOCAL_CONFIG + USER_ADMINS_CONFIG)
 
 
-def new_account(hub, **extra) -> tuple[str, str]:
+def new_account(hub, token: str | None = None, **extra) -> tuple[str, str]:
     name = f"loc{uuid.uuid4().hex[:8]}"
     password = f"pw-{uuid.uuid4().hex[:12]}"
-    hub.api("POST", "accounts", json={"username": name, "password": password, **extra}, expect=201)
+    hub.api("POST", "accounts", token, json={"username": name, "password": password, **extra}, expect=201)
     return name, password
 
 
@@ -154,6 +166,176 @@ def test_accounts_api_rules(local_hub):
     assert hub.request("POST", "accounts", token, json={"username": "mine", "password": "long-enough"}).status_code == 403
 
 
+# ---------------------------------------------------------------- user admins (JupyterHub's rules)
+ONLY_ADMINS_GRANT = "Only admins can grant admin permissions"
+ONLY_ADMINS_MODIFY = "Only admins can modify other admins"
+#: every change the accounts API makes to an account
+ACCOUNT_CHANGES = [
+    {"password": "taken-over-password"},
+    {"disabled": True},
+    {"unlock": True},
+    {"email": "intruder@example.org"},
+    {"display_name": "Intruder"},
+    {},
+]
+
+
+def new_admin(hub, group: str | None = None) -> tuple[str, str]:
+    """A new admin with a local account, made by a real admin (boss), optionally in ``group``."""
+    name, password = new_account(hub, token=hub.add_user("boss"), admin=True)
+    assert hub.api("GET", f"accounts/{name}", expect=200)["admin"] is True
+    if group:
+        hub.api("POST", f"groups/{group}/users", json={"users": [name]}, expect=200)
+    return name, password
+
+
+def refusal(r) -> tuple[int, str]:
+    return r.status_code, r.json().get("message")
+
+
+def test_a_user_admin_cannot_create_an_admin(local_hub):
+    hub = local_hub
+    keeper = hub.add_user("keeper")
+    name = f"loc{uuid.uuid4().hex[:8]}"
+    r = hub.request("POST", "accounts", keeper, json={"username": name, "password": "long-enough", "admin": True})
+    assert refusal(r) == (403, ONLY_ADMINS_GRANT)
+    assert hub.request("GET", f"accounts/{name}", hub.admin_token).status_code == 404
+    assert hub.request("GET", f"users/{name}", hub.admin_token).status_code == 404
+    # a non-admin account is theirs to make
+    account = hub.api("POST", "accounts", keeper, json={"username": name, "password": "long-enough"}, expect=201)
+    assert account["admin"] is False
+
+
+@pytest.mark.parametrize("change", ACCOUNT_CHANGES, ids=lambda c: ",".join(c) or "empty")
+def test_a_user_admin_cannot_change_an_admin(local_hub, change):
+    hub = local_hub
+    name, password = new_admin(hub)
+    before = hub.api("GET", f"accounts/{name}", expect=200)
+    r = hub.request("PATCH", f"accounts/{name}", hub.add_user("keeper"), json=change)
+    assert refusal(r) == (403, ONLY_ADMINS_MODIFY)
+    after = hub.api("GET", f"accounts/{name}", expect=200)
+    assert after == before
+    assert login(hub, name, password).ok
+
+
+def test_a_user_admin_cannot_give_an_admin_without_an_account_a_password(local_hub):
+    """An admin made through JupyterHub's API has no local account: making one
+    for them is changing an admin."""
+    hub = local_hub
+    name = f"hubadmin{uuid.uuid4().hex[:6]}"
+    hub.api("POST", f"users/{name}", hub.add_user("boss"), json={"admin": True}, expect=201)
+    r = hub.request("POST", "accounts", hub.add_user("keeper"), json={"username": name, "password": "taken-over-password"})
+    assert refusal(r) == (403, ONLY_ADMINS_MODIFY)
+    assert hub.request("GET", f"accounts/{name}", hub.admin_token).status_code == 404
+    assert not login(hub, name, "taken-over-password").ok
+    # a real admin may
+    hub.api("POST", "accounts", hub.add_user("boss"), json={"username": name, "password": "their-own-password"}, expect=201)
+    assert login(hub, name, "their-own-password").ok
+
+
+def test_a_user_admin_still_manages_other_users(local_hub):
+    hub = local_hub
+    keeper = hub.add_user("keeper")
+    name, password = new_account(hub, token=keeper)
+    for change in ACCOUNT_CHANGES:
+        hub.api("PATCH", f"accounts/{name}", keeper, json=change, expect=200)
+    assert hub.api("GET", f"accounts/{name}", keeper, expect=200)["disabled"] is True
+    hub.api("PATCH", f"accounts/{name}", keeper, json={"disabled": False}, expect=200)
+    assert login(hub, name, "taken-over-password").ok
+    assert name in [a["username"] for a in hub.api("GET", "accounts?limit=500", keeper, expect=200)["items"]]
+
+
+def test_an_admin_manages_admins(local_hub):
+    hub = local_hub
+    boss = hub.add_user("boss")
+    name, password = new_admin(hub)
+    for change in ACCOUNT_CHANGES:
+        hub.api("PATCH", f"accounts/{name}", boss, json=change, expect=200)
+    account = hub.api("PATCH", f"accounts/{name}", boss, json={"disabled": False}, expect=200)
+    assert (account["admin"], account["email"], account["display_name"]) == (True, "intruder@example.org", "Intruder")
+    assert login(hub, name, "taken-over-password").ok
+
+
+def lab_accounts(hub) -> set[str]:
+    members = set(hub.api("GET", "groups/lab", expect=200)["users"])
+    return {a["username"] for a in hub.api("GET", "accounts?limit=500", expect=200)["items"]} & members
+
+
+def test_a_group_user_admin_acts_only_on_the_group_and_not_on_its_admins(local_hub):
+    hub = local_hub
+    labkeeper = hub.add_user("labkeeper")
+    admin, admin_password = new_admin(hub, group="lab")
+    member, _ = new_account(hub)
+    hub.api("POST", "groups/lab/users", json={"users": [member]}, expect=200)
+    outsider, _ = new_account(hub)
+
+    # the admin in the group is out of reach, for every change
+    for change in ACCOUNT_CHANGES:
+        r = hub.request("PATCH", f"accounts/{admin}", labkeeper, json=change)
+        assert refusal(r) == (403, ONLY_ADMINS_MODIFY), change
+    assert login(hub, admin, admin_password).ok
+    # a member who is not an admin is theirs
+    hub.api("PATCH", f"accounts/{member}", labkeeper, json={"password": "member-new-password"}, expect=200)
+    assert login(hub, member, "member-new-password").ok
+    # someone outside the group does not exist for them
+    for method, body in (("GET", None), ("PATCH", {"unlock": True})):
+        r = hub.request(method, f"accounts/{outsider}", labkeeper, json=body)
+        assert r.status_code == 404, r.text
+    # the list shows the group's accounts only
+    listing = hub.api("GET", "accounts?limit=500", labkeeper, expect=200)
+    assert {a["username"] for a in listing["items"]} == lab_accounts(hub)
+    assert listing["_pagination"]["total"] == len(lab_accounts(hub))
+    # creating needs admin:users on everyone, as JupyterHub's POST /users
+    r = hub.request("POST", "accounts", labkeeper, json={"username": "labnew", "password": "long-enough"})
+    assert r.status_code == 403
+
+
+def test_a_user_admin_of_one_user_sees_and_changes_only_that_user(local_hub):
+    hub = local_hub
+    one = hub.add_user("onekeeper")
+    # labber is a hub user (from load_groups) without an account: a real admin gives them one
+    hub.api("POST", "accounts", json={"username": "labber", "password": "labber-password"}, expect=201)
+    listing = hub.api("GET", "accounts", one, expect=200)
+    assert [a["username"] for a in listing["items"]] == ["labber"] and listing["_pagination"]["total"] == 1
+    assert hub.api("GET", "accounts/labber", one, expect=200)["username"] == "labber"
+    hub.api("PATCH", "accounts/labber", one, json={"display_name": "Lab Ber"}, expect=200)
+    for name in ("boss", "keeper"):
+        assert hub.request("GET", f"accounts/{name}", one).status_code == 404
+        assert hub.request("PATCH", f"accounts/{name}", one, json={"unlock": True}).status_code == 404
+
+
+def page_rows(html: str) -> dict[str, str]:
+    """The accounts page's table rows, by user name."""
+    return dict(re.findall(r'<tr data-username="([^"]+)">(.*?)</tr>', html, re.S))
+
+
+def test_the_accounts_page_offers_a_user_admin_only_what_they_may_do(local_hub):
+    hub = local_hub
+    # keeper and labkeeper get accounts (from a real admin) to log in to the page
+    for name in ("keeper", "labkeeper"):
+        if hub.request("GET", f"accounts/{name}", hub.admin_token).status_code == 404:
+            hub.api("POST", "accounts", json={"username": name, "password": f"{name}-password"}, expect=201)
+    member, _ = new_account(hub)
+
+    page = login(hub, "keeper", "keeper-password").session.get(hub.url + "/hub/admin/accounts", timeout=30)
+    assert page.status_code == 200, page.text
+    rows = page_rows(page.text)
+    assert "account-password" in rows[member] and "account-disable" in rows[member]
+    for button in ("account-password", "account-disable", "account-enable", "account-unlock"):
+        assert button not in rows["boss"], button
+    assert ONLY_ADMINS_MODIFY in rows["boss"]
+    assert 'id="create-account"' in page.text and 'id="new-admin"' not in page.text
+
+    page = login(hub, "labkeeper", "labkeeper-password").session.get(hub.url + "/hub/admin/accounts", timeout=30)
+    assert page.status_code == 200, page.text
+    assert set(page_rows(page.text)) == lab_accounts(hub)
+    assert 'id="create-account"' not in page.text
+
+    page = login(hub, "boss", ADMIN_PASSWORD).session.get(hub.url + "/hub/admin/accounts", timeout=30)
+    rows = page_rows(page.text)
+    assert "account-password" in rows["boss"] and 'id="new-admin"' in page.text
+
+
 def test_deleting_the_user_deletes_the_account(local_hub):
     name, password = new_account(local_hub)
     local_hub.api("DELETE", f"users/{name}", expect=204)
@@ -229,3 +411,4 @@ def test_admin_manages_accounts_in_the_browser(local_hub, browser):
     other.click("#login_submit")
     other.wait_for_url(re.compile(r".*/hub/workspaces$"))
     expect(other.locator("#uws-user")).to_contain_text("Grace Hopper")
+

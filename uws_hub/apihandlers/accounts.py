@@ -1,14 +1,15 @@
-"""REST API: local accounts (admins only), when the hub logs in with local accounts.
+"""REST API: local accounts (user admins), when the hub logs in with local accounts.
 
 ``/hub/api/accounts``: list and create; ``/hub/api/accounts/{name}``: read,
 disable or enable, set a password, unlock, set the email and display name.
-Needs JupyterHub's ``admin:users`` scope (``admin:users!user=<name>`` is
-enough for one account). With any other authenticator these answer 404 and
-say which authenticator is in use.
+Needs JupyterHub's ``admin:users`` scope, and follows JupyterHub's rules for
+who may act on which user (filters, admins): :mod:`uws_hub.accountaccess`
+decides. With any other authenticator these answer 404 and say which
+authenticator is in use.
 
-The rules (password length, lockout) live in
+The account rules (password length, lockout) live in
 :class:`uws_hub.authenticators.local.WorkspaceLocalAuthenticator`; this module
-only parses, checks scopes and calls it (in a thread: bcrypt is slow on
+only parses, checks access and calls it (in a thread: bcrypt is slow on
 purpose).
 """
 
@@ -22,6 +23,7 @@ from jupyterhub.scopes import needs_scope
 from jupyterhub.utils import maybe_future, new_token
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..accountaccess import ADMIN_USERS, AccountAccess
 from ..authenticators.identity import display_name_of, email_of, make_user_info
 from ..authenticators.local import (
     Account,
@@ -82,6 +84,10 @@ class AccountsAPIHandlerBase(UWSAPIHandler):
     def local_accounts(self) -> WorkspaceLocalAuthenticator:
         return local_accounts_or_404(self.authenticator)
 
+    @property
+    def access(self) -> AccountAccess:
+        return AccountAccess(self)
+
     def account_model(self, account: Account) -> dict:
         return account_model(self.db, account)
 
@@ -106,18 +112,20 @@ class AccountsAPIHandlerBase(UWSAPIHandler):
 
 
 class AccountsAPIHandler(AccountsAPIHandlerBase):
-    @needs_scope("admin:users")
+    @needs_scope(ADMIN_USERS, post_filter=True)
     async def get(self):
         auth = self.local_accounts()
-        accounts = await self.call(auth.list_accounts)
+        access = self.access
+        accounts = [a for a in await self.call(auth.list_accounts) if access.sees(a.username)]
         offset, limit = self.get_api_pagination()
         page = accounts[offset : offset + limit]
         self.write_json(self.paginated_model([self.account_model(a) for a in page], offset, limit, len(accounts)))
 
-    @needs_scope("admin:users")
+    @needs_scope(ADMIN_USERS)
     async def post(self):
         auth = self.local_accounts()
         body = self.parse_body(AccountCreateModel)
+        self.access.check_change(auth.normalize_username(body.username), grant_admin=body.admin)
         account = await self.call(auth.create_account, body.username, body.password, body.disabled)
         # the account's hub user, so that it shows in JupyterHub's admin panel and can join groups
         user = self.find_user(account.username)
@@ -134,29 +142,35 @@ class AccountsAPIHandler(AccountsAPIHandlerBase):
 
 
 class AccountAPIHandler(AccountsAPIHandlerBase):
-    @needs_scope("admin:users")
-    async def get(self, user_name):
-        auth = self.local_accounts()
-        self.write_json(self.account_model(await self.call(auth.get_account, user_name)))
+    # the argument is not called user_name, so that @needs_scope leaves the
+    # filter to self.access, which decides the same way for lists and pages
 
-    @needs_scope("admin:users")
-    async def patch(self, user_name):
+    @needs_scope(ADMIN_USERS, post_filter=True)
+    async def get(self, username):
         auth = self.local_accounts()
+        self.access.check_sees(username)
+        self.write_json(self.account_model(await self.call(auth.get_account, username)))
+
+    @needs_scope(ADMIN_USERS, post_filter=True)
+    async def patch(self, username):
+        auth = self.local_accounts()
+        self.access.check_sees(username)
         body = self.parse_body(AccountPatchModel)
-        account = await self.call(auth.get_account, user_name)
+        account = await self.call(auth.get_account, username)
+        self.access.check_change(username)
         who = self.current_user.name
         if body.password is not None:
-            account = await self.call(auth.set_password, user_name, body.password)
-            self.log.info("%s set the password of %s", who, user_name)
+            account = await self.call(auth.set_password, username, body.password)
+            self.log.info("%s set the password of %s", who, username)
         if body.unlock:
-            account = await self.call(auth.unlock, user_name)
-            self.log.info("%s unlocked %s", who, user_name)
+            account = await self.call(auth.unlock, username)
+            self.log.info("%s unlocked %s", who, username)
         if body.disabled is not None and body.disabled != account.disabled:
-            account = await self.call(auth.set_disabled, user_name, body.disabled)
-            self.log.info("%s %s the local account %s", who, "disabled" if body.disabled else "enabled", user_name)
+            account = await self.call(auth.set_disabled, username, body.disabled)
+            self.log.info("%s %s the local account %s", who, "disabled" if body.disabled else "enabled", username)
             if body.disabled:
-                self.end_sessions(user_name)
-        orm_user = hub_orm.User.find(self.db, user_name)
+                self.end_sessions(username)
+        orm_user = hub_orm.User.find(self.db, username)
         if orm_user is not None and (body.email is not None or body.display_name is not None):
             self.set_identity(orm_user, body.email, body.display_name)
         self.db.commit()
