@@ -13,9 +13,11 @@ only an account holder can log in, so no separate allow list is needed.
   :attr:`~WorkspaceLocalAuthenticator.signup_requires_approval` is off.
 - Repeated failures lock an account for a while
   (:attr:`~WorkspaceLocalAuthenticator.max_failed_logins`,
-  :attr:`~WorkspaceLocalAuthenticator.lockout_seconds`). The login form says
-  "Invalid username or password" for a wrong password, an unknown name, a
-  locked and a disabled account alike; the hub's log says which it was.
+  :attr:`~WorkspaceLocalAuthenticator.lockout_seconds`); see
+  :meth:`WorkspaceLocalAuthenticator.check_login` for how parallel logins are
+  counted. The login form says "Invalid username or password" for a wrong
+  password, an unknown name, a locked and a disabled account alike; the hub's
+  log says which it was.
 
 This module knows nothing of the hub beyond its database URL.
 """
@@ -43,9 +45,13 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    and_,
+    case,
     create_engine,
     delete,
+    false,
     insert,
+    or_,
     select,
     update,
 )
@@ -165,10 +171,18 @@ class WorkspaceLocalAuthenticator(Authenticator):
         config=True,
         help="""Failed logins in a row after which an account is locked (0: never lock).
 
-        The count is reset by a successful login and by an admin setting the
-        password or unlocking the account. While locked, even the right password
-        is refused, with the same "Invalid username or password" as a wrong one;
-        the hub's log says the account is locked.
+        A login counts as failed from the moment its password check starts
+        until the password proves right, so logins sent in parallel cannot
+        check more than this many passwords: the one that takes the last
+        place locks the account at once, and later ones are refused without
+        their password being checked. A right password resets the count (and
+        ends a lock that started while it was being checked); one that
+        arrives while the account is locked is refused like a wrong one and
+        changes nothing. An admin setting the password or unlocking the
+        account also resets the count; when a lock ends by itself, the next
+        login starts a new count. While locked, even the right password gets
+        the same "Invalid username or password" as a wrong one; the hub's log
+        says the account is locked.
 
         .. versionadded:: 0.2
         """,
@@ -356,40 +370,77 @@ class WorkspaceLocalAuthenticator(Authenticator):
 
     # ---------------------------------------------------------------- login
     def check_login(self, username: str, password: str) -> LoginCheck:
-        """Check a password, counting failures and locking (blocking)."""
-        with self.engine.connect() as conn:
-            row = conn.execute(select(accounts_table).where(accounts_table.c.username == username)).first()
-        # hash anyway when there is no account, so timing does not reveal names;
+        """Check a password, counting failures and locking (blocking).
+
+        The failure is counted in the database *before* bcrypt runs: one
+        conditional UPDATE takes a place for this attempt only while the
+        account is enabled and not locked, and the attempt that takes the
+        :attr:`max_failed_logins`-th place locks the account in the same
+        statement. The database serializes these updates (a row lock on
+        PostgreSQL, the write lock on SQLite), so however many logins run at
+        once, no more than the limit of passwords is checked in a row. A right
+        password then resets the count; a wrong one leaves it counted. An
+        attempt that gets no place is refused without checking its password.
+        """
         # bcrypt refuses passwords over 72 bytes, which no account can have
         candidate = password if len(password.encode("utf-8")) <= 72 else password.encode("utf-8")[:72].decode("utf-8", "ignore")
-        ok = self._matches(candidate, row.password_hash if row else self._dummy_hash) and candidate == password
+        now = _utcnow()
+        attempt = self._take_attempt(username, now)
+        if attempt is None:
+            # the same work as a check, so that timing does not tell why
+            self._matches(candidate, self._dummy_hash)
+            return self._refusal(username)
+        password_hash, failures = attempt
+        if self._matches(candidate, password_hash) and candidate == password:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    update(accounts_table)
+                    .where(accounts_table.c.username == username)
+                    .values(failed_logins=0, locked_until=None)
+                )
+            return LoginCheck.OK
+        if self.max_failed_logins and failures >= self.max_failed_logins:
+            self.log.warning(
+                "Local account %s locked for %d s after %d failed logins", username, self.lockout_seconds, failures
+            )
+        return LoginCheck.WRONG_PASSWORD
+
+    def _take_attempt(self, username: str, now: datetime) -> tuple[str, int] | None:
+        """Count a login attempt as a failure, if the account may be tried now.
+
+        Returns the password hash and the failures counted with this one, or
+        None when the account does not exist, is disabled or is locked.
+        """
+        c = accounts_table.c
+        lock_ended = and_(c.locked_until.is_not(None), c.locked_until <= now)
+        failures = case((lock_ended, 1), else_=c.failed_logins + 1)
+        locked_until = None
+        if self.max_failed_logins:
+            locked_until = case(
+                (failures >= self.max_failed_logins, now + timedelta(seconds=self.lockout_seconds)), else_=None
+            )
+        where = c.username == username
+        with self.engine.begin() as conn:
+            taken = conn.execute(
+                update(accounts_table)
+                .where(where, c.disabled == false(), or_(c.locked_until.is_(None), lock_ended))
+                .values(failed_logins=failures, locked_until=locked_until)
+            ).rowcount
+            if not taken:
+                return None
+            # the row stays locked for others until this transaction ends: this is our count
+            row = conn.execute(select(c.password_hash, c.failed_logins).where(where)).one()
+        return row.password_hash, row.failed_logins
+
+    def _refusal(self, username: str) -> LoginCheck:
+        """Why :meth:`_take_attempt` found no place for a login (for the log)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(accounts_table).where(accounts_table.c.username == username)).first()
         if row is None:
             return LoginCheck.NO_ACCOUNT
         if row.disabled:
             return LoginCheck.DISABLED
-        now = _utcnow()
-        if row.locked_until is not None and row.locked_until > now:
-            return LoginCheck.LOCKED
-        where = accounts_table.c.username == username
-        with self.engine.begin() as conn:
-            if ok:
-                if row.failed_logins or row.locked_until:
-                    conn.execute(update(accounts_table).where(where).values(failed_logins=0, locked_until=None))
-                return LoginCheck.OK
-            # count in the database, so that concurrent attempts all count
-            conn.execute(update(accounts_table).where(where).values(failed_logins=accounts_table.c.failed_logins + 1))
-            failures = conn.scalar(select(accounts_table.c.failed_logins).where(where))
-            if self.max_failed_logins and failures >= self.max_failed_logins:
-                conn.execute(
-                    update(accounts_table)
-                    .where(where)
-                    .values(failed_logins=0, locked_until=now + timedelta(seconds=self.lockout_seconds))
-                )
-                self.log.warning(
-                    "Local account %s locked for %d s after %d failed logins",
-                    username, self.lockout_seconds, failures,
-                )
-        return LoginCheck.WRONG_PASSWORD
+        return LoginCheck.LOCKED
 
     async def authenticate(self, handler, data):
         username = self.normalize_username(data.get("username", "") or "")

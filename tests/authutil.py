@@ -37,6 +37,11 @@ def login(hub: Hub, username: str, password: str, session: requests.Session | No
     """POST the login form the way a browser does (XSRF cookie and field)."""
     session = session or requests.Session()
     session.get(hub.url + "/hub/login", timeout=30)
+    return submit_login(hub, session, username, password)
+
+
+def submit_login(hub: Hub, session: requests.Session, username: str, password: str) -> Login:
+    """POST the login form with the XSRF cookie ``session`` got from the login page."""
     xsrf = session.cookies.get("_xsrf", path="/hub/")
     r = session.post(
         hub.url + "/hub/login",

@@ -4,13 +4,15 @@ lockout, disabled accounts, the admins' accounts API and page, sign-up."""
 from __future__ import annotations
 
 import re
+import threading
 import time
 import uuid
 
 import pytest
+import requests
 
 from . import browserutil
-from .authutil import login, whoami
+from .authutil import login, submit_login, whoami
 from .conftest import ADMIN_PASSWORD
 from .hubutil import wait_for
 
@@ -101,6 +103,58 @@ def test_lockout_after_repeated_failures(local_hub):
     assert not login(local_hub, name, password).ok
     local_hub.api("PATCH", f"accounts/{name}", json={"unlock": True}, expect=200)
     assert login(local_hub, name, password).ok
+
+
+def test_parallel_logins_check_no_more_wrong_passwords_than_the_limit(make_hub):
+    """12 logins at once, 11 wrong and 1 right: at most the limit of wrong
+    passwords is checked, the account locks, and the right password, sent once
+    the limit is reached, neither logs in nor ends the lock."""
+    # hashes slow enough (cost 11) for the hub to check several logins at the same time
+    hub = make_hub(LOCAL_CONFIG + "c.WorkspaceLocalAuthenticator.bcrypt_rounds = 11\n"
+                   "c.WorkspaceLocalAuthenticator.lockout_seconds = 600\n")
+    limit = 3
+    name, password = new_account(hub)
+    sessions = [requests.Session() for _ in range(12)]
+    for session in sessions:
+        session.get(hub.url + "/hub/login", timeout=30)
+    start = threading.Barrier(len(sessions))
+    outcomes: dict[int, object] = {}
+
+    def limit_reached() -> bool:
+        account = hub.api("GET", f"accounts/{name}", expect=200)
+        return account["locked"] or account["failed_logins"] >= limit
+
+    def attempt(i: int) -> None:
+        right = i == len(sessions) - 1
+        try:
+            start.wait()
+            if right:
+                wait_for(limit_reached, 60, interval=0.05, what="the limit of failed logins")
+            outcomes[i] = submit_login(hub, sessions[i], name, password if right else f"wrong-{i}")
+        except Exception as e:  # reported below
+            outcomes[i] = e
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(len(sessions))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert all(not isinstance(o, Exception) for o in outcomes.values()), outcomes
+    assert len(outcomes) == len(sessions)
+    right = outcomes[len(sessions) - 1]
+    assert not right.ok and right.error == INVALID
+    assert not any(o.ok for o in outcomes.values())
+
+    account = hub.api("GET", f"accounts/{name}", expect=200)
+    assert account["locked"] is True
+    # the wrong passwords the hub checked: the log's lines, and the failure count
+    assert hub.log_text().count(f"Login refused for {name}: wrong password") == limit
+    assert account["failed_logins"] == limit
+    # the lock holds for the right password, until an admin ends it
+    assert not login(hub, name, password).ok
+    assert hub.api("GET", f"accounts/{name}", expect=200)["locked"] is True
+    hub.api("PATCH", f"accounts/{name}", json={"unlock": True}, expect=200)
+    assert login(hub, name, password).ok
 
 
 def test_failures_below_the_limit_are_forgotten_after_a_success(local_hub):
@@ -353,7 +407,6 @@ def test_signup_when_allowed_waits_for_approval(make_hub):
     hub = make_hub(LOCAL_CONFIG + "c.WorkspaceLocalAuthenticator.allow_signup = True\n")
     login_page = hub.request("GET", "/hub/login")
     assert 'id="signup-link"' in login_page.text
-    import requests
 
     s = requests.Session()
     s.get(hub.url + "/hub/signup", timeout=30)
