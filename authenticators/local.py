@@ -11,6 +11,9 @@ only an account holder can log in, so no separate allow list is needed.
 - Sign-up is off by default (:attr:`WorkspaceLocalAuthenticator.allow_signup`);
   when on, new accounts wait for an admin to enable them unless
   :attr:`~WorkspaceLocalAuthenticator.signup_requires_approval` is off.
+- Sign-up refuses every name already in use (an account, a hub user without
+  one, an admin or blocked name) with one and the same answer, so that it
+  neither takes over a user nor tells which names exist.
 - Repeated failures lock an account for a while
   (:attr:`~WorkspaceLocalAuthenticator.max_failed_logins`,
   :attr:`~WorkspaceLocalAuthenticator.lockout_seconds`); see
@@ -28,6 +31,7 @@ import asyncio
 import os
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from enum import Enum
@@ -91,6 +95,17 @@ class AccountExists(AccountError):
 
 class NoSuchAccount(AccountError):
     pass
+
+
+#: sign-up's one answer for every name in use, whatever uses it
+NAME_NOT_AVAILABLE = "This user name is not available: choose another."
+
+
+class NameNotAvailable(AccountError):
+    """Sign-up refused a name in use; the message never says what uses it."""
+
+    def __init__(self):
+        super().__init__(NAME_NOT_AVAILABLE)
 
 
 class LoginCheck(Enum):
@@ -293,13 +308,16 @@ class WorkspaceLocalAuthenticator(Authenticator):
         """
         username = self.check_new_username(username) if check_name else self.normalize_username(username)
         self.check_new_password(password)
+        return self._insert(username, self._hash(password), disabled)
+
+    def _insert(self, username: str, password_hash: str, disabled: bool) -> Account:
         now = _utcnow()
         try:
             with self.engine.begin() as conn:
                 conn.execute(
                     insert(accounts_table).values(
                         username=username,
-                        password_hash=self._hash(password),
+                        password_hash=password_hash,
                         disabled=disabled,
                         failed_logins=0,
                         created_at=now,
@@ -309,6 +327,33 @@ class WorkspaceLocalAuthenticator(Authenticator):
         except IntegrityError:
             raise AccountExists(f"The account {username!r} exists already") from None
         return self.get_account(username)
+
+    async def sign_up(self, username: str, password: str, hub_user_exists: Callable[[str], bool]) -> Account:
+        """Create an account for someone signing up; :class:`NameNotAvailable` for a name in use.
+
+        A name is in use if it has an account, or is a hub user without one
+        (made through JupyterHub's API: the account would log in as them and
+        get their workspaces), or is an admin or blocked name. All get the same
+        refusal, after the same work (the password is hashed whatever the
+        name), so that sign-up does not tell which names exist.
+        ``hub_user_exists`` looks the name up in the hub's users table (the
+        accounts may live in another database); it is called here, on the
+        event loop, where the hub's database session may be used, and the
+        hashing and the insert run in a thread.
+        """
+        name = self.check_new_username(username)
+        self.check_new_password(password)
+        in_use = name in self.admin_users or name in self.blocked_users or hub_user_exists(name)
+        return await asyncio.to_thread(self._sign_up, name, password, in_use)
+
+    def _sign_up(self, name: str, password: str, in_use: bool) -> Account:
+        password_hash = self._hash(password)
+        if in_use:
+            raise NameNotAvailable()
+        try:
+            return self._insert(name, password_hash, disabled=self.signup_requires_approval)
+        except AccountExists:
+            raise NameNotAvailable() from None
 
     def get_account(self, username: str) -> Account:
         with self.engine.connect() as conn:
@@ -538,15 +583,18 @@ class SignupHandler(BaseHandler):
         password = self.get_body_argument("password", "", strip=False)
         if password != self.get_body_argument("password2", "", strip=False):
             return await self._render(400, message="The passwords differ", username=username)
-        disabled = auth.signup_requires_approval
         try:
-            account = await asyncio.to_thread(auth.create_account, username, password, disabled)
+            account = await auth.sign_up(username, password, lambda name: self.find_user(name) is not None)
         except AccountError as e:
+            if isinstance(e, NameNotAvailable):
+                self.log.warning("Sign-up refused for %r: the name is in use", username)
             return await self._render(400, message=str(e), username=username)
-        self.log.info("Sign-up: new local account %s%s", account.username, " (waits for approval)" if disabled else "")
+        self.log.info(
+            "Sign-up: new local account %s%s", account.username, " (waits for approval)" if account.disabled else ""
+        )
         message = (
             "Your account was created. An administrator must enable it before you can sign in."
-            if disabled
+            if account.disabled
             else "Your account was created: you can sign in now."
         )
         await self._render(201, message=message, ok=True)

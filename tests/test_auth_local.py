@@ -417,7 +417,7 @@ def test_signup_when_allowed_waits_for_approval(make_hub):
     r = s.post(hub.url + "/hub/signup", data=form, timeout=30)
     assert r.status_code == 201 and "An administrator must enable it" in r.text
     r = s.post(hub.url + "/hub/signup", data=form, timeout=30)
-    assert r.status_code == 400 and "exists already" in r.text
+    assert r.status_code == 400 and SIGNUP_TAKEN in r.text
     # pending: refused until an admin enables it
     assert not login(hub, "newbie", "newbie-password").ok
     assert hub.api("GET", "accounts/newbie", expect=200)["disabled"] is True
@@ -465,3 +465,57 @@ def test_admin_manages_accounts_in_the_browser(local_hub, browser):
     other.wait_for_url(re.compile(r".*/hub/workspaces$"))
     expect(other.locator("#uws-user")).to_contain_text("Grace Hopper")
 
+
+# ---------------------------------------------------------------- sign-up and existing names
+SIGNUP_TAKEN = "This user name is not available: choose another."
+
+
+@pytest.fixture(scope="module")
+def signup_hub(make_hub):
+    return make_hub(
+        LOCAL_CONFIG
+        + "c.WorkspaceLocalAuthenticator.allow_signup = True\n"
+        + "c.WorkspaceLocalAuthenticator.signup_requires_approval = False\n"
+        + 'c.Authenticator.blocked_users = {"blockedname"}\n'
+    )
+
+
+def signup(hub, username: str, password: str) -> requests.Response:
+    s = requests.Session()
+    s.get(hub.url + "/hub/signup", timeout=30)
+    form = {"username": username, "password": password, "password2": password,
+            "_xsrf": s.cookies.get("_xsrf", path="/hub/")}
+    return s.post(hub.url + "/hub/signup", data=form, timeout=60)
+
+
+def signup_message(r: requests.Response) -> str | None:
+    match = re.search(r'<p id="signup-message"[^>]*>(.*?)</p>', r.text, re.S)
+    return match.group(1).strip() if match else None
+
+
+def test_signup_cannot_take_over_a_hub_user(signup_hub):
+    """A user made through JupyterHub's API has no local account: signing up
+    with their name must not give the caller their workspaces."""
+    hub = signup_hub
+    victim = f"victim{uuid.uuid4().hex[:6]}"
+    token = hub.add_user(victim)
+    hub.api("POST", "workspaces", token, json={"name": "private results"}, expect=201)
+    r = signup(hub, victim, "attacker-password")
+    assert (r.status_code, signup_message(r)) == (400, SIGNUP_TAKEN)
+    assert not login(hub, victim, "attacker-password").ok
+    assert hub.request("GET", f"accounts/{victim}", hub.admin_token).status_code == 404
+
+
+def test_signup_refuses_every_taken_name_alike(signup_hub):
+    """A hub user, an account, an admin and a blocked name get the same answer,
+    so that sign-up does not tell which names exist; a free name works."""
+    hub = signup_hub
+    hub_user = f"hubuser{uuid.uuid4().hex[:6]}"
+    hub.add_user(hub_user)
+    account, _ = new_account(hub)
+    for name in (hub_user, account, account.upper(), "boss", "blockedname"):
+        r = signup(hub, name, "a-long-password")
+        assert (r.status_code, signup_message(r)) == (400, SIGNUP_TAKEN), name
+    free = f"free{uuid.uuid4().hex[:6]}"
+    assert signup(hub, free, "a-long-password").status_code == 201
+    assert login(hub, free, "a-long-password").ok
