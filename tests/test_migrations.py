@@ -32,23 +32,37 @@ def create_jupyterhub_tables(url: str, user: str | None = None) -> int | None:
     return uid
 
 
-def make_old_database(url: str) -> None:
-    """JupyterHub's tables at their head, uws-hub's at the first revision, with data."""
+OLD_TIME = datetime(2026, 1, 1)
+
+
+def make_old_database(url: str, revision: str = "0001", directory: str = "/nonexistent/olduser/old-ws",
+                      usage_bytes: int = 5000000000) -> int:
+    """JupyterHub's tables at their head, uws-hub's at an older revision, with a user and
+    a workspace of theirs; returns the user's id."""
     uid = create_jupyterhub_tables(url, user="olduser")
     engine = create_engine(url)
-    dbutil.upgrade(engine, "0001")
-    now = datetime(2026, 1, 1)
+    dbutil.upgrade(engine, revision)
     with engine.begin() as conn:
         conn.execute(
             text(
                 "INSERT INTO uws_workspaces (owner_id, slug, name, description, status, directory,"
                 " disk_usage_bytes, created_at, updated_at)"
-                " VALUES (:uid, 'old-ws', 'Old workspace', 'from before', 'idle', '/nonexistent/olduser/old-ws',"
-                " 5000000000, :now, :now)"
+                " VALUES (:uid, 'old-ws', 'Old workspace', 'from before', 'idle', :directory, :usage, :now, :now)"
             ),
-            {"uid": uid, "now": now},
+            {"uid": uid, "directory": directory, "usage": usage_bytes, "now": OLD_TIME},
         )
-    assert dbutil.current_revision(engine) == "0001"
+    assert dbutil.current_revision(engine) == revision
+    engine.dispose()
+    return uid
+
+
+def upgrade_db(hub: Hub) -> None:
+    """``uws-hub upgrade-db`` with the hub's configuration, which leaves the tables at the newest revision."""
+    r = subprocess.run([str(VENV_BIN / "uws-hub"), "upgrade-db", "-f", str(hub.config_file)], cwd=hub.workdir,
+                       env=hub_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    engine = create_engine(hub.db_url)
+    assert dbutil.current_revision(engine) == dbutil.head_revision()
     engine.dispose()
 
 
@@ -63,11 +77,8 @@ def test_upgrade_db_upgrades_an_old_database(db_url, tmp_path):
     assert r.returncode != 0
     assert "uws-hub upgrade-db" in r.stdout + r.stderr
 
-    r = subprocess.run([str(VENV_BIN / "uws-hub"), "upgrade-db", "-f", str(hub.config_file)], cwd=tmp_path,
-                       env=hub_env(), capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stdout + r.stderr
+    upgrade_db(hub)
     engine = create_engine(url)
-    assert dbutil.current_revision(engine) == dbutil.head_revision()
     with engine.connect() as conn:
         row = conn.execute(text("SELECT name, description, disk_usage_bytes FROM uws_workspaces")).one()
         assert tuple(row) == ("Old workspace", "from before", 5000000000)
@@ -95,3 +106,37 @@ def test_migrations_match_the_models(db_url):
         diffs = compare_metadata(context, dbutil.TARGET_METADATA)
     engine.dispose()
     assert diffs == []
+
+
+def test_upgrade_from_0004_reserves_disk_space_in_the_new_table(db_url, tmp_path):
+    """0005 adds the disk space held by writes in progress; an upgraded hub reserves there."""
+    url = db_url()
+    directory = tmp_path / "workspaces" / "olduser" / "old-ws"
+    directory.mkdir(parents=True)
+    (directory / "old.bin").write_bytes(b"o" * 900)
+    uid = make_old_database(url, "0004", str(directory), 900)
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO uws_quota_overrides (user_id, disk_bytes, updated_by, updated_at)"
+                 " VALUES (:uid, 1000, 'admin', :now)"),
+            {"uid": uid, "now": OLD_TIME},
+        )
+    engine.dispose()
+    hub = Hub(tmp_path, "c.Authenticator.admin_users = set()\n"
+                        f"c.UWSHub.workspaces_root = {str(directory.parents[1])!r}\n", url)
+    upgrade_db(hub)
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM uws_disk_reservations")).scalar() == 0
+    engine.dispose()
+
+    hub.start()
+    try:
+        token = hub.add_user("olduser")
+        [ws] = hub.api("GET", "workspaces", token, expect=200)["items"]
+        assert hub.request("PUT", f"workspaces/{ws['id']}/files/new.bin", token, data=b"n" * 100).status_code == 201
+        r = hub.request("PUT", f"workspaces/{ws['id']}/files/more.bin", token, data=b"m")
+        assert r.status_code == 422 and "over by 1 byte" in r.json()["message"], r.text
+    finally:
+        hub.stop()

@@ -404,28 +404,6 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         events = EventBus(self.log, max_queue=self.event_queue_size)
         events.attach(self.db)
         register_state_collector(self.db, events)
-        workspaces = WorkspaceService(
-            self.db,
-            storage,
-            accounts,
-            events,
-            self.log,
-            max_seed_bytes=self.max_seed_bytes,
-            delete_server=servers.delete,
-        )
-        jobs = JobService(
-            self.db,
-            servers,
-            workspaces,
-            accounts,
-            job_types,
-            events,
-            self.log,
-            job_log_dir=os.path.abspath(self.job_log_dir),
-        )
-        # each job type's resource limits (cpus, memory, gpus, time, partitions): 422 over them
-        jobs.launch_checks.append(check_resource_limits)
-        jobs.job_env = lambda env: job_env(env, self.server_auth_cache_seconds)
         notifier = Notifier(
             self.db,
             events,
@@ -452,6 +430,31 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
             warning_fraction=self.quota_warning_fraction,
             stop_job=lambda job, reason: jobs.stop(job, "hub", reason, JobStatus.failed),
         )
+        # no write of an earlier run is still going: nothing is reserved before the hub listens
+        quotas.clear_disk_reservations()
+        workspaces = WorkspaceService(
+            self.db,
+            storage,
+            accounts,
+            events,
+            self.log,
+            quotas=quotas,
+            max_seed_bytes=self.max_seed_bytes,
+            delete_server=servers.delete,
+        )
+        jobs = JobService(
+            self.db,
+            servers,
+            workspaces,
+            accounts,
+            job_types,
+            events,
+            self.log,
+            job_log_dir=os.path.abspath(self.job_log_dir),
+        )
+        # each job type's resource limits (cpus, memory, gpus, time, partitions): 422 over them
+        jobs.launch_checks.append(check_resource_limits)
+        jobs.job_env = lambda env: job_env(env, self.server_auth_cache_seconds)
         jobs.launch_checks.append(quotas.check_launch)
         sharing = ShareService(
             self.db,
@@ -541,15 +544,15 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
             self._last_full_usage_scan = now
         owners = set()
         for ws in workspaces.to_measure(everything, isolated=self.system_users):
+            before = ws.disk_usage_bytes
             try:
                 usage = await asyncio.to_thread(storage.usage_bytes, ws.directory)
             except FileNotFoundError:
                 # keep the last measurement: the filesystem may be away for a moment
                 self.log.warning("Workspace %s: directory %s is missing", ws.id, ws.directory)
                 continue
-            if usage != ws.disk_usage_bytes:
+            if quotas.record_measured(ws, before, usage) and usage != before:
                 owners.add(ws.owner)
-            workspaces.record_usage(ws, usage)
         for owner in owners:
             quotas.check_disk_warning(owner)
 

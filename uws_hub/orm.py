@@ -347,3 +347,20 @@ class Usage(Base):
     core_warned_period: Mapped[datetime | None] = mapped_column(DateTime, default=None)
     #: when a disk warning was sent (cleared once usage drops below the threshold)
     disk_warned_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
+
+
+class DiskReservation(Base):
+    """Bytes that a user's writes in progress (uploads, seed files, copies) hold
+    against their disk quota, beside the measured usage of their workspaces.
+
+    One row per user: :class:`uws_hub.quotas.QuotaService` changes it only while
+    holding the row's lock, so parallel writes cannot each see the same free room.
+    A write turns its part into its workspace's usage when it completes and gives
+    it back when it fails; no write survives a hub restart, so the hub empties
+    the table when it starts.
+    """
+
+    __tablename__ = "uws_disk_reservations"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey(hub_orm.User.id, ondelete="CASCADE"), primary_key=True)
+    reserved_bytes: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -8,7 +8,8 @@ Usage:
 
 - disk: the sum of the user's workspaces' measured sizes
   (``uws_workspaces.disk_usage_bytes``, kept current by the usage loop and by
-  uploads and copies);
+  the hub's own writes), plus the space its writes in progress hold
+  (``uws_disk_reservations``);
 - core-hours: for every job of the user that ran in the current period
   (``UWSHub.quota_period``), its cpus (``resources["cpus"]``, 1 by default)
   times the part of its running time inside the period, in whole
@@ -20,8 +21,12 @@ Jobs in a workspace shared with collaborators run as its owner's server, so
 they count against the owner's quota, whoever launched them.
 
 Enforcement: :meth:`QuotaService.check_launch` is one of the job service's
-launch checks (at the request and again right before the start); uploads and
-copy accepts call :meth:`QuotaService.check_disk`; :meth:`account`, run by a
+launch checks (at the request and again right before the start); every write
+the hub makes into a user's workspaces (uploads, seed files, copies) first
+reserves its room with :meth:`QuotaService.reserve_disk` (atomically, in the
+database, so parallel writes cannot share the same free bytes), grows it as a
+streamed body arrives, and ends in :meth:`~QuotaService.commit_disk` (the
+bytes become usage) or :meth:`~QuotaService.release_disk`; :meth:`account`, run by a
 background loop, stops the running jobs of users who used up their core-hours
 and sends a warning once a period at ``quota_warning_fraction``. Every refusal
 is a :class:`QuotaExceeded` (HTTP 422) that names the limit and the excess.
@@ -35,14 +40,16 @@ from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from jupyterhub import orm as hub_orm
-from sqlalchemy import ColumnElement, and_, case, func, or_, select
+from sqlalchemy import ColumnElement, and_, case, delete, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from .errors import Unprocessable
 from .jobs import LaunchRequest
 from .notify import Notifier
 from .limits import memory_bytes
-from .orm import Job, QuotaOverride, Usage, Workspace, utcnow
+from .orm import DiskReservation, Job, QuotaOverride, Usage, Workspace, utcnow
 from .states import ACTIVE_JOB_STATUSES, JobStatus
 
 PERIODS = ("day", "week", "month", "year", "all")
@@ -50,8 +57,24 @@ PERIODS = ("day", "week", "month", "year", "all")
 SORT_KEYS = ("name", "disk_bytes", "core_hours", "active_jobs")
 
 
+#: how far ahead a streamed write reserves disk space (fewer transactions per chunk;
+#: what it does not use goes back when it ends)
+RESERVE_AHEAD_BYTES = 4 * 1024**2
+
+
 class QuotaExceeded(Unprocessable):
     """A request that would go over a quota (422), with which limit and by how much."""
+
+
+@dataclass
+class Reservation:
+    """Disk space held for one write in progress (an upload, a new workspace's seed files, a copy)."""
+
+    owner: hub_orm.User
+    #: the size of the file the write replaces, free once it commits
+    replaced_bytes: int = 0
+    #: bytes it holds in ``uws_disk_reservations`` (0 once committed or released)
+    held_bytes: int = 0
 
 
 def fmt_bytes(n: float) -> str:
@@ -294,29 +317,139 @@ class QuotaService:
                     f" the limit is {fmt_hours(limits.core_seconds)} (over by {fmt_hours(used - limits.core_seconds)})."
                 )
 
-    def disk_room(self, owner: hub_orm.User) -> tuple[int, int] | None:
-        """(bytes in use, limit) of ``owner``'s disk quota, or None without a limit."""
+    # ---------------------------------------------------------------- disk space
+    def _disk_state(self, owner: hub_orm.User, *, lock: bool) -> tuple[int, int, int] | None:
+        """(bytes in use, bytes reserved, limit) of ``owner``'s disk quota, or None without a limit.
+
+        ``lock``: first take the lock of the owner's reservation row (made if
+        missing), held until the session commits. PostgreSQL waits here for a
+        write of the same owner that holds it, and the statements after it see
+        what that write committed (READ COMMITTED takes a snapshot per
+        statement); SQLite takes the database's write lock with the insert.
+        Either way nobody changes the owner's reservations or the usage of a
+        committing write between this read and our commit.
+        """
         limit = self.limits_for(owner).disk_bytes
-        return None if limit is None else (self.disk_used(owner.id), limit)
+        if limit is None:
+            return None
+        reserved = select(DiskReservation.reserved_bytes).where(DiskReservation.user_id == owner.id)
+        if lock:
+            insert = {"postgresql": postgresql_insert, "sqlite": sqlite_insert}[self.db.get_bind().dialect.name]
+            self.db.execute(
+                insert(DiskReservation).values(user_id=owner.id, reserved_bytes=0).on_conflict_do_nothing()
+            )
+            reserved = reserved.with_for_update()
+        return self.disk_used(owner.id), self.db.scalar(reserved) or 0, limit
+
+    def disk_room(self, owner: hub_orm.User) -> int | None:
+        """Bytes ``owner`` may still add (not in use, not reserved), or None without a limit."""
+        state = self._disk_state(owner, lock=False)
+        return None if state is None else state[2] - state[0] - state[1]
 
     @staticmethod
-    def disk_exceeded(owner: hub_orm.User, after: int, limit: int, *, at_least: bool = False) -> QuotaExceeded:
+    def _disk_exceeded(owner: hub_orm.User, after: int, reserved: int, limit: int, *, at_least: bool) -> QuotaExceeded:
+        held = f", {reserved} of them reserved by uploads and copies in progress" if reserved else ""
         over = "over by at least" if at_least else "over by"
         return QuotaExceeded(
-            f"Disk quota: {owner.name}'s workspaces would use {fmt_bytes(after)} ({after} bytes),"
+            f"Disk quota: {owner.name}'s workspaces would use {fmt_bytes(after)} ({after} bytes{held}),"
             f" the limit is {fmt_bytes(limit)} ({limit} bytes); {over} {fmt_bytes(after - limit)}"
             f" ({after - limit} bytes)."
         )
 
-    def check_disk(self, owner: hub_orm.User, incoming_bytes: int, replaced_bytes: int = 0) -> None:
-        """Refuse adding ``incoming_bytes`` (replacing ``replaced_bytes``) to ``owner``'s workspaces."""
-        room = self.disk_room(owner)
-        if room is None:
+    def check_disk(self, owner: hub_orm.User, incoming_bytes: int) -> None:
+        """Refuse at once what cannot fit now (a copy accept); the write itself reserves its room."""
+        state = self._disk_state(owner, lock=False)
+        if state is None:
             return
-        used, limit = room
-        after = used + incoming_bytes - replaced_bytes
-        if after > limit:
-            raise self.disk_exceeded(owner, after, limit)
+        used, reserved, limit = state
+        if used + reserved + incoming_bytes > limit:
+            raise self._disk_exceeded(owner, used + reserved + incoming_bytes, reserved, limit, at_least=False)
+
+    def reserve_disk(self, owner: hub_orm.User, incoming_bytes: int, replaced_bytes: int = 0) -> Reservation:
+        """Room for writing ``incoming_bytes`` (replacing a file of ``replaced_bytes``) to
+        ``owner``'s workspaces, held before the first byte is written; QuotaExceeded if it
+        does not fit beside what is in use and what other writes hold.
+
+        Every path of the write then ends in :meth:`commit_disk` or :meth:`release_disk`.
+        """
+        reservation = Reservation(owner, replaced_bytes)
+        self.grow_disk(reservation, incoming_bytes)
+        return reservation
+
+    def grow_disk(self, reservation: Reservation, written_bytes: int, *, streamed: bool = False) -> None:
+        """Make ``reservation`` cover ``written_bytes`` in all, or QuotaExceeded (it keeps what it held).
+
+        ``streamed``: the write's size is not known yet (a body without
+        ``Content-Length``): take up to :data:`RESERVE_AHEAD_BYTES` more while
+        there is room, so that not every chunk costs a transaction, and say
+        "at least" when refusing.
+        """
+        need = written_bytes - reservation.replaced_bytes - reservation.held_bytes
+        if need <= 0:
+            return
+        state = self._disk_state(reservation.owner, lock=True)
+        if state is None:
+            return
+        used, reserved, limit = state
+        free = limit - used - reserved
+        if need > free:
+            self.db.commit()
+            raise self._disk_exceeded(reservation.owner, used + reserved + need, reserved, limit, at_least=streamed)
+        take = min(free, need + RESERVE_AHEAD_BYTES) if streamed else need
+        self._change_reserved(reservation.owner.id, take)
+        self.db.commit()
+        reservation.held_bytes += take
+
+    def commit_disk(self, reservation: Reservation, ws: Workspace, written_bytes: int) -> None:
+        """The write is in place in ``ws``: its bytes become the workspace's usage and its
+        reservation goes, in one transaction (which also commits the caller's changes)."""
+        if reservation.held_bytes:
+            self._change_reserved(reservation.owner.id, -reservation.held_bytes)
+        self.db.execute(
+            update(Workspace)
+            .where(Workspace.id == ws.id)
+            .values(disk_usage_bytes=Workspace.disk_usage_bytes + written_bytes - reservation.replaced_bytes)
+            .execution_options(synchronize_session="fetch")
+        )
+        self.db.commit()
+        reservation.held_bytes = 0
+        self.check_disk_warning(reservation.owner)
+
+    def release_disk(self, reservation: Reservation) -> None:
+        """The write failed or was cut: give its room back (once; later calls do nothing)."""
+        if reservation.held_bytes:
+            self._change_reserved(reservation.owner.id, -reservation.held_bytes)
+            self.db.commit()
+            reservation.held_bytes = 0
+
+    def _change_reserved(self, user_id: int, delta: int) -> None:
+        self.db.execute(
+            update(DiskReservation)
+            .where(DiskReservation.user_id == user_id)
+            .values(reserved_bytes=DiskReservation.reserved_bytes + delta)
+        )
+
+    def clear_disk_reservations(self) -> None:
+        """At startup: no write of an earlier run is still going, so nothing is reserved."""
+        self.db.execute(delete(DiskReservation))
+        self.db.commit()
+
+    def record_measured(self, ws: Workspace, before: int, measured: int) -> bool:
+        """Store a measurement of ``ws``'s directory, unless it may be off: a write of its
+        owner completed while the directory was walked (the usage is no longer ``before``),
+        or one is still under way (its temporary file was counted, and its reservation too).
+        The workspace is measured again next time."""
+        writing = select(DiskReservation.user_id).where(
+            DiskReservation.user_id == Workspace.owner_id, DiskReservation.reserved_bytes > 0
+        )
+        stored = self.db.execute(
+            update(Workspace)
+            .where(Workspace.id == ws.id, Workspace.disk_usage_bytes == before, ~writing.exists())
+            .values(disk_usage_bytes=measured, usage_measured_at=utcnow())
+            .execution_options(synchronize_session="fetch")
+        ).rowcount == 1
+        self.db.commit()
+        return stored
 
     @property
     def period_name(self) -> str:

@@ -56,7 +56,7 @@ from .errors import Conflict, NotFound, Unprocessable
 from .events import EventBus
 from .notify import Notifier
 from .orm import Event, Share, Workspace, utcnow
-from .quotas import QuotaExceeded, QuotaService, fmt_bytes
+from .quotas import QuotaExceeded, QuotaService, Reservation, fmt_bytes
 from .scopes import LAUNCH_JOBS, READ_WORKSPACES, WRITE_WORKSPACES
 from .states import WorkspaceStatus
 from .storage import WorkspaceStorage
@@ -476,23 +476,28 @@ class ShareService:
         share.copy_state = COPYING
         share.copy_attempts += 1
         self.db.commit()
-        tmp = None
+        tmp = reservation = None
         try:
             owner = self.accounts.owner(recipient.name)
-            limit = self.quotas.limits_for(recipient).disk_bytes
-            remaining = None if limit is None else max(0, limit - self.quotas.disk_used(recipient.id))
+            # the room for the copy, as big as the source was last measured; the copy
+            # stops if it outgrows the room there is, and what it grew by is reserved after
+            reservation = self.quotas.reserve_disk(recipient, source.disk_usage_bytes)
+            room = self.quotas.disk_room(recipient)
             parent = os.path.join(self.storage.root, recipient.name)
             os.makedirs(parent, mode=0o755, exist_ok=True)
             tmp = os.path.join(parent, f"{COPY_TEMP_PREFIX}{share.id}-{secrets.token_hex(4)}")
             self.log.info("Copying workspace %s to %s for %s (share %s)", source.id, tmp, recipient.name, share.id)
-            result = await asyncio.to_thread(copy_tree, source.directory, tmp, owner, remaining)
+            result = await asyncio.to_thread(
+                copy_tree, source.directory, tmp, owner, None if room is None else reservation.held_bytes + room
+            )
+            self.quotas.grow_disk(reservation, result.bytes)
             name, slug = self._free_name(recipient, share.copy_name or source.name)
             final = self.storage.directory_for(recipient.name, slug)
             share.copy_state, share.copy_slug, share.copy_name = PLACING, slug, name
             self.db.commit()
             os.rename(tmp, final)
             tmp = None
-            self._place(share, final, result.bytes)
+            self._place(share, final, result.bytes, reservation)
             if result.skipped:
                 self.log.warning("Copy %s: left out %s symlinks or special files", share.id, result.skipped)
         except asyncio.CancelledError:
@@ -527,13 +532,17 @@ class ShareService:
                         data={"share_id": share.id},
                     )
             self.db.commit()
+        finally:
+            if reservation is not None:
+                self.quotas.release_disk(reservation)  # unless the copy became the new workspace's usage
 
-    def _place(self, share: Share, directory: str, usage_bytes: int) -> None:
-        """The copied directory is in place: give it its workspace row."""
+    def _place(self, share: Share, directory: str, usage_bytes: int, reservation: Reservation) -> None:
+        """The copied directory is in place: give it its workspace row, whose usage the
+        copy's reservation turns into."""
         source = share.workspace
         os.chmod(directory, self.storage.dir_mode)
         ws = self.workspaces.adopt(
-            share.user, share.copy_name, share.copy_slug, directory, usage_bytes,
+            share.user, share.copy_name, share.copy_slug, directory,
             description=f"Copy of {source.owner.name}/{source.slug}" + (
                 f": {source.description}" if source.description else ""),
             actor=share.user.name,
@@ -560,8 +569,7 @@ class ShareService:
             link=f"workspaces/{source.id}",
             data={"share_id": share.id},
         )
-        self.db.commit()
-        self.quotas.check_disk_warning(share.user)
+        self.quotas.commit_disk(reservation, ws, usage_bytes)
 
     def recover(self) -> None:
         """At startup: re-queue copies the hub was making when it stopped, finish placed ones."""
@@ -573,7 +581,8 @@ class ShareService:
                 and Workspace.find_by_slug(self.db, share.user_id, share.copy_slug) is None
             ):
                 self.log.info("Copy %s was moved into place before the hub stopped; adopting it", share.id)
-                self._place(share, final, self.storage.usage_bytes(final))
+                # its reservation ended with the hub that made it (the quota had room for it)
+                self._place(share, final, self.storage.usage_bytes(final), Reservation(share.user))
                 continue
             for path in leftovers:
                 self.log.info("Removing %s, left by an interrupted copy", path)

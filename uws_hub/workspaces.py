@@ -17,7 +17,7 @@ import pwd
 import re
 import unicodedata
 from dataclasses import dataclass, replace
-from typing import Awaitable, Callable
+from typing import TYPE_CHECKING, Awaitable, Callable
 
 from jupyterhub import orm as hub_orm
 from sqlalchemy import and_, exists, false, func, or_, select
@@ -29,6 +29,9 @@ from .events import EventBus
 from .orm import Event, Job, Share, Workspace, utcnow
 from .states import WorkspaceStatus, check_workspace_transition
 from .storage import Owner, PathError, WorkspaceStorage, split_relpath
+
+if TYPE_CHECKING:  # quotas imports the job service, which imports this module
+    from .quotas import QuotaService, Reservation
 
 _SLUG_JUNK = re.compile(r"[^a-z0-9]+")
 
@@ -104,12 +107,14 @@ class WorkspaceService:
         events: EventBus,
         log: logging.Logger,
         *,
+        quotas: QuotaService,
         max_seed_bytes: int,
         delete_server: Callable[[hub_orm.User, str], Awaitable[None]],
     ):
         self.db = db
         self.storage = storage
         self.accounts = accounts
+        self.quotas = quotas
         self.events = events
         self.log = log
         self.max_seed_bytes = max_seed_bytes
@@ -168,11 +173,23 @@ class WorkspaceService:
                 split_relpath(path)
             except PathError as e:
                 raise Unprocessable(f"Seed file refused: {e}") from None
-        if sum(len(d) for _, d in seeds) > self.max_seed_bytes:
+        seed_bytes = sum(len(d) for _, d in seeds)
+        if seed_bytes > self.max_seed_bytes:
             raise Unprocessable(
                 f"Seed files total more than {self.max_seed_bytes} bytes"
                 " (UWSHub.max_seed_bytes); upload large files after creating the workspace."
             )
+        # seed files count against the owner's disk quota: refused before anything is made
+        reservation = self.quotas.reserve_disk(owner, seed_bytes)
+        try:
+            return self._create(owner, name, description, slug, seeds, reservation)
+        finally:
+            self.quotas.release_disk(reservation)  # unless the seeds became the workspace's usage
+
+    def _create(
+        self, owner: hub_orm.User, name: str, description: str, slug: str, seeds: list[tuple[str, bytes]],
+        reservation: Reservation,
+    ) -> Workspace:
         file_owner = self.accounts.owner(owner.name)
         if Workspace.find_by_slug(self.db, owner.id, slug):
             raise Conflict(f"You already have a workspace named {slug!r}")
@@ -210,10 +227,9 @@ class WorkspaceService:
             self.set_status(ws, WorkspaceStatus.error, f"Could not create the directory: {e.strerror}")
             self.db.commit()
             return ws
-        ws.disk_usage_bytes = self.storage.usage_bytes(directory)
         ws.usage_measured_at = utcnow()
         self.set_status(ws, WorkspaceStatus.idle, actor=owner.name)
-        self.db.commit()
+        self.quotas.commit_disk(reservation, ws, self.storage.usage_bytes(directory))
         self.log.info("Created workspace %s/%s (id %s)", owner.name, slug, ws.id)
         return ws
 
@@ -283,16 +299,15 @@ class WorkspaceService:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def adopt(
-        self, owner: hub_orm.User, name: str, slug: str, directory: str, usage_bytes: int, *, description: str,
-        actor: str,
+        self, owner: hub_orm.User, name: str, slug: str, directory: str, *, description: str, actor: str,
     ) -> Workspace:
-        """A workspace for a directory that is already complete in place (a copy); the caller commits."""
+        """A workspace for a directory that is already complete in place (a copy); the caller
+        commits, with its usage (:meth:`QuotaService.commit_disk`)."""
         if Workspace.find_by_slug(self.db, owner.id, slug):
             raise Conflict(f"{owner.name} already has a workspace named {slug!r}")
         ws = Workspace(
             owner=owner, slug=slug, name=name, description=description,
-            status=WorkspaceStatus.initializing.value, directory=directory,
-            disk_usage_bytes=usage_bytes, usage_measured_at=utcnow(),
+            status=WorkspaceStatus.initializing.value, directory=directory, usage_measured_at=utcnow(),
         )
         self.db.add(ws)
         self.db.flush()
@@ -338,8 +353,3 @@ class WorkspaceService:
                 )
             )
         return list(self.db.scalars(query))
-
-    def record_usage(self, ws: Workspace, usage_bytes: int) -> None:
-        ws.disk_usage_bytes = usage_bytes
-        ws.usage_measured_at = utcnow()
-        self.db.commit()

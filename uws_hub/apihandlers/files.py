@@ -5,9 +5,11 @@
 uploads one (streamed to a temporary file, renamed into place when complete,
 so a failed upload loses nothing), refused with a 413 over
 ``UWSHub.max_upload_bytes`` and with a 422 over the workspace owner's disk
-quota (from ``Content-Length`` before reading the body; without one, once the
-upload goes over, the rest of the body is discarded and refused at its end). Every path goes through
-:meth:`WorkspaceStorage.resolve` before any I/O.
+quota. The room on the quota is reserved (:meth:`QuotaService.reserve_disk`)
+before the first byte is written, from ``Content-Length``; a body without one
+reserves as it arrives, and once it goes over, the rest of it is discarded and
+refused at its end. Every way an upload ends gives the room back or turns it
+into usage. Every path goes through :meth:`WorkspaceStorage.resolve` before any I/O.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from urllib.parse import quote
 from tornado import web
 
 from ..errors import BadRequest, NotFound
+from ..quotas import QuotaExceeded, Reservation
 from ..scopes import READ_WORKSPACES, WRITE_WORKSPACES, requires
 from ..storage import NotFound as StorageNotFound
 from ..storage import PathError, Upload
@@ -57,8 +60,8 @@ class WorkspaceFilesAPIHandler(UWSAPIHandler):
 @web.stream_request_body
 class WorkspaceFileAPIHandler(UWSAPIHandler):
     upload: Upload | None = None
-    #: (bytes used, limit) of the workspace owner's disk quota, None without one
-    disk_room: tuple[int, int] | None = None
+    #: the upload's room on the workspace owner's disk quota
+    reservation: Reservation | None = None
     #: why a streamed upload was refused while its body arrived
     refusal: Exception | None = None
 
@@ -69,6 +72,7 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
         try:
             await self._prepare_upload()
         except web.HTTPError as e:
+            self._discard()
             if e.status_code == 413:
                 # too big to read: answer now (the connection is then closed)
                 raise
@@ -89,49 +93,51 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
         self.request.connection.set_max_body_size(self.uws.max_upload_bytes)
         owner = self.uws.workspaces.file_owner(ws)
         upload = storage_errors(self.uws.storage.start_upload)(ws.directory, relpath, owner)
-        # the owner's disk quota (an editor's upload counts against the workspace's owner)
-        self.disk_room = self.uws.quotas.disk_room(ws.owner)
-        if self.disk_room is not None and length is not None and length.isdigit():
-            used, limit = self.disk_room
-            if used + int(length) - upload.replaced_bytes > limit:
-                upload.abort()
-                raise self.uws.quotas.disk_exceeded(ws.owner, used + int(length) - upload.replaced_bytes, limit)
         self.upload = upload
         self.workspace = ws
+        # the owner's disk quota (an editor's upload counts against the workspace's owner)
+        known = int(length) if length is not None and length.isdigit() else 0
+        self.reservation = self.uws.quotas.reserve_disk(ws.owner, known, upload.replaced_bytes)
 
     def data_received(self, chunk: bytes) -> None:
         if self.upload is None:
             return
         if self.upload.size + len(chunk) > self.uws.max_upload_bytes:
-            self.upload.abort()
-            self.upload = None
+            self._discard()
             raise web.HTTPError(413, f"File larger than the limit of {self.uws.max_upload_bytes} bytes")
-        if self.disk_room is not None:
-            used, limit = self.disk_room
-            after = used + self.upload.size + len(chunk) - self.upload.replaced_bytes
-            if after > limit:
-                # an error raised here would only drop the connection: refuse at the end
-                # of the body, discarding the rest of it
-                self.upload.abort()
-                self.upload = None
-                self.refusal = self.uws.quotas.disk_exceeded(self.workspace.owner, after, limit, at_least=True)
-                return
+        try:
+            self.uws.quotas.grow_disk(self.reservation, self.upload.size + len(chunk), streamed=True)
+        except QuotaExceeded as e:
+            # an error raised here would only drop the connection: refuse at the end
+            # of the body, discarding the rest of it
+            self._discard()
+            self.refusal = e
+            return
         self.upload.write(chunk)
 
-    def on_connection_close(self):
+    def _discard(self) -> None:
+        """Drop the upload's temporary file and give its room back (refused, cut off or failed)."""
         if self.upload is not None:
             self.upload.abort()
             self.upload = None
+        if self.reservation is not None:
+            self.uws.quotas.release_disk(self.reservation)
+            self.reservation = None
+
+    def on_connection_close(self):
+        self._discard()
+
+    def on_finish(self):
+        self._discard()
 
     @requires(WRITE_WORKSPACES)
     def put(self, workspace_id, relpath):
         if self.refusal is not None:
             raise self.refusal
-        upload, self.upload = self.upload, None
+        upload, ws = self.upload, self.workspace
         upload.commit()
-        ws = self.workspace
-        self.uws.workspaces.record_usage(ws, ws.disk_usage_bytes + upload.size - upload.replaced_bytes)
-        self.uws.quotas.check_disk_warning(ws.owner)
+        self.upload = None  # in place: nothing left to discard
+        self.uws.quotas.commit_disk(self.reservation, ws, upload.size)
         self.write_json(
             {"path": self.uws.storage.relative(ws.directory, upload.path), "size": upload.size},
             status=201,
