@@ -26,14 +26,16 @@ c.WorkspaceLocalAuthenticator.lockout_seconds = 4
 """
 
 #: user admins who are not admins: keeper holds admin:users, labkeeper only on
-#: the group lab (with a second admin, labboss, in it), onekeeper only on labber
+#: the group lab (with a second admin, labboss, in it), onekeeper only on labber;
+#: labops, in lab, administers the group's servers through the group's role
 USER_ADMINS_CONFIG = """
 c.Authenticator.admin_users = {"boss", "labboss"}
-c.JupyterHub.load_groups = {"lab": {"users": ["labboss", "labber"]}}
+c.JupyterHub.load_groups = {"lab": {"users": ["labboss", "labber", "labops"]}, "ops": {"users": ["labops"]}}
 c.JupyterHub.load_roles.extend([
     {"name": "user-keeper", "scopes": ["admin:users", "list:users", "read:users"], "users": ["keeper"]},
     {"name": "lab-keeper", "scopes": ["admin:users!group=lab"], "users": ["labkeeper"]},
     {"name": "one-keeper", "scopes": ["admin:users!user=labber"], "users": ["onekeeper"]},
+    {"name": "lab-ops", "scopes": ["admin:servers!group=lab"], "groups": ["ops"]},
 ])
 """
 
@@ -223,6 +225,7 @@ def test_accounts_api_rules(local_hub):
 # ---------------------------------------------------------------- user admins (JupyterHub's rules)
 ONLY_ADMINS_GRANT = "Only admins can grant admin permissions"
 ONLY_ADMINS_MODIFY = "Only admins can modify other admins"
+ONLY_ADMINS_MODIFY_RIGHTS = "Only admins can modify users who hold rights you do not"
 #: every change the accounts API makes to an account
 ACCOUNT_CHANGES = [
     {"password": "taken-over-password"},
@@ -342,6 +345,29 @@ def test_a_group_user_admin_acts_only_on_the_group_and_not_on_its_admins(local_h
     # creating needs admin:users on everyone, as JupyterHub's POST /users
     r = hub.request("POST", "accounts", labkeeper, json={"username": "labnew", "password": "long-enough"})
     assert r.status_code == 403
+
+
+def test_a_user_admin_cannot_take_over_a_user_with_more_rights(local_hub):
+    """A password reset is a way in: a non-admin user admin cannot change the
+    account of a user whose roles (directly or through a group) grant rights the
+    user admin lacks (admin:servers, a wider admin:users)."""
+    hub = local_hub
+    labkeeper, keeper = hub.add_user("labkeeper"), hub.add_user("keeper")
+    hub.add_user("labops")
+    for name in ("labops", "labkeeper"):
+        if hub.request("GET", f"accounts/{name}", hub.admin_token).status_code == 404:
+            hub.api("POST", "accounts", json={"username": name, "password": f"{name}-password"}, expect=201)
+    # labops holds admin:servers on lab through the group ops: out of reach for lab's user admin
+    for change in ACCOUNT_CHANGES:
+        r = hub.request("PATCH", "accounts/labops", labkeeper, json=change)
+        assert r.status_code == 403 and r.json()["message"].startswith(ONLY_ADMINS_MODIFY_RIGHTS), (change, r.text)
+    assert "admin:servers!group=lab" in r.json()["message"]
+    assert login(hub, "labops", "labops-password").ok
+    # a user admin whose rights cover another's (keeper: admin:users on everyone) may change them
+    hub.api("PATCH", "accounts/labkeeper", keeper, json={"display_name": "Lab Keeper"}, expect=200)
+    # a user admin who holds those rights too may (the tests' service holds admin:servers)
+    hub.api("PATCH", "accounts/labops", json={"display_name": "Lab Ops"}, expect=200)
+    hub.api("PATCH", "accounts/labops", hub.add_user("boss"), json={"display_name": "Lab Ops"}, expect=200)
 
 
 def test_a_user_admin_of_one_user_sees_and_changes_only_that_user(local_hub):

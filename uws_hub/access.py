@@ -34,6 +34,7 @@ class ScopedRequest(Protocol):
     """What this module needs of a handler: JupyterHub's parsed scopes, the user, the db."""
 
     parsed_scopes: dict
+    expanded_scopes: set
     current_user: Any
     db: Session
 

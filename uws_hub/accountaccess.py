@@ -17,6 +17,13 @@ own ``/hub/api/users`` does, with its messages, here and nowhere else:
   of an admin's account (password, disabled, unlock, email, display name),
   nor give an admin who has no account yet one (that would set their
   password). Reading an admin's account is allowed, as reading the user is.
+- *"Only admins can modify users who hold rights you do not"*: a password
+  reset lets the caller log in as the user, so a non-admin cannot change the
+  account of a user whose roles (directly or through a group; besides
+  JupyterHub's default ``user`` role and uws-hub's workspace-share roles)
+  grant scopes the request does not hold itself: another user admin with a
+  wider filter, a holder of ``admin:servers`` on people outside the caller's
+  reach. Otherwise a filtered user admin could become one of them.
 
 "Admin" is JupyterHub's admin flag of the acting user or service
 (``current_user.admin``), as JupyterHub checks it.
@@ -27,15 +34,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from jupyterhub import orm as hub_orm
-from jupyterhub.scopes import Scope, check_scope_filter
+from jupyterhub.scopes import Scope, _intersect_expanded_scopes, check_scope_filter, expand_scopes
 
 from .access import ScopedRequest
 from .errors import Forbidden, NotFound
+from .sharing import ROLE_PREFIX
 
 #: the JupyterHub scope every accounts endpoint needs
 ADMIN_USERS = "admin:users"
 ONLY_ADMINS_GRANT = "Only admins can grant admin permissions"
 ONLY_ADMINS_MODIFY = "Only admins can modify other admins"
+ONLY_ADMINS_MODIFY_RIGHTS = "Only admins can modify users who hold rights you do not"
+#: roles whose rights are not compared (see the module's rules): JupyterHub's
+#: default role, and (by prefix) the roles of collaborate shares
+ORDINARY_ROLES = frozenset({"user"})
 
 
 @dataclass(frozen=True)
@@ -90,10 +102,30 @@ class AccountAccess:
         user = self._hub_user(username)
         if user is not None and user.admin:
             return ONLY_ADMINS_MODIFY
+        beyond = self._rights_beyond(user) if user is not None else set()
+        if beyond:
+            return f"{ONLY_ADMINS_MODIFY_RIGHTS} ({', '.join(sorted(beyond))})"
         return None
+
+    def _rights_beyond(self, user: hub_orm.User) -> set[str]:
+        """The scopes ``user``'s roles grant that this request does not hold itself."""
+        granted: set[str] = set()
+        for role in _roles_of(user):
+            if role.name not in ORDINARY_ROLES and not role.name.startswith(ROLE_PREFIX):
+                granted |= expand_scopes(role.scopes, owner=user)
+        if not granted:
+            return set()
+        held = _intersect_expanded_scopes(frozenset(granted), frozenset(self.request.expanded_scopes), self.request.db)
+        return granted - held
 
     def check_change(self, username: str, *, grant_admin: bool = False) -> None:
         """403 with JupyterHub's message if :meth:`refusal` gives a reason."""
         reason = self.refusal(username, grant_admin=grant_admin)
         if reason:
             raise Forbidden(reason)
+
+
+
+def _roles_of(user: hub_orm.User) -> list[hub_orm.Role]:
+    """The roles ``user`` holds, directly and through its groups."""
+    return [*user.roles, *(role for group in user.groups for role in group.roles)]
