@@ -68,6 +68,29 @@ def test_copy_keeps_files_and_inside_links_only(tmp_path):
     assert (result.files, result.links, result.skipped, result.bytes) == (1, 2, 3, 4)
 
 
+def test_copy_decides_links_by_resolving_them_not_by_their_text(tmp_path):
+    src = tmp_path / "root" / "alice" / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "data.txt").write_text("data")
+    (tmp_path / "root" / "bob" / "ws").mkdir(parents=True)
+    (src / "l1").symlink_to(".")
+    # lexically 'root/bob/ws' (inside); resolved, three levels above the tree
+    (src / "chain").symlink_to("l1/l1/l1/../../../root/bob/ws")
+    (src / "through").symlink_to("chain/x")
+    (src / "sub" / "via-l1").symlink_to("../l1/l1/sub/data.txt")
+    (src / "sub" / "dangling").symlink_to("not-yet.txt")
+    (src / "sub" / "missing-dir").symlink_to("nowhere/../data.txt")
+    (src / "loop").symlink_to("loop")
+    (src / ".uws-upload-0123456789abcdef").write_text("an upload under way")
+    result = copy_tree(str(src), str(tmp_path / "dst"), Owner())
+    dst = tmp_path / "dst"
+    assert sorted(str(p.relative_to(dst)) for p in dst.rglob("*")) == [
+        "l1", "sub", "sub/dangling", "sub/data.txt", "sub/via-l1"]
+    assert (dst / "sub" / "via-l1").read_text() == "data"
+    # chain, through, missing-dir and loop are left out and counted (the upload temporary is not content)
+    assert (result.files, result.links, result.skipped, result.bytes) == (1, 3, 4, 4)
+
+
 def test_copy_stops_at_its_limit(tmp_path):
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "a").write_bytes(b"x" * 10)

@@ -6,12 +6,16 @@ uploads one (streamed to a temporary file, renamed into place when complete,
 so a failed upload loses nothing), refused with a 413 over
 ``UWSHub.max_upload_bytes`` and with a 422 over the workspace owner's disk
 quota (from ``Content-Length`` before reading the body; without one, once the
-upload goes over, the rest of the body is discarded and refused at its end). Every path goes through
-:meth:`WorkspaceStorage.resolve` before any I/O.
+upload goes over, the rest of the body is discarded and refused at its end).
+
+Paths are made safe by :mod:`uws_hub.storage` alone; every storage call (all of
+them block: opening, listing, each read and write, the rename) runs in a
+thread, so a slow disk or a FIFO never holds up the hub.
 """
 
 from __future__ import annotations
 
+import asyncio
 import mimetypes
 import os
 from urllib.parse import quote
@@ -27,26 +31,23 @@ from .base import UWSAPIHandler
 CHUNK_BYTES = 256 * 1024
 
 
-def storage_errors(func):
-    """Turn storage refusals into client errors (400 for bad paths, 404 for missing ones)."""
-
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except PathError as e:
-            raise BadRequest(str(e)) from None
-        except StorageNotFound as e:
-            raise NotFound(str(e)) from None
-
-    return wrapper
+async def in_thread(func, *args):
+    """Run a blocking storage call off the event loop; its refusals become client errors
+    (400 for bad paths, 404 for missing ones)."""
+    try:
+        return await asyncio.to_thread(func, *args)
+    except PathError as e:
+        raise BadRequest(str(e)) from None
+    except StorageNotFound as e:
+        raise NotFound(str(e)) from None
 
 
 class WorkspaceFilesAPIHandler(UWSAPIHandler):
     @requires(READ_WORKSPACES)
-    def get(self, workspace_id):
+    async def get(self, workspace_id):
         ws = self.find_workspace(workspace_id)
         relpath = self.get_argument("path", "")
-        entries = storage_errors(self.uws.storage.list_dir)(ws.directory, relpath)
+        entries = await in_thread(self.uws.storage.list_dir, ws.directory, relpath)
         offset, limit = self.get_api_pagination()
         page = [e.to_dict() for e in entries[offset : offset + limit]]
         model = self.paginated_model(page, offset, limit, len(entries))
@@ -61,6 +62,8 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
     disk_room: tuple[int, int] | None = None
     #: why a streamed upload was refused while its body arrived
     refusal: Exception | None = None
+    #: the client went away
+    gone = False
 
     async def prepare(self):
         await super().prepare()
@@ -69,6 +72,7 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
         try:
             await self._prepare_upload()
         except web.HTTPError as e:
+            await self._discard_upload()
             if e.status_code == 413:
                 # too big to read: answer now (the connection is then closed)
                 raise
@@ -76,6 +80,8 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
             # leaves the body on a kept-alive connection, which the proxy would
             # then reuse, and a later request would fail (a 503 from the proxy)
             self.refusal = e
+        if self.gone:  # while the upload was being started
+            await self._discard_upload()
 
     async def _prepare_upload(self):
         # authorize before accepting a single byte of the body
@@ -88,23 +94,20 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
             raise web.HTTPError(413, f"File larger than the limit of {self.uws.max_upload_bytes} bytes")
         self.request.connection.set_max_body_size(self.uws.max_upload_bytes)
         owner = self.uws.workspaces.file_owner(ws)
-        upload = storage_errors(self.uws.storage.start_upload)(ws.directory, relpath, owner)
+        self.upload = upload = await in_thread(self.uws.storage.start_upload, ws.directory, relpath, owner)
         # the owner's disk quota (an editor's upload counts against the workspace's owner)
         self.disk_room = self.uws.quotas.disk_room(ws.owner)
         if self.disk_room is not None and length is not None and length.isdigit():
             used, limit = self.disk_room
             if used + int(length) - upload.replaced_bytes > limit:
-                upload.abort()
                 raise self.uws.quotas.disk_exceeded(ws.owner, used + int(length) - upload.replaced_bytes, limit)
-        self.upload = upload
         self.workspace = ws
 
-    def data_received(self, chunk: bytes) -> None:
+    async def data_received(self, chunk: bytes) -> None:
         if self.upload is None:
             return
         if self.upload.size + len(chunk) > self.uws.max_upload_bytes:
-            self.upload.abort()
-            self.upload = None
+            await self._discard_upload()
             raise web.HTTPError(413, f"File larger than the limit of {self.uws.max_upload_bytes} bytes")
         if self.disk_room is not None:
             used, limit = self.disk_room
@@ -112,43 +115,58 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
             if after > limit:
                 # an error raised here would only drop the connection: refuse at the end
                 # of the body, discarding the rest of it
-                self.upload.abort()
-                self.upload = None
+                await self._discard_upload()
                 self.refusal = self.uws.quotas.disk_exceeded(self.workspace.owner, after, limit, at_least=True)
                 return
-        self.upload.write(chunk)
+        await asyncio.to_thread(self.upload.write, chunk)
+
+    async def _discard_upload(self) -> None:
+        """Abort the upload under way, if any: its temporary file goes (in a thread)."""
+        upload, self.upload = self.upload, None
+        if upload is not None:
+            await asyncio.to_thread(upload.abort)
 
     def on_connection_close(self):
+        super().on_connection_close()
+        self.gone = True
         if self.upload is not None:
-            self.upload.abort()
-            self.upload = None
+            asyncio.ensure_future(self._discard_upload())
+
+    def on_finish(self):
+        # however the request ended (an error included), no temporary file stays
+        if self.upload is not None:
+            asyncio.ensure_future(self._discard_upload())
 
     @requires(WRITE_WORKSPACES)
-    def put(self, workspace_id, relpath):
+    async def put(self, workspace_id, relpath):
         if self.refusal is not None:
             raise self.refusal
         upload, self.upload = self.upload, None
-        upload.commit()
+        await in_thread(upload.commit)
         ws = self.workspace
         self.uws.workspaces.record_usage(ws, ws.disk_usage_bytes + upload.size - upload.replaced_bytes)
         self.uws.quotas.check_disk_warning(ws.owner)
         self.write_json(
-            {"path": self.uws.storage.relative(ws.directory, upload.path), "size": upload.size},
+            {"path": upload.path, "size": upload.size},
             status=201,
         )
 
     @requires(READ_WORKSPACES)
     async def get(self, workspace_id, relpath):
         ws = self.find_workspace(workspace_id)
-        f, size = storage_errors(self.uws.storage.open_read)(ws.directory, relpath)
-        with f:
+        f, size = await in_thread(self.uws.storage.open_read, ws.directory, relpath)
+        try:
             name = os.path.basename(relpath)
             self.set_header("Content-Type", mimetypes.guess_type(name)[0] or "application/octet-stream")
             self.set_header("Content-Length", str(size))
             self.set_header("Content-Disposition", f"attachment; filename*=UTF-8''{quote(name)}")
-            while chunk := f.read(CHUNK_BYTES):
+            left = size  # as much as Content-Length says, if the file grows meanwhile
+            while left and (chunk := await asyncio.to_thread(f.read, min(CHUNK_BYTES, left))):
+                left -= len(chunk)
                 self.write(chunk)
                 await self.flush()
+        finally:
+            await asyncio.to_thread(f.close)
         self.finish()
 
 
