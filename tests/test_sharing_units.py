@@ -5,16 +5,20 @@ servers' environment and the OAuth client scopes."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import shutil
 import stat
 import struct
+import threading
+import time
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from uws_hub.copying import CopyTooLarge, copy_tree
-from uws_hub.posixgroups import default_acl
+from uws_hub.posixgroups import default_acl, share_tree
 from uws_hub.limits import memory_bytes
 from uws_hub.quotas import Limits, fmt_bytes, fmt_hours, period_start
 from uws_hub.serverconfig import CONFIG_DIR, job_env
@@ -68,12 +72,82 @@ def test_copy_keeps_files_and_inside_links_only(tmp_path):
     assert (result.files, result.links, result.skipped, result.bytes) == (1, 2, 3, 4)
 
 
+def test_copy_decides_links_by_resolving_them_not_by_their_text(tmp_path):
+    src = tmp_path / "root" / "alice" / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "data.txt").write_text("data")
+    (tmp_path / "root" / "bob" / "ws").mkdir(parents=True)
+    (src / "l1").symlink_to(".")
+    # lexically 'root/bob/ws' (inside); resolved, three levels above the tree
+    (src / "chain").symlink_to("l1/l1/l1/../../../root/bob/ws")
+    (src / "through").symlink_to("chain/x")
+    (src / "sub" / "via-l1").symlink_to("../l1/l1/sub/data.txt")
+    (src / "sub" / "dangling").symlink_to("not-yet.txt")
+    (src / "sub" / "missing-dir").symlink_to("nowhere/../data.txt")
+    (src / "loop").symlink_to("loop")
+    (src / ".uws-upload-0123456789abcdef").write_text("an upload under way")
+    result = copy_tree(str(src), str(tmp_path / "dst"), Owner())
+    dst = tmp_path / "dst"
+    assert sorted(str(p.relative_to(dst)) for p in dst.rglob("*")) == [
+        "l1", "sub", "sub/dangling", "sub/data.txt", "sub/via-l1"]
+    assert (dst / "sub" / "via-l1").read_text() == "data"
+    # chain, through, missing-dir and loop are left out and counted (the upload temporary is not content)
+    assert (result.files, result.links, result.skipped, result.bytes) == (1, 3, 4, 4)
+
+
 def test_copy_stops_at_its_limit(tmp_path):
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "a").write_bytes(b"x" * 10)
     (tmp_path / "src" / "b").write_bytes(b"x" * 10)
     with pytest.raises(CopyTooLarge):
         copy_tree(str(tmp_path / "src"), str(tmp_path / "dst"), Owner(), limit_bytes=15)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="handing a tree to a group needs root, as the hub does")
+def test_group_sharing_a_tree_never_follows_a_link_swapped_in(tmp_path):
+    """The owner's job swaps a file and a directory for links to outside while the hub
+    (root) hands the tree to the workspace's group: nothing outside changes."""
+    ws, outside = tmp_path / "ws", tmp_path / "outside"
+    (ws / "sub").mkdir(parents=True)
+    (ws / "sub" / "kept.txt").write_text("kept")
+    outside.mkdir()
+    (outside / "secret.txt").write_text("secret")
+    os.chmod(outside / "secret.txt", 0o600)
+    before = {p: os.lstat(p) for p in (outside, outside / "secret.txt")}
+    stop = threading.Event()
+
+    def swap():
+        real_file, real_dir = ws / "real-file", ws / "real-dir"
+        link_file, link_dir = ws / "link-file", ws / "link-dir"
+        real_file.write_text("mine")
+        os.chmod(real_file, 0o666)
+        real_dir.mkdir()
+        link_file.symlink_to(outside / "secret.txt")
+        link_dir.symlink_to(outside)
+        while not stop.is_set():
+            for src, at in ((real_file, "race-file"), (link_file, "race-file"), (real_dir, "race-dir"),
+                            (link_dir, "race-dir")):
+                os.rename(src, ws / at)
+                os.rename(ws / at, src)
+
+    thread = threading.Thread(target=swap, daemon=True)
+    thread.start()
+    rounds = 0
+    try:
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            share_tree(str(ws), 4242, logging.getLogger("test"))
+            rounds += 1
+    finally:
+        stop.set()
+        thread.join(10)
+    assert rounds > 10
+    for path, st in before.items():
+        now = os.lstat(path)
+        assert (now.st_mode, now.st_gid) == (st.st_mode, st.st_gid), path
+    assert os.lstat(ws / "sub" / "kept.txt").st_gid == 4242
+    assert os.lstat(ws / "sub").st_mode & 0o2070 == 0o2070
+    shutil.rmtree(ws)
 
 
 def test_default_acl_encoding():

@@ -1,9 +1,7 @@
-"""Unit tests of uws-hub's own logic, with no hub: state tables, path safety,
-slugs, job type configuration, seed files."""
+"""Unit tests of uws-hub's own logic, with no hub: state tables, slugs, job type
+configuration, seed files (path safety: test_storage_units.py)."""
 
 from __future__ import annotations
-
-import os
 
 import pytest
 
@@ -16,7 +14,6 @@ from uws_hub.states import (
     check_job_transition,
     check_workspace_transition,
 )
-from uws_hub.storage import NotFound, Owner, PathError, WorkspaceStorage
 from uws_hub.workspaces import SeedFile, slugify
 
 
@@ -81,77 +78,6 @@ def test_seed_file_decoding():
     assert SeedFile("a", "héllo").data() == "héllo".encode()
     with pytest.raises(Unprocessable):
         SeedFile("a", "not base64!", "base64").data()
-
-
-@pytest.fixture
-def storage(tmp_path):
-    root = tmp_path / "root"
-    store = WorkspaceStorage(str(root))
-    directory = store.directory_for("alice", "ws")
-    store.create(directory, Owner())
-    (tmp_path / "outside.txt").write_text("outside")
-    return store, directory
-
-
-@pytest.mark.parametrize("relpath", ["..", "../x", "a/../../x", "/etc/passwd", "a\x00b", "./../x"])
-def test_resolve_refuses_paths_that_leave(storage, relpath):
-    store, directory = storage
-    with pytest.raises(PathError):
-        store.resolve(directory, relpath)
-
-
-def test_resolve_follows_symlinks_only_inside(storage, tmp_path):
-    store, directory = storage
-    os.symlink(tmp_path / "outside.txt", os.path.join(directory, "out"))
-    os.symlink("sub", os.path.join(directory, "in"))
-    os.mkdir(os.path.join(directory, "sub"))
-    with pytest.raises(PathError, match="outside the workspace"):
-        store.resolve(directory, "out")
-    with pytest.raises(PathError):
-        store.open_read(directory, "out")
-    assert store.resolve(directory, "in/x") == os.path.join(os.path.realpath(directory), "sub", "x")
-    assert store.resolve(directory, "") == os.path.realpath(directory)
-
-
-def test_upload_is_atomic(storage):
-    store, directory = storage
-    store.write_file(directory, "f.txt", b"old", Owner())
-    upload = store.start_upload(directory, "f.txt", Owner())
-    upload.write(b"new half")
-    # until commit, the old file is intact and the temporary one is not listed
-    assert open(os.path.join(directory, "f.txt"), "rb").read() == b"old"
-    assert [e.name for e in store.list_dir(directory, "")] == ["f.txt"]
-    upload.abort()
-    assert open(os.path.join(directory, "f.txt"), "rb").read() == b"old"
-    assert sorted(os.listdir(directory)) == ["f.txt"]
-    upload = store.start_upload(directory, "deep/er/g.txt", Owner())
-    upload.write(b"data")
-    upload.commit()
-    assert upload.replaced_bytes == 0
-    assert open(os.path.join(directory, "deep", "er", "g.txt"), "rb").read() == b"data"
-
-
-def test_list_and_usage(storage):
-    store, directory = storage
-    store.write_file(directory, "a/b.txt", b"12345", Owner())
-    store.write_file(directory, "c.txt", b"123", Owner())
-    entries = store.list_dir(directory, "")
-    assert [(e.name, e.type) for e in entries] == [("a", "directory"), ("c.txt", "file")]
-    assert [e.path for e in store.list_dir(directory, "a")] == ["a/b.txt"]
-    assert store.usage_bytes(directory) == 8
-    with pytest.raises(NotFound):
-        store.list_dir(directory, "missing")
-    with pytest.raises(PathError, match="Not a directory"):
-        store.list_dir(directory, "c.txt")
-    with pytest.raises(PathError, match="is a directory"):
-        store.open_read(directory, "a")
-
-
-def test_directory_names_are_checked(storage):
-    store, _ = storage
-    for owner, slug in [("..", "x"), ("a/b", "x"), ("a", ".."), ("a", "")]:
-        with pytest.raises(PathError):
-            store.directory_for(owner, slug)
 
 
 def test_default_job_types_parse():

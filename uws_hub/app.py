@@ -528,7 +528,8 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         self.uws.reconciler.start()
         self.uws.notifier.start()
         self.uws.sharing.start()
-        self._last_full_usage_scan = 0.0
+        # the first pass measures every workspace, and sweeps what uploads the last hub process left
+        self._last_full_usage_scan = float("-inf")
         self._loops = [
             Loop("workspace-usage", self._measure_usage, self.workspace_usage_interval, self.log),
             Loop("quota-accounting", self._account_quotas, self.quota_interval_seconds, self.log),
@@ -546,7 +547,7 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         for ws in workspaces.to_measure(everything, isolated=self.system_users):
             before = ws.disk_usage_bytes
             try:
-                usage = await asyncio.to_thread(storage.usage_bytes, ws.directory)
+                usage = await asyncio.to_thread(storage.measure, ws.directory)
             except FileNotFoundError:
                 # keep the last measurement: the filesystem may be away for a moment
                 self.log.warning("Workspace %s: directory %s is missing", ws.id, ws.directory)

@@ -1,13 +1,17 @@
 """Copying a workspace's tree for a copy-share, safely and fast (blocking: run it in a thread).
 
+- Goes by descriptor on both sides, as :mod:`uws_hub.storage` does: every
+  entry is opened relative to its open directory with ``O_NOFOLLOW``, so
+  neither the sharer (in the source) nor the recipient (in the copy, which is
+  theirs as it is made) can swap in a symlink that takes the copy elsewhere.
 - Never follows a symlink: links are copied as links, and only when they
-  stay inside the source workspace (relative links that do not climb out of
-  it); others are left out and counted. Files are opened with ``O_NOFOLLOW``,
-  so a link swapped in during the copy is not followed either.
+  resolve inside the workspace (:func:`~uws_hub.storage.link_stays_inside`,
+  following the links on their way, as they will resolve in the copy); others
+  are left out and counted.
 - Only directories, regular files and those links are copied (no device
-  files, FIFOs or sockets); setuid/setgid bits are dropped; modes and
-  modification times are kept.
-- Everything created is handed to the recipient (``Owner.chown``).
+  files, FIFOs or sockets, and no upload temporaries); setuid/setgid bits are
+  dropped; modes and modification times are kept.
+- Everything created is handed to the recipient (``Owner``).
 - Data moves in the kernel (``copy_file_range``, falling back to
   ``sendfile``, then to read/write).
 - ``limit_bytes`` stops the copy as soon as it would go over (a quota).
@@ -20,7 +24,7 @@ import os
 import stat
 from dataclasses import dataclass
 
-from .storage import Owner
+from .storage import DIR_FLAGS, FILE_FLAGS, NEW_FILE_FLAGS, TEMP_PREFIX, DirChain, Owner, link_stays_inside
 
 CHUNK_BYTES = 8 * 1024 * 1024
 
@@ -43,25 +47,19 @@ class CopyResult:
     skipped: int = 0
 
 
-def _inside(relpath_of_link: str, target: str) -> bool:
-    """Whether a link at ``relpath_of_link`` (relative to the tree) pointing at ``target`` stays inside."""
-    if os.path.isabs(target):
-        return False
-    resolved = os.path.normpath(os.path.join(os.path.dirname(relpath_of_link), target))
-    return resolved != ".." and not resolved.startswith("../") and not os.path.isabs(resolved)
-
-
 def _copy_data(src_fd: int, dst_fd: int, size: int) -> None:
+    """Copy the first ``size`` bytes (the size when opened: a file growing meanwhile is not followed)."""
     copied = 0
     use = "copy_file_range"
-    while True:
+    while copied < size:
+        count = min(CHUNK_BYTES, size - copied)
         try:
             if use == "copy_file_range":
-                n = os.copy_file_range(src_fd, dst_fd, CHUNK_BYTES)
+                n = os.copy_file_range(src_fd, dst_fd, count)
             elif use == "sendfile":
-                n = os.sendfile(dst_fd, src_fd, None, CHUNK_BYTES)
+                n = os.sendfile(dst_fd, src_fd, None, count)
             else:
-                data = os.read(src_fd, CHUNK_BYTES)
+                data = os.read(src_fd, count)
                 n = len(data)
                 while data:
                     data = data[os.write(dst_fd, data):]
@@ -78,69 +76,108 @@ def _copy_data(src_fd: int, dst_fd: int, size: int) -> None:
 def copy_tree(src: str, dst: str, owner: Owner, limit_bytes: int | None = None) -> CopyResult:
     """Copy directory ``src`` to ``dst`` (which must not exist)."""
     result = CopyResult()
-    src_st = os.stat(src)
-    if not stat.S_ISDIR(src_st.st_mode):
-        raise NotADirectoryError(src)
-    os.mkdir(dst, 0o700)
-    owner.chown(dst)
-    # (source dir, destination dir, path relative to the tree, stat of the source dir)
-    stack: list[tuple[str, str, str, os.stat_result]] = [(src, dst, "", src_st)]
-    finished_dirs: list[tuple[str, os.stat_result]] = []
-    while stack:
-        sdir, ddir, rel, dir_st = stack.pop()
-        finished_dirs.append((ddir, dir_st))
-        with os.scandir(sdir) as it:
-            for entry in it:
-                spath = entry.path
-                dpath = os.path.join(ddir, entry.name)
-                relpath = os.path.join(rel, entry.name) if rel else entry.name
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                mode = st.st_mode
-                if stat.S_ISDIR(mode):
-                    os.mkdir(dpath, 0o700)
-                    owner.chown(dpath)
-                    result.directories += 1
-                    stack.append((spath, dpath, relpath, st))
-                elif stat.S_ISREG(mode):
-                    if limit_bytes is not None and result.bytes + st.st_size > limit_bytes:
-                        raise CopyTooLarge(result.bytes + st.st_size, limit_bytes)
-                    _copy_file(spath, dpath, st, owner)
-                    result.files += 1
-                    result.bytes += st.st_size
-                elif stat.S_ISLNK(mode):
-                    target = os.readlink(spath)
-                    if _inside(relpath, target):
-                        os.symlink(target, dpath)
-                        owner.chown(dpath)
-                        result.links += 1
-                    else:
-                        result.skipped += 1
-                else:
-                    result.skipped += 1
-    # directory modes and times last: adding entries changes a directory's mtime
-    for ddir, st in reversed(finished_dirs):
-        os.chmod(ddir, stat.S_IMODE(st.st_mode) & 0o1777 | 0o700)
-        os.utime(ddir, ns=(st.st_atime_ns, st.st_mtime_ns))
+    source = DirChain([os.open(src, DIR_FLAGS)])
+    # one per directory being copied, from the top down: (the copy's open directory,
+    # the source's entries still to copy, the source directory's stat)
+    frames: list[tuple[int, list[str], os.stat_result]] = []
+    try:
+        os.mkdir(dst, 0o700)
+        frames.append((os.open(dst, DIR_FLAGS), os.listdir(source.fd), os.fstat(source.fd)))
+        owner.chown_fd(frames[0][0])
+        while frames:
+            ddir, names, dir_st = frames[-1]
+            if not names:
+                # all its entries are made (each changed its mtime): now its own mode and times
+                os.fchmod(ddir, stat.S_IMODE(dir_st.st_mode) & 0o1777 | 0o700)
+                os.utime(ddir, ns=(dir_st.st_atime_ns, dir_st.st_mtime_ns))
+                os.close(ddir)
+                frames.pop()
+                if frames:
+                    source.up(src)
+                continue
+            name = names.pop()
+            if name.startswith(TEMP_PREFIX):
+                continue
+            try:
+                mode = os.stat(name, dir_fd=source.fd, follow_symlinks=False).st_mode
+            except FileNotFoundError:
+                continue
+            if stat.S_ISDIR(mode):
+                _enter_directory(source, ddir, name, owner, frames, result)
+            elif stat.S_ISREG(mode):
+                _copy_file(source.fd, ddir, name, owner, result, limit_bytes)
+            elif stat.S_ISLNK(mode):
+                _copy_link(source, ddir, name, owner, result)
+            else:
+                result.skipped += 1
+    finally:
+        for ddir, _, _ in frames:
+            os.close(ddir)
+        source.close()
     return result
 
 
-def _copy_file(spath: str, dpath: str, st: os.stat_result, owner: Owner) -> None:
-    sfd = os.open(spath, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+#: what opening an entry gives when it was replaced (by a link, a FIFO, ...) or removed since it was listed
+_CHANGED = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENXIO)
+
+
+def _enter_directory(
+    source: DirChain, ddir: int, name: str, owner: Owner, frames: list, result: CopyResult
+) -> None:
     try:
-        if not stat.S_ISREG(os.fstat(sfd).st_mode):
-            raise OSError(errno.EINVAL, "no longer a regular file", spath)
-        dfd = os.open(dpath, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        source.enter(os.open(name, DIR_FLAGS, dir_fd=source.fd), name)
+    except OSError as e:
+        if e.errno not in _CHANGED:
+            raise
+        result.skipped += 1
+        return
+    below, st = os.listdir(source.fd), os.fstat(source.fd)
+    os.mkdir(name, 0o700, dir_fd=ddir)
+    frames.append((os.open(name, DIR_FLAGS, dir_fd=ddir), below, st))
+    owner.chown_fd(frames[-1][0])
+    result.directories += 1
+
+
+def _copy_link(source: DirChain, ddir: int, name: str, owner: Owner, result: CopyResult) -> None:
+    try:
+        target = os.readlink(name, dir_fd=source.fd)
+    except OSError as e:
+        if e.errno not in (*_CHANGED, errno.EINVAL):  # EINVAL: no longer a link
+            raise
+        result.skipped += 1
+        return
+    if not link_stays_inside(source, target):
+        result.skipped += 1
+        return
+    os.symlink(target, name, dir_fd=ddir)
+    owner.chown_link(name, ddir)
+    result.links += 1
+
+
+def _copy_file(sdir: int, ddir: int, name: str, owner: Owner, result: CopyResult, limit_bytes: int | None) -> None:
+    try:
+        sfd = os.open(name, FILE_FLAGS, dir_fd=sdir)
+    except OSError as e:
+        if e.errno not in _CHANGED:
+            raise
+        result.skipped += 1
+        return
+    try:
+        st = os.fstat(sfd)
+        if not stat.S_ISREG(st.st_mode):
+            result.skipped += 1
+            return
+        if limit_bytes is not None and result.bytes + st.st_size > limit_bytes:
+            raise CopyTooLarge(result.bytes + st.st_size, limit_bytes)
+        dfd = os.open(name, NEW_FILE_FLAGS, 0o600, dir_fd=ddir)
         try:
-            if st.st_size:
-                _copy_data(sfd, dfd, st.st_size)
+            _copy_data(sfd, dfd, st.st_size)
             os.fchmod(dfd, stat.S_IMODE(st.st_mode) & 0o1777)
-            if owner.uid is not None:
-                os.fchown(dfd, owner.uid, owner.gid if owner.gid is not None else -1)
+            owner.chown_fd(dfd)
             os.utime(dfd, ns=(st.st_atime_ns, st.st_mtime_ns))
         finally:
             os.close(dfd)
+        result.files += 1
+        result.bytes += st.st_size
     finally:
         os.close(sfd)

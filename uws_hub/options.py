@@ -182,7 +182,9 @@ class QuotaOptions(HasTraits):
         workspaces that may have changed behind the hub's back: those that ran
         a job since their last measurement, those shared on disk with editors,
         and those never measured. Uploads and copies update the usage as they
-        happen.
+        happen. The first pass after the hub starts measures every workspace
+        too, deleting the temporary files of uploads the previous hub process
+        was receiving when it stopped.
         """,
     )
 

@@ -32,6 +32,8 @@ import stat
 import struct
 import subprocess
 
+from .storage import DIR_FLAGS, FILE_FLAGS
+
 #: default ACLs in Linux's xattr encoding (acl_ea_header, then acl_ea_entry sorted by tag and id)
 _ACL_XATTR = "system.posix_acl_default"
 _ACL_VERSION = 2
@@ -112,13 +114,13 @@ def groups_with_prefix(prefix: str) -> list[str]:
     return [g.gr_name for g in grp.getgrall() if g.gr_name.startswith(prefix) and g.gr_name[len(prefix):].isdigit()]
 
 
-def _set_default_acl(path: str, acl: bytes, log: logging.Logger) -> None:
+def _set_default_acl(fd: int, acl: bytes, log: logging.Logger) -> None:
     try:
-        os.setxattr(path, _ACL_XATTR, acl, follow_symlinks=False)
+        os.setxattr(fd, _ACL_XATTR, acl)
     except OSError as e:
         if e.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):
             raise
-        log.warning("No POSIX ACLs on %s: new files follow the creating process's umask", path)
+        log.warning("No POSIX ACLs on this filesystem: new files follow the creating process's umask")
 
 
 def is_shared(directory: str, gid: int) -> bool:
@@ -129,35 +131,66 @@ def is_shared(directory: str, gid: int) -> bool:
 def share_tree(directory: str, gid: int, log: logging.Logger) -> None:
     """Hand ``directory`` and everything below it to group ``gid``, group-writable.
 
-    Never follows symlinks. Owners are unchanged; setuid bits are dropped.
+    Owners are unchanged; setuid bits are dropped. The owner's jobs may be
+    changing the tree meanwhile, and the hub runs this as root, so it goes by
+    descriptor (as :mod:`uws_hub.storage` does): each directory and regular
+    file is opened relative to its open directory with ``O_NOFOLLOW`` and
+    changed through its descriptor, so a link swapped in is never followed
+    out of the tree. Links, FIFOs, sockets and devices are left as they are.
     """
-    acl = default_acl(os.lstat(directory).st_uid)
-    stack = [directory]
-    _share_entry(directory, gid, acl, is_dir=True, log=log)
-    while stack:
-        d = stack.pop()
-        with os.scandir(d) as it:
-            for entry in it:
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
+    top = os.open(directory, DIR_FLAGS)
+    acl = default_acl(os.fstat(top).st_uid)
+    # the open directories from the top down, each with its entries still to do
+    frames: list[tuple[int, list[str]]] = []
+    try:
+        _enter(top, gid, acl, log, frames)
+        while frames:
+            fd, names = frames[-1]
+            if not names:
+                os.close(fd)
+                frames.pop()
+                continue
+            name = names.pop()
+            try:
+                mode = os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode
+                if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
                     continue
-                if stat.S_ISLNK(st.st_mode):
+                child = os.open(name, DIR_FLAGS if stat.S_ISDIR(mode) else FILE_FLAGS, dir_fd=fd)
+            except OSError as e:
+                # gone, or replaced by a link or a special file since it was listed
+                if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENXIO):
                     continue
-                is_dir = stat.S_ISDIR(st.st_mode)
-                _share_entry(entry.path, gid, acl, is_dir=is_dir, log=log, st=st)
-                if is_dir:
-                    stack.append(entry.path)
+                raise
+            _enter(child, gid, acl, log, frames)
+    finally:
+        for fd, _ in frames:
+            os.close(fd)
 
 
-def _share_entry(
-    path: str, gid: int, acl: bytes, *, is_dir: bool, log: logging.Logger, st: os.stat_result | None = None
-) -> None:
-    st = st or os.lstat(path)
-    os.chown(path, -1, gid, follow_symlinks=False)
-    mode = stat.S_IMODE(st.st_mode) & ~(stat.S_ISUID | stat.S_ISGID)
-    if is_dir:
-        os.chmod(path, mode | 0o070 | stat.S_ISGID)
-        _set_default_acl(path, acl, log)
+def _enter(fd: int, gid: int, acl: bytes, log: logging.Logger, frames: list[tuple[int, list[str]]]) -> None:
+    """Share the open ``fd``; a directory joins ``frames`` (to do its entries), a file is closed."""
+    try:
+        mode = _share_fd(fd, gid, acl, log)
+        below = os.listdir(fd) if stat.S_ISDIR(mode) else None
+    except BaseException:
+        os.close(fd)
+        raise
+    if below is None:
+        os.close(fd)
     else:
-        os.chmod(path, mode | 0o060)
+        frames.append((fd, below))
+
+
+def _share_fd(fd: int, gid: int, acl: bytes, log: logging.Logger) -> int:
+    """Hand the open directory or regular file to group ``gid``; returns its mode (0 if it is neither)."""
+    st = os.fstat(fd)
+    if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
+        return 0
+    os.fchown(fd, -1, gid)
+    mode = stat.S_IMODE(st.st_mode) & ~(stat.S_ISUID | stat.S_ISGID)
+    if stat.S_ISDIR(st.st_mode):
+        os.fchmod(fd, mode | 0o070 | stat.S_ISGID)
+        _set_default_acl(fd, acl, log)
+    else:
+        os.fchmod(fd, mode | 0o060)
+    return st.st_mode

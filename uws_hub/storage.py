@@ -1,14 +1,28 @@
-"""Where workspaces live on disk, and the one place request paths are checked.
+"""Where workspaces live on disk, and the one place request paths are made safe.
 
-Every filesystem path that comes from a request goes through
-:meth:`WorkspaceStorage.resolve` before any I/O: it refuses absolute paths,
-``..`` components and NUL bytes, then resolves symlinks and refuses anything
-that lands outside the workspace directory. Files are opened with
-``O_NOFOLLOW`` as well, so a symlink swapped in after the check is not
-followed either.
+A user's job can change its workspace between any two system calls of the
+hub's (swap a directory for a symlink to outside, put a FIFO where a file
+was), so every file operation inside a workspace goes by descriptor, never by
+a path string the kernel would resolve again:
+
+- The workspace directory is opened, then each component of a request path
+  relative to the directory above it, with ``O_NOFOLLOW`` (:class:`DirChain`).
+- A symlink met on the way is read and its target walked the same way:
+  relative to the directory holding it, ``..`` going back up the directories
+  already open, refused when absolute or climbing above the workspace, at most
+  :data:`MAX_SYMLINKS` of them. That is ``openat2``'s ``RESOLVE_BENEATH`` done
+  in user space (Python has no ``openat2``): links that stay inside keep
+  working, as users expect of the links their tools make, and nothing outside
+  is ever opened, whatever is swapped in between two steps.
+- Files are opened ``O_NONBLOCK`` and ``fstat``-ed; anything but a regular file
+  or a directory is refused with its type, so a FIFO cannot block a read.
+- Writes go to a temporary file in the destination's (open) directory, renamed
+  into place relative to it (:class:`Upload`).
+
+All of it blocks: callers run it in a thread, never on the hub's event loop.
 
 Where jobs run as real system users, directories and files the hub creates
-are handed to the workspace owner (``chown``), so that the owner's server
+are handed to the workspace owner (``fchown``), so that the owner's server
 can use them and other users cannot.
 """
 
@@ -20,13 +34,27 @@ import secrets
 import shutil
 import stat
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import BinaryIO
+from typing import BinaryIO, Callable, TypeVar
+
+T = TypeVar("T")
+
+#: as many symlinks as Linux follows in one path (``MAXSYMLINKS``)
+MAX_SYMLINKS = 40
+#: the longest file name Linux filesystems take (``NAME_MAX``), in bytes
+NAME_MAX_BYTES = 255
+#: temporary files of uploads under way: never listed, copied or counted as content
+TEMP_PREFIX = ".uws-upload-"
+
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class PathError(ValueError):
-    """A request path that is malformed or leaves its workspace (a 400)."""
+    """A request path that is malformed, leaves its workspace or names the wrong kind of file (a 400)."""
 
 
 class NotFound(LookupError):
@@ -43,15 +71,25 @@ class Owner:
     #: creates keeps the group its setgid directory gives it, and is group-writable
     shared: bool = False
 
-    def chown(self, path: str) -> None:
+    def in_workspace(self, root_fd: int) -> Owner:
+        """This owner, group-shared if the workspace open at ``root_fd`` is (setgid)."""
+        if self.uid is not None and os.fstat(root_fd).st_mode & stat.S_ISGID:
+            return replace(self, shared=True)
+        return self
+
+    def chown_fd(self, fd: int) -> None:
+        """Hand an open file or directory the hub made to the owner."""
+        if self.uid is not None:
+            os.fchown(fd, self.uid, -1 if self.shared or self.gid is None else self.gid)
+        if self.shared:
+            mode = os.fstat(fd).st_mode
+            os.fchmod(fd, stat.S_IMODE(mode) | (0o2070 if stat.S_ISDIR(mode) else 0o060))
+
+    def chown_link(self, name: str, dir_fd: int) -> None:
+        """Hand a symlink the hub made (``name`` in the directory open at ``dir_fd``) to the owner."""
         if self.uid is not None:
             gid = -1 if self.shared or self.gid is None else self.gid
-            os.chown(path, self.uid, gid, follow_symlinks=False)
-        if self.shared:
-            st = os.lstat(path)
-            if not stat.S_ISLNK(st.st_mode):
-                extra = 0o2070 if stat.S_ISDIR(st.st_mode) else 0o060
-                os.chmod(path, stat.S_IMODE(st.st_mode) | extra)
+            os.chown(name, self.uid, gid, dir_fd=dir_fd, follow_symlinks=False)
 
 
 @dataclass(frozen=True)
@@ -82,11 +120,30 @@ def _entry_type(mode: int) -> str:
     return "other"
 
 
+def _kind(mode: int) -> str:
+    """What a file that is neither regular nor a directory is, for messages."""
+    for test, kind in [
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISLNK, "a symbolic link"),
+    ]:
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _name_too_long(name: str, size: int) -> PathError:
+    return PathError(f"Name longer than {NAME_MAX_BYTES} bytes ({size} bytes): {name[:20]!r}...")
+
+
 def split_relpath(relpath: str) -> list[str]:
     """The components of a workspace-relative path, or PathError.
 
     ``""``, ``"."`` and ``"/"``-free paths with ``.`` or empty components are
-    accepted; absolute paths, ``..`` and NUL bytes are not.
+    accepted; absolute paths, ``..``, NUL bytes, names no filesystem takes
+    (over 255 bytes) and text that is no file name (lone surrogates) are not.
     """
     if "\x00" in relpath:
         raise PathError("Path must not contain NUL bytes")
@@ -95,17 +152,202 @@ def split_relpath(relpath: str) -> list[str]:
     parts = [p for p in relpath.split("/") if p not in ("", ".")]
     if any(p == ".." for p in parts):
         raise PathError(f"Path must stay inside the workspace ('..' is not allowed): {relpath!r}")
+    for part in parts:
+        try:
+            size = len(os.fsencode(part))
+        except UnicodeEncodeError:
+            raise PathError(f"Path is not valid text for a file name: {relpath!r}") from None
+        if size > NAME_MAX_BYTES:
+            raise _name_too_long(part, size)
     return parts
+
+
+class DirChain:
+    """The directories from a workspace's root down to where a walk has got, each open.
+
+    ``fds[0]`` is the root; ``names`` are the components below it, as resolved
+    (symlinks followed), so ``..`` goes back up the way the walk came down and
+    can never climb above the root. :meth:`branch` starts a second walk from
+    here that borrows these descriptors (closing only its own).
+    """
+
+    def __init__(self, fds: list[int], names: list[str] | None = None, borrowed: int = 0):
+        self.fds = fds
+        self.names = names or []
+        self._borrowed = borrowed
+
+    @classmethod
+    def open_root(cls, directory: str) -> DirChain:
+        """A workspace's directory (hub-made under the workspaces root), open."""
+        try:
+            return cls([os.open(directory, DIR_FLAGS)])
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound("The workspace's directory is missing") from None
+
+    @property
+    def fd(self) -> int:
+        return self.fds[-1]
+
+    def path(self, name: str | None = None) -> str:
+        """The workspace-relative path of where the walk is (or of ``name`` in it)."""
+        return "/".join(self.names + ([name] if name else []))
+
+    def branch(self) -> DirChain:
+        return DirChain(list(self.fds), list(self.names), borrowed=len(self.fds))
+
+    def enter(self, fd: int, name: str) -> None:
+        self.fds.append(fd)
+        self.names.append(name)
+
+    def up(self, shown: str) -> None:
+        if len(self.fds) == 1:
+            raise PathError(f"Path resolves outside the workspace: {shown!r}")
+        fd = self.fds.pop()
+        self.names.pop()
+        if len(self.fds) >= self._borrowed:
+            os.close(fd)
+        else:  # a borrowed one: what is entered from here on is this walk's own
+            self._borrowed = len(self.fds)
+
+    def close(self) -> None:
+        while len(self.fds) > self._borrowed:
+            os.close(self.fds.pop())
+        self.fds = []
+
+    def release(self) -> int:
+        """Keep only the descriptor of where the walk is (the caller closes it); close the others."""
+        fd = self.fds.pop()
+        self.close()
+        return fd
+
+    def __enter__(self) -> DirChain:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def walk(
+        self,
+        parts: list[str],
+        shown: str,
+        final: Callable[[int, str | None], T] | None = None,
+        make: Owner | None = None,
+        hops: int = 0,
+    ) -> T | None:
+        """Walk down ``parts`` from here, following symlinks beneath the root.
+
+        With no ``final``, every component must be a directory, and is entered.
+        Otherwise the last one is handed to ``final(dir_fd, name)`` in the open
+        directory holding it (``name`` None when the path ends at the root
+        itself), which raises ``OSError(ELOOP)`` when ``name`` is a symlink, to
+        have it followed. ``make`` creates missing directories, for that owner.
+        ``shown`` is the path named in errors.
+        """
+        todo = list(reversed(parts))  # a stack: the next component last
+        while True:
+            if not todo:
+                if final is None:
+                    return None
+                if not self.names:
+                    return final(self.fd, None)
+                # the path ended at a directory (through '..' in a link): hand it over by name
+                todo.append(self.names[-1])
+                self.up(shown)
+            name = todo.pop()
+            if name in ("", "."):
+                continue
+            if name == "..":
+                self.up(shown)
+                continue
+            try:
+                if todo or final is None:
+                    self.enter(self._open_dir(name, make), name)
+                    continue
+                return final(self.fd, name)
+            except OSError as e:
+                # a symlink: ELOOP, or ENOTDIR where a directory was asked for
+                if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise self._refusal(e, name) from None
+                failure = e
+            try:
+                target = os.readlink(name, dir_fd=self.fd)
+            except OSError as e:
+                if e.errno != errno.EINVAL or failure.errno == errno.ENOTDIR:
+                    raise self._refusal(failure if e.errno == errno.EINVAL else e, name) from None
+                target = None  # a link a moment ago, not now: look again (a hop, so this ends)
+            hops += 1
+            if hops > MAX_SYMLINKS:
+                raise PathError(f"Too many levels of symbolic links (a loop?) in {shown!r}")
+            if target is None:
+                todo.append(name)
+                continue
+            if target.startswith("/"):
+                raise PathError(f"Path resolves outside the workspace: {shown!r}")
+            todo.extend(reversed(target.split("/")))
+
+    def _open_dir(self, name: str, make: Owner | None) -> int:
+        try:
+            return os.open(name, DIR_FLAGS, dir_fd=self.fd)
+        except FileNotFoundError:
+            if make is None:
+                raise
+        try:
+            os.mkdir(name, 0o755, dir_fd=self.fd)
+        except FileExistsError:  # made meanwhile: open whatever it is, as above
+            return os.open(name, DIR_FLAGS, dir_fd=self.fd)
+        fd = os.open(name, DIR_FLAGS, dir_fd=self.fd)
+        try:
+            make.chown_fd(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _refusal(self, e: OSError, name: str) -> Exception:
+        where = self.path(name)
+        if e.errno == errno.ENOENT:
+            return NotFound(f"No such directory: {where!r}")
+        if e.errno == errno.ENOTDIR:
+            return PathError(f"Not a directory: {where!r}")
+        if e.errno == errno.ENAMETOOLONG:
+            return _name_too_long(name, len(os.fsencode(name)))
+        if e.errno in (errno.EACCES, errno.EPERM):
+            return PathError(f"Permission denied: {where!r}")
+        return e
+
+
+def link_stays_inside(dirs: DirChain, target: str) -> bool:
+    """Whether a symlink in the directory where ``dirs`` is, pointing at
+    ``target``, resolves inside ``dirs``' root: links in its way are followed,
+    a missing last component is fine (a link to a file not made yet), a missing
+    directory on the way is not (it cannot be resolved)."""
+
+    def inside(dir_fd: int, name: str | None) -> bool:
+        if name is not None:
+            try:
+                if stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+                    raise OSError(errno.ELOOP, "a symbolic link", name)
+            except FileNotFoundError:
+                pass
+        return True
+
+    if target.startswith("/"):
+        return False
+    with dirs.branch() as probe:
+        try:
+            return probe.walk(target.split("/"), target, final=inside, hops=1)
+        except (PathError, NotFound, OSError):
+            return False
 
 
 class WorkspaceStorage:
     """Workspace directories under one root, and path-safe file access in them."""
 
-    TEMP_PREFIX = ".uws-upload-"
-
     def __init__(self, root: str, *, dir_mode: int = 0o700):
         self.root = os.path.realpath(os.path.abspath(root))
         self.dir_mode = dir_mode
+        #: upload temporaries older than this belong to an earlier hub process (killed mid-upload)
+        self.started_at = time.time()
 
     # ---------------------------------------------------------------- directories
     def directory_for(self, owner_name: str, slug: str) -> str:
@@ -116,116 +358,110 @@ class WorkspaceStorage:
         return os.path.join(self.root, owner_name, slug)
 
     def create(self, directory: str, owner: Owner) -> None:
-        """Create a workspace directory (and the owner's folder above it)."""
+        """Create a workspace directory (and the owner's folder above it, hub-owned)."""
         self._check_under_root(directory)
-        os.makedirs(self.root, mode=0o755, exist_ok=True)
-        parent = os.path.dirname(directory)
-        if not os.path.isdir(parent):
-            os.makedirs(parent, mode=0o755, exist_ok=True)
+        os.makedirs(os.path.dirname(directory), mode=0o755, exist_ok=True)
         os.mkdir(directory, self.dir_mode)
-        os.chmod(directory, self.dir_mode)
-        owner.chown(directory)
+        with DirChain.open_root(directory) as dirs:
+            os.fchmod(dirs.fd, self.dir_mode)
+            owner.chown_fd(dirs.fd)
 
     def remove(self, directory: str) -> None:
-        """Delete a workspace directory and everything in it (blocking)."""
+        """Delete a workspace directory and everything in it (``rmtree`` goes by descriptor)."""
         self._check_under_root(directory)
         try:
             shutil.rmtree(directory)
         except FileNotFoundError:
             pass
 
-    @staticmethod
-    def group_shared(directory: str) -> bool:
-        """Whether a workspace directory is shared with a POSIX group (setgid)."""
-        try:
-            return bool(os.lstat(directory).st_mode & stat.S_ISGID)
-        except FileNotFoundError:
-            return False
-
     def _check_under_root(self, directory: str) -> None:
         real = os.path.realpath(directory)
         if os.path.dirname(os.path.dirname(real)) != self.root:
             raise PathError(f"{directory} is not a workspace directory under {self.root}")
 
-    # ---------------------------------------------------------------- paths
-    def resolve(self, directory: str, relpath: str) -> str:
-        """The absolute path of ``relpath`` in ``directory``, symlinks resolved.
-
-        Raises PathError if it is malformed or resolves outside the workspace.
-        The path need not exist.
-        """
-        parts = split_relpath(relpath)
-        base = os.path.realpath(directory)
-        real = os.path.realpath(os.path.join(base, *parts))
-        if real != base and not real.startswith(base + os.sep):
-            raise PathError(f"Path resolves outside the workspace: {relpath!r}")
-        return real
-
-    @staticmethod
-    def relative(directory: str, path: str) -> str:
-        rel = os.path.relpath(path, os.path.realpath(directory))
-        return "" if rel == "." else rel
-
     # ---------------------------------------------------------------- reading
     def list_dir(self, directory: str, relpath: str) -> list[Entry]:
-        path = self.resolve(directory, relpath)
-        try:
-            it = os.scandir(path)
-        except FileNotFoundError:
-            raise NotFound(f"No such directory: {relpath!r}") from None
-        except NotADirectoryError:
-            raise PathError(f"Not a directory: {relpath!r}") from None
+        parts = split_relpath(relpath)
         entries = []
-        with it:
-            for d in it:
-                if d.name.startswith(self.TEMP_PREFIX):
-                    continue
-                st = d.stat(follow_symlinks=False)
-                entries.append(
-                    Entry(
-                        name=d.name,
-                        path=self.relative(directory, os.path.join(path, d.name)),
-                        type=_entry_type(st.st_mode),
-                        size=st.st_size,
-                        modified=datetime.fromtimestamp(st.st_mtime, timezone.utc),
+        with DirChain.open_root(directory) as dirs:
+            dirs.walk(parts, "/".join(parts))
+            with os.scandir(dirs.fd) as it:
+                for d in it:
+                    if d.name.startswith(TEMP_PREFIX):
+                        continue
+                    try:
+                        st = d.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    entries.append(
+                        Entry(
+                            name=d.name,
+                            path=dirs.path(d.name),
+                            type=_entry_type(st.st_mode),
+                            size=st.st_size,
+                            modified=datetime.fromtimestamp(st.st_mtime, timezone.utc),
+                        )
                     )
-                )
         entries.sort(key=lambda e: (e.type != "directory", e.name))
         return entries
 
     def open_read(self, directory: str, relpath: str) -> tuple[BinaryIO, int]:
         """Open a regular file for reading; returns (file, size)."""
-        path = self.resolve(directory, relpath)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        except FileNotFoundError:
-            raise NotFound(f"No such file: {relpath!r}") from None
-        except OSError as e:
-            if e.errno == errno.ELOOP:
-                raise PathError(f"Path resolves outside the workspace: {relpath!r}") from None
-            raise
+        parts = split_relpath(relpath)
+        shown = "/".join(parts)
+
+        def open_file(dir_fd: int, name: str | None) -> int:
+            if name is None:
+                raise PathError(f"{shown!r} is a directory; list directories with ?path=")
+            try:
+                return os.open(name, FILE_FLAGS, dir_fd=dir_fd)
+            except FileNotFoundError:
+                raise NotFound(f"No such file: {shown!r}") from None
+            except OSError as e:
+                if e.errno != errno.ENXIO:  # ENXIO: a socket (which cannot be opened)
+                    raise
+                mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+                raise PathError(f"Not a regular file: {shown!r} is {_kind(mode)}") from None
+
+        with DirChain.open_root(directory) as dirs:
+            fd = dirs.walk(parts, shown, final=open_file)
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             os.close(fd)
-            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-            raise PathError(f"{relpath!r} is {kind}; list directories with ?path=")
+            if stat.S_ISDIR(st.st_mode):
+                raise PathError(f"{shown!r} is a directory; list directories with ?path=")
+            raise PathError(f"Not a regular file: {shown!r} is {_kind(st.st_mode)}")
         return os.fdopen(fd, "rb"), st.st_size
 
     # ---------------------------------------------------------------- writing
     def start_upload(self, directory: str, relpath: str, owner: Owner) -> Upload:
-        """Begin writing ``relpath``; nothing is visible until :meth:`Upload.commit`."""
-        path = self.resolve(directory, relpath)
-        if path == os.path.realpath(directory):
+        """Begin writing ``relpath`` (missing folders are made); nothing is visible until :meth:`Upload.commit`."""
+        parts = split_relpath(relpath)
+        shown = "/".join(parts)
+        if not parts:
             raise PathError("A file path is required")
-        if os.path.isdir(path):
-            raise PathError(f"A directory exists at {relpath!r}")
-        self._make_parents(directory, os.path.dirname(path), owner)
-        upload = Upload(path, owner, self.TEMP_PREFIX)
+
+        def destination(dir_fd: int, name: str | None) -> tuple[str, int]:
+            if name is None:
+                raise PathError(f"A directory exists at {shown!r}")
+            try:
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                return name, 0
+            if stat.S_ISLNK(st.st_mode):
+                raise OSError(errno.ELOOP, "a symbolic link", name)
+            if stat.S_ISDIR(st.st_mode):
+                raise PathError(f"A directory exists at {shown!r}")
+            return name, st.st_size
+
+        dirs = DirChain.open_root(directory)
         try:
-            upload.replaced_bytes = os.lstat(path).st_size
-        except FileNotFoundError:
-            pass
-        return upload
+            owner = owner.in_workspace(dirs.fd)
+            name, replaced = dirs.walk(parts, shown, final=destination, make=owner)
+            path = dirs.path(name)
+            return Upload(dirs.release(), name, path, owner, replaced)
+        finally:
+            dirs.close()
 
     def write_file(self, directory: str, relpath: str, data: bytes, owner: Owner) -> None:
         """Write a whole file at once (seed files), atomically."""
@@ -237,59 +473,73 @@ class WorkspaceStorage:
             upload.abort()
             raise
 
-    def _make_parents(self, directory: str, parent: str, owner: Owner) -> None:
-        base = os.path.realpath(directory)
-        missing = []
-        p = parent
-        while p != base and not os.path.isdir(p):
-            missing.append(p)
-            p = os.path.dirname(p)
-        for d in reversed(missing):
-            try:
-                os.mkdir(d, 0o755)
-            except FileExistsError:
-                raise PathError(f"A file exists where a directory is needed: {self.relative(directory, d)!r}") from None
-            owner.chown(d)
-
     # ---------------------------------------------------------------- usage
+    def measure(self, directory: str) -> int:
+        """:meth:`usage_bytes`, sweeping away upload temporaries an earlier hub process left."""
+        return self.usage_bytes(directory, sweep_before=self.started_at)
+
     @staticmethod
-    def usage_bytes(directory: str, workers: int = 2) -> int:
+    def usage_bytes(directory: str, workers: int = 2, sweep_before: float | None = None) -> int:
         """Bytes in the files under ``directory`` (their apparent sizes), not following symlinks.
 
         Directories themselves are not counted, so the number is what users
         put in the workspace, whatever the filesystem's block size (a symlink
         counts its own length). Raises FileNotFoundError if ``directory``
-        itself is missing.
+        itself is missing. With ``sweep_before`` (a time), upload temporaries
+        last written before it are deleted instead of counted.
 
         Streams the tree with ``os.scandir`` (directories are told apart by
         the entry type, without a ``stat``; files get one ``lstat``), with
         ``workers`` threads taking directories off a shared stack: ``lstat``
         releases the GIL, so two threads overlap the system calls with the
         Python work (``benchmarks/disk_usage.py`` compares it with ``du -sb``).
+        Directories are opened relative to their parent's descriptor with
+        ``O_NOFOLLOW`` (a parent stays open until its last subdirectory is), so
+        a directory swapped for a symlink is not followed out of the tree.
         """
-        if not os.path.isdir(directory):
-            raise FileNotFoundError(directory)
-        pending = [directory]
+        try:
+            root = os.open(directory, DIR_FLAGS)
+        except (FileNotFoundError, NotADirectoryError):
+            raise FileNotFoundError(directory) from None
+        # (parent, name) of directories to scan; a parent is [fd, subdirectories not yet opened]
+        pending: list[tuple[list[int], str]] = [([root, 1], ".")]
         cond = threading.Condition()
         busy = 0
         totals: list[int] = []
 
-        def scan(d: str, subdirs: list[str]) -> int:
+        def scan(fd: int, subdirs: list[str]) -> int:
             total = 0
-            try:
-                it = os.scandir(d)
-            except (FileNotFoundError, NotADirectoryError, PermissionError):
-                return 0
-            with it:
+            with os.scandir(fd) as it:
                 for entry in it:
                     try:
                         if entry.is_dir(follow_symlinks=False):
-                            subdirs.append(entry.path)
-                        else:
-                            total += entry.stat(follow_symlinks=False).st_size
+                            subdirs.append(entry.name)
+                            continue
+                        st = entry.stat(follow_symlinks=False)
+                        if (
+                            sweep_before is not None and entry.name.startswith(TEMP_PREFIX)
+                            and stat.S_ISREG(st.st_mode) and st.st_mtime < sweep_before
+                        ):
+                            os.unlink(entry.name, dir_fd=fd)
+                            continue
                     except FileNotFoundError:
                         continue
+                    total += st.st_size
             return total
+
+        def open_next(parent: list[int], name: str) -> int | None:
+            try:
+                return os.open(name, DIR_FLAGS, dir_fd=parent[0])
+            except OSError as e:
+                # gone, no longer a directory, or a symlink now: not part of the tree
+                if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EACCES):
+                    return None
+                raise
+            finally:
+                with cond:
+                    parent[1] -= 1
+                    if not parent[1]:
+                        os.close(parent[0])
 
         def work() -> None:
             nonlocal busy
@@ -301,14 +551,21 @@ class WorkspaceStorage:
                     if not pending:  # nothing left, and nobody can add more
                         cond.notify_all()
                         break
-                    d = pending.pop()
+                    parent, name = pending.pop()
                     busy += 1
                 subdirs: list[str] = []
+                fd = None
                 try:
-                    total += scan(d, subdirs)
+                    fd = open_next(parent, name)
+                    if fd is not None:
+                        total += scan(fd, subdirs)
                 finally:
                     with cond:
-                        pending.extend(subdirs)
+                        if subdirs:
+                            entry = [fd, len(subdirs)]
+                            pending.extend((entry, d) for d in subdirs)
+                        elif fd is not None:
+                            os.close(fd)
                         busy -= 1
                         cond.notify_all()
             totals.append(total)
@@ -325,33 +582,77 @@ class WorkspaceStorage:
 class Upload:
     """A file being written to a temporary name beside its destination.
 
-    :meth:`commit` renames it into place (atomic on one filesystem), so a
-    failed or interrupted upload never leaves a half-written file, and never
-    replaces a good one.
+    The destination's directory stays open; the temporary file is made in it
+    and :meth:`commit` renames it into place relative to it (atomic), so a
+    failed or interrupted upload never leaves a half-written file, never
+    replaces a good one, and never lands anywhere else, whatever is renamed
+    meanwhile. The methods are safe to call from different threads (a client
+    that goes away aborts an upload while a write may be under way).
     """
 
-    def __init__(self, path: str, owner: Owner, prefix: str):
+    def __init__(self, dir_fd: int, name: str, path: str, owner: Owner, replaced_bytes: int):
+        self._dir_fd: int | None = dir_fd
+        self._name = name
+        #: where the file goes, relative to the workspace (symlinks resolved)
         self.path = path
         self.owner = owner
         self.size = 0
         #: size of the file this upload replaces (for incremental usage)
-        self.replaced_bytes = 0
-        self.tmp_path = os.path.join(os.path.dirname(path), prefix + secrets.token_hex(8))
-        fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-        self._file = os.fdopen(fd, "wb")
+        self.replaced_bytes = replaced_bytes
+        self._tmp = TEMP_PREFIX + secrets.token_hex(8)
+        self._lock = threading.Lock()
+        try:
+            self._fd: int | None = os.open(self._tmp, NEW_FILE_FLAGS, 0o644, dir_fd=dir_fd)
+        except BaseException as e:
+            os.close(dir_fd)
+            if isinstance(e, FileNotFoundError):
+                raise self._folder_deleted() from None
+            raise
 
     def write(self, chunk: bytes) -> None:
-        self._file.write(chunk)
-        self.size += len(chunk)
+        with self._lock:
+            if self._fd is None:  # aborted meanwhile (the client went away)
+                return
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(self._fd, view):]
+            self.size += len(chunk)
 
     def commit(self) -> None:
-        self._file.close()
-        self.owner.chown(self.tmp_path)
-        os.replace(self.tmp_path, self.path)
+        with self._lock:
+            try:
+                self.owner.chown_fd(self._fd)
+                os.close(self._fd)
+                self._fd = None
+                os.replace(self._tmp, self._name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
+            except IsADirectoryError:
+                self._discard()
+                raise PathError(f"A directory exists at {self.path!r}") from None
+            except FileNotFoundError:  # with the temporary file in it
+                self._discard()
+                raise self._folder_deleted() from None
+            except BaseException:
+                self._discard()
+                raise
+            os.close(self._dir_fd)
+            self._dir_fd = None
+
+    def _folder_deleted(self) -> NotFound:
+        return NotFound(f"The folder of {self.path!r} was deleted during the upload")
 
     def abort(self) -> None:
-        self._file.close()
+        with self._lock:
+            if self._dir_fd is not None:
+                self._discard()
+
+    def _discard(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         try:
-            os.unlink(self.tmp_path)
+            os.unlink(self._tmp, dir_fd=self._dir_fd)
         except FileNotFoundError:
             pass
+        finally:
+            os.close(self._dir_fd)
+            self._dir_fd = None

@@ -16,7 +16,7 @@ import os
 import pwd
 import re
 import unicodedata
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Awaitable, Callable
 
 from jupyterhub import orm as hub_orm
@@ -163,9 +163,10 @@ class WorkspaceService:
         )
 
     # ---------------------------------------------------------------- create
-    def create(
+    async def create(
         self, owner: hub_orm.User, name: str, description: str, files: list[SeedFile]
     ) -> Workspace:
+        """Create a workspace and its directory with the seed files (file work in a thread)."""
         slug = slugify(name)
         seeds = [(f.path, f.data()) for f in files]
         for path, _ in seeds:
@@ -182,11 +183,11 @@ class WorkspaceService:
         # seed files count against the owner's disk quota: refused before anything is made
         reservation = self.quotas.reserve_disk(owner, seed_bytes)
         try:
-            return self._create(owner, name, description, slug, seeds, reservation)
+            return await self._create(owner, name, description, slug, seeds, reservation)
         finally:
             self.quotas.release_disk(reservation)  # unless the seeds became the workspace's usage
 
-    def _create(
+    async def _create(
         self, owner: hub_orm.User, name: str, description: str, slug: str, seeds: list[tuple[str, bytes]],
         reservation: Reservation,
     ) -> Workspace:
@@ -194,7 +195,7 @@ class WorkspaceService:
         if Workspace.find_by_slug(self.db, owner.id, slug):
             raise Conflict(f"You already have a workspace named {slug!r}")
         directory = self.storage.directory_for(owner.name, slug)
-        if os.path.exists(directory):
+        if await asyncio.to_thread(os.path.lexists, directory):
             raise Conflict(
                 f"A directory for workspace {slug!r} is left on disk from an earlier workspace;"
                 " choose another name or ask an administrator to remove it."
@@ -216,11 +217,9 @@ class WorkspaceService:
         self._record(ws, ws.status, None, None, owner.name)
         self.db.commit()
         try:
-            self.storage.create(directory, file_owner)
-            for path, data in seeds:
-                self.storage.write_file(directory, path, data, file_owner)
+            usage = await asyncio.to_thread(self._make_directory, directory, file_owner, seeds)
         except PathError as e:
-            self._discard(ws)
+            await self._discard(ws)
             raise Unprocessable(f"Seed file refused: {e}") from None
         except OSError as e:
             self.log.exception("Could not create workspace directory %s", directory)
@@ -229,12 +228,19 @@ class WorkspaceService:
             return ws
         ws.usage_measured_at = utcnow()
         self.set_status(ws, WorkspaceStatus.idle, actor=owner.name)
-        self.quotas.commit_disk(reservation, ws, self.storage.usage_bytes(directory))
+        self.quotas.commit_disk(reservation, ws, usage)
         self.log.info("Created workspace %s/%s (id %s)", owner.name, slug, ws.id)
         return ws
 
-    def _discard(self, ws: Workspace) -> None:
-        self.storage.remove(ws.directory)
+    def _make_directory(self, directory: str, owner: Owner, seeds: list[tuple[str, bytes]]) -> int:
+        """Make a workspace's directory with its seed files (blocking); returns its usage in bytes."""
+        self.storage.create(directory, owner)
+        for path, data in seeds:
+            self.storage.write_file(directory, path, data, owner)
+        return self.storage.usage_bytes(directory)
+
+    async def _discard(self, ws: Workspace) -> None:
+        await asyncio.to_thread(self.storage.remove, ws.directory)
         self._record(ws, "deleted", ws.status, "Seed files could not be written", "hub")
         self.db.delete(ws)
         self.db.commit()
@@ -317,11 +323,8 @@ class WorkspaceService:
         return ws
 
     def file_owner(self, ws: Workspace) -> Owner:
-        """Who files the hub writes into ``ws`` belong to (and group-shared or not)."""
-        owner = self.accounts.owner(ws.owner.name)
-        if owner.uid is not None and self.storage.group_shared(ws.directory):
-            return replace(owner, shared=True)
-        return owner
+        """Who files the hub writes into ``ws`` belong to (storage adds whether it is group-shared)."""
+        return self.accounts.owner(ws.owner.name)
 
     # ---------------------------------------------------------------- usage
     def to_measure(self, everything: bool, *, isolated: bool) -> list[Workspace]:

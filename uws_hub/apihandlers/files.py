@@ -9,11 +9,16 @@ quota. The room on the quota is reserved (:meth:`QuotaService.reserve_disk`)
 before the first byte is written, from ``Content-Length``; a body without one
 reserves as it arrives, and once it goes over, the rest of it is discarded and
 refused at its end. Every way an upload ends gives the room back or turns it
-into usage. Every path goes through :meth:`WorkspaceStorage.resolve` before any I/O.
+into usage.
+
+Paths are made safe by :mod:`uws_hub.storage` alone; every storage call (all of
+them block: opening, listing, each read and write, the rename) runs in a
+thread, so a slow disk or a FIFO never holds up the hub.
 """
 
 from __future__ import annotations
 
+import asyncio
 import mimetypes
 import os
 from urllib.parse import quote
@@ -30,26 +35,23 @@ from .base import UWSAPIHandler
 CHUNK_BYTES = 256 * 1024
 
 
-def storage_errors(func):
-    """Turn storage refusals into client errors (400 for bad paths, 404 for missing ones)."""
-
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except PathError as e:
-            raise BadRequest(str(e)) from None
-        except StorageNotFound as e:
-            raise NotFound(str(e)) from None
-
-    return wrapper
+async def in_thread(func, *args):
+    """Run a blocking storage call off the event loop; its refusals become client errors
+    (400 for bad paths, 404 for missing ones)."""
+    try:
+        return await asyncio.to_thread(func, *args)
+    except PathError as e:
+        raise BadRequest(str(e)) from None
+    except StorageNotFound as e:
+        raise NotFound(str(e)) from None
 
 
 class WorkspaceFilesAPIHandler(UWSAPIHandler):
     @requires(READ_WORKSPACES)
-    def get(self, workspace_id):
+    async def get(self, workspace_id):
         ws = self.find_workspace(workspace_id)
         relpath = self.get_argument("path", "")
-        entries = storage_errors(self.uws.storage.list_dir)(ws.directory, relpath)
+        entries = await in_thread(self.uws.storage.list_dir, ws.directory, relpath)
         offset, limit = self.get_api_pagination()
         page = [e.to_dict() for e in entries[offset : offset + limit]]
         model = self.paginated_model(page, offset, limit, len(entries))
@@ -64,6 +66,8 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
     reservation: Reservation | None = None
     #: why a streamed upload was refused while its body arrived
     refusal: Exception | None = None
+    #: the client went away
+    gone = False
 
     async def prepare(self):
         await super().prepare()
@@ -72,7 +76,7 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
         try:
             await self._prepare_upload()
         except web.HTTPError as e:
-            self._discard()
+            await self._discard()
             if e.status_code == 413:
                 # too big to read: answer now (the connection is then closed)
                 raise
@@ -80,6 +84,8 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
             # leaves the body on a kept-alive connection, which the proxy would
             # then reuse, and a later request would fail (a 503 from the proxy)
             self.refusal = e
+        if self.gone:  # while the upload was being started
+            await self._discard()
 
     async def _prepare_upload(self):
         # authorize before accepting a single byte of the body
@@ -92,69 +98,79 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
             raise web.HTTPError(413, f"File larger than the limit of {self.uws.max_upload_bytes} bytes")
         self.request.connection.set_max_body_size(self.uws.max_upload_bytes)
         owner = self.uws.workspaces.file_owner(ws)
-        upload = storage_errors(self.uws.storage.start_upload)(ws.directory, relpath, owner)
-        self.upload = upload
+        self.upload = upload = await in_thread(self.uws.storage.start_upload, ws.directory, relpath, owner)
         self.workspace = ws
         # the owner's disk quota (an editor's upload counts against the workspace's owner)
         known = int(length) if length is not None and length.isdigit() else 0
         self.reservation = self.uws.quotas.reserve_disk(ws.owner, known, upload.replaced_bytes)
 
-    def data_received(self, chunk: bytes) -> None:
+    async def data_received(self, chunk: bytes) -> None:
         if self.upload is None:
             return
         if self.upload.size + len(chunk) > self.uws.max_upload_bytes:
-            self._discard()
+            await self._discard()
             raise web.HTTPError(413, f"File larger than the limit of {self.uws.max_upload_bytes} bytes")
         try:
             self.uws.quotas.grow_disk(self.reservation, self.upload.size + len(chunk), streamed=True)
         except QuotaExceeded as e:
             # an error raised here would only drop the connection: refuse at the end
             # of the body, discarding the rest of it
-            self._discard()
+            await self._discard()
             self.refusal = e
             return
-        self.upload.write(chunk)
+        await asyncio.to_thread(self.upload.write, chunk)
 
-    def _discard(self) -> None:
-        """Drop the upload's temporary file and give its room back (refused, cut off or failed)."""
-        if self.upload is not None:
-            self.upload.abort()
-            self.upload = None
-        if self.reservation is not None:
-            self.uws.quotas.release_disk(self.reservation)
-            self.reservation = None
+    async def _discard(self) -> None:
+        """Drop the upload under way, if any (its temporary file goes, in a thread),
+        and give its room back: it was refused, cut off or failed."""
+        upload, self.upload = self.upload, None
+        reservation, self.reservation = self.reservation, None
+        if reservation is not None:
+            self.uws.quotas.release_disk(reservation)
+        if upload is not None:
+            await asyncio.to_thread(upload.abort)
+
+    def _discard_soon(self) -> None:
+        if self.upload is not None or self.reservation is not None:
+            asyncio.ensure_future(self._discard())
 
     def on_connection_close(self):
-        self._discard()
+        super().on_connection_close()
+        self.gone = True
+        self._discard_soon()
 
     def on_finish(self):
-        self._discard()
+        # however the request ended (an error included), no temporary file or reservation stays
+        self._discard_soon()
 
     @requires(WRITE_WORKSPACES)
-    def put(self, workspace_id, relpath):
+    async def put(self, workspace_id, relpath):
         if self.refusal is not None:
             raise self.refusal
-        upload, ws = self.upload, self.workspace
-        upload.commit()
-        self.upload = None  # in place: nothing left to discard
-        self.uws.quotas.commit_disk(self.reservation, ws, upload.size)
+        upload, self.upload = self.upload, None
+        await in_thread(upload.commit)
+        self.uws.quotas.commit_disk(self.reservation, self.workspace, upload.size)
         self.write_json(
-            {"path": self.uws.storage.relative(ws.directory, upload.path), "size": upload.size},
+            {"path": upload.path, "size": upload.size},
             status=201,
         )
 
     @requires(READ_WORKSPACES)
     async def get(self, workspace_id, relpath):
         ws = self.find_workspace(workspace_id)
-        f, size = storage_errors(self.uws.storage.open_read)(ws.directory, relpath)
-        with f:
+        f, size = await in_thread(self.uws.storage.open_read, ws.directory, relpath)
+        try:
             name = os.path.basename(relpath)
             self.set_header("Content-Type", mimetypes.guess_type(name)[0] or "application/octet-stream")
             self.set_header("Content-Length", str(size))
             self.set_header("Content-Disposition", f"attachment; filename*=UTF-8''{quote(name)}")
-            while chunk := f.read(CHUNK_BYTES):
+            left = size  # as much as Content-Length says, if the file grows meanwhile
+            while left and (chunk := await asyncio.to_thread(f.read, min(CHUNK_BYTES, left))):
+                left -= len(chunk)
                 self.write(chunk)
                 await self.flush()
+        finally:
+            await asyncio.to_thread(f.close)
         self.finish()
 
 

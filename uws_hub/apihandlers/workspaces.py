@@ -56,14 +56,14 @@ class WorkspacesAPIHandler(UWSAPIHandler):
         self.write_json(self.paginated_model(models, offset, limit, workspaces.count(where)))
 
     @requires(WRITE_WORKSPACES)
-    def post(self):
+    async def post(self):
         body = self.parse_body(WorkspaceCreateModel)
         if self.current_user.kind != "user":
             raise BadRequest("Only users can own workspaces; use a user's token")
         owner = self.current_user.orm_user
         if not access.may(self, WRITE_WORKSPACES, owner):
             raise Forbidden(f"Creating workspaces requires the scope {WRITE_WORKSPACES}")
-        ws = self.uws.workspaces.create(
+        ws = await self.uws.workspaces.create(
             owner,
             body.name,
             body.description,
