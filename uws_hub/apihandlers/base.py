@@ -16,8 +16,9 @@ from jupyterhub.apihandlers.base import APIHandler
 from pydantic import BaseModel, ValidationError
 
 from .. import access
-from ..services import Services
 from ..errors import BadRequest, Forbidden, NotFound, Unprocessable
+from ..inputs import MAX_OFFSET, query_int
+from ..services import Services
 from ..orm import Job, Workspace
 from ..scopes import READ_WORKSPACES
 
@@ -66,6 +67,35 @@ class UWSAPIHandler(APIHandler):
             match = _uws_auth_pat.match(self.request.headers.get(UWS_AUTH_HEADER, ""))
             token = match.group(1) if match else None
         return token
+
+    def decode_argument(self, value: bytes, name: str | None = None) -> str:
+        """Every path and query argument, refused with a 400 if it holds a NUL.
+
+        No name, id or path holds one, PostgreSQL cannot compare with one (a
+        500), and the file system refuses one; tornado would silently turn it
+        into a space in query arguments.
+        """
+        decoded = super().decode_argument(value, name)
+        if "\x00" in decoded:
+            raise BadRequest("The URL must not contain NUL characters (%00)")
+        return decoded
+
+    def get_api_pagination(self) -> tuple[int, int]:
+        """``offset`` and ``limit`` of every list, validated (400 when out of bounds).
+
+        JupyterHub's own parser takes absolute values (``offset=-1`` was
+        offset 1) and no upper bound (``offset=2**63`` overflowed the
+        database: a 500). A limit above ``c.JupyterHub.api_page_max_limit``
+        is that maximum, as in JupyterHub's API; ``_pagination`` says so.
+        """
+        max_limit = self.settings["api_page_max_limit"]
+        # JupyterHub's rule: the full page unless the client says it follows pages
+        default_limit = self.settings["api_page_default_limit"] if self.accepts_pagination else max_limit
+        offset = query_int(self.get_argument("offset", None), "offset", default=0, minimum=0, maximum=MAX_OFFSET)
+        limit = query_int(
+            self.get_argument("limit", None), "limit", default=default_limit, minimum=1, maximum=MAX_OFFSET
+        )
+        return offset, min(limit, max_limit)
 
     def parse_body(self, model: type[M]) -> M:
         """The JSON body validated against ``model`` (400 if not JSON, 422 if invalid)."""

@@ -23,8 +23,8 @@ from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from .. import access
-from ..errors import BadRequest
 from ..events import Subscription, event_model
+from ..inputs import MAX_SQL_INT, query_int
 from ..orm import Event
 from ..scopes import READ_WORKSPACES, requires
 from .base import UWSAPIHandler, parse_id
@@ -50,14 +50,13 @@ class EventStreamMixin:
     def event_filter(self) -> EventFilter:
         workspace = self.get_argument("workspace", None)
         job = self.get_argument("job", None)
-        after = self.get_argument("last_event_id", None) or self.request.headers.get("Last-Event-ID")
+        after, name = self.get_argument("last_event_id", None), "last_event_id"
+        if not after:
+            after, name = self.request.headers.get("Last-Event-ID"), "The Last-Event-ID header"
         if after is not None:
-            try:
-                after = int(after)
-            except ValueError:
-                raise BadRequest(f"last_event_id must be an event id (an integer), not {after!r}") from None
-            if after < 0:
-                raise BadRequest("last_event_id must not be negative")
+            # bounded before the stream starts: past SQL's BIGINT the replay query
+            # failed after the headers (SSE) or in the socket's task (WebSocket)
+            after = query_int(after, name, default=0, minimum=0, maximum=MAX_SQL_INT)
         return EventFilter(
             workspace_id=parse_id(workspace, "workspace") if workspace is not None else None,
             job_id=parse_id(job, "job") if job is not None else None,
