@@ -122,6 +122,21 @@ def test_a_nul_in_the_url_is_refused(hub, alice, workspace):
         assert "NUL" in r.json()["message"], r.text
 
 
+def test_found_by_the_fuzzer(hub, alice, workspace):
+    """What tests/test_fuzz.py found besides finding 9: a missing JSON body was
+    taken for {} (a PUT of a quota without one removed the override), and the
+    WebSocket endpoint answered a plain request with an HTML 400 page."""
+    hub.api("PUT", "quotas/uwsalice", json={"concurrent_jobs": 7}, expect=200)
+    for method, path, token in (("PUT", "quotas/uwsalice", hub.admin_token),
+                                ("PATCH", f"workspaces/{workspace['id']}", alice)):
+        r = hub.request(method, path, token)
+        assert r.status_code == 400 and "must be a JSON object" in r.json()["message"], (path, r.text[:300])
+    assert hub.api("GET", "quotas/uwsalice", alice)["override"]["concurrent_jobs"] == 7
+    hub.api("PUT", "quotas/uwsalice", json={}, expect=200)
+    r = hub.request("GET", "events/ws", alice)
+    assert r.status_code == 400 and "WebSocket" in r.json()["message"], r.text[:300]
+
+
 def test_every_request_string_is_checked_for_control_characters():
     """The rule holds for request models yet to come: every string field of
     every request body model in uws_hub.apihandlers refuses control characters,

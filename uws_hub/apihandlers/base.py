@@ -98,10 +98,12 @@ class UWSAPIHandler(APIHandler):
         return offset, min(limit, max_limit)
 
     def parse_body(self, model: type[M]) -> M:
-        """The JSON body validated against ``model`` (400 if not JSON, 422 if invalid)."""
+        """The JSON body validated against ``model`` (400 if missing or not JSON, 422 if invalid).
+
+        A missing body is not taken for ``{}``: a PUT of a quota without one
+        would have silently removed the override.
+        """
         body = self.get_json_body()
-        if body is None:
-            body = {}
         if not isinstance(body, dict):
             raise BadRequest("The request body must be a JSON object")
         try:

@@ -23,6 +23,7 @@ from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from .. import access
+from ..errors import BadRequest
 from ..events import Subscription, event_model
 from ..inputs import MAX_SQL_INT, query_int
 from ..orm import Event
@@ -193,6 +194,9 @@ class EventsWebSocketHandler(EventStreamMixin, WebSocketHandler, UWSAPIHandler):
     @requires(READ_WORKSPACES)
     async def get(self, *args, **kwargs):
         self._filter = self.event_filter()
+        if self.request.headers.get("Upgrade", "").lower() != "websocket":
+            # tornado would answer a plain 400 page; the API's errors are JSON
+            raise BadRequest("This is a WebSocket endpoint: connect with a WebSocket (Upgrade: websocket)")
         await WebSocketHandler.get(self, *args, **kwargs)
 
     def open(self):
