@@ -65,6 +65,22 @@ def test_a_huge_last_event_id_is_refused_before_the_stream_starts(hub, alice):
     assert b"last_event_id" in refused.value.resp_body
 
 
+def test_ids_past_the_id_columns_are_not_found(hub, alice, workspace):
+    """Found by tests/test_fuzz.py on PostgreSQL: an id past 2**31 (the id
+    columns are SQL INTEGERs) was a 500 on every route that takes one."""
+    for big in (2**31, 2**62):
+        for method, path in (("GET", f"workspaces/{big}"), ("GET", f"workspaces/{big}/files"),
+                             ("POST", f"workspaces/{big}/jobs"), ("GET", f"jobs/{big}"),
+                             ("POST", f"jobs/{big}/stop"), ("GET", f"jobs?workspace={big}"),
+                             ("DELETE", f"workspaces/{workspace['id']}/shares/{big}"),
+                             ("POST", f"shares/{big}/decline")):
+            r = hub.request(method, path, alice, json={"job_type": "minimal"} if method == "POST" else None)
+            assert r.status_code == 404, (method, path, r.status_code, r.text[:300])
+        with requests.get(f"{hub.url}/hub/api/events?workspace={big}", headers={"Authorization": f"token {alice}"},
+                          stream=True, timeout=30) as r:
+            assert r.status_code == 404, r.status_code
+
+
 @pytest.mark.parametrize(
     "resources, words",
     [

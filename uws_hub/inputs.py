@@ -6,7 +6,8 @@ PostgreSQL cannot store (a 500 where SQLite stored it), and no other control
 character, which would reach every page and terminal that shows the string
 (``ESC[...`` rewrites a terminal; ``BEL`` rings it). Every integer a client
 sends in a URL is read by :func:`query_int`, with bounds, before it reaches
-SQL (past 2**63 the database drivers overflow) or arithmetic.
+SQL (past 2**63 the database drivers overflow; PostgreSQL will not compare an
+INTEGER column with a number past 2**31) or arithmetic.
 
 The request models of :mod:`uws_hub.apihandlers` use these types;
 ``tests/test_bad_input.py`` checks that every string field of every request
@@ -24,6 +25,8 @@ from pydantic_core import PydanticCustomError
 
 from .errors import BadRequest
 
+#: the largest id of a workspace, job or share (their id columns are SQL INTEGERs)
+MAX_ID = 2**31 - 1
 #: the largest offset a list accepts, far beyond any list's length
 MAX_OFFSET = 2**31 - 1
 #: the largest id a database row can have (SQL BIGINT)
