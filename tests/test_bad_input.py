@@ -140,15 +140,24 @@ def test_a_nul_in_the_url_is_refused(hub, alice, workspace):
 
 def test_found_by_the_fuzzer(hub, alice, workspace):
     """What tests/test_fuzz.py found besides finding 9: a missing JSON body was
-    taken for {} (a PUT of a quota without one removed the override), and the
-    WebSocket endpoint answered a plain request with an HTML 400 page."""
+    taken for {} (a PUT of a quota without one removed the override), JSON's
+    false was taken for the number 0, a bad Last-Event-ID was ignored beside a
+    last_event_id, and the WebSocket endpoint answered a plain request with an
+    HTML 400 page."""
     hub.api("PUT", "quotas/uwsalice", json={"concurrent_jobs": 7}, expect=200)
     for method, path, token in (("PUT", "quotas/uwsalice", hub.admin_token),
                                 ("PATCH", f"workspaces/{workspace['id']}", alice)):
         r = hub.request(method, path, token)
         assert r.status_code == 400 and "must be a JSON object" in r.json()["message"], (path, r.text[:300])
     assert hub.api("GET", "quotas/uwsalice", alice)["override"]["concurrent_jobs"] == 7
+    for body in ({"max_gpus": False}, {"concurrent_jobs": "3"}):
+        r = hub.request("PUT", "quotas/uwsalice", hub.admin_token, json=body)
+        assert r.status_code == 422 and "valid integer" in r.json()["message"], (body, r.text[:300])
+    assert hub.api("GET", "quotas/uwsalice", alice)["override"]["concurrent_jobs"] == 7
     hub.api("PUT", "quotas/uwsalice", json={}, expect=200)
+    with requests.get(f"{hub.url}/hub/api/events?last_event_id=0", stream=True, timeout=30,
+                      headers={"Authorization": f"token {alice}", "Last-Event-ID": "x"}) as r:
+        assert r.status_code == 400 and "Last-Event-ID" in r.json()["message"]
     r = hub.request("GET", "events/ws", alice)
     assert r.status_code == 400 and "WebSocket" in r.json()["message"], r.text[:300]
 

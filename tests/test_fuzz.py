@@ -13,7 +13,10 @@ refused (4xx). Three callers:
 - the owner with generated path parameters (ids that do not exist, are not
   numbers, or hold NULs);
 - a stranger, with the owner's real ids: besides matching the document, no
-  request about the owner's workspace, job, share or quota may succeed.
+  request about the owner's workspace, job, share or quota may succeed;
+- an administrator (a service with ``admin:users``), with the real ids, for the
+  accounts and quota operations only they reach (last: it may disable the
+  owner's account, which deletes the owner's tokens).
 
 The hub's job types run the minimal test server (tests/minimal_server.py), so
 launches are cheap; quotas are on, and the workspace is shared. Generation is
@@ -94,13 +97,13 @@ def fuzz_hub(make_hub, system_users):
     share = hub.api("POST", f"workspaces/{ws['id']}/shares", hub.owner, json={"user": "uwscarol"}, expect=201)
     hub.api("POST", f"workspaces/{ws['id']}/shares", hub.owner, json={"kind": "copy", "user": "uwscarol"}, expect=201)
     hub.api("POST", f"groups/{REAL['group']}", json={"users": ["uwsalice"]}, expect=201)
+    hub.api("POST", "accounts", json={"username": "uwsalice", "password": "a long password"}, expect=201)
     assert (ws["id"], doomed["id"], job["id"], share["id"]) == (
         REAL["workspace_id"], DOOMED, REAL["job_id"], REAL["share_id"]), "a new database numbers from 1"
     yield hub
-    # leave nothing running
-    for token in (hub.owner, hub.stranger):
-        for j in hub.api("GET", "jobs?status=pending,queued,running", token, expect=200)["items"]:
-            hub.request("POST", f"jobs/{j['id']}/stop", token)
+    # leave nothing running (with the admin's token: the admin's fuzzing may have deleted the users')
+    for j in hub.api("GET", "jobs?status=pending,queued,running", hub.admin_token, expect=200)["items"]:
+        hub.request("POST", f"jobs/{j['id']}/stop", hub.admin_token)
 
 
 def load_schema(real_ids: bool) -> schemathesis.BaseSchema:
@@ -167,3 +170,9 @@ def test_fuzz_as_stranger(case, fuzz_hub):
         assert not 200 <= response.status_code < 300, (
             f"{case.method} {case.formatted_path} answered {response.status_code} to a stranger: {response.text[:300]}"
         )
+
+
+@real_ids.parametrize()
+@FUZZ_SETTINGS
+def test_fuzz_as_admin(case, fuzz_hub):
+    call_and_check(fuzz_hub, case, fuzz_hub.admin_token)

@@ -102,13 +102,14 @@ class UWSAPIHandler(APIHandler):
         """The JSON body validated against ``model`` (400 if missing or not JSON, 422 if invalid).
 
         A missing body is not taken for ``{}``: a PUT of a quota without one
-        would have silently removed the override.
+        would have silently removed the override. Strict: JSON's types are
+        taken as they are (``false`` or ``"5"`` is not a number of GPUs).
         """
         body = self.get_json_body()
         if not isinstance(body, dict):
             raise BadRequest("The request body must be a JSON object")
         try:
-            return model.model_validate(body)
+            return model.model_validate(body, strict=True)
         except ValidationError as e:
             raise Unprocessable(validation_message(e)) from None
 

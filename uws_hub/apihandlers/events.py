@@ -51,13 +51,15 @@ class EventStreamMixin:
     def event_filter(self) -> EventFilter:
         workspace = self.get_argument("workspace", None)
         job = self.get_argument("job", None)
-        after, name = self.get_argument("last_event_id", None), "last_event_id"
-        if not after:
-            after, name = self.request.headers.get("Last-Event-ID"), "The Last-Event-ID header"
-        if after is not None:
-            # bounded before the stream starts: past SQL's BIGINT the replay query
-            # failed after the headers (SSE) or in the socket's task (WebSocket)
-            after = query_int(after, name, default=0, minimum=0, maximum=MAX_SQL_INT)
+        # both bounded before the stream starts (past SQL's BIGINT the replay query
+        # failed after the headers, or in the WebSocket's task); the parameter wins
+        given = [
+            query_int(value, name, default=0, minimum=0, maximum=MAX_SQL_INT)
+            for value, name in ((self.get_argument("last_event_id", None), "last_event_id"),
+                                (self.request.headers.get("Last-Event-ID"), "The Last-Event-ID header"))
+            if value is not None
+        ]
+        after = given[0] if given else None
         return EventFilter(
             workspace_id=parse_id(workspace, "workspace") if workspace is not None else None,
             job_id=parse_id(job, "job") if job is not None else None,
