@@ -5,13 +5,13 @@ Every operation of the document is called with requests generated from it
 valid and invalid values), and every response must match the document: no
 5xx, a documented status code, the documented content type and a body valid
 against the documented schema; a request the document calls invalid must be
-refused (4xx). Three callers:
+refused (4xx). Four callers:
 
 - the owner, with the path parameters fixed to real ids (a workspace with
   files, a job, a share, their own user name, a group), so that the requests
   reach the handlers' depths rather than stopping at a 404;
-- the owner with generated path parameters (ids that do not exist, are not
-  numbers, or hold NULs);
+- the owner with generated path parameters (ids that do not exist or are
+  not numbers, names that are not names);
 - a stranger, with the owner's real ids: besides matching the document, no
   request about the owner's workspace, job, share or quota may succeed;
 - an administrator (a service with ``admin:users``), with the real ids, for the
@@ -20,8 +20,9 @@ refused (4xx). Three callers:
 
 The hub's job types run the minimal test server (tests/minimal_server.py), so
 launches are cheap; quotas are on, and the workspace is shared. Generation is
-seeded and derandomized, and bounded (examples per operation, a deadline per
-request), so that the module runs in a few minutes and the same way in CI.
+seeded and derandomized, and bounded (examples per operation, no shrinking, a
+timeout per request), so that the module runs in a few minutes and the same
+way in CI.
 Nothing goes anywhere but the hub on 127.0.0.1.
 """
 
