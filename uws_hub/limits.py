@@ -10,25 +10,34 @@ waits and dies later. Users' quotas are other launch checks; they compose.
 Units follow SLURM's: memory is ``<number>[K|M|G|T]`` (no unit: megabytes),
 a time limit is ``minutes``, ``minutes:seconds``, ``hours:minutes:seconds``,
 ``days-hours``, ``days-hours:minutes`` or ``days-hours:minutes:seconds``.
+Both are bounded (:data:`MAX_MEMORY`, :data:`MAX_TIME_LIMIT_DAYS`) and short,
+so that no request makes the hub parse a number of thousands of digits or
+hand SLURM a value it cannot hold: :data:`MemorySize` and :data:`TimeLimit`
+check a request's values, and the admin's limits and defaults, alike.
 """
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from .errors import Unprocessable
 
 if TYPE_CHECKING:
     from .jobs import LaunchRequest
 
-MEMORY_PATTERN = r"^[0-9]+[KMGT]?$"
-TIME_LIMIT_PATTERN = r"^[0-9:-]+$"
+MEMORY_PATTERN = r"^[0-9]{1,16}[KMGT]?$"
+TIME_LIMIT_PATTERN = r"^[0-9:-]{1,20}$"
 PARTITION_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 
 _MEMORY_UNITS = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+#: the most memory a job may ask for, far beyond any machine
+MAX_MEMORY = "1024T"
+_MAX_MEMORY_BYTES = 1024 * _MEMORY_UNITS["T"]
+#: the longest time limit a job may ask for
+MAX_TIME_LIMIT_DAYS = 365
 
 
 def memory_bytes(value: str) -> int:
@@ -38,37 +47,64 @@ def memory_bytes(value: str) -> int:
         raise ValueError("empty memory size")
     unit = value[-1] if value[-1] in _MEMORY_UNITS else "M"
     number = value[:-1] if value[-1] in _MEMORY_UNITS else value
-    if not number.isdigit():
-        raise ValueError(f"invalid memory size {value!r}: use e.g. 512M or 8G")
-    return int(number) * _MEMORY_UNITS[unit]
+    if not number.isdigit() or len(number) > 16:
+        raise ValueError(f"invalid memory size {value[:40]!r}: use e.g. 512M or 8G")
+    size = int(number) * _MEMORY_UNITS[unit]
+    if size > _MAX_MEMORY_BYTES:
+        raise ValueError(f"memory {value} is more than {MAX_MEMORY}, the most a job may ask for")
+    return size
 
 
 def time_limit_seconds(value: str) -> int:
-    """A SLURM time limit (``--time``) in seconds.
+    """A SLURM time limit (``--time``) in seconds, at most :data:`MAX_TIME_LIMIT_DAYS`.
 
     ``"90"`` is 90 minutes, ``"1:30"`` 1 min 30 s, ``"4:00:00"`` 4 hours,
     ``"1-12"`` 36 hours, ``"1-12:30"`` and ``"1-12:30:00"`` 36.5 hours.
     """
     original = value = value.strip()
+    invalid = f"invalid time limit {original[:40]!r}: use e.g. 30, 1:00:00 or 1-12:00:00"
+    if len(value) > 20:
+        raise ValueError(invalid)
     days = 0
     if "-" in value:
         day_part, value = value.split("-", 1)
         parts = value.split(":")
         if not day_part.isdigit() or not 1 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
-            raise ValueError(f"invalid time limit {original!r}: use e.g. 30, 1:00:00 or 1-12:00:00")
+            raise ValueError(invalid)
         days = int(day_part)
         hours, minutes, seconds = (list(map(int, parts)) + [0, 0])[:3]
     else:
         parts = value.split(":")
         if not 1 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
-            raise ValueError(f"invalid time limit {original!r}: use e.g. 30, 1:00:00 or 1-12:00:00")
+            raise ValueError(invalid)
         if len(parts) == 1:
             hours, minutes, seconds = 0, int(parts[0]), 0
         elif len(parts) == 2:
             hours, minutes, seconds = 0, int(parts[0]), int(parts[1])
         else:
             hours, minutes, seconds = map(int, parts)
-    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+    total = ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+    if total > MAX_TIME_LIMIT_DAYS * 86400:
+        raise ValueError(f"time limit {original} is more than {MAX_TIME_LIMIT_DAYS} days, the most a job may ask for")
+    return total
+
+
+def _checked(parse):
+    """A pydantic validator that keeps the string once ``parse`` accepts it."""
+
+    def check(value: str) -> str:
+        parse(value)
+        return value
+
+    return AfterValidator(check)
+
+
+#: memory per job, e.g. ``"8G"``, at most :data:`MAX_MEMORY`
+MemorySize = Annotated[str, Field(pattern=MEMORY_PATTERN), _checked(memory_bytes)]
+#: a SLURM time limit, e.g. ``"4:00:00"``, at most :data:`MAX_TIME_LIMIT_DAYS`
+TimeLimit = Annotated[str, Field(pattern=TIME_LIMIT_PATTERN), _checked(time_limit_seconds)]
+#: a SLURM partition's name
+Partition = Annotated[str, Field(pattern=PARTITION_PATTERN)]
 
 
 class _ResourceAmounts(BaseModel):
@@ -79,18 +115,11 @@ class _ResourceAmounts(BaseModel):
     #: CPUs per job
     cpus: int | None = Field(None, ge=1)
     #: memory per job, e.g. ``"8G"``
-    memory: str | None = Field(None, pattern=MEMORY_PATTERN)
+    memory: MemorySize | None = None
     #: GPUs per job (as a limit, 0: none may be requested)
     gpus: int | None = Field(None, ge=0)
     #: a SLURM time limit, e.g. ``"4:00:00"``
-    time_limit: str | None = Field(None, pattern=TIME_LIMIT_PATTERN)
-
-    @field_validator("time_limit")
-    @classmethod
-    def _valid_time(cls, value: str | None) -> str | None:
-        if value is not None:
-            time_limit_seconds(value)
-        return value
+    time_limit: TimeLimit | None = None
 
 
 class ResourceLimits(_ResourceAmounts):
@@ -114,7 +143,7 @@ class ResourceLimits(_ResourceAmounts):
 class ResourceDefaults(_ResourceAmounts):
     """What a launch of a job type gets for what it does not request."""
 
-    partition: str | None = Field(None, pattern=PARTITION_PATTERN)
+    partition: Partition | None = None
 
     def apply(self, requested: dict[str, Any]) -> dict[str, Any]:
         """The requested resources, with these defaults where nothing is requested."""

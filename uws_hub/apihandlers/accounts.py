@@ -33,16 +33,17 @@ from ..authenticators.local import (
     WorkspaceLocalAuthenticator,
 )
 from ..errors import Conflict, NotFound, Unprocessable
+from ..inputs import Text
 from .base import UWSAPIHandler
 
 
 class AccountCreateModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    username: str = Field(min_length=1, max_length=255)
+    username: Text = Field(min_length=1, max_length=255)
     password: str = Field(min_length=1, max_length=1024)
-    email: str | None = Field(None, max_length=320)
-    display_name: str | None = Field(None, max_length=255)
+    email: Text | None = Field(None, max_length=320)
+    display_name: Text | None = Field(None, max_length=255)
     admin: bool = False
     disabled: bool = False
 
@@ -53,8 +54,8 @@ class AccountPatchModel(BaseModel):
     password: str | None = Field(None, min_length=1, max_length=1024)
     disabled: bool | None = None
     unlock: bool | None = None
-    email: str | None = Field(None, max_length=320)
-    display_name: str | None = Field(None, max_length=255)
+    email: Text | None = Field(None, max_length=320)
+    display_name: Text | None = Field(None, max_length=255)
 
 
 def account_model(db, account: Account) -> dict:

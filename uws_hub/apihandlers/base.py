@@ -16,8 +16,9 @@ from jupyterhub.apihandlers.base import APIHandler
 from pydantic import BaseModel, ValidationError
 
 from .. import access
-from ..services import Services
 from ..errors import BadRequest, Forbidden, NotFound, Unprocessable
+from ..inputs import MAX_ID, MAX_OFFSET, query_int, shorten
+from ..services import Services
 from ..orm import Job, Workspace
 from ..scopes import READ_WORKSPACES
 
@@ -38,13 +39,14 @@ def validation_message(e: ValidationError) -> str:
 
 
 def parse_id(value: str, what: str) -> int:
-    try:
-        ident = int(value)
-    except (TypeError, ValueError):
-        raise NotFound(f"No such {what}: {value!r}") from None
-    if ident < 1 or ident > 2**62:
-        raise NotFound(f"No such {what}: {value!r}")
-    return ident
+    """A row's id from the URL; anything that cannot be one is not found (404).
+
+    Bounded by the id columns (SQL ``INTEGER``): PostgreSQL refuses to compare
+    them with a larger number, which was a 500 for any id past 2**31.
+    """
+    if value.isascii() and value.isdigit() and len(value) <= 10 and 1 <= int(value) <= MAX_ID:
+        return int(value)
+    raise NotFound(f"No such {what}: {shorten(value)!r}")
 
 
 class UWSAPIHandler(APIHandler):
@@ -67,15 +69,47 @@ class UWSAPIHandler(APIHandler):
             token = match.group(1) if match else None
         return token
 
+    def decode_argument(self, value: bytes, name: str | None = None) -> str:
+        """Every path and query argument, refused with a 400 if it holds a NUL.
+
+        No name, id or path holds one, PostgreSQL cannot compare with one (a
+        500), and the file system refuses one; tornado would silently turn it
+        into a space in query arguments.
+        """
+        decoded = super().decode_argument(value, name)
+        if "\x00" in decoded:
+            raise BadRequest("The URL must not contain NUL characters (%00)")
+        return decoded
+
+    def get_api_pagination(self) -> tuple[int, int]:
+        """``offset`` and ``limit`` of every list, validated (400 when out of bounds).
+
+        JupyterHub's own parser takes absolute values (``offset=-1`` was
+        offset 1) and no upper bound (``offset=2**63`` overflowed the
+        database: a 500). A limit above ``c.JupyterHub.api_page_max_limit``
+        is that maximum, as in JupyterHub's API; ``_pagination`` says so.
+        """
+        max_limit = self.settings["api_page_max_limit"]
+        # JupyterHub's rule: the full page unless the client says it follows pages
+        default_limit = self.settings["api_page_default_limit"] if self.accepts_pagination else max_limit
+        offset = query_int(self.get_argument("offset", None), "offset", default=0, minimum=0, maximum=MAX_OFFSET)
+        limit = query_int(
+            self.get_argument("limit", None), "limit", default=default_limit, minimum=1, maximum=MAX_OFFSET
+        )
+        return offset, min(limit, max_limit)
+
     def parse_body(self, model: type[M]) -> M:
-        """The JSON body validated against ``model`` (400 if not JSON, 422 if invalid)."""
+        """The JSON body validated against ``model`` (400 if missing or not JSON, 422 if invalid).
+
+        A missing body is not taken for ``{}``: a PUT of a quota without one
+        would have silently removed the override. Strict: JSON's types are
+        taken as they are (``false`` or ``"5"`` is not a number of GPUs).
+        """
         body = self.get_json_body()
-        if body is None:
-            body = {}
         if not isinstance(body, dict):
             raise BadRequest("The request body must be a JSON object")
         try:
-            return model.model_validate(body)
+            return model.model_validate(body, strict=True)
         except ValidationError as e:
             raise Unprocessable(validation_message(e)) from None
 

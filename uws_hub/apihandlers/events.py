@@ -25,6 +25,7 @@ from tornado.websocket import WebSocketClosedError, WebSocketHandler
 from .. import access
 from ..errors import BadRequest
 from ..events import Subscription, event_model
+from ..inputs import MAX_SQL_INT, query_int
 from ..orm import Event
 from ..scopes import READ_WORKSPACES, requires
 from .base import UWSAPIHandler, parse_id
@@ -50,14 +51,15 @@ class EventStreamMixin:
     def event_filter(self) -> EventFilter:
         workspace = self.get_argument("workspace", None)
         job = self.get_argument("job", None)
-        after = self.get_argument("last_event_id", None) or self.request.headers.get("Last-Event-ID")
-        if after is not None:
-            try:
-                after = int(after)
-            except ValueError:
-                raise BadRequest(f"last_event_id must be an event id (an integer), not {after!r}") from None
-            if after < 0:
-                raise BadRequest("last_event_id must not be negative")
+        # both bounded before the stream starts (past SQL's BIGINT the replay query
+        # failed after the headers, or in the WebSocket's task); the parameter wins
+        given = [
+            query_int(value, name, default=0, minimum=0, maximum=MAX_SQL_INT)
+            for value, name in ((self.get_argument("last_event_id", None), "last_event_id"),
+                                (self.request.headers.get("Last-Event-ID"), "The Last-Event-ID header"))
+            if value is not None
+        ]
+        after = given[0] if given else None
         return EventFilter(
             workspace_id=parse_id(workspace, "workspace") if workspace is not None else None,
             job_id=parse_id(job, "job") if job is not None else None,
@@ -194,6 +196,9 @@ class EventsWebSocketHandler(EventStreamMixin, WebSocketHandler, UWSAPIHandler):
     @requires(READ_WORKSPACES)
     async def get(self, *args, **kwargs):
         self._filter = self.event_filter()
+        if self.request.headers.get("Upgrade", "").lower() != "websocket":
+            # tornado would answer a plain 400 page; the API's errors are JSON
+            raise BadRequest("This is a WebSocket endpoint: connect with a WebSocket (Upgrade: websocket)")
         await WebSocketHandler.get(self, *args, **kwargs)
 
     def open(self):

@@ -6,7 +6,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .. import access
 from ..errors import BadRequest, Forbidden
-from ..limits import MEMORY_PATTERN, PARTITION_PATTERN, TIME_LIMIT_PATTERN
+from ..inputs import Text
+from ..limits import MemorySize, Partition, TimeLimit
 from ..models import job_model
 from ..orm import Job
 from ..scopes import LAUNCH_JOBS, READ_WORKSPACES, requires
@@ -20,17 +21,17 @@ class ResourcesModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     cpus: int | None = Field(None, ge=1, le=4096)
-    memory: str | None = Field(None, pattern=MEMORY_PATTERN)
+    memory: MemorySize | None = None
     gpus: int | None = Field(None, ge=0, le=64)
-    time_limit: str | None = Field(None, pattern=TIME_LIMIT_PATTERN)
-    partition: str | None = Field(None, pattern=PARTITION_PATTERN)
+    time_limit: TimeLimit | None = None
+    partition: Partition | None = None
 
 
 class JobCreateModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    job_type: str = Field(min_length=1, max_length=63)
-    resource: str | None = Field(None, min_length=1, max_length=63)
+    job_type: Text = Field(min_length=1, max_length=63)
+    resource: Text | None = Field(None, min_length=1, max_length=63)
     resources: ResourcesModel = Field(default_factory=ResourcesModel)
 
 

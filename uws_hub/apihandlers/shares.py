@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .. import access
 from ..errors import BadRequest, Forbidden
+from ..inputs import Text
 from ..scopes import READ_WORKSPACES, SHARE_WORKSPACES, WRITE_WORKSPACES, requires
 from ..sharing import ACCEPTED, COPY, DECLINED, PENDING
 from .base import UWSAPIHandler, parse_id
@@ -29,10 +30,10 @@ class ShareCreateModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["collaborate", "copy"] = "collaborate"
-    user: str | None = Field(None, min_length=1, max_length=255)
-    group: str | None = Field(None, min_length=1, max_length=255)
+    user: Text | None = Field(None, min_length=1, max_length=255)
+    group: Text | None = Field(None, min_length=1, max_length=255)
     level: Literal["viewer", "editor"] | None = None
-    name: str | None = Field(None, min_length=1, max_length=255)
+    name: Text | None = Field(None, min_length=1, max_length=255)
 
     @model_validator(mode="after")
     def _one_target(self):

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .. import access
 from ..errors import BadRequest, Forbidden
+from ..inputs import MultilineText, Text
 from ..models import workspace_model
 from ..orm import Job, Workspace
 from ..scopes import READ_WORKSPACES, WRITE_WORKSPACES, requires
@@ -27,16 +28,16 @@ class SeedFileModel(BaseModel):
 class WorkspaceCreateModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=255)
-    description: str = Field("", max_length=10_000)
+    name: Text = Field(min_length=1, max_length=255)
+    description: MultilineText = Field("", max_length=10_000)
     files: list[SeedFileModel] = Field(default_factory=list, max_length=1000)
 
 
 class WorkspaceUpdateModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(None, min_length=1, max_length=255)
-    description: str | None = Field(None, max_length=10_000)
+    name: Text | None = Field(None, min_length=1, max_length=255)
+    description: MultilineText | None = Field(None, max_length=10_000)
 
 
 class WorkspacesAPIHandler(UWSAPIHandler):
