@@ -39,6 +39,7 @@ from .options import NotificationOptions, QuotaOptions, SharingOptions
 from .quotas import Limits, QuotaService
 from .orm import Job
 from .reconcile import JobReconciler
+from .redaction import install_log_redaction
 from .servers import ServerControl, load_spawner_class
 from .serverconfig import job_env
 from .services import Services
@@ -342,6 +343,12 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         return list(scopes.USER_SCOPES)
 
     # ---------------------------------------------------------------- init steps
+    def init_logging(self):
+        super().init_logging()
+        # one place for every logged URL and message, whoever logs it (tornado's
+        # warnings and JupyterHub's redirects carry request URLs, ?token= included)
+        install_log_redaction(self.log)
+
     def init_db(self):
         super().init_db()
         engine = self.db.get_bind()
