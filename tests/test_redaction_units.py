@@ -18,7 +18,7 @@ URLSAFE = "Xq3vN0bR7tK2pL9sW4yZ8mC1dF6gH5jA0eU3iO2rT7k"  # secrets.token_urlsafe
     "text, expected",
     [
         (f"JUPYTERHUB_API_TOKEN={TOKEN}", "JUPYTERHUB_API_TOKEN=[redacted]"),
-        (f"{{'JPY_API_TOKEN': '{TOKEN}', 'HOME': '/home/a'}}", "{'JPY_API_TOKEN': '[redacted]', 'HOME': '/home/a'}"),
+        (f"{{'JPY_API_TOKEN': '{TOKEN}', 'HOME': '/a'}}", "{'JPY_API_TOKEN': '[redacted]', 'HOME': '/a'}"),
         ('{"token": "abc", "user": "alice"}', '{"token": "[redacted]", "user": "alice"}'),
         ("MY_SECRET=hunter2 PASSWORD=swordfish USER=alice", "MY_SECRET=[redacted] PASSWORD=[redacted] USER=alice"),
         (f"Authorization: token {TOKEN}", "Authorization: token [redacted]"),
@@ -27,7 +27,7 @@ URLSAFE = "Xq3vN0bR7tK2pL9sW4yZ8mC1dF6gH5jA0eU3iO2rT7k"  # secrets.token_urlsafe
         (f"GET /hub/api/user?token={TOKEN}&x=1 (127.0.0.1)", "GET /hub/api/user?token=[redacted]&x=1 (127.0.0.1)"),
         ("/user/a/oauth_callback?code=abc&state=def", "/user/a/oauth_callback?code=[redacted]&state=[redacted]"),
         ("POST /hub/login?_xsrf=2|abc|def", "POST /hub/login?_xsrf=[redacted]"),
-        (f"-> /hub/login?next=%2Fhub%2Fhome%3Ftoken%3D{TOKEN}", "-> /hub/login?next=%2Fhub%2Fhome%3Ftoken%3D[redacted]"),
+        (f"-> /hub/login?next=%2Fhub%3Ftoken%3D{TOKEN}", "-> /hub/login?next=%2Fhub%3Ftoken%3D[redacted]"),
         ("-> /hub/login?next=%2Fhub%3Fx%3D1%26access_token%3Dshort%26y%3D2",
          "-> /hub/login?next=%2Fhub%3Fx%3D1%26access_token%3D[redacted]%26y%3D2"),
         (f"the token is {TOKEN}.", "the token is [redacted]."),

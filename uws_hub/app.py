@@ -194,7 +194,8 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         config=True,
         help="""Directory for each job's output (``job-<id>.log``), readable by the hub only.
 
-        The tail of this file is the reason shown when a server fails to start.
+        The end of this file, with credentials redacted, is what the job's
+        owner and admins read at ``GET /hub/api/jobs/{id}/output``.
         Relative paths are relative to the directory the hub starts in.
         """,
     )
@@ -518,6 +519,9 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         for job in Job.unfinished(self.db):
             self.uws.servers.restore_class(job.owner, job.server_name, job.resource)
         await super().init_spawners()
+        revoked = self.uws.servers.revoke_stale_tokens()
+        if revoked:
+            self.log.warning("Revoked %d API tokens of servers that are no longer running", revoked)
 
     def init_handlers(self):
         super().init_handlers()
