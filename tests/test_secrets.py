@@ -18,6 +18,7 @@ uws-hub log at any level is checked for the tokens too.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -309,23 +310,28 @@ def test_hub_restarts_keep_running_servers_tokens_and_revoke_the_rest(make_hub, 
     hub.alice = alice = hub.add_user("uwsalice")
     ws = hub.api("POST", "workspaces", alice, json={"name": f"restart {uuid.uuid4().hex[:8]}"}, expect=201)
     job = run(hub, ws, "minimal")
-    token = server_token(job)
-    stale = [hub.api("POST", "users/uwsalice/tokens", json={"note": note}, expect=201)["token"]
-             for note in ("Server at /user/uwsalice/gone/", "retrieved from spawner gone")]
-    assert all(works(hub, t) for t in stale)
+    try:
+        token = server_token(job)
+        stale = [hub.api("POST", "users/uwsalice/tokens", json={"note": note}, expect=201)["token"]
+                 for note in ("Server at /user/uwsalice/gone/", "retrieved from spawner gone")]
+        assert all(works(hub, t) for t in stale)
 
-    hub.stop()
-    hub.start()
-    assert not any(works(hub, t) for t in stale)
-    assert works(hub, alice)
-    assert hub.api("GET", f"jobs/{job['id']}", alice)["status"] == "running"
-    assert works(hub, token)
+        hub.stop()
+        hub.start()
+        assert not any(works(hub, t) for t in stale)
+        assert works(hub, alice)
+        assert hub.api("GET", f"jobs/{job['id']}", alice)["status"] == "running"
+        assert works(hub, token)
 
-    hub.config_file.write_text(hub.config_file.read_text() + "c.JupyterHub.cleanup_servers = True\n")
-    hub.stop()
-    hub.start()  # with cleanup_servers, for the next stop
-    assert works(hub, token)
-    hub.stop()
-    hub.start()
-    assert hub.api("GET", f"jobs/{job['id']}", alice)["status"] in TERMINAL
-    assert not works(hub, token)
+        hub.config_file.write_text(hub.config_file.read_text() + "c.JupyterHub.cleanup_servers = True\n")
+        hub.stop()
+        hub.start()  # with cleanup_servers, for the next stop
+        assert works(hub, token)
+        hub.stop()
+        hub.start()
+        assert hub.api("GET", f"jobs/{job['id']}", alice)["status"] in TERMINAL
+        assert not works(hub, token)
+    finally:
+        # without cleanup_servers, a failure above would leave the job running past its hub
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(int(job["resource_id"]), signal.SIGKILL)
