@@ -31,7 +31,8 @@ does not suit JupyterHub 6 or a restartable hub:
   cancelled (:meth:`WorkspaceSlurmSpawner.sweep_orphans`).
 - **Why it ended.** Time limit, node failure, ``scancel`` outside the hub,
   a server that exits before it answers: each ends the job with SLURM's
-  reason and, for failures, the tail of the job's output file.
+  reason; the tail of the job's output file is copied to the hub's own log
+  of the job, which only the job's owner and admins read (it may hold secrets).
 - **No secrets in logs.** batchspawner logs the job's environment (with its
   API token) at debug level; this spawner never logs it.
 """
@@ -166,7 +167,11 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         account) and ``{job_id}`` are replaced. It must be writable by the
         job's account on the compute nodes and readable by the hub (a shared
         filesystem, as the workspace is); the hub creates it as the job's
-        account. The tail of the file explains a server that failed.
+        account. When the job ends, the hub keeps a copy of the file's end,
+        which the job's owner and admins read redacted
+        (``GET /hub/api/jobs/{id}/output``). The file itself is not redacted
+        and, inside the workspace, collaborators can read it: put it outside
+        the workspace if servers may print secrets while they run.
 
         .. versionadded:: 0.2
         """,
@@ -535,14 +540,10 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
             if not started:
                 reason = f"The server failed to start: {reason}"
             try:
-                output = await self.output_tail()
-                # where the hub looks for it too (JupyterHub does not stop() a server that ended)
-                await self._keep_output_tail(output)
+                # where the hub reads it for the job's owner (JupyterHub does not stop() a server that ended)
+                await self._keep_output_tail()
             except Exception:
                 self.log.exception("Reading the output of SLURM job %s failed", state.job_id)
-                output = ""
-            if output:
-                reason += f"\n--- last output ---\n{output}"
         self.log.info("%s: %s", self._log_name, reason.splitlines()[0])
         self.report("ended", outcome=outcome, reason=reason)
         return outcome, reason
@@ -597,7 +598,7 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         await self._scancel([resource_id])
 
     # ---------------------------------------------------------------- output
-    async def output_tail(self, max_bytes: int = 2000) -> str:
+    async def output_tail(self, max_bytes: int = 16 * 1024) -> str:
         """The end of the job's output file, read as the job's account (never as root:
         the file is in the user's directory, and may be a symlink to anything)."""
         if not self.job_id or self.launch is None:
@@ -622,14 +623,13 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
             text = text.split("\n", 1)[1]
         return text.strip()
 
-    async def _keep_output_tail(self, text: str | None = None) -> None:
+    async def _keep_output_tail(self) -> None:
         """Copy the output's tail to the hub's own log file of the job (``launch.log_path``),
-        where the hub looks when it explains a failed start."""
+        where the hub reads a job's output for its owner."""
         launch = self.launch
         if launch is None or not launch.log_path or not self.job_id:
             return
-        if text is None:
-            text = await self.output_tail()
+        text = await self.output_tail()
         if not text:
             return
         try:

@@ -60,7 +60,7 @@ def whoami(hub: Hub, session: requests.Session) -> dict | None:
 
 
 #: a job type whose "server" prints its environment's uws-hub variables and
-#: exits: the job fails and its reason carries the output (see ``job_env``)
+#: exits: the job fails (see ``job_env``)
 PRINTENV_JOB_TYPE = {
     "display_name": "Print the environment",
     "cmd": [
@@ -74,13 +74,17 @@ PRINTENV_JOB_TYPE = {
 
 def job_env(hub: Hub, token: str, job_type: str = "printenv") -> dict[str, str]:
     """Launch ``job_type`` (see :data:`PRINTENV_JOB_TYPE`) in a new workspace and
-    return the environment the job saw."""
+    return the environment the job saw.
+
+    Read from the hub's own file of the job's output (the tests run as root):
+    the output API redacts the tokens these tests look for."""
     import json
     import uuid
 
     ws = hub.api("POST", "workspaces", token, json={"name": f"env {uuid.uuid4().hex[:8]}"}, expect=201)
     job = hub.api("POST", f"workspaces/{ws['id']}/jobs", token, json={"job_type": job_type}, expect=202)
     job = hub.wait_job(job["id"], token, {"failed", "completed", "cancelled"})
-    match = re.search(r"^ENV=(\{.*\})$", job["reason"] or "", re.M)
-    assert match, f"the job printed no environment: {job['reason']!r}"
+    output = (hub.workdir / "uws-job-logs" / f"job-{job['id']}.log").read_text()
+    match = re.search(r"^ENV=(\{.*\})$", output, re.M)
+    assert match, f"the job printed no environment: {output!r}"
     return json.loads(match.group(1))

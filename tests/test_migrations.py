@@ -140,3 +140,48 @@ def test_upgrade_from_0004_reserves_disk_space_in_the_new_table(db_url, tmp_path
         assert r.status_code == 422 and "over by 1 byte" in r.json()["message"], r.text
     finally:
         hub.stop()
+
+
+def test_upgrade_cuts_job_output_out_of_reasons(db_url):
+    """Before 0006 a failed job's reason carried its server's last output (secrets
+    included) to everyone who could read the job; the upgrade leaves the reason."""
+    url = db_url()
+    uid = create_jupyterhub_tables(url, user="olduser")
+    engine = create_engine(url)
+    dbutil.upgrade(engine, "0005")
+    now = datetime(2026, 1, 1)
+    leaky = "The server exited with status 1\n--- last output ---\nJUPYTERHUB_API_TOKEN=0123456789abcdef"
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO uws_workspaces (id, owner_id, slug, name, description, status, directory,"
+                " disk_usage_bytes, created_at, updated_at)"
+                " VALUES (1, :uid, 'ws', 'ws', '', 'idle', '/nonexistent/olduser/ws', 0, :now, :now)"
+            ),
+            {"uid": uid, "now": now},
+        )
+        for job_id, reason in ((1, leaky), (2, "Stopped on request")):
+            conn.execute(
+                text(
+                    "INSERT INTO uws_jobs (id, workspace_id, owner_id, job_type, resource, interactive, status,"
+                    " target, reason, server_name, resources, created_at, updated_at, attempts)"
+                    " VALUES (:id, 1, :uid, 'jupyterlab', 'local', true, 'failed', 'stopped', :reason, 'ws',"
+                    " '{}', :now, :now, 1)"
+                ),
+                {"id": job_id, "uid": uid, "reason": reason, "now": now},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO uws_events (created_at, kind, owner_id, workspace_id, job_id, actor, status,"
+                    " reason, data) VALUES (:now, 'job', :uid, 1, :id, 'hub', 'failed', :reason, '{}')"
+                ),
+                {"id": job_id, "uid": uid, "reason": reason, "now": now},
+            )
+    dbutil.upgrade(engine)
+    with engine.connect() as conn:
+        jobs = dict(conn.execute(text("SELECT id, reason FROM uws_jobs")).all())
+        events = dict(conn.execute(text("SELECT job_id, reason FROM uws_events")).all())
+    engine.dispose()
+    expected = {1: "The server exited with status 1", 2: "Stopped on request"}
+    assert jobs == expected
+    assert events == expected

@@ -415,6 +415,11 @@ def test_every_endpoint_matches_the_document(hub, alice, bob, api):
     failed = hub.wait_job(broken["id"], alice, {"failed", "running", "completed"}, timeout=30)
     failed = api.call("GET", one, alice, f"/jobs/{failed['id']}").json()
     assert failed["status"] == "failed" and "exited with status 3" in failed["reason"]
+    output = "/jobs/{job_id}/output"
+    out = api.call("GET", output, alice, f"/jobs/{failed['id']}/output").json()
+    assert "boom: the server cannot start" in out["output"]
+    assert api.call("GET", output, bob, f"/jobs/{failed['id']}/output").status_code == 404
+    assert api.call("GET", output, None, f"/jobs/{failed['id']}/output").status_code == 403
 
     # --- delete
     assert api.call("DELETE", item, read_only, f"/workspaces/{wid}").status_code == 403

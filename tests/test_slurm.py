@@ -7,6 +7,7 @@ one running job. Most jobs run tests/minimal_server.py, to stay quick on 2 cores
 from __future__ import annotations
 
 import pwd
+import re
 import time
 import uuid
 
@@ -43,7 +44,8 @@ c.UWSHub.job_types = {{
     }},
     "big": {{"cmd": {MINIMAL_CMD!r}, "resources": ["slurm"]}},
     "broken": {{
-        "cmd": ["python3", "-c", "import sys; print('boom: the server cannot start', flush=True); sys.exit(3)"],
+        "cmd": ["python3", "-c", "import os, sys; print('boom: the server cannot start', flush=True);"
+                " print('JUPYTERHUB_API_TOKEN=' + os.environ['JUPYTERHUB_API_TOKEN'], flush=True); sys.exit(3)"],
         "resources": ["slurm"],
     }},
 }}
@@ -219,12 +221,20 @@ def test_scancel_while_queued_is_cancelled(shub, user):
 
 
 def test_server_that_cannot_start_fails_with_its_output(shub, user):
+    """The reason says why; the output (with the server's token, revoked) is its owner's, redacted."""
     job = launch(shub, user, job_type="broken")
     job = shub.wait_job(job["id"], user, TERMINAL | {"running"}, timeout=60)
     assert job["status"] == "failed", job["reason"]
     assert job["reason"].startswith("The server failed to start: SLURM job")
-    assert "boom: the server cannot start" in job["reason"]
+    assert "\n" not in job["reason"]
     assert slurmutil.job_info(job["resource_id"])["state"] == "FAILED"
+    output = shub.api("GET", f"jobs/{job['id']}/output", user, expect=200)["output"]
+    assert "boom: the server cannot start" in output
+    assert "JUPYTERHUB_API_TOKEN=[redacted]" in output
+    raw = (shub.workspaces_root / "uwsalice" / job["workspace"] / ".uws-jobs"
+           / f"job-{job['id']}-{job['resource_id']}.log").read_text()
+    token = re.search(r"^JUPYTERHUB_API_TOKEN=(\w+)$", raw, re.M).group(1)
+    assert shub.request("GET", "user", token).status_code == 403
 
 
 def test_resources_over_the_limits_are_refused(shub, user):
@@ -345,5 +355,7 @@ def test_zz_time_limit_fails_the_job(shub, user, timed_job):
     job = shub.wait_job(timed_job["id"], user, TERMINAL, timeout=150)
     assert job["status"] == "failed", job["reason"]
     assert f"SLURM job {job['resource_id']} reached its time limit" in job["reason"]
-    assert "DUE TO TIME LIMIT" in job["reason"]  # the tail of the job's output
+    assert "\n" not in job["reason"]
+    # the tail of the job's output, for its owner
+    assert "DUE TO TIME LIMIT" in shub.api("GET", f"jobs/{job['id']}/output", user, expect=200)["output"]
     assert slurmutil.job_info(job["resource_id"])["state"] == "TIMEOUT"

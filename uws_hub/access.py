@@ -27,7 +27,7 @@ from sqlalchemy import ColumnElement, false, or_, select, true
 from sqlalchemy.orm import Session
 
 from .orm import Share, Workspace
-from .scopes import accepting, levels_granting
+from .scopes import READ_WORKSPACES, accepting, levels_granting
 
 
 class ScopedRequest(Protocol):
@@ -44,6 +44,15 @@ class ScopedRequest(Protocol):
 def may(request: ScopedRequest, scope: str, owner: hub_orm.User) -> bool:
     """Whether ``request`` holds ``scope`` on resources owned by ``owner``."""
     return any(request.get_scope_filter(s)(owner, "user") for s in accepting(scope))
+
+
+def may_read_output(request: ScopedRequest, owner: hub_orm.User) -> bool:
+    """Whether ``request`` may read what the jobs of ``owner`` printed.
+
+    Only with the owner's own scopes (the owner, admins), never through a
+    share: a server's output can hold secrets, its own API token among them.
+    """
+    return may(request, READ_WORKSPACES, owner)
 
 
 def holds(request: ScopedRequest, scope: str) -> bool:

@@ -39,6 +39,7 @@ from .options import NotificationOptions, QuotaOptions, SharingOptions
 from .quotas import Limits, QuotaService
 from .orm import Job
 from .reconcile import JobReconciler
+from .redaction import install_log_redaction
 from .servers import ServerControl, load_spawner_class
 from .serverconfig import job_env
 from .services import Services
@@ -193,7 +194,8 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         config=True,
         help="""Directory for each job's output (``job-<id>.log``), readable by the hub only.
 
-        The tail of this file is the reason shown when a server fails to start.
+        The end of this file, with credentials redacted, is what the job's
+        owner and admins read at ``GET /hub/api/jobs/{id}/output``.
         Relative paths are relative to the directory the hub starts in.
         """,
     )
@@ -342,6 +344,12 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         return list(scopes.USER_SCOPES)
 
     # ---------------------------------------------------------------- init steps
+    def init_logging(self):
+        super().init_logging()
+        # one place for every logged URL and message, whoever logs it (tornado's
+        # warnings and JupyterHub's redirects carry request URLs, ?token= included)
+        install_log_redaction(self.log)
+
     def init_db(self):
         super().init_db()
         engine = self.db.get_bind()
@@ -514,6 +522,9 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         for job in Job.unfinished(self.db):
             self.uws.servers.restore_class(job.owner, job.server_name, job.resource)
         await super().init_spawners()
+        revoked = self.uws.servers.revoke_stale_tokens()
+        if revoked:
+            self.log.warning("Revoked %d API tokens of servers that are no longer running", revoked)
 
     def init_handlers(self):
         super().init_handlers()

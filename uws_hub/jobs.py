@@ -5,13 +5,21 @@ Requests only record what the user wants: a launch creates the job
 (status ``stopping``); both return at once and wake the reconciler
 (:mod:`uws_hub.reconcile`), which makes it so. Every status change goes
 through :meth:`JobService.transition`: checked against the transition table,
-timestamped, mirrored in the workspace's status, and stored as an event.
+timestamped, mirrored in the workspace's status, and stored as an event; a
+job that ends there has its server's tokens revoked.
+
+A job's reason is a line for everyone who may read the job. What the job's
+server printed is not part of it: it can hold secrets (a kernel that prints
+its environment prints the server's token), so it is read only by the job's
+owner and admins (:meth:`JobService.output`), with credentials redacted.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import stat
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -24,6 +32,7 @@ from .events import EventBus, transient_event
 from .jobtypes import JobType, pick
 from .metrics import JOB_LAUNCH_DURATION_SECONDS
 from .orm import Event, Job, Workspace, utcnow
+from .redaction import redact
 from .servers import ServerControl
 from .spawners.mixins import WorkspaceLaunch
 from .states import ACTIVE_JOB_STATUSES, JobStatus, WorkspaceStatus, check_job_transition
@@ -39,16 +48,27 @@ _TIMESTAMPS = {
 }
 
 
-def tail(path: str, max_bytes: int = 2000) -> str:
-    """The last lines of a job's output file ('' if there is none)."""
+#: how much of the end of a job's output its owner can read
+OUTPUT_TAIL_BYTES = 16 * 1024
+
+
+def tail(path: str, max_bytes: int) -> str:
+    """The last lines of a job's output file ('' if there is none, or it is not a regular file).
+
+    Opened without following a symlink and without blocking: in single-account
+    mode a job runs as the hub's account and could swap its file for a link
+    or a FIFO.
+    """
     try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - max_bytes))
-            text = f.read().decode("utf-8", "replace")
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return ""
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ""
+        size = f.seek(0, os.SEEK_END)
+        f.seek(max(0, size - max_bytes))
+        text = f.read().decode("utf-8", "replace")
     if size > max_bytes:
         text = text.split("\n", 1)[-1]
     return text.strip()
@@ -122,6 +142,9 @@ class JobService:
             )
         if new.terminal:
             job.target = "stopped"
+            # every end of a job passes here: whatever printed or leaked the
+            # server's tokens, they open nothing any more
+            self.servers.revoke_tokens(job.owner, job.server_name)
             ws = job.workspace
             if ws.status == WorkspaceStatus.active.value and Job.active_in(self.db, ws.id) in (None, job):
                 self.workspaces.set_status(ws, WorkspaceStatus.idle, actor=actor)
@@ -244,8 +267,9 @@ class JobService:
         """The file the job's server writes its output to."""
         return os.path.join(self.job_log_dir, f"job-{job.id}.log")
 
-    def output_tail(self, job: Job) -> str:
-        return tail(self.log_path(job))
+    async def output(self, job: Job) -> str:
+        """The end of what the job's server printed, credentials redacted (for its owner and admins)."""
+        return redact(await asyncio.to_thread(tail, self.log_path(job), OUTPUT_TAIL_BYTES))
 
     # ---------------------------------------------------------------- requests
     def check_launch(self, request: LaunchRequest) -> None:

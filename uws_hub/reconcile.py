@@ -350,10 +350,6 @@ class JobReconciler:
         self.db.commit()
 
     def _fail(self, job: Job, reason: str) -> None:
-        """Fail the job, with the tail of the server's output in the reason."""
-        output = self.jobs.output_tail(job)
-        if output:
-            reason += f"\n--- last output ---\n{output}"
         self.jobs.transition(job, JobStatus.failed, reason)
         self.db.commit()
 

@@ -22,7 +22,8 @@ from jupyterhub import orm as hub_orm
 from jupyterhub.metrics import SERVER_SPAWN_DURATION_SECONDS, ServerSpawnStatus
 from jupyterhub.spawner import Spawner
 from jupyterhub.user import User, UserDict
-from jupyterhub.utils import iterate_until
+from jupyterhub.utils import iterate_until, url_escape_path, url_path_join
+from sqlalchemy import or_, select
 from traitlets.utils.importstring import import_item
 
 from .spawners.mixins import LifecycleListener, WorkspaceLaunch, WorkspaceSpawnerMixin
@@ -201,6 +202,61 @@ class ServerControl:
         user.spawners.pop(server_name, None)
         user.db.commit()
 
+    # ---------------------------------------------------------------- tokens
+    def revoke_tokens(self, orm_user: hub_orm.User, server_name: str) -> None:
+        """Delete every token issued for the named server (in the session; the caller commits).
+
+        That is the server's own API token (``JUPYTERHUB_API_TOKEN`` in its
+        environment, which anything running in the server can print) and its
+        OAuth client, with the OAuth tokens and codes issued to it (everyone's
+        logins into the server). JupyterHub's ``User.stop`` means to do this but
+        misses the API token whenever ``Spawner.poll`` found the server gone
+        first (poll clears the spawner's state, token included), and a server
+        that never stopped cleanly is not stopped by it at all.
+        """
+        db = self.users.db
+        notes = server_token_notes(self.user(orm_user).base_url, server_name)
+        for token in db.scalars(
+            select(hub_orm.APIToken).where(hub_orm.APIToken.user_id == orm_user.id, hub_orm.APIToken.note.in_(notes))
+        ):
+            db.delete(token)
+        orm_spawner = db.scalar(
+            select(hub_orm.Spawner).where(hub_orm.Spawner.user_id == orm_user.id, hub_orm.Spawner.name == server_name)
+        )
+        if orm_spawner is not None and orm_spawner.oauth_client is not None:
+            db.delete(orm_spawner.oauth_client)  # its tokens and codes go with it
+
+    def revoke_stale_tokens(self) -> int:
+        """Delete the API tokens of servers that are not running; returns how many.
+
+        For tokens left behind before every end of a job revoked them (see
+        :meth:`revoke_tokens`): the hub calls it once at startup, after
+        JupyterHub has re-adopted the servers that still run.
+        """
+        db = self.users.db
+        any_server = [n.format(base_url="%", server_name="%") for n in _SERVER_TOKEN_NOTES]
+        running = {
+            (user_id, note)
+            for user_id, server_name in db.execute(
+                select(hub_orm.Spawner.user_id, hub_orm.Spawner.name).where(hub_orm.Spawner.server_id.is_not(None))
+            )
+            for note in server_token_notes(self.users[user_id].base_url, server_name)
+        }
+        stale = [
+            token
+            for token in db.scalars(
+                select(hub_orm.APIToken).where(
+                    hub_orm.APIToken.user_id.is_not(None),
+                    or_(*(hub_orm.APIToken.note.like(pattern) for pattern in any_server)),
+                )
+            )
+            if (token.user_id, token.note) not in running
+        ]
+        for token in stale:
+            db.delete(token)
+        db.commit()
+        return len(stale)
+
     # ---------------------------------------------------------------- routes
     async def restore_routes(self, servers: list[tuple[hub_orm.User, str]]) -> int:
         """Add the proxy routes missing for these running servers (one GET of the routes)."""
@@ -215,6 +271,17 @@ class ServerControl:
             restored += 1
         return restored
 
+
+#: the notes of the API tokens JupyterHub makes for a server: one for each start
+#: (``User.spawn``), one when a spawner brings back a token of its own (a SLURM
+#: job adopted after a hub restart). The note is how a server's token is told
+#: from its user's others.
+_SERVER_TOKEN_NOTES = ("Server at {base_url}", "retrieved from spawner {server_name}")
+
+
+def server_token_notes(user_base_url: str, server_name: str) -> tuple[str, ...]:
+    base_url = url_path_join(user_base_url, url_escape_path(server_name), "/")
+    return tuple(n.format(base_url=base_url, server_name=server_name) for n in _SERVER_TOKEN_NOTES)
 
 
 def add_client_scopes(spawner: Spawner, scopes: list[str]) -> None:

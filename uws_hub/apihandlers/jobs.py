@@ -83,6 +83,15 @@ class JobAPIHandler(UWSAPIHandler):
         self.write_json(job_model(self.find_job(job_id), self.uws.jobs))
 
 
+class JobOutputAPIHandler(UWSAPIHandler):
+    @requires(READ_WORKSPACES)
+    async def get(self, job_id):
+        job = self.find_job(job_id)
+        if not access.may_read_output(self, job.owner):
+            raise Forbidden("A job's output is shown to its owner and admins only")
+        self.write_json({"job_id": job.id, "output": await self.uws.jobs.output(job)})
+
+
 class JobStopAPIHandler(UWSAPIHandler):
     @requires(LAUNCH_JOBS)
     def post(self, job_id):
@@ -97,5 +106,6 @@ default_handlers = [
     (r"/api/workspaces/([^/]+)/jobs", WorkspaceJobsAPIHandler),
     (r"/api/jobs", JobsAPIHandler),
     (r"/api/jobs/([^/]+)", JobAPIHandler),
+    (r"/api/jobs/([^/]+)/output", JobOutputAPIHandler),
     (r"/api/jobs/([^/]+)/stop", JobStopAPIHandler),
 ]

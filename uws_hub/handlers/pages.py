@@ -80,6 +80,7 @@ class WorkspacePageHandler(UWSPageHandler):
             can_launch=access.may_workspace(self, LAUNCH_JOBS, ws),
             can_manage=access.may_workspace(self, WRITE_WORKSPACES, ws, grantees=False),
             can_share=can_share,
+            can_read_output=access.may_read_output(self, ws.owner),
             my_level="editor" if "editor" in levels else ("viewer" if levels else None),
         )
 

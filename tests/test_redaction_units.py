@@ -1,0 +1,82 @@
+"""Unit tests of credential redaction (uws_hub.redaction), with no hub: the forms
+a token takes in job output and log lines, and readable text that stays."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import pytest
+
+from uws_hub.redaction import RedactedLogRecord, install_log_redaction, redact
+
+TOKEN = uuid.uuid4().hex  # what JupyterHub's API and OAuth tokens look like
+URLSAFE = "Xq3vN0bR7tK2pL9sW4yZ8mC1dF6gH5jA0eU3iO2rT7k"  # secrets.token_urlsafe(32)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (f"JUPYTERHUB_API_TOKEN={TOKEN}", "JUPYTERHUB_API_TOKEN=[redacted]"),
+        (f"{{'JPY_API_TOKEN': '{TOKEN}', 'HOME': '/a'}}", "{'JPY_API_TOKEN': '[redacted]', 'HOME': '/a'}"),
+        ('{"token": "abc", "user": "alice"}', '{"token": "[redacted]", "user": "alice"}'),
+        ("MY_SECRET=hunter2 PASSWORD=swordfish USER=alice", "MY_SECRET=[redacted] PASSWORD=[redacted] USER=alice"),
+        (f"Authorization: token {TOKEN}", "Authorization: token [redacted]"),
+        (f"Authorization: Bearer {URLSAFE}", "Authorization: Bearer [redacted]"),
+        ("UWS-Authorization: Token short", "UWS-Authorization: Token [redacted]"),
+        (f"GET /hub/api/user?token={TOKEN}&x=1 (127.0.0.1)", "GET /hub/api/user?token=[redacted]&x=1 (127.0.0.1)"),
+        ("/user/a/oauth_callback?code=abc&state=def", "/user/a/oauth_callback?code=[redacted]&state=[redacted]"),
+        ("POST /hub/login?_xsrf=2|abc|def", "POST /hub/login?_xsrf=[redacted]"),
+        (f"-> /hub/login?next=%2Fhub%3Ftoken%3D{TOKEN}", "-> /hub/login?next=%2Fhub%3Ftoken%3D[redacted]"),
+        ("-> /hub/login?next=%2Fhub%3Fx%3D1%26access_token%3Dshort%26y%3D2",
+         "-> /hub/login?next=%2Fhub%3Fx%3D1%26access_token%3D[redacted]%26y%3D2"),
+        (f"the token is {TOKEN}.", "the token is [redacted]."),
+        (f"cookie {URLSAFE}", "cookie [redacted]"),
+        ("jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.abc-DEF_123 end", "jwt [redacted] end"),
+        ("b64 dGhpcyBpcyBhIHNlY3JldCB0b2tlbiBmb3IgdGVzdHM+Lw== end", "b64 [redacted] end"),
+    ],
+)
+def test_credentials_are_redacted(text, expected):
+    assert redact(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The server failed to start: it exited with status 4 before it answered",
+        "Traceback (most recent call last):\n  File \"/usr/lib/python3.11/site-packages/jupyterhub/handlers/base.py\"",
+        "/srv/Data2024/ProjectAlpha/Results/Experiment12/run",
+        "SLURM job 1234 of uws-1a2b3c4d-17 is RUNNING on node c1",
+        "PATH=/usr/local/bin:/usr/bin HOME=/home/alice",
+        "202 POST /hub/api/workspaces/3/jobs (alice@127.0.0.1) 12.34ms",
+        "a-long-lowercase-identifier-without-any-capitals-in-it",
+        "",
+    ],
+)
+def test_readable_text_stays(text):
+    assert redact(text) == text
+
+
+def test_redaction_is_idempotent():
+    once = redact(f"JUPYTERHUB_API_TOKEN={TOKEN} ?token={TOKEN} Authorization: token {TOKEN}")
+    assert TOKEN not in once
+    assert redact(once) == once
+
+
+def test_log_records_are_redacted_whatever_the_logger(caplog):
+    previous = logging.getLogRecordFactory()
+    install_log_redaction(logging.getLogger("test"))
+    try:
+        other = logging.getLogger("some.library")
+        with caplog.at_level(logging.DEBUG):
+            other.debug("env: %s", {"JUPYTERHUB_API_TOKEN": TOKEN})
+            try:
+                raise RuntimeError(f"GET http://h/?token={TOKEN} failed")
+            except RuntimeError:
+                other.exception("request %s failed", f"/x?token={TOKEN}")
+        assert caplog.records and all(isinstance(r, RedactedLogRecord) for r in caplog.records)
+        assert TOKEN not in caplog.text
+        assert "'JUPYTERHUB_API_TOKEN': '[redacted]'" in caplog.text
+        assert "RuntimeError: GET http://h/?token=[redacted] failed" in caplog.text
+    finally:
+        logging.setLogRecordFactory(previous)

@@ -1,0 +1,113 @@
+"""Credentials out of text that people read: job output and the hub's log.
+
+:func:`redact` replaces what looks like a credential with ``[redacted]``:
+
+- values of URL parameters that carry credentials (``?token=``, ``code=``,
+  ``state=``, ``_xsrf=``, ...; also URL-encoded, as in a login redirect's
+  ``next=%2Fhub%2Fhome%3Ftoken%3D...``);
+- ``Authorization: token|bearer|basic <credential>`` (and ``UWS-Authorization``);
+- values of names that say they are secret (``JUPYTERHUB_API_TOKEN=...``,
+  ``'MY_SECRET': '...'``, ``"password": "..."``): environment lines, Python
+  dict reprs, JSON;
+- strings shaped like tokens: JWTs, 32 or more hex digits (JupyterHub's API
+  and OAuth tokens, session ids, cookie signatures), and 32 or more
+  characters of base64 mixing upper case, lower case and digits.
+
+It errs on the side of redacting: a 40-digit commit hash or a long mixed-case
+identifier goes too, which costs a reader little; a token that stays costs
+the owner of the server it opens.
+
+:func:`install_log_redaction` applies :func:`redact` to every log record the
+hub's process makes, whichever logger, handler or level: tornado's warnings
+(``403 GET /hub/api/...?token=...``), JupyterHub's redirect lines, spawners'
+debug output (batchspawner logs the job's environment, API token included).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+REDACTED = "[redacted]"
+
+#: URL parameters whose values are credentials (any name containing one of these,
+#: as JupyterHub's own log_request scrubs them)
+_PARAM = r"[\w.-]*(?:token|auth|key|code|state|xsrf|secret|password|passwd|signature|session)[\w.-]*"
+_URL_PARAM = re.compile(
+    rf"(?i)((?:[?&;]|%3F|%26){_PARAM}(?:=|%3D))((?:(?!%26)[^&;\s#'\"<>])+)"
+)
+_AUTHORIZATION = re.compile(
+    r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?(?:(?:token|bearer|basic)\s+)?)([^\s'\",;]+)"
+)
+#: NAME=value, 'NAME': 'value', "name": "value" where the name says it is secret
+_SECRET_NAME = r"[\w.-]*(?:token|secret|password|passwd|api_?key|private_?key|access_?key|credentials?)[\w.-]*"
+_NAMED_SECRET = re.compile(
+    rf"(?i)(\b{_SECRET_NAME}['\"]?\s*(?:=|:\s*)['\"]?)([^\s'\",;&}})]+)"
+)
+_JWT = re.compile(r"\beyJ[\w-]+\.[\w-]+\.[\w-]*")
+_HEX = re.compile(r"(?<![0-9A-Za-z])[0-9a-fA-F]{32,}(?![0-9A-Za-z])")
+_BASE64 = re.compile(r"(?<![A-Za-z0-9_+/-])[A-Za-z0-9_+/-]{32,}={0,2}(?![A-Za-z0-9_+/=-])")
+
+
+def _token_shaped(match: re.Match) -> str:
+    """A long base64 run is a secret if it mixes cases and digits and is not a path."""
+    s = match.group(0)
+    mixed = re.search(r"[a-z]", s) and re.search(r"[A-Z]", s) and re.search(r"[0-9]", s)
+    # a path (a/b/c) has slashes but neither '+' nor padding; base64 with '/' has either
+    path_like = "/" in s and "+" not in s and not s.endswith("=")
+    return REDACTED if mixed and not path_like else s
+
+
+def redact(text: str) -> str:
+    """``text`` with everything that looks like a credential replaced by ``[redacted]``."""
+    if not text:
+        return text
+    text = _URL_PARAM.sub(rf"\1{REDACTED}", text)
+    text = _AUTHORIZATION.sub(rf"\1{REDACTED}", text)
+    text = _NAMED_SECRET.sub(rf"\1{REDACTED}", text)
+    text = _JWT.sub(REDACTED, text)
+    text = _HEX.sub(REDACTED, text)
+    return _BASE64.sub(_token_shaped, text)
+
+
+class _Redacted:
+    """An attribute redacted when it is set (a descriptor, for :class:`RedactedLogRecord`)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.key = f"_redacted_{name}"
+
+    def __get__(self, obj: object, objtype: type | None = None):
+        return self if obj is None else obj.__dict__.get(self.key)
+
+    def __set__(self, obj: object, value: str | None) -> None:
+        obj.__dict__[self.key] = redact(value) if value else value
+
+
+class RedactedLogRecord(logging.LogRecord):
+    """A log record whose message, traceback and stack are redacted when formatted.
+
+    Made for every record of the process (:func:`install_log_redaction`), so
+    no handler, formatter or logger can write a credential: the redaction is
+    where the text is made, not where each call site logs.
+    """
+
+    #: set by Formatter.format from the exception (and reused by later handlers)
+    exc_text = _Redacted()
+    stack_info = _Redacted()
+
+    def getMessage(self) -> str:
+        return redact(super().getMessage())
+
+
+def install_log_redaction(log: logging.Logger) -> None:
+    """Redact every log record of this process from now on (see :class:`RedactedLogRecord`).
+
+    ``log`` is told if another log record factory is in place already, which
+    this would replace.
+    """
+    current = logging.getLogRecordFactory()
+    if current is RedactedLogRecord:
+        return
+    if current is not logging.LogRecord:
+        log.warning("Replacing the log record factory %r with uws-hub's, which redacts credentials", current)
+    logging.setLogRecordFactory(RedactedLogRecord)
