@@ -169,9 +169,11 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         filesystem, as the workspace is); the hub creates it as the job's
         account. When the job ends, the hub keeps a copy of the file's end,
         which the job's owner and admins read redacted
-        (``GET /hub/api/jobs/{id}/output``). The file itself is not redacted
-        and, inside the workspace, collaborators can read it: put it outside
-        the workspace if servers may print secrets while they run.
+        (``GET /hub/api/jobs/{id}/output``). The file itself is not redacted.
+        The hub's files API never serves names starting with ``.uws-``, so
+        viewers cannot read it there, but editors (whose jobs run as the
+        owner) can: put it outside the workspace if servers may print secrets
+        while they run.
 
         .. versionadded:: 0.2
         """,

@@ -212,6 +212,32 @@ def test_a_copy_leaves_out_links_that_resolve_outside_through_other_links(hub, a
     assert (copy / "sub" / "up").read_bytes() == b"# hello\n"
 
 
+def test_the_hubs_own_names_are_out_of_reach(hub, alice, bob, workspace):
+    """``.uws-…`` names are the hub's (uploads under way, SLURM job output, which can
+    hold a server's token while it runs): no request lists, reads or writes them,
+    by their name or through a link, and copies leave them out."""
+    directory = on_disk(hub, workspace)
+    (directory / ".uws-jobs").mkdir()
+    (directory / ".uws-jobs" / "job-1.log").write_text("JUPYTERHUB_API_TOKEN=0123456789abcdef0123456789abcdef\n")
+    (directory / "logs").symlink_to(".uws-jobs")
+    wid = workspace["id"]
+    names = [e["name"] for e in hub.api("GET", f"workspaces/{wid}/files", alice, expect=200)["items"]]
+    assert ".uws-jobs" not in names and "logs" in names
+    for path in (".uws-jobs/job-1.log", "logs/job-1.log", "sub/../.uws-jobs/job-1.log"):
+        r = hub.request("GET", f"workspaces/{wid}/files/{path}", alice)
+        assert r.status_code == 400 and "the hub's own" in r.json()["message"], (path, r.text)
+    for query in (".uws-jobs", "logs"):
+        assert hub.request("GET", f"workspaces/{wid}/files?path={query}", alice).status_code == 400
+    r = hub.request("PUT", f"workspaces/{wid}/files/.uws-jobs/planted.log", alice, data=b"x")
+    assert r.status_code == 400 and not (directory / ".uws-jobs" / "planted.log").exists()
+
+    share = copy_to_bob(hub, alice, bob, wid)
+    assert share["copy"]["state"] == "done", share
+    copy = on_disk(hub, hub.api("GET", f"workspaces/{share['copy']['workspace_id']}", bob, expect=200))
+    assert not os.path.lexists(copy / ".uws-jobs") and not os.path.lexists(copy / "logs")
+    assert (copy / "README.md").exists()
+
+
 # ---------------------------------------------------------------- finding 9: bad paths get a 400 that says why
 @pytest.mark.parametrize("name", ["a" * 256, "é" * 128])
 def test_a_name_over_255_bytes_is_a_400(hub, alice, workspace, name):

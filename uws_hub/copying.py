@@ -24,7 +24,7 @@ import os
 import stat
 from dataclasses import dataclass
 
-from .storage import DIR_FLAGS, FILE_FLAGS, NEW_FILE_FLAGS, TEMP_PREFIX, DirChain, Owner, link_stays_inside
+from .storage import DIR_FLAGS, FILE_FLAGS, NEW_FILE_FLAGS, RESERVED_PREFIX, DirChain, Owner, link_stays_inside
 
 CHUNK_BYTES = 8 * 1024 * 1024
 
@@ -96,7 +96,7 @@ def copy_tree(src: str, dst: str, owner: Owner, limit_bytes: int | None = None) 
                     source.up(src)
                 continue
             name = names.pop()
-            if name.startswith(TEMP_PREFIX):
+            if name.startswith(RESERVED_PREFIX):
                 continue
             try:
                 mode = os.stat(name, dir_fd=source.fd, follow_symlinks=False).st_mode

@@ -45,8 +45,12 @@ T = TypeVar("T")
 MAX_SYMLINKS = 40
 #: the longest file name Linux filesystems take (``NAME_MAX``), in bytes
 NAME_MAX_BYTES = 255
+#: names the hub keeps for itself in workspaces (uploads under way, SLURM job
+#: output that may hold a server's secrets): requests can neither list, read
+#: nor write them, and copy-shares leave them out
+RESERVED_PREFIX = ".uws-"
 #: temporary files of uploads under way: never listed, copied or counted as content
-TEMP_PREFIX = ".uws-upload-"
+TEMP_PREFIX = RESERVED_PREFIX + "upload-"
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
@@ -256,6 +260,8 @@ class DirChain:
             name = todo.pop()
             if name in ("", "."):
                 continue
+            if name.startswith(RESERVED_PREFIX):
+                raise PathError(f"Names starting with {RESERVED_PREFIX!r} are the hub's own: {shown!r}")
             if name == "..":
                 self.up(shown)
                 continue
@@ -387,7 +393,7 @@ class WorkspaceStorage:
             dirs.walk(parts, "/".join(parts))
             with os.scandir(dirs.fd) as it:
                 for d in it:
-                    if d.name.startswith(TEMP_PREFIX):
+                    if d.name.startswith(RESERVED_PREFIX):
                         continue
                     try:
                         st = d.stat(follow_symlinks=False)
