@@ -83,8 +83,19 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         if log_file is not None:
             popen_kwargs.update(stdout=log_file, stderr=subprocess.STDOUT)
         self.log.info("Spawning %s", " ".join(shlex.quote(s) for s in cmd))
+        popen = asyncio.ensure_future(asyncio.to_thread(subprocess.Popen, cmd, **popen_kwargs))
         try:
-            self.proc = await asyncio.to_thread(subprocess.Popen, cmd, **popen_kwargs)
+            self.proc = await asyncio.shield(popen)
+        except asyncio.CancelledError:
+            # the start was interrupted (a stop while starting), but the thread goes on
+            # and the process starts anyway: keep hold of it, so that the stop that
+            # follows finds it (poll() says running) and ends it
+            try:
+                self.proc = await popen
+                self.pid = self.proc.pid
+            except Exception:
+                pass  # it did not start after all
+            raise
         except PermissionError:
             self.log.error("Permission denied running %r as %s", shutil.which(cmd[0]) or cmd[0],
                            launch.system_user or "the hub's account")

@@ -15,6 +15,7 @@ knows nothing of the hub, its ORM or its handlers.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import pwd
 from dataclasses import asdict, dataclass, field
@@ -106,6 +107,8 @@ class WorkspaceSpawnerMixin:
     launch: WorkspaceLaunch | None = None
     #: set by the hub; receives lifecycle reports
     lifecycle_listener: LifecycleListener | None = None
+    #: the task running the last start() (see :meth:`take_launch`)
+    start_task: asyncio.Task | None = None
 
     def take_launch(self) -> WorkspaceLaunch:
         """Take the launch handed over for this start, or refuse to start.
@@ -114,6 +117,9 @@ class WorkspaceSpawnerMixin:
         is handed over separately and taken here, exactly once.
         """
         launch, self.next_launch = self.next_launch, None
+        # the task running start(): a stop while starting waits for it to end, so
+        # that it stops what the start made (JupyterHub's cancelled spawn may not)
+        self.start_task = asyncio.current_task()
         if launch is None:
             raise web.HTTPError(
                 400,

@@ -174,6 +174,12 @@ class ServerControl:
             self.log.info("Interrupting the start of %s", spawner._log_name)
             spawner._spawn_future.cancel()
             await asyncio.wait([spawner._spawn_future], timeout=10)
+        start = spawner.start_task
+        if start is not None and not start.done():
+            # Spawner.start() runs in a task of its own, which a cancelled spawn can
+            # leave running: end it, so that the stop below sees what it started
+            start.cancel()
+            await asyncio.wait([start], timeout=10)
         if spawner.server is None and not spawner.pending:
             return
         spawner._stop_pending = True
