@@ -7,7 +7,7 @@ PYTHON   := $(VENV)/bin/python
 STATE    ?= state
 export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run install install-test test test-sqlite test-postgres clean
+.PHONY: run install install-test lint test test-sqlite test-postgres test-unit clean
 
 run: install
 	@mkdir -p $(STATE)
@@ -35,14 +35,29 @@ node_modules/.installed: package.json package-lock.json $(VENV)/.installed
 
 install-test: install
 	bash scripts/install-test-deps.sh
-	bash scripts/slurm-up.sh up
 	$(PYTHON) -m pip install --quiet -e '.[test]'
 
-# the whole suite on SQLite, then once more on PostgreSQL (started by the
-# tests) without the browser and SLURM tests, which add nothing database-specific.
-# UWS_REQUIRE_SLURM: the SLURM tests fail instead of skipping when the cluster
-# does not come up.
-test: install-test test-sqlite test-postgres
+# ruff (lint and format) and mypy on the package; configuration in pyproject.toml
+lint: install-test
+	$(VENV)/bin/ruff check uws_hub
+	$(VENV)/bin/ruff format --check uws_hub
+	$(VENV)/bin/mypy
+
+# lint, then the whole suite (tests/unit, then tests/integration) on SQLite, then
+# once more on PostgreSQL (started by the tests) without the browser and SLURM
+# tests, which add nothing database-specific. UWS_REQUIRE_SLURM: the SLURM tests
+# fail instead of skipping when the cluster does not come up. The SLURM cluster
+# (munged, slurmctld, slurmd) is started for the run and stopped after it, unless
+# it was already up (`bash scripts/slurm-up.sh up` keeps one for you).
+test: install-test lint
+	@if bash scripts/slurm-up.sh status >/dev/null 2>&1; then started=0; else started=1; fi; \
+	bash scripts/slurm-up.sh up && $(MAKE) --no-print-directory test-sqlite test-postgres; rc=$$?; \
+	if [ $$started = 1 ]; then bash scripts/slurm-up.sh stop --cancel-jobs; fi; \
+	exit $$rc
+
+# the in-process tests alone (seconds; no hub, no root)
+test-unit:
+	$(PYTHON) -m pytest -q tests/unit
 
 test-sqlite:
 	UWS_REQUIRE_SLURM=1 $(PYTHON) -m pytest -v -ra --durations=20

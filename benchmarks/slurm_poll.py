@@ -9,7 +9,7 @@ Part 1, one poll cycle. Submits N real jobs held in the queue (``sbatch
 N = 1, 10, 50, 200 (``--counts``), times one poll cycle over the first N of
 them, both ways, in the same run on the same jobs:
 
-- uws-hub: the real :class:`SlurmPoller` (``uws_hub.spawners.slurm_poller``)
+- uws-hub: the real :class:`SlurmPoller` (``uws_hub.spawners.slurm.poller``)
   tracking the N jobs; one call of ``SlurmPoller.cycle()``, the body of
   each iteration of its loop (one ``squeue -h -t all -j id1,...,idN``);
 - batchspawner 1.3: N real ``batchspawner.SlurmSpawner`` instances (one per
@@ -118,7 +118,9 @@ import requests  # noqa: E402
 from batchspawner import JobStatus, SlurmSpawner  # noqa: E402
 
 from tests.hubutil import REPO, Hub  # noqa: E402
-from uws_hub.spawners.slurm_poller import SlurmPoller, run_command, submit_environment  # noqa: E402
+from uws_hub.spawners.slurm.commands import run_command  # noqa: E402
+from uws_hub.spawners.slurm.poller import SlurmPoller  # noqa: E402
+from uws_hub.spawners.slurm.script import submit_environment  # noqa: E402
 
 NAME_PREFIX = "uws-bench-poll-"
 #: the server of the hub part's job type, and of its baseline (as tests/conftest.py's MINIMAL_CMD)

@@ -36,7 +36,7 @@ from uws_hub.authenticators.oauth import WorkspaceOIDCAuthenticator
 from uws_hub.authenticators.remote_api import WorkspaceRemoteAPIAuthenticator
 from uws_hub.spawners.local import WorkspaceLocalProcessSpawner
 from uws_hub.spawners.slurm import WorkspaceSlurmSpawner
-from uws_hub.spawners.slurm_poller import SlurmPoller
+from uws_hub.spawners.slurm.poller import SlurmPoller
 
 #: The classes the reference documents, in this order. Add new configurable
 #: classes here (a SLURM spawner, a quota manager, ...); traits of uws-hub

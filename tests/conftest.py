@@ -33,12 +33,10 @@ from pathlib import Path
 import pytest
 
 from .browserutil import CHROMIUM, CHROMIUM_ARGS
+from .helpers import ADMIN_PASSWORD, MULTIUSER_CONFIG, USERS
 from .hubutil import REPO, Hub
 from .pgutil import PostgresServer
 from .slurmutil import start_cluster
-
-USERS = ("uwsadmin", "uwsalice", "uwsbob", "uwscarol")
-ADMIN_PASSWORD = "admin-password-for-tests"
 
 
 def pytest_report_header(config):
@@ -114,25 +112,6 @@ def workspaces_root():
 
 
 # ---------------------------------------------------------------- hubs
-#: a job type's command for the minimal single-user server (tests/minimal_server.py)
-MINIMAL_CMD = [sys.executable, str(REPO / "tests" / "minimal_server.py")]
-
-MULTIUSER_CONFIG = f"""
-c.UWSHub.system_users = True
-c.UWSHub.job_reconcile_interval = 2
-c.Authenticator.admin_users = {{"uwsadmin"}}
-c.UWSHub.job_types = {{
-    "jupyterlab": {{"display_name": "JupyterLab", "default_url": "/lab"}},
-    "broken": {{
-        "display_name": "Broken on purpose",
-        "cmd": ["python3", "-c", "import sys; print('boom: the server cannot start'); sys.exit(3)"],
-    }},
-    "minimal": {{"display_name": "Minimal test server", "cmd": {MINIMAL_CMD!r}}},
-    "short": {{"display_name": "Minimal, 3 s limit", "cmd": {MINIMAL_CMD!r}, "time_limit_seconds": 3}},
-}}
-"""
-
-
 @pytest.fixture(scope="session")
 def make_hub(tmp_path_factory, db_url, workspaces_root):
     hubs = []

@@ -13,7 +13,6 @@ from urllib.parse import urlparse
 
 from tornado import ioloop, web
 
-
 # read from the installed metadata: importing jupyterhub would slow every start
 JUPYTERHUB_VERSION = version("jupyterhub")
 

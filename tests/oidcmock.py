@@ -26,7 +26,8 @@ from datetime import timedelta
 
 import flask
 import werkzeug.serving
-from oidc_provider_mock import User, app as make_app
+from oidc_provider_mock import User
+from oidc_provider_mock import app as make_app
 
 GLOBUS_RESOURCE_SERVERS = {
     "transfer.api.globus.org": "urn:globus:auth:scope:transfer.api.globus.org:all",

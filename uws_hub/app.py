@@ -13,7 +13,6 @@ import asyncio
 import os
 import pwd
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 from jupyterhub import dbutil as hub_dbutil
@@ -23,31 +22,18 @@ from jupyterhub.traitlets import ByteSpecification
 from jupyterhub.utils import url_path_join
 from traitlets import Bool, Dict, Float, Integer, Unicode, default, validate
 
-from . import __version__, dbutil, scopes
-from .dbutil import sqlite_wal
+from . import __version__, dbutil, scopes, services
 from .apihandlers import default_handlers as api_handlers
 from .authenticators.local import WorkspaceLocalAuthenticator
+from .dbutil import sqlite_wal
 from .handlers import default_handlers as page_handlers
-from .events import EventBus
-from .jobs import JobService
-from .jobtypes import DEFAULT_JOB_TYPES, parse_job_types
-from .limits import check_resource_limits
-from .metrics import register_state_collector
-from .loops import Loop
-from .notify import Notifier, SMTPSettings
+from .jobs.servers import load_spawner_class
+from .jobs.types import DEFAULT_JOB_TYPES, parse_job_types
 from .options import NotificationOptions, QuotaOptions, SharingOptions
-from .quotas import Limits, QuotaService
 from .orm import Job
-from .reconcile import JobReconciler
 from .redaction import install_log_redaction
-from .servers import ServerControl, load_spawner_class
-from .serverconfig import job_env
-from .services import Services
-from .sharing import ShareService, role_specs
-from .states import JobStatus
-from .storage import WorkspaceStorage
+from .sharing.collaborate import role_specs
 from .templates import TEMPLATE_DIR
-from .workspaces import Accounts, WorkspaceService
 
 
 class UWSUpgradeDB(UpgradeDB):
@@ -397,103 +383,13 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
             "uws_local_accounts": isinstance(self.authenticator, WorkspaceLocalAuthenticator),
         }
 
-    def _make_services(self) -> Services:
-        root = os.path.abspath(self.workspaces_root)
-        os.makedirs(root, mode=0o755, exist_ok=True)
-        storage = WorkspaceStorage(root)
-        accounts = Accounts(self.system_users)
+    def _make_services(self) -> services.Services:
         try:
             spawner_classes = {name: load_spawner_class(value) for name, value in self.resource_spawners.items()}
             job_types = parse_job_types(self.job_types, list(spawner_classes))
         except ValueError as e:
             self.log.critical("%s", e)
             self.exit(1)
-        servers = ServerControl(self.users, self.proxy, self.log, spawner_classes)
-        events = EventBus(self.log, max_queue=self.event_queue_size)
-        events.attach(self.db)
-        register_state_collector(self.db, events)
-        notifier = Notifier(
-            self.db,
-            events,
-            self.log,
-            smtp=SMTPSettings(
-                self.smtp_host, self.smtp_port, self.smtp_from or f"uws-hub <uws-hub@{self.smtp_host}>",
-                self.smtp_tls, self.smtp_user, self.smtp_password, self.smtp_timeout_seconds,
-            ) if self.smtp_host else None,
-            hub_url=url_path_join(self.public_url or self.bind_url, self.hub_prefix[len(self.base_url):]),
-        )
-        quotas = QuotaService(
-            self.db,
-            notifier,
-            self.log,
-            defaults=Limits(
-                disk_bytes=self.quota_disk_bytes,
-                core_seconds=None if self.quota_core_hours is None else round(self.quota_core_hours * 3600),
-                concurrent_jobs=self.quota_concurrent_jobs,
-                max_cpus=self.quota_max_cpus,
-                max_memory_bytes=self.quota_max_memory_bytes,
-                max_gpus=self.quota_max_gpus,
-            ),
-            period=self.quota_period,
-            warning_fraction=self.quota_warning_fraction,
-            stop_job=lambda job, reason: jobs.stop(job, "hub", reason, JobStatus.failed),
-        )
-        # no write of an earlier run is still going: nothing is reserved before the hub listens
-        quotas.clear_disk_reservations()
-        workspaces = WorkspaceService(
-            self.db,
-            storage,
-            accounts,
-            events,
-            self.log,
-            quotas=quotas,
-            max_seed_bytes=self.max_seed_bytes,
-            delete_server=servers.delete,
-        )
-        jobs = JobService(
-            self.db,
-            servers,
-            workspaces,
-            accounts,
-            job_types,
-            events,
-            self.log,
-            job_log_dir=os.path.abspath(self.job_log_dir),
-        )
-        # each job type's resource limits (cpus, memory, gpus, time, partitions): 422 over them
-        jobs.launch_checks.append(check_resource_limits)
-        jobs.job_env = lambda env: job_env(env, self.server_auth_cache_seconds)
-        jobs.launch_checks.append(quotas.check_launch)
-        sharing = ShareService(
-            self.db,
-            storage,
-            workspaces,
-            accounts,
-            quotas,
-            notifier,
-            events,
-            self.log,
-            posix_group_prefix=self.share_posix_group_prefix if self.system_users else None,
-            copy_max_attempts=self.copy_max_attempts,
-            copy_retry_seconds=self.copy_retry_seconds,
-            sync_interval=self.share_sync_interval_seconds,
-            search_mode=self.share_search,
-            show_email=self.share_search_show_email,
-        )
-        servers.client_scopes = lambda owner, server: [f"{scopes.WRITE_WORKSPACES}!server={owner}/{server}"]
-        reconciler = JobReconciler(
-            jobs,
-            servers,
-            self.log,
-            interval=self.job_reconcile_interval,
-            workers=self.job_reconcile_workers,
-            pending_timeout=self.job_pending_timeout,
-            queued_timeout=self.job_queued_timeout,
-            stopping_timeout=self.job_stopping_timeout,
-            max_attempts=self.job_max_attempts,
-            concurrent_starts=self.concurrent_spawn_limit,
-            start_poll_interval=self.job_start_poll_interval,
-        )
         if self.system_users and os.geteuid() != 0:
             self.log.warning("UWSHub.system_users is on but the hub is not root: jobs will fail to start")
         if not self.system_users:
@@ -502,32 +398,25 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
                 " Set c.UWSHub.system_users = True to run jobs as their owners' system accounts.",
                 pwd.getpwuid(os.geteuid()).pw_name,
             )
-        return Services(
-            storage=storage,
-            workspaces=workspaces,
-            jobs=jobs,
-            reconciler=reconciler,
-            events=events,
-            job_types=job_types,
-            max_upload_bytes=self.max_upload_bytes,
-            servers=servers,
-            quotas=quotas,
-            sharing=sharing,
-            notifier=notifier,
-        )
+        return services.build(self, self.log, spawner_classes, job_types)
 
     async def init_spawners(self):
         # JupyterHub is about to re-adopt running servers with its one spawner_class:
         # first give each unfinished job's server the spawner class of its resource
         for job in Job.unfinished(self.db):
             self.uws.servers.restore_class(job.owner, job.server_name, job.resource)
-        await super().init_spawners()
+        count = await super().init_spawners()
         revoked = self.uws.servers.revoke_stale_tokens()
         if revoked:
             self.log.warning("Revoked %d API tokens of servers that are no longer running", revoked)
+        # JupyterHub logs "Initialized %i spawners" with what this returns
+        return count
 
     def init_handlers(self):
         super().init_handlers()
+        # what importing a spawner's libraries added to JupyterHub's handlers and must not be served
+        unwanted = {h for cls in self.uws.servers.spawner_classes.values() for h in cls.unwanted_hub_handlers()}
+        self.handlers = [h for h in self.handlers if h[1] not in unwanted]
         # ours first: JupyterHub's list ends with catch-alls (/api/(.*) -> 404)
         self.handlers[:0] = self.add_url_prefix(self.hub_prefix, api_handlers + page_handlers)
 
@@ -536,52 +425,12 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         await super().start()
         if self.subapp or self.generate_config or self.generate_certs:
             return
-        self.uws.reconciler.start()
-        self.uws.notifier.start()
-        self.uws.sharing.start()
-        # the first pass measures every workspace, and sweeps what uploads the last hub process left
-        self._last_full_usage_scan = float("-inf")
-        self._loops = [
-            Loop("workspace-usage", self._measure_usage, self.workspace_usage_interval, self.log),
-            Loop("quota-accounting", self._account_quotas, self.quota_interval_seconds, self.log),
-        ]
-        for loop in self._loops:
-            loop.start()
-
-    async def _measure_usage(self) -> None:
-        storage, workspaces, quotas = self.uws.storage, self.uws.workspaces, self.uws.quotas
-        now = time.monotonic()
-        everything = now - self._last_full_usage_scan >= self.workspace_usage_full_scan_seconds
-        if everything:
-            self._last_full_usage_scan = now
-        owners = set()
-        for ws in workspaces.to_measure(everything, isolated=self.system_users):
-            before = ws.disk_usage_bytes
-            try:
-                usage = await asyncio.to_thread(storage.measure, ws.directory)
-            except FileNotFoundError:
-                # keep the last measurement: the filesystem may be away for a moment
-                self.log.warning("Workspace %s: directory %s is missing", ws.id, ws.directory)
-                continue
-            if quotas.record_measured(ws, before, usage) and usage != before:
-                owners.add(ws.owner)
-        for owner in owners:
-            quotas.check_disk_warning(owner)
-
-    async def _account_quotas(self) -> None:
-        self.uws.quotas.account()
+        # every background task of uws-hub, in one pool (uws_hub.tasks)
+        self.uws.start(self)
 
     async def cleanup(self):
-        for loop in getattr(self, "_loops", []):
-            await loop.stop()
         if hasattr(self, "uws"):
-            await self.uws.sharing.close()
-            await self.uws.notifier.close()
-            await self.uws.reconciler.close()
-            if self.cleanup_servers:
-                # JupyterHub is about to stop every server: end their jobs truthfully
-                await self.uws.reconciler.stop_all("The hub shut down and stopped its servers")
-            await self.uws.workspaces.wait_idle()
+            await self.uws.stop(stop_servers=self.cleanup_servers)
         await super().cleanup()
 
 

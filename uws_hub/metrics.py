@@ -8,14 +8,16 @@ serves them with no handler of ours.
 Counts that the database already knows (jobs by status, workspaces, disk
 usage) are read from it at scrape time by :class:`StateCollector`, so they are
 right after a restart and cannot drift; what happens over time (launch
-latency, SLURM poll cycles) is observed where it happens.
+latency; SLURM poll cycles in :mod:`uws_hub.spawners.slurm.metrics`) is observed
+where it happens.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client import REGISTRY, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
@@ -23,7 +25,7 @@ from sqlalchemy import func, select
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from .events import EventBus
+    from .events.bus import EventBus
 
 JOB_LAUNCH_DURATION_SECONDS = Histogram(
     "uws_job_launch_duration_seconds",
@@ -31,18 +33,6 @@ JOB_LAUNCH_DURATION_SECONDS = Histogram(
     ["resource"],
     buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600, float("inf")),
 )
-
-SLURM_POLL_DURATION_SECONDS = Histogram(
-    "uws_slurm_poll_duration_seconds",
-    "Seconds one SLURM status poll cycle takes (one squeue for every job, and sacct for the vanished)",
-    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, float("inf")),
-)
-
-SLURM_POLL_FAILURES = Counter(
-    "uws_slurm_poll_failures",
-    "SLURM status poll cycles that failed (squeue errors or timeouts; retried with backoff)",
-)
-
 
 class StateCollector(Collector):
     """Jobs by status and resource, workspaces by status, their disk usage, event subscribers."""

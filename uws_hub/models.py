@@ -1,20 +1,16 @@
-"""JSON models of workspaces and jobs, shared by the REST API and the pages."""
+"""JSON models of workspaces and jobs, shared by the REST API, the pages and the
+protocol facades (shares' are in :mod:`uws_hub.sharing.models`)."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
-from .jobs import JobService
-from .orm import Job, Workspace
+from .orm import Job, Workspace, isoformat
+from .states import JobStatus
 
 
-def isoformat(dt: datetime | None) -> str | None:
-    """ISO 8601 in UTC with a 'Z', as JupyterHub's API writes timestamps."""
-    return None if dt is None else dt.isoformat() + "Z"
-
-
-def job_model(job: Job, jobs: JobService) -> dict[str, Any]:
+def job_model(job: Job) -> dict[str, Any]:
+    """A job as the API shows it; its URL while it runs, its node until it ends (both stored)."""
     return {
         "id": job.id,
         "workspace_id": job.workspace_id,
@@ -28,8 +24,8 @@ def job_model(job: Job, jobs: JobService) -> dict[str, Any]:
         "reason": job.reason,
         "server_name": job.server_name,
         "resource_id": job.resource_id,
-        "node": jobs.node(job),
-        "url": jobs.url(job),
+        "node": None if job.terminal else job.node,
+        "url": job.url if job.status == JobStatus.running.value else None,
         "created_at": isoformat(job.created_at),
         "queued_at": isoformat(job.queued_at),
         "running_at": isoformat(job.running_at),
@@ -39,7 +35,7 @@ def job_model(job: Job, jobs: JobService) -> dict[str, Any]:
     }
 
 
-def workspace_model(ws: Workspace, active_job: Job | None, jobs: JobService) -> dict[str, Any]:
+def workspace_model(ws: Workspace, active_job: Job | None) -> dict[str, Any]:
     return {
         "id": ws.id,
         "owner": ws.owner.name,
@@ -50,7 +46,7 @@ def workspace_model(ws: Workspace, active_job: Job | None, jobs: JobService) -> 
         "status_reason": ws.status_reason,
         "disk_usage_bytes": ws.disk_usage_bytes,
         "usage_measured_at": isoformat(ws.usage_measured_at),
-        "active_job": job_model(active_job, jobs) if active_job else None,
+        "active_job": job_model(active_job) if active_job else None,
         "created_at": isoformat(ws.created_at),
         "updated_at": isoformat(ws.updated_at),
     }

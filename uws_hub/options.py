@@ -9,7 +9,7 @@ from __future__ import annotations
 from jupyterhub.traitlets import ByteSpecification
 from traitlets import Bool, Enum, Float, HasTraits, Integer, Unicode
 
-from .quotas import PERIODS
+from .quotas.limits import PERIODS
 
 
 class SharingOptions(HasTraits):
@@ -87,7 +87,7 @@ class SharingOptions(HasTraits):
     copy_retry_seconds = Float(
         10.0,
         config=True,
-        help="""Seconds between passes of the copy queue (a failed copy is tried again at the next one).""",
+        help="""Seconds before an accepted copy that failed is tried again (up to ``copy_max_attempts``).""",
     )
 
 

@@ -12,8 +12,9 @@ in the services: :mod:`uws_hub.workspaces`, :mod:`uws_hub.jobs`.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any, Iterable
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 from jupyterhub import orm as hub_orm
 from sqlalchemy import (
@@ -35,7 +36,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
-from .states import ACTIVE_JOB_STATUSES, JobStatus, WorkspaceStatus
+from .states import ACTIVE_JOB_STATUSES, JobStatus, JobTarget, WorkspaceStatus, WorkspaceTarget
 
 #: alembic's version table for uws-hub's own migrations
 VERSION_TABLE = "uws_alembic_version"
@@ -53,7 +54,12 @@ NAMING_CONVENTION = {
 
 def utcnow() -> datetime:
     """Naive UTC now, as JupyterHub stores its timestamps."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def isoformat(dt: datetime | None) -> str | None:
+    """A stored timestamp in ISO 8601 with a 'Z' (it is UTC), as JupyterHub's API writes them."""
+    return None if dt is None else dt.isoformat() + "Z"
 
 
 class Base(DeclarativeBase):
@@ -76,6 +82,8 @@ class Workspace(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     status: Mapped[str] = mapped_column(String(32), default=WorkspaceStatus.initializing.value)
     status_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    #: where the hub takes it (:class:`~uws_hub.states.WorkspaceTarget`): ready, or deleted
+    target: Mapped[str] = mapped_column(String(32), default=WorkspaceTarget.ready.value, server_default="ready")
     #: absolute path; always under UWSHub.workspaces_root
     directory: Mapped[str] = mapped_column(Text)
     disk_usage_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -146,7 +154,7 @@ class Job(Base):
     resource: Mapped[str] = mapped_column(String(63), default="local")
     interactive: Mapped[bool] = mapped_column(Boolean, default=True)
     status: Mapped[str] = mapped_column(String(32), default=JobStatus.pending.value, index=True)
-    target: Mapped[str] = mapped_column(String(32), default="running")
+    target: Mapped[str] = mapped_column(String(32), default=JobTarget.running.value)
     #: the terminal status a requested stop ends in (set with the stop request)
     outcome: Mapped[str | None] = mapped_column(String(32), default=None)
     reason: Mapped[str | None] = mapped_column(Text, default=None)
@@ -155,6 +163,10 @@ class Job(Base):
     server_name: Mapped[str] = mapped_column(String(255))
     #: the resource's own id: a process id, a SLURM job id
     resource_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    #: where its server answers through the proxy, and the host it runs on (a SLURM
+    #: node): stored when it starts running, so reading a job never asks a spawner
+    url: Mapped[str | None] = mapped_column(Text, default=None)
+    node: Mapped[str | None] = mapped_column(String(255), default=None)
     #: requested resources: cpus, memory, gpus, time limit, partition
     resources: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
@@ -283,6 +295,13 @@ class Share(Base):
 
     def __repr__(self) -> str:
         return f"<Share {self.id} {self.kind} ws={self.workspace_id} {self.status}>"
+
+    @property
+    def recipient(self) -> hub_orm.User:
+        """The user a copy is sent to (a copy always has one; a collaboration may be a group's)."""
+        if self.user is None:
+            raise ValueError(f"share {self.id} has no recipient user")
+        return self.user
 
     @staticmethod
     def _grantee(user_id: int) -> ColumnElement[bool]:

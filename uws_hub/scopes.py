@@ -59,6 +59,10 @@ ADMIN_USERS_SCOPE = "admin:users"
 
 #: what each level of a collaborate share lets a grantee do in the shared workspace
 #: (see uws_hub.access); renaming, deleting and sharing stay with the owner
+#: the prefix of the JupyterHub roles uws-hub manages, one per shared workspace and
+#: level (``uws-ws-<id>-viewer``, see :mod:`uws_hub.sharing.collaborate`)
+ROLE_PREFIX = "uws-ws-"
+
 LEVEL_SCOPES: dict[str, tuple[str, ...]] = {
     "viewer": (READ_WORKSPACES,),
     "editor": (READ_WORKSPACES, WRITE_WORKSPACES, LAUNCH_JOBS),

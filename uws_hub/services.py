@@ -1,19 +1,44 @@
-"""The services the handlers use, built by the app (``settings['uws']``)."""
+"""The services the handlers use, and the one place they are wired together.
+
+:func:`build` makes every service from the hub's configuration, passing each
+what it needs through its constructor (no service reaches into another to
+change it), and :class:`Services` holds them for the handlers
+(``settings['uws']``). :meth:`Services.start` hands the background work to
+the app's :class:`~uws_hub.tasks.TaskPool`; services only expose coroutines.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass
 
-from .events import EventBus
-from .jobs import JobService
-from .jobtypes import JobType
-from .notify import Notifier
-from .quotas import QuotaService
-from .reconcile import JobReconciler
-from .servers import ServerControl
-from .sharing import ShareService
-from .storage import WorkspaceStorage
-from .workspaces import WorkspaceService
+from jupyterhub.app import JupyterHub
+from jupyterhub.utils import url_path_join
+
+from . import scopes
+from .accounts.system import SystemAccounts
+from .events.bus import EventBus
+from .events.notify import Notifier, SMTPSettings
+from .jobs.launch import check_resource_limits
+from .jobs.reconcile import JobSteps
+from .jobs.servers import ServerControl
+from .jobs.service import JobService
+from .jobs.types import JobType
+from .metrics import register_state_collector
+from .quotas.limits import Limits
+from .quotas.service import QuotaService
+from .reconciler import Reconciler, waker
+from .serverconfig import job_env
+from .sharing.collaborate import ShareService
+from .sharing.copies import CopyService, CopySteps
+from .states import JobStatus
+from .tasks import TaskPool
+from .workqueue import WorkQueue
+from .workspaces.reconcile import WorkspaceSteps
+from .workspaces.service import WorkspaceService
+from .workspaces.storage import WorkspaceStorage
+from .workspaces.usage import UsageMeter
 
 
 @dataclass
@@ -21,11 +46,153 @@ class Services:
     storage: WorkspaceStorage
     workspaces: WorkspaceService
     jobs: JobService
-    reconciler: JobReconciler
     events: EventBus
     job_types: dict[str, JobType]
     max_upload_bytes: int
     servers: ServerControl
     quotas: QuotaService
     sharing: ShareService
+    copies: CopyService
     notifier: Notifier
+    reconciler: Reconciler
+    usage: UsageMeter
+    tasks: TaskPool
+    #: who finds whom to share with (``UWSHub.share_search``, ``share_search_show_email``)
+    share_search: str
+    share_search_show_email: bool
+
+    async def account_quotas(self) -> None:
+        """The quota loop's body: account core-hours; stop the jobs of those over budget."""
+        for job, reason in self.quotas.account():
+            self.jobs.stop(job, "hub", reason, JobStatus.failed)
+
+    def start(self, hub: JupyterHub) -> None:
+        """Start every background task (the hub is listening)."""
+        tasks = self.tasks
+        for i in range(self.reconciler.workers):
+            tasks.run(f"reconciler-worker-{i}", self.reconciler.worker)
+        tasks.every("reconciler-scan", self.reconciler.scan, hub.job_reconcile_interval)
+        tasks.every("workspace-usage", self.usage.measure, hub.workspace_usage_interval)
+        tasks.every("quota-accounting", self.account_quotas, hub.quota_interval_seconds)
+        # the roles and POSIX groups of shared workspaces: once now, then every interval
+        tasks.spawn(tasks.guarded("share-sync", self.sharing.sync), "share-sync")
+        tasks.every("share-sync", self.sharing.sync, hub.share_sync_interval_seconds)
+        if self.notifier.smtp is not None:
+            tasks.run("mail-sender", self.notifier.send_loop)
+        for cls in set(self.servers.spawner_classes.values()):
+            tasks.on_close(cls.close_shared)
+
+    async def stop(self, stop_servers: bool) -> None:
+        """Drain the background tasks; with ``stop_servers``, end every job truthfully first."""
+        self.reconciler.close()
+        if stop_servers:
+            # JupyterHub is about to stop every server: end their jobs truthfully
+            await self.jobs.stop_all("The hub shut down and stopped its servers")
+        await self.tasks.close()
+
+
+def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types: dict[str, JobType]) -> Services:
+    """Every service of the hub, wired together from its configuration."""
+    db = hub.db
+    tasks = TaskPool(log, db)
+    queue: WorkQueue = WorkQueue()
+    root = os.path.abspath(hub.workspaces_root)
+    os.makedirs(root, mode=0o755, exist_ok=True)
+    storage = WorkspaceStorage(root)
+    accounts = SystemAccounts(hub.system_users)
+    servers = ServerControl(
+        hub.users, hub.proxy, log, spawner_classes, tasks,
+        # the workspace write scope, which jobs' Jupyter servers check to tell editors from viewers
+        client_scopes=lambda owner, server: [f"{scopes.WRITE_WORKSPACES}!server={owner}/{server}"],
+    )
+    events = EventBus(log, max_queue=hub.event_queue_size)
+    events.attach(db)
+    register_state_collector(db, events)
+    notifier = Notifier(
+        db,
+        events,
+        log,
+        smtp=SMTPSettings(
+            hub.smtp_host, hub.smtp_port, hub.smtp_from or f"uws-hub <uws-hub@{hub.smtp_host}>",
+            hub.smtp_tls, hub.smtp_user, hub.smtp_password, hub.smtp_timeout_seconds,
+        ) if hub.smtp_host else None,
+        hub_url=url_path_join(hub.public_url or hub.bind_url, hub.hub_prefix[len(hub.base_url):]),
+    )
+    quotas = QuotaService(
+        db,
+        notifier,
+        log,
+        defaults=Limits(
+            disk_bytes=hub.quota_disk_bytes,
+            core_seconds=None if hub.quota_core_hours is None else round(hub.quota_core_hours * 3600),
+            concurrent_jobs=hub.quota_concurrent_jobs,
+            max_cpus=hub.quota_max_cpus,
+            max_memory_bytes=hub.quota_max_memory_bytes,
+            max_gpus=hub.quota_max_gpus,
+        ),
+        period=hub.quota_period,
+        warning_fraction=hub.quota_warning_fraction,
+    )
+    # no write of an earlier run is still going: nothing is reserved before the hub listens
+    quotas.clear_disk_reservations()
+    workspaces = WorkspaceService(
+        db, storage, accounts, events, log,
+        quotas=quotas, max_seed_bytes=hub.max_seed_bytes, wake=waker(queue, WorkspaceSteps.kind),
+    )
+    jobs = JobService(
+        db, servers, workspaces, accounts, job_types, events, log,
+        job_log_dir=os.path.abspath(hub.job_log_dir),
+        wake=waker(queue, JobSteps.kind),
+        # each job type's resource limits (cpus, memory, gpus, time, partitions), then quotas: 422 over them
+        launch_checks=[check_resource_limits, quotas.check_launch],
+        job_env=lambda env: job_env(env, hub.server_auth_cache_seconds),
+    )
+    sharing = ShareService(
+        db, accounts, notifier, events, log,
+        posix_group_prefix=hub.share_posix_group_prefix if hub.system_users else None,
+    )
+    copies = CopyService(db, sharing, accounts, quotas, notifier, wake=waker(queue, CopySteps.kind))
+    reconciler = Reconciler(
+        queue,
+        [
+            JobSteps(
+                jobs, servers, queue, tasks, log,
+                pending_timeout=hub.job_pending_timeout,
+                queued_timeout=hub.job_queued_timeout,
+                stopping_timeout=hub.job_stopping_timeout,
+                max_attempts=hub.job_max_attempts,
+                concurrent_starts=hub.concurrent_spawn_limit,
+                start_poll_interval=hub.job_start_poll_interval,
+            ),
+            WorkspaceSteps(workspaces, servers, queue, tasks, log, forget=sharing.forget_workspace),
+            CopySteps(
+                db, storage, workspaces, sharing, accounts, quotas, notifier, queue, tasks, log,
+                max_attempts=hub.copy_max_attempts, retry_seconds=hub.copy_retry_seconds,
+            ),
+        ],
+        db,
+        log,
+        workers=hub.job_reconcile_workers,
+    )
+    usage = UsageMeter(
+        workspaces, storage, quotas, log,
+        full_scan_seconds=hub.workspace_usage_full_scan_seconds, isolated=hub.system_users,
+    )
+    return Services(
+        storage=storage,
+        workspaces=workspaces,
+        jobs=jobs,
+        events=events,
+        job_types=job_types,
+        max_upload_bytes=hub.max_upload_bytes,
+        servers=servers,
+        quotas=quotas,
+        sharing=sharing,
+        copies=copies,
+        notifier=notifier,
+        reconciler=reconciler,
+        usage=usage,
+        tasks=tasks,
+        share_search=hub.share_search,
+        share_search_show_email=hub.share_search_show_email,
+    )

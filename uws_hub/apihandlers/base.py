@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
 from jupyterhub.apihandlers.base import APIHandler
@@ -18,9 +19,9 @@ from pydantic import BaseModel, ValidationError
 from .. import access
 from ..errors import BadRequest, Forbidden, NotFound, Unprocessable
 from ..inputs import MAX_ID, MAX_OFFSET, query_int, shorten
-from ..services import Services
 from ..orm import Job, Workspace
 from ..scopes import READ_WORKSPACES
+from ..services import Services
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -97,6 +98,20 @@ class UWSAPIHandler(APIHandler):
             self.get_argument("limit", None), "limit", default=default_limit, minimum=1, maximum=MAX_OFFSET
         )
         return offset, min(limit, max_limit)
+
+    def status_filter(self, statuses: Iterable[str], *, many: bool = True) -> list[str] | None:
+        """The statuses a list asks for with ``?status=`` (None: no filter); 400 if unknown.
+
+        ``many``: a comma-separated list (``?status=pending,running``), else one.
+        """
+        value = self.get_argument("status", None)
+        if value is None:
+            return None
+        allowed = [str(getattr(s, "value", s)) for s in statuses]
+        wanted = [s for s in value.split(",") if s] if many else [value]
+        if not wanted or any(s not in allowed for s in wanted):
+            raise BadRequest(f"Unknown status {value!r}; {'one or more' if many else 'one'} of {allowed}")
+        return wanted
 
     def parse_body(self, model: type[M]) -> M:
         """The JSON body validated against ``model`` (400 if missing or not JSON, 422 if invalid).

@@ -16,6 +16,7 @@ import json
 import socket
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from jupyterhub import orm as hub_orm
 from sqlalchemy import select
@@ -24,7 +25,7 @@ from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from .. import access
 from ..errors import BadRequest
-from ..events import Subscription, event_model
+from ..events.bus import Subscription, event_model
 from ..inputs import MAX_SQL_INT, query_int
 from ..orm import Event
 from ..scopes import READ_WORKSPACES, requires
@@ -45,7 +46,13 @@ class EventFilter:
     after: int | None
 
 
-class EventStreamMixin:
+if TYPE_CHECKING:  # mixed into UWSAPIHandlers, the WebSocket one before WebSocketHandler
+    _StreamBase = UWSAPIHandler
+else:
+    _StreamBase = object
+
+
+class EventStreamMixin(_StreamBase):
     """What both streams share: the filter, who may see what, replay, subscription."""
 
     def event_filter(self) -> EventFilter:
@@ -207,6 +214,7 @@ class EventsWebSocketHandler(EventStreamMixin, WebSocketHandler, UWSAPIHandler):
 
     async def _run(self) -> None:
         sub, f = self._subscription, self._filter
+        assert sub is not None  # subscribed in open()
         last = f.after
         try:
             while last is not None:

@@ -26,10 +26,11 @@ from urllib.parse import quote
 from tornado import web
 
 from ..errors import BadRequest, NotFound
-from ..quotas import QuotaExceeded, Reservation
+from ..quotas.limits import Reservation
+from ..quotas.service import QuotaExceeded
 from ..scopes import READ_WORKSPACES, WRITE_WORKSPACES, requires
-from ..storage import NotFound as StorageNotFound
-from ..storage import PathError, Upload
+from ..workspaces.storage import NotFound as StorageNotFound
+from ..workspaces.storage import PathError, Upload
 from .base import UWSAPIHandler
 
 CHUNK_BYTES = 256 * 1024
@@ -93,6 +94,7 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
             raise web.HTTPError(403, "Missing or invalid credentials.")
         workspace_id, relpath = self.path_args
         ws = self.find_workspace(workspace_id, WRITE_WORKSPACES)
+        self.uws.workspaces.check_writable(ws)
         length = self.request.headers.get("Content-Length")
         if length is not None and length.isdigit() and int(length) > self.uws.max_upload_bytes:
             raise web.HTTPError(413, f"File larger than the limit of {self.uws.max_upload_bytes} bytes")
@@ -105,7 +107,7 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
         self.reservation = self.uws.quotas.reserve_disk(ws.owner, known, upload.replaced_bytes)
 
     async def data_received(self, chunk: bytes) -> None:
-        if self.upload is None:
+        if self.upload is None or self.reservation is None:
             return
         if self.upload.size + len(chunk) > self.uws.max_upload_bytes:
             await self._discard()

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import access
-from ..errors import BadRequest, Forbidden
+from ..errors import Forbidden
 from ..inputs import Text
-from ..limits import MemorySize, Partition, TimeLimit
+from ..jobs.limits import MemorySize, Partition, TimeLimit
 from ..models import job_model
 from ..orm import Job
 from ..scopes import LAUNCH_JOBS, READ_WORKSPACES, requires
@@ -54,7 +54,7 @@ class WorkspaceJobsAPIHandler(UWSAPIHandler):
         job = self.uws.jobs.launch(
             ws, body.job_type, body.resource, body.resources.model_dump(exclude_none=True), self.actor
         )
-        self.write_json(job_model(job, self.uws.jobs), status=202)
+        self.write_json(job_model(job), status=202)
 
 
 class JobsAPIHandler(UWSAPIHandler):
@@ -64,23 +64,19 @@ class JobsAPIHandler(UWSAPIHandler):
         workspace = self.get_argument("workspace", None)
         if workspace is not None:
             where = where & (Job.workspace_id == parse_id(workspace, "workspace"))
-        status = self.get_argument("status", None)
-        if status is not None:
-            wanted = [s for s in status.split(",") if s]
-            unknown = [s for s in wanted if s not in JobStatus.__members__]
-            if unknown or not wanted:
-                raise BadRequest(f"Unknown status {status!r}; one or more of {list(JobStatus.__members__)}")
-            where = where & Job.status.in_(wanted)
+        statuses = self.status_filter(JobStatus)
+        if statuses is not None:
+            where = where & Job.status.in_(statuses)
         offset, limit = self.get_api_pagination()
         jobs = self.uws.jobs
-        models = [job_model(job, jobs) for job in jobs.list(where, offset, limit)]
+        models = [job_model(job) for job in jobs.page(where, offset, limit)]
         self.write_json(self.paginated_model(models, offset, limit, jobs.count(where)))
 
 
 class JobAPIHandler(UWSAPIHandler):
     @requires(READ_WORKSPACES)
     def get(self, job_id):
-        self.write_json(job_model(self.find_job(job_id), self.uws.jobs))
+        self.write_json(job_model(self.find_job(job_id)))
 
 
 class JobOutputAPIHandler(UWSAPIHandler):
@@ -98,7 +94,7 @@ class JobStopAPIHandler(UWSAPIHandler):
         job = self.find_job(job_id, LAUNCH_JOBS)
         was_terminal = job.terminal
         job = self.uws.jobs.stop(job, self.actor)
-        self.write_json(job_model(job, self.uws.jobs), status=200 if was_terminal else 202)
+        self.write_json(job_model(job), status=200 if was_terminal else 202)
 
 
 default_handlers = [

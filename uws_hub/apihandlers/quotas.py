@@ -3,7 +3,9 @@
 - ``GET /hub/api/quotas/{user}``: a user's limits, override and usage (the
   user, and whoever may read their workspaces or set their quotas);
   ``PUT`` replaces their override (scope ``custom:uws:admin:quotas``, which
-  JupyterHub's ``admin:users`` grants too).
+  JupyterHub's ``admin:users`` grants too). A PUT takes the override the way a
+  GET shows it, ``{"override": {...}}`` (``{"override": null}`` removes it); the
+  flat shape of earlier releases (the fields at the top) is still accepted.
 - ``GET/PUT /hub/api/quotas/groups/{group}``: a group's override (admins).
 - ``GET /hub/api/usage``: usage of every user the caller may see (the
   caller; admins: everyone), sortable, paginated.
@@ -18,7 +20,7 @@ from sqlalchemy import or_
 
 from .. import access
 from ..errors import BadRequest, NotFound
-from ..quotas import SORT_KEYS, Limits
+from ..quotas.limits import SORT_KEYS, Limits
 from ..scopes import ADMIN_QUOTAS, READ_WORKSPACES, accepting
 from .base import UWSAPIHandler
 
@@ -38,12 +40,30 @@ class LimitsModel(BaseModel):
     max_gpus: int | None = Field(None, ge=0, le=1_000_000)
 
 
+class OverrideModel(BaseModel):
+    """A PUT's body as a GET shows the override: ``{"override": {...} or null}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    override: LimitsModel | None
+
+
 def reads_quotas(method):
     """The caller may read quotas with a workspaces scope or the quota admin scope."""
     return needs_scope(*accepting(READ_WORKSPACES), *accepting(ADMIN_QUOTAS), post_filter=True)(method)
 
 
-class QuotaAPIHandler(UWSAPIHandler):
+class OverrideHandlerMixin(UWSAPIHandler):
+    def parse_override(self) -> Limits:
+        """The override a PUT sets: ``{"override": {...}}``, or (deprecated) the fields flat."""
+        body = self.get_json_body()
+        if isinstance(body, dict) and "override" in body:
+            override = self.parse_body(OverrideModel).override
+            return Limits.from_model(override.model_dump()) if override is not None else Limits()
+        return Limits.from_model(self.parse_body(LimitsModel).model_dump())
+
+
+class QuotaAPIHandler(OverrideHandlerMixin):
     def find_user(self, name: str) -> hub_orm.User:
         user = hub_orm.User.find(self.db, name)
         if user is None or not (
@@ -72,13 +92,12 @@ class QuotaAPIHandler(UWSAPIHandler):
         user = self.find_user(name)
         if not access.may(self, ADMIN_QUOTAS, user):
             raise NotFound(f"No such user: {name}")
-        body = self.parse_body(LimitsModel)
-        self.uws.quotas.set_override(Limits.from_model(body.model_dump()), self.actor, user=user)
+        self.uws.quotas.set_override(self.parse_override(), self.actor, user=user)
         self.uws.quotas.check_disk_warning(user)
         self.write_json(self.quota_model(user))
 
 
-class GroupQuotaAPIHandler(UWSAPIHandler):
+class GroupQuotaAPIHandler(OverrideHandlerMixin):
     def find_group(self, name: str) -> hub_orm.Group:
         group = hub_orm.Group.find(self.db, name)
         if group is None or not any(self.get_scope_filter(s)(group, "group") for s in accepting(ADMIN_QUOTAS)):
@@ -100,8 +119,7 @@ class GroupQuotaAPIHandler(UWSAPIHandler):
     @needs_scope(*accepting(ADMIN_QUOTAS), post_filter=True)
     def put(self, name):
         group = self.find_group(name)
-        body = self.parse_body(LimitsModel)
-        self.uws.quotas.set_override(Limits.from_model(body.model_dump()), self.actor, group=group)
+        self.uws.quotas.set_override(self.parse_override(), self.actor, group=group)
         self.write_json(self.group_model(group))
 
 

@@ -20,10 +20,10 @@ from .. import access
 from ..errors import BadRequest, Forbidden
 from ..inputs import Text
 from ..scopes import READ_WORKSPACES, SHARE_WORKSPACES, WRITE_WORKSPACES, requires
-from ..sharing import ACCEPTED, COPY, DECLINED, PENDING
+from ..sharing import recipients
+from ..sharing.models import share_model
+from ..states import ShareKind, ShareStatus
 from .base import UWSAPIHandler, parse_id
-
-STATUSES = (PENDING, ACCEPTED, DECLINED)
 
 
 class ShareCreateModel(BaseModel):
@@ -39,7 +39,7 @@ class ShareCreateModel(BaseModel):
     def _one_target(self):
         if (self.user is None) == (self.group is None):
             raise ValueError("give exactly one of user or group")
-        if self.kind == COPY:
+        if self.kind == ShareKind.copy.value:
             if self.group is not None:
                 raise ValueError("copies are sent to users, not groups")
             if self.level is not None:
@@ -49,7 +49,7 @@ class ShareCreateModel(BaseModel):
         return self
 
 
-class ShareCallerMixin:
+class ShareCallerMixin(UWSAPIHandler):
     def caller(self) -> hub_orm.User:
         """The user making the request (shares are received and accepted by users)."""
         if self.current_user.kind != "user":
@@ -62,7 +62,7 @@ class WorkspaceSharesAPIHandler(UWSAPIHandler):
     def get(self, workspace_id):
         ws = self.find_workspace(workspace_id, SHARE_WORKSPACES, grantees=False)
         sharing = self.uws.sharing
-        items = [sharing.model(s) for s in sharing.for_workspace(ws)]
+        items = [share_model(s) for s in sharing.for_workspace(ws)]
         offset, limit = self.get_api_pagination()
         self.write_json(self.paginated_model(items[offset: offset + limit], offset, limit, len(items)))
 
@@ -80,12 +80,12 @@ class WorkspaceSharesAPIHandler(UWSAPIHandler):
             group = hub_orm.Group.find(self.db, body.group)
             if group is None:
                 raise BadRequest(f"No such group: {body.group}")
-        if body.kind == COPY:
-            share, created = sharing.invite_copy(ws, user, body.name, self.actor), True
+        if body.kind == ShareKind.copy.value:
+            share, created = self.uws.copies.invite_copy(ws, user, body.name, self.actor), True
         else:
             share, created = sharing.share(ws, body.level or "viewer", self.actor, user=user, group=group)
             await sharing.apply_posix(ws)
-        self.write_json(sharing.model(share), status=201 if created else 200)
+        self.write_json(share_model(share), status=201 if created else 200)
 
 
 class WorkspaceShareAPIHandler(UWSAPIHandler):
@@ -94,28 +94,24 @@ class WorkspaceShareAPIHandler(UWSAPIHandler):
         ws = self.find_workspace(workspace_id, SHARE_WORKSPACES, grantees=False)
         sharing = self.uws.sharing
         share = sharing.find_for_workspace(ws, parse_id(share_id, "share"))
-        model = sharing.model(share)
+        model = share_model(share)
         sharing.revoke(share, self.actor)
         await sharing.apply_posix(ws)
         self.write_json(model)
 
 
-class SharesAPIHandler(ShareCallerMixin, UWSAPIHandler):
+class SharesAPIHandler(ShareCallerMixin):
     @requires(READ_WORKSPACES)
     def get(self):
         user = self.caller()
-        status = self.get_argument("status", None)
-        statuses = [s for s in status.split(",") if s] if status is not None else list(STATUSES)
-        unknown = [s for s in statuses if s not in STATUSES]
-        if unknown or not statuses:
-            raise BadRequest(f"Unknown status {status!r}; one or more of {list(STATUSES)}")
+        statuses = self.status_filter(ShareStatus) or [s.value for s in ShareStatus]
         sharing = self.uws.sharing
-        items = [sharing.model(s) for s in sharing.received(user, statuses)]
+        items = [share_model(s) for s in sharing.received(user, statuses)]
         offset, limit = self.get_api_pagination()
         self.write_json(self.paginated_model(items[offset: offset + limit], offset, limit, len(items)))
 
 
-class ShareActionAPIHandler(ShareCallerMixin, UWSAPIHandler):
+class ShareActionAPIHandler(ShareCallerMixin):
     @requires(WRITE_WORKSPACES)
     def post(self, share_id, action):
         user = self.caller()
@@ -124,14 +120,14 @@ class ShareActionAPIHandler(ShareCallerMixin, UWSAPIHandler):
         sharing = self.uws.sharing
         share = sharing.find_received(parse_id(share_id, "share"), user)
         if action == "accept":
-            share = sharing.accept(share, user)
-            self.write_json(sharing.model(share), status=202)
+            share = self.uws.copies.accept(share, user)
+            self.write_json(share_model(share), status=202)
         else:
-            share = sharing.decline(share, user)
-            self.write_json(sharing.model(share))
+            share = self.uws.copies.decline(share, user)
+            self.write_json(share_model(share))
 
 
-class ShareRecipientsAPIHandler(ShareCallerMixin, UWSAPIHandler):
+class ShareRecipientsAPIHandler(ShareCallerMixin):
     @requires(READ_WORKSPACES)
     def get(self):
         user = self.caller()
@@ -140,7 +136,9 @@ class ShareRecipientsAPIHandler(ShareCallerMixin, UWSAPIHandler):
             raise BadRequest("Give a search with ?q= (part of a name)")
         if len(query) > 255:
             raise BadRequest("The search is too long")
-        self.write_json(self.uws.sharing.search(user, query))
+        self.write_json(
+            recipients.search(self.db, user, query, mode=self.uws.share_search, show_email=self.uws.share_search_show_email)
+        )
 
 
 default_handlers = [

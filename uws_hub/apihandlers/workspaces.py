@@ -13,7 +13,7 @@ from ..models import workspace_model
 from ..orm import Job, Workspace
 from ..scopes import READ_WORKSPACES, WRITE_WORKSPACES, requires
 from ..states import WorkspaceStatus
-from ..workspaces import SeedFile
+from ..workspaces.service import SeedFile
 from .base import UWSAPIHandler
 
 
@@ -44,16 +44,14 @@ class WorkspacesAPIHandler(UWSAPIHandler):
     @requires(READ_WORKSPACES)
     def get(self):
         where = access.workspace_clause(self, READ_WORKSPACES, Workspace.owner_id, Workspace.id)
-        status = self.get_argument("status", None)
-        if status is not None:
-            if status not in WorkspaceStatus.__members__:
-                raise BadRequest(f"Unknown status {status!r}; one of {list(WorkspaceStatus.__members__)}")
-            where = where & (Workspace.status == status)
+        statuses = self.status_filter(WorkspaceStatus, many=False)
+        if statuses is not None:
+            where = where & Workspace.status.in_(statuses)
         offset, limit = self.get_api_pagination()
         workspaces = self.uws.workspaces
-        items = workspaces.list(where, offset, limit)
+        items = workspaces.page(where, offset, limit)
         active = self.uws.jobs.active_jobs([ws.id for ws in items])
-        models = [workspace_model(ws, active.get(ws.id), self.uws.jobs) for ws in items]
+        models = [workspace_model(ws, active.get(ws.id)) for ws in items]
         self.write_json(self.paginated_model(models, offset, limit, workspaces.count(where)))
 
     @requires(WRITE_WORKSPACES)
@@ -70,27 +68,27 @@ class WorkspacesAPIHandler(UWSAPIHandler):
             body.description,
             [SeedFile(f.path, f.content, f.encoding) for f in body.files],
         )
-        self.write_json(workspace_model(ws, None, self.uws.jobs), status=201)
+        self.write_json(workspace_model(ws, None), status=201)
 
 
 class WorkspaceAPIHandler(UWSAPIHandler):
     @requires(READ_WORKSPACES)
     def get(self, workspace_id):
         ws = self.find_workspace(workspace_id)
-        self.write_json(workspace_model(ws, Job.active_in(self.db, ws.id), self.uws.jobs))
+        self.write_json(workspace_model(ws, Job.active_in(self.db, ws.id)))
 
     @requires(WRITE_WORKSPACES)
     def patch(self, workspace_id):
         ws = self.find_workspace(workspace_id, WRITE_WORKSPACES, grantees=False)
         body = self.parse_body(WorkspaceUpdateModel)
         ws = self.uws.workspaces.update(ws, body.name, body.description)
-        self.write_json(workspace_model(ws, Job.active_in(self.db, ws.id), self.uws.jobs))
+        self.write_json(workspace_model(ws, Job.active_in(self.db, ws.id)))
 
     @requires(WRITE_WORKSPACES)
     def delete(self, workspace_id):
         ws = self.find_workspace(workspace_id, WRITE_WORKSPACES, grantees=False)
         ws = self.uws.workspaces.delete(ws, self.actor)
-        self.write_json(workspace_model(ws, None, self.uws.jobs), status=202)
+        self.write_json(workspace_model(ws, None), status=202)
 
 
 default_handlers = [

@@ -17,8 +17,8 @@ from jupyterhub.handlers.base import BaseHandler
 from jupyterhub.scopes import needs_scope
 from tornado import web
 
-from ..accountaccess import ADMIN_USERS, AccountAccess
-from ..apihandlers.accounts import account_model, local_accounts_or_404
+from ..accounts.access import ADMIN_USERS, AccountAccess
+from ..accounts.service import account_model, local_accounts_or_404
 
 
 class AdminAccountsPageHandler(BaseHandler):

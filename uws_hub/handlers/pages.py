@@ -39,9 +39,9 @@ class WorkspacesPageHandler(UWSPageHandler):
     async def get(self):
         user = self.current_user
         where = Workspace.owner_id == user.id
-        items = self.uws.workspaces.list(where, 0, 1000)
+        items = self.uws.workspaces.page(where, 0, 1000)
         active = self.uws.jobs.active_jobs([ws.id for ws in items])
-        models = [workspace_model(ws, active.get(ws.id), self.uws.jobs) for ws in items]
+        models = [workspace_model(ws, active.get(ws.id)) for ws in items]
         usage = self.uws.quotas.usage_model(user.orm_user)
         await self.render_page(
             "workspaces.html",
@@ -60,8 +60,8 @@ class WorkspacePageHandler(UWSPageHandler):
         if ws is None or not access.may_workspace(self, READ_WORKSPACES, ws):
             raise NotFound(f"No such workspace: {workspace_id}")
         jobs = self.uws.jobs
-        recent = jobs.list(Job.workspace_id == ws.id, 0, 20)
-        model = workspace_model(ws, Job.active_in(self.db, ws.id), jobs)
+        recent = jobs.page(Job.workspace_id == ws.id, 0, 20)
+        model = workspace_model(ws, Job.active_in(self.db, ws.id))
         can_share = access.may_workspace(self, SHARE_WORKSPACES, ws, grantees=False)
         user = self.current_user
         levels = Share.levels_of(self.db, ws.id, user.id) if ws.owner_id != user.id else set()
@@ -70,7 +70,7 @@ class WorkspacePageHandler(UWSPageHandler):
             workspace=model,
             # safe inside <script>: no "</" can end the element early
             workspace_json=json.dumps(model).replace("</", "<\\/"),
-            jobs=[job_model(j, jobs) for j in recent],
+            jobs=[job_model(j) for j in recent],
             job_types=[jt.public_model() for jt in self.uws.job_types.values()],
             resource_fields={
                 name: list(getattr(cls, "honoured_resources", ()))
@@ -91,13 +91,13 @@ class AdminWorkspacesPageHandler(UWSPageHandler):
     async def get(self):
         jobs = self.uws.jobs
         offset, limit = 0, 500
-        items = self.uws.workspaces.list(true(), offset, limit)
+        items = self.uws.workspaces.page(true(), offset, limit)
         active = jobs.active_jobs([ws.id for ws in items])
         await self.render_page(
             "admin_workspaces.html",
-            workspaces=[workspace_model(ws, active.get(ws.id), jobs) for ws in items],
+            workspaces=[workspace_model(ws, active.get(ws.id)) for ws in items],
             workspace_total=self.uws.workspaces.count(true()),
-            jobs=[job_model(j, jobs) for j in jobs.list(true(), 0, 200)],
+            jobs=[job_model(j) for j in jobs.page(true(), 0, 200)],
             job_total=jobs.count(true()),
         )
 

@@ -12,11 +12,12 @@ from sqlalchemy import func, select
 from tornado import web
 
 from .. import access
-from ..events import event_model
+from ..events.bus import event_model
 from ..orm import Event
-from ..quotas import PERIODS, SORT_KEYS
+from ..quotas.limits import PERIODS, SORT_KEYS
 from ..scopes import ADMIN_QUOTAS, READ_WORKSPACES, WRITE_WORKSPACES, requires
-from ..sharing import ACCEPTED, DECLINED, PENDING
+from ..sharing.models import share_model
+from ..states import ShareKind, ShareStatus
 from .pages import UWSPageHandler
 
 #: notifications shown on the "Shared with me" page
@@ -28,8 +29,7 @@ class SharedPageHandler(UWSPageHandler):
     @requires(READ_WORKSPACES)
     async def get(self):
         user = self.current_user.orm_user
-        sharing = self.uws.sharing
-        shares = [sharing.model(s) for s in sharing.received(user, (PENDING, ACCEPTED, DECLINED))]
+        shares = [share_model(s) for s in self.uws.sharing.received(user, [s.value for s in ShareStatus])]
         notes = self.db.scalars(
             select(Event)
             .where(Event.kind == "notification", Event.owner_id == user.id)
@@ -39,9 +39,9 @@ class SharedPageHandler(UWSPageHandler):
         await self.render_page(
             "shared.html",
             last_event_id=self.db.scalar(select(func.max(Event.id))) or 0,
-            invitations=[s for s in shares if s["status"] == PENDING],
-            collaborations=[s for s in shares if s["kind"] == "collaborate"],
-            copies=[s for s in shares if s["kind"] == "copy" and s["status"] != PENDING],
+            invitations=[s for s in shares if s["status"] == ShareStatus.pending.value],
+            collaborations=[s for s in shares if s["kind"] == ShareKind.collaborate.value],
+            copies=[s for s in shares if s["kind"] == ShareKind.copy.value and s["status"] != ShareStatus.pending.value],
             notifications=[event_model(ev) for ev in notes],
             can_accept=access.may(self, WRITE_WORKSPACES, user),
         )

@@ -1,0 +1,142 @@
+"""What the tests share: the test hubs' configuration, and helpers that act
+through a hub's API as a client would (launching jobs, reading event streams).
+
+The fixtures are in ``conftest.py``; the machinery that runs real things (a
+hub, PostgreSQL, SLURM, LDAP, SMTP, an OpenID provider, a browser) is in the
+``*util.py`` modules beside this one. Test modules import helpers from here
+only, never from each other.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import threading
+import uuid
+
+import requests
+from jupyterhub import orm as hub_orm
+
+from .hubutil import REPO
+
+USERS = ("uwsadmin", "uwsalice", "uwsbob", "uwscarol")
+ADMIN_PASSWORD = "admin-password-for-tests"
+
+#: a job type's command for the minimal single-user server (tests/minimal_server.py)
+MINIMAL_CMD = [sys.executable, str(REPO / "tests" / "minimal_server.py")]
+
+MULTIUSER_CONFIG = f"""
+c.UWSHub.system_users = True
+c.UWSHub.job_reconcile_interval = 2
+c.Authenticator.admin_users = {{"uwsadmin"}}
+c.UWSHub.job_types = {{
+    "jupyterlab": {{"display_name": "JupyterLab", "default_url": "/lab"}},
+    "broken": {{
+        "display_name": "Broken on purpose",
+        "cmd": ["python3", "-c", "import sys; print('boom: the server cannot start'); sys.exit(3)"],
+    }},
+    "minimal": {{"display_name": "Minimal test server", "cmd": {MINIMAL_CMD!r}}},
+    "short": {{"display_name": "Minimal, 3 s limit", "cmd": {MINIMAL_CMD!r}, "time_limit_seconds": 3}},
+}}
+"""
+
+
+def launch(hub, token, ws=None, *, job_type="minimal", resource=None, resources=None, expect=202):
+    """Launch a job in ``ws`` (a new workspace of the token's user if None).
+
+    Returns the job, checked to answer ``expect``; with ``expect=None`` the response.
+    """
+    if ws is None:
+        ws = hub.api("POST", "workspaces", token, json={"name": f"job {uuid.uuid4().hex[:8]}"}, expect=201)
+    body: dict = {"job_type": job_type}
+    if resource is not None:
+        body["resource"] = resource
+    if resources is not None:
+        body["resources"] = resources
+    r = hub.request("POST", f"workspaces/{ws['id']}/jobs", token, json=body)
+    if expect is None:
+        return r
+    assert r.status_code == expect, f"launch: {r.status_code} {r.text}"
+    return r.json()
+
+
+def run_job(hub, token, ws, job_type="minimal"):
+    job = hub.api("POST", f"workspaces/{ws['id']}/jobs", token, json={"job_type": job_type}, expect=202)
+    assert hub.wait_job(job["id"], token, {"running", "failed"})["status"] == "running"
+    hub.api("POST", f"jobs/{job['id']}/stop", token, expect=202)
+    assert hub.wait_job(job["id"], token, {"completed"})["status"] == "completed"
+    return job
+
+
+class SSEReader:
+    """Reads a server-sent-events stream in a thread, keeping every event."""
+
+    def __init__(self, hub, token, query="", last_event_id=None):
+        headers = {"Authorization": f"token {token}"}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = str(last_event_id)
+        self.response = requests.get(f"{hub.url}/hub/api/events{query}", headers=headers, stream=True, timeout=60)
+        assert self.response.status_code == 200, self.response.text
+        assert self.response.headers["Content-Type"].startswith("text/event-stream")
+        self.events: list[dict] = []
+        self.kinds: list[str] = []
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self):
+        kind = None
+        try:
+            # chunk_size=None: each chunk as it arrives (the default waits for 512 bytes)
+            for line in self.response.iter_lines(chunk_size=None, decode_unicode=True):
+                if line.startswith("event:"):
+                    kind = line.split(":", 1)[1].strip()
+                elif line.startswith("data:"):
+                    self.kinds.append(kind)
+                    self.events.append(json.loads(line[5:]))
+        except (requests.RequestException, AttributeError, ValueError):
+            pass
+
+    def job_statuses(self, job_id):
+        return [e["status"] for e in self.events if e.get("kind") == "job" and e["job_id"] == job_id]
+
+    def close(self):
+        # shut the socket down first: Response.close() alone waits for the hub's
+        # next write (a keepalive, up to 15 s away) while the reader thread reads
+        sock = getattr(getattr(self.response.raw, "connection", None), "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.response.close()
+
+
+def sse_replay(hub, token, query: str, seconds: float = 1.5) -> list[dict]:
+    """The events a stream replays (and sends live) within ``seconds``."""
+    events = []
+    try:
+        with requests.get(f"{hub.url}/hub/api/events?{query}", headers={"Authorization": f"token {token}"},
+                          stream=True, timeout=(5, seconds)) as r:
+            assert r.status_code == 200, r.text
+            for line in r.iter_lines(decode_unicode=True):
+                if line.startswith("data:"):
+                    events.append(json.loads(line[5:]))
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout):
+        pass  # the read timeout ends the stream (or, with nothing to send, the wait for its headers)
+    return events
+
+
+def create_jupyterhub_tables(url: str, user: str | None = None) -> int | None:
+    """JupyterHub's own tables at their newest revision (as JupyterHub makes them),
+    with a user if asked; returns the user's id."""
+    db = hub_orm.new_session_factory(url)()
+    uid = None
+    if user:
+        orm_user = hub_orm.User(name=user)
+        db.add(orm_user)
+        db.commit()
+        uid = orm_user.id
+    db.close()
+    db.get_bind().dispose()
+    return uid

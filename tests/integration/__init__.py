@@ -1,0 +1,1 @@
+"""End-to-end tests: real hubs, proxies, single-user servers, SLURM, LDAP, browsers."""

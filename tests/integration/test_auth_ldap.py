@@ -1,0 +1,208 @@
+"""The LDAP authenticator against a real slapd (Debian's), started by the test
+setup with a small directory (see tests/ldaputil.py): directly, through
+JupyterHub's own authentication path, and on a real hub through its login form."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from ..authutil import PRINTENV_JOB_TYPE, job_env, login, whoami
+from ..hubutil import free_port
+from ..ldaputil import GROUPS, PEOPLE, SEARCH_DN, SEARCH_PASSWORD, SlapdServer, user_dn
+
+ldap = pytest.importorskip("uws_hub.authenticators.ldap")
+
+RESEARCHERS = f"cn=researchers,{GROUPS}"
+HUBADMINS = f"cn=hubadmins,{GROUPS}"
+POSIX_RESEARCHERS = f"cn=posix-researchers,{GROUPS}"
+
+
+@pytest.fixture(scope="module")
+def slapd():
+    if shutil.which("slapd") is None and not Path("/usr/sbin/slapd").exists():
+        pytest.skip("slapd is not installed (make install-test installs it)")
+    server = SlapdServer(Path(tempfile.mkdtemp(prefix="uws-slapd-")))
+    server.start()
+    yield server
+    server.stop()
+
+
+def make_auth(slapd, **config):
+    settings = dict(
+        server_address="127.0.0.1",
+        server_port=slapd.port,
+        lookup_dn=True,
+        search_bind_dn=SEARCH_DN,
+        search_bind_password=SEARCH_PASSWORD,
+        user_search_base=PEOPLE,
+        group_search_base=GROUPS,
+        allowed_groups=[RESEARCHERS],
+        admin_groups=[HUBADMINS],
+        connect_timeout_seconds=2,
+    )
+    settings.update(config)
+    return ldap.WorkspaceLDAPAuthenticator(**settings)
+
+
+async def auth_user(auth, username, password):
+    """JupyterHub's own path: authenticate, normalize, block/allow checks, admin."""
+    return await auth.get_authenticated_user(None, {"username": username, "password": password})
+
+
+async def test_search_and_bind_with_attributes_and_groups(slapd):
+    auth = make_auth(slapd)
+    model = await auth_user(auth, "ldapalice", "alice-password")
+    assert model["name"] == "ldapalice"
+    assert model["admin"] is False
+    assert model["groups"] == ["researchers"]
+    info = model["user_info"]
+    assert info["email"] == "alice@example.org" and info["display_name"] == "Alice Ldap"
+    assert len(info["external_ids"]["ldap"]) == 36  # entryUUID
+    state = model["auth_state"]["ldap"]
+    assert state == {
+        "dn": user_dn("ldapalice"),
+        "uid": "ldapalice",
+        "uid_number": 20001,
+        "gid_number": 30000,
+        "home": "/home/ldapalice",
+        "email": "alice@example.org",
+        "groups": [RESEARCHERS],
+    }
+
+
+async def test_wrong_password_unknown_user_and_empty_password(slapd):
+    auth = make_auth(slapd)
+    assert await auth_user(auth, "ldapalice", "wrong") is None
+    assert await auth_user(auth, "nosuchuser", "alice-password") is None
+    # an empty password would be an anonymous bind, which LDAP accepts
+    assert await auth_user(auth, "ldapalice", "") is None
+    # same password, other person: each name binds as its own DN
+    assert (await auth_user(auth, "ldapeve", "alice-password"))["auth_state"]["ldap"]["uid_number"] == 20005
+
+
+async def test_allowed_and_admin_groups(slapd):
+    auth = make_auth(slapd)
+    # bob binds fine but is in no allowed group
+    assert await auth_user(auth, "ldapbob", "bob-password") is None
+    carol = await auth_user(auth, "ldapcarol", "carol-password")
+    assert carol["admin"] is True and set(carol["groups"]) == {"researchers", "hubadmins"}
+    # posixGroup membership (memberUid) counts too
+    assert await auth_user(auth, "ldapdave", "dave pass (with) *stars*") is None
+    auth = make_auth(slapd, allowed_groups=[POSIX_RESEARCHERS])
+    dave = await auth_user(auth, "ldapdave", "dave pass (with) *stars*")
+    assert dave["name"] == "ldapdave" and dave["auth_state"]["ldap"]["groups"] == [POSIX_RESEARCHERS]
+    # allowed_users and allow_all widen it
+    assert await auth_user(make_auth(slapd, allowed_users={"ldapbob"}), "ldapbob", "bob-password")
+    assert await auth_user(make_auth(slapd, allow_all=True), "ldapbob", "bob-password")
+    # DNs compare whatever their case and spacing
+    auth = make_auth(slapd, allowed_groups=["CN=Researchers, OU=groups, DC=example, DC=org"])
+    assert await auth_user(auth, "ldapalice", "alice-password")
+
+
+async def test_bind_dn_template_without_a_search_account(slapd):
+    auth = make_auth(
+        slapd,
+        lookup_dn=False,
+        search_bind_dn="",
+        search_bind_password="",
+        bind_dn_template=[f"uid={{username}},ou=guests,{slapd_base()}", f"uid={{username}},{PEOPLE}"],
+    )
+    model = await auth_user(auth, "ldapcarol", "carol-password")
+    assert model["auth_state"]["ldap"]["dn"] == user_dn("ldapcarol") and model["admin"] is True
+    assert await auth_user(auth, "ldapcarol", "wrong") is None
+
+
+def slapd_base() -> str:
+    return PEOPLE.split(",", 1)[1]
+
+
+async def test_names_cannot_inject_filters(slapd):
+    auth = make_auth(slapd)
+    assert await auth_user(auth, "ldapalice)(uid=*", "alice-password") is None
+    assert await auth_user(auth, "*", "alice-password") is None
+    # even with a permissive name rule, the filter is escaped
+    auth = make_auth(slapd, valid_username_regex=r".*", allow_all=True)
+    assert await auth_user(auth, "*", "alice-password") is None
+    assert await auth_user(auth, "ldapali*", "alice-password") is None
+    assert ldap.user_search_filter("({attribute}={username})", "uid", "a*)(b") == r"(uid=a\2a\29\28b)"
+
+
+async def test_directory_down_fails_closed(slapd):
+    auth = make_auth(slapd, server_port=free_port())
+    with pytest.raises(ldap.DirectoryUnavailable) as e:
+        await auth_user(auth, "ldapalice", "alice-password")
+    assert e.value.status_code == 503
+    assert "The directory (LDAP) is not available right now" in e.value.jupyterhub_message
+    # a wrong password for the hub's own search account is a configuration error, said so
+    auth = make_auth(slapd, search_bind_password="wrong")
+    with pytest.raises(ldap.DirectoryUnavailable) as e:
+        await auth_user(auth, "ldapalice", "alice-password")
+    assert "refused the hub's own account" in e.value.jupyterhub_message
+
+
+def test_dn_key():
+    assert ldap.dn_key("CN=Researchers, OU=groups,dc=Example,DC=org") == "cn=researchers,ou=groups,dc=example,dc=org"
+
+
+# ---------------------------------------------------------------- on a real hub
+READER_TOKEN = secrets.token_hex(16)
+
+
+@pytest.fixture(scope="module")
+def ldap_hub(make_hub, slapd):
+    config = f"""
+c.JupyterHub.authenticator_class = "uws-ldap"
+c.WorkspaceLDAPAuthenticator.server_address = "127.0.0.1"
+c.WorkspaceLDAPAuthenticator.server_port = {slapd.port}
+c.WorkspaceLDAPAuthenticator.lookup_dn = True
+c.WorkspaceLDAPAuthenticator.search_bind_dn = "{SEARCH_DN}"
+c.WorkspaceLDAPAuthenticator.search_bind_password = "{SEARCH_PASSWORD}"
+c.WorkspaceLDAPAuthenticator.user_search_base = "{PEOPLE}"
+c.WorkspaceLDAPAuthenticator.group_search_base = "{GROUPS}"
+c.WorkspaceLDAPAuthenticator.allowed_groups = ["{RESEARCHERS}"]
+c.WorkspaceLDAPAuthenticator.admin_groups = ["{HUBADMINS}"]
+c.WorkspaceLDAPAuthenticator.pass_attributes_to_jobs = True
+c.Authenticator.enable_auth_state = True
+c.Authenticator.manage_groups = True
+c.UWSHub.job_types = {{"printenv": {PRINTENV_JOB_TYPE!r}}}
+c.JupyterHub.services.append({{"name": "auth-state-reader", "api_token": "{READER_TOKEN}"}})
+c.JupyterHub.load_roles.append({{"name": "auth-state-reader", "scopes": ["admin:auth_state", "read:users"],
+                                 "services": ["auth-state-reader"]}})
+"""
+    return make_hub(config, env={"JUPYTERHUB_CRYPT_KEY": secrets.token_hex(32)})
+
+
+def test_login_form_against_ldap(ldap_hub):
+    result = login(ldap_hub, "ldapalice", "alice-password")
+    assert result.ok, result
+    me = whoami(ldap_hub, result.session)
+    assert me["name"] == "ldapalice" and me["admin"] is False
+    assert me["groups"] == ["researchers"]
+    assert me["user_info"]["display_name"] == "Alice Ldap"
+    # the attributes the spawner can use are in the (encrypted) auth_state
+    user = ldap_hub.api("GET", "users/ldapalice", READER_TOKEN, expect=200)
+    assert user["auth_state"]["ldap"]["uid_number"] == 20001
+    assert user["auth_state"]["ldap"]["home"] == "/home/ldapalice"
+    # refused: wrong password, not in an allowed group
+    assert login(ldap_hub, "ldapalice", "wrong").error == "Invalid username or password"
+    assert login(ldap_hub, "ldapbob", "bob-password").error == "Invalid username or password"
+    assert "LDAP: ldapbob is in none of the allowed groups" in ldap_hub.log_text()
+    # the admin group makes admins
+    carol = login(ldap_hub, "ldapcarol", "carol-password")
+    assert whoami(ldap_hub, carol.session)["admin"] is True
+
+
+def test_jobs_get_the_directory_attributes(ldap_hub):
+    assert login(ldap_hub, "ldapcarol", "carol-password").ok
+    token = ldap_hub.api("POST", "users/ldapcarol/tokens", json={"note": "test"}, expect=201)["token"]
+    env = job_env(ldap_hub, token)
+    assert env["UWS_LDAP_UID_NUMBER"] == "20003"
+    assert env["UWS_LDAP_GID_NUMBER"] == "30000"
+    assert env["UWS_LDAP_HOME"] == "/home/ldapcarol"
+    assert env["UWS_LDAP_EMAIL"] == "carol@example.org"
+    assert env["UWS_LDAP_DN"] == user_dn("ldapcarol")

@@ -1,0 +1,547 @@
+"""Local accounts on a real hub: admin bootstrap, login, wrong passwords,
+lockout, disabled accounts, the admins' accounts API and page, sign-up."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import uuid
+
+import pytest
+import requests
+
+from .. import browserutil
+from ..authutil import login, submit_login, whoami
+from ..helpers import ADMIN_PASSWORD
+from ..hubutil import wait_for
+
+INVALID = "Invalid username or password"
+
+LOCAL_CONFIG = """
+c.Authenticator.admin_users = {"boss"}
+c.WorkspaceLocalAuthenticator.bcrypt_rounds = 4
+c.WorkspaceLocalAuthenticator.max_failed_logins = 3
+c.WorkspaceLocalAuthenticator.lockout_seconds = 4
+"""
+
+#: user admins who are not admins: keeper holds admin:users, labkeeper only on
+#: the group lab (with a second admin, labboss, in it), onekeeper only on labber;
+#: labops, in lab, administers the group's servers through the group's role
+USER_ADMINS_CONFIG = """
+c.Authenticator.admin_users = {"boss", "labboss"}
+c.JupyterHub.load_groups = {"lab": {"users": ["labboss", "labber", "labops"]}, "ops": {"users": ["labops"]}}
+c.JupyterHub.load_roles.extend([
+    {"name": "user-keeper", "scopes": ["admin:users", "list:users", "read:users"], "users": ["keeper"]},
+    {"name": "lab-keeper", "scopes": ["admin:users!group=lab"], "users": ["labkeeper"]},
+    {"name": "one-keeper", "scopes": ["admin:users!user=labber"], "users": ["onekeeper"]},
+    {"name": "lab-ops", "scopes": ["admin:servers!group=lab"], "groups": ["ops"]},
+])
+"""
+
+
+@pytest.fixture(scope="module")
+def local_hub(make_hub):
+    return make_hub(LOCAL_CONFIG + USER_ADMINS_CONFIG)
+
+
+def new_account(hub, token: str | None = None, **extra) -> tuple[str, str]:
+    name = f"loc{uuid.uuid4().hex[:8]}"
+    password = f"pw-{uuid.uuid4().hex[:12]}"
+    hub.api("POST", "accounts", token, json={"username": name, "password": password, **extra}, expect=201)
+    return name, password
+
+
+def test_admin_bootstrap(local_hub):
+    """The admin named in config gets an account with $UWS_ADMIN_PASSWORD at first start."""
+    assert "Created the admin account 'boss' (password from $UWS_ADMIN_PASSWORD)" in local_hub.log_text()
+    result = login(local_hub, "boss", ADMIN_PASSWORD)
+    assert result.ok, result
+    me = whoami(local_hub, result.session)
+    assert me["name"] == "boss" and me["admin"] is True
+    account = local_hub.api("GET", "accounts/boss", expect=200)
+    assert account["admin"] is True and account["disabled"] is False
+
+
+def test_login_and_wrong_password(local_hub):
+    name, password = new_account(local_hub, display_name="Ada Lovelace", email="ada@example.org")
+    bad = login(local_hub, name, password + "x")
+    assert not bad.ok and bad.response.status_code == 403 and bad.error == INVALID
+    unknown = login(local_hub, "nobody-" + name, password)
+    assert not unknown.ok and unknown.error == INVALID
+    good = login(local_hub, name, password)
+    assert good.ok, good
+    me = whoami(local_hub, good.session)
+    assert me["name"] == name
+    # the identity the admin gave is JupyterHub's user_info, shown on the pages
+    assert me["user_info"]["display_name"] == "Ada Lovelace"
+    assert me["user_info"]["email"] == "ada@example.org"
+    assert me["user_info"]["external_ids"] == {"local": name}
+    page = good.session.get(local_hub.url + "/hub/workspaces", timeout=30)
+    assert re.search(r'id="uws-user"[^>]*title="ada@example.org"[^>]*>Ada Lovelace', page.text), page.text
+    log = local_hub.log_text()
+    assert f"Login refused for {name}: wrong password" in log
+    assert f"Login refused for nobody-{name}: no such account" in log
+
+
+def test_lockout_after_repeated_failures(local_hub):
+    name, password = new_account(local_hub)
+    for _ in range(3):
+        assert login(local_hub, name, "wrong-password").error == INVALID
+    # locked: the right password gets the same answer; the log says why
+    locked = login(local_hub, name, password)
+    assert not locked.ok and locked.error == INVALID
+    assert f"Local account {name} locked for 4 s after 3 failed logins" in local_hub.log_text()
+    assert f"Login refused for {name}: account locked" in local_hub.log_text()
+    account = local_hub.api("GET", f"accounts/{name}", expect=200)
+    assert account["locked"] is True and account["locked_until"]
+    # the lock ends by itself
+    time.sleep(4.2)
+    assert login(local_hub, name, password).ok
+    assert local_hub.api("GET", f"accounts/{name}", expect=200)["locked"] is False
+    # ... or when an admin unlocks it
+    for _ in range(3):
+        login(local_hub, name, "wrong-password")
+    assert not login(local_hub, name, password).ok
+    local_hub.api("PATCH", f"accounts/{name}", json={"unlock": True}, expect=200)
+    assert login(local_hub, name, password).ok
+
+
+def test_parallel_logins_check_no_more_wrong_passwords_than_the_limit(make_hub):
+    """12 logins at once, 11 wrong and 1 right: at most the limit of wrong
+    passwords is checked, the account locks, and the right password, sent once
+    the limit is reached, neither logs in nor ends the lock."""
+    # hashes slow enough (cost 11) for the hub to check several logins at the same time
+    hub = make_hub(LOCAL_CONFIG + "c.WorkspaceLocalAuthenticator.bcrypt_rounds = 11\n"
+                   "c.WorkspaceLocalAuthenticator.lockout_seconds = 600\n")
+    limit = 3
+    name, password = new_account(hub)
+    sessions = [requests.Session() for _ in range(12)]
+    for session in sessions:
+        session.get(hub.url + "/hub/login", timeout=30)
+    start = threading.Barrier(len(sessions))
+    outcomes: dict[int, object] = {}
+
+    def limit_reached() -> bool:
+        account = hub.api("GET", f"accounts/{name}", expect=200)
+        return account["locked"] or account["failed_logins"] >= limit
+
+    def attempt(i: int) -> None:
+        right = i == len(sessions) - 1
+        try:
+            start.wait()
+            if right:
+                wait_for(limit_reached, 60, interval=0.05, what="the limit of failed logins")
+            outcomes[i] = submit_login(hub, sessions[i], name, password if right else f"wrong-{i}")
+        except Exception as e:  # reported below
+            outcomes[i] = e
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(len(sessions))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert all(not isinstance(o, Exception) for o in outcomes.values()), outcomes
+    assert len(outcomes) == len(sessions)
+    right = outcomes[len(sessions) - 1]
+    assert not right.ok and right.error == INVALID
+    assert not any(o.ok for o in outcomes.values())
+
+    account = hub.api("GET", f"accounts/{name}", expect=200)
+    assert account["locked"] is True
+    # the wrong passwords the hub checked: the log's lines, and the failure count
+    assert hub.log_text().count(f"Login refused for {name}: wrong password") == limit
+    assert account["failed_logins"] == limit
+    # the lock holds for the right password, until an admin ends it
+    assert not login(hub, name, password).ok
+    assert hub.api("GET", f"accounts/{name}", expect=200)["locked"] is True
+    hub.api("PATCH", f"accounts/{name}", json={"unlock": True}, expect=200)
+    assert login(hub, name, password).ok
+
+
+def test_failures_below_the_limit_are_forgotten_after_a_success(local_hub):
+    name, password = new_account(local_hub)
+    for _ in range(2):
+        login(local_hub, name, "wrong-password")
+    assert login(local_hub, name, password).ok
+    for _ in range(2):
+        login(local_hub, name, "wrong-password")
+    assert login(local_hub, name, password).ok
+
+
+def test_disabled_user_cannot_log_in_and_is_logged_out(local_hub):
+    name, password = new_account(local_hub)
+    session = login(local_hub, name, password).session
+    assert whoami(local_hub, session)["name"] == name
+    token = local_hub.api("POST", f"users/{name}/tokens", json={"note": "theirs"}, expect=201)["token"]
+    assert local_hub.request("GET", "workspaces", token).status_code == 200
+
+    account = local_hub.api("PATCH", f"accounts/{name}", json={"disabled": True}, expect=200)
+    assert account["disabled"] is True
+    # the session and the API tokens end at once
+    assert whoami(local_hub, session) is None
+    assert local_hub.request("GET", "workspaces", token).status_code == 403
+    # and the right password no longer logs in
+    refused = login(local_hub, name, password)
+    assert not refused.ok and refused.error == INVALID
+    assert f"Login refused for {name}: account disabled" in local_hub.log_text()
+
+    local_hub.api("PATCH", f"accounts/{name}", json={"disabled": False}, expect=200)
+    assert login(local_hub, name, password).ok
+
+
+def test_admin_resets_a_password(local_hub):
+    name, password = new_account(local_hub)
+    local_hub.api("PATCH", f"accounts/{name}", json={"password": "a-new-password"}, expect=200)
+    assert not login(local_hub, name, password).ok
+    assert login(local_hub, name, "a-new-password").ok
+
+
+def test_accounts_api_rules(local_hub):
+    name, password = new_account(local_hub)
+    hub = local_hub
+    r = hub.request("POST", "accounts", hub.admin_token, json={"username": "shorty", "password": "short"})
+    assert r.status_code == 422 and "at least 8 characters" in r.json()["message"]
+    r = hub.request("POST", "accounts", hub.admin_token, json={"username": name, "password": "long-enough"})
+    assert r.status_code == 409 and "exists already" in r.json()["message"]
+    r = hub.request("POST", "accounts", hub.admin_token, json={"username": "../etc", "password": "long-enough"})
+    assert r.status_code == 422 and "Invalid user name" in r.json()["message"]
+    r = hub.request("POST", "accounts", hub.admin_token, json={"username": "x1", "password": "long-enough", "role": "x"})
+    assert r.status_code == 422
+    assert hub.request("GET", "accounts/no-such-account", hub.admin_token).status_code == 404
+    r = hub.request("PATCH", f"accounts/{name}", hub.admin_token, json={"password": "short"})
+    assert r.status_code == 422
+    # the list shows the accounts, paginated like JupyterHub's lists
+    listing = hub.api("GET", "accounts?limit=500", expect=200)
+    assert name in [a["username"] for a in listing["items"]]
+    assert listing["_pagination"]["total"] >= 2
+    # a user (not an admin) may not manage accounts, even their own
+    token = hub.api("POST", f"users/{name}/tokens", json={"note": "x"}, expect=201)["token"]
+    assert hub.request("GET", "accounts", token).status_code == 403
+    assert hub.request("PATCH", f"accounts/{name}", token, json={"disabled": False}).status_code in (403, 404)
+    assert hub.request("POST", "accounts", token, json={"username": "mine", "password": "long-enough"}).status_code == 403
+
+
+# ---------------------------------------------------------------- user admins (JupyterHub's rules)
+ONLY_ADMINS_GRANT = "Only admins can grant admin permissions"
+ONLY_ADMINS_MODIFY = "Only admins can modify other admins"
+ONLY_ADMINS_MODIFY_RIGHTS = "Only admins can modify users who hold rights you do not"
+#: every change the accounts API makes to an account
+ACCOUNT_CHANGES = [
+    {"password": "taken-over-password"},
+    {"disabled": True},
+    {"unlock": True},
+    {"email": "intruder@example.org"},
+    {"display_name": "Intruder"},
+    {},
+]
+
+
+def new_admin(hub, group: str | None = None) -> tuple[str, str]:
+    """A new admin with a local account, made by a real admin (boss), optionally in ``group``."""
+    name, password = new_account(hub, token=hub.add_user("boss"), admin=True)
+    assert hub.api("GET", f"accounts/{name}", expect=200)["admin"] is True
+    if group:
+        hub.api("POST", f"groups/{group}/users", json={"users": [name]}, expect=200)
+    return name, password
+
+
+def refusal(r) -> tuple[int, str]:
+    return r.status_code, r.json().get("message")
+
+
+def test_a_user_admin_cannot_create_an_admin(local_hub):
+    hub = local_hub
+    keeper = hub.add_user("keeper")
+    name = f"loc{uuid.uuid4().hex[:8]}"
+    r = hub.request("POST", "accounts", keeper, json={"username": name, "password": "long-enough", "admin": True})
+    assert refusal(r) == (403, ONLY_ADMINS_GRANT)
+    assert hub.request("GET", f"accounts/{name}", hub.admin_token).status_code == 404
+    assert hub.request("GET", f"users/{name}", hub.admin_token).status_code == 404
+    # a non-admin account is theirs to make
+    account = hub.api("POST", "accounts", keeper, json={"username": name, "password": "long-enough"}, expect=201)
+    assert account["admin"] is False
+
+
+@pytest.mark.parametrize("change", ACCOUNT_CHANGES, ids=lambda c: ",".join(c) or "empty")
+def test_a_user_admin_cannot_change_an_admin(local_hub, change):
+    hub = local_hub
+    name, password = new_admin(hub)
+    before = hub.api("GET", f"accounts/{name}", expect=200)
+    r = hub.request("PATCH", f"accounts/{name}", hub.add_user("keeper"), json=change)
+    assert refusal(r) == (403, ONLY_ADMINS_MODIFY)
+    after = hub.api("GET", f"accounts/{name}", expect=200)
+    assert after == before
+    assert login(hub, name, password).ok
+
+
+def test_a_user_admin_cannot_give_an_admin_without_an_account_a_password(local_hub):
+    """An admin made through JupyterHub's API has no local account: making one
+    for them is changing an admin."""
+    hub = local_hub
+    name = f"hubadmin{uuid.uuid4().hex[:6]}"
+    hub.api("POST", f"users/{name}", hub.add_user("boss"), json={"admin": True}, expect=201)
+    r = hub.request("POST", "accounts", hub.add_user("keeper"), json={"username": name, "password": "taken-over-password"})
+    assert refusal(r) == (403, ONLY_ADMINS_MODIFY)
+    assert hub.request("GET", f"accounts/{name}", hub.admin_token).status_code == 404
+    assert not login(hub, name, "taken-over-password").ok
+    # a real admin may
+    hub.api("POST", "accounts", hub.add_user("boss"), json={"username": name, "password": "their-own-password"}, expect=201)
+    assert login(hub, name, "their-own-password").ok
+
+
+def test_a_user_admin_still_manages_other_users(local_hub):
+    hub = local_hub
+    keeper = hub.add_user("keeper")
+    name, password = new_account(hub, token=keeper)
+    for change in ACCOUNT_CHANGES:
+        hub.api("PATCH", f"accounts/{name}", keeper, json=change, expect=200)
+    assert hub.api("GET", f"accounts/{name}", keeper, expect=200)["disabled"] is True
+    hub.api("PATCH", f"accounts/{name}", keeper, json={"disabled": False}, expect=200)
+    assert login(hub, name, "taken-over-password").ok
+    assert name in [a["username"] for a in hub.api("GET", "accounts?limit=500", keeper, expect=200)["items"]]
+
+
+def test_an_admin_manages_admins(local_hub):
+    hub = local_hub
+    boss = hub.add_user("boss")
+    name, password = new_admin(hub)
+    for change in ACCOUNT_CHANGES:
+        hub.api("PATCH", f"accounts/{name}", boss, json=change, expect=200)
+    account = hub.api("PATCH", f"accounts/{name}", boss, json={"disabled": False}, expect=200)
+    assert (account["admin"], account["email"], account["display_name"]) == (True, "intruder@example.org", "Intruder")
+    assert login(hub, name, "taken-over-password").ok
+
+
+def lab_accounts(hub) -> set[str]:
+    members = set(hub.api("GET", "groups/lab", expect=200)["users"])
+    return {a["username"] for a in hub.api("GET", "accounts?limit=500", expect=200)["items"]} & members
+
+
+def test_a_group_user_admin_acts_only_on_the_group_and_not_on_its_admins(local_hub):
+    hub = local_hub
+    labkeeper = hub.add_user("labkeeper")
+    admin, admin_password = new_admin(hub, group="lab")
+    member, _ = new_account(hub)
+    hub.api("POST", "groups/lab/users", json={"users": [member]}, expect=200)
+    outsider, _ = new_account(hub)
+
+    # the admin in the group is out of reach, for every change
+    for change in ACCOUNT_CHANGES:
+        r = hub.request("PATCH", f"accounts/{admin}", labkeeper, json=change)
+        assert refusal(r) == (403, ONLY_ADMINS_MODIFY), change
+    assert login(hub, admin, admin_password).ok
+    # a member who is not an admin is theirs
+    hub.api("PATCH", f"accounts/{member}", labkeeper, json={"password": "member-new-password"}, expect=200)
+    assert login(hub, member, "member-new-password").ok
+    # someone outside the group does not exist for them
+    for method, body in (("GET", None), ("PATCH", {"unlock": True})):
+        r = hub.request(method, f"accounts/{outsider}", labkeeper, json=body)
+        assert r.status_code == 404, r.text
+    # the list shows the group's accounts only
+    listing = hub.api("GET", "accounts?limit=500", labkeeper, expect=200)
+    assert {a["username"] for a in listing["items"]} == lab_accounts(hub)
+    assert listing["_pagination"]["total"] == len(lab_accounts(hub))
+    # creating needs admin:users on everyone, as JupyterHub's POST /users
+    r = hub.request("POST", "accounts", labkeeper, json={"username": "labnew", "password": "long-enough"})
+    assert r.status_code == 403
+
+
+def test_a_user_admin_cannot_take_over_a_user_with_more_rights(local_hub):
+    """A password reset is a way in: a non-admin user admin cannot change the
+    account of a user whose roles (directly or through a group) grant rights the
+    user admin lacks (admin:servers, a wider admin:users)."""
+    hub = local_hub
+    labkeeper, keeper = hub.add_user("labkeeper"), hub.add_user("keeper")
+    hub.add_user("labops")
+    for name in ("labops", "labkeeper"):
+        if hub.request("GET", f"accounts/{name}", hub.admin_token).status_code == 404:
+            hub.api("POST", "accounts", json={"username": name, "password": f"{name}-password"}, expect=201)
+    # labops holds admin:servers on lab through the group ops: out of reach for lab's user admin
+    for change in ACCOUNT_CHANGES:
+        r = hub.request("PATCH", "accounts/labops", labkeeper, json=change)
+        assert r.status_code == 403 and r.json()["message"].startswith(ONLY_ADMINS_MODIFY_RIGHTS), (change, r.text)
+    assert "admin:servers!group=lab" in r.json()["message"]
+    assert login(hub, "labops", "labops-password").ok
+    # a user admin whose rights cover another's (keeper: admin:users on everyone) may change them
+    hub.api("PATCH", "accounts/labkeeper", keeper, json={"display_name": "Lab Keeper"}, expect=200)
+    # a user admin who holds those rights too may (the tests' service holds admin:servers)
+    hub.api("PATCH", "accounts/labops", json={"display_name": "Lab Ops"}, expect=200)
+    hub.api("PATCH", "accounts/labops", hub.add_user("boss"), json={"display_name": "Lab Ops"}, expect=200)
+
+
+def test_a_user_admin_of_one_user_sees_and_changes_only_that_user(local_hub):
+    hub = local_hub
+    one = hub.add_user("onekeeper")
+    # labber is a hub user (from load_groups) without an account: a real admin gives them one
+    hub.api("POST", "accounts", json={"username": "labber", "password": "labber-password"}, expect=201)
+    listing = hub.api("GET", "accounts", one, expect=200)
+    assert [a["username"] for a in listing["items"]] == ["labber"] and listing["_pagination"]["total"] == 1
+    assert hub.api("GET", "accounts/labber", one, expect=200)["username"] == "labber"
+    hub.api("PATCH", "accounts/labber", one, json={"display_name": "Lab Ber"}, expect=200)
+    for name in ("boss", "keeper"):
+        assert hub.request("GET", f"accounts/{name}", one).status_code == 404
+        assert hub.request("PATCH", f"accounts/{name}", one, json={"unlock": True}).status_code == 404
+
+
+def page_rows(html: str) -> dict[str, str]:
+    """The accounts page's table rows, by user name."""
+    return dict(re.findall(r'<tr data-username="([^"]+)">(.*?)</tr>', html, re.S))
+
+
+def test_the_accounts_page_offers_a_user_admin_only_what_they_may_do(local_hub):
+    hub = local_hub
+    # keeper and labkeeper get accounts (from a real admin) to log in to the page
+    for name in ("keeper", "labkeeper"):
+        if hub.request("GET", f"accounts/{name}", hub.admin_token).status_code == 404:
+            hub.api("POST", "accounts", json={"username": name, "password": f"{name}-password"}, expect=201)
+    member, _ = new_account(hub)
+
+    page = login(hub, "keeper", "keeper-password").session.get(hub.url + "/hub/admin/accounts", timeout=30)
+    assert page.status_code == 200, page.text
+    rows = page_rows(page.text)
+    assert "account-password" in rows[member] and "account-disable" in rows[member]
+    for button in ("account-password", "account-disable", "account-enable", "account-unlock"):
+        assert button not in rows["boss"], button
+    assert ONLY_ADMINS_MODIFY in rows["boss"]
+    assert 'id="create-account"' in page.text and 'id="new-admin"' not in page.text
+
+    page = login(hub, "labkeeper", "labkeeper-password").session.get(hub.url + "/hub/admin/accounts", timeout=30)
+    assert page.status_code == 200, page.text
+    assert set(page_rows(page.text)) == lab_accounts(hub)
+    assert 'id="create-account"' not in page.text
+
+    page = login(hub, "boss", ADMIN_PASSWORD).session.get(hub.url + "/hub/admin/accounts", timeout=30)
+    rows = page_rows(page.text)
+    assert "account-password" in rows["boss"] and 'id="new-admin"' in page.text
+
+
+def test_deleting_the_user_deletes_the_account(local_hub):
+    name, password = new_account(local_hub)
+    local_hub.api("DELETE", f"users/{name}", expect=204)
+    assert local_hub.request("GET", f"accounts/{name}", local_hub.admin_token).status_code == 404
+    assert not login(local_hub, name, password).ok
+
+
+def test_signup_is_off_by_default(local_hub):
+    r = local_hub.request("GET", "/hub/signup")
+    assert r.status_code == 404
+    assert "Create an account" not in local_hub.request("GET", "/hub/login").text
+
+
+def test_signup_when_allowed_waits_for_approval(make_hub):
+    hub = make_hub(LOCAL_CONFIG + "c.WorkspaceLocalAuthenticator.allow_signup = True\n")
+    login_page = hub.request("GET", "/hub/login")
+    assert 'id="signup-link"' in login_page.text
+
+    s = requests.Session()
+    s.get(hub.url + "/hub/signup", timeout=30)
+    xsrf = s.cookies.get("_xsrf", path="/hub/")
+    form = {"username": "newbie", "password": "newbie-password", "password2": "newbie-password", "_xsrf": xsrf}
+    r = s.post(hub.url + "/hub/signup", data={**form, "password2": "other"}, timeout=30)
+    assert r.status_code == 400 and "The passwords differ" in r.text
+    r = s.post(hub.url + "/hub/signup", data=form, timeout=30)
+    assert r.status_code == 201 and "An administrator must enable it" in r.text
+    r = s.post(hub.url + "/hub/signup", data=form, timeout=30)
+    assert r.status_code == 400 and SIGNUP_TAKEN in r.text
+    # pending: refused until an admin enables it
+    assert not login(hub, "newbie", "newbie-password").ok
+    assert hub.api("GET", "accounts/newbie", expect=200)["disabled"] is True
+    hub.api("PATCH", "accounts/newbie", json={"disabled": False}, expect=200)
+    assert login(hub, "newbie", "newbie-password").ok
+
+
+@pytest.mark.browser
+def test_admin_manages_accounts_in_the_browser(local_hub, browser):
+    from playwright.sync_api import expect
+
+    name = f"web{uuid.uuid4().hex[:6]}"
+    _, page = browserutil.login(local_hub, browser, "boss", ADMIN_PASSWORD)
+    page.click("text=All workspaces")
+    page.click("#local-accounts-link")
+    page.wait_for_url(re.compile(r".*/hub/admin/accounts$"))
+    expect(page.locator("#accounts")).to_contain_text("boss")
+
+    page.fill("#new-username", name)
+    page.fill("#new-display-name", "Grace Hopper")
+    page.fill("#new-email", "grace@example.org")
+    page.fill("#new-password", "grace-password")
+    page.click("#create-account-button")
+    row = page.locator(f"#accounts tr[data-username='{name}']")
+    expect(row).to_contain_text("Grace Hopper")
+    expect(row.locator(".account-state")).to_have_text("active")
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.locator(".account-disable").click()
+    expect(row.locator(".account-state")).to_have_text("disabled")
+    assert not login(local_hub, name, "grace-password").ok
+    row.locator(".account-enable").click()
+    expect(row.locator(".account-state")).to_have_text("active")
+
+    page.once("dialog", lambda dialog: dialog.accept("grace-new-password"))
+    row.locator(".account-password").click()
+    wait_for(lambda: login(local_hub, name, "grace-new-password").ok, 10, what="the new password")
+
+    # the new user sees their display name in the navigation
+    other = browser.new_context().new_page()
+    other.goto(local_hub.url + "/hub/login")
+    other.fill("#username_input", name)
+    other.fill("#password_input", "grace-new-password")
+    other.click("#login_submit")
+    other.wait_for_url(re.compile(r".*/hub/workspaces$"))
+    expect(other.locator("#uws-user")).to_contain_text("Grace Hopper")
+
+
+# ---------------------------------------------------------------- sign-up and existing names
+SIGNUP_TAKEN = "This user name is not available: choose another."
+
+
+@pytest.fixture(scope="module")
+def signup_hub(make_hub):
+    return make_hub(
+        LOCAL_CONFIG
+        + "c.WorkspaceLocalAuthenticator.allow_signup = True\n"
+        + "c.WorkspaceLocalAuthenticator.signup_requires_approval = False\n"
+        + 'c.Authenticator.blocked_users = {"blockedname"}\n'
+    )
+
+
+def signup(hub, username: str, password: str) -> requests.Response:
+    s = requests.Session()
+    s.get(hub.url + "/hub/signup", timeout=30)
+    form = {"username": username, "password": password, "password2": password,
+            "_xsrf": s.cookies.get("_xsrf", path="/hub/")}
+    return s.post(hub.url + "/hub/signup", data=form, timeout=60)
+
+
+def signup_message(r: requests.Response) -> str | None:
+    match = re.search(r'<p id="signup-message"[^>]*>(.*?)</p>', r.text, re.S)
+    return match.group(1).strip() if match else None
+
+
+def test_signup_cannot_take_over_a_hub_user(signup_hub):
+    """A user made through JupyterHub's API has no local account: signing up
+    with their name must not give the caller their workspaces."""
+    hub = signup_hub
+    victim = f"victim{uuid.uuid4().hex[:6]}"
+    token = hub.add_user(victim)
+    hub.api("POST", "workspaces", token, json={"name": "private results"}, expect=201)
+    r = signup(hub, victim, "attacker-password")
+    assert (r.status_code, signup_message(r)) == (400, SIGNUP_TAKEN)
+    assert not login(hub, victim, "attacker-password").ok
+    assert hub.request("GET", f"accounts/{victim}", hub.admin_token).status_code == 404
+
+
+def test_signup_refuses_every_taken_name_alike(signup_hub):
+    """A hub user, an account, an admin and a blocked name get the same answer,
+    so that sign-up does not tell which names exist; a free name works."""
+    hub = signup_hub
+    hub_user = f"hubuser{uuid.uuid4().hex[:6]}"
+    hub.add_user(hub_user)
+    account, _ = new_account(hub)
+    for name in (hub_user, account, account.upper(), "boss", "blockedname"):
+        r = signup(hub, name, "a-long-password")
+        assert (r.status_code, signup_message(r)) == (400, SIGNUP_TAKEN), name
+    free = f"free{uuid.uuid4().hex[:6]}"
+    assert signup(hub, free, "a-long-password").status_code == 201
+    assert login(hub, free, "a-long-password").ok

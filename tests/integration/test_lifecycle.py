@@ -1,0 +1,239 @@
+"""A job life cycle that does not lie: servers that die, a proxy that loses its
+routes, time limits, and the hub killed (SIGKILL) in the middle of launches
+and stops, then started again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import requests
+
+from ..helpers import MINIMAL_CMD, launch
+from ..hubutil import wait_for
+
+TERMINAL = {"completed", "failed", "cancelled"}
+
+
+def job_processes(user: str) -> dict[int, list[int]]:
+    """Every live process that runs a job of ``user``: job id -> pids (from their environment).
+
+    Other tests' hubs number their jobs from 1 too, so processes are told apart
+    by their JupyterHub user."""
+    found: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            env = (entry / "environ").read_bytes().split(b"\0")
+            state = (entry / "stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state == b"Z":
+            continue
+        if f"JUPYTERHUB_USER={user}".encode() not in env:
+            continue
+        for var in env:
+            if var.startswith(b"UWS_JOB_ID="):
+                found.setdefault(int(var.split(b"=", 1)[1]), []).append(int(entry.name))
+    return found
+
+
+def test_server_killed_by_hand_fails_its_job(hub, alice):
+    job = launch(hub, alice)
+    job = hub.wait_job(job["id"], alice, {"running", "failed"})
+    assert job["status"] == "running"
+    os.kill(int(job["resource_id"]), signal.SIGKILL)
+    # the reconciler scans every 2 s in the test hub
+    job = hub.wait_job(job["id"], alice, TERMINAL, timeout=15)
+    assert job["status"] == "failed"
+    assert "exited with status" in job["reason"] or "no longer running" in job["reason"]
+    assert hub.request("GET", job["url"] or f"/user/uwsalice/{job['server_name']}/", alice).status_code != 200
+    ws = hub.api("GET", f"workspaces/{job['workspace_id']}", alice)
+    assert ws["status"] == "idle" and ws["active_job"] is None
+
+
+def test_time_limit_is_enforced(hub, alice):
+    job = launch(hub, alice, job_type="short")
+    hub.wait_job(job["id"], alice, {"running"})
+    job = hub.wait_job(job["id"], alice, TERMINAL, timeout=20)
+    assert job["status"] == "failed"
+    assert "time limit of 3 s" in job["reason"]
+    assert job["id"] not in job_processes("uwsalice")
+
+
+def test_lost_proxy_routes_come_back(make_hub):
+    """Routes deleted behind the hub's back are restored within one reconcile interval."""
+    token = "proxy-" + uuid.uuid4().hex
+    hub = make_hub(
+        "c.UWSHub.system_users = False\nc.UWSHub.job_reconcile_interval = 1\n"
+        f"c.UWSHub.job_types = {{'minimal': {{'cmd': {MINIMAL_CMD!r}}}}}\n",
+        env={"CONFIGPROXY_AUTH_TOKEN": token},
+    )
+    user = hub.add_user("lcproxy")
+    job = launch(hub, user)
+    job = hub.wait_job(job["id"], user, {"running", "failed"})
+    assert hub.request("GET", job["url"], user).status_code == 200
+    routes = requests.get(f"http://127.0.0.1:{hub.api_port}/api/routes",
+                          headers={"Authorization": f"token {token}"}).json()
+    spec = next(r for r in routes if r.rstrip("/").endswith(job["server_name"]))
+    r = requests.delete(f"http://127.0.0.1:{hub.api_port}/api/routes{spec}", headers={"Authorization": f"token {token}"})
+    assert r.status_code == 204
+    assert hub.request("GET", job["url"], user).status_code != 200
+    wait_for(lambda: hub.request("GET", job["url"], user).status_code == 200, 15, what="the route to be restored")
+    assert "adding it back" in hub.log_text()
+    assert hub.api("GET", f"jobs/{job['id']}", user)["status"] == "running"
+
+
+def test_proxy_killed_and_restarted(make_hub):
+    hub = make_hub(
+        "c.UWSHub.system_users = False\n"
+        f"c.UWSHub.job_types = {{'minimal': {{'cmd': {MINIMAL_CMD!r}}}}}\n"
+        "c.ConfigurableHTTPProxy.check_running_interval = 1\n"
+    )
+    user = hub.add_user("lcproxykill")
+    job = hub.wait_job(launch(hub, user)["id"], user, {"running", "failed"})
+    pid = int((hub.workdir / "jupyterhub-proxy.pid").read_text())
+    os.kill(pid, signal.SIGKILL)
+
+    def answers():
+        try:
+            return hub.request("GET", job["url"], user, timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    wait_for(answers, 30, what="the restarted proxy to route the job again")
+    assert hub.api("GET", f"jobs/{job['id']}", user)["status"] == "running"
+
+
+def test_hub_killed_during_launches_and_stops(make_hub):
+    """SIGKILL the hub while 20 jobs start and some stop; start it again: every
+    job ends in a true state, one process per running job, no orphans."""
+    hub = make_hub(
+        "c.UWSHub.system_users = False\nc.UWSHub.job_reconcile_interval = 1\n"
+        "c.JupyterHub.cleanup_servers = False\n"
+        f"c.UWSHub.job_types = {{'minimal': {{'cmd': {MINIMAL_CMD!r}}}}}\n"
+    )
+    name = f"lckill{uuid.uuid4().hex[:6]}"
+    user = hub.add_user(name)
+    try:
+        _kill_during_launches_and_stops(hub, name, user)
+    finally:
+        # cleanup_servers is off here: leave no server behind, whatever happened
+        for pids in job_processes(name).values():
+            for pid in pids:
+                os.killpg(pid, signal.SIGKILL)
+
+
+def _kill_during_launches_and_stops(hub, name: str, user: str) -> None:
+    jobs: list[dict] = []
+    lock = threading.Lock()
+
+    def launch_one():
+        job = launch(hub, user)
+        with lock:
+            jobs.append(job)
+
+    threads = [threading.Thread(target=launch_one) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # stop the first few as soon as they run, then kill the hub mid-flight
+    first = jobs[:4]
+    for job in first:
+        hub.wait_job(job["id"], user, {"running", "failed"})
+        hub.api("POST", f"jobs/{job['id']}/stop", user, expect=202)
+    hub.stop(sig=signal.SIGKILL)
+    statuses_at_kill = _statuses_in_db(hub)
+    assert any(s in ("pending", "queued", "stopping") for s in statuses_at_kill.values()), statuses_at_kill
+
+    hub.start()
+    stopped = {j["id"] for j in first}
+
+    def settled():
+        states = {j["id"]: hub.api("GET", f"jobs/{j['id']}", user)["status"] for j in jobs}
+        done = all(
+            (s in TERMINAL) if jid in stopped else (s == "running" or s in TERMINAL) for jid, s in states.items()
+        )
+        return states if done else None
+
+    states = wait_for(settled, 90, interval=0.5, what="every job to settle after the restart")
+    for jid in stopped:
+        assert states[jid] in ("completed", "cancelled"), (jid, states[jid])
+    running = {jid for jid, s in states.items() if s == "running"}
+    assert len(running) >= 14, states  # the others did start again
+    ours = job_processes(name)
+    # exactly one server process per running job, none for any other job
+    assert {jid for jid in ours} == running, (ours, states)
+    assert all(len(pids) == 1 for pids in ours.values()), ours
+    for jid in running:
+        job = hub.api("GET", f"jobs/{jid}", user)
+        assert hub.request("GET", job["url"], user).status_code == 200
+    for jid in running:
+        hub.api("POST", f"jobs/{jid}/stop", user, expect=202)
+    wait_for(lambda: all(hub.api("GET", f"jobs/{j['id']}", user)["status"] in TERMINAL for j in jobs), 60,
+             what="all jobs to stop")
+    time.sleep(0.5)
+    assert job_processes(name) == {}
+
+
+def _statuses_in_db(hub) -> dict[int, str]:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(hub.db_url)
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT id, status FROM uws_jobs")).all()
+    engine.dispose()
+    return {r[0]: r[1] for r in rows}
+
+
+def test_stopped_through_jupyterhub_is_completed_not_failed(hub, alice):
+    """The idle culler, the admin panel and scripts stop servers with JupyterHub's API."""
+    job = hub.wait_job(launch(hub, alice)["id"], alice, {"running", "failed"})
+    r = hub.request("DELETE", f"users/uwsalice/servers/{job['server_name']}", hub.admin_token)
+    assert r.status_code in (202, 204), r.text
+    job = hub.wait_job(job["id"], alice, TERMINAL, timeout=20)
+    assert job["status"] == "completed"
+    assert "outside uws-hub" in job["reason"]
+
+
+def test_hub_killed_mid_delete_finishes_the_delete_after_a_restart(make_hub):
+    """SIGKILL the hub while it removes a workspace's directory: the workspace answers
+    ``deleting`` meanwhile, refuses uploads, and after a restart the delete finishes
+    (before workspaces were reconciled, it stayed ``deleting`` for ever)."""
+    hub = make_hub("c.UWSHub.system_users = False\nc.UWSHub.job_reconcile_interval = 1\n")
+    user = hub.add_user(f"lcdel{uuid.uuid4().hex[:6]}")
+    ws = hub.api("POST", "workspaces", user, json={"name": "many files"}, expect=201)
+    directory = Path(hub.workspaces_root) / ws["owner"] / ws["slug"]
+    count = 40_000
+    for i in range(count // 200):
+        d = directory / f"d{i:03d}"
+        d.mkdir()
+        for j in range(200):
+            (d / f"f{j:03d}").touch()
+    deleting = hub.api("DELETE", f"workspaces/{ws['id']}", user, expect=202)
+    assert deleting["status"] == "deleting"
+
+    def removing():
+        left = sum(1 for _ in directory.rglob("f*"))
+        return left < count and left
+
+    wait_for(removing, 30, interval=0.01, what="the directory's removal to start")
+    os.killpg(hub.proc.pid, signal.SIGKILL)  # the hub and its proxy, mid-delete
+    hub.proc.wait()
+    assert directory.exists()
+
+    hub.start()
+    seen = hub.request("GET", f"workspaces/{ws['id']}", user)
+    assert seen.status_code == 404 or seen.json()["status"] == "deleting", seen.text
+    upload = hub.request("PUT", f"workspaces/{ws['id']}/files/late.txt", user, data=b"late")
+    assert upload.status_code in (404, 409), upload.text  # 404 once the delete is done
+    wait_for(lambda: hub.request("GET", f"workspaces/{ws['id']}", user).status_code == 404, 60,
+             what="the delete to finish after the restart")
+    assert not directory.exists()
+    hub.api("DELETE", f"workspaces/{ws['id']}", user, expect=404)

@@ -1,0 +1,171 @@
+"""Database migrations: an older database is upgraded by `uws-hub upgrade-db`
+without losing anything; the hub refuses to start on one that was not."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from datetime import datetime
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, text
+
+from uws_hub import dbutil
+
+from ..helpers import create_jupyterhub_tables
+from ..hubutil import VENV_BIN, Hub, hub_env
+
+OLD_TIME = datetime(2026, 1, 1)
+
+
+def make_old_database(url: str, revision: str = "0001", directory: str = "/nonexistent/olduser/old-ws",
+                      usage_bytes: int = 5000000000) -> int:
+    """JupyterHub's tables at their head, uws-hub's at an older revision, with a user and
+    a workspace of theirs; returns the user's id."""
+    uid = create_jupyterhub_tables(url, user="olduser")
+    engine = create_engine(url)
+    dbutil.upgrade(engine, revision)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO uws_workspaces (owner_id, slug, name, description, status, directory,"
+                " disk_usage_bytes, created_at, updated_at)"
+                " VALUES (:uid, 'old-ws', 'Old workspace', 'from before', 'idle', :directory, :usage, :now, :now)"
+            ),
+            {"uid": uid, "directory": directory, "usage": usage_bytes, "now": OLD_TIME},
+        )
+    assert dbutil.current_revision(engine) == revision
+    engine.dispose()
+    return uid
+
+
+def upgrade_db(hub: Hub) -> None:
+    """``uws-hub upgrade-db`` with the hub's configuration, which leaves the tables at the newest revision."""
+    r = subprocess.run([str(VENV_BIN / "uws-hub"), "upgrade-db", "-f", str(hub.config_file)], cwd=hub.workdir,
+                       env=hub_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    engine = create_engine(hub.db_url)
+    assert dbutil.current_revision(engine) == dbutil.head_revision()
+    engine.dispose()
+
+
+def test_upgrade_db_upgrades_an_old_database(db_url, tmp_path):
+    url = db_url()
+    make_old_database(url)
+    hub = Hub(tmp_path, "c.Authenticator.admin_users = set()\n", url)
+
+    # the hub will not start on it, and says what to do
+    r = subprocess.run([str(VENV_BIN / "uws-hub"), "-f", str(hub.config_file)], cwd=tmp_path, env=hub_env(),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert "uws-hub upgrade-db" in r.stdout + r.stderr
+
+    upgrade_db(hub)
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT name, description, disk_usage_bytes FROM uws_workspaces")).one()
+        assert tuple(row) == ("Old workspace", "from before", 5000000000)
+        assert conn.execute(text("SELECT count(*) FROM uws_local_accounts")).scalar() == 0
+    engine.dispose()
+
+    # and now it starts, with the old workspace in the API
+    hub.start()
+    try:
+        token = hub.add_user("olduser")
+        [ws] = hub.api("GET", "workspaces", token, expect=200)["items"]
+        assert (ws["name"], ws["slug"], ws["disk_usage_bytes"]) == ("Old workspace", "old-ws", 5000000000)
+    finally:
+        hub.stop()
+
+
+def test_migrations_match_the_models(db_url):
+    """Running every migration gives exactly the tables the code declares."""
+    url = db_url()
+    create_jupyterhub_tables(url)
+    engine = create_engine(url)
+    dbutil.prepare(engine, allow_upgrade=False, log=logging.getLogger("test"))
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True, "include_name": dbutil.include_name})
+        diffs = compare_metadata(context, dbutil.TARGET_METADATA)
+    engine.dispose()
+    assert diffs == []
+
+
+def test_upgrade_from_0004_reserves_disk_space_in_the_new_table(db_url, tmp_path):
+    """0005 adds the disk space held by writes in progress; an upgraded hub reserves there."""
+    url = db_url()
+    directory = tmp_path / "workspaces" / "olduser" / "old-ws"
+    directory.mkdir(parents=True)
+    (directory / "old.bin").write_bytes(b"o" * 900)
+    uid = make_old_database(url, "0004", str(directory), 900)
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO uws_quota_overrides (user_id, disk_bytes, updated_by, updated_at)"
+                 " VALUES (:uid, 1000, 'admin', :now)"),
+            {"uid": uid, "now": OLD_TIME},
+        )
+    engine.dispose()
+    hub = Hub(tmp_path, "c.Authenticator.admin_users = set()\n"
+                        f"c.UWSHub.workspaces_root = {str(directory.parents[1])!r}\n", url)
+    upgrade_db(hub)
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM uws_disk_reservations")).scalar() == 0
+    engine.dispose()
+
+    hub.start()
+    try:
+        token = hub.add_user("olduser")
+        [ws] = hub.api("GET", "workspaces", token, expect=200)["items"]
+        assert hub.request("PUT", f"workspaces/{ws['id']}/files/new.bin", token, data=b"n" * 100).status_code == 201
+        r = hub.request("PUT", f"workspaces/{ws['id']}/files/more.bin", token, data=b"m")
+        assert r.status_code == 422 and "over by 1 byte" in r.json()["message"], r.text
+    finally:
+        hub.stop()
+
+
+def test_upgrade_cuts_job_output_out_of_reasons(db_url):
+    """Before 0006 a failed job's reason carried its server's last output (secrets
+    included) to everyone who could read the job; the upgrade leaves the reason."""
+    url = db_url()
+    uid = create_jupyterhub_tables(url, user="olduser")
+    engine = create_engine(url)
+    dbutil.upgrade(engine, "0005")
+    now = datetime(2026, 1, 1)
+    leaky = "The server exited with status 1\n--- last output ---\nJUPYTERHUB_API_TOKEN=0123456789abcdef"
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO uws_workspaces (id, owner_id, slug, name, description, status, directory,"
+                " disk_usage_bytes, created_at, updated_at)"
+                " VALUES (1, :uid, 'ws', 'ws', '', 'idle', '/nonexistent/olduser/ws', 0, :now, :now)"
+            ),
+            {"uid": uid, "now": now},
+        )
+        for job_id, reason in ((1, leaky), (2, "Stopped on request")):
+            conn.execute(
+                text(
+                    "INSERT INTO uws_jobs (id, workspace_id, owner_id, job_type, resource, interactive, status,"
+                    " target, reason, server_name, resources, created_at, updated_at, attempts)"
+                    " VALUES (:id, 1, :uid, 'jupyterlab', 'local', true, 'failed', 'stopped', :reason, 'ws',"
+                    " '{}', :now, :now, 1)"
+                ),
+                {"id": job_id, "uid": uid, "reason": reason, "now": now},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO uws_events (created_at, kind, owner_id, workspace_id, job_id, actor, status,"
+                    " reason, data) VALUES (:now, 'job', :uid, 1, :id, 'hub', 'failed', :reason, '{}')"
+                ),
+                {"id": job_id, "uid": uid, "reason": reason, "now": now},
+            )
+    dbutil.upgrade(engine)
+    with engine.connect() as conn:
+        jobs = dict(conn.execute(text("SELECT id, reason FROM uws_jobs")).all())
+        events = dict(conn.execute(text("SELECT job_id, reason FROM uws_events")).all())
+    engine.dispose()
+    expected = {1: "The server exited with status 1", 2: "Stopped on request"}
+    assert jobs == expected
+    assert events == expected

@@ -1,0 +1,595 @@
+"""docs/openapi.yaml against the real server.
+
+Every endpoint is exercised on the shared multi-user hub, and every JSON body
+it answers with is validated against the schema the document gives for that
+path, method and status (response schemas forbid unknown properties, so a
+field the server adds or drops fails here). Request bodies the tests send are
+checked against the document too: valid ones must be accepted by both, and
+bodies the document calls invalid must get a 422 from the server. Finally the
+document and the hub's route table must list the same operations.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import uuid
+from dataclasses import dataclass
+
+import pytest
+import websocket
+import yaml
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+from ..hubutil import REPO, wait_for
+
+SPEC_PATH = REPO / "docs" / "openapi.yaml"
+SPEC = yaml.safe_load(SPEC_PATH.read_text())
+BASE_URI = "urn:uws-hub:openapi"
+REGISTRY = Registry().with_resource(BASE_URI, Resource.from_contents(SPEC, default_specification=DRAFT202012))
+METHODS = ("get", "put", "post", "patch", "delete")
+
+
+def pointer(*parts: str) -> str:
+    return "".join("/" + p.replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def validator_for(ptr: str) -> Draft202012Validator:
+    return Draft202012Validator(
+        {"$ref": f"{BASE_URI}#{ptr}"},
+        registry=REGISTRY,
+        format_checker=Draft202012Validator.FORMAT_CHECKER,
+    )
+
+
+def deref(ptr: str) -> tuple[str, dict]:
+    """Follow a local $ref (responses are often references to components)."""
+    node = SPEC
+    for part in ptr.lstrip("/").split("/"):
+        node = node[part.replace("~1", "/").replace("~0", "~")]
+    if "$ref" in node:
+        return deref(node["$ref"].removeprefix("#"))
+    return ptr, node
+
+
+def errors(instance, ptr: str) -> list[str]:
+    return [
+        f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
+        for e in validator_for(ptr).iter_errors(instance)
+    ]
+
+
+def request_schema(template: str, method: str) -> str:
+    return pointer("paths", template, method, "requestBody", "content", "application/json", "schema")
+
+
+class Contract:
+    """Checks responses against the document and records what was exercised."""
+
+    def __init__(self, hub):
+        self.hub = hub
+        self.seen: set[tuple[str, str, str]] = set()
+
+    def call(self, method: str, template: str, token: str | None, path: str | None = None, **kw):
+        r = self.hub.request(method, "/hub/api" + (path or template), token, **kw)
+        self.check(r, template, method)
+        return r
+
+    def check(self, r, template: str, method: str):
+        method = method.lower()
+        op = SPEC["paths"][template][method]
+        status = str(r.status_code)
+        assert status in op["responses"], (
+            f"{method.upper()} {template} answered {status}, which docs/openapi.yaml does not list: {r.text[:300]}"
+        )
+        ptr, response = deref(pointer("paths", template, method, "responses", status))
+        content = response.get("content", {})
+        if "application/json" in content:
+            assert r.headers.get("Content-Type", "").startswith("application/json"), r.headers
+            problems = errors(r.json(), ptr + pointer("content", "application/json", "schema"))
+            assert not problems, f"{method.upper()} {template} {status} does not match the document: {problems}\n{r.text[:2000]}"
+        else:
+            assert content, f"{method.upper()} {template} {status}: the document gives no content"
+        self.seen.add((template, method, status))
+        return r
+
+
+@dataclass
+class RawResponse:
+    status_code: int
+    headers: dict
+    text: str
+
+    def json(self):
+        return json.loads(self.text)
+
+
+def put_declaring_length(hub, path: str, token: str, length: int) -> RawResponse:
+    """A PUT that announces ``length`` bytes but sends only a few (HTTP libraries cannot).
+
+    Sent to the hub's own port: the hub answers 413 and closes the connection
+    without reading the body, and node configurable-http-proxy, still writing
+    the body, then often answers 503 (``write ECONNRESET``) instead of passing
+    the 413 on.
+    """
+    conn = http.client.HTTPConnection("127.0.0.1", hub.hub_port, timeout=30)
+    try:
+        conn.putrequest("PUT", path)
+        conn.putheader("Authorization", f"token {token}")
+        conn.putheader("Content-Length", str(length))
+        conn.endheaders()
+        conn.send(b"x" * 1024)
+        r = conn.getresponse()
+        return RawResponse(r.status, dict(r.getheaders()), r.read().decode())
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def api(hub):
+    return Contract(hub)
+
+
+def operations_in_spec() -> set[tuple[str, str]]:
+    return {(path, m) for path, item in SPEC["paths"].items() for m in METHODS if m in item}
+
+
+# ---------------------------------------------------------------- the document itself
+def test_document_is_well_formed():
+    assert SPEC["openapi"].startswith("3.1")
+    for name, schema in SPEC["components"]["schemas"].items():
+        Draft202012Validator.check_schema(schema)
+    # every $ref resolves
+    refs = set(re.findall(r"\$ref: \"?#([^\"\s}]+)", SPEC_PATH.read_text()))
+    for ref in refs:
+        deref(ref)
+    # response objects forbid what they do not list
+    for name in ("Workspace", "Job", "JobType", "FileEntry", "UploadResult", "Error", "Pagination",
+                 "WorkspacePage", "JobPage", "FilePage", "Account", "AccountPage", "Share", "SharePage",
+                 "Recipients", "Limits", "Quota", "GroupQuota", "Usage", "UsageItem", "UsagePage"):
+        assert SPEC["components"]["schemas"][name]["additionalProperties"] is False, name
+
+
+def test_document_lists_every_route_of_the_hub():
+    """The hub's uws-hub API routes and the document's paths are the same operations."""
+    from uws_hub.apihandlers import default_handlers
+
+    samples = {"workspace_id": "7", "job_id": "7", "path": "data/a.csv", "username": "alice", "share_id": "7",
+               "user": "alice", "group": "lab"}
+    spec_ops = operations_in_spec()
+    routed = set()
+    for regex, handler in default_handlers:
+        methods = [m for m in METHODS if m in vars(handler) or any(m in vars(k) for k in handler.__mro__
+                                                                  if k.__module__.startswith("uws_hub"))]
+        matches = [
+            path for path in SPEC["paths"]
+            if re.fullmatch(regex, "/api" + re.sub(r"\{(\w+)\}", lambda m: samples[m.group(1)], path))
+        ]
+        assert matches, f"route {regex} ({handler.__name__}) is not in docs/openapi.yaml"
+        for method in methods:
+            for path in matches:
+                routed.add((path, method))
+    assert routed == spec_ops, (
+        f"in the hub but not the document: {sorted(routed - spec_ops)};"
+        f" in the document but not the hub: {sorted(spec_ops - routed)}"
+    )
+
+
+# ---------------------------------------------------------------- request bodies
+VALID_CREATE = [
+    {"name": "x" * 255},
+    {"name": "With files", "description": "d" * 10_000,
+     "files": [{"path": "a/b.txt", "content": "hi"}, {"path": "c.bin", "content": "AAEC", "encoding": "base64"}]},
+]
+INVALID_CREATE = [
+    {},
+    {"name": ""},
+    {"name": "x" * 256},
+    {"name": 5},
+    {"name": "x", "description": "d" * 10_001},
+    {"name": "x", "color": "red"},
+    {"name": "x", "files": [{"path": "", "content": "x"}]},
+    {"name": "x", "files": [{"path": "a", "content": "x", "encoding": "rot13"}]},
+    {"name": "x", "files": [{"path": "a"}]},
+    {"name": "x", "files": [{"path": "a", "content": "x", "mode": 7}]},
+    {"name": "x", "files": [{"path": f"f{i}", "content": ""} for i in range(1001)]},
+]
+INVALID_UPDATE = [
+    {"name": ""},
+    {"name": "x" * 256},
+    {"description": "d" * 10_001},
+    {"slug": "other"},
+]
+INVALID_LAUNCH = [
+    {},
+    {"job_type": ""},
+    {"job_type": "j" * 64},
+    {"job_type": "jupyterlab", "resource": ""},
+    {"job_type": "jupyterlab", "extra": 1},
+    {"job_type": "jupyterlab", "resources": {"cpus": 0}},
+    {"job_type": "jupyterlab", "resources": {"cpus": 4097}},
+    {"job_type": "jupyterlab", "resources": {"gpus": -1}},
+    {"job_type": "jupyterlab", "resources": {"gpus": 65}},
+    {"job_type": "jupyterlab", "resources": {"memory": "lots"}},
+    {"job_type": "jupyterlab", "resources": {"time_limit": "1h"}},
+    {"job_type": "jupyterlab", "resources": {"partition": "a/b"}},
+    {"job_type": "jupyterlab", "resources": {"nodes": 2}},
+]
+
+
+INVALID_ACCOUNT = [
+    {},
+    {"username": "docs-x"},
+    {"username": "", "password": "a long password"},
+    {"username": "u" * 256, "password": "a long password"},
+    {"username": "docs-x", "password": ""},
+    {"username": "docs-x", "password": "p" * 1025},
+    {"username": "docs-x", "password": "a long password", "email": "e" * 321},
+    {"username": "docs-x", "password": "a long password", "display_name": "d" * 256},
+    {"username": "docs-x", "password": "a long password", "role": "boss"},
+]
+INVALID_ACCOUNT_UPDATE = [
+    {"password": ""},
+    {"email": "e" * 321},
+    {"display_name": "d" * 256},
+    {"admin": True},
+]
+
+
+@pytest.mark.parametrize("body", INVALID_ACCOUNT, ids=range(len(INVALID_ACCOUNT)))
+def test_bodies_the_document_refuses_are_refused_account(api, hub, body):
+    assert errors(body, request_schema("/accounts", "post")), f"the document accepts {body}"
+    r = api.call("POST", "/accounts", hub.admin_token, json=body)
+    assert r.status_code == 422, r.text
+
+
+@pytest.mark.parametrize("body", INVALID_ACCOUNT_UPDATE, ids=range(len(INVALID_ACCOUNT_UPDATE)))
+def test_bodies_the_document_refuses_are_refused_account_update(api, hub, body):
+    template = "/accounts/{username}"
+    assert errors(body, request_schema(template, "patch")), f"the document accepts {body}"
+    # the shared hub's first admin has a local account
+    r = api.call("PATCH", template, hub.admin_token, "/accounts/uwsadmin", json=body)
+    assert r.status_code == 422, r.text
+
+
+@pytest.mark.parametrize("body", INVALID_CREATE, ids=range(len(INVALID_CREATE)))
+def test_bodies_the_document_refuses_are_refused_create(api, alice, body):
+    assert errors(body, request_schema("/workspaces", "post")), f"the document accepts {body}"
+    r = api.call("POST", "/workspaces", alice, json=body)
+    assert r.status_code == 422, r.text
+
+
+@pytest.mark.parametrize("body", INVALID_UPDATE, ids=range(len(INVALID_UPDATE)))
+def test_bodies_the_document_refuses_are_refused_update(api, alice, workspace, body):
+    template = "/workspaces/{workspace_id}"
+    assert errors(body, request_schema(template, "patch")), f"the document accepts {body}"
+    r = api.call("PATCH", template, alice, f"/workspaces/{workspace['id']}", json=body)
+    assert r.status_code == 422, r.text
+
+
+@pytest.mark.parametrize("body", INVALID_LAUNCH, ids=range(len(INVALID_LAUNCH)))
+def test_bodies_the_document_refuses_are_refused_launch(api, alice, workspace, body):
+    template = "/workspaces/{workspace_id}/jobs"
+    assert errors(body, request_schema(template, "post")), f"the document accepts {body}"
+    r = api.call("POST", template, alice, f"/workspaces/{workspace['id']}/jobs", json=body)
+    assert r.status_code == 422, r.text
+
+
+def test_bodies_the_document_accepts_are_accepted(api, alice):
+    for body in VALID_CREATE:
+        body = {**body, "name": body["name"][:-8] + uuid.uuid4().hex[:8]}
+        assert not errors(body, request_schema("/workspaces", "post"))
+        r = api.call("POST", "/workspaces", alice, json=body)
+        assert r.status_code == 201, r.text
+        ws = r.json()
+        assert len(ws["slug"]) <= 63
+        assert api.call("DELETE", "/workspaces/{workspace_id}", alice, f"/workspaces/{ws['id']}").status_code == 202
+
+
+# ---------------------------------------------------------------- every endpoint
+def test_every_endpoint_matches_the_document(hub, alice, bob, api):
+    tag = uuid.uuid4().hex[:8]
+    read_only = hub.api(
+        "POST", "users/uwsalice/tokens", json={"scopes": ["custom:uws:read:workspaces!user"]}, expect=201
+    )["token"]
+
+    # --- workspaces: create, list, get, patch
+    body = {"name": f"OpenAPI {tag}", "description": "contract test",
+            "files": [{"path": "README.md", "content": "# hi\n"}]}
+    assert not errors(body, request_schema("/workspaces", "post"))
+    ws = api.call("POST", "/workspaces", alice, json=body).json()
+    assert ws["status"] == "idle" and ws["slug"] == f"openapi-{tag}"
+    wid = ws["id"]
+    second = api.call("POST", "/workspaces", alice, json={"name": f"OpenAPI second {tag}"}).json()
+    assert api.call("POST", "/workspaces", alice, json={"name": f"openapi {tag}"}).status_code == 409
+    assert api.call("POST", "/workspaces", alice, data="not json").status_code == 400
+    assert api.call("POST", "/workspaces", alice, json=[1]).status_code == 400
+    assert api.call("POST", "/workspaces", alice, json={"name": "   "}).status_code == 422
+    assert api.call("POST", "/workspaces", hub.admin_token, json={"name": "svc"}).status_code == 400
+    assert api.call("POST", "/workspaces", read_only, json={"name": "ro"}).status_code == 403
+
+    page = api.call("GET", "/workspaces", alice).json()
+    assert wid in [w["id"] for w in page["items"]]
+    page = api.call("GET", "/workspaces", alice, "/workspaces?limit=1").json()
+    assert page["_pagination"]["limit"] == 1 and page["_pagination"]["next"] is not None
+    page = api.call("GET", "/workspaces", alice, "/workspaces?status=idle&offset=0").json()
+    assert all(w["status"] == "idle" for w in page["items"])
+    r = api.call("GET", "/workspaces", alice, "/workspaces", headers={"Accept": "application/jupyterhub-pagination+json"})
+    assert r.json()["_pagination"]["limit"] == 50
+    assert api.call("GET", "/workspaces", alice, "/workspaces?status=bogus").status_code == 400
+    assert api.call("GET", "/workspaces", alice, "/workspaces?limit=abc").status_code == 400
+    assert api.call("GET", "/workspaces", None).status_code == 403
+
+    item = "/workspaces/{workspace_id}"
+    assert api.call("GET", item, alice, f"/workspaces/{wid}").json()["id"] == wid
+    assert api.call("GET", item, bob, f"/workspaces/{wid}").status_code == 404
+    assert api.call("GET", item, alice, "/workspaces/abc").status_code == 404
+    assert api.call("GET", item, None, f"/workspaces/{wid}").status_code == 403
+    patched = api.call("PATCH", item, alice, f"/workspaces/{wid}", json={"description": "changed"}).json()
+    assert patched["description"] == "changed" and patched["slug"] == ws["slug"]
+    assert api.call("PATCH", item, alice, f"/workspaces/{wid}", json={"name": "   "}).status_code == 422
+    assert api.call("PATCH", item, alice, f"/workspaces/{wid}", data="{").status_code == 400
+    assert api.call("PATCH", item, read_only, f"/workspaces/{wid}", json={"name": "x"}).status_code == 403
+    assert api.call("PATCH", item, bob, f"/workspaces/{wid}", json={"name": "x"}).status_code == 404
+
+    # --- files: upload, list, download
+    files, file = "/workspaces/{workspace_id}/files", "/workspaces/{workspace_id}/files/{path}"
+    up = api.call("PUT", file, alice, f"/workspaces/{wid}/files/data/counts.csv", data=b"a,b\n1,2\n").json()
+    assert up == {"path": "data/counts.csv", "size": 8}
+    assert api.call("PUT", file, alice, f"/workspaces/{wid}/files/data", data=b"x").status_code == 400
+    assert api.call("PUT", file, read_only, f"/workspaces/{wid}/files/ro.txt", data=b"x").status_code == 403
+    assert api.call("PUT", file, bob, f"/workspaces/{wid}/files/planted.txt", data=b"x").status_code == 404
+    # over the size limit: refused from the Content-Length, before the body is read
+    too_large = put_declaring_length(hub, f"/hub/api/workspaces/{wid}/files/huge.bin", alice, 11 * 1024**3)
+    api.check(too_large, file, "put")
+    assert too_large.status_code == 413
+
+    listing = api.call("GET", files, alice, f"/workspaces/{wid}/files").json()
+    assert listing["path"] == "" and [e["name"] for e in listing["items"]] == ["data", "README.md"]
+    listing = api.call("GET", files, alice, f"/workspaces/{wid}/files?path=data&limit=1").json()
+    assert listing["path"] == "data" and listing["items"][0]["type"] == "file"
+    assert api.call("GET", files, alice, f"/workspaces/{wid}/files?path=nope").status_code == 404
+    assert api.call("GET", files, alice, f"/workspaces/{wid}/files?path=../x").status_code == 400
+    assert api.call("GET", files, alice, f"/workspaces/{wid}/files?path=README.md").status_code == 400
+
+    r = api.call("GET", file, alice, f"/workspaces/{wid}/files/data/counts.csv")
+    assert r.status_code == 200 and r.content == b"a,b\n1,2\n"
+    assert "attachment" in r.headers["Content-Disposition"]
+    assert api.call("GET", file, alice, f"/workspaces/{wid}/files/missing.txt").status_code == 404
+    assert api.call("GET", file, alice, f"/workspaces/{wid}/files/..%2Fx").status_code in (400, 404)
+
+    # --- job types
+    types = api.call("GET", "/job-types", alice).json()
+    assert "jupyterlab" in [t["name"] for t in types]
+    assert api.call("GET", "/job-types", None).status_code == 403
+
+    # --- launch, follow, stop
+    launch = "/workspaces/{workspace_id}/jobs"
+    body = {"job_type": "jupyterlab", "resources": {"cpus": 1, "memory": "1G"}}
+    assert not errors(body, request_schema(launch, "post"))
+    assert api.call("POST", launch, read_only, f"/workspaces/{wid}/jobs", json=body).status_code == 403
+    assert api.call("POST", launch, bob, f"/workspaces/{wid}/jobs", json=body).status_code == 404
+    assert api.call("POST", launch, alice, f"/workspaces/{wid}/jobs", json={"job_type": "nope"}).status_code == 422
+    assert api.call("POST", launch, alice, f"/workspaces/{wid}/jobs", data="{").status_code == 400
+    job = api.call("POST", launch, alice, f"/workspaces/{wid}/jobs", json=body).json()
+    assert job["status"] in ("pending", "queued") and job["resources"] == {"cpus": 1, "memory": "1G"}
+    assert api.call("POST", launch, alice, f"/workspaces/{wid}/jobs", json=body).status_code == 409
+    active = api.call("GET", item, alice, f"/workspaces/{wid}").json()
+    assert active["status"] == "active" and active["active_job"]["id"] == job["id"]
+
+    one = "/jobs/{job_id}"
+    job = hub.wait_job(job["id"], alice, {"running", "failed"})
+    running = api.call("GET", one, alice, f"/jobs/{job['id']}").json()
+    assert running["status"] == "running", running["reason"]
+    assert running["url"] == f"/user/uwsalice/{ws['slug']}/lab"
+    assert api.call("GET", one, bob, f"/jobs/{job['id']}").status_code == 404
+    assert api.call("GET", one, alice, "/jobs/0").status_code == 404
+    assert api.call("GET", one, None, f"/jobs/{job['id']}").status_code == 403
+
+    jobs = api.call("GET", "/jobs", alice, f"/jobs?workspace={wid}&status=pending,queued,running").json()
+    assert [j["id"] for j in jobs["items"]] == [job["id"]]
+    assert api.call("GET", "/jobs", alice).json()["_pagination"]["total"] >= 1
+    assert api.call("GET", "/jobs", alice, "/jobs?status=bogus").status_code == 400
+    assert api.call("GET", "/jobs", alice, "/jobs?workspace=abc").status_code == 404
+    assert api.call("GET", "/jobs", None).status_code == 403
+
+    # deleting is refused while the job runs
+    assert api.call("DELETE", item, alice, f"/workspaces/{wid}").status_code == 409
+
+    stop = "/jobs/{job_id}/stop"
+    assert api.call("POST", stop, read_only, f"/jobs/{job['id']}/stop").status_code == 403
+    assert api.call("POST", stop, bob, f"/jobs/{job['id']}/stop").status_code == 404
+    stopping = api.call("POST", stop, alice, f"/jobs/{job['id']}/stop")
+    assert stopping.status_code == 202 and stopping.json()["status"] in ("stopping", "completed")
+    done = hub.wait_job(job["id"], alice, {"completed", "failed", "cancelled"})
+    assert done["status"] == "completed" and done["reason"] == "Stopped on request"
+    again = api.call("POST", stop, alice, f"/jobs/{job['id']}/stop")
+    assert again.status_code == 200 and again.json()["status"] == "completed"
+    assert api.call("GET", one, alice, f"/jobs/{job['id']}").json()["url"] is None
+
+    # a job that fails has its reason
+    broken = api.call("POST", launch, alice, f"/workspaces/{second['id']}/jobs", json={"job_type": "broken"}).json()
+    failed = hub.wait_job(broken["id"], alice, {"failed", "running", "completed"}, timeout=30)
+    failed = api.call("GET", one, alice, f"/jobs/{failed['id']}").json()
+    assert failed["status"] == "failed" and "exited with status 3" in failed["reason"]
+    output = "/jobs/{job_id}/output"
+    out = api.call("GET", output, alice, f"/jobs/{failed['id']}/output").json()
+    assert "boom: the server cannot start" in out["output"]
+    assert api.call("GET", output, bob, f"/jobs/{failed['id']}/output").status_code == 404
+    assert api.call("GET", output, None, f"/jobs/{failed['id']}/output").status_code == 403
+
+    # --- delete
+    assert api.call("DELETE", item, read_only, f"/workspaces/{wid}").status_code == 403
+    assert api.call("DELETE", item, bob, f"/workspaces/{wid}").status_code == 404
+    deleting = api.call("DELETE", item, alice, f"/workspaces/{wid}").json()
+    assert deleting["status"] == "deleting" and deleting["active_job"] is None
+    api.call("DELETE", item, alice, f"/workspaces/{second['id']}")
+
+    # --- local accounts (the shared hub logs in with local accounts); admin:users
+    admin = hub.admin_token
+    name = f"uwsdoc{tag}"
+    body = {"username": name, "password": "a long password", "email": f"{name}@example.org",
+            "display_name": "Doc Tester"}
+    assert not errors(body, request_schema("/accounts", "post"))
+    account = api.call("POST", "/accounts", admin, json=body).json()
+    assert (account["username"], account["disabled"], account["admin"]) == (name, False, False)
+    assert api.call("POST", "/accounts", admin, json=body).status_code == 409
+    assert api.call("POST", "/accounts", admin, json={**body, "username": "Not Valid"}).status_code == 422
+    assert api.call("POST", "/accounts", admin, json={**body, "username": name + "x", "password": "short"}).status_code == 422
+    assert api.call("POST", "/accounts", admin, data="{").status_code == 400
+    assert api.call("POST", "/accounts", alice, json=body).status_code == 403
+    accounts = api.call("GET", "/accounts", admin, "/accounts?limit=500").json()
+    assert name in [a["username"] for a in accounts["items"]]
+    assert api.call("GET", "/accounts", alice).status_code == 403
+    assert api.call("GET", "/accounts", admin, "/accounts?offset=x").status_code == 400
+    one_account = "/accounts/{username}"
+    assert api.call("GET", one_account, admin, f"/accounts/{name}").json()["email"] == f"{name}@example.org"
+    assert api.call("GET", one_account, admin, "/accounts/no-such-account").status_code == 404
+    assert api.call("GET", one_account, alice, f"/accounts/{name}").status_code == 403
+    changed = api.call("PATCH", one_account, admin, f"/accounts/{name}", json={"disabled": True, "unlock": True}).json()
+    assert changed["disabled"] is True and changed["locked"] is False
+    assert api.call("PATCH", one_account, admin, f"/accounts/{name}", json={"password": "short"}).status_code == 422
+    assert api.call("PATCH", one_account, admin, f"/accounts/{name}", json={"admin": True}).status_code == 422
+    assert api.call("PATCH", one_account, admin, "/accounts/no-such-account", json={"unlock": True}).status_code == 404
+    assert api.call("PATCH", one_account, admin, f"/accounts/{name}", data="{").status_code == 400
+    hub.api("DELETE", f"users/{name}", expect=204)  # JupyterHub's API; deletes the account too
+
+    # --- sharing: collaborate, copies, the recipient search
+    shared = api.call("POST", "/workspaces", alice, json={"name": f"OpenAPI shared {tag}"}).json()
+    sid, shares = shared["id"], "/workspaces/{workspace_id}/shares"
+    spath = f"/workspaces/{sid}/shares"
+    body = {"user": "uwsbob", "level": "editor"}
+    assert not errors(body, request_schema(shares, "post"))
+    grant = api.call("POST", shares, alice, spath, json=body)
+    assert grant.status_code == 201
+    grant = grant.json()
+    assert (grant["kind"], grant["level"], grant["status"], grant["copy"]) == ("collaborate", "editor", "accepted", None)
+    changed = api.call("POST", shares, alice, spath, json={"user": "uwsbob", "level": "viewer"})
+    assert changed.status_code == 200 and changed.json()["id"] == grant["id"]
+    for bad in ({"user": "uwsbob", "group": "x"}, {"kind": "copy", "group": "x"}, {"user": "uwsbob", "level": "boss"}):
+        assert errors(bad, request_schema(shares, "post")) or bad.get("kind") == "copy"
+        assert api.call("POST", shares, alice, spath, json=bad).status_code == 422
+    assert api.call("POST", shares, alice, spath, json={"user": "nobody-at-all"}).status_code == 400
+    assert api.call("POST", shares, alice, spath, data="{").status_code == 400
+    assert api.call("POST", shares, bob, spath, json={"user": "uwsbob"}).status_code == 403  # a viewer
+    assert api.call("POST", shares, read_only, spath, json={"user": "uwsbob"}).status_code == 403
+    assert grant["id"] in [x["id"] for x in api.call("GET", shares, alice, spath).json()["items"]]
+    assert api.call("GET", shares, bob, spath).status_code == 403
+    assert api.call("GET", shares, alice, "/workspaces/999999/shares").status_code == 404
+    invite = api.call("POST", shares, alice, spath, json={"kind": "copy", "user": "uwsbob", "name": f"Copy {tag}"})
+    assert invite.status_code == 201 and invite.json()["status"] == "pending"
+    invite = invite.json()
+    assert api.call("POST", shares, alice, spath, json={"kind": "copy", "user": "uwsbob"}).status_code == 409
+    received = api.call("GET", "/shares", bob, "/shares?status=pending,accepted").json()["items"]
+    assert {invite["id"], grant["id"]} <= {x["id"] for x in received}
+    assert api.call("GET", "/shares", bob, "/shares?status=nope").status_code == 400
+    assert api.call("GET", "/shares", hub.admin_token).status_code == 400
+    assert api.call("GET", "/shares", None).status_code == 403
+    accept, decline = "/shares/{share_id}/accept", "/shares/{share_id}/decline"
+    assert api.call("POST", accept, alice, f"/shares/{invite['id']}/accept").status_code == 404
+    assert api.call("POST", accept, bob, f"/shares/{grant['id']}/accept").status_code == 409
+    assert api.call("POST", accept, bob, "/shares/abc/accept").status_code == 404
+    assert api.call("POST", accept, hub.admin_token, f"/shares/{invite['id']}/accept").status_code == 400
+    assert api.call("POST", accept, read_only, f"/shares/{invite['id']}/accept").status_code == 403
+    assert api.call("POST", accept, bob, f"/shares/{invite['id']}/accept").status_code == 202
+
+    def copied():
+        items = api.call("GET", "/shares", bob, "/shares?status=accepted").json()["items"]
+        share = next(x for x in items if x["id"] == invite["id"])
+        return share if share["copy"]["state"] in ("done", "failed") else None
+
+    done = wait_for(copied, 30, what="the copy")
+    assert done["copy"]["state"] == "done", done["copy"]["error"]
+    api.call("DELETE", item, bob, f"/workspaces/{done['copy']['workspace_id']}")
+    carol = hub.add_user("uwscarol")
+    other = api.call("POST", shares, alice, spath, json={"kind": "copy", "user": "uwscarol"}).json()
+    assert api.call("POST", decline, bob, f"/shares/{other['id']}/decline").status_code == 404
+    assert api.call("POST", decline, carol, f"/shares/{other['id']}/decline").json()["status"] == "declined"
+    assert api.call("POST", decline, carol, f"/shares/{grant['id']}/decline").status_code in (404, 409)
+    assert api.call("POST", decline, carol, "/shares/0/decline").status_code == 404
+    assert api.call("POST", decline, hub.admin_token, f"/shares/{other['id']}/decline").status_code == 400
+    assert api.call("POST", decline, read_only, f"/shares/{other['id']}/decline").status_code == 403
+    assert api.call("POST", decline, carol, f"/shares/{grant['id']}/decline").status_code == 404
+    assert api.call("POST", accept, carol, f"/shares/{other['id']}/accept").status_code == 409
+    found = api.call("GET", "/share-recipients", alice, "/share-recipients?q=uwsbo").json()
+    assert [u["name"] for u in found["users"]] == ["uwsbob"]
+    assert api.call("GET", "/share-recipients", alice).status_code == 400
+    assert api.call("GET", "/share-recipients", None, "/share-recipients?q=x").status_code == 403
+    one_share = "/workspaces/{workspace_id}/shares/{share_id}"
+    assert api.call("DELETE", one_share, bob, f"{spath}/{grant['id']}").status_code == 403
+    assert api.call("DELETE", one_share, alice, f"{spath}/{grant['id']}").json()["id"] == grant["id"]
+    assert api.call("DELETE", one_share, alice, f"{spath}/{grant['id']}").status_code == 404
+    assert api.call("GET", item, bob, f"/workspaces/{sid}").status_code == 404
+    api.call("DELETE", item, alice, f"/workspaces/{sid}")
+
+    # --- quotas and usage (the test-admin service has admin:users, which grants quota admin)
+    quota, admin = "/quotas/{user}", hub.admin_token
+    mine = api.call("GET", quota, alice, "/quotas/uwsalice").json()
+    assert mine["user"] == "uwsalice" and mine["usage"]["disk_bytes"] >= 0
+    assert api.call("GET", quota, alice, "/quotas/uwsbob").status_code == 404
+    assert api.call("GET", quota, None, "/quotas/uwsalice").status_code == 403
+    limits = {"disk_bytes": 10**12, "core_hours": 100.5, "concurrent_jobs": 4, "max_cpus": 8,
+              "max_memory_bytes": 2**35, "max_gpus": 1}
+    assert not errors(limits, request_schema(quota, "put"))
+    assert api.call("PUT", quota, alice, "/quotas/uwsalice", json=limits).status_code == 403
+    set_ = api.call("PUT", quota, admin, "/quotas/uwsalice", json=limits).json()
+    assert set_["override"] == limits and set_["limits"] == limits
+    for bad in ({"disk_bytes": -1}, {"core_hours": "lots"}, {"cpus": 1}):
+        assert errors(bad, request_schema(quota, "put"))
+        assert api.call("PUT", quota, admin, "/quotas/uwsalice", json=bad).status_code == 422
+    assert api.call("PUT", quota, admin, "/quotas/uwsalice", data="{").status_code == 400
+    assert api.call("PUT", quota, admin, "/quotas/nobody-at-all", json={}).status_code == 404
+    assert api.call("PUT", quota, admin, "/quotas/uwsalice", json={}).json()["override"] is None
+    group, gquota = f"oa-{tag}", "/quotas/groups/{group}"
+    hub.api("POST", f"groups/{group}", json={"users": ["uwsalice"]}, expect=201)
+    assert api.call("GET", gquota, admin, f"/quotas/groups/{group}").json()["override"] is None
+    assert api.call("PUT", gquota, admin, f"/quotas/groups/{group}", json={"concurrent_jobs": 3}).json()[
+        "override"]["concurrent_jobs"] == 3
+    assert api.call("GET", quota, alice, "/quotas/uwsalice").json()["limits"]["concurrent_jobs"] == 3
+    assert api.call("PUT", gquota, admin, f"/quotas/groups/{group}", json={"max_gpus": -2}).status_code == 422
+    assert api.call("PUT", gquota, admin, f"/quotas/groups/{group}", data="[").status_code == 400
+    assert api.call("GET", gquota, alice, f"/quotas/groups/{group}").status_code == 403
+    assert api.call("GET", gquota, admin, "/quotas/groups/no-such-group").status_code == 404
+    assert api.call("PUT", gquota, admin, f"/quotas/groups/{group}", json={}).json()["override"] is None
+    assert [u["user"] for u in api.call("GET", "/usage", alice).json()["items"]] == ["uwsalice"]
+    everyone = api.call("GET", "/usage", admin, "/usage?sort=disk_bytes&order=desc&limit=200").json()["items"]
+    assert {"uwsalice", "uwsbob"} <= {u["user"] for u in everyone}
+    assert [u["disk_bytes"] for u in everyone] == sorted((u["disk_bytes"] for u in everyone), reverse=True)
+    assert api.call("GET", "/usage", admin, "/usage?sort=bogus").status_code == 400
+    assert api.call("GET", "/usage", None).status_code == 403
+
+    # --- events: the SSE stream and the WebSocket carry Events as documented
+    event_schema = pointer("components", "schemas", "Event")
+    with hub.request("GET", f"/hub/api/events?workspace={wid}&last_event_id=0", alice, stream=True) as r:
+        api.check(r, "/events", "get")
+        assert r.headers["Content-Type"].startswith("text/event-stream")
+        for line in r.iter_lines(chunk_size=None, decode_unicode=True):
+            if line.startswith("data:"):
+                event = json.loads(line[5:])
+                assert not errors(event, event_schema), errors(event, event_schema)
+                assert event["workspace_id"] == wid
+                break
+    assert api.call("GET", "/events", alice, "/events?last_event_id=x").status_code == 400
+    assert api.call("GET", "/events", alice, "/events?workspace=abc").status_code == 404
+    assert api.call("GET", "/events", None).status_code == 403
+    conn = websocket.create_connection(
+        hub.url.replace("http", "ws") + f"/hub/api/events/ws?workspace={wid}&last_event_id=0",
+        header=[f"Authorization: token {alice}"], timeout=30,
+    )
+    event = json.loads(conn.recv())
+    conn.close()
+    assert not errors(event, event_schema) and event["workspace_id"] == wid
+    api.seen.add(("/events/ws", "get", "101"))
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        websocket.create_connection(hub.url.replace("http", "ws") + "/hub/api/events/ws", timeout=10)
+    assert refused.value.status_code == 403
+    api.seen.add(("/events/ws", "get", "403"))
+
+    # every operation of the document was exercised, with its success status
+    exercised = {(path, method) for path, method, status in api.seen if status.startswith(("2", "101"))}
+    assert exercised == operations_in_spec(), sorted(operations_in_spec() - exercised)
+    statuses = {status for _, _, status in api.seen}
+    assert {"200", "201", "202", "400", "403", "404", "409", "413", "422"} <= statuses

@@ -1,0 +1,357 @@
+"""Jobs on a real single-node SLURM cluster (started by scripts/slurm-up.sh), as
+real system users: launch, open JupyterLab on the "compute node" through the
+proxy, stop (scancel), a time limit, scancel outside the hub, a server that
+cannot start, sbatch refusing a job, and a hub restart with one pending and
+one running job. Most jobs run tests/minimal_server.py, to stay quick on 2 cores."""
+
+from __future__ import annotations
+
+import functools
+import pwd
+import re
+import time
+import uuid
+
+import pytest
+import requests
+
+from uws_hub.spawners.mixins import hub_id
+
+from .. import browserutil, slurmutil
+from ..helpers import ADMIN_PASSWORD, MINIMAL_CMD, SSEReader, launch
+from ..hubutil import wait_for
+
+pytestmark = pytest.mark.slurm
+
+TERMINAL = {"completed", "failed", "cancelled"}
+
+SLURM_CONFIG = f"""
+c.UWSHub.system_users = True
+c.Authenticator.admin_users = {{"uwsadmin"}}
+c.UWSHub.job_reconcile_interval = 1
+c.UWSHub.resource_spawners = {{"local": "uws-local", "slurm": "uws-slurm"}}
+c.SlurmPoller.poll_interval_seconds = 1
+c.SlurmPoller.fast_poll_interval_seconds = 0.5
+c.UWSHub.job_types = {{
+    "lab": {{
+        "display_name": "JupyterLab on SLURM", "default_url": "/lab", "resources": ["slurm"],
+        "default_resources": {{"cpus": 1, "memory": "512M", "time_limit": "10"}},
+    }},
+    "minimal": {{
+        "display_name": "Minimal server", "cmd": {MINIMAL_CMD!r}, "resources": ["slurm", "local"],
+        "limits": {{"cpus": 2, "memory": "1G", "gpus": 0, "time_limit": "10", "partitions": ["debug"]}},
+        "default_resources": {{"cpus": 1, "memory": "128M", "time_limit": "5"}},
+    }},
+    "big": {{"cmd": {MINIMAL_CMD!r}, "resources": ["slurm"]}},
+    "broken": {{
+        "cmd": ["python3", "-c", "import os, sys; print('boom: the server cannot start', flush=True);"
+                " print('JUPYTERHUB_API_TOKEN=' + os.environ['JUPYTERHUB_API_TOKEN'], flush=True); sys.exit(3)"],
+        "resources": ["slurm"],
+    }},
+}}
+"""
+
+
+@pytest.fixture(scope="module")
+def shub(make_hub, system_users, slurm):
+    """A multi-user hub whose jobs run on SLURM."""
+    return make_hub(SLURM_CONFIG)
+
+
+@pytest.fixture(scope="module")
+def user(shub):
+    return shub.add_user("uwsalice")
+
+
+#: a job on the SLURM resource, in a new workspace
+slurm_launch = functools.partial(launch, resource="slurm")
+
+
+@pytest.fixture(scope="module")
+def timed_job(shub, user):
+    """A job with SLURM's shortest time limit (1 minute; SLURM checks limits every 30 s):
+    launched first, checked by the module's last test, so the wait overlaps the others."""
+    job = slurm_launch(shub, user, resources={"time_limit": "1"})
+    job = shub.wait_job(job["id"], user, {"running"} | TERMINAL, timeout=60)
+    assert job["status"] == "running", job["reason"]
+    return job
+
+
+def test_a_job_with_a_time_limit_runs(timed_job):
+    assert timed_job["resources"]["time_limit"] == "1"
+    assert slurmutil.job_info(timed_job["resource_id"])["state"] == "RUNNING"
+
+
+def test_launch_runs_as_the_user_then_stop_cancels(shub, user):
+    events = SSEReader(shub, user)
+    try:
+        job = slurm_launch(shub, user, resources={"cpus": 2, "memory": "256M"})
+        assert job["resource"] == "slurm"
+        # the job type's defaults fill what the launch did not ask for
+        assert job["resources"] == {"cpus": 2, "memory": "256M", "time_limit": "5"}
+        job = shub.wait_job(job["id"], user, {"running"} | TERMINAL, timeout=60)
+        assert job["status"] == "running", job["reason"]
+        slurm_id = job["resource_id"]
+        assert slurm_id and slurm_id.isdigit()
+        assert job["node"] == "localhost" and job["reason"] is None
+        info = slurmutil.job_info(slurm_id)
+        assert info["state"] == "RUNNING" and info["user"] == "uwsalice"
+        assert info["name"].endswith(f"-job-{job['id']}") and info["comment"].startswith("uws-port=")
+        # its server answers through the proxy
+        r = shub.request("GET", job["url"], user)
+        assert r.status_code == 200 and r.json()["job"] == str(job["id"])
+        # pending -> queued (with the SLURM id, at once) -> running, and progress from SLURM
+        wait_for(lambda: "running" in events.job_statuses(job["id"]), 10, what="the running event")
+        assert events.job_statuses(job["id"]) == ["pending", "queued", "running"]
+        queued = next(e for e in events.events if e["job_id"] == job["id"] and e["status"] == "queued"
+                      and e["kind"] == "job")
+        assert queued["reason"] == f"Submitted to SLURM as job {slurm_id}"
+        progress = [e["data"].get("message", "") for e in events.events
+                    if e["job_id"] == job["id"] and e["kind"] == "progress"]
+        assert any(f"SLURM job {slurm_id}" in m for m in progress), progress
+        # stop: scancel, the job ends cancelled
+        shub.api("POST", f"jobs/{job['id']}/stop", user, expect=202)
+        job = shub.wait_job(job["id"], user, TERMINAL, timeout=30)
+        assert job["status"] == "cancelled", job["reason"]
+        assert job["reason"] == "Stopped on request"
+        assert slurmutil.job_info(slurm_id)["state"] == "CANCELLED"
+        assert shub.request("GET", f"/user/uwsalice/{job['server_name']}/", user).status_code != 200
+    finally:
+        events.close()
+
+
+def test_jupyterlab_on_slurm_through_the_proxy(shub, user):
+    job = slurm_launch(shub, user, job_type="lab")
+    job = shub.wait_job(job["id"], user, {"running"} | TERMINAL, timeout=120)
+    assert job["status"] == "running", job["reason"]
+    assert job["url"].endswith("/lab")
+    r = shub.request("GET", job["url"], user)
+    assert r.status_code == 200 and "JupyterLab" in r.text
+    # JupyterLab's API works through the proxy (the hub's OAuth, the server's token), and
+    # its root is the workspace: a file written there lands in the workspace, as the user
+    server = job["url"][: -len("lab")]
+    shub.api("PUT", f"{server}api/contents/from-slurm.txt", user,
+             json={"type": "file", "format": "text", "content": "hello from SLURM"}, expect=201)
+    got = shub.request("GET", f"workspaces/{job['workspace_id']}/files/from-slurm.txt", user)
+    assert got.status_code == 200 and got.content == b"hello from SLURM"
+    directory = shub.workspaces_root / "uwsalice" / job["workspace"]
+    assert (directory / "from-slurm.txt").stat().st_uid == pwd.getpwnam("uwsalice").pw_uid
+    shub.api("POST", f"jobs/{job['id']}/stop", user, expect=202)
+    assert shub.wait_job(job["id"], user, TERMINAL, timeout=30)["status"] == "cancelled"
+
+
+@pytest.mark.browser
+def test_launch_on_slurm_from_the_workspace_page(shub, browser):
+    """The launch form asks for SLURM's resources with the job type's defaults, says which
+    limit a request breaks, and shows the running job's SLURM id and node."""
+    from playwright.sync_api import expect
+
+    token = shub.add_user("uwsadmin", admin=True)
+    ws = shub.api("POST", "workspaces", token, json={"name": f"slurm page {uuid.uuid4().hex[:6]}"}, expect=201)
+    context, page = browserutil.login(shub, browser, "uwsadmin", ADMIN_PASSWORD)
+    try:
+        page.goto(f"{shub.url}/hub/workspaces/{ws['id']}")
+        page.select_option("#job-type-select", "minimal")
+        page.select_option("#resource-select", "local")
+        expect(page.locator("#res-cpus")).to_be_hidden()  # the local spawner reserves nothing
+        page.select_option("#resource-select", "slurm")
+        expect(page.locator("#res-cpus")).to_be_visible()
+        expect(page.locator("#res-cpus")).to_have_attribute("placeholder", "1")
+        expect(page.locator("#res-memory")).to_have_attribute("placeholder", "128M")
+
+        page.fill("#res-memory", "4G")
+        page.click("#launch-job")
+        expect(page.locator("#error")).to_contain_text("memory=4G is over the limit of 1G")
+        assert shub.api("GET", f"jobs?workspace={ws['id']}", token)["items"] == []
+
+        page.fill("#res-memory", "256M")
+        page.fill("#res-time_limit", "3")
+        page.click("#launch-job")
+        expect(page.locator("#job-status")).to_have_text("running", timeout=60_000)
+        expect(page.locator("#job-where")).to_contain_text("On slurm: job ")
+        expect(page.locator("#job-where")).to_contain_text("on node localhost")
+        [job] = shub.api("GET", f"jobs?workspace={ws['id']}", token)["items"]
+        assert job["resources"]["memory"] == "256M" and job["resources"]["time_limit"] == "3"
+        assert slurmutil.job_info(job["resource_id"])["state"] == "RUNNING"
+
+        page.click("#stop-job")
+        expect(page.locator(f"#jobs tr[data-job-id='{job['id']}'] .job-status")).to_have_text(
+            "cancelled", timeout=30_000)
+    finally:
+        context.close()
+
+
+def test_scancel_outside_the_hub_is_noticed(shub, user):
+    job = shub.wait_job(slurm_launch(shub, user)["id"], user, {"running"} | TERMINAL, timeout=60)
+    assert job["status"] == "running", job["reason"]
+    started = time.monotonic()
+    slurmutil.scancel(job["resource_id"])
+    # the poller runs squeue every second here: noticed within about one cycle
+    job = shub.wait_job(job["id"], user, TERMINAL, timeout=15)
+    assert time.monotonic() - started < 5
+    assert job["status"] == "cancelled"
+    assert f"SLURM job {job['resource_id']} was cancelled outside uws-hub" in job["reason"]
+    assert shub.request("GET", f"/user/uwsalice/{job['server_name']}/", user).status_code != 200
+
+
+def test_scancel_while_queued_is_cancelled(shub, user):
+    """A job cancelled outside the hub before its server answered ends cancelled too."""
+    # a job that takes all but 256 MB of the node's memory: ours (1 GB) waits for Resources
+    blocker = slurmutil.sbatch(f"--mem={slurmutil.free_memory_mb() - 256}M", "-J", "uws-test-blocker")
+    try:
+        wait_for(lambda: slurmutil.job_info(blocker).get("state") == "RUNNING", 15, what="the blocker to run")
+        job = slurm_launch(shub, user, job_type="big", resources={"memory": "1G"})
+        job = shub.wait_job(job["id"], user, {"queued"} | TERMINAL, timeout=30)
+        # SLURM's reason is "None" until the scheduler looked at the job, then "Resources"
+        wait_for(lambda: "(Resources)" in (shub.api("GET", f"jobs/{job['id']}", user)["reason"] or ""), 30,
+                 what="SLURM's pending reason")
+        job = shub.api("GET", f"jobs/{job['id']}", user)
+        assert job["status"] == "queued"
+        assert job["reason"] == "Pending in the SLURM queue (Resources)", job["reason"]
+        assert slurmutil.job_info(job["resource_id"])["state"] == "PENDING"
+        slurmutil.scancel(job["resource_id"])
+        job = shub.wait_job(job["id"], user, TERMINAL, timeout=15)
+        assert job["status"] == "cancelled" and "cancelled outside uws-hub" in job["reason"]
+    finally:
+        slurmutil.scancel(blocker)
+
+
+def test_server_that_cannot_start_fails_with_its_output(shub, user):
+    """The reason says why; the output (with the server's token, revoked) is its owner's, redacted."""
+    job = slurm_launch(shub, user, job_type="broken")
+    job = shub.wait_job(job["id"], user, TERMINAL | {"running"}, timeout=60)
+    assert job["status"] == "failed", job["reason"]
+    assert job["reason"].startswith("The server failed to start: SLURM job")
+    assert "\n" not in job["reason"]
+    assert slurmutil.job_info(job["resource_id"])["state"] == "FAILED"
+    output = shub.api("GET", f"jobs/{job['id']}/output", user, expect=200)["output"]
+    assert "boom: the server cannot start" in output
+    assert "JUPYTERHUB_API_TOKEN=[redacted]" in output
+    raw = (shub.workspaces_root / "uwsalice" / job["workspace"] / ".uws-jobs"
+           / f"job-{job['id']}-{job['resource_id']}.log").read_text()
+    token = re.search(r"^JUPYTERHUB_API_TOKEN=(\w+)$", raw, re.M).group(1)
+    assert shub.request("GET", "user", token).status_code == 403
+
+
+def test_resources_over_the_limits_are_refused(shub, user):
+    before = shub.api("GET", "jobs", user)["_pagination"]["total"]
+    for resources, words in [
+        ({"cpus": 3}, "cpus=3 is over the limit of 2"),
+        ({"memory": "2G"}, "memory=2G is over the limit of 1G"),
+        ({"gpus": 1}, "gpus=1 is over the limit of 0"),
+        ({"time_limit": "11"}, "time_limit=11 is over the limit of 10"),
+        ({"partition": "gpu"}, "partition=gpu is not allowed (allowed: debug)"),
+    ]:
+        r = slurm_launch(shub, user, resources=resources, expect=422)
+        assert words in r["message"] and "'minimal'" in r["message"], r
+    # refused before any job exists
+    assert shub.api("GET", "jobs", user)["_pagination"]["total"] == before
+
+
+def test_sbatch_refusal_fails_the_job(shub, user):
+    job = slurm_launch(shub, user, job_type="big", resources={"memory": "100000G"})
+    job = shub.wait_job(job["id"], user, TERMINAL | {"running"}, timeout=30)
+    assert job["status"] == "failed"
+    assert "sbatch failed" in job["reason"] and "memory" in job["reason"].lower(), job["reason"]
+    assert job["resource_id"] is None
+
+
+def test_hub_restart_with_a_pending_and_a_running_job(make_hub, system_users, slurm):
+    """Restart the hub (SIGTERM, servers left running) with one job running and one
+    pending in SLURM: both are known after the restart, the running one answers,
+    the pending one goes on to run, nothing is submitted twice, orphans are cancelled."""
+    hub = make_hub(
+        SLURM_CONFIG
+        + "c.JupyterHub.cleanup_servers = False\n"
+        # every job is submitted held: it pends until the test releases it
+        + "c.WorkspaceSlurmSpawner.req_options = '--hold'\n"
+        + "c.WorkspaceSlurmSpawner.orphan_sweep_interval_seconds = 1\n"
+    )
+    token = hub.add_user("uwsbob")
+    prefix = f"uws-{hub_id(hub.db_url)}-"
+    foreign = orphan = None
+    jobs = []
+    try:
+        running = slurm_launch(hub, token)
+        jobs.append(running)
+        running = hub.wait_job(running["id"], token, {"queued"} | TERMINAL, timeout=30)
+        assert running["status"] == "queued" and running["resource_id"]
+        slurmutil.release(running["resource_id"])
+        running = hub.wait_job(running["id"], token, {"running"} | TERMINAL, timeout=60)
+        assert running["status"] == "running", running["reason"]
+
+        pending = slurm_launch(hub, token)
+        jobs.append(pending)
+        wait_for(lambda: "JobHeldUser" in (hub.api("GET", f"jobs/{pending['id']}", token)["reason"] or ""), 15,
+                 what="the pending job's SLURM reason")
+        pending = hub.api("GET", f"jobs/{pending['id']}", token)
+        assert pending["status"] == "queued" and pending["resource_id"]
+        assert pending["reason"] == "Pending in the SLURM queue (JobHeldUser)"
+
+        # a job named like this hub's that no job knows (the hub died right after sbatch),
+        # and one of another hub: only the first is this hub's to cancel
+        orphan = slurmutil.sbatch("--hold", "-J", f"{prefix}job-9999")
+        foreign = slurmutil.sbatch("--hold", "-J", "uws-0therhub-job-1")
+
+        hub.stop()  # SIGTERM; cleanup_servers is off: SLURM jobs stay
+        assert slurmutil.job_info(running["resource_id"])["state"] == "RUNNING"
+        assert slurmutil.job_info(pending["resource_id"])["state"] == "PENDING"
+        hub.start()
+
+        # the running job is still running and reachable
+        after = hub.api("GET", f"jobs/{running['id']}", token)
+        assert after["status"] == "running" and after["resource_id"] == running["resource_id"]
+        assert hub.request("GET", after["url"], token).status_code == 200
+        # the pending one was adopted, not submitted again; released, it runs
+        wait_for(lambda: "Adopted" in hub.log_text(), 30, what="the pending job's adoption")
+        slurmutil.release(pending["resource_id"])
+        after = hub.wait_job(pending["id"], token, {"running"} | TERMINAL, timeout=60)
+        assert after["status"] == "running", after["reason"]
+        assert after["resource_id"] == pending["resource_id"]
+        assert hub.request("GET", after["url"], token).status_code == 200
+        for job in (running, pending):
+            assert slurmutil.jobs_named(f"{prefix}job-{job['id']}") == [job["resource_id"]]
+        # the adopted server kept its API token (read back from its batch script): the hub knows it
+        script = slurmutil.run("scontrol", "write", "batch_script", pending["resource_id"], "-").stdout
+        server_token = next(line.split("=", 1)[1].strip("'") for line in script.splitlines()
+                            if line.startswith("export JUPYTERHUB_API_TOKEN="))
+        r = requests.get(f"{hub.url}/hub/api/user", headers={"Authorization": f"token {server_token}"}, timeout=10)
+        assert r.status_code == 200 and r.json()["name"] == "uwsbob"
+        # orphans of this hub are cancelled, other hubs' jobs left alone
+        wait_for(lambda: slurmutil.job_info(orphan)["state"] == "CANCELLED", 15, what="the orphan to be cancelled")
+        assert slurmutil.job_info(foreign)["state"] == "PENDING"
+
+        for job in jobs:
+            hub.api("POST", f"jobs/{job['id']}/stop", token, expect=202)
+        for job in jobs:
+            assert hub.wait_job(job["id"], token, TERMINAL, timeout=30)["status"] == "cancelled"
+    finally:
+        slurmutil.scancel(*[j for j in (orphan, foreign) if j])
+        slurmutil.scancel(*[j["resource_id"] for j in jobs if j.get("resource_id")])
+        for job in jobs:
+            slurmutil.scancel(*slurmutil.jobs_named(f"{prefix}job-{job['id']}"))
+        hub.stop()
+
+
+def test_poll_cycles_are_in_the_metrics(shub, user):
+    """The shared poller's cycles (one squeue each) show up in /hub/metrics."""
+    from .test_metrics import scrape, value
+
+    job = slurm_launch(shub, user)
+    shub.wait_job(job["id"], user, {"running"} | TERMINAL, timeout=60)
+    samples = scrape(shub, shub.add_user("uwsadmin", admin=True))
+    assert value(samples, "uws_slurm_poll_duration_seconds_count") >= 1
+    assert value(samples, "uws_jobs", status="running", resource="slurm") >= 1
+    shub.api("POST", f"jobs/{job['id']}/stop", user, expect=202)
+    assert shub.wait_job(job["id"], user, TERMINAL, timeout=30)["status"] == "cancelled"
+
+
+def test_zz_time_limit_fails_the_job(shub, user, timed_job):
+    """SLURM ends the job at its time limit (TIMEOUT): failed, with the reason."""
+    job = shub.wait_job(timed_job["id"], user, TERMINAL, timeout=150)
+    assert job["status"] == "failed", job["reason"]
+    assert f"SLURM job {job['resource_id']} reached its time limit" in job["reason"]
+    assert "\n" not in job["reason"]
+    # the tail of the job's output, for its owner
+    assert "DUE TO TIME LIMIT" in shub.api("GET", f"jobs/{job['id']}/output", user, expect=200)["output"]
+    assert slurmutil.job_info(job["resource_id"])["state"] == "TIMEOUT"

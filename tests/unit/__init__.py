@@ -1,0 +1,1 @@
+"""In-process tests: no hub, no root, seconds."""

@@ -1,0 +1,212 @@
+"""Units of sharing and quotas that need no hub: the usage scan, the safe copy,
+the POSIX default ACL's encoding, quota periods, limits and messages, the job
+servers' environment and the OAuth client scopes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import stat
+import struct
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from uws_hub.jobs.limits import memory_bytes
+from uws_hub.jobs.servers import add_client_scopes
+from uws_hub.quotas.service import Limits, fmt_bytes, fmt_hours, period_start
+from uws_hub.serverconfig import CONFIG_DIR, job_env
+from uws_hub.sharing.posixgroups import default_acl, share_tree
+from uws_hub.workspaces.copying import CopyTooLarge, copy_tree
+from uws_hub.workspaces.storage import Owner, WorkspaceStorage
+
+
+def make_tree(top: Path) -> int:
+    total = 0
+    for i in range(30):
+        d = top / f"a{i % 3}" / f"b{i}"
+        d.mkdir(parents=True, exist_ok=True)
+        for j in range(i):
+            (d / f"f{j}").write_bytes(b"x" * j)
+            total += j
+    (top / "a0" / "link").symlink_to("b0")
+    total += len("b0")
+    return total
+
+
+@pytest.mark.parametrize("workers", [1, 2, 4])
+def test_usage_scan_counts_files_and_links_not_directories(tmp_path, workers):
+    total = make_tree(tmp_path)
+    assert WorkspaceStorage.usage_bytes(str(tmp_path), workers=workers) == total
+    (tmp_path / "empty").mkdir()
+    assert WorkspaceStorage.usage_bytes(str(tmp_path / "empty"), workers=workers) == 0
+    with pytest.raises(FileNotFoundError):
+        WorkspaceStorage.usage_bytes(str(tmp_path / "missing"), workers=workers)
+
+
+def test_copy_keeps_files_and_inside_links_only(tmp_path):
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "data.txt").write_text("data")
+    os.chmod(src / "sub" / "data.txt", 0o4750)  # setuid is dropped
+    os.utime(src / "sub" / "data.txt", (1_000_000, 1_000_000))
+    (src / "inside").symlink_to("sub/data.txt")
+    (src / "sub" / "up-inside").symlink_to("../sub/data.txt")
+    (src / "abs").symlink_to("/etc/passwd")
+    (src / "sub" / "escape").symlink_to("../../outside")
+    os.mkfifo(src / "fifo")
+    result = copy_tree(str(src), str(tmp_path / "dst"), Owner())
+    dst = tmp_path / "dst"
+    assert (dst / "sub" / "data.txt").read_text() == "data"
+    assert stat.S_IMODE(os.stat(dst / "sub" / "data.txt").st_mode) == 0o750
+    assert os.stat(dst / "sub" / "data.txt").st_mtime == 1_000_000
+    assert os.readlink(dst / "inside") == "sub/data.txt"
+    assert os.readlink(dst / "sub" / "up-inside") == "../sub/data.txt"
+    assert not os.path.lexists(dst / "abs") and not os.path.lexists(dst / "sub" / "escape")
+    assert not os.path.lexists(dst / "fifo")
+    assert (result.files, result.links, result.skipped, result.bytes) == (1, 2, 3, 4)
+
+
+def test_copy_decides_links_by_resolving_them_not_by_their_text(tmp_path):
+    src = tmp_path / "root" / "alice" / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "data.txt").write_text("data")
+    (tmp_path / "root" / "bob" / "ws").mkdir(parents=True)
+    (src / "l1").symlink_to(".")
+    # lexically 'root/bob/ws' (inside); resolved, three levels above the tree
+    (src / "chain").symlink_to("l1/l1/l1/../../../root/bob/ws")
+    (src / "through").symlink_to("chain/x")
+    (src / "sub" / "via-l1").symlink_to("../l1/l1/sub/data.txt")
+    (src / "sub" / "dangling").symlink_to("not-yet.txt")
+    (src / "sub" / "missing-dir").symlink_to("nowhere/../data.txt")
+    (src / "loop").symlink_to("loop")
+    (src / ".uws-upload-0123456789abcdef").write_text("an upload under way")
+    result = copy_tree(str(src), str(tmp_path / "dst"), Owner())
+    dst = tmp_path / "dst"
+    assert sorted(str(p.relative_to(dst)) for p in dst.rglob("*")) == [
+        "l1", "sub", "sub/dangling", "sub/data.txt", "sub/via-l1"]
+    assert (dst / "sub" / "via-l1").read_text() == "data"
+    # chain, through, missing-dir and loop are left out and counted (the upload temporary is not content)
+    assert (result.files, result.links, result.skipped, result.bytes) == (1, 3, 4, 4)
+
+
+def test_copy_stops_at_its_limit(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a").write_bytes(b"x" * 10)
+    (tmp_path / "src" / "b").write_bytes(b"x" * 10)
+    with pytest.raises(CopyTooLarge):
+        copy_tree(str(tmp_path / "src"), str(tmp_path / "dst"), Owner(), limit_bytes=15)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="handing a tree to a group needs root, as the hub does")
+def test_group_sharing_a_tree_never_follows_a_link_swapped_in(tmp_path):
+    """The owner's job swaps a file and a directory for links to outside while the hub
+    (root) hands the tree to the workspace's group: nothing outside changes."""
+    ws, outside = tmp_path / "ws", tmp_path / "outside"
+    (ws / "sub").mkdir(parents=True)
+    (ws / "sub" / "kept.txt").write_text("kept")
+    outside.mkdir()
+    (outside / "secret.txt").write_text("secret")
+    os.chmod(outside / "secret.txt", 0o600)
+    before = {p: os.lstat(p) for p in (outside, outside / "secret.txt")}
+    stop = threading.Event()
+
+    def swap():
+        real_file, real_dir = ws / "real-file", ws / "real-dir"
+        link_file, link_dir = ws / "link-file", ws / "link-dir"
+        real_file.write_text("mine")
+        os.chmod(real_file, 0o666)
+        real_dir.mkdir()
+        link_file.symlink_to(outside / "secret.txt")
+        link_dir.symlink_to(outside)
+        while not stop.is_set():
+            for src, at in ((real_file, "race-file"), (link_file, "race-file"), (real_dir, "race-dir"),
+                            (link_dir, "race-dir")):
+                os.rename(src, ws / at)
+                os.rename(ws / at, src)
+
+    thread = threading.Thread(target=swap, daemon=True)
+    thread.start()
+    rounds = 0
+    try:
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            share_tree(str(ws), 4242, logging.getLogger("test"))
+            rounds += 1
+    finally:
+        stop.set()
+        thread.join(10)
+    assert rounds > 10
+    for path, st in before.items():
+        now = os.lstat(path)
+        assert (now.st_mode, now.st_gid) == (st.st_mode, st.st_gid), path
+    assert os.lstat(ws / "sub" / "kept.txt").st_gid == 4242
+    assert os.lstat(ws / "sub").st_mode & 0o2070 == 0o2070
+    shutil.rmtree(ws)
+
+
+def test_default_acl_encoding():
+    acl = default_acl(1234)
+    version, = struct.unpack_from("<I", acl)
+    entries = [struct.unpack_from("<HHI", acl, 4 + 8 * i) for i in range(5)]
+    assert version == 2 and len(acl) == 4 + 8 * 5
+    # sorted by tag: user::rwx user:1234:rwx group::rwx mask::rwx other::---
+    assert entries == [(1, 7, 2**32 - 1), (2, 7, 1234), (4, 7, 2**32 - 1), (0x10, 7, 2**32 - 1), (0x20, 0, 2**32 - 1)]
+
+
+def test_quota_periods_and_formats():
+    now = datetime(2026, 11, 25, 13, 45)  # a Wednesday
+    assert period_start(now, "day") == datetime(2026, 11, 25)
+    assert period_start(now, "week") == datetime(2026, 11, 23)
+    assert period_start(now, "month") == datetime(2026, 11, 1)
+    assert period_start(now, "year") == datetime(2026, 1, 1)
+    assert period_start(now, "all") == datetime(1970, 1, 1)
+    # quotas read a job's memory as SLURM does: a bare number is megabytes
+    assert memory_bytes("2G") == 2 * 1024**3 and memory_bytes("512") == 512 * 1024**2
+    assert (fmt_bytes(1), fmt_bytes(1000), fmt_bytes(1536)) == ("1 byte", "1000 bytes", "1.5 KiB")
+    assert (fmt_hours(3600), fmt_hours(3.6), fmt_hours(36_081)) == ("1", "0.001", "10.023")
+
+
+def test_limits_merge_and_models():
+    defaults = Limits(disk_bytes=100, core_seconds=3600, concurrent_jobs=1)
+    merged = defaults.merged(Limits(concurrent_jobs=3, max_gpus=0))
+    assert merged == Limits(disk_bytes=100, core_seconds=3600, concurrent_jobs=3, max_gpus=0)
+    assert Limits.most_generous([None, 2, 5]) == 5 and Limits.most_generous([None]) is None
+    model = merged.to_model()
+    assert model["core_hours"] == 1.0 and "core_seconds" not in model
+    assert Limits.from_model(model) == merged
+
+
+def test_job_env_puts_the_server_config_first():
+    env = job_env({"A": "1", "JUPYTER_CONFIG_PATH": "/etc/mine"}, 3)
+    assert env["JUPYTER_CONFIG_PATH"] == CONFIG_DIR + os.pathsep + "/etc/mine"
+    assert env["UWS_SERVER_AUTH_CACHE_SECONDS"] == "3" and env["A"] == "1"
+    assert (Path(CONFIG_DIR) / "jupyter_server_config.py").is_file()
+    assert job_env({}, 1)["JUPYTER_CONFIG_PATH"] == CONFIG_DIR
+
+
+class FakeSpawner:
+    oauth_client_allowed_scopes: object = []
+
+
+def test_client_scopes_are_added_to_lists_and_callables_once():
+    spawner = FakeSpawner()
+    spawner.oauth_client_allowed_scopes = ["read:users:name!user"]
+    add_client_scopes(spawner, ["x!server=a/b"])
+    add_client_scopes(spawner, ["x!server=a/b"])
+    assert spawner.oauth_client_allowed_scopes == ["read:users:name!user", "x!server=a/b"]
+
+    async def configured(sp):
+        return ["y"]
+
+    spawner.oauth_client_allowed_scopes = configured
+    add_client_scopes(spawner, ["x!server=a/b"])
+    first = spawner.oauth_client_allowed_scopes
+    add_client_scopes(spawner, ["x!server=a/b"])
+    assert spawner.oauth_client_allowed_scopes is first
+    assert asyncio.run(first(spawner)) == ["x!server=a/b", "y"]

@@ -1,0 +1,370 @@
+"""The SLURM spawner's knowledge, without SLURM: parsing squeue/sacct output,
+the batch script, how SLURM's ends map to job outcomes, resource limits, and
+the shared poller driven by scripted squeue/sacct commands (batchspawner's
+``run_command`` fake, as real programs: one call per cycle, whatever the
+number of jobs; a failing squeue retried with backoff, never ending a job)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shlex
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from uws_hub.errors import Unprocessable
+from uws_hub.jobs.launch import LaunchRequest, check_resource_limits
+from uws_hub.jobs.limits import memory_bytes, time_limit_seconds
+from uws_hub.jobs.types import parse_job_types
+from uws_hub.spawners.slurm.parsing import (
+    JobState,
+    describe_end,
+    job_id_from_name,
+    job_name,
+    parse_sacct,
+    parse_sbatch,
+    parse_squeue,
+    parse_sweep,
+)
+from uws_hub.spawners.slurm.poller import SlurmPoller
+from uws_hub.spawners.slurm.script import DEFAULT_BATCH_SCRIPT, render_batch_script, script_job_id, token_from_script
+
+
+# ---------------------------------------------------------------- parsing
+def test_parse_squeue():
+    out = (
+        "101|PENDING|Resources|n/a|1:00:00|\n"
+        "102|RUNNING|None|node7|UNLIMITED|uws-port=45001\n"
+        "103|CANCELLED|None|node7|1:00|uws-port=45002\n"
+        "104|TIMEOUT|TimeLimit|node8|1:00|a|b|c\n"
+        "\n"
+    )
+    states = parse_squeue(out)
+    assert set(states) == {"101", "102", "103", "104"}
+    assert states["101"] == JobState("101", "PENDING", reason="Resources", node="", time_limit="1:00:00")
+    assert states["101"].pending and not states["101"].ended and states["101"].port is None
+    assert states["102"].running and states["102"].node == "node7" and states["102"].port == 45001
+    assert states["102"].reason == ""
+    assert states["103"].ended and states["104"].ended
+    assert states["104"].comment == "a|b|c"  # the comment is last: a '|' in it is harmless
+
+
+def test_port_comes_only_from_our_marker():
+    assert JobState("1", "RUNNING", comment="uws-port=8888").port == 8888
+    assert JobState("1", "RUNNING", comment="note, uws-port=8888").port == 8888
+    assert JobState("1", "RUNNING", comment="xuws-port=8888").port is None
+    assert JobState("1", "RUNNING", comment="uws-port=99999").port is None
+    assert JobState("1", "RUNNING", comment="uws-port=0").port is None
+
+
+def test_unknown_states_are_never_taken_for_ended():
+    state = JobState("1", "SOME_NEW_STATE")
+    assert not state.ended and not state.pending and not state.running
+
+
+def test_parse_sacct():
+    out = "7|CANCELLED by 1002|0:15|node1\n7.batch|CANCELLED|0:15|node1\n8|COMPLETED|0:0|node2\n9|FAILED|3:0|\n"
+    states = parse_sacct(out)
+    assert set(states) == {"7", "8", "9"}
+    assert states["7"].state == "CANCELLED" and states["7"].reason == "by 1002" and states["7"].node == "node1"
+    assert states["9"].exit_code == "3:0" and states["9"].ended
+
+
+def test_parse_sbatch_and_sweep_and_names():
+    assert parse_sbatch("123\n") == "123"
+    assert parse_sbatch("warning: something\n124;cluster\n") == "124"
+    with pytest.raises(ValueError):
+        parse_sbatch("sbatch: error: Batch job submission failed")
+    entries = parse_sweep("5|PENDING|2026-01-01T00:00:00|uws-abc-job-12\n6|RUNNING|2026-01-01T00:00:01|other\n")
+    assert [(e.job_id, e.name) for e in entries] == [("5", "uws-abc-job-12"), ("6", "other")]
+    assert job_name("uws-abc-", 12) == "uws-abc-job-12"
+    assert job_id_from_name("uws-abc-", "uws-abc-job-12") == 12
+    assert job_id_from_name("uws-abc-", "uws-abd-job-12") is None
+    assert job_id_from_name("uws-abc-", "uws-abc-job-12x") is None
+    assert job_id_from_name("", "job-12") is None
+
+
+@pytest.mark.parametrize(
+    "state, started, outcome, words",
+    [
+        (JobState("5", "CANCELLED"), True, "cancelled", "cancelled outside uws-hub"),
+        (JobState("5", "CANCELLED", reason="by 1002"), False, "cancelled", "by 1002"),
+        (JobState("5", "TIMEOUT", node="n1", time_limit="1:00"), True, "failed", "time limit of 1:00 on node n1"),
+        (JobState("5", "NODE_FAIL", node="n1"), True, "failed", "its node n1 failed"),
+        (JobState("5", "OUT_OF_MEMORY"), True, "failed", "ran out of memory"),
+        (JobState("5", "FAILED", reason="NonZeroExitCode"), False, "failed", "ended FAILED (NonZeroExitCode)"),
+        (JobState("5", "COMPLETED"), True, "completed", "its server exited"),
+        (JobState("5", "COMPLETED"), False, "failed", "ended before its server answered"),
+        (JobState("5", "VANISHED"), True, "failed", "no longer known to SLURM"),
+        (JobState("5", "PREEMPTED"), True, "failed", "preempted"),
+    ],
+)
+def test_describe_end(state, started, outcome, words):
+    got_outcome, reason = describe_end(state, started=started)
+    assert got_outcome == outcome
+    assert words in reason and "SLURM job 5" in reason
+
+
+# ---------------------------------------------------------------- the batch script
+def script_values(**overrides):
+    values = dict(
+        job_name="uws-abc-job-3", output="/ws/.uws-jobs/job-3-%j.log", workdir="/ws", uws_job_id=3,
+        partition="debug", runtime="1:00:00", memory="2G", nprocs="2", ngpus="", gres="", account="",
+        qos="", reservation="", options="", prologue="", epilogue="", srun="", username="alice",
+        python="/usr/bin/python3", scontrol="scontrol",
+    )
+    values.update(overrides)
+    return values
+
+
+def test_render_batch_script():
+    env = {"JUPYTERHUB_API_TOKEN": "secret tok'en", "UWS_JOB_ID": "3", "PATH": "/usr/bin"}
+    script = render_batch_script(DEFAULT_BATCH_SCRIPT, env=env, cmd=["jupyterhub-singleuser", "--x=a b"],
+                                 **script_values())
+    lines = script.splitlines()
+    assert lines[0] == "#!/bin/bash"
+    assert "#SBATCH --job-name=uws-abc-job-3" in lines
+    assert "#SBATCH --output=/ws/.uws-jobs/job-3-%j.log" in lines
+    assert "#SBATCH --partition=debug" in lines and "#SBATCH --time=1:00:00" in lines
+    assert "#SBATCH --mem=2G" in lines and "#SBATCH --cpus-per-task=2" in lines
+    assert not any(line.startswith("#SBATCH --gres") for line in lines)
+    assert "jupyterhub-singleuser '--x=a b'" in lines
+    # the environment is exported, quoted, and the token can be read back for adoption
+    assert token_from_script(script) == "secret tok'en"
+    assert script_job_id(script) == 3
+    # the script is valid bash
+    subprocess.run(["bash", "-n"], input=script, text=True, check=True)
+
+
+def test_render_batch_script_refuses_line_breaks():
+    with pytest.raises(ValueError, match="partition"):
+        render_batch_script(DEFAULT_BATCH_SCRIPT, env={}, cmd=["x"], **script_values(partition="a\n#SBATCH --uid=0"))
+    with pytest.raises(ValueError, match="environment variable name"):
+        render_batch_script(DEFAULT_BATCH_SCRIPT, env={"A B": "1"}, cmd=["x"], **script_values())
+    # an env value with a line break is quoted, not a new line of script
+    script = render_batch_script(DEFAULT_BATCH_SCRIPT, env={"X": "a\nexport Y=1"}, cmd=["x"], **script_values())
+    assert "\nexport Y=1'" in script and not any(line == "export Y=1" for line in script.splitlines())
+
+
+# ---------------------------------------------------------------- limits
+def test_memory_and_time_units():
+    assert memory_bytes("512") == 512 * 1024**2
+    assert memory_bytes("8G") == 8 * 1024**3 and memory_bytes("1T") == 1024**4
+    assert time_limit_seconds("90") == 90 * 60
+    assert time_limit_seconds("1:30") == 90
+    assert time_limit_seconds("4:00:00") == 4 * 3600
+    assert time_limit_seconds("1-12") == 36 * 3600
+    assert time_limit_seconds("1-12:30") == 36 * 3600 + 1800
+    assert time_limit_seconds("1-12:30:15") == 36 * 3600 + 1815
+    for bad in ("1:2:3:4", "a", "", "1-", "-1"):
+        with pytest.raises(ValueError):
+            time_limit_seconds(bad)
+
+
+def _job_type(**spec):
+    return parse_job_types({"hpc": {"resources": ["slurm"], **spec}}, ["local", "slurm"])["hpc"]
+
+
+def _check(job_type, resources):
+    check_resource_limits(LaunchRequest(None, job_type, "slurm", job_type.resources_for(resources), None))
+
+
+def test_limits_refuse_with_a_clear_message():
+    jt = _job_type(limits={"cpus": 4, "memory": "8G", "gpus": 0, "time_limit": "4:00:00", "partitions": ["debug"]},
+                   default_resources={"cpus": 1, "memory": "1G", "partition": "debug"})
+    _check(jt, {})
+    _check(jt, {"cpus": 4, "memory": "8192M", "time_limit": "240", "partition": "debug", "gpus": 0})
+    for resources, words in [
+        ({"cpus": 8}, "cpus=8 is over the limit of 4"),
+        ({"memory": "9G"}, "memory=9G is over the limit of 8G"),
+        ({"gpus": 1}, "gpus=1 is over the limit of 0"),
+        ({"time_limit": "4:00:01"}, "time_limit=4:00:01 is over the limit of 4:00:00"),
+        ({"time_limit": "1-00"}, "time_limit=1-00 is over the limit"),
+        ({"partition": "gpu"}, "partition=gpu is not allowed (allowed: debug)"),
+        ({"time_limit": "1:2:3:4"}, "invalid time limit"),
+    ]:
+        with pytest.raises(Unprocessable) as e:
+            _check(jt, resources)
+        assert e.value.code == 422
+        assert words in e.value.message and "'hpc'" in e.value.message, e.value.message
+    # defaults fill what is not asked for, requests win
+    assert jt.resources_for({"cpus": 2}) == {"cpus": 2, "memory": "1G", "partition": "debug"}
+
+
+def test_job_type_config_errors():
+    with pytest.raises(ValueError, match="default_resources are over its limits"):
+        _job_type(limits={"cpus": 2}, default_resources={"cpus": 4})
+    with pytest.raises(ValueError, match="limits"):
+        _job_type(limits={"cpu": 2})  # a typo is an error, not ignored
+    with pytest.raises(ValueError, match="time_limit"):
+        _job_type(limits={"time_limit": "1:2:3:4"})
+
+
+def test_public_model_shows_limits_and_defaults():
+    jt = _job_type(limits={"cpus": 4}, default_resources={"cpus": 1})
+    model = jt.public_model()
+    assert model["limits"] == {"cpus": 4, "memory": None, "gpus": None, "time_limit": None, "partitions": None}
+    assert model["default_resources"]["cpus"] == 1
+
+
+# ---------------------------------------------------------------- the poller, with scripted commands
+FAKE_SLURM = textwrap.dedent(
+    """\
+    #!{python}
+    # A scripted squeue/sacct: job states come from {state}; every call is logged.
+    import json, sys
+    cmd = sys.argv[1]
+    args = sys.argv[2:]
+    with open({calls!r}, "a") as f:
+        f.write(json.dumps([cmd] + args) + "\\n")
+    state = json.load(open({state!r}))
+    if state.get("fail_" + cmd):
+        print("slurm_load_jobs error: Unable to contact slurm controller", file=sys.stderr)
+        sys.exit(1)
+    ids = args[args.index("-j") + 1].split(",")
+    if cmd == "squeue":
+        known = [i for i in ids if i in state["squeue"]]
+        if not known:
+            print("slurm_load_jobs error: Invalid job id specified", file=sys.stderr)
+            sys.exit(1)
+        for i in known:
+            print("|".join([i] + state["squeue"][i]))
+    else:
+        for i in ids:
+            if i in state.get("sacct", {{}}):
+                print("|".join([i] + state["sacct"][i]))
+    """
+)
+
+
+class FakeSlurm:
+    def __init__(self, tmp: Path):
+        self.state_file = tmp / "state.json"
+        self.calls_file = tmp / "calls.log"
+        self.state: dict = {"squeue": {}, "sacct": {}}
+        self.save()
+        script = tmp / "fake_slurm.py"
+        script.write_text(FAKE_SLURM.format(python=sys.executable, state=str(self.state_file),
+                                             calls=str(self.calls_file)))
+        script.chmod(script.stat().st_mode | stat.S_IXUSR)
+        self.script = str(script)
+
+    def save(self):
+        self.state_file.write_text(json.dumps(self.state))
+
+    def set(self, job_id, state, reason="None", node="n/a", comment=""):
+        self.state["squeue"][job_id] = [state, reason, node, "1:00:00", comment]
+        self.save()
+
+    def calls(self) -> list[list[str]]:
+        if not self.calls_file.exists():
+            return []
+        return [json.loads(line) for line in self.calls_file.read_text().splitlines()]
+
+    def poller(self, **config) -> SlurmPoller:
+        return SlurmPoller(
+            squeue_cmd=[self.script, "squeue"], sacct_cmd=[self.script, "sacct"],
+            poll_interval_seconds=config.pop("poll_interval_seconds", 0.2),
+            fast_poll_interval_seconds=config.pop("fast_poll_interval_seconds", 0.2),
+            **config,
+        )
+
+
+@pytest.fixture
+def fake(tmp_path):
+    return FakeSlurm(tmp_path)
+
+
+async def test_one_squeue_per_cycle_for_many_jobs(fake):
+    ids = [str(1000 + i) for i in range(200)]
+    for i in ids:
+        fake.set(i, "PENDING", "Priority")
+    poller = fake.poller(poll_interval_seconds=30)
+    seen = []
+    for i in ids:
+        poller.track(i, seen.append)
+    assert await poller.refresh()
+    calls = fake.calls()
+    assert len(calls) == 1, calls  # 200 tracked jobs: one squeue
+    assert calls[0][calls[0].index("-j") + 1] == ",".join(ids)
+    assert len(seen) == 200 and poller.get("1042").reason == "Priority"
+    # concurrent refreshes (200 spawners polling at a hub's start) share one cycle
+    results = await asyncio.gather(*(poller.refresh() for _ in range(50)))
+    assert all(results) and len(fake.calls()) == 2
+    await poller.close()
+
+
+async def test_wait_and_vanished_jobs_end_through_sacct(fake):
+    fake.set("1", "PENDING", "Resources")
+    fake.set("2", "RUNNING", node="n1", comment="uws-port=40000")
+    poller = fake.poller()
+    poller.track("1")
+    poller.track("2")
+    running = await asyncio.wait_for(poller.wait("2", lambda s: s.running and s.port is not None), 5)
+    assert running.node == "n1" and running.port == 40000
+    assert poller.get("1").pending
+    # job 1 vanishes from squeue (MinJobAge): its end comes from one sacct call
+    del fake.state["squeue"]["1"]
+    fake.state["sacct"]["1"] = ["CANCELLED by 0", "0:0", "n1"]
+    fake.save()
+    ended = await asyncio.wait_for(poller.wait("1", lambda s: s.ended), 5)
+    assert ended.state == "CANCELLED" and ended.reason == "by 0"
+    sacct_calls = [c for c in fake.calls() if c[0] == "sacct"]
+    assert len(sacct_calls) == 1 and "1" == sacct_calls[0][sacct_calls[0].index("-j") + 1]
+    # ended jobs are not asked about again; a job neither command knows is VANISHED
+    fake.state["squeue"] = {}
+    fake.save()
+    gone = await asyncio.wait_for(poller.wait("2", lambda s: s.ended), 5)
+    assert gone.state == "VANISHED"
+    n = len(fake.calls())
+    await asyncio.sleep(0.5)
+    assert len(fake.calls()) == n  # everything tracked has ended: no more calls
+    await poller.close()
+
+
+async def test_failing_squeue_backs_off_and_never_ends_jobs(fake):
+    fake.set("7", "RUNNING", node="n1")
+    poller = fake.poller(poll_interval_seconds=0.1, fast_poll_interval_seconds=0.1, backoff_max_seconds=0.8)
+    changes = []
+    poller.track("7", changes.append)
+    assert await poller.refresh()
+    fake.state["fail_squeue"] = True
+    fake.save()
+    before = len(fake.calls())
+    await asyncio.sleep(2.0)
+    failed_calls = len(fake.calls()) - before
+    # 0.1, 0.2, 0.4, 0.8, 0.8 ... s apart: far fewer than 20 calls at 0.1 s
+    assert 3 <= failed_calls <= 8, failed_calls
+    assert poller.get("7").running and len(changes) == 1  # still running, as last seen
+    assert poller.stats["failures"] >= 3
+    # a refresh during backoff waits for the next retry instead of forcing one, and reports failure
+    assert await asyncio.wait_for(poller.refresh(), 5) is False
+    fake.state["fail_squeue"] = False
+    fake.set("7", "TIMEOUT", "TimeLimit", "n1")
+    ended = await asyncio.wait_for(poller.wait("7", lambda s: s.ended), 5)
+    assert ended.state == "TIMEOUT"
+    await poller.close()
+
+
+async def test_only_unknown_ids_is_not_an_error(fake):
+    poller = fake.poller()
+    poller.track("99")
+    assert await poller.refresh()
+    assert poller.get("99").state == "VANISHED"  # squeue: "Invalid job id", sacct: nothing
+    await poller.close()
+
+
+async def test_commands_time_out(tmp_path):
+    slow = tmp_path / "slow"
+    slow.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -c 'import time; time.sleep(30)'\n")
+    slow.chmod(0o755)
+    poller = SlurmPoller(squeue_cmd=[str(slow)], command_timeout_seconds=0.5, poll_interval_seconds=60)
+    poller.track("1")
+    assert await asyncio.wait_for(poller.refresh(), 5) is False
+    assert poller.get("1") is None
+    await poller.close()

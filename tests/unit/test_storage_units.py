@@ -1,0 +1,261 @@
+"""Path safety in uws_hub.storage (and the copy that uses it), with no hub: on a
+temporary directory, as a user's job would change it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from uws_hub.workspaces.copying import copy_tree
+from uws_hub.workspaces.storage import NotFound, Owner, PathError, WorkspaceStorage
+
+OUTSIDE = b"outside: never read, listed, written or copied"
+
+
+@pytest.fixture
+def storage(tmp_path):
+    root = tmp_path / "root"
+    store = WorkspaceStorage(str(root))
+    directory = store.directory_for("alice", "ws")
+    store.create(directory, Owner())
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "secret.txt").write_bytes(OUTSIDE)
+    (tmp_path / "outside" / "only-outside.txt").write_bytes(OUTSIDE * 1000)
+    return store, directory
+
+
+def read(store, directory, relpath) -> bytes:
+    f, _ = store.open_read(directory, relpath)
+    with f:
+        return f.read()
+
+
+@pytest.mark.parametrize("relpath", ["..", "../x", "a/../../x", "/etc/passwd", "a\x00b", "./../x"])
+def test_paths_that_leave_are_refused(storage, relpath):
+    store, directory = storage
+    for call in (store.list_dir, store.open_read, lambda d, p: store.start_upload(d, p, Owner())):
+        with pytest.raises(PathError):
+            call(directory, relpath)
+
+
+def test_symlinks_are_followed_only_beneath_the_workspace(storage, tmp_path):
+    store, directory = storage
+    ws = Path(directory)
+    (ws / "sub").mkdir()
+    (ws / "sub" / "f.txt").write_bytes(b"f")
+    (ws / "out").symlink_to(tmp_path / "outside" / "secret.txt")
+    (ws / "outdir").symlink_to(tmp_path / "outside")
+    (ws / "in").symlink_to("sub")
+    (ws / "sub" / "top").symlink_to("..")
+    (ws / "sub" / "up2").symlink_to("../..")
+    (ws / "l1").symlink_to(".")
+    (ws / "chain").symlink_to(f"l1/l1/l1/../../../{tmp_path.name}/outside/secret.txt")
+    (ws / "climb").symlink_to("../ws/sub/f.txt")  # lexically fine, but climbs above the root first
+    for relpath in ("out", "outdir/secret.txt", "sub/up2/x", "chain", "climb"):
+        with pytest.raises(PathError, match="outside the workspace"):
+            store.open_read(directory, relpath)
+    with pytest.raises(PathError, match="outside the workspace"):
+        store.list_dir(directory, "outdir")
+    with pytest.raises(PathError, match="outside the workspace"):
+        store.start_upload(directory, "outdir/planted", Owner())
+    assert sorted(p.name for p in (tmp_path / "outside").iterdir()) == ["only-outside.txt", "secret.txt"]
+    # inside, links work, and paths are named as resolved
+    assert read(store, directory, "in/f.txt") == b"f"
+    assert read(store, directory, "sub/top/l1/sub/f.txt") == b"f"
+    assert [e.path for e in store.list_dir(directory, "in") if e.name == "f.txt"] == ["sub/f.txt"]
+    assert "sub" in [e.name for e in store.list_dir(directory, "sub/top")]
+    with pytest.raises(PathError, match="is a directory"):
+        store.open_read(directory, "sub/top")
+    with pytest.raises(PathError, match="A directory exists at 'sub/top'"):
+        store.start_upload(directory, "sub/top", Owner())
+    # an upload to a link replaces the file it points at (inside)
+    store.write_file(directory, "in/new/g.txt", b"g", Owner())
+    assert (ws / "sub" / "new" / "g.txt").read_bytes() == b"g"
+    (ws / "g-link").symlink_to("sub/new/g.txt")
+    store.write_file(directory, "g-link", b"G", Owner())
+    assert (ws / "sub" / "new" / "g.txt").read_bytes() == b"G" and (ws / "g-link").is_symlink()
+
+
+def test_upload_is_atomic(storage):
+    store, directory = storage
+    store.write_file(directory, "f.txt", b"old", Owner())
+    upload = store.start_upload(directory, "f.txt", Owner())
+    upload.write(b"new half")
+    # until commit, the old file is intact and the temporary one is not listed
+    assert open(os.path.join(directory, "f.txt"), "rb").read() == b"old"
+    assert [e.name for e in store.list_dir(directory, "")] == ["f.txt"]
+    upload.abort()
+    upload.write(b"after the client went away: ignored")
+    assert open(os.path.join(directory, "f.txt"), "rb").read() == b"old"
+    assert sorted(os.listdir(directory)) == ["f.txt"]
+    upload = store.start_upload(directory, "deep/er/g.txt", Owner())
+    upload.write(b"data")
+    upload.commit()
+    assert (upload.replaced_bytes, upload.path) == (0, "deep/er/g.txt")
+    assert open(os.path.join(directory, "deep", "er", "g.txt"), "rb").read() == b"data"
+    # a directory appears where the file goes: refused, and the temporary file goes
+    upload = store.start_upload(directory, "late", Owner())
+    os.mkdir(os.path.join(directory, "late"))
+    with pytest.raises(PathError, match="A directory exists at 'late'"):
+        upload.commit()
+    assert sorted(os.listdir(directory)) == ["deep", "f.txt", "late"]
+    # its folder is deleted meanwhile (with the temporary file in it)
+    upload = store.start_upload(directory, "gone/h.txt", Owner())
+    shutil.rmtree(os.path.join(directory, "gone"))
+    with pytest.raises(NotFound, match="The folder of 'gone/h.txt' was deleted during the upload"):
+        upload.commit()
+
+
+def test_list_and_usage(storage):
+    store, directory = storage
+    store.write_file(directory, "a/b.txt", b"12345", Owner())
+    store.write_file(directory, "c.txt", b"123", Owner())
+    entries = store.list_dir(directory, "")
+    assert [(e.name, e.type) for e in entries] == [("a", "directory"), ("c.txt", "file")]
+    assert [e.path for e in store.list_dir(directory, "a")] == ["a/b.txt"]
+    assert store.usage_bytes(directory) == 8
+    with pytest.raises(NotFound, match="No such directory: 'missing'"):
+        store.list_dir(directory, "missing")
+    with pytest.raises(NotFound, match="No such file: 'a/missing'"):
+        store.open_read(directory, "a/missing")
+    with pytest.raises(PathError, match="Not a directory: 'c.txt'"):
+        store.list_dir(directory, "c.txt")
+    with pytest.raises(PathError, match="Not a directory: 'c.txt'"):
+        store.write_file(directory, "c.txt/d.txt", b"x", Owner())
+    with pytest.raises(PathError, match="is a directory"):
+        store.open_read(directory, "a")
+
+
+def test_directory_names_are_checked(storage):
+    store, _ = storage
+    for owner, slug in [("..", "x"), ("a/b", "x"), ("a", ".."), ("a", "")]:
+        with pytest.raises(PathError):
+            store.directory_for(owner, slug)
+
+
+def test_special_files_are_refused_by_type_without_blocking(storage):
+    store, directory = storage
+    ws = Path(directory)
+    os.mkfifo(ws / "pipe")
+    (ws / "pipe-link").symlink_to("pipe")
+    outcome = {}
+
+    def open_fifo():
+        try:
+            store.open_read(directory, "pipe-link")
+        except PathError as e:
+            outcome["refused"] = str(e)
+
+    thread = threading.Thread(target=open_fifo, daemon=True)
+    thread.start()
+    thread.join(10)
+    if thread.is_alive():  # blocked opening it (the code before the fix): let it go
+        os.close(os.open(ws / "pipe", os.O_WRONLY | os.O_NONBLOCK))
+    assert outcome == {"refused": "Not a regular file: 'pipe-link' is a FIFO"}
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(ws / "sock"))
+        with pytest.raises(PathError, match="^Not a regular file: 'sock' is a socket$"):
+            store.open_read(directory, "sock")
+    with pytest.raises(PathError, match="^Not a directory: 'pipe'$"):
+        store.list_dir(directory, "pipe")
+
+
+def test_long_names_and_symlink_loops_are_path_errors(storage):
+    store, directory = storage
+    ws = Path(directory)
+    (ws / "loop").symlink_to("loop")
+    (ws / "ping").symlink_to("pong")
+    (ws / "pong").symlink_to("ping/x")
+    (ws / "long").symlink_to("a" * 300)
+    for relpath in ("loop", "ping/y", "pong"):
+        for call in (store.list_dir, store.open_read, lambda d, p: store.start_upload(d, p, Owner())):
+            with pytest.raises(PathError, match=rf"^Too many levels of symbolic links \(a loop\?\) in '{relpath}'$"):
+                call(directory, relpath)
+    for relpath in ("b" * 256, "x/" + "é" * 128):
+        for call in (store.list_dir, store.open_read, lambda d, p: store.start_upload(d, p, Owner())):
+            with pytest.raises(PathError, match="^Name longer than 255 bytes"):
+                call(directory, relpath)
+    with pytest.raises(PathError, match="^Name longer than 255 bytes"):
+        store.open_read(directory, "long")
+
+
+def test_usage_sweeps_only_stale_upload_temporaries(storage):
+    store, directory = storage
+    ws = Path(directory)
+    store.write_file(directory, "sub/data.txt", b"12345", Owner())
+    stale = [ws / ".uws-upload-0000000000000001", ws / "sub" / ".uws-upload-0000000000000002"]
+    for path in stale:
+        path.write_bytes(b"left by a killed hub")
+        os.utime(path, (time.time() - 3600, time.time() - 3600))
+    live = store.start_upload(directory, "sub/live.bin", Owner())
+    live.write(b"under way")
+    # a fresh storage: a hub started after the stale ones were written, before the live one
+    later = WorkspaceStorage(store.root)
+    later.started_at = time.time() - 60
+    assert later.measure(directory) == 5 + len(b"under way")
+    assert not any(p.exists() for p in stale)
+    live.commit()
+    assert (ws / "sub" / "live.bin").read_bytes() == b"under way"
+
+
+def swap_loop(ws: Path, outside: Path, stop: threading.Event) -> None:
+    """Put a real directory and a symlink to ``outside`` in turn at ``ws/race``."""
+    real, link, race = ws / "real", ws / "link", ws / "race"
+    while not stop.is_set():
+        for name in (real, link):
+            try:
+                os.rename(name, race)
+            except OSError:  # an upload made a directory 'race' meanwhile
+                shutil.rmtree(race, ignore_errors=True)
+                continue
+            os.rename(race, name)
+
+
+def test_swapping_a_directory_and_a_symlink_never_leaks_outside(storage, tmp_path):
+    store, directory = storage
+    ws, outside = Path(directory), tmp_path / "outside"
+    (ws / "real").mkdir()
+    (ws / "real" / "secret.txt").write_bytes(b"inside")
+    (ws / "link").symlink_to(outside)
+    stop = threading.Event()
+    thread = threading.Thread(target=swap_loop, args=(ws, outside, stop), daemon=True)
+    thread.start()
+    counts = {"read": 0, "listed": 0, "written": 0, "copied": 0}
+    try:
+        deadline = time.monotonic() + 3
+        i = 0
+        while time.monotonic() < deadline:
+            i += 1
+            try:
+                data = read(store, directory, "race/secret.txt")
+                assert data == b"inside", "read the file outside the workspace"
+                counts["read"] += 1
+            except (PathError, NotFound):
+                pass
+            try:
+                names = [e.name for e in store.list_dir(directory, "race")]
+                assert "only-outside.txt" not in names, "listed the directory outside the workspace"
+                counts["listed"] += 1
+            except (PathError, NotFound):
+                pass
+            try:
+                store.write_file(directory, f"race/up-{i}.txt", b"up", Owner())
+                counts["written"] += 1
+            except (PathError, NotFound, FileNotFoundError):
+                pass
+            dst = tmp_path / f"copy-{i}"
+            copy_tree(directory, str(dst), Owner())
+            counts["copied"] += 1
+            assert not list(dst.rglob("only-outside.txt")), "copied the directory outside the workspace"
+            assert store.usage_bytes(directory) < len(OUTSIDE) * 1000, "counted the directory outside"
+    finally:
+        stop.set()
+        thread.join(10)
+    assert sorted(p.name for p in outside.iterdir()) == ["only-outside.txt", "secret.txt"]
+    assert all(counts.values()), counts

@@ -1,0 +1,103 @@
+"""Unit tests of uws-hub's own logic, with no hub: state tables, slugs, job type
+configuration, seed files (path safety: test_storage_units.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from uws_hub.errors import Unprocessable
+from uws_hub.jobs.types import DEFAULT_JOB_TYPES, parse_job_types, pick
+from uws_hub.states import (
+    IllegalTransition,
+    JobStatus,
+    WorkspaceStatus,
+    check_job_transition,
+    check_workspace_transition,
+)
+from uws_hub.workspaces.service import SeedFile, slugify
+
+
+@pytest.mark.parametrize(
+    "old, new",
+    [("pending", "queued"), ("queued", "running"), ("running", "stopping"), ("stopping", "completed"),
+     ("pending", "failed"), ("queued", "cancelled"), ("running", "failed")],
+)
+def test_allowed_job_transitions(old, new):
+    assert check_job_transition(old, new) == JobStatus(new)
+
+
+@pytest.mark.parametrize(
+    "old, new",
+    [("completed", "running"), ("failed", "pending"), ("cancelled", "stopping"), ("running", "queued"),
+     ("stopping", "running"), ("running", "pending")],
+)
+def test_illegal_job_transitions_raise(old, new):
+    with pytest.raises(IllegalTransition, match=f"job cannot go from '{old}' to '{new}'"):
+        check_job_transition(old, new)
+
+
+def test_terminal_states_have_no_way_out():
+    for status in JobStatus:
+        if status.terminal:
+            for new in JobStatus:
+                with pytest.raises(IllegalTransition):
+                    check_job_transition(status, new)
+
+
+def test_workspace_transitions():
+    assert check_workspace_transition("idle", "active") is WorkspaceStatus.active
+    assert check_workspace_transition("active", "idle") is WorkspaceStatus.idle
+    with pytest.raises(IllegalTransition):
+        check_workspace_transition("active", "deleting")
+    with pytest.raises(IllegalTransition):
+        check_workspace_transition("deleting", "idle")
+
+
+@pytest.mark.parametrize(
+    "name, slug",
+    [("My Analysis", "my-analysis"), ("  Émile's   data!! ", "emile-s-data"), ("Ünïcödé", "unicode"), ("x" * 100, "x" * 63),
+     ("2026/03 run #4", "2026-03-run-4"), ("a--b", "a-b")],
+)
+def test_slugify(name, slug):
+    assert slugify(name) == slug
+
+
+@pytest.mark.parametrize("name", ["", "   ", "\t\n"])
+def test_slugify_refuses_blank_names(name):
+    with pytest.raises(Unprocessable, match="blank"):
+        slugify(name)
+
+
+def test_names_without_latin_letters_get_a_stable_slug():
+    assert slugify("日本語") == slugify("日本語 ")
+    assert slugify("日本語").startswith("ws-") and slugify("日本語") != slugify("中文")
+
+
+def test_seed_file_decoding():
+    assert SeedFile("a", "aGk=", "base64").data() == b"hi"
+    assert SeedFile("a", "héllo").data() == "héllo".encode()
+    with pytest.raises(Unprocessable):
+        SeedFile("a", "not base64!", "base64").data()
+
+
+def test_default_job_types_parse():
+    types = parse_job_types(DEFAULT_JOB_TYPES, ["local"])
+    assert types["jupyterlab"].default_url == "/lab"
+    job_type, resource = pick(types, "jupyterlab", None)
+    assert resource == "local"
+
+
+@pytest.mark.parametrize(
+    "config, words",
+    [
+        ({}, "empty"),
+        ({"Bad Name": {}}, "Bad Name"),
+        ({"x": {"cmd": []}}, "cmd"),
+        ({"x": {"resources": ["cloud"]}}, "have no spawner"),
+        ({"x": {"colour": "red"}}, "colour"),
+        ({"x": "jupyterlab"}, "must be a dict"),
+    ],
+)
+def test_bad_job_types_are_refused_at_start(config, words):
+    with pytest.raises(ValueError, match=words):
+        parse_job_types(config, ["local"])

@@ -1,0 +1,346 @@
+"""The reconciler's steps for jobs: make a job's server match what the job asks for.
+
+A job's status is where it is, its target (:class:`~uws_hub.states.JobTarget`)
+``running`` or ``stopped`` is where the user wants it. Each step (one
+:meth:`JobSteps.reconcile` by a worker of :mod:`uws_hub.reconciler`) moves
+it on: start the server, notice it answers, stop it, record how it ended.
+Starts and stops run as helper tasks of the app's task pool and put the job
+back on the queue when they end. After every scan, missing proxy routes are
+put back and orphaned resource jobs swept; a job stuck past a deadline is
+failed with the reason, logged as an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+from typing import Any
+
+from jupyterhub.spawner import Spawner
+
+from ..errors import UWSError
+from ..orm import Job, utcnow
+from ..reconciler import Key
+from ..spawners.mixins import hub_id
+from ..states import JobStatus, JobTarget
+from ..tasks import TaskPool
+from ..workqueue import WorkQueue
+from .servers import ServerControl
+from .service import JobService
+
+
+def _reason(e: BaseException) -> str:
+    """A readable one-line reason from an exception (HTTPError's message first)."""
+    msg = getattr(e, "log_message", None) or getattr(e, "message", None) or str(e)
+    if getattr(e, "args", None) and "%" in str(msg):
+        try:
+            msg = msg % e.args
+        except TypeError:
+            pass
+    return msg or type(e).__name__
+
+
+class JobSteps:
+    kind = "job"
+
+    def __init__(
+        self,
+        jobs: JobService,
+        servers: ServerControl,
+        queue: WorkQueue[Key],
+        pool: TaskPool,
+        log: logging.Logger,
+        *,
+        pending_timeout: float = 300,
+        queued_timeout: float = 0,
+        stopping_timeout: float = 120,
+        max_attempts: int = 3,
+        concurrent_starts: int = 0,
+        start_poll_interval: float = 0.5,
+    ):
+        self.jobs = jobs
+        self.db = jobs.db
+        self.servers = servers
+        self.queue = queue
+        self.pool = pool
+        self.log = log
+        self.pending_timeout = pending_timeout
+        self.queued_timeout = queued_timeout
+        self.stopping_timeout = stopping_timeout
+        self.max_attempts = max_attempts
+        self.concurrent_starts = concurrent_starts
+        self.start_poll_interval = start_poll_interval
+        #: starts and stops under way in this process, by job id
+        self._starts: dict[int, asyncio.Future] = {}
+        self._start_errors: dict[int, str] = {}
+        self._stops: dict[int, asyncio.Future] = {}
+
+    def wake(self, job_id: int) -> None:
+        self.queue.put((self.kind, job_id))
+
+    # ---------------------------------------------------------------- the scan
+    def unfinished(self) -> list[int]:
+        return [job.id for job in Job.unfinished(self.db)]
+
+    async def after_scan(self) -> None:
+        """Put back proxy routes that went missing; sweep orphaned resource jobs."""
+        running = [
+            (job.owner, job.server_name) for job in Job.unfinished(self.db) if job.status == JobStatus.running.value
+        ]
+        if running:
+            await self.servers.restore_routes(running)
+        await self._sweep_orphans()
+
+    async def _sweep_orphans(self) -> None:
+        """Let each spawner class that can (``sweep_orphans``) end resource jobs no job knows.
+
+        A resource shared by several processes (a SLURM cluster) can hold jobs
+        of this hub that no job row knows: the hub died between submitting and
+        recording one, or started a job anew after losing track of it.
+        """
+        by_class: dict[type, set[str]] = {}
+        for resource, cls in self.servers.spawner_classes.items():
+            if hasattr(cls, "sweep_orphans"):
+                by_class.setdefault(cls, set()).add(resource)
+        if not by_class:
+            return
+        this_hub = hub_id(self.db.get_bind().engine.url.render_as_string(hide_password=True))
+        for cls, resources in by_class.items():
+
+            def known(resources: set[str] = resources) -> dict[int, str | None]:
+                return {job.id: job.resource_id for job in Job.unfinished(self.db) if job.resource in resources}
+
+            try:
+                await cls.sweep_orphans(known, hub_id=this_hub, config=self.servers.config, log=self.log)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.log.exception("Sweeping orphaned jobs of %s failed; continuing", sorted(resources))
+
+    # ---------------------------------------------------------------- one step
+    async def reconcile(self, job_id: int) -> None:
+        job = Job.find(self.db, job_id)
+        if job is None or job.terminal:
+            self._starts.pop(job_id, None)
+            self._stops.pop(job_id, None)
+            self._start_errors.pop(job_id, None)
+            return
+        spawner = self.servers.find(job.owner, job.server_name)
+        if spawner is not None and spawner.lifecycle_listener is None:
+            spawner.lifecycle_listener = self._on_report
+        if job.target == JobTarget.stopped:
+            await self._reconcile_stop(job, spawner)
+        elif job.status in (JobStatus.pending.value, JobStatus.queued.value):
+            await self._reconcile_start(job, spawner)
+        elif job.status == JobStatus.running.value:
+            await self._reconcile_running(job, spawner)
+
+    def _overdue(self, job: Job, timeout: float) -> bool:
+        if not timeout:
+            return False
+        since = {
+            JobStatus.pending.value: job.created_at,
+            JobStatus.queued.value: job.queued_at,
+            JobStatus.stopping.value: job.stopping_at,
+        }.get(job.status) or job.created_at
+        return utcnow() - since > timedelta(seconds=timeout)
+
+    async def _reconcile_start(self, job: Job, spawner: Spawner | None) -> None:
+        future = self._starts.get(job.id)
+        if future is not None and not future.done():
+            timeout = self.pending_timeout if job.status == JobStatus.pending.value else self.queued_timeout
+            if self._overdue(job, timeout):
+                self.jobs.stop(job, "hub", f"The job did not start within {timeout:g} s", JobStatus.failed)
+            return
+        if future is not None:
+            # the start finished: it worked, or say why not
+            self._starts.pop(job.id)
+            error = self._start_errors.pop(job.id, None)
+            if error is None and future.cancelled():
+                error = "The start was cancelled"
+            elif error is None and (failure := future.exception()) is not None:
+                error = _reason(failure)
+            if error is None and spawner is not None and spawner.ready:
+                self.jobs.transition(job, JobStatus.running, node=spawner.node)
+                self.db.commit()
+                return
+            if error is None:
+                self.log.warning(
+                    "Job %s: the start finished but the server is not ready (spawner %s, pending %s, server %s)",
+                    job.id, spawner and spawner._log_name, spawner and spawner.pending, spawner and spawner.server,
+                )
+            await self.servers.stop(job.owner, job.server_name)
+            self._fail(job, f"The server failed to start: {error or 'it is not running'}")
+            return
+        # no start under way in this process
+        if spawner is not None and spawner.ready:
+            # JupyterHub restored it (hub restart) or it started before we looked
+            self.jobs.transition(job, JobStatus.running, node=spawner.node)
+            self.db.commit()
+            return
+        if spawner is not None and spawner.pending:
+            return
+        if job.attempts >= self.max_attempts:
+            self._fail(job, f"The server could not be started after {job.attempts} attempts")
+            return
+        if self.concurrent_starts and self._starts_in_progress() >= self.concurrent_starts:
+            self.queue.put_after((self.kind, job.id), 0.5)
+            return
+        self._start(job)
+
+    def _starts_in_progress(self) -> int:
+        return sum(1 for f in self._starts.values() if not f.done())
+
+    def _start(self, job: Job) -> None:
+        try:
+            self.jobs.check_launch(self.jobs.launch_request(job))
+        except UWSError as e:
+            # e.g. the owner went over a quota while the job waited
+            self._fail(job, f"The launch was refused: {e.message}")
+            return
+        job.attempts += 1
+        self.db.commit()
+        launch = self.jobs.launch_for(job)
+        # a start the hub lost track of (restart) left this behind: the spawner
+        # adopts it (a batch job still queued) or cleans it up (a process)
+        launch.previous_resource_id = job.resource_id
+        job_id = job.id
+        future = self.servers.start(
+            job.owner, job.server_name, job.resource, launch, self._on_report, lambda: self.wake(job_id)
+        )
+        self._starts[job_id] = future
+        future.add_done_callback(lambda f: self.wake(job_id))
+        spawner = self.servers.find(job.owner, job.server_name)
+        self.pool.spawn(self._forward_progress(job_id, spawner, future))
+        self.pool.spawn(self._watch_start(job_id, spawner, future))
+
+    async def _release_leftover(self, job: Job) -> None:
+        """A start this process does not know of left a resource behind (hub restart): release it."""
+        spawner = self.servers.spawner(job.owner, job.server_name, job.resource)
+        self.log.warning("Job %s: releasing resource %s left by an interrupted start", job.id, job.resource_id)
+        await spawner.release_leftover(job.id, job.resource_id)
+        job.resource_id = None
+        self.db.commit()
+
+    async def _watch_start(self, job_id: int, spawner: Spawner, future: asyncio.Future) -> None:
+        """Fail a start at once if the server's process exits before it answers.
+
+        JupyterHub would otherwise wait ``Spawner.http_timeout`` for a server
+        that is already gone.
+        """
+        while not future.done():
+            await asyncio.sleep(self.start_poll_interval)
+            if future.done() or not spawner._waiting_for_response:
+                continue
+            status = await spawner.poll()
+            if status is not None and not future.done():
+                self._start_errors[job_id] = f"it exited with status {status} before it answered"
+                future.cancel()
+
+    async def _forward_progress(self, job_id: int, spawner: Spawner, future: asyncio.Future) -> None:
+        try:
+            async for event in self.servers.progress(spawner, future):
+                job = Job.find(self.db, job_id)
+                if job is None or job.terminal:
+                    return
+                self.jobs.progress(job, event)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            if self.pool.closed:
+                # the hub shuts down: JupyterHub's iterate_until cannot close a progress
+                # generator that is mid-step when it is cancelled ("already running")
+                return
+            self.log.exception("Forwarding spawn progress of job %s failed", job_id)
+
+    async def _reconcile_running(self, job: Job, spawner: Spawner | None) -> None:
+        if spawner is None or not spawner.active:
+            self._fail(job, "The server is no longer running")
+            return
+        if spawner.pending:
+            return
+        exit_status = await spawner.poll()
+        if exit_status is not None:
+            if job.target == JobTarget.stopped:
+                # the spawner reported how its resource ended the job ("ended"): the stop records it
+                return
+            await self.servers.stop(job.owner, job.server_name)
+            if exit_status == 0:
+                self.jobs.transition(job, JobStatus.completed, "The server exited")
+                self.db.commit()
+            else:
+                self._fail(job, f"The server exited with status {exit_status}")
+            return
+        if job.url is None:
+            # running since before the hub stored where jobs answer (an upgrade)
+            job.url, job.node = self.jobs.url_of(job), spawner.node
+            self.db.commit()
+        limit = self.jobs.time_limit_seconds(job)
+        if limit and job.running_at and utcnow() - job.running_at > timedelta(seconds=limit):
+            self.jobs.stop(job, "hub", f"The job reached its time limit of {limit:g} s", JobStatus.failed)
+
+    async def _reconcile_stop(self, job: Job, spawner: Spawner | None) -> None:
+        if job.status != JobStatus.stopping.value:
+            self.jobs.transition(job, JobStatus.stopping, job.reason)
+            self.db.commit()
+        start = self._starts.pop(job.id, None)
+        if start is not None and not start.done():
+            start.cancel()
+        stop = self._stops.get(job.id)
+        if stop is not None and not stop.done():
+            if self._overdue(job, self.stopping_timeout):
+                self._stops.pop(job.id)
+                self._fail(job, f"The server did not stop within {self.stopping_timeout:g} s")
+            return
+        if stop is not None:
+            self._stops.pop(job.id)
+            if (failure := stop.exception()) is not None:
+                self._fail(job, f"Stopping failed: {_reason(failure)}")
+                return
+        elif spawner is not None and (spawner.active or spawner.server is not None):
+            stop = self._stops[job.id] = self.pool.spawn(self.servers.stop(job.owner, job.server_name))
+            job_id = job.id
+            stop.add_done_callback(lambda f: self.wake(job_id))
+            return
+        elif job.resource_id and job.running_at is None:
+            await self._release_leftover(job)
+        outcome = JobStatus(job.outcome) if job.outcome else (
+            JobStatus.completed if job.running_at else JobStatus.cancelled
+        )
+        self.jobs.transition(job, outcome)
+        self.db.commit()
+
+    def _fail(self, job: Job, reason: str) -> None:
+        self.jobs.transition(job, JobStatus.failed, reason)
+        self.db.commit()
+
+    # ---------------------------------------------------------------- spawner reports
+    def _on_report(self, spawner: Spawner, event: str, info: dict[str, Any]) -> None:
+        """Lifecycle reports from the spawner (see WorkspaceSpawnerMixin.report)."""
+        launch = spawner.launch
+        if launch is None:
+            return
+        job = Job.find(self.db, launch.job_id)
+        if job is None or job.terminal:
+            return
+        if event == "queued":
+            # the checkpoint: from now on the hub knows the resource's own id
+            job.resource_id = info.get("resource_id") or job.resource_id
+            if job.status == JobStatus.pending.value:
+                self.jobs.transition(job, JobStatus.queued, info.get("reason"))
+            elif job.status == JobStatus.queued.value and info.get("reason"):
+                # the resource's view of the waiting job, e.g. SLURM's pending reason
+                job.reason = info["reason"]
+            self.db.commit()
+        elif event == "ended" and job.target == JobTarget.running:
+            # the resource ended the job and says how (a time limit, a node failure, scancel)
+            self.jobs.stop(
+                job, job.resource, info.get("reason") or "The job ended", JobStatus(info.get("outcome") or "failed")
+            )
+        elif event == "stopping" and job.target == JobTarget.running and job.status == JobStatus.running.value:
+            self.jobs.stop(
+                job,
+                "jupyterhub",
+                "Stopped outside uws-hub (JupyterHub's server API, admin panel or idle culler)",
+            )

@@ -1,0 +1,334 @@
+"""The JupyterHub side of jobs: each interactive job is a named server of its owner.
+
+The reconciler starts and stops servers outside any request, so this module
+does what JupyterHub's ``BaseHandler.spawn_single_user`` and
+``stop_single_user`` do for a request (they are methods of a request
+handler): it runs ``User.spawn``/``User.stop``, adds and removes the proxy
+route, and keeps the spawner's ``_spawn_pending``/``_spawn_future``/
+``_stop_pending`` flags as JupyterHub expects them, so JupyterHub's own spawn
+progress API, server API and admin panel see these servers as their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from importlib.metadata import entry_points
+from typing import Any
+
+from jupyterhub import orm as hub_orm
+from jupyterhub.metrics import SERVER_SPAWN_DURATION_SECONDS, ServerSpawnStatus
+from jupyterhub.spawner import Spawner
+from jupyterhub.user import User, UserDict
+from jupyterhub.utils import iterate_until, url_escape_path, url_path_join
+from sqlalchemy import or_, select
+from traitlets.utils.importstring import import_item
+
+from ..spawners.mixins import LifecycleListener, WorkspaceLaunch, WorkspaceSpawnerMixin
+from ..tasks import TaskPool
+
+
+class ServerControl:
+    def __init__(
+        self,
+        users: UserDict,
+        proxy,
+        log: logging.Logger,
+        spawner_classes: dict[str, type[Spawner]],
+        pool: TaskPool,
+        *,
+        client_scopes: Callable[[str, str], list[str]],
+    ):
+        self.users = users
+        self.proxy = proxy
+        self.log = log
+        #: the spawner class of each resource ("local", "slurm", ...)
+        self.spawner_classes = spawner_classes
+        #: runs starts and stops (JupyterHub's spawn and stop futures)
+        self.pool = pool
+        #: scopes added to what the OAuth tokens of a server's client may carry:
+        #: (owner name, server name) -> scopes (the workspace write scope, which the
+        #: job's Jupyter server checks to tell editors from viewers)
+        self.client_scopes = client_scopes
+
+    @property
+    def config(self):
+        """The hub's traitlets config (the spawners' too)."""
+        return self.users.settings.get("config")
+
+    def user(self, orm_user: hub_orm.User) -> User:
+        return self.users[orm_user]
+
+    def find(self, orm_user: hub_orm.User, server_name: str) -> Spawner | None:
+        """The named server's spawner, or None if JupyterHub has no such server."""
+        user = self.user(orm_user)
+        # the live spawners first: orm_spawners builds a dict of every server on each use
+        spawner = dict.get(user.spawners, server_name)
+        if spawner is not None:
+            return spawner
+        if server_name not in user.orm_spawners:
+            return None
+        return user.spawners[server_name]
+
+    def spawner(self, orm_user: hub_orm.User, server_name: str, resource: str) -> Spawner:
+        """The named server's spawner, of ``resource``'s spawner class, created if needed.
+
+        JupyterHub has one ``spawner_class``; a workspace's server runs its jobs on
+        the resource each job asks for, so the spawner object is swapped for one
+        of the right class while the server is stopped.
+        """
+        user = self.user(orm_user)
+        spawner = user.get_or_create_spawner(server_name, "", replace_failed=True)
+        cls = self.spawner_classes[resource]
+        if type(spawner) is not cls:
+            if spawner.active:
+                raise RuntimeError(f"{spawner._log_name} is active on another resource")
+            spawner = user.spawners[server_name] = user._new_spawner(server_name, spawner_class=cls)
+        return spawner
+
+    def restore_class(self, orm_user: hub_orm.User, server_name: str, resource: str) -> None:
+        """Before JupyterHub re-adopts servers at startup, give this one its resource's class.
+
+        Otherwise JupyterHub would poll, say, a SLURM job's server with the
+        default (local) spawner, find no process and forget it.
+        """
+        user = self.user(orm_user)
+        if server_name in user.orm_spawners and server_name not in user.spawners:
+            user.spawners[server_name] = user._new_spawner(server_name, spawner_class=self.spawner_classes[resource])
+
+    # ---------------------------------------------------------------- start
+    def start(
+        self,
+        orm_user: hub_orm.User,
+        server_name: str,
+        resource: str,
+        launch: WorkspaceLaunch,
+        listener: LifecycleListener,
+        on_poll_stopped: Callable[[], None],
+    ) -> asyncio.Future:
+        """Start the named server for ``launch``; returns the spawn's future.
+
+        The future resolves once the server answers and its proxy route is in,
+        and raises if the start fails (the server is then stopped).
+        ``on_poll_stopped`` is called when JupyterHub's own polling finds the
+        server gone.
+        """
+        user = self.user(orm_user)
+        spawner = self.spawner(orm_user, server_name, resource)
+        spawner.next_launch = launch
+        spawner.lifecycle_listener = listener
+        add_client_scopes(spawner, self.client_scopes(orm_user.name, server_name))
+        started = time.perf_counter()
+        spawn = user.spawn(server_name)
+        spawner._spawn_pending = True
+
+        async def finish() -> None:
+            try:
+                await spawn
+                SERVER_SPAWN_DURATION_SECONDS.labels(status=ServerSpawnStatus.success, reason="none").observe(
+                    time.perf_counter() - started
+                )
+                spawner._proxy_pending = True
+                try:
+                    await self.proxy.add_user(user, server_name)
+                except Exception as e:
+                    self.log.exception("Failed to add %s to the proxy; stopping it", spawner._log_name)
+                    await user.stop(server_name)
+                    raise RuntimeError(f"The server started but could not be added to the proxy: {e}") from e
+                finally:
+                    spawner._proxy_pending = False
+                spawner.add_poll_callback(on_poll_stopped)
+            except BaseException:
+                SERVER_SPAWN_DURATION_SECONDS.labels(status=ServerSpawnStatus.failure, reason="error").observe(
+                    time.perf_counter() - started
+                )
+                raise
+            finally:
+                # cleared here, not in a done callback: whoever sees the future
+                # done must also see the spawn no longer pending (callbacks run
+                # later, after other ready tasks)
+                spawner._spawn_pending = False
+
+        future = spawner._spawn_future = self.pool.spawn(finish())
+
+        def done(f: asyncio.Future) -> None:
+            # as JupyterHub: keep a failed future, so the failure can be reported
+            if f.cancelled() or f.exception() is None:
+                spawner._spawn_future = None
+
+        future.add_done_callback(done)
+        return future
+
+    async def progress(self, spawner: Spawner, future: asyncio.Future) -> AsyncIterator[dict[str, Any]]:
+        """JupyterHub's spawn-progress messages for a start, until it resolves."""
+        async for event in iterate_until(future, spawner._generate_progress()):
+            yield event
+
+    # ---------------------------------------------------------------- stop
+    async def stop(self, orm_user: hub_orm.User, server_name: str) -> None:
+        """Stop a named server: drop its proxy route, stop it, clean up; waits until done.
+
+        A start in progress is cancelled first, as JupyterHub's server API
+        does. Safe to call for a server that is not running.
+        """
+        spawner = self.find(orm_user, server_name)
+        if spawner is None:
+            return
+        user = self.user(orm_user)
+        if spawner.pending == "stop" and spawner._stop_future is not None:
+            await asyncio.shield(spawner._stop_future)
+            return
+        if spawner.pending == "spawn" and spawner._spawn_future is not None:
+            self.log.info("Interrupting the start of %s", spawner._log_name)
+            spawner._spawn_future.cancel()
+            await asyncio.wait([spawner._spawn_future], timeout=10)
+        start = spawner.start_task
+        if start is not None and not start.done():
+            # Spawner.start() runs in a task of its own, which a cancelled spawn can
+            # leave running: end it, so that the stop below sees what it started
+            start.cancel()
+            await asyncio.wait([start], timeout=10)
+        if spawner.server is None and not spawner.pending:
+            return
+        spawner._stop_pending = True
+
+        async def stop() -> None:
+            try:
+                await self.proxy.delete_user(user, server_name)
+                await user.stop(server_name)
+            finally:
+                spawner._stop_future = None
+                spawner._stop_pending = False
+
+        spawner._stop_future = self.pool.spawn(stop())
+        await asyncio.shield(spawner._stop_future)
+
+    async def delete(self, orm_user: hub_orm.User, server_name: str) -> None:
+        """Forget a stopped named server (its row and persistent resources)."""
+        spawner = self.find(orm_user, server_name)
+        if spawner is None:
+            return
+        if spawner.active:
+            raise RuntimeError(f"{spawner._log_name} is still active")
+        user = self.user(orm_user)
+        await user._delete_spawner(spawner)
+        user.db.delete(spawner.orm_spawner)
+        user.spawners.pop(server_name, None)
+        user.db.commit()
+
+    # ---------------------------------------------------------------- tokens
+    def revoke_tokens(self, orm_user: hub_orm.User, server_name: str) -> None:
+        """Delete every token issued for the named server (in the session; the caller commits).
+
+        That is the server's own API token (``JUPYTERHUB_API_TOKEN`` in its
+        environment, which anything running in the server can print) and its
+        OAuth client, with the OAuth tokens and codes issued to it (everyone's
+        logins into the server). JupyterHub's ``User.stop`` means to do this but
+        misses the API token whenever ``Spawner.poll`` found the server gone
+        first (poll clears the spawner's state, token included), and a server
+        that never stopped cleanly is not stopped by it at all.
+        """
+        db = self.users.db
+        notes = server_token_notes(self.user(orm_user).base_url, server_name)
+        for token in db.scalars(
+            select(hub_orm.APIToken).where(hub_orm.APIToken.user_id == orm_user.id, hub_orm.APIToken.note.in_(notes))
+        ):
+            db.delete(token)
+        orm_spawner = db.scalar(
+            select(hub_orm.Spawner).where(hub_orm.Spawner.user_id == orm_user.id, hub_orm.Spawner.name == server_name)
+        )
+        if orm_spawner is not None and orm_spawner.oauth_client is not None:
+            db.delete(orm_spawner.oauth_client)  # its tokens and codes go with it
+
+    def revoke_stale_tokens(self) -> int:
+        """Delete the API tokens of servers that are not running; returns how many.
+
+        For tokens left behind before every end of a job revoked them (see
+        :meth:`revoke_tokens`): the hub calls it once at startup, after
+        JupyterHub has re-adopted the servers that still run.
+        """
+        db = self.users.db
+        any_server = [n.format(base_url="%", server_name="%") for n in _SERVER_TOKEN_NOTES]
+        running = {
+            (user_id, note)
+            for user_id, server_name in db.execute(
+                select(hub_orm.Spawner.user_id, hub_orm.Spawner.name).where(hub_orm.Spawner.server_id.is_not(None))
+            )
+            for note in server_token_notes(self.users[user_id].base_url, server_name)
+        }
+        stale = [
+            token
+            for token in db.scalars(
+                select(hub_orm.APIToken).where(
+                    hub_orm.APIToken.user_id.is_not(None),
+                    or_(*(hub_orm.APIToken.note.like(pattern) for pattern in any_server)),
+                )
+            )
+            if (token.user_id, token.note) not in running
+        ]
+        for token in stale:
+            db.delete(token)
+        db.commit()
+        return len(stale)
+
+    # ---------------------------------------------------------------- routes
+    async def restore_routes(self, servers: list[tuple[hub_orm.User, str]]) -> int:
+        """Add the proxy routes missing for these running servers (one GET of the routes)."""
+        routes = await self.proxy.get_all_routes()
+        restored = 0
+        for orm_user, server_name in servers:
+            spawner = self.find(orm_user, server_name)
+            if spawner is None or not spawner.ready or spawner.proxy_spec in routes:
+                continue
+            self.log.warning("Route for %s is missing from the proxy; adding it back", spawner._log_name)
+            await self.proxy.add_user(self.user(orm_user), server_name)
+            restored += 1
+        return restored
+
+
+#: the notes of the API tokens JupyterHub makes for a server: one for each start
+#: (``User.spawn``), one when a spawner brings back a token of its own (a SLURM
+#: job adopted after a hub restart). The note is how a server's token is told
+#: from its user's others.
+_SERVER_TOKEN_NOTES = ("Server at {base_url}", "retrieved from spawner {server_name}")
+
+
+def server_token_notes(user_base_url: str, server_name: str) -> tuple[str, ...]:
+    base_url = url_path_join(user_base_url, url_escape_path(server_name), "/")
+    return tuple(n.format(base_url=base_url, server_name=server_name) for n in _SERVER_TOKEN_NOTES)
+
+
+def add_client_scopes(spawner: Spawner, scopes: list[str]) -> None:
+    """Add ``scopes`` to ``Spawner.oauth_client_allowed_scopes`` (a list or a callable), once."""
+    if not scopes:
+        return
+    current = spawner.oauth_client_allowed_scopes
+    if not callable(current):
+        spawner.oauth_client_allowed_scopes = sorted(set(current) | set(scopes))
+        return
+    if getattr(current, "uws_scopes", None) == scopes:
+        return
+    configured = getattr(current, "uws_configured", current)
+
+    async def allowed(spawner: Spawner) -> list[str]:
+        base = configured(spawner)
+        if inspect.isawaitable(base):
+            base = await base
+        return sorted(set(base) | set(scopes))
+
+    allowed.uws_scopes = scopes  # type: ignore[attr-defined]
+    allowed.uws_configured = configured  # type: ignore[attr-defined]
+    spawner.oauth_client_allowed_scopes = allowed
+
+
+def load_spawner_class(value) -> type[Spawner]:
+    """A spawner class from an entry point name (``uws-local``), an import string or a class."""
+    if isinstance(value, str):
+        found = {ep.name.lower(): ep for ep in entry_points(group="jupyterhub.spawners")}
+        value = found[value.lower()].load() if value.lower() in found else import_item(value)
+    if not (isinstance(value, type) and issubclass(value, Spawner) and issubclass(value, WorkspaceSpawnerMixin)):
+        raise ValueError(f"{value!r} is not a uws-hub workspace spawner (a Spawner with WorkspaceSpawnerMixin)")
+    return value

@@ -1,0 +1,368 @@
+"""Collaborate shares: who may work in a live workspace, and the JupyterHub roles that follow.
+
+**Collaborate** (the default): the owner shares a workspace with users or hub
+groups, as ``viewer`` or ``editor``. The shares table is the truth, and three
+things follow from it, kept in step on every change and re-made by a sync at
+startup and every ``UWSHub.share_sync_interval`` seconds:
+
+- uws-hub's own authorization (:mod:`uws_hub.access`): grantees read (viewers
+  and editors), write files and launch or stop jobs (editors) in the
+  workspace. Renaming, deleting and sharing stay with the owner.
+- JupyterHub roles, one per shared workspace and level, granted to the
+  grantee users and groups directly: ``uws-ws-<id>-viewer`` holds
+  ``access:servers!server=<owner>/<slug>`` (what lets grantees through
+  JupyterHub's OAuth into the workspace's running server, with a browser or a
+  token) and ``custom:uws:read:workspaces!server=<owner>/<slug>``;
+  ``uws-ws-<id>-editor`` adds the write and launch scopes. JupyterHub deletes
+  roles missing from ``load_roles`` at startup, so the hub re-declares them
+  (:func:`role_specs`). Roles are granted to users directly rather than
+  through a hub group of the workspace's own, because authenticators with
+  ``manage_groups`` replace a user's groups at every login.
+- With ``UWSHub.system_users``, a POSIX group per workspace whose members are
+  the editors (:mod:`uws_hub.posixgroups`).
+
+Revoking deletes the share, re-makes the roles (so the hub refuses the grantee
+at once), deletes the grantee's OAuth tokens for the workspace's server, and
+empties the POSIX group of them. A server that is already open asks the hub
+again within ``UWSHub.server_auth_cache_seconds`` (see :mod:`uws_hub.serverconfig`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Iterable
+from typing import Any
+
+from jupyterhub import orm as hub_orm
+from jupyterhub import roles as hub_roles
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from ..accounts.system import SystemAccounts
+from ..errors import Conflict, NotFound, Unprocessable
+from ..events.bus import EventBus
+from ..events.notify import Notifier
+from ..orm import Share, Workspace, utcnow
+from ..scopes import LAUNCH_JOBS, READ_WORKSPACES, ROLE_PREFIX, WRITE_WORKSPACES
+from ..states import UNFINISHED_COPY_STATES, ShareKind, ShareLevel, ShareStatus, WorkspaceStatus
+from . import posixgroups
+
+LEVELS = tuple(level.value for level in ShareLevel)
+
+
+def role_name(workspace_id: int, level: str) -> str:
+    return f"{ROLE_PREFIX}{workspace_id}-{level}"
+
+
+def role_scopes(owner_name: str, slug: str, level: str) -> list[str]:
+    server = f"{owner_name}/{slug}"
+    scopes = [f"access:servers!server={server}", f"{READ_WORKSPACES}!server={server}"]
+    if level == "editor":
+        scopes += [f"{WRITE_WORKSPACES}!server={server}", f"{LAUNCH_JOBS}!server={server}"]
+    return scopes
+
+
+def _role_spec(ws: Workspace, level: str, grants: list[Share]) -> dict[str, Any]:
+    return {
+        "name": role_name(ws.id, level),
+        "description": f"{level.capitalize()}s of workspace {ws.owner.name}/{ws.slug} (managed by uws-hub)",
+        "scopes": role_scopes(ws.owner.name, ws.slug, level),
+        "users": sorted(s.user.name for s in grants if s.user is not None),
+        "groups": sorted(s.group.name for s in grants if s.group is not None),
+    }
+
+
+def _grants_by_workspace(db: Session, workspace_ids: Iterable[int] | None = None) -> dict[int, list[Share]]:
+    query = select(Share).where(Share.kind == ShareKind.collaborate.value)
+    if workspace_ids is not None:
+        query = query.where(Share.workspace_id.in_(list(workspace_ids)))
+    grants: dict[int, list[Share]] = {}
+    for share in db.scalars(query.order_by(Share.id)):
+        grants.setdefault(share.workspace_id, []).append(share)
+    return grants
+
+
+def role_specs(db: Session) -> list[dict[str, Any]]:
+    """JupyterHub role definitions (``load_roles`` entries) for every shared workspace."""
+    specs = []
+    for grants in _grants_by_workspace(db).values():
+        ws = grants[0].workspace
+        for level in LEVELS:
+            at_level = [s for s in grants if s.level == level]
+            if at_level:
+                specs.append(_role_spec(ws, level, at_level))
+    return specs
+
+
+class ShareService:
+    """Collaborate shares, their roles and POSIX groups; what every share kind shares
+    (lookups, revoking, events)."""
+
+    def __init__(
+        self,
+        db: Session,
+        accounts: SystemAccounts,
+        notifier: Notifier,
+        events: EventBus,
+        log: logging.Logger,
+        *,
+        posix_group_prefix: str | None,
+    ):
+        self.db = db
+        self.accounts = accounts
+        self.notifier = notifier
+        self.events = events
+        self.log = log
+        #: None: no POSIX groups (single-account mode)
+        self.posix_group_prefix = posix_group_prefix
+        #: bumped on every change of who may see what (event stream caches compare it)
+        self.version = 0
+        self._posix_lock = asyncio.Lock()
+
+    def lookup_session(self) -> Session:
+        """A short-lived session for read-only lookups where the hub's session cannot
+        query (use it as a context manager)."""
+        return Session(bind=self.db.get_bind())
+
+    def for_workspace(self, ws: Workspace) -> list[Share]:
+        return list(self.db.scalars(select(Share).where(Share.workspace_id == ws.id).order_by(Share.id)))
+
+    def received(self, user: hub_orm.User, statuses: Iterable[str]) -> list[Share]:
+        """Shares this user received: copy invitations to them, and collaborations
+        with them or their groups."""
+        group_ids = [g.id for g in user.groups]
+        query = select(Share).where(
+            Share.status.in_(list(statuses)), or_(Share.user_id == user.id, Share.group_id.in_(group_ids))
+        )
+        return list(self.db.scalars(query.order_by(Share.id.desc())))
+
+    def find_received(self, share_id: int, user: hub_orm.User) -> Share:
+        share = self.db.get(Share, share_id)
+        if share is None or not (share.user_id == user.id or (share.group_id and share.group in user.groups)):
+            raise NotFound(f"No such share: {share_id}")
+        return share
+
+    def find_for_workspace(self, ws: Workspace, share_id: int) -> Share:
+        share = self.db.get(Share, share_id)
+        if share is None or share.workspace_id != ws.id:
+            raise NotFound(f"No such share: {share_id}")
+        return share
+
+    def effective_users(self, ws_id: int, *, editors_only: bool = False) -> set[int]:
+        """Ids of the users a workspace is shared with, directly or through their groups."""
+        users: set[int] = set()
+        for share in self.db.scalars(select(Share).where(Share.workspace_id == ws_id, Share.kind == ShareKind.collaborate.value)):
+            if editors_only and share.level != "editor":
+                continue
+            if share.user is not None:
+                users.add(share.user.id)
+            elif share.group is not None:
+                users.update(u.id for u in share.group.users)
+        return users
+
+    def share(
+        self, ws: Workspace, level: str, actor: str, *, user: hub_orm.User | None = None,
+        group: hub_orm.Group | None = None,
+    ) -> tuple[Share, bool]:
+        """Share ``ws`` with a user or a group at ``level``; returns (share, created).
+
+        Sharing again with the same user or group changes the level.
+        """
+        if level not in LEVELS:
+            raise Unprocessable(f"Unknown level {level!r}; one of {list(LEVELS)}")
+        if user is not None and user.id == ws.owner_id:
+            raise Unprocessable("A workspace cannot be shared with its owner")
+        if user is not None and self.posix_group_prefix is not None and level == "editor":
+            self.accounts.owner(user.name)  # 409 if the editor has no system account
+        self.check_ready(ws)
+        if user is None and group is None:
+            raise Unprocessable("Share with a user or a group")
+        where = Share.user_id == user.id if user is not None else Share.group_id == group.id  # type: ignore[union-attr]
+        share = self.db.scalar(select(Share).where(Share.workspace_id == ws.id, Share.kind == ShareKind.collaborate.value, where))
+        created = share is None
+        if share is None:
+            share = Share(
+                workspace=ws, owner_id=ws.owner_id, kind=ShareKind.collaborate.value, level=level, status=ShareStatus.accepted.value,
+                user=user, group=group, created_by=actor,
+            )
+            self.db.add(share)
+        elif share.level == level:
+            return share, False
+        share.level = level
+        share.updated_at = utcnow()
+        self.db.flush()
+        self._sync_roles(ws)
+        self.record(share, "shared", actor)
+        affected = {user.id} if user is not None else {u.id for u in group.users}  # type: ignore[union-attr]
+        for uid in sorted(affected - {ws.owner_id}):
+            recipient = self.db.get(hub_orm.User, uid)
+            self.notifier.notify(
+                recipient,
+                f"{ws.owner.name} shared workspace {ws.name!r} with you",
+                f"{ws.owner.name} shared the workspace {ws.name!r} with you"
+                f"{' (group ' + group.name + ')' if group is not None else ''} as {level}.",
+                actor=actor,
+                link=f"workspaces/{ws.id}",
+                data={"workspace_id": ws.id, "share_id": share.id},
+            )
+        self.db.commit()
+        self.version += 1
+        return share, created
+
+    def revoke(self, share: Share, actor: str) -> None:
+        """Delete a share: a collaboration ends at once; a pending invitation is withdrawn."""
+        ws = share.workspace
+        if share.kind == ShareKind.copy.value and share.copy_state in UNFINISHED_COPY_STATES:
+            raise Conflict("The copy is being made; delete the share when it is done")
+        if share.kind == ShareKind.collaborate.value:
+            before = self.effective_users(ws.id)
+            self.db.delete(share)
+            self.db.flush()
+            self._sync_roles(ws)
+            lost = before - self.effective_users(ws.id)
+            self._revoke_server_tokens(ws, lost)
+            self.record(share, "revoked", actor)
+            for uid in lost:
+                self.notifier.notify(
+                    self.db.get(hub_orm.User, uid),
+                    f"Workspace {ws.name!r} is no longer shared with you",
+                    f"{ws.owner.name} stopped sharing the workspace {ws.name!r} with you.",
+                    actor=actor,
+                )
+        else:
+            self.db.delete(share)
+            if share.status == ShareStatus.pending.value:
+                self.record(share, "withdrawn", actor)
+        self.db.commit()
+        self.version += 1
+
+    def check_ready(self, ws: Workspace) -> None:
+        if ws.status in (WorkspaceStatus.deleting.value, WorkspaceStatus.initializing.value):
+            raise Conflict(f"Workspace {ws.slug!r} is {ws.status}")
+
+    def _sync_roles(self, ws: Workspace) -> None:
+        """Make the JupyterHub roles of ``ws`` match its shares (in the session)."""
+        grants = _grants_by_workspace(self.db, [ws.id]).get(ws.id, [])
+        for level in LEVELS:
+            at_level = [s for s in grants if s.level == level]
+            name = role_name(ws.id, level)
+            if not at_level:
+                role = hub_orm.Role.find(self.db, name)
+                if role is not None:
+                    self.db.delete(role)
+                continue
+            spec = _role_spec(ws, level, at_level)
+            role = hub_roles.create_role(
+                self.db, {k: spec[k] for k in ("name", "description", "scopes")}, commit=False
+            )
+            role.users = [s.user for s in at_level if s.user is not None]
+            role.groups = [s.group for s in at_level if s.group is not None]
+
+    def _revoke_server_tokens(self, ws: Workspace, user_ids: set[int]) -> None:
+        """Delete these users' OAuth tokens for the workspace's server (its OAuth client)."""
+        if not user_ids:
+            return
+        spawner = self.db.scalar(
+            select(hub_orm.Spawner).where(hub_orm.Spawner.user_id == ws.owner_id, hub_orm.Spawner.name == ws.slug)
+        )
+        if spawner is None or not spawner.oauth_client_id:
+            return
+        tokens = self.db.scalars(
+            select(hub_orm.APIToken).where(
+                hub_orm.APIToken.user_id.in_(user_ids), hub_orm.APIToken.client_id == spawner.oauth_client_id
+            )
+        )
+        for token in tokens:
+            self.db.delete(token)
+
+    def record(self, share: Share, status: str, actor: str, reason: str | None = None) -> None:
+        self.events.change(
+            self.db,
+            "share",
+            owner_id=share.owner_id,
+            workspace_id=share.workspace_id,
+            actor=actor,
+            status=status,
+            reason=reason,
+            data={
+                "share_id": share.id,
+                "share_kind": share.kind,
+                "level": share.level,
+                "user": share.user.name if share.user is not None else None,
+                "group": share.group.name if share.group is not None else None,
+            },
+        )
+
+    def _posix_plan(self, ws: Workspace) -> tuple[str, list[str]] | None:
+        """(group name, members) for the workspace, or None when there are no POSIX groups."""
+        if self.posix_group_prefix is None:
+            return None
+        editors = self.effective_users(ws.id, editors_only=True) - {ws.owner_id}
+        if not editors and posixgroups.gid_of(posixgroups.group_name(self.posix_group_prefix, ws.id)) is None:
+            return None
+        members = [ws.owner.name]
+        for uid in sorted(editors):
+            name = self.db.get_one(hub_orm.User, uid).name
+            try:
+                self.accounts.owner(name)
+            except Conflict:
+                self.log.warning("Workspace %s: editor %s has no system account; not in its group", ws.id, name)
+                continue
+            members.append(name)
+        return posixgroups.group_name(self.posix_group_prefix, ws.id), members
+
+    async def apply_posix(self, ws: Workspace) -> None:
+        """Apply the workspace's POSIX group (editors' accounts, group-shared tree)."""
+        plan = self._posix_plan(ws)
+        if plan is None:
+            return
+        name, members = plan
+        directory = ws.directory
+        async with self._posix_lock:
+            await asyncio.to_thread(self._apply_posix, name, members, directory)
+
+    def _apply_posix(self, name: str, members: list[str], directory: str) -> None:
+        gid = posixgroups.ensure_group(name)
+        if os.path.isdir(directory) and not posixgroups.is_shared(directory, gid):
+            self.log.info("Sharing %s with POSIX group %s", directory, name)
+            posixgroups.share_tree(directory, gid, self.log)
+        if posixgroups.set_members(name, members):
+            self.log.info("POSIX group %s: members %s", name, members)
+
+    async def sync(self) -> None:
+        """Re-make every shared workspace's roles and POSIX group, drop those of unshared ones."""
+        grants = _grants_by_workspace(self.db)
+        wanted: set[str] = set()
+        for ws_id, shares in grants.items():
+            ws = shares[0].workspace
+            self._sync_roles(ws)
+            wanted.update(role_name(ws_id, level) for level in LEVELS if any(s.level == level for s in shares))
+        for role in self.db.scalars(select(hub_orm.Role).where(hub_orm.Role.name.startswith(ROLE_PREFIX))):
+            if role.name not in wanted:
+                self.log.info("Deleting role %s: its workspace is no longer shared", role.name)
+                self.db.delete(role)
+        self.db.commit()
+        self.version += 1
+        if self.posix_group_prefix is None:
+            return
+        for ws_id in grants:
+            await self.apply_posix(grants[ws_id][0].workspace)
+        existing = {ws_id for (ws_id,) in self.db.execute(select(Workspace.id))}
+        for name in await asyncio.to_thread(posixgroups.groups_with_prefix, self.posix_group_prefix):
+            if int(name[len(self.posix_group_prefix):]) not in existing:
+                self.log.info("Deleting POSIX group %s: its workspace is gone", name)
+                await asyncio.to_thread(posixgroups.delete_group, name)
+
+    async def forget_workspace(self, workspace_id: int) -> None:
+        """A workspace was deleted: drop its roles (its shares went with it) and POSIX group."""
+        for level in LEVELS:
+            role = hub_orm.Role.find(self.db, role_name(workspace_id, level))
+            if role is not None:
+                self.db.delete(role)
+        self.db.commit()
+        self.version += 1
+        if self.posix_group_prefix is not None:
+            name = posixgroups.group_name(self.posix_group_prefix, workspace_id)
+            await asyncio.to_thread(posixgroups.delete_group, name)

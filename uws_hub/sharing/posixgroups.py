@@ -1,0 +1,196 @@
+"""POSIX groups for shared workspaces, where jobs run as real system users.
+
+When a workspace is shared with editors and ``UWSHub.system_users`` is on,
+its directory gets a system group of its own, named ``<prefix><workspace id>``
+(``uws-ws-12`` by default; ``UWSHub.share_posix_group_prefix``), whose members
+are the owner's and the editors' system accounts:
+
+- the directory tree is handed to that group with group read/write (and
+  execute on directories), directories get the setgid bit, so everything
+  created below them belongs to the group too;
+- a *default ACL* (``group::rwx``, and ``rwx`` for the workspace's owner) on
+  every directory makes files created there group-writable whatever the
+  creating process's umask (022 would otherwise leave new files read-only for
+  the group), and changeable by the owner, whose processes started before the
+  group existed (a running server) do not have the group;
+- membership is set as a whole with ``gpasswd -M`` (idempotent), so a revoked
+  editor's next login or process has no access. A process that was already
+  running keeps the groups it started with, as always on POSIX systems.
+
+Viewers are not members: they read through the hub (files API, the owner's
+server). Everything here is blocking (subprocesses, tree walks): the hub calls
+it in a thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import grp
+import logging
+import os
+import stat
+import struct
+import subprocess
+
+from ..workspaces.storage import DIR_FLAGS, FILE_FLAGS
+
+#: default ACLs in Linux's xattr encoding (acl_ea_header, then acl_ea_entry sorted by tag and id)
+_ACL_XATTR = "system.posix_acl_default"
+_ACL_VERSION = 2
+_ACL_UNDEFINED_ID = 0xFFFFFFFF
+_ACL_USER_OBJ, _ACL_USER, _ACL_GROUP_OBJ, _ACL_MASK, _ACL_OTHER = 0x01, 0x02, 0x04, 0x10, 0x20
+
+
+def default_acl(owner_uid: int) -> bytes:
+    """``user::rwx user:<owner>:rwx group::rwx mask::rwx other::---``.
+
+    New files and directories below get it (masked by the mode the creating
+    call asks for, but not by its umask), so whoever of the group creates
+    them, the group and the workspace's owner can change them: the owner's
+    processes started before the group existed do not have the group.
+    """
+    entries = [
+        (_ACL_USER_OBJ, 7, _ACL_UNDEFINED_ID),
+        (_ACL_USER, 7, owner_uid),
+        (_ACL_GROUP_OBJ, 7, _ACL_UNDEFINED_ID),
+        (_ACL_MASK, 7, _ACL_UNDEFINED_ID),
+        (_ACL_OTHER, 0, _ACL_UNDEFINED_ID),
+    ]
+    return struct.pack("<I", _ACL_VERSION) + b"".join(struct.pack("<HHI", *e) for e in entries)
+
+COMMAND_TIMEOUT_SECONDS = 30
+
+
+class PosixGroupError(RuntimeError):
+    """A group command failed."""
+
+
+def group_name(prefix: str, workspace_id: int) -> str:
+    return f"{prefix}{workspace_id}"
+
+
+def _run(argv: list[str]) -> None:
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_SECONDS)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise PosixGroupError(f"{argv[0]} failed: {e}") from e
+    if r.returncode != 0:
+        raise PosixGroupError(f"{' '.join(argv)} exited with {r.returncode}: {r.stderr.strip()}")
+
+
+def gid_of(name: str) -> int | None:
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        return None
+
+
+def ensure_group(name: str) -> int:
+    """The gid of group ``name``, created (``groupadd``) if missing."""
+    gid = gid_of(name)
+    if gid is None:
+        _run(["groupadd", name])
+        gid = gid_of(name)
+        if gid is None:
+            raise PosixGroupError(f"groupadd {name} did not create the group")
+    return gid
+
+
+def set_members(name: str, members: list[str]) -> bool:
+    """Make ``members`` exactly the members of group ``name``; True if that changed it."""
+    wanted = sorted(set(members))
+    if sorted(grp.getgrnam(name).gr_mem) == wanted:
+        return False
+    _run(["gpasswd", "-M", ",".join(wanted), name])
+    return True
+
+
+def delete_group(name: str) -> None:
+    if gid_of(name) is not None:
+        _run(["groupdel", name])
+
+
+def groups_with_prefix(prefix: str) -> list[str]:
+    return [g.gr_name for g in grp.getgrall() if g.gr_name.startswith(prefix) and g.gr_name[len(prefix):].isdigit()]
+
+
+def _set_default_acl(fd: int, acl: bytes, log: logging.Logger) -> None:
+    try:
+        os.setxattr(fd, _ACL_XATTR, acl)
+    except OSError as e:
+        if e.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
+        log.warning("No POSIX ACLs on this filesystem: new files follow the creating process's umask")
+
+
+def is_shared(directory: str, gid: int) -> bool:
+    st = os.lstat(directory)
+    return st.st_gid == gid and bool(st.st_mode & stat.S_ISGID)
+
+
+def share_tree(directory: str, gid: int, log: logging.Logger) -> None:
+    """Hand ``directory`` and everything below it to group ``gid``, group-writable.
+
+    Owners are unchanged; setuid bits are dropped. The owner's jobs may be
+    changing the tree meanwhile, and the hub runs this as root, so it goes by
+    descriptor (as :mod:`uws_hub.storage` does): each directory and regular
+    file is opened relative to its open directory with ``O_NOFOLLOW`` and
+    changed through its descriptor, so a link swapped in is never followed
+    out of the tree. Links, FIFOs, sockets and devices are left as they are.
+    """
+    top = os.open(directory, DIR_FLAGS)
+    acl = default_acl(os.fstat(top).st_uid)
+    # the open directories from the top down, each with its entries still to do
+    frames: list[tuple[int, list[str]]] = []
+    try:
+        _enter(top, gid, acl, log, frames)
+        while frames:
+            fd, names = frames[-1]
+            if not names:
+                os.close(fd)
+                frames.pop()
+                continue
+            name = names.pop()
+            try:
+                mode = os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode
+                if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+                    continue
+                child = os.open(name, DIR_FLAGS if stat.S_ISDIR(mode) else FILE_FLAGS, dir_fd=fd)
+            except OSError as e:
+                # gone, or replaced by a link or a special file since it was listed
+                if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENXIO):
+                    continue
+                raise
+            _enter(child, gid, acl, log, frames)
+    finally:
+        for fd, _ in frames:
+            os.close(fd)
+
+
+def _enter(fd: int, gid: int, acl: bytes, log: logging.Logger, frames: list[tuple[int, list[str]]]) -> None:
+    """Share the open ``fd``; a directory joins ``frames`` (to do its entries), a file is closed."""
+    try:
+        mode = _share_fd(fd, gid, acl, log)
+        below = os.listdir(fd) if stat.S_ISDIR(mode) else None
+    except BaseException:
+        os.close(fd)
+        raise
+    if below is None:
+        os.close(fd)
+    else:
+        frames.append((fd, below))
+
+
+def _share_fd(fd: int, gid: int, acl: bytes, log: logging.Logger) -> int:
+    """Hand the open directory or regular file to group ``gid``; returns its mode (0 if it is neither)."""
+    st = os.fstat(fd)
+    if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
+        return 0
+    os.fchown(fd, -1, gid)
+    mode = stat.S_IMODE(st.st_mode) & ~(stat.S_ISUID | stat.S_ISGID)
+    if stat.S_ISDIR(st.st_mode):
+        os.fchmod(fd, mode | 0o070 | stat.S_ISGID)
+        _set_default_acl(fd, acl, log)
+    else:
+        os.fchmod(fd, mode | 0o060)
+    return st.st_mode

@@ -1,0 +1,170 @@
+"""Workspace jobs as local processes on the hub's machine.
+
+Two modes, chosen by the hub per launch (``WorkspaceLaunch.system_user``):
+
+- **system users**: the hub runs as root and each job runs as the system
+  account of its owner (uid, gid and groups), as JupyterHub's
+  LocalProcessSpawner does;
+- **single account** (the default for trying uws-hub out): every job runs as
+  the hub's own account, with a per-user HOME. There is no isolation between
+  users' processes in this mode; the hub still keeps users out of each other's
+  workspaces, jobs and servers.
+
+In both modes the job's working directory and server root is its workspace,
+and its output goes to ``launch.log_path`` so that a failed start can be
+explained with the tail of that file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pwd
+import shlex
+import shutil
+import signal
+import subprocess
+
+from jupyterhub.spawner import LocalProcessSpawner
+from jupyterhub.utils import random_port
+from traitlets import Integer
+
+from .mixins import WorkspaceSpawnerMixin
+
+
+class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
+    """Run a workspace job as a local process (entry point ``uws-local``)."""
+
+    nice_level = Integer(
+        10,
+        config=True,
+        help="""CPU priority of jobs below the hub's, as for ``nice(1)`` (0 to 19).
+
+        The hub is one process among its jobs: when many jobs start at once
+        (each a Python process importing its libraries), jobs at the hub's own
+        priority can starve it, and every request waits. A positive value keeps
+        the hub responsive; 0 runs jobs at the hub's priority.
+        """,
+    )
+
+    async def start(self):
+        """Start the job's server (LocalProcessSpawner.start without a preexec_fn).
+
+        JupyterHub's version switches user and directory in a Python
+        ``preexec_fn``, which forces a full ``fork`` and blocks the hub's event
+        loop until the child has run it: with many starts on a busy machine,
+        a quarter of a second each. Popen's own ``user``/``group``/``cwd`` do
+        the same in C (and without a user switch Python can use ``vfork``),
+        which also makes it safe to run Popen in a thread, off the event loop.
+        """
+        launch = self.take_launch()
+        if launch.previous_resource_id:
+            # a process of an interrupted start of this job: not adoptable (its
+            # port and token are unknown), so end it before starting afresh
+            await self.release_leftover(launch.job_id, launch.previous_resource_id)
+        if self.port == 0:
+            self.port = self._reserved_port = self._reserve_port()
+        cmd = [*self.cmd, *self.get_args()]
+        if self.shell_cmd:
+            cmd = [*self.shell_cmd, " ".join(shlex.quote(s) for s in cmd)]
+        if self.nice_level:
+            # nice execs the command: same pid, no preexec_fn needed
+            cmd = ["nice", "-n", str(self.nice_level), *cmd]
+        popen_kwargs = dict(self.popen_kwargs)
+        popen_kwargs.update(env=self.get_env(), cwd=launch.directory, start_new_session=True)
+        if launch.system_user:
+            account = pwd.getpwnam(launch.system_user)
+            popen_kwargs.update(
+                user=account.pw_uid,
+                group=account.pw_gid,
+                extra_groups=os.getgrouplist(account.pw_name, account.pw_gid),
+            )
+        log_file = open(launch.log_path, "ab", buffering=0) if launch.log_path else None
+        if log_file is not None:
+            popen_kwargs.update(stdout=log_file, stderr=subprocess.STDOUT)
+        self.log.info("Spawning %s", " ".join(shlex.quote(s) for s in cmd))
+        popen = asyncio.ensure_future(asyncio.to_thread(subprocess.Popen, cmd, **popen_kwargs))
+        try:
+            self.proc = await asyncio.shield(popen)
+        except asyncio.CancelledError:
+            # the start was interrupted (a stop while starting), but the thread goes on
+            # and the process starts anyway: keep hold of it, so that the stop that
+            # follows finds it (poll() says running) and ends it; a second cancellation
+            # (JupyterHub's and the stop's) must not let go of it either
+            while not popen.done():
+                try:
+                    await asyncio.shield(popen)
+                except asyncio.CancelledError:
+                    continue
+                except Exception:
+                    break  # it did not start after all
+            if not popen.cancelled() and popen.exception() is None:
+                self.proc = popen.result()
+                self.pid = self.proc.pid
+            raise
+        except PermissionError:
+            self.log.error("Permission denied running %r as %s", shutil.which(cmd[0]) or cmd[0],
+                           launch.system_user or "the hub's account")
+            raise
+        finally:
+            if log_file is not None:
+                # the child has its own copy of the descriptor
+                log_file.close()
+        self.pid = self.proc.pid
+        self.report("queued", resource_id=str(self.pid))
+        return (self.ip or "127.0.0.1", self.port)
+
+    #: ports handed to servers of this process that may not be bound yet: the
+    #: kernel's free-port pick can hand two near-simultaneous starts the same port
+    _reserved_ports: set[int] = set()
+
+    def _reserve_port(self) -> int:
+        for _ in range(100):
+            port = random_port()
+            if port not in WorkspaceLocalProcessSpawner._reserved_ports:
+                WorkspaceLocalProcessSpawner._reserved_ports.add(port)
+                return port
+        raise RuntimeError("No free port found for the server")
+
+    _reserved_port: int | None = None
+
+    def clear_state(self):
+        # the next start of this server takes a newly reserved port
+        if self._reserved_port is not None:
+            WorkspaceLocalProcessSpawner._reserved_ports.discard(self._reserved_port)
+            if self.port == self._reserved_port:
+                self.port = 0
+            self._reserved_port = None
+        super().clear_state()
+
+    async def release_leftover(self, job_id: int, resource_id: str) -> None:
+        """Kill the process group of a server whose start the hub lost (hub restart)."""
+        pid = int(resource_id)
+        if not _is_job_process(pid, job_id):
+            return
+        self.log.warning("Killing leftover server process %s of job %s", pid, job_id)
+        for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                return
+            for _ in range(int(wait / 0.1)):
+                if not _is_job_process(pid, job_id):
+                    return
+                await asyncio.sleep(0.1)
+
+
+def _is_job_process(pid: int, job_id: int) -> bool:
+    """Whether ``pid`` is alive and runs job ``job_id`` (its environment says so).
+
+    Checking the environment means a recycled pid of another process is
+    never touched.
+    """
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            env = f.read().split(b"\0")
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != b"Z" and f"UWS_JOB_ID={job_id}".encode() in env

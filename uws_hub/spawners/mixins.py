@@ -1,0 +1,232 @@
+"""What every uws-hub spawner shares: it runs one workspace job, nothing else.
+
+The hub describes the job in a :class:`WorkspaceLaunch` and hands it to the
+spawner (``spawner.next_launch``) right before it asks JupyterHub to start the
+server; ``start()`` takes it (it becomes ``spawner.launch``, saved in the
+spawner's state). A start without a launch handed over is refused, so
+starting a server through JupyterHub's own API or spawn page cannot bypass
+workspaces (and quotas).
+
+The mixin reports what it learns about the job's life (the resource's own id,
+the resource's queue state) to ``spawner.lifecycle_listener``, a callable the
+hub sets; the hub turns those reports into job status changes. This module
+knows nothing of the hub, its ORM or its handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import pwd
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import object_session
+from tornado import web
+
+
+@dataclass
+class WorkspaceLaunch:
+    """Everything a spawner needs to run one job in one workspace (JSON-able)."""
+
+    job_id: int
+    workspace_id: int
+    #: absolute path of the workspace: the server's root directory and cwd
+    directory: str
+    #: the command to run (the job type's ``cmd``)
+    cmd: list[str]
+    #: URL path the server opens at, e.g. ``/lab``
+    default_url: str = ""
+    #: extra environment for the job
+    env: dict[str, str] = field(default_factory=dict)
+    #: requested resources (cpus, mem, gpus, time limit, partition)
+    resources: dict[str, Any] = field(default_factory=dict)
+    #: the system account to run as, or None to run as the hub's own account
+    system_user: str | None = None
+    #: HOME for the job when it runs as the hub's own account
+    home: str | None = None
+    #: where the job's stdout and stderr go (read back on failure)
+    log_path: str | None = None
+    #: the resource id an earlier, interrupted start of this job reported (a hub
+    #: restart during the start): the spawner adopts it (a batch job that is
+    #: still queued or running) or cleans it up before starting afresh
+    previous_resource_id: str | None = None
+
+    def to_state(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> WorkspaceLaunch:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in state.items() if k in known})
+
+
+#: signature of ``spawner.lifecycle_listener``: (spawner, event, info)
+LifecycleListener = Callable[[Any, str, dict[str, Any]], None]
+
+
+def hub_id(db_url: str) -> str:
+    """A short, stable id of a hub, from its database URL (password hidden).
+
+    Resources shared by several hubs (a SLURM cluster) tell their jobs apart
+    with it: the hub passes it to ``sweep_orphans``, spawners get it from
+    :meth:`WorkspaceSpawnerMixin.hub_id`.
+    """
+    return hashlib.sha256(db_url.encode()).hexdigest()[:8]
+
+
+class WorkspaceSpawnerMixin:
+    """Mix into a JupyterHub Spawner (before it) to make it run workspace jobs.
+
+    Subclasses call :meth:`report` when they learn something about the job:
+    ``report("queued", resource_id=..., reason=...)`` once the resource has
+    the job (the checkpoint; again with a new ``reason`` when a batch queue's
+    view of it changes), ``report("ended", outcome=..., reason=...)`` when
+    the resource ended the job and knows how (``outcome``: ``completed``,
+    ``failed`` or ``cancelled``; the hub then stops the server and records it).
+
+    A spawner class may also define
+    ``async def sweep_orphans(cls, known, *, hub_id, config, log)`` (a
+    classmethod): the hub's reconciler calls it on each scan with ``known()``,
+    a callable returning ``{job id: resource id or None}`` for this hub's
+    unfinished jobs on that class's resources, so that it can end resource
+    jobs of this hub that no job knows of.
+    """
+
+    #: the status a running job ends in when the hub stops it on request
+    #: (``completed``; a batch job that is cancelled: ``cancelled``)
+    stopped_outcome: str = "completed"
+
+    #: the requested resources (``cpus``, ``memory``, ``gpus``, ``time_limit``,
+    #: ``partition``) this spawner reserves; the launch form asks only for these
+    honoured_resources: tuple[str, ...] = ()
+
+    @classmethod
+    async def close_shared(cls) -> None:
+        """Close what the class shares between its spawners (the hub calls it at shutdown)."""
+
+    @classmethod
+    def unwanted_hub_handlers(cls) -> tuple[type, ...]:
+        """JupyterHub handlers that importing this class's libraries added and the hub must
+        not serve (the hub leaves them out of its routes)."""
+        return ()
+
+    #: handed over by the hub right before a start; taken by start()
+    next_launch: WorkspaceLaunch | None = None
+    #: the job this server runs; saved in the spawner's state
+    launch: WorkspaceLaunch | None = None
+    #: set by the hub; receives lifecycle reports
+    lifecycle_listener: LifecycleListener | None = None
+    #: the task running the last start() (see :meth:`take_launch`)
+    start_task: asyncio.Task | None = None
+
+    def take_launch(self) -> WorkspaceLaunch:
+        """Take the launch handed over for this start, or refuse to start.
+
+        JupyterHub clears the spawner's state before each start, so the launch
+        is handed over separately and taken here, exactly once.
+        """
+        launch, self.next_launch = self.next_launch, None
+        # the task running start(): a stop while starting waits for it to end, so
+        # that it stops what the start made (JupyterHub's cancelled spawn may not)
+        self.start_task = asyncio.current_task()
+        if launch is None:
+            raise web.HTTPError(
+                400,
+                "This server runs workspace jobs only: launch a job in a workspace"
+                " (the workspace page, or POST /hub/api/workspaces/{id}/jobs).",
+            )
+        self.launch = launch
+        self.apply_launch(launch)
+        return launch
+
+    @property
+    def node(self) -> str | None:
+        """The host the job's server runs on, if the resource says (a SLURM node)."""
+        return None
+
+    def hub_id(self) -> str:
+        """This hub's id (see :func:`hub_id`), from the database the spawner's row lives in."""
+        session = object_session(self.orm_spawner)  # type: ignore[attr-defined]
+        if session is None:
+            return "nodb"
+        return hub_id(session.get_bind().engine.url.render_as_string(hide_password=True))
+
+    def require_launch(self) -> WorkspaceLaunch:
+        """The launch of the running job (after start() took it, or after a restart)."""
+        if self.launch is None:
+            raise RuntimeError(f"{self._log_name} has no workspace job")  # type: ignore[attr-defined]
+        return self.launch
+
+    def user_env(self, env):
+        """``USER``, ``HOME`` and ``SHELL`` of the account the job runs as.
+
+        JupyterHub's local spawner looks the hub user's name up in the system
+        accounts; a workspace job runs as the launch's system account (which
+        may be named differently), or as the hub's own account in
+        single-account mode, where ``HOME`` is the launch's home.
+        """
+        launch = self.require_launch()
+        if launch.system_user:
+            account = pwd.getpwnam(launch.system_user)
+            env.update(USER=account.pw_name, HOME=account.pw_dir, SHELL=account.pw_shell or "/bin/bash")
+        else:
+            env["USER"] = self.user.name
+            if launch.home:
+                env["HOME"] = launch.home
+            env["SHELL"] = "/bin/bash"
+        return env
+
+    def apply_launch(self, launch: WorkspaceLaunch) -> None:
+        """Point the spawner's standard traits at the job (root dir, command, URL)."""
+        self.notebook_dir = launch.directory
+        if launch.default_url:
+            self.default_url = launch.default_url
+        self.cmd = list(launch.cmd)
+
+    async def release_leftover(self, job_id: int, resource_id: str) -> None:
+        """Release what a start left behind when the hub lost track of it.
+
+        Called by the hub after a restart for a job that is to stop and whose
+        start was under way: ``resource_id`` is what the spawner reported
+        (``report("queued", resource_id=...)``) before the hub went away.
+        Subclasses kill the process or cancel the batch job. (A job that is to
+        run gets ``launch.previous_resource_id`` at its next start instead.)
+        The default does nothing.
+        """
+
+    async def stop(self, now: bool = False) -> None:
+        # tell the hub first: a stop it did not ask for (JupyterHub's server API,
+        # admin panel, idle culler) ends the job as stopped, not as crashed
+        self.report("stopping")
+        await super().stop(now=now)  # type: ignore[misc]
+
+    def report(self, event: str, **info: Any) -> None:
+        if self.lifecycle_listener is not None:
+            self.lifecycle_listener(self, event, info)
+
+    def get_env(self) -> dict[str, str]:
+        env = super().get_env()  # type: ignore[misc]
+        launch = self.require_launch()
+        env.update(launch.env)
+        env["UWS_JOB_ID"] = str(launch.job_id)
+        env["UWS_WORKSPACE_ID"] = str(launch.workspace_id)
+        env["UWS_WORKSPACE_DIR"] = launch.directory
+        return env
+
+    # JupyterHub saves this after start() and restores it after a hub restart
+    def get_state(self) -> dict[str, Any]:
+        state = super().get_state()  # type: ignore[misc]
+        if self.launch is not None:
+            state["uws_launch"] = self.launch.to_state()
+        return state
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)  # type: ignore[misc]
+        if state.get("uws_launch"):
+            self.launch = WorkspaceLaunch.from_state(state["uws_launch"])
+
+    def clear_state(self) -> None:
+        super().clear_state()  # type: ignore[misc]
+        self.launch = None

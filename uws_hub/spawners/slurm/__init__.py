@@ -1,0 +1,13 @@
+"""Workspace jobs as SLURM batch jobs (entry point ``uws-slurm``).
+
+- :mod:`.spawner`: :class:`WorkspaceSlurmSpawner`, the spawner.
+- :mod:`.poller`: the shared status poller (one ``squeue`` per cycle for every job).
+- :mod:`.commands`: running SLURM's commands (argv lists, timeouts).
+- :mod:`.parsing`: SLURM's output and states, parsed (pure functions).
+- :mod:`.script`: the sbatch script, rendered and read back (pure functions).
+- :mod:`.metrics`: the poller's Prometheus metrics.
+"""
+
+from .spawner import WorkspaceSlurmSpawner
+
+__all__ = ["WorkspaceSlurmSpawner"]

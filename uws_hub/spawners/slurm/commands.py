@@ -1,0 +1,66 @@
+"""Running SLURM's commands: argv lists (never a shell), each with a timeout."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+
+# ---------------------------------------------------------------- subprocesses
+class SlurmCommandError(RuntimeError):
+    """A SLURM command failed, timed out or could not be run."""
+
+
+@dataclass
+class CommandResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+async def run_command(
+    argv: list[str],
+    *,
+    timeout: float,
+    input: str | None = None,
+    env: dict[str, str] | None = None,
+    cwd: str | None = None,
+    user: int | None = None,
+    group: int | None = None,
+    extra_groups: list[int] | None = None,
+) -> CommandResult:
+    """Run ``argv`` (no shell) with a timeout; kill it if it takes longer.
+
+    ``user``/``group``/``extra_groups`` run it as another account (the hub
+    is root), as Popen does, without a Python ``preexec_fn``.
+    Raises :class:`SlurmCommandError` on a timeout or if it cannot be started.
+    """
+    kwargs: dict[str, Any] = {}
+    if user is not None:
+        kwargs.update(user=user, group=group, extra_groups=extra_groups or [])
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            cwd=cwd,
+            **kwargs,
+        )
+    except OSError as e:
+        raise SlurmCommandError(f"cannot run {argv[0]}: {e}") from e
+    try:
+        out, err = await asyncio.wait_for(
+            proc.communicate(input.encode() if input is not None else None), timeout
+        )
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise SlurmCommandError(f"{argv[0]} did not answer within {timeout:g} s") from None
+    except asyncio.CancelledError:
+        if proc.returncode is None:
+            proc.kill()
+        raise
+    return CommandResult(proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace"))

@@ -1,0 +1,208 @@
+"""What SLURM's commands print, parsed: job states, ``squeue``/``sacct``/``sbatch``
+output, the hub's job names, and why a job ended. Pure functions, tested without SLURM.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# ---------------------------------------------------------------- states
+#: waiting for resources (or held); the job has no node yet
+PENDING_STATES = frozenset(
+    {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "CONFIGURING"}
+)
+#: the job has its node(s) and its batch script runs (or is stopped/suspended)
+RUNNING_STATES = frozenset({"RUNNING", "SUSPENDED", "STOPPED", "RESIZING", "SIGNALING"})
+#: on its way out: processes being killed, files staged out
+ENDING_STATES = frozenset({"COMPLETING", "STAGE_OUT"})
+#: finished for good; ``VANISHED`` is ours: gone from squeue and sacct alike
+ENDED_STATES = frozenset(
+    {
+        "COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
+        "DEADLINE", "OUT_OF_MEMORY", "REVOKED", "SPECIAL_EXIT", "VANISHED",
+    }
+)
+
+#: ``squeue -o`` format: id, long state, reason, batch host, time limit, comment.
+#: The comment is last: users can set it to anything (``scontrol update``).
+SQUEUE_FORMAT = "%i|%T|%r|%B|%l|%k"
+#: ``squeue -o`` format for the orphan sweep: id, name, submit time, state
+SWEEP_FORMAT = "%i|%T|%V|%j"
+#: ``sacct -o`` fields (with ``-P``: separated by ``|``)
+SACCT_FIELDS = "JobID,State,ExitCode,NodeList"
+#: how a job's server tells the hub its port: ``scontrol update JobId=.. Comment=uws-port=N``
+PORT_COMMENT = re.compile(r"(?:^|[\s,;])uws-port=(\d{1,5})(?:$|[\s,;])")
+
+
+@dataclass(frozen=True)
+class JobState:
+    """What SLURM says about one job."""
+
+    job_id: str
+    #: SLURM's long state name, e.g. ``PENDING``, ``RUNNING``, ``TIMEOUT``
+    state: str
+    #: SLURM's reason (why it pends, or why it ended), "" if none
+    reason: str = ""
+    #: the node its batch script runs on, "" while pending
+    node: str = ""
+    #: the time limit SLURM applies, e.g. ``1:00:00`` or ``UNLIMITED``
+    time_limit: str = ""
+    comment: str = ""
+    exit_code: str = ""
+
+    @property
+    def pending(self) -> bool:
+        return self.state in PENDING_STATES
+
+    @property
+    def running(self) -> bool:
+        return self.state in RUNNING_STATES
+
+    @property
+    def ended(self) -> bool:
+        # unknown (newer) state names count as alive: never end a job by guessing
+        return self.state in ENDED_STATES
+
+    @property
+    def port(self) -> int | None:
+        """The port its server reported in the job's comment, if any."""
+        match = PORT_COMMENT.search(self.comment or "")
+        if match and 0 < int(match.group(1)) < 65536:
+            return int(match.group(1))
+        return None
+
+
+def _none(value: str) -> str:
+    """SLURM prints ``(null)``, ``n/a`` or ``None`` for nothing."""
+    value = value.strip()
+    return "" if value in ("(null)", "n/a", "N/A", "None", "NONE") else value
+
+
+def parse_squeue(stdout: str) -> dict[str, JobState]:
+    """Parse ``squeue -h -o`` :data:`SQUEUE_FORMAT` output into job states by id."""
+    states: dict[str, JobState] = {}
+    for line in stdout.splitlines():
+        if not line.strip():
+            continue
+        parts = line.split("|", 5)
+        if len(parts) < 5 or not parts[0].strip():
+            continue
+        job_id, state, reason, node, time_limit = (p.strip() for p in parts[:5])
+        comment = parts[5].strip() if len(parts) > 5 else ""
+        states[job_id] = JobState(
+            job_id=job_id,
+            state=state.split()[0].rstrip("+") if state else "UNKNOWN",
+            reason=_none(reason),
+            node=_none(node),
+            time_limit=_none(time_limit),
+            comment=_none(comment),
+        )
+    return states
+
+
+def parse_sacct(stdout: str) -> dict[str, JobState]:
+    """Parse ``sacct -n -P -o`` :data:`SACCT_FIELDS` output (allocations only) by id.
+
+    ``State`` may read ``CANCELLED by 1002`` (who cancelled it); a job that
+    was requeued is listed once per run, the last line wins.
+    """
+    states: dict[str, JobState] = {}
+    for line in stdout.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) < 2 or not parts[0]:
+            continue
+        job_id = parts[0]
+        if "." in job_id:  # a step (batch, extern, 0): the allocation's line is enough
+            continue
+        words = parts[1].split()
+        state = words[0].rstrip("+") if words else "UNKNOWN"
+        states[job_id] = JobState(
+            job_id=job_id,
+            state=state,
+            reason=" ".join(words[1:]),
+            exit_code=parts[2] if len(parts) > 2 else "",
+            node=_none(parts[3]) if len(parts) > 3 else "",
+        )
+    return states
+
+
+@dataclass(frozen=True)
+class SweepEntry:
+    job_id: str
+    state: str
+    submitted: str
+    name: str
+
+
+def parse_sweep(stdout: str) -> list[SweepEntry]:
+    """Parse ``squeue -h -o`` :data:`SWEEP_FORMAT` output (every queued or running job)."""
+    entries = []
+    for line in stdout.splitlines():
+        parts = line.split("|", 3)
+        if len(parts) == 4 and parts[0].strip():
+            entries.append(SweepEntry(*(p.strip() for p in parts)))
+    return entries
+
+
+def parse_sbatch(stdout: str) -> str:
+    """The job id from ``sbatch --parsable`` (``123`` or ``123;cluster``; last line)."""
+    lines = [line for line in stdout.strip().splitlines() if line.strip()]
+    if not lines:
+        raise ValueError("sbatch printed no job id")
+    job_id = lines[-1].split(";")[0].strip()
+    if not job_id.isdigit():
+        raise ValueError(f"sbatch printed no job id: {stdout.strip()[:200]!r}")
+    return job_id
+
+
+# ---------------------------------------------------------------- names
+def job_name(prefix: str, job_id: int) -> str:
+    return f"{prefix}job-{job_id}"
+
+
+def job_id_from_name(prefix: str, name: str) -> int | None:
+    """The hub job id in a SLURM job name made by :func:`job_name`, or None if not ours."""
+    if not prefix or not name.startswith(prefix + "job-"):
+        return None
+    rest = name[len(prefix) + 4 :]
+    return int(rest) if rest.isdigit() else None
+
+
+# ---------------------------------------------------------------- ends
+def describe_end(state: JobState, *, started: bool) -> tuple[str, str]:
+    """How a job that SLURM ended ends in the hub: (outcome, reason).
+
+    ``outcome`` is ``completed``, ``failed`` or ``cancelled``; ``started``
+    says whether its server had answered (a server that ends before it answers
+    failed, even with exit status 0).
+    """
+    sid = f"SLURM job {state.job_id}"
+    on = f" on node {state.node}" if state.node else ""
+    s = state.state
+    if s == "CANCELLED":
+        by = f", {state.reason}" if state.reason.startswith("by ") else ""
+        return "cancelled", f"{sid} was cancelled outside uws-hub (scancel{by})"
+    if s == "TIMEOUT":
+        limit = f" of {state.time_limit}" if state.time_limit and state.time_limit != "UNLIMITED" else ""
+        return "failed", f"{sid} reached its time limit{limit}{on}"
+    node = f" {state.node}" if state.node else ""
+    if s == "NODE_FAIL":
+        return "failed", f"{sid} failed: its node{node} failed"
+    if s == "OUT_OF_MEMORY":
+        return "failed", f"{sid} ran out of memory{on}"
+    if s == "BOOT_FAIL":
+        return "failed", f"{sid} failed: its node{node} did not boot"
+    if s == "PREEMPTED":
+        return "failed", f"{sid} was preempted{on}"
+    if s == "DEADLINE":
+        return "failed", f"{sid} reached its deadline{on}"
+    if s == "VANISHED":
+        return "failed", f"{sid} is no longer known to SLURM: it ended, how is unknown"
+    detail = ", ".join(x for x in (state.reason, f"exit code {state.exit_code}" if state.exit_code else "") if x)
+    detail = f" ({detail})" if detail else ""
+    if s == "COMPLETED":
+        if started:
+            return "completed", f"{sid} ended: its server exited{on}"
+        return "failed", f"{sid} ended before its server answered{detail}{on}"
+    return "failed", f"{sid} ended {s}{detail}{on}"

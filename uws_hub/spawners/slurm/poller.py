@@ -1,0 +1,387 @@
+"""The shared SLURM status poller: one ``squeue`` per cycle for every job.
+
+:class:`SlurmPoller` keeps the state of every SLURM job the hub tracks in one
+cache, refreshed by **one** ``squeue`` call per cycle for all of them,
+whatever their number (kubespawner's reflector, dask-gateway's batched
+``squeue``). Spawners read the cache in ``poll()``, so JupyterHub's periodic
+polls and the hub's reconciler never run a subprocess per job. Jobs that
+disappear from ``squeue`` (it forgets finished jobs after ``MinJobAge``) get
+their end state from one batched ``sacct`` call. A failing ``squeue`` is
+retried with backoff and never marks a job as finished.
+
+The poller runs only while it tracks jobs, in a task of its own (a plug-in
+works without the hub, as JupyterHub's own spawners' poll callbacks do); the
+hub closes every shared poller when it shuts down
+(:meth:`WorkspaceSlurmSpawner.close_shared`, called by :mod:`uws_hub.tasks`).
+This package imports nothing of the hub (see ``tests/unit/test_layering.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from traitlets import Float, List, Unicode
+from traitlets.config import LoggingConfigurable
+
+from .commands import CommandResult, SlurmCommandError, run_command
+from .metrics import SLURM_POLL_DURATION_SECONDS, SLURM_POLL_FAILURES
+from .parsing import SACCT_FIELDS, SQUEUE_FORMAT, JobState, parse_sacct, parse_squeue
+
+# ---------------------------------------------------------------- the poller
+Listener = Callable[[JobState], None]
+
+
+@dataclass
+class _Waiter:
+    job_id: str
+    predicate: Callable[[JobState], bool]
+    future: asyncio.Future
+    since: float = field(default_factory=time.monotonic)
+
+
+class SlurmPoller(LoggingConfigurable):
+    """The state of every SLURM job of this hub, from one ``squeue`` per cycle.
+
+    One poller is shared by all SLURM spawners of a hub process with the same
+    settings (:meth:`shared`). It runs only while it tracks jobs. Spawners
+    :meth:`track` their job, read it with :meth:`get` (no subprocess), wait
+    for a state with :meth:`wait`, or ask for a fresh cycle with
+    :meth:`refresh` (concurrent requests share one cycle).
+    """
+
+    poll_interval_seconds = Float(
+        5.0,
+        config=True,
+        help="""Seconds between two ``squeue`` calls of the shared SLURM status poller.
+
+        Each call asks about every SLURM job the hub tracks at once (``squeue
+        -j id1,id2,...``), however many there are; every spawner's ``poll()``
+        reads the result. A job cancelled outside the hub is noticed within
+        this time. While a start waits for its job to run (during its first
+        ``fast_poll_window_seconds``, or once the job runs and its server is
+        awaited) or a stop waits for its job to end, the poller uses
+        ``fast_poll_interval_seconds`` instead.
+
+        .. versionadded:: 0.2
+        """,
+    )
+
+    fast_poll_interval_seconds = Float(
+        0.5,
+        config=True,
+        help="""Seconds between ``squeue`` calls while a start or a stop waits on SLURM.
+
+        Still one call for all jobs. See ``poll_interval_seconds``.
+
+        .. versionadded:: 0.2
+        """,
+    )
+
+    fast_poll_window_seconds = Float(
+        30.0,
+        config=True,
+        help="""Seconds after a submission during which a pending job is polled fast.
+
+        Jobs on an idle cluster start within a second or two; a job still
+        pending after this waits for resources, and is polled every
+        ``poll_interval_seconds``.
+
+        .. versionadded:: 0.2
+        """,
+    )
+
+    command_timeout_seconds = Float(
+        30.0,
+        config=True,
+        help="""Seconds a SLURM command (squeue, sacct, sbatch, scancel, scontrol) may take.
+
+        A command that takes longer is killed and counts as failed: while
+        slurmctld is down, client commands hang for a while before failing.
+
+        .. versionadded:: 0.2
+        """,
+    )
+
+    backoff_max_seconds = Float(
+        60.0,
+        config=True,
+        help="""Longest wait between retries of a failing ``squeue``.
+
+        After a failure the poller waits ``poll_interval_seconds``, then twice
+        that, and so on up to this. A failing call never marks a job as
+        finished: jobs keep their last known state until SLURM answers again.
+
+        .. versionadded:: 0.2
+        """,
+    )
+
+    squeue_cmd = List(
+        Unicode(),
+        ["squeue"],
+        config=True,
+        help="""The ``squeue`` command (argv list), e.g. ``["/opt/slurm/bin/squeue"]``.
+
+        The poller adds its own arguments (``-h -t all -j <ids> -o <format>``).
+
+        .. versionadded:: 0.2
+        """,
+    )
+
+    sacct_cmd = List(
+        Unicode(),
+        ["sacct"],
+        config=True,
+        help="""The ``sacct`` command (argv list), for the end state of jobs ``squeue`` has forgotten.
+
+        Called once per cycle for all such jobs (``-X -n -P -j <ids>``). Without
+        slurmdbd (``AccountingStorageType=accounting_storage/none``) the poller
+        switches to ``sacct --completion``, which needs
+        ``JobCompType=jobcomp/filetxt``; without either, such jobs end as
+        ``failed`` with "no longer known to SLURM".
+
+        .. versionadded:: 0.2
+        """,
+    )
+
+    #: shared pollers, by event loop and settings
+    _registry: ClassVar[dict[tuple, SlurmPoller]] = {}
+
+    @classmethod
+    def shared(cls, config=None, log: logging.Logger | None = None) -> SlurmPoller:
+        """The poller of this event loop with these settings (created on first use)."""
+        probe = cls(config=config, log=log) if log is not None else cls(config=config)
+        try:
+            loop: object = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        key = (id(loop), probe._settings())
+        poller = cls._registry.get(key)
+        if poller is None:
+            poller = cls._registry[key] = probe
+        return poller
+
+    @classmethod
+    async def close_all(cls) -> None:
+        """Close every shared poller of this event loop (the hub's shutdown)."""
+        loop = id(asyncio.get_running_loop())
+        for key in [k for k in cls._registry if k[0] == loop]:
+            await cls._registry.pop(key).close()
+
+    def _settings(self) -> tuple:
+        return tuple(
+            tuple(v) if isinstance(v, list) else v
+            for _, v in sorted(self.trait_values(config=True).items())
+        )
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self._states: dict[str, JobState] = {}
+        self._listeners: dict[str, list[Listener]] = {}
+        self._waiters: list[_Waiter] = []
+        self._cycle_waiters: list[asyncio.Future] = []
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+        self._closing = False
+        self._failures = 0
+        self._sacct_completion = False
+        #: counters for metrics and benchmarks
+        self.stats = {"cycles": 0, "commands": 0, "failures": 0, "last_cycle_seconds": 0.0}
+
+    # ---------------------------------------------------------------- tracking
+    def track(self, job_id: str, listener: Listener | None = None) -> None:
+        """Include ``job_id`` in every cycle; call ``listener(state)`` when its state changes."""
+        listeners = self._listeners.setdefault(job_id, [])
+        if listener is not None and listener not in listeners:
+            listeners.append(listener)
+        if job_id not in self._states:
+            self._kick()
+
+    def untrack(self, job_id: str, listener: Listener | None = None) -> None:
+        listeners = self._listeners.get(job_id)
+        if listeners is None:
+            return
+        if listener is not None and listener in listeners:
+            listeners.remove(listener)
+        if listener is None or not listeners:
+            self._listeners.pop(job_id, None)
+            self._states.pop(job_id, None)
+
+    @property
+    def tracked(self) -> list[str]:
+        return sorted(self._listeners, key=lambda i: (len(i), i))
+
+    def get(self, job_id: str) -> JobState | None:
+        """The last known state of a tracked job (None until a cycle has seen it)."""
+        return self._states.get(job_id)
+
+    # ---------------------------------------------------------------- waiting
+    async def refresh(self) -> bool:
+        """Wait for a cycle that starts now (shared with concurrent callers).
+
+        Returns whether it succeeded. While ``squeue`` fails (backoff), waits
+        for the next scheduled retry instead of forcing one.
+        """
+        future = asyncio.get_running_loop().create_future()
+        self._cycle_waiters.append(future)
+        self._kick()
+        return await future
+
+    async def wait(self, job_id: str, predicate: Callable[[JobState], bool]) -> JobState:
+        """Wait until the tracked job's state satisfies ``predicate``; return that state."""
+        state = self._states.get(job_id)
+        if state is not None and predicate(state):
+            return state
+        waiter = _Waiter(job_id, predicate, asyncio.get_running_loop().create_future())
+        self._waiters.append(waiter)
+        self._kick()
+        try:
+            return await waiter.future
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+    def _kick(self) -> None:
+        """Start the loop if needed and let it run a cycle soon."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # not in the event loop yet (load_state): the first poll() starts it
+        if self._wake is None:
+            self._wake = asyncio.Event()
+        if self._failures == 0:
+            self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._loop())
+
+    def _fast(self) -> bool:
+        now = time.monotonic()
+        for waiter in self._waiters:
+            state = self._states.get(waiter.job_id)
+            if state is None or not state.pending or now - waiter.since < self.fast_poll_window_seconds:
+                return True
+        return False
+
+    # ---------------------------------------------------------------- the loop
+    async def _loop(self) -> None:
+        assert self._wake is not None
+        while not self._closing and (self._listeners or self._cycle_waiters):
+            self._wake.clear()
+            waiters, self._cycle_waiters = self._cycle_waiters, []
+            started = time.perf_counter()
+            try:
+                await self.cycle()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                self._failures += 1
+                self.stats["failures"] += 1
+                SLURM_POLL_FAILURES.inc()
+                self.log.warning("SLURM status poll failed (%s failure(s) in a row): %s", self._failures, e)
+                ok = False
+            else:
+                self._failures = 0
+                ok = True
+            self.stats["cycles"] += 1
+            self.stats["last_cycle_seconds"] = time.perf_counter() - started
+            SLURM_POLL_DURATION_SECONDS.observe(self.stats["last_cycle_seconds"])
+            for future in waiters:
+                if not future.done():
+                    future.set_result(ok)
+            if not (self._listeners or self._cycle_waiters):
+                break
+            interval = self.fast_poll_interval_seconds if self._fast() else self.poll_interval_seconds
+            if self._failures:
+                interval = min(self.backoff_max_seconds, self.poll_interval_seconds * 2 ** (self._failures - 1))
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a
+            # cancellation (close()) that arrives as the event is set
+            try:
+                async with asyncio.timeout(interval):
+                    await self._wake.wait()
+            except TimeoutError:
+                continue
+            # woken early (new job, refresh): gather whoever else asks right now
+            await asyncio.sleep(0.02)
+        self._task = None
+
+    async def cycle(self) -> None:
+        """One poll: ``squeue`` for every tracked job still alive, ``sacct`` for the vanished."""
+        ids = [i for i in self.tracked if not (i in self._states and self._states[i].ended)]
+        if not ids:
+            return
+        found = await self.squeue(ids)
+        missing = [i for i in ids if i not in found]
+        if missing:
+            ended = await self.end_states(missing)
+            for job_id in missing:
+                found[job_id] = ended.get(job_id) or JobState(job_id, "VANISHED")
+        for job_id, state in found.items():
+            if job_id not in self._listeners:
+                continue
+            previous = self._states.get(job_id)
+            if state.ended and previous is not None and previous.ended:
+                continue
+            self._states[job_id] = state
+            if state != previous:
+                for listener in list(self._listeners.get(job_id, [])):
+                    try:
+                        listener(state)
+                    except Exception:
+                        self.log.exception("SLURM state listener of job %s failed", job_id)
+        for waiter in list(self._waiters):
+            seen = self._states.get(waiter.job_id)
+            if seen is not None and not waiter.future.done() and waiter.predicate(seen):
+                waiter.future.set_result(seen)
+
+    async def command(self, argv: list[str], **kwargs: Any) -> CommandResult:
+        self.stats["commands"] += 1
+        return await run_command(argv, timeout=self.command_timeout_seconds, **kwargs)
+
+    async def squeue(self, ids: Iterable[str]) -> dict[str, JobState]:
+        """One ``squeue`` for these jobs (finished ones too, for ``MinJobAge``)."""
+        ids = list(ids)
+        result = await self.command(
+            [*self.squeue_cmd, "-h", "-t", "all", "-j", ",".join(ids), "-o", SQUEUE_FORMAT]
+        )
+        if result.returncode != 0:
+            # with only unknown ids squeue exits 1 "Invalid job id specified": none known
+            if "invalid job id" in result.stderr.lower():
+                return {}
+            raise SlurmCommandError(f"squeue exited with {result.returncode}: {result.stderr.strip()[:500]}")
+        return parse_squeue(result.stdout)
+
+    async def end_states(self, ids: Iterable[str]) -> dict[str, JobState]:
+        """One ``sacct`` for jobs squeue no longer knows; {} if sacct cannot tell."""
+        ids = list(ids)
+        base = [*self.sacct_cmd, "-X", "-n", "-P", "-j", ",".join(ids), "-o", SACCT_FIELDS]
+        try:
+            if not self._sacct_completion:
+                result = await self.command(base)
+                if result.returncode != 0 and "accounting storage is disabled" in result.stderr.lower():
+                    self._sacct_completion = True
+            if self._sacct_completion:
+                result = await self.command([*self.sacct_cmd, "--completion", *base[len(self.sacct_cmd):]])
+        except SlurmCommandError as e:
+            self.log.warning("sacct failed: %s", e)
+            return {}
+        if result.returncode != 0:
+            self.log.warning("sacct exited with %s: %s", result.returncode, result.stderr.strip()[:500])
+            return {}
+        return parse_sacct(result.stdout)
+
+    async def close(self) -> None:
+        """Stop polling (the loop also ends by itself when nothing is tracked)."""
+        if self._task is not None:
+            self._closing = True  # ends the loop even if a cancellation were lost
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            finally:
+                self._task = None
+                self._closing = False

@@ -1,0 +1,661 @@
+"""Workspace jobs as SLURM batch jobs (entry point ``uws-slurm``).
+
+Built on batchspawner's ``SlurmSpawner`` (its ``req_*`` traits, its state
+keys and its stop loop), with what a hub needs on top, and fixes for what
+does not suit JupyterHub 6 or a restartable hub:
+
+- **One ``squeue`` per cycle for all jobs.** batchspawner runs ``squeue -j
+  <id>`` per server per poll. Here every spawner reads a shared cache
+  (:class:`~uws_hub.spawners.slurm.poller.SlurmPoller`) in ``poll()``.
+- **No shell, timeouts.** batchspawner builds shell strings and waits forever;
+  here every command is an argv list run with a timeout
+  (:func:`~uws_hub.spawners.slurm.commands.run_command`).
+- **Submission as the user without sudo.** With the hub as root and system
+  users, ``sbatch`` runs as the job's owner (uid, gid and groups set by Popen,
+  no ``sudo``, no sudoers entry); ``exec_prefix`` is empty by default.
+- **The port, restart-safe.** batchspawner's ``batchspawner-singleuser``
+  POSTs the port to a hub handler that ``setattr``s any spawner attribute
+  from the request body and keeps it in memory only. Here the batch script
+  picks a free port on its node and writes it into the job's own SLURM
+  comment (``scontrol update JobId=$SLURM_JOB_ID Comment=uws-port=N``); the
+  poller reads it with the job's state. It survives a hub restart, and the
+  hub need not be up when the job starts. (batchspawner's handler, which
+  importing batchspawner adds to JupyterHub's API handlers, is left out of
+  the hub's routes: :meth:`WorkspaceSlurmSpawner.unwanted_hub_handlers`.)
+- **Checkpoint and adoption.** JupyterHub saves spawner state only after
+  ``start()`` returns. The SLURM job id is reported (``report("queued",
+  resource_id=...)``) the moment ``sbatch`` returns, so the hub stores it; if
+  the hub restarts while the job waits, the next start gets it as
+  ``launch.previous_resource_id`` and adopts the job (no second ``sbatch``),
+  reusing the API token its batch script carries (read back with ``scontrol
+  write batch_script``). SLURM jobs of this hub that no job knows are
+  cancelled (:meth:`WorkspaceSlurmSpawner.sweep_orphans`).
+- **Why it ended.** Time limit, node failure, ``scancel`` outside the hub,
+  a server that exits before it answers: each ends the job with SLURM's
+  reason; the tail of the job's output file is copied to the hub's own log
+  of the job, which only the job's owner and admins read (it may hold secrets).
+- **No secrets in logs.** batchspawner logs the job's environment (with its
+  API token) at debug level; this spawner never logs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pwd
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import batchspawner.api as batchspawner_api
+from batchspawner import JobStatus as BatchJobStatus
+from batchspawner import SlurmSpawner
+from traitlets import Float, List, Unicode, default
+
+from ..mixins import WorkspaceSpawnerMixin
+from .commands import SlurmCommandError
+from .parsing import SWEEP_FORMAT, JobState, describe_end, job_id_from_name, job_name, parse_sbatch, parse_sweep
+from .poller import SlurmPoller
+from .script import DEFAULT_BATCH_SCRIPT, render_batch_script, script_job_id, submit_environment, token_from_script
+
+
+class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
+    """Run a workspace job as a SLURM batch job (entry point ``uws-slurm``)."""
+
+    #: the hub's stop of a running SLURM job is a ``scancel``: it ends ``cancelled``
+    stopped_outcome = "cancelled"
+    honoured_resources = ("cpus", "memory", "gpus", "time_limit", "partition")
+
+    batch_script = Unicode(
+        DEFAULT_BATCH_SCRIPT,
+        config=True,
+        help="""The sbatch script of a job: a Jinja2 template.
+
+        Values: ``job_name`` (``<job_name_prefix>job-<id>``: keep it, the hub
+        recognises its jobs by it), ``output`` (the output file, see
+        ``output_dir``), ``workdir`` (the workspace), ``uws_job_id``,
+        ``partition``, ``runtime`` (time limit), ``memory``, ``nprocs`` (CPUs),
+        ``ngpus`` and ``gres`` (``gpu:N`` when GPUs are requested), each from
+        the job's requested resources or else from the ``req_*`` option of the
+        same name; ``account``, ``qos``, ``reservation``, ``options`` (one
+        extra ``#SBATCH`` line), ``prologue``, ``epilogue``, ``srun`` (from
+        ``req_account`` ...); ``username``, ``python`` (``node_python``),
+        ``scontrol``; ``exports`` (``export NAME=value`` lines with the job's
+        whole environment, values quoted; it must stay in the script: an
+        interrupted start is adopted by reading it back) and ``cmd`` (the
+        server's command, quoted). The ``quote`` filter shell-quotes a value.
+
+        The script must start the server on a free port of its node and
+        write that port into the job's comment (``scontrol update
+        JobId="$SLURM_JOB_ID" Comment="uws-port=$port"``), setting
+        ``JUPYTERHUB_SERVICE_URL`` to it, as the default does; see
+        ``docs/slurm.md``.
+
+        .. versionadded:: 0.2
+        """,
+    )
+
+    job_name_prefix = Unicode(
+        "",
+        config=True,
+        help="""Prefix of this hub's SLURM job names (``<prefix>job-<id>``).
+
+        Empty (the default) means ``uws-<hub id>-``, the hub id being a hash of
+        the hub's database URL, so that several hubs can share a cluster: each
+        cancels only its own orphaned jobs. Set it to keep names stable when
+        the database URL changes.
+
+        .. versionadded:: 0.2
+        """,
+    )
+
+    output_dir = Unicode(
+        "{workspace}/.uws-jobs",
+        config=True,
+        help="""Directory of the jobs' output files (``job-<id>-<SLURM id>.log``).
+
+        ``{workspace}`` (the workspace directory), ``{username}`` (the system
+        account) and ``{job_id}`` are replaced. It must be writable by the
+        job's account on the compute nodes and readable by the hub (a shared
+        filesystem, as the workspace is); the hub creates it as the job's
+        account. When the job ends, the hub keeps a copy of the file's end,
+        which the job's owner and admins read redacted
+        (``GET /hub/api/jobs/{id}/output``). The file itself is not redacted.
+        The hub's files API never serves names starting with ``.uws-``, so
+        viewers cannot read it there, but editors (whose jobs run as the
+        owner) can: put it outside the workspace if servers may print secrets
+        while they run.
+
+        .. versionadded:: 0.2
+        """,
+    )
+
+    node_python = Unicode(
+        "",
+        config=True,
+        help="""A Python interpreter on the compute nodes (absolute path), used by the
+        batch script to pick a free port. Empty: the hub's own interpreter
+        (``sys.executable``), right when nodes share the hub's software.
+
+        Jobs inherit the hub's ``PATH``; a non-root account may not see the
+        hub's own Python, so give an absolute path every job's account can run.
+
+        .. versionadded:: 0.2
+        """,
+    )
+
+    sbatch_cmd = List(
+        Unicode(),
+        ["sbatch", "--parsable"],
+        config=True,
+        help="""The command that submits a batch script (read from its stdin); argv list.
+
+        Run as the job's account (see ``exec_prefix``). Must print the job id
+        as ``--parsable`` does.
+
+        .. versionadded:: 0.2
+        """,
+    )
+
+    scancel_cmd = List(
+        Unicode(),
+        ["scancel"],
+        config=True,
+        help="""The command that cancels jobs (their ids are appended); argv list.
+
+        Run as the hub's account: as root, or as a SLURM operator, it can
+        cancel every user's job.
+
+        .. versionadded:: 0.2
+        """,
+    )
+
+    scontrol_cmd = List(
+        Unicode(),
+        ["scontrol"],
+        config=True,
+        help="""The ``scontrol`` command; argv list.
+
+        The hub runs ``scontrol write batch_script <id> -`` to adopt a job after
+        a restart; the batch script runs ``scontrol update`` (its first
+        element) to report its port.
+
+        .. versionadded:: 0.2
+        """,
+    )
+
+    node_host_template = Unicode(
+        "{node}",
+        config=True,
+        help="""The host the proxy reaches a job's server at, from its SLURM node name.
+
+        E.g. ``"{node}.cluster.example.org"`` or ``"{node}-ib"``.
+
+        .. versionadded:: 0.2
+        """,
+    )
+
+    orphan_sweep_interval_seconds = Float(
+        300.0,
+        config=True,
+        help="""Seconds between two sweeps for orphaned SLURM jobs (0: never).
+
+        A sweep lists the cluster's queued and running jobs (one ``squeue``)
+        and cancels those named like this hub's jobs that no unfinished job
+        knows (a hub that died right after ``sbatch``, a job deleted from the
+        database). The first sweep runs at the hub's first reconciler scan.
+
+        .. versionadded:: 0.2
+        """,
+    )
+
+    @default("exec_prefix")
+    def _default_exec_prefix(self):
+        # batchspawner's default is "sudo -E -u {username}" (needs sudoers):
+        # as root, uws-hub switches to the user itself
+        return ""
+
+    @default("start_timeout")
+    def _default_start_timeout(self):
+        # the whole start, queue wait included; the hub's job_queued_timeout
+        # is the limit users see
+        return 24 * 3600
+
+    @default("req_srun")
+    def _default_req_srun(self):
+        # batchspawner runs the server with srun; since SLURM 22.05 a step no
+        # longer inherits --cpus-per-task, so the server would get one CPU of
+        # its job: run it in the batch step itself, with all the job's resources
+        return ""
+
+    @default("http_timeout")
+    def _default_http_timeout(self):
+        # a server on a busy node with a shared filesystem starts slowly
+        return 120
+
+    # ---------------------------------------------------------------- state
+    _starting = False
+    #: (SLURM job id, the report of its end) once an end was seen
+    _end_reported: tuple[str, asyncio.Future] | None = None
+    _node: str | None = None
+    _progress_note = "Submitting the job to SLURM"
+    _poller: SlurmPoller | None = None
+
+    @classmethod
+    def unwanted_hub_handlers(cls) -> tuple[type, ...]:
+        # importing batchspawner appends /api/batchspawner to JupyterHub's API handlers;
+        # it sets any spawner attribute from a request body, and uws-hub does not use it
+        return (batchspawner_api.BatchSpawnerAPIHandler,)
+
+    @classmethod
+    async def close_shared(cls) -> None:
+        await SlurmPoller.close_all()
+
+    @property
+    def poller(self) -> SlurmPoller:
+        if self._poller is None:
+            self._poller = SlurmPoller.shared(config=self.config, log=self.log)
+        return self._poller
+
+    @property
+    def node(self) -> str | None:
+        return self._node
+
+    @property
+    def name_prefix(self) -> str:
+        return self.job_name_prefix or f"uws-{self.hub_id()}-"
+
+    def load_state(self, state):
+        super().load_state(state)
+        if self.job_id:
+            # a job restored after a hub restart: its state comes with the next cycle
+            self.poller.track(self.job_id, self._on_slurm_state)
+
+    def clear_state(self):
+        if self.job_id:
+            self.poller.untrack(self.job_id, self._on_slurm_state)
+        super().clear_state()
+        self._end_reported = None
+        self._node = None
+
+    # ---------------------------------------------------------------- start
+    async def start(self):
+        launch = self.take_launch()
+        self.job_id = ""
+        self.job_status = ""
+        self._end_reported = None
+        self._node = None
+        self.port = 0
+        self._starting = True
+        try:
+            if launch.previous_resource_id:
+                await self._adopt(launch.previous_resource_id)
+            if not self.job_id:
+                await self._submit()
+            return await self._wait_for_server()
+        finally:
+            self._starting = False
+
+    async def _adopt(self, slurm_id: str) -> None:
+        """Take over the job an interrupted start submitted, if it still waits or runs."""
+        launch = self.require_launch()
+        self.poller.track(slurm_id)
+        state = await self.poller.wait(slurm_id, lambda s: True)
+        if state.ended:
+            self.log.info("SLURM job %s of job %s already ended (%s); submitting anew",
+                          slurm_id, launch.job_id, state.state)
+            self.poller.untrack(slurm_id)
+            return
+        result = await self.poller.command([*self.scontrol_cmd, "write", "batch_script", slurm_id, "-"])
+        script = result.stdout if result.returncode == 0 else ""
+        token = token_from_script(script)
+        if script_job_id(script) != launch.job_id or f"UWS_SLURM_JOB_NAME={self._job_name()}" not in script \
+                or not token:
+            self.log.warning("SLURM job %s is not adoptable for job %s (%s); cancelling it",
+                             slurm_id, launch.job_id, result.stderr.strip()[:200] or "not its batch script")
+            await self._scancel([slurm_id])
+            self.poller.untrack(slurm_id)
+            return
+        # the job's server has this token: JupyterHub keeps it instead of the new one
+        self.api_token = token
+        self.job_id = slurm_id
+        self.poller.track(slurm_id, self._on_slurm_state)
+        self.log.info("Adopted SLURM job %s of job %s (%s)", slurm_id, launch.job_id, state.state)
+        self.report("queued", resource_id=slurm_id, reason=f"Adopted SLURM job {slurm_id} after a hub restart")
+
+    def _job_name(self) -> str:
+        return job_name(self.name_prefix, self.require_launch().job_id)
+
+    def _account(self) -> pwd.struct_passwd | None:
+        launch = self.require_launch()
+        return pwd.getpwnam(launch.system_user) if launch.system_user else None
+
+    def output_path(self, slurm_id: str = "%j") -> str:
+        """The job's output file (``%j``: SLURM's job id, until it is known)."""
+        launch = self.require_launch()
+        account = self._account()
+        directory = self.output_dir.format(
+            workspace=launch.directory,
+            username=account.pw_name if account else self.user.name,
+            job_id=launch.job_id,
+        )
+        return os.path.join(directory, f"job-{launch.job_id}-{slurm_id}.log")
+
+    def _as_user(self) -> dict[str, Any]:
+        """Popen arguments that run a command as the job's account (hub as root)."""
+        account = self._account()
+        if account is None or self.exec_prefix or os.geteuid() != 0:
+            return {}
+        return {
+            "user": account.pw_uid,
+            "group": account.pw_gid,
+            "extra_groups": os.getgrouplist(account.pw_name, account.pw_gid),
+        }
+
+    def _prefix(self) -> list[str]:
+        account = self._account()
+        name = account.pw_name if account else self.user.name
+        return [part.format(username=name) for part in shlex.split(self.exec_prefix)]
+
+    def batch_script_values(self) -> dict[str, Any]:
+        """The template's values (see ``batch_script``), the job's resources first."""
+        launch = self.require_launch()
+        res = launch.resources
+        account = self._account()
+        gpus = res.get("gpus")
+        gres = f"gpu:{gpus}" if gpus else self.req_gres
+        return {
+            "job_name": self._job_name(),
+            "output": self.output_path(),
+            "workdir": launch.directory,
+            "uws_job_id": launch.job_id,
+            "partition": res.get("partition") or self.req_partition,
+            "runtime": res.get("time_limit") or self.req_runtime,
+            "memory": res.get("memory") or self.req_memory,
+            "nprocs": str(res.get("cpus") or self.req_nprocs or ""),
+            "ngpus": str(gpus or self.req_ngpus or ""),
+            "gres": gres,
+            "account": self.req_account,
+            "qos": self.req_qos,
+            "reservation": self.req_reservation,
+            "options": self.req_options,
+            "prologue": self.req_prologue,
+            "epilogue": self.req_epilogue,
+            "srun": self.req_srun,
+            "username": account.pw_name if account else self.user.name,
+            "python": self.node_python or sys.executable,
+            "scontrol": self.scontrol_cmd[0],
+        }
+
+    async def _submit(self) -> None:
+        launch = self.require_launch()
+        env = self.get_env()
+        env["UWS_SLURM_JOB_NAME"] = self._job_name()
+        script = render_batch_script(self.batch_script, env=env, cmd=[*self.cmd, *self.get_args()],
+                                     **self.batch_script_values())
+        await self._make_output_dir()
+        self.log.info("Submitting job %s of %s to SLURM as %s", launch.job_id, self._log_name,
+                      launch.system_user or "the hub's account")
+        account = self._account()
+        home = account.pw_dir if account else (launch.home or "/")
+        result = await self.poller.command(
+            [*self._prefix(), *self.sbatch_cmd],
+            input=script,
+            env=submit_environment({"HOME": home, "USER": account.pw_name if account else self.user.name}),
+            cwd=launch.directory,
+            **self._as_user(),
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"sbatch failed (exit status {result.returncode}): {result.stderr.strip()[:1000]}")
+        self.job_id = parse_sbatch(result.stdout)
+        # the checkpoint: the hub stores the id at once (JupyterHub saves our
+        # state only when start() returns)
+        self.report("queued", resource_id=self.job_id, reason=f"Submitted to SLURM as job {self.job_id}")
+        self.poller.track(self.job_id, self._on_slurm_state)
+        self.log.info("Job %s of %s is SLURM job %s", launch.job_id, self._log_name, self.job_id)
+
+    async def _make_output_dir(self) -> None:
+        directory = os.path.dirname(self.output_path())
+        if self._as_user() or self._prefix():
+            # as the job's account: never create or chown in a user's directory as root
+            result = await self.poller.command([*self._prefix(), "mkdir", "-p", "-m", "700", directory],
+                                               **self._as_user())
+            if result.returncode != 0:
+                raise RuntimeError(f"Cannot create the job's output directory {directory}: {result.stderr.strip()}")
+        else:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+
+    async def _wait_for_server(self) -> tuple[str, int]:
+        def serving_or_ended(s: JobState) -> bool:
+            return s.ended or (s.running and s.port is not None)
+
+        state = await self.poller.wait(self.job_id, serving_or_ended)
+        if state.ended or state.port is None:
+            outcome, reason = await self._end_report(state)
+            raise RuntimeError(reason)
+        self._node = state.node
+        host = self.node_host_template.format(node=state.node)
+        self.log.info("SLURM job %s of %s runs on %s, port %s", self.job_id, self._log_name, host, state.port)
+        return host, state.port
+
+    def _on_slurm_state(self, state: JobState) -> None:
+        """The poller saw this job's state change."""
+        if state.job_id != self.job_id:
+            return
+        if state.node:
+            self._node = state.node
+        if state.ended:
+            self._end_report(state)
+            return
+        if not self._starting:
+            return
+        if state.pending:
+            note = f"Pending in the SLURM queue ({state.reason})" if state.reason else "Pending in the SLURM queue"
+        elif state.running:
+            note = f"Running on node {state.node}; waiting for its server"
+        else:
+            note = f"SLURM job {state.job_id} is {state.state}"
+        self._progress_note = f"SLURM job {state.job_id}: {note}"
+        self.report("queued", resource_id=self.job_id, reason=note)
+
+    async def progress(self):
+        """Spawn progress for JupyterHub's progress API and the hub's events: on change only."""
+        last = None
+        while True:
+            if self._progress_note != last:
+                last = self._progress_note
+                yield {"message": last}
+            await asyncio.sleep(0.5)
+
+    # ---------------------------------------------------------------- poll
+    async def poll(self):
+        """None while the job is queued or runs; its exit status once SLURM ended it.
+
+        Reads the shared poller's cache: no subprocess per call. A state never
+        seen yet (right after a hub restart) waits for one cycle, shared by all
+        spawners asking at the same time. Unknown (SLURM not answering) is
+        "still running": a failing ``squeue`` never ends a job.
+        """
+        if not self.job_id:
+            return None if self._starting else 0
+        self.poller.track(self.job_id, self._on_slurm_state)
+        state = self.poller.get(self.job_id)
+        if state is None:
+            await self.poller.refresh()
+            state = self.poller.get(self.job_id)
+        if state is None or not state.ended:
+            return None
+        await self._end_report(state)
+        return 0 if state.state == "COMPLETED" else 1
+
+    def _end_report(self, state: JobState) -> asyncio.Future:
+        """Tell the hub how SLURM ended the job: once, whoever notices first (the
+        poller's listener, poll(), the start); all of them wait for the same report."""
+        if self._end_reported is None or self._end_reported[0] != state.job_id:
+            self._end_reported = (state.job_id, asyncio.ensure_future(self._report_end(state)))
+        return asyncio.shield(self._end_reported[1])
+
+    async def _report_end(self, state: JobState) -> tuple[str, str]:
+        # a server that ends before it answered failed to start, whatever its exit status
+        started = not (self._starting or self.pending == "spawn")
+        outcome, reason = describe_end(state, started=started)
+        if outcome == "failed":
+            if not started:
+                reason = f"The server failed to start: {reason}"
+            try:
+                # where the hub reads it for the job's owner (JupyterHub does not stop() a server that ended)
+                await self._keep_output_tail()
+            except Exception:
+                self.log.exception("Reading the output of SLURM job %s failed", state.job_id)
+        self.log.info("%s: %s", self._log_name, reason.splitlines()[0])
+        self.report("ended", outcome=outcome, reason=reason)
+        return outcome, reason
+
+    # ---------------------------------------------------------------- stop
+    async def query_job_status(self):
+        """For batchspawner's stop loop: the job's status after a fresh (shared) poll."""
+        if not self.job_id:
+            return BatchJobStatus.NOTFOUND
+        self.poller.track(self.job_id, self._on_slurm_state)
+        await self.poller.refresh()
+        state = self.poller.get(self.job_id)
+        if state is None:
+            return BatchJobStatus.UNKNOWN
+        if not state.ended and not state.pending:
+            # right after scancel SLURM shows COMPLETING for a moment: wait for the end
+            # on the shared poller's fast cycles, not batchspawner's fixed 1 s sleep
+            try:
+                async with asyncio.timeout(1.0):
+                    state = await self.poller.wait(self.job_id, lambda s: s.ended)
+            except TimeoutError:
+                pass
+        self.job_status = state.state
+        if state.ended:
+            return BatchJobStatus.NOTFOUND
+        return BatchJobStatus.PENDING if state.pending else BatchJobStatus.RUNNING
+
+    async def cancel_batch_job(self):
+        if not self.job_id:
+            return
+        state = self.poller.get(self.job_id)
+        if state is not None and state.ended:
+            return
+        self.log.info("Cancelling SLURM job %s of %s", self.job_id, self._log_name)
+        await self._scancel([self.job_id])
+
+    async def stop(self, now=False):
+        # the mixin reports, batchspawner's stop cancels (cancel_batch_job) and
+        # waits for the end (query_job_status)
+        await super().stop(now=now)
+        await self._keep_output_tail()
+
+    async def _scancel(self, ids: list[str]) -> None:
+        result = await self.poller.command([*self._prefix(), *self.scancel_cmd, *ids])
+        if result.returncode != 0 and "already completing or completed" not in result.stderr.lower() \
+                and "invalid job id" not in result.stderr.lower():
+            raise SlurmCommandError(f"scancel {' '.join(ids)} failed: {result.stderr.strip()[:500]}")
+
+    async def release_leftover(self, job_id: int, resource_id: str) -> None:
+        """Cancel the SLURM job of a start the hub lost track of (the job is to stop)."""
+        self.log.warning("Cancelling SLURM job %s left by an interrupted start of job %s", resource_id, job_id)
+        await self._scancel([resource_id])
+
+    # ---------------------------------------------------------------- output
+    async def output_tail(self, max_bytes: int = 16 * 1024) -> str:
+        """The end of the job's output file, read as the job's account (never as root:
+        the file is in the user's directory, and may be a symlink to anything)."""
+        if not self.job_id or self.launch is None:
+            return ""
+        path = self.output_path(self.job_id)
+        if self._as_user() or self._prefix():
+            try:
+                result = await self.poller.command([*self._prefix(), "tail", "-c", str(max_bytes), path],
+                                                   **self._as_user())
+            except SlurmCommandError:
+                return ""
+            text = result.stdout if result.returncode == 0 else ""
+        else:
+            try:
+                with open(path, "rb") as f:
+                    f.seek(0, os.SEEK_END)
+                    f.seek(max(0, f.tell() - max_bytes))
+                    text = f.read().decode("utf-8", "replace")
+            except OSError:
+                return ""
+        if len(text.encode()) >= max_bytes and "\n" in text:
+            text = text.split("\n", 1)[1]
+        return text.strip()
+
+    async def _keep_output_tail(self) -> None:
+        """Copy the output's tail to the hub's own log file of the job (``launch.log_path``),
+        where the hub reads a job's output for its owner."""
+        launch = self.launch
+        if launch is None or not launch.log_path or not self.job_id:
+            return
+        text = await self.output_tail()
+        if not text:
+            return
+        try:
+            fd = os.open(launch.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(text + "\n")
+        except OSError as e:
+            self.log.warning("Cannot write %s: %s", launch.log_path, e)
+
+    # ---------------------------------------------------------------- orphans
+    _last_sweep: ClassVar[dict[str, float]] = {}
+
+    @classmethod
+    async def sweep_orphans(
+        cls,
+        known: Callable[[], dict[int, str | None]],
+        *,
+        hub_id: str,
+        config: Any,
+        log: logging.Logger,
+    ) -> list[str]:
+        """Cancel this hub's SLURM jobs that no unfinished job knows; return their ids.
+
+        ``known()`` maps each unfinished job (on this class's resources) to
+        its stored SLURM id, or None. A SLURM job named like this hub's job N
+        is an orphan if job N is not unfinished, or if job N's stored id is a
+        later submission (a duplicate from a start the hub lost track of). A
+        job N with no stored id yet may be submitting right now: left alone.
+        """
+        settings = cls(config=config)
+        if not settings.orphan_sweep_interval_seconds:
+            return []
+        now = time.monotonic()
+        last = cls._last_sweep.get(hub_id)
+        if last is not None and now - last < settings.orphan_sweep_interval_seconds:
+            return []
+        cls._last_sweep[hub_id] = now
+        prefix = settings.job_name_prefix or f"uws-{hub_id}-"
+        poller = SlurmPoller.shared(config=config, log=log)
+        result = await poller.command([*poller.squeue_cmd, "-h", "-o", SWEEP_FORMAT])
+        if result.returncode != 0:
+            log.warning("Orphan sweep: squeue failed: %s", result.stderr.strip()[:300])
+            cls._last_sweep.pop(hub_id, None)
+            return []
+        ours = [(e, job_id_from_name(prefix, e.name)) for e in parse_sweep(result.stdout)]
+        ours = [(e, n) for e, n in ours if n is not None]
+        if not ours:
+            return []
+        jobs = known()  # after squeue: a job submitted meanwhile is in the database already
+        orphans = []
+        for entry, hub_job in ours:
+            if hub_job not in jobs:
+                orphans.append(entry.job_id)
+                continue
+            stored = jobs[hub_job]
+            if stored and stored != entry.job_id and stored.isdigit() and int(entry.job_id) < int(stored):
+                orphans.append(entry.job_id)
+        if orphans:
+            log.warning("Cancelling orphaned SLURM jobs of this hub (no job knows them): %s", ", ".join(orphans))
+            result = await poller.command([*settings.scancel_cmd, *orphans])
+            if result.returncode != 0:
+                log.warning("scancel of orphans failed: %s", result.stderr.strip()[:300])
+        return orphans

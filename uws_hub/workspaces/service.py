@@ -1,0 +1,298 @@
+"""Workspaces: create, seed, rename, measure and delete them.
+
+The rules live here (unique slug per owner, no delete while a job runs,
+status changes through the transition table); the handlers only parse and
+render, and :mod:`uws_hub.storage` does the path-safe file work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import logging
+import os
+import re
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from jupyterhub import orm as hub_orm
+from sqlalchemy import and_, exists, false, func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ..errors import Conflict, Unprocessable
+from ..events.bus import EventBus
+from ..orm import Job, Share, Workspace, utcnow
+from ..states import WorkspaceStatus, WorkspaceTarget, check_workspace_transition
+from .storage import Owner, PathError, WorkspaceStorage, split_relpath
+
+if TYPE_CHECKING:
+    from ..accounts.system import SystemAccounts
+    from ..quotas.limits import Reservation
+    from ..quotas.service import QuotaService
+
+_SLUG_JUNK = re.compile(r"[^a-z0-9]+")
+
+
+def slugify(name: str) -> str:
+    """A workspace slug from its name: lowercase ascii letters, digits and '-'.
+
+    The slug names the workspace's directory and its job's server
+    (``/user/<owner>/<slug>/``), so it is kept short and URL- and path-safe.
+    Accents are dropped ("Émile" -> "emile"); a name with no latin letters or
+    digits at all (say, in Japanese) gets ``ws-`` and a hash of the name.
+    """
+    if not name.strip():
+        raise Unprocessable("A workspace name must not be blank")
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    slug = _SLUG_JUNK.sub("-", ascii_name.lower()).strip("-")[:63].strip("-")
+    return slug or "ws-" + hashlib.sha256(name.strip().encode("utf-8")).hexdigest()[:8]
+
+
+@dataclass
+class SeedFile:
+    """A file to put in a new workspace (from the create request)."""
+
+    path: str
+    content: str
+    encoding: str = "utf-8"
+
+    def data(self) -> bytes:
+        if self.encoding == "base64":
+            try:
+                return base64.b64decode(self.content, validate=True)
+            except (binascii.Error, ValueError):
+                raise Unprocessable(f"Seed file {self.path!r} is not valid base64") from None
+        return self.content.encode("utf-8")
+
+
+class WorkspaceService:
+    def __init__(
+        self,
+        db: Session,
+        storage: WorkspaceStorage,
+        accounts: SystemAccounts,
+        events: EventBus,
+        log: logging.Logger,
+        *,
+        quotas: QuotaService,
+        max_seed_bytes: int,
+        wake: Callable[[int], None],
+    ):
+        self.db = db
+        self.storage = storage
+        self.accounts = accounts
+        self.quotas = quotas
+        self.events = events
+        self.log = log
+        self.max_seed_bytes = max_seed_bytes
+        #: puts a workspace on the reconciler's queue (its deletion is reconciled)
+        self.wake = wake
+
+    # ---------------------------------------------------------------- status
+    def set_status(
+        self, ws: Workspace, status: WorkspaceStatus, reason: str | None = None, actor: str = "hub"
+    ) -> None:
+        """The only way a workspace's status changes (checked against the table, stored as an event)."""
+        previous = ws.status
+        if previous == status.value:
+            ws.status_reason = reason
+            return
+        ws.status = check_workspace_transition(previous, status).value
+        ws.status_reason = reason
+        self.record(ws, ws.status, previous, reason, actor)
+
+    def record(self, ws: Workspace, status: str, previous: str | None, reason: str | None, actor: str) -> None:
+        """Store a workspace event (its creation, a change, ``deleted``) in the session."""
+        self.events.change(
+            self.db, "workspace", owner_id=ws.owner_id, workspace_id=ws.id, actor=actor, status=status,
+            previous=previous, reason=reason, data={"name": ws.name, "slug": ws.slug},
+        )
+
+    # ---------------------------------------------------------------- queries
+    def count(self, where) -> int:
+        return self.db.scalar(select(func.count(Workspace.id)).where(where)) or 0
+
+    def page(self, where, offset: int, limit: int) -> list[Workspace]:
+        return list(
+            self.db.scalars(
+                select(Workspace).where(where).order_by(Workspace.id).offset(offset).limit(limit)
+            )
+        )
+
+    # ---------------------------------------------------------------- create
+    async def create(
+        self, owner: hub_orm.User, name: str, description: str, files: list[SeedFile]
+    ) -> Workspace:
+        """Create a workspace and its directory with the seed files (file work in a thread)."""
+        slug = slugify(name)
+        seeds = [(f.path, f.data()) for f in files]
+        for path, _ in seeds:
+            try:
+                split_relpath(path)
+            except PathError as e:
+                raise Unprocessable(f"Seed file refused: {e}") from None
+        seed_bytes = sum(len(d) for _, d in seeds)
+        if seed_bytes > self.max_seed_bytes:
+            raise Unprocessable(
+                f"Seed files total more than {self.max_seed_bytes} bytes"
+                " (UWSHub.max_seed_bytes); upload large files after creating the workspace."
+            )
+        # seed files count against the owner's disk quota: refused before anything is made
+        reservation = self.quotas.reserve_disk(owner, seed_bytes)
+        try:
+            return await self._create(owner, name, description, slug, seeds, reservation)
+        finally:
+            self.quotas.release_disk(reservation)  # unless the seeds became the workspace's usage
+
+    async def _create(
+        self, owner: hub_orm.User, name: str, description: str, slug: str, seeds: list[tuple[str, bytes]],
+        reservation: Reservation,
+    ) -> Workspace:
+        file_owner = self.accounts.owner(owner.name)
+        if Workspace.find_by_slug(self.db, owner.id, slug):
+            raise Conflict(f"You already have a workspace named {slug!r}")
+        directory = self.storage.directory_for(owner.name, slug)
+        if await asyncio.to_thread(os.path.lexists, directory):
+            raise Conflict(
+                f"A directory for workspace {slug!r} is left on disk from an earlier workspace;"
+                " choose another name or ask an administrator to remove it."
+            )
+        ws = Workspace(
+            owner=owner,
+            slug=slug,
+            name=name.strip(),
+            description=description,
+            status=WorkspaceStatus.initializing.value,
+            directory=directory,
+        )
+        self.db.add(ws)
+        try:
+            self.db.flush()
+        except IntegrityError:
+            self.db.rollback()
+            raise Conflict(f"You already have a workspace named {slug!r}") from None
+        self.record(ws, ws.status, None, None, owner.name)
+        self.db.commit()
+        try:
+            usage = await asyncio.to_thread(self._make_directory, directory, file_owner, seeds)
+        except PathError as e:
+            await self._discard(ws)
+            raise Unprocessable(f"Seed file refused: {e}") from None
+        except OSError as e:
+            self.log.exception("Could not create workspace directory %s", directory)
+            self.set_status(ws, WorkspaceStatus.error, f"Could not create the directory: {e.strerror}")
+            self.db.commit()
+            return ws
+        ws.usage_measured_at = utcnow()
+        self.set_status(ws, WorkspaceStatus.idle, actor=owner.name)
+        self.quotas.commit_disk(reservation, ws, usage)
+        self.log.info("Created workspace %s/%s (id %s)", owner.name, slug, ws.id)
+        return ws
+
+    def _make_directory(self, directory: str, owner: Owner, seeds: list[tuple[str, bytes]]) -> int:
+        """Make a workspace's directory with its seed files (blocking); returns its usage in bytes."""
+        self.storage.create(directory, owner)
+        for path, data in seeds:
+            self.storage.write_file(directory, path, data, owner)
+        return self.storage.usage_bytes(directory)
+
+    async def _discard(self, ws: Workspace) -> None:
+        await asyncio.to_thread(self.storage.remove, ws.directory)
+        self.record(ws, "deleted", ws.status, "Seed files could not be written", "hub")
+        self.db.delete(ws)
+        self.db.commit()
+
+    # ---------------------------------------------------------------- update
+    def update(self, ws: Workspace, name: str | None, description: str | None) -> Workspace:
+        """Change the display name or description (the slug never changes)."""
+        self.check_writable(ws)
+        if name is not None:
+            if not name.strip():
+                raise Unprocessable("The name must not be empty")
+            ws.name = name.strip()
+        if description is not None:
+            ws.description = description
+        self.db.commit()
+        return ws
+
+    # ---------------------------------------------------------------- delete
+    def delete(self, ws: Workspace, actor: str) -> Workspace:
+        """Ask for the workspace to be deleted (target ``deleted``, status ``deleting``);
+        refused while a job is unfinished. Returns at once: the reconciler deletes it
+        (:mod:`uws_hub.workspaces.reconcile`), after a hub restart too."""
+        active = Job.active_in(self.db, ws.id)
+        if active is not None:
+            raise Conflict(
+                f"Workspace {ws.slug!r} has a {active.status} job (id {active.id});"
+                " stop it before deleting the workspace."
+            )
+        if ws.target == WorkspaceTarget.deleted.value:
+            return ws
+        ws.target = WorkspaceTarget.deleted.value
+        self.set_status(ws, WorkspaceStatus.deleting, actor=actor)
+        self.db.commit()
+        self.wake(ws.id)
+        return ws
+
+    def check_writable(self, ws: Workspace) -> None:
+        """Refuse (409) a write into a workspace that is being deleted."""
+        if ws.target == WorkspaceTarget.deleted.value:
+            raise Conflict(f"Workspace {ws.slug!r} is being deleted")
+
+    def adopt(
+        self, owner: hub_orm.User, name: str, slug: str, directory: str, *, description: str, actor: str,
+    ) -> Workspace:
+        """A workspace for a directory that is already complete in place (a copy); the caller
+        commits, with its usage (:meth:`QuotaService.commit_disk`)."""
+        if Workspace.find_by_slug(self.db, owner.id, slug):
+            raise Conflict(f"{owner.name} already has a workspace named {slug!r}")
+        ws = Workspace(
+            owner=owner, slug=slug, name=name, description=description,
+            status=WorkspaceStatus.initializing.value, directory=directory, usage_measured_at=utcnow(),
+        )
+        self.db.add(ws)
+        self.db.flush()
+        self.record(ws, ws.status, None, None, actor)
+        self.set_status(ws, WorkspaceStatus.idle, actor=actor)
+        self.log.info("Workspace %s/%s (id %s) made from a copy", owner.name, slug, ws.id)
+        return ws
+
+    def file_owner(self, ws: Workspace) -> Owner:
+        """Who files the hub writes into ``ws`` belong to (storage adds whether it is group-shared)."""
+        return self.accounts.owner(ws.owner.name)
+
+    # ---------------------------------------------------------------- usage
+    def to_measure(self, everything: bool, *, isolated: bool) -> list[Workspace]:
+        """The workspaces whose disk usage may have changed behind the hub's back.
+
+        Uploads and copies update the usage themselves; otherwise only jobs
+        write to a workspace: those that ran since its last measurement, and,
+        on disk, its editors' own processes (a POSIX group). Without
+        ``isolated`` (single-account mode) any job may write anywhere, so a
+        job run since the last measurement anywhere makes every workspace suspect.
+        """
+        ready = Workspace.status.in_(
+            [WorkspaceStatus.idle.value, WorkspaceStatus.active.value, WorkspaceStatus.error.value]
+        )
+        query = select(Workspace).where(ready).order_by(Workspace.id)
+        if not everything:
+            ran_since = and_(
+                Job.running_at.is_not(None),
+                or_(Job.finished_at.is_(None), Job.finished_at > Workspace.usage_measured_at),
+            )
+            if isolated:
+                ran_since = and_(Job.workspace_id == Workspace.id, ran_since)
+            shared_on_disk = select(Share.workspace_id).where(Share.kind == "collaborate", Share.level == "editor")
+            query = query.where(
+                or_(
+                    Workspace.usage_measured_at.is_(None),
+                    exists().where(ran_since),
+                    Workspace.id.in_(shared_on_disk) if isolated else false(),
+                )
+            )
+        return list(self.db.scalars(query))
