@@ -50,16 +50,6 @@ def smtp():
 
 
 @pytest.fixture(scope="module")
-def group_prefix():
-    prefix = f"uwt{uuid.uuid4().hex[:5]}-"
-    yield prefix
-    for line in Path("/etc/group").read_text().splitlines():
-        name = line.split(":", 1)[0]
-        if name.startswith(prefix):
-            subprocess.run(["groupdel", name], check=False)
-
-
-@pytest.fixture(scope="module")
 def shub(make_hub, system_users, smtp, group_prefix):
     hub = make_hub(f"""
 c.UWSHub.system_users = True
