@@ -447,4 +447,6 @@ def test_a_server_whose_config_drops_the_guard_does_not_start(ahub):
     job = ahub.api("POST", f"workspaces/{ws['id']}/jobs", alice, json={"job_type": "no-guard"}, expect=202)
     job = ahub.wait_job(job["id"], alice, {"running", "failed"}, timeout=90)
     assert job["status"] == "failed"
-    assert "uws_server_auth, which keeps viewers to reading, is not enabled" in job["reason"], job["reason"]
+    # the reason is one line; what the server said is the output, for its owner
+    output = ahub.api("GET", f"jobs/{job['id']}/output", alice, expect=200)["output"]
+    assert "uws_server_auth, which keeps viewers to reading, is not enabled" in output, (job["reason"], output)
