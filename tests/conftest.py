@@ -11,6 +11,9 @@ Fixtures:
   (``useradd``), created once per machine.
 - ``hub``: the shared multi-user hub (``UWSHub.system_users = True``), for the
   session; ``make_hub`` starts more hubs with other configurations.
+- ``group_prefix``: a POSIX group prefix of its own for a module's hub
+  (``UWSHub.share_posix_group_prefix``: hubs delete the groups of their prefix
+  that are no workspace's), whose groups are deleted after the module;
 - ``alice``, ``bob``: tokens of two users created through JupyterHub's own REST
   API, each with a system account of the same name.
 - ``slurm``: a single-node SLURM cluster (``scripts/slurm-up.sh up``), started
@@ -152,6 +155,16 @@ def make_hub(tmp_path_factory, db_url, workspaces_root):
     yield make
     for hub in hubs:
         hub.stop()
+
+
+@pytest.fixture(scope="module")
+def group_prefix():
+    prefix = f"uwt{uuid.uuid4().hex[:5]}-"
+    yield prefix
+    for line in Path("/etc/group").read_text().splitlines():
+        name = line.split(":", 1)[0]
+        if name.startswith(prefix):
+            subprocess.run(["groupdel", name], check=False)
 
 
 @pytest.fixture(scope="session")

@@ -188,6 +188,8 @@ def test_job_env_puts_the_server_config_first():
     assert env["UWS_SERVER_AUTH_CACHE_SECONDS"] == "3" and env["A"] == "1"
     assert (Path(CONFIG_DIR) / "jupyter_server_config.py").is_file()
     assert job_env({}, 1)["JUPYTER_CONFIG_PATH"] == CONFIG_DIR
+    # JUPYTER_NO_CONFIG would skip the folder, and with it the viewers' limits
+    assert "JUPYTER_NO_CONFIG" not in job_env({"JUPYTER_NO_CONFIG": "1"}, 1)
 
 
 class FakeSpawner:
