@@ -1,13 +1,14 @@
 # uws-hub: `make run` starts a hub to try; `make test` installs what the tests
-# need and runs them all. Both work as root on a fresh Debian 12 with only
-# python3, python3-venv, python3-pip, git and make.
+# need, builds the documentation (`make docs`) and runs all the tests. Both
+# work as root on a fresh Debian 12 with only python3, python3-venv,
+# python3-pip, git and make.
 
 VENV     ?= .venv
 PYTHON   := $(VENV)/bin/python
 STATE    ?= state
 export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run install install-test lint test test-sqlite test-postgres test-unit clean
+.PHONY: run install install-test lint test test-sqlite test-postgres test-unit docs clean
 
 run: install
 	@mkdir -p $(STATE)
@@ -43,13 +44,25 @@ lint: install-test
 	$(VENV)/bin/ruff format --check uws_hub
 	$(VENV)/bin/mypy
 
-# lint, then the whole suite (tests/unit, then tests/integration) on SQLite, then
-# once more on PostgreSQL (started by the tests) without the browser and SLURM
-# tests, which add nothing database-specific. UWS_REQUIRE_SLURM: the SLURM tests
-# fail instead of skipping when the cluster does not come up. The SLURM cluster
-# (munged, slurmctld, slurmd) is started for the run and stopped after it, unless
-# it was already up (`bash scripts/slurm-up.sh up` keeps one for you).
-test: install-test lint
+# the documentation site (docs/conf.py) into docs/_build/html; -W --keep-going:
+# every warning (a broken link or anchor, a page in no toctree) is listed and
+# fails the build; -n: so does a reference to nothing; -E: every page is read
+# again, so an incremental build does not hide an old page's warnings.
+docs: install $(VENV)/.docs-installed
+	$(PYTHON) -m sphinx -b html -E -n -W --keep-going -q docs docs/_build/html
+	@echo "The documentation is in docs/_build/html/index.html"
+
+$(VENV)/.docs-installed: setup.cfg $(VENV)/.installed
+	$(PYTHON) -m pip install --quiet -e '.[docs]'
+	touch $@
+
+# lint and the docs, then the whole suite (tests/unit, then tests/integration) on
+# SQLite, then once more on PostgreSQL (started by the tests) without the browser
+# and SLURM tests, which add nothing database-specific. UWS_REQUIRE_SLURM: the
+# SLURM tests fail instead of skipping when the cluster does not come up. The
+# SLURM cluster (munged, slurmctld, slurmd) is started for the run and stopped
+# after it, unless it was already up (`bash scripts/slurm-up.sh up` keeps one).
+test: install-test lint docs
 	@if bash scripts/slurm-up.sh status >/dev/null 2>&1; then started=0; else started=1; fi; \
 	bash scripts/slurm-up.sh up && $(MAKE) --no-print-directory test-sqlite test-postgres; rc=$$?; \
 	if [ $$started = 1 ]; then bash scripts/slurm-up.sh stop --cancel-jobs; fi; \
@@ -66,4 +79,4 @@ test-postgres:
 	UWS_TEST_DB=postgresql $(PYTHON) -m pytest -v -ra --durations=10 -m "not browser and not slurm"
 
 clean:
-	rm -rf $(VENV) node_modules $(STATE) *.egg-info
+	rm -rf $(VENV) node_modules $(STATE) *.egg-info docs/_build

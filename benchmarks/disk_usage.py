@@ -34,7 +34,8 @@ from _common import ensure_venv, fmt, log, machine_line, markdown_table, ratio, 
 ensure_venv()
 
 from uws_hub.workspaces.copying import copy_tree  # noqa: E402
-from uws_hub.workspaces.storage import Owner, WorkspaceStorage  # noqa: E402
+from uws_hub.workspaces.paths import Owner  # noqa: E402
+from uws_hub.workspaces.storage import WorkspaceStorage  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -11,6 +11,9 @@ Fixtures:
   (``useradd``), created once per machine.
 - ``hub``: the shared multi-user hub (``UWSHub.system_users = True``), for the
   session; ``make_hub`` starts more hubs with other configurations.
+- ``group_prefix``: a POSIX group prefix of its own for a module's hub
+  (``UWSHub.share_posix_group_prefix``: hubs delete the groups of their prefix
+  that are no workspace's), whose groups are deleted after the module;
 - ``alice``, ``bob``: tokens of two users created through JupyterHub's own REST
   API, each with a system account of the same name.
 - ``slurm``: a single-node SLURM cluster (``scripts/slurm-up.sh up``), started
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import stat
 import subprocess
@@ -34,9 +38,33 @@ import pytest
 
 from .browserutil import CHROMIUM, CHROMIUM_ARGS
 from .helpers import ADMIN_PASSWORD, MULTIUSER_CONFIG, USERS
-from .hubutil import REPO, Hub
+from .hubutil import BENIGN_ERRORS, REPO, Hub
 from .pgutil import PostgresServer
 from .slurmutil import start_cluster
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "expect_log_errors(*patterns): ERROR lines (regular expressions) this test provokes on purpose"
+    )
+
+
+@pytest.fixture(autouse=True)
+def no_unexpected_hub_errors(request):
+    """Fail the test if a hub logged an ERROR during it that is neither benign
+    (hubutil.BENIGN_ERRORS) nor expected by the test (``expect_log_errors``)."""
+    expected = [re.compile(p) for mark in request.node.iter_markers("expect_log_errors") for p in mark.args]
+    allowed = [re.compile(p) for p in BENIGN_ERRORS] + expected
+    before = {id(hub): hub.log_size() for hub in Hub.instances}
+    yield
+    unexpected = [
+        line
+        for hub in Hub.instances
+        for line in hub.error_lines(since=before.get(id(hub), 0))
+        if not any(p.search(line) for p in allowed)
+    ]
+    if unexpected:
+        pytest.fail("A hub logged unexpected errors:\n" + "\n".join(unexpected[:20]), pytrace=False)
 
 
 def pytest_report_header(config):
@@ -131,6 +159,16 @@ def make_hub(tmp_path_factory, db_url, workspaces_root):
     yield make
     for hub in hubs:
         hub.stop()
+
+
+@pytest.fixture(scope="module")
+def group_prefix():
+    prefix = f"uwt{uuid.uuid4().hex[:5]}-"
+    yield prefix
+    for line in Path("/etc/group").read_text().splitlines():
+        name = line.split(":", 1)[0]
+        if name.startswith(prefix):
+            subprocess.run(["groupdel", name], check=False)
 
 
 @pytest.fixture(scope="session")

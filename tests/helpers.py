@@ -10,6 +10,7 @@ only, never from each other.
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import sys
 import threading
@@ -17,6 +18,10 @@ import uuid
 
 import requests
 from jupyterhub import orm as hub_orm
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.pool import StaticPool
+
+from uws_hub import dbutil
 
 from .hubutil import REPO
 
@@ -140,3 +145,12 @@ def create_jupyterhub_tables(url: str, user: str | None = None) -> int | None:
     db.close()
     db.get_bind().dispose()
     return uid
+
+
+def memory_database() -> Engine:
+    """An in-memory SQLite database with JupyterHub's tables and uws-hub's (made by
+    uws-hub's migrations, as a hub makes them), for in-process tests."""
+    engine = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
+    hub_orm.Base.metadata.create_all(engine)
+    dbutil.prepare(engine, allow_upgrade=False, log=logging.getLogger("test"))
+    return engine

@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import os
 import random
+import re
 import secrets
 import signal
 import socket
@@ -66,8 +67,24 @@ def wait_for(predicate, timeout: float, interval: float = 0.2, what: str = "cond
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
+#: ERROR lines a hub logs in normal work, each with why it is harmless. Any other
+#: ERROR fails the test during which it was logged (conftest.py), unless the test
+#: expects it (``@pytest.mark.expect_log_errors(pattern, ...)``).
+BENIGN_ERRORS = {
+    # JupyterHub logs a request body that is not JSON before the API answers 400
+    r"\] Couldn't parse JSON$": "bad input is answered with a 400",
+    # a server stopped before its route was added: JupyterHub logs the proxy's 404,
+    # then warns that the route was already deleted
+    r"\] api_request to proxy failed: 404, message='Not Found', url='\S+/api/routes/user/": "route already gone",
+}
+_ERROR_LINE = re.compile(r"^\[E \d{4}-\d\d-\d\d ")
+
+
 class Hub:
     """A uws-hub process in its own directory, on free ports."""
+
+    #: every hub the tests started (the log check reads them all)
+    instances: list[Hub] = []
 
     def __init__(
         self, workdir: Path, config: str, db_url: str, env: dict[str, str] | None = None, base_config: bool = True
@@ -87,6 +104,7 @@ class Hub:
         self.env = hub_env(env)
         self.proc: subprocess.Popen | None = None
         self.log_file = workdir / "hub.log"
+        Hub.instances.append(self)
 
     def _base_config(self) -> str:
         return textwrap.dedent(
@@ -155,6 +173,22 @@ class Hub:
 
     def log_text(self) -> str:
         return self.log_file.read_text(errors="replace")
+
+    def log_size(self) -> int:
+        try:
+            return self.log_file.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def error_lines(self, since: int = 0) -> list[str]:
+        """The ERROR lines the hub logged after byte ``since`` of its log."""
+        try:
+            with open(self.log_file, "rb") as f:
+                f.seek(since)
+                text = f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return []
+        return [line for line in text.splitlines() if _ERROR_LINE.match(line)]
 
     # ---------------------------------------------------------------- HTTP
     def request(self, method: str, path: str, token: str | None = None, **kw) -> requests.Response:

@@ -372,7 +372,7 @@ class DiskReservation(Base):
     """Bytes that a user's writes in progress (uploads, seed files, copies) hold
     against their disk quota, beside the measured usage of their workspaces.
 
-    One row per user: :class:`uws_hub.quotas.QuotaService` changes it only while
+    One row per user: :class:`uws_hub.quotas.service.QuotaService` changes it only while
     holding the row's lock, so parallel writes cannot each see the same free room.
     A write turns its part into its workspace's usage when it completes and gives
     it back when it fails; no write survives a hub restart, so the hub empties

@@ -155,6 +155,7 @@ def test_jupyterhub_api_is_unchanged(hub):
     assert hub.request("GET", "user", token).status_code == 403
 
 
+@pytest.mark.expect_log_errors("Error starting uwsalice's server: HTTP 400: Bad Request \\(This server runs workspace jobs only")
 def test_jupyterhub_server_api_cannot_bypass_workspaces(hub, alice):
     """Starting a server through JupyterHub's own API does not dodge workspaces."""
     r = hub.request("POST", "users/uwsalice/servers/sneaky", alice)

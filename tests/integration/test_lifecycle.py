@@ -11,6 +11,7 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
 import requests
 
 from ..helpers import MINIMAL_CMD, launch
@@ -89,6 +90,7 @@ def test_lost_proxy_routes_come_back(make_hub):
     assert hub.api("GET", f"jobs/{job['id']}", user)["status"] == "running"
 
 
+@pytest.mark.expect_log_errors('\\] Proxy stopped with exit code -9')
 def test_proxy_killed_and_restarted(make_hub):
     hub = make_hub(
         "c.UWSHub.system_users = False\n"

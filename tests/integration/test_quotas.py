@@ -23,7 +23,7 @@ from uws_hub import dbutil
 from uws_hub.orm import Workspace
 from uws_hub.quotas.service import Limits, QuotaExceeded, QuotaService
 
-from ..helpers import MINIMAL_CMD, create_jupyterhub_tables, launch
+from ..helpers import MINIMAL_CMD, create_jupyterhub_tables, launch, sse_replay
 from ..hubutil import wait_for
 
 GiB = 1024**3
@@ -66,15 +66,7 @@ def refusal(r, status: int = 422) -> str:
 
 def notifications(hub, token) -> list[dict]:
     """The caller's notifications, replayed from the event stream."""
-    events = []
-    with hub.request("GET", "/hub/api/events?last_event_id=0", token, stream=True, timeout=(5, 1)) as r:
-        try:
-            for line in r.iter_lines(decode_unicode=True):
-                if line.startswith("data:"):
-                    events.append(json.loads(line[5:]))
-        except Exception:
-            pass
-    return [e for e in events if e["kind"] == "notification"]
+    return [e for e in sse_replay(hub, token, "last_event_id=0", seconds=1) if e["kind"] == "notification"]
 
 
 def test_disk_quota_at_its_edge(qhub):
@@ -390,7 +382,7 @@ def quota_db(db_url):
         db = Session(engine)
         sessions.append(db)
         quotas = QuotaService(db, notifier=None, log=logging.getLogger("test"), defaults=Limits(disk_bytes=disk_bytes),
-                              period="month", warning_fraction=2.0, stop_job=None)
+                              period="month", warning_fraction=2.0)
         return quotas, db.get(hub_orm.User, uid)
 
     yield engine, service

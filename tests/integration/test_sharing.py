@@ -49,16 +49,6 @@ def smtp():
 
 
 @pytest.fixture(scope="module")
-def group_prefix():
-    prefix = f"uwt{uuid.uuid4().hex[:5]}-"
-    yield prefix
-    for line in Path("/etc/group").read_text().splitlines():
-        name = line.split(":", 1)[0]
-        if name.startswith(prefix):
-            subprocess.run(["groupdel", name], check=False)
-
-
-@pytest.fixture(scope="module")
 def shub(make_hub, system_users, smtp, group_prefix):
     hub = make_hub(f"""
 c.UWSHub.system_users = True
@@ -401,18 +391,18 @@ def test_group_member_opens_the_shared_server_in_the_browser(shub, lab, browser)
             authorize.click()
         page.wait_for_url(re.compile(rf".*/user/uwsalice/{ws['slug']}/lab.*"))
         expect(page.locator(".jp-DirListing-content")).to_contain_text("data.txt", timeout=60_000)
-        # read-only: the server refuses to save in her name
-        status = page.evaluate(
-            """async (url) => {
-                const xsrf = document.cookie.split('; ').find(c => c.startsWith('_xsrf='));
-                const r = await fetch(url, {method: 'PUT', headers: {'Content-Type': 'application/json',
-                    'X-XSRFToken': xsrf ? decodeURIComponent(xsrf.split('=')[1]) : ''},
-                    body: JSON.stringify({type: 'file', format: 'text', content: 'from carol'})});
-                return r.status;
-            }""",
-            f"/user/uwsalice/{ws['slug']}/api/contents/carol-was-here.txt",
-        )
-        assert status == 403
+        # read-only: the server refuses to save, or to change alice's settings, in her name
+        put = """async ([url, body]) => {
+            const xsrf = document.cookie.split('; ').find(c => c.startsWith('_xsrf='));
+            const r = await fetch(url, {method: 'PUT', headers: {'Content-Type': 'application/json',
+                'X-XSRFToken': xsrf ? decodeURIComponent(xsrf.split('=')[1]) : ''}, body: JSON.stringify(body)});
+            return r.status;
+        }"""
+        server = f"/user/uwsalice/{ws['slug']}/"
+        assert page.evaluate(put, [server + "api/contents/carol-was-here.txt",
+                                   {"type": "file", "format": "text", "content": "from carol"}]) == 403
+        assert page.evaluate(put, [server + "lab/api/settings/@jupyterlab/apputils-extension:themes",
+                                   {"raw": '{"theme": "JupyterLab Dark"}'}]) == 403
         # revoked: the next load is refused (after the server's 1 s cache)
         shub.api("DELETE", f"workspaces/{ws['id']}/shares/{share['id']}", alice, expect=200)
         time.sleep(1.2)

@@ -23,7 +23,8 @@ from uws_hub.quotas.service import Limits, fmt_bytes, fmt_hours, period_start
 from uws_hub.serverconfig import CONFIG_DIR, job_env
 from uws_hub.sharing.posixgroups import default_acl, share_tree
 from uws_hub.workspaces.copying import CopyTooLarge, copy_tree
-from uws_hub.workspaces.storage import Owner, WorkspaceStorage
+from uws_hub.workspaces.paths import Owner
+from uws_hub.workspaces.storage import WorkspaceStorage
 
 
 def make_tree(top: Path) -> int:
@@ -188,6 +189,8 @@ def test_job_env_puts_the_server_config_first():
     assert env["UWS_SERVER_AUTH_CACHE_SECONDS"] == "3" and env["A"] == "1"
     assert (Path(CONFIG_DIR) / "jupyter_server_config.py").is_file()
     assert job_env({}, 1)["JUPYTER_CONFIG_PATH"] == CONFIG_DIR
+    # JUPYTER_NO_CONFIG would skip the folder, and with it the viewers' limits
+    assert "JUPYTER_NO_CONFIG" not in job_env({"JUPYTER_NO_CONFIG": "1"}, 1)
 
 
 class FakeSpawner:

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from uws_hub.workspaces.copying import copy_tree
-from uws_hub.workspaces.storage import NotFound, Owner, PathError, WorkspaceStorage
+from uws_hub.workspaces.paths import NotFound, Owner, PathError
+from uws_hub.workspaces.storage import WorkspaceStorage
 
 OUTSIDE = b"outside: never read, listed, written or copied"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pwd
 
 from ..errors import Conflict
-from ..workspaces.storage import Owner
+from ..workspaces.paths import Owner
 
 
 class SystemAccounts:

@@ -3,7 +3,7 @@
 ``/hub/api/accounts``: list and create; ``/hub/api/accounts/{name}``: read,
 disable or enable, set a password, unlock, set the email and display name.
 Needs JupyterHub's ``admin:users`` scope, and follows JupyterHub's rules for
-who may act on which user (filters, admins): :mod:`uws_hub.accountaccess`
+who may act on which user (filters, admins): :mod:`uws_hub.accounts.access`
 decides. With any other authenticator these answer 404 and say which
 authenticator is in use.
 

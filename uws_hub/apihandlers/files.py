@@ -11,7 +11,7 @@ reserves as it arrives, and once it goes over, the rest of it is discarded and
 refused at its end. Every way an upload ends gives the room back or turns it
 into usage.
 
-Paths are made safe by :mod:`uws_hub.storage` alone; every storage call (all of
+Paths are made safe by :mod:`uws_hub.workspaces.paths` alone; every storage call (all of
 them block: opening, listing, each read and write, the rename) runs in a
 thread, so a slow disk or a FIFO never holds up the hub.
 """
@@ -29,8 +29,9 @@ from ..errors import BadRequest, NotFound
 from ..quotas.limits import Reservation
 from ..quotas.service import QuotaExceeded
 from ..scopes import READ_WORKSPACES, WRITE_WORKSPACES, requires
-from ..workspaces.storage import NotFound as StorageNotFound
-from ..workspaces.storage import PathError, Upload
+from ..workspaces.paths import NotFound as StorageNotFound
+from ..workspaces.paths import PathError
+from ..workspaces.storage import Upload
 from .base import UWSAPIHandler
 
 CHUNK_BYTES = 256 * 1024

@@ -3,7 +3,7 @@
 Lists the accounts and acts on them through the REST API
 (``/hub/api/accounts``) from the browser, like the other pages. Only when
 the hub logs in with local accounts (404 otherwise). It shows and offers what
-:mod:`uws_hub.accountaccess` lets the viewer do, and nothing more: the
+:mod:`uws_hub.accounts.access` lets the viewer do, and nothing more: the
 accounts inside their ``admin:users`` filter, no buttons on an admin's
 account for a non-admin (with JupyterHub's reason instead), no "Admin" box
 for a non-admin, no form to create accounts for a filtered ``admin:users``.

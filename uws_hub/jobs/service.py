@@ -3,7 +3,7 @@
 Requests only record what the user wants: a launch creates the job
 (``pending``, target ``running``), a stop sets the target to ``stopped``
 (status ``stopping``); both return at once and wake the reconciler
-(:mod:`uws_hub.reconcile`), which makes it so. Every status change goes
+(:mod:`uws_hub.reconciler`), which makes it so. Every status change goes
 through :meth:`JobService.transition`: checked against the transition table,
 timestamped, mirrored in the workspace's status, and stored as an event; a
 job that ends there has its server's tokens revoked.

@@ -40,7 +40,7 @@ class JobType(BaseModel):
     #: seconds a job may run before the hub stops it (``failed``, with the reason); 0: no limit
     time_limit_seconds: float = Field(0, ge=0)
     #: the most a launch may request (cpus, memory, gpus, time_limit, partitions);
-    #: a launch over them is refused with a 422 (see :mod:`uws_hub.limits`)
+    #: a launch over them is refused with a 422 (see :mod:`uws_hub.jobs.limits`)
     limits: ResourceLimits = Field(default_factory=ResourceLimits)
     #: what a launch gets for what it does not request (cpus, memory, gpus,
     #: time_limit, partition)

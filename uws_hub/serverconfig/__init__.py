@@ -9,15 +9,24 @@ Jobs get ``JUPYTER_CONFIG_PATH`` pointing at this folder, so every
   hub's last answer about a token or a login before asking again. It bounds
   how long a revoked grantee keeps reaching an open server (JupyterHub's
   default is 300 s; uws-hub's is 1 s, the smallest that still caches).
-- ``ServerApp.authorizer_class`` to :class:`uws_server_auth.WorkspaceAuthorizer`:
-  everyone the hub lets in may *read*; *writing* files and *executing*
-  (kernels, terminals) needs ``custom:uws:write:workspaces`` on this server,
-  which the owner, editors and admins hold and viewers do not. So a viewer
-  sees a read-only JupyterLab.
+- the server extension ``uws_server_auth`` (added to
+  ``ServerApp.jpserver_extensions``, not replacing them) and
+  ``ServerApp.authorizer_class`` to :class:`uws_server_auth.WorkspaceAuthorizer`.
+  The server runs as its owner, so access to it is default-deny: the owner,
+  editors and admins (``custom:uws:write:workspaces`` or ``admin:servers`` on
+  this server) use it fully; anyone else the hub lets in, a viewer, reaches
+  only a short list of read-only requests (GET or HEAD of JupyterLab's page
+  and static files, settings, translations, files and folders, ``/api/me``,
+  kernelspecs; :data:`uws_server_auth.READ_ONLY_HANDLERS`), never a websocket,
+  so a viewer sees a read-only JupyterLab. The extension enforces this on
+  every request the server receives, whatever handler serves it; the
+  authorizer is the second line (see :mod:`uws_server_auth`).
 
-The config file and the authorizer import nothing of uws-hub (the module sits
-beside the config file and is put on ``sys.path`` by it), so a job type that
-runs Jupyter Server from another environment needs only JupyterHub there.
+This folder comes first on ``JUPYTER_CONFIG_PATH``, above the environment's and
+(with jupyter_core 5) the user's own config, so config files add to these
+settings but cannot undo them. The config file and the module import nothing of uws-hub (the module
+sits beside the config file and is put on ``sys.path`` by it), so a job type
+that runs Jupyter Server from another environment needs only JupyterHub there.
 The folder must be readable by the accounts jobs run as.
 """
 
@@ -27,8 +36,11 @@ CONFIG_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def job_env(env: dict[str, str], auth_cache_seconds: int) -> dict[str, str]:
-    """A job's environment with this folder first on ``JUPYTER_CONFIG_PATH``."""
+    """A job's environment with this folder first on ``JUPYTER_CONFIG_PATH``
+    (and without ``JUPYTER_NO_CONFIG``, which would skip it: a server without
+    this config lets viewers do what its owner can)."""
     env = dict(env)
+    env.pop("JUPYTER_NO_CONFIG", None)
     rest = env.get("JUPYTER_CONFIG_PATH")
     env["JUPYTER_CONFIG_PATH"] = CONFIG_DIR + (os.pathsep + rest if rest else "")
     env["UWS_SERVER_AUTH_CACHE_SECONDS"] = str(auth_cache_seconds)

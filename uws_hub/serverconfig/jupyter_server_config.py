@@ -8,3 +8,5 @@ if "get_config" in globals():  # loaded as a config file by Jupyter Server (not 
     c = get_config()  # noqa: F821
     c.HubOAuth.cache_max_age = max(1, int(os.environ.get("UWS_SERVER_AUTH_CACHE_SECONDS", "1")))
     c.ServerApp.authorizer_class = "uws_server_auth.WorkspaceAuthorizer"
+    # merged with the extensions enabled elsewhere, not replacing them
+    c.ServerApp.jpserver_extensions.update({"uws_server_auth": True})

@@ -1,37 +1,227 @@
-"""Read-only access for workspace viewers in a job's Jupyter Server.
+"""Who may do what in a workspace job's Jupyter Server: default-deny for readers.
 
 Loaded by ``jupyter_server_config.py`` beside it (not imported as part of
-uws_hub: it needs only JupyterHub and Jupyter Server). Everyone JupyterHub
-lets in (``access:servers`` on this server: the owner, the workspace's
-viewers and editors, admins) may *read*; *write* and *execute* need
-``custom:uws:write:workspaces`` (or ``admin:servers``) on this server.
+uws_hub: it needs only JupyterHub and Jupyter Server, so a job may run from
+another environment). The server runs *as its owner*: whoever may use it can
+do what the owner can. JupyterHub lets in everyone with ``access:servers`` on
+it (the owner, the workspace's editors and viewers, admins); of these, only
+*writers* (``custom:uws:write:workspaces`` or ``admin:servers`` on this
+server: the owner, editors, admins) use it fully. Everyone else, a viewer,
+reaches only :data:`READ_ONLY_HANDLERS`, by GET or HEAD, never as a websocket.
+
+- The guard, this module as the server extension ``uws_server_auth``
+  (:func:`_load_jupyter_server_extension`), wraps the tornado application's
+  routing, so it sees *every* request whatever handler it reaches: handlers
+  JupyterLab or any extension adds (also later), and handlers that check only
+  that someone is logged in (``@web.authenticated``: JupyterLab's settings,
+  workspaces, extension and plugin managers). A request that is not on the
+  read-only list reaches its handler through :func:`guarded`, which first
+  authenticates it as the single-user server does (JupyterHub's identity
+  provider) and requires the write scope; a refusal is a 403 that says why.
+- :class:`WorkspaceAuthorizer` (``ServerApp.authorizer_class``) stops a server
+  whose guard is not enabled (a command line that sets the server extensions
+  outright), and refuses writes and execution to non-writers in every handler
+  Jupyter Server asks it about (``@authorized``). Behind the guard that is a
+  second line: it refuses nothing more as long as the read-only list holds
+  only reads, and catches an entry that is not.
 """
 
+from __future__ import annotations
+
+import functools
+import json
 import os
 
 from jupyterhub.services.auth import check_scopes
 from jupyterhub.singleuser.extension import JupyterHubAuthorizer
+from tornado import web
 
 WRITE_SCOPE = "custom:uws:write:workspaces"
+
+#: What a reader may GET (or HEAD), by handler class: what JupyterLab needs to
+#: show the workspace and open its files, each read-only (why, beside it).
+#: Classes, not URL patterns: the server's own routing has chosen the handler,
+#: so no spelling of a path can reach another one through this list; a
+#: subclass (of another extension) is not on it.
+READ_ONLY_HANDLERS = {
+    # the page and what it loads
+    "jupyterlab_server.handlers.LabHandler":
+        "JupyterLab's page (/lab, /lab/tree/..., /lab/workspaces/..., /doc/...): HTML from a template",
+    "jupyter_server.base.handlers.FileFindHandler":
+        "static files of the installed packages (/static/..., /lab/extensions/...), never the workspace's",
+    "jupyterlab_server.themes_handler.ThemesHandler": "the themes' CSS and fonts, from the installed packages",
+    "jupyterlab_server.settings_handler.SettingsHandler": "GET reads the settings the page applies",
+    "jupyterlab_server.translations_handler.TranslationsHandler": "GET reads the installed language packs",
+    # the workspace's files
+    "jupyter_server.services.contents.handlers.ContentsHandler": "GET reads a file's or a folder's model",
+    "jupyter_server.base.handlers.AuthenticatedFileHandler": "GET reads a file's bytes (/files/..., downloads)",
+    # who is looking, and the kernels' names and logos the page shows
+    "jupyter_server.services.api.handlers.IdentityHandler": "GET says who the reader is (/api/me)",
+    "jupyter_server.services.kernelspecs.handlers.MainKernelSpecHandler": "GET lists the installed kernels",
+    "jupyter_server.services.kernelspecs.handlers.KernelSpecHandler": "GET describes an installed kernel",
+    "jupyter_server.kernelspecs.handlers.KernelSpecResourceHandler": "a kernel's logo, a static file",
+    # the reader's own session: JupyterHub's OAuth login and the logout
+    "jupyterhub.singleuser.extension.JupyterHubOAuthCallbackHandler":
+        "the end of the reader's login: sets the reader's own cookie",
+    "jupyterhub.singleuser.extension.JupyterHubLogoutHandler": "clears the reader's own cookie, then goes to the hub",
+    "jupyter_server.base.handlers.RedirectWithParams": "a redirect (/ to /lab)",
+}
 
 
 def server_name() -> str:
     return f"{os.environ.get('JUPYTERHUB_USER', '')}/{os.environ.get('JUPYTERHUB_SERVER_NAME', '')}"
 
 
-class WorkspaceAuthorizer(JupyterHubAuthorizer):
-    """JupyterHub's authorizer (access to this server), plus: only writers write or execute."""
+def write_scopes() -> set[str]:
+    server = server_name()
+    return {f"{WRITE_SCOPE}!server={server}", f"admin:servers!server={server}"}
 
-    def write_scopes(self) -> set[str]:
-        server = server_name()
-        return {f"{WRITE_SCOPE}!server={server}", f"admin:servers!server={server}"}
+
+def may_write(hub_user: dict) -> bool:
+    """Whether this JupyterHub user (or token) may write and execute in this server."""
+    return bool(check_scopes(write_scopes(), set(hub_user["scopes"])))
+
+
+def qualified_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def is_read_only(request, handler_class: type) -> bool:
+    """Whether a reader may make this request: a GET or HEAD, not an upgrade
+    (websocket), to a handler on the read-only list."""
+    return (
+        request.method in ("GET", "HEAD")
+        and "Upgrade" not in request.headers
+        and qualified_name(handler_class) in READ_ONLY_HANDLERS
+    )
+
+
+async def require_writer(handler: web.RequestHandler) -> bool:
+    """Authenticate the request as the server does (JupyterHub's identity
+    provider) and require the write scope; else answer 403 and return False."""
+    identity_provider = handler.settings["identity_provider"]
+    user = await identity_provider.get_user(handler)
+    # what Jupyter Server's prepare() sets: the handler does not ask again
+    handler.current_user = user
+    if user is not None and may_write(user.hub_user):
+        return True
+    request = handler.request
+    what = "a websocket" if "Upgrade" in request.headers else request.method
+    needs = f"{WRITE_SCOPE}!server={server_name()}"
+    if user is None:
+        refuse(handler, f"{what} here needs a login with {needs}")
+        return False
+    identity_provider.log.info("%s may only read here (%s %s refused)", user.username, what, request.path)
+    refuse(handler, f"{user.username} may only read here: {what} needs {needs} (the workspace's owner "
+                    "and editors have it; a viewer may open, read and download only)")
+    return False
+
+
+def refuse(handler: web.RequestHandler, message: str) -> None:
+    """Answer 403 with ``message`` in JSON, as Jupyter Server's API answers.
+
+    Written with tornado's own ``finish``: nothing of the handler runs for a
+    refused request, not even its error page (JupyterLab's licenses handler,
+    for one, has a ``finish`` that tornado's error path cannot call)."""
+    handler.set_status(403)
+    handler.set_header("Content-Type", "application/json")
+    web.RequestHandler.finish(handler, json.dumps({"message": message, "reason": None}))
+
+
+@functools.cache
+def guarded(handler_class: type[web.RequestHandler]) -> type[web.RequestHandler]:
+    """``handler_class`` behind :func:`require_writer`, which runs before anything of its own.
+
+    It takes every standard method, so that a non-writer gets the same 403
+    whatever the method (tornado would answer an unsupported one with 405
+    before ``prepare``); writers get the 405 as before."""
+    methods = handler_class.SUPPORTED_METHODS
+
+    class Guarded(handler_class):  # type: ignore[valid-type,misc]
+        SUPPORTED_METHODS = tuple(dict.fromkeys((*methods, *web.RequestHandler.SUPPORTED_METHODS)))
+
+        async def prepare(self, *args, **kwargs):
+            if not await require_writer(self):
+                return None  # refused: answered
+            if self.request.method not in methods:
+                raise web.HTTPError(405)
+            result = super().prepare(*args, **kwargs)
+            if result is not None:
+                await result
+            return None
+
+    # logs and error pages name the handler as before
+    Guarded.__name__, Guarded.__qualname__ = handler_class.__name__, handler_class.__qualname__
+    Guarded.__module__, Guarded.__doc__ = handler_class.__module__, handler_class.__doc__
+    return Guarded
+
+
+class _Unroutable(web.RequestHandler):
+    """A route whose target is not a request handler (a nested application, a
+    callable): nothing here can tell who may use it, so no one may."""
+
+    def prepare(self):
+        refuse(self, "uws-hub's server check cannot check this request, so no one may make it")
+
+
+def guard_routing(web_app: web.Application) -> None:
+    """Route every request either to its handler (on the read-only list) or to it guarded."""
+    find_handler = web_app.find_handler
+
+    def guarded_find_handler(request, **kwargs):
+        delegate = find_handler(request, **kwargs)
+        handler_class = getattr(delegate, "handler_class", None)
+        if handler_class is None:
+            return web_app.get_handler_delegate(request, _Unroutable)
+        if is_read_only(request, handler_class):
+            return delegate
+        return web_app.get_handler_delegate(
+            request, guarded(handler_class), delegate.handler_kwargs, delegate.path_args, delegate.path_kwargs
+        )
+
+    web_app.find_handler = guarded_find_handler
+
+
+def _jupyter_server_extension_points():
+    return [{"module": __name__}]
+
+
+def _load_jupyter_server_extension(serverapp) -> None:
+    """Guard the server's routing; a server that cannot be guarded does not run."""
+    try:
+        guard_routing(serverapp.web_app)
+    except Exception:
+        serverapp.log.critical("uws_server_auth: cannot guard this server's routing; stopping", exc_info=True)
+        serverapp.exit(1)
+    serverapp.log.info("uws_server_auth: readers reach only %d read-only handlers", len(READ_ONLY_HANDLERS))
+
+
+class WorkspaceAuthorizer(JupyterHubAuthorizer):
+    """JupyterHub's authorizer (access to this server), plus: only writers write
+    or execute; and no server runs without the guard."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        # Made after the server extensions are linked, before the web app. Config
+        # files cannot drop the guard (this folder comes first on
+        # JUPYTER_CONFIG_PATH and adds to the extensions), but a command line
+        # that sets ServerApp.jpserver_extensions outright does
+        serverapp = self.parent
+        extension = serverapp.extension_manager.extensions.get(__name__)
+        if extension is None or not extension.enabled:
+            self.log.critical(
+                "%s: the server extension %s, which keeps viewers to reading, is not enabled (something "
+                "set ServerApp.jpserver_extensions outright; add to it instead); stopping",
+                __name__, __name__,
+            )
+            serverapp.exit(1)
 
     def is_authorized(self, handler, user, action, resource):
         if not super().is_authorized(handler, user, action, resource):
             return False
         if action == "read":
             return True
-        allowed = bool(check_scopes(self.write_scopes(), set(user.hub_user["scopes"])))
+        allowed = may_write(user.hub_user)
         if not allowed:
             self.log.info("%s may only read here (%s %s refused)", user.username, action, resource)
         return allowed

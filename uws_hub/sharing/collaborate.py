@@ -19,7 +19,7 @@ startup and every ``UWSHub.share_sync_interval`` seconds:
   through a hub group of the workspace's own, because authenticators with
   ``manage_groups`` replace a user's groups at every login.
 - With ``UWSHub.system_users``, a POSIX group per workspace whose members are
-  the editors (:mod:`uws_hub.posixgroups`).
+  the editors (:mod:`uws_hub.sharing.posixgroups`).
 
 Revoking deletes the share, re-makes the roles (so the hub refuses the grantee
 at once), deletes the grantee's OAuth tokens for the workspace's server, and

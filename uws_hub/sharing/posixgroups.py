@@ -32,7 +32,7 @@ import stat
 import struct
 import subprocess
 
-from ..workspaces.storage import DIR_FLAGS, FILE_FLAGS
+from ..workspaces.paths import DIR_FLAGS, FILE_FLAGS
 
 #: default ACLs in Linux's xattr encoding (acl_ea_header, then acl_ea_entry sorted by tag and id)
 _ACL_XATTR = "system.posix_acl_default"
@@ -133,7 +133,7 @@ def share_tree(directory: str, gid: int, log: logging.Logger) -> None:
 
     Owners are unchanged; setuid bits are dropped. The owner's jobs may be
     changing the tree meanwhile, and the hub runs this as root, so it goes by
-    descriptor (as :mod:`uws_hub.storage` does): each directory and regular
+    descriptor (as :mod:`uws_hub.workspaces.paths` does): each directory and regular
     file is opened relative to its open directory with ``O_NOFOLLOW`` and
     changed through its descriptor, so a link swapped in is never followed
     out of the tree. Links, FIFOs, sockets and devices are left as they are.

@@ -1,11 +1,11 @@
 """Copying a workspace's tree for a copy-share, safely and fast (blocking: run it in a thread).
 
-- Goes by descriptor on both sides, as :mod:`uws_hub.storage` does: every
+- Goes by descriptor on both sides, as :mod:`uws_hub.workspaces.paths` does: every
   entry is opened relative to its open directory with ``O_NOFOLLOW``, so
   neither the sharer (in the source) nor the recipient (in the copy, which is
   theirs as it is made) can swap in a symlink that takes the copy elsewhere.
 - Never follows a symlink: links are copied as links, and only when they
-  resolve inside the workspace (:func:`~uws_hub.storage.link_stays_inside`,
+  resolve inside the workspace (:func:`~uws_hub.workspaces.paths.link_stays_inside`,
   following the links on their way, as they will resolve in the copy); others
   are left out and counted.
 - Only directories, regular files and those links are copied (no device
@@ -24,7 +24,7 @@ import os
 import stat
 from dataclasses import dataclass
 
-from .storage import DIR_FLAGS, FILE_FLAGS, NEW_FILE_FLAGS, RESERVED_PREFIX, DirChain, Owner, link_stays_inside
+from .paths import DIR_FLAGS, FILE_FLAGS, NEW_FILE_FLAGS, RESERVED_PREFIX, DirChain, Owner, link_stays_inside
 
 CHUNK_BYTES = 8 * 1024 * 1024
 

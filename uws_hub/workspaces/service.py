@@ -2,7 +2,7 @@
 
 The rules live here (unique slug per owner, no delete while a job runs,
 status changes through the transition table); the handlers only parse and
-render, and :mod:`uws_hub.storage` does the path-safe file work.
+render, and :mod:`uws_hub.workspaces.paths` does the path-safe file work.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from ..errors import Conflict, Unprocessable
 from ..events.bus import EventBus
 from ..orm import Job, Share, Workspace, utcnow
 from ..states import WorkspaceStatus, WorkspaceTarget, check_workspace_transition
-from .storage import Owner, PathError, WorkspaceStorage, split_relpath
+from .paths import Owner, PathError, split_relpath
+from .storage import WorkspaceStorage
 
 if TYPE_CHECKING:
     from ..accounts.system import SystemAccounts

@@ -1,31 +1,13 @@
-"""Where workspaces live on disk, and the one place request paths are made safe.
+"""What the hub does in a workspace's directory: create, seed, list, read, write,
+measure and remove, all by descriptor beneath it (:mod:`.paths`).
 
-A user's job can change its workspace between any two system calls of the
-hub's (swap a directory for a symlink to outside, put a FIFO where a file
-was), so every file operation inside a workspace goes by descriptor, never by
-a path string the kernel would resolve again:
-
-- The workspace directory is opened, then each component of a request path
-  relative to the directory above it, with ``O_NOFOLLOW`` (:class:`DirChain`).
-- A symlink met on the way is read and its target walked the same way:
-  relative to the directory holding it, ``..`` going back up the directories
-  already open, refused when absolute or climbing above the workspace, at most
-  :data:`MAX_SYMLINKS` of them. That is ``openat2``'s ``RESOLVE_BENEATH`` done
-  in user space (Python has no ``openat2``): links that stay inside keep
-  working, as users expect of the links their tools make, and nothing outside
-  is ever opened, whatever is swapped in between two steps.
 - Files are opened ``O_NONBLOCK`` and ``fstat``-ed; anything but a regular file
   or a directory is refused with its type, so a FIFO cannot block a read.
 - Writes go to a temporary file in the destination's (open) directory, renamed
   into place relative to it (:class:`Upload`).
 
 All of it blocks: callers run it in a thread, never on the hub's event loop.
-
-Where jobs run as real system users, directories and files the hub creates
-are handed to the workspace owner (``fchown``), so that the owner's server
-can use them and other users cannot.
 """
-
 from __future__ import annotations
 
 import errno
@@ -35,327 +17,24 @@ import shutil
 import stat
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import BinaryIO, TypeVar, overload
+from typing import BinaryIO
 
-T = TypeVar("T")
-
-#: as many symlinks as Linux follows in one path (``MAXSYMLINKS``)
-MAX_SYMLINKS = 40
-#: the longest file name Linux filesystems take (``NAME_MAX``), in bytes
-NAME_MAX_BYTES = 255
-#: names the hub keeps for itself in workspaces (uploads under way, SLURM job
-#: output that may hold a server's secrets): requests can neither list, read
-#: nor write them, and copy-shares leave them out
-RESERVED_PREFIX = ".uws-"
-#: temporary files of uploads under way: never listed, copied or counted as content
-TEMP_PREFIX = RESERVED_PREFIX + "upload-"
-
-DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
-NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-class PathError(ValueError):
-    """A request path that is malformed, leaves its workspace or names the wrong kind of file (a 400)."""
-
-
-class NotFound(LookupError):
-    """A request path that does not exist in the workspace (a 404)."""
-
-
-@dataclass(frozen=True)
-class Owner:
-    """The system account that owns a workspace's files (None: the hub's own)."""
-
-    uid: int | None = None
-    gid: int | None = None
-    #: the workspace is group-shared (:mod:`uws_hub.posixgroups`): what the hub
-    #: creates keeps the group its setgid directory gives it, and is group-writable
-    shared: bool = False
-
-    def in_workspace(self, root_fd: int) -> Owner:
-        """This owner, group-shared if the workspace open at ``root_fd`` is (setgid)."""
-        if self.uid is not None and os.fstat(root_fd).st_mode & stat.S_ISGID:
-            return replace(self, shared=True)
-        return self
-
-    def chown_fd(self, fd: int) -> None:
-        """Hand an open file or directory the hub made to the owner."""
-        if self.uid is not None:
-            os.fchown(fd, self.uid, -1 if self.shared or self.gid is None else self.gid)
-        if self.shared:
-            mode = os.fstat(fd).st_mode
-            os.fchmod(fd, stat.S_IMODE(mode) | (0o2070 if stat.S_ISDIR(mode) else 0o060))
-
-    def chown_link(self, name: str, dir_fd: int) -> None:
-        """Hand a symlink the hub made (``name`` in the directory open at ``dir_fd``) to the owner."""
-        if self.uid is not None:
-            gid = -1 if self.shared or self.gid is None else self.gid
-            os.chown(name, self.uid, gid, dir_fd=dir_fd, follow_symlinks=False)
-
-
-@dataclass(frozen=True)
-class Entry:
-    name: str
-    path: str
-    type: str
-    size: int
-    modified: datetime
-
-    def to_dict(self) -> dict:
-        return {
-            "name": self.name,
-            "path": self.path,
-            "type": self.type,
-            "size": self.size,
-            "modified": self.modified.isoformat().replace("+00:00", "Z"),
-        }
-
-
-def _entry_type(mode: int) -> str:
-    if stat.S_ISDIR(mode):
-        return "directory"
-    if stat.S_ISLNK(mode):
-        return "symlink"
-    if stat.S_ISREG(mode):
-        return "file"
-    return "other"
-
-
-def _kind(mode: int) -> str:
-    """What a file that is neither regular nor a directory is, for messages."""
-    for test, kind in [
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISSOCK, "a socket"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISLNK, "a symbolic link"),
-    ]:
-        if test(mode):
-            return kind
-    return "not a regular file"
-
-
-def _name_too_long(name: str, size: int) -> PathError:
-    return PathError(f"Name longer than {NAME_MAX_BYTES} bytes ({size} bytes): {name[:20]!r}...")
-
-
-def split_relpath(relpath: str) -> list[str]:
-    """The components of a workspace-relative path, or PathError.
-
-    ``""``, ``"."`` and ``"/"``-free paths with ``.`` or empty components are
-    accepted; absolute paths, ``..``, NUL bytes, names no filesystem takes
-    (over 255 bytes) and text that is no file name (lone surrogates) are not.
-    """
-    if "\x00" in relpath:
-        raise PathError("Path must not contain NUL bytes")
-    if relpath.startswith("/") or relpath.startswith("\\"):
-        raise PathError(f"Path must be relative to the workspace, not absolute: {relpath!r}")
-    parts = [p for p in relpath.split("/") if p not in ("", ".")]
-    if any(p == ".." for p in parts):
-        raise PathError(f"Path must stay inside the workspace ('..' is not allowed): {relpath!r}")
-    for part in parts:
-        try:
-            size = len(os.fsencode(part))
-        except UnicodeEncodeError:
-            raise PathError(f"Path is not valid text for a file name: {relpath!r}") from None
-        if size > NAME_MAX_BYTES:
-            raise _name_too_long(part, size)
-    return parts
-
-
-class DirChain:
-    """The directories from a workspace's root down to where a walk has got, each open.
-
-    ``fds[0]`` is the root; ``names`` are the components below it, as resolved
-    (symlinks followed), so ``..`` goes back up the way the walk came down and
-    can never climb above the root. :meth:`branch` starts a second walk from
-    here that borrows these descriptors (closing only its own).
-    """
-
-    def __init__(self, fds: list[int], names: list[str] | None = None, borrowed: int = 0):
-        self.fds = fds
-        self.names = names or []
-        self._borrowed = borrowed
-
-    @classmethod
-    def open_root(cls, directory: str) -> DirChain:
-        """A workspace's directory (hub-made under the workspaces root), open."""
-        try:
-            return cls([os.open(directory, DIR_FLAGS)])
-        except (FileNotFoundError, NotADirectoryError):
-            raise NotFound("The workspace's directory is missing") from None
-
-    @property
-    def fd(self) -> int:
-        return self.fds[-1]
-
-    def path(self, name: str | None = None) -> str:
-        """The workspace-relative path of where the walk is (or of ``name`` in it)."""
-        return "/".join(self.names + ([name] if name else []))
-
-    def branch(self) -> DirChain:
-        return DirChain(list(self.fds), list(self.names), borrowed=len(self.fds))
-
-    def enter(self, fd: int, name: str) -> None:
-        self.fds.append(fd)
-        self.names.append(name)
-
-    def up(self, shown: str) -> None:
-        if len(self.fds) == 1:
-            raise PathError(f"Path resolves outside the workspace: {shown!r}")
-        fd = self.fds.pop()
-        self.names.pop()
-        if len(self.fds) >= self._borrowed:
-            os.close(fd)
-        else:  # a borrowed one: what is entered from here on is this walk's own
-            self._borrowed = len(self.fds)
-
-    def close(self) -> None:
-        while len(self.fds) > self._borrowed:
-            os.close(self.fds.pop())
-        self.fds = []
-
-    def release(self) -> int:
-        """Keep only the descriptor of where the walk is (the caller closes it); close the others."""
-        fd = self.fds.pop()
-        self.close()
-        return fd
-
-    def __enter__(self) -> DirChain:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    @overload
-    def walk(
-        self, parts: list[str], shown: str, final: Callable[[int, str | None], T], make: Owner | None = None,
-        hops: int = 0,
-    ) -> T: ...
-
-    @overload
-    def walk(
-        self, parts: list[str], shown: str, final: None = None, make: Owner | None = None, hops: int = 0
-    ) -> None: ...
-
-    def walk(
-        self,
-        parts: list[str],
-        shown: str,
-        final: Callable[[int, str | None], T] | None = None,
-        make: Owner | None = None,
-        hops: int = 0,
-    ) -> T | None:
-        """Walk down ``parts`` from here, following symlinks beneath the root.
-
-        With no ``final``, every component must be a directory, and is entered.
-        Otherwise the last one is handed to ``final(dir_fd, name)`` in the open
-        directory holding it (``name`` None when the path ends at the root
-        itself), which raises ``OSError(ELOOP)`` when ``name`` is a symlink, to
-        have it followed. ``make`` creates missing directories, for that owner.
-        ``shown`` is the path named in errors.
-        """
-        todo = list(reversed(parts))  # a stack: the next component last
-        while True:
-            if not todo:
-                if final is None:
-                    return None
-                if not self.names:
-                    return final(self.fd, None)
-                # the path ended at a directory (through '..' in a link): hand it over by name
-                todo.append(self.names[-1])
-                self.up(shown)
-            name = todo.pop()
-            if name in ("", "."):
-                continue
-            if name.startswith(RESERVED_PREFIX):
-                raise PathError(f"Names starting with {RESERVED_PREFIX!r} are the hub's own: {shown!r}")
-            if name == "..":
-                self.up(shown)
-                continue
-            try:
-                if todo or final is None:
-                    self.enter(self._open_dir(name, make), name)
-                    continue
-                return final(self.fd, name)
-            except OSError as e:
-                # a symlink: ELOOP, or ENOTDIR where a directory was asked for
-                if e.errno not in (errno.ELOOP, errno.ENOTDIR):
-                    raise self._refusal(e, name) from None
-                failure = e
-            try:
-                target = os.readlink(name, dir_fd=self.fd)
-            except OSError as e:
-                if e.errno != errno.EINVAL or failure.errno == errno.ENOTDIR:
-                    raise self._refusal(failure if e.errno == errno.EINVAL else e, name) from None
-                target = None  # a link a moment ago, not now: look again (a hop, so this ends)
-            hops += 1
-            if hops > MAX_SYMLINKS:
-                raise PathError(f"Too many levels of symbolic links (a loop?) in {shown!r}")
-            if target is None:
-                todo.append(name)
-                continue
-            if target.startswith("/"):
-                raise PathError(f"Path resolves outside the workspace: {shown!r}")
-            todo.extend(reversed(target.split("/")))
-
-    def _open_dir(self, name: str, make: Owner | None) -> int:
-        try:
-            return os.open(name, DIR_FLAGS, dir_fd=self.fd)
-        except FileNotFoundError:
-            if make is None:
-                raise
-        try:
-            os.mkdir(name, 0o755, dir_fd=self.fd)
-        except FileExistsError:  # made meanwhile: open whatever it is, as above
-            return os.open(name, DIR_FLAGS, dir_fd=self.fd)
-        fd = os.open(name, DIR_FLAGS, dir_fd=self.fd)
-        try:
-            make.chown_fd(fd)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
-
-    def _refusal(self, e: OSError, name: str) -> Exception:
-        where = self.path(name)
-        if e.errno == errno.ENOENT:
-            return NotFound(f"No such directory: {where!r}")
-        if e.errno == errno.ENOTDIR:
-            return PathError(f"Not a directory: {where!r}")
-        if e.errno == errno.ENAMETOOLONG:
-            return _name_too_long(name, len(os.fsencode(name)))
-        if e.errno in (errno.EACCES, errno.EPERM):
-            return PathError(f"Permission denied: {where!r}")
-        return e
-
-
-def link_stays_inside(dirs: DirChain, target: str) -> bool:
-    """Whether a symlink in the directory where ``dirs`` is, pointing at
-    ``target``, resolves inside ``dirs``' root: links in its way are followed,
-    a missing last component is fine (a link to a file not made yet), a missing
-    directory on the way is not (it cannot be resolved)."""
-
-    def inside(dir_fd: int, name: str | None) -> bool:
-        if name is not None:
-            try:
-                if stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
-                    raise OSError(errno.ELOOP, "a symbolic link", name)
-            except FileNotFoundError:
-                pass
-        return True
-
-    if target.startswith("/"):
-        return False
-    with dirs.branch() as probe:
-        try:
-            return probe.walk(target.split("/"), target, final=inside, hops=1)
-        except (PathError, NotFound, OSError):
-            return False
+from .paths import (
+    DIR_FLAGS,
+    FILE_FLAGS,
+    NEW_FILE_FLAGS,
+    RESERVED_PREFIX,
+    TEMP_PREFIX,
+    DirChain,
+    Entry,
+    NotFound,
+    Owner,
+    PathError,
+    entry_type,
+    kind_of,
+    split_relpath,
+)
 
 
 class WorkspaceStorage:
@@ -415,7 +94,7 @@ class WorkspaceStorage:
                         Entry(
                             name=d.name,
                             path=dirs.path(d.name),
-                            type=_entry_type(st.st_mode),
+                            type=entry_type(st.st_mode),
                             size=st.st_size,
                             modified=datetime.fromtimestamp(st.st_mtime, UTC),
                         )
@@ -439,7 +118,7 @@ class WorkspaceStorage:
                 if e.errno != errno.ENXIO:  # ENXIO: a socket (which cannot be opened)
                     raise
                 mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
-                raise PathError(f"Not a regular file: {shown!r} is {_kind(mode)}") from None
+                raise PathError(f"Not a regular file: {shown!r} is {kind_of(mode)}") from None
 
         with DirChain.open_root(directory) as dirs:
             fd = dirs.walk(parts, shown, final=open_file)
@@ -448,7 +127,7 @@ class WorkspaceStorage:
             os.close(fd)
             if stat.S_ISDIR(st.st_mode):
                 raise PathError(f"{shown!r} is a directory; list directories with ?path=")
-            raise PathError(f"Not a regular file: {shown!r} is {_kind(st.st_mode)}")
+            raise PathError(f"Not a regular file: {shown!r} is {kind_of(st.st_mode)}")
         return os.fdopen(fd, "rb"), st.st_size
 
     # ---------------------------------------------------------------- writing

@@ -169,6 +169,29 @@ def job_id_from_name(prefix: str, name: str) -> int | None:
     return int(rest) if rest.isdigit() else None
 
 
+def find_orphans(entries: list[SweepEntry], prefix: str, known: dict[int, str | None]) -> list[str]:
+    """The SLURM ids of this hub's jobs (named with ``prefix``) that no unfinished job knows.
+
+    ``known`` maps each unfinished job to its stored SLURM id, or None. A SLURM
+    job named like this hub's job N is an orphan if job N is not unfinished, or
+    if job N's stored id is a later submission (a duplicate from a start the
+    hub lost track of). A job N with no stored id yet may be submitting right
+    now: left alone.
+    """
+    orphans = []
+    for entry in entries:
+        hub_job = job_id_from_name(prefix, entry.name)
+        if hub_job is None:
+            continue
+        if hub_job not in known:
+            orphans.append(entry.job_id)
+            continue
+        stored = known[hub_job]
+        if stored and stored != entry.job_id and stored.isdigit() and int(entry.job_id) < int(stored):
+            orphans.append(entry.job_id)
+    return orphans
+
+
 # ---------------------------------------------------------------- ends
 def describe_end(state: JobState, *, started: bool) -> tuple[str, str]:
     """How a job that SLURM ended ends in the hub: (outcome, reason).

@@ -57,7 +57,16 @@ from traitlets import Float, List, Unicode, default
 
 from ..mixins import WorkspaceSpawnerMixin
 from .commands import SlurmCommandError
-from .parsing import SWEEP_FORMAT, JobState, describe_end, job_id_from_name, job_name, parse_sbatch, parse_sweep
+from .parsing import (
+    SWEEP_FORMAT,
+    JobState,
+    describe_end,
+    find_orphans,
+    job_id_from_name,
+    job_name,
+    parse_sbatch,
+    parse_sweep,
+)
 from .poller import SlurmPoller
 from .script import DEFAULT_BATCH_SCRIPT, render_batch_script, script_job_id, submit_environment, token_from_script
 
@@ -617,14 +626,9 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         config: Any,
         log: logging.Logger,
     ) -> list[str]:
-        """Cancel this hub's SLURM jobs that no unfinished job knows; return their ids.
-
-        ``known()`` maps each unfinished job (on this class's resources) to
-        its stored SLURM id, or None. A SLURM job named like this hub's job N
-        is an orphan if job N is not unfinished, or if job N's stored id is a
-        later submission (a duplicate from a start the hub lost track of). A
-        job N with no stored id yet may be submitting right now: left alone.
-        """
+        """Cancel this hub's SLURM jobs that no unfinished job knows (:func:`.parsing.find_orphans`);
+        return their ids. ``known()`` maps each unfinished job (on this class's resources)
+        to its stored SLURM id, or None."""
         settings = cls(config=config)
         if not settings.orphan_sweep_interval_seconds:
             return []
@@ -640,19 +644,11 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
             log.warning("Orphan sweep: squeue failed: %s", result.stderr.strip()[:300])
             cls._last_sweep.pop(hub_id, None)
             return []
-        ours = [(e, job_id_from_name(prefix, e.name)) for e in parse_sweep(result.stdout)]
-        ours = [(e, n) for e, n in ours if n is not None]
-        if not ours:
+        entries = parse_sweep(result.stdout)
+        if not any(job_id_from_name(prefix, e.name) is not None for e in entries):
             return []
-        jobs = known()  # after squeue: a job submitted meanwhile is in the database already
-        orphans = []
-        for entry, hub_job in ours:
-            if hub_job not in jobs:
-                orphans.append(entry.job_id)
-                continue
-            stored = jobs[hub_job]
-            if stored and stored != entry.job_id and stored.isdigit() and int(entry.job_id) < int(stored):
-                orphans.append(entry.job_id)
+        # known() after squeue: a job submitted meanwhile is in the database already
+        orphans = find_orphans(entries, prefix, known())
         if orphans:
             log.warning("Cancelling orphaned SLURM jobs of this hub (no job knows them): %s", ", ".join(orphans))
             result = await poller.command([*settings.scancel_cmd, *orphans])

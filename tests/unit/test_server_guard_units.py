@@ -1,0 +1,98 @@
+"""The guard of jobs' Jupyter servers (uws_hub/serverconfig/uws_server_auth.py)
+on a bare tornado application: it covers routes added after it was installed
+(an extension loaded later) and refuses routes whose target it cannot guard.
+tests/test_server_access.py tries it in real servers through the proxy."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+
+import pytest
+from tornado import httpclient, httpserver, netutil, web
+from tornado.routing import PathMatches, Rule
+
+from uws_hub.serverconfig import uws_server_auth
+
+
+@dataclass
+class HubUser:
+    username: str
+    hub_user: dict
+
+
+class IdentityProvider:
+    """Stands in for JupyterHub's: the user named in a header, with the scopes
+    the owner's server gives writers (or none)."""
+
+    log = logging.getLogger("tests")
+
+    async def get_user(self, handler):
+        name = handler.request.headers.get("X-User")
+        if not name:
+            return None
+        scopes = ["custom:uws:write:workspaces!server=alice/ws"] if name == "writer" else []
+        return HubUser(name, {"scopes": scopes})
+
+
+class Late(web.RequestHandler):
+    def get(self):
+        self.write("read")
+
+    def post(self):
+        self.write("written")
+
+
+def answers(app: web.Application, requests: list[tuple[str, str, str | None]]) -> list[tuple[int, str]]:
+    """(status, body) of each (method, path, user) request to ``app``."""
+
+    async def run():
+        sockets = netutil.bind_sockets(0, "127.0.0.1")
+        server = httpserver.HTTPServer(app)
+        server.add_sockets(sockets)
+        port = sockets[0].getsockname()[1]
+        client = httpclient.AsyncHTTPClient()
+        out = []
+        for method, path, user in requests:
+            r = await client.fetch(f"http://127.0.0.1:{port}{path}", method=method, raise_error=False,
+                                   headers={"X-User": user} if user else {},
+                                   body=b"" if method in ("POST", "PUT", "PATCH") else None)
+            out.append((r.code, r.body.decode()))
+        server.stop()
+        return out
+
+    return asyncio.run(run())
+
+
+def test_routes_added_after_the_guard_are_guarded_and_unknown_targets_refused(monkeypatch):
+    monkeypatch.setenv("JUPYTERHUB_USER", "alice")
+    monkeypatch.setenv("JUPYTERHUB_SERVER_NAME", "ws")
+    app = web.Application(identity_provider=IdentityProvider())
+    uws_server_auth.guard_routing(app)
+    # what an extension loaded later adds: a handler, and a rule to a target that is not one
+    app.add_handlers(".*", [(r"/late", Late), Rule(PathMatches(r"/callable"), lambda request: None)])
+
+    got = answers(app, [
+        ("GET", "/late", "writer"), ("POST", "/late", "writer"),
+        ("GET", "/late", "viewer"), ("POST", "/late", "viewer"), ("POST", "/late", None),
+        ("GET", "/callable", "writer"),
+    ])
+    assert got[:2] == [(200, "read"), (200, "written")]
+    for status, body in got[2:4]:
+        assert status == 403
+        assert json.loads(body)["message"].startswith(
+            "viewer may only read here: ") and "custom:uws:write:workspaces!server=alice/ws" in body
+    assert got[4][0] == 403 and "needs a login with custom:uws:write:workspaces" in got[4][1]
+    assert got[5][0] == 403 and "cannot check this request" in got[5][1]
+
+
+@pytest.mark.parametrize("method", ["PATCH", "DELETE"])
+def test_a_method_the_handler_has_not_is_403_to_readers_and_405_to_writers(monkeypatch, method):
+    monkeypatch.setenv("JUPYTERHUB_USER", "alice")
+    monkeypatch.setenv("JUPYTERHUB_SERVER_NAME", "ws")
+    app = web.Application([(r"/late", Late)], identity_provider=IdentityProvider())
+    uws_server_auth.guard_routing(app)
+    assert [status for status, _ in answers(app, [(method, "/late", "viewer"), (method, "/late", "writer")])] \
+        == [403, 405]

@@ -1,0 +1,259 @@
+"""The services in-process, on an in-memory database, with a fake server control:
+jobs (launch, stop, the transition table), quotas (launch checks, accounting),
+sharing (roles follow shares; copy invitations), and the reconciler's steps for
+workspace deletions and copies on a real temporary directory."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from datetime import timedelta
+from types import SimpleNamespace
+
+import pytest
+from jupyterhub import orm as hub_orm
+from sqlalchemy import delete
+from sqlalchemy.orm import Session
+
+from uws_hub.accounts.system import SystemAccounts
+from uws_hub.errors import Conflict
+from uws_hub.events.bus import EventBus
+from uws_hub.events.notify import Notifier
+from uws_hub.jobs.launch import check_resource_limits
+from uws_hub.jobs.service import JobService
+from uws_hub.jobs.types import parse_job_types
+from uws_hub.orm import Event, Job, Share, Workspace, utcnow
+from uws_hub.quotas.limits import Limits
+from uws_hub.quotas.service import QuotaExceeded, QuotaService
+from uws_hub.reconciler import waker
+from uws_hub.sharing.collaborate import ShareService, role_name
+from uws_hub.sharing.copies import CopyService, CopySteps
+from uws_hub.states import IllegalTransition, JobStatus
+from uws_hub.tasks import TaskPool
+from uws_hub.workqueue import WorkQueue
+from uws_hub.workspaces.reconcile import WorkspaceSteps
+from uws_hub.workspaces.service import WorkspaceService
+from uws_hub.workspaces.storage import WorkspaceStorage
+
+from ..helpers import memory_database
+
+log = logging.getLogger("test")
+
+
+class FakeServers:
+    """The job service's view of JupyterHub's servers, without JupyterHub."""
+
+    spawner_classes = {"local": SimpleNamespace(stopped_outcome="completed")}
+
+    def __init__(self):
+        self.revoked: list[tuple[str, str]] = []
+        self.deleted: list[tuple[str, str]] = []
+
+    def revoke_tokens(self, owner, server_name):
+        self.revoked.append((owner.name, server_name))
+
+    def user(self, owner):
+        return SimpleNamespace(server_url=lambda name: f"/user/{owner.name}/{name}/")
+
+    async def delete(self, owner, server_name):
+        self.deleted.append((owner.name, server_name))
+
+
+@pytest.fixture(scope="module")
+def engine():
+    engine = memory_database()
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def hub(engine, tmp_path):
+    """Every service, wired as services.build does, on a clean database."""
+    db = Session(engine)
+    for table in (Event, Share, Job, Workspace, hub_orm.Role, hub_orm.user_group_map, hub_orm.Group, hub_orm.User):
+        db.execute(delete(table))
+    db.commit()
+    queue: WorkQueue = WorkQueue()
+    pool = TaskPool(log, db)
+    events = EventBus(log)
+    events.attach(db)
+    notifier = Notifier(db, events, log, smtp=None, hub_url="http://hub.test/hub/")
+    quotas = QuotaService(db, notifier, log, defaults=Limits(concurrent_jobs=2, core_seconds=3600),
+                          period="month", warning_fraction=0.8)
+    accounts = SystemAccounts(False)
+    root = tmp_path / "workspaces"
+    root.mkdir()
+    storage = WorkspaceStorage(str(root))
+    woken: list[tuple[str, int]] = []
+
+    def recording(kind):
+        wake = waker(queue, kind)
+
+        def put(object_id):
+            woken.append((kind, object_id))
+            wake(object_id)
+
+        return put
+
+    servers = FakeServers()
+    workspaces = WorkspaceService(db, storage, accounts, events, log, quotas=quotas, max_seed_bytes=1024,
+                                  wake=recording("workspace"))
+    job_types = parse_job_types({"lab": {"display_name": "Lab", "default_url": "/lab"}}, ["local"])
+    jobs = JobService(db, servers, workspaces, accounts, job_types, events, log, job_log_dir=str(tmp_path / "logs"),
+                      wake=recording("job"), launch_checks=[check_resource_limits, quotas.check_launch], job_env=dict)
+    sharing = ShareService(db, accounts, notifier, events, log, posix_group_prefix=None)
+    copies = CopyService(db, sharing, accounts, quotas, notifier, wake=recording("copy"))
+    users = {name: hub_orm.User(name=name) for name in ("ann", "ben")}
+    db.add_all(users.values())
+    db.commit()
+    yield SimpleNamespace(
+        db=db, queue=queue, pool=pool, events=events, quotas=quotas, storage=storage, servers=servers,
+        workspaces=workspaces, jobs=jobs, sharing=sharing, copies=copies, woken=woken, users=users, root=root,
+        steps=lambda: (
+            WorkspaceSteps(workspaces, servers, queue, pool, log, forget=sharing.forget_workspace),
+            CopySteps(db, storage, workspaces, sharing, accounts, quotas, notifier, queue, pool, log,
+                      max_attempts=2, retry_seconds=0.01),
+        ),
+    )
+    db.close()
+
+
+def workspace(hub, owner="ann", slug="w1", files: dict[str, bytes] | None = None) -> Workspace:
+    directory = hub.storage.directory_for(owner, slug)
+    os.makedirs(directory)
+    for name, data in (files or {}).items():
+        with open(os.path.join(directory, name), "wb") as f:
+            f.write(data)
+    ws = Workspace(owner=hub.users[owner], slug=slug, name=slug, status="idle", directory=directory,
+                   disk_usage_bytes=sum(len(d) for d in (files or {}).values()))
+    hub.db.add(ws)
+    hub.db.commit()
+    return ws
+
+
+# ---------------------------------------------------------------- jobs
+def test_a_launch_records_the_job_and_wakes_the_reconciler(hub):
+    ws = workspace(hub)
+    job = hub.jobs.launch(ws, "lab", None, {}, "ann")
+    assert (job.status, job.target, job.server_name) == ("pending", "running", "w1")
+    assert ws.status == "active"
+    assert hub.woken == [("job", job.id)]
+    with pytest.raises(Conflict, match="already has a pending job"):
+        hub.jobs.launch(ws, "lab", None, {}, "ann")
+
+
+def test_running_stores_where_the_job_answers_and_the_end_clears_it(hub):
+    ws = workspace(hub)
+    job = hub.jobs.launch(ws, "lab", None, {}, "ann")
+    hub.jobs.transition(job, JobStatus.running, node="node7")
+    assert (job.url, job.node) == ("/user/ann/w1/lab", "node7")
+    hub.jobs.stop(job, "ann")
+    assert (job.status, job.target, job.outcome) == ("stopping", "stopped", "completed")
+    hub.jobs.transition(job, JobStatus.completed)
+    assert (job.url, job.node, ws.status) == (None, None, "idle")
+    assert hub.servers.revoked == [("ann", "w1")]  # every end of a job revokes its tokens
+    with pytest.raises(IllegalTransition):
+        hub.jobs.transition(job, JobStatus.running)
+
+
+def test_a_stop_before_the_job_ran_cancels_it(hub):
+    job = hub.jobs.launch(workspace(hub), "lab", None, {}, "ann")
+    assert hub.jobs.stop(job, "ann").outcome == "cancelled"
+    assert hub.jobs.stop(job, "ann") is job  # idempotent
+
+
+# ---------------------------------------------------------------- quotas
+def test_launch_checks_refuse_over_the_concurrent_jobs_quota(hub):
+    for slug in ("a", "b"):
+        hub.jobs.launch(workspace(hub, slug=slug), "lab", None, {}, "ann")
+    with pytest.raises(QuotaExceeded, match="Concurrent job quota: ann's unfinished jobs would be 3"):
+        hub.jobs.launch(workspace(hub, slug="c"), "lab", None, {}, "ann")
+
+
+def test_accounting_returns_the_jobs_over_budget(hub):
+    job = hub.jobs.launch(workspace(hub), "lab", None, {"cpus": 2}, "ann")
+    hub.jobs.transition(job, JobStatus.running)
+    job.running_at = utcnow() - timedelta(hours=1)  # 2 core-hours of a 1 core-hour quota
+    hub.db.commit()
+    [(over, reason)] = hub.quotas.account()
+    assert over is job and reason.startswith("Core-hour quota used up: ann's jobs used 2")
+
+
+# ---------------------------------------------------------------- sharing
+def test_roles_follow_collaborate_shares(hub):
+    ws = workspace(hub)
+    share, created = hub.sharing.share(ws, "editor", "ann", user=hub.users["ben"])
+    role = hub_orm.Role.find(hub.db, role_name(ws.id, "editor"))
+    assert created and [u.name for u in role.users] == ["ben"]
+    assert "custom:uws:write:workspaces!server=ann/w1" in role.scopes
+    hub.sharing.revoke(share, "ann")
+    assert hub_orm.Role.find(hub.db, role_name(ws.id, "editor")) is None
+
+
+def test_a_copy_invitation_is_answered_once(hub):
+    ws = workspace(hub)
+    share = hub.copies.invite_copy(ws, hub.users["ben"], None, "ann")
+    share = hub.copies.accept(share, hub.users["ben"])
+    assert (share.status, share.copy_state) == ("accepted", "queued")
+    assert hub.woken == [("copy", share.id)]
+    with pytest.raises(Conflict, match="This invitation was accepted"):
+        hub.copies.decline(share, hub.users["ben"])
+
+
+# ---------------------------------------------------------------- reconciler steps
+async def test_a_deletion_is_reconciled_to_the_end(hub):
+    ws = workspace(hub, files={"data.txt": b"x" * 10})
+    hub.sharing.share(ws, "viewer", "ann", user=hub.users["ben"])
+    hub.workspaces.delete(ws, "ann")
+    assert (ws.status, ws.target) == ("deleting", "deleted")
+    with pytest.raises(Conflict, match="is being deleted"):
+        hub.workspaces.check_writable(ws)
+    ws_id, directory = ws.id, ws.directory
+    steps, _ = hub.steps()
+    assert steps.unfinished() == [ws_id]
+    await steps.reconcile(ws_id)
+    await asyncio.wait_for(steps._deleting[ws_id], 5)
+    assert hub.db.get(Workspace, ws_id) is None and not os.path.exists(directory)
+    assert hub.servers.deleted == [("ann", "w1")]
+    assert hub_orm.Role.find(hub.db, role_name(ws_id, "viewer")) is None  # sharing forgot it
+    assert steps.unfinished() == []
+    await hub.pool.close()
+
+
+def test_a_workspace_with_an_unfinished_job_is_not_deleted(hub):
+    ws = workspace(hub)
+    hub.jobs.launch(ws, "lab", None, {}, "ann")
+    with pytest.raises(Conflict, match="stop it before deleting"):
+        hub.workspaces.delete(ws, "ann")
+
+
+async def test_a_copy_is_reconciled_into_a_workspace_of_the_recipient(hub):
+    ws = workspace(hub, files={"a.txt": b"hello"})
+    share = hub.copies.accept(hub.copies.invite_copy(ws, hub.users["ben"], "Mine", "ann"), hub.users["ben"])
+    _, steps = hub.steps()
+    assert steps.unfinished() == [share.id]
+    await steps.reconcile(share.id)
+    await asyncio.wait_for(steps._copies[share.id], 5)
+    assert share.copy_state == "done"
+    copy = hub.db.get(Workspace, share.copy_workspace_id)
+    assert (copy.owner.name, copy.name, copy.disk_usage_bytes) == ("ben", "Mine", 5)
+    with open(os.path.join(copy.directory, "a.txt"), "rb") as f:
+        assert f.read() == b"hello"
+    await hub.pool.close()
+
+
+async def test_a_copy_interrupted_by_a_restart_is_made_again(hub):
+    ws = workspace(hub, files={"a.txt": b"hello"})
+    share = hub.copies.accept(hub.copies.invite_copy(ws, hub.users["ben"], None, "ann"), hub.users["ben"])
+    share.copy_state = "copying"  # as a hub that died mid-copy left it
+    hub.db.commit()
+    leftover = hub.root / "ben" / f".uws-copy-{share.id}-dead"
+    leftover.mkdir(parents=True)
+    _, steps = hub.steps()
+    await steps.reconcile(share.id)  # no copy under way here: recover
+    assert share.copy_state == "queued" and not leftover.exists()
+    await steps.reconcile(share.id)
+    await asyncio.wait_for(steps._copies[share.id], 5)
+    assert share.copy_state == "done"
+    await hub.pool.close()
