@@ -90,9 +90,7 @@ def may_workspace(request: ScopedRequest, scope: str, ws: Workspace, *, grantees
     return grantees and shared_may(request, scope, ws.id)
 
 
-def workspace_clause(
-    request: ScopedRequest, scope: str, owner_id_column, workspace_id_column
-) -> ColumnElement[bool]:
+def workspace_clause(request: ScopedRequest, scope: str, owner_id_column, workspace_id_column) -> ColumnElement[bool]:
     """SQL condition with the meaning of :func:`may_workspace`, on rows with
     an owner id and a workspace id column (workspaces, jobs, events)."""
     clause = owner_clause(request, scope, owner_id_column)
@@ -118,11 +116,7 @@ def _filter_clause(sub_scope, owner_id_column) -> ColumnElement[bool]:
         return true()
     conditions = []
     if sub_scope.get("user"):
-        conditions.append(
-            owner_id_column.in_(
-                select(hub_orm.User.id).where(hub_orm.User.name.in_(sub_scope["user"]))
-            )
-        )
+        conditions.append(owner_id_column.in_(select(hub_orm.User.id).where(hub_orm.User.name.in_(sub_scope["user"]))))
     if sub_scope.get("group"):
         conditions.append(
             owner_id_column.in_(

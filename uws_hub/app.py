@@ -360,12 +360,16 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         if isinstance(self.authenticator, WorkspaceLocalAuthenticator):
             for name, password in await asyncio.to_thread(self.authenticator.bootstrap_admins):
                 if password is None:
-                    self.log.info("Created the admin account %r (password from $%s)",
-                                  name, self.authenticator.admin_password_env)
+                    self.log.info(
+                        "Created the admin account %r (password from $%s)", name, self.authenticator.admin_password_env
+                    )
                 else:
                     # printed once, on purpose not logged
-                    print(f"\nCreated the first admin account: user {name!r}, password {password!r}\n"
-                          "Log in with it and keep it safe; it is not shown again.\n", flush=True)
+                    print(
+                        f"\nCreated the first admin account: user {name!r}, password {password!r}\n"
+                        "Log in with it and keep it safe; it is not shown again.\n",
+                        flush=True,
+                    )
 
     def init_tornado_settings(self):
         # uws-hub's templates after the admin's template_paths, before JupyterHub's,

@@ -30,6 +30,7 @@ def include_name(name, type_, parent_names) -> bool:
     """alembic filter: only uws-hub's tables (the database also holds JupyterHub's)."""
     return type_ != "table" or name in _OUR_TABLES
 
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -53,9 +54,7 @@ def head_revision() -> str:
 
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as conn:
-        return MigrationContext.configure(
-            conn, opts={"version_table": VERSION_TABLE}
-        ).get_current_revision()
+        return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:

@@ -34,6 +34,7 @@ JOB_LAUNCH_DURATION_SECONDS = Histogram(
     buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600, float("inf")),
 )
 
+
 class StateCollector(Collector):
     """Jobs by status and resource, workspaces by status, their disk usage, event subscribers."""
 
@@ -65,7 +66,8 @@ class StateCollector(Collector):
             "uws_workspaces_disk_bytes", "Bytes in all workspaces, as last measured by the usage loop", value=disk
         )
         yield GaugeMetricFamily(
-            "uws_event_subscribers", "Open event streams (server-sent events and WebSockets)",
+            "uws_event_subscribers",
+            "Open event streams (server-sent events and WebSockets)",
             value=self.events.subscriber_count,
         )
 

@@ -73,9 +73,7 @@ class Workspace(Base):
     __table_args__ = (UniqueConstraint("owner_id", "slug", name="uq_uws_workspaces_owner_slug"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    owner_id: Mapped[int] = mapped_column(
-        ForeignKey(hub_orm.User.id, ondelete="CASCADE"), index=True
-    )
+    owner_id: Mapped[int] = mapped_column(ForeignKey(hub_orm.User.id, ondelete="CASCADE"), index=True)
     #: immutable, unique per owner; names the job's server (/user/<owner>/<slug>/)
     slug: Mapped[str] = mapped_column(String(63))
     name: Mapped[str] = mapped_column(String(255))
@@ -130,26 +128,18 @@ class Job(Base):
             "workspace_id",
             unique=True,
             sqlite_where=(
-                "interactive = 1 AND status IN ("
-                + ", ".join(f"'{s.value}'" for s in sorted(ACTIVE_JOB_STATUSES))
-                + ")"
+                "interactive = 1 AND status IN (" + ", ".join(f"'{s.value}'" for s in sorted(ACTIVE_JOB_STATUSES)) + ")"
             ),
             postgresql_where=(
-                "interactive AND status IN ("
-                + ", ".join(f"'{s.value}'" for s in sorted(ACTIVE_JOB_STATUSES))
-                + ")"
+                "interactive AND status IN (" + ", ".join(f"'{s.value}'" for s in sorted(ACTIVE_JOB_STATUSES)) + ")"
             ),
         ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    workspace_id: Mapped[int] = mapped_column(
-        ForeignKey("uws_workspaces.id", ondelete="CASCADE"), index=True
-    )
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("uws_workspaces.id", ondelete="CASCADE"), index=True)
     #: the workspace owner's id, copied so that listing jobs by scope is one query
-    owner_id: Mapped[int] = mapped_column(
-        ForeignKey(hub_orm.User.id, ondelete="CASCADE"), index=True
-    )
+    owner_id: Mapped[int] = mapped_column(ForeignKey(hub_orm.User.id, ondelete="CASCADE"), index=True)
     job_type: Mapped[str] = mapped_column(String(63))
     resource: Mapped[str] = mapped_column(String(63), default="local")
     interactive: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -203,9 +193,7 @@ class Job(Base):
     @classmethod
     def unfinished(cls, db: Session) -> list[Job]:
         """Every job that has not reached a terminal status (for the reconciler)."""
-        return list(
-            db.scalars(select(cls).where(cls.status.in_([s.value for s in ACTIVE_JOB_STATUSES])))
-        )
+        return list(db.scalars(select(cls).where(cls.status.in_([s.value for s in ACTIVE_JOB_STATUSES]))))
 
 
 class Event(Base):

@@ -33,17 +33,11 @@ REDACTED = "[redacted]"
 #: URL parameters whose values are credentials (any name containing one of these,
 #: as JupyterHub's own log_request scrubs them)
 _PARAM = r"[\w.-]*(?:token|auth|key|code|state|xsrf|secret|password|passwd|signature|session)[\w.-]*"
-_URL_PARAM = re.compile(
-    rf"(?i)((?:[?&;]|%3F|%26){_PARAM}(?:=|%3D))((?:(?!%26)[^&;\s#'\"<>])+)"
-)
-_AUTHORIZATION = re.compile(
-    r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?(?:(?:token|bearer|basic)\s+)?)([^\s'\",;]+)"
-)
+_URL_PARAM = re.compile(rf"(?i)((?:[?&;]|%3F|%26){_PARAM}(?:=|%3D))((?:(?!%26)[^&;\s#'\"<>])+)")
+_AUTHORIZATION = re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?(?:(?:token|bearer|basic)\s+)?)([^\s'\",;]+)")
 #: NAME=value, 'NAME': 'value', "name": "value" where the name says it is secret
 _SECRET_NAME = r"[\w.-]*(?:token|secret|password|passwd|api_?key|private_?key|access_?key|credentials?)[\w.-]*"
-_NAMED_SECRET = re.compile(
-    rf"(?i)(\b{_SECRET_NAME}['\"]?\s*(?:=|:\s*)['\"]?)([^\s'\",;&}})]+)"
-)
+_NAMED_SECRET = re.compile(rf"(?i)(\b{_SECRET_NAME}['\"]?\s*(?:=|:\s*)['\"]?)([^\s'\",;&}})]+)")
 _JWT = re.compile(r"\beyJ[\w-]+\.[\w-]+\.[\w-]*")
 _HEX = re.compile(r"(?<![0-9A-Za-z])[0-9a-fA-F]{32,}(?![0-9A-Za-z])")
 _BASE64 = re.compile(r"(?<![A-Za-z0-9_+/-])[A-Za-z0-9_+/-]{32,}={0,2}(?![A-Za-z0-9_+/=-])")

@@ -80,6 +80,7 @@ def levels_granting(scope: str) -> tuple[str, ...]:
     """The share levels that let a grantee act with ``scope``."""
     return tuple(level for level, scopes in LEVEL_SCOPES.items() if scope in scopes)
 
+
 if any(scope not in scope_definitions for scope in SCOPES):
     define_custom_scopes(SCOPES)
 

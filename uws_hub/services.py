@@ -101,7 +101,11 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
     storage = WorkspaceStorage(root)
     accounts = SystemAccounts(hub.system_users)
     servers = ServerControl(
-        hub.users, hub.proxy, log, spawner_classes, tasks,
+        hub.users,
+        hub.proxy,
+        log,
+        spawner_classes,
+        tasks,
         # the workspace write scope, which jobs' Jupyter servers check to tell editors from viewers
         client_scopes=lambda owner, server: [f"{scopes.WRITE_WORKSPACES}!server={owner}/{server}"],
     )
@@ -113,10 +117,17 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         events,
         log,
         smtp=SMTPSettings(
-            hub.smtp_host, hub.smtp_port, hub.smtp_from or f"uws-hub <uws-hub@{hub.smtp_host}>",
-            hub.smtp_tls, hub.smtp_user, hub.smtp_password, hub.smtp_timeout_seconds,
-        ) if hub.smtp_host else None,
-        hub_url=url_path_join(hub.public_url or hub.bind_url, hub.hub_prefix[len(hub.base_url):]),
+            hub.smtp_host,
+            hub.smtp_port,
+            hub.smtp_from or f"uws-hub <uws-hub@{hub.smtp_host}>",
+            hub.smtp_tls,
+            hub.smtp_user,
+            hub.smtp_password,
+            hub.smtp_timeout_seconds,
+        )
+        if hub.smtp_host
+        else None,
+        hub_url=url_path_join(hub.public_url or hub.bind_url, hub.hub_prefix[len(hub.base_url) :]),
     )
     quotas = QuotaService(
         db,
@@ -136,11 +147,23 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
     # no write of an earlier run is still going: nothing is reserved before the hub listens
     quotas.clear_disk_reservations()
     workspaces = WorkspaceService(
-        db, storage, accounts, events, log,
-        quotas=quotas, max_seed_bytes=hub.max_seed_bytes, wake=waker(queue, WorkspaceSteps.kind),
+        db,
+        storage,
+        accounts,
+        events,
+        log,
+        quotas=quotas,
+        max_seed_bytes=hub.max_seed_bytes,
+        wake=waker(queue, WorkspaceSteps.kind),
     )
     jobs = JobService(
-        db, servers, workspaces, accounts, job_types, events, log,
+        db,
+        servers,
+        workspaces,
+        accounts,
+        job_types,
+        events,
+        log,
         job_log_dir=os.path.abspath(hub.job_log_dir),
         wake=waker(queue, JobSteps.kind),
         # each job type's resource limits (cpus, memory, gpus, time, partitions), then quotas: 422 over them
@@ -148,7 +171,11 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         job_env=lambda env: job_env(env, hub.server_auth_cache_seconds),
     )
     sharing = ShareService(
-        db, accounts, notifier, events, log,
+        db,
+        accounts,
+        notifier,
+        events,
+        log,
         posix_group_prefix=hub.share_posix_group_prefix if hub.system_users else None,
     )
     copies = CopyService(db, sharing, accounts, quotas, notifier, wake=waker(queue, CopySteps.kind))
@@ -156,7 +183,11 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         queue,
         [
             JobSteps(
-                jobs, servers, queue, tasks, log,
+                jobs,
+                servers,
+                queue,
+                tasks,
+                log,
                 pending_timeout=hub.job_pending_timeout,
                 queued_timeout=hub.job_queued_timeout,
                 stopping_timeout=hub.job_stopping_timeout,
@@ -166,8 +197,18 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
             ),
             WorkspaceSteps(workspaces, servers, queue, tasks, log, forget=sharing.forget_workspace),
             CopySteps(
-                db, storage, workspaces, sharing, accounts, quotas, notifier, queue, tasks, log,
-                max_attempts=hub.copy_max_attempts, retry_seconds=hub.copy_retry_seconds,
+                db,
+                storage,
+                workspaces,
+                sharing,
+                accounts,
+                quotas,
+                notifier,
+                queue,
+                tasks,
+                log,
+                max_attempts=hub.copy_max_attempts,
+                retry_seconds=hub.copy_retry_seconds,
             ),
         ],
         db,
@@ -175,8 +216,12 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         workers=hub.job_reconcile_workers,
     )
     usage = UsageMeter(
-        workspaces, storage, quotas, log,
-        full_scan_seconds=hub.workspace_usage_full_scan_seconds, isolated=hub.system_users,
+        workspaces,
+        storage,
+        quotas,
+        log,
+        full_scan_seconds=hub.workspace_usage_full_scan_seconds,
+        isolated=hub.system_users,
     )
     return Services(
         storage=storage,

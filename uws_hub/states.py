@@ -46,10 +46,9 @@ class JobStatus(str, enum.Enum):
         return self in TERMINAL_JOB_STATUSES
 
 
-TERMINAL_JOB_STATUSES = frozenset(
-    {JobStatus.completed, JobStatus.failed, JobStatus.cancelled}
-)
+TERMINAL_JOB_STATUSES = frozenset({JobStatus.completed, JobStatus.failed, JobStatus.cancelled})
 ACTIVE_JOB_STATUSES = frozenset(set(JobStatus) - TERMINAL_JOB_STATUSES)
+
 
 class JobTarget(str, enum.Enum):
     """Where a job should be: its server ``running``, or ``stopped`` (then it ends)."""
@@ -171,9 +170,7 @@ def check_job_transition(old: JobStatus | str, new: JobStatus | str) -> JobStatu
     return new
 
 
-def check_workspace_transition(
-    old: WorkspaceStatus | str, new: WorkspaceStatus | str
-) -> WorkspaceStatus:
+def check_workspace_transition(old: WorkspaceStatus | str, new: WorkspaceStatus | str) -> WorkspaceStatus:
     """Return ``new`` as a WorkspaceStatus if ``old -> new`` is allowed, else raise."""
     old, new = WorkspaceStatus(old), WorkspaceStatus(new)
     if new not in WORKSPACE_TRANSITIONS[old]:

@@ -125,7 +125,6 @@ class AccountAccess:
             raise Forbidden(reason)
 
 
-
 def _roles_of(user: hub_orm.User) -> list[hub_orm.Role]:
     """The roles ``user`` holds, directly and through its groups."""
     return [*user.roles, *(role for group in user.groups for role in group.roles)]

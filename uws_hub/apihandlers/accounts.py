@@ -63,7 +63,6 @@ class AccountsAPIHandlerBase(UWSAPIHandler):
         return account_model(self.db, account)
 
 
-
 class AccountsAPIHandler(AccountsAPIHandlerBase):
     @needs_scope(ADMIN_USERS, post_filter=True)
     async def get(self):

@@ -144,9 +144,7 @@ class UWSAPIHandler(APIHandler):
         ws = Workspace.find(self.db, parse_id(workspace_id, "workspace"))
         if ws is None or not access.may_workspace(self, READ_WORKSPACES, ws):
             raise NotFound(f"No such workspace: {workspace_id}")
-        if (scope != READ_WORKSPACES or not grantees) and not access.may_workspace(
-            self, scope, ws, grantees=grantees
-        ):
+        if (scope != READ_WORKSPACES or not grantees) and not access.may_workspace(self, scope, ws, grantees=grantees):
             owner_only = " on the owner's workspaces" if not grantees else ""
             raise Forbidden(f"This action requires the scope {scope}{owner_only}")
         return ws

@@ -62,8 +62,10 @@ class EventStreamMixin(_StreamBase):
         # failed after the headers, or in the WebSocket's task); the parameter wins
         given = [
             query_int(value, name, default=0, minimum=0, maximum=MAX_SQL_INT)
-            for value, name in ((self.get_argument("last_event_id", None), "last_event_id"),
-                                (self.request.headers.get("Last-Event-ID"), "The Last-Event-ID header"))
+            for value, name in (
+                (self.get_argument("last_event_id", None), "last_event_id"),
+                (self.request.headers.get("Last-Event-ID"), "The Last-Event-ID header"),
+            )
             if value is not None
         ]
         after = given[0] if given else None

@@ -66,9 +66,7 @@ class OverrideHandlerMixin(UWSAPIHandler):
 class QuotaAPIHandler(OverrideHandlerMixin):
     def find_user(self, name: str) -> hub_orm.User:
         user = hub_orm.User.find(self.db, name)
-        if user is None or not (
-            access.may(self, READ_WORKSPACES, user) or access.may(self, ADMIN_QUOTAS, user)
-        ):
+        if user is None or not (access.may(self, READ_WORKSPACES, user) or access.may(self, ADMIN_QUOTAS, user)):
             raise NotFound(f"No such user: {name}")
         return user
 

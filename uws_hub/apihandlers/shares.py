@@ -64,7 +64,7 @@ class WorkspaceSharesAPIHandler(UWSAPIHandler):
         sharing = self.uws.sharing
         items = [share_model(s) for s in sharing.for_workspace(ws)]
         offset, limit = self.get_api_pagination()
-        self.write_json(self.paginated_model(items[offset: offset + limit], offset, limit, len(items)))
+        self.write_json(self.paginated_model(items[offset : offset + limit], offset, limit, len(items)))
 
     @requires(SHARE_WORKSPACES)
     async def post(self, workspace_id):
@@ -108,7 +108,7 @@ class SharesAPIHandler(ShareCallerMixin):
         sharing = self.uws.sharing
         items = [share_model(s) for s in sharing.received(user, statuses)]
         offset, limit = self.get_api_pagination()
-        self.write_json(self.paginated_model(items[offset: offset + limit], offset, limit, len(items)))
+        self.write_json(self.paginated_model(items[offset : offset + limit], offset, limit, len(items)))
 
 
 class ShareActionAPIHandler(ShareCallerMixin):
@@ -137,7 +137,9 @@ class ShareRecipientsAPIHandler(ShareCallerMixin):
         if len(query) > 255:
             raise BadRequest("The search is too long")
         self.write_json(
-            recipients.search(self.db, user, query, mode=self.uws.share_search, show_email=self.uws.share_search_show_email)
+            recipients.search(
+                self.db, user, query, mode=self.uws.share_search, show_email=self.uws.share_search_show_email
+            )
         )
 
 

@@ -104,7 +104,9 @@ class WorkspaceGlobusAuthenticator(WorkspaceOAuthMixin, GlobusOAuthenticator):
                 self.log.info("The %s token of %s expires and cannot be refreshed: log in again", server, user.name)
                 return False
             try:
-                fresh = await self.get_token_info(handler, self.build_refresh_token_request_params(token["refresh_token"]))
+                fresh = await self.get_token_info(
+                    handler, self.build_refresh_token_request_params(token["refresh_token"])
+                )
             except Exception as e:
                 self.log.warning("Could not refresh the %s token of %s (%s): log in again", server, user.name, e)
                 return False

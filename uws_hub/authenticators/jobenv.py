@@ -45,7 +45,8 @@ class JobEnvironmentMixin(Authenticator):
                 self.log.warning(
                     "%s: nothing to hand to %s's job: no auth_state (set c.Authenticator.enable_auth_state"
                     " = True and $JUPYTERHUB_CRYPT_KEY, and log in again)",
-                    type(self).__name__, user.name,
+                    type(self).__name__,
+                    user.name,
                 )
         spawner.environment.update(env)
         setattr(spawner, _SET_KEYS_ATTR, tuple(env))

@@ -452,9 +452,12 @@ class WorkspaceLDAPAuthenticator(JobEnvironmentMixin):
             if self.search_bind_dn:
                 searcher = self._connect(server, self.search_bind_dn, self.search_bind_password)
                 if searcher is None:
-                    self.log.error("LDAP: the search account %s cannot bind (wrong search_bind_password?)",
-                                   self.search_bind_dn)
-                    raise DirectoryUnavailable("The directory (LDAP) refused the hub's own account: ask the hub's administrators.")
+                    self.log.error(
+                        "LDAP: the search account %s cannot bind (wrong search_bind_password?)", self.search_bind_dn
+                    )
+                    raise DirectoryUnavailable(
+                        "The directory (LDAP) refused the hub's own account: ask the hub's administrators."
+                    )
             if self.lookup_dn:
                 candidates = self._lookup_dn(searcher, username)
             else:
@@ -476,7 +479,9 @@ class WorkspaceLDAPAuthenticator(JobEnvironmentMixin):
             return DirectoryUser(dn=dn, attributes=attributes, groups=groups)
         except ldap_exc.LDAPException as e:
             self.log.error("LDAP server %s:%s is not available: %s", self.server_address, self.server_port, e)
-            raise DirectoryUnavailable("The directory (LDAP) is not available right now. Please try again later.") from None
+            raise DirectoryUnavailable(
+                "The directory (LDAP) is not available right now. Please try again later."
+            ) from None
         finally:
             if searcher is not None:
                 searcher.unbind()
@@ -489,7 +494,9 @@ class WorkspaceLDAPAuthenticator(JobEnvironmentMixin):
         searcher.search(self.user_search_base, flt, ldap3.SUBTREE, attributes=[self.user_attribute])
         dns = [entry.entry_dn for entry in searcher.entries]
         if len(dns) > 1:
-            self.log.error("LDAP: %d entries match %s under %s; refusing the login", len(dns), flt, self.user_search_base)
+            self.log.error(
+                "LDAP: %d entries match %s under %s; refusing the login", len(dns), flt, self.user_search_base
+            )
             return []
         return dns
 

@@ -364,7 +364,9 @@ class WorkspaceLocalAuthenticator(Authenticator):
 
     def has_account(self, username: str) -> bool:
         with self.engine.connect() as conn:
-            return conn.scalar(select(accounts_table.c.username).where(accounts_table.c.username == username)) is not None
+            return (
+                conn.scalar(select(accounts_table.c.username).where(accounts_table.c.username == username)) is not None
+            )
 
     def list_accounts(self) -> list[Account]:
         with self.engine.connect() as conn:
@@ -428,7 +430,9 @@ class WorkspaceLocalAuthenticator(Authenticator):
         attempt that gets no place is refused without checking its password.
         """
         # bcrypt refuses passwords over 72 bytes, which no account can have
-        candidate = password if len(password.encode("utf-8")) <= 72 else password.encode("utf-8")[:72].decode("utf-8", "ignore")
+        candidate = (
+            password if len(password.encode("utf-8")) <= 72 else password.encode("utf-8")[:72].decode("utf-8", "ignore")
+        )
         now = _utcnow()
         attempt = self._take_attempt(username, now)
         if attempt is None:
@@ -568,8 +572,13 @@ class SignupHandler(BaseHandler):
     async def _render(self, status: int = 200, **ns) -> None:
         auth = self.authenticator
         template: Template = self.settings["jinja2_env"].from_string(SIGNUP_HTML)
-        values = {**self.template_namespace, "min_length": auth.min_password_length,
-                  "message": "", "ok": False, "username": ""}
+        values = {
+            **self.template_namespace,
+            "min_length": auth.min_password_length,
+            "message": "",
+            "ok": False,
+            "username": "",
+        }
         values.update(ns)
         self.set_status(status)
         self.finish(await template.render_async(**values))

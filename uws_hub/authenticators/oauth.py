@@ -162,7 +162,9 @@ class WorkspaceOAuthMixin(JobEnvironmentMixin):
         if self.domain_allowed(claims):
             return True
         if self.allowed_domains:
-            self.log.warning("%s is not allowed (email domain %s)", username, email_domain(lookup(claims, self.email_claim)))
+            self.log.warning(
+                "%s is not allowed (email domain %s)", username, email_domain(lookup(claims, self.email_claim))
+            )
         return False
 
     def expiring(self, when: int | None) -> bool:
@@ -206,8 +208,9 @@ class WorkspaceOIDCAuthenticator(WorkspaceOAuthMixin, GenericOAuthenticator):
             return True
         auth_state = await user.get_auth_state()
         if auth_state and auth_state.get("refresh_token") and self.expiring(auth_state.get("expires_at")):
-            self.log.info("Refreshing the access token of %s (expires within %ss)", user.name,
-                          self.token_refresh_margin_seconds)
+            self.log.info(
+                "Refreshing the access token of %s (expires within %ss)", user.name, self.token_refresh_margin_seconds
+            )
             params = self.build_refresh_token_request_params(auth_state["refresh_token"])
             try:
                 token_info = await self.get_token_info(handler, params)

@@ -163,8 +163,15 @@ class EventBus:
         self.record(
             db,
             Event(
-                kind=kind, owner_id=owner_id, workspace_id=workspace_id, job_id=job_id, actor=actor,
-                status=status, previous=previous, reason=reason, data=data or {},
+                kind=kind,
+                owner_id=owner_id,
+                workspace_id=workspace_id,
+                job_id=job_id,
+                actor=actor,
+                status=status,
+                previous=previous,
+                reason=reason,
+                data=data or {},
             ),
         )
 

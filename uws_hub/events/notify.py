@@ -106,7 +106,11 @@ class Notifier:
     ) -> None:
         """Record a notification for ``recipient`` in the session (sent when it commits)."""
         self.events.change(
-            self.db, "notification", owner_id=recipient.id, actor=actor, reason=message,
+            self.db,
+            "notification",
+            owner_id=recipient.id,
+            actor=actor,
+            reason=message,
             data={"subject": subject, "link": link, **(data or {})},
         )
 

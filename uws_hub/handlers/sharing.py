@@ -41,7 +41,9 @@ class SharedPageHandler(UWSPageHandler):
             last_event_id=self.db.scalar(select(func.max(Event.id))) or 0,
             invitations=[s for s in shares if s["status"] == ShareStatus.pending.value],
             collaborations=[s for s in shares if s["kind"] == ShareKind.collaborate.value],
-            copies=[s for s in shares if s["kind"] == ShareKind.copy.value and s["status"] != ShareStatus.pending.value],
+            copies=[
+                s for s in shares if s["kind"] == ShareKind.copy.value and s["status"] != ShareStatus.pending.value
+            ],
             notifications=[event_model(ev) for ev in notes],
             can_accept=access.may(self, WRITE_WORKSPACES, user),
         )

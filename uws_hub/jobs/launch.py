@@ -36,6 +36,4 @@ def check_resource_limits(request: LaunchRequest) -> None:
     """A launch check: refuse (422) resources over the job type's limits."""
     problems = violations(request.resources, request.job_type.limits)
     if problems:
-        raise Unprocessable(
-            f"Resources refused for job type {request.job_type.name!r}: " + "; ".join(problems)
-        )
+        raise Unprocessable(f"Resources refused for job type {request.job_type.name!r}: " + "; ".join(problems))

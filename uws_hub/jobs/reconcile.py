@@ -168,7 +168,10 @@ class JobSteps:
             if error is None:
                 self.log.warning(
                     "Job %s: the start finished but the server is not ready (spawner %s, pending %s, server %s)",
-                    job.id, spawner and spawner._log_name, spawner and spawner.pending, spawner and spawner.server,
+                    job.id,
+                    spawner and spawner._log_name,
+                    spawner and spawner.pending,
+                    spawner and spawner.server,
                 )
             await self.servers.stop(job.owner, job.server_name)
             self._fail(job, f"The server failed to start: {error or 'it is not running'}")
@@ -305,8 +308,8 @@ class JobSteps:
             return
         elif job.resource_id and job.running_at is None:
             await self._release_leftover(job)
-        outcome = JobStatus(job.outcome) if job.outcome else (
-            JobStatus.completed if job.running_at else JobStatus.cancelled
+        outcome = (
+            JobStatus(job.outcome) if job.outcome else (JobStatus.completed if job.running_at else JobStatus.cancelled)
         )
         self.jobs.transition(job, outcome)
         self.db.commit()

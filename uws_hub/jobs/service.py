@@ -147,7 +147,12 @@ class JobService:
         self._record(job, previous, reason, actor)
         self.log.info(
             "Job %s (%s in workspace %s): %s -> %s%s",
-            job.id, job.job_type, job.workspace_id, previous, new.value, f" ({reason})" if reason else "",
+            job.id,
+            job.job_type,
+            job.workspace_id,
+            previous,
+            new.value,
+            f" ({reason})" if reason else "",
         )
 
     def _record(self, job: Job, previous: str | None, reason: str | None, actor: str) -> None:
@@ -155,8 +160,16 @@ class JobService:
         if job.status == JobStatus.running.value:
             data["url"] = job.url
         self.events.change(
-            self.db, "job", owner_id=job.owner_id, workspace_id=job.workspace_id, job_id=job.id, actor=actor,
-            status=job.status, previous=previous, reason=reason, data=data,
+            self.db,
+            "job",
+            owner_id=job.owner_id,
+            workspace_id=job.workspace_id,
+            job_id=job.id,
+            actor=actor,
+            status=job.status,
+            previous=previous,
+            reason=reason,
+            data=data,
         )
 
     def progress(self, job: Job, event: dict[str, Any]) -> None:
@@ -182,9 +195,7 @@ class JobService:
         return self.db.scalar(select(func.count(Job.id)).where(where)) or 0
 
     def page(self, where: ColumnElement[bool], offset: int, limit: int) -> list[Job]:
-        return list(
-            self.db.scalars(select(Job).where(where).order_by(Job.id.desc()).offset(offset).limit(limit))
-        )
+        return list(self.db.scalars(select(Job).where(where).order_by(Job.id.desc()).offset(offset).limit(limit)))
 
     def active_jobs(self, workspace_ids: list[int]) -> dict[int, Job]:
         """The unfinished job of each of these workspaces (one query for a page of them)."""
@@ -287,9 +298,7 @@ class JobService:
         self.wake(job.id)
         return job
 
-    def stop(
-        self, job: Job, actor: str, reason: str = "Stopped on request", outcome: JobStatus | None = None
-    ) -> Job:
+    def stop(self, job: Job, actor: str, reason: str = "Stopped on request", outcome: JobStatus | None = None) -> Job:
         """Ask for the job to stop; idempotent, returns at once (status ``stopping``).
 
         ``outcome`` is the status it ends in: by default ``cancelled`` if it
@@ -316,9 +325,7 @@ class JobService:
         jobs = Job.unfinished(self.db)
         for job in jobs:
             self.stop(job, "hub", reason, JobStatus.cancelled)
-        await asyncio.gather(
-            *(self.servers.stop(job.owner, job.server_name) for job in jobs), return_exceptions=True
-        )
+        await asyncio.gather(*(self.servers.stop(job.owner, job.server_name) for job in jobs), return_exceptions=True)
         for job in jobs:
             if not job.terminal:
                 self.transition(job, JobStatus(job.outcome or JobStatus.cancelled.value))

@@ -113,7 +113,5 @@ def pick(job_types: dict[str, JobType], name: str, resource: str | None) -> tupl
         raise Unprocessable(f"Unknown job type {name!r}; available: {sorted(job_types)}")
     resource = resource or job_type.resources[0]
     if resource not in job_type.resources:
-        raise Unprocessable(
-            f"Job type {name!r} cannot run on {resource!r}; it runs on {job_type.resources}"
-        )
+        raise Unprocessable(f"Job type {name!r} cannot run on {resource!r}; it runs on {job_type.resources}")
     return job_type, resource

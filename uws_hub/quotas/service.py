@@ -42,6 +42,7 @@ from jupyterhub import orm as hub_orm
 from sqlalchemy import ColumnElement, and_, case, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
 from ..errors import Unprocessable
@@ -80,7 +81,9 @@ class QuotaService:
         self.warning_fraction = warning_fraction
 
     # ---------------------------------------------------------------- limits
-    def override_for(self, *, user: hub_orm.User | None = None, group: hub_orm.Group | None = None) -> QuotaOverride | None:
+    def override_for(
+        self, *, user: hub_orm.User | None = None, group: hub_orm.Group | None = None
+    ) -> QuotaOverride | None:
         if user is not None:
             return self.db.scalar(select(QuotaOverride).where(QuotaOverride.user_id == user.id))
         assert group is not None
@@ -90,7 +93,8 @@ class QuotaService:
         group_ids = [g.id for g in user.groups]
         group_overrides = (
             list(self.db.scalars(select(QuotaOverride).where(QuotaOverride.group_id.in_(group_ids))))
-            if group_ids else []
+            if group_ids
+            else []
         )
         limits = self.defaults
         if group_overrides:
@@ -126,7 +130,9 @@ class QuotaService:
 
     def disk_used(self, user_id: int) -> int:
         return int(
-            self.db.scalar(select(func.coalesce(func.sum(Workspace.disk_usage_bytes), 0)).where(Workspace.owner_id == user_id))
+            self.db.scalar(
+                select(func.coalesce(func.sum(Workspace.disk_usage_bytes), 0)).where(Workspace.owner_id == user_id)
+            )
             or 0
         )
 
@@ -144,9 +150,7 @@ class QuotaService:
         ]
         if user_id is not None:
             where.append(Job.owner_id == user_id)
-        return self.db.execute(
-            select(Job.owner_id, Job.resources, Job.running_at, Job.finished_at).where(and_(*where))
-        )
+        return self.db.execute(select(Job.owner_id, Job.resources, Job.running_at, Job.finished_at).where(and_(*where)))
 
     def core_seconds_by_user(self, start: datetime, now: datetime, user_id: int | None = None) -> dict[int, int]:
         """Core-seconds used in [start, now] by each user with jobs in it."""
@@ -337,12 +341,13 @@ class QuotaService:
         writing = select(DiskReservation.user_id).where(
             DiskReservation.user_id == Workspace.owner_id, DiskReservation.reserved_bytes > 0
         )
-        stored = self.db.execute(
+        result: CursorResult = self.db.execute(  # type: ignore[assignment]
             update(Workspace)
             .where(Workspace.id == ws.id, Workspace.disk_usage_bytes == before, ~writing.exists())
             .values(disk_usage_bytes=measured, usage_measured_at=utcnow())
             .execution_options(synchronize_session="fetch")
-        ).rowcount == 1  # type: ignore[attr-defined]
+        )
+        stored = result.rowcount == 1
         self.db.commit()
         return stored
 
@@ -391,8 +396,11 @@ class QuotaService:
                     "Core-hour quota almost used up" if seconds < limit else "Core-hour quota used up",
                     f"Your jobs used {fmt_hours(seconds)} of your {fmt_hours(limit)} core-hours this"
                     f" {self.period_name} ({100 * seconds / limit:.0f}%)."
-                    + (" Running jobs were stopped and new ones are refused until the next period."
-                       if seconds >= limit else ""),
+                    + (
+                        " Running jobs were stopped and new ones are refused until the next period."
+                        if seconds >= limit
+                        else ""
+                    ),
                     link="workspaces",
                     data={"quota": "core_hours", "used": seconds / 3600, "limit": limit / 3600},
                 )
@@ -401,9 +409,11 @@ class QuotaService:
 
     def _over_budget(self, user: hub_orm.User, seconds: int, limit: int) -> list[tuple[Job, str]]:
         running = self.db.scalars(
-            select(Job).where(Job.owner_id == user.id, Job.status.in_([JobStatus.running.value, JobStatus.queued.value,
-                                                                     JobStatus.pending.value]),
-                              Job.target == JobTarget.running.value)
+            select(Job).where(
+                Job.owner_id == user.id,
+                Job.status.in_([JobStatus.running.value, JobStatus.queued.value, JobStatus.pending.value]),
+                Job.target == JobTarget.running.value,
+            )
         )
         reason = (
             f"Core-hour quota used up: {user.name}'s jobs used {fmt_hours(seconds)} core-hours this"
@@ -460,8 +470,7 @@ class QuotaService:
         core = case((Usage.period_start == start, Usage.core_seconds), else_=0)
         core_seconds = func.coalesce(core, 0)
         jobs = func.coalesce(active.c.jobs, 0)
-        columns = {"name": hub_orm.User.name, "disk_bytes": disk_bytes, "core_hours": core_seconds,
-                   "active_jobs": jobs}
+        columns = {"name": hub_orm.User.name, "disk_bytes": disk_bytes, "core_hours": core_seconds, "active_jobs": jobs}
         key = columns[sort]
         query = (
             select(hub_orm.User, disk_bytes, core_seconds, jobs, Usage.measured_at)
@@ -474,18 +483,22 @@ class QuotaService:
             .limit(limit)
         )
         total = self.db.scalar(select(func.count(hub_orm.User.id)).where(where)) or 0
-        overridden = {uid for (uid,) in self.db.execute(select(QuotaOverride.user_id).where(QuotaOverride.user_id.is_not(None)))}
+        overridden = {
+            uid for (uid,) in self.db.execute(select(QuotaOverride.user_id).where(QuotaOverride.user_id.is_not(None)))
+        }
         items = []
         for user, used_bytes, seconds, active_jobs, measured_at in self.db.execute(query):
-            items.append({
-                "user": user.name,
-                "disk_bytes": int(used_bytes),
-                "core_hours": int(seconds) / 3600,
-                "active_jobs": int(active_jobs),
-                "limits": self.limits_for(user).to_model(),
-                "override": user.id in overridden,
-                "measured_at": isoformat(measured_at),
-            })
+            items.append(
+                {
+                    "user": user.name,
+                    "disk_bytes": int(used_bytes),
+                    "core_hours": int(seconds) / 3600,
+                    "active_jobs": int(active_jobs),
+                    "limits": self.limits_for(user).to_model(),
+                    "override": user.id in overridden,
+                    "measured_at": isoformat(measured_at),
+                }
+            )
         return items, total
 
     def usage_model(self, user: hub_orm.User) -> dict[str, Any]:

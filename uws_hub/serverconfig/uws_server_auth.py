@@ -45,10 +45,8 @@ WRITE_SCOPE = "custom:uws:write:workspaces"
 #: subclass (of another extension) is not on it.
 READ_ONLY_HANDLERS = {
     # the page and what it loads
-    "jupyterlab_server.handlers.LabHandler":
-        "JupyterLab's page (/lab, /lab/tree/..., /lab/workspaces/..., /doc/...): HTML from a template",
-    "jupyter_server.base.handlers.FileFindHandler":
-        "static files of the installed packages (/static/..., /lab/extensions/...), never the workspace's",
+    "jupyterlab_server.handlers.LabHandler": "JupyterLab's page (/lab, /lab/tree/..., /lab/workspaces/..., /doc/...): HTML from a template",
+    "jupyter_server.base.handlers.FileFindHandler": "static files of the installed packages (/static/..., /lab/extensions/...), never the workspace's",
     "jupyterlab_server.themes_handler.ThemesHandler": "the themes' CSS and fonts, from the installed packages",
     "jupyterlab_server.settings_handler.SettingsHandler": "GET reads the settings the page applies",
     "jupyterlab_server.translations_handler.TranslationsHandler": "GET reads the installed language packs",
@@ -61,8 +59,7 @@ READ_ONLY_HANDLERS = {
     "jupyter_server.services.kernelspecs.handlers.KernelSpecHandler": "GET describes an installed kernel",
     "jupyter_server.kernelspecs.handlers.KernelSpecResourceHandler": "a kernel's logo, a static file",
     # the reader's own session: JupyterHub's OAuth login and the logout
-    "jupyterhub.singleuser.extension.JupyterHubOAuthCallbackHandler":
-        "the end of the reader's login: sets the reader's own cookie",
+    "jupyterhub.singleuser.extension.JupyterHubOAuthCallbackHandler": "the end of the reader's login: sets the reader's own cookie",
     "jupyterhub.singleuser.extension.JupyterHubLogoutHandler": "clears the reader's own cookie, then goes to the hub",
     "jupyter_server.base.handlers.RedirectWithParams": "a redirect (/ to /lab)",
 }
@@ -112,8 +109,11 @@ async def require_writer(handler: web.RequestHandler) -> bool:
         refuse(handler, f"{what} here needs a login with {needs}")
         return False
     identity_provider.log.info("%s may only read here (%s %s refused)", user.username, what, request.path)
-    refuse(handler, f"{user.username} may only read here: {what} needs {needs} (the workspace's owner "
-                    "and editors have it; a viewer may open, read and download only)")
+    refuse(
+        handler,
+        f"{user.username} may only read here: {what} needs {needs} (the workspace's owner "
+        "and editors have it; a viewer may open, read and download only)",
+    )
     return False
 
 
@@ -212,7 +212,8 @@ class WorkspaceAuthorizer(JupyterHubAuthorizer):
             self.log.critical(
                 "%s: the server extension %s, which keeps viewers to reading, is not enabled (something "
                 "set ServerApp.jpserver_extensions outright; add to it instead); stopping",
-                __name__, __name__,
+                __name__,
+                __name__,
             )
             serverapp.exit(1)
 

@@ -153,7 +153,9 @@ class ShareService:
     def effective_users(self, ws_id: int, *, editors_only: bool = False) -> set[int]:
         """Ids of the users a workspace is shared with, directly or through their groups."""
         users: set[int] = set()
-        for share in self.db.scalars(select(Share).where(Share.workspace_id == ws_id, Share.kind == ShareKind.collaborate.value)):
+        for share in self.db.scalars(
+            select(Share).where(Share.workspace_id == ws_id, Share.kind == ShareKind.collaborate.value)
+        ):
             if editors_only and share.level != "editor":
                 continue
             if share.user is not None:
@@ -163,7 +165,12 @@ class ShareService:
         return users
 
     def share(
-        self, ws: Workspace, level: str, actor: str, *, user: hub_orm.User | None = None,
+        self,
+        ws: Workspace,
+        level: str,
+        actor: str,
+        *,
+        user: hub_orm.User | None = None,
         group: hub_orm.Group | None = None,
     ) -> tuple[Share, bool]:
         """Share ``ws`` with a user or a group at ``level``; returns (share, created).
@@ -180,12 +187,20 @@ class ShareService:
         if user is None and group is None:
             raise Unprocessable("Share with a user or a group")
         where = Share.user_id == user.id if user is not None else Share.group_id == group.id  # type: ignore[union-attr]
-        share = self.db.scalar(select(Share).where(Share.workspace_id == ws.id, Share.kind == ShareKind.collaborate.value, where))
+        share = self.db.scalar(
+            select(Share).where(Share.workspace_id == ws.id, Share.kind == ShareKind.collaborate.value, where)
+        )
         created = share is None
         if share is None:
             share = Share(
-                workspace=ws, owner_id=ws.owner_id, kind=ShareKind.collaborate.value, level=level, status=ShareStatus.accepted.value,
-                user=user, group=group, created_by=actor,
+                workspace=ws,
+                owner_id=ws.owner_id,
+                kind=ShareKind.collaborate.value,
+                level=level,
+                status=ShareStatus.accepted.value,
+                user=user,
+                group=group,
+                created_by=actor,
             )
             self.db.add(share)
         elif share.level == level:
@@ -254,9 +269,7 @@ class ShareService:
                     self.db.delete(role)
                 continue
             spec = _role_spec(ws, level, at_level)
-            role = hub_roles.create_role(
-                self.db, {k: spec[k] for k in ("name", "description", "scopes")}, commit=False
-            )
+            role = hub_roles.create_role(self.db, {k: spec[k] for k in ("name", "description", "scopes")}, commit=False)
             role.users = [s.user for s in at_level if s.user is not None]
             role.groups = [s.group for s in at_level if s.group is not None]
 
@@ -351,7 +364,7 @@ class ShareService:
             await self.apply_posix(grants[ws_id][0].workspace)
         existing = {ws_id for (ws_id,) in self.db.execute(select(Workspace.id))}
         for name in await asyncio.to_thread(posixgroups.groups_with_prefix, self.posix_group_prefix):
-            if int(name[len(self.posix_group_prefix):]) not in existing:
+            if int(name[len(self.posix_group_prefix) :]) not in existing:
                 self.log.info("Deleting POSIX group %s: its workspace is gone", name)
                 await asyncio.to_thread(posixgroups.delete_group, name)
 

@@ -78,13 +78,22 @@ class CopyService:
             raise Unprocessable("Send copies to other users; duplicate your own workspaces by creating a new one")
         self.shares.check_ready(ws)
         pending = self.db.scalar(
-            select(Share).where(Share.workspace_id == ws.id, Share.kind == ShareKind.copy.value, Share.user_id == user.id,
-                                Share.status == ShareStatus.pending.value)
+            select(Share).where(
+                Share.workspace_id == ws.id,
+                Share.kind == ShareKind.copy.value,
+                Share.user_id == user.id,
+                Share.status == ShareStatus.pending.value,
+            )
         )
         if pending is not None:
             raise Conflict(f"{user.name} already has a pending copy of {ws.name!r} (share {pending.id})")
         share = Share(
-            workspace=ws, owner_id=ws.owner_id, kind=ShareKind.copy.value, status=ShareStatus.pending.value, user=user, created_by=actor,
+            workspace=ws,
+            owner_id=ws.owner_id,
+            kind=ShareKind.copy.value,
+            status=ShareStatus.pending.value,
+            user=user,
+            created_by=actor,
             copy_name=(name or ws.name).strip(),
         )
         self.db.add(share)
@@ -329,9 +338,12 @@ class CopySteps:
         os.chmod(directory, self.storage.dir_mode)
         assert share.copy_name is not None and share.copy_slug is not None  # set before the copy is placed
         ws = self.workspaces.adopt(
-            share.recipient, share.copy_name, share.copy_slug, directory,
-            description=f"Copy of {source.owner.name}/{source.slug}" + (
-                f": {source.description}" if source.description else ""),
+            share.recipient,
+            share.copy_name,
+            share.copy_slug,
+            directory,
+            description=f"Copy of {source.owner.name}/{source.slug}"
+            + (f": {source.description}" if source.description else ""),
             actor=share.recipient.name,
         )
         share.copy_workspace_id = ws.id
@@ -365,7 +377,11 @@ class CopySteps:
         slug = share.copy_slug
         final = self.storage.directory_for(share.recipient.name, slug) if slug else None
         if (
-            share.copy_state == CopyState.placing.value and slug and final and os.path.isdir(final) and not leftovers
+            share.copy_state == CopyState.placing.value
+            and slug
+            and final
+            and os.path.isdir(final)
+            and not leftovers
             and Workspace.find_by_slug(self.db, share.recipient.id, slug) is None
         ):
             self.log.info("Copy %s was moved into place before the hub stopped; adopting it", share.id)

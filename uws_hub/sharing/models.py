@@ -23,7 +23,9 @@ def share_model(share: Share) -> dict[str, Any]:
         "created_by": share.created_by,
         "created_at": isoformat(share.created_at),
         "responded_at": isoformat(share.responded_at),
-        "copy": None if share.kind != ShareKind.copy.value else {
+        "copy": None
+        if share.kind != ShareKind.copy.value
+        else {
             "name": share.copy_name,
             "state": share.copy_state,
             "attempts": share.copy_attempts,

@@ -58,6 +58,7 @@ def default_acl(owner_uid: int) -> bytes:
     ]
     return struct.pack("<I", _ACL_VERSION) + b"".join(struct.pack("<HHI", *e) for e in entries)
 
+
 COMMAND_TIMEOUT_SECONDS = 30
 
 
@@ -111,7 +112,7 @@ def delete_group(name: str) -> None:
 
 
 def groups_with_prefix(prefix: str) -> list[str]:
-    return [g.gr_name for g in grp.getgrall() if g.gr_name.startswith(prefix) and g.gr_name[len(prefix):].isdigit()]
+    return [g.gr_name for g in grp.getgrall() if g.gr_name.startswith(prefix) and g.gr_name[len(prefix) :].isdigit()]
 
 
 def _set_default_acl(fd: int, acl: bytes, log: logging.Logger) -> None:

@@ -103,8 +103,11 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
                 self.pid = self.proc.pid
             raise
         except PermissionError:
-            self.log.error("Permission denied running %r as %s", shutil.which(cmd[0]) or cmd[0],
-                           launch.system_user or "the hub's account")
+            self.log.error(
+                "Permission denied running %r as %s",
+                shutil.which(cmd[0]) or cmd[0],
+                launch.system_user or "the hub's account",
+            )
             raise
         finally:
             if log_file is not None:

@@ -62,7 +62,7 @@ def _copy_data(src_fd: int, dst_fd: int, size: int) -> None:
                 data = os.read(src_fd, count)
                 n = len(data)
                 while data:
-                    data = data[os.write(dst_fd, data):]
+                    data = data[os.write(dst_fd, data) :]
         except OSError as e:
             if e.errno in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP) and copied == 0:
                 use = "sendfile" if use == "copy_file_range" else "readwrite"
@@ -121,9 +121,7 @@ def copy_tree(src: str, dst: str, owner: Owner, limit_bytes: int | None = None) 
 _CHANGED = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENXIO)
 
 
-def _enter_directory(
-    source: DirChain, ddir: int, name: str, owner: Owner, frames: list, result: CopyResult
-) -> None:
+def _enter_directory(source: DirChain, ddir: int, name: str, owner: Owner, frames: list, result: CopyResult) -> None:
     try:
         source.enter(os.open(name, DIR_FLAGS, dir_fd=source.fd), name)
     except OSError as e:

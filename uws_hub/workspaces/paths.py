@@ -223,7 +223,11 @@ class DirChain:
 
     @overload
     def walk(
-        self, parts: list[str], shown: str, final: Callable[[int, str | None], T], make: Owner | None = None,
+        self,
+        parts: list[str],
+        shown: str,
+        final: Callable[[int, str | None], T],
+        make: Owner | None = None,
         hops: int = 0,
     ) -> T: ...
 

@@ -95,9 +95,7 @@ class WorkspaceService:
         self.wake = wake
 
     # ---------------------------------------------------------------- status
-    def set_status(
-        self, ws: Workspace, status: WorkspaceStatus, reason: str | None = None, actor: str = "hub"
-    ) -> None:
+    def set_status(self, ws: Workspace, status: WorkspaceStatus, reason: str | None = None, actor: str = "hub") -> None:
         """The only way a workspace's status changes (checked against the table, stored as an event)."""
         previous = ws.status
         if previous == status.value:
@@ -110,8 +108,15 @@ class WorkspaceService:
     def record(self, ws: Workspace, status: str, previous: str | None, reason: str | None, actor: str) -> None:
         """Store a workspace event (its creation, a change, ``deleted``) in the session."""
         self.events.change(
-            self.db, "workspace", owner_id=ws.owner_id, workspace_id=ws.id, actor=actor, status=status,
-            previous=previous, reason=reason, data={"name": ws.name, "slug": ws.slug},
+            self.db,
+            "workspace",
+            owner_id=ws.owner_id,
+            workspace_id=ws.id,
+            actor=actor,
+            status=status,
+            previous=previous,
+            reason=reason,
+            data={"name": ws.name, "slug": ws.slug},
         )
 
     # ---------------------------------------------------------------- queries
@@ -119,16 +124,10 @@ class WorkspaceService:
         return self.db.scalar(select(func.count(Workspace.id)).where(where)) or 0
 
     def page(self, where, offset: int, limit: int) -> list[Workspace]:
-        return list(
-            self.db.scalars(
-                select(Workspace).where(where).order_by(Workspace.id).offset(offset).limit(limit)
-            )
-        )
+        return list(self.db.scalars(select(Workspace).where(where).order_by(Workspace.id).offset(offset).limit(limit)))
 
     # ---------------------------------------------------------------- create
-    async def create(
-        self, owner: hub_orm.User, name: str, description: str, files: list[SeedFile]
-    ) -> Workspace:
+    async def create(self, owner: hub_orm.User, name: str, description: str, files: list[SeedFile]) -> Workspace:
         """Create a workspace and its directory with the seed files (file work in a thread)."""
         slug = slugify(name)
         seeds = [(f.path, f.data()) for f in files]
@@ -151,7 +150,12 @@ class WorkspaceService:
             self.quotas.release_disk(reservation)  # unless the seeds became the workspace's usage
 
     async def _create(
-        self, owner: hub_orm.User, name: str, description: str, slug: str, seeds: list[tuple[str, bytes]],
+        self,
+        owner: hub_orm.User,
+        name: str,
+        description: str,
+        slug: str,
+        seeds: list[tuple[str, bytes]],
         reservation: Reservation,
     ) -> Workspace:
         file_owner = self.accounts.owner(owner.name)
@@ -246,15 +250,27 @@ class WorkspaceService:
             raise Conflict(f"Workspace {ws.slug!r} is being deleted")
 
     def adopt(
-        self, owner: hub_orm.User, name: str, slug: str, directory: str, *, description: str, actor: str,
+        self,
+        owner: hub_orm.User,
+        name: str,
+        slug: str,
+        directory: str,
+        *,
+        description: str,
+        actor: str,
     ) -> Workspace:
         """A workspace for a directory that is already complete in place (a copy); the caller
         commits, with its usage (:meth:`QuotaService.commit_disk`)."""
         if Workspace.find_by_slug(self.db, owner.id, slug):
             raise Conflict(f"{owner.name} already has a workspace named {slug!r}")
         ws = Workspace(
-            owner=owner, slug=slug, name=name, description=description,
-            status=WorkspaceStatus.initializing.value, directory=directory, usage_measured_at=utcnow(),
+            owner=owner,
+            slug=slug,
+            name=name,
+            description=description,
+            status=WorkspaceStatus.initializing.value,
+            directory=directory,
+            usage_measured_at=utcnow(),
         )
         self.db.add(ws)
         self.db.flush()

@@ -8,6 +8,7 @@ measure and remove, all by descriptor beneath it (:mod:`.paths`).
 
 All of it blocks: callers run it in a thread, never on the hub's event loop.
 """
+
 from __future__ import annotations
 
 import errno
@@ -214,8 +215,10 @@ class WorkspaceStorage:
                             continue
                         st = entry.stat(follow_symlinks=False)
                         if (
-                            sweep_before is not None and entry.name.startswith(TEMP_PREFIX)
-                            and stat.S_ISREG(st.st_mode) and st.st_mtime < sweep_before
+                            sweep_before is not None
+                            and entry.name.startswith(TEMP_PREFIX)
+                            and stat.S_ISREG(st.st_mode)
+                            and st.st_mtime < sweep_before
                         ):
                             os.unlink(entry.name, dir_fd=fd)
                             continue
@@ -312,7 +315,7 @@ class Upload:
                 return
             view = memoryview(chunk)
             while view:
-                view = view[os.write(self._fd, view):]
+                view = view[os.write(self._fd, view) :]
             self.size += len(chunk)
 
     def commit(self) -> None:

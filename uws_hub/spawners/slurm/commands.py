@@ -52,9 +52,7 @@ async def run_command(
     except OSError as e:
         raise SlurmCommandError(f"cannot run {argv[0]}: {e}") from e
     try:
-        out, err = await asyncio.wait_for(
-            proc.communicate(input.encode() if input is not None else None), timeout
-        )
+        out, err = await asyncio.wait_for(proc.communicate(input.encode() if input is not None else None), timeout)
     except TimeoutError:
         proc.kill()
         await proc.wait()

@@ -9,9 +9,7 @@ from dataclasses import dataclass
 
 # ---------------------------------------------------------------- states
 #: waiting for resources (or held); the job has no node yet
-PENDING_STATES = frozenset(
-    {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "CONFIGURING"}
-)
+PENDING_STATES = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "CONFIGURING"})
 #: the job has its node(s) and its batch script runs (or is stopped/suspended)
 RUNNING_STATES = frozenset({"RUNNING", "SUSPENDED", "STOPPED", "RESIZING", "SIGNALING"})
 #: on its way out: processes being killed, files staged out
@@ -19,8 +17,18 @@ ENDING_STATES = frozenset({"COMPLETING", "STAGE_OUT"})
 #: finished for good; ``VANISHED`` is ours: gone from squeue and sacct alike
 ENDED_STATES = frozenset(
     {
-        "COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
-        "DEADLINE", "OUT_OF_MEMORY", "REVOKED", "SPECIAL_EXIT", "VANISHED",
+        "COMPLETED",
+        "CANCELLED",
+        "FAILED",
+        "TIMEOUT",
+        "NODE_FAIL",
+        "PREEMPTED",
+        "BOOT_FAIL",
+        "DEADLINE",
+        "OUT_OF_MEMORY",
+        "REVOKED",
+        "SPECIAL_EXIT",
+        "VANISHED",
     }
 )
 

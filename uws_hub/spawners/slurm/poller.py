@@ -173,10 +173,7 @@ class SlurmPoller(LoggingConfigurable):
             await cls._registry.pop(key).close()
 
     def _settings(self) -> tuple:
-        return tuple(
-            tuple(v) if isinstance(v, list) else v
-            for _, v in sorted(self.trait_values(config=True).items())
-        )
+        return tuple(tuple(v) if isinstance(v, list) else v for _, v in sorted(self.trait_values(config=True).items()))
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
@@ -344,9 +341,7 @@ class SlurmPoller(LoggingConfigurable):
     async def squeue(self, ids: Iterable[str]) -> dict[str, JobState]:
         """One ``squeue`` for these jobs (finished ones too, for ``MinJobAge``)."""
         ids = list(ids)
-        result = await self.command(
-            [*self.squeue_cmd, "-h", "-t", "all", "-j", ",".join(ids), "-o", SQUEUE_FORMAT]
-        )
+        result = await self.command([*self.squeue_cmd, "-h", "-t", "all", "-j", ",".join(ids), "-o", SQUEUE_FORMAT])
         if result.returncode != 0:
             # with only unknown ids squeue exits 1 "Invalid job id specified": none known
             if "invalid job id" in result.stderr.lower():
@@ -364,7 +359,7 @@ class SlurmPoller(LoggingConfigurable):
                 if result.returncode != 0 and "accounting storage is disabled" in result.stderr.lower():
                     self._sacct_completion = True
             if self._sacct_completion:
-                result = await self.command([*self.sacct_cmd, "--completion", *base[len(self.sacct_cmd):]])
+                result = await self.command([*self.sacct_cmd, "--completion", *base[len(self.sacct_cmd) :]])
         except SlurmCommandError as e:
             self.log.warning("sacct failed: %s", e)
             return {}

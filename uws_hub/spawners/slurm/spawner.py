@@ -314,17 +314,25 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         self.poller.track(slurm_id)
         state = await self.poller.wait(slurm_id, lambda s: True)
         if state.ended:
-            self.log.info("SLURM job %s of job %s already ended (%s); submitting anew",
-                          slurm_id, launch.job_id, state.state)
+            self.log.info(
+                "SLURM job %s of job %s already ended (%s); submitting anew", slurm_id, launch.job_id, state.state
+            )
             self.poller.untrack(slurm_id)
             return
         result = await self.poller.command([*self.scontrol_cmd, "write", "batch_script", slurm_id, "-"])
         script = result.stdout if result.returncode == 0 else ""
         token = token_from_script(script)
-        if script_job_id(script) != launch.job_id or f"UWS_SLURM_JOB_NAME={self._job_name()}" not in script \
-                or not token:
-            self.log.warning("SLURM job %s is not adoptable for job %s (%s); cancelling it",
-                             slurm_id, launch.job_id, result.stderr.strip()[:200] or "not its batch script")
+        if (
+            script_job_id(script) != launch.job_id
+            or f"UWS_SLURM_JOB_NAME={self._job_name()}" not in script
+            or not token
+        ):
+            self.log.warning(
+                "SLURM job %s is not adoptable for job %s (%s); cancelling it",
+                slurm_id,
+                launch.job_id,
+                result.stderr.strip()[:200] or "not its batch script",
+            )
             await self._scancel([slurm_id])
             self.poller.untrack(slurm_id)
             return
@@ -403,11 +411,16 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         launch = self.require_launch()
         env = self.get_env()
         env["UWS_SLURM_JOB_NAME"] = self._job_name()
-        script = render_batch_script(self.batch_script, env=env, cmd=[*self.cmd, *self.get_args()],
-                                     **self.batch_script_values())
+        script = render_batch_script(
+            self.batch_script, env=env, cmd=[*self.cmd, *self.get_args()], **self.batch_script_values()
+        )
         await self._make_output_dir()
-        self.log.info("Submitting job %s of %s to SLURM as %s", launch.job_id, self._log_name,
-                      launch.system_user or "the hub's account")
+        self.log.info(
+            "Submitting job %s of %s to SLURM as %s",
+            launch.job_id,
+            self._log_name,
+            launch.system_user or "the hub's account",
+        )
         account = self._account()
         home = account.pw_dir if account else (launch.home or "/")
         result = await self.poller.command(
@@ -430,8 +443,9 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         directory = os.path.dirname(self.output_path())
         if self._as_user() or self._prefix():
             # as the job's account: never create or chown in a user's directory as root
-            result = await self.poller.command([*self._prefix(), "mkdir", "-p", "-m", "700", directory],
-                                               **self._as_user())
+            result = await self.poller.command(
+                [*self._prefix(), "mkdir", "-p", "-m", "700", directory], **self._as_user()
+            )
             if result.returncode != 0:
                 raise RuntimeError(f"Cannot create the job's output directory {directory}: {result.stderr.strip()}")
         else:
@@ -563,8 +577,11 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
 
     async def _scancel(self, ids: list[str]) -> None:
         result = await self.poller.command([*self._prefix(), *self.scancel_cmd, *ids])
-        if result.returncode != 0 and "already completing or completed" not in result.stderr.lower() \
-                and "invalid job id" not in result.stderr.lower():
+        if (
+            result.returncode != 0
+            and "already completing or completed" not in result.stderr.lower()
+            and "invalid job id" not in result.stderr.lower()
+        ):
             raise SlurmCommandError(f"scancel {' '.join(ids)} failed: {result.stderr.strip()[:500]}")
 
     async def release_leftover(self, job_id: int, resource_id: str) -> None:
@@ -581,8 +598,9 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         path = self.output_path(self.job_id)
         if self._as_user() or self._prefix():
             try:
-                result = await self.poller.command([*self._prefix(), "tail", "-c", str(max_bytes), path],
-                                                   **self._as_user())
+                result = await self.poller.command(
+                    [*self._prefix(), "tail", "-c", str(max_bytes), path], **self._as_user()
+                )
             except SlurmCommandError:
                 return ""
             text = result.stdout if result.returncode == 0 else ""
