@@ -3,10 +3,14 @@ pulls in neither the hub application, nor the ORM, nor the handlers."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+import uws_hub
 
 HUB_MODULES = ["uws_hub.app", "uws_hub.orm", "uws_hub.apihandlers", "uws_hub.handlers", "uws_hub.jobs",
                "uws_hub.workspaces"]
@@ -51,3 +55,56 @@ def test_entry_points_are_registered():
     assert auths["uws-remote-api"] == "uws_hub.authenticators.remote_api:WorkspaceRemoteAPIAuthenticator"
     scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
     assert scripts["uws-hub"] == "uws_hub.app:main"
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    """The uws_hub modules ``module`` imports (those for type checking too: a cycle hidden
+    behind TYPE_CHECKING is still one for readers and for mypy)."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith("uws_hub")}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.startswith("uws_hub"):
+                found.add(target)
+                # `from . import x` imports the module x
+                found |= {f"{target}.{alias.name}" for alias in node.names}
+    return found
+
+
+def test_no_import_cycles():
+    """Imports go one way (handlers, services, domain, orm): no cycle, however long."""
+    root = Path(uws_hub.__file__).parent
+    modules = {}
+    for path in root.rglob("*.py"):
+        if "alembic" in path.parts:
+            continue
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        modules[name] = path
+    graph = {name: {m for m in _imports(path, name) if m in modules and m != name} for name, path in modules.items()}
+    # a package's __init__ importing its own modules is not a cycle through the package
+    for name in graph:
+        graph[name] = {m for m in graph[name] if not name.startswith(m + ".")}
+    cycles = []
+    state: dict[str, int] = {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycles.append(stack[stack.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt, stack + [nxt])
+        state[node] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
