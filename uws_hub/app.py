@@ -209,21 +209,22 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
     job_reconcile_interval = Float(
         10.0,
         config=True,
-        help="""Seconds between scans of the job reconciler.
+        help="""Seconds between scans of the reconciler.
 
-        Each scan puts every unfinished job on the reconciler's queue, so that a
-        server that died, a start interrupted by a hub restart, a proxy route
-        that went missing or a job past a deadline is repaired within this time.
-        Requests (launch, stop) and spawner reports wake the reconciler at once.
+        Each scan puts every unfinished job, workspace being deleted and accepted
+        copy on the reconciler's queue, so that a server that died, a start, a
+        deletion or a copy interrupted by a hub restart, a proxy route that went
+        missing or a job past a deadline is repaired within this time. Requests
+        (launch, stop, delete, accept) and spawner reports wake the reconciler at once.
         """,
     )
 
     job_reconcile_workers = Integer(
         4,
         config=True,
-        help="""Number of reconciler workers taking jobs off its queue concurrently.
+        help="""Number of reconciler workers taking jobs, deletions and copies off its queue concurrently.
 
-        Starts and stops run in the background; a worker only takes one step.
+        Starts, stops, deletions and copies run in the background; a worker only takes one step.
         """,
     )
 

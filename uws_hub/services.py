@@ -74,9 +74,9 @@ class Services:
         tasks.every("reconciler-scan", self.reconciler.scan, hub.job_reconcile_interval)
         tasks.every("workspace-usage", self.usage.measure, hub.workspace_usage_interval)
         tasks.every("quota-accounting", self.account_quotas, hub.quota_interval_seconds)
-        # the roles and POSIX groups of shared workspaces: once now, then every interval
-        tasks.spawn(tasks.guarded("share-sync", self.sharing.sync), "share-sync")
-        tasks.every("share-sync", self.sharing.sync, hub.share_sync_interval_seconds)
+        # the roles and POSIX groups of shared workspaces: now, then every interval (0: once)
+        if not tasks.every("share-sync", self.sharing.sync, hub.share_sync_interval_seconds):
+            tasks.spawn(tasks.guarded("share-sync", self.sharing.sync), "share-sync")
         if self.notifier.smtp is not None:
             tasks.run("mail-sender", self.notifier.send_loop)
         for cls in set(self.servers.spawner_classes.values()):
