@@ -6,10 +6,10 @@ README.md links to and GitHub shows, so they keep GitHub-style links
 (``[x](user-guide.md#job-states)``). Two pages are produced from other sources:
 
 - ``config-reference.md`` is written from the traits by
-  ``generate_config_reference.py`` (tests/test_docs.py fails when it is stale);
+  ``generate_config_reference.py`` (tests/unit/test_docs.py fails when it is stale);
   Sphinx renders that file as it is, so the traits stay the one source.
 - ``rest-api.md`` renders ``openapi.yaml`` (checked against the real hub by
-  tests/test_openapi.py) with sphinxcontrib-openapi, as static HTML: the build
+  tests/integration/test_openapi.py) with sphinxcontrib-openapi, as static HTML: the build
   and the site fetch nothing from the network.
 
 ``make docs`` builds with ``-W --keep-going``: a broken link or anchor, a page

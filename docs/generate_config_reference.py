@@ -7,7 +7,7 @@ The reference is generated, never edited by hand: for each class in
 :data:`CLASSES` it lists every trait with ``config=True`` that uws-hub itself
 declares (in that class or in a uws-hub mixin it inherits), and every
 JupyterHub/traitlets option whose *default* uws-hub changes (an ``@default``
-in a uws-hub class). ``tests/test_docs.py`` fails when the file is stale, when
+in a uws-hub class). ``tests/unit/test_docs.py`` fails when the file is stale, when
 a uws-hub trait has no help text, and when a configurable class in the
 ``uws_hub`` package is missing from :data:`CLASSES`.
 """
@@ -148,7 +148,7 @@ def uws_configurables() -> list[type]:
     """Classes of uws-hub whose own body declares a config trait or a default for one.
 
     Mixins that are not ``HasTraits`` themselves count too (their traits work
-    in the classes that mix them in). ``tests/test_docs.py`` checks that each
+    in the classes that mix them in). ``tests/unit/test_docs.py`` checks that each
     is in :data:`CLASSES` or in the MRO of a class there.
     """
     found = set()

@@ -10,7 +10,7 @@ SQL (past 2**63 the database drivers overflow; PostgreSQL will not compare an
 INTEGER column with a number past 2**31) or arithmetic.
 
 The request models of :mod:`uws_hub.apihandlers` use these types;
-``tests/test_bad_input.py`` checks that every string field of every request
+``tests/integration/test_bad_input.py`` checks that every string field of every request
 model does, so a new model cannot forget.
 """
 
