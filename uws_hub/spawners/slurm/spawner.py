@@ -46,9 +46,8 @@ import os
 import pwd
 import shlex
 import sys
-import time
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 
 import batchspawner.api as batchspawner_api
 from batchspawner import JobStatus as BatchJobStatus
@@ -57,15 +56,13 @@ from traitlets import Float, List, Unicode, default
 
 from ..mixins import WorkspaceSpawnerMixin
 from .commands import SlurmCommandError
+from .orphans import sweep
+from .output import OUTPUT_TAIL_BYTES, keep_tail, read_tail
 from .parsing import (
-    SWEEP_FORMAT,
     JobState,
     describe_end,
-    find_orphans,
-    job_id_from_name,
     job_name,
     parse_sbatch,
-    parse_sweep,
 )
 from .poller import SlurmPoller
 from .script import DEFAULT_BATCH_SCRIPT, render_batch_script, script_job_id, submit_environment, token_from_script
@@ -590,31 +587,18 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         await self._scancel([resource_id])
 
     # ---------------------------------------------------------------- output
-    async def output_tail(self, max_bytes: int = 16 * 1024) -> str:
+    async def output_tail(self, max_bytes: int = OUTPUT_TAIL_BYTES) -> str:
         """The end of the job's output file, read as the job's account (never as root:
         the file is in the user's directory, and may be a symlink to anything)."""
         if not self.job_id or self.launch is None:
             return ""
-        path = self.output_path(self.job_id)
-        if self._as_user() or self._prefix():
-            try:
-                result = await self.poller.command(
-                    [*self._prefix(), "tail", "-c", str(max_bytes), path], **self._as_user()
-                )
-            except SlurmCommandError:
-                return ""
-            text = result.stdout if result.returncode == 0 else ""
-        else:
-            try:
-                with open(path, "rb") as f:
-                    f.seek(0, os.SEEK_END)
-                    f.seek(max(0, f.tell() - max_bytes))
-                    text = f.read().decode("utf-8", "replace")
-            except OSError:
-                return ""
-        if len(text.encode()) >= max_bytes and "\n" in text:
-            text = text.split("\n", 1)[1]
-        return text.strip()
+        return await read_tail(
+            self.poller,
+            self.output_path(self.job_id),
+            as_user=self._as_user(),
+            prefix=self._prefix(),
+            max_bytes=max_bytes,
+        )
 
     async def _keep_output_tail(self) -> None:
         """Copy the output's tail to the hub's own log file of the job (``launch.log_path``),
@@ -623,18 +607,10 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         if launch is None or not launch.log_path or not self.job_id:
             return
         text = await self.output_tail()
-        if not text:
-            return
-        try:
-            fd = os.open(launch.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(text + "\n")
-        except OSError as e:
-            self.log.warning("Cannot write %s: %s", launch.log_path, e)
+        if text:
+            keep_tail(launch.log_path, text, self.log)
 
     # ---------------------------------------------------------------- orphans
-    _last_sweep: ClassVar[dict[str, float]] = {}
-
     @classmethod
     async def sweep_orphans(
         cls,
@@ -644,32 +620,16 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         config: Any,
         log: logging.Logger,
     ) -> list[str]:
-        """Cancel this hub's SLURM jobs that no unfinished job knows (:func:`.parsing.find_orphans`);
+        """Cancel this hub's SLURM jobs that no unfinished job knows (:func:`.orphans.sweep`);
         return their ids. ``known()`` maps each unfinished job (on this class's resources)
         to its stored SLURM id, or None."""
         settings = cls(config=config)
-        if not settings.orphan_sweep_interval_seconds:
-            return []
-        now = time.monotonic()
-        last = cls._last_sweep.get(hub_id)
-        if last is not None and now - last < settings.orphan_sweep_interval_seconds:
-            return []
-        cls._last_sweep[hub_id] = now
-        prefix = settings.job_name_prefix or f"uws-{hub_id}-"
-        poller = SlurmPoller.shared(config=config, log=log)
-        result = await poller.command([*poller.squeue_cmd, "-h", "-o", SWEEP_FORMAT])
-        if result.returncode != 0:
-            log.warning("Orphan sweep: squeue failed: %s", result.stderr.strip()[:300])
-            cls._last_sweep.pop(hub_id, None)
-            return []
-        entries = parse_sweep(result.stdout)
-        if not any(job_id_from_name(prefix, e.name) is not None for e in entries):
-            return []
-        # known() after squeue: a job submitted meanwhile is in the database already
-        orphans = find_orphans(entries, prefix, known())
-        if orphans:
-            log.warning("Cancelling orphaned SLURM jobs of this hub (no job knows them): %s", ", ".join(orphans))
-            result = await poller.command([*settings.scancel_cmd, *orphans])
-            if result.returncode != 0:
-                log.warning("scancel of orphans failed: %s", result.stderr.strip()[:300])
-        return orphans
+        return await sweep(
+            known,
+            hub_id=hub_id,
+            interval_seconds=settings.orphan_sweep_interval_seconds,
+            prefix=settings.job_name_prefix or f"uws-{hub_id}-",
+            scancel_cmd=settings.scancel_cmd,
+            poller=SlurmPoller.shared(config=config, log=log),
+            log=log,
+        )

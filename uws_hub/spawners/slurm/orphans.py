@@ -1,0 +1,50 @@
+"""Cancelling this hub's SLURM jobs that no unfinished job knows (a hub that died between
+``sbatch`` and recording the id, or started a job anew after losing track of it)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from .parsing import SWEEP_FORMAT, find_orphans, job_id_from_name, parse_sweep
+from .poller import SlurmPoller
+
+#: when each hub (by id) last swept, so that the reconciler's scans sweep once per interval
+_last_sweep: dict[str, float] = {}
+
+
+async def sweep(
+    known: Callable[[], dict[int, str | None]],
+    *,
+    hub_id: str,
+    interval_seconds: float,
+    prefix: str,
+    scancel_cmd: list[str],
+    poller: SlurmPoller,
+    log: logging.Logger,
+) -> list[str]:
+    """One ``squeue`` of every job; ``scancel`` of this hub's orphans; returns their ids."""
+    if not interval_seconds:
+        return []
+    now = time.monotonic()
+    last = _last_sweep.get(hub_id)
+    if last is not None and now - last < interval_seconds:
+        return []
+    _last_sweep[hub_id] = now
+    result = await poller.command([*poller.squeue_cmd, "-h", "-o", SWEEP_FORMAT])
+    if result.returncode != 0:
+        log.warning("Orphan sweep: squeue failed: %s", result.stderr.strip()[:300])
+        _last_sweep.pop(hub_id, None)
+        return []
+    entries = parse_sweep(result.stdout)
+    if not any(job_id_from_name(prefix, e.name) is not None for e in entries):
+        return []
+    # known() after squeue: a job submitted meanwhile is in the database already
+    orphans = find_orphans(entries, prefix, known())
+    if orphans:
+        log.warning("Cancelling orphaned SLURM jobs of this hub (no job knows them): %s", ", ".join(orphans))
+        result = await poller.command([*scancel_cmd, *orphans])
+        if result.returncode != 0:
+            log.warning("scancel of orphans failed: %s", result.stderr.strip()[:300])
+    return orphans

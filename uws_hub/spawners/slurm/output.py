@@ -1,0 +1,48 @@
+"""A SLURM job's output: the end of its file, read as the job's account, and kept in
+the hub's own log file of the job (which only its owner and admins read)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from .commands import SlurmCommandError
+from .poller import SlurmPoller
+
+#: how much of the end of a job's output the hub keeps
+OUTPUT_TAIL_BYTES = 16 * 1024
+
+
+async def read_tail(
+    poller: SlurmPoller, path: str, *, as_user: dict[str, Any], prefix: list[str], max_bytes: int = OUTPUT_TAIL_BYTES
+) -> str:
+    """The last lines of ``path``: with ``tail`` run as the job's account (``as_user``,
+    ``prefix``) when the hub could read more than the job could, else directly."""
+    if as_user or prefix:
+        try:
+            result = await poller.command([*prefix, "tail", "-c", str(max_bytes), path], **as_user)
+        except SlurmCommandError:
+            return ""
+        text = result.stdout if result.returncode == 0 else ""
+    else:
+        try:
+            with open(path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - max_bytes))
+                text = f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+    if len(text.encode()) >= max_bytes and "\n" in text:
+        text = text.split("\n", 1)[1]
+    return text.strip()
+
+
+def keep_tail(log_path: str, text: str, log: logging.Logger) -> None:
+    """Write ``text`` to the hub's log file of the job, never through a link planted there."""
+    try:
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text + "\n")
+    except OSError as e:
+        log.warning("Cannot write %s: %s", log_path, e)
