@@ -36,7 +36,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
-from .states import ACTIVE_JOB_STATUSES, JobStatus, JobTarget, WorkspaceStatus, WorkspaceTarget
+from .states import ACTIVE_JOB_STATUSES, JobStatus, JobTarget, ShareKind, WorkspaceStatus, WorkspaceTarget
 
 #: alembic's version table for uws-hub's own migrations
 VERSION_TABLE = "uws_alembic_version"
@@ -306,7 +306,7 @@ class Share(Base):
         return set(
             db.scalars(
                 select(cls.level).where(
-                    cls.workspace_id == workspace_id, cls.kind == "collaborate", cls._grantee(user_id)
+                    cls.workspace_id == workspace_id, cls.kind == ShareKind.collaborate.value, cls._grantee(user_id)
                 )
             )
         )
@@ -315,7 +315,7 @@ class Share(Base):
     def shared_with(cls, user_id: int, levels: Iterable[str]):
         """SELECT of the ids of workspaces shared with a user at one of ``levels``."""
         return select(cls.workspace_id).where(
-            cls.kind == "collaborate", cls.level.in_(list(levels)), cls._grantee(user_id)
+            cls.kind == ShareKind.collaborate.value, cls.level.in_(list(levels)), cls._grantee(user_id)
         )
 
 

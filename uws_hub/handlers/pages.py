@@ -21,6 +21,7 @@ from ..models import job_model, workspace_model
 from ..orm import Job, Share, Workspace
 from ..scopes import LAUNCH_JOBS, READ_WORKSPACES, SHARE_WORKSPACES, WRITE_WORKSPACES, requires
 from ..services import Services
+from ..states import ShareLevel
 
 
 class UWSPageHandler(BaseHandler):
@@ -81,7 +82,9 @@ class WorkspacePageHandler(UWSPageHandler):
             can_manage=access.may_workspace(self, WRITE_WORKSPACES, ws, grantees=False),
             can_share=can_share,
             can_read_output=access.may_read_output(self, ws.owner),
-            my_level="editor" if "editor" in levels else ("viewer" if levels else None),
+            my_level=ShareLevel.editor.value
+            if ShareLevel.editor.value in levels
+            else (ShareLevel.viewer.value if levels else None),
         )
 
 

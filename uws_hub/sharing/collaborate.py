@@ -59,7 +59,7 @@ def role_name(workspace_id: int, level: str) -> str:
 def role_scopes(owner_name: str, slug: str, level: str) -> list[str]:
     server = f"{owner_name}/{slug}"
     scopes = [f"access:servers!server={server}", f"{READ_WORKSPACES}!server={server}"]
-    if level == "editor":
+    if level == ShareLevel.editor.value:
         scopes += [f"{WRITE_WORKSPACES}!server={server}", f"{LAUNCH_JOBS}!server={server}"]
     return scopes
 
@@ -156,7 +156,7 @@ class ShareService:
         for share in self.db.scalars(
             select(Share).where(Share.workspace_id == ws_id, Share.kind == ShareKind.collaborate.value)
         ):
-            if editors_only and share.level != "editor":
+            if editors_only and share.level != ShareLevel.editor.value:
                 continue
             if share.user is not None:
                 users.add(share.user.id)
@@ -181,7 +181,7 @@ class ShareService:
             raise Unprocessable(f"Unknown level {level!r}; one of {list(LEVELS)}")
         if user is not None and user.id == ws.owner_id:
             raise Unprocessable("A workspace cannot be shared with its owner")
-        if user is not None and self.posix_group_prefix is not None and level == "editor":
+        if user is not None and self.posix_group_prefix is not None and level == ShareLevel.editor.value:
             self.accounts.owner(user.name)  # 409 if the editor has no system account
         self.check_ready(ws)
         if user is None and group is None:

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from ..errors import Conflict, Unprocessable
 from ..events.bus import EventBus
 from ..orm import Job, Share, Workspace, utcnow
-from ..states import WorkspaceStatus, WorkspaceTarget, check_workspace_transition
+from ..states import ShareKind, ShareLevel, WorkspaceStatus, WorkspaceTarget, check_workspace_transition
 from .paths import Owner, PathError, split_relpath
 from .storage import WorkspaceStorage
 
@@ -304,7 +304,9 @@ class WorkspaceService:
             )
             if isolated:
                 ran_since = and_(Job.workspace_id == Workspace.id, ran_since)
-            shared_on_disk = select(Share.workspace_id).where(Share.kind == "collaborate", Share.level == "editor")
+            shared_on_disk = select(Share.workspace_id).where(
+                Share.kind == ShareKind.collaborate.value, Share.level == ShareLevel.editor.value
+            )
             query = query.where(
                 or_(
                     Workspace.usage_measured_at.is_(None),
