@@ -82,6 +82,11 @@ def test_a_job_with_a_time_limit_runs(timed_job):
     assert slurmutil.job_info(timed_job["resource_id"])["state"] == "RUNNING"
 
 
+def test_batchspawner_api_is_not_served(shub, user):
+    """The handler importing batchspawner adds (it sets spawner attributes from a body) is left out."""
+    assert shub.request("POST", "/hub/api/batchspawner", user, json={"port": 1}).status_code == 404
+
+
 def test_launch_runs_as_the_user_then_stop_cancels(shub, user):
     events = SSEReader(shub, user)
     try:

@@ -108,3 +108,17 @@ def test_no_import_cycles():
         if name not in state:
             visit(name, [name])
     assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_the_hub_leaves_out_what_importing_batchspawner_adds_to_jupyterhub():
+    """Importing batchspawner appends its handler (which sets any spawner attribute from a
+    request body) to JupyterHub's API handlers; the SLURM spawner names it, so the hub
+    leaves it out of its routes (at init, not by rewriting JupyterHub's list on import)."""
+    code = (
+        "import jupyterhub.apihandlers as api\n"
+        "from uws_hub.spawners.slurm import WorkspaceSlurmSpawner\n"
+        "added = {h[1] for h in api.default_handlers if h[1].__module__.startswith('batchspawner')}\n"
+        "print(bool(added) and added <= set(WorkspaceSlurmSpawner.unwanted_hub_handlers()))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "True"
