@@ -17,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from datetime import datetime
 from pathlib import Path
 
 import requests
@@ -51,6 +52,8 @@ def hub_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment `make run` gives the hub: node CHP and the venv first on PATH."""
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(NODE_BIN), str(VENV_BIN), env.get("PATH", "")])
+    # log lines reach the file as they are written (the log check reads it after each test)
+    env["PYTHONUNBUFFERED"] = "1"
     env.update(extra or {})
     return env
 
@@ -77,7 +80,7 @@ BENIGN_ERRORS = {
     # then warns that the route was already deleted
     r"\] api_request to proxy failed: 404, message='Not Found', url='\S+/api/routes/user/": "route already gone",
 }
-_ERROR_LINE = re.compile(r"^\[E \d{4}-\d\d-\d\d ")
+_ERROR_LINE = re.compile(r"^\[E (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) ")
 
 
 class Hub:
@@ -104,6 +107,8 @@ class Hub:
         self.env = hub_env(env)
         self.proc: subprocess.Popen | None = None
         self.log_file = workdir / "hub.log"
+        #: how much of the log the ERROR check has read
+        self._errors_read = 0
         Hub.instances.append(self)
 
     def _base_config(self) -> str:
@@ -174,21 +179,23 @@ class Hub:
     def log_text(self) -> str:
         return self.log_file.read_text(errors="replace")
 
-    def log_size(self) -> int:
-        try:
-            return self.log_file.stat().st_size
-        except FileNotFoundError:
-            return 0
-
-    def error_lines(self, since: int = 0) -> list[str]:
-        """The ERROR lines the hub logged after byte ``since`` of its log."""
+    def new_error_lines(self) -> list[tuple[datetime, str]]:
+        """The ERROR lines the hub logged since the last call, with their times."""
         try:
             with open(self.log_file, "rb") as f:
-                f.seek(since)
-                text = f.read().decode(errors="replace")
+                f.seek(self._errors_read)
+                data = f.read()
         except FileNotFoundError:
             return []
-        return [line for line in text.splitlines() if _ERROR_LINE.match(line)]
+        # up to the last complete line: the rest is read next time
+        data = data[: data.rfind(b"\n") + 1]
+        self._errors_read += len(data)
+        found = []
+        for line in data.decode(errors="replace").splitlines():
+            match = _ERROR_LINE.match(line)
+            if match:
+                found.append((datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S.%f"), line))
+        return found
 
     # ---------------------------------------------------------------- HTTP
     def request(self, method: str, path: str, token: str | None = None, **kw) -> requests.Response:
