@@ -369,6 +369,7 @@ def login(hub, browser, name: str, password: str = PASSWORD):
     return browserutil.login(hub, browser, name, password)
 
 
+@pytest.mark.expect_log_errors('User <User\\(uwscarol [^>]*> not allowed to access Server at /user/uwsalice/')
 @pytest.mark.browser
 def test_group_member_opens_the_shared_server_in_the_browser(shub, lab, browser):
     """A member of a group the workspace is shared with: JupyterLab through

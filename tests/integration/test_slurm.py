@@ -199,6 +199,7 @@ def test_scancel_outside_the_hub_is_noticed(shub, user):
     assert shub.request("GET", f"/user/uwsalice/{job['server_name']}/", user).status_code != 200
 
 
+@pytest.mark.expect_log_errors("Unhandled error starting uwsalice's server: SLURM job \\d+ was cancelled outside uws-hub \\(scancel\\)")
 def test_scancel_while_queued_is_cancelled(shub, user):
     """A job cancelled outside the hub before its server answered ends cancelled too."""
     # a job that takes all but 256 MB of the node's memory: ours (1 GB) waits for Resources
@@ -253,6 +254,7 @@ def test_resources_over_the_limits_are_refused(shub, user):
     assert shub.api("GET", "jobs", user)["_pagination"]["total"] == before
 
 
+@pytest.mark.expect_log_errors("Unhandled error starting uwsalice's server: sbatch failed \\(exit status 1\\)")
 def test_sbatch_refusal_fails_the_job(shub, user):
     job = slurm_launch(shub, user, job_type="big", resources={"memory": "100000G"})
     job = shub.wait_job(job["id"], user, TERMINAL | {"running"}, timeout=30)
