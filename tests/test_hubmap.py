@@ -399,6 +399,13 @@ def test_create_update_upload_and_refusals(hubmap_hub, alice):
     r.raise_for_status()
     wid = r.json()["data"]["workspace"]["id"]
 
+    # the same name again (HuBMAP's names need not be unique)
+    again = requests.post(alice.endpoint + "/workspaces", headers={"UWS-Authorization": f"Token {alice.token}"},
+                          data=json.dumps({"name": "From a notebook", "description": ""}), timeout=60)
+    assert again.status_code == 200, again.text
+    assert again.json()["data"]["workspace"]["name"] == "From a notebook"
+    assert again.json()["data"]["workspace"]["id"] != wid
+
     r = alice.update(wid, {"default_job_type": "jupyter_lab", "name": "Renamed",
                            "workspace_details": {"files": [{"name": "notes/a.md", "content": "# a"}]}})
     assert r.json() == {"message": "Update successful.", "success": True}

@@ -165,10 +165,13 @@ class WorkspaceService:
 
     # ---------------------------------------------------------------- create
     async def create(
-        self, owner: hub_orm.User, name: str, description: str, files: list[SeedFile]
+        self, owner: hub_orm.User, name: str, description: str, files: list[SeedFile], slug: str | None = None
     ) -> Workspace:
-        """Create a workspace and its directory with the seed files (file work in a thread)."""
-        slug = slugify(name)
+        """Create a workspace and its directory with the seed files (file work in a thread).
+
+        ``slug``: its slug if not the name's (see :meth:`free_slug`).
+        """
+        slug = slug or slugify(name)
         seeds = [(f.path, f.data()) for f in files]
         for path, _ in seeds:
             try:
@@ -187,6 +190,19 @@ class WorkspaceService:
             return await self._create(owner, name, description, slug, seeds, reservation)
         finally:
             self.quotas.release_disk(reservation)  # unless the seeds became the workspace's usage
+
+    async def free_slug(self, owner: hub_orm.User, name: str) -> str:
+        """The slug of ``name``, else that slug with ``-2``, ``-3``... : the first that no
+        workspace of ``owner``'s and no directory left on disk has (for clients whose
+        workspaces may share a name)."""
+        base = slugify(name)
+        for i in range(1, 1000):
+            slug = base if i == 1 else f"{base[:58].rstrip('-')}-{i}"
+            if Workspace.find_by_slug(self.db, owner.id, slug) is None and not await asyncio.to_thread(
+                os.path.lexists, self.storage.directory_for(owner.name, slug)
+            ):
+                return slug
+        raise Conflict(f"You have too many workspaces named {name!r}")
 
     async def _create(
         self, owner: hub_orm.User, name: str, description: str, slug: str, seeds: list[tuple[str, bytes]],

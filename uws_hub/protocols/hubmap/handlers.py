@@ -182,8 +182,10 @@ class WorkspacesHandler(TranslatingHandler):
                 self.uws.storage.link_target(target, self.compat.dataset_roots)
             except (PathError, StorageNotFound) as e:
                 raise HubMAPError(400, f"Invalid symlink source path specified: {e}") from None
+        # HuBMAP's workspace names need not be unique; uws-hub's slugs are
+        slug = await self.uws.workspaces.free_slug(owner, checked.name)
         ws = await self.uws.workspaces.create(
-            owner, checked.name, checked.description, [SeedFile(f.path, f.content) for f in checked.files]
+            owner, checked.name, checked.description, [SeedFile(f.path, f.content) for f in checked.files], slug
         )
         try:
             if links:
