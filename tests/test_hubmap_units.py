@@ -5,6 +5,7 @@ and as its portal parses them (``statusCodes.ts``, ``utils.ts``)."""
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 
 import pytest
@@ -14,6 +15,10 @@ from uws_hub.protocols.hubmap import models
 from uws_hub.protocols.hubmap.config import DEFAULT_RESOURCE_OPTIONS, HubMAPCompat
 from uws_hub.protocols.hubmap.models import HubMAPError, JobFacts
 from uws_hub.states import JobStatus, WorkspaceStatus
+from uws_hub.storage import NotFound as StorageNotFound
+from uws_hub.storage import Owner, PathError
+
+from .test_storage_units import storage  # noqa: F401 (a fixture)
 
 #: the portal's sets (portal-ui context/app/static/js/components/workspaces/statusCodes.ts)
 PORTAL_JOB_STATUSES = {"pending", "running", "stopping", "complete", "failed"}
@@ -262,3 +267,53 @@ def test_options_validated():
     with pytest.raises(Exception, match="base_path"):
         HubMAPCompat(base_path="/../x")
     assert HubMAPCompat(base_path="/api/hubmap/").base_path == "api/hubmap"
+
+
+# ---------------------------------------------------------------- dataset links and the walk (uws_hub.storage)
+@pytest.fixture
+def linked(storage, tmp_path):
+    """A workspace (test_storage_units's, with tmp_path/outside beside it) and a dataset root."""
+    store, directory = storage
+    datasets = tmp_path / "datasets"
+    (datasets / "d1").mkdir(parents=True)
+    (datasets / "d1" / "x.csv").write_text("x")
+    # a link inside the dataset root that leads out of it
+    (datasets / "sneaky").symlink_to(tmp_path / "outside")
+    return store, directory, datasets, tmp_path
+
+
+def test_links_only_into_dataset_roots(linked):
+    store, directory, datasets, tmp = linked
+    store.create_symlink(directory, "datasets/d1", str(datasets / "d1"), Owner(), [str(datasets)])
+    assert os.readlink(os.path.join(directory, "datasets", "d1")) == str(datasets / "d1")
+    # again, the same: fine; something else there: refused
+    store.create_symlink(directory, "datasets/d1", str(datasets / "d1"), Owner(), [str(datasets)])
+    with pytest.raises(PathError, match="Something else exists"):
+        store.create_symlink(directory, "datasets/d1", str(datasets / "d1" / "x.csv"), Owner(), [str(datasets)])
+    for target in (str(tmp / "outside"), str(datasets / "sneaky"), str(datasets / ".." / "outside"), "relative/path",
+                   "/etc/passwd", str(tmp / "root")):
+        with pytest.raises(PathError):
+            store.create_symlink(directory, "bad", target, Owner(), [str(datasets)])
+    with pytest.raises(PathError):  # no roots, no links
+        store.create_symlink(directory, "bad", str(datasets / "d1"), Owner(), [])
+    with pytest.raises(StorageNotFound, match="Symlink path not found"):
+        store.link_target(str(datasets / "missing"), [str(datasets)])
+    for relpath in ("../escape", ".uws-upload-x", "/abs"):
+        with pytest.raises(PathError):
+            store.create_symlink(directory, relpath, str(datasets / "d1"), Owner(), [str(datasets)])
+    assert not os.path.lexists(os.path.join(directory, "bad"))
+
+
+def test_the_walk_lists_links_without_following_them(linked):
+    store, directory, datasets, tmp = linked
+    store.create_symlink(directory, "datasets/d1", str(datasets / "d1"), Owner(), [str(datasets)])
+    store.write_file(directory, "a.ipynb", b"{}", Owner())
+    store.write_file(directory, "sub/deeper/b.txt", b"b", Owner())
+    store.write_file(directory, ".hidden/c.txt", b"c", Owner())
+    os.symlink(str(tmp / "outside"), os.path.join(directory, "escape"))
+    entries = store.walk(directory, 100)
+    assert entries == [(".hidden", "directory"), (".hidden/c.txt", "file"), ("a.ipynb", "file"),
+                       ("datasets", "directory"), ("datasets/d1", "symlink"), ("escape", "symlink"),
+                       ("sub", "directory"), ("sub/deeper", "directory"), ("sub/deeper/b.txt", "file")]
+    assert (".hidden", "directory") not in store.walk(directory, 100, hidden=False)
+    assert len(store.walk(directory, 3)) == 3

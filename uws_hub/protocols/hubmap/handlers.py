@@ -179,7 +179,7 @@ class WorkspacesHandler(TranslatingHandler):
         )
         for _, target in links:  # before anything is made: refused targets make no workspace
             try:
-                self.uws.storage.link_target(target, self.compat.dataset_roots)
+                await asyncio.to_thread(self.uws.storage.link_target, target, self.compat.dataset_roots)
             except (PathError, StorageNotFound) as e:
                 raise HubMAPError(400, f"Invalid symlink source path specified: {e}") from None
         # HuBMAP's workspace names need not be unique; uws-hub's slugs are
