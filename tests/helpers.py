@@ -12,20 +12,24 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import subprocess
 import sys
 import threading
 import uuid
+from datetime import datetime
 
 import requests
 from jupyterhub import orm as hub_orm
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.pool import StaticPool
 
 from uws_hub import dbutil
 
-from .hubutil import REPO
+from .hubutil import REPO, VENV_BIN, Hub, hub_env
 
 USERS = ("uwsadmin", "uwsalice", "uwsbob", "uwscarol")
+#: what a file outside every workspace holds (path-safety tests must never see it)
+OUTSIDE = b"outside: never read, listed, written or copied"
 ADMIN_PASSWORD = "admin-password-for-tests"
 
 #: a job type's command for the minimal single-user server (tests/minimal_server.py)
@@ -154,3 +158,37 @@ def memory_database() -> Engine:
     hub_orm.Base.metadata.create_all(engine)
     dbutil.prepare(engine, allow_upgrade=False, log=logging.getLogger("test"))
     return engine
+
+
+OLD_TIME = datetime(2026, 1, 1)
+
+
+def make_old_database(url: str, revision: str = "0001", directory: str = "/nonexistent/olduser/old-ws",
+                      usage_bytes: int = 5000000000) -> int:
+    """JupyterHub's tables at their head, uws-hub's at an older revision, with a user and
+    a workspace of theirs; returns the user's id."""
+    uid = create_jupyterhub_tables(url, user="olduser")
+    engine = create_engine(url)
+    dbutil.upgrade(engine, revision)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO uws_workspaces (owner_id, slug, name, description, status, directory,"
+                " disk_usage_bytes, created_at, updated_at)"
+                " VALUES (:uid, 'old-ws', 'Old workspace', 'from before', 'idle', :directory, :usage, :now, :now)"
+            ),
+            {"uid": uid, "directory": directory, "usage": usage_bytes, "now": OLD_TIME},
+        )
+    assert dbutil.current_revision(engine) == revision
+    engine.dispose()
+    return uid
+
+
+def upgrade_db(hub: Hub) -> None:
+    """``uws-hub upgrade-db`` with the hub's configuration, which leaves the tables at the newest revision."""
+    r = subprocess.run([str(VENV_BIN / "uws-hub"), "upgrade-db", "-f", str(hub.config_file)], cwd=hub.workdir,
+                       env=hub_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    engine = create_engine(hub.db_url)
+    assert dbutil.current_revision(engine) == dbutil.head_revision()
+    engine.dispose()

@@ -31,6 +31,8 @@ from .jobs.servers import load_spawner_class
 from .jobs.types import DEFAULT_JOB_TYPES, parse_job_types
 from .options import NotificationOptions, QuotaOptions, SharingOptions
 from .orm import Job
+from .protocols.hubmap import HubMAPCompat
+from .protocols.hubmap.routes import routes as hubmap_routes
 from .redaction import install_log_redaction
 from .sharing.collaborate import role_specs
 from .templates import TEMPLATE_DIR
@@ -330,6 +332,11 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
     def _default_extra_user_scopes(self):
         return list(scopes.USER_SCOPES)
 
+    @default("classes")
+    def _default_classes(self):
+        # uws-hub's own configurable classes too (uws-hub --generate-config)
+        return [*JupyterHub._load_classes(self), HubMAPCompat]
+
     # ---------------------------------------------------------------- init steps
     def init_logging(self):
         super().init_logging()
@@ -422,8 +429,10 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         # what importing a spawner's libraries added to JupyterHub's handlers and must not be served
         unwanted = {h for cls in self.uws.servers.spawner_classes.values() for h in cls.unwanted_hub_handlers()}
         self.handlers = [h for h in self.handlers if h[1] not in unwanted]
+        self.hubmap = HubMAPCompat(parent=self)
+        protocols = hubmap_routes(self.hubmap) if self.hubmap.enabled else []
         # ours first: JupyterHub's list ends with catch-alls (/api/(.*) -> 404)
-        self.handlers[:0] = self.add_url_prefix(self.hub_prefix, api_handlers + page_handlers)
+        self.handlers[:0] = self.add_url_prefix(self.hub_prefix, protocols + api_handlers + page_handlers)
 
     # ---------------------------------------------------------------- run
     async def start(self):

@@ -13,41 +13,8 @@ from sqlalchemy import create_engine, text
 
 from uws_hub import dbutil
 
-from ..helpers import create_jupyterhub_tables
+from ..helpers import OLD_TIME, create_jupyterhub_tables, make_old_database, upgrade_db
 from ..hubutil import VENV_BIN, Hub, hub_env
-
-OLD_TIME = datetime(2026, 1, 1)
-
-
-def make_old_database(url: str, revision: str = "0001", directory: str = "/nonexistent/olduser/old-ws",
-                      usage_bytes: int = 5000000000) -> int:
-    """JupyterHub's tables at their head, uws-hub's at an older revision, with a user and
-    a workspace of theirs; returns the user's id."""
-    uid = create_jupyterhub_tables(url, user="olduser")
-    engine = create_engine(url)
-    dbutil.upgrade(engine, revision)
-    with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO uws_workspaces (owner_id, slug, name, description, status, directory,"
-                " disk_usage_bytes, created_at, updated_at)"
-                " VALUES (:uid, 'old-ws', 'Old workspace', 'from before', 'idle', :directory, :usage, :now, :now)"
-            ),
-            {"uid": uid, "directory": directory, "usage": usage_bytes, "now": OLD_TIME},
-        )
-    assert dbutil.current_revision(engine) == revision
-    engine.dispose()
-    return uid
-
-
-def upgrade_db(hub: Hub) -> None:
-    """``uws-hub upgrade-db`` with the hub's configuration, which leaves the tables at the newest revision."""
-    r = subprocess.run([str(VENV_BIN / "uws-hub"), "upgrade-db", "-f", str(hub.config_file)], cwd=hub.workdir,
-                       env=hub_env(), capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stdout + r.stderr
-    engine = create_engine(hub.db_url)
-    assert dbutil.current_revision(engine) == dbutil.head_revision()
-    engine.dispose()
 
 
 def test_upgrade_db_upgrades_an_old_database(db_url, tmp_path):

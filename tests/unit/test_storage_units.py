@@ -16,19 +16,7 @@ from uws_hub.workspaces.copying import copy_tree
 from uws_hub.workspaces.paths import NotFound, Owner, PathError
 from uws_hub.workspaces.storage import WorkspaceStorage
 
-OUTSIDE = b"outside: never read, listed, written or copied"
-
-
-@pytest.fixture
-def storage(tmp_path):
-    root = tmp_path / "root"
-    store = WorkspaceStorage(str(root))
-    directory = store.directory_for("alice", "ws")
-    store.create(directory, Owner())
-    (tmp_path / "outside").mkdir()
-    (tmp_path / "outside" / "secret.txt").write_bytes(OUTSIDE)
-    (tmp_path / "outside" / "only-outside.txt").write_bytes(OUTSIDE * 1000)
-    return store, directory
+from ..helpers import OUTSIDE
 
 
 def read(store, directory, relpath) -> bytes:

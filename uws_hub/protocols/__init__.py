@@ -1,6 +1,7 @@
-"""Protocol facades: other APIs translated to uws-hub's services.
+"""Other protocols served by the hub: thin facades over uws-hub's own services.
 
-One module or small package per protocol (the HuBMAP-compatible API, IVOA UWS
-1.1), each a set of thin handlers plus a pure translation module. They hold no
-rules of their own: authorization, quotas, limits and events are the services'.
+Each translates a foreign API's requests and answers to uws-hub's services
+and holds no rules of its own: authorization, quotas, limits and events are
+the services'. One package per protocol (see DESIGN.md, "Protocols are thin
+facades").
 """

@@ -89,15 +89,15 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         except asyncio.CancelledError:
             # the start was interrupted (a stop while starting), but the thread goes on
             # and the process starts anyway: keep hold of it, so that the stop that
-            # follows finds it (poll() says running) and ends it; a second cancellation
-            # (JupyterHub's and the stop's) must not let go of it either
+            # follows finds it (poll() says running) and ends it. Popen returns soon;
+            # a further cancel must not make us lose the process meanwhile.
             while not popen.done():
                 try:
                     await asyncio.shield(popen)
                 except asyncio.CancelledError:
                     continue
                 except Exception:
-                    break  # it did not start after all
+                    break
             if not popen.cancelled() and popen.exception() is None:
                 self.proc = popen.result()
                 self.pid = self.proc.pid

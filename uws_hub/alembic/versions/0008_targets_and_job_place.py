@@ -8,16 +8,16 @@ A job's URL through the proxy and the node it runs on are stored when it
 starts running, so that reading a job never asks a live spawner; running jobs
 get them on the reconciler's next scan.
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-05
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007"
-down_revision = "0006"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
