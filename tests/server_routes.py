@@ -1,7 +1,7 @@
 """Print every route a workspace job's Jupyter server registers, each with a
 concrete URL the server routes to it (one JSON line after ``ROUTES``).
 
-tests/test_server_access.py runs this with a running job's own command-line
+tests/integration/test_server_access.py runs this with a running job's own command-line
 arguments, environment, account and directory (read from ``/proc``) and
 another port, so it builds the very server app the job runs (JupyterHub's
 single-user extension, every server extension installed in the environment,

@@ -4,7 +4,7 @@ Nothing here touches the database, the disk or the network; the handlers
 pass in what they looked up. Field names, their order, the status values
 and the messages are those of the HuBMAP User Workspaces Server's code
 (``src/user_workspaces_server/``: ``models.py``, ``views/``,
-``validation/``), which its clients parse; ``tests/test_hubmap_units.py``
+``validation/``), which its clients parse; ``tests/unit/test_hubmap_units.py``
 checks them.
 """
 
