@@ -21,6 +21,7 @@ from uws_hub.errors import Conflict
 from uws_hub.events.bus import EventBus
 from uws_hub.events.notify import Notifier
 from uws_hub.jobs.launch import check_resource_limits
+from uws_hub.jobs.reconcile import JobSteps
 from uws_hub.jobs.service import JobService
 from uws_hub.jobs.types import parse_job_types
 from uws_hub.orm import Event, Job, Share, Workspace, utcnow
@@ -256,4 +257,129 @@ async def test_a_copy_interrupted_by_a_restart_is_made_again(hub):
     await steps.reconcile(share.id)
     await asyncio.wait_for(steps._copies[share.id], 5)
     assert share.copy_state == "done"
+    await hub.pool.close()
+
+
+# ---------------------------------------------------------------- the job reconciler
+class FakeSpawner:
+    """What the job reconciler reads of a spawner (JupyterHub's names)."""
+
+    _log_name = "fake"
+    node = None
+
+    def __init__(self):
+        self.ready = False
+        self.pending: str | None = None
+        self.server: object | None = None
+        self._waiting_for_response = False
+        self.lifecycle_listener = None
+        self.launch = None
+
+    @property
+    def active(self) -> bool:
+        return self.ready or bool(self.pending)
+
+    async def poll(self):
+        return None if self.active else 0
+
+
+class StartingServers(FakeServers):
+    """Server control whose starts work, are slow, never answer, or fail."""
+
+    def __init__(self, behaviour: str):
+        super().__init__()
+        self.behaviour = behaviour
+        self.spawners: dict[str, FakeSpawner] = {}
+        self.release = asyncio.Event()
+        self.stopped: list[str] = []
+
+    def find(self, owner, server_name):
+        return self.spawners.get(server_name)
+
+    def start(self, owner, server_name, resource, launch, listener, on_poll_stopped):
+        spawner = self.spawners.setdefault(server_name, FakeSpawner())
+        spawner.launch, spawner.pending = launch, "spawn"
+
+        async def run():
+            try:
+                if self.behaviour == "fail":
+                    raise RuntimeError("the batch system refused it")
+                if self.behaviour == "never":
+                    await asyncio.Event().wait()
+                if self.behaviour == "slow":
+                    await self.release.wait()
+                spawner.ready, spawner.server = True, object()
+            finally:
+                spawner.pending = None
+
+        return asyncio.ensure_future(run())
+
+    async def stop(self, owner, server_name):
+        spawner = self.spawners.get(server_name)
+        if spawner is not None:
+            spawner.ready, spawner.server, spawner.pending = False, None, None
+        self.stopped.append(server_name)
+
+    async def progress(self, spawner, future):
+        await asyncio.wait([future])
+        return
+        yield
+
+
+def job_steps(hub, behaviour: str, **timeouts):
+    servers = hub.jobs.servers = StartingServers(behaviour)
+    return JobSteps(hub.jobs, servers, hub.queue, hub.pool, log, start_poll_interval=0.01, **timeouts), servers
+
+
+async def settle(steps, job, statuses: set[str], seconds: float = 5.0) -> None:
+    """Take steps (as the workers would, when woken) until the job is in one of ``statuses``."""
+    async with asyncio.timeout(seconds):
+        while job.status not in statuses:
+            await steps.reconcile(job.id)
+            await asyncio.sleep(0.01)
+
+
+async def test_a_start_that_works_runs_the_job(hub):
+    steps, servers = job_steps(hub, "ok")
+    job = hub.jobs.launch(workspace(hub), "lab", None, {}, "ann")
+    await settle(steps, job, {"running"})
+    assert (job.attempts, job.url) == (1, "/user/ann/w1/lab")
+    await hub.pool.close()
+
+
+async def test_a_start_that_fails_fails_the_job_with_its_reason(hub):
+    steps, servers = job_steps(hub, "fail")
+    job = hub.jobs.launch(workspace(hub), "lab", None, {}, "ann")
+    await settle(steps, job, {"failed"})
+    assert job.reason == "The server failed to start: the batch system refused it"
+    assert servers.stopped == ["w1"]
+    await hub.pool.close()
+
+
+async def test_a_start_that_never_answers_fails_at_its_deadline(hub):
+    steps, servers = job_steps(hub, "never", pending_timeout=0.05)
+    job = hub.jobs.launch(workspace(hub), "lab", None, {}, "ann")
+    await settle(steps, job, {"failed"})
+    assert job.reason == "The job did not start within 0.05 s"
+    assert servers.stopped == ["w1"] and not servers.spawners["w1"].active
+    await hub.pool.close()
+
+
+async def test_a_stop_during_a_slow_start_cancels_the_job(hub):
+    steps, servers = job_steps(hub, "slow")
+    job = hub.jobs.launch(workspace(hub), "lab", None, {}, "ann")
+    await steps.reconcile(job.id)
+    assert servers.spawners["w1"].pending == "spawn"
+    hub.jobs.stop(job, "ann")
+    await settle(steps, job, {"cancelled"})
+    assert servers.stopped == ["w1"] and job.running_at is None
+    await hub.pool.close()
+
+
+async def test_a_start_refused_by_a_quota_while_it_waited_fails(hub):
+    steps, _ = job_steps(hub, "ok")
+    job = hub.jobs.launch(workspace(hub), "lab", None, {}, "ann")
+    hub.quotas.defaults = Limits(concurrent_jobs=0)  # lowered while the job waited
+    await settle(steps, job, {"failed"})
+    assert job.reason.startswith("The launch was refused: Concurrent job quota")
     await hub.pool.close()
