@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from jupyterhub import dbutil as hub_dbutil
 from jupyterhub import orm as hub_orm
+from jupyterhub.apihandlers.base import API404
 from jupyterhub.app import JupyterHub, NewToken, UpgradeDB
 from jupyterhub.traitlets import ByteSpecification
 from jupyterhub.utils import url_path_join
@@ -26,6 +27,7 @@ from traitlets import Bool, Dict, Float, Integer, Unicode, default, validate
 from . import __version__, dbutil, scopes
 from .dbutil import sqlite_wal
 from .apihandlers import default_handlers as api_handlers
+from .apihandlers.base import UnknownAPIRouteHandler
 from .authenticators.local import WorkspaceLocalAuthenticator
 from .handlers import default_handlers as page_handlers
 from .events import EventBus
@@ -528,6 +530,11 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
 
     def init_handlers(self):
         super().init_handlers()
+        # every error under /hub/api/ has a message, unknown routes' too
+        self.handlers = [
+            (route[0], UnknownAPIRouteHandler, *route[2:]) if route[1] is API404 else route
+            for route in self.handlers
+        ]
         # ours first: JupyterHub's list ends with catch-alls (/api/(.*) -> 404)
         self.handlers[:0] = self.add_url_prefix(self.hub_prefix, api_handlers + page_handlers)
 
