@@ -461,6 +461,8 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
             events,
             self.log,
             job_log_dir=os.path.abspath(self.job_log_dir),
+            active_server_limit=self.active_server_limit,
+            retry_after_seconds=self.spawn_throttle_retry_range,
         )
         # each job type's resource limits (cpus, memory, gpus, time, partitions): 422 over them
         jobs.launch_checks.append(check_resource_limits)
