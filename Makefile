@@ -13,7 +13,7 @@ export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 run: install
 	@mkdir -p $(STATE)
 	@echo
-	@echo "Starting uws-hub at http://127.0.0.1:8000/ (Ctrl-C stops it)."
+	@echo "Starting uws-hub at $${UWS_BIND_URL:-http://127.0.0.1:8000} (Ctrl-C stops it)."
 	@echo "Log in as 'admin'; on the first start the password is printed below"
 	@echo "(or set UWS_ADMIN_PASSWORD before the first start)."
 	@echo
