@@ -204,4 +204,4 @@ def test_stopped_through_jupyterhub_is_completed_not_failed(hub, alice):
     assert r.status_code in (202, 204), r.text
     job = hub.wait_job(job["id"], alice, TERMINAL, timeout=20)
     assert job["status"] == "completed"
-    assert "outside uws-hub" in job["reason"]
+    assert job["reason"] == "Stopped outside uws-hub (JupyterHub's server API, admin panel or idle culler)"
