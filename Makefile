@@ -54,11 +54,12 @@ $(VENV)/.docs-installed: setup.cfg $(VENV)/.installed
 # the whole suite on SQLite, then once more on PostgreSQL (started by the
 # tests) without the browser and SLURM tests, which add nothing database-specific.
 # UWS_REQUIRE_SLURM: the SLURM tests fail instead of skipping when the cluster
-# does not come up.
+# does not come up. UWS_STATUS_COVERAGE: the whole suite runs, so the last test
+# checks that every status docs/openapi.yaml lists was answered to some test.
 test: install-test docs test-sqlite test-postgres
 
 test-sqlite:
-	UWS_REQUIRE_SLURM=1 $(PYTHON) -m pytest -v -ra --durations=20
+	UWS_REQUIRE_SLURM=1 UWS_STATUS_COVERAGE=1 $(PYTHON) -m pytest -v -ra --durations=20
 
 test-postgres:
 	UWS_TEST_DB=postgresql $(PYTHON) -m pytest -v -ra --durations=10 -m "not browser and not slurm"
