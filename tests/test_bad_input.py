@@ -141,7 +141,9 @@ def test_a_nul_in_any_path_parameter_is_refused(hub, alice):
             if "{" not in template:
                 continue
             path = re.sub(r"\{\w+\}", "a%00b", template)
-            r = hub.request(method.upper(), path.lstrip("/"), alice, json={})
+            # no body: the URL is refused before one is read (a body left unread on the
+            # proxy's kept-alive connection would fail the next request with a 503)
+            r = hub.request(method.upper(), path.lstrip("/"), alice)
             assert (r.status_code, r.json()["message"]) == (400, "The URL must not contain NUL characters (%00)"), (
                 method, path, r.text[:300]
             )
