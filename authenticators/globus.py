@@ -29,24 +29,55 @@ Entry point ``uws-globus`` (needs the ``globus`` extra: oauthenticator 17).
 
 - token responses without ``other_tokens`` are accepted (a plain OIDC provider
   standing in for Globus in tests).
+
+- :meth:`~WorkspaceGlobusAuthenticator.authenticate_access_token`: who holds
+  a Globus access token (HuBMAP's clients exchange one for a hub token): the
+  token is introspected at Globus Auth with the hub's client credentials and
+  goes through the same rules as a login (identity provider, allowed and
+  admin Globus groups, read with that token).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 from oauthenticator.globus import GlobusOAuthenticator
-from traitlets import default
+from tornado import web
+from traitlets import Unicode, default
 
 from .oauth import WorkspaceOAuthMixin, expires_at
 
 _TOKEN_FIELDS = ("access_token", "expires_at", "scope", "token_type", "resource_server")
+#: the Globus resource server whose token lists a user's groups
+GROUPS_RESOURCE_SERVER = "groups.api.globus.org"
+
+
+@dataclass(frozen=True)
+class _IntrospectedToken:
+    """What :meth:`WorkspaceGlobusAuthenticator.authenticate` is given for an access token
+    (not a login): made only by :meth:`~WorkspaceGlobusAuthenticator.authenticate_access_token`,
+    so no request body can pose as one."""
+
+    token_info: dict
+    claims: dict
 
 
 class WorkspaceGlobusAuthenticator(WorkspaceOAuthMixin, GlobusOAuthenticator):
     """Log in with Globus (entry point ``uws-globus``)."""
+
+    introspect_url = Unicode(
+        "https://auth.globus.org/v2/oauth2/token/introspect",
+        config=True,
+        help="""Globus Auth's token introspection endpoint, where access tokens that clients
+        present (HuBMAP's ``POST tokens``) are checked with the hub's client credentials.
+
+        .. versionadded:: 0.3
+        """,
+    )
 
     @default("provider_name")
     def _default_provider_name(self):
@@ -81,6 +112,68 @@ class WorkspaceGlobusAuthenticator(WorkspaceOAuthMixin, GlobusOAuthenticator):
         for token, source in zip(tokens, stamped):
             token["expires_at"] = source.get("expires_at")
         return tokens
+
+    async def introspect(self, token: str) -> dict[str, Any] | None:
+        """Globus Auth's introspection of ``token`` (its user's claims), or None if it is not active."""
+        reply = await self.httpfetch(
+            self.introspect_url,
+            label="introspecting a token",
+            method="POST",
+            headers={**self.get_client_credential_headers(), "Content-Type": "application/x-www-form-urlencoded"},
+            body=urlencode({"token": token}),
+            raise_error=False,
+        )
+        if not isinstance(reply, dict) or not reply.get("active") or not reply.get("sub"):
+            return None
+        claims = dict(reply)
+        # introspection names it "username"; logins read it from the userinfo claim
+        claims.setdefault(self.username_claim, reply.get("username"))
+        return claims
+
+    async def authenticate_access_token(self, handler, token: str) -> dict[str, Any] | None:
+        """The auth model of whoever holds a Globus access token, with a login's rules applied.
+
+        None if the token is not active; a 403 if its user may not use the
+        hub (identity provider, allowed Globus groups, read with this token:
+        HuBMAP's clients send a Groups token). The model's ``auth_state``
+        holds no tokens to keep: a user's tokens come from their logins.
+        """
+        if not isinstance(token, str) or not token:
+            return None
+        claims = await self.introspect(token)
+        if claims is None:
+            return None
+        token_info = {
+            "access_token": token,
+            "resource_server": GROUPS_RESOURCE_SERVER,
+            "scope": claims.get("scope", ""),
+            "token_type": "Bearer",
+            "expires_in": max(0, int(claims.get("exp") or 0) - int(time.time())) or None,
+        }
+        model = await self.get_authenticated_user(handler, _IntrospectedToken(token_info, claims))
+        if model is None:
+            raise web.HTTPError(
+                403,
+                "User is not a member of any allowed Globus groups. Please contact your administrator for access."
+                if self.allowed_globus_groups else f"{claims.get(self.username_claim)} may not use this hub.",
+            )
+        return model
+
+    async def authenticate(self, handler, data=None, **kwargs):
+        if isinstance(data, _IntrospectedToken):
+            # oauthenticator's steps after the code exchange, with the introspected claims
+            # in place of the userinfo reply (a Groups token cannot read userinfo)
+            auth_state = self.build_auth_state_dict(dict(data.token_info), data.claims)
+            model = {
+                "name": self.normalize_username(self.user_info_to_username(data.claims)),
+                "admin": None,
+                "auth_state": auth_state,
+            }
+            model = await self.update_auth_model(model)
+            if self.manage_groups:
+                model = await self._apply_managed_groups(model)
+            return model
+        return await super().authenticate(handler, data, **kwargs)
 
     async def refresh_user(self, user, handler=None, **kwargs):
         """Refresh the kept resource servers' tokens that expire soon.

@@ -34,6 +34,7 @@ from uws_hub.authenticators.ldap import WorkspaceLDAPAuthenticator
 from uws_hub.authenticators.local import WorkspaceLocalAuthenticator
 from uws_hub.authenticators.oauth import WorkspaceOIDCAuthenticator
 from uws_hub.authenticators.remote_api import WorkspaceRemoteAPIAuthenticator
+from uws_hub.protocols.hubmap import HubMAPCompat
 from uws_hub.spawners.local import WorkspaceLocalProcessSpawner
 from uws_hub.spawners.slurm import WorkspaceSlurmSpawner
 from uws_hub.spawners.slurm_poller import SlurmPoller
@@ -51,6 +52,7 @@ CLASSES: tuple[type[HasTraits], ...] = (
     WorkspaceRemoteAPIAuthenticator,
     WorkspaceOIDCAuthenticator,
     WorkspaceGlobusAuthenticator,
+    HubMAPCompat,
 )
 
 #: where uws-hub's code lives (the spawners and authenticators install as

@@ -89,12 +89,18 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         except asyncio.CancelledError:
             # the start was interrupted (a stop while starting), but the thread goes on
             # and the process starts anyway: keep hold of it, so that the stop that
-            # follows finds it (poll() says running) and ends it
-            try:
-                self.proc = await popen
+            # follows finds it (poll() says running) and ends it. Popen returns soon;
+            # a further cancel must not make us lose the process meanwhile.
+            while not popen.done():
+                try:
+                    await asyncio.shield(popen)
+                except asyncio.CancelledError:
+                    continue
+                except Exception:
+                    break
+            if not popen.cancelled() and popen.exception() is None:
+                self.proc = popen.result()
                 self.pid = self.proc.pid
-            except Exception:
-                pass  # it did not start after all
             raise
         except PermissionError:
             self.log.error("Permission denied running %r as %s", shutil.which(cmd[0]) or cmd[0],

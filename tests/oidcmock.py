@@ -14,7 +14,11 @@ plain OIDC, so that uws-hub's Globus authenticator can be pointed at it:
   relabelled);
 - ``GET /v2/groups/my_groups`` (the Globus Groups API) lists the groups in the
   caller's ``globus_groups`` claim (``[{"id": ..., "name": ...}]``), for a
-  valid bearer token.
+  valid bearer token;
+- ``POST /v2/oauth2/token/introspect`` (Globus Auth's token introspection, with
+  the client's credentials in HTTP Basic auth and ``token=`` in a form)
+  answers ``{"active": true, "sub", "username", "email", "name", ...}`` for a
+  valid token and ``{"active": false}`` for any other.
 """
 
 from __future__ import annotations
@@ -87,6 +91,23 @@ def build(users: list[dict], globus: bool, token_max_age: int):
                 return flask.jsonify({"code": "AUTHENTICATION_ERROR"}), 401
             groups = info.get_json().get("globus_groups") or []
             return flask.jsonify([{"id": gid, "name": f"group {gid}"} for gid in groups])
+
+        @app.post("/v2/oauth2/token/introspect")
+        def introspect():
+            client = flask.request.authorization
+            if client is None or not client.username or not client.password:
+                return flask.jsonify({"error": "invalid_client"}), 401
+            token = flask.request.form.get("token", "")
+            with app.test_client() as test_client:
+                info = test_client.get("/userinfo", headers={"Authorization": f"Bearer {token}"})
+            if not token or info.status_code != 200:
+                return flask.jsonify({"active": False})
+            claims = info.get_json()
+            return flask.jsonify({
+                "active": True, "sub": claims["sub"], "username": claims.get("preferred_username"),
+                "email": claims.get("email"), "name": claims.get("name"), "client_id": client.username,
+                "scope": " ".join(GLOBUS_RESOURCE_SERVERS.values()), "iss": "https://auth.globus.org",
+            })
 
         app.wsgi_app = GlobusTokenResponses(app.wsgi_app)
     return app

@@ -215,9 +215,9 @@ def globus(tmp_path_factory):
     provider.stop()
 
 
-@pytest.fixture(scope="module")
-def globus_hub(make_hub, globus):
-    config = f"""
+def globus_config(globus: Provider) -> str:
+    """A hub that logs in with Globus at the stand-in provider (also tests/test_hubmap_globus.py's)."""
+    return f"""
 c.JupyterHub.authenticator_class = "uws-globus"
 c.WorkspaceGlobusAuthenticator.client_id = "uws-hub-test"
 c.WorkspaceGlobusAuthenticator.client_secret = "uws-hub-secret"
@@ -233,8 +233,13 @@ c.WorkspaceGlobusAuthenticator.admin_globus_groups = {{"{GLOBUS_ADMIN_GROUP}"}}
 c.WorkspaceGlobusAuthenticator.globus_local_endpoint = "endpoint-0001"
 c.WorkspaceGlobusAuthenticator.pass_tokens_to_jobs = True
 c.WorkspaceGlobusAuthenticator.token_refresh_margin_seconds = 7200
+c.WorkspaceGlobusAuthenticator.introspect_url = "{globus.url}/v2/oauth2/token/introspect"
 """ + READER
-    return make_hub(config, env={"JUPYTERHUB_CRYPT_KEY": secrets.token_hex(32)})
+
+
+@pytest.fixture(scope="module")
+def globus_hub(make_hub, globus):
+    return make_hub(globus_config(globus), env={"JUPYTERHUB_CRYPT_KEY": secrets.token_hex(32)})
 
 
 def test_globus_login_maps_the_identity(globus_hub, globus):

@@ -38,6 +38,8 @@ from .metrics import register_state_collector
 from .loops import Loop
 from .notify import Notifier, SMTPSettings
 from .options import NotificationOptions, QuotaOptions, SharingOptions
+from .protocols.hubmap import HubMAPCompat
+from .protocols.hubmap.routes import routes as hubmap_routes
 from .quotas import Limits, QuotaService
 from .orm import Job
 from .reconcile import JobReconciler
@@ -345,6 +347,11 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
     def _default_extra_user_scopes(self):
         return list(scopes.USER_SCOPES)
 
+    @default("classes")
+    def _default_classes(self):
+        # uws-hub's own configurable classes too (uws-hub --generate-config)
+        return [*JupyterHub._load_classes(self), HubMAPCompat]
+
     # ---------------------------------------------------------------- init steps
     def init_logging(self):
         super().init_logging()
@@ -537,8 +544,10 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
             (route[0], UnknownAPIRouteHandler, *route[2:]) if route[1] is API404 else route
             for route in self.handlers
         ]
+        self.hubmap = HubMAPCompat(parent=self)
+        protocols = hubmap_routes(self.hubmap) if self.hubmap.enabled else []
         # ours first: JupyterHub's list ends with catch-alls (/api/(.*) -> 404)
-        self.handlers[:0] = self.add_url_prefix(self.hub_prefix, api_handlers + page_handlers)
+        self.handlers[:0] = self.add_url_prefix(self.hub_prefix, protocols + api_handlers + page_handlers)
 
     # ---------------------------------------------------------------- run
     async def start(self):

@@ -20,9 +20,10 @@ from sqlalchemy.engine import Engine
 
 from .authenticators.local import metadata as accounts_metadata
 from .orm import VERSION_TABLE, Base
+from .protocols.hubmap.store import metadata as hubmap_metadata
 
 #: every table uws-hub's migrations manage
-TARGET_METADATA = [Base.metadata, accounts_metadata]
+TARGET_METADATA = [Base.metadata, accounts_metadata, hubmap_metadata]
 _OUR_TABLES = {name for md in TARGET_METADATA for name in md.tables}
 
 

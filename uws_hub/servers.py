@@ -178,7 +178,8 @@ class ServerControl:
         if start is not None and not start.done():
             # Spawner.start() runs in a task of its own, which a cancelled spawn can
             # leave running: end it, so that the stop below sees what it started
-            start.cancel()
+            if not start.cancelling():
+                start.cancel()
             await asyncio.wait([start], timeout=10)
         if spawner.server is None and not spawner.pending:
             return

@@ -411,6 +411,46 @@ class WorkspaceStorage:
         entries.sort(key=lambda e: (e.type != "directory", e.name))
         return entries
 
+    def walk(self, directory: str, max_entries: int, *, hidden: bool = True) -> list[tuple[str, str]]:
+        """Every entry under a workspace, as ``(relative path, type)`` (types as :meth:`list_dir`'s),
+        at most ``max_entries`` of them; symlinks are listed, never followed.
+
+        Each directory is opened relative to its parent's descriptor with
+        ``O_NOFOLLOW``, so a directory swapped for a symlink is not walked
+        into; only one descriptor per level is open. ``hidden=False`` leaves
+        out names starting with '.' (and what is in such folders).
+        """
+        entries: list[tuple[str, str]] = []
+
+        def scan(fd: int, prefix: str) -> None:
+            subdirs = []
+            with os.scandir(fd) as it:
+                for d in it:
+                    if d.name.startswith(RESERVED_PREFIX) or (not hidden and d.name.startswith(".")):
+                        continue
+                    try:
+                        kind = _entry_type(d.stat(follow_symlinks=False).st_mode)
+                    except FileNotFoundError:
+                        continue
+                    if len(entries) >= max_entries:
+                        return
+                    entries.append((prefix + d.name, kind))
+                    if kind == "directory":
+                        subdirs.append(d.name)
+            for name in sorted(subdirs):
+                try:
+                    sub = os.open(name, DIR_FLAGS, dir_fd=fd)
+                except OSError:  # gone, or swapped for something else meanwhile
+                    continue
+                try:
+                    scan(sub, f"{prefix}{name}/")
+                finally:
+                    os.close(sub)
+
+        with DirChain.open_root(directory) as dirs:
+            scan(dirs.fd, "")
+        return sorted(entries)
+
     def open_read(self, directory: str, relpath: str) -> tuple[BinaryIO, int]:
         """Open a regular file for reading; returns (file, size)."""
         parts = split_relpath(relpath)
@@ -478,6 +518,57 @@ class WorkspaceStorage:
         except BaseException:
             upload.abort()
             raise
+
+    @staticmethod
+    def link_target(target: str, allowed_roots: list[str]) -> str:
+        """The real path of ``target`` if it exists under one of ``allowed_roots``, else PathError.
+
+        Symlinks a workspace may hold that point out of it (datasets) are
+        checked here: absolute, resolved (links on the way followed), and
+        inside an allowed root. With no roots, no target is allowed.
+        """
+        if not isinstance(target, str) or not os.path.isabs(target) or "\x00" in target:
+            raise PathError(f"A symlink target must be an absolute path: {target!r}")
+        real = os.path.realpath(target)
+        for root in allowed_roots:
+            top = os.path.realpath(root)
+            if real == top or real.startswith(top.rstrip("/") + "/"):
+                if not os.path.exists(real):
+                    raise NotFound(f"Symlink path not found: {target}")
+                return real
+        raise PathError(f"Symlinks may only point into the dataset roots, not to {target!r}")
+
+    def create_symlink(self, directory: str, relpath: str, target: str, owner: Owner, allowed_roots: list[str]) -> None:
+        """Make ``relpath`` (missing folders made) a symlink to ``target``, which must be under
+        one of ``allowed_roots`` (:meth:`link_target`). The same link existing already is fine;
+        anything else there is refused."""
+        real = self.link_target(target, allowed_roots)
+        parts = split_relpath(relpath)
+        shown = "/".join(parts)
+        if not parts:
+            raise PathError("A symlink path is required")
+        if parts[-1].startswith(RESERVED_PREFIX):
+            raise PathError(f"Names starting with {RESERVED_PREFIX!r} are the hub's own: {shown!r}")
+
+        def make(dir_fd: int, name: str | None) -> None:
+            if name is None:
+                raise PathError(f"A directory exists at {shown!r}")
+            try:
+                os.symlink(real, name, dir_fd=dir_fd)
+            except FileExistsError:
+                try:
+                    existing = os.readlink(name, dir_fd=dir_fd)
+                except OSError:
+                    existing = None
+                if existing != real:
+                    raise PathError(f"Something else exists at {shown!r}") from None
+                return
+            owner.chown_link(name, dir_fd)
+
+        with DirChain.open_root(directory) as dirs:
+            owner = owner.in_workspace(dirs.fd)
+            dirs.walk(parts[:-1], shown, make=owner)
+            make(dirs.fd, parts[-1])
 
     # ---------------------------------------------------------------- usage
     def measure(self, directory: str) -> int:

@@ -28,6 +28,7 @@ from .errors import Conflict, Unprocessable
 from .events import EventBus
 from .orm import Event, Job, Share, Workspace, utcnow
 from .states import WorkspaceStatus, check_workspace_transition
+from .storage import NotFound as StorageNotFound
 from .storage import Owner, PathError, WorkspaceStorage, split_relpath
 
 if TYPE_CHECKING:  # quotas imports the job service, which imports this module
@@ -164,10 +165,13 @@ class WorkspaceService:
 
     # ---------------------------------------------------------------- create
     async def create(
-        self, owner: hub_orm.User, name: str, description: str, files: list[SeedFile]
+        self, owner: hub_orm.User, name: str, description: str, files: list[SeedFile], slug: str | None = None
     ) -> Workspace:
-        """Create a workspace and its directory with the seed files (file work in a thread)."""
-        slug = slugify(name)
+        """Create a workspace and its directory with the seed files (file work in a thread).
+
+        ``slug``: its slug if not the name's (see :meth:`free_slug`).
+        """
+        slug = slug or slugify(name)
         seeds = [(f.path, f.data()) for f in files]
         for path, _ in seeds:
             try:
@@ -186,6 +190,19 @@ class WorkspaceService:
             return await self._create(owner, name, description, slug, seeds, reservation)
         finally:
             self.quotas.release_disk(reservation)  # unless the seeds became the workspace's usage
+
+    async def free_slug(self, owner: hub_orm.User, name: str) -> str:
+        """The slug of ``name``, else that slug with ``-2``, ``-3``... : the first that no
+        workspace of ``owner``'s and no directory left on disk has (for clients whose
+        workspaces may share a name)."""
+        base = slugify(name)
+        for i in range(1, 1000):
+            slug = base if i == 1 else f"{base[:58].rstrip('-')}-{i}"
+            if Workspace.find_by_slug(self.db, owner.id, slug) is None and not await asyncio.to_thread(
+                os.path.lexists, self.storage.directory_for(owner.name, slug)
+            ):
+                return slug
+        raise Conflict(f"You have too many workspaces named {name!r}")
 
     async def _create(
         self, owner: hub_orm.User, name: str, description: str, slug: str, seeds: list[tuple[str, bytes]],
@@ -321,6 +338,40 @@ class WorkspaceService:
         self.set_status(ws, WorkspaceStatus.idle, actor=actor)
         self.log.info("Workspace %s/%s (id %s) made from a copy", owner.name, slug, ws.id)
         return ws
+
+    async def write_file(self, ws: Workspace, relpath: str, data: bytes) -> None:
+        """Write a whole file into ``ws`` (atomically, missing folders made), against its
+        owner's disk quota (422 over it); the file work runs in a thread."""
+        try:
+            upload = await asyncio.to_thread(self.storage.start_upload, ws.directory, relpath, self.file_owner(ws))
+        except (PathError, StorageNotFound) as e:
+            raise Unprocessable(f"File refused: {e}") from None
+        reservation = None
+        try:
+            reservation = self.quotas.reserve_disk(ws.owner, len(data), upload.replaced_bytes)
+            await asyncio.to_thread(upload.write, data)
+            await asyncio.to_thread(upload.commit)
+            self.quotas.commit_disk(reservation, ws, upload.size)
+        except (PathError, StorageNotFound) as e:
+            raise Unprocessable(f"File refused: {e}") from None
+        finally:
+            await asyncio.to_thread(upload.abort)  # nothing left to do once committed
+            if reservation is not None:
+                self.quotas.release_disk(reservation)
+
+    async def add_links(self, ws: Workspace, links: list[tuple[str, str]], allowed_roots: list[str]) -> None:
+        """Make symlinks ``(relative path, target)`` in ``ws`` to targets under ``allowed_roots``
+        only (datasets kept outside workspaces); any other target is refused (422)."""
+        owner = self.file_owner(ws)
+
+        def make() -> None:
+            for relpath, target in links:
+                self.storage.create_symlink(ws.directory, relpath, target, owner, allowed_roots)
+
+        try:
+            await asyncio.to_thread(make)
+        except (PathError, StorageNotFound) as e:
+            raise Unprocessable(f"Symlink refused: {e}") from None
 
     def file_owner(self, ws: Workspace) -> Owner:
         """Who files the hub writes into ``ws`` belong to (storage adds whether it is group-shared)."""
