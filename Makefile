@@ -13,7 +13,7 @@ export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 run: install
 	@mkdir -p $(STATE)
 	@echo
-	@echo "Starting uws-hub at http://127.0.0.1:8000/ (Ctrl-C stops it)."
+	@echo "Starting uws-hub at $${UWS_BIND_URL:-http://127.0.0.1:8000} (Ctrl-C stops it)."
 	@echo "Log in as 'admin'; on the first start the password is printed below"
 	@echo "(or set UWS_ADMIN_PASSWORD before the first start)."
 	@echo
@@ -59,7 +59,9 @@ $(VENV)/.docs-installed: setup.cfg $(VENV)/.installed
 # lint and the docs, then the whole suite (tests/unit, then tests/integration) on
 # SQLite, then once more on PostgreSQL (started by the tests) without the browser
 # and SLURM tests, which add nothing database-specific. UWS_REQUIRE_SLURM: the
-# SLURM tests fail instead of skipping when the cluster does not come up. The
+# SLURM tests fail instead of skipping when the cluster does not come up.
+# UWS_STATUS_COVERAGE (test-sqlite): the whole suite runs, so its last test checks
+# that every status docs/openapi.yaml lists was answered to some test. The
 # SLURM cluster (munged, slurmctld, slurmd) is started for the run and stopped
 # after it, unless it was already up (`bash scripts/slurm-up.sh up` keeps one).
 test: install-test lint docs
@@ -73,7 +75,7 @@ test-unit:
 	$(PYTHON) -m pytest -q tests/unit
 
 test-sqlite:
-	UWS_REQUIRE_SLURM=1 $(PYTHON) -m pytest -v -ra --durations=20
+	UWS_REQUIRE_SLURM=1 UWS_STATUS_COVERAGE=1 $(PYTHON) -m pytest -v -ra --durations=20
 
 test-postgres:
 	UWS_TEST_DB=postgresql $(PYTHON) -m pytest -v -ra --durations=10 -m "not browser and not slurm"

@@ -81,6 +81,12 @@ def pytest_report_header(config):
     return f"uws-hub tests on {os.environ.get('UWS_TEST_DB', 'sqlite')}"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``after_all`` run last: they check what the others did."""
+    last = [item for item in items if item.get_closest_marker("after_all")]
+    items[:] = [item for item in items if not item.get_closest_marker("after_all")] + last
+
+
 # ---------------------------------------------------------------- databases
 @pytest.fixture(scope="session")
 def postgres(tmp_path_factory):

@@ -19,6 +19,7 @@ import textwrap
 import time
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 
@@ -28,6 +29,17 @@ NODE_BIN = REPO / "node_modules" / ".bin"
 
 
 _handed_out: set[int] = set()
+
+#: (method, path, status) of every request to ``/hub/api/`` the tests sent in
+#: this session (tests/test_status_coverage.py checks them against the docs)
+SENT: set[tuple[str, str, int]] = set()
+
+
+def record(method: str, url: str, status: int) -> None:
+    """Note a request's method, path (without its query) and answer's status."""
+    path = urlsplit(url).path
+    if path.startswith("/hub/api/"):
+        SENT.add((method.upper(), path, status))
 
 
 def free_port() -> int:
@@ -206,7 +218,9 @@ class Hub:
         url = path if path.startswith("http") else self.url + (path if path.startswith("/") else "/hub/api/" + path)
         kw.setdefault("timeout", 30)
         kw.setdefault("allow_redirects", False)
-        return requests.request(method, url, headers=headers, **kw)
+        r = requests.request(method, url, headers=headers, **kw)
+        record(method, url, r.status_code)
+        return r
 
     def raw_request(
         self, method: str, path: str, token: str, body: bytes | None = None, direct: bool = False
@@ -219,6 +233,7 @@ class Hub:
         try:
             conn.request(method, path, body=body, headers={"Authorization": f"token {token}"})
             resp = conn.getresponse()
+            record(method, path, resp.status)
             return resp.status, resp.read().decode(errors="replace")
         finally:
             conn.close()

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from jupyterhub import dbutil as hub_dbutil
 from jupyterhub import orm as hub_orm
+from jupyterhub.apihandlers.base import API404
 from jupyterhub.app import JupyterHub, NewToken, UpgradeDB
 from jupyterhub.traitlets import ByteSpecification
 from jupyterhub.utils import url_path_join
@@ -24,6 +25,7 @@ from traitlets import Bool, Dict, Float, Integer, Unicode, default, validate
 
 from . import __version__, dbutil, scopes, services
 from .apihandlers import default_handlers as api_handlers
+from .apihandlers.base import UnknownAPIRouteHandler
 from .authenticators.local import WorkspaceLocalAuthenticator
 from .dbutil import sqlite_wal
 from .handlers import default_handlers as page_handlers
@@ -429,6 +431,10 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         # what importing a spawner's libraries added to JupyterHub's handlers and must not be served
         unwanted = {h for cls in self.uws.servers.spawner_classes.values() for h in cls.unwanted_hub_handlers()}
         self.handlers = [h for h in self.handlers if h[1] not in unwanted]
+        # every error under /hub/api/ has a message, unknown routes' too
+        self.handlers = [
+            (route[0], UnknownAPIRouteHandler, *route[2:]) if route[1] is API404 else route for route in self.handlers
+        ]
         self.hubmap = HubMAPCompat(parent=self)
         protocols = hubmap_routes(self.hubmap) if self.hubmap.enabled else []
         # ours first: JupyterHub's list ends with catch-alls (/api/(.*) -> 404)

@@ -46,3 +46,16 @@ class Unprocessable(UWSError):
     """Well-formed but invalid values (unknown job type, limits exceeded)."""
 
     code = 422
+
+
+class TooManyRequests(UWSError):
+    """The hub is busy: try again later (``Retry-After``, seconds, says when).
+
+    JupyterHub's ``write_error`` sends an exception's ``headers``.
+    """
+
+    code = 429
+
+    def __init__(self, message: str, retry_after_seconds: int):
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after_seconds)}

@@ -163,3 +163,28 @@ def test_jupyterhub_server_api_cannot_bypass_workspaces(hub, alice):
     assert "workspace" in r.json()["message"]
     server = hub.api("GET", "users/uwsalice", alice)["servers"].get("sneaky")
     assert not server or not server["ready"]
+
+
+@pytest.mark.parametrize(
+    "method, path, status, message",
+    [
+        ("GET", "nonsense", 404, "No such API endpoint: GET /hub/api/nonsense"),
+        ("POST", "workspaces/1/nonsense", 404, "No such API endpoint: POST /hub/api/workspaces/1/nonsense"),
+        ("DELETE", "job-types", 405, "Method Not Allowed"),
+    ],
+)
+def test_every_api_error_has_a_message(hub, alice, method, path, status, message):
+    """Unknown routes and methods answer a JSON error with a message, as every error does."""
+    r = hub.request(method, path, alice)
+    assert r.status_code == status, r.text
+    assert r.headers["Content-Type"].startswith("application/json")
+    assert r.json() == {"status": status, "message": message}
+
+
+def test_an_upload_needs_a_file_path(hub, alice, workspace):
+    r = hub.request("PUT", f"workspaces/{workspace['id']}/files/", alice, data=b"hello")
+    assert (r.status_code, r.json()["message"]) == (400, "A file path is required")
+    r = hub.request("GET", f"workspaces/{workspace['id']}/files/", alice)
+    assert r.status_code == 400, r.text
+    # nothing was stored, and the workspace's files are as they were
+    assert [e["name"] for e in hub.api("GET", f"workspaces/{workspace['id']}/files", alice)["items"]] == ["README.md"]

@@ -215,6 +215,9 @@ def test_accounts_api_rules(local_hub):
     listing = hub.api("GET", "accounts?limit=500", expect=200)
     assert name in [a["username"] for a in listing["items"]]
     assert listing["_pagination"]["total"] >= 2
+    # timestamps as in every answer of the hub: UTC, ending in Z
+    account = next(a for a in listing["items"] if a["username"] == name)
+    assert account["created_at"].endswith("Z") and account["updated_at"].endswith("Z")
     # a user (not an admin) may not manage accounts, even their own
     token = hub.api("POST", f"users/{name}/tokens", json={"note": "x"}, expect=201)["token"]
     assert hub.request("GET", "accounts", token).status_code == 403

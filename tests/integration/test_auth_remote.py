@@ -186,4 +186,6 @@ def test_local_accounts_api_says_it_is_not_in_use(remote_hub):
     r = remote_hub.request("GET", "accounts", remote_hub.admin_token)
     assert r.status_code == 404
     assert "logs in with WorkspaceRemoteAPIAuthenticator" in r.json()["message"]
+    r = remote_hub.request("POST", "accounts", remote_hub.admin_token, json={"username": "x", "password": "long-enough"})
+    assert r.status_code == 404 and "not in use" in r.json()["message"]
     assert remote_hub.request("GET", "/hub/admin/accounts").status_code in (302, 403, 404)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import threading
 import time
 
@@ -144,9 +145,13 @@ def test_only_one_job_per_workspace(hub, alice, workspace):
         t.join()
     codes = sorted(r.status_code for r in results)
     assert codes == [202, 409, 409], [r.text for r in results]
-    conflict = next(r for r in results if r.status_code == 409)
-    assert "already has" in conflict.json()["message"]
     job = next(r for r in results if r.status_code == 202).json()
+    # the message names the job and its status at the time
+    conflict = next(r for r in results if r.status_code == 409)
+    assert re.fullmatch(
+        rf"Workspace '{workspace['slug']}' already has a (pending|queued|running) job \(id {job['id']}\); stop it first\.",
+        conflict.json()["message"],
+    ), conflict.text
     jobs = hub.api("GET", f"jobs?workspace={workspace['id']}", alice, expect=200)
     assert [j["id"] for j in jobs["items"]] == [job["id"]]
     hub.wait_job(job["id"], alice, {"running", "failed"})
@@ -189,7 +194,7 @@ def test_stop_while_starting_cancels(hub, alice, workspace):
     job = hub.api("POST", f"workspaces/{workspace['id']}/jobs", alice, json={"job_type": "jupyterlab"}, expect=202)
     hub.api("POST", f"jobs/{job['id']}/stop", alice, expect=202)
     job = hub.wait_job(job["id"], alice, {"completed", "cancelled", "failed"})
-    assert job["status"] == "cancelled", job["reason"]
+    assert (job["status"], job["reason"]) == ("cancelled", "Stopped on request")
     assert job["running_at"] is None
     # the interrupted start left no server process behind
     directory = str(hub.workspaces_root / workspace["owner"] / workspace["slug"])

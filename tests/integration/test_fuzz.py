@@ -33,7 +33,7 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, settings
 
 from ..helpers import MINIMAL_CMD
-from ..hubutil import REPO
+from ..hubutil import REPO, record
 
 SPEC_PATH = REPO / "docs" / "openapi.yaml"
 SEED = 20261204
@@ -146,7 +146,9 @@ FUZZ_SETTINGS = settings(
 
 def call_and_check(hub, case, token: str):
     """Call the hub as the holder of ``token`` and validate the response against the document."""
-    return case.call_and_validate(base_url=hub.url + "/hub/api", headers={"Authorization": f"token {token}"})
+    response = case.call_and_validate(base_url=hub.url + "/hub/api", headers={"Authorization": f"token {token}"})
+    record(case.method, "/hub/api" + case.formatted_path, response.status_code)
+    return response
 
 
 @real_ids.parametrize()

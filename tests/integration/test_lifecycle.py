@@ -201,7 +201,7 @@ def test_stopped_through_jupyterhub_is_completed_not_failed(hub, alice):
     assert r.status_code in (202, 204), r.text
     job = hub.wait_job(job["id"], alice, TERMINAL, timeout=20)
     assert job["status"] == "completed"
-    assert "outside uws-hub" in job["reason"]
+    assert job["reason"] == "Stopped outside uws-hub (JupyterHub's server API, admin panel or idle culler)"
 
 
 def test_hub_killed_mid_delete_finishes_the_delete_after_a_restart(make_hub):

@@ -25,7 +25,7 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from ..hubutil import REPO, wait_for
+from ..hubutil import REPO, record, wait_for
 
 SPEC_PATH = REPO / "docs" / "openapi.yaml"
 SPEC = yaml.safe_load(SPEC_PATH.read_text())
@@ -94,8 +94,13 @@ class Contract:
             assert not problems, f"{method.upper()} {template} {status} does not match the document: {problems}\n{r.text[:2000]}"
         else:
             assert content, f"{method.upper()} {template} {status}: the document gives no content"
-        self.seen.add((template, method, status))
+        self.saw(template, method, status)
         return r
+
+    def saw(self, template: str, method: str, status: str):
+        """An answer that was exercised (also for the session's status coverage)."""
+        self.seen.add((template, method.lower(), status))
+        record(method, "/hub/api" + template, int(status))
 
 
 @dataclass
@@ -132,6 +137,19 @@ def put_declaring_length(hub, path: str, token: str, length: int) -> RawResponse
 @pytest.fixture
 def api(hub):
     return Contract(hub)
+
+
+def copy_made(api: Contract, recipient: str, share_id: int, timeout: float) -> dict:
+    """The accepted copy share, once its copy is done (fails if it failed)."""
+
+    def copied():
+        items = api.call("GET", "/shares", recipient, "/shares?status=accepted&limit=200").json()["items"]
+        share = next(x for x in items if x["id"] == share_id)
+        return share if share["copy"]["state"] in ("done", "failed") else None
+
+    done = wait_for(copied, timeout, what="the copy")
+    assert done["copy"]["state"] == "done", done["copy"]["error"]
+    return done
 
 
 def operations_in_spec() -> set[tuple[str, str]]:
@@ -392,12 +410,14 @@ def test_files_match_the_document(hub, alice, bob, contract, read_only, made):
     assert api.call("GET", files, alice, f"/workspaces/{wid}/files?path=nope").status_code == 404
     assert api.call("GET", files, alice, f"/workspaces/{wid}/files?path=../x").status_code == 400
     assert api.call("GET", files, alice, f"/workspaces/{wid}/files?path=README.md").status_code == 400
+    assert api.call("GET", files, None, f"/workspaces/{wid}/files").status_code == 403
 
     r = api.call("GET", file, alice, f"/workspaces/{wid}/files/data/counts.csv")
     assert r.status_code == 200 and r.content == b"a,b\n1,2\n"
     assert "attachment" in r.headers["Content-Disposition"]
     assert api.call("GET", file, alice, f"/workspaces/{wid}/files/missing.txt").status_code == 404
     assert api.call("GET", file, alice, f"/workspaces/{wid}/files/..%2Fx").status_code in (400, 404)
+    assert api.call("GET", file, None, f"/workspaces/{wid}/files/data/counts.csv").status_code == 403
 
 
 def test_jobs_match_the_document(hub, alice, bob, contract, read_only, made):
@@ -527,6 +547,7 @@ def test_sharing_match_the_document(hub, alice, bob, contract, read_only, made):
     assert grant["id"] in [x["id"] for x in api.call("GET", shares, alice, spath).json()["items"]]
     assert api.call("GET", shares, bob, spath).status_code == 403
     assert api.call("GET", shares, alice, "/workspaces/999999/shares").status_code == 404
+    assert api.call("POST", shares, alice, "/workspaces/999999/shares", json={"user": "uwsbob"}).status_code == 404
     invite = api.call("POST", shares, alice, spath, json={"kind": "copy", "user": "uwsbob", "name": f"Copy {tag}"})
     assert invite.status_code == 201 and invite.json()["status"] == "pending"
     invite = invite.json()
@@ -544,14 +565,10 @@ def test_sharing_match_the_document(hub, alice, bob, contract, read_only, made):
     assert api.call("POST", accept, read_only, f"/shares/{invite['id']}/accept").status_code == 403
     assert api.call("POST", accept, bob, f"/shares/{invite['id']}/accept").status_code == 202
 
-    def copied():
-        items = api.call("GET", "/shares", bob, "/shares?status=accepted").json()["items"]
-        share = next(x for x in items if x["id"] == invite["id"])
-        return share if share["copy"]["state"] in ("done", "failed") else None
-
-    done = wait_for(copied, 30, what="the copy")
-    assert done["copy"]["state"] == "done", done["copy"]["error"]
+    done = copy_made(api, bob, invite["id"], 30)
     api.call("DELETE", item, bob, f"/workspaces/{done['copy']['workspace_id']}")
+    declined = api.call("POST", decline, bob, f"/shares/{invite['id']}/decline")
+    assert (declined.status_code, declined.json()["message"]) == (409, "This invitation was accepted")
     carol = hub.add_user("uwscarol")
     other = api.call("POST", shares, alice, spath, json={"kind": "copy", "user": "uwscarol"}).json()
     assert api.call("POST", decline, bob, f"/shares/{other['id']}/decline").status_code == 404
@@ -614,6 +631,8 @@ def test_quotas_match_the_document(hub, alice, contract, made):
     assert api.call("PUT", gquota, admin, f"/quotas/groups/{group}", data="[").status_code == 400
     assert api.call("GET", gquota, alice, f"/quotas/groups/{group}").status_code == 403
     assert api.call("GET", gquota, admin, "/quotas/groups/no-such-group").status_code == 404
+    assert api.call("PUT", gquota, alice, f"/quotas/groups/{group}", json={}).status_code == 403
+    assert api.call("PUT", gquota, admin, "/quotas/groups/no-such-group", json={}).status_code == 404
     assert api.call("PUT", gquota, admin, f"/quotas/groups/{group}", json={}).json()["override"] is None
     assert [u["user"] for u in api.call("GET", "/usage", alice).json()["items"]] == ["uwsalice"]
     everyone = api.call("GET", "/usage", admin, "/usage?sort=disk_bytes&order=desc&limit=200").json()["items"]
@@ -647,8 +666,46 @@ def test_events_match_the_document(hub, alice, contract, made):
     event = json.loads(conn.recv())
     conn.close()
     assert not errors(event, event_schema) and event["workspace_id"] == wid
-    api.seen.add(("/events/ws", "get", "101"))
+    api.saw("/events/ws", "get", "101")
     with pytest.raises(websocket.WebSocketBadStatusException) as refused:
         websocket.create_connection(hub.url.replace("http", "ws") + "/hub/api/events/ws", timeout=10)
     assert refused.value.status_code == 403
-    api.seen.add(("/events/ws", "get", "403"))
+    api.saw("/events/ws", "get", "403")
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        websocket.create_connection(
+            hub.url.replace("http", "ws") + "/hub/api/events/ws?workspace=abc",
+            header=[f"Authorization: token {alice}"], timeout=10,
+        )
+    assert refused.value.status_code == 404
+    api.saw("/events/ws", "get", "404")
+
+
+def test_what_is_under_way_refuses_changes(hub, alice, bob, api):
+    """A workspace being deleted refuses changes, and a copy being made cannot be withdrawn.
+
+    Both last as long as the files take to remove or copy: a workspace of many
+    files (made on disk) keeps each under way far longer than one request takes.
+    """
+    ws = api.call("POST", "/workspaces", alice, json={"name": f"OpenAPI busy {uuid.uuid4().hex[:8]}"}).json()
+    directory = hub.workspaces_root / ws["owner"] / ws["slug"]
+    for i in range(100):
+        (directory / f"d{i}").mkdir()
+        for j in range(200):
+            (directory / f"d{i}" / f"f{j}").write_bytes(b"x")
+
+    spath, one_share = f"/workspaces/{ws['id']}/shares", "/workspaces/{workspace_id}/shares/{share_id}"
+    invite = api.call("POST", "/workspaces/{workspace_id}/shares", alice, spath, json={"kind": "copy", "user": "uwsbob"})
+    invite = invite.json()
+    api.call("POST", "/shares/{share_id}/accept", bob, f"/shares/{invite['id']}/accept")
+    r = api.call("DELETE", one_share, alice, f"{spath}/{invite['id']}")
+    assert (r.status_code, r.json()["message"]) == (409, "The copy is being made; delete the share when it is done")
+
+    done = copy_made(api, bob, invite["id"], 120)
+    item = "/workspaces/{workspace_id}"
+    api.call("DELETE", item, bob, f"/workspaces/{done['copy']['workspace_id']}")
+
+    assert api.call("DELETE", item, alice, f"/workspaces/{ws['id']}").status_code == 202
+    r = api.call("PATCH", item, alice, f"/workspaces/{ws['id']}", json={"description": "too late"})
+    assert (r.status_code, r.json()["message"]) == (409, "The workspace is being deleted")
+    wait_for(lambda: hub.request("GET", f"workspaces/{ws['id']}", alice).status_code == 404, 120,
+             what="the workspace to be deleted")

@@ -324,7 +324,8 @@ def test_hub_restarts_keep_running_servers_tokens_and_revoke_the_rest(make_hub, 
         assert works(hub, token)
         hub.stop()
         hub.start()
-        assert hub.api("GET", f"jobs/{job['id']}", alice)["status"] in TERMINAL
+        ended = hub.api("GET", f"jobs/{job['id']}", alice)
+        assert (ended["status"], ended["reason"]) == ("cancelled", "The hub shut down and stopped its servers")
         assert not works(hub, token)
     finally:
         # without cleanup_servers, a failure above would leave the job running past its hub

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import os
 import re
+import signal
+import subprocess
 
 import pytest
 
@@ -76,3 +79,45 @@ def test_docs_link_to_each_other():
     assert "config-reference.md" in admin
     for name in ("user-guide.md", "admin-guide.md", "api.md", "config-reference.md", "openapi.yaml"):
         assert (DOCS / name).is_file(), name
+
+
+#: options whose default depends on other settings, so `--generate-config` (which
+#: shows the trait's static value) cannot show it; their help says what it is
+DEPENDENT_DEFAULTS = {
+    "UWSHub.job_types",  # built-in job types (a fresh copy per hub)
+    "UWSHub.resource_spawners",  # {"local": "uws-local"} (a fresh copy per hub)
+    "WorkspaceLDAPAuthenticator.server_port",  # 389, or 636 with use_ssl
+    "WorkspaceGlobusAuthenticator.provider_name",  # changes OAuthenticator's default
+}
+
+
+def test_documented_defaults_are_what_generate_config_writes(gen):
+    """`uws-hub --generate-config` and config-reference.md show the same default."""
+    differ = []
+    for cls in gen.CLASSES:
+        instance = cls()
+        for name, trait in gen.own_traits(cls).items():
+            key = f"{cls.__name__}.{name}"
+            if key not in DEPENDENT_DEFAULTS and repr(instance.trait_defaults(name)) != trait.default_value_repr():
+                differ.append(f"{key}: documented {instance.trait_defaults(name)!r}, generated {trait.default_value_repr()}")
+    assert not differ, differ
+
+
+def test_make_run_says_where_the_hub_listens(tmp_path):
+    """`make run` announces the URL of UWS_BIND_URL (which jupyterhub_config.py listens at)."""
+    env = {**os.environ, "UWS_BIND_URL": "http://127.0.0.1:28123"}
+    # -o install: the venv is there; the hub it starts is stopped as soon as the line is read
+    make = subprocess.Popen(
+        ["make", "-s", "-o", "install", "run", f"STATE={tmp_path / 'state'}"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    try:
+        lines = []
+        for line in make.stdout:
+            lines.append(line)
+            if line.startswith("Starting uws-hub"):
+                break
+    finally:
+        os.killpg(make.pid, signal.SIGKILL)
+        make.wait()
+    assert lines[-1].startswith("Starting uws-hub at http://127.0.0.1:28123 "), "".join(lines)

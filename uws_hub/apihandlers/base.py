@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from jupyterhub.apihandlers.base import APIHandler
 from pydantic import BaseModel, ValidationError
+from tornado import httputil, web
 
 from .. import access
 from ..errors import BadRequest, Forbidden, NotFound, Unprocessable
@@ -59,6 +60,19 @@ class UWSAPIHandler(APIHandler):
     def actor(self) -> str:
         """Who makes this request, for the event log (a user's or a service's name)."""
         return self.current_user.name
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        """JupyterHub's JSON error, always with a string message.
+
+        JupyterHub writes ``"message": null`` for an error raised without a
+        message (tornado's 405 for a method a route does not take, a bare
+        ``HTTPError(404)``); the API promises a string, so the status's
+        reason phrase ("Method Not Allowed") is the message then.
+        """
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(error, web.HTTPError) and not error.log_message and not error.reason:
+            error.reason = httputil.responses.get(status_code, "Unknown Error")
+        super().write_error(status_code, **kwargs)
 
     def get_auth_token(self):
         """The token of ``Authorization: token …`` (JupyterHub's header), else of
@@ -157,3 +171,18 @@ class UWSAPIHandler(APIHandler):
         if scope != READ_WORKSPACES and not access.may_workspace(self, scope, job.workspace):
             raise Forbidden(f"This action requires the scope {scope}")
         return job
+
+
+class UnknownAPIRouteHandler(UWSAPIHandler):
+    """Every path under ``/hub/api/`` that no handler takes: a 404 saying which.
+
+    It stands in for JupyterHub's own catch-all (``API404``), whose error
+    has no message.
+    """
+
+    def check_xsrf_cookie(self):
+        pass
+
+    async def prepare(self):
+        await super().prepare()
+        raise NotFound(f"No such API endpoint: {self.request.method} {shorten(self.request.path, 200)}")

@@ -179,5 +179,6 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
 
 default_handlers = [
     (r"/api/workspaces/([^/]+)/files", WorkspaceFilesAPIHandler),
-    (r"/api/workspaces/([^/]+)/files/(.+)", WorkspaceFileAPIHandler),
+    # an empty path too: a PUT without one is a 400 saying a path is needed, not a 404
+    (r"/api/workspaces/([^/]+)/files/(.*)", WorkspaceFileAPIHandler),
 ]

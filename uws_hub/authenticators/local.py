@@ -150,13 +150,11 @@ class WorkspaceLocalAuthenticator(Authenticator):
     """Log in with a user name and a password kept (hashed) in the hub's database."""
 
     db_url = Unicode(
+        "",
         config=True,
-        help="""Database holding the accounts table; defaults to the hub's ``JupyterHub.db_url``.""",
+        help="""Database holding the accounts table. Empty (the default): the hub's own
+        database, ``JupyterHub.db_url``.""",
     )
-
-    @default("db_url")
-    def _default_db_url(self):
-        return getattr(self.parent, "db_url", "sqlite:///jupyterhub.sqlite")
 
     admin_password_env = Unicode(
         "UWS_ADMIN_PASSWORD",
@@ -267,7 +265,8 @@ class WorkspaceLocalAuthenticator(Authenticator):
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = create_engine(self.db_url, pool_pre_ping=True)
+            url = self.db_url or getattr(self.parent, "db_url", "sqlite:///jupyterhub.sqlite")
+            self._engine = create_engine(url, pool_pre_ping=True)
         return self._engine
 
     # ---------------------------------------------------------------- hashing

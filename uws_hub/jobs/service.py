@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import stat
 from collections.abc import Callable
 from typing import Any
@@ -28,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..accounts.system import SystemAccounts
-from ..errors import Conflict
+from ..errors import Conflict, TooManyRequests
 from ..events.bus import EventBus, transient_event
 from ..metrics import JOB_LAUNCH_DURATION_SECONDS
 from ..orm import Job, Workspace, utcnow
@@ -91,6 +92,8 @@ class JobService:
         wake: Callable[[int], None],
         launch_checks: list[Callable[[LaunchRequest], None]],
         job_env: Callable[[dict[str, str]], dict[str, str]],
+        active_server_limit: int = 0,
+        retry_after_seconds: tuple[float, float] = (30, 60),
     ):
         self.db = db
         self.servers = servers
@@ -100,6 +103,9 @@ class JobService:
         self.events = events
         self.log = log
         self.job_log_dir = job_log_dir
+        #: JupyterHub's ``active_server_limit`` (0: none), and its ``spawn_throttle_retry_range``
+        self.active_server_limit = active_server_limit
+        self.retry_after_seconds = retry_after_seconds
         #: called with a job id whenever the job needs the reconciler's attention
         self.wake = wake
         #: rules a launch must pass (quotas, per-type limits): each is called with a
@@ -257,8 +263,33 @@ class JobService:
     # ---------------------------------------------------------------- requests
     def check_launch(self, request: LaunchRequest) -> None:
         """Run every launch check (raises the first refusal, a 4xx)."""
+        self.check_active_servers(request)
         for check in self.launch_checks:
             check(request)
+
+    def check_active_servers(self, request: LaunchRequest) -> None:
+        """JupyterHub's ``active_server_limit`` for jobs: a 429 with ``Retry-After`` over it.
+
+        JupyterHub's own spawn refuses a server over the limit with a 429,
+        and clients of JupyterHub retry after ``Retry-After``; a launch is
+        refused the same way, before a job is recorded. Every unfinished
+        interactive job counts (its server is starting, running or
+        stopping, or will start): counting only JupyterHub's active servers
+        would let launches that wait for a start slot go over the limit.
+        """
+        limit = self.active_server_limit
+        if not limit:
+            return
+        where = Job.interactive.is_(True) & Job.status.in_([s.value for s in ACTIVE_JOB_STATUSES])
+        if request.job is not None:
+            where &= Job.id != request.job.id
+        if self.count(where) >= limit:
+            seconds = round(random.uniform(*self.retry_after_seconds))
+            raise TooManyRequests(
+                f"The hub runs as many jobs as it may at once ({limit}, c.JupyterHub.active_server_limit);"
+                f" try again in {seconds} seconds.",
+                seconds,
+            )
 
     def launch(
         self, ws: Workspace, job_type_name: str, resource: str | None, resources: dict[str, Any], actor: str

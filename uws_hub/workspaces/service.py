@@ -266,7 +266,7 @@ class WorkspaceService:
     def check_writable(self, ws: Workspace) -> None:
         """Refuse (409) a write into a workspace that is being deleted."""
         if ws.target == WorkspaceTarget.deleted.value:
-            raise Conflict(f"Workspace {ws.slug!r} is being deleted")
+            raise Conflict("The workspace is being deleted")
 
     def adopt(
         self,

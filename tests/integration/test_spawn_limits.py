@@ -1,0 +1,85 @@
+"""JupyterHub's spawn limits, as users of JupyterHub expect them on launches.
+
+- ``c.JupyterHub.active_server_limit``: a launch over it is refused at once
+  with a 429 and ``Retry-After`` (as JupyterHub's own spawn is), and no job is
+  recorded.
+- ``c.JupyterHub.concurrent_spawn_limit``: launches are accepted and wait
+  ``pending`` until a start slot frees (a queue, not a refusal).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+
+import pytest
+
+from ..helpers import MULTIUSER_CONFIG
+
+#: a server that starts and never answers: its start holds a slot until it is stopped
+HANG_CMD = [sys.executable, "-c", "import time; time.sleep(600)"]
+
+
+@pytest.fixture(scope="module")
+def limited(make_hub, system_users):
+    hub = make_hub(
+        MULTIUSER_CONFIG
+        + "c.UWSHub.job_types['hang'] = {'display_name': 'Never answers', 'cmd': %r}\n" % HANG_CMD
+        + "c.JupyterHub.active_server_limit = 2\n"
+        + "c.JupyterHub.concurrent_spawn_limit = 1\n"
+    )
+    hub.alice = hub.add_user("uwsalice")
+    return hub
+
+
+def launch(hub, job_type):
+    ws = hub.api("POST", "workspaces", hub.alice, json={"name": f"limits {uuid.uuid4().hex[:8]}"}, expect=201)
+    return ws, hub.request("POST", f"workspaces/{ws['id']}/jobs", hub.alice, json={"job_type": job_type})
+
+
+def job_count(hub) -> int:
+    return hub.api("GET", "jobs", hub.alice, expect=200)["_pagination"]["total"]
+
+
+def test_spawn_limits(limited):
+    hub = limited
+    _, r = launch(hub, "hang")
+    assert r.status_code == 202, r.text
+    first = hub.wait_job(r.json()["id"], hub.alice, {"queued"})
+
+    # the start slot is taken: the next launch is accepted and waits
+    _, r = launch(hub, "minimal")
+    assert r.status_code == 202, r.text
+    second = r.json()
+    assert second["status"] == "pending"
+
+    # two unfinished jobs: a third launch is refused, and nothing is recorded
+    before = job_count(hub)
+    ws, r = launch(hub, "minimal")
+    assert r.status_code == 429, r.text
+    # as JupyterHub's spawn throttle suggests: a random 30 to 60 s, so that clients spread out
+    retry = r.headers["Retry-After"]
+    assert retry.isdigit() and 30 <= int(retry) <= 60
+    assert r.json()["message"] == (
+        f"The hub runs as many jobs as it may at once (2, c.JupyterHub.active_server_limit);"
+        f" try again in {retry} seconds."
+    )
+    assert job_count(hub) == before
+    assert hub.api("GET", f"workspaces/{ws['id']}", hub.alice)["active_job"] is None
+
+    # a few reconciler passes (every 2 s) while the first start holds the slot
+    time.sleep(5)
+    hub.api("POST", f"jobs/{first['id']}/stop", hub.alice, expect=202)
+    first = hub.wait_job(first["id"], hub.alice, {"cancelled", "failed"})
+    second = hub.wait_job(second["id"], hub.alice, {"running", "failed"})
+    assert second["status"] == "running", second["reason"]
+    # it started only once the first start had ended
+    assert second["queued_at"] > first["stopping_at"]
+
+    # room again: the refused launch can be repeated
+    r = hub.request("POST", f"workspaces/{ws['id']}/jobs", hub.alice, json={"job_type": "minimal"})
+    assert r.status_code == 202, r.text
+    for job in (second, r.json()):
+        hub.api("POST", f"jobs/{job['id']}/stop", hub.alice)
+        hub.wait_job(job["id"], hub.alice, {"completed", "cancelled", "failed"})
