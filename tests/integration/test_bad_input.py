@@ -17,7 +17,7 @@ import requests
 import websocket
 import yaml
 
-from .hubutil import REPO
+from ..hubutil import REPO
 
 #: one past the largest SQL BIGINT: what overflowed the database drivers
 TOO_BIG = str(2**63)
