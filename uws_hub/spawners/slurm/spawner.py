@@ -54,6 +54,7 @@ from batchspawner import JobStatus as BatchJobStatus
 from batchspawner import SlurmSpawner
 from traitlets import Float, List, Unicode, default
 
+from ..listening import ServerExited, wait_listening
 from ..mixins import WorkspaceSpawnerMixin
 from .commands import SlurmCommandError
 from .orphans import sweep
@@ -459,6 +460,15 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         self._node = state.node
         host = self.node_host_template.format(node=state.node)
         self.log.info("SLURM job %s of %s runs on %s, port %s", self.job_id, self._log_name, host, state.port)
+        # the script reports its port before the server listens: return once it does, so
+        # that JupyterHub's wait for the server (random backoff) succeeds at its first check
+        try:
+            await wait_listening(
+                host, state.port, gone=self.poller.wait(self.job_id, lambda s: s.ended), timeout=self.http_timeout
+            )
+        except ServerExited:
+            outcome, reason = await self._end_report(self.poller.get(self.job_id) or state)
+            raise RuntimeError(reason) from None
         return host, state.port
 
     def _on_slurm_state(self, state: JobState) -> None:
