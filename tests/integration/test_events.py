@@ -4,6 +4,7 @@ without gaps, and a subscriber that stops reading."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 import uuid
@@ -139,6 +140,10 @@ def _raw_stream(hub, token, rcvbuf: int = 1024, last_event_id: int | None = None
     return sock
 
 
+#: an SSE workspace event received to the end of its data line
+_WHOLE_WORKSPACE_EVENT = re.compile(rb"event: workspace\ndata: [^\n]*\n")
+
+
 def _sse_events(data: bytes) -> list[tuple[str, dict]]:
     """(kind, data) of every event in a raw SSE response (chunked encoding left in: each
     event's lines are whole in one chunk)."""
@@ -166,7 +171,7 @@ def test_a_slow_reader_that_keeps_reading_gets_every_event(make_hub, system_user
             hub.api("POST", "workspaces", token, json={"name": f"burst {i} " + "x" * 180}, expect=201)
         # the reader takes a little at a time, slowly, until it has every event
         deadline = time.monotonic() + 60
-        while received.count(b"event: workspace") < 120 and time.monotonic() < deadline:
+        while len(_WHOLE_WORKSPACE_EVENT.findall(received)) < 120 and time.monotonic() < deadline:
             time.sleep(0.02)
             chunk = slow.recv(2048)
             if not chunk:
