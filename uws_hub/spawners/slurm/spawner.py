@@ -249,6 +249,8 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
     _end_reported: tuple[str, asyncio.Future] | None = None
     _node: str | None = None
     _progress_note = "Submitting the job to SLURM"
+    #: set (and replaced by a fresh one) when the note changes: wakes every progress() reader
+    _progress_changed: asyncio.Event | None = None
     _poller: SlurmPoller | None = None
 
     @classmethod
@@ -489,16 +491,29 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         else:
             note = f"SLURM job {state.job_id} is {state.state}"
         self._progress_note = f"SLURM job {state.job_id}: {note}"
+        changed, self._progress_changed = self._progress_changed, None
+        if changed is not None:
+            changed.set()
         self.report("queued", resource_id=self.job_id, reason=note)
 
     async def progress(self):
-        """Spawn progress for JupyterHub's progress API and the hub's events: on change only."""
+        """Spawn progress for JupyterHub's progress API and the hub's events: on change only.
+
+        Woken by the change itself, not by a timer: a thousand jobs waiting in
+        SLURM's queue cost the hub nothing between two of their changes. Every
+        reader (the hub's events, JupyterHub's progress API) waits on the same
+        event, taken before it reads the note, so no change slips between the two.
+        """
         last = None
         while True:
+            if self._progress_changed is None:
+                self._progress_changed = asyncio.Event()
+            changed = self._progress_changed
             if self._progress_note != last:
                 last = self._progress_note
                 yield {"message": last}
-            await asyncio.sleep(0.5)
+                continue
+            await changed.wait()
 
     # ---------------------------------------------------------------- poll
     async def poll(self):
