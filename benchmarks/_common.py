@@ -166,11 +166,15 @@ class Proc:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
-    def stop(self, timeout: float = 15) -> int | None:
-        """SIGTERM the process group this process leads, then SIGKILL it if needed."""
+    def stop(self, timeout: float = 15, sig: int = signal.SIGTERM, group: bool = True) -> int | None:
+        """Signal (SIGTERM) the process group this process leads (or, ``group=False``, the
+        process alone, as JupyterHub's local spawner does), then SIGKILL the group if needed."""
         if self.popen.poll() is None:
             try:
-                os.killpg(self.popen.pid, signal.SIGTERM)
+                if group:
+                    os.killpg(self.popen.pid, sig)
+                else:
+                    os.kill(self.popen.pid, sig)
             except ProcessLookupError:
                 pass
             try:

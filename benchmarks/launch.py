@@ -36,9 +36,11 @@ The numbers depend on the machine and on what else runs on it.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import re
-import secrets
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -64,6 +66,7 @@ ensure_venv()
 import requests  # noqa: E402
 
 from tests.hubutil import Hub, hub_env  # noqa: E402
+from uws_hub import serverconfig  # noqa: E402
 
 USER = "bench"
 MINIMAL_SERVER = Path(__file__).resolve().parent.parent / "tests" / "minimal_server.py"
@@ -169,6 +172,7 @@ def hub_breakdown(hub: Hub, job_id: int, wall0: float) -> dict:
 
 def hub_launch(hub: Hub, session: requests.Session, token: str, ws: dict, args) -> dict:
     """One launch through the hub: POST the job, poll through the proxy, stop, wait for completed."""
+    cpu0 = process_cpu_seconds(hub.proc.pid)
     wall0 = time.time()
     t0 = time.monotonic()
     r = hub.request("POST", f"workspaces/{ws['id']}/jobs", token, json={"job_type": args.job_type})
@@ -198,6 +202,7 @@ def hub_launch(hub: Hub, session: requests.Session, token: str, ws: dict, args) 
             break
         time.sleep(args.poll_interval)
     t_stopped = time.monotonic()
+    cpu1 = process_cpu_seconds(hub.proc.pid)
     if final["status"] != "completed":
         raise RuntimeError(f"job {job['id']} ended {final['status']}: {final.get('reason')}")
     return {
@@ -207,10 +212,18 @@ def hub_launch(hub: Hub, session: requests.Session, token: str, ws: dict, args) 
         "status_at_ready": running["status"],
         "hub_created_to_running_s": _seconds_between(running.get("created_at"), running.get("running_at")),
         "stop_s": t_stopped - t1,
+        "hub_cpu_s": cpu1 - cpu0,
         "polls": polls,
         **(phases := hub_breakdown(hub, job["id"], wall0)),
         "running_to_ok_s": _diff(phases.pop("running_wall"), wall_ready),
     }
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _seconds_between(a: str | None, b: str | None) -> float | None:
@@ -222,32 +235,74 @@ def _seconds_between(a: str | None, b: str | None) -> float | None:
     return (parse(b) - parse(a)).total_seconds()
 
 
-def manual_launch(directory: Path, home: Path, logdir: Path, session: requests.Session, n: int, args) -> dict:
-    """The baseline: the same JupyterLab server started by hand, polled directly."""
+#: the servers started by hand: (job type, baseline) -> what runs and how it is stopped
+BASELINES = {
+    # JupyterLab as a user runs it; SIGINT would make it ask for confirmation, SIGTERM stops it
+    "jupyter-lab": "jupyter-lab, polled directly",
+    # the hub's JupyterLab command by hand, with the environment a job gets (its own hub
+    # API handshake and auth against the running hub): the hub's overhead proper
+    "singleuser": "jupyterhub-singleuser, polled directly",
+    "minimal": "tests/minimal_server.py, polled directly",
+}
+
+
+def baselines(job_type: str) -> list[str]:
+    return ["jupyter-lab", "singleuser"] if job_type == "jupyterlab" else ["minimal"]
+
+
+def manual_launch(kind: str, hub: Hub, token: str, directory: Path, home: Path, logdir: Path,
+                  session: requests.Session, n: int, args) -> dict:
+    """A baseline: the same server started by hand, polled directly, stopped with the
+    signal the hub's spawner sends (SIGINT; jupyter-lab by hand: SIGTERM, as SIGINT asks
+    for confirmation, and jupyterhub-singleuser makes SIGINT the same stop as SIGTERM)."""
     port = free_port()
-    token = secrets.token_hex(16)
     env = hub_env({"HOME": str(home)})
     for var in [k for k in env if k.startswith("JUPYTERHUB_")]:
         env.pop(var)
-    t0 = time.monotonic()
-    wall0 = time.time()
-    if args.job_type == "minimal":
+    status_url = f"http://127.0.0.1:{port}/api/status"
+    stop_signal = signal.SIGINT
+    if kind == "minimal":
         server = [sys.executable, str(MINIMAL_SERVER)]
         env["JUPYTERHUB_SERVICE_URL"] = f"http://127.0.0.1:{port}/"
+    elif kind == "singleuser":
+        # what a job's environment holds (uws_hub.serverconfig first on JUPYTER_CONFIG_PATH),
+        # for a server "manual" of the benchmark's user, whose token it polls with
+        prefix = f"/user/{USER}/manual-{n}/"
+        env.update({
+            "JUPYTERHUB_API_URL": f"http://127.0.0.1:{hub.hub_port}/hub/api",
+            "JUPYTERHUB_ACTIVITY_URL": f"http://127.0.0.1:{hub.hub_port}/hub/api/users/{USER}/activity",
+            "JUPYTERHUB_API_TOKEN": token,
+            "JUPYTERHUB_CLIENT_ID": f"jupyterhub-user-{USER}-manual-{n}",
+            "JUPYTERHUB_USER": USER,
+            "JUPYTERHUB_SERVER_NAME": f"manual-{n}",
+            "JUPYTERHUB_BASE_URL": "/",
+            "JUPYTERHUB_SERVICE_PREFIX": prefix,
+            "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{port}{prefix}",
+            "JUPYTERHUB_OAUTH_CALLBACK_URL": f"{prefix}oauth_callback",
+            "JUPYTERHUB_OAUTH_ACCESS_SCOPES": json.dumps([f"access:servers!user={USER}"]),
+            "JUPYTERHUB_DEFAULT_URL": "/lab",
+            "JUPYTER_CONFIG_PATH": serverconfig.CONFIG_DIR,
+        })
+        server = [str(Path(sys.executable).parent / "jupyterhub-singleuser"), "--allow-root"]
+        status_url = f"http://127.0.0.1:{port}{prefix}api/status"
     else:
         server = jupyter_server_argv(port, token, directory)
+        stop_signal = signal.SIGTERM
+    t0 = time.monotonic()
+    wall0 = time.time()
     # at the priority the hub gives its jobs (nice execs the server: same pid)
     argv = ["nice", "-n", str(args.nice), *server]
-    proc = Proc(f"jupyter-lab-{n}", argv, logdir / f"manual-{n}.log", env=env, cwd=directory)
+    proc = Proc(f"{kind}-{n}", argv, logdir / f"manual-{kind}-{n}.log", env=env, cwd=directory)
     try:
-        t_ready, polls = poll_until_ok(session, f"http://127.0.0.1:{port}/api/status", token,
-                                       args.launch_timeout, args.poll_interval, proc.alive)
+        t_ready, polls = poll_until_ok(session, status_url, token, args.launch_timeout, args.poll_interval,
+                                       proc.alive)
     except Exception:
         log(f"manual server failed; its output:\n{proc.tail()}")
         raise
     finally:
         t1 = time.monotonic()
-        proc.stop()
+        # as the hub's spawner: SIGINT to the server's process (jupyter-lab by hand: SIGTERM to its group)
+        proc.stop(sig=stop_signal, group=stop_signal == signal.SIGTERM)
     listening = log_time(_read_lines(proc.log_path), "is running at")
     return {"ready_s": t_ready - t0, "stop_s": time.monotonic() - t1, "polls": polls,
             "start_to_listening_s": _diff(wall0, listening),
@@ -275,18 +330,23 @@ def bench_launch(hub: Hub, token: str, ws: dict, ws_dir: Path, workdir: Path, ar
     direct = requests.Session()
     home = workdir / "manual-home"
     home.mkdir(exist_ok=True)
+    kinds = baselines(args.job_type)
     # one warm-up of each, not counted (first imports, disk caches)
     log("warm-up launch through the hub and by hand (not counted)")
     hub_launch(hub, session, token, ws, args)
-    manual_launch(ws_dir, home, workdir, direct, 0, args)
-    hub_runs, manual_runs = [], []
+    for kind in kinds:
+        manual_launch(kind, hub, token, ws_dir, home, workdir, direct, 0, args)
+    hub_runs: list[dict] = []
+    manual_runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
     for i in range(1, args.runs + 1):
         h = hub_launch(hub, session, token, ws, args)
-        m = manual_launch(ws_dir, home, workdir, direct, i, args)
-        log(f"run {i}/{args.runs}: hub {h['ready_s']:.2f}s (stop {h['stop_s']:.2f}s),"
-            f" by hand {m['ready_s']:.2f}s")
         hub_runs.append(h)
-        manual_runs.append(m)
+        line = f"run {i}/{args.runs}: hub {h['ready_s']:.2f}s (stop {h['stop_s']:.2f}s)"
+        for kind in kinds:
+            m = manual_launch(kind, hub, token, ws_dir, home, workdir, direct, i, args)
+            manual_runs[kind].append(m)
+            line += f", {kind} by hand {m['ready_s']:.2f}s (stop {m['stop_s']:.2f}s)"
+        log(line)
     return {"hub": hub_runs, "manual": manual_runs, "nice": args.nice, "job_type": args.job_type}
 
 
@@ -294,30 +354,44 @@ def launch_table(res: dict) -> str:
     def col(runs, key):
         return summary([r[key] for r in runs if r.get(key) is not None])
 
-    hub, man = res["hub"], res["manual"]
-    man_ready, man_listen, man_stop = col(man, "ready_s"), col(man, "start_to_listening_s"), col(man, "stop_s")
-    rows = [
-        ("by hand: jupyter-lab → /api/status 200 (baseline)", man_ready, man_ready),
+    hub = res["hub"]
+    kinds = list(res["manual"])
+    base = res["manual"][kinds[0]]
+    man_ready, man_listen, man_stop = col(base, "ready_s"), col(base, "start_to_listening_s"), col(base, "stop_s")
+    rows = []
+    for kind in kinds:
+        m = res["manual"][kind]
+        rows.append((f"by hand: {BASELINES[kind]} → /api/status 200", col(m, "ready_s"), man_ready))
+    rows += [
         ("hub: POST jobs → /user/…/api/status 200 via proxy", col(hub, "ready_s"), man_ready),
         ("hub: job created_at → running_at (hub's own timestamps)", col(hub, "hub_created_to_running_s"), man_ready),
-        ("  by hand: process started → server logs 'is running at'", man_listen, man_listen),
-        ("  by hand: 'is running at' → /api/status 200", col(man, "listening_to_ok_s"), None),
+    ]
+    for kind in kinds:
+        m = res["manual"][kind]
+        rows.append((f"  by hand, {kind}: process started → server logs 'is running at'",
+                     col(m, "start_to_listening_s"), man_listen))
+        rows.append((f"  by hand, {kind}: 'is running at' → /api/status 200", col(m, "listening_to_ok_s"), None))
+    rows += [
         ("  hub: POST → process started (job recorded, JupyterHub's spawn, Popen)", col(hub, "post_to_started_s"),
          None),
         ("  hub: process started → server logs 'is running at'", col(hub, "start_to_listening_s"), man_listen),
         ("  hub: 'is running at' → job running (the hub notices, adds the route)",
          col(hub, "listening_to_running_s"), None),
         ("  hub: job running → /api/status 200 via proxy (the client's next poll)", col(hub, "running_to_ok_s"), None),
-        ("by hand: SIGTERM → exited (baseline)", man_stop, man_stop),
-        ("hub: POST stop → job completed", col(hub, "stop_s"), man_stop),
     ]
+    for kind in kinds:
+        signame = "SIGTERM" if kind == "jupyter-lab" else "SIGINT"
+        rows.append((f"by hand, {kind}: {signame} → exited", col(res["manual"][kind], "stop_s"), man_stop))
+    rows.append(("hub: POST stop → job completed", col(hub, "stop_s"), man_stop))
+    rows.append(("hub process: CPU time for one launch and stop (its polls by the client included)",
+                 col(hub, "hub_cpu_s"), None))
     table = [
         [label, *(f"{s[k] * 1000:,.0f}" for k in ("p50", "mean", "min", "max")),
-         f"{ratio(s['p50'], base['p50']):.2f}" if base else "–"]
-        for label, s, base in rows
+         f"{ratio(s['p50'], b['p50']):.2f}" if b else "–"]
+        for label, s, b in rows
     ]
-    return markdown_table([f"{res.get('job_type', 'jupyterlab')} launch (n={len(hub)}, nice {res.get('nice', '?')})", "p50 ms", "mean ms",
-                           "min ms", "max ms", "ratio (p50)"], table)
+    return markdown_table([f"{res.get('job_type', 'jupyterlab')} launch (n={len(hub)}, nice {res.get('nice', '?')})",
+                           "p50 ms", "mean ms", "min ms", "max ms", f"ratio (p50) to {kinds[0]}"], table)
 
 
 # ---------------------------------------------------------------- part 2

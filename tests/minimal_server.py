@@ -8,6 +8,7 @@ authentication: use it only on test hubs.
 
 import json
 import os
+from datetime import datetime
 from importlib.metadata import version
 from urllib.parse import urlparse
 
@@ -29,7 +30,14 @@ class Answer(web.RequestHandler):
 def main():
     url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
     web.Application([(r"(.*)", Answer)]).listen(url.port, url.hostname)
-    ioloop.IOLoop.current().start()
+    # the line Jupyter Server logs once it listens, in its format: benchmarks/launch.py times it
+    now = datetime.now()
+    print(f"[I {now:%Y-%m-%d %H:%M:%S}.{now.microsecond // 1000:03d} minimal] is running at {url.geturl()}", flush=True)
+    try:
+        ioloop.IOLoop.current().start()
+    except KeyboardInterrupt:
+        # SIGINT (JupyterHub's stop) ends it quietly, as jupyterhub-singleuser does
+        pass
 
 
 if __name__ == "__main__":
