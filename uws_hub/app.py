@@ -27,7 +27,7 @@ from . import __version__, dbutil, scopes, services
 from .apihandlers import default_handlers as api_handlers
 from .apihandlers.base import UnknownAPIRouteHandler
 from .authenticators.local import WorkspaceLocalAuthenticator
-from .dbutil import sqlite_wal
+from .dbutil import drop_sqlite_ping, sqlite_wal
 from .handlers import default_handlers as page_handlers
 from .jobs.servers import load_spawner_class
 from .jobs.types import DEFAULT_JOB_TYPES, parse_job_types
@@ -365,6 +365,8 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
     def init_db(self):
         super().init_db()
         engine = self.db.get_bind()
+        if engine.dialect.name == "sqlite":
+            drop_sqlite_ping(engine)
         if self.sqlite_wal and engine.dialect.name == "sqlite" and ":memory:" not in self.db_url:
             sqlite_wal(engine)
         try:

@@ -18,7 +18,7 @@ import asyncio
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import REGISTRY, Histogram
+from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
@@ -33,6 +33,14 @@ JOB_LAUNCH_DURATION_SECONDS = Histogram(
     "Seconds from a launch request until its server answers (pending to running), queue time included",
     ["resource"],
     buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600, float("inf")),
+)
+
+
+RECONCILER_STEPS = Counter(
+    "uws_reconciler_steps",
+    "Steps the reconciler took, by kind of object (job, workspace, copy): each a look at one"
+    " object that moves it on if it can; many steps for few changes is wasted work on the event loop",
+    ["kind"],
 )
 
 

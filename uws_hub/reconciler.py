@@ -25,6 +25,7 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session
 
+from .metrics import RECONCILER_STEPS
 from .workqueue import WorkQueue, WorkQueueClosed
 
 #: a reconciler key: (kind, id), e.g. ("job", 12)
@@ -71,6 +72,7 @@ class Reconciler:
             except WorkQueueClosed:
                 return
             kind, object_id = key
+            RECONCILER_STEPS.labels(kind=kind).inc()
             try:
                 await self.steps[kind].reconcile(object_id)
             except Exception:

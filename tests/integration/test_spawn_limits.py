@@ -14,6 +14,7 @@ import time
 import uuid
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from ..helpers import MULTIUSER_CONFIG
 
@@ -40,6 +41,18 @@ def launch(hub, job_type):
 
 def job_count(hub) -> int:
     return hub.api("GET", "jobs", hub.alice, expect=200)["_pagination"]["total"]
+
+
+def job_steps(hub) -> float:
+    """The reconciler's steps on jobs so far (its metric)."""
+    r = hub.request("GET", "/hub/metrics", hub.add_user("uwsadmin", admin=True))
+    assert r.status_code == 200, r.text
+    return next(
+        sample.value
+        for family in text_string_to_metric_families(r.text)
+        for sample in family.samples
+        if sample.name == "uws_reconciler_steps_total" and sample.labels == {"kind": "job"}
+    )
 
 
 def test_spawn_limits(limited):
@@ -83,3 +96,38 @@ def test_spawn_limits(limited):
     for job in (second, r.json()):
         hub.api("POST", f"jobs/{job['id']}/stop", hub.alice)
         hub.wait_job(job["id"], hub.alice, {"completed", "cancelled", "failed"})
+
+
+def test_launches_waiting_for_a_start_slot_start_in_order(make_hub, system_users):
+    """Launches over ``concurrent_spawn_limit`` wait in line, at no cost, and start in the
+    order they were made, each as soon as a slot frees; one stopped while waiting leaves
+    the line (the one behind it does not wait for it)."""
+    hub = make_hub(
+        MULTIUSER_CONFIG
+        + "c.UWSHub.job_types['hang'] = {'display_name': 'Never answers', 'cmd': %r}\n" % HANG_CMD
+        + "c.JupyterHub.concurrent_spawn_limit = 1\n"
+        # no scan during the test: only the line wakes waiting jobs
+        + "c.UWSHub.job_reconcile_interval = 3600\n"
+    )
+    hub.alice = hub.add_user("uwsalice")
+    _, r = launch(hub, "hang")
+    blocker = hub.wait_job(r.json()["id"], hub.alice, {"queued"})
+    waiting = [launch(hub, "minimal")[1].json() for _ in range(4)]
+    assert [job["status"] for job in waiting] == ["pending"] * 4
+    # waiting costs the hub nothing: the reconciler does not look at them again and again
+    steps = job_steps(hub)
+    time.sleep(3)
+    assert job_steps(hub) - steps < len(waiting)
+    # the second in line is stopped while it waits
+    hub.api("POST", f"jobs/{waiting[1]['id']}/stop", hub.alice, expect=202)
+    assert hub.wait_job(waiting[1]["id"], hub.alice, {"cancelled"})["queued_at"] is None
+    hub.api("POST", f"jobs/{blocker['id']}/stop", hub.alice, expect=202)
+    started = [hub.wait_job(job["id"], hub.alice, {"running", "failed"}) for job in (waiting[0], *waiting[2:])]
+    assert [job["status"] for job in started] == ["running"] * 3, [job["reason"] for job in started]
+    # one at a time, in the order of the launches
+    queued = [job["queued_at"] for job in started]
+    assert queued == sorted(queued)
+    for earlier, later in zip(started, started[1:], strict=False):
+        assert later["queued_at"] >= earlier["running_at"]
+    for job in started:
+        hub.api("POST", f"jobs/{job['id']}/stop", hub.alice, expect=202)

@@ -1,10 +1,13 @@
 """Unit tests of uws-hub's own logic, with no hub: state tables, slugs, job type
-configuration, seed files (path safety: test_storage_units.py)."""
+configuration, seed files, database setup (path safety: test_storage_units.py)."""
 
 from __future__ import annotations
 
 import pytest
+from jupyterhub import orm as hub_orm
+from sqlalchemy import event as sa_event
 
+from uws_hub.dbutil import drop_sqlite_ping
 from uws_hub.errors import Unprocessable
 from uws_hub.jobs.types import DEFAULT_JOB_TYPES, parse_job_types, pick
 from uws_hub.states import (
@@ -101,3 +104,24 @@ def test_default_job_types_parse():
 def test_bad_job_types_are_refused_at_start(config, words):
     with pytest.raises(ValueError, match=words):
         parse_job_types(config, ["local"])
+
+
+def test_sqlite_connections_are_not_pinged_before_every_transaction(tmp_path):
+    """JupyterHub runs ``SELECT 1`` before every transaction (stale connections on
+    PostgreSQL); on SQLite the hub drops that second transaction."""
+    sessions = hub_orm.new_session_factory(f"sqlite:///{tmp_path}/hub.sqlite")
+    engine = sessions.kw["bind"]
+    statements: list[str] = []
+    sa_event.listen(engine, "before_cursor_execute", lambda _c, _cur, statement, *_: statements.append(statement))
+
+    def one_transaction(name: str) -> list[str]:
+        statements.clear()
+        with sessions() as db:
+            db.add(hub_orm.User(name=name))
+            db.commit()
+        return [s for s in statements if s.strip().upper().startswith("SELECT 1")]
+
+    assert one_transaction("before")  # JupyterHub's check
+    drop_sqlite_ping(engine)
+    assert one_transaction("after") == []
+    engine.dispose()

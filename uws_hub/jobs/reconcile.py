@@ -13,6 +13,8 @@ failed with the reason, logged as an event.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 from datetime import timedelta
 from typing import Any
@@ -73,6 +75,11 @@ class JobSteps:
         self.start_poll_interval = start_poll_interval
         #: starts and stops under way in this process, by job id
         self._starts: dict[int, asyncio.Future] = {}
+        #: starts whose future is not done yet (a start slot each, see ``concurrent_starts``)
+        self._starts_running = 0
+        #: jobs waiting for a start slot: job id -> its ticket (first come, first served)
+        self._start_line: dict[int, int] = {}
+        self._tickets = itertools.count()
         self._start_errors: dict[int, str] = {}
         self._stops: dict[int, asyncio.Future] = {}
 
@@ -120,6 +127,16 @@ class JobSteps:
 
     # ---------------------------------------------------------------- one step
     async def reconcile(self, job_id: int) -> None:
+        # a job waiting for a start slot steps out of line for its step; it keeps
+        # its ticket if it still waits after it (see _take_start_slot)
+        ticket = self._start_line.pop(job_id, None)
+        try:
+            await self._reconcile(job_id, ticket)
+        finally:
+            if ticket is not None and job_id not in self._start_line:
+                self._wake_start_line()  # it left the line (started, stopped, failed): next
+
+    async def _reconcile(self, job_id: int, ticket: int | None) -> None:
         job = Job.find(self.db, job_id)
         if job is None or job.terminal:
             self._starts.pop(job_id, None)
@@ -132,7 +149,7 @@ class JobSteps:
         if job.target == JobTarget.stopped:
             await self._reconcile_stop(job, spawner)
         elif job.status in (JobStatus.pending.value, JobStatus.queued.value):
-            await self._reconcile_start(job, spawner)
+            await self._reconcile_start(job, spawner, ticket)
         elif job.status == JobStatus.running.value:
             await self._reconcile_running(job, spawner)
 
@@ -146,7 +163,7 @@ class JobSteps:
         }.get(job.status) or job.created_at
         return utcnow() - since > timedelta(seconds=timeout)
 
-    async def _reconcile_start(self, job: Job, spawner: Spawner | None) -> None:
+    async def _reconcile_start(self, job: Job, spawner: Spawner | None, ticket: int | None) -> None:
         future = self._starts.get(job.id)
         if future is not None and not future.done():
             timeout = self.pending_timeout if job.status == JobStatus.pending.value else self.queued_timeout
@@ -187,13 +204,38 @@ class JobSteps:
         if job.attempts >= self.max_attempts:
             self._fail(job, f"The server could not be started after {job.attempts} attempts")
             return
-        if self.concurrent_starts and self._starts_in_progress() >= self.concurrent_starts:
-            self.queue.put_after((self.kind, job.id), 0.5)
+        if not self._take_start_slot(job.id, ticket):
             return
         self._start(job)
 
-    def _starts_in_progress(self) -> int:
-        return sum(1 for f in self._starts.values() if not f.done())
+    # ---------------------------------------------------------------- start slots
+    def _take_start_slot(self, job_id: int, ticket: int | None) -> bool:
+        """Whether the job may start now (``concurrent_starts``, JupyterHub's
+        ``concurrent_spawn_limit``); if not, it waits in line with its ticket and
+        is woken when a slot frees. Waiting costs nothing: a burst of launches
+        over the limit does not make every waiting job look again every half
+        second. First come, first served: a slot goes to the oldest tickets."""
+        if not self.concurrent_starts:
+            return True
+        free = self.concurrent_starts - self._starts_running
+        if ticket is None:
+            ticket = next(self._tickets)
+        if free > 0 and sum(1 for t in self._start_line.values() if t < ticket) < free:
+            return True
+        self._start_line[job_id] = ticket
+        return False
+
+    def _start_ended(self, job_id: int) -> None:
+        self._starts_running -= 1
+        self.wake(job_id)
+        self._wake_start_line()
+
+    def _wake_start_line(self) -> None:
+        """Wake as many waiting jobs, oldest tickets first, as there are free slots."""
+        free = self.concurrent_starts - self._starts_running
+        if free > 0 and self._start_line:
+            for job_id in heapq.nsmallest(free, self._start_line, key=self._start_line.__getitem__):
+                self.wake(job_id)
 
     def _start(self, job: Job) -> None:
         try:
@@ -213,7 +255,8 @@ class JobSteps:
             job.owner, job.server_name, job.resource, launch, self._on_report, lambda: self.wake(job_id)
         )
         self._starts[job_id] = future
-        future.add_done_callback(lambda f: self.wake(job_id))
+        self._starts_running += 1
+        future.add_done_callback(lambda f: self._start_ended(job_id))
         spawner = self.servers.find(job.owner, job.server_name)
         self.pool.spawn(self._forward_progress(job_id, spawner, future))
         self.pool.spawn(self._watch_start(job_id, spawner, future))
