@@ -211,3 +211,10 @@ def jupyter_server_argv(port: int, token: str, root_dir: str | Path, base_url: s
     if os.geteuid() == 0:
         argv.append("--allow-root")
     return argv
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) a process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

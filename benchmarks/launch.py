@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import signal
@@ -56,6 +55,7 @@ from _common import (  # noqa: E402
     machine_info,
     machine_line,
     markdown_table,
+    process_cpu_seconds,
     ratio,
     summary,
     write_json,
@@ -217,13 +217,6 @@ def hub_launch(hub: Hub, session: requests.Session, token: str, ws: dict, args) 
         **(phases := hub_breakdown(hub, job["id"], wall0)),
         "running_to_ok_s": _diff(phases.pop("running_wall"), wall_ready),
     }
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) a process has used so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _seconds_between(a: str | None, b: str | None) -> float | None:

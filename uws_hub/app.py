@@ -223,6 +223,21 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         """,
     )
 
+    job_start_max_loop_lag_seconds = Float(
+        0.1,
+        config=True,
+        help="""Hold back new job starts while the hub's event loop runs later than this (seconds; 0: never).
+
+        Requests, event streams and job starts share one event loop, and each
+        start's bookkeeping (JupyterHub's spawn, the proxy route, a dozen
+        database commits) runs on it. While the loop is late by more than this
+        (``uws_event_loop_lag_seconds`` measures it every 0.1 s), starts beyond
+        two at a time wait, in launch order, and go ahead as soon as it has
+        caught up: in a burst of launches the hub keeps answering, and the
+        starts take the time that is left. Starts already under way go on.
+        """,
+    )
+
     job_reconcile_workers = Integer(
         4,
         config=True,
@@ -463,6 +478,7 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         await super().start()
         if self.subapp or self.generate_config or self.generate_certs:
             return
+        deepen_listen_backlog(self.http_server)
         # every background task of uws-hub, in one pool (uws_hub.tasks)
         self.uws.start(self)
 
@@ -470,6 +486,24 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         if hasattr(self, "uws"):
             await self.uws.stop(stop_servers=self.cleanup_servers)
         await super().cleanup()
+
+
+#: connections the hub's socket holds until the hub accepts them (the kernel caps it at
+#: net.core.somaxconn, 4096 on current Linux)
+LISTEN_BACKLOG = 4096
+
+
+def deepen_listen_backlog(server) -> None:
+    """Let the hub's socket hold a burst of connections.
+
+    JupyterHub listens with tornado's default backlog, 128 connections. The
+    proxy opens a connection to the hub for each request it forwards at once,
+    so in a burst (200 launches) the kernel drops the connections over 128,
+    and each of those waits for a retransmission (1, 3, 7, 15 s) while the
+    hub is idle. Listening again on a listening socket sets its backlog.
+    """
+    for sock in getattr(server, "_sockets", {}).values():
+        sock.listen(LISTEN_BACKLOG)
 
 
 UWSNewToken.classes.append(UWSHub)

@@ -15,7 +15,7 @@ where it happens.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import REGISTRY, Counter, Histogram
@@ -46,28 +46,49 @@ RECONCILER_STEPS = Counter(
 
 EVENT_LOOP_LAG_SECONDS = Histogram(
     "uws_event_loop_lag_seconds",
-    "How late the hub's event loop woke a probe that slept a fixed time: how long a request"
+    "How late the hub's event loop woke a probe that slept 0.1 s: how long a request"
     " or an event waits behind other work in the loop",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, float("inf")),
 )
 
-#: seconds between two probes of the event loop's lag
-LOOP_LAG_PROBE_SECONDS = 0.5
 
-
-async def probe_loop_lag() -> None:
-    """Measure the event loop's lag for ever: sleep, and record how late the loop woke us.
+class LoopLagProbe:
+    """How late the hub's event loop runs what is due: now, and over time (a histogram).
 
     Everything the hub does runs on one event loop; work that holds it (a
     slow query, JSON of a long list, JupyterHub's spawn bookkeeping) delays
-    every request and event behind it by that much. The probe's histogram
-    at ``/hub/metrics`` shows when and by how much the loop stalls.
+    every request and event behind it by that much. The probe sleeps a fixed
+    time and records how late the loop woke it (``uws_event_loop_lag_seconds``
+    at ``/hub/metrics``); :meth:`lag` also counts a probe that is overdue right
+    now, so work can be held back the moment the loop falls behind (the
+    reconciler does, for job starts). Listeners are called after each probe.
     """
-    loop = asyncio.get_running_loop()
-    while True:
-        due = loop.time() + LOOP_LAG_PROBE_SECONDS
-        await asyncio.sleep(LOOP_LAG_PROBE_SECONDS)
-        EVENT_LOOP_LAG_SECONDS.observe(max(0.0, loop.time() - due))
+
+    def __init__(self, interval_seconds: float = 0.1):
+        self.interval_seconds = interval_seconds
+        #: the last probe's lag
+        self.last = 0.0
+        self._due: float | None = None
+        self._listeners: list[Callable[[], None]] = []
+
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        self._listeners.append(listener)
+
+    def lag(self) -> float:
+        """The loop's lag now: the last probe's, or how overdue the next probe already is."""
+        if self._due is None:
+            return self.last
+        return max(self.last, asyncio.get_running_loop().time() - self._due)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._due = loop.time() + self.interval_seconds
+            await asyncio.sleep(self.interval_seconds)
+            self.last = max(0.0, loop.time() - self._due)
+            EVENT_LOOP_LAG_SECONDS.observe(self.last)
+            for listener in self._listeners:
+                listener()
 
 
 class StateCollector(Collector):

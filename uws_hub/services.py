@@ -25,7 +25,7 @@ from .jobs.reconcile import JobSteps
 from .jobs.servers import ServerControl
 from .jobs.service import JobService
 from .jobs.types import JobType
-from .metrics import probe_loop_lag, register_state_collector
+from .metrics import LoopLagProbe, register_state_collector
 from .quotas.limits import Limits
 from .quotas.service import QuotaService
 from .reconciler import Reconciler, waker
@@ -57,6 +57,7 @@ class Services:
     reconciler: Reconciler
     usage: UsageMeter
     tasks: TaskPool
+    loop_lag: LoopLagProbe
     #: who finds whom to share with (``UWSHub.share_search``, ``share_search_show_email``)
     share_search: str
     share_search_show_email: bool
@@ -69,7 +70,7 @@ class Services:
     def start(self, hub: JupyterHub) -> None:
         """Start every background task (the hub is listening)."""
         tasks = self.tasks
-        tasks.run("loop-lag-probe", probe_loop_lag)
+        tasks.run("loop-lag-probe", self.loop_lag.run)
         for i in range(self.reconciler.workers):
             tasks.run(f"reconciler-worker-{i}", self.reconciler.worker)
         tasks.every("reconciler-scan", self.reconciler.scan, hub.job_reconcile_interval)
@@ -96,6 +97,7 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
     """Every service of the hub, wired together from its configuration."""
     db = hub.db
     tasks = TaskPool(log, db)
+    loop_lag = LoopLagProbe()
     queue: WorkQueue = WorkQueue()
     root = os.path.abspath(hub.workspaces_root)
     os.makedirs(root, mode=0o755, exist_ok=True)
@@ -182,22 +184,27 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         posix_group_prefix=hub.share_posix_group_prefix if hub.system_users else None,
     )
     copies = CopyService(db, sharing, accounts, quotas, notifier, wake=waker(queue, CopySteps.kind))
+    job_steps = JobSteps(
+        jobs,
+        servers,
+        queue,
+        tasks,
+        log,
+        pending_timeout=hub.job_pending_timeout,
+        queued_timeout=hub.job_queued_timeout,
+        stopping_timeout=hub.job_stopping_timeout,
+        max_attempts=hub.job_max_attempts,
+        concurrent_starts=hub.concurrent_spawn_limit,
+        start_poll_interval=hub.job_start_poll_interval,
+        loop_lag=loop_lag.lag,
+        max_loop_lag=hub.job_start_max_loop_lag_seconds,
+    )
+    # starts held back while the loop was late go ahead once it has caught up
+    loop_lag.add_listener(job_steps.wake_start_line)
     reconciler = Reconciler(
         queue,
         [
-            JobSteps(
-                jobs,
-                servers,
-                queue,
-                tasks,
-                log,
-                pending_timeout=hub.job_pending_timeout,
-                queued_timeout=hub.job_queued_timeout,
-                stopping_timeout=hub.job_stopping_timeout,
-                max_attempts=hub.job_max_attempts,
-                concurrent_starts=hub.concurrent_spawn_limit,
-                start_poll_interval=hub.job_start_poll_interval,
-            ),
+            job_steps,
             WorkspaceSteps(workspaces, servers, queue, tasks, log, forget=sharing.forget_workspace),
             CopySteps(
                 db,
@@ -241,6 +248,7 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         reconciler=reconciler,
         usage=usage,
         tasks=tasks,
+        loop_lag=loop_lag,
         share_search=hub.share_search,
         share_search_show_email=hub.share_search_show_email,
     )

@@ -3,6 +3,11 @@ and JupyterHub's own API next to it, unchanged."""
 
 from __future__ import annotations
 
+import os
+import select
+import signal
+import socket
+import time
 import uuid
 
 import pytest
@@ -188,3 +193,34 @@ def test_an_upload_needs_a_file_path(hub, alice, workspace):
     assert r.status_code == 400, r.text
     # nothing was stored, and the workspace's files are as they were
     assert [e["name"] for e in hub.api("GET", f"workspaces/{workspace['id']}/files", alice)["items"]] == ["README.md"]
+
+
+def test_a_burst_of_connections_waits_for_the_hub_instead_of_being_dropped(make_hub):
+    """300 connections that reach the hub at once, while it cannot accept them (paused
+    here; busy in a real burst), are all held by its socket until it gets to them.
+    With JupyterHub's backlog of 128 the kernel dropped the rest, and each of those
+    waited for a TCP retransmission (1, 3, 7, 15 s) with the hub idle."""
+    hub = make_hub("")
+    token = hub.add_user("burst")
+    socks = []
+    os.kill(hub.proc.pid, signal.SIGSTOP)
+    try:
+        for _ in range(300):
+            sock = socket.socket()
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", hub.hub_port))
+            socks.append(sock)
+        # an established connection is writable; one whose SYN was dropped is not (until
+        # its retransmission, a second later at the earliest)
+        pending = list(socks)
+        deadline = time.monotonic() + 0.5
+        while pending and time.monotonic() < deadline:
+            _, writable, _ = select.select([], pending, [], 0.1)
+            pending = [s for s in pending if s not in writable]
+        assert not pending, f"{len(pending)} of 300 connections were not taken while the hub was busy"
+    finally:
+        os.kill(hub.proc.pid, signal.SIGCONT)
+        for sock in socks:
+            sock.close()
+    # and the hub answers as before
+    assert hub.api("GET", "/hub/api/user", token, expect=200)["name"] == "burst"

@@ -21,7 +21,7 @@ from uws_hub.errors import Conflict
 from uws_hub.events.bus import EventBus
 from uws_hub.events.notify import Notifier
 from uws_hub.jobs.launch import check_resource_limits
-from uws_hub.jobs.reconcile import JobSteps
+from uws_hub.jobs.reconcile import MIN_STARTS_WHEN_LATE, JobSteps
 from uws_hub.jobs.service import JobService
 from uws_hub.jobs.types import parse_job_types
 from uws_hub.orm import Event, Job, Share, Workspace, utcnow
@@ -344,6 +344,40 @@ async def test_a_start_that_works_runs_the_job(hub):
     job = hub.jobs.launch(workspace(hub), "lab", None, {}, "ann")
     await settle(steps, job, {"running"})
     assert (job.attempts, job.url) == (1, "/user/ann/w1/lab")
+    await hub.pool.close()
+
+
+async def test_starts_wait_while_the_event_loop_is_late_and_go_once_it_caught_up(hub):
+    """While the hub's loop runs later than ``max_loop_lag``, no more than
+    MIN_STARTS_WHEN_LATE starts are under way; the others wait in launch order and
+    start when the loop has caught up (the probe wakes the line)."""
+    lag = [1.0]
+    servers = hub.jobs.servers = StartingServers("slow")
+    steps = JobSteps(hub.jobs, servers, hub.queue, hub.pool, log, loop_lag=lambda: lag[0], max_loop_lag=0.1)
+    owners = ["ann", "ann", "ben", "ben"]  # each may run two jobs
+    jobs = [hub.jobs.launch(workspace(hub, owner, f"w{i}"), "lab", None, {}, owner) for i, owner in enumerate(owners)]
+    for job in jobs:
+        await steps.reconcile(job.id)
+    assert MIN_STARTS_WHEN_LATE == 2 and sorted(servers.spawners) == ["w0", "w1"]  # started
+    async def taken() -> list[int]:
+        keys = []
+        while len(hub.queue):
+            keys.append(await hub.queue.get())
+            hub.queue.task_done(keys[-1])
+        return [job_id for _, job_id in keys]
+
+    await taken()  # the launches' wake-ups
+    steps.wake_start_line()
+    assert await taken() == []  # still late: nobody is woken
+    # the loop caught up: the probe wakes the line, the waiting jobs start, oldest first
+    lag[0] = 0.0
+    steps.wake_start_line()
+    woken = await taken()
+    assert woken == [job.id for job in jobs[MIN_STARTS_WHEN_LATE:]]
+    for job_id in woken:
+        await steps.reconcile(job_id)
+    assert sorted(servers.spawners) == ["w0", "w1", "w2", "w3"]
+    servers.release.set()
     await hub.pool.close()
 
 

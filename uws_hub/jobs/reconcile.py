@@ -16,6 +16,8 @@ import asyncio
 import heapq
 import itertools
 import logging
+import sys
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -30,6 +32,10 @@ from ..tasks import TaskPool
 from ..workqueue import WorkQueue
 from .servers import ServerControl
 from .service import JobService
+
+#: starts that may be under way while the event loop is late (see JobSteps._start_slots):
+#: some progress however busy the hub is
+MIN_STARTS_WHEN_LATE = 2
 
 
 def _reason(e: BaseException) -> str:
@@ -60,6 +66,8 @@ class JobSteps:
         max_attempts: int = 3,
         concurrent_starts: int = 0,
         start_poll_interval: float = 0.5,
+        loop_lag: Callable[[], float] | None = None,
+        max_loop_lag: float = 0,
     ):
         self.jobs = jobs
         self.db = jobs.db
@@ -72,6 +80,10 @@ class JobSteps:
         self.stopping_timeout = stopping_timeout
         self.max_attempts = max_attempts
         self.concurrent_starts = concurrent_starts
+        #: the event loop's lag now (metrics.LoopLagProbe.lag), and the most at which
+        #: starts beyond MIN_STARTS_WHEN_LATE begin (0: starts do not look at it)
+        self.loop_lag = loop_lag
+        self.max_loop_lag = max_loop_lag
         self.start_poll_interval = start_poll_interval
         #: starts and stops under way in this process, by job id
         self._starts: dict[int, asyncio.Future] = {}
@@ -134,7 +146,7 @@ class JobSteps:
             await self._reconcile(job_id, ticket)
         finally:
             if ticket is not None and job_id not in self._start_line:
-                self._wake_start_line()  # it left the line (started, stopped, failed): next
+                self.wake_start_line()  # it left the line (started, stopped, failed): next
 
     async def _reconcile(self, job_id: int, ticket: int | None) -> None:
         job = Job.find(self.db, job_id)
@@ -209,15 +221,29 @@ class JobSteps:
         self._start(job)
 
     # ---------------------------------------------------------------- start slots
+    def _start_slots(self) -> int:
+        """How many starts may be under way now.
+
+        ``concurrent_starts`` (JupyterHub's ``concurrent_spawn_limit``), and
+        while the event loop runs later than ``max_loop_lag`` no more than
+        :data:`MIN_STARTS_WHEN_LATE`: a start's bookkeeping (JupyterHub's spawn,
+        a dozen commits, the proxy route) runs on the loop, and a burst of them
+        would make every request and event wait. Starts under way go on; new
+        ones wait until the loop has caught up, so requests come first and
+        starts take the time that is left.
+        """
+        slots = self.concurrent_starts or sys.maxsize
+        if self.max_loop_lag and self.loop_lag is not None and self.loop_lag() > self.max_loop_lag:
+            slots = min(slots, MIN_STARTS_WHEN_LATE)
+        return slots
+
     def _take_start_slot(self, job_id: int, ticket: int | None) -> bool:
-        """Whether the job may start now (``concurrent_starts``, JupyterHub's
-        ``concurrent_spawn_limit``); if not, it waits in line with its ticket and
-        is woken when a slot frees. Waiting costs nothing: a burst of launches
-        over the limit does not make every waiting job look again every half
-        second. First come, first served: a slot goes to the oldest tickets."""
-        if not self.concurrent_starts:
-            return True
-        free = self.concurrent_starts - self._starts_running
+        """Whether the job may start now (see :meth:`_start_slots`); if not, it
+        waits in line with its ticket and is woken when a slot frees. Waiting
+        costs nothing: a burst of launches over the limit does not make every
+        waiting job look again every half second. First come, first served: a
+        slot goes to the oldest tickets."""
+        free = self._start_slots() - self._starts_running
         if ticket is None:
             ticket = next(self._tickets)
         if free > 0 and sum(1 for t in self._start_line.values() if t < ticket) < free:
@@ -228,12 +254,15 @@ class JobSteps:
     def _start_ended(self, job_id: int) -> None:
         self._starts_running -= 1
         self.wake(job_id)
-        self._wake_start_line()
+        self.wake_start_line()
 
-    def _wake_start_line(self) -> None:
-        """Wake as many waiting jobs, oldest tickets first, as there are free slots."""
-        free = self.concurrent_starts - self._starts_running
-        if free > 0 and self._start_line:
+    def wake_start_line(self) -> None:
+        """Wake as many waiting jobs, oldest tickets first, as there are free slots
+        (after a start ended, a job left the line, or the event loop caught up)."""
+        if not self._start_line:
+            return
+        free = self._start_slots() - self._starts_running
+        if free > 0:
             for job_id in heapq.nsmallest(free, self._start_line, key=self._start_line.__getitem__):
                 self.wake(job_id)
 
