@@ -210,6 +210,20 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         """,
     )
 
+    max_running_batch_jobs = Integer(
+        0,
+        min=0,
+        config=True,
+        help="""Most batch jobs that run at once on the hub's own machine (resources run by
+        local processes); 0: as many as the machine has CPUs.
+
+        Launches beyond it are not refused: they wait ``queued`` and start as
+        running ones end, round-robin across users and in launch order within
+        each user (see docs/batch-jobs.md). Each user's ``concurrent_jobs``
+        quota bounds their own jobs the same way, on every resource.
+        """,
+    )
+
     job_reconcile_interval = Float(
         10.0,
         config=True,
@@ -401,6 +415,7 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         try:
             spawner_classes = {name: load_spawner_class(value) for name, value in self.resource_spawners.items()}
             job_types = parse_job_types(self.job_types, list(spawner_classes))
+            built = services.build(self, self.log, spawner_classes, job_types)
         except ValueError as e:
             self.log.critical("%s", e)
             self.exit(1)
@@ -412,13 +427,14 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
                 " Set c.UWSHub.system_users = True to run jobs as their owners' system accounts.",
                 pwd.getpwuid(os.geteuid()).pw_name,
             )
-        return services.build(self, self.log, spawner_classes, job_types)
+        return built
 
     async def init_spawners(self):
         # JupyterHub is about to re-adopt running servers with its one spawner_class:
         # first give each unfinished job's server the spawner class of its resource
         for job in Job.unfinished(self.db):
-            self.uws.servers.restore_class(job.owner, job.server_name, job.resource)
+            if job.interactive:  # batch jobs have no server (their runners find them)
+                self.uws.servers.restore_class(job.owner, job.server_name, job.resource)
         count = await super().init_spawners()
         revoked = self.uws.servers.revoke_stale_tokens()
         if revoked:

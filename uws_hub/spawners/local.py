@@ -27,7 +27,7 @@ import subprocess
 
 from jupyterhub.spawner import LocalProcessSpawner
 from jupyterhub.utils import random_port
-from traitlets import Integer
+from traitlets import Float, Integer
 
 from .mixins import WorkspaceSpawnerMixin
 
@@ -44,6 +44,14 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         (each a Python process importing its libraries), jobs at the hub's own
         priority can starve it, and every request waits. A positive value keeps
         the hub responsive; 0 runs jobs at the hub's priority.
+        """,
+    )
+
+    kill_grace_seconds = Float(
+        10.0,
+        config=True,
+        help="""Seconds a batch job's command has to end after SIGTERM (a stop, its time
+        limit) before the job's wrapper kills its process group with SIGKILL.
         """,
     )
 

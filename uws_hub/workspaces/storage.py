@@ -12,6 +12,7 @@ All of it blocks: callers run it in a thread, never on the hub's event loop.
 from __future__ import annotations
 
 import errno
+import mimetypes
 import os
 import secrets
 import shutil
@@ -105,14 +106,21 @@ class WorkspaceStorage:
 
     def walk(self, directory: str, max_entries: int, *, hidden: bool = True) -> list[tuple[str, str]]:
         """Every entry under a workspace, as ``(relative path, type)`` (types as :meth:`list_dir`'s),
-        at most ``max_entries`` of them; symlinks are listed, never followed.
+        at most ``max_entries`` of them; symlinks are listed, never followed (see :meth:`tree`).
+        ``hidden=False`` leaves out names starting with '.' (and what is in such folders)."""
+        return [(path, kind) for path, kind, _ in self.tree(directory, "", max_entries, hidden=hidden)]
+
+    def tree(
+        self, directory: str, relpath: str, max_entries: int, *, hidden: bool = True
+    ) -> list[tuple[str, str, int]]:
+        """Every entry under ``relpath`` of a workspace, as ``(path in the workspace, type,
+        size)``, at most ``max_entries`` of them, sorted; symlinks are listed, never followed.
 
         Each directory is opened relative to its parent's descriptor with
         ``O_NOFOLLOW``, so a directory swapped for a symlink is not walked
-        into; only one descriptor per level is open. ``hidden=False`` leaves
-        out names starting with '.' (and what is in such folders).
+        into; only one descriptor per level is open.
         """
-        entries: list[tuple[str, str]] = []
+        entries: list[tuple[str, str, int]] = []
 
         def scan(fd: int, prefix: str) -> None:
             subdirs = []
@@ -121,12 +129,13 @@ class WorkspaceStorage:
                     if d.name.startswith(RESERVED_PREFIX) or (not hidden and d.name.startswith(".")):
                         continue
                     try:
-                        kind = entry_type(d.stat(follow_symlinks=False).st_mode)
+                        st = d.stat(follow_symlinks=False)
                     except FileNotFoundError:
                         continue
                     if len(entries) >= max_entries:
                         return
-                    entries.append((prefix + d.name, kind))
+                    kind = entry_type(st.st_mode)
+                    entries.append((prefix + d.name, kind, st.st_size))
                     if kind == "directory":
                         subdirs.append(d.name)
             for name in sorted(subdirs):
@@ -139,9 +148,24 @@ class WorkspaceStorage:
                 finally:
                     os.close(sub)
 
+        parts = split_relpath(relpath)
         with DirChain.open_root(directory) as dirs:
-            scan(dirs.fd, "")
+            dirs.walk(parts, "/".join(parts))
+            scan(dirs.fd, dirs.path() + "/" if dirs.names else "")
         return sorted(entries)
+
+    def files_under(self, directory: str, relpath: str, max_entries: int = 1000) -> list[dict]:
+        """The regular files under ``relpath`` (a job's results): path, size and media type;
+        [] if it does not exist."""
+        try:
+            entries = self.tree(directory, relpath, max_entries)
+        except NotFound:
+            return []
+        return [
+            {"path": path, "size": size, "mime_type": mimetypes.guess_type(path)[0] or "application/octet-stream"}
+            for path, kind, size in entries
+            if kind == "file"
+        ]
 
     def open_read(self, directory: str, relpath: str) -> tuple[BinaryIO, int]:
         """Open a regular file for reading; returns (file, size)."""
@@ -200,6 +224,25 @@ class WorkspaceStorage:
             return Upload(dirs.release(), name, path, owner, replaced)
         finally:
             dirs.close()
+
+    def make_dirs(self, directory: str, relpath: str, owner: Owner) -> None:
+        """Make the folders of ``relpath`` that are missing (for the owner); existing ones stay."""
+        parts = split_relpath(relpath)
+        with DirChain.open_root(directory) as dirs:
+            dirs.walk(parts, "/".join(parts), make=owner.in_workspace(dirs.fd))
+
+    def remove_under(self, directory: str, relpath: str) -> None:
+        """Delete ``relpath`` of a workspace and everything in it (by descriptor; a symlink
+        there is refused, nothing it points to is touched); gone already is fine."""
+        parts = split_relpath(relpath)
+        if not parts:
+            raise PathError("The workspace's own folder cannot be removed this way")
+        try:
+            with DirChain.open_root(directory) as dirs:
+                dirs.walk(parts[:-1], "/".join(parts))
+                shutil.rmtree(parts[-1], dir_fd=dirs.fd)
+        except (NotFound, FileNotFoundError):
+            pass
 
     def write_file(self, directory: str, relpath: str, data: bytes, owner: Owner) -> None:
         """Write a whole file at once (seed files), atomically."""
