@@ -51,8 +51,8 @@ def pytest_configure(config):
 
 
 #: the last tests' windows: (start, end, allowed ERROR patterns, test id). A hub writes a
-#: request's log line after answering it, so a line can show up after its test ended:
-#: it is judged by the test whose window holds its time.
+#: request's log line just after answering it, so a line can show up after its test
+#: ended: it is judged by the last test that had started when it was written.
 _windows: list[tuple[datetime, datetime, list[re.Pattern], str]] = []
 
 
@@ -70,7 +70,8 @@ def no_unexpected_hub_errors(request):
     unexpected = []
     for hub in Hub.instances:
         for when, line in hub.new_error_lines():
-            window = next((w for w in reversed(_windows) if w[0] <= when <= w[1]), _windows[-1])
+            # the last test that had started by then (the hub logs a request just after answering it)
+            window = next((w for w in reversed(_windows) if w[0] <= when), _windows[-1])
             if not any(p.search(line) for p in window[2]):
                 unexpected.append(line if window is _windows[-1] else f"{line}  (during {window[3]})")
     if unexpected:

@@ -284,10 +284,26 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
     event_queue_size = Integer(
         1000,
         config=True,
-        help="""Events held for each subscriber of the event streams before it is dropped.
+        help="""Events held in memory for each subscriber of the event streams.
 
-        A subscriber that reads too slowly is disconnected (it can resume from
-        its last event id), so slow readers cannot grow the hub's memory.
+        A stream whose queue is full (a burst of events, or a reader slower
+        than the events) is not dropped: its queue is emptied and the stream
+        replays what it missed from the database, then goes live again. So
+        slow readers cannot grow the hub's memory, and a reader that keeps
+        reading never loses an event.
+        """,
+    )
+
+    event_stream_stall_seconds = Float(
+        60.0,
+        config=True,
+        help="""Seconds an event stream waits for its reader to take what was sent before it drops it (0: never).
+
+        A reader that stopped reading (a suspended laptop, a stuck client)
+        would hold its connection and buffers for ever; it is told it was
+        dropped (an ``overflow`` event with its last event id) and can
+        reconnect with that id (``Last-Event-ID``) to get everything it
+        missed. A reader that keeps reading, however slowly, is never dropped.
         """,
     )
 

@@ -29,7 +29,7 @@ from .jobs.runners.local import LocalRunner
 from .jobs.servers import ServerControl
 from .jobs.service import JobService
 from .jobs.types import JobType
-from .metrics import register_state_collector
+from .metrics import probe_loop_lag, register_state_collector
 from .quotas.limits import Limits
 from .quotas.service import QuotaService
 from .reconciler import Reconciler, waker
@@ -74,6 +74,7 @@ class Services:
     def start(self, hub: JupyterHub) -> None:
         """Start every background task (the hub is listening)."""
         tasks = self.tasks
+        tasks.run("loop-lag-probe", probe_loop_lag)
         for i in range(self.reconciler.workers):
             tasks.run(f"reconciler-worker-{i}", self.reconciler.worker)
         tasks.every("reconciler-scan", self.reconciler.scan, hub.job_reconcile_interval)
@@ -132,7 +133,7 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         # the workspace write scope, which jobs' Jupyter servers check to tell editors from viewers
         client_scopes=lambda owner, server: [f"{scopes.WRITE_WORKSPACES}!server={owner}/{server}"],
     )
-    events = EventBus(log, max_queue=hub.event_queue_size)
+    events = EventBus(log, max_queue=hub.event_queue_size, stall_seconds=hub.event_stream_stall_seconds)
     events.attach(db)
     register_state_collector(db, events)
     notifier = Notifier(

@@ -29,6 +29,7 @@ from jupyterhub.spawner import LocalProcessSpawner
 from jupyterhub.utils import random_port
 from traitlets import Float, Integer
 
+from .listening import ServerExited, process_exit, wait_listening
 from .mixins import WorkspaceSpawnerMixin
 
 
@@ -64,6 +65,10 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         a quarter of a second each. Popen's own ``user``/``group``/``cwd`` do
         the same in C (and without a user switch Python can use ``vfork``),
         which also makes it safe to run Popen in a thread, off the event loop.
+
+        It returns once the server listens on its port (or its process has
+        exited), so that JupyterHub's wait for the server, which backs off
+        with random sleeps, succeeds at its first check (see :mod:`.listening`).
         """
         launch = self.take_launch()
         if launch.previous_resource_id:
@@ -123,7 +128,41 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
                 log_file.close()
         self.pid = self.proc.pid
         self.report("queued", resource_id=str(self.pid))
-        return (self.ip or "127.0.0.1", self.port)
+        host = self.ip or "127.0.0.1"
+        await self._wait_listening(host)
+        return (host, self.port)
+
+    async def _wait_listening(self, host: str) -> None:
+        exited = process_exit(self.pid)
+        try:
+            await wait_listening(
+                host, self.port, gone=exited if exited is not None else self._polled_exit(), timeout=self.http_timeout
+            )
+        except ServerExited:
+            # no error of ours: JupyterHub would log it as an unhandled ERROR. The hub's
+            # watch of the start (JobSteps._watch_start) polls the exit status and fails
+            # the job with it, as it does for any spawner
+            pass
+        finally:
+            if exited is not None:
+                exited.cancel()
+
+    async def _polled_exit(self) -> None:
+        """Where pidfds are missing: the process's exit, polled."""
+        while await self.poll() is None:
+            await asyncio.sleep(self.death_interval)
+
+    async def wait_for_death(self, timeout=10):
+        """Wait until the server's process exits (a pidfd: noticed at once; JupyterHub's
+        own wait polls with a growing, random backoff). Returns whether it did."""
+        exited = process_exit(self.pid) if self.pid else None
+        if exited is None:
+            return await super().wait_for_death(timeout)
+        try:
+            await asyncio.wait_for(exited, timeout)
+        except TimeoutError:
+            pass
+        return await self.poll() is not None
 
     #: ports handed to servers of this process that may not be bound yet: the
     #: kernel's free-port pick can hand two near-simultaneous starts the same port

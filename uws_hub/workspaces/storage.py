@@ -37,6 +37,7 @@ from .paths import (
     kind_of,
     split_relpath,
 )
+from .usagetree import UsageTree
 
 
 class WorkspaceStorage:
@@ -308,9 +309,11 @@ class WorkspaceStorage:
             make(dirs.fd, parts[-1])
 
     # ---------------------------------------------------------------- usage
-    def measure(self, directory: str) -> int:
-        """:meth:`usage_bytes`, sweeping away upload temporaries an earlier hub process left."""
-        return self.usage_bytes(directory, sweep_before=self.started_at)
+    def measure(self, directory: str, tree: UsageTree | None = None) -> int:
+        """:meth:`usage_bytes`, sweeping away upload temporaries an earlier hub process left;
+        with ``tree`` (what the last measurement of this directory found), re-reading only
+        what changed since (see :mod:`.usagetree`)."""
+        return (tree or UsageTree()).measure(directory, sweep_before=self.started_at)
 
     @staticmethod
     def usage_bytes(directory: str, workers: int = 2, sweep_before: float | None = None) -> int:
@@ -318,101 +321,14 @@ class WorkspaceStorage:
 
         Directories themselves are not counted, so the number is what users
         put in the workspace, whatever the filesystem's block size (a symlink
-        counts its own length). Raises FileNotFoundError if ``directory``
-        itself is missing. With ``sweep_before`` (a time), upload temporaries
-        last written before it are deleted instead of counted.
-
-        Streams the tree with ``os.scandir`` (directories are told apart by
-        the entry type, without a ``stat``; files get one ``lstat``), with
-        ``workers`` threads taking directories off a shared stack: ``lstat``
-        releases the GIL, so two threads overlap the system calls with the
-        Python work (``benchmarks/disk_usage.py`` compares it with ``du -sb``).
-        Directories are opened relative to their parent's descriptor with
-        ``O_NOFOLLOW`` (a parent stays open until its last subdirectory is), so
-        a directory swapped for a symlink is not followed out of the tree.
+        counts its own length): ``du -sb`` less the directories' sizes.
+        Raises FileNotFoundError if ``directory`` itself is missing. With
+        ``sweep_before`` (a time), upload temporaries last written before it
+        are deleted instead of counted. A full read of the tree by
+        :class:`~.usagetree.UsageTree` (``benchmarks/disk_usage.py`` compares
+        it with ``du -sb``).
         """
-        try:
-            root = os.open(directory, DIR_FLAGS)
-        except (FileNotFoundError, NotADirectoryError):
-            raise FileNotFoundError(directory) from None
-        # (parent, name) of directories to scan; a parent is [fd, subdirectories not yet opened]
-        pending: list[tuple[list[int], str]] = [([root, 1], ".")]
-        cond = threading.Condition()
-        busy = 0
-        totals: list[int] = []
-
-        def scan(fd: int, subdirs: list[str]) -> int:
-            total = 0
-            with os.scandir(fd) as it:
-                for entry in it:
-                    try:
-                        if entry.is_dir(follow_symlinks=False):
-                            subdirs.append(entry.name)
-                            continue
-                        st = entry.stat(follow_symlinks=False)
-                        if (
-                            sweep_before is not None
-                            and entry.name.startswith(TEMP_PREFIX)
-                            and stat.S_ISREG(st.st_mode)
-                            and st.st_mtime < sweep_before
-                        ):
-                            os.unlink(entry.name, dir_fd=fd)
-                            continue
-                    except FileNotFoundError:
-                        continue
-                    total += st.st_size
-            return total
-
-        def open_next(parent: list[int], name: str) -> int | None:
-            try:
-                return os.open(name, DIR_FLAGS, dir_fd=parent[0])
-            except OSError as e:
-                # gone, no longer a directory, or a symlink now: not part of the tree
-                if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EACCES):
-                    return None
-                raise
-            finally:
-                with cond:
-                    parent[1] -= 1
-                    if not parent[1]:
-                        os.close(parent[0])
-
-        def work() -> None:
-            nonlocal busy
-            total = 0
-            while True:
-                with cond:
-                    while not pending and busy:
-                        cond.wait()
-                    if not pending:  # nothing left, and nobody can add more
-                        cond.notify_all()
-                        break
-                    parent, name = pending.pop()
-                    busy += 1
-                subdirs: list[str] = []
-                fd = None
-                try:
-                    fd = open_next(parent, name)
-                    if fd is not None:
-                        total += scan(fd, subdirs)
-                finally:
-                    with cond:
-                        if subdirs and fd is not None:
-                            entry = [fd, len(subdirs)]
-                            pending.extend((entry, d) for d in subdirs)
-                        elif fd is not None:
-                            os.close(fd)
-                        busy -= 1
-                        cond.notify_all()
-            totals.append(total)
-
-        helpers = [threading.Thread(target=work, daemon=True) for _ in range(max(0, workers - 1))]
-        for thread in helpers:
-            thread.start()
-        work()
-        for thread in helpers:
-            thread.join()
-        return sum(totals)
+        return UsageTree().measure(directory, sweep_before=sweep_before, workers=workers)
 
 
 class Upload:
