@@ -68,6 +68,13 @@ def open_share_dialog(page):
     expect(page.locator(".share-result").first).to_be_visible()
 
 
+def fail_to_log_in(page):
+    page.fill("#username_input", "uwsalice")
+    page.fill("#password_input", "not her password")
+    page.click("#login_submit")
+    expect(page.locator(".login_error")).to_be_visible()
+
+
 def open_password_form(page):
     page.locator("#accounts tr[data-username=uwsalice] .account-password").click()
     expect(page.locator("#password-dialog")).to_be_visible()
@@ -76,6 +83,7 @@ def open_password_form(page):
 #: every page of uws-hub, as (name, who, path, what to do on it first); None: logged out
 PAGES = [
     ("login", None, "/hub/login", None),
+    ("login refused", None, "/hub/login", fail_to_log_in),
     ("signup", None, "/hub/signup", None),
     ("home", "uwsalice", "/hub/home", None),
     ("workspaces", "uwsalice", "/hub/workspaces", None),
@@ -84,6 +92,7 @@ PAGES = [
     ("workspace with a long name", "uwsalice", "/hub/workspaces/{long}", None),
     ("share dialog", "uwsalice", "/hub/workspaces/{long}", open_share_dialog),
     ("token", "uwsalice", "/hub/token", None),
+    ("not found", "uwsalice", "/hub/workspaces/999999", None),
     ("shared with me", "uwsbob", "/hub/shared", None),
     ("workspace as an editor", "uwsbob", "/hub/workspaces/{running}", None),
     ("all workspaces", "uwsadmin", "/hub/admin/workspaces", None),
