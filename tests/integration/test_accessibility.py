@@ -442,3 +442,50 @@ def test_set_a_password_in_a_form_and_not_disable_oneself(site, browser):
     finally:
         site.hub.api("PATCH", "accounts/uwscarol", json={"password": PASSWORD}, expect=200)
         context.close()
+
+
+def test_rename_and_describe_a_workspace_in_the_page(site, browser):
+    """The owner renames a workspace and edits its description in place (the URL stays);
+    a blank name is refused with the hub's message; an editor is not offered it."""
+    alice = site.tokens["uwsalice"]
+    ws = new_workspace(site, alice, description="before")
+    site.hub.api("POST", f"workspaces/{ws['id']}/shares", alice, json={"user": "uwsbob", "level": "editor"},
+                 expect=201)
+    context, page = login(site.hub, browser, "uwsalice", PASSWORD)
+    try:
+        page.goto(f"{site.hub.url}/hub/workspaces/{ws['id']}")
+        page.click("#edit-workspace")
+        expect(page.locator("#edit-name")).to_be_focused()
+        expect(page.locator("#edit-name")).to_have_value(ws["name"])
+        expect(page.locator("#edit-description")).to_have_value("before")
+        page.fill("#edit-name", "   ")
+        page.click("#edit-save")
+        expect(page.locator("#edit-error")).to_have_text("The name must not be empty")
+        page.fill("#edit-name", "Renamed in the page")
+        page.fill("#edit-description", "after\nwith a second line")
+        page.locator("#edit-name").press("Enter")
+        expect(page.locator("h1")).to_have_text("Renamed in the page")
+        expect(page.locator("h1")).to_be_focused()
+        expect(page.locator("#edit-saved")).to_have_text("Saved.")
+        expect(page.locator(".breadcrumb-item.active")).to_have_text("Renamed in the page")
+        expect(page.locator("#edit-workspace-form")).to_be_hidden()
+        stored = site.hub.api("GET", f"workspaces/{ws['id']}", alice, expect=200)
+        assert (stored["name"], stored["description"], stored["slug"]) == (
+            "Renamed in the page", "after\nwith a second line", ws["slug"])
+        page.reload()
+        expect(page.locator("h1")).to_have_text("Renamed in the page")
+        # Escape closes the form unchanged, back on the button
+        page.click("#edit-workspace")
+        page.keyboard.type(" and more")
+        page.keyboard.press("Escape")
+        expect(page.locator("#edit-workspace")).to_be_focused()
+        assert site.hub.api("GET", f"workspaces/{ws['id']}", alice, expect=200)["name"] == "Renamed in the page"
+    finally:
+        context.close()
+    context, page = login(site.hub, browser, "uwsbob", PASSWORD)
+    try:
+        page.goto(f"{site.hub.url}/hub/workspaces/{ws['id']}")
+        expect(page.locator("h1")).to_have_text("Renamed in the page")
+        expect(page.locator("#edit-workspace")).to_have_count(0)
+    finally:
+        context.close()
