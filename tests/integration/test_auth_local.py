@@ -323,7 +323,8 @@ def test_nobody_disables_their_own_account(local_hub):
     hub = local_hub
     name, password = new_admin(hub)
     # the user admin's own account (201; 409 when another test made it)
-    made = hub.request("POST", "accounts", hub.admin_token, json={"username": "keeper", "password": "keeper-pw"})
+    made = hub.request("POST", "accounts", hub.admin_token,
+                       json={"username": "keeper", "password": "keeper-password"})
     assert made.status_code in (201, 409), made.text
     for who, token in ((name, hub.add_user(name)), ("keeper", hub.add_user("keeper"))):
         r = hub.request("PATCH", f"accounts/{who}", token, json={"disabled": True, "email": "me@example.org"})
