@@ -91,7 +91,7 @@ class JobService:
         job_log_dir: str,
         wake: Callable[[int], None],
         launch_checks: list[Callable[[LaunchRequest], None]],
-        job_env: Callable[[dict[str, str]], dict[str, str]],
+        job_env: Callable[[JobType], dict[str, str]],
         active_server_limit: int = 0,
         retry_after_seconds: tuple[float, float] = (30, 60),
     ):
@@ -113,8 +113,8 @@ class JobService:
         #: when the launch is asked for and again right before the server starts,
         #: so a launch that became over quota while it waited is refused too.
         self.launch_checks = launch_checks
-        #: a job's environment from its job type's ``env`` (with the configuration of
-        #: jobs' Jupyter servers, see uws_hub.serverconfig)
+        #: a job's environment from its job type's ``env`` and web app (with the
+        #: configuration of jobs' Jupyter servers, see uws_hub.serverconfig)
         self.job_env = job_env
 
     # ---------------------------------------------------------------- status
@@ -245,7 +245,7 @@ class JobService:
             directory=ws.directory,
             cmd=job_type.cmd + (job_type.args_as_root if as_root else []),
             default_url=job_type.default_url,
-            env=self.job_env(job_type.env),
+            env=self.job_env(job_type),
             resources=dict(job.resources),
             system_user=system_user,
             home=home,

@@ -7,7 +7,11 @@ do what the owner can. JupyterHub lets in everyone with ``access:servers`` on
 it (the owner, the workspace's editors and viewers, admins); of these, only
 *writers* (``custom:uws:write:workspaces`` or ``admin:servers`` on this
 server: the owner, editors, admins) use it fully. Everyone else, a viewer,
-reaches only :data:`READ_ONLY_HANDLERS`, by GET or HEAD, never as a websocket.
+reaches only :data:`READ_ONLY_HANDLERS`, by GET or HEAD, never as a websocket;
+and, in a job whose job type's web app says ``viewers: true``, that app: the
+one route jupyter-server-proxy serves it at, with every method and websocket
+the app uses (what a viewer may do there is the app's to say: a dashboard
+shows, it does not run the viewer's code).
 
 - The guard, this module as the server extension ``uws_server_auth``
   (:func:`_load_jupyter_server_extension`), wraps the tornado application's
@@ -31,10 +35,13 @@ from __future__ import annotations
 import functools
 import json
 import os
+from typing import Any
 
+from jupyter_server.utils import url_path_join
 from jupyterhub.services.auth import check_scopes
 from jupyterhub.singleuser.extension import JupyterHubAuthorizer
 from tornado import web
+from tornado.routing import PathMatches
 
 WRITE_SCOPE = "custom:uws:write:workspaces"
 
@@ -93,9 +100,13 @@ def is_read_only(request, handler_class: type) -> bool:
     )
 
 
-async def require_writer(handler: web.RequestHandler) -> bool:
+async def require_writer(handler: web.RequestHandler, login: bool = False) -> bool:
     """Authenticate the request as the server does (JupyterHub's identity
-    provider) and require the write scope; else answer 403 and return False."""
+    provider) and require the write scope; else answer 403 and return False.
+
+    ``login``: a browser that is not logged in is sent to log in (JupyterHub's
+    OAuth, as ``@web.authenticated`` does), not refused: for the page of a web
+    app, which its owner opens as they open JupyterLab."""
     identity_provider = handler.settings["identity_provider"]
     user = await identity_provider.get_user(handler)
     # what Jupyter Server's prepare() sets: the handler does not ask again
@@ -106,7 +117,10 @@ async def require_writer(handler: web.RequestHandler) -> bool:
     what = "a websocket" if "Upgrade" in request.headers else request.method
     needs = f"{WRITE_SCOPE}!server={server_name()}"
     if user is None:
-        refuse(handler, f"{what} here needs a login with {needs}")
+        if login and what in ("GET", "HEAD"):
+            web.authenticated(lambda _: None)(handler)  # a redirect: the user is None
+        else:
+            refuse(handler, f"{what} here needs a login with {needs}")
         return False
     identity_provider.log.info("%s may only read here (%s %s refused)", user.username, what, request.path)
     refuse(
@@ -129,8 +143,8 @@ def refuse(handler: web.RequestHandler, message: str) -> None:
 
 
 @functools.cache
-def guarded(handler_class: type[web.RequestHandler]) -> type[web.RequestHandler]:
-    """``handler_class`` behind :func:`require_writer`, which runs before anything of its own.
+def guarded(handler_class: type[web.RequestHandler], login: bool = False) -> type[web.RequestHandler]:
+    """``handler_class`` behind :func:`require_writer` (with ``login``), which runs before anything of its own.
 
     It takes every standard method, so that a non-writer gets the same 403
     whatever the method (tornado would answer an unsupported one with 405
@@ -141,8 +155,8 @@ def guarded(handler_class: type[web.RequestHandler]) -> type[web.RequestHandler]
         SUPPORTED_METHODS = tuple(dict.fromkeys((*methods, *web.RequestHandler.SUPPORTED_METHODS)))
 
         async def prepare(self, *args, **kwargs):
-            if not await require_writer(self):
-                return None  # refused: answered
+            if not await require_writer(self, login):
+                return None  # refused (or sent to log in): answered
             if self.request.method not in methods:
                 raise web.HTTPError(405)
             result = super().prepare(*args, **kwargs)
@@ -164,8 +178,38 @@ class _Unroutable(web.RequestHandler):
         refuse(self, "uws-hub's server check cannot check this request, so no one may make it")
 
 
-def guard_routing(web_app: web.Application) -> None:
-    """Route every request either to its handler (on the read-only list) or to it guarded."""
+def web_app() -> dict[str, Any] | None:
+    """The job type's web app (``$UWS_APP``, set by the hub), or None."""
+    spec = os.environ.get("UWS_APP")
+    return json.loads(spec) if spec else None
+
+
+def routed_classes(router, pattern: str) -> set[type]:
+    """The handler classes a tornado router (and the routers in it) routes ``pattern`` to."""
+    found = set()
+    for rule in getattr(router, "rules", ()):
+        if isinstance(rule.target, type):
+            if isinstance(rule.matcher, PathMatches) and rule.matcher.regex.pattern == pattern:
+                found.add(rule.target)
+        else:
+            found |= routed_classes(rule.target, pattern)
+    return found
+
+
+def app_handlers(web_app: web.Application, path: str) -> set[type]:
+    """The handler class(es) jupyter-server-proxy serves the app at: the route
+    it adds for ``<base_url><path>/(.*)``, found by that exact pattern, so no
+    other route (``/proxy/<port>``, another server of the extension) is one."""
+    pattern = url_path_join(web_app.settings["base_url"], path, "(.*)") + "$"
+    return routed_classes(web_app.default_router, pattern)
+
+
+def guard_routing(
+    web_app: web.Application, viewer_apps: frozenset[type] = frozenset(), apps: frozenset[type] = frozenset()
+) -> None:
+    """Route every request either to its handler (on the read-only list, or
+    ``viewer_apps``: the web app viewers may use) or to it guarded (``apps``,
+    the web app's route, sending browsers that are not logged in to log in)."""
     find_handler = web_app.find_handler
 
     def guarded_find_handler(request, **kwargs):
@@ -173,10 +217,14 @@ def guard_routing(web_app: web.Application) -> None:
         handler_class = getattr(delegate, "handler_class", None)
         if handler_class is None:
             return web_app.get_handler_delegate(request, _Unroutable)
-        if is_read_only(request, handler_class):
+        if handler_class in viewer_apps or is_read_only(request, handler_class):
             return delegate
         return web_app.get_handler_delegate(
-            request, guarded(handler_class), delegate.handler_kwargs, delegate.path_args, delegate.path_kwargs
+            request,
+            guarded(handler_class, handler_class in apps),
+            delegate.handler_kwargs,
+            delegate.path_args,
+            delegate.path_kwargs,
         )
 
     web_app.find_handler = guarded_find_handler
@@ -187,13 +235,36 @@ def _jupyter_server_extension_points():
 
 
 def _load_jupyter_server_extension(serverapp) -> None:
-    """Guard the server's routing; a server that cannot be guarded does not run."""
+    """Guard the server's routing; a server that cannot be guarded, or whose
+    job type's web app is not served, does not run.
+
+    jupyter-server-proxy has added the app's route by now: Jupyter Server
+    loads extensions in the order of their names (``jupyter_server_proxy``
+    before ``uws_server_auth``)."""
     try:
-        guard_routing(serverapp.web_app)
+        app = web_app()
+        handlers: frozenset[type] = frozenset()
+        viewer_apps: frozenset[type] = frozenset()
+        if app is not None:
+            handlers = frozenset(app_handlers(serverapp.web_app, app["path"]))
+            if not handlers:
+                serverapp.log.critical(
+                    "uws_server_auth: the job type's web app is not served at %s/ (is jupyter-server-proxy "
+                    "installed where the job runs? an error above may say more); stopping",
+                    app["path"],
+                )
+                serverapp.exit(1)
+            if app["viewers"]:
+                viewer_apps = handlers
+        guard_routing(serverapp.web_app, viewer_apps, handlers)
     except Exception:
         serverapp.log.critical("uws_server_auth: cannot guard this server's routing; stopping", exc_info=True)
         serverapp.exit(1)
-    serverapp.log.info("uws_server_auth: readers reach only %d read-only handlers", len(READ_ONLY_HANDLERS))
+    serverapp.log.info(
+        "uws_server_auth: readers reach only %d read-only handlers%s",
+        len(READ_ONLY_HANDLERS),
+        " and the web app" if viewer_apps else "",
+    )
 
 
 class WorkspaceAuthorizer(JupyterHubAuthorizer):

@@ -1,0 +1,289 @@
+"""Web apps as jobs, in Chromium through the proxy: the shipped examples (a
+Voilà dashboard that viewers may open, a Streamlit app that they may not,
+uws_hub.jobs.examples) launched from the workspace page in new workspaces,
+rendered, and used (their websockets carry a widget's change and a text
+input); then who else may open them: a viewer the dashboard only, an editor
+both, a stranger and anonymous neither."""
+
+from __future__ import annotations
+
+import pwd
+import re
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+import websocket
+from playwright.sync_api import expect
+
+from .. import browserutil
+from ..hubutil import wait_for
+
+pytestmark = pytest.mark.browser
+
+PASSWORD = "a long password for the apps"
+OWNER, VIEWER, EDITOR, STRANGER = "uwsalice", "uwsbob", "uwscarol", "uwsnoshare"
+#: what the example dashboard shows, for its slider at 6 and at 7
+SUM_6 = "Sum of the squares of 1 to 6: 91"
+SUM_7 = "Sum of the squares of 1 to 7: 140"
+
+
+@pytest.fixture(scope="module")
+def apphub(make_hub, system_users, group_prefix):
+    hub = make_hub(f"""
+from uws_hub.jobs.examples import EXAMPLE_APP_JOB_TYPES
+from uws_hub.jobs.types import DEFAULT_JOB_TYPES
+c.UWSHub.system_users = True
+c.UWSHub.job_reconcile_interval = 2
+c.UWSHub.share_posix_group_prefix = {group_prefix!r}
+c.Authenticator.admin_users = {{"uwsadmin"}}
+c.UWSHub.job_types = {{**DEFAULT_JOB_TYPES, **EXAMPLE_APP_JOB_TYPES}}
+""")
+    for name in (OWNER, VIEWER, EDITOR, STRANGER):
+        hub.api("POST", "accounts", json={"username": name, "password": PASSWORD}, expect=201)
+    hub.tokens = {name: hub.add_user(name) for name in (OWNER, VIEWER, EDITOR, STRANGER)}
+    return hub
+
+
+def login(hub, browser, name: str):
+    return browserutil.login(hub, browser, name, PASSWORD)
+
+
+def authorize(page) -> None:
+    """JupyterHub asks someone opening another user's server to let it know who they are."""
+    button = page.locator("button:has-text('Authorize')")
+    if button.count():
+        button.click()
+
+
+def launch_from_the_page(page, hub, job_type: str) -> tuple[dict, object]:
+    """A new workspace of the page's user, the job type launched from its page;
+    returns the workspace and the app's tab, opened with the Open button."""
+    page.goto(hub.url + "/hub/workspaces")
+    page.fill("#ws-name", f"{job_type} {uuid.uuid4().hex[:6]}")
+    page.click("#create-button")
+    page.wait_for_url(re.compile(r".*/hub/workspaces/\d+$"))
+    ws = hub.api("GET", "workspaces/" + page.url.rsplit("/", 1)[1], hub.tokens[OWNER], expect=200)
+    page.select_option("#job-type-select", job_type)
+    job_type_model = next(t for t in hub.api("GET", "job-types", hub.tokens[OWNER]) if t["name"] == job_type)
+    expect(page.locator("#job-type-description")).to_have_text(job_type_model["description"])
+    expect(page.locator("#job-type-icon")).to_have_class(re.compile(f"fa-{job_type_model['icon']}"))
+    started = time.monotonic()
+    page.click("#launch-job")
+    expect(page.locator("#job-status")).to_have_text("running", timeout=90_000)
+    with page.context.expect_page() as new_page:
+        page.click("#open-job")
+    app = new_page.value
+    app.set_default_timeout(90_000)
+    app.started = started  # type: ignore[attr-defined]
+    return ws, app
+
+
+def seeded(hub, ws: dict, name: str) -> bool:
+    path = hub.workspaces_root / OWNER / ws["slug"] / name
+    return path.is_file() and path.stat().st_uid == path.parent.stat().st_uid
+
+
+def stop(hub, ws: dict) -> None:
+    job = hub.api("GET", f"workspaces/{ws['id']}", hub.tokens[OWNER])["active_job"]
+    if job:
+        hub.api("POST", f"jobs/{job['id']}/stop", hub.tokens[OWNER])
+        hub.wait_job(job["id"], hub.tokens[OWNER], {"completed", "cancelled", "failed"})
+
+
+def test_the_apps_start_from_the_page_and_render_in_new_workspaces(apphub, browser):
+    context, page = login(apphub, browser, OWNER)
+    try:
+        # Voilà: the example notebook written into the workspace, its outputs shown;
+        # the slider's change goes to the kernel and back through the websocket
+        ws, dashboard = launch_from_the_page(page, apphub, "voila")
+        dashboard.wait_for_url(re.compile(rf".*/user/{OWNER}/{ws['slug']}/app/"))
+        expect(dashboard.get_by_text(SUM_6)).to_be_visible()
+        print(f"voila: launch to rendered {time.monotonic() - dashboard.started:.1f} s")
+        expect(dashboard.locator("body")).not_to_contain_text("import ipywidgets")  # outputs, not code
+        dashboard.locator(".widget-slider [role=slider], .widget-slider .noUi-handle").first.focus()
+        dashboard.keyboard.press("ArrowRight")
+        expect(dashboard.get_by_text(SUM_7)).to_be_visible()
+        assert seeded(apphub, ws, "dashboard.ipynb")
+        stop(apphub, ws)
+
+        # Streamlit: the example script; what is typed goes to the app and its
+        # answer comes back through the websocket
+        ws, app = launch_from_the_page(page, apphub, "streamlit")
+        expect(app.get_by_text("Hello, world!")).to_be_visible()
+        print(f"streamlit: launch to rendered {time.monotonic() - app.started:.1f} s")
+        app.get_by_label("Your name").fill("Ada")
+        app.get_by_label("Your name").press("Enter")
+        expect(app.get_by_text("Hello, Ada!")).to_be_visible()
+        assert seeded(apphub, ws, "streamlit_app.py")
+        stop(apphub, ws)
+    finally:
+        context.close()
+
+
+# ---------------------------------------------------------------- who else may open them
+@pytest.fixture(scope="module")
+def shared_apps(apphub):
+    """The owner's running Voilà and Streamlit jobs, each in a workspace shared
+    with the viewer and the editor (launched through the API)."""
+    owner = apphub.tokens[OWNER]
+    apps = {}
+    for job_type in ("voila", "streamlit"):
+        ws = apphub.api("POST", "workspaces", owner, json={"name": f"shared {job_type} {uuid.uuid4().hex[:6]}"},
+                        expect=201)
+        for name, level in ((VIEWER, "viewer"), (EDITOR, "editor")):
+            apphub.api("POST", f"workspaces/{ws['id']}/shares", owner, json={"user": name, "level": level},
+                       expect=201)
+        job = apphub.api("POST", f"workspaces/{ws['id']}/jobs", owner, json={"job_type": job_type}, expect=202)
+        job = apphub.wait_job(job["id"], owner, {"running", "failed"}, timeout=90)
+        assert job["status"] == "running", job["reason"]
+        apps[job_type] = {"ws": ws, "job": job, "server": f"/user/{OWNER}/{ws['slug']}/"}
+    yield apps
+    for app in apps.values():
+        stop(apphub, app["ws"])
+
+
+def app_get(hub, server: str, token: str | None, **kw) -> requests.Response:
+    headers = {"Authorization": f"token {token}"} if token else {}
+    return requests.get(hub.url + server + "app/", headers=headers, allow_redirects=False, timeout=90, **kw)
+
+
+def app_websocket(hub, server: str, token: str | None) -> int:
+    """The status a websocket upgrade to the app gets (101: connected)."""
+    url = hub.url.replace("http", "ws", 1) + server + "app/_stcore/stream"
+    header = [f"Authorization: token {token}"] if token else []
+    try:
+        ws = websocket.create_connection(url, header=header, timeout=30)
+    except websocket.WebSocketBadStatusException as e:
+        return e.status_code
+    ws.close()
+    return 101
+
+
+@pytest.mark.expect_log_errors(
+    r"User <User\(uwsnoshare [^>]*> not allowed to access Server at /user/uwsalice/",
+)
+def test_a_viewer_opens_the_dashboard_and_nothing_else(apphub, shared_apps, browser):
+    voila, streamlit = shared_apps["voila"]["server"], shared_apps["streamlit"]["server"]
+    context, page = login(apphub, browser, VIEWER)
+    try:
+        page.goto(apphub.url + voila + "app/")
+        authorize(page)
+        expect(page.get_by_text(SUM_6)).to_be_visible(timeout=90_000)
+        # the dashboard's widgets work for a viewer (its kernel's websocket passes the guard)
+        page.locator(".widget-slider [role=slider], .widget-slider .noUi-handle").first.focus()
+        page.keyboard.press("ArrowRight")
+        expect(page.get_by_text(SUM_7)).to_be_visible()
+        # JupyterLab's write paths in the same server stay refused to the viewer
+        put = """async ([url, body]) => {
+            const xsrf = document.cookie.split('; ').find(c => c.startsWith('_xsrf='));
+            const r = await fetch(url, {method: 'PUT', headers: {'Content-Type': 'application/json',
+                'X-XSRFToken': xsrf ? decodeURIComponent(xsrf.split('=')[1]) : ''}, body: JSON.stringify(body)});
+            return r.status;
+        }"""
+        assert page.evaluate(put, [voila + "api/contents/bob-was-here.txt",
+                                   {"type": "file", "format": "text", "content": "from bob"}]) == 403
+        # the Streamlit app, which viewers may not use, is refused like the rest
+        response = page.goto(apphub.url + streamlit + "app/")
+        authorize(page)
+        expect(page.locator("body")).to_contain_text("may only read here")
+        assert response is not None
+    finally:
+        context.close()
+    bob = apphub.tokens[VIEWER]
+    assert app_get(apphub, voila, bob).status_code == 200
+    r = app_get(apphub, streamlit, bob)
+    assert r.status_code == 403 and "may only read here" in r.json()["message"]
+    assert app_websocket(apphub, streamlit, bob) == 403
+    kernel = requests.post(apphub.url + voila + "api/kernels", headers={"Authorization": f"token {bob}"}, timeout=30)
+    assert kernel.status_code == 403
+    assert not (apphub.workspaces_root / OWNER / shared_apps["voila"]["ws"]["slug"] / "bob-was-here.txt").exists()
+
+
+@pytest.mark.expect_log_errors(
+    r"User <User\(uwsnoshare [^>]*> not allowed to access Server at /user/uwsalice/",
+)
+def test_a_stranger_and_anonymous_are_refused(apphub, shared_apps, browser):
+    stranger = apphub.tokens[STRANGER]
+    for job_type, app in shared_apps.items():
+        r = app_get(apphub, app["server"], stranger)
+        assert r.status_code == 403, (job_type, r.status_code)
+        assert SUM_6 not in r.text
+        assert app_websocket(apphub, app["server"], stranger) == 403
+        # anonymous: sent to log in, nothing of the app
+        r = app_get(apphub, app["server"], None)
+        assert r.status_code == 302 and "/hub/api/oauth2/authorize" in r.headers["Location"], job_type
+        assert app_websocket(apphub, app["server"], None) == 403
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(apphub.url + shared_apps["voila"]["server"] + "app/")
+        page.wait_for_url(re.compile(r".*/hub/login.*"))
+        expect(page.locator("body")).not_to_contain_text("Sum of the squares")
+    finally:
+        context.close()
+    context, page = login(apphub, browser, STRANGER)
+    try:
+        response = page.goto(apphub.url + shared_apps["voila"]["server"] + "app/")
+        assert response is not None and response.status == 403
+        expect(page.locator("body")).not_to_contain_text("Sum of the squares")
+    finally:
+        context.close()
+
+
+def test_the_editor_opens_both(apphub, shared_apps, browser):
+    context, page = login(apphub, browser, EDITOR)
+    try:
+        page.goto(apphub.url + shared_apps["voila"]["server"] + "app/")
+        authorize(page)
+        expect(page.get_by_text(SUM_6)).to_be_visible(timeout=90_000)
+        page.goto(apphub.url + shared_apps["streamlit"]["server"] + "app/")
+        authorize(page)
+        expect(page.get_by_text("Hello, world!")).to_be_visible(timeout=90_000)
+        page.get_by_label("Your name").fill("Carol")
+        page.get_by_label("Your name").press("Enter")
+        expect(page.get_by_text("Hello, Carol!")).to_be_visible()
+    finally:
+        context.close()
+    assert app_websocket(apphub, shared_apps["streamlit"]["server"], apphub.tokens[EDITOR]) == 101
+
+
+def app_command(owner: str, word: str) -> list[str]:
+    """The command line of the owner's app process that has ``word`` in it."""
+    uid = pwd.getpwnam(owner).pw_uid
+    for proc in Path("/proc").iterdir():
+        try:
+            if not proc.name.isdigit() or proc.stat().st_uid != uid:
+                continue
+            argv = (proc / "cmdline").read_bytes().decode().split("\0")
+        except OSError:
+            continue
+        if any(word in arg for arg in argv):
+            return argv
+    raise AssertionError(f"no process of {owner} runs {word}")
+
+
+def test_around_the_proxy_other_accounts_cannot_use_the_apps(apphub, shared_apps):
+    """The apps run as the owner on this machine: Voilà's port answers only
+    requests with the token the proxy sends (no one else knows it: it is in the
+    app's environment, not on its command line), and Streamlit's socket is in
+    a folder of the owner's that no other account may open."""
+    assert app_get(apphub, shared_apps["voila"]["server"], apphub.tokens[OWNER]).status_code == 200
+    voila = app_command(OWNER, "dashboard.ipynb")
+    port = next(arg.split("=", 1)[1] for arg in voila if arg.startswith("--port="))
+    r = requests.get(f"http://127.0.0.1:{port}/", allow_redirects=False, timeout=30)
+    assert r.status_code in (302, 403) and "Sum of the squares" not in r.text, r.status_code
+
+    assert app_websocket(apphub, shared_apps["streamlit"]["server"], apphub.tokens[OWNER]) == 101
+    uvicorn = app_command(OWNER, "streamlit_asgi:app")
+    sock = next(arg.split("=", 1)[1] for arg in uvicorn if arg.startswith("--uds="))
+    connect = f"import socket; socket.socket(socket.AF_UNIX).connect({sock!r})"
+    refused = subprocess.run(["runuser", "-u", VIEWER, "--", "python3", "-c", connect], capture_output=True,
+                             text=True, timeout=30)
+    assert refused.returncode != 0 and "PermissionError" in refused.stderr, refused.stderr
+    owner = subprocess.run(["runuser", "-u", OWNER, "--", "python3", "-c", connect], capture_output=True,
+                           text=True, timeout=30)
+    assert owner.returncode == 0, owner.stderr
