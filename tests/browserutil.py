@@ -23,3 +23,25 @@ def login(hub, browser, name: str, password: str):
     page.click("#login_submit")
     page.wait_for_url(re.compile(r".*/hub/(workspaces|home)$"))
     return context, page
+
+
+def authorize(page) -> None:
+    """JupyterHub asks someone opening another user's server to let it know who they are: agree."""
+    button = page.locator("button:has-text('Authorize')")
+    if button.count():
+        button.click()
+
+
+#: a PUT of JSON from the page, with the page's XSRF cookie, as JupyterLab sends one; returns the status
+_PUT = """async ([url, body]) => {
+    const xsrf = document.cookie.split('; ').find(c => c.startsWith('_xsrf='));
+    const r = await fetch(url, {method: 'PUT', headers: {'Content-Type': 'application/json',
+        'X-XSRFToken': xsrf ? decodeURIComponent(xsrf.split('=')[1]) : ''}, body: JSON.stringify(body)});
+    return r.status;
+}"""
+
+
+def put_from_page(page, url: str, body: dict) -> int:
+    """The status of a PUT of ``body`` to ``url`` sent by the page's own JavaScript (its cookies, its XSRF token)."""
+    return page.evaluate(_PUT, [url, body])
+
