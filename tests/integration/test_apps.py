@@ -3,13 +3,18 @@ Voilà dashboard that viewers may open, a Streamlit app that they may not,
 uws_hub.jobs.examples) launched from the workspace page in new workspaces,
 rendered, and used (their websockets carry a widget's change and a text
 input); then who else may open them: a viewer the dashboard only, an editor
-both, a stranger and anonymous neither."""
+both, a stranger and anonymous neither; what an app gets (its command template
+filled in, none of its visitors' credentials: tests/echo_app.py), and that a
+viewer of the dashboard cannot run code in its kernel."""
 
 from __future__ import annotations
 
+import json
+import os
 import pwd
 import re
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -20,7 +25,7 @@ import websocket
 from playwright.sync_api import expect
 
 from .. import browserutil
-from ..hubutil import wait_for
+from ..hubutil import REPO
 
 pytestmark = pytest.mark.browser
 
@@ -29,6 +34,16 @@ OWNER, VIEWER, EDITOR, STRANGER = "uwsalice", "uwsbob", "uwscarol", "uwsnoshare"
 #: what the example dashboard shows, for its slider at 6 and at 7
 SUM_6 = "Sum of the squares of 1 to 6: 91"
 SUM_7 = "Sum of the squares of 1 to 7: 140"
+#: a web app that answers with what it was given (tests/echo_app.py); viewers may use it
+ECHO_JOB_TYPE = {
+    "display_name": "Echo",
+    "app": {
+        "command": [sys.executable, str(REPO / "tests" / "echo_app.py"), "{port}", "{base_url}", "{workspace}"],
+        "env": {"ECHO_TOKEN": "{token}"},
+        "request_headers": {"X-Echo-Token": "{token}"},
+        "viewers": True,
+    },
+}
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +55,7 @@ c.UWSHub.system_users = True
 c.UWSHub.job_reconcile_interval = 2
 c.UWSHub.share_posix_group_prefix = {group_prefix!r}
 c.Authenticator.admin_users = {{"uwsadmin"}}
-c.UWSHub.job_types = {{**DEFAULT_JOB_TYPES, **EXAMPLE_APP_JOB_TYPES}}
+c.UWSHub.job_types = {{**DEFAULT_JOB_TYPES, **EXAMPLE_APP_JOB_TYPES, "echo": {ECHO_JOB_TYPE!r}}}
 """)
     for name in (OWNER, VIEWER, EDITOR, STRANGER):
         hub.api("POST", "accounts", json={"username": name, "password": PASSWORD}, expect=201)
@@ -50,13 +65,6 @@ c.UWSHub.job_types = {{**DEFAULT_JOB_TYPES, **EXAMPLE_APP_JOB_TYPES}}
 
 def login(hub, browser, name: str):
     return browserutil.login(hub, browser, name, PASSWORD)
-
-
-def authorize(page) -> None:
-    """JupyterHub asks someone opening another user's server to let it know who they are."""
-    button = page.locator("button:has-text('Authorize')")
-    if button.count():
-        button.click()
 
 
 def launch_from_the_page(page, hub, job_type: str) -> tuple[dict, object]:
@@ -127,11 +135,11 @@ def test_the_apps_start_from_the_page_and_render_in_new_workspaces(apphub, brows
 # ---------------------------------------------------------------- who else may open them
 @pytest.fixture(scope="module")
 def shared_apps(apphub):
-    """The owner's running Voilà and Streamlit jobs, each in a workspace shared
-    with the viewer and the editor (launched through the API)."""
+    """The owner's running Voilà, Streamlit and echo jobs, each in a workspace
+    shared with the viewer and the editor (launched through the API)."""
     owner = apphub.tokens[OWNER]
     apps = {}
-    for job_type in ("voila", "streamlit"):
+    for job_type in ("voila", "streamlit", "echo"):
         ws = apphub.api("POST", "workspaces", owner, json={"name": f"shared {job_type} {uuid.uuid4().hex[:6]}"},
                         expect=201)
         for name, level in ((VIEWER, "viewer"), (EDITOR, "editor")):
@@ -163,32 +171,23 @@ def app_websocket(hub, server: str, token: str | None) -> int:
     return 101
 
 
-@pytest.mark.expect_log_errors(
-    r"User <User\(uwsnoshare [^>]*> not allowed to access Server at /user/uwsalice/",
-)
 def test_a_viewer_opens_the_dashboard_and_nothing_else(apphub, shared_apps, browser):
     voila, streamlit = shared_apps["voila"]["server"], shared_apps["streamlit"]["server"]
     context, page = login(apphub, browser, VIEWER)
     try:
         page.goto(apphub.url + voila + "app/")
-        authorize(page)
+        browserutil.authorize(page)
         expect(page.get_by_text(SUM_6)).to_be_visible(timeout=90_000)
         # the dashboard's widgets work for a viewer (its kernel's websocket passes the guard)
         page.locator(".widget-slider [role=slider], .widget-slider .noUi-handle").first.focus()
         page.keyboard.press("ArrowRight")
         expect(page.get_by_text(SUM_7)).to_be_visible()
         # JupyterLab's write paths in the same server stay refused to the viewer
-        put = """async ([url, body]) => {
-            const xsrf = document.cookie.split('; ').find(c => c.startsWith('_xsrf='));
-            const r = await fetch(url, {method: 'PUT', headers: {'Content-Type': 'application/json',
-                'X-XSRFToken': xsrf ? decodeURIComponent(xsrf.split('=')[1]) : ''}, body: JSON.stringify(body)});
-            return r.status;
-        }"""
-        assert page.evaluate(put, [voila + "api/contents/bob-was-here.txt",
-                                   {"type": "file", "format": "text", "content": "from bob"}]) == 403
+        assert browserutil.put_from_page(page, voila + "api/contents/bob-was-here.txt",
+                                         {"type": "file", "format": "text", "content": "from bob"}) == 403
         # the Streamlit app, which viewers may not use, is refused like the rest
         response = page.goto(apphub.url + streamlit + "app/")
-        authorize(page)
+        browserutil.authorize(page)
         expect(page.locator("body")).to_contain_text("may only read here")
         assert response is not None
     finally:
@@ -238,10 +237,10 @@ def test_the_editor_opens_both(apphub, shared_apps, browser):
     context, page = login(apphub, browser, EDITOR)
     try:
         page.goto(apphub.url + shared_apps["voila"]["server"] + "app/")
-        authorize(page)
+        browserutil.authorize(page)
         expect(page.get_by_text(SUM_6)).to_be_visible(timeout=90_000)
         page.goto(apphub.url + shared_apps["streamlit"]["server"] + "app/")
-        authorize(page)
+        browserutil.authorize(page)
         expect(page.get_by_text("Hello, world!")).to_be_visible(timeout=90_000)
         page.get_by_label("Your name").fill("Carol")
         page.get_by_label("Your name").press("Enter")
@@ -287,3 +286,66 @@ def test_around_the_proxy_other_accounts_cannot_use_the_apps(apphub, shared_apps
     owner = subprocess.run(["runuser", "-u", OWNER, "--", "python3", "-c", connect], capture_output=True,
                            text=True, timeout=30)
     assert owner.returncode == 0, owner.stderr
+
+
+def test_an_app_gets_its_command_template_filled_and_no_visitors_credentials(apphub, shared_apps):
+    """The echo app sees {base_url}, {workspace} and the {token} as the job type
+    says (the token in its environment and the proxy's header, not on its command
+    line) and the path below its prefix; of the visitor's credentials (an API
+    token, JupyterHub's cookies) nothing, whether the guard let the visitor
+    through as a writer or as a viewer of an app viewers may use."""
+    echo = shared_apps["echo"]
+    directory = os.path.realpath(apphub.workspaces_root / OWNER / echo["ws"]["slug"])
+    cookies = "jupyterhub-session-id=0123abcd; jupyterhub-user-uwsalice-x=secret; theme=dark"
+    for name in (OWNER, EDITOR, VIEWER):
+        r = requests.get(apphub.url + echo["server"] + "app/some/page?x=1", allow_redirects=False, timeout=60,
+                         headers={"Authorization": f"token {apphub.tokens[name]}", "Cookie": cookies})
+        assert r.status_code == 200, (name, r.status_code, r.text[:300])
+        seen = r.json()
+        port, base_url, workspace = seen["argv"]
+        assert port.isdigit() and base_url == echo["server"] + "app/"
+        assert os.path.realpath(workspace) == directory and os.path.realpath(seen["cwd"]) == directory
+        assert seen["path"] == "/some/page?x=1"
+        headers = {k.lower(): v for k, v in seen["headers"].items()}
+        assert "authorization" not in headers, name
+        assert headers["cookie"] == "theme=dark", name
+        assert len(seen["token"]) >= 32 and headers["x-echo-token"] == seen["token"]
+    assert seen["token"] not in " ".join(app_command(OWNER, "echo_app.py"))
+
+
+def test_a_viewer_cannot_run_code_in_the_dashboards_kernel(apphub, shared_apps):
+    """A viewer may use the dashboard's widgets, not its kernel: Voilà passes
+    the kernel only widget (comm) and kernel-info messages, so an
+    execute_request sent on the dashboard kernel's websocket runs nothing."""
+    bob = apphub.tokens[VIEWER]
+    voila = shared_apps["voila"]
+    marker = apphub.workspaces_root / OWNER / voila["ws"]["slug"] / "bob-ran-code.txt"
+    page = app_get(apphub, voila["server"], bob)
+    assert page.status_code == 200
+    kernel = re.search(r'"kernelId":\s*"([0-9a-f-]{36})"', page.text)
+    assert kernel, page.text[:2000]
+    url = apphub.url.replace("http", "ws", 1) + voila["server"] + f"app/api/kernels/{kernel.group(1)}/channels"
+    ws = websocket.create_connection(url, header=[f"Authorization: token {bob}"], timeout=60)
+
+    def request(msg_type: str, content: dict) -> str:
+        msg_id = uuid.uuid4().hex
+        header = {"msg_id": msg_id, "msg_type": msg_type, "session": "bob", "username": "bob", "version": "5.3",
+                  "date": "2024-01-01T00:00:00Z"}
+        ws.send(json.dumps({"header": header, "parent_header": {}, "metadata": {}, "content": content,
+                            "channel": "shell", "buffers": []}))
+        return msg_id
+
+    try:
+        request("execute_request", {"code": f"open({str(marker)!r}, 'w').write('bob')", "silent": False,
+                                    "store_history": False, "user_expressions": {}, "allow_stdin": False})
+        info = request("kernel_info_request", {})
+        replies = []
+        while True:  # the shell channel answers in order: an execute_reply would come first
+            msg = json.loads(ws.recv())
+            replies.append(msg["header"]["msg_type"])
+            if msg["parent_header"].get("msg_id") == info and msg["header"]["msg_type"] == "kernel_info_reply":
+                break
+    finally:
+        ws.close()
+    assert "execute_reply" not in replies and "execute_input" not in replies, replies
+    assert not marker.exists()

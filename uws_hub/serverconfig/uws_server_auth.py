@@ -10,8 +10,10 @@ server: the owner, editors, admins) use it fully. Everyone else, a viewer,
 reaches only :data:`READ_ONLY_HANDLERS`, by GET or HEAD, never as a websocket;
 and, in a job whose job type's web app says ``viewers: true``, that app: the
 one route jupyter-server-proxy serves it at, with every method and websocket
-the app uses (what a viewer may do there is the app's to say: a dashboard
-shows, it does not run the viewer's code).
+the app uses (what a viewer may do there is the app's to say: Voilà, for
+one, passes its kernel only the widgets' messages, never code to run). The
+app gets none of its visitors' credentials (:func:`without_credentials`): it
+is the owner's code.
 
 - The guard, this module as the server extension ``uws_server_auth``
   (:func:`_load_jupyter_server_extension`), wraps the tornado application's
@@ -41,9 +43,11 @@ from jupyter_server.utils import url_path_join
 from jupyterhub.services.auth import check_scopes
 from jupyterhub.singleuser.extension import JupyterHubAuthorizer
 from tornado import web
-from tornado.routing import PathMatches
+from tornado.routing import PathMatches, Rule
 
 WRITE_SCOPE = "custom:uws:write:workspaces"
+#: the names of JupyterHub's cookies: its session id, and each server's login (OAuth) cookie
+HUB_COOKIE_PREFIX = "jupyterhub-"
 
 #: What a reader may GET (or HEAD), by handler class: what JupyterLab needs to
 #: show the workspace and open its files, each read-only (why, beside it).
@@ -184,24 +188,58 @@ def web_app() -> dict[str, Any] | None:
     return json.loads(spec) if spec else None
 
 
-def routed_classes(router, pattern: str) -> set[type]:
-    """The handler classes a tornado router (and the routers in it) routes ``pattern`` to."""
-    found = set()
+def routed_rules(router, pattern: str) -> list[Rule]:
+    """The rules of a tornado router (and of the routers in it) that route ``pattern`` to a handler class."""
+    found = []
     for rule in getattr(router, "rules", ()):
         if isinstance(rule.target, type):
             if isinstance(rule.matcher, PathMatches) and rule.matcher.regex.pattern == pattern:
-                found.add(rule.target)
+                found.append(rule)
         else:
-            found |= routed_classes(rule.target, pattern)
+            found += routed_rules(rule.target, pattern)
     return found
 
 
-def app_handlers(web_app: web.Application, path: str) -> set[type]:
-    """The handler class(es) jupyter-server-proxy serves the app at: the route
-    it adds for ``<base_url><path>/(.*)``, found by that exact pattern, so no
-    other route (``/proxy/<port>``, another server of the extension) is one."""
+def app_rules(web_app: web.Application, path: str) -> list[Rule]:
+    """The route(s) jupyter-server-proxy serves the app at: the one it adds for
+    ``<base_url><path>/(.*)``, found by that exact pattern, so no other route
+    (``/proxy/<port>``, another server of the extension) is one."""
     pattern = url_path_join(web_app.settings["base_url"], path, "(.*)") + "$"
-    return routed_classes(web_app.default_router, pattern)
+    return routed_rules(web_app.default_router, pattern)
+
+
+def without_cookies(cookie: str, prefix: str) -> str:
+    """A ``Cookie`` header's value without the cookies whose names start with ``prefix``."""
+    kept = [c.strip() for c in cookie.split(";") if c.strip() and not c.strip().startswith(prefix)]
+    return "; ".join(kept)
+
+
+@functools.cache
+def without_credentials(handler_class: type[web.RequestHandler]) -> type[web.RequestHandler]:
+    """jupyter-server-proxy's handler of the app, passing on to the app none
+    of the visitor's credentials: no ``Authorization`` header (a visitor's API
+    token) and no JupyterHub cookie (the visitor's login to this server).
+
+    The app runs as the workspace's owner and is the owner's code: a token or
+    login it saw would let the owner act as whoever opened the app. Headers the
+    job type's ``request_headers`` set (the app's own ``{token}``) still go."""
+
+    class App(handler_class):  # type: ignore[valid-type,misc]
+        def proxy_request_headers(self):
+            headers = super().proxy_request_headers()
+            own = self.get_request_headers_override()
+            if "Authorization" not in own:
+                headers.pop("Authorization", None)
+            if "Cookie" in headers and "Cookie" not in own:
+                cookie = without_cookies("; ".join(headers.get_list("Cookie")), HUB_COOKIE_PREFIX)
+                del headers["Cookie"]
+                if cookie:
+                    headers["Cookie"] = cookie
+            return headers
+
+    App.__name__, App.__qualname__ = handler_class.__name__, handler_class.__qualname__
+    App.__module__, App.__doc__ = handler_class.__module__, handler_class.__doc__
+    return App
 
 
 def guard_routing(
@@ -246,7 +284,10 @@ def _load_jupyter_server_extension(serverapp) -> None:
         handlers: frozenset[type] = frozenset()
         viewer_apps: frozenset[type] = frozenset()
         if app is not None:
-            handlers = frozenset(app_handlers(serverapp.web_app, app["path"]))
+            rules = app_rules(serverapp.web_app, app["path"])
+            for rule in rules:
+                rule.target = without_credentials(rule.target)
+            handlers = frozenset(rule.target for rule in rules)
             if not handlers:
                 serverapp.log.critical(
                     "uws_server_auth: the job type's web app is not served at %s/ (is jupyter-server-proxy "
