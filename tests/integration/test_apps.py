@@ -44,6 +44,8 @@ ECHO_JOB_TYPE = {
         "viewers": True,
     },
 }
+#: the echo app where jupyter-server-proxy cannot be loaded (tests/without_proxy)
+UNSERVED_JOB_TYPE = {**ECHO_JOB_TYPE, "env": {"PYTHONPATH": str(REPO / "tests" / "without_proxy")}}
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +57,8 @@ c.UWSHub.system_users = True
 c.UWSHub.job_reconcile_interval = 2
 c.UWSHub.share_posix_group_prefix = {group_prefix!r}
 c.Authenticator.admin_users = {{"uwsadmin"}}
-c.UWSHub.job_types = {{**DEFAULT_JOB_TYPES, **EXAMPLE_APP_JOB_TYPES, "echo": {ECHO_JOB_TYPE!r}}}
+c.UWSHub.job_types = {{**DEFAULT_JOB_TYPES, **EXAMPLE_APP_JOB_TYPES, "echo": {ECHO_JOB_TYPE!r},
+                      "unserved": {UNSERVED_JOB_TYPE!r}}}
 """)
     for name in (OWNER, VIEWER, EDITOR, STRANGER):
         hub.api("POST", "accounts", json={"username": name, "password": PASSWORD}, expect=201)
@@ -349,3 +352,27 @@ def test_a_viewer_cannot_run_code_in_the_dashboards_kernel(apphub, shared_apps):
         ws.close()
     assert "execute_reply" not in replies and "execute_input" not in replies, replies
     assert not marker.exists()
+
+
+def test_an_apps_job_serves_jupyterlab_too(apphub, shared_apps):
+    """The owner edits the app's file in the same job: its server serves
+    JupyterLab beside the app, and the seeded notebook through the contents API."""
+    owner = {"Authorization": f"token {apphub.tokens[OWNER]}"}
+    server = apphub.url + shared_apps["voila"]["server"]
+    lab = requests.get(server + "lab", headers=owner, timeout=60)
+    assert lab.status_code == 200 and "JupyterLab" in lab.text
+    notebook = requests.get(server + "api/contents/dashboard.ipynb", headers=owner, timeout=60)
+    assert notebook.status_code == 200 and "Sum of the squares" in json.dumps(notebook.json()["content"])
+
+
+def test_a_job_whose_app_cannot_be_served_fails_saying_why(apphub):
+    """Without jupyter-server-proxy where the job runs, its server would open
+    with no app: it stops instead, and the owner reads why."""
+    owner = apphub.tokens[OWNER]
+    ws = apphub.api("POST", "workspaces", owner, json={"name": f"unserved {uuid.uuid4().hex[:6]}"}, expect=201)
+    job = apphub.api("POST", f"workspaces/{ws['id']}/jobs", owner, json={"job_type": "unserved"}, expect=202)
+    job = apphub.wait_job(job["id"], owner, {"running", "failed"}, timeout=90)
+    assert job["status"] == "failed", job
+    assert "exited with status 1" in job["reason"], job["reason"]
+    output = apphub.api("GET", f"jobs/{job['id']}/output", owner, expect=200)
+    assert "the job type's web app is not served at app/" in json.dumps(output), output
