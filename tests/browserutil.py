@@ -1,9 +1,12 @@
-"""Debian's Chromium driven by Playwright (never a downloaded browser), and
-logging in through the hub's login form."""
+"""Debian's Chromium driven by Playwright (never a downloaded browser):
+logging in through the hub's login form, what pages of other users' servers
+ask of a visitor, and the user guide's screenshots."""
 
 from __future__ import annotations
 
+import io
 import re
+from pathlib import Path
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -45,3 +48,29 @@ def put_from_page(page, url: str, body: dict) -> int:
     """The status of a PUT of ``body`` to ``url`` sent by the page's own JavaScript (its cookies, its XSRF token)."""
     return page.evaluate(_PUT, [url, body])
 
+
+#: the size of the user guide's screenshots (docs/images/), in CSS pixels at scale 1
+SCREENSHOT_SIZE = {"width": 1200, "height": 800}
+#: the share of pixels that may differ before a screenshot replaces the one in
+#: docs/images/: a clock that moved on or another id does not churn the repository,
+#: a page that changed its layout does
+SCREENSHOT_CHANGED = 0.02
+
+
+def save_screenshot(page, path: Path) -> bool:
+    """The page as a PNG of 256 colours at ``path``, unless the PNG there
+    already shows the same (all but :data:`SCREENSHOT_CHANGED` of the pixels);
+    returns whether it wrote one."""
+    from PIL import Image, ImageChops
+
+    shot = Image.open(io.BytesIO(page.screenshot())).convert("RGB")
+    if path.exists():
+        with Image.open(path) as old:
+            old_rgb = old.convert("RGB")
+        if old_rgb.size == shot.size:
+            diff = ImageChops.difference(old_rgb, shot).convert("L").point(lambda v: 255 if v > 16 else 0)
+            if diff.histogram()[255] <= SCREENSHOT_CHANGED * shot.width * shot.height:
+                return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shot.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+    return True
