@@ -74,3 +74,18 @@ def save_screenshot(page, path: Path) -> bool:
     path.parent.mkdir(parents=True, exist_ok=True)
     shot.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
     return True
+
+
+def launch_and_open(page, job_type: str):
+    """On a workspace's page: launch ``job_type`` from the launch form, wait
+    until it runs, and open it with the Open button; returns the job's tab."""
+    from playwright.sync_api import expect
+
+    page.select_option("#job-type-select", job_type)
+    page.click("#launch-job")
+    expect(page.locator("#job-status")).to_have_text("running", timeout=90_000)
+    with page.context.expect_page() as opened:
+        page.click("#open-job")
+    tab = opened.value
+    tab.set_default_timeout(90_000)
+    return tab

@@ -83,12 +83,7 @@ def launch_from_the_page(page, hub, job_type: str) -> tuple[dict, object]:
     expect(page.locator("#job-type-description")).to_have_text(job_type_model["description"])
     expect(page.locator("#job-type-icon")).to_have_class(re.compile(f"fa-{job_type_model['icon']}"))
     started = time.monotonic()
-    page.click("#launch-job")
-    expect(page.locator("#job-status")).to_have_text("running", timeout=90_000)
-    with page.context.expect_page() as new_page:
-        page.click("#open-job")
-    app = new_page.value
-    app.set_default_timeout(90_000)
+    app = browserutil.launch_and_open(page, job_type)
     app.started = started  # type: ignore[attr-defined]
     return ws, app
 

@@ -149,14 +149,7 @@ def test_the_guides_pages_render_and_are_photographed(guide_hub, browser, tmp_pa
 
         # a Voilà dashboard launched from the page in a new workspace (the example notebook)
         new_workspace(page, hub, "Dashboard", "The example Voilà dashboard")
-        page.select_option("#job-type-select", "voila")
-        expect(page.locator("#job-type-icon")).to_have_class(re.compile("fa-chart-line"))
-        page.click("#launch-job")
-        expect(page.locator("#job-status")).to_have_text("running", timeout=90_000)
-        with context.expect_page() as opened:
-            page.click("#open-job")
-        dashboard = opened.value
-        dashboard.set_default_timeout(90_000)
+        dashboard = browserutil.launch_and_open(page, "voila")
         expect(dashboard.get_by_text(SUM_6)).to_be_visible(timeout=90_000)
         expect(dashboard.locator(".widget-slider")).to_be_visible()
         shoot(dashboard, "voila.png", taken)
@@ -166,13 +159,7 @@ def test_the_guides_pages_render_and_are_photographed(guide_hub, browser, tmp_pa
 
         # a Streamlit app, likewise (the example script)
         new_workspace(page, hub, "Streamlit app", "The example Streamlit app")
-        page.select_option("#job-type-select", "streamlit")
-        page.click("#launch-job")
-        expect(page.locator("#job-status")).to_have_text("running", timeout=90_000)
-        with context.expect_page() as opened:
-            page.click("#open-job")
-        app = opened.value
-        app.set_default_timeout(90_000)
+        app = browserutil.launch_and_open(page, "streamlit")
         expect(app.get_by_text("Hello, world!")).to_be_visible(timeout=90_000)
         shoot(app, "streamlit.png", taken)
         app.close()
