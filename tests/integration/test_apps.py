@@ -371,3 +371,24 @@ def test_a_job_whose_app_cannot_be_served_fails_saying_why(apphub):
     assert "exited with status 1" in job["reason"], job["reason"]
     output = apphub.api("GET", f"jobs/{job['id']}/output", owner, expect=200)
     assert "the job type's web app is not served at app/" in json.dumps(output), output
+
+
+def test_a_workspaces_own_dashboard_is_shown_and_kept(apphub):
+    """A workspace with its own dashboard.ipynb gets it shown, not the example,
+    and the file is left as it was."""
+    owner = apphub.tokens[OWNER]
+    mine = json.dumps({"cells": [{"cell_type": "markdown", "id": "mine", "metadata": {},
+                                  "source": ["# Glacier melt, by year"]}],
+                       "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
+    ws = apphub.api("POST", "workspaces", owner, expect=201, json={
+        "name": f"own dashboard {uuid.uuid4().hex[:6]}", "files": [{"path": "dashboard.ipynb", "content": mine}]})
+    job = apphub.api("POST", f"workspaces/{ws['id']}/jobs", owner, json={"job_type": "voila"}, expect=202)
+    job = apphub.wait_job(job["id"], owner, {"running", "failed"}, timeout=90)
+    assert job["status"] == "running", job["reason"]
+    try:
+        page = app_get(apphub, f"/user/{OWNER}/{ws['slug']}/", owner)
+        assert page.status_code == 200
+        assert "Glacier melt, by year" in page.text and "Example dashboard" not in page.text
+        assert (apphub.workspaces_root / OWNER / ws["slug"] / "dashboard.ipynb").read_text() == mine
+    finally:
+        stop(apphub, ws)
