@@ -52,9 +52,10 @@ def put_from_page(page, url: str, body: dict) -> int:
 #: the size of the user guide's screenshots (docs/images/), in CSS pixels at scale 1
 SCREENSHOT_SIZE = {"width": 1200, "height": 800}
 #: the share of pixels that may differ before a screenshot replaces the one in
-#: docs/images/: a clock that moved on or another id does not churn the repository,
-#: a page that changed its layout does
-SCREENSHOT_CHANGED = 0.02
+#: docs/images/: a clock that moved on, another id or an animation's phase (up to
+#: 0.4% between two runs) does not churn the repository, a page that changed its
+#: layout does (delete a picture to have it taken again after a smaller change)
+SCREENSHOT_CHANGED = 0.01
 
 
 def save_screenshot(page, path: Path) -> bool:

@@ -118,6 +118,8 @@ def test_the_apps_start_from_the_page_and_render_in_new_workspaces(apphub, brows
 
         # Streamlit: the example script; what is typed goes to the app and its
         # answer comes back through the websocket
+        requested: list[str] = []
+        context.on("request", lambda request: requested.append(request.url))
         ws, app = launch_from_the_page(page, apphub, "streamlit")
         expect(app.get_by_text("Hello, world!")).to_be_visible()
         print(f"streamlit: launch to rendered {time.monotonic() - app.started:.1f} s")
@@ -125,6 +127,11 @@ def test_the_apps_start_from_the_page_and_render_in_new_workspaces(apphub, brows
         app.get_by_label("Your name").press("Enter")
         expect(app.get_by_text("Hello, Ada!")).to_be_visible()
         assert seeded(apphub, ws, "streamlit_app.py")
+        # the example's settings apply: no usage statistics sent from the page to
+        # the network, no developer menu for visitors
+        elsewhere = [url for url in requested if url.startswith("http") and not url.startswith(apphub.url)]
+        assert not elsewhere, elsewhere
+        expect(app.get_by_text("Deploy", exact=True)).to_have_count(0)
         stop(apphub, ws)
     finally:
         context.close()

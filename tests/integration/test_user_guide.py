@@ -6,7 +6,8 @@ stay current: each page is checked to render what the guide says it shows
 before it is photographed, and the guide shows exactly the pictures taken here.
 
 A picture replaces the one in docs/images/ only when the page looks different
-(browserutil.save_screenshot): commit the ones a change of the pages rewrites.
+(browserutil.save_screenshot; delete a picture to have it taken again): commit
+the ones a change of the pages rewrites.
 """
 
 from __future__ import annotations

@@ -47,14 +47,9 @@ EXAMPLE_APP_JOB_TYPES: dict[str, dict[str, Any]] = {
         "icon": "rocket",
         "args_as_root": ["--allow-root"],
         "app": {
-            # on a Unix socket in a folder only the owner's account may open
+            # on a Unix socket in a folder only the owner's account may open;
+            # Streamlit's settings are in streamlit_asgi.py
             "command": ["uvicorn", "--uds={unix_socket}", f"--app-dir={EXAMPLES_DIR}", "streamlit_asgi:app"],
-            "env": {
-                "STREAMLIT_SERVER_HEADLESS": "true",
-                # the page would fetch the network to count its use
-                "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
-                "STREAMLIT_CLIENT_TOOLBAR_MODE": "minimal",
-            },
             "viewers": False,
             "seed": {"streamlit_app.py": os.path.join(EXAMPLES_DIR, "streamlit_app.py")},
         },
