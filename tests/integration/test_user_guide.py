@@ -105,7 +105,7 @@ def test_the_guides_pages_render_and_are_photographed(guide_hub, browser, tmp_pa
         upload.write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
         page.set_input_files("#upload-file", str(upload))
         page.click("#upload-form button[type=submit]")
-        expect(page.locator("#files")).to_contain_text("regression.ipynb")
+        expect(page.locator("#files")).to_contain_text("regression.ipynb", timeout=30_000)
         expect(page.locator("#job-type-description")).to_contain_text("JupyterLab")
         page.click("#launch-job")
         expect(page.locator("#job-progress-bar")).to_be_visible()
@@ -119,13 +119,13 @@ def test_the_guides_pages_render_and_are_photographed(guide_hub, browser, tmp_pa
         lab.set_default_timeout(60_000)
         lab.wait_for_url(re.compile(r".*/user/admin/thesis-analysis/lab.*"))
         expect(lab.locator(".jp-LauncherCard").first).to_be_visible(timeout=60_000)
-        expect(lab.locator(".jp-DirListing-content")).to_contain_text("regression.ipynb")
+        expect(lab.locator(".jp-DirListing-content")).to_contain_text("regression.ipynb", timeout=60_000)
         # JupyterLab's first start asks about news in a corner: no, thanks
         try:
             lab.get_by_role("button", name="No", exact=True).click(timeout=5_000)
         except PlaywrightTimeout:
             pass
-        expect(lab.locator(".jp-Notification-Toast-Close")).to_have_count(0)
+        expect(lab.locator(".jp-Notification-Toast-Close")).to_have_count(0, timeout=30_000)
         shoot(lab, "jupyterlab.png", taken)
         lab.close()
         page.click("#stop-job")

@@ -33,8 +33,10 @@ EXAMPLE_APP_JOB_TYPES: dict[str, dict[str, Any]] = {
                 "--Voila.base_url={base_url}",
                 "--Voila.server_url=/",
                 "--Voila.auto_token=True",
+                # Voilà's lab template without style sheets from a CDN (examples/jupyter/voila)
+                "--template=uws-lab",
             ],  # fmt: skip
-            "env": {"JUPYTER_TOKEN": "{token}"},
+            "env": {"JUPYTER_TOKEN": "{token}", "JUPYTER_PATH": os.path.join(EXAMPLES_DIR, "jupyter")},
             "request_headers": {"Authorization": "token {token}"},
             "viewers": True,
             "seed": {"dashboard.ipynb": os.path.join(EXAMPLES_DIR, "dashboard.ipynb")},
