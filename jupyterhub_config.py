@@ -2,6 +2,9 @@
 # Every option is described in docs/admin-guide.md (or `uws-hub --generate-config`).
 import os
 
+from uws_hub.jobs.examples import EXAMPLE_APP_JOB_TYPES
+from uws_hub.jobs.types import DEFAULT_JOB_TYPES
+
 c = get_config()  # noqa: F821
 
 # where the hub listens; the README's URL
@@ -17,3 +20,8 @@ c.Authenticator.admin_users = {"admin"}
 # see c.UWSHub.system_users to run them as their owners' system accounts
 c.JupyterHub.spawner_class = "uws-local"
 c.UWSHub.workspaces_root = "workspaces"
+
+# what users may launch in a workspace: JupyterLab, and two example web apps
+# (a Voilà dashboard and a Streamlit app, served behind the hub's login; see
+# "Web apps" in docs/admin-guide.md)
+c.UWSHub.job_types = {**DEFAULT_JOB_TYPES, **EXAMPLE_APP_JOB_TYPES}

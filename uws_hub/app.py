@@ -114,7 +114,9 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         config=True,
         help="""The kinds of jobs users can launch, by name.
 
-        Each value is a dict with: ``display_name``, ``description``, ``cmd``
+        Each value is a dict with: ``display_name``, ``description``, ``icon``
+        (a Font Awesome icon's name, e.g. ``"chart-line"``, shown with the
+        description in the launch form), ``cmd``
         (the command that starts the job's server; default
         ``["jupyterhub-singleuser"]``), ``args_as_root`` (arguments added when
         the job would run as root, e.g. ``["--allow-root"]``), ``default_url``
@@ -126,7 +128,19 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         with a 422) and ``default_resources`` (what a launch gets when it does
         not ask: ``cpus``, ``memory``, ``gpus``, ``time_limit``,
         ``partition``). Memory is ``<n>[K|M|G|T]``, time limits are SLURM's
-        (``30``: minutes, ``4:00:00``, ``1-12:00:00``). Example::
+        (``30``: minutes, ``4:00:00``, ``1-12:00:00``).
+
+        ``app`` makes the job a web app (a dashboard, a Streamlit app...) that
+        the job's Jupyter server runs with jupyter-server-proxy and serves at
+        ``<server>/app/`` (where the job opens), behind the hub's login and
+        sharing rules: ``command`` (with ``{port}`` or ``{unix_socket}``,
+        ``{base_url}``, ``{workspace}``), ``env`` and ``request_headers``
+        (which may also name ``{token}``, a secret made at each start),
+        ``timeout_seconds`` (default 60), ``viewers`` (whether viewers of a
+        shared workspace may use it; default false) and ``seed`` (files to copy
+        into the workspace when it has none of that name). See "Web apps" in
+        docs/admin-guide.md; ``uws_hub.jobs.examples`` has a Voilà dashboard and
+        a Streamlit app. Example::
 
             c.UWSHub.job_types = {
                 "jupyterlab": {"display_name": "JupyterLab", "default_url": "/lab",

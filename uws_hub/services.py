@@ -206,7 +206,9 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         wake=waker(queue, JobSteps.kind),
         # each job type's resource limits (cpus, memory, gpus, time, partitions), then quotas: 422 over them
         launch_checks=[check_resource_limits, quotas.check_launch],
-        job_env=lambda env: job_env(env, hub.server_auth_cache_seconds),
+        job_env=lambda job_type: job_env(
+            job_type.env, hub.server_auth_cache_seconds, None if job_type.app is None else job_type.app.model_dump()
+        ),
         runners=runners,
         wake_queue=lambda: queue.put(QUEUE_KEY),
     )

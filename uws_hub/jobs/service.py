@@ -107,7 +107,7 @@ class JobService:
         job_log_dir: str,
         wake: Callable[[int], None],
         launch_checks: list[Callable[[LaunchRequest], None]],
-        job_env: Callable[[dict[str, str]], dict[str, str]],
+        job_env: Callable[[JobType], dict[str, str]],
         runners: dict[str, BatchRunner] | None = None,
         wake_queue: Callable[[], None] = lambda: None,
         active_server_limit: int = 0,
@@ -131,8 +131,8 @@ class JobService:
         #: when the launch is asked for and again right before the server starts,
         #: so a launch that became over quota while it waited is refused too.
         self.launch_checks = launch_checks
-        #: a job's environment from its job type's ``env`` (with the configuration of
-        #: jobs' Jupyter servers, see uws_hub.serverconfig)
+        #: a job's environment from its job type's ``env`` and web app (with the
+        #: configuration of jobs' Jupyter servers, see uws_hub.serverconfig)
         self.job_env = job_env
         #: the batch runner of each resource that has one
         self.runners = runners or {}
@@ -297,7 +297,7 @@ class JobService:
             directory=ws.directory,
             cmd=job_type.server_cmd + (job_type.args_as_root if as_root else []),
             default_url=job_type.default_url,
-            env=self.job_env(job_type.env),
+            env=self.job_env(job_type),
             resources=dict(job.resources),
             system_user=system_user,
             home=home,
