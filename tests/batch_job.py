@@ -8,7 +8,8 @@
 - ``alloc MB``: allocates MB megabytes (and touches them);
 - ``lines N SECONDS``: prints N numbered lines, SECONDS apart;
 - ``count FILE``: appends a line to FILE (how often a job ran), sleeps 3 s, exits 0;
-- ``wait FILE``: runs until FILE exists (at most 5 minutes), then exits 0.
+- ``wait FILE``: runs until FILE exists (at most 5 minutes), then exits 0;
+- ``write N``: writes N bytes to ``$UWS_RESULTS_DIR/data.bin``.
 """
 
 import json
@@ -22,6 +23,7 @@ def main(what, *args):
         report = {
             "argv": list(args),
             "env": {k: v for k, v in os.environ.items() if k.startswith(("UWS_", "ECHO_"))},
+            "env_names": sorted(os.environ),
             "uid": os.getuid(),
             "cwd": os.getcwd(),
             "cpus": sorted(os.sched_getaffinity(0)),
@@ -60,6 +62,10 @@ def main(what, *args):
         deadline = time.monotonic() + 300
         while not os.path.exists(args[0]) and time.monotonic() < deadline:
             time.sleep(0.1)
+        return 0
+    if what == "write":
+        with open(os.path.join(os.environ["UWS_RESULTS_DIR"], "data.bin"), "wb") as f:
+            f.write(b"x" * int(args[0]))
         return 0
     raise SystemExit(f"unknown: {what}")
 

@@ -37,6 +37,7 @@ from .serverconfig import job_env
 from .sharing.collaborate import ShareService
 from .sharing.copies import CopyService, CopySteps
 from .spawners.local import WorkspaceLocalProcessSpawner
+from .spawners.localjob import memory_cgroups
 from .states import JobStatus
 from .tasks import TaskPool
 from .workqueue import WorkQueue
@@ -106,11 +107,17 @@ def batch_runners(hub: JupyterHub, log: logging.Logger, spawner_classes: dict) -
     for resource, cls in spawner_classes.items():
         if issubclass(cls, WorkspaceLocalProcessSpawner):
             settings = cls(config=hub.config)
+            cgroups, why_not = memory_cgroups(settings.memory_cgroup_parent)
+            if cgroups is not None:
+                log.info("Memory limits of local jobs on %r: cgroup v2 under %s", resource, cgroups.parent)
+            else:
+                log.info("Memory limits of local jobs on %r: RLIMIT_AS (no cgroup: %s)", resource, why_not)
             runners[resource] = LocalRunner(
                 os.path.abspath(hub.job_log_dir),
                 log,
                 kill_grace_seconds=settings.kill_grace_seconds,
                 nice=settings.nice_level,
+                cgroups=cgroups,
             )
     return runners
 

@@ -6,6 +6,7 @@ would have read (they arrive literally), and a hub killed while jobs run."""
 from __future__ import annotations
 
 import json
+import os
 import pwd
 import signal
 import sys
@@ -18,9 +19,10 @@ import pytest
 import requests
 
 from ..helpers import MINIMAL_CMD
-from ..hubutil import REPO
+from ..hubutil import REPO, wait_for
 
 TERMINAL = {"completed", "failed", "cancelled"}
+MB = 1024 * 1024
 JOB = [sys.executable, str(REPO / "tests" / "batch_job.py")]
 
 JOB_TYPES = {
@@ -55,6 +57,8 @@ JOB_TYPES = {
               "parameters": {"file": {"type": "string", "required": True}}},
     "wait": {"interactive": False, "cmd": [*JOB, "wait", "{file}"],
              "parameters": {"file": {"type": "string", "required": True}}},
+    "write": {"interactive": False, "cmd": [*JOB, "write", "{size}"],
+              "parameters": {"size": {"type": "int", "default": 1000, "min": 0}}},
     "limited": {"interactive": False, "cmd": [*JOB, "sleep", "30"], "time_limit_seconds": 2},
     "missing": {"interactive": False, "cmd": ["/nonexistent/program", "x"]},
 }
@@ -62,6 +66,7 @@ JOB_TYPES = {
 BATCH_CONFIG = f"""
 c.UWSHub.system_users = True
 c.UWSHub.job_reconcile_interval = 1
+c.UWSHub.workspace_usage_interval = 1
 c.Authenticator.admin_users = {{"uwsadmin"}}
 c.WorkspaceLocalProcessSpawner.kill_grace_seconds = 2
 c.UWSHub.job_types = {JOB_TYPES!r}
@@ -139,6 +144,8 @@ def test_a_job_that_exits_0_completes_with_its_log_and_results(bhub, owner, ws):
     assert report["cwd"] == ws_dir(bhub, owner, ws)
     assert report["env"]["UWS_RESULTS_DIR"] == f"{ws_dir(bhub, owner, ws)}/results/{job['id']}"
     assert report["env"]["UWS_PARAM_TEXT"] == "hello" and report["env"]["ECHO_JOINED"] == "<hello|3>"
+    # a batch job gets no credential of the hub's: nothing of it can reach its log
+    assert not [name for name in report["env_names"] if "TOKEN" in name or name.startswith("JUPYTERHUB_")]
     # lists filter by workspace, status and job type
     page = bhub.api("GET", f"jobs?workspace={ws['id']}&status=completed&job_type=report", owner, expect=200)
     assert [j["id"] for j in page["items"]] == [job["id"]]
@@ -412,3 +419,94 @@ def test_twenty_jobs_of_two_users_queue_fairly(qhub):
 
 def parse(timestamp: str) -> datetime:
     return datetime.fromisoformat(timestamp.rstrip("Z"))
+
+
+def test_results_count_toward_the_disk_quota(bhub, owner, ws):
+    jobs = [finish(bhub, owner, submit(bhub, owner, ws, "write", size=size)) for size in (1000, 2345)]
+    assert [[r["size"] for r in j["results"]] for j in jobs] == [[1000], [2345]]
+    # the workspace ran jobs since it was last measured: the next pass counts their results
+    wait_for(lambda: bhub.api("GET", f"workspaces/{ws['id']}", owner)["disk_usage_bytes"] == 3345, 30,
+             what="the results to be counted in the workspace's disk usage")
+
+
+def test_who_reads_and_deletes_a_batch_jobs_log_and_results(bhub, owner, other):
+    """The job, its status and its results go to whoever may read the workspace; its log
+    (which may hold the owner's secrets) to the owner and admins only; a delete to
+    whoever may launch jobs in it. Strangers learn nothing (404), anonymous gets 403."""
+    editor, viewer = other, bhub.add_user("uwscarol")
+    stranger, admin = bhub.add_user("uwsdave"), bhub.add_user("uwsadmin", admin=True)
+    ws = bhub.api("POST", "workspaces", owner, json={"name": f"shared {uuid.uuid4().hex[:8]}"}, expect=201)
+    bhub.api("POST", f"workspaces/{ws['id']}/shares", owner, json={"user": "uwsbob", "level": "editor"}, expect=201)
+    bhub.api("POST", f"workspaces/{ws['id']}/shares", owner, json={"user": "uwscarol", "level": "viewer"},
+             expect=201)
+    job = finish(bhub, owner, submit(bhub, owner, ws, "report", text="secret-ish"))
+    result = job["results"][0]["url"]
+
+    def answers(token):
+        got = {
+            "job": bhub.request("GET", f"jobs/{job['id']}", token).status_code,
+            "log": log_of(bhub, token, job).status_code,
+            "tail": log_of(bhub, token, job, headers={"Range": "bytes=-5"}).status_code,
+            "follow": bhub.request("GET", f"jobs/{job['id']}/log/stream", token, stream=True).status_code,
+            "output": bhub.request("GET", f"jobs/{job['id']}/output", token).status_code,
+            "result": bhub.request("GET", result, token).status_code,
+            "listed": job["id"] in [j["id"] for j in bhub.api("GET", f"jobs?workspace={ws['id']}", token)["items"]]
+            if token else None,
+        }
+        return got
+
+    read_all = {"job": 200, "log": 200, "tail": 206, "follow": 200, "output": 200, "result": 200, "listed": True}
+    collaborator = {**read_all, "log": 403, "tail": 403, "follow": 403, "output": 403}
+    assert answers(owner) == read_all
+    assert answers(admin) == read_all
+    assert answers(editor) == collaborator
+    assert answers(viewer) == collaborator
+    assert answers(stranger) == {"job": 404, "log": 404, "tail": 404, "follow": 404, "output": 404, "result": 404,
+                                 "listed": False}
+    assert answers(None) == {"job": 403, "log": 403, "tail": 403, "follow": 403, "output": 403, "result": 403,
+                             "listed": None}
+    forbidden = log_of(bhub, viewer, job).json()["message"]
+    assert forbidden == "A job's log is shown to its owner and admins only"
+    # deleting: not by a stranger, anonymous or a viewer; by an editor, the owner or an admin
+    assert bhub.request("DELETE", f"jobs/{job['id']}", stranger).status_code == 404
+    assert bhub.request("DELETE", f"jobs/{job['id']}", None).status_code == 403
+    assert bhub.request("DELETE", f"jobs/{job['id']}", viewer).status_code == 403
+    assert bhub.request("GET", f"jobs/{job['id']}", owner).status_code == 200
+    for token in (editor, owner, admin):
+        done = finish(bhub, owner, submit(bhub, owner, ws, "exit"))
+        assert bhub.request("DELETE", f"jobs/{done['id']}", token).status_code == 200
+        assert bhub.request("GET", f"jobs/{done['id']}", owner).status_code == 404
+    # the viewer may not delete results with a job either; the first job is still there
+    assert bhub.request("DELETE", f"jobs/{job['id']}?results=true", viewer).status_code == 403
+    assert bhub.request("GET", result, owner).status_code == 200
+
+
+def address_space_limit(pid: int) -> str:
+    with open(f"/proc/{pid}/limits") as f:
+        return next(line.split()[3] for line in f if line.startswith("Max address space"))
+
+
+def test_an_interactive_server_gets_its_cpus_and_memory_limit_too(bhub, owner, ws):
+    r = bhub.request("POST", f"workspaces/{ws['id']}/jobs", owner,
+                     json={"job_type": "minimal", "resources": {"cpus": 1, "memory": "400M"}})
+    assert r.status_code == 202, r.text
+    job = bhub.wait_job(r.json()["id"], owner, {"running"} | TERMINAL)
+    assert job["status"] == "running", job
+    pid = int(job["resource_id"])
+    # this machine has no cgroup v2 memory controller: RLIMIT_AS, set before the server ran
+    assert len(os.sched_getaffinity(pid)) == 1
+    assert address_space_limit(pid) == str(400 * 1024 * 1024)
+    assert pwd.getpwuid(os.stat(f"/proc/{pid}").st_uid).pw_name == "uwsalice"
+    # within its memory the server works; over it, it ends, and the reason says why
+    assert bhub.request("GET", f"/user/uwsalice/{job['server_name']}/uws-test-alloc/10", owner).text == str(10 * MB)
+    bhub.request("GET", f"/user/uwsalice/{job['server_name']}/uws-test-alloc/800", owner)
+    done = finish(bhub, owner, job)
+    assert done["status"] == "failed", done
+    assert done["reason"] == ("The server went over its memory limit of 400M: an allocation failed (RLIMIT_AS);"
+                              " it exited with status 1"), done
+    # a server that asks for no limits starts as it always did
+    plain = submit(bhub, owner, ws, "minimal")
+    plain = bhub.wait_job(plain["id"], owner, {"running"} | TERMINAL)
+    assert address_space_limit(int(plain["resource_id"])) == "unlimited"
+    bhub.api("POST", f"jobs/{plain['id']}/stop", owner, expect=202)
+    finish(bhub, owner, plain)

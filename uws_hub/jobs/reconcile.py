@@ -269,10 +269,18 @@ class JobSteps:
             if job.target == JobTarget.stopped:
                 # the spawner reported how its resource ended the job ("ended"): the stop records it
                 return
+            # asked before the stop, which clears what the spawner knows of the server
+            why = await asyncio.to_thread(spawner.over_memory, exit_status) if exit_status != 0 else None
             await self.servers.stop(job.owner, job.server_name)
             if exit_status == 0:
                 self.jobs.transition(job, JobStatus.completed, "The server exited")
                 self.db.commit()
+            elif why is not None:
+                memory = (job.resources or {}).get("memory")
+                self._fail(
+                    job,
+                    f"The server went over its memory limit of {memory}: {why}; it exited with status {exit_status}",
+                )
             else:
                 self._fail(job, f"The server exited with status {exit_status}")
             return

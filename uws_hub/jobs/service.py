@@ -41,7 +41,7 @@ from ..spawners.mixins import WorkspaceLaunch
 from ..states import ACTIVE_JOB_STATUSES, JobStatus, JobTarget, WorkspaceStatus, check_job_transition
 from ..workspaces.service import WorkspaceService
 from .launch import LaunchRequest
-from .limits import time_limit_seconds
+from .limits import memory_bytes, time_limit_seconds
 from .parameters import path_values, render_argv, render_env, validate_parameters
 from .runners.base import BatchLaunch, BatchRunner
 from .servers import ServerControl
@@ -302,6 +302,7 @@ class JobService:
             system_user=system_user,
             home=home,
             log_path=self.log_path(job),
+            memory_bytes=memory_bytes(job.resources["memory"]) if (job.resources or {}).get("memory") else None,
         )
 
     def home_of(self, ws: Workspace) -> str | None:

@@ -15,6 +15,11 @@ locked descriptor being handed to the new wrapper. So a job never runs twice,
 whenever the hub dies; and a job whose run file is unlocked, with no exit
 record but a pid, lost its wrapper (killed): it failed.
 
+Both kinds of local job share two things of the hub's process, kept here:
+which CPUs the jobs are pinned to (:data:`CPU_USE`: each new job gets the
+least used), and the cgroup v2 parent of their memory limits
+(:func:`memory_cgroups`).
+
 Nothing here imports the hub: the local spawner uses it too.
 """
 
@@ -35,6 +40,58 @@ from . import wrapper
 
 #: the wrapper program, run by path with ``python -I -S`` (standard library only)
 WRAPPER = os.path.abspath(wrapper.__file__)
+
+
+class CpuUse:
+    """The CPUs each local job of this hub is pinned to (batch jobs and servers alike), so
+    that a new job gets the least used ones."""
+
+    def __init__(self) -> None:
+        self.allowed = sorted(os.sched_getaffinity(0))
+        self._held: dict[str, list[int]] = {}
+
+    def take(self, key: str, count: int) -> list[int] | None:
+        """CPUs for job ``key`` wanting ``count`` of them (None: it asked for none)."""
+        if not count:
+            return None
+        in_use: dict[int, int] = {}
+        for cpus in self._held.values():
+            for cpu in cpus:
+                in_use[cpu] = in_use.get(cpu, 0) + 1
+        cpus = wrapper.pick_cpus(count, self.allowed, in_use)
+        self._held[key] = cpus
+        return cpus
+
+    def hold(self, key: str, cpus: list[int] | None) -> None:
+        """Count the CPUs of a job found running (after a hub restart)."""
+        if cpus:
+            self._held[key] = list(cpus)
+
+    def release(self, key: str) -> None:
+        self._held.pop(key, None)
+
+
+#: the hub process's one record of its local jobs' CPUs
+CPU_USE = CpuUse()
+
+_CGROUPS: dict[str, tuple[wrapper.Cgroups | None, str | None]] = {}
+
+
+def memory_cgroups(parent: str) -> tuple[wrapper.Cgroups | None, str | None]:
+    """The cgroup v2 parent for local jobs' memory limits, set up once per process, or
+    (None, why not): then ``RLIMIT_AS`` limits them. ``parent``: a cgroup v2 directory,
+    ``""`` for ``uws-jobs`` under the cgroup v2 mount, ``"none"`` for never."""
+    if parent not in _CGROUPS:
+        path = wrapper.Cgroups.default_parent() if parent == "" else parent
+        if parent == "none":
+            _CGROUPS[parent] = (None, "memory_cgroup_parent is 'none'")
+        elif path is None:
+            _CGROUPS[parent] = (None, "no cgroup v2 hierarchy is mounted")
+        else:
+            cgroups = wrapper.Cgroups(path)
+            problem = cgroups.prepare()
+            _CGROUPS[parent] = (None, problem) if problem else (cgroups, None)
+    return _CGROUPS[parent]
 
 
 @dataclass(frozen=True)

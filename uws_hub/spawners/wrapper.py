@@ -25,6 +25,10 @@ which every account can read in ``/proc``), then:
    (a temporary file renamed into place) before it exits and so releases
    the lock.
 
+Run as ``wrapper.py --exec SPEC -- COMMAND...`` it only applies the limits
+and execs the command (:func:`exec_with_limits`): how the local spawner
+starts an interactive job's server with its limits.
+
 The module is also imported by the hub and the local spawner for its pure
 helpers (:func:`pick_cpus`, :func:`memory_failure`) and the cgroup set-up
 (:class:`Cgroups`).
@@ -73,6 +77,19 @@ def memory_failure(exit_code: int | None, log_tail: str) -> bool:
     not exit with 0 (an error, or a signal such as C++'s abort) and its last output
     says an allocation failed."""
     return exit_code != 0 and any(marker in log_tail for marker in OUT_OF_MEMORY_MARKERS)
+
+
+def log_tail(path: str) -> str:
+    """The end of a job's log, where an allocation failure shows (its last
+    :data:`OUT_OF_MEMORY_TAIL_BYTES`; '' if unreadable). Not following a link: in
+    single-account mode the job could swap its log for one."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return ""
+    with os.fdopen(fd, "rb") as f:
+        f.seek(max(0, os.fstat(fd).st_size - OUT_OF_MEMORY_TAIL_BYTES))
+        return f.read().decode("utf-8", "replace")
 
 
 class Cgroups:
@@ -163,9 +180,9 @@ def process_start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
-def child_setup(spec: dict) -> None:
-    """In the child, before the command runs: its cgroup (as root), CPUs, memory, priority,
-    then its account, then die with the wrapper."""
+def apply_limits(spec: dict) -> None:
+    """In a process about to run a job's command: its cgroup (as root), CPUs, memory and
+    priority, then its account (after the cgroup, which only root may join)."""
     if spec.get("cgroup"):
         with open(os.path.join(spec["cgroup"], "cgroup.procs"), "w") as f:
             f.write("0")
@@ -179,10 +196,27 @@ def child_setup(spec: dict) -> None:
         os.setgroups(spec.get("groups") or [])
         os.setgid(spec["gid"])
         os.setuid(spec["uid"])
+
+
+def child_setup(spec: dict) -> None:
+    """In the batch job's child, before the command runs: its limits and account, then die
+    with the wrapper."""
+    apply_limits(spec)
     # set after the account switch, which clears it: a killed wrapper takes its command along
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != spec["wrapper_pid"]:
         os._exit(CANNOT_RUN)
+
+
+def exec_with_limits(args: list[str]) -> None:
+    """``--exec SPEC -- COMMAND...``: apply SPEC's limits (:func:`apply_limits`), then become
+    COMMAND (same pid). How the local spawner starts an interactive job's server with its
+    limits: nothing of the command runs before they hold, and the server outlives the hub
+    (it is adopted after a restart), so it is not tied to its parent as a batch job is."""
+    spec = json.loads(args[1])
+    argv = args[args.index("--") + 1 :]
+    apply_limits(spec)
+    os.execvp(argv[0], argv)
 
 
 class Wrapper:
@@ -290,13 +324,7 @@ class Wrapper:
             return Cgroups.oom_killed(self.spec["cgroup"])
         if not self.spec.get("memory_bytes"):
             return False
-        try:
-            with open(self.spec["log_path"], "rb") as f:
-                f.seek(max(0, os.fstat(f.fileno()).st_size - OUT_OF_MEMORY_TAIL_BYTES))
-                tail = f.read().decode("utf-8", "replace")
-        except OSError:
-            return False
-        return memory_failure(record["exit_code"], tail)
+        return memory_failure(record["exit_code"], log_tail(self.spec["log_path"]))
 
 
 def write_record(path: str, record: dict) -> None:
@@ -311,6 +339,8 @@ def write_record(path: str, record: dict) -> None:
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["--exec"]:
+        exec_with_limits(sys.argv[1:])
     spec = json.load(sys.stdin)
     lock_fd = spec["lock_fd"]
     os.ftruncate(lock_fd, 0)

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from ...spawners.localjob import ExitWatch, JobFiles, alive, claim, start, stop
-from ...spawners.wrapper import Cgroups, pick_cpus
+from ...spawners.localjob import CPU_USE, ExitWatch, JobFiles, alive, claim, start, stop
+from ...spawners.wrapper import Cgroups
 from ..limits import memory_bytes
 from .base import BatchLaunch, RunState
 
@@ -83,11 +83,8 @@ class LocalRunner:
         self.nice = nice
         self.cgroups = cgroups
         self.watch = ExitWatch()
-        #: the CPUs of the jobs this process started or adopted, by job id
-        self.cpus: dict[int, list[int]] = {}
         #: when their commands started (their real start: running_at, and core-hours, count from it)
         self.started: dict[int, datetime] = {}
-        self.allowed_cpus = sorted(os.sched_getaffinity(0))
 
     def files(self, launch: BatchLaunch) -> JobFiles:
         return JobFiles(self.state_dir, launch.job_id)
@@ -99,22 +96,16 @@ class LocalRunner:
         return os.geteuid()
 
     # ---------------------------------------------------------------- start
-    def _cpus_for(self, launch: BatchLaunch) -> list[int] | None:
-        count = int(launch.resources.get("cpus") or 0)
-        if not count:
-            return None
-        in_use: dict[int, int] = {}
-        for cpus in self.cpus.values():
-            for cpu in cpus:
-                in_use[cpu] = in_use.get(cpu, 0) + 1
-        return pick_cpus(count, self.allowed_cpus, in_use)
+    @staticmethod
+    def _cpu_key(job_id: int) -> str:
+        return f"batch-{job_id}"
 
     def _spec(self, launch: BatchLaunch) -> dict[str, Any]:
         env = {"PATH": os.environ.get("PATH", os.defpath), "LANG": os.environ.get("LANG", "C.UTF-8")}
         spec: dict[str, Any] = {
             "argv": launch.argv,
             "cwd": launch.directory,
-            "cpus": self._cpus_for(launch),
+            "cpus": CPU_USE.take(self._cpu_key(launch.job_id), int(launch.resources.get("cpus") or 0)),
             "time_limit_seconds": launch.time_limit_seconds,
             "kill_grace_seconds": self.kill_grace_seconds,
             "nice": self.nice,
@@ -141,16 +132,17 @@ class LocalRunner:
             spec = await asyncio.to_thread(self._spec, launch)
             self.started[launch.job_id] = datetime.now(UTC).replace(tzinfo=None)
             proc = await asyncio.to_thread(start, files, lock_fd, spec, python=self.python)
+        except BaseException:
+            CPU_USE.release(self._cpu_key(launch.job_id))
+            raise
         finally:
             os.close(lock_fd)
-        if spec.get("cpus"):
-            self.cpus[launch.job_id] = spec["cpus"]
         self._watch(launch.job_id, proc.pid, wake, proc)
         return str(proc.pid)
 
     def _watch(self, job_id: int, pid: int, wake: Callable[[], None], proc=None) -> None:
         def ended() -> None:
-            self.cpus.pop(job_id, None)
+            CPU_USE.release(self._cpu_key(job_id))
             self.started.pop(job_id, None)
             wake()
 
@@ -166,8 +158,7 @@ class LocalRunner:
         pid = alive(run)
         if state.phase == "running" and pid is not None and run is not None:
             # a job that ran on while the hub was away: watched from now on
-            if run.get("cpus"):
-                self.cpus[launch.job_id] = run["cpus"]
+            CPU_USE.hold(self._cpu_key(launch.job_id), run.get("cpus"))
             started = _time(run.get("started"))
             if started is not None:
                 self.started[launch.job_id] = started
