@@ -10,15 +10,13 @@ import os
 import pwd
 import signal
 import sys
-import threading
 import time
 import uuid
 from datetime import datetime
 
 import pytest
-import requests
 
-from ..helpers import MINIMAL_CMD
+from ..helpers import MINIMAL_CMD, follow_log
 from ..hubutil import REPO, wait_for
 
 TERMINAL = {"completed", "failed", "cancelled"}
@@ -284,36 +282,9 @@ def test_deleting_a_finished_job_drops_its_log_and_keeps_its_results_unless_aske
     assert bhub.request("DELETE", f"jobs/{running['id']}?results=maybe", owner).status_code == 400
 
 
-def read_sse(response, events, stop):
-    kind, data, last_id = None, [], None
-    for line in response.iter_lines(chunk_size=None, decode_unicode=True):
-        if stop.is_set():
-            return
-        if line.startswith("id:"):
-            last_id = line[3:].strip()
-        elif line.startswith("event:"):
-            kind = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[6:] if line.startswith("data: ") else line[5:])
-        elif line == "" and kind:
-            events.append((kind, "\n".join(data), last_id, time.monotonic()))
-            kind, data = None, []
-
-
-def follow(hub, token, job, headers=None, query=""):
-    r = requests.get(f"{hub.url}/hub/api/jobs/{job['id']}/log/stream{query}", stream=True, timeout=60,
-                     headers={"Authorization": f"token {token}", **(headers or {})})
-    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/event-stream")
-    events: list = []
-    stop = threading.Event()
-    thread = threading.Thread(target=read_sse, args=(r, events, stop), daemon=True)
-    thread.start()
-    return events, thread
-
-
 def test_a_log_is_followed_live_and_resumed(bhub, owner, ws):
     job = submit(bhub, owner, ws, "lines", n=6, seconds=0.7)
-    events, thread = follow(bhub, owner, job)
+    events, thread = follow_log(bhub, owner, job)
     thread.join(60)
     logs = [e for e in events if e[0] == "log"]
     text = "\n".join(e[1] for e in logs)
@@ -324,7 +295,7 @@ def test_a_log_is_followed_live_and_resumed(bhub, owner, ws):
     assert events[-1][0] == "end" and (end["status"], end["exit_code"]) == ("completed", 0)
     # resumed after the third line: the rest only
     third = next(e for e in logs if e[1].endswith("line 2"))
-    again, thread = follow(bhub, owner, job, headers={"Last-Event-ID": third[2]})
+    again, thread = follow_log(bhub, owner, job, headers={"Last-Event-ID": third[2]})
     thread.join(30)
     assert "\n".join(e[1] for e in again if e[0] == "log") == "line 3\nline 4\nline 5"
 
