@@ -17,3 +17,25 @@ c.Authenticator.admin_users = {"admin"}
 # see c.UWSHub.system_users to run them as their owners' system accounts
 c.JupyterHub.spawner_class = "uws-local"
 c.UWSHub.workspaces_root = "workspaces"
+
+# job types: JupyterLab, and an example batch job (docs/batch-jobs.md) that counts
+# the lines of the workspace's text files into results/<job id>/line_counts.csv
+import sys  # noqa: E402
+
+from uws_hub.jobs.types import DEFAULT_JOB_TYPES  # noqa: E402
+
+c.UWSHub.job_types = {
+    **DEFAULT_JOB_TYPES,
+    "count-lines": {
+        "interactive": False,
+        "display_name": "Count lines",
+        "description": "Counts the lines of the text files in a folder of the workspace, into a CSV file.",
+        "cmd": [sys.executable, "-I", "-m", "uws_hub.examples.count_lines", "{folder}", ["--pattern", "{pattern}"]],
+        "parameters": {
+            "folder": {"type": "path", "default": ".", "help": "The folder to count in (all of the workspace: .)"},
+            "pattern": {"type": "string", "default": "*", "help": "Only files whose names match, e.g. *.py"},
+        },
+        "default_resources": {"cpus": 1, "memory": "1G"},
+        "time_limit_seconds": 600,
+    },
+}

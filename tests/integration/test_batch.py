@@ -15,6 +15,7 @@ import uuid
 from datetime import datetime
 
 import pytest
+from traitlets.config import Config
 
 from ..helpers import MINIMAL_CMD, follow_log
 from ..hubutil import REPO, wait_for
@@ -60,6 +61,17 @@ JOB_TYPES = {
     "limited": {"interactive": False, "cmd": [*JOB, "sleep", "30"], "time_limit_seconds": 2},
     "missing": {"interactive": False, "cmd": ["/nonexistent/program", "x"]},
 }
+
+
+
+def shipped_job_type(name: str) -> dict:
+    """A job type of the shipped jupyterhub_config.py, as the hub reads it."""
+    config = Config()
+    exec((REPO / "jupyterhub_config.py").read_text(), {"get_config": lambda: config})
+    return config.UWSHub.job_types[name]
+
+
+JOB_TYPES["count-lines"] = shipped_job_type("count-lines")
 
 BATCH_CONFIG = f"""
 c.UWSHub.system_users = True
@@ -481,3 +493,30 @@ def test_an_interactive_server_gets_its_cpus_and_memory_limit_too(bhub, owner, w
     assert address_space_limit(int(plain["resource_id"])) == "unlimited"
     bhub.api("POST", f"jobs/{plain['id']}/stop", owner, expect=202)
     finish(bhub, owner, plain)
+
+
+def test_the_shipped_example_counts_the_lines_of_a_workspaces_files(bhub, owner):
+    """The example batch job type of jupyterhub_config.py, as a newcomer runs it."""
+    files = [{"path": "a.txt", "content": "one\ntwo\nthree\n"}, {"path": "sub/b.py", "content": "x = 1\ny = 2"},
+             {"path": "data.bin", "content": "AAEC", "encoding": "base64"}, {"path": ".hidden", "content": "h\n"}]
+    ws = bhub.api("POST", "workspaces", owner, json={"name": f"count {uuid.uuid4().hex[:8]}", "files": files},
+                  expect=201)
+    types = {t["name"]: t for t in bhub.api("GET", "job-types", owner)}
+    assert [p["name"] for p in types["count-lines"]["parameters"]] == ["folder", "pattern"]
+    done = finish(bhub, owner, submit(bhub, owner, ws, "count-lines"))
+    assert done["status"] == "completed", done
+    [csv] = done["results"]
+    assert (csv["path"], csv["mime_type"]) == (f"results/{done['id']}/line_counts.csv", "text/csv")
+    rows = bhub.request("GET", csv["url"], owner).text.splitlines()
+    assert rows == ["path,lines,bytes", "a.txt,3,14", "sub/b.py,2,11"]
+    log = log_of(bhub, owner, done).text
+    assert "skipped data.bin: not text" in log and log.endswith("2 files, 5 lines; wrote "
+                                                                 f"{csv_path(bhub, ws, done)}\n")
+    # a pattern narrows it; earlier results are not counted
+    again = finish(bhub, owner, submit(bhub, owner, ws, "count-lines", pattern="*.py"))
+    assert bhub.request("GET", again["results"][0]["url"], owner).text.splitlines() == [
+        "path,lines,bytes", "sub/b.py,2,11"]
+
+
+def csv_path(hub, ws, job) -> str:
+    return str(hub.workspaces_root / "uwsalice" / ws["slug"] / "results" / str(job["id"]) / "line_counts.csv")
