@@ -198,6 +198,11 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         config=True,
         help="""Directory for each job's output (``job-<id>.log``), readable by the hub only.
 
+        Its files are the hub's, mode 0600. Batch jobs on SLURM write their
+        output in a folder of their account's under ``slurm/`` here (see
+        ``WorkspaceSlurmSpawner.batch_output_dir``): the hub then lets every
+        account pass through this directory (0711), never list it.
+
         The end of this file, with credentials redacted, is what the job's
         owner and admins read at ``GET /hub/api/jobs/{id}/output``.
         Relative paths are relative to the directory the hub starts in.

@@ -117,7 +117,7 @@ class Job(Base):
     An interactive job is a JupyterHub named server of the workspace's owner,
     named after the workspace's slug; a workspace has at most one unfinished.
     A batch job runs its command to an exit status through its resource's
-    runner (:mod:`uws_hub.jobs.runners`); a workspace has any number of them.
+    runner (:mod:`uws_hub.spawners.batch`); a workspace has any number of them.
     ``status`` is where the job is, ``target`` where the hub wants it
     (``running`` or ``stopped``).
     """

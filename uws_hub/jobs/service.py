@@ -37,13 +37,13 @@ from ..events.bus import EventBus, transient_event
 from ..metrics import JOB_LAUNCH_DURATION_SECONDS
 from ..orm import Job, Workspace, utcnow
 from ..redaction import redact
+from ..spawners.batch import BatchLaunch, BatchRunner
 from ..spawners.mixins import WorkspaceLaunch
 from ..states import ACTIVE_JOB_STATUSES, JobStatus, JobTarget, WorkspaceStatus, check_job_transition
 from ..workspaces.service import WorkspaceService
 from .launch import LaunchRequest
 from .limits import memory_bytes, time_limit_seconds
 from .parameters import path_values, render_argv, render_env, validate_parameters
-from .runners.base import BatchLaunch, BatchRunner
 from .servers import ServerControl
 from .types import JobType, pick
 
@@ -302,8 +302,14 @@ class JobService:
             system_user=system_user,
             home=home,
             log_path=self.log_path(job),
-            memory_bytes=memory_bytes(job.resources["memory"]) if (job.resources or {}).get("memory") else None,
+            memory_bytes=self.memory_bytes(job),
         )
+
+    @staticmethod
+    def memory_bytes(job: Job) -> int | None:
+        """The memory a job may use, in bytes, for resources that apply it themselves."""
+        memory = (job.resources or {}).get("memory")
+        return memory_bytes(memory) if memory else None
 
     def home_of(self, ws: Workspace) -> str | None:
         """HOME of a job that runs as the hub's own account (single-account mode): per user."""
@@ -335,6 +341,7 @@ class JobService:
             argv=render_argv(job_type.cmd, values),
             env=env,
             resources=dict(job.resources or {}),
+            memory_bytes=self.memory_bytes(job),
             time_limit_seconds=self.time_limit_seconds(job),
             system_user=self.accounts.system_user(ws.owner.name),
             home=self.home_of(ws),

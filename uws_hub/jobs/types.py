@@ -159,6 +159,14 @@ class JobType(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _app_opens_the_app(self) -> JobType:
+        if self.app is not None:
+            if not self.interactive:
+                raise ValueError("a job type with an app is interactive: users open the app")
+            self.default_url = self.default_url or f"/{APP_PATH}/"
+        return self
+
+    @model_validator(mode="after")
     def _command_fits_kind(self) -> JobType:
         if self.interactive:
             if self.parameters:
@@ -178,14 +186,6 @@ class JobType(BaseModel):
     def server_cmd(self) -> list[str]:
         """The command of an interactive job type's server (no groups: checked at startup)."""
         return [item for item in self.cmd if isinstance(item, str)]
-
-    @model_validator(mode="after")
-    def _app_opens_the_app(self) -> JobType:
-        if self.app is not None:
-            if not self.interactive:
-                raise ValueError("a job type with an app is interactive: users open the app")
-            self.default_url = self.default_url or f"/{APP_PATH}/"
-        return self
 
     def resources_for(self, requested: dict[str, Any]) -> dict[str, Any]:
         """A launch's resources: what it requests, and the defaults for the rest."""
