@@ -7,18 +7,24 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from jupyterhub import orm as hub_orm
 from pyvo.io import uws as pyvo_uws
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from uws_hub.errors import BadRequest, Conflict, NotFound
-from uws_hub.protocols.uws import documents, forms, phases
+from uws_hub.orm import Job, Workspace
+from uws_hub.protocols.uws import documents, forms, phases, translate
 from uws_hub.protocols.uws.base import basic_credentials, error_status, error_text
 from uws_hub.protocols.uws.documents import ErrorSummary, JobDocument, JobRef, Parameter, Result
-from uws_hub.states import JobStatus
+from uws_hub.states import JobStatus, JobTarget
 
 from .. import uwsxml
+from ..helpers import memory_database
 
 T0 = datetime(2026, 11, 23, 17, 54, 19, 877531)
 T1 = datetime(2026, 11, 23, 17, 54, 21, 2000)
@@ -273,6 +279,47 @@ def test_the_checker_refuses_a_list_without_version_and_a_jobref_without_id():
 )
 def test_phase_of(status, flags, phase):
     assert phases.phase_of(status, **flags) == phase
+
+
+def test_the_sql_of_each_phase_agrees_with_the_phase_of_each_job():
+    """The job list's PHASE filter (SQL) and the job document's phase (Python) agree on
+    every combination of status, target, requested stop and archiving."""
+    engine = memory_database()
+    db = Session(engine)
+    owner = hub_orm.User(name="ann")
+    ws = Workspace(owner=owner, slug="ws", name="ws", status="idle", directory="/x/ann/ws")
+    db.add_all([owner, ws])
+    combos = list(itertools.product(JobStatus, JobTarget, (None, "cancelled", "failed"), (None, T0)))
+    for status, target, outcome, archived in combos:
+        db.add(Job(workspace=ws, owner_id=0, job_type="t", interactive=False, status=status.value,
+                   target=target.value, outcome=outcome, archived_at=archived, server_name="ws"))
+    db.flush()
+    for job in db.scalars(select(Job)):
+        job.owner_id = owner.id
+    db.commit()
+    jobs = list(db.scalars(select(Job)))
+    assert len(jobs) == len(combos)
+    for phase in phases.PHASES:
+        selected = set(db.scalars(select(Job.id).where(translate.phase_clause(phase))))
+        assert selected == {job.id for job in jobs if translate.job_phase(job) == phase}, phase
+    both = set(db.scalars(select(Job.id).where(translate.or_phases(["ERROR", "ARCHIVED"]))))
+    assert both == {job.id for job in jobs if translate.job_phase(job) in ("ERROR", "ARCHIVED")}
+    db.close()
+
+
+def test_parameters_and_results_in_uws_words():
+    url = f"{BASE}/42"
+    listed = translate.parameter_list({"n": 5, "x": 0.5, "on": True, "s": "a b", "bell": "ding\x07"}, url)
+    assert [(p.id, p.value, p.by_reference) for p in listed] == [
+        ("n", "5", False), ("x", "0.5", False), ("on", "true", False), ("s", "a b", False),
+        ("bell", f"{url}/parameters/bell", True)]
+    results = translate.result_list(
+        [{"path": "results/42/out.csv", "size": 3, "mime_type": "text/csv"},
+         {"path": "results/42/sub dir/ü.txt", "size": 1, "mime_type": "text/plain"}], "results/42", url)
+    assert [(r.id, r.href, r.size) for r in results] == [
+        ("out.csv", f"{url}/results/out.csv", 3), ("sub dir/ü.txt", f"{url}/results/sub%20dir/%C3%BC.txt", 1)]
+    uwsxml.check(documents.results_document(results), "results")
+    uwsxml.check(documents.parameters_document(listed), "parameters")
 
 
 @pytest.mark.parametrize("status", list(JobStatus))

@@ -115,4 +115,5 @@ class UWSHandler(UWSAPIHandler):
         """UWS's answer to a state-changing request: ``303`` to ``url`` (absolute), no body."""
         self.set_status(303)
         self.set_header("Location", url)
+        self.clear_header("Content-Type")
         self.finish()
