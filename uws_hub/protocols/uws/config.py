@@ -7,6 +7,7 @@ from traitlets.config import Configurable
 
 from ...errors import UWSError
 from ...workspaces.service import slugify
+from .. import base_path
 
 
 class IVOAUWS(Configurable):
@@ -36,10 +37,7 @@ class IVOAUWS(Configurable):
 
     @validate("base_path")
     def _validate_base_path(self, proposal):
-        path = proposal.value.strip("/")
-        if not path or any(part in ("", ".", "..") for part in path.split("/")):
-            raise ValueError(f"IVOAUWS.base_path must be a path such as 'api/uws', not {proposal.value!r}")
-        return path
+        return base_path(proposal.value, "IVOAUWS.base_path", "api/uws")
 
     max_wait_seconds = Float(
         50.0,
