@@ -22,7 +22,7 @@ from pyvo.dal.tap import AsyncTAPJob
 from pyvo.io.uws import parse_job_list
 
 from .. import uwsxml
-from ..hubutil import REPO, wait_for
+from ..hubutil import REPO, record, wait_for
 
 JOB = [sys.executable, str(REPO / "tests" / "batch_job.py")]
 JOB_TYPES = {
@@ -65,9 +65,11 @@ def uhub(make_hub, system_users):
 
 
 def session(user: str, token: str) -> requests.Session:
-    """What a UWS client has: HTTP Basic with the user's name and an API token."""
+    """What a UWS client has: HTTP Basic with the user's name and an API token (every
+    answer, pyvo's too, recorded for tests/integration/test_status_coverage.py)."""
     s = requests.Session()
     s.auth = (user, token)
+    s.hooks["response"].append(lambda r, *args, **kwargs: record(r.request.method, r.url, r.status_code))
     return s
 
 
@@ -300,6 +302,8 @@ def test_parameters_change_while_pending_only(uhub, alice):
     r = alice.post(url + "/parameters", data={"count": "99"}, timeout=30)
     assert (r.status_code, r.headers["Content-Type"].split(";")[0]) == (422, "text/plain")
     assert "parameters.count: must be at most 10" in r.text
+    r = alice.post(url, data={"count": "0"}, timeout=30)
+    assert r.status_code == 422 and "parameters.count: must be at least 1" in r.text
     alice.post(url + "/phase", data={"PHASE": "RUN"}, timeout=30)
     r = alice.post(url + "/parameters", data={"text": "third"}, timeout=30)
     assert r.status_code == 403 and "its parameters can be changed only before it starts" in r.text
@@ -354,6 +358,36 @@ def test_access_as_stranger_viewer_editor_admin_and_anonymous(uhub, alice):
         assert r.headers["Content-Type"].startswith("text/plain")
     # the hub's own token header works too
     assert uhub.request("GET", url, uhub.alice).status_code == 200
+
+
+def every_request(hub, url: str) -> list[tuple[str, str, dict]]:
+    """(method, URL, form) of every operation of the UWS interface, on the job at ``url``."""
+    gets = ["", "/phase", "/executionduration", "/destruction", "/error", "/quote", "/owner", "/results",
+            "/results/report.json", "/parameters", "/parameters/text", "/log"]
+    posts = [("", {"count": "2"}), ("/phase", {"PHASE": "RUN"}), ("/executionduration", {"EXECUTIONDURATION": "5"}),
+             ("/destruction", {"DESTRUCTION": "2027-01-01"}), ("/parameters", {"count": "2"})]
+    return [
+        ("GET", jobs_url(hub, "report"), {}),
+        ("POST", jobs_url(hub, "report"), {"text": "x"}),
+        *(("GET", url + path, {}) for path in gets),
+        *(("POST", url + path, form) for path, form in posts),
+        ("DELETE", url, {}),
+    ]
+
+
+def test_without_the_scopes_or_credentials_nothing_is_done(uhub, alice):
+    url = create(alice, uhub, "report", text="x")
+    token = uhub.api("POST", "users/uwsalice/tokens", json={"scopes": ["read:users:name!user"]}, expect=201)["token"]
+    weak = session("uwsalice", token)
+    anonymous = requests.Session()
+    anonymous.hooks["response"].append(lambda r, *args, **kwargs: record(r.request.method, r.url, r.status_code))
+    for method, target, form in every_request(uhub, url):
+        r = weak.request(method, target, data=form, allow_redirects=False, timeout=30)
+        assert (r.status_code, r.headers["Content-Type"].split(";")[0]) == (403, "text/plain"), (target, r.text)
+        r = anonymous.request(method, target, data=form, allow_redirects=False, timeout=30)
+        assert r.status_code == 401, (target, r.text)
+        assert r.headers["WWW-Authenticate"] == 'Basic realm="uws-hub UWS"'
+    assert AsyncTAPJob(url, session=alice).phase == "PENDING"
 
 
 def test_basic_auth_is_for_the_uws_interface_only(uhub):
