@@ -35,6 +35,8 @@ from .options import NotificationOptions, QuotaOptions, SharingOptions
 from .orm import Job
 from .protocols.hubmap import HubMAPCompat
 from .protocols.hubmap.routes import routes as hubmap_routes
+from .protocols.uws.config import IVOAUWS
+from .protocols.uws.handlers import routes as uws_routes
 from .redaction import install_log_redaction
 from .sharing.collaborate import role_specs
 from .templates import TEMPLATE_DIR
@@ -386,7 +388,7 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
     @default("classes")
     def _default_classes(self):
         # uws-hub's own configurable classes too (uws-hub --generate-config)
-        return [*JupyterHub._load_classes(self), HubMAPCompat]
+        return [*JupyterHub._load_classes(self), HubMAPCompat, IVOAUWS]
 
     # ---------------------------------------------------------------- init steps
     def init_logging(self):
@@ -487,7 +489,10 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
             (route[0], UnknownAPIRouteHandler, *route[2:]) if route[1] is API404 else route for route in self.handlers
         ]
         self.hubmap = HubMAPCompat(parent=self)
+        self.ivoa_uws = IVOAUWS(parent=self)
         protocols = hubmap_routes(self.hubmap) if self.hubmap.enabled else []
+        if self.ivoa_uws.enabled:
+            protocols += uws_routes(self.ivoa_uws)
         # ours first: JupyterHub's list ends with catch-alls (/api/(.*) -> 404)
         self.handlers[:0] = self.add_url_prefix(self.hub_prefix, protocols + api_handlers + page_handlers)
 

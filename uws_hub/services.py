@@ -21,6 +21,7 @@ from .accounts.system import SystemAccounts
 from .events.bus import EventBus
 from .events.notify import Notifier, SMTPSettings
 from .jobs.batch import BatchSteps
+from .jobs.destruction import DestructionSteps
 from .jobs.launch import check_resource_limits
 from .jobs.queue import QUEUE_KEY, QueueSteps
 from .jobs.reconcile import JobSteps
@@ -200,6 +201,7 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         ),
         runners=runners,
         wake_queue=lambda: queue.put(QUEUE_KEY),
+        wake_destruction=waker(queue, DestructionSteps.kind),
     )
     sharing = ShareService(
         db,
@@ -246,6 +248,7 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
                 },
                 user_limit=quotas.concurrent_limit,
             ),
+            DestructionSteps(jobs),
             WorkspaceSteps(workspaces, servers, queue, tasks, log, forget=sharing.forget_workspace),
             CopySteps(
                 db,

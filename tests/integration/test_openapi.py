@@ -25,6 +25,7 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from .. import uwsxml
 from ..hubutil import REPO, record, wait_for
 
 SPEC_PATH = REPO / "docs" / "openapi.yaml"
@@ -88,12 +89,17 @@ class Contract:
         )
         ptr, response = deref(pointer("paths", template, method, "responses", status))
         content = response.get("content", {})
-        if "application/json" in content:
+        if "Location" in response.get("headers", {}):
+            # a redirect (UWS's 303): where to, and no body
+            assert r.headers.get("Location", "").startswith("http") and not r.content, (r.headers, r.text)
+        elif "application/json" in content:
             assert r.headers.get("Content-Type", "").startswith("application/json"), r.headers
             problems = errors(r.json(), ptr + pointer("content", "application/json", "schema"))
             assert not problems, f"{method.upper()} {template} {status} does not match the document: {problems}\n{r.text[:2000]}"
         else:
             assert content, f"{method.upper()} {template} {status}: the document gives no content"
+            media = r.headers.get("Content-Type", "").split(";")[0]
+            assert media in content or "*/*" in content, f"{method.upper()} {template} {status}: {media}"
         self.saw(template, method, status)
         return r
 
@@ -175,12 +181,14 @@ def test_document_is_well_formed():
 def test_document_lists_every_route_of_the_hub():
     """The hub's uws-hub API routes and the document's paths are the same operations."""
     from uws_hub.apihandlers import default_handlers
+    from uws_hub.protocols.uws.config import IVOAUWS
+    from uws_hub.protocols.uws.handlers import routes as uws_routes
 
     samples = {"workspace_id": "7", "job_id": "7", "path": "data/a.csv", "username": "alice", "share_id": "7",
-               "user": "alice", "group": "lab"}
+               "user": "alice", "group": "lab", "job_type": "count-lines", "name": "threshold"}
     spec_ops = operations_in_spec()
     routed = set()
-    for regex, handler in default_handlers:
+    for regex, handler, *_ in [*default_handlers, *uws_routes(IVOAUWS())]:
         methods = [m for m in METHODS if m in vars(handler) or any(m in vars(k) for k in handler.__mro__
                                                                   if k.__module__.startswith("uws_hub"))]
         matches = [
@@ -314,7 +322,7 @@ def test_bodies_the_document_accepts_are_accepted(api, alice):
 # ---------------------------------------------------------------- every endpoint, section by section
 #: the sections below, which together exercise every operation of the document
 #: (run in this order: the jobs section deletes the workspaces the files section used)
-SECTIONS = {"workspaces", "files", "jobs", "accounts", "sharing", "quotas", "events"}
+SECTIONS = {"workspaces", "files", "jobs", "accounts", "sharing", "quotas", "events", "uws"}
 
 
 @pytest.fixture(scope="module")
@@ -325,10 +333,10 @@ def contract(hub):
     api.sections = set()
     yield api
     if api.sections == SECTIONS:
-        exercised = {(path, method) for path, method, status in api.seen if status.startswith(("2", "101"))}
+        exercised = {(path, method) for path, method, status in api.seen if status.startswith(("2", "101", "303"))}
         assert exercised == operations_in_spec(), sorted(operations_in_spec() - exercised)
         statuses = {status for _, _, status in api.seen}
-        assert {"200", "201", "202", "400", "403", "404", "409", "413", "422"} <= statuses
+        assert {"200", "201", "202", "303", "400", "403", "404", "409", "413", "422"} <= statuses
 
 
 @pytest.fixture(scope="module")
@@ -745,3 +753,62 @@ def test_what_is_under_way_refuses_changes(hub, alice, bob, api):
     assert (r.status_code, r.json()["message"]) == (409, "The workspace is being deleted")
     wait_for(lambda: hub.request("GET", f"workspaces/{ws['id']}", alice).status_code == 404, 120,
              what="the workspace to be deleted")
+
+
+def test_uws_matches_the_document(hub, alice, bob, contract, read_only, made):
+    """The UWS interface (batch job type ``echo``): XML and text as the document says,
+    each XML document checked against UWS.xsd's structure too."""
+    api = contract
+    api.sections.add("uws")
+    wid = hub.api("POST", "workspaces", alice, json={"name": f"OpenAPI UWS {made.tag}"}, expect=201)["id"]
+    jobs, job = "/uws/{job_type}", "/uws/{job_type}/{job_id}"
+
+    def call(method, template, token, path, **kw):
+        r = api.call(method, template, token, path, **kw)
+        if r.headers.get("Content-Type", "").startswith("application/xml"):
+            uwsxml.check(r.content)
+        return r
+
+    assert call("GET", jobs, alice, "/uws/echo").status_code == 200
+    assert call("GET", jobs, alice, "/uws/jupyterlab").status_code == 404
+    assert call("GET", jobs, alice, "/uws/echo?LAST=0").status_code == 400
+    assert call("GET", jobs, read_only, "/uws/echo").status_code == 200
+    assert call("POST", jobs, read_only, "/uws/echo", data={"WORKSPACE": wid}).status_code == 403
+    assert call("POST", jobs, alice, "/uws/echo", data={"WORKSPACE": wid, "bogus": "1"}).status_code == 422
+    assert call("POST", jobs, alice, "/uws/echo", data={"WORKSPACE": wid, "LAST": "1"}).status_code == 400
+    r = call("POST", jobs, alice, "/uws/echo", data={"WORKSPACE": wid, "text": "hi", "RUNID": "contract"})
+    jid = r.headers["Location"].rsplit("/", 1)[1]
+    here = f"/uws/echo/{jid}"
+    assert call("GET", job, alice, here + "?WAIT=1&PHASE=QUEUED").status_code == 200
+    assert call("GET", job, alice, here + "?WAIT=x").status_code == 400
+    assert call("GET", job, bob, here).status_code == 404
+    for sub in ("phase", "executionduration", "destruction", "error", "quote", "owner", "results", "parameters",
+                "parameters/{name}", "log"):
+        path = here + "/" + sub.replace("{name}", "text")
+        assert call("GET", job + "/" + sub, alice, path).status_code == 200, sub
+        assert call("GET", job + "/" + sub, bob, path).status_code == 404, sub
+    assert call("GET", job + "/parameters/{name}", alice, here + "/parameters/nope").status_code == 404
+    assert call("POST", job, alice, here, data={"text": "changed"}).status_code == 303
+    assert call("POST", job + "/parameters", alice, here + "/parameters", data={"text": "again"}).status_code == 303
+    assert call("POST", job + "/parameters", alice, here + "/parameters", data={"nope": "1"}).status_code == 422
+    assert call("POST", job + "/executionduration", alice, here + "/executionduration",
+                data={"EXECUTIONDURATION": "60"}).status_code == 303
+    assert call("POST", job + "/executionduration", alice, here + "/executionduration",
+                data={"EXECUTIONDURATION": "x"}).status_code == 400
+    assert call("POST", job + "/destruction", alice, here + "/destruction",
+                data={"DESTRUCTION": "2027-01-01T00:00:00Z"}).status_code == 303
+    assert call("POST", job + "/destruction", alice, here + "/destruction", data={}).status_code == 400
+    assert call("POST", job + "/phase", read_only, here + "/phase", data={"PHASE": "RUN"}).status_code == 403
+    assert call("POST", job + "/phase", alice, here + "/phase", data={"PHASE": "RUN"}).status_code == 303
+    assert call("POST", job + "/phase", alice, here + "/phase", data={"PHASE": "RUN"}).status_code == 403
+    wait_for(lambda: call("GET", job + "/phase", alice, here + "/phase").text == "COMPLETED", 60, what="the job")
+    # a file in the job's results folder is one of its results
+    hub.api("PUT", f"workspaces/{wid}/files/results/{jid}/out.txt", alice, data=b"out", expect=201)
+    assert 'id="out.txt"' in call("GET", job + "/results", alice, here + "/results").text
+    r = call("GET", job + "/results/{path}", alice, f"{here}/results/out.txt")
+    assert (r.status_code, r.content) == (200, b"out")
+    assert call("GET", job + "/results/{path}", alice, f"{here}/results/nope").status_code == 404
+    assert call("POST", job, alice, here, data={"ACTION": "DELETE"}).status_code == 303
+    r = call("POST", jobs, alice, "/uws/echo", data={"WORKSPACE": wid, "PHASE": "RUN"})
+    assert call("DELETE", job, alice, "/uws/echo/" + r.headers["Location"].rsplit("/", 1)[1]).status_code == 303
+    assert call("DELETE", job, alice, here).status_code == 404

@@ -48,6 +48,24 @@ async def in_thread(func, *args):
         raise NotFound(str(e)) from None
 
 
+async def send_file(handler: web.RequestHandler, directory: str, relpath: str) -> None:
+    """Answer with a workspace's file, streamed as a download (opened safely, read in a thread)."""
+    f, size = await in_thread(handler.settings["uws"].storage.open_read, directory, relpath)
+    try:
+        name = os.path.basename(relpath)
+        handler.set_header("Content-Type", mimetypes.guess_type(name)[0] or "application/octet-stream")
+        handler.set_header("Content-Length", str(size))
+        handler.set_header("Content-Disposition", f"attachment; filename*=UTF-8''{quote(name)}")
+        left = size  # as much as Content-Length says, if the file grows meanwhile
+        while left and (chunk := await asyncio.to_thread(f.read, min(CHUNK_BYTES, left))):
+            left -= len(chunk)
+            handler.write(chunk)
+            await handler.flush()
+    finally:
+        await asyncio.to_thread(f.close)
+    handler.finish()
+
+
 class WorkspaceFilesAPIHandler(UWSAPIHandler):
     @requires(READ_WORKSPACES)
     async def get(self, workspace_id):
@@ -179,20 +197,7 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
     @requires(READ_WORKSPACES)
     async def get(self, workspace_id, relpath):
         ws = self.find_workspace(workspace_id)
-        f, size = await in_thread(self.uws.storage.open_read, ws.directory, relpath)
-        try:
-            name = os.path.basename(relpath)
-            self.set_header("Content-Type", mimetypes.guess_type(name)[0] or "application/octet-stream")
-            self.set_header("Content-Length", str(size))
-            self.set_header("Content-Disposition", f"attachment; filename*=UTF-8''{quote(name)}")
-            left = size  # as much as Content-Length says, if the file grows meanwhile
-            while left and (chunk := await asyncio.to_thread(f.read, min(CHUNK_BYTES, left))):
-                left -= len(chunk)
-                self.write(chunk)
-                await self.flush()
-        finally:
-            await asyncio.to_thread(f.close)
-        self.finish()
+        await send_file(self, ws.directory, relpath)
 
 
 default_handlers = [

@@ -74,6 +74,8 @@ class BatchSteps:
         if job.target == JobTarget.stopped.value:
             await self._stop(job, runner)
             return
+        if job.target == JobTarget.held.value:
+            return  # not yet asked to run (JobService.run lets it into the queue)
         if job.submitted_at is None:
             # waiting for a slot: the queue decides (and wakes the job)
             self.jobs.wake_queue()
