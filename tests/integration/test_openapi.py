@@ -166,7 +166,7 @@ def test_document_is_well_formed():
     for ref in refs:
         deref(ref)
     # response objects forbid what they do not list
-    for name in ("Workspace", "Job", "JobType", "FileEntry", "UploadResult", "Error", "Pagination",
+    for name in ("Workspace", "Job", "JobType", "FileEntry", "UploadResult", "DeleteResult", "Error", "Pagination",
                  "WorkspacePage", "JobPage", "FilePage", "Account", "AccountPage", "Share", "SharePage",
                  "Recipients", "Limits", "Quota", "GroupQuota", "Usage", "UsageItem", "UsagePage"):
         assert SPEC["components"]["schemas"][name]["additionalProperties"] is False, name
@@ -237,6 +237,27 @@ INVALID_LAUNCH = [
     {"job_type": "jupyterlab", "resources": {"partition": "a/b"}},
     {"job_type": "jupyterlab", "resources": {"nodes": 2}},
 ]
+
+
+INVALID_MOVE = [
+    {},
+    {"path": ""},
+    {"path": "a" * 4097},
+    {"path": "a\x1bb"},
+    {"path": "a", "overwrite": "yes"},
+    {"path": "a", "force": True},
+]
+INVALID_NEW_FILE = [{}, {"type": "file"}, {"type": "directory", "mode": 7}]
+#: (method, file) of the files API's JSON bodies, each with the bodies the document refuses
+INVALID_FILE_BODIES = [("PATCH", "README.md", b) for b in INVALID_MOVE] + [("POST", "new", b) for b in INVALID_NEW_FILE]
+
+
+@pytest.mark.parametrize("method,path,body", INVALID_FILE_BODIES, ids=range(len(INVALID_FILE_BODIES)))
+def test_bodies_the_document_refuses_are_refused_files(api, alice, workspace, method, path, body):
+    template = "/workspaces/{workspace_id}/files/{path}"
+    assert errors(body, request_schema(template, method.lower())), f"the document accepts {body}"
+    r = api.call(method, template, alice, f"/workspaces/{workspace['id']}/files/{path}", json=body)
+    assert r.status_code == 422, r.text
 
 
 INVALID_ACCOUNT = [
@@ -418,6 +439,36 @@ def test_files_match_the_document(hub, alice, bob, contract, read_only, made):
     assert api.call("GET", file, alice, f"/workspaces/{wid}/files/missing.txt").status_code == 404
     assert api.call("GET", file, alice, f"/workspaces/{wid}/files/..%2Fx").status_code in (400, 404)
     assert api.call("GET", file, None, f"/workspaces/{wid}/files/data/counts.csv").status_code == 403
+    r = api.call("GET", file, alice, f"/workspaces/{wid}/files/data?format=zip")
+    assert r.status_code == 200 and r.headers["Content-Type"] == "application/zip"
+    assert api.call("GET", file, alice, f"/workspaces/{wid}/files/data?format=rar").status_code == 400
+    r = api.call("PUT", file, alice, f"/workspaces/{wid}/files/README.md", data=b"x", headers={"If-None-Match": "*"})
+    assert r.status_code == 412
+
+    # folders, moves, deletes
+    body = {"type": "directory"}
+    assert not errors(body, request_schema(file, "post"))
+    made = api.call("POST", file, alice, f"/workspaces/{wid}/files/results/a", json=body).json()
+    assert made["type"] == "directory"
+    assert api.call("POST", file, alice, f"/workspaces/{wid}/files/results/a", json=body).status_code == 409
+    assert api.call("POST", file, alice, f"/workspaces/{wid}/files/results/b", data="{").status_code == 400
+    assert api.call("POST", file, read_only, f"/workspaces/{wid}/files/b", json=body).status_code == 403
+    assert api.call("POST", file, bob, f"/workspaces/{wid}/files/b", json=body).status_code == 404
+    move = {"path": "results/a/counts.csv", "overwrite": False}
+    assert not errors(move, request_schema(file, "patch"))
+    moved = api.call("PATCH", file, alice, f"/workspaces/{wid}/files/data/counts.csv", json=move).json()
+    assert moved["path"] == "results/a/counts.csv"
+    r = api.call("PATCH", file, alice, f"/workspaces/{wid}/files/README.md", json={"path": "results/a"})
+    assert r.status_code == 409
+    assert api.call("PATCH", file, alice, f"/workspaces/{wid}/files/nope", json={"path": "x"}).status_code == 404
+    assert api.call("PATCH", file, alice, f"/workspaces/{wid}/files/results", json={"path": "results/x"}).status_code == 400
+    assert api.call("PATCH", file, read_only, f"/workspaces/{wid}/files/results", json={"path": "x"}).status_code == 403
+    assert api.call("DELETE", file, alice, f"/workspaces/{wid}/files/results").status_code == 409
+    gone = api.call("DELETE", file, alice, f"/workspaces/{wid}/files/results?recursive=1").json()
+    assert gone == {"path": "results", "type": "directory", "freed_bytes": 8}
+    assert api.call("DELETE", file, alice, f"/workspaces/{wid}/files/results").status_code == 404
+    assert api.call("DELETE", file, alice, f"/workspaces/{wid}/files/").status_code == 400
+    assert api.call("DELETE", file, read_only, f"/workspaces/{wid}/files/README.md").status_code == 403
 
 
 def test_jobs_match_the_document(hub, alice, bob, contract, read_only, made):

@@ -1,15 +1,20 @@
 """REST API: files in a workspace.
 
 ``GET /hub/api/workspaces/{id}/files?path=dir`` lists a directory,
-``GET .../files/{path}`` downloads a file (streamed), ``PUT .../files/{path}``
-uploads one (streamed to a temporary file, renamed into place when complete,
-so a failed upload loses nothing), refused with a 413 over
+``GET .../files/{path}`` downloads a file (streamed), ``?format=zip`` a folder
+as a zip file (made as it is sent, :mod:`uws_hub.workspaces.archive`),
+``PUT .../files/{path}`` uploads one (streamed to a temporary file, renamed
+into place when complete, so a failed upload loses nothing; with
+``If-None-Match: *`` only where no file is, else 412), refused with a 413 over
 ``UWSHub.max_upload_bytes`` and with a 422 over the workspace owner's disk
 quota. The room on the quota is reserved (:meth:`QuotaService.reserve_disk`)
 before the first byte is written, from ``Content-Length``; a body without one
 reserves as it arrives, and once it goes over, the rest of it is discarded and
 refused at its end. Every way an upload ends gives the room back or turns it
-into usage.
+into usage. ``POST .../files/{path}`` makes a folder, ``PATCH`` moves (renames)
+a file or folder, ``DELETE`` deletes one (a folder with everything in it with
+``?recursive=1``), freeing its room on the quota at once, so a user over the
+quota can delete without launching a job.
 
 Paths are made safe by :mod:`uws_hub.workspaces.paths` alone; every storage call (all of
 them block: opening, listing, each read and write, the rename) runs in a
@@ -21,31 +26,63 @@ from __future__ import annotations
 import asyncio
 import mimetypes
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal
 from urllib.parse import quote
 
-from tornado import web
+from pydantic import BaseModel, ConfigDict, Field
+from tornado import iostream, web
 
-from ..errors import BadRequest, NotFound
+from ..errors import BadRequest, Conflict, NotFound, PreconditionFailed, UWSError
+from ..inputs import Text, query_bool
 from ..quotas.limits import Reservation
 from ..quotas.service import QuotaExceeded
 from ..scopes import READ_WORKSPACES, WRITE_WORKSPACES, requires
+from ..workspaces.paths import FileConflict, PathError
 from ..workspaces.paths import NotFound as StorageNotFound
-from ..workspaces.paths import PathError
 from ..workspaces.storage import Upload
 from .base import UWSAPIHandler
 
 CHUNK_BYTES = 256 * 1024
 
 
-async def in_thread(func, *args):
-    """Run a blocking storage call off the event loop; its refusals become client errors
-    (400 for bad paths, 404 for missing ones)."""
+class NewFileModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["directory"]
+
+
+class MoveFileModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: Text = Field(min_length=1, max_length=4096)
+    overwrite: bool = False
+
+
+@contextmanager
+def storage_refusals(conflict: type[UWSError] = Conflict) -> Iterator[None]:
+    """The storage's refusals as client errors: 400 for bad paths, 404 for missing
+    ones, ``conflict`` (409) for what the workspace's contents refuse."""
     try:
-        return await asyncio.to_thread(func, *args)
+        yield
     except PathError as e:
         raise BadRequest(str(e)) from None
     except StorageNotFound as e:
         raise NotFound(str(e)) from None
+    except FileConflict as e:
+        raise conflict(str(e)) from None
+
+
+async def in_thread(func, *args, conflict: type[UWSError] = Conflict, **kwargs):
+    """Run a blocking storage call off the event loop, its refusals as client errors."""
+    with storage_refusals(conflict):
+        return await asyncio.to_thread(func, *args, **kwargs)
+
+
+def attachment(handler: web.RequestHandler, name: str, content_type: str) -> None:
+    handler.set_header("Content-Type", content_type)
+    handler.set_header("Content-Disposition", f"attachment; filename*=UTF-8''{quote(name)}")
 
 
 class WorkspaceFilesAPIHandler(UWSAPIHandler):
@@ -63,7 +100,13 @@ class WorkspaceFilesAPIHandler(UWSAPIHandler):
 
 @web.stream_request_body
 class WorkspaceFileAPIHandler(UWSAPIHandler):
+    """One file or folder. The body of an upload is streamed to disk as it arrives;
+    the (small) JSON bodies of the other methods are collected (a streaming handler
+    gets no ``request.body``)."""
+
     upload: Upload | None = None
+    #: the JSON body of a POST or PATCH
+    body: bytearray | None = None
     #: the upload's room on the workspace owner's disk quota
     reservation: Reservation | None = None
     #: why a streamed upload was refused while its body arrived
@@ -73,6 +116,8 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
 
     async def prepare(self):
         await super().prepare()
+        if self.request.method in ("POST", "PATCH"):
+            self.body = bytearray()
         if self.request.method != "PUT" or self._finished:
             return
         try:
@@ -101,13 +146,20 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
             raise web.HTTPError(413, f"File larger than the limit of {self.uws.max_upload_bytes} bytes")
         self.request.connection.set_max_body_size(self.uws.max_upload_bytes)
         owner = self.uws.workspaces.file_owner(ws)
-        self.upload = upload = await in_thread(self.uws.storage.start_upload, ws.directory, relpath, owner)
+        # If-None-Match: * (RFC 9110): only where no file is, checked again as it is put in place
+        replace = self.request.headers.get("If-None-Match", "").strip() != "*"
+        self.upload = upload = await in_thread(
+            self.uws.storage.start_upload, ws.directory, relpath, owner, replace=replace, conflict=PreconditionFailed
+        )
         self.workspace = ws
         # the owner's disk quota (an editor's upload counts against the workspace's owner)
         known = int(length) if length is not None and length.isdigit() else 0
         self.reservation = self.uws.quotas.reserve_disk(ws.owner, known, upload.replaced_bytes)
 
     async def data_received(self, chunk: bytes) -> None:
+        if self.body is not None:
+            self.body += chunk
+            return
         if self.upload is None or self.reservation is None:
             return
         if self.upload.size + len(chunk) > self.uws.max_upload_bytes:
@@ -151,7 +203,7 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
         if self.refusal is not None:
             raise self.refusal
         upload, self.upload = self.upload, None
-        await in_thread(upload.commit)
+        await in_thread(upload.commit, conflict=PreconditionFailed)
         self.uws.quotas.commit_disk(self.reservation, self.workspace, upload.size)
         self.write_json(
             {"path": upload.path, "size": upload.size},
@@ -161,12 +213,17 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
     @requires(READ_WORKSPACES)
     async def get(self, workspace_id, relpath):
         ws = self.find_workspace(workspace_id)
+        kind = self.get_argument("format", None)
+        if kind == "zip":
+            await self._send_zip(ws, relpath)
+            return
+        if kind is not None:
+            raise BadRequest(f"Unknown format {kind[:40]!r}: the one format is 'zip', for folders")
         f, size = await in_thread(self.uws.storage.open_read, ws.directory, relpath)
         try:
             name = os.path.basename(relpath)
-            self.set_header("Content-Type", mimetypes.guess_type(name)[0] or "application/octet-stream")
+            attachment(self, name, mimetypes.guess_type(name)[0] or "application/octet-stream")
             self.set_header("Content-Length", str(size))
-            self.set_header("Content-Disposition", f"attachment; filename*=UTF-8''{quote(name)}")
             left = size  # as much as Content-Length says, if the file grows meanwhile
             while left and (chunk := await asyncio.to_thread(f.read, min(CHUNK_BYTES, left))):
                 left -= len(chunk)
@@ -175,6 +232,50 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
         finally:
             await asyncio.to_thread(f.close)
         self.finish()
+
+    async def _send_zip(self, ws, relpath: str) -> None:
+        """The folder as a zip file, a piece at a time, each made in a thread only once
+        the one before is sent (a client that reads slowly holds up only its own zip)."""
+        stream = await in_thread(self.uws.storage.open_zip, ws.directory, relpath, ws.slug)
+        try:
+            attachment(self, (os.path.basename(relpath.rstrip("/")) or ws.slug) + ".zip", "application/zip")
+            while piece := await asyncio.to_thread(stream.read):
+                self.write(piece)
+                await self.flush()
+        except iostream.StreamClosedError:
+            return  # the client went away
+        finally:
+            await asyncio.to_thread(stream.close)
+        self.finish()
+
+    @requires(WRITE_WORKSPACES)
+    async def post(self, workspace_id, relpath):
+        ws = self.find_workspace(workspace_id, WRITE_WORKSPACES)
+        self.parse_collected(NewFileModel)
+        with storage_refusals():
+            entry = await self.uws.workspaces.make_folder(ws, relpath)
+        self.write_json(entry.to_dict(), status=201)
+
+    @requires(WRITE_WORKSPACES)
+    async def patch(self, workspace_id, relpath):
+        ws = self.find_workspace(workspace_id, WRITE_WORKSPACES)
+        move = self.parse_collected(MoveFileModel)
+        with storage_refusals():
+            entry = await self.uws.workspaces.move_path(ws, relpath, move.path, overwrite=move.overwrite)
+        self.write_json(entry.to_dict())
+
+    @requires(WRITE_WORKSPACES)
+    async def delete(self, workspace_id, relpath):
+        ws = self.find_workspace(workspace_id, WRITE_WORKSPACES)
+        recursive = query_bool(self.get_argument("recursive", None), "recursive")
+        with storage_refusals():
+            entry, freed = await self.uws.workspaces.delete_path(ws, relpath, recursive=recursive)
+        self.write_json({"path": entry.path, "type": entry.type, "freed_bytes": freed})
+
+    def parse_collected(self, model):
+        """The collected JSON body, validated (:meth:`parse_body`)."""
+        self.request.body = bytes(self.body or b"")
+        return self.parse_body(model)
 
 
 default_handlers = [
