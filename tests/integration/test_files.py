@@ -172,7 +172,7 @@ def test_a_folder_downloads_as_a_zip(hub, alice, workspace, outside):
     r = hub.request("GET", files(wid, "README.md?format=zip"), alice)
     assert refused(r, 400) == "Not a directory: 'README.md'"
     r = hub.request("GET", files(wid, "data?format=tar"), alice)
-    assert refused(r, 400) == "Unknown format 'tar': the one format is 'zip', for folders"
+    assert refused(r, 400) == "Unknown format 'tar': the formats here are 'zip' and 'text'"
     assert refused(hub.request("GET", files(wid, "nope?format=zip"), alice), 404) == "No such directory: 'nope'"
 
 
@@ -185,6 +185,67 @@ def test_an_upload_that_must_not_replace_a_file(hub, alice, workspace):
     hub.api("PUT", files(wid, "new.txt"), alice, data=b"new", headers=create_only, expect=201)
     # (without the header, a file is replaced, as before)
     hub.api("PUT", files(wid, "new.txt"), alice, data=b"newer", expect=201)
+
+
+def test_small_text_files_are_read_and_saved_as_text(hub, alice, workspace):
+    """The page's text view: a small UTF-8 file as JSON, saved back only over the
+    version read (If-Match), only as UTF-8 text, within the text limit."""
+    wid, directory = workspace["id"], on_disk(hub, workspace)
+    hub.api("PUT", files(wid, "notes/todo.md"), alice, data="héllo ✓\n".encode(), expect=201)
+    read = hub.request("GET", files(wid, "notes/./todo.md?format=text"), alice)
+    assert read.status_code == 200, read.text
+    assert read.text == "héllo ✓\n"
+    assert read.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert read.headers["X-Content-Type-Options"] == "nosniff" and "Content-Disposition" not in read.headers
+    version = read.headers["ETag"]
+    assert version == hub.request("GET", files(wid, "notes/todo.md"), alice).headers["ETag"]
+    before = usage(hub, alice, wid)
+
+    # saved over the version read: a new version
+    text = "héllo ✓\nsaved from the page\n"
+    r = hub.request("PUT", files(wid, "notes/todo.md?format=text"), alice, data=text.encode(),
+                    headers={"If-Match": version})
+    assert r.status_code == 201, r.text
+    assert (directory / "notes" / "todo.md").read_text() == text
+    assert r.headers["ETag"] != version
+    assert r.headers["ETag"] == hub.request("GET", files(wid, "notes/todo.md?format=text"), alice).headers["ETag"]
+    assert usage(hub, alice, wid) == before + len(b"saved from the page\n")
+    # ... but not over a version changed since (by a job, say), nor one deleted since
+    r = hub.request("PUT", files(wid, "notes/todo.md?format=text"), alice, data=b"stale",
+                    headers={"If-Match": version})
+    assert refused(r, 412) == "'notes/todo.md' changed since it was read"
+    r = hub.request("PUT", files(wid, "gone.md?format=text"), alice, data=b"stale", headers={"If-Match": version})
+    assert refused(r, 412) == "'gone.md' was deleted since it was read"
+    assert (directory / "notes" / "todo.md").read_text() == text and not (directory / "gone.md").exists()
+
+    # what is no text to edit
+    (directory / "latin1.txt").write_bytes("h\xe9".encode("latin-1"))
+    (directory / "nul.bin").write_bytes(b"a\x00b")
+    (directory / "big.log").write_bytes(b"x" * (1024 * 1024 + 1))
+    for path, message in [
+        ("latin1.txt", "'latin1.txt' is not UTF-8 text (byte 1 is not UTF-8)"),
+        ("nul.bin", "'nul.bin' is not text (it holds NUL bytes)"),
+        ("big.log", "'big.log' has 1048577 bytes, more than the 1048576 of a text to edit"),
+    ]:
+        assert refused(hub.request("GET", files(wid, f"{path}?format=text"), alice), 422) == message
+    assert refused(hub.request("GET", files(wid, "notes?format=text"), alice), 400) == (
+        "'notes' is a directory; list directories with ?path=")
+    assert refused(hub.request("GET", files(wid, "no.md?format=text"), alice), 404) == "No such file: 'no.md'"
+    r = hub.request("PUT", files(wid, "notes/todo.md?format=text"), alice, data=b"caf\xe9")
+    assert refused(r, 422) == "'notes/todo.md' is not UTF-8 text (byte 3 is not UTF-8)"
+    r = hub.request("PUT", files(wid, "notes/todo.md?format=text"), alice, data=b"x" * (1024 * 1024 + 1))
+    assert refused(r, 413) == "File larger than the limit of 1048576 bytes"
+    assert (directory / "notes" / "todo.md").read_text() == text
+    assert not [p for p in directory.rglob(".uws-*")], "a refused save leaves no temporary file"
+    r = hub.request("PUT", files(wid, "notes/todo.md?format=zip"), alice, data=b"x")
+    assert refused(r, 400) == "Unknown format 'zip': the formats here are 'text'"
+    assert usage(hub, alice, wid) == before + len(b"saved from the page\n")
+
+
+def test_json_bodies_are_bounded(hub, alice, workspace):
+    """The JSON bodies of POST and PATCH are held in memory: a large one is refused unread."""
+    r = hub.request("PATCH", files(workspace["id"], "README.md"), alice, json={"path": "x" * 70_000})
+    assert refused(r, 413) == "Request body larger than the limit of 65536 bytes"
 
 
 def test_who_may_change_files(hub, alice, bob, workspace):
@@ -203,11 +264,13 @@ def test_who_may_change_files(hub, alice, bob, workspace):
             ("POST", files(wid, name), {"json": {"type": "directory"}}, 201),
             ("PATCH", files(wid, name), {"json": {"path": name + "-renamed"}}, 200),
             ("PUT", files(wid, f"{name}-renamed/f.txt"), {"data": b"f"}, 201),
+            ("PUT", files(wid, f"{name}-renamed/f.txt?format=text"), {"data": b"text"}, 201),
             ("DELETE", files(wid, f"{name}-renamed?recursive=1"), {}, 200),
         ]:
             r = hub.request(method, path, token, **kw)
             assert r.status_code == (change or ok), (who, method, path, r.status_code, r.text)
         assert hub.request("GET", files(wid, "?format=zip"), token).status_code == read, who
+        assert hub.request("GET", files(wid, "README.md?format=text"), token).status_code == read, who
     assert sorted(p.name for p in on_disk(hub, workspace).iterdir()) == ["README.md"]
     # a token that may only read cannot change anything either
     read_only = hub.api("POST", "users/uwsalice/tokens", json={"scopes": ["custom:uws:read:workspaces!user"]},

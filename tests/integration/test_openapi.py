@@ -444,6 +444,21 @@ def test_files_match_the_document(hub, alice, bob, contract, read_only, made):
     assert api.call("GET", file, alice, f"/workspaces/{wid}/files/data?format=rar").status_code == 400
     r = api.call("PUT", file, alice, f"/workspaces/{wid}/files/README.md", data=b"x", headers={"If-None-Match": "*"})
     assert r.status_code == 412
+    # the text view: read, save over the version read, refusals
+    r = api.call("GET", file, alice, f"/workspaces/{wid}/files/data/counts.csv?format=text")
+    assert r.status_code == 200 and r.headers["Content-Type"] == "text/plain; charset=utf-8"
+    saved = api.call("PUT", file, alice, f"/workspaces/{wid}/files/data/counts.csv?format=text", data=b"a,b\n1,2\n",
+                     headers={"If-Match": r.headers["ETag"]})
+    assert saved.status_code == 201 and saved.headers["ETag"] != r.headers["ETag"]
+    r = api.call("PUT", file, alice, f"/workspaces/{wid}/files/data/counts.csv?format=text", data=b"a,b\n",
+                 headers={"If-Match": r.headers["ETag"]})
+    assert r.status_code == 412
+    assert api.call("PUT", file, alice, f"/workspaces/{wid}/files/t.txt?format=text", data=b"\xff").status_code == 422
+    api.call("PUT", file, alice, f"/workspaces/{wid}/files/t.bin", data=b"\x00\x01")
+    assert api.call("GET", file, alice, f"/workspaces/{wid}/files/t.bin?format=text").status_code == 422
+    r = api.call("PATCH", file, alice, f"/workspaces/{wid}/files/t.bin", json={"path": "x" * 70_000})
+    assert r.status_code == 413
+    assert api.call("DELETE", file, alice, f"/workspaces/{wid}/files/t.bin").status_code == 200
 
     # folders, moves, deletes
     body = {"type": "directory"}

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from uws_hub.workspaces.copying import copy_tree
-from uws_hub.workspaces.paths import FileConflict, NotFound, Owner, PathError
-from uws_hub.workspaces.storage import Freed, WorkspaceStorage
+from uws_hub.workspaces.paths import FileConflict, NotFound, NotText, Owner, PathError, etag
+from uws_hub.workspaces.storage import TEXT_MAX_BYTES, Freed, Precondition, WorkspaceStorage
 
 from ..helpers import OUTSIDE
 
@@ -319,13 +319,57 @@ def test_an_upload_that_must_not_replace(storage):
     store, directory = storage
     store.write_file(directory, "f.txt", b"old", Owner())
     with pytest.raises(FileConflict, match="'f.txt' already exists"):
-        store.start_upload(directory, "f.txt", Owner(), replace=False)
-    upload = store.start_upload(directory, "g.txt", Owner(), replace=False)
+        store.start_upload(directory, "f.txt", Owner(), Precondition(absent=True))
+    upload = store.start_upload(directory, "g.txt", Owner(), Precondition(absent=True))
     upload.write(b"new")
     Path(directory, "g.txt").write_bytes(b"made meanwhile")
     with pytest.raises(FileConflict):
         upload.commit()
     assert Path(directory, "g.txt").read_bytes() == b"made meanwhile" and tree(directory) == ["f.txt", "g.txt"]
+
+
+def test_an_upload_over_the_version_read(storage):
+    """If-Match: the upload goes in place only over the file of the tag it was given."""
+    store, directory = storage
+    store.write_file(directory, "f.txt", b"v1", Owner())
+    text, st = store.read_text(directory, "f.txt")
+    assert text == "v1"
+    upload = store.start_upload(directory, "f.txt", Owner(), Precondition(etag=etag(st)))
+    upload.write(b"v2")
+    upload.commit()
+    assert upload.etag == etag(os.stat(Path(directory, "f.txt"))) != etag(st)
+    with pytest.raises(FileConflict, match="'f.txt' changed since it was read"):
+        store.start_upload(directory, "f.txt", Owner(), Precondition(etag=etag(st)))
+    # changed between the start and the commit: the check is made again
+    upload = store.start_upload(directory, "f.txt", Owner(), Precondition(etag=upload.etag))
+    upload.write(b"v3")
+    Path(directory, "f.txt").write_bytes(b"a job's v3")
+    with pytest.raises(FileConflict, match="changed since it was read"):
+        upload.commit()
+    upload = store.start_upload(directory, "f.txt", Owner(), Precondition(etag="*"))
+    os.unlink(Path(directory, "f.txt"))
+    with pytest.raises(FileConflict, match="'f.txt' was deleted since it was read"):
+        upload.commit()
+    assert tree(directory) == []
+
+
+def test_text_for_the_text_view(storage):
+    store, directory = storage
+    ws = Path(directory)
+    (ws / "ok.md").write_text("héllo ✓\n", encoding="utf-8")
+    (ws / "latin1.txt").write_bytes("h\xe9llo".encode("latin-1"))
+    (ws / "nul.bin").write_bytes(b"a\x00b")
+    (ws / "big.txt").write_bytes(b"x" * (TEXT_MAX_BYTES + 1))
+    (ws / "limit.txt").write_bytes(b"x" * TEXT_MAX_BYTES)
+    assert store.read_text(directory, "ok.md")[0] == "héllo ✓\n"
+    assert len(store.read_text(directory, "limit.txt")[0]) == TEXT_MAX_BYTES
+    for name, message in [("latin1.txt", "'latin1.txt' is not UTF-8 text (byte 1 is not UTF-8)"),
+                          ("nul.bin", "'nul.bin' is not text (it holds NUL bytes)"),
+                          ("big.txt", f"'big.txt' has {TEXT_MAX_BYTES + 1} bytes, more than the {TEXT_MAX_BYTES} "
+                                      "of a text to edit")]:
+        with pytest.raises(NotText) as e:
+            store.read_text(directory, name)
+        assert str(e.value) == message
 
 
 def test_a_folder_as_a_zip(storage, tmp_path):

@@ -3,11 +3,13 @@
 ``GET /hub/api/workspaces/{id}/files?path=dir`` lists a directory,
 ``GET .../files/{path}`` downloads a file (streamed), ``?format=zip`` a folder
 as a zip file (made as it is sent, :mod:`uws_hub.workspaces.archive`),
+``?format=text`` a small UTF-8 text file as ``text/plain`` (for the page's text view),
 ``PUT .../files/{path}`` uploads one (streamed to a temporary file, renamed
 into place when complete, so a failed upload loses nothing; with
-``If-None-Match: *`` only where no file is, else 412), refused with a 413 over
-``UWSHub.max_upload_bytes`` and with a 422 over the workspace owner's disk
-quota. The room on the quota is reserved (:meth:`QuotaService.reserve_disk`)
+``If-None-Match: *`` only where no file is, with ``If-Match`` only over the
+version read, else 412; ``?format=text``: only small UTF-8 text), refused
+with a 413 over ``UWSHub.max_upload_bytes`` and with a 422 over the workspace
+owner's disk quota. The room on the quota is reserved (:meth:`QuotaService.reserve_disk`)
 before the first byte is written, from ``Content-Length``; a body without one
 reserves as it arrives, and once it goes over, the rest of it is discarded and
 refused at its end. Every way an upload ends gives the room back or turns it
@@ -34,17 +36,19 @@ from urllib.parse import quote
 from pydantic import BaseModel, ConfigDict, Field
 from tornado import iostream, web
 
-from ..errors import BadRequest, Conflict, NotFound, PreconditionFailed, UWSError
+from ..errors import BadRequest, Conflict, NotFound, PreconditionFailed, Unprocessable, UWSError
 from ..inputs import Text, query_bool
 from ..quotas.limits import Reservation
 from ..quotas.service import QuotaExceeded
 from ..scopes import READ_WORKSPACES, WRITE_WORKSPACES, requires
-from ..workspaces.paths import FileConflict, PathError
+from ..workspaces.paths import FileConflict, NotText, PathError, etag
 from ..workspaces.paths import NotFound as StorageNotFound
-from ..workspaces.storage import Upload
+from ..workspaces.storage import TEXT_MAX_BYTES, Precondition, Upload, text_of
 from .base import UWSAPIHandler
 
 CHUNK_BYTES = 256 * 1024
+#: the largest JSON body of a POST or PATCH (collected in memory)
+JSON_MAX_BYTES = 64 * 1024
 
 
 class NewFileModel(BaseModel):
@@ -63,7 +67,8 @@ class MoveFileModel(BaseModel):
 @contextmanager
 def storage_refusals(conflict: type[UWSError] = Conflict) -> Iterator[None]:
     """The storage's refusals as client errors: 400 for bad paths, 404 for missing
-    ones, ``conflict`` (409) for what the workspace's contents refuse."""
+    ones, ``conflict`` (409) for what the workspace's contents refuse, 422 for a
+    file that is no text to edit."""
     try:
         yield
     except PathError as e:
@@ -72,12 +77,34 @@ def storage_refusals(conflict: type[UWSError] = Conflict) -> Iterator[None]:
         raise NotFound(str(e)) from None
     except FileConflict as e:
         raise conflict(str(e)) from None
+    except NotText as e:
+        raise Unprocessable(str(e)) from None
 
 
 async def in_thread(func, *args, conflict: type[UWSError] = Conflict, **kwargs):
     """Run a blocking storage call off the event loop, its refusals as client errors."""
     with storage_refusals(conflict):
         return await asyncio.to_thread(func, *args, **kwargs)
+
+
+#: what ``?format=`` a request of each method may ask for
+FORMATS = {"GET": ("zip", "text"), "PUT": ("text",)}
+
+
+def requested_format(handler: web.RequestHandler) -> str | None:
+    """The request's ``?format=`` (None: none), or a 400 naming the ones its method takes."""
+    kind = handler.get_argument("format", None)
+    known = FORMATS.get(handler.request.method or "", ())
+    if kind is None or kind in known:
+        return kind
+    names = " and ".join(repr(k) for k in known)
+    raise BadRequest(f"Unknown format {kind[:40]!r}: the formats here are {names}")
+
+
+def precondition(headers) -> Precondition:
+    """An upload's condition from ``If-None-Match: *`` and ``If-Match`` (RFC 9110)."""
+    if_match = headers.get("If-Match", "").strip()
+    return Precondition(absent=headers.get("If-None-Match", "").strip() == "*", etag=if_match or None)
 
 
 def attachment(handler: web.RequestHandler, name: str, content_type: str) -> None:
@@ -113,11 +140,19 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
     refusal: Exception | None = None
     #: the client went away
     gone = False
+    #: the largest body this upload may have (``UWSHub.max_upload_bytes``, less for text)
+    limit = 0
+    #: ``?format=text``: the body, checked to be text at its end (at most TEXT_MAX_BYTES)
+    text: bytearray | None = None
 
     async def prepare(self):
         await super().prepare()
         if self.request.method in ("POST", "PATCH"):
             self.body = bytearray()
+            length = self.request.headers.get("Content-Length", "")
+            if length.isdigit() and int(length) > JSON_MAX_BYTES:
+                raise web.HTTPError(413, f"Request body larger than the limit of {JSON_MAX_BYTES} bytes")
+            self.request.connection.set_max_body_size(JSON_MAX_BYTES)
         if self.request.method != "PUT" or self._finished:
             return
         try:
@@ -141,15 +176,21 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
         workspace_id, relpath = self.path_args
         ws = self.find_workspace(workspace_id, WRITE_WORKSPACES)
         self.uws.workspaces.check_writable(ws)
+        if requested_format(self) == "text":
+            self.text = bytearray()
+        self.limit = TEXT_MAX_BYTES if self.text is not None else self.uws.max_upload_bytes
         length = self.request.headers.get("Content-Length")
-        if length is not None and length.isdigit() and int(length) > self.uws.max_upload_bytes:
-            raise web.HTTPError(413, f"File larger than the limit of {self.uws.max_upload_bytes} bytes")
-        self.request.connection.set_max_body_size(self.uws.max_upload_bytes)
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            raise web.HTTPError(413, f"File larger than the limit of {self.limit} bytes")
+        self.request.connection.set_max_body_size(self.limit)
         owner = self.uws.workspaces.file_owner(ws)
-        # If-None-Match: * (RFC 9110): only where no file is, checked again as it is put in place
-        replace = self.request.headers.get("If-None-Match", "").strip() != "*"
         self.upload = upload = await in_thread(
-            self.uws.storage.start_upload, ws.directory, relpath, owner, replace=replace, conflict=PreconditionFailed
+            self.uws.storage.start_upload,
+            ws.directory,
+            relpath,
+            owner,
+            precondition(self.request.headers),
+            conflict=PreconditionFailed,
         )
         self.workspace = ws
         # the owner's disk quota (an editor's upload counts against the workspace's owner)
@@ -162,9 +203,9 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
             return
         if self.upload is None or self.reservation is None:
             return
-        if self.upload.size + len(chunk) > self.uws.max_upload_bytes:
+        if self.upload.size + len(chunk) > self.limit:
             await self._discard()
-            raise web.HTTPError(413, f"File larger than the limit of {self.uws.max_upload_bytes} bytes")
+            raise web.HTTPError(413, f"File larger than the limit of {self.limit} bytes")
         try:
             self.uws.quotas.grow_disk(self.reservation, self.upload.size + len(chunk), streamed=True)
         except QuotaExceeded as e:
@@ -173,6 +214,8 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
             await self._discard()
             self.refusal = e
             return
+        if self.text is not None:
+            self.text += chunk
         await asyncio.to_thread(self.upload.write, chunk)
 
     async def _discard(self) -> None:
@@ -202,9 +245,13 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
     async def put(self, workspace_id, relpath):
         if self.refusal is not None:
             raise self.refusal
+        if self.text is not None:
+            with storage_refusals():
+                text_of(bytes(self.text), self.upload.path)
         upload, self.upload = self.upload, None
         await in_thread(upload.commit, conflict=PreconditionFailed)
         self.uws.quotas.commit_disk(self.reservation, self.workspace, upload.size)
+        self.set_header("ETag", upload.etag)
         self.write_json(
             {"path": upload.path, "size": upload.size},
             status=201,
@@ -213,17 +260,25 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
     @requires(READ_WORKSPACES)
     async def get(self, workspace_id, relpath):
         ws = self.find_workspace(workspace_id)
-        kind = self.get_argument("format", None)
+        kind = requested_format(self)
         if kind == "zip":
             await self._send_zip(ws, relpath)
             return
-        if kind is not None:
-            raise BadRequest(f"Unknown format {kind[:40]!r}: the one format is 'zip', for folders")
-        f, size = await in_thread(self.uws.storage.open_read, ws.directory, relpath)
+        if kind == "text":
+            # plain text, shown as text whatever it holds (nosniff: never as HTML)
+            text, st = await in_thread(self.uws.storage.read_text, ws.directory, relpath)
+            self.set_header("Content-Type", "text/plain; charset=utf-8")
+            self.set_header("X-Content-Type-Options", "nosniff")
+            self.set_header("ETag", etag(st))
+            self.finish(text.encode())
+            return
+        f, st = await in_thread(self.uws.storage.open_read, ws.directory, relpath)
+        size = st.st_size
         try:
             name = os.path.basename(relpath)
             attachment(self, name, mimetypes.guess_type(name)[0] or "application/octet-stream")
             self.set_header("Content-Length", str(size))
+            self.set_header("ETag", etag(st))
             left = size  # as much as Content-Length says, if the file grows meanwhile
             while left and (chunk := await asyncio.to_thread(f.read, min(CHUNK_BYTES, left))):
                 left -= len(chunk)

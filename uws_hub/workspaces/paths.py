@@ -66,6 +66,10 @@ class FileConflict(Exception):
     not empty (a 409; a 412 for an upload sent with ``If-None-Match: *``)."""
 
 
+class NotText(ValueError):
+    """A file the text view cannot open: too large, not UTF-8, or with NUL bytes (a 422)."""
+
+
 def reserved_refusal(shown: str) -> PathError:
     return PathError(f"Names starting with {RESERVED_PREFIX!r} are the hub's own: {shown!r}")
 
@@ -128,6 +132,12 @@ class Entry:
             "size": self.size,
             "modified": self.modified.isoformat().replace("+00:00", "Z"),
         }
+
+
+def etag(st: os.stat_result) -> str:
+    """An HTTP entity tag of the file of ``st``: it changes when the file is replaced
+    (an upload is a new inode), written (size, modification time in ns) or touched."""
+    return f'"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"'
 
 
 def entry_type(mode: int) -> str:

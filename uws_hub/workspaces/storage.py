@@ -34,9 +34,11 @@ from .paths import (
     Entry,
     FileConflict,
     NotFound,
+    NotText,
     Owner,
     PathError,
     entry_type,
+    etag,
     kind_of,
     make_dir,
     rename_noreplace,
@@ -45,6 +47,30 @@ from .paths import (
 
 #: how often a folder being deleted is emptied again when something new appears in it
 MAX_RESCANS = 3
+#: the largest file the text view opens and saves (:meth:`WorkspaceStorage.read_text`)
+TEXT_MAX_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Precondition:
+    """What must be at an upload's destination for the upload to be put in place:
+    HTTP's ``If-None-Match: *`` (``absent``: nothing) and ``If-Match`` (``etag``: the
+    file of that :func:`~.paths.etag`, ``"*"``: any file). Checked when the upload
+    starts and again when it is put in place."""
+
+    absent: bool = False
+    etag: str | None = None
+
+    def check(self, st: os.stat_result | None, shown: str) -> None:
+        """FileConflict unless ``st`` (None: nothing there) is what the condition asks for."""
+        if self.absent and st is not None:
+            raise FileConflict(f"{shown!r} already exists")
+        if self.etag is None:
+            return
+        if st is None:
+            raise FileConflict(f"{shown!r} was deleted since it was read")
+        if self.etag != "*" and etag(st) != self.etag:
+            raise FileConflict(f"{shown!r} changed since it was read")
 
 
 @dataclass
@@ -159,8 +185,8 @@ class WorkspaceStorage:
             scan(dirs.fd, "")
         return sorted(entries)
 
-    def open_read(self, directory: str, relpath: str) -> tuple[BinaryIO, int]:
-        """Open a regular file for reading; returns (file, size)."""
+    def open_read(self, directory: str, relpath: str) -> tuple[BinaryIO, os.stat_result]:
+        """Open a regular file for reading; returns the file and its ``fstat``."""
         parts = split_relpath(relpath)
         shown = "/".join(parts)
 
@@ -185,7 +211,18 @@ class WorkspaceStorage:
             if stat.S_ISDIR(st.st_mode):
                 raise PathError(f"{shown!r} is a directory; list directories with ?path=")
             raise PathError(f"Not a regular file: {shown!r} is {kind_of(st.st_mode)}")
-        return os.fdopen(fd, "rb"), st.st_size
+        return os.fdopen(fd, "rb"), st
+
+    def read_text(self, directory: str, relpath: str) -> tuple[str, os.stat_result]:
+        """A small text file's text, for the page's text view; NotText for a file over
+        :data:`TEXT_MAX_BYTES`, not UTF-8, or with NUL bytes (a binary file)."""
+        shown = "/".join(split_relpath(relpath))
+        f, st = self.open_read(directory, relpath)
+        with f:
+            if st.st_size > TEXT_MAX_BYTES:
+                raise NotText(f"{shown!r} has {st.st_size} bytes, more than the {TEXT_MAX_BYTES} of a text to edit")
+            data = f.read(st.st_size)  # as much as there was when opened, if it grows meanwhile
+        return text_of(data, shown), st
 
     def open_zip(self, directory: str, relpath: str, top: str) -> ZipStream:
         """Folder ``relpath`` as a zip file, made as it is read (:class:`~.archive.ZipStream`),
@@ -201,11 +238,13 @@ class WorkspaceStorage:
             raise
 
     # ---------------------------------------------------------------- writing
-    def start_upload(self, directory: str, relpath: str, owner: Owner, *, replace: bool = True) -> Upload:
+    def start_upload(
+        self, directory: str, relpath: str, owner: Owner, condition: Precondition = Precondition()
+    ) -> Upload:
         """Begin writing ``relpath`` (missing folders are made); nothing is visible until :meth:`Upload.commit`.
 
-        ``replace=False``: a file there already is a :class:`FileConflict`, now and
-        when the upload is put in place (the check and the rename are one step).
+        What is at ``relpath`` must meet ``condition`` (else FileConflict), now and
+        when the upload is put in place.
         """
         parts = split_relpath(relpath)
         shown = "/".join(parts)
@@ -218,13 +257,13 @@ class WorkspaceStorage:
             try:
                 st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
             except FileNotFoundError:
+                condition.check(None, shown)
                 return name, 0
             if stat.S_ISLNK(st.st_mode):
                 raise OSError(errno.ELOOP, "a symbolic link", name)
             if stat.S_ISDIR(st.st_mode):
                 raise PathError(f"A directory exists at {shown!r}")
-            if not replace:
-                raise FileConflict(f"{shown!r} already exists")
+            condition.check(st, shown)
             return name, st.st_size
 
         dirs = DirChain.open_root(directory)
@@ -232,7 +271,7 @@ class WorkspaceStorage:
             owner = owner.in_workspace(dirs.fd)
             name, replaced = dirs.walk(parts, shown, final=destination, make=owner)
             path = dirs.path(name)
-            return Upload(dirs.release(), name, path, owner, replaced, replace=replace)
+            return Upload(dirs.release(), name, path, owner, replaced, condition)
         finally:
             dirs.close()
 
@@ -602,6 +641,17 @@ def remove_tree(parent_fd: int, name: str, freed: Freed, shown: str) -> None:
             os.close(fd)
 
 
+def text_of(data: bytes, shown: str) -> str:
+    """``data`` as text (NotText unless it is UTF-8 without NUL bytes)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise NotText(f"{shown!r} is not UTF-8 text (byte {e.start} is not UTF-8)") from None
+    if "\x00" in text:
+        raise NotText(f"{shown!r} is not text (it holds NUL bytes)")
+    return text
+
+
 class Upload:
     """A file being written to a temporary name beside its destination.
 
@@ -613,11 +663,21 @@ class Upload:
     that goes away aborts an upload while a write may be under way).
     """
 
-    def __init__(self, dir_fd: int, name: str, path: str, owner: Owner, replaced_bytes: int, *, replace: bool = True):
+    def __init__(
+        self,
+        dir_fd: int,
+        name: str,
+        path: str,
+        owner: Owner,
+        replaced_bytes: int,
+        condition: Precondition = Precondition(),
+    ):
         self._dir_fd: int | None = dir_fd
         self._name = name
-        #: whether a file that appears at the destination meanwhile is replaced (else FileConflict)
-        self.replace = replace
+        #: what must be at the destination when the upload is put in place (else FileConflict)
+        self.condition = condition
+        #: the new file's :func:`~.paths.etag`, once committed
+        self.etag: str | None = None
         #: where the file goes, relative to the workspace (symlinks resolved)
         self.path = path
         self.owner = owner
@@ -648,15 +708,16 @@ class Upload:
             assert self._fd is not None and self._dir_fd is not None, "the upload was aborted"
             try:
                 self.owner.chown_fd(self._fd)
+                written = os.fstat(self._fd)  # a rename changes neither inode, size nor mtime
                 os.close(self._fd)
                 self._fd = None
-                if self.replace:
-                    os.replace(self._tmp, self._name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
-                else:
-                    rename_noreplace(self._dir_fd, self._tmp, self._dir_fd, self._name)
+                self._put_in_place()
             except FileExistsError:
                 self._discard()
                 raise FileConflict(f"{self.path!r} already exists") from None
+            except FileConflict:
+                self._discard()
+                raise
             except IsADirectoryError:
                 self._discard()
                 raise PathError(f"A directory exists at {self.path!r}") from None
@@ -668,6 +729,24 @@ class Upload:
                 raise
             os.close(self._dir_fd)
             self._dir_fd = None
+            self.etag = etag(written)
+
+    def _put_in_place(self) -> None:
+        """Rename the temporary file to the destination, if the condition holds: with
+        ``absent`` the check and the rename are one step (:func:`rename_noreplace`);
+        with an ``etag`` the check comes just before the rename (what a job writes in
+        between is replaced: only the workspace's own users can cause that)."""
+        assert self._dir_fd is not None
+        if self.condition.absent:
+            rename_noreplace(self._dir_fd, self._tmp, self._dir_fd, self._name)
+            return
+        if self.condition.etag is not None:
+            try:
+                st = os.stat(self._name, dir_fd=self._dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                st = None
+            self.condition.check(st, self.path)
+        os.replace(self._tmp, self._name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
 
     def _folder_deleted(self) -> NotFound:
         return NotFound(f"The folder of {self.path!r} was deleted during the upload")
