@@ -10,6 +10,7 @@ writes and copies the same path, links that climb out through other links.
 from __future__ import annotations
 
 import http.client
+import io
 import os
 import shutil
 import socket
@@ -17,6 +18,7 @@ import tempfile
 import threading
 import time
 import uuid
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -102,6 +104,15 @@ def test_a_fifo_is_refused_and_the_hub_keeps_answering(hub, alice, bob, workspac
     assert (r.status_code, r.json()["message"]) == (400, "Not a directory: 'pipe'")
     types = {e["name"]: e["type"] for e in hub.api("GET", f"workspaces/{wid}/files", alice)["items"]}
     assert types["pipe"] == "other"
+    # nor is it opened as text, zipped or waited on by a delete or a move
+    r = hub.request("GET", f"workspaces/{wid}/files/pipe?format=text", alice, timeout=10)
+    assert (r.status_code, r.json()["message"]) == (400, "Not a regular file: 'pipe' is a FIFO")
+    with zipfile.ZipFile(io.BytesIO(hub.request("GET", f"workspaces/{wid}/files/?format=zip", alice,
+                                                timeout=10).content)) as z:
+        assert not [n for n in z.namelist() if n.endswith("/pipe")]
+    hub.api("PATCH", f"workspaces/{wid}/files/pipe", alice, json={"path": "pipe2"}, expect=200, timeout=10)
+    hub.api("DELETE", f"workspaces/{wid}/files/pipe2", alice, expect=200, timeout=10)
+    assert not (directory / "pipe2").exists()
 
 
 def test_a_socket_is_refused_by_its_type(hub, alice, workspace):

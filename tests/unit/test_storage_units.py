@@ -10,11 +10,13 @@ import socket
 import stat
 import threading
 import time
+import tracemalloc
 import zipfile
 from pathlib import Path
 
 import pytest
 
+from uws_hub.workspaces.archive import PIECE_BYTES
 from uws_hub.workspaces.copying import copy_tree
 from uws_hub.workspaces.paths import FileConflict, NotFound, NotText, Owner, PathError, etag
 from uws_hub.workspaces.storage import TEXT_MAX_BYTES, Freed, Precondition, WorkspaceStorage
@@ -395,3 +397,28 @@ def test_a_folder_as_a_zip(storage, tmp_path):
         assert z.namelist()[0] == "ws/" and "ws/data/a.csv" in z.namelist()
     with pytest.raises(PathError, match="Not a directory: 'data/a.csv'"):
         store.open_zip(directory, "data/a.csv", "ws")
+
+
+def test_a_zip_is_made_a_piece_at_a_time(storage):
+    """However large the folder, each read of the zip returns a bounded piece and
+    the zipping holds little memory: the hub sends one piece before it makes the
+    next (measured with tracemalloc: what Python allocates while the zip is read)."""
+    store, directory = storage
+    (Path(directory) / "big").mkdir()
+    size = 24 * 1024 * 1024
+    with open(Path(directory) / "big" / "random.bin", "wb") as f:  # incompressible
+        f.write(os.urandom(size))
+    stream = store.open_zip(directory, "big", "ws")
+    pieces = []
+    tracemalloc.start()
+    try:
+        while piece := stream.read():
+            pieces.append(len(piece))
+            del piece
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        stream.close()
+    # a piece: what was made until it reached PIECE_BYTES, plus at most one more step (a chunk of a file)
+    assert sum(pieces) > size and max(pieces) <= 2 * PIECE_BYTES + 64 * 1024, (sum(pieces), max(pieces))
+    assert peak < 8 * PIECE_BYTES, f"zipping {size} bytes held {peak} bytes at its peak"
