@@ -249,8 +249,8 @@ def test_json_bodies_are_bounded(hub, alice, workspace):
 
 
 def test_who_may_change_files(hub, alice, bob, workspace):
-    """Owner and editor change files, a viewer only reads (a zip too), a stranger
-    sees nothing, and nobody without credentials anything."""
+    """Owner, editor and admin change files, a viewer only reads (a zip, a text too),
+    a stranger sees nothing, and nobody without credentials anything."""
     carol, stranger = hub.add_user("uwscarol"), hub.add_user(f"stranger{uuid.uuid4().hex[:6]}")
     wid = workspace["id"]
     shares = f"workspaces/{wid}/shares"
@@ -258,7 +258,7 @@ def test_who_may_change_files(hub, alice, bob, workspace):
     hub.api("POST", shares, alice, json={"user": "uwscarol", "level": "viewer"}, expect=201)
     for who, token, change, read in [("owner", alice, None, 200), ("editor", bob, None, 200),
                                      ("viewer", carol, 403, 200), ("stranger", stranger, 404, 404),
-                                     ("anonymous", None, 403, 403)]:
+                                     ("admin", hub.admin_token, None, 200), ("anonymous", None, 403, 403)]:
         name = who
         for method, path, kw, ok in [
             ("POST", files(wid, name), {"json": {"type": "directory"}}, 201),
