@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from ..helpers import declaring_length
+
 OUTSIDE = b"outside the workspace: never zipped"
 
 
@@ -233,7 +235,7 @@ def test_small_text_files_are_read_and_saved_as_text(hub, alice, workspace):
     assert refused(hub.request("GET", files(wid, "no.md?format=text"), alice), 404) == "No such file: 'no.md'"
     r = hub.request("PUT", files(wid, "notes/todo.md?format=text"), alice, data=b"caf\xe9")
     assert refused(r, 422) == "'notes/todo.md' is not UTF-8 text (byte 3 is not UTF-8)"
-    r = hub.request("PUT", files(wid, "notes/todo.md?format=text"), alice, data=b"x" * (1024 * 1024 + 1))
+    r = declaring_length(hub, "PUT", f"/hub/api/{files(wid, 'notes/todo.md?format=text')}", alice, 1024 * 1024 + 1)
     assert refused(r, 413) == "File larger than the limit of 1048576 bytes"
     assert (directory / "notes" / "todo.md").read_text() == text
     assert not [p for p in directory.rglob(".uws-*")], "a refused save leaves no temporary file"
@@ -243,9 +245,11 @@ def test_small_text_files_are_read_and_saved_as_text(hub, alice, workspace):
 
 
 def test_json_bodies_are_bounded(hub, alice, workspace):
-    """The JSON bodies of POST and PATCH are held in memory: a large one is refused unread."""
-    r = hub.request("PATCH", files(workspace["id"], "README.md"), alice, json={"path": "x" * 70_000})
-    assert refused(r, 413) == "Request body larger than the limit of 65536 bytes"
+    """The JSON bodies of POST and PATCH are held in memory: a large one is refused unread
+    (from its Content-Length; sent to the hub's port, see declaring_length)."""
+    for method in ("PATCH", "POST"):
+        r = declaring_length(hub, method, f"/hub/api/{files(workspace['id'], 'README.md')}", alice, 70_000)
+        assert refused(r, 413) == "Request body larger than the limit of 65536 bytes"
 
 
 def test_who_may_change_files(hub, alice, bob, workspace):

@@ -56,8 +56,9 @@ def visit(page, hub, ws, query: str = ""):
     expect(page.locator("#files tbody")).to_contain_text("README.md")
 
 
-def names(page) -> list[str]:
-    return page.locator("#files tbody .file-entry").all_inner_texts()
+def shows(page, names: list[str]) -> None:
+    """The file view lists these names, in this order (waiting for it to)."""
+    expect(page.locator("#files tbody .file-entry")).to_have_text(names)
 
 
 def row(page, name: str):
@@ -177,7 +178,7 @@ def test_new_folder_rename_move_and_delete(fhub, alice_page, ws):
     page.click("#files-name-submit")
     expect(page.locator("#files-status")).to_have_text("Moved NOTES.md to /results/NOTES.md")
     assert (ws["dir"] / "results" / "NOTES.md").exists()
-    assert names(page) == ["data/", "results/"]
+    shows(page, ["data/", "results/"])
 
     # delete a file (asked first; "Cancel" keeps it), then a folder with everything in it
     page.click("#files tbody .file-entry:text-is('results/')")
@@ -263,11 +264,11 @@ def test_back_after_opening_a_folder(fhub, alice_page, ws):
     page.keyboard.press("Enter")
     expect(page).to_have_url(re.compile(r"\?folder=data$"))
     expect(page.locator("#files tbody .file-entry").first).to_be_focused()
-    assert names(page) == ["sub/", "a.csv"]
+    shows(page, ["sub/", "a.csv"])
     page.click("#files tbody .file-entry:text-is('sub/')")
     expect(page).to_have_url(re.compile(r"\?folder=data%2Fsub$"))
     expect(page.locator("#files-trail")).to_have_text(re.compile(rf"{ws['slug']}\s*data\s*sub"))
-    assert names(page) == ["deep.txt"]
+    shows(page, ["deep.txt"])
 
     page.go_back()
     expect(page).to_have_url(re.compile(r"\?folder=data$"))
@@ -290,15 +291,15 @@ def test_hidden_files_are_shown_on_request(fhub, alice_page, ws):
     (ws["dir"] / ".config").mkdir()
     (ws["dir"] / ".secret-settings").write_text("x\n")
     visit(page, fhub, ws)
-    assert names(page) == ["data/", "README.md"]
+    shows(page, ["data/", "README.md"])
     expect(page.locator("label[for=files-hidden]")).to_have_text("Show hidden files (2 here)")
     page.check("#files-hidden")
-    assert names(page) == [".config/", "data/", ".secret-settings", "README.md"]
+    shows(page, [".config/", "data/", ".secret-settings", "README.md"])
     # remembered
     page.reload()
     expect(page.locator("#files tbody")).to_contain_text(".secret-settings")
     page.uncheck("#files-hidden")
-    assert names(page) == ["data/", "README.md"]
+    shows(page, ["data/", "README.md"])
 
 
 def test_a_viewer_sees_no_write_controls(fhub, browser, ws):

@@ -11,11 +11,9 @@ document and the hub's route table must list the same operations.
 
 from __future__ import annotations
 
-import http.client
 import json
 import re
 import uuid
-from dataclasses import dataclass
 from types import SimpleNamespace
 
 import pytest
@@ -25,6 +23,7 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from ..helpers import declaring_length
 from ..hubutil import REPO, record, wait_for
 
 SPEC_PATH = REPO / "docs" / "openapi.yaml"
@@ -101,37 +100,6 @@ class Contract:
         """An answer that was exercised (also for the session's status coverage)."""
         self.seen.add((template, method.lower(), status))
         record(method, "/hub/api" + template, int(status))
-
-
-@dataclass
-class RawResponse:
-    status_code: int
-    headers: dict
-    text: str
-
-    def json(self):
-        return json.loads(self.text)
-
-
-def put_declaring_length(hub, path: str, token: str, length: int) -> RawResponse:
-    """A PUT that announces ``length`` bytes but sends only a few (HTTP libraries cannot).
-
-    Sent to the hub's own port: the hub answers 413 and closes the connection
-    without reading the body, and node configurable-http-proxy, still writing
-    the body, then often answers 503 (``write ECONNRESET``) instead of passing
-    the 413 on.
-    """
-    conn = http.client.HTTPConnection("127.0.0.1", hub.hub_port, timeout=30)
-    try:
-        conn.putrequest("PUT", path)
-        conn.putheader("Authorization", f"token {token}")
-        conn.putheader("Content-Length", str(length))
-        conn.endheaders()
-        conn.send(b"x" * 1024)
-        r = conn.getresponse()
-        return RawResponse(r.status, dict(r.getheaders()), r.read().decode())
-    finally:
-        conn.close()
 
 
 @pytest.fixture
@@ -420,7 +388,7 @@ def test_files_match_the_document(hub, alice, bob, contract, read_only, made):
     assert api.call("PUT", file, read_only, f"/workspaces/{wid}/files/ro.txt", data=b"x").status_code == 403
     assert api.call("PUT", file, bob, f"/workspaces/{wid}/files/planted.txt", data=b"x").status_code == 404
     # over the size limit: refused from the Content-Length, before the body is read
-    too_large = put_declaring_length(hub, f"/hub/api/workspaces/{wid}/files/huge.bin", alice, 11 * 1024**3)
+    too_large = declaring_length(hub, "PUT", f"/hub/api/workspaces/{wid}/files/huge.bin", alice, 11 * 1024**3)
     api.check(too_large, file, "put")
     assert too_large.status_code == 413
 
@@ -456,8 +424,8 @@ def test_files_match_the_document(hub, alice, bob, contract, read_only, made):
     assert api.call("PUT", file, alice, f"/workspaces/{wid}/files/t.txt?format=text", data=b"\xff").status_code == 422
     api.call("PUT", file, alice, f"/workspaces/{wid}/files/t.bin", data=b"\x00\x01")
     assert api.call("GET", file, alice, f"/workspaces/{wid}/files/t.bin?format=text").status_code == 422
-    r = api.call("PATCH", file, alice, f"/workspaces/{wid}/files/t.bin", json={"path": "x" * 70_000})
-    assert r.status_code == 413
+    r = declaring_length(hub, "PATCH", f"/hub/api/workspaces/{wid}/files/t.bin", alice, 70_000)
+    assert api.check(r, file, "patch").status_code == 413
     assert api.call("DELETE", file, alice, f"/workspaces/{wid}/files/t.bin").status_code == 200
 
     # folders, moves, deletes
