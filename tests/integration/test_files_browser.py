@@ -53,7 +53,7 @@ def ws(fhub):
 
 def visit(page, hub, ws, query: str = ""):
     page.goto(f"{hub.url}/hub/workspaces/{ws['id']}{query}")
-    expect(page.locator("#files tbody")).to_contain_text("README.md")
+    expect(page.locator("#files tbody tr").first).to_be_visible()
 
 
 def shows(page, names: list[str]) -> None:
@@ -284,6 +284,18 @@ def test_back_after_opening_a_folder(fhub, alice_page, ws):
     page.click(f"#files-trail .files-crumb:text-is('{ws['slug']}')")
     expect(page.locator("#files tbody")).to_contain_text("README.md")
     expect(page).to_have_url(re.compile(rf"/workspaces/{ws['id']}$"))
+
+
+def test_a_folder_of_more_entries_than_a_page_is_listed_whole(fhub, alice_page, ws):
+    many = ws["dir"] / "many"
+    many.mkdir()
+    for i in range(450):  # the API's pages have at most 200 entries
+        (many / f"f{i:03d}.txt").write_text("x")
+    page = alice_page
+    visit(page, fhub, ws, "?folder=many")
+    expect(page.locator("#files tbody tr")).to_have_count(450)
+    expect(page.locator("#files tbody tr").last).to_contain_text("f449.txt")
+    expect(page.locator("#files-truncated")).to_be_hidden()
 
 
 def test_hidden_files_are_shown_on_request(fhub, alice_page, ws):
