@@ -44,6 +44,8 @@ MINIMAL = [sys.executable, str(REPO / "tests" / "minimal_server.py")]
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--jobs", type=int, default=200, help="concurrent launches (default 200)")
+    p.add_argument("--concurrent-starts", type=int, default=None,
+                   help="c.JupyterHub.concurrent_spawn_limit: starts under way at once (default: the hub's)")
     p.add_argument("--api-requests", type=int, default=100, help="idle API requests for the baseline")
     p.add_argument("--json", default=None, help="write results here ('' for none; default benchmarks/results/)")
     return p.parse_args(argv)
@@ -67,18 +69,36 @@ class EventWatcher(threading.Thread):
         self.delays: list[float] = []
         self.ready = threading.Event()
         self.stop = False
+        #: why the stream ended before the benchmark stopped reading (the hub cut it), if it did
+        self.cut: str | None = None
+        self.overflows = 0
+        self.ids: list[int] = []
 
     def run(self):
         headers = {"Authorization": f"token {self.token}"}
+        try:
+            self._read(headers)
+        except httpx.HTTPError as e:
+            if not self.stop:
+                self.cut = f"{type(e).__name__}: {e}"
+        else:
+            if not self.stop:
+                self.cut = "the stream ended"
+
+    def _read(self, headers):
         with httpx.stream("GET", self.url, headers=headers, timeout=None) as r:
             self.ready.set()
             for line in r.iter_lines():
                 if self.stop:
                     return
+                if line.startswith("event: overflow"):
+                    self.overflows += 1
                 if not line.startswith("data:"):
                     continue
                 now = time.time()
                 event = json.loads(line[5:])
+                if event.get("id") is not None:
+                    self.ids.append(event["id"])
                 created = datetime.fromisoformat(event["created_at"].rstrip("Z")).replace(tzinfo=timezone.utc)
                 self.delays.append(now - created.timestamp())
                 if event["kind"] == "job":
@@ -97,6 +117,36 @@ async def api_latencies(client: httpx.AsyncClient, n: int, until: asyncio.Event 
     return out
 
 
+async def loop_lag(client: httpx.AsyncClient) -> dict[float, float]:
+    """The hub's loop-lag histogram at /hub/metrics: {bucket's upper bound: count}."""
+    r = await client.get("/hub/metrics")
+    r.raise_for_status()
+    out = {}
+    for line in r.text.splitlines():
+        if line.startswith("uws_event_loop_lag_seconds_bucket"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            out[float(bound)] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def lag_delta(before: dict[float, float], after: dict[float, float]) -> dict:
+    """Probes during the burst, and the bucket bounds their p50 and p99 fall under."""
+    counts = {b: after[b] - before.get(b, 0) for b in sorted(after)}
+    total = counts.get(float("inf"), 0)
+
+    def under(q):
+        return next((b for b, c in counts.items() if total and c >= q * total), float("nan"))
+
+    return {"probes": total, "p50_le": under(0.5), "p99_le": under(0.99), "max_le": under(1.0)}
+
+
+def missing_ids(ids: list[int]) -> int:
+    """Stored events the stream skipped: gaps between the first and last id it got, or repeats."""
+    if not ids:
+        return 0
+    return (ids[-1] - ids[0] + 1) - len(set(ids)) + (len(ids) - len(set(ids)))
+
+
 async def run(args) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="uws-bench-concurrency-"))
     root = workdir / "workspaces"
@@ -105,10 +155,14 @@ async def run(args) -> dict:
         f"c.UWSHub.workspaces_root = {str(root)!r}\n"
         "c.UWSHub.system_users = False\n" + f"c.WorkspaceLocalProcessSpawner.nice_level = {NICE}\n"
         f"c.UWSHub.job_types = {{'minimal': {{'cmd': {MINIMAL!r}}}}}\n"
-        # JupyterHub's default (100 starts at once) applies: the rest wait, pending
         "c.JupyterHub.cleanup_servers = True\n"
         "c.JupyterHub.log_level = 'WARN'\n"
+        # the loop-lag probe's histogram, read without a token
+        "c.JupyterHub.authenticate_prometheus = False\n"
     )
+    if args.concurrent_starts:
+        # otherwise JupyterHub's default (100 starts at once) applies: the rest wait, pending
+        config += f"c.JupyterHub.concurrent_spawn_limit = {args.concurrent_starts}\n"
     hub = Hub(workdir, config, f"sqlite:///{workdir}/jupyterhub.sqlite")
     hub.start()
     try:
@@ -158,6 +212,7 @@ async def run(args) -> dict:
                     peak.append(rss_mb(hub.proc.pid))
                     await asyncio.sleep(0.5)
 
+            lag_before = await loop_lag(client)
             busy_api_task = asyncio.ensure_future(api_latencies(client, 0, until=done))
             mem_task = asyncio.ensure_future(sample_memory())
             started = time.time()
@@ -166,6 +221,7 @@ async def run(args) -> dict:
             await wait_all(job_ids)
             wall = time.time() - started
             done.set()
+            lag_during = lag_delta(lag_before, await loop_lag(client))
             busy_api = await busy_api_task
             await mem_task
             failed = [j for j in job_ids if (j, "failed") in watcher.arrivals]
@@ -190,6 +246,12 @@ async def run(args) -> dict:
             "api_busy": summary(busy_api),
             "event_delay": summary(watcher.delays),
             "events": len(watcher.delays),
+            "stream_cut": watcher.cut,
+            "overflows": watcher.overflows,
+            # every stored event the stream delivered, none twice, none skipped (ids of
+            # other users' events are not seen: one user here)
+            "events_missing": missing_ids(watcher.ids),
+            "loop_lag": lag_during,
             "rss_mb": {"before": rss_before, "peak": max(peak), "after": rss_after},
         }
     finally:
@@ -203,6 +265,12 @@ def report(res: dict) -> str:
         "",
         f"Failures: **{res['failed']}**; completed after stop: {res['completed_after_stop']}/{res['jobs']};"
         f" all running after {fmt(res['wall_seconds'])} s.",
+        "",
+        f"Event stream: {'cut by the hub (' + res['stream_cut'] + ')' if res['stream_cut'] else 'never cut'};"
+        f" {res['overflows']} overflow messages; {res['events_missing']} stored events missing or repeated.",
+        f"Hub event loop lag during the burst ({int(res['loop_lag']['probes'])} probes every 0.5 s):"
+        f" p50 ≤ {fmt(res['loop_lag']['p50_le'] * 1000)} ms, p99 ≤ {fmt(res['loop_lag']['p99_le'] * 1000)} ms,"
+        f" max ≤ {fmt(res['loop_lag']['max_le'] * 1000)} ms (histogram bucket bounds).",
         "",
         markdown_table(
             ["measure", "p50 ms", "p99 ms", "max ms", "p50 vs baseline"],

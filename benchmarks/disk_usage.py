@@ -7,6 +7,13 @@ a temporary directory on the same filesystem as /tmp), then in the same run:
 - the usage scan uws-hub's background loop runs on every workspace
   (``WorkspaceStorage.usage_bytes``: ``os.scandir``, one ``lstat`` per entry,
   symlinks not followed) against ``du -sb`` on the same tree;
+- the rescans of the loop's frequent passes (``UsageTree.measure`` again:
+  only the directories whose times changed are read) of the unchanged tree,
+  and after a small change (``--changed-dirs`` directories each get a new
+  file and lose one), against ``du -sb`` of the same tree; every result is
+  checked against ``du -sb`` less the directories' sizes. The tree is dated
+  ``--age-hours`` back first (a workspace written earlier: files written
+  within the last hour are looked at again on every rescan);
 - the copy a copy-share makes (``uws_hub.copying.copy_tree``: no links
   followed, ``copy_file_range``, modes and times kept, chown to the
   recipient) against ``cp -a`` of the same tree to the same filesystem.
@@ -36,6 +43,7 @@ ensure_venv()
 from uws_hub.workspaces.copying import copy_tree  # noqa: E402
 from uws_hub.workspaces.paths import Owner  # noqa: E402
 from uws_hub.workspaces.storage import WorkspaceStorage  # noqa: E402
+from uws_hub.workspaces.usagetree import UsageTree  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -43,6 +51,10 @@ def parse_args(argv=None):
     p.add_argument("--files", type=int, default=200_000, help="files in the tree (default 200,000)")
     p.add_argument("--dirs", type=int, default=1_000, help="directories they are spread over (default 1,000)")
     p.add_argument("--rounds", type=int, default=5, help="measured rounds of the scan (default 5)")
+    p.add_argument("--changed-dirs", type=int, default=10,
+                   help="directories changed (a file added, one deleted) before each 'changed' rescan (default 10)")
+    p.add_argument("--age-hours", type=float, default=2.0,
+                   help="date the tree's files and directories this far back (default 2)")
     p.add_argument("--copy-rounds", type=int, default=2, help="measured rounds of the copy (default 2)")
     p.add_argument("--root", default=None, help="where to build the tree (default: a temporary directory)")
     p.add_argument("--json", default=None, help="write results here ('' for none; default benchmarks/results/)")
@@ -68,6 +80,30 @@ def build_tree(top: Path, files: int, dirs: int) -> int:
         if d % 100 == 0:
             (sub / "link-inside").symlink_to(f"file-{0:04d}.dat")
     return total
+
+
+def backdate(top: Path, hours: float) -> None:
+    when = time.time() - hours * 3600
+    for d, _, files in os.walk(top, topdown=False):
+        for name in files:
+            os.utime(os.path.join(d, name), (when, when), follow_symlinks=False)
+        os.utime(d, (when, when))
+
+
+def du_files(top: Path) -> int:
+    """``du -sb`` less the directories' own sizes: what the usage scan counts."""
+    return du_sb(top) - sum(os.lstat(d).st_size for d, _, _ in os.walk(top))
+
+
+def small_change(tree: Path, dirs: int, n: int) -> None:
+    """In ``dirs`` of the tree's directories, add a file and delete another."""
+    leaves = sorted(p for p in tree.glob("group-*/dir-*"))
+    for i in range(dirs):
+        d = leaves[(n * 7919 + i * 104729) % len(leaves)]
+        (d / f"new-{n}-{i}.dat").write_bytes(b"x" * (n * 31 + i))
+        victims = sorted(d.glob("file-*.dat"))
+        if victims:
+            victims[n % len(victims)].unlink()
 
 
 def timed(func) -> float:
@@ -104,6 +140,28 @@ def main(argv=None) -> None:
                 du.append(d)
         log(f"scan p50 {summary(scan)['p50']:.3f} s, du -sb p50 {summary(du)['p50']:.3f} s")
 
+        # ---- the frequent passes' rescans, against du -sb
+        backdate(tree, args.age_hours)
+        usage = UsageTree()
+        usage.measure(str(tree))
+        rescan, rescan_du, changed, changed_du, read = [], [], [], [], []
+        for i in range(args.rounds + 1):
+            s = timed(lambda: usage.measure(str(tree)))
+            d = timed(lambda: du_sb(tree))
+            small_change(tree, args.changed_dirs, i)
+            result: list[int] = []
+            c = timed(lambda: result.append(usage.measure(str(tree))))
+            read.append(usage.read_dirs)
+            cd = timed(lambda: du_sb(tree))
+            assert result[0] == du_files(tree), (result, du_files(tree))
+            if i:
+                rescan.append(s)
+                rescan_du.append(d)
+                changed.append(c)
+                changed_du.append(cd)
+        log(f"rescan p50 {summary(rescan)['p50']:.4f} s, after a change {summary(changed)['p50']:.4f} s"
+            f" ({read[-1]} directories read)")
+
         # ---- the copy against cp -a
         # the scans left the tree in the page cache: no warm-up round (a copy of 200,000
         # files takes minutes on a slow disk); the order alternates instead
@@ -128,6 +186,12 @@ def main(argv=None) -> None:
     rows = [
         ["usage scan (os.scandir)", fmt(scan_p50, 3), fmt(min(scan), 3), fmt(args.files / scan_p50, 0), "–",
          "du -sb", fmt(du_p50, 3), fmt(ratio(scan_p50, du_p50), 2)],
+        ["rescan, unchanged tree (UsageTree)", fmt(summary(rescan)["p50"], 4), fmt(min(rescan), 4),
+         fmt(args.files / summary(rescan)["p50"], 0), "–", "du -sb", fmt(summary(rescan_du)["p50"], 3),
+         fmt(ratio(summary(rescan)["p50"], summary(rescan_du)["p50"]), 3)],
+        [f"rescan, {args.changed_dirs} directories changed", fmt(summary(changed)["p50"], 4), fmt(min(changed), 4),
+         fmt(args.files / summary(changed)["p50"], 0), "–", "du -sb", fmt(summary(changed_du)["p50"], 3),
+         fmt(ratio(summary(changed)["p50"], summary(changed_du)["p50"]), 3)],
         ["copy-share (copy_tree)", fmt(copy_p50, 3), fmt(min(copies), 3), fmt(args.files / copy_p50, 0),
          fmt(mib / copy_p50, 1), "cp -a", fmt(cp_p50, 3), fmt(ratio(copy_p50, cp_p50), 2)],
     ]
@@ -139,7 +203,8 @@ def main(argv=None) -> None:
         ["operation", "p50 s", "best s", "files/s", "MiB/s", "baseline", "baseline p50 s", "ratio"], rows))
     out = write_json("disk_usage", {
         "files": args.files, "dirs": args.dirs, "file_bytes": file_bytes, "du_bytes": du_bytes,
-        "scan_seconds": scan, "du_seconds": du, "copy_seconds": copies, "cp_seconds": cps,
+        "scan_seconds": scan, "du_seconds": du, "rescan_seconds": rescan, "rescan_du_seconds": rescan_du,
+        "changed_rescan_seconds": changed, "changed_du_seconds": changed_du, "copy_seconds": copies, "cp_seconds": cps,
     }, args.json)
     if out:
         log(f"results in {out}")

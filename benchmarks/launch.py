@@ -66,6 +66,7 @@ import requests  # noqa: E402
 from tests.hubutil import Hub, hub_env  # noqa: E402
 
 USER = "bench"
+MINIMAL_SERVER = Path(__file__).resolve().parent.parent / "tests" / "minimal_server.py"
 
 
 def parse_args(argv=None):
@@ -77,6 +78,12 @@ def parse_args(argv=None):
     p.add_argument("--runs", type=int, default=5, help="launches through the hub (and as many by hand)")
     p.add_argument("--poll-interval", type=float, default=0.05,
                    help="seconds between readiness polls, the same for hub and baseline")
+    p.add_argument("--job-type", choices=("jupyterlab", "minimal"), default="jupyterlab",
+                   help="the server to launch: JupyterLab (jupyterhub-singleuser; by hand jupyter-lab) or the"
+                   " minimal server of the tests (tests/minimal_server.py, the same script by hand)")
+    p.add_argument("--nice", type=int, default=10,
+                   help="CPU priority of the jobs (c.WorkspaceLocalProcessSpawner.nice_level, the hub's default 10)"
+                   " and of the server by hand: the same for both, so that other work on the machine slows both alike")
     p.add_argument("--launch-timeout", type=float, default=120, help="seconds to wait for one server")
     p.add_argument("--workspaces", type=int, default=10_000, help="workspaces in the database for the list part")
     p.add_argument("--users", type=int, default=None,
@@ -141,21 +148,30 @@ def _diff(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else b - a
 
 
-def hub_breakdown(hub: Hub, job_id: int) -> dict:
-    """Where a hub launch's time goes, from the hub's log and the job's own output:
-    process started (job queued) → server listening → JupyterHub saw it and added the route (job running)."""
+def hub_breakdown(hub: Hub, job_id: int, wall0: float) -> dict:
+    """Where a hub launch's time goes, from the hub's log and the job's own output, on the
+    wall clock of the POST (``wall0``): the POST → the process started (the hub logs the
+    job ``-> queued`` once Popen returned) → the server listening (it logs 'is running
+    at') → the job running (the hub noticed it and added the route)."""
     hub_lines = hub.log_text().splitlines()
     job_lines = [line for line in hub_lines if f"Job {job_id} (" in line]
-    queued = log_time(job_lines, "): queued")  # the spawner has started the process
-    running = log_time(job_lines, "): running")
+    # the transition's target: "): queued -> running" also contains "): queued"
+    queued = log_time(job_lines, "-> queued")
+    running = log_time(job_lines, "-> running")
     listening = log_time(_read_lines(hub.workdir / "uws-job-logs" / f"job-{job_id}.log"), "is running at")
-    return {"start_to_listening_s": _diff(queued, listening), "listening_to_running_s": _diff(listening, running)}
+    return {
+        "post_to_started_s": _diff(wall0, queued),
+        "start_to_listening_s": _diff(queued, listening),
+        "listening_to_running_s": _diff(listening, running),
+        "running_wall": running,
+    }
 
 
 def hub_launch(hub: Hub, session: requests.Session, token: str, ws: dict, args) -> dict:
     """One launch through the hub: POST the job, poll through the proxy, stop, wait for completed."""
+    wall0 = time.time()
     t0 = time.monotonic()
-    r = hub.request("POST", f"workspaces/{ws['id']}/jobs", token, json={"job_type": "jupyterlab"})
+    r = hub.request("POST", f"workspaces/{ws['id']}/jobs", token, json={"job_type": args.job_type})
     if r.status_code != 202:
         raise RuntimeError(f"launch refused: {r.status_code} {r.text}")
     t_accepted = time.monotonic()
@@ -169,12 +185,18 @@ def hub_launch(hub: Hub, session: requests.Session, token: str, ws: dict, args) 
     # the job's status is checked about once a second, not at every poll: keep the hub's load down
     t_ready, polls = poll_until_ok(session, url, token, args.launch_timeout, args.poll_interval, job_alive,
                                    alive_every=max(1, round(1 / args.poll_interval)))
+    wall_ready = wall0 + (t_ready - t0)
     running = hub.api("GET", f"jobs/{job['id']}", token)
     t1 = time.monotonic()
     r = hub.request("POST", f"jobs/{job['id']}/stop", token)
     if r.status_code >= 400:
         raise RuntimeError(f"stop refused: {r.status_code} {r.text}")
-    final = hub.wait_job(job["id"], token, {"completed", "failed", "cancelled"}, timeout=60)
+    # polled as often as the launch (hub.wait_job polls every 0.25 s: too coarse for a stop)
+    while True:
+        final = hub.api("GET", f"jobs/{job['id']}", token)
+        if final["status"] in ("completed", "failed", "cancelled") or time.monotonic() - t1 > 60:
+            break
+        time.sleep(args.poll_interval)
     t_stopped = time.monotonic()
     if final["status"] != "completed":
         raise RuntimeError(f"job {job['id']} ended {final['status']}: {final.get('reason')}")
@@ -186,7 +208,8 @@ def hub_launch(hub: Hub, session: requests.Session, token: str, ws: dict, args) 
         "hub_created_to_running_s": _seconds_between(running.get("created_at"), running.get("running_at")),
         "stop_s": t_stopped - t1,
         "polls": polls,
-        **hub_breakdown(hub, job["id"]),
+        **(phases := hub_breakdown(hub, job["id"], wall0)),
+        "running_to_ok_s": _diff(phases.pop("running_wall"), wall_ready),
     }
 
 
@@ -208,8 +231,14 @@ def manual_launch(directory: Path, home: Path, logdir: Path, session: requests.S
         env.pop(var)
     t0 = time.monotonic()
     wall0 = time.time()
-    proc = Proc(f"jupyter-lab-{n}", jupyter_server_argv(port, token, directory), logdir / f"manual-{n}.log",
-                env=env, cwd=directory)
+    if args.job_type == "minimal":
+        server = [sys.executable, str(MINIMAL_SERVER)]
+        env["JUPYTERHUB_SERVICE_URL"] = f"http://127.0.0.1:{port}/"
+    else:
+        server = jupyter_server_argv(port, token, directory)
+    # at the priority the hub gives its jobs (nice execs the server: same pid)
+    argv = ["nice", "-n", str(args.nice), *server]
+    proc = Proc(f"jupyter-lab-{n}", argv, logdir / f"manual-{n}.log", env=env, cwd=directory)
     try:
         t_ready, polls = poll_until_ok(session, f"http://127.0.0.1:{port}/api/status", token,
                                        args.launch_timeout, args.poll_interval, proc.alive)
@@ -221,7 +250,8 @@ def manual_launch(directory: Path, home: Path, logdir: Path, session: requests.S
         proc.stop()
     listening = log_time(_read_lines(proc.log_path), "is running at")
     return {"ready_s": t_ready - t0, "stop_s": time.monotonic() - t1, "polls": polls,
-            "start_to_listening_s": _diff(wall0, listening)}
+            "start_to_listening_s": _diff(wall0, listening),
+            "listening_to_ok_s": _diff(listening, wall0 + (t_ready - t0))}
 
 
 def hub_errors(hub: Hub) -> list[str]:
@@ -257,46 +287,37 @@ def bench_launch(hub: Hub, token: str, ws: dict, ws_dir: Path, workdir: Path, ar
             f" by hand {m['ready_s']:.2f}s")
         hub_runs.append(h)
         manual_runs.append(m)
-    return {"hub": hub_runs, "manual": manual_runs}
+    return {"hub": hub_runs, "manual": manual_runs, "nice": args.nice, "job_type": args.job_type}
 
 
 def launch_table(res: dict) -> str:
-    hub_ready = summary([r["ready_s"] for r in res["hub"]])
-    man_ready = summary([r["ready_s"] for r in res["manual"]])
-    hub_stop = summary([r["stop_s"] for r in res["hub"]])
-    man_stop = summary([r["stop_s"] for r in res["manual"]])
     def col(runs, key):
         return summary([r[key] for r in runs if r.get(key) is not None])
 
-    hub_internal = col(res["hub"], "hub_created_to_running_s")
-    man_listen = col(res["manual"], "start_to_listening_s")
-    hub_listen = col(res["hub"], "start_to_listening_s")
-    hub_notice = col(res["hub"], "listening_to_running_s")
+    hub, man = res["hub"], res["manual"]
+    man_ready, man_listen, man_stop = col(man, "ready_s"), col(man, "start_to_listening_s"), col(man, "stop_s")
     rows = [
-        ["by hand: jupyter-lab → /api/status 200 (baseline)",
-         man_ready["p50"], man_ready["mean"], man_ready["min"], man_ready["max"], "1.00"],
-        ["hub: POST jobs → /user/…/api/status 200 via proxy",
-         hub_ready["p50"], hub_ready["mean"], hub_ready["min"], hub_ready["max"],
-         f"{ratio(hub_ready['p50'], man_ready['p50']):.2f}"],
-        ["hub: job created_at → running_at (hub's own timestamps)",
-         hub_internal["p50"], hub_internal["mean"], hub_internal["min"], hub_internal["max"],
-         f"{ratio(hub_internal['p50'], man_ready['p50']):.2f}"],
-        ["  by hand: process started → server logs 'is running at'",
-         man_listen["p50"], man_listen["mean"], man_listen["min"], man_listen["max"], "1.00"],
-        ["  hub: process started (job queued) → server logs 'is running at'",
-         hub_listen["p50"], hub_listen["mean"], hub_listen["min"], hub_listen["max"],
-         f"{ratio(hub_listen['p50'], man_listen['p50']):.2f}"],
-        ["  hub: server listening → job running (JupyterHub's wait_up + route)",
-         hub_notice["p50"], hub_notice["mean"], hub_notice["min"], hub_notice["max"], "–"],
-        ["by hand: SIGTERM → exited (baseline)",
-         man_stop["p50"], man_stop["mean"], man_stop["min"], man_stop["max"], "1.00"],
-        ["hub: POST stop → job completed",
-         hub_stop["p50"], hub_stop["mean"], hub_stop["min"], hub_stop["max"],
-         f"{ratio(hub_stop['p50'], man_stop['p50']):.2f}"],
+        ("by hand: jupyter-lab → /api/status 200 (baseline)", man_ready, man_ready),
+        ("hub: POST jobs → /user/…/api/status 200 via proxy", col(hub, "ready_s"), man_ready),
+        ("hub: job created_at → running_at (hub's own timestamps)", col(hub, "hub_created_to_running_s"), man_ready),
+        ("  by hand: process started → server logs 'is running at'", man_listen, man_listen),
+        ("  by hand: 'is running at' → /api/status 200", col(man, "listening_to_ok_s"), None),
+        ("  hub: POST → process started (job recorded, JupyterHub's spawn, Popen)", col(hub, "post_to_started_s"),
+         None),
+        ("  hub: process started → server logs 'is running at'", col(hub, "start_to_listening_s"), man_listen),
+        ("  hub: 'is running at' → job running (the hub notices, adds the route)",
+         col(hub, "listening_to_running_s"), None),
+        ("  hub: job running → /api/status 200 via proxy (the client's next poll)", col(hub, "running_to_ok_s"), None),
+        ("by hand: SIGTERM → exited (baseline)", man_stop, man_stop),
+        ("hub: POST stop → job completed", col(hub, "stop_s"), man_stop),
     ]
-    rows = [[r[0], *[f"{x * 1000:,.0f}" if isinstance(x, float) else x for x in r[1:5]], r[5]] for r in rows]
-    return markdown_table(["JupyterLab launch (n=%d)" % hub_ready["n"], "p50 ms", "mean ms", "min ms", "max ms",
-                           "ratio (p50)"], rows)
+    table = [
+        [label, *(f"{s[k] * 1000:,.0f}" for k in ("p50", "mean", "min", "max")),
+         f"{ratio(s['p50'], base['p50']):.2f}" if base else "–"]
+        for label, s, base in rows
+    ]
+    return markdown_table([f"{res.get('job_type', 'jupyterlab')} launch (n={len(hub)}, nice {res.get('nice', '?')})", "p50 ms", "mean ms",
+                           "min ms", "max ms", "ratio (p50)"], table)
 
 
 # ---------------------------------------------------------------- part 2
@@ -482,6 +503,9 @@ def main(argv=None) -> int:
     config = f"""
 c.UWSHub.workspaces_root = {str(ws_root)!r}
 c.UWSHub.system_users = False
+c.WorkspaceLocalProcessSpawner.nice_level = {args.nice}
+from uws_hub.jobs.types import DEFAULT_JOB_TYPES
+c.UWSHub.job_types = {{**DEFAULT_JOB_TYPES, "minimal": {{"cmd": [{sys.executable!r}, {str(MINIMAL_SERVER)!r}]}}}}
 # the inserted workspaces have no directories: do not measure them
 c.UWSHub.workspace_usage_interval = 0
 """

@@ -49,6 +49,11 @@ c.UWSHub.job_types = {{
     }},
     "minimal": {{"display_name": "Minimal test server", "cmd": {MINIMAL_CMD!r}}},
     "short": {{"display_name": "Minimal, 3 s limit", "cmd": {MINIMAL_CMD!r}, "time_limit_seconds": 3}},
+    "echo": {{
+        "display_name": "Echo (a batch job)", "interactive": False,
+        "cmd": {[sys.executable, "-c", "import sys; print(sys.argv[1])"]!r} + ["{{text}}"],
+        "parameters": {{"text": {{"type": "string", "default": "hello"}}}},
+    }},
 }}
 """
 

@@ -210,6 +210,20 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         """,
     )
 
+    max_running_batch_jobs = Integer(
+        0,
+        min=0,
+        config=True,
+        help="""Most batch jobs that run at once on the hub's own machine (resources run by
+        local processes); 0: as many as the machine has CPUs.
+
+        Launches beyond it are not refused: they wait ``queued`` and start as
+        running ones end, round-robin across users and in launch order within
+        each user (see docs/batch-jobs.md). Each user's ``concurrent_jobs``
+        quota bounds their own jobs the same way, on every resource.
+        """,
+    )
+
     job_reconcile_interval = Float(
         10.0,
         config=True,
@@ -270,10 +284,26 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
     event_queue_size = Integer(
         1000,
         config=True,
-        help="""Events held for each subscriber of the event streams before it is dropped.
+        help="""Events held in memory for each subscriber of the event streams.
 
-        A subscriber that reads too slowly is disconnected (it can resume from
-        its last event id), so slow readers cannot grow the hub's memory.
+        A stream whose queue is full (a burst of events, or a reader slower
+        than the events) is not dropped: its queue is emptied and the stream
+        replays what it missed from the database, then goes live again. So
+        slow readers cannot grow the hub's memory, and a reader that keeps
+        reading never loses an event.
+        """,
+    )
+
+    event_stream_stall_seconds = Float(
+        60.0,
+        config=True,
+        help="""Seconds an event stream waits for its reader to take what was sent before it drops it (0: never).
+
+        A reader that stopped reading (a suspended laptop, a stuck client)
+        would hold its connection and buffers for ever; it is told it was
+        dropped (an ``overflow`` event with its last event id) and can
+        reconnect with that id (``Last-Event-ID``) to get everything it
+        missed. A reader that keeps reading, however slowly, is never dropped.
         """,
     )
 
@@ -401,6 +431,7 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         try:
             spawner_classes = {name: load_spawner_class(value) for name, value in self.resource_spawners.items()}
             job_types = parse_job_types(self.job_types, list(spawner_classes))
+            built = services.build(self, self.log, spawner_classes, job_types)
         except ValueError as e:
             self.log.critical("%s", e)
             self.exit(1)
@@ -412,13 +443,14 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
                 " Set c.UWSHub.system_users = True to run jobs as their owners' system accounts.",
                 pwd.getpwuid(os.geteuid()).pw_name,
             )
-        return services.build(self, self.log, spawner_classes, job_types)
+        return built
 
     async def init_spawners(self):
         # JupyterHub is about to re-adopt running servers with its one spawner_class:
         # first give each unfinished job's server the spawner class of its resource
         for job in Job.unfinished(self.db):
-            self.uws.servers.restore_class(job.owner, job.server_name, job.resource)
+            if job.interactive:  # batch jobs have no server (their runners find them)
+                self.uws.servers.restore_class(job.owner, job.server_name, job.resource)
         count = await super().init_spawners()
         revoked = self.uws.servers.revoke_stale_tokens()
         if revoked:

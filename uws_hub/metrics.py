@@ -14,6 +14,7 @@ where it happens.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,32 @@ JOB_LAUNCH_DURATION_SECONDS = Histogram(
     ["resource"],
     buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600, float("inf")),
 )
+
+
+EVENT_LOOP_LAG_SECONDS = Histogram(
+    "uws_event_loop_lag_seconds",
+    "How late the hub's event loop woke a probe that slept a fixed time: how long a request"
+    " or an event waits behind other work in the loop",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, float("inf")),
+)
+
+#: seconds between two probes of the event loop's lag
+LOOP_LAG_PROBE_SECONDS = 0.5
+
+
+async def probe_loop_lag() -> None:
+    """Measure the event loop's lag for ever: sleep, and record how late the loop woke us.
+
+    Everything the hub does runs on one event loop; work that holds it (a
+    slow query, JSON of a long list, JupyterHub's spawn bookkeeping) delays
+    every request and event behind it by that much. The probe's histogram
+    at ``/hub/metrics`` shows when and by how much the loop stalls.
+    """
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + LOOP_LAG_PROBE_SECONDS
+        await asyncio.sleep(LOOP_LAG_PROBE_SECONDS)
+        EVENT_LOOP_LAG_SECONDS.observe(max(0.0, loop.time() - due))
 
 
 class StateCollector(Collector):

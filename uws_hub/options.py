@@ -185,6 +185,12 @@ class QuotaOptions(HasTraits):
         happen. The first pass after the hub starts measures every workspace
         too, deleting the temporary files of uploads the previous hub process
         was receiving when it stopped.
+
+        The frequent passes re-read only the directories whose times changed
+        since the workspace's last measurement, and the files written within
+        the last hour; a file untouched for longer and then written in place
+        (no file created, deleted or renamed beside it) is counted anew at
+        this full pass, which reads every file.
         """,
     )
 

@@ -20,18 +20,24 @@ from . import scopes
 from .accounts.system import SystemAccounts
 from .events.bus import EventBus
 from .events.notify import Notifier, SMTPSettings
+from .jobs.batch import BatchSteps
 from .jobs.launch import check_resource_limits
+from .jobs.queue import QUEUE_KEY, QueueSteps
 from .jobs.reconcile import JobSteps
+from .jobs.runners.base import BatchRunner
+from .jobs.runners.local import LocalRunner
 from .jobs.servers import ServerControl
 from .jobs.service import JobService
 from .jobs.types import JobType
-from .metrics import register_state_collector
+from .metrics import probe_loop_lag, register_state_collector
 from .quotas.limits import Limits
 from .quotas.service import QuotaService
 from .reconciler import Reconciler, waker
 from .serverconfig import job_env
 from .sharing.collaborate import ShareService
 from .sharing.copies import CopyService, CopySteps
+from .spawners.local import WorkspaceLocalProcessSpawner
+from .spawners.localjob import memory_cgroups
 from .states import JobStatus
 from .tasks import TaskPool
 from .workqueue import WorkQueue
@@ -69,6 +75,7 @@ class Services:
     def start(self, hub: JupyterHub) -> None:
         """Start every background task (the hub is listening)."""
         tasks = self.tasks
+        tasks.run("loop-lag-probe", probe_loop_lag)
         for i in range(self.reconciler.workers):
             tasks.run(f"reconciler-worker-{i}", self.reconciler.worker)
         tasks.every("reconciler-scan", self.reconciler.scan, hub.job_reconcile_interval)
@@ -83,12 +90,36 @@ class Services:
             tasks.on_close(cls.close_shared)
 
     async def stop(self, stop_servers: bool) -> None:
-        """Drain the background tasks; with ``stop_servers``, end every job truthfully first."""
+        """Drain the background tasks; with ``stop_servers``, end every interactive job
+        truthfully first (batch jobs run on, and are found again at the next start)."""
         self.reconciler.close()
         if stop_servers:
             # JupyterHub is about to stop every server: end their jobs truthfully
             await self.jobs.stop_all("The hub shut down and stopped its servers")
         await self.tasks.close()
+        for runner in self.jobs.runners.values():
+            await runner.close()
+
+
+def batch_runners(hub: JupyterHub, log: logging.Logger, spawner_classes: dict) -> dict[str, BatchRunner]:
+    """The batch runner of each resource whose spawner class has one (local processes)."""
+    runners: dict[str, BatchRunner] = {}
+    for resource, cls in spawner_classes.items():
+        if issubclass(cls, WorkspaceLocalProcessSpawner):
+            settings = cls(config=hub.config)
+            cgroups, why_not = memory_cgroups(settings.memory_cgroup_parent)
+            if cgroups is not None:
+                log.info("Memory limits of local jobs on %r: cgroup v2 under %s", resource, cgroups.parent)
+            else:
+                log.info("Memory limits of local jobs on %r: RLIMIT_AS (no cgroup: %s)", resource, why_not)
+            runners[resource] = LocalRunner(
+                os.path.abspath(hub.job_log_dir),
+                log,
+                kill_grace_seconds=settings.kill_grace_seconds,
+                nice=settings.nice_level,
+                cgroups=cgroups,
+            )
+    return runners
 
 
 def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types: dict[str, JobType]) -> Services:
@@ -109,7 +140,7 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         # the workspace write scope, which jobs' Jupyter servers check to tell editors from viewers
         client_scopes=lambda owner, server: [f"{scopes.WRITE_WORKSPACES}!server={owner}/{server}"],
     )
-    events = EventBus(log, max_queue=hub.event_queue_size)
+    events = EventBus(log, max_queue=hub.event_queue_size, stall_seconds=hub.event_stream_stall_seconds)
     events.attach(db)
     register_state_collector(db, events)
     notifier = Notifier(
@@ -156,6 +187,11 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         max_seed_bytes=hub.max_seed_bytes,
         wake=waker(queue, WorkspaceSteps.kind),
     )
+    runners = batch_runners(hub, log, spawner_classes)
+    for job_type in job_types.values():
+        missing = [] if job_type.interactive else [r for r in job_type.resources if r not in runners]
+        if missing:
+            raise ValueError(f"Job type {job_type.name!r} is a batch job type, but {missing} cannot run batch jobs")
     jobs = JobService(
         db,
         servers,
@@ -171,6 +207,8 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         # each job type's resource limits (cpus, memory, gpus, time, partitions), then quotas: 422 over them
         launch_checks=[check_resource_limits, quotas.check_launch],
         job_env=lambda env: job_env(env, hub.server_auth_cache_seconds),
+        runners=runners,
+        wake_queue=lambda: queue.put(QUEUE_KEY),
     )
     sharing = ShareService(
         db,
@@ -190,12 +228,32 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
                 queue,
                 tasks,
                 log,
+                batch=BatchSteps(
+                    jobs,
+                    runners,
+                    tasks,
+                    log,
+                    max_attempts=hub.job_max_attempts,
+                    stopping_timeout=hub.job_stopping_timeout,
+                ),
                 pending_timeout=hub.job_pending_timeout,
                 queued_timeout=hub.job_queued_timeout,
                 stopping_timeout=hub.job_stopping_timeout,
                 max_attempts=hub.job_max_attempts,
                 concurrent_starts=hub.concurrent_spawn_limit,
                 start_poll_interval=hub.job_start_poll_interval,
+            ),
+            QueueSteps(
+                jobs,
+                log,
+                resources=list(runners),
+                # local batch jobs share the hub's machine: at most max_running_batch_jobs at once
+                hub_limits={
+                    resource: hub.max_running_batch_jobs or os.cpu_count() or 1
+                    for resource, runner in runners.items()
+                    if isinstance(runner, LocalRunner)
+                },
+                user_limit=quotas.concurrent_limit,
             ),
             WorkspaceSteps(workspaces, servers, queue, tasks, log, forget=sharing.forget_workspace),
             CopySteps(

@@ -159,6 +159,19 @@ def test_a_nul_in_the_url_is_refused(hub, alice, workspace):
         assert "NUL" in r.json()["message"], r.text
 
 
+def test_an_unknown_method_with_a_body_is_a_405_through_the_proxy(hub, alice, workspace):
+    """Found by tests/test_fuzz.py: a QUERY with a body on the files endpoint (whose
+    uploads are streamed) was refused before its body was read, the hub closed the
+    connection while the proxy still sent, and the proxy answered 503."""
+    url = f"workspaces/{workspace['id']}/files/data.csv"
+    for size in (0, 200_000, 400_000) * 3:
+        for method in ("QUERY", "PROPFIND"):
+            r = hub.request(method, url, alice, data=b"x" * size)
+            assert (r.status_code, r.json()["message"]) == (405, "Method Not Allowed"), (method, size, r.text[:200])
+    # the connection the proxy keeps is fine for the next request
+    assert hub.request("PUT", url, alice, data=b"a,b\n").status_code == 201
+
+
 def test_found_by_the_fuzzer(hub, alice, workspace):
     """What tests/test_fuzz.py found besides finding 9: a missing JSON body was
     taken for {} (a PUT of a quota without one removed the override), JSON's

@@ -4,6 +4,7 @@ without gaps, and a subscriber that stops reading."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 import uuid
@@ -11,7 +12,7 @@ import uuid
 import pytest
 import websocket
 
-from ..helpers import SSEReader, run_job
+from ..helpers import SSEReader, run_job, sse_replay
 from ..hubutil import wait_for
 
 
@@ -126,16 +127,77 @@ def test_websocket_stream(hub, alice):
     assert e.value.status_code == 403
 
 
-def test_a_subscriber_that_stops_reading_is_dropped(make_hub, system_users):
-    """With a small per-subscriber queue, a stalled reader is cut off (it would
-    otherwise hold every event in the hub's memory) while a live one goes on."""
-    hub = make_hub("c.UWSHub.event_queue_size = 20\nc.UWSHub.system_users = True\n")
+def _raw_stream(hub, token, rcvbuf: int = 1024, last_event_id: int | None = None) -> socket.socket:
+    """An SSE request straight to the hub on a socket with a tiny receive buffer."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.connect(("127.0.0.1", hub.hub_port))
+    resume = f"Last-Event-ID: {last_event_id}\r\n" if last_event_id is not None else ""
+    sock.sendall(
+        f"GET /hub/api/events HTTP/1.1\r\nHost: x\r\nAuthorization: token {token}\r\n{resume}"
+        "Connection: close\r\n\r\n".encode()
+    )
+    return sock
+
+
+#: an SSE workspace event received to the end of its data line
+_WHOLE_WORKSPACE_EVENT = re.compile(rb"event: workspace\ndata: [^\n]*\n")
+
+
+def _sse_events(data: bytes) -> list[tuple[str, dict]]:
+    """(kind, data) of every event in a raw SSE response (chunked encoding left in: each
+    event's lines are whole in one chunk)."""
+    out, kind = [], None
+    for line in data.decode(errors="replace").splitlines():
+        if line.startswith("event:"):
+            kind = line.split(":", 1)[1].strip()
+        elif line.startswith("data:"):
+            out.append((kind, json.loads(line[5:])))
+    return out
+
+
+def test_a_slow_reader_that_keeps_reading_gets_every_event(make_hub, system_users):
+    """A reader slower than the events, with a per-subscriber queue far smaller than
+    the burst, is never cut: what did not fit in its queue is replayed from the
+    database, in order, nothing lost and nothing twice."""
+    hub = make_hub("c.UWSHub.event_queue_size = 5\nc.UWSHub.system_users = True\n")
     token = hub.add_user("uwsalice")
-    # a reader that never reads, with tiny socket buffers, straight to the hub
-    stalled = socket.socket()
-    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
-    stalled.connect(("127.0.0.1", hub.hub_port))
-    stalled.sendall(f"GET /hub/api/events HTTP/1.1\r\nHost: x\r\nAuthorization: token {token}\r\nConnection: close\r\n\r\n".encode())
+    slow = _raw_stream(hub, token)
+    received = b""
+    try:
+        slow.settimeout(10)
+        received += slow.recv(4096)  # the headers: subscribed
+        for i in range(60):
+            hub.api("POST", "workspaces", token, json={"name": f"burst {i} " + "x" * 180}, expect=201)
+        # the reader takes a little at a time, slowly, until it has every event
+        deadline = time.monotonic() + 60
+        while len(_WHOLE_WORKSPACE_EVENT.findall(received)) < 120 and time.monotonic() < deadline:
+            time.sleep(0.02)
+            chunk = slow.recv(2048)
+            if not chunk:
+                break
+            received += chunk
+    finally:
+        slow.close()
+    events = _sse_events(received)
+    assert "overflow" not in [kind for kind, _ in events]
+    ids = [e["id"] for _, e in events if e["id"] is not None]
+    assert len(ids) == 120 and ids == sorted(ids) and len(set(ids)) == len(ids)
+    # the same events a replay from the start gives: none missing
+    stored = [e["id"] for e in sse_replay(hub, token, "last_event_id=0") if e["kind"] == "workspace"]
+    assert ids == stored
+
+
+def test_a_subscriber_that_stops_reading_is_dropped_and_resumes_without_loss(make_hub, system_users):
+    """A reader that stops taking what is sent is cut off after
+    ``event_stream_stall_seconds`` (it would otherwise hold a connection and its
+    buffers for ever) while a live one goes on; reconnecting with the last id it
+    got, it receives every event it missed."""
+    hub = make_hub(
+        "c.UWSHub.event_queue_size = 20\nc.UWSHub.event_stream_stall_seconds = 1\nc.UWSHub.system_users = True\n"
+    )
+    token = hub.add_user("uwsalice")
+    stalled = _raw_stream(hub, token)
     live = SSEReader(hub, token)
     try:
         for i in range(150):
@@ -144,14 +206,20 @@ def test_a_subscriber_that_stops_reading_is_dropped(make_hub, system_users):
         wait_for(lambda: len([e for e in live.events if e["kind"] == "workspace"]) >= 300, 30,
                  what="the live reader's events")
         assert "overflow" not in live.kinds
+        wait_for(lambda: "Dropping an event subscriber" in hub.log_text(), 30, what="the stalled reader's drop")
         # the stalled one was cut off, told why
         stalled.settimeout(10)
         received = b""
         while chunk := stalled.recv(65536):
             received += chunk
-        assert b"event: overflow" in received
-        assert received.count(b"event: workspace") < 300
+        events = _sse_events(received)
+        assert events[-1][0] == "overflow"
+        got = [e["id"] for kind, e in events if kind == "workspace"]
+        assert len(got) < 300 and events[-1][1]["last_event_id"] == got[-1]
         assert hub.log_text().count("Dropping an event subscriber") == 1
     finally:
         stalled.close()
         live.close()
+    # it resumes from the last event it got: the rest, nothing missed, nothing twice
+    resumed = [e["id"] for e in sse_replay(hub, token, f"last_event_id={got[-1]}") if e["kind"] == "workspace"]
+    assert got + resumed == [e["id"] for e in live.events if e["kind"] == "workspace"]

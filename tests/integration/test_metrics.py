@@ -9,6 +9,7 @@ import uuid
 from prometheus_client.parser import text_string_to_metric_families
 
 from ..helpers import SSEReader, run_job
+from ..hubutil import wait_for
 
 
 def scrape(hub, token) -> dict[tuple[str, tuple], float]:
@@ -53,3 +54,15 @@ def test_metrics_follow_jobs_and_workspaces(hub, alice):
 
 def test_metrics_need_the_read_metrics_scope(hub, alice):
     assert hub.request("GET", "/hub/metrics", alice).status_code == 403
+
+
+def test_event_loop_lag_is_measured(hub):
+    """The hub measures how late its event loop runs what is due (the loop-lag probe):
+    a count of probes that grows, and their total delay."""
+    admin = hub.add_user("uwsadmin", admin=True)
+    first = scrape(hub, admin)
+    count = value(first, "uws_event_loop_lag_seconds_count")
+    assert count >= 1
+    wait_for(lambda: value(scrape(hub, admin), "uws_event_loop_lag_seconds_count") > count, 10,
+             what="another probe of the event loop")
+    assert value(first, "uws_event_loop_lag_seconds_sum") >= 0

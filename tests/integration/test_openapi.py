@@ -516,6 +516,42 @@ def test_jobs_match_the_document(hub, alice, bob, contract, read_only, made):
     assert api.call("GET", output, bob, f"/jobs/{failed['id']}/output").status_code == 404
     assert api.call("GET", output, None, f"/jobs/{failed['id']}/output").status_code == 403
 
+    # a batch job: parameters, its log (whole, a range, followed), its results, deleting it
+    batch = {"job_type": "echo", "parameters": {"text": "contract"}}
+    assert not errors(batch, request_schema(launch, "post"))
+    echo = api.call("POST", launch, alice, f"/workspaces/{second['id']}/jobs", json=batch).json()
+    assert echo["interactive"] is False and echo["parameters"] == {"text": "contract"}
+    bad = {"job_type": "echo", "parameters": {"text": 5}}
+    assert api.call("POST", launch, alice, f"/workspaces/{second['id']}/jobs", json=bad).status_code == 422
+    assert api.call("DELETE", one, alice, f"/jobs/{echo['id']}").status_code == 409
+    echo = hub.wait_job(echo["id"], alice, {"completed", "failed", "cancelled"})
+    assert echo["status"] == "completed" and echo["exit_code"] == 0 and echo["results"] == []
+    jobs = api.call("GET", "/jobs", alice, f"/jobs?workspace={second['id']}&job_type=echo").json()
+    assert [j["id"] for j in jobs["items"]] == [echo["id"]]
+    log = "/jobs/{job_id}/log"
+    assert api.call("GET", log, alice, f"/jobs/{echo['id']}/log").text == "contract\n"
+    tail = api.call("GET", log, alice, f"/jobs/{echo['id']}/log", headers={"Range": "bytes=-3"})
+    assert (tail.status_code, tail.text) == (206, "ct\n")
+    assert api.call("GET", log, alice, f"/jobs/{echo['id']}/log", headers={"Range": "bytes=50-"}).status_code == 416
+    assert api.call("GET", log, alice, f"/jobs/{echo['id']}/log", headers={"Range": "rows=1"}).status_code == 400
+    assert api.call("GET", log, alice, f"/jobs/{failed['id']}/log").status_code == 409
+    assert api.call("GET", log, bob, f"/jobs/{echo['id']}/log").status_code == 404
+    assert api.call("GET", log, None, f"/jobs/{echo['id']}/log").status_code == 403
+    stream = "/jobs/{job_id}/log/stream"
+    with hub.request("GET", f"/hub/api/jobs/{echo['id']}/log/stream", alice, stream=True) as r:
+        api.check(r, stream, "get")
+        assert r.headers["Content-Type"].startswith("text/event-stream")
+        assert "data: contract" in r.text and "event: end" in r.text
+    assert api.call("GET", stream, alice, f"/jobs/{echo['id']}/log/stream?offset=-1").status_code == 400
+    assert api.call("GET", stream, alice, f"/jobs/{failed['id']}/log/stream").status_code == 409
+    assert api.call("GET", stream, bob, f"/jobs/{echo['id']}/log/stream").status_code == 404
+    assert api.call("GET", stream, None, f"/jobs/{echo['id']}/log/stream").status_code == 403
+    assert api.call("DELETE", one, read_only, f"/jobs/{echo['id']}").status_code == 403
+    assert api.call("DELETE", one, bob, f"/jobs/{echo['id']}").status_code == 404
+    assert api.call("DELETE", one, alice, f"/jobs/{echo['id']}?results=yes").status_code == 400
+    assert api.call("DELETE", one, alice, f"/jobs/{echo['id']}?results=true").json()["id"] == echo["id"]
+    assert api.call("GET", one, alice, f"/jobs/{echo['id']}").status_code == 404
+
     # deleting: the workspace answers deleting until it is gone
     assert api.call("DELETE", item, read_only, f"/workspaces/{wid}").status_code == 403
     assert api.call("DELETE", item, bob, f"/workspaces/{wid}").status_code == 404

@@ -7,6 +7,7 @@ one running job. Most jobs run tests/minimal_server.py, to stay quick on 2 cores
 from __future__ import annotations
 
 import functools
+import json
 import pwd
 import re
 import time
@@ -219,6 +220,39 @@ def test_scancel_while_queued_is_cancelled(shub, user):
         job = shub.wait_job(job["id"], user, TERMINAL, timeout=15)
         assert job["status"] == "cancelled" and "cancelled outside uws-hub" in job["reason"]
     finally:
+        slurmutil.scancel(blocker)
+
+
+def test_every_progress_reader_sees_a_queued_job_start(shub, user):
+    """JupyterHub's progress API and the hub's own events both follow a job waiting in
+    SLURM's queue: each one sees it leave the queue (progress wakes on changes, and
+    a second reader must not steal the first one's wake-up)."""
+    blocker = slurmutil.sbatch(f"--mem={slurmutil.free_memory_mb() - 256}M", "-J", "uws-test-blocker")
+    events = SSEReader(shub, user)
+    try:
+        wait_for(lambda: slurmutil.job_info(blocker).get("state") == "RUNNING", 15, what="the blocker to run")
+        job = slurm_launch(shub, user, job_type="big", resources={"memory": "1G"})
+        job = shub.wait_job(job["id"], user, {"queued"} | TERMINAL, timeout=30)
+        assert job["status"] == "queued", job["reason"]
+        # a second reader: JupyterHub's progress API for the job's server
+        with shub.request("GET", f"users/uwsalice/servers/{job['server_name']}/progress", user,
+                          stream=True, timeout=60) as progress:
+            assert progress.status_code == 200, progress.text
+            slurmutil.scancel(blocker)
+            messages = []
+            for line in progress.iter_lines(chunk_size=None, decode_unicode=True):
+                if line.startswith("data:"):
+                    messages.append(json.loads(line[5:]).get("message", ""))
+                    if "Running on node" in messages[-1] or "ready" in line:
+                        break
+        assert any("Running on node localhost" in m for m in messages), messages
+        wait_for(lambda: any("Running on node localhost" in e["data"].get("message", "") for e in events.events
+                             if e["job_id"] == job["id"] and e["kind"] == "progress"), 30,
+                 what="the hub's progress event")
+        shub.api("POST", f"jobs/{job['id']}/stop", user, expect=202)
+        shub.wait_job(job["id"], user, TERMINAL, timeout=30)
+    finally:
+        events.close()
         slurmutil.scancel(blocker)
 
 

@@ -20,6 +20,7 @@ from uws_hub.accounts.system import SystemAccounts
 from uws_hub.errors import Conflict
 from uws_hub.events.bus import EventBus
 from uws_hub.events.notify import Notifier
+from uws_hub.jobs.batch import BatchSteps
 from uws_hub.jobs.launch import check_resource_limits
 from uws_hub.jobs.reconcile import JobSteps
 from uws_hub.jobs.service import JobService
@@ -328,7 +329,9 @@ class StartingServers(FakeServers):
 
 def job_steps(hub, behaviour: str, **timeouts):
     servers = hub.jobs.servers = StartingServers(behaviour)
-    return JobSteps(hub.jobs, servers, hub.queue, hub.pool, log, start_poll_interval=0.01, **timeouts), servers
+    batch = BatchSteps(hub.jobs, {}, hub.pool, log)
+    return JobSteps(hub.jobs, servers, hub.queue, hub.pool, log, batch=batch, start_poll_interval=0.01,
+                    **timeouts), servers
 
 
 async def settle(steps, job, statuses: set[str], seconds: float = 5.0) -> None:

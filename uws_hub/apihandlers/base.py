@@ -19,7 +19,7 @@ from tornado import httputil, web
 
 from .. import access
 from ..errors import BadRequest, Forbidden, NotFound, Unprocessable
-from ..inputs import MAX_ID, MAX_OFFSET, query_int, shorten
+from ..inputs import MAX_ID, MAX_OFFSET, MAX_SQL_INT, query_int, shorten
 from ..orm import Job, Workspace
 from ..scopes import READ_WORKSPACES
 from ..services import Services
@@ -126,6 +126,18 @@ class UWSAPIHandler(APIHandler):
         if not wanted or any(s not in allowed for s in wanted):
             raise BadRequest(f"Unknown status {value!r}; {'one or more' if many else 'one'} of {allowed}")
         return wanted
+
+    def resume_points(self, parameter: str) -> list[int]:
+        """Where a stream resumes: ``?<parameter>=`` and the ``Last-Event-ID`` header (which
+        EventSource sends when it reconnects), those given, in that order; 400 if invalid."""
+        return [
+            query_int(value, name, default=0, minimum=0, maximum=MAX_SQL_INT)
+            for value, name in (
+                (self.get_argument(parameter, None), parameter),
+                (self.request.headers.get("Last-Event-ID"), "The Last-Event-ID header"),
+            )
+            if value is not None
+        ]
 
     def parse_body(self, model: type[M]) -> M:
         """The JSON body validated against ``model`` (400 if missing or not JSON, 422 if invalid).

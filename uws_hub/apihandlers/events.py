@@ -15,6 +15,7 @@ import asyncio
 import json
 import socket
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -26,7 +27,6 @@ from tornado.websocket import WebSocketClosedError, WebSocketHandler
 from .. import access
 from ..errors import BadRequest
 from ..events.bus import Subscription, event_model
-from ..inputs import MAX_SQL_INT, query_int
 from ..orm import Event
 from ..scopes import READ_WORKSPACES, requires
 from .base import UWSAPIHandler, parse_id
@@ -60,14 +60,7 @@ class EventStreamMixin(_StreamBase):
         job = self.get_argument("job", None)
         # both bounded before the stream starts (past SQL's BIGINT the replay query
         # failed after the headers, or in the WebSocket's task); the parameter wins
-        given = [
-            query_int(value, name, default=0, minimum=0, maximum=MAX_SQL_INT)
-            for value, name in (
-                (self.get_argument("last_event_id", None), "last_event_id"),
-                (self.request.headers.get("Last-Event-ID"), "The Last-Event-ID header"),
-            )
-            if value is not None
-        ]
+        given = self.resume_points("last_event_id")
         after = given[0] if given else None
         return EventFilter(
             workspace_id=parse_id(workspace, "workspace") if workspace is not None else None,
@@ -131,10 +124,49 @@ class EventStreamMixin(_StreamBase):
         stream = self.request.connection.stream
         if stream is not None and stream.socket is not None:
             stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
-        return self.settings["uws"].events.subscribe(self.acceptor(f))
+        return self.settings["uws"].events.subscribe(self.acceptor(f), replays=True)
 
     def unsubscribe(self, sub: Subscription) -> None:
         self.settings["uws"].events.unsubscribe(sub)
+
+    async def batches(self, sub: Subscription, f: EventFilter, timeout: float) -> AsyncIterator[list[dict]]:
+        """What to send, in order, once each: the stored events after ``f.after``,
+        then live ones; after a lag (the subscriber's queue was full), what it
+        missed, from the database. ``[]`` after ``timeout`` seconds without events."""
+        last = f.after
+        replay = last is not None
+        while not sub.closed.is_set():
+            if replay or sub.lagging:
+                replay = False
+                last = sub.catch_up(last)
+                while last is not None:
+                    batch = self.missed(EventFilter(f.workspace_id, f.job_id, last))
+                    if batch:
+                        last = batch[-1]["id"]
+                        yield batch
+                    if len(batch) < REPLAY_BATCH:
+                        break
+                continue
+            batch = []
+            for event in await sub.next_batch(timeout):
+                if event["id"] is None:
+                    batch.append(event)  # progress messages: not stored, never replayed
+                elif last is None or event["id"] > last:
+                    batch.append(event)
+                    last = event["id"]
+            if batch or not (sub.lagging or sub.closed.is_set()):
+                yield batch
+
+    async def sent(self, written: asyncio.Future) -> bool:
+        """Wait until the reader took what was written; False if it took nothing for
+        ``UWSHub.event_stream_stall_seconds`` (the stream is then dropped)."""
+        stall = self.settings["uws"].events.stall_seconds
+        done, _ = await asyncio.wait({written}, timeout=stall or None)
+        if written in done:
+            written.result()  # a closed stream raises
+            return True
+        self.log.warning("Dropping an event subscriber that took nothing for %g s", stall)
+        return False
 
 
 class EventsAPIHandler(EventStreamMixin, UWSAPIHandler):
@@ -166,28 +198,16 @@ class EventsAPIHandler(EventStreamMixin, UWSAPIHandler):
             # back until the body starts, which would delay the client's open by a keepalive
             self.write(": connected\n\n")
             await self.flush()
-            while last is not None:
-                batch = self.missed(EventFilter(f.workspace_id, f.job_id, last))
-                for event in batch:
-                    self._write_event(event)
-                    last = event["id"]
-                await self.flush()
-                if len(batch) < REPLAY_BATCH:
-                    break
-            while not sub.closed.is_set():
-                batch = await sub.next_batch(timeout=self.keepalive_seconds)
-                if not batch and not sub.closed.is_set():
+            async for batch in self.batches(sub, f, self.keepalive_seconds):
+                if not batch:
                     self.write(": keepalive\n\n")
                 for event in batch:
-                    if event["id"] is None:
-                        self._write_event(event)
-                    elif last is None or event["id"] > last:
-                        self._write_event(event)
-                        last = event["id"]
-                await self.flush()
-            if sub.overflowed:
-                message = {"message": "Too far behind; reconnect with the last event id", "last_event_id": last}
-                self.write(f"event: overflow\ndata: {json.dumps(message)}\n\n")
+                    self._write_event(event)
+                    last = event["id"] if event["id"] is not None else last
+                if not await self.sent(self.flush()):
+                    message = {"message": "Too far behind; reconnect with the last event id", "last_event_id": last}
+                    self.write(f"event: overflow\ndata: {json.dumps(message)}\n\n")
+                    break
         except StreamClosedError:
             pass
         finally:
@@ -219,23 +239,14 @@ class EventsWebSocketHandler(EventStreamMixin, WebSocketHandler, UWSAPIHandler):
         assert sub is not None  # subscribed in open()
         last = f.after
         try:
-            while last is not None:
-                batch = self.missed(EventFilter(f.workspace_id, f.job_id, last))
+            async for batch in self.batches(sub, f, 30):
                 for event in batch:
-                    await self.write_message(json.dumps(event))
-                    last = event["id"]
-                if len(batch) < REPLAY_BATCH:
-                    break
-            while not sub.closed.is_set():
-                for event in await sub.next_batch(timeout=30):
-                    if event["id"] is None:
-                        await self.write_message(json.dumps(event))
-                    elif last is None or event["id"] > last:
-                        await self.write_message(json.dumps(event))
-                        last = event["id"]
-            if sub.overflowed:
-                await self.write_message(json.dumps({"kind": "overflow", "last_event_id": last}))
-                self.close(1008, "too far behind; reconnect with the last event id")
+                    if not await self.sent(self.write_message(json.dumps(event))):
+                        # not waited for: the reader takes nothing
+                        self.write_message(json.dumps({"kind": "overflow", "last_event_id": last}))
+                        self.close(1008, "too far behind; reconnect with the last event id")
+                        return
+                    last = event["id"] if event["id"] is not None else last
         except (WebSocketClosedError, StreamClosedError):
             pass
 

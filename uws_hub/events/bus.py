@@ -6,9 +6,13 @@ so subscribers never see a change that was rolled back, and a client that
 reconnects can replay from the database whatever it missed (event ids are
 increasing).
 
-Each subscriber has a bounded queue. One that stops reading is dropped when
-its queue is full (it is told so and can resume from its last event id), so
-a slow consumer cannot grow the hub's memory without bound.
+Each subscriber has a bounded queue, so a slow consumer cannot grow the hub's
+memory without bound. A subscriber whose queue is full is not dropped: it
+*lags*, its queue is emptied, and its stream replays what it missed from the
+database (stored events have increasing ids) before it goes live again. A
+burst of events, or a hub too busy to write them out for a while, costs a
+reader nothing but a query; only a reader that stops taking what is sent is
+cut off, by its stream (``UWSHub.event_stream_stall_seconds``).
 """
 
 from __future__ import annotations
@@ -60,50 +64,75 @@ def transient_event(**fields: Any) -> dict[str, Any]:
 class Subscription:
     """One subscriber's bounded queue of events it accepts."""
 
-    def __init__(self, accept: Callable[[dict], bool], max_queue: int):
+    def __init__(self, accept: Callable[[dict], bool], max_queue: int, *, replays: bool = False):
         self.accept = accept
+        #: the subscriber replays what it missed from the database (:meth:`catch_up`);
+        #: one that does not is dropped when its queue is full
+        self.replays = replays
         self.queue: asyncio.Queue[dict] = asyncio.Queue(maxsize=max_queue)
-        self.overflowed = False
+        #: the queue overflowed: what it missed is in the database (see :meth:`catch_up`)
+        self.lagging = False
+        #: the id of the first stored event it missed, when it lags
+        self.missed_from: int | None = None
+        #: set when the queue gets an event, lags, or the subscription ends
+        self.wakeup = asyncio.Event()
         self.closed = asyncio.Event()
 
     def offer(self, event: dict) -> bool:
-        """Queue ``event`` if accepted; False if the subscriber is too far behind."""
-        if not self.accept(event):
+        """Queue ``event`` if accepted; past the queue's size, lag (a subscriber that
+        replays) or return False (one that does not: the bus drops it)."""
+        if not self.accept(event) or self.lagging:
             return True
         try:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
-            self.overflowed = True
-            self.closed.set()
-            return False
+            if not self.replays:
+                return False
+            # ids increase: the first stored event still queued is the first one missed
+            missed = [e["id"] for e in self._drain() if e["id"] is not None]
+            self.missed_from = missed[0] if missed else event["id"]
+            self.lagging = True
+        self.wakeup.set()
         return True
+
+    def _drain(self) -> list[dict]:
+        events = []
+        while not self.queue.empty():
+            events.append(self.queue.get_nowait())
+        return events
+
+    def catch_up(self, last: int | None) -> int | None:
+        """Start receiving live events again after a lag; returns the id to replay after.
+
+        Called before the replay's query: every event published from now on
+        is queued, every earlier one is in the database, so the replay and
+        the queue leave no gap between them (the overlap is skipped by id).
+        """
+        self.lagging = False
+        if last is None and self.missed_from is not None:
+            last = self.missed_from - 1
+        self.missed_from = None
+        return last
 
     async def next_batch(self, timeout: float) -> list[dict]:
         """Every queued event (waiting for at least one), or [] after ``timeout``
-        seconds or once dropped. Taking them all at once lets a reader keep up
-        with bursts (one write and one flush for many events)."""
-        if self.overflowed:
-            return []
-        if self.queue.empty():
-            get = asyncio.ensure_future(self.queue.get())
-            closed = asyncio.ensure_future(self.closed.wait())
-            done, _ = await asyncio.wait({get, closed}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-            closed.cancel()
-            if get not in done:
-                get.cancel()
-                return []
-            batch = [get.result()]
-        else:
-            batch = []
-        while not self.queue.empty():
-            batch.append(self.queue.get_nowait())
-        return batch
+        seconds, on a lag or once closed (or dropped). Taking them all at once lets a reader
+        keep up with bursts (one write and one flush for many events)."""
+        if self.queue.empty() and not self.lagging and not self.closed.is_set():
+            self.wakeup.clear()
+            waits = {asyncio.ensure_future(self.wakeup.wait()), asyncio.ensure_future(self.closed.wait())}
+            _, pending = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            for waiting in pending:
+                waiting.cancel()
+        return self._drain()
 
 
 class EventBus:
-    def __init__(self, log: logging.Logger, max_queue: int = 1000):
+    def __init__(self, log: logging.Logger, max_queue: int = 1000, stall_seconds: float = 60.0):
         self.log = log
         self.max_queue = max_queue
+        #: how long a stream waits for its reader to take what was sent (0: for ever)
+        self.stall_seconds = stall_seconds
         self._subscriptions: set[Subscription] = set()
         #: called with every published event, before the subscribers (e.g. the mailer);
         #: they must not block
@@ -114,8 +143,10 @@ class EventBus:
         return len(self._subscriptions)
 
     # ---------------------------------------------------------------- subscribers
-    def subscribe(self, accept: Callable[[dict], bool]) -> Subscription:
-        sub = Subscription(accept, self.max_queue)
+    def subscribe(self, accept: Callable[[dict], bool], *, replays: bool = False) -> Subscription:
+        """A subscription to the events ``accept`` takes; one that ``replays`` what it
+        missed from the database lags instead of being dropped when its queue is full."""
+        sub = Subscription(accept, self.max_queue, replays=replays)
         self._subscriptions.add(sub)
         return sub
 

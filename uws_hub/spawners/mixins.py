@@ -48,6 +48,8 @@ class WorkspaceLaunch:
     home: str | None = None
     #: where the job's stdout and stderr go (read back on failure)
     log_path: str | None = None
+    #: the memory it may use, in bytes (the launch's ``memory``), for spawners that apply it
+    memory_bytes: int | None = None
     #: the resource id an earlier, interrupted start of this job reported (a hub
     #: restart during the start): the spawner adopts it (a batch job that is
     #: still queued or running) or cleans it up before starting afresh
@@ -184,6 +186,11 @@ class WorkspaceSpawnerMixin:
         if launch.default_url:
             self.default_url = launch.default_url
         self.cmd = list(launch.cmd)
+
+    def over_memory(self, exit_status: int) -> str | None:
+        """Why the job's server, ended with ``exit_status``, went over its memory limit, if
+        it did (the hub's reason says so); None if it did not, or the resource cannot tell."""
+        return None
 
     async def release_leftover(self, job_id: int, resource_id: str) -> None:
         """Release what a start left behind when the hub lost track of it.

@@ -15,6 +15,7 @@ All of it blocks: callers run it in a thread, never on the hub's event loop.
 from __future__ import annotations
 
 import errno
+import mimetypes
 import os
 import secrets
 import stat
@@ -44,6 +45,7 @@ from .paths import (
     rename_noreplace,
     split_relpath,
 )
+from .usagetree import UsageTree
 
 #: how often a folder being deleted is emptied again when something new appears in it
 MAX_RESCANS = 3
@@ -147,14 +149,21 @@ class WorkspaceStorage:
 
     def walk(self, directory: str, max_entries: int, *, hidden: bool = True) -> list[tuple[str, str]]:
         """Every entry under a workspace, as ``(relative path, type)`` (types as :meth:`list_dir`'s),
-        at most ``max_entries`` of them; symlinks are listed, never followed.
+        at most ``max_entries`` of them; symlinks are listed, never followed (see :meth:`tree`).
+        ``hidden=False`` leaves out names starting with '.' (and what is in such folders)."""
+        return [(path, kind) for path, kind, _ in self.tree(directory, "", max_entries, hidden=hidden)]
+
+    def tree(
+        self, directory: str, relpath: str, max_entries: int, *, hidden: bool = True
+    ) -> list[tuple[str, str, int]]:
+        """Every entry under ``relpath`` of a workspace, as ``(path in the workspace, type,
+        size)``, at most ``max_entries`` of them, sorted; symlinks are listed, never followed.
 
         Each directory is opened relative to its parent's descriptor with
         ``O_NOFOLLOW``, so a directory swapped for a symlink is not walked
-        into; only one descriptor per level is open. ``hidden=False`` leaves
-        out names starting with '.' (and what is in such folders).
+        into; only one descriptor per level is open.
         """
-        entries: list[tuple[str, str]] = []
+        entries: list[tuple[str, str, int]] = []
 
         def scan(fd: int, prefix: str) -> None:
             subdirs = []
@@ -163,12 +172,13 @@ class WorkspaceStorage:
                     if d.name.startswith(RESERVED_PREFIX) or (not hidden and d.name.startswith(".")):
                         continue
                     try:
-                        kind = entry_type(d.stat(follow_symlinks=False).st_mode)
+                        st = d.stat(follow_symlinks=False)
                     except FileNotFoundError:
                         continue
                     if len(entries) >= max_entries:
                         return
-                    entries.append((prefix + d.name, kind))
+                    kind = entry_type(st.st_mode)
+                    entries.append((prefix + d.name, kind, st.st_size))
                     if kind == "directory":
                         subdirs.append(d.name)
             for name in sorted(subdirs):
@@ -181,9 +191,24 @@ class WorkspaceStorage:
                 finally:
                     os.close(sub)
 
+        parts = split_relpath(relpath)
         with DirChain.open_root(directory) as dirs:
-            scan(dirs.fd, "")
+            dirs.walk(parts, "/".join(parts))
+            scan(dirs.fd, dirs.path() + "/" if dirs.names else "")
         return sorted(entries)
+
+    def files_under(self, directory: str, relpath: str, max_entries: int = 1000) -> list[dict]:
+        """The regular files under ``relpath`` (a job's results): path, size and media type;
+        [] if it does not exist."""
+        try:
+            entries = self.tree(directory, relpath, max_entries)
+        except NotFound:
+            return []
+        return [
+            {"path": path, "size": size, "mime_type": mimetypes.guess_type(path)[0] or "application/octet-stream"}
+            for path, kind, size in entries
+            if kind == "file"
+        ]
 
     def open_read(self, directory: str, relpath: str) -> tuple[BinaryIO, os.stat_result]:
         """Open a regular file for reading; returns the file and its ``fstat``."""
@@ -274,6 +299,27 @@ class WorkspaceStorage:
             return Upload(dirs.release(), name, path, owner, replaced, condition)
         finally:
             dirs.close()
+
+    def make_dirs(self, directory: str, relpath: str, owner: Owner) -> None:
+        """Make the folders of ``relpath`` that are missing (for the owner); existing ones stay."""
+        parts = split_relpath(relpath)
+        with DirChain.open_root(directory) as dirs:
+            dirs.walk(parts, "/".join(parts), make=owner.in_workspace(dirs.fd))
+
+    def remove_under(self, directory: str, relpath: str) -> None:
+        """Delete ``relpath`` of a workspace and everything in it (:func:`remove_tree`: by
+        descriptor; a symlink there is removed itself, nothing it points to is touched);
+        gone already is fine."""
+        parts = split_relpath(relpath)
+        if not parts:
+            raise PathError("The workspace's own folder cannot be removed this way")
+        shown = "/".join(parts)
+        try:
+            with DirChain.open_root(directory) as dirs:
+                dirs.walk(parts[:-1], shown)
+                remove_tree(dirs.fd, parts[-1], Freed(), shown)
+        except (NotFound, FileNotFoundError):
+            pass
 
     def write_file(self, directory: str, relpath: str, data: bytes, owner: Owner) -> None:
         """Write a whole file at once (seed files), atomically."""
@@ -427,9 +473,11 @@ class WorkspaceStorage:
         return 0 if os.path.samestat(st, moving) else st.st_size
 
     # ---------------------------------------------------------------- usage
-    def measure(self, directory: str) -> int:
-        """:meth:`usage_bytes`, sweeping away upload temporaries an earlier hub process left."""
-        return self.usage_bytes(directory, sweep_before=self.started_at)
+    def measure(self, directory: str, tree: UsageTree | None = None) -> int:
+        """:meth:`usage_bytes`, sweeping away upload temporaries an earlier hub process left;
+        with ``tree`` (what the last measurement of this directory found), re-reading only
+        what changed since (see :mod:`.usagetree`)."""
+        return (tree or UsageTree()).measure(directory, sweep_before=self.started_at)
 
     @staticmethod
     def usage_bytes(directory: str, workers: int = 2, sweep_before: float | None = None) -> int:
@@ -437,101 +485,14 @@ class WorkspaceStorage:
 
         Directories themselves are not counted, so the number is what users
         put in the workspace, whatever the filesystem's block size (a symlink
-        counts its own length). Raises FileNotFoundError if ``directory``
-        itself is missing. With ``sweep_before`` (a time), upload temporaries
-        last written before it are deleted instead of counted.
-
-        Streams the tree with ``os.scandir`` (directories are told apart by
-        the entry type, without a ``stat``; files get one ``lstat``), with
-        ``workers`` threads taking directories off a shared stack: ``lstat``
-        releases the GIL, so two threads overlap the system calls with the
-        Python work (``benchmarks/disk_usage.py`` compares it with ``du -sb``).
-        Directories are opened relative to their parent's descriptor with
-        ``O_NOFOLLOW`` (a parent stays open until its last subdirectory is), so
-        a directory swapped for a symlink is not followed out of the tree.
+        counts its own length): ``du -sb`` less the directories' sizes.
+        Raises FileNotFoundError if ``directory`` itself is missing. With
+        ``sweep_before`` (a time), upload temporaries last written before it
+        are deleted instead of counted. A full read of the tree by
+        :class:`~.usagetree.UsageTree` (``benchmarks/disk_usage.py`` compares
+        it with ``du -sb``).
         """
-        try:
-            root = os.open(directory, DIR_FLAGS)
-        except (FileNotFoundError, NotADirectoryError):
-            raise FileNotFoundError(directory) from None
-        # (parent, name) of directories to scan; a parent is [fd, subdirectories not yet opened]
-        pending: list[tuple[list[int], str]] = [([root, 1], ".")]
-        cond = threading.Condition()
-        busy = 0
-        totals: list[int] = []
-
-        def scan(fd: int, subdirs: list[str]) -> int:
-            total = 0
-            with os.scandir(fd) as it:
-                for entry in it:
-                    try:
-                        if entry.is_dir(follow_symlinks=False):
-                            subdirs.append(entry.name)
-                            continue
-                        st = entry.stat(follow_symlinks=False)
-                        if (
-                            sweep_before is not None
-                            and entry.name.startswith(TEMP_PREFIX)
-                            and stat.S_ISREG(st.st_mode)
-                            and st.st_mtime < sweep_before
-                        ):
-                            os.unlink(entry.name, dir_fd=fd)
-                            continue
-                    except FileNotFoundError:
-                        continue
-                    total += st.st_size
-            return total
-
-        def open_next(parent: list[int], name: str) -> int | None:
-            try:
-                return os.open(name, DIR_FLAGS, dir_fd=parent[0])
-            except OSError as e:
-                # gone, no longer a directory, or a symlink now: not part of the tree
-                if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EACCES):
-                    return None
-                raise
-            finally:
-                with cond:
-                    parent[1] -= 1
-                    if not parent[1]:
-                        os.close(parent[0])
-
-        def work() -> None:
-            nonlocal busy
-            total = 0
-            while True:
-                with cond:
-                    while not pending and busy:
-                        cond.wait()
-                    if not pending:  # nothing left, and nobody can add more
-                        cond.notify_all()
-                        break
-                    parent, name = pending.pop()
-                    busy += 1
-                subdirs: list[str] = []
-                fd = None
-                try:
-                    fd = open_next(parent, name)
-                    if fd is not None:
-                        total += scan(fd, subdirs)
-                finally:
-                    with cond:
-                        if subdirs and fd is not None:
-                            entry = [fd, len(subdirs)]
-                            pending.extend((entry, d) for d in subdirs)
-                        elif fd is not None:
-                            os.close(fd)
-                        busy -= 1
-                        cond.notify_all()
-            totals.append(total)
-
-        helpers = [threading.Thread(target=work, daemon=True) for _ in range(max(0, workers - 1))]
-        for thread in helpers:
-            thread.start()
-        work()
-        for thread in helpers:
-            thread.join()
-        return sum(totals)
+        return UsageTree().measure(directory, sweep_before=sweep_before, workers=workers)
 
 
 def _lstat(dir_fd: int, name: str, shown: str) -> os.stat_result:

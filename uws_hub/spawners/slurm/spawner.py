@@ -54,6 +54,7 @@ from batchspawner import JobStatus as BatchJobStatus
 from batchspawner import SlurmSpawner
 from traitlets import Float, List, Unicode, default
 
+from ..listening import ServerExited, wait_listening
 from ..mixins import WorkspaceSpawnerMixin
 from .commands import SlurmCommandError
 from .orphans import sweep
@@ -248,6 +249,8 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
     _end_reported: tuple[str, asyncio.Future] | None = None
     _node: str | None = None
     _progress_note = "Submitting the job to SLURM"
+    #: set (and replaced by a fresh one) when the note changes: wakes every progress() reader
+    _progress_changed: asyncio.Event | None = None
     _poller: SlurmPoller | None = None
 
     @classmethod
@@ -459,6 +462,15 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         self._node = state.node
         host = self.node_host_template.format(node=state.node)
         self.log.info("SLURM job %s of %s runs on %s, port %s", self.job_id, self._log_name, host, state.port)
+        # the script reports its port before the server listens: return once it does, so
+        # that JupyterHub's wait for the server (random backoff) succeeds at its first check
+        try:
+            await wait_listening(
+                host, state.port, gone=self.poller.wait(self.job_id, lambda s: s.ended), timeout=self.http_timeout
+            )
+        except ServerExited:
+            outcome, reason = await self._end_report(self.poller.get(self.job_id) or state)
+            raise RuntimeError(reason) from None
         return host, state.port
 
     def _on_slurm_state(self, state: JobState) -> None:
@@ -479,16 +491,29 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         else:
             note = f"SLURM job {state.job_id} is {state.state}"
         self._progress_note = f"SLURM job {state.job_id}: {note}"
+        changed, self._progress_changed = self._progress_changed, None
+        if changed is not None:
+            changed.set()
         self.report("queued", resource_id=self.job_id, reason=note)
 
     async def progress(self):
-        """Spawn progress for JupyterHub's progress API and the hub's events: on change only."""
+        """Spawn progress for JupyterHub's progress API and the hub's events: on change only.
+
+        Woken by the change itself, not by a timer: a thousand jobs waiting in
+        SLURM's queue cost the hub nothing between two of their changes. Every
+        reader (the hub's events, JupyterHub's progress API) waits on the same
+        event, taken before it reads the note, so no change slips between the two.
+        """
         last = None
         while True:
+            if self._progress_changed is None:
+                self._progress_changed = asyncio.Event()
+            changed = self._progress_changed
             if self._progress_note != last:
                 last = self._progress_note
                 yield {"message": last}
-            await asyncio.sleep(0.5)
+                continue
+            await changed.wait()
 
     # ---------------------------------------------------------------- poll
     async def poll(self):

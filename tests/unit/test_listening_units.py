@@ -1,0 +1,80 @@
+"""Knowing when a job's server listens and when its process exits (uws_hub.spawners.listening):
+real sockets and real processes, no hub."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from uws_hub.spawners.listening import ServerExited, process_exit, wait_listening
+
+
+def bound_socket() -> socket.socket:
+    """A port of ours that does not listen (yet): connections are refused, and no other
+    process on the machine can take it meanwhile."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    return s
+
+
+def port(s: socket.socket) -> int:
+    return s.getsockname()[1]
+
+
+async def test_returns_once_the_port_listens():
+    with bound_socket() as s:
+        waiting = asyncio.ensure_future(wait_listening("127.0.0.1", port(s), timeout=10))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        s.listen()
+        await asyncio.wait_for(waiting, 5)
+
+
+async def test_many_waits_at_once_each_end_when_their_own_port_listens():
+    sockets = [bound_socket() for _ in range(50)]
+    try:
+        waits = [asyncio.ensure_future(wait_listening("127.0.0.1", port(s), timeout=10)) for s in sockets]
+        for s in sockets[::2]:
+            s.listen()
+        await asyncio.wait_for(asyncio.gather(*waits[::2]), 5)
+        assert not any(w.done() for w in waits[1::2])
+        for w in waits[1::2]:
+            w.cancel()
+    finally:
+        for s in sockets:
+            s.close()
+
+
+async def test_the_servers_exit_ends_the_wait():
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(3)"])
+    exited = process_exit(proc.pid)
+    assert exited is not None
+    with bound_socket() as s, pytest.raises(ServerExited):
+        await wait_listening("127.0.0.1", port(s), gone=exited, timeout=10)
+    assert proc.wait() == 3
+
+
+async def test_a_port_that_never_listens_times_out():
+    with bound_socket() as s, pytest.raises(TimeoutError, match="did not listen"):
+        await wait_listening("127.0.0.1", port(s), timeout=0.3)
+
+
+async def test_process_exit_is_told_without_polling_and_can_be_cancelled():
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
+    exited = process_exit(proc.pid)
+    assert exited is not None and not exited.done()
+    await asyncio.wait_for(exited, 5)
+    proc.wait()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        waiting = process_exit(sleeper.pid)
+        assert waiting is not None
+        waiting.cancel()  # closes its pidfd
+        await asyncio.sleep(0)
+    finally:
+        sleeper.kill()
+        sleeper.wait()

@@ -1,0 +1,112 @@
+"""The usage scan stays exact while it re-reads only what changed (uws_hub.workspaces.usagetree):
+random trees, random changes, each measurement compared with ``du -sb``."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from uws_hub.workspaces.usagetree import HOT_SECONDS, UsageTree
+
+
+def du_files(top: Path) -> int:
+    """``du -sb`` less the directories' own sizes: the bytes in files and symlinks."""
+    total = int(subprocess.run(["du", "-sb", str(top)], capture_output=True, text=True, check=True).stdout.split()[0])
+    return total - sum(os.lstat(d).st_size for d, _, _ in os.walk(top))
+
+
+def all_dirs(top: Path) -> list[Path]:
+    return [Path(d) for d, _, _ in os.walk(top)]
+
+
+def backdate(top: Path, seconds: float) -> None:
+    """Every file and directory last changed ``seconds`` ago (directories after their files)."""
+    when = time.time() - seconds
+    for d, _, files in os.walk(top, topdown=False):
+        for name in files:
+            os.utime(os.path.join(d, name), (when, when), follow_symlinks=False)
+        os.utime(d, (when, when))
+
+
+def build(top: Path, rng: random.Random) -> None:
+    for i in range(40):
+        d = top / f"d{i % 8}" / f"e{i}"
+        d.mkdir(parents=True, exist_ok=True)
+        for j in range(rng.randrange(0, 15)):
+            (d / f"f{j}").write_bytes(os.urandom(rng.randrange(0, 3000)))
+    (top / "d0" / "link").symlink_to("e0/f0")
+
+
+def change(top: Path, rng: random.Random, fresh: list[Path]) -> None:
+    """A few random changes of the kinds jobs make, in a few directories."""
+    dirs = all_dirs(top)
+    for _ in range(rng.randrange(1, 6)):
+        d = rng.choice(dirs)
+        if not d.exists():
+            continue
+        files = [p for p in d.iterdir() if p.is_file() and not p.is_symlink()]
+        kind = rng.choice(["create", "delete", "rename", "replace", "mkdir", "rmtree", "append-fresh", "symlink"])
+        if kind == "create" or (not files and kind in ("delete", "rename", "replace")):
+            path = d / f"new{rng.randrange(10**6)}"
+            path.write_bytes(os.urandom(rng.randrange(0, 5000)))
+            fresh.append(path)
+        elif kind == "delete":
+            rng.choice(files).unlink()
+        elif kind == "rename":
+            rng.choice(files).rename(rng.choice(dirs) / f"moved{rng.randrange(10**6)}")
+        elif kind == "replace":  # how editors and Jupyter save: a new file renamed over the old
+            target = rng.choice(files)
+            tmp = d / f".tmp{rng.randrange(10**6)}"
+            tmp.write_bytes(os.urandom(rng.randrange(0, 5000)))
+            tmp.replace(target)
+        elif kind == "mkdir":
+            sub = d / f"sub{rng.randrange(10**6)}"
+            sub.mkdir()
+            (sub / "x").write_bytes(os.urandom(rng.randrange(1, 2000)))
+        elif kind == "rmtree" and d != top:
+            subprocess.run(["rm", "-rf", str(d)], check=True)
+        elif kind == "append-fresh":
+            # written in place: no directory changes, but the file was written lately
+            live = [p for p in fresh if p.exists()]
+            if live:
+                with open(rng.choice(live), "ab") as f:
+                    f.write(os.urandom(rng.randrange(1, 3000)))
+        elif kind == "symlink":
+            (d / f"link{rng.randrange(10**6)}").symlink_to("somewhere/else" * rng.randrange(1, 4))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_rescans_stay_exact_after_random_changes_reading_only_what_changed(tmp_path, seed):
+    rng = random.Random(seed)
+    top = tmp_path / "ws"
+    build(top, rng)
+    backdate(top, 2 * HOT_SECONDS)
+    tree = UsageTree()
+    assert tree.measure(str(top)) == du_files(top)
+    assert tree.read_dirs == len(all_dirs(top))
+    fresh: list[Path] = []
+    for _ in range(6):
+        change(top, rng, fresh)
+        assert tree.measure(str(top)) == du_files(top)
+        # the unchanged directories were not read again
+        assert tree.reused_dirs > 0 and tree.read_dirs < len(all_dirs(top))
+
+
+def test_a_file_changed_in_place_long_after_its_last_write_is_seen_by_a_full_measurement(tmp_path):
+    """What a rescan cannot see (a file untouched for long, then written in place with no
+    change to its directory) the full measurement of the usage loop's full pass does."""
+    top = tmp_path / "ws"
+    build(top, random.Random(7))
+    backdate(top, 2 * HOT_SECONDS)
+    tree = UsageTree()
+    tree.measure(str(top))
+    old = next(p for p in sorted(top.rglob("f*")) if p.is_file() and not p.is_symlink())
+    with open(old, "r+b") as f:
+        f.seek(0, os.SEEK_END)
+        f.write(b"x" * 1000)
+    assert UsageTree().measure(str(top)) == du_files(top)

@@ -1,0 +1,181 @@
+"""Knowing the moment a job's server listens, and the moment its process exits.
+
+JupyterHub waits for a started server with ``wait_for_http_server``: an
+exponential backoff with full jitter (sleeps random in [0, 0.2], [0, 0.4],
+[0, 0.8], ... seconds), so a server that answers 2 s after its start is
+noticed on average about half a second late, sometimes 1.5 s. A spawner
+whose ``start()`` returns only once the server's port accepts connections
+makes JupyterHub's first check succeed: :func:`wait_listening` does that.
+
+It is cheap enough for hundreds of starts at once: **one** timer checks
+every waiting port per tick, each check a non-blocking ``connect`` whose
+answer on the loopback interface is there at once (about 20 µs, no task
+switch), and the ticks spread out as more starts wait
+(``max_checks_per_second``), so a burst of launches does not turn the hub's
+event loop into a port scanner. Remote hosts (a SLURM node) answer a
+``connect`` later: the socket is kept and looked at again on the next tick.
+
+:func:`process_exit` turns a process's exit into a future with a pidfd (no
+polling): a local start fails the moment its server dies, and a stop sees the
+exit at once instead of JupyterHub's backoff from ``death_interval``.
+
+This module imports nothing of the hub (see ``tests/unit/test_layering.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import select
+import socket
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+
+#: seconds between two checks of a port while few servers start
+TICK_SECONDS = 0.01
+#: at most this many port checks per second, however many servers start at once
+MAX_CHECKS_PER_SECOND = 1000
+#: a connect to a remote host still in progress after this long is tried afresh
+CONNECT_RETRY_SECONDS = 2.0
+
+
+class ServerExited(RuntimeError):
+    """The server's process (or batch job) ended before it listened."""
+
+
+@dataclass(eq=False)
+class _Waiter:
+    address: tuple
+    family: int
+    future: asyncio.Future
+    sock: socket.socket | None = None
+    since: float = field(default_factory=time.monotonic)
+
+    def check(self) -> bool:
+        """Whether the port accepts connections (one non-blocking step)."""
+        if self.sock is None:
+            self.sock = socket.socket(self.family, socket.SOCK_STREAM)
+            self.sock.setblocking(False)
+            self.sock.connect_ex(self.address)
+            self.since = time.monotonic()
+        error = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if not error:
+            if not select.select([], [self.sock], [], 0)[1]:
+                if time.monotonic() - self.since < CONNECT_RETRY_SECONDS:
+                    return False  # a remote host has not answered yet: look again next tick
+            else:
+                error = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if not error:
+                    self.close()
+                    return True
+        self.close()
+        return False
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+class _Watcher:
+    """Every port this process waits for, checked by one task."""
+
+    def __init__(self) -> None:
+        self.waiters: set[_Waiter] = set()
+        self.task: asyncio.Task | None = None
+
+    def add(self, waiter: _Waiter) -> None:
+        self.waiters.add(waiter)
+        if self.task is None or self.task.done():
+            self.task = asyncio.ensure_future(self.run())
+
+    def discard(self, waiter: _Waiter) -> None:
+        self.waiters.discard(waiter)
+        waiter.close()
+
+    async def run(self) -> None:
+        while self.waiters:
+            for waiter in list(self.waiters):
+                if waiter.future.done():
+                    self.discard(waiter)
+                    continue
+                try:
+                    up = waiter.check()
+                except OSError as e:
+                    waiter.close()
+                    if e.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS):
+                        self.discard(waiter)
+                        waiter.future.set_exception(e)
+                    continue
+                if up:
+                    self.discard(waiter)
+                    waiter.future.set_result(None)
+            await asyncio.sleep(max(TICK_SECONDS, len(self.waiters) / MAX_CHECKS_PER_SECOND))
+
+
+_watchers: dict[asyncio.AbstractEventLoop, _Watcher] = {}
+
+
+async def wait_listening(host: str, port: int, *, gone: Awaitable | None = None, timeout: float) -> None:
+    """Return once ``host:port`` accepts TCP connections.
+
+    Raises :class:`ServerExited` if ``gone`` (the server's exit) completes
+    first, and TimeoutError after ``timeout`` seconds.
+    """
+    loop = asyncio.get_running_loop()
+    watcher = _watchers.get(loop)
+    if watcher is None:
+        for old in [k for k in _watchers if k.is_closed()]:
+            del _watchers[old]
+        watcher = _watchers[loop] = _Watcher()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    family, _, _, _, address = infos[0]
+    waiter = _Waiter(address, family, loop.create_future())
+    watcher.add(waiter)
+    waits: set[asyncio.Future] = {waiter.future}
+    ended = asyncio.ensure_future(gone) if gone is not None else None
+    if ended is not None:
+        waits.add(ended)
+    try:
+        done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if waiter.future in done:
+            waiter.future.result()
+            return
+        if ended is not None and ended in done:
+            raise ServerExited(f"The server exited before it listened on port {port}")
+        raise TimeoutError(f"The server did not listen on {host}:{port} within {timeout:g} s")
+    finally:
+        watcher.discard(waiter)
+        if not waiter.future.done():
+            waiter.future.cancel()
+        if ended is not None and not ended.done() and gone is not ended:
+            ended.cancel()
+
+
+def process_exit(pid: int) -> asyncio.Future | None:
+    """A future done when process ``pid`` exits (a pidfd: no polling), or None where
+    pidfds are not available (then poll instead)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def close(_: object = None) -> None:
+        nonlocal fd
+        if fd >= 0:
+            loop.remove_reader(fd)
+            os.close(fd)
+            fd = -1
+
+    def exited() -> None:
+        close()
+        if not future.done():
+            future.set_result(None)
+
+    loop.add_reader(fd, exited)
+    future.add_done_callback(close)
+    return future
