@@ -264,8 +264,11 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
         if self.refusal is not None:
             raise self.refusal
         if self.text is not None:
-            with storage_refusals():
+            try:
                 text_of(bytes(self.text), self.upload.path)
+            except NotText as e:
+                await self._discard()  # gone before the answer
+                raise Unprocessable(str(e)) from None
         upload, self.upload = self.upload, None
         await in_thread(upload.commit, conflict=PreconditionFailed)
         self.uws.quotas.commit_disk(self.reservation, self.workspace, upload.size)
