@@ -9,6 +9,7 @@ only, never from each other.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import socket
@@ -17,6 +18,7 @@ import sys
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 
 import requests
@@ -26,7 +28,7 @@ from sqlalchemy.pool import StaticPool
 
 from uws_hub import dbutil
 
-from .hubutil import REPO, VENV_BIN, Hub, hub_env
+from .hubutil import REPO, VENV_BIN, Hub, hub_env, record
 
 USERS = ("uwsadmin", "uwsalice", "uwsbob", "uwscarol")
 #: what a file outside every workspace holds (path-safety tests must never see it)
@@ -224,3 +226,36 @@ def follow_log(hub, token, job, headers=None) -> tuple[list, threading.Thread]:
     thread = threading.Thread(target=_read_log_events, args=(r, events), daemon=True)
     thread.start()
     return events, thread
+
+
+@dataclass
+class RawResponse:
+    status_code: int
+    headers: dict
+    text: str
+
+    def json(self):
+        return json.loads(self.text)
+
+
+def declaring_length(hub, method: str, path: str, token: str, length: int) -> RawResponse:
+    """A request that announces a body of ``length`` bytes but sends only a few (HTTP
+    libraries cannot), for a refusal from ``Content-Length`` before the body is read.
+
+    Sent to the hub's own port: the hub answers 413 and closes the connection
+    without reading the body, and node configurable-http-proxy, still writing
+    the body, then often answers 503 (``write ECONNRESET``) instead of passing
+    the 413 on.
+    """
+    conn = http.client.HTTPConnection("127.0.0.1", hub.hub_port, timeout=30)
+    try:
+        conn.putrequest(method, path)
+        conn.putheader("Authorization", f"token {token}")
+        conn.putheader("Content-Length", str(length))
+        conn.endheaders()
+        conn.send(b"x" * 1024)
+        r = conn.getresponse()
+        record(method, path, r.status)
+        return RawResponse(r.status, dict(r.getheaders()), r.read().decode())
+    finally:
+        conn.close()

@@ -11,11 +11,9 @@ document and the hub's route table must list the same operations.
 
 from __future__ import annotations
 
-import http.client
 import json
 import re
 import uuid
-from dataclasses import dataclass
 from types import SimpleNamespace
 
 import pytest
@@ -26,6 +24,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from .. import uwsxml
+from ..helpers import declaring_length
 from ..hubutil import REPO, record, wait_for
 
 SPEC_PATH = REPO / "docs" / "openapi.yaml"
@@ -109,37 +108,6 @@ class Contract:
         record(method, "/hub/api" + template, int(status))
 
 
-@dataclass
-class RawResponse:
-    status_code: int
-    headers: dict
-    text: str
-
-    def json(self):
-        return json.loads(self.text)
-
-
-def put_declaring_length(hub, path: str, token: str, length: int) -> RawResponse:
-    """A PUT that announces ``length`` bytes but sends only a few (HTTP libraries cannot).
-
-    Sent to the hub's own port: the hub answers 413 and closes the connection
-    without reading the body, and node configurable-http-proxy, still writing
-    the body, then often answers 503 (``write ECONNRESET``) instead of passing
-    the 413 on.
-    """
-    conn = http.client.HTTPConnection("127.0.0.1", hub.hub_port, timeout=30)
-    try:
-        conn.putrequest("PUT", path)
-        conn.putheader("Authorization", f"token {token}")
-        conn.putheader("Content-Length", str(length))
-        conn.endheaders()
-        conn.send(b"x" * 1024)
-        r = conn.getresponse()
-        return RawResponse(r.status, dict(r.getheaders()), r.read().decode())
-    finally:
-        conn.close()
-
-
 @pytest.fixture
 def api(hub):
     return Contract(hub)
@@ -172,7 +140,7 @@ def test_document_is_well_formed():
     for ref in refs:
         deref(ref)
     # response objects forbid what they do not list
-    for name in ("Workspace", "Job", "JobType", "FileEntry", "UploadResult", "Error", "Pagination",
+    for name in ("Workspace", "Job", "JobType", "FileEntry", "UploadResult", "DeleteResult", "Error", "Pagination",
                  "WorkspacePage", "JobPage", "FilePage", "Account", "AccountPage", "Share", "SharePage",
                  "Recipients", "Limits", "Quota", "GroupQuota", "Usage", "UsageItem", "UsagePage"):
         assert SPEC["components"]["schemas"][name]["additionalProperties"] is False, name
@@ -245,6 +213,27 @@ INVALID_LAUNCH = [
     {"job_type": "jupyterlab", "resources": {"partition": "a/b"}},
     {"job_type": "jupyterlab", "resources": {"nodes": 2}},
 ]
+
+
+INVALID_MOVE = [
+    {},
+    {"path": ""},
+    {"path": "a" * 4097},
+    {"path": "a\x1bb"},
+    {"path": "a", "overwrite": "yes"},
+    {"path": "a", "force": True},
+]
+INVALID_NEW_FILE = [{}, {"type": "file"}, {"type": "directory", "mode": 7}]
+#: (method, file) of the files API's JSON bodies, each with the bodies the document refuses
+INVALID_FILE_BODIES = [("PATCH", "README.md", b) for b in INVALID_MOVE] + [("POST", "new", b) for b in INVALID_NEW_FILE]
+
+
+@pytest.mark.parametrize("method,path,body", INVALID_FILE_BODIES, ids=range(len(INVALID_FILE_BODIES)))
+def test_bodies_the_document_refuses_are_refused_files(api, alice, workspace, method, path, body):
+    template = "/workspaces/{workspace_id}/files/{path}"
+    assert errors(body, request_schema(template, method.lower())), f"the document accepts {body}"
+    r = api.call(method, template, alice, f"/workspaces/{workspace['id']}/files/{path}", json=body)
+    assert r.status_code == 422, r.text
 
 
 INVALID_ACCOUNT = [
@@ -407,7 +396,7 @@ def test_files_match_the_document(hub, alice, bob, contract, read_only, made):
     assert api.call("PUT", file, read_only, f"/workspaces/{wid}/files/ro.txt", data=b"x").status_code == 403
     assert api.call("PUT", file, bob, f"/workspaces/{wid}/files/planted.txt", data=b"x").status_code == 404
     # over the size limit: refused from the Content-Length, before the body is read
-    too_large = put_declaring_length(hub, f"/hub/api/workspaces/{wid}/files/huge.bin", alice, 11 * 1024**3)
+    too_large = declaring_length(hub, "PUT", f"/hub/api/workspaces/{wid}/files/huge.bin", alice, 11 * 1024**3)
     api.check(too_large, file, "put")
     assert too_large.status_code == 413
 
@@ -426,6 +415,51 @@ def test_files_match_the_document(hub, alice, bob, contract, read_only, made):
     assert api.call("GET", file, alice, f"/workspaces/{wid}/files/missing.txt").status_code == 404
     assert api.call("GET", file, alice, f"/workspaces/{wid}/files/..%2Fx").status_code in (400, 404)
     assert api.call("GET", file, None, f"/workspaces/{wid}/files/data/counts.csv").status_code == 403
+    r = api.call("GET", file, alice, f"/workspaces/{wid}/files/data?format=zip")
+    assert r.status_code == 200 and r.headers["Content-Type"] == "application/zip"
+    assert api.call("GET", file, alice, f"/workspaces/{wid}/files/data?format=rar").status_code == 400
+    r = api.call("PUT", file, alice, f"/workspaces/{wid}/files/README.md", data=b"x", headers={"If-None-Match": "*"})
+    assert r.status_code == 412
+    # the text view: read, save over the version read, refusals
+    r = api.call("GET", file, alice, f"/workspaces/{wid}/files/data/counts.csv?format=text")
+    assert r.status_code == 200 and r.headers["Content-Type"] == "text/plain; charset=utf-8"
+    saved = api.call("PUT", file, alice, f"/workspaces/{wid}/files/data/counts.csv?format=text", data=b"a,b\n1,2\n",
+                     headers={"If-Match": r.headers["ETag"]})
+    assert saved.status_code == 201 and saved.headers["ETag"] != r.headers["ETag"]
+    r = api.call("PUT", file, alice, f"/workspaces/{wid}/files/data/counts.csv?format=text", data=b"a,b\n",
+                 headers={"If-Match": r.headers["ETag"]})
+    assert r.status_code == 412
+    assert api.call("PUT", file, alice, f"/workspaces/{wid}/files/t.txt?format=text", data=b"\xff").status_code == 422
+    api.call("PUT", file, alice, f"/workspaces/{wid}/files/t.bin", data=b"\x00\x01")
+    assert api.call("GET", file, alice, f"/workspaces/{wid}/files/t.bin?format=text").status_code == 422
+    r = declaring_length(hub, "PATCH", f"/hub/api/workspaces/{wid}/files/t.bin", alice, 70_000)
+    assert api.check(r, file, "patch").status_code == 413
+    assert api.call("DELETE", file, alice, f"/workspaces/{wid}/files/t.bin").status_code == 200
+
+    # folders, moves, deletes
+    body = {"type": "directory"}
+    assert not errors(body, request_schema(file, "post"))
+    made = api.call("POST", file, alice, f"/workspaces/{wid}/files/results/a", json=body).json()
+    assert made["type"] == "directory"
+    assert api.call("POST", file, alice, f"/workspaces/{wid}/files/results/a", json=body).status_code == 409
+    assert api.call("POST", file, alice, f"/workspaces/{wid}/files/results/b", data="{").status_code == 400
+    assert api.call("POST", file, read_only, f"/workspaces/{wid}/files/b", json=body).status_code == 403
+    assert api.call("POST", file, bob, f"/workspaces/{wid}/files/b", json=body).status_code == 404
+    move = {"path": "results/a/counts.csv", "overwrite": False}
+    assert not errors(move, request_schema(file, "patch"))
+    moved = api.call("PATCH", file, alice, f"/workspaces/{wid}/files/data/counts.csv", json=move).json()
+    assert moved["path"] == "results/a/counts.csv"
+    r = api.call("PATCH", file, alice, f"/workspaces/{wid}/files/README.md", json={"path": "results/a"})
+    assert r.status_code == 409
+    assert api.call("PATCH", file, alice, f"/workspaces/{wid}/files/nope", json={"path": "x"}).status_code == 404
+    assert api.call("PATCH", file, alice, f"/workspaces/{wid}/files/results", json={"path": "results/x"}).status_code == 400
+    assert api.call("PATCH", file, read_only, f"/workspaces/{wid}/files/results", json={"path": "x"}).status_code == 403
+    assert api.call("DELETE", file, alice, f"/workspaces/{wid}/files/results").status_code == 409
+    gone = api.call("DELETE", file, alice, f"/workspaces/{wid}/files/results?recursive=1").json()
+    assert gone == {"path": "results", "type": "directory", "freed_bytes": 8}
+    assert api.call("DELETE", file, alice, f"/workspaces/{wid}/files/results").status_code == 404
+    assert api.call("DELETE", file, alice, f"/workspaces/{wid}/files/").status_code == 400
+    assert api.call("DELETE", file, read_only, f"/workspaces/{wid}/files/README.md").status_code == 403
 
 
 def test_jobs_match_the_document(hub, alice, bob, contract, read_only, made):
