@@ -467,7 +467,7 @@ def test_rename_and_describe_a_workspace_in_the_page(site, browser):
         expect(page.locator("h1")).to_have_text("Renamed in the page")
         expect(page.locator("h1")).to_be_focused()
         expect(page.locator("#edit-saved")).to_have_text("Saved.")
-        expect(page.locator(".breadcrumb-item.active")).to_have_text("Renamed in the page")
+        expect(page.locator("#ws-crumb")).to_have_text("Renamed in the page")
         expect(page.locator("#edit-workspace-form")).to_be_hidden()
         stored = site.hub.api("GET", f"workspaces/{ws['id']}", alice, expect=200)
         assert (stored["name"], stored["description"], stored["slug"]) == (
