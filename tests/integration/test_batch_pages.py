@@ -103,7 +103,9 @@ def test_launch_from_the_form_follow_the_log_and_download_the_result(site, brows
     expect(page.get_by_label("rounds")).to_have_attribute("type", "number")
     expect(page.get_by_label("rounds")).to_have_attribute("max", "5")
     expect(page.get_by_label("label")).to_have_value("")
-    expect(page.locator("#bp-header-help")).to_have_text("Start the table with a header line")
+    expect(page.locator("#bp-header-help")).to_have_text("Start the table with a header line.")
+    expect(page.locator("#bp-rounds-help")).to_have_text("How often to count. From 1 to 5.")
+    expect(page.locator("[data-param=format]")).to_have_text("format" + "csv" + "tsv")
     # the interactive launch form offers the interactive job types only
     expect(page.locator("#job-type-select option")).to_have_text(["Minimal test server"])
 
