@@ -163,6 +163,8 @@ def test_launch_from_the_form_follow_the_log_and_download_the_result(site, brows
     expect(job.locator(".batch-result")).to_have_text(f"results/{job_id}/counts.csv")
     job.locator(".batch-log-toggle").click()
     expect(job.locator(".batch-log")).to_have_text("a.txt: 3 lines\ndata/b.txt: 5 lines\ndone\n")
+    whole = page.request.get(hub.url + job.locator(".batch-log-file").get_attribute("href"))
+    assert whole.text() == "a.txt: 3 lines\ndata/b.txt: 5 lines\ndone\n"
 
     # another one, cancelled while it runs; then deleted (its log goes, its results stay)
     page.get_by_label("header").uncheck()
@@ -198,6 +200,6 @@ def test_a_viewer_sees_batch_jobs_and_nothing_to_act_with(site, browser):
     assert page.locator("#batch-form").count() == 0
     assert page.locator(".batch-cancel, .batch-delete").count() == 0
     # a job's log is its owner's (and admins'): no log view for a collaborator
-    assert page.locator(".batch-log-toggle, .batch-log").count() == 0
+    assert page.locator(".batch-log-toggle, .batch-log, .batch-log-file").count() == 0
     assert not axe_violations(page)
     context.close()
