@@ -1,9 +1,11 @@
-"""Debian's Chromium driven by Playwright (never a downloaded browser), logging
-in through the hub's login form, and axe-core's accessibility checks (from npm,
-``make install``) run in the page."""
+"""Debian's Chromium driven by Playwright (never a downloaded browser):
+logging in through the hub's login form, what pages of other users' servers
+ask of a visitor, the user guide's screenshots, and axe-core's accessibility
+checks (from npm, ``make install``) run in the page."""
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
@@ -49,3 +51,67 @@ def axe_violations(page, impacts: tuple[str, ...] = ("critical", "serious"), rul
             summary = " ".join(node.get("failureSummary", "").split())
             lines.append(f"{v['impact']} {v['id']}: {' '.join(map(str, node['target']))} -- {summary[:300]}")
     return lines
+
+
+def authorize(page) -> None:
+    """JupyterHub asks someone opening another user's server to let it know who they are: agree."""
+    button = page.locator("button:has-text('Authorize')")
+    if button.count():
+        button.click()
+
+
+#: a PUT of JSON from the page, with the page's XSRF cookie, as JupyterLab sends one; returns the status
+_PUT = """async ([url, body]) => {
+    const xsrf = document.cookie.split('; ').find(c => c.startsWith('_xsrf='));
+    const r = await fetch(url, {method: 'PUT', headers: {'Content-Type': 'application/json',
+        'X-XSRFToken': xsrf ? decodeURIComponent(xsrf.split('=')[1]) : ''}, body: JSON.stringify(body)});
+    return r.status;
+}"""
+
+
+def put_from_page(page, url: str, body: dict) -> int:
+    """The status of a PUT of ``body`` to ``url`` sent by the page's own JavaScript (its cookies, its XSRF token)."""
+    return page.evaluate(_PUT, [url, body])
+
+
+#: the size of the user guide's screenshots (docs/images/), in CSS pixels at scale 1
+SCREENSHOT_SIZE = {"width": 1200, "height": 800}
+#: the share of pixels that may differ before a screenshot replaces the one in
+#: docs/images/: a clock that moved on, another id or an animation's phase (up to
+#: 0.4% between two runs) does not churn the repository, a page that changed its
+#: layout does (delete a picture to have it taken again after a smaller change)
+SCREENSHOT_CHANGED = 0.01
+
+
+def save_screenshot(page, path: Path) -> bool:
+    """The page as a PNG of 256 colours at ``path``, unless the PNG there
+    already shows the same (all but :data:`SCREENSHOT_CHANGED` of the pixels);
+    returns whether it wrote one."""
+    from PIL import Image, ImageChops
+
+    shot = Image.open(io.BytesIO(page.screenshot())).convert("RGB")
+    if path.exists():
+        with Image.open(path) as old:
+            old_rgb = old.convert("RGB")
+        if old_rgb.size == shot.size:
+            diff = ImageChops.difference(old_rgb, shot).convert("L").point(lambda v: 255 if v > 16 else 0)
+            if diff.histogram()[255] <= SCREENSHOT_CHANGED * shot.width * shot.height:
+                return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shot.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+    return True
+
+
+def launch_and_open(page, job_type: str):
+    """On a workspace's page: launch ``job_type`` from the launch form, wait
+    until it runs, and open it with the Open button; returns the job's tab."""
+    from playwright.sync_api import expect
+
+    page.select_option("#job-type-select", job_type)
+    page.click("#launch-job")
+    expect(page.locator("#job-status")).to_have_text("running", timeout=90_000)
+    with page.context.expect_page() as opened:
+        page.click("#open-job")
+    tab = opened.value
+    tab.set_default_timeout(90_000)
+    return tab

@@ -45,6 +45,9 @@ def job_model(job: Job, results: list[dict[str, Any]] | None = None, api_url: st
         "exit_code": job.exit_code if batch else None,
         "exit_signal": job.exit_signal if batch else None,
         "results_dir": f"results/{job.id}" if batch else None,
+        "run_id": job.run_id,
+        "destroy_at": isoformat(job.destroy_at),
+        "archived_at": isoformat(job.archived_at),
         "results": None
         if results is None
         else [

@@ -117,7 +117,7 @@ class Job(Base):
     An interactive job is a JupyterHub named server of the workspace's owner,
     named after the workspace's slug; a workspace has at most one unfinished.
     A batch job runs its command to an exit status through its resource's
-    runner (:mod:`uws_hub.jobs.runners`); a workspace has any number of them.
+    runner (:mod:`uws_hub.spawners.batch`); a workspace has any number of them.
     ``status`` is where the job is, ``target`` where the hub wants it
     (``running`` or ``stopped``).
     """
@@ -178,6 +178,12 @@ class Job(Base):
     exit_signal: Mapped[int | None] = mapped_column(Integer, default=None)
     #: where a batch job's stdout and stderr go (the job log dir, or SLURM's output file)
     log_path: Mapped[str | None] = mapped_column(Text, default=None)
+    #: a label its client gave it (UWS's runId), shown as given
+    run_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    #: when the hub destroys the job (UWS's destruction time): stops it if it runs, deletes
+    #: its results and log and keeps its record, archived
+    destroy_at: Mapped[datetime | None] = mapped_column(DateTime, default=None, index=True)
+    archived_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
 
     workspace: Mapped[Workspace] = relationship(back_populates="jobs")
     owner: Mapped[hub_orm.User] = relationship(hub_orm.User)

@@ -21,11 +21,10 @@ from .accounts.system import SystemAccounts
 from .events.bus import EventBus
 from .events.notify import Notifier, SMTPSettings
 from .jobs.batch import BatchSteps
+from .jobs.destruction import DestructionSteps
 from .jobs.launch import check_resource_limits
 from .jobs.queue import QUEUE_KEY, QueueSteps
 from .jobs.reconcile import JobSteps
-from .jobs.runners.base import BatchRunner
-from .jobs.runners.local import LocalRunner
 from .jobs.servers import ServerControl
 from .jobs.service import JobService
 from .jobs.types import JobType
@@ -36,8 +35,9 @@ from .reconciler import Reconciler, waker
 from .serverconfig import job_env
 from .sharing.collaborate import ShareService
 from .sharing.copies import CopyService, CopySteps
-from .spawners.local import WorkspaceLocalProcessSpawner
-from .spawners.localjob import memory_cgroups
+from .spawners.batch import BatchRunner
+from .spawners.localbatch import LocalRunner
+from .spawners.mixins import hub_id
 from .states import JobStatus
 from .tasks import TaskPool
 from .workqueue import WorkQueue
@@ -102,24 +102,14 @@ class Services:
 
 
 def batch_runners(hub: JupyterHub, log: logging.Logger, spawner_classes: dict) -> dict[str, BatchRunner]:
-    """The batch runner of each resource whose spawner class has one (local processes)."""
-    runners: dict[str, BatchRunner] = {}
-    for resource, cls in spawner_classes.items():
-        if issubclass(cls, WorkspaceLocalProcessSpawner):
-            settings = cls(config=hub.config)
-            cgroups, why_not = memory_cgroups(settings.memory_cgroup_parent)
-            if cgroups is not None:
-                log.info("Memory limits of local jobs on %r: cgroup v2 under %s", resource, cgroups.parent)
-            else:
-                log.info("Memory limits of local jobs on %r: RLIMIT_AS (no cgroup: %s)", resource, why_not)
-            runners[resource] = LocalRunner(
-                os.path.abspath(hub.job_log_dir),
-                log,
-                kill_grace_seconds=settings.kill_grace_seconds,
-                nice=settings.nice_level,
-                cgroups=cgroups,
-            )
-    return runners
+    """The batch runner of each resource whose spawner class runs batch jobs (one per class)."""
+    by_class: dict[type, BatchRunner | None] = {}
+    this_hub = hub_id(hub.db.get_bind().engine.url.render_as_string(hide_password=True))
+    for cls in spawner_classes.values():
+        if cls not in by_class:
+            factory = getattr(cls, "batch_runner", None)
+            by_class[cls] = factory(hub.config, os.path.abspath(hub.job_log_dir), log, this_hub) if factory else None
+    return {resource: runner for resource, cls in spawner_classes.items() if (runner := by_class[cls]) is not None}
 
 
 def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types: dict[str, JobType]) -> Services:
@@ -206,9 +196,12 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         wake=waker(queue, JobSteps.kind),
         # each job type's resource limits (cpus, memory, gpus, time, partitions), then quotas: 422 over them
         launch_checks=[check_resource_limits, quotas.check_launch],
-        job_env=lambda env: job_env(env, hub.server_auth_cache_seconds),
+        job_env=lambda job_type: job_env(
+            job_type.env, hub.server_auth_cache_seconds, None if job_type.app is None else job_type.app.model_dump()
+        ),
         runners=runners,
         wake_queue=lambda: queue.put(QUEUE_KEY),
+        wake_destruction=waker(queue, DestructionSteps.kind),
     )
     sharing = ShareService(
         db,
@@ -255,6 +248,7 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
                 },
                 user_limit=quotas.concurrent_limit,
             ),
+            DestructionSteps(jobs),
             WorkspaceSteps(workspaces, servers, queue, tasks, log, forget=sharing.forget_workspace),
             CopySteps(
                 db,

@@ -334,21 +334,21 @@ def test_pick_a_share_recipient_by_keyboard(site, browser):
 
 
 def test_open_a_folder_by_keyboard(site, browser):
-    """Enter on a folder shows it and moves focus to the line that says which folder it is."""
+    """Enter on a folder shows it and moves focus to its first entry; the path
+    trail leads back by keyboard, and focus goes to the folder shown."""
     context, page = login(site.hub, browser, "uwsalice", PASSWORD)
     try:
         page.goto(f"{site.hub.url}/hub/workspaces/{site.ws['failed']['id']}")
         page.locator(".file-entry", has_text="data/").focus()
         page.keyboard.press("Enter")
-        where = page.locator("#files-where")
-        expect(where).to_be_focused()
-        expect(where).to_contain_text("/data")
-        expect(page.locator("#files")).to_contain_text("values.csv")
-        page.keyboard.press("Tab")
-        expect(page.locator("#files-up")).to_be_focused()
+        first = page.locator("#files tbody .file-entry").first
+        expect(first).to_be_focused()
+        expect(first).to_contain_text("values.csv")
+        expect(page.locator("#files-here")).to_have_text("data")
+        page.locator(".files-crumb").first.focus()
         page.keyboard.press("Enter")
-        expect(where).to_be_focused()
-        expect(page.locator("#files-path")).to_have_text("/")
+        expect(page.locator("#files tbody .file-entry").first).to_be_focused()
+        expect(page.locator("#files tbody")).to_contain_text("data/")
     finally:
         context.close()
 

@@ -10,15 +10,14 @@ import os
 import pwd
 import signal
 import sys
-import threading
 import time
 import uuid
 from datetime import datetime
 
 import pytest
-import requests
+from traitlets.config import Config
 
-from ..helpers import MINIMAL_CMD
+from ..helpers import MINIMAL_CMD, follow_log
 from ..hubutil import REPO, wait_for
 
 TERMINAL = {"completed", "failed", "cancelled"}
@@ -62,6 +61,17 @@ JOB_TYPES = {
     "limited": {"interactive": False, "cmd": [*JOB, "sleep", "30"], "time_limit_seconds": 2},
     "missing": {"interactive": False, "cmd": ["/nonexistent/program", "x"]},
 }
+
+
+
+def shipped_job_type(name: str) -> dict:
+    """A job type of the shipped jupyterhub_config.py, as the hub reads it."""
+    config = Config()
+    exec((REPO / "jupyterhub_config.py").read_text(), {"get_config": lambda: config})
+    return config.UWSHub.job_types[name]
+
+
+JOB_TYPES["count-lines"] = shipped_job_type("count-lines")
 
 BATCH_CONFIG = f"""
 c.UWSHub.system_users = True
@@ -284,36 +294,9 @@ def test_deleting_a_finished_job_drops_its_log_and_keeps_its_results_unless_aske
     assert bhub.request("DELETE", f"jobs/{running['id']}?results=maybe", owner).status_code == 400
 
 
-def read_sse(response, events, stop):
-    kind, data, last_id = None, [], None
-    for line in response.iter_lines(chunk_size=None, decode_unicode=True):
-        if stop.is_set():
-            return
-        if line.startswith("id:"):
-            last_id = line[3:].strip()
-        elif line.startswith("event:"):
-            kind = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[6:] if line.startswith("data: ") else line[5:])
-        elif line == "" and kind:
-            events.append((kind, "\n".join(data), last_id, time.monotonic()))
-            kind, data = None, []
-
-
-def follow(hub, token, job, headers=None, query=""):
-    r = requests.get(f"{hub.url}/hub/api/jobs/{job['id']}/log/stream{query}", stream=True, timeout=60,
-                     headers={"Authorization": f"token {token}", **(headers or {})})
-    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/event-stream")
-    events: list = []
-    stop = threading.Event()
-    thread = threading.Thread(target=read_sse, args=(r, events, stop), daemon=True)
-    thread.start()
-    return events, thread
-
-
 def test_a_log_is_followed_live_and_resumed(bhub, owner, ws):
     job = submit(bhub, owner, ws, "lines", n=6, seconds=0.7)
-    events, thread = follow(bhub, owner, job)
+    events, thread = follow_log(bhub, owner, job)
     thread.join(60)
     logs = [e for e in events if e[0] == "log"]
     text = "\n".join(e[1] for e in logs)
@@ -324,7 +307,7 @@ def test_a_log_is_followed_live_and_resumed(bhub, owner, ws):
     assert events[-1][0] == "end" and (end["status"], end["exit_code"]) == ("completed", 0)
     # resumed after the third line: the rest only
     third = next(e for e in logs if e[1].endswith("line 2"))
-    again, thread = follow(bhub, owner, job, headers={"Last-Event-ID": third[2]})
+    again, thread = follow_log(bhub, owner, job, headers={"Last-Event-ID": third[2]})
     thread.join(30)
     assert "\n".join(e[1] for e in again if e[0] == "log") == "line 3\nline 4\nline 5"
 
@@ -510,3 +493,30 @@ def test_an_interactive_server_gets_its_cpus_and_memory_limit_too(bhub, owner, w
     assert address_space_limit(int(plain["resource_id"])) == "unlimited"
     bhub.api("POST", f"jobs/{plain['id']}/stop", owner, expect=202)
     finish(bhub, owner, plain)
+
+
+def test_the_shipped_example_counts_the_lines_of_a_workspaces_files(bhub, owner):
+    """The example batch job type of jupyterhub_config.py, as a newcomer runs it."""
+    files = [{"path": "a.txt", "content": "one\ntwo\nthree\n"}, {"path": "sub/b.py", "content": "x = 1\ny = 2"},
+             {"path": "data.bin", "content": "AAEC", "encoding": "base64"}, {"path": ".hidden", "content": "h\n"}]
+    ws = bhub.api("POST", "workspaces", owner, json={"name": f"count {uuid.uuid4().hex[:8]}", "files": files},
+                  expect=201)
+    types = {t["name"]: t for t in bhub.api("GET", "job-types", owner)}
+    assert [p["name"] for p in types["count-lines"]["parameters"]] == ["folder", "pattern"]
+    done = finish(bhub, owner, submit(bhub, owner, ws, "count-lines"))
+    assert done["status"] == "completed", done
+    [csv] = done["results"]
+    assert (csv["path"], csv["mime_type"]) == (f"results/{done['id']}/line_counts.csv", "text/csv")
+    rows = bhub.request("GET", csv["url"], owner).text.splitlines()
+    assert rows == ["path,lines,bytes", "a.txt,3,14", "sub/b.py,2,11"]
+    log = log_of(bhub, owner, done).text
+    assert "skipped data.bin: not text" in log and log.endswith("2 files, 5 lines; wrote "
+                                                                 f"{csv_path(bhub, ws, done)}\n")
+    # a pattern narrows it; earlier results are not counted
+    again = finish(bhub, owner, submit(bhub, owner, ws, "count-lines", pattern="*.py"))
+    assert bhub.request("GET", again["results"][0]["url"], owner).text.splitlines() == [
+        "path,lines,bytes", "sub/b.py,2,11"]
+
+
+def csv_path(hub, ws, job) -> str:
+    return str(hub.workspaces_root / "uwsalice" / ws["slug"] / "results" / str(job["id"]) / "line_counts.csv")

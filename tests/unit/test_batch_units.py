@@ -11,8 +11,8 @@ from uws_hub.errors import Unprocessable, UWSError
 from uws_hub.jobs.logs import RangeNotSatisfiable, complete_lines, parse_range
 from uws_hub.jobs.parameters import ParameterSpec, render_argv, render_env, validate_parameters
 from uws_hub.jobs.queue import Waiting, plan_starts
-from uws_hub.jobs.runners.local import describe_exit
 from uws_hub.jobs.types import parse_job_types
+from uws_hub.spawners.localbatch import describe_exit
 from uws_hub.spawners.wrapper import memory_failure, pick_cpus
 
 SPECS = {

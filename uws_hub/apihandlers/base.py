@@ -159,6 +159,22 @@ class UWSAPIHandler(APIHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(data))
 
+    @property
+    def public_origin(self) -> str:
+        """Where the hub answers browsers and clients: its public URL's origin, else this request's."""
+        public = self.settings.get("public_url")
+        if public:
+            return f"{public.scheme}://{public.netloc}"
+        return f"{self.request.protocol}://{self.request.host}"
+
+    async def refresh_owner_login(self, ws: Workspace) -> None:
+        """Before a launch in ``ws``, as JupyterHub does before a spawn: fresh auth state
+        of its owner (tokens for the job); a 403 if their login has expired."""
+        if self.authenticator.refresh_pre_spawn:
+            owner = self.users[ws.owner]
+            if await self.refresh_auth(owner, force=True) is None:
+                raise Forbidden(f"{owner.name}'s login has expired; log in again to launch jobs")
+
     def find_workspace(self, workspace_id: str, scope: str = READ_WORKSPACES, *, grantees: bool = True) -> Workspace:
         """The workspace, if this request may act on it with ``scope`` (see :mod:`uws_hub.access`).
 

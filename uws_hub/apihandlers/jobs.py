@@ -57,11 +57,7 @@ class WorkspaceJobsAPIHandler(UWSAPIHandler):
     async def post(self, workspace_id):
         ws = self.find_workspace(workspace_id, LAUNCH_JOBS)
         body = self.parse_body(JobCreateModel)
-        if self.authenticator.refresh_pre_spawn:
-            # as JupyterHub does before a spawn: fresh auth state (tokens for the job)
-            owner = self.users[ws.owner]
-            if await self.refresh_auth(owner, force=True) is None:
-                raise Forbidden(f"{owner.name}'s login has expired; log in again to launch jobs")
+        await self.refresh_owner_login(ws)
         job = self.uws.jobs.launch(
             ws, body.job_type, body.resource, body.resources.model_dump(exclude_none=True), self.actor, body.parameters
         )

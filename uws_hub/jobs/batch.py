@@ -26,9 +26,9 @@ from datetime import timedelta
 
 from ..errors import UWSError
 from ..orm import Job, utcnow
+from ..spawners.batch import BatchRunner, RunState
 from ..states import JobStatus, JobTarget
 from ..tasks import TaskPool
-from .runners.base import BatchRunner, RunState
 from .service import JobService
 
 
@@ -74,6 +74,8 @@ class BatchSteps:
         if job.target == JobTarget.stopped.value:
             await self._stop(job, runner)
             return
+        if job.target == JobTarget.held.value:
+            return  # not yet asked to run (JobService.run lets it into the queue)
         if job.submitted_at is None:
             # waiting for a slot: the queue decides (and wakes the job)
             self.jobs.wake_queue()
@@ -93,6 +95,7 @@ class BatchSteps:
         self._follow(job, state)
 
     def _follow(self, job: Job, state: RunState) -> None:
+        self._found(job, state)
         if state.phase == "unstarted":
             if job.attempts >= self.max_attempts:
                 self._fail(job, f"The job could not be started after {job.attempts} attempts")
@@ -113,6 +116,13 @@ class BatchSteps:
                 self.db.commit()
             return
         self._finish(job, state)
+
+    def _found(self, job: Job, state: RunState) -> None:
+        """Store the job's id on its resource when the runner found it by other means (a
+        hand-over the hub died in after the resource took the job)."""
+        if state.resource_id and state.resource_id != job.resource_id:
+            job.resource_id = state.resource_id
+            self.db.commit()
 
     def _submit(self, job: Job) -> None:
         try:
@@ -169,6 +179,7 @@ class BatchSteps:
             return
         launch = self.jobs.batch_launch(job)
         state = await runner.state(launch, job.resource_id, lambda: self.jobs.wake(job.id))
+        self._found(job, state)
         if state.phase == "ended":
             self._finish(job, state)
             return

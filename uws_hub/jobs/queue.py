@@ -143,11 +143,12 @@ class QueueSteps:
 
     async def reconcile(self, _: int) -> None:
         rows = self.db.execute(
-            select(Job.id, Job.owner_id, Job.resource).where(*self._waiting_where()).order_by(Job.id)
+            select(Job.id, Job.owner_id, Job.resource, Job.status).where(*self._waiting_where()).order_by(Job.id)
         ).all()
         if not rows:
             return
-        waiting = [Waiting(*row) for row in rows]
+        waiting = [Waiting(*row[:3]) for row in rows]
+        fresh = {row[0] for row in rows if row[3] == JobStatus.pending.value}
         owners = {w.owner_id for w in waiting}
         held = dict(
             self.db.execute(
@@ -181,8 +182,11 @@ class QueueSteps:
         # each its own moment, in the order chosen: submitted_at orders the queue's decisions
         now = utcnow()
         chosen = {job_id: now + timedelta(microseconds=i) for i, job_id in enumerate(plan)}
+        # only the jobs that change are loaded (one query): a step is not O(every waiting job)
+        changing = set(chosen) | fresh
+        jobs = {job.id: job for job in self.db.scalars(select(Job).where(Job.id.in_(changing)))} if changing else {}
         for w in waiting:
-            job = Job.find(self.db, w.job_id)
+            job = jobs.get(w.job_id)
             if job is None:
                 continue
             if w.job_id in chosen:

@@ -35,15 +35,15 @@ from ..accounts.system import SystemAccounts
 from ..errors import Conflict, TooManyRequests, Unprocessable
 from ..events.bus import EventBus, transient_event
 from ..metrics import JOB_LAUNCH_DURATION_SECONDS
-from ..orm import Job, Workspace, utcnow
+from ..orm import Job, Workspace, isoformat, utcnow
 from ..redaction import redact
+from ..spawners.batch import BatchLaunch, BatchRunner
 from ..spawners.mixins import WorkspaceLaunch
 from ..states import ACTIVE_JOB_STATUSES, JobStatus, JobTarget, WorkspaceStatus, check_job_transition
 from ..workspaces.service import WorkspaceService
 from .launch import LaunchRequest
-from .limits import memory_bytes, time_limit_seconds
+from .limits import MAX_TIME_LIMIT_DAYS, format_time_limit, memory_bytes, time_limit_seconds
 from .parameters import path_values, render_argv, render_env, validate_parameters
-from .runners.base import BatchLaunch, BatchRunner
 from .servers import ServerControl
 from .types import JobType, pick
 
@@ -107,9 +107,10 @@ class JobService:
         job_log_dir: str,
         wake: Callable[[int], None],
         launch_checks: list[Callable[[LaunchRequest], None]],
-        job_env: Callable[[dict[str, str]], dict[str, str]],
+        job_env: Callable[[JobType], dict[str, str]],
         runners: dict[str, BatchRunner] | None = None,
         wake_queue: Callable[[], None] = lambda: None,
+        wake_destruction: Callable[[int], None] = lambda job_id: None,
         active_server_limit: int = 0,
         retry_after_seconds: tuple[float, float] = (30, 60),
     ):
@@ -131,13 +132,15 @@ class JobService:
         #: when the launch is asked for and again right before the server starts,
         #: so a launch that became over quota while it waited is refused too.
         self.launch_checks = launch_checks
-        #: a job's environment from its job type's ``env`` (with the configuration of
-        #: jobs' Jupyter servers, see uws_hub.serverconfig)
+        #: a job's environment from its job type's ``env`` and web app (with the
+        #: configuration of jobs' Jupyter servers, see uws_hub.serverconfig)
         self.job_env = job_env
         #: the batch runner of each resource that has one
         self.runners = runners or {}
         #: called when a batch job waits for a slot, or a slot may have freed
         self.wake_queue = wake_queue
+        #: called with a job id when the job is due for destruction
+        self.wake_destruction = wake_destruction
 
     # ---------------------------------------------------------------- status
     def transition(
@@ -188,6 +191,8 @@ class JobService:
                 self.workspaces.set_status(ws, WorkspaceStatus.idle, actor=actor)
             # a slot of its owner (and of its resource) may be free: the queue looks
             self.wake_queue()
+            if job.destroy_at is not None and job.destroy_at <= utcnow():
+                self.wake_destruction(job.id)
         self._record(job, previous, reason, actor)
         self.log.info(
             "Job %s (%s in workspace %s): %s -> %s%s",
@@ -297,13 +302,19 @@ class JobService:
             directory=ws.directory,
             cmd=job_type.server_cmd + (job_type.args_as_root if as_root else []),
             default_url=job_type.default_url,
-            env=self.job_env(job_type.env),
+            env=self.job_env(job_type),
             resources=dict(job.resources),
             system_user=system_user,
             home=home,
             log_path=self.log_path(job),
-            memory_bytes=memory_bytes(job.resources["memory"]) if (job.resources or {}).get("memory") else None,
+            memory_bytes=self.memory_bytes(job),
         )
+
+    @staticmethod
+    def memory_bytes(job: Job) -> int | None:
+        """The memory a job may use, in bytes, for resources that apply it themselves."""
+        memory = (job.resources or {}).get("memory")
+        return memory_bytes(memory) if memory else None
 
     def home_of(self, ws: Workspace) -> str | None:
         """HOME of a job that runs as the hub's own account (single-account mode): per user."""
@@ -335,6 +346,7 @@ class JobService:
             argv=render_argv(job_type.cmd, values),
             env=env,
             resources=dict(job.resources or {}),
+            memory_bytes=self.memory_bytes(job),
             time_limit_seconds=self.time_limit_seconds(job),
             system_user=self.accounts.system_user(ws.owner.name),
             home=self.home_of(ws),
@@ -413,11 +425,16 @@ class JobService:
         resources: dict[str, Any],
         actor: str,
         parameters: dict[str, Any] | None = None,
+        *,
+        held: bool = False,
+        run_id: str | None = None,
     ) -> Job:
         """Record a launch (``pending``, target ``running``); the reconciler starts it.
 
         A batch job type's ``parameters`` are checked (422 naming each bad
-        one); an interactive job type takes none.
+        one); an interactive job type takes none. A ``held`` batch job is
+        recorded but waits, out of the queue, until :meth:`run` (UWS's
+        PENDING); ``run_id`` is its client's label.
         """
         job_type, resource = pick(self.job_types, job_type_name, resource)
         if job_type.interactive and parameters:
@@ -442,10 +459,11 @@ class JobService:
             resource=resource,
             interactive=job_type.interactive,
             status=JobStatus.pending.value,
-            target=JobTarget.running.value,
+            target=(JobTarget.held if held and not job_type.interactive else JobTarget.running).value,
             server_name=ws.slug,
             resources=resources,
             parameters=values,
+            run_id=run_id,
         )
         self.db.add(job)
         try:
@@ -465,9 +483,91 @@ class JobService:
         self.db.commit()
         if job.interactive:
             self.wake(job.id)
-        else:
+        elif job.target == JobTarget.running.value:
             self.wake_queue()
         return job
+
+    # ---------------------------------------------------------------- held batch jobs
+    def _check_held(self, job: Job, what: str) -> None:
+        if job.target != JobTarget.held.value or job.status != JobStatus.pending.value:
+            raise Conflict(f"Job {job.id} was started already: {what}")
+
+    def run(self, job: Job, actor: str) -> Job:
+        """Let a held batch job into the queue (409 if it is not held)."""
+        self._check_held(job, "it can be run only once")
+        job.target = JobTarget.running.value
+        self._record(job, job.status, None, actor, target=job.target)
+        self.db.commit()
+        self.wake_queue()
+        return job
+
+    def set_parameters(self, job: Job, given: dict[str, Any], actor: str) -> Job:
+        """Change some of a held batch job's parameters (checked with the others as at launch)."""
+        self._check_held(job, "its parameters can be changed only before it starts")
+        job_type = self.job_types[job.job_type]
+        job.parameters = validate_parameters(job_type.parameters, {**(job.parameters or {}), **given})
+        self._record(job, job.status, None, actor, parameters=sorted(given))
+        self.db.commit()
+        return job
+
+    def set_time_limit(self, job: Job, seconds: int, actor: str) -> Job:
+        """Set a held batch job's time limit; 0 asks for none.
+
+        What is asked for beyond the job type's ``limits.time_limit`` (or for
+        none, where it has one) gets that limit instead: the job is told what
+        it got rather than refused, as UWS lets a server do. The job type's
+        own ``time_limit_seconds`` applies on top (:meth:`time_limit_seconds`).
+        """
+        self._check_held(job, "its time limit can be changed only before it starts")
+        most = self.job_types[job.job_type].limits.time_limit
+        most_seconds = time_limit_seconds(most) if most else MAX_TIME_LIMIT_DAYS * 86400
+        resources = dict(job.resources or {})
+        if seconds:
+            resources["time_limit"] = format_time_limit(min(seconds, most_seconds))
+        elif most:
+            resources["time_limit"] = most
+        else:
+            resources.pop("time_limit", None)
+        job.resources = resources
+        self._record(job, job.status, None, actor, time_limit=resources.get("time_limit"))
+        self.db.commit()
+        return job
+
+    def set_destruction(self, job: Job, at: datetime | None, actor: str) -> Job:
+        """When the hub destroys the job (None: never); see :meth:`archive`."""
+        if job.archived_at is not None:
+            raise Conflict(f"Job {job.id} has been destroyed already")
+        job.destroy_at = at
+        self._record(job, job.status, None, actor, destroy_at=isoformat(at))
+        self.db.commit()
+        if at is not None and at <= utcnow():
+            self.wake_destruction(job.id)
+        return job
+
+    def due_for_destruction(self) -> list[int]:
+        """The jobs past their destruction time and not yet archived."""
+        return list(
+            self.db.scalars(
+                select(Job.id).where(Job.destroy_at <= utcnow(), Job.archived_at.is_(None)).order_by(Job.id)
+            )
+        )
+
+    async def destroy(self, job: Job, actor: str) -> None:
+        """Destroy a job at its destruction time: stop it if it runs (then look again once
+        it ended), else :meth:`archive` it."""
+        if not job.terminal:
+            self.stop(job, actor, "Destroyed at its destruction time")
+            return
+        await self.archive(job, actor)
+
+    async def archive(self, job: Job, actor: str) -> None:
+        """Delete a finished job's results and log, and keep its record, archived."""
+        if not job.terminal:
+            raise Conflict(f"Job {job.id} is {job.status}; it can be archived once it ended")
+        await self._remove_files(job, results=True)
+        job.archived_at = utcnow()
+        self._record(job, job.status, None, actor, "archived", results_deleted=True)
+        self.db.commit()
 
     def stop(self, job: Job, actor: str, reason: str = "Stopped on request", outcome: JobStatus | None = None) -> Job:
         """Ask for the job to stop; idempotent, returns at once (status ``stopping``).
@@ -495,6 +595,13 @@ class JobService:
         too if ``results``. Refused (409) while it is unfinished."""
         if not job.terminal:
             raise Conflict(f"Job {job.id} is {job.status}; stop it and wait for it to end before deleting it")
+        await self._remove_files(job, results=results)
+        self._record(job, job.status, None, actor, "deleted", results_deleted=results)
+        self.db.delete(job)
+        self.db.commit()
+
+    async def _remove_files(self, job: Job, *, results: bool) -> None:
+        """Remove an ended job's log (what its runner kept of it), and its results folder if ``results``."""
         ws = job.workspace
         if not job.interactive and job.resource in self.runners:
             runner = self.runners[job.resource]
@@ -505,9 +612,6 @@ class JobService:
             self.workspaces.check_writable(ws)
             await asyncio.to_thread(self.workspaces.storage.remove_under, ws.directory, f"{RESULTS_FOLDER}/{job.id}")
             ws.usage_measured_at = None  # measured again at the next pass
-        self._record(job, job.status, None, actor, "deleted", results_deleted=results)
-        self.db.delete(job)
-        self.db.commit()
 
     # ---------------------------------------------------------------- shutdown
     async def stop_all(self, reason: str) -> None:

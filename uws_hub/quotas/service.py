@@ -315,15 +315,32 @@ class QuotaService:
         reservation goes, in one transaction (which also commits the caller's changes)."""
         if reservation.held_bytes:
             self._change_reserved(reservation.owner.id, -reservation.held_bytes)
+        self._add_usage(ws, written_bytes - reservation.replaced_bytes)
+        reservation.held_bytes = 0
+        self.check_disk_warning(reservation.owner)
+
+    def record_freed(self, ws: Workspace, freed_bytes: int) -> None:
+        """The hub removed ``freed_bytes`` from ``ws`` (a delete, a file a move replaced):
+        they are no longer in use, at once, so that an owner over the quota who deletes
+        can write again without waiting for the next measurement."""
+        if freed_bytes:
+            self._add_usage(ws, -freed_bytes)
+            self.check_disk_warning(ws.owner)
+
+    def _add_usage(self, ws: Workspace, delta: int) -> None:
+        """Change ``ws``'s usage by ``delta`` bytes (never below 0) in the database, and commit.
+
+        In SQL, not from the loaded row: writes that end at the same time all
+        count. A measurement that walked the directory meanwhile is then not
+        stored (:meth:`record_measured`)."""
+        usage = Workspace.disk_usage_bytes + delta
         self.db.execute(
             update(Workspace)
             .where(Workspace.id == ws.id)
-            .values(disk_usage_bytes=Workspace.disk_usage_bytes + written_bytes - reservation.replaced_bytes)
+            .values(disk_usage_bytes=case((usage > 0, usage), else_=0))
             .execution_options(synchronize_session="fetch")
         )
         self.db.commit()
-        reservation.held_bytes = 0
-        self.check_disk_warning(reservation.owner)
 
     def release_disk(self, reservation: Reservation) -> None:
         """The write failed or was cut: give its room back (once; later calls do nothing)."""

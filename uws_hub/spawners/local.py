@@ -33,7 +33,8 @@ from traitlets import Float, Integer, Unicode
 
 from . import wrapper
 from .listening import ServerExited, process_exit, wait_listening
-from .localjob import CPU_USE, WRAPPER, memory_cgroups
+from .localbatch import LocalRunner
+from .localjob import CPU_USE, WRAPPER, memory_cgroups, open_log
 from .mixins import WorkspaceSpawnerMixin
 
 
@@ -76,6 +77,20 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         docs/batch-jobs.md, "Limits"). The hub logs which one it uses at start.
         """,
     )
+
+    @classmethod
+    def batch_runner(cls, config, log_dir, log, hub_id):
+        """Batch jobs run as local processes under the job wrapper (:mod:`.localbatch`), with
+        the memory limits this class's settings allow (logged once, at the hub's start)."""
+        settings = cls(config=config)
+        cgroups, why_not = memory_cgroups(settings.memory_cgroup_parent)
+        if cgroups is not None:
+            log.info("Memory limits of local jobs: cgroup v2 under %s", cgroups.parent)
+        else:
+            log.info("Memory limits of local jobs: RLIMIT_AS (no cgroup: %s)", why_not)
+        return LocalRunner(
+            log_dir, log, kill_grace_seconds=settings.kill_grace_seconds, nice=settings.nice_level, cgroups=cgroups
+        )
 
     def limits_spec(self, launch) -> dict | None:
         """The limits of the server of ``launch`` (its CPUs, its memory) for the wrapper's
@@ -170,7 +185,7 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
                 group=account.pw_gid,
                 extra_groups=os.getgrouplist(account.pw_name, account.pw_gid),
             )
-        log_file = open(launch.log_path, "ab", buffering=0) if launch.log_path else None
+        log_file = os.fdopen(open_log(launch.log_path), "ab", buffering=0) if launch.log_path else None
         if log_file is not None:
             popen_kwargs.update(stdout=log_file, stderr=subprocess.STDOUT)
         self.log.info("Spawning %s", " ".join(shlex.quote(s) for s in cmd))

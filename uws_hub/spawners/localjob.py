@@ -144,6 +144,15 @@ def _read_json(path: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def open_log(path: str) -> int:
+    """A local job's log file, opened to append its output: the hub's own, 0600 (its
+    folder may be passable by every account, see ``WorkspaceSlurmSpawner.batch_output_dir``),
+    never through a link."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    os.fchmod(fd, 0o600)
+    return fd
+
+
 def claim(files: JobFiles) -> int | None:
     """Lock the job's run file (made if missing); the locked descriptor, or None while a
     wrapper holds the lock (the job runs)."""
@@ -182,7 +191,7 @@ def start(
         "exit_path": files.exit,
         "log_path": log_path,
     }
-    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    log_fd = open_log(log_path)
     try:
         proc = subprocess.Popen(
             [python, "-I", "-S", WRAPPER],

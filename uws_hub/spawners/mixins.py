@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import pwd
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -24,6 +25,8 @@ from typing import Any
 
 from sqlalchemy.orm import object_session
 from tornado import web
+
+from .batch import BatchRunner
 
 
 @dataclass
@@ -103,6 +106,12 @@ class WorkspaceSpawnerMixin:
     #: the requested resources (``cpus``, ``memory``, ``gpus``, ``time_limit``,
     #: ``partition``) this spawner reserves; the launch form asks only for these
     honoured_resources: tuple[str, ...] = ()
+
+    @classmethod
+    def batch_runner(cls, config: Any, log_dir: str, log: logging.Logger, hub_id: str) -> BatchRunner | None:
+        """The runner of batch jobs on this class's resources (:mod:`.batch`), or None if
+        they run none. ``log_dir``: the hub's job log directory; ``hub_id``: see :func:`hub_id`."""
+        return None
 
     @classmethod
     async def close_shared(cls) -> None:

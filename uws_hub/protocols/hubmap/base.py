@@ -180,14 +180,6 @@ class HubMAPHandler(UWSAPIHandler):
         names = {name: jt.display_name or name for name, jt in self.uws.job_types.items() if jt.interactive}
         return job_type_ids(self.compat.job_type_ids, names)
 
-    @property
-    def url_domain(self) -> str:
-        """Where the hub answers browsers: its public URL's origin, else this request's."""
-        public = self.settings.get("public_url")
-        if public:
-            return f"{public.scheme}://{public.netloc}"
-        return f"{self.request.protocol}://{self.request.host}"
-
     async def wait_for_stop(self, ws: Workspace) -> None:
         """Let a stop of the workspace's job finish first, up to ``stop_wait_seconds``.
 

@@ -13,27 +13,18 @@ import asyncio
 import logging
 import os
 import pwd
-import signal
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from ...spawners.localjob import CPU_USE, ExitWatch, JobFiles, alive, claim, start, stop
-from ...spawners.wrapper import Cgroups
-from ..limits import memory_bytes
-from .base import BatchLaunch, RunState
+from .batch import BatchLaunch, RunState, signal_name
+from .localjob import CPU_USE, ExitWatch, JobFiles, alive, claim, start, stop
+from .wrapper import Cgroups
 
 
 def _time(epoch: float | None) -> datetime | None:
     return None if epoch is None else datetime.fromtimestamp(epoch, UTC).replace(tzinfo=None)
-
-
-def signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
 
 
 def describe_exit(record: dict[str, Any], memory: str | None) -> tuple[str, str]:
@@ -110,8 +101,8 @@ class LocalRunner:
             "kill_grace_seconds": self.kill_grace_seconds,
             "nice": self.nice,
         }
-        if launch.resources.get("memory"):
-            spec["memory_bytes"] = memory_bytes(launch.resources["memory"])
+        if launch.memory_bytes:
+            spec["memory_bytes"] = launch.memory_bytes
             if self.cgroups is not None:
                 spec["cgroup"] = self.cgroups.create(f"job-{launch.job_id}", spec["memory_bytes"])
         if launch.system_user:

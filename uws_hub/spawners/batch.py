@@ -1,5 +1,11 @@
 """What a batch runner is: the small part of a resource that runs a batch job's command.
 
+Each spawner class whose resource runs batch jobs makes one
+(``batch_runner``, a classmethod): :mod:`.localbatch` (local processes under
+the job wrapper), :mod:`.slurm.batch` (``sbatch`` of the command itself,
+followed by the shared SLURM poller). Like the spawners, runners import
+nothing of the hub.
+
 Batch jobs are not JupyterHub servers (no spawner, no port, no proxy route):
 the reconciler's batch steps (:mod:`uws_hub.jobs.batch`) hand a
 :class:`BatchLaunch` to the runner of the job's resource and ask it where the
@@ -12,6 +18,7 @@ notices a change, so the job's next step comes at once.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,6 +38,8 @@ class BatchLaunch:
     env: dict[str, str]
     #: requested resources (cpus, memory, gpus, time_limit, partition)
     resources: dict[str, Any] = field(default_factory=dict)
+    #: the memory it may use, in bytes (``resources["memory"]``), for runners that apply it
+    memory_bytes: int | None = None
     #: the shorter of the job type's and the launch's time limits; 0: none
     time_limit_seconds: float = 0
     #: the system account it runs as, or None for the hub's own
@@ -65,6 +74,17 @@ class RunState:
     started_at: datetime | None = None
     ended_at: datetime | None = None
     node: str | None = None
+    #: the job's id on the resource, when the runner found it by other means than the id
+    #: the hub stored (a hand-over the hub died in after the resource took the job)
+    resource_id: str | None = None
+
+
+def signal_name(number: int) -> str:
+    """``SIGKILL`` for 9: how reasons name the signal that ended a command."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 class BatchRunner(Protocol):
