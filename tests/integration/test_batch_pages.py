@@ -94,15 +94,16 @@ def test_launch_from_the_form_follow_the_log_and_download_the_result(site, brows
     hub, alice, ws = site
     context, page = login(hub, browser, "uwsalice", PASSWORD, viewport={"width": 1000, "height": 900})
     page.goto(f"{hub.url}/hub/workspaces/{ws['id']}")
+    form = page.locator("#batch-form")
 
     # the form is made from the declared parameters, each field labelled, with its help
     expect(page.locator("#batch-type-help")).to_have_text(JOB_TYPES["count"]["description"])
-    expect(page.get_by_label("folder")).to_have_value(".")
-    expect(page.get_by_label("format")).to_have_value("csv")
-    expect(page.get_by_label("header")).to_be_checked()
-    expect(page.get_by_label("rounds")).to_have_attribute("type", "number")
-    expect(page.get_by_label("rounds")).to_have_attribute("max", "5")
-    expect(page.get_by_label("label")).to_have_value("")
+    expect(form.get_by_label("folder", exact=True)).to_have_value(".")
+    expect(form.get_by_label("format", exact=True)).to_have_value("csv")
+    expect(form.get_by_label("header", exact=True)).to_be_checked()
+    expect(form.get_by_label("rounds", exact=True)).to_have_attribute("type", "number")
+    expect(form.get_by_label("rounds", exact=True)).to_have_attribute("max", "5")
+    expect(form.get_by_label("label", exact=True)).to_have_value("")
     expect(page.locator("#bp-header-help")).to_have_text("Start the table with a header line.")
     expect(page.locator("#bp-rounds-help")).to_have_text("How often to count. From 1 to 5.")
     expect(page.locator("[data-param=format]")).to_have_text("format" + "csv" + "tsv")
@@ -110,21 +111,21 @@ def test_launch_from_the_form_follow_the_log_and_download_the_result(site, brows
     expect(page.locator("#job-type-select option")).to_have_text(["Minimal test server"])
 
     # refused: the API's 422 is shown next to each field it names, and the first gets the focus
-    page.get_by_label("folder").fill("../outside")
-    page.get_by_label("rounds").fill("9")
+    form.get_by_label("folder", exact=True).fill("../outside")
+    form.get_by_label("rounds", exact=True).fill("9")
     page.click("#batch-launch")
     expect(page.locator("#bp-folder-error")).to_contain_text("must stay inside the workspace")
     expect(page.locator("#bp-rounds-error")).to_have_text("must be at most 5 (got 9)")
-    expect(page.get_by_label("folder")).to_have_attribute("aria-invalid", "true")
-    expect(page.get_by_label("folder")).to_be_focused()
+    expect(form.get_by_label("folder", exact=True)).to_have_attribute("aria-invalid", "true")
+    expect(form.get_by_label("folder", exact=True)).to_be_focused()
     expect(page.locator("#bp-label-error")).to_have_text("")
-    assert not axe_violations(page)
+    assert not axe_violations(page, within="#batch")
     assert not page.locator(".batch-job").count(), "a refused launch shows no job"
 
     # launched: the job shows, its log follows what it prints while it runs
-    page.get_by_label("folder").fill(".")
-    page.get_by_label("rounds").fill("2")
-    page.get_by_label("label").fill("first; $(id)")
+    form.get_by_label("folder", exact=True).fill(".")
+    form.get_by_label("rounds", exact=True).fill("2")
+    form.get_by_label("label", exact=True).fill("first; $(id)")
     page.click("#batch-launch")
     job = page.locator(".batch-job").first
     expect(job.locator(".batch-title")).to_be_focused()
@@ -167,7 +168,7 @@ def test_launch_from_the_form_follow_the_log_and_download_the_result(site, brows
     assert whole.text() == "a.txt: 3 lines\ndata/b.txt: 5 lines\ndone\n"
 
     # another one, cancelled while it runs; then deleted (its log goes, its results stay)
-    page.get_by_label("header").uncheck()
+    form.get_by_label("header", exact=True).uncheck()
     page.click("#batch-launch")
     expect(page.locator(".batch-job")).to_have_count(2)
     second = page.locator(".batch-job").first
@@ -201,5 +202,5 @@ def test_a_viewer_sees_batch_jobs_and_nothing_to_act_with(site, browser):
     assert page.locator(".batch-cancel, .batch-delete").count() == 0
     # a job's log is its owner's (and admins'): no log view for a collaborator
     assert page.locator(".batch-log-toggle, .batch-log, .batch-log-file").count() == 0
-    assert not axe_violations(page)
+    assert not axe_violations(page, within="#batch")
     context.close()
