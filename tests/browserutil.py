@@ -36,13 +36,18 @@ def login(hub, browser, name: str, password: str, **context_options):
     return context, page
 
 
-def axe_violations(page, impacts: tuple[str, ...] = ("critical", "serious"), rules: tuple[str, ...] = ()) -> list[str]:
+def axe_violations(
+    page, impacts: tuple[str, ...] = ("critical", "serious"), rules: tuple[str, ...] = (), within: str | None = None
+) -> list[str]:
     """axe-core's violations on the page as it is now of ``impacts``, and of the
     ``rules`` (axe's ids) whatever their impact; one line per element: the
-    impact, the rule, the element, and axe's summary of what to fix."""
+    impact, the rule, the element, and axe's summary of what to fix.
+    ``within``: a CSS selector, to check one part of the page (the part a test is about)."""
     if not page.evaluate("typeof window.axe !== 'undefined'"):
         page.add_script_tag(content=AXE_JS.read_text())
-    violations = page.evaluate("async () => (await axe.run(document, {resultTypes: ['violations']})).violations")
+    violations = page.evaluate(
+        "async (within) => (await axe.run(within || document, {resultTypes: ['violations']})).violations", within
+    )
     lines = []
     for v in violations:
         if v["impact"] not in impacts and v["id"] not in rules:

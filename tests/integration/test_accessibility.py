@@ -58,6 +58,10 @@ def site(make_hub, system_users):
     job = hub.api("POST", f"workspaces/{site.ws['running']['id']}/jobs", alice, json={"job_type": "minimal"},
                   expect=202)
     assert hub.wait_job(job["id"], alice, {"running", "failed"})["status"] == "running"
+    # a finished batch job beside it, and one whose parameters were refused (the page's form)
+    batch = hub.api("POST", f"workspaces/{site.ws['running']['id']}/jobs", alice,
+                    json={"job_type": "echo", "parameters": {"text": "hello from a batch job"}}, expect=202)
+    hub.wait_job(batch["id"], alice, {"completed"})
     yield site
     hub.api("POST", f"jobs/{job['id']}/stop", alice)
 
@@ -75,6 +79,17 @@ def fail_to_log_in(page):
     expect(page.locator(".login_error")).to_be_visible()
 
 
+def open_batch_log(page):
+    page.locator(".batch-job .batch-log-toggle").first.click()
+    expect(page.locator(".batch-job .batch-log").first).to_contain_text("hello from a batch job")
+
+
+def refuse_batch_parameters(page):
+    page.fill("#bp-text", "x" * 5000)
+    page.click("#batch-launch")
+    expect(page.locator("#bp-text-error")).to_contain_text("at most 4096 characters")
+
+
 def open_password_form(page):
     page.locator("#accounts tr[data-username=uwsalice] .account-password").click()
     expect(page.locator("#password-dialog")).to_be_visible()
@@ -90,6 +105,8 @@ PAGES = [
     ("workspace with a running job", "uwsalice", "/hub/workspaces/{running}", None),
     ("workspace with a failed job", "uwsalice", "/hub/workspaces/{failed}", None),
     ("workspace with a long name", "uwsalice", "/hub/workspaces/{long}", None),
+    ("batch job with its log", "uwsalice", "/hub/workspaces/{running}", open_batch_log),
+    ("batch parameters refused", "uwsalice", "/hub/workspaces/{running}", refuse_batch_parameters),
     ("share dialog", "uwsalice", "/hub/workspaces/{long}", open_share_dialog),
     ("token", "uwsalice", "/hub/token", None),
     ("not found", "uwsalice", "/hub/workspaces/999999", None),
