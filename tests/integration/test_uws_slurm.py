@@ -40,11 +40,26 @@ def alice(hub):
     return session("uwsalice", hub.alice)
 
 
+@pytest.fixture(scope="module")
+def timed(hub, alice):
+    """A job of 600 s with an execution duration of 60 s: launched first, checked by the
+    module's last test, so the wait for SLURM to end it overlaps the others."""
+    url = create(alice, hub, "sleep", seconds="600", EXECUTIONDURATION="60", PHASE="RUN")
+    AsyncTAPJob(url, session=alice).wait(phases={"EXECUTING"}, timeout=120)
+    return url
+
+
 def slurm_job(hub, url: str) -> dict[str, str]:
     """SLURM's view of the SLURM job of the UWS job at ``url``."""
     model = hub.api("GET", f"jobs/{job_id(url)}", hub.alice, expect=200)
     assert model["resource"] == "slurm" and model["resource_id"], model
     return slurmutil.job_info(model["resource_id"])
+
+
+def test_the_execution_duration_is_the_slurm_jobs_time_limit(hub, alice, timed):
+    job = AsyncTAPJob(timed, session=alice)
+    assert (job.phase, job.execution_duration.value) == ("EXECUTING", 60)
+    assert slurm_job(hub, timed)["time_limit"] == "1:00"
 
 
 def test_pyvo_runs_a_slurm_job_to_completion_and_downloads_its_results(hub, alice):
@@ -81,20 +96,22 @@ def test_abort_of_a_running_slurm_job_cancels_it(hub, alice):
     wait_for(lambda: slurm_job(hub, url)["state"] == "CANCELLED", 60, what="SLURM to cancel the job")
 
 
-def test_the_execution_duration_is_the_slurm_jobs_time_limit(hub, alice):
-    """SLURM counts time limits in whole minutes: the job is told the limit it really gets."""
-    url = create(alice, hub, "sleep", seconds="600", EXECUTIONDURATION="30")
-    job = AsyncTAPJob(url, session=alice)
+def test_the_execution_duration_is_the_limit_slurm_grants(hub, alice):
+    """SLURM keeps time limits in whole minutes, rounding up: the job is told what it gets."""
+    job = AsyncTAPJob(create(alice, hub, "sleep", EXECUTIONDURATION="30"), session=alice)
     assert job.execution_duration.value == 60
     job.execution_duration = 61
     assert job.execution_duration.value == 120
-    job.execution_duration = 60
-    assert job.execution_duration.value == 60
-    job.run()
-    job.wait(phases={"EXECUTING"}, timeout=120)
-    assert slurm_job(hub, url)["time_limit"] == "1:00"
+    job.execution_duration = 0  # none (the job type has no limit)
+    assert job.execution_duration.value == 0
+
+
+def test_a_job_over_its_execution_duration_is_error_saying_so(hub, alice, timed):
+    """Last: the job launched first reaches its 60 s limit (SLURM's shortest: it checks
+    limits every 30 s), and SLURM ends it (TIMEOUT)."""
+    job = AsyncTAPJob(timed, session=alice)
     job.wait(timeout=180)
     assert job.phase == "ERROR"
-    with pytest.raises(DALQueryError, match="time limit of 60 s: SLURM stopped it"):
+    with pytest.raises(DALQueryError, match="reached its time limit of 60 s: SLURM stopped it"):
         job.raise_if_error()
-    assert slurm_job(hub, url)["state"] == "TIMEOUT"
+    assert slurm_job(hub, timed)["state"] == "TIMEOUT"
