@@ -1,11 +1,14 @@
 """What the UWS tests do as a UWS client (tests/integration/test_uws.py locally,
 tests/integration/test_uws_slurm.py on SLURM): sessions with HTTP Basic, a job created
-with a form POST (the 303's URL), every served document checked against UWS.xsd's
+with a form POST (the 303's URL), run and aborted with pyvo, every served document checked against UWS.xsd's
 structure (tests/uwsxml.py)."""
 
 from __future__ import annotations
 
+import pytest
 import requests
+from pyvo.dal import DALQueryError
+from pyvo.dal.tap import AsyncTAPJob
 
 from . import uwsxml
 from .hubutil import record
@@ -49,3 +52,24 @@ def check_all_documents(s: requests.Session, url: str, list_url: str) -> None:
     for path, root in (("", "job"), ("/results", "results"), ("/parameters", "parameters")):
         checked(s.get(url + path, timeout=30), root)
     checked(s.get(list_url, timeout=30), "jobs")
+
+
+def run_to_completion(job: AsyncTAPJob) -> None:
+    """pyvo's run, then its wait: the job ends COMPLETED, without an error."""
+    job.run()
+    assert job.phase in ("QUEUED", "EXECUTING", "COMPLETED")
+    job.wait(timeout=120)
+    assert job.phase == "COMPLETED"
+    job.raise_if_error()
+
+
+def abort_when_executing(hub, token: str, job: AsyncTAPJob) -> None:
+    """pyvo's abort of a job once it runs: ABORTED at once, and still after it stopped."""
+    job.wait(phases={"EXECUTING"}, timeout=120)
+    assert job.phase == "EXECUTING"
+    job.abort()
+    assert job.phase == "ABORTED"
+    hub.wait_job(int(job.job_id), token, {"completed", "failed", "cancelled"})
+    assert job.phase == "ABORTED"
+    with pytest.raises(DALQueryError, match="Aborted on request"):
+        job.raise_if_error()

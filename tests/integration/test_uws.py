@@ -23,7 +23,16 @@ from pyvo.io.uws import parse_job_list
 
 from .. import uwsxml
 from ..hubutil import REPO, record, wait_for
-from ..uwsclient import check_all_documents, checked, create, job_id, jobs_url, session
+from ..uwsclient import (
+    abort_when_executing,
+    check_all_documents,
+    checked,
+    create,
+    job_id,
+    jobs_url,
+    run_to_completion,
+    session,
+)
 
 JOB = [sys.executable, str(REPO / "tests" / "batch_job.py")]
 JOB_TYPES = {
@@ -82,11 +91,7 @@ def test_pyvo_runs_a_job_to_completion_and_downloads_its_results(uhub, alice):
     job.destruction = when
     assert job.destruction.datetime == when
     assert job.phase == "PENDING"
-    job.run()
-    assert job.phase in ("QUEUED", "EXECUTING", "COMPLETED")
-    job.wait(timeout=120)
-    assert job.phase == "COMPLETED"
-    job.raise_if_error()
+    run_to_completion(job)
     [uri] = job.result_uris
     assert uri == f"{url}/results/report.json"
     report = json.loads(alice.get(uri, timeout=30).content)
@@ -119,15 +124,7 @@ def test_a_failing_job_is_error_with_its_message(uhub, alice):
 
 def test_abort_of_a_running_job_is_aborted_at_once_and_stays_so(uhub, alice):
     url = create(alice, uhub, "sleep", seconds="120", PHASE="RUN")
-    job = AsyncTAPJob(url, session=alice)
-    job.wait(phases={"EXECUTING"}, timeout=120)
-    assert job.phase == "EXECUTING"
-    job.abort()
-    assert job.phase == "ABORTED"
-    uhub.wait_job(int(job_id(url)), uhub.alice, {"completed", "failed", "cancelled"})
-    assert job.phase == "ABORTED"
-    with pytest.raises(DALQueryError, match="Aborted on request"):
-        job.raise_if_error()
+    abort_when_executing(uhub, uhub.alice, AsyncTAPJob(url, session=alice))
     # aborting again changes nothing; running it is what its state forbids: UWS's 403
     r = alice.post(url + "/phase", data={"PHASE": "ABORT"}, allow_redirects=False, timeout=30)
     assert (r.status_code, r.headers["Location"]) == (303, url)

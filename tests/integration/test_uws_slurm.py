@@ -15,7 +15,7 @@ from pyvo.dal.tap import AsyncTAPJob
 
 from .. import slurmutil
 from ..hubutil import REPO, wait_for
-from ..uwsclient import check_all_documents, create, job_id, jobs_url, session
+from ..uwsclient import abort_when_executing, check_all_documents, create, job_id, jobs_url, run_to_completion, session
 
 pytestmark = pytest.mark.slurm
 
@@ -66,11 +66,7 @@ def test_pyvo_runs_a_slurm_job_to_completion_and_downloads_its_results(hub, alic
     url = create(alice, hub, "report", TEXT="hello; $(id)")
     job = AsyncTAPJob(url, session=alice)
     assert job.phase == "PENDING"
-    job.run()
-    assert job.phase in ("QUEUED", "EXECUTING", "COMPLETED")
-    job.wait(timeout=120)
-    assert job.phase == "COMPLETED"
-    job.raise_if_error()
+    run_to_completion(job)
     [uri] = job.result_uris
     assert uri == f"{url}/results/report.json"
     report = json.loads(alice.get(uri, timeout=30).content)
@@ -83,16 +79,7 @@ def test_pyvo_runs_a_slurm_job_to_completion_and_downloads_its_results(hub, alic
 
 def test_abort_of_a_running_slurm_job_cancels_it(hub, alice):
     url = create(alice, hub, "sleep", seconds="300", PHASE="RUN")
-    job = AsyncTAPJob(url, session=alice)
-    job.wait(phases={"EXECUTING"}, timeout=120)
-    assert job.phase == "EXECUTING"
-    assert slurm_job(hub, url)["state"] == "RUNNING"
-    job.abort()
-    assert job.phase == "ABORTED"
-    hub.wait_job(int(job_id(url)), hub.alice, {"completed", "failed", "cancelled"})
-    assert job.phase == "ABORTED"
-    with pytest.raises(DALQueryError, match="Aborted on request"):
-        job.raise_if_error()
+    abort_when_executing(hub, hub.alice, AsyncTAPJob(url, session=alice))
     wait_for(lambda: slurm_job(hub, url)["state"] == "CANCELLED", 60, what="SLURM to cancel the job")
 
 
