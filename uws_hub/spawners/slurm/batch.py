@@ -146,7 +146,8 @@ class SlurmBatchRunner:
             os.close(fd)
 
     # ---------------------------------------------------------------- submit
-    def granted_time_limit(self, seconds: float) -> float:
+    @staticmethod
+    def granted_time_limit(seconds: float) -> float:
         """SLURM keeps ``--time`` in whole minutes, rounding up (``--time=0-00:00:02`` is a
         minute): the job gets that, so the hub says so rather than the seconds asked for."""
         return math.ceil(seconds / 60) * 60
