@@ -13,7 +13,6 @@ import re
 import signal
 import stat
 import sys
-import tempfile
 import uuid
 from pathlib import Path
 
@@ -46,20 +45,7 @@ JOB_TYPES = {
 }
 
 def config() -> str:
-    """The hub's configuration, with a job log directory of its own where the jobs' accounts
-    can reach their output folders (the tests' own temporary folders are root's only)."""
-    return CONFIG + f"c.UWSHub.job_log_dir = {tempfile.mkdtemp(prefix='uws-slurm-logs-')!r}\n"
-
-
-CONFIG = f"""
-c.UWSHub.system_users = True
-c.Authenticator.admin_users = {{"uwsadmin"}}
-c.UWSHub.job_reconcile_interval = 1
-c.UWSHub.resource_spawners = {{"local": "uws-local", "slurm": "uws-slurm"}}
-c.SlurmPoller.poll_interval_seconds = 1
-c.SlurmPoller.fast_poll_interval_seconds = 0.5
-c.UWSHub.job_types = {JOB_TYPES!r}
-"""
+    return slurmutil.hub_config(JOB_TYPES)
 
 
 @pytest.fixture(scope="module")

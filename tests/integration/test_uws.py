@@ -23,6 +23,16 @@ from pyvo.io.uws import parse_job_list
 
 from .. import uwsxml
 from ..hubutil import REPO, record, wait_for
+from ..uwsclient import (
+    abort_when_executing,
+    check_all_documents,
+    checked,
+    create,
+    job_id,
+    jobs_url,
+    run_to_completion,
+    session,
+)
 
 JOB = [sys.executable, str(REPO / "tests" / "batch_job.py")]
 JOB_TYPES = {
@@ -64,49 +74,9 @@ def uhub(make_hub, system_users):
     return hub
 
 
-def session(user: str, token: str) -> requests.Session:
-    """What a UWS client has: HTTP Basic with the user's name and an API token (every
-    answer, pyvo's too, recorded for tests/integration/test_status_coverage.py)."""
-    s = requests.Session()
-    s.auth = (user, token)
-    s.hooks["response"].append(lambda r, *args, **kwargs: record(r.request.method, r.url, r.status_code))
-    return s
-
-
 @pytest.fixture(scope="module")
 def alice(uhub):
     return session("uwsalice", uhub.alice)
-
-
-def jobs_url(hub, job_type: str) -> str:
-    return f"{hub.url}/hub/api/uws/{job_type}"
-
-
-def checked(r: requests.Response, root: str):
-    """The answer's XML, checked against the schema's structure (and its media type)."""
-    assert r.status_code == 200, r.text
-    assert r.headers["Content-Type"].startswith("application/xml"), r.headers["Content-Type"]
-    return uwsxml.check(r.content, root)
-
-
-def create(s: requests.Session, hub, job_type: str, **form) -> str:
-    """A new job through a form POST: its URL, from the 303."""
-    r = s.post(jobs_url(hub, job_type), data=form, allow_redirects=False, timeout=30)
-    assert r.status_code == 303, r.text
-    url = r.headers["Location"]
-    assert url.startswith(f"{jobs_url(hub, job_type)}/") and not r.content
-    checked(s.get(url, timeout=30), "job")
-    return url
-
-
-def job_id(url: str) -> str:
-    return url.rsplit("/", 1)[1]
-
-
-def check_all_documents(s: requests.Session, url: str, list_url: str) -> None:
-    for path, root in (("", "job"), ("/results", "results"), ("/parameters", "parameters")):
-        checked(s.get(url + path, timeout=30), root)
-    checked(s.get(list_url, timeout=30), "jobs")
 
 
 # ---------------------------------------------------------------- pyvo, unchanged
@@ -121,11 +91,7 @@ def test_pyvo_runs_a_job_to_completion_and_downloads_its_results(uhub, alice):
     job.destruction = when
     assert job.destruction.datetime == when
     assert job.phase == "PENDING"
-    job.run()
-    assert job.phase in ("QUEUED", "EXECUTING", "COMPLETED")
-    job.wait(timeout=120)
-    assert job.phase == "COMPLETED"
-    job.raise_if_error()
+    run_to_completion(job)
     [uri] = job.result_uris
     assert uri == f"{url}/results/report.json"
     report = json.loads(alice.get(uri, timeout=30).content)
@@ -158,15 +124,7 @@ def test_a_failing_job_is_error_with_its_message(uhub, alice):
 
 def test_abort_of_a_running_job_is_aborted_at_once_and_stays_so(uhub, alice):
     url = create(alice, uhub, "sleep", seconds="120", PHASE="RUN")
-    job = AsyncTAPJob(url, session=alice)
-    job.wait(phases={"EXECUTING"}, timeout=120)
-    assert job.phase == "EXECUTING"
-    job.abort()
-    assert job.phase == "ABORTED"
-    uhub.wait_job(int(job_id(url)), uhub.alice, {"completed", "failed", "cancelled"})
-    assert job.phase == "ABORTED"
-    with pytest.raises(DALQueryError, match="Aborted on request"):
-        job.raise_if_error()
+    abort_when_executing(uhub, uhub.alice, AsyncTAPJob(url, session=alice))
     # aborting again changes nothing; running it is what its state forbids: UWS's 403
     r = alice.post(url + "/phase", data={"PHASE": "ABORT"}, allow_redirects=False, timeout=30)
     assert (r.status_code, r.headers["Location"]) == (303, url)

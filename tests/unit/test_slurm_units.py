@@ -21,6 +21,7 @@ from uws_hub.errors import Unprocessable
 from uws_hub.jobs.launch import LaunchRequest, check_resource_limits
 from uws_hub.jobs.limits import memory_bytes, time_limit_seconds
 from uws_hub.jobs.types import parse_job_types
+from uws_hub.spawners.slurm.batch import DEFAULT_BATCH_JOB_SCRIPT, SlurmBatchRunner, slurm_time
 from uws_hub.spawners.slurm.parsing import (
     JobState,
     describe_batch_end,
@@ -33,7 +34,6 @@ from uws_hub.spawners.slurm.parsing import (
     parse_squeue,
     parse_sweep,
 )
-from uws_hub.spawners.slurm.batch import DEFAULT_BATCH_JOB_SCRIPT, slurm_time
 from uws_hub.spawners.slurm.poller import SlurmPoller
 from uws_hub.spawners.slurm.script import DEFAULT_BATCH_SCRIPT, render_batch_script, script_job_id, token_from_script
 
@@ -408,6 +408,13 @@ def test_slurm_time_limits():
     assert slurm_time(60) == "0-00:01:00"
     assert slurm_time(90.5) == "0-00:01:31"
     assert slurm_time(2 * 86400 + 3600) == "2-01:00:00"
+
+
+
+def test_slurm_grants_time_limits_in_whole_minutes():
+    """What the hub says a SLURM batch job gets: SLURM rounds ``--time`` up to a minute."""
+    grant = SlurmBatchRunner.granted_time_limit
+    assert [grant(s) for s in (0.5, 30, 60, 61, 3600)] == [60, 60, 60, 120, 3600]
 
 
 def test_a_batch_jobs_script_hands_every_value_to_the_command_as_one_argument(tmp_path):

@@ -278,12 +278,15 @@ class JobService:
 
     def time_limit_seconds(self, job: Job) -> float:
         """The hub's limit of a job's run time: its job type's, or its launch's
-        ``time_limit`` (a batch job), whichever is shorter; 0: none."""
+        ``time_limit`` (a batch job), whichever is shorter, as the batch job's resource
+        really applies it (SLURM: in whole minutes); 0: none."""
         job_type = self.job_types.get(job.job_type)
         limits = [job_type.time_limit_seconds if job_type else 0]
         if not job.interactive and (job.resources or {}).get("time_limit"):
             limits.append(time_limit_seconds(job.resources["time_limit"]))
-        return min((limit for limit in limits if limit), default=0)
+        limit = min((limit for limit in limits if limit), default=0)
+        runner = None if job.interactive else self.runners.get(job.resource)
+        return runner.granted_time_limit(limit) if limit and runner is not None else limit
 
     def launch_request(self, job: Job) -> LaunchRequest:
         return LaunchRequest(job.workspace, self.job_types[job.job_type], job.resource, dict(job.resources), job)

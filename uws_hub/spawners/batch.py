@@ -96,6 +96,11 @@ class BatchRunner(Protocol):
     def log_owner(self, launch: BatchLaunch) -> int:
         """The uid that owns the job's log file (the hub refuses to read it otherwise)."""
 
+    def granted_time_limit(self, seconds: float) -> float:
+        """The time limit, in seconds, that the resource really applies to a job that asks
+        for ``seconds`` (> 0): what the hub tells the job's owner it got (UWS's
+        ``executionDuration``) and what its reasons name."""
+
     async def submit(self, launch: BatchLaunch, wake: Callable[[], None]) -> str:
         """Hand the job to the resource; its id there. Raises if the resource refuses it."""
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import pwd
 import shlex
@@ -145,6 +146,12 @@ class SlurmBatchRunner:
             os.close(fd)
 
     # ---------------------------------------------------------------- submit
+    @staticmethod
+    def granted_time_limit(seconds: float) -> float:
+        """SLURM keeps ``--time`` in whole minutes, rounding up (``--time=0-00:00:02`` is a
+        minute): the job gets that, so the hub says so rather than the seconds asked for."""
+        return math.ceil(seconds / 60) * 60
+
     def script(self, launch: BatchLaunch) -> str:
         res = launch.resources
         gpus = res.get("gpus")
