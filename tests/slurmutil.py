@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 
 from .hubutil import REPO
 
@@ -24,17 +25,35 @@ def start_cluster() -> str | None:
     return None
 
 
+def hub_config(job_types: dict) -> str:
+    """A hub's configuration for batch jobs on the cluster, as real system users, followed
+    closely (1 s cycles), with a job log directory of its own where the jobs' accounts can
+    reach their output folders (the tests' own temporary folders are root's only)."""
+    return f"""
+c.UWSHub.system_users = True
+c.Authenticator.admin_users = {{"uwsadmin"}}
+c.UWSHub.job_reconcile_interval = 1
+c.UWSHub.resource_spawners = {{"local": "uws-local", "slurm": "uws-slurm"}}
+c.SlurmPoller.poll_interval_seconds = 1
+c.SlurmPoller.fast_poll_interval_seconds = 0.5
+c.UWSHub.job_types = {job_types!r}
+c.UWSHub.job_log_dir = {tempfile.mkdtemp(prefix='uws-slurm-logs-')!r}
+"""
+
+
 def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(list(argv), capture_output=True, text=True, timeout=60, check=check)
 
 
 def job_info(job_id: str) -> dict[str, str]:
-    """squeue's view of one job (finished ones too): state, reason, node, user, name, comment."""
-    out = run("squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T|%r|%N|%u|%j|%k", check=False).stdout.strip()
+    """squeue's view of one job (finished ones too): state, reason, node, user, name, time
+    limit (``%l``: ``1:00`` is a minute), comment."""
+    out = run("squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T|%r|%N|%u|%j|%l|%k", check=False).stdout.strip()
     if not out:
         return {}
-    state, reason, node, user, name, comment = out.split("|", 5)
-    return {"state": state, "reason": reason, "node": node, "user": user, "name": name, "comment": comment}
+    state, reason, node, user, name, time_limit, comment = out.split("|", 6)
+    return {"state": state, "reason": reason, "node": node, "user": user, "name": name, "time_limit": time_limit,
+            "comment": comment}
 
 
 def jobs_named(name: str) -> list[str]:

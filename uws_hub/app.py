@@ -35,6 +35,8 @@ from .options import NotificationOptions, QuotaOptions, SharingOptions
 from .orm import Job
 from .protocols.hubmap import HubMAPCompat
 from .protocols.hubmap.routes import routes as hubmap_routes
+from .protocols.uws.config import IVOAUWS
+from .protocols.uws.handlers import routes as uws_routes
 from .redaction import install_log_redaction
 from .sharing.collaborate import role_specs
 from .templates import TEMPLATE_DIR
@@ -114,7 +116,9 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         config=True,
         help="""The kinds of jobs users can launch, by name.
 
-        Each value is a dict with: ``display_name``, ``description``, ``cmd``
+        Each value is a dict with: ``display_name``, ``description``, ``icon``
+        (a Font Awesome icon's name, e.g. ``"chart-line"``, shown with the
+        description in the launch form), ``cmd``
         (the command that starts the job's server; default
         ``["jupyterhub-singleuser"]``), ``args_as_root`` (arguments added when
         the job would run as root, e.g. ``["--allow-root"]``), ``default_url``
@@ -126,7 +130,19 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         with a 422) and ``default_resources`` (what a launch gets when it does
         not ask: ``cpus``, ``memory``, ``gpus``, ``time_limit``,
         ``partition``). Memory is ``<n>[K|M|G|T]``, time limits are SLURM's
-        (``30``: minutes, ``4:00:00``, ``1-12:00:00``). Example::
+        (``30``: minutes, ``4:00:00``, ``1-12:00:00``).
+
+        ``app`` makes the job a web app (a dashboard, a Streamlit app...) that
+        the job's Jupyter server runs with jupyter-server-proxy and serves at
+        ``<server>/app/`` (where the job opens), behind the hub's login and
+        sharing rules: ``command`` (with ``{port}`` or ``{unix_socket}``,
+        ``{base_url}``, ``{workspace}``), ``env`` and ``request_headers``
+        (which may also name ``{token}``, a secret made at each start),
+        ``timeout_seconds`` (default 60), ``viewers`` (whether viewers of a
+        shared workspace may use it; default false) and ``seed`` (files to copy
+        into the workspace when it has none of that name). See "Web apps" in
+        docs/admin-guide.md; ``uws_hub.jobs.examples`` has a Voilà dashboard and
+        a Streamlit app. Example::
 
             c.UWSHub.job_types = {
                 "jupyterlab": {"display_name": "JupyterLab", "default_url": "/lab",
@@ -184,6 +200,11 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         config=True,
         help="""Directory for each job's output (``job-<id>.log``), readable by the hub only.
 
+        Its files are the hub's, mode 0600. Batch jobs on SLURM write their
+        output in a folder of their account's under ``slurm/`` here (see
+        ``WorkspaceSlurmSpawner.batch_output_dir``): the hub then lets every
+        account pass through this directory (0711), never list it.
+
         The end of this file, with credentials redacted, is what the job's
         owner and admins read at ``GET /hub/api/jobs/{id}/output``.
         Relative paths are relative to the directory the hub starts in.
@@ -207,6 +228,20 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
 
         Uploads are streamed to disk, so this bounds disk use, not memory.
         Accepts a number of bytes or a string with a unit, e.g. ``"10G"``.
+        """,
+    )
+
+    max_running_batch_jobs = Integer(
+        0,
+        min=0,
+        config=True,
+        help="""Most batch jobs that run at once on the hub's own machine (resources run by
+        local processes); 0: as many as the machine has CPUs.
+
+        Launches beyond it are not refused: they wait ``queued`` and start as
+        running ones end, round-robin across users and in launch order within
+        each user (see docs/batch-jobs.md). Each user's ``concurrent_jobs``
+        quota bounds their own jobs the same way, on every resource.
         """,
     )
 
@@ -368,7 +403,7 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
     @default("classes")
     def _default_classes(self):
         # uws-hub's own configurable classes too (uws-hub --generate-config)
-        return [*JupyterHub._load_classes(self), HubMAPCompat]
+        return [*JupyterHub._load_classes(self), HubMAPCompat, IVOAUWS]
 
     # ---------------------------------------------------------------- init steps
     def init_logging(self):
@@ -434,6 +469,7 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         try:
             spawner_classes = {name: load_spawner_class(value) for name, value in self.resource_spawners.items()}
             job_types = parse_job_types(self.job_types, list(spawner_classes))
+            built = services.build(self, self.log, spawner_classes, job_types)
         except ValueError as e:
             self.log.critical("%s", e)
             self.exit(1)
@@ -445,13 +481,14 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
                 " Set c.UWSHub.system_users = True to run jobs as their owners' system accounts.",
                 pwd.getpwuid(os.geteuid()).pw_name,
             )
-        return services.build(self, self.log, spawner_classes, job_types)
+        return built
 
     async def init_spawners(self):
         # JupyterHub is about to re-adopt running servers with its one spawner_class:
         # first give each unfinished job's server the spawner class of its resource
         for job in Job.unfinished(self.db):
-            self.uws.servers.restore_class(job.owner, job.server_name, job.resource)
+            if job.interactive:  # batch jobs have no server (their runners find them)
+                self.uws.servers.restore_class(job.owner, job.server_name, job.resource)
         count = await super().init_spawners()
         revoked = self.uws.servers.revoke_stale_tokens()
         if revoked:
@@ -469,7 +506,10 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
             (route[0], UnknownAPIRouteHandler, *route[2:]) if route[1] is API404 else route for route in self.handlers
         ]
         self.hubmap = HubMAPCompat(parent=self)
+        self.ivoa_uws = IVOAUWS(parent=self)
         protocols = hubmap_routes(self.hubmap) if self.hubmap.enabled else []
+        if self.ivoa_uws.enabled:
+            protocols += uws_routes(self.ivoa_uws)
         # ours first: JupyterHub's list ends with catch-alls (/api/(.*) -> 404)
         self.handlers[:0] = self.add_url_prefix(self.hub_prefix, protocols + api_handlers + page_handlers)
 

@@ -42,6 +42,12 @@ class Conflict(UWSError):
     code = 409
 
 
+class PreconditionFailed(UWSError):
+    """A condition the request set does not hold (``If-None-Match: *`` and the file exists)."""
+
+    code = 412
+
+
 class Unprocessable(UWSError):
     """Well-formed but invalid values (unknown job type, limits exceeded)."""
 

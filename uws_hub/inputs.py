@@ -79,3 +79,13 @@ def query_int(value: str | None, name: str, *, default: int, minimum: int, maxim
         if minimum <= number <= maximum:
             return number
     raise BadRequest(f"{name} must be an integer from {minimum} to {maximum}, not {shorten(value)!r}")
+
+
+def query_bool(value: str | None, name: str) -> bool:
+    """A yes or no of the URL (``?name=1``): absent, ``0`` or ``false`` is no, ``1`` or
+    ``true`` is yes, anything else a 400 saying so."""
+    if value is None or value in ("0", "false"):
+        return False
+    if value in ("1", "true"):
+        return True
+    raise BadRequest(f"{name} must be 1 or 0 (true or false), not {shorten(value)!r}")

@@ -4,13 +4,20 @@ protocol facades (shares' are in :mod:`uws_hub.sharing.models`)."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from .orm import Job, Workspace, isoformat
 from .states import JobStatus
 
 
-def job_model(job: Job) -> dict[str, Any]:
-    """A job as the API shows it; its URL while it runs, its node until it ends (both stored)."""
+def job_model(job: Job, results: list[dict[str, Any]] | None = None, api_url: str = "/hub/api/") -> dict[str, Any]:
+    """A job as the API shows it; its URL while it runs, its node until it ends (both stored).
+
+    A batch job also shows its parameters, how its command ended, and its
+    results folder; ``results`` (its files, listed for one job at a time) get
+    download links through the files API (under ``api_url``).
+    """
+    batch = not job.interactive
     return {
         "id": job.id,
         "workspace_id": job.workspace_id,
@@ -32,6 +39,21 @@ def job_model(job: Job) -> dict[str, Any]:
         "stopping_at": isoformat(job.stopping_at),
         "finished_at": isoformat(job.finished_at),
         "updated_at": isoformat(job.updated_at),
+        "submitted_at": isoformat(job.submitted_at),
+        "interactive": job.interactive,
+        "parameters": (job.parameters or {}) if batch else None,
+        "exit_code": job.exit_code if batch else None,
+        "exit_signal": job.exit_signal if batch else None,
+        "results_dir": f"results/{job.id}" if batch else None,
+        "run_id": job.run_id,
+        "destroy_at": isoformat(job.destroy_at),
+        "archived_at": isoformat(job.archived_at),
+        "results": None
+        if results is None
+        else [
+            {**r, "url": f"{api_url}workspaces/{job.workspace_id}/files/" + "/".join(map(quote, r["path"].split("/")))}
+            for r in results
+        ],
     }
 
 

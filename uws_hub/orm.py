@@ -115,8 +115,11 @@ class Job(Base):
     """One launch of a job type in a workspace, on a resource.
 
     An interactive job is a JupyterHub named server of the workspace's owner,
-    named after the workspace's slug. ``status`` is where the job is,
-    ``target`` where the hub wants it (``running`` or ``stopped``).
+    named after the workspace's slug; a workspace has at most one unfinished.
+    A batch job runs its command to an exit status through its resource's
+    runner (:mod:`uws_hub.spawners.batch`); a workspace has any number of them.
+    ``status`` is where the job is, ``target`` where the hub wants it
+    (``running`` or ``stopped``).
     """
 
     __tablename__ = "uws_jobs"
@@ -162,9 +165,25 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
     queued_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
+    #: a batch job: when the fair queue gave it its slot and handed it to its runner
+    #: (from then on it holds a slot until it ends, a hub restart included)
+    submitted_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
     running_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
     stopping_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
+    #: a batch job's parameters, as validated (defaults filled in)
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: how a batch job's command ended: its exit status, or the signal that killed it
+    exit_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    exit_signal: Mapped[int | None] = mapped_column(Integer, default=None)
+    #: where a batch job's stdout and stderr go (the job log dir, or SLURM's output file)
+    log_path: Mapped[str | None] = mapped_column(Text, default=None)
+    #: a label its client gave it (UWS's runId), shown as given
+    run_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    #: when the hub destroys the job (UWS's destruction time): stops it if it runs, deletes
+    #: its results and log and keeps its record, archived
+    destroy_at: Mapped[datetime | None] = mapped_column(DateTime, default=None, index=True)
+    archived_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
 
     workspace: Mapped[Workspace] = relationship(back_populates="jobs")
     owner: Mapped[hub_orm.User] = relationship(hub_orm.User)
@@ -182,13 +201,22 @@ class Job(Base):
 
     @classmethod
     def active_in(cls, db: Session, workspace_id: int) -> Job | None:
-        """The workspace's unfinished job, if any."""
+        """The workspace's unfinished interactive job, if any (there is at most one)."""
         return db.scalar(
             select(cls).where(
                 cls.workspace_id == workspace_id,
+                cls.interactive.is_(True),
                 cls.status.in_([s.value for s in ACTIVE_JOB_STATUSES]),
             )
         )
+
+    @classmethod
+    def unfinished_in(cls, db: Session, workspace_id: int, excluding: int | None = None) -> Job | None:
+        """One unfinished job of the workspace, of either kind (the oldest), if any."""
+        where = [cls.workspace_id == workspace_id, cls.status.in_([s.value for s in ACTIVE_JOB_STATUSES])]
+        if excluding is not None:
+            where.append(cls.id != excluding)
+        return db.scalar(select(cls).where(*where).order_by(cls.id).limit(1))
 
     @classmethod
     def unfinished(cls, db: Session) -> list[Job]:

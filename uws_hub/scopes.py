@@ -34,7 +34,7 @@ SCOPES: dict[str, dict] = {
         "description": "Read workspaces: list them, their files and their jobs.",
     },
     WRITE_WORKSPACES: {
-        "description": "Create, change and delete workspaces, and upload files to them.",
+        "description": "Create, change and delete workspaces, and change their files (upload, move, delete).",
         "subscopes": [READ_WORKSPACES],
     },
     LAUNCH_JOBS: {

@@ -20,7 +20,10 @@ from . import scopes
 from .accounts.system import SystemAccounts
 from .events.bus import EventBus
 from .events.notify import Notifier, SMTPSettings
+from .jobs.batch import BatchSteps
+from .jobs.destruction import DestructionSteps
 from .jobs.launch import check_resource_limits
+from .jobs.queue import QUEUE_KEY, QueueSteps
 from .jobs.reconcile import JobSteps
 from .jobs.servers import ServerControl
 from .jobs.service import JobService
@@ -32,6 +35,9 @@ from .reconciler import Reconciler, waker
 from .serverconfig import job_env
 from .sharing.collaborate import ShareService
 from .sharing.copies import CopyService, CopySteps
+from .spawners.batch import BatchRunner
+from .spawners.localbatch import LocalRunner
+from .spawners.mixins import hub_id
 from .states import JobStatus
 from .tasks import TaskPool
 from .workqueue import WorkQueue
@@ -85,12 +91,26 @@ class Services:
             tasks.on_close(cls.close_shared)
 
     async def stop(self, stop_servers: bool) -> None:
-        """Drain the background tasks; with ``stop_servers``, end every job truthfully first."""
+        """Drain the background tasks; with ``stop_servers``, end every interactive job
+        truthfully first (batch jobs run on, and are found again at the next start)."""
         self.reconciler.close()
         if stop_servers:
             # JupyterHub is about to stop every server: end their jobs truthfully
             await self.jobs.stop_all("The hub shut down and stopped its servers")
         await self.tasks.close()
+        for runner in self.jobs.runners.values():
+            await runner.close()
+
+
+def batch_runners(hub: JupyterHub, log: logging.Logger, spawner_classes: dict) -> dict[str, BatchRunner]:
+    """The batch runner of each resource whose spawner class runs batch jobs (one per class)."""
+    by_class: dict[type, BatchRunner | None] = {}
+    this_hub = hub_id(hub.db.get_bind().engine.url.render_as_string(hide_password=True))
+    for cls in spawner_classes.values():
+        if cls not in by_class:
+            factory = getattr(cls, "batch_runner", None)
+            by_class[cls] = factory(hub.config, os.path.abspath(hub.job_log_dir), log, this_hub) if factory else None
+    return {resource: runner for resource, cls in spawner_classes.items() if (runner := by_class[cls]) is not None}
 
 
 def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types: dict[str, JobType]) -> Services:
@@ -159,6 +179,11 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         max_seed_bytes=hub.max_seed_bytes,
         wake=waker(queue, WorkspaceSteps.kind),
     )
+    runners = batch_runners(hub, log, spawner_classes)
+    for job_type in job_types.values():
+        missing = [] if job_type.interactive else [r for r in job_type.resources if r not in runners]
+        if missing:
+            raise ValueError(f"Job type {job_type.name!r} is a batch job type, but {missing} cannot run batch jobs")
     jobs = JobService(
         db,
         servers,
@@ -173,7 +198,12 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         wake=waker(queue, JobSteps.kind),
         # each job type's resource limits (cpus, memory, gpus, time, partitions), then quotas: 422 over them
         launch_checks=[check_resource_limits, quotas.check_launch],
-        job_env=lambda env: job_env(env, hub.server_auth_cache_seconds),
+        job_env=lambda job_type: job_env(
+            job_type.env, hub.server_auth_cache_seconds, None if job_type.app is None else job_type.app.model_dump()
+        ),
+        runners=runners,
+        wake_queue=lambda: queue.put(QUEUE_KEY),
+        wake_destruction=waker(queue, DestructionSteps.kind),
     )
     sharing = ShareService(
         db,
@@ -190,6 +220,14 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         queue,
         tasks,
         log,
+        batch=BatchSteps(
+            jobs,
+            runners,
+            tasks,
+            log,
+            max_attempts=hub.job_max_attempts,
+            stopping_timeout=hub.job_stopping_timeout,
+        ),
         pending_timeout=hub.job_pending_timeout,
         queued_timeout=hub.job_queued_timeout,
         stopping_timeout=hub.job_stopping_timeout,
@@ -205,6 +243,19 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         queue,
         [
             job_steps,
+            QueueSteps(
+                jobs,
+                log,
+                resources=list(runners),
+                # local batch jobs share the hub's machine: at most max_running_batch_jobs at once
+                hub_limits={
+                    resource: hub.max_running_batch_jobs or os.cpu_count() or 1
+                    for resource, runner in runners.items()
+                    if isinstance(runner, LocalRunner)
+                },
+                user_limit=quotas.concurrent_limit,
+            ),
+            DestructionSteps(jobs),
             WorkspaceSteps(workspaces, servers, queue, tasks, log, forget=sharing.forget_workspace),
             CopySteps(
                 db,

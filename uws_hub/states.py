@@ -51,10 +51,15 @@ ACTIVE_JOB_STATUSES = frozenset(set(JobStatus) - TERMINAL_JOB_STATUSES)
 
 
 class JobTarget(str, enum.Enum):
-    """Where a job should be: its server ``running``, or ``stopped`` (then it ends)."""
+    """Where a job should be: its server ``running``, or ``stopped`` (then it ends).
+
+    ``held``: a batch job created but not yet asked to run (UWS's PENDING): it
+    stays ``pending`` and out of the queue until its target becomes ``running``.
+    """
 
     running = "running"
     stopped = "stopped"
+    held = "held"
 
 
 _S = JobStatus

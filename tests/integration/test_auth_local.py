@@ -316,6 +316,29 @@ def test_an_admin_manages_admins(local_hub):
     assert login(hub, name, "taken-over-password").ok
 
 
+def test_nobody_disables_their_own_account(local_hub):
+    """An admin or a user admin cannot disable themselves (a slip that locks them out):
+    403 with the reason, and nothing changes; everything else of their own they may change,
+    and another admin may disable them."""
+    hub = local_hub
+    name, password = new_admin(hub)
+    # the user admin's own account (201; 409 when another test made it)
+    made = hub.request("POST", "accounts", hub.admin_token,
+                       json={"username": "keeper", "password": "keeper-password"})
+    assert made.status_code in (201, 409), made.text
+    for who, token in ((name, hub.add_user(name)), ("keeper", hub.add_user("keeper"))):
+        r = hub.request("PATCH", f"accounts/{who}", token, json={"disabled": True, "email": "me@example.org"})
+        assert r.status_code == 403, r.text
+        assert r.json()["message"] == "You cannot disable your own account: another admin can"
+        account = hub.api("GET", f"accounts/{who}", token, expect=200)
+        assert account["disabled"] is False and account["email"] != "me@example.org"
+        assert hub.api("PATCH", f"accounts/{who}", token, json={"disabled": False, "email": "me@example.org"},
+                       expect=200)["email"] == "me@example.org"
+    assert login(hub, name, password).ok
+    assert hub.api("PATCH", f"accounts/{name}", hub.add_user("boss"), json={"disabled": True}, expect=200)["disabled"]
+    assert not login(hub, name, password).ok
+
+
 def lab_accounts(hub) -> set[str]:
     members = set(hub.api("GET", "groups/lab", expect=200)["users"])
     return {a["username"] for a in hub.api("GET", "accounts?limit=500", expect=200)["items"]} & members
@@ -481,8 +504,10 @@ def test_admin_manages_accounts_in_the_browser(local_hub, browser):
     row.locator(".account-enable").click()
     expect(row.locator(".account-state")).to_have_text("active")
 
-    page.once("dialog", lambda dialog: dialog.accept("grace-new-password"))
     row.locator(".account-password").click()
+    page.fill("#password-new", "grace-new-password")
+    page.fill("#password-again", "grace-new-password")
+    page.click("#password-save")
     wait_for(lambda: login(local_hub, name, "grace-new-password").ok, 10, what="the new password")
 
     # the new user sees their display name in the navigation

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
+from ..browserutil import login
 from ..hubutil import REPO, Hub, wait_for
 
 pytestmark = pytest.mark.browser
@@ -140,4 +141,26 @@ def test_admin_page_lists_all_workspaces(run_hub, browser):
     page.click("text=All workspaces")
     page.wait_for_url(re.compile(r".*/hub/admin/workspaces$"))
     expect(page.locator("#all-workspaces")).to_contain_text("Listed for the admin")
+    context.close()
+
+
+def test_a_newcomer_runs_the_example_batch_job_from_the_page(run_hub, browser):
+    """The shipped example batch job type (count lines into a CSV), from the workspace
+    page's form to its log and its result downloaded."""
+    hub = run_hub
+    context, page = login(hub, browser, "admin", printed_password(hub))
+    page.fill("#ws-name", "Counting lines")
+    page.click("#create-button")
+    page.wait_for_url(re.compile(r".*/hub/workspaces/\d+$"))
+    (hub.workspaces_root / "admin" / "counting-lines" / "notes.txt").write_text("one\ntwo\n")
+    page.locator("#batch-type").select_option("count-lines")
+    expect(page.locator("#batch-form").get_by_label("folder", exact=True)).to_have_value(".")
+    page.click("#batch-launch")
+    job = page.locator(".batch-job").first
+    expect(job.locator(".batch-status")).to_have_text("completed", timeout=60_000)
+    expect(job.locator(".batch-log")).to_contain_text("notes.txt: 2 lines")
+    with page.expect_download() as download:
+        job.locator(".batch-result").click()
+    rows = Path(download.value.path()).read_text().splitlines()
+    assert rows[0] == "path,lines,bytes" and "notes.txt,2,8" in rows, rows
     context.close()

@@ -10,6 +10,7 @@ writes and copies the same path, links that climb out through other links.
 from __future__ import annotations
 
 import http.client
+import io
 import os
 import shutil
 import socket
@@ -17,6 +18,7 @@ import tempfile
 import threading
 import time
 import uuid
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -102,6 +104,15 @@ def test_a_fifo_is_refused_and_the_hub_keeps_answering(hub, alice, bob, workspac
     assert (r.status_code, r.json()["message"]) == (400, "Not a directory: 'pipe'")
     types = {e["name"]: e["type"] for e in hub.api("GET", f"workspaces/{wid}/files", alice)["items"]}
     assert types["pipe"] == "other"
+    # nor is it opened as text, zipped or waited on by a delete or a move
+    r = hub.request("GET", f"workspaces/{wid}/files/pipe?format=text", alice, timeout=10)
+    assert (r.status_code, r.json()["message"]) == (400, "Not a regular file: 'pipe' is a FIFO")
+    with zipfile.ZipFile(io.BytesIO(hub.request("GET", f"workspaces/{wid}/files/?format=zip", alice,
+                                                timeout=10).content)) as z:
+        assert not [n for n in z.namelist() if n.endswith("/pipe")]
+    hub.api("PATCH", f"workspaces/{wid}/files/pipe", alice, json={"path": "pipe2"}, expect=200, timeout=10)
+    hub.api("DELETE", f"workspaces/{wid}/files/pipe2", alice, expect=200, timeout=10)
+    assert not (directory / "pipe2").exists()
 
 
 def test_a_socket_is_refused_by_its_type(hub, alice, workspace):
@@ -117,7 +128,7 @@ def test_a_socket_is_refused_by_its_type(hub, alice, workspace):
 def swapping(directory: Path, outside: Path):
     """A thread that puts, in turn, a real directory and a symlink to ``outside`` at ``directory/race``."""
     real, link, race = directory / "real", directory / "link", directory / "race"
-    real.mkdir()
+    real.mkdir(exist_ok=True)  # (a test may fill it first)
     (real / "secret.txt").write_bytes(b"inside\n")
     link.symlink_to(outside)
     stop = threading.Event()
@@ -187,6 +198,47 @@ def test_swapping_a_directory_and_a_symlink_never_leaks_outside(hub, alice, bob,
         assert not [p for p in tree.rglob("*") if p.name == "only-outside.txt"]
         assert not [p for p in tree.rglob("*") if p.is_file() and not p.is_symlink() and OUTSIDE in p.read_bytes()]
         hub.api("DELETE", f"workspaces/{copy['id']}", bob, expect=202)
+
+
+def test_swapping_while_deleting_moving_and_zipping_never_touches_outside(hub, alice, workspace, outside):
+    """Files and folders of the same names inside (in 'real') and outside: every
+    delete, move and zip through 'race' (now 'real', now a link to outside) acts
+    inside or is refused, and no zip holds anything from outside."""
+    directory = on_disk(hub, workspace)
+    wid = workspace["id"]
+    count = 150
+    for where in (directory / "real", outside):
+        where.mkdir(exist_ok=True)
+        for i in range(count):
+            (where / f"f{i}.txt").write_bytes(OUTSIDE if where == outside else b"inside\n")
+            (where / f"d{i}").mkdir()
+            (where / f"d{i}" / "x.txt").write_bytes(OUTSIDE if where == outside else b"inside\n")
+            (where / f"m{i}.txt").write_bytes(OUTSIDE if where == outside else b"inside\n")
+    for i in range(count):
+        (directory / f"in{i}.txt").write_bytes(b"moved in\n")
+    before = sorted(str(p.relative_to(outside)) for p in outside.rglob("*"))
+    answers: set[int] = set()
+    with swapping(directory, outside):
+        for i in range(count):
+            for method, path, kw in [
+                ("DELETE", f"race/f{i}.txt", {}),
+                ("DELETE", f"race/d{i}?recursive=1", {}),
+                ("PATCH", f"race/m{i}.txt", {"json": {"path": f"out-{i}.txt"}}),
+                ("PATCH", f"in{i}.txt", {"json": {"path": f"race/in{i}.txt"}}),
+            ]:
+                r = hub.request(method, f"workspaces/{wid}/files/{path}", alice, **kw)
+                assert r.status_code in (200, 400, 404), (method, path, r.text)
+                answers.add(r.status_code)
+            if i % 10 == 0:
+                for path in ("race?format=zip", "?format=zip"):
+                    r = hub.request("GET", f"workspaces/{wid}/files/{path}", alice)
+                    assert r.status_code in (200, 400, 404), r.text
+                    assert OUTSIDE not in r.content, "a zip holds a file outside the workspace"
+    assert 200 in answers, answers
+    # outside, nothing went, nothing came, nothing changed
+    assert sorted(str(p.relative_to(outside)) for p in outside.rglob("*")) == before
+    assert all(p.read_bytes() == OUTSIDE for p in outside.rglob("*") if p.is_file())
+    assert not [p for p in directory.rglob("*") if p.is_file() and not p.is_symlink() and OUTSIDE in p.read_bytes()]
 
 
 # ---------------------------------------------------------------- finding 10: links that climb out through links

@@ -58,7 +58,11 @@ c.Authenticator.admin_users = {{"uwsadmin"}}
 c.UWSHub.job_types = {{
     "jupyterlab": {{"display_name": "Minimal as JupyterLab", "cmd": {MINIMAL_CMD!r}}},
     "short": {{"display_name": "Minimal, 3 s limit", "cmd": {MINIMAL_CMD!r}, "time_limit_seconds": 3}},
+    "echo": {{"display_name": "Echo (a batch job, a UWS job list)", "interactive": False,
+              "cmd": ["echo", "{{text}}"], "parameters": {{"text": {{"type": "string", "default": "hi"}}}}}},
 }}
+# a blocking GET of a UWS job (?WAIT=) answers within a request's timeout
+c.IVOAUWS.max_wait_seconds = 1
 """
 
 #: the checks: no 5xx, documented status, content type and body; invalid requests refused.
@@ -77,7 +81,9 @@ CHECKS = {
 #: the owner's things that path parameters name, made by :func:`fuzz_hub` on
 #: the hub's own new database (so their ids are known before it starts)
 REAL = {"workspace_id": 1, "job_id": 1, "share_id": 1, "user": "uwsalice", "group": "fuzzlab",
-        "username": "uwsalice", "path": "data/a.csv"}
+        "username": "uwsalice", "path": "data/a.csv", "job_type": "echo", "name": "text"}
+#: the owner's UWS job (of the batch job type ``echo``), which the UWS paths name
+UWS_JOB = 2
 #: the workspace the owner's DELETE deletes, so that the rest keep theirs
 DOOMED = 2
 
@@ -95,12 +101,16 @@ def fuzz_hub(make_hub, system_users):
     assert hub.wait_job(job["id"], hub.owner, {"running", "failed"})["status"] == "running"
     hub.api("POST", f"jobs/{job['id']}/stop", hub.owner, expect=202)
     hub.wait_job(job["id"], hub.owner, {"completed"})
+    r = hub.request("POST", f"{hub.url}/hub/api/uws/echo", hub.owner, data={"WORKSPACE": ws["id"], "PHASE": "RUN"})
+    assert r.status_code == 303, r.text
+    uws_job = int(r.headers["Location"].rsplit("/", 1)[1])
+    assert hub.wait_job(uws_job, hub.owner, {"completed", "failed"})["status"] == "completed"
     share = hub.api("POST", f"workspaces/{ws['id']}/shares", hub.owner, json={"user": "uwscarol"}, expect=201)
     hub.api("POST", f"workspaces/{ws['id']}/shares", hub.owner, json={"kind": "copy", "user": "uwscarol"}, expect=201)
     hub.api("POST", f"groups/{REAL['group']}", json={"users": ["uwsalice"]}, expect=201)
     hub.api("POST", "accounts", json={"username": "uwsalice", "password": "a long password"}, expect=201)
-    assert (ws["id"], doomed["id"], job["id"], share["id"]) == (
-        REAL["workspace_id"], DOOMED, REAL["job_id"], REAL["share_id"]), "a new database numbers from 1"
+    assert (ws["id"], doomed["id"], job["id"], uws_job, share["id"]) == (
+        REAL["workspace_id"], DOOMED, REAL["job_id"], UWS_JOB, REAL["share_id"]), "a new database numbers from 1"
     yield hub
     # leave nothing running (with the admin's token: the admin's fuzzing may have deleted the users')
     for j in hub.api("GET", "jobs?status=pending,queued,running", hub.admin_token, expect=200)["items"]:
@@ -113,6 +123,7 @@ def load_schema(real_ids: bool) -> schemathesis.BaseSchema:
     operations = [{"include-path": "/events", "request-timeout": STREAM_SECONDS, "max-stream-events": 1}]
     if real_ids:
         operations.append({"include-operation-id": "deleteWorkspace", "parameters": {"path.workspace_id": DOOMED}})
+        operations.append({"include-path-regex": "^/uws/", "parameters": {"path.job_id": UWS_JOB}})
     config = schemathesis.Config.from_dict({
         "seed": SEED,
         "request-timeout": 30,
@@ -168,7 +179,9 @@ def test_fuzz_as_owner_with_generated_ids(case, fuzz_hub):
 def test_fuzz_as_stranger(case, fuzz_hub):
     response = call_and_check(fuzz_hub, case, fuzz_hub.stranger)
     # (other methods than the operation's, e.g. OPTIONS, get JupyterHub's empty CORS answer)
-    if case.path_parameters and case.method.upper() == case.operation.method.upper():
+    # (a UWS job list is everyone's: a job type's, not the owner's)
+    owners = set(case.path_parameters or {}) - {"job_type"}
+    if owners and case.method.upper() == case.operation.method.upper():
         # every path parameter is the owner's: their workspace, job, share, name or group
         assert not 200 <= response.status_code < 300, (
             f"{case.method} {case.formatted_path} answered {response.status_code} to a stranger: {response.text[:300]}"

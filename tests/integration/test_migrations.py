@@ -136,3 +136,76 @@ def test_upgrade_cuts_job_output_out_of_reasons(db_url):
     expected = {1: "The server exited with status 1", 2: "Stopped on request"}
     assert jobs == expected
     assert events == expected
+
+
+def test_upgrade_to_batch_jobs_keeps_jobs_interactive(db_url, tmp_path):
+    """0009 adds batch jobs' columns: earlier jobs stay interactive, with no parameters,
+    and a workspace's unfinished interactive job still excludes a second one."""
+    url = db_url()
+    uid = make_old_database(url, "0008")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO uws_jobs (workspace_id, owner_id, job_type, resource, interactive, status, target,"
+                " server_name, resources, created_at, updated_at, attempts)"
+                " VALUES (1, :uid, 'jupyterlab', 'local', true, 'failed', 'stopped', 'old-ws', '{}', :now, :now, 1)"
+            ),
+            {"uid": uid, "now": OLD_TIME},
+        )
+    engine.dispose()
+    hub = Hub(tmp_path, "c.Authenticator.admin_users = set()\n", url)
+    upgrade_db(hub)
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT parameters, exit_code, submitted_at, log_path FROM uws_jobs")).one()
+    engine.dispose()
+    assert tuple(row)[1:] == (None, None, None) and row[0] in ({}, "{}")
+    hub.start()
+    try:
+        token = hub.add_user("olduser")
+        [job] = hub.api("GET", "jobs", token, expect=200)["items"]
+        assert (job["interactive"], job["parameters"], job["exit_code"], job["results"]) == (True, None, None, None)
+    finally:
+        hub.stop()
+
+
+def test_upgrade_to_job_destruction_keeps_jobs_as_they_were(db_url, tmp_path):
+    """0010 adds run ids, destruction times and archiving: an earlier batch job has none of
+    them, keeps its parameters, and shows in the UWS interface as it ended."""
+    url = db_url()
+    uid = make_old_database(url, "0009")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO uws_jobs (workspace_id, owner_id, job_type, resource, interactive, status, target,"
+                " server_name, resources, parameters, exit_code, created_at, updated_at, attempts)"
+                " VALUES (1, :uid, 'echo', 'local', false, 'completed', 'stopped', 'old-ws', '{}',"
+                " '{\"text\": \"old\"}', 0, :now, :now, 1)"
+            ),
+            {"uid": uid, "now": OLD_TIME},
+        )
+    engine.dispose()
+    config = (
+        "c.Authenticator.admin_users = set()\n"
+        "c.UWSHub.job_types = {'echo': {'interactive': False, 'cmd': ['echo', '{text}'],"
+        " 'parameters': {'text': {'type': 'string'}}}}\n"
+    )
+    hub = Hub(tmp_path, config, url)
+    upgrade_db(hub)
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT run_id, destroy_at, archived_at FROM uws_jobs")).one()
+    engine.dispose()
+    assert tuple(row) == (None, None, None)
+    hub.start()
+    try:
+        token = hub.add_user("olduser")
+        [job] = hub.api("GET", "jobs", token, expect=200)["items"]
+        assert (job["parameters"], job["run_id"], job["destroy_at"], job["archived_at"]) == (
+            {"text": "old"}, None, None, None)
+        r = hub.request("GET", f"{hub.url}/hub/api/uws/echo/{job['id']}/phase", token)
+        assert (r.status_code, r.text) == (200, "COMPLETED")
+    finally:
+        hub.stop()

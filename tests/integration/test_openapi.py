@@ -11,11 +11,9 @@ document and the hub's route table must list the same operations.
 
 from __future__ import annotations
 
-import http.client
 import json
 import re
 import uuid
-from dataclasses import dataclass
 from types import SimpleNamespace
 
 import pytest
@@ -25,6 +23,8 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from .. import uwsxml
+from ..helpers import declaring_length
 from ..hubutil import REPO, record, wait_for
 
 SPEC_PATH = REPO / "docs" / "openapi.yaml"
@@ -88,12 +88,17 @@ class Contract:
         )
         ptr, response = deref(pointer("paths", template, method, "responses", status))
         content = response.get("content", {})
-        if "application/json" in content:
+        if "Location" in response.get("headers", {}):
+            # a redirect (UWS's 303): where to, and no body
+            assert r.headers.get("Location", "").startswith("http") and not r.content, (r.headers, r.text)
+        elif "application/json" in content:
             assert r.headers.get("Content-Type", "").startswith("application/json"), r.headers
             problems = errors(r.json(), ptr + pointer("content", "application/json", "schema"))
             assert not problems, f"{method.upper()} {template} {status} does not match the document: {problems}\n{r.text[:2000]}"
         else:
             assert content, f"{method.upper()} {template} {status}: the document gives no content"
+            media = r.headers.get("Content-Type", "").split(";")[0]
+            assert media in content or "*/*" in content, f"{method.upper()} {template} {status}: {media}"
         self.saw(template, method, status)
         return r
 
@@ -101,37 +106,6 @@ class Contract:
         """An answer that was exercised (also for the session's status coverage)."""
         self.seen.add((template, method.lower(), status))
         record(method, "/hub/api" + template, int(status))
-
-
-@dataclass
-class RawResponse:
-    status_code: int
-    headers: dict
-    text: str
-
-    def json(self):
-        return json.loads(self.text)
-
-
-def put_declaring_length(hub, path: str, token: str, length: int) -> RawResponse:
-    """A PUT that announces ``length`` bytes but sends only a few (HTTP libraries cannot).
-
-    Sent to the hub's own port: the hub answers 413 and closes the connection
-    without reading the body, and node configurable-http-proxy, still writing
-    the body, then often answers 503 (``write ECONNRESET``) instead of passing
-    the 413 on.
-    """
-    conn = http.client.HTTPConnection("127.0.0.1", hub.hub_port, timeout=30)
-    try:
-        conn.putrequest("PUT", path)
-        conn.putheader("Authorization", f"token {token}")
-        conn.putheader("Content-Length", str(length))
-        conn.endheaders()
-        conn.send(b"x" * 1024)
-        r = conn.getresponse()
-        return RawResponse(r.status, dict(r.getheaders()), r.read().decode())
-    finally:
-        conn.close()
 
 
 @pytest.fixture
@@ -166,7 +140,7 @@ def test_document_is_well_formed():
     for ref in refs:
         deref(ref)
     # response objects forbid what they do not list
-    for name in ("Workspace", "Job", "JobType", "FileEntry", "UploadResult", "Error", "Pagination",
+    for name in ("Workspace", "Job", "JobType", "FileEntry", "UploadResult", "DeleteResult", "Error", "Pagination",
                  "WorkspacePage", "JobPage", "FilePage", "Account", "AccountPage", "Share", "SharePage",
                  "Recipients", "Limits", "Quota", "GroupQuota", "Usage", "UsageItem", "UsagePage"):
         assert SPEC["components"]["schemas"][name]["additionalProperties"] is False, name
@@ -175,12 +149,14 @@ def test_document_is_well_formed():
 def test_document_lists_every_route_of_the_hub():
     """The hub's uws-hub API routes and the document's paths are the same operations."""
     from uws_hub.apihandlers import default_handlers
+    from uws_hub.protocols.uws.config import IVOAUWS
+    from uws_hub.protocols.uws.handlers import routes as uws_routes
 
     samples = {"workspace_id": "7", "job_id": "7", "path": "data/a.csv", "username": "alice", "share_id": "7",
-               "user": "alice", "group": "lab"}
+               "user": "alice", "group": "lab", "job_type": "count-lines", "name": "threshold"}
     spec_ops = operations_in_spec()
     routed = set()
-    for regex, handler in default_handlers:
+    for regex, handler, *_ in [*default_handlers, *uws_routes(IVOAUWS())]:
         methods = [m for m in METHODS if m in vars(handler) or any(m in vars(k) for k in handler.__mro__
                                                                   if k.__module__.startswith("uws_hub"))]
         matches = [
@@ -237,6 +213,27 @@ INVALID_LAUNCH = [
     {"job_type": "jupyterlab", "resources": {"partition": "a/b"}},
     {"job_type": "jupyterlab", "resources": {"nodes": 2}},
 ]
+
+
+INVALID_MOVE = [
+    {},
+    {"path": ""},
+    {"path": "a" * 4097},
+    {"path": "a\x1bb"},
+    {"path": "a", "overwrite": "yes"},
+    {"path": "a", "force": True},
+]
+INVALID_NEW_FILE = [{}, {"type": "file"}, {"type": "directory", "mode": 7}]
+#: (method, file) of the files API's JSON bodies, each with the bodies the document refuses
+INVALID_FILE_BODIES = [("PATCH", "README.md", b) for b in INVALID_MOVE] + [("POST", "new", b) for b in INVALID_NEW_FILE]
+
+
+@pytest.mark.parametrize("method,path,body", INVALID_FILE_BODIES, ids=range(len(INVALID_FILE_BODIES)))
+def test_bodies_the_document_refuses_are_refused_files(api, alice, workspace, method, path, body):
+    template = "/workspaces/{workspace_id}/files/{path}"
+    assert errors(body, request_schema(template, method.lower())), f"the document accepts {body}"
+    r = api.call(method, template, alice, f"/workspaces/{workspace['id']}/files/{path}", json=body)
+    assert r.status_code == 422, r.text
 
 
 INVALID_ACCOUNT = [
@@ -314,7 +311,7 @@ def test_bodies_the_document_accepts_are_accepted(api, alice):
 # ---------------------------------------------------------------- every endpoint, section by section
 #: the sections below, which together exercise every operation of the document
 #: (run in this order: the jobs section deletes the workspaces the files section used)
-SECTIONS = {"workspaces", "files", "jobs", "accounts", "sharing", "quotas", "events"}
+SECTIONS = {"workspaces", "files", "jobs", "accounts", "sharing", "quotas", "events", "uws"}
 
 
 @pytest.fixture(scope="module")
@@ -325,10 +322,10 @@ def contract(hub):
     api.sections = set()
     yield api
     if api.sections == SECTIONS:
-        exercised = {(path, method) for path, method, status in api.seen if status.startswith(("2", "101"))}
+        exercised = {(path, method) for path, method, status in api.seen if status.startswith(("2", "101", "303"))}
         assert exercised == operations_in_spec(), sorted(operations_in_spec() - exercised)
         statuses = {status for _, _, status in api.seen}
-        assert {"200", "201", "202", "400", "403", "404", "409", "413", "422"} <= statuses
+        assert {"200", "201", "202", "303", "400", "403", "404", "409", "413", "422"} <= statuses
 
 
 @pytest.fixture(scope="module")
@@ -399,7 +396,7 @@ def test_files_match_the_document(hub, alice, bob, contract, read_only, made):
     assert api.call("PUT", file, read_only, f"/workspaces/{wid}/files/ro.txt", data=b"x").status_code == 403
     assert api.call("PUT", file, bob, f"/workspaces/{wid}/files/planted.txt", data=b"x").status_code == 404
     # over the size limit: refused from the Content-Length, before the body is read
-    too_large = put_declaring_length(hub, f"/hub/api/workspaces/{wid}/files/huge.bin", alice, 11 * 1024**3)
+    too_large = declaring_length(hub, "PUT", f"/hub/api/workspaces/{wid}/files/huge.bin", alice, 11 * 1024**3)
     api.check(too_large, file, "put")
     assert too_large.status_code == 413
 
@@ -418,6 +415,51 @@ def test_files_match_the_document(hub, alice, bob, contract, read_only, made):
     assert api.call("GET", file, alice, f"/workspaces/{wid}/files/missing.txt").status_code == 404
     assert api.call("GET", file, alice, f"/workspaces/{wid}/files/..%2Fx").status_code in (400, 404)
     assert api.call("GET", file, None, f"/workspaces/{wid}/files/data/counts.csv").status_code == 403
+    r = api.call("GET", file, alice, f"/workspaces/{wid}/files/data?format=zip")
+    assert r.status_code == 200 and r.headers["Content-Type"] == "application/zip"
+    assert api.call("GET", file, alice, f"/workspaces/{wid}/files/data?format=rar").status_code == 400
+    r = api.call("PUT", file, alice, f"/workspaces/{wid}/files/README.md", data=b"x", headers={"If-None-Match": "*"})
+    assert r.status_code == 412
+    # the text view: read, save over the version read, refusals
+    r = api.call("GET", file, alice, f"/workspaces/{wid}/files/data/counts.csv?format=text")
+    assert r.status_code == 200 and r.headers["Content-Type"] == "text/plain; charset=utf-8"
+    saved = api.call("PUT", file, alice, f"/workspaces/{wid}/files/data/counts.csv?format=text", data=b"a,b\n1,2\n",
+                     headers={"If-Match": r.headers["ETag"]})
+    assert saved.status_code == 201 and saved.headers["ETag"] != r.headers["ETag"]
+    r = api.call("PUT", file, alice, f"/workspaces/{wid}/files/data/counts.csv?format=text", data=b"a,b\n",
+                 headers={"If-Match": r.headers["ETag"]})
+    assert r.status_code == 412
+    assert api.call("PUT", file, alice, f"/workspaces/{wid}/files/t.txt?format=text", data=b"\xff").status_code == 422
+    api.call("PUT", file, alice, f"/workspaces/{wid}/files/t.bin", data=b"\x00\x01")
+    assert api.call("GET", file, alice, f"/workspaces/{wid}/files/t.bin?format=text").status_code == 422
+    r = declaring_length(hub, "PATCH", f"/hub/api/workspaces/{wid}/files/t.bin", alice, 70_000)
+    assert api.check(r, file, "patch").status_code == 413
+    assert api.call("DELETE", file, alice, f"/workspaces/{wid}/files/t.bin").status_code == 200
+
+    # folders, moves, deletes
+    body = {"type": "directory"}
+    assert not errors(body, request_schema(file, "post"))
+    made = api.call("POST", file, alice, f"/workspaces/{wid}/files/results/a", json=body).json()
+    assert made["type"] == "directory"
+    assert api.call("POST", file, alice, f"/workspaces/{wid}/files/results/a", json=body).status_code == 409
+    assert api.call("POST", file, alice, f"/workspaces/{wid}/files/results/b", data="{").status_code == 400
+    assert api.call("POST", file, read_only, f"/workspaces/{wid}/files/b", json=body).status_code == 403
+    assert api.call("POST", file, bob, f"/workspaces/{wid}/files/b", json=body).status_code == 404
+    move = {"path": "results/a/counts.csv", "overwrite": False}
+    assert not errors(move, request_schema(file, "patch"))
+    moved = api.call("PATCH", file, alice, f"/workspaces/{wid}/files/data/counts.csv", json=move).json()
+    assert moved["path"] == "results/a/counts.csv"
+    r = api.call("PATCH", file, alice, f"/workspaces/{wid}/files/README.md", json={"path": "results/a"})
+    assert r.status_code == 409
+    assert api.call("PATCH", file, alice, f"/workspaces/{wid}/files/nope", json={"path": "x"}).status_code == 404
+    assert api.call("PATCH", file, alice, f"/workspaces/{wid}/files/results", json={"path": "results/x"}).status_code == 400
+    assert api.call("PATCH", file, read_only, f"/workspaces/{wid}/files/results", json={"path": "x"}).status_code == 403
+    assert api.call("DELETE", file, alice, f"/workspaces/{wid}/files/results").status_code == 409
+    gone = api.call("DELETE", file, alice, f"/workspaces/{wid}/files/results?recursive=1").json()
+    assert gone == {"path": "results", "type": "directory", "freed_bytes": 8}
+    assert api.call("DELETE", file, alice, f"/workspaces/{wid}/files/results").status_code == 404
+    assert api.call("DELETE", file, alice, f"/workspaces/{wid}/files/").status_code == 400
+    assert api.call("DELETE", file, read_only, f"/workspaces/{wid}/files/README.md").status_code == 403
 
 
 def test_jobs_match_the_document(hub, alice, bob, contract, read_only, made):
@@ -481,6 +523,42 @@ def test_jobs_match_the_document(hub, alice, bob, contract, read_only, made):
     assert "boom: the server cannot start" in out["output"]
     assert api.call("GET", output, bob, f"/jobs/{failed['id']}/output").status_code == 404
     assert api.call("GET", output, None, f"/jobs/{failed['id']}/output").status_code == 403
+
+    # a batch job: parameters, its log (whole, a range, followed), its results, deleting it
+    batch = {"job_type": "echo", "parameters": {"text": "contract"}}
+    assert not errors(batch, request_schema(launch, "post"))
+    echo = api.call("POST", launch, alice, f"/workspaces/{second['id']}/jobs", json=batch).json()
+    assert echo["interactive"] is False and echo["parameters"] == {"text": "contract"}
+    bad = {"job_type": "echo", "parameters": {"text": 5}}
+    assert api.call("POST", launch, alice, f"/workspaces/{second['id']}/jobs", json=bad).status_code == 422
+    assert api.call("DELETE", one, alice, f"/jobs/{echo['id']}").status_code == 409
+    echo = hub.wait_job(echo["id"], alice, {"completed", "failed", "cancelled"})
+    assert echo["status"] == "completed" and echo["exit_code"] == 0 and echo["results"] == []
+    jobs = api.call("GET", "/jobs", alice, f"/jobs?workspace={second['id']}&job_type=echo").json()
+    assert [j["id"] for j in jobs["items"]] == [echo["id"]]
+    log = "/jobs/{job_id}/log"
+    assert api.call("GET", log, alice, f"/jobs/{echo['id']}/log").text == "contract\n"
+    tail = api.call("GET", log, alice, f"/jobs/{echo['id']}/log", headers={"Range": "bytes=-3"})
+    assert (tail.status_code, tail.text) == (206, "ct\n")
+    assert api.call("GET", log, alice, f"/jobs/{echo['id']}/log", headers={"Range": "bytes=50-"}).status_code == 416
+    assert api.call("GET", log, alice, f"/jobs/{echo['id']}/log", headers={"Range": "rows=1"}).status_code == 400
+    assert api.call("GET", log, alice, f"/jobs/{failed['id']}/log").status_code == 409
+    assert api.call("GET", log, bob, f"/jobs/{echo['id']}/log").status_code == 404
+    assert api.call("GET", log, None, f"/jobs/{echo['id']}/log").status_code == 403
+    stream = "/jobs/{job_id}/log/stream"
+    with hub.request("GET", f"/hub/api/jobs/{echo['id']}/log/stream", alice, stream=True) as r:
+        api.check(r, stream, "get")
+        assert r.headers["Content-Type"].startswith("text/event-stream")
+        assert "data: contract" in r.text and "event: end" in r.text
+    assert api.call("GET", stream, alice, f"/jobs/{echo['id']}/log/stream?offset=-1").status_code == 400
+    assert api.call("GET", stream, alice, f"/jobs/{failed['id']}/log/stream").status_code == 409
+    assert api.call("GET", stream, bob, f"/jobs/{echo['id']}/log/stream").status_code == 404
+    assert api.call("GET", stream, None, f"/jobs/{echo['id']}/log/stream").status_code == 403
+    assert api.call("DELETE", one, read_only, f"/jobs/{echo['id']}").status_code == 403
+    assert api.call("DELETE", one, bob, f"/jobs/{echo['id']}").status_code == 404
+    assert api.call("DELETE", one, alice, f"/jobs/{echo['id']}?results=yes").status_code == 400
+    assert api.call("DELETE", one, alice, f"/jobs/{echo['id']}?results=true").json()["id"] == echo["id"]
+    assert api.call("GET", one, alice, f"/jobs/{echo['id']}").status_code == 404
 
     # deleting: the workspace answers deleting until it is gone
     assert api.call("DELETE", item, read_only, f"/workspaces/{wid}").status_code == 403
@@ -709,3 +787,62 @@ def test_what_is_under_way_refuses_changes(hub, alice, bob, api):
     assert (r.status_code, r.json()["message"]) == (409, "The workspace is being deleted")
     wait_for(lambda: hub.request("GET", f"workspaces/{ws['id']}", alice).status_code == 404, 120,
              what="the workspace to be deleted")
+
+
+def test_uws_matches_the_document(hub, alice, bob, contract, read_only, made):
+    """The UWS interface (batch job type ``echo``): XML and text as the document says,
+    each XML document checked against UWS.xsd's structure too."""
+    api = contract
+    api.sections.add("uws")
+    wid = hub.api("POST", "workspaces", alice, json={"name": f"OpenAPI UWS {made.tag}"}, expect=201)["id"]
+    jobs, job = "/uws/{job_type}", "/uws/{job_type}/{job_id}"
+
+    def call(method, template, token, path, **kw):
+        r = api.call(method, template, token, path, **kw)
+        if r.headers.get("Content-Type", "").startswith("application/xml"):
+            uwsxml.check(r.content)
+        return r
+
+    assert call("GET", jobs, alice, "/uws/echo").status_code == 200
+    assert call("GET", jobs, alice, "/uws/jupyterlab").status_code == 404
+    assert call("GET", jobs, alice, "/uws/echo?LAST=0").status_code == 400
+    assert call("GET", jobs, read_only, "/uws/echo").status_code == 200
+    assert call("POST", jobs, read_only, "/uws/echo", data={"WORKSPACE": wid}).status_code == 403
+    assert call("POST", jobs, alice, "/uws/echo", data={"WORKSPACE": wid, "bogus": "1"}).status_code == 422
+    assert call("POST", jobs, alice, "/uws/echo", data={"WORKSPACE": wid, "LAST": "1"}).status_code == 400
+    r = call("POST", jobs, alice, "/uws/echo", data={"WORKSPACE": wid, "text": "hi", "RUNID": "contract"})
+    jid = r.headers["Location"].rsplit("/", 1)[1]
+    here = f"/uws/echo/{jid}"
+    assert call("GET", job, alice, here + "?WAIT=1&PHASE=QUEUED").status_code == 200
+    assert call("GET", job, alice, here + "?WAIT=x").status_code == 400
+    assert call("GET", job, bob, here).status_code == 404
+    for sub in ("phase", "executionduration", "destruction", "error", "quote", "owner", "results", "parameters",
+                "parameters/{name}", "log"):
+        path = here + "/" + sub.replace("{name}", "text")
+        assert call("GET", job + "/" + sub, alice, path).status_code == 200, sub
+        assert call("GET", job + "/" + sub, bob, path).status_code == 404, sub
+    assert call("GET", job + "/parameters/{name}", alice, here + "/parameters/nope").status_code == 404
+    assert call("POST", job, alice, here, data={"text": "changed"}).status_code == 303
+    assert call("POST", job + "/parameters", alice, here + "/parameters", data={"text": "again"}).status_code == 303
+    assert call("POST", job + "/parameters", alice, here + "/parameters", data={"nope": "1"}).status_code == 422
+    assert call("POST", job + "/executionduration", alice, here + "/executionduration",
+                data={"EXECUTIONDURATION": "60"}).status_code == 303
+    assert call("POST", job + "/executionduration", alice, here + "/executionduration",
+                data={"EXECUTIONDURATION": "x"}).status_code == 400
+    assert call("POST", job + "/destruction", alice, here + "/destruction",
+                data={"DESTRUCTION": "2027-01-01T00:00:00Z"}).status_code == 303
+    assert call("POST", job + "/destruction", alice, here + "/destruction", data={}).status_code == 400
+    assert call("POST", job + "/phase", read_only, here + "/phase", data={"PHASE": "RUN"}).status_code == 403
+    assert call("POST", job + "/phase", alice, here + "/phase", data={"PHASE": "RUN"}).status_code == 303
+    assert call("POST", job + "/phase", alice, here + "/phase", data={"PHASE": "RUN"}).status_code == 403
+    wait_for(lambda: call("GET", job + "/phase", alice, here + "/phase").text == "COMPLETED", 60, what="the job")
+    # a file in the job's results folder is one of its results
+    hub.api("PUT", f"workspaces/{wid}/files/results/{jid}/out.txt", alice, data=b"out", expect=201)
+    assert 'id="out.txt"' in call("GET", job + "/results", alice, here + "/results").text
+    r = call("GET", job + "/results/{path}", alice, f"{here}/results/out.txt")
+    assert (r.status_code, r.content) == (200, b"out")
+    assert call("GET", job + "/results/{path}", alice, f"{here}/results/nope").status_code == 404
+    assert call("POST", job, alice, here, data={"ACTION": "DELETE"}).status_code == 303
+    r = call("POST", jobs, alice, "/uws/echo", data={"WORKSPACE": wid, "PHASE": "RUN"})
+    assert call("DELETE", job, alice, "/uws/echo/" + r.headers["Location"].rsplit("/", 1)[1]).status_code == 303
+    assert call("DELETE", job, alice, here).status_code == 404

@@ -189,6 +189,24 @@ def test_quota_and_usage_api_visibility(qhub):
 KiB, MiB = 1024, 1024**2
 
 
+def test_over_the_disk_quota_deleting_frees_room_at_once(qhub):
+    """A user over the quota (an admin lowered it) frees room through the files API,
+    without launching a job: deleting a file or a folder, or moving a file over
+    another, counts at once."""
+    name, token = user(qhub)
+    ws = workspace(qhub, token)
+    for path in ("keep.bin", "old/a.bin", "old/b.bin", "dup.bin"):
+        assert put(qhub, token, ws, path, b"x" * 200).status_code == 201
+    qhub.api("PUT", f"quotas/{name}", json={"disk_bytes": 500}, expect=200)
+    assert "over by 301 bytes" in refusal(put(qhub, token, ws, "more.bin", b"x"))
+    files = f"workspaces/{ws['id']}/files"
+    assert qhub.api("DELETE", f"{files}/old?recursive=1", token, expect=200)["freed_bytes"] == 400
+    qhub.api("PATCH", f"{files}/dup.bin", token, json={"path": "keep.bin", "overwrite": True}, expect=200)
+    assert disk_used(qhub, token) == 200
+    assert put(qhub, token, ws, "more.bin", b"x" * 300).status_code == 201
+    assert workspace_files(qhub, name, ws) == ["keep.bin", "more.bin"]
+
+
 def workspace_files(hub, name: str, ws: dict) -> list[str]:
     return sorted(p.name for p in (hub.workspaces_root / name / ws["slug"]).iterdir())
 

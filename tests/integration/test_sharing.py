@@ -387,23 +387,15 @@ def test_group_member_opens_the_shared_server_in_the_browser(shub, lab, browser)
         expect(page.locator("#collaborations")).to_contain_text(f"group {shub.group}")
         page.goto(f"{shub.url}/user/uwsalice/{ws['slug']}/lab")
         # JupyterHub asks carol to authorize alice's server to know who she is
-        authorize = page.locator("button:has-text('Authorize')")
-        if authorize.count():
-            authorize.click()
+        browserutil.authorize(page)
         page.wait_for_url(re.compile(rf".*/user/uwsalice/{ws['slug']}/lab.*"))
         expect(page.locator(".jp-DirListing-content")).to_contain_text("data.txt", timeout=60_000)
         # read-only: the server refuses to save, or to change alice's settings, in her name
-        put = """async ([url, body]) => {
-            const xsrf = document.cookie.split('; ').find(c => c.startsWith('_xsrf='));
-            const r = await fetch(url, {method: 'PUT', headers: {'Content-Type': 'application/json',
-                'X-XSRFToken': xsrf ? decodeURIComponent(xsrf.split('=')[1]) : ''}, body: JSON.stringify(body)});
-            return r.status;
-        }"""
         server = f"/user/uwsalice/{ws['slug']}/"
-        assert page.evaluate(put, [server + "api/contents/carol-was-here.txt",
-                                   {"type": "file", "format": "text", "content": "from carol"}]) == 403
-        assert page.evaluate(put, [server + "lab/api/settings/@jupyterlab/apputils-extension:themes",
-                                   {"raw": '{"theme": "JupyterLab Dark"}'}]) == 403
+        assert browserutil.put_from_page(page, server + "api/contents/carol-was-here.txt",
+                                         {"type": "file", "format": "text", "content": "from carol"}) == 403
+        assert browserutil.put_from_page(page, server + "lab/api/settings/@jupyterlab/apputils-extension:themes",
+                                         {"raw": '{"theme": "JupyterLab Dark"}'}) == 403
         # revoked: the next load is refused (after the server's 1 s cache)
         shub.api("DELETE", f"workspaces/{ws['id']}/shares/{share['id']}", alice, expect=200)
         time.sleep(1.2)

@@ -20,6 +20,7 @@ from uws_hub.accounts.system import SystemAccounts
 from uws_hub.errors import Conflict
 from uws_hub.events.bus import EventBus
 from uws_hub.events.notify import Notifier
+from uws_hub.jobs.batch import BatchSteps
 from uws_hub.jobs.launch import check_resource_limits
 from uws_hub.jobs.reconcile import MIN_STARTS_WHEN_LATE, JobSteps
 from uws_hub.jobs.service import JobService
@@ -326,9 +327,11 @@ class StartingServers(FakeServers):
         yield
 
 
-def job_steps(hub, behaviour: str, **timeouts):
+def job_steps(hub, behaviour: str, **options):
     servers = hub.jobs.servers = StartingServers(behaviour)
-    return JobSteps(hub.jobs, servers, hub.queue, hub.pool, log, start_poll_interval=0.01, **timeouts), servers
+    batch = BatchSteps(hub.jobs, {}, hub.pool, log)
+    return JobSteps(hub.jobs, servers, hub.queue, hub.pool, log, batch=batch, start_poll_interval=0.01,
+                    **options), servers
 
 
 async def settle(steps, job, statuses: set[str], seconds: float = 5.0) -> None:
@@ -352,8 +355,7 @@ async def test_starts_wait_while_the_event_loop_is_late_and_go_once_it_caught_up
     MIN_STARTS_WHEN_LATE starts are under way; the others wait in launch order and
     start when the loop has caught up (the probe wakes the line)."""
     lag = [1.0]
-    servers = hub.jobs.servers = StartingServers("slow")
-    steps = JobSteps(hub.jobs, servers, hub.queue, hub.pool, log, loop_lag=lambda: lag[0], max_loop_lag=0.1)
+    steps, servers = job_steps(hub, "slow", loop_lag=lambda: lag[0], max_loop_lag=0.1)
     owners = ["ann", "ann", "ben", "ben"]  # each may run two jobs
     jobs = [hub.jobs.launch(workspace(hub, owner, f"w{i}"), "lab", None, {}, owner) for i, owner in enumerate(owners)]
     for job in jobs:

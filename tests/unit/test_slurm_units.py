@@ -21,11 +21,14 @@ from uws_hub.errors import Unprocessable
 from uws_hub.jobs.launch import LaunchRequest, check_resource_limits
 from uws_hub.jobs.limits import memory_bytes, time_limit_seconds
 from uws_hub.jobs.types import parse_job_types
+from uws_hub.spawners.slurm.batch import DEFAULT_BATCH_JOB_SCRIPT, SlurmBatchRunner, slurm_time
 from uws_hub.spawners.slurm.parsing import (
     JobState,
+    describe_batch_end,
     describe_end,
     job_id_from_name,
     job_name,
+    parse_exit_code,
     parse_sacct,
     parse_sbatch,
     parse_squeue,
@@ -367,4 +370,84 @@ async def test_commands_time_out(tmp_path):
     poller.track("1")
     assert await asyncio.wait_for(poller.refresh(), 5) is False
     assert poller.get("1") is None
+    await poller.close()
+
+
+# ---------------------------------------------------------------- batch jobs
+def test_exit_codes_read_as_a_status_or_a_signal():
+    assert parse_exit_code("3:0") == (3, None)
+    assert parse_exit_code("0:9") == (None, 9)
+    assert parse_exit_code("0:0") == (0, None)
+    assert parse_exit_code("") == (None, None)
+
+
+@pytest.mark.parametrize(
+    "state, outcome, reason",
+    [
+        (JobState("5", "COMPLETED", exit_code="0:0", node="n1"), "completed",
+         "The command exited with status 0 (SLURM job 5 on node n1)"),
+        (JobState("5", "FAILED", "NonZeroExitCode", exit_code="3:0"), "failed",
+         "The command exited with status 3 (SLURM job 5)"),
+        (JobState("5", "FAILED", exit_code="0:9", node="n1"), "failed",
+         "The command was killed by signal 9 (SIGKILL) (SLURM job 5 on node n1)"),
+        (JobState("5", "TIMEOUT", exit_code="0:15", node="n1"), "failed",
+         "The job reached its time limit of 60 s: SLURM stopped it (SLURM job 5 on node n1)"),
+        (JobState("5", "OUT_OF_MEMORY", exit_code="0:125"), "failed",
+         "The job went over its memory limit of 200M: SLURM ended it (SLURM job 5)"),
+        (JobState("5", "CANCELLED", "by 1002"), "cancelled",
+         "SLURM job 5 was cancelled outside uws-hub (scancel, by 1002)"),
+        (JobState("5", "COMPLETED"), "completed", "SLURM job 5 completed"),
+        (JobState("5", "NODE_FAIL", node="n1"), "failed", "SLURM job 5 failed: its node n1 failed"),
+    ],
+)
+def test_how_slurm_ends_a_batch_job(state, outcome, reason):
+    assert describe_batch_end(state, time_limit="60 s", memory="200M") == (outcome, reason)
+
+
+def test_slurm_time_limits():
+    assert slurm_time(60) == "0-00:01:00"
+    assert slurm_time(90.5) == "0-00:01:31"
+    assert slurm_time(2 * 86400 + 3600) == "2-01:00:00"
+
+
+
+def test_slurm_grants_time_limits_in_whole_minutes():
+    """What the hub says a SLURM batch job gets: SLURM rounds ``--time`` up to a minute."""
+    grant = SlurmBatchRunner.granted_time_limit
+    assert [grant(s) for s in (0.5, 30, 60, 61, 3600)] == [60, 60, 60, 120, 3600]
+
+
+def test_a_batch_jobs_script_hands_every_value_to_the_command_as_one_argument(tmp_path):
+    """The rendered script, run by bash (SLURM does the same): each value one argument."""
+    hostile = ["; rm -rf / #", "$(id)", "`id`", "line\nbreak", "${HOME}", "'q' \"d\"", "*", ""]
+    script = render_batch_script(
+        DEFAULT_BATCH_JOB_SCRIPT, env={"UWS_PARAM_X": "$(id)\nx"},
+        cmd=[sys.executable, "-c", "import json, os, sys; print(json.dumps([sys.argv[1:], os.environ['UWS_PARAM_X']]))",
+             *hostile],
+        job_name="uws-x-job-1", output="/dev/null", workdir=str(tmp_path), uws_job_id=1, partition="", runtime="",
+        memory="", nprocs="", gres="", account="", qos="", reservation="", options="", prologue="", epilogue="",
+    )
+    assert "\nexec " in script
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True, cwd=tmp_path).stdout
+    assert json.loads(out) == [hostile, "$(id)\nx"]
+
+
+async def test_a_batch_jobs_end_comes_with_its_exit_code_in_the_same_cycle(fake):
+    """squeue says how a job ended, not its exit code: for jobs tracked for one, the cycle
+    that sees them end asks sacct (once, for all of them); servers' jobs need none."""
+    fake.set("1", "FAILED", "NonZeroExitCode", "n1")
+    fake.set("2", "FAILED", "NonZeroExitCode", "n1")
+    fake.set("3", "COMPLETED", node="n1")
+    fake.state["sacct"] = {"1": ["FAILED", "3:0", "n1"], "2": ["FAILED", "0:9", "n1"]}
+    fake.save()
+    poller = fake.poller()
+    poller.track("1", exit_code=True)
+    poller.track("2", exit_code=True)
+    poller.track("3")
+    assert await poller.refresh()
+    assert (poller.get("1").state, poller.get("1").exit_code, poller.get("1").reason) == ("FAILED", "3:0",
+                                                                                          "NonZeroExitCode")
+    assert poller.get("2").exit_code == "0:9" and poller.get("3").exit_code == ""
+    sacct = [c for c in fake.calls() if c[0] == "sacct"]
+    assert len(sacct) == 1 and sacct[0][sacct[0].index("-j") + 1] == "1,2"
     await poller.close()

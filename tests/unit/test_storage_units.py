@@ -3,18 +3,23 @@ temporary directory, as a user's job would change it."""
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import socket
+import stat
 import threading
 import time
+import tracemalloc
+import zipfile
 from pathlib import Path
 
 import pytest
 
+from uws_hub.workspaces.archive import PIECE_BYTES
 from uws_hub.workspaces.copying import copy_tree
-from uws_hub.workspaces.paths import NotFound, Owner, PathError
-from uws_hub.workspaces.storage import WorkspaceStorage
+from uws_hub.workspaces.paths import FileConflict, NotFound, NotText, Owner, PathError, etag
+from uws_hub.workspaces.storage import TEXT_MAX_BYTES, Freed, Precondition, WorkspaceStorage
 
 from ..helpers import OUTSIDE
 
@@ -248,3 +253,172 @@ def test_swapping_a_directory_and_a_symlink_never_leaks_outside(storage, tmp_pat
         thread.join(10)
     assert sorted(p.name for p in outside.iterdir()) == ["only-outside.txt", "secret.txt"]
     assert all(counts.values()), counts
+
+
+# ---------------------------------------------------------------- folders, deleting, moving, zipping
+def tree(directory) -> list[str]:
+    root = Path(directory)
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def unzip(stream) -> zipfile.ZipFile:
+    data = b""
+    while piece := stream.read():
+        data += piece
+    return zipfile.ZipFile(io.BytesIO(data))
+
+
+def test_make_folder_delete_and_move(storage, tmp_path):
+    store, directory = storage
+    ws = Path(directory)
+    made = store.make_folder(directory, "a/b", Owner())
+    assert (made.path, made.type) == ("a/b", "directory")
+    with pytest.raises(FileConflict, match="'a/b' already exists"):
+        store.make_folder(directory, "a/b", Owner())
+    (ws / "a" / "b" / "f.txt").write_bytes(b"12345")
+    (ws / "a" / "b" / "deep").mkdir()
+    (ws / "a" / "b" / "deep" / "g.txt").write_bytes(b"123")
+    (ws / "a" / "out").symlink_to(tmp_path / "outside")
+
+    moved = store.move(directory, "a/b/f.txt", "a/f.txt", Freed())
+    assert (moved.path, moved.size) == ("a/f.txt", 5)
+    (ws / "a" / "b" / "f.txt").write_bytes(b"x")
+    with pytest.raises(FileConflict, match="'a/f.txt' already exists"):
+        store.move(directory, "a/b/f.txt", "a/f.txt", Freed())
+    freed = Freed()
+    store.move(directory, "a/b/f.txt", "a/f.txt", freed, overwrite=True)
+    assert freed.bytes == 5 and (ws / "a" / "f.txt").read_bytes() == b"x"
+    with pytest.raises(FileConflict, match="A folder exists at 'a/b'"):
+        store.move(directory, "a/f.txt", "a/b", Freed(), overwrite=True)
+    with pytest.raises(PathError, match="Cannot move 'a' into itself"):
+        store.move(directory, "a", "a/b/a", Freed())
+    with pytest.raises(NotFound):
+        store.move(directory, "a/f.txt", "nowhere/f.txt", Freed())
+    with pytest.raises(PathError, match="outside the workspace"):
+        store.move(directory, "a/f.txt", "a/out/f.txt", Freed())
+    # a link is moved (and deleted) itself, never what it points at
+    store.move(directory, "a/out", "out-link", Freed())
+    assert (ws / "out-link").is_symlink()
+    with pytest.raises(FileConflict, match="not empty"):
+        store.delete(directory, "a/b", Freed())
+    freed = Freed()
+    store.delete(directory, "out-link", freed)
+    store.delete(directory, "a", freed, recursive=True)
+    assert freed.bytes == len(str(tmp_path / "outside")) + 1 + 3
+    assert tree(directory) == []
+    assert sorted(p.name for p in (tmp_path / "outside").iterdir()) == ["only-outside.txt", "secret.txt"]
+    for call in (lambda: store.delete(directory, "", Freed()), lambda: store.move(directory, "", "x", Freed())):
+        with pytest.raises(PathError, match="top folder"):
+            call()
+    for call in (lambda: store.delete(directory, ".uws-jobs", Freed()),
+                 lambda: store.make_folder(directory, ".uws-x", Owner()),
+                 lambda: store.move(directory, "x", ".uws-x", Freed())):
+        with pytest.raises(PathError, match="the hub's own"):
+            call()
+
+
+def test_an_upload_that_must_not_replace(storage):
+    store, directory = storage
+    store.write_file(directory, "f.txt", b"old", Owner())
+    with pytest.raises(FileConflict, match="'f.txt' already exists"):
+        store.start_upload(directory, "f.txt", Owner(), Precondition(absent=True))
+    upload = store.start_upload(directory, "g.txt", Owner(), Precondition(absent=True))
+    upload.write(b"new")
+    Path(directory, "g.txt").write_bytes(b"made meanwhile")
+    with pytest.raises(FileConflict):
+        upload.commit()
+    assert Path(directory, "g.txt").read_bytes() == b"made meanwhile" and tree(directory) == ["f.txt", "g.txt"]
+
+
+def test_an_upload_over_the_version_read(storage):
+    """If-Match: the upload goes in place only over the file of the tag it was given."""
+    store, directory = storage
+    store.write_file(directory, "f.txt", b"v1", Owner())
+    text, st = store.read_text(directory, "f.txt")
+    assert text == "v1"
+    upload = store.start_upload(directory, "f.txt", Owner(), Precondition(etag=etag(st)))
+    upload.write(b"v2")
+    upload.commit()
+    assert upload.etag == etag(os.stat(Path(directory, "f.txt"))) != etag(st)
+    with pytest.raises(FileConflict, match="'f.txt' changed since it was read"):
+        store.start_upload(directory, "f.txt", Owner(), Precondition(etag=etag(st)))
+    # changed between the start and the commit: the check is made again
+    upload = store.start_upload(directory, "f.txt", Owner(), Precondition(etag=upload.etag))
+    upload.write(b"v3")
+    Path(directory, "f.txt").write_bytes(b"a job's v3")
+    with pytest.raises(FileConflict, match="changed since it was read"):
+        upload.commit()
+    upload = store.start_upload(directory, "f.txt", Owner(), Precondition(etag="*"))
+    os.unlink(Path(directory, "f.txt"))
+    with pytest.raises(FileConflict, match="'f.txt' was deleted since it was read"):
+        upload.commit()
+    assert tree(directory) == []
+
+
+def test_text_for_the_text_view(storage):
+    store, directory = storage
+    ws = Path(directory)
+    (ws / "ok.md").write_text("héllo ✓\n", encoding="utf-8")
+    (ws / "latin1.txt").write_bytes("h\xe9llo".encode("latin-1"))
+    (ws / "nul.bin").write_bytes(b"a\x00b")
+    (ws / "big.txt").write_bytes(b"x" * (TEXT_MAX_BYTES + 1))
+    (ws / "limit.txt").write_bytes(b"x" * TEXT_MAX_BYTES)
+    assert store.read_text(directory, "ok.md")[0] == "héllo ✓\n"
+    assert len(store.read_text(directory, "limit.txt")[0]) == TEXT_MAX_BYTES
+    for name, message in [("latin1.txt", "'latin1.txt' is not UTF-8 text (byte 1 is not UTF-8)"),
+                          ("nul.bin", "'nul.bin' is not text (it holds NUL bytes)"),
+                          ("big.txt", f"'big.txt' has {TEXT_MAX_BYTES + 1} bytes, more than the {TEXT_MAX_BYTES} "
+                                      "of a text to edit")]:
+        with pytest.raises(NotText) as e:
+            store.read_text(directory, name)
+        assert str(e.value) == message
+
+
+def test_a_folder_as_a_zip(storage, tmp_path):
+    store, directory = storage
+    ws = Path(directory)
+    (ws / "data" / "sub").mkdir(parents=True)
+    (ws / "data" / "a.csv").write_bytes(b"a,b\n" * 100_000)
+    (ws / "data" / "sub" / "empty").mkdir()
+    (ws / "data" / "in").symlink_to("a.csv")
+    (ws / "data" / "up").symlink_to("../data")
+    (ws / "data" / "out").symlink_to(tmp_path / "outside" / "secret.txt")
+    (ws / "data" / ".uws-upload-0123").write_bytes(b"half")
+    os.mkfifo(ws / "data" / "pipe")
+    (ws / "data" / "bad-\udcff").write_bytes(b"?")
+    with zipfile.ZipFile(io.BytesIO(b"".join(iter(store.open_zip(directory, "data", "ws").read, b"")))) as z:
+        infos = {i.filename: i for i in z.infolist()}
+        assert sorted(infos) == ["data/", "data/a.csv", "data/bad-\ufffd", "data/in", "data/sub/", "data/sub/empty/",
+                                 "data/up"]
+        assert z.read("data/a.csv") == b"a,b\n" * 100_000
+        assert z.read("data/in") == b"a.csv" and stat.S_ISLNK(infos["data/in"].external_attr >> 16)
+        assert infos["data/a.csv"].compress_size < 100_000
+    with zipfile.ZipFile(io.BytesIO(b"".join(iter(store.open_zip(directory, "", "ws").read, b"")))) as z:
+        assert z.namelist()[0] == "ws/" and "ws/data/a.csv" in z.namelist()
+    with pytest.raises(PathError, match="Not a directory: 'data/a.csv'"):
+        store.open_zip(directory, "data/a.csv", "ws")
+
+
+def test_a_zip_is_made_a_piece_at_a_time(storage):
+    """However large the folder, each read of the zip returns a bounded piece and
+    the zipping holds little memory: the hub sends one piece before it makes the
+    next (measured with tracemalloc: what Python allocates while the zip is read)."""
+    store, directory = storage
+    (Path(directory) / "big").mkdir()
+    size = 24 * 1024 * 1024
+    with open(Path(directory) / "big" / "random.bin", "wb") as f:  # incompressible
+        f.write(os.urandom(size))
+    stream = store.open_zip(directory, "big", "ws")
+    pieces = []
+    tracemalloc.start()
+    try:
+        while piece := stream.read():
+            pieces.append(len(piece))
+            del piece
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        stream.close()
+    # a piece: what was made until it reached PIECE_BYTES, plus at most one more step (a chunk of a file)
+    assert sum(pieces) > size and max(pieces) <= 2 * PIECE_BYTES + 64 * 1024, (sum(pieces), max(pieces))
+    assert peak < 8 * PIECE_BYTES, f"zipping {size} bytes held {peak} bytes at its peak"

@@ -24,6 +24,8 @@ own ``/hub/api/users`` does, with its messages, here and nowhere else:
   grant scopes the request does not hold itself: another user admin with a
   wider filter, a holder of ``admin:servers`` on people outside the caller's
   reach. Otherwise a filtered user admin could become one of them.
+- *"You cannot disable your own account"*: nobody locks themselves out by
+  a slip of the mouse (an admin who must go asks another admin).
 
 "Admin" is JupyterHub's admin flag of the acting user or service
 (``current_user.admin``), as JupyterHub checks it.
@@ -45,6 +47,7 @@ ADMIN_USERS = "admin:users"
 ONLY_ADMINS_GRANT = "Only admins can grant admin permissions"
 ONLY_ADMINS_MODIFY = "Only admins can modify other admins"
 ONLY_ADMINS_MODIFY_RIGHTS = "Only admins can modify users who hold rights you do not"
+CANNOT_DISABLE_SELF = "You cannot disable your own account: another admin can"
 #: roles whose rights are not compared (see the module's rules): JupyterHub's
 #: default role, and (by prefix) the roles of collaborate shares
 ORDINARY_ROLES = frozenset({"user"})
@@ -123,6 +126,17 @@ class AccountAccess:
         reason = self.refusal(username, grant_admin=grant_admin)
         if reason:
             raise Forbidden(reason)
+
+    def may_disable(self, username: str) -> bool:
+        """Whether the request may disable the account of ``username`` (besides
+        :meth:`refusal`): not the account of the user who makes it."""
+        me = self.request.current_user
+        return not (getattr(me, "kind", None) == "user" and me.name == username)
+
+    def check_disable(self, username: str) -> None:
+        """403 unless :meth:`may_disable`."""
+        if not self.may_disable(username):
+            raise Forbidden(CANNOT_DISABLE_SELF)
 
 
 def _roles_of(user: hub_orm.User) -> list[hub_orm.Role]:

@@ -109,6 +109,8 @@ class AccountAPIHandler(AccountsAPIHandlerBase):
         body = self.parse_body(AccountPatchModel)
         account = await call(auth.get_account, username)
         self.access.check_change(username)
+        if body.disabled:
+            self.access.check_disable(username)
         who = self.current_user.name
         if body.password is not None:
             account = await call(auth.set_password, username, body.password)

@@ -19,7 +19,7 @@ from tornado import httputil, web
 
 from .. import access
 from ..errors import BadRequest, Forbidden, NotFound, Unprocessable
-from ..inputs import MAX_ID, MAX_OFFSET, query_int, shorten
+from ..inputs import MAX_ID, MAX_OFFSET, MAX_SQL_INT, query_int, shorten
 from ..orm import Job, Workspace
 from ..scopes import READ_WORKSPACES
 from ..services import Services
@@ -127,6 +127,18 @@ class UWSAPIHandler(APIHandler):
             raise BadRequest(f"Unknown status {value!r}; {'one or more' if many else 'one'} of {allowed}")
         return wanted
 
+    def resume_points(self, parameter: str) -> list[int]:
+        """Where a stream resumes: ``?<parameter>=`` and the ``Last-Event-ID`` header (which
+        EventSource sends when it reconnects), those given, in that order; 400 if invalid."""
+        return [
+            query_int(value, name, default=0, minimum=0, maximum=MAX_SQL_INT)
+            for value, name in (
+                (self.get_argument(parameter, None), parameter),
+                (self.request.headers.get("Last-Event-ID"), "The Last-Event-ID header"),
+            )
+            if value is not None
+        ]
+
     def parse_body(self, model: type[M]) -> M:
         """The JSON body validated against ``model`` (400 if missing or not JSON, 422 if invalid).
 
@@ -146,6 +158,22 @@ class UWSAPIHandler(APIHandler):
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(data))
+
+    @property
+    def public_origin(self) -> str:
+        """Where the hub answers browsers and clients: its public URL's origin, else this request's."""
+        public = self.settings.get("public_url")
+        if public:
+            return f"{public.scheme}://{public.netloc}"
+        return f"{self.request.protocol}://{self.request.host}"
+
+    async def refresh_owner_login(self, ws: Workspace) -> None:
+        """Before a launch in ``ws``, as JupyterHub does before a spawn: fresh auth state
+        of its owner (tokens for the job); a 403 if their login has expired."""
+        if self.authenticator.refresh_pre_spawn:
+            owner = self.users[ws.owner]
+            if await self.refresh_auth(owner, force=True) is None:
+                raise Forbidden(f"{owner.name}'s login has expired; log in again to launch jobs")
 
     def find_workspace(self, workspace_id: str, scope: str = READ_WORKSPACES, *, grantees: bool = True) -> Workspace:
         """The workspace, if this request may act on it with ``scope`` (see :mod:`uws_hub.access`).

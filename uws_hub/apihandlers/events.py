@@ -27,7 +27,6 @@ from tornado.websocket import WebSocketClosedError, WebSocketHandler
 from .. import access
 from ..errors import BadRequest
 from ..events.bus import Subscription, event_model
-from ..inputs import MAX_SQL_INT, query_int
 from ..orm import Event
 from ..scopes import READ_WORKSPACES, requires
 from .base import UWSAPIHandler, parse_id
@@ -61,14 +60,7 @@ class EventStreamMixin(_StreamBase):
         job = self.get_argument("job", None)
         # both bounded before the stream starts (past SQL's BIGINT the replay query
         # failed after the headers, or in the WebSocket's task); the parameter wins
-        given = [
-            query_int(value, name, default=0, minimum=0, maximum=MAX_SQL_INT)
-            for value, name in (
-                (self.get_argument("last_event_id", None), "last_event_id"),
-                (self.request.headers.get("Last-Event-ID"), "The Last-Event-ID header"),
-            )
-            if value is not None
-        ]
+        given = self.resume_points("last_event_id")
         after = given[0] if given else None
         return EventFilter(
             workspace_id=parse_id(workspace, "workspace") if workspace is not None else None,

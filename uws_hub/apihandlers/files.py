@@ -1,15 +1,22 @@
 """REST API: files in a workspace.
 
 ``GET /hub/api/workspaces/{id}/files?path=dir`` lists a directory,
-``GET .../files/{path}`` downloads a file (streamed), ``PUT .../files/{path}``
-uploads one (streamed to a temporary file, renamed into place when complete,
-so a failed upload loses nothing), refused with a 413 over
-``UWSHub.max_upload_bytes`` and with a 422 over the workspace owner's disk
-quota. The room on the quota is reserved (:meth:`QuotaService.reserve_disk`)
+``GET .../files/{path}`` downloads a file (streamed), ``?format=zip`` a folder
+as a zip file (made as it is sent, :mod:`uws_hub.workspaces.archive`),
+``?format=text`` a small UTF-8 text file as ``text/plain`` (for the page's text view),
+``PUT .../files/{path}`` uploads one (streamed to a temporary file, renamed
+into place when complete, so a failed upload loses nothing; with
+``If-None-Match: *`` only where no file is, with ``If-Match`` only over the
+version read, else 412; ``?format=text``: only small UTF-8 text), refused
+with a 413 over ``UWSHub.max_upload_bytes`` and with a 422 over the workspace
+owner's disk quota. The room on the quota is reserved (:meth:`QuotaService.reserve_disk`)
 before the first byte is written, from ``Content-Length``; a body without one
 reserves as it arrives, and once it goes over, the rest of it is discarded and
 refused at its end. Every way an upload ends gives the room back or turns it
-into usage.
+into usage. ``POST .../files/{path}`` makes a folder, ``PATCH`` moves (renames)
+a file or folder, ``DELETE`` deletes one (a folder with everything in it with
+``?recursive=1``), freeing its room on the quota at once, so a user over the
+quota can delete without launching a job.
 
 Paths are made safe by :mod:`uws_hub.workspaces.paths` alone; every storage call (all of
 them block: opening, listing, each read and write, the rename) runs in a
@@ -21,31 +28,107 @@ from __future__ import annotations
 import asyncio
 import mimetypes
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal
 from urllib.parse import quote
 
-from tornado import web
+from pydantic import BaseModel, ConfigDict, Field
+from tornado import iostream, web
 
-from ..errors import BadRequest, NotFound
+from ..errors import BadRequest, Conflict, NotFound, PreconditionFailed, Unprocessable, UWSError
+from ..inputs import Text, query_bool
 from ..quotas.limits import Reservation
 from ..quotas.service import QuotaExceeded
 from ..scopes import READ_WORKSPACES, WRITE_WORKSPACES, requires
+from ..workspaces.paths import FileConflict, NotText, PathError, etag
 from ..workspaces.paths import NotFound as StorageNotFound
-from ..workspaces.paths import PathError
-from ..workspaces.storage import Upload
+from ..workspaces.storage import TEXT_MAX_BYTES, Precondition, Upload, text_of
 from .base import UWSAPIHandler
 
 CHUNK_BYTES = 256 * 1024
+#: the largest JSON body of a POST or PATCH (collected in memory)
+JSON_MAX_BYTES = 64 * 1024
 
 
-async def in_thread(func, *args):
-    """Run a blocking storage call off the event loop; its refusals become client errors
-    (400 for bad paths, 404 for missing ones)."""
+class NewFileModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["directory"]
+
+
+class MoveFileModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: Text = Field(min_length=1, max_length=4096)
+    overwrite: bool = False
+
+
+@contextmanager
+def storage_refusals(conflict: type[UWSError] = Conflict) -> Iterator[None]:
+    """The storage's refusals as client errors: 400 for bad paths, 404 for missing
+    ones, ``conflict`` (409) for what the workspace's contents refuse, 422 for a
+    file that is no text to edit."""
     try:
-        return await asyncio.to_thread(func, *args)
+        yield
     except PathError as e:
         raise BadRequest(str(e)) from None
     except StorageNotFound as e:
         raise NotFound(str(e)) from None
+    except FileConflict as e:
+        raise conflict(str(e)) from None
+    except NotText as e:
+        raise Unprocessable(str(e)) from None
+
+
+async def in_thread(func, *args, conflict: type[UWSError] = Conflict, **kwargs):
+    """Run a blocking storage call off the event loop, its refusals as client errors."""
+    with storage_refusals(conflict):
+        return await asyncio.to_thread(func, *args, **kwargs)
+
+
+#: what ``?format=`` a request of each method may ask for
+FORMATS = {"GET": ("zip", "text"), "PUT": ("text",)}
+
+
+def requested_format(handler: web.RequestHandler) -> str | None:
+    """The request's ``?format=`` (None: none), or a 400 naming the ones its method takes."""
+    kind = handler.get_argument("format", None)
+    known = FORMATS.get(handler.request.method or "", ())
+    if kind is None or kind in known:
+        return kind
+    names = " and ".join(repr(k) for k in known)
+    raise BadRequest(f"Unknown format {kind[:40]!r}: the formats here are {names}")
+
+
+def precondition(headers) -> Precondition:
+    """An upload's condition from ``If-None-Match: *`` and ``If-Match`` (RFC 9110)."""
+    if_match = headers.get("If-Match", "").strip()
+    return Precondition(absent=headers.get("If-None-Match", "").strip() == "*", etag=if_match or None)
+
+
+def attachment(handler: web.RequestHandler, name: str, content_type: str) -> None:
+    handler.set_header("Content-Type", content_type)
+    handler.set_header("Content-Disposition", f"attachment; filename*=UTF-8''{quote(name)}")
+
+
+async def send_file(handler: web.RequestHandler, directory: str, relpath: str) -> None:
+    """Answer with a workspace's file, streamed as a download (opened safely, read
+    in a thread), with its ETag (what a later ``If-Match`` names)."""
+    f, st = await in_thread(handler.settings["uws"].storage.open_read, directory, relpath)
+    try:
+        name = os.path.basename(relpath)
+        attachment(handler, name, mimetypes.guess_type(name)[0] or "application/octet-stream")
+        handler.set_header("Content-Length", str(st.st_size))
+        handler.set_header("ETag", etag(st))
+        left = st.st_size  # as much as Content-Length says, if the file grows meanwhile
+        while left and (chunk := await asyncio.to_thread(f.read, min(CHUNK_BYTES, left))):
+            left -= len(chunk)
+            handler.write(chunk)
+            await handler.flush()
+    finally:
+        await asyncio.to_thread(f.close)
+    handler.finish()
 
 
 class WorkspaceFilesAPIHandler(UWSAPIHandler):
@@ -63,16 +146,50 @@ class WorkspaceFilesAPIHandler(UWSAPIHandler):
 
 @web.stream_request_body
 class WorkspaceFileAPIHandler(UWSAPIHandler):
+    """One file or folder. The body of an upload is streamed to disk as it arrives;
+    the (small) JSON bodies of the other methods are collected (a streaming handler
+    gets no ``request.body``)."""
+
     upload: Upload | None = None
+    #: the JSON body of a POST or PATCH
+    body: bytearray | None = None
     #: the upload's room on the workspace owner's disk quota
     reservation: Reservation | None = None
     #: why a streamed upload was refused while its body arrived
     refusal: Exception | None = None
     #: the client went away
     gone = False
+    #: the largest body this upload may have (``UWSHub.max_upload_bytes``, less for text)
+    limit = 0
+    #: ``?format=text``: the body, checked to be text at its end (at most TEXT_MAX_BYTES)
+    text: bytearray | None = None
+
+    async def _execute(self, transforms, *args, **kwargs):
+        """Refuse a method this handler does not have (405) only once its body is
+        read. Tornado refuses it before reading anything, and on a streamed handler
+        that closes the connection while the client still sends its body: the
+        proxy then answers 503 instead of the 405 (found by tests/test_fuzz.py
+        with a QUERY carrying a body)."""
+        if self.request.method in self.SUPPORTED_METHODS:
+            return await super()._execute(transforms, *args, **kwargs)
+        self._transforms = transforms
+        if self._prepared_future is not None:
+            # the body may flow now: data_received keeps none of it (no upload)
+            self._prepared_future.set_result(None)
+        try:
+            await self.request._body_future
+        except iostream.StreamClosedError:
+            return
+        self.send_error(405)
 
     async def prepare(self):
         await super().prepare()
+        if self.request.method in ("POST", "PATCH"):
+            self.body = bytearray()
+            length = self.request.headers.get("Content-Length", "")
+            if length.isdigit() and int(length) > JSON_MAX_BYTES:
+                raise web.HTTPError(413, f"Request body larger than the limit of {JSON_MAX_BYTES} bytes")
+            self.request.connection.set_max_body_size(JSON_MAX_BYTES)
         if self.request.method != "PUT" or self._finished:
             return
         try:
@@ -96,23 +213,36 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
         workspace_id, relpath = self.path_args
         ws = self.find_workspace(workspace_id, WRITE_WORKSPACES)
         self.uws.workspaces.check_writable(ws)
+        if requested_format(self) == "text":
+            self.text = bytearray()
+        self.limit = TEXT_MAX_BYTES if self.text is not None else self.uws.max_upload_bytes
         length = self.request.headers.get("Content-Length")
-        if length is not None and length.isdigit() and int(length) > self.uws.max_upload_bytes:
-            raise web.HTTPError(413, f"File larger than the limit of {self.uws.max_upload_bytes} bytes")
-        self.request.connection.set_max_body_size(self.uws.max_upload_bytes)
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            raise web.HTTPError(413, f"File larger than the limit of {self.limit} bytes")
+        self.request.connection.set_max_body_size(self.limit)
         owner = self.uws.workspaces.file_owner(ws)
-        self.upload = upload = await in_thread(self.uws.storage.start_upload, ws.directory, relpath, owner)
+        self.upload = upload = await in_thread(
+            self.uws.storage.start_upload,
+            ws.directory,
+            relpath,
+            owner,
+            precondition(self.request.headers),
+            conflict=PreconditionFailed,
+        )
         self.workspace = ws
         # the owner's disk quota (an editor's upload counts against the workspace's owner)
         known = int(length) if length is not None and length.isdigit() else 0
         self.reservation = self.uws.quotas.reserve_disk(ws.owner, known, upload.replaced_bytes)
 
     async def data_received(self, chunk: bytes) -> None:
+        if self.body is not None:
+            self.body += chunk
+            return
         if self.upload is None or self.reservation is None:
             return
-        if self.upload.size + len(chunk) > self.uws.max_upload_bytes:
+        if self.upload.size + len(chunk) > self.limit:
             await self._discard()
-            raise web.HTTPError(413, f"File larger than the limit of {self.uws.max_upload_bytes} bytes")
+            raise web.HTTPError(413, f"File larger than the limit of {self.limit} bytes")
         try:
             self.uws.quotas.grow_disk(self.reservation, self.upload.size + len(chunk), streamed=True)
         except QuotaExceeded as e:
@@ -121,6 +251,8 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
             await self._discard()
             self.refusal = e
             return
+        if self.text is not None:
+            self.text += chunk
         await asyncio.to_thread(self.upload.write, chunk)
 
     async def _discard(self) -> None:
@@ -150,9 +282,16 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
     async def put(self, workspace_id, relpath):
         if self.refusal is not None:
             raise self.refusal
+        if self.text is not None:
+            try:
+                text_of(bytes(self.text), self.upload.path)
+            except NotText as e:
+                await self._discard()  # gone before the answer
+                raise Unprocessable(str(e)) from None
         upload, self.upload = self.upload, None
-        await in_thread(upload.commit)
+        await in_thread(upload.commit, conflict=PreconditionFailed)
         self.uws.quotas.commit_disk(self.reservation, self.workspace, upload.size)
+        self.set_header("ETag", upload.etag)
         self.write_json(
             {"path": upload.path, "size": upload.size},
             status=201,
@@ -161,20 +300,63 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
     @requires(READ_WORKSPACES)
     async def get(self, workspace_id, relpath):
         ws = self.find_workspace(workspace_id)
-        f, size = await in_thread(self.uws.storage.open_read, ws.directory, relpath)
+        kind = requested_format(self)
+        if kind == "zip":
+            await self._send_zip(ws, relpath)
+            return
+        if kind == "text":
+            # plain text, shown as text whatever it holds (nosniff: never as HTML)
+            text, st = await in_thread(self.uws.storage.read_text, ws.directory, relpath)
+            self.set_header("Content-Type", "text/plain; charset=utf-8")
+            self.set_header("X-Content-Type-Options", "nosniff")
+            self.set_header("ETag", etag(st))
+            self.finish(text.encode())
+            return
+        await send_file(self, ws.directory, relpath)
+
+    async def _send_zip(self, ws, relpath: str) -> None:
+        """The folder as a zip file, a piece at a time, each made in a thread only once
+        the one before is sent (a client that reads slowly holds up only its own zip)."""
+        stream = await in_thread(self.uws.storage.open_zip, ws.directory, relpath, ws.slug)
         try:
-            name = os.path.basename(relpath)
-            self.set_header("Content-Type", mimetypes.guess_type(name)[0] or "application/octet-stream")
-            self.set_header("Content-Length", str(size))
-            self.set_header("Content-Disposition", f"attachment; filename*=UTF-8''{quote(name)}")
-            left = size  # as much as Content-Length says, if the file grows meanwhile
-            while left and (chunk := await asyncio.to_thread(f.read, min(CHUNK_BYTES, left))):
-                left -= len(chunk)
-                self.write(chunk)
+            attachment(self, (os.path.basename(relpath.rstrip("/")) or ws.slug) + ".zip", "application/zip")
+            while piece := await asyncio.to_thread(stream.read):
+                self.write(piece)
                 await self.flush()
+        except iostream.StreamClosedError:
+            return  # the client went away
         finally:
-            await asyncio.to_thread(f.close)
+            await asyncio.to_thread(stream.close)
         self.finish()
+
+    @requires(WRITE_WORKSPACES)
+    async def post(self, workspace_id, relpath):
+        ws = self.find_workspace(workspace_id, WRITE_WORKSPACES)
+        self.parse_collected(NewFileModel)
+        with storage_refusals():
+            entry = await self.uws.workspaces.make_folder(ws, relpath)
+        self.write_json(entry.to_dict(), status=201)
+
+    @requires(WRITE_WORKSPACES)
+    async def patch(self, workspace_id, relpath):
+        ws = self.find_workspace(workspace_id, WRITE_WORKSPACES)
+        move = self.parse_collected(MoveFileModel)
+        with storage_refusals():
+            entry = await self.uws.workspaces.move_path(ws, relpath, move.path, overwrite=move.overwrite)
+        self.write_json(entry.to_dict())
+
+    @requires(WRITE_WORKSPACES)
+    async def delete(self, workspace_id, relpath):
+        ws = self.find_workspace(workspace_id, WRITE_WORKSPACES)
+        recursive = query_bool(self.get_argument("recursive", None), "recursive")
+        with storage_refusals():
+            entry, freed = await self.uws.workspaces.delete_path(ws, relpath, recursive=recursive)
+        self.write_json({"path": entry.path, "type": entry.type, "freed_bytes": freed})
+
+    def parse_collected(self, model):
+        """The collected JSON body, validated (:meth:`parse_body`)."""
+        self.request.body = bytes(self.body or b"")
+        return self.parse_body(model)
 
 
 default_handlers = [

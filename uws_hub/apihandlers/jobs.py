@@ -1,18 +1,27 @@
-"""REST API: job types and jobs."""
+"""REST API: job types and jobs, and batch jobs' logs (read, and followed live)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
+from tornado.iostream import StreamClosedError
 
 from .. import access
-from ..errors import Forbidden
+from ..errors import BadRequest, Conflict, Forbidden
 from ..inputs import Text
+from ..jobs import logs
 from ..jobs.limits import MemorySize, Partition, TimeLimit
 from ..models import job_model
 from ..orm import Job
-from ..scopes import LAUNCH_JOBS, READ_WORKSPACES, requires
+from ..scopes import LAUNCH_JOBS, READ_WORKSPACES, WRITE_WORKSPACES, requires
 from ..states import JobStatus
 from .base import UWSAPIHandler, parse_id
+
+#: how often a follow of a log looks for more
+FOLLOW_INTERVAL_SECONDS = 0.5
 
 
 class ResourcesModel(BaseModel):
@@ -33,6 +42,8 @@ class JobCreateModel(BaseModel):
     job_type: Text = Field(min_length=1, max_length=63)
     resource: Text | None = Field(None, min_length=1, max_length=63)
     resources: ResourcesModel = Field(default_factory=ResourcesModel)
+    #: a batch job type's parameters (checked against its declaration by the job service)
+    parameters: dict[str, Any] = Field(default_factory=dict, max_length=256)
 
 
 class JobTypesAPIHandler(UWSAPIHandler):
@@ -46,13 +57,9 @@ class WorkspaceJobsAPIHandler(UWSAPIHandler):
     async def post(self, workspace_id):
         ws = self.find_workspace(workspace_id, LAUNCH_JOBS)
         body = self.parse_body(JobCreateModel)
-        if self.authenticator.refresh_pre_spawn:
-            # as JupyterHub does before a spawn: fresh auth state (tokens for the job)
-            owner = self.users[ws.owner]
-            if await self.refresh_auth(owner, force=True) is None:
-                raise Forbidden(f"{owner.name}'s login has expired; log in again to launch jobs")
+        await self.refresh_owner_login(ws)
         job = self.uws.jobs.launch(
-            ws, body.job_type, body.resource, body.resources.model_dump(exclude_none=True), self.actor
+            ws, body.job_type, body.resource, body.resources.model_dump(exclude_none=True), self.actor, body.parameters
         )
         self.write_json(job_model(job), status=202)
 
@@ -67,6 +74,9 @@ class JobsAPIHandler(UWSAPIHandler):
         statuses = self.status_filter(JobStatus)
         if statuses is not None:
             where = where & Job.status.in_(statuses)
+        job_type = self.get_argument("job_type", None)
+        if job_type is not None:
+            where = where & (Job.job_type == job_type)
         offset, limit = self.get_api_pagination()
         jobs = self.uws.jobs
         models = [job_model(job) for job in jobs.page(where, offset, limit)]
@@ -75,8 +85,110 @@ class JobsAPIHandler(UWSAPIHandler):
 
 class JobAPIHandler(UWSAPIHandler):
     @requires(READ_WORKSPACES)
-    def get(self, job_id):
-        self.write_json(job_model(self.find_job(job_id)))
+    async def get(self, job_id):
+        job = self.find_job(job_id)
+        results = await self.uws.jobs.results(job)
+        self.write_json(job_model(job, results, self.hub.base_url + "api/"))
+
+    @requires(LAUNCH_JOBS)
+    async def delete(self, job_id):
+        job = self.find_job(job_id, LAUNCH_JOBS)
+        results = self.get_argument("results", "false")
+        if results not in ("true", "false"):
+            raise BadRequest(f"results must be true or false, not {results[:20]!r}")
+        if results == "true":
+            self.find_workspace(str(job.workspace_id), WRITE_WORKSPACES)
+        model = job_model(job)
+        await self.uws.jobs.delete(job, self.actor, results=results == "true")
+        self.write_json(model)
+
+
+class JobLogMixin(UWSAPIHandler):
+    def find_log(self, job_id: str) -> tuple[Job, str, int]:
+        """The batch job, its log's path and the uid its file must have (owner and admins only)."""
+        job = self.find_job(job_id)
+        if not access.may_read_output(self, job.owner):
+            raise Forbidden("A job's log is shown to its owner and admins only")
+        if job.interactive:
+            raise Conflict(
+                f"Job {job.id} is interactive: it has no log, read what its server printed"
+                f" at GET /hub/api/jobs/{job.id}/output"
+            )
+        return job, self.uws.jobs.log_path(job), self.uws.jobs.log_owner(job)
+
+
+class JobLogAPIHandler(JobLogMixin):
+    """The log as text: whole, or one byte range (``Range: bytes=-4096`` is its tail)."""
+
+    @requires(READ_WORKSPACES)
+    async def get(self, job_id):
+        job, path, uid = self.find_log(job_id)
+        size = await asyncio.to_thread(logs.log_size, path, uid)
+        wanted = logs.parse_range(self.request.headers.get("Range"), size)
+        start, end = wanted or (0, size)
+        data, size = await asyncio.to_thread(logs.read_log, path, uid, start, end)
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.set_header("Accept-Ranges", "bytes")
+        self.set_header("Cache-Control", "no-store")
+        if wanted is not None:
+            self.set_status(206)
+            self.set_header("Content-Range", f"bytes {start}-{start + len(data) - 1}/{size}")
+        self.finish(data)
+
+
+class JobLogStreamAPIHandler(JobLogMixin):
+    """The log followed live, as server-sent events: each ``log`` event holds whole lines
+    (its ``id`` the byte offset after them, so a reconnection resumes there); an ``end``
+    event with the job's status once it ended and everything was sent."""
+
+    keepalive_seconds = 15.0
+
+    @requires(READ_WORKSPACES)
+    async def get(self, job_id):
+        job, path, uid = self.find_log(job_id)
+        # a reconnecting EventSource sends the URL it first opened: its Last-Event-ID wins
+        given = self.resume_points("offset")
+        offset = given[-1] if given else 0
+        self.set_header("Content-Type", "text/event-stream")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")
+        job_pk = job.id
+        idle = 0.0
+        try:
+            self.write(": following\n\n")
+            await self.flush()
+            while True:
+                current = Job.find(self.db, job_pk)
+                ended = current is None or current.terminal
+                data, size = await asyncio.to_thread(logs.read_log, path, uid, offset, offset + logs.FOLLOW_CHUNK_BYTES)
+                full = len(data) == logs.FOLLOW_CHUNK_BYTES
+                send = logs.complete_lines(data, final=(ended and offset + len(data) >= size) or full)
+                if send:
+                    offset += len(send)
+                    lines = send.decode("utf-8", "replace").split("\n")
+                    if lines and lines[-1] == "":
+                        lines.pop()
+                    body = "".join(f"data: {line}\n" for line in lines)
+                    self.write(f"id: {offset}\nevent: log\n{body}\n")
+                    await self.flush()
+                    idle = 0.0
+                    if full:
+                        continue
+                if ended and offset >= size:
+                    end = {"job_id": job_pk, "status": current.status if current else "deleted", "offset": offset}
+                    if current is not None:
+                        end.update(exit_code=current.exit_code, exit_signal=current.exit_signal, reason=current.reason)
+                    self.write(f"event: end\ndata: {json.dumps(end)}\n\n")
+                    break
+                await asyncio.sleep(FOLLOW_INTERVAL_SECONDS)
+                idle += FOLLOW_INTERVAL_SECONDS
+                if idle >= self.keepalive_seconds:
+                    self.write(": keepalive\n\n")
+                    await self.flush()
+                    idle = 0.0
+        except StreamClosedError:
+            return
+        self.finish()
 
 
 class JobOutputAPIHandler(UWSAPIHandler):
@@ -103,5 +215,7 @@ default_handlers = [
     (r"/api/jobs", JobsAPIHandler),
     (r"/api/jobs/([^/]+)", JobAPIHandler),
     (r"/api/jobs/([^/]+)/output", JobOutputAPIHandler),
+    (r"/api/jobs/([^/]+)/log", JobLogAPIHandler),
+    (r"/api/jobs/([^/]+)/log/stream", JobLogStreamAPIHandler),
     (r"/api/jobs/([^/]+)/stop", JobStopAPIHandler),
 ]

@@ -6,7 +6,8 @@ the hub logs in with local accounts (404 otherwise). It shows and offers what
 :mod:`uws_hub.accounts.access` lets the viewer do, and nothing more: the
 accounts inside their ``admin:users`` filter, no buttons on an admin's
 account for a non-admin (with JupyterHub's reason instead), no "Admin" box
-for a non-admin, no form to create accounts for a filtered ``admin:users``.
+for a non-admin, no form to create accounts for a filtered ``admin:users``,
+no Disable on the viewer's own account.
 """
 
 from __future__ import annotations
@@ -30,7 +31,14 @@ class AdminAccountsPageHandler(BaseHandler):
         accounts = [a for a in await asyncio.to_thread(auth.list_accounts) if access.sees(a.username)]
         html = await self.render_template(
             "admin_accounts.html",
-            accounts=[{**account_model(self.db, a), "refusal": access.refusal(a.username)} for a in accounts],
+            accounts=[
+                {
+                    **account_model(self.db, a),
+                    "refusal": access.refusal(a.username),
+                    "may_disable": access.may_disable(a.username),
+                }
+                for a in accounts
+            ],
             may_create=access.may_create,
             may_grant_admin=access.is_admin,
             min_password_length=auth.min_password_length,

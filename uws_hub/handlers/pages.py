@@ -72,7 +72,9 @@ class WorkspacePageHandler(UWSPageHandler):
             # safe inside <script>: no "</" can end the element early
             workspace_json=json.dumps(model).replace("</", "<\\/"),
             jobs=[job_model(j) for j in recent],
-            job_types=[jt.public_model() for jt in self.uws.job_types.values()],
+            # interactive job types launch the workspace's one server; batch job types have a form of their own
+            job_types=[jt.public_model() for jt in self.uws.job_types.values() if jt.interactive],
+            batch_types=[jt.public_model() for jt in self.uws.job_types.values() if not jt.interactive],
             resource_fields={
                 name: list(getattr(cls, "honoured_resources", ()))
                 for name, cls in self.uws.servers.spawner_classes.items()

@@ -84,6 +84,14 @@ def time_limit_seconds(value: str) -> int:
     return total
 
 
+def format_time_limit(seconds: int) -> str:
+    """Seconds as a SLURM time limit (``--time``): ``"1:00:00"``, ``"2-00:00:00"``."""
+    days, rest = divmod(int(seconds), 86400)
+    hours, rest = divmod(rest, 3600)
+    clock = f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+    return f"{days}-{clock}" if days else clock
+
+
 def _checked(parse):
     """A pydantic validator that keeps the string once ``parse`` accepts it."""
 

@@ -30,6 +30,7 @@ from ..spawners.mixins import hub_id
 from ..states import JobStatus, JobTarget
 from ..tasks import TaskPool
 from ..workqueue import WorkQueue
+from .batch import BatchSteps, reason_of
 from .servers import ServerControl
 from .service import JobService
 
@@ -38,18 +39,10 @@ from .service import JobService
 MIN_STARTS_WHEN_LATE = 2
 
 
-def _reason(e: BaseException) -> str:
-    """A readable one-line reason from an exception (HTTPError's message first)."""
-    msg = getattr(e, "log_message", None) or getattr(e, "message", None) or str(e)
-    if getattr(e, "args", None) and "%" in str(msg):
-        try:
-            msg = msg % e.args
-        except TypeError:
-            pass
-    return msg or type(e).__name__
-
-
 class JobSteps:
+    """The steps of every job: an interactive job's server here, a batch job's by
+    :class:`~uws_hub.jobs.batch.BatchSteps`."""
+
     kind = "job"
 
     def __init__(
@@ -60,6 +53,7 @@ class JobSteps:
         pool: TaskPool,
         log: logging.Logger,
         *,
+        batch: BatchSteps,
         pending_timeout: float = 300,
         queued_timeout: float = 0,
         stopping_timeout: float = 120,
@@ -85,6 +79,7 @@ class JobSteps:
         self.loop_lag = loop_lag
         self.max_loop_lag = max_loop_lag
         self.start_poll_interval = start_poll_interval
+        self.batch = batch
         #: starts and stops under way in this process, by job id
         self._starts: dict[int, asyncio.Future] = {}
         #: starts whose future is not done yet (a start slot each, see ``concurrent_starts``)
@@ -105,7 +100,9 @@ class JobSteps:
     async def after_scan(self) -> None:
         """Put back proxy routes that went missing; sweep orphaned resource jobs."""
         running = [
-            (job.owner, job.server_name) for job in Job.unfinished(self.db) if job.status == JobStatus.running.value
+            (job.owner, job.server_name)
+            for job in Job.unfinished(self.db)
+            if job.interactive and job.status == JobStatus.running.value
         ]
         if running:
             await self.servers.restore_routes(running)
@@ -154,6 +151,10 @@ class JobSteps:
             self._starts.pop(job_id, None)
             self._stops.pop(job_id, None)
             self._start_errors.pop(job_id, None)
+            self.batch.forget(job_id)
+            return
+        if not job.interactive:
+            await self.batch.reconcile(job)
             return
         spawner = self.servers.find(job.owner, job.server_name)
         if spawner is not None and spawner.lifecycle_listener is None:
@@ -189,7 +190,7 @@ class JobSteps:
             if error is None and future.cancelled():
                 error = "The start was cancelled"
             elif error is None and (failure := future.exception()) is not None:
-                error = _reason(failure)
+                error = reason_of(failure)
             if error is None and spawner is not None and spawner.ready:
                 self.jobs.transition(job, JobStatus.running, node=spawner.node)
                 self.db.commit()
@@ -340,10 +341,18 @@ class JobSteps:
             if job.target == JobTarget.stopped:
                 # the spawner reported how its resource ended the job ("ended"): the stop records it
                 return
+            # asked before the stop, which clears what the spawner knows of the server
+            why = await asyncio.to_thread(spawner.over_memory, exit_status) if exit_status != 0 else None
             await self.servers.stop(job.owner, job.server_name)
             if exit_status == 0:
                 self.jobs.transition(job, JobStatus.completed, "The server exited")
                 self.db.commit()
+            elif why is not None:
+                memory = (job.resources or {}).get("memory")
+                self._fail(
+                    job,
+                    f"The server went over its memory limit of {memory}: {why}; it exited with status {exit_status}",
+                )
             else:
                 self._fail(job, f"The server exited with status {exit_status}")
             return
@@ -371,7 +380,7 @@ class JobSteps:
         if stop is not None:
             self._stops.pop(job.id)
             if (failure := stop.exception()) is not None:
-                self._fail(job, f"Stopping failed: {_reason(failure)}")
+                self._fail(job, f"Stopping failed: {reason_of(failure)}")
                 return
         elif spawner is not None and (spawner.active or spawner.server is not None):
             stop = self._stops[job.id] = self.pool.spawn(self.servers.stop(job.owner, job.server_name))

@@ -1,9 +1,11 @@
-"""Jobs: what a launch or a stop request does, and the one way a status changes.
+"""Jobs: what a launch, a stop or a delete request does, and the one way a status changes.
 
 Requests only record what the user wants: a launch creates the job
 (``pending``, target ``running``), a stop sets the target to ``stopped``
 (status ``stopping``); both return at once and wake the reconciler
-(:mod:`uws_hub.reconciler`), which makes it so. Every status change goes
+(:mod:`uws_hub.reconciler`), which makes it so. A batch launch's parameters
+are checked here (:mod:`.parameters`) and the job waits for a slot in the
+fair queue (:mod:`.queue`), never refused for want of one. Every status change goes
 through :meth:`JobService.transition`: checked against the transition table,
 timestamped, mirrored in the workspace's status, and stored as an event; a
 job that ends there has its server's tokens revoked.
@@ -22,6 +24,7 @@ import os
 import random
 import stat
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, select
@@ -29,17 +32,23 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..accounts.system import SystemAccounts
-from ..errors import Conflict, TooManyRequests
+from ..errors import Conflict, TooManyRequests, Unprocessable
 from ..events.bus import EventBus, transient_event
 from ..metrics import JOB_LAUNCH_DURATION_SECONDS
-from ..orm import Job, Workspace, utcnow
+from ..orm import Job, Workspace, isoformat, utcnow
 from ..redaction import redact
+from ..spawners.batch import BatchLaunch, BatchRunner
 from ..spawners.mixins import WorkspaceLaunch
 from ..states import ACTIVE_JOB_STATUSES, JobStatus, JobTarget, WorkspaceStatus, check_job_transition
 from ..workspaces.service import WorkspaceService
 from .launch import LaunchRequest
+from .limits import MAX_TIME_LIMIT_DAYS, format_time_limit, memory_bytes, time_limit_seconds
+from .parameters import path_values, render_argv, render_env, validate_parameters
 from .servers import ServerControl
 from .types import JobType, pick
+
+#: where a batch job's results go, relative to its workspace: ``results/<job id>``
+RESULTS_FOLDER = "results"
 
 _TIMESTAMPS = {
     JobStatus.queued: "queued_at",
@@ -77,6 +86,13 @@ def tail(path: str, max_bytes: int) -> str:
     return text.strip()
 
 
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 class JobService:
     def __init__(
         self,
@@ -91,7 +107,10 @@ class JobService:
         job_log_dir: str,
         wake: Callable[[int], None],
         launch_checks: list[Callable[[LaunchRequest], None]],
-        job_env: Callable[[dict[str, str]], dict[str, str]],
+        job_env: Callable[[JobType], dict[str, str]],
+        runners: dict[str, BatchRunner] | None = None,
+        wake_queue: Callable[[], None] = lambda: None,
+        wake_destruction: Callable[[int], None] = lambda job_id: None,
         active_server_limit: int = 0,
         retry_after_seconds: tuple[float, float] = (30, 60),
     ):
@@ -113,29 +132,45 @@ class JobService:
         #: when the launch is asked for and again right before the server starts,
         #: so a launch that became over quota while it waited is refused too.
         self.launch_checks = launch_checks
-        #: a job's environment from its job type's ``env`` (with the configuration of
-        #: jobs' Jupyter servers, see uws_hub.serverconfig)
+        #: a job's environment from its job type's ``env`` and web app (with the
+        #: configuration of jobs' Jupyter servers, see uws_hub.serverconfig)
         self.job_env = job_env
+        #: the batch runner of each resource that has one
+        self.runners = runners or {}
+        #: called when a batch job waits for a slot, or a slot may have freed
+        self.wake_queue = wake_queue
+        #: called with a job id when the job is due for destruction
+        self.wake_destruction = wake_destruction
 
     # ---------------------------------------------------------------- status
     def transition(
-        self, job: Job, new: JobStatus, reason: str | None = None, actor: str = "hub", *, node: str | None = None
+        self,
+        job: Job,
+        new: JobStatus,
+        reason: str | None = None,
+        actor: str = "hub",
+        *,
+        node: str | None = None,
+        at: datetime | None = None,
     ) -> None:
         """The only way a job's status changes: checked, timestamped, stored as an event.
 
-        A job that starts running gets its URL through the proxy and ``node``
-        (the host its resource put it on, if it says) stored.
+        A job that starts running gets its URL through the proxy (an
+        interactive job) and ``node`` (the host its resource put it on, if it
+        says) stored. ``at``: when it happened, if earlier than now (a batch
+        job that ran or ended while the hub was away: its core-hours count
+        its real run time).
         """
         previous = job.status
         new = check_job_transition(previous, new)
         job.status = new.value
         if new in _TIMESTAMPS:
-            setattr(job, _TIMESTAMPS[new], utcnow())
+            setattr(job, _TIMESTAMPS[new], min(at, utcnow()) if at is not None else utcnow())
         if reason is not None or new == JobStatus.running:
             # a running job has no reason; a queue's note (e.g. SLURM's pending reason) ends here
             job.reason = reason
         if new == JobStatus.running:
-            job.url = self.url_of(job)
+            job.url = self.url_of(job) if job.interactive else None
             job.node = node
         if new == JobStatus.running and job.created_at is not None and job.running_at is not None:
             JOB_LAUNCH_DURATION_SECONDS.labels(resource=job.resource).observe(
@@ -144,12 +179,20 @@ class JobService:
         if new.terminal:
             job.target = JobTarget.stopped.value
             job.url = job.node = None
-            # every end of a job passes here: whatever printed or leaked the
-            # server's tokens, they open nothing any more
-            self.servers.revoke_tokens(job.owner, job.server_name)
+            if job.interactive:
+                # every end of a job passes here: whatever printed or leaked the
+                # server's tokens, they open nothing any more
+                self.servers.revoke_tokens(job.owner, job.server_name)
             ws = job.workspace
-            if ws.status == WorkspaceStatus.active.value and Job.active_in(self.db, ws.id) in (None, job):
+            if (
+                ws.status == WorkspaceStatus.active.value
+                and Job.unfinished_in(self.db, ws.id, excluding=job.id) is None
+            ):
                 self.workspaces.set_status(ws, WorkspaceStatus.idle, actor=actor)
+            # a slot of its owner (and of its resource) may be free: the queue looks
+            self.wake_queue()
+            if job.destroy_at is not None and job.destroy_at <= utcnow():
+                self.wake_destruction(job.id)
         self._record(job, previous, reason, actor)
         self.log.info(
             "Job %s (%s in workspace %s): %s -> %s%s",
@@ -161,10 +204,21 @@ class JobService:
             f" ({reason})" if reason else "",
         )
 
-    def _record(self, job: Job, previous: str | None, reason: str | None, actor: str) -> None:
-        data: dict[str, Any] = {"job_type": job.job_type, "resource": job.resource}
-        if job.status == JobStatus.running.value:
+    def _record(
+        self,
+        job: Job,
+        previous: str | None,
+        reason: str | None,
+        actor: str,
+        status: str | None = None,
+        **extra: Any,
+    ) -> None:
+        """Store a change of the job (its status, or ``status`` e.g. ``deleted``) as an event."""
+        data: dict[str, Any] = {"job_type": job.job_type, "resource": job.resource, **extra}
+        if job.status == JobStatus.running.value and job.interactive:
             data["url"] = job.url
+        if not job.interactive and job.terminal:
+            data.update(exit_code=job.exit_code, exit_signal=job.exit_signal)
         self.events.change(
             self.db,
             "job",
@@ -172,7 +226,7 @@ class JobService:
             workspace_id=job.workspace_id,
             job_id=job.id,
             actor=actor,
-            status=job.status,
+            status=status or job.status,
             previous=previous,
             reason=reason,
             data=data,
@@ -204,12 +258,13 @@ class JobService:
         return list(self.db.scalars(select(Job).where(where).order_by(Job.id.desc()).offset(offset).limit(limit)))
 
     def active_jobs(self, workspace_ids: list[int]) -> dict[int, Job]:
-        """The unfinished job of each of these workspaces (one query for a page of them)."""
+        """The unfinished interactive job of each of these workspaces (one query for a page of them)."""
         if not workspace_ids:
             return {}
         rows = self.db.scalars(
             select(Job).where(
                 Job.workspace_id.in_(workspace_ids),
+                Job.interactive.is_(True),
                 Job.status.in_([s.value for s in ACTIVE_JOB_STATUSES]),
             )
         )
@@ -222,8 +277,16 @@ class JobService:
         return self.servers.user(job.owner).server_url(job.server_name) + default_url
 
     def time_limit_seconds(self, job: Job) -> float:
+        """The hub's limit of a job's run time: its job type's, or its launch's
+        ``time_limit`` (a batch job), whichever is shorter, as the batch job's resource
+        really applies it (SLURM: in whole minutes); 0: none."""
         job_type = self.job_types.get(job.job_type)
-        return job_type.time_limit_seconds if job_type else 0
+        limits = [job_type.time_limit_seconds if job_type else 0]
+        if not job.interactive and (job.resources or {}).get("time_limit"):
+            limits.append(time_limit_seconds(job.resources["time_limit"]))
+        limit = min((limit for limit in limits if limit), default=0)
+        runner = None if job.interactive else self.runners.get(job.resource)
+        return runner.granted_time_limit(limit) if limit and runner is not None else limit
 
     def launch_request(self, job: Job) -> LaunchRequest:
         return LaunchRequest(job.workspace, self.job_types[job.job_type], job.resource, dict(job.resources), job)
@@ -235,26 +298,92 @@ class JobService:
         system_user = self.accounts.system_user(ws.owner.name)
         as_root = system_user is None and os.geteuid() == 0
         os.makedirs(self.job_log_dir, mode=0o700, exist_ok=True)
-        home = None
-        if system_user is None:
-            home = os.path.join(self.workspaces.storage.root, ws.owner.name, ".home")
-            os.makedirs(home, mode=0o700, exist_ok=True)
+        home = self.home_of(ws)
         return WorkspaceLaunch(
             job_id=job.id,
             workspace_id=ws.id,
             directory=ws.directory,
-            cmd=job_type.cmd + (job_type.args_as_root if as_root else []),
+            cmd=job_type.server_cmd + (job_type.args_as_root if as_root else []),
             default_url=job_type.default_url,
-            env=self.job_env(job_type.env),
+            env=self.job_env(job_type),
             resources=dict(job.resources),
             system_user=system_user,
             home=home,
             log_path=self.log_path(job),
+            memory_bytes=self.memory_bytes(job),
         )
 
+    @staticmethod
+    def memory_bytes(job: Job) -> int | None:
+        """The memory a job may use, in bytes, for resources that apply it themselves."""
+        memory = (job.resources or {}).get("memory")
+        return memory_bytes(memory) if memory else None
+
+    def home_of(self, ws: Workspace) -> str | None:
+        """HOME of a job that runs as the hub's own account (single-account mode): per user."""
+        if self.accounts.system_user(ws.owner.name) is not None:
+            return None
+        home = os.path.join(self.workspaces.storage.root, ws.owner.name, ".home")
+        os.makedirs(home, mode=0o700, exist_ok=True)
+        return home
+
+    def batch_launch(self, job: Job) -> BatchLaunch:
+        """What a runner needs to run batch ``job``: its command rendered from the job
+        type's argv template with the job's parameters, and its environment."""
+        ws = job.workspace
+        job_type = self.job_types[job.job_type]
+        results_dir = os.path.join(ws.directory, RESULTS_FOLDER, str(job.id))
+        builtins = {"job_id": job.id, "workspace_dir": ws.directory, "results_dir": results_dir}
+        values = {**path_values(job_type.parameters, job.parameters or {}, ws.directory), **builtins}
+        env = render_env(job_type.env, values)
+        env.update(
+            UWS_JOB_ID=str(job.id),
+            UWS_WORKSPACE_ID=str(ws.id),
+            UWS_WORKSPACE_DIR=ws.directory,
+            UWS_RESULTS_DIR=results_dir,
+        )
+        launch = BatchLaunch(
+            job_id=job.id,
+            workspace_id=ws.id,
+            directory=ws.directory,
+            argv=render_argv(job_type.cmd, values),
+            env=env,
+            resources=dict(job.resources or {}),
+            memory_bytes=self.memory_bytes(job),
+            time_limit_seconds=self.time_limit_seconds(job),
+            system_user=self.accounts.system_user(ws.owner.name),
+            home=self.home_of(ws),
+        )
+        launch.log_path = job.log_path or self.runners[job.resource].log_path(launch)
+        return launch
+
+    async def make_results_dir(self, job_id: int) -> None:
+        """Make batch job ``job_id``'s results folder (``results/<id>``, the owner's)."""
+        job = Job.find(self.db, job_id)
+        if job is None:
+            return
+        ws = job.workspace
+        owner = self.accounts.owner(ws.owner.name)
+        await asyncio.to_thread(self.workspaces.storage.make_dirs, ws.directory, f"{RESULTS_FOLDER}/{job.id}", owner)
+
+    def results_path(self, job: Job) -> str | None:
+        """A batch job's results folder, relative to its workspace."""
+        return None if job.interactive else f"{RESULTS_FOLDER}/{job.id}"
+
+    async def results(self, job: Job) -> list[dict[str, Any]] | None:
+        """The files in a batch job's results folder: path (in the workspace), size, type."""
+        relpath = self.results_path(job)
+        if relpath is None:
+            return None
+        return await asyncio.to_thread(self.workspaces.storage.files_under, job.workspace.directory, relpath)
+
     def log_path(self, job: Job) -> str:
-        """The file the job's server writes its output to."""
-        return os.path.join(self.job_log_dir, f"job-{job.id}.log")
+        """The file the job writes its output to (a server's, or a batch job's command's)."""
+        return job.log_path or os.path.join(self.job_log_dir, f"job-{job.id}.log")
+
+    def log_owner(self, job: Job) -> int:
+        """The uid a batch job's log file must belong to (see :mod:`uws_hub.jobs.logs`)."""
+        return self.runners[job.resource].log_owner(self.batch_launch(job))
 
     async def output(self, job: Job) -> str:
         """The end of what the job's server printed, credentials redacted (for its owner and admins)."""
@@ -292,15 +421,40 @@ class JobService:
             )
 
     def launch(
-        self, ws: Workspace, job_type_name: str, resource: str | None, resources: dict[str, Any], actor: str
+        self,
+        ws: Workspace,
+        job_type_name: str,
+        resource: str | None,
+        resources: dict[str, Any],
+        actor: str,
+        parameters: dict[str, Any] | None = None,
+        *,
+        held: bool = False,
+        run_id: str | None = None,
     ) -> Job:
-        """Record a launch (``pending``, target ``running``); the reconciler starts it."""
+        """Record a launch (``pending``, target ``running``); the reconciler starts it.
+
+        A batch job type's ``parameters`` are checked (422 naming each bad
+        one); an interactive job type takes none. A ``held`` batch job is
+        recorded but waits, out of the queue, until :meth:`run` (UWS's
+        PENDING); ``run_id`` is its client's label.
+        """
         job_type, resource = pick(self.job_types, job_type_name, resource)
+        if job_type.interactive and parameters:
+            raise Unprocessable(f"Job type {job_type.name!r} is interactive and takes no parameters")
+        values = validate_parameters(job_type.parameters, parameters or {}) if not job_type.interactive else {}
+        if not job_type.interactive and resource not in self.runners:
+            raise Unprocessable(f"Resource {resource!r} cannot run batch jobs")
         if ws.status not in (WorkspaceStatus.idle.value, WorkspaceStatus.active.value):
             raise Conflict(f"Workspace {ws.slug!r} is {ws.status}; jobs can start only in a ready workspace")
         self.accounts.system_user(ws.owner.name)  # refuse now if the account is missing
         resources = job_type.resources_for(resources)
-        self.check_launch(LaunchRequest(ws, job_type, resource, resources, job=None))
+        if job_type.interactive:
+            self.check_launch(LaunchRequest(ws, job_type, resource, resources, job=None))
+        else:
+            # JupyterHub's limit of servers is not for batch jobs: they wait for a slot
+            for check in self.launch_checks:
+                check(LaunchRequest(ws, job_type, resource, resources, job=None))
         job = Job(
             workspace=ws,
             owner_id=ws.owner_id,
@@ -308,9 +462,11 @@ class JobService:
             resource=resource,
             interactive=job_type.interactive,
             status=JobStatus.pending.value,
-            target=JobTarget.running.value,
+            target=(JobTarget.held if held and not job_type.interactive else JobTarget.running).value,
             server_name=ws.slug,
             resources=resources,
+            parameters=values,
+            run_id=run_id,
         )
         self.db.add(job)
         try:
@@ -322,12 +478,99 @@ class JobService:
                 f"Workspace {ws.slug!r} already has a {active.status if active else 'running'} job"
                 f"{f' (id {active.id})' if active else ''}; stop it first."
             ) from None
+        if not job.interactive:
+            job.log_path = self.runners[resource].log_path(self.batch_launch(job))
         self._record(job, None, None, actor)
         if ws.status == WorkspaceStatus.idle.value:
             self.workspaces.set_status(ws, WorkspaceStatus.active, actor=actor)
         self.db.commit()
-        self.wake(job.id)
+        if job.interactive:
+            self.wake(job.id)
+        elif job.target == JobTarget.running.value:
+            self.wake_queue()
         return job
+
+    # ---------------------------------------------------------------- held batch jobs
+    def _check_held(self, job: Job, what: str) -> None:
+        if job.target != JobTarget.held.value or job.status != JobStatus.pending.value:
+            raise Conflict(f"Job {job.id} was started already: {what}")
+
+    def run(self, job: Job, actor: str) -> Job:
+        """Let a held batch job into the queue (409 if it is not held)."""
+        self._check_held(job, "it can be run only once")
+        job.target = JobTarget.running.value
+        self._record(job, job.status, None, actor, target=job.target)
+        self.db.commit()
+        self.wake_queue()
+        return job
+
+    def set_parameters(self, job: Job, given: dict[str, Any], actor: str) -> Job:
+        """Change some of a held batch job's parameters (checked with the others as at launch)."""
+        self._check_held(job, "its parameters can be changed only before it starts")
+        job_type = self.job_types[job.job_type]
+        job.parameters = validate_parameters(job_type.parameters, {**(job.parameters or {}), **given})
+        self._record(job, job.status, None, actor, parameters=sorted(given))
+        self.db.commit()
+        return job
+
+    def set_time_limit(self, job: Job, seconds: int, actor: str) -> Job:
+        """Set a held batch job's time limit; 0 asks for none.
+
+        What is asked for beyond the job type's ``limits.time_limit`` (or for
+        none, where it has one) gets that limit instead: the job is told what
+        it got rather than refused, as UWS lets a server do. The job type's
+        own ``time_limit_seconds`` applies on top (:meth:`time_limit_seconds`).
+        """
+        self._check_held(job, "its time limit can be changed only before it starts")
+        most = self.job_types[job.job_type].limits.time_limit
+        most_seconds = time_limit_seconds(most) if most else MAX_TIME_LIMIT_DAYS * 86400
+        resources = dict(job.resources or {})
+        if seconds:
+            resources["time_limit"] = format_time_limit(min(seconds, most_seconds))
+        elif most:
+            resources["time_limit"] = most
+        else:
+            resources.pop("time_limit", None)
+        job.resources = resources
+        self._record(job, job.status, None, actor, time_limit=resources.get("time_limit"))
+        self.db.commit()
+        return job
+
+    def set_destruction(self, job: Job, at: datetime | None, actor: str) -> Job:
+        """When the hub destroys the job (None: never); see :meth:`archive`."""
+        if job.archived_at is not None:
+            raise Conflict(f"Job {job.id} has been destroyed already")
+        job.destroy_at = at
+        self._record(job, job.status, None, actor, destroy_at=isoformat(at))
+        self.db.commit()
+        if at is not None and at <= utcnow():
+            self.wake_destruction(job.id)
+        return job
+
+    def due_for_destruction(self) -> list[int]:
+        """The jobs past their destruction time and not yet archived."""
+        return list(
+            self.db.scalars(
+                select(Job.id).where(Job.destroy_at <= utcnow(), Job.archived_at.is_(None)).order_by(Job.id)
+            )
+        )
+
+    async def destroy(self, job: Job, actor: str) -> None:
+        """Destroy a job at its destruction time: stop it if it runs (then look again once
+        it ended), else :meth:`archive` it."""
+        if not job.terminal:
+            self.stop(job, actor, "Destroyed at its destruction time")
+            return
+        await self.archive(job, actor)
+
+    async def archive(self, job: Job, actor: str) -> None:
+        """Delete a finished job's results and log, and keep its record, archived."""
+        if not job.terminal:
+            raise Conflict(f"Job {job.id} is {job.status}; it can be archived once it ended")
+        await self._remove_files(job, results=True)
+        job.archived_at = utcnow()
+        self._record(job, job.status, None, actor, "archived", results_deleted=True)
+        self.db.commit()
 
     def stop(self, job: Job, actor: str, reason: str = "Stopped on request", outcome: JobStatus | None = None) -> Job:
         """Ask for the job to stop; idempotent, returns at once (status ``stopping``).
@@ -340,7 +583,7 @@ class JobService:
             return job
         if outcome is None:
             outcome = JobStatus.cancelled
-            if job.status == JobStatus.running.value:
+            if job.status == JobStatus.running.value and job.interactive:
                 spawner_class = self.servers.spawner_classes.get(job.resource)
                 outcome = JobStatus(getattr(spawner_class, "stopped_outcome", JobStatus.completed.value))
         job.target = JobTarget.stopped.value
@@ -350,10 +593,35 @@ class JobService:
         self.wake(job.id)
         return job
 
+    async def delete(self, job: Job, actor: str, *, results: bool = False) -> None:
+        """Forget a finished job: its row and its log (its events stay); its results folder
+        too if ``results``. Refused (409) while it is unfinished."""
+        if not job.terminal:
+            raise Conflict(f"Job {job.id} is {job.status}; stop it and wait for it to end before deleting it")
+        await self._remove_files(job, results=results)
+        self._record(job, job.status, None, actor, "deleted", results_deleted=results)
+        self.db.delete(job)
+        self.db.commit()
+
+    async def _remove_files(self, job: Job, *, results: bool) -> None:
+        """Remove an ended job's log (what its runner kept of it), and its results folder if ``results``."""
+        ws = job.workspace
+        if not job.interactive and job.resource in self.runners:
+            runner = self.runners[job.resource]
+            await asyncio.to_thread(runner.forget, self.batch_launch(job))
+        elif job.interactive:
+            await asyncio.to_thread(_unlink, self.log_path(job))
+        if results and not job.interactive:
+            self.workspaces.check_writable(ws)
+            await asyncio.to_thread(self.workspaces.storage.remove_under, ws.directory, f"{RESULTS_FOLDER}/{job.id}")
+            ws.usage_measured_at = None  # measured again at the next pass
+
     # ---------------------------------------------------------------- shutdown
     async def stop_all(self, reason: str) -> None:
-        """Stop every unfinished job's server and record it (hub shutdown with cleanup_servers)."""
-        jobs = Job.unfinished(self.db)
+        """Stop every unfinished interactive job's server and record it (hub shutdown with
+        cleanup_servers). Batch jobs run on: they are no servers, and the hub finds them
+        again when it starts."""
+        jobs = [job for job in Job.unfinished(self.db) if job.interactive]
         for job in jobs:
             self.stop(job, "hub", reason, JobStatus.cancelled)
         await asyncio.gather(*(self.servers.stop(job.owner, job.server_name) for job in jobs), return_exceptions=True)

@@ -15,7 +15,8 @@ Usage:
   times the part of its running time inside the period, in whole
   core-seconds (64-bit), recomputed from the jobs by :meth:`QuotaService.account`
   so a hub restart loses nothing and counts nothing twice;
-- concurrent jobs: the user's unfinished jobs.
+- concurrent jobs: the user's unfinished jobs that hold a slot (interactive
+  ones, and batch jobs that left the fair queue: waiting batch jobs do not).
 
 Jobs in a workspace shared with collaborators run as its owner's server, so
 they count against the owner's quota, whoever launched them.
@@ -136,11 +137,20 @@ class QuotaService:
             or 0
         )
 
-    def active_jobs(self, user_id: int, excluding: int | None = None) -> int:
+    def active_jobs(self, user_id: int, excluding: int | None = None, *, slots: bool = False) -> int:
+        """The user's unfinished jobs; with ``slots``, only those that hold a slot of their
+        concurrent-job quota (interactive ones, and batch ones out of the queue)."""
         where = [Job.owner_id == user_id, Job.status.in_([s.value for s in ACTIVE_JOB_STATUSES])]
+        if slots:
+            where.append(Job.interactive.is_(True) | Job.submitted_at.is_not(None))
         if excluding is not None:
             where.append(Job.id != excluding)
         return self.db.scalar(select(func.count(Job.id)).where(*where)) or 0
+
+    def concurrent_limit(self, user_id: int) -> int | None:
+        """The user's concurrent-job quota (the fair queue's bound of their running jobs)."""
+        user = self.db.get(hub_orm.User, user_id)
+        return None if user is None else self.limits_for(user).concurrent_jobs
 
     def _jobs_in_period(self, start: datetime, now: datetime, user_id: int | None = None):
         where: list[ColumnElement[bool]] = [
@@ -200,8 +210,9 @@ class QuotaService:
                 f"GPU limit per job: {gpus} GPUs requested, the limit is {limits.max_gpus}"
                 f" (over by {gpus - limits.max_gpus})."
             )
-        if limits.concurrent_jobs is not None:
-            running = self.active_jobs(owner.id, excluding=request.job.id if request.job else None)
+        # a batch job never is refused a slot: it waits for one in the fair queue (uws_hub.jobs.queue)
+        if limits.concurrent_jobs is not None and request.job_type.interactive:
+            running = self.active_jobs(owner.id, excluding=request.job.id if request.job else None, slots=True)
             if running + 1 > limits.concurrent_jobs:
                 raise QuotaExceeded(
                     f"Concurrent job quota: {who} unfinished jobs would be {running + 1}, the limit is"
@@ -304,15 +315,32 @@ class QuotaService:
         reservation goes, in one transaction (which also commits the caller's changes)."""
         if reservation.held_bytes:
             self._change_reserved(reservation.owner.id, -reservation.held_bytes)
+        self._add_usage(ws, written_bytes - reservation.replaced_bytes)
+        reservation.held_bytes = 0
+        self.check_disk_warning(reservation.owner)
+
+    def record_freed(self, ws: Workspace, freed_bytes: int) -> None:
+        """The hub removed ``freed_bytes`` from ``ws`` (a delete, a file a move replaced):
+        they are no longer in use, at once, so that an owner over the quota who deletes
+        can write again without waiting for the next measurement."""
+        if freed_bytes:
+            self._add_usage(ws, -freed_bytes)
+            self.check_disk_warning(ws.owner)
+
+    def _add_usage(self, ws: Workspace, delta: int) -> None:
+        """Change ``ws``'s usage by ``delta`` bytes (never below 0) in the database, and commit.
+
+        In SQL, not from the loaded row: writes that end at the same time all
+        count. A measurement that walked the directory meanwhile is then not
+        stored (:meth:`record_measured`)."""
+        usage = Workspace.disk_usage_bytes + delta
         self.db.execute(
             update(Workspace)
             .where(Workspace.id == ws.id)
-            .values(disk_usage_bytes=Workspace.disk_usage_bytes + written_bytes - reservation.replaced_bytes)
+            .values(disk_usage_bytes=case((usage > 0, usage), else_=0))
             .execution_options(synchronize_session="fetch")
         )
         self.db.commit()
-        reservation.held_bytes = 0
-        self.check_disk_warning(reservation.owner)
 
     def release_disk(self, reservation: Reservation) -> None:
         """The write failed or was cut: give its room back (once; later calls do nothing)."""

@@ -22,6 +22,12 @@ Jobs get ``JUPYTER_CONFIG_PATH`` pointing at this folder, so every
   every request the server receives, whatever handler serves it; the
   authorizer is the second line (see :mod:`uws_server_auth`).
 
+- a job type's web app (``UWSHub.job_types[...]["app"]``), from the JSON in
+  ``$UWS_APP``: :mod:`uws_apps` makes it a server of jupyter-server-proxy at
+  ``<server>/app/`` (and seeds the workspace with its example files), and the
+  guard lets viewers use it if the job type says so. The app is then behind
+  the same JupyterHub login, sharing rules and guard as JupyterLab.
+
 This folder comes first on ``JUPYTER_CONFIG_PATH``, above the environment's and
 (with jupyter_core 5) the user's own config, so config files add to these
 settings but cannot undo them. The config file and the module import nothing of uws-hub (the module
@@ -30,18 +36,28 @@ that runs Jupyter Server from another environment needs only JupyterHub there.
 The folder must be readable by the accounts jobs run as.
 """
 
+import json
 import os
+from typing import Any
 
 CONFIG_DIR = os.path.dirname(os.path.abspath(__file__))
+#: the shipped example apps' files (uws_hub.jobs.examples), readable by the jobs' accounts
+EXAMPLES_DIR = os.path.join(CONFIG_DIR, "examples")
+#: where a job's web app is served, below its server's URL
+APP_PATH = "app"
 
 
-def job_env(env: dict[str, str], auth_cache_seconds: int) -> dict[str, str]:
+def job_env(env: dict[str, str], auth_cache_seconds: int, app: dict[str, Any] | None = None) -> dict[str, str]:
     """A job's environment with this folder first on ``JUPYTER_CONFIG_PATH``
     (and without ``JUPYTER_NO_CONFIG``, which would skip it: a server without
-    this config lets viewers do what its owner can)."""
+    this config lets viewers do what its owner can), and its job type's web
+    app, if it has one (``UWS_APP``)."""
     env = dict(env)
     env.pop("JUPYTER_NO_CONFIG", None)
     rest = env.get("JUPYTER_CONFIG_PATH")
     env["JUPYTER_CONFIG_PATH"] = CONFIG_DIR + (os.pathsep + rest if rest else "")
     env["UWS_SERVER_AUTH_CACHE_SECONDS"] = str(auth_cache_seconds)
+    env.pop("UWS_APP", None)
+    if app is not None:
+        env["UWS_APP"] = json.dumps({"path": APP_PATH, **app})
     return env

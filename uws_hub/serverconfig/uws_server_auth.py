@@ -7,7 +7,13 @@ do what the owner can. JupyterHub lets in everyone with ``access:servers`` on
 it (the owner, the workspace's editors and viewers, admins); of these, only
 *writers* (``custom:uws:write:workspaces`` or ``admin:servers`` on this
 server: the owner, editors, admins) use it fully. Everyone else, a viewer,
-reaches only :data:`READ_ONLY_HANDLERS`, by GET or HEAD, never as a websocket.
+reaches only :data:`READ_ONLY_HANDLERS`, by GET or HEAD, never as a websocket;
+and, in a job whose job type's web app says ``viewers: true``, that app: the
+one route jupyter-server-proxy serves it at, with every method and websocket
+the app uses (what a viewer may do there is the app's to say: Voilà, for
+one, passes its kernel only the widgets' messages, never code to run). The
+app gets none of its visitors' credentials (:func:`without_credentials`): it
+is the owner's code.
 
 - The guard, this module as the server extension ``uws_server_auth``
   (:func:`_load_jupyter_server_extension`), wraps the tornado application's
@@ -31,12 +37,17 @@ from __future__ import annotations
 import functools
 import json
 import os
+from typing import Any
 
+from jupyter_server.utils import url_path_join
 from jupyterhub.services.auth import check_scopes
 from jupyterhub.singleuser.extension import JupyterHubAuthorizer
 from tornado import web
+from tornado.routing import PathMatches, Rule
 
 WRITE_SCOPE = "custom:uws:write:workspaces"
+#: the names of JupyterHub's cookies: its session id, and each server's login (OAuth) cookie
+HUB_COOKIE_PREFIX = "jupyterhub-"
 
 #: What a reader may GET (or HEAD), by handler class: what JupyterLab needs to
 #: show the workspace and open its files, each read-only (why, beside it).
@@ -93,9 +104,13 @@ def is_read_only(request, handler_class: type) -> bool:
     )
 
 
-async def require_writer(handler: web.RequestHandler) -> bool:
+async def require_writer(handler: web.RequestHandler, login: bool = False) -> bool:
     """Authenticate the request as the server does (JupyterHub's identity
-    provider) and require the write scope; else answer 403 and return False."""
+    provider) and require the write scope; else answer 403 and return False.
+
+    ``login``: a browser that is not logged in is sent to log in (JupyterHub's
+    OAuth, as ``@web.authenticated`` does), not refused: for the page of a web
+    app, which its owner opens as they open JupyterLab."""
     identity_provider = handler.settings["identity_provider"]
     user = await identity_provider.get_user(handler)
     # what Jupyter Server's prepare() sets: the handler does not ask again
@@ -106,7 +121,10 @@ async def require_writer(handler: web.RequestHandler) -> bool:
     what = "a websocket" if "Upgrade" in request.headers else request.method
     needs = f"{WRITE_SCOPE}!server={server_name()}"
     if user is None:
-        refuse(handler, f"{what} here needs a login with {needs}")
+        if login and what in ("GET", "HEAD"):
+            web.authenticated(lambda _: None)(handler)  # a redirect: the user is None
+        else:
+            refuse(handler, f"{what} here needs a login with {needs}")
         return False
     identity_provider.log.info("%s may only read here (%s %s refused)", user.username, what, request.path)
     refuse(
@@ -129,8 +147,8 @@ def refuse(handler: web.RequestHandler, message: str) -> None:
 
 
 @functools.cache
-def guarded(handler_class: type[web.RequestHandler]) -> type[web.RequestHandler]:
-    """``handler_class`` behind :func:`require_writer`, which runs before anything of its own.
+def guarded(handler_class: type[web.RequestHandler], login: bool = False) -> type[web.RequestHandler]:
+    """``handler_class`` behind :func:`require_writer` (with ``login``), which runs before anything of its own.
 
     It takes every standard method, so that a non-writer gets the same 403
     whatever the method (tornado would answer an unsupported one with 405
@@ -141,8 +159,8 @@ def guarded(handler_class: type[web.RequestHandler]) -> type[web.RequestHandler]
         SUPPORTED_METHODS = tuple(dict.fromkeys((*methods, *web.RequestHandler.SUPPORTED_METHODS)))
 
         async def prepare(self, *args, **kwargs):
-            if not await require_writer(self):
-                return None  # refused: answered
+            if not await require_writer(self, login):
+                return None  # refused (or sent to log in): answered
             if self.request.method not in methods:
                 raise web.HTTPError(405)
             result = super().prepare(*args, **kwargs)
@@ -164,8 +182,72 @@ class _Unroutable(web.RequestHandler):
         refuse(self, "uws-hub's server check cannot check this request, so no one may make it")
 
 
-def guard_routing(web_app: web.Application) -> None:
-    """Route every request either to its handler (on the read-only list) or to it guarded."""
+def web_app() -> dict[str, Any] | None:
+    """The job type's web app (``$UWS_APP``, set by the hub), or None."""
+    spec = os.environ.get("UWS_APP")
+    return json.loads(spec) if spec else None
+
+
+def routed_rules(router, pattern: str) -> list[Rule]:
+    """The rules of a tornado router (and of the routers in it) that route ``pattern`` to a handler class."""
+    found = []
+    for rule in getattr(router, "rules", ()):
+        if isinstance(rule.target, type):
+            if isinstance(rule.matcher, PathMatches) and rule.matcher.regex.pattern == pattern:
+                found.append(rule)
+        else:
+            found += routed_rules(rule.target, pattern)
+    return found
+
+
+def app_rules(web_app: web.Application, path: str) -> list[Rule]:
+    """The route(s) jupyter-server-proxy serves the app at: the one it adds for
+    ``<base_url><path>/(.*)``, found by that exact pattern, so no other route
+    (``/proxy/<port>``, another server of the extension) is one."""
+    pattern = url_path_join(web_app.settings["base_url"], path, "(.*)") + "$"
+    return routed_rules(web_app.default_router, pattern)
+
+
+def without_cookies(cookie: str, prefix: str) -> str:
+    """A ``Cookie`` header's value without the cookies whose names start with ``prefix``."""
+    kept = [c.strip() for c in cookie.split(";") if c.strip() and not c.strip().startswith(prefix)]
+    return "; ".join(kept)
+
+
+@functools.cache
+def without_credentials(handler_class: type[web.RequestHandler]) -> type[web.RequestHandler]:
+    """jupyter-server-proxy's handler of the app, passing on to the app none
+    of the visitor's credentials: no ``Authorization`` header (a visitor's API
+    token) and no JupyterHub cookie (the visitor's login to this server).
+
+    The app runs as the workspace's owner and is the owner's code: a token or
+    login it saw would let the owner act as whoever opened the app. Headers the
+    job type's ``request_headers`` set (the app's own ``{token}``) still go."""
+
+    class App(handler_class):  # type: ignore[valid-type,misc]
+        def proxy_request_headers(self):
+            headers = super().proxy_request_headers()
+            own = self.get_request_headers_override()
+            if "Authorization" not in own:
+                headers.pop("Authorization", None)
+            if "Cookie" in headers and "Cookie" not in own:
+                cookie = without_cookies("; ".join(headers.get_list("Cookie")), HUB_COOKIE_PREFIX)
+                del headers["Cookie"]
+                if cookie:
+                    headers["Cookie"] = cookie
+            return headers
+
+    App.__name__, App.__qualname__ = handler_class.__name__, handler_class.__qualname__
+    App.__module__, App.__doc__ = handler_class.__module__, handler_class.__doc__
+    return App
+
+
+def guard_routing(
+    web_app: web.Application, viewer_apps: frozenset[type] = frozenset(), apps: frozenset[type] = frozenset()
+) -> None:
+    """Route every request either to its handler (on the read-only list, or
+    ``viewer_apps``: the web app viewers may use) or to it guarded (``apps``,
+    the web app's route, sending browsers that are not logged in to log in)."""
     find_handler = web_app.find_handler
 
     def guarded_find_handler(request, **kwargs):
@@ -173,10 +255,14 @@ def guard_routing(web_app: web.Application) -> None:
         handler_class = getattr(delegate, "handler_class", None)
         if handler_class is None:
             return web_app.get_handler_delegate(request, _Unroutable)
-        if is_read_only(request, handler_class):
+        if handler_class in viewer_apps or is_read_only(request, handler_class):
             return delegate
         return web_app.get_handler_delegate(
-            request, guarded(handler_class), delegate.handler_kwargs, delegate.path_args, delegate.path_kwargs
+            request,
+            guarded(handler_class, handler_class in apps),
+            delegate.handler_kwargs,
+            delegate.path_args,
+            delegate.path_kwargs,
         )
 
     web_app.find_handler = guarded_find_handler
@@ -187,13 +273,39 @@ def _jupyter_server_extension_points():
 
 
 def _load_jupyter_server_extension(serverapp) -> None:
-    """Guard the server's routing; a server that cannot be guarded does not run."""
+    """Guard the server's routing; a server that cannot be guarded, or whose
+    job type's web app is not served, does not run.
+
+    jupyter-server-proxy has added the app's route by now: Jupyter Server
+    loads extensions in the order of their names (``jupyter_server_proxy``
+    before ``uws_server_auth``)."""
     try:
-        guard_routing(serverapp.web_app)
+        app = web_app()
+        handlers: frozenset[type] = frozenset()
+        viewer_apps: frozenset[type] = frozenset()
+        if app is not None:
+            rules = app_rules(serverapp.web_app, app["path"])
+            for rule in rules:
+                rule.target = without_credentials(rule.target)
+            handlers = frozenset(rule.target for rule in rules)
+            if not handlers:
+                serverapp.log.critical(
+                    "uws_server_auth: the job type's web app is not served at %s/ (is jupyter-server-proxy "
+                    "installed where the job runs? an error above may say more); stopping",
+                    app["path"],
+                )
+                serverapp.exit(1)
+            if app["viewers"]:
+                viewer_apps = handlers
+        guard_routing(serverapp.web_app, viewer_apps, handlers)
     except Exception:
         serverapp.log.critical("uws_server_auth: cannot guard this server's routing; stopping", exc_info=True)
         serverapp.exit(1)
-    serverapp.log.info("uws_server_auth: readers reach only %d read-only handlers", len(READ_ONLY_HANDLERS))
+    serverapp.log.info(
+        "uws_server_auth: readers reach only %d read-only handlers%s",
+        len(READ_ONLY_HANDLERS),
+        " and the web app" if viewer_apps else "",
+    )
 
 
 class WorkspaceAuthorizer(JupyterHubAuthorizer):

@@ -18,18 +18,23 @@ explained with the tail of that file.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import pwd
 import shlex
 import shutil
 import signal
 import subprocess
+import sys
 
 from jupyterhub.spawner import LocalProcessSpawner
 from jupyterhub.utils import random_port
-from traitlets import Integer
+from traitlets import Float, Integer, Unicode
 
+from . import wrapper
 from .listening import ServerExited, process_exit, wait_listening
+from .localbatch import LocalRunner
+from .localjob import CPU_USE, WRAPPER, memory_cgroups, open_log
 from .mixins import WorkspaceSpawnerMixin
 
 
@@ -47,6 +52,97 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         the hub responsive; 0 runs jobs at the hub's priority.
         """,
     )
+
+    kill_grace_seconds = Float(
+        10.0,
+        config=True,
+        help="""Seconds a batch job's command has to end after SIGTERM (a stop, its time
+        limit) before the job's wrapper kills its process group with SIGKILL.
+        """,
+    )
+
+    memory_cgroup_parent = Unicode(
+        "",
+        config=True,
+        help="""The cgroup v2 directory under which local jobs (batch jobs and servers) get
+        their memory limits: one child cgroup per job with ``memory.max`` set to the
+        job's ``memory`` and ``memory.swap.max`` to 0, so the kernel ends a job that
+        uses more. The hub must be able to write to it (root) and its parent must
+        offer the ``memory`` controller.
+
+        ``""`` (the default): ``uws-jobs`` under the cgroup v2 mount, where it
+        offers the memory controller. ``"none"``: never use cgroups. Where no
+        cgroup can be made, a job's memory is limited by ``RLIMIT_AS`` instead:
+        its address space, which counts memory mapped but never used (see
+        docs/batch-jobs.md, "Limits"). The hub logs which one it uses at start.
+        """,
+    )
+
+    @classmethod
+    def batch_runner(cls, config, log_dir, log, hub_id):
+        """Batch jobs run as local processes under the job wrapper (:mod:`.localbatch`), with
+        the memory limits this class's settings allow (logged once, at the hub's start)."""
+        settings = cls(config=config)
+        cgroups, why_not = memory_cgroups(settings.memory_cgroup_parent)
+        if cgroups is not None:
+            log.info("Memory limits of local jobs: cgroup v2 under %s", cgroups.parent)
+        else:
+            log.info("Memory limits of local jobs: RLIMIT_AS (no cgroup: %s)", why_not)
+        return LocalRunner(
+            log_dir, log, kill_grace_seconds=settings.kill_grace_seconds, nice=settings.nice_level, cgroups=cgroups
+        )
+
+    def limits_spec(self, launch) -> dict | None:
+        """The limits of the server of ``launch`` (its CPUs, its memory) for the wrapper's
+        ``--exec``, which applies them and switches to the job's account before the
+        server runs; None when it asks for none (the server starts as before)."""
+        cpus = CPU_USE.take(self._cpu_key, int(launch.resources.get("cpus") or 0))
+        memory = launch.memory_bytes or 0
+        if not cpus and not memory:
+            return None
+        spec: dict = {"cpus": cpus}
+        if memory:
+            spec["memory_bytes"] = memory
+            cgroups, _ = memory_cgroups(self.memory_cgroup_parent)
+            if cgroups is not None:
+                spec["cgroup"] = cgroups.create(f"server-{launch.job_id}", memory)
+        if launch.system_user:
+            account = pwd.getpwnam(launch.system_user)
+            spec.update(uid=account.pw_uid, gid=account.pw_gid, groups=os.getgrouplist(account.pw_name, account.pw_gid))
+        return spec
+
+    #: the limits the running server got (see :meth:`limits_spec`); saved in the spawner's state
+    limits: dict | None = None
+
+    @property
+    def _cpu_key(self) -> str:
+        return f"server-{self.user.name}/{self.name}"
+
+    def get_state(self):
+        state = super().get_state()
+        if self.limits:
+            state["uws_limits"] = self.limits
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        self.limits = state.get("uws_limits")
+        if self.limits:
+            CPU_USE.hold(self._cpu_key, self.limits.get("cpus"))
+
+    #: what :meth:`over_memory` needs of a server that ended: its memory limit, whether its
+    #: cgroup saw the kernel kill it, its log (JupyterHub's ``poll()`` clears the state as
+    #: soon as it sees the process gone, before the hub asks why)
+    ended: dict | None = None
+
+    def over_memory(self, exit_status: int) -> str | None:
+        ended = self.ended or {}
+        if not ended.get("memory_bytes"):
+            return None
+        if ended.get("cgroup"):
+            return "the kernel ended it (cgroup v2 memory.max)" if ended.get("oom_killed") else None
+        tail = wrapper.log_tail(ended["log_path"]) if ended.get("log_path") else ""
+        return "an allocation failed (RLIMIT_AS)" if wrapper.memory_failure(exit_status, tail) else None
 
     async def start(self):
         """Start the job's server (LocalProcessSpawner.start without a preexec_fn).
@@ -77,14 +173,19 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
             cmd = ["nice", "-n", str(self.nice_level), *cmd]
         popen_kwargs = dict(self.popen_kwargs)
         popen_kwargs.update(env=self.get_env(), cwd=launch.directory, start_new_session=True)
-        if launch.system_user:
+        self.ended = None
+        limits = self.limits = await asyncio.to_thread(self.limits_spec, launch)
+        if limits is not None:
+            # the wrapper applies them, then switches to the job's account and execs the server
+            cmd = [sys.executable, "-I", "-S", WRAPPER, "--exec", json.dumps(limits), "--", *cmd]
+        elif launch.system_user:
             account = pwd.getpwnam(launch.system_user)
             popen_kwargs.update(
                 user=account.pw_uid,
                 group=account.pw_gid,
                 extra_groups=os.getgrouplist(account.pw_name, account.pw_gid),
             )
-        log_file = open(launch.log_path, "ab", buffering=0) if launch.log_path else None
+        log_file = os.fdopen(open_log(launch.log_path), "ab", buffering=0) if launch.log_path else None
         if log_file is not None:
             popen_kwargs.update(stdout=log_file, stderr=subprocess.STDOUT)
         self.log.info("Spawning %s", " ".join(shlex.quote(s) for s in cmd))
@@ -177,6 +278,18 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
             if self.port == self._reserved_port:
                 self.port = 0
             self._reserved_port = None
+        CPU_USE.release(self._cpu_key)
+        if self.limits:
+            cgroup = self.limits.get("cgroup")
+            self.ended = {
+                "memory_bytes": self.limits.get("memory_bytes"),
+                "cgroup": cgroup,
+                "oom_killed": bool(cgroup) and wrapper.Cgroups.oom_killed(cgroup),
+                "log_path": self.launch.log_path if self.launch else None,
+            }
+            if cgroup:
+                wrapper.Cgroups.remove(cgroup)
+        self.limits = None
         super().clear_state()
 
     async def release_leftover(self, job_id: int, resource_id: str) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import pwd
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -24,6 +25,8 @@ from typing import Any
 
 from sqlalchemy.orm import object_session
 from tornado import web
+
+from .batch import BatchRunner
 
 
 @dataclass
@@ -48,6 +51,8 @@ class WorkspaceLaunch:
     home: str | None = None
     #: where the job's stdout and stderr go (read back on failure)
     log_path: str | None = None
+    #: the memory it may use, in bytes (the launch's ``memory``), for spawners that apply it
+    memory_bytes: int | None = None
     #: the resource id an earlier, interrupted start of this job reported (a hub
     #: restart during the start): the spawner adopts it (a batch job that is
     #: still queued or running) or cleans it up before starting afresh
@@ -101,6 +106,12 @@ class WorkspaceSpawnerMixin:
     #: the requested resources (``cpus``, ``memory``, ``gpus``, ``time_limit``,
     #: ``partition``) this spawner reserves; the launch form asks only for these
     honoured_resources: tuple[str, ...] = ()
+
+    @classmethod
+    def batch_runner(cls, config: Any, log_dir: str, log: logging.Logger, hub_id: str) -> BatchRunner | None:
+        """The runner of batch jobs on this class's resources (:mod:`.batch`), or None if
+        they run none. ``log_dir``: the hub's job log directory; ``hub_id``: see :func:`hub_id`."""
+        return None
 
     @classmethod
     async def close_shared(cls) -> None:
@@ -184,6 +195,11 @@ class WorkspaceSpawnerMixin:
         if launch.default_url:
             self.default_url = launch.default_url
         self.cmd = list(launch.cmd)
+
+    def over_memory(self, exit_status: int) -> str | None:
+        """Why the job's server, ended with ``exit_status``, went over its memory limit, if
+        it did (the hub's reason says so); None if it did not, or the resource cannot tell."""
+        return None
 
     async def release_leftover(self, job_id: int, resource_id: str) -> None:
         """Release what a start left behind when the hub lost track of it.

@@ -24,7 +24,16 @@ import os
 import stat
 from dataclasses import dataclass
 
-from .paths import DIR_FLAGS, FILE_FLAGS, NEW_FILE_FLAGS, RESERVED_PREFIX, DirChain, Owner, link_stays_inside
+from .paths import (
+    CHANGED_ERRNOS,
+    DIR_FLAGS,
+    FILE_FLAGS,
+    NEW_FILE_FLAGS,
+    DirChain,
+    Owner,
+    link_stays_inside,
+    listed_mode,
+)
 
 CHUNK_BYTES = 8 * 1024 * 1024
 
@@ -96,11 +105,7 @@ def copy_tree(src: str, dst: str, owner: Owner, limit_bytes: int | None = None) 
                     source.up(src)
                 continue
             name = names.pop()
-            if name.startswith(RESERVED_PREFIX):
-                continue
-            try:
-                mode = os.stat(name, dir_fd=source.fd, follow_symlinks=False).st_mode
-            except FileNotFoundError:
+            if (mode := listed_mode(source.fd, name)) is None:
                 continue
             if stat.S_ISDIR(mode):
                 _enter_directory(source, ddir, name, owner, frames, result)
@@ -117,15 +122,11 @@ def copy_tree(src: str, dst: str, owner: Owner, limit_bytes: int | None = None) 
     return result
 
 
-#: what opening an entry gives when it was replaced (by a link, a FIFO, ...) or removed since it was listed
-_CHANGED = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENXIO)
-
-
 def _enter_directory(source: DirChain, ddir: int, name: str, owner: Owner, frames: list, result: CopyResult) -> None:
     try:
         source.enter(os.open(name, DIR_FLAGS, dir_fd=source.fd), name)
     except OSError as e:
-        if e.errno not in _CHANGED:
+        if e.errno not in CHANGED_ERRNOS:
             raise
         result.skipped += 1
         return
@@ -140,7 +141,7 @@ def _copy_link(source: DirChain, ddir: int, name: str, owner: Owner, result: Cop
     try:
         target = os.readlink(name, dir_fd=source.fd)
     except OSError as e:
-        if e.errno not in (*_CHANGED, errno.EINVAL):  # EINVAL: no longer a link
+        if e.errno not in (*CHANGED_ERRNOS, errno.EINVAL):  # EINVAL: no longer a link
             raise
         result.skipped += 1
         return
@@ -156,7 +157,7 @@ def _copy_file(sdir: int, ddir: int, name: str, owner: Owner, result: CopyResult
     try:
         sfd = os.open(name, FILE_FLAGS, dir_fd=sdir)
     except OSError as e:
-        if e.errno not in _CHANGED:
+        if e.errno not in CHANGED_ERRNOS:
             raise
         result.skipped += 1
         return

@@ -22,12 +22,13 @@ owner's server can use them and other users cannot. All of it blocks.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TypeVar, overload
 
 T = TypeVar("T")
@@ -46,6 +47,10 @@ TEMP_PREFIX = RESERVED_PREFIX + "upload-"
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+#: what opening an entry gives when it was replaced (by a link, a FIFO, ...) or removed since it was listed
+CHANGED_ERRNOS = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENXIO)
+#: ``renameat2``'s flag that refuses to replace an existing destination
+RENAME_NOREPLACE = 1
 
 
 class PathError(ValueError):
@@ -54,6 +59,19 @@ class PathError(ValueError):
 
 class NotFound(LookupError):
     """A request path that does not exist in the workspace (a 404)."""
+
+
+class FileConflict(Exception):
+    """What is in the workspace refuses the request: the destination exists, a folder is
+    not empty (a 409; a 412 for an upload sent with ``If-None-Match: *``)."""
+
+
+class NotText(ValueError):
+    """A file the text view cannot open: too large, not UTF-8, or with NUL bytes (a 422)."""
+
+
+def reserved_refusal(shown: str) -> PathError:
+    return PathError(f"Names starting with {RESERVED_PREFIX!r} are the hub's own: {shown!r}")
 
 
 @dataclass(frozen=True)
@@ -95,6 +113,17 @@ class Entry:
     size: int
     modified: datetime
 
+    @classmethod
+    def of(cls, name: str, path: str, st: os.stat_result) -> Entry:
+        """The entry of a file of ``st`` (from ``lstat``: a link is a link)."""
+        return cls(
+            name=name,
+            path=path,
+            type=entry_type(st.st_mode),
+            size=st.st_size,
+            modified=datetime.fromtimestamp(st.st_mtime, UTC),
+        )
+
     def to_dict(self) -> dict:
         return {
             "name": self.name,
@@ -103,6 +132,12 @@ class Entry:
             "size": self.size,
             "modified": self.modified.isoformat().replace("+00:00", "Z"),
         }
+
+
+def etag(st: os.stat_result) -> str:
+    """An HTTP entity tag of the file of ``st``: it changes when the file is replaced
+    (an upload is a new inode), written (size, modification time in ns) or touched."""
+    return f'"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"'
 
 
 def entry_type(mode: int) -> str:
@@ -267,7 +302,7 @@ class DirChain:
             if name in ("", "."):
                 continue
             if name.startswith(RESERVED_PREFIX):
-                raise PathError(f"Names starting with {RESERVED_PREFIX!r} are the hub's own: {shown!r}")
+                raise reserved_refusal(shown)
             if name == "..":
                 self.up(shown)
                 continue
@@ -297,6 +332,15 @@ class DirChain:
                 raise PathError(f"Path resolves outside the workspace: {shown!r}")
             todo.extend(reversed(target.split("/")))
 
+    def walk_to_parent(self, parts: list[str], shown: str, make: Owner | None = None) -> str:
+        """Walk to the directory holding the last of ``parts`` (following links beneath
+        the root on the way) and return that last name, not followed: what deleting,
+        moving or making acts on is the entry itself (a link, not what it points at)."""
+        if parts[-1].startswith(RESERVED_PREFIX):
+            raise reserved_refusal(shown)
+        self.walk(parts[:-1], shown, make=make)
+        return parts[-1]
+
     def _open_dir(self, name: str, make: Owner | None) -> int:
         try:
             return os.open(name, DIR_FLAGS, dir_fd=self.fd)
@@ -304,16 +348,9 @@ class DirChain:
             if make is None:
                 raise
         try:
-            os.mkdir(name, 0o755, dir_fd=self.fd)
+            return make_dir(self.fd, name, make)
         except FileExistsError:  # made meanwhile: open whatever it is, as above
             return os.open(name, DIR_FLAGS, dir_fd=self.fd)
-        fd = os.open(name, DIR_FLAGS, dir_fd=self.fd)
-        try:
-            make.chown_fd(fd)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
 
     def _refusal(self, e: OSError, name: str) -> Exception:
         where = self.path(name)
@@ -326,6 +363,58 @@ class DirChain:
         if e.errno in (errno.EACCES, errno.EPERM):
             return PathError(f"Permission denied: {where!r}")
         return e
+
+
+def make_dir(dir_fd: int, name: str, owner: Owner) -> int:
+    """Make directory ``name`` in the directory open at ``dir_fd`` (FileExistsError if
+    anything is there), handed to ``owner``; returns it, open."""
+    os.mkdir(name, 0o755, dir_fd=dir_fd)
+    fd = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+    try:
+        owner.chown_fd(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def rename_noreplace(src_dir_fd: int, src: str, dst_dir_fd: int, dst: str) -> None:
+    """Rename ``src`` to ``dst`` (each relative to its open directory) unless ``dst`` exists
+    (FileExistsError), atomically: ``renameat2`` with ``RENAME_NOREPLACE``.
+
+    Where the file system or the C library cannot do that (NFS, old kernels), the
+    check comes just before a plain rename: then something made at ``dst`` in
+    between is replaced, which only the workspace's own users can cause.
+    """
+    renameat2 = getattr(_libc, "renameat2", None)
+    if renameat2 is not None:
+        if renameat2(src_dir_fd, os.fsencode(src), dst_dir_fd, os.fsencode(dst), RENAME_NOREPLACE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise OSError(err, os.strerror(err), dst)
+        # EINVAL is also a directory moved into itself: the rename below says so again
+    try:
+        os.stat(dst, dir_fd=dst_dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        os.rename(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+        return
+    raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dst)
+
+
+def listed_mode(dir_fd: int, name: str) -> int | None:
+    """The ``st_mode`` (of ``lstat``) of ``name``, listed by a walk of the directory open at
+    ``dir_fd``; None for what a walk passes over: the hub's own ``.uws-`` names, and
+    what went away since it was listed."""
+    if name.startswith(RESERVED_PREFIX):
+        return None
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+    except FileNotFoundError:
+        return None
 
 
 def link_stays_inside(dirs: DirChain, target: str) -> bool:

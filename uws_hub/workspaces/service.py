@@ -28,9 +28,9 @@ from ..errors import Conflict, Unprocessable
 from ..events.bus import EventBus
 from ..orm import Job, Share, Workspace, utcnow
 from ..states import ShareKind, ShareLevel, WorkspaceStatus, WorkspaceTarget, check_workspace_transition
+from .paths import Entry, Owner, PathError, split_relpath
 from .paths import NotFound as StorageNotFound
-from .paths import Owner, PathError, split_relpath
-from .storage import WorkspaceStorage
+from .storage import Freed, WorkspaceStorage
 
 if TYPE_CHECKING:
     from ..accounts.system import SystemAccounts
@@ -331,6 +331,33 @@ class WorkspaceService:
             await asyncio.to_thread(make)
         except (PathError, StorageNotFound) as e:
             raise Unprocessable(f"Symlink refused: {e}") from None
+
+    # ---------------------------------------------------------------- files
+    async def make_folder(self, ws: Workspace, relpath: str) -> Entry:
+        """A new folder in ``ws`` (folders take no room on the quota: none is reserved)."""
+        self.check_writable(ws)
+        return await asyncio.to_thread(self.storage.make_folder, ws.directory, relpath, self.file_owner(ws))
+
+    async def delete_path(self, ws: Workspace, relpath: str, *, recursive: bool) -> tuple[Entry, int]:
+        """Delete a file or folder of ``ws``; returns what it was and the bytes freed, which
+        leave the owner's usage at once (also those of a delete cut short by an error).
+        Allowed over the quota: it is how to get back under it."""
+        self.check_writable(ws)
+        freed = Freed()
+        try:
+            entry = await asyncio.to_thread(self.storage.delete, ws.directory, relpath, freed, recursive=recursive)
+        finally:
+            self.quotas.record_freed(ws, freed.bytes)
+        return entry, freed.bytes
+
+    async def move_path(self, ws: Workspace, src: str, dst: str, *, overwrite: bool) -> Entry:
+        """Move a file or folder within ``ws``; a file it replaces (``overwrite``) frees its bytes."""
+        self.check_writable(ws)
+        freed = Freed()
+        try:
+            return await asyncio.to_thread(self.storage.move, ws.directory, src, dst, freed, overwrite=overwrite)
+        finally:
+            self.quotas.record_freed(ws, freed.bytes)
 
     def file_owner(self, ws: Workspace) -> Owner:
         """Who files the hub writes into ``ws`` belong to (storage adds whether it is group-shared)."""

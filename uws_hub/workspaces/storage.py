@@ -1,10 +1,13 @@
 """What the hub does in a workspace's directory: create, seed, list, read, write,
-measure and remove, all by descriptor beneath it (:mod:`.paths`).
+make folders, move, delete, measure and remove, all by descriptor beneath it (:mod:`.paths`).
 
 - Files are opened ``O_NONBLOCK`` and ``fstat``-ed; anything but a regular file
   or a directory is refused with its type, so a FIFO cannot block a read.
 - Writes go to a temporary file in the destination's (open) directory, renamed
   into place relative to it (:class:`Upload`).
+- Deleting, moving and making act on the last component of a path itself (a
+  link, not what it points at), in its open directory; a tree is removed one
+  open directory at a time (:func:`remove_tree`), never through a link.
 
 All of it blocks: callers run it in a thread, never on the hub's event loop.
 """
@@ -12,15 +15,16 @@ All of it blocks: callers run it in a thread, never on the hub's event loop.
 from __future__ import annotations
 
 import errno
+import mimetypes
 import os
 import secrets
-import shutil
 import stat
 import threading
 import time
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import BinaryIO
 
+from .archive import ZipStream
 from .paths import (
     DIR_FLAGS,
     FILE_FLAGS,
@@ -29,14 +33,55 @@ from .paths import (
     TEMP_PREFIX,
     DirChain,
     Entry,
+    FileConflict,
     NotFound,
+    NotText,
     Owner,
     PathError,
     entry_type,
+    etag,
     kind_of,
+    make_dir,
+    rename_noreplace,
     split_relpath,
 )
 from .usagetree import UsageTree
+
+#: how often a folder being deleted is emptied again when something new appears in it
+MAX_RESCANS = 3
+#: the largest file the text view opens and saves (:meth:`WorkspaceStorage.read_text`)
+TEXT_MAX_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Precondition:
+    """What must be at an upload's destination for the upload to be put in place:
+    HTTP's ``If-None-Match: *`` (``absent``: nothing) and ``If-Match`` (``etag``: the
+    file of that :func:`~.paths.etag`, ``"*"``: any file). Checked when the upload
+    starts and again when it is put in place."""
+
+    absent: bool = False
+    etag: str | None = None
+
+    def check(self, st: os.stat_result | None, shown: str) -> None:
+        """FileConflict unless ``st`` (None: nothing there) is what the condition asks for."""
+        if self.absent and st is not None:
+            raise FileConflict(f"{shown!r} already exists")
+        if self.etag is None:
+            return
+        if st is None:
+            raise FileConflict(f"{shown!r} was deleted since it was read")
+        if self.etag != "*" and etag(st) != self.etag:
+            raise FileConflict(f"{shown!r} changed since it was read")
+
+
+@dataclass
+class Freed:
+    """Bytes a removal has freed so far (apparent sizes, as :meth:`WorkspaceStorage.usage_bytes`
+    counts them). The caller keeps it, so that a removal cut short by an error still
+    accounts for what it removed."""
+
+    bytes: int = 0
 
 
 class WorkspaceStorage:
@@ -66,12 +111,18 @@ class WorkspaceStorage:
             owner.chown_fd(dirs.fd)
 
     def remove(self, directory: str) -> None:
-        """Delete a workspace directory and everything in it (``rmtree`` goes by descriptor)."""
+        """Delete a workspace directory and everything in it (:func:`remove_tree`)."""
         self._check_under_root(directory)
         try:
-            shutil.rmtree(directory)
+            parent = os.open(os.path.dirname(directory), DIR_FLAGS)
+        except FileNotFoundError:
+            return
+        try:
+            remove_tree(parent, os.path.basename(directory), Freed(), directory)
         except FileNotFoundError:
             pass
+        finally:
+            os.close(parent)
 
     def _check_under_root(self, directory: str) -> None:
         real = os.path.realpath(directory)
@@ -92,28 +143,27 @@ class WorkspaceStorage:
                         st = d.stat(follow_symlinks=False)
                     except FileNotFoundError:
                         continue
-                    entries.append(
-                        Entry(
-                            name=d.name,
-                            path=dirs.path(d.name),
-                            type=entry_type(st.st_mode),
-                            size=st.st_size,
-                            modified=datetime.fromtimestamp(st.st_mtime, UTC),
-                        )
-                    )
+                    entries.append(Entry.of(d.name, dirs.path(d.name), st))
         entries.sort(key=lambda e: (e.type != "directory", e.name))
         return entries
 
     def walk(self, directory: str, max_entries: int, *, hidden: bool = True) -> list[tuple[str, str]]:
         """Every entry under a workspace, as ``(relative path, type)`` (types as :meth:`list_dir`'s),
-        at most ``max_entries`` of them; symlinks are listed, never followed.
+        at most ``max_entries`` of them; symlinks are listed, never followed (see :meth:`tree`).
+        ``hidden=False`` leaves out names starting with '.' (and what is in such folders)."""
+        return [(path, kind) for path, kind, _ in self.tree(directory, "", max_entries, hidden=hidden)]
+
+    def tree(
+        self, directory: str, relpath: str, max_entries: int, *, hidden: bool = True
+    ) -> list[tuple[str, str, int]]:
+        """Every entry under ``relpath`` of a workspace, as ``(path in the workspace, type,
+        size)``, at most ``max_entries`` of them, sorted; symlinks are listed, never followed.
 
         Each directory is opened relative to its parent's descriptor with
         ``O_NOFOLLOW``, so a directory swapped for a symlink is not walked
-        into; only one descriptor per level is open. ``hidden=False`` leaves
-        out names starting with '.' (and what is in such folders).
+        into; only one descriptor per level is open.
         """
-        entries: list[tuple[str, str]] = []
+        entries: list[tuple[str, str, int]] = []
 
         def scan(fd: int, prefix: str) -> None:
             subdirs = []
@@ -122,12 +172,13 @@ class WorkspaceStorage:
                     if d.name.startswith(RESERVED_PREFIX) or (not hidden and d.name.startswith(".")):
                         continue
                     try:
-                        kind = entry_type(d.stat(follow_symlinks=False).st_mode)
+                        st = d.stat(follow_symlinks=False)
                     except FileNotFoundError:
                         continue
                     if len(entries) >= max_entries:
                         return
-                    entries.append((prefix + d.name, kind))
+                    kind = entry_type(st.st_mode)
+                    entries.append((prefix + d.name, kind, st.st_size))
                     if kind == "directory":
                         subdirs.append(d.name)
             for name in sorted(subdirs):
@@ -140,12 +191,27 @@ class WorkspaceStorage:
                 finally:
                     os.close(sub)
 
+        parts = split_relpath(relpath)
         with DirChain.open_root(directory) as dirs:
-            scan(dirs.fd, "")
+            dirs.walk(parts, "/".join(parts))
+            scan(dirs.fd, dirs.path() + "/" if dirs.names else "")
         return sorted(entries)
 
-    def open_read(self, directory: str, relpath: str) -> tuple[BinaryIO, int]:
-        """Open a regular file for reading; returns (file, size)."""
+    def files_under(self, directory: str, relpath: str, max_entries: int = 1000) -> list[dict]:
+        """The regular files under ``relpath`` (a job's results): path, size and media type;
+        [] if it does not exist."""
+        try:
+            entries = self.tree(directory, relpath, max_entries)
+        except NotFound:
+            return []
+        return [
+            {"path": path, "size": size, "mime_type": mimetypes.guess_type(path)[0] or "application/octet-stream"}
+            for path, kind, size in entries
+            if kind == "file"
+        ]
+
+    def open_read(self, directory: str, relpath: str) -> tuple[BinaryIO, os.stat_result]:
+        """Open a regular file for reading; returns the file and its ``fstat``."""
         parts = split_relpath(relpath)
         shown = "/".join(parts)
 
@@ -170,11 +236,41 @@ class WorkspaceStorage:
             if stat.S_ISDIR(st.st_mode):
                 raise PathError(f"{shown!r} is a directory; list directories with ?path=")
             raise PathError(f"Not a regular file: {shown!r} is {kind_of(st.st_mode)}")
-        return os.fdopen(fd, "rb"), st.st_size
+        return os.fdopen(fd, "rb"), st
+
+    def read_text(self, directory: str, relpath: str) -> tuple[str, os.stat_result]:
+        """A small text file's text, for the page's text view; NotText for a file over
+        :data:`TEXT_MAX_BYTES`, not UTF-8, or with NUL bytes (a binary file)."""
+        shown = "/".join(split_relpath(relpath))
+        f, st = self.open_read(directory, relpath)
+        with f:
+            if st.st_size > TEXT_MAX_BYTES:
+                raise NotText(f"{shown!r} has {st.st_size} bytes, more than the {TEXT_MAX_BYTES} of a text to edit")
+            data = f.read(st.st_size)  # as much as there was when opened, if it grows meanwhile
+        return text_of(data, shown), st
+
+    def open_zip(self, directory: str, relpath: str, top: str) -> ZipStream:
+        """Folder ``relpath`` as a zip file, made as it is read (:class:`~.archive.ZipStream`),
+        in a folder named as the path's last component (``top`` for the workspace's own)."""
+        parts = split_relpath(relpath)
+        shown = "/".join(parts)
+        dirs = DirChain.open_root(directory)
+        try:
+            dirs.walk(parts, shown)
+            return ZipStream(dirs, shown, parts[-1] if parts else top)
+        except BaseException:
+            dirs.close()
+            raise
 
     # ---------------------------------------------------------------- writing
-    def start_upload(self, directory: str, relpath: str, owner: Owner) -> Upload:
-        """Begin writing ``relpath`` (missing folders are made); nothing is visible until :meth:`Upload.commit`."""
+    def start_upload(
+        self, directory: str, relpath: str, owner: Owner, condition: Precondition = Precondition()
+    ) -> Upload:
+        """Begin writing ``relpath`` (missing folders are made); nothing is visible until :meth:`Upload.commit`.
+
+        What is at ``relpath`` must meet ``condition`` (else FileConflict), now and
+        when the upload is put in place.
+        """
         parts = split_relpath(relpath)
         shown = "/".join(parts)
         if not parts:
@@ -186,11 +282,13 @@ class WorkspaceStorage:
             try:
                 st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
             except FileNotFoundError:
+                condition.check(None, shown)
                 return name, 0
             if stat.S_ISLNK(st.st_mode):
                 raise OSError(errno.ELOOP, "a symbolic link", name)
             if stat.S_ISDIR(st.st_mode):
                 raise PathError(f"A directory exists at {shown!r}")
+            condition.check(st, shown)
             return name, st.st_size
 
         dirs = DirChain.open_root(directory)
@@ -198,9 +296,30 @@ class WorkspaceStorage:
             owner = owner.in_workspace(dirs.fd)
             name, replaced = dirs.walk(parts, shown, final=destination, make=owner)
             path = dirs.path(name)
-            return Upload(dirs.release(), name, path, owner, replaced)
+            return Upload(dirs.release(), name, path, owner, replaced, condition)
         finally:
             dirs.close()
+
+    def make_dirs(self, directory: str, relpath: str, owner: Owner) -> None:
+        """Make the folders of ``relpath`` that are missing (for the owner); existing ones stay."""
+        parts = split_relpath(relpath)
+        with DirChain.open_root(directory) as dirs:
+            dirs.walk(parts, "/".join(parts), make=owner.in_workspace(dirs.fd))
+
+    def remove_under(self, directory: str, relpath: str) -> None:
+        """Delete ``relpath`` of a workspace and everything in it (:func:`remove_tree`: by
+        descriptor; a symlink there is removed itself, nothing it points to is touched);
+        gone already is fine."""
+        parts = split_relpath(relpath)
+        if not parts:
+            raise PathError("The workspace's own folder cannot be removed this way")
+        shown = "/".join(parts)
+        try:
+            with DirChain.open_root(directory) as dirs:
+                dirs.walk(parts[:-1], shown)
+                remove_tree(dirs.fd, parts[-1], Freed(), shown)
+        except (NotFound, FileNotFoundError):
+            pass
 
     def write_file(self, directory: str, relpath: str, data: bytes, owner: Owner) -> None:
         """Write a whole file at once (seed files), atomically."""
@@ -242,8 +361,6 @@ class WorkspaceStorage:
         shown = "/".join(parts)
         if not parts:
             raise PathError("A symlink path is required")
-        if parts[-1].startswith(RESERVED_PREFIX):
-            raise PathError(f"Names starting with {RESERVED_PREFIX!r} are the hub's own: {shown!r}")
 
         def make(dir_fd: int, name: str | None) -> None:
             if name is None:
@@ -262,8 +379,98 @@ class WorkspaceStorage:
 
         with DirChain.open_root(directory) as dirs:
             owner = owner.in_workspace(dirs.fd)
-            dirs.walk(parts[:-1], shown, make=owner)
-            make(dirs.fd, parts[-1])
+            name = dirs.walk_to_parent(parts, shown, make=owner)
+            make(dirs.fd, name)
+
+    def make_folder(self, directory: str, relpath: str, owner: Owner) -> Entry:
+        """Make folder ``relpath`` (and the missing folders above it); FileConflict if
+        anything is there already."""
+        parts = split_relpath(relpath)
+        shown = "/".join(parts)
+        if not parts:
+            raise PathError("A folder path is required")
+        with DirChain.open_root(directory) as dirs:
+            owner = owner.in_workspace(dirs.fd)
+            name = dirs.walk_to_parent(parts, shown, make=owner)
+            try:
+                fd = make_dir(dirs.fd, name, owner)
+            except OSError as e:
+                raise _refusal(e, shown) from None
+            try:
+                return Entry.of(name, dirs.path(name), os.fstat(fd))
+            finally:
+                os.close(fd)
+
+    def delete(self, directory: str, relpath: str, freed: Freed, *, recursive: bool = False) -> Entry:
+        """Delete ``relpath`` (a link itself, not what it points at); a folder only when
+        empty, or with everything in it when ``recursive``. Returns what was there;
+        ``freed`` counts the bytes removed (as they go)."""
+        parts = split_relpath(relpath)
+        shown = "/".join(parts)
+        if not parts:
+            raise PathError("The workspace's top folder cannot be deleted; delete the workspace instead")
+        with DirChain.open_root(directory) as dirs:
+            name = dirs.walk_to_parent(parts, shown)
+            st = _lstat(dirs.fd, name, shown)
+            entry = Entry.of(name, dirs.path(name), st)
+            try:
+                if not stat.S_ISDIR(st.st_mode):
+                    _unlink(dirs.fd, name, freed)
+                elif recursive:
+                    remove_tree(dirs.fd, name, freed, shown)
+                else:
+                    os.rmdir(name, dir_fd=dirs.fd)
+            except OSError as e:
+                if e.errno in (errno.ENOTEMPTY, errno.EEXIST) and not recursive:
+                    raise FileConflict(f"Folder {shown!r} is not empty; delete it with ?recursive=1") from None
+                raise _refusal(e, shown) from None
+            return entry
+
+    def move(self, directory: str, src: str, dst: str, freed: Freed, *, overwrite: bool = False) -> Entry:
+        """Move (rename) ``src`` to ``dst`` in the same workspace: the entry itself (a link
+        stays a link), into a folder that exists. A file at ``dst`` is replaced only with
+        ``overwrite`` (``freed`` counts it), a folder never; returns the moved entry."""
+        sparts, dparts = split_relpath(src), split_relpath(dst)
+        sshown, dshown = "/".join(sparts), "/".join(dparts)
+        if not sparts:
+            raise PathError("The workspace's top folder cannot be moved")
+        if not dparts:
+            raise PathError("A new path is required")
+        with DirChain.open_root(directory) as sdirs, sdirs.branch() as ddirs:
+            sname = sdirs.walk_to_parent(sparts, sshown)
+            dname = ddirs.walk_to_parent(dparts, dshown)
+            st = _lstat(sdirs.fd, sname, sshown)
+            try:
+                if overwrite:
+                    replaced = self._replaceable(ddirs.fd, dname, dshown, st)
+                    os.rename(sname, dname, src_dir_fd=sdirs.fd, dst_dir_fd=ddirs.fd)
+                    if replaced is not None:
+                        freed.bytes += replaced
+                else:
+                    rename_noreplace(sdirs.fd, sname, ddirs.fd, dname)
+            except FileExistsError:
+                raise FileConflict(f"{dshown!r} already exists") from None
+            except OSError as e:
+                if e.errno == errno.EINVAL:
+                    raise PathError(f"Cannot move {sshown!r} into itself") from None
+                if e.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.ENOTDIR):
+                    raise FileConflict(f"A folder exists at {dshown!r}") from None
+                raise _refusal(e, sshown) from None
+            return Entry.of(dname, ddirs.path(dname), _lstat(ddirs.fd, dname, dshown))
+
+    @staticmethod
+    def _replaceable(dir_fd: int, name: str, shown: str, moving: os.stat_result) -> int | None:
+        """The bytes a move with ``overwrite`` frees by replacing what is at ``name``
+        (None: nothing is); FileConflict when that is a folder, or when a folder is moved."""
+        try:
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        if stat.S_ISDIR(st.st_mode) or stat.S_ISDIR(moving.st_mode):
+            raise FileConflict(
+                f"A folder exists at {shown!r}" if stat.S_ISDIR(st.st_mode) else f"{shown!r} already exists"
+            )
+        return 0 if os.path.samestat(st, moving) else st.st_size
 
     # ---------------------------------------------------------------- usage
     def measure(self, directory: str, tree: UsageTree | None = None) -> int:
@@ -288,6 +495,124 @@ class WorkspaceStorage:
         return UsageTree().measure(directory, sweep_before=sweep_before, workers=workers)
 
 
+def _lstat(dir_fd: int, name: str, shown: str) -> os.stat_result:
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        raise NotFound(f"No such file or folder: {shown!r}") from None
+
+
+def _refusal(e: OSError, shown: str) -> Exception:
+    """What a failed change of ``shown`` tells the client (what is not the client's doing stays an OSError)."""
+    if isinstance(e, FileExistsError):
+        return FileConflict(f"{shown!r} already exists")
+    if isinstance(e, FileNotFoundError):
+        return NotFound(f"No such file or folder: {shown!r}")
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return PathError(f"Permission denied: {shown!r}")
+    if e.errno in (errno.EBUSY, errno.ENOTEMPTY):
+        return FileConflict(f"{shown!r} is in use or changed meanwhile; try again")
+    return e
+
+
+def _unlink(dir_fd: int, name: str, freed: Freed) -> None:
+    """Remove ``name`` (no directory), counting its bytes unless it is an upload's temporary file."""
+    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    os.unlink(name, dir_fd=dir_fd)
+    if not name.startswith(TEMP_PREFIX):
+        freed.bytes += st.st_size
+
+
+def _empty(fd: int, freed: Freed) -> list[str]:
+    """Remove all but the directories in the directory open at ``fd``; returns those."""
+    subdirs = []
+    with os.scandir(fd) as it:
+        for entry in it:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    subdirs.append(entry.name)
+                else:
+                    _unlink(fd, entry.name, freed)
+            except FileNotFoundError:
+                continue
+            except IsADirectoryError:  # a directory now
+                subdirs.append(entry.name)
+    return subdirs
+
+
+def remove_tree(parent_fd: int, name: str, freed: Freed, shown: str) -> None:
+    """Remove ``name`` in the directory open at ``parent_fd`` and, if it is a directory,
+    everything in it, one open directory at a time.
+
+    Each directory is opened relative to its parent's descriptor with
+    ``O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK``, emptied by name in it, and removed
+    from its parent: a directory swapped for a link meanwhile is unlinked as a link
+    (nothing it points at is touched), a FIFO never blocks, and nothing outside
+    the tree is reached, whatever a job renames. (``shutil.rmtree`` opens
+    subdirectories without ``O_NONBLOCK``: one swapped for a FIFO blocks it.)
+    Something made in a directory while it is emptied is removed too, up to
+    :data:`MAX_RESCANS` times; then the removal stops with a FileConflict.
+    """
+    try:
+        top = os.open(name, DIR_FLAGS, dir_fd=parent_fd)
+    except OSError as e:
+        if e.errno not in (errno.ENOTDIR, errno.ELOOP):
+            raise
+        _unlink(parent_fd, name, freed)  # not a directory (any more)
+        return
+    # a directory being emptied: its descriptor, its parent's, its name there, subdirectories left
+    frames: list[tuple[int, int, str, list[str]]] = []
+    rescans = 0
+    try:
+        frames.append((top, parent_fd, name, []))
+        frames[-1][3].extend(_empty(top, freed))
+        while frames:
+            fd, pfd, dname, subdirs = frames[-1]
+            if subdirs:
+                sub = subdirs.pop()
+                try:
+                    sfd = os.open(sub, DIR_FLAGS, dir_fd=fd)
+                except OSError as e:
+                    if e.errno == errno.ENOENT:
+                        continue
+                    if e.errno not in (errno.ENOTDIR, errno.ELOOP):
+                        raise
+                    _unlink(fd, sub, freed)  # swapped for a link or a file meanwhile
+                    continue
+                frames.append((sfd, fd, sub, []))
+                frames[-1][3].extend(_empty(sfd, freed))
+                continue
+            try:
+                os.rmdir(dname, dir_fd=pfd)
+            except OSError as e:
+                if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                    rescans += 1
+                    if rescans > MAX_RESCANS:
+                        raise FileConflict(
+                            f"Files keep appearing in {shown!r}; stop what writes there and try again"
+                        ) from None
+                    subdirs.extend(_empty(fd, freed))
+                    continue
+                if e.errno not in (errno.ENOENT, errno.ENOTDIR):  # gone, or replaced by a link: done here
+                    raise
+            os.close(fd)
+            frames.pop()
+    finally:
+        for fd, *_ in frames:
+            os.close(fd)
+
+
+def text_of(data: bytes, shown: str) -> str:
+    """``data`` as text (NotText unless it is UTF-8 without NUL bytes)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise NotText(f"{shown!r} is not UTF-8 text (byte {e.start} is not UTF-8)") from None
+    if "\x00" in text:
+        raise NotText(f"{shown!r} is not text (it holds NUL bytes)")
+    return text
+
+
 class Upload:
     """A file being written to a temporary name beside its destination.
 
@@ -299,9 +624,21 @@ class Upload:
     that goes away aborts an upload while a write may be under way).
     """
 
-    def __init__(self, dir_fd: int, name: str, path: str, owner: Owner, replaced_bytes: int):
+    def __init__(
+        self,
+        dir_fd: int,
+        name: str,
+        path: str,
+        owner: Owner,
+        replaced_bytes: int,
+        condition: Precondition = Precondition(),
+    ):
         self._dir_fd: int | None = dir_fd
         self._name = name
+        #: what must be at the destination when the upload is put in place (else FileConflict)
+        self.condition = condition
+        #: the new file's :func:`~.paths.etag`, once committed
+        self.etag: str | None = None
         #: where the file goes, relative to the workspace (symlinks resolved)
         self.path = path
         self.owner = owner
@@ -332,9 +669,16 @@ class Upload:
             assert self._fd is not None and self._dir_fd is not None, "the upload was aborted"
             try:
                 self.owner.chown_fd(self._fd)
+                written = os.fstat(self._fd)  # a rename changes neither inode, size nor mtime
                 os.close(self._fd)
                 self._fd = None
-                os.replace(self._tmp, self._name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
+                self._put_in_place()
+            except FileExistsError:
+                self._discard()
+                raise FileConflict(f"{self.path!r} already exists") from None
+            except FileConflict:
+                self._discard()
+                raise
             except IsADirectoryError:
                 self._discard()
                 raise PathError(f"A directory exists at {self.path!r}") from None
@@ -346,6 +690,24 @@ class Upload:
                 raise
             os.close(self._dir_fd)
             self._dir_fd = None
+            self.etag = etag(written)
+
+    def _put_in_place(self) -> None:
+        """Rename the temporary file to the destination, if the condition holds: with
+        ``absent`` the check and the rename are one step (:func:`rename_noreplace`);
+        with an ``etag`` the check comes just before the rename (what a job writes in
+        between is replaced: only the workspace's own users can cause that)."""
+        assert self._dir_fd is not None
+        if self.condition.absent:
+            rename_noreplace(self._dir_fd, self._tmp, self._dir_fd, self._name)
+            return
+        if self.condition.etag is not None:
+            try:
+                st = os.stat(self._name, dir_fd=self._dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                st = None
+            self.condition.check(st, self.path)
+        os.replace(self._tmp, self._name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
 
     def _folder_deleted(self) -> NotFound:
         return NotFound(f"The folder of {self.path!r} was deleted during the upload")

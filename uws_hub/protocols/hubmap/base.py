@@ -175,17 +175,10 @@ class HubMAPHandler(UWSAPIHandler):
             raise HubMAPError(404, f"Job {job_id} not found for user.") from None
 
     def offered_job_types(self) -> dict[str, str]:
-        """HuBMAP job type id -> uws-hub job type, of the job types this hub has."""
-        names = {name: jt.display_name or name for name, jt in self.uws.job_types.items()}
+        """HuBMAP job type id -> uws-hub job type, of the interactive job types this hub has
+        (HuBMAP's jobs are servers the portal opens)."""
+        names = {name: jt.display_name or name for name, jt in self.uws.job_types.items() if jt.interactive}
         return job_type_ids(self.compat.job_type_ids, names)
-
-    @property
-    def url_domain(self) -> str:
-        """Where the hub answers browsers: its public URL's origin, else this request's."""
-        public = self.settings.get("public_url")
-        if public:
-            return f"{public.scheme}://{public.netloc}"
-        return f"{self.request.protocol}://{self.request.host}"
 
     async def wait_for_stop(self, ws: Workspace) -> None:
         """Let a stop of the workspace's job finish first, up to ``stop_wait_seconds``.

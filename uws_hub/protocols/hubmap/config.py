@@ -7,6 +7,7 @@ from traitlets import Bool, Dict, Float, Integer, List, Unicode, Union, validate
 from traitlets.config import Configurable
 
 from ...scopes import USER_SCOPES
+from .. import base_path
 from .models import RESOURCE_CONVERSIONS
 
 #: HuBMAP's option names and the uws-hub resource each sets (see ``resource_options``)
@@ -47,10 +48,7 @@ class HubMAPCompat(Configurable):
 
     @validate("base_path")
     def _validate_base_path(self, proposal):
-        path = proposal.value.strip("/")
-        if not path or any(part in ("", ".", "..") for part in path.split("/")):
-            raise ValueError(f"HubMAPCompat.base_path must be a path such as 'api/hubmap', not {proposal.value!r}")
-        return path
+        return base_path(proposal.value, "HubMAPCompat.base_path", "api/hubmap")
 
     job_type_ids = Dict(
         {"jupyter_lab": "jupyterlab"},

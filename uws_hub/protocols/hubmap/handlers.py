@@ -57,7 +57,7 @@ class TranslatingHandler(HubMAPHandler):
         return JobFacts(
             job_type_id=models.job_type_id_of(job.job_type, offered),
             url=job.url if job.status == JobStatus.running.value else None,
-            url_domain=self.url_domain,
+            url_domain=self.public_origin,
             resource_options=models.options_of(job.resources or {}, self.compat.resource_options),
             time_limit_seconds=limit,
             cpus=job_cpus(job),
@@ -273,11 +273,7 @@ class WorkspaceActionHandler(TranslatingHandler):
         except ValidationError as e:
             raise models.invalid_options([validation_message(e)]) from None
         await self.wait_for_stop(ws)
-        if self.authenticator.refresh_pre_spawn:
-            # as JupyterHub (and uws-hub's own launch) does before a spawn: fresh auth state
-            owner = self.users[ws.owner]
-            if await self.refresh_auth(owner, force=True) is None:
-                raise HubMAPError(403, f"{owner.name}'s login has expired; log in again to launch jobs")
+        await self.refresh_owner_login(ws)
         try:
             job = self.uws.jobs.launch(ws, job_type, None, resources, self.actor)
         except Unprocessable as e:

@@ -62,3 +62,10 @@ async def run_command(
             proc.kill()
         raise
     return CommandResult(proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace"))
+
+
+def check_scancel(result: CommandResult, ids: list[str]) -> None:
+    """Raise unless ``scancel`` of ``ids`` worked, or they had ended already (not an error)."""
+    stderr = result.stderr.lower()
+    if result.returncode != 0 and "already completing or completed" not in stderr and "invalid job id" not in stderr:
+        raise SlurmCommandError(f"scancel {' '.join(ids)} failed: {result.stderr.strip()[:500]}")

@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ..batch import signal_name
+
 # ---------------------------------------------------------------- states
 #: waiting for resources (or held); the job has no node yet
 PENDING_STATES = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "CONFIGURING"})
@@ -38,7 +40,7 @@ SQUEUE_FORMAT = "%i|%T|%r|%B|%l|%k"
 #: ``squeue -o`` format for the orphan sweep: id, name, submit time, state
 SWEEP_FORMAT = "%i|%T|%V|%j"
 #: ``sacct -o`` fields (with ``-P``: separated by ``|``)
-SACCT_FIELDS = "JobID,State,ExitCode,NodeList"
+SACCT_FIELDS = "JobID,State,ExitCode,NodeList,Start,End"
 #: how a job's server tells the hub its port: ``scontrol update JobId=.. Comment=uws-port=N``
 PORT_COMMENT = re.compile(r"(?:^|[\s,;])uws-port=(\d{1,5})(?:$|[\s,;])")
 
@@ -58,6 +60,9 @@ class JobState:
     time_limit: str = ""
     comment: str = ""
     exit_code: str = ""
+    #: when its batch script started and ended (``sacct``; SLURM's local time, ISO 8601)
+    start: str = ""
+    end: str = ""
 
     @property
     def pending(self) -> bool:
@@ -85,6 +90,12 @@ def _none(value: str) -> str:
     """SLURM prints ``(null)``, ``n/a`` or ``None`` for nothing."""
     value = value.strip()
     return "" if value in ("(null)", "n/a", "N/A", "None", "NONE") else value
+
+
+def _time(value: str) -> str:
+    """A time from sacct, "" for none (``Unknown``, ``None``)."""
+    value = _none(value)
+    return "" if value in ("Unknown",) else value
 
 
 def parse_squeue(stdout: str) -> dict[str, JobState]:
@@ -131,6 +142,8 @@ def parse_sacct(stdout: str) -> dict[str, JobState]:
             reason=" ".join(words[1:]),
             exit_code=parts[2] if len(parts) > 2 else "",
             node=_none(parts[3]) if len(parts) > 3 else "",
+            start=_time(parts[4]) if len(parts) > 4 else "",
+            end=_time(parts[5]) if len(parts) > 5 else "",
         )
     return states
 
@@ -237,3 +250,45 @@ def describe_end(state: JobState, *, started: bool) -> tuple[str, str]:
             return "completed", f"{sid} ended: its server exited{on}"
         return "failed", f"{sid} ended before its server answered{detail}{on}"
     return "failed", f"{sid} ended {s}{detail}{on}"
+
+
+def parse_exit_code(value: str) -> tuple[int | None, int | None]:
+    """SLURM's ``ExitCode`` (``status:signal``, e.g. ``3:0`` or ``0:9``) as (exit status,
+    signal): one of them, or (None, None) if SLURM gave none."""
+    status, _, sig = value.strip().partition(":")
+    if not status.isdigit():
+        return None, None
+    if sig.isdigit() and int(sig):
+        return None, int(sig)
+    return int(status), None
+
+
+def describe_batch_end(state: JobState, *, time_limit: str = "", memory: str = "") -> tuple[str, str]:
+    """How a batch job (a command, no server) that SLURM ended ends in the hub:
+    (outcome, reason). Its command's exit status decides, unless SLURM ended it:
+    ``TIMEOUT``, ``OUT_OF_MEMORY``, ``CANCELLED`` and the node's failures say so."""
+    sid = f"SLURM job {state.job_id}"
+    on = f" on node {state.node}" if state.node else ""
+    s = state.state
+    if s == "TIMEOUT":
+        limit = time_limit or (state.time_limit if state.time_limit not in ("", "UNLIMITED") else "")
+        return (
+            "failed",
+            f"The job reached its time limit{f' of {limit}' if limit else ''}: SLURM stopped it ({sid}{on})",
+        )
+    if s == "OUT_OF_MEMORY":
+        return (
+            "failed",
+            f"The job went over its memory limit{f' of {memory}' if memory else ''}: SLURM ended it ({sid}{on})",
+        )
+    if s in ("COMPLETED", "FAILED"):
+        code, sig = parse_exit_code(state.exit_code)
+        if sig is not None:
+            return "failed", f"The command was killed by signal {sig} ({signal_name(sig)}) ({sid}{on})"
+        if code is not None:
+            if code == 0 and s == "COMPLETED":
+                return "completed", f"The command exited with status 0 ({sid}{on})"
+            return "failed", f"The command exited with status {code} ({sid}{on})"
+        if s == "COMPLETED":  # SLURM could not tell the exit code (no accounting): it says it completed
+            return "completed", f"{sid} completed{on}"
+    return describe_end(state, started=True)

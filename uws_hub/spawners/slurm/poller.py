@@ -22,7 +22,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from traitlets import Float, List, Unicode
@@ -179,6 +179,8 @@ class SlurmPoller(LoggingConfigurable):
         super().__init__(**kwargs)
         self._states: dict[str, JobState] = {}
         self._listeners: dict[str, list[Listener]] = {}
+        #: jobs whose end state must carry the exit code
+        self._exit_codes: set[str] = set()
         self._waiters: list[_Waiter] = []
         self._cycle_waiters: list[asyncio.Future] = []
         self._wake: asyncio.Event | None = None
@@ -190,8 +192,12 @@ class SlurmPoller(LoggingConfigurable):
         self.stats = {"cycles": 0, "commands": 0, "failures": 0, "last_cycle_seconds": 0.0}
 
     # ---------------------------------------------------------------- tracking
-    def track(self, job_id: str, listener: Listener | None = None) -> None:
-        """Include ``job_id`` in every cycle; call ``listener(state)`` when its state changes."""
+    def track(self, job_id: str, listener: Listener | None = None, *, exit_code: bool = False) -> None:
+        """Include ``job_id`` in every cycle; call ``listener(state)`` when its state changes.
+        With ``exit_code``, its end state comes with its exit code (``sacct``, batched with
+        the jobs ``squeue`` forgot): a batch job's outcome is its command's exit status."""
+        if exit_code:
+            self._exit_codes.add(job_id)
         listeners = self._listeners.setdefault(job_id, [])
         if listener is not None and listener not in listeners:
             listeners.append(listener)
@@ -207,6 +213,7 @@ class SlurmPoller(LoggingConfigurable):
         if listener is None or not listeners:
             self._listeners.pop(job_id, None)
             self._states.pop(job_id, None)
+            self._exit_codes.discard(job_id)
 
     @property
     def tracked(self) -> list[str]:
@@ -312,10 +319,16 @@ class SlurmPoller(LoggingConfigurable):
             return
         found = await self.squeue(ids)
         missing = [i for i in ids if i not in found]
-        if missing:
-            ended = await self.end_states(missing)
+        # squeue knows how a job ended, not its exit code
+        no_code = [i for i, s in found.items() if s.ended and i in self._exit_codes and not s.exit_code]
+        if missing or no_code:
+            ended = await self.end_states(missing + no_code)
             for job_id in missing:
                 found[job_id] = ended.get(job_id) or JobState(job_id, "VANISHED")
+            for job_id in no_code:
+                if job_id in ended:
+                    known = ended[job_id]
+                    found[job_id] = replace(found[job_id], exit_code=known.exit_code, start=known.start, end=known.end)
         for job_id, state in found.items():
             if job_id not in self._listeners:
                 continue

@@ -11,11 +11,8 @@ from typing import Any
 
 import jinja2
 
-DEFAULT_BATCH_SCRIPT = """\
-#!/bin/bash
-#SBATCH --job-name={{ job_name }}
-#SBATCH --output={{ output }}
-#SBATCH --chdir={{ workdir }}
+#: the ``#SBATCH`` lines of a job's requested resources, in both default scripts
+SBATCH_RESOURCES = """\
 {% if partition %}#SBATCH --partition={{ partition }}
 {% endif %}{% if runtime %}#SBATCH --time={{ runtime }}
 {% endif %}{% if memory %}#SBATCH --mem={{ memory }}
@@ -25,7 +22,17 @@ DEFAULT_BATCH_SCRIPT = """\
 {% endif %}{% if qos %}#SBATCH --qos={{ qos }}
 {% endif %}{% if reservation %}#SBATCH --reservation={{ reservation }}
 {% endif %}{% if options %}#SBATCH {{ options }}
-{% endif %}
+{% endif %}"""
+
+DEFAULT_BATCH_SCRIPT = (
+    """\
+#!/bin/bash
+#SBATCH --job-name={{ job_name }}
+#SBATCH --output={{ output }}
+#SBATCH --chdir={{ workdir }}
+"""
+    + SBATCH_RESOURCES
+    + """
 # uws-hub job {{ uws_job_id }} in {{ workdir }}
 {{ exports }}
 {{ prologue }}
@@ -39,6 +46,7 @@ status=$?
 {{ epilogue }}
 exit $status
 """
+)
 
 
 # ---------------------------------------------------------------- batch script

@@ -56,7 +56,8 @@ from traitlets import Float, List, Unicode, default
 
 from ..listening import ServerExited, wait_listening
 from ..mixins import WorkspaceSpawnerMixin
-from .commands import SlurmCommandError
+from .batch import DEFAULT_BATCH_JOB_SCRIPT, SlurmBatchRunner
+from .commands import check_scancel
 from .orphans import sweep
 from .output import OUTPUT_TAIL_BYTES, keep_tail, read_tail
 from .parsing import (
@@ -102,6 +103,41 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         ``docs/slurm.md``.
 
         .. versionadded:: 0.2
+        """,
+    )
+
+    batch_job_script = Unicode(
+        DEFAULT_BATCH_JOB_SCRIPT,
+        config=True,
+        help="""The sbatch script of a batch job (a job type with ``interactive: false``):
+        a Jinja2 template.
+
+        A batch job runs its job type's command to an exit status: no server,
+        no port. Values as for ``batch_script`` (``job_name``, ``output``,
+        ``workdir``, ``uws_job_id``, ``partition``, ``runtime`` (the job's time
+        limit as ``D-HH:MM:SS``), ``memory``, ``nprocs``, ``gres``,
+        ``account``, ``qos``, ``reservation``, ``options``, ``prologue``,
+        ``epilogue``, ``exports``) and ``cmd``: the command rendered from the
+        job type's argv template, shell-quoted, so that every value is one
+        argument. The default ``exec``s the command when there is no
+        ``epilogue`` (so a signal that kills it is SLURM's ``ExitCode``), and
+        keeps its exit status otherwise. See docs/batch-jobs.md.
+        """,
+    )
+
+    batch_output_dir = Unicode(
+        "{job_log_dir}/slurm/{username}",
+        config=True,
+        help="""Directory of batch jobs' output files (``job-<id>.log``): the job's log,
+        which the hub serves to its owner and admins, and follows live.
+
+        ``{job_log_dir}`` (the hub's ``job_log_dir``) and ``{username}`` (the
+        job's account) are replaced. It must be on a filesystem the compute
+        nodes share with the hub. The hub makes it, owned by the job's account
+        with mode 0700, in folders of its own with mode 0711 (passable, not
+        listable). Keep it outside the workspaces: the files API, which a
+        workspace's collaborators use, then never reaches a log, which may
+        hold what the command printed of the owner's secrets.
         """,
     )
 
@@ -262,6 +298,12 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
     @classmethod
     async def close_shared(cls) -> None:
         await SlurmPoller.close_all()
+
+    @classmethod
+    def batch_runner(cls, config, log_dir, log, hub_id):
+        """Batch jobs are SLURM jobs of their command, followed by the shared poller
+        (:mod:`.batch`)."""
+        return SlurmBatchRunner(cls(config=config), log_dir, log, hub_id=hub_id)
 
     @property
     def poller(self) -> SlurmPoller:
@@ -598,13 +640,7 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         await self._keep_output_tail()
 
     async def _scancel(self, ids: list[str]) -> None:
-        result = await self.poller.command([*self._prefix(), *self.scancel_cmd, *ids])
-        if (
-            result.returncode != 0
-            and "already completing or completed" not in result.stderr.lower()
-            and "invalid job id" not in result.stderr.lower()
-        ):
-            raise SlurmCommandError(f"scancel {' '.join(ids)} failed: {result.stderr.strip()[:500]}")
+        check_scancel(await self.poller.command([*self._prefix(), *self.scancel_cmd, *ids]), ids)
 
     async def release_leftover(self, job_id: int, resource_id: str) -> None:
         """Cancel the SLURM job of a start the hub lost track of (the job is to stop)."""

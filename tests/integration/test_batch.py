@@ -1,0 +1,522 @@
+"""Batch jobs on the local resource, as real system users: declared parameters, the
+life cycle (exit 0, exit 3, a signal, the time limit, the memory limit, a stop), logs
+(whole, a range, the tail, followed live), results, deletion, values that a shell
+would have read (they arrive literally), and a hub killed while jobs run."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import signal
+import sys
+import time
+import uuid
+from datetime import datetime
+
+import pytest
+from traitlets.config import Config
+
+from ..helpers import MINIMAL_CMD, follow_log
+from ..hubutil import REPO, wait_for
+
+TERMINAL = {"completed", "failed", "cancelled"}
+MB = 1024 * 1024
+JOB = [sys.executable, str(REPO / "tests" / "batch_job.py")]
+
+JOB_TYPES = {
+    "minimal": {"display_name": "Minimal test server", "cmd": MINIMAL_CMD},
+    "report": {
+        "interactive": False,
+        "display_name": "Report what it gets",
+        "cmd": [*JOB, "report", "{text}", "{count}", "{ratio}", "{mode}", "{folder}", ["--loud", "{loud}"],
+                ["--note", "{note}"]],
+        "env": {"ECHO_TEXT": "{text}", "ECHO_JOINED": "<{text}|{count}>"},
+        "parameters": {
+            "text": {"type": "string", "required": True, "help": "any text"},
+            "count": {"type": "int", "default": 3, "min": 1, "max": 10},
+            "ratio": {"type": "float", "default": 0.5, "min": 0, "max": 1},
+            "mode": {"type": "choice", "choices": ["fast", "exact"], "default": "fast"},
+            "folder": {"type": "path", "default": "."},
+            "loud": {"type": "bool", "default": False},
+            "note": {"type": "string"},
+        },
+    },
+    "exit": {"interactive": False, "cmd": [*JOB, "exit", "{code}"],
+             "parameters": {"code": {"type": "int", "default": 0, "min": 0, "max": 255}}},
+    "signal": {"interactive": False, "cmd": [*JOB, "signal", "9"]},
+    "sleep": {"interactive": False, "cmd": [*JOB, "sleep", "{seconds}"],
+              "parameters": {"seconds": {"type": "float", "default": 1, "min": 0, "max": 600}}},
+    "alloc": {"interactive": False, "cmd": [*JOB, "alloc", "{mb}"],
+              "parameters": {"mb": {"type": "int", "default": 10, "min": 1, "max": 4096}},
+              "limits": {"memory": "4G", "cpus": 2}},
+    "lines": {"interactive": False, "cmd": [*JOB, "lines", "{n}", "{seconds}"],
+              "parameters": {"n": {"type": "int", "default": 5}, "seconds": {"type": "float", "default": 0.2}}},
+    "count": {"interactive": False, "cmd": [*JOB, "count", "{file}"],
+              "parameters": {"file": {"type": "string", "required": True}}},
+    "wait": {"interactive": False, "cmd": [*JOB, "wait", "{file}"],
+             "parameters": {"file": {"type": "string", "required": True}}},
+    "write": {"interactive": False, "cmd": [*JOB, "write", "{size}"],
+              "parameters": {"size": {"type": "int", "default": 1000, "min": 0}}},
+    "limited": {"interactive": False, "cmd": [*JOB, "sleep", "30"], "time_limit_seconds": 2},
+    "missing": {"interactive": False, "cmd": ["/nonexistent/program", "x"]},
+}
+
+
+
+def shipped_job_type(name: str) -> dict:
+    """A job type of the shipped jupyterhub_config.py, as the hub reads it."""
+    config = Config()
+    exec((REPO / "jupyterhub_config.py").read_text(), {"get_config": lambda: config})
+    return config.UWSHub.job_types[name]
+
+
+JOB_TYPES["count-lines"] = shipped_job_type("count-lines")
+
+BATCH_CONFIG = f"""
+c.UWSHub.system_users = True
+c.UWSHub.job_reconcile_interval = 1
+c.UWSHub.workspace_usage_interval = 1
+c.Authenticator.admin_users = {{"uwsadmin"}}
+c.WorkspaceLocalProcessSpawner.kill_grace_seconds = 2
+c.UWSHub.job_types = {JOB_TYPES!r}
+"""
+
+
+@pytest.fixture(scope="module")
+def bhub(make_hub, system_users):
+    return make_hub(BATCH_CONFIG)
+
+
+@pytest.fixture(scope="module")
+def owner(bhub):
+    return bhub.add_user("uwsalice")
+
+
+@pytest.fixture(scope="module")
+def other(bhub):
+    return bhub.add_user("uwsbob")
+
+
+@pytest.fixture
+def ws(bhub, owner):
+    return bhub.api("POST", "workspaces", owner, json={"name": f"batch {uuid.uuid4().hex[:8]}"}, expect=201)
+
+
+def submit(hub, token, ws, job_type, expect=202, **parameters):
+    r = hub.request("POST", f"workspaces/{ws['id']}/jobs", token, json={"job_type": job_type, "parameters": parameters})
+    assert r.status_code == expect, r.text
+    return r.json()
+
+
+def finish(hub, token, job, timeout=60):
+    return hub.wait_job(job["id"], token, TERMINAL, timeout=timeout)
+
+
+def log_of(hub, token, job, **kw):
+    return hub.request("GET", f"jobs/{job['id']}/log", token, **kw)
+
+
+def test_job_types_show_their_parameters(bhub, owner):
+    types = {jt["name"]: jt for jt in bhub.api("GET", "job-types", owner, expect=200)}
+    assert types["report"]["interactive"] is False
+    params = {p["name"]: p for p in types["report"]["parameters"]}
+    assert params["count"] == {"name": "count", "type": "int", "help": "", "default": 3, "required": False,
+                               "min": 1, "max": 10, "choices": None, "max_length": 4096}
+    assert params["mode"]["choices"] == ["fast", "exact"]
+    assert types["minimal"]["parameters"] == []
+    # the command is the admin's: never shown
+    assert "cmd" not in types["report"]
+
+
+def test_a_job_that_exits_0_completes_with_its_log_and_results(bhub, owner, ws):
+    job = submit(bhub, owner, ws, "report", text="hello", loud=True)
+    assert (job["status"], job["interactive"], job["results_dir"]) == ("pending", False, f"results/{job['id']}")
+    assert job["parameters"] == {"text": "hello", "count": 3, "ratio": 0.5, "mode": "fast", "folder": ".",
+                                 "loud": True}
+    done = finish(bhub, owner, job)
+    assert (done["status"], done["exit_code"], done["exit_signal"]) == ("completed", 0, None), done
+    assert done["reason"] == "The command exited with status 0"
+    assert done["running_at"] and done["finished_at"] >= done["running_at"]
+    # the log, whole
+    r = log_of(bhub, owner, job)
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/plain")
+    assert r.text == "reported\n"
+    # the results, listed for the one job, with a download link through the files API
+    [result] = done["results"]
+    assert (result["path"], result["mime_type"]) == (f"results/{job['id']}/report.json", "application/json")
+    download = bhub.request("GET", result["url"], owner)
+    assert download.status_code == 200 and len(download.content) == result["size"]
+    report = download.json()
+    assert report["argv"] == ["hello", "3", "0.5", "fast", ws_dir(bhub, owner, ws), "--loud"]
+    # it ran as the owner's account, in the workspace
+    assert report["uid"] == pwd.getpwnam("uwsalice").pw_uid
+    assert report["cwd"] == ws_dir(bhub, owner, ws)
+    assert report["env"]["UWS_RESULTS_DIR"] == f"{ws_dir(bhub, owner, ws)}/results/{job['id']}"
+    assert report["env"]["UWS_PARAM_TEXT"] == "hello" and report["env"]["ECHO_JOINED"] == "<hello|3>"
+    # a batch job gets no credential of the hub's: nothing of it can reach its log
+    assert not [name for name in report["env_names"] if "TOKEN" in name or name.startswith("JUPYTERHUB_")]
+    # lists filter by workspace, status and job type
+    page = bhub.api("GET", f"jobs?workspace={ws['id']}&status=completed&job_type=report", owner, expect=200)
+    assert [j["id"] for j in page["items"]] == [job["id"]]
+    assert bhub.api("GET", f"jobs?workspace={ws['id']}&job_type=exit", owner, expect=200)["items"] == []
+
+
+def ws_dir(hub, token, ws):
+    return str(hub.workspaces_root / "uwsalice" / ws["slug"])
+
+
+def test_values_a_shell_would_read_arrive_literally(bhub, owner, ws):
+    hostile = "; rm -rf / #\n$(id) `id` ${HOME} 'quoted' \"double\" | & > /tmp/x *"
+    job = submit(bhub, owner, ws, "report", text=hostile, note="$(touch /tmp/pwned)\nline two", mode="exact")
+    done = finish(bhub, owner, job)
+    assert done["status"] == "completed", done
+    report = bhub.request("GET", done["results"][0]["url"], owner).json()
+    assert report["argv"] == [hostile, "3", "0.5", "exact", ws_dir(bhub, owner, ws), "--note",
+                              "$(touch /tmp/pwned)\nline two"]
+    assert report["env"]["ECHO_TEXT"] == hostile and report["env"]["UWS_PARAM_TEXT"] == hostile
+    assert report["env"]["UWS_PARAM_NOTE"] == "$(touch /tmp/pwned)\nline two"
+
+
+@pytest.mark.parametrize(
+    "parameters, field, message",
+    [
+        ({"text": "x", "colour": "red"}, "colour", "unknown parameter"),
+        ({}, "text", "required"),
+        ({"text": 5}, "text", "must be a string"),
+        ({"text": "x", "count": "5"}, "count", "must be an integer"),
+        ({"text": "x", "count": 2.5}, "count", "must be an integer"),
+        ({"text": "x", "count": True}, "count", "must be an integer"),
+        ({"text": "x", "count": 11}, "count", "must be at most 10 (got 11)"),
+        ({"text": "x", "ratio": -0.1}, "ratio", "must be at least 0 (got -0.1)"),
+        ({"text": "x", "mode": "slow"}, "mode", "must be one of ['fast', 'exact'] (got 'slow')"),
+        ({"text": "x", "loud": "yes"}, "loud", "must be true or false"),
+        ({"text": "x", "folder": "../other"}, "folder", "Path must stay inside the workspace"),
+        ({"text": "x", "folder": "/etc"}, "folder", "Path must be relative to the workspace"),
+        ({"text": "x\x00y"}, "text", "must not contain NUL characters"),
+    ],
+)
+def test_bad_parameters_are_refused_naming_the_field(bhub, owner, ws, parameters, field, message):
+    r = bhub.request("POST", f"workspaces/{ws['id']}/jobs", owner, json={"job_type": "report", "parameters": parameters})
+    assert r.status_code == 422, r.text
+    assert f"parameters.{field}: {message}" in r.json()["message"], r.text
+
+
+def test_an_interactive_job_type_takes_no_parameters(bhub, owner, ws):
+    r = bhub.request("POST", f"workspaces/{ws['id']}/jobs", owner,
+                     json={"job_type": "minimal", "parameters": {"x": 1}})
+    assert r.status_code == 422
+    assert r.json()["message"] == "Job type 'minimal' is interactive and takes no parameters"
+
+
+def test_a_job_that_exits_3_fails_and_its_owner_reads_why(bhub, owner, other, ws):
+    job = submit(bhub, owner, ws, "exit", code=3)
+    done = finish(bhub, owner, job)
+    assert (done["status"], done["exit_code"], done["reason"]) == ("failed", 3, "The command exited with status 3")
+    assert log_of(bhub, owner, job).text == "exiting with 3\n"
+    # the tail, and a range
+    tail = log_of(bhub, owner, job, headers={"Range": "bytes=-2"})
+    assert (tail.status_code, tail.text, tail.headers["Content-Range"]) == (206, "3\n", "bytes 13-14/15")
+    part = log_of(bhub, owner, job, headers={"Range": "bytes=0-6"})
+    assert (part.status_code, part.text) == (206, "exiting")
+    assert log_of(bhub, owner, job, headers={"Range": "bytes=99-"}).status_code == 416
+    assert log_of(bhub, owner, job, headers={"Range": "lines=1"}).status_code == 400
+    # nobody else reads it (not even who may read the job)
+    assert log_of(bhub, other, job).status_code == 404
+
+
+def test_a_job_killed_by_a_signal_fails_saying_which(bhub, owner, ws):
+    done = finish(bhub, owner, submit(bhub, owner, ws, "signal"))
+    assert (done["status"], done["exit_code"], done["exit_signal"]) == ("failed", None, 9)
+    assert done["reason"] == "The command was killed by signal 9 (SIGKILL)"
+
+
+def test_a_job_over_its_time_limit_fails_saying_so(bhub, owner, ws):
+    done = finish(bhub, owner, submit(bhub, owner, ws, "limited"))
+    assert done["status"] == "failed"
+    assert done["reason"] == "The job reached its time limit of 2 s and was stopped (signal 15 (SIGTERM))"
+
+
+def test_a_job_over_its_memory_fails_saying_so(bhub, owner, ws):
+    r = bhub.request("POST", f"workspaces/{ws['id']}/jobs", owner,
+                     json={"job_type": "alloc", "parameters": {"mb": 400}, "resources": {"memory": "200M"}})
+    assert r.status_code == 202, r.text
+    done = finish(bhub, owner, r.json())
+    assert done["status"] == "failed", done
+    assert done["reason"].startswith("The job went over its memory limit of 200M: an allocation failed (RLIMIT_AS)")
+    assert "MemoryError" in log_of(bhub, owner, done).text
+    # within its limit, the same job completes
+    r = bhub.request("POST", f"workspaces/{ws['id']}/jobs", owner,
+                     json={"job_type": "alloc", "parameters": {"mb": 20}, "resources": {"memory": "500M"}})
+    assert finish(bhub, owner, r.json())["status"] == "completed"
+
+
+def test_a_command_that_cannot_run_fails_saying_why(bhub, owner, ws):
+    done = finish(bhub, owner, submit(bhub, owner, ws, "missing"))
+    assert done["status"] == "failed"
+    assert done["reason"] == ("The command could not be run: cannot run '/nonexistent/program':"
+                              " No such file or directory")
+
+
+def test_batch_jobs_run_beside_the_workspace_server_and_each_other(bhub, owner, ws):
+    lab = submit(bhub, owner, ws, "minimal")
+    sleepers = [submit(bhub, owner, ws, "sleep", seconds=30) for _ in range(2)]
+    assert bhub.wait_job(lab["id"], owner, {"running"} | TERMINAL)["status"] == "running"
+    for job in sleepers:
+        assert bhub.wait_job(job["id"], owner, {"running"} | TERMINAL)["status"] == "running"
+    # the workspace's one interactive job is still its active job
+    assert bhub.api("GET", f"workspaces/{ws['id']}", owner)["active_job"]["id"] == lab["id"]
+    # a stop ends a batch job cancelled; the workspace is busy until all have ended
+    for job in sleepers:
+        assert bhub.api("POST", f"jobs/{job['id']}/stop", owner, expect=202)["status"] == "stopping"
+    for job in sleepers:
+        done = finish(bhub, owner, job)
+        assert (done["status"], done["reason"], done["exit_signal"]) == ("cancelled", "Stopped on request", 15)
+    assert bhub.api("GET", f"workspaces/{ws['id']}", owner)["status"] == "active"
+    bhub.api("POST", f"jobs/{lab['id']}/stop", owner, expect=202)
+    finish(bhub, owner, lab)
+    assert bhub.api("GET", f"workspaces/{ws['id']}", owner)["status"] == "idle"
+
+
+def test_deleting_a_finished_job_drops_its_log_and_keeps_its_results_unless_asked(bhub, owner, ws):
+    running = submit(bhub, owner, ws, "sleep", seconds=30)
+    r = bhub.request("DELETE", f"jobs/{running['id']}", owner)
+    assert r.status_code == 409 and "stop it and wait for it to end" in r.json()["message"]
+    bhub.api("POST", f"jobs/{running['id']}/stop", owner, expect=202)
+    finish(bhub, owner, running)
+    first = finish(bhub, owner, submit(bhub, owner, ws, "report", text="a"))
+    second = finish(bhub, owner, submit(bhub, owner, ws, "report", text="b"))
+    assert bhub.request("DELETE", f"jobs/{first['id']}", owner).status_code == 200
+    assert bhub.request("GET", f"jobs/{first['id']}", owner).status_code == 404
+    assert bhub.request("GET", first["results"][0]["url"], owner).status_code == 200
+    assert bhub.request("DELETE", f"jobs/{second['id']}?results=true", owner).status_code == 200
+    assert bhub.request("GET", second["results"][0]["url"], owner).status_code == 404
+    assert bhub.request("DELETE", f"jobs/{running['id']}?results=maybe", owner).status_code == 400
+
+
+def test_a_log_is_followed_live_and_resumed(bhub, owner, ws):
+    job = submit(bhub, owner, ws, "lines", n=6, seconds=0.7)
+    events, thread = follow_log(bhub, owner, job)
+    thread.join(60)
+    logs = [e for e in events if e[0] == "log"]
+    text = "\n".join(e[1] for e in logs)
+    assert text == "\n".join(f"line {i}" for i in range(6))
+    # the lines came as they were written, not all at the end
+    assert len(logs) >= 3 and logs[-1][3] - logs[0][3] > 1.5
+    end = json.loads(events[-1][1])
+    assert events[-1][0] == "end" and (end["status"], end["exit_code"]) == ("completed", 0)
+    # resumed after the third line: the rest only
+    third = next(e for e in logs if e[1].endswith("line 2"))
+    again, thread = follow_log(bhub, owner, job, headers={"Last-Event-ID": third[2]})
+    thread.join(30)
+    assert "\n".join(e[1] for e in again if e[0] == "log") == "line 3\nline 4\nline 5"
+
+
+def test_a_hub_killed_while_jobs_run_finds_every_outcome(bhub, owner, ws):
+    counter = f"/tmp/uws-batch-count-{uuid.uuid4().hex[:8]}"
+    release = f"/tmp/uws-batch-release-{uuid.uuid4().hex[:8]}"
+    runs_on = submit(bhub, owner, ws, "wait", file=release)
+    ends_meanwhile = submit(bhub, owner, ws, "exit", code=3)
+    counted = submit(bhub, owner, ws, "count", file=counter)
+    for job in (runs_on, counted):
+        assert bhub.wait_job(job["id"], owner, {"running"} | TERMINAL)["status"] == "running"
+    bhub.wait_job(ends_meanwhile["id"], owner, {"running"} | TERMINAL)
+    bhub.stop(signal.SIGKILL)
+    time.sleep(4)  # the exit-3 job and the counting job end while no hub runs
+    bhub.start()
+    assert finish(bhub, owner, ends_meanwhile)["reason"] == "The command exited with status 3"
+    done = finish(bhub, owner, counted)
+    assert done["status"] == "completed"
+    still = bhub.api("GET", f"jobs/{runs_on['id']}", owner)
+    assert still["status"] == "running", still  # adopted: it runs until released
+    open(release, "w").close()
+    assert finish(bhub, owner, runs_on)["status"] == "completed"
+    # the counting job ran once
+    with open(counter) as f:
+        assert f.read().split() == [str(counted["id"])]
+
+
+# ---------------------------------------------------------------- the fair queue
+QUEUE_CONFIG = BATCH_CONFIG + """
+c.UWSHub.quota_concurrent_jobs = 2
+c.UWSHub.max_running_batch_jobs = 3
+"""
+
+
+@pytest.fixture(scope="module")
+def qhub(make_hub, system_users):
+    return make_hub(QUEUE_CONFIG)
+
+
+def test_twenty_jobs_of_two_users_queue_fairly(qhub):
+    ann, ben = qhub.add_user("uwsalice"), qhub.add_user("uwsbob")
+    spaces = {t: qhub.api("POST", "workspaces", t, json={"name": f"queue {uuid.uuid4().hex[:8]}"}, expect=201)
+              for t in (ann, ben)}
+    # every job runs until the release file exists: nothing ends before all 20 wait
+    release = f"/tmp/uws-queue-release-{uuid.uuid4().hex[:8]}"
+    launched = {ann: [], ben: []}
+    for token in (ann, ben):  # ann's ten first, then ben's
+        for _ in range(10):
+            r = qhub.request("POST", f"workspaces/{spaces[token]['id']}/jobs", token,
+                             json={"job_type": "wait", "parameters": {"file": release}, "resources": {"cpus": 2}})
+            assert r.status_code == 202, r.text
+            launched[token].append(r.json()["id"])
+    # waiting jobs say why
+    waiting = qhub.api("GET", f"jobs/{launched[ben][-1]}", ben)
+    assert waiting["status"] == "queued" and waiting["reason"].startswith("Waiting for a slot"), waiting
+    # an interactive launch keeps its immediate answer: over the quota, refused at once
+    r = qhub.request("POST", f"workspaces/{spaces[ann]['id']}/jobs", ann, json={"job_type": "minimal"})
+    assert r.status_code == 422 and r.json()["message"].startswith("Concurrent job quota: uwsalice's"), r.text
+    # two of each user's jobs may run (their quota), three on the hub: ann's first two and ben's first
+    for job_id, token in ((launched[ann][0], ann), (launched[ann][1], ann), (launched[ben][0], ben)):
+        assert qhub.wait_job(job_id, token, {"running"} | TERMINAL)["status"] == "running"
+    still = [qhub.api("GET", f"jobs/{i}", t)["status"] for t in (ann, ben) for i in launched[t]]
+    assert still.count("running") == 3 and still.count("queued") == 17, still
+    open(release, "w").close()
+    done = {t: [finish(qhub, t, {"id": i}, timeout=120) for i in ids] for t, ids in launched.items()}
+    jobs = [j for js in done.values() for j in js]
+    assert {j["status"] for j in jobs} == {"completed"}
+    # FIFO within each user (submitted_at: when the queue gave each its slot)
+    for token, ids in launched.items():
+        started = sorted(done[token], key=lambda j: j["submitted_at"])
+        assert [j["id"] for j in started] == ids
+    # never more than 2 at once per user, 3 on the hub
+    moments = sorted((j["running_at"], 1, j["owner"]) for j in jobs) + sorted((j["finished_at"], -1, j["owner"])
+                                                                            for j in jobs)
+    running = {"uwsalice": 0, "uwsbob": 0}
+    for _, change, who in sorted(moments, key=lambda m: (m[0], m[1])):
+        running[who] += change
+        assert running[who] <= 2 and sum(running.values()) <= 3, running
+    # round-robin: while both have jobs waiting, neither gets more than 2 starts ahead of the other
+    order = [j["owner"] for j in sorted(jobs, key=lambda j: j["submitted_at"])]
+    for n in range(1, len(order) + 1):
+        a, b = order[:n].count("uwsalice"), order[:n].count("uwsbob")
+        if a < 10 and b < 10:
+            assert abs(a - b) <= 2, [(j["owner"][3], j["id"], j["submitted_at"][11:], j["running_at"][11:],
+                                      j["finished_at"][11:]) for j in sorted(jobs, key=lambda j: j["submitted_at"])]
+    # core-hours are the real run time times the cpus
+    usage = qhub.api("GET", "quotas/uwsbob", ben, expect=200)["usage"]
+    ran = sum((parse(j["finished_at"]) - parse(j["running_at"])).total_seconds() * 2 for j in done[ben])
+    assert abs(usage["core_hours"] * 3600 - ran) <= 1, (usage, ran)
+
+
+def parse(timestamp: str) -> datetime:
+    return datetime.fromisoformat(timestamp.rstrip("Z"))
+
+
+def test_results_count_toward_the_disk_quota(bhub, owner, ws):
+    jobs = [finish(bhub, owner, submit(bhub, owner, ws, "write", size=size)) for size in (1000, 2345)]
+    assert [[r["size"] for r in j["results"]] for j in jobs] == [[1000], [2345]]
+    # the workspace ran jobs since it was last measured: the next pass counts their results
+    wait_for(lambda: bhub.api("GET", f"workspaces/{ws['id']}", owner)["disk_usage_bytes"] == 3345, 30,
+             what="the results to be counted in the workspace's disk usage")
+
+
+def test_who_reads_and_deletes_a_batch_jobs_log_and_results(bhub, owner, other):
+    """The job, its status and its results go to whoever may read the workspace; its log
+    (which may hold the owner's secrets) to the owner and admins only; a delete to
+    whoever may launch jobs in it. Strangers learn nothing (404), anonymous gets 403."""
+    editor, viewer = other, bhub.add_user("uwscarol")
+    stranger, admin = bhub.add_user("uwsdave"), bhub.add_user("uwsadmin", admin=True)
+    ws = bhub.api("POST", "workspaces", owner, json={"name": f"shared {uuid.uuid4().hex[:8]}"}, expect=201)
+    bhub.api("POST", f"workspaces/{ws['id']}/shares", owner, json={"user": "uwsbob", "level": "editor"}, expect=201)
+    bhub.api("POST", f"workspaces/{ws['id']}/shares", owner, json={"user": "uwscarol", "level": "viewer"},
+             expect=201)
+    job = finish(bhub, owner, submit(bhub, owner, ws, "report", text="secret-ish"))
+    result = job["results"][0]["url"]
+
+    def answers(token):
+        got = {
+            "job": bhub.request("GET", f"jobs/{job['id']}", token).status_code,
+            "log": log_of(bhub, token, job).status_code,
+            "tail": log_of(bhub, token, job, headers={"Range": "bytes=-5"}).status_code,
+            "follow": bhub.request("GET", f"jobs/{job['id']}/log/stream", token, stream=True).status_code,
+            "output": bhub.request("GET", f"jobs/{job['id']}/output", token).status_code,
+            "result": bhub.request("GET", result, token).status_code,
+            "listed": job["id"] in [j["id"] for j in bhub.api("GET", f"jobs?workspace={ws['id']}", token)["items"]]
+            if token else None,
+        }
+        return got
+
+    read_all = {"job": 200, "log": 200, "tail": 206, "follow": 200, "output": 200, "result": 200, "listed": True}
+    collaborator = {**read_all, "log": 403, "tail": 403, "follow": 403, "output": 403}
+    assert answers(owner) == read_all
+    assert answers(admin) == read_all
+    assert answers(editor) == collaborator
+    assert answers(viewer) == collaborator
+    assert answers(stranger) == {"job": 404, "log": 404, "tail": 404, "follow": 404, "output": 404, "result": 404,
+                                 "listed": False}
+    assert answers(None) == {"job": 403, "log": 403, "tail": 403, "follow": 403, "output": 403, "result": 403,
+                             "listed": None}
+    forbidden = log_of(bhub, viewer, job).json()["message"]
+    assert forbidden == "A job's log is shown to its owner and admins only"
+    # deleting: not by a stranger, anonymous or a viewer; by an editor, the owner or an admin
+    assert bhub.request("DELETE", f"jobs/{job['id']}", stranger).status_code == 404
+    assert bhub.request("DELETE", f"jobs/{job['id']}", None).status_code == 403
+    assert bhub.request("DELETE", f"jobs/{job['id']}", viewer).status_code == 403
+    assert bhub.request("GET", f"jobs/{job['id']}", owner).status_code == 200
+    for token in (editor, owner, admin):
+        done = finish(bhub, owner, submit(bhub, owner, ws, "exit"))
+        assert bhub.request("DELETE", f"jobs/{done['id']}", token).status_code == 200
+        assert bhub.request("GET", f"jobs/{done['id']}", owner).status_code == 404
+    # the viewer may not delete results with a job either; the first job is still there
+    assert bhub.request("DELETE", f"jobs/{job['id']}?results=true", viewer).status_code == 403
+    assert bhub.request("GET", result, owner).status_code == 200
+
+
+def address_space_limit(pid: int) -> str:
+    with open(f"/proc/{pid}/limits") as f:
+        return next(line.split()[3] for line in f if line.startswith("Max address space"))
+
+
+def test_an_interactive_server_gets_its_cpus_and_memory_limit_too(bhub, owner, ws):
+    r = bhub.request("POST", f"workspaces/{ws['id']}/jobs", owner,
+                     json={"job_type": "minimal", "resources": {"cpus": 1, "memory": "400M"}})
+    assert r.status_code == 202, r.text
+    job = bhub.wait_job(r.json()["id"], owner, {"running"} | TERMINAL)
+    assert job["status"] == "running", job
+    pid = int(job["resource_id"])
+    # this machine has no cgroup v2 memory controller: RLIMIT_AS, set before the server ran
+    assert len(os.sched_getaffinity(pid)) == 1
+    assert address_space_limit(pid) == str(400 * 1024 * 1024)
+    assert pwd.getpwuid(os.stat(f"/proc/{pid}").st_uid).pw_name == "uwsalice"
+    # within its memory the server works; over it, it ends, and the reason says why
+    assert bhub.request("GET", f"/user/uwsalice/{job['server_name']}/uws-test-alloc/10", owner).text == str(10 * MB)
+    bhub.request("GET", f"/user/uwsalice/{job['server_name']}/uws-test-alloc/800", owner)
+    done = finish(bhub, owner, job)
+    assert done["status"] == "failed", done
+    assert done["reason"] == ("The server went over its memory limit of 400M: an allocation failed (RLIMIT_AS);"
+                              " it exited with status 1"), done
+    # a server that asks for no limits starts as it always did
+    plain = submit(bhub, owner, ws, "minimal")
+    plain = bhub.wait_job(plain["id"], owner, {"running"} | TERMINAL)
+    assert address_space_limit(int(plain["resource_id"])) == "unlimited"
+    bhub.api("POST", f"jobs/{plain['id']}/stop", owner, expect=202)
+    finish(bhub, owner, plain)
+
+
+def test_the_shipped_example_counts_the_lines_of_a_workspaces_files(bhub, owner):
+    """The example batch job type of jupyterhub_config.py, as a newcomer runs it."""
+    files = [{"path": "a.txt", "content": "one\ntwo\nthree\n"}, {"path": "sub/b.py", "content": "x = 1\ny = 2"},
+             {"path": "data.bin", "content": "AAEC", "encoding": "base64"}, {"path": ".hidden", "content": "h\n"}]
+    ws = bhub.api("POST", "workspaces", owner, json={"name": f"count {uuid.uuid4().hex[:8]}", "files": files},
+                  expect=201)
+    types = {t["name"]: t for t in bhub.api("GET", "job-types", owner)}
+    assert [p["name"] for p in types["count-lines"]["parameters"]] == ["folder", "pattern"]
+    done = finish(bhub, owner, submit(bhub, owner, ws, "count-lines"))
+    assert done["status"] == "completed", done
+    [csv] = done["results"]
+    assert (csv["path"], csv["mime_type"]) == (f"results/{done['id']}/line_counts.csv", "text/csv")
+    rows = bhub.request("GET", csv["url"], owner).text.splitlines()
+    assert rows == ["path,lines,bytes", "a.txt,3,14", "sub/b.py,2,11"]
+    log = log_of(bhub, owner, done).text
+    assert "skipped data.bin: not text" in log and log.endswith("2 files, 5 lines; wrote "
+                                                                 f"{csv_path(bhub, ws, done)}\n")
+    # a pattern narrows it; earlier results are not counted
+    again = finish(bhub, owner, submit(bhub, owner, ws, "count-lines", pattern="*.py"))
+    assert bhub.request("GET", again["results"][0]["url"], owner).text.splitlines() == [
+        "path,lines,bytes", "sub/b.py,2,11"]
+
+
+def csv_path(hub, ws, job) -> str:
+    return str(hub.workspaces_root / "uwsalice" / ws["slug"] / "results" / str(job["id"]) / "line_counts.csv")

@@ -1,0 +1,201 @@
+"""Batch jobs on a real single-node SLURM cluster (scripts/slurm-up.sh), as real system
+users: the command itself is the SLURM job (no server, no port); exit codes, a signal,
+``--time`` expiry, a stop and a ``scancel`` outside the hub map to the outcome; the log
+is SLURM's output file, outside the workspace, followed live; a hub killed while jobs
+run finds every outcome, and runs none twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import re
+import signal
+import stat
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from .. import slurmutil
+from ..helpers import follow_log
+from ..hubutil import REPO, wait_for
+
+pytestmark = pytest.mark.slurm
+
+TERMINAL = {"completed", "failed", "cancelled"}
+JOB = [sys.executable, str(REPO / "tests" / "batch_job.py")]
+SLURM = {"interactive": False, "resources": ["slurm"], "default_resources": {"cpus": 1, "memory": "128M"}}
+
+JOB_TYPES = {
+    "report": {**SLURM, "cmd": [*JOB, "report", "{text}", ["--note", "{note}"]],
+               "env": {"ECHO_TEXT": "{text}"},
+               "parameters": {"text": {"type": "string", "required": True}, "note": {"type": "string"}}},
+    "exit": {**SLURM, "cmd": [*JOB, "exit", "{code}"],
+             "parameters": {"code": {"type": "int", "default": 0, "min": 0, "max": 255}}},
+    "signal": {**SLURM, "cmd": [*JOB, "signal", "9"]},
+    "sleep": {**SLURM, "cmd": [*JOB, "sleep", "{seconds}"],
+              "parameters": {"seconds": {"type": "float", "default": 1, "min": 0, "max": 600}}},
+    "timed": {**SLURM, "cmd": [*JOB, "sleep", "600"], "time_limit_seconds": 60},
+    "lines": {**SLURM, "cmd": [*JOB, "lines", "{n}", "{seconds}"],
+              "parameters": {"n": {"type": "int", "default": 5}, "seconds": {"type": "float", "default": 0.2}}},
+    "count": {**SLURM, "cmd": [*JOB, "count", "{file}"], "parameters": {"file": {"type": "string", "required": True}}},
+    "wait": {**SLURM, "cmd": [*JOB, "wait", "{file}"], "parameters": {"file": {"type": "string", "required": True}}},
+}
+
+def config() -> str:
+    return slurmutil.hub_config(JOB_TYPES)
+
+
+@pytest.fixture(scope="module")
+def hub(make_hub, system_users, slurm):
+    return make_hub(config())
+
+
+@pytest.fixture(scope="module")
+def owner(hub):
+    return hub.add_user("uwsalice")
+
+
+@pytest.fixture(scope="module")
+def ws(hub, owner):
+    return hub.api("POST", "workspaces", owner, json={"name": f"slurm batch {uuid.uuid4().hex[:8]}"}, expect=201)
+
+
+def submit(hub, token, ws, job_type, **parameters):
+    r = hub.request("POST", f"workspaces/{ws['id']}/jobs", token, json={"job_type": job_type, "parameters": parameters})
+    assert r.status_code == 202, r.text
+    return r.json()
+
+
+def finish(hub, token, job, timeout=90):
+    return hub.wait_job(job["id"], token, TERMINAL, timeout=timeout)
+
+
+def running(hub, token, job):
+    job = hub.wait_job(job["id"], token, {"running"} | TERMINAL, timeout=60)
+    assert job["status"] == "running", job
+    return job
+
+
+@pytest.fixture(scope="module")
+def timed_job(hub, owner, ws):
+    """A job with a 60 s time limit (SLURM's shortest: it checks limits every 30 s):
+    launched first, checked by the module's last test, so the wait overlaps the others."""
+    return running(hub, owner, submit(hub, owner, ws, "timed"))
+
+
+def test_a_timed_job_runs_with_its_time_limit(hub, timed_job):
+    assert slurmutil.job_info(timed_job["resource_id"])["state"] == "RUNNING"
+
+
+def test_the_command_is_the_slurm_job_and_its_values_arrive_literally(hub, owner, ws):
+    hostile = "; rm -rf / #\n$(id) `id` ${HOME} 'quoted' \"double\" | & *"
+    job = submit(hub, owner, ws, "report", text=hostile, note="$(touch /tmp/pwned)\nline two")
+    done = finish(hub, owner, job)
+    assert (done["status"], done["exit_code"], done["exit_signal"]) == ("completed", 0, None), done
+    slurm_id = done["resource_id"]
+    assert done["reason"] == f"The command exited with status 0 (SLURM job {slurm_id} on node localhost)"
+    info = slurmutil.job_info(slurm_id)
+    # the SLURM job is the command: its user's, named like the hub's jobs, no port in its comment
+    assert info["user"] == "uwsalice" and info["name"].endswith(f"-job-{job['id']}") and info["comment"] == "(null)"
+    report = hub.request("GET", done["results"][0]["url"], owner).json()
+    assert report["argv"] == [hostile, "--note", "$(touch /tmp/pwned)\nline two"]
+    assert report["env"]["ECHO_TEXT"] == hostile and report["env"]["UWS_PARAM_TEXT"] == hostile
+    assert report["uid"] == pwd.getpwnam("uwsalice").pw_uid
+    assert report["cwd"] == str(hub.workspaces_root / "uwsalice" / ws["slug"])
+    assert not [name for name in report["env_names"] if "TOKEN" in name or name.startswith("JUPYTERHUB_")]
+    # the log is SLURM's output file
+    r = hub.request("GET", f"jobs/{job['id']}/log", owner)
+    assert (r.status_code, r.text) == (200, "reported\n")
+
+
+def test_the_log_is_outside_the_workspace_and_only_its_account_writes_it(hub, owner, ws):
+    done = finish(hub, owner, submit(hub, owner, ws, "exit", code=0))
+    logs = Path(re.search(r"job_log_dir = '(.*)'", hub.config_file.read_text()).group(1)) / "slurm" / "uwsalice"
+    path = logs / f"job-{done['id']}.log"
+    assert path.read_text() == "exiting with 0\n"
+    account = pwd.getpwnam("uwsalice")
+    assert (os.stat(logs).st_uid, stat.S_IMODE(os.stat(logs).st_mode)) == (account.pw_uid, 0o700)
+    assert stat.S_IMODE(os.stat(logs.parent).st_mode) == 0o711
+    # nothing of it in the workspace
+    workspace = hub.workspaces_root / "uwsalice" / ws["slug"]
+    assert not [p for p in workspace.rglob("*.log")]
+    # a collaborator reads the job, not its log
+    editor = hub.add_user("uwsbob")
+    hub.api("POST", f"workspaces/{ws['id']}/shares", owner, json={"user": "uwsbob", "level": "editor"}, expect=201)
+    assert hub.request("GET", f"jobs/{done['id']}", editor).status_code == 200
+    assert hub.request("GET", f"jobs/{done['id']}/log", editor).status_code == 403
+    # deleting the job removes its log
+    assert hub.request("DELETE", f"jobs/{done['id']}", owner).status_code == 200
+    assert not path.exists()
+
+
+def test_exit_codes_and_signals_map_to_the_outcome(hub, owner, ws):
+    three = finish(hub, owner, submit(hub, owner, ws, "exit", code=3))
+    assert (three["status"], three["exit_code"], three["exit_signal"]) == ("failed", 3, None)
+    assert three["reason"] == f"The command exited with status 3 (SLURM job {three['resource_id']} on node localhost)"
+    assert hub.request("GET", f"jobs/{three['id']}/log", owner).text == "exiting with 3\n"
+    killed = finish(hub, owner, submit(hub, owner, ws, "signal"))
+    assert (killed["status"], killed["exit_code"], killed["exit_signal"]) == ("failed", None, 9)
+    assert killed["reason"].startswith("The command was killed by signal 9 (SIGKILL) (SLURM job")
+
+
+def test_a_stop_cancels_and_a_scancel_outside_the_hub_is_noticed(hub, owner, ws):
+    stopped = running(hub, owner, submit(hub, owner, ws, "sleep", seconds=300))
+    hub.api("POST", f"jobs/{stopped['id']}/stop", owner, expect=202)
+    stopped = finish(hub, owner, stopped)
+    assert (stopped["status"], stopped["reason"]) == ("cancelled", "Stopped on request")
+    assert slurmutil.job_info(stopped["resource_id"])["state"] == "CANCELLED"
+    outside = running(hub, owner, submit(hub, owner, ws, "sleep", seconds=300))
+    slurmutil.scancel(outside["resource_id"])
+    outside = finish(hub, owner, outside)
+    assert outside["status"] == "cancelled"
+    assert outside["reason"].startswith(f"SLURM job {outside['resource_id']} was cancelled outside uws-hub (scancel")
+
+
+def test_the_slurm_output_file_is_followed_live(hub, owner, ws):
+    job = submit(hub, owner, ws, "lines", n=6, seconds=0.7)
+    events, reader = follow_log(hub, owner, job)
+    reader.join(90)
+    logs = [e for e in events if e[0] == "log"]
+    assert "\n".join(e[1] for e in logs) == "\n".join(f"line {i}" for i in range(6))
+    assert len(logs) >= 3 and logs[-1][3] - logs[0][3] > 1.5  # as written, not all at the end
+    end = json.loads(events[-1][1])
+    assert events[-1][0] == "end" and (end["status"], end["exit_code"]) == ("completed", 0)
+
+
+def test_a_hub_killed_while_slurm_jobs_run_finds_every_outcome(make_hub, system_users, slurm):
+    hub = make_hub(config())
+    token = hub.add_user("uwsalice")
+    ws = hub.api("POST", "workspaces", token, json={"name": "restart"}, expect=201)
+    counter = f"/tmp/uws-slurm-count-{uuid.uuid4().hex[:8]}"
+    release = f"/tmp/uws-slurm-release-{uuid.uuid4().hex[:8]}"
+    runs_on = running(hub, token, submit(hub, token, ws, "wait", file=release))
+    counted = running(hub, token, submit(hub, token, ws, "count", file=counter))
+    ends_meanwhile = running(hub, token, submit(hub, token, ws, "sleep", seconds=2))
+    hub.stop(signal.SIGKILL)
+    wait_for(lambda: slurmutil.job_info(counted["resource_id"])["state"] == "COMPLETED", 30,
+             what="the counting job to end while no hub runs")
+    hub.start()
+    assert finish(hub, token, ends_meanwhile)["status"] == "completed"
+    assert finish(hub, token, counted)["status"] == "completed"
+    still = hub.api("GET", f"jobs/{runs_on['id']}", token)
+    assert (still["status"], still["resource_id"]) == ("running", runs_on["resource_id"]), still  # adopted
+    open(release, "w").close()
+    assert finish(hub, token, runs_on)["status"] == "completed"
+    # nothing ran twice: one SLURM job per hub job, and the counting job counted once
+    for job in (runs_on, counted, ends_meanwhile):
+        assert slurmutil.jobs_named(slurmutil.job_info(job["resource_id"])["name"]) == [job["resource_id"]]
+    with open(counter) as f:
+        assert f.read().split() == [str(counted["id"])]
+
+
+def test_a_job_over_its_time_limit_fails_saying_so(hub, owner, timed_job):
+    """Last: the job launched first reaches its 60 s limit (SLURM's TIMEOUT)."""
+    done = finish(hub, owner, timed_job, timeout=180)
+    assert done["status"] == "failed", done
+    assert done["reason"] == (f"The job reached its time limit of 60 s: SLURM stopped it"
+                              f" (SLURM job {done['resource_id']} on node localhost)")
+    assert slurmutil.job_info(done["resource_id"])["state"] == "TIMEOUT"

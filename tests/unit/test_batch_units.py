@@ -1,0 +1,199 @@
+"""The pure parts of batch jobs: declared parameters and their checks, the argv template,
+the fair queue's order, log ranges, how an exit record reads, the CPUs a job gets."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+
+from uws_hub.errors import Unprocessable, UWSError
+from uws_hub.jobs.logs import RangeNotSatisfiable, complete_lines, parse_range
+from uws_hub.jobs.parameters import ParameterSpec, render_argv, render_env, validate_parameters
+from uws_hub.jobs.queue import Waiting, plan_starts
+from uws_hub.jobs.types import parse_job_types
+from uws_hub.spawners.localbatch import describe_exit
+from uws_hub.spawners.wrapper import memory_failure, pick_cpus
+
+SPECS = {
+    "text": ParameterSpec(type="string", required=True),
+    "count": ParameterSpec(type="int", default=3, min=1, max=10),
+    "ratio": ParameterSpec(type="float", min=0, max=1),
+    "mode": ParameterSpec(type="choice", choices=["fast", "exact"], default="fast"),
+    "folder": ParameterSpec(type="path", default="."),
+    "loud": ParameterSpec(type="bool", default=False),
+}
+
+
+def test_defaults_fill_in_and_values_are_kept():
+    assert validate_parameters(SPECS, {"text": "a b", "ratio": 1}) == {
+        "text": "a b", "count": 3, "ratio": 1, "mode": "fast", "folder": ".", "loud": False,
+    }
+
+
+def test_every_problem_is_named_with_its_field():
+    with pytest.raises(Unprocessable) as e:
+        validate_parameters(SPECS, {"count": 0, "ratio": float("nan"), "mode": "slow", "folder": "a/../../b",
+                                    "loud": 1, "extra": None})
+    assert e.value.message == (
+        "Invalid parameters (it takes: text, count, ratio, mode, folder, loud): parameters.extra: unknown parameter;"
+        " parameters.text: required; parameters.count: must be at least 1 (got 0);"
+        " parameters.ratio: must be a finite number; parameters.mode: must be one of ['fast', 'exact'] (got 'slow');"
+        " parameters.folder: Path must stay inside the workspace ('..' is not allowed): 'a/../../b';"
+        " parameters.loud: must be true or false"
+    )
+
+
+def test_a_bad_default_is_refused_when_the_hub_starts():
+    with pytest.raises(ValueError, match="its default is invalid: must be at most 5"):
+        ParameterSpec(type="int", default=9, max=5)
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"cmd": ["run", "--x={x}"], "parameters": {"x": {"type": "int"}}}, "must be a whole argv item"),
+        ({"cmd": ["run", "{y}"], "parameters": {"x": {"type": "int"}}}, "names 'y', which is no parameter"),
+        ({"cmd": ["run"], "env": {"A": "{nope}"}}, "env 'A' names 'nope'"),
+        ({}, "needs its command: cmd"),
+        ({"cmd": ["run"], "parameters": {"1x": {"type": "int"}}}, "parameter name '1x'"),
+    ],
+)
+def test_a_template_that_cannot_be_rendered_as_meant_stops_the_hub(spec, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        parse_job_types({"b": {"interactive": False, **spec}}, ["local"])
+
+
+def test_interactive_job_types_take_no_parameters():
+    with pytest.raises(ValueError, match="parameters are for batch job types"):
+        parse_job_types({"lab": {"parameters": {"x": {"type": "int"}}}}, ["local"])
+
+
+def test_each_value_is_one_argument_and_groups_drop_out():
+    cmd = ["prog", "{text}", "{count}", ["--mode", "{mode}"], ["--loud", "{loud}"], ["--ratio", "{ratio}"], "{loud}"]
+    hostile = "; rm -rf / $(id)\n`x`"
+    values = {"text": hostile, "count": 3, "mode": "exact", "loud": True, "ratio": None}
+    assert render_argv(cmd, values) == ["prog", hostile, "3", "--mode", "exact", "--loud", "true"]
+    values.update(loud=False, ratio=0.25)
+    assert render_argv(cmd, values) == ["prog", hostile, "3", "--mode", "exact", "--ratio", "0.25", "false"]
+
+
+def test_env_values_embed_placeholders_and_every_parameter_is_passed():
+    env = render_env({"A": "<{text}|{missing}>"}, {"text": "$(id)", "loud": True, "job_id": 7})
+    assert env == {"A": "<$(id)|>", "UWS_PARAM_TEXT": "$(id)", "UWS_PARAM_LOUD": "true"}
+
+
+T0 = datetime(2026, 1, 1)
+
+
+def jobs(owner, count, start=0, resource="local"):
+    return [Waiting(owner * 1000 + start + i, owner, resource) for i in range(count)]
+
+
+def test_round_robin_across_users_fifo_within_each():
+    # ann launched 500 jobs, then ben one: with one slot free, ben's goes first (ann holds 8)
+    waiting = jobs(1, 500) + jobs(2, 1)
+    assert plan_starts(waiting, {1: 8}, {1: T0}, lambda u: None, {"local": 1}) == [2000]
+    # with 4 slots: ben's one, then ann's oldest ones
+    assert plan_starts(waiting, {1: 8}, {1: T0}, lambda u: None, {"local": 4}) == [2000, 1000, 1001, 1002]
+
+
+def test_ties_go_to_who_started_least_recently():
+    waiting = jobs(1, 3) + jobs(2, 3)
+    order = plan_starts(waiting, {}, {1: T0 + timedelta(seconds=5), 2: T0}, lambda u: None, {"local": 6})
+    assert order == [2000, 1000, 2001, 1001, 2002, 1002]
+
+
+def test_a_users_quota_bounds_their_own_jobs_only():
+    waiting = jobs(1, 5) + jobs(2, 5)
+    order = plan_starts(waiting, {1: 1}, {}, lambda u: 2, {"local": None})
+    assert sorted(order) == [1000, 2000, 2001]
+
+
+def test_a_full_resource_holds_its_jobs_and_lets_others_pass():
+    waiting = jobs(1, 2, resource="local") + jobs(1, 2, start=2, resource="slurm")
+    assert plan_starts(waiting, {}, {}, lambda u: None, {"local": 0, "slurm": None}) == [1002, 1003]
+
+
+def test_simulated_queue_of_two_users_with_two_slots_alternates():
+    """20 jobs of two users, each limited to 2, the hub to 2: starts alternate once both wait."""
+    waiting = jobs(1, 10) + jobs(2, 10)
+    held, last, running, started = {}, {}, [], []
+    clock = T0
+    while waiting or running:
+        for job in plan_starts(waiting, held, last, lambda u: 2, {"local": 2 - len(running)}):
+            w = next(w for w in waiting if w.job_id == job)
+            waiting.remove(w)
+            running.append(w)
+            started.append(w)
+            held[w.owner_id] = held.get(w.owner_id, 0) + 1
+            clock += timedelta(seconds=1)
+            last[w.owner_id] = clock
+        done = running.pop(0)
+        held[done.owner_id] -= 1
+    owners = [w.owner_id for w in started]
+    assert owners == [1, 2] * 10
+    for owner in (1, 2):
+        ids = [w.job_id for w in started if w.owner_id == owner]
+        assert ids == sorted(ids)
+
+
+@pytest.mark.parametrize(
+    "header, size, expected",
+    [(None, 10, None), ("bytes=0-3", 10, (0, 4)), ("bytes=4-", 10, (4, 10)), ("bytes=-3", 10, (7, 10)),
+     ("bytes=-30", 10, (0, 10)), ("bytes=5-99", 10, (5, 10))],
+)
+def test_ranges(header, size, expected):
+    assert parse_range(header, size) == expected
+
+
+def test_ranges_past_the_end_or_malformed_are_refused():
+    with pytest.raises(RangeNotSatisfiable):
+        parse_range("bytes=10-", 10)
+    with pytest.raises(RangeNotSatisfiable):
+        parse_range("bytes=-0", 10)
+    for bad in ("bytes=-", "bytes=1-2,4-5", "lines=1", "bytes=a-b"):
+        with pytest.raises(UWSError):
+            parse_range(bad, 10)
+
+
+def test_a_follow_sends_whole_lines_until_the_end():
+    assert complete_lines(b"a\nb\npartial", final=False) == b"a\nb\n"
+    assert complete_lines(b"partial", final=False) == b""
+    assert complete_lines(b"a\npartial", final=True) == b"a\npartial"
+
+
+@pytest.mark.parametrize(
+    "record, expected",
+    [
+        ({"exit_code": 0}, ("completed", "The command exited with status 0")),
+        ({"exit_code": 3}, ("failed", "The command exited with status 3")),
+        ({"exit_code": None, "signal": 9}, ("failed", "The command was killed by signal 9 (SIGKILL)")),
+        ({"exit_code": None, "signal": 15, "stopped": True}, ("cancelled", "Stopped on request")),
+        ({"exit_code": None, "signal": 15, "time_limit": True, "time_limit_seconds": 60},
+         ("failed", "The job reached its time limit of 60 s and was stopped (signal 15 (SIGTERM))")),
+        ({"exit_code": 1, "memory_exceeded": True, "memory_limit": "rlimit"},
+         ("failed", "The job went over its memory limit of 2G: an allocation failed (RLIMIT_AS);"
+                    " it ended with exit status 1")),
+        ({"exit_code": None, "signal": 9, "memory_exceeded": True, "memory_limit": "cgroup"},
+         ("failed", "The job went over its memory limit of 2G: the kernel ended it (cgroup v2 memory.max);"
+                    " it ended with signal 9 (SIGKILL)")),
+        ({"exit_code": 127, "error": "cannot run 'x': No such file or directory"},
+         ("failed", "The command could not be run: cannot run 'x': No such file or directory")),
+    ],
+)
+def test_an_exit_record_reads_as_an_outcome_and_a_reason(record, expected):
+    assert describe_exit({"signal": None, **record}, "2G") == expected
+
+
+def test_a_failure_reads_as_memory_only_with_an_allocation_message():
+    assert memory_failure(1, "Traceback ...\nMemoryError\n")
+    assert memory_failure(None, "terminate called after throwing an instance of 'std::bad_alloc'")
+    assert not memory_failure(0, "MemoryError handled, all fine")
+    assert not memory_failure(1, "ValueError: bad input")
+
+
+def test_cpus_go_to_the_least_used_first():
+    assert pick_cpus(2, [0, 1, 2, 3], {0: 2, 1: 1}) == [2, 3]
+    assert pick_cpus(3, [0, 1, 2, 3], {0: 2, 1: 1}) == [1, 2, 3]
+    assert pick_cpus(8, [0, 1], {}) == [0, 1]

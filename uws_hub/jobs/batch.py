@@ -1,0 +1,204 @@
+"""The reconciler's steps for batch jobs: hand a job to its runner, notice it run and end.
+
+A batch job is ``pending`` when launched, ``queued`` while it waits for a
+slot (:mod:`uws_hub.jobs.queue`) and then on its resource (a SLURM queue),
+``running`` while its command runs, and ends ``completed`` (exit status 0),
+``failed`` (an exit status, a signal, its time or memory limit; the reason
+says which) or ``cancelled`` (stopped on request). Its steps:
+
+- given a slot (``submitted_at``), make its results folder and submit it to
+  its resource's runner, as a helper task (``attempts`` counts the tries, so
+  after a hub restart a job with none is submitted without asking first);
+- once submitted, ask the runner where it is: running, ended (then record
+  the exit status and the real start and end times, which core-hours are
+  counted from), or never started (a hand-over the hub died in: submit again);
+- on a stop, cancel it through the runner and record how it ended.
+
+The runner wakes the job whenever it notices a change; each scan asks
+again, so a hub restarted while jobs ran finds every outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from ..errors import UWSError
+from ..orm import Job, utcnow
+from ..spawners.batch import BatchRunner, RunState
+from ..states import JobStatus, JobTarget
+from ..tasks import TaskPool
+from .service import JobService
+
+
+def reason_of(e: BaseException) -> str:
+    """A readable one-line reason from an exception (HTTPError's message first)."""
+    msg = getattr(e, "log_message", None) or getattr(e, "message", None) or str(e)
+    if getattr(e, "args", None) and "%" in str(msg):
+        try:
+            msg = msg % e.args
+        except TypeError:
+            pass
+    return msg or type(e).__name__
+
+
+class BatchSteps:
+    def __init__(
+        self,
+        jobs: JobService,
+        runners: dict[str, BatchRunner],
+        pool: TaskPool,
+        log: logging.Logger,
+        *,
+        max_attempts: int = 3,
+        stopping_timeout: float = 120,
+    ):
+        self.jobs = jobs
+        self.db = jobs.db
+        self.runners = runners
+        self.pool = pool
+        self.log = log
+        self.max_attempts = max_attempts
+        self.stopping_timeout = stopping_timeout
+        #: hand-overs and cancels under way in this process, by job id
+        self._submits: dict[int, asyncio.Task] = {}
+        self._cancels: dict[int, asyncio.Task] = {}
+
+    def forget(self, job_id: int) -> None:
+        self._submits.pop(job_id, None)
+        self._cancels.pop(job_id, None)
+
+    async def reconcile(self, job: Job) -> None:
+        runner = self.runners[job.resource]
+        if job.target == JobTarget.stopped.value:
+            await self._stop(job, runner)
+            return
+        if job.target == JobTarget.held.value:
+            return  # not yet asked to run (JobService.run lets it into the queue)
+        if job.submitted_at is None:
+            # waiting for a slot: the queue decides (and wakes the job)
+            self.jobs.wake_queue()
+            return
+        submit = self._submits.get(job.id)
+        if submit is not None:
+            if not submit.done():
+                return
+            self._submits.pop(job.id)
+            if not submit.cancelled() and (failure := submit.exception()) is not None:
+                self._fail(job, f"The job could not be started: {reason_of(failure)}")
+                return
+        elif job.attempts == 0:
+            self._submit(job)
+            return
+        state = await runner.state(self.jobs.batch_launch(job), job.resource_id, lambda: self.jobs.wake(job.id))
+        self._follow(job, state)
+
+    def _follow(self, job: Job, state: RunState) -> None:
+        self._found(job, state)
+        if state.phase == "unstarted":
+            if job.attempts >= self.max_attempts:
+                self._fail(job, f"The job could not be started after {job.attempts} attempts")
+            else:
+                self.log.warning(
+                    "Job %s: its runner has no trace of it (a hand-over the hub died in); submitting again", job.id
+                )
+                self._submit(job)
+            return
+        if state.phase == "queued":
+            if state.reason and state.reason != job.reason and job.status == JobStatus.queued.value:
+                job.reason = state.reason
+                self.db.commit()
+            return
+        if state.phase == "running":
+            if job.status == JobStatus.queued.value:
+                self.jobs.transition(job, JobStatus.running, node=state.node, at=state.started_at)
+                self.db.commit()
+            return
+        self._finish(job, state)
+
+    def _found(self, job: Job, state: RunState) -> None:
+        """Store the job's id on its resource when the runner found it by other means (a
+        hand-over the hub died in after the resource took the job)."""
+        if state.resource_id and state.resource_id != job.resource_id:
+            job.resource_id = state.resource_id
+            self.db.commit()
+
+    def _submit(self, job: Job) -> None:
+        try:
+            self.jobs.check_launch(self.jobs.launch_request(job))
+        except UWSError as e:
+            # e.g. the owner used up their core-hours while the job waited
+            self._fail(job, f"The launch was refused: {e.message}")
+            return
+        job.attempts += 1
+        self.db.commit()
+        job_id = job.id
+        launch = self.jobs.batch_launch(job)
+        runner = self.runners[job.resource]
+
+        async def submit() -> None:
+            await self.jobs.make_results_dir(job_id)
+            resource_id = await runner.submit(launch, lambda: self.jobs.wake(job_id))
+            submitted = Job.find(self.db, job_id)
+            if submitted is not None:
+                submitted.resource_id = resource_id
+                self.db.commit()
+
+        task = self._submits[job_id] = self.pool.spawn(submit())
+        task.add_done_callback(lambda t: self.jobs.wake(job_id))
+
+    def _finish(self, job: Job, state: RunState) -> None:
+        """Record how the job ended (it may have run and ended while nobody looked)."""
+        job.exit_code, job.exit_signal = state.exit_code, state.exit_signal
+        if job.status in (JobStatus.pending.value, JobStatus.queued.value) and state.started_at is not None:
+            self.jobs.transition(job, JobStatus.running, at=state.started_at, node=state.node)
+        elif job.running_at is None and state.started_at is not None:
+            job.running_at = state.started_at  # it ran: its core-hours count
+        if job.target == JobTarget.stopped.value and (state.stopped or state.outcome == JobStatus.cancelled.value):
+            if job.status != JobStatus.stopping.value:
+                self.jobs.transition(job, JobStatus.stopping)
+            self.jobs.transition(job, JobStatus(job.outcome or JobStatus.cancelled.value), at=state.ended_at)
+        else:
+            self.jobs.transition(
+                job, JobStatus(state.outcome or JobStatus.failed.value), state.reason, at=state.ended_at
+            )
+        self.db.commit()
+
+    async def _stop(self, job: Job, runner: BatchRunner) -> None:
+        if job.status != JobStatus.stopping.value:
+            self.jobs.transition(job, JobStatus.stopping, job.reason)
+            self.db.commit()
+        submit = self._submits.get(job.id)
+        if submit is not None and not submit.done():
+            return  # the hand-over ends first (its end wakes the job), then the job is cancelled
+        self._submits.pop(job.id, None)
+        if job.submitted_at is None or (job.attempts == 0 and job.resource_id is None):
+            self.jobs.transition(job, JobStatus(job.outcome or JobStatus.cancelled.value))
+            self.db.commit()
+            return
+        launch = self.jobs.batch_launch(job)
+        state = await runner.state(launch, job.resource_id, lambda: self.jobs.wake(job.id))
+        self._found(job, state)
+        if state.phase == "ended":
+            self._finish(job, state)
+            return
+        if state.phase == "unstarted":
+            self.jobs.transition(job, JobStatus(job.outcome or JobStatus.cancelled.value))
+            self.db.commit()
+            return
+        cancel = self._cancels.get(job.id)
+        failure = cancel.exception() if cancel is not None and cancel.done() and not cancel.cancelled() else None
+        if failure is not None:
+            self.log.warning("Job %s: cancelling failed (%s); trying again", job.id, reason_of(failure))
+            del self._cancels[job.id]
+        if job.id not in self._cancels:
+            job_id = job.id
+            task = self._cancels[job_id] = self.pool.spawn(runner.cancel(launch, job.resource_id))
+            task.add_done_callback(lambda t: self.jobs.wake(job_id))
+        elif job.stopping_at and utcnow() - job.stopping_at > timedelta(seconds=self.stopping_timeout):
+            self._fail(job, f"The job did not stop within {self.stopping_timeout:g} s")
+
+    def _fail(self, job: Job, reason: str) -> None:
+        self.jobs.transition(job, JobStatus.failed, reason)
+        self.db.commit()

@@ -1,0 +1,111 @@
+"""A batch job's log: read whole, by byte range or its tail, and followed as it grows.
+
+A batch job's log is the stdout and stderr of its command: a file in the
+hub's job log directory (local jobs), or SLURM's output file (SLURM jobs,
+under the workspace's ``.uws-jobs``, which the files API never serves). The
+job's account can write to the latter, so it is opened without following a
+link (the file, and the folder holding it), without blocking (a FIFO), and
+only if it is a regular file of the account the job runs as: a job cannot
+make the hub read anything but its own output.
+
+Logs are served to the job's owner and admins only, verbatim: a batch job
+is given no credential of the hub's (no API token), so there is nothing of
+the hub's in it to redact, and a checksum in a job's output must stay a
+checksum.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+
+from ..errors import UWSError
+
+OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: the most a follow reads at once
+FOLLOW_CHUNK_BYTES = 64 * 1024
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+class RangeNotSatisfiable(UWSError):
+    code = 416
+
+
+def open_log(path: str, owner_uid: int) -> int | None:
+    """A descriptor of the log file, or None if there is none (yet), or it is not a
+    regular file of ``owner_uid``."""
+    try:
+        dir_fd = os.open(os.path.dirname(path), DIR_FLAGS)
+    except OSError:
+        return None
+    try:
+        fd = os.open(os.path.basename(path), OPEN_FLAGS, dir_fd=dir_fd)
+    except OSError:
+        return None
+    finally:
+        os.close(dir_fd)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != owner_uid:
+        os.close(fd)
+        return None
+    return fd
+
+
+def log_size(path: str, owner_uid: int) -> int:
+    fd = open_log(path, owner_uid)
+    if fd is None:
+        return 0
+    try:
+        return os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+
+
+def read_log(path: str, owner_uid: int, start: int = 0, end: int | None = None) -> tuple[bytes, int]:
+    """Bytes ``start`` to ``end`` (exclusive; None: to the end) of the log, and its size."""
+    fd = open_log(path, owner_uid)
+    if fd is None:
+        return b"", 0
+    try:
+        size = os.fstat(fd).st_size
+        stop = size if end is None else min(end, size)
+        if start >= stop:
+            return b"", size
+        return os.pread(fd, stop - start, start), size
+    finally:
+        os.close(fd)
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """An HTTP ``Range: bytes=...`` header as ``(start, end)`` (end exclusive) of a file of
+    ``size`` bytes; None without one. One range only: ``a-b``, ``a-`` or ``-n`` (the
+    last n bytes, the tail). 416 if it lies past the end; 400 if it is no byte range."""
+    if header is None:
+        return None
+    match = _RANGE.match(header.strip())
+    if match is None or match.groups() == ("", ""):
+        raise UWSError(
+            f"Range must be one byte range: bytes=START-END, bytes=START- or bytes=-LAST, not {header[:40]!r}"
+        )
+    first, last = match.groups()
+    if first == "":
+        tail = int(last)
+        if tail == 0:
+            raise RangeNotSatisfiable(f"Range {header[:40]!r} asks for no bytes")
+        return max(0, size - tail), size
+    start = int(first)
+    end = size if last == "" else min(size, int(last) + 1)
+    if start >= size or start >= end:
+        raise RangeNotSatisfiable(f"Range {header[:40]!r} is past the end of the log ({size} bytes)")
+    return start, end
+
+
+def complete_lines(data: bytes, final: bool) -> bytes:
+    """What of ``data`` a follow sends now: up to its last line break (the rest
+    follows with its line), or all of it once the job has ended."""
+    if final:
+        return data
+    cut = data.rfind(b"\n")
+    return data[: cut + 1] if cut >= 0 else b""

@@ -1,0 +1,216 @@
+"""The fair queue of batch jobs: who starts next when a slot frees.
+
+A batch launch is never refused for want of a slot: the job waits
+``queued`` until its owner has a free slot of their concurrent-job quota
+(``concurrent_jobs``, counting their running batch jobs and unfinished
+interactive jobs) and, on the local resource, the hub has one of its
+``max_running_batch_jobs``. Slots go **round-robin across users, FIFO within
+a user**: each free slot goes to the user with the fewest slots held (ties:
+the one who started a job least recently, then the oldest waiting job), and
+that user's oldest waiting job starts. So one user's 500 jobs never starve
+another's one, and each user's jobs start in the order they were launched.
+
+:func:`plan_starts` is the rule (pure, tested without a hub);
+:class:`QueueSteps` applies it as one more kind of the reconciler's keys
+(``("batch-queue", 0)``): woken by every batch launch and every end of a job,
+and by each scan while jobs wait. It only chooses: it marks the chosen jobs
+``submitted_at`` and wakes them, and the jobs' own steps
+(:mod:`uws_hub.jobs.batch`) hand them to their runners.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+
+from ..orm import Job, utcnow
+from ..states import ACTIVE_JOB_STATUSES, JobStatus, JobTarget
+from .service import JobService
+
+#: the reconciler key of the queue
+QUEUE_KEY = ("batch-queue", 0)
+
+
+@dataclass(frozen=True)
+class Waiting:
+    job_id: int
+    owner_id: int
+    resource: str
+
+
+def plan_starts(
+    waiting: list[Waiting],
+    held: dict[int, int],
+    last_start: dict[int, datetime],
+    user_limit: Callable[[int], int | None],
+    room: dict[str, int | None],
+) -> list[int]:
+    """The waiting jobs to start now, in order.
+
+    ``waiting``: in launch order. ``held``: slots each user holds. ``last_start``:
+    when each user last had a job started. ``user_limit(user)``: their
+    concurrent-job quota (None: none). ``room``: free slots per resource (None:
+    no hub limit; a resource missing from it has none). Within a user, jobs of
+    a resource without room keep their place and the user's next job of
+    another resource may start (FIFO per user and resource).
+    """
+    queues: dict[int, deque[Waiting]] = defaultdict(deque)
+    for job in waiting:
+        queues[job.owner_id].append(job)
+    held = dict(held)
+    room = dict(room)
+    last = dict(last_start)
+    order: list[int] = []
+    never = datetime.min
+
+    def next_job(user: int) -> Waiting | None:
+        limit = user_limit(user)
+        if limit is not None and held.get(user, 0) >= limit:
+            return None
+        for job in queues[user]:
+            free = room.get(job.resource, 0)
+            if free is None or free > 0:
+                return job
+        return None
+
+    while True:
+        candidates = []
+        for user in queues:
+            found = next_job(user)
+            if found is not None:
+                candidates.append((held.get(user, 0), last.get(user, never), found.job_id, user, found))
+        if not candidates:
+            return order
+        _, _, _, user, job = min(candidates)
+        queues[user].remove(job)
+        order.append(job.job_id)
+        held[user] = held.get(user, 0) + 1
+        last[user] = utcnow()
+        free = room.get(job.resource)
+        if free is not None:
+            room[job.resource] = free - 1
+
+
+class QueueSteps:
+    """The reconciler's steps of the fair queue (one key: :data:`QUEUE_KEY`)."""
+
+    kind = QUEUE_KEY[0]
+
+    def __init__(
+        self,
+        jobs: JobService,
+        log: logging.Logger,
+        *,
+        resources: list[str],
+        hub_limits: dict[str, int],
+        user_limit: Callable[[int], int | None],
+    ):
+        self.jobs = jobs
+        self.db = jobs.db
+        self.log = log
+        #: the resources that run batch jobs, and the hub's own limit of running batch jobs
+        #: on some of them (``max_running_batch_jobs`` on ``local``)
+        self.resources = resources
+        self.hub_limits = hub_limits
+        self.user_limit = user_limit
+
+    @staticmethod
+    def _waiting_where():
+        return (
+            Job.interactive.is_(False),
+            Job.submitted_at.is_(None),
+            Job.target == JobTarget.running.value,
+            Job.status.in_([JobStatus.pending.value, JobStatus.queued.value]),
+        )
+
+    def unfinished(self) -> list[int]:
+        waiting = self.db.scalar(select(Job.id).where(*self._waiting_where()).limit(1))
+        return [QUEUE_KEY[1]] if waiting is not None else []
+
+    async def after_scan(self) -> None:
+        pass
+
+    def _holding(self):
+        """Jobs that hold a slot: unfinished interactive ones, batch ones handed to a runner."""
+        return Job.status.in_([s.value for s in ACTIVE_JOB_STATUSES]) & (
+            Job.interactive.is_(True) | Job.submitted_at.is_not(None)
+        )
+
+    async def reconcile(self, _: int) -> None:
+        rows = self.db.execute(
+            select(Job.id, Job.owner_id, Job.resource, Job.status).where(*self._waiting_where()).order_by(Job.id)
+        ).all()
+        if not rows:
+            return
+        waiting = [Waiting(*row[:3]) for row in rows]
+        fresh = {row[0] for row in rows if row[3] == JobStatus.pending.value}
+        owners = {w.owner_id for w in waiting}
+        held = dict(
+            self.db.execute(
+                select(Job.owner_id, func.count(Job.id))
+                .where(self._holding(), Job.owner_id.in_(owners))
+                .group_by(Job.owner_id)
+            ).all()
+        )
+        last_start: dict[int, datetime] = {
+            owner: when
+            for owner, when in self.db.execute(
+                select(Job.owner_id, func.max(Job.submitted_at))
+                .where(Job.owner_id.in_(owners), Job.submitted_at.is_not(None))
+                .group_by(Job.owner_id)
+            ).all()
+            if when is not None
+        }
+        running_batch = dict(
+            self.db.execute(
+                select(Job.resource, func.count(Job.id))
+                .where(self._holding(), Job.interactive.is_(False))
+                .group_by(Job.resource)
+            ).all()
+        )
+        room: dict[str, int | None] = {
+            r: (max(0, self.hub_limits[r] - running_batch.get(r, 0)) if r in self.hub_limits else None)
+            for r in self.resources
+        }
+        limits = {owner: self.user_limit(owner) for owner in owners}
+        plan = plan_starts(waiting, held, last_start, limits.__getitem__, room)
+        # each its own moment, in the order chosen: submitted_at orders the queue's decisions
+        now = utcnow()
+        chosen = {job_id: now + timedelta(microseconds=i) for i, job_id in enumerate(plan)}
+        # only the jobs that change are loaded (one query): a step is not O(every waiting job)
+        changing = set(chosen) | fresh
+        jobs = {job.id: job for job in self.db.scalars(select(Job).where(Job.id.in_(changing)))} if changing else {}
+        for w in waiting:
+            job = jobs.get(w.job_id)
+            if job is None:
+                continue
+            if w.job_id in chosen:
+                job.submitted_at = chosen[w.job_id]
+                if job.status == JobStatus.pending.value:
+                    self.jobs.transition(job, JobStatus.queued)
+            elif job.status == JobStatus.pending.value:
+                self.jobs.transition(job, JobStatus.queued, self._why_waiting(w, held, limits, room))
+        self.db.commit()
+        for job_id in sorted(chosen):
+            self.jobs.wake(job_id)
+
+    def _why_waiting(
+        self, job: Waiting, held: dict[int, int], limits: dict[int, int | None], room: dict[str, int | None]
+    ) -> str:
+        limit = limits.get(job.owner_id)
+        if limit is not None and held.get(job.owner_id, 0) >= limit:
+            return (
+                f"Waiting for a slot: its owner's jobs use all {limit} of their concurrent job quota;"
+                " it starts when one ends"
+            )
+        if room.get(job.resource) == 0:
+            return (
+                f"Waiting for a slot: the hub runs its most batch jobs on {job.resource} at once"
+                f" ({self.hub_limits[job.resource]}); it starts when one ends, in turn with other users' jobs"
+            )
+        return "Waiting for its turn in the hub's queue"

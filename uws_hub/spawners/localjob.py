@@ -1,0 +1,270 @@
+"""Local jobs through the job wrapper (:mod:`.wrapper`), from the hub's side: start one,
+find it again after a restart, watch it end, read how it ended, stop it.
+
+Each job has three files in the hub's own job log directory (mode 0700):
+
+- ``job-<id>.log``: the command's stdout and stderr;
+- ``job-<id>.run``: locked (``flock``) by the job's wrapper for as long as it
+  lives, holding its pid, its start time and the job's CPUs;
+- ``job-<id>.exit``: the exit record, written atomically by the wrapper
+  before it ends.
+
+:func:`claim` takes the run file's lock: it fails while a wrapper holds it (the
+job runs: adopt it), and a start happens only while the hub holds it, the
+locked descriptor being handed to the new wrapper. So a job never runs twice,
+whenever the hub dies; and a job whose run file is unlocked, with no exit
+record but a pid, lost its wrapper (killed): it failed.
+
+Both kinds of local job share two things of the hub's process, kept here:
+which CPUs the jobs are pinned to (:data:`CPU_USE`: each new job gets the
+least used), and the cgroup v2 parent of their memory limits
+(:func:`memory_cgroups`).
+
+Nothing here imports the hub: the local spawner uses it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from . import wrapper
+
+#: the wrapper program, run by path with ``python -I -S`` (standard library only)
+WRAPPER = os.path.abspath(wrapper.__file__)
+
+
+class CpuUse:
+    """The CPUs each local job of this hub is pinned to (batch jobs and servers alike), so
+    that a new job gets the least used ones."""
+
+    def __init__(self) -> None:
+        self.allowed = sorted(os.sched_getaffinity(0))
+        self._held: dict[str, list[int]] = {}
+
+    def take(self, key: str, count: int) -> list[int] | None:
+        """CPUs for job ``key`` wanting ``count`` of them (None: it asked for none)."""
+        if not count:
+            return None
+        in_use: dict[int, int] = {}
+        for cpus in self._held.values():
+            for cpu in cpus:
+                in_use[cpu] = in_use.get(cpu, 0) + 1
+        cpus = wrapper.pick_cpus(count, self.allowed, in_use)
+        self._held[key] = cpus
+        return cpus
+
+    def hold(self, key: str, cpus: list[int] | None) -> None:
+        """Count the CPUs of a job found running (after a hub restart)."""
+        if cpus:
+            self._held[key] = list(cpus)
+
+    def release(self, key: str) -> None:
+        self._held.pop(key, None)
+
+
+#: the hub process's one record of its local jobs' CPUs
+CPU_USE = CpuUse()
+
+_CGROUPS: dict[str, tuple[wrapper.Cgroups | None, str | None]] = {}
+
+
+def memory_cgroups(parent: str) -> tuple[wrapper.Cgroups | None, str | None]:
+    """The cgroup v2 parent for local jobs' memory limits, set up once per process, or
+    (None, why not): then ``RLIMIT_AS`` limits them. ``parent``: a cgroup v2 directory,
+    ``""`` for ``uws-jobs`` under the cgroup v2 mount, ``"none"`` for never."""
+    if parent not in _CGROUPS:
+        path = wrapper.Cgroups.default_parent() if parent == "" else parent
+        if parent == "none":
+            _CGROUPS[parent] = (None, "memory_cgroup_parent is 'none'")
+        elif path is None:
+            _CGROUPS[parent] = (None, "no cgroup v2 hierarchy is mounted")
+        else:
+            cgroups = wrapper.Cgroups(path)
+            problem = cgroups.prepare()
+            _CGROUPS[parent] = (None, problem) if problem else (cgroups, None)
+    return _CGROUPS[parent]
+
+
+@dataclass(frozen=True)
+class JobFiles:
+    """The hub's files of one local job (see the module's docstring)."""
+
+    directory: str
+    job_id: int
+
+    def _path(self, suffix: str) -> str:
+        return os.path.join(self.directory, f"job-{self.job_id}.{suffix}")
+
+    @property
+    def log(self) -> str:
+        return self._path("log")
+
+    @property
+    def run(self) -> str:
+        return self._path("run")
+
+    @property
+    def exit(self) -> str:
+        return self._path("exit")
+
+    def read_exit(self) -> dict[str, Any] | None:
+        return _read_json(self.exit)
+
+    def read_run(self) -> dict[str, Any] | None:
+        return _read_json(self.run)
+
+    def remove(self) -> None:
+        for path in (self.log, self.run, self.exit):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+
+def _read_json(path: str) -> dict[str, Any] | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        data = f.read()
+    try:
+        value = json.loads(data) if data.strip() else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def open_log(path: str) -> int:
+    """A local job's log file, opened to append its output: the hub's own, 0600 (its
+    folder may be passable by every account, see ``WorkspaceSlurmSpawner.batch_output_dir``),
+    never through a link."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    os.fchmod(fd, 0o600)
+    return fd
+
+
+def claim(files: JobFiles) -> int | None:
+    """Lock the job's run file (made if missing); the locked descriptor, or None while a
+    wrapper holds the lock (the job runs)."""
+    os.makedirs(files.directory, mode=0o700, exist_ok=True)
+    fd = os.open(files.run, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def alive(run: dict[str, Any] | None) -> int | None:
+    """The wrapper's pid if the process the run file names still lives (pid and start time)."""
+    if not run or not isinstance(run.get("pid"), int):
+        return None
+    pid = run["pid"]
+    return pid if wrapper.process_start_time(pid) == run.get("start") else None
+
+
+def start(
+    files: JobFiles,
+    lock_fd: int,
+    spec: dict[str, Any],
+    *,
+    python: str = sys.executable,
+    log_path: str | None = None,
+) -> subprocess.Popen:
+    """Start the wrapper for ``spec`` (blocks briefly: run it in a thread), handing it the
+    locked run file; the caller closes its own ``lock_fd`` after."""
+    log_path = log_path or files.log
+    spec = {
+        **spec,
+        "lock_fd": lock_fd,
+        "exit_path": files.exit,
+        "log_path": log_path,
+    }
+    log_fd = open_log(log_path)
+    try:
+        proc = subprocess.Popen(
+            [python, "-I", "-S", WRAPPER],
+            stdin=subprocess.PIPE,
+            stdout=log_fd,
+            stderr=subprocess.STDOUT,
+            pass_fds=(lock_fd,),
+            start_new_session=True,
+            env={"PATH": os.defpath, "LANG": "C.UTF-8"},
+        )
+    finally:
+        os.close(log_fd)
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(json.dumps(spec).encode())
+    finally:
+        proc.stdin.close()
+    return proc
+
+
+def stop(run: dict[str, Any] | None) -> bool:
+    """Ask the job's wrapper to stop the job (SIGTERM; it kills the command after its
+    grace period); False if no wrapper of it lives."""
+    pid = alive(run)
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class ExitWatch:
+    """Calls back when a process ends, whether the hub started it or adopted it after a
+    restart (a pidfd in the event loop: no thread, no polling)."""
+
+    def __init__(self) -> None:
+        self._fds: dict[int, tuple[int, subprocess.Popen | None]] = {}
+
+    def watch(self, pid: int, on_exit: Callable[[], None], proc: subprocess.Popen | None = None) -> bool:
+        """Watch ``pid`` (False if it is already gone)."""
+        if pid in self._fds:
+            return True
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            if proc is not None:
+                proc.poll()
+            return False
+        loop = asyncio.get_running_loop()
+        self._fds[pid] = (pidfd, proc)
+
+        def ended() -> None:
+            self.forget(pid)
+            on_exit()
+
+        loop.add_reader(pidfd, ended)
+        return True
+
+    def watching(self, pid: int) -> bool:
+        return pid in self._fds
+
+    def forget(self, pid: int) -> None:
+        entry = self._fds.pop(pid, None)
+        if entry is None:
+            return
+        pidfd, proc = entry
+        asyncio.get_running_loop().remove_reader(pidfd)
+        os.close(pidfd)
+        if proc is not None:
+            proc.poll()  # reap it
+
+    def close(self) -> None:
+        for pid in list(self._fds):
+            self.forget(pid)

@@ -1,0 +1,362 @@
+"""The job wrapper: runs one local job's command with its limits, and records how it ended.
+
+The hub starts it (``python -I -S wrapper.py``, standard library only, so it
+starts in milliseconds and needs nothing of the hub) in a session of its own,
+so it outlives the hub: a hub killed while jobs run finds their outcomes when
+it starts again. It reads its instructions as JSON on stdin (never argv,
+which every account can read in ``/proc``), then:
+
+1. writes its pid and start time into the job's *run file*, whose ``flock``
+   the hub took and handed down to it (an inherited descriptor): while the
+   wrapper lives the lock is held, so a restarted hub knows the job is still
+   running (and adopts it), and a second wrapper of the same job can never
+   start (the hub only starts one while it holds the lock itself);
+2. starts the command (an argv list, never a shell) in a session of its own,
+   as the job's account, in the workspace, with its output going where the
+   wrapper's goes (the job's log file), and with the limits applied in the
+   child before it runs a single instruction of the command
+   (:func:`child_setup`): its CPUs by affinity, its memory by a cgroup v2
+   ``memory.max`` when the hub could make one, else ``RLIMIT_AS``;
+3. forwards SIGTERM, SIGINT and SIGHUP to the command's process group (the
+   hub's stop sends SIGTERM), kills the group after ``kill_grace_seconds``,
+   and stops the command at its time limit the same way;
+4. writes the *exit record* (exit status or signal, time limit or memory
+   limit reached, stopped on request, start and end times) atomically
+   (a temporary file renamed into place) before it exits and so releases
+   the lock.
+
+Run as ``wrapper.py --exec SPEC -- COMMAND...`` it only applies the limits
+and execs the command (:func:`exec_with_limits`): how the local spawner
+starts an interactive job's server with its limits.
+
+The module is also imported by the hub and the local spawner for its pure
+helpers (:func:`pick_cpus`, :func:`memory_failure`) and the cgroup set-up
+(:class:`Cgroups`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import os
+import resource
+import signal
+import sys
+import time
+
+#: what programs print when an allocation fails (``RLIMIT_AS`` makes it fail:
+#: the kernel refuses the mapping, nothing is killed): Python, C/C++, Java, R, Go, numpy
+OUT_OF_MEMORY_MARKERS = (
+    "MemoryError",
+    "Cannot allocate memory",
+    "std::bad_alloc",
+    "out of memory",
+    "Out of memory",
+    "OutOfMemoryError",
+    "cannot allocate vector",
+    "Unable to allocate",
+)
+#: how much of the end of the log is searched for them
+OUT_OF_MEMORY_TAIL_BYTES = 4096
+#: the exit status of a command that could not be run (as shells use)
+CANNOT_RUN = 127
+PR_SET_PDEATHSIG = 1
+
+
+def pick_cpus(count: int, allowed: list[int], in_use: dict[int, int]) -> list[int]:
+    """``count`` CPUs of ``allowed`` for a job, the least used by other jobs first
+    (ties: the lowest number); all of them if it asks for as many or more."""
+    if count >= len(allowed):
+        return sorted(allowed)
+    return sorted(sorted(allowed, key=lambda cpu: (in_use.get(cpu, 0), cpu))[:count])
+
+
+def memory_failure(exit_code: int | None, log_tail: str) -> bool:
+    """Whether a command that ran under ``RLIMIT_AS`` failed for want of memory: it did
+    not exit with 0 (an error, or a signal such as C++'s abort) and its last output
+    says an allocation failed."""
+    return exit_code != 0 and any(marker in log_tail for marker in OUT_OF_MEMORY_MARKERS)
+
+
+def log_tail(path: str) -> str:
+    """The end of a job's log, where an allocation failure shows (its last
+    :data:`OUT_OF_MEMORY_TAIL_BYTES`; '' if unreadable). Not following a link: in
+    single-account mode the job could swap its log for one."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return ""
+    with os.fdopen(fd, "rb") as f:
+        f.seek(max(0, os.fstat(fd).st_size - OUT_OF_MEMORY_TAIL_BYTES))
+        return f.read().decode("utf-8", "replace")
+
+
+class Cgroups:
+    """cgroup v2 memory limits for jobs, where the hub can make them.
+
+    ``parent`` is a cgroup v2 directory whose ``cgroup.subtree_control``
+    enables (or may be made to enable) the memory controller; each job gets a
+    child ``job-<id>`` with ``memory.max`` and ``memory.swap.max = 0``.
+    """
+
+    def __init__(self, parent: str):
+        self.parent = parent
+
+    @staticmethod
+    def default_parent() -> str | None:
+        """``uws-jobs`` under the cgroup v2 mount, or None without one."""
+        try:
+            with open("/proc/self/mountinfo") as f:
+                for line in f:
+                    left, _, right = line.partition(" - ")
+                    if right.split(" ", 1)[0] == "cgroup2":
+                        return os.path.join(left.split()[4], "uws-jobs")
+        except OSError:
+            pass
+        return None
+
+    def prepare(self) -> str | None:
+        """Make ``parent`` usable (create it, enable memory for its children); None if it
+        is, else why not."""
+        above = os.path.dirname(self.parent)
+        try:
+            with open(os.path.join(above, "cgroup.controllers")) as f:
+                if "memory" not in f.read().split():
+                    return f"{above} offers no memory controller (cgroup.controllers)"
+            with open(os.path.join(above, "cgroup.subtree_control")) as f:
+                enabled = f.read().split()
+            if "memory" not in enabled:
+                with open(os.path.join(above, "cgroup.subtree_control"), "w") as f:
+                    f.write("+memory")
+            os.makedirs(self.parent, exist_ok=True)
+            with open(os.path.join(self.parent, "cgroup.subtree_control"), "w") as f:
+                f.write("+memory")
+            probe = self.create("probe", 64 * 1024 * 1024)
+            self.remove(probe)
+        except OSError as e:
+            return f"cannot set up {self.parent}: {e.strerror or e}"
+        return None
+
+    def create(self, name: str, memory_bytes: int) -> str:
+        path = os.path.join(self.parent, name)
+        os.makedirs(path, exist_ok=True)
+        with open(os.path.join(path, "memory.max"), "w") as f:
+            f.write(str(memory_bytes))
+        try:
+            with open(os.path.join(path, "memory.swap.max"), "w") as f:
+                f.write("0")
+        except FileNotFoundError:
+            pass  # no swap accounting: swap cannot stretch the limit either
+        return path
+
+    @staticmethod
+    def oom_killed(path: str) -> bool:
+        try:
+            with open(os.path.join(path, "memory.events")) as f:
+                events = dict(line.split() for line in f if line.strip())
+        except OSError:
+            return False
+        return int(events.get("oom_kill", "0")) > 0
+
+    @staticmethod
+    def remove(path: str) -> None:
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
+
+
+def process_start_time(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot, ``/proc/<pid>/stat``), or None if
+    it is gone: with the pid, it names one process for good (pids are reused)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+    if fields[0] == b"Z":
+        return None
+    return int(fields[19])
+
+
+def apply_limits(spec: dict) -> None:
+    """In a process about to run a job's command: its cgroup (as root), CPUs, memory and
+    priority, then its account (after the cgroup, which only root may join)."""
+    if spec.get("cgroup"):
+        with open(os.path.join(spec["cgroup"], "cgroup.procs"), "w") as f:
+            f.write("0")
+    if spec.get("cpus"):
+        os.sched_setaffinity(0, spec["cpus"])
+    if spec.get("memory_bytes") and not spec.get("cgroup"):
+        resource.setrlimit(resource.RLIMIT_AS, (spec["memory_bytes"], spec["memory_bytes"]))
+    if spec.get("nice"):
+        os.nice(spec["nice"])
+    if spec.get("uid") is not None:
+        os.setgroups(spec.get("groups") or [])
+        os.setgid(spec["gid"])
+        os.setuid(spec["uid"])
+
+
+def child_setup(spec: dict) -> None:
+    """In the batch job's child, before the command runs: its limits and account, then die
+    with the wrapper."""
+    apply_limits(spec)
+    # set after the account switch, which clears it: a killed wrapper takes its command along
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != spec["wrapper_pid"]:
+        os._exit(CANNOT_RUN)
+
+
+def exec_with_limits(args: list[str]) -> None:
+    """``--exec SPEC -- COMMAND...``: apply SPEC's limits (:func:`apply_limits`), then become
+    COMMAND (same pid). How the local spawner starts an interactive job's server with its
+    limits: nothing of the command runs before they hold, and the server outlives the hub
+    (it is adopted after a restart), so it is not tied to its parent as a batch job is."""
+    spec = json.loads(args[1])
+    argv = args[args.index("--") + 1 :]
+    apply_limits(spec)
+    os.execvp(argv[0], argv)
+
+
+class Wrapper:
+    def __init__(self, spec: dict):
+        self.spec = spec
+        self.pid: int | None = None
+        self.stopped = False
+        self.time_limit = False
+        self.killing = False
+
+    def signal_group(self, sig: int) -> None:
+        if self.pid is not None:
+            try:
+                os.killpg(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def on_stop(self, signum, frame) -> None:
+        """The hub's stop (or a signal meant for the job): the command's group gets it,
+        then SIGKILL after the grace period."""
+        self.stopped = self.stopped or not self.time_limit
+        self.signal_group(signum)
+        self.escalate()
+
+    def on_alarm(self, signum, frame) -> None:
+        if self.killing:
+            self.signal_group(signal.SIGKILL)
+            return
+        self.time_limit = not self.stopped
+        self.signal_group(signal.SIGTERM)
+        self.escalate()
+
+    def escalate(self) -> None:
+        if not self.killing:
+            self.killing = True
+            signal.setitimer(signal.ITIMER_REAL, max(0.1, float(self.spec.get("kill_grace_seconds", 10))))
+
+    def run(self) -> dict:
+        spec = self.spec
+        record: dict = {"started": time.time(), "cpus": spec.get("cpus"), "memory_bytes": spec.get("memory_bytes")}
+        record["memory_limit"] = "cgroup" if spec.get("cgroup") else ("rlimit" if spec.get("memory_bytes") else None)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self.on_stop)
+        signal.signal(signal.SIGALRM, self.on_alarm)
+        spec["wrapper_pid"] = os.getpid()
+        # the child reports a failed exec here; a successful one closes it (close-on-exec)
+        errors_in, errors_out = os.pipe2(os.O_CLOEXEC)
+        try:
+            self.pid = os.fork()
+        except OSError as e:
+            return {**record, "ended": time.time(), "exit_code": CANNOT_RUN, "error": f"cannot fork: {e.strerror}"}
+        if self.pid == 0:
+            os.close(errors_in)
+            self.exec_child(errors_out)
+        os.close(errors_out)
+        with os.fdopen(errors_in, "rb") as f:
+            exec_error = f.read().decode("utf-8", "replace").strip()
+        if spec.get("time_limit_seconds"):
+            signal.setitimer(signal.ITIMER_REAL, float(spec["time_limit_seconds"]))
+        _, status, usage = os.wait4(self.pid, 0)
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        # what the command left running in its group ends with it
+        self.signal_group(signal.SIGKILL)
+        record["ended"] = time.time()
+        record["max_rss_bytes"] = usage.ru_maxrss * 1024
+        if os.WIFSIGNALED(status):
+            record["signal"] = os.WTERMSIG(status)
+            record["exit_code"] = None
+        else:
+            record["exit_code"] = os.WEXITSTATUS(status)
+            record["signal"] = None
+            if exec_error:
+                record["error"] = exec_error
+        record["stopped"] = self.stopped
+        record["time_limit"] = self.time_limit
+        record["memory_exceeded"] = self.memory_exceeded(record)
+        return record
+
+    def exec_child(self, errors: int) -> None:
+        """In the forked child: become the command (never returns); why not goes to ``errors``."""
+        spec = self.spec
+        try:
+            os.setsid()
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGALRM):
+                signal.signal(sig, signal.SIG_DFL)
+            os.close(spec["lock_fd"])
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(devnull, 0)
+            os.close(devnull)
+            child_setup(spec)
+            # as the job's account: it enters its workspace with its own rights
+            os.chdir(spec["cwd"])
+            os.execvpe(spec["argv"][0], spec["argv"], spec["env"])
+        except BaseException as e:  # noqa: BLE001 - anything that stops the exec is the job's failure
+            message = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            where = spec["argv"][0] if isinstance(e, OSError) and e.errno in (errno.ENOENT, errno.EACCES) else ""
+            try:
+                text = f"cannot run {where!r}: {message}" if where else f"cannot start the command: {message}"
+                os.write(errors, text.encode())
+            finally:
+                os._exit(CANNOT_RUN)
+
+    def memory_exceeded(self, record: dict) -> bool:
+        if self.spec.get("cgroup"):
+            return Cgroups.oom_killed(self.spec["cgroup"])
+        if not self.spec.get("memory_bytes"):
+            return False
+        return memory_failure(record["exit_code"], log_tail(self.spec["log_path"]))
+
+
+def write_record(path: str, record: dict) -> None:
+    """The exit record, whole or not at all (a hub reading it never sees half of it)."""
+    temporary = f"{path}.tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(record, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, path)
+
+
+def main() -> int:
+    if sys.argv[1:2] == ["--exec"]:
+        exec_with_limits(sys.argv[1:])
+    spec = json.load(sys.stdin)
+    lock_fd = spec["lock_fd"]
+    os.ftruncate(lock_fd, 0)
+    run = {
+        "pid": os.getpid(),
+        "start": process_start_time(os.getpid()),
+        "cpus": spec.get("cpus"),
+        "started": time.time(),
+    }
+    os.pwrite(lock_fd, json.dumps(run).encode(), 0)
+    record = Wrapper(spec).run()
+    if spec.get("cgroup"):
+        Cgroups.remove(spec["cgroup"])
+    write_record(spec["exit_path"], record)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
