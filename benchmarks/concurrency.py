@@ -38,6 +38,7 @@ from _common import (
     markdown_table,
     process_cpu_seconds,
     ratio,
+    rss_mb,
     summary,
     write_json,
 )
@@ -71,12 +72,6 @@ def parse_args(argv=None):
     p.add_argument("--json", default=None, help="write results here ('' for none; default benchmarks/results/)")
     return p.parse_args(argv)
 
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 class EventWatcher(threading.Thread):

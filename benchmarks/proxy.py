@@ -68,6 +68,7 @@ from _common import (  # noqa: E402
     machine_line,
     markdown_table,
     percentile,
+    process_cpu_seconds,
     ratio,
     write_json,
 )
@@ -468,7 +469,9 @@ def start_traefik(routes: dict[str, str], workdir: Path) -> tuple[Proc, int]:
 def median_round(rounds: list[dict]) -> dict:
     """Each metric's median over the rounds (robust to a burst of other work on the machine)."""
     out = {}
-    for key in ("rps", "mb_s", "p50_ms", "p99_ms", "requests", "non_200", "errors"):
+    for key in ("rps", "mb_s", "p50_ms", "p99_ms", "requests", "non_200", "errors", "backend_cpu_us", "proxy_cpu_us"):
+        if key not in rounds[0]:
+            continue
         values = sorted(r[key] for r in rounds)
         out[key] = values[len(values) // 2] if key not in ("non_200", "errors") else sum(values)
     return out
@@ -508,6 +511,7 @@ def main(argv=None) -> int:
         routes = {PREFIX: f"http://127.0.0.1:{backend_port}", "/sse/": f"http://127.0.0.1:{sse_port}"}
 
         ports: dict[str, int] = {"direct": backend_port}
+        target_procs: dict[str, Proc] = {}
         for target in args.targets:
             if target == "direct":
                 continue
@@ -517,6 +521,7 @@ def main(argv=None) -> int:
             else:
                 proc, port = start_chp(target, routes, workdir, args)
             procs.append(proc)
+            target_procs[target] = proc
             wait_http(f"http://127.0.0.1:{port}{PREFIX}api/status", 60, auth, proc.alive)
             ports[target] = port
 
@@ -535,7 +540,16 @@ def main(argv=None) -> int:
                 for kind, path in kinds:
                     if args.warmup > 0:
                         run_load(ports[target], path, args.warmup)
+                    # the CPU time the backend and the proxy spend per request: what a proxy costs
+                    # on a machine whose cores the backend, the proxy and the load generator share
+                    watched = {"backend": backend.pid}
+                    if target in target_procs:
+                        watched["proxy"] = target_procs[target].pid
+                    cpu0 = {k: process_cpu_seconds(pid) for k, pid in watched.items()}
                     res = run_load(ports[target], path, args.duration)
+                    done = res["rps"] * args.duration or 1
+                    for k, before in cpu0.items():
+                        res[f"{k}_cpu_us"] = (process_cpu_seconds(watched[k]) - before) / done * 1e6
                     raw[target][kind].append(res)
                     log(f"round {rnd + 1} {target} {kind}: {res['rps']:,.0f} req/s, p99 {res['p99_ms']:.1f} ms,"
                         f" non-200 {res['non_200']}, errors {res['errors']}")
@@ -572,12 +586,15 @@ def main(argv=None) -> int:
                 m = results["targets"][target][kind]["median"]
                 b = base[kind]["median"]
                 row = [target, f"{m['rps']:,.0f}", f"{ratio(m['rps'], b['rps']) * 100:.0f}%",
-                       f"{m['p50_ms']:.1f}", f"{m['p99_ms']:.1f}", f"{ratio(m['p99_ms'], b['p99_ms']):.1f}x"]
+                       f"{m['p50_ms']:.1f}", f"{m['p99_ms']:.1f}", f"{ratio(m['p99_ms'], b['p99_ms']):.1f}x",
+                       f"{m.get('backend_cpu_us', float('nan')):,.0f}",
+                       f"{m['proxy_cpu_us']:,.0f}" if m.get("proxy_cpu_us") is not None else "–"]
                 if kind == "file":
                     row.insert(2, f"{m['mb_s']:,.0f}")
                 row.append(f"{m['non_200']}/{m['errors']}")
                 rows.append(row)
-            headers = ["target", "req/s", "of direct", "p50 ms", "p99 ms", "p99 vs direct", "non-200/errors"]
+            headers = ["target", "req/s", "of direct", "p50 ms", "p99 ms", "p99 vs direct",
+                       "backend CPU µs/req", "proxy CPU µs/req", "non-200/errors"]
             if kind == "file":
                 headers.insert(2, "MiB/s")
             out.append(f"GET {path}" + (" (1 MiB)" if kind == "file" else ""))

@@ -352,8 +352,10 @@ async def test_a_start_that_works_runs_the_job(hub):
 
 async def test_starts_wait_while_the_event_loop_is_late_and_go_once_it_caught_up(hub):
     """While the hub's loop runs later than ``max_loop_lag``, no more than
-    MIN_STARTS_WHEN_LATE starts are under way; the others wait in launch order and
-    start when the loop has caught up (the probe wakes the line)."""
+    MIN_STARTS_WHEN_LATE starts are in their bookkeeping (until their resource has
+    taken the job); the others wait in launch order, and start when one of those
+    is taken (a batch job held in its queue does not hold a slot) or when the loop
+    has caught up (the probe wakes the line)."""
     lag = [1.0]
     steps, servers = job_steps(hub, "slow", loop_lag=lambda: lag[0], max_loop_lag=0.1)
     owners = ["ann", "ann", "ben", "ben"]  # each may run two jobs
@@ -361,6 +363,7 @@ async def test_starts_wait_while_the_event_loop_is_late_and_go_once_it_caught_up
     for job in jobs:
         await steps.reconcile(job.id)
     assert MIN_STARTS_WHEN_LATE == 2 and sorted(servers.spawners) == ["w0", "w1"]  # started
+
     async def taken() -> list[int]:
         keys = []
         while len(hub.queue):
@@ -371,15 +374,34 @@ async def test_starts_wait_while_the_event_loop_is_late_and_go_once_it_caught_up
     await taken()  # the launches' wake-ups
     steps.wake_start_line()
     assert await taken() == []  # still late: nobody is woken
-    # the loop caught up: the probe wakes the line, the waiting jobs start, oldest first
+    # the first start's resource took the job (a process, a batch job in its queue): the next goes
+    steps._on_report(servers.spawners["w0"], "queued", {"resource_id": "1"})
+    assert jobs[0].status == "queued"
+    assert await taken() == [jobs[2].id]
+    await steps.reconcile(jobs[2].id)
+    assert sorted(servers.spawners) == ["w0", "w1", "w2"]
+    # the loop caught up: the probe wakes the line, the last one starts
     lag[0] = 0.0
     steps.wake_start_line()
-    woken = await taken()
-    assert woken == [job.id for job in jobs[MIN_STARTS_WHEN_LATE:]]
-    for job_id in woken:
-        await steps.reconcile(job_id)
+    assert await taken() == [jobs[3].id]
+    await steps.reconcile(jobs[3].id)
     assert sorted(servers.spawners) == ["w0", "w1", "w2", "w3"]
     servers.release.set()
+    await hub.pool.close()
+
+
+async def test_the_scan_leaves_starts_under_way_to_themselves_until_their_deadline(hub):
+    """A job whose start is under way (a batch job held in SLURM's queue, for hours) is
+    not looked at by every scan: its start wakes it. Past its deadline it is again."""
+    steps, servers = job_steps(hub, "never", pending_timeout=60)
+    job = hub.jobs.launch(workspace(hub), "lab", None, {}, "ann")
+    await steps.reconcile(job.id)
+    assert job.status == "pending" and "w1" in servers.spawners  # starting
+    assert steps.unfinished() == []
+    job.created_at = utcnow() - timedelta(seconds=61)
+    assert steps.unfinished() == [job.id]
+    await steps.reconcile(job.id)
+    assert job.status == "stopping" and job.reason == "The job did not start within 60 s"
     await hub.pool.close()
 
 

@@ -34,7 +34,8 @@ from .batch import BatchSteps, reason_of
 from .servers import ServerControl
 from .service import JobService
 
-#: starts that may be under way while the event loop is late (see JobSteps._start_slots):
+#: starts that may be in their bookkeeping while the event loop is late (see
+#: JobSteps._free_start_slots):
 #: some progress however busy the hub is
 MIN_STARTS_WHEN_LATE = 2
 
@@ -84,6 +85,9 @@ class JobSteps:
         self._starts: dict[int, asyncio.Future] = {}
         #: starts whose future is not done yet (a start slot each, see ``concurrent_starts``)
         self._starts_running = 0
+        #: starts under way that their resource has taken (a process started, a batch job
+        #: submitted): what is left of them is waiting, not the hub's bookkeeping
+        self._starts_submitted: set[int] = set()
         #: jobs waiting for a start slot: job id -> its ticket (first come, first served)
         self._start_line: dict[int, int] = {}
         self._tickets = itertools.count()
@@ -95,7 +99,23 @@ class JobSteps:
 
     # ---------------------------------------------------------------- the scan
     def unfinished(self) -> list[int]:
-        return [job.id for job in Job.unfinished(self.db)]
+        """The jobs the scan looks at: every unfinished one, but those whose start is under
+        way in this process (it wakes them as it goes) or that wait for a start slot (the
+        line wakes them), until they are past their deadline. Thousands of jobs held in
+        SLURM's queue would otherwise cost a step each, every scan."""
+        ids = []
+        for job in Job.unfinished(self.db):
+            start = self._starts.get(job.id)
+            waiting = job.id in self._start_line or (start is not None and not start.done())
+            if (
+                waiting
+                and job.interactive
+                and job.target == JobTarget.running.value
+                and not self._overdue(job, self._start_timeout(job))
+            ):
+                continue
+            ids.append(job.id)
+        return ids
 
     async def after_scan(self) -> None:
         """Put back proxy routes that went missing; sweep orphaned resource jobs."""
@@ -166,6 +186,10 @@ class JobSteps:
         elif job.status == JobStatus.running.value:
             await self._reconcile_running(job, spawner)
 
+    def _start_timeout(self, job: Job) -> float:
+        """How long a job may take to start in its status (0: no limit)."""
+        return self.pending_timeout if job.status == JobStatus.pending.value else self.queued_timeout
+
     def _overdue(self, job: Job, timeout: float) -> bool:
         if not timeout:
             return False
@@ -179,7 +203,7 @@ class JobSteps:
     async def _reconcile_start(self, job: Job, spawner: Spawner | None, ticket: int | None) -> None:
         future = self._starts.get(job.id)
         if future is not None and not future.done():
-            timeout = self.pending_timeout if job.status == JobStatus.pending.value else self.queued_timeout
+            timeout = self._start_timeout(job)
             if self._overdue(job, timeout):
                 self.jobs.stop(job, "hub", f"The job did not start within {timeout:g} s", JobStatus.failed)
             return
@@ -222,29 +246,31 @@ class JobSteps:
         self._start(job)
 
     # ---------------------------------------------------------------- start slots
-    def _start_slots(self) -> int:
-        """How many starts may be under way now.
+    def _free_start_slots(self) -> int:
+        """How many more starts may begin now.
 
-        ``concurrent_starts`` (JupyterHub's ``concurrent_spawn_limit``), and
-        while the event loop runs later than ``max_loop_lag`` no more than
-        :data:`MIN_STARTS_WHEN_LATE`: a start's bookkeeping (JupyterHub's spawn,
-        a dozen commits, the proxy route) runs on the loop, and a burst of them
-        would make every request and event wait. Starts under way go on; new
-        ones wait until the loop has caught up, so requests come first and
-        starts take the time that is left.
+        No more than ``concurrent_starts`` (JupyterHub's ``concurrent_spawn_limit``)
+        under way; and while the event loop runs later than ``max_loop_lag``, no
+        more than :data:`MIN_STARTS_WHEN_LATE` in their bookkeeping (JupyterHub's
+        spawn, a dozen commits, the process or ``sbatch``; until the resource has
+        taken the job): a burst of those would make every request and event wait.
+        Starts under way go on; new ones wait until the loop has caught up, so
+        requests come first and starts take the time that is left. A start that
+        only waits (a batch job held in SLURM's queue) does not count.
         """
-        slots = self.concurrent_starts or sys.maxsize
+        free = (self.concurrent_starts or sys.maxsize) - self._starts_running
         if self.max_loop_lag and self.loop_lag is not None and self.loop_lag() > self.max_loop_lag:
-            slots = min(slots, MIN_STARTS_WHEN_LATE)
-        return slots
+            in_bookkeeping = self._starts_running - len(self._starts_submitted)
+            free = min(free, MIN_STARTS_WHEN_LATE - in_bookkeeping)
+        return free
 
     def _take_start_slot(self, job_id: int, ticket: int | None) -> bool:
-        """Whether the job may start now (see :meth:`_start_slots`); if not, it
+        """Whether the job may start now (see :meth:`_free_start_slots`); if not, it
         waits in line with its ticket and is woken when a slot frees. Waiting
         costs nothing: a burst of launches over the limit does not make every
         waiting job look again every half second. First come, first served: a
         slot goes to the oldest tickets."""
-        free = self._start_slots() - self._starts_running
+        free = self._free_start_slots()
         if ticket is None:
             ticket = next(self._tickets)
         if free > 0 and sum(1 for t in self._start_line.values() if t < ticket) < free:
@@ -254,6 +280,7 @@ class JobSteps:
 
     def _start_ended(self, job_id: int) -> None:
         self._starts_running -= 1
+        self._starts_submitted.discard(job_id)
         self.wake(job_id)
         self.wake_start_line()
 
@@ -262,7 +289,7 @@ class JobSteps:
         (after a start ended, a job left the line, or the event loop caught up)."""
         if not self._start_line:
             return
-        free = self._start_slots() - self._starts_running
+        free = self._free_start_slots()
         if free > 0:
             for job_id in heapq.nsmallest(free, self._start_line, key=self._start_line.__getitem__):
                 self.wake(job_id)
@@ -410,6 +437,9 @@ class JobSteps:
             return
         if event == "queued":
             # the checkpoint: from now on the hub knows the resource's own id
+            if job.id in self._starts and job.id not in self._starts_submitted:
+                self._starts_submitted.add(job.id)
+                self.wake_start_line()  # its bookkeeping is done: room for a start while the loop is late
             job.resource_id = info.get("resource_id") or job.resource_id
             if job.status == JobStatus.pending.value:
                 self.jobs.transition(job, JobStatus.queued, info.get("reason"))
