@@ -297,6 +297,8 @@ class StartingServers(FakeServers):
     def find(self, owner, server_name):
         return self.spawners.get(server_name)
 
+    live = find
+
     def start(self, owner, server_name, resource, launch, listener, on_poll_stopped):
         spawner = self.spawners.setdefault(server_name, FakeSpawner())
         spawner.launch, spawner.pending = launch, "spawn"

@@ -34,6 +34,9 @@ from .batch import BatchSteps, reason_of
 from .servers import ServerControl
 from .service import JobService
 
+#: the statuses of a job on its way to running
+STARTING = (JobStatus.pending.value, JobStatus.queued.value)
+
 #: starts that may be in their bookkeeping while the event loop is late (see
 #: JobSteps._free_start_slots):
 #: some progress however busy the hub is
@@ -176,12 +179,17 @@ class JobSteps:
         if not job.interactive:
             await self.batch.reconcile(job)
             return
-        spawner = self.servers.find(job.owner, job.server_name)
+        if job.target == JobTarget.running.value and job.status in STARTING:
+            # a server that is starting or running is live in this process (JupyterHub
+            # loads those at its start): a job still to start needs no database lookup
+            spawner = self.servers.live(job.owner, job.server_name)
+        else:
+            spawner = self.servers.find(job.owner, job.server_name)
         if spawner is not None and spawner.lifecycle_listener is None:
             spawner.lifecycle_listener = self._on_report
         if job.target == JobTarget.stopped:
             await self._reconcile_stop(job, spawner)
-        elif job.status in (JobStatus.pending.value, JobStatus.queued.value):
+        elif job.status in STARTING:
             await self._reconcile_start(job, spawner, ticket)
         elif job.status == JobStatus.running.value:
             await self._reconcile_running(job, spawner)

@@ -62,12 +62,17 @@ class ServerControl:
     def user(self, orm_user: hub_orm.User) -> User:
         return self.users[orm_user]
 
+    def live(self, orm_user: hub_orm.User, server_name: str) -> Spawner | None:
+        """The named server's spawner if this process has it loaded (every server that
+        starts, runs or stops does), else None: no database lookup."""
+        return dict.get(self.user(orm_user).spawners, server_name)
+
     def find(self, orm_user: hub_orm.User, server_name: str) -> Spawner | None:
         """The named server's spawner, or None if JupyterHub has no such server."""
-        user = self.user(orm_user)
-        spawner = dict.get(user.spawners, server_name)
+        spawner = self.live(orm_user, server_name)
         if spawner is not None:
             return spawner
+        user = self.user(orm_user)
         # one query, not JupyterHub's orm_spawners: that builds a dict of every server of
         # the user on each use, and a user with 2,000 jobs made each reconciler step of a
         # job not started yet walk 2,000 servers
