@@ -395,6 +395,8 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         self.tornado_settings["template_vars"] = {
             **(self.tornado_settings.get("template_vars") or {}),
             "uws_local_accounts": isinstance(self.authenticator, WorkspaceLocalAuthenticator),
+            # pages name job types as people know them ("JupyterLab", not "jupyterlab")
+            "uws_job_type_names": {name: jt.display_name for name, jt in self.uws.job_types.items()},
         }
 
     def _make_services(self) -> services.Services:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from jupyterhub.app import JupyterHub
 from jupyterhub.utils import url_path_join
@@ -26,6 +27,8 @@ from .jobs.servers import ServerControl
 from .jobs.service import JobService
 from .jobs.types import JobType
 from .metrics import register_state_collector
+from .models import workspace_model
+from .orm import Workspace
 from .quotas.limits import Limits
 from .quotas.service import QuotaService
 from .reconciler import Reconciler, waker
@@ -60,6 +63,12 @@ class Services:
     #: who finds whom to share with (``UWSHub.share_search``, ``share_search_show_email``)
     share_search: str
     share_search_show_email: bool
+
+    def workspace_models(self, items: list[Workspace]) -> list[dict[str, Any]]:
+        """The API's models of these workspaces, with their unfinished and latest jobs (two queries)."""
+        ids = [ws.id for ws in items]
+        active, latest = self.jobs.active_jobs(ids), self.jobs.latest_jobs(ids)
+        return [workspace_model(ws, active.get(ws.id), latest.get(ws.id)) for ws in items]
 
     async def account_quotas(self) -> None:
         """The quota loop's body: account core-hours; stop the jobs of those over budget."""

@@ -317,7 +317,7 @@ def test_templates_are_found():
     templates = set(all_templates())
     assert "Stopped on request" in templates  # a default argument
     assert f"No such workspace: {PH}" in templates  # an f-string
-    assert f"Job {PH} failed: {PH}" in templates  # a page's JavaScript
+    assert f"{PH} job {PH} failed: {PH}" in templates  # a page's template
     assert "Extra inputs are not permitted" in templates  # pydantic
 
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from tornado import httputil, web
 
 from .. import access
-from ..errors import BadRequest, Forbidden, NotFound, Unprocessable
+from ..errors import BadRequest, Forbidden, NotFound, Unprocessable, UWSError
 from ..inputs import MAX_ID, MAX_OFFSET, query_int, shorten
 from ..orm import Job, Workspace
 from ..scopes import READ_WORKSPACES
@@ -67,9 +67,14 @@ class UWSAPIHandler(APIHandler):
         JupyterHub writes ``"message": null`` for an error raised without a
         message (tornado's 405 for a method a route does not take, a bare
         ``HTTPError(404)``); the API promises a string, so the status's
-        reason phrase ("Method Not Allowed") is the message then.
+        reason phrase ("Method Not Allowed") is the message then. A refusal
+        that speaks of the reader is written to them (:meth:`UWSError.message_for`).
         """
         error = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(error, UWSError):
+            # a refusal that speaks of the reader says "you"
+            user = getattr(self, "_jupyterhub_user", None)
+            error.args = (error.message_for(user.name if user is not None else None),)
         if isinstance(error, web.HTTPError) and not error.log_message and not error.reason:
             error.reason = httputil.responses.get(status_code, "Unknown Error")
         super().write_error(status_code, **kwargs)

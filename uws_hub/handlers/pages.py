@@ -17,7 +17,7 @@ from tornado import web
 from .. import access
 from ..apihandlers.base import parse_id
 from ..errors import NotFound
-from ..models import job_model, workspace_model
+from ..models import job_model
 from ..orm import Job, Share, Workspace
 from ..scopes import LAUNCH_JOBS, READ_WORKSPACES, SHARE_WORKSPACES, WRITE_WORKSPACES, requires
 from ..services import Services
@@ -41,8 +41,7 @@ class WorkspacesPageHandler(UWSPageHandler):
         user = self.current_user
         where = Workspace.owner_id == user.id
         items = self.uws.workspaces.page(where, 0, 1000)
-        active = self.uws.jobs.active_jobs([ws.id for ws in items])
-        models = [workspace_model(ws, active.get(ws.id)) for ws in items]
+        models = self.uws.workspace_models(items)
         usage = self.uws.quotas.usage_model(user.orm_user)
         await self.render_page(
             "workspaces.html",
@@ -62,7 +61,7 @@ class WorkspacePageHandler(UWSPageHandler):
             raise NotFound(f"No such workspace: {workspace_id}")
         jobs = self.uws.jobs
         recent = jobs.page(Job.workspace_id == ws.id, 0, 20)
-        model = workspace_model(ws, Job.active_in(self.db, ws.id))
+        model = self.uws.workspace_models([ws])[0]
         can_share = access.may_workspace(self, SHARE_WORKSPACES, ws, grantees=False)
         user = self.current_user
         levels = Share.levels_of(self.db, ws.id, user.id) if ws.owner_id != user.id else set()
@@ -95,10 +94,9 @@ class AdminWorkspacesPageHandler(UWSPageHandler):
         jobs = self.uws.jobs
         offset, limit = 0, 500
         items = self.uws.workspaces.page(true(), offset, limit)
-        active = jobs.active_jobs([ws.id for ws in items])
         await self.render_page(
             "admin_workspaces.html",
-            workspaces=[workspace_model(ws, active.get(ws.id)) for ws in items],
+            workspaces=self.uws.workspace_models(items),
             workspace_total=self.uws.workspaces.count(true()),
             jobs=[job_model(j) for j in jobs.page(true(), 0, 200)],
             job_total=jobs.count(true()),

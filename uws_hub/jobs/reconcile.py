@@ -26,19 +26,9 @@ from ..spawners.mixins import hub_id
 from ..states import JobStatus, JobTarget
 from ..tasks import TaskPool
 from ..workqueue import WorkQueue
+from .reasons import exit_reason, from_exception, not_started
 from .servers import ServerControl
 from .service import JobService
-
-
-def _reason(e: BaseException) -> str:
-    """A readable one-line reason from an exception (HTTPError's message first)."""
-    msg = getattr(e, "log_message", None) or getattr(e, "message", None) or str(e)
-    if getattr(e, "args", None) and "%" in str(msg):
-        try:
-            msg = msg % e.args
-        except TypeError:
-            pass
-    return msg or type(e).__name__
 
 
 class JobSteps:
@@ -151,7 +141,7 @@ class JobSteps:
         if future is not None and not future.done():
             timeout = self.pending_timeout if job.status == JobStatus.pending.value else self.queued_timeout
             if self._overdue(job, timeout):
-                self.jobs.stop(job, "hub", f"The job did not start within {timeout:g} s", JobStatus.failed)
+                self.jobs.stop(job, "hub", not_started("The job", timeout), JobStatus.failed)
             return
         if future is not None:
             # the start finished: it worked, or say why not
@@ -160,7 +150,7 @@ class JobSteps:
             if error is None and future.cancelled():
                 error = "The start was cancelled"
             elif error is None and (failure := future.exception()) is not None:
-                error = _reason(failure)
+                error = from_exception(failure, start_timeout=getattr(spawner, "start_timeout", None))
             if error is None and spawner is not None and spawner.ready:
                 self.jobs.transition(job, JobStatus.running, node=spawner.node)
                 self.db.commit()
@@ -238,7 +228,7 @@ class JobSteps:
                 continue
             status = await spawner.poll()
             if status is not None and not future.done():
-                self._start_errors[job_id] = f"it exited with status {status} before it answered"
+                self._start_errors[job_id] = exit_reason("it", status, when=" before it answered")
                 future.cancel()
 
     async def _forward_progress(self, job_id: int, spawner: Spawner, future: asyncio.Future) -> None:
@@ -259,7 +249,8 @@ class JobSteps:
 
     async def _reconcile_running(self, job: Job, spawner: Spawner | None) -> None:
         if spawner is None or not spawner.active:
-            self._fail(job, "The server is no longer running")
+            ended = getattr(spawner, "exit_status", None)
+            self._fail(job, exit_reason("The server", ended) if ended else "The server is no longer running")
             return
         if spawner.pending:
             return
@@ -273,7 +264,7 @@ class JobSteps:
                 self.jobs.transition(job, JobStatus.completed, "The server exited")
                 self.db.commit()
             else:
-                self._fail(job, f"The server exited with status {exit_status}")
+                self._fail(job, exit_reason("The server", exit_status))
             return
         if job.url is None:
             # running since before the hub stored where jobs answer (an upgrade)
@@ -299,7 +290,7 @@ class JobSteps:
         if stop is not None:
             self._stops.pop(job.id)
             if (failure := stop.exception()) is not None:
-                self._fail(job, f"Stopping failed: {_reason(failure)}")
+                self._fail(job, f"Stopping failed: {from_exception(failure)}")
                 return
         elif spawner is not None and (spawner.active or spawner.server is not None):
             stop = self._stops[job.id] = self.pool.spawn(self.servers.stop(job.owner, job.server_name))

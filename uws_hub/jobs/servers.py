@@ -86,7 +86,11 @@ class ServerControl:
         if type(spawner) is not cls:
             if spawner.active:
                 raise RuntimeError(f"{spawner._log_name} is active on another resource")
-            spawner = user.spawners[server_name] = user._new_spawner(server_name, spawner_class=cls)
+            spawner = user._new_spawner(server_name, spawner_class=cls)
+        # JupyterHub replaces the spawner of a failed start (one that did not answer in
+        # time) with a new one it does not keep: keep it, or the start that follows asks
+        # for the server's spawner again and gets yet another, without the launch
+        user.spawners[server_name] = spawner
         return spawner
 
     def restore_class(self, orm_user: hub_orm.User, server_name: str, resource: str) -> None:

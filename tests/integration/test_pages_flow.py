@@ -1,0 +1,156 @@
+"""The pages as researchers use them (issue 18, items 2-5), on a real hub, through the
+API and in a real Chromium: failures people can read, no dead ends in JupyterHub's
+own pages, lists that scale, sharing you can see."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+import uuid
+
+import pytest
+
+from .. import browserutil
+from ..helpers import MINIMAL_CMD, launch
+from ..hubutil import wait_for
+
+PASSWORD = "a long password for tests"
+TERMINAL = {"completed", "failed", "cancelled"}
+
+#: a server the kernel kills before it answers (as the out-of-memory killer would)
+KILLED_CMD = [sys.executable, "-c", "import os, signal; print('eating memory'); os.kill(os.getpid(), signal.SIGKILL)"]
+#: a server that runs but never answers the hub
+SILENT_CMD = [sys.executable, "-c", "import time; print('thinking', flush=True); time.sleep(600)"]
+BROKEN_CMD = [sys.executable, "-c", "import sys; print('boom: the server cannot start'); sys.exit(3)"]
+
+
+@pytest.fixture(scope="module")
+def fhub(make_hub):
+    hub = make_hub(f"""
+c.Authenticator.admin_users = {{"flowadmin"}}
+c.UWSHub.job_reconcile_interval = 1
+c.Spawner.http_timeout = 5
+c.UWSHub.job_types = {{
+    "minimal": {{"display_name": "Minimal test server", "cmd": {MINIMAL_CMD!r}}},
+    "broken": {{"display_name": "Broken on purpose", "cmd": {BROKEN_CMD!r}}},
+    "killed": {{"display_name": "Killed on start", "cmd": {KILLED_CMD!r}}},
+    "silent": {{"display_name": "Never answers", "cmd": {SILENT_CMD!r}}},
+}}
+""")
+    hub.tokens = {}
+    return hub
+
+
+def person(hub, prefix: str = "fl") -> tuple[str, str]:
+    """A new user with a password (a local account) and an API token."""
+    name = f"{prefix}{uuid.uuid4().hex[:6]}"
+    hub.api("POST", "accounts", json={"username": name, "password": PASSWORD, "display_name": name.upper()},
+            expect=201)
+    return name, hub.add_user(name)
+
+
+def new_workspace(hub, token, name=None) -> dict:
+    return hub.api("POST", "workspaces", token, json={"name": name or f"ws {uuid.uuid4().hex[:6]}"}, expect=201)
+
+
+def stop(hub, token, job) -> None:
+    hub.api("POST", f"jobs/{job['id']}/stop", token)
+    hub.wait_job(job["id"], token, TERMINAL)
+
+
+# ---------------------------------------------------------------- 2. failures people can read
+def test_reasons_say_how_a_server_ended_in_one_line(fhub):
+    name, token = person(fhub)
+    ws = new_workspace(fhub, token)
+    # killed (as by the out-of-memory killer) before it answered
+    job = fhub.wait_job(launch(fhub, token, ws, job_type="killed")["id"], token, TERMINAL, timeout=30)
+    assert (job["status"], job["reason"]) == (
+        "failed", "The server failed to start: it was killed by signal 9 (SIGKILL) before it answered — out of memory?")
+    # the workspace says its last job failed, and why
+    model = fhub.api("GET", f"workspaces/{ws['id']}", token, expect=200)
+    assert model["active_job"] is None and model["last_job"]["id"] == job["id"]
+    assert model["last_job"]["status"] == "failed" and model["last_used_at"] == job["created_at"]
+    # running, but never answering the hub
+    job = fhub.wait_job(launch(fhub, token, ws, job_type="silent")["id"], token, TERMINAL, timeout=60)
+    assert (job["status"], job["reason"]) == ("failed", "The server failed to start: it did not answer within 5 s")
+    # what it printed is its output, not its reason
+    assert "thinking" in fhub.api("GET", f"jobs/{job['id']}/output", token, expect=200)["output"]
+    # killed while it ran
+    job = launch(fhub, token, ws)
+    job = fhub.wait_job(job["id"], token, {"running", "failed"})
+    assert job["status"] == "running", job["reason"]
+    os.killpg(int(job["resource_id"]), signal.SIGKILL)
+    job = fhub.wait_job(job["id"], token, TERMINAL, timeout=60)
+    assert (job["status"], job["reason"]) == ("failed", "The server was killed by signal 9 (SIGKILL) — out of memory?")
+    # a new workspace was last used when it was made
+    fresh = new_workspace(fhub, token)
+    assert fresh["last_job"] is None and fresh["last_used_at"] == fresh["created_at"]
+
+
+@pytest.mark.browser
+def test_a_failure_stays_on_the_page_with_its_log_for_the_owner_only(fhub, browser):
+    from playwright.sync_api import expect
+
+    owner, token = person(fhub)
+    viewer, _ = person(fhub)
+    ws = new_workspace(fhub, token, "Failing analysis")
+    fhub.api("POST", f"workspaces/{ws['id']}/shares", token, json={"user": viewer, "level": "viewer"}, expect=201)
+    context, page = browserutil.login(fhub, browser, owner, PASSWORD)
+    try:
+        page.goto(f"{fhub.url}/hub/workspaces/{ws['id']}")
+        # the launch form and the job panel name job types as people know them
+        expect(page.locator("#job-type-select option[value=broken]")).to_have_text("Broken on purpose")
+        page.select_option("#job-type-select", "minimal")
+        page.click("#launch-job")
+        expect(page.locator("#job-type")).to_have_text("Minimal test server")
+        expect(page.locator("#job-status")).to_have_text("running", timeout=30_000)
+        page.click("#stop-job")
+        expect(page.locator("#no-job")).to_be_visible(timeout=30_000)
+        expect(page.locator("#last-failure")).to_be_hidden()
+
+        page.select_option("#job-type-select", "broken")
+        page.click("#launch-job")
+        failure = page.locator("#last-failure")
+        reason = "The server failed to start: it exited with status 3 before it answered"
+        expect(failure).to_contain_text(f"Broken on purpose job")
+        expect(failure).to_contain_text(reason)
+        # one line; what the server printed is behind "Show log"
+        expect(page.locator("#failure-output")).to_be_hidden()
+        assert "boom" not in failure.inner_text()
+        # after a reload the failure is still there
+        page.reload()
+        expect(failure).to_contain_text(reason)
+        page.click("#failure-log summary")
+        expect(page.locator("#failure-output")).to_contain_text("boom: the server cannot start")
+        row = page.locator("#jobs tbody tr").first
+        expect(row).to_contain_text("Broken on purpose")
+        expect(row).to_contain_text(reason)
+        # the list of workspaces marks it, with the reason on hover
+        page.goto(f"{fhub.url}/hub/workspaces")
+        mark = page.locator(f"tr[data-workspace-id='{ws['id']}'] .ws-failed")
+        expect(mark).to_have_text("last job failed")
+        assert mark.get_attribute("title") == reason
+        # a new job clears the failure
+        page.goto(f"{fhub.url}/hub/workspaces/{ws['id']}")
+        page.select_option("#job-type-select", "minimal")
+        page.click("#launch-job")
+        expect(page.locator("#job-status")).to_have_text("running", timeout=30_000)
+        expect(failure).to_be_hidden()
+        page.click("#stop-job")
+        expect(page.locator("#no-job")).to_be_visible(timeout=30_000)
+        expect(failure).to_be_hidden()
+    finally:
+        context.close()
+    # the viewer reads the reason of a failure, never the log
+    job = launch(fhub, token, ws, job_type="broken")
+    fhub.wait_job(job["id"], token, TERMINAL, timeout=30)
+    context, page = browserutil.login(fhub, browser, viewer, PASSWORD)
+    try:
+        page.goto(f"{fhub.url}/hub/workspaces/{ws['id']}")
+        expect(page.locator("#last-failure")).to_contain_text("exited with status 3 before it answered")
+        assert page.locator("#failure-log").count() == 0
+        assert "boom" not in page.content()
+    finally:
+        context.close()
