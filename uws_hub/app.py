@@ -26,6 +26,7 @@ from traitlets import Bool, Dict, Float, Integer, Unicode, default, validate
 from . import __version__, dbutil, scopes, services
 from .apihandlers import default_handlers as api_handlers
 from .apihandlers.base import UnknownAPIRouteHandler
+from .apihandlers.servers import default_handlers as server_api_handlers
 from .authenticators.local import WorkspaceLocalAuthenticator
 from .dbutil import sqlite_wal
 from .handlers import default_handlers as page_handlers
@@ -439,8 +440,10 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         ]
         self.hubmap = HubMAPCompat(parent=self)
         protocols = hubmap_routes(self.hubmap) if self.hubmap.enabled else []
-        # ours first: JupyterHub's list ends with catch-alls (/api/(.*) -> 404)
-        self.handlers[:0] = self.add_url_prefix(self.hub_prefix, protocols + api_handlers + page_handlers)
+        # ours first: JupyterHub's list ends with catch-alls (/api/(.*) -> 404); JupyterHub's
+        # server API starts (server_api_handlers) launch workspace jobs instead of spawning
+        ours = protocols + api_handlers + server_api_handlers + page_handlers
+        self.handlers[:0] = self.add_url_prefix(self.hub_prefix, ours)
 
     # ---------------------------------------------------------------- run
     async def start(self):

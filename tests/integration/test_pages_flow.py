@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from .. import browserutil
-from ..helpers import MINIMAL_CMD, launch
+from ..helpers import ADMIN_PASSWORD, MINIMAL_CMD, launch
 from ..hubutil import wait_for
 
 PASSWORD = "a long password for tests"
@@ -152,5 +152,158 @@ def test_a_failure_stays_on_the_page_with_its_log_for_the_owner_only(fhub, brows
         expect(page.locator("#last-failure")).to_contain_text("exited with status 3 before it answered")
         assert page.locator("#failure-log").count() == 0
         assert "boom" not in page.content()
+    finally:
+        context.close()
+
+
+# ---------------------------------------------------------------- 3. no dead ends in JupyterHub's pages
+def last_activity(hub, name: str) -> str | None:
+    return hub.api("GET", f"users/{name}", expect=200)["last_activity"]
+
+
+def test_jupyterhub_server_api_starts_a_workspace_job_or_says_what_to_do(fhub):
+    owner, token = person(fhub)
+    ws = new_workspace(fhub, token)
+    before = last_activity(fhub, owner)
+    # the default server (the admin panel's Start All): refused at once, naming what to do, not touching activity
+    r = fhub.request("POST", f"users/{owner}/server", fhub.admin_token)
+    assert r.status_code == 400, r.text
+    assert r.json()["message"] == (f"{owner} has no default server to start: every server here is a workspace's"
+                                   " job. Launch one in a workspace (its page, or POST /hub/api/workspaces/{id}/jobs).")
+    r = fhub.request("POST", f"users/{owner}/servers/no-such-workspace", fhub.admin_token)
+    assert r.status_code == 400 and "has no server 'no-such-workspace' to start" in r.json()["message"]
+    assert last_activity(fhub, owner) == before
+    # a workspace's server (the admin panel's Start on its row): its job, launched like any
+    r = fhub.request("POST", f"users/{owner}/servers/{ws['slug']}", fhub.admin_token)
+    assert r.status_code == 202, r.text
+    job = fhub.wait_job(r.json()["id"], fhub.admin_token, {"running", "failed"})
+    assert job["status"] == "running" and job["job_type"] == "minimal", job
+    assert fhub.request("POST", f"users/{owner}/servers/{ws['slug']}", fhub.admin_token).status_code == 400
+    # the admin's start was not the owner's activity
+    assert last_activity(fhub, owner) == before
+    # JupyterHub's stop stays JupyterHub's: the job ends as stopped outside uws-hub
+    r = fhub.request("DELETE", f"users/{owner}/servers/{ws['slug']}", fhub.admin_token)
+    assert r.status_code in (202, 204), r.text
+    job = fhub.wait_job(job["id"], fhub.admin_token, TERMINAL)
+    assert job["reason"].startswith("Stopped outside uws-hub")
+    # nor is a stop through the jobs API (by the hub's own machinery)
+    job = launch(fhub, fhub.admin_token, ws)
+    fhub.wait_job(job["id"], fhub.admin_token, {"running"})
+    before = last_activity(fhub, owner)
+    stop(fhub, fhub.admin_token, job)
+    assert last_activity(fhub, owner) == before
+    # the owner too (their token holds JupyterHub's servers scope), in a workspace whose last job was "broken"
+    other = new_workspace(fhub, token)
+    fhub.wait_job(launch(fhub, token, other, job_type="broken")["id"], token, TERMINAL, timeout=30)
+    r = fhub.request("POST", f"users/{owner}/servers/{other['slug']}", token)
+    assert r.status_code == 202 and r.json()["job_type"] == "broken", r.text
+    fhub.wait_job(r.json()["id"], token, TERMINAL, timeout=30)
+    # a stranger may not
+    _, stranger = person(fhub)
+    assert fhub.request("POST", f"users/{owner}/servers/{ws['slug']}", stranger).status_code in (403, 404)
+    # a client of the stopped server's API still gets JupyterHub's 424
+    r = fhub.request("GET", f"/user/{owner}/{ws['slug']}/api/contents", token, allow_redirects=True)
+    assert r.status_code == 424, (r.status_code, r.text)
+
+
+@pytest.mark.browser
+def test_bookmarks_and_restart_lead_to_the_workspace_and_its_launch(fhub, browser):
+    from playwright.sync_api import expect
+
+    owner, token = person(fhub)
+    viewer, _ = person(fhub)
+    stranger, _ = person(fhub)
+    ws = new_workspace(fhub, token, "Bookmarked")
+    fhub.api("POST", f"workspaces/{ws['id']}/shares", token, json={"user": viewer, "level": "viewer"}, expect=201)
+    job = launch(fhub, token, ws)
+    fhub.wait_job(job["id"], token, {"running"})
+    stop(fhub, token, job)
+    address = f"/user/{owner}/{ws['slug']}/lab/tree/notes.txt"
+    before = last_activity(fhub, owner)
+
+    # the viewer's bookmark: the workspace's page, saying it is not running and who can launch it
+    context, page = browserutil.login(fhub, browser, viewer, PASSWORD)
+    try:
+        page.goto(fhub.url + address)
+        page.wait_for_url(re.compile(rf".*/hub/workspaces/{ws['id']}\?next=.*"))
+        expect(page.locator("#not-running")).to_contain_text(f"{address} is not running")
+        expect(page.locator("#not-running")).to_contain_text(f"Ask {owner}")
+        assert page.locator("#launch-and-open").count() == 0
+    finally:
+        context.close()
+    # a stranger: JupyterHub's 404, nothing about the workspace
+    context, page = browserutil.login(fhub, browser, stranger, PASSWORD)
+    try:
+        response = page.goto(fhub.url + address)
+        assert response.status == 404
+        assert "Bookmarked" not in page.content()
+        response = page.goto(f"{fhub.url}/hub/spawn/{owner}/{ws['slug']}")
+        assert response.status == 404
+    finally:
+        context.close()
+    # nobody's visit was the owner's activity
+    assert last_activity(fhub, owner) == before
+
+    context, page = browserutil.login(fhub, browser, owner, PASSWORD)
+    try:
+        # the owner's bookmark: Launch and open, then the address itself once the job runs
+        page.goto(fhub.url + address)
+        page.wait_for_url(re.compile(rf".*/hub/workspaces/{ws['id']}\?next=.*"))
+        expect(page.locator("#not-running")).to_contain_text(f"{address} is not running")
+        page.click("#launch-and-open")
+        page.wait_for_url(re.compile(rf".*{re.escape(address)}$"), timeout=60_000)
+        # (the test server answers every address with its path)
+        expect(page.locator("body")).to_contain_text(address)
+        [running] = fhub.api("GET", f"jobs?workspace={ws['id']}&status=running", token)["items"]
+        stop(fhub, token, running)
+        # JupyterLab's "Restart Server" (and its "server unreachable" dialog) opens the spawn page
+        page.goto(f"{fhub.url}/hub/spawn/{owner}/{ws['slug']}")
+        page.wait_for_url(re.compile(rf".*/hub/workspaces/{ws['id']}\?next=.*"))
+        expect(page.locator("#not-running")).to_contain_text(f"/user/{owner}/{ws['slug']}/ is not running")
+        expect(page.locator("#launch-and-open")).to_be_visible()
+        # a next that leads elsewhere is not followed: the server's own address stands instead
+        page.goto(f"{fhub.url}/hub/workspaces/{ws['id']}?next=https://example.org/")
+        expect(page.locator("#not-running")).to_contain_text(f"/user/{owner}/{ws['slug']}/ is not running")
+        # the default server's spawn page (JupyterHub's "Start My Server"): the list of workspaces
+        page.goto(f"{fhub.url}/hub/spawn")
+        page.wait_for_url(re.compile(r".*/hub/workspaces$"))
+        # a failed start's progress page leads to the workspace too
+        job = fhub.wait_job(launch(fhub, token, ws, job_type="broken")["id"], token, TERMINAL, timeout=30)
+        page.goto(f"{fhub.url}/hub/spawn-pending/{owner}/{ws['slug']}")
+        page.wait_for_url(re.compile(rf".*/hub/workspaces/{ws['id']}$"))
+        expect(page.locator("#last-failure")).to_contain_text("exited with status 3")
+    finally:
+        context.close()
+
+
+@pytest.mark.browser
+def test_admin_panel_offers_only_the_starts_that_work(fhub, browser):
+    from playwright.sync_api import expect
+
+    owner, token = person(fhub)
+    ws = new_workspace(fhub, token)
+    job = launch(fhub, token, ws)
+    fhub.wait_job(job["id"], token, {"running"})
+    stop(fhub, token, job)  # the workspace's server now exists, stopped
+    # the first admin's account, made by the hub with UWS_ADMIN_PASSWORD
+    context, page = browserutil.login(fhub, browser, "flowadmin", ADMIN_PASSWORD)
+    try:
+        page.goto(f"{fhub.url}/hub/admin")
+        expect(page.locator("[data-testid=stop-all]")).to_be_visible()
+        expect(page.locator("[data-testid=start-all]")).to_be_hidden()
+        page.fill("input[name=user_search]", owner)
+        rows = page.locator("tbody tr", has=page.locator(f"[data-testid=user-name-div-{owner}]"))
+        expect(rows.first).to_be_visible()
+        default_row = page.locator("tr", has=page.locator("td[data-testid=user-row-server] > p:text-is('')"))
+        expect(default_row.locator(".start-button").first).to_be_hidden()
+        named_row = page.locator("tr", has=page.locator(f"td[data-testid=user-row-server] > p:text-is('{ws['slug']}')"))
+        start = named_row.locator(".start-button")
+        expect(start).to_be_visible()
+        start.click()
+        wait_for(lambda: fhub.api("GET", f"workspaces/{ws['id']}", token)["active_job"], 15,
+                 what="the admin's start to launch the workspace's job")
+        active = fhub.api("GET", f"workspaces/{ws['id']}", token)["active_job"]
+        assert fhub.wait_job(active["id"], token, {"running", "failed"})["status"] == "running"
+        stop(fhub, token, active)
     finally:
         context.close()

@@ -63,6 +63,7 @@ class WorkspacePageHandler(UWSPageHandler):
         recent = jobs.page(Job.workspace_id == ws.id, 0, 20)
         model = self.uws.workspace_models([ws])[0]
         can_share = access.may_workspace(self, SHARE_WORKSPACES, ws, grantees=False)
+        server_url = self.uws.servers.user(ws.owner).server_url(ws.slug)
         user = self.current_user
         levels = Share.levels_of(self.db, ws.id, user.id) if ws.owner_id != user.id else set()
         await self.render_page(
@@ -81,10 +82,27 @@ class WorkspacePageHandler(UWSPageHandler):
             can_manage=access.may_workspace(self, WRITE_WORKSPACES, ws, grantees=False),
             can_share=can_share,
             can_read_output=access.may_read_output(self, ws.owner),
+            # where the reader wanted to go in the workspace's server, if it is not running
+            # (a bookmark, JupyterLab's Restart; see uws_hub.handlers.servers): only there
+            open_next=self._server_address(server_url),
             my_level=ShareLevel.editor.value
             if ShareLevel.editor.value in levels
             else (ShareLevel.viewer.value if levels else None),
         )
+
+    def _server_address(self, server_url: str) -> str | None:
+        """``?next=``, if it is an address in the workspace's server (else its root; None without one).
+
+        Only there: the page goes to it by itself once the job runs, so it must
+        not send the reader anywhere else.
+        """
+        wanted = self.get_argument("next", None)
+        if wanted is None:
+            return None
+        inside = wanted == server_url.rstrip("/") or wanted.startswith(server_url)
+        if not inside or "\\" in wanted or "//" in wanted or any(c.isspace() for c in wanted):
+            return server_url
+        return wanted
 
 
 class AdminWorkspacesPageHandler(UWSPageHandler):
