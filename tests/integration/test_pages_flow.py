@@ -307,3 +307,162 @@ def test_admin_panel_offers_only_the_starts_that_work(fhub, browser):
         stop(fhub, token, active)
     finally:
         context.close()
+
+
+# ---------------------------------------------------------------- 4. lists that scale
+def names(page) -> list[str]:
+    return [ws["name"] for ws in page["items"]]
+
+
+def test_workspace_lists_search_sort_filter_and_page_in_the_api(fhub):
+    owner, token = person(fhub)
+    friend, friend_token = person(fhub)
+    made = [new_workspace(fhub, token, name) for name in ("Gamma rays", "alpha decay", "Beta test", "gamma two")]
+    shared = new_workspace(fhub, friend_token, "Friend's gamma")
+    fhub.api("POST", f"workspaces/{shared['id']}/shares", friend_token, json={"user": owner, "level": "viewer"},
+             expect=201)
+    # by default oldest first, as the API always listed them; shared ones are listed too
+    assert names(fhub.api("GET", "workspaces", token)) == [ws["name"] for ws in made] + ["Friend's gamma"]
+    assert names(fhub.api("GET", "workspaces?sort=name", token)) == [
+        "alpha decay", "Beta test", "Friend's gamma", "Gamma rays", "gamma two"]
+    assert names(fhub.api("GET", "workspaces?sort=name&order=desc&limit=2", token))[:2] == ["gamma two", "Gamma rays"]
+    # search: every word, in name, slug or description, any case; no wildcards
+    assert names(fhub.api("GET", "workspaces?q=GAMMA&sort=name", token)) == ["Friend's gamma", "Gamma rays", "gamma two"]
+    assert names(fhub.api("GET", "workspaces?q=gamma%20two", token)) == ["gamma two"]
+    assert names(fhub.api("GET", "workspaces?q=%25", token)) == []
+    # whose, owner
+    assert names(fhub.api("GET", "workspaces?whose=shared", token)) == ["Friend's gamma"]
+    assert len(names(fhub.api("GET", "workspaces?whose=mine", token))) == 4
+    assert names(fhub.api("GET", f"workspaces?owner={friend}", token)) == ["Friend's gamma"]
+    # last used: a job's launch puts its workspace first; size sorts by disk usage
+    job = launch(fhub, token, made[1])
+    fhub.wait_job(job["id"], token, {"running"})
+    stop(fhub, token, job)
+    assert names(fhub.api("GET", "workspaces?sort=last_used&whose=mine", token))[0] == "alpha decay"
+    fhub.request("PUT", f"workspaces/{made[2]['id']}/files/big.bin", token, data=b"x" * 5000)
+    assert names(fhub.api("GET", "workspaces?sort=size&whose=mine", token))[0] == "Beta test"
+    # pages of a sorted list are pages of the same order
+    first = fhub.api("GET", "workspaces?sort=name&limit=2&offset=0", token)
+    second = fhub.api("GET", "workspaces?sort=name&limit=2&offset=2", token)
+    assert names(first) + names(second) == ["alpha decay", "Beta test", "Friend's gamma", "Gamma rays"]
+    assert first["_pagination"]["total"] == 5
+    # what it does not know, it says
+    for query, message in (("sort=colour", "Unknown sort 'colour'; one of ['last_used', 'created', 'name', 'size']"),
+                           ("order=up", "Unknown order 'up'; one of ['asc', 'desc']"),
+                           ("whose=theirs", "Unknown whose 'theirs'; one or more of ['mine', 'shared', 'others']"),
+                           ("q=" + "x" * 201, "The search (q) is longer than 200 characters")):
+        r = fhub.request("GET", f"workspaces?{query}", token)
+        assert (r.status_code, r.json()["message"]) == (400, message)
+    # the jobs API pages through a workspace's whole history, and filters by owner
+    for _ in range(3):
+        job = launch(fhub, token, made[0])
+        stop(fhub, token, job)
+    history = fhub.api("GET", f"jobs?workspace={made[0]['id']}&limit=2", token)
+    assert history["_pagination"]["total"] == 3 and history["_pagination"]["next"] is not None
+    rest = fhub.api("GET", f"jobs?workspace={made[0]['id']}&limit=2&offset=2", token)
+    assert len(history["items"]) + len(rest["items"]) == 3
+    assert {j["owner"] for j in fhub.api("GET", f"jobs?owner={owner}", fhub.admin_token)["items"]} == {owner}
+
+
+@pytest.mark.browser
+def test_my_workspaces_list_scales_and_acts_per_row(fhub, browser):
+    from playwright.sync_api import expect
+
+    owner, token = person(fhub)
+    friend, friend_token = person(fhub)
+    made = [new_workspace(fhub, token, f"Project {i:02d}") for i in range(7)]
+    shared = new_workspace(fhub, friend_token, "Friend's project")
+    fhub.api("POST", f"workspaces/{shared['id']}/shares", friend_token, json={"user": owner, "level": "editor"},
+             expect=201)
+    context, page = browserutil.login(fhub, browser, owner, PASSWORD)
+    try:
+        # newest (last used) first, in pages, with the shared one marked
+        page.goto(f"{fhub.url}/hub/workspaces?rows=5")
+        expect(page.locator("#ws-count")).to_contain_text("1–5 of 8 workspaces")
+        rows = page.locator("#workspaces tbody tr")
+        expect(rows).to_have_count(5)
+        expect(rows.first).to_contain_text("Friend's project")
+        expect(rows.first.locator(".ws-shared")).to_have_text(f"shared by {friend} · editor")
+        page.click("#page-next")
+        expect(page.locator("#ws-count")).to_contain_text("6–8 of 8 workspaces")
+        expect(rows.last).to_contain_text("Project 00")
+        page.go_back()
+        expect(page.locator("#ws-count")).to_contain_text("1–5 of 8 workspaces")
+        # search, and sort by name: the address says what the list shows
+        page.fill("#ws-search", "project 0")
+        page.select_option("#ws-sort", "name")
+        page.click("#ws-search-button")
+        expect(page.locator("#ws-count")).to_contain_text("of 7 workspaces matching")
+        assert "q=project+0" in page.url and "sort=name" in page.url
+        expect(rows.first).to_contain_text("Project 00")
+        page.fill("#ws-search", "nothing like it")
+        page.click("#ws-search-button")
+        expect(page.locator("#ws-count")).to_contain_text("No workspace matches")
+        # act on a row: Launch, then Open and Stop, live
+        page.goto(f"{fhub.url}/hub/workspaces?q=project+03")
+        row = page.locator(f"tr[data-workspace-id='{made[3]['id']}']")
+        row.locator(".ws-launch").click()
+        expect(row.locator(".ws-job")).to_have_text("Minimal test server: running", timeout=30_000)
+        expect(row.locator(".ws-open")).to_be_visible()
+        expect(row.locator(".ws-launch")).to_be_hidden()
+        row.locator(".ws-stop").click()
+        expect(row.locator(".ws-job")).to_have_text("", timeout=30_000)
+        expect(row.locator(".ws-launch")).to_be_visible()
+        # it was used last: first in the default order
+        page.goto(f"{fhub.url}/hub/workspaces")
+        expect(rows.first).to_contain_text("Project 03")
+        # every job of the user, in pages, beyond a workspace's last 20; one job in detail
+        for _ in range(5):
+            stop(fhub, token, launch(fhub, token, made[5]))
+        page.goto(f"{fhub.url}/hub/jobs?rows=5")
+        expect(page.locator("#jobs-count")).to_contain_text("1–5 of 6 jobs")
+        page.click("#page-next")
+        expect(page.locator("#job-list tbody tr")).to_have_count(1)
+        page.locator("#job-list tbody tr a").first.click()
+        expect(page.locator("h1")).to_have_text(re.compile(r"Minimal test server job \d+"))
+        expect(page.locator("#job-times")).to_contain_text("Launched")
+        expect(page.locator("#job-times")).to_contain_text("Ran for")
+        expect(page.locator("#job-place")).to_contain_text("local")
+        page.click("#job-log summary")
+        expect(page.locator("#job-output")).not_to_have_text("Loading…")
+    finally:
+        context.close()
+    # a collaborator sees the job but not its log; a stranger not even the job
+    context, page = browserutil.login(fhub, browser, friend, PASSWORD)
+    try:
+        fhub.api("POST", f"workspaces/{made[5]['id']}/shares", token, json={"user": friend, "level": "viewer"},
+                 expect=201)
+        [job] = fhub.api("GET", f"jobs?workspace={made[5]['id']}&limit=1", token)["items"]
+        page.goto(f"{fhub.url}/hub/jobs/{job['id']}")
+        expect(page.locator("#job-status")).to_have_text(job["status"])
+        assert page.locator("#job-log").count() == 0
+        _, stranger_token = person(fhub)
+        assert fhub.request("GET", f"jobs/{job['id']}", stranger_token).status_code == 404
+    finally:
+        context.close()
+
+
+@pytest.mark.browser
+def test_all_workspaces_for_the_admin_filters_sizes_and_pages(fhub, browser):
+    from playwright.sync_api import expect
+
+    owner, token = person(fhub)
+    made = [new_workspace(fhub, token, f"Admin view {i}") for i in range(6)]
+    fhub.request("PUT", f"workspaces/{made[0]['id']}/files/data.bin", token, data=b"x" * 2048)
+    context, page = browserutil.login(fhub, browser, "flowadmin", ADMIN_PASSWORD)
+    try:
+        page.goto(f"{fhub.url}/hub/admin/workspaces?rows=5&owner={owner}")
+        expect(page.locator("#ws-count")).to_have_text("1–5 of 6 workspaces")
+        page.click("#page-next")
+        expect(page.locator("#all-workspaces tbody tr")).to_have_count(1)
+        page.goto(f"{fhub.url}/hub/admin/workspaces?owner={owner}&sort=size")
+        first = page.locator("#all-workspaces tbody tr").first
+        expect(first).to_contain_text("Admin view 0")
+        expect(first.locator(".ws-usage")).to_have_text("2.0 KiB")
+        page.select_option("#ws-status-filter", "deleting")
+        page.click("#ws-search-button")
+        expect(page.locator("#ws-count")).to_have_text("No workspace matches.")
+        page.click("text=all jobs")
+        expect(page.locator("h1")).to_have_text("All jobs")
+    finally:
+        context.close()

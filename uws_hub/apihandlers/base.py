@@ -57,6 +57,12 @@ class UWSAPIHandler(APIHandler):
         return self.settings["uws"]
 
     @property
+    def reader_id(self) -> int | None:
+        """The id of the user making this request (None for a service)."""
+        user = self.current_user
+        return user.id if user is not None and user.kind == "user" else None
+
+    @property
     def actor(self) -> str:
         """Who makes this request, for the event log (a user's or a service's name)."""
         return self.current_user.name

@@ -12,6 +12,7 @@ from ..models import job_model
 from ..orm import Job
 from ..scopes import LAUNCH_JOBS, READ_WORKSPACES, requires
 from ..states import JobStatus
+from ..workspaces.listing import owned_by
 from .base import UWSAPIHandler, parse_id
 
 
@@ -67,6 +68,9 @@ class JobsAPIHandler(UWSAPIHandler):
         statuses = self.status_filter(JobStatus)
         if statuses is not None:
             where = where & Job.status.in_(statuses)
+        owner = self.get_argument("owner", None)
+        if owner is not None:
+            where = where & owned_by(Job.owner_id, owner)
         offset, limit = self.get_api_pagination()
         jobs = self.uws.jobs
         models = [job_model(job) for job in jobs.page(where, offset, limit)]

@@ -13,6 +13,7 @@ from ..models import workspace_model
 from ..orm import Workspace
 from ..scopes import READ_WORKSPACES, WRITE_WORKSPACES, requires
 from ..states import WorkspaceStatus
+from ..workspaces.listing import WorkspaceList
 from ..workspaces.service import SeedFile
 from .base import UWSAPIHandler
 
@@ -47,9 +48,11 @@ class WorkspacesAPIHandler(UWSAPIHandler):
         statuses = self.status_filter(WorkspaceStatus, many=False)
         if statuses is not None:
             where = where & Workspace.status.in_(statuses)
+        listing = WorkspaceList.parse(lambda name: self.get_argument(name, None), default_sort=("created", "asc"))
+        where = where & listing.clause(self.reader_id)
         offset, limit = self.get_api_pagination()
         workspaces = self.uws.workspaces
-        items = workspaces.page(where, offset, limit)
+        items = workspaces.page(where, offset, limit, listing.ordering())
         models = self.uws.workspace_models(items)
         self.write_json(self.paginated_model(models, offset, limit, workspaces.count(where)))
 
