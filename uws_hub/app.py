@@ -398,6 +398,8 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
             "uws_local_accounts": isinstance(self.authenticator, WorkspaceLocalAuthenticator),
             # pages name job types as people know them ("JupyterLab", not "jupyterlab")
             "uws_job_type_names": {name: jt.display_name for name, jt in self.uws.job_types.items()},
+            # invitations and unread notifications, counted in the navigation
+            "uws_waiting": self.uws.waiting,
         }
 
     def _make_services(self) -> services.Services:

@@ -220,6 +220,9 @@ class Event(Base):
     previous: Mapped[str | None] = mapped_column(String(32), default=None)
     reason: Mapped[str | None] = mapped_column(Text, default=None)
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: a notification's: when its recipient marked it read, and dismissed it (hidden)
+    read_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
+    dismissed_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
 
     def __repr__(self) -> str:
         return f"<Event {self.id} {self.kind} job={self.job_id} ws={self.workspace_id} {self.status}>"

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jupyterhub.app import JupyterHub
+from jupyterhub.user import User
 from jupyterhub.utils import url_path_join
 
 from . import scopes
@@ -69,6 +70,15 @@ class Services:
         ids = [ws.id for ws in items]
         active, latest = self.jobs.active_jobs(ids), self.jobs.latest_jobs(ids)
         return [workspace_model(ws, active.get(ws.id), latest.get(ws.id)) for ws in items]
+
+    def waiting(self, user: User | None) -> dict[str, int] | None:
+        """What waits for a user (invitations to accept, notifications to read): the
+        count in every page's navigation (a JupyterHub ``template_vars`` callable)."""
+        if user is None or getattr(user, "orm_user", None) is None:
+            return None
+        invitations = self.sharing.invitations_waiting(user.orm_user)
+        unread = self.notifier.unread(user.orm_user)
+        return {"invitations": invitations, "unread": unread, "total": invitations + unread}
 
     async def account_quotas(self) -> None:
         """The quota loop's body: account core-hours; stop the jobs of those over budget."""

@@ -4,6 +4,7 @@ own pages, lists that scale, sharing you can see."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -31,12 +32,13 @@ def fhub(make_hub):
     hub = make_hub(f"""
 c.Authenticator.admin_users = {{"flowadmin"}}
 c.UWSHub.job_reconcile_interval = 1
-c.Spawner.http_timeout = 5
 c.UWSHub.job_types = {{
     "minimal": {{"display_name": "Minimal test server", "cmd": {MINIMAL_CMD!r}}},
     "broken": {{"display_name": "Broken on purpose", "cmd": {BROKEN_CMD!r}}},
     "killed": {{"display_name": "Killed on start", "cmd": {KILLED_CMD!r}}},
     "silent": {{"display_name": "Never answers", "cmd": {SILENT_CMD!r}}},
+    "jupyterlab": {{"display_name": "JupyterLab", "default_url": "/lab", "args_as_root": ["--allow-root"],
+                    "env": {{"PIP_NO_INDEX": "1"}}}},
 }}
 """)
     hub.tokens = {}
@@ -72,11 +74,6 @@ def test_reasons_say_how_a_server_ended_in_one_line(fhub):
     model = fhub.api("GET", f"workspaces/{ws['id']}", token, expect=200)
     assert model["active_job"] is None and model["last_job"]["id"] == job["id"]
     assert model["last_job"]["status"] == "failed" and model["last_used_at"] == job["created_at"]
-    # running, but never answering the hub
-    job = fhub.wait_job(launch(fhub, token, ws, job_type="silent")["id"], token, TERMINAL, timeout=60)
-    assert (job["status"], job["reason"]) == ("failed", "The server failed to start: it did not answer within 5 s")
-    # what it printed is its output, not its reason
-    assert "thinking" in fhub.api("GET", f"jobs/{job['id']}/output", token, expect=200)["output"]
     # killed while it ran
     job = launch(fhub, token, ws)
     job = fhub.wait_job(job["id"], token, {"running", "failed"})
@@ -87,6 +84,29 @@ def test_reasons_say_how_a_server_ended_in_one_line(fhub):
     # a new workspace was last used when it was made
     fresh = new_workspace(fhub, token)
     assert fresh["last_job"] is None and fresh["last_used_at"] == fresh["created_at"]
+
+
+def test_a_server_that_never_answers_fails_saying_so_and_the_next_start_works(make_hub):
+    hub = make_hub(f"""
+c.Authenticator.admin_users = set()
+c.UWSHub.job_reconcile_interval = 1
+c.Spawner.http_timeout = 5
+c.UWSHub.job_types = {{
+    "silent": {{"display_name": "Never answers", "cmd": {SILENT_CMD!r}}},
+    "minimal": {{"display_name": "Minimal test server", "cmd": {MINIMAL_CMD!r}}},
+}}
+""")
+    token = hub.add_user("silentuser")
+    ws = new_workspace(hub, token)
+    # running, but never answering the hub (JupyterHub stops it after Spawner.http_timeout)
+    job = hub.wait_job(launch(hub, token, ws, job_type="silent")["id"], token, TERMINAL, timeout=60)
+    assert (job["status"], job["reason"]) == ("failed", "The server failed to start: it did not answer within 5 s")
+    # what it printed is its output, not its reason
+    assert "thinking" in hub.api("GET", f"jobs/{job['id']}/output", token, expect=200)["output"]
+    # the next start in the workspace works (JupyterHub replaced the failed start's spawner)
+    job = hub.wait_job(launch(hub, token, ws)["id"], token, {"running", "failed"})
+    assert job["status"] == "running", job["reason"]
+    stop(hub, token, job)
 
 
 @pytest.mark.browser
@@ -466,3 +486,165 @@ def test_all_workspaces_for_the_admin_filters_sizes_and_pages(fhub, browser):
         expect(page.locator("h1")).to_have_text("All jobs")
     finally:
         context.close()
+
+
+# ---------------------------------------------------------------- 5. sharing you can see
+def test_notifications_are_read_and_dismissed_by_their_recipient(fhub):
+    owner, owner_token = person(fhub)
+    name, token = person(fhub)
+    ws = new_workspace(fhub, owner_token, "Sent as a copy")
+    invite = fhub.api("POST", f"workspaces/{ws['id']}/shares", owner_token, json={"kind": "copy", "user": name},
+                      expect=201)
+    fhub.api("POST", f"shares/{invite['id']}/accept", token, expect=202)
+
+    def copy_ready():
+        notes = fhub.api("GET", "notifications", token, expect=200)["items"]
+        return notes if any("is ready" in n["reason"] for n in notes) else None
+
+    notes = wait_for(copy_ready, 30, what="the copy's notification")
+    note = notes[0]  # newest first
+    assert "is ready" in note["reason"] and note["read_at"] is None and note["dismissed_at"] is None
+    count = len(notes)
+    assert fhub.api("GET", "notifications?unread=true", token)["_pagination"]["total"] == count
+    # only its recipient
+    assert fhub.request("POST", f"notifications/{note['id']}/read", owner_token).status_code == 404
+    assert fhub.request("DELETE", f"notifications/{note['id']}", owner_token).status_code == 404
+    assert fhub.request("GET", "notifications", fhub.admin_token).status_code == 400
+    assert fhub.request("GET", "notifications?unread=maybe", token).status_code == 400
+    read = fhub.api("POST", f"notifications/{note['id']}/read", token, expect=200)
+    assert read["read_at"] is not None and read["dismissed_at"] is None
+    assert note["id"] not in [n["id"] for n in fhub.api("GET", "notifications?unread=true", token)["items"]]
+    assert fhub.api("GET", "notifications?unread=true", token)["_pagination"]["total"] == count - 1
+    assert fhub.api("GET", "notifications", token)["_pagination"]["total"] == count
+    gone = fhub.api("DELETE", f"notifications/{note['id']}", token, expect=200)
+    assert gone["dismissed_at"] is not None
+    assert note["id"] not in [n["id"] for n in fhub.api("GET", "notifications", token)["items"]]
+    assert fhub.api("GET", "notifications", token)["_pagination"]["total"] == count - 1
+    # job events are not notifications
+    assert fhub.request("POST", "notifications/1/read", token).status_code in (404,)
+
+
+@pytest.mark.browser
+def test_a_new_users_landing_shows_what_is_shared_and_waiting(fhub, browser):
+    from playwright.sync_api import expect
+
+    owner, owner_token = person(fhub)
+    newcomer, newcomer_token = person(fhub)
+    shared = new_workspace(fhub, owner_token, "Lab notebook")
+    fhub.api("POST", f"workspaces/{shared['id']}/shares", owner_token, json={"user": newcomer, "level": "viewer"},
+             expect=201)
+    sent = new_workspace(fhub, owner_token, "Course material")
+    fhub.api("POST", f"workspaces/{sent['id']}/shares", owner_token, json={"kind": "copy", "user": newcomer},
+             expect=201)
+    context, page = browserutil.login(fhub, browser, newcomer, PASSWORD)
+    try:
+        # not "You have no workspaces yet": the shared one, and the invitation waiting
+        page.goto(f"{fhub.url}/hub/workspaces")
+        expect(page.locator("#no-workspaces")).to_have_count(0)
+        expect(page.locator("#workspaces")).to_contain_text("Lab notebook")
+        expect(page.locator("#workspaces .ws-shared")).to_have_text(f"shared by {owner} · viewer")
+        expect(page.locator("#invitations-waiting")).to_contain_text("1 copy of a workspace waits for you")
+        # the count in the navigation: the invitation, and the notifications of the share and of the copy sent
+        badge = page.locator("#nav-waiting")
+        expect(badge).to_have_text("3 waiting")
+        assert badge.get_attribute("title") == "1 invitation(s) waiting, 2 unread notification(s)"
+        # a viewer may not launch there
+        assert page.locator(f"tr[data-workspace-id='{shared['id']}'] .ws-launch").count() == 0
+        page.click("#invitations-waiting a")
+        page.click(".accept-share")
+        expect(page.locator("#copies")).to_contain_text("Course material", timeout=30_000)
+        expect(page.locator("#notifications")).to_contain_text("is ready", timeout=30_000)
+        # notifications: read one by one (the count follows), then dismissed
+        notes = page.locator("#notifications .notification")
+        expect(page.locator("#notifications .notification-new")).to_have_count(3)
+        expect(badge).to_have_text("3 waiting")
+        for left in (2, 1, 0):
+            page.locator("#notifications .notification-read").first.click()
+            expect(page.locator("#notifications .notification-new")).to_have_count(left)
+        expect(badge).to_have_count(0)
+        page.locator("#notifications .notification-dismiss").first.click()
+        expect(notes).to_have_count(2)
+    finally:
+        context.close()
+
+
+@pytest.mark.browser
+def test_share_dialog_says_what_happened(fhub, browser):
+    from playwright.sync_api import expect
+
+    owner, owner_token = person(fhub)
+    friend, _ = person(fhub, prefix="fr")
+    ws = new_workspace(fhub, owner_token, "Shared in the dialog")
+    context, page = browserutil.login(fhub, browser, owner, PASSWORD)
+    try:
+        page.goto(f"{fhub.url}/hub/workspaces/{ws['id']}")
+        page.click("#share-open")
+        page.fill("#share-search", friend)
+        page.click(f".share-result:has-text('{friend}')")
+        expect(page.locator("#share-target")).to_contain_text(friend)
+        expect(page.locator("#share-submit")).to_be_enabled()
+        # a search that matches nobody says so, and drops the earlier pick
+        page.fill("#share-search", "zz-nobody-like-this")
+        expect(page.locator("#share-no-match")).to_have_text("No person or group matches “zz-nobody-like-this”.")
+        expect(page.locator("#share-target")).to_have_text("nobody yet")
+        expect(page.locator("#share-submit")).to_be_disabled()
+        # share: the dialog says it was done
+        page.fill("#share-search", friend)
+        page.click(f".share-result:has-text('{friend}')")
+        page.click("#share-submit")
+        expect(page.locator("#share-success")).to_have_text(f"Shared with {friend.upper()} ({friend}) as viewer.")
+        row = page.locator("#share-list tbody tr", has_text=friend)
+        # the level, changed in place
+        row.locator(".share-level-select").select_option("editor")
+        expect(page.locator("#share-success")).to_have_text(f"{friend} is now editor.")
+        [share] = fhub.api("GET", f"workspaces/{ws['id']}/shares", owner_token)["items"]
+        assert share["level"] == "editor"
+        # removal is confirmed first: no, then yes
+        page.once("dialog", lambda dialog: dialog.dismiss())
+        row.locator(".share-remove").click()
+        expect(row).to_be_visible()
+        assert len(fhub.api("GET", f"workspaces/{ws['id']}/shares", owner_token)["items"]) == 1
+        page.once("dialog", lambda dialog: dialog.accept())
+        row.locator(".share-remove").click()
+        expect(page.locator("#share-success")).to_have_text(f"{friend} no longer has access.")
+        expect(page.locator("#share-none")).to_be_visible()
+    finally:
+        context.close()
+
+
+@pytest.mark.browser
+def test_a_viewer_opens_jupyterlab_read_only_and_leaves_nothing_behind(fhub, browser):
+    from playwright.sync_api import expect
+
+    owner, owner_token = person(fhub)
+    viewer, _ = person(fhub)
+    notebook = {"cells": [{"cell_type": "markdown", "metadata": {}, "source": "# Results"}], "metadata": {},
+                "nbformat": 4, "nbformat_minor": 5}
+    ws = fhub.api("POST", "workspaces", owner_token, expect=201, json={
+        "name": f"Lab {uuid.uuid4().hex[:6]}",
+        "files": [{"path": "results.ipynb", "content": json.dumps(notebook)}, {"path": "notes.txt", "content": "n\n"}]})
+    fhub.api("POST", f"workspaces/{ws['id']}/shares", owner_token, json={"user": viewer, "level": "viewer"},
+             expect=201)
+    job = fhub.wait_job(launch(fhub, owner_token, ws, job_type="jupyterlab")["id"], owner_token,
+                        {"running", "failed"}, timeout=120)
+    assert job["status"] == "running", job["reason"]
+    directory = fhub.workspaces_root / owner / ws["slug"]
+    before = sorted(p.name for p in directory.iterdir())
+    context, page = browserutil.login(fhub, browser, viewer, PASSWORD)
+    try:
+        page.set_default_timeout(60_000)
+        page.goto(f"{fhub.url}/user/{owner}/{ws['slug']}/lab/tree/results.ipynb")
+        # no "Authorize access" page on the way: straight into JupyterLab
+        page.wait_for_url(re.compile(rf".*/user/{owner}/{ws['slug']}/lab.*"))
+        expect(page.locator(".jp-Notebook")).to_contain_text("Results")
+        # and it says it is read-only before anyone tries to save
+        expect(page.locator(".jp-NotebookPanel-toolbar")).to_contain_text("notebook is read-only")
+        # a text file too
+        page.goto(f"{fhub.url}/user/{owner}/{ws['slug']}/lab/tree/notes.txt")
+        expect(page.locator(".jp-FileEditor")).to_be_visible()
+        expect(page.locator(".jp-Toolbar", has_text="file is read-only").first).to_be_visible()
+    finally:
+        context.close()
+    # the visit left nothing in the owner's workspace
+    assert sorted(p.name for p in directory.iterdir()) == before
+    stop(fhub, owner_token, job)

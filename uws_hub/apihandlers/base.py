@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
+from jupyterhub import orm as hub_orm
 from jupyterhub.apihandlers.base import APIHandler
 from pydantic import BaseModel, ValidationError
 from tornado import httputil, web
@@ -61,6 +62,12 @@ class UWSAPIHandler(APIHandler):
         """The id of the user making this request (None for a service)."""
         user = self.current_user
         return user.id if user is not None and user.kind == "user" else None
+
+    def calling_user(self, what: str) -> hub_orm.User:
+        """The user making the request, for what only users have (``what``: "receive shares")."""
+        if self.current_user.kind != "user":
+            raise BadRequest(f"Only users {what}; use a user's token")
+        return self.current_user.orm_user
 
     @property
     def actor(self) -> str:

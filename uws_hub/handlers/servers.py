@@ -17,10 +17,15 @@ as the owner's activity). A redirect is not activity either.
 Requests that look like API calls (JSON, or ``/api/`` in the path) keep
 JupyterHub's ``424`` answer, which JupyterLab understands; a reader who may
 not see the workspace gets JupyterHub's own answer (a 404).
+
+The way into a running server that is shared is JupyterHub's OAuth login:
+:class:`SharedServerAuthorizeHandler` spares a workspace's collaborators
+JupyterHub's consent page.
 """
 
 from __future__ import annotations
 
+from jupyterhub.apihandlers.auth import OAuthAuthorizeHandler
 from jupyterhub.handlers.base import BaseHandler, UserUrlHandler
 from jupyterhub.handlers.pages import SpawnPendingHandler
 from jupyterhub.utils import get_accepted_mimetype, url_path_join
@@ -28,7 +33,7 @@ from tornado import web
 from tornado.httputil import url_concat
 
 from .. import access
-from ..orm import Workspace
+from ..orm import Share, Workspace
 from ..scopes import READ_WORKSPACES
 from ..services import Services
 
@@ -122,10 +127,33 @@ class StoppedServerHandler(_ToWorkspace, UserUrlHandler):
         return accepted == "application/json" or "api" in user_path.split("/")
 
 
+class SharedServerAuthorizeHandler(OAuthAuthorizeHandler):
+    """JupyterHub's OAuth authorization, without its consent page for a workspace's
+    collaborator: the share is the consent.
+
+    A viewer or editor who opens a shared workspace's JupyterLab logs into its
+    owner's server through JupyterHub's OAuth, which asks everyone but the
+    owner to "Authorize access" first: a raw page that means nothing to a
+    collaborator and that they meet again at every new job (each job's server
+    is a new OAuth client). For a user the workspace is shared with (directly
+    or through a group) the page is skipped; everyone else gets JupyterHub's
+    page as before.
+    """
+
+    def needs_oauth_confirm(self, user, oauth_client, requested_scopes):
+        orm_spawner = oauth_client.spawner
+        if orm_spawner is not None and orm_spawner.user is not None and orm_spawner.name:
+            ws = Workspace.find_by_slug(self.db, orm_spawner.user.id, orm_spawner.name)
+            if ws is not None and ws.owner_id != user.id and Share.levels_of(self.db, ws.id, user.id):
+                return False
+        return super().needs_oauth_confirm(user, oauth_client, requested_scopes)
+
+
 default_handlers = [
     (r"/spawn", SpawnPageHandler),
     (r"/spawn/([^/]+)", SpawnPageHandler),
     (r"/spawn/([^/]+)/([^/]+)", SpawnPageHandler),
     (r"/spawn-pending/([^/]+)/([^/]+)", SpawnPendingPageHandler),
     (r"/user/(?P<user_name>[^/]+)(?P<user_path>/.*)?", StoppedServerHandler),
+    (r"/api/oauth2/authorize", SharedServerAuthorizeHandler),
 ]

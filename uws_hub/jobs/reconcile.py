@@ -224,7 +224,9 @@ class JobSteps:
         """
         while not future.done():
             await asyncio.sleep(self.start_poll_interval)
-            if future.done() or not spawner._waiting_for_response:
+            if future.done() or not spawner._waiting_for_response or spawner._stop_pending:
+                # (a stop under way is JupyterHub's own, after the server did not answer in
+                # time: that is the reason, not the exit the stop itself causes)
                 continue
             status = await spawner.poll()
             if status is not None and not future.done():
