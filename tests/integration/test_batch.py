@@ -228,7 +228,7 @@ def test_a_job_that_exits_3_fails_and_its_owner_reads_why(bhub, owner, other, ws
 def test_a_job_killed_by_a_signal_fails_saying_which(bhub, owner, ws):
     done = finish(bhub, owner, submit(bhub, owner, ws, "signal"))
     assert (done["status"], done["exit_code"], done["exit_signal"]) == ("failed", None, 9)
-    assert done["reason"] == "The command was killed by signal 9 (SIGKILL)"
+    assert done["reason"] == "The command was killed by signal 9 (SIGKILL) — out of memory?"
 
 
 def test_a_job_over_its_time_limit_fails_saying_so(bhub, owner, ws):
