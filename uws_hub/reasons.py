@@ -26,8 +26,9 @@ MAX_REASON_CHARS = 500
 #: signals that mostly mean the kernel's out-of-memory killer (or a memory limit) ended the process
 _OUT_OF_MEMORY_SIGNALS = {signals.SIGKILL}
 
-#: JupyterHub's message when a server does not answer its HTTP check in time (``Spawner.http_timeout``)
-_NO_ANSWER = re.compile(r"didn't respond in (\d+(?:\.\d+)?) seconds")
+#: a server that does not answer in time (``Spawner.http_timeout``): JupyterHub's message for its
+#: HTTP check, and :func:`uws_hub.spawners.listening.wait_listening`'s for a port nobody listens on
+_NO_ANSWER = re.compile(r"didn't respond in (\d+(?:\.\d+)?) seconds|did not listen on \S+ within (\d+(?:\.\d+)?) s")
 
 
 def signal_name(number: int) -> str:
@@ -94,7 +95,7 @@ def from_exception(e: BaseException, *, start_timeout: float | None = None) -> s
             pass
     if isinstance(e, TimeoutError | asyncio.TimeoutError):
         if match := _NO_ANSWER.search(msg or ""):
-            return no_answer("it", float(match.group(1)))
+            return no_answer("it", float(match.group(1) or match.group(2)))
         if not msg and start_timeout:
             return not_started("it", start_timeout)
     return one_line(msg or type(e).__name__)

@@ -26,6 +26,9 @@ def test_reasons_from_exceptions():
     # JupyterHub's own time-outs, in plain words
     assert from_exception(TimeoutError("Server at http://127.0.0.1:1234/user/a/b/api didn't respond in 30 seconds")) == (
         "it did not answer within 30 s")
+    # a local server that never listens on its port (uws_hub.spawners.listening)
+    assert from_exception(TimeoutError("The server did not listen on 127.0.0.1:4242 within 5 s")) == (
+        "it did not answer within 5 s")
     assert from_exception(TimeoutError(), start_timeout=60) == "it did not start within 60 s"
     assert from_exception(web.HTTPError(400, "Bad %s", "thing")) == "Bad thing"
     assert from_exception(RuntimeError()) == "RuntimeError"
