@@ -366,7 +366,7 @@ def test_twenty_jobs_of_two_users_queue_fairly(qhub):
     assert waiting["status"] == "queued" and waiting["reason"].startswith("Waiting for a slot"), waiting
     # an interactive launch keeps its immediate answer: over the quota, refused at once
     r = qhub.request("POST", f"workspaces/{spaces[ann]['id']}/jobs", ann, json={"job_type": "minimal"})
-    assert r.status_code == 422 and r.json()["message"].startswith("Concurrent job quota: uwsalice's"), r.text
+    assert r.status_code == 422 and r.json()["message"].startswith("Concurrent job quota: your unfinished jobs"), r.text
     # two of each user's jobs may run (their quota), three on the hub: ann's first two and ben's first
     for job_id, token in ((launched[ann][0], ann), (launched[ann][1], ann), (launched[ben][0], ben)):
         assert qhub.wait_job(job_id, token, {"running"} | TERMINAL)["status"] == "running"
