@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -259,3 +260,18 @@ def declaring_length(hub, method: str, path: str, token: str, length: int) -> Ra
         return RawResponse(r.status, dict(r.getheaders()), r.read().decode())
     finally:
         conn.close()
+
+
+def processes_of_job(job_id: int, directory: str) -> list[int]:
+    """The pids of processes running job ``job_id`` in the workspace at ``directory``
+    (their environment says so; other hubs' jobs may have the same id)."""
+    found = []
+    wanted = {f"UWS_JOB_ID={job_id}".encode(), f"UWS_WORKSPACE_DIR={directory}".encode()}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if wanted <= set(f.read().split(b"\0")):
+                    found.append(int(pid))
+        except OSError:
+            continue
+    return found

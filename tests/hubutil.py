@@ -132,6 +132,9 @@ class Hub:
             c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{self.api_port}"
             c.JupyterHub.db_url = "{self.db_url}"
             c.JupyterHub.cleanup_servers = True
+            # a JupyterLab on a loaded 2-core machine may take over JupyterHub's 30 s to
+            # listen (seen in a CI rehearsal beside other work); the tests wait longer
+            c.Spawner.http_timeout = 90
             # a service with admin rights over users, servers and tokens, for the tests
             c.JupyterHub.services = [{{"name": "test-admin", "api_token": "{self.admin_token}"}}]
             c.JupyterHub.load_roles = [{{

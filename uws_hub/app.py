@@ -26,6 +26,7 @@ from traitlets import Bool, Dict, Float, Integer, Unicode, default, validate
 from . import __version__, dbutil, scopes, services
 from .apihandlers import default_handlers as api_handlers
 from .apihandlers.base import UnknownAPIRouteHandler
+from .apihandlers.servers import default_handlers as server_api_handlers
 from .authenticators.local import WorkspaceLocalAuthenticator
 from .dbutil import drop_sqlite_ping, sqlite_wal
 from .handlers import default_handlers as page_handlers
@@ -463,6 +464,10 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         self.tornado_settings["template_vars"] = {
             **(self.tornado_settings.get("template_vars") or {}),
             "uws_local_accounts": isinstance(self.authenticator, WorkspaceLocalAuthenticator),
+            # pages name job types as people know them ("JupyterLab", not "jupyterlab")
+            "uws_job_type_names": {name: jt.display_name for name, jt in self.uws.job_types.items()},
+            # invitations and unread notifications, counted in the navigation
+            "uws_waiting": self.uws.waiting,
         }
 
     def _make_services(self) -> services.Services:
@@ -510,8 +515,10 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         protocols = hubmap_routes(self.hubmap) if self.hubmap.enabled else []
         if self.ivoa_uws.enabled:
             protocols += uws_routes(self.ivoa_uws)
-        # ours first: JupyterHub's list ends with catch-alls (/api/(.*) -> 404)
-        self.handlers[:0] = self.add_url_prefix(self.hub_prefix, protocols + api_handlers + page_handlers)
+        # ours first: JupyterHub's list ends with catch-alls (/api/(.*) -> 404); JupyterHub's
+        # server API starts (server_api_handlers) launch workspace jobs instead of spawning
+        ours = protocols + api_handlers + server_api_handlers + page_handlers
+        self.handlers[:0] = self.add_url_prefix(self.hub_prefix, ours)
 
     # ---------------------------------------------------------------- run
     async def start(self):

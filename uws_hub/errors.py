@@ -12,13 +12,27 @@ from tornado import web
 
 
 class UWSError(web.HTTPError):
-    """A refusal the client can act on; ``status_code`` is the HTTP status."""
+    """A refusal the client can act on; ``status_code`` is the HTTP status.
+
+    A refusal that speaks of a user (``"alice's unfinished jobs would be 2"``)
+    can say it to that user in the second person (``"your unfinished jobs
+    would be 2"``): ``about`` names the user, ``to_them`` is the message for
+    them, and :meth:`message_for` picks the one for the reader. Everyone else
+    (a collaborator launching in alice's workspace, a job's stored reason)
+    reads ``message``.
+    """
 
     code = 400
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, *, about: str | None = None, to_them: str | None = None):
         super().__init__(self.code, "%s", message)
         self.message = message
+        self.about = about
+        self.to_them = to_them
+
+    def message_for(self, reader: str | None) -> str:
+        """The message as ``reader`` (a user's name) should read it."""
+        return self.to_them if self.to_them and reader is not None and reader == self.about else self.message
 
     def __str__(self) -> str:
         return self.message

@@ -57,7 +57,9 @@ def job_model(job: Job, results: list[dict[str, Any]] | None = None, api_url: st
     }
 
 
-def workspace_model(ws: Workspace, active_job: Job | None) -> dict[str, Any]:
+def workspace_model(ws: Workspace, active_job: Job | None, last_job: Job | None) -> dict[str, Any]:
+    """A workspace as the API shows it, with its unfinished job and its most recent one
+    (so that a list can say which workspace's last job failed, and sort by last use)."""
     return {
         "id": ws.id,
         "owner": ws.owner.name,
@@ -69,6 +71,9 @@ def workspace_model(ws: Workspace, active_job: Job | None) -> dict[str, Any]:
         "disk_usage_bytes": ws.disk_usage_bytes,
         "usage_measured_at": isoformat(ws.usage_measured_at),
         "active_job": job_model(active_job) if active_job else None,
+        "last_job": job_model(last_job) if last_job else None,
+        # when a job was last launched in it (else when it was made): what "last used" sorts by
+        "last_used_at": isoformat(last_job.created_at if last_job else ws.created_at),
         "created_at": isoformat(ws.created_at),
         "updated_at": isoformat(ws.updated_at),
     }

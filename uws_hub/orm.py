@@ -248,6 +248,9 @@ class Event(Base):
     previous: Mapped[str | None] = mapped_column(String(32), default=None)
     reason: Mapped[str | None] = mapped_column(Text, default=None)
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: a notification's: when its recipient marked it read, and dismissed it (hidden)
+    read_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
+    dismissed_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
 
     def __repr__(self) -> str:
         return f"<Event {self.id} {self.kind} job={self.job_id} ws={self.workspace_id} {self.status}>"
@@ -338,6 +341,22 @@ class Share(Base):
                 )
             )
         )
+
+    @classmethod
+    def levels_by_workspace(cls, db: Session, workspace_ids: list[int], user_id: int) -> dict[int, set[str]]:
+        """:meth:`levels_of` for many workspaces at once (one query, for a page of a list)."""
+        found: dict[int, set[str]] = {}
+        if not workspace_ids:
+            return found
+        rows = db.execute(
+            select(cls.workspace_id, cls.level).where(
+                cls.workspace_id.in_(workspace_ids), cls.kind == ShareKind.collaborate.value, cls._grantee(user_id)
+            )
+        )
+        for workspace_id, level in rows:
+            if level is not None:
+                found.setdefault(workspace_id, set()).add(level)
+        return found
 
     @classmethod
     def shared_with(cls, user_id: int, levels: Iterable[str]):

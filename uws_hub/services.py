@@ -12,8 +12,10 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from jupyterhub.app import JupyterHub
+from jupyterhub.user import User
 from jupyterhub.utils import url_path_join
 
 from . import scopes
@@ -29,6 +31,8 @@ from .jobs.servers import ServerControl
 from .jobs.service import JobService
 from .jobs.types import JobType
 from .metrics import LoopLagProbe, register_state_collector
+from .models import workspace_model
+from .orm import Workspace
 from .quotas.limits import Limits
 from .quotas.service import QuotaService
 from .reconciler import Reconciler, waker
@@ -67,6 +71,21 @@ class Services:
     #: who finds whom to share with (``UWSHub.share_search``, ``share_search_show_email``)
     share_search: str
     share_search_show_email: bool
+
+    def workspace_models(self, items: list[Workspace]) -> list[dict[str, Any]]:
+        """The API's models of these workspaces, with their unfinished and latest jobs (two queries)."""
+        ids = [ws.id for ws in items]
+        active, latest = self.jobs.active_jobs(ids), self.jobs.latest_jobs(ids)
+        return [workspace_model(ws, active.get(ws.id), latest.get(ws.id)) for ws in items]
+
+    def waiting(self, user: User | None) -> dict[str, int] | None:
+        """What waits for a user (invitations to accept, notifications to read): the
+        count in every page's navigation (a JupyterHub ``template_vars`` callable)."""
+        if user is None or getattr(user, "orm_user", None) is None:
+            return None
+        invitations = self.sharing.invitations_waiting(user.orm_user)
+        unread = self.notifier.unread(user.orm_user)
+        return {"invitations": invitations, "unread": unread, "total": invitations + unread}
 
     async def account_quotas(self) -> None:
         """The quota loop's body: account core-hours; stop the jobs of those over budget."""

@@ -29,6 +29,7 @@ class Site:
     hub: object
     tokens: dict
     ws: dict = field(default_factory=dict)
+    jobs: dict = field(default_factory=dict)
 
     def password(self, who: str) -> str:
         return ADMIN_PASSWORD if who == "uwsadmin" else PASSWORD
@@ -54,14 +55,15 @@ def site(make_hub, system_users):
             json={"user": "uwsbob", "kind": "copy", "name": "Bob's copy"}, expect=201)
     job = hub.api("POST", f"workspaces/{site.ws['failed']['id']}/jobs", alice, json={"job_type": "broken"},
                   expect=202)
-    hub.wait_job(job["id"], alice, {"failed"})
+    site.jobs["failed_job"] = hub.wait_job(job["id"], alice, {"failed"})
     job = hub.api("POST", f"workspaces/{site.ws['running']['id']}/jobs", alice, json={"job_type": "minimal"},
                   expect=202)
     assert hub.wait_job(job["id"], alice, {"running", "failed"})["status"] == "running"
     # a finished batch job beside it, and one whose parameters were refused (the page's form)
     batch = hub.api("POST", f"workspaces/{site.ws['running']['id']}/jobs", alice,
                     json={"job_type": "echo", "parameters": {"text": "hello from a batch job"}}, expect=202)
-    hub.wait_job(batch["id"], alice, {"completed"})
+    site.jobs["running_job"] = job
+    site.jobs["batch_job"] = hub.wait_job(batch["id"], alice, {"completed"})
     yield site
     hub.api("POST", f"jobs/{job['id']}/stop", alice)
 
@@ -90,6 +92,16 @@ def refuse_batch_parameters(page):
     expect(page.locator("#bp-text-error")).to_contain_text("at most 4096 characters")
 
 
+def open_failure_log(page):
+    page.click("#failure-log summary")
+    expect(page.locator("#failure-output")).not_to_contain_text("Loading")
+
+
+def open_job_log(page):
+    page.click("#job-log summary")
+    expect(page.locator("#job-output")).not_to_contain_text("Loading")
+
+
 def open_password_form(page):
     page.locator("#accounts tr[data-username=uwsalice] .account-password").click()
     expect(page.locator("#password-dialog")).to_be_visible()
@@ -105,14 +117,20 @@ PAGES = [
     ("workspace with a running job", "uwsalice", "/hub/workspaces/{running}", None),
     ("workspace with a failed job", "uwsalice", "/hub/workspaces/{failed}", None),
     ("workspace with a long name", "uwsalice", "/hub/workspaces/{long}", None),
+    ("failure with its log", "uwsalice", "/hub/workspaces/{failed}", open_failure_log),
     ("batch job with its log", "uwsalice", "/hub/workspaces/{running}", open_batch_log),
     ("batch parameters refused", "uwsalice", "/hub/workspaces/{running}", refuse_batch_parameters),
     ("share dialog", "uwsalice", "/hub/workspaces/{long}", open_share_dialog),
+    ("jobs", "uwsalice", "/hub/jobs", None),
+    ("running job", "uwsalice", "/hub/jobs/{running_job}", None),
+    ("failed job with its log", "uwsalice", "/hub/jobs/{failed_job}", open_job_log),
+    ("batch job", "uwsalice", "/hub/jobs/{batch_job}", None),
     ("token", "uwsalice", "/hub/token", None),
     ("not found", "uwsalice", "/hub/workspaces/999999", None),
     ("shared with me", "uwsbob", "/hub/shared", None),
     ("workspace as an editor", "uwsbob", "/hub/workspaces/{running}", None),
     ("all workspaces", "uwsadmin", "/hub/admin/workspaces", None),
+    ("all jobs", "uwsadmin", "/hub/jobs?all=1", None),
     ("quotas and usage", "uwsadmin", "/hub/admin/quotas", None),
     ("local accounts", "uwsadmin", "/hub/admin/accounts", None),
     ("password form", "uwsadmin", "/hub/admin/accounts", open_password_form),
@@ -132,7 +150,7 @@ def visit_every_page(site, browser, **context_options):
                 else:
                     contexts[who] = login(site.hub, browser, who, site.password(who), **context_options)
             page = contexts[who][1]
-            page.goto(site.hub.url + path.format(**{k: ws["id"] for k, ws in site.ws.items()}))
+            page.goto(site.hub.url + path.format(**{k: item["id"] for k, item in {**site.ws, **site.jobs}.items()}))
             page.wait_for_load_state("networkidle")
             if action is not None:
                 action(page)
@@ -235,7 +253,7 @@ def test_skip_link_and_a_visible_focus_on_every_control(site, browser, scheme):
     content; every control that Tab reaches shows a focus ring (the dark-mode toggle too)."""
     context, page = login(site.hub, browser, "uwsalice", PASSWORD, color_scheme=scheme)
     try:
-        for path in (f"/hub/workspaces/{site.ws['running']['id']}", "/hub/workspaces", "/hub/shared"):
+        for path in (f"/hub/workspaces/{site.ws['running']['id']}", "/hub/workspaces", "/hub/shared", "/hub/jobs"):
             page.goto(site.hub.url + path)
             page.wait_for_load_state("networkidle")
             page.keyboard.press("Tab")
@@ -384,7 +402,8 @@ def test_times_in_the_readers_time_zone_and_words(site, browser):
     """Times read "… ago" in the reader's language, with the exact local time on hover."""
     context, page = login(site.hub, browser, "uwsalice", PASSWORD, timezone_id="Asia/Tokyo", locale="en-GB")
     try:
-        for path, where in ((f"/hub/workspaces/{site.ws['failed']['id']}", "#jobs"), ("/hub/workspaces", "#workspaces")):
+        for path, where in ((f"/hub/workspaces/{site.ws['failed']['id']}", "#jobs"), ("/hub/workspaces", "#workspaces"),
+                            ("/hub/jobs", "#job-list")):
             page.goto(site.hub.url + path)
             times = page.locator(f"{where} time")
             expect(times.first).to_be_visible()

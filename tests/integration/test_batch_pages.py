@@ -204,3 +204,34 @@ def test_a_viewer_sees_batch_jobs_and_nothing_to_act_with(site, browser):
     assert page.locator(".batch-log-toggle, .batch-log, .batch-log-file").count() == 0
     assert not axe_violations(page, within="#batch")
     context.close()
+
+
+def test_a_batch_jobs_page_shows_its_parameters_how_it_ended_and_its_log(site, browser):
+    """The job page (from the Jobs list) of a batch job says what it was asked to do and
+    how its command ended; its owner opens its log there, a viewer has no log."""
+    hub, alice, ws = site
+    job = hub.api("POST", f"workspaces/{ws['id']}/jobs", alice,
+                  json={"job_type": "count", "parameters": {"format": "tsv", "label": "page run"}}, expect=202)
+    hub.wait_job(job["id"], alice, {"running"})
+    release(hub, alice, ws, job["id"])
+    hub.wait_job(job["id"], alice, {"completed"})
+    context, page = login(hub, browser, "uwsalice", PASSWORD)
+    try:
+        page.goto(f"{hub.url}/hub/jobs")
+        page.click(f"#job-list tr[data-job-id='{job['id']}'] a >> text='{job['id']}'")
+        batch = page.locator("#job-batch")
+        expect(batch.locator("tr", has_text="format")).to_contain_text("tsv")
+        expect(batch.locator("tr", has_text="label")).to_contain_text("page run")
+        expect(page.locator("#job-exit-code")).to_have_text("0")
+        page.click("#job-log summary")
+        expect(page.locator("#job-output")).to_contain_text("a.txt: 3 lines")
+        assert not axe_violations(page)
+    finally:
+        context.close()
+    context, page = login(hub, browser, "uwsbob", PASSWORD)
+    try:
+        page.goto(f"{hub.url}/hub/jobs/{job['id']}")
+        expect(page.locator("#job-exit-code")).to_have_text("0")
+        assert page.locator("#job-log").count() == 0
+    finally:
+        context.close()

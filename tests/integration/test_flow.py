@@ -10,6 +10,7 @@ import re
 import threading
 import time
 
+from ..helpers import processes_of_job
 from ..hubutil import wait_for
 
 
@@ -175,21 +176,6 @@ def test_server_that_cannot_start_fails_with_its_reason(hub, alice, workspace):
     assert ws["status"] == "idle" and ws["active_job"] is None
 
 
-def job_processes(job_id: int, directory: str) -> list[int]:
-    """The pids of processes running job ``job_id`` in the workspace at ``directory``
-    (their environment says so; other hubs' jobs may have the same id)."""
-    found = []
-    wanted = {f"UWS_JOB_ID={job_id}".encode(), f"UWS_WORKSPACE_DIR={directory}".encode()}
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                if wanted <= set(f.read().split(b"\0")):
-                    found.append(int(pid))
-        except OSError:
-            continue
-    return found
-
-
 def test_stop_while_starting_cancels(hub, alice, workspace):
     job = hub.api("POST", f"workspaces/{workspace['id']}/jobs", alice, json={"job_type": "jupyterlab"}, expect=202)
     hub.api("POST", f"jobs/{job['id']}/stop", alice, expect=202)
@@ -198,7 +184,7 @@ def test_stop_while_starting_cancels(hub, alice, workspace):
     assert job["running_at"] is None
     # the interrupted start left no server process behind
     directory = str(hub.workspaces_root / workspace["owner"] / workspace["slug"])
-    wait_for(lambda: not job_processes(job["id"], directory), 15, what=f"job {job['id']}'s processes to end")
+    wait_for(lambda: not processes_of_job(job["id"], directory), 15, what=f"job {job['id']}'s processes to end")
     # the workspace can run a job again
     again = hub.api("POST", f"workspaces/{workspace['id']}/jobs", alice, json={"job_type": "jupyterlab"}, expect=202)
     assert hub.wait_job(again["id"], alice, {"running", "failed"})["status"] == "running"

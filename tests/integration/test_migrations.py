@@ -209,3 +209,28 @@ def test_upgrade_to_job_destruction_keeps_jobs_as_they_were(db_url, tmp_path):
         assert (r.status_code, r.text) == (200, "COMPLETED")
     finally:
         hub.stop()
+
+
+def test_upgrade_to_notification_state_leaves_notifications_unread(db_url, tmp_path):
+    """0011 adds when a notification was read and dismissed: the ones from before are unread."""
+    url = db_url()
+    uid = make_old_database(url, "0010")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO uws_events (created_at, kind, owner_id, actor, reason, data)"
+                 " VALUES (:now, 'notification', :uid, 'hub', 'Your copy is ready', :data)"),
+            {"uid": uid, "now": OLD_TIME, "data": '{"subject": "Copy ready", "link": null}'},
+        )
+    engine.dispose()
+    hub = Hub(tmp_path, "c.Authenticator.admin_users = set()\n", url)
+    upgrade_db(hub)
+    hub.start()
+    try:
+        token = hub.add_user("olduser")
+        [note] = hub.api("GET", "notifications?unread=true", token, expect=200)["items"]
+        assert (note["reason"], note["read_at"], note["dismissed_at"]) == ("Your copy is ready", None, None)
+        hub.api("POST", f"notifications/{note['id']}/read", token, expect=200)
+        assert hub.api("GET", "notifications?unread=true", token, expect=200)["items"] == []
+    finally:
+        hub.stop()

@@ -142,7 +142,8 @@ def test_document_is_well_formed():
     # response objects forbid what they do not list
     for name in ("Workspace", "Job", "JobType", "FileEntry", "UploadResult", "DeleteResult", "Error", "Pagination",
                  "WorkspacePage", "JobPage", "FilePage", "Account", "AccountPage", "Share", "SharePage",
-                 "Recipients", "Limits", "Quota", "GroupQuota", "Usage", "UsageItem", "UsagePage"):
+                 "Recipients", "Limits", "Quota", "GroupQuota", "Usage", "UsageItem", "UsagePage",
+                 "Notification", "NotificationPage"):
         assert SPEC["components"]["schemas"][name]["additionalProperties"] is False, name
 
 
@@ -153,7 +154,7 @@ def test_document_lists_every_route_of_the_hub():
     from uws_hub.protocols.uws.handlers import routes as uws_routes
 
     samples = {"workspace_id": "7", "job_id": "7", "path": "data/a.csv", "username": "alice", "share_id": "7",
-               "user": "alice", "group": "lab", "job_type": "count-lines", "name": "threshold"}
+               "event_id": "7", "user": "alice", "group": "lab", "job_type": "count-lines", "name": "threshold"}
     spec_ops = operations_in_spec()
     routed = set()
     for regex, handler, *_ in [*default_handlers, *uws_routes(IVOAUWS())]:
@@ -645,6 +646,16 @@ def test_sharing_match_the_document(hub, alice, bob, contract, read_only, made):
 
     done = copy_made(api, bob, invite["id"], 30)
     api.call("DELETE", item, bob, f"/workspaces/{done['copy']['workspace_id']}")
+    # bob's notifications of it: listed, read, dismissed (his only)
+    notes = api.call("GET", "/notifications", bob, "/notifications?unread=true").json()["items"]
+    assert notes and all(n["kind"] == "notification" and n["read_at"] is None for n in notes)
+    note, read, dismiss = notes[0]["id"], "/notifications/{event_id}/read", "/notifications/{event_id}"
+    assert api.call("POST", read, alice, f"/notifications/{note}/read").status_code == 404
+    assert api.call("POST", read, bob, f"/notifications/{note}/read").json()["read_at"] is not None
+    assert api.call("DELETE", dismiss, bob, f"/notifications/{note}").json()["dismissed_at"] is not None
+    assert api.call("DELETE", dismiss, bob, "/notifications/abc").status_code == 404
+    assert api.call("GET", "/notifications", hub.admin_token).status_code == 400
+    assert api.call("GET", "/notifications", None).status_code == 403
     declined = api.call("POST", decline, bob, f"/shares/{invite['id']}/decline")
     assert (declined.status_code, declined.json()["message"]) == (409, "This invitation was accepted")
     carol = hub.add_user("uwscarol")

@@ -80,8 +80,10 @@ def test_disk_quota_at_its_edge(qhub):
     # exactly to the limit is fine, one byte more is not
     assert put(qhub, token, b, "three.bin", b"x" * 100).status_code == 201
     message = refusal(put(qhub, token, a, "four.bin", b"x"))
-    assert message == (f"Disk quota: {name}'s workspaces would use 1001 bytes (1001 bytes), the limit is"
-                       " 1000 bytes (1000 bytes); over by 1 byte (1 bytes).")
+    # said to the owner, with what they can do about it
+    assert message == ("Disk quota: your workspaces would use 1001 bytes (1001 bytes), the limit is"
+                       " 1000 bytes (1000 bytes); over by 1 byte (1 bytes). Delete files or workspaces you no"
+                       " longer need, or ask an administrator for more.")
     # replacing a file counts only the difference
     assert put(qhub, token, a, "one.bin", b"y" * 600).status_code == 201
     assert "over by 2 bytes" in refusal(put(qhub, token, a, "one.bin", b"y" * 602))
@@ -114,8 +116,8 @@ def test_accepting_a_copy_over_the_disk_quota(qhub):
     invite = qhub.api("POST", f"workspaces/{ws['id']}/shares", owner_token, json={"kind": "copy", "user": name},
                       expect=201)
     message = refusal(qhub.request("POST", f"shares/{invite['id']}/accept", token))
-    assert message.startswith(f"Disk quota: {name}'s workspaces would use 1.1 KiB (1100 bytes)")
-    assert message.endswith("over by 100 bytes (100 bytes).")
+    assert message.startswith("Disk quota: your workspaces would use 1.1 KiB (1100 bytes)")
+    assert "over by 100 bytes (100 bytes). Delete files" in message
     assert qhub.api("GET", "shares?status=pending", token)["items"][0]["id"] == invite["id"]
 
 
@@ -123,18 +125,19 @@ def test_per_job_limits_and_concurrent_jobs(qhub):
     name, token = user(qhub)
     a, b = workspace(qhub, token), workspace(qhub, token)
     assert refusal(launch(qhub, token, a, resources={"cpus": 3}, expect=None)) == (
-        "CPU limit per job: 3 cpus requested, the limit is 2 (over by 1).")
+        "CPU limit per job: 3 cpus requested, the limit is 2 (over by 1). Request at most 2.")
     assert refusal(launch(qhub, token, a, resources={"memory": "2G"}, expect=None)) == (
-        "Memory limit per job: 2.0 GiB requested, the limit is 1.0 GiB (over by 1.0 GiB).")
+        "Memory limit per job: 2.0 GiB requested, the limit is 1.0 GiB (over by 1.0 GiB). Request at most 1.0 GiB.")
     # a bare number is megabytes, as SLURM reads it (not bytes)
-    assert refusal(launch(qhub, token, a, resources={"memory": "2048"}, expect=None)) == (
+    assert refusal(launch(qhub, token, a, resources={"memory": "2048"}, expect=None)).startswith(
         "Memory limit per job: 2.0 GiB requested, the limit is 1.0 GiB (over by 1.0 GiB).")
-    assert refusal(launch(qhub, token, a, resources={"gpus": 1}, expect=None)) == "GPU limit per job: 1 GPUs requested, the limit is 0 (over by 1)."
+    assert refusal(launch(qhub, token, a, resources={"gpus": 1}, expect=None)) == (
+        "GPU limit per job: 1 GPUs requested, the limit is 0 (over by 1). Request no GPUs.")
     r = launch(qhub, token, a, resources={"cpus": 2, "memory": "1G", "gpus": 0}, expect=None)
     assert r.status_code == 202, r.text
     job = r.json()
     assert refusal(launch(qhub, token, b, expect=None)) == (
-        f"Concurrent job quota: {name}'s unfinished jobs would be 2, the limit is 1 (over by 1). Stop a job first.")
+        "Concurrent job quota: your unfinished jobs would be 2, the limit is 1 (over by 1). Stop one of your jobs first.")
     # a group override raises it for the group's members (the most generous group wins)
     group = f"qg{uuid.uuid4().hex[:6]}"
     qhub.api("POST", f"groups/{group}", json={"users": [name]}, expect=201)
@@ -149,6 +152,35 @@ def test_per_job_limits_and_concurrent_jobs(qhub):
     for j in (job, second):
         qhub.api("POST", f"jobs/{j['id']}/stop", token)
         qhub.wait_job(j["id"], token, {"completed", "cancelled", "failed"})
+
+
+def test_quota_refusals_speak_to_their_reader(qhub):
+    """The owner reads "your", a collaborator launching in the owner's workspace reads the
+    owner's name; with a limit of 0 (nothing to stop) the message only says who can help."""
+    name, token = user(qhub)
+    editor, editor_token = user(qhub)
+    ws = workspace(qhub, token)
+    qhub.api("POST", f"workspaces/{ws['id']}/shares", token, json={"user": editor, "level": "editor"}, expect=201)
+    qhub.api("PUT", f"quotas/{name}", json={"concurrent_jobs": 0}, expect=200)
+    assert refusal(launch(qhub, token, ws, expect=None)) == (
+        "Concurrent job quota: your unfinished jobs would be 1, the limit is 0 (over by 1)."
+        " Ask an administrator to raise it.")
+    assert refusal(launch(qhub, editor_token, ws, expect=None)) == (
+        f"Concurrent job quota: {name}'s unfinished jobs would be 1, the limit is 0 (over by 1)."
+        " An administrator can raise it.")
+    qhub.api("PUT", f"quotas/{name}", json={"concurrent_jobs": 1}, expect=200)
+    job = launch(qhub, token, ws)
+    other = workspace(qhub, token)
+    qhub.api("POST", f"workspaces/{other['id']}/shares", token, json={"user": editor, "level": "editor"},
+             expect=201)
+    assert refusal(launch(qhub, editor_token, other, expect=None)) == (
+        f"Concurrent job quota: {name}'s unfinished jobs would be 2, the limit is 1 (over by 1)."
+        f" One of {name}'s jobs must end first.")
+    # the editor's upload over the owner's disk quota names the owner, and suggests nothing the editor cannot do
+    message = refusal(put(qhub, editor_token, ws, "big.bin", b"x" * 1001))
+    assert message.startswith(f"Disk quota: {name}'s workspaces would use 1001 bytes") and message.endswith("bytes).")
+    qhub.api("POST", f"jobs/{job['id']}/stop", token)
+    qhub.wait_job(job["id"], token, {"completed", "cancelled", "failed"})
 
 
 def test_core_hour_budget_stops_a_running_job(qhub):
@@ -167,7 +199,8 @@ def test_core_hour_budget_stops_a_running_job(qhub):
     subjects = [n["data"]["subject"] for n in notifications(qhub, token)]
     assert subjects.count("Core-hour quota almost used up") + subjects.count("Core-hour quota used up") == 1
     message = refusal(launch(qhub, token, ws, expect=None))
-    assert message.startswith(f"Core-hour quota: {name}'s jobs used 0.00") and "the limit is 0.002" in message
+    assert message.startswith("Core-hour quota: your jobs used 0.00") and "the limit is 0.002" in message
+    assert message.endswith("It renews at the start of the next month.")
     usage = qhub.api("GET", f"quotas/{name}", token, expect=200)["usage"]
     # limits and usage are whole core-seconds: 0.002 core-hours is 7 of them
     assert 7 / 3600 <= usage["core_hours"] < 0.01 and usage["period"] == "month"
@@ -219,8 +252,8 @@ def test_seed_files_count_against_the_disk_quota(qhub):
     name, token = user(qhub)
     big = {"path": "big.bin", "content": base64.b64encode(b"x" * MiB).decode(), "encoding": "base64"}
     message = refusal(qhub.request("POST", "workspaces", token, json={"name": "seeded", "files": [big]}))
-    assert message == (f"Disk quota: {name}'s workspaces would use 1.0 MiB (1048576 bytes), the limit is"
-                       " 1000 bytes (1000 bytes); over by 1023.0 KiB (1047576 bytes).")
+    assert message.startswith("Disk quota: your workspaces would use 1.0 MiB (1048576 bytes), the limit is"
+                              " 1000 bytes (1000 bytes); over by 1023.0 KiB (1047576 bytes).")
     # nothing is left behind: no workspace, no directory
     assert qhub.api("GET", "workspaces", token, expect=200)["items"] == []
     assert not (qhub.workspaces_root / name / "seeded").exists()
@@ -271,7 +304,7 @@ def test_parallel_uploads_share_the_room_there_is(qhub):
     assert sorted(status for status, _ in answers) == [201] + [422] * 5, answers
     for status, body in answers:
         if status == 422:
-            assert body["message"].startswith(f"Disk quota: {name}'s workspaces would use 2.0 MiB (2097152 bytes")
+            assert body["message"].startswith("Disk quota: your workspaces would use 2.0 MiB (2097152 bytes")
     [won] = [body["path"] for status, body in answers if status == 201]
     assert workspace_files(qhub, name, ws) == [won]  # and no temporary files
     assert disk_used(qhub, token) == MiB
@@ -285,9 +318,9 @@ def test_an_upload_holds_its_room_until_it_ends(qhub):
     conn = start_upload(qhub, token, ws, "slow.bin", MiB, b"s" * (100 * KiB))
     wait_for_upload_bytes(qhub, name, ws, 100 * KiB)
     message = refusal(put(qhub, token, ws, "fast.bin", b"f" * KiB))
-    assert message == (f"Disk quota: {name}'s workspaces would use 1.0 MiB (1049600 bytes, 1048576 of them reserved"
-                       " by uploads and copies in progress), the limit is 1.0 MiB (1048576 bytes);"
-                       " over by 1.0 KiB (1024 bytes).")
+    assert message.startswith("Disk quota: your workspaces would use 1.0 MiB (1049600 bytes, 1048576 of them reserved"
+                              " by uploads and copies in progress), the limit is 1.0 MiB (1048576 bytes);"
+                              " over by 1.0 KiB (1024 bytes).")
     # ... until its client goes away mid-body: then the room is free again
     conn.close()
     wait_for(lambda: put(qhub, token, ws, "fast.bin", b"f" * MiB).status_code == 201, 15,
@@ -327,7 +360,7 @@ def test_accepting_a_copy_counts_uploads_in_progress(qhub):
     invite = qhub.api("POST", f"workspaces/{source['id']}/shares", owner_token,
                       json={"kind": "copy", "user": name}, expect=201)
     message = refusal(qhub.request("POST", f"shares/{invite['id']}/accept", token))
-    assert message.startswith(f"Disk quota: {name}'s workspaces would use 2.0 MiB (2097152 bytes, 1048576 of them"
+    assert message.startswith("Disk quota: your workspaces would use 2.0 MiB (2097152 bytes, 1048576 of them"
                               " reserved by uploads and copies in progress)")
     conn.send(b"u" * (MiB - 100 * KiB))
     r = conn.getresponse()
@@ -366,7 +399,7 @@ def test_a_copy_and_an_upload_never_both_take_the_last_room(qhub):
     if uploaded.status_code == 201:
         assert copy["error"].startswith(f"Disk quota: {name}'s workspaces would use 2.0 MiB"), copy
     else:
-        assert refusal(uploaded).startswith(f"Disk quota: {name}'s workspaces would use 2.0 MiB")
+        assert refusal(uploaded).startswith("Disk quota: your workspaces would use 2.0 MiB")
     assert disk_used(qhub, token) == MiB
     # nothing stays reserved: the rest of the room is free
     assert put(qhub, token, mine, "rest.bin", b"r" * (MiB // 2)).status_code == 201

@@ -158,6 +158,9 @@ def test_the_workspace_page_shows_the_output_to_its_owner_only(shub, browser):
         page.click("#launch-job")
         failure = page.locator("#last-failure")
         expect(failure).to_contain_text("exited with status 4 before it answered")
+        # the output is behind "Show log"
+        expect(page.locator("#failure-output")).not_to_be_visible()
+        page.click("#failure-log summary")
         expect(failure).to_contain_text("boom: leaking on purpose")
         expect(failure).to_contain_text("JUPYTERHUB_API_TOKEN=[redacted]")
     finally:
@@ -168,6 +171,8 @@ def test_the_workspace_page_shows_the_output_to_its_owner_only(shub, browser):
         page.goto(f"{shub.url}/hub/workspaces/{ws['id']}")
         row = page.locator(f"#jobs tr[data-job-id='{job['id']}']")
         expect(row).to_contain_text("exited with status 4 before it answered")
+        expect(page.locator("#last-failure")).to_contain_text("exited with status 4 before it answered")
+        assert page.locator("#failure-log").count() == 0
         assert "boom" not in page.content()
     finally:
         context.close()

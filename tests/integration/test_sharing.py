@@ -430,7 +430,7 @@ def test_share_dialog_invitation_and_quota_pages(shub, browser):
         page.select_option("#share-level", "editor")
         page.click("#share-submit")
         expect(page.locator("#share-list tbody")).to_contain_text("uwsbob")
-        expect(page.locator("#share-list tbody tr").first.locator(".share-access")).to_have_text("editor")
+        expect(page.locator("#share-list tbody tr").first.locator(".share-level-select")).to_have_value("editor")
         page.fill("#share-search", "carol")
         page.click(".share-result:has-text('uwscarol')")
         page.select_option("#share-kind", "copy")

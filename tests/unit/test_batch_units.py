@@ -168,7 +168,7 @@ def test_a_follow_sends_whole_lines_until_the_end():
     [
         ({"exit_code": 0}, ("completed", "The command exited with status 0")),
         ({"exit_code": 3}, ("failed", "The command exited with status 3")),
-        ({"exit_code": None, "signal": 9}, ("failed", "The command was killed by signal 9 (SIGKILL)")),
+        ({"exit_code": None, "signal": 9}, ("failed", "The command was killed by signal 9 (SIGKILL) — out of memory?")),
         ({"exit_code": None, "signal": 15, "stopped": True}, ("cancelled", "Stopped on request")),
         ({"exit_code": None, "signal": 15, "time_limit": True, "time_limit_seconds": 60},
          ("failed", "The job reached its time limit of 60 s and was stopped (signal 15 (SIGTERM))")),

@@ -35,7 +35,7 @@ import ast
 import http
 import re
 from collections import defaultdict
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import jupyterhub
@@ -217,7 +217,7 @@ def candidates(quote: str) -> list[str]:
     return [templates[i] for i, n in counts.items() if n >= min(2, len(words))]
 
 
-@lru_cache(maxsize=None)
+@cache
 def explained(quote: str) -> float:
     """How well the best template explains the quote (see :func:`score`); NO if none can."""
     return max((score(quote, t) for t in candidates(quote)), default=NO)
@@ -227,7 +227,7 @@ def producible(quote: str) -> bool:
     return explained(quote) >= 0
 
 
-@lru_cache(maxsize=None)
+@cache
 def filling(part: str) -> float:
     """The score of what a placeholder takes: a sequence of example values (each
     costs its letters) and producible messages (their own score), split at spaces."""
@@ -258,7 +258,7 @@ def score(quote: str, template: str) -> float:
     """
     nt, nq = len(template), len(quote)
 
-    @lru_cache(maxsize=None)
+    @cache
     def best(i: int, j: int) -> float:
         if i == nt and j == nq:
             return 0
@@ -317,7 +317,7 @@ def test_templates_are_found():
     templates = set(all_templates())
     assert "Stopped on request" in templates  # a default argument
     assert f"No such workspace: {PH}" in templates  # an f-string
-    assert f"Job {PH} failed: {PH}" in templates  # a page's JavaScript
+    assert f"{PH} job {PH} failed: {PH}" in templates  # a page's template
     assert "Extra inputs are not permitted" in templates  # pydantic
 
 

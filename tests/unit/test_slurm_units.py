@@ -389,7 +389,7 @@ def test_exit_codes_read_as_a_status_or_a_signal():
         (JobState("5", "FAILED", "NonZeroExitCode", exit_code="3:0"), "failed",
          "The command exited with status 3 (SLURM job 5)"),
         (JobState("5", "FAILED", exit_code="0:9", node="n1"), "failed",
-         "The command was killed by signal 9 (SIGKILL) (SLURM job 5 on node n1)"),
+         "The command was killed by signal 9 (SIGKILL) (SLURM job 5 on node n1) — out of memory?"),
         (JobState("5", "TIMEOUT", exit_code="0:15", node="n1"), "failed",
          "The job reached its time limit of 60 s: SLURM stopped it (SLURM job 5 on node n1)"),
         (JobState("5", "OUT_OF_MEMORY", exit_code="0:125"), "failed",

@@ -1,6 +1,6 @@
 """uws-hub's REST API handlers, under ``/hub/api/``."""
 
-from . import accounts, events, files, jobs, quotas, shares, workspaces
+from . import accounts, events, files, jobs, notifications, quotas, shares, workspaces
 
 default_handlers = [
     *workspaces.default_handlers,
@@ -9,5 +9,6 @@ default_handlers = [
     *shares.default_handlers,
     *quotas.default_handlers,
     *events.default_handlers,
+    *notifications.default_handlers,
     *accounts.default_handlers,
 ]

@@ -13,12 +13,13 @@ import re
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
+from jupyterhub import orm as hub_orm
 from jupyterhub.apihandlers.base import APIHandler
 from pydantic import BaseModel, ValidationError
 from tornado import httputil, web
 
 from .. import access
-from ..errors import BadRequest, Forbidden, NotFound, Unprocessable
+from ..errors import BadRequest, Forbidden, NotFound, Unprocessable, UWSError
 from ..inputs import MAX_ID, MAX_OFFSET, MAX_SQL_INT, query_int, shorten
 from ..orm import Job, Workspace
 from ..scopes import READ_WORKSPACES
@@ -57,6 +58,18 @@ class UWSAPIHandler(APIHandler):
         return self.settings["uws"]
 
     @property
+    def reader_id(self) -> int | None:
+        """The id of the user making this request (None for a service)."""
+        user = self.current_user
+        return user.id if user is not None and user.kind == "user" else None
+
+    def calling_user(self, what: str) -> hub_orm.User:
+        """The user making the request, for what only users have (``what``: "receive shares")."""
+        if self.current_user.kind != "user":
+            raise BadRequest(f"Only users {what}; use a user's token")
+        return self.current_user.orm_user
+
+    @property
     def actor(self) -> str:
         """Who makes this request, for the event log (a user's or a service's name)."""
         return self.current_user.name
@@ -67,9 +80,14 @@ class UWSAPIHandler(APIHandler):
         JupyterHub writes ``"message": null`` for an error raised without a
         message (tornado's 405 for a method a route does not take, a bare
         ``HTTPError(404)``); the API promises a string, so the status's
-        reason phrase ("Method Not Allowed") is the message then.
+        reason phrase ("Method Not Allowed") is the message then. A refusal
+        that speaks of the reader is written to them (:meth:`UWSError.message_for`).
         """
         error = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(error, UWSError):
+            # a refusal that speaks of the reader says "you"
+            user = getattr(self, "_jupyterhub_user", None)
+            error.args = (error.message_for(user.name if user is not None else None),)
         if isinstance(error, web.HTTPError) and not error.log_message and not error.reason:
             error.reason = httputil.responses.get(status_code, "Unknown Error")
         super().write_error(status_code, **kwargs)

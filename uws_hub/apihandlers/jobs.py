@@ -18,6 +18,7 @@ from ..models import job_model
 from ..orm import Job
 from ..scopes import LAUNCH_JOBS, READ_WORKSPACES, WRITE_WORKSPACES, requires
 from ..states import JobStatus
+from ..workspaces.listing import owned_by
 from .base import UWSAPIHandler, parse_id
 
 #: how often a follow of a log looks for more
@@ -77,6 +78,9 @@ class JobsAPIHandler(UWSAPIHandler):
         job_type = self.get_argument("job_type", None)
         if job_type is not None:
             where = where & (Job.job_type == job_type)
+        owner = self.get_argument("owner", None)
+        if owner is not None:
+            where = where & owned_by(Job.owner_id, owner)
         offset, limit = self.get_api_pagination()
         jobs = self.uws.jobs
         models = [job_model(job) for job in jobs.page(where, offset, limit)]

@@ -52,9 +52,7 @@ class ShareCreateModel(BaseModel):
 class ShareCallerMixin(UWSAPIHandler):
     def caller(self) -> hub_orm.User:
         """The user making the request (shares are received and accepted by users)."""
-        if self.current_user.kind != "user":
-            raise BadRequest("Only users receive shares; use a user's token")
-        return self.current_user.orm_user
+        return self.calling_user("receive shares")
 
 
 class WorkspaceSharesAPIHandler(UWSAPIHandler):

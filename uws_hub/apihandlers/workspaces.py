@@ -10,9 +10,10 @@ from .. import access
 from ..errors import BadRequest, Forbidden
 from ..inputs import MultilineText, Text
 from ..models import workspace_model
-from ..orm import Job, Workspace
+from ..orm import Workspace
 from ..scopes import READ_WORKSPACES, WRITE_WORKSPACES, requires
 from ..states import WorkspaceStatus
+from ..workspaces.listing import WorkspaceList
 from ..workspaces.service import SeedFile
 from .base import UWSAPIHandler
 
@@ -47,11 +48,12 @@ class WorkspacesAPIHandler(UWSAPIHandler):
         statuses = self.status_filter(WorkspaceStatus, many=False)
         if statuses is not None:
             where = where & Workspace.status.in_(statuses)
+        listing = WorkspaceList.parse(lambda name: self.get_argument(name, None), default_sort=("created", "asc"))
+        where = where & listing.clause(self.reader_id)
         offset, limit = self.get_api_pagination()
         workspaces = self.uws.workspaces
-        items = workspaces.page(where, offset, limit)
-        active = self.uws.jobs.active_jobs([ws.id for ws in items])
-        models = [workspace_model(ws, active.get(ws.id)) for ws in items]
+        items = workspaces.page(where, offset, limit, listing.ordering())
+        models = self.uws.workspace_models(items)
         self.write_json(self.paginated_model(models, offset, limit, workspaces.count(where)))
 
     @requires(WRITE_WORKSPACES)
@@ -68,27 +70,27 @@ class WorkspacesAPIHandler(UWSAPIHandler):
             body.description,
             [SeedFile(f.path, f.content, f.encoding) for f in body.files],
         )
-        self.write_json(workspace_model(ws, None), status=201)
+        self.write_json(workspace_model(ws, None, None), status=201)
 
 
 class WorkspaceAPIHandler(UWSAPIHandler):
     @requires(READ_WORKSPACES)
     def get(self, workspace_id):
         ws = self.find_workspace(workspace_id)
-        self.write_json(workspace_model(ws, Job.active_in(self.db, ws.id)))
+        self.write_json(self.uws.workspace_models([ws])[0])
 
     @requires(WRITE_WORKSPACES)
     def patch(self, workspace_id):
         ws = self.find_workspace(workspace_id, WRITE_WORKSPACES, grantees=False)
         body = self.parse_body(WorkspaceUpdateModel)
         ws = self.uws.workspaces.update(ws, body.name, body.description)
-        self.write_json(workspace_model(ws, Job.active_in(self.db, ws.id)))
+        self.write_json(self.uws.workspace_models([ws])[0])
 
     @requires(WRITE_WORKSPACES)
     def delete(self, workspace_id):
         ws = self.find_workspace(workspace_id, WRITE_WORKSPACES, grantees=False)
         ws = self.uws.workspaces.delete(ws, self.actor)
-        self.write_json(workspace_model(ws, None), status=202)
+        self.write_json(self.uws.workspace_models([ws])[0], status=202)
 
 
 default_handlers = [

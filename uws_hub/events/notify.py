@@ -27,10 +27,13 @@ from email.message import EmailMessage
 from typing import Any
 
 from jupyterhub import orm as hub_orm
+from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.orm import Session
 
 from ..authenticators.identity import display_name_of, email_of
-from .bus import EventBus
+from ..errors import NotFound
+from ..orm import Event, isoformat, utcnow
+from .bus import EventBus, event_model
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,45 @@ class Notifier:
             data={"subject": subject, "link": link, **(data or {})},
         )
 
+    # ---------------------------------------------------------------- the recipient's list
+    def _of(self, recipient: hub_orm.User) -> ColumnElement[bool]:
+        """The recipient's notifications that they have not dismissed."""
+        return and_(Event.kind == "notification", Event.owner_id == recipient.id, Event.dismissed_at.is_(None))
+
+    def listed(self, recipient: hub_orm.User, *, unread: bool, offset: int, limit: int) -> tuple[list[Event], int]:
+        """A page of the recipient's notifications, newest first, and how many there are."""
+        where = self._of(recipient)
+        if unread:
+            where = and_(where, Event.read_at.is_(None))
+        total = self.db.scalar(select(func.count(Event.id)).where(where)) or 0
+        rows = self.db.scalars(select(Event).where(where).order_by(Event.id.desc()).offset(offset).limit(limit))
+        return list(rows), total
+
+    def unread(self, recipient: hub_orm.User) -> int:
+        return self.db.scalar(select(func.count(Event.id)).where(self._of(recipient), Event.read_at.is_(None))) or 0
+
+    def find(self, recipient: hub_orm.User, event_id: int) -> Event:
+        """One of the recipient's notifications (also a dismissed one); NotFound for anyone else's."""
+        event = self.db.get(Event, event_id)
+        if event is None or event.kind != "notification" or event.owner_id != recipient.id:
+            raise NotFound(f"No such notification: {event_id}")
+        return event
+
+    def mark_read(self, event: Event) -> Event:
+        """Mark a notification read (again: it stays read when it was)."""
+        if event.read_at is None:
+            event.read_at = utcnow()
+            self.db.commit()
+        return event
+
+    def dismiss(self, event: Event) -> Event:
+        """Hide a notification from its recipient's lists (it is read, too)."""
+        now = utcnow()
+        event.read_at = event.read_at or now
+        event.dismissed_at = event.dismissed_at or now
+        self.db.commit()
+        return event
+
     # ---------------------------------------------------------------- mail
     def _on_event(self, event: dict) -> None:
         if event["kind"] != "notification" or self.smtp is None:
@@ -143,3 +185,8 @@ class Notifier:
             else:
                 self.sent += 1
                 self.log.info("Mailed %r to %s", mail.subject, mail.to)
+
+
+def notification_model(event: Event) -> dict[str, Any]:
+    """A notification as the API shows it: the event, and whether it was read or dismissed."""
+    return {**event_model(event), "read_at": isoformat(event.read_at), "dismissed_at": isoformat(event.dismissed_at)}

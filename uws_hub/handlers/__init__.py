@@ -1,5 +1,11 @@
 """uws-hub's pages, under ``/hub/``."""
 
-from . import accounts, pages, sharing
+from . import accounts, jobs, pages, servers, sharing
 
-default_handlers = [*pages.default_handlers, *sharing.default_handlers, *accounts.default_handlers]
+default_handlers = [
+    *pages.default_handlers,
+    *jobs.default_handlers,
+    *sharing.default_handlers,
+    *accounts.default_handlers,
+    *servers.default_handlers,
+]

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from tornado import web
 
 from .. import access
-from ..events.bus import event_model
+from ..events.notify import notification_model
 from ..orm import Event
 from ..quotas.limits import PERIODS, SORT_KEYS
 from ..scopes import ADMIN_QUOTAS, READ_WORKSPACES, WRITE_WORKSPACES, requires
@@ -30,12 +30,7 @@ class SharedPageHandler(UWSPageHandler):
     async def get(self):
         user = self.current_user.orm_user
         shares = [share_model(s) for s in self.uws.sharing.received(user, [s.value for s in ShareStatus])]
-        notes = self.db.scalars(
-            select(Event)
-            .where(Event.kind == "notification", Event.owner_id == user.id)
-            .order_by(Event.id.desc())
-            .limit(RECENT_NOTIFICATIONS)
-        )
+        notes, _ = self.uws.notifier.listed(user, unread=False, offset=0, limit=RECENT_NOTIFICATIONS)
         await self.render_page(
             "shared.html",
             last_event_id=self.db.scalar(select(func.max(Event.id))) or 0,
@@ -44,7 +39,7 @@ class SharedPageHandler(UWSPageHandler):
             copies=[
                 s for s in shares if s["kind"] == ShareKind.copy.value and s["status"] != ShareStatus.pending.value
             ],
-            notifications=[event_model(ev) for ev in notes],
+            notifications=[notification_model(ev) for ev in notes],
             can_accept=access.may(self, WRITE_WORKSPACES, user),
         )
 

@@ -26,21 +26,11 @@ from datetime import timedelta
 
 from ..errors import UWSError
 from ..orm import Job, utcnow
+from ..reasons import from_exception
 from ..spawners.batch import BatchRunner, RunState
 from ..states import JobStatus, JobTarget
 from ..tasks import TaskPool
 from .service import JobService
-
-
-def reason_of(e: BaseException) -> str:
-    """A readable one-line reason from an exception (HTTPError's message first)."""
-    msg = getattr(e, "log_message", None) or getattr(e, "message", None) or str(e)
-    if getattr(e, "args", None) and "%" in str(msg):
-        try:
-            msg = msg % e.args
-        except TypeError:
-            pass
-    return msg or type(e).__name__
 
 
 class BatchSteps:
@@ -86,7 +76,7 @@ class BatchSteps:
                 return
             self._submits.pop(job.id)
             if not submit.cancelled() and (failure := submit.exception()) is not None:
-                self._fail(job, f"The job could not be started: {reason_of(failure)}")
+                self._fail(job, f"The job could not be started: {from_exception(failure)}")
                 return
         elif job.attempts == 0:
             self._submit(job)
@@ -190,7 +180,7 @@ class BatchSteps:
         cancel = self._cancels.get(job.id)
         failure = cancel.exception() if cancel is not None and cancel.done() and not cancel.cancelled() else None
         if failure is not None:
-            self.log.warning("Job %s: cancelling failed (%s); trying again", job.id, reason_of(failure))
+            self.log.warning("Job %s: cancelling failed (%s); trying again", job.id, from_exception(failure))
             del self._cancels[job.id]
         if job.id not in self._cancels:
             job_id = job.id

@@ -25,12 +25,13 @@ from jupyterhub.spawner import Spawner
 
 from ..errors import UWSError
 from ..orm import Job, utcnow
+from ..reasons import exit_reason, from_exception, not_started
 from ..reconciler import Key
 from ..spawners.mixins import hub_id
 from ..states import JobStatus, JobTarget
 from ..tasks import TaskPool
 from ..workqueue import WorkQueue
-from .batch import BatchSteps, reason_of
+from .batch import BatchSteps
 from .servers import ServerControl
 from .service import JobService
 
@@ -213,7 +214,7 @@ class JobSteps:
         if future is not None and not future.done():
             timeout = self._start_timeout(job)
             if self._overdue(job, timeout):
-                self.jobs.stop(job, "hub", f"The job did not start within {timeout:g} s", JobStatus.failed)
+                self.jobs.stop(job, "hub", not_started("The job", timeout), JobStatus.failed)
             return
         if future is not None:
             # the start finished: it worked, or say why not
@@ -222,7 +223,7 @@ class JobSteps:
             if error is None and future.cancelled():
                 error = "The start was cancelled"
             elif error is None and (failure := future.exception()) is not None:
-                error = reason_of(failure)
+                error = from_exception(failure, start_timeout=getattr(spawner, "start_timeout", None))
             if error is None and spawner is not None and spawner.ready:
                 self.jobs.transition(job, JobStatus.running, node=spawner.node)
                 self.db.commit()
@@ -342,11 +343,13 @@ class JobSteps:
         """
         while not future.done():
             await asyncio.sleep(self.start_poll_interval)
-            if future.done() or not spawner._waiting_for_response:
+            if future.done() or not spawner._waiting_for_response or spawner._stop_pending:
+                # (a stop under way is JupyterHub's own, after the server did not answer in
+                # time: that is the reason, not the exit the stop itself causes)
                 continue
             status = await spawner.poll()
             if status is not None and not future.done():
-                self._start_errors[job_id] = f"it exited with status {status} before it answered"
+                self._start_errors[job_id] = exit_reason("it", status, when=" before it answered")
                 future.cancel()
 
     async def _forward_progress(self, job_id: int, spawner: Spawner, future: asyncio.Future) -> None:
@@ -367,7 +370,8 @@ class JobSteps:
 
     async def _reconcile_running(self, job: Job, spawner: Spawner | None) -> None:
         if spawner is None or not spawner.active:
-            self._fail(job, "The server is no longer running")
+            ended = getattr(spawner, "exit_status", None)
+            self._fail(job, exit_reason("The server", ended) if ended else "The server is no longer running")
             return
         if spawner.pending:
             return
@@ -389,7 +393,7 @@ class JobSteps:
                     f"The server went over its memory limit of {memory}: {why}; it exited with status {exit_status}",
                 )
             else:
-                self._fail(job, f"The server exited with status {exit_status}")
+                self._fail(job, exit_reason("The server", exit_status))
             return
         if job.url is None:
             # running since before the hub stored where jobs answer (an upgrade)
@@ -415,7 +419,7 @@ class JobSteps:
         if stop is not None:
             self._stops.pop(job.id)
             if (failure := stop.exception()) is not None:
-                self._fail(job, f"Stopping failed: {reason_of(failure)}")
+                self._fail(job, f"Stopping failed: {from_exception(failure)}")
                 return
         elif spawner is not None and (spawner.active or spawner.server is not None):
             stop = self._stops[job.id] = self.pool.spawn(self.servers.stop(job.owner, job.server_name))

@@ -15,7 +15,7 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -98,7 +98,11 @@ class ServerControl:
         if type(spawner) is not cls:
             if spawner.active:
                 raise RuntimeError(f"{spawner._log_name} is active on another resource")
-            spawner = user.spawners[server_name] = user._new_spawner(server_name, spawner_class=cls)
+            spawner = user._new_spawner(server_name, spawner_class=cls)
+        # JupyterHub replaces the spawner of a failed start (one that did not answer in
+        # time) with a new one it does not keep: keep it, or the start that follows asks
+        # for the server's spawner again and gets yet another, without the launch
+        user.spawners[server_name] = spawner
         return spawner
 
     def restore_class(self, orm_user: hub_orm.User, server_name: str, resource: str) -> None:
@@ -134,7 +138,7 @@ class ServerControl:
         spawner.lifecycle_listener = listener
         add_client_scopes(spawner, self.client_scopes(orm_user.name, server_name))
         started = time.perf_counter()
-        spawn = user.spawn(server_name)
+        spawn = self._keeping_activity(orm_user, spawner, user.spawn(server_name))
         spawner._spawn_pending = True
 
         async def finish() -> None:
@@ -213,7 +217,9 @@ class ServerControl:
                 # the route goes while the server stops, not before: a stop waits for one
                 # proxy round trip less (JupyterHub's own stop does them one after the other)
                 outcomes = await asyncio.gather(
-                    self.proxy.delete_user(user, server_name), user.stop(server_name), return_exceptions=True
+                    self.proxy.delete_user(user, server_name),
+                    self._keeping_activity(orm_user, spawner, user.stop(server_name)),
+                    return_exceptions=True,
                 )
                 for outcome in outcomes:
                     if isinstance(outcome, BaseException):
@@ -224,6 +230,31 @@ class ServerControl:
 
         spawner._stop_future = self.pool.spawn(stop())
         await asyncio.shield(spawner._stop_future)
+
+    async def _keeping_activity(self, orm_user: hub_orm.User, spawner: Spawner, action: Awaitable[Any]) -> Any:
+        """Run JupyterHub's start or stop of a server without counting it as the user's activity.
+
+        JupyterHub's ``User.spawn`` and ``User.stop`` set the user's
+        ``last_activity`` (and the server's) to now. Here a job starts and stops
+        also when someone else asks (an editor, an admin, the admin panel) or
+        the hub does (a time limit, a quota, a restart): the user's last
+        activity (what an idle culler goes by) stays what their own requests
+        made it. The server's own activity is JupyterHub's, as before. It is
+        put back only if nothing else changed it meanwhile: the user's value is
+        then still the one JupyterHub gave both at once.
+        """
+        before = orm_user.last_activity
+        try:
+            return await action
+        finally:
+            orm_spawner = spawner.orm_spawner
+            if (
+                orm_user.last_activity != before
+                and orm_spawner is not None
+                and orm_user.last_activity in (orm_spawner.last_activity, orm_spawner.started)
+            ):
+                orm_user.last_activity = before
+                self.users.db.commit()
 
     async def delete(self, orm_user: hub_orm.User, server_name: str) -> None:
         """Forget a stopped named server (its row and persistent resources)."""

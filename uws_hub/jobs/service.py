@@ -270,6 +270,13 @@ class JobService:
         )
         return {job.workspace_id: job for job in rows}
 
+    def latest_jobs(self, workspace_ids: list[int]) -> dict[int, Job]:
+        """The most recent job of each of these workspaces, running or ended (one query)."""
+        if not workspace_ids:
+            return {}
+        latest = select(func.max(Job.id)).where(Job.workspace_id.in_(workspace_ids)).group_by(Job.workspace_id)
+        return {job.workspace_id: job for job in self.db.scalars(select(Job).where(Job.id.in_(latest)))}
+
     def url_of(self, job: Job) -> str:
         """Where the job's server answers through the proxy once it runs."""
         job_type = self.job_types.get(job.job_type)

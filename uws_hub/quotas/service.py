@@ -36,6 +36,7 @@ is a :class:`QuotaExceeded` (HTTP 422) that names the limit and the excess.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -59,8 +60,20 @@ from .limits import LIMIT_FIELDS, Limits, Reservation, UserUsage, fmt_bytes, fmt
 RESERVE_AHEAD_BYTES = 4 * 1024**2
 
 
+#: what the owner of workspaces over their disk quota can do
+FREE_DISK_SPACE = "Delete files or workspaces you no longer need, or ask an administrator for more."
+
+
 class QuotaExceeded(Unprocessable):
-    """A request that would go over a quota (422), with which limit and by how much."""
+    """A request that would go over a quota (422), with which limit and by how much,
+    and what the reader can do about it (only what they can do)."""
+
+    @classmethod
+    def of(cls, owner: hub_orm.User, say: Callable[[str, bool], str]) -> QuotaExceeded:
+        """A refusal about ``owner``'s quota, said of them (``say("alice's", False)``)
+        and to them (``say("your", True)``): the owner reads "your jobs", a
+        collaborator "alice's jobs" (:meth:`UWSError.message_for`)."""
+        return cls(say(f"{owner.name}'s", False), about=owner.name, to_them=say("your", True))
 
 
 class QuotaService:
@@ -190,12 +203,11 @@ class QuotaService:
         owner = request.owner
         limits = self.limits_for(owner)
         resources = request.resources
-        who = f"{owner.name}'s"
         cpus = job_cpus(resources)
         if limits.max_cpus is not None and cpus > limits.max_cpus:
             raise QuotaExceeded(
                 f"CPU limit per job: {cpus} cpus requested, the limit is {limits.max_cpus}"
-                f" (over by {cpus - limits.max_cpus})."
+                f" (over by {cpus - limits.max_cpus}). Request at most {limits.max_cpus}."
             )
         # SLURM's units, as the job type's limits and sbatch read them (a bare number is megabytes)
         memory = memory_bytes(resources["memory"]) if resources.get("memory") else None
@@ -203,29 +215,35 @@ class QuotaService:
             raise QuotaExceeded(
                 f"Memory limit per job: {fmt_bytes(memory)} requested, the limit is"
                 f" {fmt_bytes(limits.max_memory_bytes)} (over by {fmt_bytes(memory - limits.max_memory_bytes)})."
+                f" Request at most {fmt_bytes(limits.max_memory_bytes)}."
             )
         gpus = int(resources.get("gpus") or 0)
         if limits.max_gpus is not None and gpus > limits.max_gpus:
             raise QuotaExceeded(
                 f"GPU limit per job: {gpus} GPUs requested, the limit is {limits.max_gpus}"
                 f" (over by {gpus - limits.max_gpus})."
+                + (f" Request at most {limits.max_gpus}." if limits.max_gpus else " Request no GPUs.")
             )
         # a batch job never is refused a slot: it waits for one in the fair queue (uws_hub.jobs.queue)
         if limits.concurrent_jobs is not None and request.job_type.interactive:
             running = self.active_jobs(owner.id, excluding=request.job.id if request.job else None, slots=True)
             if running + 1 > limits.concurrent_jobs:
-                raise QuotaExceeded(
-                    f"Concurrent job quota: {who} unfinished jobs would be {running + 1}, the limit is"
-                    f" {limits.concurrent_jobs} (over by {running + 1 - limits.concurrent_jobs})."
-                    " Stop a job first."
-                )
+                limit = limits.concurrent_jobs
+
+                def jobs(whose: str, to_them: bool) -> str:
+                    counts = f"{whose} unfinished jobs would be {running + 1}, the limit is {limit} (over by {running + 1 - limit})"
+                    if running == 0:
+                        # nothing to stop: only an administrator can help
+                        then = "Ask an administrator to raise it" if to_them else "An administrator can raise it"
+                    else:
+                        then = f"Stop one of {whose} jobs first" if to_them else f"One of {whose} jobs must end first"
+                    return f"Concurrent job quota: {counts}. {then}."
+
+                raise QuotaExceeded.of(owner, jobs)
         if limits.core_seconds is not None:
             used = self.core_seconds_used(owner.id)
             if used >= limits.core_seconds:
-                raise QuotaExceeded(
-                    f"Core-hour quota: {who} jobs used {fmt_hours(used)} core-hours this {self.period_name},"
-                    f" the limit is {fmt_hours(limits.core_seconds)} (over by {fmt_hours(used - limits.core_seconds)})."
-                )
+                raise QuotaExceeded.of(owner, lambda whose, to_them: self._core_hours_used(whose, used, limits))
 
     # ---------------------------------------------------------------- disk space
     def _disk_state(self, owner: hub_orm.User, *, lock: bool) -> tuple[int, int, int] | None:
@@ -260,11 +278,16 @@ class QuotaService:
     def _disk_exceeded(owner: hub_orm.User, after: int, reserved: int, limit: int, *, at_least: bool) -> QuotaExceeded:
         held = f", {reserved} of them reserved by uploads and copies in progress" if reserved else ""
         over = "over by at least" if at_least else "over by"
-        return QuotaExceeded(
-            f"Disk quota: {owner.name}'s workspaces would use {fmt_bytes(after)} ({after} bytes{held}),"
-            f" the limit is {fmt_bytes(limit)} ({limit} bytes); {over} {fmt_bytes(after - limit)}"
-            f" ({after - limit} bytes)."
-        )
+
+        def disk(whose: str, to_them: bool) -> str:
+            usage = (
+                f"{whose} workspaces would use {fmt_bytes(after)} ({after} bytes{held}),"
+                f" the limit is {fmt_bytes(limit)} ({limit} bytes); {over} {fmt_bytes(after - limit)}"
+                f" ({after - limit} bytes)"
+            )
+            return f"Disk quota: {usage}. {FREE_DISK_SPACE}" if to_them else f"Disk quota: {usage}."
+
+        return QuotaExceeded.of(owner, disk)
 
     def check_disk(self, owner: hub_orm.User, incoming_bytes: int) -> None:
         """Refuse at once what cannot fit now (a copy accept); the write itself reserves its room."""
@@ -448,6 +471,14 @@ class QuotaService:
             f" {self.period_name}, the limit is {fmt_hours(limit)} (over by {fmt_hours(seconds - limit)})."
         )
         return [(job, reason) for job in running]
+
+    def _core_hours_used(self, whose: str, used: int, limits: Limits) -> str:
+        limit = limits.core_seconds or 0
+        renews = f" It renews at the start of the next {self.period}." if self.period != "all" else ""
+        return (
+            f"Core-hour quota: {whose} jobs used {fmt_hours(used)} core-hours this {self.period_name},"
+            f" the limit is {fmt_hours(limit)} (over by {fmt_hours(used - limit)}).{renews}"
+        )
 
     def check_disk_warning(self, user: hub_orm.User) -> None:
         """Warn once when a user's disk usage crosses the threshold (cleared when it drops below)."""

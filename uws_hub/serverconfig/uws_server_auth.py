@@ -174,6 +174,42 @@ def guarded(handler_class: type[web.RequestHandler], login: bool = False) -> typ
     return Guarded
 
 
+#: handlers on the read-only list whose models say whether the reader may write:
+#: to a reader they say not (see :func:`read_only_view`)
+MODEL_HANDLERS = {"jupyter_server.services.contents.handlers.ContentsHandler"}
+
+
+def not_writable(model: dict) -> dict:
+    """A contents model (and a folder's listed models) marked as not writable."""
+    model["writable"] = False
+    if model.get("type") == "directory" and isinstance(model.get("content"), list):
+        for child in model["content"]:
+            child["writable"] = False
+    return model
+
+
+@functools.cache
+def read_only_view(handler_class: type[web.RequestHandler]) -> type[web.RequestHandler]:
+    """``handler_class``, whose models tell a reader that they may not write.
+
+    The server runs as the owner, so its files are writable and JupyterLab
+    would let a viewer edit until the save is refused. With ``writable: false``
+    JupyterLab shows the document as read-only from the start (*"notebook is
+    read-only"* in its toolbar; Save disabled, "Save as…" offered).
+    """
+
+    class ReadOnlyView(handler_class):  # type: ignore[valid-type,misc]
+        def _finish_model(self, model, location=True):
+            user = self.current_user
+            if user is None or not may_write(user.hub_user):
+                model = not_writable(model)
+            return super()._finish_model(model, location)
+
+    ReadOnlyView.__name__, ReadOnlyView.__qualname__ = handler_class.__name__, handler_class.__qualname__
+    ReadOnlyView.__module__, ReadOnlyView.__doc__ = handler_class.__module__, handler_class.__doc__
+    return ReadOnlyView
+
+
 class _Unroutable(web.RequestHandler):
     """A route whose target is not a request handler (a nested application, a
     callable): nothing here can tell who may use it, so no one may."""
@@ -255,7 +291,17 @@ def guard_routing(
         handler_class = getattr(delegate, "handler_class", None)
         if handler_class is None:
             return web_app.get_handler_delegate(request, _Unroutable)
-        if handler_class in viewer_apps or is_read_only(request, handler_class):
+        if handler_class in viewer_apps:
+            return delegate
+        if is_read_only(request, handler_class):
+            if qualified_name(handler_class) in MODEL_HANDLERS:
+                return web_app.get_handler_delegate(
+                    request,
+                    read_only_view(handler_class),
+                    delegate.handler_kwargs,
+                    delegate.path_args,
+                    delegate.path_kwargs,
+                )
             return delegate
         return web_app.get_handler_delegate(
             request,

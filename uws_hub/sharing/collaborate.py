@@ -37,7 +37,7 @@ from typing import Any
 
 from jupyterhub import orm as hub_orm
 from jupyterhub import roles as hub_roles
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from ..accounts.system import SystemAccounts
@@ -137,6 +137,11 @@ class ShareService:
             Share.status.in_(list(statuses)), or_(Share.user_id == user.id, Share.group_id.in_(group_ids))
         )
         return list(self.db.scalars(query.order_by(Share.id.desc())))
+
+    def invitations_waiting(self, user: hub_orm.User) -> int:
+        """How many copies sent to this user wait for them to accept or decline."""
+        where = (Share.user_id == user.id) & (Share.status == ShareStatus.pending.value)
+        return self.db.scalar(select(func.count(Share.id)).where(where)) or 0
 
     def find_received(self, share_id: int, user: hub_orm.User) -> Share:
         share = self.db.get(Share, share_id)

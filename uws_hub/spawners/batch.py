@@ -18,7 +18,6 @@ notices a change, so the job's next step comes at once.
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -77,14 +76,6 @@ class RunState:
     #: the job's id on the resource, when the runner found it by other means than the id
     #: the hub stored (a hand-over the hub died in after the resource took the job)
     resource_id: str | None = None
-
-
-def signal_name(number: int) -> str:
-    """``SIGKILL`` for 9: how reasons name the signal that ended a command."""
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
 
 
 class BatchRunner(Protocol):

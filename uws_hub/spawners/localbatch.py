@@ -18,7 +18,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from .batch import BatchLaunch, RunState, signal_name
+from ..reasons import exit_reason, signal_name
+from .batch import BatchLaunch, RunState
 from .localjob import CPU_USE, ExitWatch, JobFiles, alive, claim, start, stop
 from .wrapper import Cgroups
 
@@ -47,11 +48,7 @@ def describe_exit(record: dict[str, Any], memory: str | None) -> tuple[str, str]
         return "failed", f"The job went over its memory limit of {memory}: {by}; it ended with {how}"
     if record.get("error"):
         return "failed", f"The command could not be run: {record['error']}"
-    if sig is not None:
-        return "failed", f"The command was killed by signal {sig} ({signal_name(sig)})"
-    if code == 0:
-        return "completed", "The command exited with status 0"
-    return "failed", f"The command exited with status {code}"
+    return ("completed" if sig is None and code == 0 else "failed"), exit_reason("The command", code, signal=sig)
 
 
 class LocalRunner:

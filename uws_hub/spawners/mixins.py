@@ -131,6 +131,8 @@ class WorkspaceSpawnerMixin:
     lifecycle_listener: LifecycleListener | None = None
     #: the task running the last start() (see :meth:`take_launch`)
     start_task: asyncio.Task | None = None
+    #: how the last started server ended (see :meth:`poll`); None while it runs
+    exit_status: int | None = None
 
     def take_launch(self) -> WorkspaceLaunch:
         """Take the launch handed over for this start, or refuse to start.
@@ -139,6 +141,7 @@ class WorkspaceSpawnerMixin:
         is handed over separately and taken here, exactly once.
         """
         launch, self.next_launch = self.next_launch, None
+        self.exit_status = None
         # the task running start(): a stop while starting waits for it to end, so
         # that it stops what the start made (JupyterHub's cancelled spawn may not)
         self.start_task = asyncio.current_task()
@@ -211,6 +214,22 @@ class WorkspaceSpawnerMixin:
         run gets ``launch.previous_resource_id`` at its next start instead.)
         The default does nothing.
         """
+
+    async def poll(self) -> int | None:
+        """The server's exit status once it ended (None while it runs), the same on every call.
+
+        JupyterHub's own periodic poll and the hub's reconciler both poll; the
+        first to see the process gone gets its exit status, and a local
+        process's spawner forgets it then (the next poll says 0). Keeping the
+        first status lets the job's reason say how the server really ended
+        (killed by signal 9, not "exited").
+        """
+        status = await super().poll()  # type: ignore[misc]
+        if status is None:
+            return None
+        if self.exit_status is None:
+            self.exit_status = status
+        return self.exit_status
 
     async def stop(self, now: bool = False) -> None:
         # tell the hub first: a stop it did not ask for (JupyterHub's server API,

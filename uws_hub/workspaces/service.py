@@ -124,8 +124,11 @@ class WorkspaceService:
     def count(self, where) -> int:
         return self.db.scalar(select(func.count(Workspace.id)).where(where)) or 0
 
-    def page(self, where, offset: int, limit: int) -> list[Workspace]:
-        return list(self.db.scalars(select(Workspace).where(where).order_by(Workspace.id).offset(offset).limit(limit)))
+    def page(self, where, offset: int, limit: int, order: list | None = None) -> list[Workspace]:
+        """A page of the workspaces ``where`` selects, in ``order`` (by default oldest first;
+        see :mod:`uws_hub.workspaces.listing`)."""
+        query = select(Workspace).where(where).order_by(*(order or [Workspace.id]))
+        return list(self.db.scalars(query.offset(offset).limit(limit)))
 
     # ---------------------------------------------------------------- create
     async def create(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..batch import signal_name
+from ...reasons import exit_reason
 
 # ---------------------------------------------------------------- states
 #: waiting for resources (or held); the job has no node yet
@@ -283,12 +283,9 @@ def describe_batch_end(state: JobState, *, time_limit: str = "", memory: str = "
         )
     if s in ("COMPLETED", "FAILED"):
         code, sig = parse_exit_code(state.exit_code)
-        if sig is not None:
-            return "failed", f"The command was killed by signal {sig} ({signal_name(sig)}) ({sid}{on})"
-        if code is not None:
-            if code == 0 and s == "COMPLETED":
-                return "completed", f"The command exited with status 0 ({sid}{on})"
-            return "failed", f"The command exited with status {code} ({sid}{on})"
+        if sig is not None or code is not None:
+            outcome = "completed" if sig is None and code == 0 and s == "COMPLETED" else "failed"
+            return outcome, exit_reason("The command", code, signal=sig, when=f" ({sid}{on})")
         if s == "COMPLETED":  # SLURM could not tell the exit code (no accounting): it says it completed
             return "completed", f"{sid} completed{on}"
     return describe_end(state, started=True)

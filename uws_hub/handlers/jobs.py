@@ -1,0 +1,110 @@
+"""Pages: a reader's jobs (all of them, in pages, not only a workspace's last 20) and
+one job in detail (its times, resources, where it ran, its reason, and its log for
+its owner and admins).
+
+Like the other pages they render the REST API's models (``GET /hub/api/jobs``
+pages the same way, with ``offset`` and ``limit``) and act through the API.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from tornado import web
+
+from .. import access
+from ..apihandlers.base import parse_id
+from ..errors import BadRequest, NotFound
+from ..models import job_model
+from ..orm import Job, utcnow
+from ..scopes import LAUNCH_JOBS, READ_WORKSPACES, requires
+from ..states import JobStatus
+from ..workspaces.listing import owned_by
+from .pages import ADMIN_PAGE_ROWS, UWSPageHandler
+
+
+class JobsPageHandler(UWSPageHandler):
+    """``/hub/jobs``: the jobs of the reader's workspaces, newest first, in pages
+    (``?all=1``: every job the reader may see, in shared workspaces too, and an admin
+    everyone's; ``?status=``, ``?owner=``, ``?workspace=``)."""
+
+    @web.authenticated
+    @requires(READ_WORKSPACES)
+    async def get(self):
+        user = self.current_user
+        everyone = self.argument("all") == "1"
+        where = access.workspace_clause(self, READ_WORKSPACES, Job.owner_id, Job.workspace_id)
+        if not everyone:
+            where = where & (Job.owner_id == user.id)
+        workspace = self.argument("workspace")
+        if workspace:
+            where = where & (Job.workspace_id == parse_id(workspace, "workspace"))
+        owner = self.argument("owner")
+        if owner:
+            where = where & owned_by(Job.owner_id, owner)
+        status = self.argument("status")
+        statuses = [s.value for s in JobStatus]
+        if status:
+            if status not in statuses:
+                raise BadRequest(f"Unknown status {status!r}; one of {statuses}")
+            where = where & (Job.status == status)
+        jobs = self.uws.jobs
+        paging = self.paging(jobs.count(where), rows=ADMIN_PAGE_ROWS)
+        await self.render_page(
+            "jobs.html",
+            jobs=[job_model(job) for job in jobs.page(where, paging["offset"], paging["rows"])],
+            everyone=everyone,
+            owner=owner or "",
+            workspace=workspace or "",
+            status=status or "",
+            statuses=statuses,
+            paging=paging,
+        )
+
+
+class JobPageHandler(UWSPageHandler):
+    """``/hub/jobs/<id>``: one job, for whoever may read its workspace."""
+
+    @web.authenticated
+    @requires(READ_WORKSPACES)
+    async def get(self, job_id):
+        job = Job.find(self.db, parse_id(job_id, "job"))
+        if job is None or not access.may_workspace(self, READ_WORKSPACES, job.workspace):
+            raise NotFound(f"No such job: {job_id}")
+        model = job_model(job)
+        limit = self.uws.jobs.time_limit_seconds(job)
+        elapsed = remaining = None
+        if job.running_at is not None:
+            elapsed = (job.finished_at or job.stopping_at or utcnow()) - job.running_at
+            if limit and not job.terminal:
+                remaining = max(timedelta(0), timedelta(seconds=limit) - elapsed)
+        await self.render_page(
+            "job.html",
+            job=model,
+            workspace_name=job.workspace.name,
+            elapsed=_duration(elapsed),
+            remaining=_duration(remaining),
+            time_limit=_duration(timedelta(seconds=limit)) if limit else None,
+            can_launch=access.may_workspace(self, LAUNCH_JOBS, job.workspace),
+            can_read_output=access.may_read_output(self, job.owner),
+        )
+
+
+def _duration(span: timedelta | None) -> str | None:
+    """``2 h 05 min``, ``3 min 12 s``, ``12 s``."""
+    if span is None:
+        return None
+    seconds = int(span.total_seconds())
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {seconds:02d} s"
+    return f"{seconds} s"
+
+
+default_handlers = [
+    (r"/jobs", JobsPageHandler),
+    (r"/jobs/([^/]+)", JobPageHandler),
+]
