@@ -181,8 +181,11 @@ class JobSteps:
             await self.batch.reconcile(job)
             return
         if job.target == JobTarget.running.value and job.status in STARTING:
-            # a server that is starting or running is live in this process (JupyterHub
-            # loads those at its start): a job still to start needs no database lookup
+            # a server that is starting or running is live in this process: JupyterHub
+            # loads every server with a Server row at its start (UWSHub.init_spawners
+            # every unfinished job's), and drops a spawner only once its server is
+            # gone. A job still to start needs no database lookup: a server of the
+            # workspace's earlier jobs that is not loaded is stopped, as good as none
             spawner = self.servers.live(job.owner, job.server_name)
         else:
             spawner = self.servers.find(job.owner, job.server_name)
