@@ -110,7 +110,16 @@ def test_proxy_killed_and_restarted(make_hub):
             return False
 
     wait_for(answers, 30, what="the restarted proxy to route the job again")
-    assert hub.api("GET", f"jobs/{job['id']}", user)["status"] == "running"
+    # on a loaded machine JupyterHub may restart a proxy slow to listen once more
+    # (check_running_interval = 1): the job's status is asked until the hub answers
+    def status():
+        try:
+            r = hub.request("GET", f"jobs/{job['id']}", user, timeout=5)
+        except requests.RequestException:
+            return None
+        return r.json()["status"] if r.status_code == 200 else None
+
+    assert wait_for(status, 30, what="the hub's API through the restarted proxy") == "running"
 
 
 def test_hub_killed_during_launches_and_stops(make_hub):

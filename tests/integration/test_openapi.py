@@ -654,6 +654,8 @@ def test_sharing_match_the_document(hub, alice, bob, contract, read_only, made):
     assert api.call("POST", read, bob, f"/notifications/{note}/read").json()["read_at"] is not None
     assert api.call("DELETE", dismiss, bob, f"/notifications/{note}").json()["dismissed_at"] is not None
     assert api.call("DELETE", dismiss, bob, "/notifications/abc").status_code == 404
+    assert api.call("POST", read, None, f"/notifications/{note}/read").status_code == 403
+    assert api.call("DELETE", dismiss, None, f"/notifications/{note}").status_code == 403
     assert api.call("GET", "/notifications", hub.admin_token).status_code == 400
     assert api.call("GET", "/notifications", None).status_code == 403
     declined = api.call("POST", decline, bob, f"/shares/{invite['id']}/decline")

@@ -141,7 +141,7 @@ def test_the_guides_pages_render_and_are_photographed(guide_hub, browser, tmp_pa
         page.select_option("#share-level", "viewer")
         page.click("#share-submit")
         expect(page.locator("#share-list .share-who")).to_have_text(COLLEAGUE)
-        expect(page.locator("#share-list .share-access")).to_have_text("viewer")
+        expect(page.locator("#share-list .share-level-select")).to_have_value("viewer")
         shoot(page, "sharing.png", taken)
         page.click("#share-close")
 
