@@ -252,6 +252,12 @@ def test_skip_link_and_a_visible_focus_on_every_control(site, browser, scheme):
     """The first Tab reaches "Skip to main content", which moves focus to the page's
     content; every control that Tab reaches shows a focus ring (the dark-mode toggle too)."""
     context, page = login(site.hub, browser, "uwsalice", PASSWORD, color_scheme=scheme)
+    # what the page asks of the files API: the skip link is a move within the page (a
+    # popstate), which the file view took for Back and answered by listing the folder
+    # again and moving the focus into it, once the listing came (the later, the likelier
+    # the check below had already seen <main> focused)
+    listings = []
+    page.on("request", lambda request: listings.append(request.url) if "/files" in request.url else None)
     try:
         for path in (f"/hub/workspaces/{site.ws['running']['id']}", "/hub/workspaces", "/hub/shared", "/hub/jobs"):
             page.goto(site.hub.url + path)
@@ -260,7 +266,13 @@ def test_skip_link_and_a_visible_focus_on_every_control(site, browser, scheme):
             skip = page.locator(".uws-skip-link")
             expect(skip).to_be_focused()
             assert skip.bounding_box()["width"] > 20, "the skip link shows when focused"
+            listings.clear()
             page.keyboard.press("Enter")
+            expect(page.locator("main#uws-main")).to_be_focused()
+            # a request of the page's own, after what the Enter made it ask: by its answer
+            # Playwright has reported those; the focus stays where the link put it
+            assert page.evaluate("fetch(window.location.pathname).then(r => r.status)") == 200
+            assert listings == [], f"the skip link made {path} list its files again"
             expect(page.locator("main#uws-main")).to_be_focused()
             # every stop of Tab, from the top, shows where it is
             page.goto(site.hub.url + path)
