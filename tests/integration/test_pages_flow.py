@@ -37,6 +37,7 @@ c.UWSHub.job_types = {{
     "broken": {{"display_name": "Broken on purpose", "cmd": {BROKEN_CMD!r}}},
     "killed": {{"display_name": "Killed on start", "cmd": {KILLED_CMD!r}}},
     "silent": {{"display_name": "Never answers", "cmd": {SILENT_CMD!r}}},
+    "limited": {{"display_name": "Minimal, 2 h limit", "cmd": {MINIMAL_CMD!r}, "time_limit_seconds": 7200}},
     "jupyterlab": {{"display_name": "JupyterLab", "default_url": "/lab", "args_as_root": ["--allow-root"],
                     "env": {{"PIP_NO_INDEX": "1"}}}},
 }}
@@ -93,6 +94,7 @@ c.UWSHub.job_reconcile_interval = 1
 c.Spawner.http_timeout = 5
 c.UWSHub.job_types = {{
     "silent": {{"display_name": "Never answers", "cmd": {SILENT_CMD!r}}},
+    "limited": {{"display_name": "Minimal, 2 h limit", "cmd": {MINIMAL_CMD!r}, "time_limit_seconds": 7200}},
     "minimal": {{"display_name": "Minimal test server", "cmd": {MINIMAL_CMD!r}}},
 }}
 """)
@@ -481,6 +483,41 @@ def test_my_workspaces_list_scales_and_acts_per_row(fhub, browser):
         assert page.locator("#job-log").count() == 0
         _, stranger_token = person(fhub)
         assert fhub.request("GET", f"jobs/{job['id']}", stranger_token).status_code == 404
+    finally:
+        context.close()
+
+
+@pytest.mark.browser
+def test_a_running_jobs_page_says_how_long_it_ran_what_is_left_and_what_it_asked_for(fhub, browser):
+    """The job detail page (issue 18, item 4): its times, elapsed and remaining, what it asked for, where."""
+    from playwright.sync_api import expect
+
+    owner, token = person(fhub)
+    ws = new_workspace(fhub, token, "Timed run")
+    job = launch(fhub, token, ws, job_type="limited", resources={"time_limit": "3:00:00"})
+    fhub.wait_job(job["id"], token, {"running"})
+    context, page = browserutil.login(fhub, browser, owner, PASSWORD)
+    try:
+        page.goto(f"{fhub.url}/hub/jobs/{job['id']}")
+        expect(page.locator("h1")).to_have_text(f"Minimal, 2 h limit job {job['id']}")
+        times = page.locator("#job-times")
+        expect(times).to_contain_text("Running")
+        expect(page.locator("#job-elapsed")).to_contain_text("so far")
+        expect(times.locator("tr", has_text="Time limit")).to_contain_text("2 h 00 min")
+        # the time left: the job type's limit less the time it has run
+        expect(page.locator("#job-remaining")).to_have_text(re.compile(r"^1 h [45]\d min$"))
+        place = page.locator("#job-place")
+        expect(place.locator("tr", has_text="Workspace")).to_contain_text("Timed run")
+        expect(place.locator("tr", has_text="Resource").first).to_contain_text("local")
+        # what the launch asked for, as it asked
+        expect(place.locator("tr", has_text="Time limit")).to_contain_text("3:00:00")
+        page.click("#stop-job")
+        fhub.wait_job(job["id"], token, TERMINAL)
+        page.reload()
+        expect(page.locator("#job-status")).to_have_text(re.compile("completed|cancelled"))
+        # an ended job ran for as long as it ran: no time left, nothing "so far"
+        expect(page.locator("#job-remaining")).to_have_count(0)
+        expect(page.locator("#job-elapsed")).not_to_contain_text("so far")
     finally:
         context.close()
 
