@@ -229,6 +229,22 @@ def test_touch_targets_and_long_names_on_a_phone(site, browser):
     assert not small, f"controls under 44 px tall: {small}"
 
 
+def test_job_tables_stay_readable_on_a_phone(site, browser):
+    """At 390x844 a job table scrolls in its own box with its columns readable: a failure's
+    reason is not squeezed to a word a line, nor a job's number stretched to a name's width."""
+    context, page = login(site.hub, browser, "uwsalice", PASSWORD, **PHONE)
+    try:
+        for path, table in ((f"/hub/workspaces/{site.ws['failed']['id']}", "#jobs"), ("/hub/jobs", "#job-list")):
+            page.goto(site.hub.url + path)
+            row = page.locator(f"{table} tbody tr[data-job-id='{site.jobs['failed_job']['id']}']")
+            expect(row.locator("td").last).to_contain_text("exited with status 3")
+            reason, number = row.locator("td").last.bounding_box(), row.locator("td").first.bounding_box()
+            assert reason["width"] >= 250, f"{path}: the reason is {reason['width']} px wide"
+            assert number["width"] <= 80, f"{path}: the job's number is {number['width']} px wide"
+    finally:
+        context.close()
+
+
 def within_screen(locator) -> bool:
     box = locator.bounding_box()
     width, height = PHONE["viewport"]["width"], PHONE["viewport"]["height"]
