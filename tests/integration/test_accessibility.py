@@ -229,6 +229,22 @@ def test_touch_targets_and_long_names_on_a_phone(site, browser):
     assert not small, f"controls under 44 px tall: {small}"
 
 
+def test_job_tables_stay_readable_on_a_phone(site, browser):
+    """At 390x844 a job table scrolls in its own box with its columns readable: a failure's
+    reason is not squeezed to a word a line, nor a job's number stretched to a name's width."""
+    context, page = login(site.hub, browser, "uwsalice", PASSWORD, **PHONE)
+    try:
+        for path, table in ((f"/hub/workspaces/{site.ws['failed']['id']}", "#jobs"), ("/hub/jobs", "#job-list")):
+            page.goto(site.hub.url + path)
+            row = page.locator(f"{table} tbody tr[data-job-id='{site.jobs['failed_job']['id']}']")
+            expect(row.locator("td").last).to_contain_text("exited with status 3")
+            reason, number = row.locator("td").last.bounding_box(), row.locator("td").first.bounding_box()
+            assert reason["width"] >= 250, f"{path}: the reason is {reason['width']} px wide"
+            assert number["width"] <= 80, f"{path}: the job's number is {number['width']} px wide"
+    finally:
+        context.close()
+
+
 def within_screen(locator) -> bool:
     box = locator.bounding_box()
     width, height = PHONE["viewport"]["width"], PHONE["viewport"]["height"]
@@ -252,6 +268,12 @@ def test_skip_link_and_a_visible_focus_on_every_control(site, browser, scheme):
     """The first Tab reaches "Skip to main content", which moves focus to the page's
     content; every control that Tab reaches shows a focus ring (the dark-mode toggle too)."""
     context, page = login(site.hub, browser, "uwsalice", PASSWORD, color_scheme=scheme)
+    # what the page asks of the files API: the skip link is a move within the page (a
+    # popstate), which the file view took for Back and answered by listing the folder
+    # again and moving the focus into it, once the listing came (the later, the likelier
+    # the check below had already seen <main> focused)
+    listings = []
+    page.on("request", lambda request: listings.append(request.url) if "/files" in request.url else None)
     try:
         for path in (f"/hub/workspaces/{site.ws['running']['id']}", "/hub/workspaces", "/hub/shared", "/hub/jobs"):
             page.goto(site.hub.url + path)
@@ -260,7 +282,13 @@ def test_skip_link_and_a_visible_focus_on_every_control(site, browser, scheme):
             skip = page.locator(".uws-skip-link")
             expect(skip).to_be_focused()
             assert skip.bounding_box()["width"] > 20, "the skip link shows when focused"
+            listings.clear()
             page.keyboard.press("Enter")
+            expect(page.locator("main#uws-main")).to_be_focused()
+            # a request of the page's own, after what the Enter made it ask: by its answer
+            # Playwright has reported those; the focus stays where the link put it
+            assert page.evaluate("fetch(window.location.pathname).then(r => r.status)") == 200
+            assert listings == [], f"the skip link made {path} list its files again"
             expect(page.locator("main#uws-main")).to_be_focused()
             # every stop of Tab, from the top, shows where it is
             page.goto(site.hub.url + path)

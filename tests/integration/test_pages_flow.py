@@ -37,6 +37,7 @@ c.UWSHub.job_types = {{
     "broken": {{"display_name": "Broken on purpose", "cmd": {BROKEN_CMD!r}}},
     "killed": {{"display_name": "Killed on start", "cmd": {KILLED_CMD!r}}},
     "silent": {{"display_name": "Never answers", "cmd": {SILENT_CMD!r}}},
+    "limited": {{"display_name": "Minimal, 2 h limit", "cmd": {MINIMAL_CMD!r}, "time_limit_seconds": 7200}},
     "jupyterlab": {{"display_name": "JupyterLab", "default_url": "/lab", "args_as_root": ["--allow-root"],
                     "env": {{"PIP_NO_INDEX": "1"}}}},
 }}
@@ -93,6 +94,7 @@ c.UWSHub.job_reconcile_interval = 1
 c.Spawner.http_timeout = 5
 c.UWSHub.job_types = {{
     "silent": {{"display_name": "Never answers", "cmd": {SILENT_CMD!r}}},
+    "limited": {{"display_name": "Minimal, 2 h limit", "cmd": {MINIMAL_CMD!r}, "time_limit_seconds": 7200}},
     "minimal": {{"display_name": "Minimal test server", "cmd": {MINIMAL_CMD!r}}},
 }}
 """)
@@ -307,9 +309,13 @@ def test_admin_panel_offers_only_the_starts_that_work(fhub, browser):
     stop(fhub, token, job)  # the workspace's server now exists, stopped
     # the first admin's account, made by the hub with UWS_ADMIN_PASSWORD
     context, page = browserutil.login(fhub, browser, "flowadmin", ADMIN_PASSWORD)
+    # what the panel's scripts throw (React unmounts the whole panel on an error of its own)
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
     try:
         page.goto(f"{fhub.url}/hub/admin")
-        expect(page.locator("[data-testid=stop-all]")).to_be_visible()
+        # a large script that renders once it has the users: slow on a loaded machine
+        expect(page.locator("[data-testid=stop-all]")).to_be_visible(timeout=30_000)
         expect(page.locator("[data-testid=start-all]")).to_be_hidden()
         page.fill("input[name=user_search]", owner)
         rows = page.locator("tbody tr", has=page.locator(f"[data-testid=user-name-div-{owner}]"))
@@ -319,12 +325,31 @@ def test_admin_panel_offers_only_the_starts_that_work(fhub, browser):
         named_row = page.locator("tr", has=page.locator(f"td[data-testid=user-row-server] > p:text-is('{ws['slug']}')"))
         start = named_row.locator(".start-button")
         expect(start).to_be_visible()
+        # the row's details: React renders tables in it, which the pages' script that lets
+        # wide tables scroll moved into boxes of its own, and React then failed to remove
+        # ("removeChild ... not a child of this node"), taking the whole panel down
+        named_row.locator("[data-testid$='-collapse-button']").click()
+        details = page.locator(f"[id='{owner}-{ws['slug']}-card-group']")
+        expect(details).to_be_visible()
         start.click()
-        wait_for(lambda: fhub.api("GET", f"workspaces/{ws['id']}", token)["active_job"], 15,
+        wait_for(lambda: fhub.api("GET", f"workspaces/{ws['id']}", token)["active_job"], 30,
                  what="the admin's start to launch the workspace's job")
         active = fhub.api("GET", f"workspaces/{ws['id']}", token)["active_job"]
         assert fhub.wait_job(active["id"], token, {"running", "failed"})["status"] == "running"
+        # the panel, updated after the start, is still there, its table still React's
+        expect(named_row.locator(".start-button, .stop-button")).to_be_visible()
+        expect(details).to_be_visible()
+        assert page.locator("#react-admin-hook .server-dashboard-container > table").count() == 1
+        assert errors == []
         stop(fhub, token, active)
+    finally:
+        context.close()
+    # on a phone the panel's table scrolls in its own box, not the page
+    context, page = browserutil.login(fhub, browser, "flowadmin", ADMIN_PASSWORD, **browserutil.PHONE)
+    try:
+        page.goto(f"{fhub.url}/hub/admin")
+        expect(page.locator("[data-testid=stop-all]")).to_be_visible(timeout=30_000)
+        assert page.evaluate("document.scrollingElement.scrollWidth") <= browserutil.PHONE["viewport"]["width"]
     finally:
         context.close()
 
@@ -458,6 +483,41 @@ def test_my_workspaces_list_scales_and_acts_per_row(fhub, browser):
         assert page.locator("#job-log").count() == 0
         _, stranger_token = person(fhub)
         assert fhub.request("GET", f"jobs/{job['id']}", stranger_token).status_code == 404
+    finally:
+        context.close()
+
+
+@pytest.mark.browser
+def test_a_running_jobs_page_says_how_long_it_ran_what_is_left_and_what_it_asked_for(fhub, browser):
+    """The job detail page (issue 18, item 4): its times, elapsed and remaining, what it asked for, where."""
+    from playwright.sync_api import expect
+
+    owner, token = person(fhub)
+    ws = new_workspace(fhub, token, "Timed run")
+    job = launch(fhub, token, ws, job_type="limited", resources={"time_limit": "3:00:00"})
+    fhub.wait_job(job["id"], token, {"running"})
+    context, page = browserutil.login(fhub, browser, owner, PASSWORD)
+    try:
+        page.goto(f"{fhub.url}/hub/jobs/{job['id']}")
+        expect(page.locator("h1")).to_have_text(f"Minimal, 2 h limit job {job['id']}")
+        times = page.locator("#job-times")
+        expect(times).to_contain_text("Running")
+        expect(page.locator("#job-elapsed")).to_contain_text("so far")
+        expect(times.locator("tr", has_text="Time limit")).to_contain_text("2 h 00 min")
+        # the time left: the job type's limit less the time it has run
+        expect(page.locator("#job-remaining")).to_have_text(re.compile(r"^1 h [45]\d min$"))
+        place = page.locator("#job-place")
+        expect(place.locator("tr", has_text="Workspace")).to_contain_text("Timed run")
+        expect(place.locator("tr", has_text="Resource").first).to_contain_text("local")
+        # what the launch asked for, as it asked
+        expect(place.locator("tr", has_text="Time limit")).to_contain_text("3:00:00")
+        page.click("#stop-job")
+        fhub.wait_job(job["id"], token, TERMINAL)
+        page.reload()
+        expect(page.locator("#job-status")).to_have_text(re.compile("completed|cancelled"))
+        # an ended job ran for as long as it ran: no time left, nothing "so far"
+        expect(page.locator("#job-remaining")).to_have_count(0)
+        expect(page.locator("#job-elapsed")).not_to_contain_text("so far")
     finally:
         context.close()
 
@@ -636,13 +696,16 @@ def test_a_viewer_opens_jupyterlab_read_only_and_leaves_nothing_behind(fhub, bro
         page.goto(f"{fhub.url}/user/{owner}/{ws['slug']}/lab/tree/results.ipynb")
         # no "Authorize access" page on the way: straight into JupyterLab
         page.wait_for_url(re.compile(rf".*/user/{owner}/{ws['slug']}/lab.*"))
-        expect(page.locator(".jp-Notebook")).to_contain_text("Results")
+        # JupyterLab opens the file once its page has loaded its extensions: seconds on a
+        # loaded machine, beyond expect's default 5 s (set_default_timeout is not expect's)
+        lab = 60_000
+        expect(page.locator(".jp-Notebook")).to_contain_text("Results", timeout=lab)
         # and it says it is read-only before anyone tries to save
-        expect(page.locator(".jp-NotebookPanel-toolbar")).to_contain_text("notebook is read-only")
+        expect(page.locator(".jp-NotebookPanel-toolbar")).to_contain_text("notebook is read-only", timeout=lab)
         # a text file too
         page.goto(f"{fhub.url}/user/{owner}/{ws['slug']}/lab/tree/notes.txt")
-        expect(page.locator(".jp-FileEditor")).to_be_visible()
-        expect(page.locator(".jp-Toolbar", has_text="file is read-only").first).to_be_visible()
+        expect(page.locator(".jp-FileEditor")).to_be_visible(timeout=lab)
+        expect(page.locator(".jp-Toolbar", has_text="file is read-only").first).to_be_visible(timeout=lab)
     finally:
         context.close()
     # the visit left nothing in the owner's workspace
