@@ -158,8 +158,43 @@ def workspaces_root():
 
 # ---------------------------------------------------------------- hubs
 @pytest.fixture(scope="session")
-def make_hub(tmp_path_factory, db_url, workspaces_root):
-    hubs = []
+def _hubs():
+    """Every hub the tests made, in order; each is stopped at the end of the scope
+    that made it (below), and any still running at the end of the session."""
+    hubs: list[Hub] = []
+    yield hubs
+    for hub in hubs:
+        hub.stop()
+
+
+def _stop_hubs_made_since(hubs: list[Hub], first: int) -> None:
+    for hub in hubs[first:]:
+        if not getattr(hub, "for_the_session", False):
+            hub.stop()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_the_modules_hubs(_hubs):
+    """A module's hubs (its module-scoped fixtures') stop when the module ends: a
+    hub left running idles on, with its proxy, reconciler and servers, and a
+    session of over a hundred hubs loads the machine the later tests run on."""
+    first = len(_hubs)
+    yield
+    _stop_hubs_made_since(_hubs, first)
+
+
+@pytest.fixture(autouse=True)
+def _stop_the_tests_hubs(_hubs):
+    """Hubs a test makes itself stop when it ends (fixtures of wider scope are set
+    up before this one, so their hubs are not among them)."""
+    first = len(_hubs)
+    yield
+    _stop_hubs_made_since(_hubs, first)
+
+
+@pytest.fixture(scope="session")
+def make_hub(tmp_path_factory, db_url, workspaces_root, _hubs):
+    hubs = _hubs
 
     def make(config: str, env: dict | None = None, start: bool = True, root: Path | None = None) -> Hub:
         workdir = tmp_path_factory.mktemp("hub")
@@ -173,9 +208,7 @@ def make_hub(tmp_path_factory, db_url, workspaces_root):
             hub.start()
         return hub
 
-    yield make
-    for hub in hubs:
-        hub.stop()
+    return make
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +223,9 @@ def group_prefix():
 
 @pytest.fixture(scope="session")
 def hub(make_hub, system_users):
-    return make_hub(MULTIUSER_CONFIG)
+    shared = make_hub(MULTIUSER_CONFIG)
+    shared.for_the_session = True  # made during some module's test, used by many
+    return shared
 
 
 @pytest.fixture(scope="session")
