@@ -13,9 +13,11 @@ another's one, and each user's jobs start in the order they were launched.
 :func:`plan_starts` is the rule (pure, tested without a hub);
 :class:`QueueSteps` applies it as one more kind of the reconciler's keys
 (``("batch-queue", 0)``): woken by every batch launch and every end of a job,
-and by each scan while jobs wait. It only chooses: it marks the chosen jobs
-``submitted_at`` and wakes them, and the jobs' own steps
-(:mod:`uws_hub.jobs.batch`) hand them to their runners.
+and by each scan while jobs wait. It chooses: it marks the chosen jobs
+``submitted_at`` and, in the same commit, lets the batch steps
+(:meth:`uws_hub.jobs.batch.BatchSteps.hand_over`) check each again and count
+its attempt; after the commit their hand-overs to their runners start (no
+step of each job in between: a slot freed is a job started, at once).
 """
 
 from __future__ import annotations
@@ -109,8 +111,11 @@ class QueueSteps:
         resources: list[str],
         hub_limits: dict[str, int],
         user_limit: Callable[[int], int | None],
+        hand_over: Callable[[list[Job]], Callable[[], None]] | None = None,
     ):
         self.jobs = jobs
+        #: the batch steps' hand-over of the chosen jobs (None: each chosen job is woken instead)
+        self.hand_over = hand_over
         self.db = jobs.db
         self.log = log
         #: the resources that run batch jobs, and the hub's own limit of running batch jobs
@@ -141,10 +146,38 @@ class QueueSteps:
             Job.interactive.is_(True) | Job.submitted_at.is_not(None)
         )
 
+    def _waiting_rows(self, window: int | None) -> list:
+        """The waiting jobs (id, owner, resource, status) in launch order that the plan
+        needs: with ``window`` slots free in all, a user's jobs of a resource past their
+        ``window``-th cannot start now, so only the fresh ones (``pending``, to be marked
+        ``queued``) of those are read (a step is not O(every waiting job) in a burst)."""
+        columns = (Job.id, Job.owner_id, Job.resource, Job.status)
+        if window is None:
+            return list(self.db.execute(select(*columns).where(*self._waiting_where()).order_by(Job.id)).all())
+        rank = func.row_number().over(partition_by=(Job.owner_id, Job.resource), order_by=Job.id).label("rank")
+        ranked = select(*columns, rank).where(*self._waiting_where()).subquery()
+        return list(
+            self.db.execute(
+                select(ranked.c.id, ranked.c.owner_id, ranked.c.resource, ranked.c.status)
+                .where((ranked.c.rank <= window) | (ranked.c.status == JobStatus.pending.value))
+                .order_by(ranked.c.id)
+            ).all()
+        )
+
     async def reconcile(self, _: int) -> None:
-        rows = self.db.execute(
-            select(Job.id, Job.owner_id, Job.resource, Job.status).where(*self._waiting_where()).order_by(Job.id)
-        ).all()
+        running_batch = dict(
+            self.db.execute(
+                select(Job.resource, func.count(Job.id))
+                .where(self._holding(), Job.interactive.is_(False))
+                .group_by(Job.resource)
+            ).all()
+        )
+        room: dict[str, int | None] = {
+            r: (max(0, self.hub_limits[r] - running_batch.get(r, 0)) if r in self.hub_limits else None)
+            for r in self.resources
+        }
+        window = None if any(free is None for free in room.values()) else sum(room.values())  # type: ignore[arg-type]
+        rows = self._waiting_rows(window)
         if not rows:
             return
         waiting = [Waiting(*row[:3]) for row in rows]
@@ -166,17 +199,6 @@ class QueueSteps:
             ).all()
             if when is not None
         }
-        running_batch = dict(
-            self.db.execute(
-                select(Job.resource, func.count(Job.id))
-                .where(self._holding(), Job.interactive.is_(False))
-                .group_by(Job.resource)
-            ).all()
-        )
-        room: dict[str, int | None] = {
-            r: (max(0, self.hub_limits[r] - running_batch.get(r, 0)) if r in self.hub_limits else None)
-            for r in self.resources
-        }
         limits = {owner: self.user_limit(owner) for owner in owners}
         plan = plan_starts(waiting, held, last_start, limits.__getitem__, room)
         # each its own moment, in the order chosen: submitted_at orders the queue's decisions
@@ -195,9 +217,14 @@ class QueueSteps:
                     self.jobs.transition(job, JobStatus.queued)
             elif job.status == JobStatus.pending.value:
                 self.jobs.transition(job, JobStatus.queued, self._why_waiting(w, held, limits, room))
+        if self.hand_over is None:
+            self.db.commit()
+            for job_id in sorted(chosen):
+                self.jobs.wake(job_id)
+            return
+        start = self.hand_over([jobs[job_id] for job_id in sorted(chosen) if job_id in jobs])
         self.db.commit()
-        for job_id in sorted(chosen):
-            self.jobs.wake(job_id)
+        start()
 
     def _why_waiting(
         self, job: Waiting, held: dict[int, int], limits: dict[int, int | None], room: dict[str, int | None]

@@ -18,13 +18,14 @@ from datetime import timedelta
 from typing import Any
 
 from jupyterhub.spawner import Spawner
+from sqlalchemy import select
 
 from ..errors import UWSError
 from ..orm import Job, utcnow
 from ..reasons import exit_reason, from_exception, not_started
 from ..reconciler import Key
 from ..spawners.mixins import hub_id
-from ..states import JobStatus, JobTarget
+from ..states import ACTIVE_JOB_STATUSES, JobStatus, JobTarget
 from ..tasks import TaskPool
 from ..workqueue import WorkQueue
 from .batch import BatchSteps
@@ -77,7 +78,11 @@ class JobSteps:
 
     # ---------------------------------------------------------------- the scan
     def unfinished(self) -> list[int]:
-        return [job.id for job in Job.unfinished(self.db)]
+        """Every unfinished job but the batch jobs that wait for a slot: those are the fair
+        queue's (its own key, scanned too), not a step each."""
+        waiting = Job.interactive.is_(False) & Job.submitted_at.is_(None) & (Job.target != JobTarget.stopped.value)
+        active = Job.status.in_([s.value for s in ACTIVE_JOB_STATUSES])
+        return list(self.db.scalars(select(Job.id).where(active, ~waiting)))
 
     async def after_scan(self) -> None:
         """Put back proxy routes that went missing; sweep orphaned resource jobs."""

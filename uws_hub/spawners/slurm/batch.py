@@ -177,9 +177,16 @@ class SlurmBatchRunner:
             epilogue=s.req_epilogue,
         )
 
-    async def submit(self, launch: BatchLaunch, wake: Callable[[], None]) -> str:
+    async def submit(
+        self, launch: BatchLaunch, wake: Callable[[], None], *, prepare: Callable[[], None] = lambda: None
+    ) -> str:
         script = self.script(launch)
-        await asyncio.to_thread(self._make_output_dir, launch)
+
+        def prepare_all() -> None:
+            prepare()
+            self._make_output_dir(launch)
+
+        await asyncio.to_thread(prepare_all)
         account = self._account(launch)
         result = await self.poller.command(
             [*self._prefix(launch), *self.settings.sbatch_cmd],
