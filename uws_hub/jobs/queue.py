@@ -190,17 +190,9 @@ class QueueSteps:
                 .group_by(Job.owner_id)
             ).all()
         )
-        last_start: dict[int, datetime] = {
-            owner: when
-            for owner, when in self.db.execute(
-                select(Job.owner_id, func.max(Job.submitted_at))
-                .where(Job.owner_id.in_(owners), Job.submitted_at.is_not(None))
-                .group_by(Job.owner_id)
-            ).all()
-            if when is not None
-        }
         limits = {owner: self.user_limit(owner) for owner in owners}
-        plan = plan_starts(waiting, held, last_start, limits.__getitem__, room)
+        # no slot free anywhere (a burst): only the fresh jobs are marked queued, none starts
+        plan = plan_starts(waiting, held, self._last_starts(owners), limits.__getitem__, room) if window != 0 else []
         # each its own moment, in the order chosen: submitted_at orders the queue's decisions
         now = utcnow()
         chosen = {job_id: now + timedelta(microseconds=i) for i, job_id in enumerate(plan)}
@@ -225,6 +217,18 @@ class QueueSteps:
         start = self.hand_over([jobs[job_id] for job_id in sorted(chosen) if job_id in jobs])
         self.db.commit()
         start()
+
+    def _last_starts(self, owners: set[int]) -> dict[int, datetime]:
+        """When each of ``owners`` last had a job started (none: not there)."""
+        return {
+            owner: when
+            for owner, when in self.db.execute(
+                select(Job.owner_id, func.max(Job.submitted_at))
+                .where(Job.owner_id.in_(owners), Job.submitted_at.is_not(None))
+                .group_by(Job.owner_id)
+            ).all()
+            if when is not None
+        }
 
     def _why_waiting(
         self, job: Waiting, held: dict[int, int], limits: dict[int, int | None], room: dict[str, int | None]
