@@ -23,6 +23,13 @@ submitting threads), then polled with one ``squeue -h -t all -j <all ids>``
 every ``--poll-interval`` s, as the hub's poller does, until all ended; wall
 time from the first ``sbatch`` to the poll that saw the last end.
 
+CPU: the hub process's own CPU time during the burst (from ``/proc/<pid>/stat``),
+and that of its children (the job wrappers and their commands locally;
+``sbatch``, ``squeue`` and ``sacct`` on SLURM), per job; locally, against the
+CPU time of the by-hand commands. On a machine of C cores, (hub + children)
+CPU ÷ C is the least wall time the burst can take there, whatever the waits:
+the floor the hub's ratio is measured against.
+
 In both parts a prober thread GETs ``/hub/api/workspaces`` and
 ``/hub/api/jobs?workspace=<id>&status=running`` in turn every ``--probe-interval``
 s from the first POST until every job ended: their p50 and p99 are the API's
@@ -94,6 +101,14 @@ c.UWSHub.job_types = {{
 """
 
 
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU time of process ``pid`` so far: its own, and its waited-for children's (s)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / tick, (int(fields[13]) + int(fields[14])) / tick
+
+
 def hub_time(value: str) -> float:
     """A timestamp of the hub's API (UTC) as seconds since the epoch."""
     return datetime.fromisoformat(value.rstrip("Z")).replace(tzinfo=UTC).timestamp()
@@ -162,6 +177,8 @@ def burst(hub: Hub, token: str, resource: str, count: int, posters: int, probe_i
                 failures.append(f"{r.status_code} {r.text[:200]}")
 
     prober = Prober(hub, token, ws["id"], probe_interval).start()
+    assert hub.proc is not None
+    cpu0 = cpu_seconds(hub.proc.pid)
     t0 = time.time()
     with ThreadPoolExecutor(posters) as pool:
         list(pool.map(post, range(count)))
@@ -178,6 +195,7 @@ def burst(hub: Hub, token: str, resource: str, count: int, posters: int, probe_i
             prober.stop()
             raise SystemExit(f"{page['_pagination']['total']} jobs still unfinished after {timeout:g} s")
         time.sleep(0.2)
+    cpu1 = cpu_seconds(hub.proc.pid)
     probes = prober.stop()
     jobs = []
     offset = 0
@@ -204,6 +222,8 @@ def burst(hub: Hub, token: str, resource: str, count: int, posters: int, probe_i
         "rest": summary(rest),
         "run": summary(runs),
         "queue_wait": summary(queue_waits),
+        "hub_cpu": cpu1[0] - cpu0[0],
+        "children_cpu": cpu1[1] - cpu0[1],
     }
 
 
@@ -220,18 +240,23 @@ def start_hub(width: int, resources: dict, job_resources: list[str], poll: float
 
 
 # ---------------------------------------------------------------- local
-def by_hand_local(count: int, width: int) -> float:
+def by_hand_local(count: int, width: int) -> tuple[float, float]:
+    """Wall time, and CPU time of the commands and of this process meanwhile (s)."""
+    before = os.times()
     started = time.time()
     with ThreadPoolExecutor(width) as pool:
         list(pool.map(lambda _: subprocess.run(["true"], check=True), range(count)))
-    return time.time() - started
+    wall = time.time() - started
+    after = os.times()
+    cpu = sum(after[:4]) - sum(before[:4])
+    return wall, cpu
 
 
 def measure_local(args) -> dict:
     res: dict = {}
     log(f"by hand: {args.jobs} × true, {args.width} at a time")
     by_hand_local(min(args.jobs, 50), args.width)  # warm-up
-    res["by_hand"] = by_hand_local(args.jobs, args.width)
+    res["by_hand"], res["by_hand_cpu"] = by_hand_local(args.jobs, args.width)
     hub, token = start_hub(args.width, {"local": "uws-local"}, ["local"], args.poll_interval, "uws-bench-")
     try:
         log("warm-up: 20 jobs through the hub")
@@ -303,6 +328,8 @@ def report(res: dict, args) -> str:
     lines = [machine_line(), ""]
     rows = []
     api = []
+    cpu = []
+    cores = len(os.sched_getaffinity(0))
     for part, label, width in (("local", "local", args.width), ("slurm", "SLURM", args.width)):
         r = res.get(part)
         if not r:
@@ -311,6 +338,11 @@ def report(res: dict, args) -> str:
         overhead = (hub["wall"] - hand) * (width if part == "local" else 1) / hub["jobs"]
         rows.append([label, str(hub["jobs"]), fmt(hub["wall"], 1), fmt(hand, 1), fmt(ratio(hub["wall"], hand), 2),
                      ms(overhead), fmt(hub["posting"], 1), ms(hub["run"]["p50"]), ms(hub["queue_wait"]["p50"])])
+        hand_cpu = r.get("by_hand_cpu")
+        cpu.append([label, str(hub["jobs"]), ms(hub["hub_cpu"] / hub["jobs"]), ms(hub["children_cpu"] / hub["jobs"]),
+                    ms(hand_cpu / hub["jobs"]) if hand_cpu is not None else "",
+                    fmt((hub["hub_cpu"] + hub["children_cpu"]) / cores, 1) if part == "local" else "",
+                    fmt(hub["wall"], 1)])
         api.append([label, ms(hub["rest"]["p50"]), ms(hub["rest"]["p99"]), ms(hub["probe"]["p50"]),
                     ms(hub["probe"]["p99"]), str(hub["probe"]["n"]), str(hub["probe_errors"]),
                     ms(hub["post"]["p50"]), ms(hub["post"]["p99"])])
@@ -324,6 +356,16 @@ def report(res: dict, args) -> str:
         "",
         markdown_table(["where", "jobs", "hub s", "by hand s", "ratio", "overhead/job ms", "POSTing s",
                         "run p50 ms", "queue wait p50 ms"], rows),
+        "",
+        "## CPU time per job during the burst",
+        "",
+        "The hub's own, its children's (locally: the job wrappers and their `true`; on SLURM:"
+        " `sbatch`, `squeue`, `sacct`, not SLURM's daemons), and the by-hand commands' (locally)."
+        f" The floor (locally): (hub + children) CPU ÷ {cores} cores, the least wall time the burst"
+        " can take on this machine.",
+        "",
+        markdown_table(["where", "jobs", "hub CPU ms/job", "children CPU ms/job", "by hand CPU ms/job",
+                        "floor s", "hub s"], cpu),
         "",
         "## The API during the burst (`GET /hub/api/workspaces` and `GET /hub/api/jobs?status=running`, in turn)",
         "",

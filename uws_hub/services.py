@@ -233,20 +233,21 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         posix_group_prefix=hub.share_posix_group_prefix if hub.system_users else None,
     )
     copies = CopyService(db, sharing, accounts, quotas, notifier, wake=waker(queue, CopySteps.kind))
+    batch = BatchSteps(
+        jobs,
+        runners,
+        tasks,
+        log,
+        max_attempts=hub.job_max_attempts,
+        stopping_timeout=hub.job_stopping_timeout,
+    )
     job_steps = JobSteps(
         jobs,
         servers,
         queue,
         tasks,
         log,
-        batch=BatchSteps(
-            jobs,
-            runners,
-            tasks,
-            log,
-            max_attempts=hub.job_max_attempts,
-            stopping_timeout=hub.job_stopping_timeout,
-        ),
+        batch=batch,
         pending_timeout=hub.job_pending_timeout,
         queued_timeout=hub.job_queued_timeout,
         stopping_timeout=hub.job_stopping_timeout,
@@ -273,6 +274,7 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
                     if isinstance(runner, LocalRunner)
                 },
                 user_limit=quotas.concurrent_limit,
+                hand_over=batch.hand_over,
             ),
             DestructionSteps(jobs),
             WorkspaceSteps(workspaces, servers, queue, tasks, log, forget=sharing.forget_workspace),

@@ -3,6 +3,10 @@ the fair queue's order, log ranges, how an exit record reads, the CPUs a job get
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from datetime import datetime, timedelta
 
 import pytest
@@ -12,6 +16,7 @@ from uws_hub.jobs.logs import RangeNotSatisfiable, complete_lines, parse_range
 from uws_hub.jobs.parameters import ParameterSpec, render_argv, render_env, validate_parameters
 from uws_hub.jobs.queue import Waiting, plan_starts
 from uws_hub.jobs.types import parse_job_types
+from uws_hub.spawners import wrapper
 from uws_hub.spawners.localbatch import describe_exit
 from uws_hub.spawners.wrapper import memory_failure, pick_cpus
 
@@ -197,3 +202,37 @@ def test_cpus_go_to_the_least_used_first():
     assert pick_cpus(2, [0, 1, 2, 3], {0: 2, 1: 1}) == [2, 3]
     assert pick_cpus(3, [0, 1, 2, 3], {0: 2, 1: 1}) == [1, 2, 3]
     assert pick_cpus(8, [0, 1], {}) == [0, 1]
+
+
+# ---------------------------------------------------------------- the job wrapper's start-up
+def test_the_wrapper_starts_without_json_re_or_enum():
+    """The wrapper runs once per batch job, so its start-up is paid per job: it imports
+    none of the modules that pull in ``re`` and ``enum`` (half of its start-up time)."""
+    probe = (
+        f"import sys; sys.path.insert(0, {os.path.dirname(wrapper.__file__)!r}); import wrapper;"
+        " print(sorted(m for m in ('json', 're', 'enum', 'signal') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"started": 1764912345.123456, "cpus": [0, 3], "memory_bytes": None, "stopped": False, "time_limit": True},
+        {"error": "cannot run 'x': No such file or directory", "exit_code": 127, "signal": None},
+        {"text": 'quotes " backslash \\ newline \n tab \t unicode é \u2028 \U0001f600', "big": 2**70, "tiny": 1e-7},
+        [],
+        {},
+    ],
+)
+def test_the_wrappers_json_is_json(value):
+    assert json.loads(wrapper.dumps(value)) == value
+    assert wrapper.loads(json.dumps(value)) == value
+    assert wrapper.loads(json.dumps(value, indent=2).encode()) == value
+
+
+@pytest.mark.parametrize("text", ["", "{", '{"a": 1} x', "nul", "[1,]"])
+def test_the_wrapper_refuses_what_is_not_json(text):
+    with pytest.raises(ValueError):
+        wrapper.loads(text)

@@ -302,6 +302,26 @@ async def test_one_squeue_per_cycle_for_many_jobs(fake):
     await poller.close()
 
 
+async def test_batch_jobs_just_submitted_wait_for_the_next_cycle(fake):
+    """A burst of submitted batch jobs (``soon=False``) does not make the poller call
+    ``squeue`` back to back: they are asked about at its next regular cycle."""
+    fake.set("1", "RUNNING", node="n1")
+    poller = fake.poller(poll_interval_seconds=30)
+    poller.track("1")
+    assert await poller.refresh()
+    n = len(fake.calls())
+    for i in range(2, 52):
+        fake.set(str(i), "PENDING", "Priority")
+        poller.track(str(i), exit_code=True, soon=False)
+    await asyncio.sleep(0.5)
+    assert len(fake.calls()) == n  # no cycle brought forward
+    fake.set("99", "PENDING", "Priority")
+    poller.track("99")  # a job something waits for: the next cycle comes at once
+    await asyncio.wait_for(poller.wait("2", lambda s: s.pending), 5)
+    assert len(fake.calls()) == n + 1 and poller.get("51").reason == "Priority"
+    await poller.close()
+
+
 async def test_wait_and_vanished_jobs_end_through_sacct(fake):
     fake.set("1", "PENDING", "Resources")
     fake.set("2", "RUNNING", node="n1", comment="uws-port=40000")

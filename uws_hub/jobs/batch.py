@@ -16,12 +16,21 @@ says which) or ``cancelled`` (stopped on request). Its steps:
 
 The runner wakes the job whenever it notices a change; each scan asks
 again, so a hub restarted while jobs ran finds every outcome.
+
+A job's way from its slot to its end costs few steps, since a burst of short
+jobs is bounded by the hub's own work per job: the queue hands the jobs it
+chose over in its own commit (:meth:`BatchSteps.hand_over`: checks, attempt
+counted, then the submit tasks), and the submit task records what the runner
+says right after the hand-over (``running``, its id on the resource) in one
+commit, without another step; it wakes the job only when something asked for
+it meanwhile (a stop, the command's end) or the hand-over failed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 
 from ..errors import UWSError
@@ -54,10 +63,13 @@ class BatchSteps:
         #: hand-overs and cancels under way in this process, by job id
         self._submits: dict[int, asyncio.Task] = {}
         self._cancels: dict[int, asyncio.Task] = {}
+        #: jobs whose step came while their hand-over was under way: the hand-over wakes them
+        self._woken: set[int] = set()
 
     def forget(self, job_id: int) -> None:
         self._submits.pop(job_id, None)
         self._cancels.pop(job_id, None)
+        self._woken.discard(job_id)
 
     async def reconcile(self, job: Job) -> None:
         runner = self.runners[job.resource]
@@ -73,6 +85,7 @@ class BatchSteps:
         submit = self._submits.get(job.id)
         if submit is not None:
             if not submit.done():
+                self._woken.add(job.id)
                 return
             self._submits.pop(job.id)
             if not submit.cancelled() and (failure := submit.exception()) is not None:
@@ -114,29 +127,76 @@ class BatchSteps:
             job.resource_id = state.resource_id
             self.db.commit()
 
-    def _submit(self, job: Job) -> None:
+    def hand_over(self, jobs: list[Job]) -> Callable[[], None]:
+        """The queue gave ``jobs`` a slot: check each again and count its attempt, in the
+        queue's own transaction (not committed here); the returned call, made once the
+        queue committed, starts their hand-overs."""
+        ready = [job for job in jobs if self._count_attempt(job, commit=False)]
+
+        def start() -> None:
+            for job in ready:
+                self._spawn_submit(job)
+
+        return start
+
+    def _count_attempt(self, job: Job, *, commit: bool = True) -> bool:
+        """Check the launch again and count an attempt (False: refused, the job failed)."""
         try:
             self.jobs.check_launch(self.jobs.launch_request(job))
         except UWSError as e:
             # e.g. the owner used up their core-hours while the job waited
-            self._fail(job, f"The launch was refused: {e.message}")
-            return
+            self.jobs.transition(job, JobStatus.failed, f"The launch was refused: {e.message}")
+            if commit:
+                self.db.commit()
+            return False
         job.attempts += 1
-        self.db.commit()
+        if commit:
+            self.db.commit()
+        return True
+
+    def _submit(self, job: Job) -> None:
+        if self._count_attempt(job):
+            self._spawn_submit(job)
+
+    def _spawn_submit(self, job: Job) -> None:
+        """Hand the job to its runner as a task (its attempt is counted and committed)."""
         job_id = job.id
         launch = self.jobs.batch_launch(job)
         runner = self.runners[job.resource]
+        wake = lambda: self.jobs.wake(job_id)  # noqa: E731
+        results = self.jobs.results_dir_maker(job)
 
         async def submit() -> None:
-            await self.jobs.make_results_dir(job_id)
-            resource_id = await runner.submit(launch, lambda: self.jobs.wake(job_id))
+            resource_id = await runner.submit(launch, wake, prepare=results)
+            # what the job's next step would ask at once, asked here (a local runner
+            # answers from its watch; SLURM's poller from its cache, or its next cycle)
+            try:
+                state: RunState | None = await runner.state(launch, resource_id, wake)
+            except Exception as e:  # the hand-over happened: the job's next step asks again
+                self.log.warning("Job %s: submitted, but its state is unknown yet: %s", job_id, from_exception(e))
+                state = None
             submitted = Job.find(self.db, job_id)
-            if submitted is not None:
-                submitted.resource_id = resource_id
-                self.db.commit()
+            if submitted is None:
+                return
+            submitted.resource_id = resource_id
+            if (
+                state is not None
+                and state.phase != "unstarted"
+                and submitted.target == JobTarget.running.value
+                and job_id not in self._woken
+            ):
+                # nothing asked for the job meanwhile: this is its step (no await from here on)
+                self._submits.pop(job_id, None)
+                self._follow(submitted, state)
+            self.db.commit()
+
+        def done(task: asyncio.Task) -> None:
+            if self._submits.get(job_id) is task or job_id in self._woken:
+                self._woken.discard(job_id)
+                wake()
 
         task = self._submits[job_id] = self.pool.spawn(submit())
-        task.add_done_callback(lambda t: self.jobs.wake(job_id))
+        task.add_done_callback(done)
 
     def _finish(self, job: Job, state: RunState) -> None:
         """Record how the job ended (it may have run and ended while nobody looked)."""

@@ -13,9 +13,11 @@ another's one, and each user's jobs start in the order they were launched.
 :func:`plan_starts` is the rule (pure, tested without a hub);
 :class:`QueueSteps` applies it as one more kind of the reconciler's keys
 (``("batch-queue", 0)``): woken by every batch launch and every end of a job,
-and by each scan while jobs wait. It only chooses: it marks the chosen jobs
-``submitted_at`` and wakes them, and the jobs' own steps
-(:mod:`uws_hub.jobs.batch`) hand them to their runners.
+and by each scan while jobs wait. It chooses: it marks the chosen jobs
+``submitted_at`` and, in the same commit, lets the batch steps
+(:meth:`uws_hub.jobs.batch.BatchSteps.hand_over`) check each again and count
+its attempt; after the commit their hand-overs to their runners start (no
+step of each job in between: a slot freed is a job started, at once).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import BindParameter, bindparam, func, select
 
 from ..orm import Job, utcnow
 from ..states import ACTIVE_JOB_STATUSES, JobStatus, JobTarget
@@ -96,6 +98,55 @@ def plan_starts(
             room[job.resource] = free - 1
 
 
+def _waiting_where() -> tuple:
+    return (
+        Job.interactive.is_(False),
+        Job.submitted_at.is_(None),
+        Job.target == JobTarget.running.value,
+        Job.status.in_([JobStatus.pending.value, JobStatus.queued.value]),
+    )
+
+
+def _holding():
+    """Jobs that hold a slot: unfinished interactive ones, batch ones handed to a runner."""
+    return Job.status.in_([s.value for s in ACTIVE_JOB_STATUSES]) & (
+        Job.interactive.is_(True) | Job.submitted_at.is_not(None)
+    )
+
+
+class _Queries:
+    """The queue's queries, built once: a step runs several, and SQLAlchemy takes longer to
+    build one than SQLite to answer it."""
+
+    def __init__(self) -> None:
+        columns = (Job.id, Job.owner_id, Job.resource, Job.status)
+        self.any_waiting = select(Job.id).where(*_waiting_where()).limit(1)
+        self.running_batch = (
+            select(Job.resource, func.count(Job.id))
+            .where(_holding(), Job.interactive.is_(False))
+            .group_by(Job.resource)
+        )
+        self.waiting = select(*columns).where(*_waiting_where()).order_by(Job.id)
+        # with ``window`` slots free in all, a user's jobs of a resource past their
+        # ``window``-th cannot start now: of those, only the fresh ones are read
+        rank = func.row_number().over(partition_by=(Job.owner_id, Job.resource), order_by=Job.id).label("rank")
+        ranked = select(*columns, rank).where(*_waiting_where()).subquery()
+        self.waiting_window = (
+            select(ranked.c.id, ranked.c.owner_id, ranked.c.resource, ranked.c.status)
+            .where((ranked.c.rank <= bindparam("window")) | (ranked.c.status == JobStatus.pending.value))
+            .order_by(ranked.c.id)
+        )
+        owners: BindParameter[int] = bindparam("owners", expanding=True)
+        self.held = (
+            select(Job.owner_id, func.count(Job.id)).where(_holding(), Job.owner_id.in_(owners)).group_by(Job.owner_id)
+        )
+        self.last_starts = (
+            select(Job.owner_id, func.max(Job.submitted_at))
+            .where(Job.owner_id.in_(owners), Job.submitted_at.is_not(None))
+            .group_by(Job.owner_id)
+        )
+
+
 class QueueSteps:
     """The reconciler's steps of the fair queue (one key: :data:`QUEUE_KEY`)."""
 
@@ -109,8 +160,11 @@ class QueueSteps:
         resources: list[str],
         hub_limits: dict[str, int],
         user_limit: Callable[[int], int | None],
+        hand_over: Callable[[list[Job]], Callable[[], None]] | None = None,
     ):
         self.jobs = jobs
+        #: the batch steps' hand-over of the chosen jobs (None: each chosen job is woken instead)
+        self.hand_over = hand_over
         self.db = jobs.db
         self.log = log
         #: the resources that run batch jobs, and the hub's own limit of running batch jobs
@@ -118,67 +172,41 @@ class QueueSteps:
         self.resources = resources
         self.hub_limits = hub_limits
         self.user_limit = user_limit
-
-    @staticmethod
-    def _waiting_where():
-        return (
-            Job.interactive.is_(False),
-            Job.submitted_at.is_(None),
-            Job.target == JobTarget.running.value,
-            Job.status.in_([JobStatus.pending.value, JobStatus.queued.value]),
-        )
+        self._queries = _Queries()
 
     def unfinished(self) -> list[int]:
-        waiting = self.db.scalar(select(Job.id).where(*self._waiting_where()).limit(1))
+        waiting = self.db.scalar(self._queries.any_waiting)
         return [QUEUE_KEY[1]] if waiting is not None else []
 
     async def after_scan(self) -> None:
         pass
 
-    def _holding(self):
-        """Jobs that hold a slot: unfinished interactive ones, batch ones handed to a runner."""
-        return Job.status.in_([s.value for s in ACTIVE_JOB_STATUSES]) & (
-            Job.interactive.is_(True) | Job.submitted_at.is_not(None)
-        )
+    def _waiting_rows(self, window: int | None) -> list:
+        """The waiting jobs (id, owner, resource, status) in launch order that the plan
+        needs: with ``window`` slots free in all, a user's jobs of a resource past their
+        ``window``-th cannot start now, so only the fresh ones (``pending``, to be marked
+        ``queued``) of those are read (a step is not O(every waiting job) in a burst)."""
+        if window is None:
+            return list(self.db.execute(self._queries.waiting).all())
+        return list(self.db.execute(self._queries.waiting_window, {"window": window}).all())
 
     async def reconcile(self, _: int) -> None:
-        rows = self.db.execute(
-            select(Job.id, Job.owner_id, Job.resource, Job.status).where(*self._waiting_where()).order_by(Job.id)
-        ).all()
+        running_batch = dict(self.db.execute(self._queries.running_batch).all())
+        room: dict[str, int | None] = {
+            r: (max(0, self.hub_limits[r] - running_batch.get(r, 0)) if r in self.hub_limits else None)
+            for r in self.resources
+        }
+        window = None if any(free is None for free in room.values()) else sum(room.values())  # type: ignore[arg-type]
+        rows = self._waiting_rows(window)
         if not rows:
             return
         waiting = [Waiting(*row[:3]) for row in rows]
         fresh = {row[0] for row in rows if row[3] == JobStatus.pending.value}
         owners = {w.owner_id for w in waiting}
-        held = dict(
-            self.db.execute(
-                select(Job.owner_id, func.count(Job.id))
-                .where(self._holding(), Job.owner_id.in_(owners))
-                .group_by(Job.owner_id)
-            ).all()
-        )
-        last_start: dict[int, datetime] = {
-            owner: when
-            for owner, when in self.db.execute(
-                select(Job.owner_id, func.max(Job.submitted_at))
-                .where(Job.owner_id.in_(owners), Job.submitted_at.is_not(None))
-                .group_by(Job.owner_id)
-            ).all()
-            if when is not None
-        }
-        running_batch = dict(
-            self.db.execute(
-                select(Job.resource, func.count(Job.id))
-                .where(self._holding(), Job.interactive.is_(False))
-                .group_by(Job.resource)
-            ).all()
-        )
-        room: dict[str, int | None] = {
-            r: (max(0, self.hub_limits[r] - running_batch.get(r, 0)) if r in self.hub_limits else None)
-            for r in self.resources
-        }
+        held = dict(self.db.execute(self._queries.held, {"owners": sorted(owners)}).all())
         limits = {owner: self.user_limit(owner) for owner in owners}
-        plan = plan_starts(waiting, held, last_start, limits.__getitem__, room)
+        # no slot free anywhere (a burst): only the fresh jobs are marked queued, none starts
+        plan = plan_starts(waiting, held, self._last_starts(owners), limits.__getitem__, room) if window != 0 else []
         # each its own moment, in the order chosen: submitted_at orders the queue's decisions
         now = utcnow()
         chosen = {job_id: now + timedelta(microseconds=i) for i, job_id in enumerate(plan)}
@@ -195,9 +223,22 @@ class QueueSteps:
                     self.jobs.transition(job, JobStatus.queued)
             elif job.status == JobStatus.pending.value:
                 self.jobs.transition(job, JobStatus.queued, self._why_waiting(w, held, limits, room))
+        if self.hand_over is None:
+            self.db.commit()
+            for job_id in sorted(chosen):
+                self.jobs.wake(job_id)
+            return
+        start = self.hand_over([jobs[job_id] for job_id in sorted(chosen) if job_id in jobs])
         self.db.commit()
-        for job_id in sorted(chosen):
-            self.jobs.wake(job_id)
+        start()
+
+    def _last_starts(self, owners: set[int]) -> dict[int, datetime]:
+        """When each of ``owners`` last had a job started (none: not there)."""
+        return {
+            owner: when
+            for owner, when in self.db.execute(self._queries.last_starts, {"owners": sorted(owners)}).all()
+            if when is not None
+        }
 
     def _why_waiting(
         self, job: Waiting, held: dict[int, int], limits: dict[int, int | None], room: dict[str, int | None]

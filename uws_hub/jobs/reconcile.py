@@ -22,13 +22,14 @@ from datetime import timedelta
 from typing import Any
 
 from jupyterhub.spawner import Spawner
+from sqlalchemy import select
 
 from ..errors import UWSError
 from ..orm import Job, utcnow
 from ..reasons import exit_reason, from_exception, not_started
 from ..reconciler import Key
 from ..spawners.mixins import hub_id
-from ..states import JobStatus, JobTarget
+from ..states import ACTIVE_JOB_STATUSES, JobStatus, JobTarget
 from ..tasks import TaskPool
 from ..workqueue import WorkQueue
 from .batch import BatchSteps
@@ -103,16 +104,24 @@ class JobSteps:
 
     # ---------------------------------------------------------------- the scan
     def unfinished(self) -> list[int]:
-        """The jobs the scan looks at: every unfinished one, but those whose start is under
-        way in this process (it wakes them as it goes) or that wait for a start slot (the
-        line wakes them), until they are past their deadline. Thousands of jobs held in
-        SLURM's queue would otherwise cost a step each, every scan."""
+        """The jobs the scan looks at: every unfinished one, but
+
+        - the batch jobs that wait for a slot: those are the fair queue's (its own key,
+          scanned too), not a step each;
+        - the interactive jobs whose start is under way in this process (it wakes them
+          as it goes) or that wait for a start slot (the line wakes them), until they
+          are past their deadline.
+
+        Thousands of jobs held in SLURM's queue or waiting in the fair queue would
+        otherwise cost a step each, every scan."""
+        waiting = Job.interactive.is_(False) & Job.submitted_at.is_(None) & (Job.target != JobTarget.stopped.value)
+        active = Job.status.in_([s.value for s in ACTIVE_JOB_STATUSES])
         ids = []
-        for job in Job.unfinished(self.db):
+        for job in self.db.scalars(select(Job).where(active, ~waiting)):
             start = self._starts.get(job.id)
-            waiting = job.id in self._start_line or (start is not None and not start.done())
+            starting = job.id in self._start_line or (start is not None and not start.done())
             if (
-                waiting
+                starting
                 and job.interactive
                 and job.target == JobTarget.running.value
                 and not self._overdue(job, self._start_timeout(job))

@@ -19,6 +19,7 @@ owner and admins (:meth:`JobService.output`), with credentials redacted.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import random
@@ -364,14 +365,12 @@ class JobService:
         launch.log_path = job.log_path or self.runners[job.resource].log_path(launch)
         return launch
 
-    async def make_results_dir(self, job_id: int) -> None:
-        """Make batch job ``job_id``'s results folder (``results/<id>``, the owner's)."""
-        job = Job.find(self.db, job_id)
-        if job is None:
-            return
+    def results_dir_maker(self, job: Job) -> Callable[[], None]:
+        """What makes batch ``job``'s results folder (``results/<id>``, the owner's): a call
+        that blocks briefly, for the runner to make in its own thread before it starts the job."""
         ws = job.workspace
         owner = self.accounts.owner(ws.owner.name)
-        await asyncio.to_thread(self.workspaces.storage.make_dirs, ws.directory, f"{RESULTS_FOLDER}/{job.id}", owner)
+        return functools.partial(self.workspaces.storage.make_dirs, ws.directory, f"{RESULTS_FOLDER}/{job.id}", owner)
 
     def results_path(self, job: Job) -> str | None:
         """A batch job's results folder, relative to its workspace."""

@@ -92,8 +92,12 @@ class BatchRunner(Protocol):
         for ``seconds`` (> 0): what the hub tells the job's owner it got (UWS's
         ``executionDuration``) and what its reasons name."""
 
-    async def submit(self, launch: BatchLaunch, wake: Callable[[], None]) -> str:
-        """Hand the job to the resource; its id there. Raises if the resource refuses it."""
+    async def submit(
+        self, launch: BatchLaunch, wake: Callable[[], None], *, prepare: Callable[[], None] = lambda: None
+    ) -> str:
+        """Hand the job to the resource; its id there. Raises if the resource refuses it.
+        ``prepare`` (blocking, e.g. making the job's results folder) is called first, in a
+        thread, with the runner's own preparations."""
 
     async def state(self, launch: BatchLaunch, resource_id: str | None, wake: Callable[[], None]) -> RunState:
         """Where the job is (watching it again after a hub restart)."""

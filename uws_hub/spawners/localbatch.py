@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import pwd
+import subprocess
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -115,22 +116,31 @@ class LocalRunner:
         """Exactly what was asked for: the job wrapper's timer takes fractions of a second."""
         return seconds
 
-    async def submit(self, launch: BatchLaunch, wake: Callable[[], None]) -> str:
+    async def submit(
+        self, launch: BatchLaunch, wake: Callable[[], None], *, prepare: Callable[[], None] = lambda: None
+    ) -> str:
+        # one trip to a thread: a burst of short jobs is bounded by the hub's work per job
+        proc = await asyncio.to_thread(self._start, launch, prepare)
+        self._watch(launch.job_id, proc.pid, wake, proc)
+        return str(proc.pid)
+
+    def _start(self, launch: BatchLaunch, prepare: Callable[[], None]) -> subprocess.Popen:
+        """Claim the job's run file, then start its wrapper (blocking: in a thread)."""
         files = self.files(launch)
-        lock_fd = await asyncio.to_thread(claim, files)
+        lock_fd = claim(files)
         if lock_fd is None:
             raise RuntimeError(f"job {launch.job_id} already has a wrapper process")
         try:
-            spec = await asyncio.to_thread(self._spec, launch)
+            prepare()
+            spec = self._spec(launch)
             self.started[launch.job_id] = datetime.now(UTC).replace(tzinfo=None)
-            proc = await asyncio.to_thread(start, files, lock_fd, spec, python=self.python)
+            return start(files, lock_fd, spec, python=self.python)
         except BaseException:
             CPU_USE.release(self._cpu_key(launch.job_id))
+            self.started.pop(launch.job_id, None)
             raise
         finally:
             os.close(lock_fd)
-        self._watch(launch.job_id, proc.pid, wake, proc)
-        return str(proc.pid)
 
     def _watch(self, job_id: int, pid: int, wake: Callable[[], None], proc=None) -> None:
         def ended() -> None:

@@ -36,14 +36,22 @@ helpers (:func:`pick_cpus`, :func:`memory_failure`) and the cgroup set-up
 
 from __future__ import annotations
 
+# The wrapper starts once per batch job: a burst of short jobs pays its start-up per job,
+# on the hub's machine. So it imports no module that pulls in ``re`` and ``enum`` (``json``,
+# ``signal``: half of its start-up time), and uses their C parts instead: ``_signal``
+# (what ``signal`` wraps) and ``_json`` (:func:`loads`, :func:`dumps`).
+import _signal as signal
 import ctypes
 import errno
-import json
 import os
 import resource
-import signal
 import sys
 import time
+
+try:
+    import _json
+except ImportError:  # pragma: no cover - an interpreter without the C accelerator
+    _json = None  # type: ignore[assignment]
 
 #: what programs print when an allocation fails (``RLIMIT_AS`` makes it fail:
 #: the kernel refuses the mapping, nothing is killed): Python, C/C++, Java, R, Go, numpy
@@ -62,6 +70,66 @@ OUT_OF_MEMORY_TAIL_BYTES = 4096
 #: the exit status of a command that could not be run (as shells use)
 CANNOT_RUN = 127
 PR_SET_PDEATHSIG = 1
+
+
+class _Decoding:
+    """What ``_json``'s scanner asks of its decoder: ``json.JSONDecoder``'s defaults."""
+
+    def __init__(self) -> None:
+        self.strict = True
+        self.object_hook = None
+        self.object_pairs_hook = None
+        self.parse_float = float
+        self.parse_int = int
+        self.parse_constant = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}.__getitem__
+        self.memo: dict = {}
+
+
+def loads(text: str | bytes):
+    """``json.loads`` of one JSON value (surrounding white space allowed)."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")
+    text = text.strip(" \t\n\r")
+    if _json is None:  # pragma: no cover
+        import json
+
+        return json.loads(text)
+    try:
+        value, end = _json.make_scanner(_Decoding())(text, 0)  # type: ignore[arg-type]
+    except StopIteration as e:
+        raise ValueError(f"not JSON (at character {e.value})") from None
+    if end != len(text):
+        raise ValueError(f"not JSON: extra data at character {end}")
+    return value
+
+
+def dumps(value) -> str:
+    """``json.dumps`` of the wrapper's records (None, bools, numbers, strings, lists, dicts)."""
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, float):
+        if value != value:
+            return "NaN"
+        if value in (float("inf"), float("-inf")):
+            return "Infinity" if value > 0 else "-Infinity"
+        return float.__repr__(value)
+    if isinstance(value, str):
+        if _json is None:  # pragma: no cover
+            import json
+
+            return json.dumps(value)
+        return _json.encode_basestring_ascii(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(dumps(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{dumps(str(k))}: {dumps(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"cannot write a {type(value).__name__} as JSON")
 
 
 def pick_cpus(count: int, allowed: list[int], in_use: dict[int, int]) -> list[int]:
@@ -213,7 +281,7 @@ def exec_with_limits(args: list[str]) -> None:
     COMMAND (same pid). How the local spawner starts an interactive job's server with its
     limits: nothing of the command runs before they hold, and the server outlives the hub
     (it is adopted after a restart), so it is not tied to its parent as a batch job is."""
-    spec = json.loads(args[1])
+    spec = loads(args[1])
     argv = args[args.index("--") + 1 :]
     apply_limits(spec)
     os.execvp(argv[0], argv)
@@ -332,7 +400,7 @@ def write_record(path: str, record: dict) -> None:
     temporary = f"{path}.tmp"
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump(record, f)
+        f.write(dumps(record))
         f.flush()
         os.fsync(f.fileno())
     os.replace(temporary, path)
@@ -341,7 +409,7 @@ def write_record(path: str, record: dict) -> None:
 def main() -> int:
     if sys.argv[1:2] == ["--exec"]:
         exec_with_limits(sys.argv[1:])
-    spec = json.load(sys.stdin)
+    spec = loads(sys.stdin.buffer.read())
     lock_fd = spec["lock_fd"]
     os.ftruncate(lock_fd, 0)
     run = {
@@ -350,7 +418,7 @@ def main() -> int:
         "cpus": spec.get("cpus"),
         "started": time.time(),
     }
-    os.pwrite(lock_fd, json.dumps(run).encode(), 0)
+    os.pwrite(lock_fd, dumps(run).encode(), 0)
     record = Wrapper(spec).run()
     if spec.get("cgroup"):
         Cgroups.remove(spec["cgroup"])

@@ -85,6 +85,8 @@ class SlurmBatchRunner:
         self.poller = SlurmPoller.shared(config=settings.config, log=log)
         #: the poller's listener of each SLURM job followed, which wakes its hub job
         self._wakes: dict[str, Callable[[Any], None]] = {}
+        #: SLURM jobs this process submitted that the poller has not seen yet
+        self._submitted: set[str] = set()
 
     # ---------------------------------------------------------------- accounts and files
     @staticmethod
@@ -177,9 +179,16 @@ class SlurmBatchRunner:
             epilogue=s.req_epilogue,
         )
 
-    async def submit(self, launch: BatchLaunch, wake: Callable[[], None]) -> str:
+    async def submit(
+        self, launch: BatchLaunch, wake: Callable[[], None], *, prepare: Callable[[], None] = lambda: None
+    ) -> str:
         script = self.script(launch)
-        await asyncio.to_thread(self._make_output_dir, launch)
+
+        def prepare_all() -> None:
+            prepare()
+            self._make_output_dir(launch)
+
+        await asyncio.to_thread(prepare_all)
         account = self._account(launch)
         result = await self.poller.command(
             [*self._prefix(launch), *self.settings.sbatch_cmd],
@@ -194,17 +203,20 @@ class SlurmBatchRunner:
             )
         slurm_id = parse_sbatch(result.stdout)
         self.log.info("Batch job %s is SLURM job %s", launch.job_id, slurm_id)
-        self._follow(slurm_id, wake)
+        # queued on SLURM: seen at the poller's next cycle (nothing waits for it sooner)
+        self._submitted.add(slurm_id)
+        self._follow(slurm_id, wake, soon=False)
         return slurm_id
 
     # ---------------------------------------------------------------- follow
-    def _follow(self, slurm_id: str, wake: Callable[[], None]) -> None:
+    def _follow(self, slurm_id: str, wake: Callable[[], None], *, soon: bool = True) -> None:
         """Follow ``slurm_id`` in the shared poller, waking the job at each change of it."""
         if slurm_id not in self._wakes:
             self._wakes[slurm_id] = lambda _: wake()
-        self.poller.track(slurm_id, self._wakes[slurm_id], exit_code=True)
+        self.poller.track(slurm_id, self._wakes[slurm_id], exit_code=True, soon=soon)
 
     def _unfollow(self, slurm_id: str) -> None:
+        self._submitted.discard(slurm_id)
         listener = self._wakes.pop(slurm_id, None)
         if listener is not None:
             self.poller.untrack(slurm_id, listener)
@@ -226,11 +238,16 @@ class SlurmBatchRunner:
             if resource_id is None:
                 return RunState("unstarted")
             self.log.warning("Batch job %s: found its SLURM job %s by name (adopted)", launch.job_id, resource_id)
-        self._follow(resource_id, wake)
+        self._follow(resource_id, wake, soon=resource_id not in self._submitted)
         state = self.poller.get(resource_id)
+        if state is None and resource_id in self._submitted:
+            # submitted by this process and not polled yet: queued on SLURM (``sbatch`` said
+            # so); the poller's next cycle wakes the job with what SLURM says
+            return RunState("queued")
         if state is None:
             await self.poller.refresh()
             state = self.poller.get(resource_id)
+        self._submitted.discard(resource_id)
         if state is None:
             # SLURM does not answer: the job stays as it is (never ended by a guess)
             return RunState("queued", resource_id=found)

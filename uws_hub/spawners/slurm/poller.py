@@ -192,17 +192,22 @@ class SlurmPoller(LoggingConfigurable):
         self.stats = {"cycles": 0, "commands": 0, "failures": 0, "last_cycle_seconds": 0.0}
 
     # ---------------------------------------------------------------- tracking
-    def track(self, job_id: str, listener: Listener | None = None, *, exit_code: bool = False) -> None:
+    def track(
+        self, job_id: str, listener: Listener | None = None, *, exit_code: bool = False, soon: bool = True
+    ) -> None:
         """Include ``job_id`` in every cycle; call ``listener(state)`` when its state changes.
         With ``exit_code``, its end state comes with its exit code (``sacct``, batched with
-        the jobs ``squeue`` forgot): a batch job's outcome is its command's exit status."""
+        the jobs ``squeue`` forgot): a batch job's outcome is its command's exit status.
+        A job not seen yet brings the next cycle forward, unless not ``soon`` (a batch job
+        just submitted, which nothing waits for: a burst of them does not make the poller
+        call ``squeue`` back to back while ``sbatch`` and SLURM's scheduler are busy)."""
         if exit_code:
             self._exit_codes.add(job_id)
         listeners = self._listeners.setdefault(job_id, [])
         if listener is not None and listener not in listeners:
             listeners.append(listener)
         if job_id not in self._states:
-            self._kick()
+            self._kick(soon=soon)
 
     def untrack(self, job_id: str, listener: Listener | None = None) -> None:
         listeners = self._listeners.get(job_id)
@@ -249,15 +254,15 @@ class SlurmPoller(LoggingConfigurable):
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
 
-    def _kick(self) -> None:
-        """Start the loop if needed and let it run a cycle soon."""
+    def _kick(self, *, soon: bool = True) -> None:
+        """Start the loop if needed and (``soon``) let it run a cycle soon."""
         try:
             asyncio.get_running_loop()
         except RuntimeError:
             return  # not in the event loop yet (load_state): the first poll() starts it
         if self._wake is None:
             self._wake = asyncio.Event()
-        if self._failures == 0:
+        if self._failures == 0 and soon:
             self._wake.set()
         if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(self._loop())
