@@ -488,6 +488,62 @@ def test_my_workspaces_list_scales_and_acts_per_row(fhub, browser):
 
 
 @pytest.mark.browser
+def test_my_workspaces_on_a_phone_shows_the_list_first_and_creates_by_a_button(fhub, browser):
+    """Issue 18, item 4: on a 390x844 phone the list of many workspaces starts on the first
+    screen (not below the New workspace form); the form opens from a button by touch or
+    keyboard, Escape and Cancel close it, and it makes a workspace."""
+    from playwright.sync_api import expect
+
+    owner, token = person(fhub)
+    for i in range(36):
+        new_workspace(fhub, token, f"Phone {i:02d}")
+    context, page = browserutil.login(fhub, browser, owner, PASSWORD, **browserutil.PHONE)
+    try:
+        page.goto(f"{fhub.url}/hub/workspaces")
+        first = page.locator("#workspaces tbody tr").first
+        expect(first).to_contain_text("Phone 35")
+        assert page.evaluate("window.scrollY") == 0
+        box = first.bounding_box()
+        assert box["y"] < browserutil.PHONE["viewport"]["height"], f"the first row starts {box['y']} px down"
+        form, button = page.locator("#create-workspace"), page.locator("#new-workspace")
+        expect(form).to_be_hidden()
+        expect(button).to_have_attribute("aria-expanded", "false")
+        assert browserutil.axe_violations(page) == []
+        # by keyboard: the button opens the form on its Name field, Escape closes it back to the button
+        button.focus()
+        page.keyboard.press("Enter")
+        expect(form).to_be_visible()
+        expect(button).to_have_attribute("aria-expanded", "true")
+        expect(page.locator("#ws-name")).to_be_focused()
+        assert browserutil.axe_violations(page) == []
+        page.keyboard.press("Escape")
+        expect(form).to_be_hidden()
+        expect(button).to_be_focused()
+        # Cancel too
+        button.click()
+        expect(page.locator("#ws-name")).to_be_focused()
+        page.click("#create-cancel")
+        expect(form).to_be_hidden()
+        expect(button).to_be_focused()
+        # and by touch: it makes the workspace and opens its page
+        button.tap()
+        page.fill("#ws-name", "Made on a phone")
+        page.locator("#create-button").tap()
+        expect(page.locator("h1")).to_have_text("Made on a phone")
+        assert page.evaluate("document.scrollingElement.scrollWidth") <= browserutil.PHONE["viewport"]["width"]
+    finally:
+        context.close()
+    # on a wide screen the form stays in view, without the button
+    context, page = browserutil.login(fhub, browser, owner, PASSWORD, viewport={"width": 1280, "height": 800})
+    try:
+        page.goto(f"{fhub.url}/hub/workspaces")
+        expect(page.locator("#create-workspace")).to_be_visible()
+        expect(page.locator("#new-workspace")).to_be_hidden()
+    finally:
+        context.close()
+
+
+@pytest.mark.browser
 def test_a_running_jobs_page_says_how_long_it_ran_what_is_left_and_what_it_asked_for(fhub, browser):
     """The job detail page (issue 18, item 4): its times, elapsed and remaining, what it asked for, where."""
     from playwright.sync_api import expect
