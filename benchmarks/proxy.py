@@ -46,6 +46,7 @@ import asyncio
 import json
 import os
 import re
+import resource
 import secrets
 import shutil
 import subprocess
@@ -464,11 +465,31 @@ def start_traefik(routes: dict[str, str], workdir: Path) -> tuple[Proc, int]:
     return proc, port
 
 
+# ---------------------------------------------------------------- CPU time
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user and system, all threads) a running process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def self_and_children_cpu() -> tuple[float, float]:
+    """CPU seconds of this process and of its waited-for children (the load generator)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
+
+
 # ---------------------------------------------------------------- main
 def median_round(rounds: list[dict]) -> dict:
     """Each metric's median over the rounds (robust to a burst of other work on the machine)."""
     out = {}
-    for key in ("rps", "mb_s", "p50_ms", "p99_ms", "requests", "non_200", "errors"):
+    for key in ("rps", "mb_s", "p50_ms", "p99_ms", "requests", "non_200", "errors",
+                "cpu_us_backend", "cpu_us_proxy", "cpu_us_client"):
+        if key not in rounds[0]:
+            continue
         values = sorted(r[key] for r in rounds)
         out[key] = values[len(values) // 2] if key not in ("non_200", "errors") else sum(values)
     return out
@@ -530,15 +551,29 @@ def main(argv=None) -> int:
             return asyncio.run(python_load(port, path, token, args.connections, duration))
 
         raw: dict[str, dict[str, list[dict]]] = {t: {k: [] for k, _ in kinds} for t in args.targets}
+        proxy_pids = {p.name: p.pid for p in procs}
         for rnd in range(args.rounds):
             for target in args.targets:
                 for kind, path in kinds:
                     if args.warmup > 0:
                         run_load(ports[target], path, args.warmup)
+                    # CPU time of each side: the backend, the proxy, the load generator (wrk, or this process)
+                    pids = {"backend": backend.pid}
+                    if target != "direct":
+                        pids["proxy"] = proxy_pids[target]
+                    before = {k: proc_cpu(pid) for k, pid in pids.items()}
+                    client_before = self_and_children_cpu()
                     res = run_load(ports[target], path, args.duration)
+                    client_after = self_and_children_cpu()
+                    n = max(1, res["requests"])
+                    for k, pid in pids.items():
+                        res[f"cpu_us_{k}"] = (proc_cpu(pid) - before[k]) / n * 1e6
+                    res.setdefault("cpu_us_proxy", 0.0)
+                    res["cpu_us_client"] = (client_after[1 if wrk else 0] - client_before[1 if wrk else 0]) / n * 1e6
                     raw[target][kind].append(res)
                     log(f"round {rnd + 1} {target} {kind}: {res['rps']:,.0f} req/s, p99 {res['p99_ms']:.1f} ms,"
-                        f" non-200 {res['non_200']}, errors {res['errors']}")
+                        f" non-200 {res['non_200']}, errors {res['errors']}; CPU µs/request backend"
+                        f" {res['cpu_us_backend']:.0f}, proxy {res['cpu_us_proxy']:.0f}, client {res['cpu_us_client']:.0f}")
         sse_results = {}
         for target in args.targets:
             port = ports[target] if target != "direct" else sse_port
@@ -584,6 +619,27 @@ def main(argv=None) -> int:
             out.append("")
             out.append(markdown_table(headers, rows))
             out.append("")
+        cpus = os.cpu_count() or 1
+        out.append(
+            f"CPU time per request (µs, all threads of each process, medians over the rounds). With {cpus}"
+            " CPUs shared by the three, requests/s cannot exceed CPUs / total CPU per request (the bound"
+            " column); a proxy's share of direct is bounded by direct's total / the proxy's total.\n"
+        )
+        rows = []
+        for kind, _ in kinds:
+            b = base[kind]["median"]
+            b_total = b["cpu_us_backend"] + b["cpu_us_proxy"] + b["cpu_us_client"]
+            for target in args.targets:
+                m = results["targets"][target][kind]["median"]
+                total = m["cpu_us_backend"] + m["cpu_us_proxy"] + m["cpu_us_client"]
+                rows.append([
+                    kind, target, f"{m['cpu_us_backend']:.0f}", f"{m['cpu_us_proxy']:.0f}", f"{m['cpu_us_client']:.0f}",
+                    f"{total:.0f}", f"{cpus / total * 1e6:,.0f}", f"{m['rps']:,.0f}", f"{ratio(b_total, total) * 100:.0f}%",
+                ])
+        out.append(markdown_table(
+            ["request", "target", "backend", "proxy", "client", "total", "bound req/s", "measured req/s",
+             "CPU bound of direct"], rows))
+        out.append("")
         rows = []
         for target in args.targets:
             s = sse_results[target]
