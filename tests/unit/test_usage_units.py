@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from uws_hub.workspaces.paths import TEMP_PREFIX
 from uws_hub.workspaces.usagetree import HOT_SECONDS, UsageTree
 
 
@@ -80,21 +81,50 @@ def change(top: Path, rng: random.Random, fresh: list[Path]) -> None:
             (d / f"link{rng.randrange(10**6)}").symlink_to("somewhere/else" * rng.randrange(1, 4))
 
 
+@pytest.mark.parametrize("helped", [False, True], ids=["alone", "helped"])
 @pytest.mark.parametrize("seed", range(5))
-def test_rescans_stay_exact_after_random_changes_reading_only_what_changed(tmp_path, seed):
+def test_rescans_stay_exact_after_random_changes_reading_only_what_changed(tmp_path, seed, helped):
+    """Alone: the hub's thread reads everything (a small tree). Helped: helper processes
+    read subtrees from the start, as they do in a large tree."""
     rng = random.Random(seed)
     top = tmp_path / "ws"
     build(top, rng)
     backdate(top, 2 * HOT_SECONDS)
     tree = UsageTree()
-    assert tree.measure(str(top)) == du_files(top)
+    options = {"workers": 3, "help_after": 0.0} if helped else {}
+    assert tree.measure(str(top), **options) == du_files(top)
     assert tree.read_dirs == len(all_dirs(top))
+    assert (tree.helped_dirs > 0) == helped
     fresh: list[Path] = []
     for _ in range(6):
         change(top, rng, fresh)
-        assert tree.measure(str(top)) == du_files(top)
+        assert tree.measure(str(top), **options) == du_files(top)
         # the unchanged directories were not read again
         assert tree.reused_dirs > 0 and tree.read_dirs < len(all_dirs(top))
+
+
+def test_helpers_sweep_stale_upload_temporaries_and_follow_no_symlinks(tmp_path):
+    """What the helper processes read, they read as the hub's thread does: stale upload
+    temporaries deleted, fresh ones counted, a symlink to a directory counted as a link."""
+    top, outside = tmp_path / "ws", tmp_path / "outside"
+    build(top, random.Random(3))
+    outside.mkdir()
+    (outside / "big").write_bytes(b"x" * 100_000)
+    long_ago = time.time() - 2 * HOT_SECONDS
+    stale = []
+    for i, d in enumerate(all_dirs(top)):
+        (d / f"to-outside-{i}").symlink_to(outside)
+        path = d / f"{TEMP_PREFIX}{i:016d}"
+        path.write_bytes(b"left by a killed hub")
+        os.utime(path, (long_ago, long_ago))
+        stale.append(path)
+    live = top / "d1" / f"{TEMP_PREFIX}live"
+    live.write_bytes(b"under way")
+    tree = UsageTree()
+    measured = tree.measure(str(top), sweep_before=time.time() - 60, workers=4, help_after=0.0)
+    assert tree.helped_dirs > 0
+    assert not any(p.exists() for p in stale) and live.exists()
+    assert measured == du_files(top)
 
 
 def test_a_file_changed_in_place_long_after_its_last_write_is_seen_by_a_full_measurement(tmp_path):
