@@ -6,8 +6,8 @@ a temporary directory on the same filesystem as /tmp), then in the same run:
 
 - the usage scan uws-hub's background loop runs on every workspace
   (``WorkspaceStorage.usage_bytes``: ``os.scandir``, one ``lstat`` per file,
-  symlinks not followed; after 50 ms, a helper process reads half of what is
-  left) against ``du -sb`` on the same tree, in wall-clock and CPU time;
+  symlinks not followed, one thread) against ``du -sb`` on the same tree, in
+  wall-clock and CPU time;
 - the rescans of the loop's frequent passes (``UsageTree.measure`` again:
   only the directories whose times changed are read) of the unchanged tree,
   and after a small change (``--changed-dirs`` directories each get a new
@@ -195,7 +195,7 @@ def main(argv=None) -> None:
     scan_p50, du_p50 = summary(scan)["p50"], summary(du)["p50"]
     copy_p50, cp_p50 = (summary(copies)["p50"], summary(cps)["p50"]) if copies else (float("nan"), float("nan"))
     rows = [
-        ["usage scan (UsageTree, helper process)", fmt(scan_p50, 3), fmt(min(scan), 3),
+        ["usage scan (UsageTree)", fmt(scan_p50, 3), fmt(min(scan), 3),
          fmt(args.files / scan_p50, 0), "–", "du -sb", fmt(du_p50, 3), fmt(ratio(scan_p50, du_p50), 2)],
         ["rescan, unchanged tree (UsageTree)", fmt(summary(rescan)["p50"], 4), fmt(min(rescan), 4),
          fmt(args.files / summary(rescan)["p50"], 0), "–", "du -sb", fmt(summary(rescan_du)["p50"], 3),
@@ -215,7 +215,7 @@ def main(argv=None) -> None:
         ["operation", "p50 s", "best s", "files/s", "MiB/s", "baseline", "baseline p50 s", "ratio"], rows))
     scan_cpu_p50, du_cpu_p50 = summary(scan_cpu)["p50"], summary(du_cpu)["p50"]
     print()
-    print(f"CPU time of the full scan (its helper processes included) p50 {scan_cpu_p50:.3f} s, of du -sb"
+    print(f"CPU time of the full scan p50 {scan_cpu_p50:.3f} s, of du -sb"
           f" {du_cpu_p50:.3f} s: {ratio(scan_cpu_p50, du_cpu_p50):.2f}x. Where the machine's cores are"
           f" busy with other work, the wall-clock ratio tends to this one. Load average at the end:"
           f" {' '.join(f'{x:.2f}' for x in os.getloadavg())}.")

@@ -81,31 +81,26 @@ def change(top: Path, rng: random.Random, fresh: list[Path]) -> None:
             (d / f"link{rng.randrange(10**6)}").symlink_to("somewhere/else" * rng.randrange(1, 4))
 
 
-@pytest.mark.parametrize("helped", [False, True], ids=["alone", "helped"])
 @pytest.mark.parametrize("seed", range(5))
-def test_rescans_stay_exact_after_random_changes_reading_only_what_changed(tmp_path, seed, helped):
-    """Alone: the hub's thread reads everything (a small tree). Helped: helper processes
-    read subtrees from the start, as they do in a large tree."""
+def test_rescans_stay_exact_after_random_changes_reading_only_what_changed(tmp_path, seed):
     rng = random.Random(seed)
     top = tmp_path / "ws"
     build(top, rng)
     backdate(top, 2 * HOT_SECONDS)
     tree = UsageTree()
-    options = {"workers": 3, "help_after": 0.0} if helped else {}
-    assert tree.measure(str(top), **options) == du_files(top)
+    assert tree.measure(str(top)) == du_files(top)
     assert tree.read_dirs == len(all_dirs(top))
-    assert (tree.helped_dirs > 0) == helped
     fresh: list[Path] = []
     for _ in range(6):
         change(top, rng, fresh)
-        assert tree.measure(str(top), **options) == du_files(top)
+        assert tree.measure(str(top)) == du_files(top)
         # the unchanged directories were not read again
         assert tree.reused_dirs > 0 and tree.read_dirs < len(all_dirs(top))
 
 
-def test_helpers_sweep_stale_upload_temporaries_and_follow_no_symlinks(tmp_path):
-    """What the helper processes read, they read as the hub's thread does: stale upload
-    temporaries deleted, fresh ones counted, a symlink to a directory counted as a link."""
+def test_a_full_measurement_sweeps_stale_upload_temporaries_and_follows_no_symlinks(tmp_path):
+    """In every directory of the tree: stale upload temporaries deleted, fresh ones counted,
+    a symlink to a directory outside counted as a link (its length), not followed."""
     top, outside = tmp_path / "ws", tmp_path / "outside"
     build(top, random.Random(3))
     outside.mkdir()
@@ -121,8 +116,7 @@ def test_helpers_sweep_stale_upload_temporaries_and_follow_no_symlinks(tmp_path)
     live = top / "d1" / f"{TEMP_PREFIX}live"
     live.write_bytes(b"under way")
     tree = UsageTree()
-    measured = tree.measure(str(top), sweep_before=time.time() - 60, workers=4, help_after=0.0)
-    assert tree.helped_dirs > 0
+    measured = tree.measure(str(top), sweep_before=time.time() - 60)
     assert not any(p.exists() for p in stale) and live.exists()
     assert measured == du_files(top)
 
