@@ -40,13 +40,14 @@ def make_tree(top: Path) -> int:
     return total
 
 
-def test_usage_scan_counts_files_and_links_not_directories(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2, 4])
+def test_usage_scan_counts_files_and_links_not_directories(tmp_path, workers):
     total = make_tree(tmp_path)
-    assert WorkspaceStorage.usage_bytes(str(tmp_path)) == total
+    assert WorkspaceStorage.usage_bytes(str(tmp_path), workers=workers) == total
     (tmp_path / "empty").mkdir()
-    assert WorkspaceStorage.usage_bytes(str(tmp_path / "empty")) == 0
+    assert WorkspaceStorage.usage_bytes(str(tmp_path / "empty"), workers=workers) == 0
     with pytest.raises(FileNotFoundError):
-        WorkspaceStorage.usage_bytes(str(tmp_path / "missing"))
+        WorkspaceStorage.usage_bytes(str(tmp_path / "missing"), workers=workers)
 
 
 def test_copy_keeps_files_and_inside_links_only(tmp_path):

@@ -98,7 +98,8 @@ def test_rescans_stay_exact_after_random_changes_reading_only_what_changed(tmp_p
         assert tree.reused_dirs > 0 and tree.read_dirs < len(all_dirs(top))
 
 
-def test_a_full_measurement_sweeps_stale_upload_temporaries_and_follows_no_symlinks(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_full_measurement_sweeps_stale_upload_temporaries_and_follows_no_symlinks(tmp_path, workers):
     """In every directory of the tree: stale upload temporaries deleted, fresh ones counted,
     a symlink to a directory outside counted as a link (its length), not followed."""
     top, outside = tmp_path / "ws", tmp_path / "outside"
@@ -115,8 +116,7 @@ def test_a_full_measurement_sweeps_stale_upload_temporaries_and_follows_no_symli
         stale.append(path)
     live = top / "d1" / f"{TEMP_PREFIX}live"
     live.write_bytes(b"under way")
-    tree = UsageTree()
-    measured = tree.measure(str(top), sweep_before=time.time() - 60)
+    measured = UsageTree().measure(str(top), sweep_before=time.time() - 60, workers=workers)
     assert not any(p.exists() for p in stale) and live.exists()
     assert measured == du_files(top)
 

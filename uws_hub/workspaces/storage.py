@@ -480,7 +480,7 @@ class WorkspaceStorage:
         return (tree or UsageTree()).measure(directory, sweep_before=self.started_at)
 
     @staticmethod
-    def usage_bytes(directory: str, sweep_before: float | None = None) -> int:
+    def usage_bytes(directory: str, workers: int = 2, sweep_before: float | None = None) -> int:
         """Bytes in the files under ``directory`` (their apparent sizes), not following symlinks.
 
         Directories themselves are not counted, so the number is what users
@@ -492,7 +492,7 @@ class WorkspaceStorage:
         :class:`~.usagetree.UsageTree` (``benchmarks/disk_usage.py`` compares
         it with ``du -sb``).
         """
-        return UsageTree().measure(directory, sweep_before=sweep_before)
+        return UsageTree().measure(directory, sweep_before=sweep_before, workers=workers)
 
 
 def _lstat(dir_fd: int, name: str, shown: str) -> os.stat_result:

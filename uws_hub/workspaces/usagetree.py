@@ -29,7 +29,7 @@ import errno
 import os
 import stat
 import time
-from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .paths import DIR_FLAGS, TEMP_PREFIX
@@ -38,8 +38,6 @@ from .paths import DIR_FLAGS, TEMP_PREFIX
 HOT_SECONDS = 3600.0
 #: a directory changed within this many seconds of a measurement is read again on the next
 RACY_SECONDS = 2.0
-#: errors opening a subdirectory that mean it is not part of the tree (any more)
-NOT_IN_TREE = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EACCES)
 
 
 @dataclass(slots=True)
@@ -62,16 +60,14 @@ class UsageTree:
         self.read_dirs = 0
         self.reused_dirs = 0
 
-    def measure(self, directory: str, sweep_before: float | None = None) -> int:
+    def measure(self, directory: str, sweep_before: float | None = None, workers: int = 2) -> int:
         """Bytes in the files under ``directory`` now. With ``sweep_before`` (a time),
         upload temporaries last written before it are deleted instead of counted.
 
-        The calling thread walks the tree depth first. (Reading it in two
-        threads, or with a helper process, was no faster: in one process the
-        GIL changes hands too slowly for work of a microsecond or two an
-        entry, and two processes walking one filesystem at once took as long
-        as one after the other; see ``benchmarks/disk_usage.py``.) Raises
-        FileNotFoundError if ``directory`` itself is missing.
+        The directories of each level of the tree are read by ``workers``
+        threads: ``lstat`` releases the GIL, so they overlap the system calls
+        with the Python work. Raises FileNotFoundError if ``directory`` itself
+        is missing.
         """
         try:
             fd = os.open(directory, DIR_FLAGS)
@@ -82,43 +78,51 @@ class UsageTree:
         hot_after = now_ns - int(HOT_SECONDS * 1e9)
         racy_after = now_ns - int(RACY_SECONDS * 1e9)
         roots: dict[str, _Dir] = {}
-        pending: list[_Item] = [(fd, self._root, roots, "")]
-        total = 0
-        try:
-            while pending:
-                total += self._visit(pending.pop(), pending, hot_after, racy_after, sweep_before)
-        finally:
-            for item in pending:  # left by an error
-                os.close(item[0])
-        self._root = roots.get("")
-        return total
+        # (descriptor of a directory, its record last time, where its new record goes, its name)
+        level: list[tuple[int, _Dir | None, dict[str, _Dir], str]] = [(fd, self._root, roots, "")]
 
-    def _visit(
-        self, item: _Item, pending: list[_Item], hot_after: int, racy_after: int, sweep_before: float | None
-    ) -> int:
-        """Read (or reuse) one directory, record it, open its subdirectories onto ``pending``;
-        the bytes in its files."""
-        fd, previous, parent, name = item
-        try:
+        def visit(item: tuple[int, _Dir | None, dict[str, _Dir], str]) -> tuple[_Dir, list[str]]:
+            fd, previous, _, _ = item
             st = os.fstat(fd)
             key = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
             if previous is not None and previous.key == key:
                 record, names = self._reuse(fd, previous, hot_after)
             else:
-                self.read_dirs += 1
-                cold, hot, names = _read(fd, hot_after, sweep_before)
-                record = _Dir(None, cold, hot)
+                record, names = self._read(fd, hot_after, sweep_before)
             # a change within the timestamp's granularity of this one would not show: no trust.
             # (The ctime in the key catches an mtime set back with utime, which sets the ctime.)
             record.key = None if st.st_mtime_ns >= racy_after else key
-            parent[name] = record
-            for sub, child in _open_subdirs(fd, names):
-                pending.append(
-                    (child, previous.subdirs.get(sub) if previous is not None else None, record.subdirs, sub)
-                )
-        finally:
-            os.close(fd)
-        return record.cold_bytes + sum(record.hot.values())
+            return record, names
+
+        total = 0
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            while level:
+                following: list[tuple[int, _Dir | None, dict[str, _Dir], str]] = []
+                try:
+                    results = list(pool.map(visit, level) if len(level) > 1 else map(visit, level))
+                    for (fd, previous, parent, name), (record, names) in zip(level, results, strict=True):
+                        parent[name] = record
+                        total += record.cold_bytes + sum(record.hot.values())
+                        for sub in names:
+                            try:
+                                child = os.open(sub, DIR_FLAGS, dir_fd=fd)
+                            except OSError as e:
+                                # gone, no longer a directory, or a symlink now: not part of the tree
+                                if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EACCES):
+                                    continue
+                                raise
+                            before = previous.subdirs.get(sub) if previous is not None else None
+                            following.append((child, before, record.subdirs, sub))
+                except BaseException:
+                    for item in following:
+                        os.close(item[0])
+                    raise
+                finally:
+                    for item in level:
+                        os.close(item[0])
+                level = following
+        self._root = roots.get("")
+        return total
 
     def _reuse(self, fd: int, previous: _Dir, hot_after: int) -> tuple[_Dir, list[str]]:
         """An unchanged directory: its cold files as they were, its hot files looked at
@@ -136,49 +140,33 @@ class UsageTree:
                 record.cold_bytes += st.st_size
         return record, list(previous.subdirs)
 
-
-#: a directory to read: its descriptor, its record last time, where its new record goes, its name
-_Item = tuple[int, _Dir | None, dict[str, _Dir], str]
-
-
-def _read(fd: int, hot_after: int, sweep_before: float | None) -> tuple[int, dict[str, int], list[str]]:
-    """One directory read afresh: the bytes in its files not written since ``hot_after``
-    (ns), its files written since (name → size), the names of its subdirectories. With
-    ``sweep_before`` (a time), upload temporaries last written before it are
-    deleted instead of counted. Symlinks are not followed (one counts its own length)."""
-    subdirs: list[str] = []
-    hot: dict[str, int] = {}
-    cold = 0
-    with os.scandir(fd) as entries:
-        for entry in entries:
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    subdirs.append(entry.name)
+    def _read(self, fd: int, hot_after: int, sweep_before: float | None) -> tuple[_Dir, list[str]]:
+        """A directory read afresh: its files' sizes, and the names of its subdirectories."""
+        self.read_dirs += 1
+        record = _Dir(None)
+        subdirs: list[str] = []
+        cold = 0
+        hot = record.hot
+        with os.scandir(fd) as entries:
+            for entry in entries:
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        subdirs.append(entry.name)
+                        continue
+                    st = entry.stat(follow_symlinks=False)
+                    if (
+                        sweep_before is not None
+                        and entry.name.startswith(TEMP_PREFIX)
+                        and stat.S_ISREG(st.st_mode)
+                        and st.st_mtime < sweep_before
+                    ):
+                        os.unlink(entry.name, dir_fd=fd)
+                        continue
+                except FileNotFoundError:
                     continue
-                st = entry.stat(follow_symlinks=False)
-                if (
-                    sweep_before is not None
-                    and entry.name.startswith(TEMP_PREFIX)
-                    and stat.S_ISREG(st.st_mode)
-                    and st.st_mtime < sweep_before
-                ):
-                    os.unlink(entry.name, dir_fd=fd)
-                    continue
-            except FileNotFoundError:
-                continue
-            if st.st_mtime_ns >= hot_after:
-                hot[entry.name] = st.st_size
-            else:
-                cold += st.st_size
-    return cold, hot, subdirs
-
-
-def _open_subdirs(fd: int, names: list[str]) -> Iterator[tuple[str, int]]:
-    """The subdirectories ``names`` of the directory open at ``fd``, opened (``O_NOFOLLOW``);
-    those gone, no longer directories, or symlinks now are not part of the tree: passed over."""
-    for name in names:
-        try:
-            yield name, os.open(name, DIR_FLAGS, dir_fd=fd)
-        except OSError as e:
-            if e.errno not in NOT_IN_TREE:
-                raise
+                if st.st_mtime_ns >= hot_after:
+                    hot[entry.name] = st.st_size
+                else:
+                    cold += st.st_size
+        record.cold_bytes = cold
+        return record, subdirs
