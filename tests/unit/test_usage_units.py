@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from uws_hub.workspaces.paths import TEMP_PREFIX
 from uws_hub.workspaces.usagetree import HOT_SECONDS, UsageTree
 
 
@@ -95,6 +96,29 @@ def test_rescans_stay_exact_after_random_changes_reading_only_what_changed(tmp_p
         assert tree.measure(str(top)) == du_files(top)
         # the unchanged directories were not read again
         assert tree.reused_dirs > 0 and tree.read_dirs < len(all_dirs(top))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_full_measurement_sweeps_stale_upload_temporaries_and_follows_no_symlinks(tmp_path, workers):
+    """In every directory of the tree: stale upload temporaries deleted, fresh ones counted,
+    a symlink to a directory outside counted as a link (its length), not followed."""
+    top, outside = tmp_path / "ws", tmp_path / "outside"
+    build(top, random.Random(3))
+    outside.mkdir()
+    (outside / "big").write_bytes(b"x" * 100_000)
+    long_ago = time.time() - 2 * HOT_SECONDS
+    stale = []
+    for i, d in enumerate(all_dirs(top)):
+        (d / f"to-outside-{i}").symlink_to(outside)
+        path = d / f"{TEMP_PREFIX}{i:016d}"
+        path.write_bytes(b"left by a killed hub")
+        os.utime(path, (long_ago, long_ago))
+        stale.append(path)
+    live = top / "d1" / f"{TEMP_PREFIX}live"
+    live.write_bytes(b"under way")
+    measured = UsageTree().measure(str(top), sweep_before=time.time() - 60, workers=workers)
+    assert not any(p.exists() for p in stale) and live.exists()
+    assert measured == du_files(top)
 
 
 def test_a_file_changed_in_place_long_after_its_last_write_is_seen_by_a_full_measurement(tmp_path):
