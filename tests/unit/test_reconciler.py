@@ -212,3 +212,28 @@ async def test_workers_end_when_the_queue_closes():
     await asyncio.sleep(0)
     rec.close()
     await asyncio.wait_for(worker, 1)
+
+
+async def test_a_worker_gives_way_to_the_loop_between_steps():
+    """Steps that never wait (jobs waiting in the start line) do not hold the event loop
+    for a whole burst of keys: other work runs between two steps of one worker."""
+    jobs = FakeSteps("job")
+    rec, queue, _ = reconciler(jobs, workers=1)
+    wake = waker(queue, "job")
+    for job_id in range(1, 51):
+        wake(job_id)
+    seen: list[int] = []
+
+    async def other_work():
+        # a request served while the worker goes through the burst
+        while len(jobs.steps) < 50:
+            seen.append(len(jobs.steps))
+            await asyncio.sleep(0)
+
+    pool = TaskPool(log)
+    pool.run("worker-0", rec.worker)
+    await asyncio.wait_for(other_work(), 5)
+    # the other task ran between the steps, not only before the first or after the last
+    assert len(set(seen)) > 25, seen
+    rec.close()
+    await pool.close()
