@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
 from sqlalchemy.orm import Session
@@ -60,12 +60,15 @@ class Reconciler:
         log: logging.Logger,
         *,
         workers: int,
+        give_way: Callable[[], Awaitable[None]] | None = None,
     ):
         self.queue = queue
         self.steps = {s.kind: s for s in steps}
         self.db = db
         self.log = log
         self.workers = workers
+        #: awaited between two steps of a worker (default: one turn of the event loop)
+        self.give_way = give_way or (lambda: asyncio.sleep(0))
 
     async def worker(self) -> None:
         """Take keys off the queue until it closes (run ``workers`` of these)."""
@@ -91,7 +94,7 @@ class Reconciler:
             # is under way) never gives the loop back, and the queue hands out the next key
             # without waiting, so a burst of keys (200 launches) would otherwise be one
             # callback of a quarter to half a second that every request waits behind
-            await asyncio.sleep(0)
+            await self.give_way()
 
     async def scan(self) -> None:
         """Queue every unfinished object of every kind; then each kind's repairs."""
