@@ -271,6 +271,8 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         two at a time wait, in launch order, and go ahead as soon as it has
         caught up: in a burst of launches the hub keeps answering, and the
         starts take the time that is left. Starts already under way go on.
+        The reconciler's other steps give way too: while the loop is late, each
+        worker takes its next step once the lag probe has run again.
         """,
     )
 

@@ -70,9 +70,16 @@ class LoopLagProbe:
         self.last = 0.0
         self._due: float | None = None
         self._listeners: list[Callable[[], None]] = []
+        self._next: list[asyncio.Future] = []
 
     def add_listener(self, listener: Callable[[], None]) -> None:
         self._listeners.append(listener)
+
+    async def next_probe(self) -> None:
+        """Wait until the next probe has run: by then the loop has served what was due before it."""
+        future = asyncio.get_running_loop().create_future()
+        self._next.append(future)
+        await future
 
     def lag(self) -> float:
         """The loop's lag now: the last probe's, or how overdue the next probe already is."""
@@ -87,6 +94,10 @@ class LoopLagProbe:
             await asyncio.sleep(self.interval_seconds)
             self.last = max(0.0, loop.time() - self._due)
             EVENT_LOOP_LAG_SECONDS.observe(self.last)
+            waiting, self._next = self._next, []
+            for future in waiting:
+                if not future.done():
+                    future.set_result(None)
             for listener in self._listeners:
                 listener()
 

@@ -14,13 +14,16 @@ died, a lost proxy route) is repaired within one interval.
 
 Steps never block a worker for long: work that takes time (a server's start,
 removing a tree, copying one) runs as a helper task of the app's
-:class:`~uws_hub.tasks.TaskPool`, which puts the key back when it ends.
+:class:`~uws_hub.tasks.TaskPool`, which puts the key back when it ends. A
+worker gives the event loop back after every step, so that requests and
+events are served between the steps of a burst of keys.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
 from sqlalchemy.orm import Session
@@ -57,12 +60,15 @@ class Reconciler:
         log: logging.Logger,
         *,
         workers: int,
+        give_way: Callable[[], Awaitable[None]] | None = None,
     ):
         self.queue = queue
         self.steps = {s.kind: s for s in steps}
         self.db = db
         self.log = log
         self.workers = workers
+        #: awaited between two steps of a worker (default: one turn of the event loop)
+        self.give_way = give_way or (lambda: asyncio.sleep(0))
 
     async def worker(self) -> None:
         """Take keys off the queue until it closes (run ``workers`` of these)."""
@@ -83,6 +89,12 @@ class Reconciler:
                 self.queue.reset_backoff(key)
             finally:
                 self.queue.task_done(key)
+            # give way to the loop's other work (requests, events) between two steps: a
+            # step that does not wait (a job that waits in the start line, one whose start
+            # is under way) never gives the loop back, and the queue hands out the next key
+            # without waiting, so a burst of keys (200 launches) would otherwise be one
+            # callback of a quarter to half a second that every request waits behind
+            await self.give_way()
 
     async def scan(self) -> None:
         """Queue every unfinished object of every kind; then each kind's repairs."""

@@ -9,8 +9,10 @@ the app's :class:`~uws_hub.tasks.TaskPool`; services only expose coroutines.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -296,6 +298,7 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         db,
         log,
         workers=hub.job_reconcile_workers,
+        give_way=give_way(loop_lag, hub.job_start_max_loop_lag_seconds),
     )
     usage = UsageMeter(
         workspaces,
@@ -324,3 +327,19 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         share_search=hub.share_search,
         share_search_show_email=hub.share_search_show_email,
     )
+
+
+def give_way(probe: LoopLagProbe, max_lag: float) -> Callable[[], Awaitable[None]]:
+    """What a reconciler worker awaits between two steps: one turn of the event loop, or,
+    while the loop runs later than ``max_lag``, until the lag probe has run again (the
+    requests and events that were waiting have been served). Background steps then
+    take the time that requests leave, as job starts do (``job_start_max_loop_lag_seconds``);
+    each worker still takes a step every probe interval, however busy the hub is."""
+
+    async def wait() -> None:
+        if max_lag and probe.lag() > max_lag:
+            await probe.next_probe()
+        else:
+            await asyncio.sleep(0)
+
+    return wait

@@ -212,3 +212,57 @@ async def test_workers_end_when_the_queue_closes():
     await asyncio.sleep(0)
     rec.close()
     await asyncio.wait_for(worker, 1)
+
+
+async def test_a_worker_gives_way_to_the_loop_between_steps():
+    """Steps that never wait (jobs waiting in the start line) do not hold the event loop
+    for a whole burst of keys: other work runs between two steps of one worker."""
+    jobs = FakeSteps("job")
+    rec, queue, _ = reconciler(jobs, workers=1)
+    wake = waker(queue, "job")
+    for job_id in range(1, 51):
+        wake(job_id)
+    seen: list[int] = []
+
+    async def other_work():
+        # a request served while the worker goes through the burst
+        while len(jobs.steps) < 50:
+            seen.append(len(jobs.steps))
+            await asyncio.sleep(0)
+
+    pool = TaskPool(log)
+    pool.run("worker-0", rec.worker)
+    await asyncio.wait_for(other_work(), 5)
+    # the other task ran between the steps, not only before the first or after the last
+    assert len(set(seen)) > 25, seen
+    rec.close()
+    await pool.close()
+
+
+async def test_while_the_loop_is_late_a_worker_waits_for_the_lag_probe_between_steps():
+    """services.give_way: while the loop is later than the limit, a worker's next step
+    waits until the loop-lag probe ran again (what waited before it was served); on time,
+    one turn of the loop."""
+    from uws_hub.metrics import LoopLagProbe
+    from uws_hub.services import give_way
+
+    probe = LoopLagProbe(interval_seconds=0.01)
+    probes: list[float] = []
+    probe.add_listener(lambda: probes.append(probe.last))
+    probe.last = 1.0  # the last probe found the loop a second late
+    wait = give_way(probe, 0.1)
+    waiting = asyncio.ensure_future(wait())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not waiting.done()  # no probe has run since
+    runner = asyncio.ensure_future(probe.run())
+    await asyncio.wait_for(waiting, 5)
+    assert probes  # it went on once the probe ran
+    runner.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await runner
+    probe.last, probe._due = 0.0, None  # on time
+    await asyncio.wait_for(wait(), 1)
+    # 0: the limit is off, late or not
+    probe.last = 1.0
+    await asyncio.wait_for(give_way(probe, 0)(), 1)

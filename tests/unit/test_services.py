@@ -352,6 +352,23 @@ async def test_a_start_that_works_runs_the_job(hub):
     await hub.pool.close()
 
 
+async def test_a_job_whose_start_began_before_a_restart_adopts_its_server(hub):
+    """A job with a start behind it (attempts 1, the hub restarted since) takes its server
+    from the database, not only from what this process has loaded: a server that came up
+    meanwhile makes the job running, it is not started a second time."""
+    steps, servers = job_steps(hub, "ok")
+    job = hub.jobs.launch(workspace(hub), "lab", None, {}, "ann")
+    job.attempts = 1
+    hub.db.commit()
+    up = FakeSpawner()
+    up.ready, up.server = True, object()
+    servers.spawners[job.server_name] = up
+    servers.live = lambda owner, server_name: None  # this process has not loaded it
+    await steps.reconcile(job.id)
+    assert (job.status, job.attempts) == ("running", 1)
+    await hub.pool.close()
+
+
 async def test_starts_wait_while_the_event_loop_is_late_and_go_once_it_caught_up(hub):
     """While the hub's loop runs later than ``max_loop_lag``, no more than
     MIN_STARTS_WHEN_LATE starts are in their bookkeeping (until their resource has

@@ -189,12 +189,13 @@ class JobSteps:
         if not job.interactive:
             await self.batch.reconcile(job)
             return
-        if job.target == JobTarget.running.value and job.status in STARTING:
-            # a server that is starting or running is live in this process: JupyterHub
-            # loads every server with a Server row at its start (UWSHub.init_spawners
-            # every unfinished job's), and drops a spawner only once its server is
-            # gone. A job still to start needs no database lookup: a server of the
-            # workspace's earlier jobs that is not loaded is stopped, as good as none
+        if job.target == JobTarget.running.value and job.status in STARTING and not job.attempts:
+            # no start was made for this job yet (it waits for a start slot): the steps
+            # of a burst of waiting jobs need no database lookup. A server of the
+            # workspace that runs is loaded in this process (JupyterHub loads every
+            # server with a Server row at its start, and drops a spawner only once its
+            # server is gone); one that is not loaded is stopped, as good as none. A job
+            # whose start began (maybe before a restart) looks in the database too.
             spawner = self.servers.live(job.owner, job.server_name)
         else:
             spawner = self.servers.find(job.owner, job.server_name)
