@@ -58,8 +58,11 @@ $(VENV)/.docs-installed: setup.cfg $(VENV)/.installed
 	touch $@
 
 # lint and the docs, then the whole suite (tests/unit, then tests/integration) on
-# SQLite, then once more on PostgreSQL (started by the tests) without the browser
-# and SLURM tests, which add nothing database-specific. UWS_REQUIRE_SLURM: the
+# SQLite, then the integration tests once more on PostgreSQL (started by the
+# tests) without those that add nothing database-specific: the in-process unit
+# tests (no database), the browser and SLURM tests, the proxies, the guard in
+# the single-user servers, the file-descriptor checks and the authenticators'
+# protocols (PG_SKIP). UWS_REQUIRE_SLURM: the
 # SLURM tests fail instead of skipping when the cluster does not come up.
 # UWS_STATUS_COVERAGE (test-sqlite): the whole suite runs, so its last test checks
 # that every status docs/openapi.yaml lists was answered to some test. The
@@ -78,8 +81,12 @@ test-unit:
 test-sqlite:
 	UWS_REQUIRE_SLURM=1 UWS_STATUS_COVERAGE=1 $(PYTHON) -m pytest -v -ra --durations=20
 
+PG_SKIP := test_proxy.py test_proxies.py test_server_access.py test_files_safety.py \
+           test_auth_ldap.py test_auth_oidc.py test_auth_remote.py
+
 test-postgres:
-	UWS_TEST_DB=postgresql $(PYTHON) -m pytest -v -ra --durations=10 -m "not browser and not slurm"
+	UWS_TEST_DB=postgresql $(PYTHON) -m pytest -v -ra --durations=10 -m "not browser and not slurm" \
+	  $(foreach f,$(PG_SKIP),--ignore=tests/integration/$(f)) tests/integration
 
 clean:
 	rm -rf $(VENV) node_modules $(STATE) *.egg-info docs/_build
