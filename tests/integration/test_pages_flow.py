@@ -481,10 +481,18 @@ def test_my_workspaces_list_scales_and_acts_per_row(fhub, browser):
         page.goto(f"{fhub.url}/hub/jobs/{job['id']}")
         expect(page.locator("#job-status")).to_have_text(job["status"])
         assert page.locator("#job-log").count() == 0
-        _, stranger_token = person(fhub)
+        stranger, stranger_token = person(fhub)
         assert fhub.request("GET", f"jobs/{job['id']}", stranger_token).status_code == 404
     finally:
         context.close()
+    # nor the job's page: a stranger gets a 404, an anonymous visitor is sent to log in
+    context, page = browserutil.login(fhub, browser, stranger, PASSWORD)
+    try:
+        assert page.goto(f"{fhub.url}/hub/jobs/{job['id']}").status == 404
+    finally:
+        context.close()
+    anonymous = fhub.request("GET", f"/hub/jobs/{job['id']}")
+    assert anonymous.status_code == 302 and "/hub/login" in anonymous.headers["Location"]
 
 
 @pytest.mark.browser
