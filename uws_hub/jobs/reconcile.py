@@ -117,17 +117,20 @@ class JobSteps:
         waiting = Job.interactive.is_(False) & Job.submitted_at.is_(None) & (Job.target != JobTarget.stopped.value)
         active = Job.status.in_([s.value for s in ACTIVE_JOB_STATUSES])
         ids = []
-        for job in self.db.scalars(select(Job).where(active, ~waiting)):
-            start = self._starts.get(job.id)
-            starting = job.id in self._start_line or (start is not None and not start.done())
-            if (
-                starting
-                and job.interactive
-                and job.target == JobTarget.running.value
-                and not self._overdue(job, self._start_timeout(job))
-            ):
-                continue
-            ids.append(job.id)
+        for job_id in self.db.scalars(select(Job.id).where(active, ~waiting)):
+            start = self._starts.get(job_id)
+            if job_id in self._start_line or (start is not None and not start.done()):
+                # only a start under way needs its row (for its deadline): one lookup,
+                # usually from the session's identity map, not every job's row each scan
+                job = self.db.get(Job, job_id)
+                if (
+                    job is not None
+                    and job.interactive
+                    and job.target == JobTarget.running.value
+                    and not self._overdue(job, self._start_timeout(job))
+                ):
+                    continue
+            ids.append(job_id)
         return ids
 
     async def after_scan(self) -> None:
