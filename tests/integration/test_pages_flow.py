@@ -220,9 +220,13 @@ def test_jupyterhub_server_api_starts_a_workspace_job_or_says_what_to_do(fhub):
     r = fhub.request("POST", f"users/{owner}/servers/{other['slug']}", token)
     assert r.status_code == 202 and r.json()["job_type"] == "broken", r.text
     fhub.wait_job(r.json()["id"], token, TERMINAL, timeout=30)
-    # a stranger may not
+    # a stranger may not, nor a viewer of the workspace, nor anyone anonymous
     _, stranger = person(fhub)
     assert fhub.request("POST", f"users/{owner}/servers/{ws['slug']}", stranger).status_code in (403, 404)
+    viewer, viewer_token = person(fhub)
+    fhub.api("POST", f"workspaces/{ws['id']}/shares", token, json={"user": viewer, "level": "viewer"}, expect=201)
+    assert fhub.request("POST", f"users/{owner}/servers/{ws['slug']}", viewer_token).status_code in (403, 404)
+    assert fhub.request("POST", f"users/{owner}/servers/{ws['slug']}").status_code == 403
     # a client of the stopped server's API still gets JupyterHub's 424
     r = fhub.request("GET", f"/user/{owner}/{ws['slug']}/api/contents", token, allow_redirects=True)
     assert r.status_code == 424, (r.status_code, r.text)
