@@ -136,7 +136,7 @@ def test_a_failure_stays_on_the_page_with_its_log_for_the_owner_only(fhub, brows
         page.click("#launch-job")
         failure = page.locator("#last-failure")
         reason = "The server failed to start: it exited with status 3 before it answered"
-        expect(failure).to_contain_text(f"Broken on purpose job")
+        expect(failure).to_contain_text("Broken on purpose job")
         expect(failure).to_contain_text(reason)
         # one line; what the server printed is behind "Show log"
         expect(page.locator("#failure-output")).to_be_hidden()
