@@ -205,21 +205,25 @@ def upgrade_db(hub: Hub) -> None:
 
 def _read_log_events(response, events: list) -> None:
     kind, data, last_id = None, [], None
-    for line in response.iter_lines(chunk_size=None, decode_unicode=True):
-        if line.startswith("id:"):
-            last_id = line[3:].strip()
-        elif line.startswith("event:"):
-            kind = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[6:] if line.startswith("data: ") else line[5:])
-        elif line == "" and kind:
-            events.append((kind, "\n".join(data), last_id, time.monotonic()))
-            kind, data = None, []
+    try:
+        for line in response.iter_lines(chunk_size=None, decode_unicode=True):
+            if line.startswith("id:"):
+                last_id = line[3:].strip()
+            elif line.startswith("event:"):
+                kind = line[6:].strip()
+            elif line.startswith("data:"):
+                data.append(line[6:] if line.startswith("data: ") else line[5:])
+            elif line == "" and kind:
+                events.append((kind, "\n".join(data), last_id, time.monotonic()))
+                kind, data = None, []
+    except requests.exceptions.ChunkedEncodingError as e:
+        events.append(("cut", str(e), last_id, time.monotonic()))  # the connection broke mid-stream
 
 
 def follow_log(hub, token, job, headers=None) -> tuple[list, threading.Thread]:
     """Follow a batch job's log live (``GET /jobs/{id}/log/stream``) in a thread: its events
-    as (kind, data, id, when received), and the thread, which ends with the stream."""
+    as (kind, data, id, when received; kind "cut" if the connection broke), and the
+    thread, which ends with the stream."""
     r = requests.get(f"{hub.url}/hub/api/jobs/{job['id']}/log/stream", stream=True, timeout=90,
                      headers={"Authorization": f"token {token}", **(headers or {})})
     assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/event-stream"), r.text

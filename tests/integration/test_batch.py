@@ -312,6 +312,27 @@ def test_a_log_is_followed_live_and_resumed(bhub, owner, ws):
     assert "\n".join(e[1] for e in again if e[0] == "log") == "line 3\nline 4\nline 5"
 
 
+def test_streams_open_when_the_hub_stops_end_without_an_error(bhub, owner, ws):
+    """A hub stopped (SIGTERM) while readers follow a log and the events ends their
+    streams as finished responses, and its log says nothing went wrong (tornado logged
+    "Cannot send error response after headers written" for each stream open then)."""
+    job = submit(bhub, owner, ws, "lines", n=300, seconds=0.1)
+    events, thread = follow_log(bhub, owner, job)
+    watched = bhub.request("GET", "events", owner, stream=True)
+    assert watched.status_code == 200
+    wait_for(lambda: any(e[0] == "log" for e in events), 30, what="the first log lines")
+    logged = len(bhub.log_text())
+    bhub.stop()
+    thread.join(30)
+    assert not thread.is_alive(), "the log stream must end with the hub"
+    errors = [line for line in bhub.log_text()[logged:].splitlines() if line.startswith("[E ")]
+    assert errors == []
+    watched.close()
+    bhub.start()
+    bhub.api("POST", f"jobs/{job['id']}/stop", owner)
+    finish(bhub, owner, job)
+
+
 def test_a_hub_killed_while_jobs_run_finds_every_outcome(bhub, owner, ws):
     counter = f"/tmp/uws-batch-count-{uuid.uuid4().hex[:8]}"
     release = f"/tmp/uws-batch-release-{uuid.uuid4().hex[:8]}"

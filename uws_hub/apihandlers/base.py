@@ -8,6 +8,7 @@ a service, write JSON. Errors are JupyterHub's JSON errors
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Iterable
@@ -91,6 +92,22 @@ class UWSAPIHandler(APIHandler):
         if isinstance(error, web.HTTPError) and not error.log_message and not error.reason:
             error.reason = httputil.responses.get(status_code, "Unknown Error")
         super().write_error(status_code, **kwargs)
+
+    def send_error(self, status_code: int = 500, **kwargs) -> None:
+        """End a response whose headers are out quietly when the hub stops under it.
+
+        A stream (the events, a followed log, a download) still open when the hub
+        shuts down has its task cancelled; tornado then tries to send a 500, cannot
+        once the headers are sent, and logs an ERROR for each stream, a false alarm
+        at every restart. The reader reconnects (events and logs resume from their
+        last id). Any other error is tornado's as before.
+        """
+        task = asyncio.current_task()
+        if self._headers_written and task is not None and task.cancelling():
+            if not self._finished:
+                self.finish()
+            return
+        super().send_error(status_code, **kwargs)
 
     def get_auth_token(self):
         """The token of ``Authorization: token …`` (JupyterHub's header), else of
