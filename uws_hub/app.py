@@ -121,7 +121,9 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         (a Font Awesome icon's name, e.g. ``"chart-line"``, shown with the
         description in the launch form), ``cmd``
         (the command that starts the job's server; default
-        ``["jupyterhub-singleuser"]``), ``args_as_root`` (arguments added when
+        ``["uws-singleuser"]``, JupyterHub's ``jupyterhub-singleuser`` started
+        without a grammar jsonschema compiles at import, about a second less),
+        ``args_as_root`` (arguments added when
         the job would run as root, e.g. ``["--allow-root"]``), ``default_url``
         (e.g. ``"/lab"``), ``env``, ``resources`` (where it may run, the first
         being the default: ``["local"]``), ``interactive`` (default true),

@@ -199,7 +199,7 @@ def server_routes(hub, live: Live) -> list[dict]:
     account and directory, read from /proc; only the port differs."""
     pid = int(live.job["resource_id"])
     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]
-    assert cmdline[1].endswith(b"jupyterhub-singleuser"), cmdline
+    assert cmdline[1].endswith(b"uws-singleuser"), cmdline
     env = dict(line.split(b"=", 1) for line in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if line)
     env = {k.decode(): v.decode() for k, v in env.items()}
     service = urlsplit(env["JUPYTERHUB_SERVICE_URL"])

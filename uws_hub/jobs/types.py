@@ -121,11 +121,10 @@ class JobType(BaseModel):
     #: a Font Awesome icon's name (``chart-line``), shown in the launch form
     icon: str = Field("", pattern=r"^[a-z0-9-]{0,40}$")
     #: the command that starts the job's server (it must speak JupyterHub's
-    #: single-user protocol: read JUPYTERHUB_* from its environment); for a
+    #: single-user protocol: read JUPYTERHUB_* from its environment; the default,
+    #: uws-singleuser, is jupyterhub-singleuser that starts faster); for a
     #: batch job type, its argv template (items may be optional groups: lists)
-    cmd: list[str | list[str]] = Field(
-        default_factory=lambda: list[str | list[str]](["jupyterhub-singleuser"]), min_length=1
-    )
+    cmd: list[str | list[str]] = Field(default_factory=lambda: list[str | list[str]](["uws-singleuser"]), min_length=1)
     #: extra arguments when the job would run as root (single-account mode
     #: with the hub running as root), e.g. JupyterLab's ``--allow-root``
     args_as_root: list[str] = Field(default_factory=list)
@@ -216,7 +215,7 @@ DEFAULT_JOB_TYPES: dict[str, dict[str, Any]] = {
     "jupyterlab": {
         "display_name": "JupyterLab",
         "description": "JupyterLab with the workspace as its root folder.",
-        "cmd": ["jupyterhub-singleuser"],
+        "cmd": ["uws-singleuser"],
         "args_as_root": ["--allow-root"],
         "default_url": "/lab",
     },

@@ -1,7 +1,7 @@
 """Configuration that uws-hub gives the Jupyter servers of workspace jobs.
 
 Jobs get ``JUPYTER_CONFIG_PATH`` pointing at this folder, so every
-``jupyterhub-singleuser`` (Jupyter Server) they start loads
+``uws-singleuser`` (``jupyterhub-singleuser``, a Jupyter Server) they start loads
 ``jupyter_server_config.py`` from here. It sets:
 
 - ``HubOAuth.cache_max_age`` from ``$UWS_SERVER_AUTH_CACHE_SECONDS``
