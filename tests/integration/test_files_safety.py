@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import io
 import os
+import resource
 import shutil
 import socket
 import tempfile
@@ -324,6 +325,89 @@ def test_a_symlink_loop_is_a_400(hub, alice, workspace):
         r = hub.request(method, path, alice, data=b"x" if method == "PUT" else None)
         assert r.status_code == 400, (method, path, r.text)
         assert r.json()["message"] == f"Too many levels of symbolic links (a loop?) in {shown!r}"
+
+
+# ---------------------------------------------------------------- descriptors: no path or tree takes them all
+#: folders deep: more than the descriptors the hub is given (few_descriptors), far more than MAX_DEPTH
+DEEP = 1500
+MAX_DEPTH = 256
+
+
+@contextmanager
+def few_descriptors(hub, soft: int = 1024):
+    """The hub's process may open ``soft`` descriptors (a common default), during the block."""
+    before = resource.prlimit(hub.proc.pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(hub.proc.pid, resource.RLIMIT_NOFILE, (soft, before[1]))
+    try:
+        yield
+    finally:
+        resource.prlimit(hub.proc.pid, resource.RLIMIT_NOFILE, before)
+
+
+def make_deep(top: Path, depth: int, leaf: bytes) -> None:
+    """``depth`` folders ``d`` in one another below ``top``, a file at the bottom, made one folder
+    at a time relative to the last (as a job can, whatever the depth)."""
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(depth):
+            os.mkdir("d", dir_fd=fd)
+            sub = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = sub
+        leaf_fd = os.open("leaf.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+        with os.fdopen(leaf_fd, "wb") as f:
+            f.write(leaf)
+    finally:
+        os.close(fd)
+
+
+def test_a_path_thousands_of_folders_deep_is_a_400_and_makes_nothing(hub, alice, workspace):
+    """Each folder a walk goes through stays open until it comes back: a path of 1100 folders
+    took 1100 of the hub's descriptors at once (all it had: a 500, and everyone's requests
+    failed meanwhile). Paths deeper than MAX_DEPTH folders are refused, by every method."""
+    wid = workspace["id"]
+    deep = "d/" * 1100
+    directory = on_disk(hub, workspace)
+    with few_descriptors(hub):
+        for method, path, body in [
+            ("POST", f"workspaces/{wid}/files/{deep}x", {"json": {"type": "directory"}}),
+            ("PUT", f"workspaces/{wid}/files/{deep}x.txt", {"data": b"x"}),
+            ("PUT", f"workspaces/{wid}/files/{'d/' * (MAX_DEPTH + 1)}x.txt", {"data": b"x"}),
+            ("PATCH", f"workspaces/{wid}/files/README.md", {"json": {"path": f"{deep}x"}}),
+            ("GET", f"workspaces/{wid}/files?path={deep}", {}),
+            ("GET", f"workspaces/{wid}/files/{deep}x.txt", {}),
+            ("DELETE", f"workspaces/{wid}/files/{deep}x.txt", {}),
+        ]:
+            r = hub.request(method, path, alice, **body)
+            assert r.status_code == 400, (method, r.status_code, r.text[:300])
+            assert f"more than {MAX_DEPTH} folders deep" in r.json()["message"], r.text[:300]
+            assert sorted(p.name for p in directory.iterdir()) == ["README.md"], method
+        # as deep as allowed is fine
+        r = hub.request("PUT", f"workspaces/{wid}/files/{'d/' * MAX_DEPTH}x.txt", alice, data=b"x")
+        assert r.status_code == 201, r.text[:300]
+        assert hub.request("GET", f"workspaces/{wid}/files", alice).status_code == 200
+
+
+def test_a_tree_thousands_of_folders_deep_is_zipped_copied_and_deleted_with_few_descriptors(hub, alice, bob,
+                                                                                           workspace):
+    """A job can make a tree of any depth: zipping, copying, listing its results and deleting
+    it held a descriptor per folder (a 1500-deep tree: more than the hub had). Zips, copies and
+    listings leave out what is deeper than MAX_DEPTH folders; a deletion removes all of it."""
+    wid = workspace["id"]
+    directory = on_disk(hub, workspace)
+    make_deep(directory, DEEP, b"at the bottom")
+    with few_descriptors(hub):
+        r = hub.request("GET", f"workspaces/{wid}/files/?format=zip", alice)
+        assert r.status_code == 200, r.text[:300]
+        names = zipfile.ZipFile(io.BytesIO(r.content)).namelist()
+        assert max(n.count("d/") for n in names) == MAX_DEPTH and not any(n.endswith("leaf.txt") for n in names)
+        share = copy_to_bob(hub, alice, bob, wid)
+        assert share["copy"]["state"] == "done", share
+        assert hub.request("GET", f"workspaces/{wid}/files?path={'d/' * 10}", alice).status_code == 200
+        r = hub.request("DELETE", f"workspaces/{wid}/files/d?recursive=1", alice)
+        assert r.status_code == 200, r.text[:300]
+        assert r.json()["freed_bytes"] == len(b"at the bottom")
+        assert sorted(p.name for p in directory.iterdir()) == ["README.md"]
 
 
 # ---------------------------------------------------------------- finding 9: no temporary files left behind
