@@ -221,6 +221,11 @@ def test_a_job_that_exits_3_fails_and_its_owner_reads_why(bhub, owner, other, ws
     assert (part.status_code, part.text) == (206, "exiting")
     assert log_of(bhub, owner, job, headers={"Range": "bytes=99-"}).status_code == 416
     assert log_of(bhub, owner, job, headers={"Range": "lines=1"}).status_code == 400
+    # numbers of thousands of digits (past what Python turns into an int: a 500) are past any end
+    huge = "9" * 5000
+    assert log_of(bhub, owner, job, headers={"Range": f"bytes={huge}-"}).status_code == 416
+    assert log_of(bhub, owner, job, headers={"Range": f"bytes=0-{huge}"}).text == "exiting with 3\n"
+    assert log_of(bhub, owner, job, headers={"Range": f"bytes=-{huge}"}).text == "exiting with 3\n"
     # nobody else reads it (not even who may read the job)
     assert log_of(bhub, other, job).status_code == 404
 
