@@ -232,6 +232,20 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         """,
     )
 
+    max_zip_downloads_per_user = Integer(
+        2,
+        min=1,
+        config=True,
+        help="""Most folders one user (or service) downloads as zip files at once
+        (``GET .../files/{path}?format=zip``); one more is a 429 with ``Retry-After``.
+
+        A zip is made as it is read, so one read slowly stays open as long as its
+        reader wants, holding a descriptor for each folder it is in (up to 257)
+        and memory for each entry so far: without a bound, one reader opening
+        many would take the hub's descriptors and memory.
+        """,
+    )
+
     max_running_batch_jobs = Integer(
         0,
         min=0,
