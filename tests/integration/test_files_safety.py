@@ -12,7 +12,6 @@ from __future__ import annotations
 import http.client
 import io
 import os
-import resource
 import shutil
 import socket
 import tempfile
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from ..helpers import MULTIUSER_CONFIG
+from ..helpers import MULTIUSER_CONFIG, few_descriptors, make_deep
 from ..hubutil import wait_for
 
 OUTSIDE = b"OUTSIDE SECRET: the hub must never serve this"
@@ -331,34 +330,6 @@ def test_a_symlink_loop_is_a_400(hub, alice, workspace):
 #: folders deep: more than the descriptors the hub is given (few_descriptors), far more than MAX_DEPTH
 DEEP = 1500
 MAX_DEPTH = 256
-
-
-@contextmanager
-def few_descriptors(hub, soft: int = 1024):
-    """The hub's process may open ``soft`` descriptors (a common default), during the block."""
-    before = resource.prlimit(hub.proc.pid, resource.RLIMIT_NOFILE)
-    resource.prlimit(hub.proc.pid, resource.RLIMIT_NOFILE, (soft, before[1]))
-    try:
-        yield
-    finally:
-        resource.prlimit(hub.proc.pid, resource.RLIMIT_NOFILE, before)
-
-
-def make_deep(top: Path, depth: int, leaf: bytes) -> None:
-    """``depth`` folders ``d`` in one another below ``top``, a file at the bottom, made one folder
-    at a time relative to the last (as a job can, whatever the depth)."""
-    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        for _ in range(depth):
-            os.mkdir("d", dir_fd=fd)
-            sub = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
-            os.close(fd)
-            fd = sub
-        leaf_fd = os.open("leaf.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
-        with os.fdopen(leaf_fd, "wb") as f:
-            f.write(leaf)
-    finally:
-        os.close(fd)
 
 
 def test_a_path_thousands_of_folders_deep_is_a_400_and_makes_nothing(hub, alice, workspace):
