@@ -246,6 +246,20 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         """,
     )
 
+    zip_max_entries = Integer(
+        100_000,
+        min=1,
+        config=True,
+        help="""Most files and folders a folder may hold to be downloaded as one zip file
+        (``GET .../files/{path}?format=zip``); a larger one is a 422 saying so.
+
+        A zip file's directory of its entries is written at its end, so the hub keeps
+        about half a kilobyte per entry until the zip is sent; files of no bytes cost
+        no disk quota, so without a bound one folder of millions of them would take
+        the hub's memory at each download.
+        """,
+    )
+
     max_running_batch_jobs = Integer(
         0,
         min=0,

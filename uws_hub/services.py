@@ -75,6 +75,8 @@ class Services:
     share_search_show_email: bool
     #: ``UWSHub.max_zip_downloads_per_user``
     max_zip_downloads_per_user: int = 2
+    #: ``UWSHub.zip_max_entries``
+    zip_max_entries: int = 100_000
     #: zip downloads under way, by who reads them (``kind:name``)
     zip_downloads: dict[str, int] = field(default_factory=dict)
 
@@ -331,6 +333,7 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         share_search=hub.share_search,
         share_search_show_email=hub.share_search_show_email,
         max_zip_downloads_per_user=hub.max_zip_downloads_per_user,
+        zip_max_entries=hub.zip_max_entries,
     )
 
 

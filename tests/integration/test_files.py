@@ -179,6 +179,27 @@ def test_a_folder_downloads_as_a_zip(hub, alice, workspace, outside):
     assert refused(hub.request("GET", files(wid, "nope?format=zip"), alice), 404) == "No such directory: 'nope'"
 
 
+def test_a_folder_of_more_than_100000_entries_is_no_zip(hub, alice, workspace):
+    """A zip's directory of entries is kept in memory until its end (about half a kilobyte
+    an entry), and files of no bytes cost no disk quota: a folder of millions of them took
+    the hub's memory at each download. Over UWSHub.zip_max_entries (100000) it is a 422."""
+    wid, directory = workspace["id"], on_disk(hub, workspace)
+    (directory / "many" / "few").mkdir(parents=True)
+    (directory / "many" / "few" / "a.txt").write_bytes(b"a")
+    fd = os.open(directory / "many", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for i in range(100_000):
+            os.close(os.open(f"e{i}", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
+    finally:
+        os.close(fd)
+    for path, shown in (("many", "'many'"), ("", "The workspace")):
+        r = hub.request("GET", files(wid, f"{path}?format=zip"), alice)
+        assert refused(r, 422) == (f"{shown} holds more than 100000 files and folders, too many for one zip file;"
+                                   " download the folders in it one at a time")
+    r = hub.request("GET", files(wid, "many/few?format=zip"), alice)
+    assert r.status_code == 200 and zipfile.ZipFile(io.BytesIO(r.content)).namelist() == ["few/", "few/a.txt"]
+
+
 def test_a_reader_downloads_at_most_two_zips_at_once(hub, alice, workspace):
     """A zip is made as it is read: one read slowly stays open as long as its reader wants,
     holding a descriptor per folder it is in and memory per entry. One reader (a viewer

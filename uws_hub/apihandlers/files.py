@@ -337,6 +337,13 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
                 del downloads[reader]
 
     async def _stream_zip(self, ws, relpath: str) -> None:
+        most = self.uws.zip_max_entries
+        if len(await in_thread(self.uws.storage.tree, ws.directory, relpath, most + 1)) > most:
+            shown = repr(relpath.strip("/")) if relpath.strip("/") else "The workspace"
+            raise Unprocessable(
+                f"{shown} holds more than {most} files and folders, too many for one zip file;"
+                " download the folders in it one at a time"
+            )
         stream = await in_thread(self.uws.storage.open_zip, ws.directory, relpath, ws.slug)
         try:
             attachment(self, (os.path.basename(relpath.rstrip("/")) or ws.slug) + ".zip", "application/zip")
