@@ -13,12 +13,14 @@ import http.client
 import json
 import logging
 import os
+import resource
 import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -279,3 +281,31 @@ def processes_of_job(job_id: int, directory: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+@contextmanager
+def few_descriptors(hub, soft: int = 1024):
+    """The hub's process may open ``soft`` descriptors (a common default), during the block."""
+    before = resource.prlimit(hub.proc.pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(hub.proc.pid, resource.RLIMIT_NOFILE, (soft, before[1]))
+    try:
+        yield
+    finally:
+        resource.prlimit(hub.proc.pid, resource.RLIMIT_NOFILE, before)
+
+
+def make_deep(top, depth: int, leaf: bytes) -> None:
+    """``depth`` folders ``d`` in one another below ``top``, a file at the bottom, made one folder
+    at a time relative to the last (as a job can, whatever the depth)."""
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(depth):
+            os.mkdir("d", dir_fd=fd)
+            sub = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = sub
+        leaf_fd = os.open("leaf.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+        with os.fdopen(leaf_fd, "wb") as f:
+            f.write(leaf)
+    finally:
+        os.close(fd)

@@ -234,6 +234,34 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         """,
     )
 
+    max_zip_downloads_per_user = Integer(
+        2,
+        min=1,
+        config=True,
+        help="""Most folders one user (or service) downloads as zip files at once
+        (``GET .../files/{path}?format=zip``); one more is a 429 with ``Retry-After``.
+
+        A zip is made as it is read, so one read slowly stays open as long as its
+        reader wants, holding a descriptor for each folder it is in (up to 257)
+        and memory for each entry so far: without a bound, one reader opening
+        many would take the hub's descriptors and memory.
+        """,
+    )
+
+    zip_max_entries = Integer(
+        100_000,
+        min=1,
+        config=True,
+        help="""Most files and folders a folder may hold to be downloaded as one zip file
+        (``GET .../files/{path}?format=zip``); a larger one is a 422 saying so.
+
+        A zip file's directory of its entries is written at its end, so the hub keeps
+        about half a kilobyte per entry until the zip is sent; files of no bytes cost
+        no disk quota, so without a bound one folder of millions of them would take
+        the hub's memory at each download.
+        """,
+    )
+
     max_running_batch_jobs = Integer(
         0,
         min=0,

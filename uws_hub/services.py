@@ -13,7 +13,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from jupyterhub.app import JupyterHub
@@ -73,6 +73,12 @@ class Services:
     #: who finds whom to share with (``UWSHub.share_search``, ``share_search_show_email``)
     share_search: str
     share_search_show_email: bool
+    #: ``UWSHub.max_zip_downloads_per_user``
+    max_zip_downloads_per_user: int = 2
+    #: ``UWSHub.zip_max_entries``
+    zip_max_entries: int = 100_000
+    #: zip downloads under way, by who reads them (``kind:name``)
+    zip_downloads: dict[str, int] = field(default_factory=dict)
 
     def workspace_models(self, items: list[Workspace]) -> list[dict[str, Any]]:
         """The API's models of these workspaces, with their unfinished and latest jobs (two queries)."""
@@ -326,6 +332,8 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         loop_lag=loop_lag,
         share_search=hub.share_search,
         share_search_show_email=hub.share_search_show_email,
+        max_zip_downloads_per_user=hub.max_zip_downloads_per_user,
+        zip_max_entries=hub.zip_max_entries,
     )
 
 

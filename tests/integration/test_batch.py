@@ -17,7 +17,7 @@ from datetime import datetime
 import pytest
 from traitlets.config import Config
 
-from ..helpers import MINIMAL_CMD, follow_log
+from ..helpers import MINIMAL_CMD, few_descriptors, follow_log, make_deep
 from ..hubutil import REPO, wait_for
 
 TERMINAL = {"completed", "failed", "cancelled"}
@@ -221,6 +221,11 @@ def test_a_job_that_exits_3_fails_and_its_owner_reads_why(bhub, owner, other, ws
     assert (part.status_code, part.text) == (206, "exiting")
     assert log_of(bhub, owner, job, headers={"Range": "bytes=99-"}).status_code == 416
     assert log_of(bhub, owner, job, headers={"Range": "lines=1"}).status_code == 400
+    # numbers of thousands of digits (past what Python turns into an int: a 500) are past any end
+    huge = "9" * 5000
+    assert log_of(bhub, owner, job, headers={"Range": f"bytes={huge}-"}).status_code == 416
+    assert log_of(bhub, owner, job, headers={"Range": f"bytes=0-{huge}"}).text == "exiting with 3\n"
+    assert log_of(bhub, owner, job, headers={"Range": f"bytes=-{huge}"}).text == "exiting with 3\n"
     # nobody else reads it (not even who may read the job)
     assert log_of(bhub, other, job).status_code == 404
 
@@ -423,6 +428,28 @@ def test_twenty_jobs_of_two_users_queue_fairly(qhub):
 
 def parse(timestamp: str) -> datetime:
     return datetime.fromisoformat(timestamp.rstrip("Z"))
+
+
+def test_a_workspace_of_thousands_of_folders_is_measured_with_few_descriptors(bhub, owner, ws):
+    """A job can make thousands of folders side by side (or one in another): the usage scan
+    opened every folder of a level at once, so 2000 of them took all of a hub's 1024
+    descriptors, and the pass failed there each time: neither that workspace nor any
+    measured after it was counted again (their disk quotas no longer held)."""
+    directory = bhub.workspaces_root / ws["owner"] / ws["slug"]
+    for i in range(2000):
+        (directory / f"d{i}").mkdir()
+        (directory / f"d{i}" / "f").write_bytes(b"x")
+    (directory / "deep").mkdir()
+    make_deep(directory / "deep", 600, b"at the bottom")
+    other = bhub.api("POST", "workspaces", owner, json={"name": f"batch {uuid.uuid4().hex[:8]}"}, expect=201)
+    with few_descriptors(bhub):
+        finish(bhub, owner, submit(bhub, owner, ws, "write", size=1000))
+        finish(bhub, owner, submit(bhub, owner, other, "write", size=1234))
+        wait_for(lambda: bhub.api("GET", f"workspaces/{ws['id']}", owner)["disk_usage_bytes"] == 3013, 30,
+                 what="the folders' files and the result to be counted")
+        wait_for(lambda: bhub.api("GET", f"workspaces/{other['id']}", owner)["disk_usage_bytes"] == 1234, 30,
+                 what="the next workspace to be measured too")
+    assert len(os.listdir(f"/proc/{bhub.proc.pid}/fd")) < 200
 
 
 def test_results_count_toward_the_disk_quota(bhub, owner, ws):

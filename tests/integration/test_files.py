@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from ..helpers import declaring_length
+from ..hubutil import wait_for
 
 OUTSIDE = b"outside the workspace: never zipped"
 
@@ -176,6 +177,63 @@ def test_a_folder_downloads_as_a_zip(hub, alice, workspace, outside):
     r = hub.request("GET", files(wid, "data?format=tar"), alice)
     assert refused(r, 400) == "Unknown format 'tar': the formats here are 'zip' and 'text'"
     assert refused(hub.request("GET", files(wid, "nope?format=zip"), alice), 404) == "No such directory: 'nope'"
+
+
+def test_a_folder_of_more_than_100000_entries_is_no_zip(hub, alice, workspace):
+    """A zip's directory of entries is kept in memory until its end (about half a kilobyte
+    an entry), and files of no bytes cost no disk quota: a folder of millions of them took
+    the hub's memory at each download. Over UWSHub.zip_max_entries (100000) it is a 422."""
+    wid, directory = workspace["id"], on_disk(hub, workspace)
+    (directory / "many" / "few").mkdir(parents=True)
+    (directory / "many" / "few" / "a.txt").write_bytes(b"a")
+    fd = os.open(directory / "many", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for i in range(100_000):
+            os.close(os.open(f"e{i}", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
+    finally:
+        os.close(fd)
+    for path, shown in (("many", "'many'"), ("", "The workspace")):
+        r = hub.request("GET", files(wid, f"{path}?format=zip"), alice)
+        assert refused(r, 422) == (f"{shown} holds more than 100000 files and folders, too many for one zip file;"
+                                   " download the folders in it one at a time")
+    r = hub.request("GET", files(wid, "many/few?format=zip"), alice)
+    assert r.status_code == 200 and zipfile.ZipFile(io.BytesIO(r.content)).namelist() == ["few/", "few/a.txt"]
+
+
+def test_a_reader_downloads_at_most_two_zips_at_once(hub, alice, workspace):
+    """A zip is made as it is read: one read slowly stays open as long as its reader wants,
+    holding a descriptor per folder it is in and memory per entry. One reader (a viewer
+    here) gets two at once (UWSHub.max_zip_downloads_per_user), then a 429; others are not
+    held up, and once one of the two ends the reader gets another."""
+    wid, directory = workspace["id"], on_disk(hub, workspace)
+    viewer = hub.add_user("uwscarol")
+    hub.api("POST", f"workspaces/{wid}/shares", alice, json={"user": "uwscarol", "level": "viewer"}, expect=201)
+    with open(directory / "noise.bin", "wb") as f:  # incompressible: far more than the sockets between hold
+        for _ in range(64):
+            f.write(os.urandom(1024 * 1024))
+    url = files(wid, "?format=zip")
+    slow = [hub.request("GET", url, viewer, stream=True) for _ in range(2)]
+    try:
+        for r in slow:
+            assert r.status_code == 200, r.text
+            next(r.iter_content(1024))  # a reader that reads slowly: the zip stays open
+        r = hub.request("GET", url, viewer)
+        assert refused(r, 429) == "You are downloading 2 zip files already, the most at once; try again when one is done"
+        assert r.headers["Retry-After"] == "10"
+        # others are not held up (the owner, an admin), nor the reader's other requests
+        for token in (alice, hub.admin_token):
+            assert hub.request("GET", files(wid, "README.md?format=zip"), token).status_code == 400
+            with hub.request("GET", url, token, stream=True) as other:
+                assert other.status_code == 200
+        assert hub.request("GET", files(wid, "README.md"), viewer).status_code == 200
+    finally:
+        slow[0].close()
+    # the hub notices a closed download at its next write
+    again = wait_for(lambda: (r := hub.request("GET", url, viewer, stream=True)).status_code != 429 and r, 15,
+                     what="a zip download slot")
+    assert again.status_code == 200, again.text
+    again.close()
+    slow[1].close()
 
 
 def test_an_upload_that_must_not_replace_a_file(hub, alice, workspace):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from ..helpers import MULTIUSER_CONFIG
+from ..helpers import MULTIUSER_CONFIG, few_descriptors, make_deep
 from ..hubutil import wait_for
 
 OUTSIDE = b"OUTSIDE SECRET: the hub must never serve this"
@@ -324,6 +324,61 @@ def test_a_symlink_loop_is_a_400(hub, alice, workspace):
         r = hub.request(method, path, alice, data=b"x" if method == "PUT" else None)
         assert r.status_code == 400, (method, path, r.text)
         assert r.json()["message"] == f"Too many levels of symbolic links (a loop?) in {shown!r}"
+
+
+# ---------------------------------------------------------------- descriptors: no path or tree takes them all
+#: folders deep: more than the descriptors the hub is given (few_descriptors), far more than MAX_DEPTH
+DEEP = 1500
+MAX_DEPTH = 256
+
+
+def test_a_path_thousands_of_folders_deep_is_a_400_and_makes_nothing(hub, alice, workspace):
+    """Each folder a walk goes through stays open until it comes back: a path of 1100 folders
+    took 1100 of the hub's descriptors at once (all it had: a 500, and everyone's requests
+    failed meanwhile). Paths deeper than MAX_DEPTH folders are refused, by every method."""
+    wid = workspace["id"]
+    deep = "d/" * 1100
+    directory = on_disk(hub, workspace)
+    with few_descriptors(hub):
+        for method, path, body in [
+            ("POST", f"workspaces/{wid}/files/{deep}x", {"json": {"type": "directory"}}),
+            ("PUT", f"workspaces/{wid}/files/{deep}x.txt", {"data": b"x"}),
+            ("PUT", f"workspaces/{wid}/files/{'d/' * (MAX_DEPTH + 1)}x.txt", {"data": b"x"}),
+            ("PATCH", f"workspaces/{wid}/files/README.md", {"json": {"path": f"{deep}x"}}),
+            ("GET", f"workspaces/{wid}/files?path={deep}", {}),
+            ("GET", f"workspaces/{wid}/files/{deep}x.txt", {}),
+            ("DELETE", f"workspaces/{wid}/files/{deep}x.txt", {}),
+        ]:
+            r = hub.request(method, path, alice, **body)
+            assert r.status_code == 400, (method, r.status_code, r.text[:300])
+            assert f"more than {MAX_DEPTH} folders deep" in r.json()["message"], r.text[:300]
+            assert sorted(p.name for p in directory.iterdir()) == ["README.md"], method
+        # as deep as allowed is fine
+        r = hub.request("PUT", f"workspaces/{wid}/files/{'d/' * MAX_DEPTH}x.txt", alice, data=b"x")
+        assert r.status_code == 201, r.text[:300]
+        assert hub.request("GET", f"workspaces/{wid}/files", alice).status_code == 200
+
+
+def test_a_tree_thousands_of_folders_deep_is_zipped_copied_and_deleted_with_few_descriptors(hub, alice, bob,
+                                                                                           workspace):
+    """A job can make a tree of any depth: zipping, copying, listing its results and deleting
+    it held a descriptor per folder (a 1500-deep tree: more than the hub had). Zips, copies and
+    listings leave out what is deeper than MAX_DEPTH folders; a deletion removes all of it."""
+    wid = workspace["id"]
+    directory = on_disk(hub, workspace)
+    make_deep(directory, DEEP, b"at the bottom")
+    with few_descriptors(hub):
+        r = hub.request("GET", f"workspaces/{wid}/files/?format=zip", alice)
+        assert r.status_code == 200, r.text[:300]
+        names = zipfile.ZipFile(io.BytesIO(r.content)).namelist()
+        assert max(n.count("d/") for n in names) == MAX_DEPTH and not any(n.endswith("leaf.txt") for n in names)
+        share = copy_to_bob(hub, alice, bob, wid)
+        assert share["copy"]["state"] == "done", share
+        assert hub.request("GET", f"workspaces/{wid}/files?path={'d/' * 10}", alice).status_code == 200
+        r = hub.request("DELETE", f"workspaces/{wid}/files/d?recursive=1", alice)
+        assert r.status_code == 200, r.text[:300]
+        assert r.json()["freed_bytes"] == len(b"at the bottom")
+        assert sorted(p.name for p in directory.iterdir()) == ["README.md"]
 
 
 # ---------------------------------------------------------------- finding 9: no temporary files left behind

@@ -296,10 +296,10 @@ def test_access_as_stranger_viewer_editor_admin_and_anonymous(uhub, alice):
         assert stranger.get(url + path, timeout=30).status_code == 404, path
     assert stranger.post(url + "/phase", data={"PHASE": "RUN"}, timeout=30).status_code == 404
     assert stranger.delete(url, timeout=30).status_code == 404
-    assert job_id(url) not in stranger.get(jobs_url(uhub, "sleep"), timeout=30).text
+    assert f'"{url}"' not in stranger.get(jobs_url(uhub, "sleep"), timeout=30).text
     # a viewer reads, but neither runs it nor reads its log
     assert checked(viewer.get(url, timeout=30), "job") is not None
-    assert job_id(url) in viewer.get(jobs_url(uhub, "sleep"), timeout=30).text
+    assert f'"{url}"' in viewer.get(jobs_url(uhub, "sleep"), timeout=30).text
     assert viewer.post(url + "/phase", data={"PHASE": "RUN"}, timeout=30).status_code == 403
     assert viewer.get(url + "/log", timeout=30).status_code == 403
     # an editor (and admin) acts on it
@@ -351,6 +351,34 @@ def test_without_the_scopes_or_credentials_nothing_is_done(uhub, alice):
 def test_basic_auth_is_for_the_uws_interface_only(uhub):
     r = requests.get(f"{uhub.url}/hub/api/jobs", auth=("uwsalice", uhub.alice), timeout=30)
     assert r.status_code == 403, r.text
+
+
+def test_basic_auth_a_browser_keeps_cannot_be_used_by_other_sites(uhub, alice):
+    """A browser that was given HTTP Basic credentials (its login prompt, after a 401 asking
+    for Basic) sends them with every request to the hub, also one a page of another site
+    makes: a form POST needs no CORS preflight. Such requests are refused (403) with Basic,
+    whoever's credentials they carry, so a page elsewhere can neither run nor delete a job;
+    the same requests from the hub's own pages, or from clients (no Origin), are served."""
+    url = create(alice, uhub, "sleep", seconds="120")
+    admin = session("uwsadmin", uhub.admin)
+    evil = [{"Origin": "http://evil.example"}, {"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"},
+            {"Origin": "null"}]
+    for s in (alice, admin):
+        for headers in evil:
+            for method, target, form in [("POST", url + "/phase", {"PHASE": "RUN"}), ("POST", url, {"ACTION": "DELETE"}),
+                                         ("DELETE", url, {}), ("POST", jobs_url(uhub, "sleep"), {"seconds": "1"}),
+                                         ("GET", url, {})]:
+                r = s.request(method, target, data=form, headers=headers, allow_redirects=False, timeout=30)
+                assert r.status_code == 403, (headers, method, target, r.status_code, r.text)
+                assert "other sites" in r.text and r.headers["Content-Type"].startswith("text/plain")
+    assert AsyncTAPJob(url, session=alice).phase == "PENDING"
+    # the hub's own origin, and the hub's token header from anywhere (no browser sends it by itself)
+    r = alice.get(url, headers={"Origin": uhub.url, "Sec-Fetch-Site": "same-origin"}, timeout=30)
+    assert r.status_code == 200, r.text
+    r = uhub.request("GET", url, uhub.alice, headers={"Origin": "http://evil.example"})
+    assert r.status_code == 200, r.text
+    r = alice.post(url, data={"ACTION": "DELETE"}, allow_redirects=False, timeout=30)
+    assert r.status_code == 303, r.text
 
 
 # ---------------------------------------------------------------- errors

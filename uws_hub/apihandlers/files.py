@@ -36,7 +36,7 @@ from urllib.parse import quote
 from pydantic import BaseModel, ConfigDict, Field
 from tornado import iostream, web
 
-from ..errors import BadRequest, Conflict, NotFound, PreconditionFailed, Unprocessable, UWSError
+from ..errors import BadRequest, Conflict, NotFound, PreconditionFailed, TooManyRequests, Unprocessable, UWSError
 from ..inputs import Text, query_bool
 from ..quotas.limits import Reservation
 from ..quotas.service import QuotaExceeded
@@ -49,6 +49,8 @@ from .base import UWSAPIHandler
 CHUNK_BYTES = 256 * 1024
 #: the largest JSON body of a POST or PATCH (collected in memory)
 JSON_MAX_BYTES = 64 * 1024
+#: when a reader at ``UWSHub.max_zip_downloads_per_user`` is told to try again
+ZIP_RETRY_SECONDS = 10
 
 
 class NewFileModel(BaseModel):
@@ -316,7 +318,32 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
 
     async def _send_zip(self, ws, relpath: str) -> None:
         """The folder as a zip file, a piece at a time, each made in a thread only once
-        the one before is sent (a client that reads slowly holds up only its own zip)."""
+        the one before is sent (a client that reads slowly holds up only its own zip);
+        at most ``UWSHub.max_zip_downloads_per_user`` at once by one reader."""
+        reader = f"{self.current_user.kind}:{self.current_user.name}"
+        downloads = self.uws.zip_downloads
+        most = self.uws.max_zip_downloads_per_user
+        if downloads.get(reader, 0) >= most:
+            raise TooManyRequests(
+                f"You are downloading {most} zip files already, the most at once; try again when one is done",
+                ZIP_RETRY_SECONDS,
+            )
+        downloads[reader] = downloads.get(reader, 0) + 1
+        try:
+            await self._stream_zip(ws, relpath)
+        finally:
+            downloads[reader] -= 1
+            if not downloads[reader]:
+                del downloads[reader]
+
+    async def _stream_zip(self, ws, relpath: str) -> None:
+        most = self.uws.zip_max_entries
+        if len(await in_thread(self.uws.storage.tree, ws.directory, relpath, most + 1)) > most:
+            shown = repr(relpath.strip("/")) if relpath.strip("/") else "The workspace"
+            raise Unprocessable(
+                f"{shown} holds more than {most} files and folders, too many for one zip file;"
+                " download the folders in it one at a time"
+            )
         stream = await in_thread(self.uws.storage.open_zip, ws.directory, relpath, ws.slug)
         try:
             attachment(self, (os.path.basename(relpath.rstrip("/")) or ws.slug) + ".zip", "application/zip")

@@ -27,6 +27,9 @@ DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 #: the most a follow reads at once
 FOLLOW_CHUNK_BYTES = 64 * 1024
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+#: a byte position of more digits is past the end of any file (and Python refuses to
+#: read a number of thousands of digits: that was a 500)
+_MAX_DIGITS = 19
 
 
 class RangeNotSatisfiable(UWSError):
@@ -89,7 +92,7 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         raise UWSError(
             f"Range must be one byte range: bytes=START-END, bytes=START- or bytes=-LAST, not {header[:40]!r}"
         )
-    first, last = match.groups()
+    first, last = (text if len(text.lstrip("0")) <= _MAX_DIGITS else str(10**_MAX_DIGITS) for text in match.groups())
     if first == "":
         tail = int(last)
         if tail == 0:

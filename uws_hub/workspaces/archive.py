@@ -15,8 +15,8 @@
   (:func:`~uws_hub.workspaces.paths.link_stays_inside`); others are left out. A
   link is never followed, so nothing outside is read, nothing is zipped twice
   and a link loop cannot make the zip endless.
-- Upload temporaries and the hub's other ``.uws-`` names, FIFOs, sockets and
-  devices are left out; names that are not UTF-8 get U+FFFD for their bad bytes.
+- Upload temporaries and the hub's other ``.uws-`` names, FIFOs, sockets,
+  devices and folders deeper than :data:`~uws_hub.workspaces.paths.MAX_DEPTH` are left out; names that are not UTF-8 get U+FFFD for their bad bytes.
 """
 
 from __future__ import annotations
@@ -134,6 +134,8 @@ class ZipStream:
             yield
 
     def _enter(self, name: str, arcname: str) -> bool:
+        if self._chain.too_deep:
+            return False
         try:
             fd = os.open(name, DIR_FLAGS, dir_fd=self._chain.fd)
         except OSError as e:

@@ -9,7 +9,8 @@
   following the links on their way, as they will resolve in the copy); others
   are left out and counted.
 - Only directories, regular files and those links are copied (no device
-  files, FIFOs or sockets, and no upload temporaries); setuid/setgid bits are
+  files, FIFOs or sockets, no upload temporaries, no folder deeper than
+  :data:`~uws_hub.workspaces.paths.MAX_DEPTH`); setuid/setgid bits are
   dropped; modes and modification times are kept.
 - Everything created is handed to the recipient (``Owner``).
 - Data moves in the kernel (``copy_file_range``, falling back to
@@ -123,6 +124,9 @@ def copy_tree(src: str, dst: str, owner: Owner, limit_bytes: int | None = None) 
 
 
 def _enter_directory(source: DirChain, ddir: int, name: str, owner: Owner, frames: list, result: CopyResult) -> None:
+    if source.too_deep:
+        result.skipped += 1
+        return
     try:
         source.enter(os.open(name, DIR_FLAGS, dir_fd=source.fd), name)
     except OSError as e:

@@ -37,6 +37,14 @@ T = TypeVar("T")
 MAX_SYMLINKS = 40
 #: the longest file name Linux filesystems take (``NAME_MAX``), in bytes
 NAME_MAX_BYTES = 255
+#: the most folders deep the hub goes below a workspace's top. A walk holds one
+#: descriptor open per folder it is in (that is what keeps it inside), so without a
+#: bound one request path of thousands of folders, or a tree that deep made by a
+#: job, would take all the hub's descriptors (every request and every other user's
+#: would fail meanwhile). A request path deeper is a 400; a deeper folder is left
+#: out of zips, copies and results listings; a deletion moves it up instead of
+#: going down (:func:`~uws_hub.workspaces.storage.remove_tree`).
+MAX_DEPTH = 256
 #: names the hub keeps for itself in workspaces (uploads under way, SLURM job
 #: output that may hold a server's secrets): requests can neither list, read
 #: nor write them, and copy-shares leave them out
@@ -168,12 +176,17 @@ def _name_too_long(name: str, size: int) -> PathError:
     return PathError(f"Name longer than {NAME_MAX_BYTES} bytes ({size} bytes): {name[:20]!r}...")
 
 
+def too_deep(shown: str) -> PathError:
+    return PathError(f"Path goes more than {MAX_DEPTH} folders deep: {shown[:80]!r}...")
+
+
 def split_relpath(relpath: str) -> list[str]:
     """The components of a workspace-relative path, or PathError.
 
     ``""``, ``"."`` and ``"/"``-free paths with ``.`` or empty components are
     accepted; absolute paths, ``..``, NUL bytes, names no filesystem takes
-    (over 255 bytes) and text that is no file name (lone surrogates) are not.
+    (over 255 bytes), paths deeper than :data:`MAX_DEPTH` folders and text that
+    is no file name (lone surrogates) are not.
     """
     if "\x00" in relpath:
         raise PathError("Path must not contain NUL bytes")
@@ -182,6 +195,8 @@ def split_relpath(relpath: str) -> list[str]:
     parts = [p for p in relpath.split("/") if p not in ("", ".")]
     if any(p == ".." for p in parts):
         raise PathError(f"Path must stay inside the workspace ('..' is not allowed): {relpath!r}")
+    if len(parts) > MAX_DEPTH + 1:  # before anything is made on the way (a link on it is checked by the walk)
+        raise too_deep(relpath)
     for part in parts:
         try:
             size = len(os.fsencode(part))
@@ -224,6 +239,11 @@ class DirChain:
 
     def branch(self) -> DirChain:
         return DirChain(list(self.fds), list(self.names), borrowed=len(self.fds))
+
+    @property
+    def too_deep(self) -> bool:
+        """Whether the walk is :data:`MAX_DEPTH` folders deep: it goes no deeper."""
+        return len(self.names) >= MAX_DEPTH
 
     def enter(self, fd: int, name: str) -> None:
         self.fds.append(fd)
@@ -308,6 +328,8 @@ class DirChain:
                 continue
             try:
                 if todo or final is None:
+                    if self.too_deep:
+                        raise too_deep(shown)
                     self.enter(self._open_dir(name, make), name)
                     continue
                 return final(self.fd, name)

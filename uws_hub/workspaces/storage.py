@@ -28,6 +28,7 @@ from .archive import ZipStream
 from .paths import (
     DIR_FLAGS,
     FILE_FLAGS,
+    MAX_DEPTH,
     NEW_FILE_FLAGS,
     RESERVED_PREFIX,
     TEMP_PREFIX,
@@ -161,11 +162,13 @@ class WorkspaceStorage:
 
         Each directory is opened relative to its parent's descriptor with
         ``O_NOFOLLOW``, so a directory swapped for a symlink is not walked
-        into; only one descriptor per level is open.
+        into; only one descriptor per level is open, and folders deeper than
+        :data:`~.paths.MAX_DEPTH` are listed but not walked into.
         """
         entries: list[tuple[str, str, int]] = []
 
-        def scan(fd: int, prefix: str) -> None:
+        def scan(fd: int, prefix: str) -> list[str]:
+            """Add the entries of the folder open at ``fd``; its subfolders (none once full)."""
             subdirs = []
             with os.scandir(fd) as it:
                 for d in it:
@@ -176,25 +179,38 @@ class WorkspaceStorage:
                     except FileNotFoundError:
                         continue
                     if len(entries) >= max_entries:
-                        return
+                        return []
                     kind = entry_type(st.st_mode)
                     entries.append((prefix + d.name, kind, st.st_size))
                     if kind == "directory":
                         subdirs.append(d.name)
-            for name in sorted(subdirs):
-                try:
-                    sub = os.open(name, DIR_FLAGS, dir_fd=fd)
-                except OSError:  # gone, or swapped for something else meanwhile
-                    continue
-                try:
-                    scan(sub, f"{prefix}{name}/")
-                finally:
-                    os.close(sub)
+            return sorted(subdirs, reverse=True)  # taken from the end: in order
 
         parts = split_relpath(relpath)
         with DirChain.open_root(directory) as dirs:
             dirs.walk(parts, "/".join(parts))
-            scan(dirs.fd, dirs.path() + "/" if dirs.names else "")
+            top = dirs.path() + "/" if dirs.names else ""
+            # the folders being walked, the top's first (its descriptor the chain's): descriptor,
+            # path prefix, subfolders left
+            stack = [(dirs.fd, top, scan(dirs.fd, top))]
+            try:
+                while stack:
+                    fd, prefix, subdirs = stack[-1]
+                    if not subdirs or len(dirs.names) + len(stack) > MAX_DEPTH:
+                        if len(stack) > 1:
+                            os.close(fd)
+                        stack.pop()
+                        continue
+                    name = subdirs.pop()
+                    try:
+                        sub = os.open(name, DIR_FLAGS, dir_fd=fd)
+                    except OSError:  # gone, or swapped for something else meanwhile
+                        continue
+                    stack.append((sub, f"{prefix}{name}/", []))
+                    stack[-1][2].extend(scan(sub, f"{prefix}{name}/"))
+            finally:
+                for fd, _, _ in stack[1:]:
+                    os.close(fd)
         return sorted(entries)
 
     def files_under(self, directory: str, relpath: str, max_entries: int = 1000) -> list[dict]:
@@ -540,6 +556,17 @@ def _empty(fd: int, freed: Freed) -> list[str]:
     return subdirs
 
 
+def _move_up(fd: int, name: str, top: tuple[int, int, str, list[str]]) -> None:
+    """Move ``name`` (in the directory open at ``fd``) into the directory :func:`remove_tree`
+    removes (``top``, its first frame), under a new name, to be removed from there."""
+    moved = f".deleting-{secrets.token_hex(8)}"
+    try:
+        os.rename(name, moved, src_dir_fd=fd, dst_dir_fd=top[0])
+    except FileNotFoundError:
+        return
+    top[3].append(moved)
+
+
 def remove_tree(parent_fd: int, name: str, freed: Freed, shown: str) -> None:
     """Remove ``name`` in the directory open at ``parent_fd`` and, if it is a directory,
     everything in it, one open directory at a time.
@@ -552,6 +579,10 @@ def remove_tree(parent_fd: int, name: str, freed: Freed, shown: str) -> None:
     subdirectories without ``O_NONBLOCK``: one swapped for a FIFO blocks it.)
     Something made in a directory while it is emptied is removed too, up to
     :data:`MAX_RESCANS` times; then the removal stops with a FileConflict.
+    At most :data:`~.paths.MAX_DEPTH` directories below ``name`` are open at
+    once: a directory deeper is moved up into ``name`` (renamed relative to
+    both descriptors, so it stays in the tree) and removed from there, so a
+    tree of any depth is removed with few descriptors.
     """
     try:
         top = os.open(name, DIR_FLAGS, dir_fd=parent_fd)
@@ -570,6 +601,9 @@ def remove_tree(parent_fd: int, name: str, freed: Freed, shown: str) -> None:
             fd, pfd, dname, subdirs = frames[-1]
             if subdirs:
                 sub = subdirs.pop()
+                if len(frames) > MAX_DEPTH:
+                    _move_up(fd, sub, frames[0])
+                    continue
                 try:
                     sfd = os.open(sub, DIR_FLAGS, dir_fd=fd)
                 except OSError as e:

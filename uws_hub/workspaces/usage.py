@@ -68,6 +68,10 @@ class UsageMeter:
                 # keep the last measurement: the filesystem may be away for a moment
                 self.log.warning("Workspace %s: directory %s is missing", ws.id, ws.directory)
                 continue
+            except OSError as e:
+                # keep the last measurement; the other workspaces are measured all the same
+                self.log.warning("Workspace %s: cannot measure %s: %s", ws.id, ws.directory, e)
+                continue
             if self.quotas.record_measured(ws, before, usage) and usage != before:
                 owners.add(ws.owner)
         for owner in owners:

@@ -32,12 +32,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from .paths import DIR_FLAGS, TEMP_PREFIX
+from .paths import DIR_FLAGS, MAX_DEPTH, TEMP_PREFIX
 
 #: files changed within this many seconds of a measurement are looked at again on the next
 HOT_SECONDS = 3600.0
 #: a directory changed within this many seconds of a measurement is read again on the next
 RACY_SECONDS = 2.0
+#: how many subdirectories of one directory are read at once (each open meanwhile)
+BATCH = 64
+#: what opening a subdirectory gives when it went away or is something else now
+_CHANGED = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EACCES)
 
 
 @dataclass(slots=True)
@@ -49,6 +53,42 @@ class _Dir:
     #: its hot files: name -> size (looked at again on every measurement)
     hot: dict[str, int] = field(default_factory=dict)
     subdirs: dict[str, _Dir] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Frame:
+    """A directory the walk of :meth:`UsageTree.measure` is in."""
+
+    #: its descriptor (-1: closed to save descriptors, opened again from below as '..')
+    fd: int
+    #: (device, inode): what it must be when opened again
+    identity: tuple[int, int]
+    #: its record of the last measurement, and the one being made
+    previous: _Dir | None
+    record: _Dir
+    #: its subdirectories not read yet
+    todo: list[str]
+    #: its subdirectories read, with subdirectories of their own: (name, previous, record, their subdirectories)
+    visited: list[tuple[str, _Dir | None, _Dir, list[str]]] = field(default_factory=list)
+
+
+class TreeMoved(OSError):
+    """A directory the walk had left (and closed) is not where it was when the walk
+    came back: the tree was moved meanwhile, and its measurement is not to be trusted."""
+
+
+def _identity(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
+
+
+def _reopen_parent(fd: int, identity: tuple[int, int]) -> int:
+    """The directory above the one open at ``fd``, which must be ``identity``."""
+    parent = os.open("..", DIR_FLAGS, dir_fd=fd)
+    if _identity(parent) != identity:
+        os.close(parent)
+        raise TreeMoved(errno.ESTALE, "a directory was moved while its tree was measured")
+    return parent
 
 
 class UsageTree:
@@ -64,10 +104,15 @@ class UsageTree:
         """Bytes in the files under ``directory`` now. With ``sweep_before`` (a time),
         upload temporaries last written before it are deleted instead of counted.
 
-        The directories of each level of the tree are read by ``workers``
-        threads: ``lstat`` releases the GIL, so they overlap the system calls
-        with the Python work. Raises FileNotFoundError if ``directory`` itself
-        is missing.
+        The tree is walked depth first, and the subdirectories of each directory
+        are read :data:`BATCH` at a time by ``workers`` threads (``lstat`` releases
+        the GIL, so they overlap the system calls with the Python work). A tree of
+        any shape is measured with few descriptors: the batch being read, and
+        the directories the walk is in, of which only the deepest
+        :data:`~.paths.MAX_DEPTH` stay open (one above them is opened again from
+        below, as ``..``, when the walk comes back to it; TreeMoved if it is not
+        the same directory any more). Raises FileNotFoundError if ``directory``
+        itself is missing.
         """
         try:
             fd = os.open(directory, DIR_FLAGS)
@@ -77,12 +122,8 @@ class UsageTree:
         now_ns = time.time_ns()
         hot_after = now_ns - int(HOT_SECONDS * 1e9)
         racy_after = now_ns - int(RACY_SECONDS * 1e9)
-        roots: dict[str, _Dir] = {}
-        # (descriptor of a directory, its record last time, where its new record goes, its name)
-        level: list[tuple[int, _Dir | None, dict[str, _Dir], str]] = [(fd, self._root, roots, "")]
 
-        def visit(item: tuple[int, _Dir | None, dict[str, _Dir], str]) -> tuple[_Dir, list[str]]:
-            fd, previous, _, _ = item
+        def visit(fd: int, previous: _Dir | None) -> tuple[_Dir, list[str]]:
             st = os.fstat(fd)
             key = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
             if previous is not None and previous.key == key:
@@ -94,34 +135,66 @@ class UsageTree:
             record.key = None if st.st_mtime_ns >= racy_after else key
             return record, names
 
-        total = 0
-        with ThreadPoolExecutor(max(1, workers)) as pool:
-            while level:
-                following: list[tuple[int, _Dir | None, dict[str, _Dir], str]] = []
+        stack: list[_Frame] = []
+        try:
+            root, names = visit(fd, self._root)
+            total = root.cold_bytes + sum(root.hot.values())
+            stack.append(_Frame(fd, _identity(fd), self._root, root, names))
+            with ThreadPoolExecutor(max(1, workers)) as pool:
+                while stack:
+                    frame = stack[-1]
+                    if frame.todo:
+                        total += self._read_batch(frame, pool, visit)
+                    elif frame.visited:
+                        name, previous, record, names = frame.visited.pop()
+                        try:
+                            sub = os.open(name, DIR_FLAGS, dir_fd=frame.fd)
+                        except OSError as e:
+                            if e.errno in _CHANGED:  # its files are counted, what is below it not
+                                continue
+                            raise
+                        stack.append(_Frame(sub, _identity(sub), previous, record, names))
+                        evicted = stack[-MAX_DEPTH - 1] if len(stack) > MAX_DEPTH + 1 else None
+                        if evicted is not None and evicted.fd != -1:  # the top's and the deepest stay open
+                            os.close(evicted.fd)
+                            evicted.fd = -1
+                    else:
+                        stack.pop()
+                        if stack and stack[-1].fd == -1:
+                            stack[-1].fd = _reopen_parent(frame.fd, stack[-1].identity)
+                        os.close(frame.fd)
+        finally:
+            for frame in stack:
+                if frame.fd != -1:
+                    os.close(frame.fd)
+        self._root = root
+        return total
+
+    def _read_batch(self, frame: _Frame, pool: ThreadPoolExecutor, visit) -> int:
+        """Read up to :data:`BATCH` of the subdirectories left in ``frame`` (in the pool); the bytes
+        in their files. Those with subdirectories of their own are left in ``frame.visited``."""
+        opened: list[tuple[str, int]] = []
+        try:
+            while frame.todo and len(opened) < BATCH:
+                name = frame.todo.pop()
                 try:
-                    results = list(pool.map(visit, level) if len(level) > 1 else map(visit, level))
-                    for (fd, previous, parent, name), (record, names) in zip(level, results, strict=True):
-                        parent[name] = record
-                        total += record.cold_bytes + sum(record.hot.values())
-                        for sub in names:
-                            try:
-                                child = os.open(sub, DIR_FLAGS, dir_fd=fd)
-                            except OSError as e:
-                                # gone, no longer a directory, or a symlink now: not part of the tree
-                                if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EACCES):
-                                    continue
-                                raise
-                            before = previous.subdirs.get(sub) if previous is not None else None
-                            following.append((child, before, record.subdirs, sub))
-                except BaseException:
-                    for item in following:
-                        os.close(item[0])
-                    raise
-                finally:
-                    for item in level:
-                        os.close(item[0])
-                level = following
-        self._root = roots.get("")
+                    opened.append((name, os.open(name, DIR_FLAGS, dir_fd=frame.fd)))
+                except OSError as e:
+                    # gone, no longer a directory, or a symlink now: not part of the tree
+                    if e.errno not in _CHANGED:
+                        raise
+            before = frame.previous.subdirs if frame.previous is not None else {}
+            jobs = [(sub, before.get(name)) for name, sub in opened]
+            results = list(pool.map(lambda job: visit(*job), jobs) if len(jobs) > 1 else (visit(*j) for j in jobs))
+        finally:
+            for _, sub in opened:
+                os.close(sub)
+        total = 0
+        for (name, _), (record, names) in zip(opened, results, strict=True):
+            frame.record.subdirs[name] = record
+            total += record.cold_bytes + sum(record.hot.values())
+            if names:
+                frame.visited.append((name, before.get(name), record, names))
         return total
 
     def _reuse(self, fd: int, previous: _Dir, hot_after: int) -> tuple[_Dir, list[str]]:

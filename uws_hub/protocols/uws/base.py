@@ -8,6 +8,12 @@ must belong to the user named: a token with another owner's name is refused
 like a wrong password. Either way it is a hub API token, so its scopes decide
 what the request may do, through :mod:`uws_hub.access`, as in the JSON API.
 Unauthenticated requests get ``401`` with ``WWW-Authenticate: Basic``.
+A browser keeps Basic credentials once given (its login prompt) and sends them
+with every request to the hub, also those a page of another site makes (a form
+POST needs no CORS preflight), so Basic is refused (``403``) on a request a
+browser marks as coming from another site (``Origin`` not the hub's,
+``Sec-Fetch-Site`` not ``same-origin`` or ``none``): no page elsewhere can run,
+change or delete a job with them. Clients send neither header.
 
 Answers: XML documents and ``text/plain`` atoms as UWS says, and every error
 as its HTTP status with a ``text/plain`` message (UWS has no error
@@ -46,6 +52,18 @@ def basic_credentials(header: str) -> tuple[str, str] | None:
     return (user, password) if colon and user and password else None
 
 
+def cross_site(handler: web.RequestHandler, own_origin: str) -> bool:
+    """Whether a browser made this request for a page of another site: its ``Origin``
+    is not ``own_origin`` (``null`` included), or its ``Sec-Fetch-Site`` is neither
+    ``same-origin`` nor ``none`` (typed in, a bookmark). Clients send neither."""
+    headers = handler.request.headers
+    origin = headers.get("Origin")
+    fetch_site = headers.get("Sec-Fetch-Site")
+    return (origin is not None and origin != own_origin) or (
+        fetch_site is not None and fetch_site not in ("same-origin", "none")
+    )
+
+
 def error_status(status_code: int, error: BaseException | None) -> int:
     """The status UWS gives a refusal: a state conflict (uws-hub's ``409``) is ``403``."""
     if isinstance(error, UWSError) and status_code == 409:
@@ -82,6 +100,12 @@ class UWSHandler(UWSAPIHandler):
         return self._uws_token
 
     async def prepare(self):
+        if basic_credentials(self.request.headers.get("Authorization", "")) and cross_site(self, self.public_origin):
+            raise web.HTTPError(
+                403,
+                "HTTP Basic is not taken on requests from other sites (a page elsewhere could make"
+                " them with the login your browser keeps); use 'Authorization: token <token>'",
+            )
         await super().prepare()
         if self.current_user is None:
             raise web.HTTPError(
