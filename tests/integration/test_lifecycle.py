@@ -344,9 +344,10 @@ def test_processes_left_by_a_hub_killed_before_it_recorded_them_are_ended(make_h
                 os.killpg(pid, signal.SIGKILL)
 
 
-def test_orphan_sweep_ends_only_this_hubs_processes(make_hub):
-    """Two processes claim a running job's id beside its server: one of this hub (a
-    duplicate: ended) and one of another hub with the same job id (left alone)."""
+def test_orphan_sweep_ends_only_this_hubs_processes_of_no_job(make_hub):
+    """Beside a running job's server: a process of this hub for an unknown job (ended),
+    one its job left in the background (lives as long as the job, then ended), and one
+    of another hub with the same job id (left alone, before and after the job ends)."""
     hub = make_hub(
         "c.UWSHub.system_users = False\nc.UWSHub.job_reconcile_interval = 1\n"
         "c.WorkspaceLocalProcessSpawner.orphan_sweep_interval_seconds = 1\n"
@@ -361,26 +362,36 @@ def test_orphan_sweep_ends_only_this_hubs_processes(make_hub):
     this_hub = _this_hub_id(hub)
     assert _env_of(server)["UWS_HUB_ID"] == this_hub
     other_hub = "0" * len(this_hub)
-    sleepers = {}
+
+    def sleeper(hub_id: str, job_id: int) -> subprocess.Popen:
+        env = {"PATH": os.defpath, "JUPYTERHUB_USER": name, "UWS_HUB_ID": hub_id, "UWS_JOB_ID": str(job_id)}
+        code = "import time; time.sleep(600)"
+        return subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True)
+
+    sleepers = []
     try:
-        for hub_id in (this_hub, other_hub):
-            sleepers[hub_id] = subprocess.Popen(
-                [sys.executable, "-c", "import time; time.sleep(600)"],
-                env={"PATH": os.defpath, "JUPYTERHUB_USER": name, "UWS_HUB_ID": hub_id, "UWS_JOB_ID": str(job["id"])},
-                start_new_session=True,
-            )
-        ours = sleepers[this_hub]
-        wait_for(lambda: ours.poll() is not None, 30, what="this hub's duplicate process to be ended")
-        assert ours.returncode == -signal.SIGTERM
-        assert sleepers[other_hub].poll() is None  # decided in the same sweep: left alone
+        sleepers += [
+            unknown := sleeper(this_hub, 9999),
+            background := sleeper(this_hub, job["id"]),
+            theirs := sleeper(other_hub, job["id"]),
+        ]
+        wait_for(lambda: unknown.poll() is not None, 30, what="the process of an unknown job to be ended")
+        assert unknown.returncode == -signal.SIGTERM
+        # decided in the same sweep: the job's own and the other hub's are left alone
+        assert background.poll() is None and theirs.poll() is None
         assert _alive(server)
         assert hub.api("GET", f"jobs/{job['id']}", user)["status"] == "running"
-        assert f"Ending orphaned local process {ours.pid} of job {job['id']}: its job runs process {server}" in (
-            hub.log_text()
-        )
+
+        hub.api("POST", f"jobs/{job['id']}/stop", user, expect=202)
+        assert hub.wait_job(job["id"], user, TERMINAL)["status"] == "completed"
+        wait_for(lambda: background.poll() is not None, 30, what="the finished job's process to be ended")
+        assert theirs.poll() is None  # same job id, another hub: left alone
+        log = hub.log_text()
+        assert f"Ending orphaned local process {unknown.pid} of job 9999: its job is finished or unknown" in log
+        assert f"Ending orphaned local process {background.pid} of job {job['id']}: its job is finished" in log
+        assert f"local process {theirs.pid} " not in log
     finally:
-        for proc in sleepers.values():
+        for proc in sleepers:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        hub.api("POST", f"jobs/{job['id']}/stop", user, expect=202)

@@ -34,15 +34,16 @@ def spawn(hub_id: str, job_id: int, code: str = "import time; time.sleep(600)") 
     return proc
 
 
-def proc(pid: int, ppid: int, job_id: int, wrapper: bool = False) -> JobProcess:
-    return JobProcess(pid=pid, ppid=ppid, pgid=pid, start=1, job_id=job_id, wrapper=wrapper)
+def proc(pid: int, ppid: int, job_id: int, wrapper: bool = False, start: int = 100) -> JobProcess:
+    return JobProcess(pid=pid, ppid=ppid, pgid=pid, start=start, job_id=job_id, wrapper=wrapper)
 
 
-def test_orphans_are_roots_of_unknown_jobs_or_of_jobs_recording_another_process():
+def test_orphans_are_roots_of_unknown_jobs_or_older_than_their_jobs_process():
     processes = [
         proc(10, 1, job_id=1),  # the job's recorded server
         proc(11, 10, job_id=1),  # its kernel: not a root
-        proc(12, 1, job_id=1),  # a duplicate of job 1
+        proc(12, 1, job_id=1, start=50),  # an earlier start of job 1, older than its server
+        proc(13, 1, job_id=1, start=150),  # what the server left in the background: the job's
         proc(20, 1, job_id=2),  # a finished job's
         proc(30, 1, job_id=3),  # a job that records none, and whose start is under way here
         proc(40, 1, job_id=4),  # a job that records none, whose start the hub lost
@@ -53,10 +54,10 @@ def test_orphans_are_roots_of_unknown_jobs_or_of_jobs_recording_another_process(
     known = {1: "10", 3: None, 4: None, 5: None, 6: "61"}
     orphans = find_orphans(processes, known, starting=lambda job_id: job_id == 3)
     assert [(p.pid, why) for p, why in orphans] == [
-        (12, "its job runs process 10"),
+        (12, "an earlier start's: its job runs process 10, started later"),
         (20, "its job is finished or unknown"),
         (40, "its job records no process"),
-        (60, "its job runs process 61"),
+        (60, "its job's process 61 is gone"),
     ]
 
 

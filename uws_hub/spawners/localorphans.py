@@ -13,12 +13,15 @@ their names, so the hub finds them in ``/proc`` whatever it recorded.
 A process *belongs* to one hub's job; the processes of a job form trees
 (a server and its kernels; a batch job's wrapper and its command), whose
 *roots* are those whose parent is not a process of the same job. A root is
-an orphan when its job is unknown or finished, or (a server) when the job
-records another process, or none while no start of it is under way in this
-process (:data:`STARTING`). Batch jobs' wrappers are told apart
-(``UWS_JOB_WRAPPER``, in the wrapper's own environment only): a run file lock
-keeps them single (:mod:`.localjob`), and their pid is recorded after the
-submit returns, so only the first rule applies to them.
+an orphan when its job is unknown or finished; or, unless a start of the job
+is under way in this process (:data:`STARTING`), when the job records no live
+process of it, or one that started after the root did (the root is an
+earlier start's). A root younger than the job's process is the job's own (a
+command its server left running in the background, ``nohup``): it lives as
+long as the job. Batch jobs' wrappers are told apart (``UWS_JOB_WRAPPER``, in
+the wrapper's own environment only): a run file lock keeps them single
+(:mod:`.localjob`), and their pid is recorded after the submit returns, so
+only the first rule applies to them.
 
 Processes of other hubs (other ``UWS_HUB_ID``, or environments the hub may
 not read) are never touched. Nothing here imports the hub.
@@ -117,13 +120,20 @@ def find_orphans(
     """The roots of ``processes`` that no job owns (see the module's docstring), each with
     why: ``known`` maps this hub's unfinished jobs to their recorded resource ids;
     ``starting(job id)`` says whether a start of the job is under way in this process."""
+    by_pid = {p.pid: p for p in processes}
     orphans = []
     for p in roots(processes):
         if p.job_id not in known:
             orphans.append((p, "its job is finished or unknown"))
-        elif not p.wrapper and known[p.job_id] != str(p.pid) and not starting(p.job_id):
-            recorded = known[p.job_id]
-            orphans.append((p, f"its job runs process {recorded}" if recorded else "its job records no process"))
+            continue
+        recorded = known[p.job_id]
+        if p.wrapper or recorded == str(p.pid) or starting(p.job_id):
+            continue
+        job_process = by_pid.get(int(recorded)) if recorded and recorded.isdigit() else None
+        if job_process is None or job_process.job_id != p.job_id:
+            orphans.append((p, f"its job's process {recorded} is gone" if recorded else "its job records no process"))
+        elif p.start < job_process.start:
+            orphans.append((p, f"an earlier start's: its job runs process {recorded}, started later"))
     return orphans
 
 
