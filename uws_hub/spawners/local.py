@@ -70,12 +70,13 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         Every local job process carries its hub's id and its job's id in its
         environment (``UWS_HUB_ID``, ``UWS_JOB_ID``). A sweep reads them in
         ``/proc`` and ends (SIGTERM, SIGKILL after ``kill_grace_seconds``) the
-        processes of this hub whose job is finished or unknown, or (servers)
-        whose job records another process or none: a hub killed between
-        starting a process and recording it, a job stopped while the hub was
-        away. Processes of other hubs are never touched. The first sweep runs
-        at the hub's first reconciler scan. A start that is retried ends the
-        job's leftover processes first, whatever this setting.
+        processes of this hub whose job is finished or unknown, and (servers)
+        those of a job that records no live process, or one started after
+        them: a hub killed between starting a process and recording it, a job
+        stopped while the hub was away, what a finished job left running in
+        the background. Processes of other hubs are never touched. The first
+        sweep runs at the hub's first reconciler scan. A start that is retried
+        ends the job's leftover processes first, whatever this setting.
         """,
     )
 
