@@ -99,7 +99,7 @@ async def test_end_job_ends_the_jobs_tree_by_sigterm():
                 break
             await asyncio.sleep(0.05)
         child = next(p for p in job_processes(hub, 3) if p.pid != parent.pid)
-        await end_job(hub, 3, 5.0, LOG, "a test")
+        await end_job(hub, 3, None, 5.0, LOG, "a test")
         assert parent.wait(10) == -15
         assert job_processes(hub, 3) == [], f"the child {child.pid} (a session of its own) lives on"
         assert other_job.poll() is None

@@ -217,7 +217,9 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
             # perhaps killed before it recorded it): not adoptable (their port and
             # token are unknown), so end them before starting afresh
             why = "left by an earlier start of the job, which is started again"
-            await localorphans.end_job(self.hub_id(), launch.job_id, self.kill_grace_seconds, self.log, why)
+            await localorphans.end_job(
+                self.hub_id(), launch.job_id, launch.previous_resource_id, self.kill_grace_seconds, self.log, why
+            )
         if self.port == 0:
             self.port = self._reserved_port = self._reserve_port()
         cmd = [*self.cmd, *self.get_args()]
@@ -351,4 +353,4 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         """End the processes of a server whose start the hub lost (hub restart), the job
         being to stop: every process of this hub's job (``resource_id`` and any other)."""
         why = "left by an interrupted start of the job, which is to stop"
-        await localorphans.end_job(self.hub_id(), job_id, self.kill_grace_seconds, self.log, why)
+        await localorphans.end_job(self.hub_id(), job_id, resource_id, self.kill_grace_seconds, self.log, why)

@@ -184,12 +184,16 @@ async def end(
         _signal(p, signal.SIGKILL)
 
 
-async def end_job(hub_id: str, job_id: int, grace_seconds: float, log: logging.Logger, why: str) -> None:
-    """End every process of this hub's job ``job_id``, logging ``why`` (before a start of
-    it is retried, or as it stops: a start the hub lost track of may have left some)."""
+async def end_job(
+    hub_id: str, job_id: int, recorded: str | None, grace_seconds: float, log: logging.Logger, why: str
+) -> None:
+    """End every process of this hub's job ``job_id``, logging ``why`` and whether the hub
+    had recorded it (``recorded``: the job's resource id), before a start of it is
+    retried, or as it stops: a start the hub lost track of may have left some."""
     processes = await asyncio.to_thread(job_processes, hub_id, job_id)
     if processes:
-        await end([(p, why) for p in roots(processes)], processes, grace_seconds, log)
+        whys = {True: f"{why} (the job's recorded process)", False: f"{why} (never recorded as the job's)"}
+        await end([(p, whys[str(p.pid) == recorded]) for p in roots(processes)], processes, grace_seconds, log)
 
 
 async def sweep(
