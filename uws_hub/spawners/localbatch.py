@@ -168,7 +168,9 @@ class LocalRunner:
             if started is not None:
                 self.started[launch.job_id] = started
             self._watch(launch.job_id, pid, wake)
-            return RunState("running", started_at=started)
+            # its pid, which the hub may not have recorded (it died in the hand-over):
+            # the orphan sweep tells the job's own processes by it
+            return RunState("running", started_at=started, resource_id=str(pid))
         return state
 
     def _find(self, launch: BatchLaunch, files: JobFiles) -> tuple[RunState, dict[str, Any] | None]:
