@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -250,3 +252,146 @@ def test_hub_killed_mid_delete_finishes_the_delete_after_a_restart(make_hub):
              what="the delete to finish after the restart")
     assert not directory.exists()
     hub.api("DELETE", f"workspaces/{ws['id']}", user, expect=404)
+
+
+# ---------------------------------------------------------------- orphaned local processes
+def _this_hub_id(hub) -> str:
+    from sqlalchemy.engine import make_url
+
+    from uws_hub.spawners.mixins import hub_id
+
+    return hub_id(make_url(hub.db_url).render_as_string(hide_password=True))
+
+
+def _env_of(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(v.decode().split("=", 1) for v in raw if b"=" in v)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != b"Z"
+
+
+def _as_if_killed_before_the_record(hub, job_id: int, *, stopped: bool = False) -> None:
+    """Make the database say what a hub SIGKILLed between starting job ``job_id``'s
+    process and recording it leaves: the job pending with no resource id, JupyterHub's
+    spawner without the state its start() would have saved; ``stopped``: and its
+    owner asked for a stop before the hub died."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(hub.db_url)
+    with engine.begin() as conn:
+        server_name = conn.execute(text("SELECT server_name FROM uws_jobs WHERE id = :id"), {"id": job_id}).scalar()
+        conn.execute(
+            text(
+                "UPDATE uws_jobs SET status = 'pending', resource_id = NULL, queued_at = NULL, running_at = NULL,"
+                " url = NULL, target = :target WHERE id = :id"
+            ),
+            {"id": job_id, "target": "stopped" if stopped else "running"},
+        )
+        conn.execute(text("UPDATE spawners SET state = '{}' WHERE name = :name"), {"name": server_name})
+    engine.dispose()
+
+
+def test_processes_left_by_a_hub_killed_before_it_recorded_them_are_ended(make_hub):
+    """The gap of issue 12: a hub SIGKILLed between a job's fork and the record of its
+    pid. After the restart the job that is to run has exactly one server process (not
+    the lost one beside the new one), the job stopped meanwhile has none."""
+    hub = make_hub(
+        "c.UWSHub.system_users = False\nc.UWSHub.job_reconcile_interval = 1\n"
+        "c.JupyterHub.cleanup_servers = False\nc.WorkspaceLocalProcessSpawner.kill_grace_seconds = 5\n"
+        f"c.UWSHub.job_types = {{'minimal': {{'cmd': {MINIMAL_CMD!r}}}}}\n"
+    )
+    name = f"lcorph{uuid.uuid4().hex[:6]}"
+    user = hub.add_user(name)
+    try:
+        to_run = hub.wait_job(launch(hub, user)["id"], user, {"running", "failed"})
+        to_stop = hub.wait_job(launch(hub, user)["id"], user, {"running", "failed"})
+        assert to_run["status"] == to_stop["status"] == "running"
+        lost = {to_run["id"]: int(to_run["resource_id"]), to_stop["id"]: int(to_stop["resource_id"])}
+        assert job_processes(name) == {jid: [pid] for jid, pid in lost.items()}
+        for pid in lost.values():
+            # the job's environment names its hub (never its token)
+            assert _env_of(pid)["UWS_HUB_ID"] == _this_hub_id(hub)
+        hub.stop(sig=signal.SIGKILL)
+        _as_if_killed_before_the_record(hub, to_run["id"])
+        _as_if_killed_before_the_record(hub, to_stop["id"], stopped=True)
+
+        hub.start()
+        job = hub.wait_job(to_run["id"], user, {"running", "failed"})
+        assert job["status"] == "running", job
+        assert hub.wait_job(to_stop["id"], user, TERMINAL)["status"] == "cancelled"
+        new_pid = int(job["resource_id"])
+        assert new_pid != lost[to_run["id"]]
+
+        def settled():
+            ours = job_processes(name)
+            return ours if not any(_alive(pid) for pid in lost.values()) else None
+
+        ours = wait_for(settled, 30, what="the lost processes to end")
+        assert ours == {to_run["id"]: [new_pid]}
+        assert hub.request("GET", job["url"], user).status_code == 200
+        log = hub.log_text()
+        for jid, pid in lost.items():
+            assert f"Ending orphaned local process {pid} of job {jid}" in log
+    finally:
+        for pids in job_processes(name).values():
+            for pid in pids:
+                os.killpg(pid, signal.SIGKILL)
+
+
+def test_orphan_sweep_ends_only_this_hubs_processes_of_no_job(make_hub):
+    """Beside a running job's server: a process of this hub for an unknown job (ended),
+    one its job left in the background (lives as long as the job, then ended), and one
+    of another hub with the same job id (left alone, before and after the job ends)."""
+    hub = make_hub(
+        "c.UWSHub.system_users = False\nc.UWSHub.job_reconcile_interval = 1\n"
+        "c.WorkspaceLocalProcessSpawner.orphan_sweep_interval_seconds = 1\n"
+        "c.WorkspaceLocalProcessSpawner.kill_grace_seconds = 5\n"
+        f"c.UWSHub.job_types = {{'minimal': {{'cmd': {MINIMAL_CMD!r}}}}}\n"
+    )
+    name = f"lcsweep{uuid.uuid4().hex[:6]}"
+    user = hub.add_user(name)
+    job = hub.wait_job(launch(hub, user)["id"], user, {"running", "failed"})
+    assert job["status"] == "running"
+    server = int(job["resource_id"])
+    this_hub = _this_hub_id(hub)
+    assert _env_of(server)["UWS_HUB_ID"] == this_hub
+    other_hub = "0" * len(this_hub)
+
+    def sleeper(hub_id: str, job_id: int) -> subprocess.Popen:
+        env = {"PATH": os.defpath, "JUPYTERHUB_USER": name, "UWS_HUB_ID": hub_id, "UWS_JOB_ID": str(job_id)}
+        code = "import time; time.sleep(600)"
+        return subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True)
+
+    sleepers = []
+    try:
+        sleepers += [
+            unknown := sleeper(this_hub, 9999),
+            background := sleeper(this_hub, job["id"]),
+            theirs := sleeper(other_hub, job["id"]),
+        ]
+        wait_for(lambda: unknown.poll() is not None, 30, what="the process of an unknown job to be ended")
+        assert unknown.returncode == -signal.SIGTERM
+        # decided in the same sweep: the job's own and the other hub's are left alone
+        assert background.poll() is None and theirs.poll() is None
+        assert _alive(server)
+        assert hub.api("GET", f"jobs/{job['id']}", user)["status"] == "running"
+
+        hub.api("POST", f"jobs/{job['id']}/stop", user, expect=202)
+        assert hub.wait_job(job["id"], user, TERMINAL)["status"] == "completed"
+        wait_for(lambda: background.poll() is not None, 30, what="the finished job's process to be ended")
+        assert theirs.poll() is None  # same job id, another hub: left alone
+        log = hub.log_text()
+        assert f"Ending orphaned local process {unknown.pid} of job 9999: its job is finished or unknown" in log
+        assert f"Ending orphaned local process {background.pid} of job {job['id']}: its job is finished" in log
+        assert f"local process {theirs.pid} " not in log
+    finally:
+        for proc in sleepers:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

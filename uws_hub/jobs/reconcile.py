@@ -332,6 +332,9 @@ class JobSteps:
         # a start the hub lost track of (restart) left this behind: the spawner
         # adopts it (a batch job still queued) or cleans it up (a process)
         launch.previous_resource_id = job.resource_id
+        # a start the hub was killed in before it recorded a resource id left no trace
+        # in the row: the spawner looks for what it may have left (a local process)
+        launch.retried = job.attempts > 1
         job_id = job.id
         future = self.servers.start(
             job.owner, job.server_name, job.resource, launch, self._on_report, lambda: self.wake(job_id)

@@ -23,7 +23,6 @@ import os
 import pwd
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 
@@ -31,7 +30,7 @@ from jupyterhub.spawner import LocalProcessSpawner
 from jupyterhub.utils import random_port
 from traitlets import Float, Integer, Unicode
 
-from . import wrapper
+from . import localorphans, wrapper
 from .listening import ServerExited, process_exit, wait_listening
 from .localbatch import LocalRunner
 from .localjob import CPU_USE, WRAPPER, memory_cgroups, open_log
@@ -57,7 +56,27 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         10.0,
         config=True,
         help="""Seconds a batch job's command has to end after SIGTERM (a stop, its time
-        limit) before the job's wrapper kills its process group with SIGKILL.
+        limit) before the job's wrapper kills its process group with SIGKILL; and
+        seconds an orphaned local process has to end after SIGTERM before the hub
+        kills it (see ``orphan_sweep_interval_seconds``).
+        """,
+    )
+
+    orphan_sweep_interval_seconds = Float(
+        60.0,
+        config=True,
+        help="""Seconds between two sweeps for orphaned local job processes (0: never).
+
+        Every local job process carries its hub's id and its job's id in its
+        environment (``UWS_HUB_ID``, ``UWS_JOB_ID``). A sweep reads them in
+        ``/proc`` and ends (SIGTERM, SIGKILL after ``kill_grace_seconds``) the
+        processes of this hub whose job is finished or unknown, and (servers)
+        those of a job that records no live process, or one started after
+        them: a hub killed between starting a process and recording it, a job
+        stopped while the hub was away, what a finished job left running in
+        the background. Processes of other hubs are never touched. The first
+        sweep runs at the hub's first reconciler scan. A start that is retried
+        ends the job's leftover processes first, whatever this setting.
         """,
     )
 
@@ -89,7 +108,25 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         else:
             log.info("Memory limits of local jobs: RLIMIT_AS (no cgroup: %s)", why_not)
         return LocalRunner(
-            log_dir, log, kill_grace_seconds=settings.kill_grace_seconds, nice=settings.nice_level, cgroups=cgroups
+            log_dir,
+            log,
+            kill_grace_seconds=settings.kill_grace_seconds,
+            nice=settings.nice_level,
+            cgroups=cgroups,
+            hub_id=hub_id,
+        )
+
+    @classmethod
+    async def sweep_orphans(cls, known, *, hub_id, config, log) -> list[int]:
+        """End this hub's local job processes that no unfinished job owns
+        (:func:`.localorphans.sweep`); return their pids."""
+        settings = cls(config=config)
+        return await localorphans.sweep(
+            known,
+            hub_id=hub_id,
+            interval_seconds=settings.orphan_sweep_interval_seconds,
+            grace_seconds=settings.kill_grace_seconds,
+            log=log,
         )
 
     def limits_spec(self, launch) -> dict | None:
@@ -130,6 +167,13 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         if self.limits:
             CPU_USE.hold(self._cpu_key, self.limits.get("cpus"))
 
+    def get_env(self):
+        env = super().get_env()
+        # with UWS_JOB_ID, what finds the job's processes again (:mod:`.localorphans`); only
+        # local ones: a SLURM job's processes may run on the hub's machine too
+        env["UWS_HUB_ID"] = self.hub_id()
+        return env
+
     #: what :meth:`over_memory` needs of a server that ended: its memory limit, whether its
     #: cgroup saw the kernel kill it, its log (JupyterHub's ``poll()`` clears the state as
     #: soon as it sees the process gone, before the hub asks why)
@@ -159,10 +203,23 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         with random sleeps, succeeds at its first check (see :mod:`.listening`).
         """
         launch = self.take_launch()
-        if launch.previous_resource_id:
-            # a process of an interrupted start of this job: not adoptable (its
-            # port and token are unknown), so end it before starting afresh
-            await self.release_leftover(launch.job_id, launch.previous_resource_id)
+        starting = (self.hub_id(), launch.job_id)
+        # until the hub has the new process's pid, the orphan sweep leaves the job's processes alone
+        localorphans.STARTING.add(starting)
+        try:
+            return await self._start(launch)
+        finally:
+            localorphans.STARTING.discard(starting)
+
+    async def _start(self, launch):
+        if launch.previous_resource_id or launch.retried:
+            # processes of an earlier start of this job (one the hub lost track of,
+            # perhaps killed before it recorded it): not adoptable (their port and
+            # token are unknown), so end them before starting afresh
+            why = "left by an earlier start of the job, which is started again"
+            await localorphans.end_job(
+                self.hub_id(), launch.job_id, launch.previous_resource_id, self.kill_grace_seconds, self.log, why
+            )
         if self.port == 0:
             self.port = self._reserved_port = self._reserve_port()
         cmd = [*self.cmd, *self.get_args()]
@@ -293,33 +350,7 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         super().clear_state()
 
     async def release_leftover(self, job_id: int, resource_id: str) -> None:
-        """Kill the process group of a server whose start the hub lost (hub restart)."""
-        pid = int(resource_id)
-        if not _is_job_process(pid, job_id):
-            return
-        self.log.warning("Killing leftover server process %s of job %s", pid, job_id)
-        for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(pid, sig)
-            except ProcessLookupError:
-                return
-            for _ in range(int(wait / 0.1)):
-                if not _is_job_process(pid, job_id):
-                    return
-                await asyncio.sleep(0.1)
-
-
-def _is_job_process(pid: int, job_id: int) -> bool:
-    """Whether ``pid`` is alive and runs job ``job_id`` (its environment says so).
-
-    Checking the environment means a recycled pid of another process is
-    never touched.
-    """
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            env = f.read().split(b"\0")
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != b"Z" and f"UWS_JOB_ID={job_id}".encode() in env
+        """End the processes of a server whose start the hub lost (hub restart), the job
+        being to stop: every process of this hub's job (``resource_id`` and any other)."""
+        why = "left by an interrupted start of the job, which is to stop"
+        await localorphans.end_job(self.hub_id(), job_id, resource_id, self.kill_grace_seconds, self.log, why)

@@ -64,6 +64,7 @@ class LocalRunner:
         kill_grace_seconds: float = 10,
         nice: int = 0,
         cgroups: Cgroups | None = None,
+        hub_id: str = "",
     ):
         self.state_dir = state_dir
         self.log = log
@@ -71,6 +72,8 @@ class LocalRunner:
         self.kill_grace_seconds = kill_grace_seconds
         self.nice = nice
         self.cgroups = cgroups
+        #: this hub's id (``UWS_HUB_ID`` of its jobs' processes, see :mod:`.localorphans`)
+        self.hub_id = hub_id
         self.watch = ExitWatch()
         #: when their commands started (their real start: running_at, and core-hours, count from it)
         self.started: dict[int, datetime] = {}
@@ -109,7 +112,7 @@ class LocalRunner:
             env.update(USER=account.pw_name, HOME=account.pw_dir, SHELL=account.pw_shell or "/bin/sh")
         else:
             env.update(USER=pwd.getpwuid(os.geteuid()).pw_name, HOME=launch.home or "/", SHELL="/bin/sh")
-        spec["env"] = {**env, **launch.env}
+        spec["env"] = {**env, **launch.env, "UWS_HUB_ID": self.hub_id}
         return spec
 
     def granted_time_limit(self, seconds: float) -> float:
@@ -134,7 +137,7 @@ class LocalRunner:
             prepare()
             spec = self._spec(launch)
             self.started[launch.job_id] = datetime.now(UTC).replace(tzinfo=None)
-            return start(files, lock_fd, spec, python=self.python)
+            return start(files, lock_fd, spec, python=self.python, hub_id=self.hub_id)
         except BaseException:
             CPU_USE.release(self._cpu_key(launch.job_id))
             self.started.pop(launch.job_id, None)
@@ -165,7 +168,9 @@ class LocalRunner:
             if started is not None:
                 self.started[launch.job_id] = started
             self._watch(launch.job_id, pid, wake)
-            return RunState("running", started_at=started)
+            # its pid, which the hub may not have recorded (it died in the hand-over):
+            # the orphan sweep tells the job's own processes by it
+            return RunState("running", started_at=started, resource_id=str(pid))
         return state
 
     def _find(self, launch: BatchLaunch, files: JobFiles) -> tuple[RunState, dict[str, Any] | None]:

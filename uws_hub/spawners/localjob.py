@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import wrapper
+from .localorphans import WRAPPER_MARK
 
 #: the wrapper program, run by path with ``python -I -S`` (standard library only)
 WRAPPER = os.path.abspath(wrapper.__file__)
@@ -181,9 +182,12 @@ def start(
     *,
     python: str = sys.executable,
     log_path: str | None = None,
+    hub_id: str = "",
 ) -> subprocess.Popen:
     """Start the wrapper for ``spec`` (blocks briefly: run it in a thread), handing it the
-    locked run file; the caller closes its own ``lock_fd`` after."""
+    locked run file; the caller closes its own ``lock_fd`` after. The wrapper's own
+    environment names this hub (``hub_id``) and the job, and marks it a wrapper, so that
+    the hub finds it again (:mod:`.localorphans`)."""
     log_path = log_path or files.log
     spec = {
         **spec,
@@ -200,7 +204,13 @@ def start(
             stderr=subprocess.STDOUT,
             pass_fds=(lock_fd,),
             start_new_session=True,
-            env={"PATH": os.defpath, "LANG": "C.UTF-8"},
+            env={
+                "PATH": os.defpath,
+                "LANG": "C.UTF-8",
+                "UWS_HUB_ID": hub_id,
+                "UWS_JOB_ID": str(files.job_id),
+                WRAPPER_MARK: "1",
+            },
         )
     finally:
         os.close(log_fd)

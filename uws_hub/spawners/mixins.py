@@ -18,11 +18,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import pwd
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import object_session
 from tornado import web
 
@@ -57,6 +60,9 @@ class WorkspaceLaunch:
     #: restart during the start): the spawner adopts it (a batch job that is
     #: still queued or running) or cleans it up before starting afresh
     previous_resource_id: str | None = None
+    #: an earlier start of this job was made (this is attempt 2 or later): one the hub
+    #: lost track of (killed before it recorded the process) may have left something
+    retried: bool = False
 
     def to_state(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,11 +80,43 @@ LifecycleListener = Callable[[Any, str, dict[str, Any]], None]
 def hub_id(db_url: str) -> str:
     """A short, stable id of a hub, from its database URL (password hidden).
 
-    Resources shared by several hubs (a SLURM cluster) tell their jobs apart
-    with it: the hub passes it to ``sweep_orphans``, spawners get it from
-    :meth:`WorkspaceSpawnerMixin.hub_id`.
+    Resources shared by several hubs (a SLURM cluster, a machine where several
+    hubs run local jobs) tell their jobs apart with it: the hub passes it to
+    ``sweep_orphans``, spawners get it from :meth:`WorkspaceSpawnerMixin.hub_id`,
+    and every local job process gets it as ``UWS_HUB_ID``. It is no secret.
+
+    A relative SQLite path (JupyterHub's default, ``sqlite:///jupyterhub.sqlite``)
+    counts as the file it opens: two hubs started in two folders are two hubs.
     """
+    url = make_url(db_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        if not os.path.isabs(url.database) and not url.database.startswith("file:"):
+            db_url = url.set(database=os.path.abspath(url.database)).render_as_string(hide_password=True)
     return hashlib.sha256(db_url.encode()).hexdigest()[:8]
+
+
+class SweepSchedule:
+    """When each hub (by id) last swept a resource for orphans, so that the reconciler's
+    scans sweep once per interval (``sweep_orphans`` of the local and SLURM spawners)."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+
+    def due(self, hub_id: str, interval_seconds: float) -> bool:
+        """Whether hub ``hub_id`` sweeps now (0: never; the first call: yes); if so, the
+        interval starts again now."""
+        if not interval_seconds:
+            return False
+        now = time.monotonic()
+        last = self._last.get(hub_id)
+        if last is not None and now - last < interval_seconds:
+            return False
+        self._last[hub_id] = now
+        return True
+
+    def retry(self, hub_id: str) -> None:
+        """The sweep failed: the next scan sweeps again."""
+        self._last.pop(hub_id, None)
 
 
 class WorkspaceSpawnerMixin:

@@ -235,17 +235,22 @@ class Cgroups:
             pass
 
 
-def process_start_time(pid: int) -> int | None:
-    """When ``pid`` started (clock ticks since boot, ``/proc/<pid>/stat``), or None if
-    it is gone: with the pid, it names one process for good (pids are reused)."""
+def process_stat(pid: int) -> list[bytes] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command's name (the state first, the
+    parent's pid second), or None if the process is gone (or a zombie)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             fields = f.read().rsplit(b")", 1)[1].split()
     except OSError:
         return None
-    if fields[0] == b"Z":
-        return None
-    return int(fields[19])
+    return None if fields[0] == b"Z" else fields
+
+
+def process_start_time(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot, ``/proc/<pid>/stat``), or None if
+    it is gone: with the pid, it names one process for good (pids are reused)."""
+    fields = process_stat(pid)
+    return None if fields is None else int(fields[19])
 
 
 def apply_limits(spec: dict) -> None:

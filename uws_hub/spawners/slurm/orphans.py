@@ -4,14 +4,14 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 
+from ..mixins import SweepSchedule
 from .parsing import SWEEP_FORMAT, find_orphans, job_id_from_name, parse_sweep
 from .poller import SlurmPoller
 
-#: when each hub (by id) last swept, so that the reconciler's scans sweep once per interval
-_last_sweep: dict[str, float] = {}
+#: when each hub swept its SLURM jobs
+_schedule = SweepSchedule()
 
 
 async def sweep(
@@ -25,17 +25,12 @@ async def sweep(
     log: logging.Logger,
 ) -> list[str]:
     """One ``squeue`` of every job; ``scancel`` of this hub's orphans; returns their ids."""
-    if not interval_seconds:
+    if not _schedule.due(hub_id, interval_seconds):
         return []
-    now = time.monotonic()
-    last = _last_sweep.get(hub_id)
-    if last is not None and now - last < interval_seconds:
-        return []
-    _last_sweep[hub_id] = now
     result = await poller.command([*poller.squeue_cmd, "-h", "-o", SWEEP_FORMAT])
     if result.returncode != 0:
         log.warning("Orphan sweep: squeue failed: %s", result.stderr.strip()[:300])
-        _last_sweep.pop(hub_id, None)
+        _schedule.retry(hub_id)
         return []
     entries = parse_sweep(result.stdout)
     if not any(job_id_from_name(prefix, e.name) is not None for e in entries):
