@@ -158,9 +158,14 @@ def workspaces_root():
 
 # ---------------------------------------------------------------- hubs
 @pytest.fixture(scope="session")
-def _hubs():
+def _hubs(postgres):
     """Every hub the tests made, in order; each is stopped at the end of the scope
-    that made it (below), and any still running at the end of the session."""
+    that made it (below), and any still running at the end of the session.
+
+    It depends on ``postgres`` so that the database server stops after the last hub
+    (fixtures are torn down in the reverse order of their set-up, and this one, used
+    by an autouse fixture, is set up first): a hub whose database went away first
+    does not exit on SIGTERM, and waited out :meth:`Hub.stop`'s 30 s."""
     hubs: list[Hub] = []
     yield hubs
     for hub in hubs:
