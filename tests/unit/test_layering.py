@@ -122,3 +122,16 @@ def test_the_hub_leaves_out_what_importing_batchspawner_adds_to_jupyterhub():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "True"
+
+
+def test_the_hub_does_not_compile_the_iri_grammar_jsonschema_would_load():
+    """rfc3987_syntax (jsonschema's "iri" formats) compiles a grammar as it is imported,
+    half of the hub's start-up: the hub starts without it (uws_hub/__init__.py), and
+    still checks the formats its schemas use."""
+    code = (
+        "import sys, uws_hub.app, jsonschema\n"
+        "checkers = jsonschema.FormatChecker().checkers\n"
+        "print(sys.modules.get('rfc3987_syntax'), 'iri' in checkers, 'uri' in checkers, 'date-time' in checkers)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "None False True True"
