@@ -61,8 +61,14 @@ $(VENV)/.docs-installed: setup.cfg $(VENV)/.installed
 # SQLite, then the integration tests once more on PostgreSQL (started by the
 # tests) without those that add nothing database-specific: the in-process unit
 # tests (no database), the browser and SLURM tests, the proxies, the guard in
-# the single-user servers, the file-descriptor checks and the authenticators'
-# protocols (PG_SKIP). UWS_REQUIRE_SLURM: the
+# the single-user servers, the file-descriptor checks, the authenticators'
+# protocols, and the job life cycle's deaths and restarts (test_lifecycle.py:
+# servers, proxies and the hub killed and started again; the hub's database work
+# is one session on one event loop, and the queries those tests reach are the
+# same simple ones every module kept here runs on PostgreSQL), and JupyterHub's
+# spawn limits (test_spawn_limits.py: counted in the hub's memory, JupyterHub's
+# active servers and the start line's tickets, not in the database) (PG_SKIP).
+# UWS_REQUIRE_SLURM: the
 # SLURM tests fail instead of skipping when the cluster does not come up.
 # UWS_STATUS_COVERAGE (test-sqlite): the whole suite runs, so its last test checks
 # that every status docs/openapi.yaml lists was answered to some test. The
@@ -82,7 +88,8 @@ test-sqlite:
 	UWS_REQUIRE_SLURM=1 UWS_STATUS_COVERAGE=1 $(PYTHON) -m pytest -v -ra --durations=20
 
 PG_SKIP := test_proxy.py test_proxies.py test_server_access.py test_files_safety.py \
-           test_auth_ldap.py test_auth_oidc.py test_auth_remote.py
+           test_auth_ldap.py test_auth_oidc.py test_auth_remote.py test_lifecycle.py \
+           test_spawn_limits.py
 
 test-postgres:
 	UWS_TEST_DB=postgresql $(PYTHON) -m pytest -v -ra --durations=10 -m "not browser and not slurm" \

@@ -19,6 +19,9 @@ Fixtures:
 - ``slurm``: a single-node SLURM cluster (``scripts/slurm-up.sh up``), started
   once per machine; the SLURM tests skip with the reason when it cannot be
   started (and fail instead when ``UWS_REQUIRE_SLURM`` is set, as in CI).
+- ``slurm_time_limits``: a server, a batch job and a UWS job SLURM ends at their
+  one-minute time limits, started by the first test that needs them (marked
+  ``before_all``: the first of the run) and checked at the end of their modules.
 """
 
 from __future__ import annotations
@@ -34,11 +37,13 @@ import tempfile
 import uuid
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from . import slurmutil, uwsclient
 from .browserutil import CHROMIUM, CHROMIUM_ARGS
-from .helpers import ADMIN_PASSWORD, MULTIUSER_CONFIG, USERS
+from .helpers import ADMIN_PASSWORD, MULTIUSER_CONFIG, USERS, launch
 from .hubutil import BENIGN_ERRORS, REPO, Hub
 from .pgutil import PostgresServer
 from .slurmutil import start_cluster
@@ -83,9 +88,12 @@ def pytest_report_header(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``after_all`` run last: they check what the others did."""
+    """Tests marked ``before_all`` run first (they start what takes long, for later
+    tests to check), those marked ``after_all`` last: they check what the others did."""
+    first = [item for item in items if item.get_closest_marker("before_all")]
     last = [item for item in items if item.get_closest_marker("after_all")]
-    items[:] = [item for item in items if not item.get_closest_marker("after_all")] + last
+    middle = [item for item in items if item not in first and item not in last]
+    items[:] = first + middle + last
 
 
 # ---------------------------------------------------------------- databases
@@ -149,6 +157,31 @@ def slurm():
 
 
 @pytest.fixture(scope="session")
+def slurm_time_limits(make_hub, system_users, slurm):
+    """Three jobs SLURM ends at its shortest time limit, one minute, on a hub of their
+    own: a server (tests/integration/test_slurm.py), a batch command
+    (test_slurm_batch.py) and a UWS job (test_uws_slurm.py). slurmctld checks time
+    limits every 30 s (a fixed period, no slurm.conf setting), so each ends 60-90 s
+    after it started. Each module checks one, at its end; the tests that check
+    them running are marked ``before_all``, so in a full run the three waits
+    overlap each other and the whole run instead of adding up, module by module."""
+    hub = make_hub(slurmutil.hub_config(slurmutil.TIME_LIMIT_JOB_TYPES))
+    hub.for_the_session = True  # made during some module's test, checked by three modules
+    user = hub.add_user("uwsalice")
+    server = launch(hub, user, resource="slurm", resources={"time_limit": "1"})
+    ws = hub.api("POST", "workspaces", user, json={"name": f"time limits {uuid.uuid4().hex[:8]}"}, expect=201)
+    batch = hub.api("POST", f"workspaces/{ws['id']}/jobs", user, json={"job_type": "timed"}, expect=202)
+    uws = uwsclient.session("uwsalice", user)
+    uws_url = uwsclient.create(uws, hub, "sleep", seconds="600", EXECUTIONDURATION="60", PHASE="RUN")
+    uws_job = hub.api("GET", f"jobs/{uwsclient.job_id(uws_url)}", user, expect=200)
+    running = {}
+    for name, job in (("server", server), ("batch", batch), ("uws", uws_job)):
+        running[name] = hub.wait_job(job["id"], user, {"running", "completed", "failed", "cancelled"}, timeout=120)
+        assert running[name]["status"] == "running", running[name]
+    return SimpleNamespace(hub=hub, user=user, uws_session=uws, uws_url=uws_url, **running)
+
+
+@pytest.fixture(scope="session")
 def workspaces_root():
     root = Path(tempfile.mkdtemp(prefix="uws-workspaces-"))
     root.chmod(0o755)
@@ -158,9 +191,14 @@ def workspaces_root():
 
 # ---------------------------------------------------------------- hubs
 @pytest.fixture(scope="session")
-def _hubs():
+def _hubs(postgres):
     """Every hub the tests made, in order; each is stopped at the end of the scope
-    that made it (below), and any still running at the end of the session."""
+    that made it (below), and any still running at the end of the session.
+
+    It depends on ``postgres`` so that the database server stops after the last hub
+    (fixtures are torn down in the reverse order of their set-up, and this one, used
+    by an autouse fixture, is set up first): a hub whose database went away first
+    does not exit on SIGTERM, and waited out :meth:`Hub.stop`'s 30 s."""
     hubs: list[Hub] = []
     yield hubs
     for hub in hubs:

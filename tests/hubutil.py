@@ -135,6 +135,10 @@ class Hub:
             # a JupyterLab on a loaded 2-core machine may take over JupyterHub's 30 s to
             # listen (seen in a CI rehearsal beside other work); the tests wait longer
             c.Spawner.http_timeout = 90
+            # bcrypt's cheapest cost for the admin account every hub creates and the
+            # tests' logins (cost 12, the default, is 0.24 s of CPU a hash); the tests
+            # of the cost itself set it again (tests/integration/test_auth_local.py)
+            c.WorkspaceLocalAuthenticator.bcrypt_rounds = 4
             # a service with admin rights over users, servers and tokens, for the tests
             c.JupyterHub.services = [{{"name": "test-admin", "api_token": "{self.admin_token}"}}]
             c.JupyterHub.load_roles = [{{

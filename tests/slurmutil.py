@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import tempfile
 
 from .hubutil import REPO
@@ -83,3 +84,20 @@ def scancel(*ids: str) -> None:
 
 def release(job_id: str) -> None:
     run("scontrol", "release", job_id)
+
+
+#: the job types of the session's time-limit hub (tests/conftest.py ``slurm_time_limits``):
+#: a server (the minimal test server), a batch command and a UWS job, each to be ended by
+#: SLURM at its time limit
+TIME_LIMIT_JOB_TYPES = {
+    "minimal": {
+        "cmd": [sys.executable, str(REPO / "tests" / "minimal_server.py")], "resources": ["slurm"],
+        "limits": {"cpus": 2, "memory": "1G", "gpus": 0, "time_limit": "10", "partitions": ["debug"]},
+        "default_resources": {"cpus": 1, "memory": "128M", "time_limit": "5"},
+    },
+    "timed": {"interactive": False, "resources": ["slurm"], "default_resources": {"cpus": 1, "memory": "128M"},
+              "cmd": [sys.executable, str(REPO / "tests" / "batch_job.py"), "sleep", "600"], "time_limit_seconds": 60},
+    "sleep": {"interactive": False, "resources": ["slurm"], "default_resources": {"cpus": 1, "memory": "128M"},
+              "cmd": [sys.executable, str(REPO / "tests" / "batch_job.py"), "sleep", "{seconds}"],
+              "parameters": {"seconds": {"type": "float", "default": 1, "min": 0, "max": 600}}},
+}

@@ -64,8 +64,12 @@ def run_to_completion(job: AsyncTAPJob) -> None:
 
 
 def abort_when_executing(hub, token: str, job: AsyncTAPJob) -> None:
-    """pyvo's abort of a job once it runs: ABORTED at once, and still after it stopped."""
-    job.wait(phases={"EXECUTING"}, timeout=120)
+    """pyvo's abort of a job once it runs: ABORTED at once, and still after it stopped.
+
+    It waits for the run through the REST API: pyvo's wait for a phase the job may
+    be in already blocks (WAIT) for the server's c.IVOAUWS.max_wait_seconds first,
+    as UWS 1.1 says a wait with no PHASE does (pyvo's wait is run elsewhere)."""
+    hub.wait_job(int(job.job_id), token, {"running", "completed", "failed", "cancelled"}, timeout=120)
     assert job.phase == "EXECUTING"
     job.abort()
     assert job.phase == "ABORTED"

@@ -288,7 +288,7 @@ def test_deleting_a_finished_job_drops_its_log_and_keeps_its_results_unless_aske
     r = bhub.request("DELETE", f"jobs/{running['id']}", owner)
     assert r.status_code == 409 and "stop it and wait for it to end" in r.json()["message"]
     bhub.api("POST", f"jobs/{running['id']}/stop", owner, expect=202)
-    finish(bhub, owner, running)
+    assert finish(bhub, owner, running, timeout=20)["status"] == "cancelled"
     first = finish(bhub, owner, submit(bhub, owner, ws, "report", text="a"))
     second = finish(bhub, owner, submit(bhub, owner, ws, "report", text="b"))
     assert bhub.request("DELETE", f"jobs/{first['id']}", owner).status_code == 200
@@ -297,6 +297,17 @@ def test_deleting_a_finished_job_drops_its_log_and_keeps_its_results_unless_aske
     assert bhub.request("DELETE", f"jobs/{second['id']}?results=true", owner).status_code == 200
     assert bhub.request("GET", second["results"][0]["url"], owner).status_code == 404
     assert bhub.request("DELETE", f"jobs/{running['id']}?results=maybe", owner).status_code == 400
+
+
+def test_a_stop_as_the_job_starts_cancels_it(bhub, owner, ws):
+    """A stop that comes while the job's wrapper is starting (its run file not written
+    yet) is not lost: the command is stopped, not left to run its whole course."""
+    jobs = [submit(bhub, owner, ws, "sleep", seconds=30) for _ in range(3)]
+    for job in jobs:
+        bhub.api("POST", f"jobs/{job['id']}/stop", owner, expect=202)
+    for job in jobs:
+        done = finish(bhub, owner, job, timeout=20)
+        assert (done["status"], done["reason"]) == ("cancelled", "Stopped on request"), done
 
 
 def test_a_log_is_followed_live_and_resumed(bhub, owner, ws):

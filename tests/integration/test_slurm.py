@@ -68,19 +68,13 @@ def user(shub):
 slurm_launch = functools.partial(launch, resource="slurm")
 
 
-@pytest.fixture(scope="module")
-def timed_job(shub, user):
-    """A job with SLURM's shortest time limit (1 minute; SLURM checks limits every 30 s):
-    launched first, checked by the module's last test, so the wait overlaps the others."""
-    job = slurm_launch(shub, user, resources={"time_limit": "1"})
-    job = shub.wait_job(job["id"], user, {"running"} | TERMINAL, timeout=60)
-    assert job["status"] == "running", job["reason"]
-    return job
-
-
-def test_a_job_with_a_time_limit_runs(timed_job):
-    assert timed_job["resources"]["time_limit"] == "1"
-    assert slurmutil.job_info(timed_job["resource_id"])["state"] == "RUNNING"
+@pytest.mark.before_all
+def test_a_job_with_a_time_limit_runs(slurm_time_limits):
+    """A server with SLURM's shortest time limit (1 minute; conftest.py's
+    ``slurm_time_limits``): checked at once, ended by SLURM by the module's last test."""
+    job = slurm_time_limits.server
+    assert job["resource"] == "slurm" and job["resources"]["time_limit"] == "1"
+    assert slurmutil.job_info(job["resource_id"])["state"] == "RUNNING"
 
 
 def test_batchspawner_api_is_not_served(shub, user):
@@ -387,9 +381,10 @@ def test_poll_cycles_are_in_the_metrics(shub, user):
     assert shub.wait_job(job["id"], user, TERMINAL, timeout=30)["status"] == "cancelled"
 
 
-def test_zz_time_limit_fails_the_job(shub, user, timed_job):
+def test_zz_time_limit_fails_the_job(slurm_time_limits):
     """SLURM ends the job at its time limit (TIMEOUT): failed, with the reason."""
-    job = shub.wait_job(timed_job["id"], user, TERMINAL, timeout=150)
+    shub, user = slurm_time_limits.hub, slurm_time_limits.user
+    job = shub.wait_job(slurm_time_limits.server["id"], user, TERMINAL, timeout=150)
     assert job["status"] == "failed", job["reason"]
     assert f"SLURM job {job['resource_id']} reached its time limit" in job["reason"]
     assert "\n" not in job["reason"]

@@ -79,15 +79,14 @@ def running(hub, token, job):
     return job
 
 
-@pytest.fixture(scope="module")
-def timed_job(hub, owner, ws):
-    """A job with a 60 s time limit (SLURM's shortest: it checks limits every 30 s):
-    launched first, checked by the module's last test, so the wait overlaps the others."""
-    return running(hub, owner, submit(hub, owner, ws, "timed"))
-
-
-def test_a_timed_job_runs_with_its_time_limit(hub, timed_job):
-    assert slurmutil.job_info(timed_job["resource_id"])["state"] == "RUNNING"
+@pytest.mark.before_all
+def test_a_timed_job_runs_with_its_time_limit(slurm_time_limits):
+    """A batch job with a 60 s time limit (SLURM's shortest; conftest.py's
+    ``slurm_time_limits``): checked at once, ended by SLURM by the module's last test."""
+    job = slurm_time_limits.batch
+    assert job["resource"] == "slurm" and job["job_type"] == "timed"
+    info = slurmutil.job_info(job["resource_id"])
+    assert (info["state"], info["time_limit"]) == ("RUNNING", "1:00")
 
 
 def test_the_command_is_the_slurm_job_and_its_values_arrive_literally(hub, owner, ws):
@@ -192,9 +191,9 @@ def test_a_hub_killed_while_slurm_jobs_run_finds_every_outcome(make_hub, system_
         assert f.read().split() == [str(counted["id"])]
 
 
-def test_a_job_over_its_time_limit_fails_saying_so(hub, owner, timed_job):
+def test_a_job_over_its_time_limit_fails_saying_so(slurm_time_limits):
     """Last: the job launched first reaches its 60 s limit (SLURM's TIMEOUT)."""
-    done = finish(hub, owner, timed_job, timeout=180)
+    done = finish(slurm_time_limits.hub, slurm_time_limits.user, slurm_time_limits.batch, timeout=180)
     assert done["status"] == "failed", done
     assert done["reason"] == (f"The job reached its time limit of 60 s: SLURM stopped it"
                               f" (SLURM job {done['resource_id']} on node localhost)")

@@ -147,7 +147,9 @@ def test_delete_of_an_ended_job_removes_it_and_its_results(uhub, alice):
 
 def test_delete_of_a_running_job_aborts_it_then_deletes_it(uhub, alice):
     url = create(alice, uhub, "sleep", seconds="120", PHASE="RUN")
-    AsyncTAPJob(url, session=alice).wait(phases={"EXECUTING"}, timeout=120)
+    # running (through the REST API: pyvo's wait would block for max_wait_seconds first)
+    uhub.wait_job(int(job_id(url)), uhub.alice, {"running", "completed", "failed", "cancelled"}, timeout=120)
+    assert AsyncTAPJob(url, session=alice).phase == "EXECUTING"
     r = alice.delete(url, allow_redirects=False, timeout=60)
     assert (r.status_code, r.headers["Location"]) == (303, jobs_url(uhub, "sleep"))
     assert alice.get(url, timeout=30).status_code == 404

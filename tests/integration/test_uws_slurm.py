@@ -40,15 +40,6 @@ def alice(hub):
     return session("uwsalice", hub.alice)
 
 
-@pytest.fixture(scope="module")
-def timed(hub, alice):
-    """A job of 600 s with an execution duration of 60 s: launched first, checked by the
-    module's last test, so the wait for SLURM to end it overlaps the others."""
-    url = create(alice, hub, "sleep", seconds="600", EXECUTIONDURATION="60", PHASE="RUN")
-    AsyncTAPJob(url, session=alice).wait(phases={"EXECUTING"}, timeout=120)
-    return url
-
-
 def slurm_job(hub, url: str) -> dict[str, str]:
     """SLURM's view of the SLURM job of the UWS job at ``url``."""
     model = hub.api("GET", f"jobs/{job_id(url)}", hub.alice, expect=200)
@@ -56,10 +47,14 @@ def slurm_job(hub, url: str) -> dict[str, str]:
     return slurmutil.job_info(model["resource_id"])
 
 
-def test_the_execution_duration_is_the_slurm_jobs_time_limit(hub, alice, timed):
-    job = AsyncTAPJob(timed, session=alice)
+@pytest.mark.before_all
+def test_the_execution_duration_is_the_slurm_jobs_time_limit(slurm_time_limits):
+    """A job of 600 s with an execution duration of 60 s (conftest.py's
+    ``slurm_time_limits``): checked at once, ended by SLURM by the module's last test."""
+    limits = slurm_time_limits
+    job = AsyncTAPJob(limits.uws_url, session=limits.uws_session)
     assert (job.phase, job.execution_duration.value) == ("EXECUTING", 60)
-    assert slurm_job(hub, timed)["time_limit"] == "1:00"
+    assert slurmutil.job_info(limits.uws["resource_id"])["time_limit"] == "1:00"
 
 
 def test_pyvo_runs_a_slurm_job_to_completion_and_downloads_its_results(hub, alice):
@@ -93,12 +88,13 @@ def test_the_execution_duration_is_the_limit_slurm_grants(hub, alice):
     assert job.execution_duration.value == 0
 
 
-def test_a_job_over_its_execution_duration_is_error_saying_so(hub, alice, timed):
+def test_a_job_over_its_execution_duration_is_error_saying_so(slurm_time_limits):
     """Last: the job launched first reaches its 60 s limit (SLURM's shortest: it checks
     limits every 30 s), and SLURM ends it (TIMEOUT)."""
-    job = AsyncTAPJob(timed, session=alice)
+    limits = slurm_time_limits
+    job = AsyncTAPJob(limits.uws_url, session=limits.uws_session)
     job.wait(timeout=180)
     assert job.phase == "ERROR"
     with pytest.raises(DALQueryError, match="reached its time limit of 60 s: SLURM stopped it"):
         job.raise_if_error()
-    assert slurm_job(hub, timed)["state"] == "TIMEOUT"
+    assert slurmutil.job_info(limits.uws["resource_id"])["state"] == "TIMEOUT"

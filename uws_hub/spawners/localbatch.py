@@ -209,7 +209,15 @@ class LocalRunner:
 
     # ---------------------------------------------------------------- stop
     async def cancel(self, launch: BatchLaunch, resource_id: str | None) -> None:
-        await asyncio.to_thread(stop, self.files(launch).read_run())
+        files = self.files(launch)
+        pid = int(resource_id) if resource_id and resource_id.isdigit() else None
+        while not await asyncio.to_thread(stop, files.read_run()):
+            # a wrapper started a moment ago has not written its run file yet: ask again
+            # while it lives (a stop that found no wrapper was lost, and the command ran
+            # its whole course)
+            if pid is None or not self.watch.watching(pid):
+                return
+            await asyncio.sleep(0.02)
 
     def forget(self, launch: BatchLaunch) -> None:
         self.files(launch).remove()

@@ -327,13 +327,30 @@ class Wrapper:
             self.killing = True
             signal.setitimer(signal.ITIMER_REAL, max(0.1, float(self.spec.get("kill_grace_seconds", 10))))
 
+    def catch_signals(self) -> None:
+        """From here on a stop is the wrapper's to handle (called before the run file
+        names this process, so the hub's stop never meets the default action)."""
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self.on_stop)
+        signal.signal(signal.SIGALRM, self.on_alarm)
+
     def run(self) -> dict:
         spec = self.spec
         record: dict = {"started": time.time(), "cpus": spec.get("cpus"), "memory_bytes": spec.get("memory_bytes")}
         record["memory_limit"] = "cgroup" if spec.get("cgroup") else ("rlimit" if spec.get("memory_bytes") else None)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, self.on_stop)
-        signal.signal(signal.SIGALRM, self.on_alarm)
+        self.catch_signals()
+        if self.stopped:
+            # stopped before the command started: it never runs
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            return {
+                **record,
+                "ended": time.time(),
+                "exit_code": None,
+                "signal": None,
+                "stopped": True,
+                "time_limit": False,
+                "memory_exceeded": False,
+            }
         spec["wrapper_pid"] = os.getpid()
         # the child reports a failed exec here; a successful one closes it (close-on-exec)
         errors_in, errors_out = os.pipe2(os.O_CLOEXEC)
@@ -423,8 +440,10 @@ def main() -> int:
         "cpus": spec.get("cpus"),
         "started": time.time(),
     }
+    job = Wrapper(spec)
+    job.catch_signals()
     os.pwrite(lock_fd, dumps(run).encode(), 0)
-    record = Wrapper(spec).run()
+    record = job.run()
     if spec.get("cgroup"):
         Cgroups.remove(spec["cgroup"])
     write_record(spec["exit_path"], record)
