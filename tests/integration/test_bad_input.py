@@ -153,6 +153,19 @@ def test_a_nul_in_any_path_parameter_is_refused(hub, alice):
             assert "400" in operations[method]["responses"], f"docs/openapi.yaml: {method} {template} lists no 400"
 
 
+def test_a_streamed_upload_refused_before_its_body_says_the_connection_closes(hub, alice):
+    """Tornado closes the connection after refusing a streamed request whose body it did
+    not read; without ``Connection: close`` the proxy reused it for its next request,
+    which failed with a 503 (seen in CI after a refused POST to the files endpoint)."""
+    direct = f"http://127.0.0.1:{hub.hub_port}/hub/api/workspaces/a%00b/files/a%00b"
+    for method in ("POST", "PUT", "PATCH"):
+        r = hub.request(method, direct, alice)
+        assert (r.status_code, r.headers.get("Connection")) == (400, "close"), (method, r.headers)
+    # a request whose body was read keeps its connection
+    r = hub.request("GET", f"http://127.0.0.1:{hub.hub_port}/hub/api/workspaces/a%00b", alice)
+    assert r.status_code == 400 and r.headers.get("Connection") != "close"
+
+
 def test_a_nul_in_the_url_is_refused(hub, alice, workspace):
     for path in ("quotas/uws%00alice", "quotas/groups/g%00", "accounts/a%00b",
                  f"workspaces/{workspace['id']}/files/a%00b", "share-recipients?q=uws%00"):

@@ -91,6 +91,12 @@ class UWSAPIHandler(APIHandler):
             error.args = (error.message_for(user.name if user is not None else None),)
         if isinstance(error, web.HTTPError) and not error.log_message and not error.reason:
             error.reason = httputil.responses.get(status_code, "Unknown Error")
+        body = getattr(self.request, "_body_future", None)
+        if body is not None and not body.done():
+            # a streamed body refused before it was read: tornado closes the connection
+            # after this answer without saying so, and the proxy, which keeps connections
+            # alive, could send its next request on it and answer that one 503
+            self.set_header("Connection", "close")
         super().write_error(status_code, **kwargs)
 
     def send_error(self, status_code: int = 500, **kwargs) -> None:
