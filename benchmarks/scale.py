@@ -80,6 +80,9 @@ def parse_args(argv=None):
     p.add_argument("--hub-user", default="uwsbench",
                    help="system account of the jobs (created if missing); not one the tests use, whose checks"
                    " of a user's processes would see this run's servers")
+    p.add_argument("--step-timeout", type=float, default=None,
+                   help="seconds a step's jobs may take to be queued in SLURM (default 60 + half a second a job);"
+                   " a step past it is reported with how far it got, and the run ends there")
     p.add_argument("--json", default=None, help="write results here ('' for none; default benchmarks/results/)")
     return p.parse_args(argv)
 
@@ -297,18 +300,29 @@ c.JupyterHub.cleanup_servers = False
             job_ids = asyncio.run(launch_many(aclient, step - held, "slurm"))
             held = step
             launched = time.monotonic() - t0
-            queued_after = wait_count(client, "queued", step, 60 + step * 0.5)
+            try:
+                queued_after = wait_count(client, "queued", step, args.step_timeout or 60 + step * 0.5)
+            except TimeoutError as e:
+                # what breaks first: the step's numbers as far as it got, then the run ends
+                log(f"  {e}; measuring what it is at")
+                results["broke_at"] = {"held": step, "queued": count(client, "queued"),
+                                       "pending": count(client, "pending"), "after_s": time.monotonic() - t0}
+                queued_after = float("nan")
             log(f"  {step} queued in SLURM after {launched + queued_after:.0f} s; measuring {args.seconds:g} s")
             job = client.get(f"/hub/api/jobs/{job_ids[0]}").json()
             numbers = measure(hub, client, token, squeue_log, args.seconds,
                               {"workspace": job["workspace_id"], "held_job": job_ids[0]})
-            numbers.update(held=step, launch_s=launched + queued_after, failed=count(client, "failed"),
+            numbers.update(held=step, launch_s=launched + queued_after, failed=count(client, "failed"), queued=count(client, "queued"),
                            workspaces=client.get("/hub/api/workspaces?limit=1").json()["_pagination"]["total"])
             results["steps"].append(numbers)
             log(f"  cycles {numbers['poll_cycles']:.0f}, squeue calls {numbers['squeue_calls']},"
                 f" hub CPU {numbers['hub_cpu_share']:.0%}, RSS {numbers['rss_mb']:.0f} MiB")
+            if "broke_at" in results:
+                break
         errors = [line for line in hub.log_text().splitlines() if line.startswith(("[E ", "[C "))]
         results["hub_errors"] = errors[:20]
+        # JupyterHub's warning of a loop that did not answer for a second or more
+        results["loop_stalls"] = hub.log_text().count("Event loop was unresponsive")
     finally:
         if hub is not None:
             hub.stop(timeout=120)
@@ -324,7 +338,8 @@ def report(res: dict) -> str:
     out = [f"# uws-hub at scale on PostgreSQL ({machine_line()})", ""]
     rows = []
     for step in res["steps"]:
-        rows.append([f"{step['held']:,}", f"{step['workspaces']:,}", fmt(step["poll_cycles"], 0),
+        queued = step.get("queued", step["held"])
+        rows.append([f"{step['held']:,}" + (f" ({queued:,} queued)" if queued < step["held"] else ""), f"{step['workspaces']:,}", fmt(step["poll_cycles"], 0),
                      str(step["squeue_calls"]), ms(step["cycle_seconds_mean"]),
                      f"{step['hub_idle_cpu_share']:.0%} / {step['hub_cpu_share']:.0%}",
                      fmt(step["rss_mb"], 0), f"≤ {ms(step['loop_lag_p50_le'])} / ≤ {ms(step['loop_lag_p99_le'])}",
@@ -341,7 +356,12 @@ def report(res: dict) -> str:
             ["endpoint", "n", "p50 ms", "p99 ms", "p50 / whoami"],
             [[label, str(s["n"]), ms(s["p50"]), ms(s["p99"]), fmt(s["p50"] / base, 2)]
              for label, s in step["api"].items()]))
-    out.append(f"\nHub log: {len(res.get('hub_errors', []))} error lines.")
+    broke = res.get("broke_at")
+    if broke:
+        out.append(f"\nThe step of {broke['held']:,} jobs did not get there: {broke['queued']:,} queued in SLURM,"
+                   f" {broke['pending']:,} still pending after {broke['after_s']:.0f} s (measured as it was).")
+    out.append(f"\nHub log: {len(res.get('hub_errors', []))} error lines, {res.get('loop_stalls', 0)} event loop"
+               " stalls of a second or more (JupyterHub's warning, the whole run).")
     out += [f"    {line[:200]}" for line in res.get("hub_errors", [])[:5]]
     return "\n".join(out)
 

@@ -9,7 +9,7 @@ from datetime import datetime
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, inspect, text
 
 from uws_hub import dbutil
 
@@ -232,5 +232,36 @@ def test_upgrade_to_notification_state_leaves_notifications_unread(db_url, tmp_p
         assert (note["reason"], note["read_at"], note["dismissed_at"]) == ("Your copy is ready", None, None)
         hub.api("POST", f"notifications/{note['id']}/read", token, expect=200)
         assert hub.api("GET", "notifications?unread=true", token, expect=200)["items"] == []
+    finally:
+        hub.stop()
+
+
+def test_upgrade_to_the_workspace_created_index_keeps_the_api_order(db_url, tmp_path):
+    """0012 indexes when workspaces were made (the API's default order): the workspaces from
+    before keep their rows and their order, and a page is read through the index."""
+    url = db_url()
+    uid = make_old_database(url, "0011")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        for i, day in enumerate((3, 1, 2)):
+            conn.execute(
+                text("INSERT INTO uws_workspaces (owner_id, slug, name, description, status, target, directory,"
+                     " disk_usage_bytes, created_at, updated_at)"
+                     " VALUES (:uid, :slug, :name, '', 'idle', 'ready', :dir, 0, :made, :made)"),
+                {"uid": uid, "slug": f"ws-{i}", "name": f"Workspace {i}", "dir": f"/nowhere/ws-{i}",
+                 "made": datetime(2026, 1, day)},
+            )
+    engine.dispose()
+    hub = Hub(tmp_path, "c.Authenticator.admin_users = set()\n", url)
+    upgrade_db(hub)
+    engine = create_engine(url)
+    indexes = {i["name"]: i["column_names"] for i in inspect(engine).get_indexes("uws_workspaces")}
+    assert indexes["ix_uws_workspaces_created_at"] == ["created_at", "id"]
+    engine.dispose()
+    hub.start()
+    try:
+        token = hub.add_user("olduser")
+        items = hub.api("GET", "workspaces", token, expect=200)["items"]
+        assert [w["slug"] for w in items if w["slug"].startswith("ws-")] == ["ws-1", "ws-2", "ws-0"]
     finally:
         hub.stop()

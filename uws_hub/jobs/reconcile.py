@@ -22,7 +22,7 @@ from datetime import timedelta
 from typing import Any
 
 from jupyterhub.spawner import Spawner
-from sqlalchemy import select
+from sqlalchemy import Row, select
 
 from ..errors import UWSError
 from ..orm import Job, utcnow
@@ -98,6 +98,11 @@ class JobSteps:
         self._tickets = itertools.count()
         self._start_errors: dict[int, str] = {}
         self._stops: dict[int, asyncio.Future] = {}
+        #: starts whose server's process is watched until it answers (see _watch_start),
+        #: the one task that watches them, and the checks under way
+        self._watched: dict[int, tuple[Spawner, asyncio.Future]] = {}
+        self._watcher: asyncio.Task | None = None
+        self._checking: set[int] = set()
 
     def wake(self, job_id: int) -> None:
         self.queue.put((self.kind, job_id))
@@ -116,29 +121,36 @@ class JobSteps:
         otherwise cost a step each, every scan."""
         waiting = Job.interactive.is_(False) & Job.submitted_at.is_(None) & (Job.target != JobTarget.stopped.value)
         active = Job.status.in_([s.value for s in ACTIVE_JOB_STATUSES])
+        # one query, and only the columns a start's deadline needs: a job's row is not
+        # in the session's identity map unless something holds it, so a lookup of each
+        # start under way was a query each (5,000 of them every scan: seconds of a
+        # stalled event loop with 5,000 jobs held in SLURM's queue)
+        rows = self.db.execute(
+            select(
+                Job.id, Job.interactive, Job.target, Job.status, Job.created_at, Job.queued_at, Job.stopping_at
+            ).where(active, ~waiting)
+        )
         ids = []
-        for job_id in self.db.scalars(select(Job.id).where(active, ~waiting)):
-            start = self._starts.get(job_id)
-            if job_id in self._start_line or (start is not None and not start.done()):
-                # only a start under way needs its row (for its deadline): one lookup,
-                # usually from the session's identity map, not every job's row each scan
-                job = self.db.get(Job, job_id)
-                if (
-                    job is not None
-                    and job.interactive
-                    and job.target == JobTarget.running.value
-                    and not self._overdue(job, self._start_timeout(job))
-                ):
-                    continue
-            ids.append(job_id)
+        for job in rows:
+            start = self._starts.get(job.id)
+            if (
+                (job.id in self._start_line or (start is not None and not start.done()))
+                and job.interactive
+                and job.target == JobTarget.running.value
+                and not self._overdue(job, self._start_timeout(job))
+            ):
+                continue
+            ids.append(job.id)
         return ids
 
     async def after_scan(self) -> None:
         """Put back proxy routes that went missing; sweep orphaned resource jobs."""
+        # the running servers' rows only, not every unfinished job's (thousands held in a queue)
         running = [
             (job.owner, job.server_name)
-            for job in Job.unfinished(self.db)
-            if job.interactive and job.status == JobStatus.running.value
+            for job in self.db.scalars(
+                select(Job).where(Job.interactive.is_(True), Job.status == JobStatus.running.value)
+            )
         ]
         if running:
             await self.servers.restore_routes(running)
@@ -161,7 +173,12 @@ class JobSteps:
         for cls, resources in by_class.items():
 
             def known(resources: set[str] = resources) -> dict[int, str | None]:
-                return {job.id: job.resource_id for job in Job.unfinished(self.db) if job.resource in resources}
+                rows = self.db.execute(
+                    select(Job.id, Job.resource_id).where(
+                        Job.status.in_([s.value for s in ACTIVE_JOB_STATUSES]), Job.resource.in_(resources)
+                    )
+                )
+                return {job_id: resource_id for job_id, resource_id in rows}
 
             try:
                 await cls.sweep_orphans(known, hub_id=this_hub, config=self.servers.config, log=self.log)
@@ -211,11 +228,11 @@ class JobSteps:
         elif job.status == JobStatus.running.value:
             await self._reconcile_running(job, spawner)
 
-    def _start_timeout(self, job: Job) -> float:
+    def _start_timeout(self, job: Job | Row[*tuple[Any, ...]]) -> float:
         """How long a job may take to start in its status (0: no limit)."""
         return self.pending_timeout if job.status == JobStatus.pending.value else self.queued_timeout
 
-    def _overdue(self, job: Job, timeout: float) -> bool:
+    def _overdue(self, job: Job | Row[*tuple[Any, ...]], timeout: float) -> bool:
         if not timeout:
             return False
         since = {
@@ -344,7 +361,7 @@ class JobSteps:
         future.add_done_callback(lambda f: self._start_ended(job_id))
         spawner = self.servers.find(job.owner, job.server_name)
         self.pool.spawn(self._forward_progress(job_id, spawner, future))
-        self.pool.spawn(self._watch_start(job_id, spawner, future))
+        self._watch_start(job_id, spawner, future)
 
     async def _release_leftover(self, job: Job) -> None:
         """A start this process does not know of left a resource behind (hub restart): release it."""
@@ -354,22 +371,50 @@ class JobSteps:
         job.resource_id = None
         self.db.commit()
 
-    async def _watch_start(self, job_id: int, spawner: Spawner, future: asyncio.Future) -> None:
+    def _watch_start(self, job_id: int, spawner: Spawner, future: asyncio.Future) -> None:
         """Fail a start at once if the server's process exits before it answers.
 
         JupyterHub would otherwise wait ``Spawner.http_timeout`` for a server
-        that is already gone.
+        that is already gone. One task looks at every start under way each
+        ``start_poll_interval`` and polls those whose server JupyterHub waits
+        for, not a task and a timer per start: thousands of jobs held in
+        SLURM's queue each woke the event loop twice a second for nothing.
         """
-        while not future.done():
+        self._watched[job_id] = (spawner, future)
+        future.add_done_callback(lambda f: self._unwatch(job_id, f))
+        if self._watcher is None or self._watcher.done():
+            self._watcher = self.pool.spawn(self._watch_starts(), "start-watcher")
+
+    def _unwatch(self, job_id: int, future: asyncio.Future) -> None:
+        watched = self._watched.get(job_id)
+        if watched is not None and watched[1] is future:
+            del self._watched[job_id]
+
+    async def _watch_starts(self) -> None:
+        """The watch of :meth:`_watch_start`; it ends when no start is left to watch."""
+        while self._watched:
             await asyncio.sleep(self.start_poll_interval)
-            if future.done() or not spawner._waiting_for_response or spawner._stop_pending:
+            for job_id, (spawner, future) in list(self._watched.items()):
                 # (a stop under way is JupyterHub's own, after the server did not answer in
                 # time: that is the reason, not the exit the stop itself causes)
-                continue
+                if (
+                    job_id in self._checking
+                    or future.done()
+                    or not spawner._waiting_for_response
+                    or spawner._stop_pending
+                ):
+                    continue
+                self._checking.add(job_id)
+                self.pool.spawn(self._check_start(job_id, spawner, future))
+
+    async def _check_start(self, job_id: int, spawner: Spawner, future: asyncio.Future) -> None:
+        try:
             status = await spawner.poll()
             if status is not None and not future.done():
                 self._start_errors[job_id] = exit_reason("it", status, when=" before it answered")
                 future.cancel()
+        finally:
+            self._checking.discard(job_id)
 
     async def _forward_progress(self, job_id: int, spawner: Spawner, future: asyncio.Future) -> None:
         try:

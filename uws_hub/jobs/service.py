@@ -30,7 +30,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from ..accounts.system import SystemAccounts
 from ..errors import Conflict, TooManyRequests, Unprocessable
@@ -256,7 +256,10 @@ class JobService:
         return self.db.scalar(select(func.count(Job.id)).where(where)) or 0
 
     def page(self, where: ColumnElement[bool], offset: int, limit: int) -> list[Job]:
-        return list(self.db.scalars(select(Job).where(where).order_by(Job.id.desc()).offset(offset).limit(limit)))
+        """A page of jobs, newest first, with their workspaces (a job's model names its
+        workspace: one more query for the page, not one per job)."""
+        query = select(Job).where(where).order_by(Job.id.desc()).offset(offset).limit(limit)
+        return list(self.db.scalars(query.options(selectinload(Job.workspace))))
 
     def active_jobs(self, workspace_ids: list[int]) -> dict[int, Job]:
         """The unfinished interactive job of each of these workspaces (one query for a page of them)."""
