@@ -127,6 +127,8 @@ class WorkspacePageHandler(UWSPageHandler):
         server_url = self.uws.servers.user(ws.owner).server_url(ws.slug)
         user = self.current_user
         levels = Share.levels_of(self.db, ws.id, user.id) if ws.owner_id != user.id else set()
+        can_launch = access.may_launch(self, ws, editors_run_code=self.uws.editors_run_code)
+        can_stop = access.may_workspace(self, LAUNCH_JOBS, ws)
         await self.render_page(
             "workspace.html",
             workspace=model,
@@ -141,14 +143,11 @@ class WorkspacePageHandler(UWSPageHandler):
                 for name, cls in self.uws.servers.spawner_classes.items()
             },
             can_write=access.may_workspace(self, WRITE_WORKSPACES, ws),
-            can_launch=access.may_launch(self, ws, editors_run_code=self.uws.editors_run_code),
-            can_stop=access.may_workspace(self, LAUNCH_JOBS, ws),
+            can_launch=can_launch,
+            can_stop=can_stop,
             editors_run_code=self.uws.editors_run_code,
-            # an editor who may not launch here, and why (UWSHub.editors_run_code = False)
-            launch_refusal=None
-            if access.may_launch(self, ws, editors_run_code=self.uws.editors_run_code)
-            or not access.may_workspace(self, LAUNCH_JOBS, ws)
-            else access.launch_refusal(ws),
+            # an editor who may stop but not launch here, and why (UWSHub.editors_run_code = False)
+            launch_refusal=access.launch_refusal(ws) if can_stop and not can_launch else None,
             can_manage=access.may_workspace(self, WRITE_WORKSPACES, ws, grantees=False),
             can_share=can_share,
             can_read_output=access.may_read_output(self, ws.owner),

@@ -6,7 +6,8 @@ another environment). The server runs *as its owner*: whoever may use it can
 do what the owner can. JupyterHub lets in everyone with ``access:servers`` on
 it (the owner, the workspace's editors and viewers, admins); of these, only
 *writers* (``custom:uws:write:workspaces`` or ``admin:servers`` on this
-server: the owner, editors, admins) use it fully. Everyone else, a viewer,
+server: the owner, editors, admins; without editors if ``$UWS_EDITORS_RUN_CODE``
+is 0, see :func:`may_write`) use it fully. Everyone else, a viewer,
 reaches only :data:`READ_ONLY_HANDLERS`, by GET or HEAD, never as a websocket;
 and, in a job whose job type's web app says ``viewers: true``, that app: the
 one route jupyter-server-proxy serves it at, with every method and websocket
