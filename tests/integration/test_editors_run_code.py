@@ -19,6 +19,7 @@ import uuid
 import pytest
 
 from ..authutil import login
+from ..hubmaputil import ORIGIN, Portal
 from ..uwsclient import create, jobs_url, session
 
 OWNER, EDITOR, ADMIN = "uwsalice", "uwscarol", "uwsadmin"
@@ -38,6 +39,9 @@ c.UWSHub.job_reconcile_interval = 1
 c.UWSHub.share_posix_group_prefix = {group_prefix!r}
 c.Authenticator.admin_users = {{{ADMIN!r}}}
 c.UWSHub.job_types = {JOB_TYPES!r}
+c.HubMAPCompat.enabled = True
+c.HubMAPCompat.job_type_ids = {{"jupyter_lab": "jupyterlab"}}
+c.HubMAPCompat.cors_origins = [{ORIGIN!r}]
 """ + ("" if request.param else "c.UWSHub.editors_run_code = False\n"))
     hub.editors_run_code = request.param
     for name in (OWNER, EDITOR):
@@ -132,6 +136,12 @@ def test_an_editors_launch_needs_the_hub_to_let_editors_run_code(ehub):
         return
     assert r.status_code == 403, r.text
     assert REFUSAL in r.json()["message"] and "stop its jobs" in r.json()["message"], r.text
+    # JupyterHub's server start API (which also needs start:servers, an editor's share lacks)
+    r = ehub.request("POST", f"users/{OWNER}/servers/{ws['slug']}", carol)
+    assert r.status_code in (403, 404), r.text
+    # HuBMAP's interface
+    r = Portal(ehub, carol).start(ws["id"], "jupyter_lab", {})
+    assert r.status_code == 403 and REFUSAL in r.json()["message"], r.text
     # the UWS interface: neither a new job, nor a RUN of the owner's held one
     carols = session(EDITOR, carol)
     r = carols.post(jobs_url(ehub, "whoami"), data={"WORKSPACE": str(ws["id"])}, allow_redirects=False, timeout=30)
