@@ -27,7 +27,7 @@ from sqlalchemy import ColumnElement, false, or_, select, true
 from sqlalchemy.orm import Session
 
 from .orm import Share, Workspace
-from .scopes import READ_WORKSPACES, accepting, levels_granting
+from .scopes import LAUNCH_JOBS, READ_WORKSPACES, accepting, levels_granting
 
 
 class ScopedRequest(Protocol):
@@ -88,6 +88,30 @@ def may_workspace(request: ScopedRequest, scope: str, ws: Workspace, *, grantees
     if may(request, scope, ws.owner):
         return True
     return grantees and shared_may(request, scope, ws.id)
+
+
+def may_launch(request: ScopedRequest, ws: Workspace, *, editors_run_code: bool) -> bool:
+    """Whether ``request`` may start code in ``ws``: launch a job, or let a held one run.
+
+    Every job runs as the workspace's owner's account, so a launch runs code
+    as the owner. The owner's scopes allow it (the owner, admins); a share
+    allows it only if ``UWSHub.editors_run_code`` (``editors_run_code``) is
+    True. Stopping jobs is :func:`may_workspace` with ``LAUNCH_JOBS``.
+    """
+    if may(request, LAUNCH_JOBS, ws.owner):
+        return True
+    return editors_run_code and shared_may(request, LAUNCH_JOBS, ws.id)
+
+
+def launch_refusal(ws: Workspace) -> str:
+    """Why an editor may not launch in ``ws`` when editors do not run code, and what to do."""
+    owner = ws.owner.name
+    return (
+        f"Editors may not launch jobs in {owner}'s workspace {ws.slug!r}: a job runs as its owner's account"
+        f" ({owner}), and this hub does not let editors run code as the owner (UWSHub.editors_run_code = False)."
+        f" You can still read and change its files and stop its jobs. {owner} can launch the job, or share"
+        " the workspace with you as a copy, which you own and can run as yourself."
+    )
 
 
 def workspace_clause(request: ScopedRequest, scope: str, owner_id_column, workspace_id_column) -> ColumnElement[bool]:

@@ -60,6 +60,32 @@ class SharingOptions(HasTraits):
         """,
     )
 
+    editors_run_code = Bool(
+        True,
+        config=True,
+        help="""Whether editors of a shared workspace may run code in it, which runs as the owner's account.
+
+        Every job of a workspace, and its live server (kernels, terminals), runs
+        as the workspace's owner's system account, whoever launched it or uses
+        it. So code an editor runs, in the live server or in a job, runs as the
+        owner and reaches what that account can: the owner's other workspaces,
+        home and credentials too.
+
+        True (the default, JupyterHub's semantics for shared servers): editors
+        use the owner's running server fully and launch jobs; share a workspace
+        as editor only with people trusted with the owner's account.
+
+        False: editors may not run code as the owner. In the running server
+        they get a viewer's read-only view (only the owner and holders of
+        ``admin:servers`` use it fully), and their launches (the API, the
+        pages, JupyterHub's server start, the HuBMAP and UWS interfaces) and
+        runs of held jobs are refused with a 403 that says why. They still
+        read and change the workspace's files through the hub, and stop its
+        jobs. Applies to launches at once, and to servers started after a
+        change.
+        """,
+    )
+
     server_auth_cache_seconds = Integer(
         1,
         min=1,

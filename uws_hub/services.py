@@ -73,6 +73,8 @@ class Services:
     #: who finds whom to share with (``UWSHub.share_search``, ``share_search_show_email``)
     share_search: str
     share_search_show_email: bool
+    #: ``UWSHub.editors_run_code``: whether grantees may launch (see :func:`uws_hub.access.may_launch`)
+    editors_run_code: bool = True
     #: ``UWSHub.max_zip_downloads_per_user``
     max_zip_downloads_per_user: int = 2
     #: ``UWSHub.zip_max_entries``
@@ -226,7 +228,10 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         # each job type's resource limits (cpus, memory, gpus, time, partitions), then quotas: 422 over them
         launch_checks=[check_resource_limits, quotas.check_launch],
         job_env=lambda job_type: job_env(
-            job_type.env, hub.server_auth_cache_seconds, None if job_type.app is None else job_type.app.model_dump()
+            job_type.env,
+            hub.server_auth_cache_seconds,
+            None if job_type.app is None else job_type.app.model_dump(),
+            editors_run_code=hub.editors_run_code,
         ),
         runners=runners,
         wake_queue=lambda: queue.put(QUEUE_KEY),
@@ -332,6 +337,7 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         loop_lag=loop_lag,
         share_search=hub.share_search,
         share_search_show_email=hub.share_search_show_email,
+        editors_run_code=hub.editors_run_code,
         max_zip_downloads_per_user=hub.max_zip_downloads_per_user,
         zip_max_entries=hub.zip_max_entries,
     )

@@ -23,7 +23,7 @@ from .. import access
 from ..errors import BadRequest, Forbidden, NotFound, Unprocessable, UWSError
 from ..inputs import MAX_ID, MAX_OFFSET, MAX_SQL_INT, query_int, shorten
 from ..orm import Job, Workspace
-from ..scopes import READ_WORKSPACES
+from ..scopes import LAUNCH_JOBS, READ_WORKSPACES
 from ..services import Services
 
 M = TypeVar("M", bound=BaseModel)
@@ -230,7 +230,16 @@ class UWSAPIHandler(APIHandler):
         if (scope != READ_WORKSPACES or not grantees) and not access.may_workspace(self, scope, ws, grantees=grantees):
             owner_only = " on the owner's workspaces" if not grantees else ""
             raise Forbidden(f"This action requires the scope {scope}{owner_only}")
+        if scope == LAUNCH_JOBS:
+            # on a workspace (not a job), the launch scope is asked for to launch
+            self.authorize_launch(ws)
         return ws
+
+    def authorize_launch(self, ws: Workspace) -> None:
+        """403 unless this request may start code in ``ws`` (:func:`uws_hub.access.may_launch`);
+        every launch, and every run of a held job, passes here."""
+        if not access.may_launch(self, ws, editors_run_code=self.uws.editors_run_code):
+            raise Forbidden(access.launch_refusal(ws))
 
     def find_job(self, job_id: str, scope: str = READ_WORKSPACES) -> Job:
         """The job, with the same rules as :meth:`find_workspace` (on the job's workspace)."""

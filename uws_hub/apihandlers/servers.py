@@ -39,6 +39,7 @@ class WorkspaceServerAPIHandler(UWSAPIHandler, UserServerAPIHandler):
             )
         if not access.may_workspace(self, LAUNCH_JOBS, ws):
             raise Forbidden(f"Starting this server launches a job in workspace {ws.slug!r}: that needs {LAUNCH_JOBS}")
+        self.authorize_launch(ws)
         active = Job.active_in(self.db, ws.id)
         if active is not None:
             # JupyterHub's answers: a start under way is 202, a running server is a 400

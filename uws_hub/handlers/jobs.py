@@ -85,7 +85,7 @@ class JobPageHandler(UWSPageHandler):
             elapsed=_duration(elapsed),
             remaining=_duration(remaining),
             time_limit=_duration(timedelta(seconds=limit)) if limit else None,
-            can_launch=access.may_workspace(self, LAUNCH_JOBS, job.workspace),
+            can_stop=access.may_workspace(self, LAUNCH_JOBS, job.workspace),
             can_read_output=access.may_read_output(self, job.owner),
         )
 

@@ -90,7 +90,8 @@ class WorkspacesPageHandler(UWSPageHandler):
         for ws, model in zip(items, models, strict=True):
             # how the reader has it: their own, or shared with them at a level; what they may do
             model["shared_level"] = _level(levels.get(ws.id, set())) if ws.owner_id != user.id else None
-            model["can_launch"] = access.may_workspace(self, LAUNCH_JOBS, ws)
+            model["can_launch"] = access.may_launch(self, ws, editors_run_code=self.uws.editors_run_code)
+            model["can_stop"] = access.may_workspace(self, LAUNCH_JOBS, ws)
         usage = self.uws.quotas.usage_model(user.orm_user)
         await self.render_page(
             "workspaces.html",
@@ -126,6 +127,8 @@ class WorkspacePageHandler(UWSPageHandler):
         server_url = self.uws.servers.user(ws.owner).server_url(ws.slug)
         user = self.current_user
         levels = Share.levels_of(self.db, ws.id, user.id) if ws.owner_id != user.id else set()
+        can_launch = access.may_launch(self, ws, editors_run_code=self.uws.editors_run_code)
+        can_stop = access.may_workspace(self, LAUNCH_JOBS, ws)
         await self.render_page(
             "workspace.html",
             workspace=model,
@@ -140,7 +143,11 @@ class WorkspacePageHandler(UWSPageHandler):
                 for name, cls in self.uws.servers.spawner_classes.items()
             },
             can_write=access.may_workspace(self, WRITE_WORKSPACES, ws),
-            can_launch=access.may_workspace(self, LAUNCH_JOBS, ws),
+            can_launch=can_launch,
+            can_stop=can_stop,
+            editors_run_code=self.uws.editors_run_code,
+            # an editor who may stop but not launch here, and why (UWSHub.editors_run_code = False)
+            launch_refusal=access.launch_refusal(ws) if can_stop and not can_launch else None,
             can_manage=access.may_workspace(self, WRITE_WORKSPACES, ws, grantees=False),
             can_share=can_share,
             can_read_output=access.may_read_output(self, ws.owner),

@@ -20,7 +20,9 @@ Jobs get ``JUPYTER_CONFIG_PATH`` pointing at this folder, so every
   kernelspecs; :data:`uws_server_auth.READ_ONLY_HANDLERS`), never a websocket,
   so a viewer sees a read-only JupyterLab. The extension enforces this on
   every request the server receives, whatever handler serves it; the
-  authorizer is the second line (see :mod:`uws_server_auth`).
+  authorizer is the second line (see :mod:`uws_server_auth`). With
+  ``$UWS_EDITORS_RUN_CODE`` 0 (``UWSHub.editors_run_code = False``) editors
+  are readers too: only the owner and admins use the server fully.
 
 - a job type's web app (``UWSHub.job_types[...]["app"]``), from the JSON in
   ``$UWS_APP``: :mod:`uws_apps` makes it a server of jupyter-server-proxy at
@@ -47,16 +49,20 @@ EXAMPLES_DIR = os.path.join(CONFIG_DIR, "examples")
 APP_PATH = "app"
 
 
-def job_env(env: dict[str, str], auth_cache_seconds: int, app: dict[str, Any] | None = None) -> dict[str, str]:
+def job_env(
+    env: dict[str, str], auth_cache_seconds: int, app: dict[str, Any] | None = None, *, editors_run_code: bool = True
+) -> dict[str, str]:
     """A job's environment with this folder first on ``JUPYTER_CONFIG_PATH``
     (and without ``JUPYTER_NO_CONFIG``, which would skip it: a server without
     this config lets viewers do what its owner can), and its job type's web
-    app, if it has one (``UWS_APP``)."""
+    app, if it has one (``UWS_APP``), and whether editors use the server
+    fully (``UWS_EDITORS_RUN_CODE``: 1 or 0)."""
     env = dict(env)
     env.pop("JUPYTER_NO_CONFIG", None)
     rest = env.get("JUPYTER_CONFIG_PATH")
     env["JUPYTER_CONFIG_PATH"] = CONFIG_DIR + (os.pathsep + rest if rest else "")
     env["UWS_SERVER_AUTH_CACHE_SECONDS"] = str(auth_cache_seconds)
+    env["UWS_EDITORS_RUN_CODE"] = "1" if editors_run_code else "0"
     env.pop("UWS_APP", None)
     if app is not None:
         env["UWS_APP"] = json.dumps({"path": APP_PATH, **app})

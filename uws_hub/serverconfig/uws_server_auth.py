@@ -6,7 +6,8 @@ another environment). The server runs *as its owner*: whoever may use it can
 do what the owner can. JupyterHub lets in everyone with ``access:servers`` on
 it (the owner, the workspace's editors and viewers, admins); of these, only
 *writers* (``custom:uws:write:workspaces`` or ``admin:servers`` on this
-server: the owner, editors, admins) use it fully. Everyone else, a viewer,
+server: the owner, editors, admins; without editors if ``$UWS_EDITORS_RUN_CODE``
+is 0, see :func:`may_write`) use it fully. Everyone else, a viewer,
 reaches only :data:`READ_ONLY_HANDLERS`, by GET or HEAD, never as a websocket;
 and, in a job whose job type's web app says ``viewers: true``, that app: the
 one route jupyter-server-proxy serves it at, with every method and websocket
@@ -85,9 +86,28 @@ def write_scopes() -> set[str]:
     return {f"{WRITE_SCOPE}!server={server}", f"admin:servers!server={server}"}
 
 
+def editors_run_code() -> bool:
+    """``UWSHub.editors_run_code`` (``$UWS_EDITORS_RUN_CODE``, set by the hub): whether
+    editors use the server fully; anything but 0 (or unset) is True, the hub's default."""
+    return os.environ.get("UWS_EDITORS_RUN_CODE", "1") != "0"
+
+
 def may_write(hub_user: dict) -> bool:
-    """Whether this JupyterHub user (or token) may write and execute in this server."""
-    return bool(check_scopes(write_scopes(), set(hub_user["scopes"])))
+    """Whether this JupyterHub user (or token) may write and execute in this server.
+
+    A writer holds the write scope on this server (the owner, editors) or
+    ``admin:servers`` on it. If editors do not run code here
+    (:func:`editors_run_code`), the write scope counts only for the owner
+    themself: the server runs as the owner, so whoever uses it runs code as them.
+    """
+    scopes = set(hub_user["scopes"])
+    if check_scopes({f"admin:servers!server={server_name()}"}, scopes):
+        return True
+    if not check_scopes(write_scopes(), scopes):
+        return False
+    return editors_run_code() or (
+        hub_user.get("kind") == "user" and hub_user.get("name") == os.environ.get("JUPYTERHUB_USER")
+    )
 
 
 def qualified_name(cls: type) -> str:
@@ -127,11 +147,16 @@ async def require_writer(handler: web.RequestHandler, login: bool = False) -> bo
             refuse(handler, f"{what} here needs a login with {needs}")
         return False
     identity_provider.log.info("%s may only read here (%s %s refused)", user.username, what, request.path)
-    refuse(
-        handler,
-        f"{user.username} may only read here: {what} needs {needs} (the workspace's owner "
-        "and editors have it; a viewer may open, read and download only)",
-    )
+    if editors_run_code():
+        why = f"{what} needs {needs} (the workspace's owner and editors have it; a viewer may open, read and download only)"
+    else:
+        owner = os.environ.get("JUPYTERHUB_USER", "")
+        why = (
+            f"{what} runs as {owner}'s account here, and on this hub only {owner} and admins may do that"
+            " (UWSHub.editors_run_code = False): editors and viewers may open, read and download only;"
+            " editors change files through the hub's workspace page"
+        )
+    refuse(handler, f"{user.username} may only read here: {why}")
     return False
 
 

@@ -7,7 +7,9 @@ startup and every ``UWSHub.share_sync_interval`` seconds:
 
 - uws-hub's own authorization (:mod:`uws_hub.access`): grantees read (viewers
   and editors), write files and launch or stop jobs (editors) in the
-  workspace. Renaming, deleting and sharing stay with the owner.
+  workspace; launches only with ``UWSHub.editors_run_code`` (every job runs
+  as the owner's account; :func:`uws_hub.access.may_launch`). Renaming,
+  deleting and sharing stay with the owner.
 - JupyterHub roles, one per shared workspace and level, granted to the
   grantee users and groups directly: ``uws-ws-<id>-viewer`` holds
   ``access:servers!server=<owner>/<slug>`` (what lets grantees through

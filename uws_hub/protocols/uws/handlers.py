@@ -250,6 +250,7 @@ class PhaseHandler(UWSJobsHandler):
         job = self.uws_job(job_type, job_id, LAUNCH_JOBS)
         action = forms.parse_phase_action(self.form().one("PHASE"))
         if action == "RUN":
+            self.authorize_launch(job.workspace)
             self.uws.jobs.run(job, self.actor)
         else:
             phase = translate.job_phase(job)
