@@ -208,10 +208,11 @@ def test_a_reader_downloads_at_most_two_zips_at_once(hub, alice, workspace):
     wid, directory = workspace["id"], on_disk(hub, workspace)
     viewer = hub.add_user("uwscarol")
     hub.api("POST", f"workspaces/{wid}/shares", alice, json={"user": "uwscarol", "level": "viewer"}, expect=201)
-    with open(directory / "noise.bin", "wb") as f:  # incompressible: far more than the sockets between hold
+    (directory / "big").mkdir()
+    with open(directory / "big" / "noise.bin", "wb") as f:  # incompressible: far more than the sockets between hold
         for _ in range(64):
             f.write(os.urandom(1024 * 1024))
-    url = files(wid, "?format=zip")
+    url = files(wid, "big?format=zip")
     slow = [hub.request("GET", url, viewer, stream=True) for _ in range(2)]
     try:
         for r in slow:
