@@ -65,16 +65,13 @@ class JobProcess:
     wrapper: bool
 
 
-def _read(pid: int) -> tuple[list[bytes], list[bytes]] | None:
-    """The environment and the ``stat`` fields after the name of ``pid``, or None (gone,
-    a zombie, or not readable by the hub)."""
+def _environ(pid: int) -> list[bytes] | None:
+    """The environment of ``pid``, or None (gone, or not readable by the hub)."""
     try:
         with open(f"/proc/{pid}/environ", "rb") as f:
-            env = f.read().split(b"\0")
+            return f.read().split(b"\0")
     except OSError:
         return None
-    stat = process_stat(pid)
-    return None if stat is None else (env, stat)
 
 
 def job_processes(hub_id: str, job_id: int | None = None) -> list[JobProcess]:
@@ -86,11 +83,12 @@ def job_processes(hub_id: str, job_id: int | None = None) -> list[JobProcess]:
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
-        read = _read(int(name))
-        if read is None:
+        env = _environ(int(name))
+        if env is None or hub_mark not in env or (job_mark is not None and job_mark not in env):
             continue
-        env, stat = read
-        if hub_mark not in env or (job_mark is not None and job_mark not in env):
+        # the stat of this hub's processes only (a zombie's is None)
+        stat = process_stat(int(name))
+        if stat is None:
             continue
         job = next((v[len(b"UWS_JOB_ID=") :] for v in env if v.startswith(b"UWS_JOB_ID=")), b"")
         if not job.isdigit():

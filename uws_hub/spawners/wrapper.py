@@ -338,7 +338,7 @@ class Wrapper:
         spec = self.spec
         record: dict = {"started": time.time(), "cpus": spec.get("cpus"), "memory_bytes": spec.get("memory_bytes")}
         record["memory_limit"] = "cgroup" if spec.get("cgroup") else ("rlimit" if spec.get("memory_bytes") else None)
-        self.catch_signals()
+        # the stop signals are caught already (:meth:`catch_signals`, before the run file named us)
         if self.stopped:
             # stopped before the command started: it never runs
             signal.setitimer(signal.ITIMER_REAL, 0)
