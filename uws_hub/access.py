@@ -26,7 +26,7 @@ from jupyterhub.scopes import Scope
 from sqlalchemy import ColumnElement, false, or_, select, true
 from sqlalchemy.orm import Session
 
-from .orm import Share, Workspace
+from .orm import Job, Share, Workspace
 from .scopes import LAUNCH_JOBS, READ_WORKSPACES, accepting, levels_granting
 
 
@@ -93,24 +93,59 @@ def may_workspace(request: ScopedRequest, scope: str, ws: Workspace, *, grantees
 def may_launch(request: ScopedRequest, ws: Workspace, *, editors_run_code: bool) -> bool:
     """Whether ``request`` may start code in ``ws``: launch a job, or let a held one run.
 
-    Every job runs as the workspace's owner's account, so a launch runs code
-    as the owner. The owner's scopes allow it (the owner, admins); a share
-    allows it only if ``UWSHub.editors_run_code`` (``editors_run_code``) is
-    True. Stopping jobs is :func:`may_workspace` with ``LAUNCH_JOBS``.
+    The owner's scopes allow it (the owner, admins, services): the job runs as
+    the owner's account. A share allows it only if ``UWSHub.editors_run_code``
+    (``editors_run_code``) is True, and the job runs as the editor's own
+    account (:func:`launcher_of`). Stopping jobs is :func:`may_workspace` with
+    ``LAUNCH_JOBS``.
     """
     if may(request, LAUNCH_JOBS, ws.owner):
         return True
     return editors_run_code and shared_may(request, LAUNCH_JOBS, ws.id)
 
 
+def launcher_of(request: ScopedRequest, ws: Workspace) -> hub_orm.User:
+    """Whose account a launch in ``ws`` by ``request`` (allowed by :func:`may_launch`) runs as.
+
+    With the owner's scopes, the owner's (JupyterHub's semantics: an admin who
+    starts a user's server starts it as that user); through a share, the
+    editor's own: an editor never runs code as the owner.
+    """
+    if may(request, LAUNCH_JOBS, ws.owner):
+        return ws.owner
+    user = request.current_user
+    orm_user = getattr(user, "orm_user", user)
+    if not isinstance(orm_user, hub_orm.User):
+        raise TypeError(f"{user!r} launches through a share but is not a user")
+    return orm_user
+
+
+def may_run_held(request: ScopedRequest, job: Job, *, editors_run_code: bool) -> bool:
+    """Whether ``request`` may let held ``job`` run, or change what it will run with:
+    only who would launch it as the same account (its launcher, or the owner's scopes for
+    the owner's job). Neither the owner nor another editor sets off an editor's held job,
+    nor an editor the owner's."""
+    if not may_launch(request, job.workspace, editors_run_code=editors_run_code):
+        return False
+    return launcher_of(request, job.workspace).id == job.launcher.id
+
+
 def launch_refusal(ws: Workspace) -> str:
-    """Why an editor may not launch in ``ws`` when editors do not run code, and what to do."""
+    """Why an editor may not launch in ``ws`` when editors may not launch, and what to do."""
     owner = ws.owner.name
     return (
-        f"Editors may not launch jobs in {owner}'s workspace {ws.slug!r}: a job runs as its owner's account"
-        f" ({owner}), and this hub does not let editors run code as the owner (UWSHub.editors_run_code = False)."
+        f"Editors may not launch jobs in {owner}'s workspace {ws.slug!r}: this hub does not let editors"
+        " launch jobs (UWSHub.editors_run_code = False)."
         f" You can still read and change its files and stop its jobs. {owner} can launch the job, or share"
         " the workspace with you as a copy, which you own and can run as yourself."
+    )
+
+
+def held_refusal(job: Job) -> str:
+    """Why ``request`` may not run (or change) held ``job``: it runs as another account."""
+    return (
+        f"Job {job.id} runs as {job.launcher.name}'s account: only {job.launcher.name} may let it run or change"
+        " its parameters and time limit; launch a job of your own instead."
     )
 
 

@@ -23,6 +23,7 @@ def job_model(job: Job, results: list[dict[str, Any]] | None = None, api_url: st
         "workspace_id": job.workspace_id,
         "workspace": job.workspace.slug,
         "owner": job.owner.name,
+        "launcher": job.launcher.name,
         "job_type": job.job_type,
         "resource": job.resource,
         "resources": job.resources,

@@ -63,26 +63,28 @@ class SharingOptions(HasTraits):
     editors_run_code = Bool(
         True,
         config=True,
-        help="""Whether editors of a shared workspace may run code in it, which runs as the owner's account.
+        help="""Whether editors of a shared workspace may launch jobs in it (jobs that run as themselves).
 
-        Every job of a workspace, and its live server (kernels, terminals), runs
-        as the workspace's owner's system account, whoever launched it or uses
-        it. So code an editor runs, in the live server or in a job, runs as the
-        owner and reaches what that account can: the owner's other workspaces,
-        home and credentials too.
+        A job runs as the system account of whoever launched it: the owner's
+        jobs (and those an admin or a service launches) as the owner, an
+        editor's as the editor's own account, with the workspace's POSIX group
+        (``share_posix_group_prefix``), so it reads and writes the workspace and
+        nothing else of the owner's. In a running server only its launcher
+        (and holders of ``admin:servers``) writes and runs code; the owner,
+        other editors and viewers get the read-only view. Editors never run
+        code as the owner.
 
-        True (the default, JupyterHub's semantics for shared servers): editors
-        use the owner's running server fully and launch jobs; share a workspace
-        as editor only with people trusted with the owner's account.
+        True (the default): editors launch jobs (the API, the pages,
+        JupyterHub's server start, the HuBMAP and UWS interfaces), run their
+        own held jobs, and stop any job of the workspace.
 
-        False: editors may not run code as the owner. In the running server
-        they get a viewer's read-only view (only the owner and holders of
-        ``admin:servers`` use it fully), and their launches (the API, the
-        pages, JupyterHub's server start, the HuBMAP and UWS interfaces) and
-        runs of held jobs are refused with a 403 that says why. They still
-        read and change the workspace's files through the hub, and stop its
-        jobs. Applies to launches at once, and to servers started after a
-        change.
+        False: editors read and change the workspace's files through the hub
+        and stop its jobs, but their launches are refused with a 403 that says
+        why. Applies to launches at once.
+
+        With ``system_users`` off (single-account mode) every job runs as the
+        hub's own account whoever launched it, as before; the server's
+        launcher-only rule still applies.
         """,
     )
 

@@ -147,6 +147,12 @@ class Job(Base):
     workspace_id: Mapped[int] = mapped_column(ForeignKey("uws_workspaces.id", ondelete="CASCADE"), index=True)
     #: the workspace owner's id, copied so that listing jobs by scope is one query
     owner_id: Mapped[int] = mapped_column(ForeignKey(hub_orm.User.id, ondelete="CASCADE"), index=True)
+    #: the user whose system account the job runs as: who launched it (an editor of a
+    #: shared workspace runs as themself), or the owner when the owner, an admin or a
+    #: service launched it. None: the owner (jobs from before it was recorded)
+    launcher_id: Mapped[int | None] = mapped_column(
+        ForeignKey(hub_orm.User.id, ondelete="SET NULL"), index=True, default=None
+    )
     job_type: Mapped[str] = mapped_column(String(63))
     resource: Mapped[str] = mapped_column(String(63), default="local")
     interactive: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -190,7 +196,8 @@ class Job(Base):
     archived_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
 
     workspace: Mapped[Workspace] = relationship(back_populates="jobs")
-    owner: Mapped[hub_orm.User] = relationship(hub_orm.User)
+    owner: Mapped[hub_orm.User] = relationship(hub_orm.User, foreign_keys=[owner_id])
+    launched_by: Mapped[hub_orm.User | None] = relationship(hub_orm.User, foreign_keys=[launcher_id])
 
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.job_type} in {self.workspace_id} {self.status}>"
@@ -198,6 +205,11 @@ class Job(Base):
     @property
     def terminal(self) -> bool:
         return JobStatus(self.status).terminal
+
+    @property
+    def launcher(self) -> hub_orm.User:
+        """The user whose account the job runs as (the owner for a job from before that was recorded)."""
+        return self.launched_by if self.launched_by is not None else self.owner
 
     @classmethod
     def find(cls, db: Session, job_id: int) -> Job | None:

@@ -231,7 +231,6 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
             job_type.env,
             hub.server_auth_cache_seconds,
             None if job_type.app is None else job_type.app.model_dump(),
-            editors_run_code=hub.editors_run_code,
         ),
         runners=runners,
         wake_queue=lambda: queue.put(QUEUE_KEY),
@@ -244,6 +243,7 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         events,
         log,
         posix_group_prefix=hub.share_posix_group_prefix if hub.system_users else None,
+        editors_lost=jobs.stop_launched_by,
     )
     copies = CopyService(db, sharing, accounts, quotas, notifier, wake=waker(queue, CopySteps.kind))
     batch = BatchSteps(

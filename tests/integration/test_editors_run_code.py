@@ -1,14 +1,16 @@
-"""``UWSHub.editors_run_code``: whether an editor runs code as the workspace's owner, for real.
+"""``UWSHub.editors_run_code``: whether an editor may launch jobs, which run as the editor, for real.
 
-Every job of a workspace, and its live server, runs as the owner's system
-account. With the default (True, JupyterHub's semantics for shared servers)
-an editor uses the owner's running JupyterLab fully and launches jobs, and the
-code runs as the owner: a batch job the editor launches reports the owner's
-uid. With False the editor gets a viewer's read-only JupyterLab (kernels and
-terminals refused by the server's guard) and every launch is a 403 saying why,
-while the owner and an admin still launch and use the server, and the editor
-still reads files and stops jobs. Each setting runs its own hub, with real
-system users and a real JupyterLab through the proxy.
+A job runs as the account of whoever launched it, and only that account
+writes and runs code in a live server. Either way an editor gets a viewer's
+read-only view of the owner's running JupyterLab (kernels and terminals
+refused by the server's guard): an editor never runs code as the owner. With
+the default (True) an editor launches jobs, and they run as the editor: a
+batch job the editor launches reports the editor's uid, not the owner's. With
+False every launch of an editor's is a 403 saying why, while the owner and an
+admin still launch and use the server, and the editor still reads files and
+stops jobs. Each setting runs its own hub, with real system users and a real
+JupyterLab through the proxy (tests/integration/test_editor_launches.py has
+the rest: groups, files, revocation).
 """
 
 from __future__ import annotations
@@ -92,20 +94,16 @@ def start_code(hub, server: str, token: str) -> list[int]:
     return statuses
 
 
-def test_an_editor_runs_code_in_the_owners_server_only_if_the_hub_says_so(ehub, live):
+def test_an_editor_reads_only_in_the_owners_server_either_way(ehub, live):
     _, _, server = live
     carol = ehub.tokens[EDITOR]
-    # reading works either way
     r = ehub.request("GET", server + "api/contents/data.txt", carol)
     assert r.status_code == 200, r.text
     assert r.json()["content"] == "data\n"
-    statuses = start_code(ehub, server, carol)
-    if ehub.editors_run_code:
-        assert statuses == [200, 201]
-        return
-    assert statuses == [403, 403]
+    # the server runs as alice, who launched it: nobody else runs code in it, whatever the setting
+    assert start_code(ehub, server, carol) == [403, 403]
     r = ehub.request("POST", server + "api/kernels", carol, json={"name": "python3"})
-    assert "editors_run_code = False" in r.json()["message"], r.text
+    assert f"runs as {OWNER}'s account" in r.json()["message"], r.text
     # saving a file in the server is writing as the owner too: refused; the hub's files API is the way
     r = ehub.request("PUT", server + "api/contents/from-carol.txt", carol,
                      json={"type": "file", "format": "text", "content": "x"})
@@ -113,7 +111,7 @@ def test_an_editor_runs_code_in_the_owners_server_only_if_the_hub_says_so(ehub, 
     ws, _, _ = live
     r = ehub.request("PUT", f"workspaces/{ws['id']}/files/from-carol.txt", carol, data=b"carol was here")
     assert r.status_code == 201, r.text
-    # the owner and an admin still use the server fully
+    # the owner and an admin use the server fully
     for who in (OWNER, ADMIN):
         assert start_code(ehub, server, ehub.tokens[who]) == [200, 201], who
 
@@ -123,16 +121,17 @@ def test_an_editors_launch_needs_the_hub_to_let_editors_run_code(ehub):
     ws = shared_workspace(ehub)
     r = ehub.request("POST", f"workspaces/{ws['id']}/jobs", carol, json={"job_type": "whoami"})
     if ehub.editors_run_code:
-        # the editor's code runs as the owner's account: the job reports alice's uid
+        # the editor's job runs as the editor's own account: it reports carol's uid, not alice's
         assert r.status_code == 202, r.text
+        assert r.json()["launcher"] == EDITOR
         job = ehub.wait_job(r.json()["id"], carol, {"completed", "failed"})
         assert job["status"] == "completed", job["reason"]
         log = ehub.request("GET", f"jobs/{job['id']}/log", alice)
         assert log.status_code == 200, log.text
-        assert log.text.strip() == str(pwd.getpwnam(OWNER).pw_uid) != str(pwd.getpwnam(EDITOR).pw_uid)
+        assert log.text.strip() == str(pwd.getpwnam(EDITOR).pw_uid) != str(pwd.getpwnam(OWNER).pw_uid)
         # the workspace page offers the editor a launch, and the share dialog warns the owner
         assert 'id="launch-form"' in page(ehub, EDITOR, f"/hub/workspaces/{ws['id']}")
-        assert "Editors run code as you." in page(ehub, OWNER, f"/hub/workspaces/{ws['id']}")
+        assert "Editors run code as themselves." in page(ehub, OWNER, f"/hub/workspaces/{ws['id']}")
         return
     assert r.status_code == 403, r.text
     assert REFUSAL in r.json()["message"] and "stop its jobs" in r.json()["message"], r.text
@@ -161,7 +160,7 @@ def test_an_editors_launch_needs_the_hub_to_let_editors_run_code(ehub):
         assert ehub.wait_job(job["id"], who, {"completed", "failed"})["status"] == "completed"
     owners_page = page(ehub, OWNER, f"/hub/workspaces/{ws['id']}")
     assert 'id="launch-form"' in owners_page and 'id="launch-refused"' not in owners_page
-    assert "Editors run code as you." not in owners_page
+    assert "Editors run code as themselves." not in owners_page
     job = ehub.api("POST", f"workspaces/{ws['id']}/jobs", alice, json={"job_type": "jupyterlab"}, expect=202)
     ehub.api("POST", f"jobs/{job['id']}/stop", carol, expect=202)
     assert ehub.wait_job(job["id"], carol, {"completed", "cancelled", "failed"})["status"] != "failed"

@@ -265,3 +265,39 @@ def test_upgrade_to_the_workspace_created_index_keeps_the_api_order(db_url, tmp_
         assert [w["slug"] for w in items if w["slug"].startswith("ws-")] == ["ws-1", "ws-2", "ws-0"]
     finally:
         hub.stop()
+
+
+def test_upgrade_to_job_launchers_keeps_old_jobs_the_owners(db_url, tmp_path):
+    """0013 records who launched a job (whose account it runs as): the jobs from before have
+    none and count as their workspace owner's, in the database and in the API."""
+    url = db_url()
+    uid = make_old_database(url, "0012")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        for status in ("completed", "failed"):
+            conn.execute(
+                text(
+                    "INSERT INTO uws_jobs (workspace_id, owner_id, job_type, resource, interactive, status, target,"
+                    " server_name, resources, parameters, created_at, updated_at, attempts)"
+                    " VALUES (1, :uid, 'jupyterlab', 'local', true, :status, 'stopped', 'old-ws', '{}', '{}',"
+                    " :now, :now, 1)"
+                ),
+                {"uid": uid, "status": status, "now": OLD_TIME},
+            )
+    engine.dispose()
+    hub = Hub(tmp_path, "c.Authenticator.admin_users = set()\n", url)
+    upgrade_db(hub)
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT launcher_id FROM uws_jobs")).scalars().all() == [None, None]
+    [fk] = [fk for fk in inspect(engine).get_foreign_keys("uws_jobs") if fk["constrained_columns"] == ["launcher_id"]]
+    assert (fk["referred_table"], fk["options"].get("ondelete")) == ("users", "SET NULL")
+    engine.dispose()
+    hub.start()
+    try:
+        token = hub.add_user("olduser")
+        jobs = hub.api("GET", "jobs", token, expect=200)["items"]
+        assert [(j["status"], j["owner"], j["launcher"]) for j in jobs] == [
+            ("failed", "olduser", "olduser"), ("completed", "olduser", "olduser")]
+    finally:
+        hub.stop()

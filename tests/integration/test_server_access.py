@@ -1,7 +1,8 @@
 """Who may do what in a workspace's live JupyterLab, through the proxy, for real.
 
-The owner's server runs as the owner, so access to it is default-deny: the
-owner and editors use it fully (kernels, terminals, saving); a viewer reaches
+The owner's server runs as the owner (who launched it), so access to it is
+default-deny: the owner uses it fully (kernels, terminals, saving); an editor
+and a viewer reach
 only a short read-only list (GET and HEAD of the page, its static files,
 files and directories, settings, ...: ``READ_ONLY`` below), never a websocket;
 anyone else is refused by JupyterHub's own check.
@@ -401,8 +402,22 @@ def test_a_viewer_opens_jupyterlab_read_only(ahub, live):
     assert not (live.directory / "from-bob.txt").exists()
 
 
-@pytest.mark.parametrize("who", [EDITOR, OWNER])
-def test_the_owner_and_editors_use_the_server_fully(ahub, live, who):
+def test_an_editor_reads_only_in_the_owners_server(ahub, live):
+    """The server runs as its launcher (alice): an editor of the workspace runs no code in it
+    and saves nothing there (they write through the hub, and launch servers of their own)."""
+    carol, server = ahub.tokens[EDITOR], live.server
+    assert ahub.api("GET", server + "api/contents/data.txt?content=1", carol, expect=200)["content"] == "data\n"
+    assert said_read_only(ahub.request("POST", server + "api/kernels", carol, json={"name": "python3"}))
+    assert said_read_only(ahub.request("POST", server + "api/terminals", carol))
+    r = ahub.request("PUT", server + "api/contents/from-carol.txt", carol,
+                     json={"type": "file", "format": "text", "content": "x"})
+    assert said_read_only(r), r.text
+    assert connect(ahub, f"{server}api/kernels/{live.kernel_id}/channels", carol) == 403
+    assert not (live.directory / "from-carol.txt").exists()
+
+
+@pytest.mark.parametrize("who", [OWNER])
+def test_the_owner_uses_the_server_fully(ahub, live, who):
     token, server = ahub.tokens[who], live.server
     kernel = ahub.api("POST", server + "api/kernels", token, json={"name": "python3"}, expect=201)
     try:

@@ -3,8 +3,9 @@ POSIX groups on disk, copies made in the background, and the mails a real SMTP
 server receives.
 
 - collaborate: an editor (a user) and a viewer (through a hub group) reach the
-  owner's running JupyterLab through the proxy with their tokens; the editor
-  writes, the viewer only reads; on disk the editor's account writes too;
+  owner's running JupyterLab through the proxy with their tokens and read
+  (only its launcher, the owner, writes there); the editor writes through the
+  hub, and on disk the editor's account writes too;
   revoking refuses them at once (the hub) and at the server's next check
   (``server_auth_cache_seconds``);
 - copy: accept gives an independent workspace with the same files, owned by
@@ -143,15 +144,17 @@ def test_collaborate_editor_and_group_viewer(shub, lab, smtp):
     assert shub.request("GET", f"workspaces/{wid}", bob_ro).status_code == 200
     assert shub.request("PUT", f"workspaces/{wid}/files/ro.txt", bob_ro, data=b"x").status_code == 403
 
-    # the running JupyterLab through the proxy, with their tokens: the editor writes,
-    # the viewer (a member of the shared group) reads only. The server asked the hub
+    # the running JupyterLab through the proxy, with their tokens: both read; it runs as
+    # alice, who launched it, so the editor writes through the hub, not in it, and the
+    # viewer (a member of the shared group) reads only. The server asked the hub
     # about these tokens above: it trusts that answer for server_auth_cache_seconds (1)
     took = refused_within(lambda: shub.request("GET", f"{server}/api/contents/data.txt", bob).status_code == 200, 5)
     assert took < 2.5, took
     r = shub.request("PUT", f"{server}/api/contents/lab-bob.txt", bob,
                      json={"type": "file", "format": "text", "content": "written in lab by bob"})
-    assert r.status_code in (200, 201), r.text
-    assert (directory / "lab-bob.txt").read_text() == "written in lab by bob"
+    assert r.status_code == 403, r.text
+    r = shub.request("PUT", f"workspaces/{wid}/files/lab-bob.txt", bob, data=b"written in lab by bob")
+    assert r.status_code == 201, r.text
     r = shub.request("GET", f"{server}/api/contents/lab-bob.txt?content=1", carol)
     assert r.status_code == 200 and r.json()["content"] == "written in lab by bob"
     r = shub.request("PUT", f"{server}/api/contents/lab-carol.txt", carol,

@@ -34,7 +34,7 @@ class IdentityProvider:
         if not name:
             return None
         scopes = ["custom:uws:write:workspaces!server=alice/ws"] if name == "writer" else []
-        return HubUser(name, {"scopes": scopes})
+        return HubUser(name, {"kind": "user", "name": name, "scopes": scopes})
 
 
 class Late(web.RequestHandler):
@@ -69,6 +69,7 @@ def answers(app: web.Application, requests: list[tuple[str, str, str | None]]) -
 def test_routes_added_after_the_guard_are_guarded_and_unknown_targets_refused(monkeypatch):
     monkeypatch.setenv("JUPYTERHUB_USER", "alice")
     monkeypatch.setenv("JUPYTERHUB_SERVER_NAME", "ws")
+    monkeypatch.setenv("UWS_LAUNCHER", "writer")
     app = web.Application(identity_provider=IdentityProvider())
     uws_server_auth.guard_routing(app)
     # what an extension loaded later adds: a handler, and a rule to a target that is not one
@@ -92,7 +93,27 @@ def test_routes_added_after_the_guard_are_guarded_and_unknown_targets_refused(mo
 def test_a_method_the_handler_has_not_is_403_to_readers_and_405_to_writers(monkeypatch, method):
     monkeypatch.setenv("JUPYTERHUB_USER", "alice")
     monkeypatch.setenv("JUPYTERHUB_SERVER_NAME", "ws")
+    monkeypatch.setenv("UWS_LAUNCHER", "writer")
     app = web.Application([(r"/late", Late)], identity_provider=IdentityProvider())
     uws_server_auth.guard_routing(app)
     assert [status for status, _ in answers(app, [(method, "/late", "viewer"), (method, "/late", "writer")])] \
         == [403, 405]
+
+
+def test_only_the_launcher_writes_in_a_server(monkeypatch):
+    """The server runs as its launcher's account: the write scope on it counts only for the
+    launcher (an editor who launched it, not its owner); admin:servers always counts."""
+    monkeypatch.setenv("JUPYTERHUB_USER", "alice")
+    monkeypatch.setenv("JUPYTERHUB_SERVER_NAME", "ws")
+    write = ["custom:uws:write:workspaces!server=alice/ws"]
+
+    def may(name, scopes, kind="user"):
+        return uws_server_auth.may_write({"kind": kind, "name": name, "scopes": scopes})
+
+    monkeypatch.delenv("UWS_LAUNCHER", raising=False)  # a server from before: its owner's
+    assert may("alice", write) and not may("carol", write)
+    monkeypatch.setenv("UWS_LAUNCHER", "carol")
+    assert may("carol", write)
+    assert not may("alice", write) and not may("bob", write) and not may("carol", [])
+    assert not may("carol", write, kind="service")
+    assert may("root", ["admin:servers!server=alice/ws"]) and may("root", ["admin:servers"])

@@ -241,6 +241,13 @@ class UWSAPIHandler(APIHandler):
         if not access.may_launch(self, ws, editors_run_code=self.uws.editors_run_code):
             raise Forbidden(access.launch_refusal(ws))
 
+    def authorize_held(self, job: Job) -> None:
+        """403 unless this request may run, or change, held ``job``
+        (:func:`uws_hub.access.may_run_held`: as the account it runs as)."""
+        self.authorize_launch(job.workspace)
+        if not access.may_run_held(self, job, editors_run_code=self.uws.editors_run_code):
+            raise Forbidden(access.held_refusal(job))
+
     def find_job(self, job_id: str, scope: str = READ_WORKSPACES) -> Job:
         """The job, with the same rules as :meth:`find_workspace` (on the job's workspace)."""
         job = Job.find(self.db, parse_id(job_id, "job"))

@@ -60,7 +60,13 @@ class WorkspaceJobsAPIHandler(UWSAPIHandler):
         body = self.parse_body(JobCreateModel)
         await self.refresh_owner_login(ws)
         job = self.uws.jobs.launch(
-            ws, body.job_type, body.resource, body.resources.model_dump(exclude_none=True), self.actor, body.parameters
+            ws,
+            body.job_type,
+            body.resource,
+            body.resources.model_dump(exclude_none=True),
+            self.actor,
+            body.parameters,
+            launcher=access.launcher_of(self, ws),
         )
         self.write_json(job_model(job), status=202)
 

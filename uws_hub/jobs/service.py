@@ -28,6 +28,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from jupyterhub import orm as hub_orm
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
@@ -259,7 +260,7 @@ class JobService:
         """A page of jobs, newest first, with their workspaces (a job's model names its
         workspace: one more query for the page, not one per job)."""
         query = select(Job).where(where).order_by(Job.id.desc()).offset(offset).limit(limit)
-        return list(self.db.scalars(query.options(selectinload(Job.workspace))))
+        return list(self.db.scalars(query.options(selectinload(Job.workspace), selectinload(Job.launched_by))))
 
     def active_jobs(self, workspace_ids: list[int]) -> dict[int, Job]:
         """The unfinished interactive job of each of these workspaces (one query for a page of them)."""
@@ -303,23 +304,24 @@ class JobService:
         return LaunchRequest(job.workspace, self.job_types[job.job_type], job.resource, dict(job.resources), job)
 
     def launch_for(self, job: Job) -> WorkspaceLaunch:
-        """What the spawner needs to run ``job`` (command, directory, account, env)."""
+        """What the spawner needs to run ``job`` (command, directory, account, env): it runs
+        as its launcher's account (:attr:`Job.launcher`), and its server lets only the
+        launcher use it fully (``UWS_LAUNCHER``, see uws_hub.serverconfig.uws_server_auth)."""
         ws = job.workspace
         job_type = self.job_types[job.job_type]
-        system_user = self.accounts.system_user(ws.owner.name)
+        system_user = self.accounts.system_user(job.launcher.name)
         as_root = system_user is None and os.geteuid() == 0
         os.makedirs(self.job_log_dir, mode=0o700, exist_ok=True)
-        home = self.home_of(ws)
         return WorkspaceLaunch(
             job_id=job.id,
             workspace_id=ws.id,
             directory=ws.directory,
             cmd=job_type.server_cmd + (job_type.args_as_root if as_root else []),
             default_url=job_type.default_url,
-            env=self.job_env(job_type),
+            env={**self.job_env(job_type), "UWS_LAUNCHER": job.launcher.name},
             resources=dict(job.resources),
             system_user=system_user,
-            home=home,
+            home=self.home_of(job),
             log_path=self.log_path(job),
             memory_bytes=self.memory_bytes(job),
         )
@@ -330,9 +332,12 @@ class JobService:
         memory = (job.resources or {}).get("memory")
         return memory_bytes(memory) if memory else None
 
-    def home_of(self, ws: Workspace) -> str | None:
-        """HOME of a job that runs as the hub's own account (single-account mode): per user."""
-        if self.accounts.system_user(ws.owner.name) is not None:
+    def home_of(self, job: Job) -> str | None:
+        """HOME of a job that runs as the hub's own account (single-account mode): per
+        workspace owner, as before launchers were recorded; None with system users (the
+        launcher's account has its own)."""
+        ws = job.workspace
+        if self.accounts.system_user(job.launcher.name) is not None:
             return None
         home = os.path.join(self.workspaces.storage.root, ws.owner.name, ".home")
         os.makedirs(home, mode=0o700, exist_ok=True)
@@ -362,17 +367,18 @@ class JobService:
             resources=dict(job.resources or {}),
             memory_bytes=self.memory_bytes(job),
             time_limit_seconds=self.time_limit_seconds(job),
-            system_user=self.accounts.system_user(ws.owner.name),
-            home=self.home_of(ws),
+            system_user=self.accounts.system_user(job.launcher.name),
+            home=self.home_of(job),
         )
         launch.log_path = job.log_path or self.runners[job.resource].log_path(launch)
         return launch
 
     def results_dir_maker(self, job: Job) -> Callable[[], None]:
-        """What makes batch ``job``'s results folder (``results/<id>``, the owner's): a call
-        that blocks briefly, for the runner to make in its own thread before it starts the job."""
+        """What makes batch ``job``'s results folder (``results/<id>``, its launcher's; in the
+        workspace's group when it is shared, from the setgid folder above): a call that blocks
+        briefly, for the runner to make in its own thread before it starts the job."""
         ws = job.workspace
-        owner = self.accounts.owner(ws.owner.name)
+        owner = self.accounts.owner(job.launcher.name)
         return functools.partial(self.workspaces.storage.make_dirs, ws.directory, f"{RESULTS_FOLDER}/{job.id}", owner)
 
     def results_path(self, job: Job) -> str | None:
@@ -438,10 +444,14 @@ class JobService:
         actor: str,
         parameters: dict[str, Any] | None = None,
         *,
+        launcher: hub_orm.User | None = None,
         held: bool = False,
         run_id: str | None = None,
     ) -> Job:
         """Record a launch (``pending``, target ``running``); the reconciler starts it.
+
+        ``launcher``: the user whose account the job runs as (see
+        :func:`uws_hub.access.launcher_of`); the workspace's owner if None.
 
         A batch job type's ``parameters`` are checked (422 naming each bad
         one); an interactive job type takes none. A ``held`` batch job is
@@ -456,7 +466,8 @@ class JobService:
             raise Unprocessable(f"Resource {resource!r} cannot run batch jobs")
         if ws.status not in (WorkspaceStatus.idle.value, WorkspaceStatus.active.value):
             raise Conflict(f"Workspace {ws.slug!r} is {ws.status}; jobs can start only in a ready workspace")
-        self.accounts.system_user(ws.owner.name)  # refuse now if the account is missing
+        launcher = launcher or ws.owner
+        self.accounts.system_user(launcher.name)  # refuse now if the account is missing
         resources = job_type.resources_for(resources)
         if job_type.interactive:
             self.check_launch(LaunchRequest(ws, job_type, resource, resources, job=None))
@@ -467,6 +478,7 @@ class JobService:
         job = Job(
             workspace=ws,
             owner_id=ws.owner_id,
+            launched_by=launcher,
             job_type=job_type.name,
             resource=resource,
             interactive=job_type.interactive,
@@ -601,6 +613,26 @@ class JobService:
         self.db.commit()
         self.wake(job.id)
         return job
+
+    def stop_launched_by(self, ws: Workspace, user_ids: set[int], actor: str) -> list[Job]:
+        """Stop (or cancel, if they never ran) the unfinished jobs in ``ws`` that these users
+        launched: their editor access to it ended, and their jobs run as their accounts with
+        the workspace's group. The owner's jobs, and other editors', run on."""
+        user_ids = user_ids - {ws.owner_id}
+        if not user_ids:
+            return []
+        stopped = []
+        for job in self.db.scalars(
+            select(Job).where(
+                Job.workspace_id == ws.id,
+                Job.launcher_id.in_(user_ids),
+                Job.status.in_([s.value for s in ACTIVE_JOB_STATUSES]),
+            )
+        ):
+            name = job.launcher.name
+            self.stop(job, actor, f"stopped: {name}'s editor access to this workspace was revoked")
+            stopped.append(job)
+        return stopped
 
     async def delete(self, job: Job, actor: str, *, results: bool = False) -> None:
         """Forget a finished job: its row and its log (its events stay); its results folder

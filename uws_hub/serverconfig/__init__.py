@@ -12,17 +12,17 @@ Jobs get ``JUPYTER_CONFIG_PATH`` pointing at this folder, so every
 - the server extension ``uws_server_auth`` (added to
   ``ServerApp.jpserver_extensions``, not replacing them) and
   ``ServerApp.authorizer_class`` to :class:`uws_server_auth.WorkspaceAuthorizer`.
-  The server runs as its owner, so access to it is default-deny: the owner,
-  editors and admins (``custom:uws:write:workspaces`` or ``admin:servers`` on
-  this server) use it fully; anyone else the hub lets in, a viewer, reaches
+  The server runs as its launcher's account (``$UWS_LAUNCHER``: the owner, or
+  the editor who launched it), so access to it is default-deny: the launcher
+  and admins (``custom:uws:write:workspaces`` for the launcher, or
+  ``admin:servers``, on this server) use it fully; anyone else the hub lets
+  in, a viewer, the owner of an editor's server, another editor, reaches
   only a short list of read-only requests (GET or HEAD of JupyterLab's page
   and static files, settings, translations, files and folders, ``/api/me``,
   kernelspecs; :data:`uws_server_auth.READ_ONLY_HANDLERS`), never a websocket,
   so a viewer sees a read-only JupyterLab. The extension enforces this on
   every request the server receives, whatever handler serves it; the
-  authorizer is the second line (see :mod:`uws_server_auth`). With
-  ``$UWS_EDITORS_RUN_CODE`` 0 (``UWSHub.editors_run_code = False``) editors
-  are readers too: only the owner and admins use the server fully.
+  authorizer is the second line (see :mod:`uws_server_auth`).
 
 - a job type's web app (``UWSHub.job_types[...]["app"]``), from the JSON in
   ``$UWS_APP``: :mod:`uws_apps` makes it a server of jupyter-server-proxy at
@@ -49,20 +49,18 @@ EXAMPLES_DIR = os.path.join(CONFIG_DIR, "examples")
 APP_PATH = "app"
 
 
-def job_env(
-    env: dict[str, str], auth_cache_seconds: int, app: dict[str, Any] | None = None, *, editors_run_code: bool = True
-) -> dict[str, str]:
+def job_env(env: dict[str, str], auth_cache_seconds: int, app: dict[str, Any] | None = None) -> dict[str, str]:
     """A job's environment with this folder first on ``JUPYTER_CONFIG_PATH``
     (and without ``JUPYTER_NO_CONFIG``, which would skip it: a server without
     this config lets viewers do what its owner can), and its job type's web
-    app, if it has one (``UWS_APP``), and whether editors use the server
-    fully (``UWS_EDITORS_RUN_CODE``: 1 or 0)."""
+    app, if it has one (``UWS_APP``). The hub adds who launched the job
+    (``UWS_LAUNCHER``) per launch."""
     env = dict(env)
     env.pop("JUPYTER_NO_CONFIG", None)
     rest = env.get("JUPYTER_CONFIG_PATH")
     env["JUPYTER_CONFIG_PATH"] = CONFIG_DIR + (os.pathsep + rest if rest else "")
     env["UWS_SERVER_AUTH_CACHE_SECONDS"] = str(auth_cache_seconds)
-    env["UWS_EDITORS_RUN_CODE"] = "1" if editors_run_code else "0"
+    env.pop("UWS_LAUNCHER", None)
     env.pop("UWS_APP", None)
     if app is not None:
         env["UWS_APP"] = json.dumps({"path": APP_PATH, **app})

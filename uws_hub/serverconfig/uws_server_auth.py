@@ -2,12 +2,14 @@
 
 Loaded by ``jupyter_server_config.py`` beside it (not imported as part of
 uws_hub: it needs only JupyterHub and Jupyter Server, so a job may run from
-another environment). The server runs *as its owner*: whoever may use it can
-do what the owner can. JupyterHub lets in everyone with ``access:servers`` on
-it (the owner, the workspace's editors and viewers, admins); of these, only
-*writers* (``custom:uws:write:workspaces`` or ``admin:servers`` on this
-server: the owner, editors, admins; without editors if ``$UWS_EDITORS_RUN_CODE``
-is 0, see :func:`may_write`) use it fully. Everyone else, a viewer,
+another environment). The server runs *as its launcher's account*
+(``$UWS_LAUNCHER``, set by the hub: the workspace's owner, or the editor who
+launched it): whoever may use it can do what that account can. JupyterHub
+lets in everyone with ``access:servers`` on it (the owner, the workspace's
+editors and viewers, admins); of these, only *writers* use it fully: the
+launcher (with ``custom:uws:write:workspaces`` on this server) and holders of
+``admin:servers`` on it (see :func:`may_write`). Everyone else, a viewer, the
+owner of a server an editor launched, another editor,
 reaches only :data:`READ_ONLY_HANDLERS`, by GET or HEAD, never as a websocket;
 and, in a job whose job type's web app says ``viewers: true``, that app: the
 one route jupyter-server-proxy serves it at, with every method and websocket
@@ -86,28 +88,27 @@ def write_scopes() -> set[str]:
     return {f"{WRITE_SCOPE}!server={server}", f"admin:servers!server={server}"}
 
 
-def editors_run_code() -> bool:
-    """``UWSHub.editors_run_code`` (``$UWS_EDITORS_RUN_CODE``, set by the hub): whether
-    editors use the server fully; anything but 0 (or unset) is True, the hub's default."""
-    return os.environ.get("UWS_EDITORS_RUN_CODE", "1") != "0"
+def launcher() -> str:
+    """The user whose account the server runs as (``$UWS_LAUNCHER``, set by the hub); the
+    server's owner for a server started before the hub said (``$JUPYTERHUB_USER``)."""
+    return os.environ.get("UWS_LAUNCHER") or os.environ.get("JUPYTERHUB_USER", "")
 
 
 def may_write(hub_user: dict) -> bool:
     """Whether this JupyterHub user (or token) may write and execute in this server.
 
-    A writer holds the write scope on this server (the owner, editors) or
-    ``admin:servers`` on it. If editors do not run code here
-    (:func:`editors_run_code`), the write scope counts only for the owner
-    themself: the server runs as the owner, so whoever uses it runs code as them.
+    The server runs as its launcher's account, so whoever writes or runs code
+    in it does so as the launcher: only the launcher themself (holding the
+    write scope on this server) and holders of ``admin:servers`` on it
+    (JupyterHub's admins) may. The owner of a server an editor launched, and
+    an editor in the owner's server, read only.
     """
     scopes = set(hub_user["scopes"])
     if check_scopes({f"admin:servers!server={server_name()}"}, scopes):
         return True
     if not check_scopes(write_scopes(), scopes):
         return False
-    return editors_run_code() or (
-        hub_user.get("kind") == "user" and hub_user.get("name") == os.environ.get("JUPYTERHUB_USER")
-    )
+    return hub_user.get("kind") == "user" and hub_user.get("name") == launcher()
 
 
 def qualified_name(cls: type) -> str:
@@ -147,15 +148,13 @@ async def require_writer(handler: web.RequestHandler, login: bool = False) -> bo
             refuse(handler, f"{what} here needs a login with {needs}")
         return False
     identity_provider.log.info("%s may only read here (%s %s refused)", user.username, what, request.path)
-    if editors_run_code():
-        why = f"{what} needs {needs} (the workspace's owner and editors have it; a viewer may open, read and download only)"
-    else:
-        owner = os.environ.get("JUPYTERHUB_USER", "")
-        why = (
-            f"{what} runs as {owner}'s account here, and on this hub only {owner} and admins may do that"
-            " (UWSHub.editors_run_code = False): editors and viewers may open, read and download only;"
-            " editors change files through the hub's workspace page"
-        )
+    account = launcher()
+    why = (
+        f"{what} here runs as {account}'s account, which launched this server: only {account} (with {needs})"
+        " and admins may write or run code in it; everyone else may open, read and download only. Editors"
+        " change files through the hub's workspace page, and can launch a server of their own (which runs as"
+        " them) once this one stopped"
+    )
     refuse(handler, f"{user.username} may only read here: {why}")
     return False
 

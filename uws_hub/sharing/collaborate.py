@@ -7,8 +7,10 @@ startup and every ``UWSHub.share_sync_interval`` seconds:
 
 - uws-hub's own authorization (:mod:`uws_hub.access`): grantees read (viewers
   and editors), write files and launch or stop jobs (editors) in the
-  workspace; launches only with ``UWSHub.editors_run_code`` (every job runs
-  as the owner's account; :func:`uws_hub.access.may_launch`). Renaming,
+  workspace; launches only with ``UWSHub.editors_run_code``: an editor's job
+  runs as the editor's own account, with the workspace's POSIX group
+  (:func:`uws_hub.access.launcher_of`), and stops when the editor stops
+  being an editor (``editors_lost``). Renaming,
   deleting and sharing stay with the owner.
 - JupyterHub roles, one per shared workspace and level, granted to the
   grantee users and groups directly: ``uws-ws-<id>-viewer`` holds
@@ -34,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from jupyterhub import orm as hub_orm
@@ -111,6 +113,7 @@ class ShareService:
         log: logging.Logger,
         *,
         posix_group_prefix: str | None,
+        editors_lost: Callable[[Workspace, set[int], str], object] = lambda ws, user_ids, actor: None,
     ):
         self.db = db
         self.accounts = accounts
@@ -119,6 +122,9 @@ class ShareService:
         self.log = log
         #: None: no POSIX groups (single-account mode)
         self.posix_group_prefix = posix_group_prefix
+        #: called with a workspace, the users who were its editors and are no longer, and
+        #: the actor, once that is committed: their jobs there stop (they run as them)
+        self.editors_lost = editors_lost
         #: bumped on every change of who may see what (event stream caches compare it)
         self.version = 0
         self._posix_lock = asyncio.Lock()
@@ -198,6 +204,7 @@ class ShareService:
             select(Share).where(Share.workspace_id == ws.id, Share.kind == ShareKind.collaborate.value, where)
         )
         created = share is None
+        editors_before = self.effective_users(ws.id, editors_only=True)
         if share is None:
             share = Share(
                 workspace=ws,
@@ -231,15 +238,24 @@ class ShareService:
             )
         self.db.commit()
         self.version += 1
+        self._stop_lost_editors(ws, editors_before, actor)
         return share, created
+
+    def _stop_lost_editors(self, ws: Workspace, editors_before: set[int], actor: str) -> None:
+        """Stop the jobs of who were editors of ``ws`` before a change and are not now."""
+        lost = editors_before - self.effective_users(ws.id, editors_only=True) - {ws.owner_id}
+        if lost:
+            self.editors_lost(ws, lost, actor)
 
     def revoke(self, share: Share, actor: str) -> None:
         """Delete a share: a collaboration ends at once; a pending invitation is withdrawn."""
         ws = share.workspace
         if share.kind == ShareKind.copy.value and share.copy_state in UNFINISHED_COPY_STATES:
             raise Conflict("The copy is being made; delete the share when it is done")
+        editors_before: set[int] = set()
         if share.kind == ShareKind.collaborate.value:
             before = self.effective_users(ws.id)
+            editors_before = self.effective_users(ws.id, editors_only=True)
             self.db.delete(share)
             self.db.flush()
             self._sync_roles(ws)
@@ -259,6 +275,7 @@ class ShareService:
                 self.record(share, "withdrawn", actor)
         self.db.commit()
         self.version += 1
+        self._stop_lost_editors(ws, editors_before, actor)
 
     def check_ready(self, ws: Workspace) -> None:
         if ws.status in (WorkspaceStatus.deleting.value, WorkspaceStatus.initializing.value):

@@ -275,7 +275,7 @@ class WorkspaceActionHandler(TranslatingHandler):
         await self.wait_for_stop(ws)
         await self.refresh_owner_login(ws)
         try:
-            job = self.uws.jobs.launch(ws, job_type, None, resources, self.actor)
+            job = self.uws.jobs.launch(ws, job_type, None, resources, self.actor, launcher=access.launcher_of(self, ws))
         except Unprocessable as e:
             # the job type's limits and the owner's quotas
             raise models.invalid_options([e.message]) from None

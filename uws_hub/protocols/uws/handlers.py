@@ -146,7 +146,15 @@ class JobListHandler(UWSJobsHandler):
         await self.refresh_owner_login(ws)
         service = self.uws.jobs
         job = service.launch(
-            ws, kind.name, None, {}, self.actor, creation.parameters, held=True, run_id=creation.run_id
+            ws,
+            kind.name,
+            None,
+            {},
+            self.actor,
+            creation.parameters,
+            launcher=access.launcher_of(self, ws),
+            held=True,
+            run_id=creation.run_id,
         )
         if creation.execution_duration is not None:
             service.set_time_limit(job, creation.execution_duration, self.actor)
@@ -237,6 +245,7 @@ def set_parameters(handler: UWSJobsHandler, job: Job, form: forms.Form) -> None:
     values = forms.declared_parameters(form, {name: spec.type for name, spec in kind.parameters.items()}, control=False)
     if not values:
         raise BadRequest(f"No parameters given; the job type takes: {', '.join(kind.parameters) or 'none'}")
+    handler.authorize_held(job)
     handler.uws.jobs.set_parameters(job, values, handler.actor)
 
 
@@ -250,7 +259,7 @@ class PhaseHandler(UWSJobsHandler):
         job = self.uws_job(job_type, job_id, LAUNCH_JOBS)
         action = forms.parse_phase_action(self.form().one("PHASE"))
         if action == "RUN":
-            self.authorize_launch(job.workspace)
+            self.authorize_held(job)
             self.uws.jobs.run(job, self.actor)
         else:
             phase = translate.job_phase(job)
@@ -272,6 +281,7 @@ class ExecutionDurationHandler(UWSJobsHandler):
         text = self.form().one("EXECUTIONDURATION")
         if text is None:
             raise BadRequest("EXECUTIONDURATION is required: the job's time limit in seconds (0: none)")
+        self.authorize_held(job)
         self.uws.jobs.set_time_limit(job, forms.parse_execution_duration(text), self.actor)
         self.see_job(job)
 

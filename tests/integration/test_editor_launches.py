@@ -1,0 +1,251 @@
+"""Jobs an editor launches run as the editor's own account, for real.
+
+A shared workspace has a POSIX group (the owner and its editors); a job runs
+as the system account of whoever launched it (``launcher``): the editor's
+batch job reports the editor's name and the workspace's group, writes files
+the owner's next job reads and changes, and the owner's jobs (and an admin's
+launch) still run as the owner. In a live server only its launcher writes
+and runs code: the owner gets the read-only view of the server an editor
+launched (kernels and terminals 403, files readable), a viewer, a stranger, a
+user admin and anonymous get no launch and no write. Revoking the editor (or
+lowering them to viewer) stops their jobs there and not the owner's. A real
+hub with system users, real processes, a real JupyterLab through the proxy.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import uuid
+
+import pytest
+
+from ..authutil import login
+from ..hubmaputil import ORIGIN, Portal
+from ..uwsclient import create, session
+
+OWNER, EDITOR, OTHER, ADMIN, USER_ADMIN = "uwsalice", "uwscarol", "uwsbob", "uwsadmin", "uwskeeper"
+PASSWORD = "a long password for tests"
+JOB_TYPES = {
+    "jupyterlab": {"display_name": "JupyterLab", "default_url": "/lab", "env": {"PIP_NO_INDEX": "1"}},
+    # who runs it, with which groups; what it finds in the workspace, and leaves there
+    "who": {"interactive": False, "cmd": ["sh", "-c", "id -un; id -Gn; cat note.txt 2>/dev/null;"
+                                          " echo \"$(id -un) was here\" >> note.txt && echo wrote"]},
+    "sleeper": {"interactive": False, "cmd": ["sleep", "600"]},
+}
+ENDED = {"completed", "failed", "cancelled"}
+
+
+@pytest.fixture(scope="module")
+def ehub(make_hub, system_users, group_prefix):
+    hub = make_hub(f"""
+c.UWSHub.system_users = True
+c.UWSHub.job_reconcile_interval = 1
+c.UWSHub.share_posix_group_prefix = {group_prefix!r}
+c.Authenticator.admin_users = {{{ADMIN!r}}}
+c.JupyterHub.load_roles.append({{"name": "user-keeper", "scopes": ["admin:users", "list:users", "read:users"],
+                                "users": [{USER_ADMIN!r}]}})
+c.UWSHub.job_types = {JOB_TYPES!r}
+c.HubMAPCompat.enabled = True
+c.HubMAPCompat.job_type_ids = {{"jupyter_lab": "jupyterlab"}}
+c.HubMAPCompat.cors_origins = [{ORIGIN!r}]
+""")
+    hub.group_prefix = group_prefix
+    for name in (OWNER, EDITOR, OTHER):
+        hub.api("POST", "accounts", json={"username": name, "password": PASSWORD}, expect=201)
+    hub.tokens = {name: hub.add_user(name, admin=name == ADMIN) for name in (OWNER, EDITOR, OTHER, ADMIN, USER_ADMIN)}
+    return hub
+
+
+def shared_workspace(hub, viewer: str | None = None) -> dict:
+    """A workspace of alice's shared with carol as editor (and ``viewer`` as viewer), with the
+    editor's share's id in ``share_id``."""
+    alice = hub.tokens[OWNER]
+    ws = hub.api("POST", "workspaces", alice, expect=201, json={"name": f"shared {uuid.uuid4().hex[:6]}"})
+    share = hub.api("POST", f"workspaces/{ws['id']}/shares", alice, json={"user": EDITOR, "level": "editor"},
+                    expect=201)
+    if viewer is not None:
+        hub.api("POST", f"workspaces/{ws['id']}/shares", alice, json={"user": viewer, "level": "viewer"}, expect=201)
+    ws["share_id"] = share["id"]
+    ws["group"] = f"{hub.group_prefix}{ws['id']}"
+    return ws
+
+
+def run(hub, ws: dict, who: str, job_type: str = "who") -> dict:
+    r = hub.request("POST", f"workspaces/{ws['id']}/jobs", hub.tokens[who], json={"job_type": job_type})
+    assert r.status_code == 202, r.text
+    return r.json()
+
+
+def finished(hub, job: dict) -> tuple[dict, list[str]]:
+    """The ended job and its output's lines (read by the owner)."""
+    job = hub.wait_job(job["id"], hub.tokens[OWNER], ENDED, timeout=90)
+    log = hub.request("GET", f"jobs/{job['id']}/log", hub.tokens[OWNER])
+    assert log.status_code == 200, log.text
+    return job, log.text.strip().splitlines()
+
+
+def test_an_editors_batch_job_runs_as_the_editor_with_the_workspace_group(ehub):
+    ws = shared_workspace(ehub)
+    carols = run(ehub, ws, EDITOR)
+    assert (carols["owner"], carols["launcher"]) == (OWNER, EDITOR)
+    job, lines = finished(ehub, carols)
+    assert job["status"] == "completed", (job["reason"], lines)
+    assert lines[0] == EDITOR, lines
+    assert ws["group"] in lines[1].split() and OWNER not in lines[1].split(), lines
+    assert lines[2:] == ["wrote"], lines
+    # what it wrote is the editor's, in the workspace's group, group-writable
+    directory = ehub.workspaces_root / OWNER / ws["slug"]
+    note = os.stat(os.path.join(directory, "note.txt"))
+    assert (pwd.getpwuid(note.st_uid).pw_name, grp.getgrgid(note.st_gid).gr_name) == (EDITOR, ws["group"])
+    results = os.stat(os.path.join(directory, "results", str(job["id"])))
+    assert (pwd.getpwuid(results.st_uid).pw_name, grp.getgrgid(results.st_gid).gr_name) == (EDITOR, ws["group"])
+
+    # the owner's next job runs as the owner, reads the editor's file and adds to it
+    alices = run(ehub, ws, OWNER)
+    assert alices["launcher"] == OWNER
+    job, lines = finished(ehub, alices)
+    assert job["status"] == "completed", (job["reason"], lines)
+    assert lines[0] == OWNER and lines[2:] == [f"{EDITOR} was here", "wrote"], lines
+    # an admin's launch in alice's workspace runs as alice (JupyterHub's semantics for admins)
+    admins = run(ehub, ws, ADMIN)
+    assert admins["launcher"] == OWNER
+    job, lines = finished(ehub, admins)
+    assert lines[0] == OWNER and lines[2:4] == [f"{EDITOR} was here", f"{OWNER} was here"], lines
+
+
+def start_code(hub, server: str, token: str | None) -> list[int]:
+    """Start a terminal and a kernel in the server (deleting what started): the two statuses."""
+    statuses = []
+    for what, body in (("terminals", None), ("kernels", {"name": "python3"})):
+        r = hub.request("POST", server + f"api/{what}", token, json=body, allow_redirects=False)
+        statuses.append(r.status_code)
+        if r.status_code in (200, 201):
+            name = r.json().get("name") if what == "terminals" else r.json()["id"]
+            hub.request("DELETE", server + f"api/{what}/{name}", token)
+    return statuses
+
+
+def proc_ids(pid: str) -> tuple[str, set[str]]:
+    """The user and the group names of a running process."""
+    fields = dict(line.split(":", 1) for line in open(f"/proc/{pid}/status").read().splitlines() if ":" in line)
+    uid = int(fields["Uid"].split()[1])
+    return pwd.getpwuid(uid).pw_name, {grp.getgrgid(int(g)).gr_name for g in fields["Groups"].split()}
+
+
+def test_only_the_launcher_runs_code_in_a_server_an_editor_launched(ehub):
+    ws = shared_workspace(ehub, viewer=OTHER)
+    alice, carol = ehub.tokens[OWNER], ehub.tokens[EDITOR]
+    job = ehub.wait_job(run(ehub, ws, EDITOR, "jupyterlab")["id"], carol, {"running", "failed"}, timeout=120)
+    assert job["status"] == "running", job["reason"]
+    assert job["launcher"] == EDITOR
+    # the server's process is the editor's, with the workspace's group
+    user, groups = proc_ids(job["resource_id"])
+    assert user == EDITOR and ws["group"] in groups, (user, groups)
+    server = f"/user/{OWNER}/{ws['slug']}/"
+    # the editor who launched it uses it fully; an admin too (admin:servers)
+    assert start_code(ehub, server, carol) == [200, 201]
+    assert start_code(ehub, server, ehub.tokens[ADMIN]) == [200, 201]
+    # the owner reads it, and may not run code in it, nor write: it runs as carol
+    r = ehub.request("GET", server + "api/contents", alice)
+    assert r.status_code == 200, r.text
+    assert start_code(ehub, server, alice) == [403, 403]
+    r = ehub.request("POST", server + "api/kernels", alice, json={"name": "python3"})
+    assert f"runs as {EDITOR}'s account" in r.json()["message"], r.text
+    r = ehub.request("PUT", server + "api/contents/from-alice.txt", alice,
+                     json={"type": "file", "format": "text", "content": "x"})
+    assert r.status_code == 403, r.text
+    # a viewer, a user admin (admin:users, no admin:servers), a stranger's and nobody's requests: no code
+    for who in (OTHER, USER_ADMIN, None):
+        assert set(start_code(ehub, server, ehub.tokens[who] if who else None)) <= {302, 403, 404}, who
+    # the workspace's page says whose server it is; the owner may stop it, then launch their own
+    page = login(ehub, OWNER, PASSWORD).session.get(f"{ehub.url}/hub/workspaces/{ws['id']}", timeout=30)
+    assert page.status_code == 200 and 'id="job-launcher"' in page.text and 'id="stop-job"' in page.text
+    r = ehub.request("POST", f"workspaces/{ws['id']}/jobs", alice, json={"job_type": "jupyterlab"})
+    assert r.status_code == 409, r.text
+    ehub.api("POST", f"jobs/{job['id']}/stop", alice, expect=202)
+    assert ehub.wait_job(job["id"], alice, ENDED)["status"] != "failed"
+    job = ehub.wait_job(run(ehub, ws, OWNER, "jupyterlab")["id"], alice, {"running", "failed"}, timeout=120)
+    assert job["status"] == "running" and job["launcher"] == OWNER, job["reason"]
+    assert proc_ids(job["resource_id"])[0] == OWNER
+    # in the owner's server, the editor reads only
+    assert ehub.request("GET", server + "api/contents", carol).status_code == 200
+    assert start_code(ehub, server, carol) == [403, 403]
+    assert start_code(ehub, server, alice) == [200, 201]
+    ehub.api("POST", f"jobs/{job['id']}/stop", carol, expect=202)
+    ehub.wait_job(job["id"], alice, ENDED)
+
+
+def test_a_viewer_a_stranger_a_user_admin_and_anonymous_launch_nothing(ehub):
+    ws = shared_workspace(ehub, viewer=OTHER)
+    for who, statuses in ((OTHER, {403}), (USER_ADMIN, {403, 404}), (None, {403})):
+        token = ehub.tokens[who] if who else None
+        r = ehub.request("POST", f"workspaces/{ws['id']}/jobs", token, json={"job_type": "who"})
+        assert r.status_code in statuses, (who, r.status_code, r.text)
+        r = ehub.request("POST", f"users/{OWNER}/servers/{ws['slug']}", token)
+        assert r.status_code in (403, 404), (who, r.text)
+        r = ehub.request("PUT", f"workspaces/{ws['id']}/files/x.txt", token, data=b"x")
+        assert r.status_code in (403, 404), (who, r.text)
+    # a stranger (unshared) does not even see it
+    lone = ehub.api("POST", "workspaces", ehub.tokens[OWNER], expect=201, json={"name": f"lone {uuid.uuid4().hex[:6]}"})
+    r = ehub.request("POST", f"workspaces/{lone['id']}/jobs", ehub.tokens[OTHER], json={"job_type": "who"})
+    assert r.status_code == 404, r.text
+    assert ehub.api("GET", f"jobs?workspace={ws['id']}", ehub.tokens[OWNER], expect=200)["items"] == []
+
+
+def test_every_launch_path_records_the_editor_and_a_held_job_runs_only_as_its_launcher(ehub):
+    ws = shared_workspace(ehub)
+    alice, carol = ehub.tokens[OWNER], ehub.tokens[EDITOR]
+    # JupyterHub's server start API needs start:servers, which a share lacks; HuBMAP's interface launches
+    r = Portal(ehub, carol).start(ws["id"], "jupyter_lab", {})
+    assert r.status_code == 200, r.text
+    [job] = ehub.api("GET", f"jobs?workspace={ws['id']}", alice, expect=200)["items"]
+    assert job["launcher"] == EDITOR
+    ehub.api("POST", f"jobs/{job['id']}/stop", carol, expect=202)
+    ehub.wait_job(job["id"], carol, ENDED, timeout=90)
+    # the UWS interface: a held job of carol's runs as carol; alice may not set it off, nor carol alice's
+    carols, alices = session(EDITOR, carol), session(OWNER, alice)
+    held = create(carols, ehub, "who", WORKSPACE=str(ws["id"]))
+    job_id = int(held.rstrip("/").rsplit("/", 1)[1])
+    assert ehub.api("GET", f"jobs/{job_id}", alice, expect=200)["launcher"] == EDITOR
+    r = alices.post(held + "/phase", data={"PHASE": "RUN"}, allow_redirects=False, timeout=30)
+    assert r.status_code == 403 and f"runs as {EDITOR}'s account" in r.text, r.text
+    r = alices.post(held + "/parameters", data={"x": "1"}, allow_redirects=False, timeout=30)
+    assert r.status_code in (400, 403), r.text
+    owners_held = create(alices, ehub, "who", WORKSPACE=str(ws["id"]))
+    r = carols.post(owners_held + "/phase", data={"PHASE": "RUN"}, allow_redirects=False, timeout=30)
+    assert r.status_code == 403 and f"runs as {OWNER}'s account" in r.text, r.text
+    r = carols.post(held + "/phase", data={"PHASE": "RUN"}, allow_redirects=False, timeout=30)
+    assert r.status_code == 303, r.text
+    _, lines = finished(ehub, {"id": job_id})
+    assert lines[0] == EDITOR, lines
+
+
+def test_revoking_an_editor_stops_their_jobs_and_not_the_owners(ehub):
+    ws = shared_workspace(ehub)
+    alice = ehub.tokens[OWNER]
+    carols = [run(ehub, ws, EDITOR, "sleeper")]
+    alices = run(ehub, ws, OWNER, "sleeper")
+    for job in (*carols, alices):
+        assert ehub.wait_job(job["id"], alice, {"running"} | ENDED, timeout=60)["status"] == "running"
+    # one more of carol's waits for a slot (alice's two running jobs are her quota's)
+    carols.append(run(ehub, ws, EDITOR, "sleeper"))
+    assert ehub.api("GET", f"jobs/{carols[-1]['id']}", alice, expect=200)["status"] in ("pending", "queued")
+    # lowered to viewer: an editor no more; her running and waiting jobs end
+    ehub.api("POST", f"workspaces/{ws['id']}/shares", alice, json={"user": EDITOR, "level": "viewer"}, expect=200)
+    for job in carols:
+        job = ehub.wait_job(job["id"], alice, ENDED, timeout=60)
+        assert job["status"] == "cancelled", job
+        assert job["reason"] == f"stopped: {EDITOR}'s editor access to this workspace was revoked"
+    assert ehub.api("GET", f"jobs/{alices['id']}", alice, expect=200)["status"] == "running"
+    # an editor again, then revoked outright: their new job stops, alice's still runs
+    ehub.api("POST", f"workspaces/{ws['id']}/shares", alice, json={"user": EDITOR, "level": "editor"}, expect=200)
+    again = run(ehub, ws, EDITOR, "sleeper")
+    assert ehub.wait_job(again["id"], alice, {"running"} | ENDED, timeout=60)["status"] == "running"
+    ehub.api("DELETE", f"workspaces/{ws['id']}/shares/{ws['share_id']}", alice, expect=200)
+    job = ehub.wait_job(again["id"], alice, ENDED, timeout=60)
+    assert job["reason"] == f"stopped: {EDITOR}'s editor access to this workspace was revoked", job
+    assert ehub.api("GET", f"jobs/{alices['id']}", alice, expect=200)["status"] == "running"
+    ehub.api("POST", f"jobs/{alices['id']}/stop", alice, expect=202)
+    ehub.wait_job(alices["id"], alice, ENDED, timeout=60)
