@@ -309,3 +309,26 @@ def make_deep(top, depth: int, leaf: bytes) -> None:
             f.write(leaf)
     finally:
         os.close(fd)
+
+
+def start_code(hub, server: str, token: str | None) -> list[int]:
+    """Start a terminal and a kernel in the server (deleting what started): the two statuses."""
+    statuses = []
+    for what, body in (("terminals", None), ("kernels", {"name": "python3"})):
+        r = hub.request("POST", server + f"api/{what}", token, json=body, allow_redirects=False)
+        statuses.append(r.status_code)
+        if r.status_code in (200, 201):
+            name = r.json().get("name") if what == "terminals" else r.json()["id"]
+            hub.request("DELETE", server + f"api/{what}/{name}", token)
+    return statuses
+
+
+def refused_code_and_saving(hub, server: str, token: str, launcher: str) -> None:
+    """``token`` runs no code in the server (kernels and terminals are 403, saying whose
+    account the server runs as) and saves nothing there."""
+    assert start_code(hub, server, token) == [403, 403]
+    r = hub.request("POST", server + "api/kernels", token, json={"name": "python3"})
+    assert f"runs as {launcher}'s account" in r.json()["message"], r.text
+    r = hub.request("PUT", server + "api/contents/refused.txt", token,
+                    json={"type": "file", "format": "text", "content": "x"})
+    assert r.status_code == 403, r.text

@@ -55,6 +55,21 @@ def may_read_output(request: ScopedRequest, owner: hub_orm.User) -> bool:
     return may(request, READ_WORKSPACES, owner)
 
 
+def may_read_job_output(request: ScopedRequest, job: Job) -> bool:
+    """Whether ``request`` may read what ``job`` printed: as :func:`may_read_output` for
+    its owner, or as its launcher (an editor reads their own job's output, which is
+    theirs: it ran as their account), with the read scope."""
+    if may_read_output(request, job.owner):
+        return True
+    user = request.current_user
+    return (
+        user is not None
+        and getattr(user, "kind", None) == "user"
+        and user.id == job.launcher.id
+        and shared_may(request, READ_WORKSPACES, job.workspace_id)
+    )
+
+
 def holds(request: ScopedRequest, scope: str) -> bool:
     """Whether ``request`` holds ``scope`` (or a scope granting it) with any filter."""
     return any(s in request.parsed_scopes for s in accepting(scope))

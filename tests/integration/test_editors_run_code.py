@@ -21,6 +21,7 @@ import uuid
 import pytest
 
 from ..authutil import login
+from ..helpers import refused_code_and_saving, start_code
 from ..hubmaputil import ORIGIN, Portal
 from ..uwsclient import create, jobs_url, session
 
@@ -82,18 +83,6 @@ def live(ehub):
     ehub.wait_job(job["id"], alice, {"completed", "cancelled", "failed"})
 
 
-def start_code(hub, server: str, token: str) -> list[int]:
-    """Start a terminal and a kernel in the server (deleting what started): the two statuses."""
-    statuses = []
-    for what, body in (("terminals", None), ("kernels", {"name": "python3"})):
-        r = hub.request("POST", server + f"api/{what}", token, json=body)
-        statuses.append(r.status_code)
-        if r.status_code in (200, 201):
-            name = r.json().get("name") if what == "terminals" else r.json()["id"]
-            hub.request("DELETE", server + f"api/{what}/{name}", token)
-    return statuses
-
-
 def test_an_editor_reads_only_in_the_owners_server_either_way(ehub, live):
     _, _, server = live
     carol = ehub.tokens[EDITOR]
@@ -101,13 +90,8 @@ def test_an_editor_reads_only_in_the_owners_server_either_way(ehub, live):
     assert r.status_code == 200, r.text
     assert r.json()["content"] == "data\n"
     # the server runs as alice, who launched it: nobody else runs code in it, whatever the setting
-    assert start_code(ehub, server, carol) == [403, 403]
-    r = ehub.request("POST", server + "api/kernels", carol, json={"name": "python3"})
-    assert f"runs as {OWNER}'s account" in r.json()["message"], r.text
     # saving a file in the server is writing as the owner too: refused; the hub's files API is the way
-    r = ehub.request("PUT", server + "api/contents/from-carol.txt", carol,
-                     json={"type": "file", "format": "text", "content": "x"})
-    assert r.status_code == 403, r.text
+    refused_code_and_saving(ehub, server, carol, OWNER)
     ws, _, _ = live
     r = ehub.request("PUT", f"workspaces/{ws['id']}/files/from-carol.txt", carol, data=b"carol was here")
     assert r.status_code == 201, r.text

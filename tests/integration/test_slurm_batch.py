@@ -6,6 +6,7 @@ run finds every outcome, and runs none twice."""
 
 from __future__ import annotations
 
+import grp
 import json
 import os
 import pwd
@@ -108,6 +109,30 @@ def test_the_command_is_the_slurm_job_and_its_values_arrive_literally(hub, owner
     # the log is SLURM's output file
     r = hub.request("GET", f"jobs/{job['id']}/log", owner)
     assert (r.status_code, r.text) == (200, "reported\n")
+
+
+def test_an_editors_job_runs_as_the_editor_on_slurm(make_hub, group_prefix):
+    """A job an editor of a shared workspace launches is submitted as the editor: SLURM's
+    job is theirs, it runs as their uid with the workspace's group, its results are theirs."""
+    hub = make_hub(config() + f"c.UWSHub.share_posix_group_prefix = {group_prefix!r}\n")
+    alice, bob = hub.add_user("uwsalice"), hub.add_user("uwsbob")
+    shared = hub.api("POST", "workspaces", alice, json={"name": f"shared {uuid.uuid4().hex[:8]}"}, expect=201)
+    hub.api("POST", f"workspaces/{shared['id']}/shares", alice, json={"user": "uwsbob", "level": "editor"},
+            expect=201)
+    job = submit(hub, bob, shared, "report", text="from bob")
+    assert job["launcher"] == "uwsbob"
+    done = finish(hub, alice, job)
+    assert done["status"] == "completed", done
+    assert slurmutil.job_info(done["resource_id"])["user"] == "uwsbob"
+    report = hub.request("GET", done["results"][0]["url"], alice).json()
+    assert report["uid"] == pwd.getpwnam("uwsbob").pw_uid
+    assert grp.getgrnam(f"{group_prefix}{shared['id']}").gr_gid in report["gids"]
+    results = hub.workspaces_root / "uwsalice" / shared["slug"] / "results" / str(done["id"])
+    assert os.stat(results).st_uid == pwd.getpwnam("uwsbob").pw_uid
+    # the owner's job there still runs as the owner
+    done = finish(hub, alice, submit(hub, alice, shared, "report", text="from alice"))
+    assert slurmutil.job_info(done["resource_id"])["user"] == "uwsalice"
+    assert hub.request("GET", done["results"][0]["url"], alice).json()["uid"] == pwd.getpwnam("uwsalice").pw_uid
 
 
 def test_the_log_is_outside_the_workspace_and_only_its_account_writes_it(hub, owner, ws):

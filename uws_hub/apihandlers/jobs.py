@@ -117,7 +117,7 @@ class JobLogMixin(UWSAPIHandler):
     def find_log(self, job_id: str) -> tuple[Job, str, int]:
         """The batch job, its log's path and the uid its file must have (owner and admins only)."""
         job = self.find_job(job_id)
-        if not access.may_read_output(self, job.owner):
+        if not access.may_read_job_output(self, job):
             raise Forbidden("A job's log is shown to its owner and admins only")
         if job.interactive:
             raise Conflict(
@@ -205,7 +205,7 @@ class JobOutputAPIHandler(UWSAPIHandler):
     @requires(READ_WORKSPACES)
     async def get(self, job_id):
         job = self.find_job(job_id)
-        if not access.may_read_output(self, job.owner):
+        if not access.may_read_job_output(self, job):
             raise Forbidden("A job's output is shown to its owner and admins only")
         self.write_json({"job_id": job.id, "output": await self.uws.jobs.output(job)})
 

@@ -86,7 +86,7 @@ class JobPageHandler(UWSPageHandler):
             remaining=_duration(remaining),
             time_limit=_duration(timedelta(seconds=limit)) if limit else None,
             can_stop=access.may_workspace(self, LAUNCH_JOBS, job.workspace),
-            can_read_output=access.may_read_output(self, job.owner),
+            can_read_output=access.may_read_job_output(self, job),
         )
 
 

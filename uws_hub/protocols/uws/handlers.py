@@ -88,7 +88,7 @@ class UWSJobsHandler(UWSHandler):
             url,
             results=translate.result_list(files or [], self.uws.jobs.results_path(job) or "", url),
             execution_duration=self.uws.jobs.time_limit_seconds(job),
-            log_readable=access.may_read_output(self, job.owner) and job.archived_at is None,
+            log_readable=access.may_read_job_output(self, job) and job.archived_at is None,
         )
         return documents.job_document(document)
 
@@ -309,7 +309,7 @@ class ErrorHandler(UWSJobsHandler):
     async def get(self, job_type, job_id):
         job = self.uws_job(job_type, job_id)
         text = job.reason or ""
-        if job.archived_at is None and access.may_read_output(self, job.owner):
+        if job.archived_at is None and access.may_read_job_output(self, job):
             output = await self.uws.jobs.output(job)
             if output:
                 text += f"\n\nThe end of the job's log:\n{output}"
@@ -382,7 +382,7 @@ class LogHandler(UWSJobsHandler):
     @requires(READ_WORKSPACES)
     async def get(self, job_type, job_id):
         job = self.uws_job(job_type, job_id)
-        if not access.may_read_output(self, job.owner):
+        if not access.may_read_job_output(self, job):
             raise Forbidden("A job's log is shown to its owner and admins only")
         if job.archived_at is not None:
             raise NotFound(f"Job {job.id} was destroyed; its log is gone")
