@@ -56,7 +56,9 @@ class SharingOptions(HasTraits):
         POSIX groups match their shares (0: only at startup).
 
         Every share change applies at once; this repairs what changed behind
-        uws-hub's back (a group's members, a role edited by hand).
+        uws-hub's back (a group's members, a role edited by hand), and stops
+        the jobs of users who are no longer editors of the workspace they
+        launched them in (they left a group that is an editor).
         """,
     )
 

@@ -43,6 +43,7 @@ def ehub(make_hub, system_users, group_prefix):
     hub = make_hub(f"""
 c.UWSHub.system_users = True
 c.UWSHub.job_reconcile_interval = 1
+c.UWSHub.share_sync_interval_seconds = 1
 c.UWSHub.share_posix_group_prefix = {group_prefix!r}
 c.Authenticator.admin_users = {{{ADMIN!r}}}
 c.JupyterHub.load_roles.append({{"name": "user-keeper", "scopes": ["admin:users", "list:users", "read:users"],
@@ -233,3 +234,21 @@ def test_revoking_an_editor_stops_their_jobs_and_not_the_owners(ehub):
     assert ehub.api("GET", f"jobs/{alices['id']}", alice, expect=200)["status"] == "running"
     ehub.api("POST", f"jobs/{alices['id']}/stop", alice, expect=202)
     ehub.wait_job(alices["id"], alice, ENDED, timeout=60)
+
+
+def test_an_editor_who_leaves_the_editing_group_has_their_jobs_stopped(ehub):
+    """A share with a hub group makes its members editors; who leaves the group (through
+    JupyterHub's API, behind uws-hub's back) is no editor any more: the hub's share sync
+    stops their jobs there."""
+    alice = ehub.tokens[OWNER]
+    group = f"editors-{uuid.uuid4().hex[:6]}"
+    ehub.api("POST", f"groups/{group}", json={"users": [EDITOR]}, expect=201)
+    ws = ehub.api("POST", "workspaces", alice, expect=201, json={"name": f"group {uuid.uuid4().hex[:6]}"})
+    ehub.api("POST", f"workspaces/{ws['id']}/shares", alice, json={"group": group, "level": "editor"}, expect=201)
+    job = run(ehub, ws, EDITOR, "sleeper")
+    assert job["launcher"] == EDITOR
+    assert ehub.wait_job(job["id"], alice, {"running"} | ENDED, timeout=60)["status"] == "running"
+    ehub.api("DELETE", f"groups/{group}/users", json={"users": [EDITOR]}, expect=200)
+    job = ehub.wait_job(job["id"], alice, ENDED, timeout=60)
+    assert (job["status"], job["reason"]) == (
+        "cancelled", f"stopped: {EDITOR}'s editor access to this workspace was revoked"), job

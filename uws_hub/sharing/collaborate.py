@@ -48,9 +48,17 @@ from ..accounts.system import SystemAccounts
 from ..errors import Conflict, NotFound, Unprocessable
 from ..events.bus import EventBus
 from ..events.notify import Notifier
-from ..orm import Share, Workspace, utcnow
+from ..orm import Job, Share, Workspace, utcnow
 from ..scopes import LAUNCH_JOBS, READ_WORKSPACES, ROLE_PREFIX, WRITE_WORKSPACES
-from ..states import UNFINISHED_COPY_STATES, ShareKind, ShareLevel, ShareStatus, WorkspaceStatus
+from ..states import (
+    ACTIVE_JOB_STATUSES,
+    UNFINISHED_COPY_STATES,
+    JobTarget,
+    ShareKind,
+    ShareLevel,
+    ShareStatus,
+    WorkspaceStatus,
+)
 from . import posixgroups
 
 LEVELS = tuple(level.value for level in ShareLevel)
@@ -368,8 +376,32 @@ class ShareService:
         if posixgroups.set_members(name, members):
             self.log.info("POSIX group %s: members %s", name, members)
 
+    def stop_jobs_of_former_editors(self) -> None:
+        """Stop the unfinished jobs launched by users who are no longer editors of their
+        workspace, however that came about (left a hub group that was an editor, say)."""
+        rows = self.db.execute(
+            select(Job.workspace_id, Job.launcher_id)
+            .where(
+                Job.launcher_id.is_not(None),
+                Job.launcher_id != Job.owner_id,
+                Job.status.in_([s.value for s in ACTIVE_JOB_STATUSES]),
+                Job.target != JobTarget.stopped.value,
+            )
+            .distinct()
+        ).all()
+        launchers: dict[int, set[int]] = {}
+        for ws_id, user_id in rows:
+            if user_id is not None:
+                launchers.setdefault(ws_id, set()).add(user_id)
+        for ws_id, user_ids in launchers.items():
+            lost = user_ids - self.effective_users(ws_id, editors_only=True)
+            if lost:
+                self.editors_lost(self.db.get_one(Workspace, ws_id), lost, "hub")
+
     async def sync(self) -> None:
-        """Re-make every shared workspace's roles and POSIX group, drop those of unshared ones."""
+        """Re-make every shared workspace's roles and POSIX group, drop those of unshared ones,
+        and stop the jobs of launchers who are no longer editors."""
+        self.stop_jobs_of_former_editors()
         grants = _grants_by_workspace(self.db)
         wanted: set[str] = set()
         for ws_id, shares in grants.items():
