@@ -236,6 +236,7 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         wake_queue=lambda: queue.put(QUEUE_KEY),
         wake_destruction=waker(queue, DestructionSteps.kind),
     )
+    jobs.attach(db)
     sharing = ShareService(
         db,
         accounts,

@@ -252,3 +252,25 @@ def test_an_editor_who_leaves_the_editing_group_has_their_jobs_stopped(ehub):
     job = ehub.wait_job(job["id"], alice, ENDED, timeout=60)
     assert (job["status"], job["reason"]) == (
         "cancelled", f"stopped: {EDITOR}'s editor access to this workspace was revoked"), job
+
+
+def test_deleting_an_editor_stops_their_jobs_before_they_could_count_as_the_owners(ehub):
+    """A deleted user's jobs lose their launcher (``ON DELETE SET NULL``: then they count as
+    the owner's); so they are stopped in the same commit, never started (or started again)
+    as the owner. The owner's job runs on. (Last: the editor is gone afterwards.)"""
+    ws = shared_workspace(ehub)
+    alice = ehub.tokens[OWNER]
+    carols = [run(ehub, ws, EDITOR, "sleeper")]
+    alices = run(ehub, ws, OWNER, "sleeper")
+    for job in (*carols, alices):
+        assert ehub.wait_job(job["id"], alice, {"running"} | ENDED, timeout=60)["status"] == "running"
+    carols.append(run(ehub, ws, EDITOR, "sleeper"))  # waits for a slot
+    assert ehub.api("GET", f"jobs/{carols[-1]['id']}", alice, expect=200)["status"] in ("pending", "queued")
+    ehub.api("DELETE", f"users/{EDITOR}", expect=204)
+    for job in carols:
+        job = ehub.wait_job(job["id"], alice, ENDED, timeout=60)
+        assert (job["status"], job["reason"]) == ("cancelled", f"stopped: {EDITOR}'s account was deleted"), job
+    assert job["running_at"] is None, job  # the waiting one never ran, as anyone
+    assert ehub.api("GET", f"jobs/{alices['id']}", alice, expect=200)["status"] == "running"
+    ehub.api("POST", f"jobs/{alices['id']}/stop", alice, expect=202)
+    ehub.wait_job(alices["id"], alice, ENDED, timeout=60)

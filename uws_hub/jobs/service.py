@@ -30,6 +30,7 @@ from typing import Any
 
 from jupyterhub import orm as hub_orm
 from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import event as sa_event
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -61,6 +62,9 @@ _TIMESTAMPS = {
     JobStatus.cancelled: "finished_at",
 }
 
+
+#: the session's list of jobs stopped while it flushed (woken once it committed)
+_STOPPED_IN_FLUSH = "uws_jobs_stopped_in_flush"
 
 #: how much of the end of a job's output its owner can read
 OUTPUT_TAIL_BYTES = 16 * 1024
@@ -600,8 +604,15 @@ class JobService:
         never ran, and if it ran its resource's ``stopped_outcome``
         (``completed``; ``cancelled`` for a SLURM job, which is cancelled).
         """
+        if self._request_stop(job, actor, reason, outcome):
+            self.db.commit()
+            self.wake(job.id)
+        return job
+
+    def _request_stop(self, job: Job, actor: str, reason: str, outcome: JobStatus | None = None) -> bool:
+        """:meth:`stop` in the session, not committed: False if there is nothing to stop."""
         if job.terminal or job.target == JobTarget.stopped.value:
-            return job
+            return False
         if outcome is None:
             outcome = JobStatus.cancelled
             if job.status == JobStatus.running.value and job.interactive:
@@ -610,9 +621,41 @@ class JobService:
         job.target = JobTarget.stopped.value
         job.outcome = outcome.value
         self.transition(job, JobStatus.stopping, reason, actor)
-        self.db.commit()
-        self.wake(job.id)
-        return job
+        return True
+
+    # ---------------------------------------------------------------- deleted launchers
+    def attach(self, db: Session) -> None:
+        """Stop the jobs of a user who is deleted, in the same commit (see :meth:`_before_flush`)."""
+        sa_event.listen(db, "before_flush", self._before_flush)
+        sa_event.listen(db, "after_commit", self._after_commit)
+
+    def _before_flush(self, db: Session, flush_context: Any, instances: Any) -> None:
+        """A JupyterHub user is being deleted: stop the unfinished jobs they launched in
+        others' workspaces (they run as their account), before the database forgets who
+        launched them (``ON DELETE SET NULL``, after which a job counts as its owner's and
+        must never start, or start again, as the owner)."""
+        # JupyterHub deletes its wrapper of the user (jupyterhub.user.User), which lends it its row's state
+        deleted = [getattr(obj, "orm_user", obj) for obj in db.deleted]
+        gone = {obj.id for obj in deleted if isinstance(obj, hub_orm.User)}
+        if not gone:
+            return
+        with db.no_autoflush:
+            jobs = db.scalars(
+                select(Job).where(
+                    Job.launcher_id.in_(gone),
+                    Job.owner_id.not_in(gone),
+                    Job.status.in_([s.value for s in ACTIVE_JOB_STATUSES]),
+                )
+            ).all()
+            for job in jobs:
+                name = job.launcher.name
+                self._request_stop(job, "hub", f"stopped: {name}'s account was deleted", JobStatus.cancelled)
+                job.launched_by = None
+                db.info.setdefault(_STOPPED_IN_FLUSH, []).append(job.id)
+
+    def _after_commit(self, db: Session) -> None:
+        for job_id in db.info.pop(_STOPPED_IN_FLUSH, []):
+            self.wake(job_id)
 
     def stop_launched_by(self, ws: Workspace, user_ids: set[int], actor: str) -> list[Job]:
         """Stop (or cancel, if they never ran) the unfinished jobs in ``ws`` that these users
