@@ -20,7 +20,9 @@ import pwd
 import uuid
 
 import pytest
+from playwright.sync_api import expect
 
+from .. import browserutil
 from ..authutil import login
 from ..helpers import refused_code_and_saving, start_code
 from ..hubmaputil import ORIGIN, Portal
@@ -130,7 +132,7 @@ def proc_ids(pid: str) -> tuple[str, set[str]]:
     return pwd.getpwuid(uid).pw_name, {grp.getgrgid(int(g)).gr_name for g in fields["Groups"].split()}
 
 
-def test_only_the_launcher_runs_code_in_a_server_an_editor_launched(ehub):
+def test_only_the_launcher_runs_code_in_a_server_an_editor_launched(ehub, browser):
     ws = shared_workspace(ehub, viewer=OTHER)
     alice, carol = ehub.tokens[OWNER], ehub.tokens[EDITOR]
     job = ehub.wait_job(run(ehub, ws, EDITOR, "jupyterlab")["id"], carol, {"running", "failed"}, timeout=120)
@@ -162,8 +164,15 @@ def test_only_the_launcher_runs_code_in_a_server_an_editor_launched(ehub):
     r = ehub.request("POST", f"workspaces/{lone['id']}/jobs", ehub.tokens[OTHER], json={"job_type": "who"})
     assert r.status_code == 404, r.text
     # the workspace's page says whose server it is; the owner may stop it, then launch their own
-    page = login(ehub, OWNER, PASSWORD).session.get(f"{ehub.url}/hub/workspaces/{ws['id']}", timeout=30)
-    assert page.status_code == 200 and 'id="job-launcher"' in page.text and 'id="stop-job"' in page.text
+    context, page = browserutil.login(ehub, browser, OWNER, PASSWORD)
+    try:
+        page.goto(f"{ehub.url}/hub/workspaces/{ws['id']}")
+        expect(page.locator("#job-launcher-line")).to_have_text(
+            f"Running as {EDITOR}: only {EDITOR} writes and runs code in it; you can open it read-only, stop it,"
+            " and launch your own once it stopped")
+        expect(page.locator("#stop-job")).to_be_visible()
+    finally:
+        context.close()
     r = ehub.request("POST", f"workspaces/{ws['id']}/jobs", alice, json={"job_type": "jupyterlab"})
     assert r.status_code == 409, r.text
     ehub.api("POST", f"jobs/{job['id']}/stop", alice, expect=202)
