@@ -216,16 +216,23 @@ def test_every_launch_path_records_the_editor_and_a_held_job_runs_only_as_its_la
     assert lines[0] == EDITOR, lines
 
 
-def test_revoking_an_editor_stops_their_jobs_and_not_the_owners(ehub):
+def editor_and_owner_jobs(ehub) -> tuple[dict, list[dict], dict]:
+    """A shared workspace where carol has a running job and one waiting for a slot (the
+    hub runs two batch jobs at once), and alice a running one: (workspace, carol's, alice's)."""
     ws = shared_workspace(ehub)
     alice = ehub.tokens[OWNER]
     carols = [run(ehub, ws, EDITOR, "sleeper")]
     alices = run(ehub, ws, OWNER, "sleeper")
     for job in (*carols, alices):
         assert ehub.wait_job(job["id"], alice, {"running"} | ENDED, timeout=60)["status"] == "running"
-    # one more of carol's waits for a slot (alice's two running jobs are her quota's)
     carols.append(run(ehub, ws, EDITOR, "sleeper"))
     assert ehub.api("GET", f"jobs/{carols[-1]['id']}", alice, expect=200)["status"] in ("pending", "queued")
+    return ws, carols, alices
+
+
+def test_revoking_an_editor_stops_their_jobs_and_not_the_owners(ehub):
+    ws, carols, alices = editor_and_owner_jobs(ehub)
+    alice = ehub.tokens[OWNER]
     # lowered to viewer: an editor no more; her running and waiting jobs end
     ehub.api("POST", f"workspaces/{ws['id']}/shares", alice, json={"user": EDITOR, "level": "viewer"}, expect=200)
     for job in carols:
@@ -267,14 +274,8 @@ def test_deleting_an_editor_stops_their_jobs_before_they_could_count_as_the_owne
     """A deleted user's jobs lose their launcher (``ON DELETE SET NULL``: then they count as
     the owner's); so they are stopped in the same commit, never started (or started again)
     as the owner. The owner's job runs on. (Last: the editor is gone afterwards.)"""
-    ws = shared_workspace(ehub)
+    ws, carols, alices = editor_and_owner_jobs(ehub)
     alice = ehub.tokens[OWNER]
-    carols = [run(ehub, ws, EDITOR, "sleeper")]
-    alices = run(ehub, ws, OWNER, "sleeper")
-    for job in (*carols, alices):
-        assert ehub.wait_job(job["id"], alice, {"running"} | ENDED, timeout=60)["status"] == "running"
-    carols.append(run(ehub, ws, EDITOR, "sleeper"))  # waits for a slot
-    assert ehub.api("GET", f"jobs/{carols[-1]['id']}", alice, expect=200)["status"] in ("pending", "queued")
     ehub.api("DELETE", f"users/{EDITOR}", expect=204)
     for job in carols:
         job = ehub.wait_job(job["id"], alice, ENDED, timeout=60)
