@@ -130,6 +130,29 @@ def test_oidc_tokens_are_kept_refreshed_and_handed_to_jobs(oidc_hub, oidc):
     assert "GLOBUS_DATA" not in env
 
 
+def test_an_editors_job_gets_the_editors_tokens_never_the_owners(oidc_hub, oidc):
+    """A job runs for its launcher: an editor's job in the owner's workspace is handed the
+    editor's own provider tokens (refreshed for the editor), not the owner's."""
+    oauth_login(oidc_hub, "u-alice")
+    oauth_login(oidc_hub, "u-gus")
+    alice = oidc_hub.api("POST", "users/oidcalice/tokens", json={"note": "test"}, expect=201)["token"]
+    gus = oidc_hub.api("POST", "users/gus/tokens", json={"note": "test"}, expect=201)["token"]
+    ws = oidc_hub.api("POST", "workspaces", alice, json={"name": "shared with gus"}, expect=201)
+    oidc_hub.api("POST", f"workspaces/{ws['id']}/shares", alice, json={"user": "gus", "level": "editor"}, expect=201)
+
+    job = oidc_hub.api("POST", f"workspaces/{ws['id']}/jobs", gus, json={"job_type": "printenv"}, expect=202)
+    job = oidc_hub.wait_job(job["id"], gus, {"failed", "completed", "cancelled"})
+    assert job["launcher"] == "gus"
+    output = (oidc_hub.workdir / "uws-job-logs" / f"job-{job['id']}.log").read_text()
+    env = json.loads(re.search(r"^ENV=(\{.*\})$", output, re.M).group(1))
+    handed = env["UWS_OAUTH_ACCESS_TOKEN"]
+    states = {name: oidc_hub.api("GET", f"users/{name}", READER_TOKEN, expect=200)["auth_state"]
+              for name in ("gus", "oidcalice")}
+    assert handed == states["gus"]["access_token"] and oidc.token_works(handed)
+    assert states["oidcalice"]["access_token"] not in json.dumps(env)
+    assert env["UWS_LAUNCHER"] == "gus"
+
+
 # ---------------------------------------------------------------- Globus
 @pytest.fixture(scope="module")
 def globus(tmp_path_factory):

@@ -208,13 +208,17 @@ class UWSAPIHandler(APIHandler):
             return f"{public.scheme}://{public.netloc}"
         return f"{self.request.protocol}://{self.request.host}"
 
-    async def refresh_owner_login(self, ws: Workspace) -> None:
-        """Before a launch in ``ws``, as JupyterHub does before a spawn: fresh auth state
-        of its owner (tokens for the job); a 403 if their login has expired."""
+    async def fresh_launcher(self, ws: Workspace) -> hub_orm.User:
+        """Who a launch in ``ws`` by this request runs as (:func:`uws_hub.access.launcher_of`),
+        with a fresh login, as JupyterHub refreshes a user before a spawn: the job gets the
+        launcher's auth state (tokens; never the owner's for an editor's job); a 403 if the
+        launcher's login has expired."""
+        launcher = access.launcher_of(self, ws)
         if self.authenticator.refresh_pre_spawn:
-            owner = self.users[ws.owner]
-            if await self.refresh_auth(owner, force=True) is None:
-                raise Forbidden(f"{owner.name}'s login has expired; log in again to launch jobs")
+            user = self.users[launcher]
+            if await self.refresh_auth(user, force=True) is None:
+                raise Forbidden(f"{user.name}'s login has expired; log in again to launch jobs")
+        return launcher
 
     def find_workspace(self, workspace_id: str, scope: str = READ_WORKSPACES, *, grantees: bool = True) -> Workspace:
         """The workspace, if this request may act on it with ``scope`` (see :mod:`uws_hub.access`).

@@ -58,7 +58,7 @@ class WorkspaceJobsAPIHandler(UWSAPIHandler):
     async def post(self, workspace_id):
         ws = self.find_workspace(workspace_id, LAUNCH_JOBS)
         body = self.parse_body(JobCreateModel)
-        await self.refresh_owner_login(ws)
+        launcher = await self.fresh_launcher(ws)
         job = self.uws.jobs.launch(
             ws,
             body.job_type,
@@ -66,7 +66,7 @@ class WorkspaceJobsAPIHandler(UWSAPIHandler):
             body.resources.model_dump(exclude_none=True),
             self.actor,
             body.parameters,
-            launcher=access.launcher_of(self, ws),
+            launcher=launcher,
         )
         self.write_json(job_model(job), status=202)
 

@@ -51,7 +51,8 @@ class WorkspaceServerAPIHandler(UWSAPIHandler, UserServerAPIHandler):
         last = self.uws.jobs.latest_jobs([ws.id]).get(ws.id)
         types = self.uws.job_types
         job_type = last.job_type if last is not None and last.job_type in types else next(iter(types))
-        job = self.uws.jobs.launch(ws, job_type, None, {}, self.actor, launcher=access.launcher_of(self, ws))
+        launcher = await self.fresh_launcher(ws)
+        job = self.uws.jobs.launch(ws, job_type, None, {}, self.actor, launcher=launcher)
         self.write_json(job_model(job), status=202)
 
 

@@ -325,6 +325,7 @@ class JobService:
             env={**self.job_env(job_type), "UWS_LAUNCHER": job.launcher.name},
             resources=dict(job.resources),
             system_user=system_user,
+            launcher=job.launcher.name,
             home=self.home_of(job),
             log_path=self.log_path(job),
             memory_bytes=self.memory_bytes(job),

@@ -50,6 +50,8 @@ class WorkspaceLaunch:
     resources: dict[str, Any] = field(default_factory=dict)
     #: the system account to run as, or None to run as the hub's own account
     system_user: str | None = None
+    #: the hub user the job runs for (its launcher): whose auth state (tokens) it gets
+    launcher: str | None = None
     #: HOME for the job when it runs as the hub's own account
     home: str | None = None
     #: where the job's stdout and stderr go (read back on failure)

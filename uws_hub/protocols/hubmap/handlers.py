@@ -273,9 +273,9 @@ class WorkspaceActionHandler(TranslatingHandler):
         except ValidationError as e:
             raise models.invalid_options([validation_message(e)]) from None
         await self.wait_for_stop(ws)
-        await self.refresh_owner_login(ws)
+        launcher = await self.fresh_launcher(ws)
         try:
-            job = self.uws.jobs.launch(ws, job_type, None, resources, self.actor, launcher=access.launcher_of(self, ws))
+            job = self.uws.jobs.launch(ws, job_type, None, resources, self.actor, launcher=launcher)
         except Unprocessable as e:
             # the job type's limits and the owner's quotas
             raise models.invalid_options([e.message]) from None

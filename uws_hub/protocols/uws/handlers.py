@@ -143,7 +143,7 @@ class JobListHandler(UWSJobsHandler):
         kind = self.batch_job_type(job_type)
         creation = forms.parse_creation(self.form(), {name: spec.type for name, spec in kind.parameters.items()})
         ws = await self.workspace_for(creation.workspace)
-        await self.refresh_owner_login(ws)
+        launcher = await self.fresh_launcher(ws)
         service = self.uws.jobs
         job = service.launch(
             ws,
@@ -152,7 +152,7 @@ class JobListHandler(UWSJobsHandler):
             {},
             self.actor,
             creation.parameters,
-            launcher=access.launcher_of(self, ws),
+            launcher=launcher,
             held=True,
             run_id=creation.run_id,
         )
