@@ -18,8 +18,10 @@ Usage:
 - concurrent jobs: the user's unfinished jobs that hold a slot (interactive
   ones, and batch jobs that left the fair queue: waiting batch jobs do not).
 
-Jobs in a workspace shared with collaborators run as its owner's server, so
-they count against the owner's quota, whoever launched them.
+Jobs in a workspace shared with collaborators count against its owner's
+quota, whoever launched them: an editor's job runs as the editor's account
+(:func:`uws_hub.access.launcher_of`) but is one of the workspace's, which the
+owner shares (and can stop sharing) knowing what it costs them.
 
 Enforcement: :meth:`QuotaService.check_launch` is one of the job service's
 launch checks (at the request and again right before the start); every write
