@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import random
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -82,26 +83,31 @@ def change(top: Path, rng: random.Random, fresh: list[Path]) -> None:
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_rescans_stay_exact_after_random_changes_reading_only_what_changed(tmp_path, seed):
+@pytest.mark.parametrize("helper_after", [None, 0.0], ids=["alone", "helper"])
+def test_rescans_stay_exact_after_random_changes_reading_only_what_changed(tmp_path, seed, helper_after):
+    """With ``helper_after=0`` a helper process walks half of the top's subdirectories
+    of each full measurement: the rescans reuse the records it made."""
     rng = random.Random(seed)
     top = tmp_path / "ws"
     build(top, rng)
     backdate(top, 2 * HOT_SECONDS)
     tree = UsageTree()
-    assert tree.measure(str(top)) == du_files(top)
+    assert tree.measure(str(top), helper_after=helper_after) == du_files(top)
     assert tree.read_dirs == len(all_dirs(top))
+    assert (tree.helper_dirs > 0) == (helper_after is not None)
     fresh: list[Path] = []
     for _ in range(6):
         change(top, rng, fresh)
-        assert tree.measure(str(top)) == du_files(top)
+        assert tree.measure(str(top), helper_after=helper_after) == du_files(top)
         # the unchanged directories were not read again
         assert tree.reused_dirs > 0 and tree.read_dirs < len(all_dirs(top))
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_a_full_measurement_sweeps_stale_upload_temporaries_and_follows_no_symlinks(tmp_path, workers):
-    """In every directory of the tree: stale upload temporaries deleted, fresh ones counted,
-    a symlink to a directory outside counted as a link (its length), not followed."""
+@pytest.mark.parametrize("helper_after", [None, 0.0], ids=["alone", "helper"])
+def test_a_full_measurement_sweeps_stale_upload_temporaries_and_follows_no_symlinks(tmp_path, helper_after):
+    """In every directory of the tree (the helper process's half too): stale upload temporaries
+    deleted, fresh ones counted, a symlink to a directory outside counted as a link (its length),
+    not followed."""
     top, outside = tmp_path / "ws", tmp_path / "outside"
     build(top, random.Random(3))
     outside.mkdir()
@@ -116,7 +122,9 @@ def test_a_full_measurement_sweeps_stale_upload_temporaries_and_follows_no_symli
         stale.append(path)
     live = top / "d1" / f"{TEMP_PREFIX}live"
     live.write_bytes(b"under way")
-    measured = UsageTree().measure(str(top), sweep_before=time.time() - 60, workers=workers)
+    tree = UsageTree()
+    measured = tree.measure(str(top), sweep_before=time.time() - 60, helper_after=helper_after)
+    assert (tree.helper_dirs > 0) == (helper_after is not None)
     assert not any(p.exists() for p in stale) and live.exists()
     assert measured == du_files(top)
 
@@ -134,3 +142,13 @@ def test_a_file_changed_in_place_long_after_its_last_write_is_seen_by_a_full_mea
         f.seek(0, os.SEEK_END)
         f.write(b"x" * 1000)
     assert UsageTree().measure(str(top)) == du_files(top)
+
+
+def test_a_helper_process_that_cannot_start_leaves_the_whole_walk_to_the_hub(tmp_path, monkeypatch):
+    """No interpreter to start (an embedded one): the measurement is made all the same, by the walk alone."""
+    top = tmp_path / "ws"
+    build(top, random.Random(11))
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
+    tree = UsageTree()
+    assert tree.measure(str(top), helper_after=0.0) == du_files(top)
+    assert tree.helper_dirs == 0 and tree.read_dirs == len(all_dirs(top))
