@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from uws_hub.workspaces.paths import TEMP_PREFIX
+from uws_hub.workspaces.paths import MAX_DEPTH, TEMP_PREFIX
 from uws_hub.workspaces.usagetree import HOT_SECONDS, UsageTree
 
 
@@ -152,3 +152,33 @@ def test_a_helper_process_that_cannot_start_leaves_the_whole_walk_to_the_hub(tmp
     tree = UsageTree()
     assert tree.measure(str(top), helper_after=0.0) == du_files(top)
     assert tree.helper_dirs == 0 and tree.read_dirs == len(all_dirs(top))
+
+
+@pytest.mark.parametrize("helper_after", [None, 0.0], ids=["alone", "helper"])
+def test_trees_deeper_than_the_open_folders_are_measured_whole(tmp_path, helper_after):
+    """Chains deeper than MAX_DEPTH under each top folder (the helper's half too): the walk
+    closes the folders above the deepest MAX_DEPTH and opens them again from below."""
+    top = tmp_path / "ws"
+    for i in range(4):
+        d = top / f"chain{i}"
+        d.mkdir(parents=True)
+        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for depth in range(MAX_DEPTH + 20):
+                os.mkdir("d", dir_fd=fd)
+                with open(os.open("f", os.O_WRONLY | os.O_CREAT, dir_fd=fd), "wb") as f:
+                    f.write(b"x" * (depth + i))
+                sub = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+                os.close(fd)
+                fd = sub
+        finally:
+            os.close(fd)
+    backdate(top, 2 * HOT_SECONDS)
+    tree = UsageTree()
+    expected = sum(depth + i for i in range(4) for depth in range(MAX_DEPTH + 20))
+    assert tree.measure(str(top), helper_after=helper_after) == expected
+    assert tree.read_dirs == 1 + 4 * (MAX_DEPTH + 21)
+    assert (tree.helper_dirs > 0) == (helper_after is not None)
+    # the rescan reuses every record, the helper's too
+    assert tree.measure(str(top), helper_after=helper_after) == expected
+    assert tree.read_dirs == 0 and tree.reused_dirs == 1 + 4 * (MAX_DEPTH + 21)
