@@ -182,3 +182,16 @@ def test_trees_deeper_than_the_open_folders_are_measured_whole(tmp_path, helper_
     # the rescan reuses every record, the helper's too
     assert tree.measure(str(top), helper_after=helper_after) == expected
     assert tree.read_dirs == 0 and tree.reused_dirs == 1 + 4 * (MAX_DEPTH + 21)
+
+
+def test_a_helper_process_that_fails_fails_the_measurement_with_an_oserror(tmp_path, monkeypatch):
+    """What the helper met (on stderr) becomes an OSError, which the usage loop logs, keeping the
+    workspace's last measurement; no half-measured number is returned."""
+    top = tmp_path / "ws"
+    build(top, random.Random(13))
+    failing = tmp_path / "failing-python"
+    failing.write_text("#!/bin/sh\necho 'TreeMoved: a directory was moved' >&2\nexit 3\n")
+    failing.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(failing))
+    with pytest.raises(OSError, match="a directory was moved"):
+        UsageTree().measure(str(top), helper_after=0.0)

@@ -175,7 +175,10 @@ class _Helper:
         """Wait for the helper; put its records in place. The bytes in the files it measured."""
         if self.process is None or self.given is None:
             return 0
-        out, err = self.process.communicate(timeout=HELPER_TIMEOUT)
+        try:
+            out, err = self.process.communicate(timeout=HELPER_TIMEOUT)
+        except subprocess.TimeoutExpired:  # an OSError, as the usage loop expects of a walk (stop() kills it)
+            raise OSError(errno.ETIMEDOUT, f"usage scan helper: no answer in {HELPER_TIMEOUT:.0f} s") from None
         if self.process.returncode != 0:
             # its last line: the exception (TreeMoved, PermissionError, ...) it met
             raise OSError(errno.EIO, f"usage scan helper: {err.decode(errors='replace').strip()[-300:]}")
