@@ -6,8 +6,9 @@ a temporary directory on the same filesystem as /tmp), then in the same run:
 
 - the usage scan uws-hub's background loop runs on every workspace
   (``WorkspaceStorage.usage_bytes``: ``os.scandir``, one ``lstat`` per file,
-  symlinks not followed, two threads) against ``du -sb`` on the same tree,
-  in wall-clock and CPU time;
+  symlinks not followed, a helper process for half of a large tree) against
+  ``du -sb`` on the same tree, in wall-clock and CPU time (the helper's
+  included);
 - the rescans of the loop's frequent passes (``UsageTree.measure`` again:
   only the directories whose times changed are read) of the unchanged tree,
   and after a small change (``--changed-dirs`` directories each get a new
@@ -195,7 +196,7 @@ def main(argv=None) -> None:
     scan_p50, du_p50 = summary(scan)["p50"], summary(du)["p50"]
     copy_p50, cp_p50 = (summary(copies)["p50"], summary(cps)["p50"]) if copies else (float("nan"), float("nan"))
     rows = [
-        ["usage scan (UsageTree, 2 threads)", fmt(scan_p50, 3), fmt(min(scan), 3),
+        ["usage scan (UsageTree, helper process)", fmt(scan_p50, 3), fmt(min(scan), 3),
          fmt(args.files / scan_p50, 0), "–", "du -sb", fmt(du_p50, 3), fmt(ratio(scan_p50, du_p50), 2)],
         ["rescan, unchanged tree (UsageTree)", fmt(summary(rescan)["p50"], 4), fmt(min(rescan), 4),
          fmt(args.files / summary(rescan)["p50"], 0), "–", "du -sb", fmt(summary(rescan_du)["p50"], 3),

@@ -40,14 +40,14 @@ def make_tree(top: Path) -> int:
     return total
 
 
-@pytest.mark.parametrize("workers", [1, 2, 4])
-def test_usage_scan_counts_files_and_links_not_directories(tmp_path, workers):
+@pytest.mark.parametrize("helper_after", [None, 0.0], ids=["alone", "helper"])
+def test_usage_scan_counts_files_and_links_not_directories(tmp_path, helper_after):
     total = make_tree(tmp_path)
-    assert WorkspaceStorage.usage_bytes(str(tmp_path), workers=workers) == total
+    assert WorkspaceStorage.usage_bytes(str(tmp_path), helper_after=helper_after) == total
     (tmp_path / "empty").mkdir()
-    assert WorkspaceStorage.usage_bytes(str(tmp_path / "empty"), workers=workers) == 0
+    assert WorkspaceStorage.usage_bytes(str(tmp_path / "empty"), helper_after=helper_after) == 0
     with pytest.raises(FileNotFoundError):
-        WorkspaceStorage.usage_bytes(str(tmp_path / "missing"), workers=workers)
+        WorkspaceStorage.usage_bytes(str(tmp_path / "missing"), helper_after=helper_after)
 
 
 def test_copy_keeps_files_and_inside_links_only(tmp_path):

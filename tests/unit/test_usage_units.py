@@ -6,12 +6,13 @@ from __future__ import annotations
 import os
 import random
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from uws_hub.workspaces.paths import TEMP_PREFIX
+from uws_hub.workspaces.paths import MAX_DEPTH, TEMP_PREFIX
 from uws_hub.workspaces.usagetree import HOT_SECONDS, UsageTree
 
 
@@ -82,26 +83,31 @@ def change(top: Path, rng: random.Random, fresh: list[Path]) -> None:
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_rescans_stay_exact_after_random_changes_reading_only_what_changed(tmp_path, seed):
+@pytest.mark.parametrize("helper_after", [None, 0.0], ids=["alone", "helper"])
+def test_rescans_stay_exact_after_random_changes_reading_only_what_changed(tmp_path, seed, helper_after):
+    """With ``helper_after=0`` a helper process walks half of the top's subdirectories
+    of each full measurement: the rescans reuse the records it made."""
     rng = random.Random(seed)
     top = tmp_path / "ws"
     build(top, rng)
     backdate(top, 2 * HOT_SECONDS)
     tree = UsageTree()
-    assert tree.measure(str(top)) == du_files(top)
+    assert tree.measure(str(top), helper_after=helper_after) == du_files(top)
     assert tree.read_dirs == len(all_dirs(top))
+    assert (tree.helper_dirs > 0) == (helper_after is not None)
     fresh: list[Path] = []
     for _ in range(6):
         change(top, rng, fresh)
-        assert tree.measure(str(top)) == du_files(top)
+        assert tree.measure(str(top), helper_after=helper_after) == du_files(top)
         # the unchanged directories were not read again
         assert tree.reused_dirs > 0 and tree.read_dirs < len(all_dirs(top))
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_a_full_measurement_sweeps_stale_upload_temporaries_and_follows_no_symlinks(tmp_path, workers):
-    """In every directory of the tree: stale upload temporaries deleted, fresh ones counted,
-    a symlink to a directory outside counted as a link (its length), not followed."""
+@pytest.mark.parametrize("helper_after", [None, 0.0], ids=["alone", "helper"])
+def test_a_full_measurement_sweeps_stale_upload_temporaries_and_follows_no_symlinks(tmp_path, helper_after):
+    """In every directory of the tree (the helper process's half too): stale upload temporaries
+    deleted, fresh ones counted, a symlink to a directory outside counted as a link (its length),
+    not followed."""
     top, outside = tmp_path / "ws", tmp_path / "outside"
     build(top, random.Random(3))
     outside.mkdir()
@@ -116,7 +122,9 @@ def test_a_full_measurement_sweeps_stale_upload_temporaries_and_follows_no_symli
         stale.append(path)
     live = top / "d1" / f"{TEMP_PREFIX}live"
     live.write_bytes(b"under way")
-    measured = UsageTree().measure(str(top), sweep_before=time.time() - 60, workers=workers)
+    tree = UsageTree()
+    measured = tree.measure(str(top), sweep_before=time.time() - 60, helper_after=helper_after)
+    assert (tree.helper_dirs > 0) == (helper_after is not None)
     assert not any(p.exists() for p in stale) and live.exists()
     assert measured == du_files(top)
 
@@ -134,3 +142,56 @@ def test_a_file_changed_in_place_long_after_its_last_write_is_seen_by_a_full_mea
         f.seek(0, os.SEEK_END)
         f.write(b"x" * 1000)
     assert UsageTree().measure(str(top)) == du_files(top)
+
+
+def test_a_helper_process_that_cannot_start_leaves_the_whole_walk_to_the_hub(tmp_path, monkeypatch):
+    """No interpreter to start (an embedded one): the measurement is made all the same, by the walk alone."""
+    top = tmp_path / "ws"
+    build(top, random.Random(11))
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
+    tree = UsageTree()
+    assert tree.measure(str(top), helper_after=0.0) == du_files(top)
+    assert tree.helper_dirs == 0 and tree.read_dirs == len(all_dirs(top))
+
+
+@pytest.mark.parametrize("helper_after", [None, 0.0], ids=["alone", "helper"])
+def test_trees_deeper_than_the_open_folders_are_measured_whole(tmp_path, helper_after):
+    """Chains deeper than MAX_DEPTH under each top folder (the helper's half too): the walk
+    closes the folders above the deepest MAX_DEPTH and opens them again from below."""
+    top = tmp_path / "ws"
+    for i in range(4):
+        d = top / f"chain{i}"
+        d.mkdir(parents=True)
+        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for depth in range(MAX_DEPTH + 20):
+                os.mkdir("d", dir_fd=fd)
+                with open(os.open("f", os.O_WRONLY | os.O_CREAT, dir_fd=fd), "wb") as f:
+                    f.write(b"x" * (depth + i))
+                sub = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+                os.close(fd)
+                fd = sub
+        finally:
+            os.close(fd)
+    backdate(top, 2 * HOT_SECONDS)
+    tree = UsageTree()
+    expected = sum(depth + i for i in range(4) for depth in range(MAX_DEPTH + 20))
+    assert tree.measure(str(top), helper_after=helper_after) == expected
+    assert tree.read_dirs == 1 + 4 * (MAX_DEPTH + 21)
+    assert (tree.helper_dirs > 0) == (helper_after is not None)
+    # the rescan reuses every record, the helper's too
+    assert tree.measure(str(top), helper_after=helper_after) == expected
+    assert tree.read_dirs == 0 and tree.reused_dirs == 1 + 4 * (MAX_DEPTH + 21)
+
+
+def test_a_helper_process_that_fails_fails_the_measurement_with_an_oserror(tmp_path, monkeypatch):
+    """What the helper met (on stderr) becomes an OSError, which the usage loop logs, keeping the
+    workspace's last measurement; no half-measured number is returned."""
+    top = tmp_path / "ws"
+    build(top, random.Random(13))
+    failing = tmp_path / "failing-python"
+    failing.write_text("#!/bin/sh\necho 'TreeMoved: a directory was moved' >&2\nexit 3\n")
+    failing.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(failing))
+    with pytest.raises(OSError, match="a directory was moved"):
+        UsageTree().measure(str(top), helper_after=0.0)

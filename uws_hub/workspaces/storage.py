@@ -46,7 +46,7 @@ from .paths import (
     rename_noreplace,
     split_relpath,
 )
-from .usagetree import UsageTree
+from .usagetree import HELPER_AFTER, UsageTree
 
 #: how often a folder being deleted is emptied again when something new appears in it
 MAX_RESCANS = 3
@@ -496,7 +496,9 @@ class WorkspaceStorage:
         return (tree or UsageTree()).measure(directory, sweep_before=self.started_at)
 
     @staticmethod
-    def usage_bytes(directory: str, workers: int = 2, sweep_before: float | None = None) -> int:
+    def usage_bytes(
+        directory: str, sweep_before: float | None = None, helper_after: float | None = HELPER_AFTER
+    ) -> int:
         """Bytes in the files under ``directory`` (their apparent sizes), not following symlinks.
 
         Directories themselves are not counted, so the number is what users
@@ -506,9 +508,10 @@ class WorkspaceStorage:
         ``sweep_before`` (a time), upload temporaries last written before it
         are deleted instead of counted. A full read of the tree by
         :class:`~.usagetree.UsageTree` (``benchmarks/disk_usage.py`` compares
-        it with ``du -sb``).
+        it with ``du -sb``), with a helper process once it has taken
+        ``helper_after`` seconds (None: never).
         """
-        return UsageTree().measure(directory, sweep_before=sweep_before, workers=workers)
+        return UsageTree().measure(directory, sweep_before=sweep_before, helper_after=helper_after)
 
 
 def _lstat(dir_fd: int, name: str, shown: str) -> os.stat_result:
