@@ -79,3 +79,21 @@ def test_a_stored_server_gets_its_resources_class_and_a_failed_one_a_new_spawner
     # an invalid name is refused as JupyterHub refuses it
     with pytest.raises(ValueError, match="Invalid server_name"):
         control.spawner(orm_user, "Not a slug!", "local")
+
+
+def test_the_users_servers_by_name_answer_as_jupyterhubs(control):
+    """JupyterHub's own lookups (User.spawn's get_or_create_spawner, the REST API) read the
+    wrapper's orm_spawners: one server at a time, the same rows as JupyterHub's dict."""
+    control, db, orm_user = control
+    user = control.user(orm_user)
+    rows = user.orm_spawners
+    assert rows is not orm_user.orm_spawners and dict(rows) == orm_user.orm_spawners
+    assert len(rows) == SERVERS + 1 and set(rows) == set(orm_user.orm_spawners)
+    assert rows.get("ws-3") is orm_user.orm_spawners["ws-3"] and "nothing" not in rows
+    assert rows.get("nothing") is None
+    spawner = control.spawner(orm_user, "ws-3", "local")
+    assert rows["ws-3"] is spawner.orm_spawner
+    # JupyterHub's spawn asks for the server's spawner this way: it gets the same one
+    assert user.get_or_create_spawner("ws-3", "", replace_failed=True) is spawner
+    fresh = user.get_or_create_spawner("fresh", "")
+    assert fresh.orm_spawner is orm_user.orm_spawners["fresh"] is rows["fresh"]
