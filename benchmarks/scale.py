@@ -170,6 +170,8 @@ def measure(hub: Hub, client: httpx.Client, token: str, squeue_log: Path, second
         ("GET /hub/api/user (JupyterHub, baseline)", "/hub/api/user"),
         ("GET /hub/api/workspaces?limit=50", "/hub/api/workspaces?limit=50"),
         ("GET /hub/api/workspaces (default limit)", "/hub/api/workspaces"),
+        # the pages' default order: last used first
+        ("GET /hub/api/workspaces?limit=50&sort=last_used", "/hub/api/workspaces?limit=50&sort=last_used"),
         ("GET /hub/api/workspaces/{id}", f"/hub/api/workspaces/{ids['workspace']}"),
         ("GET /hub/api/jobs?limit=50", "/hub/api/jobs?limit=50"),
         ("GET /hub/api/jobs?status=queued&limit=50", "/hub/api/jobs?status=queued&limit=50"),

@@ -74,7 +74,7 @@ def workspace_model(ws: Workspace, active_job: Job | None, last_job: Job | None)
         "active_job": job_model(active_job) if active_job else None,
         "last_job": job_model(last_job) if last_job else None,
         # when a job was last launched in it (else when it was made): what "last used" sorts by
-        "last_used_at": isoformat(last_job.created_at if last_job else ws.created_at),
+        "last_used_at": isoformat(ws.last_used_at),
         "created_at": isoformat(ws.created_at),
         "updated_at": isoformat(ws.updated_at),
     }

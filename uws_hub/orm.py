@@ -62,6 +62,11 @@ def isoformat(dt: datetime | None) -> str | None:
     return None if dt is None else dt.isoformat() + "Z"
 
 
+def _made_at(context) -> datetime:
+    """A new workspace's ``last_used_at``: its ``created_at`` (given or defaulted)."""
+    return context.get_current_parameters().get("created_at") or utcnow()
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -74,6 +79,8 @@ class Workspace(Base):
         UniqueConstraint("owner_id", "slug", name="uq_uws_workspaces_owner_slug"),
         # the API's default order (oldest first): a page of 50 reads 50 rows, not a sort of all
         Index("ix_uws_workspaces_created_at", "created_at", "id"),
+        # the pages' default order (last used first): likewise
+        Index("ix_uws_workspaces_last_used_at", "last_used_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -92,6 +99,8 @@ class Workspace(Base):
     usage_measured_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    #: when a job was last launched in it, else when it was made (what "last used" sorts by)
+    last_used_at: Mapped[datetime] = mapped_column(DateTime, default=_made_at)
 
     # many-to-one by primary key: loaded from the session's identity map when
     # there (JupyterHub keeps every active user's row), so no join on every query

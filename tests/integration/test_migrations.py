@@ -301,3 +301,49 @@ def test_upgrade_to_job_launchers_keeps_old_jobs_the_owners(db_url, tmp_path):
             ("failed", "olduser", "olduser"), ("completed", "olduser", "olduser")]
     finally:
         hub.stop()
+
+
+def test_upgrade_to_the_stored_last_use_keeps_the_pages_order(db_url, tmp_path):
+    """0014 stores when each workspace was last used (its latest job's launch, else its making),
+    indexed: the workspaces from before get it from their jobs, and keep their "last used" order."""
+    url = db_url()
+    uid = make_old_database(url, "0012")
+    engine = create_engine(url)
+    # (slug, made on day, jobs launched on days): last used on days 6, 4, 3, 5
+    rows = (("ws-a", 2, (6, 3)), ("ws-b", 3, ()), ("ws-c", 1, (4,)), ("ws-d", 5, ()))
+    with engine.begin() as conn:
+        for slug, made, launches in rows:
+            ws_id = conn.execute(
+                text("INSERT INTO uws_workspaces (owner_id, slug, name, description, status, target, directory,"
+                     " disk_usage_bytes, created_at, updated_at)"
+                     " VALUES (:uid, :slug, :slug, '', 'idle', 'ready', :dir, 0, :made, :made) RETURNING id"),
+                {"uid": uid, "slug": slug, "dir": f"/nowhere/{slug}", "made": datetime(2026, 1, made)},
+            ).scalar_one()
+            for day in launches:
+                conn.execute(
+                    text("INSERT INTO uws_jobs (workspace_id, owner_id, job_type, resource, interactive, status,"
+                         " target, server_name, resources, created_at, updated_at, attempts)"
+                         " VALUES (:ws, :uid, 'jupyterlab', 'local', true, 'completed', 'stopped', :slug, '{}',"
+                         " :day, :day, 1)"),
+                    {"ws": ws_id, "uid": uid, "slug": slug, "day": datetime(2026, 1, day, 12)},
+                )
+    engine.dispose()
+    hub = Hub(tmp_path, "c.Authenticator.admin_users = set()\n", url)
+    upgrade_db(hub)
+    engine = create_engine(url)
+    indexes = {i["name"]: i["column_names"] for i in inspect(engine).get_indexes("uws_workspaces")}
+    assert indexes["ix_uws_workspaces_last_used_at"] == ["last_used_at", "id"]
+    engine.dispose()
+    hub.start()
+    try:
+        token = hub.add_user("olduser")
+        items = hub.api("GET", "workspaces?sort=last_used", token, expect=200)["items"]
+        assert [(w["slug"], w["last_used_at"]) for w in items] == [
+            ("ws-a", "2026-01-06T12:00:00Z"),
+            ("ws-d", "2026-01-05T00:00:00Z"),
+            ("ws-c", "2026-01-04T12:00:00Z"),
+            ("ws-b", "2026-01-03T00:00:00Z"),
+            ("old-ws", "2026-01-01T00:00:00Z"),
+        ]
+    finally:
+        hub.stop()

@@ -506,6 +506,9 @@ class JobService:
             ) from None
         if not job.interactive:
             job.log_path = self.runners[resource].log_path(self.batch_launch(job))
+        # what the workspace lists' "last used" order reads (stored: a page of them
+        # sorts by an index, not by each one's latest job)
+        ws.last_used_at = job.created_at
         self._record(job, None, None, actor)
         if ws.status == WorkspaceStatus.idle.value:
             self.workspaces.set_status(ws, WorkspaceStatus.active, actor=actor)

@@ -18,19 +18,13 @@ from jupyterhub import orm as hub_orm
 from sqlalchemy import ColumnElement, and_, false, func, not_, or_, select, true
 
 from ..errors import BadRequest
-from ..orm import Job, Share, Workspace
+from ..orm import Share, Workspace
 from ..states import ShareLevel
-
-#: when a workspace was last used: its latest job's launch, else its creation (the
-#: model's ``last_used_at``)
-LAST_USED = func.coalesce(
-    select(func.max(Job.created_at)).where(Job.workspace_id == Workspace.id).scalar_subquery(),
-    Workspace.created_at,
-)
 
 #: what a list sorts by, and its direction unless ``order`` says otherwise
 SORTS = {
-    "last_used": (LAST_USED, "desc"),
+    # stored when a job is launched (its model's ``last_used_at``), indexed with the id
+    "last_used": (Workspace.last_used_at, "desc"),
     "created": (Workspace.created_at, "desc"),
     "name": (func.lower(Workspace.name), "asc"),
     "size": (Workspace.disk_usage_bytes, "desc"),

@@ -1,0 +1,99 @@
+"""The JupyterHub side of jobs (uws_hub.jobs.servers) on a real JupyterHub user and database:
+a workspace's server gets its spawner as JupyterHub's ``get_or_create_spawner`` would give it,
+without walking all the servers of a user who owns thousands."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Future
+
+import pytest
+from jupyterhub import orm as hub_orm
+from jupyterhub.user import UserDict
+from sqlalchemy import event, inspect
+
+from uws_hub.jobs.servers import ServerControl
+from uws_hub.spawners.local import WorkspaceLocalProcessSpawner
+from uws_hub.spawners.slurm.spawner import WorkspaceSlurmSpawner
+
+SERVERS = 300
+
+
+@pytest.fixture
+def control():
+    db = hub_orm.new_session_factory("sqlite:///:memory:")()
+    orm_user = hub_orm.User(name="owner")
+    db.add(orm_user)
+    db.commit()
+    for i in range(SERVERS):
+        db.add(hub_orm.Spawner(name=f"ws-{i}", user=orm_user))
+    db.commit()
+    users = UserDict(lambda: db, {"allow_named_servers": True, "spawner_class": WorkspaceLocalProcessSpawner})
+    users.add(orm_user)
+    classes = {"local": WorkspaceLocalProcessSpawner, "slurm": WorkspaceSlurmSpawner}
+    control = ServerControl(users, None, logging.getLogger("test"), classes, None, client_scopes=lambda o, s: [])
+    # JupyterHub loads every user's servers at its start: the collection is loaded
+    assert len(orm_user._orm_spawners) == SERVERS + 1  # and the default server
+    yield control, db, orm_user
+    db.close()
+
+
+def test_a_new_server_is_added_without_flushing_the_users_collection(control):
+    control, db, orm_user = control
+    flushed_collections = []
+
+    @event.listens_for(db, "before_flush")
+    def before_flush(session, context, instances):
+        flushed_collections.append(inspect(orm_user).attrs._orm_spawners.history.added)
+
+    spawner = control.spawner(orm_user, "fresh", "slurm")
+    # nothing of the user's thousands of servers is compared at the flush
+    assert flushed_collections and not any(flushed_collections)
+    assert type(spawner) is WorkspaceSlurmSpawner
+    assert (spawner.name, spawner.orm_spawner.display_name, spawner.orm_spawner.user) == ("fresh", "fresh", orm_user)
+    # JupyterHub sees it as its own: in the loaded collection, in the database, the wrapper kept
+    assert orm_user.orm_spawners["fresh"] is spawner.orm_spawner
+    assert control.user(orm_user).spawners["fresh"] is spawner
+    db.expire(orm_user)
+    assert set(orm_user.orm_spawners) == {"", "fresh", *(f"ws-{i}" for i in range(SERVERS))}
+    # asked again: the same spawner
+    assert control.spawner(orm_user, "fresh", "slurm") is spawner
+
+
+def test_a_stored_server_gets_its_resources_class_and_a_failed_one_a_new_spawner(control):
+    control, db, orm_user = control
+    found = control.find(orm_user, "ws-7")
+    assert type(found) is WorkspaceLocalProcessSpawner and found.orm_spawner is orm_user.orm_spawners["ws-7"]
+    assert control.find(orm_user, "nothing") is None
+    # another resource's class while it is stopped, on the same row
+    slurm = control.spawner(orm_user, "ws-7", "slurm")
+    assert type(slurm) is WorkspaceSlurmSpawner and slurm.orm_spawner is found.orm_spawner
+    # as JupyterHub's replace_failed: a failed start's spawner is not reused
+    failed_start: Future = Future()
+    failed_start.set_exception(RuntimeError("it did not answer"))
+    slurm._spawn_future = failed_start
+    assert slurm._failed
+    again = control.spawner(orm_user, "ws-7", "slurm")
+    assert again is not slurm and again.orm_spawner is slurm.orm_spawner
+    assert len(orm_user._orm_spawners) == SERVERS + 1
+    # an invalid name is refused as JupyterHub refuses it
+    with pytest.raises(ValueError, match="Invalid server_name"):
+        control.spawner(orm_user, "Not a slug!", "local")
+
+
+def test_the_users_servers_by_name_answer_as_jupyterhubs(control):
+    """JupyterHub's own lookups (User.spawn's get_or_create_spawner, the REST API) read the
+    wrapper's orm_spawners: one server at a time, the same rows as JupyterHub's dict."""
+    control, db, orm_user = control
+    user = control.user(orm_user)
+    rows = user.orm_spawners
+    assert rows is not orm_user.orm_spawners and dict(rows) == orm_user.orm_spawners
+    assert len(rows) == SERVERS + 1 and set(rows) == set(orm_user.orm_spawners)
+    assert rows.get("ws-3") is orm_user.orm_spawners["ws-3"] and "nothing" not in rows
+    assert rows.get("nothing") is None
+    spawner = control.spawner(orm_user, "ws-3", "local")
+    assert rows["ws-3"] is spawner.orm_spawner
+    # JupyterHub's spawn asks for the server's spawner this way: it gets the same one
+    assert user.get_or_create_spawner("ws-3", "", replace_failed=True) is spawner
+    fresh = user.get_or_create_spawner("fresh", "")
+    assert fresh.orm_spawner is orm_user.orm_spawners["fresh"] is rows["fresh"]
