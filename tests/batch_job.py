@@ -25,7 +25,7 @@ def main(what, *args):
             "env": {k: v for k, v in os.environ.items() if k.startswith(("UWS_", "ECHO_"))},
             "env_names": sorted(os.environ),
             "uid": os.getuid(),
-            "gids": sorted(os.getgroups()),
+            "gids": sorted({os.getgid(), *os.getgroups()}),
             "cwd": os.getcwd(),
             "cpus": sorted(os.sched_getaffinity(0)),
         }

@@ -235,6 +235,7 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         runners=runners,
         wake_queue=lambda: queue.put(QUEUE_KEY),
         wake_destruction=waker(queue, DestructionSteps.kind),
+        posix_group_prefix=hub.share_posix_group_prefix if hub.system_users else None,
     )
     jobs.attach(db)
     sharing = ShareService(

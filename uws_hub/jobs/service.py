@@ -40,6 +40,7 @@ from ..events.bus import EventBus, transient_event
 from ..metrics import JOB_LAUNCH_DURATION_SECONDS
 from ..orm import Job, Workspace, isoformat, utcnow
 from ..redaction import redact
+from ..sharing import posixgroups
 from ..spawners.batch import BatchLaunch, BatchRunner
 from ..spawners.mixins import WorkspaceLaunch
 from ..states import ACTIVE_JOB_STATUSES, JobStatus, JobTarget, WorkspaceStatus, check_job_transition
@@ -119,8 +120,11 @@ class JobService:
         wake_destruction: Callable[[int], None] = lambda job_id: None,
         active_server_limit: int = 0,
         retry_after_seconds: tuple[float, float] = (30, 60),
+        posix_group_prefix: str | None = None,
     ):
         self.db = db
+        #: ``UWSHub.share_posix_group_prefix`` with system users (shared workspaces' groups), else None
+        self.posix_group_prefix = posix_group_prefix
         self.servers = servers
         self.workspaces = workspaces
         self.accounts = accounts
@@ -326,10 +330,19 @@ class JobService:
             resources=dict(job.resources),
             system_user=system_user,
             launcher=job.launcher.name,
+            group=self.editor_group(job),
             home=self.home_of(job),
             log_path=self.log_path(job),
             memory_bytes=self.memory_bytes(job),
         )
+
+    def editor_group(self, job: Job) -> str | None:
+        """The shared workspace's POSIX group of a job its editor launched (see
+        :attr:`WorkspaceLaunch.group`); None for the owner's jobs and without one."""
+        if self.posix_group_prefix is None or job.launcher.id == job.workspace.owner_id:
+            return None
+        name = posixgroups.group_name(self.posix_group_prefix, job.workspace.id)
+        return name if posixgroups.gid_of(name) is not None else None
 
     @staticmethod
     def memory_bytes(job: Job) -> int | None:
@@ -373,6 +386,7 @@ class JobService:
             memory_bytes=self.memory_bytes(job),
             time_limit_seconds=self.time_limit_seconds(job),
             system_user=self.accounts.system_user(job.launcher.name),
+            group=self.editor_group(job),
             home=self.home_of(job),
         )
         launch.log_path = job.log_path or self.runners[job.resource].log_path(launch)

@@ -43,6 +43,10 @@ class BatchLaunch:
     time_limit_seconds: float = 0
     #: the system account it runs as, or None for the hub's own
     system_user: str | None = None
+    #: the shared workspace's POSIX group, for a job an editor launched (the launcher is a
+    #: member): its primary group on SLURM, which takes a job's other groups from a cache
+    #: (``GroupUpdateTime``, 600 s by default) that may predate the editor's membership
+    group: str | None = None
     #: HOME when it runs as the hub's own account
     home: str | None = None
     #: where its output goes (:meth:`BatchRunner.log_path`)

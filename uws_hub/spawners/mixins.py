@@ -52,6 +52,10 @@ class WorkspaceLaunch:
     system_user: str | None = None
     #: the hub user the job runs for (its launcher): whose auth state (tokens) it gets
     launcher: str | None = None
+    #: the shared workspace's POSIX group, for a job an editor launched (the launcher is a
+    #: member): its primary group on SLURM, which takes a job's other groups from a cache
+    #: (``GroupUpdateTime``, 600 s by default) that may predate the editor's membership
+    group: str | None = None
     #: HOME for the job when it runs as the hub's own account
     home: str | None = None
     #: where the job's stdout and stderr go (read back on failure)

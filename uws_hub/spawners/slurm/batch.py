@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..batch import BatchLaunch, RunState
-from .commands import check_scancel
+from .commands import as_account, check_scancel
 from .parsing import describe_batch_end, job_name, parse_exit_code, parse_sbatch
 from .poller import SlurmPoller
 from .script import SBATCH_RESOURCES, render_batch_script, submit_environment
@@ -98,11 +98,7 @@ class SlurmBatchRunner:
         account = self._account(launch)
         if self.settings.exec_prefix or os.geteuid() != 0 or account.pw_uid == 0:
             return {}
-        return {
-            "user": account.pw_uid,
-            "group": account.pw_gid,
-            "extra_groups": os.getgrouplist(account.pw_name, account.pw_gid),
-        }
+        return as_account(account, launch.group)
 
     def _prefix(self, launch: BatchLaunch) -> list[str]:
         name = self._account(launch).pw_name

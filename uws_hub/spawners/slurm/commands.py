@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import grp
+import os
+import pwd
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +20,21 @@ class CommandResult:
     returncode: int
     stdout: str
     stderr: str
+
+
+def as_account(account: pwd.struct_passwd, group: str | None = None) -> dict[str, Any]:
+    """Popen arguments (for :func:`run_command`) that run a command as ``account``, with
+    its groups. ``group``, a shared workspace's POSIX group the account is a member of
+    (an editor's job), is made its primary group: SLURM gives a job the primary group of
+    the process that submits it, but takes the job's other groups from a cache
+    (``GroupUpdateTime``) that may be older than the editor's membership."""
+    gid = account.pw_gid
+    if group is not None:
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except KeyError:
+            pass  # no longer shared: the workspace's folders are the owner's alone again
+    return {"user": account.pw_uid, "group": gid, "extra_groups": os.getgrouplist(account.pw_name, account.pw_gid)}
 
 
 async def run_command(

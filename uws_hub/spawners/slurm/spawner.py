@@ -57,7 +57,7 @@ from traitlets import Float, List, Unicode, default
 from ..listening import ServerExited, wait_listening
 from ..mixins import WorkspaceSpawnerMixin
 from .batch import DEFAULT_BATCH_JOB_SCRIPT, SlurmBatchRunner
-from .commands import check_scancel
+from .commands import as_account, check_scancel
 from .orphans import sweep
 from .output import OUTPUT_TAIL_BYTES, keep_tail, read_tail
 from .parsing import (
@@ -408,11 +408,7 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         account = self._account()
         if account is None or self.exec_prefix or os.geteuid() != 0:
             return {}
-        return {
-            "user": account.pw_uid,
-            "group": account.pw_gid,
-            "extra_groups": os.getgrouplist(account.pw_name, account.pw_gid),
-        }
+        return as_account(account, self.require_launch().group)
 
     def _prefix(self) -> list[str]:
         account = self._account()
