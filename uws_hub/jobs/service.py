@@ -691,8 +691,12 @@ class JobService:
             )
         ):
             name = job.launcher.name
-            self.stop(job, actor, f"stopped: {name}'s editor access to this workspace was revoked")
-            stopped.append(job)
+            if self._request_stop(job, actor, f"stopped: {name}'s editor access to this workspace was revoked"):
+                stopped.append(job)
+        if stopped:
+            self.db.commit()  # one commit for all of them, then each to the reconciler
+            for job in stopped:
+                self.wake(job.id)
         return stopped
 
     async def delete(self, job: Job, actor: str, *, results: bool = False) -> None:
