@@ -329,6 +329,14 @@ def test_the_launcher_forks_each_wrapper_names_its_job_and_reaps_it(tmp_path):
         while _children(launcher.pid) != [sleeping.pid]:
             assert time.monotonic() < deadline, _children(launcher.pid)
             time.sleep(0.02)
+        # it holds nothing of this process but its socket (and its own wake-up pipe)
+        fds = {fd: os.readlink(f"/proc/{launcher.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{launcher.pid}/fd")}
+        assert fds["0"] == os.devnull and fds["1"] == os.devnull
+        assert sorted(target.split(":")[0] for fd, target in fds.items() if fd not in ("0", "1", "2")) == [
+            "pipe",
+            "pipe",
+            "socket",
+        ]
         first = launcher.pid
         os.kill(first, 9)
         # the next start replaces it; the job it forked runs on
