@@ -24,7 +24,8 @@ every ``--poll-interval`` s, as the hub's poller does, until all ended; wall
 time from the first ``sbatch`` to the poll that saw the last end.
 
 CPU: the hub process's own CPU time during the burst (from ``/proc/<pid>/stat``),
-and that of its children (the job wrappers and their commands locally;
+and that of its children (locally the job wrappers and their commands, and the
+resident launcher that forks the wrappers, counted while it lives;
 ``sbatch``, ``squeue`` and ``sacct`` on SLURM), per job; locally, against the
 CPU time of the by-hand commands. On a machine of C cores, (hub + children)
 CPU ÷ C is the least wall time the burst can take there, whatever the waits:
@@ -101,12 +102,43 @@ c.UWSHub.job_types = {{
 """
 
 
-def cpu_seconds(pid: int) -> tuple[float, float]:
-    """CPU time of process ``pid`` so far: its own, and its waited-for children's (s)."""
+def _stat_cpu(pid: int) -> tuple[float, float]:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     tick = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / tick, (int(fields[13]) + int(fields[14])) / tick
+
+
+def launchers(pid: int) -> list[int]:
+    """The hub's living batch job launchers (``wrapper.py --launcher``, its children)."""
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                children = [int(c) for c in f.read().split()]
+        except OSError:
+            continue
+        for child in children:
+            try:
+                with open(f"/proc/{child}/cmdline", "rb") as f:
+                    if b"--launcher" in f.read().split(b"\0"):
+                        found.append(child)
+            except OSError:
+                pass
+    return found
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU time of process ``pid`` so far: its own, and its waited-for children's (s),
+    these with the CPU of its living batch job launchers (their own, and that of the job
+    wrappers they forked and waited for), not yet the hub's waited-for children's."""
+    own, children = _stat_cpu(pid)
+    for launcher in launchers(pid):
+        try:
+            children += sum(_stat_cpu(launcher))
+        except OSError:
+            pass
+    return own, children
 
 
 def hub_time(value: str) -> float:

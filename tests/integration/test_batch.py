@@ -373,6 +373,102 @@ def test_a_hub_killed_while_jobs_run_finds_every_outcome(bhub, owner, ws):
         assert f.read().split() == [str(counted["id"])]
 
 
+def hub_children(hub) -> dict[int, bytes]:
+    """The hub process's children: pid -> command line."""
+    found = {}
+    for task in os.listdir(f"/proc/{hub.proc.pid}/task"):
+        with open(f"/proc/{hub.proc.pid}/task/{task}/children") as f:
+            for pid in f.read().split():
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as c:
+                        found[int(pid)] = c.read()
+                except OSError:
+                    pass
+    return found
+
+
+def launchers(hub) -> list[int]:
+    return [pid for pid, cmdline in hub_children(hub).items() if b"--launcher" in cmdline.split(b"\0")]
+
+
+def gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_one_resident_launcher_starts_every_job(bhub, owner, ws):
+    """Local batch jobs are forked by one resident launcher, a child of the hub: not one
+    interpreter per job started by the hub. Their wrappers are not the hub's children
+    (nor zombies of the launcher), and carry their hub and job as before."""
+    waiting = f"/tmp/uws-batch-release-{uuid.uuid4().hex[:8]}"
+    runs_on = submit(bhub, owner, ws, "wait", file=waiting)
+    jobs = [submit(bhub, owner, ws, "exit", code=0) for _ in range(6)]
+    for job in jobs:
+        assert finish(bhub, owner, job)["status"] == "completed"
+    assert bhub.wait_job(runs_on["id"], owner, {"running"} | TERMINAL)["status"] == "running"
+    [launcher] = launchers(bhub)
+    wrappers = [pid for pid, cmdline in hub_children(bhub).items() if b"wrapper.py" in cmdline and pid != launcher]
+    assert wrappers == []
+    wrapper_pid = int(bhub.api("GET", f"jobs/{runs_on['id']}", owner)["resource_id"])
+    with open(f"/proc/{wrapper_pid}/environ", "rb") as f:
+        env = f.read().split(b"\0")
+    assert f"UWS_JOB_ID={runs_on['id']}".encode() in env and b"UWS_JOB_WRAPPER=1" in env
+    with open(f"/proc/{wrapper_pid}/stat") as f:
+        assert int(f.read().rsplit(")", 1)[1].split()[1]) == launcher
+    # the launcher keeps no zombies of the jobs that ended
+    with open(f"/proc/{launcher}/task/{launcher}/children") as f:
+        assert [int(pid) for pid in f.read().split()] == [wrapper_pid]
+    # it has nothing of the hub's environment
+    with open(f"/proc/{launcher}/environ", "rb") as f:
+        assert sorted(v.split(b"=")[0] for v in f.read().split(b"\0") if v) == [
+            b"LANG", b"PATH", b"UWS_HUB_ID", b"UWS_JOB_ID", b"UWS_JOB_WRAPPER"]
+    open(waiting, "w").close()
+    assert finish(bhub, owner, runs_on)["status"] == "completed"
+
+
+def test_a_launcher_killed_while_jobs_run_is_replaced_and_its_jobs_run_on(bhub, owner, ws):
+    counter = f"/tmp/uws-batch-count-{uuid.uuid4().hex[:8]}"
+    release = f"/tmp/uws-batch-release-{uuid.uuid4().hex[:8]}"
+    runs_on = submit(bhub, owner, ws, "wait", file=release)
+    assert bhub.wait_job(runs_on["id"], owner, {"running"} | TERMINAL)["status"] == "running"
+    [launcher] = launchers(bhub)
+    os.kill(launcher, signal.SIGKILL)
+    wait_for(lambda: gone(launcher), 10, what="the launcher's end")
+    # the next job gets a new launcher
+    counted = submit(bhub, owner, ws, "count", file=counter)
+    assert finish(bhub, owner, counted)["status"] == "completed"
+    [replaced] = launchers(bhub)
+    assert replaced != launcher
+    # the job started by the killed launcher ran on, and its end is seen at once
+    assert bhub.api("GET", f"jobs/{runs_on['id']}", owner)["status"] == "running"
+    open(release, "w").close()
+    assert finish(bhub, owner, runs_on, timeout=10)["status"] == "completed"
+    with open(counter) as f:
+        assert f.read().split() == [str(counted["id"])]
+    assert "The batch job launcher" in bhub.log_text()
+
+
+def test_a_hub_killed_takes_its_launcher_along_but_not_the_jobs(bhub, owner, ws):
+    """The launcher ends with the hub (its socket closes); the job it started runs on,
+    and the restarted hub adopts it and starts a launcher of its own."""
+    release = f"/tmp/uws-batch-release-{uuid.uuid4().hex[:8]}"
+    runs_on = submit(bhub, owner, ws, "wait", file=release)
+    assert bhub.wait_job(runs_on["id"], owner, {"running"} | TERMINAL)["status"] == "running"
+    [launcher] = launchers(bhub)
+    os.kill(bhub.proc.pid, signal.SIGKILL)
+    bhub.proc.wait()
+    wait_for(lambda: gone(launcher), 10, what="the launcher's end")
+    bhub.start()
+    assert bhub.api("GET", f"jobs/{runs_on['id']}", owner)["status"] == "running"
+    open(release, "w").close()
+    assert finish(bhub, owner, runs_on)["status"] == "completed"
+    assert finish(bhub, owner, submit(bhub, owner, ws, "exit", code=0))["status"] == "completed"
+    assert len(launchers(bhub)) == 1
+
+
 # ---------------------------------------------------------------- the fair queue
 QUEUE_CONFIG = BATCH_CONFIG + """
 c.UWSHub.quota_concurrent_jobs = 2

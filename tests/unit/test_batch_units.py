@@ -32,14 +32,20 @@ SPECS = {
 
 def test_defaults_fill_in_and_values_are_kept():
     assert validate_parameters(SPECS, {"text": "a b", "ratio": 1}) == {
-        "text": "a b", "count": 3, "ratio": 1, "mode": "fast", "folder": ".", "loud": False,
+        "text": "a b",
+        "count": 3,
+        "ratio": 1,
+        "mode": "fast",
+        "folder": ".",
+        "loud": False,
     }
 
 
 def test_every_problem_is_named_with_its_field():
     with pytest.raises(Unprocessable) as e:
-        validate_parameters(SPECS, {"count": 0, "ratio": float("nan"), "mode": "slow", "folder": "a/../../b",
-                                    "loud": 1, "extra": None})
+        validate_parameters(
+            SPECS, {"count": 0, "ratio": float("nan"), "mode": "slow", "folder": "a/../../b", "loud": 1, "extra": None}
+        )
     assert e.value.message == (
         "Invalid parameters (it takes: text, count, ratio, mode, folder, loud): parameters.extra: unknown parameter;"
         " parameters.text: required; parameters.count: must be at least 1 (got 0);"
@@ -145,8 +151,14 @@ def test_simulated_queue_of_two_users_with_two_slots_alternates():
 
 @pytest.mark.parametrize(
     "header, size, expected",
-    [(None, 10, None), ("bytes=0-3", 10, (0, 4)), ("bytes=4-", 10, (4, 10)), ("bytes=-3", 10, (7, 10)),
-     ("bytes=-30", 10, (0, 10)), ("bytes=5-99", 10, (5, 10))],
+    [
+        (None, 10, None),
+        ("bytes=0-3", 10, (0, 4)),
+        ("bytes=4-", 10, (4, 10)),
+        ("bytes=-3", 10, (7, 10)),
+        ("bytes=-30", 10, (0, 10)),
+        ("bytes=5-99", 10, (5, 10)),
+    ],
 )
 def test_ranges(header, size, expected):
     assert parse_range(header, size) == expected
@@ -175,16 +187,30 @@ def test_a_follow_sends_whole_lines_until_the_end():
         ({"exit_code": 3}, ("failed", "The command exited with status 3")),
         ({"exit_code": None, "signal": 9}, ("failed", "The command was killed by signal 9 (SIGKILL) — out of memory?")),
         ({"exit_code": None, "signal": 15, "stopped": True}, ("cancelled", "Stopped on request")),
-        ({"exit_code": None, "signal": 15, "time_limit": True, "time_limit_seconds": 60},
-         ("failed", "The job reached its time limit of 60 s and was stopped (signal 15 (SIGTERM))")),
-        ({"exit_code": 1, "memory_exceeded": True, "memory_limit": "rlimit"},
-         ("failed", "The job went over its memory limit of 2G: an allocation failed (RLIMIT_AS);"
-                    " it ended with exit status 1")),
-        ({"exit_code": None, "signal": 9, "memory_exceeded": True, "memory_limit": "cgroup"},
-         ("failed", "The job went over its memory limit of 2G: the kernel ended it (cgroup v2 memory.max);"
-                    " it ended with signal 9 (SIGKILL)")),
-        ({"exit_code": 127, "error": "cannot run 'x': No such file or directory"},
-         ("failed", "The command could not be run: cannot run 'x': No such file or directory")),
+        (
+            {"exit_code": None, "signal": 15, "time_limit": True, "time_limit_seconds": 60},
+            ("failed", "The job reached its time limit of 60 s and was stopped (signal 15 (SIGTERM))"),
+        ),
+        (
+            {"exit_code": 1, "memory_exceeded": True, "memory_limit": "rlimit"},
+            (
+                "failed",
+                "The job went over its memory limit of 2G: an allocation failed (RLIMIT_AS);"
+                " it ended with exit status 1",
+            ),
+        ),
+        (
+            {"exit_code": None, "signal": 9, "memory_exceeded": True, "memory_limit": "cgroup"},
+            (
+                "failed",
+                "The job went over its memory limit of 2G: the kernel ended it (cgroup v2 memory.max);"
+                " it ended with signal 9 (SIGKILL)",
+            ),
+        ),
+        (
+            {"exit_code": 127, "error": "cannot run 'x': No such file or directory"},
+            ("failed", "The command could not be run: cannot run 'x': No such file or directory"),
+        ),
     ],
 )
 def test_an_exit_record_reads_as_an_outcome_and_a_reason(record, expected):
@@ -236,3 +262,100 @@ def test_the_wrappers_json_is_json(value):
 def test_the_wrapper_refuses_what_is_not_json(text):
     with pytest.raises(ValueError):
         wrapper.loads(text)
+
+
+# ---------------------------------------------------------------- the resident launcher
+def _launch_jobs(tmp_path, launcher, commands):
+    from uws_hub.spawners.localjob import JobFiles, claim, start
+
+    started = []
+    for job_id, argv in commands:
+        files = JobFiles(str(tmp_path), job_id)
+        lock_fd = claim(files)
+        env = {"PATH": os.defpath}
+        spec = {"argv": argv, "cwd": str(tmp_path), "env": env, "kill_grace_seconds": 1}
+        try:
+            started.append((files, start(files, lock_fd, spec, hub_id="unit", launcher=launcher)))
+        finally:
+            os.close(lock_fd)
+    return started
+
+
+def _ended(files, timeout=10.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while (record := files.read_exit()) is None:
+        assert time.monotonic() < deadline, f"job {files.job_id} did not end"
+        time.sleep(0.02)
+    return record
+
+
+def _children(pid):
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(child) for child in f.read().split()]
+
+
+def test_the_launcher_forks_each_wrapper_names_its_job_and_reaps_it(tmp_path):
+    import logging
+    import time
+
+    from uws_hub.spawners.localjob import Launcher
+
+    launcher = Launcher(logging.getLogger("test"), hub_id="unit")
+    try:
+        jobs = _launch_jobs(
+            tmp_path, launcher, [(7, ["sleep", "2"]), *[(i, ["sh", "-c", "echo $0", "hi"]) for i in (8, 12345)]]
+        )
+        sleeping = jobs[0][1]
+        assert sleeping.proc is None and sleeping.pidfd is not None
+        os.close(sleeping.pidfd)
+        with open(f"/proc/{sleeping.pid}/environ", "rb") as f:
+            env = [v for v in f.read().split(b"\0") if v]
+        assert env == [
+            b"PATH=" + os.defpath.encode(),
+            b"LANG=C.UTF-8",
+            b"UWS_HUB_ID=unit",
+            b"UWS_JOB_ID=7",
+            b"UWS_JOB_WRAPPER=1",
+        ]
+        for files, job in jobs[1:]:
+            os.close(job.pidfd) if job.pidfd is not None else None
+            assert _ended(files)["exit_code"] == 0
+            with open(files.log) as f:
+                assert f.read() == "hi\n"
+        # the ended wrappers are reaped: only the sleeping one is left
+        deadline = time.monotonic() + 5
+        while _children(launcher.pid) != [sleeping.pid]:
+            assert time.monotonic() < deadline, _children(launcher.pid)
+            time.sleep(0.02)
+        # it holds nothing of this process but its socket (and its own wake-up pipe)
+        fds = {fd: os.readlink(f"/proc/{launcher.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{launcher.pid}/fd")}
+        assert fds["0"] == os.devnull and fds["1"] == os.devnull
+        assert sorted(target.split(":")[0] for fd, target in fds.items() if fd not in ("0", "1", "2")) == [
+            "pipe",
+            "pipe",
+            "socket",
+        ]
+        first = launcher.pid
+        os.kill(first, 9)
+        # the next start replaces it; the job it forked runs on
+        [(files, job)] = _launch_jobs(tmp_path, launcher, [(9, ["true"])])
+        assert launcher.pid != first and job.proc is None
+        assert _ended(files)["exit_code"] == 0
+        assert _ended(jobs[0][0])["exit_code"] == 0
+    finally:
+        launcher.close()
+
+
+def test_a_launcher_that_cannot_start_leaves_the_jobs_to_their_own_interpreters(tmp_path, caplog):
+    import logging
+
+    from uws_hub.spawners.localjob import Launcher
+
+    launcher = Launcher(logging.getLogger("test"), python="/bin/false", hub_id="unit")
+    [(files, job)] = _launch_jobs(tmp_path, launcher, [(3, ["true"])])
+    job.proc.wait()
+    assert _ended(files)["exit_code"] == 0
+    assert "cannot be started" in caplog.text
+    launcher.close()

@@ -13,15 +13,15 @@ import asyncio
 import logging
 import os
 import pwd
-import subprocess
 import sys
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from ..reasons import exit_reason, signal_name
 from .batch import BatchLaunch, RunState
-from .localjob import CPU_USE, ExitWatch, JobFiles, alive, claim, start, stop
+from .localjob import CPU_USE, ExitWatch, JobFiles, Launcher, LauncherLost, Started, alive, claim, start, stop
 from .wrapper import Cgroups
 
 
@@ -65,6 +65,7 @@ class LocalRunner:
         nice: int = 0,
         cgroups: Cgroups | None = None,
         hub_id: str = "",
+        launcher: bool = True,
     ):
         self.state_dir = state_dir
         self.log = log
@@ -75,6 +76,8 @@ class LocalRunner:
         #: this hub's id (``UWS_HUB_ID`` of its jobs' processes, see :mod:`.localorphans`)
         self.hub_id = hub_id
         self.watch = ExitWatch()
+        #: the resident launcher that forks the wrappers (None: one interpreter per job)
+        self.launcher = Launcher(log, python=python, hub_id=hub_id) if launcher else None
         #: when their commands started (their real start: running_at, and core-hours, count from it)
         self.started: dict[int, datetime] = {}
 
@@ -123,11 +126,11 @@ class LocalRunner:
         self, launch: BatchLaunch, wake: Callable[[], None], *, prepare: Callable[[], None] = lambda: None
     ) -> str:
         # one trip to a thread: a burst of short jobs is bounded by the hub's work per job
-        proc = await asyncio.to_thread(self._start, launch, prepare)
-        self._watch(launch.job_id, proc.pid, wake, proc)
-        return str(proc.pid)
+        started = await asyncio.to_thread(self._start, launch, prepare)
+        self._watch(launch.job_id, started.pid, wake, started.proc, started.pidfd)
+        return str(started.pid)
 
-    def _start(self, launch: BatchLaunch, prepare: Callable[[], None]) -> subprocess.Popen:
+    def _start(self, launch: BatchLaunch, prepare: Callable[[], None]) -> Started:
         """Claim the job's run file, then start its wrapper (blocking: in a thread)."""
         files = self.files(launch)
         lock_fd = claim(files)
@@ -137,21 +140,50 @@ class LocalRunner:
             prepare()
             spec = self._spec(launch)
             self.started[launch.job_id] = datetime.now(UTC).replace(tzinfo=None)
-            return start(files, lock_fd, spec, python=self.python, hub_id=self.hub_id)
+            try:
+                return start(files, lock_fd, spec, python=self.python, hub_id=self.hub_id, launcher=self.launcher)
+            except LauncherLost as e:
+                os.close(lock_fd)
+                lock_fd = -1
+                return self._after_lost_launcher(launch, files, spec, e)
         except BaseException:
             CPU_USE.release(self._cpu_key(launch.job_id))
             self.started.pop(launch.job_id, None)
             raise
         finally:
+            if lock_fd >= 0:
+                os.close(lock_fd)
+
+    def _after_lost_launcher(
+        self, launch: BatchLaunch, files: JobFiles, spec: dict[str, Any], lost: Exception
+    ) -> Started:
+        """The launcher ended while it had the job: whether it forked the wrapper first
+        tells the run file's lock (held by a wrapper that lives) or the exit record (of one
+        that ended already). Started: its pid; never started: start it now."""
+        self.log.warning("Job %s: %s; looking for its wrapper", launch.job_id, lost)
+        lock_fd = claim(files)
+        if lock_fd is None or files.read_exit() is not None:
+            if lock_fd is not None:
+                os.close(lock_fd)
+            # the wrapper writes its run file first thing: give it a moment
+            deadline = time.monotonic() + 5
+            while (run := files.read_run()) is None or not isinstance(run.get("pid"), int):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"job {launch.job_id}: its wrapper started but names no process") from None
+                time.sleep(0.02)
+            return Started(run["pid"])
+        try:
+            return start(files, lock_fd, spec, python=self.python, hub_id=self.hub_id, launcher=self.launcher)
+        finally:
             os.close(lock_fd)
 
-    def _watch(self, job_id: int, pid: int, wake: Callable[[], None], proc=None) -> None:
+    def _watch(self, job_id: int, pid: int, wake: Callable[[], None], proc=None, pidfd: int | None = None) -> None:
         def ended() -> None:
             CPU_USE.release(self._cpu_key(job_id))
             self.started.pop(job_id, None)
             wake()
 
-        if not self.watch.watch(pid, ended, proc):
+        if not self.watch.watch(pid, ended, proc, pidfd):
             ended()
 
     # ---------------------------------------------------------------- state
@@ -224,3 +256,5 @@ class LocalRunner:
 
     async def close(self) -> None:
         self.watch.close()
+        if self.launcher is not None:
+            await asyncio.to_thread(self.launcher.close)

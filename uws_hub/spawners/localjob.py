@@ -28,10 +28,14 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import json
+import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -175,6 +179,168 @@ def alive(run: dict[str, Any] | None) -> int | None:
     return pid if wrapper.process_start_time(pid) == run.get("start") else None
 
 
+def wrapper_env(hub_id: str, job_id: int | str) -> dict[str, str]:
+    """The whole environment of a wrapper (or of the launcher, ``job_id`` its placeholder):
+    nothing of the hub's own, its hub and its job named (:mod:`.localorphans`)."""
+    return {
+        "PATH": os.defpath,
+        "LANG": "C.UTF-8",
+        "UWS_HUB_ID": hub_id,
+        "UWS_JOB_ID": str(job_id),
+        WRAPPER_MARK: "1",
+    }
+
+
+class LauncherLost(RuntimeError):
+    """The launcher ended while it had a request of the hub (the job may have started)."""
+
+
+class Launcher:
+    """The hub's resident launcher (``wrapper.py --launcher``, :func:`.wrapper.launcher`):
+    one long-lived process that forks each local batch job's wrapper, so that a job
+    costs a fork instead of an interpreter's start-up.
+
+    It is started on first use, as the hub's account, with a clean environment (as a
+    wrapper is: nothing of the hub's memory or environment reaches it), in a session of
+    its own, and talks with the hub over a socketpair only. A launcher that ended is
+    replaced at the next start; one that cannot be started is tried again after
+    :attr:`retry_seconds`, the jobs being started one interpreter each meanwhile.
+    Thread-safe: the hub's starts run in threads.
+    """
+
+    #: how long a launcher may take to answer (start-up or a request)
+    timeout_seconds = 30.0
+    #: how long after a failed start the launcher is tried again
+    retry_seconds = 60.0
+
+    def __init__(self, log: logging.Logger, *, python: str = sys.executable, hub_id: str = ""):
+        self.log = log
+        self.python = python
+        self.hub_id = hub_id
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self._sock: socket.socket | None = None
+        self._retry_at = 0.0
+
+    @property
+    def pid(self) -> int | None:
+        proc = self._proc
+        return None if proc is None else proc.pid
+
+    def _start(self) -> bool:
+        """A launcher, started now if none lives; False if it cannot be (logged)."""
+        if self._proc is not None and self._proc.poll() is None:
+            return True
+        if self._proc is not None:
+            self.log.warning(
+                "The batch job launcher (pid %s) ended (%s): starting another", self._proc.pid, self._proc.returncode
+            )
+            self._drop()
+        if time.monotonic() < self._retry_at:
+            return False
+        hub_end, launcher_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self._proc = subprocess.Popen(
+                [self.python, "-I", "-S", WRAPPER, "--launcher", str(launcher_end.fileno())],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                pass_fds=(launcher_end.fileno(),),
+                start_new_session=True,
+                env=wrapper_env(self.hub_id, wrapper.JOB_ID_PLACEHOLDER),
+            )
+            launcher_end.close()  # the launcher's only: its end ends the hub's wait
+            self._sock = hub_end
+            hub_end.settimeout(self.timeout_seconds)
+            if hub_end.recv(64) != wrapper.LAUNCHER_READY:
+                raise OSError("it ended before it was ready")
+        except OSError as e:
+            self.log.warning(
+                "The batch job launcher cannot be started (%s): each local batch job starts its own wrapper "
+                "interpreter for %g s",
+                e,
+                self.retry_seconds,
+            )
+            self._drop()
+            hub_end.close()
+            self._retry_at = time.monotonic() + self.retry_seconds
+            return False
+        finally:
+            launcher_end.close()
+        self.log.info("Started the batch job launcher (pid %s)", self._proc.pid)
+        return True
+
+    def _drop(self) -> None:
+        """Forget the launcher (ending it if it lives: the jobs it started run on)."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+    def launch(self, spec: dict[str, Any], lock_fd: int, log_fd: int) -> tuple[int, int | None] | None:
+        """Have the launcher start ``spec``'s wrapper (blocking: run it in a thread): its
+        pid and a pidfd of it (None if it ended already), or None without a launcher (the
+        caller starts the wrapper itself). Raises :class:`LauncherLost` if the launcher
+        ended after it got the request."""
+        request = json.dumps(spec).encode()
+        with self._lock:
+            for _ in range(2):
+                if not self._start():
+                    return None
+                assert self._sock is not None
+                try:
+                    socket.send_fds(self._sock, [request], [lock_fd, log_fd])
+                except (BrokenPipeError, ConnectionError):
+                    continue  # it ended before the request: another one takes it
+                try:
+                    reply, fds, _, _ = socket.recv_fds(self._sock, 65536, 1)
+                except ConnectionResetError:
+                    # it ended with the request unread (a socket closed with data in its
+                    # queue resets its peer's): it started nothing, another one takes it
+                    self._drop()
+                    continue
+                except OSError as e:
+                    self._drop()
+                    raise LauncherLost(f"the batch job launcher did not answer: {e}") from None
+                if not reply:
+                    self._drop()
+                    raise LauncherLost("the batch job launcher ended while starting the job")
+                answer = json.loads(reply)
+                if "error" in answer:
+                    for fd in fds:
+                        os.close(fd)
+                    raise RuntimeError(f"the batch job launcher could not start the job: {answer['error']}")
+                return int(answer["pid"]), (fds[0] if fds else None)
+            return None
+
+    def close(self) -> None:
+        """Close the hub's end: the launcher ends (its jobs run on)."""
+        with self._lock:
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
+            proc, self._proc = self._proc, None
+        if proc is not None:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@dataclass
+class Started:
+    """A wrapper just started: its pid, and what the hub watches it by (the ``Popen`` of
+    one it started itself, or a pidfd of one the launcher forked)."""
+
+    pid: int
+    proc: subprocess.Popen | None = None
+    pidfd: int | None = None
+
+
 def start(
     files: JobFiles,
     lock_fd: int,
@@ -183,20 +349,27 @@ def start(
     python: str = sys.executable,
     log_path: str | None = None,
     hub_id: str = "",
-) -> subprocess.Popen:
+    launcher: Launcher | None = None,
+) -> Started:
     """Start the wrapper for ``spec`` (blocks briefly: run it in a thread), handing it the
-    locked run file; the caller closes its own ``lock_fd`` after. The wrapper's own
-    environment names this hub (``hub_id``) and the job, and marks it a wrapper, so that
-    the hub finds it again (:mod:`.localorphans`)."""
+    locked run file; the caller closes its own ``lock_fd`` after. The ``launcher`` forks
+    it if there is one (and it can be started), else it is a new interpreter of its own.
+    Either way its environment names this hub (``hub_id``) and the job, and marks it a
+    wrapper, so that the hub finds it again (:mod:`.localorphans`)."""
     log_path = log_path or files.log
     spec = {
         **spec,
+        "job_id": files.job_id,
         "lock_fd": lock_fd,
         "exit_path": files.exit,
         "log_path": log_path,
     }
     log_fd = open_log(log_path)
     try:
+        if launcher is not None:
+            launched = launcher.launch(spec, lock_fd, log_fd)
+            if launched is not None:
+                return Started(launched[0], pidfd=launched[1])
         proc = subprocess.Popen(
             [python, "-I", "-S", WRAPPER],
             stdin=subprocess.PIPE,
@@ -204,13 +377,7 @@ def start(
             stderr=subprocess.STDOUT,
             pass_fds=(lock_fd,),
             start_new_session=True,
-            env={
-                "PATH": os.defpath,
-                "LANG": "C.UTF-8",
-                "UWS_HUB_ID": hub_id,
-                "UWS_JOB_ID": str(files.job_id),
-                WRAPPER_MARK: "1",
-            },
+            env=wrapper_env(hub_id, files.job_id),
         )
     finally:
         os.close(log_fd)
@@ -219,7 +386,7 @@ def start(
         proc.stdin.write(json.dumps(spec).encode())
     finally:
         proc.stdin.close()
-    return proc
+    return Started(proc.pid, proc=proc)
 
 
 def stop(run: dict[str, Any] | None) -> bool:
@@ -242,16 +409,22 @@ class ExitWatch:
     def __init__(self) -> None:
         self._fds: dict[int, tuple[int, subprocess.Popen | None]] = {}
 
-    def watch(self, pid: int, on_exit: Callable[[], None], proc: subprocess.Popen | None = None) -> bool:
-        """Watch ``pid`` (False if it is already gone)."""
+    def watch(
+        self, pid: int, on_exit: Callable[[], None], proc: subprocess.Popen | None = None, pidfd: int | None = None
+    ) -> bool:
+        """Watch ``pid`` (False if it is already gone), by ``pidfd`` if given (then
+        this watch's: it closes it)."""
         if pid in self._fds:
+            if pidfd is not None:
+                os.close(pidfd)
             return True
-        try:
-            pidfd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            if proc is not None:
-                proc.poll()
-            return False
+        if pidfd is None:
+            try:
+                pidfd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                if proc is not None:
+                    proc.poll()
+                return False
         loop = asyncio.get_running_loop()
         self._fds[pid] = (pidfd, proc)
 

@@ -19,9 +19,10 @@ process of it, or one that started after the root did (the root is an
 earlier start's). A root younger than the job's process is the job's own (a
 command its server left running in the background, ``nohup``): it lives as
 long as the job. Batch jobs' wrappers are told apart (``UWS_JOB_WRAPPER``, in
-the wrapper's own environment only): a run file lock keeps them single
-(:mod:`.localjob`), and their pid is recorded after the submit returns, so
-only the first rule applies to them.
+the wrapper's own environment only; the resident launcher that forks them
+carries it too, with a job id of no digits, which the sweep passes by): a run
+file lock keeps them single (:mod:`.localjob`), and their pid is recorded
+after the submit returns, so only the first rule applies to them.
 
 Processes of other hubs (other ``UWS_HUB_ID``, or environments the hub may
 not read) are never touched. Nothing here imports the hub.

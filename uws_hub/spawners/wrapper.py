@@ -1,10 +1,14 @@
 """The job wrapper: runs one local job's command with its limits, and records how it ended.
 
-The hub starts it (``python -I -S wrapper.py``, standard library only, so it
-starts in milliseconds and needs nothing of the hub) in a session of its own,
-so it outlives the hub: a hub killed while jobs run finds their outcomes when
-it starts again. It reads its instructions as JSON on stdin (never argv,
-which every account can read in ``/proc``), then:
+The hub's resident launcher forks it (``python -I -S wrapper.py --launcher``,
+:func:`launcher`: one process of the hub's, standard library only, needing
+nothing of the hub, that forks a wrapper per job, so that no interpreter
+starts per job), or, without a launcher, the hub starts it on its own
+(``python -I -S wrapper.py``). Either way it runs in a session of its own, so
+it outlives the hub and the launcher: a hub killed while jobs run finds their
+outcomes when it starts again. It gets its instructions as JSON (from the
+launcher's socket, or on stdin; never argv, which every account can read in
+``/proc``), then:
 
 1. writes its pid and start time into the job's *run file*, whose ``flock``
    the hub took and handed down to it (an inherited descriptor): while the
@@ -428,10 +432,9 @@ def write_record(path: str, record: dict) -> None:
     os.replace(temporary, path)
 
 
-def main() -> int:
-    if sys.argv[1:2] == ["--exec"]:
-        exec_with_limits(sys.argv[1:])
-    spec = loads(sys.stdin.buffer.read())
+def run_job(spec: dict) -> int:
+    """The wrapper's work for one batch job (this process, its stdout and stderr the job's
+    log): take over the run file, run the command, write the exit record."""
     lock_fd = spec["lock_fd"]
     os.ftruncate(lock_fd, 0)
     run = {
@@ -448,6 +451,161 @@ def main() -> int:
         Cgroups.remove(spec["cgroup"])
     write_record(spec["exit_path"], record)
     return 0
+
+
+# ---------------------------------------------------------------- the resident launcher
+#: the environment variable naming a wrapper's job (see :mod:`.localorphans`); in the
+#: launcher's own environment its value is :data:`JOB_ID_PLACEHOLDER` (no digits: the
+#: orphan sweep passes the launcher by), which each forked wrapper overwrites in place
+JOB_ID_VARIABLE = b"UWS_JOB_ID="
+JOB_ID_PLACEHOLDER = "-" * 20
+#: the largest request the launcher reads (a job's spec, JSON)
+LAUNCH_REQUEST_BYTES = 1 << 20
+#: what the launcher says first, once it is ready
+LAUNCHER_READY = b"ready"
+
+
+def name_job(job_id: int) -> None:
+    """Write ``job_id`` over the placeholder in this process's initial environment (what
+    ``/proc/<pid>/environ`` shows; the kernel knows where it lies: ``env_start`` and
+    ``env_end`` of ``/proc/self/stat``), so that a wrapper forked by the launcher carries
+    its job as one the hub started on its own does (``UWS_JOB_ID``). NULs pad the
+    value's end: readers split the environment at them."""
+    with open("/proc/self/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    start, end = int(fields[47]), int(fields[48])
+    environ = ctypes.string_at(start, end - start)
+    key = b"\0" + JOB_ID_VARIABLE
+    at = environ.find(key)
+    if environ.startswith(JOB_ID_VARIABLE):
+        at, key = 0, JOB_ID_VARIABLE
+    if at < 0:
+        raise RuntimeError("the launcher's environment has no UWS_JOB_ID to overwrite")
+    at += len(key)
+    width = environ.index(b"\0", at) - at
+    value = str(int(job_id)).encode()
+    if len(value) > width:
+        raise RuntimeError(f"job id {job_id} is longer than the launcher's placeholder")
+    ctypes.memmove(start + at, value + b"\0" * (width - len(value)), width)
+
+
+def launched(spec: dict, lock_fd: int, log_fd: int, inherited: list[int]) -> int:
+    """In a child the launcher forked: become the job's wrapper, as one started on its own
+    is (its own session, its output the job's log, stdin ``/dev/null``, the run file's
+    lock), and run the job (:func:`run_job`)."""
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    for fd in inherited:
+        os.close(fd)
+    os.setsid()
+    name_job(spec["job_id"])
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    spec["lock_fd"] = lock_fd
+    return run_job(spec)
+
+
+def _reap() -> None:
+    """Wait for every child of the launcher that ended (it keeps no zombies)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _launch(sock, message: bytes, fds: list[int], flags: int, inherited: list[int]) -> None:
+    """One request of the hub: fork a wrapper for it, answer its pid (and a pidfd of it)."""
+    import socket
+
+    pidfd = None
+    try:
+        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or len(fds) != 2:
+            raise ValueError("a request of the hub came cut short")
+        spec = loads(message)
+        lock_fd, log_fd = fds
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = launched(spec, lock_fd, log_fd, inherited)
+            except BaseException as e:  # noqa: BLE001 - the child never returns to the launcher's loop
+                os.write(2, f"uws-hub job wrapper: {type(e).__name__}: {e}\n".encode())
+            finally:
+                os._exit(code)
+        del spec
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            pidfd = None  # cannot be: the child is not reaped yet; the hub then asks again
+        reply = dumps({"pid": pid})
+    except Exception as e:  # noqa: BLE001 - a bad request is answered, the launcher goes on
+        reply = dumps({"error": f"{type(e).__name__}: {e}"})
+    finally:
+        for fd in fds:
+            os.close(fd)
+    try:
+        socket.send_fds(sock, [reply.encode()], [] if pidfd is None else [pidfd])
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+def launcher(sock_fd: int) -> int:
+    """``--launcher FD``: the hub's resident launcher. It reads the hub's requests on the
+    socket ``FD`` (one end of a socketpair, never a path: nobody else can talk to it),
+    each a job's spec with its run file's locked descriptor and its log's, forks a
+    wrapper per request (no interpreter to start per job), answers its pid, and reaps
+    its children. It ends when the hub closes its end (the hub ended): the wrappers run
+    on, as they do when the hub dies."""
+    import select
+    import socket
+
+    sock = socket.socket(fileno=sock_fd)
+    sock.setblocking(True)
+    wake_in, wake_out = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_out)
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+    # a stop of the hub's session is not the launcher's (it is in its own anyway)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    inherited = [sock.fileno(), wake_in, wake_out]
+    sock.sendall(LAUNCHER_READY)
+    while True:
+        _reap()
+        ready, _, _ = select.select([sock_fd, wake_in], [], [])
+        if wake_in in ready:
+            try:
+                while os.read(wake_in, 512):
+                    pass
+            except BlockingIOError:
+                pass
+        if sock_fd in ready:
+            try:
+                message, fds, flags, _ = socket.recv_fds(sock, LAUNCH_REQUEST_BYTES, 2)
+            except ConnectionError:
+                break
+            if not message and not fds:
+                break  # the hub closed its end
+            _launch(sock, message, fds, flags, inherited)
+    _reap()
+    return 0
+
+
+def main() -> int:
+    if sys.argv[1:2] == ["--exec"]:
+        exec_with_limits(sys.argv[1:])
+    if sys.argv[1:2] == ["--launcher"]:
+        return launcher(int(sys.argv[2]))
+    return run_job(loads(sys.stdin.buffer.read()))
 
 
 if __name__ == "__main__":
