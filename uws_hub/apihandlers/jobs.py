@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 from typing import Any
 
@@ -10,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tornado.iostream import StreamClosedError
 
 from .. import access
-from ..errors import BadRequest, Conflict, Forbidden
+from ..errors import BadRequest, Conflict, Forbidden, TooManyRequests
 from ..inputs import Text
 from ..jobs import logs
 from ..jobs.limits import MemorySize, Partition, TimeLimit
@@ -219,6 +220,41 @@ class JobStopAPIHandler(UWSAPIHandler):
         self.write_json(job_model(job), status=200 if was_terminal else 202)
 
 
+class JobWakeAPIHandler(UWSAPIHandler):
+    """``POST /hub/api/jobs/{id}/wake``: a starting job's own server (its SLURM batch
+    script, once its port is in the job's comment) asks the hub to look at its start
+    now instead of at its next poll.
+
+    Only the job's own server token (``JUPYTERHUB_API_TOKEN`` of that start) may:
+    any other caller, a user's own token, a stranger's or none, gets a 403 and
+    starts nothing. The request carries nothing the hub uses (the spawner reads
+    the job's state from its resource as without it), and a spawner takes one
+    wake a second at most (429 otherwise, or when its start does not wait).
+    """
+
+    def post(self, job_id):
+        number = parse_id(job_id, "job")
+        token = self.get_auth_token()
+        user = self.current_user
+        spawner = None
+        if token and user is not None and user.kind == "user":
+            for candidate in user.spawners.values():
+                launch = getattr(candidate, "launch", None)
+                if (
+                    launch is not None
+                    and launch.job_id == number
+                    and candidate.api_token
+                    and hmac.compare_digest(candidate.api_token.encode(), token.encode())
+                ):
+                    spawner = candidate
+        if spawner is None:
+            raise Forbidden("Only a job's own server, with its token, wakes the hub for it")
+        if not spawner.wake():
+            raise TooManyRequests(f"Job {number} does not wait for its start, or was woken less than 1 s ago", 1)
+        self.set_status(204)
+        self.finish()
+
+
 default_handlers = [
     (r"/api/job-types", JobTypesAPIHandler),
     (r"/api/workspaces/([^/]+)/jobs", WorkspaceJobsAPIHandler),
@@ -228,4 +264,5 @@ default_handlers = [
     (r"/api/jobs/([^/]+)/log", JobLogAPIHandler),
     (r"/api/jobs/([^/]+)/log/stream", JobLogStreamAPIHandler),
     (r"/api/jobs/([^/]+)/stop", JobStopAPIHandler),
+    (r"/api/jobs/([^/]+)/wake", JobWakeAPIHandler),
 ]
