@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tornado.iostream import StreamClosedError
 
 from .. import access
-from ..errors import BadRequest, Conflict, Forbidden, TooManyRequests
+from ..errors import BadRequest, Conflict, Forbidden
 from ..inputs import Text
 from ..jobs import logs
 from ..jobs.limits import MemorySize, Partition, TimeLimit
@@ -228,8 +228,9 @@ class JobWakeAPIHandler(UWSAPIHandler):
     Only the job's own server token (``JUPYTERHUB_API_TOKEN`` of that start) may:
     any other caller, a user's own token, a stranger's or none, gets a 403 and
     starts nothing. The request carries nothing the hub uses (the spawner reads
-    the job's state from its resource as without it), and a spawner takes one
-    wake a second at most (429 otherwise, or when its start does not wait).
+    the job's state from its resource as without it); a spawner acts on one wake
+    a second at most (later ones are put off, see the spawner's ``wake``), and a
+    job whose start no longer waits gets a 409.
     """
 
     def post(self, job_id):
@@ -250,7 +251,7 @@ class JobWakeAPIHandler(UWSAPIHandler):
         if spawner is None:
             raise Forbidden("Only a job's own server, with its token, wakes the hub for it")
         if not spawner.wake():
-            raise TooManyRequests(f"Job {number} does not wait for its start, or was woken less than 1 s ago", 1)
+            raise Conflict(f"Job {number} is not starting: there is nothing to wake the hub for")
         self.set_status(204)
         self.finish()
 

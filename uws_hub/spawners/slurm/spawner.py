@@ -326,6 +326,7 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
     _poller: SlurmPoller | None = None
     #: when the job's last wake started a cycle (time.monotonic())
     _woken_at = float("-inf")
+    _wake_deferred = False
 
     @classmethod
     def unwanted_hub_handlers(cls) -> tuple[type, ...]:
@@ -427,15 +428,26 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         """The job's batch script says its port is in its comment (``POST
         /hub/api/jobs/{id}/wake``, with this job's token): read SLURM's queue now
         (one cycle, shared with every other wake and poll that comes before it).
-        Only while the start waits for its job, and at most once per
-        ``WAKE_MIN_INTERVAL_SECONDS``; returns whether a cycle was asked for."""
-        now = time.monotonic()
-        if not (self._starting and self.job_id) or now - self._woken_at < WAKE_MIN_INTERVAL_SECONDS:
+        Only while the start waits for its job (else False); a wake within
+        ``WAKE_MIN_INTERVAL_SECONDS`` of the last one is put off until then (one
+        at most), never dropped."""
+        if not (self._starting and self.job_id):
             return False
-        self._woken_at = now
+        if self._wake_deferred:
+            return True
+        wait = self._woken_at + WAKE_MIN_INTERVAL_SECONDS - time.monotonic()
+        if wait > 0:
+            self._wake_deferred = True
+            asyncio.get_running_loop().call_later(wait, self._deferred_wake)
+            return True
+        self._woken_at = time.monotonic()
         self.log.debug("SLURM job %s of %s woke the hub", self.job_id, self._log_name)
         self.poller.wake()
         return True
+
+    def _deferred_wake(self) -> None:
+        self._wake_deferred = False
+        self.wake()
 
     def _job_name(self) -> str:
         return job_name(self.name_prefix, self.require_launch().job_id)
