@@ -23,7 +23,8 @@ does not suit JupyterHub 6 or a restartable hub:
   *wakes* the hub (``POST /hub/api/jobs/{id}/wake`` with the job's own token):
   the poller reads the queue at once instead of at its next cycle. The wake
   carries nothing the hub uses (the port still comes from SLURM), and a wake
-  that does not arrive costs only that wait (:meth:`WorkspaceSlurmSpawner.wake`). (batchspawner's handler, which
+  that does not arrive costs only that wait
+  (:meth:`WorkspaceSlurmSpawner.wake`). (batchspawner's handler, which
   importing batchspawner adds to JupyterHub's API handlers, is left out of
   the hub's routes: :meth:`WorkspaceSlurmSpawner.unwanted_hub_handlers`.)
 - **Checkpoint and adoption.** JupyterHub saves spawner state only after
@@ -107,7 +108,8 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         extra ``#SBATCH`` line), ``prologue``, ``epilogue``, ``srun`` (from
         ``req_account`` ...); ``username``, ``python`` (``node_python``),
         ``scontrol``; ``wake`` (Python code that wakes the hub once the port
-        is in the comment, empty if ``wake_hub`` is off); ``exports`` (``export NAME=value`` lines with the job's
+        is in the comment, empty if ``wake_hub`` is off); ``exports``
+        (``export NAME=value`` lines with the job's
         whole environment, values quoted; it must stay in the script: an
         interrupted start is adopted by reading it back) and ``cmd`` (the
         server's command, quoted). The ``quote`` filter shell-quotes a value.
@@ -138,7 +140,7 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         poll. Turn it off where compute nodes cannot reach the hub's API
         before their server runs.
 
-        .. versionadded:: 0.3
+        .. versionadded:: 0.4
         """,
     )
 
