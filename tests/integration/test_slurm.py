@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from uws_hub.spawners.mixins import hub_id
+from uws_hub.spawners.slurm.script import token_from_script
 
 from .. import browserutil, slurmutil
 from ..helpers import ADMIN_PASSWORD, MINIMAL_CMD, SSEReader, launch
@@ -44,6 +45,12 @@ c.UWSHub.job_types = {{
         "default_resources": {{"cpus": 1, "memory": "128M", "time_limit": "5"}},
     }},
     "big": {{"cmd": {MINIMAL_CMD!r}, "resources": ["slurm"]}},
+    "unwakeable": {{
+        "cmd": {MINIMAL_CMD!r}, "resources": ["slurm"],
+        "default_resources": {{"cpus": 1, "memory": "128M", "time_limit": "5"}},
+        # the batch script's wake goes to a port where nothing listens
+        "env": {{"JUPYTERHUB_API_URL": "http://127.0.0.1:9/hub/api"}},
+    }},
     "broken": {{
         "cmd": ["python3", "-c", "import os, sys; print('boom: the server cannot start', flush=True);"
                 " print('JUPYTERHUB_API_TOKEN=' + os.environ['JUPYTERHUB_API_TOKEN'], flush=True); sys.exit(3)"],
@@ -366,6 +373,102 @@ def test_hub_restart_with_a_pending_and_a_running_job(make_hub, system_users, sl
         for job in jobs:
             slurmutil.scancel(*slurmutil.jobs_named(f"{prefix}job-{job['id']}"))
         hub.stop()
+
+
+def test_a_start_completes_when_its_wake_cannot_reach_the_hub(shub, user):
+    """The wake is a hint: a job whose batch script cannot reach the hub is noticed by
+    the poller's own cycles, as before."""
+    job = slurm_launch(shub, user, job_type="unwakeable")
+    job = shub.wait_job(job["id"], user, {"running"} | TERMINAL, timeout=60)
+    assert job["status"] == "running", job["reason"]
+    assert f"/hub/api/jobs/{job['id']}/wake" not in shub.log_text()
+    assert shub.request("GET", job["url"], user).json()["job"] == str(job["id"])
+    shub.api("POST", f"jobs/{job['id']}/stop", user, expect=202)
+    assert shub.wait_job(job["id"], user, TERMINAL, timeout=30)["status"] == "cancelled"
+
+
+@pytest.fixture(scope="module")
+def sleepy_hub(make_hub, system_users, slurm):
+    """A hub whose poller would wait 10 minutes between cycles: only a job's wake
+    makes it look at SLURM again. Jobs are submitted held (released by the tests)."""
+    return make_hub(
+        SLURM_CONFIG
+        + "c.SlurmPoller.poll_interval_seconds = 600\n"
+        + "c.SlurmPoller.fast_poll_interval_seconds = 600\n"
+        + "c.WorkspaceSlurmSpawner.req_options = '--hold'\n"
+    )
+
+
+def poll_cycles(hub) -> float:
+    from .test_metrics import scrape, value
+
+    return value(scrape(hub, hub.add_user("uwsadmin", admin=True)), "uws_slurm_poll_duration_seconds_count")
+
+
+def queued_job(hub, token) -> tuple[dict, str]:
+    """A job held in SLURM's queue, once the hub has seen it pending; and its server's token."""
+    job = slurm_launch(hub, token)
+    wait_for(lambda: "JobHeldUser" in (hub.api("GET", f"jobs/{job['id']}", token)["reason"] or ""), 30,
+             what="the job's first poll")
+    job = hub.api("GET", f"jobs/{job['id']}", token)
+    script = slurmutil.run("scontrol", "write", "batch_script", job["resource_id"], "-").stdout
+    return job, token_from_script(script)
+
+
+def test_a_jobs_wake_starts_a_poll_cycle(sleepy_hub):
+    """The batch script wakes the hub once its port is in the job's comment: the start
+    completes without the poller's next cycle (ten minutes away here)."""
+    token = sleepy_hub.add_user("uwsalice")
+    job, _ = queued_job(sleepy_hub, token)
+    try:
+        slurmutil.release(job["resource_id"])
+        job = sleepy_hub.wait_job(job["id"], token, {"running"} | TERMINAL, timeout=60)
+        assert job["status"] == "running", job["reason"]
+        assert f"204 POST /hub/api/jobs/{job['id']}/wake" in sleepy_hub.log_text()
+        assert sleepy_hub.request("GET", job["url"], token).json()["job"] == str(job["id"])
+        # once the start is over, a wake has nothing to do
+        script = slurmutil.run("scontrol", "write", "batch_script", job["resource_id"], "-").stdout
+        r = sleepy_hub.request("POST", f"/hub/api/jobs/{job['id']}/wake", token_from_script(script))
+        assert r.status_code == 409, r.text
+    finally:
+        sleepy_hub.api("POST", f"jobs/{job['id']}/stop", token, expect=None)
+        slurmutil.scancel(job["resource_id"])
+
+
+def test_only_the_jobs_own_token_wakes_the_hub(sleepy_hub):
+    """Anonymous, the owner's own API token, a stranger's, the job's token for another
+    job: 403, and no poll cycle. The job's own token: a cycle."""
+    token = sleepy_hub.add_user("uwsalice")
+    stranger = sleepy_hub.add_user("uwsbob")
+    job, server_token = queued_job(sleepy_hub, token)
+    other, _ = queued_job(sleepy_hub, stranger)
+    try:
+        assert server_token and server_token != token
+        before = poll_cycles(sleepy_hub)
+        wake = f"/hub/api/jobs/{job['id']}/wake"
+        for who, path in [
+            (None, wake),
+            (token, wake),
+            (stranger, wake),
+            (sleepy_hub.admin_token, wake),
+            (server_token, f"/hub/api/jobs/{other['id']}/wake"),
+            (server_token + "x", wake),
+        ]:
+            r = sleepy_hub.request("POST", path, who)
+            assert r.status_code == 403, (who, path, r.status_code, r.text)
+        assert sleepy_hub.request("POST", "/hub/api/jobs/nope/wake", server_token).status_code == 404
+        time.sleep(1)
+        assert poll_cycles(sleepy_hub) == before
+        # the job's own server token
+        assert sleepy_hub.request("POST", wake, server_token).status_code == 204
+        wait_for(lambda: poll_cycles(sleepy_hub) == before + 1, 15, what="the cycle of the wake")
+        # another wake right after is put off a moment, not lost
+        assert sleepy_hub.request("POST", wake, server_token).status_code == 204
+        wait_for(lambda: poll_cycles(sleepy_hub) == before + 2, 15, what="the cycle of the second wake")
+    finally:
+        for j, t in ((job, token), (other, stranger)):
+            sleepy_hub.api("POST", f"jobs/{j['id']}/stop", t, expect=None)
+            slurmutil.scancel(j["resource_id"])
 
 
 def test_poll_cycles_are_in_the_metrics(shub, user):

@@ -7,7 +7,10 @@ number of jobs; a failing squeue retried with backoff, never ending a job)."""
 from __future__ import annotations
 
 import asyncio
+import grp
 import json
+import os
+import pwd
 import shlex
 import stat
 import subprocess
@@ -34,8 +37,15 @@ from uws_hub.spawners.slurm.parsing import (
     parse_squeue,
     parse_sweep,
 )
+from uws_hub.spawners.slurm.commands import SlurmCommandError, as_account, run_command, setpriv_argv
 from uws_hub.spawners.slurm.poller import SlurmPoller
-from uws_hub.spawners.slurm.script import DEFAULT_BATCH_SCRIPT, render_batch_script, script_job_id, token_from_script
+from uws_hub.spawners.slurm.script import (
+    DEFAULT_BATCH_SCRIPT,
+    WAKE_CODE,
+    render_batch_script,
+    script_job_id,
+    token_from_script,
+)
 
 
 # ---------------------------------------------------------------- parsing
@@ -119,7 +129,7 @@ def script_values(**overrides):
         job_name="uws-abc-job-3", output="/ws/.uws-jobs/job-3-%j.log", workdir="/ws", uws_job_id=3,
         partition="debug", runtime="1:00:00", memory="2G", nprocs="2", ngpus="", gres="", account="",
         qos="", reservation="", options="", prologue="", epilogue="", srun="", username="alice",
-        python="/usr/bin/python3", scontrol="scontrol",
+        python="/usr/bin/python3", scontrol="scontrol", wake="",
     )
     values.update(overrides)
     return values
@@ -470,4 +480,125 @@ async def test_a_batch_jobs_end_comes_with_its_exit_code_in_the_same_cycle(fake)
     assert poller.get("2").exit_code == "0:9" and poller.get("3").exit_code == ""
     sacct = [c for c in fake.calls() if c[0] == "sacct"]
     assert len(sacct) == 1 and sacct[0][sacct[0].index("-j") + 1] == "1,2"
+    await poller.close()
+
+
+# ---------------------------------------------------------------- commands as a user, the wake
+def test_setpriv_argv_sets_exactly_the_given_ids():
+    setpriv = setpriv_argv(1002, 1005, [1002, 1007])
+    assert setpriv[1:] == ["--reuid=1002", "--regid=1005", "--groups=1002,1007", "--"]
+    # no groups: cleared, never kept (root's groups would stay)
+    assert setpriv_argv(1002, 1002, [])[1:] == ["--reuid=1002", "--regid=1002", "--clear-groups", "--"]
+
+
+STATUS_FIELDS = ("Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapAmb", "NoNewPrivs")
+
+
+def status_of(text: str) -> dict[str, str]:
+    return {k: v.strip() for k, _, v in (line.partition(":") for line in text.splitlines()) if k in STATUS_FIELDS}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switches accounts: the hub runs as root")
+async def test_a_command_as_a_user_has_what_popen_would_give_it():
+    """sbatch, scancel, mkdir and tail as the job's account go through setpriv (so that the hub
+    need not fork itself whole): the same uid, gid, groups and no capabilities as Popen's
+    user/group/extra_groups, the workspace's group as the primary group."""
+    assert setpriv_argv(1, 1, [1]), "setpriv (util-linux) is installed"
+    account = pwd.getpwnam("nobody")
+    group = grp.getgrgid(os.getgrouplist("root", 0)[0]).gr_name  # any group: as_account does not check
+    popen_args = as_account(account, group)
+    assert popen_args["group"] == grp.getgrnam(group).gr_gid != account.pw_gid
+    ours = await run_command(["cat", "/proc/self/status"], timeout=30, **popen_args)
+    popen = subprocess.run(["cat", "/proc/self/status"], capture_output=True, text=True, check=True, **popen_args)
+    assert status_of(ours.stdout) == status_of(popen.stdout)
+    assert status_of(ours.stdout)["Uid"].split() == [str(account.pw_uid)] * 4
+    assert status_of(ours.stdout)["CapEff"] == "0000000000000000"
+    # a command that cannot be run is an error, as Popen's OSError was
+    with pytest.raises(SlurmCommandError, match="cannot run no-such-command"):
+        await run_command(["no-such-command"], timeout=30, **popen_args)
+    # its own exit status is its own
+    assert (await run_command(["false"], timeout=30, **popen_args)).returncode == 1
+
+
+def test_the_default_script_wakes_the_hub_with_the_jobs_own_token(tmp_path):
+    """The wake the default batch script sends (node_python -I -S -c WAKE_CODE): one POST to
+    the job's wake route with its token, from the job's environment, nothing else."""
+    import http.server
+    import threading
+
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            seen.append((self.path, self.headers.get("Authorization"), self.headers.get("Content-Length")))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        env = {
+            "JUPYTERHUB_API_URL": f"http://127.0.0.1:{server.server_port}/hub/api/",
+            "JUPYTERHUB_API_TOKEN": "tok",
+            "UWS_JOB_ID": "42",
+            "PATH": os.environ["PATH"],
+        }
+        script = render_batch_script(DEFAULT_BATCH_SCRIPT, env={}, cmd=["x"], **script_values(wake=WAKE_CODE))
+        line = next(line for line in script.splitlines() if "/wake" in line)
+        assert line.startswith("( scontrol update ") and line.endswith(" ) &"), line
+        subprocess.run([sys.executable, "-I", "-S", "-c", WAKE_CODE], env=env, check=True, timeout=30)
+    finally:
+        server.shutdown()
+    assert seen == [("/hub/api/jobs/42/wake", "token tok", "0")]
+
+
+async def test_a_wake_runs_a_cycle_at_once_and_is_coalesced(fake):
+    fake.set("7", "PENDING", "Priority")
+    poller = fake.poller(poll_interval_seconds=300, fast_poll_interval_seconds=300)
+    poller.wake()  # nothing tracked: nothing to do
+    await asyncio.sleep(0.2)
+    assert fake.calls() == []
+    poller.track("7")
+    assert await poller.refresh()
+    before = len(fake.calls())
+    fake.set("7", "RUNNING", node="n1", comment="uws-port=4321")
+    for _ in range(20):
+        poller.wake()  # a burst of wakes: one cycle, long before the next poll
+    for _ in range(100):
+        if poller.get("7").port == 4321:
+            break
+        await asyncio.sleep(0.05)
+    assert poller.get("7").port == 4321
+    await asyncio.sleep(0.3)
+    assert len(fake.calls()) - before == 1
+    await poller.close()
+
+
+async def test_a_stop_waiting_on_completing_polls_briefly_faster(fake):
+    fake.set("7", "COMPLETING", node="n1")
+    poller = fake.poller(poll_interval_seconds=300, fast_poll_interval_seconds=300)
+    poller.track("7")
+    assert await poller.refresh()
+
+    async def end_soon():
+        await asyncio.sleep(0.1)
+        fake.set("7", "CANCELLED", node="n1")
+
+    ender = asyncio.ensure_future(end_soon())
+    state = await asyncio.wait_for(poller.wait("7", lambda s: s.ended), 5)
+    assert state.state == "CANCELLED"
+    await ender
+    # a job that stays COMPLETING is polled fast only for a moment, then at the usual pace
+    fake.set("8", "COMPLETING", node="n1")
+    poller.track("8")
+    waiting = asyncio.ensure_future(poller.wait("8", lambda s: s.ended))
+    await asyncio.sleep(1.0)
+    calls = len(fake.calls())
+    await asyncio.sleep(1.0)
+    assert len(fake.calls()) == calls
+    waiting.cancel()
     await poller.close()

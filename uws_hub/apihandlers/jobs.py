@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 from typing import Any
 
@@ -219,6 +220,42 @@ class JobStopAPIHandler(UWSAPIHandler):
         self.write_json(job_model(job), status=200 if was_terminal else 202)
 
 
+class JobWakeAPIHandler(UWSAPIHandler):
+    """``POST /hub/api/jobs/{id}/wake``: a starting job's own server (its SLURM batch
+    script, once its port is in the job's comment) asks the hub to look at its start
+    now instead of at its next poll.
+
+    Only the job's own server token (``JUPYTERHUB_API_TOKEN`` of that start) may:
+    any other caller, a user's own token, a stranger's or none, gets a 403 and
+    starts nothing. The request carries nothing the hub uses (the spawner reads
+    the job's state from its resource as without it); a spawner acts on one wake
+    a second at most (later ones are put off, see the spawner's ``wake``), and a
+    job whose start no longer waits gets a 409.
+    """
+
+    def post(self, job_id):
+        number = parse_id(job_id, "job")
+        token = self.get_auth_token()
+        user = self.current_user
+        spawner = None
+        if token and user is not None and user.kind == "user":
+            for candidate in user.spawners.values():
+                launch = getattr(candidate, "launch", None)
+                if (
+                    launch is not None
+                    and launch.job_id == number
+                    and candidate.api_token
+                    and hmac.compare_digest(candidate.api_token.encode(), token.encode())
+                ):
+                    spawner = candidate
+        if spawner is None:
+            raise Forbidden("Only a job's own server, with its token, wakes the hub for it")
+        if not spawner.wake():
+            raise Conflict(f"Job {number} is not starting: there is nothing to wake the hub for")
+        self.set_status(204)
+        self.finish()
+
+
 default_handlers = [
     (r"/api/job-types", JobTypesAPIHandler),
     (r"/api/workspaces/([^/]+)/jobs", WorkspaceJobsAPIHandler),
@@ -228,4 +265,5 @@ default_handlers = [
     (r"/api/jobs/([^/]+)/log", JobLogAPIHandler),
     (r"/api/jobs/([^/]+)/log/stream", JobLogStreamAPIHandler),
     (r"/api/jobs/([^/]+)/stop", JobStopAPIHandler),
+    (r"/api/jobs/([^/]+)/wake", JobWakeAPIHandler),
 ]

@@ -248,6 +248,13 @@ class WorkspaceSpawnerMixin:
         it did (the hub's reason says so); None if it did not, or the resource cannot tell."""
         return None
 
+    def wake(self) -> bool:
+        """The job's own server asked the hub to look at its start now
+        (``POST /hub/api/jobs/{id}/wake`` with the server's token): return whether
+        that started anything. Only a hint: nothing in the request is trusted, and
+        the start completes without it. The default does nothing."""
+        return False
+
     async def release_leftover(self, job_id: int, resource_id: str) -> None:
         """Release what a start left behind when the hub lost track of it.
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import grp
 import os
 import pwd
+import shutil
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,12 +53,19 @@ async def run_command(
     """Run ``argv`` (no shell) with a timeout; kill it if it takes longer.
 
     ``user``/``group``/``extra_groups`` run it as another account (the hub
-    is root), as Popen does, without a Python ``preexec_fn``.
+    is root): through ``setpriv`` (:func:`setpriv_argv`) where it is installed,
+    else as Popen does, without a Python ``preexec_fn``.
     Raises :class:`SlurmCommandError` on a timeout or if it cannot be started.
     """
+    name = argv[0]
     kwargs: dict[str, Any] = {}
+    through_setpriv = False
     if user is not None:
-        kwargs.update(user=user, group=group, extra_groups=extra_groups or [])
+        prefix = setpriv_argv(user, group, extra_groups or [])
+        if prefix:
+            argv, through_setpriv = [*prefix, *argv], True
+        else:
+            kwargs.update(user=user, group=group, extra_groups=extra_groups or [])
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
@@ -68,18 +77,49 @@ async def run_command(
             **kwargs,
         )
     except OSError as e:
-        raise SlurmCommandError(f"cannot run {argv[0]}: {e}") from e
+        raise SlurmCommandError(f"cannot run {name}: {e}") from e
     try:
         out, err = await asyncio.wait_for(proc.communicate(input.encode() if input is not None else None), timeout)
     except TimeoutError:
         proc.kill()
         await proc.wait()
-        raise SlurmCommandError(f"{argv[0]} did not answer within {timeout:g} s") from None
+        raise SlurmCommandError(f"{name} did not answer within {timeout:g} s") from None
     except asyncio.CancelledError:
         if proc.returncode is None:
             proc.kill()
         raise
-    return CommandResult(proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace"))
+    result = CommandResult(proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace"))
+    if through_setpriv and result.returncode in (126, 127) and result.stderr.startswith("setpriv: "):
+        # setpriv could not switch accounts or run the command: Popen would have raised
+        raise SlurmCommandError(f"cannot run {name}: {result.stderr.strip()[:300]}")
+    return result
+
+
+@functools.cache
+def _setpriv() -> str | None:
+    return shutil.which("setpriv", path=os.defpath + ":/usr/sbin:/sbin")
+
+
+def setpriv_argv(user: int, group: int | None, extra_groups: list[int]) -> list[str]:
+    """The ``setpriv`` (util-linux) prefix that runs a command as ``user``, with ``group``
+    (if given) as its real and effective group and exactly ``extra_groups`` as its
+    supplementary groups (none: cleared), as Popen's ``user``/``group``/``extra_groups``
+    do, or [] where ``setpriv`` is missing.
+
+    Popen cannot ``vfork`` when it changes the account: it ``fork``s the whole hub,
+    hundreds of MB of page tables copied for each ``sbatch``, ``scancel`` or ``tail``
+    as a user (~18 ms each on a 300 MB process against ~2 ms through ``setpriv``).
+    Like Popen, setpriv sets the saved ids too and the kernel drops root's
+    capabilities; no shell is involved.
+    """
+    setpriv = _setpriv()
+    if setpriv is None:
+        return []
+    argv = [setpriv, f"--reuid={user}"]
+    if group is not None:
+        argv.append(f"--regid={group}")
+    argv.append(f"--groups={','.join(str(g) for g in extra_groups)}" if extra_groups else "--clear-groups")
+    return [*argv, "--"]
 
 
 def check_scancel(result: CommandResult, ids: list[str]) -> None:

@@ -30,7 +30,15 @@ from traitlets.config import LoggingConfigurable
 
 from .commands import CommandResult, SlurmCommandError, run_command
 from .metrics import SLURM_POLL_DURATION_SECONDS, SLURM_POLL_FAILURES
-from .parsing import SACCT_FIELDS, SQUEUE_FORMAT, JobState, parse_sacct, parse_squeue
+from .parsing import ENDING_STATES, SACCT_FIELDS, SQUEUE_FORMAT, JobState, parse_sacct, parse_squeue
+
+#: seconds between cycles while something waits for a job SLURM is ending (``COMPLETING``
+#: right after a ``scancel``: it lasts some tens of ms), during its first ENDING_WINDOW_SECONDS
+ENDING_POLL_INTERVAL_SECONDS = 0.01
+ENDING_WINDOW_SECONDS = 0.25
+#: after an early wake (a new job, a refresh, a job's wake), how long the loop gathers
+#: whoever else asks before its cycle starts (asks during a cycle share the next one)
+GATHER_SECONDS = 0.005
 
 # ---------------------------------------------------------------- the poller
 Listener = Callable[[JobState], None]
@@ -254,6 +262,13 @@ class SlurmPoller(LoggingConfigurable):
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
 
+    def wake(self) -> None:
+        """Run a cycle soon, without waiting for it (a job's wake, see
+        :meth:`WorkspaceSlurmSpawner.wake`): coalesced with every other request
+        that comes before that cycle starts; no effect while ``squeue`` fails."""
+        if self._listeners:
+            self._kick()
+
     def _kick(self, *, soon: bool = True) -> None:
         """Start the loop if needed and (``soon``) let it run a cycle soon."""
         try:
@@ -267,13 +282,18 @@ class SlurmPoller(LoggingConfigurable):
         if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(self._loop())
 
-    def _fast(self) -> bool:
+    def _interval(self) -> float:
+        """Seconds to the next cycle: ``fast_poll_interval_seconds`` while a start or a
+        stop waits (see there), shorter while a stop waits for a job SLURM is ending."""
         now = time.monotonic()
+        fast = False
         for waiter in self._waiters:
             state = self._states.get(waiter.job_id)
+            if state is not None and state.state in ENDING_STATES and now - waiter.since < ENDING_WINDOW_SECONDS:
+                return min(ENDING_POLL_INTERVAL_SECONDS, self.fast_poll_interval_seconds)
             if state is None or not state.pending or now - waiter.since < self.fast_poll_window_seconds:
-                return True
-        return False
+                fast = True
+        return self.fast_poll_interval_seconds if fast else self.poll_interval_seconds
 
     # ---------------------------------------------------------------- the loop
     async def _loop(self) -> None:
@@ -303,7 +323,7 @@ class SlurmPoller(LoggingConfigurable):
                     future.set_result(ok)
             if not (self._listeners or self._cycle_waiters):
                 break
-            interval = self.fast_poll_interval_seconds if self._fast() else self.poll_interval_seconds
+            interval = self._interval()
             if self._failures:
                 interval = min(self.backoff_max_seconds, self.poll_interval_seconds * 2 ** (self._failures - 1))
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a
@@ -313,8 +333,8 @@ class SlurmPoller(LoggingConfigurable):
                     await self._wake.wait()
             except TimeoutError:
                 continue
-            # woken early (new job, refresh): gather whoever else asks right now
-            await asyncio.sleep(0.02)
+            # woken early (new job, refresh, wake): gather whoever else asks right now
+            await asyncio.sleep(GATHER_SECONDS)
         self._task = None
 
     async def cycle(self) -> None:

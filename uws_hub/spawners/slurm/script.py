@@ -36,9 +36,10 @@ DEFAULT_BATCH_SCRIPT = (
 # uws-hub job {{ uws_job_id }} in {{ workdir }}
 {{ exports }}
 {{ prologue }}
-# a free port on this node, told to the hub through the job's comment
-port=$({{ python | quote }} -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])')
-{{ scontrol | quote }} update JobId="$SLURM_JOB_ID" Comment="uws-port=$port"
+# a free port on this node, told to the hub through the job's comment while the server
+# starts; then the hub is woken to read it at once (best effort: it polls SLURM anyway)
+port=$({{ python | quote }} -I -S -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])')
+( {{ scontrol | quote }} update JobId="$SLURM_JOB_ID" Comment="uws-port=$port"{% if wake %} && {{ python | quote }} -I -S -c {{ wake | quote }} >/dev/null 2>&1{% endif %} ) &
 export JUPYTERHUB_SERVICE_URL="http://0.0.0.0:${port}${JUPYTERHUB_SERVICE_PREFIX}"
 echo "uws-hub: starting the server of job {{ uws_job_id }} on $(hostname), port $port"
 {% if srun %}{{ srun }} {% endif %}{{ cmd }}
@@ -48,6 +49,15 @@ exit $status
 """
 )
 
+
+#: what the default script runs (node_python -c) once the port is in the job's comment:
+#: one POST /hub/api/jobs/{id}/wake with the job's own token, which makes the hub read
+#: SLURM's queue at once instead of at its next poll (the hub trusts nothing in it)
+WAKE_CODE = (
+    'import os, urllib.request as r; e = os.environ; r.urlopen(r.Request(e["JUPYTERHUB_API_URL"].rstrip("/")'
+    ' + "/jobs/" + e["UWS_JOB_ID"] + "/wake", method="POST",'
+    ' headers={"Authorization": "token " + e["JUPYTERHUB_API_TOKEN"]}), timeout=10)'
+)
 
 # ---------------------------------------------------------------- batch script
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

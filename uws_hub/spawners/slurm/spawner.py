@@ -19,7 +19,12 @@ does not suit JupyterHub 6 or a restartable hub:
   picks a free port on its node and writes it into the job's own SLURM
   comment (``scontrol update JobId=$SLURM_JOB_ID Comment=uws-port=N``); the
   poller reads it with the job's state. It survives a hub restart, and the
-  hub need not be up when the job starts. (batchspawner's handler, which
+  hub need not be up when the job starts. Then, in the background, the script
+  *wakes* the hub (``POST /hub/api/jobs/{id}/wake`` with the job's own token):
+  the poller reads the queue at once instead of at its next cycle. The wake
+  carries nothing the hub uses (the port still comes from SLURM), and a wake
+  that does not arrive costs only that wait
+  (:meth:`WorkspaceSlurmSpawner.wake`). (batchspawner's handler, which
   importing batchspawner adds to JupyterHub's API handlers, is left out of
   the hub's routes: :meth:`WorkspaceSlurmSpawner.unwanted_hub_handlers`.)
 - **Checkpoint and adoption.** JupyterHub saves spawner state only after
@@ -46,13 +51,14 @@ import os
 import pwd
 import shlex
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
 import batchspawner.api as batchspawner_api
 from batchspawner import JobStatus as BatchJobStatus
 from batchspawner import SlurmSpawner
-from traitlets import Float, List, Unicode, default
+from traitlets import Bool, Float, List, Unicode, default
 
 from ..listening import ServerExited, wait_listening
 from ..mixins import WorkspaceSpawnerMixin
@@ -67,7 +73,17 @@ from .parsing import (
     parse_sbatch,
 )
 from .poller import SlurmPoller
-from .script import DEFAULT_BATCH_SCRIPT, render_batch_script, script_job_id, submit_environment, token_from_script
+from .script import (
+    DEFAULT_BATCH_SCRIPT,
+    WAKE_CODE,
+    render_batch_script,
+    script_job_id,
+    submit_environment,
+    token_from_script,
+)
+
+#: a job's wakes closer together than this start no cycle (one is all a start needs)
+WAKE_MIN_INTERVAL_SECONDS = 1.0
 
 
 class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
@@ -91,7 +107,9 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         same name; ``account``, ``qos``, ``reservation``, ``options`` (one
         extra ``#SBATCH`` line), ``prologue``, ``epilogue``, ``srun`` (from
         ``req_account`` ...); ``username``, ``python`` (``node_python``),
-        ``scontrol``; ``exports`` (``export NAME=value`` lines with the job's
+        ``scontrol``; ``wake`` (Python code that wakes the hub once the port
+        is in the comment, empty if ``wake_hub`` is off); ``exports``
+        (``export NAME=value`` lines with the job's
         whole environment, values quoted; it must stay in the script: an
         interrupted start is adopted by reading it back) and ``cmd`` (the
         server's command, quoted). The ``quote`` filter shell-quotes a value.
@@ -100,9 +118,29 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         write that port into the job's comment (``scontrol update
         JobId="$SLURM_JOB_ID" Comment="uws-port=$port"``), setting
         ``JUPYTERHUB_SERVICE_URL`` to it, as the default does; see
-        ``docs/slurm.md``.
+        ``docs/slurm.md``. A script without the ``wake`` line works as well:
+        its start is noticed at the poller's next cycle.
 
         .. versionadded:: 0.2
+        """,
+    )
+
+    wake_hub = Bool(
+        True,
+        config=True,
+        help="""Whether a job's batch script wakes the hub once its port is in its comment.
+
+        The default script then runs ``node_python`` in the background to send
+        one ``POST /hub/api/jobs/{id}/wake`` with the job's own API token to
+        ``JUPYTERHUB_API_URL``; the hub's poller then reads SLURM's queue at
+        once, instead of up to ``SlurmPoller.fast_poll_interval_seconds``
+        later. The hub takes nothing from the request but the fact that it came
+        (the port is read from SLURM as without it), answers any other token
+        with 403, and a start whose wake never arrives completes at the next
+        poll. Turn it off where compute nodes cannot reach the hub's API
+        before their server runs.
+
+        .. versionadded:: 0.4
         """,
     )
 
@@ -288,6 +326,9 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
     #: set (and replaced by a fresh one) when the note changes: wakes every progress() reader
     _progress_changed: asyncio.Event | None = None
     _poller: SlurmPoller | None = None
+    #: when the job's last wake started a cycle (time.monotonic())
+    _woken_at = float("-inf")
+    _wake_deferred = False
 
     @classmethod
     def unwanted_hub_handlers(cls) -> tuple[type, ...]:
@@ -385,6 +426,31 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         self.log.info("Adopted SLURM job %s of job %s (%s)", slurm_id, launch.job_id, state.state)
         self.report("queued", resource_id=slurm_id, reason=f"Adopted SLURM job {slurm_id} after a hub restart")
 
+    def wake(self) -> bool:
+        """The job's batch script says its port is in its comment (``POST
+        /hub/api/jobs/{id}/wake``, with this job's token): read SLURM's queue now
+        (one cycle, shared with every other wake and poll that comes before it).
+        Only while the start waits for its job (else False); a wake within
+        ``WAKE_MIN_INTERVAL_SECONDS`` of the last one is put off until then (one
+        at most), never dropped."""
+        if not (self._starting and self.job_id):
+            return False
+        if self._wake_deferred:
+            return True
+        wait = self._woken_at + WAKE_MIN_INTERVAL_SECONDS - time.monotonic()
+        if wait > 0:
+            self._wake_deferred = True
+            asyncio.get_running_loop().call_later(wait, self._deferred_wake)
+            return True
+        self._woken_at = time.monotonic()
+        self.log.debug("SLURM job %s of %s woke the hub", self.job_id, self._log_name)
+        self.poller.wake()
+        return True
+
+    def _deferred_wake(self) -> None:
+        self._wake_deferred = False
+        self.wake()
+
     def _job_name(self) -> str:
         return job_name(self.name_prefix, self.require_launch().job_id)
 
@@ -443,6 +509,7 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
             "username": account.pw_name if account else self.user.name,
             "python": self.node_python or sys.executable,
             "scontrol": self.scontrol_cmd[0],
+            "wake": WAKE_CODE if self.wake_hub else "",
         }
 
     async def _submit(self) -> None:
