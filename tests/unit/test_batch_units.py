@@ -359,3 +359,24 @@ def test_a_launcher_that_cannot_start_leaves_the_jobs_to_their_own_interpreters(
     assert _ended(files)["exit_code"] == 0
     assert "cannot be started" in caplog.text
     launcher.close()
+
+
+@pytest.mark.parametrize("resident", [True, False])
+def test_a_jobs_command_starts_with_no_signal_ignored(tmp_path, resident):
+    """review3: Python ignores SIGPIPE and SIGXFSZ at its start and an exec keeps what is
+    ignored: the wrapper's command had them ignored (``yes | head -n 1`` ended with
+    "yes: standard output: Broken pipe"), launched or not. Failed before."""
+    import logging
+
+    from uws_hub.spawners.localjob import Launcher
+
+    launcher = Launcher(logging.getLogger("test"), hub_id="unit") if resident else None
+    try:
+        script = "grep SigIgn /proc/self/status; yes | head -n 1"
+        [(files, job)] = _launch_jobs(tmp_path, launcher, [(5, ["sh", "-c", script])])
+        assert _ended(files)["exit_code"] == 0
+        with open(files.log) as f:
+            assert f.read() == "SigIgn:\t0000000000000000\ny\n"
+    finally:
+        if launcher is not None:
+            launcher.close()
