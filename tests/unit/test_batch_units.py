@@ -380,3 +380,25 @@ def test_a_jobs_command_starts_with_no_signal_ignored(tmp_path, resident):
     finally:
         if launcher is not None:
             launcher.close()
+
+
+def test_the_pidfd_the_launcher_answers_is_close_on_exec(tmp_path):
+    """review3: the hub receives a pidfd of each wrapper; like every descriptor of the hub's
+    it must not pass to what the hub runs (a user's command through setpriv). Failed before:
+    recv_fds without MSG_CMSG_CLOEXEC made it inheritable."""
+    import fcntl
+    import logging
+
+    from uws_hub.spawners.localjob import Launcher
+
+    launcher = Launcher(logging.getLogger("test"), hub_id="unit")
+    try:
+        [(files, job)] = _launch_jobs(tmp_path, launcher, [(6, ["true"])])
+        assert job.pidfd is not None
+        try:
+            assert fcntl.fcntl(job.pidfd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+        finally:
+            os.close(job.pidfd)
+        assert _ended(files)["exit_code"] == 0
+    finally:
+        launcher.close()

@@ -25,6 +25,7 @@ Nothing here imports the hub: the local spawner uses it too.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import fcntl
 import json
@@ -191,6 +192,18 @@ def wrapper_env(hub_id: str, job_id: int | str) -> dict[str, str]:
     }
 
 
+def _recv_fds(sock: socket.socket, bufsize: int, maxfds: int) -> tuple[bytes, list[int]]:
+    """``socket.recv_fds``, the descriptors close-on-exec as every descriptor of the hub's
+    (nothing it runs, a user's command through setpriv, inherits them): Python 3.11's
+    ``recv_fds`` drops its ``flags``."""
+    fds = array.array("i")
+    message, ancillary, _, _ = sock.recvmsg(bufsize, socket.CMSG_LEN(maxfds * fds.itemsize), socket.MSG_CMSG_CLOEXEC)
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+    return message, list(fds)
+
+
 class LauncherLost(RuntimeError):
     """The launcher ended while it had a request of the hub (the job may have started)."""
 
@@ -296,7 +309,7 @@ class Launcher:
                 except (BrokenPipeError, ConnectionError):
                     continue  # it ended before the request: another one takes it
                 try:
-                    reply, fds, _, _ = socket.recv_fds(self._sock, 65536, 1)
+                    reply, fds = _recv_fds(self._sock, 65536, 1)
                 except ConnectionResetError:
                     # it ended with the request unread (a socket closed with data in its
                     # queue resets its peer's): it started nothing, another one takes it
