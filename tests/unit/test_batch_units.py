@@ -402,3 +402,37 @@ def test_the_pidfd_the_launcher_answers_is_close_on_exec(tmp_path):
         assert _ended(files)["exit_code"] == 0
     finally:
         launcher.close()
+
+
+def test_a_spec_larger_than_the_launchers_socket_takes_starts_all_the_same(tmp_path):
+    """review3: a job's spec is one message on the launcher's socket, which takes at most
+    its send buffer (wmem_default, ~200 KB): long parameter values (non-ASCII ones are 6
+    bytes each in JSON) made the start fail with "Message too long" where a wrapper of its
+    own reads any size from its stdin. Failed before (OSError EMSGSIZE)."""
+    import logging
+
+    from uws_hub.spawners.localjob import JobFiles, Launcher, claim, start
+
+    launcher = Launcher(logging.getLogger("test"), hub_id="unit")
+    try:
+        # 360 KB of JSON (over the socket's buffer), 1.4 MB (over what the launcher reads)
+        count = "import os; print(sum(len(v) for k, v in os.environ.items() if k.startswith('BIG')))"
+        for job_id, variables in ((11, 1), (12, 4)):
+            files = JobFiles(str(tmp_path), job_id)
+            lock_fd = claim(files)
+            env = {"PATH": os.defpath, **{f"BIG{i}": "\u00e9" * 60_000 for i in range(variables)}}
+            spec = {"argv": [sys.executable, "-c", count], "cwd": str(tmp_path), "kill_grace_seconds": 1, "env": env}
+            try:
+                job = start(files, lock_fd, spec, hub_id="unit", launcher=launcher)
+            finally:
+                os.close(lock_fd)
+            assert job.proc is not None  # its own interpreter
+            job.proc.wait()
+            assert _ended(files)["exit_code"] == 0
+            with open(files.log) as f:
+                assert f.read() == f"{60_000 * variables}\n"
+        # the launcher still serves the next job
+        [(files, job)] = _launch_jobs(tmp_path, launcher, [(13, ["true"])])
+        assert job.proc is None and _ended(files)["exit_code"] == 0
+    finally:
+        launcher.close()

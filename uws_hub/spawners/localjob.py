@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import array
 import asyncio
+import errno
 import fcntl
 import json
 import logging
@@ -299,6 +300,8 @@ class Launcher:
         caller starts the wrapper itself). Raises :class:`LauncherLost` if the launcher
         ended after it got the request."""
         request = json.dumps(spec).encode()
+        if len(request) > wrapper.LAUNCH_REQUEST_BYTES:
+            return None  # more than the launcher reads: the wrapper reads it from its stdin
         with self._lock:
             for _ in range(2):
                 if not self._start():
@@ -308,6 +311,13 @@ class Launcher:
                     socket.send_fds(self._sock, [request], [lock_fd, log_fd])
                 except (BrokenPipeError, ConnectionError):
                     continue  # it ended before the request: another one takes it
+                except OSError as e:
+                    if e.errno != errno.EMSGSIZE:
+                        raise
+                    # more than the socket's buffer holds (wmem_default, ~200 KB: long
+                    # values of a job's parameters, non-ASCII ones 6 bytes each in JSON):
+                    # the wrapper reads it from its stdin
+                    return None
                 try:
                     reply, fds = _recv_fds(self._sock, 65536, 1)
                 except ConnectionResetError:
