@@ -46,6 +46,7 @@ from .spawners.localbatch import LocalRunner
 from .spawners.mixins import hub_id
 from .states import JobStatus
 from .tasks import TaskPool
+from .tokenids import TokenIds
 from .workqueue import WorkQueue
 from .workspaces.reconcile import WorkspaceSteps
 from .workspaces.service import WorkspaceService
@@ -81,6 +82,8 @@ class Services:
     zip_max_entries: int = 100_000
     #: zip downloads under way, by who reads them (``kind:name``)
     zip_downloads: dict[str, int] = field(default_factory=dict)
+    #: the API handlers' token lookups (see :mod:`uws_hub.tokenids`)
+    token_ids: TokenIds = field(default_factory=TokenIds)
 
     def workspace_models(self, items: list[Workspace]) -> list[dict[str, Any]]:
         """The API's models of these workspaces, with their unfinished and latest jobs (two queries)."""

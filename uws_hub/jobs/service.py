@@ -24,7 +24,8 @@ import logging
 import os
 import random
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -240,6 +241,7 @@ class JobService:
             previous=previous,
             reason=reason,
             data=data,
+            new_job=job if job.id is None else None,
         )
 
     def progress(self, job: Job, event: dict[str, Any]) -> None:
@@ -496,6 +498,8 @@ class JobService:
                 check(LaunchRequest(ws, job_type, resource, resources, job=None))
         job = Job(
             workspace=ws,
+            # (its event is made before the flush, which would set it from the workspace)
+            workspace_id=ws.id,
             owner_id=ws.owner_id,
             launched_by=launcher,
             job_type=job_type.name,
@@ -507,10 +511,35 @@ class JobService:
             resources=resources,
             parameters=values,
             run_id=run_id,
+            created_at=utcnow(),
         )
         self.db.add(job)
+        if not job.interactive:
+            # a batch job's launch file is named by its id
+            with self._one_active_job(ws):
+                self.db.flush()
+            job.log_path = self.runners[resource].log_path(self.batch_launch(job))
+        # what the workspace lists' "last used" order reads (stored: a page of them
+        # sorts by an index, not by each one's latest job)
+        ws.last_used_at = job.created_at
+        # an interactive job is inserted at the commit, with its event (one flush)
+        self._record(job, None, None, actor)
+        if ws.status == WorkspaceStatus.idle.value:
+            self.workspaces.set_status(ws, WorkspaceStatus.active, actor=actor)
+        with self._one_active_job(ws):
+            self.db.commit()
+        if job.interactive:
+            self.wake(job.id)
+        elif job.target == JobTarget.running.value:
+            self.wake_queue()
+        return job
+
+    @contextmanager
+    def _one_active_job(self, ws: Workspace) -> Iterator[None]:
+        """A 409 when the flush in it inserts a second unfinished job in ``ws``
+        (a unique index: two launches at once cannot both pass)."""
         try:
-            self.db.flush()
+            yield
         except IntegrityError:
             self.db.rollback()
             active = Job.active_in(self.db, ws.id)
@@ -518,20 +547,6 @@ class JobService:
                 f"Workspace {ws.slug!r} already has a {active.status if active else 'running'} job"
                 f"{f' (id {active.id})' if active else ''}; stop it first."
             ) from None
-        if not job.interactive:
-            job.log_path = self.runners[resource].log_path(self.batch_launch(job))
-        # what the workspace lists' "last used" order reads (stored: a page of them
-        # sorts by an index, not by each one's latest job)
-        ws.last_used_at = job.created_at
-        self._record(job, None, None, actor)
-        if ws.status == WorkspaceStatus.idle.value:
-            self.workspaces.set_status(ws, WorkspaceStatus.active, actor=actor)
-        self.db.commit()
-        if job.interactive:
-            self.wake(job.id)
-        elif job.target == JobTarget.running.value:
-            self.wake_queue()
-        return job
 
     # ---------------------------------------------------------------- held batch jobs
     def _check_held(self, job: Job, what: str) -> None:
