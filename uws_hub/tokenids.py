@@ -8,7 +8,8 @@ row's id and hashed value are remembered by the token's SHA-256 digest (never
 the token itself), and each request checks, with one query on the primary key,
 that the row is still there, still holds that hashed value (an id the database
 gave again to a new token holds another: its salt is random) and has not
-expired; the row itself is then the session's (JupyterHub's own objects). A token deleted (revoked, its user or service or OAuth client
+expired; the row's object is then the session's, held here so that the session
+does not read it again (JupyterHub's own object, as its lookup would return it). A token deleted (revoked, its user or service or OAuth client
 deleted, by the ORM or by the database's cascades) or expired is refused at the
 next request, exactly as JupyterHub refuses it: its id is forgotten and
 JupyterHub's lookup decides.
@@ -30,8 +31,9 @@ class TokenIds:
 
     def __init__(self, size: int = 10_000):
         self.size = size
-        #: digest -> (id, hashed value) of the token's row
-        self._ids: dict[bytes, tuple[int, str]] = {}
+        #: digest -> the token's row: its id, its hashed value, its object (held: the
+        #: session's identity map keeps only objects something holds)
+        self._ids: dict[bytes, tuple[int, str, hub_orm.APIToken]] = {}
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -41,7 +43,7 @@ class TokenIds:
         key = hashlib.sha256(token.encode("utf-8", "replace")).digest()
         known = self._ids.get(key)
         if known is not None:
-            token_id, hashed = known
+            token_id, hashed, _held = known
             row = db.execute(
                 select(_tokens.c.hashed).where(
                     _tokens.c.id == token_id,
@@ -57,5 +59,5 @@ class TokenIds:
         if orm_token is not None and orm_token.client_id:
             if len(self._ids) >= self.size:
                 del self._ids[next(iter(self._ids))]
-            self._ids[key] = (orm_token.id, orm_token.hashed)
+            self._ids[key] = (orm_token.id, orm_token.hashed, orm_token)
         return orm_token
