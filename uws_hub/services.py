@@ -86,9 +86,8 @@ class Services:
     token_ids: TokenIds = field(default_factory=TokenIds)
 
     def workspace_models(self, items: list[Workspace]) -> list[dict[str, Any]]:
-        """The API's models of these workspaces, with their unfinished and latest jobs (two queries)."""
-        ids = [ws.id for ws in items]
-        active, latest = self.jobs.active_jobs(ids), self.jobs.latest_jobs(ids)
+        """The API's models of these workspaces, with their unfinished and latest jobs (one query)."""
+        active, latest = self.jobs.active_and_latest_jobs([ws.id for ws in items])
         return [workspace_model(ws, active.get(ws.id), latest.get(ws.id)) for ws in items]
 
     def waiting(self, user: User | None) -> dict[str, int] | None:

@@ -162,6 +162,24 @@ def test_a_launch_stores_its_events_with_the_new_job_s_ids_in_one_commit(hub):
     assert hub.db.query(Job).count() == 1 and hub.db.query(Event).filter(Event.kind == "job").count() == 1
 
 
+def test_a_list_reads_the_unfinished_and_latest_jobs_in_one_query_as_it_read_them_in_two(hub):
+    ended_then_running, ended, running, none = (workspace(hub, slug=s) for s in ("a", "b", "c", "d"))
+    first = hub.jobs.launch(ended_then_running, "lab", None, {}, "ann")
+    hub.jobs.stop(first, "ann")
+    hub.jobs.transition(first, JobStatus.cancelled)
+    second = hub.jobs.launch(ended_then_running, "lab", None, {}, "ann")
+    over = hub.jobs.launch(ended, "lab", None, {}, "ann")
+    hub.jobs.stop(over, "ann")
+    hub.jobs.transition(over, JobStatus.cancelled)
+    third = hub.jobs.launch(running, "lab", None, {}, "ann")
+    ids = [ws.id for ws in (ended_then_running, ended, running, none)]
+    active, latest = hub.jobs.active_and_latest_jobs(ids)
+    assert (active, latest) == (hub.jobs.active_jobs(ids), hub.jobs.latest_jobs(ids))
+    assert active == {ended_then_running.id: second, running.id: third}
+    assert latest == {ended_then_running.id: second, ended.id: over, running.id: third}
+    assert hub.jobs.active_and_latest_jobs([]) == ({}, {})
+
+
 def test_running_stores_where_the_job_answers_and_the_end_clears_it(hub):
     ws = workspace(hub)
     job = hub.jobs.launch(ws, "lab", None, {}, "ann")

@@ -101,6 +101,10 @@ def _unlink(path: str) -> None:
         pass
 
 
+#: the values of ACTIVE_JOB_STATUSES
+ACTIVE_STATUS_VALUES = frozenset(s.value for s in ACTIVE_JOB_STATUSES)
+
+
 class JobService:
     def __init__(
         self,
@@ -291,6 +295,27 @@ class JobService:
             return {}
         latest = select(func.max(Job.id)).where(Job.workspace_id.in_(workspace_ids)).group_by(Job.workspace_id)
         return {job.workspace_id: job for job in self.db.scalars(select(Job).where(Job.id.in_(latest)))}
+
+    def active_and_latest_jobs(self, workspace_ids: list[int]) -> tuple[dict[int, Job], dict[int, Job]]:
+        """:meth:`active_jobs` and :meth:`latest_jobs` of these workspaces in one query: a
+        running job is usually both, read once. A workspace's latest job has the highest
+        id of its jobs, so it is the highest of those read for it."""
+        if not workspace_ids:
+            return {}, {}
+        latest_ids = select(func.max(Job.id)).where(Job.workspace_id.in_(workspace_ids)).group_by(Job.workspace_id)
+        unfinished = (
+            Job.workspace_id.in_(workspace_ids)
+            & Job.interactive.is_(True)
+            & Job.status.in_([s.value for s in ACTIVE_JOB_STATUSES])
+        )
+        active: dict[int, Job] = {}
+        latest: dict[int, Job] = {}
+        for job in self.db.scalars(select(Job).where(Job.id.in_(latest_ids) | unfinished)):
+            if job.interactive and job.status in ACTIVE_STATUS_VALUES:
+                active[job.workspace_id] = job
+            if job.workspace_id not in latest or job.id > latest[job.workspace_id].id:
+                latest[job.workspace_id] = job
+        return active, latest
 
     def url_of(self, job: Job) -> str:
         """Where the job's server answers through the proxy once it runs."""
