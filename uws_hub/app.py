@@ -10,6 +10,7 @@ page as the landing page, uws-hub's spawner and authenticator).
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import pwd
 import sys
@@ -560,6 +561,11 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         deepen_listen_backlog(self.http_server)
         # every background task of uws-hub, in one pool (uws_hub.tasks)
         self.uws.start(self)
+        # what the hub made to start (modules, JupyterHub's and SQLAlchemy's machinery,
+        # the users it loaded) lives as long as the hub: out of the collector's sight, a
+        # full collection walks only what came since (one stalled the event loop for
+        # 140 ms in a burst of 200 launches)
+        gc.freeze()
 
     async def cleanup(self):
         if hasattr(self, "uws"):

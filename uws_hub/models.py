@@ -60,7 +60,10 @@ def job_model(job: Job, results: list[dict[str, Any]] | None = None, api_url: st
 
 def workspace_model(ws: Workspace, active_job: Job | None, last_job: Job | None) -> dict[str, Any]:
     """A workspace as the API shows it, with its unfinished job and its most recent one
-    (so that a list can say which workspace's last job failed, and sort by last use)."""
+    (so that a list can say which workspace's last job failed, and sort by last use).
+    While a job runs it is usually both: its model is made once."""
+    active = job_model(active_job) if active_job else None
+    last = active if last_job is not None and last_job is active_job else job_model(last_job) if last_job else None
     return {
         "id": ws.id,
         "owner": ws.owner.name,
@@ -71,8 +74,8 @@ def workspace_model(ws: Workspace, active_job: Job | None, last_job: Job | None)
         "status_reason": ws.status_reason,
         "disk_usage_bytes": ws.disk_usage_bytes,
         "usage_measured_at": isoformat(ws.usage_measured_at),
-        "active_job": job_model(active_job) if active_job else None,
-        "last_job": job_model(last_job) if last_job else None,
+        "active_job": active,
+        "last_job": last,
         # when a job was last launched in it (else when it was made): what "last used" sorts by
         "last_used_at": isoformat(ws.last_used_at),
         "created_at": isoformat(ws.created_at),

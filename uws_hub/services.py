@@ -46,6 +46,7 @@ from .spawners.localbatch import LocalRunner
 from .spawners.mixins import hub_id
 from .states import JobStatus
 from .tasks import TaskPool
+from .tokenids import TokenIds
 from .workqueue import WorkQueue
 from .workspaces.reconcile import WorkspaceSteps
 from .workspaces.service import WorkspaceService
@@ -81,11 +82,12 @@ class Services:
     zip_max_entries: int = 100_000
     #: zip downloads under way, by who reads them (``kind:name``)
     zip_downloads: dict[str, int] = field(default_factory=dict)
+    #: the API handlers' token lookups (see :mod:`uws_hub.tokenids`)
+    token_ids: TokenIds = field(default_factory=TokenIds)
 
     def workspace_models(self, items: list[Workspace]) -> list[dict[str, Any]]:
-        """The API's models of these workspaces, with their unfinished and latest jobs (two queries)."""
-        ids = [ws.id for ws in items]
-        active, latest = self.jobs.active_jobs(ids), self.jobs.latest_jobs(ids)
+        """The API's models of these workspaces, with their unfinished and latest jobs (one query)."""
+        active, latest = self.jobs.active_and_latest_jobs([ws.id for ws in items])
         return [workspace_model(ws, active.get(ws.id), latest.get(ws.id)) for ws in items]
 
     def waiting(self, user: User | None) -> dict[str, int] | None:

@@ -145,6 +145,41 @@ def test_a_launch_records_the_job_and_wakes_the_reconciler(hub):
         hub.jobs.launch(ws, "lab", None, {}, "ann")
 
 
+def test_a_launch_stores_its_events_with_the_new_job_s_ids_in_one_commit(hub):
+    """The job's row and its events are inserted by the commit's one flush: the stored
+    and the published events still name the job and its workspace."""
+    ws = workspace(hub)
+    sub = hub.events.subscribe(lambda e: True)
+    job = hub.jobs.launch(ws, "lab", None, {}, "ann")
+    stored = hub.db.query(Event).filter(Event.kind == "job").all()
+    assert [(e.job_id, e.workspace_id, e.status) for e in stored] == [(job.id, ws.id, "pending")]
+    published = sub.queue.get_nowait()
+    assert (published["job_id"], published["workspace_id"], published["id"]) == (job.id, ws.id, stored[0].id)
+    assert ws.last_used_at == job.created_at is not None
+    # a refused launch (the workspace's one unfinished job) leaves nothing behind
+    with pytest.raises(Conflict, match="already has a pending job"):
+        hub.jobs.launch(ws, "lab", None, {}, "ann")
+    assert hub.db.query(Job).count() == 1 and hub.db.query(Event).filter(Event.kind == "job").count() == 1
+
+
+def test_a_list_reads_the_unfinished_and_latest_jobs_in_one_query_as_it_read_them_in_two(hub):
+    ended_then_running, ended, running, none = (workspace(hub, slug=s) for s in ("a", "b", "c", "d"))
+    first = hub.jobs.launch(ended_then_running, "lab", None, {}, "ann")
+    hub.jobs.stop(first, "ann")
+    hub.jobs.transition(first, JobStatus.cancelled)
+    second = hub.jobs.launch(ended_then_running, "lab", None, {}, "ann")
+    over = hub.jobs.launch(ended, "lab", None, {}, "ann")
+    hub.jobs.stop(over, "ann")
+    hub.jobs.transition(over, JobStatus.cancelled)
+    third = hub.jobs.launch(running, "lab", None, {}, "ann")
+    ids = [ws.id for ws in (ended_then_running, ended, running, none)]
+    active, latest = hub.jobs.active_and_latest_jobs(ids)
+    assert (active, latest) == (hub.jobs.active_jobs(ids), hub.jobs.latest_jobs(ids))
+    assert active == {ended_then_running.id: second, running.id: third}
+    assert latest == {ended_then_running.id: second, ended.id: over, running.id: third}
+    assert hub.jobs.active_and_latest_jobs([]) == ({}, {})
+
+
 def test_running_stores_where_the_job_answers_and_the_end_clears_it(hub):
     ws = workspace(hub)
     job = hub.jobs.launch(ws, "lab", None, {}, "ann")
@@ -171,6 +206,22 @@ def test_launch_checks_refuse_over_the_concurrent_jobs_quota(hub):
         hub.jobs.launch(workspace(hub, slug=slug), "lab", None, {}, "ann")
     with pytest.raises(QuotaExceeded, match="Concurrent job quota: ann's unfinished jobs would be 3"):
         hub.jobs.launch(workspace(hub, slug="c"), "lab", None, {}, "ann")
+
+
+def test_a_user_s_override_counts_from_the_launch_after_it_is_set_and_until_it_is_removed(hub):
+    """The quota service remembers who has an override (no query for anyone else's
+    launch): setting one and removing it take effect at once."""
+    ann = hub.users["ann"]
+    hub.jobs.launch(workspace(hub, slug="a"), "lab", None, {}, "ann")
+    assert hub.quotas.limits_for(ann).concurrent_jobs == 2  # the default (read: no override)
+    hub.quotas.set_override(Limits(concurrent_jobs=1), "admin", user=ann)
+    with pytest.raises(QuotaExceeded, match="Concurrent job quota"):
+        hub.jobs.launch(workspace(hub, slug="b"), "lab", None, {}, "ann")
+    hub.quotas.set_override(Limits(concurrent_jobs=5), "admin", user=ann)
+    assert hub.quotas.limits_for(ann).concurrent_jobs == 5
+    hub.quotas.set_override(Limits(), "admin", user=ann)  # removed
+    assert hub.quotas.override_for(user=ann) is None and hub.quotas.limits_for(ann).concurrent_jobs == 2
+    hub.jobs.launch(workspace(hub, slug="c"), "lab", None, {}, "ann")
 
 
 def test_accounting_returns_the_jobs_over_budget(hub):

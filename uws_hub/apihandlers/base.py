@@ -115,6 +115,14 @@ class UWSAPIHandler(APIHandler):
             return
         super().send_error(status_code, **kwargs)
 
+    def get_token(self) -> hub_orm.APIToken | None:
+        """The request's API token's row, as JupyterHub's ``get_token`` (once a request),
+        found through :class:`uws_hub.tokenids.TokenIds`: one light query."""
+        if "_uws_token" not in self.__dict__:
+            token = self.get_auth_token()
+            self._uws_token = None if token is None else self.uws.token_ids.find(self.db, token)
+        return self._uws_token
+
     def get_auth_token(self):
         """The token of ``Authorization: token …`` (JupyterHub's header), else of
         ``UWS-Authorization: Token …`` (clients of the older HuBMAP workspaces

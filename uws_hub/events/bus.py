@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
-from ..orm import Event, isoformat, utcnow
+from ..orm import Event, Job, isoformat, utcnow
 
 _PENDING = "uws_events_pending"
 _FLUSHED = "uws_events_flushed"
@@ -189,22 +189,27 @@ class EventBus:
         workspace_id: int | None = None,
         job_id: int | None = None,
         data: dict[str, Any] | None = None,
+        new_job: Job | None = None,
     ) -> None:
-        """Record a change of a job, a workspace or a share, or a notification (see :meth:`record`)."""
-        self.record(
-            db,
-            Event(
-                kind=kind,
-                owner_id=owner_id,
-                workspace_id=workspace_id,
-                job_id=job_id,
-                actor=actor,
-                status=status,
-                previous=previous,
-                reason=reason,
-                data=data or {},
-            ),
+        """Record a change of a job, a workspace or a share, or a notification (see :meth:`record`).
+
+        ``new_job``: the event's job when it has no id yet (added to the session, not
+        flushed): the flush at the commit inserts it, then the event with its id.
+        """
+        ev = Event(
+            kind=kind,
+            owner_id=owner_id,
+            workspace_id=workspace_id,
+            job_id=job_id,
+            actor=actor,
+            status=status,
+            previous=previous,
+            reason=reason,
+            data=data or {},
         )
+        if new_job is not None:
+            ev.job = new_job
+        self.record(db, ev)
 
     def attach(self, db: Session) -> None:
         """Publish the events a session records when (and only if) it commits."""

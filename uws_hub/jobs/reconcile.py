@@ -98,6 +98,10 @@ class JobSteps:
         self._tickets = itertools.count()
         self._start_errors: dict[int, str] = {}
         self._stops: dict[int, asyncio.Future] = {}
+        #: the rows of the jobs whose start is under way, held: the session's identity map
+        #: keeps only what something holds, and the start's reports, progress messages
+        #: and steps each looked its job up again (a query each, on the event loop)
+        self._starting: dict[int, Job] = {}
         #: starts whose server's process is watched until it answers (see _watch_start),
         #: the one task that watches them, and the checks under way
         self._watched: dict[int, tuple[Spawner, asyncio.Future]] = {}
@@ -201,6 +205,7 @@ class JobSteps:
     async def _reconcile(self, job_id: int, ticket: int | None) -> None:
         job = Job.find(self.db, job_id)
         if job is None or job.terminal:
+            self._starting.pop(job_id, None)
             self._starts.pop(job_id, None)
             self._stops.pop(job_id, None)
             self._start_errors.pop(job_id, None)
@@ -252,6 +257,7 @@ class JobSteps:
         if future is not None:
             # the start finished: it worked, or say why not
             self._starts.pop(job.id)
+            self._starting.pop(job.id, None)
             error = self._start_errors.pop(job.id, None)
             if error is None and future.cancelled():
                 error = "The start was cancelled"
@@ -357,6 +363,7 @@ class JobSteps:
             job.owner, job.server_name, job.resource, launch, self._on_report, lambda: self.wake(job_id)
         )
         self._starts[job_id] = future
+        self._starting[job_id] = job
         self._starts_running += 1
         future.add_done_callback(lambda f: self._start_ended(job_id))
         spawner = self.servers.find(job.owner, job.server_name)
@@ -472,6 +479,7 @@ class JobSteps:
             self.jobs.transition(job, JobStatus.stopping, job.reason)
             self.db.commit()
         start = self._starts.pop(job.id, None)
+        self._starting.pop(job.id, None)
         if start is not None and not start.done():
             start.cancel()
         stop = self._stops.get(job.id)

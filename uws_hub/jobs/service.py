@@ -24,7 +24,8 @@ import logging
 import os
 import random
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -98,6 +99,10 @@ def _unlink(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+#: the values of ACTIVE_JOB_STATUSES
+ACTIVE_STATUS_VALUES = frozenset(s.value for s in ACTIVE_JOB_STATUSES)
 
 
 class JobService:
@@ -240,6 +245,7 @@ class JobService:
             previous=previous,
             reason=reason,
             data=data,
+            new_job=job if job.id is None else None,
         )
 
     def progress(self, job: Job, event: dict[str, Any]) -> None:
@@ -289,6 +295,27 @@ class JobService:
             return {}
         latest = select(func.max(Job.id)).where(Job.workspace_id.in_(workspace_ids)).group_by(Job.workspace_id)
         return {job.workspace_id: job for job in self.db.scalars(select(Job).where(Job.id.in_(latest)))}
+
+    def active_and_latest_jobs(self, workspace_ids: list[int]) -> tuple[dict[int, Job], dict[int, Job]]:
+        """:meth:`active_jobs` and :meth:`latest_jobs` of these workspaces in one query: a
+        running job is usually both, read once. A workspace's latest job has the highest
+        id of its jobs, so it is the highest of those read for it."""
+        if not workspace_ids:
+            return {}, {}
+        latest_ids = select(func.max(Job.id)).where(Job.workspace_id.in_(workspace_ids)).group_by(Job.workspace_id)
+        unfinished = (
+            Job.workspace_id.in_(workspace_ids)
+            & Job.interactive.is_(True)
+            & Job.status.in_([s.value for s in ACTIVE_JOB_STATUSES])
+        )
+        active: dict[int, Job] = {}
+        latest: dict[int, Job] = {}
+        for job in self.db.scalars(select(Job).where(Job.id.in_(latest_ids) | unfinished)):
+            if job.interactive and job.status in ACTIVE_STATUS_VALUES:
+                active[job.workspace_id] = job
+            if job.workspace_id not in latest or job.id > latest[job.workspace_id].id:
+                latest[job.workspace_id] = job
+        return active, latest
 
     def url_of(self, job: Job) -> str:
         """Where the job's server answers through the proxy once it runs."""
@@ -496,6 +523,8 @@ class JobService:
                 check(LaunchRequest(ws, job_type, resource, resources, job=None))
         job = Job(
             workspace=ws,
+            # (its event is made before the flush, which would set it from the workspace)
+            workspace_id=ws.id,
             owner_id=ws.owner_id,
             launched_by=launcher,
             job_type=job_type.name,
@@ -507,10 +536,35 @@ class JobService:
             resources=resources,
             parameters=values,
             run_id=run_id,
+            created_at=utcnow(),
         )
         self.db.add(job)
+        if not job.interactive:
+            # a batch job's launch file is named by its id
+            with self._one_active_job(ws):
+                self.db.flush()
+            job.log_path = self.runners[resource].log_path(self.batch_launch(job))
+        # what the workspace lists' "last used" order reads (stored: a page of them
+        # sorts by an index, not by each one's latest job)
+        ws.last_used_at = job.created_at
+        # an interactive job is inserted at the commit, with its event (one flush)
+        self._record(job, None, None, actor)
+        if ws.status == WorkspaceStatus.idle.value:
+            self.workspaces.set_status(ws, WorkspaceStatus.active, actor=actor)
+        with self._one_active_job(ws):
+            self.db.commit()
+        if job.interactive:
+            self.wake(job.id)
+        elif job.target == JobTarget.running.value:
+            self.wake_queue()
+        return job
+
+    @contextmanager
+    def _one_active_job(self, ws: Workspace) -> Iterator[None]:
+        """A 409 when the flush in it inserts a second unfinished job in ``ws``
+        (a unique index: two launches at once cannot both pass)."""
         try:
-            self.db.flush()
+            yield
         except IntegrityError:
             self.db.rollback()
             active = Job.active_in(self.db, ws.id)
@@ -518,20 +572,6 @@ class JobService:
                 f"Workspace {ws.slug!r} already has a {active.status if active else 'running'} job"
                 f"{f' (id {active.id})' if active else ''}; stop it first."
             ) from None
-        if not job.interactive:
-            job.log_path = self.runners[resource].log_path(self.batch_launch(job))
-        # what the workspace lists' "last used" order reads (stored: a page of them
-        # sorts by an index, not by each one's latest job)
-        ws.last_used_at = job.created_at
-        self._record(job, None, None, actor)
-        if ws.status == WorkspaceStatus.idle.value:
-            self.workspaces.set_status(ws, WorkspaceStatus.active, actor=actor)
-        self.db.commit()
-        if job.interactive:
-            self.wake(job.id)
-        elif job.target == JobTarget.running.value:
-            self.wake_queue()
-        return job
 
     # ---------------------------------------------------------------- held batch jobs
     def _check_held(self, job: Job, what: str) -> None:

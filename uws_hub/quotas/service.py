@@ -95,12 +95,27 @@ class QuotaService:
         self.defaults = defaults
         self.period = period
         self.warning_fraction = warning_fraction
+        #: the users who may have an override (None: not read yet): a launch, a page and a
+        #: quota check of anyone else need no query for theirs. Only :meth:`set_override`
+        #: adds or removes them (ids join before the commit, leave after it: a superset,
+        #: never missing one); a user's deletion takes their override with it (a
+        #: leftover id costs one query).
+        self._override_users: set[int] | None = None
 
     # ---------------------------------------------------------------- limits
+    def _may_have_override(self, user_id: int) -> bool:
+        if self._override_users is None:
+            self._override_users = set(
+                self.db.scalars(select(QuotaOverride.user_id).where(QuotaOverride.user_id.is_not(None)))
+            )
+        return user_id in self._override_users
+
     def override_for(
         self, *, user: hub_orm.User | None = None, group: hub_orm.Group | None = None
     ) -> QuotaOverride | None:
         if user is not None:
+            if not self._may_have_override(user.id):
+                return None
             return self.db.scalar(select(QuotaOverride).where(QuotaOverride.user_id == user.id))
         assert group is not None
         return self.db.scalar(select(QuotaOverride).where(QuotaOverride.group_id == group.id))
@@ -129,10 +144,14 @@ class QuotaService:
             if override is not None:
                 self.db.delete(override)
             self.db.commit()
+            if user is not None and self._override_users is not None:
+                self._override_users.discard(user.id)
             return None
         if override is None:
             override = QuotaOverride(user_id=user.id if user else None, group_id=group.id if group else None)
             self.db.add(override)
+            if user is not None and self._override_users is not None:  # (read by override_for)
+                self._override_users.add(user.id)
         for name in LIMIT_FIELDS:
             setattr(override, name, getattr(limits, name))
         override.updated_by = actor
