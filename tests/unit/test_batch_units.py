@@ -436,3 +436,51 @@ def test_a_spec_larger_than_the_launchers_socket_takes_starts_all_the_same(tmp_p
         assert job.proc is None and _ended(files)["exit_code"] == 0
     finally:
         launcher.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switches accounts: the hub runs as root")
+def test_between_the_account_switch_and_the_exec_the_job_cannot_read_its_process(tmp_path):
+    """review3: a forked wrapper's command process holds the launcher's memory (where other
+    jobs' specs were) from the account switch until its exec; the switch clears its dumpable
+    flag, so the job's account can neither read its memory nor its environment then (what
+    docs/security.md says of the launcher). Holds; guards it."""
+    import ctypes
+    import pwd
+    import time
+
+    nobody = pwd.getpwnam("nobody")
+    ready, go = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child
+        try:
+            os.close(ready)
+            wrapper.apply_limits({"uid": nobody.pw_uid, "gid": nobody.pw_gid, "groups": []})
+            dumpable = ctypes.CDLL(None).prctl(3, 0, 0, 0, 0)  # PR_GET_DUMPABLE
+            os.write(go, str(dumpable).encode())
+            os.close(go)
+            time.sleep(5)
+        finally:
+            os._exit(0)
+    os.close(go)
+    try:
+        assert os.read(ready, 8) == b"0"
+        as_nobody = [f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--clear-groups"]
+        for what in ("mem", "environ"):
+            tried = subprocess.run(
+                ["setpriv", *as_nobody, "cat", f"/proc/{child}/{what}"], capture_output=True, text=True
+            )
+            assert tried.returncode != 0 and "Permission denied" in tried.stderr, (what, tried)
+        # after an exec the process is the account's to read: what the test would see
+        after = subprocess.Popen(["setpriv", *as_nobody, "sleep", "5"])
+        try:
+            while open(f"/proc/{after.pid}/cmdline", "rb").read().split(b"\0")[0] != b"sleep":
+                time.sleep(0.01)  # until setpriv exec'd it
+            seen = subprocess.run(["setpriv", *as_nobody, "cat", f"/proc/{after.pid}/environ"], capture_output=True)
+            assert seen.returncode == 0, seen
+        finally:
+            after.kill()
+            after.wait()
+    finally:
+        os.close(ready)
+        os.kill(child, 9)
+        os.waitpid(child, 0)
