@@ -310,8 +310,15 @@ def test_the_launcher_forks_each_wrapper_names_its_job_and_reaps_it(tmp_path):
         sleeping = jobs[0][1]
         assert sleeping.proc is None and sleeping.pidfd is not None
         os.close(sleeping.pidfd)
-        with open(f"/proc/{sleeping.pid}/environ", "rb") as f:
-            env = [v for v in f.read().split(b"\0") if v]
+        # the forked wrapper names its job first thing, maybe a moment after its pid came back
+        # (until then it carries the launcher's placeholder, which the orphan sweep passes by)
+        deadline = time.monotonic() + 5
+        while True:
+            with open(f"/proc/{sleeping.pid}/environ", "rb") as f:
+                env = [v for v in f.read().split(b"\0") if v]
+            if b"UWS_JOB_ID=" + wrapper.JOB_ID_PLACEHOLDER.encode() not in env or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
         assert env == [
             b"PATH=" + os.defpath.encode(),
             b"LANG=C.UTF-8",
