@@ -310,8 +310,15 @@ def test_the_launcher_forks_each_wrapper_names_its_job_and_reaps_it(tmp_path):
         sleeping = jobs[0][1]
         assert sleeping.proc is None and sleeping.pidfd is not None
         os.close(sleeping.pidfd)
-        with open(f"/proc/{sleeping.pid}/environ", "rb") as f:
-            env = [v for v in f.read().split(b"\0") if v]
+        # the forked wrapper names its job first thing, maybe a moment after its pid came back
+        # (until then it carries the launcher's placeholder, which the orphan sweep passes by)
+        deadline = time.monotonic() + 5
+        while True:
+            with open(f"/proc/{sleeping.pid}/environ", "rb") as f:
+                env = [v for v in f.read().split(b"\0") if v]
+            if b"UWS_JOB_ID=" + wrapper.JOB_ID_PLACEHOLDER.encode() not in env or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
         assert env == [
             b"PATH=" + os.defpath.encode(),
             b"LANG=C.UTF-8",
@@ -359,3 +366,128 @@ def test_a_launcher_that_cannot_start_leaves_the_jobs_to_their_own_interpreters(
     assert _ended(files)["exit_code"] == 0
     assert "cannot be started" in caplog.text
     launcher.close()
+
+
+@pytest.mark.parametrize("resident", [True, False])
+def test_a_jobs_command_starts_with_no_signal_ignored(tmp_path, resident):
+    """review3: Python ignores SIGPIPE and SIGXFSZ at its start and an exec keeps what is
+    ignored: the wrapper's command had them ignored (``yes | head -n 1`` ended with
+    "yes: standard output: Broken pipe"), launched or not. Failed before."""
+    import logging
+
+    from uws_hub.spawners.localjob import Launcher
+
+    launcher = Launcher(logging.getLogger("test"), hub_id="unit") if resident else None
+    try:
+        script = "grep SigIgn /proc/self/status; yes | head -n 1"
+        [(files, job)] = _launch_jobs(tmp_path, launcher, [(5, ["sh", "-c", script])])
+        assert _ended(files)["exit_code"] == 0
+        with open(files.log) as f:
+            assert f.read() == "SigIgn:\t0000000000000000\ny\n"
+    finally:
+        if launcher is not None:
+            launcher.close()
+
+
+def test_the_pidfd_the_launcher_answers_is_close_on_exec(tmp_path):
+    """review3: the hub receives a pidfd of each wrapper; like every descriptor of the hub's
+    it must not pass to what the hub runs (a user's command through setpriv). Failed before:
+    recv_fds without MSG_CMSG_CLOEXEC made it inheritable."""
+    import fcntl
+    import logging
+
+    from uws_hub.spawners.localjob import Launcher
+
+    launcher = Launcher(logging.getLogger("test"), hub_id="unit")
+    try:
+        [(files, job)] = _launch_jobs(tmp_path, launcher, [(6, ["true"])])
+        assert job.pidfd is not None
+        try:
+            assert fcntl.fcntl(job.pidfd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+        finally:
+            os.close(job.pidfd)
+        assert _ended(files)["exit_code"] == 0
+    finally:
+        launcher.close()
+
+
+def test_a_spec_larger_than_the_launchers_socket_takes_starts_all_the_same(tmp_path):
+    """review3: a job's spec is one message on the launcher's socket, which takes at most
+    its send buffer (wmem_default, ~200 KB): long parameter values (non-ASCII ones are 6
+    bytes each in JSON) made the start fail with "Message too long" where a wrapper of its
+    own reads any size from its stdin. Failed before (OSError EMSGSIZE)."""
+    import logging
+
+    from uws_hub.spawners.localjob import JobFiles, Launcher, claim, start
+
+    launcher = Launcher(logging.getLogger("test"), hub_id="unit")
+    try:
+        # 360 KB of JSON (over the socket's buffer), 1.4 MB (over what the launcher reads)
+        count = "import os; print(sum(len(v) for k, v in os.environ.items() if k.startswith('BIG')))"
+        for job_id, variables in ((11, 1), (12, 4)):
+            files = JobFiles(str(tmp_path), job_id)
+            lock_fd = claim(files)
+            env = {"PATH": os.defpath, **{f"BIG{i}": "\u00e9" * 60_000 for i in range(variables)}}
+            spec = {"argv": [sys.executable, "-c", count], "cwd": str(tmp_path), "kill_grace_seconds": 1, "env": env}
+            try:
+                job = start(files, lock_fd, spec, hub_id="unit", launcher=launcher)
+            finally:
+                os.close(lock_fd)
+            assert job.proc is not None  # its own interpreter
+            job.proc.wait()
+            assert _ended(files)["exit_code"] == 0
+            with open(files.log) as f:
+                assert f.read() == f"{60_000 * variables}\n"
+        # the launcher still serves the next job
+        [(files, job)] = _launch_jobs(tmp_path, launcher, [(13, ["true"])])
+        assert job.proc is None and _ended(files)["exit_code"] == 0
+    finally:
+        launcher.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switches accounts: the hub runs as root")
+def test_between_the_account_switch_and_the_exec_the_job_cannot_read_its_process(tmp_path):
+    """review3: a forked wrapper's command process holds the launcher's memory (where other
+    jobs' specs were) from the account switch until its exec; the switch clears its dumpable
+    flag, so the job's account can neither read its memory nor its environment then (what
+    docs/security.md says of the launcher). Holds; guards it."""
+    import ctypes
+    import pwd
+    import time
+
+    nobody = pwd.getpwnam("nobody")
+    ready, go = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child
+        try:
+            os.close(ready)
+            wrapper.apply_limits({"uid": nobody.pw_uid, "gid": nobody.pw_gid, "groups": []})
+            dumpable = ctypes.CDLL(None).prctl(3, 0, 0, 0, 0)  # PR_GET_DUMPABLE
+            os.write(go, str(dumpable).encode())
+            os.close(go)
+            time.sleep(5)
+        finally:
+            os._exit(0)
+    os.close(go)
+    try:
+        assert os.read(ready, 8) == b"0"
+        as_nobody = [f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--clear-groups"]
+        for what in ("mem", "environ"):
+            tried = subprocess.run(
+                ["setpriv", *as_nobody, "cat", f"/proc/{child}/{what}"], capture_output=True, text=True
+            )
+            assert tried.returncode != 0 and "Permission denied" in tried.stderr, (what, tried)
+        # after an exec the process is the account's to read: what the test would see
+        after = subprocess.Popen(["setpriv", *as_nobody, "sleep", "5"])
+        try:
+            while open(f"/proc/{after.pid}/cmdline", "rb").read().split(b"\0")[0] != b"sleep":
+                time.sleep(0.01)  # until setpriv exec'd it
+            seen = subprocess.run(["setpriv", *as_nobody, "cat", f"/proc/{after.pid}/environ"], capture_output=True)
+            assert seen.returncode == 0, seen
+        finally:
+            after.kill()
+            after.wait()
+    finally:
+        os.close(ready)
+        os.kill(child, 9)
+        os.waitpid(child, 0)

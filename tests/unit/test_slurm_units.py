@@ -12,9 +12,11 @@ import json
 import os
 import pwd
 import shlex
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from uws_hub.jobs.launch import LaunchRequest, check_resource_limits
 from uws_hub.jobs.limits import memory_bytes, time_limit_seconds
 from uws_hub.jobs.types import parse_job_types
 from uws_hub.spawners.slurm.batch import DEFAULT_BATCH_JOB_SCRIPT, SlurmBatchRunner, slurm_time
+from uws_hub.spawners.slurm.commands import SlurmCommandError, as_account, run_command, setpriv_argv
 from uws_hub.spawners.slurm.parsing import (
     JobState,
     describe_batch_end,
@@ -37,7 +40,6 @@ from uws_hub.spawners.slurm.parsing import (
     parse_squeue,
     parse_sweep,
 )
-from uws_hub.spawners.slurm.commands import SlurmCommandError, as_account, run_command, setpriv_argv
 from uws_hub.spawners.slurm.poller import SlurmPoller
 from uws_hub.spawners.slurm.script import (
     DEFAULT_BATCH_SCRIPT,
@@ -602,3 +604,57 @@ async def test_a_stop_waiting_on_completing_polls_briefly_faster(fake):
     assert len(fake.calls()) == calls
     waiting.cancel()
     await poller.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switches accounts: the hub runs as root")
+async def test_a_command_as_a_user_gets_nothing_of_the_hubs_environment(monkeypatch):
+    """review3: ``tail`` of a job's output runs as the job's account, and the user can read
+    ``/proc/<pid>/environ`` of their own process (a FIFO for an output file holds it for the
+    command's whole timeout): the hub's environment (JUPYTERHUB_CRYPT_KEY, a database URL)
+    must not reach it. Failed before: ``read_tail`` passed no ``env``, so the hub's own went
+    to setpriv and on to ``tail``."""
+    from uws_hub.spawners.slurm.output import read_tail
+
+    monkeypatch.setenv("JUPYTERHUB_CRYPT_KEY", "review3-hub-secret")
+    account = pwd.getpwnam("nobody")
+    as_user = as_account(account)
+    # what any command as a user gets
+    env = (await run_command(["cat", "/proc/self/environ"], timeout=30, **as_user)).stdout
+    assert "PATH=" in env and "review3-hub-secret" not in env
+    # the output tail, the user's output file a FIFO: tail waits on it, the user reads its environment
+    folder = tempfile.mkdtemp(prefix="uws-review3-")  # one the account can pass through
+    os.chmod(folder, 0o755)
+    path = os.path.join(folder, "output.fifo")
+    os.mkfifo(path, 0o666)
+
+    class Poller:
+        async def command(self, argv, **kwargs):
+            return await run_command(argv, timeout=30, **kwargs)
+
+    reading = asyncio.ensure_future(read_tail(Poller(), str(path), as_user=as_user, prefix=[]))  # type: ignore[arg-type]
+    seen = None
+    for _ in range(500):
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if f.read().split(b"\0")[:1] == [b"tail"] and os.stat(f"/proc/{pid}").st_uid == account.pw_uid:
+                        # as the user, who owns the process
+                        seen = subprocess.run(
+                            [*setpriv_argv(account.pw_uid, account.pw_gid, []), "cat", f"/proc/{pid}/environ"],
+                            capture_output=True,
+                            check=True,
+                        ).stdout
+            except OSError:
+                pass
+        if seen is not None:
+            break
+        await asyncio.sleep(0.02)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO if tail is not reading
+        os.write(fd, b"the end\n")
+        os.close(fd)
+        assert await reading == "the end"
+    finally:
+        reading.cancel()
+        shutil.rmtree(folder)
+    assert seen is not None and b"PATH=" in seen and b"review3-hub-secret" not in seen

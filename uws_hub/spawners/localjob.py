@@ -25,7 +25,9 @@ Nothing here imports the hub: the local spawner uses it too.
 
 from __future__ import annotations
 
+import array
 import asyncio
+import errno
 import fcntl
 import json
 import logging
@@ -191,6 +193,18 @@ def wrapper_env(hub_id: str, job_id: int | str) -> dict[str, str]:
     }
 
 
+def _recv_fds(sock: socket.socket, bufsize: int, maxfds: int) -> tuple[bytes, list[int]]:
+    """``socket.recv_fds``, the descriptors close-on-exec as every descriptor of the hub's
+    (nothing it runs, a user's command through setpriv, inherits them): Python 3.11's
+    ``recv_fds`` drops its ``flags``."""
+    fds = array.array("i")
+    message, ancillary, _, _ = sock.recvmsg(bufsize, socket.CMSG_LEN(maxfds * fds.itemsize), socket.MSG_CMSG_CLOEXEC)
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+    return message, list(fds)
+
+
 class LauncherLost(RuntimeError):
     """The launcher ended while it had a request of the hub (the job may have started)."""
 
@@ -286,6 +300,8 @@ class Launcher:
         caller starts the wrapper itself). Raises :class:`LauncherLost` if the launcher
         ended after it got the request."""
         request = json.dumps(spec).encode()
+        if len(request) > wrapper.LAUNCH_REQUEST_BYTES:
+            return None  # more than the launcher reads: the wrapper reads it from its stdin
         with self._lock:
             for _ in range(2):
                 if not self._start():
@@ -295,8 +311,15 @@ class Launcher:
                     socket.send_fds(self._sock, [request], [lock_fd, log_fd])
                 except (BrokenPipeError, ConnectionError):
                     continue  # it ended before the request: another one takes it
+                except OSError as e:
+                    if e.errno != errno.EMSGSIZE:
+                        raise
+                    # more than the socket's buffer holds (wmem_default, ~200 KB: long
+                    # values of a job's parameters, non-ASCII ones 6 bytes each in JSON):
+                    # the wrapper reads it from its stdin
+                    return None
                 try:
-                    reply, fds, _, _ = socket.recv_fds(self._sock, 65536, 1)
+                    reply, fds = _recv_fds(self._sock, 65536, 1)
                 except ConnectionResetError:
                     # it ended with the request unread (a socket closed with data in its
                     # queue resets its peer's): it started nothing, another one takes it

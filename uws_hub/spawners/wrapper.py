@@ -74,6 +74,10 @@ OUT_OF_MEMORY_TAIL_BYTES = 4096
 #: the exit status of a command that could not be run (as shells use)
 CANNOT_RUN = 127
 PR_SET_PDEATHSIG = 1
+#: what Python ignores at its start, and an exec would pass on ignored to the command
+#: (``yes | head`` would end in "Broken pipe"): set back, as ``subprocess`` does
+#: (``restore_signals``)
+PYTHON_IGNORED_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
 class _Decoding:
@@ -293,6 +297,8 @@ def exec_with_limits(args: list[str]) -> None:
     spec = loads(args[1])
     argv = args[args.index("--") + 1 :]
     apply_limits(spec)
+    for sig in PYTHON_IGNORED_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
     os.execvp(argv[0], argv)
 
 
@@ -394,7 +400,7 @@ class Wrapper:
         spec = self.spec
         try:
             os.setsid()
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGALRM):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGALRM, *PYTHON_IGNORED_SIGNALS):
                 signal.signal(sig, signal.SIG_DFL)
             os.close(spec["lock_fd"])
             devnull = os.open(os.devnull, os.O_RDONLY)

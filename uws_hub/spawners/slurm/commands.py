@@ -17,6 +17,21 @@ class SlurmCommandError(RuntimeError):
     """A SLURM command failed, timed out or could not be run."""
 
 
+#: all a command run as a user gets of the hub's environment: enough to find and configure
+#: SLURM. Never the rest (its secrets: JUPYTERHUB_CRYPT_KEY, a database URL, an admin
+#: password), which the user could read in ``/proc/<pid>/environ`` of their process.
+COMMAND_ENV_NAMES = ("PATH", "LANG", "LC_ALL", "SLURM_CONF", "TZ")
+
+
+def command_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a SLURM command run as a user (:data:`COMMAND_ENV_NAMES` of the
+    hub's, a default ``PATH``), with ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k in COMMAND_ENV_NAMES}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env.update(extra or {})
+    return env
+
+
 @dataclass
 class CommandResult:
     returncode: int
@@ -54,13 +69,15 @@ async def run_command(
 
     ``user``/``group``/``extra_groups`` run it as another account (the hub
     is root): through ``setpriv`` (:func:`setpriv_argv`) where it is installed,
-    else as Popen does, without a Python ``preexec_fn``.
+    else as Popen does, without a Python ``preexec_fn``; without ``env`` it gets
+    :func:`command_environment`, never the hub's own.
     Raises :class:`SlurmCommandError` on a timeout or if it cannot be started.
     """
     name = argv[0]
     kwargs: dict[str, Any] = {}
     through_setpriv = False
     if user is not None:
+        env = command_environment() if env is None else env
         prefix = setpriv_argv(user, group, extra_groups or [])
         if prefix:
             argv, through_setpriv = [*prefix, *argv], True

@@ -7,7 +7,7 @@ import logging
 import os
 from typing import Any
 
-from .commands import SlurmCommandError
+from .commands import SlurmCommandError, command_environment
 from .poller import SlurmPoller
 
 #: how much of the end of a job's output the hub keeps
@@ -21,7 +21,10 @@ async def read_tail(
     ``prefix``) when the hub could read more than the job could, else directly."""
     if as_user or prefix:
         try:
-            result = await poller.command([*prefix, "tail", "-c", str(max_bytes), path], **as_user)
+            # not the hub's environment: the file may be a FIFO, the tail the user's to read
+            result = await poller.command(
+                [*prefix, "tail", "-c", str(max_bytes), path], env=command_environment(), **as_user
+            )
         except SlurmCommandError:
             return ""
         text = result.stdout if result.returncode == 0 else ""

@@ -4,12 +4,13 @@ interrupted start needs from it (its token, its hub job id). Pure functions.
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 from typing import Any
 
 import jinja2
+
+from .commands import command_environment
 
 #: the ``#SBATCH`` lines of a job's requested resources, in both default scripts
 SBATCH_RESOURCES = """\
@@ -106,12 +107,10 @@ def script_job_id(script: str) -> int | None:
 
 
 def submit_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of ``sbatch`` itself: enough to find and configure SLURM.
+    """The environment of ``sbatch`` itself: enough to find and configure SLURM
+    (:func:`.commands.command_environment`).
 
     The job's own environment is exported by the batch script, so that a
     batch script holds all a job needs (and an interrupted start can be adopted).
     """
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "SLURM_CONF", "TZ")}
-    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
-    env.update(extra or {})
-    return env
+    return command_environment(extra)
