@@ -38,7 +38,7 @@ from datetime import timedelta
 from ..errors import UWSError
 from ..orm import Job, utcnow
 from ..reasons import from_exception
-from ..spawners.batch import BatchRunner, RunState
+from ..spawners.batch import BatchLaunch, BatchRunner, RunState
 from ..states import JobStatus, JobTarget
 from ..tasks import TaskPool
 from .service import JobService
@@ -156,18 +156,18 @@ class BatchSteps:
         """The queue gave ``jobs`` a slot: check each again and count its attempt, in the
         queue's own transaction (not committed here); the returned call, made once the
         queue committed, starts their hand-overs."""
-        ready = [job for job in jobs if self._count_attempt(job, commit=False)]
-        for job in ready:
-            self._hold(job)
+        ready = [(job, launch) for job in jobs if (launch := self._count_attempt(job, commit=False)) is not None]
 
         def start() -> None:
-            for job in ready:
-                self._spawn_submit(job)
+            for job, launch in ready:
+                self._spawn_submit(job, launch)
 
         return start
 
-    def _count_attempt(self, job: Job, *, commit: bool = True) -> bool:
-        """Check the launch again and count an attempt (False: refused, the job failed)."""
+    def _count_attempt(self, job: Job, *, commit: bool = True) -> BatchLaunch | None:
+        """Check the launch again and count an attempt; what the runner is handed (None:
+        refused, the job failed). The job's log file (the runner's, named by its id) is
+        stored with the attempt."""
         try:
             self.jobs.check_launch(self.jobs.launch_request(job))
         except UWSError as e:
@@ -175,23 +175,22 @@ class BatchSteps:
             self.jobs.transition(job, JobStatus.failed, f"The launch was refused: {e.message}")
             if commit:
                 self.db.commit()
-            return False
+            return None
+        launch = self.jobs.batch_launch(job)
+        job.log_path = launch.log_path
         job.attempts += 1
+        self._hold(job)
         if commit:
             self.db.commit()
-        return True
+        return launch
 
     def _submit(self, job: Job) -> None:
-        if self._count_attempt(job):
-            self._hold(job)
-            self._spawn_submit(job)
+        if (launch := self._count_attempt(job)) is not None:
+            self._spawn_submit(job, launch)
 
-    def _spawn_submit(self, job: Job) -> None:
+    def _spawn_submit(self, job: Job, launch: BatchLaunch) -> None:
         """Hand the job to its runner as a task (its attempt is counted and committed)."""
         job_id = job.id
-        launch = self.jobs.batch_launch(job)
-        # stored with what the hand-over records (the runner's file, named by the job's id)
-        job.log_path = launch.log_path
         runner = self.runners[job.resource]
         wake = lambda: self.jobs.wake(job_id)  # noqa: E731
         results = self.jobs.results_dir_maker(job)
