@@ -35,12 +35,19 @@ In both parts a prober thread GETs ``/hub/api/workspaces`` and
 ``/hub/api/jobs?workspace=<id>&status=running`` in turn every ``--probe-interval``
 s from the first POST until every job ended: their p50 and p99 are the API's
 latency during the burst (and, measured before the burst, at rest).
+
+Profiling: with ``UWS_BENCH_PYSPY=<file>`` in the environment (and ``py-spy``
+installed in the venv), ``py-spy record`` samples the hub during the local
+burst (not the warm-up) and writes its collapsed stacks (``--format raw``) to
+``<file>`` (``UWS_BENCH_PYSPY_ARGS``: more of its options, e.g. ``--gil``); the sampling costs the hub some CPU, so such a run's numbers are not
+to be compared with others.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -190,8 +197,21 @@ def probe_at_rest(hub: Hub, token: str, workspace_id: int, count: int = 40) -> l
     return prober.stop()
 
 
+def profiler(pid: int) -> subprocess.Popen | None:
+    """``py-spy record`` of process ``pid`` into ``$UWS_BENCH_PYSPY``, if set."""
+    out = os.environ.get("UWS_BENCH_PYSPY")
+    if not out:
+        return None
+    py_spy = Path(sys.executable).parent / "py-spy"
+    proc = subprocess.Popen([str(py_spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "200",
+                             "--nonblocking", "-o", out, *os.environ.get("UWS_BENCH_PYSPY_ARGS", "").split()],
+                            stdout=subprocess.DEVNULL)
+    time.sleep(1)  # it attaches
+    return proc
+
+
 def burst(hub: Hub, token: str, resource: str, count: int, posters: int, probe_interval: float,
-          timeout: float) -> dict:
+          timeout: float, profile: bool = False) -> dict:
     """Launch ``count`` jobs at once; wait for all to end; the timings."""
     ws = hub.api("POST", "workspaces", token, json={"name": f"burst {uuid.uuid4().hex[:6]}"}, expect=201)
     rest = probe_at_rest(hub, token, ws["id"])
@@ -210,6 +230,7 @@ def burst(hub: Hub, token: str, resource: str, count: int, posters: int, probe_i
 
     prober = Prober(hub, token, ws["id"], probe_interval).start()
     assert hub.proc is not None
+    spy = profiler(hub.proc.pid) if profile else None
     cpu0 = cpu_seconds(hub.proc.pid)
     t0 = time.time()
     with ThreadPoolExecutor(posters) as pool:
@@ -229,6 +250,9 @@ def burst(hub: Hub, token: str, resource: str, count: int, posters: int, probe_i
         time.sleep(0.2)
     cpu1 = cpu_seconds(hub.proc.pid)
     probes = prober.stop()
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(60)
     jobs = []
     offset = 0
     while True:
@@ -294,7 +318,8 @@ def measure_local(args) -> dict:
         log("warm-up: 20 jobs through the hub")
         burst(hub, token, "local", 20, args.posters, args.probe_interval, args.timeout)
         log(f"the hub: {args.jobs} jobs at once, max_running_batch_jobs={args.width}")
-        res["hub"] = burst(hub, token, "local", args.jobs, args.posters, args.probe_interval, args.timeout)
+        res["hub"] = burst(hub, token, "local", args.jobs, args.posters, args.probe_interval, args.timeout,
+                           profile=True)
     except BaseException:
         log(f"the hub's log, last lines:\n{hub.log_tail(40)}")
         raise

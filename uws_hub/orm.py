@@ -30,6 +30,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    bindparam,
     or_,
     select,
     text,
@@ -236,17 +237,44 @@ class Job(Base):
         )
 
     @classmethod
-    def unfinished_in(cls, db: Session, workspace_id: int, excluding: int | None = None) -> Job | None:
-        """One unfinished job of the workspace, of either kind (the oldest), if any."""
-        where = [cls.workspace_id == workspace_id, cls.status.in_([s.value for s in ACTIVE_JOB_STATUSES])]
-        if excluding is not None:
-            where.append(cls.id != excluding)
-        return db.scalar(select(cls).where(*where).order_by(cls.id).limit(1))
+    def any_unfinished_in(cls, db: Session, workspace_id: int, excluding: Job | None = None) -> bool:
+        """Whether the workspace has an unfinished job of either kind but ``excluding``, as
+        the session sees it, without flushing it: the workspace's jobs the session added,
+        changed or deleted are judged here, the others by one query of an id. (Every end
+        of a job asks, in the transaction that records it: a flush there was the job's
+        change flushed on its own, and its event in another flush at the commit.)"""
+        in_session = [
+            job
+            for job in (*db.new, *db.dirty, *db.deleted)
+            if isinstance(job, Job) and job.workspace_id == workspace_id and job is not excluding
+        ]
+        if any(job.status in _ACTIVE_VALUES for job in in_session if job not in db.deleted):
+            return True
+        skip = {job.id for job in in_session if job.id is not None}
+        if excluding is not None and excluding.id is not None:
+            skip.add(excluding.id)
+        with db.no_autoflush:
+            return (
+                db.execute(_ANY_UNFINISHED_IN, {"workspace_id": workspace_id, "skip": sorted(skip)}).first() is not None
+            )
 
     @classmethod
     def unfinished(cls, db: Session) -> list[Job]:
         """Every job that has not reached a terminal status (for the reconciler)."""
         return list(db.scalars(select(cls).where(cls.status.in_([s.value for s in ACTIVE_JOB_STATUSES]))))
+
+
+_ACTIVE_VALUES = frozenset(s.value for s in ACTIVE_JOB_STATUSES)
+#: Job.any_unfinished_in's query, built once
+_ANY_UNFINISHED_IN = (
+    select(Job.id)
+    .where(
+        Job.workspace_id == bindparam("workspace_id"),
+        Job.status.in_(sorted(_ACTIVE_VALUES)),
+        Job.id.not_in(bindparam("skip", expanding=True)),
+    )
+    .limit(1)
+)
 
 
 class Event(Base):

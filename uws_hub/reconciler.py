@@ -64,6 +64,8 @@ class Reconciler:
     ):
         self.queue = queue
         self.steps = {s.kind: s for s in steps}
+        #: each kind's step counter (the metric's child, looked up once)
+        self._counted = {kind: RECONCILER_STEPS.labels(kind=kind) for kind in self.steps}
         self.db = db
         self.log = log
         self.workers = workers
@@ -78,7 +80,7 @@ class Reconciler:
             except WorkQueueClosed:
                 return
             kind, object_id = key
-            RECONCILER_STEPS.labels(kind=kind).inc()
+            (self._counted.get(kind) or RECONCILER_STEPS.labels(kind=kind)).inc()
             try:
                 await self.steps[kind].reconcile(object_id)
             except Exception:

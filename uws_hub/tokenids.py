@@ -20,10 +20,16 @@ from __future__ import annotations
 import hashlib
 
 from jupyterhub import orm as hub_orm
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.orm import Session
 
 _tokens = hub_orm.APIToken.__table__
+#: the hashed value of an unexpired token by its id (built once: SQLAlchemy takes about as
+#: long to build a statement as SQLite to answer it)
+_HASHED = select(_tokens.c.hashed).where(
+    _tokens.c.id == bindparam("token_id"),
+    or_(_tokens.c.expires_at.is_(None), _tokens.c.expires_at >= bindparam("now", type_=_tokens.c.expires_at.type)),
+)
 
 
 class TokenIds:
@@ -44,12 +50,7 @@ class TokenIds:
         known = self._ids.get(key)
         if known is not None:
             token_id, hashed, _held = known
-            row = db.execute(
-                select(_tokens.c.hashed).where(
-                    _tokens.c.id == token_id,
-                    or_(_tokens.c.expires_at.is_(None), _tokens.c.expires_at >= hub_orm.APIToken.now()),
-                )
-            ).first()
+            row = db.execute(_HASHED, {"token_id": token_id, "now": hub_orm.APIToken.now()}).first()
             orm_token = db.get(hub_orm.APIToken, token_id) if row is not None and row.hashed == hashed else None
             if orm_token is not None and orm_token.client_id:
                 return orm_token

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import pytest
 from jupyterhub import orm as hub_orm
 from sqlalchemy import delete
+from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
 from uws_hub.accounts.system import SystemAccounts
@@ -22,6 +23,7 @@ from uws_hub.events.bus import EventBus
 from uws_hub.events.notify import Notifier
 from uws_hub.jobs.batch import BatchSteps
 from uws_hub.jobs.launch import check_resource_limits
+from uws_hub.jobs.queue import QueueSteps
 from uws_hub.jobs.reconcile import MIN_STARTS_WHEN_LATE, JobSteps
 from uws_hub.jobs.service import JobService
 from uws_hub.jobs.types import parse_job_types
@@ -31,6 +33,7 @@ from uws_hub.quotas.service import QuotaExceeded, QuotaService
 from uws_hub.reconciler import waker
 from uws_hub.sharing.collaborate import ShareService, role_name
 from uws_hub.sharing.copies import CopyService, CopySteps
+from uws_hub.spawners.batch import BatchLaunch, RunState
 from uws_hub.states import IllegalTransition, JobStatus
 from uws_hub.tasks import TaskPool
 from uws_hub.workqueue import WorkQueue
@@ -192,6 +195,103 @@ def test_running_stores_where_the_job_answers_and_the_end_clears_it(hub):
     assert hub.servers.revoked == [("ann", "w1")]  # every end of a job revokes its tokens
     with pytest.raises(IllegalTransition):
         hub.jobs.transition(job, JobStatus.running)
+
+
+def test_the_end_of_a_job_idles_its_workspace_as_the_session_sees_its_other_jobs_and_flushes_nothing(hub):
+    """Whether the workspace has another unfinished job is asked without a flush (the
+    job's change and its event go out in the commit's one flush), and the workspace's
+    jobs changed or added but not flushed yet count as the session has them."""
+    hub.db.expire_on_commit = False  # as JupyterHub's session (a commit reloads nothing)
+    ws = workspace(hub)
+    lab = hub.jobs.launch(ws, "lab", None, {}, "ann")
+
+    def batch_job(status: str) -> Job:
+        return Job(workspace=ws, workspace_id=ws.id, owner_id=ws.owner_id, job_type="lab", resource="local",
+                   interactive=False, status=status, target="running", server_name="w1", created_at=utcnow())
+
+    other = batch_job("running")
+    hub.db.add(other)
+    hub.db.commit()
+    flushes: list[int] = []
+    sa_event.listen(hub.db, "after_flush", lambda *_: flushes.append(1))
+    # another job runs: the workspace stays active
+    hub.jobs.transition(lab, JobStatus.cancelled)
+    assert (ws.status, flushes) == ("active", [])
+    hub.db.commit()
+    flushes.clear()
+    # a third job added (not flushed) when the other ends: the workspace stays active
+    third = batch_job("pending")
+    hub.db.add(third)
+    hub.jobs.transition(other, JobStatus.completed)
+    assert (ws.status, flushes) == ("active", [])
+    # the third ends in the same transaction (the other's end not flushed): the workspace idles
+    hub.jobs.transition(third, JobStatus.cancelled)
+    assert (ws.status, flushes) == ("idle", [])
+    hub.db.commit()
+
+
+class FakeRunner:
+    """A batch runner whose jobs run as soon as handed over, until told they ended."""
+
+    def __init__(self):
+        self.submitted: list[BatchLaunch] = []
+        self.ended: set[int] = set()
+
+    def log_path(self, launch):
+        return f"/runner/logs/{launch.job_id}.log"
+
+    def granted_time_limit(self, seconds):
+        return seconds
+
+    async def submit(self, launch, wake, prepare):
+        prepare()
+        self.submitted.append(launch)
+        return f"r{launch.job_id}"
+
+    async def state(self, launch, resource_id, wake):
+        if launch.job_id in self.ended:
+            return RunState("ended", outcome="completed", exit_code=0, started_at=utcnow(), ended_at=utcnow())
+        return RunState("running", started_at=utcnow())
+
+
+async def test_a_batch_job_is_stored_in_one_flush_and_its_rows_are_not_read_again_on_its_way(hub):
+    """A batch launch inserts the job and its event in the commit's one flush; its log
+    file (the runner's, named by its id) is stored at the hand-over. From the hand-over
+    to its end its row is held: the hand-over's end and its steps read no job row."""
+    hub.db.expire_on_commit = False  # as JupyterHub's session (a commit reloads nothing)
+    runner = FakeRunner()
+    hub.jobs.runners = {"local": runner}
+    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    ws = workspace(hub)
+    flushes: list[int] = []
+    sa_event.listen(hub.db, "after_flush", lambda *_: flushes.append(1))
+    job = hub.jobs.launch(ws, "run", None, {}, "ann")
+    job_id = job.id
+    assert (flushes, job.log_path, hub.jobs.log_path(job)) == ([1], None, f"/runner/logs/{job_id}.log")
+    batch = BatchSteps(hub.jobs, {"local": runner}, hub.pool, log)
+    steps = JobSteps(hub.jobs, hub.servers, hub.queue, hub.pool, log, batch=batch)
+    queue = QueueSteps(hub.jobs, log, resources=["local"], hub_limits={"local": 2}, user_limit=lambda user: None,
+                       hand_over=batch.hand_over)
+    del job  # nothing else holds the row
+    row_reads: list[str] = []  # a job's row looked up by its id
+
+    def read(conn, cursor, statement, *_):
+        if statement.startswith("SELECT uws_jobs.id, uws_jobs.workspace_id") and "WHERE uws_jobs.id = ?" in statement:
+            row_reads.append(statement)
+
+    sa_event.listen(hub.db.get_bind(), "before_cursor_execute", read)
+    await queue.reconcile(0)
+    await batch._submits[job_id]  # the hand-over
+    job = hub.db.get(Job, job_id)
+    assert (job.status, job.resource_id, job.log_path) == ("running", f"r{job_id}", f"/runner/logs/{job_id}.log")
+    assert runner.submitted[0].log_path == job.log_path
+    runner.ended.add(job_id)
+    del job
+    await steps.reconcile(job_id)
+    assert row_reads == []
+    assert hub.db.get(Job, job_id).status == "completed" and ws.status == "idle"
+    assert batch._rows == {}
+    await hub.pool.close()
 
 
 def test_a_stop_before_the_job_ran_cancels_it(hub):

@@ -23,7 +23,9 @@ chose over in its own commit (:meth:`BatchSteps.hand_over`: checks, attempt
 counted, then the submit tasks), and the submit task records what the runner
 says right after the hand-over (``running``, its id on the resource) in one
 commit, without another step; it wakes the job only when something asked for
-it meanwhile (a stop, the command's end) or the hand-over failed.
+it meanwhile (a stop, the command's end) or the hand-over failed. The rows of
+the jobs under way are held from their hand-over to their end, so that neither
+the submit task nor a step of the job looks its job up again.
 """
 
 from __future__ import annotations
@@ -36,10 +38,13 @@ from datetime import timedelta
 from ..errors import UWSError
 from ..orm import Job, utcnow
 from ..reasons import from_exception
-from ..spawners.batch import BatchRunner, RunState
+from ..spawners.batch import BatchLaunch, BatchRunner, RunState
 from ..states import JobStatus, JobTarget
 from ..tasks import TaskPool
 from .service import JobService
+
+#: the most job rows :class:`BatchSteps` holds (the latest handed over)
+MAX_HELD_ROWS = 1000
 
 
 class BatchSteps:
@@ -65,13 +70,33 @@ class BatchSteps:
         self._cancels: dict[int, asyncio.Task] = {}
         #: jobs whose step came while their hand-over was under way: the hand-over wakes them
         self._woken: set[int] = set()
+        #: the rows of the jobs handed over and not ended (at most MAX_HELD_ROWS, the latest),
+        #: held: the session's identity map keeps only what something holds, and the end of
+        #: the hand-over and each step of the job looked it up again (a query each)
+        self._rows: dict[int, Job] = {}
 
     def forget(self, job_id: int) -> None:
         self._submits.pop(job_id, None)
         self._cancels.pop(job_id, None)
         self._woken.discard(job_id)
+        self._rows.pop(job_id, None)
+
+    def _hold(self, job: Job) -> None:
+        if job.id not in self._rows and len(self._rows) >= MAX_HELD_ROWS:
+            del self._rows[next(iter(self._rows))]
+        self._rows[job.id] = job
+
+    def _release_if_ended(self, job: Job) -> None:
+        if job.terminal:
+            self._rows.pop(job.id, None)
 
     async def reconcile(self, job: Job) -> None:
+        try:
+            await self._reconcile(job)
+        finally:
+            self._release_if_ended(job)
+
+    async def _reconcile(self, job: Job) -> None:
         runner = self.runners[job.resource]
         if job.target == JobTarget.stopped.value:
             await self._stop(job, runner)
@@ -131,16 +156,18 @@ class BatchSteps:
         """The queue gave ``jobs`` a slot: check each again and count its attempt, in the
         queue's own transaction (not committed here); the returned call, made once the
         queue committed, starts their hand-overs."""
-        ready = [job for job in jobs if self._count_attempt(job, commit=False)]
+        ready = [(job, launch) for job in jobs if (launch := self._count_attempt(job, commit=False)) is not None]
 
         def start() -> None:
-            for job in ready:
-                self._spawn_submit(job)
+            for job, launch in ready:
+                self._spawn_submit(job, launch)
 
         return start
 
-    def _count_attempt(self, job: Job, *, commit: bool = True) -> bool:
-        """Check the launch again and count an attempt (False: refused, the job failed)."""
+    def _count_attempt(self, job: Job, *, commit: bool = True) -> BatchLaunch | None:
+        """Check the launch again and count an attempt; what the runner is handed (None:
+        refused, the job failed). The job's log file (the runner's, named by its id) is
+        stored with the attempt."""
         try:
             self.jobs.check_launch(self.jobs.launch_request(job))
         except UWSError as e:
@@ -148,20 +175,22 @@ class BatchSteps:
             self.jobs.transition(job, JobStatus.failed, f"The launch was refused: {e.message}")
             if commit:
                 self.db.commit()
-            return False
+            return None
+        launch = self.jobs.batch_launch(job)
+        job.log_path = launch.log_path
         job.attempts += 1
+        self._hold(job)
         if commit:
             self.db.commit()
-        return True
+        return launch
 
     def _submit(self, job: Job) -> None:
-        if self._count_attempt(job):
-            self._spawn_submit(job)
+        if (launch := self._count_attempt(job)) is not None:
+            self._spawn_submit(job, launch)
 
-    def _spawn_submit(self, job: Job) -> None:
+    def _spawn_submit(self, job: Job, launch: BatchLaunch) -> None:
         """Hand the job to its runner as a task (its attempt is counted and committed)."""
         job_id = job.id
-        launch = self.jobs.batch_launch(job)
         runner = self.runners[job.resource]
         wake = lambda: self.jobs.wake(job_id)  # noqa: E731
         results = self.jobs.results_dir_maker(job)
@@ -189,6 +218,7 @@ class BatchSteps:
                 self._submits.pop(job_id, None)
                 self._follow(submitted, state)
             self.db.commit()
+            self._release_if_ended(submitted)
 
         def done(task: asyncio.Task) -> None:
             if self._submits.get(job_id) is task or job_id in self._woken:

@@ -140,6 +140,8 @@ class _Queries:
         self.held = (
             select(Job.owner_id, func.count(Job.id)).where(_holding(), Job.owner_id.in_(owners)).group_by(Job.owner_id)
         )
+        ids: BindParameter[int] = bindparam("ids", expanding=True)
+        self.jobs = select(Job).where(Job.id.in_(ids))
         self.last_starts = (
             select(Job.owner_id, func.max(Job.submitted_at))
             .where(Job.owner_id.in_(owners), Job.submitted_at.is_not(None))
@@ -212,7 +214,9 @@ class QueueSteps:
         chosen = {job_id: now + timedelta(microseconds=i) for i, job_id in enumerate(plan)}
         # only the jobs that change are loaded (one query): a step is not O(every waiting job)
         changing = set(chosen) | fresh
-        jobs = {job.id: job for job in self.db.scalars(select(Job).where(Job.id.in_(changing)))} if changing else {}
+        jobs = (
+            {job.id: job for job in self.db.scalars(self._queries.jobs, {"ids": sorted(changing)})} if changing else {}
+        )
         for w in waiting:
             job = jobs.get(w.job_id)
             if job is None:

@@ -199,10 +199,7 @@ class JobService:
                 # server's tokens, they open nothing any more
                 self.servers.revoke_tokens(job.owner, job.server_name)
             ws = job.workspace
-            if (
-                ws.status == WorkspaceStatus.active.value
-                and Job.unfinished_in(self.db, ws.id, excluding=job.id) is None
-            ):
+            if ws.status == WorkspaceStatus.active.value and not Job.any_unfinished_in(self.db, ws.id, excluding=job):
                 self.workspaces.set_status(ws, WorkspaceStatus.idle, actor=actor)
             # a slot of its owner (and of its resource) may be free: the queue looks
             self.wake_queue()
@@ -439,8 +436,14 @@ class JobService:
         return await asyncio.to_thread(self.workspaces.storage.files_under, job.workspace.directory, relpath)
 
     def log_path(self, job: Job) -> str:
-        """The file the job writes its output to (a server's, or a batch job's command's)."""
-        return job.log_path or os.path.join(self.job_log_dir, f"job-{job.id}.log")
+        """The file the job writes its output to (a server's, or a batch job's command's:
+        its runner's, stored at its hand-over to it)."""
+        if job.log_path:
+            return job.log_path
+        runner = None if job.interactive else self.runners.get(job.resource)
+        if runner is not None:
+            return runner.log_path(self.batch_launch(job))
+        return os.path.join(self.job_log_dir, f"job-{job.id}.log")
 
     def log_owner(self, job: Job) -> int:
         """The uid a batch job's log file must belong to (see :mod:`uws_hub.jobs.logs`)."""
@@ -539,15 +542,11 @@ class JobService:
             created_at=utcnow(),
         )
         self.db.add(job)
-        if not job.interactive:
-            # a batch job's launch file is named by its id
-            with self._one_active_job(ws):
-                self.db.flush()
-            job.log_path = self.runners[resource].log_path(self.batch_launch(job))
         # what the workspace lists' "last used" order reads (stored: a page of them
         # sorts by an index, not by each one's latest job)
         ws.last_used_at = job.created_at
-        # an interactive job is inserted at the commit, with its event (one flush)
+        # the job is inserted at the commit, with its event (one flush); a batch job's log
+        # file, named by its id, is stored at its hand-over (see log_path)
         self._record(job, None, None, actor)
         if ws.status == WorkspaceStatus.idle.value:
             self.workspaces.set_status(ws, WorkspaceStatus.active, actor=actor)
