@@ -24,7 +24,7 @@ from jupyterhub.traitlets import ByteSpecification
 from jupyterhub.utils import url_path_join
 from traitlets import Bool, Dict, Float, Integer, Unicode, default, validate
 
-from . import __version__, dbutil, scopes, services
+from . import __version__, dbutil, oauthclients, scopes, services
 from .apihandlers import default_handlers as api_handlers
 from .apihandlers.base import UnknownAPIRouteHandler
 from .apihandlers.servers import default_handlers as server_api_handlers
@@ -458,6 +458,11 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         except dbutil.SchemaMismatch as e:
             self.log.critical("%s", e)
             self.exit(1)
+
+    def init_oauth(self):
+        super().init_oauth()
+        # a server's OAuth client secret is its generated API token: hashed as that token is
+        oauthclients.install(self.oauth_provider)
 
     async def init_role_creation(self):
         # JupyterHub deletes every role missing from load_roles: declare each shared

@@ -93,6 +93,49 @@ def test_lost_proxy_routes_come_back(make_hub):
     assert hub.api("GET", f"jobs/{job['id']}", user)["status"] == "running"
 
 
+#: a server that listens and answers every request 503: JupyterHub's check of it never passes
+ANSWERS_503 = """
+import http.server, os, urllib.parse
+url = urllib.parse.urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_error(503)
+http.server.HTTPServer((url.hostname, url.port), Handler).serve_forever()
+"""
+
+
+def test_the_route_goes_in_once_the_server_listens_and_out_if_jupyterhubs_check_fails(make_hub):
+    """The proxy route is added once the server listens, beside JupyterHub's own HTTP
+    check of it (uws_hub.jobs.servers), not after: one add. A server that listens but
+    fails that check loses the route again with its start."""
+    token = "proxy-" + uuid.uuid4().hex
+    hub = make_hub(
+        "c.UWSHub.system_users = False\nc.Spawner.http_timeout = 3\n"
+        f"c.UWSHub.job_types = {{'minimal': {{'cmd': {MINIMAL_CMD!r}}},"
+        f" 'answers-503': {{'cmd': [{sys.executable!r}, '-c', {ANSWERS_503!r}]}}}}\n",
+        env={"CONFIGPROXY_AUTH_TOKEN": token},
+    )
+    user = hub.add_user("lcroute")
+
+    def routes() -> set[str]:
+        r = requests.get(f"http://127.0.0.1:{hub.api_port}/api/routes", headers={"Authorization": f"token {token}"})
+        return {spec.rstrip("/") for spec in r.json()}
+
+    job = hub.wait_job(launch(hub, user)["id"], user, {"running"} | TERMINAL)
+    assert job["status"] == "running", job["reason"]
+    assert hub.request("GET", job["url"], user).status_code == 200
+    prefix = f"Adding user lcroute to proxy /user/lcroute/{job['server_name']}/"
+    adds = [line for line in hub.log_text().splitlines() if prefix in line]
+    assert len(adds) == 1 and adds[0].endswith("(it listens)"), adds
+
+    failing = hub.wait_job(launch(hub, user, job_type="answers-503")["id"], user, TERMINAL, timeout=30)
+    assert failing["status"] == "failed", failing
+    spec = f"/user/lcroute/{failing['server_name']}"
+    early = f"Adding user lcroute to proxy {spec}/ => "
+    assert any(early in line and line.endswith("(it listens)") for line in hub.log_text().splitlines())
+    assert spec not in routes() and f"/user/lcroute/{job['server_name']}" in routes()
+
+
 @pytest.mark.expect_log_errors('\\] Proxy stopped with exit code -9')
 def test_proxy_killed_and_restarted(make_hub):
     hub = make_hub(

@@ -232,6 +232,14 @@ def test_every_end_of_a_job_revokes_its_server_token(shub, job_type, end, outcom
 def oauth_token(hub, session, job, client_secret: str) -> str:
     """An OAuth token of ``session``'s user for the job's server, as a login into it gets one:
     authorize (confirming on the page), then exchange the code as the server does."""
+    r = oauth_exchange(hub, session, job, client_secret)
+    assert r.status_code == 200, r.text
+    return r.json()["access_token"]
+
+
+def oauth_exchange(hub, session, job, client_secret: str):
+    """Authorize the job's server's client as ``session``'s user and exchange the code with
+    ``client_secret``: JupyterHub's answer to the exchange."""
     client_id = f"jupyterhub-user-uwsalice-{job['server_name']}"
     redirect_uri = f"/user/uwsalice/{job['server_name']}/oauth_callback"
     url = hub.url + "/hub/api/oauth2/authorize?" + urlencode(
@@ -243,11 +251,41 @@ def oauth_token(hub, session, job, client_secret: str) -> str:
         r = session.post(url, data=form, allow_redirects=False, timeout=30)
     assert r.status_code == 302, (r.status_code, r.text)
     code = parse_qs(urlparse(r.headers["Location"]).query)["code"][0]
-    r = hub.request("POST", "/hub/api/oauth2/token", data={
+    return hub.request("POST", "/hub/api/oauth2/token", data={
         "client_id": client_id, "client_secret": client_secret, "grant_type": "authorization_code",
         "code": code, "redirect_uri": redirect_uri})
-    assert r.status_code == 200, r.text
-    return r.json()["access_token"]
+
+
+def test_a_servers_oauth_client_secret_is_its_token_hashed_as_the_token_is(shub):
+    """The server's OAuth client secret is its API token (JupyterHub generates it): stored
+    with the token's 1 round of SHA-512, not 16,384 (uws_hub.oauthclients); JupyterHub's
+    code exchange takes that secret, and refuses any other."""
+    from sqlalchemy import create_engine, text
+
+    ws = shared_workspace(shub)
+    bob = login(shub, "uwsbob", PASSWORD)
+    assert bob.ok, bob
+    job = run(shub, ws, "minimal")
+    token = server_token(job)
+    engine = create_engine(shub.db_url)
+    try:
+        with engine.connect() as db:
+            secret, hashed = db.execute(
+                text("SELECT c.secret, t.hashed FROM oauth_clients c JOIN api_tokens t ON t.note = :note"
+                     " WHERE c.identifier = :client"),
+                {"note": f"Server at /user/uwsalice/{job['server_name']}/",
+                 "client": f"jupyterhub-user-uwsalice-{job['server_name']}"},
+            ).one()
+    finally:
+        engine.dispose()
+    assert secret.startswith("sha512:1:") and hashed.startswith("sha512:1:") and secret != hashed
+    wrong = token[:-1] + ("0" if token[-1] != "0" else "1")
+    r = oauth_exchange(shub, bob.session, job, wrong)
+    assert r.status_code in (400, 401, 403) and "access_token" not in r.text, (r.status_code, r.text)
+    bobs = oauth_token(shub, bob.session, job, token)
+    assert shub.api("GET", "user", bobs, expect=200)["name"] == "uwsbob"
+    stop_on_request(shub, job)
+    shub.wait_job(job["id"], shub.alice, TERMINAL)
 
 
 def test_grantee_oauth_tokens_end_with_the_job_and_with_the_share(shub):

@@ -78,3 +78,16 @@ async def test_process_exit_is_told_without_polling_and_can_be_cancelled():
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_a_port_is_checked_often_at_first_then_at_a_fraction_of_the_time_taken():
+    """A server is noticed about half a check interval after it listens: 2 ms apart at
+    first (a minimal server listens after ~100 ms), then 2% of the time it has taken, up
+    to 10 ms (JupyterLab takes seconds: no more checks than before)."""
+    from uws_hub.spawners import listening
+
+    waiter = listening._Waiter(("127.0.0.1", 1), socket.AF_INET, future=None, began=100.0)  # type: ignore[arg-type]
+    assert waiter.tick(100.0) == listening.TICK_MIN_SECONDS == 0.002
+    assert waiter.tick(100.05) == 0.002
+    assert waiter.tick(100.25) == pytest.approx(0.005)
+    assert waiter.tick(102.0) == waiter.tick(1000.0) == listening.TICK_MAX_SECONDS == 0.01

@@ -179,6 +179,19 @@ class ServerControl:
         spawner.lifecycle_listener = listener
         add_client_scopes(spawner, self.client_scopes(orm_user.name, server_name))
         started = time.perf_counter()
+        route: asyncio.Future[str | None] | None = None
+
+        def listening(start: asyncio.Task) -> None:
+            # start() returned: while JupyterHub records the server and makes its own
+            # HTTP check, the proxy (another process) adds its route
+            nonlocal route
+            if self.pool.closed or start.cancelled() or start.exception() is not None:
+                return
+            if getattr(spawner, "listening", False):
+                route = self.pool.spawn(self._add_route_early(user, server_name, spawner, start.result()))
+
+        if isinstance(spawner, WorkspaceSpawnerMixin):
+            spawner.start_listener = listening
         spawn = self._keeping_activity(orm_user, spawner, user.spawn(server_name))
         spawner._spawn_pending = True
 
@@ -190,7 +203,11 @@ class ServerControl:
                 )
                 spawner._proxy_pending = True
                 try:
-                    await self.proxy.add_user(user, server_name)
+                    # the route added early is the one JupyterHub's own would add (its target
+                    # is the address the spawn recorded), or it is added now
+                    early = await route if route is not None else None
+                    if early is None or spawner.server is None or early != spawner.server.host:
+                        await self.proxy.add_user(user, server_name)
                 except Exception as e:
                     self.log.exception("Failed to add %s to the proxy; stopping it", spawner._log_name)
                     await user.stop(server_name)
@@ -202,12 +219,17 @@ class ServerControl:
                 SERVER_SPAWN_DURATION_SECONDS.labels(status=ServerSpawnStatus.failure, reason="error").observe(
                     time.perf_counter() - started
                 )
+                if route is not None and not self.pool.closed:
+                    # JupyterHub's check failed after the route went in: take it out again
+                    await asyncio.shield(self.pool.spawn(self._remove_early_route(user, server_name, route)))
                 raise
             finally:
                 # cleared here, not in a done callback: whoever sees the future
                 # done must also see the spawn no longer pending (callbacks run
                 # later, after other ready tasks)
                 spawner._spawn_pending = False
+                if isinstance(spawner, WorkspaceSpawnerMixin):
+                    spawner.start_listener = None
 
         future = spawner._spawn_future = self.pool.spawn(finish())
 
@@ -218,6 +240,34 @@ class ServerControl:
 
         future.add_done_callback(done)
         return future
+
+    async def _add_route_early(self, user: User, server_name: str, spawner: Spawner, url: Any) -> str | None:
+        """Add the route of a server whose start() returned once it listened, to the
+        address start() returned, as JupyterHub's ``User.spawn`` is about to record
+        it (two commits, then its own HTTP check). Returns the target added (None:
+        none; the route is then added after the spawn, as before)."""
+        if not isinstance(url, tuple) or user.settings.get("internal_ssl") or url[0] in ("", "0.0.0.0", "::"):
+            return None  # (JupyterHub connects to a wildcard address by the host's name)
+        ip, port = url
+        target = f"http://{f'[{ip}]' if ':' in ip else ip}:{int(port)}"  # as User.spawn makes it
+        self.log.info("Adding user %s to proxy %s => %s (it listens)", user.name, spawner.proxy_spec, target)
+        try:
+            await self.proxy.add_route(spawner.proxy_spec, target, {"user": user.name, "server_name": server_name})
+        except Exception:
+            self.log.warning("Adding %s to the proxy early failed; adding it after its start", spawner._log_name)
+            return None
+        return target
+
+    async def _remove_early_route(self, user: User, server_name: str, route: asyncio.Future[str | None]) -> None:
+        try:
+            added = await route
+        except BaseException:
+            added = None
+        if added is not None:
+            try:
+                await self.proxy.delete_user(user, server_name)
+            except Exception:
+                self.log.exception("Removing the route of %s/%s after its failed start failed", user.name, server_name)
 
     async def progress(self, spawner: Spawner, future: asyncio.Future) -> AsyncIterator[dict[str, Any]]:
         """JupyterHub's spawn-progress messages for a start, until it resolves."""

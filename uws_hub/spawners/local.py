@@ -244,7 +244,14 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         popen_kwargs = dict(self.popen_kwargs)
         popen_kwargs.update(env=self.get_env(), cwd=launch.directory, start_new_session=True)
         self.ended = None
-        limits = self.limits = await asyncio.to_thread(self.limits_spec, launch)
+        if launch.memory_bytes or launch.system_user:
+            # a cgroup to create, an account to look up: file and NSS I/O, off the loop
+            limits = await asyncio.to_thread(self.limits_spec, launch)
+        else:
+            # only the CPU share (bookkeeping in memory): the thread's round trip
+            # would cost more than the call, on the way to the server's start
+            limits = self.limits_spec(launch)
+        self.limits = limits
         if limits is not None:
             # the wrapper applies them, then switches to the job's account and execs the server
             cmd = [sys.executable, "-I", "-S", WRAPPER, "--exec", json.dumps(limits), "--", *cmd]
@@ -301,6 +308,7 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
             await wait_listening(
                 host, self.port, gone=exited if exited is not None else self._polled_exit(), timeout=self.http_timeout
             )
+            self.listening = True
         except ServerExited:
             # no error of ours: JupyterHub would log it as an unhandled ERROR. The hub's
             # watch of the start (JobSteps._watch_start) polls the exit status and fails

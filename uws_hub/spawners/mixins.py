@@ -177,6 +177,13 @@ class WorkspaceSpawnerMixin:
     start_task: asyncio.Task | None = None
     #: how the last started server ended (see :meth:`poll`); None while it runs
     exit_status: int | None = None
+    #: set by the start() of spawners that return only once the server accepts
+    #: connections (see :mod:`.listening`), when it did
+    listening: bool = False
+    #: set by the hub before a start: called with :attr:`start_task` once start()
+    #: returns, before JupyterHub's own check of the server (the hub adds the proxy
+    #: route meanwhile)
+    start_listener: Callable[[asyncio.Task], None] | None = None
 
     def take_launch(self) -> WorkspaceLaunch:
         """Take the launch handed over for this start, or refuse to start.
@@ -189,6 +196,9 @@ class WorkspaceSpawnerMixin:
         # the task running start(): a stop while starting waits for it to end, so
         # that it stops what the start made (JupyterHub's cancelled spawn may not)
         self.start_task = asyncio.current_task()
+        self.listening = False
+        if self.start_listener is not None and self.start_task is not None:
+            self.start_task.add_done_callback(self.start_listener)
         if launch is None:
             raise web.HTTPError(
                 400,
