@@ -696,6 +696,15 @@ class JobService:
         gone = {obj.id for obj in deleted if isinstance(obj, hub_orm.User)}
         if not gone:
             return
+        # their workspaces and jobs the database deletes (ON DELETE CASCADE), unseen by the
+        # session: its loaded rows of them (the rows of batch jobs under way are held, see
+        # BatchSteps) leave it, so that the next step of such a job finds it gone, as it
+        # would without them, instead of writing to a row that is no more (StaleDataError)
+        for state in list(db.identity_map.all_states()):
+            obj = state.obj()
+            # (owner_id as loaded: no query)
+            if isinstance(obj, Job | Workspace) and state.persistent and state.dict.get("owner_id") in gone:
+                db.expunge(obj)
         with db.no_autoflush:
             jobs = db.scalars(
                 select(Job).where(
