@@ -641,3 +641,16 @@ async def test_a_held_batch_job_whose_owner_is_deleted_ends_without_a_failed_ste
     await steps.reconcile(job_id)  # raised StaleDataError (an UPDATE of no row)
     assert batch._rows == {}
     await hub.pool.close()
+
+
+async def test_the_output_of_a_batch_job_never_handed_over_is_empty_without_rendering_its_launch(hub):
+    """A batch job's log file is stored at its hand-over to its runner: before it (queued,
+    refused, cancelled while waiting) it printed nothing. Asking for its output renders no
+    launch (its job type may be gone from the configuration since; no HOME is made)."""
+    runner = FakeRunner()
+    hub.jobs.runners = {"local": runner}
+    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    job = hub.jobs.launch(workspace(hub), "run", None, {}, "ann")
+    assert job.log_path is None
+    hub.jobs.job_types = {}  # the hub restarted without it
+    assert await hub.jobs.output(job) == ""  # raised KeyError: 'run'

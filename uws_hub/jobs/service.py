@@ -451,6 +451,12 @@ class JobService:
 
     async def output(self, job: Job) -> str:
         """The end of what the job's server printed, credentials redacted (for its owner and admins)."""
+        if not job.interactive and not job.log_path:
+            # a batch job's log file is stored at its hand-over to its runner: not handed
+            # over (waiting, refused, cancelled while waiting), it printed nothing, and its
+            # launch (which names the file) is not rendered for nothing (its job type may
+            # be gone from the configuration since)
+            return ""
         return redact(await asyncio.to_thread(tail, self.log_path(job), OUTPUT_TAIL_BYTES))
 
     # ---------------------------------------------------------------- requests
