@@ -654,3 +654,32 @@ async def test_the_output_of_a_batch_job_never_handed_over_is_empty_without_rend
     assert job.log_path is None
     hub.jobs.job_types = {}  # the hub restarted without it
     assert await hub.jobs.output(job) == ""  # raised KeyError: 'run'
+
+
+async def test_a_batch_job_whose_account_went_away_while_it_waited_is_refused_alone(hub, monkeypatch):
+    """What the runner is handed is rendered in the queue's transaction (its log file is
+    stored with the attempt): a refusal there (the launcher's system account gone while
+    the job waited) fails that job, as the launch checks' refusals do; the queue's step
+    hands the others over (it raised: every step of the queue failed, for everyone)."""
+    runner = FakeRunner()
+    hub.jobs.runners = {"local": runner}
+    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    anns = hub.jobs.launch(workspace(hub), "run", None, {}, "ann")
+    bens = hub.jobs.launch(workspace(hub, "ben", "w2"), "run", None, {}, "ben")
+    system_user = hub.jobs.accounts.system_user
+
+    def gone(name):
+        if name == "ann":
+            raise Conflict(f"User {name!r} has no system account on the hub's machine")
+        return system_user(name)
+
+    monkeypatch.setattr(hub.jobs.accounts, "system_user", gone)
+    batch = BatchSteps(hub.jobs, {"local": runner}, hub.pool, log)
+    queue = QueueSteps(hub.jobs, log, resources=["local"], hub_limits={"local": 2}, user_limit=lambda user: None,
+                       hand_over=batch.hand_over)
+    await queue.reconcile(0)
+    await batch._submits[bens.id]
+    assert (bens.status, anns.status) == ("running", "failed")
+    assert anns.reason.startswith("The launch was refused: User 'ann' has no system account"), anns.reason
+    assert [launch.job_id for launch in runner.submitted] == [bens.id]
+    await hub.pool.close()
