@@ -4,12 +4,13 @@ without walking all the servers of a user who owns thousands."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from concurrent.futures import Future
 
 import pytest
 from jupyterhub import orm as hub_orm
-from jupyterhub.user import UserDict
+from jupyterhub.user import User, UserDict
 from sqlalchemy import event, inspect
 
 from uws_hub.jobs.servers import ServerControl
@@ -97,3 +98,59 @@ def test_the_users_servers_by_name_answer_as_jupyterhubs(control):
     assert user.get_or_create_spawner("ws-3", "", replace_failed=True) is spawner
     fresh = user.get_or_create_spawner("fresh", "")
     assert fresh.orm_spawner is orm_user.orm_spawners["fresh"] is rows["fresh"]
+
+
+class RecordingProxy:
+    """The proxy calls of a start, recorded (each answers at once)."""
+
+    def __init__(self):
+        self.routes: dict[str, str] = {}
+
+    async def add_route(self, spec, target, data):
+        self.routes[spec] = target
+
+    async def add_user(self, user, server_name=""):
+        self.routes[user.spawners[server_name].proxy_spec] = "added after the start"
+
+    async def delete_user(self, user, server_name=""):
+        self.routes.pop(user.spawners[server_name].proxy_spec, None)
+
+
+async def test_a_start_that_listens_only_after_its_spawn_failed_gets_no_route(control, monkeypatch):
+    """The route added once the server listens (uws_hub.jobs.servers) is added only while
+    the spawn is pending: a start() that returns after JupyterHub's spawn gave up on it (its
+    start_timeout; a stop's cancel start() let pass) must not leave a route behind, to a
+    server that JupyterHub never recorded (nothing removes it; its port may be reused)."""
+    from uws_hub.tasks import TaskPool
+
+    control, db, orm_user = control
+    control.proxy = proxy = RecordingProxy()
+    control.pool = TaskPool(logging.getLogger("test"))
+    gate = asyncio.Event()
+    spawner = control.spawner(orm_user, "ws-1", "local")
+
+    async def start():
+        # as WorkspaceSpawnerMixin.take_launch, then a server that listens late
+        spawner.start_task = asyncio.current_task()
+        spawner.listening = False
+        spawner.start_task.add_done_callback(spawner.start_listener)
+        await gate.wait()
+        spawner.listening = True
+        return ("127.0.0.1", 40123)
+
+    async def spawn(self, server_name="", options=None, handler=None):
+        # as User.spawn at its start_timeout: it gives up, start() goes on
+        asyncio.ensure_future(start())
+        await asyncio.sleep(0)
+        raise TimeoutError("Spawner failed to start [status=None]")
+
+    monkeypatch.setattr(User, "spawn", spawn)
+    future = control.start(orm_user, "ws-1", "local", None, None, lambda: None)
+    with pytest.raises(TimeoutError):
+        await future
+    gate.set()
+    await spawner.start_task
+    for _ in range(10):
+        await asyncio.sleep(0)
+    await control.pool.close()
+    assert proxy.routes == {}

@@ -611,3 +611,75 @@ async def test_a_start_refused_by_a_quota_while_it_waited_fails(hub):
     await settle(steps, job, {"failed"})
     assert job.reason.startswith("The launch was refused: Concurrent job quota")
     await hub.pool.close()
+
+
+async def test_a_held_batch_job_whose_owner_is_deleted_ends_without_a_failed_step(hub):
+    """The rows of batch jobs under way are held (BatchSteps): one whose row the database
+    deleted meanwhile (its owner deleted: ON DELETE CASCADE) is found gone at its next
+    step, as an unheld row is, not written to (a failed commit, a step retried)."""
+    hub.db.expire_on_commit = False  # as JupyterHub's session (a commit reloads nothing)
+    hub.jobs.attach(hub.db)  # as services.build
+    runner = FakeRunner()
+    hub.jobs.runners = {"local": runner}
+    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    ws = workspace(hub)
+    job_id = hub.jobs.launch(ws, "run", None, {}, "ann").id
+    batch = BatchSteps(hub.jobs, {"local": runner}, hub.pool, log)
+    steps = JobSteps(hub.jobs, hub.servers, hub.queue, hub.pool, log, batch=batch)
+    queue = QueueSteps(hub.jobs, log, resources=["local"], hub_limits={"local": 2}, user_limit=lambda user: None,
+                       hand_over=batch.hand_over)
+    await queue.reconcile(0)
+    await batch._submits[job_id]
+    assert hub.db.get(Job, job_id).status == "running"
+    del ws
+    # the owner deleted, as JupyterHub deletes a user: the database deletes the rest (as
+    # JupyterHub's engine, with SQLite's foreign keys on)
+    hub.db.connection().exec_driver_sql("PRAGMA foreign_keys=ON")
+    hub.db.delete(hub.users.pop("ann"))
+    hub.db.commit()
+    runner.ended.add(job_id)
+    await steps.reconcile(job_id)  # raised StaleDataError (an UPDATE of no row)
+    assert batch._rows == {}
+    await hub.pool.close()
+
+
+async def test_the_output_of_a_batch_job_never_handed_over_is_empty_without_rendering_its_launch(hub):
+    """A batch job's log file is stored at its hand-over to its runner: before it (queued,
+    refused, cancelled while waiting) it printed nothing. Asking for its output renders no
+    launch (its job type may be gone from the configuration since; no HOME is made)."""
+    runner = FakeRunner()
+    hub.jobs.runners = {"local": runner}
+    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    job = hub.jobs.launch(workspace(hub), "run", None, {}, "ann")
+    assert job.log_path is None
+    hub.jobs.job_types = {}  # the hub restarted without it
+    assert await hub.jobs.output(job) == ""  # raised KeyError: 'run'
+
+
+async def test_a_batch_job_whose_account_went_away_while_it_waited_is_refused_alone(hub, monkeypatch):
+    """What the runner is handed is rendered in the queue's transaction (its log file is
+    stored with the attempt): a refusal there (the launcher's system account gone while
+    the job waited) fails that job, as the launch checks' refusals do; the queue's step
+    hands the others over (it raised: every step of the queue failed, for everyone)."""
+    runner = FakeRunner()
+    hub.jobs.runners = {"local": runner}
+    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    anns = hub.jobs.launch(workspace(hub), "run", None, {}, "ann")
+    bens = hub.jobs.launch(workspace(hub, "ben", "w2"), "run", None, {}, "ben")
+    system_user = hub.jobs.accounts.system_user
+
+    def gone(name):
+        if name == "ann":
+            raise Conflict(f"User {name!r} has no system account on the hub's machine")
+        return system_user(name)
+
+    monkeypatch.setattr(hub.jobs.accounts, "system_user", gone)
+    batch = BatchSteps(hub.jobs, {"local": runner}, hub.pool, log)
+    queue = QueueSteps(hub.jobs, log, resources=["local"], hub_limits={"local": 2}, user_limit=lambda user: None,
+                       hand_over=batch.hand_over)
+    await queue.reconcile(0)
+    await batch._submits[bens.id]
+    assert (bens.status, anns.status) == ("running", "failed")
+    assert anns.reason.startswith("The launch was refused: User 'ann' has no system account"), anns.reason
+    assert [launch.job_id for launch in runner.submitted] == [bens.id]
+    await hub.pool.close()

@@ -170,13 +170,16 @@ class BatchSteps:
         stored with the attempt."""
         try:
             self.jobs.check_launch(self.jobs.launch_request(job))
+            # (here: in the queue's transaction, a refusal that raised would fail the queue's
+            # step, for every job, at each retry)
+            launch = self.jobs.batch_launch(job)
         except UWSError as e:
-            # e.g. the owner used up their core-hours while the job waited
+            # e.g. the owner used up their core-hours while the job waited, or the
+            # launcher's system account is gone
             self.jobs.transition(job, JobStatus.failed, f"The launch was refused: {e.message}")
             if commit:
                 self.db.commit()
             return None
-        launch = self.jobs.batch_launch(job)
         job.log_path = launch.log_path
         job.attempts += 1
         self._hold(job)

@@ -180,12 +180,17 @@ class ServerControl:
         add_client_scopes(spawner, self.client_scopes(orm_user.name, server_name))
         started = time.perf_counter()
         route: asyncio.Future[str | None] | None = None
+        ended = False
 
         def listening(start: asyncio.Task) -> None:
             # start() returned: while JupyterHub records the server and makes its own
-            # HTTP check, the proxy (another process) adds its route
+            # HTTP check, the proxy (another process) adds its route. Only while the spawn
+            # is pending: a start() that returns after the spawn ended (JupyterHub's
+            # start_timeout, a cancel start() let pass) would leave a route that nothing
+            # takes out, to a server JupyterHub never recorded (finish() below takes out
+            # only a route added while it runs)
             nonlocal route
-            if self.pool.closed or start.cancelled() or start.exception() is not None:
+            if ended or self.pool.closed or start.cancelled() or start.exception() is not None:
                 return
             if getattr(spawner, "listening", False):
                 route = self.pool.spawn(self._add_route_early(user, server_name, spawner, start.result()))
@@ -196,6 +201,7 @@ class ServerControl:
         spawner._spawn_pending = True
 
         async def finish() -> None:
+            nonlocal ended
             try:
                 await spawn
                 SERVER_SPAWN_DURATION_SECONDS.labels(status=ServerSpawnStatus.success, reason="none").observe(
@@ -228,6 +234,7 @@ class ServerControl:
                 # done must also see the spawn no longer pending (callbacks run
                 # later, after other ready tasks)
                 spawner._spawn_pending = False
+                ended = True
                 if isinstance(spawner, WorkspaceSpawnerMixin):
                     spawner.start_listener = None
 

@@ -451,6 +451,12 @@ class JobService:
 
     async def output(self, job: Job) -> str:
         """The end of what the job's server printed, credentials redacted (for its owner and admins)."""
+        if not job.interactive and not job.log_path:
+            # a batch job's log file is stored at its hand-over to its runner: not handed
+            # over (waiting, refused, cancelled while waiting), it printed nothing, and its
+            # launch (which names the file) is not rendered for nothing (its job type may
+            # be gone from the configuration since)
+            return ""
         return redact(await asyncio.to_thread(tail, self.log_path(job), OUTPUT_TAIL_BYTES))
 
     # ---------------------------------------------------------------- requests
@@ -696,6 +702,15 @@ class JobService:
         gone = {obj.id for obj in deleted if isinstance(obj, hub_orm.User)}
         if not gone:
             return
+        # their workspaces and jobs the database deletes (ON DELETE CASCADE), unseen by the
+        # session: its loaded rows of them (the rows of batch jobs under way are held, see
+        # BatchSteps) leave it, so that the next step of such a job finds it gone, as it
+        # would without them, instead of writing to a row that is no more (StaleDataError)
+        for state in list(db.identity_map.all_states()):
+            obj = state.obj()
+            # (owner_id as loaded: no query)
+            if isinstance(obj, Job | Workspace) and state.persistent and state.dict.get("owner_id") in gone:
+                db.expunge(obj)
         with db.no_autoflush:
             jobs = db.scalars(
                 select(Job).where(
