@@ -503,6 +503,33 @@ async def test_a_start_that_works_runs_the_job(hub):
     await hub.pool.close()
 
 
+async def test_the_step_after_a_stop_ends_the_job_without_making_a_spawner(hub):
+    """JupyterHub drops a stopped server's spawner. The step that records the job's end
+    needs none and does not look one up: ``servers.find`` would make a new one, on the
+    way from the server's exit to the job's end."""
+    steps, servers = job_steps(hub, "ok")
+    job = hub.jobs.launch(workspace(hub), "lab", None, {}, "ann")
+    await settle(steps, job, {"running"})
+    found: list[str] = []
+    find, stop = servers.find, servers.stop
+    finds_at_stop: list[int] = []
+
+    def counting_find(owner, server_name):
+        found.append(server_name)
+        return find(owner, server_name)
+
+    async def stop_and_drop(owner, server_name):
+        await stop(owner, server_name)
+        servers.spawners.pop(server_name)  # as JupyterHub's User.stop does
+        finds_at_stop.append(len(found))
+
+    servers.find, servers.stop = counting_find, stop_and_drop
+    hub.jobs.stop(job, "ann")
+    await settle(steps, job, {"completed"})
+    assert finds_at_stop and len(found) == finds_at_stop[0]
+    await hub.pool.close()
+
+
 async def test_a_job_whose_start_began_before_a_restart_adopts_its_server(hub):
     """A job with a start behind it (attempts 1, the hub restarted since) takes its server
     from the database, not only from what this process has loaded: a server that came up

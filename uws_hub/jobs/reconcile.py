@@ -222,6 +222,11 @@ class JobSteps:
             # server is gone); one that is not loaded is stopped, as good as none. A job
             # whose start began (maybe before a restart) looks in the database too.
             spawner = self.servers.live(job.owner, job.server_name)
+        elif job.target == JobTarget.stopped and (stop := self._stops.get(job_id)) is not None and stop.done():
+            # its stop in this process ended: what is left (recording how) needs no spawner.
+            # JupyterHub dropped the stopped server's, and find() would make a new one, a
+            # few milliseconds between the server's exit and the job's end
+            spawner = self.servers.live(job.owner, job.server_name)
         else:
             spawner = self.servers.find(job.owner, job.server_name)
         if spawner is not None and spawner.lifecycle_listener is None:
