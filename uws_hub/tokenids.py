@@ -9,10 +9,11 @@ the token itself), and each request checks, with one query on the primary key,
 that the row is still there, still holds that hashed value (an id the database
 gave again to a new token holds another: its salt is random) and has not
 expired; the row's object is then the session's, held here so that the session
-does not read it again (JupyterHub's own object, as its lookup would return it). A token deleted (revoked, its user or service or OAuth client
-deleted, by the ORM or by the database's cascades) or expired is refused at the
-next request, exactly as JupyterHub refuses it: its id is forgotten and
-JupyterHub's lookup decides.
+does not read it again (JupyterHub's own object, as its lookup would return it).
+A token deleted (revoked, its user or service or OAuth client deleted, by the
+ORM or by the database's cascades) or expired is refused at the next request,
+exactly as JupyterHub refuses it: its id is forgotten and JupyterHub's lookup
+decides.
 """
 
 from __future__ import annotations
