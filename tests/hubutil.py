@@ -261,12 +261,21 @@ class Hub:
         return token["token"]
 
     def wait_job(self, job_id: int, token: str, statuses: set[str], timeout: float = 60) -> dict:
+        seen: dict = {}
+
         def done():
-            job = self.api("GET", f"jobs/{job_id}", token, expect=200)
+            job = seen["job"] = self.api("GET", f"jobs/{job_id}", token, expect=200)
             return job if job["status"] in statuses else None
 
         try:
             return wait_for(done, timeout, interval=0.25, what=f"job {job_id} to reach {statuses}")
-        except AssertionError:
-            print(self.log_tail(80))
-            raise
+        except AssertionError as e:
+            # what a reader of a CI run needs: where the job stuck, and what the hub did
+            # meanwhile (its log without this wait's own polls)
+            job = seen.get("job") or {}
+            polls = re.compile(r" (200 GET /hub/api/jobs/\d+|Polling) ")
+            lines = [line for line in self.log_text().splitlines() if not polls.search(line)]
+            raise AssertionError(
+                f"{e}: it stayed {job.get('status')!r} (reason {job.get('reason')!r}, stopping_at"
+                f" {job.get('stopping_at')!r}); the hub's last log lines but polls:\n" + "\n".join(lines[-80:])
+            ) from None
