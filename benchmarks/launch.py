@@ -253,14 +253,13 @@ def baselines(job_type: str) -> list[str]:
 def manual_launch(kind: str, hub: Hub, token: str, directory: Path, home: Path, logdir: Path,
                   session: requests.Session, n: int, args) -> dict:
     """A baseline: the same server started by hand, polled directly, stopped with the
-    signal the hub's spawner sends (SIGINT; jupyter-lab by hand: SIGTERM, as SIGINT asks
-    for confirmation, and jupyterhub-singleuser makes SIGINT the same stop as SIGTERM)."""
+    signal the hub's spawner sends (SIGTERM, to the server's process; jupyter-lab by hand:
+    to its process group)."""
     port = free_port()
     env = hub_env({"HOME": str(home)})
     for var in [k for k in env if k.startswith("JUPYTERHUB_")]:
         env.pop(var)
     status_url = f"http://127.0.0.1:{port}/api/status"
-    stop_signal = signal.SIGINT
     if kind == "minimal":
         server = [sys.executable, str(MINIMAL_SERVER)]
         env["JUPYTERHUB_SERVICE_URL"] = f"http://127.0.0.1:{port}/"
@@ -287,7 +286,6 @@ def manual_launch(kind: str, hub: Hub, token: str, directory: Path, home: Path, 
         status_url = f"http://127.0.0.1:{port}{prefix}api/status"
     else:
         server = jupyter_server_argv(port, token, directory)
-        stop_signal = signal.SIGTERM
     t0 = time.monotonic()
     wall0 = time.time()
     # at the priority the hub gives its jobs (nice execs the server: same pid)
@@ -301,8 +299,8 @@ def manual_launch(kind: str, hub: Hub, token: str, directory: Path, home: Path, 
         raise
     finally:
         t1 = time.monotonic()
-        # as the hub's spawner: SIGINT to the server's process (jupyter-lab by hand: SIGTERM to its group)
-        proc.stop(sig=stop_signal, group=stop_signal == signal.SIGTERM)
+        # as the hub's spawner: SIGTERM to the server's process (jupyter-lab by hand: to its group)
+        proc.stop(sig=signal.SIGTERM, group=kind == "jupyter-lab")
     listening = log_time(_read_lines(proc.log_path), "is running at")
     return {"ready_s": t_ready - t0, "stop_s": time.monotonic() - t1, "polls": polls,
             "start_to_listening_s": _diff(wall0, listening),
@@ -380,8 +378,7 @@ def launch_table(res: dict) -> str:
         ("  hub: job running → /api/status 200 via proxy (the client's next poll)", col(hub, "running_to_ok_s"), None),
     ]
     for kind in kinds:
-        signame = "SIGTERM" if kind == "jupyter-lab" else "SIGINT"
-        rows.append((f"by hand, {kind}: {signame} → exited", col(res["manual"][kind], "stop_s"), man_stop))
+        rows.append((f"by hand, {kind}: SIGTERM → exited", col(res["manual"][kind], "stop_s"), man_stop))
     rows.append(("hub: POST stop → job completed", col(hub, "stop_s"), man_stop))
     rows.append(("hub: job stopping_at → finished_at (hub's own timestamps)",
                  col(hub, "hub_stopping_to_finished_s"), man_stop))

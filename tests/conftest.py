@@ -86,6 +86,22 @@ def no_unexpected_hub_errors(request):
         pytest.fail("A hub logged unexpected errors:\n" + "\n".join(unexpected[:20]), pytrace=False)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test's report carries the log of each hub that wrote to it during the
+    test (its last lines but polls): a CI run's output is all a reader has of a flaky one."""
+    report = yield
+    if report.when == "call" and report.failed:
+        for hub in Hub.instances:
+            try:
+                written = hub.log_file.stat().st_mtime >= call.start
+            except FileNotFoundError:
+                written = False
+            if written:
+                report.sections.append((f"hub log {hub.workdir} (last lines but polls)", hub.log_digest()))
+    return report
+
+
 def pytest_report_header(config):
     return f"uws-hub tests on {os.environ.get('UWS_TEST_DB', 'sqlite')}"
 

@@ -198,6 +198,17 @@ class Hub:
     def log_text(self) -> str:
         return self.log_file.read_text(errors="replace")
 
+    #: log lines a failed test's report leaves out: its polls of a job or a server
+    _POLLS = re.compile(r" (200 GET /hub/api/jobs/\d+ |200 GET /hub/api/workspaces/\d+ |Polling )")
+
+    def log_digest(self, n: int = 60) -> str:
+        """The last ``n`` lines of the log but polls: what the hub did while a test waited."""
+        try:
+            lines = self.log_text().splitlines()
+        except FileNotFoundError:
+            return ""
+        return "\n".join([line for line in lines if not self._POLLS.search(line)][-n:])
+
     def new_error_lines(self) -> list[tuple[datetime, str]]:
         """The ERROR lines the hub logged since the last call, with their times."""
         try:
@@ -270,12 +281,9 @@ class Hub:
         try:
             return wait_for(done, timeout, interval=0.25, what=f"job {job_id} to reach {statuses}")
         except AssertionError as e:
-            # what a reader of a CI run needs: where the job stuck, and what the hub did
-            # meanwhile (its log without this wait's own polls)
+            # where the job stuck (the hub's log is in the failed test's report: conftest.py)
             job = seen.get("job") or {}
-            polls = re.compile(r" (200 GET /hub/api/jobs/\d+|Polling) ")
-            lines = [line for line in self.log_text().splitlines() if not polls.search(line)]
             raise AssertionError(
-                f"{e}: it stayed {job.get('status')!r} (reason {job.get('reason')!r}, stopping_at"
-                f" {job.get('stopping_at')!r}); the hub's last log lines but polls:\n" + "\n".join(lines[-80:])
+                f"{e}: it stayed {job.get('status')!r} (reason {job.get('reason')!r},"
+                f" stopping_at {job.get('stopping_at')!r})"
             ) from None

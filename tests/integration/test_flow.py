@@ -190,3 +190,21 @@ def test_stop_while_starting_cancels(hub, alice, workspace):
     assert hub.wait_job(again["id"], alice, {"running", "failed"})["status"] == "running"
     hub.api("POST", f"jobs/{again['id']}/stop", alice, expect=202)
     hub.wait_job(again["id"], alice, {"completed"})
+
+
+def test_a_server_stopped_as_soon_as_it_runs_stops_itself(hub, alice, workspace):
+    """JupyterLab stopped the moment it runs is asked with SIGTERM, its own graceful stop.
+    SIGINT (JupyterHub's first signal) is a KeyboardInterrupt to a server without a
+    terminal: raised wherever it is, it broke out of the server's event loop, which then
+    could not run the SIGTERM that followed, and the stop waited a minute for SIGKILL."""
+    job = hub.api("POST", f"workspaces/{workspace['id']}/jobs", alice, json={"job_type": "jupyterlab"}, expect=202)
+    assert hub.wait_job(job["id"], alice, {"running", "failed"})["status"] == "running"
+    hub.api("POST", f"jobs/{job['id']}/stop", alice, expect=202)
+    job = hub.wait_job(job["id"], alice, {"completed", "cancelled", "failed"})
+    assert job["status"] == "completed", job["reason"]
+    # the server says how it was asked to stop (its output, for its owner)
+    output = hub.api("GET", f"jobs/{job['id']}/output", alice)["output"]
+    assert "received signal 15, stopping" in output, output[-2000:]
+    assert "Interrupted..." not in output
+    # and it ran its own shutdown (its extensions', its kernels')
+    assert re.search(r"Shutting down \d+ extensions", output), output[-2000:]

@@ -318,6 +318,21 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
             if exited is not None:
                 exited.cancel()
 
+    async def stop(self, now: bool = False) -> None:
+        """Stop the server with SIGTERM, then SIGKILL after ``term_timeout``: never SIGINT.
+
+        JupyterHub's LocalProcessSpawner interrupts first. A Jupyter server
+        without a terminal takes SIGINT as Python's KeyboardInterrupt, raised
+        wherever its main thread is: out of its event loop, which then cannot
+        run the cleanup that SIGTERM asks for. Stopped in the first second
+        after its start, JupyterLab hung there until SIGKILL, a minute later
+        (``interrupt_timeout`` and ``term_timeout`` of 30 s each). SIGTERM is
+        its own graceful stop (kernels shut down, then its loop ends), at any
+        point of its life, as for any other web server; ``interrupt_timeout``
+        does not apply.
+        """
+        await super().stop(now=True)
+
     async def _polled_exit(self) -> None:
         """Where pidfds are missing: the process's exit, polled."""
         while await self.poll() is None:
