@@ -4,13 +4,15 @@ real sockets and real processes, no hub."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import socket
 import subprocess
 import sys
 
 import pytest
 
-from uws_hub.spawners.listening import ServerExited, process_exit, wait_listening
+from uws_hub.spawners.listening import ServerExited, holds_listener, process_exit, wait_listening
 
 
 def bound_socket() -> socket.socket:
@@ -91,3 +93,42 @@ def test_a_port_is_checked_often_at_first_then_at_a_fraction_of_the_time_taken()
     assert waiter.tick(100.05) == 0.002
     assert waiter.tick(100.25) == pytest.approx(0.005)
     assert waiter.tick(102.0) == waiter.tick(1000.0) == listening.TICK_MAX_SECONDS == 0.01
+
+
+async def test_a_listener_of_another_process_is_not_the_servers():
+    """With ``owner``, only a socket of that process (or a descendant) counts: another
+    process that listens on the port (a squatter) does not end the wait."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; sys.stdin.readline(); time.sleep(30)"], stdin=subprocess.PIPE
+    )
+    try:
+        with bound_socket() as s:
+            s.listen()
+            with pytest.raises(TimeoutError):
+                await wait_listening("127.0.0.1", port(s), timeout=0.3, owner=holder.pid)
+            # the same listener is this process's own
+            await asyncio.wait_for(wait_listening("127.0.0.1", port(s), timeout=10, owner=os.getpid()), 5)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+async def test_a_listener_held_by_a_child_of_the_owner_is_the_servers():
+    """A server under a shell that does not exec it: its socket is a descendant's."""
+    with bound_socket() as probe:
+        free = port(probe)
+    shell = subprocess.Popen(
+        [
+            "/bin/sh",
+            "-c",
+            f'{sys.executable} -c "import socket, time; s = socket.socket(); '
+            f"s.bind(('127.0.0.1', {free})); s.listen(); time.sleep(30)\"; true",
+        ],
+        start_new_session=True,
+    )
+    try:
+        await asyncio.wait_for(wait_listening("127.0.0.1", free, timeout=10, owner=shell.pid), 15)
+        assert holds_listener(shell.pid, free)
+    finally:
+        os.killpg(shell.pid, signal.SIGKILL)
+        shell.wait()

@@ -15,6 +15,14 @@ switch), and the ticks spread out as more starts wait
 event loop into a port scanner. Remote hosts (a SLURM node) answer a
 ``connect`` later: the socket is kept and looked at again on the next tick.
 
+A local server counts as listening only once the socket that listens on its
+port is its own (one of its process tree's descriptors, :func:`holds_listener`):
+any process on the machine can listen on a port the hub chose for a server
+before the server binds it (the server then fails to bind and exits), and the
+hub would otherwise route the server's URL, on the hub's own origin, to that
+process: a squatter of another account would serve its pages to the server's
+visitors.
+
 :func:`process_exit` turns a process's exit into a future with a pidfd (no
 polling): a local start fails the moment its server dies, and a stop sees the
 exit at once instead of JupyterHub's backoff from ``death_interval``.
@@ -51,11 +59,58 @@ class ServerExited(RuntimeError):
     """The server's process (or batch job) ended before it listened."""
 
 
+def listening_sockets(port: int) -> set[str]:
+    """The inodes of the sockets listening on TCP ``port`` (IPv4 and IPv6, any address)
+    in this network namespace, from ``/proc/net/tcp`` and ``/proc/net/tcp6``."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f, None)
+                for line in f:
+                    # sl local_address rem_address st ... uid timeout inode
+                    fields = line.split()
+                    if fields[3] == "0A" and int(fields[1].rpartition(":")[2], 16) == port:
+                        inodes.add(fields[9])
+        except OSError:
+            continue
+    return inodes
+
+
+def holds_listener(pid: int, port: int) -> bool:
+    """Whether the process ``pid`` or one of its descendants holds a socket listening on
+    ``port`` (its server may run under a shell or a wrapper that does not exec it)."""
+    wanted = {f"socket:[{inode}]" for inode in listening_sockets(port)}
+    if not wanted:
+        return False
+    pending, seen = [pid], set()
+    while pending:
+        current = pending.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        try:
+            for fd in os.listdir(f"/proc/{current}/fd"):
+                try:
+                    if os.readlink(f"/proc/{current}/fd/{fd}") in wanted:
+                        return True
+                except OSError:
+                    continue
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as f:
+                    pending.extend(int(child) for child in f.read().split())
+        except OSError:
+            continue  # it exited meanwhile
+    return False
+
+
 @dataclass(eq=False)
 class _Waiter:
     address: tuple
     family: int
     future: asyncio.Future
+    #: the process (tree) whose socket must be the one that listens (None: any listener)
+    owner: int | None = None
     sock: socket.socket | None = None
     since: float = field(default_factory=time.monotonic)
     #: when the wait began, and when the port is checked next
@@ -82,7 +137,9 @@ class _Waiter:
                 error = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 if not error:
                     self.close()
-                    return True
+                    # another process's listener is not the server: wait on (the server
+                    # fails to bind the port, exits, and the wait ends with its exit)
+                    return self.owner is None or holds_listener(self.owner, self.address[1])
         self.close()
         return False
 
@@ -138,8 +195,11 @@ class _Watcher:
 _watchers: dict[asyncio.AbstractEventLoop, _Watcher] = {}
 
 
-async def wait_listening(host: str, port: int, *, gone: Awaitable | None = None, timeout: float) -> None:
-    """Return once ``host:port`` accepts TCP connections.
+async def wait_listening(
+    host: str, port: int, *, gone: Awaitable | None = None, timeout: float, owner: int | None = None
+) -> None:
+    """Return once ``host:port`` accepts TCP connections (and, with ``owner``, a local
+    process's pid, once the listening socket is that process's or a descendant's).
 
     Raises :class:`ServerExited` if ``gone`` (the server's exit) completes
     first, and TimeoutError after ``timeout`` seconds.
@@ -152,7 +212,7 @@ async def wait_listening(host: str, port: int, *, gone: Awaitable | None = None,
         watcher = _watchers[loop] = _Watcher()
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     family, _, _, _, address = infos[0]
-    waiter = _Waiter(address, family, loop.create_future())
+    waiter = _Waiter(address, family, loop.create_future(), owner)
     watcher.add(waiter)
     waits: set[asyncio.Future] = {waiter.future}
     ended = asyncio.ensure_future(gone) if gone is not None else None

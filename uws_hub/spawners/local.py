@@ -26,10 +26,11 @@ import shutil
 import subprocess
 import sys
 
-from jupyterhub.spawner import LocalProcessSpawner
+from jupyterhub.spawner import LocalProcessSpawner, SpawnException
 from jupyterhub.utils import random_port
 from traitlets import Bool, Float, Integer, Unicode
 
+from ..reasons import exit_reason
 from . import localorphans, wrapper
 from .listening import ServerExited, process_exit, wait_listening
 from .localbatch import LocalRunner
@@ -306,14 +307,21 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         exited = process_exit(self.pid)
         try:
             await wait_listening(
-                host, self.port, gone=exited if exited is not None else self._polled_exit(), timeout=self.http_timeout
+                host,
+                self.port,
+                gone=exited if exited is not None else self._polled_exit(),
+                timeout=self.http_timeout,
+                owner=self.pid,
             )
             self.listening = True
         except ServerExited:
-            # no error of ours: JupyterHub would log it as an unhandled ERROR. The hub's
-            # watch of the start (JobSteps._watch_start) polls the exit status and fails
-            # the job with it, as it does for any spawner
-            pass
+            # the start fails now, not at JupyterHub's HTTP check of the port, which
+            # another process may hold (the server then exited, failing to bind it): that
+            # process would answer the check and get the server's route. A SpawnException
+            # is the server's failure, not the hub's: JupyterHub logs its message, no traceback
+            status = await self.poll()
+            reason = exit_reason("it", status, when=" before it answered")
+            raise SpawnException(reason, reason="exited") from None
         finally:
             if exited is not None:
                 exited.cancel()

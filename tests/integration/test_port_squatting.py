@@ -1,0 +1,79 @@
+"""A port squatter: another account's process that listens on the port the hub chose for
+a server before the server binds it. The server cannot bind and exits; the hub must not
+take the squatter for the server (JupyterHub's own check would: any HTTP answer will do),
+or it would route the server's URL, on the hub's origin, to the squatter's pages."""
+
+from __future__ import annotations
+
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from ..hubutil import free_port, wait_for
+
+SQUATTER = textwrap.dedent(
+    """
+    import http.server, sys
+    port, log = int(sys.argv[1]), sys.argv[2]
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            with open(log, "a") as f:
+                f.write(self.path + "\\n")
+            body = b"<h1>JupyterLab</h1>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    http.server.HTTPServer(("127.0.0.1", port), Answer).serve_forever()
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def squatted(make_hub, system_users):
+    """A hub whose servers all get one port, held by a process of uwsbob's."""
+    port = free_port()
+    # where uwsbob may write (pytest's own folders are root's only)
+    log = Path(tempfile.mkdtemp(prefix="uws-squatter-")) / "requests.log"
+    log.parent.chmod(0o777)
+    bob = pwd.getpwnam("uwsbob")
+    squatter = subprocess.Popen(
+        [sys.executable, "-c", SQUATTER, str(port), str(log)], user=bob.pw_uid, group=bob.pw_gid, extra_groups=[]
+    )
+    try:
+        wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, 15, what="the squatter to listen")
+        hub = make_hub(f"c.UWSHub.system_users = True\nc.WorkspaceLocalProcessSpawner.port = {port}\n")
+        yield hub, log
+    finally:
+        squatter.kill()
+        squatter.wait()
+        shutil.rmtree(log.parent)
+
+
+def test_a_server_whose_port_another_account_holds_fails_and_is_never_routed_to_it(squatted):
+    hub, log = squatted
+    alice = hub.add_user("uwsalice")
+    ws = hub.api("POST", "workspaces", alice, json={"name": "squatted"}, expect=201)
+    job = hub.api("POST", f"workspaces/{ws['id']}/jobs", alice, json={"job_type": "jupyterlab"}, expect=202)
+    job = hub.wait_job(job["id"], alice, {"running", "failed"})
+    # the server could not bind its port: its job fails, saying so
+    assert job["status"] == "failed"
+    assert job["reason"] == "The server failed to start: it exited with status 1 before it answered", job["reason"]
+    assert "is already in use" in hub.api("GET", f"jobs/{job['id']}/output", alice)["output"]
+    # and nothing of alice's reached the squatter: not the hub's check, not her browser
+    r = hub.request("GET", "/user/uwsalice/squatted/lab", alice, allow_redirects=False)
+    assert "<h1>JupyterLab</h1>" not in r.text
+    assert not log.exists() or log.read_text() == "", log.read_text()
