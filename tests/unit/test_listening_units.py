@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from uws_hub.spawners import listening
 from uws_hub.spawners.listening import ServerExited, holds_listener, process_exit, wait_listening
 
 
@@ -132,3 +133,22 @@ async def test_a_listener_held_by_a_child_of_the_owner_is_the_servers():
     finally:
         os.killpg(shell.pid, signal.SIGKILL)
         shell.wait()
+
+
+def test_the_kernels_answer_and_proc_net_tcp_agree():
+    """The listening sockets of a port, asked of netlink, are those ``/proc/net/tcp``
+    lists (the fallback where netlink is refused), IPv4 and IPv6 alike."""
+    with socket.socket() as v4, socket.socket(socket.AF_INET6) as v6, bound_socket() as idle:
+        v4.bind(("127.0.0.1", 0))
+        v4.listen()
+        v6.bind(("::1", 0))
+        v6.listen()
+        for s in (v4, v6):
+            assert listening._proc_listening(port(s)) == {str(os.fstat(s.fileno()).st_ino)}
+        # a bound socket that does not listen is not a listener
+        assert listening._proc_listening(port(idle)) == set()
+        try:
+            for s in (v4, v6, idle):
+                assert listening._diag_listening(port(s)) == listening._proc_listening(port(s))
+        except PermissionError:
+            pytest.skip("netlink's socket diagnostics are refused here (the /proc fallback was checked)")
