@@ -5,8 +5,10 @@ or it would route the server's URL, on the hub's origin, to the squatter's pages
 
 from __future__ import annotations
 
+import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from ..helpers import MINIMAL_CMD, launch
 from ..hubutil import free_port, wait_for
 
 SQUATTER = textwrap.dedent(
@@ -77,3 +80,24 @@ def test_a_server_whose_port_another_account_holds_fails_and_is_never_routed_to_
     r = hub.request("GET", "/user/uwsalice/squatted/lab", alice, allow_redirects=False)
     assert "<h1>JupyterLab</h1>" not in r.text
     assert not log.exists() or log.read_text() == "", log.read_text()
+
+
+def test_a_server_that_dies_loses_its_route_at_once_not_at_the_next_poll(make_hub):
+    """review5: a running server's port is free again the moment it dies, and another
+    account's process that binds it got the server's requests (on the hub's origin) until
+    the hub's next poll or reconcile scan (10 s, JupyterHub's own 30 s). Its exit is now
+    watched: the route goes, and the job fails, at once. Failed before: with both of
+    them an hour apart, the job stayed running."""
+    hub = make_hub(
+        "c.UWSHub.system_users = False\nc.UWSHub.job_reconcile_interval = 3600\n"
+        "c.Spawner.poll_interval = 3600\n"
+        f"c.UWSHub.job_types = {{'minimal': {{'cmd': {MINIMAL_CMD!r}}}}}\n"
+    )
+    user = hub.add_user("sqdies")
+    job = hub.wait_job(launch(hub, user)["id"], user, {"running", "failed"})
+    assert job["status"] == "running", job["reason"]
+    assert hub.request("GET", job["url"], user).status_code == 200
+    os.kill(int(job["resource_id"]), signal.SIGKILL)
+    job = hub.wait_job(job["id"], user, {"failed"}, timeout=30)
+    assert job["reason"].startswith("The server was killed by signal 9 (SIGKILL)"), job["reason"]
+    assert hub.request("GET", f"/user/sqdies/{job['server_name']}/", user, allow_redirects=False).status_code != 200

@@ -314,6 +314,12 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
                 owner=self.pid,
             )
             self.listening = True
+            if exited is not None:
+                # its port is free again the moment it dies, and any process may bind it:
+                # its route must go then, not at the next poll (JupyterHub's 30 s, the
+                # hub's reconcile scan) with the server's requests going to that process
+                exited.add_done_callback(self._died)
+                self._exit_watch, exited = exited, None
         except ServerExited:
             # the start fails now, not at JupyterHub's HTTP check of the port, which
             # another process may hold (the server then exited, failing to bind it): that
@@ -340,6 +346,15 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         does not apply.
         """
         await super().stop(now=True)
+
+    #: the running server's exit (a pidfd), watched from its start on (see :meth:`_died`)
+    _exit_watch: asyncio.Future | None = None
+
+    def _died(self, exited: asyncio.Future) -> None:
+        """The server's process exited: JupyterHub's poll callbacks run now (the hub's
+        stops the job, taking its route out), as at a poll that finds it gone."""
+        if not exited.cancelled() and self._exit_watch is exited:
+            asyncio.ensure_future(self.poll_and_notify())
 
     async def _polled_exit(self) -> None:
         """Where pidfds are missing: the process's exit, polled."""
@@ -380,6 +395,9 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
                 self.port = 0
             self._reserved_port = None
         CPU_USE.release(self._cpu_key)
+        if self._exit_watch is not None:
+            self._exit_watch.cancel()
+            self._exit_watch = None
         if self.limits:
             cgroup = self.limits.get("cgroup")
             self.ended = {
