@@ -349,12 +349,15 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
 
     #: the running server's exit (a pidfd), watched from its start on (see :meth:`_died`)
     _exit_watch: asyncio.Future | None = None
+    _notifying: asyncio.Future | None = None
 
     def _died(self, exited: asyncio.Future) -> None:
         """The server's process exited: JupyterHub's poll callbacks run now (the hub's
-        stops the job, taking its route out), as at a poll that finds it gone."""
-        if not exited.cancelled() and self._exit_watch is exited:
-            asyncio.ensure_future(self.poll_and_notify())
+        stops the job, taking its route out), as at a poll that finds it gone. Not for an
+        exit a stop asked for (JupyterHub's callbacks are not for those)."""
+        if not exited.cancelled() and self._exit_watch is exited and not self._stop_pending:
+            # (held: the loop keeps only a weak reference to a task)
+            self._notifying = asyncio.ensure_future(self.poll_and_notify())
 
     async def _polled_exit(self) -> None:
         """Where pidfds are missing: the process's exit, polled."""
