@@ -314,12 +314,6 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
                 owner=self.pid,
             )
             self.listening = True
-            if exited is not None:
-                # its port is free again the moment it dies, and any process may bind it:
-                # its route must go then, not at the next poll (JupyterHub's 30 s, the
-                # hub's reconcile scan) with the server's requests going to that process
-                exited.add_done_callback(self._died)
-                self._exit_watch, exited = exited, None
         except ServerExited:
             # the start fails now, not at JupyterHub's HTTP check of the port, which
             # another process may hold (the server then exited, failing to bind it): that
@@ -347,9 +341,29 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         """
         await super().stop(now=True)
 
-    #: the running server's exit (a pidfd), watched from its start on (see :meth:`_died`)
+    #: the running server's exit (a pidfd), watched while it runs (see :meth:`start_polling`)
     _exit_watch: asyncio.Future | None = None
     _notifying: asyncio.Future | None = None
+
+    def start_polling(self) -> None:
+        """JupyterHub's poll of a server that runs (once started, or found again at the
+        hub's start), and a watch of its exit: its port is free again the moment it dies,
+        and any process may bind it; its route must go then, not at the next poll
+        (``poll_interval``, the hub's reconcile scan) with its requests going to that process."""
+        super().start_polling()
+        if self._exit_watch is None and self.pid:
+            self._exit_watch = process_exit(self.pid)
+            if self._exit_watch is not None:
+                self._exit_watch.add_done_callback(self._died)
+
+    async def poll(self) -> int | None:
+        watch = self._exit_watch
+        if self.proc is None and watch is not None and watch.done() and not watch.cancelled():
+            # a server found again at the hub's start (not the hub's child) that exited: its
+            # zombie answers JupyterHub's signal 0 until its new parent reaps it
+            self.clear_state()
+            return 0
+        return await super().poll()
 
     def _died(self, exited: asyncio.Future) -> None:
         """The server's process exited: JupyterHub's poll callbacks run now (the hub's
