@@ -5,17 +5,22 @@ or it would route the server's URL, on the hub's origin, to the squatter's pages
 
 from __future__ import annotations
 
+import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
+import uuid
 from pathlib import Path
 
 import pytest
+import requests
 
+from ..helpers import MINIMAL_CMD, launch
 from ..hubutil import free_port, wait_for
 
 SQUATTER = textwrap.dedent(
@@ -77,3 +82,62 @@ def test_a_server_whose_port_another_account_holds_fails_and_is_never_routed_to_
     r = hub.request("GET", "/user/uwsalice/squatted/lab", alice, allow_redirects=False)
     assert "<h1>JupyterLab</h1>" not in r.text
     assert not log.exists() or log.read_text() == "", log.read_text()
+
+
+def _hub_with_routes(make_hub, config: str):
+    """A single-account hub whose polls of servers and reconcile scans are an hour apart,
+    and a function that lists its proxy's routes."""
+    token = "proxy-" + uuid.uuid4().hex
+    hub = make_hub(
+        "c.UWSHub.system_users = False\nc.UWSHub.job_reconcile_interval = 3600\n"
+        "c.Spawner.poll_interval = 3600\n"
+        f"c.UWSHub.job_types = {{'minimal': {{'cmd': {MINIMAL_CMD!r}}}}}\n" + config,
+        env={"CONFIGPROXY_AUTH_TOKEN": token},
+    )
+
+    def routes() -> set[str]:
+        r = requests.get(f"http://127.0.0.1:{hub.api_port}/api/routes", headers={"Authorization": f"token {token}"})
+        return {spec.rstrip("/") for spec in r.json()}
+
+    return hub, routes
+
+
+def test_a_server_that_dies_loses_its_route_at_once_not_at_the_next_poll(make_hub):
+    """review5: a running server's port is free again the moment it dies, and another
+    account's process that binds it got the server's requests (on the hub's origin) until
+    the hub's next poll or reconcile scan (10 s, JupyterHub's own 30 s). Its exit is now
+    watched: the route goes, and the job fails, at once. Failed before: with both of
+    them an hour apart, the job stayed running."""
+    hub, routes = _hub_with_routes(make_hub, "")
+    user = hub.add_user("sqdies")
+    job = hub.wait_job(launch(hub, user)["id"], user, {"running", "failed"})
+    assert job["status"] == "running", job["reason"]
+    route = f"/user/sqdies/{job['server_name']}"
+    assert route in routes()
+    os.kill(int(job["resource_id"]), signal.SIGKILL)
+    job = hub.wait_job(job["id"], user, {"failed"}, timeout=30)
+    assert job["reason"].startswith("The server was killed by signal 9 (SIGKILL)"), job["reason"]
+    assert route not in routes()
+
+
+def test_a_server_the_hub_found_again_at_its_start_loses_its_route_at_once_when_it_dies(make_hub):
+    """review5: as above, for a server that outlived a restart of the hub (its exit is
+    watched from JupyterHub's restore of it on; JupyterHub's own callback takes the route
+    out). Failed before: the route stayed."""
+    hub, routes = _hub_with_routes(make_hub, "c.JupyterHub.cleanup_servers = False\n")
+    user = hub.add_user("sqrestart")
+    job = hub.wait_job(launch(hub, user)["id"], user, {"running", "failed"})
+    assert job["status"] == "running", job["reason"]
+    route = f"/user/sqrestart/{job['server_name']}"
+    pid = int(job["resource_id"])
+    try:
+        hub.stop()
+        hub.start()
+        wait_for(lambda: route in routes(), 15, what="the hub to find the server again")
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: route not in routes(), 30, what="the dead server's route to go")
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

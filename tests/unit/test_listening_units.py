@@ -144,11 +144,54 @@ def test_the_kernels_answer_and_proc_net_tcp_agree():
         v6.bind(("::1", 0))
         v6.listen()
         for s in (v4, v6):
-            assert listening._proc_listening(port(s)) == {str(os.fstat(s.fileno()).st_ino)}
+            assert listening._proc_listening(port(s)) == {str(os.fstat(s.fileno()).st_ino): os.getuid()}
         # a bound socket that does not listen is not a listener
-        assert listening._proc_listening(port(idle)) == set()
+        assert listening._proc_listening(port(idle)) == {}
         try:
             for s in (v4, v6, idle):
                 assert listening._diag_listening(port(s)) == listening._proc_listening(port(s))
         except PermissionError:
             pytest.skip("netlink's socket diagnostics are refused here (the /proc fallback was checked)")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switches accounts: the hub runs as root")
+def test_a_root_hub_without_cap_sys_ptrace_knows_its_servers_listeners_by_their_account():
+    """review5: root in a container without CAP_SYS_PTRACE (Docker's, Podman's and
+    Kubernetes' default capabilities) may list another account's ``/proc/<pid>/fd`` but
+    not read its links: every system user's server counted as not listening, and its
+    start timed out. A listener of the server's account is then its own; another
+    account's is still not. Failed before: the server's own listener was refused."""
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import socket, sys, time; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen();"
+            " print(s.getsockname()[1], flush=True); time.sleep(30)",
+        ],
+        user=nobody.pw_uid,
+        group=nobody.pw_gid,
+        extra_groups=[],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        server_port = int(server.stdout.readline())
+        with bound_socket() as squatter:
+            squatter.listen()
+            checks = (
+                f"print(holds_listener({server.pid}, {server_port}), holds_listener({server.pid}, {port(squatter)}))"
+            )
+            asked = subprocess.run(
+                ["setpriv", "--inh-caps=-sys_ptrace", "--bounding-set=-sys_ptrace", sys.executable, "-c"]
+                + [f"from uws_hub.spawners.listening import holds_listener; {checks}"],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+        assert asked.stdout.split() == ["True", "False"], asked
+    finally:
+        server.kill()
+        server.wait()

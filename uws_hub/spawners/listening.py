@@ -66,16 +66,17 @@ _SOCK_DIAG_BY_FAMILY = 20
 _NLM_F_REQUEST, _NLM_F_DUMP = 0x1, 0x300
 _NLMSG_ERROR, _NLMSG_DONE = 2, 3
 _TCP_LISTEN = 10
-#: where a socket's source port and inode are in an ``inet_diag_msg`` (after the 4
-#: bytes of family, state, timer and retransmits: the 48-byte socket id, then expires,
-#: rqueue, wqueue and uid)
-_SPORT_AT, _INODE_AT = 4, 4 + 48 + 16
+#: where a socket's source port, owner's uid and inode are in an ``inet_diag_msg``
+#: (after the 4 bytes of family, state, timer and retransmits: the 48-byte socket id,
+#: then expires, rqueue, wqueue, uid and inode)
+_SPORT_AT, _UID_AT, _INODE_AT = 4, 4 + 48 + 12, 4 + 48 + 16
 
 
-def _diag_listening(port: int) -> set[str]:
-    """The inodes of the TCP sockets listening on ``port``, asked of the kernel by
-    netlink (it walks its table of listening sockets only: tens of microseconds)."""
-    inodes = set()
+def _diag_listening(port: int) -> dict[str, int]:
+    """The inodes of the TCP sockets listening on ``port``, with the uid of each one's
+    account, asked of the kernel by netlink (it walks its table of listening sockets
+    only: tens of microseconds)."""
+    inodes = {}
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_SOCK_DIAG) as nl:
         for family in (socket.AF_INET, socket.AF_INET6):
             request = struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, 1 << _TCP_LISTEN) + bytes(48)
@@ -94,15 +95,16 @@ def _diag_listening(port: int) -> set[str]:
                         raise OSError(-struct.unpack_from("=i", data, offset + 16)[0], "sock_diag refused")
                     message = offset + 16
                     if struct.unpack_from("!H", data, message + _SPORT_AT)[0] == port:
-                        inodes.add(str(struct.unpack_from("=I", data, message + _INODE_AT)[0]))
+                        inode = str(struct.unpack_from("=I", data, message + _INODE_AT)[0])
+                        inodes[inode] = struct.unpack_from("=I", data, message + _UID_AT)[0]
                     offset += (length + 3) & ~3
     return inodes
 
 
-def _proc_listening(port: int) -> set[str]:
+def _proc_listening(port: int) -> dict[str, int]:
     """As :func:`_diag_listening`, from ``/proc/net/tcp`` and ``tcp6`` (where netlink is
     refused): milliseconds, as the kernel walks every socket's table to write them."""
-    inodes = set()
+    inodes = {}
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as f:
@@ -111,15 +113,15 @@ def _proc_listening(port: int) -> set[str]:
                     # sl local_address rem_address st ... uid timeout inode
                     fields = line.split()
                     if fields[3] == "0A" and int(fields[1].rpartition(":")[2], 16) == port:
-                        inodes.add(fields[9])
+                        inodes[fields[9]] = int(fields[7])
         except OSError:
             continue
     return inodes
 
 
-def listening_sockets(port: int) -> set[str]:
+def listening_sockets(port: int) -> dict[str, int]:
     """The inodes of the sockets listening on TCP ``port`` (IPv4 and IPv6, any address)
-    in this network namespace."""
+    in this network namespace, with the uid of each one's account."""
     try:
         return _diag_listening(port)
     except OSError:
@@ -128,8 +130,15 @@ def listening_sockets(port: int) -> set[str]:
 
 def holds_listener(pid: int, port: int) -> bool:
     """Whether the process ``pid`` or one of its descendants holds a socket listening on
-    ``port`` (its server may run under a shell or a wrapper that does not exec it)."""
-    wanted = {f"socket:[{inode}]" for inode in listening_sockets(port)}
+    ``port`` (its server may run under a shell or a wrapper that does not exec it).
+
+    Where the hub may not read a process's descriptors (root without CAP_SYS_PTRACE, as
+    in a container with the default capabilities: another account's ``/proc/<pid>/fd``
+    lists but its links are refused), a listener of that process's account counts as
+    its own: another account's is still not.
+    """
+    listeners = listening_sockets(port)
+    wanted = {f"socket:[{inode}]" for inode in listeners}
     if not wanted:
         return False
     pending, seen = [pid], set()
@@ -143,6 +152,10 @@ def holds_listener(pid: int, port: int) -> bool:
                 try:
                     if os.readlink(f"/proc/{current}/fd/{fd}") in wanted:
                         return True
+                except PermissionError:
+                    if os.stat(f"/proc/{current}").st_uid in listeners.values():
+                        return True
+                    break
                 except OSError:
                     continue
             for task in os.listdir(f"/proc/{current}/task"):

@@ -341,6 +341,38 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         """
         await super().stop(now=True)
 
+    #: the running server's exit (a pidfd), watched while it runs (see :meth:`start_polling`)
+    _exit_watch: asyncio.Future | None = None
+    _notifying: asyncio.Future | None = None
+
+    def start_polling(self) -> None:
+        """JupyterHub's poll of a server that runs (once started, or found again at the
+        hub's start), and a watch of its exit: its port is free again the moment it dies,
+        and any process may bind it; its route must go then, not at the next poll
+        (``poll_interval``, the hub's reconcile scan) with its requests going to that process."""
+        super().start_polling()
+        if self._exit_watch is None and self.pid:
+            self._exit_watch = process_exit(self.pid)
+            if self._exit_watch is not None:
+                self._exit_watch.add_done_callback(self._died)
+
+    async def poll(self) -> int | None:
+        watch = self._exit_watch
+        if self.proc is None and watch is not None and watch.done() and not watch.cancelled():
+            # a server found again at the hub's start (not the hub's child) that exited: its
+            # zombie answers JupyterHub's signal 0 until its new parent reaps it
+            self.clear_state()
+            return 0
+        return await super().poll()
+
+    def _died(self, exited: asyncio.Future) -> None:
+        """The server's process exited: JupyterHub's poll callbacks run now (the hub's
+        stops the job, taking its route out), as at a poll that finds it gone. Not for an
+        exit a stop asked for (JupyterHub's callbacks are not for those)."""
+        if not exited.cancelled() and self._exit_watch is exited and not self._stop_pending:
+            # (held: the loop keeps only a weak reference to a task)
+            self._notifying = asyncio.ensure_future(self.poll_and_notify())
+
     async def _polled_exit(self) -> None:
         """Where pidfds are missing: the process's exit, polled."""
         while await self.poll() is None:
@@ -380,6 +412,9 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
                 self.port = 0
             self._reserved_port = None
         CPU_USE.release(self._cpu_key)
+        if self._exit_watch is not None:
+            self._exit_watch.cancel()
+            self._exit_watch = None
         if self.limits:
             cgroup = self.limits.get("cgroup")
             self.ended = {
