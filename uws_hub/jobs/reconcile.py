@@ -205,11 +205,7 @@ class JobSteps:
     async def _reconcile(self, job_id: int, ticket: int | None) -> None:
         job = Job.find(self.db, job_id)
         if job is None or job.terminal:
-            self._starting.pop(job_id, None)
-            self._starts.pop(job_id, None)
-            self._stops.pop(job_id, None)
-            self._start_errors.pop(job_id, None)
-            self.batch.forget(job_id)
+            self._forget(job_id)
             return
         if not job.interactive:
             await self.batch.reconcile(job)
@@ -499,17 +495,60 @@ class JobSteps:
                 self._fail(job, f"Stopping failed: {from_exception(failure)}")
                 return
         elif spawner is not None and (spawner.active or spawner.server is not None):
-            stop = self._stops[job.id] = self.pool.spawn(self.servers.stop(job.owner, job.server_name))
-            job_id = job.id
-            stop.add_done_callback(lambda f: self.wake(job_id))
+            self._stop(job)
             return
         elif job.resource_id and job.running_at is None:
             await self._release_leftover(job)
+        self._record_end(job)
+        self.db.commit()
+
+    def _stop(self, job: Job) -> None:
+        """Stop the job's server in a helper task; the job's end is recorded as soon as
+        the server has stopped, in the commit that ends JupyterHub's stop (see
+        ``ServerControl.stop``'s ``then``), not by a step of the reconciler after it: the
+        key's trip through the queue and the job's lookup cost a stop ~3 ms. A stop that
+        did not record it (it failed; someone else's stop was under way) wakes the job,
+        whose next step does, as before."""
+        job_id = job.id
+        recorded = False
+
+        def stopped() -> None:
+            # (synchronous, in the stop's own task: a step of this job that runs meanwhile
+            # waits for this stop, and then finds the job finished)
+            nonlocal recorded
+            current = self.db.get(Job, job_id)  # the row this closure holds: no query
+            if current is not None and current.target != JobTarget.stopped.value:
+                return
+            self._forget(job_id)
+            if current is not None and not current.terminal:
+                self._record_end(current)
+            recorded = True
+
+        async def stop() -> None:
+            await self.servers.stop(job.owner, job.server_name, then=stopped)
+
+        def done(future: asyncio.Future) -> None:
+            if not recorded:
+                self.wake(job_id)
+
+        future = self._stops[job_id] = self.pool.spawn(stop())
+        future.add_done_callback(done)
+
+    def _record_end(self, job: Job) -> None:
+        """The end of a job whose server is stopped (the caller commits): the outcome a
+        stop asked for, else completed (it ran) or cancelled (it never did)."""
         outcome = (
             JobStatus(job.outcome) if job.outcome else (JobStatus.completed if job.running_at else JobStatus.cancelled)
         )
         self.jobs.transition(job, outcome)
-        self.db.commit()
+
+    def _forget(self, job_id: int) -> None:
+        """Drop what this process keeps of a job that is finished."""
+        self._starting.pop(job_id, None)
+        self._starts.pop(job_id, None)
+        self._stops.pop(job_id, None)
+        self._start_errors.pop(job_id, None)
+        self.batch.forget(job_id)
 
     def _fail(self, job: Job, reason: str) -> None:
         self.jobs.transition(job, JobStatus.failed, reason)

@@ -282,19 +282,26 @@ class ServerControl:
             yield event
 
     # ---------------------------------------------------------------- stop
-    async def stop(self, orm_user: hub_orm.User, server_name: str) -> None:
+    async def stop(self, orm_user: hub_orm.User, server_name: str, *, then: Callable[[], None] | None = None) -> bool:
         """Stop a named server: drop its proxy route, stop it, clean up; waits until done.
 
         A start in progress is cancelled first, as JupyterHub's server API
         does. Safe to call for a server that is not running.
+
+        ``then`` (synchronous) is called once this call's stop has worked, inside it:
+        what it changes in the session goes into the commit that ends the stop (the
+        one that puts the user's activity back, see :meth:`_keeping_activity`), with
+        no other task run in between. Returns whether it was called: not when the
+        server was not running, or when a stop already under way (someone else's) was
+        waited for.
         """
         spawner = self.find(orm_user, server_name)
         if spawner is None:
-            return
+            return False
         user = self.user(orm_user)
         if spawner.pending == "stop" and spawner._stop_future is not None:
             await asyncio.shield(spawner._stop_future)
-            return
+            return False
         if spawner.pending == "spawn" and spawner._spawn_future is not None:
             self.log.info("Interrupting the start of %s", spawner._log_name)
             spawner._spawn_future.cancel()
@@ -307,27 +314,47 @@ class ServerControl:
                 start.cancel()
             await asyncio.wait([start], timeout=10)
         if spawner.server is None and not spawner.pending:
-            return
+            return False
         spawner._stop_pending = True
+        called = False
 
         async def stop() -> None:
+            nonlocal called
+            before = orm_user.last_activity
             try:
                 # the route goes while the server stops, not before: a stop waits for one
                 # proxy round trip less (JupyterHub's own stop does them one after the other)
-                outcomes = await asyncio.gather(
-                    self.proxy.delete_user(user, server_name),
-                    self._keeping_activity(orm_user, spawner, user.stop(server_name)),
-                    return_exceptions=True,
-                )
-                for outcome in outcomes:
-                    if isinstance(outcome, BaseException):
-                        raise outcome
+                try:
+                    outcomes = await asyncio.gather(
+                        self.proxy.delete_user(user, server_name), user.stop(server_name), return_exceptions=True
+                    )
+                except asyncio.CancelledError:
+                    if self._restore_activity(orm_user, spawner, before):
+                        self.users.db.commit()
+                    raise
+                failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
+                # one commit for the user's activity put back and what ``then`` records
+                # (the job's end), not one each in two steps of the reconciler
+                changed = self._restore_activity(orm_user, spawner, before)
+                if failure is None and then is not None:
+                    try:
+                        then()
+                    except Exception:
+                        # as a reconciler step that fails: nothing of it half-committed
+                        self.users.db.rollback()
+                        raise
+                    called = changed = True
+                if changed:
+                    self.users.db.commit()
+                if failure is not None:
+                    raise failure
             finally:
                 spawner._stop_future = None
                 spawner._stop_pending = False
 
         spawner._stop_future = self.pool.spawn(stop())
         await asyncio.shield(spawner._stop_future)
+        return called
 
     async def _keeping_activity(self, orm_user: hub_orm.User, spawner: Spawner, action: Awaitable[Any]) -> Any:
         """Run JupyterHub's start or stop of a server without counting it as the user's activity.
@@ -345,14 +372,23 @@ class ServerControl:
         try:
             return await action
         finally:
-            orm_spawner = spawner.orm_spawner
-            if (
-                orm_user.last_activity != before
-                and orm_spawner is not None
-                and orm_user.last_activity in (orm_spawner.last_activity, orm_spawner.started)
-            ):
-                orm_user.last_activity = before
+            if self._restore_activity(orm_user, spawner, before):
                 self.users.db.commit()
+
+    @staticmethod
+    def _restore_activity(orm_user: hub_orm.User, spawner: Spawner, before: Any) -> bool:
+        """Put the user's ``last_activity`` back to ``before`` if JupyterHub's start or stop
+        of ``spawner`` set it (see :meth:`_keeping_activity`); returns whether it did (the
+        caller commits)."""
+        orm_spawner = spawner.orm_spawner
+        if (
+            orm_user.last_activity != before
+            and orm_spawner is not None
+            and orm_user.last_activity in (orm_spawner.last_activity, orm_spawner.started)
+        ):
+            orm_user.last_activity = before
+            return True
+        return False
 
     async def delete(self, orm_user: hub_orm.User, server_name: str) -> None:
         """Forget a stopped named server (its row and persistent resources)."""
