@@ -450,7 +450,7 @@ class StartingServers(FakeServers):
 
     live = find
 
-    def start(self, owner, server_name, resource, launch, listener, on_poll_stopped):
+    def start(self, owner, server_name, resource, launch, listener, on_poll_stopped, *, then=None):
         spawner = self.spawners.setdefault(server_name, FakeSpawner())
         spawner.launch, spawner.pending = launch, "spawn"
 
@@ -463,6 +463,10 @@ class StartingServers(FakeServers):
                 if self.behaviour == "slow":
                     await self.release.wait()
                 spawner.ready, spawner.server = True, object()
+                if then is not None:
+                    # as ServerControl.start: in the commit that ends the start
+                    then()
+                    self.db.commit()
             finally:
                 spawner.pending = None
 
@@ -536,6 +540,35 @@ async def test_the_step_after_a_stop_ends_the_job_without_making_a_spawner(hub):
     hub.jobs.stop(job, "ann")
     await settle(steps, job, {"completed"})
     assert finds_at_stop and len(found) == finds_at_stop[0]
+    await hub.pool.close()
+
+
+async def test_a_start_records_that_the_job_runs_itself_not_a_step_after_it(hub):
+    """A start that worked records the job running in the commit that ends it, not by
+    one more step of the reconciler after its end woke the job. Failed before: the job
+    was still queued once its start had ended."""
+    steps, servers = job_steps(hub, "ok")
+    job = hub.jobs.launch(workspace(hub), "lab", None, {}, "ann")
+    await steps.reconcile(job.id)  # the step that starts it
+    start = steps._starts[job.id]
+    await asyncio.wait_for(start, 5)
+    assert job.status == "running" and job.url == "/user/ann/w1/lab"
+    assert job.id not in steps._starts and job.id not in steps._starting
+    with Session(hub.db.get_bind()) as other:
+        assert other.get(Job, job.id).status == "running"
+    await hub.pool.close()
+
+
+async def test_a_start_that_ends_after_its_job_was_stopped_records_nothing(hub):
+    """A start that works after its job was asked to stop leaves the job to the stop."""
+    steps, servers = job_steps(hub, "slow")
+    job = hub.jobs.launch(workspace(hub), "lab", None, {}, "ann")
+    await steps.reconcile(job.id)
+    start = steps._starts[job.id]
+    hub.jobs.stop(job, "ann")
+    servers.release.set()
+    await asyncio.wait_for(start, 5)
+    assert job.status != "running" and job.target == "stopped"
     await hub.pool.close()
 
 

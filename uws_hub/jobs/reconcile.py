@@ -327,10 +327,11 @@ class JobSteps:
         self._start_line[job_id] = ticket
         return False
 
-    def _start_ended(self, job_id: int) -> None:
+    def _start_ended(self, job_id: int, wake: bool = True) -> None:
         self._starts_running -= 1
         self._starts_submitted.discard(job_id)
-        self.wake(job_id)
+        if wake:
+            self.wake(job_id)
         self.wake_start_line()
 
     def wake_start_line(self) -> None:
@@ -360,13 +361,39 @@ class JobSteps:
         # in the row: the spawner looks for what it may have left (a local process)
         launch.retried = job.attempts > 1
         job_id = job.id
+        spawner: Spawner | None = None
+        recorded = False
+
+        def started() -> None:
+            # the start worked: the job runs, recorded in the commit that ends the start,
+            # not by one more step after the start's end woke the job (its trip through
+            # the queue). Synchronous, in the start's own task: a step of this job that
+            # runs meanwhile finds the start under way and leaves it be.
+            nonlocal recorded
+            current = self.db.get(Job, job_id)  # held in _starting: no query
+            if (
+                current is None
+                or current.target != JobTarget.running.value
+                or current.status not in STARTING
+                or self._starts.get(job_id) is not future
+            ):
+                return  # (stopped meanwhile: the steps see to it)
+            self._starts.pop(job_id)
+            self._starting.pop(job_id, None)
+            self._start_errors.pop(job_id, None)
+            self.jobs.transition(current, JobStatus.running, node=spawner.node if spawner is not None else None)
+            recorded = True
+
+        def ended(_: asyncio.Future) -> None:
+            self._start_ended(job_id, wake=not recorded)
+
         future = self.servers.start(
-            job.owner, job.server_name, job.resource, launch, self._on_report, lambda: self.wake(job_id)
+            job.owner, job.server_name, job.resource, launch, self._on_report, lambda: self.wake(job_id), then=started
         )
         self._starts[job_id] = future
         self._starting[job_id] = job
         self._starts_running += 1
-        future.add_done_callback(lambda f: self._start_ended(job_id))
+        future.add_done_callback(ended)
         spawner = self.servers.find(job.owner, job.server_name)
         self.pool.spawn(self._forward_progress(job_id, spawner, future))
         self._watch_start(job_id, spawner, future)
