@@ -14,7 +14,8 @@ died, a lost proxy route) is repaired within one interval.
 
 Steps never block a worker for long: work that takes time (a server's start,
 removing a tree, copying one) runs as a helper task of the app's
-:class:`~uws_hub.tasks.TaskPool`, which puts the key back when it ends. A
+:class:`~uws_hub.tasks.TaskPool`, which puts the key back when it ends (or
+takes the object's last step itself: a job's start or stop that worked). A
 worker gives the event loop back after every step, so that requests and
 events are served between the steps of a burst of keys.
 """

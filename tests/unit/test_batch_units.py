@@ -3,11 +3,14 @@ the fair queue's order, log ranges, how an exit record reads, the CPUs a job get
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import pwd
 import signal
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta
 
 import pytest
@@ -283,8 +286,6 @@ def _launch_jobs(tmp_path, launcher, commands):
 
 
 def _ended(files, timeout=10.0):
-    import time
-
     deadline = time.monotonic() + timeout
     while (record := files.read_exit()) is None:
         assert time.monotonic() < deadline, f"job {files.job_id} did not end"
@@ -299,7 +300,6 @@ def _children(pid):
 
 def test_the_launcher_forks_each_wrapper_names_its_job_and_reaps_it(tmp_path):
     import logging
-    import time
 
     from uws_hub.spawners.localjob import Launcher
 
@@ -469,10 +469,6 @@ def test_between_the_account_switch_and_the_exec_the_job_cannot_read_its_process
     jobs' specs were) from the account switch until its exec; the switch clears its dumpable
     flag, so the job's account can neither read its memory nor its environment then (what
     docs/security.md says of the launcher). Holds; guards it."""
-    import ctypes
-    import pwd
-    import time
-
     nobody = pwd.getpwnam("nobody")
     ready, go = os.pipe()
     child = os.fork()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -161,8 +162,6 @@ def test_a_root_hub_without_cap_sys_ptrace_knows_its_servers_listeners_by_their_
     not read its links: every system user's server counted as not listening, and its
     start timed out. A listener of the server's account is then its own; another
     account's is still not. Failed before: the server's own listener was refused."""
-    import pwd
-
     nobody = pwd.getpwnam("nobody")
     server = subprocess.Popen(
         [

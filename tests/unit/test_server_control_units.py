@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 from concurrent.futures import Future
 
 import pytest
@@ -154,3 +156,45 @@ async def test_a_start_that_listens_only_after_its_spawn_failed_gets_no_route(co
         await asyncio.sleep(0)
     await control.pool.close()
     assert proxy.routes == {}
+
+
+async def test_a_stop_waits_on_the_servers_exit_watch_not_on_a_new_pidfd(control, monkeypatch):
+    """A running local server's exit is watched with one pidfd (``start_polling``); a
+    stop's wait after each signal waits on that watch instead of opening another pidfd
+    (a server held three). A wait that times out leaves the watch as it was. Failed
+    before: each wait opened a pidfd of its own."""
+    from uws_hub.spawners import local
+    from uws_hub.spawners.listening import process_exit
+
+    control, db, orm_user = control
+    spawner = control.spawner(orm_user, "ws-2", "local")
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        spawner.proc, spawner.pid = proc, proc.pid
+        spawner._exit_watch = watch = local.process_exit(proc.pid)  # as start_polling makes it
+        assert watch is not None
+        opened = []
+
+        def counting_process_exit(pid):
+            opened.append(pid)
+            return process_exit(pid)
+
+        monkeypatch.setattr(local, "process_exit", counting_process_exit)
+        assert await spawner.wait_for_death(0.05) is False
+        assert not watch.done()  # a timeout does not cancel the watch
+        proc.terminate()
+        assert await spawner.wait_for_death(5) is True
+        assert opened == []
+    finally:
+        proc.kill()
+        proc.wait()
+    # a server without a watch (stopped while it started): a pidfd of the wait's own
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        spawner.proc, spawner.pid, spawner._exit_watch = proc, proc.pid, None
+        proc.terminate()
+        assert await spawner.wait_for_death(5) is True
+        assert opened == [proc.pid]
+    finally:
+        proc.kill()
+        proc.wait()

@@ -450,7 +450,7 @@ class StartingServers(FakeServers):
 
     live = find
 
-    def start(self, owner, server_name, resource, launch, listener, on_poll_stopped):
+    def start(self, owner, server_name, resource, launch, listener, on_poll_stopped, *, then=None):
         spawner = self.spawners.setdefault(server_name, FakeSpawner())
         spawner.launch, spawner.pending = launch, "spawn"
 
@@ -463,16 +463,27 @@ class StartingServers(FakeServers):
                 if self.behaviour == "slow":
                     await self.release.wait()
                 spawner.ready, spawner.server = True, object()
+                if then is not None:
+                    # as ServerControl.start: in the commit that ends the start
+                    then()
+                    self.db.commit()
             finally:
                 spawner.pending = None
 
         return asyncio.ensure_future(run())
 
-    async def stop(self, owner, server_name):
+    async def stop(self, owner, server_name, *, then=None):
         spawner = self.spawners.get(server_name)
+        running = spawner is not None and (spawner.active or spawner.server is not None)
         if spawner is not None:
             spawner.ready, spawner.server, spawner.pending = False, None, None
         self.stopped.append(server_name)
+        if running and then is not None:
+            # as ServerControl.stop: in the commit that ends the stop
+            then()
+            self.db.commit()
+            return True
+        return False
 
     async def progress(self, spawner, future):
         await asyncio.wait([future])
@@ -482,6 +493,7 @@ class StartingServers(FakeServers):
 
 def job_steps(hub, behaviour: str, **options):
     servers = hub.jobs.servers = StartingServers(behaviour)
+    servers.db = hub.db
     batch = BatchSteps(hub.jobs, {}, hub.pool, log)
     return JobSteps(hub.jobs, servers, hub.queue, hub.pool, log, batch=batch, start_poll_interval=0.01,
                     **options), servers
@@ -518,15 +530,90 @@ async def test_the_step_after_a_stop_ends_the_job_without_making_a_spawner(hub):
         found.append(server_name)
         return find(owner, server_name)
 
-    async def stop_and_drop(owner, server_name):
-        await stop(owner, server_name)
+    async def stop_and_drop(owner, server_name, *, then=None):
+        servers.spawners[server_name].server = None
         servers.spawners.pop(server_name)  # as JupyterHub's User.stop does
         finds_at_stop.append(len(found))
+        return await stop(owner, server_name, then=then)
 
     servers.find, servers.stop = counting_find, stop_and_drop
     hub.jobs.stop(job, "ann")
     await settle(steps, job, {"completed"})
     assert finds_at_stop and len(found) == finds_at_stop[0]
+    await hub.pool.close()
+
+
+async def test_a_start_records_that_the_job_runs_itself_not_a_step_after_it(hub):
+    """A start that worked records the job running in the commit that ends it, not by
+    one more step of the reconciler after its end woke the job. Failed before: the job
+    was still queued once its start had ended."""
+    steps, servers = job_steps(hub, "ok")
+    job = hub.jobs.launch(workspace(hub), "lab", None, {}, "ann")
+    await steps.reconcile(job.id)  # the step that starts it
+    start = steps._starts[job.id]
+    await asyncio.wait_for(start, 5)
+    assert job.status == "running" and job.url == "/user/ann/w1/lab"
+    assert job.id not in steps._starts and job.id not in steps._starting
+    with Session(hub.db.get_bind()) as other:
+        assert other.get(Job, job.id).status == "running"
+    await hub.pool.close()
+
+
+async def test_a_start_that_ends_after_its_job_was_stopped_records_nothing(hub):
+    """A start that works after its job was asked to stop leaves the job to the stop."""
+    steps, servers = job_steps(hub, "slow")
+    job = hub.jobs.launch(workspace(hub), "lab", None, {}, "ann")
+    await steps.reconcile(job.id)
+    start = steps._starts[job.id]
+    hub.jobs.stop(job, "ann")
+    servers.release.set()
+    await asyncio.wait_for(start, 5)
+    assert job.status != "running" and job.target == "stopped"
+    await hub.pool.close()
+
+
+async def test_a_stop_records_the_jobs_end_itself_not_a_step_after_it(hub):
+    """The end of a stopped job is recorded by its stop, in the commit that ends it (with
+    the owner's activity put back), not by one more step of the reconciler after the
+    stop woke the job: that trip through the queue cost a stop ~3 ms. Failed before:
+    the job was still stopping once its server had stopped."""
+    steps, servers = job_steps(hub, "ok")
+    job = hub.jobs.launch(workspace(hub), "lab", None, {}, "ann")
+    await settle(steps, job, {"running"})
+    hub.jobs.stop(job, "ann")
+    await steps.reconcile(job.id)  # the step that starts the stop
+    assert job.status == "stopping"
+    await asyncio.wait_for(steps._stops[job.id], 5)
+    assert job.status == "completed" and servers.stopped == [job.server_name]
+    assert not steps._stops and job.id not in steps._starts
+    # committed: what another session reads
+    with Session(hub.db.get_bind()) as other:
+        assert other.get(Job, job.id).status == "completed"
+    # a step that comes after all the same finds nothing to do
+    await steps.reconcile(job.id)
+    assert job.status == "completed" and servers.stopped == [job.server_name]
+    await hub.pool.close()
+
+
+async def test_a_stop_that_did_not_record_the_end_wakes_the_job(hub):
+    """A stop that failed (or waited for someone else's) leaves the end to the job's
+    next step, as before: it is woken."""
+    steps, servers = job_steps(hub, "ok")
+    job = hub.jobs.launch(workspace(hub), "lab", None, {}, "ann")
+    await settle(steps, job, {"running"})
+
+    async def failing_stop(owner, server_name, *, then=None):
+        raise RuntimeError("the proxy is down")
+
+    servers.stop = failing_stop
+    hub.jobs.stop(job, "ann")
+    await steps.reconcile(job.id)
+    hub.queue._queue.clear(), hub.queue._queued.clear()  # (the stop request's wake: taken)
+    await asyncio.wait([steps._stops[job.id]], timeout=5)
+    await asyncio.sleep(0)
+    assert list(hub.queue._queue) == [("job", job.id)] and job.status == "stopping"
+    await steps.reconcile(job.id)
+    assert job.status == "failed" and "the proxy is down" in job.reason
     await hub.pool.close()
 
 

@@ -4,8 +4,9 @@ A job's status is where it is, its target (:class:`~uws_hub.states.JobTarget`)
 ``running`` or ``stopped`` is where the user wants it. Each step (one
 :meth:`JobSteps.reconcile` by a worker of :mod:`uws_hub.reconciler`) moves
 it on: start the server, notice it answers, stop it, record how it ended.
-Starts and stops run as helper tasks of the app's task pool and put the job
-back on the queue when they end. After every scan, missing proxy routes are
+Starts and stops run as helper tasks of the app's task pool; one that worked
+records its outcome itself (the job running, the job's end) in the commit
+that ends it, one that did not puts the job back on the queue. After every scan, missing proxy routes are
 put back and orphaned resource jobs swept; a job stuck past a deadline is
 failed with the reason, logged as an event.
 """
@@ -205,11 +206,7 @@ class JobSteps:
     async def _reconcile(self, job_id: int, ticket: int | None) -> None:
         job = Job.find(self.db, job_id)
         if job is None or job.terminal:
-            self._starting.pop(job_id, None)
-            self._starts.pop(job_id, None)
-            self._stops.pop(job_id, None)
-            self._start_errors.pop(job_id, None)
-            self.batch.forget(job_id)
+            self._forget(job_id)
             return
         if not job.interactive:
             await self.batch.reconcile(job)
@@ -331,10 +328,11 @@ class JobSteps:
         self._start_line[job_id] = ticket
         return False
 
-    def _start_ended(self, job_id: int) -> None:
+    def _start_ended(self, job_id: int, wake: bool = True) -> None:
         self._starts_running -= 1
         self._starts_submitted.discard(job_id)
-        self.wake(job_id)
+        if wake:
+            self.wake(job_id)
         self.wake_start_line()
 
     def wake_start_line(self) -> None:
@@ -364,13 +362,39 @@ class JobSteps:
         # in the row: the spawner looks for what it may have left (a local process)
         launch.retried = job.attempts > 1
         job_id = job.id
+        spawner: Spawner | None = None
+        recorded = False
+
+        def started() -> None:
+            # the start worked: the job runs, recorded in the commit that ends the start,
+            # not by one more step after the start's end woke the job (its trip through
+            # the queue). Synchronous, in the start's own task: a step of this job that
+            # runs meanwhile finds the start under way and leaves it be.
+            nonlocal recorded
+            current = self.db.get(Job, job_id)  # held in _starting: no query
+            if (
+                current is None
+                or current.target != JobTarget.running.value
+                or current.status not in STARTING
+                or self._starts.get(job_id) is not future
+            ):
+                return  # (stopped meanwhile: the steps see to it)
+            self._starts.pop(job_id)
+            self._starting.pop(job_id, None)
+            self._start_errors.pop(job_id, None)
+            self.jobs.transition(current, JobStatus.running, node=spawner.node if spawner is not None else None)
+            recorded = True
+
+        def ended(_: asyncio.Future) -> None:
+            self._start_ended(job_id, wake=not recorded)
+
         future = self.servers.start(
-            job.owner, job.server_name, job.resource, launch, self._on_report, lambda: self.wake(job_id)
+            job.owner, job.server_name, job.resource, launch, self._on_report, lambda: self.wake(job_id), then=started
         )
         self._starts[job_id] = future
         self._starting[job_id] = job
         self._starts_running += 1
-        future.add_done_callback(lambda f: self._start_ended(job_id))
+        future.add_done_callback(ended)
         spawner = self.servers.find(job.owner, job.server_name)
         self.pool.spawn(self._forward_progress(job_id, spawner, future))
         self._watch_start(job_id, spawner, future)
@@ -499,17 +523,60 @@ class JobSteps:
                 self._fail(job, f"Stopping failed: {from_exception(failure)}")
                 return
         elif spawner is not None and (spawner.active or spawner.server is not None):
-            stop = self._stops[job.id] = self.pool.spawn(self.servers.stop(job.owner, job.server_name))
-            job_id = job.id
-            stop.add_done_callback(lambda f: self.wake(job_id))
+            self._stop(job)
             return
         elif job.resource_id and job.running_at is None:
             await self._release_leftover(job)
+        self._record_end(job)
+        self.db.commit()
+
+    def _stop(self, job: Job) -> None:
+        """Stop the job's server in a helper task; the job's end is recorded as soon as
+        the server has stopped, in the commit that ends JupyterHub's stop (see
+        ``ServerControl.stop``'s ``then``), not by a step of the reconciler after it: the
+        key's trip through the queue and the job's lookup cost a stop ~3 ms. A stop that
+        did not record it (it failed; someone else's stop was under way) wakes the job,
+        whose next step does, as before."""
+        job_id = job.id
+        recorded = False
+
+        def stopped() -> None:
+            # (synchronous, in the stop's own task: a step of this job that runs meanwhile
+            # waits for this stop, and then finds the job finished)
+            nonlocal recorded
+            current = self.db.get(Job, job_id)  # the row this closure holds: no query
+            if current is not None and current.target != JobTarget.stopped.value:
+                return
+            self._forget(job_id)
+            if current is not None and not current.terminal:
+                self._record_end(current)
+            recorded = True
+
+        async def stop() -> None:
+            await self.servers.stop(job.owner, job.server_name, then=stopped)
+
+        def done(future: asyncio.Future) -> None:
+            if not recorded:
+                self.wake(job_id)
+
+        future = self._stops[job_id] = self.pool.spawn(stop())
+        future.add_done_callback(done)
+
+    def _record_end(self, job: Job) -> None:
+        """The end of a job whose server is stopped (the caller commits): the outcome a
+        stop asked for, else completed (it ran) or cancelled (it never did)."""
         outcome = (
             JobStatus(job.outcome) if job.outcome else (JobStatus.completed if job.running_at else JobStatus.cancelled)
         )
         self.jobs.transition(job, outcome)
-        self.db.commit()
+
+    def _forget(self, job_id: int) -> None:
+        """Drop what this process keeps of a job that is finished."""
+        self._starting.pop(job_id, None)
+        self._starts.pop(job_id, None)
+        self._stops.pop(job_id, None)
+        self._start_errors.pop(job_id, None)
+        self.batch.forget(job_id)
 
     def _fail(self, job: Job, reason: str) -> None:
         self.jobs.transition(job, JobStatus.failed, reason)

@@ -15,7 +15,7 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -165,13 +165,17 @@ class ServerControl:
         launch: WorkspaceLaunch,
         listener: LifecycleListener,
         on_poll_stopped: Callable[[], None],
+        *,
+        then: Callable[[], None] | None = None,
     ) -> asyncio.Future:
         """Start the named server for ``launch``; returns the spawn's future.
 
         The future resolves once the server answers and its proxy route is in,
         and raises if the start fails (the server is then stopped).
         ``on_poll_stopped`` is called when JupyterHub's own polling finds the
-        server gone.
+        server gone. ``then`` (synchronous) is called once the start has worked,
+        before the future resolves: what it changes in the session goes into the
+        commit that puts the user's activity back (see :meth:`_restore_activity`).
         """
         user = self.user(orm_user)
         spawner = self.spawner(orm_user, server_name, resource)
@@ -197,11 +201,14 @@ class ServerControl:
 
         if isinstance(spawner, WorkspaceSpawnerMixin):
             spawner.start_listener = listening
-        spawn = self._keeping_activity(orm_user, spawner, user.spawn(server_name))
+        spawn = user.spawn(server_name)
         spawner._spawn_pending = True
 
         async def finish() -> None:
             nonlocal ended
+            # (see _restore_activity: one commit for the activity put back and what
+            # ``then`` records, once the route is in)
+            before = orm_user.last_activity
             try:
                 await spawn
                 SERVER_SPAWN_DURATION_SECONDS.labels(status=ServerSpawnStatus.success, reason="none").observe(
@@ -221,10 +228,14 @@ class ServerControl:
                 finally:
                     spawner._proxy_pending = False
                 spawner.add_poll_callback(on_poll_stopped)
+                if self._restore_activity(orm_user, spawner, before) | self._then(then):
+                    self.users.db.commit()
             except BaseException:
                 SERVER_SPAWN_DURATION_SECONDS.labels(status=ServerSpawnStatus.failure, reason="error").observe(
                     time.perf_counter() - started
                 )
+                if self._restore_activity(orm_user, spawner, before):
+                    self.users.db.commit()
                 if route is not None and not self.pool.closed:
                     # JupyterHub's check failed after the route went in: take it out again
                     await asyncio.shield(self.pool.spawn(self._remove_early_route(user, server_name, route)))
@@ -282,19 +293,26 @@ class ServerControl:
             yield event
 
     # ---------------------------------------------------------------- stop
-    async def stop(self, orm_user: hub_orm.User, server_name: str) -> None:
+    async def stop(self, orm_user: hub_orm.User, server_name: str, *, then: Callable[[], None] | None = None) -> bool:
         """Stop a named server: drop its proxy route, stop it, clean up; waits until done.
 
         A start in progress is cancelled first, as JupyterHub's server API
         does. Safe to call for a server that is not running.
+
+        ``then`` (synchronous) is called once this call's stop has worked, inside it:
+        what it changes in the session goes into the commit that ends the stop (the
+        one that puts the user's activity back, see :meth:`_restore_activity`), with
+        no other task run in between. Returns whether it was called: not when the
+        server was not running, or when a stop already under way (someone else's) was
+        waited for.
         """
         spawner = self.find(orm_user, server_name)
         if spawner is None:
-            return
+            return False
         user = self.user(orm_user)
         if spawner.pending == "stop" and spawner._stop_future is not None:
             await asyncio.shield(spawner._stop_future)
-            return
+            return False
         if spawner.pending == "spawn" and spawner._spawn_future is not None:
             self.log.info("Interrupting the start of %s", spawner._log_name)
             spawner._spawn_future.cancel()
@@ -307,30 +325,59 @@ class ServerControl:
                 start.cancel()
             await asyncio.wait([start], timeout=10)
         if spawner.server is None and not spawner.pending:
-            return
+            return False
         spawner._stop_pending = True
+        called = False
 
         async def stop() -> None:
+            nonlocal called
+            before = orm_user.last_activity
             try:
                 # the route goes while the server stops, not before: a stop waits for one
                 # proxy round trip less (JupyterHub's own stop does them one after the other)
-                outcomes = await asyncio.gather(
-                    self.proxy.delete_user(user, server_name),
-                    self._keeping_activity(orm_user, spawner, user.stop(server_name)),
-                    return_exceptions=True,
-                )
-                for outcome in outcomes:
-                    if isinstance(outcome, BaseException):
-                        raise outcome
+                try:
+                    outcomes = await asyncio.gather(
+                        self.proxy.delete_user(user, server_name), user.stop(server_name), return_exceptions=True
+                    )
+                except asyncio.CancelledError:
+                    if self._restore_activity(orm_user, spawner, before):
+                        self.users.db.commit()
+                    raise
+                failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
+                # one commit for the user's activity put back and what ``then`` records
+                # (the job's end), not one each in two steps of the reconciler
+                changed = self._restore_activity(orm_user, spawner, before)
+                if failure is None and self._then(then):
+                    called = changed = True
+                if changed:
+                    self.users.db.commit()
+                if failure is not None:
+                    raise failure
             finally:
                 spawner._stop_future = None
                 spawner._stop_pending = False
 
         spawner._stop_future = self.pool.spawn(stop())
         await asyncio.shield(spawner._stop_future)
+        return called
 
-    async def _keeping_activity(self, orm_user: hub_orm.User, spawner: Spawner, action: Awaitable[Any]) -> Any:
-        """Run JupyterHub's start or stop of a server without counting it as the user's activity.
+    def _then(self, then: Callable[[], None] | None) -> bool:
+        """Call a start's or stop's ``then``; returns whether there was one. If it fails,
+        nothing of it stays in the session (as a reconciler step that fails)."""
+        if then is None:
+            return False
+        try:
+            then()
+        except Exception:
+            self.users.db.rollback()
+            raise
+        return True
+
+    @staticmethod
+    def _restore_activity(orm_user: hub_orm.User, spawner: Spawner, before: Any) -> bool:
+        """After JupyterHub's start or stop of a server: put the user's ``last_activity``
+        back to ``before`` (its value before them); returns whether it did (the caller
+        commits, with whatever else ends the start or stop: one commit).
 
         JupyterHub's ``User.spawn`` and ``User.stop`` set the user's
         ``last_activity`` (and the server's) to now. Here a job starts and stops
@@ -341,18 +388,15 @@ class ServerControl:
         put back only if nothing else changed it meanwhile: the user's value is
         then still the one JupyterHub gave both at once.
         """
-        before = orm_user.last_activity
-        try:
-            return await action
-        finally:
-            orm_spawner = spawner.orm_spawner
-            if (
-                orm_user.last_activity != before
-                and orm_spawner is not None
-                and orm_user.last_activity in (orm_spawner.last_activity, orm_spawner.started)
-            ):
-                orm_user.last_activity = before
-                self.users.db.commit()
+        orm_spawner = spawner.orm_spawner
+        if (
+            orm_user.last_activity != before
+            and orm_spawner is not None
+            and orm_user.last_activity in (orm_spawner.last_activity, orm_spawner.started)
+        ):
+            orm_user.last_activity = before
+            return True
+        return False
 
     async def delete(self, orm_user: hub_orm.User, server_name: str) -> None:
         """Forget a stopped named server (its row and persistent resources)."""

@@ -380,14 +380,25 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
 
     async def wait_for_death(self, timeout=10):
         """Wait until the server's process exits (a pidfd: noticed at once; JupyterHub's
-        own wait polls with a growing, random backoff). Returns whether it did."""
-        exited = process_exit(self.pid) if self.pid else None
-        if exited is None:
-            return await super().wait_for_death(timeout)
+        own wait polls with a growing, random backoff). Returns whether it did.
+
+        The watch of a running server's exit (:meth:`start_polling`) is the pidfd waited
+        on, not a new one for each signal of a stop; one is opened only for a server
+        that has none (stopped while it started)."""
+        watch = self._exit_watch
+        if watch is not None and watch.cancelled():
+            watch = None
+        opened = None
+        if watch is None:
+            watch = opened = process_exit(self.pid) if self.pid else None
+            if watch is None:
+                return await super().wait_for_death(timeout)
         try:
-            await asyncio.wait_for(exited, timeout)
-        except TimeoutError:
-            pass
+            # (asyncio.wait, not wait_for: a timeout must not cancel the shared watch)
+            await asyncio.wait([watch], timeout=timeout)
+        finally:
+            if opened is not None:
+                opened.cancel()
         return await self.poll() is not None
 
     #: ports handed to servers of this process that may not be bound yet: the
