@@ -167,7 +167,9 @@ class WorkspacePageHandler(UWSPageHandler):
         if wanted is None:
             return None
         inside = wanted == server_url.rstrip("/") or wanted.startswith(server_url)
-        if not inside or "\\" in wanted or "//" in wanted or any(c.isspace() for c in wanted):
+        # past the server's own origin, if it has one (JupyterHub's subdomain_host)
+        path = wanted.split("://", 1)[1].partition("/")[2] if "://" in server_url else wanted
+        if not inside or "\\" in wanted or "//" in path or any(c.isspace() for c in wanted):
             return server_url
         return wanted
 

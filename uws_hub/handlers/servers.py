@@ -113,8 +113,11 @@ class StoppedServerHandler(_ToWorkspace, UserUrlHandler):
         server_name = (user_path or "/").lstrip("/").split("/", 1)[0]
         ws = _workspace(self, user_name, server_name)
         if ws is not None and not self._api_request(user_path or "/") and self._stopped(ws):
-            # the address as the reader knows it: /user/…, not the hub's /hub/user/…
+            # the address as the reader knows it: /user/…, not the hub's /hub/user/…, on the
+            # owner's own host with subdomain_host (as JupyterHub's redirect to a running server)
             wanted = url_path_join(self.base_url, self.request.uri[len(self.hub.base_url) :])
+            if self.subdomain_host:
+                wanted = self.users[ws.owner].host + wanted
             self.redirect(_workspace_page(self, ws, wanted), status=303)
             return
         await super().get(user_name, user_path)

@@ -49,8 +49,10 @@ from tornado import web
 from tornado.routing import PathMatches, Rule
 
 WRITE_SCOPE = "custom:uws:write:workspaces"
-#: the names of JupyterHub's cookies: its session id, and each server's login (OAuth) cookie
-HUB_COOKIE_PREFIX = "jupyterhub-"
+#: the names of JupyterHub's cookies: its session id, and each server's login (OAuth) cookie,
+#: also with the ``__Host-`` prefix (``JupyterHub.cookie_host_prefix_enabled``, advised
+#: with ``subdomain_host``)
+HUB_COOKIE_PREFIXES = ("jupyterhub-", "__Host-jupyterhub-")
 
 #: What a reader may GET (or HEAD), by handler class: what JupyterLab needs to
 #: show the workspace and open its files, each read-only (why, beside it).
@@ -268,9 +270,9 @@ def app_rules(web_app: web.Application, path: str) -> list[Rule]:
     return routed_rules(web_app.default_router, pattern)
 
 
-def without_cookies(cookie: str, prefix: str) -> str:
-    """A ``Cookie`` header's value without the cookies whose names start with ``prefix``."""
-    kept = [c.strip() for c in cookie.split(";") if c.strip() and not c.strip().startswith(prefix)]
+def without_cookies(cookie: str, prefixes: tuple[str, ...]) -> str:
+    """A ``Cookie`` header's value without the cookies whose names start with one of ``prefixes``."""
+    kept = [c.strip() for c in cookie.split(";") if c.strip() and not c.strip().startswith(prefixes)]
     return "; ".join(kept)
 
 
@@ -291,7 +293,7 @@ def without_credentials(handler_class: type[web.RequestHandler]) -> type[web.Req
             if "Authorization" not in own:
                 headers.pop("Authorization", None)
             if "Cookie" in headers and "Cookie" not in own:
-                cookie = without_cookies("; ".join(headers.get_list("Cookie")), HUB_COOKIE_PREFIX)
+                cookie = without_cookies("; ".join(headers.get_list("Cookie")), HUB_COOKIE_PREFIXES)
                 del headers["Cookie"]
                 if cookie:
                     headers["Cookie"] = cookie

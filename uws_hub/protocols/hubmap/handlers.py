@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import ValidationError
 from sqlalchemy import func, select
@@ -54,10 +55,16 @@ class TranslatingHandler(HubMAPHandler):
         limit = jobs.time_limit_seconds(job)
         if not limit and job.resources.get("time_limit"):
             limit = time_limit_seconds(job.resources["time_limit"])
+        url = job.url if job.status == JobStatus.running.value else None
+        origin = self.public_origin
+        if url is not None and "://" in url:
+            # the server's own origin (JupyterHub's subdomain_host): the portal joins the two
+            parts = urlsplit(url)
+            origin, url = f"{parts.scheme}://{parts.netloc}", urlunsplit(("", "", parts.path, parts.query, ""))
         return JobFacts(
             job_type_id=models.job_type_id_of(job.job_type, offered),
-            url=job.url if job.status == JobStatus.running.value else None,
-            url_domain=self.public_origin,
+            url=url,
+            url_domain=origin,
             resource_options=models.options_of(job.resources or {}, self.compat.resource_options),
             time_limit_seconds=limit,
             cpus=job_cpus(job),
