@@ -213,6 +213,28 @@ def jupyter_server_argv(port: int, token: str, root_dir: str | Path, base_url: s
     return argv
 
 
+def profiler(pid: int) -> subprocess.Popen | None:
+    """``py-spy record`` of process ``pid`` into ``$UWS_BENCH_PYSPY``, if set (its collapsed
+    stacks, ``--format raw``; ``$UWS_BENCH_PYSPY_ARGS``: more of its options); stop it with
+    :func:`stop_profiler`."""
+    out = os.environ.get("UWS_BENCH_PYSPY")
+    if not out:
+        return None
+    py_spy = Path(sys.executable).parent / "py-spy"
+    proc = subprocess.Popen([str(py_spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "200",
+                             "--nonblocking", "-o", out, *os.environ.get("UWS_BENCH_PYSPY_ARGS", "").split()],
+                            stdout=subprocess.DEVNULL)
+    time.sleep(1)  # it attaches
+    return proc
+
+
+def stop_profiler(proc: subprocess.Popen | None) -> None:
+    """End a :func:`profiler` run: py-spy writes its file when interrupted."""
+    if proc is not None:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+
+
 def process_cpu_seconds(pid: int) -> float:
     """CPU time (user + system, all threads) a process has used so far."""
     with open(f"/proc/{pid}/stat") as f:

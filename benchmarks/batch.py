@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -66,7 +65,9 @@ from _common import (  # noqa: E402
     machine_info,
     machine_line,
     markdown_table,
+    profiler,
     ratio,
+    stop_profiler,
     summary,
     write_json,
 )
@@ -197,19 +198,6 @@ def probe_at_rest(hub: Hub, token: str, workspace_id: int, count: int = 40) -> l
     return prober.stop()
 
 
-def profiler(pid: int) -> subprocess.Popen | None:
-    """``py-spy record`` of process ``pid`` into ``$UWS_BENCH_PYSPY``, if set."""
-    out = os.environ.get("UWS_BENCH_PYSPY")
-    if not out:
-        return None
-    py_spy = Path(sys.executable).parent / "py-spy"
-    proc = subprocess.Popen([str(py_spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "200",
-                             "--nonblocking", "-o", out, *os.environ.get("UWS_BENCH_PYSPY_ARGS", "").split()],
-                            stdout=subprocess.DEVNULL)
-    time.sleep(1)  # it attaches
-    return proc
-
-
 def burst(hub: Hub, token: str, resource: str, count: int, posters: int, probe_interval: float,
           timeout: float, profile: bool = False) -> dict:
     """Launch ``count`` jobs at once; wait for all to end; the timings."""
@@ -250,9 +238,7 @@ def burst(hub: Hub, token: str, resource: str, count: int, posters: int, probe_i
         time.sleep(0.2)
     cpu1 = cpu_seconds(hub.proc.pid)
     probes = prober.stop()
-    if spy is not None:
-        spy.send_signal(signal.SIGINT)
-        spy.wait(60)
+    stop_profiler(spy)
     jobs = []
     offset = 0
     while True:

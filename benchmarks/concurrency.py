@@ -14,6 +14,12 @@ one of them at once and measures, in the same run:
 - the hub process's memory (RSS) before, at its peak, and after the stops.
 
 Then it stops every job and checks they all end ``completed``.
+
+Profiling: with ``UWS_BENCH_PYSPY=<file>`` in the environment (and ``py-spy``
+installed in the venv), ``py-spy record`` samples the hub from the launches'
+POSTs until all run and writes its collapsed stacks there (as
+``benchmarks/batch.py`` does); such a run's numbers are not to be compared
+with others.
 """
 
 from __future__ import annotations
@@ -37,8 +43,10 @@ from _common import (
     machine_line,
     markdown_table,
     process_cpu_seconds,
+    profiler,
     ratio,
     rss_mb,
+    stop_profiler,
     summary,
     write_json,
 )
@@ -286,6 +294,7 @@ async def run(args) -> dict:
                     await asyncio.sleep(0.5)
 
             lag_before, steps_before = await loop_lag(client)
+            spy = profiler(hub.proc.pid)
             cpu_before = process_cpu_seconds(hub.proc.pid)
             busy_api_task = asyncio.ensure_future(api_latencies(raw, 0, until=done))
             mem_task = asyncio.ensure_future(sample_memory())
@@ -296,6 +305,7 @@ async def run(args) -> dict:
             wall = time.time() - started
             done.set()
             cpu_burst = process_cpu_seconds(hub.proc.pid) - cpu_before
+            stop_profiler(spy)
             lag_after, steps_after = await loop_lag(client)
             lag_during = lag_delta(lag_before, lag_after)
             busy_api = await busy_api_task

@@ -307,6 +307,26 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         """,
     )
 
+    thread_switch_interval_seconds = Float(
+        0.02,
+        config=True,
+        help="""How long a thread of the hub's process runs Python before it must let another that
+        waits run (seconds; Python's ``sys.setswitchinterval``, 0.005 by default; 0: leave it).
+
+        The hub's event loop runs in one thread; each local job start runs its
+        process's start (``subprocess.Popen``: fork and exec) and its limits in
+        helper threads. Whenever one of those waits for Python's interpreter
+        lock, the loop is made to give it up every interval, in the middle of
+        a request or a commit; in a burst of 200 launches at once that made
+        every request and event wait longer. A longer interval lets the loop
+        finish more of its work first (the helpers still run whenever the loop
+        waits for the database, the network or the next event). The other side:
+        a helper thread that runs Python for long without a system call (the
+        hub's walk trees and copy files, making one at every entry) may hold the
+        loop up to this long at a time instead of 5 ms.
+        """,
+    )
+
     job_reconcile_workers = Integer(
         4,
         config=True,
@@ -566,6 +586,7 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         deepen_listen_backlog(self.http_server)
         # every background task of uws-hub, in one pool (uws_hub.tasks)
         self.uws.start(self)
+        set_thread_switch_interval(self.thread_switch_interval_seconds)
         # what the hub made to start (modules, JupyterHub's and SQLAlchemy's machinery,
         # the users it loaded) lives as long as the hub: out of the collector's sight, a
         # full collection walks only what came since (one stalled the event loop for
@@ -594,6 +615,13 @@ def deepen_listen_backlog(server) -> None:
     """
     for sock in getattr(server, "_sockets", {}).values():
         sock.listen(LISTEN_BACKLOG)
+
+
+def set_thread_switch_interval(seconds: float) -> None:
+    """Python's thread switch interval for this process (``UWSHub.thread_switch_interval_seconds``;
+    0 leaves Python's)."""
+    if seconds > 0:
+        sys.setswitchinterval(seconds)
 
 
 UWSNewToken.classes.append(UWSHub)

@@ -125,3 +125,21 @@ def test_sqlite_connections_are_not_pinged_before_every_transaction(tmp_path):
     drop_sqlite_ping(engine)
     assert one_transaction("after") == []
     engine.dispose()
+
+
+def test_the_hub_sets_a_longer_thread_switch_interval():
+    """The hub's loop is not made to give Python's interpreter lock to a start's helper
+    thread every 5 ms (``UWSHub.thread_switch_interval_seconds``); 0 leaves Python's."""
+    import sys
+
+    from uws_hub.app import UWSHub, set_thread_switch_interval
+
+    assert UWSHub.class_traits()["thread_switch_interval_seconds"].default_value == 0.02
+    before = sys.getswitchinterval()
+    try:
+        set_thread_switch_interval(0.02)
+        assert sys.getswitchinterval() == pytest.approx(0.02)
+        set_thread_switch_interval(0)
+        assert sys.getswitchinterval() == pytest.approx(0.02)
+    finally:
+        sys.setswitchinterval(before)
