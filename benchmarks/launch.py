@@ -52,7 +52,6 @@ import json
 import re
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import threading
@@ -79,6 +78,7 @@ ensure_venv()
 
 import requests  # noqa: E402
 
+from tests.helpers import SSEReader  # noqa: E402
 from tests.hubutil import Hub, hub_env  # noqa: E402
 from uws_hub import serverconfig  # noqa: E402
 
@@ -198,18 +198,14 @@ def hub_breakdown(hub: Hub, job_id: int, wall0: float) -> dict:
     }
 
 
-class JobEvents:
+class JobEvents(SSEReader):
     """The hub's event stream (``GET /hub/api/events``) of one workspace, read in a thread as
     the job's page reads it; each job event is kept with the monotonic time it arrived."""
 
     def __init__(self, hub: Hub, token: str, workspace_id: int):
-        self.response = requests.get(f"{hub.url}/hub/api/events?workspace={workspace_id}",
-                                     headers={"Authorization": f"token {token}"}, stream=True, timeout=60)
-        if self.response.status_code != 200:
-            raise RuntimeError(f"events: {self.response.status_code} {self.response.text[:300]}")
         self.arrived: list[tuple[float, dict]] = []
         self.changed = threading.Condition()
-        threading.Thread(target=self._read, daemon=True).start()
+        super().__init__(hub, token, f"?workspace={workspace_id}")
 
     def _read(self) -> None:
         try:
@@ -236,36 +232,6 @@ class JobEvents:
                 if left <= 0:
                     raise TimeoutError(f"job {job_id}: no {sorted(statuses)} event within {timeout}s")
                 self.changed.wait(left)
-
-    def close(self) -> None:
-        # shut the socket down: close() alone waits for the hub's next write (a keepalive)
-        sock = getattr(getattr(self.response.raw, "connection", None), "sock", None)
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        self.response.close()
-
-
-def get_until_ok(session: requests.Session, url: str, token: str, timeout: float,
-                 interval: float) -> tuple[float, int]:
-    """GET ``url`` until it answers 200, every ``interval`` s; returns (time of the 200, GETs
-    that were not 200): the GETs of a client told that the server is running."""
-    deadline = time.monotonic() + timeout
-    headers = {"Authorization": f"token {token}"}
-    retries = 0
-    while True:
-        try:
-            r = session.get(url, headers=headers, timeout=10, allow_redirects=False)
-            if r.status_code == 200:
-                return time.monotonic(), retries
-        except requests.RequestException:
-            pass
-        retries += 1
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{url} did not answer 200 within {timeout}s of the running event")
-        time.sleep(interval)
 
 
 def hub_launch(hub: Hub, session: requests.Session, token: str, ws: dict, args, wait: str = "poll") -> dict:
@@ -303,8 +269,9 @@ def _hub_launch(hub: Hub, session: requests.Session, token: str, ws: dict, args,
                                             args.launch_timeout)
         if event["status"] != "running":
             raise RuntimeError(f"job {job['id']} went {event['status']}: {event.get('reason')}")
-        t_ready, retries = get_until_ok(session, url, token, args.launch_timeout, args.retry_interval)
-        polls = retries + 1
+        # again every few ms while not 200: an event before the route works shows as time and a count
+        t_ready, polls = poll_until_ok(session, url, token, args.launch_timeout, args.retry_interval)
+        retries = polls - 1
     else:
         # the job's status is checked about once a second, not at every poll: keep the hub's load down
         t_ready, polls = poll_until_ok(session, url, token, args.launch_timeout, args.poll_interval, job_alive,
