@@ -5,13 +5,24 @@ how fast ``GET /hub/api/workspaces`` is with 10,000 workspaces.
 Part 1, launch latency. A real uws-hub (single-account mode, node
 configurable-http-proxy, SQLite, started as in ``tests/hubutil.py``) with one
 user and a token. N times: ``POST /hub/api/workspaces/{id}/jobs
-{"job_type": "jupyterlab"}``, then poll ``GET /user/<name>/<slug>/api/status``
-through the proxy with the user's token until it answers 200; then stop the
-job and wait for it to be ``completed``. Baseline, interleaved run by run:
-the same JupyterLab server started by hand (``jupyter-lab`` from the same
-venv, same root directory) and polled directly until ``/api/status`` answers.
-The ratio is the hub's overhead (spawn bookkeeping, the single-user server's
-hub handshake, JupyterHub's wait for the server, the proxy route).
+{"job_type": "jupyterlab"}``, then wait until ``GET
+/user/<name>/<slug>/api/status`` answers 200 through the proxy with the user's
+token; then stop the job and wait for it to be ``completed``. Baseline,
+interleaved run by run: the same JupyterLab server started by hand
+(``jupyter-lab`` from the same venv, same root directory) and polled directly
+until ``/api/status`` answers. The ratio is the hub's overhead (spawn
+bookkeeping, the single-user server's hub handshake, JupyterHub's wait for the
+server, the proxy route).
+
+How the client waits (``--wait``): ``events`` (the default) as the job's page
+and the HuBMAP portal do: it reads the hub's event stream (``GET
+/hub/api/events``, subscribed before the POST), and on the job's ``running``
+event GETs ``/api/status`` through the proxy (again every few ms while not
+200: a too-early event shows up as extra time and is counted); the server by
+hand is polled every few ms, its best case. ``poll``: both are polled every
+``--poll-interval`` (50 ms), which puts both on that grid (a fast server's
+ratio is then the ratio of poll counts). ``both``: the two alternate, one table
+each.
 
 Part 2, list latency. The hub is stopped, N workspaces (default 10,000, one
 finished job each) are inserted straight into its SQLite database with the
@@ -28,6 +39,7 @@ Usage::
     .venv/bin/python benchmarks/launch.py               # defaults: a few minutes
     .venv/bin/python benchmarks/launch.py --runs 10 --workspaces 10000 --requests 500
     .venv/bin/python benchmarks/launch.py --skip-list   # launch latency only
+    .venv/bin/python benchmarks/launch.py --skip-list --job-type minimal --wait both --runs 9
 
 Prints markdown tables; writes JSON to benchmarks/results/ unless ``--json ''``.
 The numbers depend on the machine and on what else runs on it.
@@ -42,6 +54,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -65,6 +78,7 @@ ensure_venv()
 
 import requests  # noqa: E402
 
+from tests.helpers import SSEReader  # noqa: E402
 from tests.hubutil import Hub, hub_env  # noqa: E402
 from uws_hub import serverconfig  # noqa: E402
 
@@ -79,8 +93,22 @@ def parse_args(argv=None):
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--runs", type=int, default=5, help="launches through the hub (and as many by hand)")
+    p.add_argument("--wait", choices=("events", "poll", "both"), default="events",
+                   help="how the client learns that the job is ready. events: as the job's page and the"
+                   " HuBMAP portal do, it watches GET /hub/api/events (subscribed before the POST), opens"
+                   " /api/status through the proxy once on the job's 'running' event (retried every"
+                   " --retry-interval while not 200, the retries counted), and the server by hand is polled"
+                   " every --hand-poll-interval (its best case). poll: hub and hand both poll /api/status"
+                   " every --poll-interval, which quantizes both to that grid. both: the two alternate"
+                   " run by run, one table each")
     p.add_argument("--poll-interval", type=float, default=0.05,
-                   help="seconds between readiness polls, the same for hub and baseline")
+                   help="--wait poll: seconds between readiness polls, the same for hub and baseline")
+    p.add_argument("--hand-poll-interval", type=float, default=0.003,
+                   help="--wait events: seconds between polls of the server by hand (a refused connect"
+                   " costs ~nothing)")
+    p.add_argument("--retry-interval", type=float, default=0.003,
+                   help="--wait events: seconds between the client's GETs of /api/status after the running"
+                   " event while they are not 200")
     p.add_argument("--job-type", choices=("jupyterlab", "minimal"), default="jupyterlab",
                    help="the server to launch: JupyterLab (jupyterhub-singleuser; by hand jupyter-lab) or the"
                    " minimal server of the tests (tests/minimal_server.py, the same script by hand)")
@@ -170,8 +198,56 @@ def hub_breakdown(hub: Hub, job_id: int, wall0: float) -> dict:
     }
 
 
-def hub_launch(hub: Hub, session: requests.Session, token: str, ws: dict, args) -> dict:
-    """One launch through the hub: POST the job, poll through the proxy, stop, wait for completed."""
+class JobEvents(SSEReader):
+    """The hub's event stream (``GET /hub/api/events``) of one workspace, read in a thread as
+    the job's page reads it; each job event is kept with the monotonic time it arrived."""
+
+    def __init__(self, hub: Hub, token: str, workspace_id: int):
+        self.arrived: list[tuple[float, dict]] = []
+        self.changed = threading.Condition()
+        super().__init__(hub, token, f"?workspace={workspace_id}")
+
+    def _read(self) -> None:
+        try:
+            # chunk_size=None: each chunk as it arrives (the default waits for 512 bytes)
+            for line in self.response.iter_lines(chunk_size=None, decode_unicode=True):
+                if line.startswith("data:"):
+                    event = json.loads(line[5:])
+                    if event.get("kind") == "job":
+                        with self.changed:
+                            self.arrived.append((time.monotonic(), event))
+                            self.changed.notify_all()
+        except (requests.RequestException, AttributeError, ValueError):
+            pass
+
+    def wait_status(self, job_id: int, statuses: set[str], timeout: float) -> tuple[float, dict]:
+        """(arrival time, event) of the job's first event with one of ``statuses``."""
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while True:
+                for t, event in self.arrived:
+                    if event["job_id"] == job_id and event["status"] in statuses:
+                        return t, event
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"job {job_id}: no {sorted(statuses)} event within {timeout}s")
+                self.changed.wait(left)
+
+
+def hub_launch(hub: Hub, session: requests.Session, token: str, ws: dict, args, wait: str = "poll") -> dict:
+    """One launch through the hub: POST the job, wait for it (``wait``: its running event on
+    the event stream, subscribed before the POST as an open job page is, then a GET through
+    the proxy; or polls through the proxy), stop, wait for completed."""
+    # the hub subscribes a stream before it answers its headers: nothing falls between
+    events = JobEvents(hub, token, ws["id"]) if wait == "events" else None
+    try:
+        return _hub_launch(hub, session, token, ws, args, events)
+    finally:
+        if events is not None:
+            events.close()
+
+
+def _hub_launch(hub: Hub, session: requests.Session, token: str, ws: dict, args, events: JobEvents | None) -> dict:
     cpu0 = process_cpu_seconds(hub.proc.pid)
     wall0 = time.time()
     t0 = time.monotonic()
@@ -186,9 +262,20 @@ def hub_launch(hub: Hub, session: requests.Session, token: str, ws: dict, args) 
         status = hub.api("GET", f"jobs/{job['id']}", token)["status"]
         return status not in ("failed", "cancelled", "completed")
 
-    # the job's status is checked about once a second, not at every poll: keep the hub's load down
-    t_ready, polls = poll_until_ok(session, url, token, args.launch_timeout, args.poll_interval, job_alive,
-                                   alive_every=max(1, round(1 / args.poll_interval)))
+    t_event = None
+    retries = None
+    if events is not None:
+        t_event, event = events.wait_status(job["id"], {"running", "failed", "cancelled", "completed"},
+                                            args.launch_timeout)
+        if event["status"] != "running":
+            raise RuntimeError(f"job {job['id']} went {event['status']}: {event.get('reason')}")
+        # again every few ms while not 200: an event before the route works shows as time and a count
+        t_ready, polls = poll_until_ok(session, url, token, args.launch_timeout, args.retry_interval)
+        retries = polls - 1
+    else:
+        # the job's status is checked about once a second, not at every poll: keep the hub's load down
+        t_ready, polls = poll_until_ok(session, url, token, args.launch_timeout, args.poll_interval, job_alive,
+                                       alive_every=max(1, round(1 / args.poll_interval)))
     wall_ready = wall0 + (t_ready - t0)
     running = hub.api("GET", f"jobs/{job['id']}", token)
     t1 = time.monotonic()
@@ -217,7 +304,11 @@ def hub_launch(hub: Hub, session: requests.Session, token: str, ws: dict, args) 
         "hub_stopping_to_finished_s": _seconds_between(final.get("stopping_at"), final.get("finished_at")),
         "hub_cpu_s": cpu1 - cpu0,
         "polls": polls,
+        "event_s": None if t_event is None else t_event - t0,
+        "event_to_ok_s": None if t_event is None else t_ready - t_event,
+        "retries": retries,
         **(phases := hub_breakdown(hub, job["id"], wall0)),
+        "running_to_event_s": None if t_event is None else _diff(phases["running_wall"], wall0 + (t_event - t0)),
         "running_to_ok_s": _diff(phases.pop("running_wall"), wall_ready),
     }
 
@@ -251,7 +342,7 @@ def baselines(job_type: str) -> list[str]:
 
 
 def manual_launch(kind: str, hub: Hub, token: str, directory: Path, home: Path, logdir: Path,
-                  session: requests.Session, n: int, args) -> dict:
+                  session: requests.Session, n: int | str, args, interval: float) -> dict:
     """A baseline: the same server started by hand, polled directly, stopped with the
     signal the hub's spawner sends (SIGTERM, to the server's process; jupyter-lab by hand:
     to its process group)."""
@@ -292,8 +383,7 @@ def manual_launch(kind: str, hub: Hub, token: str, directory: Path, home: Path, 
     argv = ["nice", "-n", str(args.nice), *server]
     proc = Proc(f"{kind}-{n}", argv, logdir / f"manual-{kind}-{n}.log", env=env, cwd=directory)
     try:
-        t_ready, polls = poll_until_ok(session, status_url, token, args.launch_timeout, args.poll_interval,
-                                       proc.alive)
+        t_ready, polls = poll_until_ok(session, status_url, token, args.launch_timeout, interval, proc.alive)
     except Exception:
         log(f"manual server failed; its output:\n{proc.tail()}")
         raise
@@ -329,23 +419,33 @@ def bench_launch(hub: Hub, token: str, ws: dict, ws_dir: Path, workdir: Path, ar
     home = workdir / "manual-home"
     home.mkdir(exist_ok=True)
     kinds = baselines(args.job_type)
+    modes = ["events", "poll"] if args.wait == "both" else [args.wait]
+    hand_interval = {"events": args.hand_poll_interval, "poll": args.poll_interval}
+
+    def one_round(mode: str, n: int) -> tuple[dict, dict[str, dict]]:
+        h = hub_launch(hub, session, token, ws, args, mode)
+        tag = n if len(modes) == 1 else f"{mode}-{n}"  # one log per server by hand
+        return h, {kind: manual_launch(kind, hub, token, ws_dir, home, workdir, direct, tag, args,
+                                       hand_interval[mode]) for kind in kinds}
+
     # one warm-up of each, not counted (first imports, disk caches)
     log("warm-up launch through the hub and by hand (not counted)")
-    hub_launch(hub, session, token, ws, args)
-    for kind in kinds:
-        manual_launch(kind, hub, token, ws_dir, home, workdir, direct, 0, args)
-    hub_runs: list[dict] = []
-    manual_runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
+    for mode in modes:
+        one_round(mode, 0)
+    res = {mode: {"hub": [], "manual": {kind: [] for kind in kinds}, "nice": args.nice,
+                  "job_type": args.job_type, "wait": mode} for mode in modes}
     for i in range(1, args.runs + 1):
-        h = hub_launch(hub, session, token, ws, args)
-        hub_runs.append(h)
-        line = f"run {i}/{args.runs}: hub {h['ready_s']:.2f}s (stop {h['stop_s']:.2f}s)"
-        for kind in kinds:
-            m = manual_launch(kind, hub, token, ws_dir, home, workdir, direct, i, args)
-            manual_runs[kind].append(m)
-            line += f", {kind} by hand {m['ready_s']:.2f}s (stop {m['stop_s']:.2f}s)"
-        log(line)
-    return {"hub": hub_runs, "manual": manual_runs, "nice": args.nice, "job_type": args.job_type}
+        for mode in modes if i % 2 else modes[::-1]:  # alternate which mode goes first
+            h, manual = one_round(mode, i)
+            res[mode]["hub"].append(h)
+            line = f"run {i}/{args.runs} ({mode}): hub {h['ready_s']:.3f}s (stop {h['stop_s']:.2f}s)"
+            if h["retries"]:
+                line += f", {h['retries']} GETs not 200 after the running event"
+            for kind, m in manual.items():
+                res[mode]["manual"][kind].append(m)
+                line += f", {kind} by hand {m['ready_s']:.3f}s (stop {m['stop_s']:.2f}s)"
+            log(line)
+    return res
 
 
 def launch_table(res: dict) -> str:
@@ -356,6 +456,7 @@ def launch_table(res: dict) -> str:
     kinds = list(res["manual"])
     base = res["manual"][kinds[0]]
     man_ready, man_listen, man_stop = col(base, "ready_s"), col(base, "start_to_listening_s"), col(base, "stop_s")
+    events = res.get("wait") == "events"
     rows = []
     for kind in kinds:
         m = res["manual"][kind]
@@ -364,6 +465,12 @@ def launch_table(res: dict) -> str:
         ("hub: POST jobs → /user/…/api/status 200 via proxy", col(hub, "ready_s"), man_ready),
         ("hub: job created_at → running_at (hub's own timestamps)", col(hub, "hub_created_to_running_s"), man_ready),
     ]
+    if events:
+        rows += [
+            ("hub: POST jobs → the job's 'running' event at the client", col(hub, "event_s"), man_ready),
+            ("hub: 'running' event → /api/status 200 via proxy (first GET and its retries)",
+             col(hub, "event_to_ok_s"), None),
+        ]
     for kind in kinds:
         m = res["manual"][kind]
         rows.append((f"  by hand, {kind}: process started → server logs 'is running at'",
@@ -375,8 +482,13 @@ def launch_table(res: dict) -> str:
         ("  hub: process started → server logs 'is running at'", col(hub, "start_to_listening_s"), man_listen),
         ("  hub: 'is running at' → job running (the hub notices, adds the route)",
          col(hub, "listening_to_running_s"), None),
-        ("  hub: job running → /api/status 200 via proxy (the client's next poll)", col(hub, "running_to_ok_s"), None),
+        ("  hub: job running → /api/status 200 via proxy"
+         + (" (the event's way to the client, its GET)" if events else " (the client's next poll)"),
+         col(hub, "running_to_ok_s"), None),
     ]
+    if events:
+        rows.append(("    of which job running → its 'running' event at the client", col(hub, "running_to_event_s"),
+                     None))
     for kind in kinds:
         rows.append((f"by hand, {kind}: SIGTERM → exited", col(res["manual"][kind], "stop_s"), man_stop))
     rows.append(("hub: POST stop → job completed", col(hub, "stop_s"), man_stop))
@@ -389,7 +501,12 @@ def launch_table(res: dict) -> str:
          f"{ratio(s['p50'], b['p50']):.2f}" if b else "–"]
         for label, s, b in rows
     ]
-    return markdown_table([f"{res.get('job_type', 'jupyterlab')} launch (n={len(hub)}, nice {res.get('nice', '?')})",
+    if events:
+        retries = [r["retries"] for r in hub]
+        table.append(["hub: GETs of /api/status not 200 after the 'running' event (a count, all runs)",
+                      f"{sum(retries)}", "", f"{min(retries)}", f"{max(retries)}", "–"])
+    head = f"{res.get('job_type', 'jupyterlab')} launch, wait: {res.get('wait', 'poll')}"
+    return markdown_table([f"{head} (n={len(hub)}, nice {res.get('nice', '?')})",
                            "p50 ms", "mean ms", "min ms", "max ms", f"ratio (p50) to {kinds[0]}"], table)
 
 
@@ -592,11 +709,17 @@ c.UWSHub.workspace_usage_interval = 0
         ws = hub.api("POST", "workspaces", token, json={"name": "bench launch"}, expect=201)
         ws_dir = ws_root / USER / ws["slug"]
         if not args.skip_launch:
-            log(f"launch benchmark: {args.runs} runs through the hub, {args.runs} by hand (interleaved)")
+            log(f"launch benchmark ({args.wait}): {args.runs} runs through the hub, {args.runs} by hand"
+                " (interleaved)")
             res = bench_launch(hub, token, ws, ws_dir, workdir, args)
             results["launch"] = res
-            out.append(launch_table(res))
-            out.append("\nratio: the hub's p50 over the by-hand p50 (the hub's overhead).")
+            for mode_res in res.values():
+                out.append(launch_table(mode_res))
+                out.append("")
+            out.append("ratio: the hub's p50 over the by-hand p50 (the hub's overhead). wait events: the"
+                       f" client waits for the job's 'running' event, the server by hand is polled every"
+                       f" {args.hand_poll_interval * 1000:g} ms; wait poll: both are polled every"
+                       f" {args.poll_interval * 1000:g} ms.")
         if not args.skip_list:
             n_users = args.workspaces if args.users is None else args.users
             if args.users_via_api:
