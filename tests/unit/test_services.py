@@ -617,6 +617,61 @@ async def test_a_stop_that_did_not_record_the_end_wakes_the_job(hub):
     await hub.pool.close()
 
 
+async def test_a_stop_whose_commit_failed_after_it_recorded_the_end_wakes_the_job(hub):
+    """A stop whose ``then`` recorded the job's end, but whose commit of it then failed (the
+    database went away; ServerControl rolls the session back), recorded nothing: the job
+    is woken, and its next step records the end. Failed before: it was not woken, and stayed
+    stopping until the next scan."""
+    steps, servers = job_steps(hub, "ok")
+    job = hub.jobs.launch(workspace(hub), "lab", None, {}, "ann")
+    await settle(steps, job, {"running"})
+    stop = servers.stop
+
+    async def stop_whose_commit_fails(owner, server_name, *, then=None):
+        def recorded_then_lost():
+            then()
+            hub.db.rollback()  # as ServerControl does when the commit that ends the stop fails
+            raise RuntimeError("the database went away")
+
+        return await stop(owner, server_name, then=recorded_then_lost)
+
+    servers.stop = stop_whose_commit_fails
+    hub.jobs.stop(job, "ann")
+    await steps.reconcile(job.id)
+    hub.queue._queue.clear(), hub.queue._queued.clear()  # (the stop request's wake: taken)
+    await asyncio.wait([steps._stops[job.id]], timeout=5)
+    await asyncio.sleep(0)
+    assert list(hub.queue._queue) == [("job", job.id)] and job.status == "stopping"
+    await steps.reconcile(job.id)
+    assert job.status == "completed"
+    await hub.pool.close()
+
+
+async def test_a_start_whose_commit_failed_after_it_recorded_the_job_running_wakes_the_job(hub):
+    """The same for a start: the job's next step finds the server running and records it."""
+    steps, servers = job_steps(hub, "ok")
+    job = hub.jobs.launch(workspace(hub), "lab", None, {}, "ann")
+    start = servers.start
+
+    def start_whose_commit_fails(*args, then=None):
+        def recorded_then_lost():
+            then()
+            hub.db.rollback()
+            raise RuntimeError("the database went away")
+
+        return start(*args, then=recorded_then_lost)
+
+    servers.start = start_whose_commit_fails
+    await steps.reconcile(job.id)
+    hub.queue._queue.clear(), hub.queue._queued.clear()
+    await asyncio.wait([steps._starts[job.id]], timeout=5)
+    await asyncio.sleep(0)
+    assert ("job", job.id) in hub.queue._queue and job.status != "running"
+    await steps.reconcile(job.id)
+    assert job.status == "running"
+    await hub.pool.close()
+
+
 async def test_a_job_whose_start_began_before_a_restart_adopts_its_server(hub):
     """A job with a start behind it (attempts 1, the hub restarted since) takes its server
     from the database, not only from what this process has loaded: a server that came up
