@@ -309,9 +309,12 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
 
     thread_switch_interval_seconds = Float(
         0.02,
+        min=0.0,
+        max=1.0,
         config=True,
         help="""How long a thread of the hub's process runs Python before it must let another that
-        waits run (seconds; Python's ``sys.setswitchinterval``, 0.005 by default; 0: leave it).
+        waits run (seconds, at most 1; Python's ``sys.setswitchinterval``, 0.005 by default; 0:
+        leave it).
 
         The hub's event loop runs in one thread; each local job start runs its
         process's start (``subprocess.Popen``: fork and exec) and its limits in

@@ -198,3 +198,37 @@ async def test_a_stop_waits_on_the_servers_exit_watch_not_on_a_new_pidfd(control
     finally:
         proc.kill()
         proc.wait()
+
+
+async def test_a_stop_whose_commit_fails_leaves_the_session_usable(control, monkeypatch):
+    """The commit that ends a stop (the owner's activity put back, what ``then`` records)
+    fails: it is rolled back, as a ``then`` that fails is, so nothing of it stays in the
+    session and the next user of the session can use it. Failed before: every later query
+    of the session raised PendingRollbackError until something rolled it back."""
+    from sqlalchemy import select, text
+    from sqlalchemy.orm.exc import StaleDataError
+
+    from uws_hub.tasks import TaskPool
+
+    control, db, orm_user = control
+    control.proxy = RecordingProxy()
+    control.pool = TaskPool(logging.getLogger("test"))
+    spawner = control.spawner(orm_user, "ws-1", "local")
+    spawner.orm_spawner.server = hub_orm.Server()
+    db.commit()
+
+    async def stop(self, server_name=""):
+        pass
+
+    monkeypatch.setattr(User, "stop", stop)
+    other = orm_user.orm_spawners["ws-2"]
+
+    def then():
+        # a row another process deleted meanwhile: its update matches none
+        db.execute(text("DELETE FROM spawners WHERE id = :id"), {"id": other.id})
+        other.name = "renamed"
+
+    with pytest.raises(StaleDataError):
+        await control.stop(orm_user, "ws-1", then=then)
+    assert db.execute(select(hub_orm.User.name)).scalars().all() == ["owner"]
+    await control.pool.close()

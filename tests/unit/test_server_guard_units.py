@@ -117,3 +117,33 @@ def test_only_the_launcher_writes_in_a_server(monkeypatch):
     assert not may("alice", write) and not may("bob", write) and not may("carol", [])
     assert not may("carol", write, kind="service")
     assert may("root", ["admin:servers!server=alice/ws"]) and may("root", ["admin:servers"])
+
+
+def test_the_web_app_keeps_its_own_headers_whatever_their_names_case():
+    """A web app gets none of its visitor's credentials, but the headers its job type sets
+    (``request_headers``: its own ``{token}``) it does, however their names are written
+    (HTTP's are in any case). Failed before: ``authorization`` set by the job type was
+    taken out as the visitor's ``Authorization``, and the app refused every request."""
+    from tornado.httputil import HTTPHeaders
+
+    class Proxy:
+        """jupyter-server-proxy's handler: the visitor's headers, the job type's over them."""
+
+        own: dict[str, str] = {}
+
+        def get_request_headers_override(self):
+            return self.own
+
+        def proxy_request_headers(self):
+            headers = HTTPHeaders({"Authorization": "token visitors", "Accept": "text/html"})
+            headers.add("Cookie", "__Host-jupyterhub-user-alice-ws=visitors; theme=dark")
+            headers.add("Cookie", "jupyterhub-session-id=visitors")
+            headers.update(self.own)
+            return headers
+
+    app = uws_server_auth.without_credentials(Proxy)()
+    headers = app.proxy_request_headers()
+    assert "Authorization" not in headers and headers.get_list("Cookie") == ["theme=dark"]
+    for name in ("Authorization", "authorization", "AUTHORIZATION"):
+        app.own = {name: "token apps"}
+        assert app.proxy_request_headers()["Authorization"] == "token apps", name

@@ -595,14 +595,31 @@ async def test_a_stop_records_the_jobs_end_itself_not_a_step_after_it(hub):
     await hub.pool.close()
 
 
-async def test_a_stop_that_did_not_record_the_end_wakes_the_job(hub):
+def _commit_fails(hub, then):
+    """A start's or stop's ``then`` whose commit (ServerControl's, after it) fails: rolled back."""
+
+    def recorded_then_lost():
+        then()
+        hub.db.rollback()  # as ServerControl does when the commit that ends a start or stop fails
+        raise RuntimeError("the database went away")
+
+    return recorded_then_lost
+
+
+@pytest.mark.parametrize("failure", ["stop", "commit"])
+async def test_a_stop_that_did_not_record_the_end_wakes_the_job(hub, failure):
     """A stop that failed (or waited for someone else's) leaves the end to the job's
-    next step, as before: it is woken."""
+    next step, as before: it is woken. So does one whose ``then`` recorded the end but
+    whose commit of it then failed (the database went away): its next step records the
+    end. Failed before (commit): it was not woken, and stayed stopping until the next scan."""
     steps, servers = job_steps(hub, "ok")
     job = hub.jobs.launch(workspace(hub), "lab", None, {}, "ann")
     await settle(steps, job, {"running"})
+    stop = servers.stop
 
     async def failing_stop(owner, server_name, *, then=None):
+        if failure == "commit":
+            return await stop(owner, server_name, then=_commit_fails(hub, then))
         raise RuntimeError("the proxy is down")
 
     servers.stop = failing_stop
@@ -613,7 +630,31 @@ async def test_a_stop_that_did_not_record_the_end_wakes_the_job(hub):
     await asyncio.sleep(0)
     assert list(hub.queue._queue) == [("job", job.id)] and job.status == "stopping"
     await steps.reconcile(job.id)
-    assert job.status == "failed" and "the proxy is down" in job.reason
+    if failure == "commit":
+        assert job.status == "completed"
+    else:
+        assert job.status == "failed" and "the proxy is down" in job.reason
+    await hub.pool.close()
+
+
+async def test_a_start_whose_commit_failed_after_it_recorded_the_job_running_wakes_the_job(hub):
+    """The same for a start: the job's next step finds the server running and records it.
+    Failed before: the job was not woken, and stayed queued until the next scan."""
+    steps, servers = job_steps(hub, "ok")
+    job = hub.jobs.launch(workspace(hub), "lab", None, {}, "ann")
+    start = servers.start
+
+    def start_whose_commit_fails(*args, then=None):
+        return start(*args, then=_commit_fails(hub, then))
+
+    servers.start = start_whose_commit_fails
+    await steps.reconcile(job.id)
+    hub.queue._queue.clear(), hub.queue._queued.clear()
+    await asyncio.wait([steps._starts[job.id]], timeout=5)
+    await asyncio.sleep(0)
+    assert ("job", job.id) in hub.queue._queue and job.status != "running"
+    await steps.reconcile(job.id)
+    assert job.status == "running"
     await hub.pool.close()
 
 

@@ -143,3 +143,16 @@ def test_the_hub_sets_a_longer_thread_switch_interval():
         assert sys.getswitchinterval() == pytest.approx(0.02)
     finally:
         sys.setswitchinterval(before)
+
+
+@pytest.mark.parametrize("seconds", [-1.0, float("inf"), 20.0])
+def test_a_thread_switch_interval_out_of_range_is_refused(seconds):
+    """Python takes any interval; one past a second (20: milliseconds meant) would let a
+    helper thread hold the event loop that long, and an infinite one Python makes 0 (a switch
+    at every chance). Refused at the hub's configuration. Failed before: each was taken."""
+    from traitlets import TraitError
+
+    from uws_hub.app import UWSHub
+
+    with pytest.raises(TraitError):
+        UWSHub(thread_switch_interval_seconds=seconds)

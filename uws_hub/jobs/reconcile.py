@@ -385,8 +385,9 @@ class JobSteps:
             self.jobs.transition(current, JobStatus.running, node=spawner.node if spawner is not None else None)
             recorded = True
 
-        def ended(_: asyncio.Future) -> None:
-            self._start_ended(job_id, wake=not recorded)
+        def ended(f: asyncio.Future) -> None:
+            # (recorded, but the start failed after it: the commit did, and was rolled back)
+            self._start_ended(job_id, wake=not recorded or f.cancelled() or f.exception() is not None)
 
         future = self.servers.start(
             job.owner, job.server_name, job.resource, launch, self._on_report, lambda: self.wake(job_id), then=started
@@ -535,8 +536,8 @@ class JobSteps:
         the server has stopped, in the commit that ends JupyterHub's stop (see
         ``ServerControl.stop``'s ``then``), not by a step of the reconciler after it: the
         key's trip through the queue and the job's lookup cost a stop ~3 ms. A stop that
-        did not record it (it failed; someone else's stop was under way) wakes the job,
-        whose next step does, as before."""
+        did not record it (it failed, maybe in the commit of the end; someone else's stop
+        was under way) wakes the job, whose next step does, as before."""
         job_id = job.id
         recorded = False
 
@@ -556,7 +557,8 @@ class JobSteps:
             await self.servers.stop(job.owner, job.server_name, then=stopped)
 
         def done(future: asyncio.Future) -> None:
-            if not recorded:
+            # (recorded, but the stop failed after it: the commit did, and was rolled back)
+            if not recorded or future.cancelled() or future.exception() is not None:
                 self.wake(job_id)
 
         future = self._stops[job_id] = self.pool.spawn(stop())

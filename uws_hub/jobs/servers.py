@@ -229,7 +229,7 @@ class ServerControl:
                     spawner._proxy_pending = False
                 spawner.add_poll_callback(on_poll_stopped)
                 if self._restore_activity(orm_user, spawner, before) | self._then(then):
-                    self.users.db.commit()
+                    self._commit()
             except BaseException:
                 SERVER_SPAWN_DURATION_SECONDS.labels(status=ServerSpawnStatus.failure, reason="error").observe(
                     time.perf_counter() - started
@@ -350,7 +350,7 @@ class ServerControl:
                 if failure is None and self._then(then):
                     called = changed = True
                 if changed:
-                    self.users.db.commit()
+                    self._commit()
                 if failure is not None:
                     raise failure
             finally:
@@ -372,6 +372,15 @@ class ServerControl:
             self.users.db.rollback()
             raise
         return True
+
+    def _commit(self) -> None:
+        """Commit what ends a start or stop (with what its ``then`` recorded); if that
+        fails, nothing of it stays in the session either, as when ``then`` fails."""
+        try:
+            self.users.db.commit()
+        except Exception:
+            self.users.db.rollback()
+            raise
 
     @staticmethod
     def _restore_activity(orm_user: hub_orm.User, spawner: Spawner, before: Any) -> bool:

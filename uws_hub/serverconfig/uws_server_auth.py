@@ -289,10 +289,10 @@ def without_credentials(handler_class: type[web.RequestHandler]) -> type[web.Req
     class App(handler_class):  # type: ignore[valid-type,misc]
         def proxy_request_headers(self):
             headers = super().proxy_request_headers()
-            own = self.get_request_headers_override()
-            if "Authorization" not in own:
+            own = {name.lower() for name in self.get_request_headers_override()}  # (any case: HTTP's)
+            if "authorization" not in own:
                 headers.pop("Authorization", None)
-            if "Cookie" in headers and "Cookie" not in own:
+            if "Cookie" in headers and "cookie" not in own:
                 cookie = without_cookies("; ".join(headers.get_list("Cookie")), HUB_COOKIE_PREFIXES)
                 del headers["Cookie"]
                 if cookie:
