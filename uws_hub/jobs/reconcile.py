@@ -6,9 +6,9 @@ A job's status is where it is, its target (:class:`~uws_hub.states.JobTarget`)
 it on: start the server, notice it answers, stop it, record how it ended.
 Starts and stops run as helper tasks of the app's task pool; one that worked
 records its outcome itself (the job running, the job's end) in the commit
-that ends it, one that did not puts the job back on the queue. After every scan, missing proxy routes are
-put back and orphaned resource jobs swept; a job stuck past a deadline is
-failed with the reason, logged as an event.
+that ends it, one that did not puts the job back on the queue. After every
+scan, missing proxy routes are put back and orphaned resource jobs swept; a
+job stuck past a deadline is failed with the reason, logged as an event.
 """
 
 from __future__ import annotations

@@ -235,7 +235,7 @@ class ServerControl:
                     time.perf_counter() - started
                 )
                 if self._restore_activity(orm_user, spawner, before):
-                    self.users.db.commit()
+                    self._commit()
                 if route is not None and not self.pool.closed:
                     # JupyterHub's check failed after the route went in: take it out again
                     await asyncio.shield(self.pool.spawn(self._remove_early_route(user, server_name, route)))
@@ -341,7 +341,7 @@ class ServerControl:
                     )
                 except asyncio.CancelledError:
                     if self._restore_activity(orm_user, spawner, before):
-                        self.users.db.commit()
+                        self._commit()
                     raise
                 failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
                 # one commit for the user's activity put back and what ``then`` records
