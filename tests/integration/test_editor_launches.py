@@ -18,6 +18,7 @@ import grp
 import os
 import pwd
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from playwright.sync_api import expect
@@ -26,6 +27,7 @@ from .. import browserutil
 from ..authutil import login
 from ..helpers import refused_code_and_saving, start_code
 from ..hubmaputil import ORIGIN, Portal
+from ..hubutil import wait_for
 from ..uwsclient import create, session
 
 OWNER, EDITOR, OTHER, ADMIN, USER_ADMIN = "uwsalice", "uwscarol", "uwsbob", "uwsadmin", "uwskeeper"
@@ -36,6 +38,9 @@ JOB_TYPES = {
     "who": {"interactive": False, "cmd": ["sh", "-c", "id -un; id -Gn; cat note.txt 2>/dev/null;"
                                           " echo \"$(id -un) was here\" >> note.txt && echo wrote"]},
     "sleeper": {"interactive": False, "cmd": ["sleep", "600"]},
+    # a server that reports its activity to the hub every second (JupyterHub's default: 5 minutes)
+    "lab-reporting": {"display_name": "JupyterLab", "default_url": "/lab",
+                      "env": {"PIP_NO_INDEX": "1", "JUPYTERHUB_ACTIVITY_INTERVAL": "1"}},
 }
 ENDED = {"completed", "failed", "cancelled"}
 
@@ -46,6 +51,9 @@ def ehub(make_hub, system_users, group_prefix):
 c.UWSHub.system_users = True
 c.UWSHub.job_reconcile_interval = 1
 c.UWSHub.share_sync_interval_seconds = 1
+# JupyterHub's poll of the proxy takes any request through a server's route for its owner's
+# activity: not during these tests, which check what moves the owner's last_activity
+c.JupyterHub.last_activity_interval = 86400
 c.UWSHub.share_posix_group_prefix = {group_prefix!r}
 c.Authenticator.admin_users = {{{ADMIN!r}}}
 c.JupyterHub.load_roles.append({{"name": "user-keeper", "scopes": ["admin:users", "list:users", "read:users"],
@@ -214,6 +222,145 @@ def test_every_launch_path_records_the_editor_and_a_held_job_runs_only_as_its_la
     assert r.status_code == 303, r.text
     _, lines = finished(ehub, {"id": job_id})
     assert lines[0] == EDITOR, lines
+
+
+def server_token(job: dict) -> str:
+    """The API token JupyterHub gave a running server (``JUPYTERHUB_API_TOKEN`` in its
+    environment: what code in it reads)."""
+    with open(f"/proc/{job['resource_id']}/environ", "rb") as f:
+        env = dict(item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item)
+    return env[b"JUPYTERHUB_API_TOKEN"].decode()
+
+
+def activity(hub) -> tuple[str, dict[str, str]]:
+    """The owner's ``last_activity`` and their servers' (as an admin reads them)."""
+    model = hub.api("GET", f"users/{OWNER}", expect=200)
+    return model["last_activity"], {name: s["last_activity"] for name, s in model["servers"].items()}
+
+
+def test_an_editors_server_token_reports_its_own_servers_activity_and_nothing_else(ehub):
+    """The token JupyterHub gives a server is its *owner's* (with ``users:activity!user``)
+    while an editor's code runs in it: it must move that server's activity only, not the
+    owner's (what an idle culler and core-hours go by) nor the owner's other servers'."""
+    ws = shared_workspace(ehub, viewer=OTHER)
+    alice, carol = ehub.tokens[OWNER], ehub.tokens[EDITOR]
+    stranger = ehub.add_user("uwsstranger")
+    # an idle server of the owner's, in another workspace
+    own = ehub.api("POST", "workspaces", alice, expect=201, json={"name": f"own {uuid.uuid4().hex[:6]}"})
+    owners = ehub.wait_job(run(ehub, own, OWNER, "jupyterlab")["id"], alice, {"running", "failed"}, timeout=120)
+    assert owners["status"] == "running", owners["reason"]
+    carols = ehub.wait_job(run(ehub, ws, EDITOR, "lab-reporting")["id"], carol, {"running", "failed"}, timeout=120)
+    assert carols["status"] == "running", carols["reason"]
+    token = server_token(carols)
+    server = f"/user/{OWNER}/{ws['slug']}/"
+
+    # the server's own reports (jupyterhub-singleuser's: the user's and the server's
+    # last_activity in one body) are taken, for the server only
+    user_before, servers_before = activity(ehub)
+    assert ehub.request("GET", server + "api/contents", carol).status_code == 200
+    user_now, servers_now = wait_for(
+        lambda: (now := activity(ehub))[1][ws["slug"]] != servers_before[ws["slug"]] and now,
+        30,
+        interval=0.5,
+        what="the server's report of its activity",
+    )
+    assert (user_now, servers_now[own["slug"]]) == (user_before, servers_before[own["slug"]])
+    log = (ehub.workdir / "uws-job-logs" / f"job-{carols['id']}.log").read_text()
+    assert "Error notifying Hub of activity" not in log, log
+
+    # what code in the server could post with the token: the server's own entry only
+    def post(body: dict, who: str | None = token) -> int:
+        return ehub.request("POST", f"users/{OWNER}/activity", who, json=body).status_code
+
+    soon = (datetime.now(UTC) + timedelta(minutes=30)).isoformat()
+    user_before, servers_before = activity(ehub)
+    assert post({"last_activity": soon}) == 200
+    assert activity(ehub) == (user_before, servers_before)
+    for other in (own["slug"], "no-such-server"):
+        assert post({"servers": {other: {"last_activity": soon}}}) == 403
+        assert (
+            post(
+                {
+                    "last_activity": soon,
+                    "servers": {ws["slug"]: {"last_activity": soon}, other: {"last_activity": soon}},
+                }
+            )
+            == 403
+        )
+        assert activity(ehub) == (user_before, servers_before)
+    assert post({"last_activity": soon, "servers": {ws["slug"]: {"last_activity": soon}}}) == 200
+    user_now, servers_now = activity(ehub)
+    assert (user_now, servers_now[own["slug"]]) == (user_before, servers_before[own["slug"]])
+    assert servers_now[ws["slug"]] != servers_before[ws["slug"]]
+
+    # nothing else of the owner's: the hub's API answers it as a token with no scope of uws-hub's
+    # (JupyterHub's answer to any token of the owner's: who it is, and with users:activity the
+    # owner's last_activity; no servers, no more through users/<owner>)
+    me = ehub.api("GET", "user", token, expect=200)
+    assert me["name"] == OWNER and "servers" not in me and "auth_state" not in me, me
+    assert ehub.api("GET", f"users/{OWNER}", token, expect=200).items() <= me.items()
+    for method, path in [
+        ("GET", "users"),
+        ("GET", f"users/{OWNER}/tokens"),
+        ("POST", f"users/{OWNER}/tokens"),
+        ("DELETE", f"users/{OWNER}/servers/{own['slug']}"),
+        ("POST", f"users/{OWNER}/servers/{own['slug']}"),
+        ("DELETE", f"users/{OWNER}/servers/{ws['slug']}"),
+        ("GET", "workspaces"),
+        ("GET", f"workspaces/{ws['id']}"),
+        ("GET", f"workspaces/{own['id']}"),
+        ("GET", f"workspaces/{own['id']}/files"),
+        ("PUT", f"workspaces/{own['id']}/files/x.txt"),
+        ("POST", f"workspaces/{own['id']}/jobs"),
+        ("GET", "jobs"),
+        ("GET", f"jobs/{owners['id']}"),
+        ("POST", f"jobs/{owners['id']}/stop"),
+        ("GET", f"jobs/{carols['id']}/log"),
+        ("GET", "job-types"),
+        ("GET", "events"),
+        ("GET", "notifications"),
+        ("GET", "shares"),
+        ("GET", f"workspaces/{own['id']}/shares"),
+        ("GET", f"quotas/{OWNER}"),
+        ("GET", "usage"),
+        ("GET", "accounts"),
+        ("GET", "hubmap/workspaces"),
+        ("GET", "hubmap/jobs"),
+        ("GET", "uws/who"),
+    ]:
+        r = ehub.request(method, path, token, json={} if method in ("POST", "PUT") else None)
+        assert r.status_code in (403, 404), (method, path, r.status_code, r.text)
+    # nor a token for the owner from HuBMAP's exchange, where a client's token vouches for a user
+    r = ehub.request(
+        "POST", "hubmap/tokens", json={"client_token": token, "user_info": {"username": OWNER, "email": ""}}
+    )
+    assert r.status_code == 401, r.text
+    # nor the owner's other server (its own: read-only, it is no launcher)
+    r = ehub.request("GET", f"/user/{OWNER}/{own['slug']}/api/contents", token)
+    assert r.status_code in (302, 403, 404), r.text
+    refused_code_and_saving(ehub, server, token, EDITOR)
+    assert ehub.request("GET", server + "api/contents", token).status_code == 200
+
+    # JupyterHub's own answers, unchanged: other people's tokens may not report the owner's
+    # activity; a user admin (admin:users holds users:activity) and the owner may
+    statuses = {
+        who: post({"last_activity": soon}, token)
+        for who, token in (
+            ("stranger", stranger),
+            ("editor", carol),
+            ("viewer", ehub.tokens[OTHER]),
+            ("anonymous", None),
+        )
+    }
+    assert statuses == {"stranger": 404, "editor": 404, "viewer": 404, "anonymous": 403}
+    assert activity(ehub) == (user_before, servers_now)
+    assert post({"servers": {own["slug"]: {"last_activity": soon}}}, ehub.tokens[USER_ADMIN]) == 200
+    assert post({"last_activity": soon}, alice) == 200
+    user_now, servers_later = activity(ehub)
+    assert user_now != user_before and servers_later[own["slug"]] != servers_now[own["slug"]]
+    for job in (owners, carols):
+        ehub.api("POST", f"jobs/{job['id']}/stop", alice, expect=202)
+        ehub.wait_job(job["id"], alice, ENDED)
 
 
 def editor_and_owner_jobs(ehub) -> tuple[dict, list[dict], dict]:
