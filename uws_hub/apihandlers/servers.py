@@ -10,9 +10,10 @@ instead: there is no default server, and refusing it before JupyterHub's
 spawn leaves the user's last activity alone (a spawn, even one that fails,
 counts as activity). Stopping and the rest of the server API stay JupyterHub's.
 
-``POST /hub/api/users/{name}/activity`` (what a server posts its activity to)
-is JupyterHub's, narrowed for the API token of a server its owner did not
-launch (:class:`ActivityAPIHandler`).
+``POST /hub/api/users/{name}/activity`` (what a server posts its activity to),
+``GET /hub/api/user`` and ``GET /hub/api/users/{name}`` are JupyterHub's,
+narrowed for the API token of a server its owner did not launch, which an
+editor's code reads (:class:`ServerTokenMixin`, :class:`ActivityAPIHandler`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import Any
 
 from jupyterhub import orm as hub_orm
 from jupyterhub.apihandlers.users import ActivityAPIHandler as HubActivityAPIHandler
+from jupyterhub.apihandlers.users import SelfAPIHandler as HubSelfAPIHandler
+from jupyterhub.apihandlers.users import UserAPIHandler as HubUserAPIHandler
 from jupyterhub.apihandlers.users import UserServerAPIHandler
 from jupyterhub.scopes import needs_scope
 from jupyterhub.user import User
@@ -66,7 +69,43 @@ class WorkspaceServerAPIHandler(UWSAPIHandler, UserServerAPIHandler):
         self.write_json(job_model(job), status=202)
 
 
-class ActivityAPIHandler(UWSAPIHandler, HubActivityAPIHandler):
+class ServerTokenMixin(UWSAPIHandler):
+    """Tells the API token of a server its owner did not launch (an editor's), and tells it
+    only who the owner is.
+
+    JupyterHub's model of a user (``GET /hub/api/user``, ``GET
+    /hub/api/users/{name}``) to any token of theirs holds their groups, admin
+    flag and ``user_info`` (an e-mail address: the hub shows it to nobody else
+    unless ``share_search_show_email``), and with ``users:activity``, which every
+    server's token has, their ``last_activity``. The token of a server an editor
+    launched is the editor's to read, so to it the model is the owner's kind
+    and name only (with ``/hub/api/user``'s scopes and token id); the server
+    itself needs no more (JupyterHub's server code reads its visitors' models,
+    never its own).
+    """
+
+    def user_model(self, user):
+        model = super().user_model(user)
+        if model and self.foreign_server(self.users[user.id]) is not None:
+            model = {key: model[key] for key in ("kind", "name") if key in model}
+        return model
+
+    def foreign_server(self, user: User) -> str | None:
+        """If the request's token is the API token of one of ``user``'s servers that ``user``
+        did not launch, that server's name."""
+        token = self.get_token()
+        if token is None or token.user_id != user.id or not token.note:
+            return None
+        for name in user.orm_spawners:
+            if name and token.note in server_token_notes(user.base_url, name):
+                ws = Workspace.find_by_slug(self.db, user.id, name)
+                job = None if ws is None else Job.active_in(self.db, ws.id)
+                launcher: hub_orm.User | None = None if job is None else job.launcher
+                return None if launcher is not None and launcher.id == user.id else name
+        return None
+
+
+class ActivityAPIHandler(ServerTokenMixin, HubActivityAPIHandler):
     """JupyterHub's activity reports; a server an editor launched reports its own activity only.
 
     JupyterHub gives each server an API token of the server's *owner*, always
@@ -115,22 +154,18 @@ class ActivityAPIHandler(UWSAPIHandler, HubActivityAPIHandler):
                 self._narrowed = {"servers": servers}
         super().post(user_name)
 
-    def foreign_server(self, user: User) -> str | None:
-        """If the request's token is the API token of one of ``user``'s servers that ``user``
-        did not launch, that server's name."""
-        token = self.get_token()
-        if token is None or token.user_id != user.id or not token.note:
-            return None
-        for name in user.orm_spawners:
-            if name and token.note in server_token_notes(user.base_url, name):
-                ws = Workspace.find_by_slug(self.db, user.id, name)
-                job = None if ws is None else Job.active_in(self.db, ws.id)
-                launcher: hub_orm.User | None = None if job is None else job.launcher
-                return None if launcher is not None and launcher.id == user.id else name
-        return None
+
+class SelfAPIHandler(ServerTokenMixin, HubSelfAPIHandler):
+    pass
+
+
+class UserAPIHandler(ServerTokenMixin, HubUserAPIHandler):
+    pass
 
 
 default_handlers = [
+    (r"/api/user", SelfAPIHandler),
+    (r"/api/users/([^/]+)", UserAPIHandler),
     (r"/api/users/([^/]+)/activity", ActivityAPIHandler),
     (r"/api/users/([^/]+)/server", WorkspaceServerAPIHandler),
     (r"/api/users/([^/]+)/servers/([^/]*)", WorkspaceServerAPIHandler),
