@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from jupyterhub import orm as hub_orm
+from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.apihandlers.users import ActivityAPIHandler as HubActivityAPIHandler
 from jupyterhub.apihandlers.users import SelfAPIHandler as HubSelfAPIHandler
 from jupyterhub.apihandlers.users import UserAPIHandler as HubUserAPIHandler
@@ -83,6 +84,10 @@ class ServerTokenMixin(UWSAPIHandler):
     itself needs no more (JupyterHub's server code reads its visitors' models,
     never its own).
     """
+
+    def get_auth_token(self):
+        # JupyterHub's own API keeps JupyterHub's header only (UWS-Authorization is uws-hub's API's)
+        return APIHandler.get_auth_token(self)
 
     def user_model(self, user):
         model = super().user_model(user)
