@@ -45,15 +45,12 @@ JOB_TYPES = {
 ENDED = {"completed", "failed", "cancelled"}
 
 
-@pytest.fixture(scope="module")
-def ehub(make_hub, system_users, group_prefix):
+def editor_hub(make_hub, group_prefix: str, last_activity_interval: int):
     hub = make_hub(f"""
 c.UWSHub.system_users = True
 c.UWSHub.job_reconcile_interval = 1
 c.UWSHub.share_sync_interval_seconds = 1
-# JupyterHub's poll of the proxy takes any request through a server's route for its owner's
-# activity: not during these tests, which check what moves the owner's last_activity
-c.JupyterHub.last_activity_interval = 86400
+c.JupyterHub.last_activity_interval = {last_activity_interval}
 c.UWSHub.share_posix_group_prefix = {group_prefix!r}
 c.Authenticator.admin_users = {{{ADMIN!r}}}
 c.JupyterHub.load_roles.append({{"name": "user-keeper", "scopes": ["admin:users", "list:users", "read:users"],
@@ -68,6 +65,20 @@ c.HubMAPCompat.cors_origins = [{ORIGIN!r}]
         hub.api("POST", "accounts", json={"username": name, "password": PASSWORD}, expect=201)
     hub.tokens = {name: hub.add_user(name, admin=name == ADMIN) for name in (OWNER, EDITOR, OTHER, ADMIN, USER_ADMIN)}
     return hub
+
+
+@pytest.fixture(scope="module")
+def ehub(make_hub, system_users, group_prefix):
+    # JupyterHub's poll of the proxy's activity (every 5 minutes) takes any request through
+    # the owner's servers' routes for the owner's activity: not during these tests, which
+    # check what moves it
+    return editor_hub(make_hub, group_prefix, 86400)
+
+
+@pytest.fixture(scope="module")
+def polling_hub(make_hub, system_users, group_prefix):
+    """The same, polling the proxy's activity every second (its workspaces' groups apart)."""
+    return editor_hub(make_hub, group_prefix + "p", 1)
 
 
 def shared_workspace(hub, viewer: str | None = None) -> dict:
@@ -366,6 +377,31 @@ def test_an_editors_server_token_reports_its_own_servers_activity_and_nothing_el
     for job in (owners, carols):
         ehub.api("POST", f"jobs/{job['id']}/stop", alice, expect=202)
         ehub.wait_job(job["id"], alice, ENDED)
+
+
+def test_requests_through_an_editors_server_move_its_activity_not_the_owners(polling_hub):
+    """JupyterHub's poll of the proxy takes the last request through a server's route for
+    the server's activity and its owner's: through a server an editor launched (the
+    editor's, or its own code's), the server's only."""
+    hub = polling_hub
+    alice, carol = hub.tokens[OWNER], hub.tokens[EDITOR]
+    ws = shared_workspace(hub)
+    carols = hub.wait_job(run(hub, ws, EDITOR, "jupyterlab")["id"], carol, {"running", "failed"}, timeout=120)
+    assert carols["status"] == "running", carols["reason"]
+    user_before, servers_before = activity(hub)
+    assert hub.request("GET", f"/user/{OWNER}/{ws['slug']}/api/contents", carol).status_code == 200
+    wait_for(lambda: activity(hub)[1][ws["slug"]] != servers_before[ws["slug"]], 30, what="the proxy's poll")
+    assert activity(hub)[0] == user_before
+    # through the owner's own server: the owner's activity, as in JupyterHub
+    own = hub.api("POST", "workspaces", alice, expect=201, json={"name": f"own {uuid.uuid4().hex[:6]}"})
+    owners = hub.wait_job(run(hub, own, OWNER, "jupyterlab")["id"], alice, {"running", "failed"}, timeout=120)
+    assert owners["status"] == "running", owners["reason"]
+    user_before = activity(hub)[0]
+    assert hub.request("GET", f"/user/{OWNER}/{own['slug']}/api/contents", alice).status_code == 200
+    wait_for(lambda: activity(hub)[0] != user_before, 30, what="the proxy's poll")
+    for job in (owners, carols):
+        hub.api("POST", f"jobs/{job['id']}/stop", alice, expect=202)
+        hub.wait_job(job["id"], alice, ENDED)
 
 
 def editor_and_owner_jobs(ehub) -> tuple[dict, list[dict], dict]:
