@@ -268,6 +268,20 @@ def declaring_length(hub, method: str, path: str, token: str, length: int) -> Ra
         conn.close()
 
 
+def session_nice(pid: int) -> int | None:
+    """The CPU priority of the session ``pid`` is in where the kernel schedules sessions as
+    groups (``/proc/<pid>/autogroup``: ``/autogroup-N nice X``); None without autogroups,
+    or where this process may not be sure to have set it (not root: the kernel sets it
+    at most 10 times a second for others, see ``wrapper.set_session_nice``)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        with open(f"/proc/{pid}/autogroup") as f:
+            return int(f.read().split()[-1])
+    except FileNotFoundError:
+        return None
+
+
 def processes_of_job(job_id: int, directory: str) -> list[int]:
     """The pids of processes running job ``job_id`` in the workspace at ``directory``
     (their environment says so; other hubs' jobs may have the same id)."""

@@ -17,7 +17,7 @@ from datetime import datetime
 import pytest
 from traitlets.config import Config
 
-from ..helpers import MINIMAL_CMD, few_descriptors, follow_log, make_deep
+from ..helpers import MINIMAL_CMD, few_descriptors, follow_log, make_deep, session_nice
 from ..hubutil import REPO, wait_for
 
 TERMINAL = {"completed", "failed", "cancelled"}
@@ -418,6 +418,10 @@ def test_one_resident_launcher_starts_every_job(bhub, owner, ws):
     assert f"UWS_JOB_ID={runs_on['id']}".encode() in env and b"UWS_JOB_WRAPPER=1" in env
     with open(f"/proc/{wrapper_pid}/stat") as f:
         assert int(f.read().rsplit(")", 1)[1].split()[1]) == launcher
+    # the job's command leads its own session, lowered to the job's priority
+    with open(f"/proc/{wrapper_pid}/task/{wrapper_pid}/children") as f:
+        [command] = [int(pid) for pid in f.read().split()]
+    assert os.getsid(command) == command and session_nice(command) in (None, 10)
     # the launcher keeps no zombies of the jobs that ended
     with open(f"/proc/{launcher}/task/{launcher}/children") as f:
         assert [int(pid) for pid in f.read().split()] == [wrapper_pid]
@@ -634,6 +638,8 @@ def test_an_interactive_server_gets_its_cpus_and_memory_limit_too(bhub, owner, w
     # this machine has no cgroup v2 memory controller: RLIMIT_AS, set before the server ran
     assert len(os.sched_getaffinity(pid)) == 1
     assert address_space_limit(pid) == str(400 * 1024 * 1024)
+    # its wrapper lowered its session's priority too (as root, before the account switch)
+    assert os.getsid(pid) == pid and session_nice(pid) in (None, 10)
     assert pwd.getpwuid(os.stat(f"/proc/{pid}").st_uid).pw_name == "uwsalice"
     # within its memory the server works; over it, it ends, and the reason says why
     assert bhub.request("GET", f"/user/uwsalice/{job['server_name']}/uws-test-alloc/10", owner).text == str(10 * MB)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from ..helpers import MINIMAL_CMD, launch, processes_of_job
+from ..helpers import MINIMAL_CMD, launch, processes_of_job, session_nice
 from ..hubutil import wait_for
 
 TERMINAL = {"completed", "failed", "cancelled"}
@@ -58,6 +58,24 @@ def test_server_killed_by_hand_fails_its_job(hub, alice):
     assert hub.request("GET", job["url"] or f"/user/uwsalice/{job['server_name']}/", alice).status_code != 200
     ws = hub.api("GET", f"workspaces/{job['workspace_id']}", alice)
     assert ws["status"] == "idle" and ws["active_job"] is None
+
+
+def test_a_server_and_its_session_run_below_the_hub(hub, alice):
+    """A local server leads a session of its own, at the job's CPU priority (the
+    spawner's ``nice_level``, 10) and so is that session where the kernel schedules
+    sessions as groups (autogroup): otherwise each starting server weighs as much as
+    the hub, whatever its niceness. The hub's own session keeps its priority."""
+    hub_session = session_nice(hub.proc.pid)
+    job = hub.wait_job(launch(hub, alice)["id"], alice, {"running", "failed"})
+    assert job["status"] == "running"
+    pid = int(job["resource_id"])
+    assert os.getsid(pid) == pid != os.getsid(hub.proc.pid)
+    assert os.getpriority(os.PRIO_PROCESS, pid) == 10
+    if hub_session is None:
+        pytest.skip("no autogroups here, or not root")
+    assert session_nice(pid) == 10
+    assert session_nice(hub.proc.pid) == hub_session
+    hub.api("POST", f"jobs/{job['id']}/stop", alice)
 
 
 def test_time_limit_is_enforced(hub, alice):

@@ -38,6 +38,15 @@ from .localjob import CPU_USE, WRAPPER, memory_cgroups, open_log
 from .mixins import WorkspaceSpawnerMixin
 
 
+def popen_in_session(cmd: list[str], nice: int, **popen_kwargs) -> subprocess.Popen:
+    """``subprocess.Popen`` of a command that leads a new session, then that session's
+    CPU priority lowered to ``nice`` (see :func:`.wrapper.set_session_nice`)."""
+    proc = subprocess.Popen(cmd, **popen_kwargs)
+    # Popen returns once the child has exec'd, in the session it made
+    wrapper.set_session_nice(nice, proc.pid)
+    return proc
+
+
 class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
     """Run a workspace job as a local process (entry point ``uws-local``)."""
 
@@ -50,6 +59,15 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         (each a Python process importing its libraries), jobs at the hub's own
         priority can starve it, and every request waits. A positive value keeps
         the hub responsive; 0 runs jobs at the hub's priority.
+
+        Each job leads a session of its own, and where the kernel schedules
+        each session as one group (autogroup, ``kernel.sched_autogroup_enabled``)
+        a process's niceness counts only within its session: the job's session
+        gets this priority too (``/proc/<pid>/autogroup``). A hub that does not
+        run as root can set that at most 10 times a second (the kernel's limit):
+        the jobs of a faster burst keep their session at the hub's priority.
+        Processes a job starts in sessions of their own (Jupyter kernels) are
+        not lowered.
         """,
     )
 
@@ -267,7 +285,7 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         if log_file is not None:
             popen_kwargs.update(stdout=log_file, stderr=subprocess.STDOUT)
         self.log.info("Spawning %s", " ".join(shlex.quote(s) for s in cmd))
-        popen = asyncio.ensure_future(asyncio.to_thread(subprocess.Popen, cmd, **popen_kwargs))
+        popen = asyncio.ensure_future(asyncio.to_thread(popen_in_session, cmd, self.nice_level, **popen_kwargs))
         try:
             self.proc = await asyncio.shield(popen)
         except asyncio.CancelledError:

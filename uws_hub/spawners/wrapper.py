@@ -261,6 +261,33 @@ def process_start_time(pid: int) -> int | None:
     return None if fields is None else int(fields[19])
 
 
+def set_session_nice(nice: int, pid: int | None = None) -> bool:
+    """Give the session that ``pid`` (this process by default) leads the CPU priority
+    ``nice`` where the kernel schedules sessions as groups (``/proc/<pid>/autogroup``);
+    whether it did. Nothing for a process that leads no session (the session would be
+    its parent's: the hub's).
+
+    With the kernel's autogroup on (``kernel.sched_autogroup_enabled``, the default of
+    many distributions), each session is one group that gets as much CPU as any other,
+    whatever the niceness of the processes in it: a job in its own session at
+    ``nice 10`` weighs as much as the hub, and a burst of starting jobs takes most of
+    the CPU from the hub's event loop. Its session's own niceness lowers it as the
+    job's does without autogroups. Only a lower priority (0 to 19) is set. Without
+    CAP_SYS_ADMIN the kernel sets this at most 10 times a second (on the whole
+    machine), and refuses (EAGAIN) in between; without autogroups there is no file."""
+    if not 0 < nice <= 19:
+        return False
+    pid = os.getpid() if pid is None else pid
+    try:
+        if os.getsid(pid) != pid:
+            return False
+        with open(f"/proc/{pid}/autogroup", "w") as f:
+            f.write(str(nice))
+    except OSError:
+        return False
+    return True
+
+
 def apply_limits(spec: dict) -> None:
     """In a process about to run a job's command: its cgroup (as root), CPUs, memory and
     priority, then its account (after the cgroup, which only root may join)."""
@@ -273,6 +300,8 @@ def apply_limits(spec: dict) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (spec["memory_bytes"], spec["memory_bytes"]))
     if spec.get("nice"):
         os.nice(spec["nice"])
+        # its session's too (before the account switch: root may set it at any time)
+        set_session_nice(spec["nice"])
     if spec.get("uid") is not None:
         os.setgroups(spec.get("groups") or [])
         os.setgid(spec["gid"])
