@@ -271,7 +271,10 @@ class FakeSlurm:
         self.script = str(script)
 
     def save(self):
-        self.state_file.write_text(json.dumps(self.state))
+        # atomic: a cycle under way (a waiting stop polls every 10 ms) never reads half a file
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state))
+        tmp.replace(self.state_file)
 
     def set(self, job_id, state, reason="None", node="n/a", comment=""):
         self.state["squeue"][job_id] = [state, reason, node, "1:00:00", comment]
