@@ -15,13 +15,16 @@ import os
 import pwd
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC
 
+from dateutil.parser import parse as parse_date
 from jupyterhub import dbutil as hub_dbutil
 from jupyterhub import orm as hub_orm
 from jupyterhub.apihandlers.base import API404
 from jupyterhub.app import JupyterHub, NewToken, UpgradeDB
 from jupyterhub.traitlets import ByteSpecification
 from jupyterhub.utils import url_path_join
+from sqlalchemy.exc import SQLAlchemyError
 from traitlets import Bool, Dict, Float, Integer, Unicode, default, validate
 
 from . import __version__, dbutil, oauthclients, scopes, services
@@ -561,6 +564,43 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
             self.log.warning("Revoked %d API tokens of servers that are no longer running", revoked)
         # JupyterHub logs "Initialized %i spawners" with what this returns
         return count
+
+    async def update_last_activity(self):
+        """JupyterHub's poll of the proxy's activity, where a server an editor launched moves its own.
+
+        JupyterHub takes the time of the last request through each server's
+        route for the server's ``last_activity`` and its owner's. A server an
+        editor launched is the editor's to use (and its code is theirs, which
+        can send itself requests): its traffic moves the server's
+        ``last_activity`` only, as its own activity reports do
+        (:class:`uws_hub.apihandlers.servers.ActivityAPIHandler`), never the
+        owner's, which is what their own requests and their own servers make it.
+        The rest is JupyterHub's (``JupyterHub.update_last_activity``), the route
+        check included.
+        """
+        routes = await self.proxy.get_all_routes()
+        owners = Job.owners_own_servers(self.db)
+        for route in routes.values():
+            data = route["data"]
+            if "user" not in data or "server_name" not in data or "last_activity" not in data:
+                continue
+            user = hub_orm.User.find(self.db, data["user"])
+            spawner = None if user is None else user.orm_spawners.get(data["server_name"])
+            if spawner is None:
+                continue
+            when = parse_date(data["last_activity"])
+            if when.tzinfo:
+                when = when.astimezone(UTC).replace(tzinfo=None)
+            spawner.last_activity = max(spawner.last_activity, when) if spawner.last_activity else when
+            if (user.id, data["server_name"]) in owners:
+                user.last_activity = max(user.last_activity, when) if user.last_activity else when
+        try:
+            self.db.commit()
+        except SQLAlchemyError:
+            self.log.exception("Rolling back session due to database error")
+            self.db.rollback()
+            return
+        await self.proxy.check_routes(self.users, self._service_map, routes)
 
     def init_handlers(self):
         super().init_handlers()

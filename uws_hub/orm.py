@@ -263,6 +263,18 @@ class Job(Base):
         """Every job that has not reached a terminal status (for the reconciler)."""
         return list(db.scalars(select(cls).where(cls.status.in_([s.value for s in ACTIVE_JOB_STATUSES]))))
 
+    @classmethod
+    def owners_own_servers(cls, db: Session) -> set[tuple[int, str]]:
+        """(owner id, server name) of every unfinished server its owner launched (not an editor)."""
+        rows = db.execute(
+            select(cls.owner_id, cls.server_name).where(
+                cls.interactive.is_(True),
+                cls.status.in_([s.value for s in ACTIVE_JOB_STATUSES]),
+                or_(cls.launcher_id.is_(None), cls.launcher_id == cls.owner_id),
+            )
+        )
+        return {(owner_id, server_name) for owner_id, server_name in rows}
+
 
 _ACTIVE_VALUES = frozenset(s.value for s in ACTIVE_JOB_STATUSES)
 #: Job.any_unfinished_in's query, built once

@@ -18,6 +18,7 @@ import grp
 import os
 import pwd
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from playwright.sync_api import expect
@@ -26,6 +27,7 @@ from .. import browserutil
 from ..authutil import login
 from ..helpers import refused_code_and_saving, start_code
 from ..hubmaputil import ORIGIN, Portal
+from ..hubutil import wait_for
 from ..uwsclient import create, session
 
 OWNER, EDITOR, OTHER, ADMIN, USER_ADMIN = "uwsalice", "uwscarol", "uwsbob", "uwsadmin", "uwskeeper"
@@ -36,16 +38,19 @@ JOB_TYPES = {
     "who": {"interactive": False, "cmd": ["sh", "-c", "id -un; id -Gn; cat note.txt 2>/dev/null;"
                                           " echo \"$(id -un) was here\" >> note.txt && echo wrote"]},
     "sleeper": {"interactive": False, "cmd": ["sleep", "600"]},
+    # a server that reports its activity to the hub every second (JupyterHub's default: 5 minutes)
+    "lab-reporting": {"display_name": "JupyterLab", "default_url": "/lab",
+                      "env": {"PIP_NO_INDEX": "1", "JUPYTERHUB_ACTIVITY_INTERVAL": "1"}},
 }
 ENDED = {"completed", "failed", "cancelled"}
 
 
-@pytest.fixture(scope="module")
-def ehub(make_hub, system_users, group_prefix):
+def editor_hub(make_hub, group_prefix: str, last_activity_interval: int):
     hub = make_hub(f"""
 c.UWSHub.system_users = True
 c.UWSHub.job_reconcile_interval = 1
 c.UWSHub.share_sync_interval_seconds = 1
+c.JupyterHub.last_activity_interval = {last_activity_interval}
 c.UWSHub.share_posix_group_prefix = {group_prefix!r}
 c.Authenticator.admin_users = {{{ADMIN!r}}}
 c.JupyterHub.load_roles.append({{"name": "user-keeper", "scopes": ["admin:users", "list:users", "read:users"],
@@ -60,6 +65,20 @@ c.HubMAPCompat.cors_origins = [{ORIGIN!r}]
         hub.api("POST", "accounts", json={"username": name, "password": PASSWORD}, expect=201)
     hub.tokens = {name: hub.add_user(name, admin=name == ADMIN) for name in (OWNER, EDITOR, OTHER, ADMIN, USER_ADMIN)}
     return hub
+
+
+@pytest.fixture(scope="module")
+def ehub(make_hub, system_users, group_prefix):
+    # JupyterHub's poll of the proxy's activity (every 5 minutes) takes any request through
+    # the owner's servers' routes for the owner's activity: not during these tests, which
+    # check what moves it
+    return editor_hub(make_hub, group_prefix, 86400)
+
+
+@pytest.fixture(scope="module")
+def polling_hub(make_hub, system_users, group_prefix):
+    """The same, polling the proxy's activity every second (its workspaces' groups apart)."""
+    return editor_hub(make_hub, group_prefix + "p", 1)
 
 
 def shared_workspace(hub, viewer: str | None = None) -> dict:
@@ -214,6 +233,175 @@ def test_every_launch_path_records_the_editor_and_a_held_job_runs_only_as_its_la
     assert r.status_code == 303, r.text
     _, lines = finished(ehub, {"id": job_id})
     assert lines[0] == EDITOR, lines
+
+
+def server_token(job: dict) -> str:
+    """The API token JupyterHub gave a running server (``JUPYTERHUB_API_TOKEN`` in its
+    environment: what code in it reads)."""
+    with open(f"/proc/{job['resource_id']}/environ", "rb") as f:
+        env = dict(item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item)
+    return env[b"JUPYTERHUB_API_TOKEN"].decode()
+
+
+def activity(hub) -> tuple[str, dict[str, str]]:
+    """The owner's ``last_activity`` and their servers' (as an admin reads them)."""
+    model = hub.api("GET", f"users/{OWNER}", expect=200)
+    return model["last_activity"], {name: s["last_activity"] for name, s in model["servers"].items()}
+
+
+def test_an_editors_server_token_reports_its_own_servers_activity_and_nothing_else(ehub):
+    """The token JupyterHub gives a server is its *owner's* (with ``users:activity!user``)
+    while an editor's code runs in it: it must move that server's activity only, not the
+    owner's (what an idle culler and core-hours go by) nor the owner's other servers'."""
+    ws = shared_workspace(ehub, viewer=OTHER)
+    alice, carol = ehub.tokens[OWNER], ehub.tokens[EDITOR]
+    stranger = ehub.add_user("uwsstranger")
+    # an idle server of the owner's, in another workspace
+    own = ehub.api("POST", "workspaces", alice, expect=201, json={"name": f"own {uuid.uuid4().hex[:6]}"})
+    owners = ehub.wait_job(run(ehub, own, OWNER, "jupyterlab")["id"], alice, {"running", "failed"}, timeout=120)
+    assert owners["status"] == "running", owners["reason"]
+    carols = ehub.wait_job(run(ehub, ws, EDITOR, "lab-reporting")["id"], carol, {"running", "failed"}, timeout=120)
+    assert carols["status"] == "running", carols["reason"]
+    token = server_token(carols)
+    server = f"/user/{OWNER}/{ws['slug']}/"
+
+    # the server's own reports (jupyterhub-singleuser's: the user's and the server's
+    # last_activity in one body) are taken, for the server only
+    user_before, servers_before = activity(ehub)
+    assert ehub.request("GET", server + "api/contents", carol).status_code == 200
+    user_now, servers_now = wait_for(
+        lambda: (now := activity(ehub))[1][ws["slug"]] != servers_before[ws["slug"]] and now,
+        30,
+        interval=0.5,
+        what="the server's report of its activity",
+    )
+    assert (user_now, servers_now[own["slug"]]) == (user_before, servers_before[own["slug"]])
+    log = (ehub.workdir / "uws-job-logs" / f"job-{carols['id']}.log").read_text()
+    assert "Error notifying Hub of activity" not in log, log
+
+    # what code in the server could post with the token: the server's own entry only
+    def post(body: dict, who: str | None = token) -> int:
+        return ehub.request("POST", f"users/{OWNER}/activity", who, json=body).status_code
+
+    soon = (datetime.now(UTC) + timedelta(minutes=30)).isoformat()
+    user_before, servers_before = activity(ehub)
+    assert post({"last_activity": soon}) == 200
+    assert activity(ehub) == (user_before, servers_before)
+    for other in (own["slug"], "no-such-server"):
+        assert post({"servers": {other: {"last_activity": soon}}}) == 403
+        assert (
+            post(
+                {
+                    "last_activity": soon,
+                    "servers": {ws["slug"]: {"last_activity": soon}, other: {"last_activity": soon}},
+                }
+            )
+            == 403
+        )
+        assert activity(ehub) == (user_before, servers_before)
+    assert post({"last_activity": soon, "servers": {ws["slug"]: {"last_activity": soon}}}) == 200
+    user_now, servers_now = activity(ehub)
+    assert (user_now, servers_now[own["slug"]]) == (user_before, servers_before[own["slug"]])
+    assert servers_now[ws["slug"]] != servers_before[ws["slug"]]
+
+    # nothing else of the owner's: to the hub's API it is a token with no scope of uws-hub's,
+    # and it learns who the owner is, no more (not their groups, e-mail address or activity)
+    me = ehub.api("GET", "user", token, expect=200)
+    assert {k: v for k, v in me.items() if k not in ("scopes", "token_id", "session_id")} == {
+        "kind": "user",
+        "name": OWNER,
+    }, me
+    assert ehub.api("GET", f"users/{OWNER}", token, expect=200) == {"kind": "user", "name": OWNER}
+    for method, path in [
+        ("GET", "users"),
+        ("GET", f"users/{OWNER}/tokens"),
+        ("POST", f"users/{OWNER}/tokens"),
+        ("DELETE", f"users/{OWNER}/servers/{own['slug']}"),
+        ("POST", f"users/{OWNER}/servers/{own['slug']}"),
+        ("DELETE", f"users/{OWNER}/servers/{ws['slug']}"),
+        ("GET", "workspaces"),
+        ("GET", f"workspaces/{ws['id']}"),
+        ("GET", f"workspaces/{own['id']}"),
+        ("GET", f"workspaces/{own['id']}/files"),
+        ("PUT", f"workspaces/{own['id']}/files/x.txt"),
+        ("POST", f"workspaces/{own['id']}/jobs"),
+        ("GET", "jobs"),
+        ("GET", f"jobs/{owners['id']}"),
+        ("POST", f"jobs/{owners['id']}/stop"),
+        ("GET", f"jobs/{carols['id']}/log"),
+        ("GET", "job-types"),
+        ("GET", "events"),
+        ("GET", "notifications"),
+        ("GET", "shares"),
+        ("GET", f"workspaces/{own['id']}/shares"),
+        ("GET", f"quotas/{OWNER}"),
+        ("GET", "usage"),
+        ("GET", "accounts"),
+        ("GET", "hubmap/workspaces"),
+        ("GET", "hubmap/jobs"),
+        ("GET", "uws/who"),
+    ]:
+        r = ehub.request(method, path, token, json={} if method in ("POST", "PUT") else None)
+        assert r.status_code in (403, 404), (method, path, r.status_code, r.text)
+    # nor a token for the owner from HuBMAP's exchange, where a client's token vouches for a user
+    r = ehub.request(
+        "POST", "hubmap/tokens", json={"client_token": token, "user_info": {"username": OWNER, "email": ""}}
+    )
+    assert r.status_code == 401, r.text
+    # nor the owner's other server (its own: read-only, it is no launcher)
+    r = ehub.request("GET", f"/user/{OWNER}/{own['slug']}/api/contents", token)
+    assert r.status_code in (302, 403, 404), r.text
+    refused_code_and_saving(ehub, server, token, EDITOR)
+    assert ehub.request("GET", server + "api/contents", token).status_code == 200
+
+    # JupyterHub's own answers, unchanged: other people's tokens may not report the owner's
+    # activity; a user admin (admin:users holds users:activity) and the owner may
+    statuses = {
+        who: post({"last_activity": soon}, token)
+        for who, token in (
+            ("stranger", stranger),
+            ("editor", carol),
+            ("viewer", ehub.tokens[OTHER]),
+            ("anonymous", None),
+        )
+    }
+    assert statuses == {"stranger": 404, "editor": 404, "viewer": 404, "anonymous": 403}
+    assert activity(ehub) == (user_before, servers_now)
+    assert post({"servers": {own["slug"]: {"last_activity": soon}}}, ehub.tokens[USER_ADMIN]) == 200
+    # the owner's own server's token: JupyterHub's, the owner's activity and model included
+    owners_token = server_token(owners)
+    assert "last_activity" in ehub.api("GET", "user", owners_token, expect=200)
+    assert post({"last_activity": soon}, owners_token) == 200
+    user_now, servers_later = activity(ehub)
+    assert user_now != user_before and servers_later[own["slug"]] != servers_now[own["slug"]]
+    for job in (owners, carols):
+        ehub.api("POST", f"jobs/{job['id']}/stop", alice, expect=202)
+        ehub.wait_job(job["id"], alice, ENDED)
+
+
+def test_requests_through_an_editors_server_move_its_activity_not_the_owners(polling_hub):
+    """JupyterHub's poll of the proxy takes the last request through a server's route for
+    the server's activity and its owner's: through a server an editor launched (the
+    editor's, or its own code's), the server's only."""
+    hub = polling_hub
+    alice, carol = hub.tokens[OWNER], hub.tokens[EDITOR]
+    ws = shared_workspace(hub)
+    carols = hub.wait_job(run(hub, ws, EDITOR, "jupyterlab")["id"], carol, {"running", "failed"}, timeout=120)
+    assert carols["status"] == "running", carols["reason"]
+    user_before, servers_before = activity(hub)
+    assert hub.request("GET", f"/user/{OWNER}/{ws['slug']}/api/contents", carol).status_code == 200
+    wait_for(lambda: activity(hub)[1][ws["slug"]] != servers_before[ws["slug"]], 30, what="the proxy's poll")
+    assert activity(hub)[0] == user_before
+    # through the owner's own server: the owner's activity, as in JupyterHub
+    own = hub.api("POST", "workspaces", alice, expect=201, json={"name": f"own {uuid.uuid4().hex[:6]}"})
+    owners = hub.wait_job(run(hub, own, OWNER, "jupyterlab")["id"], alice, {"running", "failed"}, timeout=120)
+    assert owners["status"] == "running", owners["reason"]
+    user_before = activity(hub)[0]
+    assert hub.request("GET", f"/user/{OWNER}/{own['slug']}/api/contents", alice).status_code == 200
+    wait_for(lambda: activity(hub)[0] != user_before, 30, what="the proxy's poll")
+    for job in (owners, carols):
+        hub.api("POST", f"jobs/{job['id']}/stop", alice, expect=202)
+        hub.wait_job(job["id"], alice, ENDED)
 
 
 def editor_and_owner_jobs(ehub) -> tuple[dict, list[dict], dict]:

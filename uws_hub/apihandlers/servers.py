@@ -9,15 +9,29 @@ server: the admin panel's Start All) is refused at once with what to do
 instead: there is no default server, and refusing it before JupyterHub's
 spawn leaves the user's last activity alone (a spawn, even one that fails,
 counts as activity). Stopping and the rest of the server API stay JupyterHub's.
+
+``POST /hub/api/users/{name}/activity`` (what a server posts its activity to),
+``GET /hub/api/user`` and ``GET /hub/api/users/{name}`` are JupyterHub's,
+narrowed for the API token of a server its owner did not launch, which an
+editor's code reads (:class:`ServerTokenMixin`, :class:`ActivityAPIHandler`).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+from jupyterhub import orm as hub_orm
+from jupyterhub.apihandlers.base import APIHandler
+from jupyterhub.apihandlers.users import ActivityAPIHandler as HubActivityAPIHandler
+from jupyterhub.apihandlers.users import SelfAPIHandler as HubSelfAPIHandler
+from jupyterhub.apihandlers.users import UserAPIHandler as HubUserAPIHandler
 from jupyterhub.apihandlers.users import UserServerAPIHandler
 from jupyterhub.scopes import needs_scope
+from jupyterhub.user import User
 
 from .. import access
 from ..errors import BadRequest, Forbidden, NotFound
+from ..jobs.servers import server_token_notes
 from ..models import job_model
 from ..orm import Job, Workspace
 from ..scopes import LAUNCH_JOBS
@@ -56,7 +70,108 @@ class WorkspaceServerAPIHandler(UWSAPIHandler, UserServerAPIHandler):
         self.write_json(job_model(job), status=202)
 
 
+class ServerTokenMixin(UWSAPIHandler):
+    """Tells the API token of a server its owner did not launch (an editor's), and tells it
+    only who the owner is.
+
+    JupyterHub's model of a user (``GET /hub/api/user``, ``GET
+    /hub/api/users/{name}``) to any token of theirs holds their groups, admin
+    flag and ``user_info`` (an e-mail address: the hub shows it to nobody else
+    unless ``share_search_show_email``), and with ``users:activity``, which every
+    server's token has, their ``last_activity``. The token of a server an editor
+    launched is the editor's to read, so to it the model is the owner's kind
+    and name only (with ``/hub/api/user``'s scopes and token id); the server
+    itself needs no more (JupyterHub's server code reads its visitors' models,
+    never its own).
+    """
+
+    def get_auth_token(self):
+        # JupyterHub's own API keeps JupyterHub's header only (UWS-Authorization is uws-hub's API's)
+        return APIHandler.get_auth_token(self)
+
+    def user_model(self, user):
+        model = super().user_model(user)
+        if model and self.foreign_server(self.users[user.id]) is not None:
+            model = {key: model[key] for key in ("kind", "name") if key in model}
+        return model
+
+    def foreign_server(self, user: User) -> str | None:
+        """If the request's token is the API token of one of ``user``'s servers that ``user``
+        did not launch, that server's name."""
+        token = self.get_token()
+        if token is None or token.user_id != user.id or not token.note:
+            return None
+        for name in user.orm_spawners:
+            if name and token.note in server_token_notes(user.base_url, name):
+                ws = Workspace.find_by_slug(self.db, user.id, name)
+                job = None if ws is None else Job.active_in(self.db, ws.id)
+                launcher: hub_orm.User | None = None if job is None else job.launcher
+                return None if launcher is not None and launcher.id == user.id else name
+        return None
+
+
+class ActivityAPIHandler(ServerTokenMixin, HubActivityAPIHandler):
+    """JupyterHub's activity reports; a server an editor launched reports its own activity only.
+
+    JupyterHub gives each server an API token of the server's *owner*, always
+    with ``users:activity!user``, for the server's activity reports
+    (jupyterhub-singleuser posts ``{"last_activity": t, "servers": {"<its
+    name>": {"last_activity": t}}}`` every 5 minutes). A server an editor
+    launched runs as the editor's account, so the editor's code reads that
+    token (``JUPYTERHUB_API_TOKEN``): with JupyterHub's handler alone it could
+    set the owner's own ``last_activity`` and that of any of the owner's
+    servers, keeping the owner's idle servers from being culled (running, and
+    counting against the owner's quotas). A user's ``last_activity`` is what
+    their own requests and their own servers' reports make it
+    (docs/security.md). So the token of a server whose unfinished job its owner
+    did not launch (an editor's; also one with no unfinished job, a token the
+    hub has yet to revoke) reports that server's activity only: the user's
+    ``last_activity`` in its body is accepted and left alone (the server sends it
+    in every report: refusing it would fail them all), and a body that names any
+    other server is a 403, whether or not the owner has a server of that name.
+    Narrowing the token here, where it is used, leaves JupyterHub's spawn (which
+    adds the scope to every server's token) as it is. The reports of the owner's
+    own servers, and every other caller's, are JupyterHub's as before (a user
+    admin's too: ``admin:users`` holds ``users:activity``).
+    """
+
+    #: the body :meth:`post` narrowed, for JupyterHub's handler to apply
+    _narrowed: dict | None = None
+
+    def get_json_body(self) -> Any:
+        return self._narrowed if self._narrowed is not None else super().get_json_body()
+
+    @needs_scope("users:activity")
+    def post(self, user_name):
+        user = self.find_user(user_name)
+        server_name = None if user is None else self.foreign_server(user)
+        if server_name is not None:
+            body = super().get_json_body()
+            if isinstance(body, dict):
+                servers = body.get("servers")
+                if isinstance(servers, dict) and set(servers) - {server_name}:
+                    raise Forbidden(
+                        f"This is the API token of {user.name}'s server {server_name!r}, which {user.name} did"
+                        " not launch: it reports the activity of that server only"
+                    )
+                if not servers:
+                    return  # the user's own last_activity only: accepted, left alone
+                self._narrowed = {"servers": servers}
+        super().post(user_name)
+
+
+class SelfAPIHandler(ServerTokenMixin, HubSelfAPIHandler):
+    pass
+
+
+class UserAPIHandler(ServerTokenMixin, HubUserAPIHandler):
+    pass
+
+
 default_handlers = [
+    (r"/api/user", SelfAPIHandler),
+    (r"/api/users/([^/]+)", UserAPIHandler),
+    (r"/api/users/([^/]+)/activity", ActivityAPIHandler),
     (r"/api/users/([^/]+)/server", WorkspaceServerAPIHandler),
     (r"/api/users/([^/]+)/servers/([^/]*)", WorkspaceServerAPIHandler),
 ]
