@@ -60,7 +60,8 @@ each side, ``--hub-runs`` times, alternating which side goes first:
   ``running`` (uws-hub sets it once the server answers), then ``GET
   <the job's url>api/status`` through the proxy until the minimal server
   answers 200 (it answers any GET with its job id, checked); then ``POST
-  /hub/api/jobs/{id}/stop`` and ``GET`` the job until it is ``cancelled``.
+  /hub/api/jobs/{id}/stop`` and ``GET`` the job until it is ``cancelled``
+  (every 10 ms, both sides: see ``STOP_POLL_INTERVAL``).
   Also kept: the job's own ``created_at``, ``queued_at`` (``sbatch``
   returned) and ``running_at`` (the hub's clock).
 - baseline, by hand: the same server (same python, same script) submitted
@@ -70,6 +71,10 @@ each side, ``--hub-runs`` times, alternating which side goes first:
   127.0.0.1, all tests/minimal_server.py needs; polled directly over HTTP,
   at the same interval, until it answers 200. Then ``scancel`` and ``squeue``
   until SLURM says CANCELLED.
+
+The stop's phases are reported too: the hub's from its own timestamps
+(``stopping_at``, ``finished_at``) and its log (``scancel`` run, the poller
+seeing the job end); by hand, ``scancel`` returned and the first COMPLETING.
 
 The hub is stopped at the end (its jobs were stopped through its API; any
 left over are cancelled by their name prefix, ``<run's job name>-hub-``).
@@ -85,6 +90,7 @@ import argparse
 import asyncio
 import os
 import pwd
+import re
 import resource
 import shlex
 import shutil
@@ -151,6 +157,9 @@ def parse_args(argv=None):
     p.add_argument("--hub-poll-interval", type=float, default=0.05,
                    help="seconds between polls of the hub part (the job's status, its URL, and the server"
                    " started by hand: the same for both sides)")
+    p.add_argument("--server-stop-seconds", type=float, default=0,
+                   help="seconds the server of the hub part takes to exit after SIGTERM, on both sides (as a"
+                   " server that shuts down its kernels; SLURM shows the job COMPLETING meanwhile); 0: at once")
     p.add_argument("--skip-poll", action="store_true", help="skip the poll-cycle part (1)")
     p.add_argument("--skip-latency", action="store_true", help="skip the submit → running part (2)")
     p.add_argument("--skip-hub", action="store_true", help="skip the launch-through-uws-hub part (3)")
@@ -469,6 +478,11 @@ async def measure_latency(jobs: Jobs, run: int, probe_interval: float, timeout: 
 
 # ---------------------------------------------------------------- part 3
 TERMINAL = {"completed", "failed", "cancelled"}
+#: seconds between polls of a job being stopped, on both sides (as launch.py's): SLURM ends a
+#: cancelled job in ~50 ms, which polls every --hub-poll-interval (50 ms) would measure to
+#: the next poll, up to one interval late on either side (ratios of 0.95-1.8 from that alone);
+#: a poll costs the hub ~2 ms, an squeue ~5 ms, and a stop takes few of them
+STOP_POLL_INTERVAL = 0.01
 #: squeue's states of a job not ended yet (COMPLETING: SLURM is still ending it)
 NOT_ENDED = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "RESIZING", "STAGE_OUT"}
 
@@ -480,7 +494,7 @@ c.WorkspaceSlurmSpawner.job_name_prefix = {prefix!r}
 c.UWSHub.job_types = {{
     "minimal": {{
         "display_name": "Minimal server", "cmd": {cmd!r}, "resources": ["slurm", "local"],
-        "default_resources": {resources!r},
+        "default_resources": {resources!r}, "env": {env!r},
     }},
 }}
 """
@@ -507,6 +521,18 @@ def squeue_state(job_id: str) -> str:
     r = subprocess.run(["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T"],
                        capture_output=True, text=True, timeout=60)
     return r.stdout.strip()
+
+
+#: the time of a line of the hub's log: ``[I 2026-12-06 00:09:00.123 …``
+LOG_TIME = re.compile(r"^\[[A-Z] (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) ")
+
+
+def log_time(hub: Hub, text: str) -> float:
+    """The time (epoch seconds) of the last line of the hub's log that holds ``text``; nan if none."""
+    for line in reversed(hub.log_text().splitlines()):
+        if text in line and (m := LOG_TIME.match(line)):
+            return datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp()
+    return float("nan")
 
 
 def hub_timestamp(value: str | None) -> float:
@@ -574,8 +600,9 @@ def hub_launch(hub: Hub, token: str, session: requests.Session, jobs: Jobs, inte
             deadline.check(f"{url} not answering")
             time.sleep(interval)
 
-        t1 = time.perf_counter()
+        t1, t1_wall = time.perf_counter(), time.time()
         r = session.post(f"{api}/jobs/{job_id}/stop", headers=headers, timeout=30)
+        stop_answered = time.perf_counter() - t1
         if r.status_code != 202:
             raise RuntimeError(f"POST /hub/api/jobs/{job_id}/stop: {r.status_code} {r.text[:500]}")
         while True:
@@ -584,7 +611,7 @@ def hub_launch(hub: Hub, token: str, session: requests.Session, jobs: Jobs, inte
                 stopped = time.perf_counter() - t1
                 break
             deadline.check("not ended after its stop")
-            time.sleep(interval)
+            time.sleep(min(interval, STOP_POLL_INTERVAL))
         if job["status"] != "cancelled":
             raise RuntimeError(f"hub job {job_id} ended {job['status']}, not cancelled: {job['reason']}")
     finally:
@@ -601,19 +628,33 @@ def hub_launch(hub: Hub, token: str, session: requests.Session, jobs: Jobs, inte
         "answered": answered, "stop_to_cancelled": stopped,
         "hub_queued": hub_timestamp(job["queued_at"]) - created,
         "hub_running": hub_timestamp(job["running_at"]) - created,
+        # the stop's phases, from the POST (the hub's clock and log; 1 ms resolution)
+        "stop_answered": stop_answered,
+        "stop_stopping": hub_timestamp(job["stopping_at"]) - t1_wall,
+        "stop_scancel": log_time(hub, f"Cancelling SLURM job {job['resource_id']} ") - t1_wall,
+        "stop_ended_seen": log_time(hub, f"SLURM job {job['resource_id']} was cancelled") - t1_wall,
+        "stop_recorded": hub_timestamp(job["finished_at"]) - t1_wall,
     }
     log(f"hub job {job_id} (SLURM {job['resource_id']}): POST {posted * 1000:.0f} ms, running"
-        f" {running * 1000:.0f} ms, answers {answered * 1000:.0f} ms, stop → cancelled {stopped * 1000:.0f} ms")
+        f" {running * 1000:.0f} ms, answers {answered * 1000:.0f} ms, stop → cancelled {stopped * 1000:.0f} ms"
+        f" (scancel {res['stop_scancel'] * 1000:.0f}, SLURM ended {res['stop_ended_seen'] * 1000:.0f},"
+        f" recorded {res['stop_recorded'] * 1000:.0f})")
     return res
 
 
+def server_env(args) -> dict[str, str]:
+    """The server's own environment on both sides (tests/minimal_server.py's options)."""
+    return {"UWS_TEST_STOP_SECONDS": f"{args.server_stop_seconds:g}"} if args.server_stop_seconds else {}
+
+
 def by_hand_launch(jobs: Jobs, account: pwd.struct_passwd, session: requests.Session, outdir: Path,
-                   interval: float, timeout: float) -> dict:
+                   interval: float, timeout: float, env: dict[str, str]) -> dict:
     """The baseline: the same server submitted with sbatch, polled directly; then scancel."""
     port = free_port()
     script = (
         "#!/bin/sh\n"
-        f"export JUPYTERHUB_SERVICE_URL=http://127.0.0.1:{port}/\n"
+        + "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
+        + f"export JUPYTERHUB_SERVICE_URL=http://127.0.0.1:{port}/\n"
         f"exec {shlex.join(MINIMAL_CMD)}\n"
     )
     output = outdir / f"by-hand-{len(jobs.ids)}.log"
@@ -648,21 +689,26 @@ def by_hand_launch(jobs: Jobs, account: pwd.struct_passwd, session: requests.Ses
 
         t1 = time.perf_counter()
         jobs.cancel([job_id])
+        scancelled = time.perf_counter() - t1
+        completing = float("nan")
         while True:
             state = squeue_state(job_id)
+            if state == "COMPLETING" and completing != completing:
+                completing = time.perf_counter() - t1
             if state not in NOT_ENDED:
                 stopped = time.perf_counter() - t1
                 break
             deadline.check("not ended after scancel")
-            time.sleep(interval)
+            time.sleep(min(interval, STOP_POLL_INTERVAL))
         if state not in ("CANCELLED", ""):
             raise RuntimeError(f"SLURM job {job_id} (by hand) ended {state}, not CANCELLED")
     finally:
         jobs.cancel([job_id])
     res = {"job_id": job_id, "sbatch": submitted, "answered": answered, "scancel_to_cancelled": stopped,
-           "state": state}
+           "state": state, "scancel_returned": scancelled, "completing_seen": completing}
     log(f"by hand, SLURM job {job_id}: sbatch {submitted * 1000:.0f} ms, answers {answered * 1000:.0f} ms,"
-        f" scancel → CANCELLED {stopped * 1000:.0f} ms")
+        f" scancel → CANCELLED {stopped * 1000:.0f} ms (scancel returned {scancelled * 1000:.0f},"
+        f" COMPLETING seen {completing * 1000:.0f})")
     return res
 
 
@@ -674,7 +720,8 @@ def measure_hub(args, jobs: Jobs) -> dict:
     root.chmod(0o755)  # the workspaces: the user's jobs go down to theirs
     outdir = Path(tempfile.mkdtemp(prefix="uws-bench-slurm-byhand-"))
     os.chown(outdir, account.pw_uid, account.pw_gid)  # the by-hand job's output and working directory
-    config = HUB_CONFIG.format(root=str(root), prefix=jobs.hub_prefix, cmd=MINIMAL_CMD, resources=HUB_RESOURCES)
+    config = HUB_CONFIG.format(root=str(root), prefix=jobs.hub_prefix, cmd=MINIMAL_CMD, resources=HUB_RESOURCES,
+                               env=server_env(args))
     jobs.hub_dirs += [workdir, root, outdir]
     hub = Hub(workdir, config, f"sqlite:///{workdir}/jupyterhub.sqlite")
     jobs.hub = hub
@@ -690,7 +737,7 @@ def measure_hub(args, jobs: Jobs) -> dict:
             sides = {
                 "hub": lambda: hub_launch(hub, token, hub_session, jobs, args.hub_poll_interval, args.timeout),
                 "by_hand": lambda: by_hand_launch(jobs, account, direct_session, outdir, args.hub_poll_interval,
-                                                  args.timeout),
+                                                  args.timeout, server_env(args)),
             }
             for rnd in range(args.hub_runs + 1):  # round 0 warms up
                 order = ["hub", "by_hand"] if rnd % 2 == 0 else ["by_hand", "hub"]
@@ -779,7 +826,7 @@ def report(res: dict) -> str:
         d = res["poller_defaults"]
 
         def stats(rows, key):
-            return summary([r[key] for r in rows])
+            return summary([r[key] for r in rows if r.get(key) == r.get(key)])  # no NaN (not seen)
 
         def row(label, rows, key, base=None):
             s = stats(rows, key)
@@ -802,7 +849,8 @@ def report(res: dict) -> str:
             " through the proxy until the server answers; then `POST /hub/api/jobs/{id}/stop` until"
             " `cancelled`. Baseline: the same python and script submitted with `sbatch` as the same user with"
             " the same resources, polled directly over HTTP until it answers; then `scancel` until `squeue`"
-            f" says CANCELLED. All polls every {res['hub_poll_interval']:g} s; after one warm-up of each, the"
+            f" says CANCELLED. All polls every {res['hub_poll_interval']:g} s (a stopping job's: every"
+            f" {min(res['hub_poll_interval'], STOP_POLL_INTERVAL):g} s); after one warm-up of each, the"
             " sides alternate. Times from the start of the `POST` (hub) or of `sbatch` (by hand); ratios are"
             " p50 ÷ the by-hand p50 of the same step.",
             "",
@@ -828,6 +876,26 @@ def report(res: dict) -> str:
                         "stop_to_cancelled", stop_base),
                     row("baseline, by hand: `scancel` → `squeue` says CANCELLED", by_hand,
                         "scancel_to_cancelled", stop_base),
+                ],
+            ),
+            "",
+            "The stop's phases (from the `POST` or the `scancel`; the hub's steps from its own clock and log)"
+            + (f"; the server takes {res['server_stop_seconds']:g} s to exit after SIGTERM, on both sides"
+               " (`--server-stop-seconds`)" if res.get("server_stop_seconds") else "") + ":",
+            "",
+            markdown_table(
+                ["phase", "p50 ms", "min ms", "max ms", "ratio"],
+                [
+                    row("uws-hub: `POST …/stop` answered (202)", hub_runs, "stop_answered"),
+                    row("uws-hub: `stopping_at`", hub_runs, "stop_stopping"),
+                    row("uws-hub: `scancel` about to run (its log)", hub_runs, "stop_scancel"),
+                    row("uws-hub: the poller sees the job CANCELLED (its log)", hub_runs, "stop_ended_seen"),
+                    row("uws-hub: `finished_at` (the end recorded)", hub_runs, "stop_recorded"),
+                    row("uws-hub: `GET` says `cancelled`", hub_runs, "stop_to_cancelled", stop_base),
+                    row("by hand: `scancel` returned", by_hand, "scancel_returned"),
+                    row("by hand: `squeue` says COMPLETING (first poll that does; none: NaN)", by_hand,
+                        "completing_seen"),
+                    row("by hand: `squeue` says CANCELLED", by_hand, "scancel_to_cancelled", stop_base),
                 ],
             ),
             "",
@@ -874,6 +942,7 @@ async def run(args, jobs: Jobs) -> dict:
                 res["latency"].append(await measure_latency(jobs, i, args.probe_interval, args.timeout, Path(tmp)))
     if not args.skip_hub:
         res["hub_poll_interval"] = args.hub_poll_interval
+        res["server_stop_seconds"] = args.server_stop_seconds
         # blocking HTTP and subprocesses: in a thread (nothing else runs on the loop meanwhile)
         res["hub"] = await asyncio.to_thread(measure_hub, args, jobs)
     return res

@@ -5,10 +5,14 @@ needs to see it up (it listens where ``JUPYTERHUB_SERVICE_URL`` says and
 answers every GET), so that 2 cores can run hundreds of them. It does no
 authentication: use it only on test hubs. ``GET .../uws-test-alloc/<MB>`` makes
 it allocate that much memory (and exit with status 1 if it cannot).
+``UWS_TEST_STOP_SECONDS`` (benchmarks/slurm_poll.py's ``--server-stop-seconds``)
+makes it take that long to exit after a SIGTERM, as a server that shuts down its
+kernels does (without it, SIGTERM ends it at once).
 """
 
 import json
 import os
+import signal
 from datetime import datetime
 from importlib.metadata import version
 from urllib.parse import urlparse
@@ -40,6 +44,19 @@ class Answer(web.RequestHandler):
 def main():
     url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
     web.Application([(r"(.*)", Answer)]).listen(url.port, url.hostname)
+    stop_seconds = float(os.environ.get("UWS_TEST_STOP_SECONDS") or 0)
+    if stop_seconds > 0:
+        loop = ioloop.IOLoop.current()
+
+        # the handler only schedules: the exit comes from the loop, stop_seconds later
+        def exit_later(*_):
+            def leave():
+                print(f"[minimal] exiting {stop_seconds:g} s after SIGTERM", flush=True)
+                os._exit(0)
+
+            loop.add_callback_from_signal(loop.call_later, stop_seconds, leave)
+
+        signal.signal(signal.SIGTERM, exit_later)
     # the line Jupyter Server logs once it listens, in its format: benchmarks/launch.py times it
     now = datetime.now()
     print(f"[I {now:%Y-%m-%d %H:%M:%S}.{now.microsecond // 1000:03d} minimal] is running at {url.geturl()}", flush=True)

@@ -45,6 +45,12 @@ c.UWSHub.job_types = {{
         "default_resources": {{"cpus": 1, "memory": "128M", "time_limit": "5"}},
     }},
     "big": {{"cmd": {MINIMAL_CMD!r}, "resources": ["slurm"]}},
+    "slowstop": {{
+        "cmd": {MINIMAL_CMD!r}, "resources": ["slurm"],
+        "default_resources": {{"cpus": 1, "memory": "128M", "time_limit": "5"}},
+        # the server takes a second to exit after SIGTERM, as one that shuts down its kernels
+        "env": {{"UWS_TEST_STOP_SECONDS": "1"}},
+    }},
     "unwakeable": {{
         "cmd": {MINIMAL_CMD!r}, "resources": ["slurm"],
         "default_resources": {{"cpus": 1, "memory": "128M", "time_limit": "5"}},
@@ -125,6 +131,23 @@ def test_launch_runs_as_the_user_then_stop_cancels(shub, user):
         assert shub.request("GET", f"/user/uwsalice/{job['server_name']}/", user).status_code != 200
     finally:
         events.close()
+
+
+def test_a_stop_lets_the_server_shut_down(shub, user):
+    """``scancel`` sends SIGTERM to every process of the job, the batch script's shell
+    too: the shell waits for the server's own shutdown (a second here), not dying at
+    once and leaving the server to SLURM's SIGKILL; and the job is recorded ``cancelled``
+    only once SLURM has ended it (not while it is COMPLETING)."""
+    job = slurm_launch(shub, user, job_type="slowstop")
+    job = shub.wait_job(job["id"], user, {"running"} | TERMINAL, timeout=60)
+    assert job["status"] == "running", job["reason"]
+    shub.api("POST", f"jobs/{job['id']}/stop", user, expect=202)
+    job = shub.wait_job(job["id"], user, TERMINAL, timeout=30)
+    assert job["status"] == "cancelled" and job["reason"] == "Stopped on request"
+    assert slurmutil.job_info(job["resource_id"])["state"] == "CANCELLED"
+    output = (shub.workspaces_root / "uwsalice" / job["workspace"] / ".uws-jobs"
+              / f"job-{job['id']}-{job['resource_id']}.log").read_text()
+    assert "[minimal] exiting 1 s after SIGTERM" in output, output
 
 
 def test_jupyterlab_on_slurm_through_the_proxy(shub, user):

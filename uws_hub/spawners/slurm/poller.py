@@ -32,10 +32,13 @@ from .commands import CommandResult, SlurmCommandError, run_command
 from .metrics import SLURM_POLL_DURATION_SECONDS, SLURM_POLL_FAILURES
 from .parsing import ENDING_STATES, SACCT_FIELDS, SQUEUE_FORMAT, JobState, parse_sacct, parse_squeue
 
-#: seconds between cycles while something waits for a job SLURM is ending (``COMPLETING``
-#: right after a ``scancel``: it lasts some tens of ms), during its first ENDING_WINDOW_SECONDS
+#: while something waits for a job SLURM is ending (``COMPLETING`` after a ``scancel``: some
+#: tens of ms for a server that exits at once, as long as its shutdown for one that does not),
+#: cycles come every ENDING_POLL_INTERVAL_SECONDS at first, then every ENDING_LATENESS of the
+#: time waited so far (up to ``fast_poll_interval_seconds``): the end is seen at most a tenth
+#: of the wait late, however long SLURM takes, with a few dozen ``squeue`` calls in all
 ENDING_POLL_INTERVAL_SECONDS = 0.01
-ENDING_WINDOW_SECONDS = 0.25
+ENDING_LATENESS = 0.1
 #: after an early wake (a new job, a refresh, a job's wake), how long the loop gathers
 #: whoever else asks before its cycle starts (asks during a cycle share the next one)
 GATHER_SECONDS = 0.005
@@ -284,16 +287,19 @@ class SlurmPoller(LoggingConfigurable):
 
     def _interval(self) -> float:
         """Seconds to the next cycle: ``fast_poll_interval_seconds`` while a start or a
-        stop waits (see there), shorter while a stop waits for a job SLURM is ending."""
+        stop waits (see there), shorter while a stop waits for a job SLURM is ending
+        (see ENDING_LATENESS)."""
         now = time.monotonic()
-        fast = False
+        fast = self.fast_poll_interval_seconds
+        ending = fast
+        waiting = False
         for waiter in self._waiters:
             state = self._states.get(waiter.job_id)
-            if state is not None and state.state in ENDING_STATES and now - waiter.since < ENDING_WINDOW_SECONDS:
-                return min(ENDING_POLL_INTERVAL_SECONDS, self.fast_poll_interval_seconds)
+            if state is not None and state.state in ENDING_STATES:
+                ending = min(ending, max(ENDING_POLL_INTERVAL_SECONDS, ENDING_LATENESS * (now - waiter.since)))
             if state is None or not state.pending or now - waiter.since < self.fast_poll_window_seconds:
-                fast = True
-        return self.fast_poll_interval_seconds if fast else self.poll_interval_seconds
+                waiting = True
+        return ending if waiting else self.poll_interval_seconds
 
     # ---------------------------------------------------------------- the loop
     async def _loop(self) -> None:

@@ -43,6 +43,10 @@ port=$({{ python | quote }} -I -S -c 'import socket; s = socket.socket(); s.bind
 ( {{ scontrol | quote }} update JobId="$SLURM_JOB_ID" Comment="uws-port=$port"{% if wake %} && {{ python | quote }} -I -S -c {{ wake | quote }} >/dev/null 2>&1{% endif %} ) &
 export JUPYTERHUB_SERVICE_URL="http://0.0.0.0:${port}${JUPYTERHUB_SERVICE_PREFIX}"
 echo "uws-hub: starting the server of job {{ uws_job_id }} on $(hostname), port $port"
+# a stop (scancel) sends SIGTERM to every process of the job: this shell waits for the
+# server's own shutdown, then runs the epilogue; dying at once, it would end the job's
+# main process, and SLURM would SIGKILL the server in the middle of its shutdown
+trap : TERM
 {% if srun %}{{ srun }} {% endif %}{{ cmd }}
 status=$?
 {{ epilogue }}

@@ -84,6 +84,10 @@ from .script import (
 
 #: a job's wakes closer together than this start no cycle (one is all a start needs)
 WAKE_MIN_INTERVAL_SECONDS = 1.0
+#: how long a stop waits on the shared poller, in all, for SLURM to end the job it cancelled
+#: (then batchspawner's stop loop asks every second, nine more times, before it gives up:
+#: about as long as its ten 1 s sleeps were, without a blind second between two waits)
+STOP_WAIT_SECONDS = 10.0
 
 
 class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
@@ -329,6 +333,8 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
     #: when the job's last wake started a cycle (time.monotonic())
     _woken_at = float("-inf")
     _wake_deferred = False
+    #: until when a stop waits for SLURM to end the job it cancelled (time.monotonic())
+    _stop_deadline = float("-inf")
 
     @classmethod
     def unwanted_hub_handlers(cls) -> tuple[type, ...]:
@@ -675,10 +681,11 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         if state is None:
             return BatchJobStatus.UNKNOWN
         if not state.ended and not state.pending:
-            # right after scancel SLURM shows COMPLETING for a moment: wait for the end
-            # on the shared poller's fast cycles, not batchspawner's fixed 1 s sleep
+            # after scancel SLURM shows COMPLETING until the server has shut down: wait for
+            # the end on the shared poller's cycles (see ENDING_LATENESS), not batchspawner's
+            # 1 s sleeps; until the stop's deadline, then one cycle a call
             try:
-                async with asyncio.timeout(1.0):
+                async with asyncio.timeout(max(0.0, self._stop_deadline - time.monotonic())):
                     state = await self.poller.wait(self.job_id, lambda s: s.ended)
             except TimeoutError:
                 pass
@@ -694,6 +701,7 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         if state is not None and state.ended:
             return
         self.log.info("Cancelling SLURM job %s of %s", self.job_id, self._log_name)
+        self._stop_deadline = time.monotonic() + STOP_WAIT_SECONDS
         await self._scancel([self.job_id])
 
     async def stop(self, now=False):
