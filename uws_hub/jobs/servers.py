@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from importlib.metadata import entry_points
 from typing import Any
+from urllib.parse import unquote
 
 from jupyterhub import orm as hub_orm
 from jupyterhub.metrics import SERVER_SPAWN_DURATION_SECONDS, ServerSpawnStatus
@@ -534,6 +535,25 @@ _SERVER_TOKEN_NOTES = ("Server at {base_url}", "retrieved from spawner {server_n
 def server_token_notes(user_base_url: str, server_name: str) -> tuple[str, ...]:
     base_url = url_path_join(user_base_url, url_escape_path(server_name), "/")
     return tuple(n.format(base_url=base_url, server_name=server_name) for n in _SERVER_TOKEN_NOTES)
+
+
+def server_of_token_note(user_base_url: str, note: str) -> str | None:
+    """The name of the server (not the default one) of the user at ``user_base_url`` whose API
+    token has the note ``note`` (one of :func:`server_token_notes`), else None: read from the
+    note, whatever number of servers the user has."""
+    base_url = url_path_join(user_base_url, "/")
+    for template in _SERVER_TOKEN_NOTES:
+        head, _, field = template.partition("{")
+        if not note.startswith(head):
+            continue
+        name = note[len(head) :]
+        if field.startswith("base_url}"):
+            if not (name.startswith(base_url) and name.endswith("/")):
+                continue
+            name = unquote(name[len(base_url) : -1])
+        if name and note in server_token_notes(user_base_url, name):
+            return name
+    return None
 
 
 def add_client_scopes(spawner: Spawner, scopes: list[str]) -> None:
