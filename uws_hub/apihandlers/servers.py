@@ -103,7 +103,7 @@ class ServerTokenMixin(UWSAPIHandler):
             return None
         # the name from the note (every token has one: walking the user's servers to
         # match it cost each request of theirs 15 ms at 5,000 workspaces)
-        name = server_of_token_note(user.base_url, token.note)
+        name = server_of_token_note(token.note)
         if name is None:
             return None
         # a token of a server the owner has no unfinished job of their own in (an

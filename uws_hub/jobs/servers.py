@@ -537,22 +537,24 @@ def server_token_notes(user_base_url: str, server_name: str) -> tuple[str, ...]:
     return tuple(n.format(base_url=base_url, server_name=server_name) for n in _SERVER_TOKEN_NOTES)
 
 
-def server_of_token_note(user_base_url: str, note: str) -> str | None:
-    """The name of the server (not the default one) of the user at ``user_base_url`` whose API
-    token has the note ``note`` (one of :func:`server_token_notes`), else None: read from the
-    note, whatever number of servers the user has."""
-    base_url = url_path_join(user_base_url, "/")
+def server_of_token_note(note: str) -> str | None:
+    """The name of the server (not the default one) whose API token has the note ``note``
+    (one of :func:`server_token_notes`), else None: read from the note, whatever number of
+    servers its user has. Any ``Server at <url>/<name>/`` is a server's (JupyterHub tells
+    a server's token by that start), whatever the user's URL says now (an admin may have
+    renamed the user since)."""
     for template in _SERVER_TOKEN_NOTES:
         head, _, field = template.partition("{")
         if not note.startswith(head):
             continue
         name = note[len(head) :]
         if field.startswith("base_url}"):
-            if not (name.startswith(base_url) and name.endswith("/")):
+            # <JupyterHub's base URL>user/<user>/<server>/
+            path, slash, segment = name[:-1].rpartition("/")
+            if not (name.endswith("/") and slash and path.rpartition("/")[0].endswith("/user")):
                 continue
-            name = unquote(name[len(base_url) : -1])
-        if name and note in server_token_notes(user_base_url, name):
-            return name
+            name = unquote(segment)
+        return name or None
     return None
 
 
