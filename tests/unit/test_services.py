@@ -715,6 +715,50 @@ async def test_starts_wait_while_the_event_loop_is_late_and_go_once_it_caught_up
     await hub.pool.close()
 
 
+@pytest.mark.parametrize("on_hub_machine", [True, False])
+async def test_max_local_starts_counts_a_start_until_it_ends_unless_its_resource_is_elsewhere(hub, on_hub_machine):
+    """``max_local_starts`` counts a start in its bookkeeping; a local server's until its
+    start ends (it listens), one handed to a resource elsewhere (a job in SLURM's queue)
+    no longer once the resource took it. A launch that waits says so, once."""
+    steps, servers = job_steps(hub, "slow", max_local_starts=1)
+    servers.spawner_classes = {
+        "local": SimpleNamespace(stopped_outcome="completed", runs_on_hub_machine=on_hub_machine)
+    }
+    said: list[tuple[int, str]] = []
+    hub.jobs.progress = lambda job, event: said.append((job.id, event["message"]))
+    first, second = (hub.jobs.launch(workspace(hub, "ann", f"w{i}"), "lab", None, {}, "ann") for i in range(2))
+    await steps.reconcile(first.id)
+    await steps.reconcile(second.id)
+    assert sorted(servers.spawners) == ["w0"]  # the first start's bookkeeping holds the slot
+    assert said == [(second.id, "Waiting for a start slot: 0 launches ahead of it")]
+
+    async def taken() -> list[int]:
+        keys = []
+        while len(hub.queue):
+            keys.append(await hub.queue.get())
+            hub.queue.task_done(keys[-1])
+        return [job_id for _, job_id in keys]
+
+    await taken()  # the launches' wake-ups
+    # the first start's resource took the job: a process here still holds the slot, a job
+    # waiting in SLURM's queue does not
+    steps._on_report(servers.spawners["w0"], "queued", {"resource_id": "1"})
+    if on_hub_machine:
+        assert await taken() == []
+        await steps.reconcile(second.id)
+        assert sorted(servers.spawners) == ["w0"]
+        servers.release.set()  # the server listens: its start ends, the next goes
+        await settle(steps, first, {"running"})
+        assert second.id in await taken()
+    else:
+        assert await taken() == [second.id]
+    await steps.reconcile(second.id)
+    assert sorted(servers.spawners) == ["w0", "w1"]
+    assert len(said) == 1  # (a job told once, when it joined the line)
+    servers.release.set()
+    await hub.pool.close()
+
+
 async def test_the_scan_leaves_starts_under_way_to_themselves_until_their_deadline(hub):
     """A job whose start is under way (a batch job held in SLURM's queue, for hours) is
     not looked at by every scan: its start wakes it. Past its deadline it is again."""
