@@ -161,7 +161,7 @@ def main(argv=None) -> None:
             d = timed(lambda: du_sb(tree))
             small_change(tree, args.changed_dirs, i)
             result: list[int] = []
-            c = timed(lambda: result.append(usage.measure(str(tree))))
+            c = timed(lambda result=result: result.append(usage.measure(str(tree))))
             read.append(usage.read_dirs)
             cd = timed(lambda: du_sb(tree))
             assert result[0] == du_files(tree), (result, du_files(tree))
@@ -182,9 +182,9 @@ def main(argv=None) -> None:
                 dst = base / f"{side}-{i}"
                 subprocess.run(["sync"], check=True)
                 if side == "ours":
-                    copies.append(timed(lambda: copy_tree(str(tree), str(dst), Owner())))
+                    copies.append(timed(lambda dst=dst: copy_tree(str(tree), str(dst), Owner())))
                 else:
-                    cps.append(timed(lambda: subprocess.run(["cp", "-a", str(tree), str(dst)], check=True)))
+                    cps.append(timed(lambda dst=dst: subprocess.run(["cp", "-a", str(tree), str(dst)], check=True)))
                 shutil.rmtree(dst)
         if copies:
             log(f"copy p50 {summary(copies)['p50']:.3f} s, cp -a p50 {summary(cps)['p50']:.3f} s")

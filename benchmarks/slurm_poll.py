@@ -256,7 +256,7 @@ class Jobs:
         prefix (a job whose ``sbatch`` was interrupted, or still ran when a signal came, or
         that the hub submitted, has no id here)."""
         self.cancel(self.ids)
-        for attempt in range(3):
+        for _attempt in range(3):
             subprocess.run(["scancel", f"--name={self.name}"], capture_output=True, timeout=60)
             left = self.alive()
             if left:
@@ -356,19 +356,20 @@ async def measure_cycles(ids: list[str], counts: list[int], rounds: int, counter
             side: {"calls": [], "wall": [], "cpu": []} for side in ("uws", "bs")
         }
 
-        async def uws_side():
+        # the loop's values bound now (B023): each round's sides are called in that round
+        async def uws_side(poller=poller, jobs=jobs):
             await poller.cycle()
             states = [poller.get(j) for j in jobs]
             if not all(s is not None and s.pending for s in states):
                 raise RuntimeError(f"uws-hub poller: not every job pending: {states[:5]}")
 
-        async def bs_side():
+        async def bs_side(spawners=spawners):
             # return_exceptions: never leave polls running (batchspawner's are not safe to cancel)
             polled = await asyncio.gather(*(sp.poll() for sp in spawners), return_exceptions=True)
             errors = [p for p in polled if isinstance(p, BaseException)]
             if errors:
                 raise RuntimeError(f"batchspawner poll failed: {errors[0]!r}")
-            bad = [(sp.job_id, sp.job_status) for sp, p in zip(spawners, polled)
+            bad = [(sp.job_id, sp.job_status) for sp, p in zip(spawners, polled, strict=True)
                    if p is not None or not sp.state_ispending()]
             if bad:
                 raise RuntimeError(f"batchspawner: not every job pending: {bad[:5]}")

@@ -229,7 +229,7 @@ def test_a_reader_downloads_at_most_two_zips_at_once(hub, alice, workspace):
     # kept: an iterator of a chunked answer that is dropped closes its connection (urllib3)
     reading = [r.iter_content(1024) for r in slow]
     try:
-        for r, chunks in zip(slow, reading):
+        for r, chunks in zip(slow, reading, strict=True):
             assert r.status_code == 200, r.text
             next(chunks)  # a reader that reads slowly: the zip stays open
         r = hub.request("GET", url, viewer)

@@ -183,6 +183,28 @@ def test_a_stop_cancels_and_a_scancel_outside_the_hub_is_noticed(hub, owner, ws)
     assert outside["reason"].startswith(f"SLURM job {outside['resource_id']} was cancelled outside uws-hub (scancel")
 
 
+CLEANS_UP = ["/bin/bash", "-c", 'trap "sleep 1; echo cleaned up; exit 7" TERM; echo started; sleep 300 & wait']
+
+
+def test_a_stop_lets_the_command_clean_up_before_the_epilogue(make_hub, system_users, slurm):
+    """With an epilogue the batch script runs the command as its child (not ``exec``):
+    ``scancel``'s SIGTERM reaches the script's shell too, which waits for the command's
+    own clean-up and then runs the epilogue, instead of dying at once and leaving the
+    command to SLURM's SIGKILL and the epilogue unrun."""
+    epilogue = "c.WorkspaceSlurmSpawner.req_epilogue = 'echo epilogue: status $status'\n"
+    hub = make_hub(slurmutil.hub_config({"cleans-up": {**SLURM, "cmd": CLEANS_UP}}) + epilogue)
+    owner = hub.add_user("uwsalice")
+    ws = hub.api("POST", "workspaces", owner, json={"name": f"epilogue {uuid.uuid4().hex[:8]}"}, expect=201)
+    job = running(hub, owner, submit(hub, owner, ws, "cleans-up"))
+    wait_for(lambda: "started" in hub.request("GET", f"jobs/{job['id']}/log", owner).text, timeout=30)
+    hub.api("POST", f"jobs/{job['id']}/stop", owner, expect=202)
+    job = finish(hub, owner, job)
+    assert (job["status"], job["reason"]) == ("cancelled", "Stopped on request")
+    assert slurmutil.job_info(job["resource_id"])["state"] == "CANCELLED"
+    lines = hub.request("GET", f"jobs/{job['id']}/log", owner).text.splitlines()
+    assert "cleaned up" in lines and lines[-1] == "epilogue: status 7", lines
+
+
 def test_the_slurm_output_file_is_followed_live(hub, owner, ws):
     job = submit(hub, owner, ws, "lines", n=6, seconds=0.7)
     events, reader = follow_log(hub, owner, job)

@@ -26,7 +26,7 @@ HANG_CMD = [sys.executable, "-c", "import time; time.sleep(600)"]
 def limited(make_hub, system_users):
     hub = make_hub(
         MULTIUSER_CONFIG
-        + "c.UWSHub.job_types['hang'] = {'display_name': 'Never answers', 'cmd': %r}\n" % HANG_CMD
+        + f"c.UWSHub.job_types['hang'] = {{'display_name': 'Never answers', 'cmd': {HANG_CMD!r}}}\n"
         + "c.JupyterHub.active_server_limit = 2\n"
         + "c.JupyterHub.concurrent_spawn_limit = 1\n"
     )
@@ -104,7 +104,7 @@ def test_launches_waiting_for_a_start_slot_start_in_order(make_hub, system_users
     the line (the one behind it does not wait for it)."""
     hub = make_hub(
         MULTIUSER_CONFIG
-        + "c.UWSHub.job_types['hang'] = {'display_name': 'Never answers', 'cmd': %r}\n" % HANG_CMD
+        + f"c.UWSHub.job_types['hang'] = {{'display_name': 'Never answers', 'cmd': {HANG_CMD!r}}}\n"
         + "c.JupyterHub.concurrent_spawn_limit = 1\n"
         # no scan during the test: only the line wakes waiting jobs
         + "c.UWSHub.job_reconcile_interval = 3600\n"

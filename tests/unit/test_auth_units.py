@@ -108,7 +108,7 @@ def test_remote_request_formats():
     assert (req.connect_timeout, req.request_timeout, req.follow_redirects) == (1, 2, False)
     auth.request_format = "json"
     assert json.loads(auth.build_request("kim", "pw").body) == {"app": "uws", "user": "kim", "password": "pw"}
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="remote_url must be an http"):
         WorkspaceRemoteAPIAuthenticator(remote_url="file:///etc/passwd")
 
 
@@ -131,7 +131,7 @@ def test_ldap_filters_and_dns():
     assert model["user_info"] == {"email": "a@x", "display_name": "A", "external_ids": {"ldap": "u-1"}}
     assert model["auth_state"]["ldap"]["gid_number"] == 6
     assert auth.job_environment(model["auth_state"])["UWS_LDAP_HOME"] == "/h/a"
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="is not a DN"):
         ldap.WorkspaceLDAPAuthenticator(allowed_groups=["not a dn"])
 
 

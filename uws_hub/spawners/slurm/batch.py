@@ -55,7 +55,10 @@ DEFAULT_BATCH_JOB_SCRIPT = (
 # uws-hub batch job {{ uws_job_id }} in {{ workdir }}
 {{ exports }}
 {{ prologue }}
-{% if epilogue %}{{ cmd }}
+{% if epilogue %}# a stop's SIGTERM (scancel's, a time limit's) reaches this shell too: it waits for the
+# command's own clean-up, then runs the epilogue (the command's SIGKILL comes after KillWait)
+trap : TERM
+{{ cmd }}
 status=$?
 {{ epilogue }}
 exit $status
