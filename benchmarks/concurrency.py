@@ -69,6 +69,9 @@ def parse_args(argv=None):
     p.add_argument("--max-loop-lag", type=float, default=None,
                    help="c.UWSHub.job_start_max_loop_lag_seconds: new starts wait while the hub's loop is later"
                    " than this (default: the hub's; 0: starts do not wait)")
+    p.add_argument("--max-local-starts", type=int, default=None,
+                   help="c.UWSHub.max_local_starts: starts using the hub machine's CPU at once"
+                   " (default: the hub's; 0: no cap)")
     p.add_argument("--hub-nice", type=int, default=0,
                    help="CPU priority of the hub and its proxy (e.g. -10 on a machine shared with other work,"
                    " so that it disturbs the measure less; the jobs stay 10 below the hub)")
@@ -235,6 +238,8 @@ async def run(args) -> dict:
     if args.concurrent_starts:
         # otherwise JupyterHub's default (100 starts at once) applies: the rest wait, pending
         config += f"c.JupyterHub.concurrent_spawn_limit = {args.concurrent_starts}\n"
+    if args.max_local_starts is not None:
+        config += f"c.UWSHub.max_local_starts = {args.max_local_starts}\n"
     if args.max_loop_lag is not None:
         config += f"c.UWSHub.job_start_max_loop_lag_seconds = {args.max_loop_lag}\n"
     hub = Hub(workdir, config, f"sqlite:///{workdir}/jupyterhub.sqlite")

@@ -310,6 +310,31 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         """,
     )
 
+    max_local_starts = Integer(
+        None,
+        allow_none=True,
+        min=0,
+        config=True,
+        help="""Most interactive job starts that use the hub machine's CPU at once; 0: no cap;
+        None (the default): four per CPU of the machine.
+
+        A start counts from the reconciler's start of it: while it is in its
+        bookkeeping (JupyterHub's spawn, the server's token, before a local
+        process is started or a SLURM job submitted), and, for a server started
+        on the hub's machine (``WorkspaceLocalProcessSpawner``), until it
+        listens (or fails). Each starting server is a Python interpreter
+        importing its libraries, about a CPU's worth while it starts: in a burst
+        of 200 local launches at once the hub's loop waited for a CPU behind
+        them, and every request and event waited with it. Launches beyond the
+        cap are answered at once as ever and wait ``pending``, in launch order
+        (a progress message says how many are ahead), and start as slots free.
+        A start whose job waits in SLURM's queue takes no slot (unlike
+        ``c.JupyterHub.concurrent_spawn_limit``, which counts it until it runs).
+        Local batch jobs do not count: ``max_running_batch_jobs`` limits them,
+        and each is a fork of the resident launcher, not an interpreter's start.
+        """,
+    )
+
     thread_switch_interval_seconds = Float(
         0.02,
         min=0.0,

@@ -131,3 +131,21 @@ def test_launches_waiting_for_a_start_slot_start_in_order(make_hub, system_users
         assert later["queued_at"] >= earlier["running_at"]
     for job in started:
         hub.api("POST", f"jobs/{job['id']}/stop", hub.alice, expect=202)
+
+
+def test_max_local_starts_runs_one_local_start_at_a_time(make_hub, system_users):
+    """``c.UWSHub.max_local_starts = 1``: of three local launches made at once, one start
+    is under way at any moment (from its bookkeeping until its server listens); each
+    begins after the one before it runs, and all three run."""
+    hub = make_hub(MULTIUSER_CONFIG + "c.UWSHub.max_local_starts = 1\n")
+    hub.alice = hub.add_user("uwsalice")
+    launched = [launch(hub, "minimal")[1] for _ in range(3)]
+    assert [r.status_code for r in launched] == [202] * 3, [r.text for r in launched]
+    started = [hub.wait_job(r.json()["id"], hub.alice, {"running", "failed"}) for r in launched]
+    assert [job["status"] for job in started] == ["running"] * 3, [job["reason"] for job in started]
+    # no two starts overlap: each server's process started (queued) after the one before it ran
+    started.sort(key=lambda job: job["queued_at"])
+    for earlier, later in zip(started, started[1:], strict=False):
+        assert later["queued_at"] >= earlier["running_at"]
+    for job in started:
+        hub.api("POST", f"jobs/{job['id']}/stop", hub.alice, expect=202)

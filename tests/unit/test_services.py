@@ -675,6 +675,15 @@ async def test_a_job_whose_start_began_before_a_restart_adopts_its_server(hub):
     await hub.pool.close()
 
 
+async def woken_jobs(hub) -> list[int]:
+    """The ids of the jobs woken since last asked (taken off the queue, as a worker would)."""
+    keys = []
+    while len(hub.queue):
+        keys.append(await hub.queue.get())
+        hub.queue.task_done(keys[-1])
+    return [job_id for _, job_id in keys]
+
+
 async def test_starts_wait_while_the_event_loop_is_late_and_go_once_it_caught_up(hub):
     """While the hub's loop runs later than ``max_loop_lag``, no more than
     MIN_STARTS_WHEN_LATE starts are in their bookkeeping (until their resource has
@@ -689,28 +698,58 @@ async def test_starts_wait_while_the_event_loop_is_late_and_go_once_it_caught_up
         await steps.reconcile(job.id)
     assert MIN_STARTS_WHEN_LATE == 2 and sorted(servers.spawners) == ["w0", "w1"]  # started
 
-    async def taken() -> list[int]:
-        keys = []
-        while len(hub.queue):
-            keys.append(await hub.queue.get())
-            hub.queue.task_done(keys[-1])
-        return [job_id for _, job_id in keys]
-
-    await taken()  # the launches' wake-ups
+    await woken_jobs(hub)  # the launches' wake-ups
     steps.wake_start_line()
-    assert await taken() == []  # still late: nobody is woken
+    assert await woken_jobs(hub) == []  # still late: nobody is woken
     # the first start's resource took the job (a process, a batch job in its queue): the next goes
     steps._on_report(servers.spawners["w0"], "queued", {"resource_id": "1"})
     assert jobs[0].status == "queued"
-    assert await taken() == [jobs[2].id]
+    assert await woken_jobs(hub) == [jobs[2].id]
     await steps.reconcile(jobs[2].id)
     assert sorted(servers.spawners) == ["w0", "w1", "w2"]
     # the loop caught up: the probe wakes the line, the last one starts
     lag[0] = 0.0
     steps.wake_start_line()
-    assert await taken() == [jobs[3].id]
+    assert await woken_jobs(hub) == [jobs[3].id]
     await steps.reconcile(jobs[3].id)
     assert sorted(servers.spawners) == ["w0", "w1", "w2", "w3"]
+    servers.release.set()
+    await hub.pool.close()
+
+
+@pytest.mark.parametrize("on_hub_machine", [True, False])
+async def test_max_local_starts_counts_a_start_until_it_ends_unless_its_resource_is_elsewhere(hub, on_hub_machine):
+    """``max_local_starts`` counts a start in its bookkeeping; a local server's until its
+    start ends (it listens), one handed to a resource elsewhere (a job in SLURM's queue)
+    no longer once the resource took it. A launch that waits says so, once."""
+    steps, servers = job_steps(hub, "slow", max_local_starts=1)
+    servers.spawner_classes = {
+        "local": SimpleNamespace(stopped_outcome="completed", runs_on_hub_machine=on_hub_machine)
+    }
+    said: list[tuple[int, str]] = []
+    hub.jobs.progress = lambda job, event: said.append((job.id, event["message"]))
+    first, second = (hub.jobs.launch(workspace(hub, "ann", f"w{i}"), "lab", None, {}, "ann") for i in range(2))
+    await steps.reconcile(first.id)
+    await steps.reconcile(second.id)
+    assert sorted(servers.spawners) == ["w0"]  # the first start's bookkeeping holds the slot
+    assert said == [(second.id, "Waiting for a start slot: 0 launches ahead of it")]
+
+    await woken_jobs(hub)  # the launches' wake-ups
+    # the first start's resource took the job: a process here still holds the slot, a job
+    # waiting in SLURM's queue does not
+    steps._on_report(servers.spawners["w0"], "queued", {"resource_id": "1"})
+    if on_hub_machine:
+        assert await woken_jobs(hub) == []
+        await steps.reconcile(second.id)
+        assert sorted(servers.spawners) == ["w0"]
+        servers.release.set()  # the server listens: its start ends, the next goes
+        await settle(steps, first, {"running"})
+        assert second.id in await woken_jobs(hub)
+    else:
+        assert await woken_jobs(hub) == [second.id]
+    await steps.reconcile(second.id)
+    assert sorted(servers.spawners) == ["w0", "w1"]
+    assert len(said) == 1  # (a job told once, when it joined the line)
     servers.release.set()
     await hub.pool.close()
 

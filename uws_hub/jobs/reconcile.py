@@ -66,6 +66,7 @@ class JobSteps:
         stopping_timeout: float = 120,
         max_attempts: int = 3,
         concurrent_starts: int = 0,
+        max_local_starts: int = 0,
         start_poll_interval: float = 0.5,
         loop_lag: Callable[[], float] | None = None,
         max_loop_lag: float = 0,
@@ -81,6 +82,9 @@ class JobSteps:
         self.stopping_timeout = stopping_timeout
         self.max_attempts = max_attempts
         self.concurrent_starts = concurrent_starts
+        #: the most starts that use the hub machine's CPU at once (0: no cap), see
+        #: _free_start_slots
+        self.max_local_starts = max_local_starts
         #: the event loop's lag now (metrics.LoopLagProbe.lag), and the most at which
         #: starts beyond MIN_STARTS_WHEN_LATE begin (0: starts do not look at it)
         self.loop_lag = loop_lag
@@ -94,6 +98,11 @@ class JobSteps:
         #: starts under way that their resource has taken (a process started, a batch job
         #: submitted): what is left of them is waiting, not the hub's bookkeeping
         self._starts_submitted: set[int] = set()
+        #: starts under way whose server runs on the hub's machine (a local process)
+        self._starts_local: set[int] = set()
+        #: of those submitted, the ones whose resource is elsewhere (a job in SLURM's
+        #: queue): they wait, and take none of the hub machine's CPU
+        self._starts_elsewhere: set[int] = set()
         #: jobs waiting for a start slot: job id -> its ticket (first come, first served)
         self._start_line: dict[int, int] = {}
         self._tickets = itertools.count()
@@ -292,6 +301,13 @@ class JobSteps:
             self._fail(job, f"The server could not be started after {job.attempts} attempts")
             return
         if not self._take_start_slot(job.id, ticket):
+            if ticket is None:
+                # it joined the line: say so once (a progress message: no commit)
+                ahead = len(self._start_line) - 1
+                self.jobs.progress(
+                    job,
+                    {"message": f"Waiting for a start slot: {ahead} launch{'es' if ahead != 1 else ''} ahead of it"},
+                )
             return
         self._start(job)
 
@@ -307,8 +323,16 @@ class JobSteps:
         Starts under way go on; new ones wait until the loop has caught up, so
         requests come first and starts take the time that is left. A start that
         only waits (a batch job held in SLURM's queue) does not count.
+
+        And no more than ``max_local_starts`` that use the hub machine's CPU: a
+        start in its bookkeeping, and a local server's from its process's start
+        until it listens (a Python interpreter starting, a CPU's worth each, that
+        the hub's loop would wait behind). A start whose job was handed to a
+        resource elsewhere (submitted to SLURM) does not count.
         """
         free = (self.concurrent_starts or sys.maxsize) - self._starts_running
+        if self.max_local_starts:
+            free = min(free, self.max_local_starts - (self._starts_running - len(self._starts_elsewhere)))
         if self.max_loop_lag and self.loop_lag is not None and self.loop_lag() > self.max_loop_lag:
             in_bookkeeping = self._starts_running - len(self._starts_submitted)
             free = min(free, MIN_STARTS_WHEN_LATE - in_bookkeeping)
@@ -331,6 +355,8 @@ class JobSteps:
     def _start_ended(self, job_id: int, wake: bool = True) -> None:
         self._starts_running -= 1
         self._starts_submitted.discard(job_id)
+        self._starts_local.discard(job_id)
+        self._starts_elsewhere.discard(job_id)
         if wake:
             self.wake(job_id)
         self.wake_start_line()
@@ -395,6 +421,8 @@ class JobSteps:
         self._starts[job_id] = future
         self._starting[job_id] = job
         self._starts_running += 1
+        if getattr(self.servers.spawner_classes.get(job.resource), "runs_on_hub_machine", False):
+            self._starts_local.add(job_id)
         future.add_done_callback(ended)
         spawner = self.servers.find(job.owner, job.server_name)
         self.pool.spawn(self._forward_progress(job_id, spawner, future))
@@ -597,6 +625,8 @@ class JobSteps:
             # the checkpoint: from now on the hub knows the resource's own id
             if job.id in self._starts and job.id not in self._starts_submitted:
                 self._starts_submitted.add(job.id)
+                if job.id not in self._starts_local:
+                    self._starts_elsewhere.add(job.id)
                 self.wake_start_line()  # its bookkeeping is done: room for a start while the loop is late
             job.resource_id = info.get("resource_id") or job.resource_id
             if job.status == JobStatus.pending.value:

@@ -50,6 +50,8 @@ def popen_in_session(cmd: list[str], nice: int, **popen_kwargs) -> subprocess.Po
 class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
     """Run a workspace job as a local process (entry point ``uws-local``)."""
 
+    runs_on_hub_machine = True
+
     nice_level = Integer(
         10,
         config=True,

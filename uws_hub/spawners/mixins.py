@@ -151,6 +151,12 @@ class WorkspaceSpawnerMixin:
     #: ``partition``) this spawner reserves; the launch form asks only for these
     honoured_resources: tuple[str, ...] = ()
 
+    #: whether a server's start runs on the hub's own machine until it listens (a
+    #: local process): such starts count against ``c.UWSHub.max_local_starts`` after
+    #: the start's bookkeeping too; a start handed to a resource elsewhere (a job in
+    #: SLURM's queue) does not
+    runs_on_hub_machine: bool = False
+
     @classmethod
     def batch_runner(cls, config: Any, log_dir: str, log: logging.Logger, hub_id: str) -> BatchRunner | None:
         """The runner of batch jobs on this class's resources (:mod:`.batch`), or None if
