@@ -382,6 +382,12 @@ def test_hub_restart_with_a_pending_and_a_running_job(make_hub, system_users, sl
                             if line.startswith("export JUPYTERHUB_API_TOKEN="))
         r = requests.get(f"{hub.url}/hub/api/user", headers={"Authorization": f"token {server_token}"}, timeout=10)
         assert r.status_code == 200 and r.json()["name"] == "uwsbob"
+        # with the note of every server's token, not JupyterHub's "retrieved from spawner": its
+        # requests are not its owner's activity, as no server token's are (JupyterHub goes by
+        # the note), an editor's server's included (docs/security.md)
+        notes = [t["note"] for t in hub.api("GET", "users/uwsbob/tokens")["api_tokens"]]
+        assert f"Server at /user/uwsbob/{pending['server_name']}/" in notes, notes
+        assert not [n for n in notes if n.startswith("retrieved from spawner")], notes
         # orphans of this hub are cancelled, other hubs' jobs left alone
         wait_for(lambda: slurmutil.job_info(orphan)["state"] == "CANCELLED", 15, what="the orphan to be cancelled")
         assert slurmutil.job_info(foreign)["state"] == "PENDING"

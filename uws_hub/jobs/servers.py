@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from importlib.metadata import entry_points
 from typing import Any
+from urllib.parse import unquote
 
 from jupyterhub import orm as hub_orm
 from jupyterhub.metrics import SERVER_SPAWN_DURATION_SECONDS, ServerSpawnStatus
@@ -534,6 +535,27 @@ _SERVER_TOKEN_NOTES = ("Server at {base_url}", "retrieved from spawner {server_n
 def server_token_notes(user_base_url: str, server_name: str) -> tuple[str, ...]:
     base_url = url_path_join(user_base_url, url_escape_path(server_name), "/")
     return tuple(n.format(base_url=base_url, server_name=server_name) for n in _SERVER_TOKEN_NOTES)
+
+
+def server_of_token_note(note: str) -> str | None:
+    """The name of the server (not the default one) whose API token has the note ``note``
+    (one of :func:`server_token_notes`), else None: read from the note, whatever number of
+    servers its user has. Any ``Server at <url>/<name>/`` is a server's (JupyterHub tells
+    a server's token by that start), whatever the user's URL says now (an admin may have
+    renamed the user since)."""
+    for template in _SERVER_TOKEN_NOTES:
+        head, _, field = template.partition("{")
+        if not note.startswith(head):
+            continue
+        name = note[len(head) :]
+        if field.startswith("base_url}"):
+            # <JupyterHub's base URL>user/<user>/<server>/
+            path, slash, segment = name[:-1].rpartition("/")
+            if not (name.endswith("/") and slash and path.rpartition("/")[0].endswith("/user")):
+                continue
+            name = unquote(segment)
+        return name or None
+    return None
 
 
 def add_client_scopes(spawner: Spawner, scopes: list[str]) -> None:

@@ -58,6 +58,7 @@ from typing import Any
 import batchspawner.api as batchspawner_api
 from batchspawner import JobStatus as BatchJobStatus
 from batchspawner import SlurmSpawner
+from jupyterhub import orm as hub_orm
 from traitlets import Bool, Float, List, Unicode, default
 
 from ..listening import ServerExited, wait_listening
@@ -425,12 +426,33 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
             await self._scancel([slurm_id])
             self.poller.untrack(slurm_id)
             return
-        # the job's server has this token: JupyterHub keeps it instead of the new one
-        self.api_token = token
+        self._keep_token(token)
         self.job_id = slurm_id
         self.poller.track(slurm_id, self._on_slurm_state)
         self.log.info("Adopted SLURM job %s of job %s (%s)", slurm_id, launch.job_id, state.state)
         self.report("queued", resource_id=slurm_id, reason=f"Adopted SLURM job {slurm_id} after a hub restart")
+
+    def _keep_token(self, token: str) -> None:
+        """Keep the API token an adopted job's server has (read back from its batch script).
+
+        JupyterHub keeps a spawner's own token instead of the one it made for
+        the start; one it does not have (the hub revoked it with the start it
+        interrupted) it adds, noted ``retrieved from spawner <name>``. JupyterHub
+        counts a request with a token for its user's activity unless the token's
+        note says ``Server at``, and the note is how uws-hub tells a server's
+        token (an editor's server's, narrowed: docs/security.md): the token made
+        for this start, with its note and scopes, becomes that token.
+        """
+        db = self.db
+        made_for_start: str = getattr(self, "api_token", "")  # (JupyterHub's trait)
+        if hub_orm.APIToken.find(db, token) is None and made_for_start:
+            made = hub_orm.APIToken.find(db, made_for_start)
+            if made is not None and made.user_id == self.user.id:
+                made.generated = False  # hashed as JupyterHub hashes a token it did not make
+                made.token = token
+                db.commit()
+        # the job's server has this token: JupyterHub keeps it instead of the new one
+        self.api_token = token
 
     def wake(self) -> bool:
         """The job's batch script says its port is in its comment (``POST
