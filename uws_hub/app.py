@@ -25,7 +25,7 @@ from jupyterhub.app import JupyterHub, NewToken, UpgradeDB
 from jupyterhub.traitlets import ByteSpecification
 from jupyterhub.utils import url_path_join
 from sqlalchemy.exc import SQLAlchemyError
-from traitlets import Bool, Dict, Float, Integer, Unicode, default, validate
+from traitlets import Bool, Dict, Float, Integer, TraitError, Unicode, default, validate
 
 from . import __version__, dbutil, oauthclients, scopes, services
 from .apihandlers import default_handlers as api_handlers
@@ -201,6 +201,29 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         processes are not isolated from each other.
         """,
     )
+
+    system_users_min_uid = Integer(
+        1000,
+        config=True,
+        help="""With ``system_users``, the lowest uid of an account that runs users' jobs and owns their files.
+
+        A hub user's name is its system account's, and hub users can be made
+        with any name (by an admin or a user admin through JupyterHub's API,
+        by an identity provider whose users choose their names): a user named
+        ``root``, ``daemon`` or ``postgres`` must never run jobs as that
+        account. Accounts below this uid (Debian's ``UID_MIN``, 1000, by
+        default), and ``nobody`` (65534), are refused: such a user's
+        workspaces, jobs and files are refused with a 409 that says why.
+        uid 0 is always refused. Lower it only if your users' accounts start
+        lower (see ``UID_MIN`` in ``/etc/login.defs`` or your directory's range).
+        """,
+    )
+
+    @validate("system_users_min_uid")
+    def _valid_min_uid(self, proposal):
+        if proposal["value"] < 1:
+            raise TraitError("UWSHub.system_users_min_uid must be at least 1: uid 0 (root) never runs users' jobs")
+        return proposal["value"]
 
     job_log_dir = Unicode(
         "uws-job-logs",

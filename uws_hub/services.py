@@ -153,7 +153,7 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
     root = os.path.abspath(hub.workspaces_root)
     os.makedirs(root, mode=0o755, exist_ok=True)
     storage = WorkspaceStorage(root)
-    accounts = SystemAccounts(hub.system_users)
+    accounts = SystemAccounts(hub.system_users, hub.system_users_min_uid)
     servers = ServerControl(
         hub.users,
         hub.proxy,

@@ -160,6 +160,22 @@ def test_jupyterhub_api_is_unchanged(hub):
     assert hub.request("GET", "user", token).status_code == 403
 
 
+@pytest.mark.parametrize("name", ["root", "daemon", "nobody"])
+def test_a_user_named_after_a_system_account_gets_nothing_of_it(hub, name):
+    """A user admin (or an identity provider whose users choose their names) can make a
+    hub user named ``root``: with ``system_users`` its workspaces would be that account's
+    files and its jobs that account's processes. Accounts below ``system_users_min_uid``
+    and ``nobody`` are never a user's: a 409 that says why, and no directory made."""
+    hub.api("POST", f"users/{name}", expect=201)
+    token = hub.api("POST", f"users/{name}/tokens", json={"note": "script"}, expect=201)["token"]
+    r = hub.request("POST", "workspaces", token, json={"name": "mine"})
+    assert r.status_code == 409, r.text
+    assert f"User {name!r} has the name of a system account" in r.json()["message"]
+    assert not (hub.workspaces_root / name).exists()
+    assert hub.api("GET", "workspaces", token)["items"] == []
+    hub.api("DELETE", f"users/{name}", expect=204)
+
+
 @pytest.mark.expect_log_errors("Error starting uwsalice's server: HTTP 400: Bad Request \\(This server runs workspace jobs only")
 def test_jupyterhub_server_api_cannot_bypass_workspaces(hub, alice):
     """Starting a server through JupyterHub's own API does not dodge workspaces."""

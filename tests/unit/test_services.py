@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import pwd
 from datetime import timedelta
 from types import SimpleNamespace
 
@@ -122,6 +123,23 @@ def hub(engine, tmp_path):
         ),
     )
     db.close()
+
+
+@pytest.mark.parametrize("name, uid", [("root", 0), ("daemon", 1), ("nobody", 65534)])
+def test_system_accounts_are_never_a_users(name, uid):
+    """Accounts below the minimum uid, and nobody, own no workspace and run no job."""
+    assert pwd.getpwnam(name).pw_uid == uid
+    accounts = SystemAccounts(True, min_uid=1000)
+    for call in (accounts.owner, accounts.system_user):
+        with pytest.raises(Conflict, match=f"uid {uid}; users' accounts start at"):
+            call(name)
+    assert SystemAccounts(False).system_user(name) is None  # single-account mode: the hub's own
+
+
+def test_system_users_min_uid_is_the_admins_but_never_root():
+    assert SystemAccounts(True, min_uid=1).owner("daemon").uid == 1
+    with pytest.raises(Conflict, match="uid 0"):
+        SystemAccounts(True, min_uid=0).owner("root")
 
 
 def workspace(hub, owner="ann", slug="w1", files: dict[str, bytes] | None = None) -> Workspace:
