@@ -352,8 +352,8 @@ class ShareService:
             name = self.db.get_one(hub_orm.User, uid).name
             try:
                 self.accounts.owner(name)
-            except Conflict:
-                self.log.warning("Workspace %s: editor %s has no system account; not in its group", ws.id, name)
+            except Conflict as e:
+                self.log.warning("Workspace %s: editor %s not in its group: %s", ws.id, name, e)
                 continue
             members.append(name)
         return posixgroups.group_name(self.posix_group_prefix, ws.id), members
