@@ -772,6 +772,32 @@ async def test_max_local_starts_counts_a_start_until_it_ends_unless_its_resource
     await hub.pool.close()
 
 
+@pytest.mark.parametrize("on_hub_machine", [True, False])
+async def test_a_queued_report_after_a_start_ended_leaves_max_local_starts_as_it_was(hub, on_hub_machine):
+    """A ``queued`` report that comes after the start's future ended (before the step
+    that records the end) is not the start's any more: it must not mark the job
+    submitted or elsewhere for good, one more start past the cap each time.
+    (JupyterHub 6 awaits a cancelled ``start()``, so no spawner here reports that
+    late; a spawner that reports from a task of its own could.)"""
+    steps, servers = job_steps(hub, "slow", max_local_starts=1)
+    servers.spawner_classes = {
+        "local": SimpleNamespace(stopped_outcome="completed", runs_on_hub_machine=on_hub_machine)
+    }
+    first = hub.jobs.launch(workspace(hub, "ann", "w0"), "lab", None, {}, "ann")
+    await steps.reconcile(first.id)
+    steps._starts[first.id].cancel()  # (the start ends: a stop, a timeout)
+    for _ in range(3):
+        await asyncio.sleep(0)  # its end's callbacks: the slot is free again
+    steps._on_report(servers.spawners["w0"], "queued", {"resource_id": "1"})  # the late report
+    await settle(steps, first, {"failed"})
+    second, third = (hub.jobs.launch(workspace(hub, "ann", f"w{i}"), "lab", None, {}, "ann") for i in (1, 2))
+    await steps.reconcile(second.id)
+    await steps.reconcile(third.id)
+    assert sorted(servers.spawners) == ["w0", "w1"]  # one start at a time, as before
+    servers.release.set()
+    await hub.pool.close()
+
+
 async def test_the_scan_leaves_starts_under_way_to_themselves_until_their_deadline(hub):
     """A job whose start is under way (a batch job held in SLURM's queue, for hours) is
     not looked at by every scan: its start wakes it. Past its deadline it is again."""

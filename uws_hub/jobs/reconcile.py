@@ -623,7 +623,11 @@ class JobSteps:
             return
         if event == "queued":
             # the checkpoint: from now on the hub knows the resource's own id
-            if job.id in self._starts and job.id not in self._starts_submitted:
+            # (only while the start is under way: a report after its end freed the slot,
+            # before the step that pops the ended start, would leave the job "submitted"
+            # and "elsewhere" for good, one more start past max_local_starts each time)
+            start = self._starts.get(job.id)
+            if start is not None and not start.done() and job.id not in self._starts_submitted:
                 self._starts_submitted.add(job.id)
                 if job.id not in self._starts_local:
                     self._starts_elsewhere.add(job.id)
