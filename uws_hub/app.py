@@ -339,7 +339,7 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         min=0,
         config=True,
         help="""Most interactive job starts that use the hub machine's CPU at once; 0: no cap;
-        None (the default): four per CPU of the machine.
+        None (the default): four per CPU the hub may run on (its CPU affinity).
 
         A start counts from the reconciler's start of it: while it is in its
         bookkeeping (JupyterHub's spawn, the server's token, before a local
@@ -393,9 +393,12 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
     job_pending_timeout = Float(
         300.0,
         config=True,
-        help="""Seconds a job may stay ``pending`` (asked for, not yet on its resource).
+        help="""Seconds a job's start may stay ``pending`` (asked for, not yet on its resource).
 
         A job still pending after this is stopped and ``failed`` with the reason.
+        It counts from the start's beginning: a launch that waits for a start
+        slot (``max_local_starts``, ``concurrent_spawn_limit``, a burst of
+        launches) is not timed while it waits.
         """,
     )
 

@@ -270,7 +270,7 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         stopping_timeout=hub.job_stopping_timeout,
         max_attempts=hub.job_max_attempts,
         concurrent_starts=hub.concurrent_spawn_limit,
-        max_local_starts=4 * (os.cpu_count() or 1) if hub.max_local_starts is None else hub.max_local_starts,
+        max_local_starts=4 * len(os.sched_getaffinity(0)) if hub.max_local_starts is None else hub.max_local_starts,
         start_poll_interval=hub.job_start_poll_interval,
         loop_lag=loop_lag.lag,
         max_loop_lag=hub.job_start_max_loop_lag_seconds,

@@ -798,7 +798,7 @@ async def test_a_queued_report_after_a_start_ended_leaves_max_local_starts_as_it
     await hub.pool.close()
 
 
-async def test_the_scan_leaves_starts_under_way_to_themselves_until_their_deadline(hub):
+async def test_the_scan_leaves_starts_under_way_to_themselves_until_their_deadline(hub, monkeypatch):
     """A job whose start is under way (a batch job held in SLURM's queue, for hours) is
     not looked at by every scan: its start wakes it. Past its deadline it is again."""
     steps, servers = job_steps(hub, "never", pending_timeout=60)
@@ -806,10 +806,35 @@ async def test_the_scan_leaves_starts_under_way_to_themselves_until_their_deadli
     await steps.reconcile(job.id)
     assert job.status == "pending" and "w1" in servers.spawners  # starting
     assert steps.unfinished() == []
-    job.created_at = utcnow() - timedelta(seconds=61)
+    later = utcnow() + timedelta(seconds=61)
+    monkeypatch.setattr("uws_hub.jobs.reconcile.utcnow", lambda: later)  # the start's 61 s later
     assert steps.unfinished() == [job.id]
     await steps.reconcile(job.id)
     assert job.status == "stopping" and job.reason == "The job did not start within 60 s"
+    await hub.pool.close()
+
+
+async def test_the_pending_deadline_times_the_start_not_the_wait_for_a_start_slot(hub):
+    """A launch that waited for a start slot (``max_local_starts``, a long burst) for
+    longer than ``job_pending_timeout`` is neither failed while it waits nor as soon as
+    its start begins: the deadline counts from the start."""
+    steps, servers = job_steps(hub, "slow", pending_timeout=60, max_local_starts=1)
+    servers.spawner_classes = {"local": SimpleNamespace(stopped_outcome="completed", runs_on_hub_machine=True)}
+    first, second = (hub.jobs.launch(workspace(hub, "ann", f"w{i}"), "lab", None, {}, "ann") for i in range(2))
+    await steps.reconcile(first.id)
+    await steps.reconcile(second.id)
+    assert sorted(servers.spawners) == ["w0"]  # the second waits for the slot
+    second.created_at = utcnow() - timedelta(seconds=61)  # ... longer than its deadline
+    await steps.reconcile(second.id)
+    assert second.status == "pending"
+    hub.jobs.stop(first, "ann")  # the slot frees
+    await settle(steps, first, {"cancelled"})
+    await steps.reconcile(second.id)
+    assert sorted(servers.spawners) == ["w0", "w1"] and servers.spawners["w1"].pending == "spawn"
+    await steps.reconcile(second.id)  # a step while its start is under way
+    assert second.status == "pending", second.reason
+    servers.release.set()
+    await settle(steps, second, {"running"})
     await hub.pool.close()
 
 

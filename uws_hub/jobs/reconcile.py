@@ -19,7 +19,7 @@ import itertools
 import logging
 import sys
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from jupyterhub.spawner import Spawner
@@ -112,6 +112,9 @@ class JobSteps:
         #: keeps only what something holds, and the start's reports, progress messages
         #: and steps each looked its job up again (a query each, on the event loop)
         self._starting: dict[int, Job] = {}
+        #: when each start in this process began (left the line for a start slot): a pending
+        #: job's deadline times its start, not its wait for a slot (a burst's line can be long)
+        self._start_began: dict[int, datetime] = {}
         #: starts whose server's process is watched until it answers (see _watch_start),
         #: the one task that watches them, and the checks under way
         self._watched: dict[int, tuple[Spawner, asyncio.Future]] = {}
@@ -252,7 +255,7 @@ class JobSteps:
         if not timeout:
             return False
         since = {
-            JobStatus.pending.value: job.created_at,
+            JobStatus.pending.value: self._start_began.get(job.id, job.created_at),
             JobStatus.queued.value: job.queued_at,
             JobStatus.stopping.value: job.stopping_at,
         }.get(job.status) or job.created_at
@@ -269,6 +272,7 @@ class JobSteps:
             # the start finished: it worked, or say why not
             self._starts.pop(job.id)
             self._starting.pop(job.id, None)
+            self._start_began.pop(job.id, None)
             error = self._start_errors.pop(job.id, None)
             if error is None and future.cancelled():
                 error = "The start was cancelled"
@@ -407,6 +411,7 @@ class JobSteps:
                 return  # (stopped meanwhile: the steps see to it)
             self._starts.pop(job_id)
             self._starting.pop(job_id, None)
+            self._start_began.pop(job_id, None)
             self._start_errors.pop(job_id, None)
             self.jobs.transition(current, JobStatus.running, node=spawner.node if spawner is not None else None)
             recorded = True
@@ -420,6 +425,7 @@ class JobSteps:
         )
         self._starts[job_id] = future
         self._starting[job_id] = job
+        self._start_began[job_id] = utcnow()
         self._starts_running += 1
         if getattr(self.servers.spawner_classes.get(job.resource), "runs_on_hub_machine", False):
             self._starts_local.add(job_id)
@@ -538,6 +544,7 @@ class JobSteps:
             self.db.commit()
         start = self._starts.pop(job.id, None)
         self._starting.pop(job.id, None)
+        self._start_began.pop(job.id, None)
         if start is not None and not start.done():
             start.cancel()
         stop = self._stops.get(job.id)
@@ -603,6 +610,7 @@ class JobSteps:
     def _forget(self, job_id: int) -> None:
         """Drop what this process keeps of a job that is finished."""
         self._starting.pop(job_id, None)
+        self._start_began.pop(job_id, None)
         self._starts.pop(job_id, None)
         self._stops.pop(job_id, None)
         self._start_errors.pop(job_id, None)
