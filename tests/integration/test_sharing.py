@@ -16,6 +16,7 @@ server receives.
 
 from __future__ import annotations
 
+import grp
 import json
 import os
 import pwd
@@ -258,6 +259,30 @@ def test_share_requests_are_checked(shub):
     assert shub.api("GET", "share-recipients?q=uwsalice", alice, expect=200)["users"] == []
     assert shub.group in [g["name"] for g in shub.api("GET", f"share-recipients?q={shub.group}", alice)["groups"]]
     assert shub.request("GET", "share-recipients", alice).status_code == 400
+
+
+def test_an_owner_renamed_after_a_system_account_is_not_put_in_the_workspaces_group(shub, group_prefix):
+    """A user admin renames a workspace's owner (JupyterHub's ``PATCH /users``) to ``daemon``:
+    the owner's name went to ``gpasswd -M`` unchecked, so the next change of the editors
+    made the system account ``daemon`` a member of the workspace's group (its files, group
+    writable); a name with no account made ``gpasswd`` fail, revoked editors kept in. The
+    owner is checked as the editors are (``SystemAccounts``): left out, saying why."""
+    name = f"uwso{uuid.uuid4().hex[:6]}"
+    subprocess.run(["useradd", "--no-create-home", name], check=True)
+    try:
+        owner = shub.add_user(name)
+        ws = new_workspace(shub, owner)
+        shares = f"workspaces/{ws['id']}/shares"
+        shub.api("POST", shares, owner, json={"user": "uwsbob", "level": "editor"}, expect=201)
+        group = f"{group_prefix}{ws['id']}"
+        wait_for(lambda: sorted(grp.getgrnam(group).gr_mem) == sorted([name, "uwsbob"]), 10, what="the group")
+        shub.api("PATCH", f"users/{name}", json={"name": "daemon"}, expect=200)
+        shub.api("POST", shares, owner, json={"user": "uwscarol", "level": "editor"}, expect=201)
+        wait_for(lambda: "uwscarol" in grp.getgrnam(group).gr_mem, 10, what="carol in the group")
+        assert sorted(grp.getgrnam(group).gr_mem) == ["uwsbob", "uwscarol"]
+        shub.api("DELETE", "users/daemon", expect=204)
+    finally:
+        subprocess.run(["userdel", name], check=False)
 
 
 def tree(path: Path) -> dict[str, bytes | str]:

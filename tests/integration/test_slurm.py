@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import pwd
 import re
 import time
@@ -319,6 +320,27 @@ def test_sbatch_refusal_fails_the_job(shub, user):
     assert job["status"] == "failed"
     assert "sbatch failed" in job["reason"] and "memory" in job["reason"].lower(), job["reason"]
     assert job["resource_id"] is None
+
+
+def test_a_single_account_hub_submits_as_its_own_account_whatever_the_users_name(make_hub, system_users, slurm):
+    """Single-account mode (``system_users`` off, the default): every job runs as the hub's
+    own account, and so does an ``exec_prefix`` (batchspawner's ``sudo -E -u {username}``).
+    Its ``{username}`` was the hub user's name, which a user admin (or an identity provider
+    whose users choose their names) picks: a hub user named ``daemon`` (or ``root``, under a
+    hub that is not root) submitted its jobs as that system account, past every check of
+    ``SystemAccounts``. Here the prefix switches with ``runuser``."""
+    config = SLURM_CONFIG.replace("c.UWSHub.system_users = True", "c.UWSHub.system_users = False")
+    hub = make_hub(config + 'c.WorkspaceSlurmSpawner.exec_prefix = "runuser -u {username} --"\n')
+    try:
+        token = hub.add_user("daemon")
+        job = slurm_launch(hub, token)
+        job = hub.wait_job(job["id"], token, {"running"} | TERMINAL, timeout=60)
+        assert job["status"] == "running", job["reason"]
+        assert slurmutil.job_info(job["resource_id"])["user"] == pwd.getpwuid(os.geteuid()).pw_name
+        hub.api("POST", f"jobs/{job['id']}/stop", token, expect=202)
+        assert hub.wait_job(job["id"], token, TERMINAL, timeout=30)["status"] == "cancelled"
+    finally:
+        hub.stop()
 
 
 def test_hub_restart_with_a_pending_and_a_running_job(make_hub, system_users, slurm):

@@ -347,13 +347,16 @@ class ShareService:
         editors = self.effective_users(ws.id, editors_only=True) - {ws.owner_id}
         if not editors and posixgroups.gid_of(posixgroups.group_name(self.posix_group_prefix, ws.id)) is None:
             return None
-        members = [ws.owner.name]
-        for uid in sorted(editors):
+        # the owner's name is checked as the editors' are: it may have changed since the
+        # workspace was made (JupyterHub renames users), to a system account's or to none
+        # (gpasswd would fail, and revoked editors stay members)
+        members = []
+        for role, uid in [("owner", ws.owner_id), *(("editor", uid) for uid in sorted(editors))]:
             name = self.db.get_one(hub_orm.User, uid).name
             try:
                 self.accounts.owner(name)
             except Conflict as e:
-                self.log.warning("Workspace %s: editor %s not in its group: %s", ws.id, name, e)
+                self.log.warning("Workspace %s: %s %s not in its group: %s", ws.id, role, name, e)
                 continue
             members.append(name)
         return posixgroups.group_name(self.posix_group_prefix, ws.id), members

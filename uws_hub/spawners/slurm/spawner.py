@@ -486,13 +486,21 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         launch = self.require_launch()
         return pwd.getpwnam(launch.system_user) if launch.system_user else None
 
+    def _username(self) -> str:
+        """The name of the account the job runs as (``{username}``): its launch's system
+        account (checked by :class:`~uws_hub.accounts.system.SystemAccounts`), or in
+        single-account mode the hub's own, as the batch runner's. Never the hub user's
+        name: whoever makes hub users picks it, and ``sudo -E -u {username}`` would run
+        ``sbatch`` as ``root`` for a hub user named so."""
+        account = self._account()
+        return account.pw_name if account else pwd.getpwuid(os.geteuid()).pw_name
+
     def output_path(self, slurm_id: str = "%j") -> str:
         """The job's output file (``%j``: SLURM's job id, until it is known)."""
         launch = self.require_launch()
-        account = self._account()
         directory = self.output_dir.format(
             workspace=launch.directory,
-            username=account.pw_name if account else self.user.name,
+            username=self._username(),
             job_id=launch.job_id,
         )
         return os.path.join(directory, f"job-{launch.job_id}-{slurm_id}.log")
@@ -505,15 +513,12 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         return as_account(account, self.require_launch().group)
 
     def _prefix(self) -> list[str]:
-        account = self._account()
-        name = account.pw_name if account else self.user.name
-        return [part.format(username=name) for part in shlex.split(self.exec_prefix)]
+        return [part.format(username=self._username()) for part in shlex.split(self.exec_prefix)]
 
     def batch_script_values(self) -> dict[str, Any]:
         """The template's values (see ``batch_script``), the job's resources first."""
         launch = self.require_launch()
         res = launch.resources
-        account = self._account()
         gpus = res.get("gpus")
         gres = f"gpu:{gpus}" if gpus else self.req_gres
         return {
@@ -534,7 +539,7 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
             "prologue": self.req_prologue,
             "epilogue": self.req_epilogue,
             "srun": self.req_srun,
-            "username": account.pw_name if account else self.user.name,
+            "username": self._username(),
             "python": self.node_python or sys.executable,
             "scontrol": self.scontrol_cmd[0],
             "wake": WAKE_CODE if self.wake_hub else "",
@@ -559,7 +564,7 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         result = await self.poller.command(
             [*self._prefix(), *self.sbatch_cmd],
             input=script,
-            env=submit_environment({"HOME": home, "USER": account.pw_name if account else self.user.name}),
+            env=submit_environment({"HOME": home, "USER": self._username()}),
             cwd=launch.directory,
             **self._as_user(),
         )
