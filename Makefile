@@ -39,10 +39,11 @@ install-test: install
 	bash scripts/install-test-deps.sh
 	$(PYTHON) -m pip install --quiet -e '.[test]'
 
-# ruff (lint and format) and mypy on the package; configuration in pyproject.toml
+# ruff (lint and format) on the package, its tests and benchmarks, and mypy on the
+# package; configuration in pyproject.toml
 lint: install-test
-	$(VENV)/bin/ruff check uws_hub
-	$(VENV)/bin/ruff format --check uws_hub
+	$(VENV)/bin/ruff check uws_hub tests benchmarks
+	$(VENV)/bin/ruff format --check uws_hub tests benchmarks
 	$(VENV)/bin/mypy
 
 # the documentation site (docs/conf.py) into docs/_build/html; -W --keep-going:

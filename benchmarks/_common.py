@@ -149,8 +149,14 @@ def log(msg: str) -> None:
 class Proc:
     """A child process in its own session, output to a file, stopped by its own pid."""
 
-    def __init__(self, name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None,
-                 cwd: str | Path | None = None):
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        cwd: str | Path | None = None,
+    ):
         self.name = name
         self.argv = argv
         self.log_path = log_path
@@ -222,9 +228,23 @@ def profiler(pid: int) -> subprocess.Popen | None:
     if not out:
         return None
     py_spy = Path(sys.executable).parent / "py-spy"
-    proc = subprocess.Popen([str(py_spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "200",
-                             "--nonblocking", "-o", out, *os.environ.get("UWS_BENCH_PYSPY_ARGS", "").split()],
-                            stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            str(py_spy),
+            "record",
+            "--pid",
+            str(pid),
+            "--format",
+            "raw",
+            "--rate",
+            "200",
+            "--nonblocking",
+            "-o",
+            out,
+            *os.environ.get("UWS_BENCH_PYSPY_ARGS", "").split(),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     time.sleep(1)  # it attaches
     return proc
 

@@ -198,8 +198,16 @@ def probe_at_rest(hub: Hub, token: str, workspace_id: int, count: int = 40) -> l
     return prober.stop()
 
 
-def burst(hub: Hub, token: str, resource: str, count: int, posters: int, probe_interval: float,
-          timeout: float, profile: bool = False) -> dict:
+def burst(
+    hub: Hub,
+    token: str,
+    resource: str,
+    count: int,
+    posters: int,
+    probe_interval: float,
+    timeout: float,
+    profile: bool = False,
+) -> dict:
     """Launch ``count`` jobs at once; wait for all to end; the timings."""
     ws = hub.api("POST", "workspaces", token, json={"name": f"burst {uuid.uuid4().hex[:6]}"}, expect=201)
     rest = probe_at_rest(hub, token, ws["id"])
@@ -210,8 +218,12 @@ def burst(hub: Hub, token: str, resource: str, count: int, posters: int, probe_i
     def post(_):
         with requests.Session() as s:
             started = time.perf_counter()
-            r = s.post(f"{hub.url}/hub/api/workspaces/{ws['id']}/jobs", json=body,
-                       headers={"Authorization": f"token {token}"}, timeout=120)
+            r = s.post(
+                f"{hub.url}/hub/api/workspaces/{ws['id']}/jobs",
+                json=body,
+                headers={"Authorization": f"token {token}"},
+                timeout=120,
+            )
             post_latencies.append(time.perf_counter() - started)
             if r.status_code != 202:
                 failures.append(f"{r.status_code} {r.text[:200]}")
@@ -273,8 +285,9 @@ def start_hub(width: int, resources: dict, job_resources: list[str], poll: float
     workdir = Path(tempfile.mkdtemp(prefix="uws-bench-batch-"))
     root = Path(tempfile.mkdtemp(prefix="uws-bench-batch-ws-"))
     root.chmod(0o755)
-    config = HUB_CONFIG.format(root=str(root), width=width, resources=resources, job_resources=job_resources,
-                               poll=poll, prefix=prefix)
+    config = HUB_CONFIG.format(
+        root=str(root), width=width, resources=resources, job_resources=job_resources, poll=poll, prefix=prefix
+    )
     hub = Hub(workdir, config, f"sqlite:///{workdir}/jupyterhub.sqlite")
     log(f"starting uws-hub ({hub.url})")
     hub.start()
@@ -304,8 +317,9 @@ def measure_local(args) -> dict:
         log("warm-up: 20 jobs through the hub")
         burst(hub, token, "local", 20, args.posters, args.probe_interval, args.timeout)
         log(f"the hub: {args.jobs} jobs at once, max_running_batch_jobs={args.width}")
-        res["hub"] = burst(hub, token, "local", args.jobs, args.posters, args.probe_interval, args.timeout,
-                           profile=True)
+        res["hub"] = burst(
+            hub, token, "local", args.jobs, args.posters, args.probe_interval, args.timeout, profile=True
+        )
     except BaseException:
         log(f"the hub's log, last lines:\n{hub.log_tail(40)}")
         raise
@@ -316,8 +330,10 @@ def measure_local(args) -> dict:
 
 # ---------------------------------------------------------------- SLURM
 def by_hand_slurm(count: int, width: int, poll: float, outdir: Path, name: str, timeout: float) -> float:
-    script = ("#!/bin/bash\n#SBATCH --mem=16M\n#SBATCH --cpus-per-task=1\n"
-              f"#SBATCH --job-name={name}\n#SBATCH --output={outdir}/job-%j.log\nexec true\n")
+    script = (
+        "#!/bin/bash\n#SBATCH --mem=16M\n#SBATCH --cpus-per-task=1\n"
+        f"#SBATCH --job-name={name}\n#SBATCH --output={outdir}/job-%j.log\nexec true\n"
+    )
 
     def submit(_):
         r = subprocess.run(["sbatch", "--parsable"], input=script, capture_output=True, text=True, check=True)
@@ -329,8 +345,9 @@ def by_hand_slurm(count: int, width: int, poll: float, outdir: Path, name: str, 
     deadline = time.monotonic() + timeout
     ended = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"}
     while True:
-        out = subprocess.run(["squeue", "-h", "-t", "all", "-j", ",".join(ids), "-o", "%i|%T"],
-                             capture_output=True, text=True).stdout
+        out = subprocess.run(
+            ["squeue", "-h", "-t", "all", "-j", ",".join(ids), "-o", "%i|%T"], capture_output=True, text=True
+        ).stdout
         states = dict(line.split("|", 1) for line in out.split())
         if len(states) == len(ids) and all(s in ended for s in states.values()):
             return time.time() - started
@@ -349,8 +366,9 @@ def measure_slurm(args) -> dict:
     try:
         log(f"by hand: {args.slurm_jobs} × sbatch of `exec true`, polled every {args.poll_interval:g} s")
         res["by_hand"] = by_hand_slurm(args.slurm_jobs, args.width, args.poll_interval, outdir, name, args.timeout)
-        hub, token = start_hub(args.width, {"local": "uws-local", "slurm": "uws-slurm"}, ["slurm"],
-                               args.poll_interval, f"{name}-hub-")
+        hub, token = start_hub(
+            args.width, {"local": "uws-local", "slurm": "uws-slurm"}, ["slurm"], args.poll_interval, f"{name}-hub-"
+        )
         try:
             log(f"the hub: {args.slurm_jobs} SLURM jobs at once")
             res["hub"] = burst(hub, token, "slurm", args.slurm_jobs, args.posters, args.probe_interval, args.timeout)
@@ -379,16 +397,44 @@ def report(res: dict, args) -> str:
             continue
         hub, hand = r["hub"], r["by_hand"]
         overhead = (hub["wall"] - hand) * (width if part == "local" else 1) / hub["jobs"]
-        rows.append([label, str(hub["jobs"]), fmt(hub["wall"], 1), fmt(hand, 1), fmt(ratio(hub["wall"], hand), 2),
-                     ms(overhead), fmt(hub["posting"], 1), ms(hub["run"]["p50"]), ms(hub["queue_wait"]["p50"])])
+        rows.append(
+            [
+                label,
+                str(hub["jobs"]),
+                fmt(hub["wall"], 1),
+                fmt(hand, 1),
+                fmt(ratio(hub["wall"], hand), 2),
+                ms(overhead),
+                fmt(hub["posting"], 1),
+                ms(hub["run"]["p50"]),
+                ms(hub["queue_wait"]["p50"]),
+            ]
+        )
         hand_cpu = r.get("by_hand_cpu")
-        cpu.append([label, str(hub["jobs"]), ms(hub["hub_cpu"] / hub["jobs"]), ms(hub["children_cpu"] / hub["jobs"]),
-                    ms(hand_cpu / hub["jobs"]) if hand_cpu is not None else "",
-                    fmt((hub["hub_cpu"] + hub["children_cpu"]) / cores, 1) if part == "local" else "",
-                    fmt(hub["wall"], 1)])
-        api.append([label, ms(hub["rest"]["p50"]), ms(hub["rest"]["p99"]), ms(hub["probe"]["p50"]),
-                    ms(hub["probe"]["p99"]), str(hub["probe"]["n"]), str(hub["probe_errors"]),
-                    ms(hub["post"]["p50"]), ms(hub["post"]["p99"])])
+        cpu.append(
+            [
+                label,
+                str(hub["jobs"]),
+                ms(hub["hub_cpu"] / hub["jobs"]),
+                ms(hub["children_cpu"] / hub["jobs"]),
+                ms(hand_cpu / hub["jobs"]) if hand_cpu is not None else "",
+                fmt((hub["hub_cpu"] + hub["children_cpu"]) / cores, 1) if part == "local" else "",
+                fmt(hub["wall"], 1),
+            ]
+        )
+        api.append(
+            [
+                label,
+                ms(hub["rest"]["p50"]),
+                ms(hub["rest"]["p99"]),
+                ms(hub["probe"]["p50"]),
+                ms(hub["probe"]["p99"]),
+                str(hub["probe"]["n"]),
+                str(hub["probe_errors"]),
+                ms(hub["post"]["p50"]),
+                ms(hub["post"]["p99"]),
+            ]
+        )
     lines += [
         "## A burst of `true` jobs: all launched at once, until all are completed",
         "",
@@ -397,8 +443,20 @@ def report(res: dict, args) -> str:
         f" {args.poll_interval:g} s, as the hub's poller. Overhead per job: (hub − by hand) × width ÷ jobs locally"
         " (slot time), (hub − by hand) ÷ jobs on SLURM.",
         "",
-        markdown_table(["where", "jobs", "hub s", "by hand s", "ratio", "overhead/job ms", "POSTing s",
-                        "run p50 ms", "queue wait p50 ms"], rows),
+        markdown_table(
+            [
+                "where",
+                "jobs",
+                "hub s",
+                "by hand s",
+                "ratio",
+                "overhead/job ms",
+                "POSTing s",
+                "run p50 ms",
+                "queue wait p50 ms",
+            ],
+            rows,
+        ),
         "",
         "## CPU time per job during the burst",
         "",
@@ -407,13 +465,26 @@ def report(res: dict, args) -> str:
         f" The floor (locally): (hub + children) CPU ÷ {cores} cores, the least wall time the burst"
         " can take on this machine.",
         "",
-        markdown_table(["where", "jobs", "hub CPU ms/job", "children CPU ms/job", "by hand CPU ms/job",
-                        "floor s", "hub s"], cpu),
+        markdown_table(
+            ["where", "jobs", "hub CPU ms/job", "children CPU ms/job", "by hand CPU ms/job", "floor s", "hub s"], cpu
+        ),
         "",
         "## The API during the burst (`GET /hub/api/workspaces` and `GET /hub/api/jobs?status=running`, in turn)",
         "",
-        markdown_table(["where", "at rest p50 ms", "at rest p99 ms", "burst p50 ms", "burst p99 ms", "probes",
-                        "errors", "POST p50 ms", "POST p99 ms"], api),
+        markdown_table(
+            [
+                "where",
+                "at rest p50 ms",
+                "at rest p99 ms",
+                "burst p50 ms",
+                "burst p99 ms",
+                "probes",
+                "errors",
+                "POST p50 ms",
+                "POST p99 ms",
+            ],
+            api,
+        ),
     ]
     return "\n".join(lines)
 

@@ -64,25 +64,42 @@ MINIMAL = [sys.executable, str(REPO / "tests" / "minimal_server.py")]
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--jobs", type=int, default=200, help="concurrent launches (default 200)")
-    p.add_argument("--concurrent-starts", type=int, default=None,
-                   help="c.JupyterHub.concurrent_spawn_limit: starts under way at once (default: the hub's)")
-    p.add_argument("--max-loop-lag", type=float, default=None,
-                   help="c.UWSHub.job_start_max_loop_lag_seconds: new starts wait while the hub's loop is later"
-                   " than this (default: the hub's; 0: starts do not wait)")
-    p.add_argument("--max-local-starts", type=int, default=None,
-                   help="c.UWSHub.max_local_starts: starts using the hub machine's CPU at once"
-                   " (default: the hub's; 0: no cap)")
-    p.add_argument("--hub-nice", type=int, default=0,
-                   help="CPU priority of the hub and its proxy (e.g. -10 on a machine shared with other work,"
-                   " so that it disturbs the measure less; the jobs stay 10 below the hub)")
-    p.add_argument("--hub-realtime", action="store_true",
-                   help="run the hub's and the proxy's main threads under SCHED_RR (reset on fork: jobs are"
-                   " not): on a machine busy with other work, the hub then gets the CPU it asks for, and the"
-                   " numbers show what the hub does with it")
+    p.add_argument(
+        "--concurrent-starts",
+        type=int,
+        default=None,
+        help="c.JupyterHub.concurrent_spawn_limit: starts under way at once (default: the hub's)",
+    )
+    p.add_argument(
+        "--max-loop-lag",
+        type=float,
+        default=None,
+        help="c.UWSHub.job_start_max_loop_lag_seconds: new starts wait while the hub's loop is later"
+        " than this (default: the hub's; 0: starts do not wait)",
+    )
+    p.add_argument(
+        "--max-local-starts",
+        type=int,
+        default=None,
+        help="c.UWSHub.max_local_starts: starts using the hub machine's CPU at once (default: the hub's; 0: no cap)",
+    )
+    p.add_argument(
+        "--hub-nice",
+        type=int,
+        default=0,
+        help="CPU priority of the hub and its proxy (e.g. -10 on a machine shared with other work,"
+        " so that it disturbs the measure less; the jobs stay 10 below the hub)",
+    )
+    p.add_argument(
+        "--hub-realtime",
+        action="store_true",
+        help="run the hub's and the proxy's main threads under SCHED_RR (reset on fork: jobs are"
+        " not): on a machine busy with other work, the hub then gets the CPU it asks for, and the"
+        " numbers show what the hub does with it",
+    )
     p.add_argument("--api-requests", type=int, default=100, help="idle API requests for the baseline")
     p.add_argument("--json", default=None, help="write results here ('' for none; default benchmarks/results/)")
     return p.parse_args(argv)
-
 
 
 class EventWatcher(threading.Thread):
@@ -148,8 +165,10 @@ class RawClient:
         reader, writer = await asyncio.open_connection(self.host, self.port)
         try:
             data = json.dumps(body).encode() if body is not None else b""
-            head = (f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\nAuthorization: token {self.token}\r\n"
-                    f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\nConnection: close\r\n\r\n")
+            head = (
+                f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\nAuthorization: token {self.token}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+            )
             writer.write(head.encode() + data)
             await writer.drain()
             response = await reader.read()
@@ -172,7 +191,7 @@ def _unchunk(data: bytes) -> bytes:
         n = int(size.split(b";")[0], 16)
         if n == 0:
             break
-        out, data = out + data[:n], data[n + 2:]
+        out, data = out + data[:n], data[n + 2 :]
     return out
 
 
@@ -200,8 +219,6 @@ async def loop_lag(client: httpx.AsyncClient) -> tuple[dict[float, float], float
         elif line.startswith('uws_reconciler_steps_total{kind="job"}'):
             steps = float(line.rsplit(" ", 1)[1])
     return out, steps
-
-
 
 
 def lag_delta(before: dict[float, float], after: dict[float, float]) -> dict:
@@ -316,7 +333,9 @@ async def run(args) -> dict:
             busy_api = await busy_api_task
             await mem_task
             failed = [j for j in job_ids if (j, "failed") in watcher.arrivals]
-            latencies = [watcher.arrivals[(j, "running")] - t0 for j, t0, _ in launched if (j, "running") in watcher.arrivals]
+            latencies = [
+                watcher.arrivals[(j, "running")] - t0 for j, t0, _ in launched if (j, "running") in watcher.arrivals
+            ]
             post_latencies = [p for _, _, p in launched]
 
             log("stopping them")
@@ -375,18 +394,41 @@ def report(res: dict) -> str:
             ["measure", "p50 ms", "p99 ms", "max ms", "p50 vs baseline"],
             [
                 ["one launch alone, POST → running event (baseline)", ms(res["single_launch"]), "", "", "1.0"],
-                [f"{res['jobs']} launches at once, POST → running event", ms(res["launch"]["p50"]),
-                 ms(res["launch"]["p99"]), ms(res["launch"]["max"]),
-                 fmt(ratio(res["launch"]["p50"], res["single_launch"]))],
-                ["POST /jobs response time (under load)", ms(res["post"]["p50"]), ms(res["post"]["p99"]),
-                 ms(res["post"]["max"]), ""],
-                ["GET /hub/api/workspaces?limit=50, idle (baseline)", ms(res["api_idle"]["p50"]),
-                 ms(res["api_idle"]["p99"]), ms(res["api_idle"]["max"]), "1.0"],
-                ["GET /hub/api/workspaces?limit=50, during the launches", ms(res["api_busy"]["p50"]),
-                 ms(res["api_busy"]["p99"]), ms(res["api_busy"]["max"]),
-                 fmt(ratio(res["api_busy"]["p50"], res["api_idle"]["p50"]))],
-                [f"event delivery, created → received ({res['events']} events)", ms(res["event_delay"]["p50"]),
-                 ms(res["event_delay"]["p99"]), ms(res["event_delay"]["max"]), ""],
+                [
+                    f"{res['jobs']} launches at once, POST → running event",
+                    ms(res["launch"]["p50"]),
+                    ms(res["launch"]["p99"]),
+                    ms(res["launch"]["max"]),
+                    fmt(ratio(res["launch"]["p50"], res["single_launch"])),
+                ],
+                [
+                    "POST /jobs response time (under load)",
+                    ms(res["post"]["p50"]),
+                    ms(res["post"]["p99"]),
+                    ms(res["post"]["max"]),
+                    "",
+                ],
+                [
+                    "GET /hub/api/workspaces?limit=50, idle (baseline)",
+                    ms(res["api_idle"]["p50"]),
+                    ms(res["api_idle"]["p99"]),
+                    ms(res["api_idle"]["max"]),
+                    "1.0",
+                ],
+                [
+                    "GET /hub/api/workspaces?limit=50, during the launches",
+                    ms(res["api_busy"]["p50"]),
+                    ms(res["api_busy"]["p99"]),
+                    ms(res["api_busy"]["max"]),
+                    fmt(ratio(res["api_busy"]["p50"], res["api_idle"]["p50"])),
+                ],
+                [
+                    f"event delivery, created → received ({res['events']} events)",
+                    ms(res["event_delay"]["p50"]),
+                    ms(res["event_delay"]["p99"]),
+                    ms(res["event_delay"]["max"]),
+                    "",
+                ],
             ],
         ),
         "",

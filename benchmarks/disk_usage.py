@@ -54,10 +54,15 @@ def parse_args(argv=None):
     p.add_argument("--files", type=int, default=200_000, help="files in the tree (default 200,000)")
     p.add_argument("--dirs", type=int, default=1_000, help="directories they are spread over (default 1,000)")
     p.add_argument("--rounds", type=int, default=5, help="measured rounds of the scan (default 5)")
-    p.add_argument("--changed-dirs", type=int, default=10,
-                   help="directories changed (a file added, one deleted) before each 'changed' rescan (default 10)")
-    p.add_argument("--age-hours", type=float, default=2.0,
-                   help="date the tree's files and directories this far back (default 2)")
+    p.add_argument(
+        "--changed-dirs",
+        type=int,
+        default=10,
+        help="directories changed (a file added, one deleted) before each 'changed' rescan (default 10)",
+    )
+    p.add_argument(
+        "--age-hours", type=float, default=2.0, help="date the tree's files and directories this far back (default 2)"
+    )
     p.add_argument("--copy-rounds", type=int, default=2, help="measured rounds of the copy (default 2; 0: no copy)")
     p.add_argument("--root", default=None, help="where to build the tree (default: a temporary directory)")
     p.add_argument("--json", default=None, help="write results here ('' for none; default benchmarks/results/)")
@@ -170,8 +175,10 @@ def main(argv=None) -> None:
                 rescan_du.append(d)
                 changed.append(c)
                 changed_du.append(cd)
-        log(f"rescan p50 {summary(rescan)['p50']:.4f} s, after a change {summary(changed)['p50']:.4f} s"
-            f" ({read[-1]} directories read)")
+        log(
+            f"rescan p50 {summary(rescan)['p50']:.4f} s, after a change {summary(changed)['p50']:.4f} s"
+            f" ({read[-1]} directories read)"
+        )
 
         # ---- the copy against cp -a
         # the scans left the tree in the page cache: no warm-up round (a copy of 200,000
@@ -196,35 +203,89 @@ def main(argv=None) -> None:
     scan_p50, du_p50 = summary(scan)["p50"], summary(du)["p50"]
     copy_p50, cp_p50 = (summary(copies)["p50"], summary(cps)["p50"]) if copies else (float("nan"), float("nan"))
     rows = [
-        ["usage scan (UsageTree, helper process)", fmt(scan_p50, 3), fmt(min(scan), 3),
-         fmt(args.files / scan_p50, 0), "–", "du -sb", fmt(du_p50, 3), fmt(ratio(scan_p50, du_p50), 2)],
-        ["rescan, unchanged tree (UsageTree)", fmt(summary(rescan)["p50"], 4), fmt(min(rescan), 4),
-         fmt(args.files / summary(rescan)["p50"], 0), "–", "du -sb", fmt(summary(rescan_du)["p50"], 3),
-         fmt(ratio(summary(rescan)["p50"], summary(rescan_du)["p50"]), 3)],
-        [f"rescan, {args.changed_dirs} directories changed", fmt(summary(changed)["p50"], 4), fmt(min(changed), 4),
-         fmt(args.files / summary(changed)["p50"], 0), "–", "du -sb", fmt(summary(changed_du)["p50"], 3),
-         fmt(ratio(summary(changed)["p50"], summary(changed_du)["p50"]), 3)],
+        [
+            "usage scan (UsageTree, helper process)",
+            fmt(scan_p50, 3),
+            fmt(min(scan), 3),
+            fmt(args.files / scan_p50, 0),
+            "–",
+            "du -sb",
+            fmt(du_p50, 3),
+            fmt(ratio(scan_p50, du_p50), 2),
+        ],
+        [
+            "rescan, unchanged tree (UsageTree)",
+            fmt(summary(rescan)["p50"], 4),
+            fmt(min(rescan), 4),
+            fmt(args.files / summary(rescan)["p50"], 0),
+            "–",
+            "du -sb",
+            fmt(summary(rescan_du)["p50"], 3),
+            fmt(ratio(summary(rescan)["p50"], summary(rescan_du)["p50"]), 3),
+        ],
+        [
+            f"rescan, {args.changed_dirs} directories changed",
+            fmt(summary(changed)["p50"], 4),
+            fmt(min(changed), 4),
+            fmt(args.files / summary(changed)["p50"], 0),
+            "–",
+            "du -sb",
+            fmt(summary(changed_du)["p50"], 3),
+            fmt(ratio(summary(changed)["p50"], summary(changed_du)["p50"]), 3),
+        ],
     ]
     if copies:
-        rows.append(["copy-share (copy_tree)", fmt(copy_p50, 3), fmt(min(copies), 3), fmt(args.files / copy_p50, 0),
-                     fmt(mib / copy_p50, 1), "cp -a", fmt(cp_p50, 3), fmt(ratio(copy_p50, cp_p50), 2)])
+        rows.append(
+            [
+                "copy-share (copy_tree)",
+                fmt(copy_p50, 3),
+                fmt(min(copies), 3),
+                fmt(args.files / copy_p50, 0),
+                fmt(mib / copy_p50, 1),
+                "cp -a",
+                fmt(cp_p50, 3),
+                fmt(ratio(copy_p50, cp_p50), 2),
+            ]
+        )
     print()
-    print(f"Tree: {args.files:,} files in {args.dirs:,} directories, {mib:,.1f} MiB in files"
-          f" (du -sb: {du_bytes:,} bytes, directories included). {machine_line()}.")
+    print(
+        f"Tree: {args.files:,} files in {args.dirs:,} directories, {mib:,.1f} MiB in files"
+        f" (du -sb: {du_bytes:,} bytes, directories included). {machine_line()}."
+    )
     print()
-    print(markdown_table(
-        ["operation", "p50 s", "best s", "files/s", "MiB/s", "baseline", "baseline p50 s", "ratio"], rows))
+    print(
+        markdown_table(
+            ["operation", "p50 s", "best s", "files/s", "MiB/s", "baseline", "baseline p50 s", "ratio"], rows
+        )
+    )
     scan_cpu_p50, du_cpu_p50 = summary(scan_cpu)["p50"], summary(du_cpu)["p50"]
     print()
-    print(f"CPU time of the full scan p50 {scan_cpu_p50:.3f} s, of du -sb"
-          f" {du_cpu_p50:.3f} s: {ratio(scan_cpu_p50, du_cpu_p50):.2f}x. Where the machine's cores are"
-          f" busy with other work, the wall-clock ratio tends to this one. Load average at the end:"
-          f" {' '.join(f'{x:.2f}' for x in os.getloadavg())}.")
-    out = write_json("disk_usage", {
-        "files": args.files, "dirs": args.dirs, "file_bytes": file_bytes, "du_bytes": du_bytes,
-        "scan_seconds": scan, "du_seconds": du, "scan_cpu_seconds": scan_cpu, "du_cpu_seconds": du_cpu, "rescan_seconds": rescan, "rescan_du_seconds": rescan_du,
-        "changed_rescan_seconds": changed, "changed_du_seconds": changed_du, "copy_seconds": copies, "cp_seconds": cps,
-    }, args.json)
+    print(
+        f"CPU time of the full scan p50 {scan_cpu_p50:.3f} s, of du -sb"
+        f" {du_cpu_p50:.3f} s: {ratio(scan_cpu_p50, du_cpu_p50):.2f}x. Where the machine's cores are"
+        f" busy with other work, the wall-clock ratio tends to this one. Load average at the end:"
+        f" {' '.join(f'{x:.2f}' for x in os.getloadavg())}."
+    )
+    out = write_json(
+        "disk_usage",
+        {
+            "files": args.files,
+            "dirs": args.dirs,
+            "file_bytes": file_bytes,
+            "du_bytes": du_bytes,
+            "scan_seconds": scan,
+            "du_seconds": du,
+            "scan_cpu_seconds": scan_cpu,
+            "du_cpu_seconds": du_cpu,
+            "rescan_seconds": rescan,
+            "rescan_du_seconds": rescan_du,
+            "changed_rescan_seconds": changed,
+            "changed_du_seconds": changed_du,
+            "copy_seconds": copies,
+            "cp_seconds": cps,
+        },
+        args.json,
+    )
     if out:
         log(f"results in {out}")
 

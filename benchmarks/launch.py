@@ -93,46 +93,87 @@ def parse_args(argv=None):
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--runs", type=int, default=5, help="launches through the hub (and as many by hand)")
-    p.add_argument("--wait", choices=("events", "poll", "both"), default="events",
-                   help="how the client learns that the job is ready. events: as the job's page and the"
-                   " HuBMAP portal do, it watches GET /hub/api/events (subscribed before the POST), opens"
-                   " /api/status through the proxy once on the job's 'running' event (retried every"
-                   " --retry-interval while not 200, the retries counted), and the server by hand is polled"
-                   " every --hand-poll-interval (its best case). poll: hub and hand both poll /api/status"
-                   " every --poll-interval, which quantizes both to that grid. both: the two alternate"
-                   " run by run, one table each")
-    p.add_argument("--poll-interval", type=float, default=0.05,
-                   help="--wait poll: seconds between readiness polls, the same for hub and baseline")
-    p.add_argument("--hand-poll-interval", type=float, default=0.003,
-                   help="--wait events: seconds between polls of the server by hand (a refused connect"
-                   " costs ~nothing)")
-    p.add_argument("--retry-interval", type=float, default=0.003,
-                   help="--wait events: seconds between the client's GETs of /api/status after the running"
-                   " event while they are not 200")
-    p.add_argument("--job-type", choices=("jupyterlab", "minimal"), default="jupyterlab",
-                   help="the server to launch: JupyterLab (jupyterhub-singleuser; by hand jupyter-lab) or the"
-                   " minimal server of the tests (tests/minimal_server.py, the same script by hand)")
-    p.add_argument("--nice", type=int, default=10,
-                   help="CPU priority of the jobs (c.WorkspaceLocalProcessSpawner.nice_level, the hub's default 10)"
-                   " and of the server by hand: the same for both, so that other work on the machine slows both alike")
+    p.add_argument(
+        "--wait",
+        choices=("events", "poll", "both"),
+        default="events",
+        help="how the client learns that the job is ready. events: as the job's page and the"
+        " HuBMAP portal do, it watches GET /hub/api/events (subscribed before the POST), opens"
+        " /api/status through the proxy once on the job's 'running' event (retried every"
+        " --retry-interval while not 200, the retries counted), and the server by hand is polled"
+        " every --hand-poll-interval (its best case). poll: hub and hand both poll /api/status"
+        " every --poll-interval, which quantizes both to that grid. both: the two alternate"
+        " run by run, one table each",
+    )
+    p.add_argument(
+        "--poll-interval",
+        type=float,
+        default=0.05,
+        help="--wait poll: seconds between readiness polls, the same for hub and baseline",
+    )
+    p.add_argument(
+        "--hand-poll-interval",
+        type=float,
+        default=0.003,
+        help="--wait events: seconds between polls of the server by hand (a refused connect costs ~nothing)",
+    )
+    p.add_argument(
+        "--retry-interval",
+        type=float,
+        default=0.003,
+        help="--wait events: seconds between the client's GETs of /api/status after the running"
+        " event while they are not 200",
+    )
+    p.add_argument(
+        "--job-type",
+        choices=("jupyterlab", "minimal"),
+        default="jupyterlab",
+        help="the server to launch: JupyterLab (jupyterhub-singleuser; by hand jupyter-lab) or the"
+        " minimal server of the tests (tests/minimal_server.py, the same script by hand)",
+    )
+    p.add_argument(
+        "--nice",
+        type=int,
+        default=10,
+        help="CPU priority of the jobs (c.WorkspaceLocalProcessSpawner.nice_level, the hub's default 10)"
+        " and of the server by hand: the same for both, so that other work on the machine slows both alike",
+    )
     p.add_argument("--launch-timeout", type=float, default=120, help="seconds to wait for one server")
     p.add_argument("--workspaces", type=int, default=10_000, help="workspaces in the database for the list part")
-    p.add_argument("--users", type=int, default=None,
-                   help="extra users for the /hub/api/users baseline (default: as many as --workspaces)")
-    p.add_argument("--users-via-api", action="store_true",
-                   help="create the extra users through JupyterHub's REST API (minutes) instead of inserting them")
+    p.add_argument(
+        "--users",
+        type=int,
+        default=None,
+        help="extra users for the /hub/api/users baseline (default: as many as --workspaces)",
+    )
+    p.add_argument(
+        "--users-via-api",
+        action="store_true",
+        help="create the extra users through JupyterHub's REST API (minutes) instead of inserting them",
+    )
     p.add_argument("--requests", type=int, default=200, help="sequential requests per list endpoint")
     p.add_argument("--skip-launch", action="store_true", help="only the list part")
     p.add_argument("--skip-list", action="store_true", help="only the launch part")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (hub logs, database)")
-    p.add_argument("--json", default=None, metavar="PATH",
-                   help="write results here (default: benchmarks/results/launch-<time>.json; '' for none)")
+    p.add_argument(
+        "--json",
+        default=None,
+        metavar="PATH",
+        help="write results here (default: benchmarks/results/launch-<time>.json; '' for none)",
+    )
     return p.parse_args(argv)
 
 
 # ---------------------------------------------------------------- helpers
-def poll_until_ok(session: requests.Session, url: str, token: str, timeout: float, interval: float,
-                  alive=lambda: True, alive_every: int = 1) -> tuple[float, int]:
+def poll_until_ok(
+    session: requests.Session,
+    url: str,
+    token: str,
+    timeout: float,
+    interval: float,
+    alive=lambda: True,
+    alive_every: int = 1,
+) -> tuple[float, int]:
     """Poll ``url`` until it answers 200; returns (monotonic time of the 200, number of polls).
 
     ``alive()`` (is the server still starting?) is asked every ``alive_every`` polls."""
@@ -265,8 +306,9 @@ def _hub_launch(hub: Hub, session: requests.Session, token: str, ws: dict, args,
     t_event = None
     retries = None
     if events is not None:
-        t_event, event = events.wait_status(job["id"], {"running", "failed", "cancelled", "completed"},
-                                            args.launch_timeout)
+        t_event, event = events.wait_status(
+            job["id"], {"running", "failed", "cancelled", "completed"}, args.launch_timeout
+        )
         if event["status"] != "running":
             raise RuntimeError(f"job {job['id']} went {event['status']}: {event.get('reason')}")
         # again every few ms while not 200: an event before the route works shows as time and a count
@@ -274,8 +316,15 @@ def _hub_launch(hub: Hub, session: requests.Session, token: str, ws: dict, args,
         retries = polls - 1
     else:
         # the job's status is checked about once a second, not at every poll: keep the hub's load down
-        t_ready, polls = poll_until_ok(session, url, token, args.launch_timeout, args.poll_interval, job_alive,
-                                       alive_every=max(1, round(1 / args.poll_interval)))
+        t_ready, polls = poll_until_ok(
+            session,
+            url,
+            token,
+            args.launch_timeout,
+            args.poll_interval,
+            job_alive,
+            alive_every=max(1, round(1 / args.poll_interval)),
+        )
     wall_ready = wall0 + (t_ready - t0)
     running = hub.api("GET", f"jobs/{job['id']}", token)
     t1 = time.monotonic()
@@ -341,8 +390,18 @@ def baselines(job_type: str) -> list[str]:
     return ["jupyter-lab", "singleuser"] if job_type == "jupyterlab" else ["minimal"]
 
 
-def manual_launch(kind: str, hub: Hub, token: str, directory: Path, home: Path, logdir: Path,
-                  session: requests.Session, n: int | str, args, interval: float) -> dict:
+def manual_launch(
+    kind: str,
+    hub: Hub,
+    token: str,
+    directory: Path,
+    home: Path,
+    logdir: Path,
+    session: requests.Session,
+    n: int | str,
+    args,
+    interval: float,
+) -> dict:
     """A baseline: the same server started by hand, polled directly, stopped with the
     signal the hub's spawner sends (SIGTERM, to the server's process; jupyter-lab by hand:
     to its process group)."""
@@ -358,21 +417,23 @@ def manual_launch(kind: str, hub: Hub, token: str, directory: Path, home: Path, 
         # what a job's environment holds (uws_hub.serverconfig first on JUPYTER_CONFIG_PATH),
         # for a server "manual" of the benchmark's user, whose token it polls with
         prefix = f"/user/{USER}/manual-{n}/"
-        env.update({
-            "JUPYTERHUB_API_URL": f"http://127.0.0.1:{hub.hub_port}/hub/api",
-            "JUPYTERHUB_ACTIVITY_URL": f"http://127.0.0.1:{hub.hub_port}/hub/api/users/{USER}/activity",
-            "JUPYTERHUB_API_TOKEN": token,
-            "JUPYTERHUB_CLIENT_ID": f"jupyterhub-user-{USER}-manual-{n}",
-            "JUPYTERHUB_USER": USER,
-            "JUPYTERHUB_SERVER_NAME": f"manual-{n}",
-            "JUPYTERHUB_BASE_URL": "/",
-            "JUPYTERHUB_SERVICE_PREFIX": prefix,
-            "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{port}{prefix}",
-            "JUPYTERHUB_OAUTH_CALLBACK_URL": f"{prefix}oauth_callback",
-            "JUPYTERHUB_OAUTH_ACCESS_SCOPES": json.dumps([f"access:servers!user={USER}"]),
-            "JUPYTERHUB_DEFAULT_URL": "/lab",
-            "JUPYTER_CONFIG_PATH": serverconfig.CONFIG_DIR,
-        })
+        env.update(
+            {
+                "JUPYTERHUB_API_URL": f"http://127.0.0.1:{hub.hub_port}/hub/api",
+                "JUPYTERHUB_ACTIVITY_URL": f"http://127.0.0.1:{hub.hub_port}/hub/api/users/{USER}/activity",
+                "JUPYTERHUB_API_TOKEN": token,
+                "JUPYTERHUB_CLIENT_ID": f"jupyterhub-user-{USER}-manual-{n}",
+                "JUPYTERHUB_USER": USER,
+                "JUPYTERHUB_SERVER_NAME": f"manual-{n}",
+                "JUPYTERHUB_BASE_URL": "/",
+                "JUPYTERHUB_SERVICE_PREFIX": prefix,
+                "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{port}{prefix}",
+                "JUPYTERHUB_OAUTH_CALLBACK_URL": f"{prefix}oauth_callback",
+                "JUPYTERHUB_OAUTH_ACCESS_SCOPES": json.dumps([f"access:servers!user={USER}"]),
+                "JUPYTERHUB_DEFAULT_URL": "/lab",
+                "JUPYTER_CONFIG_PATH": serverconfig.CONFIG_DIR,
+            }
+        )
         server = [str(Path(sys.executable).parent / "jupyterhub-singleuser"), "--allow-root"]
         status_url = f"http://127.0.0.1:{port}{prefix}api/status"
     else:
@@ -392,9 +453,13 @@ def manual_launch(kind: str, hub: Hub, token: str, directory: Path, home: Path, 
         # as the hub's spawner: SIGTERM to the server's process (jupyter-lab by hand: to its group)
         proc.stop(sig=signal.SIGTERM, group=kind == "jupyter-lab")
     listening = log_time(_read_lines(proc.log_path), "is running at")
-    return {"ready_s": t_ready - t0, "stop_s": time.monotonic() - t1, "polls": polls,
-            "start_to_listening_s": _diff(wall0, listening),
-            "listening_to_ok_s": _diff(listening, wall0 + (t_ready - t0))}
+    return {
+        "ready_s": t_ready - t0,
+        "stop_s": time.monotonic() - t1,
+        "polls": polls,
+        "start_to_listening_s": _diff(wall0, listening),
+        "listening_to_ok_s": _diff(listening, wall0 + (t_ready - t0)),
+    }
 
 
 def hub_errors(hub: Hub) -> list[str]:
@@ -425,15 +490,25 @@ def bench_launch(hub: Hub, token: str, ws: dict, ws_dir: Path, workdir: Path, ar
     def one_round(mode: str, n: int) -> tuple[dict, dict[str, dict]]:
         h = hub_launch(hub, session, token, ws, args, mode)
         tag = n if len(modes) == 1 else f"{mode}-{n}"  # one log per server by hand
-        return h, {kind: manual_launch(kind, hub, token, ws_dir, home, workdir, direct, tag, args,
-                                       hand_interval[mode]) for kind in kinds}
+        return h, {
+            kind: manual_launch(kind, hub, token, ws_dir, home, workdir, direct, tag, args, hand_interval[mode])
+            for kind in kinds
+        }
 
     # one warm-up of each, not counted (first imports, disk caches)
     log("warm-up launch through the hub and by hand (not counted)")
     for mode in modes:
         one_round(mode, 0)
-    res = {mode: {"hub": [], "manual": {kind: [] for kind in kinds}, "nice": args.nice,
-                  "job_type": args.job_type, "wait": mode} for mode in modes}
+    res = {
+        mode: {
+            "hub": [],
+            "manual": {kind: [] for kind in kinds},
+            "nice": args.nice,
+            "job_type": args.job_type,
+            "wait": mode,
+        }
+        for mode in modes
+    }
     for i in range(1, args.runs + 1):
         for mode in modes if i % 2 else modes[::-1]:  # alternate which mode goes first
             h, manual = one_round(mode, i)
@@ -468,46 +543,90 @@ def launch_table(res: dict) -> str:
     if events:
         rows += [
             ("hub: POST jobs → the job's 'running' event at the client", col(hub, "event_s"), man_ready),
-            ("hub: 'running' event → /api/status 200 via proxy (first GET and its retries)",
-             col(hub, "event_to_ok_s"), None),
+            (
+                "hub: 'running' event → /api/status 200 via proxy (first GET and its retries)",
+                col(hub, "event_to_ok_s"),
+                None,
+            ),
         ]
     for kind in kinds:
         m = res["manual"][kind]
-        rows.append((f"  by hand, {kind}: process started → server logs 'is running at'",
-                     col(m, "start_to_listening_s"), man_listen))
+        rows.append(
+            (
+                f"  by hand, {kind}: process started → server logs 'is running at'",
+                col(m, "start_to_listening_s"),
+                man_listen,
+            )
+        )
         rows.append((f"  by hand, {kind}: 'is running at' → /api/status 200", col(m, "listening_to_ok_s"), None))
     rows += [
-        ("  hub: POST → process started (job recorded, JupyterHub's spawn, Popen)", col(hub, "post_to_started_s"),
-         None),
+        (
+            "  hub: POST → process started (job recorded, JupyterHub's spawn, Popen)",
+            col(hub, "post_to_started_s"),
+            None,
+        ),
         ("  hub: process started → server logs 'is running at'", col(hub, "start_to_listening_s"), man_listen),
-        ("  hub: 'is running at' → job running (the hub notices, adds the route)",
-         col(hub, "listening_to_running_s"), None),
-        ("  hub: job running → /api/status 200 via proxy"
-         + (" (the event's way to the client, its GET)" if events else " (the client's next poll)"),
-         col(hub, "running_to_ok_s"), None),
+        (
+            "  hub: 'is running at' → job running (the hub notices, adds the route)",
+            col(hub, "listening_to_running_s"),
+            None,
+        ),
+        (
+            "  hub: job running → /api/status 200 via proxy"
+            + (" (the event's way to the client, its GET)" if events else " (the client's next poll)"),
+            col(hub, "running_to_ok_s"),
+            None,
+        ),
     ]
     if events:
-        rows.append(("    of which job running → its 'running' event at the client", col(hub, "running_to_event_s"),
-                     None))
+        rows.append(
+            ("    of which job running → its 'running' event at the client", col(hub, "running_to_event_s"), None)
+        )
     for kind in kinds:
         rows.append((f"by hand, {kind}: SIGTERM → exited", col(res["manual"][kind], "stop_s"), man_stop))
     rows.append(("hub: POST stop → job completed", col(hub, "stop_s"), man_stop))
-    rows.append(("hub: job stopping_at → finished_at (hub's own timestamps)",
-                 col(hub, "hub_stopping_to_finished_s"), man_stop))
-    rows.append(("hub process: CPU time for one launch and stop (its polls by the client included)",
-                 col(hub, "hub_cpu_s"), None))
+    rows.append(
+        ("hub: job stopping_at → finished_at (hub's own timestamps)", col(hub, "hub_stopping_to_finished_s"), man_stop)
+    )
+    rows.append(
+        (
+            "hub process: CPU time for one launch and stop (its polls by the client included)",
+            col(hub, "hub_cpu_s"),
+            None,
+        )
+    )
     table = [
-        [label, *(f"{s[k] * 1000:,.0f}" for k in ("p50", "mean", "min", "max")),
-         f"{ratio(s['p50'], b['p50']):.2f}" if b else "–"]
+        [
+            label,
+            *(f"{s[k] * 1000:,.0f}" for k in ("p50", "mean", "min", "max")),
+            f"{ratio(s['p50'], b['p50']):.2f}" if b else "–",
+        ]
         for label, s, b in rows
     ]
     if events:
         retries = [r["retries"] for r in hub]
-        table.append(["hub: GETs of /api/status not 200 after the 'running' event (a count, all runs)",
-                      f"{sum(retries)}", "", f"{min(retries)}", f"{max(retries)}", "–"])
+        table.append(
+            [
+                "hub: GETs of /api/status not 200 after the 'running' event (a count, all runs)",
+                f"{sum(retries)}",
+                "",
+                f"{min(retries)}",
+                f"{max(retries)}",
+                "–",
+            ]
+        )
     head = f"{res.get('job_type', 'jupyterlab')} launch, wait: {res.get('wait', 'poll')}"
-    return markdown_table([f"{head} (n={len(hub)}, nice {res.get('nice', '?')})",
-                           "p50 ms", "mean ms", "min ms", "max ms", f"ratio (p50) to {kinds[0]}"], table)
+    return markdown_table(
+        [
+            f"{head} (n={len(hub)}, nice {res.get('nice', '?')})",
+            "p50 ms",
+            "mean ms",
+            "min ms",
+            "max ms",
+            f"ratio (p50) to {kinds[0]}",
+        ],
+        table,
+    )
 
 
 # ---------------------------------------------------------------- part 2
@@ -539,13 +658,15 @@ def insert_users(db_path: Path, n: int) -> float:
         role_id = db.scalar(select(hub_orm.Role.id).where(hub_orm.Role.name == "user"))
         now = utcnow()
         names = [f"u{i:05d}" for i in range(n)]
-        db.execute(insert(hub_orm.User), [
-            {"name": name, "admin": False, "created": now, "cookie_id": _secrets.token_hex(16)} for name in names
-        ])
+        db.execute(
+            insert(hub_orm.User),
+            [{"name": name, "admin": False, "created": now, "cookie_id": _secrets.token_hex(16)} for name in names],
+        )
         ids = db.scalars(select(hub_orm.User.id).where(hub_orm.User.name.in_(names)))
         user_role_map = hub_orm.Base.metadata.tables["user_role_map"]
-        db.execute(insert(user_role_map), [{"user_id": uid, "role_id": role_id, "managed_by_auth": False}
-                                           for uid in ids])
+        db.execute(
+            insert(user_role_map), [{"user_id": uid, "role_id": role_id, "managed_by_auth": False} for uid in ids]
+        )
         db.commit()
     engine.dispose()
     return time.monotonic() - t0
@@ -625,8 +746,12 @@ def bench_list(hub: Hub, token: str, n_requests: int, n_workspaces: int) -> dict
         (U200, "/hub/api/users?limit=200", users_h, None),
         ("GET /hub/api/workspaces?limit=50 (user)", "/hub/api/workspaces?limit=50", user_h, U50),
         ("GET /hub/api/workspaces (user, default limit)", "/hub/api/workspaces", user_h, U200),
-        (f"GET /hub/api/workspaces?offset={deep}&limit=50 (user, last page)",
-         f"/hub/api/workspaces?offset={deep}&limit=50", user_h, U50),
+        (
+            f"GET /hub/api/workspaces?offset={deep}&limit=50 (user, last page)",
+            f"/hub/api/workspaces?offset={deep}&limit=50",
+            user_h,
+            U50,
+        ),
         ("GET /hub/api/workspaces (admin service, default limit)", "/hub/api/workspaces", admin_h, U200),
     ]
     info = {}
@@ -636,8 +761,7 @@ def bench_list(hub: Hub, token: str, n_requests: int, n_workspaces: int) -> dict
             raise RuntimeError(f"{path}: {r.status_code} {r.text[:300]}")
         body = r.json()
         if isinstance(body, dict) and "_pagination" in body:
-            info[label] = {"items": len(body["items"]), "total": body["_pagination"]["total"],
-                           "bytes": len(r.content)}
+            info[label] = {"items": len(body["items"]), "total": body["_pagination"]["total"], "bytes": len(r.content)}
         elif isinstance(body, list):
             info[label] = {"items": len(body), "total": None, "bytes": len(r.content)}
         else:
@@ -654,8 +778,7 @@ def bench_list(hub: Hub, token: str, n_requests: int, n_workspaces: int) -> dict
             if r.status_code != 200:
                 raise RuntimeError(f"{path}: {r.status_code}")
             times[label].append(dt)
-    return {"endpoints": [(label, path, base) for label, path, _, base in endpoints], "info": info,
-            "times": times}
+    return {"endpoints": [(label, path, base) for label, path, _, base in endpoints], "info": info, "times": times}
 
 
 def list_table(res: dict) -> str:
@@ -666,19 +789,28 @@ def list_table(res: dict) -> str:
         s = summary(res["times"][label])
         i = res["info"][label]
         m = summary(res["times"][match]) if match else None
-        rows.append([
-            label,
-            f"{i['items']}" + (f" of {i['total']:,}" if i["total"] is not None else ""),
-            f"{i['bytes'] / 1024:,.1f}",
-            f"{s['p50'] * 1000:,.1f}",
-            f"{s['p99'] * 1000:,.1f}",
-            f"{ratio(s['p50'], base['p50']):.2f}",
-            f"{ratio(s['p50'], m['p50']):.2f}" if m else "–",
-        ])
+        rows.append(
+            [
+                label,
+                f"{i['items']}" + (f" of {i['total']:,}" if i["total"] is not None else ""),
+                f"{i['bytes'] / 1024:,.1f}",
+                f"{s['p50'] * 1000:,.1f}",
+                f"{s['p99'] * 1000:,.1f}",
+                f"{ratio(s['p50'], base['p50']):.2f}",
+                f"{ratio(s['p50'], m['p50']):.2f}" if m else "–",
+            ]
+        )
     n = base["n"]
     return markdown_table(
-        [f"API latency ({n} sequential requests each, via the proxy)", "items", "KiB", "p50 ms", "p99 ms",
-         "p50 / whoami", "p50 / users list, same page size"],
+        [
+            f"API latency ({n} sequential requests each, via the proxy)",
+            "items",
+            "KiB",
+            "p50 ms",
+            "p99 ms",
+            "p50 / whoami",
+            "p50 / users list, same page size",
+        ],
         rows,
     )
 
@@ -709,25 +841,28 @@ c.UWSHub.workspace_usage_interval = 0
         ws = hub.api("POST", "workspaces", token, json={"name": "bench launch"}, expect=201)
         ws_dir = ws_root / USER / ws["slug"]
         if not args.skip_launch:
-            log(f"launch benchmark ({args.wait}): {args.runs} runs through the hub, {args.runs} by hand"
-                " (interleaved)")
+            log(f"launch benchmark ({args.wait}): {args.runs} runs through the hub, {args.runs} by hand (interleaved)")
             res = bench_launch(hub, token, ws, ws_dir, workdir, args)
             results["launch"] = res
             for mode_res in res.values():
                 out.append(launch_table(mode_res))
                 out.append("")
-            out.append("ratio: the hub's p50 over the by-hand p50 (the hub's overhead). wait events: the"
-                       f" client waits for the job's 'running' event, the server by hand is polled every"
-                       f" {args.hand_poll_interval * 1000:g} ms; wait poll: both are polled every"
-                       f" {args.poll_interval * 1000:g} ms.")
+            out.append(
+                "ratio: the hub's p50 over the by-hand p50 (the hub's overhead). wait events: the"
+                f" client waits for the job's 'running' event, the server by hand is polled every"
+                f" {args.hand_poll_interval * 1000:g} ms; wait poll: both are polled every"
+                f" {args.poll_interval * 1000:g} ms."
+            )
         if not args.skip_list:
             n_users = args.workspaces if args.users is None else args.users
             if args.users_via_api:
                 log(f"creating {n_users} users through JupyterHub's REST API")
                 results["users_create_s"] = create_users_api(hub, n_users)
                 log(f"  took {results['users_create_s']:.1f}s")
-            log(f"stopping the hub to insert {args.workspaces} workspaces"
-                + ("" if args.users_via_api else f" and {n_users} users"))
+            log(
+                f"stopping the hub to insert {args.workspaces} workspaces"
+                + ("" if args.users_via_api else f" and {n_users} users")
+            )
             hub.stop()
             if not args.users_via_api:
                 results["users_create_s"] = insert_users(db_path, n_users)
@@ -738,8 +873,7 @@ c.UWSHub.workspace_usage_interval = 0
             results["restart_s"] = time.monotonic() - t0
             log(f"  hub answered after {results['restart_s']:.1f}s; {args.requests} requests per endpoint")
             res = bench_list(hub, token, args.requests, args.workspaces + 1)
-            results["list"] = {"info": res["info"],
-                               "summary": {k: summary(v) for k, v in res["times"].items()}}
+            results["list"] = {"info": res["info"], "summary": {k: summary(v) for k, v in res["times"].items()}}
             out.append("")
             out.append(list_table(res))
             out.append(

@@ -98,8 +98,11 @@ TRAEFIK_VARIANTS: dict[str, dict] = {
     "traefik-gcoff": {"env": {"GOGC": "off", "GOMEMLIMIT": "512MiB"}},
     "traefik-idle": {"transport": {"maxIdleConnsPerHost": 1000}},
     "traefik-fast": {"static": {"experimental": {"fastProxy": {}}}},
-    "traefik-noobs": {"static": {"entryPoints": {"http": {
-        "observability": {"accessLogs": False, "metrics": False, "tracing": False}}}}},
+    "traefik-noobs": {
+        "static": {
+            "entryPoints": {"http": {"observability": {"accessLogs": False, "metrics": False, "tracing": False}}}
+        }
+    },
     "traefik-1core-gogc400": {"env": {"GOMAXPROCS": "1", "GOGC": "400", "GOMEMLIMIT": "512MiB"}},
 }
 DEFAULT_TARGETS = ("direct", "node-chp", "traefik", "traefik-1core-gogc400", "python-chp")
@@ -115,24 +118,44 @@ def parse_args(argv=None):
         " and through node configurable-http-proxy, traefik and the Python configurable-http-proxy.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--targets", default=",".join(DEFAULT_TARGETS), help="comma-separated, from " + ", ".join(ALL_TARGETS))
+    p.add_argument(
+        "--targets", default=",".join(DEFAULT_TARGETS), help="comma-separated, from " + ", ".join(ALL_TARGETS)
+    )
     p.add_argument("--duration", type=float, default=5, help="seconds of load per target and request kind")
     p.add_argument("--warmup", type=float, default=1, help="seconds of load before each measurement (not counted)")
     p.add_argument("--connections", type=int, default=16, help="concurrent connections of the load generator")
-    p.add_argument("--rounds", type=int, default=3,
-                   help="measure every target this many times, in turn; the tables show each metric's median")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="measure every target this many times, in turn; the tables show each metric's median",
+    )
     p.add_argument("--no-file", action="store_true", help="skip the 1 MiB download")
-    p.add_argument("--load", choices=("auto", "wrk", "python"), default="auto",
-                   help="load generator: wrk if installed (auto), or the Python asyncio client")
-    p.add_argument("--install-wrk", action="store_true",
-                   help="apt-get install wrk if it is missing (needs root and Debian's package lists)")
+    p.add_argument(
+        "--load",
+        choices=("auto", "wrk", "python"),
+        default="auto",
+        help="load generator: wrk if installed (auto), or the Python asyncio client",
+    )
+    p.add_argument(
+        "--install-wrk",
+        action="store_true",
+        help="apt-get install wrk if it is missing (needs root and Debian's package lists)",
+    )
     p.add_argument("--sse-events", type=int, default=6, help="events in the stream check")
     p.add_argument("--sse-gap", type=float, default=0.5, help="seconds between events in the stream check")
-    p.add_argument("--python-chp-dir", default=os.path.join(tempfile.gettempdir(), "uws-bench-python-chp"),
-                   help=f"where configurable-http-proxy=={PYTHON_CHP_VERSION} (PyPI) is installed with pip --target")
+    p.add_argument(
+        "--python-chp-dir",
+        default=os.path.join(tempfile.gettempdir(), "uws-bench-python-chp"),
+        help=f"where configurable-http-proxy=={PYTHON_CHP_VERSION} (PyPI) is installed with pip --target",
+    )
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
-    p.add_argument("--json", default=None, metavar="PATH",
-                   help="write results here (default: benchmarks/results/proxy-<time>.json; '' for none)")
+    p.add_argument(
+        "--json",
+        default=None,
+        metavar="PATH",
+        help="write results here (default: benchmarks/results/proxy-<time>.json; '' for none)",
+    )
     args = p.parse_args(argv)
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     unknown = set(args.targets) - set(ALL_TARGETS)
@@ -326,8 +349,18 @@ def _bytes(text: str) -> float:
 
 
 def wrk_load(wrk: str, port: int, path: str, token: str, connections: int, duration: float) -> dict:
-    argv = [wrk, "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "--timeout", "10s",
-            "-H", f"Authorization: token {token}", f"http://127.0.0.1:{port}{path}"]
+    argv = [
+        wrk,
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(duration))}s",
+        "--latency",
+        "--timeout",
+        "10s",
+        "-H",
+        f"Authorization: token {token}",
+        f"http://127.0.0.1:{port}{path}",
+    ]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60).stdout
     result = {"tool": "wrk", "raw": out}
     m = re.search(r"(\d+) requests in ([\d.]+\w+), ([\d.]+\w+) read", out)
@@ -455,15 +488,30 @@ def install_python_chp(target: Path) -> Path:
     if not marker.exists():
         log(f"installing configurable-http-proxy=={PYTHON_CHP_VERSION} (PyPI) into {target}")
         subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target",
-             str(target), f"configurable-http-proxy=={PYTHON_CHP_VERSION}"],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--target",
+                str(target),
+                f"configurable-http-proxy=={PYTHON_CHP_VERSION}",
+            ],
             check=True,
         )
     return target
 
 
-def start_traefik(routes: dict[str, str], workdir: Path, name: str = "traefik", env: dict[str, str] | None = None,
-                  static: dict | None = None, transport: dict | None = None) -> tuple[Proc, int]:
+def start_traefik(
+    routes: dict[str, str],
+    workdir: Path,
+    name: str = "traefik",
+    env: dict[str, str] | None = None,
+    static: dict | None = None,
+    transport: dict | None = None,
+) -> tuple[Proc, int]:
     """traefik with a file provider, configured as jupyterhub-traefik-proxy's traefik_file does,
     plus ``env``, the ``static`` configuration merged in, and a ``transport`` (serversTransport)
     for the services."""
@@ -476,10 +524,12 @@ def start_traefik(routes: dict[str, str], workdir: Path, name: str = "traefik", 
     dynamic = {"http": {"routers": {}, "services": {}}}
     for prefix, target in routes.items():
         router, service = generate_alias(prefix, "router"), generate_alias(prefix, "service")
-        dynamic["http"]["routers"][router] = {"rule": generate_rule(prefix), "entryPoints": ["http"],
-                                              "service": service}
-        dynamic["http"]["services"][service] = {"loadBalancer": {"servers": [{"url": target}],
-                                                                 "passHostHeader": True}}
+        dynamic["http"]["routers"][router] = {
+            "rule": generate_rule(prefix),
+            "entryPoints": ["http"],
+            "service": service,
+        }
+        dynamic["http"]["services"][service] = {"loadBalancer": {"servers": [{"url": target}], "passHostHeader": True}}
         if transport:
             dynamic["http"]["services"][service]["loadBalancer"]["serversTransport"] = "bench"
     if transport:
@@ -488,14 +538,29 @@ def start_traefik(routes: dict[str, str], workdir: Path, name: str = "traefik", 
     static_file = workdir / f"{name}.yaml"
     # JSON is YAML
     dynamic_file.write_text(json.dumps(dynamic, indent=1))
-    static_file.write_text(json.dumps(deep_merge({
-        "entryPoints": {"http": {"address": f"127.0.0.1:{port}"}},
-        "providers": {"providersThrottleDuration": "0s",
-                      "file": {"filename": str(dynamic_file), "watch": True}},
-        "log": {"level": "ERROR"},
-    }, json.loads(json.dumps(static or {}))), indent=1))
-    proc = Proc(name, [traefik, "--configfile", str(static_file)], workdir / f"{name}.log", cwd=workdir,
-                env=dict(os.environ, **(env or {})))
+    static_file.write_text(
+        json.dumps(
+            deep_merge(
+                {
+                    "entryPoints": {"http": {"address": f"127.0.0.1:{port}"}},
+                    "providers": {
+                        "providersThrottleDuration": "0s",
+                        "file": {"filename": str(dynamic_file), "watch": True},
+                    },
+                    "log": {"level": "ERROR"},
+                },
+                json.loads(json.dumps(static or {})),
+            ),
+            indent=1,
+        )
+    )
+    proc = Proc(
+        name,
+        [traefik, "--configfile", str(static_file)],
+        workdir / f"{name}.log",
+        cwd=workdir,
+        env=dict(os.environ, **(env or {})),
+    )
     return proc, port
 
 
@@ -520,8 +585,18 @@ def self_and_children_cpu() -> tuple[float, float]:
 def median_round(rounds: list[dict]) -> dict:
     """Each metric's median over the rounds (robust to a burst of other work on the machine)."""
     out = {}
-    for key in ("rps", "mb_s", "p50_ms", "p99_ms", "requests", "non_200", "errors",
-                "cpu_us_backend", "cpu_us_proxy", "cpu_us_client"):
+    for key in (
+        "rps",
+        "mb_s",
+        "p50_ms",
+        "p99_ms",
+        "requests",
+        "non_200",
+        "errors",
+        "cpu_us_backend",
+        "cpu_us_proxy",
+        "cpu_us_client",
+    ):
         if key not in rounds[0]:
             continue
         values = sorted(r[key] for r in rounds)
@@ -552,8 +627,13 @@ def main(argv=None) -> int:
         home = workdir / "home"
         home.mkdir()
         env = hub_env({"HOME": str(home)})
-        backend = Proc("jupyter-lab", jupyter_server_argv(backend_port, token, root, base_url=PREFIX),
-                       workdir / "jupyter-lab.log", env=env, cwd=root)
+        backend = Proc(
+            "jupyter-lab",
+            jupyter_server_argv(backend_port, token, root, base_url=PREFIX),
+            workdir / "jupyter-lab.log",
+            env=env,
+            cwd=root,
+        )
         procs.append(backend)
         sse = Proc("sse", [sys.executable, "-c", SSE_SERVER, str(sse_port)], workdir / "sse.log", env=env)
         procs.append(sse)
@@ -605,9 +685,11 @@ def main(argv=None) -> int:
                     res.setdefault("cpu_us_proxy", 0.0)
                     res["cpu_us_client"] = (client_after[1 if wrk else 0] - client_before[1 if wrk else 0]) / n * 1e6
                     raw[target][kind].append(res)
-                    log(f"round {rnd + 1} {target} {kind}: {res['rps']:,.0f} req/s, p99 {res['p99_ms']:.1f} ms,"
+                    log(
+                        f"round {rnd + 1} {target} {kind}: {res['rps']:,.0f} req/s, p99 {res['p99_ms']:.1f} ms,"
                         f" non-200 {res['non_200']}, errors {res['errors']}; CPU µs/request backend"
-                        f" {res['cpu_us_backend']:.0f}, proxy {res['cpu_us_proxy']:.0f}, client {res['cpu_us_client']:.0f}")
+                        f" {res['cpu_us_backend']:.0f}, proxy {res['cpu_us_proxy']:.0f}, client {res['cpu_us_client']:.0f}"
+                    )
         sse_results = {}
         for target in args.targets:
             port = ports[target] if target != "direct" else sse_port
@@ -640,8 +722,14 @@ def main(argv=None) -> int:
             for target in args.targets:
                 m = results["targets"][target][kind]["median"]
                 b = base[kind]["median"]
-                row = [target, f"{m['rps']:,.0f}", f"{ratio(m['rps'], b['rps']) * 100:.0f}%",
-                       f"{m['p50_ms']:.1f}", f"{m['p99_ms']:.1f}", f"{ratio(m['p99_ms'], b['p99_ms']):.1f}x"]
+                row = [
+                    target,
+                    f"{m['rps']:,.0f}",
+                    f"{ratio(m['rps'], b['rps']) * 100:.0f}%",
+                    f"{m['p50_ms']:.1f}",
+                    f"{m['p99_ms']:.1f}",
+                    f"{ratio(m['p99_ms'], b['p99_ms']):.1f}x",
+                ]
                 if kind == "file":
                     row.insert(2, f"{m['mb_s']:,.0f}")
                 row.append(f"{m['non_200']}/{m['errors']}")
@@ -666,13 +754,35 @@ def main(argv=None) -> int:
             for target in args.targets:
                 m = results["targets"][target][kind]["median"]
                 total = m["cpu_us_backend"] + m["cpu_us_proxy"] + m["cpu_us_client"]
-                rows.append([
-                    kind, target, f"{m['cpu_us_backend']:.0f}", f"{m['cpu_us_proxy']:.0f}", f"{m['cpu_us_client']:.0f}",
-                    f"{total:.0f}", f"{cpus / total * 1e6:,.0f}", f"{m['rps']:,.0f}", f"{ratio(b_total, total) * 100:.0f}%",
-                ])
-        out.append(markdown_table(
-            ["request", "target", "backend", "proxy", "client", "total", "bound req/s", "measured req/s",
-             "CPU bound of direct"], rows))
+                rows.append(
+                    [
+                        kind,
+                        target,
+                        f"{m['cpu_us_backend']:.0f}",
+                        f"{m['cpu_us_proxy']:.0f}",
+                        f"{m['cpu_us_client']:.0f}",
+                        f"{total:.0f}",
+                        f"{cpus / total * 1e6:,.0f}",
+                        f"{m['rps']:,.0f}",
+                        f"{ratio(b_total, total) * 100:.0f}%",
+                    ]
+                )
+        out.append(
+            markdown_table(
+                [
+                    "request",
+                    "target",
+                    "backend",
+                    "proxy",
+                    "client",
+                    "total",
+                    "bound req/s",
+                    "measured req/s",
+                    "CPU bound of direct",
+                ],
+                rows,
+            )
+        )
         out.append("")
         rows = []
         for target in args.targets:
@@ -680,19 +790,23 @@ def main(argv=None) -> int:
             if "error" in s or s.get("status") != 200:
                 rows.append([target, "no", "–", "–", "–", s.get("error") or f"HTTP {s.get('status')}"])
                 continue
-            rows.append([
-                target if target != "direct" else "direct (to the stream server)",
-                "yes" if s["streams"] else "NO (buffered)",
-                f"{s['first_event_lag_s']:.2f}",
-                f"{s['received_spread_s']:.2f} / {s['sent_spread_s']:.2f}",
-                f"{s['max_lag_s']:.2f}",
-                f"{s['events']} events",
-            ])
+            rows.append(
+                [
+                    target if target != "direct" else "direct (to the stream server)",
+                    "yes" if s["streams"] else "NO (buffered)",
+                    f"{s['first_event_lag_s']:.2f}",
+                    f"{s['received_spread_s']:.2f} / {s['sent_spread_s']:.2f}",
+                    f"{s['max_lag_s']:.2f}",
+                    f"{s['events']} events",
+                ]
+            )
         out.append(f"Server-sent events: {args.sse_events} events sent {args.sse_gap:g} s apart")
         out.append("")
-        out.append(markdown_table(
-            ["target", "event by event", "first event lag s", "spread received / sent s", "max lag s", "note"], rows
-        ))
+        out.append(
+            markdown_table(
+                ["target", "event by event", "first event lag s", "spread received / sent s", "max lag s", "note"], rows
+            )
+        )
         print("\n".join(out))
         results["logs_tail"] = {p.name: p.tail(15) for p in procs}
     finally:

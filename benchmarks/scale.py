@@ -73,20 +73,27 @@ MINIMAL = [sys.executable, str(REPO / "tests" / "minimal_server.py")]
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workspaces", type=int, default=10_000, help="workspaces in all at the first step (default 10,000)")
+    p.add_argument(
+        "--workspaces", type=int, default=10_000, help="workspaces in all at the first step (default 10,000)"
+    )
     p.add_argument("--held", default="1000", help="held SLURM jobs at each step, comma-separated (default 1000)")
     p.add_argument("--running", type=int, default=50, help="running minimal servers, local (default 50)")
     p.add_argument("--seconds", type=float, default=30, help="seconds of measurement at each step (default 30)")
-    p.add_argument("--hub-user", default="uwsbench",
-                   help="system account of the jobs (created if missing); not one the tests use, whose checks"
-                   " of a user's processes would see this run's servers")
-    p.add_argument("--step-timeout", type=float, default=None,
-                   help="seconds a step's jobs may take to be queued in SLURM (default 60 + half a second a job);"
-                   " a step past it is reported with how far it got, and the run ends there")
+    p.add_argument(
+        "--hub-user",
+        default="uwsbench",
+        help="system account of the jobs (created if missing); not one the tests use, whose checks"
+        " of a user's processes would see this run's servers",
+    )
+    p.add_argument(
+        "--step-timeout",
+        type=float,
+        default=None,
+        help="seconds a step's jobs may take to be queued in SLURM (default 60 + half a second a job);"
+        " a step past it is reported with how far it got, and the run ends there",
+    )
     p.add_argument("--json", default=None, help="write results here ('' for none; default benchmarks/results/)")
     return p.parse_args(argv)
-
-
 
 
 def metrics(client: httpx.Client) -> dict[str, float]:
@@ -101,9 +108,7 @@ def metrics(client: httpx.Client) -> dict[str, float]:
 def lag_le(before: dict, after: dict, q: float) -> float:
     """The loop-lag histogram's bucket bound under which a fraction ``q`` of the step's probes fell."""
     prefix = 'uws_event_loop_lag_seconds_bucket{le="'
-    buckets = sorted(
-        (float(k[len(prefix):-2]), after[k] - before.get(k, 0)) for k in after if k.startswith(prefix)
-    )
+    buckets = sorted((float(k[len(prefix) : -2]), after[k] - before.get(k, 0)) for k in after if k.startswith(prefix))
     total = buckets[-1][1] if buckets else 0
     return next((b for b, c in buckets if total and c >= q * total), float("nan"))
 
@@ -121,13 +126,24 @@ def insert_workspaces(db_url: str, owner: str, root: Path, n: int) -> float:
     with Session(engine) as db:
         owner_id = db.scalar(select(hub_orm.User.id).where(hub_orm.User.name == owner))
         now = utcnow()
-        db.execute(insert(Workspace), [
-            {"owner_id": owner_id, "slug": f"bulk-{i:05d}", "name": f"Bulk workspace {i}",
-             "description": "inserted by benchmarks/scale.py", "status": "idle",
-             "directory": str(root / owner / f"bulk-{i:05d}"), "disk_usage_bytes": 4096,
-             "usage_measured_at": now, "created_at": now, "updated_at": now}
-            for i in range(n)
-        ])
+        db.execute(
+            insert(Workspace),
+            [
+                {
+                    "owner_id": owner_id,
+                    "slug": f"bulk-{i:05d}",
+                    "name": f"Bulk workspace {i}",
+                    "description": "inserted by benchmarks/scale.py",
+                    "status": "idle",
+                    "directory": str(root / owner / f"bulk-{i:05d}"),
+                    "disk_usage_bytes": 4096,
+                    "usage_measured_at": now,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for i in range(n)
+            ],
+        )
         db.commit()
     engine.dispose()
     return time.monotonic() - t0
@@ -141,8 +157,9 @@ async def launch_many(client: httpx.AsyncClient, n: int, resource: str, parallel
         async with sem:
             r = await client.post("/hub/api/workspaces", json={"name": f"{resource} {i} {uuid.uuid4().hex[:6]}"})
             r.raise_for_status()
-            r = await client.post(f"/hub/api/workspaces/{r.json()['id']}/jobs",
-                                  json={"job_type": "minimal", "resource": resource})
+            r = await client.post(
+                f"/hub/api/workspaces/{r.json()['id']}/jobs", json={"job_type": "minimal", "resource": resource}
+            )
             r.raise_for_status()
             return r.json()["id"]
 
@@ -183,7 +200,12 @@ def measure(hub: Hub, client: httpx.Client, token: str, squeue_log: Path, second
     cpu0, t0 = process_cpu_seconds(pid), time.monotonic()
     time.sleep(min(10.0, seconds))
     idle_cpu = (process_cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
-    m0, calls0, cpu0, t0 = metrics(client), len(squeue_log.read_text().splitlines()), process_cpu_seconds(pid), time.monotonic()
+    m0, calls0, cpu0, t0 = (
+        metrics(client),
+        len(squeue_log.read_text().splitlines()),
+        process_cpu_seconds(pid),
+        time.monotonic(),
+    )
     rss = [rss_mb(pid)]
     while time.monotonic() - t0 < seconds:
         for label, path in endpoints:
@@ -230,9 +252,11 @@ def end_local_servers(uid: int) -> int:
 def cancel_prefixed(prefix: str) -> int:
     """scancel every job of this run (its names start with ``prefix``), in batches."""
     out = subprocess.run(["squeue", "-h", "-o", "%i %j"], capture_output=True, text=True, timeout=120).stdout
-    ids = [line.split()[0] for line in out.splitlines() if len(line.split()) == 2 and line.split()[1].startswith(prefix)]
+    ids = [
+        line.split()[0] for line in out.splitlines() if len(line.split()) == 2 and line.split()[1].startswith(prefix)
+    ]
     for i in range(0, len(ids), 500):
-        subprocess.run(["scancel", *ids[i:i + 500]], capture_output=True, timeout=120)
+        subprocess.run(["scancel", *ids[i : i + 500]], capture_output=True, timeout=120)
     return len(ids)
 
 
@@ -250,7 +274,7 @@ def run(args) -> dict:
     squeue_log.touch()
     squeue_log.chmod(0o666)
     wrapper = workdir / "squeue-counted"
-    wrapper.write_text(f"#!/bin/sh\necho \"$$\" >> {squeue_log}\nexec squeue \"$@\"\n")
+    wrapper.write_text(f'#!/bin/sh\necho "$$" >> {squeue_log}\nexec squeue "$@"\n')
     wrapper.chmod(0o755)
     (workdir / "pg").mkdir()
     pg = PostgresServer(workdir / "pg")
@@ -282,8 +306,9 @@ c.JupyterHub.cleanup_servers = False
         token = hub.add_user(account.pw_name)
         headers = {"Authorization": f"token {token}"}
         client = httpx.Client(base_url=hub.url, headers=headers, timeout=300)
-        aclient = httpx.AsyncClient(base_url=hub.url, headers=headers, timeout=300,
-                                    limits=httpx.Limits(max_connections=32))
+        aclient = httpx.AsyncClient(
+            base_url=hub.url, headers=headers, timeout=300, limits=httpx.Limits(max_connections=32)
+        )
         # --workspaces in all at the first step (each later step adds its jobs' workspaces)
         n_insert = max(0, args.workspaces - args.running - steps[0])
         log(f"inserting {n_insert} idle workspaces")
@@ -297,8 +322,9 @@ c.JupyterHub.cleanup_servers = False
         for step in steps:
             log(f"launching {step - held} held SLURM jobs (up to {step})")
             t0 = time.monotonic()
-            aclient = httpx.AsyncClient(base_url=hub.url, headers=headers, timeout=300,
-                                        limits=httpx.Limits(max_connections=32))
+            aclient = httpx.AsyncClient(
+                base_url=hub.url, headers=headers, timeout=300, limits=httpx.Limits(max_connections=32)
+            )
             job_ids = asyncio.run(launch_many(aclient, step - held, "slurm"))
             held = step
             launched = time.monotonic() - t0
@@ -307,18 +333,30 @@ c.JupyterHub.cleanup_servers = False
             except TimeoutError as e:
                 # what breaks first: the step's numbers as far as it got, then the run ends
                 log(f"  {e}; measuring what it is at")
-                results["broke_at"] = {"held": step, "queued": count(client, "queued"),
-                                       "pending": count(client, "pending"), "after_s": time.monotonic() - t0}
+                results["broke_at"] = {
+                    "held": step,
+                    "queued": count(client, "queued"),
+                    "pending": count(client, "pending"),
+                    "after_s": time.monotonic() - t0,
+                }
                 queued_after = float("nan")
             log(f"  {step} queued in SLURM after {launched + queued_after:.0f} s; measuring {args.seconds:g} s")
             job = client.get(f"/hub/api/jobs/{job_ids[0]}").json()
-            numbers = measure(hub, client, token, squeue_log, args.seconds,
-                              {"workspace": job["workspace_id"], "held_job": job_ids[0]})
-            numbers.update(held=step, launch_s=launched + queued_after, failed=count(client, "failed"), queued=count(client, "queued"),
-                           workspaces=client.get("/hub/api/workspaces?limit=1").json()["_pagination"]["total"])
+            numbers = measure(
+                hub, client, token, squeue_log, args.seconds, {"workspace": job["workspace_id"], "held_job": job_ids[0]}
+            )
+            numbers.update(
+                held=step,
+                launch_s=launched + queued_after,
+                failed=count(client, "failed"),
+                queued=count(client, "queued"),
+                workspaces=client.get("/hub/api/workspaces?limit=1").json()["_pagination"]["total"],
+            )
             results["steps"].append(numbers)
-            log(f"  cycles {numbers['poll_cycles']:.0f}, squeue calls {numbers['squeue_calls']},"
-                f" hub CPU {numbers['hub_cpu_share']:.0%}, RSS {numbers['rss_mb']:.0f} MiB")
+            log(
+                f"  cycles {numbers['poll_cycles']:.0f}, squeue calls {numbers['squeue_calls']},"
+                f" hub CPU {numbers['hub_cpu_share']:.0%}, RSS {numbers['rss_mb']:.0f} MiB"
+            )
             if "broke_at" in results:
                 break
         errors = [line for line in hub.log_text().splitlines() if line.startswith(("[E ", "[C "))]
@@ -328,8 +366,10 @@ c.JupyterHub.cleanup_servers = False
     finally:
         if hub is not None:
             hub.stop(timeout=120)
-        log(f"cancelled {cancel_prefixed(prefix)} SLURM jobs of this run,"
-            f" ended {end_local_servers(account.pw_uid)} local servers")
+        log(
+            f"cancelled {cancel_prefixed(prefix)} SLURM jobs of this run,"
+            f" ended {end_local_servers(account.pw_uid)} local servers"
+        )
         pg.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     return results
@@ -341,29 +381,64 @@ def report(res: dict) -> str:
     rows = []
     for step in res["steps"]:
         queued = step.get("queued", step["held"])
-        rows.append([f"{step['held']:,}" + (f" ({queued:,} queued)" if queued < step["held"] else ""), f"{step['workspaces']:,}", fmt(step["poll_cycles"], 0),
-                     str(step["squeue_calls"]), ms(step["cycle_seconds_mean"]),
-                     f"{step['hub_idle_cpu_share']:.0%} / {step['hub_cpu_share']:.0%}",
-                     fmt(step["rss_mb"], 0), f"≤ {ms(step['loop_lag_p50_le'])} / ≤ {ms(step['loop_lag_p99_le'])}",
-                     fmt(step["launch_s"], 0), str(step.get("failed", "?"))])
-    out.append(markdown_table(
-        ["held SLURM jobs", "workspaces", "poll cycles", "squeue calls", "cycle ms (mean)",
-         "hub CPU idle / under requests",
-         "hub RSS MiB", "loop lag p50 / p99 ms", "launch + sbatch s", "jobs failed"], rows))
+        rows.append(
+            [
+                f"{step['held']:,}" + (f" ({queued:,} queued)" if queued < step["held"] else ""),
+                f"{step['workspaces']:,}",
+                fmt(step["poll_cycles"], 0),
+                str(step["squeue_calls"]),
+                ms(step["cycle_seconds_mean"]),
+                f"{step['hub_idle_cpu_share']:.0%} / {step['hub_cpu_share']:.0%}",
+                fmt(step["rss_mb"], 0),
+                f"≤ {ms(step['loop_lag_p50_le'])} / ≤ {ms(step['loop_lag_p99_le'])}",
+                fmt(step["launch_s"], 0),
+                str(step.get("failed", "?")),
+            ]
+        )
+    out.append(
+        markdown_table(
+            [
+                "held SLURM jobs",
+                "workspaces",
+                "poll cycles",
+                "squeue calls",
+                "cycle ms (mean)",
+                "hub CPU idle / under requests",
+                "hub RSS MiB",
+                "loop lag p50 / p99 ms",
+                "launch + sbatch s",
+                "jobs failed",
+            ],
+            rows,
+        )
+    )
     for step in res["steps"]:
-        out += ["", f"API with {step['held']:,} held jobs, {res['args']['running']} running servers"
-                    f" (sequential, {res['args']['seconds']:g} s):", ""]
+        out += [
+            "",
+            f"API with {step['held']:,} held jobs, {res['args']['running']} running servers"
+            f" (sequential, {res['args']['seconds']:g} s):",
+            "",
+        ]
         base = step["api"]["GET /hub/api/user (JupyterHub, baseline)"]["p50"]
-        out.append(markdown_table(
-            ["endpoint", "n", "p50 ms", "p99 ms", "p50 / whoami"],
-            [[label, str(s["n"]), ms(s["p50"]), ms(s["p99"]), fmt(s["p50"] / base, 2)]
-             for label, s in step["api"].items()]))
+        out.append(
+            markdown_table(
+                ["endpoint", "n", "p50 ms", "p99 ms", "p50 / whoami"],
+                [
+                    [label, str(s["n"]), ms(s["p50"]), ms(s["p99"]), fmt(s["p50"] / base, 2)]
+                    for label, s in step["api"].items()
+                ],
+            )
+        )
     broke = res.get("broke_at")
     if broke:
-        out.append(f"\nThe step of {broke['held']:,} jobs did not get there: {broke['queued']:,} queued in SLURM,"
-                   f" {broke['pending']:,} still pending after {broke['after_s']:.0f} s (measured as it was).")
-    out.append(f"\nHub log: {len(res.get('hub_errors', []))} error lines, {res.get('loop_stalls', 0)} event loop"
-               " stalls of a second or more (JupyterHub's warning, the whole run).")
+        out.append(
+            f"\nThe step of {broke['held']:,} jobs did not get there: {broke['queued']:,} queued in SLURM,"
+            f" {broke['pending']:,} still pending after {broke['after_s']:.0f} s (measured as it was)."
+        )
+    out.append(
+        f"\nHub log: {len(res.get('hub_errors', []))} error lines, {res.get('loop_stalls', 0)} event loop"
+        " stalls of a second or more (JupyterHub's warning, the whole run)."
+    )
     out += [f"    {line[:200]}" for line in res.get("hub_errors", [])[:5]]
     return "\n".join(out)
 

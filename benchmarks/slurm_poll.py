@@ -146,25 +146,49 @@ def parse_args(argv=None):
     p.add_argument("--counts", default="1,10,50,200", help="numbers of tracked jobs, comma-separated")
     p.add_argument("--rounds", type=int, default=5, help="measured cycles of each side per count (median)")
     p.add_argument("--latency-runs", type=int, default=10, help="jobs submitted for the submit → running part")
-    p.add_argument("--probe-interval", type=float, default=0.05,
-                   help="seconds between squeue calls of the direct RUNNING probe")
-    p.add_argument("--timeout", type=float, default=120,
-                   help="seconds to wait for one job to run (part 3: for one launch, its stop included)")
-    p.add_argument("--hub-runs", type=int, default=5,
-                   help="launches through uws-hub (and as many by hand), after one warm-up of each")
-    p.add_argument("--hub-user", default="uwsalice",
-                   help="the system account (and hub user) of the hub part; created with useradd if missing")
-    p.add_argument("--hub-poll-interval", type=float, default=0.05,
-                   help="seconds between polls of the hub part (the job's status, its URL, and the server"
-                   " started by hand: the same for both sides)")
-    p.add_argument("--server-stop-seconds", type=float, default=0,
-                   help="seconds the server of the hub part takes to exit after SIGTERM, on both sides (as a"
-                   " server that shuts down its kernels; SLURM shows the job COMPLETING meanwhile); 0: at once")
+    p.add_argument(
+        "--probe-interval", type=float, default=0.05, help="seconds between squeue calls of the direct RUNNING probe"
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=120,
+        help="seconds to wait for one job to run (part 3: for one launch, its stop included)",
+    )
+    p.add_argument(
+        "--hub-runs",
+        type=int,
+        default=5,
+        help="launches through uws-hub (and as many by hand), after one warm-up of each",
+    )
+    p.add_argument(
+        "--hub-user",
+        default="uwsalice",
+        help="the system account (and hub user) of the hub part; created with useradd if missing",
+    )
+    p.add_argument(
+        "--hub-poll-interval",
+        type=float,
+        default=0.05,
+        help="seconds between polls of the hub part (the job's status, its URL, and the server"
+        " started by hand: the same for both sides)",
+    )
+    p.add_argument(
+        "--server-stop-seconds",
+        type=float,
+        default=0,
+        help="seconds the server of the hub part takes to exit after SIGTERM, on both sides (as a"
+        " server that shuts down its kernels; SLURM shows the job COMPLETING meanwhile); 0: at once",
+    )
     p.add_argument("--skip-poll", action="store_true", help="skip the poll-cycle part (1)")
     p.add_argument("--skip-latency", action="store_true", help="skip the submit → running part (2)")
     p.add_argument("--skip-hub", action="store_true", help="skip the launch-through-uws-hub part (3)")
-    p.add_argument("--json", default=None, metavar="PATH",
-                   help="write results here (default: benchmarks/results/slurm_poll-<time>.json; '' for none)")
+    p.add_argument(
+        "--json",
+        default=None,
+        metavar="PATH",
+        help="write results here (default: benchmarks/results/slurm_poll-<time>.json; '' for none)",
+    )
     args = p.parse_args(argv)
     try:
         args.counts = sorted({int(c) for c in args.counts.split(",") if c.strip()})
@@ -197,14 +221,21 @@ class Jobs:
         self.hub: Hub | None = None
         self.hub_dirs: list[Path] = []
 
-    def sbatch(self, *args: str, script: str, account: pwd.struct_passwd | None = None,
-               output: str = "/dev/null", chdir: str = "/tmp") -> str:
+    def sbatch(
+        self,
+        *args: str,
+        script: str,
+        account: pwd.struct_passwd | None = None,
+        output: str = "/dev/null",
+        chdir: str = "/tmp",
+    ) -> str:
         """Submit a job as root, or as ``account`` as the hub does (its uid, gid and groups,
         sbatch's environment from ``submit_environment``). Synchronous: a few ms."""
         as_user: dict = {}
         if account is not None:
             as_user = {
-                "user": account.pw_uid, "group": account.pw_gid,
+                "user": account.pw_uid,
+                "group": account.pw_gid,
                 "extra_groups": os.getgrouplist(account.pw_name, account.pw_gid),
                 "env": submit_environment({"HOME": account.pw_dir, "USER": account.pw_name}),
             }
@@ -213,7 +244,11 @@ class Jobs:
                 raise RuntimeError("this run's jobs are being cancelled: no more submissions")
             self.inflight = subprocess.Popen(
                 ["sbatch", "--parsable", f"--output={output}", f"--chdir={chdir}", f"--job-name={self.name}", *args],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **as_user,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                **as_user,
             )
             try:
                 out, err = self.inflight.communicate(script, timeout=60)
@@ -239,7 +274,7 @@ class Jobs:
 
     def cancel(self, ids: list[str]) -> None:
         for i in range(0, len(ids), 500):
-            subprocess.run(["scancel", *ids[i:i + 500]], capture_output=True, timeout=60)
+            subprocess.run(["scancel", *ids[i : i + 500]], capture_output=True, timeout=60)
 
     def stop_hub(self) -> None:
         """Stop the hub of part 3 if it runs (SIGTERM: it stops its servers; SIGKILL after 30 s),
@@ -272,10 +307,17 @@ class Jobs:
 
     def alive(self) -> list[str]:
         """This run's jobs (any account's) not ended yet: by name, or by the hub's name prefix."""
-        r = subprocess.run(["squeue", "-h", "-t", "PENDING,RUNNING,SUSPENDED,CONFIGURING", "-o", "%i %j"],
-                           capture_output=True, text=True, timeout=60)
-        return [job_id for job_id, _, name in (line.partition(" ") for line in r.stdout.splitlines())
-                if name == self.name or name.startswith(self.hub_prefix)]
+        r = subprocess.run(
+            ["squeue", "-h", "-t", "PENDING,RUNNING,SUSPENDED,CONFIGURING", "-o", "%i %j"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return [
+            job_id
+            for job_id, _, name in (line.partition(" ") for line in r.stdout.splitlines())
+            if name == self.name or name.startswith(self.hub_prefix)
+        ]
 
 
 # ---------------------------------------------------------------- counting subprocesses
@@ -369,8 +411,11 @@ async def measure_cycles(ids: list[str], counts: list[int], rounds: int, counter
             errors = [p for p in polled if isinstance(p, BaseException)]
             if errors:
                 raise RuntimeError(f"batchspawner poll failed: {errors[0]!r}")
-            bad = [(sp.job_id, sp.job_status) for sp, p in zip(spawners, polled, strict=True)
-                   if p is not None or not sp.state_ispending()]
+            bad = [
+                (sp.job_id, sp.job_status)
+                for sp, p in zip(spawners, polled, strict=True)
+                if p is not None or not sp.state_ispending()
+            ]
             if bad:
                 raise RuntimeError(f"batchspawner: not every job pending: {bad[:5]}")
 
@@ -397,10 +442,18 @@ async def measure_cycles(ids: list[str], counts: list[int], rounds: int, counter
                     samples[side]["cpu"].append(children_cpu() - cpu)
         await close(poller)
         med = {side: {k: summary(v)["p50"] for k, v in s.items()} for side, s in samples.items()}
-        log(f"{n} jobs: uws-hub {med['uws']['calls']:.0f} subprocess(es), {med['uws']['wall'] * 1000:.1f} ms;"
-            f" batchspawner {med['bs']['calls']:.0f}, {med['bs']['wall'] * 1000:.1f} ms")
-        results.append({"jobs": n, "samples": samples, "median": med,
-                        "wall_min": {side: min(s["wall"]) for side, s in samples.items()}})
+        log(
+            f"{n} jobs: uws-hub {med['uws']['calls']:.0f} subprocess(es), {med['uws']['wall'] * 1000:.1f} ms;"
+            f" batchspawner {med['bs']['calls']:.0f}, {med['bs']['wall'] * 1000:.1f} ms"
+        )
+        results.append(
+            {
+                "jobs": n,
+                "samples": samples,
+                "median": med,
+                "wall_min": {side: min(s["wall"]) for side, s in samples.items()},
+            }
+        )
     return results
 
 
@@ -470,10 +523,18 @@ async def measure_latency(jobs: Jobs, run: int, probe_interval: float, timeout: 
         started = float(stamp.read_text().strip()) - t0_wall
     except (OSError, ValueError):
         started = float("nan")
-    res = {"job_id": job_id, "sbatch": submitted, "squeue_running": running, "script_started": started,
-           "uws_poller": uws_seen, "batchspawner": bs_seen}
-    log(f"job {job_id}: sbatch {submitted * 1000:.0f} ms, RUNNING {running * 1000:.0f} ms, script"
-        f" {started * 1000:.0f} ms, uws-hub {uws_seen * 1000:.0f} ms, batchspawner {bs_seen * 1000:.0f} ms")
+    res = {
+        "job_id": job_id,
+        "sbatch": submitted,
+        "squeue_running": running,
+        "script_started": started,
+        "uws_poller": uws_seen,
+        "batchspawner": bs_seen,
+    }
+    log(
+        f"job {job_id}: sbatch {submitted * 1000:.0f} ms, RUNNING {running * 1000:.0f} ms, script"
+        f" {started * 1000:.0f} ms, uws-hub {uws_seen * 1000:.0f} ms, batchspawner {bs_seen * 1000:.0f} ms"
+    )
     return res
 
 
@@ -519,8 +580,9 @@ def ensure_system_user(name: str) -> pwd.struct_passwd:
 
 
 def squeue_state(job_id: str) -> str:
-    r = subprocess.run(["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T"],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        ["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T"], capture_output=True, text=True, timeout=60
+    )
     return r.stdout.strip()
 
 
@@ -553,8 +615,7 @@ class Deadline:
             raise TimeoutError(f"{self.what}: {doing} for more than {self.timeout:g} s")
 
 
-def hub_launch(hub: Hub, token: str, session: requests.Session, jobs: Jobs, interval: float,
-               timeout: float) -> dict:
+def hub_launch(hub: Hub, token: str, session: requests.Session, jobs: Jobs, interval: float, timeout: float) -> dict:
     """One launch through the hub: POST → running (GET) → its URL answers → stop → cancelled."""
     headers = {"Authorization": f"token {token}"}
     api = f"{hub.url}/hub/api"
@@ -570,8 +631,12 @@ def hub_launch(hub: Hub, token: str, session: requests.Session, jobs: Jobs, inte
 
     slurm_ids: set[str] = set()
     t0 = time.perf_counter()
-    r = session.post(f"{api}/workspaces/{ws['id']}/jobs", headers=headers, timeout=30,
-                     json={"job_type": "minimal", "resource": "slurm"})
+    r = session.post(
+        f"{api}/workspaces/{ws['id']}/jobs",
+        headers=headers,
+        timeout=30,
+        json={"job_type": "minimal", "resource": "slurm"},
+    )
     posted = time.perf_counter() - t0
     if r.status_code != 202:
         raise RuntimeError(f"POST /hub/api/workspaces/{ws['id']}/jobs: {r.status_code} {r.text[:500]}")
@@ -625,8 +690,12 @@ def hub_launch(hub: Hub, token: str, session: requests.Session, jobs: Jobs, inte
         jobs.cancel(sorted(slurm_ids))  # a no-op for a job SLURM already ended
     created = hub_timestamp(job["created_at"])
     res = {
-        "job_id": job_id, "slurm_id": job["resource_id"], "post": posted, "running": running,
-        "answered": answered, "stop_to_cancelled": stopped,
+        "job_id": job_id,
+        "slurm_id": job["resource_id"],
+        "post": posted,
+        "running": running,
+        "answered": answered,
+        "stop_to_cancelled": stopped,
         "hub_queued": hub_timestamp(job["queued_at"]) - created,
         "hub_running": hub_timestamp(job["running_at"]) - created,
         # the stop's phases, from the POST (the hub's clock and log; 1 ms resolution)
@@ -636,10 +705,12 @@ def hub_launch(hub: Hub, token: str, session: requests.Session, jobs: Jobs, inte
         "stop_ended_seen": log_time(hub, f"SLURM job {job['resource_id']} was cancelled") - t1_wall,
         "stop_recorded": hub_timestamp(job["finished_at"]) - t1_wall,
     }
-    log(f"hub job {job_id} (SLURM {job['resource_id']}): POST {posted * 1000:.0f} ms, running"
+    log(
+        f"hub job {job_id} (SLURM {job['resource_id']}): POST {posted * 1000:.0f} ms, running"
         f" {running * 1000:.0f} ms, answers {answered * 1000:.0f} ms, stop → cancelled {stopped * 1000:.0f} ms"
         f" (scancel {res['stop_scancel'] * 1000:.0f}, SLURM ended {res['stop_ended_seen'] * 1000:.0f},"
-        f" recorded {res['stop_recorded'] * 1000:.0f})")
+        f" recorded {res['stop_recorded'] * 1000:.0f})"
+    )
     return res
 
 
@@ -648,8 +719,15 @@ def server_env(args) -> dict[str, str]:
     return {"UWS_TEST_STOP_SECONDS": f"{args.server_stop_seconds:g}"} if args.server_stop_seconds else {}
 
 
-def by_hand_launch(jobs: Jobs, account: pwd.struct_passwd, session: requests.Session, outdir: Path,
-                   interval: float, timeout: float, env: dict[str, str]) -> dict:
+def by_hand_launch(
+    jobs: Jobs,
+    account: pwd.struct_passwd,
+    session: requests.Session,
+    outdir: Path,
+    interval: float,
+    timeout: float,
+    env: dict[str, str],
+) -> dict:
     """The baseline: the same server submitted with sbatch, polled directly; then scancel."""
     port = free_port()
     script = (
@@ -661,9 +739,13 @@ def by_hand_launch(jobs: Jobs, account: pwd.struct_passwd, session: requests.Ses
     output = outdir / f"by-hand-{len(jobs.ids)}.log"
     t0 = time.perf_counter()
     job_id = jobs.sbatch(
-        f"--cpus-per-task={HUB_RESOURCES['cpus']}", f"--mem={HUB_RESOURCES['memory']}",
+        f"--cpus-per-task={HUB_RESOURCES['cpus']}",
+        f"--mem={HUB_RESOURCES['memory']}",
         f"--time={HUB_RESOURCES['time_limit']}",
-        script=script, account=account, output=str(output), chdir=str(outdir),
+        script=script,
+        account=account,
+        output=str(output),
+        chdir=str(outdir),
     )
     submitted = time.perf_counter() - t0
     deadline = Deadline(timeout, f"SLURM job {job_id} (by hand)")
@@ -683,8 +765,9 @@ def by_hand_launch(jobs: Jobs, account: pwd.struct_passwd, session: requests.Ses
                 state = squeue_state(job_id)
                 if state and state not in NOT_ENDED:
                     tail = output.read_text(errors="replace")[-1500:] if output.exists() else ""
-                    raise RuntimeError(f"SLURM job {job_id} (by hand) is {state} before its server"
-                                       f" answered; its output:\n{tail}")
+                    raise RuntimeError(
+                        f"SLURM job {job_id} (by hand) is {state} before its server answered; its output:\n{tail}"
+                    )
             deadline.check(f"{url} not answering")
             time.sleep(interval)
 
@@ -705,11 +788,20 @@ def by_hand_launch(jobs: Jobs, account: pwd.struct_passwd, session: requests.Ses
             raise RuntimeError(f"SLURM job {job_id} (by hand) ended {state}, not CANCELLED")
     finally:
         jobs.cancel([job_id])
-    res = {"job_id": job_id, "sbatch": submitted, "answered": answered, "scancel_to_cancelled": stopped,
-           "state": state, "scancel_returned": scancelled, "completing_seen": completing}
-    log(f"by hand, SLURM job {job_id}: sbatch {submitted * 1000:.0f} ms, answers {answered * 1000:.0f} ms,"
+    res = {
+        "job_id": job_id,
+        "sbatch": submitted,
+        "answered": answered,
+        "scancel_to_cancelled": stopped,
+        "state": state,
+        "scancel_returned": scancelled,
+        "completing_seen": completing,
+    }
+    log(
+        f"by hand, SLURM job {job_id}: sbatch {submitted * 1000:.0f} ms, answers {answered * 1000:.0f} ms,"
         f" scancel → CANCELLED {stopped * 1000:.0f} ms (scancel returned {scancelled * 1000:.0f},"
-        f" COMPLETING seen {completing * 1000:.0f})")
+        f" COMPLETING seen {completing * 1000:.0f})"
+    )
     return res
 
 
@@ -721,8 +813,9 @@ def measure_hub(args, jobs: Jobs) -> dict:
     root.chmod(0o755)  # the workspaces: the user's jobs go down to theirs
     outdir = Path(tempfile.mkdtemp(prefix="uws-bench-slurm-byhand-"))
     os.chown(outdir, account.pw_uid, account.pw_gid)  # the by-hand job's output and working directory
-    config = HUB_CONFIG.format(root=str(root), prefix=jobs.hub_prefix, cmd=MINIMAL_CMD, resources=HUB_RESOURCES,
-                               env=server_env(args))
+    config = HUB_CONFIG.format(
+        root=str(root), prefix=jobs.hub_prefix, cmd=MINIMAL_CMD, resources=HUB_RESOURCES, env=server_env(args)
+    )
     jobs.hub_dirs += [workdir, root, outdir]
     hub = Hub(workdir, config, f"sqlite:///{workdir}/jupyterhub.sqlite")
     jobs.hub = hub
@@ -737,8 +830,9 @@ def measure_hub(args, jobs: Jobs) -> dict:
         with requests.Session() as hub_session, requests.Session() as direct_session:
             sides = {
                 "hub": lambda: hub_launch(hub, token, hub_session, jobs, args.hub_poll_interval, args.timeout),
-                "by_hand": lambda: by_hand_launch(jobs, account, direct_session, outdir, args.hub_poll_interval,
-                                                  args.timeout, server_env(args)),
+                "by_hand": lambda: by_hand_launch(
+                    jobs, account, direct_session, outdir, args.hub_poll_interval, args.timeout, server_env(args)
+                ),
             }
             for rnd in range(args.hub_runs + 1):  # round 0 warms up
                 order = ["hub", "by_hand"] if rnd % 2 == 0 else ["by_hand", "hub"]
@@ -765,25 +859,42 @@ def report(res: dict) -> str:
         rows = []
         for r in res["cycles"]:
             u, b = r["median"]["uws"], r["median"]["bs"]
-            rows.append([
-                str(r["jobs"]), fmt(u["calls"], 0), ms(u["wall"]), ms(u["cpu"]),
-                fmt(b["calls"], 0), ms(b["wall"]), ms(b["cpu"]),
-                fmt(ratio(u["calls"], b["calls"]), 3), fmt(ratio(u["wall"], b["wall"]), 3),
-                fmt(ratio(u["cpu"], b["cpu"]), 3),
-            ])
+            rows.append(
+                [
+                    str(r["jobs"]),
+                    fmt(u["calls"], 0),
+                    ms(u["wall"]),
+                    ms(u["cpu"]),
+                    fmt(b["calls"], 0),
+                    ms(b["wall"]),
+                    ms(b["cpu"]),
+                    fmt(ratio(u["calls"], b["calls"]), 3),
+                    fmt(ratio(u["wall"], b["wall"]), 3),
+                    fmt(ratio(u["cpu"], b["cpu"]), 3),
+                ]
+            )
         lines += [
             f"## One poll cycle over N held jobs (median of {res['rounds']} rounds per side)",
             "",
             "uws-hub: `SlurmPoller.cycle()`, one `squeue -h -t all -j <all ids>`. Baseline: batchspawner 1.3's"
             " `SlurmSpawner.poll()` on N spawners at once, each `sh -c \"squeue -h -j <id> -o '%T %B'\"`"
-            " (exec_prefix \"\"). Subprocesses: calls of asyncio's subprocess constructors, counted (each"
+            ' (exec_prefix ""). Subprocesses: calls of asyncio\'s subprocess constructors, counted (each'
             " of batchspawner's is a /bin/sh that forks squeue). CPU: the commands' user+sys time (not"
             " slurmctld's). Ratios are uws-hub ÷ batchspawner: below 1, uws-hub does less.",
             "",
             markdown_table(
-                ["jobs", "uws-hub subprocs", "uws-hub ms", "uws-hub CPU ms",
-                 "batchspawner subprocs", "batchspawner ms", "batchspawner CPU ms",
-                 "subprocs ratio", "wall ratio", "CPU ratio"],
+                [
+                    "jobs",
+                    "uws-hub subprocs",
+                    "uws-hub ms",
+                    "uws-hub CPU ms",
+                    "batchspawner subprocs",
+                    "batchspawner ms",
+                    "batchspawner CPU ms",
+                    "subprocs ratio",
+                    "wall ratio",
+                    "CPU ratio",
+                ],
                 rows,
             ),
             "",
@@ -811,13 +922,23 @@ def report(res: dict) -> str:
                 ["event", "p50 ms", "min ms", "max ms", "ratio"],
                 [
                     row("`sbatch --parsable` returned", "sbatch"),
-                    row(f"`squeue -j <id> -o %T` says RUNNING (polled every {res['probe_interval']:g} s)",
-                        "squeue_running"),
+                    row(
+                        f"`squeue -j <id> -o %T` says RUNNING (polled every {res['probe_interval']:g} s)",
+                        "squeue_running",
+                    ),
                     row("the job's batch script started (its first line: `date`)", "script_started"),
-                    row(f"uws-hub: `SlurmPoller.wait()` sees it running (defaults: {d['fast']:g} s while a"
-                        f" start waits, {d['poll']:g} s otherwise)", "uws_poller", fmt(ratio(uws_p50, bs_p50), 2)),
-                    row(f"baseline, batchspawner: `query_job_status()` says RUNNING (start loop, every"
-                        f" {d['bs_startup']:g} s)", "batchspawner", "1.00"),
+                    row(
+                        f"uws-hub: `SlurmPoller.wait()` sees it running (defaults: {d['fast']:g} s while a"
+                        f" start waits, {d['poll']:g} s otherwise)",
+                        "uws_poller",
+                        fmt(ratio(uws_p50, bs_p50), 2),
+                    ),
+                    row(
+                        f"baseline, batchspawner: `query_job_status()` says RUNNING (start loop, every"
+                        f" {d['bs_startup']:g} s)",
+                        "batchspawner",
+                        "1.00",
+                    ),
                 ],
             ),
             "",
@@ -831,14 +952,21 @@ def report(res: dict) -> str:
 
         def row(label, rows, key, base=None):
             s = stats(rows, key)
-            return [label, ms(s["p50"], 0), ms(s["min"], 0), ms(s["max"], 0),
-                    "" if base is None else fmt(ratio(s["p50"], base), 2)]
+            return [
+                label,
+                ms(s["p50"], 0),
+                ms(s["min"], 0),
+                ms(s["max"], 0),
+                "" if base is None else fmt(ratio(s["p50"], base), 2),
+            ]
 
         hub_runs, by_hand = h["runs"], h["by_hand"]
         answer_base = stats(by_hand, "answered")["p50"]
         stop_base = stats(by_hand, "scancel_to_cancelled")["p50"]
-        res_text = (f"`--cpus-per-task={HUB_RESOURCES['cpus']} --mem={HUB_RESOURCES['memory']}"
-                    f" --time={HUB_RESOURCES['time_limit']}`")
+        res_text = (
+            f"`--cpus-per-task={HUB_RESOURCES['cpus']} --mem={HUB_RESOURCES['memory']}"
+            f" --time={HUB_RESOURCES['time_limit']}`"
+        )
         lines += [
             f"## Launch → running through uws-hub: tests/minimal_server.py on SLURM, {len(hub_runs)}"
             f" run{'' if len(hub_runs) == 1 else 's'} of each side",
@@ -859,12 +987,17 @@ def report(res: dict) -> str:
                 ["event", "p50 ms", "min ms", "max ms", "ratio"],
                 [
                     row("uws-hub: `POST …/jobs` answered (202)", hub_runs, "post"),
-                    row("uws-hub, its own clock: `created_at` → `queued_at` (`sbatch` returned)", hub_runs,
-                        "hub_queued"),
+                    row(
+                        "uws-hub, its own clock: `created_at` → `queued_at` (`sbatch` returned)", hub_runs, "hub_queued"
+                    ),
                     row("uws-hub, its own clock: `created_at` → `running_at`", hub_runs, "hub_running"),
                     row("uws-hub: `GET /hub/api/jobs/{id}` says `running`", hub_runs, "running", answer_base),
-                    row("uws-hub: the server answers through the proxy (`<url>api/status`)", hub_runs,
-                        "answered", answer_base),
+                    row(
+                        "uws-hub: the server answers through the proxy (`<url>api/status`)",
+                        hub_runs,
+                        "answered",
+                        answer_base,
+                    ),
                     row("by hand: `sbatch --parsable` returned", by_hand, "sbatch"),
                     row("baseline, by hand: the server answers (directly)", by_hand, "answered", answer_base),
                 ],
@@ -873,16 +1006,29 @@ def report(res: dict) -> str:
             markdown_table(
                 ["stop", "p50 ms", "min ms", "max ms", "ratio"],
                 [
-                    row("uws-hub: `POST /hub/api/jobs/{id}/stop` → `GET` says `cancelled`", hub_runs,
-                        "stop_to_cancelled", stop_base),
-                    row("baseline, by hand: `scancel` → `squeue` says CANCELLED", by_hand,
-                        "scancel_to_cancelled", stop_base),
+                    row(
+                        "uws-hub: `POST /hub/api/jobs/{id}/stop` → `GET` says `cancelled`",
+                        hub_runs,
+                        "stop_to_cancelled",
+                        stop_base,
+                    ),
+                    row(
+                        "baseline, by hand: `scancel` → `squeue` says CANCELLED",
+                        by_hand,
+                        "scancel_to_cancelled",
+                        stop_base,
+                    ),
                 ],
             ),
             "",
             "The stop's phases (from the `POST` or the `scancel`; the hub's steps from its own clock and log)"
-            + (f"; the server takes {res['server_stop_seconds']:g} s to exit after SIGTERM, on both sides"
-               " (`--server-stop-seconds`)" if res.get("server_stop_seconds") else "") + ":",
+            + (
+                f"; the server takes {res['server_stop_seconds']:g} s to exit after SIGTERM, on both sides"
+                " (`--server-stop-seconds`)"
+                if res.get("server_stop_seconds")
+                else ""
+            )
+            + ":",
             "",
             markdown_table(
                 ["phase", "p50 ms", "min ms", "max ms", "ratio"],
@@ -894,8 +1040,11 @@ def report(res: dict) -> str:
                     row("uws-hub: `finished_at` (the end recorded)", hub_runs, "stop_recorded"),
                     row("uws-hub: `GET` says `cancelled`", hub_runs, "stop_to_cancelled", stop_base),
                     row("by hand: `scancel` returned", by_hand, "scancel_returned"),
-                    row("by hand: `squeue` says COMPLETING (first poll that does; none: NaN)", by_hand,
-                        "completing_seen"),
+                    row(
+                        "by hand: `squeue` says COMPLETING (first poll that does; none: NaN)",
+                        by_hand,
+                        "completing_seen",
+                    ),
                     row("by hand: `squeue` says CANCELLED", by_hand, "scancel_to_cancelled", stop_base),
                 ],
             ),
@@ -915,13 +1064,17 @@ def slurm_version() -> str:
 
 async def run(args, jobs: Jobs) -> dict:
     defaults = SlurmPoller()
-    res: dict = {"slurm": slurm_version(), "rounds": args.rounds, "probe_interval": args.probe_interval,
-                 "counts": args.counts,
-                 "poller_defaults": {
-                     "poll": defaults.poll_interval_seconds,
-                     "fast": defaults.fast_poll_interval_seconds,
-                     "bs_startup": SlurmSpawner.class_traits()["startup_poll_interval"].default_value,
-                 }}
+    res: dict = {
+        "slurm": slurm_version(),
+        "rounds": args.rounds,
+        "probe_interval": args.probe_interval,
+        "counts": args.counts,
+        "poller_defaults": {
+            "poll": defaults.poll_interval_seconds,
+            "fast": defaults.fast_poll_interval_seconds,
+            "bs_startup": SlurmSpawner.class_traits()["startup_poll_interval"].default_value,
+        },
+    }
     if not args.skip_poll:
         n = max(args.counts)
         log(f"submitting {n} held jobs named {jobs.name}")

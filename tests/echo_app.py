@@ -14,13 +14,15 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 class Echo(BaseHTTPRequestHandler):
     def do_GET(self):
-        body = json.dumps({
-            "argv": sys.argv[1:],
-            "cwd": os.getcwd(),
-            "token": os.environ.get("ECHO_TOKEN"),
-            "path": self.path,
-            "headers": {name: value for name, value in self.headers.items()},
-        }).encode()
+        body = json.dumps(
+            {
+                "argv": sys.argv[1:],
+                "cwd": os.getcwd(),
+                "token": os.environ.get("ECHO_TOKEN"),
+                "path": self.path,
+                "headers": {name: value for name, value in self.headers.items()},
+            }
+        ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))

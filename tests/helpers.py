@@ -136,8 +136,12 @@ def sse_replay(hub, token, query: str, seconds: float = 1.5) -> list[dict]:
     """The events a stream replays (and sends live) within ``seconds``."""
     events = []
     try:
-        with requests.get(f"{hub.url}/hub/api/events?{query}", headers={"Authorization": f"token {token}"},
-                          stream=True, timeout=(5, seconds)) as r:
+        with requests.get(
+            f"{hub.url}/hub/api/events?{query}",
+            headers={"Authorization": f"token {token}"},
+            stream=True,
+            timeout=(5, seconds),
+        ) as r:
             assert r.status_code == 200, r.text
             for line in r.iter_lines(decode_unicode=True):
                 if line.startswith("data:"):
@@ -174,8 +178,9 @@ def memory_database() -> Engine:
 OLD_TIME = datetime(2026, 1, 1)
 
 
-def make_old_database(url: str, revision: str = "0001", directory: str = "/nonexistent/olduser/old-ws",
-                      usage_bytes: int = 5000000000) -> int:
+def make_old_database(
+    url: str, revision: str = "0001", directory: str = "/nonexistent/olduser/old-ws", usage_bytes: int = 5000000000
+) -> int:
     """JupyterHub's tables at their head, uws-hub's at an older revision, with a user and
     a workspace of theirs; returns the user's id."""
     uid = create_jupyterhub_tables(url, user="olduser")
@@ -197,8 +202,14 @@ def make_old_database(url: str, revision: str = "0001", directory: str = "/nonex
 
 def upgrade_db(hub: Hub) -> None:
     """``uws-hub upgrade-db`` with the hub's configuration, which leaves the tables at the newest revision."""
-    r = subprocess.run([str(VENV_BIN / "uws-hub"), "upgrade-db", "-f", str(hub.config_file)], cwd=hub.workdir,
-                       env=hub_env(), capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [str(VENV_BIN / "uws-hub"), "upgrade-db", "-f", str(hub.config_file)],
+        cwd=hub.workdir,
+        env=hub_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     engine = create_engine(hub.db_url)
     assert dbutil.current_revision(engine) == dbutil.head_revision()
@@ -226,8 +237,12 @@ def follow_log(hub, token, job, headers=None) -> tuple[list, threading.Thread]:
     """Follow a batch job's log live (``GET /jobs/{id}/log/stream``) in a thread: its events
     as (kind, data, id, when received; kind "cut" if the connection broke), and the
     thread, which ends with the stream."""
-    r = requests.get(f"{hub.url}/hub/api/jobs/{job['id']}/log/stream", stream=True, timeout=90,
-                     headers={"Authorization": f"token {token}", **(headers or {})})
+    r = requests.get(
+        f"{hub.url}/hub/api/jobs/{job['id']}/log/stream",
+        stream=True,
+        timeout=90,
+        headers={"Authorization": f"token {token}", **(headers or {})},
+    )
     assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/event-stream"), r.text
     events: list = []
     thread = threading.Thread(target=_read_log_events, args=(r, events), daemon=True)
@@ -343,6 +358,7 @@ def refused_code_and_saving(hub, server: str, token: str, launcher: str) -> None
     assert start_code(hub, server, token) == [403, 403]
     r = hub.request("POST", server + "api/kernels", token, json={"name": "python3"})
     assert f"runs as {launcher}'s account" in r.json()["message"], r.text
-    r = hub.request("PUT", server + "api/contents/refused.txt", token,
-                    json={"type": "file", "format": "text", "content": "x"})
+    r = hub.request(
+        "PUT", server + "api/contents/refused.txt", token, json={"type": "file", "format": "text", "content": "x"}
+    )
     assert r.status_code == 403, r.text

@@ -56,8 +56,12 @@ class Portal:
 
     def fetch(self, method: str, path: str, body=None, headers=None) -> requests.Response:
         r = requests.request(
-            method, self.endpoint + path, headers=self.headers() if headers is None else headers,
-            data=None if body is None else json.dumps(body), allow_redirects=False, timeout=60,
+            method,
+            self.endpoint + path,
+            headers=self.headers() if headers is None else headers,
+            data=None if body is None else json.dumps(body),
+            allow_redirects=False,
+            timeout=60,
         )
         assert r.status_code not in (301, 302, 307, 308), f"{method} {path} redirected"
         assert r.headers.get("Content-Type", "").startswith("application/json"), r.text
@@ -111,8 +115,11 @@ class Portal:
         return self.fetch("PUT", f"/workspaces/{workspace_id}", body)
 
     def start(self, workspace_id: int, job_type: str, resource_options: dict) -> requests.Response:
-        return self.fetch("PUT", f"/workspaces/{workspace_id}/start",
-                          {"job_type": job_type, "job_details": {}, "resource_options": resource_options})
+        return self.fetch(
+            "PUT",
+            f"/workspaces/{workspace_id}/start",
+            {"job_type": job_type, "job_details": {}, "resource_options": resource_options},
+        )
 
     def stop(self, job_id: int) -> requests.Response:
         return self.fetch("PUT", f"/jobs/{job_id}/stop")
@@ -122,8 +129,9 @@ class Portal:
 
     def share(self, workspace_id: int, user_ids: list[int]) -> requests.Response:
         # ShareInvitationBody: the workspace id as a string
-        return self.fetch("POST", "/shared_workspaces/",
-                          {"original_workspace_id": str(workspace_id), "shared_user_ids": user_ids})
+        return self.fetch(
+            "POST", "/shared_workspaces/", {"original_workspace_id": str(workspace_id), "shared_user_ids": user_ids}
+        )
 
     def accept(self, invitation_id: int) -> requests.Response:
         return self.fetch("PUT", f"/shared_workspaces/{invitation_id}/accept/")
@@ -165,8 +173,12 @@ class EntityAPI:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
                 parts = self.path.strip("/").split("/")
-                ok = (len(parts) == 3 and parts[0] == "datasets" and parts[2] == "file-system-abs-path"
-                      and self.headers.get("Authorization") == f"Bearer {GROUPS_TOKEN}")
+                ok = (
+                    len(parts) == 3
+                    and parts[0] == "datasets"
+                    and parts[2] == "file-system-abs-path"
+                    and self.headers.get("Authorization") == f"Bearer {GROUPS_TOKEN}"
+                )
                 status, body = (200, {"path": str(root_dir / parts[1])}) if ok else (401, {"error": "no"})
                 data = json.dumps(body).encode()
                 self.send_response(status)

@@ -173,8 +173,9 @@ class Hub:
                     return requests.get(self.url + "/hub/health", timeout=2).status_code == 200
                 # our own admin token proves it is this hub on that port, not another
                 # test's hub that took the same free port in the meantime
-                r = requests.get(self.url + "/hub/api/user", timeout=2,
-                                 headers={"Authorization": f"token {self.admin_token}"})
+                r = requests.get(
+                    self.url + "/hub/api/user", timeout=2, headers={"Authorization": f"token {self.admin_token}"}
+                )
                 return r.status_code == 200
             except requests.RequestException:
                 return False

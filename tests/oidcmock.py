@@ -104,11 +104,18 @@ def build(users: list[dict], globus: bool, token_max_age: int):
             if not token or info.status_code != 200:
                 return flask.jsonify({"active": False})
             claims = info.get_json()
-            return flask.jsonify({
-                "active": True, "sub": claims["sub"], "username": claims.get("preferred_username"),
-                "email": claims.get("email"), "name": claims.get("name"), "client_id": client.username,
-                "scope": " ".join(GLOBUS_RESOURCE_SERVERS.values()), "iss": "https://auth.globus.org",
-            })
+            return flask.jsonify(
+                {
+                    "active": True,
+                    "sub": claims["sub"],
+                    "username": claims.get("preferred_username"),
+                    "email": claims.get("email"),
+                    "name": claims.get("name"),
+                    "client_id": client.username,
+                    "scope": " ".join(GLOBUS_RESOURCE_SERVERS.values()),
+                    "iss": "https://auth.globus.org",
+                }
+            )
 
         app.wsgi_app = GlobusTokenResponses(app.wsgi_app)
     return app

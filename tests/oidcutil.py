@@ -19,8 +19,13 @@ GLOBUS_ALLOWED_GROUP = "6e8f0a1c-0000-4000-8000-00000000a110"
 GLOBUS_ADMIN_GROUP = "6e8f0a1c-0000-4000-8000-0000000ad317"
 
 OIDC_USERS = [
-    {"sub": "u-alice", "preferred_username": "oidcalice", "email": "alice@uni.example", "email_verified": True,
-     "name": "Alice Oidc"},
+    {
+        "sub": "u-alice",
+        "preferred_username": "oidcalice",
+        "email": "alice@uni.example",
+        "email_verified": True,
+        "name": "Alice Oidc",
+    },
     {"sub": "u-mallory", "preferred_username": "mallory", "email": "mallory@elsewhere.example", "name": "Mallory"},
     {"sub": "u-unverified", "preferred_username": "sneaky", "email": "sneaky@uni.example", "email_verified": False},
     {"sub": "u-gus", "preferred_username": "gus", "email": "gus@elsewhere.example", "groups": ["physics"]},
@@ -28,14 +33,34 @@ OIDC_USERS = [
 ]
 
 GLOBUS_USERS = [
-    {"sub": "b1f0c5a2-0000-4000-8000-000000000001", "preferred_username": "gina@globusid.org",
-     "email": "gina@uni.example", "name": "Gina Globus", "globus_groups": [GLOBUS_ALLOWED_GROUP]},
-    {"sub": "b1f0c5a2-0000-4000-8000-000000000002", "preferred_username": "henry@globusid.org",
-     "email": "henry@uni.example", "name": "Henry", "globus_groups": []},
-    {"sub": "b1f0c5a2-0000-4000-8000-000000000003", "preferred_username": "ivan@other.org",
-     "email": "ivan@other.org", "name": "Ivan", "globus_groups": [GLOBUS_ALLOWED_GROUP]},
-    {"sub": "b1f0c5a2-0000-4000-8000-000000000004", "preferred_username": "root@globusid.org",
-     "email": "root@uni.example", "name": "Root", "globus_groups": [GLOBUS_ADMIN_GROUP]},
+    {
+        "sub": "b1f0c5a2-0000-4000-8000-000000000001",
+        "preferred_username": "gina@globusid.org",
+        "email": "gina@uni.example",
+        "name": "Gina Globus",
+        "globus_groups": [GLOBUS_ALLOWED_GROUP],
+    },
+    {
+        "sub": "b1f0c5a2-0000-4000-8000-000000000002",
+        "preferred_username": "henry@globusid.org",
+        "email": "henry@uni.example",
+        "name": "Henry",
+        "globus_groups": [],
+    },
+    {
+        "sub": "b1f0c5a2-0000-4000-8000-000000000003",
+        "preferred_username": "ivan@other.org",
+        "email": "ivan@other.org",
+        "name": "Ivan",
+        "globus_groups": [GLOBUS_ALLOWED_GROUP],
+    },
+    {
+        "sub": "b1f0c5a2-0000-4000-8000-000000000004",
+        "preferred_username": "root@globusid.org",
+        "email": "root@uni.example",
+        "name": "Root",
+        "globus_groups": [GLOBUS_ADMIN_GROUP],
+    },
 ]
 
 
@@ -45,8 +70,14 @@ class Provider:
     def __init__(self, users: list[dict], workdir: Path, globus: bool = False):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, str(REPO / "tests" / "oidcmock.py"), "--port", str(self.port),
-               "--users", json.dumps(users)]
+        cmd = [
+            sys.executable,
+            str(REPO / "tests" / "oidcmock.py"),
+            "--port",
+            str(self.port),
+            "--users",
+            json.dumps(users),
+        ]
         if globus:
             cmd.append("--globus")
         self.log = workdir / "oidc-provider.log"
@@ -99,7 +130,8 @@ def oauth_login(hub, sub: str, session: requests.Session | None = None) -> reque
 
 def globus_config(globus: Provider) -> str:
     """A hub that logs in with Globus at the stand-in provider (also the HuBMAP Globus tests')."""
-    return f"""
+    return (
+        f"""
 c.JupyterHub.authenticator_class = "uws-globus"
 c.WorkspaceGlobusAuthenticator.client_id = "uws-hub-test"
 c.WorkspaceGlobusAuthenticator.client_secret = "uws-hub-secret"
@@ -116,4 +148,6 @@ c.WorkspaceGlobusAuthenticator.globus_local_endpoint = "endpoint-0001"
 c.WorkspaceGlobusAuthenticator.pass_tokens_to_jobs = True
 c.WorkspaceGlobusAuthenticator.token_refresh_margin_seconds = 7200
 c.WorkspaceGlobusAuthenticator.introspect_url = "{globus.url}/v2/oauth2/token/introspect"
-""" + READER
+"""
+        + READER
+    )

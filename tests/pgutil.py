@@ -27,7 +27,9 @@ class PostgresServer:
         self.port = free_port()
 
     def _as_postgres(self, *cmd: str, **kw) -> subprocess.CompletedProcess:
-        return subprocess.run(["runuser", "-u", "postgres", "--", *cmd], check=True, capture_output=True, text=True, **kw)
+        return subprocess.run(
+            ["runuser", "-u", "postgres", "--", *cmd], check=True, capture_output=True, text=True, **kw
+        )
 
     def start(self) -> None:
         shutil.chown(self.datadir, "postgres", "postgres")
@@ -35,8 +37,14 @@ class PostgresServer:
         pgdata = str(self.datadir / "data")
         self._as_postgres(_pg_bin("initdb"), "-D", pgdata, "-U", "postgres", "--auth=trust", "-E", "UTF8")
         self._as_postgres(
-            _pg_bin("pg_ctl"), "-D", pgdata, "-l", str(self.datadir / "server.log"), "-w",
-            "-o", f"-p {self.port} -k {self.datadir} -c listen_addresses=127.0.0.1 -c fsync=off",
+            _pg_bin("pg_ctl"),
+            "-D",
+            pgdata,
+            "-l",
+            str(self.datadir / "server.log"),
+            "-w",
+            "-o",
+            f"-p {self.port} -k {self.datadir} -c listen_addresses=127.0.0.1 -c fsync=off",
             "start",
         )
         wait_for(self._ready, 30, what="PostgreSQL to accept connections")
@@ -59,7 +67,18 @@ class PostgresServer:
 
     def stop(self) -> None:
         subprocess.run(
-            ["runuser", "-u", "postgres", "--", _pg_bin("pg_ctl"), "-D", str(self.datadir / "data"), "-m", "fast", "stop"],
+            [
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+                _pg_bin("pg_ctl"),
+                "-D",
+                str(self.datadir / "data"),
+                "-m",
+                "fast",
+                "stop",
+            ],
             capture_output=True,
         )
         shutil.rmtree(self.datadir, ignore_errors=True)

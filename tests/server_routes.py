@@ -100,8 +100,9 @@ def example(rule, rules, samples) -> str | None:
     for choice in itertools.product(*options):
         chosen = {number: value for number, value in choice if value is not None}
         url = text(tree, chosen)
-        request = HTTPServerRequest(start_line=RequestStartLine("GET", url, "HTTP/1.1"),
-                                     headers=HTTPHeaders({"Host": "127.0.0.1"}))
+        request = HTTPServerRequest(
+            start_line=RequestStartLine("GET", url, "HTTP/1.1"), headers=HTTPHeaders({"Host": "127.0.0.1"})
+        )
         first = next((r for r in rules if r.matcher.match(request) is not None), None)
         if first is rule:
             found.append(url)
@@ -118,11 +119,13 @@ def main() -> None:
     routes = []
     for rule in rules:
         handler = rule.target
-        routes.append({
-            "pattern": rule.matcher.regex.pattern,
-            "handler": f"{handler.__module__}.{handler.__qualname__}",
-            "url": example(rule, rules, samples),
-        })
+        routes.append(
+            {
+                "pattern": rule.matcher.regex.pattern,
+                "handler": f"{handler.__module__}.{handler.__qualname__}",
+                "url": example(rule, rules, samples),
+            }
+        )
     print("ROUTES " + json.dumps(routes), flush=True)
     os._exit(0)  # the server's threads and tasks need not end
 

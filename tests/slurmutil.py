@@ -38,7 +38,7 @@ c.UWSHub.resource_spawners = {{"local": "uws-local", "slurm": "uws-slurm"}}
 c.SlurmPoller.poll_interval_seconds = 1
 c.SlurmPoller.fast_poll_interval_seconds = 0.5
 c.UWSHub.job_types = {job_types!r}
-c.UWSHub.job_log_dir = {tempfile.mkdtemp(prefix='uws-slurm-logs-')!r}
+c.UWSHub.job_log_dir = {tempfile.mkdtemp(prefix="uws-slurm-logs-")!r}
 """
 
 
@@ -53,8 +53,15 @@ def job_info(job_id: str) -> dict[str, str]:
     if not out:
         return {}
     state, reason, node, user, name, time_limit, comment = out.split("|", 6)
-    return {"state": state, "reason": reason, "node": node, "user": user, "name": name, "time_limit": time_limit,
-            "comment": comment}
+    return {
+        "state": state,
+        "reason": reason,
+        "node": node,
+        "user": user,
+        "name": name,
+        "time_limit": time_limit,
+        "comment": comment,
+    }
 
 
 def jobs_named(name: str) -> list[str]:
@@ -65,8 +72,14 @@ def jobs_named(name: str) -> list[str]:
 
 def sbatch(*args: str, script: str = "#!/bin/sh\nsleep 600\n") -> str:
     """Submit a job as root, outside any hub; returns its id."""
-    r = subprocess.run(["sbatch", "--parsable", "--output=/dev/null", *args], input=script, capture_output=True, text=True,
-                       timeout=60, check=True)
+    r = subprocess.run(
+        ["sbatch", "--parsable", "--output=/dev/null", *args],
+        input=script,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     return r.stdout.strip().split(";")[0]
 
 
@@ -91,13 +104,23 @@ def release(job_id: str) -> None:
 #: SLURM at its time limit
 TIME_LIMIT_JOB_TYPES = {
     "minimal": {
-        "cmd": [sys.executable, str(REPO / "tests" / "minimal_server.py")], "resources": ["slurm"],
+        "cmd": [sys.executable, str(REPO / "tests" / "minimal_server.py")],
+        "resources": ["slurm"],
         "limits": {"cpus": 2, "memory": "1G", "gpus": 0, "time_limit": "10", "partitions": ["debug"]},
         "default_resources": {"cpus": 1, "memory": "128M", "time_limit": "5"},
     },
-    "timed": {"interactive": False, "resources": ["slurm"], "default_resources": {"cpus": 1, "memory": "128M"},
-              "cmd": [sys.executable, str(REPO / "tests" / "batch_job.py"), "sleep", "600"], "time_limit_seconds": 60},
-    "sleep": {"interactive": False, "resources": ["slurm"], "default_resources": {"cpus": 1, "memory": "128M"},
-              "cmd": [sys.executable, str(REPO / "tests" / "batch_job.py"), "sleep", "{seconds}"],
-              "parameters": {"seconds": {"type": "float", "default": 1, "min": 0, "max": 600}}},
+    "timed": {
+        "interactive": False,
+        "resources": ["slurm"],
+        "default_resources": {"cpus": 1, "memory": "128M"},
+        "cmd": [sys.executable, str(REPO / "tests" / "batch_job.py"), "sleep", "600"],
+        "time_limit_seconds": 60,
+    },
+    "sleep": {
+        "interactive": False,
+        "resources": ["slurm"],
+        "default_resources": {"cpus": 1, "memory": "128M"},
+        "cmd": [sys.executable, str(REPO / "tests" / "batch_job.py"), "sleep", "{seconds}"],
+        "parameters": {"seconds": {"type": "float", "default": 1, "min": 0, "max": 600}},
+    },
 }

@@ -39,29 +39,52 @@ class Site:
 def site(make_hub, system_users):
     hub = make_hub(MULTIUSER_CONFIG + "c.WorkspaceLocalAuthenticator.allow_signup = True\n")
     for name, display in PEOPLE.items():
-        hub.api("POST", "accounts", json={"username": name, "password": PASSWORD, "display_name": display,
-                                          "email": f"{name}@example.org"}, expect=201)
+        hub.api(
+            "POST",
+            "accounts",
+            json={"username": name, "password": PASSWORD, "display_name": display, "email": f"{name}@example.org"},
+            expect=201,
+        )
     site = Site(hub, {name: hub.add_user(name) for name in PEOPLE})
     alice = site.tokens["uwsalice"]
-    hub.api("PUT", "quotas/uwsalice", json={"override": {"disk_bytes": 10 * 1024**2, "concurrent_jobs": 3}},
-            expect=200)
+    hub.api("PUT", "quotas/uwsalice", json={"override": {"disk_bytes": 10 * 1024**2, "concurrent_jobs": 3}}, expect=200)
     files = [{"path": "README.md", "content": "# hello\n"}, {"path": "data/values.csv", "content": "a,b\n1,2\n"}]
     for key, name in [("running", "Analysis"), ("long", LONG_NAME), ("failed", "Failed job here")]:
-        site.ws[key] = hub.api("POST", "workspaces", alice, json={"name": name, "description": f"the {key} one",
-                                                                   "files": files}, expect=201)
-    hub.api("POST", f"workspaces/{site.ws['running']['id']}/shares", alice,
-            json={"user": "uwsbob", "level": "editor"}, expect=201)
-    hub.api("POST", f"workspaces/{site.ws['long']['id']}/shares", alice,
-            json={"user": "uwsbob", "kind": "copy", "name": "Bob's copy"}, expect=201)
-    job = hub.api("POST", f"workspaces/{site.ws['failed']['id']}/jobs", alice, json={"job_type": "broken"},
-                  expect=202)
+        site.ws[key] = hub.api(
+            "POST",
+            "workspaces",
+            alice,
+            json={"name": name, "description": f"the {key} one", "files": files},
+            expect=201,
+        )
+    hub.api(
+        "POST",
+        f"workspaces/{site.ws['running']['id']}/shares",
+        alice,
+        json={"user": "uwsbob", "level": "editor"},
+        expect=201,
+    )
+    hub.api(
+        "POST",
+        f"workspaces/{site.ws['long']['id']}/shares",
+        alice,
+        json={"user": "uwsbob", "kind": "copy", "name": "Bob's copy"},
+        expect=201,
+    )
+    job = hub.api("POST", f"workspaces/{site.ws['failed']['id']}/jobs", alice, json={"job_type": "broken"}, expect=202)
     site.jobs["failed_job"] = hub.wait_job(job["id"], alice, {"failed"})
-    job = hub.api("POST", f"workspaces/{site.ws['running']['id']}/jobs", alice, json={"job_type": "minimal"},
-                  expect=202)
+    job = hub.api(
+        "POST", f"workspaces/{site.ws['running']['id']}/jobs", alice, json={"job_type": "minimal"}, expect=202
+    )
     assert hub.wait_job(job["id"], alice, {"running", "failed"})["status"] == "running"
     # a finished batch job beside it, and one whose parameters were refused (the page's form)
-    batch = hub.api("POST", f"workspaces/{site.ws['running']['id']}/jobs", alice,
-                    json={"job_type": "echo", "parameters": {"text": "hello from a batch job"}}, expect=202)
+    batch = hub.api(
+        "POST",
+        f"workspaces/{site.ws['running']['id']}/jobs",
+        alice,
+        json={"job_type": "echo", "parameters": {"text": "hello from a batch job"}},
+        expect=202,
+    )
     site.jobs["running_job"] = job
     site.jobs["batch_job"] = hub.wait_job(batch["id"], alice, {"completed"})
     yield site
@@ -223,9 +246,7 @@ def test_on_a_phone_no_page_scrolls_sideways_and_every_control_is_a_touch_target
         if name == "share dialog":
             assert within_screen(page.locator("#share-dialog")), page.locator("#share-dialog").bounding_box()
     small = {name: found for name, found in small.items() if found}
-    assert not wide and not small, (
-        f"pages wider than the phone's 390 px: {wide}; controls under 44 px tall: {small}"
-    )
+    assert not wide and not small, f"pages wider than the phone's 390 px: {wide}; controls under 44 px tall: {small}"
 
 
 def test_job_tables_stay_readable_on_a_phone(site, browser):
@@ -247,8 +268,12 @@ def test_job_tables_stay_readable_on_a_phone(site, browser):
 def within_screen(locator) -> bool:
     box = locator.bounding_box()
     width, height = PHONE["viewport"]["width"], PHONE["viewport"]["height"]
-    return box["x"] >= 0 and box["x"] + box["width"] <= width and box["y"] >= 0 and box["y"] + box["height"] <= (
-        height if locator.evaluate("el => el.tagName") == "DIALOG" else float("inf"))
+    return (
+        box["x"] >= 0
+        and box["x"] + box["width"] <= width
+        and box["y"] >= 0
+        and box["y"] + box["height"] <= (height if locator.evaluate("el => el.tagName") == "DIALOG" else float("inf"))
+    )
 
 
 # ---------------------------------------------------------------- keyboard
@@ -429,17 +454,23 @@ def test_times_in_the_readers_time_zone_and_words(site, browser):
     """Times read "… ago" in the reader's language, with the exact local time on hover."""
     context, page = login(site.hub, browser, "uwsalice", PASSWORD, timezone_id="Asia/Tokyo", locale="en-GB")
     try:
-        for path, where in ((f"/hub/workspaces/{site.ws['failed']['id']}", "#jobs"), ("/hub/workspaces", "#workspaces"),
-                            ("/hub/jobs", "#job-list")):
+        for path, where in (
+            (f"/hub/workspaces/{site.ws['failed']['id']}", "#jobs"),
+            ("/hub/workspaces", "#workspaces"),
+            ("/hub/jobs", "#job-list"),
+        ):
             page.goto(site.hub.url + path)
             times = page.locator(f"{where} time")
             expect(times.first).to_be_visible()
             for i in range(times.count()):
                 t = times.nth(i)
-                assert re.fullmatch(r"\d{4}-\d\d-\d\dT[\d:.]+Z", t.get_attribute("datetime")), t.get_attribute("datetime")
+                assert re.fullmatch(r"\d{4}-\d\d-\d\dT[\d:.]+Z", t.get_attribute("datetime")), t.get_attribute(
+                    "datetime"
+                )
                 assert re.fullmatch(r"(now|\d+ (seconds?|minutes?|hours?) ago)", t.inner_text()), t.inner_text()
                 assert "GMT+9" in t.get_attribute("title") and "Japan" not in t.get_attribute("title"), t.get_attribute(
-                    "title")
+                    "title"
+                )
         # the jobs table written by the page's script too (after a job's end)
         page.goto(f"{site.hub.url}/hub/workspaces/{site.ws['failed']['id']}")
         page.locator(".file-entry", has_text="README.md").wait_for()
@@ -512,8 +543,7 @@ def test_rename_and_describe_a_workspace_in_the_page(site, browser):
     a blank name is refused with the hub's message; an editor is not offered it."""
     alice = site.tokens["uwsalice"]
     ws = new_workspace(site, alice, description="before")
-    site.hub.api("POST", f"workspaces/{ws['id']}/shares", alice, json={"user": "uwsbob", "level": "editor"},
-                 expect=201)
+    site.hub.api("POST", f"workspaces/{ws['id']}/shares", alice, json={"user": "uwsbob", "level": "editor"}, expect=201)
     context, page = login(site.hub, browser, "uwsalice", PASSWORD)
     try:
         page.goto(f"{site.hub.url}/hub/workspaces/{ws['id']}")
@@ -534,7 +564,10 @@ def test_rename_and_describe_a_workspace_in_the_page(site, browser):
         expect(page.locator("#edit-workspace-form")).to_be_hidden()
         stored = site.hub.api("GET", f"workspaces/{ws['id']}", alice, expect=200)
         assert (stored["name"], stored["description"], stored["slug"]) == (
-            "Renamed in the page", "after\nwith a second line", ws["slug"])
+            "Renamed in the page",
+            "after\nwith a second line",
+            ws["slug"],
+        )
         page.reload()
         expect(page.locator("h1")).to_have_text("Renamed in the page")
         # Escape closes the form unchanged, back on the button

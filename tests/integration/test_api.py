@@ -114,9 +114,9 @@ def test_patch_validation(hub, alice, workspace):
 
 
 def test_read_only_token_cannot_change_anything(hub, alice, workspace):
-    token = hub.api(
-        "POST", "users/uwsalice/tokens", json={"scopes": ["custom:uws:read:workspaces!user"]}, expect=201
-    )["token"]
+    token = hub.api("POST", "users/uwsalice/tokens", json={"scopes": ["custom:uws:read:workspaces!user"]}, expect=201)[
+        "token"
+    ]
     wid = workspace["id"]
     assert hub.api("GET", f"workspaces/{wid}", token, expect=200)["id"] == wid
     assert hub.request("GET", f"workspaces/{wid}/files/README.md", token).status_code == 200
@@ -176,7 +176,9 @@ def test_a_user_named_after_a_system_account_gets_nothing_of_it(hub, name):
     hub.api("DELETE", f"users/{name}", expect=204)
 
 
-@pytest.mark.expect_log_errors("Error starting uwsalice's server: HTTP 400: Bad Request \\(This server runs workspace jobs only")
+@pytest.mark.expect_log_errors(
+    "Error starting uwsalice's server: HTTP 400: Bad Request \\(This server runs workspace jobs only"
+)
 def test_jupyterhub_server_api_cannot_bypass_workspaces(hub, alice):
     """Starting a server through JupyterHub's own API does not dodge workspaces."""
     r = hub.request("POST", "users/uwsalice/servers/sneaky", alice)

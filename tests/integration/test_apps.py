@@ -146,11 +146,11 @@ def shared_apps(apphub):
     owner = apphub.tokens[OWNER]
     apps = {}
     for job_type in ("voila", "streamlit", "echo"):
-        ws = apphub.api("POST", "workspaces", owner, json={"name": f"shared {job_type} {uuid.uuid4().hex[:6]}"},
-                        expect=201)
+        ws = apphub.api(
+            "POST", "workspaces", owner, json={"name": f"shared {job_type} {uuid.uuid4().hex[:6]}"}, expect=201
+        )
         for name, level in ((VIEWER, "viewer"), (EDITOR, "editor")):
-            apphub.api("POST", f"workspaces/{ws['id']}/shares", owner, json={"user": name, "level": level},
-                       expect=201)
+            apphub.api("POST", f"workspaces/{ws['id']}/shares", owner, json={"user": name, "level": level}, expect=201)
         job = apphub.api("POST", f"workspaces/{ws['id']}/jobs", owner, json={"job_type": job_type}, expect=202)
         job = apphub.wait_job(job["id"], owner, {"running", "failed"}, timeout=90)
         assert job["status"] == "running", job["reason"]
@@ -189,8 +189,12 @@ def test_a_viewer_opens_the_dashboard_and_nothing_else(apphub, shared_apps, brow
         page.keyboard.press("ArrowRight")
         expect(page.get_by_text(SUM_7)).to_be_visible(timeout=30_000)
         # JupyterLab's write paths in the same server stay refused to the viewer
-        assert browserutil.put_from_page(page, voila + "api/contents/bob-was-here.txt",
-                                         {"type": "file", "format": "text", "content": "from bob"}) == 403
+        assert (
+            browserutil.put_from_page(
+                page, voila + "api/contents/bob-was-here.txt", {"type": "file", "format": "text", "content": "from bob"}
+            )
+            == 403
+        )
         # the Streamlit app, which viewers may not use, is refused like the rest
         response = page.goto(apphub.url + streamlit + "app/")
         browserutil.authorize(page)
@@ -282,11 +286,13 @@ def test_around_the_proxy_other_accounts_cannot_use_the_apps(apphub, shared_apps
     uvicorn = app_command(OWNER, "streamlit_asgi:app")
     sock = next(arg.split("=", 1)[1] for arg in uvicorn if arg.startswith("--uds="))
     connect = f"import socket; socket.socket(socket.AF_UNIX).connect({sock!r})"
-    refused = subprocess.run(["runuser", "-u", VIEWER, "--", "python3", "-c", connect], capture_output=True,
-                             text=True, timeout=30)
+    refused = subprocess.run(
+        ["runuser", "-u", VIEWER, "--", "python3", "-c", connect], capture_output=True, text=True, timeout=30
+    )
     assert refused.returncode != 0 and "PermissionError" in refused.stderr, refused.stderr
-    owner = subprocess.run(["runuser", "-u", OWNER, "--", "python3", "-c", connect], capture_output=True,
-                           text=True, timeout=30)
+    owner = subprocess.run(
+        ["runuser", "-u", OWNER, "--", "python3", "-c", connect], capture_output=True, text=True, timeout=30
+    )
     assert owner.returncode == 0, owner.stderr
 
 
@@ -300,8 +306,12 @@ def test_an_app_gets_its_command_template_filled_and_no_visitors_credentials(app
     directory = os.path.realpath(apphub.workspaces_root / OWNER / echo["ws"]["slug"])
     cookies = "jupyterhub-session-id=0123abcd; jupyterhub-user-uwsalice-x=secret; theme=dark"
     for name in (OWNER, EDITOR, VIEWER):
-        r = requests.get(apphub.url + echo["server"] + "app/some/page?x=1", allow_redirects=False, timeout=60,
-                         headers={"Authorization": f"token {apphub.tokens[name]}", "Cookie": cookies})
+        r = requests.get(
+            apphub.url + echo["server"] + "app/some/page?x=1",
+            allow_redirects=False,
+            timeout=60,
+            headers={"Authorization": f"token {apphub.tokens[name]}", "Cookie": cookies},
+        )
         assert r.status_code == 200, (name, r.status_code, r.text[:300])
         seen = r.json()
         port, base_url, workspace = seen["argv"]
@@ -331,15 +341,39 @@ def test_a_viewer_cannot_run_code_in_the_dashboards_kernel(apphub, shared_apps):
 
     def request(msg_type: str, content: dict) -> str:
         msg_id = uuid.uuid4().hex
-        header = {"msg_id": msg_id, "msg_type": msg_type, "session": "bob", "username": "bob", "version": "5.3",
-                  "date": "2024-01-01T00:00:00Z"}
-        ws.send(json.dumps({"header": header, "parent_header": {}, "metadata": {}, "content": content,
-                            "channel": "shell", "buffers": []}))
+        header = {
+            "msg_id": msg_id,
+            "msg_type": msg_type,
+            "session": "bob",
+            "username": "bob",
+            "version": "5.3",
+            "date": "2024-01-01T00:00:00Z",
+        }
+        ws.send(
+            json.dumps(
+                {
+                    "header": header,
+                    "parent_header": {},
+                    "metadata": {},
+                    "content": content,
+                    "channel": "shell",
+                    "buffers": [],
+                }
+            )
+        )
         return msg_id
 
     try:
-        request("execute_request", {"code": f"open({str(marker)!r}, 'w').write('bob')", "silent": False,
-                                    "store_history": False, "user_expressions": {}, "allow_stdin": False})
+        request(
+            "execute_request",
+            {
+                "code": f"open({str(marker)!r}, 'w').write('bob')",
+                "silent": False,
+                "store_history": False,
+                "user_expressions": {},
+                "allow_stdin": False,
+            },
+        )
         info = request("kernel_info_request", {})
         replies = []
         while True:  # the shell channel answers in order: an execute_reply would come first
@@ -381,11 +415,21 @@ def test_a_workspaces_own_dashboard_is_shown_and_kept(apphub):
     """A workspace with its own dashboard.ipynb gets it shown, not the example,
     and the file is left as it was."""
     owner = apphub.tokens[OWNER]
-    mine = json.dumps({"cells": [{"cell_type": "markdown", "id": "mine", "metadata": {},
-                                  "source": ["# Glacier melt, by year"]}],
-                       "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
-    ws = apphub.api("POST", "workspaces", owner, expect=201, json={
-        "name": f"own dashboard {uuid.uuid4().hex[:6]}", "files": [{"path": "dashboard.ipynb", "content": mine}]})
+    mine = json.dumps(
+        {
+            "cells": [{"cell_type": "markdown", "id": "mine", "metadata": {}, "source": ["# Glacier melt, by year"]}],
+            "metadata": {},
+            "nbformat": 4,
+            "nbformat_minor": 5,
+        }
+    )
+    ws = apphub.api(
+        "POST",
+        "workspaces",
+        owner,
+        expect=201,
+        json={"name": f"own dashboard {uuid.uuid4().hex[:6]}", "files": [{"path": "dashboard.ipynb", "content": mine}]},
+    )
     job = apphub.api("POST", f"workspaces/{ws['id']}/jobs", owner, json={"job_type": "voila"}, expect=202)
     job = apphub.wait_job(job["id"], owner, {"running", "failed"}, timeout=90)
     assert job["status"] == "running", job["reason"]

@@ -112,8 +112,10 @@ def test_parallel_logins_check_no_more_wrong_passwords_than_the_limit(make_hub):
     passwords is checked, the account locks, and the right password, sent once
     the limit is reached, neither logs in nor ends the lock."""
     # hashes slow enough (cost 11) for the hub to check several logins at the same time
-    hub = make_hub(LOCAL_CONFIG + "c.WorkspaceLocalAuthenticator.bcrypt_rounds = 11\n"
-                   "c.WorkspaceLocalAuthenticator.lockout_seconds = 600\n")
+    hub = make_hub(
+        LOCAL_CONFIG + "c.WorkspaceLocalAuthenticator.bcrypt_rounds = 11\n"
+        "c.WorkspaceLocalAuthenticator.lockout_seconds = 600\n"
+    )
     limit = 3
     name, password = new_account(hub)
     sessions = [requests.Session() for _ in range(12)]
@@ -206,7 +208,9 @@ def test_accounts_api_rules(local_hub):
     assert r.status_code == 409 and "exists already" in r.json()["message"]
     r = hub.request("POST", "accounts", hub.admin_token, json={"username": "../etc", "password": "long-enough"})
     assert r.status_code == 422 and "Invalid user name" in r.json()["message"]
-    r = hub.request("POST", "accounts", hub.admin_token, json={"username": "x1", "password": "long-enough", "role": "x"})
+    r = hub.request(
+        "POST", "accounts", hub.admin_token, json={"username": "x1", "password": "long-enough", "role": "x"}
+    )
     assert r.status_code == 422
     assert hub.request("GET", "accounts/no-such-account", hub.admin_token).status_code == 404
     r = hub.request("PATCH", f"accounts/{name}", hub.admin_token, json={"password": "short"})
@@ -222,7 +226,9 @@ def test_accounts_api_rules(local_hub):
     token = hub.api("POST", f"users/{name}/tokens", json={"note": "x"}, expect=201)["token"]
     assert hub.request("GET", "accounts", token).status_code == 403
     assert hub.request("PATCH", f"accounts/{name}", token, json={"disabled": False}).status_code in (403, 404)
-    assert hub.request("POST", "accounts", token, json={"username": "mine", "password": "long-enough"}).status_code == 403
+    assert (
+        hub.request("POST", "accounts", token, json={"username": "mine", "password": "long-enough"}).status_code == 403
+    )
 
 
 # ---------------------------------------------------------------- user admins (JupyterHub's rules)
@@ -284,12 +290,16 @@ def test_a_user_admin_cannot_give_an_admin_without_an_account_a_password(local_h
     hub = local_hub
     name = f"hubadmin{uuid.uuid4().hex[:6]}"
     hub.api("POST", f"users/{name}", hub.add_user("boss"), json={"admin": True}, expect=201)
-    r = hub.request("POST", "accounts", hub.add_user("keeper"), json={"username": name, "password": "taken-over-password"})
+    r = hub.request(
+        "POST", "accounts", hub.add_user("keeper"), json={"username": name, "password": "taken-over-password"}
+    )
     assert refusal(r) == (403, ONLY_ADMINS_MODIFY)
     assert hub.request("GET", f"accounts/{name}", hub.admin_token).status_code == 404
     assert not login(hub, name, "taken-over-password").ok
     # a real admin may
-    hub.api("POST", "accounts", hub.add_user("boss"), json={"username": name, "password": "their-own-password"}, expect=201)
+    hub.api(
+        "POST", "accounts", hub.add_user("boss"), json={"username": name, "password": "their-own-password"}, expect=201
+    )
     assert login(hub, name, "their-own-password").ok
 
 
@@ -323,8 +333,7 @@ def test_nobody_disables_their_own_account(local_hub):
     hub = local_hub
     name, password = new_admin(hub)
     # the user admin's own account (201; 409 when another test made it)
-    made = hub.request("POST", "accounts", hub.admin_token,
-                       json={"username": "keeper", "password": "keeper-password"})
+    made = hub.request("POST", "accounts", hub.admin_token, json={"username": "keeper", "password": "keeper-password"})
     assert made.status_code in (201, 409), made.text
     for who, token in ((name, hub.add_user(name)), ("keeper", hub.add_user("keeper"))):
         r = hub.request("PATCH", f"accounts/{who}", token, json={"disabled": True, "email": "me@example.org"})
@@ -332,8 +341,12 @@ def test_nobody_disables_their_own_account(local_hub):
         assert r.json()["message"] == "You cannot disable your own account: another admin can"
         account = hub.api("GET", f"accounts/{who}", token, expect=200)
         assert account["disabled"] is False and account["email"] != "me@example.org"
-        assert hub.api("PATCH", f"accounts/{who}", token, json={"disabled": False, "email": "me@example.org"},
-                       expect=200)["email"] == "me@example.org"
+        assert (
+            hub.api("PATCH", f"accounts/{who}", token, json={"disabled": False, "email": "me@example.org"}, expect=200)[
+                "email"
+            ]
+            == "me@example.org"
+        )
     assert login(hub, name, password).ok
     assert hub.api("PATCH", f"accounts/{name}", hub.add_user("boss"), json={"disabled": True}, expect=200)["disabled"]
     assert not login(hub, name, password).ok
@@ -537,8 +550,12 @@ def signup_hub(make_hub):
 def signup(hub, username: str, password: str) -> requests.Response:
     s = requests.Session()
     s.get(hub.url + "/hub/signup", timeout=30)
-    form = {"username": username, "password": password, "password2": password,
-            "_xsrf": s.cookies.get("_xsrf", path="/hub/")}
+    form = {
+        "username": username,
+        "password": password,
+        "password2": password,
+        "_xsrf": s.cookies.get("_xsrf", path="/hub/"),
+    }
     return s.post(hub.url + "/hub/signup", data=form, timeout=60)
 
 

@@ -28,6 +28,7 @@ pytest.importorskip("oauthenticator")
 if importlib.util.find_spec("oidc_provider_mock") is None:  # runs in a subprocess: not imported here
     pytest.skip("oidc-provider-mock is not installed (pip install -e '.[test]')", allow_module_level=True)
 
+
 # ---------------------------------------------------------------- generic OIDC
 @pytest.fixture(scope="module")
 def oidc(tmp_path_factory):
@@ -38,7 +39,8 @@ def oidc(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def oidc_hub(make_hub, oidc):
-    config = f"""
+    config = (
+        f"""
 c.JupyterHub.authenticator_class = "uws-oidc"
 c.WorkspaceOIDCAuthenticator.client_id = "uws-hub-test"
 c.WorkspaceOIDCAuthenticator.client_secret = "uws-hub-secret"
@@ -55,7 +57,9 @@ c.WorkspaceOIDCAuthenticator.admin_groups = {{"hub-admins"}}
 c.WorkspaceOIDCAuthenticator.pass_tokens_to_jobs = True
 # the provider's tokens live an hour: refresh whatever expires within two
 c.WorkspaceOIDCAuthenticator.token_refresh_margin_seconds = 7200
-""" + READER
+"""
+        + READER
+    )
     return make_hub(config, env={"JUPYTERHUB_CRYPT_KEY": secrets.token_hex(32)})
 
 
@@ -146,8 +150,10 @@ def test_an_editors_job_gets_the_editors_tokens_never_the_owners(oidc_hub, oidc)
     output = (oidc_hub.workdir / "uws-job-logs" / f"job-{job['id']}.log").read_text()
     env = json.loads(re.search(r"^ENV=(\{.*\})$", output, re.M).group(1))
     handed = env["UWS_OAUTH_ACCESS_TOKEN"]
-    states = {name: oidc_hub.api("GET", f"users/{name}", READER_TOKEN, expect=200)["auth_state"]
-              for name in ("gus", "oidcalice")}
+    states = {
+        name: oidc_hub.api("GET", f"users/{name}", READER_TOKEN, expect=200)["auth_state"]
+        for name in ("gus", "oidcalice")
+    }
     assert handed == states["gus"]["access_token"] and oidc.token_works(handed)
     assert states["oidcalice"]["access_token"] not in json.dumps(env)
     assert env["UWS_LAUNCHER"] == "gus"

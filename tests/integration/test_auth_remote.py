@@ -144,7 +144,7 @@ def test_wrong_credentials(remote_hub):
     assert "Login service rejected the credentials of nobody (HTTP 401)" in remote_hub.log_text()
 
 
-@pytest.mark.expect_log_errors('Login service \\S+ is unreachable', '\\] 503 POST /hub/login')
+@pytest.mark.expect_log_errors("Login service \\S+ is unreachable", "\\] 503 POST /hub/login")
 def test_service_down_fails_closed_and_the_hub_keeps_running(remote_hub, remote):
     remote.stop()
     try:
@@ -162,7 +162,7 @@ def test_service_down_fails_closed_and_the_hub_keeps_running(remote_hub, remote)
     assert login(remote_hub, "ruth", "ruth-password").ok
 
 
-@pytest.mark.expect_log_errors('Login service \\S+ failed for slowpoke: Timeout', '\\] 503 POST /hub/login')
+@pytest.mark.expect_log_errors("Login service \\S+ failed for slowpoke: Timeout", "\\] 503 POST /hub/login")
 def test_slow_service_times_out(remote_hub):
     start = time.monotonic()
     result = login(remote_hub, "slowpoke", "whatever")
@@ -173,7 +173,11 @@ def test_slow_service_times_out(remote_hub):
     assert remote_hub.request("GET", "/hub/health").status_code == 200
 
 
-@pytest.mark.expect_log_errors('Login service \\S+ answered HTTP 500 for broken', 'answered with something other than a JSON object', '\\] 50[23] POST /hub/login')
+@pytest.mark.expect_log_errors(
+    "Login service \\S+ answered HTTP 500 for broken",
+    "answered with something other than a JSON object",
+    "\\] 50[23] POST /hub/login",
+)
 def test_broken_service(remote_hub):
     result = login(remote_hub, "broken", "whatever")
     assert result.response.status_code == 503 and "(HTTP 500)" in result.error
@@ -186,6 +190,8 @@ def test_local_accounts_api_says_it_is_not_in_use(remote_hub):
     r = remote_hub.request("GET", "accounts", remote_hub.admin_token)
     assert r.status_code == 404
     assert "logs in with WorkspaceRemoteAPIAuthenticator" in r.json()["message"]
-    r = remote_hub.request("POST", "accounts", remote_hub.admin_token, json={"username": "x", "password": "long-enough"})
+    r = remote_hub.request(
+        "POST", "accounts", remote_hub.admin_token, json={"username": "x", "password": "long-enough"}
+    )
     assert r.status_code == 404 and "not in use" in r.json()["message"]
     assert remote_hub.request("GET", "/hub/admin/accounts").status_code in (302, 403, 404)

@@ -38,8 +38,13 @@ def lists(hub, alice, wid):
 
 def test_pagination_is_bounded_on_every_list(hub, alice, workspace):
     for path, token in lists(hub, alice, workspace["id"]):
-        for query, words in ((f"offset={TOO_BIG}", "offset"), ("offset=-1", "offset"), ("limit=0", "limit"),
-                             ("offset=" + "9" * 5000, "offset"), ("limit=1.5", "limit")):
+        for query, words in (
+            (f"offset={TOO_BIG}", "offset"),
+            ("offset=-1", "offset"),
+            ("limit=0", "limit"),
+            ("offset=" + "9" * 5000, "offset"),
+            ("limit=1.5", "limit"),
+        ):
             r = hub.request("GET", f"{path}?{query}", token)
             assert r.status_code == 400, (path, query[:40], r.status_code, r.text[:300])
             message = r.json()["message"]
@@ -53,8 +58,10 @@ def test_pagination_is_bounded_on_every_list(hub, alice, workspace):
 def test_a_huge_last_event_id_is_refused_before_the_stream_starts(hub, alice):
     url = f"{hub.url}/hub/api/events"
     auth = {"Authorization": f"token {alice}"}
-    for kw, name in (({"params": {"last_event_id": TOO_BIG}}, "last_event_id"),
-                     ({"headers": {"Last-Event-ID": TOO_BIG}}, "Last-Event-ID header")):
+    for kw, name in (
+        ({"params": {"last_event_id": TOO_BIG}}, "last_event_id"),
+        ({"headers": {"Last-Event-ID": TOO_BIG}}, "Last-Event-ID header"),
+    ):
         headers = {**auth, **kw.pop("headers", {})}
         with requests.get(url, headers=headers, stream=True, timeout=30, **kw) as r:
             assert r.status_code == 400, r.status_code
@@ -63,7 +70,8 @@ def test_a_huge_last_event_id_is_refused_before_the_stream_starts(hub, alice):
     with pytest.raises(websocket.WebSocketBadStatusException) as refused:
         websocket.create_connection(
             hub.url.replace("http", "ws") + f"/hub/api/events/ws?last_event_id={TOO_BIG}",
-            header=[f"Authorization: token {alice}"], timeout=10,
+            header=[f"Authorization: token {alice}"],
+            timeout=10,
         )
     assert refused.value.status_code == 400
     assert b"last_event_id" in refused.value.resp_body
@@ -73,15 +81,24 @@ def test_ids_past_the_id_columns_are_not_found(hub, alice, workspace):
     """Found by tests/test_fuzz.py on PostgreSQL: an id past 2**31 (the id
     columns are SQL INTEGERs) was a 500 on every route that takes one."""
     for big in (2**31, 2**62):
-        for method, path in (("GET", f"workspaces/{big}"), ("GET", f"workspaces/{big}/files"),
-                             ("POST", f"workspaces/{big}/jobs"), ("GET", f"jobs/{big}"),
-                             ("POST", f"jobs/{big}/stop"), ("GET", f"jobs?workspace={big}"),
-                             ("DELETE", f"workspaces/{workspace['id']}/shares/{big}"),
-                             ("POST", f"shares/{big}/decline")):
+        for method, path in (
+            ("GET", f"workspaces/{big}"),
+            ("GET", f"workspaces/{big}/files"),
+            ("POST", f"workspaces/{big}/jobs"),
+            ("GET", f"jobs/{big}"),
+            ("POST", f"jobs/{big}/stop"),
+            ("GET", f"jobs?workspace={big}"),
+            ("DELETE", f"workspaces/{workspace['id']}/shares/{big}"),
+            ("POST", f"shares/{big}/decline"),
+        ):
             r = hub.request(method, path, alice, json={"job_type": "minimal"} if method == "POST" else None)
             assert r.status_code == 404, (method, path, r.status_code, r.text[:300])
-        with requests.get(f"{hub.url}/hub/api/events?workspace={big}", headers={"Authorization": f"token {alice}"},
-                          stream=True, timeout=30) as r:
+        with requests.get(
+            f"{hub.url}/hub/api/events?workspace={big}",
+            headers={"Authorization": f"token {alice}"},
+            stream=True,
+            timeout=30,
+        ) as r:
             assert r.status_code == 404, r.status_code
 
 
@@ -97,8 +114,9 @@ def test_ids_past_the_id_columns_are_not_found(hub, alice, workspace):
     ],
 )
 def test_resource_numbers_are_bounded(hub, alice, workspace, resources, words):
-    r = hub.request("POST", f"workspaces/{workspace['id']}/jobs", alice,
-                    json={"job_type": "minimal", "resources": resources})
+    r = hub.request(
+        "POST", f"workspaces/{workspace['id']}/jobs", alice, json={"job_type": "minimal", "resources": resources}
+    )
     assert r.status_code == 422, r.text[:300]
     message = r.json()["message"]
     assert words in message and "set_int_max_str_digits" not in message, message
@@ -117,9 +135,13 @@ def test_control_characters_are_refused_in_stored_strings(hub, alice, bob, works
         ("POST", f"workspaces/{wid}/shares", alice, {"kind": "copy", "user": "uwsbob", "name": "c" + bad}, "name"),
         ("POST", f"workspaces/{wid}/shares", alice, {"user": "uwsbob" + bad}, "user"),
         ("POST", f"workspaces/{wid}/jobs", alice, {"job_type": "minimal" + bad}, "job_type"),
-        ("POST", "accounts", hub.admin_token,
-         {"username": "ctl" + uuid.uuid4().hex[:6], "password": "a long password", "display_name": "d" + bad},
-         "display_name"),
+        (
+            "POST",
+            "accounts",
+            hub.admin_token,
+            {"username": "ctl" + uuid.uuid4().hex[:6], "password": "a long password", "display_name": "d" + bad},
+            "display_name",
+        ),
         ("PATCH", "accounts/uwsadmin", hub.admin_token, {"email": "e" + bad + "@example.org"}, "email"),
     ]:
         r = hub.request(method, path, token, json=body)
@@ -148,7 +170,9 @@ def test_a_nul_in_any_path_parameter_is_refused(hub, alice):
             json_answer = r.headers.get("Content-Type", "").startswith("application/json")
             message = r.json()["message"] if json_answer else r.text.strip()
             assert (r.status_code, message) == (400, "The URL must not contain NUL characters (%00)"), (
-                method, path, r.text[:300]
+                method,
+                path,
+                r.text[:300],
             )
             assert "400" in operations[method]["responses"], f"docs/openapi.yaml: {method} {template} lists no 400"
 
@@ -167,8 +191,13 @@ def test_a_streamed_upload_refused_before_its_body_says_the_connection_closes(hu
 
 
 def test_a_nul_in_the_url_is_refused(hub, alice, workspace):
-    for path in ("quotas/uws%00alice", "quotas/groups/g%00", "accounts/a%00b",
-                 f"workspaces/{workspace['id']}/files/a%00b", "share-recipients?q=uws%00"):
+    for path in (
+        "quotas/uws%00alice",
+        "quotas/groups/g%00",
+        "accounts/a%00b",
+        f"workspaces/{workspace['id']}/files/a%00b",
+        "share-recipients?q=uws%00",
+    ):
         token = hub.admin_token if "groups" in path or "accounts" in path else alice
         r = hub.request("GET", path, token)
         assert r.status_code == 400, (path, r.status_code, r.text[:300])
@@ -195,8 +224,10 @@ def test_found_by_the_fuzzer(hub, alice, workspace):
     last_event_id, and the WebSocket endpoint answered a plain request with an
     HTML 400 page."""
     hub.api("PUT", "quotas/uwsalice", json={"concurrent_jobs": 7}, expect=200)
-    for method, path, token in (("PUT", "quotas/uwsalice", hub.admin_token),
-                                ("PATCH", f"workspaces/{workspace['id']}", alice)):
+    for method, path, token in (
+        ("PUT", "quotas/uwsalice", hub.admin_token),
+        ("PATCH", f"workspaces/{workspace['id']}", alice),
+    ):
         r = hub.request(method, path, token)
         assert r.status_code == 400 and "must be a JSON object" in r.json()["message"], (path, r.text[:300])
     assert hub.api("GET", "quotas/uwsalice", alice)["override"]["concurrent_jobs"] == 7
@@ -205,8 +236,12 @@ def test_found_by_the_fuzzer(hub, alice, workspace):
         assert r.status_code == 422 and "valid integer" in r.json()["message"], (body, r.text[:300])
     assert hub.api("GET", "quotas/uwsalice", alice)["override"]["concurrent_jobs"] == 7
     hub.api("PUT", "quotas/uwsalice", json={}, expect=200)
-    with requests.get(f"{hub.url}/hub/api/events?last_event_id=0", stream=True, timeout=30,
-                      headers={"Authorization": f"token {alice}", "Last-Event-ID": "x"}) as r:
+    with requests.get(
+        f"{hub.url}/hub/api/events?last_event_id=0",
+        stream=True,
+        timeout=30,
+        headers={"Authorization": f"token {alice}", "Last-Event-ID": "x"},
+    ) as r:
         assert r.status_code == 400 and "Last-Event-ID" in r.json()["message"]
     r = hub.request("GET", "events/ws", alice)
     assert r.status_code == 400 and "WebSocket" in r.json()["message"], r.text[:300]
@@ -238,7 +273,9 @@ def test_every_request_string_is_checked_for_control_characters():
             for name, field in model.model_fields.items():
                 if "str" not in str(field.annotation) or (model.__name__, name) in not_text:
                     continue
-                constrained = typing.Annotated[field.annotation, *field.metadata] if field.metadata else field.annotation
+                constrained = (
+                    typing.Annotated[field.annotation, *field.metadata] if field.metadata else field.annotation
+                )
                 adapter = TypeAdapter(constrained)
                 for bad in ("ab\x00c", "ab\x1bc"):
                     with pytest.raises(ValidationError):

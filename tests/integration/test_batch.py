@@ -29,8 +29,17 @@ JOB_TYPES = {
     "report": {
         "interactive": False,
         "display_name": "Report what it gets",
-        "cmd": [*JOB, "report", "{text}", "{count}", "{ratio}", "{mode}", "{folder}", ["--loud", "{loud}"],
-                ["--note", "{note}"]],
+        "cmd": [
+            *JOB,
+            "report",
+            "{text}",
+            "{count}",
+            "{ratio}",
+            "{mode}",
+            "{folder}",
+            ["--loud", "{loud}"],
+            ["--note", "{note}"],
+        ],
         "env": {"ECHO_TEXT": "{text}", "ECHO_JOINED": "<{text}|{count}>"},
         "parameters": {
             "text": {"type": "string", "required": True, "help": "any text"},
@@ -42,26 +51,46 @@ JOB_TYPES = {
             "note": {"type": "string"},
         },
     },
-    "exit": {"interactive": False, "cmd": [*JOB, "exit", "{code}"],
-             "parameters": {"code": {"type": "int", "default": 0, "min": 0, "max": 255}}},
+    "exit": {
+        "interactive": False,
+        "cmd": [*JOB, "exit", "{code}"],
+        "parameters": {"code": {"type": "int", "default": 0, "min": 0, "max": 255}},
+    },
     "signal": {"interactive": False, "cmd": [*JOB, "signal", "9"]},
-    "sleep": {"interactive": False, "cmd": [*JOB, "sleep", "{seconds}"],
-              "parameters": {"seconds": {"type": "float", "default": 1, "min": 0, "max": 600}}},
-    "alloc": {"interactive": False, "cmd": [*JOB, "alloc", "{mb}"],
-              "parameters": {"mb": {"type": "int", "default": 10, "min": 1, "max": 4096}},
-              "limits": {"memory": "4G", "cpus": 2}},
-    "lines": {"interactive": False, "cmd": [*JOB, "lines", "{n}", "{seconds}"],
-              "parameters": {"n": {"type": "int", "default": 5}, "seconds": {"type": "float", "default": 0.2}}},
-    "count": {"interactive": False, "cmd": [*JOB, "count", "{file}"],
-              "parameters": {"file": {"type": "string", "required": True}}},
-    "wait": {"interactive": False, "cmd": [*JOB, "wait", "{file}"],
-             "parameters": {"file": {"type": "string", "required": True}}},
-    "write": {"interactive": False, "cmd": [*JOB, "write", "{size}"],
-              "parameters": {"size": {"type": "int", "default": 1000, "min": 0}}},
+    "sleep": {
+        "interactive": False,
+        "cmd": [*JOB, "sleep", "{seconds}"],
+        "parameters": {"seconds": {"type": "float", "default": 1, "min": 0, "max": 600}},
+    },
+    "alloc": {
+        "interactive": False,
+        "cmd": [*JOB, "alloc", "{mb}"],
+        "parameters": {"mb": {"type": "int", "default": 10, "min": 1, "max": 4096}},
+        "limits": {"memory": "4G", "cpus": 2},
+    },
+    "lines": {
+        "interactive": False,
+        "cmd": [*JOB, "lines", "{n}", "{seconds}"],
+        "parameters": {"n": {"type": "int", "default": 5}, "seconds": {"type": "float", "default": 0.2}},
+    },
+    "count": {
+        "interactive": False,
+        "cmd": [*JOB, "count", "{file}"],
+        "parameters": {"file": {"type": "string", "required": True}},
+    },
+    "wait": {
+        "interactive": False,
+        "cmd": [*JOB, "wait", "{file}"],
+        "parameters": {"file": {"type": "string", "required": True}},
+    },
+    "write": {
+        "interactive": False,
+        "cmd": [*JOB, "write", "{size}"],
+        "parameters": {"size": {"type": "int", "default": 1000, "min": 0}},
+    },
     "limited": {"interactive": False, "cmd": [*JOB, "sleep", "30"], "time_limit_seconds": 2},
     "missing": {"interactive": False, "cmd": ["/nonexistent/program", "x"]},
 }
-
 
 
 def shipped_job_type(name: str) -> dict:
@@ -121,8 +150,17 @@ def test_job_types_show_their_parameters(bhub, owner):
     types = {jt["name"]: jt for jt in bhub.api("GET", "job-types", owner, expect=200)}
     assert types["report"]["interactive"] is False
     params = {p["name"]: p for p in types["report"]["parameters"]}
-    assert params["count"] == {"name": "count", "type": "int", "help": "", "default": 3, "required": False,
-                               "min": 1, "max": 10, "choices": None, "max_length": 4096}
+    assert params["count"] == {
+        "name": "count",
+        "type": "int",
+        "help": "",
+        "default": 3,
+        "required": False,
+        "min": 1,
+        "max": 10,
+        "choices": None,
+        "max_length": 4096,
+    }
     assert params["mode"]["choices"] == ["fast", "exact"]
     assert types["minimal"]["parameters"] == []
     # the command is the admin's: never shown
@@ -132,8 +170,7 @@ def test_job_types_show_their_parameters(bhub, owner):
 def test_a_job_that_exits_0_completes_with_its_log_and_results(bhub, owner, ws):
     job = submit(bhub, owner, ws, "report", text="hello", loud=True)
     assert (job["status"], job["interactive"], job["results_dir"]) == ("pending", False, f"results/{job['id']}")
-    assert job["parameters"] == {"text": "hello", "count": 3, "ratio": 0.5, "mode": "fast", "folder": ".",
-                                 "loud": True}
+    assert job["parameters"] == {"text": "hello", "count": 3, "ratio": 0.5, "mode": "fast", "folder": ".", "loud": True}
     done = finish(bhub, owner, job)
     assert (done["status"], done["exit_code"], done["exit_signal"]) == ("completed", 0, None), done
     assert done["reason"] == "The command exited with status 0"
@@ -172,8 +209,15 @@ def test_values_a_shell_would_read_arrive_literally(bhub, owner, ws):
     done = finish(bhub, owner, job)
     assert done["status"] == "completed", done
     report = bhub.request("GET", done["results"][0]["url"], owner).json()
-    assert report["argv"] == [hostile, "3", "0.5", "exact", ws_dir(bhub, owner, ws), "--note",
-                              "$(touch /tmp/pwned)\nline two"]
+    assert report["argv"] == [
+        hostile,
+        "3",
+        "0.5",
+        "exact",
+        ws_dir(bhub, owner, ws),
+        "--note",
+        "$(touch /tmp/pwned)\nline two",
+    ]
     assert report["env"]["ECHO_TEXT"] == hostile and report["env"]["UWS_PARAM_TEXT"] == hostile
     assert report["env"]["UWS_PARAM_NOTE"] == "$(touch /tmp/pwned)\nline two"
 
@@ -197,14 +241,15 @@ def test_values_a_shell_would_read_arrive_literally(bhub, owner, ws):
     ],
 )
 def test_bad_parameters_are_refused_naming_the_field(bhub, owner, ws, parameters, field, message):
-    r = bhub.request("POST", f"workspaces/{ws['id']}/jobs", owner, json={"job_type": "report", "parameters": parameters})
+    r = bhub.request(
+        "POST", f"workspaces/{ws['id']}/jobs", owner, json={"job_type": "report", "parameters": parameters}
+    )
     assert r.status_code == 422, r.text
     assert f"parameters.{field}: {message}" in r.json()["message"], r.text
 
 
 def test_an_interactive_job_type_takes_no_parameters(bhub, owner, ws):
-    r = bhub.request("POST", f"workspaces/{ws['id']}/jobs", owner,
-                     json={"job_type": "minimal", "parameters": {"x": 1}})
+    r = bhub.request("POST", f"workspaces/{ws['id']}/jobs", owner, json={"job_type": "minimal", "parameters": {"x": 1}})
     assert r.status_code == 422
     assert r.json()["message"] == "Job type 'minimal' is interactive and takes no parameters"
 
@@ -243,24 +288,33 @@ def test_a_job_over_its_time_limit_fails_saying_so(bhub, owner, ws):
 
 
 def test_a_job_over_its_memory_fails_saying_so(bhub, owner, ws):
-    r = bhub.request("POST", f"workspaces/{ws['id']}/jobs", owner,
-                     json={"job_type": "alloc", "parameters": {"mb": 400}, "resources": {"memory": "200M"}})
+    r = bhub.request(
+        "POST",
+        f"workspaces/{ws['id']}/jobs",
+        owner,
+        json={"job_type": "alloc", "parameters": {"mb": 400}, "resources": {"memory": "200M"}},
+    )
     assert r.status_code == 202, r.text
     done = finish(bhub, owner, r.json())
     assert done["status"] == "failed", done
     assert done["reason"].startswith("The job went over its memory limit of 200M: an allocation failed (RLIMIT_AS)")
     assert "MemoryError" in log_of(bhub, owner, done).text
     # within its limit, the same job completes
-    r = bhub.request("POST", f"workspaces/{ws['id']}/jobs", owner,
-                     json={"job_type": "alloc", "parameters": {"mb": 20}, "resources": {"memory": "500M"}})
+    r = bhub.request(
+        "POST",
+        f"workspaces/{ws['id']}/jobs",
+        owner,
+        json={"job_type": "alloc", "parameters": {"mb": 20}, "resources": {"memory": "500M"}},
+    )
     assert finish(bhub, owner, r.json())["status"] == "completed"
 
 
 def test_a_command_that_cannot_run_fails_saying_why(bhub, owner, ws):
     done = finish(bhub, owner, submit(bhub, owner, ws, "missing"))
     assert done["status"] == "failed"
-    assert done["reason"] == ("The command could not be run: cannot run '/nonexistent/program':"
-                              " No such file or directory")
+    assert done["reason"] == (
+        "The command could not be run: cannot run '/nonexistent/program': No such file or directory"
+    )
 
 
 def test_batch_jobs_run_beside_the_workspace_server_and_each_other(bhub, owner, ws):
@@ -428,7 +482,12 @@ def test_one_resident_launcher_starts_every_job(bhub, owner, ws):
     # it has nothing of the hub's environment
     with open(f"/proc/{launcher}/environ", "rb") as f:
         assert sorted(v.split(b"=")[0] for v in f.read().split(b"\0") if v) == [
-            b"LANG", b"PATH", b"UWS_HUB_ID", b"UWS_JOB_ID", b"UWS_JOB_WRAPPER"]
+            b"LANG",
+            b"PATH",
+            b"UWS_HUB_ID",
+            b"UWS_JOB_ID",
+            b"UWS_JOB_WRAPPER",
+        ]
     open(waiting, "w").close()
     assert finish(bhub, owner, runs_on)["status"] == "completed"
 
@@ -474,10 +533,13 @@ def test_a_hub_killed_takes_its_launcher_along_but_not_the_jobs(bhub, owner, ws)
 
 
 # ---------------------------------------------------------------- the fair queue
-QUEUE_CONFIG = BATCH_CONFIG + """
+QUEUE_CONFIG = (
+    BATCH_CONFIG
+    + """
 c.UWSHub.quota_concurrent_jobs = 2
 c.UWSHub.max_running_batch_jobs = 3
 """
+)
 
 
 @pytest.fixture(scope="module")
@@ -487,15 +549,21 @@ def qhub(make_hub, system_users):
 
 def test_twenty_jobs_of_two_users_queue_fairly(qhub):
     ann, ben = qhub.add_user("uwsalice"), qhub.add_user("uwsbob")
-    spaces = {t: qhub.api("POST", "workspaces", t, json={"name": f"queue {uuid.uuid4().hex[:8]}"}, expect=201)
-              for t in (ann, ben)}
+    spaces = {
+        t: qhub.api("POST", "workspaces", t, json={"name": f"queue {uuid.uuid4().hex[:8]}"}, expect=201)
+        for t in (ann, ben)
+    }
     # every job runs until the release file exists: nothing ends before all 20 wait
     release = f"/tmp/uws-queue-release-{uuid.uuid4().hex[:8]}"
     launched = {ann: [], ben: []}
     for token in (ann, ben):  # ann's ten first, then ben's
         for _ in range(10):
-            r = qhub.request("POST", f"workspaces/{spaces[token]['id']}/jobs", token,
-                             json={"job_type": "wait", "parameters": {"file": release}, "resources": {"cpus": 2}})
+            r = qhub.request(
+                "POST",
+                f"workspaces/{spaces[token]['id']}/jobs",
+                token,
+                json={"job_type": "wait", "parameters": {"file": release}, "resources": {"cpus": 2}},
+            )
             assert r.status_code == 202, r.text
             launched[token].append(r.json()["id"])
     # waiting jobs say why
@@ -518,8 +586,9 @@ def test_twenty_jobs_of_two_users_queue_fairly(qhub):
         started = sorted(done[token], key=lambda j: j["submitted_at"])
         assert [j["id"] for j in started] == ids
     # never more than 2 at once per user, 3 on the hub
-    moments = sorted((j["running_at"], 1, j["owner"]) for j in jobs) + sorted((j["finished_at"], -1, j["owner"])
-                                                                            for j in jobs)
+    moments = sorted((j["running_at"], 1, j["owner"]) for j in jobs) + sorted(
+        (j["finished_at"], -1, j["owner"]) for j in jobs
+    )
     running = {"uwsalice": 0, "uwsbob": 0}
     for _, change, who in sorted(moments, key=lambda m: (m[0], m[1])):
         running[who] += change
@@ -529,8 +598,10 @@ def test_twenty_jobs_of_two_users_queue_fairly(qhub):
     for n in range(1, len(order) + 1):
         a, b = order[:n].count("uwsalice"), order[:n].count("uwsbob")
         if a < 10 and b < 10:
-            assert abs(a - b) <= 2, [(j["owner"][3], j["id"], j["submitted_at"][11:], j["running_at"][11:],
-                                      j["finished_at"][11:]) for j in sorted(jobs, key=lambda j: j["submitted_at"])]
+            assert abs(a - b) <= 2, [
+                (j["owner"][3], j["id"], j["submitted_at"][11:], j["running_at"][11:], j["finished_at"][11:])
+                for j in sorted(jobs, key=lambda j: j["submitted_at"])
+            ]
     # core-hours are the real run time times the cpus
     usage = qhub.api("GET", "quotas/uwsbob", ben, expect=200)["usage"]
     ran = sum((parse(j["finished_at"]) - parse(j["running_at"])).total_seconds() * 2 for j in done[ben])
@@ -556,10 +627,16 @@ def test_a_workspace_of_thousands_of_folders_is_measured_with_few_descriptors(bh
     with few_descriptors(bhub):
         finish(bhub, owner, submit(bhub, owner, ws, "write", size=1000))
         finish(bhub, owner, submit(bhub, owner, other, "write", size=1234))
-        wait_for(lambda: bhub.api("GET", f"workspaces/{ws['id']}", owner)["disk_usage_bytes"] == 3013, 30,
-                 what="the folders' files and the result to be counted")
-        wait_for(lambda: bhub.api("GET", f"workspaces/{other['id']}", owner)["disk_usage_bytes"] == 1234, 30,
-                 what="the next workspace to be measured too")
+        wait_for(
+            lambda: bhub.api("GET", f"workspaces/{ws['id']}", owner)["disk_usage_bytes"] == 3013,
+            30,
+            what="the folders' files and the result to be counted",
+        )
+        wait_for(
+            lambda: bhub.api("GET", f"workspaces/{other['id']}", owner)["disk_usage_bytes"] == 1234,
+            30,
+            what="the next workspace to be measured too",
+        )
     assert len(os.listdir(f"/proc/{bhub.proc.pid}/fd")) < 200
 
 
@@ -567,8 +644,11 @@ def test_results_count_toward_the_disk_quota(bhub, owner, ws):
     jobs = [finish(bhub, owner, submit(bhub, owner, ws, "write", size=size)) for size in (1000, 2345)]
     assert [[r["size"] for r in j["results"]] for j in jobs] == [[1000], [2345]]
     # the workspace ran jobs since it was last measured: the next pass counts their results
-    wait_for(lambda: bhub.api("GET", f"workspaces/{ws['id']}", owner)["disk_usage_bytes"] == 3345, 30,
-             what="the results to be counted in the workspace's disk usage")
+    wait_for(
+        lambda: bhub.api("GET", f"workspaces/{ws['id']}", owner)["disk_usage_bytes"] == 3345,
+        30,
+        what="the results to be counted in the workspace's disk usage",
+    )
 
 
 def test_who_reads_and_deletes_a_batch_jobs_log_and_results(bhub, owner, other):
@@ -579,8 +659,7 @@ def test_who_reads_and_deletes_a_batch_jobs_log_and_results(bhub, owner, other):
     stranger, admin = bhub.add_user("uwsdave"), bhub.add_user("uwsadmin", admin=True)
     ws = bhub.api("POST", "workspaces", owner, json={"name": f"shared {uuid.uuid4().hex[:8]}"}, expect=201)
     bhub.api("POST", f"workspaces/{ws['id']}/shares", owner, json={"user": "uwsbob", "level": "editor"}, expect=201)
-    bhub.api("POST", f"workspaces/{ws['id']}/shares", owner, json={"user": "uwscarol", "level": "viewer"},
-             expect=201)
+    bhub.api("POST", f"workspaces/{ws['id']}/shares", owner, json={"user": "uwscarol", "level": "viewer"}, expect=201)
     job = finish(bhub, owner, submit(bhub, owner, ws, "report", text="secret-ish"))
     result = job["results"][0]["url"]
 
@@ -593,7 +672,8 @@ def test_who_reads_and_deletes_a_batch_jobs_log_and_results(bhub, owner, other):
             "output": bhub.request("GET", f"jobs/{job['id']}/output", token).status_code,
             "result": bhub.request("GET", result, token).status_code,
             "listed": job["id"] in [j["id"] for j in bhub.api("GET", f"jobs?workspace={ws['id']}", token)["items"]]
-            if token else None,
+            if token
+            else None,
         }
         return got
 
@@ -603,10 +683,24 @@ def test_who_reads_and_deletes_a_batch_jobs_log_and_results(bhub, owner, other):
     assert answers(admin) == read_all
     assert answers(editor) == collaborator
     assert answers(viewer) == collaborator
-    assert answers(stranger) == {"job": 404, "log": 404, "tail": 404, "follow": 404, "output": 404, "result": 404,
-                                 "listed": False}
-    assert answers(None) == {"job": 403, "log": 403, "tail": 403, "follow": 403, "output": 403, "result": 403,
-                             "listed": None}
+    assert answers(stranger) == {
+        "job": 404,
+        "log": 404,
+        "tail": 404,
+        "follow": 404,
+        "output": 404,
+        "result": 404,
+        "listed": False,
+    }
+    assert answers(None) == {
+        "job": 403,
+        "log": 403,
+        "tail": 403,
+        "follow": 403,
+        "output": 403,
+        "result": 403,
+        "listed": None,
+    }
     forbidden = log_of(bhub, viewer, job).json()["message"]
     assert forbidden == "A job's log is shown to its owner and admins only"
     # deleting: not by a stranger, anonymous or a viewer; by an editor, the owner or an admin
@@ -629,8 +723,12 @@ def address_space_limit(pid: int) -> str:
 
 
 def test_an_interactive_server_gets_its_cpus_and_memory_limit_too(bhub, owner, ws):
-    r = bhub.request("POST", f"workspaces/{ws['id']}/jobs", owner,
-                     json={"job_type": "minimal", "resources": {"cpus": 1, "memory": "400M"}})
+    r = bhub.request(
+        "POST",
+        f"workspaces/{ws['id']}/jobs",
+        owner,
+        json={"job_type": "minimal", "resources": {"cpus": 1, "memory": "400M"}},
+    )
     assert r.status_code == 202, r.text
     job = bhub.wait_job(r.json()["id"], owner, {"running"} | TERMINAL)
     assert job["status"] == "running", job
@@ -646,8 +744,9 @@ def test_an_interactive_server_gets_its_cpus_and_memory_limit_too(bhub, owner, w
     bhub.request("GET", f"/user/uwsalice/{job['server_name']}/uws-test-alloc/800", owner)
     done = finish(bhub, owner, job)
     assert done["status"] == "failed", done
-    assert done["reason"] == ("The server went over its memory limit of 400M: an allocation failed (RLIMIT_AS);"
-                              " it exited with status 1"), done
+    assert done["reason"] == (
+        "The server went over its memory limit of 400M: an allocation failed (RLIMIT_AS); it exited with status 1"
+    ), done
     # a server that asks for no limits starts as it always did
     plain = submit(bhub, owner, ws, "minimal")
     plain = bhub.wait_job(plain["id"], owner, {"running"} | TERMINAL)
@@ -658,10 +757,15 @@ def test_an_interactive_server_gets_its_cpus_and_memory_limit_too(bhub, owner, w
 
 def test_the_shipped_example_counts_the_lines_of_a_workspaces_files(bhub, owner):
     """The example batch job type of jupyterhub_config.py, as a newcomer runs it."""
-    files = [{"path": "a.txt", "content": "one\ntwo\nthree\n"}, {"path": "sub/b.py", "content": "x = 1\ny = 2"},
-             {"path": "data.bin", "content": "AAEC", "encoding": "base64"}, {"path": ".hidden", "content": "h\n"}]
-    ws = bhub.api("POST", "workspaces", owner, json={"name": f"count {uuid.uuid4().hex[:8]}", "files": files},
-                  expect=201)
+    files = [
+        {"path": "a.txt", "content": "one\ntwo\nthree\n"},
+        {"path": "sub/b.py", "content": "x = 1\ny = 2"},
+        {"path": "data.bin", "content": "AAEC", "encoding": "base64"},
+        {"path": ".hidden", "content": "h\n"},
+    ]
+    ws = bhub.api(
+        "POST", "workspaces", owner, json={"name": f"count {uuid.uuid4().hex[:8]}", "files": files}, expect=201
+    )
     types = {t["name"]: t for t in bhub.api("GET", "job-types", owner)}
     assert [p["name"] for p in types["count-lines"]["parameters"]] == ["folder", "pattern"]
     done = finish(bhub, owner, submit(bhub, owner, ws, "count-lines"))
@@ -671,12 +775,13 @@ def test_the_shipped_example_counts_the_lines_of_a_workspaces_files(bhub, owner)
     rows = bhub.request("GET", csv["url"], owner).text.splitlines()
     assert rows == ["path,lines,bytes", "a.txt,3,14", "sub/b.py,2,11"]
     log = log_of(bhub, owner, done).text
-    assert "skipped data.bin: not text" in log and log.endswith("2 files, 5 lines; wrote "
-                                                                 f"{csv_path(bhub, ws, done)}\n")
+    assert "skipped data.bin: not text" in log and log.endswith(f"2 files, 5 lines; wrote {csv_path(bhub, ws, done)}\n")
     # a pattern narrows it; earlier results are not counted
     again = finish(bhub, owner, submit(bhub, owner, ws, "count-lines", pattern="*.py"))
     assert bhub.request("GET", again["results"][0]["url"], owner).text.splitlines() == [
-        "path,lines,bytes", "sub/b.py,2,11"]
+        "path,lines,bytes",
+        "sub/b.py,2,11",
+    ]
 
 
 def csv_path(hub, ws, job) -> str:

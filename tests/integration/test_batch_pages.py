@@ -80,8 +80,7 @@ def site(make_hub, system_users):
     alice = hub.add_user("uwsalice")
     files = [{"path": "a.txt", "content": "1\n2\n3\n"}, {"path": "data/b.txt", "content": "x\n" * 5}]
     ws = hub.api("POST", "workspaces", alice, json={"name": "Counting", "files": files}, expect=201)
-    hub.api("POST", f"workspaces/{ws['id']}/shares", alice, json={"user": "uwsbob", "level": "viewer"},
-            expect=201)
+    hub.api("POST", f"workspaces/{ws['id']}/shares", alice, json={"user": "uwsbob", "level": "viewer"}, expect=201)
     return hub, alice, ws
 
 
@@ -210,8 +209,13 @@ def test_a_batch_jobs_page_shows_its_parameters_how_it_ended_and_its_log(site, b
     """The job page (from the Jobs list) of a batch job says what it was asked to do and
     how its command ended; its owner opens its log there, a viewer has no log."""
     hub, alice, ws = site
-    job = hub.api("POST", f"workspaces/{ws['id']}/jobs", alice,
-                  json={"job_type": "count", "parameters": {"format": "tsv", "label": "page run"}}, expect=202)
+    job = hub.api(
+        "POST",
+        f"workspaces/{ws['id']}/jobs",
+        alice,
+        json={"job_type": "count", "parameters": {"format": "tsv", "label": "page run"}},
+        expect=202,
+    )
     hub.wait_job(job["id"], alice, {"running"})
     release(hub, alice, ws, job["id"])
     hub.wait_job(job["id"], alice, {"completed"})

@@ -15,6 +15,7 @@ from ..hubutil import REPO, Hub, wait_for
 
 pytestmark = pytest.mark.browser
 
+
 @pytest.fixture(scope="module")
 def run_hub(tmp_path_factory, workspaces_root):
     """uws-hub with the repository's own jupyterhub_config.py, on free ports."""

@@ -35,12 +35,21 @@ PASSWORD = "a long password for tests"
 JOB_TYPES = {
     "jupyterlab": {"display_name": "JupyterLab", "default_url": "/lab", "env": {"PIP_NO_INDEX": "1"}},
     # who runs it, with which groups; what it finds in the workspace, and leaves there
-    "who": {"interactive": False, "cmd": ["sh", "-c", "id -un; id -Gn; cat note.txt 2>/dev/null;"
-                                          " echo \"$(id -un) was here\" >> note.txt && echo wrote"]},
+    "who": {
+        "interactive": False,
+        "cmd": [
+            "sh",
+            "-c",
+            'id -un; id -Gn; cat note.txt 2>/dev/null; echo "$(id -un) was here" >> note.txt && echo wrote',
+        ],
+    },
     "sleeper": {"interactive": False, "cmd": ["sleep", "600"]},
     # a server that reports its activity to the hub every second (JupyterHub's default: 5 minutes)
-    "lab-reporting": {"display_name": "JupyterLab", "default_url": "/lab",
-                      "env": {"PIP_NO_INDEX": "1", "JUPYTERHUB_ACTIVITY_INTERVAL": "1"}},
+    "lab-reporting": {
+        "display_name": "JupyterLab",
+        "default_url": "/lab",
+        "env": {"PIP_NO_INDEX": "1", "JUPYTERHUB_ACTIVITY_INTERVAL": "1"},
+    },
 }
 ENDED = {"completed", "failed", "cancelled"}
 
@@ -86,8 +95,9 @@ def shared_workspace(hub, viewer: str | None = None) -> dict:
     editor's share's id in ``share_id``."""
     alice = hub.tokens[OWNER]
     ws = hub.api("POST", "workspaces", alice, expect=201, json={"name": f"shared {uuid.uuid4().hex[:6]}"})
-    share = hub.api("POST", f"workspaces/{ws['id']}/shares", alice, json={"user": EDITOR, "level": "editor"},
-                    expect=201)
+    share = hub.api(
+        "POST", f"workspaces/{ws['id']}/shares", alice, json={"user": EDITOR, "level": "editor"}, expect=201
+    )
     if viewer is not None:
         hub.api("POST", f"workspaces/{ws['id']}/shares", alice, json={"user": viewer, "level": "viewer"}, expect=201)
     ws["share_id"] = share["id"]
@@ -188,7 +198,8 @@ def test_only_the_launcher_runs_code_in_a_server_an_editor_launched(ehub, browse
         page.goto(f"{ehub.url}/hub/workspaces/{ws['id']}")
         expect(page.locator("#job-launcher-line")).to_have_text(
             f"Running as {EDITOR}: only {EDITOR} writes and runs code in it; you can open it read-only, stop it,"
-            " and launch your own once it stopped")
+            " and launch your own once it stopped"
+        )
         expect(page.locator("#stop-job")).to_be_visible()
     finally:
         context.close()
@@ -455,7 +466,9 @@ def test_an_editor_who_leaves_the_editing_group_has_their_jobs_stopped(ehub):
     ehub.api("DELETE", f"groups/{group}/users", json={"users": [EDITOR]}, expect=200)
     job = ehub.wait_job(job["id"], alice, ENDED, timeout=60)
     assert (job["status"], job["reason"]) == (
-        "cancelled", f"stopped: {EDITOR}'s editor access to this workspace was revoked"), job
+        "cancelled",
+        f"stopped: {EDITOR}'s editor access to this workspace was revoked",
+    ), job
 
 
 def test_deleting_an_editor_stops_their_jobs_before_they_could_count_as_the_owners(ehub):

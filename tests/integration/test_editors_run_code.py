@@ -36,7 +36,8 @@ REFUSAL = "Editors may not launch jobs in uwsalice's workspace"
 
 @pytest.fixture(scope="module", params=[False, True], ids=["editors_run_code=False", "editors_run_code=True"])
 def ehub(request, make_hub, system_users, group_prefix):
-    hub = make_hub(f"""
+    hub = make_hub(
+        f"""
 c.UWSHub.system_users = True
 c.UWSHub.job_reconcile_interval = 1
 c.UWSHub.share_posix_group_prefix = {group_prefix!r}
@@ -45,7 +46,9 @@ c.UWSHub.job_types = {JOB_TYPES!r}
 c.HubMAPCompat.enabled = True
 c.HubMAPCompat.job_type_ids = {{"jupyter_lab": "jupyterlab"}}
 c.HubMAPCompat.cors_origins = [{ORIGIN!r}]
-""" + ("" if request.param else "c.UWSHub.editors_run_code = False\n"))
+"""
+        + ("" if request.param else "c.UWSHub.editors_run_code = False\n")
+    )
     hub.editors_run_code = request.param
     for name in (OWNER, EDITOR):
         hub.api("POST", "accounts", json={"username": name, "password": PASSWORD}, expect=201)
@@ -64,8 +67,13 @@ def page(hub, who: str, path: str) -> str:
 def shared_workspace(hub) -> dict:
     """A workspace of alice's with a file, shared with carol as editor."""
     alice = hub.tokens[OWNER]
-    ws = hub.api("POST", "workspaces", alice, expect=201, json={
-        "name": f"shared {uuid.uuid4().hex[:6]}", "files": [{"path": "data.txt", "content": "data\n"}]})
+    ws = hub.api(
+        "POST",
+        "workspaces",
+        alice,
+        expect=201,
+        json={"name": f"shared {uuid.uuid4().hex[:6]}", "files": [{"path": "data.txt", "content": "data\n"}]},
+    )
     hub.api("POST", f"workspaces/{ws['id']}/shares", alice, json={"user": EDITOR, "level": "editor"}, expect=201)
     return ws
 

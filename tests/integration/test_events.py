@@ -34,8 +34,9 @@ def test_each_user_sees_only_their_own_events(hub, alice, bob):
         progress = [e for e in stream_a.events if e["kind"] == "progress" and e["job_id"] == job_a["id"]]
         assert progress and progress[0]["data"]["message"] == "Server requested"
         # the workspace's own status changes
-        ws_statuses = [e["status"] for e in stream_a.events if e["kind"] == "workspace"
-                       and e["workspace_id"] == ws_a["id"]]
+        ws_statuses = [
+            e["status"] for e in stream_a.events if e["kind"] == "workspace" and e["workspace_id"] == ws_a["id"]
+        ]
         assert ws_statuses == ["active", "idle"]
         running = next(e for e in stream_a.events if e["kind"] == "job" and e["status"] == "running")
         assert running["data"]["url"] == f"/user/uwsalice/{ws_a['slug']}/"
@@ -58,8 +59,11 @@ def test_filters_and_validation(hub, alice, bob):
     try:
         job = run_job(hub, alice, other)
         run_job(hub, alice, ws)
-        wait_for(lambda: any(e["status"] == "completed" for e in stream.events if e["kind"] == "job"), 15,
-                 what="the filtered stream's events")
+        wait_for(
+            lambda: any(e["status"] == "completed" for e in stream.events if e["kind"] == "job"),
+            15,
+            what="the filtered stream's events",
+        )
         assert {e["workspace_id"] for e in stream.events} == {ws["id"]}
         assert all(e["job_id"] != job["id"] for e in stream.events)
     finally:
@@ -109,7 +113,8 @@ def test_websocket_stream(hub, alice):
     ws = hub.api("POST", "workspaces", alice, json={"name": f"ev-w {uuid.uuid4().hex[:6]}"}, expect=201)
     conn = websocket.create_connection(
         hub.url.replace("http", "ws") + f"/hub/api/events/ws?workspace={ws['id']}",
-        header=[f"Authorization: token {alice}"], timeout=30,
+        header=[f"Authorization: token {alice}"],
+        timeout=30,
     )
     try:
         job = run_job(hub, alice, ws)
@@ -203,8 +208,11 @@ def test_a_subscriber_that_stops_reading_is_dropped_and_resumes_without_loss(mak
         for i in range(150):
             hub.api("POST", "workspaces", token, json={"name": f"flood {i} " + "x" * 180}, expect=201)
         # the live reader got every event
-        wait_for(lambda: len([e for e in live.events if e["kind"] == "workspace"]) >= 300, 30,
-                 what="the live reader's events")
+        wait_for(
+            lambda: len([e for e in live.events if e["kind"] == "workspace"]) >= 300,
+            30,
+            what="the live reader's events",
+        )
         assert "overflow" not in live.kinds
         wait_for(lambda: "Dropping an event subscriber" in hub.log_text(), 30, what="the stalled reader's drop")
         # the stalled one was cut off, told why

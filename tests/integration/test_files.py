@@ -61,17 +61,25 @@ def outside(tmp_path):
 def test_new_folders(hub, alice, workspace):
     wid = workspace["id"]
     made = hub.api("POST", files(wid, "results/2026"), alice, json={"type": "directory"}, expect=201)
-    assert {k: made[k] for k in ("name", "path", "type")} == {"name": "2026", "path": "results/2026",
-                                                               "type": "directory"}
+    assert {k: made[k] for k in ("name", "path", "type")} == {
+        "name": "2026",
+        "path": "results/2026",
+        "type": "directory",
+    }
     directory = on_disk(hub, workspace) / "results" / "2026"
     assert directory.is_dir() and directory.stat().st_uid == pwd.getpwnam("uwsalice").pw_uid
     folder = {"type": "directory"}
-    all_refused(hub, alice, wid, [
-        ("POST", "results/2026", folder, 409, "'results/2026' already exists"),
-        ("POST", "README.md/x", folder, 400, "Not a directory: 'README.md'"),
-        ("POST", ".uws-mine", folder, 400, "Names starting with '.uws-' are the hub's own: '.uws-mine'"),
-        ("POST", "", folder, 400, "A folder path is required"),
-    ])
+    all_refused(
+        hub,
+        alice,
+        wid,
+        [
+            ("POST", "results/2026", folder, 409, "'results/2026' already exists"),
+            ("POST", "README.md/x", folder, 400, "Not a directory: 'README.md'"),
+            ("POST", ".uws-mine", folder, 400, "Names starting with '.uws-' are the hub's own: '.uws-mine'"),
+            ("POST", "", folder, 400, "A folder path is required"),
+        ],
+    )
     assert "type" in refused(hub.request("POST", files(wid, "x"), alice, json={"type": "file"}), 422)
     assert refused(hub.request("POST", files(wid, "x"), alice), 400) == "The request body must be a JSON object"
     assert refused(hub.request("POST", files(wid, "x"), alice, data="{"), 400) == "Invalid JSON in body of request"
@@ -104,16 +112,32 @@ def test_moving_and_renaming(hub, alice, workspace, outside):
     (directory / "out").symlink_to(outside)
     hub.api("PATCH", files(wid, "out"), alice, json={"path": "notes/out"}, expect=200)
     assert os.readlink(directory / "notes" / "out") == str(outside)
-    all_refused(hub, alice, wid, [
-        ("PATCH", "notes/README.md", {"path": "notes/out/README.md"}, 400,
-         "Path resolves outside the workspace: 'notes/out/README.md'"),
-        ("PATCH", "notes", {"path": "notes/deeper"}, 400, "Cannot move 'notes' into itself"),
-        ("PATCH", "notes", {"path": ".uws-jobs"}, 400, "Names starting with '.uws-' are the hub's own: '.uws-jobs'"),
-        ("PATCH", "nope", {"path": "nope2"}, 404, "No such file or folder: 'nope'"),
-        ("PATCH", "", {"path": "x"}, 400, "The workspace's top folder cannot be moved"),
-        ("PATCH", "notes", {"path": ""}, 422, None),
-        ("PATCH", "notes", {"path": "a\nb"}, 422, None),
-    ])
+    all_refused(
+        hub,
+        alice,
+        wid,
+        [
+            (
+                "PATCH",
+                "notes/README.md",
+                {"path": "notes/out/README.md"},
+                400,
+                "Path resolves outside the workspace: 'notes/out/README.md'",
+            ),
+            ("PATCH", "notes", {"path": "notes/deeper"}, 400, "Cannot move 'notes' into itself"),
+            (
+                "PATCH",
+                "notes",
+                {"path": ".uws-jobs"},
+                400,
+                "Names starting with '.uws-' are the hub's own: '.uws-jobs'",
+            ),
+            ("PATCH", "nope", {"path": "nope2"}, 404, "No such file or folder: 'nope'"),
+            ("PATCH", "", {"path": "x"}, 400, "The workspace's top folder cannot be moved"),
+            ("PATCH", "notes", {"path": ""}, 422, None),
+            ("PATCH", "notes", {"path": "a\nb"}, 422, None),
+        ],
+    )
     assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
 
 
@@ -125,7 +149,10 @@ def test_deleting(hub, alice, workspace, outside):
     r = hub.request("DELETE", files(wid, "data"), alice)
     assert refused(r, 409) == "Folder 'data' is not empty; delete it with ?recursive=1"
     assert hub.api("DELETE", files(wid, "data/b.bin"), alice, expect=200) == {
-        "path": "data/b.bin", "type": "file", "freed_bytes": 50}
+        "path": "data/b.bin",
+        "type": "file",
+        "freed_bytes": 50,
+    }
     assert usage(hub, alice, wid) == before - 50
     gone = hub.api("DELETE", files(wid, "data?recursive=1"), alice, expect=200)
     assert (gone["type"], gone["freed_bytes"]) == ("directory", 100)
@@ -139,12 +166,23 @@ def test_deleting(hub, alice, workspace, outside):
     assert gone["type"] == "symlink" and (outside / "secret.txt").read_bytes() == OUTSIDE
 
     (directory / ".uws-jobs").mkdir()
-    all_refused(hub, alice, wid, [
-        ("DELETE", "data", None, 404, "No such file or folder: 'data'"),
-        ("DELETE", "", None, 400, "The workspace's top folder cannot be deleted; delete the workspace instead"),
-        ("DELETE", "README.md?recursive=yes", None, 400, "recursive must be 1 or 0 (true or false), not 'yes'"),
-        ("DELETE", ".uws-jobs?recursive=1", None, 400, "Names starting with '.uws-' are the hub's own: '.uws-jobs'"),
-    ])
+    all_refused(
+        hub,
+        alice,
+        wid,
+        [
+            ("DELETE", "data", None, 404, "No such file or folder: 'data'"),
+            ("DELETE", "", None, 400, "The workspace's top folder cannot be deleted; delete the workspace instead"),
+            ("DELETE", "README.md?recursive=yes", None, 400, "recursive must be 1 or 0 (true or false), not 'yes'"),
+            (
+                "DELETE",
+                ".uws-jobs?recursive=1",
+                None,
+                400,
+                "Names starting with '.uws-' are the hub's own: '.uws-jobs'",
+            ),
+        ],
+    )
     assert (directory / ".uws-jobs").is_dir() and (directory / "README.md").exists()
 
 
@@ -194,8 +232,10 @@ def test_a_folder_of_more_than_100000_entries_is_no_zip(hub, alice, workspace):
         os.close(fd)
     for path, shown in (("many", "'many'"), ("", "The workspace")):
         r = hub.request("GET", files(wid, f"{path}?format=zip"), alice)
-        assert refused(r, 422) == (f"{shown} holds more than 100000 files and folders, too many for one zip file;"
-                                   " download the folders in it one at a time")
+        assert refused(r, 422) == (
+            f"{shown} holds more than 100000 files and folders, too many for one zip file;"
+            " download the folders in it one at a time"
+        )
     r = hub.request("GET", files(wid, "many/few?format=zip"), alice)
     assert r.status_code == 200 and zipfile.ZipFile(io.BytesIO(r.content)).namelist() == ["few/", "few/a.txt"]
 
@@ -203,6 +243,7 @@ def test_a_folder_of_more_than_100000_entries_is_no_zip(hub, alice, workspace):
 def _socket_buffers_mib() -> int:
     """The most that two TCP connections' buffers hold (both ends' receive and send
     buffers), in MiB: a machine with large buffers (here 32 MiB receive) holds 64 MiB."""
+
     def most(name: str) -> int:
         return int(Path(f"/proc/sys/net/ipv4/{name}").read_text().split()[2])
 
@@ -233,7 +274,9 @@ def test_a_reader_downloads_at_most_two_zips_at_once(hub, alice, workspace):
             assert r.status_code == 200, r.text
             next(chunks)  # a reader that reads slowly: the zip stays open
         r = hub.request("GET", url, viewer)
-        assert refused(r, 429) == "You are downloading 2 zip files already, the most at once; try again when one is done"
+        assert (
+            refused(r, 429) == "You are downloading 2 zip files already, the most at once; try again when one is done"
+        )
         assert r.headers["Retry-After"] == "10"
         # others are not held up (the owner, an admin), nor the reader's other requests
         for token in (alice, hub.admin_token):
@@ -244,8 +287,11 @@ def test_a_reader_downloads_at_most_two_zips_at_once(hub, alice, workspace):
     finally:
         slow[0].close()
     # the hub notices a closed download at its next write
-    again = wait_for(lambda: (r := hub.request("GET", url, viewer, stream=True)).status_code != 429 and r, 15,
-                     what="a zip download slot")
+    again = wait_for(
+        lambda: (r := hub.request("GET", url, viewer, stream=True)).status_code != 429 and r,
+        15,
+        what="a zip download slot",
+    )
     assert again.status_code == 200, again.text
     again.close()
     slow[1].close()
@@ -278,16 +324,16 @@ def test_small_text_files_are_read_and_saved_as_text(hub, alice, workspace):
 
     # saved over the version read: a new version
     text = "héllo ✓\nsaved from the page\n"
-    r = hub.request("PUT", files(wid, "notes/todo.md?format=text"), alice, data=text.encode(),
-                    headers={"If-Match": version})
+    r = hub.request(
+        "PUT", files(wid, "notes/todo.md?format=text"), alice, data=text.encode(), headers={"If-Match": version}
+    )
     assert r.status_code == 201, r.text
     assert (directory / "notes" / "todo.md").read_text() == text
     assert r.headers["ETag"] != version
     assert r.headers["ETag"] == hub.request("GET", files(wid, "notes/todo.md?format=text"), alice).headers["ETag"]
     assert usage(hub, alice, wid) == before + len(b"saved from the page\n")
     # ... but not over a version changed since (by a job, say), nor one deleted since
-    r = hub.request("PUT", files(wid, "notes/todo.md?format=text"), alice, data=b"stale",
-                    headers={"If-Match": version})
+    r = hub.request("PUT", files(wid, "notes/todo.md?format=text"), alice, data=b"stale", headers={"If-Match": version})
     assert refused(r, 412) == "'notes/todo.md' changed since it was read"
     r = hub.request("PUT", files(wid, "gone.md?format=text"), alice, data=b"stale", headers={"If-Match": version})
     assert refused(r, 412) == "'gone.md' was deleted since it was read"
@@ -304,7 +350,8 @@ def test_small_text_files_are_read_and_saved_as_text(hub, alice, workspace):
     ]:
         assert refused(hub.request("GET", files(wid, f"{path}?format=text"), alice), 422) == message
     assert refused(hub.request("GET", files(wid, "notes?format=text"), alice), 400) == (
-        "'notes' is a directory; list directories with ?path=")
+        "'notes' is a directory; list directories with ?path="
+    )
     assert refused(hub.request("GET", files(wid, "no.md?format=text"), alice), 404) == "No such file: 'no.md'"
     r = hub.request("PUT", files(wid, "notes/todo.md?format=text"), alice, data=b"caf\xe9")
     assert refused(r, 422) == "'notes/todo.md' is not UTF-8 text (byte 3 is not UTF-8)"
@@ -333,9 +380,14 @@ def test_who_may_change_files(hub, alice, bob, workspace):
     shares = f"workspaces/{wid}/shares"
     hub.api("POST", shares, alice, json={"user": "uwsbob", "level": "editor"}, expect=201)
     hub.api("POST", shares, alice, json={"user": "uwscarol", "level": "viewer"}, expect=201)
-    for who, token, change, read in [("owner", alice, None, 200), ("editor", bob, None, 200),
-                                     ("viewer", carol, 403, 200), ("stranger", stranger, 404, 404),
-                                     ("admin", hub.admin_token, None, 200), ("anonymous", None, 403, 403)]:
+    for who, token, change, read in [
+        ("owner", alice, None, 200),
+        ("editor", bob, None, 200),
+        ("viewer", carol, 403, 200),
+        ("stranger", stranger, 404, 404),
+        ("admin", hub.admin_token, None, 200),
+        ("anonymous", None, 403, 403),
+    ]:
         name = who
         for method, path, kw, ok in [
             ("POST", files(wid, name), {"json": {"type": "directory"}}, 201),
@@ -350,7 +402,8 @@ def test_who_may_change_files(hub, alice, bob, workspace):
         assert hub.request("GET", files(wid, "README.md?format=text"), token).status_code == read, who
     assert sorted(p.name for p in on_disk(hub, workspace).iterdir()) == ["README.md"]
     # a token that may only read cannot change anything either
-    read_only = hub.api("POST", "users/uwsalice/tokens", json={"scopes": ["custom:uws:read:workspaces!user"]},
-                        expect=201)["token"]
+    read_only = hub.api(
+        "POST", "users/uwsalice/tokens", json={"scopes": ["custom:uws:read:workspaces!user"]}, expect=201
+    )["token"]
     r = hub.request("DELETE", files(wid, "README.md"), read_only)
     assert r.status_code == 403 and "custom:uws:write:workspaces" in r.json()["message"]

@@ -43,10 +43,16 @@ def alice_page(fhub, browser):
 @pytest.fixture
 def ws(fhub):
     """A new workspace of alice's with a README and a folder."""
-    ws = fhub.api("POST", "workspaces", fhub.tokens["uwsalice"], expect=201, json={
-        "name": f"files {uuid.uuid4().hex[:6]}",
-        "files": [{"path": "README.md", "content": "# hello\n"}, {"path": "data/a.csv", "content": "a,b\n1,2\n"}],
-    })
+    ws = fhub.api(
+        "POST",
+        "workspaces",
+        fhub.tokens["uwsalice"],
+        expect=201,
+        json={
+            "name": f"files {uuid.uuid4().hex[:6]}",
+            "files": [{"path": "README.md", "content": "# hello\n"}, {"path": "data/a.csv", "content": "a,b\n1,2\n"}],
+        },
+    )
     ws["dir"] = fhub.workspaces_root / "uwsalice" / ws["slug"]
     return ws
 
@@ -95,8 +101,10 @@ def test_upload_asks_before_it_replaces_a_file(fhub, alice_page, ws, tmp_path):
     page.set_input_files("#upload-file", [str(new_readme), str(other)])
     page.click("#upload-form button[type=submit]")
     expect(page.locator("#files-status")).to_have_text("Uploaded 1 file to /; kept 1 existing file.")
-    assert asked == ["A file named README.md is already in /:\nREADME.md\n\nReplace it? "
-                     "(Cancel keeps it and uploads the other files.)"]
+    assert asked == [
+        "A file named README.md is already in /:\nREADME.md\n\nReplace it? "
+        "(Cancel keeps it and uploads the other files.)"
+    ]
     assert (ws["dir"] / "README.md").read_text() == "# hello\n" and (ws["dir"] / "other.txt").read_text() == "other\n"
     expect(page.locator("#files tbody")).to_contain_text("other.txt")
 
@@ -315,16 +323,32 @@ def test_hidden_files_are_shown_on_request(fhub, alice_page, ws):
 
 
 def test_a_viewer_sees_no_write_controls(fhub, browser, ws):
-    fhub.api("POST", f"workspaces/{ws['id']}/shares", fhub.tokens["uwsalice"],
-             json={"user": "uwscarol", "level": "viewer"}, expect=201)
-    fhub.api("POST", f"workspaces/{ws['id']}/shares", fhub.tokens["uwsalice"],
-             json={"user": "uwsbob", "level": "editor"}, expect=201)
+    fhub.api(
+        "POST",
+        f"workspaces/{ws['id']}/shares",
+        fhub.tokens["uwsalice"],
+        json={"user": "uwscarol", "level": "viewer"},
+        expect=201,
+    )
+    fhub.api(
+        "POST",
+        f"workspaces/{ws['id']}/shares",
+        fhub.tokens["uwsalice"],
+        json={"user": "uwsbob", "level": "editor"},
+        expect=201,
+    )
     for name, writes in (("uwscarol", False), ("uwsbob", True)):
         context, page = browserutil.login(fhub, browser, name, PASSWORD)
         try:
             visit(page, fhub, ws)
-            for control in ("#upload-form", "#files-new-folder", ".files-rename", ".files-delete",
-                            "#files-name-dialog", "#files-text-save"):
+            for control in (
+                "#upload-form",
+                "#files-new-folder",
+                ".files-rename",
+                ".files-delete",
+                "#files-name-dialog",
+                "#files-text-save",
+            ):
                 assert (page.locator(control).count() > 0) == writes, (name, control)
             # reading stays: a zip, a download, the text (read-only)
             expect(page.locator("#files-zip")).to_be_visible()
@@ -336,7 +360,8 @@ def test_a_viewer_sees_no_write_controls(fhub, browser, ws):
             else:
                 expect(page.locator("#files-text")).not_to_be_editable()
                 expect(page.locator("#files-text-status")).to_have_text(
-                    "Read-only: you may view this workspace, not change it.")
+                    "Read-only: you may view this workspace, not change it."
+                )
         finally:
             context.close()
 
@@ -348,4 +373,3 @@ def test_every_field_of_the_file_view_has_a_label(fhub, alice_page, ws):
         '#files-section input, #files-section textarea, #files-section select'))
         .filter(el => !el.labels.length && !el.getAttribute('aria-label')).map(el => el.id)""")
     assert unlabelled == []
-

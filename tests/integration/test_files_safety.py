@@ -57,9 +57,17 @@ def copy_to_bob(hub, alice, bob, wid) -> dict:
     invite = hub.api("POST", f"workspaces/{wid}/shares", alice, json={"kind": "copy", "user": "uwsbob"}, expect=201)
     hub.api("POST", f"shares/{invite['id']}/accept", bob, expect=202)
     return wait_for(
-        lambda: next((s for s in hub.api("GET", "shares?status=accepted", bob)["items"]
-                      if s["id"] == invite["id"] and s["copy"]["state"] in ("done", "failed")), None),
-        30, what="the copy")
+        lambda: next(
+            (
+                s
+                for s in hub.api("GET", "shares?status=accepted", bob)["items"]
+                if s["id"] == invite["id"] and s["copy"]["state"] in ("done", "failed")
+            ),
+            None,
+        ),
+        30,
+        what="the copy",
+    )
 
 
 def release(fifo: Path) -> None:
@@ -108,8 +116,9 @@ def test_a_fifo_is_refused_and_the_hub_keeps_answering(hub, alice, bob, workspac
     # nor is it opened as text, zipped or waited on by a delete or a move
     r = hub.request("GET", f"workspaces/{wid}/files/pipe?format=text", alice, timeout=10)
     assert (r.status_code, r.json()["message"]) == (400, "Not a regular file: 'pipe' is a FIFO")
-    with zipfile.ZipFile(io.BytesIO(hub.request("GET", f"workspaces/{wid}/files/?format=zip", alice,
-                                                timeout=10).content)) as z:
+    with zipfile.ZipFile(
+        io.BytesIO(hub.request("GET", f"workspaces/{wid}/files/?format=zip", alice, timeout=10).content)
+    ) as z:
         assert not [n for n in z.namelist() if n.endswith("/pipe")]
     hub.api("PATCH", f"workspaces/{wid}/files/pipe", alice, json={"path": "pipe2"}, expect=200, timeout=10)
     hub.api("DELETE", f"workspaces/{wid}/files/pipe2", alice, expect=200, timeout=10)
@@ -360,8 +369,7 @@ def test_a_path_thousands_of_folders_deep_is_a_400_and_makes_nothing(hub, alice,
         assert hub.request("GET", f"workspaces/{wid}/files", alice).status_code == 200
 
 
-def test_a_tree_thousands_of_folders_deep_is_zipped_copied_and_deleted_with_few_descriptors(hub, alice, bob,
-                                                                                           workspace):
+def test_a_tree_thousands_of_folders_deep_is_zipped_copied_and_deleted_with_few_descriptors(hub, alice, bob, workspace):
     """A job can make a tree of any depth: zipping, copying, listing its results and deleting
     it held a descriptor per folder (a 1500-deep tree: more than the hub had). Zips, copies and
     listings leave out what is deeper than MAX_DEPTH folders; a deletion removes all of it."""
@@ -428,8 +436,13 @@ def test_an_upload_that_cannot_be_put_in_place_is_a_400_and_leaves_nothing(hub, 
 def test_stale_temporary_files_are_swept_and_never_copied(make_hub, system_users):
     hub = make_hub(MULTIUSER_CONFIG)
     alice, bob = hub.add_user("uwsalice"), hub.add_user("uwsbob")
-    ws = hub.api("POST", "workspaces", alice, json={"name": "leftovers", "files": [
-        {"path": "sub/data.txt", "content": "data\n"}]}, expect=201)
+    ws = hub.api(
+        "POST",
+        "workspaces",
+        alice,
+        json={"name": "leftovers", "files": [{"path": "sub/data.txt", "content": "data\n"}]},
+        expect=201,
+    )
     directory = on_disk(hub, ws)
     # left by a hub that was killed during uploads
     for path in (directory / ".uws-upload-0123456789abcdef", directory / "sub" / ".uws-upload-fedcba9876543210"):
@@ -446,6 +459,8 @@ def test_stale_temporary_files_are_swept_and_never_copied(make_hub, system_users
     assert share["copy"]["state"] == "done", share
     copy = hub.api("GET", f"workspaces/{share['copy']['workspace_id']}", bob, expect=200)
     assert sorted(str(p.relative_to(on_disk(hub, copy))) for p in on_disk(hub, copy).rglob("*")) == [
-        "sub", "sub/data.txt"]
+        "sub",
+        "sub/data.txt",
+    ]
     assert copy["disk_usage_bytes"] == len("data\n")
     assert live.exists()

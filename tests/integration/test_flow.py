@@ -124,8 +124,11 @@ def test_workspace_job_lifecycle(hub, alice):
 
     # delete: accepted, then gone with its directory
     assert hub.api("DELETE", f"workspaces/{ws['id']}", alice, expect=202)["status"] == "deleting"
-    wait_for(lambda: hub.request("GET", f"workspaces/{ws['id']}", alice).status_code == 404, 15,
-             what="the workspace to be deleted")
+    wait_for(
+        lambda: hub.request("GET", f"workspaces/{ws['id']}", alice).status_code == 404,
+        15,
+        what="the workspace to be deleted",
+    )
     assert not directory.exists()
     # its jobs went with it
     assert hub.request("GET", f"jobs/{job['id']}", alice).status_code == 404

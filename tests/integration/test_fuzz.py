@@ -80,8 +80,17 @@ CHECKS = {
 
 #: the owner's things that path parameters name, made by :func:`fuzz_hub` on
 #: the hub's own new database (so their ids are known before it starts)
-REAL = {"workspace_id": 1, "job_id": 1, "share_id": 1, "user": "uwsalice", "group": "fuzzlab",
-        "username": "uwsalice", "path": "data/a.csv", "job_type": "echo", "name": "text"}
+REAL = {
+    "workspace_id": 1,
+    "job_id": 1,
+    "share_id": 1,
+    "user": "uwsalice",
+    "group": "fuzzlab",
+    "username": "uwsalice",
+    "path": "data/a.csv",
+    "job_type": "echo",
+    "name": "text",
+}
 #: the owner's UWS job (of the batch job type ``echo``), which the UWS paths name
 UWS_JOB = 2
 #: the workspace the owner's DELETE deletes, so that the rest keep theirs
@@ -110,7 +119,12 @@ def fuzz_hub(make_hub, system_users):
     hub.api("POST", f"groups/{REAL['group']}", json={"users": ["uwsalice"]}, expect=201)
     hub.api("POST", "accounts", json={"username": "uwsalice", "password": "a long password"}, expect=201)
     assert (ws["id"], doomed["id"], job["id"], uws_job, share["id"]) == (
-        REAL["workspace_id"], DOOMED, REAL["job_id"], UWS_JOB, REAL["share_id"]), "a new database numbers from 1"
+        REAL["workspace_id"],
+        DOOMED,
+        REAL["job_id"],
+        UWS_JOB,
+        REAL["share_id"],
+    ), "a new database numbers from 1"
     yield hub
     # leave nothing running (with the admin's token: the admin's fuzzing may have deleted the users')
     for j in hub.api("GET", "jobs?status=pending,queued,running", hub.admin_token, expect=200)["items"]:
@@ -124,21 +138,26 @@ def load_schema(real_ids: bool) -> schemathesis.BaseSchema:
     if real_ids:
         operations.append({"include-operation-id": "deleteWorkspace", "parameters": {"path.workspace_id": DOOMED}})
         operations.append({"include-path-regex": "^/uws/", "parameters": {"path.job_id": UWS_JOB}})
-    config = schemathesis.Config.from_dict({
-        "seed": SEED,
-        "request-timeout": 30,
-        "generation": {
-            "mode": "all", "max-examples": MAX_EXAMPLES, "deterministic": True, "database": "none",
-            # the caller's token is the test's (a missing one is tested elsewhere) ...
-            "with-security-parameters": False,
-            # ... and unknown query parameters are ignored, as in JupyterHub's API
-            "allow-extra-parameters": False,
-        },
-        "phases": {"stateful": {"enabled": False}},
-        "checks": CHECKS,
-        "parameters": {f"path.{name}": value for name, value in REAL.items()} if real_ids else {},
-        "operations": operations,
-    })
+    config = schemathesis.Config.from_dict(
+        {
+            "seed": SEED,
+            "request-timeout": 30,
+            "generation": {
+                "mode": "all",
+                "max-examples": MAX_EXAMPLES,
+                "deterministic": True,
+                "database": "none",
+                # the caller's token is the test's (a missing one is tested elsewhere) ...
+                "with-security-parameters": False,
+                # ... and unknown query parameters are ignored, as in JupyterHub's API
+                "allow-extra-parameters": False,
+            },
+            "phases": {"stateful": {"enabled": False}},
+            "checks": CHECKS,
+            "parameters": {f"path.{name}": value for name, value in REAL.items()} if real_ids else {},
+            "operations": operations,
+        }
+    )
     return schemathesis.openapi.from_path(SPEC_PATH, config=config)
 
 

@@ -68,8 +68,13 @@ c.HubMAPCompat.stop_wait_seconds = 60
 
 def user_token(hub, name: str, email: str, first: str = "", last: str = "") -> str:
     """A token for ``name`` from POST tokens, with the tests' admin service as the trusted client."""
-    r = exchange_token(hub, {"client_token": hub.admin_token,
-                             "user_info": {"username": name, "email": email, "first_name": first, "last_name": last}})
+    r = exchange_token(
+        hub,
+        {
+            "client_token": hub.admin_token,
+            "user_info": {"username": name, "email": email, "first_name": first, "last_name": last},
+        },
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["success"] is True and body["message"] == "Successful authentication."
@@ -93,8 +98,12 @@ def carol(hubmap_hub):
 
 
 def new_workspace(portal: Portal, **extra) -> dict:
-    body = {"name": f"hubmap {uuid.uuid4().hex[:8]}", "description": "from the portal", "default_job_type": "jupyter_lab",
-            "workspace_details": {"globus_groups_token": GROUPS_TOKEN, "files": [], "symlinks": []}}
+    body = {
+        "name": f"hubmap {uuid.uuid4().hex[:8]}",
+        "description": "from the portal",
+        "default_job_type": "jupyter_lab",
+        "workspace_details": {"globus_groups_token": GROUPS_TOKEN, "files": [], "symlinks": []},
+    }
     body.update(extra)
     return portal.create(body)
 
@@ -116,8 +125,9 @@ def test_credentials_as_hubmaps_server_checks_them(hubmap_hub, alice):
     # job types, parameters and status need no credentials, but a bad token is still refused
     for path in ("job_types", "parameters", "status"):
         assert requests.get(f"{hubmap_hub.url}/hub/api/hubmap/{path}", timeout=30).json()["success"] is True
-        r = requests.get(f"{hubmap_hub.url}/hub/api/hubmap/{path}/", headers={"UWS-Authorization": "Token x"},
-                         timeout=30)
+        r = requests.get(
+            f"{hubmap_hub.url}/hub/api/hubmap/{path}/", headers={"UWS-Authorization": "Token x"}, timeout=30
+        )
         assert r.status_code == 401
 
 
@@ -133,8 +143,9 @@ def test_token_exchange_refusals(hubmap_hub, alice):
     r = post({"client_token": alice.token, "user_info": {"username": "uwsbob", "email": "bob@uni.example"}})
     assert (r.status_code, r.json()) == (401, refused)
     # the same user name with another e-mail address
-    r = post({"client_token": hubmap_hub.admin_token,
-              "user_info": {"username": "uwsalice", "email": "mallory@evil.example"}})
+    r = post(
+        {"client_token": hubmap_hub.admin_token, "user_info": {"username": "uwsalice", "email": "mallory@evil.example"}}
+    )
     assert (r.status_code, r.json()) == (401, refused)
     r = post({"client_token": "not-a-token", "user_info": {"username": "x", "email": "x@y"}})
     assert (r.status_code, r.json()) == (401, refused)
@@ -143,13 +154,15 @@ def test_token_exchange_refusals(hubmap_hub, alice):
 
 
 def test_exchanged_tokens_are_scoped_and_expire(hubmap_hub, alice):
-    me = requests.get(hubmap_hub.url + "/hub/api/user", headers={"Authorization": f"token {alice.token}"},
-                      timeout=30).json()
+    me = requests.get(
+        hubmap_hub.url + "/hub/api/user", headers={"Authorization": f"token {alice.token}"}, timeout=30
+    ).json()
     assert me["name"] == "uwsalice"
     # not the user's full rights: no access to JupyterHub's admin or their tokens
     assert "tokens!user=uwsalice" not in me["scopes"] and "access:servers!user=uwsalice" in me["scopes"]
-    r = requests.get(hubmap_hub.url + "/hub/api/users/uwsalice/tokens",
-                     headers={"Authorization": f"token {alice.token}"}, timeout=30)
+    r = requests.get(
+        hubmap_hub.url + "/hub/api/users/uwsalice/tokens", headers={"Authorization": f"token {alice.token}"}, timeout=30
+    )
     assert r.status_code in (403, 404)
     tokens = hubmap_hub.api("GET", "users/uwsalice/tokens", expect=200)["api_tokens"]
     hubmap = [t for t in tokens if t["note"] == "HuBMAP API token (POST tokens)"]
@@ -166,21 +179,29 @@ def test_portal_flow(hubmap_hub, alice, bob, datasets):
     job_types = alice.job_types()
     assert job_types["jupyter_lab"] == {"id": "jupyter_lab", "name": "JupyterLab"}
 
-    ws = alice.create({
-        "name": "Notebook workspace", "description": "with a dataset", "default_job_type": "jupyter_lab",
-        "workspace_details": {
-            "globus_groups_token": GROUPS_TOKEN,
-            "files": [{"name": "blank.ipynb", "content": NOTEBOOK}],
-            "symlinks": [{"name": f"datasets/{DATASET}", "dataset_uuid": DATASET}],
-        },
-    })
+    ws = alice.create(
+        {
+            "name": "Notebook workspace",
+            "description": "with a dataset",
+            "default_job_type": "jupyter_lab",
+            "workspace_details": {
+                "globus_groups_token": GROUPS_TOKEN,
+                "files": [{"name": "blank.ipynb", "content": NOTEBOOK}],
+                "symlinks": [{"name": f"datasets/{DATASET}", "dataset_uuid": DATASET}],
+            },
+        }
+    )
     assert ws["status"] == "idle" and ws["default_job_type"] == "jupyter_lab"
     [ws] = alice.workspaces(ws["id"])
     details = ws["workspace_details"]
     assert details["current_workspace_details"] == {
-        "files": [{"name": "/blank.ipynb"}], "symlinks": [{"name": f"/datasets/{DATASET}"}]}
+        "files": [{"name": "/blank.ipynb"}],
+        "symlinks": [{"name": f"/datasets/{DATASET}"}],
+    }
     assert details["request_workspace_details"] == {
-        "files": [{"name": "blank.ipynb"}], "symlinks": [{"name": f"datasets/{DATASET}", "dataset_uuid": DATASET}]}
+        "files": [{"name": "blank.ipynb"}],
+        "symlinks": [{"name": f"datasets/{DATASET}", "dataset_uuid": DATASET}],
+    }
     link = hubmap_hub.workspaces_root / "uwsalice" / "notebook-workspace" / "datasets" / DATASET
     assert os.readlink(link) == str(datasets.root / DATASET)
 
@@ -191,7 +212,11 @@ def test_portal_flow(hubmap_hub, alice, bob, datasets):
     started = r.json()["data"]["job"]
     assert started["status"] == "pending" and started["workspace_id"] == ws["id"]
     assert started["job_details"]["request_job_details"]["resource_options"] == {
-        "num_cpus": 1, "memory_mb": 1024, "time_limit_minutes": 180, "gpu_enabled": False}
+        "num_cpus": 1,
+        "memory_mb": 1024,
+        "time_limit_minutes": 180,
+        "gpu_enabled": False,
+    }
     job = alice.wait_for_job(ws["id"], {"running"})
     assert job["id"] == started["id"]
     [listed] = alice.workspaces(ws["id"])
@@ -202,8 +227,11 @@ def test_portal_flow(hubmap_hub, alice, bob, datasets):
     url = connection["url_domain"] + connection["url_path"]
     base, _, query = url.partition("?")
     assert base.startswith(hubmap_hub.url + "/user/uwsalice/")
-    page = requests.get(base + "/tree/blank.ipynb" + (f"?{query}" if query else ""),
-                        headers={"Authorization": f"token {alice.token}"}, timeout=60)
+    page = requests.get(
+        base + "/tree/blank.ipynb" + (f"?{query}" if query else ""),
+        headers={"Authorization": f"token {alice.token}"},
+        timeout=60,
+    )
     assert page.status_code == 200 and "JupyterLab" in page.text
 
     # useRefreshSessions: stop, then start at once
@@ -233,8 +261,12 @@ def test_portal_flow(hubmap_hub, alice, bob, datasets):
     assert invitation["original_workspace_id"]["user_id"]["username"] == "uwsalice"
     assert invitation["last_job_type"] == "jupyter_lab"
     assert invitation["last_resource_options"]["num_cpus"] == 1
-    assert invitation["shared_workspace_id"]["workspace_details"]["request_workspace_details"]["symlinks"][0][
-        "dataset_uuid"] == DATASET
+    assert (
+        invitation["shared_workspace_id"]["workspace_details"]["request_workspace_details"]["symlinks"][0][
+            "dataset_uuid"
+        ]
+        == DATASET
+    )
     assert bob.invitations(invitation_id)["shared_workspaces"][0]["is_accepted"] is False
     assert all(w["name"] != "Notebook workspace" for w in bob.workspaces())
     assert bob.accept(invitation_id).status_code == 200
@@ -247,8 +279,11 @@ def test_portal_flow(hubmap_hub, alice, bob, datasets):
     assert accepted["is_accepted"] is True
     [copy] = bob.workspaces(accepted["shared_workspace_id"]["id"])
     assert copy["workspace_details"]["current_workspace_details"]["files"] == [{"name": "/blank.ipynb"}]
-    assert [i["is_accepted"] for i in alice.invitations()["original_workspaces"]
-            if i["original_workspace_id"]["id"] == ws["id"]] == [True]
+    assert [
+        i["is_accepted"]
+        for i in alice.invitations()["original_workspaces"]
+        if i["original_workspace_id"]["id"] == ws["id"]
+    ] == [True]
     r = bob.decline(accepted["shared_workspace_id"]["id"])
     assert r.status_code == 400 and "has been accepted and cannot be deleted" in r.json()["message"]
 
@@ -258,8 +293,9 @@ def test_portal_flow(hubmap_hub, alice, bob, datasets):
     # what the facade kept of it went with it (a new workspace may get its id)
     engine = create_engine(hubmap_hub.db_url)
     with engine.connect() as conn:
-        left = conn.execute(text("SELECT count(*) FROM uws_hubmap_workspaces WHERE workspace_id = :id"),
-                            {"id": ws["id"]}).scalar()
+        left = conn.execute(
+            text("SELECT count(*) FROM uws_hubmap_workspaces WHERE workspace_id = :id"), {"id": ws["id"]}
+        ).scalar()
     engine.dispose()
     assert left == 0
 
@@ -275,8 +311,10 @@ def test_strangers_get_hubmaps_answers_and_nothing_else(hubmap_hub, alice, carol
         # reads: 200 with nothing and HuBMAP's not-found message
         r = carol.fetch("GET", f"/workspaces/{wid}")
         assert r.status_code == 200 and r.json() == {
-            "message": "Workspace matching given parameters could not be found.", "success": True,
-            "data": {"workspaces": []}}
+            "message": "Workspace matching given parameters could not be found.",
+            "success": True,
+            "data": {"workspaces": []},
+        }
         r = carol.fetch("GET", f"/jobs/{jid}")
         assert r.json()["data"] == {"jobs": []}
         assert all(j["id"] != jid for j in carol.jobs())
@@ -294,7 +332,9 @@ def test_strangers_get_hubmaps_answers_and_nothing_else(hubmap_hub, alice, carol
         r = carol.share(wid, [1])
         assert r.status_code == 404
         assert carol.fetch("GET", f"/shared_workspaces/{wid}/").json()["data"] == {
-            "original_workspaces": [], "shared_workspaces": []}
+            "original_workspaces": [],
+            "shared_workspaces": [],
+        }
         assert alice.workspaces(wid)[0]["name"] == ws["name"]
     finally:
         alice.stop(jid)
@@ -302,24 +342,48 @@ def test_strangers_get_hubmaps_answers_and_nothing_else(hubmap_hub, alice, carol
 
 
 # ---------------------------------------------------------------- routes and CORS
-ROUTES = ["tokens", "workspaces", "workspaces/1", "workspaces/1/start", "jobs", "jobs/1", "jobs/1/stop",
-          "job_types", "parameters", "users", "shared_workspaces", "shared_workspaces/1",
-          "shared_workspaces/1/accept", "status"]
+ROUTES = [
+    "tokens",
+    "workspaces",
+    "workspaces/1",
+    "workspaces/1/start",
+    "jobs",
+    "jobs/1",
+    "jobs/1/stop",
+    "job_types",
+    "parameters",
+    "users",
+    "shared_workspaces",
+    "shared_workspaces/1",
+    "shared_workspaces/1/accept",
+    "status",
+]
 
 
 @pytest.mark.parametrize("path", ROUTES)
 def test_every_route_answers_with_and_without_its_slash(hubmap_hub, alice, path):
     for suffix in ("", "/"):
-        r = requests.options(f"{hubmap_hub.url}/hub/api/hubmap/{path}{suffix}", timeout=30, allow_redirects=False,
-                             headers={"Origin": ORIGIN, "Access-Control-Request-Method": "PUT",
-                                      "Access-Control-Request-Headers": "content-type,uws-authorization"})
+        r = requests.options(
+            f"{hubmap_hub.url}/hub/api/hubmap/{path}{suffix}",
+            timeout=30,
+            allow_redirects=False,
+            headers={
+                "Origin": ORIGIN,
+                "Access-Control-Request-Method": "PUT",
+                "Access-Control-Request-Headers": "content-type,uws-authorization",
+            },
+        )
         # the browser's preflight: allowed, with the portal's header
         assert r.status_code == 204, (path, suffix, r.status_code)
         assert r.headers["Access-Control-Allow-Origin"] == ORIGIN
         assert "UWS-Authorization" in r.headers["Access-Control-Allow-Headers"]
         assert "PUT" in r.headers["Access-Control-Allow-Methods"]
-        r = requests.get(f"{hubmap_hub.url}/hub/api/hubmap/{path}{suffix}", allow_redirects=False, timeout=30,
-                         headers={"UWS-Authorization": f"Token {alice.token}"})
+        r = requests.get(
+            f"{hubmap_hub.url}/hub/api/hubmap/{path}{suffix}",
+            allow_redirects=False,
+            timeout=30,
+            headers={"UWS-Authorization": f"Token {alice.token}"},
+        )
         assert r.status_code in (200, 400, 404, 405), (path, suffix, r.status_code)
         assert r.headers["Content-Type"].startswith("application/json")
         assert "success" in r.json()
@@ -327,11 +391,13 @@ def test_every_route_answers_with_and_without_its_slash(hubmap_hub, alice, path)
 
 def test_cors_only_for_configured_origins(hubmap_hub, alice):
     url = hubmap_hub.url + "/hub/api/hubmap/workspaces"
-    r = requests.options(url, headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
-                         timeout=30)
+    r = requests.options(
+        url, headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"}, timeout=30
+    )
     assert "Access-Control-Allow-Origin" not in r.headers
-    r = requests.get(url, headers={"Origin": "https://evil.example", "UWS-Authorization": f"Token {alice.token}"},
-                     timeout=30)
+    r = requests.get(
+        url, headers={"Origin": "https://evil.example", "UWS-Authorization": f"Token {alice.token}"}, timeout=30
+    )
     assert "Access-Control-Allow-Origin" not in r.headers
     # errors carry it too, so that the portal can read them
     r = requests.get(url, headers={"Origin": ORIGIN}, timeout=30)
@@ -346,27 +412,56 @@ def test_symlinks_only_into_dataset_roots(hubmap_hub, alice):
     secret = hubmap_hub.outside / "secret.txt"
     secret.write_text("not yours")
     for target in (str(secret), "/etc", str(hubmap_hub.workspaces_root)):
-        body = {"name": f"bad {uuid.uuid4().hex[:6]}", "description": "",
-                "workspace_details": {"symlinks": [{"name": "data", "source_path": target}]}}
+        body = {
+            "name": f"bad {uuid.uuid4().hex[:6]}",
+            "description": "",
+            "workspace_details": {"symlinks": [{"name": "data", "source_path": target}]},
+        }
         r = alice.fetch("POST", "/workspaces/", body)
         assert r.status_code == 400 and "dataset roots" in r.json()["message"], r.text
     # a dataset the lookup does not know (the entity API refuses the token)
-    r = alice.fetch("POST", "/workspaces/", {"name": "bad token", "description": "", "workspace_details": {
-        "globus_groups_token": "someone-elses", "symlinks": [{"name": "d", "dataset_uuid": DATASET}]}})
+    r = alice.fetch(
+        "POST",
+        "/workspaces/",
+        {
+            "name": "bad token",
+            "description": "",
+            "workspace_details": {
+                "globus_groups_token": "someone-elses",
+                "symlinks": [{"name": "d", "dataset_uuid": DATASET}],
+            },
+        },
+    )
     assert r.status_code == 400 and f"Dataset {DATASET} could not be looked up" in r.json()["message"]
     # nothing was made
     assert {w["id"] for w in alice.workspaces()} == before
 
     ws = new_workspace(alice)
-    r = alice.update(ws["id"], {"workspace_details": {"globus_groups_token": GROUPS_TOKEN,
-                                                      "symlinks": [{"name": f"datasets/{DATASET}",
-                                                                    "dataset_uuid": DATASET}]}})
+    r = alice.update(
+        ws["id"],
+        {
+            "workspace_details": {
+                "globus_groups_token": GROUPS_TOKEN,
+                "symlinks": [{"name": f"datasets/{DATASET}", "dataset_uuid": DATASET}],
+            }
+        },
+    )
     assert r.json() == {"message": "Update successful.", "success": True}
     [ws] = alice.workspaces(ws["id"])
     assert ws["workspace_details"]["current_workspace_details"]["symlinks"] == [{"name": f"/datasets/{DATASET}"}]
     # the same link again is fine; the update adds, as HuBMAP's does
-    assert alice.update(ws["id"], {"workspace_details": {"globus_groups_token": GROUPS_TOKEN, "symlinks": [
-        {"name": f"datasets/{DATASET}", "dataset_uuid": DATASET}]}}).status_code == 200
+    assert (
+        alice.update(
+            ws["id"],
+            {
+                "workspace_details": {
+                    "globus_groups_token": GROUPS_TOKEN,
+                    "symlinks": [{"name": f"datasets/{DATASET}", "dataset_uuid": DATASET}],
+                }
+            },
+        ).status_code
+        == 200
+    )
     # uws-hub's files API does not follow the link out of the workspace
     files = f"workspaces/{ws['id']}/files/datasets/{DATASET}/data.csv"
     r = hubmap_hub.request("GET", files, alice.token)
@@ -382,37 +477,72 @@ def test_create_update_upload_and_refusals(hubmap_hub, alice):
     assert (r.status_code, r.json()["message"]) == (400, "Missing required fields.")
     r = alice.fetch("POST", "/workspaces/", {"name": "x", "description": "", "default_job_type": "spark"})
     assert r.json()["message"] == "spark is not in the list of available job types."
-    r = alice.fetch("POST", "/workspaces/", {"name": "x", "description": "", "workspace_details": {
-        "files": [{"name": "../../escape.txt", "content": "x"}]}})
+    r = alice.fetch(
+        "POST",
+        "/workspaces/",
+        {
+            "name": "x",
+            "description": "",
+            "workspace_details": {"files": [{"name": "../../escape.txt", "content": "x"}]},
+        },
+    )
     assert r.json()["message"] == "File name cannot contain double dots."
     r = requests.post(alice.endpoint + "/workspaces", data="{", headers=alice.headers(), timeout=30)
     assert r.status_code == 400 and r.json()["message"].startswith("Invalid JSON")
 
     # the portal's Flask server creates from a notebook without the slash (routes_notebooks.py)
-    r = requests.post(alice.endpoint + "/workspaces", headers={"UWS-Authorization": f"Token {alice.token}"},
-                      data=json.dumps({"name": "From a notebook", "description": "From a notebook",
-                                       "workspace_details": {"globus_groups_token": GROUPS_TOKEN,
-                                                             "files": [{"name": "nb.ipynb", "content": NOTEBOOK}],
-                                                             "symlinks": []}}), timeout=60)
+    r = requests.post(
+        alice.endpoint + "/workspaces",
+        headers={"UWS-Authorization": f"Token {alice.token}"},
+        data=json.dumps(
+            {
+                "name": "From a notebook",
+                "description": "From a notebook",
+                "workspace_details": {
+                    "globus_groups_token": GROUPS_TOKEN,
+                    "files": [{"name": "nb.ipynb", "content": NOTEBOOK}],
+                    "symlinks": [],
+                },
+            }
+        ),
+        timeout=60,
+    )
     r.raise_for_status()
     wid = r.json()["data"]["workspace"]["id"]
 
     # the same name again (HuBMAP's names need not be unique)
-    again = requests.post(alice.endpoint + "/workspaces", headers={"UWS-Authorization": f"Token {alice.token}"},
-                          data=json.dumps({"name": "From a notebook", "description": ""}), timeout=60)
+    again = requests.post(
+        alice.endpoint + "/workspaces",
+        headers={"UWS-Authorization": f"Token {alice.token}"},
+        data=json.dumps({"name": "From a notebook", "description": ""}),
+        timeout=60,
+    )
     assert again.status_code == 200, again.text
     assert again.json()["data"]["workspace"]["name"] == "From a notebook"
     assert again.json()["data"]["workspace"]["id"] != wid
 
-    r = alice.update(wid, {"default_job_type": "jupyter_lab", "name": "Renamed",
-                           "workspace_details": {"files": [{"name": "notes/a.md", "content": "# a"}]}})
+    r = alice.update(
+        wid,
+        {
+            "default_job_type": "jupyter_lab",
+            "name": "Renamed",
+            "workspace_details": {"files": [{"name": "notes/a.md", "content": "# a"}]},
+        },
+    )
     assert r.json() == {"message": "Update successful.", "success": True}
-    r = requests.put(f"{alice.endpoint}/workspaces/{wid}/upload", timeout=60,
-                     headers={"UWS-Authorization": f"Token {alice.token}"},
-                     files={"anything": ("../../up.txt", b"uploaded"), "other": ("data.bin", b"\x00\x01")})
+    r = requests.put(
+        f"{alice.endpoint}/workspaces/{wid}/upload",
+        timeout=60,
+        headers={"UWS-Authorization": f"Token {alice.token}"},
+        files={"anything": ("../../up.txt", b"uploaded"), "other": ("data.bin", b"\x00\x01")},
+    )
     assert r.json() == {"message": "Successful upload.", "success": True}
-    r = requests.put(f"{alice.endpoint}/workspaces/{wid}/upload", timeout=60,
-                     headers={"UWS-Authorization": f"Token {alice.token}"}, data=b"")
+    r = requests.put(
+        f"{alice.endpoint}/workspaces/{wid}/upload",
+        timeout=60,
+        headers={"UWS-Authorization": f"Token {alice.token}"},
+        data=b"",
+    )
     assert r.json()["message"] == "No files found in request."
     assert alice.fetch("PUT", f"/workspaces/{wid}/explode", {}).json()["message"] == "Invalid PUT type passed."
     [ws] = alice.workspaces(wid)
@@ -462,11 +592,14 @@ def test_jobs_filters(hubmap_hub, alice):
     alice.wait_for_job(ws["id"], {"running"})
     alice.stop(job["id"])
     alice.wait_for_job(ws["id"], {"complete"})
-    assert [j["id"] for j in alice.fetch("GET", f"/jobs?workspace_id={ws['id']}&status=complete").json()["data"][
-        "jobs"]] == [job["id"]]
+    assert [
+        j["id"] for j in alice.fetch("GET", f"/jobs?workspace_id={ws['id']}&status=complete").json()["data"]["jobs"]
+    ] == [job["id"]]
     assert alice.fetch("GET", f"/jobs?workspace_id={ws['id']}&status=running").json()["data"]["jobs"] == []
-    assert alice.fetch("GET", f"/jobs?job_type=minimal&workspace_id={ws['id']}").json()["data"]["jobs"][0]["id"] == \
-        job["id"]
+    assert (
+        alice.fetch("GET", f"/jobs?job_type=minimal&workspace_id={ws['id']}").json()["data"]["jobs"][0]["id"]
+        == job["id"]
+    )
     [done] = alice.fetch("GET", f"/jobs/{job['id']}").json()["data"]["jobs"]
     assert done["resource_job_id"] > 0 and float(done["core_hours"]) > 0
     assert done["datetime_start"] and done["datetime_end"]
@@ -491,8 +624,7 @@ def test_invitations_declined_and_withdrawn(hubmap_hub, alice, bob, carol):
     pending = bob.fetch("GET", "/shared_workspaces?is_accepted=f").json()["data"]["shared_workspaces"]
     assert to_bob in [i["shared_workspace_id"]["id"] for i in pending]
     # declined by bob, withdrawn by alice: gone for both
-    assert bob.decline(to_bob).json() == {"message": f"Shared workspace {to_bob} queued for deletion.",
-                                          "success": True}
+    assert bob.decline(to_bob).json() == {"message": f"Shared workspace {to_bob} queued for deletion.", "success": True}
     assert alice.decline(to_carol).status_code == 200
     sent = alice.invitations()["original_workspaces"]
     assert all(i["shared_workspace_id"]["id"] not in (to_bob, to_carol) for i in sent)
@@ -516,8 +648,14 @@ def test_job_status_websocket(hubmap_hub, alice, carol):
         while not seen or seen[-1]["status"] != "running":
             message = json.loads(conn.recv())
             assert set(message) == {"status", "current_job_details"}
-            validate(jobs=[{"status": message["status"], "job_details": {"current_job_details":
-                                                                          message["current_job_details"]}}])
+            validate(
+                jobs=[
+                    {
+                        "status": message["status"],
+                        "job_details": {"current_job_details": message["current_job_details"]},
+                    }
+                ]
+            )
             seen.append(message)
         assert "connection_details" in seen[-1]["current_job_details"]
         alice.stop(job["id"])

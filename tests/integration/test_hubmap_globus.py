@@ -28,11 +28,14 @@ def globus(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def globus_hub(make_hub, globus):
-    config = globus_config(globus) + f"""
+    config = (
+        globus_config(globus)
+        + f"""
 c.UWSHub.job_types = {{"minimal": {{"display_name": "Minimal test server", "cmd": {MINIMAL_CMD!r}}}}}
 c.HubMAPCompat.enabled = True
 c.HubMAPCompat.cors_origins = [{ORIGIN!r}]
 """
+    )
     return make_hub(config, env={"JUPYTERHUB_CRYPT_KEY": secrets.token_hex(32)})
 
 
@@ -41,13 +44,24 @@ def groups_token(provider: Provider, sub: str) -> str:
     (the authorization-code flow of another client, the portal, at the provider)."""
     s = requests.Session()
     redirect = "http://127.0.0.1:9/portal-callback"
-    query = urlencode({"response_type": "code", "client_id": "hubmap-portal", "redirect_uri": redirect,
-                       "scope": "openid profile email", "state": "portal"})
+    query = urlencode(
+        {
+            "response_type": "code",
+            "client_id": "hubmap-portal",
+            "redirect_uri": redirect,
+            "scope": "openid profile email",
+            "state": "portal",
+        }
+    )
     r = s.post(f"{provider.url}/oauth2/authorize?{query}", data={"sub": sub}, allow_redirects=False, timeout=30)
     assert r.status_code == 302, r.text
     code = parse_qs(urlparse(r.headers["Location"]).query)["code"][0]
-    r = s.post(f"{provider.url}/oauth2/token", auth=("hubmap-portal", "portal-secret"), timeout=30,
-               data={"grant_type": "authorization_code", "code": code, "redirect_uri": redirect})
+    r = s.post(
+        f"{provider.url}/oauth2/token",
+        auth=("hubmap-portal", "portal-secret"),
+        timeout=30,
+        data={"grant_type": "authorization_code", "code": code, "redirect_uri": redirect},
+    )
     assert r.status_code == 200, r.text
     [token] = [t["access_token"] for t in r.json()["other_tokens"] if t["resource_server"] == "groups.api.globus.org"]
     return token
@@ -77,8 +91,10 @@ def test_globus_refusals(globus_hub, globus):
     # in no allowed Globus group: HuBMAP's 403
     r = exchange_token(globus_hub, {"auth_token": groups_token(globus, HENRY)})
     assert r.status_code == 403
-    assert r.json() == {"success": False, "message": "User is not a member of any allowed Globus groups."
-                                                     " Please contact your administrator for access."}
+    assert r.json() == {
+        "success": False,
+        "message": "User is not a member of any allowed Globus groups. Please contact your administrator for access.",
+    }
     # an identity from another provider, with the login's message
     r = exchange_token(globus_hub, {"auth_token": groups_token(globus, IVAN)})
     assert r.status_code == 403 and "restricted to globusid.org accounts" in r.json()["message"]

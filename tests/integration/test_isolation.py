@@ -14,8 +14,13 @@ import pytest
 @pytest.fixture(scope="module")
 def running(hub, alice):
     """A workspace of alice's with JupyterLab running in it."""
-    ws = hub.api("POST", "workspaces", alice, json={"name": "private work", "files": [
-        {"path": "secret.txt", "content": "alice's secret"}]}, expect=201)
+    ws = hub.api(
+        "POST",
+        "workspaces",
+        alice,
+        json={"name": "private work", "files": [{"path": "secret.txt", "content": "alice's secret"}]},
+        expect=201,
+    )
     job = hub.api("POST", f"workspaces/{ws['id']}/jobs", alice, json={"job_type": "jupyterlab"}, expect=202)
     job = hub.wait_job(job["id"], alice, {"running", "failed"})
     assert job["status"] == "running", job["reason"]
@@ -64,11 +69,13 @@ def test_other_users_server_is_refused_by_the_proxy(hub, bob, alice, running):
 def test_other_users_files_are_unreadable_on_disk(hub, running):
     """Jobs run as their owners: bob's processes cannot read alice's workspace."""
     directory = hub.workspaces_root / "uwsalice" / running[0]["slug"]
-    r = subprocess.run(["runuser", "-u", "uwsbob", "--", "cat", str(directory / "secret.txt")],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        ["runuser", "-u", "uwsbob", "--", "cat", str(directory / "secret.txt")], capture_output=True, text=True
+    )
     assert r.returncode != 0 and "Permission denied" in r.stderr
-    r = subprocess.run(["runuser", "-u", "uwsalice", "--", "cat", str(directory / "secret.txt")],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        ["runuser", "-u", "uwsalice", "--", "cat", str(directory / "secret.txt")], capture_output=True, text=True
+    )
     assert r.stdout == "alice's secret"
 
 

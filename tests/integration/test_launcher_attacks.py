@@ -18,11 +18,16 @@ TERMINAL = {"completed", "failed", "cancelled"}
 
 
 JOB_TYPES = {
-    "secret": {"interactive": False, "cmd": [sys.executable, "-c", "import time; time.sleep(1)"],
-               "env": {"SECRET_TEXT": "{text}"},
-               "parameters": {"text": {"type": "string", "required": True}}},
-    "probe": {"interactive": False, "cmd": [sys.executable, str(REPO / "tests" / "launcher_probe.py")],
-              },
+    "secret": {
+        "interactive": False,
+        "cmd": [sys.executable, "-c", "import time; time.sleep(1)"],
+        "env": {"SECRET_TEXT": "{text}"},
+        "parameters": {"text": {"type": "string", "required": True}},
+    },
+    "probe": {
+        "interactive": False,
+        "cmd": [sys.executable, str(REPO / "tests" / "launcher_probe.py")],
+    },
 }
 
 CONFIG = f"""
@@ -39,11 +44,18 @@ def lhub(make_hub, system_users):
 
 def test_a_jobs_command_reaches_nothing_of_the_launcher_its_wrapper_or_other_jobs(lhub):
     alice, bob = lhub.add_user("uwsalice"), lhub.add_user("uwsbob")
-    spaces = {t: lhub.api("POST", "workspaces", t, json={"name": f"l {uuid.uuid4().hex[:8]}"}, expect=201)
-              for t in (alice, bob)}
+    spaces = {
+        t: lhub.api("POST", "workspaces", t, json={"name": f"l {uuid.uuid4().hex[:8]}"}, expect=201)
+        for t in (alice, bob)
+    }
     # another user's job, with a secret in its spec, forked by the same launcher just before
-    other = lhub.api("POST", f"workspaces/{spaces[alice]['id']}/jobs", alice,
-                     json={"job_type": "secret", "parameters": {"text": "review3-secret-of-alice"}}, expect=202)
+    other = lhub.api(
+        "POST",
+        f"workspaces/{spaces[alice]['id']}/jobs",
+        alice,
+        json={"job_type": "secret", "parameters": {"text": "review3-secret-of-alice"}},
+        expect=202,
+    )
     lhub.wait_job(other["id"], alice, {"running"} | TERMINAL)
     probe = lhub.api("POST", f"workspaces/{spaces[bob]['id']}/jobs", bob, json={"job_type": "probe"}, expect=202)
     done = lhub.wait_job(probe["id"], bob, TERMINAL)
@@ -64,6 +76,10 @@ def test_a_jobs_command_reaches_nothing_of_the_launcher_its_wrapper_or_other_job
     assert launcher[3:5] == [str(REPO / "uws_hub" / "spawners" / "wrapper.py"), "--launcher"], launcher
     for name in ("wrapper", "launcher"):
         assert report[name] | {"cmdline": None} == {
-            "signal": "PermissionError", "environ": "PermissionError", "mem": "PermissionError",
-            "fd": "PermissionError", "cmdline": None}, (name, report[name])
+            "signal": "PermissionError",
+            "environ": "PermissionError",
+            "mem": "PermissionError",
+            "fd": "PermissionError",
+            "cmdline": None,
+        }, (name, report[name])
     wait_for(lambda: lhub.api("GET", f"jobs/{other['id']}", alice)["status"] in TERMINAL, 30, what="the other job")

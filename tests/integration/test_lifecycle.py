@@ -100,10 +100,13 @@ def test_lost_proxy_routes_come_back(make_hub):
     job = launch(hub, user)
     job = hub.wait_job(job["id"], user, {"running", "failed"})
     assert hub.request("GET", job["url"], user).status_code == 200
-    routes = requests.get(f"http://127.0.0.1:{hub.api_port}/api/routes",
-                          headers={"Authorization": f"token {token}"}).json()
+    routes = requests.get(
+        f"http://127.0.0.1:{hub.api_port}/api/routes", headers={"Authorization": f"token {token}"}
+    ).json()
     spec = next(r for r in routes if r.rstrip("/").endswith(job["server_name"]))
-    r = requests.delete(f"http://127.0.0.1:{hub.api_port}/api/routes{spec}", headers={"Authorization": f"token {token}"})
+    r = requests.delete(
+        f"http://127.0.0.1:{hub.api_port}/api/routes{spec}", headers={"Authorization": f"token {token}"}
+    )
     assert r.status_code == 204
     assert hub.request("GET", job["url"], user).status_code != 200
     wait_for(lambda: hub.request("GET", job["url"], user).status_code == 200, 15, what="the route to be restored")
@@ -154,7 +157,7 @@ def test_the_route_goes_in_once_the_server_listens_and_out_if_jupyterhubs_check_
     assert spec not in routes() and f"/user/lcroute/{job['server_name']}" in routes()
 
 
-@pytest.mark.expect_log_errors('\\] Proxy stopped with exit code -9')
+@pytest.mark.expect_log_errors("\\] Proxy stopped with exit code -9")
 def test_proxy_killed_and_restarted(make_hub):
     hub = make_hub(
         "c.UWSHub.system_users = False\n"
@@ -173,6 +176,7 @@ def test_proxy_killed_and_restarted(make_hub):
             return False
 
     wait_for(answers, 30, what="the restarted proxy to route the job again")
+
     # on a loaded machine JupyterHub may restart a proxy slow to listen once more
     # (check_running_interval = 1): the job's status is asked until the hub answers
     def status():
@@ -251,8 +255,11 @@ def _kill_during_launches_and_stops(hub, name: str, user: str) -> None:
         assert hub.request("GET", job["url"], user).status_code == 200
     for jid in running:
         hub.api("POST", f"jobs/{jid}/stop", user, expect=202)
-    wait_for(lambda: all(hub.api("GET", f"jobs/{j['id']}", user)["status"] in TERMINAL for j in jobs), 60,
-             what="all jobs to stop")
+    wait_for(
+        lambda: all(hub.api("GET", f"jobs/{j['id']}", user)["status"] in TERMINAL for j in jobs),
+        60,
+        what="all jobs to stop",
+    )
     time.sleep(0.5)
     assert job_processes(name) == {}
 
@@ -309,8 +316,11 @@ def test_hub_killed_mid_delete_finishes_the_delete_after_a_restart(make_hub):
     assert seen.status_code == 404 or seen.json()["status"] == "deleting", seen.text
     upload = hub.request("PUT", f"workspaces/{ws['id']}/files/late.txt", user, data=b"late")
     assert upload.status_code in (404, 409), upload.text  # 404 once the delete is done
-    wait_for(lambda: hub.request("GET", f"workspaces/{ws['id']}", user).status_code == 404, 60,
-             what="the delete to finish after the restart")
+    wait_for(
+        lambda: hub.request("GET", f"workspaces/{ws['id']}", user).status_code == 404,
+        60,
+        what="the delete to finish after the restart",
+    )
     assert not directory.exists()
     hub.api("DELETE", f"workspaces/{ws['id']}", user, expect=404)
 

@@ -45,7 +45,8 @@ def test_metrics_follow_jobs_and_workspaces(hub, alice):
     launches = ("uws_job_launch_duration_seconds_count", dict(resource="local"))
     assert value(after, launches[0], **launches[1]) == value(before, launches[0], **launches[1]) + 1
     assert value(after, "uws_job_launch_duration_seconds_sum", resource="local") > value(
-        before, "uws_job_launch_duration_seconds_sum", resource="local")
+        before, "uws_job_launch_duration_seconds_sum", resource="local"
+    )
     assert value(after, "uws_workspaces", status="idle") == value(before, "uws_workspaces", status="idle") + 1
     assert ("uws_workspaces_disk_bytes", ()) in after
     # JupyterHub's own metrics are still there
@@ -63,6 +64,9 @@ def test_event_loop_lag_is_measured(hub):
     first = scrape(hub, admin)
     count = value(first, "uws_event_loop_lag_seconds_count")
     assert count >= 1
-    wait_for(lambda: value(scrape(hub, admin), "uws_event_loop_lag_seconds_count") > count, 10,
-             what="another probe of the event loop")
+    wait_for(
+        lambda: value(scrape(hub, admin), "uws_event_loop_lag_seconds_count") > count,
+        10,
+        what="another probe of the event loop",
+    )
     assert value(first, "uws_event_loop_lag_seconds_sum") >= 0

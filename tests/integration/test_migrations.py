@@ -23,8 +23,14 @@ def test_upgrade_db_upgrades_an_old_database(db_url, tmp_path):
     hub = Hub(tmp_path, "c.Authenticator.admin_users = set()\n", url)
 
     # the hub will not start on it, and says what to do
-    r = subprocess.run([str(VENV_BIN / "uws-hub"), "-f", str(hub.config_file)], cwd=tmp_path, env=hub_env(),
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [str(VENV_BIN / "uws-hub"), "-f", str(hub.config_file)],
+        cwd=tmp_path,
+        env=hub_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode != 0
     assert "uws-hub upgrade-db" in r.stdout + r.stderr
 
@@ -69,13 +75,18 @@ def test_upgrade_from_0004_reserves_disk_space_in_the_new_table(db_url, tmp_path
     engine = create_engine(url)
     with engine.begin() as conn:
         conn.execute(
-            text("INSERT INTO uws_quota_overrides (user_id, disk_bytes, updated_by, updated_at)"
-                 " VALUES (:uid, 1000, 'admin', :now)"),
+            text(
+                "INSERT INTO uws_quota_overrides (user_id, disk_bytes, updated_by, updated_at)"
+                " VALUES (:uid, 1000, 'admin', :now)"
+            ),
             {"uid": uid, "now": OLD_TIME},
         )
     engine.dispose()
-    hub = Hub(tmp_path, "c.Authenticator.admin_users = set()\n"
-                        f"c.UWSHub.workspaces_root = {str(directory.parents[1])!r}\n", url)
+    hub = Hub(
+        tmp_path,
+        f"c.Authenticator.admin_users = set()\nc.UWSHub.workspaces_root = {str(directory.parents[1])!r}\n",
+        url,
+    )
     upgrade_db(hub)
     engine = create_engine(url)
     with engine.connect() as conn:
@@ -182,7 +193,7 @@ def test_upgrade_to_job_destruction_keeps_jobs_as_they_were(db_url, tmp_path):
                 "INSERT INTO uws_jobs (workspace_id, owner_id, job_type, resource, interactive, status, target,"
                 " server_name, resources, parameters, exit_code, created_at, updated_at, attempts)"
                 " VALUES (1, :uid, 'echo', 'local', false, 'completed', 'stopped', 'old-ws', '{}',"
-                " '{\"text\": \"old\"}', 0, :now, :now, 1)"
+                ' \'{"text": "old"}\', 0, :now, :now, 1)'
             ),
             {"uid": uid, "now": OLD_TIME},
         )
@@ -204,7 +215,11 @@ def test_upgrade_to_job_destruction_keeps_jobs_as_they_were(db_url, tmp_path):
         token = hub.add_user("olduser")
         [job] = hub.api("GET", "jobs", token, expect=200)["items"]
         assert (job["parameters"], job["run_id"], job["destroy_at"], job["archived_at"]) == (
-            {"text": "old"}, None, None, None)
+            {"text": "old"},
+            None,
+            None,
+            None,
+        )
         r = hub.request("GET", f"{hub.url}/hub/api/uws/echo/{job['id']}/phase", token)
         assert (r.status_code, r.text) == (200, "COMPLETED")
     finally:
@@ -218,8 +233,10 @@ def test_upgrade_to_notification_state_leaves_notifications_unread(db_url, tmp_p
     engine = create_engine(url)
     with engine.begin() as conn:
         conn.execute(
-            text("INSERT INTO uws_events (created_at, kind, owner_id, actor, reason, data)"
-                 " VALUES (:now, 'notification', :uid, 'hub', 'Your copy is ready', :data)"),
+            text(
+                "INSERT INTO uws_events (created_at, kind, owner_id, actor, reason, data)"
+                " VALUES (:now, 'notification', :uid, 'hub', 'Your copy is ready', :data)"
+            ),
             {"uid": uid, "now": OLD_TIME, "data": '{"subject": "Copy ready", "link": null}'},
         )
     engine.dispose()
@@ -245,11 +262,18 @@ def test_upgrade_to_the_workspace_created_index_keeps_the_api_order(db_url, tmp_
     with engine.begin() as conn:
         for i, day in enumerate((3, 1, 2)):
             conn.execute(
-                text("INSERT INTO uws_workspaces (owner_id, slug, name, description, status, target, directory,"
-                     " disk_usage_bytes, created_at, updated_at)"
-                     " VALUES (:uid, :slug, :name, '', 'idle', 'ready', :dir, 0, :made, :made)"),
-                {"uid": uid, "slug": f"ws-{i}", "name": f"Workspace {i}", "dir": f"/nowhere/ws-{i}",
-                 "made": datetime(2026, 1, day)},
+                text(
+                    "INSERT INTO uws_workspaces (owner_id, slug, name, description, status, target, directory,"
+                    " disk_usage_bytes, created_at, updated_at)"
+                    " VALUES (:uid, :slug, :name, '', 'idle', 'ready', :dir, 0, :made, :made)"
+                ),
+                {
+                    "uid": uid,
+                    "slug": f"ws-{i}",
+                    "name": f"Workspace {i}",
+                    "dir": f"/nowhere/ws-{i}",
+                    "made": datetime(2026, 1, day),
+                },
             )
     engine.dispose()
     hub = Hub(tmp_path, "c.Authenticator.admin_users = set()\n", url)
@@ -298,7 +322,9 @@ def test_upgrade_to_job_launchers_keeps_old_jobs_the_owners(db_url, tmp_path):
         token = hub.add_user("olduser")
         jobs = hub.api("GET", "jobs", token, expect=200)["items"]
         assert [(j["status"], j["owner"], j["launcher"]) for j in jobs] == [
-            ("failed", "olduser", "olduser"), ("completed", "olduser", "olduser")]
+            ("failed", "olduser", "olduser"),
+            ("completed", "olduser", "olduser"),
+        ]
     finally:
         hub.stop()
 
@@ -314,17 +340,21 @@ def test_upgrade_to_the_stored_last_use_keeps_the_pages_order(db_url, tmp_path):
     with engine.begin() as conn:
         for slug, made, launches in rows:
             ws_id = conn.execute(
-                text("INSERT INTO uws_workspaces (owner_id, slug, name, description, status, target, directory,"
-                     " disk_usage_bytes, created_at, updated_at)"
-                     " VALUES (:uid, :slug, :slug, '', 'idle', 'ready', :dir, 0, :made, :made) RETURNING id"),
+                text(
+                    "INSERT INTO uws_workspaces (owner_id, slug, name, description, status, target, directory,"
+                    " disk_usage_bytes, created_at, updated_at)"
+                    " VALUES (:uid, :slug, :slug, '', 'idle', 'ready', :dir, 0, :made, :made) RETURNING id"
+                ),
                 {"uid": uid, "slug": slug, "dir": f"/nowhere/{slug}", "made": datetime(2026, 1, made)},
             ).scalar_one()
             for day in launches:
                 conn.execute(
-                    text("INSERT INTO uws_jobs (workspace_id, owner_id, job_type, resource, interactive, status,"
-                         " target, server_name, resources, created_at, updated_at, attempts)"
-                         " VALUES (:ws, :uid, 'jupyterlab', 'local', true, 'completed', 'stopped', :slug, '{}',"
-                         " :day, :day, 1)"),
+                    text(
+                        "INSERT INTO uws_jobs (workspace_id, owner_id, job_type, resource, interactive, status,"
+                        " target, server_name, resources, created_at, updated_at, attempts)"
+                        " VALUES (:ws, :uid, 'jupyterlab', 'local', true, 'completed', 'stopped', :slug, '{}',"
+                        " :day, :day, 1)"
+                    ),
                     {"ws": ws_id, "uid": uid, "slug": slug, "day": datetime(2026, 1, day, 12)},
                 )
     engine.dispose()

@@ -94,7 +94,9 @@ class Contract:
         elif "application/json" in content:
             assert r.headers.get("Content-Type", "").startswith("application/json"), r.headers
             problems = errors(r.json(), ptr + pointer("content", "application/json", "schema"))
-            assert not problems, f"{method.upper()} {template} {status} does not match the document: {problems}\n{r.text[:2000]}"
+            assert not problems, (
+                f"{method.upper()} {template} {status} does not match the document: {problems}\n{r.text[:2000]}"
+            )
         else:
             assert content, f"{method.upper()} {template} {status}: the document gives no content"
             media = r.headers.get("Content-Type", "").split(";")[0]
@@ -140,10 +142,32 @@ def test_document_is_well_formed():
     for ref in refs:
         deref(ref)
     # response objects forbid what they do not list
-    for name in ("Workspace", "Job", "JobType", "FileEntry", "UploadResult", "DeleteResult", "Error", "Pagination",
-                 "WorkspacePage", "JobPage", "FilePage", "Account", "AccountPage", "Share", "SharePage",
-                 "Recipients", "Limits", "Quota", "GroupQuota", "Usage", "UsageItem", "UsagePage",
-                 "Notification", "NotificationPage"):
+    for name in (
+        "Workspace",
+        "Job",
+        "JobType",
+        "FileEntry",
+        "UploadResult",
+        "DeleteResult",
+        "Error",
+        "Pagination",
+        "WorkspacePage",
+        "JobPage",
+        "FilePage",
+        "Account",
+        "AccountPage",
+        "Share",
+        "SharePage",
+        "Recipients",
+        "Limits",
+        "Quota",
+        "GroupQuota",
+        "Usage",
+        "UsageItem",
+        "UsagePage",
+        "Notification",
+        "NotificationPage",
+    ):
         assert SPEC["components"]["schemas"][name]["additionalProperties"] is False, name
 
 
@@ -153,15 +177,29 @@ def test_document_lists_every_route_of_the_hub():
     from uws_hub.protocols.uws.config import IVOAUWS
     from uws_hub.protocols.uws.handlers import routes as uws_routes
 
-    samples = {"workspace_id": "7", "job_id": "7", "path": "data/a.csv", "username": "alice", "share_id": "7",
-               "event_id": "7", "user": "alice", "group": "lab", "job_type": "count-lines", "name": "threshold"}
+    samples = {
+        "workspace_id": "7",
+        "job_id": "7",
+        "path": "data/a.csv",
+        "username": "alice",
+        "share_id": "7",
+        "event_id": "7",
+        "user": "alice",
+        "group": "lab",
+        "job_type": "count-lines",
+        "name": "threshold",
+    }
     spec_ops = operations_in_spec()
     routed = set()
     for regex, handler, *_ in [*default_handlers, *uws_routes(IVOAUWS())]:
-        methods = [m for m in METHODS if m in vars(handler) or any(m in vars(k) for k in handler.__mro__
-                                                                  if k.__module__.startswith("uws_hub"))]
+        methods = [
+            m
+            for m in METHODS
+            if m in vars(handler) or any(m in vars(k) for k in handler.__mro__ if k.__module__.startswith("uws_hub"))
+        ]
         matches = [
-            path for path in SPEC["paths"]
+            path
+            for path in SPEC["paths"]
             if re.fullmatch(regex, "/api" + re.sub(r"\{(\w+)\}", lambda m: samples[m.group(1)], path))
         ]
         assert matches, f"route {regex} ({handler.__name__}) is not in docs/openapi.yaml"
@@ -177,8 +215,11 @@ def test_document_lists_every_route_of_the_hub():
 # ---------------------------------------------------------------- request bodies
 VALID_CREATE = [
     {"name": "x" * 255},
-    {"name": "With files", "description": "d" * 10_000,
-     "files": [{"path": "a/b.txt", "content": "hi"}, {"path": "c.bin", "content": "AAEC", "encoding": "base64"}]},
+    {
+        "name": "With files",
+        "description": "d" * 10_000,
+        "files": [{"path": "a/b.txt", "content": "hi"}, {"path": "c.bin", "content": "AAEC", "encoding": "base64"}],
+    },
 ]
 INVALID_CREATE = [
     {},
@@ -337,9 +378,9 @@ def contract(hub):
 @pytest.fixture(scope="module")
 def read_only(hub, alice):
     """A token of alice's that may only read her workspaces."""
-    return hub.api(
-        "POST", "users/uwsalice/tokens", json={"scopes": ["custom:uws:read:workspaces!user"]}, expect=201
-    )["token"]
+    return hub.api("POST", "users/uwsalice/tokens", json={"scopes": ["custom:uws:read:workspaces!user"]}, expect=201)[
+        "token"
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -347,8 +388,11 @@ def made(hub, alice, contract, read_only):
     """Two workspaces of alice's, made through the API as the document says."""
     api = contract
     tag = uuid.uuid4().hex[:8]
-    body = {"name": f"OpenAPI {tag}", "description": "contract test",
-            "files": [{"path": "README.md", "content": "# hi\n"}]}
+    body = {
+        "name": f"OpenAPI {tag}",
+        "description": "contract test",
+        "files": [{"path": "README.md", "content": "# hi\n"}],
+    }
     assert not errors(body, request_schema("/workspaces", "post"))
     ws = api.call("POST", "/workspaces", alice, json=body).json()
     assert ws["status"] == "idle" and ws["slug"] == f"openapi-{tag}"
@@ -373,7 +417,9 @@ def test_workspaces_match_the_document(hub, alice, bob, contract, read_only, mad
     assert page["_pagination"]["limit"] == 1 and page["_pagination"]["next"] is not None
     page = api.call("GET", "/workspaces", alice, "/workspaces?status=idle&offset=0").json()
     assert all(w["status"] == "idle" for w in page["items"])
-    r = api.call("GET", "/workspaces", alice, "/workspaces", headers={"Accept": "application/jupyterhub-pagination+json"})
+    r = api.call(
+        "GET", "/workspaces", alice, "/workspaces", headers={"Accept": "application/jupyterhub-pagination+json"}
+    )
     assert r.json()["_pagination"]["limit"] == 50
     assert api.call("GET", "/workspaces", alice, "/workspaces?status=bogus").status_code == 400
     assert api.call("GET", "/workspaces", alice, "/workspaces?limit=abc").status_code == 400
@@ -429,11 +475,23 @@ def test_files_match_the_document(hub, alice, bob, contract, read_only, made):
     # the text view: read, save over the version read, refusals
     r = api.call("GET", file, alice, f"/workspaces/{wid}/files/data/counts.csv?format=text")
     assert r.status_code == 200 and r.headers["Content-Type"] == "text/plain; charset=utf-8"
-    saved = api.call("PUT", file, alice, f"/workspaces/{wid}/files/data/counts.csv?format=text", data=b"a,b\n1,2\n",
-                     headers={"If-Match": r.headers["ETag"]})
+    saved = api.call(
+        "PUT",
+        file,
+        alice,
+        f"/workspaces/{wid}/files/data/counts.csv?format=text",
+        data=b"a,b\n1,2\n",
+        headers={"If-Match": r.headers["ETag"]},
+    )
     assert saved.status_code == 201 and saved.headers["ETag"] != r.headers["ETag"]
-    r = api.call("PUT", file, alice, f"/workspaces/{wid}/files/data/counts.csv?format=text", data=b"a,b\n",
-                 headers={"If-Match": r.headers["ETag"]})
+    r = api.call(
+        "PUT",
+        file,
+        alice,
+        f"/workspaces/{wid}/files/data/counts.csv?format=text",
+        data=b"a,b\n",
+        headers={"If-Match": r.headers["ETag"]},
+    )
     assert r.status_code == 412
     assert api.call("PUT", file, alice, f"/workspaces/{wid}/files/t.txt?format=text", data=b"\xff").status_code == 422
     api.call("PUT", file, alice, f"/workspaces/{wid}/files/t.bin", data=b"\x00\x01")
@@ -458,7 +516,10 @@ def test_files_match_the_document(hub, alice, bob, contract, read_only, made):
     r = api.call("PATCH", file, alice, f"/workspaces/{wid}/files/README.md", json={"path": "results/a"})
     assert r.status_code == 409
     assert api.call("PATCH", file, alice, f"/workspaces/{wid}/files/nope", json={"path": "x"}).status_code == 404
-    assert api.call("PATCH", file, alice, f"/workspaces/{wid}/files/results", json={"path": "results/x"}).status_code == 400
+    assert (
+        api.call("PATCH", file, alice, f"/workspaces/{wid}/files/results", json={"path": "results/x"}).status_code
+        == 400
+    )
     assert api.call("PATCH", file, read_only, f"/workspaces/{wid}/files/results", json={"path": "x"}).status_code == 403
     assert api.call("DELETE", file, alice, f"/workspaces/{wid}/files/results").status_code == 409
     gone = api.call("DELETE", file, alice, f"/workspaces/{wid}/files/results?recursive=1").json()
@@ -583,14 +644,21 @@ def test_accounts_match_the_document(hub, alice, contract, made):
     api.sections.add("accounts")
     admin = hub.admin_token
     name = f"uwsdoc{tag}"
-    body = {"username": name, "password": "a long password", "email": f"{name}@example.org",
-            "display_name": "Doc Tester"}
+    body = {
+        "username": name,
+        "password": "a long password",
+        "email": f"{name}@example.org",
+        "display_name": "Doc Tester",
+    }
     assert not errors(body, request_schema("/accounts", "post"))
     account = api.call("POST", "/accounts", admin, json=body).json()
     assert (account["username"], account["disabled"], account["admin"]) == (name, False, False)
     assert api.call("POST", "/accounts", admin, json=body).status_code == 409
     assert api.call("POST", "/accounts", admin, json={**body, "username": "Not Valid"}).status_code == 422
-    assert api.call("POST", "/accounts", admin, json={**body, "username": name + "x", "password": "short"}).status_code == 422
+    assert (
+        api.call("POST", "/accounts", admin, json={**body, "username": name + "x", "password": "short"}).status_code
+        == 422
+    )
     assert api.call("POST", "/accounts", admin, data="{").status_code == 400
     assert api.call("POST", "/accounts", alice, json=body).status_code == 403
     accounts = api.call("GET", "/accounts", admin, "/accounts?limit=500").json()
@@ -622,7 +690,12 @@ def test_sharing_match_the_document(hub, alice, bob, contract, read_only, made):
     grant = api.call("POST", shares, alice, spath, json=body)
     assert grant.status_code == 201
     grant = grant.json()
-    assert (grant["kind"], grant["level"], grant["status"], grant["copy"]) == ("collaborate", "editor", "accepted", None)
+    assert (grant["kind"], grant["level"], grant["status"], grant["copy"]) == (
+        "collaborate",
+        "editor",
+        "accepted",
+        None,
+    )
     changed = api.call("POST", shares, alice, spath, json={"user": "uwsbob", "level": "viewer"})
     assert changed.status_code == 200 and changed.json()["id"] == grant["id"]
     for bad in ({"user": "uwsbob", "group": "x"}, {"kind": "copy", "group": "x"}, {"user": "uwsbob", "level": "boss"}):
@@ -703,11 +776,19 @@ def test_quotas_match_the_document(hub, alice, contract, made):
     quota, admin = "/quotas/{user}", hub.admin_token
     mine = api.call("GET", quota, alice, "/quotas/uwsalice").json()
     # her usage is what her workspaces measure (no write is under way)
-    assert mine["user"] == "uwsalice" and mine["usage"]["disk_bytes"] == sum(w["disk_usage_bytes"] for w in alices if w["owner"] == "uwsalice")
+    assert mine["user"] == "uwsalice" and mine["usage"]["disk_bytes"] == sum(
+        w["disk_usage_bytes"] for w in alices if w["owner"] == "uwsalice"
+    )
     assert api.call("GET", quota, alice, "/quotas/uwsbob").status_code == 404
     assert api.call("GET", quota, None, "/quotas/uwsalice").status_code == 403
-    limits = {"disk_bytes": 10**12, "core_hours": 100.5, "concurrent_jobs": 4, "max_cpus": 8,
-              "max_memory_bytes": 2**35, "max_gpus": 1}
+    limits = {
+        "disk_bytes": 10**12,
+        "core_hours": 100.5,
+        "concurrent_jobs": 4,
+        "max_cpus": 8,
+        "max_memory_bytes": 2**35,
+        "max_gpus": 1,
+    }
     assert not errors(limits, request_schema(quota, "put"))
     assert api.call("PUT", quota, alice, "/quotas/uwsalice", json=limits).status_code == 403
     set_ = api.call("PUT", quota, admin, "/quotas/uwsalice", json={"override": limits}).json()
@@ -724,8 +805,12 @@ def test_quotas_match_the_document(hub, alice, contract, made):
     group, gquota = f"oa-{tag}", "/quotas/groups/{group}"
     hub.api("POST", f"groups/{group}", json={"users": ["uwsalice"]}, expect=201)
     assert api.call("GET", gquota, admin, f"/quotas/groups/{group}").json()["override"] is None
-    assert api.call("PUT", gquota, admin, f"/quotas/groups/{group}", json={"concurrent_jobs": 3}).json()[
-        "override"]["concurrent_jobs"] == 3
+    assert (
+        api.call("PUT", gquota, admin, f"/quotas/groups/{group}", json={"concurrent_jobs": 3}).json()["override"][
+            "concurrent_jobs"
+        ]
+        == 3
+    )
     assert api.call("GET", quota, alice, "/quotas/uwsalice").json()["limits"]["concurrent_jobs"] == 3
     assert api.call("PUT", gquota, admin, f"/quotas/groups/{group}", json={"max_gpus": -2}).status_code == 422
     assert api.call("PUT", gquota, admin, f"/quotas/groups/{group}", data="[").status_code == 400
@@ -761,7 +846,8 @@ def test_events_match_the_document(hub, alice, contract, made):
     assert api.call("GET", "/events", None).status_code == 403
     conn = websocket.create_connection(
         hub.url.replace("http", "ws") + f"/hub/api/events/ws?workspace={wid}&last_event_id=0",
-        header=[f"Authorization: token {alice}"], timeout=30,
+        header=[f"Authorization: token {alice}"],
+        timeout=30,
     )
     event = json.loads(conn.recv())
     conn.close()
@@ -774,7 +860,8 @@ def test_events_match_the_document(hub, alice, contract, made):
     with pytest.raises(websocket.WebSocketBadStatusException) as refused:
         websocket.create_connection(
             hub.url.replace("http", "ws") + "/hub/api/events/ws?workspace=abc",
-            header=[f"Authorization: token {alice}"], timeout=10,
+            header=[f"Authorization: token {alice}"],
+            timeout=10,
         )
     assert refused.value.status_code == 404
     api.saw("/events/ws", "get", "404")
@@ -794,7 +881,9 @@ def test_what_is_under_way_refuses_changes(hub, alice, bob, api):
             (directory / f"d{i}" / f"f{j}").write_bytes(b"x")
 
     spath, one_share = f"/workspaces/{ws['id']}/shares", "/workspaces/{workspace_id}/shares/{share_id}"
-    invite = api.call("POST", "/workspaces/{workspace_id}/shares", alice, spath, json={"kind": "copy", "user": "uwsbob"})
+    invite = api.call(
+        "POST", "/workspaces/{workspace_id}/shares", alice, spath, json={"kind": "copy", "user": "uwsbob"}
+    )
     invite = invite.json()
     api.call("POST", "/shares/{share_id}/accept", bob, f"/shares/{invite['id']}/accept")
     r = api.call("DELETE", one_share, alice, f"{spath}/{invite['id']}")
@@ -807,8 +896,11 @@ def test_what_is_under_way_refuses_changes(hub, alice, bob, api):
     assert api.call("DELETE", item, alice, f"/workspaces/{ws['id']}").status_code == 202
     r = api.call("PATCH", item, alice, f"/workspaces/{ws['id']}", json={"description": "too late"})
     assert (r.status_code, r.json()["message"]) == (409, "The workspace is being deleted")
-    wait_for(lambda: hub.request("GET", f"workspaces/{ws['id']}", alice).status_code == 404, 120,
-             what="the workspace to be deleted")
+    wait_for(
+        lambda: hub.request("GET", f"workspaces/{ws['id']}", alice).status_code == 404,
+        120,
+        what="the workspace to be deleted",
+    )
 
 
 def test_uws_matches_the_document(hub, alice, bob, contract, read_only, made):
@@ -838,8 +930,18 @@ def test_uws_matches_the_document(hub, alice, bob, contract, read_only, made):
     assert call("GET", job, alice, here + "?WAIT=1&PHASE=QUEUED").status_code == 200
     assert call("GET", job, alice, here + "?WAIT=x").status_code == 400
     assert call("GET", job, bob, here).status_code == 404
-    for sub in ("phase", "executionduration", "destruction", "error", "quote", "owner", "results", "parameters",
-                "parameters/{name}", "log"):
+    for sub in (
+        "phase",
+        "executionduration",
+        "destruction",
+        "error",
+        "quote",
+        "owner",
+        "results",
+        "parameters",
+        "parameters/{name}",
+        "log",
+    ):
         path = here + "/" + sub.replace("{name}", "text")
         assert call("GET", job + "/" + sub, alice, path).status_code == 200, sub
         assert call("GET", job + "/" + sub, bob, path).status_code == 404, sub
@@ -847,12 +949,24 @@ def test_uws_matches_the_document(hub, alice, bob, contract, read_only, made):
     assert call("POST", job, alice, here, data={"text": "changed"}).status_code == 303
     assert call("POST", job + "/parameters", alice, here + "/parameters", data={"text": "again"}).status_code == 303
     assert call("POST", job + "/parameters", alice, here + "/parameters", data={"nope": "1"}).status_code == 422
-    assert call("POST", job + "/executionduration", alice, here + "/executionduration",
-                data={"EXECUTIONDURATION": "60"}).status_code == 303
-    assert call("POST", job + "/executionduration", alice, here + "/executionduration",
-                data={"EXECUTIONDURATION": "x"}).status_code == 400
-    assert call("POST", job + "/destruction", alice, here + "/destruction",
-                data={"DESTRUCTION": "2027-01-01T00:00:00Z"}).status_code == 303
+    assert (
+        call(
+            "POST", job + "/executionduration", alice, here + "/executionduration", data={"EXECUTIONDURATION": "60"}
+        ).status_code
+        == 303
+    )
+    assert (
+        call(
+            "POST", job + "/executionduration", alice, here + "/executionduration", data={"EXECUTIONDURATION": "x"}
+        ).status_code
+        == 400
+    )
+    assert (
+        call(
+            "POST", job + "/destruction", alice, here + "/destruction", data={"DESTRUCTION": "2027-01-01T00:00:00Z"}
+        ).status_code
+        == 303
+    )
     assert call("POST", job + "/destruction", alice, here + "/destruction", data={}).status_code == 400
     assert call("POST", job + "/phase", read_only, here + "/phase", data={"PHASE": "RUN"}).status_code == 403
     assert call("POST", job + "/phase", alice, here + "/phase", data={"PHASE": "RUN"}).status_code == 303

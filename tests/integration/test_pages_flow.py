@@ -49,8 +49,7 @@ c.UWSHub.job_types = {{
 def person(hub, prefix: str = "fl") -> tuple[str, str]:
     """A new user with a password (a local account) and an API token."""
     name = f"{prefix}{uuid.uuid4().hex[:6]}"
-    hub.api("POST", "accounts", json={"username": name, "password": PASSWORD, "display_name": name.upper()},
-            expect=201)
+    hub.api("POST", "accounts", json={"username": name, "password": PASSWORD, "display_name": name.upper()}, expect=201)
     return name, hub.add_user(name)
 
 
@@ -70,7 +69,9 @@ def test_reasons_say_how_a_server_ended_in_one_line(fhub):
     # killed (as by the out-of-memory killer) before it answered
     job = fhub.wait_job(launch(fhub, token, ws, job_type="killed")["id"], token, TERMINAL, timeout=30)
     assert (job["status"], job["reason"]) == (
-        "failed", "The server failed to start: it was killed by signal 9 (SIGKILL) before it answered — out of memory?")
+        "failed",
+        "The server failed to start: it was killed by signal 9 (SIGKILL) before it answered — out of memory?",
+    )
     # the workspace says its last job failed, and why
     model = fhub.api("GET", f"workspaces/{ws['id']}", token, expect=200)
     assert model["active_job"] is None and model["last_job"]["id"] == job["id"]
@@ -190,8 +191,10 @@ def test_jupyterhub_server_api_starts_a_workspace_job_or_says_what_to_do(fhub):
     # the default server (the admin panel's Start All): refused at once, naming what to do, not touching activity
     r = fhub.request("POST", f"users/{owner}/server", fhub.admin_token)
     assert r.status_code == 400, r.text
-    assert r.json()["message"] == (f"{owner} has no default server to start: every server here is a workspace's"
-                                   " job. Launch one in a workspace (its page, or POST /hub/api/workspaces/{id}/jobs).")
+    assert r.json()["message"] == (
+        f"{owner} has no default server to start: every server here is a workspace's"
+        " job. Launch one in a workspace (its page, or POST /hub/api/workspaces/{id}/jobs)."
+    )
     r = fhub.request("POST", f"users/{owner}/servers/no-such-workspace", fhub.admin_token)
     assert r.status_code == 400 and "has no server 'no-such-workspace' to start" in r.json()["message"]
     assert last_activity(fhub, owner) == before
@@ -336,8 +339,11 @@ def test_admin_panel_offers_only_the_starts_that_work(fhub, browser):
         details = page.locator(f"[id='{owner}-{ws['slug']}-card-group']")
         expect(details).to_be_visible()
         start.click()
-        wait_for(lambda: fhub.api("GET", f"workspaces/{ws['id']}", token)["active_job"], 30,
-                 what="the admin's start to launch the workspace's job")
+        wait_for(
+            lambda: fhub.api("GET", f"workspaces/{ws['id']}", token)["active_job"],
+            30,
+            what="the admin's start to launch the workspace's job",
+        )
         active = fhub.api("GET", f"workspaces/{ws['id']}", token)["active_job"]
         assert fhub.wait_job(active["id"], token, {"running", "failed"})["status"] == "running"
         # the panel, updated after the start, is still there, its table still React's
@@ -368,15 +374,25 @@ def test_workspace_lists_search_sort_filter_and_page_in_the_api(fhub):
     friend, friend_token = person(fhub)
     made = [new_workspace(fhub, token, name) for name in ("Gamma rays", "alpha decay", "Beta test", "gamma two")]
     shared = new_workspace(fhub, friend_token, "Friend's gamma")
-    fhub.api("POST", f"workspaces/{shared['id']}/shares", friend_token, json={"user": owner, "level": "viewer"},
-             expect=201)
+    fhub.api(
+        "POST", f"workspaces/{shared['id']}/shares", friend_token, json={"user": owner, "level": "viewer"}, expect=201
+    )
     # by default oldest first, as the API always listed them; shared ones are listed too
     assert names(fhub.api("GET", "workspaces", token)) == [ws["name"] for ws in made] + ["Friend's gamma"]
     assert names(fhub.api("GET", "workspaces?sort=name", token)) == [
-        "alpha decay", "Beta test", "Friend's gamma", "Gamma rays", "gamma two"]
+        "alpha decay",
+        "Beta test",
+        "Friend's gamma",
+        "Gamma rays",
+        "gamma two",
+    ]
     assert names(fhub.api("GET", "workspaces?sort=name&order=desc&limit=2", token))[:2] == ["gamma two", "Gamma rays"]
     # search: every word, in name, slug or description, any case; no wildcards
-    assert names(fhub.api("GET", "workspaces?q=GAMMA&sort=name", token)) == ["Friend's gamma", "Gamma rays", "gamma two"]
+    assert names(fhub.api("GET", "workspaces?q=GAMMA&sort=name", token)) == [
+        "Friend's gamma",
+        "Gamma rays",
+        "gamma two",
+    ]
     assert names(fhub.api("GET", "workspaces?q=gamma%20two", token)) == ["gamma two"]
     assert names(fhub.api("GET", "workspaces?q=%25", token)) == []
     # whose, owner
@@ -396,10 +412,12 @@ def test_workspace_lists_search_sort_filter_and_page_in_the_api(fhub):
     assert names(first) + names(second) == ["alpha decay", "Beta test", "Friend's gamma", "Gamma rays"]
     assert first["_pagination"]["total"] == 5
     # what it does not know, it says
-    for query, message in (("sort=colour", "Unknown sort 'colour'; one of ['last_used', 'created', 'name', 'size']"),
-                           ("order=up", "Unknown order 'up'; one of ['asc', 'desc']"),
-                           ("whose=theirs", "Unknown whose 'theirs'; one or more of ['mine', 'shared', 'others']"),
-                           ("q=" + "x" * 201, "The search (q) is longer than 200 characters")):
+    for query, message in (
+        ("sort=colour", "Unknown sort 'colour'; one of ['last_used', 'created', 'name', 'size']"),
+        ("order=up", "Unknown order 'up'; one of ['asc', 'desc']"),
+        ("whose=theirs", "Unknown whose 'theirs'; one or more of ['mine', 'shared', 'others']"),
+        ("q=" + "x" * 201, "The search (q) is longer than 200 characters"),
+    ):
         r = fhub.request("GET", f"workspaces?{query}", token)
         assert (r.status_code, r.json()["message"]) == (400, message)
     # the jobs API pages through a workspace's whole history, and filters by owner
@@ -421,8 +439,9 @@ def test_my_workspaces_list_scales_and_acts_per_row(fhub, browser):
     friend, friend_token = person(fhub)
     made = [new_workspace(fhub, token, f"Project {i:02d}") for i in range(7)]
     shared = new_workspace(fhub, friend_token, "Friend's project")
-    fhub.api("POST", f"workspaces/{shared['id']}/shares", friend_token, json={"user": owner, "level": "editor"},
-             expect=201)
+    fhub.api(
+        "POST", f"workspaces/{shared['id']}/shares", friend_token, json={"user": owner, "level": "editor"}, expect=201
+    )
     context, page = browserutil.login(fhub, browser, owner, PASSWORD)
     try:
         # newest (last used) first, in pages, with the shared one marked
@@ -479,8 +498,9 @@ def test_my_workspaces_list_scales_and_acts_per_row(fhub, browser):
     # a collaborator sees the job but not its log; a stranger not even the job
     context, page = browserutil.login(fhub, browser, friend, PASSWORD)
     try:
-        fhub.api("POST", f"workspaces/{made[5]['id']}/shares", token, json={"user": friend, "level": "viewer"},
-                 expect=201)
+        fhub.api(
+            "POST", f"workspaces/{made[5]['id']}/shares", token, json={"user": friend, "level": "viewer"}, expect=201
+        )
         [job] = fhub.api("GET", f"jobs?workspace={made[5]['id']}&limit=1", token)["items"]
         page.goto(f"{fhub.url}/hub/jobs/{job['id']}")
         expect(page.locator("#job-status")).to_have_text(job["status"])
@@ -621,8 +641,9 @@ def test_notifications_are_read_and_dismissed_by_their_recipient(fhub):
     owner, owner_token = person(fhub)
     name, token = person(fhub)
     ws = new_workspace(fhub, owner_token, "Sent as a copy")
-    invite = fhub.api("POST", f"workspaces/{ws['id']}/shares", owner_token, json={"kind": "copy", "user": name},
-                      expect=201)
+    invite = fhub.api(
+        "POST", f"workspaces/{ws['id']}/shares", owner_token, json={"kind": "copy", "user": name}, expect=201
+    )
     fhub.api("POST", f"shares/{invite['id']}/accept", token, expect=202)
 
     def copy_ready():
@@ -659,11 +680,13 @@ def test_a_new_users_landing_shows_what_is_shared_and_waiting(fhub, browser):
     owner, owner_token = person(fhub)
     newcomer, newcomer_token = person(fhub)
     shared = new_workspace(fhub, owner_token, "Lab notebook")
-    fhub.api("POST", f"workspaces/{shared['id']}/shares", owner_token, json={"user": newcomer, "level": "viewer"},
-             expect=201)
+    fhub.api(
+        "POST", f"workspaces/{shared['id']}/shares", owner_token, json={"user": newcomer, "level": "viewer"}, expect=201
+    )
     sent = new_workspace(fhub, owner_token, "Course material")
-    fhub.api("POST", f"workspaces/{sent['id']}/shares", owner_token, json={"kind": "copy", "user": newcomer},
-             expect=201)
+    fhub.api(
+        "POST", f"workspaces/{sent['id']}/shares", owner_token, json={"kind": "copy", "user": newcomer}, expect=201
+    )
     context, page = browserutil.login(fhub, browser, newcomer, PASSWORD)
     try:
         # not "You have no workspaces yet": the shared one, and the invitation waiting
@@ -746,15 +769,29 @@ def test_a_viewer_opens_jupyterlab_read_only_and_leaves_nothing_behind(fhub, bro
 
     owner, owner_token = person(fhub)
     viewer, _ = person(fhub)
-    notebook = {"cells": [{"cell_type": "markdown", "metadata": {}, "source": "# Results"}], "metadata": {},
-                "nbformat": 4, "nbformat_minor": 5}
-    ws = fhub.api("POST", "workspaces", owner_token, expect=201, json={
-        "name": f"Lab {uuid.uuid4().hex[:6]}",
-        "files": [{"path": "results.ipynb", "content": json.dumps(notebook)}, {"path": "notes.txt", "content": "n\n"}]})
-    fhub.api("POST", f"workspaces/{ws['id']}/shares", owner_token, json={"user": viewer, "level": "viewer"},
-             expect=201)
-    job = fhub.wait_job(launch(fhub, owner_token, ws, job_type="jupyterlab")["id"], owner_token,
-                        {"running", "failed"}, timeout=120)
+    notebook = {
+        "cells": [{"cell_type": "markdown", "metadata": {}, "source": "# Results"}],
+        "metadata": {},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    ws = fhub.api(
+        "POST",
+        "workspaces",
+        owner_token,
+        expect=201,
+        json={
+            "name": f"Lab {uuid.uuid4().hex[:6]}",
+            "files": [
+                {"path": "results.ipynb", "content": json.dumps(notebook)},
+                {"path": "notes.txt", "content": "n\n"},
+            ],
+        },
+    )
+    fhub.api("POST", f"workspaces/{ws['id']}/shares", owner_token, json={"user": viewer, "level": "viewer"}, expect=201)
+    job = fhub.wait_job(
+        launch(fhub, owner_token, ws, job_type="jupyterlab")["id"], owner_token, {"running", "failed"}, timeout=120
+    )
     assert job["status"] == "running", job["reason"]
     directory = fhub.workspaces_root / owner / ws["slug"]
     before = sorted(p.name for p in directory.iterdir())

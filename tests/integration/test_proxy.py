@@ -18,7 +18,7 @@ def test_spawn_progress_streams_through_the_proxy(hub, alice, workspace):
         for line in r.iter_lines(decode_unicode=True):
             if not line or not line.startswith("data:"):
                 continue
-            event = json.loads(line[len("data:"):])
+            event = json.loads(line[len("data:") :])
             # what the job looked like when this event reached us
             status = hub.api("GET", f"jobs/{job['id']}", alice)["status"]
             events.append((event, status))
@@ -48,13 +48,31 @@ def test_websockets_pass_through_the_proxy(hub, alice, workspace):
     )
     try:
         msg_id = "uws-test-1"
-        ws.send(json.dumps({
-            "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "t", "session": "s",
-                       "version": "5.3", "date": ""},
-            "parent_header": {}, "metadata": {}, "channel": "shell",
-            "content": {"code": "print(6 * 7)", "silent": False, "store_history": False,
-                        "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
-        }))
+        ws.send(
+            json.dumps(
+                {
+                    "header": {
+                        "msg_id": msg_id,
+                        "msg_type": "execute_request",
+                        "username": "t",
+                        "session": "s",
+                        "version": "5.3",
+                        "date": "",
+                    },
+                    "parent_header": {},
+                    "metadata": {},
+                    "channel": "shell",
+                    "content": {
+                        "code": "print(6 * 7)",
+                        "silent": False,
+                        "store_history": False,
+                        "user_expressions": {},
+                        "allow_stdin": False,
+                        "stop_on_error": True,
+                    },
+                }
+            )
+        )
         out = None
         while out is None:
             reply = json.loads(ws.recv())

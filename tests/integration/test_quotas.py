@@ -75,15 +75,20 @@ def test_disk_quota_at_its_edge(qhub):
     assert put(qhub, token, a, "one.bin", b"x" * 600).status_code == 201
     assert put(qhub, token, b, "two.bin", b"x" * 300).status_code == 201
     # 900 of 1000 bytes: the 90% warning
-    wait_for(lambda: [n for n in notifications(qhub, token) if n["data"].get("quota") == "disk_bytes"], 10,
-             what="the disk warning")
+    wait_for(
+        lambda: [n for n in notifications(qhub, token) if n["data"].get("quota") == "disk_bytes"],
+        10,
+        what="the disk warning",
+    )
     # exactly to the limit is fine, one byte more is not
     assert put(qhub, token, b, "three.bin", b"x" * 100).status_code == 201
     message = refusal(put(qhub, token, a, "four.bin", b"x"))
     # said to the owner, with what they can do about it
-    assert message == ("Disk quota: your workspaces would use 1001 bytes (1001 bytes), the limit is"
-                       " 1000 bytes (1000 bytes); over by 1 byte (1 bytes). Delete files or workspaces you no"
-                       " longer need, or ask an administrator for more.")
+    assert message == (
+        "Disk quota: your workspaces would use 1001 bytes (1001 bytes), the limit is"
+        " 1000 bytes (1000 bytes); over by 1 byte (1 bytes). Delete files or workspaces you no"
+        " longer need, or ask an administrator for more."
+    )
     # replacing a file counts only the difference
     assert put(qhub, token, a, "one.bin", b"y" * 600).status_code == 201
     assert "over by 2 bytes" in refusal(put(qhub, token, a, "one.bin", b"y" * 602))
@@ -98,8 +103,10 @@ def test_disk_quota_at_its_edge(qhub):
     r = conn.getresponse()
     body = json.loads(r.read())
     assert r.status == 422 and "over by at least 32 bytes" in body["message"], body
-    assert not any(p.name.startswith(".uws-upload") or p.name == "streamed.bin"
-                   for p in (qhub.workspaces_root / name / a["slug"]).iterdir())
+    assert not any(
+        p.name.startswith(".uws-upload") or p.name == "streamed.bin"
+        for p in (qhub.workspaces_root / name / a["slug"]).iterdir()
+    )
     assert sum(w["disk_usage_bytes"] for w in qhub.api("GET", "workspaces", token)["items"]) == 1000
     # an admin raises the user's limit
     qhub.api("PUT", f"quotas/{name}", json={"disk_bytes": 2000}, expect=200)
@@ -113,8 +120,9 @@ def test_accepting_a_copy_over_the_disk_quota(qhub):
     assert put(qhub, owner_token, ws, "big.bin", b"x" * 700).status_code == 201
     mine = workspace(qhub, token)
     assert put(qhub, token, mine, "mine.bin", b"x" * 400).status_code == 201
-    invite = qhub.api("POST", f"workspaces/{ws['id']}/shares", owner_token, json={"kind": "copy", "user": name},
-                      expect=201)
+    invite = qhub.api(
+        "POST", f"workspaces/{ws['id']}/shares", owner_token, json={"kind": "copy", "user": name}, expect=201
+    )
     message = refusal(qhub.request("POST", f"shares/{invite['id']}/accept", token))
     assert message.startswith("Disk quota: your workspaces would use 1.1 KiB (1100 bytes)")
     assert "over by 100 bytes (100 bytes). Delete files" in message
@@ -125,19 +133,24 @@ def test_per_job_limits_and_concurrent_jobs(qhub):
     name, token = user(qhub)
     a, b = workspace(qhub, token), workspace(qhub, token)
     assert refusal(launch(qhub, token, a, resources={"cpus": 3}, expect=None)) == (
-        "CPU limit per job: 3 cpus requested, the limit is 2 (over by 1). Request at most 2.")
+        "CPU limit per job: 3 cpus requested, the limit is 2 (over by 1). Request at most 2."
+    )
     assert refusal(launch(qhub, token, a, resources={"memory": "2G"}, expect=None)) == (
-        "Memory limit per job: 2.0 GiB requested, the limit is 1.0 GiB (over by 1.0 GiB). Request at most 1.0 GiB.")
+        "Memory limit per job: 2.0 GiB requested, the limit is 1.0 GiB (over by 1.0 GiB). Request at most 1.0 GiB."
+    )
     # a bare number is megabytes, as SLURM reads it (not bytes)
     assert refusal(launch(qhub, token, a, resources={"memory": "2048"}, expect=None)).startswith(
-        "Memory limit per job: 2.0 GiB requested, the limit is 1.0 GiB (over by 1.0 GiB).")
+        "Memory limit per job: 2.0 GiB requested, the limit is 1.0 GiB (over by 1.0 GiB)."
+    )
     assert refusal(launch(qhub, token, a, resources={"gpus": 1}, expect=None)) == (
-        "GPU limit per job: 1 GPUs requested, the limit is 0 (over by 1). Request no GPUs.")
+        "GPU limit per job: 1 GPUs requested, the limit is 0 (over by 1). Request no GPUs."
+    )
     r = launch(qhub, token, a, resources={"cpus": 2, "memory": "1G", "gpus": 0}, expect=None)
     assert r.status_code == 202, r.text
     job = r.json()
     assert refusal(launch(qhub, token, b, expect=None)) == (
-        "Concurrent job quota: your unfinished jobs would be 2, the limit is 1 (over by 1). Stop one of your jobs first.")
+        "Concurrent job quota: your unfinished jobs would be 2, the limit is 1 (over by 1). Stop one of your jobs first."
+    )
     # a group override raises it for the group's members (the most generous group wins)
     group = f"qg{uuid.uuid4().hex[:6]}"
     qhub.api("POST", f"groups/{group}", json={"users": [name]}, expect=201)
@@ -164,18 +177,20 @@ def test_quota_refusals_speak_to_their_reader(qhub):
     qhub.api("PUT", f"quotas/{name}", json={"concurrent_jobs": 0}, expect=200)
     assert refusal(launch(qhub, token, ws, expect=None)) == (
         "Concurrent job quota: your unfinished jobs would be 1, the limit is 0 (over by 1)."
-        " Ask an administrator to raise it.")
+        " Ask an administrator to raise it."
+    )
     assert refusal(launch(qhub, editor_token, ws, expect=None)) == (
         f"Concurrent job quota: {name}'s unfinished jobs would be 1, the limit is 0 (over by 1)."
-        " An administrator can raise it.")
+        " An administrator can raise it."
+    )
     qhub.api("PUT", f"quotas/{name}", json={"concurrent_jobs": 1}, expect=200)
     job = launch(qhub, token, ws)
     other = workspace(qhub, token)
-    qhub.api("POST", f"workspaces/{other['id']}/shares", token, json={"user": editor, "level": "editor"},
-             expect=201)
+    qhub.api("POST", f"workspaces/{other['id']}/shares", token, json={"user": editor, "level": "editor"}, expect=201)
     assert refusal(launch(qhub, editor_token, other, expect=None)) == (
         f"Concurrent job quota: {name}'s unfinished jobs would be 2, the limit is 1 (over by 1)."
-        f" One of {name}'s jobs must end first.")
+        f" One of {name}'s jobs must end first."
+    )
     # the editor's upload over the owner's disk quota names the owner, and suggests nothing the editor cannot do
     message = refusal(put(qhub, editor_token, ws, "big.bin", b"x" * 1001))
     assert message.startswith(f"Disk quota: {name}'s workspaces would use 1001 bytes") and message.endswith("bytes).")
@@ -213,8 +228,14 @@ def test_quota_and_usage_api_visibility(qhub):
     assert qhub.request("PUT", f"quotas/{name}", token, json={"disk_bytes": 10**9}).status_code == 403
     assert [u["user"] for u in qhub.api("GET", "usage", token, expect=200)["items"]] == [name]
     quota = qhub.api("GET", f"quotas/{name}", token, expect=200)
-    assert quota["defaults"] == {"disk_bytes": 1000, "core_hours": 1000.0, "concurrent_jobs": 1, "max_cpus": 2,
-                                 "max_memory_bytes": GiB, "max_gpus": 0}
+    assert quota["defaults"] == {
+        "disk_bytes": 1000,
+        "core_hours": 1000.0,
+        "concurrent_jobs": 1,
+        "max_cpus": 2,
+        "max_memory_bytes": GiB,
+        "max_gpus": 0,
+    }
     assert quota["override"] is None
 
 
@@ -252,8 +273,10 @@ def test_seed_files_count_against_the_disk_quota(qhub):
     name, token = user(qhub)
     big = {"path": "big.bin", "content": base64.b64encode(b"x" * MiB).decode(), "encoding": "base64"}
     message = refusal(qhub.request("POST", "workspaces", token, json={"name": "seeded", "files": [big]}))
-    assert message.startswith("Disk quota: your workspaces would use 1.0 MiB (1048576 bytes), the limit is"
-                              " 1000 bytes (1000 bytes); over by 1023.0 KiB (1047576 bytes).")
+    assert message.startswith(
+        "Disk quota: your workspaces would use 1.0 MiB (1048576 bytes), the limit is"
+        " 1000 bytes (1000 bytes); over by 1023.0 KiB (1047576 bytes)."
+    )
     # nothing is left behind: no workspace, no directory
     assert qhub.api("GET", "workspaces", token, expect=200)["items"] == []
     assert not (qhub.workspaces_root / name / "seeded").exists()
@@ -262,7 +285,8 @@ def test_seed_files_count_against_the_disk_quota(qhub):
     ws = qhub.api("POST", "workspaces", token, json={"name": "seeded", "files": seeds}, expect=201)
     assert ws["disk_usage_bytes"] == 1000
     assert "over by 1 byte (1 bytes)" in refusal(
-        qhub.request("POST", "workspaces", token, json={"name": "more", "files": [{"path": "c", "content": "c"}]}))
+        qhub.request("POST", "workspaces", token, json={"name": "more", "files": [{"path": "c", "content": "c"}]})
+    )
     assert "over by 1 byte (1 bytes)" in refusal(put(qhub, token, ws, "c.txt", b"c"))
 
 
@@ -318,13 +342,18 @@ def test_an_upload_holds_its_room_until_it_ends(qhub):
     conn = start_upload(qhub, token, ws, "slow.bin", MiB, b"s" * (100 * KiB))
     wait_for_upload_bytes(qhub, name, ws, 100 * KiB)
     message = refusal(put(qhub, token, ws, "fast.bin", b"f" * KiB))
-    assert message.startswith("Disk quota: your workspaces would use 1.0 MiB (1049600 bytes, 1048576 of them reserved"
-                              " by uploads and copies in progress), the limit is 1.0 MiB (1048576 bytes);"
-                              " over by 1.0 KiB (1024 bytes).")
+    assert message.startswith(
+        "Disk quota: your workspaces would use 1.0 MiB (1049600 bytes, 1048576 of them reserved"
+        " by uploads and copies in progress), the limit is 1.0 MiB (1048576 bytes);"
+        " over by 1.0 KiB (1024 bytes)."
+    )
     # ... until its client goes away mid-body: then the room is free again
     conn.close()
-    wait_for(lambda: put(qhub, token, ws, "fast.bin", b"f" * MiB).status_code == 201, 15,
-             what="the room of the cut upload to be released")
+    wait_for(
+        lambda: put(qhub, token, ws, "fast.bin", b"f" * MiB).status_code == 201,
+        15,
+        what="the room of the cut upload to be released",
+    )
     assert workspace_files(qhub, name, ws) == ["fast.bin"]
     assert disk_used(qhub, token) == MiB
     # a streamed upload refused midway releases what it held: the room is there for the next one
@@ -357,11 +386,14 @@ def test_accepting_a_copy_counts_uploads_in_progress(qhub):
     mine = workspace(qhub, token)
     conn = start_upload(qhub, token, mine, "upload.bin", MiB, b"u" * (100 * KiB))
     wait_for_upload_bytes(qhub, name, mine, 100 * KiB)
-    invite = qhub.api("POST", f"workspaces/{source['id']}/shares", owner_token,
-                      json={"kind": "copy", "user": name}, expect=201)
+    invite = qhub.api(
+        "POST", f"workspaces/{source['id']}/shares", owner_token, json={"kind": "copy", "user": name}, expect=201
+    )
     message = refusal(qhub.request("POST", f"shares/{invite['id']}/accept", token))
-    assert message.startswith("Disk quota: your workspaces would use 2.0 MiB (2097152 bytes, 1048576 of them"
-                              " reserved by uploads and copies in progress)")
+    assert message.startswith(
+        "Disk quota: your workspaces would use 2.0 MiB (2097152 bytes, 1048576 of them"
+        " reserved by uploads and copies in progress)"
+    )
     conn.send(b"u" * (MiB - 100 * KiB))
     r = conn.getresponse()
     assert r.status == 201, r.read()
@@ -381,16 +413,22 @@ def test_a_copy_and_an_upload_never_both_take_the_last_room(qhub):
         for j in range(128):
             (src / f"d{i:02d}" / f"f{j:03d}").write_bytes(b"x" * 128)
     mine = workspace(qhub, token)
-    invite = qhub.api("POST", f"workspaces/{source['id']}/shares", owner_token,
-                      json={"kind": "copy", "user": name}, expect=201)
+    invite = qhub.api(
+        "POST", f"workspaces/{source['id']}/shares", owner_token, json={"kind": "copy", "user": name}, expect=201
+    )
     qhub.api("POST", f"shares/{invite['id']}/accept", token, expect=202)
-    wait_for(lambda: [p for p in (qhub.workspaces_root / name).iterdir() if p.name.startswith(".uws-copy-")],
-             30, interval=0.02, what="the copy to start")
+    wait_for(
+        lambda: [p for p in (qhub.workspaces_root / name).iterdir() if p.name.startswith(".uws-copy-")],
+        30,
+        interval=0.02,
+        what="the copy to start",
+    )
     uploaded = put(qhub, token, mine, "upload.bin", b"u" * MiB)
 
     def copy():
-        [share] = [s for s in qhub.api("GET", "shares?status=accepted", token, expect=200)["items"]
-                   if s["id"] == invite["id"]]
+        [share] = [
+            s for s in qhub.api("GET", "shares?status=accepted", token, expect=200)["items"] if s["id"] == invite["id"]
+        ]
         return share["copy"] if share["copy"]["state"] in ("done", "failed") else None
 
     copy = wait_for(copy, 60, what="the copy")
@@ -432,8 +470,14 @@ def quota_db(db_url):
     def service(disk_bytes: int) -> tuple[QuotaService, hub_orm.User]:
         db = Session(engine)
         sessions.append(db)
-        quotas = QuotaService(db, notifier=None, log=logging.getLogger("test"), defaults=Limits(disk_bytes=disk_bytes),
-                              period="month", warning_fraction=2.0)
+        quotas = QuotaService(
+            db,
+            notifier=None,
+            log=logging.getLogger("test"),
+            defaults=Limits(disk_bytes=disk_bytes),
+            period="month",
+            warning_fraction=2.0,
+        )
         return quotas, db.get(hub_orm.User, uid)
 
     yield engine, service

@@ -57,7 +57,9 @@ LEAK_THEN_SERVE = (
     f"sys.argv = [{MINIMAL_CMD[1]!r}]; runpy.run_path({MINIMAL_CMD[1]!r}, run_name='__main__')"
 )
 
-CONFIG = MULTIUSER_CONFIG + f"""
+CONFIG = (
+    MULTIUSER_CONFIG
+    + f"""
 c.JupyterHub.log_level = "DEBUG"
 c.UWSHub.job_types["leaky"] = {{"display_name": "Prints its token, fails", "cmd": ["python3", "-c", {LEAK_SCRIPT!r}]}}
 c.UWSHub.job_types["leaky-server"] = {{
@@ -65,6 +67,7 @@ c.UWSHub.job_types["leaky-server"] = {{
     "cmd": [{MINIMAL_CMD[0]!r}, "-c", {LEAK_THEN_SERVE!r}],
 }}
 """
+)
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +83,7 @@ def shub(make_hub, system_users):
 def shared_workspace(hub):
     """A new workspace of alice's, shared with bob as a viewer."""
     ws = hub.api("POST", "workspaces", hub.alice, json={"name": f"sec {uuid.uuid4().hex[:8]}"}, expect=201)
-    hub.api("POST", f"workspaces/{ws['id']}/shares", hub.alice, json={"user": "uwsbob", "level": "viewer"},
-            expect=201)
+    hub.api("POST", f"workspaces/{ws['id']}/shares", hub.alice, json={"user": "uwsbob", "level": "viewer"}, expect=201)
     return ws
 
 
@@ -214,8 +216,12 @@ def time_limit(hub, job):
 
 @pytest.mark.parametrize(
     "job_type, end, outcome",
-    [("minimal", stop_on_request, "completed"), ("minimal", stop_through_jupyterhub, "completed"),
-     ("minimal", kill, "failed"), ("short", time_limit, "failed")],
+    [
+        ("minimal", stop_on_request, "completed"),
+        ("minimal", stop_through_jupyterhub, "completed"),
+        ("minimal", kill, "failed"),
+        ("short", time_limit, "failed"),
+    ],
     ids=["stop", "jupyterhub-api", "crash", "time-limit"],
 )
 def test_every_end_of_a_job_revokes_its_server_token(shub, job_type, end, outcome):
@@ -242,18 +248,33 @@ def oauth_exchange(hub, session, job, client_secret: str):
     ``client_secret``: JupyterHub's answer to the exchange."""
     client_id = f"jupyterhub-user-uwsalice-{job['server_name']}"
     redirect_uri = f"/user/uwsalice/{job['server_name']}/oauth_callback"
-    url = hub.url + "/hub/api/oauth2/authorize?" + urlencode(
-        {"client_id": client_id, "redirect_uri": redirect_uri, "response_type": "code", "state": "test-state"})
+    url = (
+        hub.url
+        + "/hub/api/oauth2/authorize?"
+        + urlencode(
+            {"client_id": client_id, "redirect_uri": redirect_uri, "response_type": "code", "state": "test-state"}
+        )
+    )
     r = session.get(url, allow_redirects=False, timeout=30)
     if r.status_code == 200:  # the confirmation page: confirm, with its scopes
-        form = {"scopes": re.findall(r'name="scopes" value="([^"]*)"', r.text),
-                "_xsrf": re.search(r'name="_xsrf" value="([^"]*)"', r.text).group(1)}
+        form = {
+            "scopes": re.findall(r'name="scopes" value="([^"]*)"', r.text),
+            "_xsrf": re.search(r'name="_xsrf" value="([^"]*)"', r.text).group(1),
+        }
         r = session.post(url, data=form, allow_redirects=False, timeout=30)
     assert r.status_code == 302, (r.status_code, r.text)
     code = parse_qs(urlparse(r.headers["Location"]).query)["code"][0]
-    return hub.request("POST", "/hub/api/oauth2/token", data={
-        "client_id": client_id, "client_secret": client_secret, "grant_type": "authorization_code",
-        "code": code, "redirect_uri": redirect_uri})
+    return hub.request(
+        "POST",
+        "/hub/api/oauth2/token",
+        data={
+            "client_id": client_id,
+            "client_secret": client_secret,
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect_uri,
+        },
+    )
 
 
 def test_a_servers_oauth_client_secret_is_its_token_hashed_as_the_token_is(shub):
@@ -271,10 +292,14 @@ def test_a_servers_oauth_client_secret_is_its_token_hashed_as_the_token_is(shub)
     try:
         with engine.connect() as db:
             secret, hashed = db.execute(
-                text("SELECT c.secret, t.hashed FROM oauth_clients c JOIN api_tokens t ON t.note = :note"
-                     " WHERE c.identifier = :client"),
-                {"note": f"Server at /user/uwsalice/{job['server_name']}/",
-                 "client": f"jupyterhub-user-uwsalice-{job['server_name']}"},
+                text(
+                    "SELECT c.secret, t.hashed FROM oauth_clients c JOIN api_tokens t ON t.note = :note"
+                    " WHERE c.identifier = :client"
+                ),
+                {
+                    "note": f"Server at /user/uwsalice/{job['server_name']}/",
+                    "client": f"jupyterhub-user-uwsalice-{job['server_name']}",
+                },
             ).one()
     finally:
         engine.dispose()
@@ -319,10 +344,23 @@ def send(hub, method, path, token=None):
 def test_tokens_in_urls_leave_no_trace_in_the_hub_log(shub):
     token = shub.add_user("uwsalice")
     ws = shub.api("POST", "workspaces", token, json={"name": f"log {uuid.uuid4().hex[:8]}"}, expect=201)
-    paths = ["/hub/api/workspaces", "/hub/api/user", "/hub/workspaces", "/hub/api/events", "/hub/api/jobs/1",
-             f"/hub/api/workspaces/{ws['id']}/files/x", "/hub/api/users/uwsbob", "/hub/", "/hub/home",
-             "/hub/token", "/hub/spawn/uwsalice/x", "/user/uwsalice/x/lab", "/hub/api/nothing", "/hub/nothing",
-             "/hub/api/oauth2/authorize"]
+    paths = [
+        "/hub/api/workspaces",
+        "/hub/api/user",
+        "/hub/workspaces",
+        "/hub/api/events",
+        "/hub/api/jobs/1",
+        f"/hub/api/workspaces/{ws['id']}/files/x",
+        "/hub/api/users/uwsbob",
+        "/hub/",
+        "/hub/home",
+        "/hub/token",
+        "/hub/spawn/uwsalice/x",
+        "/user/uwsalice/x/lab",
+        "/hub/api/nothing",
+        "/hub/nothing",
+        "/hub/api/oauth2/authorize",
+    ]
     for path in paths:
         for method in ("GET", "POST", "DELETE"):
             send(shub, method, f"{path}?token={token}&x=1")
@@ -350,8 +388,10 @@ def test_hub_restarts_keep_running_servers_tokens_and_revoke_the_rest(make_hub, 
     job = run(hub, ws, "minimal")
     try:
         token = server_token(job)
-        stale = [hub.api("POST", "users/uwsalice/tokens", json={"note": note}, expect=201)["token"]
-                 for note in ("Server at /user/uwsalice/gone/", "retrieved from spawner gone")]
+        stale = [
+            hub.api("POST", "users/uwsalice/tokens", json={"note": note}, expect=201)["token"]
+            for note in ("Server at /user/uwsalice/gone/", "retrieved from spawner gone")
+        ]
         assert all(works(hub, t) for t in stale)
 
         hub.stop()

@@ -100,11 +100,22 @@ def start_live(hub, job_type: str):
     """alice's workspace running ``job_type``, with alice's kernel (it holds
     x = 42), a notebook session on it and, where there are terminals, a terminal."""
     alice = hub.tokens[OWNER]
-    ws = hub.api("POST", "workspaces", alice, expect=201, json={"name": f"live {uuid.uuid4().hex[:6]}", "files": [
-        {"path": "data.txt", "content": "data\n"},
-        {"path": "notes.ipynb", "content": json.dumps({"cells": [], "metadata": {}, "nbformat": 4,
-                                                        "nbformat_minor": 5})},
-    ]})
+    ws = hub.api(
+        "POST",
+        "workspaces",
+        alice,
+        expect=201,
+        json={
+            "name": f"live {uuid.uuid4().hex[:6]}",
+            "files": [
+                {"path": "data.txt", "content": "data\n"},
+                {
+                    "path": "notes.ipynb",
+                    "content": json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}),
+                },
+            ],
+        },
+    )
     shares = f"workspaces/{ws['id']}/shares"
     hub.api("POST", shares, alice, json={"user": VIEWER, "level": "viewer"}, expect=201)
     hub.api("POST", shares, alice, json={"user": EDITOR, "level": "editor"}, expect=201)
@@ -112,8 +123,13 @@ def start_live(hub, job_type: str):
     job = hub.wait_job(job["id"], alice, {"running", "failed"}, timeout=90)
     assert job["status"] == "running", job["reason"]
     server = f"/user/{OWNER}/{ws['slug']}/"
-    session = hub.api("POST", server + "api/sessions", alice, expect=201, json={
-        "path": "notes.ipynb", "type": "notebook", "name": "notes.ipynb", "kernel": {"name": "python3"}})
+    session = hub.api(
+        "POST",
+        server + "api/sessions",
+        alice,
+        expect=201,
+        json={"path": "notes.ipynb", "type": "notebook", "name": "notes.ipynb", "kernel": {"name": "python3"}},
+    )
     kernel_id = session["kernel"]["id"]
     assert run_code(hub, server, alice, kernel_id, "x = 42\nprint('set')") == "set\n"
     r = hub.request("POST", server + "api/terminals", alice)
@@ -143,8 +159,9 @@ def ws_url(hub, path: str) -> str:
 def connect(hub, path: str, token: str | None) -> websocket.WebSocket | int:
     """A websocket to ``path``, or the HTTP status that refused it."""
     try:
-        return websocket.create_connection(ws_url(hub, path), timeout=30,
-                                           header=[f"Authorization: token {token}"] if token else [])
+        return websocket.create_connection(
+            ws_url(hub, path), timeout=30, header=[f"Authorization: token {token}"] if token else []
+        )
     except websocket.WebSocketBadStatusException as e:
         return e.status_code
 
@@ -154,13 +171,32 @@ def run_code(hub, server: str, token: str, kernel_id: str, code: str) -> str:
     ws = connect(hub, f"{server}api/kernels/{kernel_id}/channels", token)
     assert not isinstance(ws, int), f"the kernel's websocket was refused: {ws}"
     msg_id = uuid.uuid4().hex
-    ws.send(json.dumps({
-        "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "tests",
-                   "session": uuid.uuid4().hex, "version": "5.3", "date": ""},
-        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
-        "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
-                    "allow_stdin": False, "stop_on_error": True},
-    }))
+    ws.send(
+        json.dumps(
+            {
+                "header": {
+                    "msg_id": msg_id,
+                    "msg_type": "execute_request",
+                    "username": "tests",
+                    "session": uuid.uuid4().hex,
+                    "version": "5.3",
+                    "date": "",
+                },
+                "parent_header": {},
+                "metadata": {},
+                "channel": "shell",
+                "buffers": [],
+                "content": {
+                    "code": code,
+                    "silent": False,
+                    "store_history": False,
+                    "user_expressions": {},
+                    "allow_stdin": False,
+                    "stop_on_error": True,
+                },
+            }
+        )
+    )
     out = []
     try:
         while True:
@@ -206,23 +242,43 @@ def server_routes(hub, live: Live) -> list[dict]:
     service = urlsplit(env["JUPYTERHUB_SERVICE_URL"])
     env["JUPYTERHUB_SERVICE_URL"] = service._replace(netloc=f"{service.hostname}:{free_port()}").geturl()
     env["JUPYTERHUB_ACTIVITY_URL"] = ""  # the replica is not the job: it tells the hub nothing
-    env["UWS_TEST_SAMPLES"] = json.dumps({
-        "prefix": live.server,
-        "named": {"kernel_id": [live.kernel_id], "session_id": [live.session_id],
-                  "path": ["logo-64x64.png", "/data.txt"], "kernel_name": ["python3"],
-                  "schema_name": ["@jupyterlab/apputils-extension:themes"], "space_name": ["default"],
-                  "locale": ["en"], "section_name": ["notebook"], "format": ["html"], "language_server": ["pylsp"]},
-        "unnamed": [live.terminal or "1", "data.txt", live.server + "no/such/page"],
-    })
+    env["UWS_TEST_SAMPLES"] = json.dumps(
+        {
+            "prefix": live.server,
+            "named": {
+                "kernel_id": [live.kernel_id],
+                "session_id": [live.session_id],
+                "path": ["logo-64x64.png", "/data.txt"],
+                "kernel_name": ["python3"],
+                "schema_name": ["@jupyterlab/apputils-extension:themes"],
+                "space_name": ["default"],
+                "locale": ["en"],
+                "section_name": ["notebook"],
+                "format": ["html"],
+                "language_server": ["pylsp"],
+            },
+            "unnamed": [live.terminal or "1", "data.txt", live.server + "no/such/page"],
+        }
+    )
     account = pwd.getpwnam(OWNER)
     result = subprocess.run(
-        [cmdline[0].decode(), "-c", (REPO / "tests" / "server_routes.py").read_text(),
-         *(a.decode() for a in cmdline[2:])],
-        env=env, cwd=os.readlink(f"/proc/{pid}/cwd"), user=account.pw_uid, group=account.pw_gid,
-        capture_output=True, text=True, timeout=120)
+        [
+            cmdline[0].decode(),
+            "-c",
+            (REPO / "tests" / "server_routes.py").read_text(),
+            *(a.decode() for a in cmdline[2:]),
+        ],
+        env=env,
+        cwd=os.readlink(f"/proc/{pid}/cwd"),
+        user=account.pw_uid,
+        group=account.pw_gid,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     lines = [line for line in result.stdout.splitlines() if line.startswith("ROUTES ")]
     assert lines, result.stderr[-3000:]
-    routes = json.loads(lines[0][len("ROUTES "):])
+    routes = json.loads(lines[0][len("ROUTES ") :])
     unreachable = [r for r in routes if r["url"] is None]
     assert not unreachable, f"no URL reaches these routes: {unreachable}"
     # robots.txt and favicon.ico at the root belong to the hub, not to this server
@@ -266,8 +322,14 @@ def sweep(hub, token: str | None, routes: list[dict], refused) -> list[str]:
                 # an upgrade on a connection of its own: the proxy closes it after a refusal
                 send = requests.request if what == "websocket" else session.request
                 try:
-                    r = send(method, url, headers={**headers, **extra},
-                             json={} if method in CHANGING else None, timeout=30, allow_redirects=False)
+                    r = send(
+                        method,
+                        url,
+                        headers={**headers, **extra},
+                        json={} if method in CHANGING else None,
+                        timeout=30,
+                        allow_redirects=False,
+                    )
                 except requests.RequestException as e:  # no answer is no refusal
                     let_through.append(f"{what} {route['url']} ({route['handler']}): {e!r}")
                     continue
@@ -294,8 +356,10 @@ def owners_state(hub, live: Live) -> dict:
         return hub.api("GET", server + path, alice, expect=200)
 
     return {
-        "files": {str(p.relative_to(live.directory)): p.read_bytes() if p.is_file() else None
-                  for p in sorted(live.directory.rglob("*"))},
+        "files": {
+            str(p.relative_to(live.directory)): p.read_bytes() if p.is_file() else None
+            for p in sorted(live.directory.rglob("*"))
+        },
         "settings": {s["id"]: s["raw"] for s in get("lab/api/settings")["settings"]},
         "layouts": get("lab/api/workspaces"),
         "kernels": sorted(k["id"] for k in get("api/kernels")),
@@ -312,12 +376,18 @@ def test_the_findings_requests_are_refused_to_a_viewer(ahub, live):
     bob, server = ahub.tokens[VIEWER], live.server
     before = owners_state(ahub, live)
     answers = {
-        "extension install": ahub.request("POST", server + "lab/api/extensions", bob,
-                                          json={"cmd": "install", "extension_name": NO_SUCH_PACKAGE}),
-        "settings PUT": ahub.request("PUT", server + "lab/api/settings/@jupyterlab/apputils-extension:themes", bob,
-                                     json={"raw": '{"theme": "JupyterLab Dark"}'}),
-        "workspaces PUT": ahub.request("PUT", server + "lab/api/workspaces/x", bob,
-                                       json={"data": {}, "metadata": {"id": "x"}}),
+        "extension install": ahub.request(
+            "POST", server + "lab/api/extensions", bob, json={"cmd": "install", "extension_name": NO_SUCH_PACKAGE}
+        ),
+        "settings PUT": ahub.request(
+            "PUT",
+            server + "lab/api/settings/@jupyterlab/apputils-extension:themes",
+            bob,
+            json={"raw": '{"theme": "JupyterLab Dark"}'},
+        ),
+        "workspaces PUT": ahub.request(
+            "PUT", server + "lab/api/workspaces/x", bob, json={"data": {}, "metadata": {"id": "x"}}
+        ),
     }
     got = {what: (r.status_code, r.text[:300]) for what, r in answers.items()}
     assert all(said_read_only(r) for r in answers.values()), got
@@ -343,10 +413,17 @@ def test_a_viewer_reaches_only_the_read_only_list(ahub, live, routes):
     assert let_through == [], "\n".join(let_through)
     # with a real websocket client: alice's kernel, her terminal, the event
     # stream and the language servers; and collaboration's, when installed
-    sockets = [f"api/kernels/{live.kernel_id}/channels", f"terminals/websocket/{live.terminal}",
-               "api/events/subscribe", "lsp/ws/pylsp"]
-    sockets += [r["url"][len(live.server):] for r in routes if r["handler"].startswith(("jupyter_server_ydoc.",
-                                                                                       "jupyter_collaboration."))]
+    sockets = [
+        f"api/kernels/{live.kernel_id}/channels",
+        f"terminals/websocket/{live.terminal}",
+        "api/events/subscribe",
+        "lsp/ws/pylsp",
+    ]
+    sockets += [
+        r["url"][len(live.server) :]
+        for r in routes
+        if r["handler"].startswith(("jupyter_server_ydoc.", "jupyter_collaboration."))
+    ]
     assert {path: connect(ahub, live.server + path, bob) for path in sockets} == {path: 403 for path in sockets}
     assert owners_state(ahub, live) == before
 
@@ -396,8 +473,12 @@ def test_a_viewer_opens_jupyterlab_read_only(ahub, live):
     assert ahub.api("GET", server + "lab/api/settings", bob, expect=200)["settings"]
     assert "python3" in ahub.api("GET", server + "api/kernelspecs", bob, expect=200)["kernelspecs"]
     # and saving is refused, with the reason
-    r = ahub.request("PUT", server + "api/contents/from-bob.txt", bob,
-                     json={"type": "file", "format": "text", "content": "bob was here"})
+    r = ahub.request(
+        "PUT",
+        server + "api/contents/from-bob.txt",
+        bob,
+        json={"type": "file", "format": "text", "content": "bob was here"},
+    )
     assert said_read_only(r), r.text
     assert not (live.directory / "from-bob.txt").exists()
 
@@ -409,8 +490,9 @@ def test_an_editor_reads_only_in_the_owners_server(ahub, live):
     assert ahub.api("GET", server + "api/contents/data.txt?content=1", carol, expect=200)["content"] == "data\n"
     assert said_read_only(ahub.request("POST", server + "api/kernels", carol, json={"name": "python3"}))
     assert said_read_only(ahub.request("POST", server + "api/terminals", carol))
-    r = ahub.request("PUT", server + "api/contents/from-carol.txt", carol,
-                     json={"type": "file", "format": "text", "content": "x"})
+    r = ahub.request(
+        "PUT", server + "api/contents/from-carol.txt", carol, json={"type": "file", "format": "text", "content": "x"}
+    )
     assert said_read_only(r), r.text
     assert connect(ahub, f"{server}api/kernels/{live.kernel_id}/channels", carol) == 403
     assert not (live.directory / "from-carol.txt").exists()
@@ -424,8 +506,13 @@ def test_the_owner_uses_the_server_fully(ahub, live, who):
         assert run_code(ahub, server, token, kernel["id"], "print(6 * 7)") == "42\n"
     finally:
         ahub.api("DELETE", server + f"api/kernels/{kernel['id']}", token, expect=204)
-    ahub.api("PUT", server + f"api/contents/from-{who}.txt", token, expect=201,
-             json={"type": "file", "format": "text", "content": f"saved by {who}"})
+    ahub.api(
+        "PUT",
+        server + f"api/contents/from-{who}.txt",
+        token,
+        expect=201,
+        json={"type": "file", "format": "text", "content": f"saved by {who}"},
+    )
     assert (live.directory / f"from-{who}.txt").read_text() == f"saved by {who}"
     assert "term-42" in run_in_terminal(ahub, server, token, live.terminal)
     # a BROKEN route is broken for them too
@@ -444,8 +531,14 @@ def test_a_server_of_jupyter_server_alone_is_guarded_too(ahub):
     try:
         bob = ahub.tokens[VIEWER]
         assert said_read_only(ahub.request("POST", core.server + "api/kernels", bob, json={}))
-        assert said_read_only(ahub.request("PUT", core.server + "api/contents/from-bob.txt", bob,
-                                           json={"type": "file", "format": "text", "content": "x"}))
+        assert said_read_only(
+            ahub.request(
+                "PUT",
+                core.server + "api/contents/from-bob.txt",
+                bob,
+                json={"type": "file", "format": "text", "content": "x"},
+            )
+        )
         assert connect(ahub, f"{core.server}api/kernels/{core.kernel_id}/channels", bob) == 403
         assert ahub.api("GET", core.server + "api/contents/data.txt?content=1", bob, expect=200)["content"] == "data\n"
     finally:

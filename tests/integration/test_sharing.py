@@ -67,8 +67,12 @@ c.UWSHub.job_types = {{
 }}
 """)
     for name, (address, display) in PEOPLE.items():
-        hub.api("POST", "accounts", json={"username": name, "password": PASSWORD, "email": address,
-                                          "display_name": display}, expect=201)
+        hub.api(
+            "POST",
+            "accounts",
+            json={"username": name, "password": PASSWORD, "email": address, "display_name": display},
+            expect=201,
+        )
     hub.tokens = {name: hub.add_user(name) for name in PEOPLE}
     hub.group = f"lab-{uuid.uuid4().hex[:6]}"
     hub.api("POST", f"groups/{hub.group}", json={"users": ["uwscarol"]}, expect=201)
@@ -140,8 +144,9 @@ def test_collaborate_editor_and_group_viewer(shub, lab, smtp):
     assert r.status_code == 403 and "custom:uws:write:workspaces" in r.json()["message"]
     assert shub.request("POST", f"jobs/{job['id']}/stop", carol).status_code == 403
     # a read-only token of the editor stays read-only here too
-    bob_ro = shub.api("POST", "users/uwsbob/tokens", json={"scopes": ["custom:uws:read:workspaces!user"]},
-                      expect=201)["token"]
+    bob_ro = shub.api("POST", "users/uwsbob/tokens", json={"scopes": ["custom:uws:read:workspaces!user"]}, expect=201)[
+        "token"
+    ]
     assert shub.request("GET", f"workspaces/{wid}", bob_ro).status_code == 200
     assert shub.request("PUT", f"workspaces/{wid}/files/ro.txt", bob_ro, data=b"x").status_code == 403
 
@@ -151,15 +156,20 @@ def test_collaborate_editor_and_group_viewer(shub, lab, smtp):
     # about these tokens above: it trusts that answer for server_auth_cache_seconds (1)
     took = refused_within(lambda: shub.request("GET", f"{server}/api/contents/data.txt", bob).status_code == 200, 5)
     assert took < 2.5, took
-    r = shub.request("PUT", f"{server}/api/contents/lab-bob.txt", bob,
-                     json={"type": "file", "format": "text", "content": "written in lab by bob"})
+    r = shub.request(
+        "PUT",
+        f"{server}/api/contents/lab-bob.txt",
+        bob,
+        json={"type": "file", "format": "text", "content": "written in lab by bob"},
+    )
     assert r.status_code == 403, r.text
     r = shub.request("PUT", f"workspaces/{wid}/files/lab-bob.txt", bob, data=b"written in lab by bob")
     assert r.status_code == 201, r.text
     r = shub.request("GET", f"{server}/api/contents/lab-bob.txt?content=1", carol)
     assert r.status_code == 200 and r.json()["content"] == "written in lab by bob"
-    r = shub.request("PUT", f"{server}/api/contents/lab-carol.txt", carol,
-                     json={"type": "file", "format": "text", "content": "nope"})
+    r = shub.request(
+        "PUT", f"{server}/api/contents/lab-carol.txt", carol, json={"type": "file", "format": "text", "content": "nope"}
+    )
     assert r.status_code == 403
     assert shub.request("POST", f"{server}/api/kernels", carol, json={}).status_code == 403
     assert not (directory / "lab-carol.txt").exists()
@@ -185,7 +195,8 @@ def test_collaborate_editor_and_group_viewer(shub, lab, smtp):
     assert shub.request("GET", f"workspaces/{wid}", carol).status_code == 404
     assert sse_replay(shub, carol, f"workspace={wid}&last_event_id=0", seconds=1) == []
     took = refused_within(
-        lambda: shub.request("GET", f"{server}/api/contents/data.txt", carol).status_code in (403, 404), 5)
+        lambda: shub.request("GET", f"{server}/api/contents/data.txt", carol).status_code in (403, 404), 5
+    )
     assert took < 2.5, took
     smtp.wait_for("carol@example.org", "no longer shared")
 
@@ -193,7 +204,8 @@ def test_collaborate_editor_and_group_viewer(shub, lab, smtp):
     shub.api("DELETE", f"{shares}/{editor['id']}", alice, expect=200)
     assert shub.request("PUT", f"workspaces/{wid}/files/late.txt", bob, data=b"x").status_code == 404
     took = refused_within(
-        lambda: shub.request("GET", f"{server}/api/contents/data.txt", bob).status_code in (403, 404), 5)
+        lambda: shub.request("GET", f"{server}/api/contents/data.txt", bob).status_code in (403, 404), 5
+    )
     assert took < 2.5, took
     r = run_as("uwsbob", "sh", "-c", f"echo late > {directory}/late.txt")
     assert r.returncode != 0 and "Permission denied" in r.stderr
@@ -207,8 +219,9 @@ def test_editor_launches_the_owners_server(shub):
     ws = new_workspace(shub, alice)
     shub.api("POST", f"workspaces/{ws['id']}/shares", alice, json={"user": "uwsbob", "level": "editor"}, expect=201)
     # the editor's live stream (here the WebSocket) carries the owner's workspace
-    live = websocket.create_connection(shub.url.replace("http", "ws") + "/hub/api/events/ws",
-                                       header=[f"Authorization: token {bob}"], timeout=15)
+    live = websocket.create_connection(
+        shub.url.replace("http", "ws") + "/hub/api/events/ws", header=[f"Authorization: token {bob}"], timeout=15
+    )
     try:
         job = shub.api("POST", f"workspaces/{ws['id']}/jobs", bob, json={"job_type": "minimal"}, expect=202)
         assert job["owner"] == "uwsalice" and job["server_name"] == ws["slug"]
@@ -238,9 +251,15 @@ def test_share_requests_are_checked(shub):
     alice, bob = shub.tokens["uwsalice"], shub.tokens["uwsbob"]
     ws = new_workspace(shub, alice)
     shares = f"workspaces/{ws['id']}/shares"
-    for body in ({}, {"user": "uwsbob", "group": shub.group}, {"user": "uwsbob", "level": "owner"},
-                 {"kind": "copy", "group": shub.group}, {"kind": "copy", "user": "uwsbob", "level": "viewer"},
-                 {"user": "uwsbob", "name": "x"}, {"user": "uwsbob", "extra": 1}):
+    for body in (
+        {},
+        {"user": "uwsbob", "group": shub.group},
+        {"user": "uwsbob", "level": "owner"},
+        {"kind": "copy", "group": shub.group},
+        {"kind": "copy", "user": "uwsbob", "level": "viewer"},
+        {"user": "uwsbob", "name": "x"},
+        {"user": "uwsbob", "extra": 1},
+    ):
         assert shub.request("POST", shares, alice, json=body).status_code == 422, body
     assert shub.request("POST", shares, alice, json={"user": "nobody-here"}).status_code == 400
     assert shub.request("POST", shares, alice, json={"user": "uwsalice"}).status_code == 422
@@ -295,21 +314,34 @@ def tree(path: Path) -> dict[str, bytes | str]:
 
 def test_copy_accept_and_decline(shub, smtp):
     alice, bob, carol = (shub.tokens[n] for n in ("uwsalice", "uwsbob", "uwscarol"))
-    ws = new_workspace(shub, alice, files=[
-        {"path": "data.txt", "content": "data\n"},
-        {"path": "sub/deeper/table.csv", "content": "a,b\n1,2\n"},
-        {"path": "blob.bin", "content": "AAECAwQ=", "encoding": "base64"},
-    ])
+    ws = new_workspace(
+        shub,
+        alice,
+        files=[
+            {"path": "data.txt", "content": "data\n"},
+            {"path": "sub/deeper/table.csv", "content": "a,b\n1,2\n"},
+            {"path": "blob.bin", "content": "AAECAwQ=", "encoding": "base64"},
+        ],
+    )
     src = shub.workspaces_root / "uwsalice" / ws["slug"]
     (src / "sub" / "link-inside").symlink_to("deeper/table.csv")
     (src / "link-outside").symlink_to("/etc/passwd")
     (src / "link-up").symlink_to("../../uwsbob")
 
-    invite = shub.api("POST", f"workspaces/{ws['id']}/shares", alice,
-                      json={"kind": "copy", "user": "uwsbob", "name": "My copy"}, expect=201)
+    invite = shub.api(
+        "POST",
+        f"workspaces/{ws['id']}/shares",
+        alice,
+        json={"kind": "copy", "user": "uwsbob", "name": "My copy"},
+        expect=201,
+    )
     assert (invite["status"], invite["copy"]["state"]) == ("pending", None)
-    assert shub.request("POST", f"workspaces/{ws['id']}/shares", alice,
-                        json={"kind": "copy", "user": "uwsbob"}).status_code == 409
+    assert (
+        shub.request(
+            "POST", f"workspaces/{ws['id']}/shares", alice, json={"kind": "copy", "user": "uwsbob"}
+        ).status_code
+        == 409
+    )
     mail = smtp.wait_for("bob@example.org", "sent you a copy")
     assert "Accept it" in mail.get_content() and "/hub/shared" in mail.get_content()
     pending = shub.api("GET", "shares?status=pending", bob, expect=200)["items"]
@@ -342,8 +374,9 @@ def test_copy_accept_and_decline(shub, smtp):
     smtp.wait_for("alice@example.org", "accepted the copy")
 
     # decline
-    invite = shub.api("POST", f"workspaces/{ws['id']}/shares", alice, json={"kind": "copy", "user": "uwscarol"},
-                      expect=201)
+    invite = shub.api(
+        "POST", f"workspaces/{ws['id']}/shares", alice, json={"kind": "copy", "user": "uwscarol"}, expect=201
+    )
     declined = shub.api("POST", f"shares/{invite['id']}/decline", carol, expect=200)
     assert declined["status"] == "declined"
     assert shub.request("POST", f"shares/{invite['id']}/accept", carol).status_code == 409
@@ -363,8 +396,9 @@ def test_interrupted_copy_is_finished_after_a_restart(make_hub, tmp_path):
         d.mkdir()
         for j in range(100):
             (d / f"f{j:03d}.txt").write_bytes(b"x" * (i + j))
-    invite = hub.api("POST", f"workspaces/{ws['id']}/shares", alice, json={"kind": "copy", "user": "copybob"},
-                     expect=201)
+    invite = hub.api(
+        "POST", f"workspaces/{ws['id']}/shares", alice, json={"kind": "copy", "user": "copybob"}, expect=201
+    )
     hub.api("POST", f"shares/{invite['id']}/accept", bob, expect=202)
     parent = hub.workspaces_root / "copybob"
 
@@ -381,8 +415,17 @@ def test_interrupted_copy_is_finished_after_a_restart(make_hub, tmp_path):
 
     hub.start()
     share = wait_for(
-        lambda: next((s for s in hub.api("GET", "shares?status=accepted", bob)["items"]
-                      if s["copy"]["state"] in ("done", "failed")), None), 60, what="the copy after the restart")
+        lambda: next(
+            (
+                s
+                for s in hub.api("GET", "shares?status=accepted", bob)["items"]
+                if s["copy"]["state"] in ("done", "failed")
+            ),
+            None,
+        ),
+        60,
+        what="the copy after the restart",
+    )
     assert share["copy"]["state"] == "done", share["copy"]["error"]
     assert share["copy"]["attempts"] == 2
     [copy] = hub.api("GET", "workspaces", bob, expect=200)["items"]
@@ -397,7 +440,7 @@ def login(hub, browser, name: str, password: str = PASSWORD):
     return browserutil.login(hub, browser, name, password)
 
 
-@pytest.mark.expect_log_errors('User <User\\(uwscarol [^>]*> not allowed to access Server at /user/uwsalice/')
+@pytest.mark.expect_log_errors("User <User\\(uwscarol [^>]*> not allowed to access Server at /user/uwsalice/")
 @pytest.mark.browser
 def test_group_member_opens_the_shared_server_in_the_browser(shub, lab, browser):
     """A member of a group the workspace is shared with: JupyterLab through
@@ -406,8 +449,9 @@ def test_group_member_opens_the_shared_server_in_the_browser(shub, lab, browser)
 
     ws, _ = lab
     alice = shub.tokens["uwsalice"]
-    share = shub.api("POST", f"workspaces/{ws['id']}/shares", alice, json={"group": shub.group, "level": "viewer"},
-                     expect=201)
+    share = shub.api(
+        "POST", f"workspaces/{ws['id']}/shares", alice, json={"group": shub.group, "level": "viewer"}, expect=201
+    )
     context, page = login(shub, browser, "uwscarol")
     try:
         page.goto(f"{shub.url}/hub/shared")
@@ -420,10 +464,22 @@ def test_group_member_opens_the_shared_server_in_the_browser(shub, lab, browser)
         expect(page.locator(".jp-DirListing-content")).to_contain_text("data.txt", timeout=60_000)
         # read-only: the server refuses to save, or to change alice's settings, in her name
         server = f"/user/uwsalice/{ws['slug']}/"
-        assert browserutil.put_from_page(page, server + "api/contents/carol-was-here.txt",
-                                         {"type": "file", "format": "text", "content": "from carol"}) == 403
-        assert browserutil.put_from_page(page, server + "lab/api/settings/@jupyterlab/apputils-extension:themes",
-                                         {"raw": '{"theme": "JupyterLab Dark"}'}) == 403
+        assert (
+            browserutil.put_from_page(
+                page,
+                server + "api/contents/carol-was-here.txt",
+                {"type": "file", "format": "text", "content": "from carol"},
+            )
+            == 403
+        )
+        assert (
+            browserutil.put_from_page(
+                page,
+                server + "lab/api/settings/@jupyterlab/apputils-extension:themes",
+                {"raw": '{"theme": "JupyterLab Dark"}'},
+            )
+            == 403
+        )
         # revoked: the next load is refused (after the server's 1 s cache)
         shub.api("DELETE", f"workspaces/{ws['id']}/shares/{share['id']}", alice, expect=200)
         time.sleep(1.2)
@@ -466,8 +522,10 @@ def test_share_dialog_invitation_and_quota_pages(shub, browser):
         page.click("#share-submit")
         expect(page.locator("#share-list tbody")).to_contain_text("pending")
         shares = shub.api("GET", f"workspaces/{ws['id']}/shares", alice, expect=200)["items"]
-        assert {(s["user"], s["kind"], s["level"]) for s in shares} == {("uwsbob", "collaborate", "editor"),
-                                                                      ("uwscarol", "copy", None)}
+        assert {(s["user"], s["kind"], s["level"]) for s in shares} == {
+            ("uwsbob", "collaborate", "editor"),
+            ("uwscarol", "copy", None),
+        }
     finally:
         context.close()
 

@@ -117,11 +117,13 @@ def test_launch_runs_as_the_user_then_stop_cancels(shub, user):
         # pending -> queued (with the SLURM id, at once) -> running, and progress from SLURM
         wait_for(lambda: "running" in events.job_statuses(job["id"]), 10, what="the running event")
         assert events.job_statuses(job["id"]) == ["pending", "queued", "running"]
-        queued = next(e for e in events.events if e["job_id"] == job["id"] and e["status"] == "queued"
-                      and e["kind"] == "job")
+        queued = next(
+            e for e in events.events if e["job_id"] == job["id"] and e["status"] == "queued" and e["kind"] == "job"
+        )
         assert queued["reason"] == f"Submitted to SLURM as job {slurm_id}"
-        progress = [e["data"].get("message", "") for e in events.events
-                    if e["job_id"] == job["id"] and e["kind"] == "progress"]
+        progress = [
+            e["data"].get("message", "") for e in events.events if e["job_id"] == job["id"] and e["kind"] == "progress"
+        ]
         assert any(f"SLURM job {slurm_id}" in m for m in progress), progress
         # stop: scancel, the job ends cancelled
         shub.api("POST", f"jobs/{job['id']}/stop", user, expect=202)
@@ -146,8 +148,9 @@ def test_a_stop_lets_the_server_shut_down(shub, user):
     job = shub.wait_job(job["id"], user, TERMINAL, timeout=30)
     assert job["status"] == "cancelled" and job["reason"] == "Stopped on request"
     assert slurmutil.job_info(job["resource_id"])["state"] == "CANCELLED"
-    output = (shub.workspaces_root / "uwsalice" / job["workspace"] / ".uws-jobs"
-              / f"job-{job['id']}-{job['resource_id']}.log").read_text()
+    output = (
+        shub.workspaces_root / "uwsalice" / job["workspace"] / ".uws-jobs" / f"job-{job['id']}-{job['resource_id']}.log"
+    ).read_text()
     assert "[minimal] exiting 1 s after SIGTERM" in output, output
 
 
@@ -161,8 +164,13 @@ def test_jupyterlab_on_slurm_through_the_proxy(shub, user):
     # JupyterLab's API works through the proxy (the hub's OAuth, the server's token), and
     # its root is the workspace: a file written there lands in the workspace, as the user
     server = job["url"][: -len("lab")]
-    shub.api("PUT", f"{server}api/contents/from-slurm.txt", user,
-             json={"type": "file", "format": "text", "content": "hello from SLURM"}, expect=201)
+    shub.api(
+        "PUT",
+        f"{server}api/contents/from-slurm.txt",
+        user,
+        json={"type": "file", "format": "text", "content": "hello from SLURM"},
+        expect=201,
+    )
     got = shub.request("GET", f"workspaces/{job['workspace_id']}/files/from-slurm.txt", user)
     assert got.status_code == 200 and got.content == b"hello from SLURM"
     directory = shub.workspaces_root / "uwsalice" / job["workspace"]
@@ -207,7 +215,8 @@ def test_launch_on_slurm_from_the_workspace_page(shub, browser):
 
         page.click("#stop-job")
         expect(page.locator(f"#jobs tr[data-job-id='{job['id']}'] .job-status")).to_have_text(
-            "cancelled", timeout=30_000)
+            "cancelled", timeout=30_000
+        )
     finally:
         context.close()
 
@@ -225,7 +234,9 @@ def test_scancel_outside_the_hub_is_noticed(shub, user):
     assert shub.request("GET", f"/user/uwsalice/{job['server_name']}/", user).status_code != 200
 
 
-@pytest.mark.expect_log_errors("Unhandled error starting uwsalice's server: SLURM job \\d+ was cancelled outside uws-hub \\(scancel\\)")
+@pytest.mark.expect_log_errors(
+    "Unhandled error starting uwsalice's server: SLURM job \\d+ was cancelled outside uws-hub \\(scancel\\)"
+)
 def test_scancel_while_queued_is_cancelled(shub, user):
     """A job cancelled outside the hub before its server answered ends cancelled too."""
     # a job that takes all but 256 MB of the node's memory: ours (1 GB) waits for Resources
@@ -235,8 +246,11 @@ def test_scancel_while_queued_is_cancelled(shub, user):
         job = slurm_launch(shub, user, job_type="big", resources={"memory": "1G"})
         job = shub.wait_job(job["id"], user, {"queued"} | TERMINAL, timeout=30)
         # SLURM's reason is "None" until the scheduler looked at the job, then "Resources"
-        wait_for(lambda: "(Resources)" in (shub.api("GET", f"jobs/{job['id']}", user)["reason"] or ""), 30,
-                 what="SLURM's pending reason")
+        wait_for(
+            lambda: "(Resources)" in (shub.api("GET", f"jobs/{job['id']}", user)["reason"] or ""),
+            30,
+            what="SLURM's pending reason",
+        )
         job = shub.api("GET", f"jobs/{job['id']}", user)
         assert job["status"] == "queued"
         assert job["reason"] == "Pending in the SLURM queue (Resources)", job["reason"]
@@ -260,8 +274,9 @@ def test_every_progress_reader_sees_a_queued_job_start(shub, user):
         job = shub.wait_job(job["id"], user, {"queued"} | TERMINAL, timeout=30)
         assert job["status"] == "queued", job["reason"]
         # a second reader: JupyterHub's progress API for the job's server
-        with shub.request("GET", f"users/uwsalice/servers/{job['server_name']}/progress", user,
-                          stream=True, timeout=60) as progress:
+        with shub.request(
+            "GET", f"users/uwsalice/servers/{job['server_name']}/progress", user, stream=True, timeout=60
+        ) as progress:
             assert progress.status_code == 200, progress.text
             slurmutil.scancel(blocker)
             messages = []
@@ -271,9 +286,15 @@ def test_every_progress_reader_sees_a_queued_job_start(shub, user):
                     if "Running on node" in messages[-1] or "ready" in line:
                         break
         assert any("Running on node localhost" in m for m in messages), messages
-        wait_for(lambda: any("Running on node localhost" in e["data"].get("message", "") for e in events.events
-                             if e["job_id"] == job["id"] and e["kind"] == "progress"), 30,
-                 what="the hub's progress event")
+        wait_for(
+            lambda: any(
+                "Running on node localhost" in e["data"].get("message", "")
+                for e in events.events
+                if e["job_id"] == job["id"] and e["kind"] == "progress"
+            ),
+            30,
+            what="the hub's progress event",
+        )
         shub.api("POST", f"jobs/{job['id']}/stop", user, expect=202)
         shub.wait_job(job["id"], user, TERMINAL, timeout=30)
     finally:
@@ -292,8 +313,9 @@ def test_server_that_cannot_start_fails_with_its_output(shub, user):
     output = shub.api("GET", f"jobs/{job['id']}/output", user, expect=200)["output"]
     assert "boom: the server cannot start" in output
     assert "JUPYTERHUB_API_TOKEN=[redacted]" in output
-    raw = (shub.workspaces_root / "uwsalice" / job["workspace"] / ".uws-jobs"
-           / f"job-{job['id']}-{job['resource_id']}.log").read_text()
+    raw = (
+        shub.workspaces_root / "uwsalice" / job["workspace"] / ".uws-jobs" / f"job-{job['id']}-{job['resource_id']}.log"
+    ).read_text()
     token = re.search(r"^JUPYTERHUB_API_TOKEN=(\w+)$", raw, re.M).group(1)
     assert shub.request("GET", "user", token).status_code == 403
 
@@ -369,8 +391,11 @@ def test_hub_restart_with_a_pending_and_a_running_job(make_hub, system_users, sl
 
         pending = slurm_launch(hub, token)
         jobs.append(pending)
-        wait_for(lambda: "JobHeldUser" in (hub.api("GET", f"jobs/{pending['id']}", token)["reason"] or ""), 15,
-                 what="the pending job's SLURM reason")
+        wait_for(
+            lambda: "JobHeldUser" in (hub.api("GET", f"jobs/{pending['id']}", token)["reason"] or ""),
+            15,
+            what="the pending job's SLURM reason",
+        )
         pending = hub.api("GET", f"jobs/{pending['id']}", token)
         assert pending["status"] == "queued" and pending["resource_id"]
         assert pending["reason"] == "Pending in the SLURM queue (JobHeldUser)"
@@ -400,8 +425,11 @@ def test_hub_restart_with_a_pending_and_a_running_job(make_hub, system_users, sl
             assert slurmutil.jobs_named(f"{prefix}job-{job['id']}") == [job["resource_id"]]
         # the adopted server kept its API token (read back from its batch script): the hub knows it
         script = slurmutil.run("scontrol", "write", "batch_script", pending["resource_id"], "-").stdout
-        server_token = next(line.split("=", 1)[1].strip("'") for line in script.splitlines()
-                            if line.startswith("export JUPYTERHUB_API_TOKEN="))
+        server_token = next(
+            line.split("=", 1)[1].strip("'")
+            for line in script.splitlines()
+            if line.startswith("export JUPYTERHUB_API_TOKEN=")
+        )
         r = requests.get(f"{hub.url}/hub/api/user", headers={"Authorization": f"token {server_token}"}, timeout=10)
         assert r.status_code == 200 and r.json()["name"] == "uwsbob"
         # with the note of every server's token, not JupyterHub's "retrieved from spawner": its
@@ -459,8 +487,11 @@ def poll_cycles(hub) -> float:
 def queued_job(hub, token) -> tuple[dict, str]:
     """A job held in SLURM's queue, once the hub has seen it pending; and its server's token."""
     job = slurm_launch(hub, token)
-    wait_for(lambda: "JobHeldUser" in (hub.api("GET", f"jobs/{job['id']}", token)["reason"] or ""), 30,
-             what="the job's first poll")
+    wait_for(
+        lambda: "JobHeldUser" in (hub.api("GET", f"jobs/{job['id']}", token)["reason"] or ""),
+        30,
+        what="the job's first poll",
+    )
     job = hub.api("GET", f"jobs/{job['id']}", token)
     script = slurmutil.run("scontrol", "write", "batch_script", job["resource_id"], "-").stdout
     return job, token_from_script(script)

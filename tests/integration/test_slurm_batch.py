@@ -30,20 +30,33 @@ JOB = [sys.executable, str(REPO / "tests" / "batch_job.py")]
 SLURM = {"interactive": False, "resources": ["slurm"], "default_resources": {"cpus": 1, "memory": "128M"}}
 
 JOB_TYPES = {
-    "report": {**SLURM, "cmd": [*JOB, "report", "{text}", ["--note", "{note}"]],
-               "env": {"ECHO_TEXT": "{text}"},
-               "parameters": {"text": {"type": "string", "required": True}, "note": {"type": "string"}}},
-    "exit": {**SLURM, "cmd": [*JOB, "exit", "{code}"],
-             "parameters": {"code": {"type": "int", "default": 0, "min": 0, "max": 255}}},
+    "report": {
+        **SLURM,
+        "cmd": [*JOB, "report", "{text}", ["--note", "{note}"]],
+        "env": {"ECHO_TEXT": "{text}"},
+        "parameters": {"text": {"type": "string", "required": True}, "note": {"type": "string"}},
+    },
+    "exit": {
+        **SLURM,
+        "cmd": [*JOB, "exit", "{code}"],
+        "parameters": {"code": {"type": "int", "default": 0, "min": 0, "max": 255}},
+    },
     "signal": {**SLURM, "cmd": [*JOB, "signal", "9"]},
-    "sleep": {**SLURM, "cmd": [*JOB, "sleep", "{seconds}"],
-              "parameters": {"seconds": {"type": "float", "default": 1, "min": 0, "max": 600}}},
+    "sleep": {
+        **SLURM,
+        "cmd": [*JOB, "sleep", "{seconds}"],
+        "parameters": {"seconds": {"type": "float", "default": 1, "min": 0, "max": 600}},
+    },
     "timed": {**SLURM, "cmd": [*JOB, "sleep", "600"], "time_limit_seconds": 60},
-    "lines": {**SLURM, "cmd": [*JOB, "lines", "{n}", "{seconds}"],
-              "parameters": {"n": {"type": "int", "default": 5}, "seconds": {"type": "float", "default": 0.2}}},
+    "lines": {
+        **SLURM,
+        "cmd": [*JOB, "lines", "{n}", "{seconds}"],
+        "parameters": {"n": {"type": "int", "default": 5}, "seconds": {"type": "float", "default": 0.2}},
+    },
     "count": {**SLURM, "cmd": [*JOB, "count", "{file}"], "parameters": {"file": {"type": "string", "required": True}}},
     "wait": {**SLURM, "cmd": [*JOB, "wait", "{file}"], "parameters": {"file": {"type": "string", "required": True}}},
 }
+
 
 def config() -> str:
     return slurmutil.hub_config(JOB_TYPES)
@@ -121,8 +134,7 @@ def test_an_editors_job_runs_as_the_editor_on_slurm(make_hub, group_prefix):
     own = hub.api("POST", "workspaces", bob, json={"name": f"own {uuid.uuid4().hex[:8]}"}, expect=201)
     assert finish(hub, bob, submit(hub, bob, own, "exit", code=0))["status"] == "completed"
     shared = hub.api("POST", "workspaces", alice, json={"name": f"shared {uuid.uuid4().hex[:8]}"}, expect=201)
-    hub.api("POST", f"workspaces/{shared['id']}/shares", alice, json={"user": "uwsbob", "level": "editor"},
-            expect=201)
+    hub.api("POST", f"workspaces/{shared['id']}/shares", alice, json={"user": "uwsbob", "level": "editor"}, expect=201)
     job = submit(hub, bob, shared, "report", text="from bob")
     assert job["launcher"] == "uwsbob"
     done = finish(hub, alice, job)
@@ -226,8 +238,11 @@ def test_a_hub_killed_while_slurm_jobs_run_finds_every_outcome(make_hub, system_
     counted = running(hub, token, submit(hub, token, ws, "count", file=counter))
     ends_meanwhile = running(hub, token, submit(hub, token, ws, "sleep", seconds=2))
     hub.stop(signal.SIGKILL)
-    wait_for(lambda: slurmutil.job_info(counted["resource_id"])["state"] == "COMPLETED", 30,
-             what="the counting job to end while no hub runs")
+    wait_for(
+        lambda: slurmutil.job_info(counted["resource_id"])["state"] == "COMPLETED",
+        30,
+        what="the counting job to end while no hub runs",
+    )
     hub.start()
     assert finish(hub, token, ends_meanwhile)["status"] == "completed"
     assert finish(hub, token, counted)["status"] == "completed"
@@ -246,6 +261,7 @@ def test_a_job_over_its_time_limit_fails_saying_so(slurm_time_limits):
     """Last: the job launched first reaches its 60 s limit (SLURM's TIMEOUT)."""
     done = finish(slurm_time_limits.hub, slurm_time_limits.user, slurm_time_limits.batch, timeout=180)
     assert done["status"] == "failed", done
-    assert done["reason"] == (f"The job reached its time limit of 60 s: SLURM stopped it"
-                              f" (SLURM job {done['resource_id']} on node localhost)")
+    assert done["reason"] == (
+        f"The job reached its time limit of 60 s: SLURM stopped it (SLURM job {done['resource_id']} on node localhost)"
+    )
     assert slurmutil.job_info(done["resource_id"])["state"] == "TIMEOUT"

@@ -83,7 +83,10 @@ def test_api_md_and_openapi_list_the_same_statuses():
     for ops, codes in groups:
         expected = set().union(*(spec[op] for op in ops))
         if not codes <= expected or expected - codes - {"400"}:
-            differ[" and ".join(f"{m} {p}" for m, p in ops)] = {"api.md": sorted(codes), "openapi.yaml": sorted(expected)}
+            differ[" and ".join(f"{m} {p}" for m, p in ops)] = {
+                "api.md": sorted(codes),
+                "openapi.yaml": sorted(expected),
+            }
     assert not differ, differ
 
 

@@ -80,8 +80,11 @@ class Browser:
 
     def send(self, url: str, method: str = "GET", **kw) -> requests.Response:
         host = urlsplit(url).hostname or ""
-        jar = {name: value for (name, domain), (value, only) in self.cookies.items()
-               if host == domain or (not only and host.endswith("." + domain))}
+        jar = {
+            name: value
+            for (name, domain), (value, only) in self.cookies.items()
+            if host == domain or (not only and host.endswith("." + domain))
+        }
         r = get(self.hub, url, method=method, cookies=jar, **kw)
         for header in r.raw.headers.getlist("Set-Cookie"):
             for name, morsel in SimpleCookie(header).items():
@@ -107,8 +110,9 @@ def log_in(hub, name: str) -> Browser:
     browser = Browser(hub)
     browser.send(f"{hub.origin}/hub/login")
     [xsrf] = [value for (cookie, _), (value, _) in browser.cookies.items() if cookie.endswith("_xsrf")]
-    r = browser.send(f"{hub.origin}/hub/login", method="POST", data={"username": name, "password": PASSWORD,
-                                                                      "_xsrf": xsrf})
+    r = browser.send(
+        f"{hub.origin}/hub/login", method="POST", data={"username": name, "password": PASSWORD, "_xsrf": xsrf}
+    )
     assert r.status_code == 302 and "/hub/login" not in r.headers["Location"], (r.status_code, r.text[:300])
     return browser
 
@@ -139,7 +143,10 @@ def test_the_jobs_address_is_on_the_owners_subdomain(shub, live):
     r = shub.request("GET", f"/hub/api/hubmap/jobs/{job['id']}", headers={"UWS-Authorization": f"Token {owner}"})
     [hubmap_job] = r.json()["data"]["jobs"]
     connection = hubmap_job["job_details"]["current_job_details"]["connection_details"]
-    assert connection == {"url_domain": f"http://{OWNER}.{DOMAIN}:{shub.port}", "url_path": urlsplit(server).path + "app/"}
+    assert connection == {
+        "url_domain": f"http://{OWNER}.{DOMAIN}:{shub.port}",
+        "url_path": urlsplit(server).path + "app/",
+    }
     # every route of the user's server is a host route on the owner's subdomain
     routes = shub.api("GET", "proxy", expect=200)
     users = {spec: route for spec, route in routes.items() if route.get("data", {}).get("user")}
@@ -167,8 +174,13 @@ def test_a_viewer_and_an_editor_get_what_a_reader_gets(shub, live):
         assert get(shub, server + "app/", token).status_code == 200, name
         assert get(shub, server + "api/contents", token).status_code == 200, name
         assert get(shub, server + "api/kernels", token, method="POST").status_code == 403, name
-        r = get(shub, server + "api/contents/x.txt", token, method="PUT", json={"type": "file", "format": "text",
-                                                                               "content": "no"})
+        r = get(
+            shub,
+            server + "api/contents/x.txt",
+            token,
+            method="PUT",
+            json={"type": "file", "format": "text", "content": "no"},
+        )
         assert r.status_code == 403, name
 
 
@@ -219,7 +231,9 @@ def test_a_stopped_servers_address_leads_to_its_workspace_page(shub, live):
     browser = log_in(shub, OWNER)
     r = browser.send(r.headers["Location"])
     assert r.status_code == 303 and r.headers["Location"].startswith(f"/hub/workspaces/{live['ws']['id']}?next="), (
-        r.status_code, r.headers.get("Location"))
+        r.status_code,
+        r.headers.get("Location"),
+    )
     page = browser.send(shub.origin + r.headers["Location"])
     assert page.status_code == 200 and f'data-next="{deep}"' in page.text, page.text[:300]
 

@@ -46,11 +46,17 @@ JOB_TYPES = {
             "loud": {"type": "bool", "default": False},
         },
     },
-    "exit": {"interactive": False, "cmd": [*JOB, "exit", "{code}"],
-             "parameters": {"code": {"type": "int", "default": 0, "min": 0, "max": 255}}},
-    "sleep": {"interactive": False, "cmd": [*JOB, "sleep", "{seconds}"],
-              "parameters": {"seconds": {"type": "float", "default": 1, "min": 0, "max": 600}},
-              "limits": {"time_limit": "1:00:00"}},
+    "exit": {
+        "interactive": False,
+        "cmd": [*JOB, "exit", "{code}"],
+        "parameters": {"code": {"type": "int", "default": 0, "min": 0, "max": 255}},
+    },
+    "sleep": {
+        "interactive": False,
+        "cmd": [*JOB, "sleep", "{seconds}"],
+        "parameters": {"seconds": {"type": "float", "default": 1, "min": 0, "max": 600}},
+        "limits": {"time_limit": "1:00:00"},
+    },
 }
 #: the hub's bound on a blocking wait; the no-wait checks below must answer well within it
 MAX_WAIT = 8
@@ -190,8 +196,9 @@ def test_destruction_archives_the_job_and_deletes_its_results(uhub, alice):
     assert list(archived.find(f"{{{uwsxml.UWS}}}results")) == []
     listed = parse_job_list(io.BytesIO(alice.get(jobs_url(uhub, "report"), timeout=30).content))
     assert job_id(url) not in [j.jobid for j in listed]
-    listed = parse_job_list(io.BytesIO(
-        alice.get(jobs_url(uhub, "report"), params={"PHASE": "ARCHIVED"}, timeout=30).content))
+    listed = parse_job_list(
+        io.BytesIO(alice.get(jobs_url(uhub, "report"), params={"PHASE": "ARCHIVED"}, timeout=30).content)
+    )
     assert job_id(url) in [j.jobid for j in listed]
     # what an archived job keeps: its record
     model = uhub.api("GET", f"jobs/{job_id(url)}", uhub.alice, expect=200)
@@ -237,7 +244,8 @@ def test_blocking_waits_only_while_it_should(uhub, alice):
     # a change of phase ends the wait: a run from elsewhere while a client waits
     answers = []
     waiter = threading.Thread(
-        target=lambda: answers.append(alice.get(url, params={"WAIT": "-1"}, timeout=MAX_WAIT + 30)))
+        target=lambda: answers.append(alice.get(url, params={"WAIT": "-1"}, timeout=MAX_WAIT + 30))
+    )
     waiter.start()
     alice.post(url + "/phase", data={"PHASE": "RUN"}, timeout=30)
     waiter.join()
@@ -287,10 +295,12 @@ def test_workspace_by_id_or_slug_and_the_default_one(uhub):
 # ---------------------------------------------------------------- access
 def test_access_as_stranger_viewer_editor_admin_and_anonymous(uhub, alice):
     ws = uhub.api("POST", "workspaces", uhub.alice, json={"name": f"shared {uuid.uuid4().hex[:6]}"}, expect=201)
-    uhub.api("POST", f"workspaces/{ws['id']}/shares", uhub.alice, json={"user": "uwsbob", "level": "viewer"},
-             expect=201)
-    uhub.api("POST", f"workspaces/{ws['id']}/shares", uhub.alice, json={"user": "uwsadmin", "level": "editor"},
-             expect=201)
+    uhub.api(
+        "POST", f"workspaces/{ws['id']}/shares", uhub.alice, json={"user": "uwsbob", "level": "viewer"}, expect=201
+    )
+    uhub.api(
+        "POST", f"workspaces/{ws['id']}/shares", uhub.alice, json={"user": "uwsadmin", "level": "editor"}, expect=201
+    )
     url = create(alice, uhub, "sleep", seconds="120", WORKSPACE=str(ws["id"]))
     stranger, viewer = session("uwscarol", uhub.carol), session("uwsbob", uhub.bob)
     editor = session("uwsadmin", uhub.admin)  # an admin, and an editor of the workspace
@@ -323,10 +333,27 @@ def test_access_as_stranger_viewer_editor_admin_and_anonymous(uhub, alice):
 
 def every_request(hub, url: str) -> list[tuple[str, str, dict]]:
     """(method, URL, form) of every operation of the UWS interface, on the job at ``url``."""
-    gets = ["", "/phase", "/executionduration", "/destruction", "/error", "/quote", "/owner", "/results",
-            "/results/report.json", "/parameters", "/parameters/text", "/log"]
-    posts = [("", {"count": "2"}), ("/phase", {"PHASE": "RUN"}), ("/executionduration", {"EXECUTIONDURATION": "5"}),
-             ("/destruction", {"DESTRUCTION": "2027-01-01"}), ("/parameters", {"count": "2"})]
+    gets = [
+        "",
+        "/phase",
+        "/executionduration",
+        "/destruction",
+        "/error",
+        "/quote",
+        "/owner",
+        "/results",
+        "/results/report.json",
+        "/parameters",
+        "/parameters/text",
+        "/log",
+    ]
+    posts = [
+        ("", {"count": "2"}),
+        ("/phase", {"PHASE": "RUN"}),
+        ("/executionduration", {"EXECUTIONDURATION": "5"}),
+        ("/destruction", {"DESTRUCTION": "2027-01-01"}),
+        ("/parameters", {"count": "2"}),
+    ]
     return [
         ("GET", jobs_url(hub, "report"), {}),
         ("POST", jobs_url(hub, "report"), {"text": "x"}),
@@ -364,13 +391,21 @@ def test_basic_auth_a_browser_keeps_cannot_be_used_by_other_sites(uhub, alice):
     the same requests from the hub's own pages, or from clients (no Origin), are served."""
     url = create(alice, uhub, "sleep", seconds="120")
     admin = session("uwsadmin", uhub.admin)
-    evil = [{"Origin": "http://evil.example"}, {"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"},
-            {"Origin": "null"}]
+    evil = [
+        {"Origin": "http://evil.example"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},
+        {"Origin": "null"},
+    ]
     for s in (alice, admin):
         for headers in evil:
-            for method, target, form in [("POST", url + "/phase", {"PHASE": "RUN"}), ("POST", url, {"ACTION": "DELETE"}),
-                                         ("DELETE", url, {}), ("POST", jobs_url(uhub, "sleep"), {"seconds": "1"}),
-                                         ("GET", url, {})]:
+            for method, target, form in [
+                ("POST", url + "/phase", {"PHASE": "RUN"}),
+                ("POST", url, {"ACTION": "DELETE"}),
+                ("DELETE", url, {}),
+                ("POST", jobs_url(uhub, "sleep"), {"seconds": "1"}),
+                ("GET", url, {}),
+            ]:
                 r = s.request(method, target, data=form, headers=headers, allow_redirects=False, timeout=30)
                 assert r.status_code == 403, (headers, method, target, r.status_code, r.text)
                 assert "other sites" in r.text and r.headers["Content-Type"].startswith("text/plain")
@@ -396,8 +431,11 @@ def test_errors_are_uws_answers(uhub, alice):
         (alice.get(list_url, params={"LAST": "0"}, timeout=30), 400, "LAST"),
         (alice.get(list_url, params={"PHASE": "DONE"}, timeout=30), 400, "not a UWS phase"),
         (alice.get(url, params={"WAIT": "soon"}, timeout=30), 400, "WAIT"),
-        (alice.post(url + "/executionduration", data={"EXECUTIONDURATION": "-5"}, timeout=30), 400,
-         "EXECUTIONDURATION"),
+        (
+            alice.post(url + "/executionduration", data={"EXECUTIONDURATION": "-5"}, timeout=30),
+            400,
+            "EXECUTIONDURATION",
+        ),
         (alice.post(url + "/destruction", data={"DESTRUCTION": "soon"}, timeout=30), 400, "ISO 8601"),
         (alice.post(url + "/phase", data={"PHASE": "SUSPEND"}, timeout=30), 400, "neither RUN nor ABORT"),
         (alice.post(list_url, data={"text": "x", "bogus": "1"}, timeout=30), 422, "parameters.bogus: unknown"),

@@ -22,9 +22,16 @@ pytestmark = pytest.mark.slurm
 JOB = [sys.executable, str(REPO / "tests" / "batch_job.py")]
 SLURM = {"interactive": False, "resources": ["slurm"], "default_resources": {"cpus": 1, "memory": "128M"}}
 JOB_TYPES = {
-    "report": {**SLURM, "cmd": [*JOB, "report", "{text}"], "parameters": {"text": {"type": "string", "required": True}}},
-    "sleep": {**SLURM, "cmd": [*JOB, "sleep", "{seconds}"],
-              "parameters": {"seconds": {"type": "float", "default": 1, "min": 0, "max": 600}}},
+    "report": {
+        **SLURM,
+        "cmd": [*JOB, "report", "{text}"],
+        "parameters": {"text": {"type": "string", "required": True}},
+    },
+    "sleep": {
+        **SLURM,
+        "cmd": [*JOB, "sleep", "{seconds}"],
+        "parameters": {"seconds": {"type": "float", "default": 1, "min": 0, "max": 600}},
+    },
 }
 
 

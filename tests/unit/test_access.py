@@ -47,8 +47,10 @@ sub_scopes = st.one_of(
     st.fixed_dictionaries({"user": st.frozensets(st.sampled_from(USERS), min_size=1)}).map(FrozenDict),
     st.fixed_dictionaries({"group": st.frozensets(st.sampled_from(GROUPS), min_size=1)}).map(FrozenDict),
     st.fixed_dictionaries(
-        {"user": st.frozensets(st.sampled_from(USERS), min_size=1),
-         "group": st.frozensets(st.sampled_from(GROUPS), min_size=1)}
+        {
+            "user": st.frozensets(st.sampled_from(USERS), min_size=1),
+            "group": st.frozensets(st.sampled_from(GROUPS), min_size=1),
+        }
     ).map(FrozenDict),
 )
 
@@ -97,8 +99,14 @@ def build(engine, case):
         seen.add((ws.id, grantee))
         db.add(
             Share(
-                workspace=ws, owner_id=ws.owner_id, kind="collaborate", level=level, status="accepted",
-                user=users.get(grantee), group=groups.get(grantee), created_by=ws.owner.name,
+                workspace=ws,
+                owner_id=ws.owner_id,
+                kind="collaborate",
+                level=level,
+                status="accepted",
+                user=users.get(grantee),
+                group=groups.get(grantee),
+                created_by=ws.owner.name,
             )
         )
     db.commit()
@@ -128,7 +136,10 @@ def test_the_sql_clause_and_the_python_check_agree(engine, case):
 def test_a_grantee_with_a_read_only_token_stays_read_only(engine):
     """An editor's share does not widen what the token holds: no write scope, no write."""
     case = {
-        "members": {}, "workspaces": ["ann"], "shares": [(0, "ben", "editor")], "caller": "ben",
+        "members": {},
+        "workspaces": ["ann"],
+        "shares": [(0, "ben", "editor")],
+        "caller": "ben",
         "scopes": {READ_WORKSPACES: FrozenDict({"user": frozenset({"ben"})})},
     }
     db, [ws], request = build(engine, case)

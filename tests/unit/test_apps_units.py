@@ -32,7 +32,10 @@ def test_the_examples_parse_and_open_their_app():
     [
         (app_type(command=["serve"]), r"must say where the app listens: \{port\} or \{unix_socket\}"),
         (app_type(command=["serve", "--port={port}", "--home={home}"]), r"the command names \['home'\]"),
-        (app_type(command=["serve", "--port={port}", "--secret={token}"]), r"\{token\} only in env and request_headers"),
+        (
+            app_type(command=["serve", "--port={port}", "--secret={token}"]),
+            r"\{token\} only in env and request_headers",
+        ),
         (app_type(command=["serve", "--port={port!r}"]), r"write placeholders as \{name\}"),
         (app_type(command=["serve", "--port={port"]), "--port={port"),
         (app_type(env={"A": "{user}"}), r"names \['user'\]"),
@@ -58,15 +61,27 @@ def test_the_app_as_a_server_of_jupyter_server_proxy():
     }
     server = uws_apps.server_process(app, server_url="/user/a/ws/", workspace="/w/a/{ws}", token="t0k")
     # ours filled in and escaped for jupyter-server-proxy's own str.format; {port} left to it
-    assert server["command"] == ["serve", "--port={port}", "--base=/user/a/ws/app/", "--dir=/w/a/{{ws}}",
-                                 "--literal={{x}}"]
-    assert [part.format(port=8888) for part in server["command"]][1:4] == ["--port=8888", "--base=/user/a/ws/app/",
-                                                                            "--dir=/w/a/{ws}"]
+    assert server["command"] == [
+        "serve",
+        "--port={port}",
+        "--base=/user/a/ws/app/",
+        "--dir=/w/a/{{ws}}",
+        "--literal={{x}}",
+    ]
+    assert [part.format(port=8888) for part in server["command"]][1:4] == [
+        "--port=8888",
+        "--base=/user/a/ws/app/",
+        "--dir=/w/a/{ws}",
+    ]
     assert server["environment"] == {"APP_TOKEN": "t0k", "JSON": '{{"a": 1}}'}
     assert server["request_headers_override"] == {"Authorization": "token t0k"}
     assert server["timeout"] == 30 and server["unix_socket"] is False and server["absolute_url"] is False
-    assert uws_apps.server_process({**app, "command": ["serve", "--uds={unix_socket}"]}, server_url="/",
-                                   workspace="/w", token="t")["unix_socket"] is True
+    assert (
+        uws_apps.server_process(
+            {**app, "command": ["serve", "--uds={unix_socket}"]}, server_url="/", workspace="/w", token="t"
+        )["unix_socket"]
+        is True
+    )
 
 
 def test_seeding_writes_only_what_is_missing(tmp_path):

@@ -74,12 +74,21 @@ async def test_job_environment_only_when_turned_on_and_not_lingering():
 # ---------------------------------------------------------------- remote API
 def test_remote_reply_mapping():
     auth = WorkspaceRemoteAPIAuthenticator(
-        username_key="account.name", id_key="account.id", email_key="account.mail", display_name_key="",
-        admin_key="account.staff", groups_key="account.teams", success_key="ok", auth_state_keys=["jwt"],
+        username_key="account.name",
+        id_key="account.id",
+        email_key="account.mail",
+        display_name_key="",
+        admin_key="account.staff",
+        groups_key="account.teams",
+        success_key="ok",
+        auth_state_keys=["jwt"],
         admin_users={"root"},
     )
-    reply = {"ok": True, "account": {"name": "Kim", "id": 9, "mail": "kim@x.org", "staff": False,
-                                     "teams": ["a", 2]}, "jwt": "j"}
+    reply = {
+        "ok": True,
+        "account": {"name": "Kim", "id": 9, "mail": "kim@x.org", "staff": False, "teams": ["a", 2]},
+        "jwt": "j",
+    }
     model = auth.reply_to_auth_model(reply, "typed")
     assert model == {
         "name": "Kim",
@@ -99,9 +108,14 @@ def test_remote_reply_mapping():
 
 
 def test_remote_request_formats():
-    auth = WorkspaceRemoteAPIAuthenticator(remote_url="https://a.example/login", extra_fields={"app": "uws"},
-                                           username_field="user", request_format="form",
-                                           connect_timeout_seconds=1, request_timeout_seconds=2)
+    auth = WorkspaceRemoteAPIAuthenticator(
+        remote_url="https://a.example/login",
+        extra_fields={"app": "uws"},
+        username_field="user",
+        request_format="form",
+        connect_timeout_seconds=1,
+        request_timeout_seconds=2,
+    )
     req = auth.build_request("kim", "p&ss")
     assert req.method == "POST" and req.headers["Content-Type"] == "application/x-www-form-urlencoded"
     assert req.body == b"app=uws&user=kim&password=p%26ss"
@@ -122,8 +136,15 @@ def test_ldap_filters_and_dns():
     auth = ldap.WorkspaceLDAPAuthenticator(admin_groups=["cn=adm,dc=x"], email_attribute="mail")
     found = ldap.DirectoryUser(
         dn="uid=a,dc=x",
-        attributes={"uid": ["a"], "mail": ["a@x"], "cn": ["A"], "uidNumber": [5], "gidNumber": ["6"],
-                    "homeDirectory": ["/h/a"], "entryUUID": ["u-1"]},
+        attributes={
+            "uid": ["a"],
+            "mail": ["a@x"],
+            "cn": ["A"],
+            "uidNumber": [5],
+            "gidNumber": ["6"],
+            "homeDirectory": ["/h/a"],
+            "entryUUID": ["u-1"],
+        },
         groups=[("CN=Adm,DC=x", "adm")],
     )
     model = auth.auth_model("a", found)
@@ -153,7 +174,8 @@ def test_oidc_claims_and_domains():
     again = auth.build_auth_state_dict(state["token_response"], {"sub": "s"})
     assert again["expires_at"] == state["expires_at"]
     assert auth.job_environment(state) == {
-        "UWS_OAUTH_ACCESS_TOKEN": "a", "UWS_OAUTH_ACCESS_TOKEN_EXPIRES_AT": str(state["expires_at"]),
+        "UWS_OAUTH_ACCESS_TOKEN": "a",
+        "UWS_OAUTH_ACCESS_TOKEN_EXPIRES_AT": str(state["expires_at"]),
     }
 
 
@@ -161,13 +183,29 @@ def test_globus_tokens_without_pickle():
     globus = pytest.importorskip("uws_hub.authenticators.globus")
     auth = globus.WorkspaceGlobusAuthenticator(client_id="c", globus_local_endpoint="ep")
     response = {
-        "access_token": "auth-at", "refresh_token": "auth-rt", "expires_in": 100, "scope": "openid",
-        "token_type": "Bearer", "resource_server": "auth.globus.org",
+        "access_token": "auth-at",
+        "refresh_token": "auth-rt",
+        "expires_in": 100,
+        "scope": "openid",
+        "token_type": "Bearer",
+        "resource_server": "auth.globus.org",
         "other_tokens": [
-            {"access_token": "tr-at", "refresh_token": "tr-rt", "expires_in": 200, "scope": "transfer",
-             "token_type": "Bearer", "resource_server": "transfer.api.globus.org"},
-            {"access_token": "gr-at", "refresh_token": "gr-rt", "expires_in": 200, "scope": "groups",
-             "token_type": "Bearer", "resource_server": "groups.api.globus.org"},
+            {
+                "access_token": "tr-at",
+                "refresh_token": "tr-rt",
+                "expires_in": 200,
+                "scope": "transfer",
+                "token_type": "Bearer",
+                "resource_server": "transfer.api.globus.org",
+            },
+            {
+                "access_token": "gr-at",
+                "refresh_token": "gr-rt",
+                "expires_in": 200,
+                "scope": "groups",
+                "token_type": "Bearer",
+                "resource_server": "groups.api.globus.org",
+            },
         ],
     }
     state = auth.build_auth_state_dict(response, {"sub": "s", "preferred_username": "a@globusid.org"})
@@ -178,8 +216,11 @@ def test_globus_tokens_without_pickle():
     assert env["GLOBUS_LOCAL_ENDPOINT"] == "ep"
     assert json.loads(env["UWS_GLOBUS_TOKENS"]) == {
         "transfer.api.globus.org": {
-            "access_token": "tr-at", "expires_at": state["tokens"]["transfer.api.globus.org"]["expires_at"],
-            "scope": "transfer", "token_type": "Bearer", "resource_server": "transfer.api.globus.org",
+            "access_token": "tr-at",
+            "expires_at": state["tokens"]["transfer.api.globus.org"]["expires_at"],
+            "scope": "transfer",
+            "token_type": "Bearer",
+            "resource_server": "transfer.api.globus.org",
         }
     }
     assert "rt" not in json.dumps(env)

@@ -99,7 +99,9 @@ def test_documented_defaults_are_what_generate_config_writes(gen):
         for name, trait in gen.own_traits(cls).items():
             key = f"{cls.__name__}.{name}"
             if key not in DEPENDENT_DEFAULTS and repr(instance.trait_defaults(name)) != trait.default_value_repr():
-                differ.append(f"{key}: documented {instance.trait_defaults(name)!r}, generated {trait.default_value_repr()}")
+                differ.append(
+                    f"{key}: documented {instance.trait_defaults(name)!r}, generated {trait.default_value_repr()}"
+                )
     assert not differ, differ
 
 
@@ -109,7 +111,12 @@ def test_make_run_says_where_the_hub_listens(tmp_path):
     # -o install: the venv is there; the hub it starts is stopped as soon as the line is read
     make = subprocess.Popen(
         ["make", "-s", "-o", "install", "run", f"STATE={tmp_path / 'state'}"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     try:
         lines = []

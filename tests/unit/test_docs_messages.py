@@ -301,7 +301,10 @@ def matches(quote: str, template: str) -> bool:
 def test_the_rule_tells_answers_apart():
     """The matching itself, on made-up templates: what passes and what does not."""
     assert matches("No such user: x", "No such user: " + PH)
-    assert matches("Workspace 'x' has a running job (id 7); stop it first.", f"Workspace {PH} has a {PH} job (id {PH}); stop it first.")
+    assert matches(
+        "Workspace 'x' has a running job (id 7); stop it first.",
+        f"Workspace {PH} has a {PH} job (id {PH}); stop it first.",
+    )
     assert matches("Disk quota: … over by 1.0 KiB", f"Disk quota: {PH} would use {PH}; over by {PH}")
     assert not matches("Stopped before it was running", "Stopped on request")
     assert not matches("did not answer in time", f"{PH} not {PH}")

@@ -40,7 +40,11 @@ def test_every_workspace_status_is_one_the_portal_accepts(status):
 
 def test_job_status_mapping_and_filters():
     assert [models.job_status(s) for s in ("pending", "queued", "running", "stopping")] == [
-        "pending", "pending", "running", "stopping"]
+        "pending",
+        "pending",
+        "running",
+        "stopping",
+    ]
     assert [models.job_status(s) for s in ("completed", "cancelled", "failed")] == ["complete", "complete", "failed"]
     assert models.uws_job_statuses("complete") == ["cancelled", "completed"]
     assert models.uws_job_statuses("pending") == ["pending", "queued"]
@@ -57,22 +61,42 @@ def test_envelopes_and_lists():
     assert models.success("Successful.", jobs=[]) == {"message": "Successful.", "success": True, "data": {"jobs": []}}
     assert list(models.success("Update successful.")) == ["message", "success"]
     assert models.listing("jobs", [], "Job") == {
-        "message": "Job matching given parameters could not be found.", "success": True, "data": {"jobs": []}}
+        "message": "Job matching given parameters could not be found.",
+        "success": True,
+        "data": {"jobs": []},
+    }
     found = models.listing("original_workspaces", [], "Shared workspace", shared_workspaces=[{"x": 1}])
     assert found["message"] == "Successful."
     assert models.failure("no") == {"success": False, "message": "no"}
 
 
 def facts(**kw):
-    base = dict(job_type_id="jupyter_lab", url=None, url_domain="https://hub.example.org",
-                resource_options={"num_cpus": 2}, time_limit_seconds=0, cpus=2, now=T1)
+    base = dict(
+        job_type_id="jupyter_lab",
+        url=None,
+        url_domain="https://hub.example.org",
+        resource_options={"num_cpus": 2},
+        time_limit_seconds=0,
+        cpus=2,
+        now=T1,
+    )
     base.update(kw)
     return JobFacts(**base)
 
 
 def make_job(**kw):
-    job = Job(id=7, workspace_id=3, job_type="jupyterlab", status="pending", resource_id=None, reason=None,
-              created_at=T0, running_at=None, finished_at=None, resources={"cpus": 2})
+    job = Job(
+        id=7,
+        workspace_id=3,
+        job_type="jupyterlab",
+        status="pending",
+        resource_id=None,
+        reason=None,
+        created_at=T0,
+        running_at=None,
+        finished_at=None,
+        resources={"cpus": 2},
+    )
     for k, v in kw.items():
         setattr(job, k, v)
     return job
@@ -80,8 +104,18 @@ def make_job(**kw):
 
 def test_job_model_fields_in_hubmap_order():
     model = models.job_model(make_job(), facts())
-    assert list(model) == ["id", "workspace_id", "resource_job_id", "job_type", "status", "datetime_created",
-                           "datetime_start", "datetime_end", "core_hours", "job_details"]
+    assert list(model) == [
+        "id",
+        "workspace_id",
+        "resource_job_id",
+        "job_type",
+        "status",
+        "datetime_created",
+        "datetime_start",
+        "datetime_end",
+        "core_hours",
+        "job_details",
+    ]
     assert model["resource_job_id"] == -1
     assert model["job_type"] == "jupyter_lab"
     assert model["core_hours"] == "0.00000"
@@ -123,14 +157,32 @@ def test_finished_jobs_keep_their_reason_and_end():
 
 
 def test_workspace_model_and_current_details():
-    ws = Workspace(id=3, name="My ws", description="d", disk_usage_bytes=1234, created_at=T0, updated_at=T1,
-                   status="active")
-    entries = [("a.ipynb", "file"), ("datasets", "directory"), ("datasets/abc", "symlink"),
-               (".ipynb_checkpoints/a.ipynb", "file"), (".hidden", "file"), ("sub/b.txt", "file")]
-    model = models.workspace_model(ws, default_job_type="jupyter_lab", request_details=None, entries=entries,
-                                   last_launch=T1)
-    assert list(model) == ["id", "name", "description", "disk_space", "datetime_created", "datetime_last_modified",
-                           "datetime_last_job_launch", "workspace_details", "status", "default_job_type"]
+    ws = Workspace(
+        id=3, name="My ws", description="d", disk_usage_bytes=1234, created_at=T0, updated_at=T1, status="active"
+    )
+    entries = [
+        ("a.ipynb", "file"),
+        ("datasets", "directory"),
+        ("datasets/abc", "symlink"),
+        (".ipynb_checkpoints/a.ipynb", "file"),
+        (".hidden", "file"),
+        ("sub/b.txt", "file"),
+    ]
+    model = models.workspace_model(
+        ws, default_job_type="jupyter_lab", request_details=None, entries=entries, last_launch=T1
+    )
+    assert list(model) == [
+        "id",
+        "name",
+        "description",
+        "disk_space",
+        "datetime_created",
+        "datetime_last_modified",
+        "datetime_last_job_launch",
+        "workspace_details",
+        "status",
+        "default_job_type",
+    ]
     assert model["workspace_details"] == {
         "request_workspace_details": {"files": [], "symlinks": []},
         "current_workspace_details": {
@@ -144,14 +196,26 @@ def test_workspace_model_and_current_details():
 
 def test_users_and_shares():
     assert models.user_model(5, "bob", "Bob van Dijk", "") == {
-        "id": 5, "first_name": "Bob", "last_name": "van Dijk", "username": "bob", "email": ""}
+        "id": 5,
+        "first_name": "Bob",
+        "last_name": "van Dijk",
+        "username": "bob",
+        "email": "",
+    }
     ref = models.user_ref("alice", "alice", "a@x.org")
     assert ref == {"username": "alice", "first_name": "alice", "last_name": "", "email": "a@x.org"}
     nested = models.shared_workspace(-4, "ws", "d", {"files": []}, ref)
-    share = models.share_model(original=None, shared=nested, last_resource_options={}, last_job_type="",
-                               is_accepted=False, created_at=T0)
-    assert list(share) == ["original_workspace_id", "shared_workspace_id", "last_resource_options", "last_job_type",
-                           "is_accepted", "datetime_share_created"]
+    share = models.share_model(
+        original=None, shared=nested, last_resource_options={}, last_job_type="", is_accepted=False, created_at=T0
+    )
+    assert list(share) == [
+        "original_workspace_id",
+        "shared_workspace_id",
+        "last_resource_options",
+        "last_job_type",
+        "is_accepted",
+        "datetime_share_created",
+    ]
     assert share["datetime_share_created"] == "2026-01-12T16:37:47.123456Z"
     assert list(nested) == ["id", "name", "description", "workspace_details", "user_id"]
     assert models.parse_bool("True", "is_accepted") is True and models.parse_bool("0", "x") is False
@@ -167,16 +231,23 @@ def test_resource_options_to_resources_and_back():
     # unknown options are ignored, as HuBMAP's server ignores them
     assert resources == {"cpus": 2, "memory": "8192M", "time_limit": "180", "gpus": 0}
     assert models.options_of(resources, mapping) == {
-        "num_cpus": 2, "memory_mb": 8192, "time_limit_minutes": 180, "gpu_enabled": False}
+        "num_cpus": 2,
+        "memory_mb": 8192,
+        "time_limit_minutes": 180,
+        "gpu_enabled": False,
+    }
     # HuBMAP's example configuration's name for the time limit works too
     assert models.translate_options({"time_limit_min": 30}, mapping)[0] == {"time_limit": "30"}
     assert models.options_of({"memory": "2G", "time_limit": "1:30:00"}, mapping) == {
-        "memory_mb": 2048, "time_limit_minutes": 90}
+        "memory_mb": 2048,
+        "time_limit_minutes": 90,
+    }
 
 
 def test_wrong_option_types_get_hubmaps_messages():
-    _, errors = models.translate_options({"num_cpus": "2", "gpu_enabled": 1, "memory_mb": True},
-                                         dict(DEFAULT_RESOURCE_OPTIONS))
+    _, errors = models.translate_options(
+        {"num_cpus": "2", "gpu_enabled": 1, "memory_mb": True}, dict(DEFAULT_RESOURCE_OPTIONS)
+    )
     assert errors == [
         "num_cpus: Value '2' of type str does not match required type int. Skipping further validation of"
         " parameter num_cpus.",
@@ -211,18 +282,24 @@ def test_job_type_ids():
     assert offered == {"jupyter_lab": "jupyterlab", "vscode": "vscode"}
     assert models.job_type_id_of("jupyterlab", offered) == "jupyter_lab"
     assert models.job_types_model(offered, names) == {
-        "jupyter_lab": {"id": "jupyter_lab", "name": "JupyterLab"}, "vscode": {"id": "vscode", "name": "VS Code"}}
+        "jupyter_lab": {"id": "jupyter_lab", "name": "JupyterLab"},
+        "vscode": {"id": "vscode", "name": "VS Code"},
+    }
 
 
 def test_workspace_details_as_the_portal_sends_them():
-    details = models.parse_workspace_details({
-        "globus_groups_token": "g",
-        "files": [{"name": "blank.ipynb", "content": "{}"}, {"name": "/sub/x.py"}],
-        "symlinks": [{"name": "datasets/u1", "dataset_uuid": "u1"}, {"name": "/ref", "source_path": "/data/ref"}],
-    })
+    details = models.parse_workspace_details(
+        {
+            "globus_groups_token": "g",
+            "files": [{"name": "blank.ipynb", "content": "{}"}, {"name": "/sub/x.py"}],
+            "symlinks": [{"name": "datasets/u1", "dataset_uuid": "u1"}, {"name": "/ref", "source_path": "/data/ref"}],
+        }
+    )
     assert [(f.path, f.content) for f in details.files] == [("blank.ipynb", "{}"), ("sub/x.py", "")]
     assert [(s.path, s.source_path, s.dataset_uuid) for s in details.symlinks] == [
-        ("datasets/u1", None, "u1"), ("ref", "/data/ref", None)]
+        ("datasets/u1", None, "u1"),
+        ("ref", "/data/ref", None),
+    ]
     # the request remembers names and links as sent, never contents or the Globus token
     assert details.request_model() == {
         "files": [{"name": "blank.ipynb"}, {"name": "sub/x.py"}],
@@ -230,17 +307,23 @@ def test_workspace_details_as_the_portal_sends_them():
     }
 
 
-@pytest.mark.parametrize("details, message", [
-    ([], "Workspace details not JSON."),
-    ({"symlinks": {}}, "'symlinks' index must contain a list."),
-    ({"files": "a"}, "'files' index must contain a list."),
-    ({"files": [{"name": "../x"}]}, "File name cannot contain double dots."),
-    ({"symlinks": [{"name": "a/../b", "source_path": "/d"}]}, "Symlink name cannot contain double dots."),
-    ({"symlinks": [{"name": "d", "dataset_uuid": "u"}]}, "No globus_groups_token passed when trying to use dataset_uuid."),
-    ({"symlinks": [{"name": "d"}]}, "Symlink d needs a source_path or a dataset_uuid."),
-    ({"files": [{"name": "a", "content": 3}]}, "File content must be a string: a"),
-    ({"files": [{"name": "/"}]}, "Invalid file path specified '/'"),
-])
+@pytest.mark.parametrize(
+    "details, message",
+    [
+        ([], "Workspace details not JSON."),
+        ({"symlinks": {}}, "'symlinks' index must contain a list."),
+        ({"files": "a"}, "'files' index must contain a list."),
+        ({"files": [{"name": "../x"}]}, "File name cannot contain double dots."),
+        ({"symlinks": [{"name": "a/../b", "source_path": "/d"}]}, "Symlink name cannot contain double dots."),
+        (
+            {"symlinks": [{"name": "d", "dataset_uuid": "u"}]},
+            "No globus_groups_token passed when trying to use dataset_uuid.",
+        ),
+        ({"symlinks": [{"name": "d"}]}, "Symlink d needs a source_path or a dataset_uuid."),
+        ({"files": [{"name": "a", "content": 3}]}, "File content must be a string: a"),
+        ({"files": [{"name": "/"}]}, "Invalid file path specified '/'"),
+    ],
+)
 def test_workspace_details_refused_with_hubmaps_messages(details, message):
     with pytest.raises(HubMAPError) as e:
         models.parse_workspace_details(details)
@@ -248,12 +331,15 @@ def test_workspace_details_refused_with_hubmaps_messages(details, message):
 
 
 def test_start_requests():
-    assert models.parse_start({"job_type": "jupyter_lab", "job_details": {}, "resource_options": {"num_cpus": 1}},
-                              None) == ("jupyter_lab", {"num_cpus": 1})
+    assert models.parse_start(
+        {"job_type": "jupyter_lab", "job_details": {}, "resource_options": {"num_cpus": 1}}, None
+    ) == ("jupyter_lab", {"num_cpus": 1})
     assert models.parse_start({}, "jupyter_lab") == ("jupyter_lab", {})
-    for body, message in [({}, "Missing job_type and no default job type set on workspace."),
-                          ({"job_type": "x", "job_details": []}, "Job details not JSON."),
-                          ({"job_type": "x", "resource_options": 1}, "Resource options not JSON.")]:
+    for body, message in [
+        ({}, "Missing job_type and no default job type set on workspace."),
+        ({"job_type": "x", "job_details": []}, "Job details not JSON."),
+        ({"job_type": "x", "resource_options": 1}, "Resource options not JSON."),
+    ]:
         with pytest.raises(HubMAPError) as e:
             models.parse_start(body, None)
         assert e.value.message == message
@@ -288,8 +374,14 @@ def test_links_only_into_dataset_roots(linked):
     store.create_symlink(directory, "datasets/d1", str(datasets / "d1"), Owner(), [str(datasets)])
     with pytest.raises(PathError, match="Something else exists"):
         store.create_symlink(directory, "datasets/d1", str(datasets / "d1" / "x.csv"), Owner(), [str(datasets)])
-    for target in (str(tmp / "outside"), str(datasets / "sneaky"), str(datasets / ".." / "outside"), "relative/path",
-                   "/etc/passwd", str(tmp / "root")):
+    for target in (
+        str(tmp / "outside"),
+        str(datasets / "sneaky"),
+        str(datasets / ".." / "outside"),
+        "relative/path",
+        "/etc/passwd",
+        str(tmp / "root"),
+    ):
         with pytest.raises(PathError):
             store.create_symlink(directory, "bad", target, Owner(), [str(datasets)])
     with pytest.raises(PathError):  # no roots, no links
@@ -310,8 +402,16 @@ def test_the_walk_lists_links_without_following_them(linked):
     store.write_file(directory, ".hidden/c.txt", b"c", Owner())
     os.symlink(str(tmp / "outside"), os.path.join(directory, "escape"))
     entries = store.walk(directory, 100)
-    assert entries == [(".hidden", "directory"), (".hidden/c.txt", "file"), ("a.ipynb", "file"),
-                       ("datasets", "directory"), ("datasets/d1", "symlink"), ("escape", "symlink"),
-                       ("sub", "directory"), ("sub/deeper", "directory"), ("sub/deeper/b.txt", "file")]
+    assert entries == [
+        (".hidden", "directory"),
+        (".hidden/c.txt", "file"),
+        ("a.ipynb", "file"),
+        ("datasets", "directory"),
+        ("datasets/d1", "symlink"),
+        ("escape", "symlink"),
+        ("sub", "directory"),
+        ("sub/deeper", "directory"),
+        ("sub/deeper/b.txt", "file"),
+    ]
     assert (".hidden", "directory") not in store.walk(directory, 100, hidden=False)
     assert len(store.walk(directory, 3)) == 3

@@ -12,8 +12,14 @@ import pytest
 
 import uws_hub
 
-HUB_MODULES = ["uws_hub.app", "uws_hub.orm", "uws_hub.apihandlers", "uws_hub.handlers", "uws_hub.jobs",
-               "uws_hub.workspaces"]
+HUB_MODULES = [
+    "uws_hub.app",
+    "uws_hub.orm",
+    "uws_hub.apihandlers",
+    "uws_hub.handlers",
+    "uws_hub.jobs",
+    "uws_hub.workspaces",
+]
 
 
 @pytest.mark.parametrize(
@@ -32,11 +38,7 @@ HUB_MODULES = ["uws_hub.app", "uws_hub.orm", "uws_hub.apihandlers", "uws_hub.han
     ],
 )
 def test_plugins_do_not_import_the_hub(module):
-    code = (
-        f"import sys, {module}\n"
-        f"bad = [m for m in {HUB_MODULES!r} if m in sys.modules]\n"
-        "print(','.join(bad))"
-    )
+    code = f"import sys, {module}\nbad = [m for m in {HUB_MODULES!r} if m in sys.modules]\nprint(','.join(bad))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "", f"{module} imports {out}"
 
@@ -99,7 +101,7 @@ def test_no_import_cycles():
         state[node] = 1
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                cycles.append(stack[stack.index(nxt):] + [nxt])
+                cycles.append(stack[stack.index(nxt) :] + [nxt])
             elif nxt not in state:
                 visit(nxt, stack + [nxt])
         state[node] = 2

@@ -17,18 +17,21 @@ def test_exit_reasons():
     assert exit_reason("The command", 137) == "The command exited with status 137 (signal 9, SIGKILL) — out of memory?"
     assert exit_reason("The command", signal=11) == "The command was killed by signal 11 (SIGSEGV)"
     assert exit_reason("it", -9, when=" before it answered") == (
-        "it was killed by signal 9 (SIGKILL) before it answered — out of memory?")
+        "it was killed by signal 9 (SIGKILL) before it answered — out of memory?"
+    )
     assert exit_reason("it", 3, when=" before it answered") == "it exited with status 3 before it answered"
     assert exit_reason("The command", signal=99) == "The command was killed by signal 99 (signal 99)"
 
 
 def test_reasons_from_exceptions():
     # JupyterHub's own time-outs, in plain words
-    assert from_exception(TimeoutError("Server at http://127.0.0.1:1234/user/a/b/api didn't respond in 30 seconds")) == (
-        "it did not answer within 30 s")
+    assert from_exception(
+        TimeoutError("Server at http://127.0.0.1:1234/user/a/b/api didn't respond in 30 seconds")
+    ) == ("it did not answer within 30 s")
     # a local server that never listens on its port (uws_hub.spawners.listening)
     assert from_exception(TimeoutError("The server did not listen on 127.0.0.1:4242 within 5 s")) == (
-        "it did not answer within 5 s")
+        "it did not answer within 5 s"
+    )
     assert from_exception(TimeoutError(), start_timeout=60) == "it did not start within 60 s"
     assert from_exception(web.HTTPError(400, "Bad %s", "thing")) == "Bad thing"
     assert from_exception(RuntimeError()) == "RuntimeError"

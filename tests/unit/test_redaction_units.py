@@ -28,8 +28,10 @@ URLSAFE = "Xq3vN0bR7tK2pL9sW4yZ8mC1dF6gH5jA0eU3iO2rT7k"  # secrets.token_urlsafe
         ("/user/a/oauth_callback?code=abc&state=def", "/user/a/oauth_callback?code=[redacted]&state=[redacted]"),
         ("POST /hub/login?_xsrf=2|abc|def", "POST /hub/login?_xsrf=[redacted]"),
         (f"-> /hub/login?next=%2Fhub%3Ftoken%3D{TOKEN}", "-> /hub/login?next=%2Fhub%3Ftoken%3D[redacted]"),
-        ("-> /hub/login?next=%2Fhub%3Fx%3D1%26access_token%3Dshort%26y%3D2",
-         "-> /hub/login?next=%2Fhub%3Fx%3D1%26access_token%3D[redacted]%26y%3D2"),
+        (
+            "-> /hub/login?next=%2Fhub%3Fx%3D1%26access_token%3Dshort%26y%3D2",
+            "-> /hub/login?next=%2Fhub%3Fx%3D1%26access_token%3D[redacted]%26y%3D2",
+        ),
         (f"the token is {TOKEN}.", "the token is [redacted]."),
         (f"cookie {URLSAFE}", "cookie [redacted]"),
         ("jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.abc-DEF_123 end", "jwt [redacted] end"),
@@ -44,7 +46,7 @@ def test_credentials_are_redacted(text, expected):
     "text",
     [
         "The server failed to start: it exited with status 4 before it answered",
-        "Traceback (most recent call last):\n  File \"/usr/lib/python3.11/site-packages/jupyterhub/handlers/base.py\"",
+        'Traceback (most recent call last):\n  File "/usr/lib/python3.11/site-packages/jupyterhub/handlers/base.py"',
         "/srv/Data2024/ProjectAlpha/Results/Experiment12/run",
         "SLURM job 1234 of uws-1a2b3c4d-17 is RUNNING on node c1",
         "PATH=/usr/local/bin:/usr/bin HOME=/home/alice",

@@ -56,9 +56,13 @@ def answers(app: web.Application, requests: list[tuple[str, str, str | None]]) -
         client = httpclient.AsyncHTTPClient()
         out = []
         for method, path, user in requests:
-            r = await client.fetch(f"http://127.0.0.1:{port}{path}", method=method, raise_error=False,
-                                   headers={"X-User": user} if user else {},
-                                   body=b"" if method in ("POST", "PUT", "PATCH") else None)
+            r = await client.fetch(
+                f"http://127.0.0.1:{port}{path}",
+                method=method,
+                raise_error=False,
+                headers={"X-User": user} if user else {},
+                body=b"" if method in ("POST", "PUT", "PATCH") else None,
+            )
             out.append((r.code, r.body.decode()))
         server.stop()
         return out
@@ -75,16 +79,24 @@ def test_routes_added_after_the_guard_are_guarded_and_unknown_targets_refused(mo
     # what an extension loaded later adds: a handler, and a rule to a target that is not one
     app.add_handlers(".*", [(r"/late", Late), Rule(PathMatches(r"/callable"), lambda request: None)])
 
-    got = answers(app, [
-        ("GET", "/late", "writer"), ("POST", "/late", "writer"),
-        ("GET", "/late", "viewer"), ("POST", "/late", "viewer"), ("POST", "/late", None),
-        ("GET", "/callable", "writer"),
-    ])
+    got = answers(
+        app,
+        [
+            ("GET", "/late", "writer"),
+            ("POST", "/late", "writer"),
+            ("GET", "/late", "viewer"),
+            ("POST", "/late", "viewer"),
+            ("POST", "/late", None),
+            ("GET", "/callable", "writer"),
+        ],
+    )
     assert got[:2] == [(200, "read"), (200, "written")]
     for status, body in got[2:4]:
         assert status == 403
-        assert json.loads(body)["message"].startswith(
-            "viewer may only read here: ") and "custom:uws:write:workspaces!server=alice/ws" in body
+        assert (
+            json.loads(body)["message"].startswith("viewer may only read here: ")
+            and "custom:uws:write:workspaces!server=alice/ws" in body
+        )
     assert got[4][0] == 403 and "needs a login with custom:uws:write:workspaces" in got[4][1]
     assert got[5][0] == 403 and "cannot check this request" in got[5][1]
 
@@ -96,8 +108,10 @@ def test_a_method_the_handler_has_not_is_403_to_readers_and_405_to_writers(monke
     monkeypatch.setenv("UWS_LAUNCHER", "writer")
     app = web.Application([(r"/late", Late)], identity_provider=IdentityProvider())
     uws_server_auth.guard_routing(app)
-    assert [status for status, _ in answers(app, [(method, "/late", "viewer"), (method, "/late", "writer")])] \
-        == [403, 405]
+    assert [status for status, _ in answers(app, [(method, "/late", "viewer"), (method, "/late", "writer")])] == [
+        403,
+        405,
+    ]
 
 
 def test_only_the_launcher_writes_in_a_server(monkeypatch):

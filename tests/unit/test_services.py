@@ -85,8 +85,9 @@ def hub(engine, tmp_path):
     events = EventBus(log)
     events.attach(db)
     notifier = Notifier(db, events, log, smtp=None, hub_url="http://hub.test/hub/")
-    quotas = QuotaService(db, notifier, log, defaults=Limits(concurrent_jobs=2, core_seconds=3600),
-                          period="month", warning_fraction=0.8)
+    quotas = QuotaService(
+        db, notifier, log, defaults=Limits(concurrent_jobs=2, core_seconds=3600), period="month", warning_fraction=0.8
+    )
     accounts = SystemAccounts(False)
     root = tmp_path / "workspaces"
     root.mkdir()
@@ -103,23 +104,59 @@ def hub(engine, tmp_path):
         return put
 
     servers = FakeServers()
-    workspaces = WorkspaceService(db, storage, accounts, events, log, quotas=quotas, max_seed_bytes=1024,
-                                  wake=recording("workspace"))
+    workspaces = WorkspaceService(
+        db, storage, accounts, events, log, quotas=quotas, max_seed_bytes=1024, wake=recording("workspace")
+    )
     job_types = parse_job_types({"lab": {"display_name": "Lab", "default_url": "/lab"}}, ["local"])
-    jobs = JobService(db, servers, workspaces, accounts, job_types, events, log, job_log_dir=str(tmp_path / "logs"),
-                      wake=recording("job"), launch_checks=[check_resource_limits, quotas.check_launch], job_env=dict)
+    jobs = JobService(
+        db,
+        servers,
+        workspaces,
+        accounts,
+        job_types,
+        events,
+        log,
+        job_log_dir=str(tmp_path / "logs"),
+        wake=recording("job"),
+        launch_checks=[check_resource_limits, quotas.check_launch],
+        job_env=dict,
+    )
     sharing = ShareService(db, accounts, notifier, events, log, posix_group_prefix=None)
     copies = CopyService(db, sharing, accounts, quotas, notifier, wake=recording("copy"))
     users = {name: hub_orm.User(name=name) for name in ("ann", "ben")}
     db.add_all(users.values())
     db.commit()
     yield SimpleNamespace(
-        db=db, queue=queue, pool=pool, events=events, quotas=quotas, storage=storage, servers=servers,
-        workspaces=workspaces, jobs=jobs, sharing=sharing, copies=copies, woken=woken, users=users, root=root,
+        db=db,
+        queue=queue,
+        pool=pool,
+        events=events,
+        quotas=quotas,
+        storage=storage,
+        servers=servers,
+        workspaces=workspaces,
+        jobs=jobs,
+        sharing=sharing,
+        copies=copies,
+        woken=woken,
+        users=users,
+        root=root,
         steps=lambda: (
             WorkspaceSteps(workspaces, servers, queue, pool, log, forget=sharing.forget_workspace),
-            CopySteps(db, storage, workspaces, sharing, accounts, quotas, notifier, queue, pool, log,
-                      max_attempts=2, retry_seconds=0.01),
+            CopySteps(
+                db,
+                storage,
+                workspaces,
+                sharing,
+                accounts,
+                quotas,
+                notifier,
+                queue,
+                pool,
+                log,
+                max_attempts=2,
+                retry_seconds=0.01,
+            ),
         ),
     )
     db.close()
@@ -148,8 +185,14 @@ def workspace(hub, owner="ann", slug="w1", files: dict[str, bytes] | None = None
     for name, data in (files or {}).items():
         with open(os.path.join(directory, name), "wb") as f:
             f.write(data)
-    ws = Workspace(owner=hub.users[owner], slug=slug, name=slug, status="idle", directory=directory,
-                   disk_usage_bytes=sum(len(d) for d in (files or {}).values()))
+    ws = Workspace(
+        owner=hub.users[owner],
+        slug=slug,
+        name=slug,
+        status="idle",
+        directory=directory,
+        disk_usage_bytes=sum(len(d) for d in (files or {}).values()),
+    )
     hub.db.add(ws)
     hub.db.commit()
     return ws
@@ -224,8 +267,18 @@ def test_the_end_of_a_job_idles_its_workspace_as_the_session_sees_its_other_jobs
     lab = hub.jobs.launch(ws, "lab", None, {}, "ann")
 
     def batch_job(status: str) -> Job:
-        return Job(workspace=ws, workspace_id=ws.id, owner_id=ws.owner_id, job_type="lab", resource="local",
-                   interactive=False, status=status, target="running", server_name="w1", created_at=utcnow())
+        return Job(
+            workspace=ws,
+            workspace_id=ws.id,
+            owner_id=ws.owner_id,
+            job_type="lab",
+            resource="local",
+            interactive=False,
+            status=status,
+            target="running",
+            server_name="w1",
+            created_at=utcnow(),
+        )
 
     other = batch_job("running")
     hub.db.add(other)
@@ -288,8 +341,14 @@ async def test_a_batch_job_is_stored_in_one_flush_and_its_rows_are_not_read_agai
     assert (flushes, job.log_path, hub.jobs.log_path(job)) == ([1], None, f"/runner/logs/{job_id}.log")
     batch = BatchSteps(hub.jobs, {"local": runner}, hub.pool, log)
     steps = JobSteps(hub.jobs, hub.servers, hub.queue, hub.pool, log, batch=batch)
-    queue = QueueSteps(hub.jobs, log, resources=["local"], hub_limits={"local": 2}, user_limit=lambda user: None,
-                       hand_over=batch.hand_over)
+    queue = QueueSteps(
+        hub.jobs,
+        log,
+        resources=["local"],
+        hub_limits={"local": 2},
+        user_limit=lambda user: None,
+        hand_over=batch.hand_over,
+    )
     del job  # nothing else holds the row
     row_reads: list[str] = []  # a job's row looked up by its id
 
@@ -513,8 +572,9 @@ def job_steps(hub, behaviour: str, **options):
     servers = hub.jobs.servers = StartingServers(behaviour)
     servers.db = hub.db
     batch = BatchSteps(hub.jobs, {}, hub.pool, log)
-    return JobSteps(hub.jobs, servers, hub.queue, hub.pool, log, batch=batch, start_poll_interval=0.01,
-                    **options), servers
+    return JobSteps(
+        hub.jobs, servers, hub.queue, hub.pool, log, batch=batch, start_poll_interval=0.01, **options
+    ), servers
 
 
 async def settle(steps, job, statuses: set[str], seconds: float = 5.0) -> None:
@@ -889,8 +949,14 @@ async def test_a_held_batch_job_whose_owner_is_deleted_ends_without_a_failed_ste
     job_id = hub.jobs.launch(ws, "run", None, {}, "ann").id
     batch = BatchSteps(hub.jobs, {"local": runner}, hub.pool, log)
     steps = JobSteps(hub.jobs, hub.servers, hub.queue, hub.pool, log, batch=batch)
-    queue = QueueSteps(hub.jobs, log, resources=["local"], hub_limits={"local": 2}, user_limit=lambda user: None,
-                       hand_over=batch.hand_over)
+    queue = QueueSteps(
+        hub.jobs,
+        log,
+        resources=["local"],
+        hub_limits={"local": 2},
+        user_limit=lambda user: None,
+        hand_over=batch.hand_over,
+    )
     await queue.reconcile(0)
     await batch._submits[job_id]
     assert hub.db.get(Job, job_id).status == "running"
@@ -938,8 +1004,14 @@ async def test_a_batch_job_whose_account_went_away_while_it_waited_is_refused_al
 
     monkeypatch.setattr(hub.jobs.accounts, "system_user", gone)
     batch = BatchSteps(hub.jobs, {"local": runner}, hub.pool, log)
-    queue = QueueSteps(hub.jobs, log, resources=["local"], hub_limits={"local": 2}, user_limit=lambda user: None,
-                       hand_over=batch.hand_over)
+    queue = QueueSteps(
+        hub.jobs,
+        log,
+        resources=["local"],
+        hub_limits={"local": 2},
+        user_limit=lambda user: None,
+        hand_over=batch.hand_over,
+    )
     await queue.reconcile(0)
     await batch._submits[bens.id]
     assert (bens.status, anns.status) == ("running", "failed")

@@ -90,7 +90,12 @@ def test_copy_decides_links_by_resolving_them_not_by_their_text(tmp_path):
     result = copy_tree(str(src), str(tmp_path / "dst"), Owner())
     dst = tmp_path / "dst"
     assert sorted(str(p.relative_to(dst)) for p in dst.rglob("*")) == [
-        "l1", "sub", "sub/dangling", "sub/data.txt", "sub/via-l1"]
+        "l1",
+        "sub",
+        "sub/dangling",
+        "sub/data.txt",
+        "sub/via-l1",
+    ]
     assert (dst / "sub" / "via-l1").read_text() == "data"
     # chain, through, missing-dir and loop are left out and counted (the upload temporary is not content)
     assert (result.files, result.links, result.skipped, result.bytes) == (1, 3, 4, 4)
@@ -126,8 +131,12 @@ def test_group_sharing_a_tree_never_follows_a_link_swapped_in(tmp_path):
         link_file.symlink_to(outside / "secret.txt")
         link_dir.symlink_to(outside)
         while not stop.is_set():
-            for src, at in ((real_file, "race-file"), (link_file, "race-file"), (real_dir, "race-dir"),
-                            (link_dir, "race-dir")):
+            for src, at in (
+                (real_file, "race-file"),
+                (link_file, "race-file"),
+                (real_dir, "race-dir"),
+                (link_dir, "race-dir"),
+            ):
                 os.rename(src, ws / at)
                 os.rename(ws / at, src)
 
@@ -153,7 +162,7 @@ def test_group_sharing_a_tree_never_follows_a_link_swapped_in(tmp_path):
 
 def test_default_acl_encoding():
     acl = default_acl(1234)
-    version, = struct.unpack_from("<I", acl)
+    (version,) = struct.unpack_from("<I", acl)
     entries = [struct.unpack_from("<HHI", acl, 4 + 8 * i) for i in range(5)]
     assert version == 2 and len(acl) == 4 + 8 * 5
     # sorted by tag: user::rwx user:1234:rwx group::rwx mask::rwx other::---

@@ -129,10 +129,27 @@ def test_describe_end(state, started, outcome, words):
 # ---------------------------------------------------------------- the batch script
 def script_values(**overrides):
     values = dict(
-        job_name="uws-abc-job-3", output="/ws/.uws-jobs/job-3-%j.log", workdir="/ws", uws_job_id=3,
-        partition="debug", runtime="1:00:00", memory="2G", nprocs="2", ngpus="", gres="", account="",
-        qos="", reservation="", options="", prologue="", epilogue="", srun="", username="alice",
-        python="/usr/bin/python3", scontrol="scontrol", wake="",
+        job_name="uws-abc-job-3",
+        output="/ws/.uws-jobs/job-3-%j.log",
+        workdir="/ws",
+        uws_job_id=3,
+        partition="debug",
+        runtime="1:00:00",
+        memory="2G",
+        nprocs="2",
+        ngpus="",
+        gres="",
+        account="",
+        qos="",
+        reservation="",
+        options="",
+        prologue="",
+        epilogue="",
+        srun="",
+        username="alice",
+        python="/usr/bin/python3",
+        scontrol="scontrol",
+        wake="",
     )
     values.update(overrides)
     return values
@@ -140,8 +157,9 @@ def script_values(**overrides):
 
 def test_render_batch_script():
     env = {"JUPYTERHUB_API_TOKEN": "secret tok'en", "UWS_JOB_ID": "3", "PATH": "/usr/bin"}
-    script = render_batch_script(DEFAULT_BATCH_SCRIPT, env=env, cmd=["jupyterhub-singleuser", "--x=a b"],
-                                 **script_values())
+    script = render_batch_script(
+        DEFAULT_BATCH_SCRIPT, env=env, cmd=["jupyterhub-singleuser", "--x=a b"], **script_values()
+    )
     lines = script.splitlines()
     assert lines[0] == "#!/bin/bash"
     assert "#SBATCH --job-name=uws-abc-job-3" in lines
@@ -191,8 +209,10 @@ def _check(job_type, resources):
 
 
 def test_limits_refuse_with_a_clear_message():
-    jt = _job_type(limits={"cpus": 4, "memory": "8G", "gpus": 0, "time_limit": "4:00:00", "partitions": ["debug"]},
-                   default_resources={"cpus": 1, "memory": "1G", "partition": "debug"})
+    jt = _job_type(
+        limits={"cpus": 4, "memory": "8G", "gpus": 0, "time_limit": "4:00:00", "partitions": ["debug"]},
+        default_resources={"cpus": 1, "memory": "1G", "partition": "debug"},
+    )
     _check(jt, {})
     _check(jt, {"cpus": 4, "memory": "8192M", "time_limit": "240", "partition": "debug", "gpus": 0})
     for resources, words in [
@@ -265,8 +285,9 @@ class FakeSlurm:
         self.state: dict = {"squeue": {}, "sacct": {}}
         self.save()
         script = tmp / "fake_slurm.py"
-        script.write_text(FAKE_SLURM.format(python=sys.executable, state=str(self.state_file),
-                                             calls=str(self.calls_file)))
+        script.write_text(
+            FAKE_SLURM.format(python=sys.executable, state=str(self.state_file), calls=str(self.calls_file))
+        )
         script.chmod(script.stat().st_mode | stat.S_IXUSR)
         self.script = str(script)
 
@@ -287,7 +308,8 @@ class FakeSlurm:
 
     def poller(self, **config) -> SlurmPoller:
         return SlurmPoller(
-            squeue_cmd=[self.script, "squeue"], sacct_cmd=[self.script, "sacct"],
+            squeue_cmd=[self.script, "squeue"],
+            sacct_cmd=[self.script, "sacct"],
             poll_interval_seconds=config.pop("poll_interval_seconds", 0.2),
             fast_poll_interval_seconds=config.pop("fast_poll_interval_seconds", 0.2),
             **config,
@@ -446,18 +468,36 @@ def test_exit_codes_read_as_a_status_or_a_signal():
 @pytest.mark.parametrize(
     "state, outcome, reason",
     [
-        (JobState("5", "COMPLETED", exit_code="0:0", node="n1"), "completed",
-         "The command exited with status 0 (SLURM job 5 on node n1)"),
-        (JobState("5", "FAILED", "NonZeroExitCode", exit_code="3:0"), "failed",
-         "The command exited with status 3 (SLURM job 5)"),
-        (JobState("5", "FAILED", exit_code="0:9", node="n1"), "failed",
-         "The command was killed by signal 9 (SIGKILL) (SLURM job 5 on node n1) — out of memory?"),
-        (JobState("5", "TIMEOUT", exit_code="0:15", node="n1"), "failed",
-         "The job reached its time limit of 60 s: SLURM stopped it (SLURM job 5 on node n1)"),
-        (JobState("5", "OUT_OF_MEMORY", exit_code="0:125"), "failed",
-         "The job went over its memory limit of 200M: SLURM ended it (SLURM job 5)"),
-        (JobState("5", "CANCELLED", "by 1002"), "cancelled",
-         "SLURM job 5 was cancelled outside uws-hub (scancel, by 1002)"),
+        (
+            JobState("5", "COMPLETED", exit_code="0:0", node="n1"),
+            "completed",
+            "The command exited with status 0 (SLURM job 5 on node n1)",
+        ),
+        (
+            JobState("5", "FAILED", "NonZeroExitCode", exit_code="3:0"),
+            "failed",
+            "The command exited with status 3 (SLURM job 5)",
+        ),
+        (
+            JobState("5", "FAILED", exit_code="0:9", node="n1"),
+            "failed",
+            "The command was killed by signal 9 (SIGKILL) (SLURM job 5 on node n1) — out of memory?",
+        ),
+        (
+            JobState("5", "TIMEOUT", exit_code="0:15", node="n1"),
+            "failed",
+            "The job reached its time limit of 60 s: SLURM stopped it (SLURM job 5 on node n1)",
+        ),
+        (
+            JobState("5", "OUT_OF_MEMORY", exit_code="0:125"),
+            "failed",
+            "The job went over its memory limit of 200M: SLURM ended it (SLURM job 5)",
+        ),
+        (
+            JobState("5", "CANCELLED", "by 1002"),
+            "cancelled",
+            "SLURM job 5 was cancelled outside uws-hub (scancel, by 1002)",
+        ),
         (JobState("5", "COMPLETED"), "completed", "SLURM job 5 completed"),
         (JobState("5", "NODE_FAIL", node="n1"), "failed", "SLURM job 5 failed: its node n1 failed"),
     ],
@@ -472,7 +512,6 @@ def test_slurm_time_limits():
     assert slurm_time(2 * 86400 + 3600) == "2-01:00:00"
 
 
-
 def test_slurm_grants_time_limits_in_whole_minutes():
     """What the hub says a SLURM batch job gets: SLURM rounds ``--time`` up to a minute."""
     grant = SlurmBatchRunner.granted_time_limit
@@ -483,11 +522,29 @@ def test_a_batch_jobs_script_hands_every_value_to_the_command_as_one_argument(tm
     """The rendered script, run by bash (SLURM does the same): each value one argument."""
     hostile = ["; rm -rf / #", "$(id)", "`id`", "line\nbreak", "${HOME}", "'q' \"d\"", "*", ""]
     script = render_batch_script(
-        DEFAULT_BATCH_JOB_SCRIPT, env={"UWS_PARAM_X": "$(id)\nx"},
-        cmd=[sys.executable, "-c", "import json, os, sys; print(json.dumps([sys.argv[1:], os.environ['UWS_PARAM_X']]))",
-             *hostile],
-        job_name="uws-x-job-1", output="/dev/null", workdir=str(tmp_path), uws_job_id=1, partition="", runtime="",
-        memory="", nprocs="", gres="", account="", qos="", reservation="", options="", prologue="", epilogue="",
+        DEFAULT_BATCH_JOB_SCRIPT,
+        env={"UWS_PARAM_X": "$(id)\nx"},
+        cmd=[
+            sys.executable,
+            "-c",
+            "import json, os, sys; print(json.dumps([sys.argv[1:], os.environ['UWS_PARAM_X']]))",
+            *hostile,
+        ],
+        job_name="uws-x-job-1",
+        output="/dev/null",
+        workdir=str(tmp_path),
+        uws_job_id=1,
+        partition="",
+        runtime="",
+        memory="",
+        nprocs="",
+        gres="",
+        account="",
+        qos="",
+        reservation="",
+        options="",
+        prologue="",
+        epilogue="",
     )
     assert "\nexec " in script
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True, cwd=tmp_path).stdout
@@ -507,8 +564,11 @@ async def test_a_batch_jobs_end_comes_with_its_exit_code_in_the_same_cycle(fake)
     poller.track("2", exit_code=True)
     poller.track("3")
     assert await poller.refresh()
-    assert (poller.get("1").state, poller.get("1").exit_code, poller.get("1").reason) == ("FAILED", "3:0",
-                                                                                          "NonZeroExitCode")
+    assert (poller.get("1").state, poller.get("1").exit_code, poller.get("1").reason) == (
+        "FAILED",
+        "3:0",
+        "NonZeroExitCode",
+    )
     assert poller.get("2").exit_code == "0:9" and poller.get("3").exit_code == ""
     sacct = [c for c in fake.calls() if c[0] == "sacct"]
     assert len(sacct) == 1 and sacct[0][sacct[0].index("-j") + 1] == "1,2"

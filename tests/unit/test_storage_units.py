@@ -310,9 +310,11 @@ def test_make_folder_delete_and_move(storage, tmp_path):
     for call in (lambda: store.delete(directory, "", Freed()), lambda: store.move(directory, "", "x", Freed())):
         with pytest.raises(PathError, match="top folder"):
             call()
-    for call in (lambda: store.delete(directory, ".uws-jobs", Freed()),
-                 lambda: store.make_folder(directory, ".uws-x", Owner()),
-                 lambda: store.move(directory, "x", ".uws-x", Freed())):
+    for call in (
+        lambda: store.delete(directory, ".uws-jobs", Freed()),
+        lambda: store.make_folder(directory, ".uws-x", Owner()),
+        lambda: store.move(directory, "x", ".uws-x", Freed()),
+    ):
         with pytest.raises(PathError, match="the hub's own"):
             call()
 
@@ -365,10 +367,11 @@ def test_text_for_the_text_view(storage):
     (ws / "limit.txt").write_bytes(b"x" * TEXT_MAX_BYTES)
     assert store.read_text(directory, "ok.md")[0] == "héllo ✓\n"
     assert len(store.read_text(directory, "limit.txt")[0]) == TEXT_MAX_BYTES
-    for name, message in [("latin1.txt", "'latin1.txt' is not UTF-8 text (byte 1 is not UTF-8)"),
-                          ("nul.bin", "'nul.bin' is not text (it holds NUL bytes)"),
-                          ("big.txt", f"'big.txt' has {TEXT_MAX_BYTES + 1} bytes, more than the {TEXT_MAX_BYTES} "
-                                      "of a text to edit")]:
+    for name, message in [
+        ("latin1.txt", "'latin1.txt' is not UTF-8 text (byte 1 is not UTF-8)"),
+        ("nul.bin", "'nul.bin' is not text (it holds NUL bytes)"),
+        ("big.txt", f"'big.txt' has {TEXT_MAX_BYTES + 1} bytes, more than the {TEXT_MAX_BYTES} of a text to edit"),
+    ]:
         with pytest.raises(NotText) as e:
             store.read_text(directory, name)
         assert str(e.value) == message
@@ -388,8 +391,15 @@ def test_a_folder_as_a_zip(storage, tmp_path):
     (ws / "data" / "bad-\udcff").write_bytes(b"?")
     with zipfile.ZipFile(io.BytesIO(b"".join(iter(store.open_zip(directory, "data", "ws").read, b"")))) as z:
         infos = {i.filename: i for i in z.infolist()}
-        assert sorted(infos) == ["data/", "data/a.csv", "data/bad-\ufffd", "data/in", "data/sub/", "data/sub/empty/",
-                                 "data/up"]
+        assert sorted(infos) == [
+            "data/",
+            "data/a.csv",
+            "data/bad-\ufffd",
+            "data/in",
+            "data/sub/",
+            "data/sub/empty/",
+            "data/up",
+        ]
         assert z.read("data/a.csv") == b"a,b\n" * 100_000
         assert z.read("data/in") == b"a.csv" and stat.S_ISLNK(infos["data/in"].external_attr >> 16)
         assert infos["data/a.csv"].compress_size < 100_000

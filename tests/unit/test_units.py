@@ -22,8 +22,15 @@ from uws_hub.workspaces.service import SeedFile, slugify
 
 @pytest.mark.parametrize(
     "old, new",
-    [("pending", "queued"), ("queued", "running"), ("running", "stopping"), ("stopping", "completed"),
-     ("pending", "failed"), ("queued", "cancelled"), ("running", "failed")],
+    [
+        ("pending", "queued"),
+        ("queued", "running"),
+        ("running", "stopping"),
+        ("stopping", "completed"),
+        ("pending", "failed"),
+        ("queued", "cancelled"),
+        ("running", "failed"),
+    ],
 )
 def test_allowed_job_transitions(old, new):
     assert check_job_transition(old, new) == JobStatus(new)
@@ -31,8 +38,14 @@ def test_allowed_job_transitions(old, new):
 
 @pytest.mark.parametrize(
     "old, new",
-    [("completed", "running"), ("failed", "pending"), ("cancelled", "stopping"), ("running", "queued"),
-     ("stopping", "running"), ("running", "pending")],
+    [
+        ("completed", "running"),
+        ("failed", "pending"),
+        ("cancelled", "stopping"),
+        ("running", "queued"),
+        ("stopping", "running"),
+        ("running", "pending"),
+    ],
 )
 def test_illegal_job_transitions_raise(old, new):
     with pytest.raises(IllegalTransition, match=f"job cannot go from '{old}' to '{new}'"):
@@ -58,8 +71,14 @@ def test_workspace_transitions():
 
 @pytest.mark.parametrize(
     "name, slug",
-    [("My Analysis", "my-analysis"), ("  Émile's   data!! ", "emile-s-data"), ("Ünïcödé", "unicode"), ("x" * 100, "x" * 63),
-     ("2026/03 run #4", "2026-03-run-4"), ("a--b", "a-b")],
+    [
+        ("My Analysis", "my-analysis"),
+        ("  Émile's   data!! ", "emile-s-data"),
+        ("Ünïcödé", "unicode"),
+        ("x" * 100, "x" * 63),
+        ("2026/03 run #4", "2026-03-run-4"),
+        ("a--b", "a-b"),
+    ],
 )
 def test_slugify(name, slug):
     assert slugify(name) == slug

@@ -291,8 +291,19 @@ def test_the_sql_of_each_phase_agrees_with_the_phase_of_each_job():
     db.add_all([owner, ws])
     combos = list(itertools.product(JobStatus, JobTarget, (None, "cancelled", "failed"), (None, T0)))
     for status, target, outcome, archived in combos:
-        db.add(Job(workspace=ws, owner_id=0, job_type="t", interactive=False, status=status.value,
-                   target=target.value, outcome=outcome, archived_at=archived, server_name="ws"))
+        db.add(
+            Job(
+                workspace=ws,
+                owner_id=0,
+                job_type="t",
+                interactive=False,
+                status=status.value,
+                target=target.value,
+                outcome=outcome,
+                archived_at=archived,
+                server_name="ws",
+            )
+        )
     db.flush()
     for job in db.scalars(select(Job)):
         job.owner_id = owner.id
@@ -311,13 +322,24 @@ def test_parameters_and_results_in_uws_words():
     url = f"{BASE}/42"
     listed = translate.parameter_list({"n": 5, "x": 0.5, "on": True, "s": "a b", "bell": "ding\x07"}, url)
     assert [(p.id, p.value, p.by_reference) for p in listed] == [
-        ("n", "5", False), ("x", "0.5", False), ("on", "true", False), ("s", "a b", False),
-        ("bell", f"{url}/parameters/bell", True)]
+        ("n", "5", False),
+        ("x", "0.5", False),
+        ("on", "true", False),
+        ("s", "a b", False),
+        ("bell", f"{url}/parameters/bell", True),
+    ]
     results = translate.result_list(
-        [{"path": "results/42/out.csv", "size": 3, "mime_type": "text/csv"},
-         {"path": "results/42/sub dir/ü.txt", "size": 1, "mime_type": "text/plain"}], "results/42", url)
+        [
+            {"path": "results/42/out.csv", "size": 3, "mime_type": "text/csv"},
+            {"path": "results/42/sub dir/ü.txt", "size": 1, "mime_type": "text/plain"},
+        ],
+        "results/42",
+        url,
+    )
     assert [(r.id, r.href, r.size) for r in results] == [
-        ("out.csv", f"{url}/results/out.csv", 3), ("sub dir/ü.txt", f"{url}/results/sub%20dir/%C3%BC.txt", 1)]
+        ("out.csv", f"{url}/results/out.csv", 3),
+        ("sub dir/ü.txt", f"{url}/results/sub%20dir/%C3%BC.txt", 1),
+    ]
     uwsxml.check(documents.results_document(results), "results")
     uwsxml.check(documents.parameters_document(listed), "parameters")
 
