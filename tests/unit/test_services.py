@@ -885,6 +885,7 @@ async def test_the_pending_deadline_times_the_start_not_the_wait_for_a_start_slo
     await steps.reconcile(second.id)
     assert sorted(servers.spawners) == ["w0"]  # the second waits for the slot
     second.created_at = utcnow() - timedelta(seconds=61)  # ... longer than its deadline
+    assert second.id not in steps.unfinished()  # the scan leaves it to the line
     await steps.reconcile(second.id)
     assert second.status == "pending"
     hub.jobs.stop(first, "ann")  # the slot frees

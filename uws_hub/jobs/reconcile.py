@@ -252,8 +252,8 @@ class JobSteps:
         return self.pending_timeout if job.status == JobStatus.pending.value else self.queued_timeout
 
     def _overdue(self, job: Job | Row[*tuple[Any, ...]], timeout: float) -> bool:
-        if not timeout:
-            return False
+        if not timeout or (job.status == JobStatus.pending.value and job.id in self._start_line):
+            return False  # (a launch waiting for a start slot: its start's deadline has not begun)
         since = {
             JobStatus.pending.value: self._start_began.get(job.id, job.created_at),
             JobStatus.queued.value: job.queued_at,
