@@ -52,9 +52,9 @@ class _Start:
     """A start under way in this process: what the steps know of it, one record a job
     (``JobSteps._starts``) from the step that makes it until its outcome is taken or no
     longer wanted (``JobSteps._drop_start``). Its start slot is counted from the same
-    record until its future is done (``JobSteps._count_start``). These were six
-    collections by job id, which every end path emptied by hand: one missed on one
-    path leaked a slot, or left a job marked submitted for good."""
+    record until its future is done (``JobSteps._count_start``). One record, not a
+    collection a field: every end path had to empty each of those by hand, and one
+    missed leaked a slot or left a job marked submitted for good."""
 
     job_id: int
     future: asyncio.Future
@@ -143,6 +143,7 @@ class JobSteps:
         #: jobs waiting for a start slot: job id -> its ticket (first come, first served)
         self._start_line: dict[int, int] = {}
         self._tickets = itertools.count()
+        #: stops under way in this process, by job id
         self._stops: dict[int, asyncio.Future] = {}
         #: starts whose server's process is watched until it answers (see _watch_start),
         #: the one task that watches them, and the checks under way
@@ -462,10 +463,10 @@ class JobSteps:
             job.owner, job.server_name, job.resource, launch, self._on_report, lambda: self.wake(job_id), then=started
         )
         start = self._starts[job_id] = _Start(
-            job_id,
-            future,
-            job,
-            self.servers.find(job.owner, job.server_name),
+            job_id=job_id,
+            future=future,
+            job=job,
+            spawner=self.servers.find(job.owner, job.server_name),
             began=utcnow(),
             local=getattr(self.servers.spawner_classes.get(job.resource), "runs_on_hub_machine", False),
         )
