@@ -628,10 +628,10 @@ async def test_a_start_records_that_the_job_runs_itself_not_a_step_after_it(hub)
     steps, servers = job_steps(hub, "ok")
     job = hub.jobs.launch(workspace(hub), "lab", None, {}, "ann")
     await steps.reconcile(job.id)  # the step that starts it
-    start = steps._starts[job.id]
+    start = steps._starts[job.id].future
     await asyncio.wait_for(start, 5)
     assert job.status == "running" and job.url == "/user/ann/w1/lab"
-    assert job.id not in steps._starts and job.id not in steps._starting
+    assert job.id not in steps._starts
     with Session(hub.db.get_bind()) as other:
         assert other.get(Job, job.id).status == "running"
     await hub.pool.close()
@@ -642,7 +642,7 @@ async def test_a_start_that_ends_after_its_job_was_stopped_records_nothing(hub):
     steps, servers = job_steps(hub, "slow")
     job = hub.jobs.launch(workspace(hub), "lab", None, {}, "ann")
     await steps.reconcile(job.id)
-    start = steps._starts[job.id]
+    start = steps._starts[job.id].future
     hub.jobs.stop(job, "ann")
     servers.release.set()
     await asyncio.wait_for(start, 5)
@@ -728,7 +728,7 @@ async def test_a_start_whose_commit_failed_after_it_recorded_the_job_running_wak
     servers.start = start_whose_commit_fails
     await steps.reconcile(job.id)
     hub.queue._queue.clear(), hub.queue._queued.clear()
-    await asyncio.wait([steps._starts[job.id]], timeout=5)
+    await asyncio.wait([steps._starts[job.id].future], timeout=5)
     await asyncio.sleep(0)
     assert ("job", job.id) in hub.queue._queue and job.status != "running"
     await steps.reconcile(job.id)
@@ -845,7 +845,7 @@ async def test_a_queued_report_after_a_start_ended_leaves_max_local_starts_as_it
     }
     first = hub.jobs.launch(workspace(hub, "ann", "w0"), "lab", None, {}, "ann")
     await steps.reconcile(first.id)
-    steps._starts[first.id].cancel()  # (the start ends: a stop, a timeout)
+    steps._starts[first.id].future.cancel()  # (the start ends: a stop, a timeout)
     for _ in range(3):
         await asyncio.sleep(0)  # its end's callbacks: the slot is free again
     steps._on_report(servers.spawners["w0"], "queued", {"resource_id": "1"})  # the late report
@@ -855,6 +855,67 @@ async def test_a_queued_report_after_a_start_ended_leaves_max_local_starts_as_it
     await steps.reconcile(third.id)
     assert sorted(servers.spawners) == ["w0", "w1"]  # one start at a time, as before
     servers.release.set()
+    await hub.pool.close()
+
+
+def free_start_slots(steps) -> list[int]:
+    """The start slots free under each cap alone: ``concurrent_starts`` 5,
+    ``max_local_starts`` 5, the event loop late (MIN_STARTS_WHEN_LATE in bookkeeping)."""
+    free = []
+    for concurrent, local, late in [(5, 0, False), (0, 5, False), (0, 0, True)]:
+        steps.concurrent_starts, steps.max_local_starts = concurrent, local
+        steps.loop_lag, steps.max_loop_lag = (lambda: 1.0, 0.1) if late else (None, 0)
+        free.append(steps._free_start_slots())
+    return free
+
+
+@pytest.mark.parametrize("on_hub_machine", [True, False])
+@pytest.mark.parametrize(
+    "end", ["worked", "failed", "cancelled", "stopped", "submitted-then-stopped", "late-report", "job-finished"]
+)
+async def test_a_start_frees_its_slot_once_whichever_way_it_ends(hub, on_hub_machine, end):
+    """A start holds one slot under each cap (``concurrent_spawn_limit``,
+    ``max_local_starts``, the late loop's bookkeeping) until its future is done, and
+    frees exactly that, whichever way it ends: it worked, failed, was cancelled (a
+    timeout, the watch), its job was stopped (before or after its resource took it),
+    a ``queued`` report came after its end, or its job finished meanwhile. Its record
+    is gone once its end is taken. (What a start is counted as comes from its record,
+    counted in and out in one place.)"""
+    steps, servers = job_steps(hub, "fail" if end == "failed" else "slow")
+    servers.spawner_classes = {
+        "local": SimpleNamespace(stopped_outcome="completed", runs_on_hub_machine=on_hub_machine)
+    }
+    assert free_start_slots(steps) == [5, 5, MIN_STARTS_WHEN_LATE]
+    job = hub.jobs.launch(workspace(hub), "lab", None, {}, "ann")
+    await steps.reconcile(job.id)
+    start = steps._starts[job.id].future
+    assert free_start_slots(steps) == [4, 4, MIN_STARTS_WHEN_LATE - 1]  # in its bookkeeping
+    if end == "submitted-then-stopped":
+        steps._on_report(servers.spawners["w1"], "queued", {"resource_id": "1"})
+        assert free_start_slots(steps) == [4, 4 if on_hub_machine else 5, MIN_STARTS_WHEN_LATE]
+    if end in ("stopped", "submitted-then-stopped"):
+        hub.jobs.stop(job, "ann")
+        await steps.reconcile(job.id)  # the step that cancels the start: it ends in its own time
+        assert job.id not in steps._starts and not start.done() and free_start_slots(steps)[0] == 4
+    elif end in ("cancelled", "late-report"):
+        start.cancel()
+    elif end == "job-finished":
+        hub.jobs.transition(job, JobStatus.failed, "ended elsewhere")
+        hub.db.commit()
+        await steps.reconcile(job.id)  # the step that forgets it: its start goes on
+        assert job.id not in steps._starts and free_start_slots(steps)[0] == 4
+    servers.release.set()
+    await asyncio.wait([start], timeout=5)
+    for _ in range(3):
+        await asyncio.sleep(0)  # its end's callbacks
+    if end == "late-report":
+        steps._on_report(servers.spawners["w1"], "queued", {"resource_id": "1"})
+    await settle(steps, job, {"running", "failed", "cancelled"})
+    assert job.status == {"worked": "running", "stopped": "cancelled", "submitted-then-stopped": "cancelled"}.get(
+        end, "failed"
+    )
+    assert free_start_slots(steps) == [5, 5, MIN_STARTS_WHEN_LATE]
+    assert not steps._starts and not steps._watched
     await hub.pool.close()
 
 

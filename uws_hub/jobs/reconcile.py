@@ -19,6 +19,7 @@ import itertools
 import logging
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -44,6 +45,44 @@ STARTING = (JobStatus.pending.value, JobStatus.queued.value)
 #: JobSteps._free_start_slots):
 #: some progress however busy the hub is
 MIN_STARTS_WHEN_LATE = 2
+
+
+@dataclass(eq=False)
+class _Start:
+    """A start under way in this process: what the steps know of it, one record a job
+    (``JobSteps._starts``) from the step that makes it until its outcome is taken or no
+    longer wanted (``JobSteps._drop_start``). Its start slot is counted from the same
+    record until its future is done (``JobSteps._count_start``). One record, not a
+    collection a field: every end path had to empty each of those by hand, and one
+    missed leaked a slot or left a job marked submitted for good."""
+
+    job_id: int
+    future: asyncio.Future
+    #: the job's row, held: the session's identity map keeps only what something holds,
+    #: and the start's reports, progress messages and steps each looked its job up again
+    #: (a query each, on the event loop)
+    job: Job
+    spawner: Spawner
+    #: when it began (left the line for a start slot): a pending job's deadline times its
+    #: start, not its wait for a slot (a burst's line can be long)
+    began: datetime
+    #: its server runs on the hub's machine (a local process)
+    local: bool
+    #: its resource has taken it (a process started, a batch job submitted): what is left
+    #: of it is waiting, not the hub's bookkeeping
+    submitted: bool = False
+    #: why it failed, found by the watch of its server's process (see JobSteps._check_start)
+    error: str | None = None
+
+    @property
+    def running(self) -> bool:
+        return not self.future.done()
+
+    @property
+    def elsewhere(self) -> bool:
+        """Submitted to a resource elsewhere (a job in SLURM's queue): it waits, and
+        takes none of the hub machine's CPU."""
+        return self.submitted and not self.local
 
 
 class JobSteps:
@@ -91,33 +130,24 @@ class JobSteps:
         self.max_loop_lag = max_loop_lag
         self.start_poll_interval = start_poll_interval
         self.batch = batch
-        #: starts and stops under way in this process, by job id
-        self._starts: dict[int, asyncio.Future] = {}
-        #: starts whose future is not done yet (a start slot each, see ``concurrent_starts``)
+        #: starts under way in this process whose outcome the steps are to take, by job id
+        #: (see _start and _drop_start)
+        self._starts: dict[int, _Start] = {}
+        #: the start slots held, counted from the starts' records (see _count_start): the
+        #: starts whose future is not done yet (a slot each, see ``concurrent_starts``),
+        #: of them those that use the hub machine's CPU (``max_local_starts``) and those
+        #: in their bookkeeping (while the event loop is late)
         self._starts_running = 0
-        #: starts under way that their resource has taken (a process started, a batch job
-        #: submitted): what is left of them is waiting, not the hub's bookkeeping
-        self._starts_submitted: set[int] = set()
-        #: starts under way whose server runs on the hub's machine (a local process)
-        self._starts_local: set[int] = set()
-        #: of those submitted, the ones whose resource is elsewhere (a job in SLURM's
-        #: queue): they wait, and take none of the hub machine's CPU
-        self._starts_elsewhere: set[int] = set()
+        self._starts_here = 0
+        self._starts_in_bookkeeping = 0
         #: jobs waiting for a start slot: job id -> its ticket (first come, first served)
         self._start_line: dict[int, int] = {}
         self._tickets = itertools.count()
-        self._start_errors: dict[int, str] = {}
+        #: stops under way in this process, by job id
         self._stops: dict[int, asyncio.Future] = {}
-        #: the rows of the jobs whose start is under way, held: the session's identity map
-        #: keeps only what something holds, and the start's reports, progress messages
-        #: and steps each looked its job up again (a query each, on the event loop)
-        self._starting: dict[int, Job] = {}
-        #: when each start in this process began (left the line for a start slot): a pending
-        #: job's deadline times its start, not its wait for a slot (a burst's line can be long)
-        self._start_began: dict[int, datetime] = {}
         #: starts whose server's process is watched until it answers (see _watch_start),
         #: the one task that watches them, and the checks under way
-        self._watched: dict[int, tuple[Spawner, asyncio.Future]] = {}
+        self._watched: dict[int, _Start] = {}
         self._watcher: asyncio.Task | None = None
         self._checking: set[int] = set()
 
@@ -151,7 +181,7 @@ class JobSteps:
         for job in rows:
             start = self._starts.get(job.id)
             if (
-                (job.id in self._start_line or (start is not None and not start.done()))
+                (job.id in self._start_line or (start is not None and start.running))
                 and job.interactive
                 and job.target == JobTarget.running.value
                 and not self._overdue(job, self._start_timeout(job))
@@ -254,29 +284,28 @@ class JobSteps:
     def _overdue(self, job: Job | Row[*tuple[Any, ...]], timeout: float) -> bool:
         if not timeout or (job.status == JobStatus.pending.value and job.id in self._start_line):
             return False  # (a launch waiting for a start slot: its start's deadline has not begun)
+        start = self._starts.get(job.id)
         since = {
-            JobStatus.pending.value: self._start_began.get(job.id, job.created_at),
+            JobStatus.pending.value: start.began if start is not None else job.created_at,
             JobStatus.queued.value: job.queued_at,
             JobStatus.stopping.value: job.stopping_at,
         }.get(job.status) or job.created_at
         return utcnow() - since > timedelta(seconds=timeout)
 
     async def _reconcile_start(self, job: Job, spawner: Spawner | None, ticket: int | None) -> None:
-        future = self._starts.get(job.id)
-        if future is not None and not future.done():
+        start = self._starts.get(job.id)
+        if start is not None and start.running:
             timeout = self._start_timeout(job)
             if self._overdue(job, timeout):
                 self.jobs.stop(job, "hub", not_started("The job", timeout), JobStatus.failed)
             return
-        if future is not None:
+        if start is not None:
             # the start finished: it worked, or say why not
-            self._starts.pop(job.id)
-            self._starting.pop(job.id, None)
-            self._start_began.pop(job.id, None)
-            error = self._start_errors.pop(job.id, None)
-            if error is None and future.cancelled():
+            self._drop_start(job.id)
+            error = start.error
+            if error is None and start.future.cancelled():
                 error = "The start was cancelled"
-            elif error is None and (failure := future.exception()) is not None:
+            elif error is None and (failure := start.future.exception()) is not None:
                 error = from_exception(failure, start_timeout=getattr(spawner, "start_timeout", None))
             if error is None and spawner is not None and spawner.ready:
                 self.jobs.transition(job, JobStatus.running, node=spawner.node)
@@ -336,11 +365,21 @@ class JobSteps:
         """
         free = (self.concurrent_starts or sys.maxsize) - self._starts_running
         if self.max_local_starts:
-            free = min(free, self.max_local_starts - (self._starts_running - len(self._starts_elsewhere)))
+            free = min(free, self.max_local_starts - self._starts_here)
         if self.max_loop_lag and self.loop_lag is not None and self.loop_lag() > self.max_loop_lag:
-            in_bookkeeping = self._starts_running - len(self._starts_submitted)
-            free = min(free, MIN_STARTS_WHEN_LATE - in_bookkeeping)
+            free = min(free, MIN_STARTS_WHEN_LATE - self._starts_in_bookkeeping)
         return free
+
+    def _count_start(self, start: _Start, sign: int) -> None:
+        """Count a start's slot in (1) or out (-1), as its record says now. The only
+        place the counts change: when the start begins, around the one change of its
+        record (``submitted``), and when its future is done, so that they are always
+        the sum of the records of the starts not ended. Counted, not summed over the
+        records at each look: thousands of starts wait in SLURM's queue, and a burst
+        of launches looks once each."""
+        self._starts_running += sign
+        self._starts_here += sign * (not start.elsewhere)
+        self._starts_in_bookkeeping += sign * (not start.submitted)
 
     def _take_start_slot(self, job_id: int, ticket: int | None) -> bool:
         """Whether the job may start now (see :meth:`_free_start_slots`); if not, it
@@ -356,14 +395,18 @@ class JobSteps:
         self._start_line[job_id] = ticket
         return False
 
-    def _start_ended(self, job_id: int, wake: bool = True) -> None:
-        self._starts_running -= 1
-        self._starts_submitted.discard(job_id)
-        self._starts_local.discard(job_id)
-        self._starts_elsewhere.discard(job_id)
+    def _start_ended(self, start: _Start, wake: bool = True) -> None:
+        """A start's future is done: its slot frees (its record may still wait for a step)."""
+        self._count_start(start, -1)
         if wake:
-            self.wake(job_id)
+            self.wake(start.job_id)
         self.wake_start_line()
+
+    def _drop_start(self, job_id: int) -> _Start | None:
+        """Take a start's record out: its outcome is recorded (by the start itself or a
+        step), or no longer wanted (the job is stopped or finished). The one place a
+        record leaves; its slot stays taken until its future is done (_start_ended)."""
+        return self._starts.pop(job_id, None)
 
     def wake_start_line(self) -> None:
         """Wake as many waiting jobs, oldest tickets first, as there are free slots
@@ -392,7 +435,6 @@ class JobSteps:
         # in the row: the spawner looks for what it may have left (a local process)
         launch.retried = job.attempts > 1
         job_id = job.id
-        spawner: Spawner | None = None
         recorded = False
 
         def started() -> None:
@@ -401,38 +443,37 @@ class JobSteps:
             # the queue). Synchronous, in the start's own task: a step of this job that
             # runs meanwhile finds the start under way and leaves it be.
             nonlocal recorded
-            current = self.db.get(Job, job_id)  # held in _starting: no query
+            current = self.db.get(Job, job_id)  # held in the start's record: no query
             if (
                 current is None
                 or current.target != JobTarget.running.value
                 or current.status not in STARTING
-                or self._starts.get(job_id) is not future
+                or self._starts.get(job_id) is not start
             ):
                 return  # (stopped meanwhile: the steps see to it)
-            self._starts.pop(job_id)
-            self._starting.pop(job_id, None)
-            self._start_began.pop(job_id, None)
-            self._start_errors.pop(job_id, None)
-            self.jobs.transition(current, JobStatus.running, node=spawner.node if spawner is not None else None)
+            self._drop_start(job_id)
+            self.jobs.transition(current, JobStatus.running, node=start.spawner.node)
             recorded = True
 
         def ended(f: asyncio.Future) -> None:
             # (recorded, but the start failed after it: the commit did, and was rolled back)
-            self._start_ended(job_id, wake=not recorded or f.cancelled() or f.exception() is not None)
+            self._start_ended(start, wake=not recorded or f.cancelled() or f.exception() is not None)
 
         future = self.servers.start(
             job.owner, job.server_name, job.resource, launch, self._on_report, lambda: self.wake(job_id), then=started
         )
-        self._starts[job_id] = future
-        self._starting[job_id] = job
-        self._start_began[job_id] = utcnow()
-        self._starts_running += 1
-        if getattr(self.servers.spawner_classes.get(job.resource), "runs_on_hub_machine", False):
-            self._starts_local.add(job_id)
+        start = self._starts[job_id] = _Start(
+            job_id=job_id,
+            future=future,
+            job=job,
+            spawner=self.servers.find(job.owner, job.server_name),
+            began=utcnow(),
+            local=getattr(self.servers.spawner_classes.get(job.resource), "runs_on_hub_machine", False),
+        )
+        self._count_start(start, 1)
         future.add_done_callback(ended)
-        spawner = self.servers.find(job.owner, job.server_name)
-        self.pool.spawn(self._forward_progress(job_id, spawner, future))
-        self._watch_start(job_id, spawner, future)
+        self.pool.spawn(self._forward_progress(job_id, start.spawner, future))
+        self._watch_start(start)
 
     async def _release_leftover(self, job: Job) -> None:
         """A start this process does not know of left a resource behind (hub restart): release it."""
@@ -442,7 +483,7 @@ class JobSteps:
         job.resource_id = None
         self.db.commit()
 
-    def _watch_start(self, job_id: int, spawner: Spawner, future: asyncio.Future) -> None:
+    def _watch_start(self, start: _Start) -> None:
         """Fail a start at once if the server's process exits before it answers.
 
         JupyterHub would otherwise wait ``Spawner.http_timeout`` for a server
@@ -451,41 +492,40 @@ class JobSteps:
         for, not a task and a timer per start: thousands of jobs held in
         SLURM's queue each woke the event loop twice a second for nothing.
         """
-        self._watched[job_id] = (spawner, future)
-        future.add_done_callback(lambda f: self._unwatch(job_id, f))
+        self._watched[start.job_id] = start
+        start.future.add_done_callback(lambda f: self._unwatch(start))
         if self._watcher is None or self._watcher.done():
             self._watcher = self.pool.spawn(self._watch_starts(), "start-watcher")
 
-    def _unwatch(self, job_id: int, future: asyncio.Future) -> None:
-        watched = self._watched.get(job_id)
-        if watched is not None and watched[1] is future:
-            del self._watched[job_id]
+    def _unwatch(self, start: _Start) -> None:
+        if self._watched.get(start.job_id) is start:
+            del self._watched[start.job_id]
 
     async def _watch_starts(self) -> None:
         """The watch of :meth:`_watch_start`; it ends when no start is left to watch."""
         while self._watched:
             await asyncio.sleep(self.start_poll_interval)
-            for job_id, (spawner, future) in list(self._watched.items()):
+            for job_id, start in list(self._watched.items()):
                 # (a stop under way is JupyterHub's own, after the server did not answer in
                 # time: that is the reason, not the exit the stop itself causes)
                 if (
                     job_id in self._checking
-                    or future.done()
-                    or not spawner._waiting_for_response
-                    or spawner._stop_pending
+                    or not start.running
+                    or not start.spawner._waiting_for_response
+                    or start.spawner._stop_pending
                 ):
                     continue
                 self._checking.add(job_id)
-                self.pool.spawn(self._check_start(job_id, spawner, future))
+                self.pool.spawn(self._check_start(start))
 
-    async def _check_start(self, job_id: int, spawner: Spawner, future: asyncio.Future) -> None:
+    async def _check_start(self, start: _Start) -> None:
         try:
-            status = await spawner.poll()
-            if status is not None and not future.done():
-                self._start_errors[job_id] = exit_reason("it", status, when=" before it answered")
-                future.cancel()
+            status = await start.spawner.poll()
+            if status is not None and start.running:
+                start.error = exit_reason("it", status, when=" before it answered")
+                start.future.cancel()
         finally:
-            self._checking.discard(job_id)
+            self._checking.discard(start.job_id)
 
     async def _forward_progress(self, job_id: int, spawner: Spawner, future: asyncio.Future) -> None:
         try:
@@ -542,11 +582,9 @@ class JobSteps:
         if job.status != JobStatus.stopping.value:
             self.jobs.transition(job, JobStatus.stopping, job.reason)
             self.db.commit()
-        start = self._starts.pop(job.id, None)
-        self._starting.pop(job.id, None)
-        self._start_began.pop(job.id, None)
-        if start is not None and not start.done():
-            start.cancel()
+        start = self._drop_start(job.id)
+        if start is not None and start.running:
+            start.future.cancel()
         stop = self._stops.get(job.id)
         if stop is not None and not stop.done():
             if self._overdue(job, self.stopping_timeout):
@@ -609,11 +647,8 @@ class JobSteps:
 
     def _forget(self, job_id: int) -> None:
         """Drop what this process keeps of a job that is finished."""
-        self._starting.pop(job_id, None)
-        self._start_began.pop(job_id, None)
-        self._starts.pop(job_id, None)
+        self._drop_start(job_id)
         self._stops.pop(job_id, None)
-        self._start_errors.pop(job_id, None)
         self.batch.forget(job_id)
 
     def _fail(self, job: Job, reason: str) -> None:
@@ -631,14 +666,14 @@ class JobSteps:
             return
         if event == "queued":
             # the checkpoint: from now on the hub knows the resource's own id
-            # (only while the start is under way: a report after its end freed the slot,
-            # before the step that pops the ended start, would leave the job "submitted"
-            # and "elsewhere" for good, one more start past max_local_starts each time)
+            # (only while the start is under way: a report after its end counted its slot
+            # out, before the step that drops the ended start, would count it out again,
+            # one more start past max_local_starts each time)
             start = self._starts.get(job.id)
-            if start is not None and not start.done() and job.id not in self._starts_submitted:
-                self._starts_submitted.add(job.id)
-                if job.id not in self._starts_local:
-                    self._starts_elsewhere.add(job.id)
+            if start is not None and start.running and not start.submitted:
+                self._count_start(start, -1)
+                start.submitted = True
+                self._count_start(start, 1)
                 self.wake_start_line()  # its bookkeeping is done: room for a start while the loop is late
             job.resource_id = info.get("resource_id") or job.resource_id
             if job.status == JobStatus.pending.value:
