@@ -13,6 +13,7 @@ import http.client
 import json
 import logging
 import os
+import re
 import resource
 import socket
 import subprocess
@@ -23,6 +24,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from urllib.parse import parse_qs, urlencode, urlparse
 
 import requests
 from jupyterhub import orm as hub_orm
@@ -362,3 +364,75 @@ def refused_code_and_saving(hub, server: str, token: str, launcher: str) -> None
         "PUT", server + "api/contents/refused.txt", token, json={"type": "file", "format": "text", "content": "x"}
     )
     assert r.status_code == 403, r.text
+
+
+def server_token(job: dict) -> str:
+    """A running job's server's API token (also its OAuth client's secret), from its
+    process's environment (the tests run as root)."""
+    env = open(f"/proc/{job['resource_id']}/environ", "rb").read().split(b"\0")
+    [token] = [v.split(b"=", 1)[1].decode() for v in env if v.startswith(b"JUPYTERHUB_API_TOKEN=")]
+    return token
+
+
+def oauth_token(hub, session: requests.Session, job: dict, client_secret: str) -> str:
+    """An OAuth token of ``session``'s user for the job's server, as a login into it gets one:
+    authorize (confirming on the page), then exchange the code as the server does."""
+    r = oauth_exchange(hub, session, job, client_secret)
+    assert r.status_code == 200, r.text
+    return r.json()["access_token"]
+
+
+def oauth_authorize(hub, session: requests.Session, job: dict) -> requests.Response:
+    """``session``'s user authorizing the job's server's OAuth client, as a browser logging
+    into the server does (confirming on the page if asked): JupyterHub's last answer."""
+    server = f"{job['owner']}/{job['server_name']}"
+    query = {
+        "client_id": f"jupyterhub-user-{server.replace('/', '-')}",
+        "redirect_uri": f"/user/{server}/oauth_callback",
+        "response_type": "code",
+        "state": "test-state",
+    }
+    url = hub.url + "/hub/api/oauth2/authorize?" + urlencode(query)
+    r = session.get(url, allow_redirects=False, timeout=30)
+    if r.status_code == 200:  # the confirmation page: confirm, with its scopes
+        form = {
+            "scopes": re.findall(r'name="scopes" value="([^"]*)"', r.text),
+            "_xsrf": re.search(r'name="_xsrf" value="([^"]*)"', r.text).group(1),
+        }
+        r = session.post(url, data=form, allow_redirects=False, timeout=30)
+    return r
+
+
+def oauth_exchange(hub, session: requests.Session, job: dict, client_secret: str) -> requests.Response:
+    """Authorize the job's server's client as ``session``'s user and exchange the code with
+    ``client_secret``: JupyterHub's answer to the exchange."""
+    r = oauth_authorize(hub, session, job)
+    assert r.status_code == 302, (r.status_code, r.text)
+    server = f"{job['owner']}/{job['server_name']}"
+    code = parse_qs(urlparse(r.headers["Location"]).query)["code"][0]
+    return hub.request(
+        "POST",
+        "/hub/api/oauth2/token",
+        data={
+            "client_id": f"jupyterhub-user-{server.replace('/', '-')}",
+            "client_secret": client_secret,
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": f"/user/{server}/oauth_callback",
+        },
+    )
+
+
+def shared_workspace(hub, token: str, shares: dict[str, str], name: str = "shared") -> dict:
+    """A new workspace of ``token``'s user holding ``data.txt`` ("data\\n"), shared with
+    each user of ``shares`` at its level."""
+    ws = hub.api(
+        "POST",
+        "workspaces",
+        token,
+        expect=201,
+        json={"name": f"{name} {uuid.uuid4().hex[:6]}", "files": [{"path": "data.txt", "content": "data\n"}]},
+    )
+    for user, level in shares.items():
+        hub.api("POST", f"workspaces/{ws['id']}/shares", token, json={"user": user, "level": level}, expect=201)
+    return ws

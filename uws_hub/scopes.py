@@ -17,6 +17,15 @@ Workspaces shared with collaborators are the exception to "filtered on the
 owner": a grantee acts on a shared workspace with the scopes they hold in any
 form, as far as the share's level allows (:data:`LEVEL_SCOPES`, applied in
 :mod:`uws_hub.access`).
+
+:data:`WRITE_SERVERS` is apart: it says who writes and runs code in a job's
+live server (its launcher), and only the server's guard reads it; no handler
+of the hub takes it. It is the one uws-hub scope a server's OAuth client
+allows, so the token a visitor's login gives a server (which the server's
+process, someone else's code, holds) is worth nothing on the hub but the
+visitor's name and that server. A workspace scope there would let the
+server's code act on the hub as its visitors: a grantee holding a workspace
+scope in any form acts on every workspace shared with them.
 """
 
 from __future__ import annotations
@@ -28,6 +37,9 @@ WRITE_WORKSPACES = "custom:uws:write:workspaces"
 LAUNCH_JOBS = "custom:uws:launch:jobs"
 SHARE_WORKSPACES = "custom:uws:share:workspaces"
 ADMIN_QUOTAS = "custom:uws:admin:quotas"
+#: writing and running code in a job's live server; read by the server's guard
+#: (uws_hub/serverconfig/uws_server_auth.py) only, never by the hub's API
+WRITE_SERVERS = "custom:uws:write:servers"
 
 SCOPES: dict[str, dict] = {
     READ_WORKSPACES: {
@@ -48,10 +60,18 @@ SCOPES: dict[str, dict] = {
     ADMIN_QUOTAS: {
         "description": "Read users' usage and set the quotas of users and groups.",
     },
+    WRITE_SERVERS: {
+        "description": (
+            "Write and run code in workspace jobs' live servers, as their launcher (checked by the servers"
+            " only: no API of the hub takes it)."
+        ),
+    },
 }
 
-#: what every user gets on their own workspaces (added to the 'user' role)
-USER_SCOPES = [f"{scope}!user" for scope in (READ_WORKSPACES, WRITE_WORKSPACES, LAUNCH_JOBS, SHARE_WORKSPACES)]
+#: what every user gets on their own workspaces and servers (added to the 'user' role)
+USER_SCOPES = [
+    f"{scope}!user" for scope in (READ_WORKSPACES, WRITE_WORKSPACES, LAUNCH_JOBS, SHARE_WORKSPACES, WRITE_SERVERS)
+]
 #: JupyterHub's scope that grants all of uws-hub's workspace scopes on the same users
 ADMIN_SCOPE = "admin:servers"
 #: JupyterHub's scope that grants the quota admin scope on the same users

@@ -160,8 +160,9 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         log,
         spawner_classes,
         tasks,
-        # the workspace write scope, which jobs' Jupyter servers check to tell editors from viewers
-        client_scopes=lambda owner, server: [f"{scopes.WRITE_WORKSPACES}!server={owner}/{server}"],
+        # what jobs' Jupyter servers check to tell their launcher from readers; no hub API takes it
+        # (a workspace scope here would let the server act on the hub as its visitors)
+        client_scopes=lambda owner, server: [f"{scopes.WRITE_SERVERS}!server={owner}/{server}"],
     )
     events = EventBus(log, max_queue=hub.event_queue_size, stall_seconds=hub.event_stream_stall_seconds)
     events.attach(db)

@@ -16,12 +16,12 @@ the rest: groups, files, revocation).
 from __future__ import annotations
 
 import pwd
-import uuid
 
 import pytest
 
 from ..authutil import login
 from ..helpers import refused_code_and_saving, start_code
+from ..helpers import shared_workspace as new_shared_workspace
 from ..hubmaputil import ORIGIN, Portal
 from ..uwsclient import create, jobs_url, session
 
@@ -66,16 +66,7 @@ def page(hub, who: str, path: str) -> str:
 
 def shared_workspace(hub) -> dict:
     """A workspace of alice's with a file, shared with carol as editor."""
-    alice = hub.tokens[OWNER]
-    ws = hub.api(
-        "POST",
-        "workspaces",
-        alice,
-        expect=201,
-        json={"name": f"shared {uuid.uuid4().hex[:6]}", "files": [{"path": "data.txt", "content": "data\n"}]},
-    )
-    hub.api("POST", f"workspaces/{ws['id']}/shares", alice, json={"user": EDITOR, "level": "editor"}, expect=201)
-    return ws
+    return new_shared_workspace(hub, hub.tokens[OWNER], {EDITOR: "editor"})
 
 
 @pytest.fixture(scope="module")

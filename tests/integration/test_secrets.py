@@ -24,14 +24,14 @@ import os
 import re
 import signal
 import uuid
-from urllib.parse import parse_qs, urlencode, urlparse
+from urllib.parse import urlencode
 
 import pytest
 import websocket
 
 from .. import browserutil
 from ..authutil import login
-from ..helpers import MINIMAL_CMD, MULTIUSER_CONFIG, launch, sse_replay
+from ..helpers import MINIMAL_CMD, MULTIUSER_CONFIG, launch, oauth_exchange, oauth_token, server_token, sse_replay
 from ..hubutil import wait_for
 
 TERMINAL = {"completed", "failed", "cancelled"}
@@ -91,13 +91,6 @@ def run(hub, ws, job_type="minimal"):
     job = hub.wait_job(launch(hub, hub.alice, ws, job_type=job_type)["id"], hub.alice, {"running"} | TERMINAL)
     assert job["status"] == "running", job["reason"]
     return job
-
-
-def server_token(job) -> str:
-    """The server's API token, from its process's environment (the tests run as root)."""
-    env = open(f"/proc/{job['resource_id']}/environ", "rb").read().split(b"\0")
-    [token] = [v.split(b"=", 1)[1].decode() for v in env if v.startswith(b"JUPYTERHUB_API_TOKEN=")]
-    return token
 
 
 def works(hub, token) -> bool:
@@ -233,48 +226,6 @@ def test_every_end_of_a_job_revokes_its_server_token(shub, job_type, end, outcom
     job = shub.wait_job(job["id"], shub.alice, TERMINAL, timeout=30)
     assert job["status"] == outcome, job["reason"]
     assert not works(shub, token)
-
-
-def oauth_token(hub, session, job, client_secret: str) -> str:
-    """An OAuth token of ``session``'s user for the job's server, as a login into it gets one:
-    authorize (confirming on the page), then exchange the code as the server does."""
-    r = oauth_exchange(hub, session, job, client_secret)
-    assert r.status_code == 200, r.text
-    return r.json()["access_token"]
-
-
-def oauth_exchange(hub, session, job, client_secret: str):
-    """Authorize the job's server's client as ``session``'s user and exchange the code with
-    ``client_secret``: JupyterHub's answer to the exchange."""
-    client_id = f"jupyterhub-user-uwsalice-{job['server_name']}"
-    redirect_uri = f"/user/uwsalice/{job['server_name']}/oauth_callback"
-    url = (
-        hub.url
-        + "/hub/api/oauth2/authorize?"
-        + urlencode(
-            {"client_id": client_id, "redirect_uri": redirect_uri, "response_type": "code", "state": "test-state"}
-        )
-    )
-    r = session.get(url, allow_redirects=False, timeout=30)
-    if r.status_code == 200:  # the confirmation page: confirm, with its scopes
-        form = {
-            "scopes": re.findall(r'name="scopes" value="([^"]*)"', r.text),
-            "_xsrf": re.search(r'name="_xsrf" value="([^"]*)"', r.text).group(1),
-        }
-        r = session.post(url, data=form, allow_redirects=False, timeout=30)
-    assert r.status_code == 302, (r.status_code, r.text)
-    code = parse_qs(urlparse(r.headers["Location"]).query)["code"][0]
-    return hub.request(
-        "POST",
-        "/hub/api/oauth2/token",
-        data={
-            "client_id": client_id,
-            "client_secret": client_secret,
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": redirect_uri,
-        },
-    )
 
 
 def test_a_servers_oauth_client_secret_is_its_token_hashed_as_the_token_is(shub):

@@ -344,7 +344,7 @@ def sweep(hub, token: str | None, routes: list[dict], refused) -> list[str]:
 
 def said_read_only(r: requests.Response) -> bool:
     """The guard's refusal: a 403 whose message names the write scope."""
-    return r.status_code == 403 and "custom:uws:write:workspaces" in r.text
+    return r.status_code == 403 and "custom:uws:write:servers" in r.text
 
 
 def owners_state(hub, live: Live) -> dict:

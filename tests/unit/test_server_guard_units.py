@@ -33,7 +33,7 @@ class IdentityProvider:
         name = handler.request.headers.get("X-User")
         if not name:
             return None
-        scopes = ["custom:uws:write:workspaces!server=alice/ws"] if name == "writer" else []
+        scopes = ["custom:uws:write:servers!server=alice/ws"] if name == "writer" else []
         return HubUser(name, {"kind": "user", "name": name, "scopes": scopes})
 
 
@@ -95,9 +95,9 @@ def test_routes_added_after_the_guard_are_guarded_and_unknown_targets_refused(mo
         assert status == 403
         assert (
             json.loads(body)["message"].startswith("viewer may only read here: ")
-            and "custom:uws:write:workspaces!server=alice/ws" in body
+            and "custom:uws:write:servers!server=alice/ws" in body
         )
-    assert got[4][0] == 403 and "needs a login with custom:uws:write:workspaces" in got[4][1]
+    assert got[4][0] == 403 and "needs a login with custom:uws:write:servers" in got[4][1]
     assert got[5][0] == 403 and "cannot check this request" in got[5][1]
 
 
@@ -119,7 +119,7 @@ def test_only_the_launcher_writes_in_a_server(monkeypatch):
     launcher (an editor who launched it, not its owner); admin:servers always counts."""
     monkeypatch.setenv("JUPYTERHUB_USER", "alice")
     monkeypatch.setenv("JUPYTERHUB_SERVER_NAME", "ws")
-    write = ["custom:uws:write:workspaces!server=alice/ws"]
+    write = ["custom:uws:write:servers!server=alice/ws"]
 
     def may(name, scopes, kind="user"):
         return uws_server_auth.may_write({"kind": kind, "name": name, "scopes": scopes})

@@ -14,7 +14,7 @@ Jobs get ``JUPYTER_CONFIG_PATH`` pointing at this folder, so every
   ``ServerApp.authorizer_class`` to :class:`uws_server_auth.WorkspaceAuthorizer`.
   The server runs as its launcher's account (``$UWS_LAUNCHER``: the owner, or
   the editor who launched it), so access to it is default-deny: the launcher
-  and admins (``custom:uws:write:workspaces`` for the launcher, or
+  and admins (``custom:uws:write:servers`` for the launcher, or
   ``admin:servers``, on this server) use it fully; anyone else the hub lets
   in, a viewer, the owner of an editor's server, another editor, reaches
   only a short list of read-only requests (GET or HEAD of JupyterLab's page

@@ -7,8 +7,11 @@ another environment). The server runs *as its launcher's account*
 launched it): whoever may use it can do what that account can. JupyterHub
 lets in everyone with ``access:servers`` on it (the owner, the workspace's
 editors and viewers, admins); of these, only *writers* use it fully: the
-launcher (with ``custom:uws:write:workspaces`` on this server) and holders of
-``admin:servers`` on it (see :func:`may_write`). Everyone else, a viewer, the
+launcher (with ``custom:uws:write:servers`` on this server) and holders of
+``admin:servers`` on it (see :func:`may_write`). That scope is the only
+uws-hub scope the server's OAuth client allows, and no API of the hub takes
+it: the tokens of its visitors, which this process sees, let it act on the
+hub as none of them. Everyone else, a viewer, the
 owner of a server an editor launched, another editor,
 reaches only :data:`READ_ONLY_HANDLERS`, by GET or HEAD, never as a websocket;
 and, in a job whose job type's web app says ``viewers: true``, that app: the
@@ -48,7 +51,8 @@ from jupyterhub.singleuser.extension import JupyterHubAuthorizer
 from tornado import web
 from tornado.routing import PathMatches, Rule
 
-WRITE_SCOPE = "custom:uws:write:workspaces"
+#: what the launcher holds on this server (uws_hub.scopes.WRITE_SERVERS): read here only
+WRITE_SCOPE = "custom:uws:write:servers"
 #: the names of JupyterHub's cookies: its session id, and each server's login (OAuth) cookie,
 #: also with the ``__Host-`` prefix (``JupyterHub.cookie_host_prefix_enabled``, advised
 #: with ``subdomain_host``)

@@ -17,7 +17,9 @@ startup and every ``UWSHub.share_sync_interval`` seconds:
   ``access:servers!server=<owner>/<slug>`` (what lets grantees through
   JupyterHub's OAuth into the workspace's running server, with a browser or a
   token) and ``custom:uws:read:workspaces!server=<owner>/<slug>``;
-  ``uws-ws-<id>-editor`` adds the write and launch scopes. JupyterHub deletes
+  ``uws-ws-<id>-editor`` adds the write and launch scopes, and
+  ``custom:uws:write:servers`` (writing in a server the editor launched there,
+  which only that server reads). JupyterHub deletes
   roles missing from ``load_roles`` at startup, so the hub re-declares them
   (:func:`role_specs`). Roles are granted to users directly rather than
   through a hub group of the workspace's own, because authenticators with
@@ -49,7 +51,7 @@ from ..errors import Conflict, NotFound, Unprocessable
 from ..events.bus import EventBus
 from ..events.notify import Notifier
 from ..orm import Job, Share, Workspace, utcnow
-from ..scopes import LAUNCH_JOBS, READ_WORKSPACES, ROLE_PREFIX, WRITE_WORKSPACES
+from ..scopes import LAUNCH_JOBS, READ_WORKSPACES, ROLE_PREFIX, WRITE_SERVERS, WRITE_WORKSPACES
 from ..states import (
     ACTIVE_JOB_STATUSES,
     UNFINISHED_COPY_STATES,
@@ -72,7 +74,8 @@ def role_scopes(owner_name: str, slug: str, level: str) -> list[str]:
     server = f"{owner_name}/{slug}"
     scopes = [f"access:servers!server={server}", f"{READ_WORKSPACES}!server={server}"]
     if level == ShareLevel.editor.value:
-        scopes += [f"{WRITE_WORKSPACES}!server={server}", f"{LAUNCH_JOBS}!server={server}"]
+        # and writing in the live server they launch (the server's guard reads it)
+        scopes += [f"{scope}!server={server}" for scope in (WRITE_WORKSPACES, LAUNCH_JOBS, WRITE_SERVERS)]
     return scopes
 
 
