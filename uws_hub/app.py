@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import os
 import pwd
 import sys
@@ -522,6 +523,10 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         # one place for every logged URL and message, whoever logs it (tornado's
         # warnings and JupyterHub's redirects carry request URLs, ?token= included)
         install_log_redaction(self.log)
+        # JupyterHub gives tornado's loggers the application logger's level, DEBUG (its
+        # handlers drop what is below log_level): every request then built records for
+        # nothing (the scope check's debug line, an INFO access line at WARN)
+        logging.getLogger("tornado").setLevel(self.log_level)
 
     def init_db(self):
         super().init_db()

@@ -175,3 +175,18 @@ def test_a_thread_switch_interval_out_of_range_is_refused(seconds):
 
     with pytest.raises(TraitError):
         UWSHub(thread_switch_interval_seconds=seconds)
+
+
+def test_tornado_s_loggers_build_no_record_below_the_hub_s_log_level():
+    """JupyterHub hooks tornado's loggers (requests, scope checks) to the hub's and gives them
+    its logger's level, DEBUG, whatever ``log_level`` is: every request built a debug and an
+    access record that the handlers then dropped. Failed before: DEBUG was enabled at WARN."""
+    import logging
+
+    from uws_hub.app import UWSHub
+
+    hub = UWSHub(log_level="WARN")
+    hub.init_logging()
+    for name in ("tornado.application", "tornado.access"):
+        assert not logging.getLogger(name).isEnabledFor(logging.INFO)
+        assert logging.getLogger(name).isEnabledFor(logging.WARNING)
