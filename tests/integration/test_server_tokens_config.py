@@ -109,3 +109,21 @@ def test_the_token_of_a_server_an_editor_launched_gets_none_of_the_owners_config
         assert r.status_code == 200 and r.text == "data\n", (r.status_code, r.text[:200])
     finally:
         stop(chub, job)
+
+
+#: the user role's scopes as uws-hub's admin guide listed them before custom:uws:write:servers
+OLD_USER_SCOPES = {
+    "access:services",
+    "custom:uws:read:workspaces!user",
+    "custom:uws:write:workspaces!user",
+    "custom:uws:launch:jobs!user",
+    "custom:uws:share:workspaces!user",
+}
+
+
+def test_a_user_role_without_uws_hubs_user_scopes_is_warned_of_at_startup(make_hub):
+    # (an upgraded hub whose config sets the user role's scopes as the admin guide said)
+    hub = make_hub(f"c.JupyterHub.extra_user_scopes = {OLD_USER_SCOPES!r}\n")
+    assert "The 'user' role lacks custom:uws:write:servers!user" in hub.log_text()
+    # uws-hub's default: no warning
+    assert "The 'user' role lacks" not in make_hub("").log_text()

@@ -55,8 +55,8 @@ class ServerControl:
         #: runs starts and stops (JupyterHub's spawn and stop futures)
         self.pool = pool
         #: scopes added to what the OAuth tokens of a server's client may carry:
-        #: (owner name, server name) -> scopes (the workspace write scope, which the
-        #: job's Jupyter server checks to tell editors from viewers)
+        #: (owner name, server name) -> scopes (``custom:uws:write:servers``, which the
+        #: job's Jupyter server checks to tell its launcher from readers)
         self.client_scopes = client_scopes
         #: whether a scope the config allows a server's OAuth client (any form) is left
         #: out: its process holds every visitor's token (see add_client_scopes)
