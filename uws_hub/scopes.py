@@ -98,11 +98,12 @@ def accepting(scope: str) -> tuple[str, ...]:
 
 def taken_by_hub(scope: str) -> bool:
     """Whether ``scope``, in any form (``!user``, ``!server=``...), lets a token act on
-    uws-hub's API: a scope of its own but :data:`WRITE_SERVERS`, or one of JupyterHub's that
-    :func:`accepting` counts as one. A server's OAuth client allows none of them (see
-    ``ServerControl.refused_client_scopes``): its process holds its visitors' tokens."""
+    uws-hub's API: a scope of its own but :data:`WRITE_SERVERS`, one of JupyterHub's that
+    :func:`accepting` counts as one, or ``inherit`` (all its user holds). A server's OAuth
+    client allows none of them (see ``ServerControl.refused_client_scopes``): its process
+    holds its visitors' tokens."""
     name = scope.partition("!")[0]
-    return any(name in accepting(own) for own in SCOPES if own != WRITE_SERVERS)
+    return name == "inherit" or any(name in accepting(own) for own in SCOPES if own != WRITE_SERVERS)
 
 
 def levels_granting(scope: str) -> tuple[str, ...]:

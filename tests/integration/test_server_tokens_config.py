@@ -7,7 +7,8 @@ scopes of someone else, for real.
   rules count a workspace scope in any form), the server's code would act on the
   hub as its visitors. The hub leaves uws-hub's scopes (but
   ``custom:uws:write:servers``, which no API takes) and the JupyterHub scopes it
-  counts as them (``admin:servers``, ``admin:users``) out of what the config adds.
+  counts as them (``admin:servers``, ``admin:users``), and ``inherit`` (all the
+  visitor holds), out of what the config adds.
 - ``Spawner.server_token_scopes``: the server's own API token is its owner's, and
   the process of a server an editor launched is the editor's code. Such a server's
   token gets JupyterHub's ``server`` role only (its activity, its own server),
@@ -25,8 +26,9 @@ OWNER, VIEWER, EDITOR = "uwsalice", "uwsbob", "uwscarol"
 PASSWORD = "a long password for tests"
 ENDED = {"completed", "failed", "cancelled"}
 #: what an admin's config allows a server's OAuth client: uws-hub's scopes on the visitor's
-#: own workspaces, and JupyterHub's admin scope on their servers
+#: own workspaces, JupyterHub's admin scope on their servers, and all they hold (inherit)
 CONFIGURED = [
+    "inherit",
     "custom:uws:read:workspaces!user",
     "custom:uws:write:workspaces!user",
     "custom:uws:share:workspaces!user",

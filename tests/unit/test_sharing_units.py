@@ -230,7 +230,7 @@ def test_client_scopes_are_added_to_lists_and_callables_once():
 
 def test_configured_client_scopes_lose_what_the_hub_takes():
     # the config's scopes that uws-hub's API takes, in any form, are left out (lists and callables)
-    configured = ["read:users:groups!user", f"{READ_WORKSPACES}!user", "admin:servers!user", "admin:users"]
+    configured = ["read:users:groups!user", f"{READ_WORKSPACES}!user", "admin:servers!user", "admin:users", "inherit"]
     spawner = FakeSpawner()
     spawner.oauth_client_allowed_scopes = list(configured)
     add_client_scopes(spawner, [f"{WRITE_SERVERS}!server=a/b"], taken_by_hub)
