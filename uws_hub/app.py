@@ -553,6 +553,25 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         names = {role["name"] for role in shared}
         self.load_roles = [r for r in self.load_roles if r["name"] not in names] + shared
         await super().init_role_creation()
+        self._check_user_role()
+
+    def _check_user_role(self):
+        """Warn if JupyterHub's ``user`` role lacks a scope of :data:`scopes.USER_SCOPES`: a
+        config that sets the role's scopes (``extra_user_scopes``, or the role in
+        ``load_roles``) lists them itself, and one written before a scope was added to
+        them (``custom:uws:write:servers``) would leave launchers read-only in their own
+        servers and every HuBMAP token refused, with no word at startup."""
+        role = hub_orm.Role.find(self.db, "user")
+        held = set(role.scopes if role is not None else [])
+        missing = [scope for scope in scopes.USER_SCOPES if not {scope, scope.partition("!")[0]} & held]
+        if missing:
+            self.log.warning(
+                "The 'user' role lacks %s, which every user needs on their own workspaces and servers: add them"
+                " to c.JupyterHub.extra_user_scopes (or to the user role in c.JupyterHub.load_roles)."
+                " Without custom:uws:write:servers!user a launcher only reads in their own server, and"
+                " HubMAPCompat.token_scopes cannot be granted",
+                ", ".join(missing),
+            )
 
     async def init_users(self):
         await super().init_users()

@@ -96,6 +96,16 @@ def accepting(scope: str) -> tuple[str, ...]:
     return (scope, ADMIN_SCOPE)
 
 
+def taken_by_hub(scope: str) -> bool:
+    """Whether ``scope``, in any form (``!user``, ``!server=``...), lets a token act on
+    uws-hub's API: a scope of its own but :data:`WRITE_SERVERS`, one of JupyterHub's that
+    :func:`accepting` counts as one, or ``inherit`` (all its user holds). A server's OAuth
+    client allows none of them (see ``ServerControl.refused_client_scopes``): its process
+    holds its visitors' tokens."""
+    name = scope.partition("!")[0]
+    return name == "inherit" or any(name in accepting(own) for own in SCOPES if own != WRITE_SERVERS)
+
+
 def levels_granting(scope: str) -> tuple[str, ...]:
     """The share levels that let a grantee act with ``scope``."""
     return tuple(level for level, scopes in LEVEL_SCOPES.items() if scope in scopes)

@@ -17,6 +17,7 @@ from sqlalchemy import event, inspect
 
 from uws_hub.jobs.servers import ServerControl
 from uws_hub.spawners.local import WorkspaceLocalProcessSpawner
+from uws_hub.spawners.mixins import WorkspaceLaunch
 from uws_hub.spawners.slurm.spawner import WorkspaceSlurmSpawner
 
 SERVERS = 300
@@ -147,7 +148,8 @@ async def test_a_start_that_listens_only_after_its_spawn_failed_gets_no_route(co
         raise TimeoutError("Spawner failed to start [status=None]")
 
     monkeypatch.setattr(User, "spawn", spawn)
-    future = control.start(orm_user, "ws-1", "local", None, None, lambda: None)
+    launch = WorkspaceLaunch(job_id=1, workspace_id=1, directory="/tmp", cmd=[], launcher="owner")
+    future = control.start(orm_user, "ws-1", "local", launch, None, lambda: None)
     with pytest.raises(TimeoutError):
         await future
     gate.set()

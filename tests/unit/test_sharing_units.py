@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from uws_hub.jobs.limits import memory_bytes
-from uws_hub.jobs.servers import add_client_scopes
+from uws_hub.jobs.servers import FOREIGN_SERVER_TOKEN_SCOPES, add_client_scopes, set_server_token_scopes
 from uws_hub.quotas.service import Limits, fmt_bytes, fmt_hours, period_start
+from uws_hub.scopes import READ_WORKSPACES, WRITE_SERVERS, taken_by_hub
 from uws_hub.serverconfig import CONFIG_DIR, job_env
 from uws_hub.sharing.posixgroups import default_acl, share_tree
 from uws_hub.workspaces.copying import CopyTooLarge, copy_tree
@@ -204,6 +205,9 @@ def test_job_env_puts_the_server_config_first():
 
 class FakeSpawner:
     oauth_client_allowed_scopes: object = []
+    server_token_scopes: object = []
+    log = logging.getLogger("test")
+    _log_name = "a/b"
 
 
 def test_client_scopes_are_added_to_lists_and_callables_once():
@@ -222,3 +226,33 @@ def test_client_scopes_are_added_to_lists_and_callables_once():
     add_client_scopes(spawner, ["x!server=a/b"])
     assert spawner.oauth_client_allowed_scopes is first
     assert asyncio.run(first(spawner)) == ["x!server=a/b", "y"]
+
+
+def test_configured_client_scopes_lose_what_the_hub_takes():
+    # the config's scopes that uws-hub's API takes, in any form, are left out (lists and callables)
+    configured = ["read:users:groups!user", f"{READ_WORKSPACES}!user", "admin:servers!user", "admin:users", "inherit"]
+    spawner = FakeSpawner()
+    spawner.oauth_client_allowed_scopes = list(configured)
+    add_client_scopes(spawner, [f"{WRITE_SERVERS}!server=a/b"], taken_by_hub)
+    assert spawner.oauth_client_allowed_scopes == [f"{WRITE_SERVERS}!server=a/b", "read:users:groups!user"]
+
+    def configured_callable(sp):
+        return list(configured)
+
+    spawner.oauth_client_allowed_scopes = configured_callable
+    add_client_scopes(spawner, [f"{WRITE_SERVERS}!server=a/b"], taken_by_hub)
+    allowed = asyncio.run(spawner.oauth_client_allowed_scopes(spawner))
+    assert allowed == [f"{WRITE_SERVERS}!server=a/b", "read:users:groups!user"]
+    assert not any(taken_by_hub(s) for s in (f"{WRITE_SERVERS}!user", WRITE_SERVERS, "access:servers", "read:users"))
+
+
+def test_a_server_an_editor_launched_gets_a_token_of_the_server_role_only():
+    spawner = FakeSpawner()
+    spawner.server_token_scopes = [f"{READ_WORKSPACES}!user", "users:activity!user"]
+    set_server_token_scopes(spawner, own=False)
+    assert spawner.server_token_scopes == FOREIGN_SERVER_TOKEN_SCOPES
+    # the owner's next start of the same server gets the config's again
+    set_server_token_scopes(spawner, own=True)
+    assert spawner.server_token_scopes == [f"{READ_WORKSPACES}!user", "users:activity!user"]
+    set_server_token_scopes(spawner, own=False)
+    assert spawner.server_token_scopes == FOREIGN_SERVER_TOKEN_SCOPES

@@ -45,6 +45,7 @@ class ServerControl:
         pool: TaskPool,
         *,
         client_scopes: Callable[[str, str], list[str]],
+        refused_client_scopes: Callable[[str], bool] = lambda scope: False,
     ):
         self.users = users
         self.proxy = proxy
@@ -54,9 +55,12 @@ class ServerControl:
         #: runs starts and stops (JupyterHub's spawn and stop futures)
         self.pool = pool
         #: scopes added to what the OAuth tokens of a server's client may carry:
-        #: (owner name, server name) -> scopes (the workspace write scope, which the
-        #: job's Jupyter server checks to tell editors from viewers)
+        #: (owner name, server name) -> scopes (``custom:uws:write:servers``, which the
+        #: job's Jupyter server checks to tell its launcher from readers)
         self.client_scopes = client_scopes
+        #: whether a scope the config allows a server's OAuth client (any form) is left
+        #: out: its process holds every visitor's token (see add_client_scopes)
+        self.refused_client_scopes = refused_client_scopes
 
     @property
     def config(self):
@@ -182,7 +186,8 @@ class ServerControl:
         spawner = self.spawner(orm_user, server_name, resource)
         spawner.next_launch = launch
         spawner.lifecycle_listener = listener
-        add_client_scopes(spawner, self.client_scopes(orm_user.name, server_name))
+        add_client_scopes(spawner, self.client_scopes(orm_user.name, server_name), self.refused_client_scopes)
+        set_server_token_scopes(spawner, own=launch.launcher in (None, orm_user.name))
         started = time.perf_counter()
         route: asyncio.Future[str | None] | None = None
         ended = False
@@ -558,13 +563,17 @@ def server_of_token_note(note: str) -> str | None:
     return None
 
 
-def add_client_scopes(spawner: Spawner, scopes: list[str]) -> None:
-    """Add ``scopes`` to ``Spawner.oauth_client_allowed_scopes`` (a list or a callable), once."""
+def add_client_scopes(
+    spawner: Spawner, scopes: list[str], refused: Callable[[str], bool] = lambda scope: False
+) -> None:
+    """Add ``scopes`` to ``Spawner.oauth_client_allowed_scopes`` (a list or a callable), once,
+    leaving out (with a warning) what the config allows that ``refused`` says: the tokens
+    of the server's visitors carry what its client allows, and its process holds them."""
     if not scopes:
         return
     current = spawner.oauth_client_allowed_scopes
     if not callable(current):
-        spawner.oauth_client_allowed_scopes = sorted(set(current) | set(scopes))
+        spawner.oauth_client_allowed_scopes = sorted(set(_allowed(spawner, current, refused)) | set(scopes))
         return
     if getattr(current, "uws_scopes", None) == scopes:
         return
@@ -574,11 +583,49 @@ def add_client_scopes(spawner: Spawner, scopes: list[str]) -> None:
         base = configured(spawner)
         if inspect.isawaitable(base):
             base = await base
-        return sorted(set(base) | set(scopes))
+        return sorted(set(_allowed(spawner, base, refused)) | set(scopes))
 
     allowed.uws_scopes = scopes  # type: ignore[attr-defined]
     allowed.uws_configured = configured  # type: ignore[attr-defined]
     spawner.oauth_client_allowed_scopes = allowed
+
+
+def _allowed(spawner: Spawner, configured: list[str], refused: Callable[[str], bool]) -> list[str]:
+    """``configured`` (what the config allows a server's OAuth client) without what ``refused`` says."""
+    left_out = [scope for scope in configured if refused(scope)]
+    if left_out:
+        spawner.log.warning(
+            "Spawner.oauth_client_allowed_scopes: leaving out %s for %s: every visitor's login would give"
+            " them to the server's process, which could act on the hub as its visitors",
+            ", ".join(left_out),
+            spawner._log_name,
+        )
+    return [scope for scope in configured if not refused(scope)]
+
+
+#: the scopes of the API token of a server its owner did not launch: JupyterHub's ``server``
+#: role (its activity, its own server), whatever ``Spawner.server_token_scopes`` says
+FOREIGN_SERVER_TOKEN_SCOPES = ["users:activity!user", "access:servers!server"]
+
+
+def set_server_token_scopes(spawner: Spawner, own: bool) -> None:
+    """The scopes of the server's own API token for this start. The token is the server
+    owner's, and the server's process, which reads it, is its launcher's code: the config's
+    ``Spawner.server_token_scopes`` for the owner's own start (``own``), else
+    :data:`FOREIGN_SERVER_TOKEN_SCOPES` (an editor's code acts as the owner nowhere)."""
+    if not hasattr(spawner, "uws_configured_token_scopes"):
+        spawner.uws_configured_token_scopes = spawner.server_token_scopes
+    configured = spawner.uws_configured_token_scopes
+    if own:
+        spawner.server_token_scopes = configured
+        return
+    if callable(configured) or set(configured or FOREIGN_SERVER_TOKEN_SCOPES) - set(FOREIGN_SERVER_TOKEN_SCOPES):
+        spawner.log.warning(
+            "Spawner.server_token_scopes: %s was not launched by its owner, its token gets %s only",
+            spawner._log_name,
+            ", ".join(FOREIGN_SERVER_TOKEN_SCOPES),
+        )
+    spawner.server_token_scopes = list(FOREIGN_SERVER_TOKEN_SCOPES)
 
 
 def load_spawner_class(value) -> type[Spawner]:
