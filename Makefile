@@ -68,7 +68,13 @@ $(VENV)/.docs-installed: setup.cfg $(VENV)/.installed
 # is one session on one event loop, and the queries those tests reach are the
 # same simple ones every module kept here runs on PostgreSQL), and JupyterHub's
 # spawn limits (test_spawn_limits.py: counted in the hub's memory, JupyterHub's
-# active servers and the start line's tickets, not in the database) (PG_SKIP),
+# active servers and the start line's tickets, not in the database), a server's
+# port taken by another account and a dead server's route (test_port_squatting.py:
+# the spawner's bind, the process watch and the proxy's routes, decided outside the
+# database), servers on subdomains (test_subdomains.py: JupyterHub's host routes
+# and the single-user servers' guard, as test_server_access.py) and HuBMAP's Globus
+# token exchange (test_hubmap_globus.py: the authenticator's protocol, as
+# test_auth_oidc.py; the HuBMAP API itself stays, test_hubmap.py) (PG_SKIP),
 # and the fuzzer as a stranger and as an admin (PG_DESELECT: who may do what is
 # decided by scopes in Python, the same on both databases; the owner's two fuzz
 # runs, which reach every handler's queries with generated values, stay).
@@ -93,7 +99,7 @@ test-sqlite:
 
 PG_SKIP := test_proxy.py test_proxies.py test_server_access.py test_files_safety.py \
            test_auth_ldap.py test_auth_oidc.py test_auth_remote.py test_lifecycle.py \
-           test_spawn_limits.py
+           test_spawn_limits.py test_port_squatting.py test_subdomains.py test_hubmap_globus.py
 
 PG_DESELECT := not test_fuzz_as_stranger and not test_fuzz_as_admin
 
