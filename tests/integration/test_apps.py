@@ -142,9 +142,10 @@ def test_the_apps_start_from_the_page_and_render_in_new_workspaces(apphub, brows
 @pytest.fixture(scope="module")
 def shared_apps(apphub):
     """The owner's running Voilà, Streamlit and echo jobs, each in a workspace
-    shared with the viewer and the editor (launched through the API)."""
+    shared with the viewer and the editor (launched through the API, all three
+    before waiting for any: their starts overlap instead of adding up)."""
     owner = apphub.tokens[OWNER]
-    apps = {}
+    launched = {}
     for job_type in ("voila", "streamlit", "echo"):
         ws = apphub.api(
             "POST", "workspaces", owner, json={"name": f"shared {job_type} {uuid.uuid4().hex[:6]}"}, expect=201
@@ -152,6 +153,9 @@ def shared_apps(apphub):
         for name, level in ((VIEWER, "viewer"), (EDITOR, "editor")):
             apphub.api("POST", f"workspaces/{ws['id']}/shares", owner, json={"user": name, "level": level}, expect=201)
         job = apphub.api("POST", f"workspaces/{ws['id']}/jobs", owner, json={"job_type": job_type}, expect=202)
+        launched[job_type] = ws, job
+    apps = {}
+    for job_type, (ws, job) in launched.items():
         job = apphub.wait_job(job["id"], owner, {"running", "failed"}, timeout=90)
         assert job["status"] == "running", job["reason"]
         apps[job_type] = {"ws": ws, "job": job, "server": f"/user/{OWNER}/{ws['slug']}/"}

@@ -154,11 +154,13 @@ def test_an_editors_batch_job_runs_as_the_editor_with_the_workspace_group(ehub):
     assert lines[0] == OWNER and lines[2:4] == [f"{EDITOR} was here", f"{OWNER} was here"], lines
 
 
-def proc_ids(pid: str) -> tuple[str, set[str]]:
-    """The user and the group names of a running process."""
+def proc_ids(pid: str) -> tuple[str, set[int]]:
+    """The user name and the supplementary group ids of a running process: ids, not
+    names, since a group it got may be gone by now (another test's workspace, deleted
+    meanwhile), and a gone group's id has no name."""
     fields = dict(line.split(":", 1) for line in open(f"/proc/{pid}/status").read().splitlines() if ":" in line)
     uid = int(fields["Uid"].split()[1])
-    return pwd.getpwuid(uid).pw_name, {grp.getgrgid(int(g)).gr_name for g in fields["Groups"].split()}
+    return pwd.getpwuid(uid).pw_name, {int(g) for g in fields["Groups"].split()}
 
 
 def test_only_the_launcher_runs_code_in_a_server_an_editor_launched(ehub, browser):
@@ -168,8 +170,8 @@ def test_only_the_launcher_runs_code_in_a_server_an_editor_launched(ehub, browse
     assert job["status"] == "running", job["reason"]
     assert job["launcher"] == EDITOR
     # the server's process is the editor's, with the workspace's group
-    user, groups = proc_ids(job["resource_id"])
-    assert user == EDITOR and ws["group"] in groups, (user, groups)
+    user, gids = proc_ids(job["resource_id"])
+    assert user == EDITOR and grp.getgrnam(ws["group"]).gr_gid in gids, (user, gids)
     server = f"/user/{OWNER}/{ws['slug']}/"
     # the editor who launched it uses it fully; an admin too (admin:servers)
     assert start_code(ehub, server, carol) == [200, 201]
