@@ -614,7 +614,7 @@ def test_a_running_jobs_page_says_how_long_it_ran_what_is_left_and_what_it_asked
 
     owner, token = person(fhub)
     ws = new_workspace(fhub, token, "Timed run")
-    job = launch(fhub, token, ws, job_type="limited", resources={"time_limit": "3:00:00"})
+    job = launch(fhub, token, ws, job_type="limited", resources={"time_limit": "3:00:00", "cpus": 1})
     fhub.wait_job(job["id"], token, {"running"})
     context, page = browserutil.login(fhub, browser, owner, PASSWORD)
     try:
@@ -631,9 +631,10 @@ def test_a_running_jobs_page_says_how_long_it_ran_what_is_left_and_what_it_asked
         expect(place.locator("tr", has_text="Resource").first).to_contain_text("local")
         # what the launch asked for, as it asked
         expect(place.locator("tr", has_text="Time limit")).to_contain_text("3:00:00")
+        expect(place.locator("th", has_text=re.compile("^CPUs$"))).to_have_count(1)
         page.click("#stop-job")
         fhub.wait_job(job["id"], token, TERMINAL)
-        page.reload()
+        # the page shows itself anew at the job's end (a reload here would race with it)
         expect(page.locator("#job-status")).to_have_text(re.compile("completed|cancelled"))
         # an ended job ran for as long as it ran: no time left, nothing "so far"
         expect(page.locator("#job-remaining")).to_have_count(0)
