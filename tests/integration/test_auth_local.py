@@ -444,6 +444,8 @@ def test_the_accounts_page_offers_a_user_admin_only_what_they_may_do(local_hub):
         assert button not in rows["boss"], button
     assert ONLY_ADMINS_MODIFY in rows["boss"]
     assert 'id="create-account"' in page.text and 'id="new-admin"' not in page.text
+    # the lockout in words (this hub's is 4 s: not "0.1 minutes")
+    assert "3 failed logins in a row lock an account for 4 seconds." in page.text
 
     page = login(hub, "labkeeper", "labkeeper-password").session.get(hub.url + "/hub/admin/accounts", timeout=30)
     assert page.status_code == 200, page.text

@@ -155,6 +155,8 @@ def test_launch_from_the_form_follow_the_log_and_download_the_result(site, brows
     saved = Path(download.value.path())
     assert saved.read_text() == "file,lines\na.txt,3\ndata/b.txt,5\n"
     expect(job.locator(".batch-cancel")).to_be_hidden()
+    # the Files panel, listed before the job, shows what it wrote without a reload
+    expect(page.locator("#files tr[data-path='results']")).to_have_count(1)
 
     # a reload shows the same job, its result and its whole log
     page.reload()

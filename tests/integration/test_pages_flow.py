@@ -179,6 +179,38 @@ def test_a_failure_stays_on_the_page_with_its_log_for_the_owner_only(fhub, brows
         context.close()
 
 
+@pytest.mark.browser
+def test_recent_jobs_follow_every_job_live(fhub, browser):
+    """The workspace page's Recent jobs shows a job as soon as it is launched (from the page
+    or by a program) and follows its status, without a reload: the page says it updates live."""
+    from playwright.sync_api import expect
+
+    owner, token = person(fhub)
+    ws = new_workspace(fhub, token, "Live list")
+    context, page = browserutil.login(fhub, browser, owner, PASSWORD)
+    try:
+        page.goto(f"{fhub.url}/hub/workspaces/{ws['id']}")
+        page.select_option("#job-type-select", "minimal")
+        page.click("#launch-job")
+        expect(page.locator("#job-status")).to_have_text("running", timeout=30_000)
+        job_id = page.locator("#job-id").inner_text()
+        row = page.locator(f"#jobs tr[data-job-id='{job_id}']")
+        expect(row.locator(".job-status")).to_have_text("running")
+        expect(row).to_contain_text("Minimal test server")
+        page.click("#stop-job")
+        expect(row.locator(".job-status")).to_have_text("completed", timeout=30_000)
+        # a job a program launches appears too, and its end
+        job = launch(fhub, token, ws, job_type="minimal")
+        fhub.wait_job(job["id"], token, {"running"})
+        row = page.locator(f"#jobs tr[data-job-id='{job['id']}']")
+        expect(row.locator(".job-status")).to_have_text("running")
+        stop(fhub, token, job)
+        expect(row.locator(".job-status")).to_have_text("completed", timeout=30_000)
+        expect(page.locator("#jobs tbody tr")).to_have_count(2)
+    finally:
+        context.close()
+
+
 # ---------------------------------------------------------------- 3. no dead ends in JupyterHub's pages
 def last_activity(hub, name: str) -> str | None:
     return hub.api("GET", f"users/{name}", expect=200)["last_activity"]
@@ -582,7 +614,7 @@ def test_a_running_jobs_page_says_how_long_it_ran_what_is_left_and_what_it_asked
 
     owner, token = person(fhub)
     ws = new_workspace(fhub, token, "Timed run")
-    job = launch(fhub, token, ws, job_type="limited", resources={"time_limit": "3:00:00"})
+    job = launch(fhub, token, ws, job_type="limited", resources={"time_limit": "3:00:00", "cpus": 1})
     fhub.wait_job(job["id"], token, {"running"})
     context, page = browserutil.login(fhub, browser, owner, PASSWORD)
     try:
@@ -599,9 +631,10 @@ def test_a_running_jobs_page_says_how_long_it_ran_what_is_left_and_what_it_asked
         expect(place.locator("tr", has_text="Resource").first).to_contain_text("local")
         # what the launch asked for, as it asked
         expect(place.locator("tr", has_text="Time limit")).to_contain_text("3:00:00")
+        expect(place.locator("th", has_text=re.compile("^CPUs$"))).to_have_count(1)
         page.click("#stop-job")
         fhub.wait_job(job["id"], token, TERMINAL)
-        page.reload()
+        # the page shows itself anew at the job's end (a reload here would race with it)
         expect(page.locator("#job-status")).to_have_text(re.compile("completed|cancelled"))
         # an ended job ran for as long as it ran: no time left, nothing "so far"
         expect(page.locator("#job-remaining")).to_have_count(0)

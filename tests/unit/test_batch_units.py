@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from uws_hub.errors import Unprocessable, UWSError
+from uws_hub.examples import count_lines
 from uws_hub.jobs.logs import RangeNotSatisfiable, complete_lines, parse_range
 from uws_hub.jobs.parameters import ParameterSpec, render_argv, render_env, validate_parameters
 from uws_hub.jobs.queue import Waiting, plan_starts
@@ -505,3 +506,14 @@ def test_between_the_account_switch_and_the_exec_the_job_cannot_read_its_process
         os.close(ready)
         os.kill(child, 9)
         os.waitpid(child, 0)
+
+
+def test_the_example_batch_job_counts_in_words(tmp_path, monkeypatch, capsys):
+    """The shipped count-lines job's log says "1 file, 1 line", not "1 files, 1 lines"."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "one.txt").write_text("only line\n")
+    monkeypatch.setenv("UWS_RESULTS_DIR", str(tmp_path))
+    assert count_lines.main([str(tmp_path / "data")]) == 0
+    log = capsys.readouterr().out
+    assert "one.txt: 1 line\n" in log
+    assert f"1 file, 1 line; wrote {tmp_path / 'line_counts.csv'}" in log

@@ -53,6 +53,11 @@ def text_files(folder: str, pattern: str, skip: str | None):
     return sorted(found)
 
 
+def plural(count: int, word: str) -> str:
+    """``1 file``, ``2 files``: the log is read by people."""
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder")
@@ -71,13 +76,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"skipped {relative}: not text", flush=True)
             continue
         rows.append((relative, lines, os.path.getsize(path)))
-        print(f"{relative}: {lines} lines", flush=True)
+        print(f"{relative}: {plural(lines, 'line')}", flush=True)
     out = os.path.join(results, "line_counts.csv")
     with open(out, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["path", "lines", "bytes"])
         writer.writerows(rows)
-    print(f"{len(rows)} files, {sum(r[1] for r in rows)} lines; wrote {out}", flush=True)
+    print(f"{plural(len(rows), 'file')}, {plural(sum(r[1] for r in rows), 'line')}; wrote {out}", flush=True)
     return 0
 
 

@@ -68,6 +68,7 @@ class JobPageHandler(UWSPageHandler):
     @web.authenticated
     @requires(READ_WORKSPACES)
     async def get(self, job_id):
+        last_event_id = self.last_event_id()
         job = Job.find(self.db, parse_id(job_id, "job"))
         if job is None or not access.may_workspace(self, READ_WORKSPACES, job.workspace):
             raise NotFound(f"No such job: {job_id}")
@@ -81,6 +82,7 @@ class JobPageHandler(UWSPageHandler):
         await self.render_page(
             "job.html",
             job=model,
+            last_event_id=last_event_id,
             workspace_name=job.workspace.name,
             elapsed=_duration(elapsed),
             remaining=_duration(remaining),

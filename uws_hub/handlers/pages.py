@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from jupyterhub.handlers.base import BaseHandler
 from jupyterhub.scopes import needs_scope
-from sqlalchemy import true
+from sqlalchemy import func, select, true
 from tornado import web
 
 from .. import access
@@ -21,7 +21,7 @@ from ..apihandlers.base import parse_id
 from ..errors import BadRequest, NotFound
 from ..inputs import MAX_OFFSET, query_int
 from ..models import job_model
-from ..orm import Job, Share, Workspace
+from ..orm import Event, Job, Share, Workspace
 from ..scopes import LAUNCH_JOBS, READ_WORKSPACES, SHARE_WORKSPACES, WRITE_WORKSPACES, requires
 from ..services import Services
 from ..states import ShareLevel, WorkspaceStatus
@@ -43,6 +43,12 @@ class UWSPageHandler(BaseHandler):
 
     def argument(self, name: str) -> str | None:
         return self.get_argument(name, None)
+
+    def last_event_id(self) -> int:
+        """The newest event's id, read before the page reads what it shows: the page's
+        event stream starts after it (``last_event_id=``), so a change made while the
+        page loads (a job that ends while its page reloads) still arrives."""
+        return self.db.scalar(select(func.max(Event.id))) or 0
 
     def paging(self, total: int, rows: int = PAGE_ROWS) -> dict[str, Any]:
         """Which page of a list of ``total`` rows this request shows (``?page=``, from 1;

@@ -8,12 +8,10 @@ API from the browser, so everything here a program can do too.
 from __future__ import annotations
 
 from jupyterhub.scopes import needs_scope
-from sqlalchemy import func, select
 from tornado import web
 
 from .. import access
 from ..events.notify import notification_model
-from ..orm import Event
 from ..quotas.limits import PERIODS, SORT_KEYS
 from ..scopes import ADMIN_QUOTAS, READ_WORKSPACES, WRITE_WORKSPACES, requires
 from ..sharing.models import share_model
@@ -29,11 +27,12 @@ class SharedPageHandler(UWSPageHandler):
     @requires(READ_WORKSPACES)
     async def get(self):
         user = self.current_user.orm_user
+        last_event_id = self.last_event_id()
         shares = [share_model(s) for s in self.uws.sharing.received(user, [s.value for s in ShareStatus])]
         notes, _ = self.uws.notifier.listed(user, unread=False, offset=0, limit=RECENT_NOTIFICATIONS)
         await self.render_page(
             "shared.html",
-            last_event_id=self.db.scalar(select(func.max(Event.id))) or 0,
+            last_event_id=last_event_id,
             invitations=[s for s in shares if s["status"] == ShareStatus.pending.value],
             collaborations=[s for s in shares if s["kind"] == ShareKind.collaborate.value],
             copies=[
