@@ -17,6 +17,8 @@ import uuid
 
 import pytest
 
+from uws_hub.reasons import STOPPED_OUTSIDE
+
 from ..helpers import MINIMAL_CMD
 from ..hubutil import Hub, wait_for
 
@@ -89,4 +91,19 @@ def test_stopped_once_running(shub):
     assert shub.wait_job(job["id"], token, {"running"} | TERMINAL)["status"] == "running"
     assert routes_of(shub, name) != []
     assert stop(shub, token, job)["status"] == "completed"
+    assert routes_of(shub, name) == []
+
+
+@pytest.mark.parametrize("job_type", ["deaf", "mute"])
+def test_stopped_during_its_start_with_jupyterhubs_server_api(shub, job_type):
+    """What the admin panel's Stop of a starting server sends: the job stops, as with
+    uws-hub's own stop (JupyterHub's own stop of a start under way answered 500)."""
+    name, token, job = launch(shub, job_type)
+    if job_type == "deaf":
+        wait_for(lambda: shub.api("GET", f"jobs/{job['id']}", token, expect=200)["resource_id"], 30, what="its process")
+    else:
+        wait_for(lambda: routes_of(shub, name), 60, what="its route, added once it listens")
+    shub.api("DELETE", f"users/{name}/servers/{job['server_name']}", expect=202)
+    end = shub.wait_job(job["id"], token, TERMINAL)
+    assert (end["status"], end["reason"]) == ("cancelled", STOPPED_OUTSIDE)
     assert routes_of(shub, name) == []
