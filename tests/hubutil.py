@@ -88,9 +88,6 @@ def wait_for(predicate, timeout: float, interval: float = 0.2, what: str = "cond
 BENIGN_ERRORS = {
     # JupyterHub logs a request body that is not JSON before the API answers 400
     r"\] Couldn't parse JSON$": "bad input is answered with a 400",
-    # a server stopped before its route was added: JupyterHub logs the proxy's 404,
-    # then warns that the route was already deleted
-    r"\] api_request to proxy failed: 404, message='Not Found', url='\S+/api/routes/user/": "route already gone",
     # a local server that exits before it listens fails its start (and its job, with
     # the reason): JupyterHub logs the spawner's SpawnException, without a traceback
     r"\] Not starting \S+'s server \S+: 400 SpawnException\(reason=exited\): it (exited|was killed)": "its job says why",

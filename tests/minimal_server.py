@@ -7,12 +7,17 @@ authentication: use it only on test hubs. ``GET .../uws-test-alloc/<MB>`` makes
 it allocate that much memory (and exit with status 1 if it cannot).
 ``UWS_TEST_STOP_SECONDS`` (benchmarks/slurm_poll.py's ``--server-stop-seconds``)
 makes it take that long to exit after a SIGTERM, as a server that shuts down its
-kernels does (without it, SIGTERM ends it at once).
+kernels does (without it, SIGTERM ends it at once). ``UWS_TEST_LISTEN_SECONDS``
+makes it wait that long before it listens, and ``UWS_TEST_ANSWER_SECONDS`` makes
+it listen at once but answer only that long after it started: a test can stop its
+job at either point of the start (tests/integration/test_stop_during_start.py).
 """
 
+import asyncio
 import json
 import os
 import signal
+import time
 from datetime import datetime
 from importlib.metadata import version
 from urllib.parse import urlparse
@@ -21,6 +26,8 @@ from tornado import ioloop, web
 
 # read from the installed metadata: importing jupyterhub would slow every start
 JUPYTERHUB_VERSION = version("jupyterhub")
+#: when it answers its first request
+ANSWER_AT = time.monotonic() + float(os.environ.get("UWS_TEST_ANSWER_SECONDS") or 0)
 
 
 class Answer(web.RequestHandler):
@@ -28,7 +35,9 @@ class Answer(web.RequestHandler):
         # as jupyterhub-singleuser does, so the hub does not warn about an old server
         self.set_header("X-JupyterHub-Version", JUPYTERHUB_VERSION)
 
-    def get(self, path):
+    async def get(self, path):
+        if (wait := ANSWER_AT - time.monotonic()) > 0:
+            await asyncio.sleep(wait)
         if "/uws-test-alloc/" in path:
             # the limits tests: allocate this many MB; a server over its memory ends, as a real one would
             try:
@@ -43,6 +52,7 @@ class Answer(web.RequestHandler):
 
 def main():
     url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
+    time.sleep(float(os.environ.get("UWS_TEST_LISTEN_SECONDS") or 0))
     web.Application([(r"(.*)", Answer)]).listen(url.port, url.hostname)
     stop_seconds = float(os.environ.get("UWS_TEST_STOP_SECONDS") or 0)
     if stop_seconds > 0:

@@ -23,6 +23,10 @@ from .redaction import redact
 #: the longest reason stored (a resource's message can be long)
 MAX_REASON_CHARS = 500
 
+#: a job whose server was stopped with JupyterHub's own server API (what its admin panel and an
+#: idle culler use) rather than uws-hub's
+STOPPED_OUTSIDE = "Stopped outside uws-hub (JupyterHub's server API, admin panel or idle culler)"
+
 #: signals that mostly mean the kernel's out-of-memory killer (or a memory limit) ended the process
 _OUT_OF_MEMORY_SIGNALS = {signals.SIGKILL}
 

@@ -8,7 +8,9 @@ refuses without a job. ``POST /hub/api/users/{name}/server`` (the default
 server: the admin panel's Start All) is refused at once with what to do
 instead: there is no default server, and refusing it before JupyterHub's
 spawn leaves the user's last activity alone (a spawn, even one that fails,
-counts as activity). Stopping and the rest of the server API stay JupyterHub's.
+counts as activity). ``DELETE`` of a server whose start is under way stops its
+job (``202``), as ``POST /hub/api/jobs/{id}/stop`` does; stopping a running
+server and the rest of the server API stay JupyterHub's.
 
 ``POST /hub/api/users/{name}/activity`` (what a server posts its activity to),
 ``GET /hub/api/user`` and ``GET /hub/api/users/{name}`` are JupyterHub's,
@@ -34,6 +36,7 @@ from ..errors import BadRequest, Forbidden, NotFound
 from ..jobs.servers import server_of_token_note
 from ..models import job_model
 from ..orm import Job, Workspace
+from ..reasons import STOPPED_OUTSIDE
 from ..scopes import LAUNCH_JOBS
 from .base import UWSAPIHandler
 
@@ -68,6 +71,25 @@ class WorkspaceServerAPIHandler(UWSAPIHandler, UserServerAPIHandler):
         launcher = await self.fresh_launcher(ws)
         job = self.uws.jobs.launch(ws, job_type, None, {}, self.actor, launcher=launcher)
         self.write_json(job_model(job), status=202)
+
+    @needs_scope("delete:servers")
+    async def delete(self, user_name, server_name=""):
+        # a server whose start is under way stops as its job: JupyterHub's own stop of it
+        # cancels the start, waits a second, and then stops a server the job's end has
+        # already taken away (a 500) or deletes a route that never went in (the proxy's
+        # 404, logged as an ERROR)
+        user = self.find_user(user_name)
+        spawner = user.spawners.get(server_name) if user is not None and server_name else None
+        remove = (self.get_json_body() or {}).get("remove", False)
+        ws = None
+        if spawner is not None and spawner.pending == "spawn" and not remove:
+            ws = Workspace.find_by_slug(self.db, user.id, server_name)
+        job = None if ws is None else Job.active_in(self.db, ws.id)
+        if job is None:
+            return await super().delete(user_name, server_name)
+        self.uws.jobs.stop(job, self.actor, STOPPED_OUTSIDE)
+        self.set_header("Content-Type", "text/plain")
+        self.set_status(202)
 
 
 class ServerTokenMixin(UWSAPIHandler):

@@ -28,7 +28,7 @@ from sqlalchemy import Row, select
 
 from ..errors import UWSError
 from ..orm import Job, utcnow
-from ..reasons import exit_reason, from_exception, not_started
+from ..reasons import STOPPED_OUTSIDE, exit_reason, from_exception, not_started
 from ..reconciler import Key
 from ..spawners.mixins import hub_id
 from ..states import ACTIVE_JOB_STATUSES, JobStatus, JobTarget
@@ -688,8 +688,4 @@ class JobSteps:
                 job, job.resource, info.get("reason") or "The job ended", JobStatus(info.get("outcome") or "failed")
             )
         elif event == "stopping" and job.target == JobTarget.running and job.status == JobStatus.running.value:
-            self.jobs.stop(
-                job,
-                "jupyterhub",
-                "Stopped outside uws-hub (JupyterHub's server API, admin panel or idle culler)",
-            )
+            self.jobs.stop(job, "jupyterhub", STOPPED_OUTSIDE)

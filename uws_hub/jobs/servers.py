@@ -15,6 +15,7 @@ import asyncio
 import inspect
 import logging
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from importlib.metadata import entry_points
 from typing import Any
@@ -61,6 +62,10 @@ class ServerControl:
         #: whether a scope the config allows a server's OAuth client (any form) is left
         #: out: its process holds every visitor's token (see add_client_scopes)
         self.refused_client_scopes = refused_client_scopes
+        #: the spawners whose start failed or was cancelled after JupyterHub recorded
+        #: their server, which has no route then (a cancelled spawn leaves it recorded,
+        #: and ready to JupyterHub, until it is stopped)
+        self._unrouted: weakref.WeakSet[Spawner] = weakref.WeakSet()
 
     @property
     def config(self):
@@ -189,7 +194,12 @@ class ServerControl:
         add_client_scopes(spawner, self.client_scopes(orm_user.name, server_name), self.refused_client_scopes)
         set_server_token_scopes(spawner, own=launch.launcher in (None, orm_user.name))
         started = time.perf_counter()
-        route: asyncio.Future[str | None] | None = None
+        #: the proxy route adds of this start (the early one, the one after the spawn),
+        #: each resolving to the target it added (None: none). A cancel of the start
+        #: does not cut them short (an add cut short may still reach the proxy, and its
+        #: route would stay with nothing to take it out): the start awaits them shielded,
+        #: and takes out again what they added if it fails
+        adds: list[asyncio.Task[str | None]] = []
         ended = False
 
         def listening(start: asyncio.Task) -> None:
@@ -199,14 +209,14 @@ class ServerControl:
             # start_timeout, a cancel start() let pass) would leave a route that nothing
             # takes out, to a server JupyterHub never recorded (finish() below takes out
             # only a route added while it runs)
-            nonlocal route
             if ended or self.pool.closed or start.cancelled() or start.exception() is not None:
                 return
             if getattr(spawner, "listening", False):
-                route = self.pool.spawn(self._add_route_early(user, server_name, spawner, start.result()))
+                adds.append(self.pool.spawn(self._add_route_early(user, server_name, spawner, start.result())))
 
         if isinstance(spawner, WorkspaceSpawnerMixin):
             spawner.start_listener = listening
+        self._unrouted.discard(spawner)
         spawn = user.spawn(server_name)
         spawner._spawn_pending = True
 
@@ -224,9 +234,10 @@ class ServerControl:
                 try:
                     # the route added early is the one JupyterHub's own would add (its target
                     # is the address the spawn recorded), or it is added now
-                    early = await route if route is not None else None
+                    early = await asyncio.shield(adds[0]) if adds else None
                     if early is None or spawner.server is None or early != spawner.server.host:
-                        await self.proxy.add_user(user, server_name)
+                        adds.append(self.pool.spawn(self._add_route(user, server_name, spawner)))
+                        await asyncio.shield(adds[-1])
                 except Exception as e:
                     self.log.exception("Failed to add %s to the proxy; stopping it", spawner._log_name)
                     await user.stop(server_name)
@@ -237,14 +248,16 @@ class ServerControl:
                 if self._restore_activity(orm_user, spawner, before) | self._then(then):
                     self._commit()
             except BaseException:
+                self._unrouted.add(spawner)
                 SERVER_SPAWN_DURATION_SECONDS.labels(status=ServerSpawnStatus.failure, reason="error").observe(
                     time.perf_counter() - started
                 )
                 if self._restore_activity(orm_user, spawner, before):
                     self._commit()
-                if route is not None and not self.pool.closed:
-                    # JupyterHub's check failed after the route went in: take it out again
-                    await asyncio.shield(self.pool.spawn(self._remove_early_route(user, server_name, route)))
+                if adds and not self.pool.closed:
+                    # the start failed or was cancelled after a route went in: take it out
+                    # again (the stop that follows leaves the route alone: see _unrouted)
+                    await asyncio.shield(self.pool.spawn(self._remove_added_route(user, server_name, adds)))
                 raise
             finally:
                 # cleared here, not in a done callback: whoever sees the future
@@ -282,12 +295,21 @@ class ServerControl:
             return None
         return target
 
-    async def _remove_early_route(self, user: User, server_name: str, route: asyncio.Future[str | None]) -> None:
-        try:
-            added = await route
-        except BaseException:
-            added = None
-        if added is not None:
+    async def _add_route(self, user: User, server_name: str, spawner: Spawner) -> str | None:
+        """JupyterHub's add of the route of a server its spawn recorded; returns its target."""
+        target = spawner.server.host if spawner.server is not None else None
+        await self.proxy.add_user(user, server_name)
+        return target
+
+    async def _remove_added_route(self, user: User, server_name: str, adds: list[asyncio.Task[str | None]]) -> None:
+        """Take out the route of a failed start, once its adds are through, if one went in."""
+        added = False
+        for add in adds:
+            try:
+                added |= (await add) is not None
+            except BaseException:
+                pass
+        if added:
             try:
                 await self.proxy.delete_user(user, server_name)
             except Exception:
@@ -332,6 +354,10 @@ class ServerControl:
             await asyncio.wait([start], timeout=10)
         if spawner.server is None and not spawner.pending:
             return False
+        # a server has its route once its start is through (or JupyterHub put it back at
+        # the hub's start), not while it starts nor after a start that failed (which took
+        # out what it added): deleting it then would only get the proxy's 404
+        routed = spawner.ready and spawner not in self._unrouted
         spawner._stop_pending = True
         called = False
 
@@ -341,10 +367,9 @@ class ServerControl:
             try:
                 # the route goes while the server stops, not before: a stop waits for one
                 # proxy round trip less (JupyterHub's own stop does them one after the other)
+                unroute = [self.proxy.delete_user(user, server_name)] if routed else []
                 try:
-                    outcomes = await asyncio.gather(
-                        self.proxy.delete_user(user, server_name), user.stop(server_name), return_exceptions=True
-                    )
+                    outcomes = await asyncio.gather(*unroute, user.stop(server_name), return_exceptions=True)
                 except asyncio.CancelledError:
                     if self._restore_activity(orm_user, spawner, before):
                         self._commit()
