@@ -103,6 +103,10 @@ def test_stopped_during_its_start_with_jupyterhubs_server_api(shub, job_type):
         wait_for(lambda: shub.api("GET", f"jobs/{job['id']}", token, expect=200)["resource_id"], 30, what="its process")
     else:
         wait_for(lambda: routes_of(shub, name), 60, what="its route, added once it listens")
+    # removing it while it starts is refused, saying what to do; the job starts on
+    r = shub.request("DELETE", f"users/{name}/servers/{job['server_name']}", shub.admin_token, json={"remove": True})
+    assert r.status_code == 409 and "stop it first" in r.text, r.text
+    assert shub.api("GET", f"jobs/{job['id']}", token, expect=200)["status"] in ("pending", "queued")
     shub.api("DELETE", f"users/{name}/servers/{job['server_name']}", expect=202)
     end = shub.wait_job(job["id"], token, TERMINAL)
     assert (end["status"], end["reason"]) == ("cancelled", STOPPED_OUTSIDE)

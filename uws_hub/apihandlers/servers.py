@@ -32,7 +32,7 @@ from jupyterhub.scopes import needs_scope
 from jupyterhub.user import User
 
 from .. import access
-from ..errors import BadRequest, Forbidden, NotFound
+from ..errors import BadRequest, Conflict, Forbidden, NotFound
 from ..jobs.servers import server_of_token_note
 from ..models import job_model
 from ..orm import Job, Workspace
@@ -82,11 +82,16 @@ class WorkspaceServerAPIHandler(UWSAPIHandler, UserServerAPIHandler):
         spawner = user.spawners.get(server_name) if user is not None and server_name else None
         remove = (self.get_json_body() or {}).get("remove", False)
         ws = None
-        if spawner is not None and spawner.pending == "spawn" and not remove:
+        if spawner is not None and spawner.pending == "spawn":
             ws = Workspace.find_by_slug(self.db, user.id, server_name)
         job = None if ws is None else Job.active_in(self.db, ws.id)
         if job is None:
             return await super().delete(user_name, server_name)
+        if remove:
+            raise Conflict(
+                f"The server {server_name!r} is starting (job {job.id}): stop it first"
+                f' (POST /hub/api/jobs/{job.id}/stop, or DELETE without "remove"), then remove it'
+            )
         self.uws.jobs.stop(job, self.actor, STOPPED_OUTSIDE)
         self.set_header("Content-Type", "text/plain")
         self.set_status(202)
