@@ -19,7 +19,7 @@ import pytest
 
 from uws_hub.reasons import STOPPED_OUTSIDE
 
-from ..helpers import MINIMAL_CMD
+from ..helpers import MINIMAL_CMD, shared_workspace
 from ..hubutil import Hub, wait_for
 
 TERMINAL = {"completed", "failed", "cancelled"}
@@ -38,6 +38,8 @@ c.UWSHub.job_types = {{
         "env": {{"UWS_TEST_ANSWER_SECONDS": "{HOLD}"}},
     }},
 }}
+c.JupyterHub.load_roles.append({{"name": "halt-keeper", "scopes": ["admin:users", "list:users", "read:users"],
+                                 "users": ["haltkeeper"]}})
 """
 
 
@@ -111,3 +113,29 @@ def test_stopped_during_its_start_with_jupyterhubs_server_api(shub, job_type):
     end = shub.wait_job(job["id"], token, TERMINAL)
     assert (end["status"], end["reason"]) == ("cancelled", STOPPED_OUTSIDE)
     assert routes_of(shub, name) == []
+
+
+def test_only_who_may_stop_a_starting_server_stops_it_with_jupyterhubs_server_api(shub):
+    """The DELETE that stops a starting server as its job is refused, and stops nothing,
+    to a stranger, the workspace's viewer and editor (a share gives no delete:servers), a
+    user admin (admin:users only) and anonymously; the owner's own DELETE stops it."""
+    owner = f"halt{uuid.uuid4().hex[:8]}"
+    owner_token = shub.add_user(owner)
+    others = {who: shub.add_user(f"{who}{uuid.uuid4().hex[:6]}") for who in ("stranger", "viewer", "editor")}
+    keeper = shub.add_user("haltkeeper")
+    names = {who: shub.api("GET", "user", token, expect=200)["name"] for who, token in others.items()}
+    ws = shared_workspace(shub, owner_token, {names["viewer"]: "viewer", names["editor"]: "editor"})
+    job = shub.api("POST", f"workspaces/{ws['id']}/jobs", owner_token, json={"job_type": "deaf"}, expect=202)
+    wait_for(
+        lambda: shub.api("GET", f"jobs/{job['id']}", owner_token, expect=200)["resource_id"], 30, what="its process"
+    )
+    path = f"users/{owner}/servers/{job['server_name']}"
+    for who, token in [*others.items(), ("user admin", keeper), ("anonymous", None)]:
+        for body in ({}, {"remove": True}):
+            r = shub.request("DELETE", path, token, json=body)
+            assert r.status_code in (401, 403, 404), (who, body, r.status_code, r.text)
+    assert shub.api("GET", f"jobs/{job['id']}", owner_token, expect=200)["status"] in ("pending", "queued")
+    shub.api("DELETE", path, owner_token, expect=202)
+    end = shub.wait_job(job["id"], owner_token, TERMINAL)
+    assert (end["status"], end["reason"]) == ("cancelled", STOPPED_OUTSIDE)
+    assert routes_of(shub, owner) == []
