@@ -163,8 +163,6 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         # what jobs' Jupyter servers check to tell their launcher from readers; no hub API takes it
         # (a workspace scope here would let the server act on the hub as its visitors)
         client_scopes=lambda owner, server: [f"{scopes.WRITE_SERVERS}!server={owner}/{server}"],
-        # nor one that the config adds
-        refused_client_scopes=scopes.taken_by_hub,
     )
     events = EventBus(log, max_queue=hub.event_queue_size, stall_seconds=hub.event_stream_stall_seconds)
     events.attach(db)

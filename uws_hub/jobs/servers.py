@@ -32,6 +32,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm.collections import collection_adapter
 from traitlets.utils.importstring import import_item
 
+from ..scopes import taken_by_hub
 from ..spawners.mixins import LifecycleListener, WorkspaceLaunch, WorkspaceSpawnerMixin
 from ..tasks import TaskPool
 
@@ -46,7 +47,7 @@ class ServerControl:
         pool: TaskPool,
         *,
         client_scopes: Callable[[str, str], list[str]],
-        refused_client_scopes: Callable[[str], bool] = lambda scope: False,
+        refused_client_scopes: Callable[[str], bool] = taken_by_hub,
     ):
         self.users = users
         self.proxy = proxy
@@ -60,7 +61,9 @@ class ServerControl:
         #: job's Jupyter server checks to tell its launcher from readers)
         self.client_scopes = client_scopes
         #: whether a scope the config allows a server's OAuth client (any form) is left
-        #: out: its process holds every visitor's token (see add_client_scopes)
+        #: out: its process holds every visitor's token (see add_client_scopes). By
+        #: default everything that acts on the hub's API: a ServerControl made without
+        #: saying is closed, not open
         self.refused_client_scopes = refused_client_scopes
         #: the spawners whose start failed or was cancelled after JupyterHub recorded
         #: their server, which has no route then (a cancelled spawn leaves it recorded,
@@ -588,9 +591,7 @@ def server_of_token_note(note: str) -> str | None:
     return None
 
 
-def add_client_scopes(
-    spawner: Spawner, scopes: list[str], refused: Callable[[str], bool] = lambda scope: False
-) -> None:
+def add_client_scopes(spawner: Spawner, scopes: list[str], refused: Callable[[str], bool] = taken_by_hub) -> None:
     """Add ``scopes`` to ``Spawner.oauth_client_allowed_scopes`` (a list or a callable), once,
     leaving out (with a warning) what the config allows that ``refused`` says: the tokens
     of the server's visitors carry what its client allows, and its process holds them."""
@@ -617,7 +618,10 @@ def add_client_scopes(
 
 def _allowed(spawner: Spawner, configured: list[str], refused: Callable[[str], bool]) -> list[str]:
     """``configured`` (what the config allows a server's OAuth client) without what ``refused`` says."""
-    left_out = [scope for scope in configured if refused(scope)]
+    kept: list[str] = []
+    left_out: list[str] = []
+    for scope in configured:
+        (left_out if refused(scope) else kept).append(scope)
     if left_out:
         spawner.log.warning(
             "Spawner.oauth_client_allowed_scopes: leaving out %s for %s: every visitor's login would give"
@@ -625,7 +629,7 @@ def _allowed(spawner: Spawner, configured: list[str], refused: Callable[[str], b
             ", ".join(left_out),
             spawner._log_name,
         )
-    return [scope for scope in configured if not refused(scope)]
+    return kept
 
 
 #: the scopes of the API token of a server its owner did not launch: JupyterHub's ``server``
