@@ -155,7 +155,7 @@ def test_a_newcomer_runs_the_example_batch_job_from_the_page(run_hub, browser):
     page.wait_for_url(re.compile(r".*/hub/workspaces/\d+$"))
     (hub.workspaces_root / "admin" / "counting-lines" / "notes.txt").write_text("one\ntwo\n")
     page.locator("#batch-type").select_option("count-lines")
-    expect(page.locator("#batch-form").get_by_label("folder", exact=True)).to_have_value(".")
+    expect(page.locator("#batch-form").get_by_label("Folder", exact=True)).to_have_value(".")
     page.click("#batch-launch")
     job = page.locator(".batch-job").first
     expect(job.locator(".batch-status")).to_have_text("completed", timeout=60_000)
