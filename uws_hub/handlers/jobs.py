@@ -52,7 +52,11 @@ class JobsPageHandler(UWSPageHandler):
         paging = self.paging(jobs.count(where), rows=ADMIN_PAGE_ROWS)
         await self.render_page(
             "jobs.html",
-            jobs=[job_model(job) for job in jobs.page(where, paging["offset"], paging["rows"])],
+            # the API's model names the workspace by its slug; people know it by its name
+            jobs=[
+                {**job_model(job), "workspace_name": job.workspace.name}
+                for job in jobs.page(where, paging["offset"], paging["rows"])
+            ],
             everyone=everyone,
             owner=owner or "",
             workspace=workspace or "",
