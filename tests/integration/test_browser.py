@@ -107,6 +107,11 @@ def test_new_user_flow_in_the_browser(run_hub, browser):
     lab.locator(".jp-LauncherCard[title='Create a new text file']").click()
     directory = hub.workspaces_root / "admin" / "browser-test"
     wait_for(lambda: (directory / "untitled.txt").exists(), 30, what="JupyterLab's new file in the workspace")
+    # JupyterLab's news plugin is off (UWSHub.jupyterlab_news): no "Would you like to get
+    # notified about official Jupyter news?" on a newcomer's first JupyterLab
+    config = lab.evaluate("JSON.parse(document.getElementById('jupyter-config-data').textContent)")
+    assert "@jupyterlab/apputils-extension:announcements" in config["disabledExtensions"], config
+    expect(lab.locator("body")).not_to_contain_text("Jupyter news")
     lab.close()
 
     # stop it from the workspace page; it completes
