@@ -190,12 +190,16 @@ def test_recent_jobs_follow_every_job_live(fhub, browser):
     context, page = browserutil.login(fhub, browser, owner, PASSWORD)
     try:
         page.goto(f"{fhub.url}/hub/workspaces/{ws['id']}")
+        # none yet: said in words, not an empty table
+        expect(page.locator("#jobs-none")).to_have_text("No jobs yet.")
+        expect(page.locator("#jobs")).to_be_hidden()
         page.select_option("#job-type-select", "minimal")
         page.click("#launch-job")
         expect(page.locator("#job-status")).to_have_text("running", timeout=30_000)
         job_id = page.locator("#job-id").inner_text()
         row = page.locator(f"#jobs tr[data-job-id='{job_id}']")
         expect(row.locator(".job-status")).to_have_text("running")
+        expect(page.locator("#jobs-none")).to_be_hidden()
         expect(row).to_contain_text("Minimal test server")
         page.click("#stop-job")
         expect(row.locator(".job-status")).to_have_text("completed", timeout=30_000)
@@ -476,6 +480,10 @@ def test_my_workspaces_list_scales_and_acts_per_row(fhub, browser):
     )
     context, page = browserutil.login(fhub, browser, owner, PASSWORD)
     try:
+        # no job yet: said in words (what to do), not an empty table
+        page.goto(f"{fhub.url}/hub/jobs")
+        expect(page.locator("#jobs-count")).to_have_text("No jobs yet: launch one from a workspace's page.")
+        expect(page.locator("#job-list")).to_be_hidden()
         # newest (last used) first, in pages, with the shared one marked
         page.goto(f"{fhub.url}/hub/workspaces?rows=5")
         expect(page.locator("#ws-count")).to_contain_text("1–5 of 8 workspaces")
@@ -528,6 +536,9 @@ def test_my_workspaces_list_scales_and_acts_per_row(fhub, browser):
             stop(fhub, token, launch(fhub, token, made[5]))
         page.goto(f"{fhub.url}/hub/jobs?rows=5")
         expect(page.locator("#jobs-count")).to_contain_text("1–5 of 6 jobs")
+        page.goto(f"{fhub.url}/hub/jobs?status=failed")
+        expect(page.locator("#jobs-count")).to_have_text("No job matches.")
+        page.goto(f"{fhub.url}/hub/jobs?rows=5")
         # each job's workspace by its name (its slug is project-05), to its page
         expect(page.locator("#job-list .job-workspace").first).to_have_text("Project 05")
         page.click("#page-next")
