@@ -98,6 +98,7 @@ def test_the_guides_pages_render_and_are_photographed(guide_hub, browser, tmp_pa
         expect(page.locator("#workspaces")).to_contain_text("Field survey 2024")
         expect(page.locator("#workspaces")).to_contain_text("Thesis analysis")
         expect(page.locator("#quota-disk .quota-text")).not_to_be_empty()
+        expect(page.locator("#quota-core .quota-text")).to_have_text("0 of 500")
         shoot(page, "workspaces.png", taken)
 
         # a file uploaded from the page, then a launch, while it starts: the
