@@ -130,8 +130,10 @@ def test_launch_from_the_form_follow_the_log_and_download_the_result(site, brows
     job = page.locator(".batch-job").first
     expect(job.locator(".batch-title")).to_be_focused()
     expect(job.locator(".batch-name")).to_contain_text("Count lines")
-    expect(job.locator(".batch-params")).to_contain_text('label="first; $(id)"')
-    expect(job.locator(".batch-params")).to_contain_text("rounds=2")
+    # its parameters as the form names them
+    expect(job.locator(".batch-params")).to_contain_text('Label: "first; $(id)"')
+    expect(job.locator(".batch-params")).to_contain_text("Rounds: 2")
+    expect(job.locator(".batch-params")).to_contain_text('Folder to count: "."')
     job_id = int(job.get_attribute("data-job-id"))
     log = job.locator(".batch-log")
     expect(log).to_contain_text("a.txt: 3 lines", timeout=60_000)
@@ -177,7 +179,7 @@ def test_launch_from_the_form_follow_the_log_and_download_the_result(site, brows
     expect(second.locator(".batch-log")).to_contain_text("a.txt: 3 lines", timeout=60_000)
     second_id = int(second.get_attribute("data-job-id"))
     assert second_id > job_id
-    expect(second.locator(".batch-params")).to_contain_text("header=false")
+    expect(second.locator(".batch-params")).to_contain_text("Header: false")
     second.locator(".batch-cancel").click()
     expect(second.locator(".batch-status")).to_have_text("cancelled", timeout=60_000)
     page.once("dialog", lambda dialog: dialog.accept())
@@ -229,6 +231,9 @@ def test_a_batch_jobs_page_shows_its_parameters_how_it_ended_and_its_log(site, b
         batch = page.locator("#job-batch")
         expect(batch.locator("tr", has_text="format")).to_contain_text("tsv")
         expect(batch.locator("tr", has_text="label")).to_contain_text("page run")
+        # named as the launch form names them
+        expect(batch.get_by_role("rowheader", name="Folder to count", exact=True)).to_be_visible()
+        expect(batch.get_by_role("rowheader", name="Format", exact=True)).to_be_visible()
         expect(page.locator("#job-exit-code")).to_have_text("0")
         page.click("#job-log summary")
         expect(page.locator("#job-output")).to_contain_text("a.txt: 3 lines")

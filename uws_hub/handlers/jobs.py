@@ -77,6 +77,7 @@ class JobPageHandler(UWSPageHandler):
         if job is None or not access.may_workspace(self, READ_WORKSPACES, job.workspace):
             raise NotFound(f"No such job: {job_id}")
         model = job_model(job)
+        job_type = self.uws.job_types.get(job.job_type)
         limit = self.uws.jobs.time_limit_seconds(job)
         elapsed = remaining = None
         if job.running_at is not None:
@@ -88,6 +89,9 @@ class JobPageHandler(UWSPageHandler):
             job=model,
             last_event_id=last_event_id,
             workspace_name=job.workspace.name,
+            # a batch job's parameters as its launch form names them (a job type since
+            # removed from the configuration: by their names)
+            parameter_labels={} if job_type is None else {n: s.shown_label(n) for n, s in job_type.parameters.items()},
             elapsed=_duration(elapsed),
             remaining=_duration(remaining),
             time_limit=_duration(timedelta(seconds=limit)) if limit else None,

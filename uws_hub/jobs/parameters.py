@@ -76,7 +76,11 @@ class ParameterSpec(BaseModel):
         return self
 
     def public_model(self, name: str) -> dict[str, Any]:
-        return {"name": name, **self.model_dump(), "label": self.label or readable(name)}
+        return {"name": name, **self.model_dump(), "label": self.shown_label(name)}
+
+    def shown_label(self, name: str) -> str:
+        """What pages call the parameter ``name``: its label, or its name made readable."""
+        return self.label or readable(name)
 
 
 def readable(name: str) -> str:
