@@ -36,8 +36,18 @@ c.UWSHub.job_types = {
         "description": "Counts the lines of the text files in a folder of the workspace, into a CSV file.",
         "cmd": [sys.executable, "-I", "-m", "uws_hub.examples.count_lines", "{folder}", ["--pattern", "{pattern}"]],
         "parameters": {
-            "folder": {"type": "path", "default": ".", "help": "The folder to count in (all of the workspace: .)"},
-            "pattern": {"type": "string", "default": "*", "help": "Only files whose names match, e.g. *.py"},
+            "folder": {
+                "type": "path",
+                "label": "Folder",
+                "default": ".",
+                "help": "The folder to count in (all of the workspace: .)",
+            },
+            "pattern": {
+                "type": "string",
+                "label": "File names",
+                "default": "*",
+                "help": "Only files whose names match, e.g. *.py",
+            },
         },
         "default_resources": {"cpus": 1, "memory": "1G"},
         "time_limit_seconds": 600,

@@ -104,6 +104,21 @@ class SharingOptions(HasTraits):
         """,
     )
 
+    jupyterlab_news = Bool(
+        False,
+        config=True,
+        help="""Whether JupyterLab in workspace jobs offers Jupyter's news and update checks.
+
+        False: the servers uws-hub launches disable JupyterLab's announcements
+        plugin (``@jupyterlab/apputils-extension:announcements``), so a newcomer's
+        first JupyterLab does not ask "Would you like to get notified about
+        official Jupyter news?", and no server fetches the news feed or checks
+        for a newer JupyterLab on the internet (compute nodes often cannot reach
+        it). True: JupyterLab's own default, which asks each user once and
+        remembers their answer. Applies to jobs started after a change.
+        """,
+    )
+
     copy_max_attempts = Integer(
         3,
         config=True,

@@ -234,6 +234,7 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
             job_type.env,
             hub.server_auth_cache_seconds,
             None if job_type.app is None else job_type.app.model_dump(),
+            jupyterlab_news=hub.jupyterlab_news,
         ),
         runners=runners,
         wake_queue=lambda: queue.put(QUEUE_KEY),

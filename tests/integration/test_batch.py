@@ -45,7 +45,7 @@ JOB_TYPES = {
             "text": {"type": "string", "required": True, "help": "any text"},
             "count": {"type": "int", "default": 3, "min": 1, "max": 10},
             "ratio": {"type": "float", "default": 0.5, "min": 0, "max": 1},
-            "mode": {"type": "choice", "choices": ["fast", "exact"], "default": "fast"},
+            "mode": {"type": "choice", "label": "Speed", "choices": ["fast", "exact"], "default": "fast"},
             "folder": {"type": "path", "default": "."},
             "loud": {"type": "bool", "default": False},
             "note": {"type": "string"},
@@ -153,6 +153,7 @@ def test_job_types_show_their_parameters(bhub, owner):
     assert params["count"] == {
         "name": "count",
         "type": "int",
+        "label": "Count",
         "help": "",
         "default": 3,
         "required": False,
@@ -162,6 +163,7 @@ def test_job_types_show_their_parameters(bhub, owner):
         "max_length": 4096,
     }
     assert params["mode"]["choices"] == ["fast", "exact"]
+    assert params["mode"]["label"] == "Speed"
     assert types["minimal"]["parameters"] == []
     # the command is the admin's: never shown
     assert "cmd" not in types["report"]

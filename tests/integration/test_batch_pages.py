@@ -60,7 +60,7 @@ JOB_TYPES = {
         "description": "Counts the lines of each file in a folder and writes them to a table.",
         "cmd": [sys.executable, "-c", COUNT, "{folder}", "{format}", ["--header", "{header}"], ["{rounds}"]],
         "parameters": {
-            "folder": {"type": "path", "default": ".", "help": "The folder to count in"},
+            "folder": {"type": "path", "label": "Folder to count", "default": ".", "help": "The folder to count in"},
             "format": {"type": "choice", "choices": ["csv", "tsv"], "default": "csv"},
             "header": {"type": "bool", "default": True, "help": "Start the table with a header line"},
             "rounds": {"type": "int", "min": 1, "max": 5, "help": "How often to count"},
@@ -95,42 +95,45 @@ def test_launch_from_the_form_follow_the_log_and_download_the_result(site, brows
     page.goto(f"{hub.url}/hub/workspaces/{ws['id']}")
     form = page.locator("#batch-form")
 
-    # the form is made from the declared parameters, each field labelled, with its help
+    # the form is made from the declared parameters, each field labelled (by its label, or
+    # its name made readable), with its help
     expect(page.locator("#batch-type-help")).to_have_text(JOB_TYPES["count"]["description"])
-    expect(form.get_by_label("folder", exact=True)).to_have_value(".")
-    expect(form.get_by_label("format", exact=True)).to_have_value("csv")
-    expect(form.get_by_label("header", exact=True)).to_be_checked()
-    expect(form.get_by_label("rounds", exact=True)).to_have_attribute("type", "number")
-    expect(form.get_by_label("rounds", exact=True)).to_have_attribute("max", "5")
-    expect(form.get_by_label("label", exact=True)).to_have_value("")
+    expect(form.get_by_label("Folder to count", exact=True)).to_have_value(".")
+    expect(form.get_by_label("Format", exact=True)).to_have_value("csv")
+    expect(form.get_by_label("Header", exact=True)).to_be_checked()
+    expect(form.get_by_label("Rounds", exact=True)).to_have_attribute("type", "number")
+    expect(form.get_by_label("Rounds", exact=True)).to_have_attribute("max", "5")
+    expect(form.get_by_label("Label", exact=True)).to_have_value("")
     expect(page.locator("#bp-header-help")).to_have_text("Start the table with a header line.")
     expect(page.locator("#bp-rounds-help")).to_have_text("How often to count. From 1 to 5.")
-    expect(page.locator("[data-param=format]")).to_have_text("format" + "csv" + "tsv")
+    expect(page.locator("[data-param=format]")).to_have_text("Format" + "csv" + "tsv")
     # the interactive launch form offers the interactive job types only
     expect(page.locator("#job-type-select option")).to_have_text(["Minimal test server"])
 
     # refused: the API's 422 is shown next to each field it names, and the first gets the focus
-    form.get_by_label("folder", exact=True).fill("../outside")
-    form.get_by_label("rounds", exact=True).fill("9")
+    form.get_by_label("Folder to count", exact=True).fill("../outside")
+    form.get_by_label("Rounds", exact=True).fill("9")
     page.click("#batch-launch")
     expect(page.locator("#bp-folder-error")).to_contain_text("must stay inside the workspace")
     expect(page.locator("#bp-rounds-error")).to_have_text("must be at most 5 (got 9)")
-    expect(form.get_by_label("folder", exact=True)).to_have_attribute("aria-invalid", "true")
-    expect(form.get_by_label("folder", exact=True)).to_be_focused()
+    expect(form.get_by_label("Folder to count", exact=True)).to_have_attribute("aria-invalid", "true")
+    expect(form.get_by_label("Folder to count", exact=True)).to_be_focused()
     expect(page.locator("#bp-label-error")).to_have_text("")
     assert not axe_violations(page, within="#batch")
     assert not page.locator(".batch-job").count(), "a refused launch shows no job"
 
     # launched: the job shows, its log follows what it prints while it runs
-    form.get_by_label("folder", exact=True).fill(".")
-    form.get_by_label("rounds", exact=True).fill("2")
-    form.get_by_label("label", exact=True).fill("first; $(id)")
+    form.get_by_label("Folder to count", exact=True).fill(".")
+    form.get_by_label("Rounds", exact=True).fill("2")
+    form.get_by_label("Label", exact=True).fill("first; $(id)")
     page.click("#batch-launch")
     job = page.locator(".batch-job").first
     expect(job.locator(".batch-title")).to_be_focused()
     expect(job.locator(".batch-name")).to_contain_text("Count lines")
-    expect(job.locator(".batch-params")).to_contain_text('label="first; $(id)"')
-    expect(job.locator(".batch-params")).to_contain_text("rounds=2")
+    # its parameters as the form names them
+    expect(job.locator(".batch-params")).to_contain_text('Label: "first; $(id)"')
+    expect(job.locator(".batch-params")).to_contain_text("Rounds: 2")
+    expect(job.locator(".batch-params")).to_contain_text('Folder to count: "."')
     job_id = int(job.get_attribute("data-job-id"))
     log = job.locator(".batch-log")
     expect(log).to_contain_text("a.txt: 3 lines", timeout=60_000)
@@ -169,14 +172,14 @@ def test_launch_from_the_form_follow_the_log_and_download_the_result(site, brows
     assert whole.text() == "a.txt: 3 lines\ndata/b.txt: 5 lines\ndone\n"
 
     # another one, cancelled while it runs; then deleted (its log goes, its results stay)
-    form.get_by_label("header", exact=True).uncheck()
+    form.get_by_label("Header", exact=True).uncheck()
     page.click("#batch-launch")
     expect(page.locator(".batch-job")).to_have_count(2)
     second = page.locator(".batch-job").first
     expect(second.locator(".batch-log")).to_contain_text("a.txt: 3 lines", timeout=60_000)
     second_id = int(second.get_attribute("data-job-id"))
     assert second_id > job_id
-    expect(second.locator(".batch-params")).to_contain_text("header=false")
+    expect(second.locator(".batch-params")).to_contain_text("Header: false")
     second.locator(".batch-cancel").click()
     expect(second.locator(".batch-status")).to_have_text("cancelled", timeout=60_000)
     page.once("dialog", lambda dialog: dialog.accept())
@@ -228,6 +231,9 @@ def test_a_batch_jobs_page_shows_its_parameters_how_it_ended_and_its_log(site, b
         batch = page.locator("#job-batch")
         expect(batch.locator("tr", has_text="format")).to_contain_text("tsv")
         expect(batch.locator("tr", has_text="label")).to_contain_text("page run")
+        # named as the launch form names them
+        expect(batch.get_by_role("rowheader", name="Folder to count", exact=True)).to_be_visible()
+        expect(batch.get_by_role("rowheader", name="Format", exact=True)).to_be_visible()
         expect(page.locator("#job-exit-code")).to_have_text("0")
         page.click("#job-log summary")
         expect(page.locator("#job-output")).to_contain_text("a.txt: 3 lines")

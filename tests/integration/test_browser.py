@@ -107,6 +107,11 @@ def test_new_user_flow_in_the_browser(run_hub, browser):
     lab.locator(".jp-LauncherCard[title='Create a new text file']").click()
     directory = hub.workspaces_root / "admin" / "browser-test"
     wait_for(lambda: (directory / "untitled.txt").exists(), 30, what="JupyterLab's new file in the workspace")
+    # JupyterLab's news plugin is off (UWSHub.jupyterlab_news): no "Would you like to get
+    # notified about official Jupyter news?" on a newcomer's first JupyterLab
+    config = lab.evaluate("JSON.parse(document.getElementById('jupyter-config-data').textContent)")
+    assert "@jupyterlab/apputils-extension:announcements" in config["disabledExtensions"], config
+    expect(lab.locator("body")).not_to_contain_text("Jupyter news")
     lab.close()
 
     # stop it from the workspace page; it completes
@@ -155,7 +160,7 @@ def test_a_newcomer_runs_the_example_batch_job_from_the_page(run_hub, browser):
     page.wait_for_url(re.compile(r".*/hub/workspaces/\d+$"))
     (hub.workspaces_root / "admin" / "counting-lines" / "notes.txt").write_text("one\ntwo\n")
     page.locator("#batch-type").select_option("count-lines")
-    expect(page.locator("#batch-form").get_by_label("folder", exact=True)).to_have_value(".")
+    expect(page.locator("#batch-form").get_by_label("Folder", exact=True)).to_have_value(".")
     page.click("#batch-launch")
     job = page.locator(".batch-job").first
     expect(job.locator(".batch-status")).to_have_text("completed", timeout=60_000)

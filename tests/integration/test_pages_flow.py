@@ -190,12 +190,16 @@ def test_recent_jobs_follow_every_job_live(fhub, browser):
     context, page = browserutil.login(fhub, browser, owner, PASSWORD)
     try:
         page.goto(f"{fhub.url}/hub/workspaces/{ws['id']}")
+        # none yet: said in words, not an empty table
+        expect(page.locator("#jobs-none")).to_have_text("No jobs yet.")
+        expect(page.locator("#jobs")).to_be_hidden()
         page.select_option("#job-type-select", "minimal")
         page.click("#launch-job")
         expect(page.locator("#job-status")).to_have_text("running", timeout=30_000)
         job_id = page.locator("#job-id").inner_text()
         row = page.locator(f"#jobs tr[data-job-id='{job_id}']")
         expect(row.locator(".job-status")).to_have_text("running")
+        expect(page.locator("#jobs-none")).to_be_hidden()
         expect(row).to_contain_text("Minimal test server")
         page.click("#stop-job")
         expect(row.locator(".job-status")).to_have_text("completed", timeout=30_000)
@@ -476,6 +480,10 @@ def test_my_workspaces_list_scales_and_acts_per_row(fhub, browser):
     )
     context, page = browserutil.login(fhub, browser, owner, PASSWORD)
     try:
+        # no job yet: said in words (what to do), not an empty table
+        page.goto(f"{fhub.url}/hub/jobs")
+        expect(page.locator("#jobs-count")).to_have_text("No jobs yet: launch one from a workspace's page.")
+        expect(page.locator("#job-list")).to_be_hidden()
         # newest (last used) first, in pages, with the shared one marked
         page.goto(f"{fhub.url}/hub/workspaces?rows=5")
         expect(page.locator("#ws-count")).to_contain_text("1–5 of 8 workspaces")
@@ -488,18 +496,30 @@ def test_my_workspaces_list_scales_and_acts_per_row(fhub, browser):
         expect(rows.last).to_contain_text("Project 00")
         page.go_back()
         expect(page.locator("#ws-count")).to_contain_text("1–5 of 8 workspaces")
+        # the order in words, for the sort it is about
+        order = page.locator("#ws-order option")
+        expect(order).to_have_text(["Most recently used first", "Least recently used first"])
         # search, and sort by name: the address says what the list shows
         page.fill("#ws-search", "project 0")
         page.select_option("#ws-sort", "name")
+        expect(order).to_have_text(["A to Z", "Z to A"])
         page.click("#ws-search-button")
-        expect(page.locator("#ws-count")).to_contain_text("of 7 workspaces matching")
+        # all on one page: how many, not "1–7 of 7"
+        expect(page.locator("#ws-count")).to_have_text(re.compile(r"^\s*7 workspaces matching “project 0”"))
         assert "q=project+0" in page.url and "sort=name" in page.url
         expect(rows.first).to_contain_text("Project 00")
+        expect(order).to_have_text(["A to Z", "Z to A"])
+        page.select_option("#ws-order", label="Z to A")
+        page.click("#ws-search-button")
+        assert "order=desc" in page.url
+        expect(rows.first).to_contain_text("Project 06")
+        expect(page.locator("#ws-order")).to_have_value("desc")
         page.fill("#ws-search", "nothing like it")
         page.click("#ws-search-button")
         expect(page.locator("#ws-count")).to_contain_text("No workspace matches")
         # act on a row: Launch, then Open and Stop, live
         page.goto(f"{fhub.url}/hub/workspaces?q=project+03")
+        expect(page.locator("#ws-count")).to_have_text(re.compile(r"^\s*1 workspace matching"))
         row = page.locator(f"tr[data-workspace-id='{made[3]['id']}']")
         row.locator(".ws-launch").click()
         expect(row.locator(".ws-job")).to_have_text("Minimal test server: running", timeout=30_000)
@@ -516,6 +536,11 @@ def test_my_workspaces_list_scales_and_acts_per_row(fhub, browser):
             stop(fhub, token, launch(fhub, token, made[5]))
         page.goto(f"{fhub.url}/hub/jobs?rows=5")
         expect(page.locator("#jobs-count")).to_contain_text("1–5 of 6 jobs")
+        page.goto(f"{fhub.url}/hub/jobs?status=failed")
+        expect(page.locator("#jobs-count")).to_have_text("No job matches.")
+        page.goto(f"{fhub.url}/hub/jobs?rows=5")
+        # each job's workspace by its name (its slug is project-05), to its page
+        expect(page.locator("#job-list .job-workspace").first).to_have_text("Project 05")
         page.click("#page-next")
         expect(page.locator("#job-list tbody tr")).to_have_count(1)
         page.locator("#job-list tbody tr a").first.click()
@@ -657,6 +682,7 @@ def test_all_workspaces_for_the_admin_filters_sizes_and_pages(fhub, browser):
         page.click("#page-next")
         expect(page.locator("#all-workspaces tbody tr")).to_have_count(1)
         page.goto(f"{fhub.url}/hub/admin/workspaces?owner={owner}&sort=size")
+        expect(page.locator("#ws-count")).to_have_text("6 workspaces")
         first = page.locator("#all-workspaces tbody tr").first
         expect(first).to_contain_text("Admin view 0")
         expect(first.locator(".ws-usage")).to_have_text("2.0 KiB")

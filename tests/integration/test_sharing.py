@@ -504,7 +504,8 @@ def test_share_dialog_invitation_and_quota_pages(shub, browser):
         # My workspaces: the quota bars
         expect(page.locator("#quota-disk .quota-text")).to_contain_text("(no limit)")
         expect(page.locator("#quota-jobs .quota-text")).to_have_text(re.compile(r"^\d+ \(no limit\)$"))
-        expect(page.locator("#quota-core .quota-text")).to_contain_text("core-hours (no limit)")
+        # the label says core-hours: the text does not again
+        expect(page.locator("#quota-core .quota-text")).to_have_text(re.compile(r"^[0-9.]+ \(no limit\)$"))
         # the share dialog: find bob, share as editor; then send carol a copy
         page.goto(f"{shub.url}/hub/workspaces/{ws['id']}")
         page.click("#share-open")
@@ -569,6 +570,22 @@ def test_share_dialog_invitation_and_quota_pages(shub, browser):
             return [usage[u] for u in users] == sorted((usage[u] for u in users), reverse=True)
 
         wait_for(disk_order, 10, what="the rows sorted by disk, largest first")
+        # no limits (this hub sets none) in words, as the form below says them
+        carol = page.locator("#usage tr[data-user=uwscarol]")
+        expect(carol.locator(".usage-jobs")).to_have_text(re.compile(r"^\d+ / no limit$"))
+        expect(carol.locator(".usage-per-job")).to_have_text("no limits")
+        # each field's default in words, in a line of its own under it (a placeholder
+        # in the narrow field was cut off)
+        defaults = shub.api("GET", "quotas/uwsbob", expect=200)["defaults"]
+        disk = defaults["disk_bytes"]
+        expect(page.locator("#override-disk_bytes-default")).to_have_text(
+            "Default: no limit" if disk is None else re.compile(r"^Default: [0-9.]+ (bytes|[KMGTP]iB)$")
+        )
+        expect(page.get_by_label("Jobs at once")).to_have_accessible_description(
+            f"Default: {defaults['concurrent_jobs'] if defaults['concurrent_jobs'] is not None else 'no limit'}"
+        )
+        for field in page.locator(".override-field").all():
+            assert field.evaluate("f => f.scrollWidth <= f.clientWidth && !f.placeholder"), field
         page.fill("#override-name", "uwsbob")
         page.fill("#override-disk_bytes", "2G")
         page.fill("#override-concurrent_jobs", "3")

@@ -65,6 +65,34 @@ def test_a_bad_default_is_refused_when_the_hub_starts():
         ParameterSpec(type="int", default=9, max=5)
 
 
+def test_a_parameter_is_labelled_by_its_label_or_its_name_made_readable():
+    jt = parse_job_types(
+        {
+            "b": {
+                "interactive": False,
+                "cmd": ["run", "{max_rows}", "{HTTP_port}", "{x}"],
+                "parameters": {
+                    "max_rows": {"type": "int"},
+                    "HTTP_port": {"type": "int"},
+                    "x": {"type": "string", "label": "Search for"},
+                },
+            }
+        },
+        ["local"],
+    )["b"]
+    labels = [p["label"] for p in jt.public_model()["parameters"]]
+    assert labels == ["Max rows", "HTTP port", "Search for"]
+
+
+@pytest.mark.parametrize("label", ["x" * 81, "two\nlines", 3])
+def test_a_bad_label_stops_the_hub(label):
+    with pytest.raises(ValueError, match=r"parameters\.x\.label"):
+        parse_job_types(
+            {"b": {"interactive": False, "cmd": ["run", "{x}"], "parameters": {"x": {"type": "int", "label": label}}}},
+            ["local"],
+        )
+
+
 @pytest.mark.parametrize(
     "spec, message",
     [

@@ -5,6 +5,7 @@ servers' environment and the OAuth client scopes."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import shutil
@@ -19,9 +20,10 @@ import pytest
 
 from uws_hub.jobs.limits import memory_bytes
 from uws_hub.jobs.servers import FOREIGN_SERVER_TOKEN_SCOPES, add_client_scopes, set_server_token_scopes
+from uws_hub.quotas.limits import limit_words
 from uws_hub.quotas.service import Limits, fmt_bytes, fmt_hours, period_start
 from uws_hub.scopes import READ_WORKSPACES, WRITE_SERVERS, taken_by_hub
-from uws_hub.serverconfig import CONFIG_DIR, job_env
+from uws_hub.serverconfig import CONFIG_DIR, QUIET_DIR, job_env
 from uws_hub.sharing.posixgroups import default_acl, share_tree
 from uws_hub.workspaces.copying import CopyTooLarge, copy_tree
 from uws_hub.workspaces.paths import Owner
@@ -191,14 +193,22 @@ def test_limits_merge_and_models():
     model = merged.to_model()
     assert model["core_hours"] == 1.0 and "core_seconds" not in model
     assert Limits.from_model(model) == merged
+    # the admin's quota form says each default in words
+    words = limit_words(Limits(disk_bytes=10 * 1024**3, core_seconds=3600 * 10**6, concurrent_jobs=3).to_model())
+    assert (words["disk_bytes"], words["core_hours"], words["concurrent_jobs"]) == ("10.0 GiB", "1000000", "3")
+    assert words["max_memory_bytes"] == words["max_gpus"] == "no limit"
 
 
 def test_job_env_puts_the_server_config_first():
     env = job_env({"A": "1", "JUPYTER_CONFIG_PATH": "/etc/mine"}, 3)
-    assert env["JUPYTER_CONFIG_PATH"] == CONFIG_DIR + os.pathsep + "/etc/mine"
+    assert env["JUPYTER_CONFIG_PATH"] == os.pathsep.join([CONFIG_DIR, QUIET_DIR, "/etc/mine"])
     assert env["UWS_SERVER_AUTH_CACHE_SECONDS"] == "3" and env["A"] == "1"
     assert (Path(CONFIG_DIR) / "jupyter_server_config.py").is_file()
-    assert job_env({}, 1)["JUPYTER_CONFIG_PATH"] == CONFIG_DIR
+    assert job_env({}, 1)["JUPYTER_CONFIG_PATH"] == CONFIG_DIR + os.pathsep + QUIET_DIR
+    # JupyterLab's news: off unless the admin wants them (UWSHub.jupyterlab_news)
+    assert job_env({}, 1, jupyterlab_news=True)["JUPYTER_CONFIG_PATH"] == CONFIG_DIR
+    quiet = json.loads((Path(QUIET_DIR) / "labconfig" / "page_config.json").read_text())
+    assert quiet == {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}
     # JUPYTER_NO_CONFIG would skip the folder, and with it the viewers' limits
     assert "JUPYTER_NO_CONFIG" not in job_env({"JUPYTER_NO_CONFIG": "1"}, 1)
 

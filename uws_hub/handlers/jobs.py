@@ -52,7 +52,11 @@ class JobsPageHandler(UWSPageHandler):
         paging = self.paging(jobs.count(where), rows=ADMIN_PAGE_ROWS)
         await self.render_page(
             "jobs.html",
-            jobs=[job_model(job) for job in jobs.page(where, paging["offset"], paging["rows"])],
+            # the API's model names the workspace by its slug; people know it by its name
+            jobs=[
+                {**job_model(job), "workspace_name": job.workspace.name}
+                for job in jobs.page(where, paging["offset"], paging["rows"])
+            ],
             everyone=everyone,
             owner=owner or "",
             workspace=workspace or "",
@@ -73,6 +77,7 @@ class JobPageHandler(UWSPageHandler):
         if job is None or not access.may_workspace(self, READ_WORKSPACES, job.workspace):
             raise NotFound(f"No such job: {job_id}")
         model = job_model(job)
+        job_type = self.uws.job_types.get(job.job_type)
         limit = self.uws.jobs.time_limit_seconds(job)
         elapsed = remaining = None
         if job.running_at is not None:
@@ -84,6 +89,9 @@ class JobPageHandler(UWSPageHandler):
             job=model,
             last_event_id=last_event_id,
             workspace_name=job.workspace.name,
+            # a batch job's parameters as its launch form names them (a job type since
+            # removed from the configuration: by their names)
+            parameter_labels={} if job_type is None else {n: s.shown_label(n) for n, s in job_type.parameters.items()},
             elapsed=_duration(elapsed),
             remaining=_duration(remaining),
             time_limit=_duration(timedelta(seconds=limit)) if limit else None,

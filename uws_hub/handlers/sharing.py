@@ -12,7 +12,7 @@ from tornado import web
 
 from .. import access
 from ..events.notify import notification_model
-from ..quotas.limits import PERIODS, SORT_KEYS
+from ..quotas.limits import PERIODS, SORT_KEYS, limit_words
 from ..scopes import ADMIN_QUOTAS, READ_WORKSPACES, WRITE_WORKSPACES, requires
 from ..sharing.models import share_model
 from ..states import ShareKind, ShareStatus
@@ -50,7 +50,7 @@ class AdminQuotasPageHandler(UWSPageHandler):
         quotas = self.uws.quotas
         await self.render_page(
             "admin_quotas.html",
-            defaults=quotas.defaults.to_model(),
+            defaults=limit_words(quotas.defaults.to_model()),
             period=quotas.period,
             periods=PERIODS,
             sort_keys=SORT_KEYS,

@@ -2,7 +2,7 @@
 job's command and environment rendered from them. Pure functions, no shell.
 
 A batch job type declares what a launch may pass (``parameters`` in
-``c.UWSHub.job_types``: type, default, required, bounds, help), and its
+``c.UWSHub.job_types``: type, label, default, required, bounds, help), and its
 command is an **argv template**: a list whose items are literal strings,
 whole placeholders (``"{threshold}"``), or optional groups (a nested list,
 e.g. ``["--pattern", "{pattern}"]``) that are left out when a placeholder in
@@ -47,6 +47,8 @@ class ParameterSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: ParameterType
+    #: what the launch form calls it (default: its name made readable, :func:`readable`)
+    label: str = Field("", max_length=80, pattern=r"^[^\x00-\x1f\x7f]*$")
     help: str = ""
     default: Any = None
     #: a launch must pass it (a parameter with a default never needs to)
@@ -74,7 +76,18 @@ class ParameterSpec(BaseModel):
         return self
 
     def public_model(self, name: str) -> dict[str, Any]:
-        return {"name": name, **self.model_dump()}
+        return {"name": name, **self.model_dump(), "label": self.shown_label(name)}
+
+    def shown_label(self, name: str) -> str:
+        """What pages call the parameter ``name``: its label, or its name made readable."""
+        return self.label or readable(name)
+
+
+def readable(name: str) -> str:
+    """A parameter's name as a form's label: ``max_rows`` -> "Max rows" (the rest
+    of the name keeps its case, so that ``HTTP_port`` stays "HTTP port")."""
+    words = " ".join(name.replace("_", " ").split())
+    return words[:1].upper() + words[1:]
 
 
 def _problem(spec: ParameterSpec, value: Any) -> str | None:

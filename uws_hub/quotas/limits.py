@@ -42,6 +42,15 @@ def fmt_hours(seconds: float) -> str:
     return f"{seconds / 3600:.3f}".rstrip("0").rstrip(".")
 
 
+def limit_words(model: dict[str, Any]) -> dict[str, str]:
+    """A model of limits (:meth:`Limits.to_model`) in words for a page: sizes in
+    binary units, ``None`` as "no limit"."""
+    return {
+        key: "no limit" if value is None else fmt_bytes(value) if key.endswith("_bytes") else f"{value:.12g}"
+        for key, value in model.items()
+    }
+
+
 def job_cpus(job_or_resources: Job | dict[str, Any]) -> int:
     resources = job_or_resources.resources if isinstance(job_or_resources, Job) else job_or_resources
     return int((resources or {}).get("cpus") or 1)

@@ -30,6 +30,13 @@ Jobs get ``JUPYTER_CONFIG_PATH`` pointing at this folder, so every
   guard lets viewers use it if the job type says so. The app is then behind
   the same JupyterHub login, sharing rules and guard as JupyterLab.
 
+- unless ``UWSHub.jupyterlab_news`` is on, ``quiet/`` second on the path: its
+  ``labconfig/page_config.json`` disables JupyterLab's announcements plugin
+  (``@jupyterlab/apputils-extension:announcements``, as ``jupyter labextension
+  disable`` would), so JupyterLab neither asks "Would you like to get notified
+  about official Jupyter news?" on its first start nor fetches news or checks
+  for updates from the internet.
+
 This folder comes first on ``JUPYTER_CONFIG_PATH``, above the environment's and
 (with jupyter_core 5) the user's own config, so config files add to these
 settings but cannot undo them. The config file and the module import nothing of uws-hub (the module
@@ -45,20 +52,26 @@ from typing import Any
 CONFIG_DIR = os.path.dirname(os.path.abspath(__file__))
 #: the shipped example apps' files (uws_hub.jobs.examples), readable by the jobs' accounts
 EXAMPLES_DIR = os.path.join(CONFIG_DIR, "examples")
+#: JupyterLab's page config without its news and update checks (see above)
+QUIET_DIR = os.path.join(CONFIG_DIR, "quiet")
 #: where a job's web app is served, below its server's URL
 APP_PATH = "app"
 
 
-def job_env(env: dict[str, str], auth_cache_seconds: int, app: dict[str, Any] | None = None) -> dict[str, str]:
+def job_env(
+    env: dict[str, str], auth_cache_seconds: int, app: dict[str, Any] | None = None, jupyterlab_news: bool = False
+) -> dict[str, str]:
     """A job's environment with this folder first on ``JUPYTER_CONFIG_PATH``
     (and without ``JUPYTER_NO_CONFIG``, which would skip it: a server without
-    this config lets viewers do what its owner can), and its job type's web
-    app, if it has one (``UWS_APP``). The hub adds who launched the job
-    (``UWS_LAUNCHER``) per launch."""
+    this config lets viewers do what its owner can), then, without
+    ``jupyterlab_news``, the page config that switches JupyterLab's news off,
+    and its job type's web app, if it has one (``UWS_APP``). The hub adds who
+    launched the job (``UWS_LAUNCHER``) per launch."""
     env = dict(env)
     env.pop("JUPYTER_NO_CONFIG", None)
+    ours = [CONFIG_DIR] if jupyterlab_news else [CONFIG_DIR, QUIET_DIR]
     rest = env.get("JUPYTER_CONFIG_PATH")
-    env["JUPYTER_CONFIG_PATH"] = CONFIG_DIR + (os.pathsep + rest if rest else "")
+    env["JUPYTER_CONFIG_PATH"] = os.pathsep.join(ours + ([rest] if rest else []))
     env["UWS_SERVER_AUTH_CACHE_SECONDS"] = str(auth_cache_seconds)
     env.pop("UWS_LAUNCHER", None)
     env.pop("UWS_APP", None)

@@ -31,6 +31,13 @@ SORTS = {
 }
 #: how the pages name the sorts
 SORT_LABELS = {"last_used": "last used", "name": "name", "size": "size", "created": "created"}
+#: how the pages name each sort's directions: its own (``SORTS``), then the other
+ORDER_LABELS = {
+    "last_used": ("Most recently used first", "Least recently used first"),
+    "created": ("Newest first", "Oldest first"),
+    "name": ("A to Z", "Z to A"),
+    "size": ("Largest first", "Smallest first"),
+}
 ORDERS = ("asc", "desc")
 #: whose workspaces: the reader's own, those shared with them, everyone else's they
 #: may see (an admin's view)
@@ -83,6 +90,20 @@ class WorkspaceList:
     @property
     def descending(self) -> bool:
         return (self.order or SORTS[self.sort][1]) == "desc"
+
+    @property
+    def reversed(self) -> bool:
+        """Whether the list runs the other way than its sort's own direction."""
+        return self.order not in (None, SORTS[self.sort][1])
+
+    @staticmethod
+    def order_choices() -> dict[str, tuple[str, str, str]]:
+        """What the pages' order menu offers for each sort: the ``order`` that reverses
+        it, and the words for its own direction (no ``order``) and for the reverse."""
+        return {
+            sort: ("asc" if direction == "desc" else "desc", *ORDER_LABELS[sort])
+            for sort, (_, direction) in SORTS.items()
+        }
 
     def clause(self, reader_id: int | None) -> ColumnElement[bool]:
         """The rows this list asks for (``reader_id``: the reading user's id, for ``whose``)."""
