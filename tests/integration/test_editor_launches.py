@@ -44,6 +44,16 @@ JOB_TYPES = {
         ],
     },
     "sleeper": {"interactive": False, "cmd": ["sleep", "600"]},
+    # leaves a process behind that is in no group of the job's and has none of its environment
+    "daemon": {
+        "interactive": False,
+        "cmd": [
+            "sh",
+            "-c",
+            "setsid env -i /bin/sh -c 'touch up; exec /bin/sleep 600' </dev/null >/dev/null 2>&1 &"
+            " while [ ! -e up ]; do sleep 0.05; done; echo left",
+        ],
+    },
     # a server that reports its activity to the hub every second (JupyterHub's default: 5 minutes)
     "lab-reporting": {
         "display_name": "JupyterLab",
@@ -451,6 +461,40 @@ def test_revoking_an_editor_stops_their_jobs_and_not_the_owners(ehub):
     assert ehub.api("GET", f"jobs/{alices['id']}", alice, expect=200)["status"] == "running"
     ehub.api("POST", f"jobs/{alices['id']}/stop", alice, expect=202)
     ehub.wait_job(alices["id"], alice, ENDED, timeout=60)
+
+
+def processes_in_group(gid: int) -> list[int]:
+    """The live processes holding group ``gid`` (as a supplementary group)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status") as f:
+                status = dict(line.split(":", 1) for line in f if ":" in line)
+        except OSError:
+            continue
+        if str(gid) in status.get("Groups", "").split() and status.get("State", "").split()[:1] != ["Z"]:
+            found.append(int(entry))
+    return found
+
+
+def test_a_revoked_editor_keeps_no_process_with_the_workspace_group(ehub):
+    """An editor's batch job that leaves a process behind in a session of its own, with
+    an empty environment (out of its process group, unknown to the orphan sweep): the
+    process ends with the job, so that revoking the editor leaves them nothing that holds
+    the workspace's group (write access to its files)."""
+    ws = shared_workspace(ehub)
+    gid = grp.getgrnam(ws["group"]).gr_gid
+    job = run(ehub, ws, EDITOR, "daemon")
+    try:
+        job, lines = finished(ehub, job)
+        assert (job["status"], lines) == ("completed", ["left"]), job
+        ehub.api("DELETE", f"workspaces/{ws['id']}/shares/{ws['share_id']}", ehub.tokens[OWNER], expect=200)
+        assert processes_in_group(gid) == []
+    finally:
+        for pid in processes_in_group(gid):
+            os.kill(pid, 9)
 
 
 def test_an_editor_who_leaves_the_editing_group_has_their_jobs_stopped(ehub):
