@@ -17,6 +17,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import subprocess
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -25,7 +26,7 @@ from playwright.sync_api import expect
 
 from .. import browserutil
 from ..authutil import login
-from ..helpers import refused_code_and_saving, start_code
+from ..helpers import few_descriptors, make_deep, refused_code_and_saving, start_code
 from ..hubmaputil import ORIGIN, Portal
 from ..hubutil import wait_for
 from ..uwsclient import create, session
@@ -495,6 +496,28 @@ def test_a_revoked_editor_keeps_no_process_with_the_workspace_group(ehub):
     finally:
         for pid in processes_in_group(gid):
             os.kill(pid, 9)
+
+
+def test_a_tree_thousands_of_folders_deep_is_shared_with_few_descriptors(ehub):
+    """A job can make a tree of any depth. Sharing the workspace with an editor hands its
+    tree to the workspace's group, as root, one open folder per level: a 1500-deep tree took
+    more descriptors than the hub had (a 500, and everyone's requests failed meanwhile). The
+    share goes MAX_DEPTH (256) folders deep, as zips, copies and listings do."""
+    alice = ehub.tokens[OWNER]
+    ws = ehub.api("POST", "workspaces", alice, expect=201, json={"name": f"deep {uuid.uuid4().hex[:6]}"})
+    directory = ehub.workspaces_root / OWNER / ws["slug"]
+    make_deep(directory, 1500, b"at the bottom")
+    try:
+        with few_descriptors(ehub):
+            r = ehub.request("POST", f"workspaces/{ws['id']}/shares", alice, json={"user": EDITOR, "level": "editor"})
+            assert r.status_code == 201, r.text[:300]
+            assert ehub.request("GET", f"workspaces/{ws['id']}/files", alice).status_code == 200
+        gid = grp.getgrnam(f"{ehub.group_prefix}{ws['id']}").gr_gid
+        shared = os.path.join(directory, *["d"] * 256)
+        assert (os.stat(shared).st_gid, os.stat(os.path.join(shared, "d")).st_gid) == (gid, os.getgid())
+    finally:
+        # Python's recursive walks (rmtree) cannot remove a tree this deep: rm can
+        subprocess.run(["rm", "-rf", str(directory / "d")], check=False)
 
 
 def test_an_editor_who_leaves_the_editing_group_has_their_jobs_stopped(ehub):
