@@ -222,9 +222,15 @@ class SlurmBatchRunner:
 
     async def _find_by_name(self, launch: BatchLaunch) -> str | None:
         """The SLURM job of a hand-over whose id the hub never stored (it died right after
-        ``sbatch``): the newest job with the job's name that SLURM still knows."""
+        ``sbatch``): the newest job with the job's name, of the account it runs as, that
+        SLURM still knows. Any account may name its SLURM jobs as it likes (a job's name
+        is in its environment, and job ids are counted up): another account's job named
+        like this one is never taken for it, nor its outcome for this job's."""
         name = job_name(self.prefix, launch.job_id)
-        result = await self.poller.command([*self.poller.squeue_cmd, "-h", "-t", "all", "-n", name, "-o", "%i"])
+        account = self._account(launch).pw_name
+        result = await self.poller.command(
+            [*self.poller.squeue_cmd, "-h", "-t", "all", "-n", name, "-u", account, "-o", "%i"]
+        )
         if result.returncode != 0:
             raise RuntimeError(f"squeue failed looking for {name}: {result.stderr.strip()[:300]}")
         ids = [line.strip() for line in result.stdout.splitlines() if line.strip().isdigit()]
