@@ -1,8 +1,8 @@
 """A batch job's log: read whole, by byte range or its tail, and followed as it grows.
 
 A batch job's log is the stdout and stderr of its command: a file in the
-hub's job log directory (local jobs), or SLURM's output file (SLURM jobs,
-under the workspace's ``.uws-jobs``, which the files API never serves). The
+hub's job log directory (local jobs), or SLURM's output file (SLURM jobs, in
+the account's own folder of the job log directory, ``batch_output_dir``). The
 job's account can write to the latter, so it is opened without following a
 link (the file, and the folder holding it), without blocking (a FIFO), and
 only if it is a regular file of the account the job runs as: a job cannot

@@ -357,6 +357,7 @@ class JobService:
             group=self.editor_group(job),
             home=self.home_of(job),
             log_path=self.log_path(job),
+            job_log_dir=self.job_log_dir,
             memory_bytes=self.memory_bytes(job),
         )
 

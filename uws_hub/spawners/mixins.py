@@ -60,6 +60,8 @@ class WorkspaceLaunch:
     home: str | None = None
     #: where the job's stdout and stderr go (read back on failure)
     log_path: str | None = None
+    #: the hub's job log directory (``UWSHub.job_log_dir``), outside every workspace
+    job_log_dir: str | None = None
     #: the memory it may use, in bytes (the launch's ``memory``), for spawners that apply it
     memory_bytes: int | None = None
     #: the resource id an earlier, interrupted start of this job reported (a hub
