@@ -464,6 +464,23 @@ def test_revoking_an_editor_stops_their_jobs_and_not_the_owners(ehub):
     ehub.wait_job(alices["id"], alice, ENDED, timeout=60)
 
 
+def test_an_editors_jobs_elsewhere_run_without_the_workspaces_group(ehub):
+    """Revoking an editor stops their jobs in the workspace. Their jobs in a workspace of
+    their own ran with every group of their account, the shared workspace's too, and so
+    kept write access to it after the revocation for as long as they ran (a JupyterLab,
+    days): a job runs with its own workspace's group only."""
+    ws = shared_workspace(ehub)
+    carol = ehub.tokens[EDITOR]
+    own = ehub.api("POST", "workspaces", carol, expect=201, json={"name": f"own {uuid.uuid4().hex[:6]}"})
+    job = ehub.wait_job(run(ehub, own, EDITOR)["id"], carol, ENDED, timeout=90)
+    lines = ehub.request("GET", f"jobs/{job['id']}/log", carol).text.strip().splitlines()
+    assert job["status"] == "completed", (job["reason"], lines)
+    assert lines[0] == EDITOR and ws["group"] not in lines[1].split(), lines
+    # in the shared workspace, her job has its group
+    job, lines = finished(ehub, run(ehub, ws, EDITOR))
+    assert ws["group"] in lines[1].split(), lines
+
+
 def processes_in_group(gid: int) -> list[int]:
     """The live processes holding group ``gid`` (as a supplementary group)."""
     found = []
