@@ -9,7 +9,9 @@
 - ``lines N SECONDS``: prints N numbered lines, SECONDS apart;
 - ``count FILE``: appends a line to FILE (how often a job ran), sleeps 3 s, exits 0;
 - ``wait FILE``: runs until FILE exists (at most 5 minutes), then exits 0;
-- ``write N``: writes N bytes to ``$UWS_RESULTS_DIR/data.bin``.
+- ``write N``: writes N bytes to ``$UWS_RESULTS_DIR/data.bin``;
+- ``sparse N``: prints a line, then makes its output (its log) N bytes long, a hole
+  that costs no disk.
 """
 
 import json
@@ -67,6 +69,10 @@ def main(what, *args):
     if what == "write":
         with open(os.path.join(os.environ["UWS_RESULTS_DIR"], "data.bin"), "wb") as f:
             f.write(b"x" * int(args[0]))
+        return 0
+    if what == "sparse":
+        print("growing", flush=True)
+        os.ftruncate(1, int(args[0]))
         return 0
     raise SystemExit(f"unknown: {what}")
 

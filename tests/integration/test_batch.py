@@ -9,6 +9,7 @@ import json
 import os
 import pwd
 import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -57,6 +58,11 @@ JOB_TYPES = {
         "parameters": {"code": {"type": "int", "default": 0, "min": 0, "max": 255}},
     },
     "signal": {"interactive": False, "cmd": [*JOB, "signal", "9"]},
+    "sparse": {
+        "interactive": False,
+        "cmd": [*JOB, "sparse", "{size}"],
+        "parameters": {"size": {"type": "int", "default": 0, "min": 0}},
+    },
     "sleep": {
         "interactive": False,
         "cmd": [*JOB, "sleep", "{seconds}"],
@@ -717,6 +723,34 @@ def test_who_reads_and_deletes_a_batch_jobs_log_and_results(bhub, owner, other):
     # the viewer may not delete results with a job either; the first job is still there
     assert bhub.request("DELETE", f"jobs/{job['id']}?results=true", viewer).status_code == 403
     assert bhub.request("GET", result, owner).status_code == 200
+
+
+def test_a_log_of_any_size_is_sent_without_the_hub_holding_it(bhub, owner, ws):
+    """A job makes its log as large as it likes at no cost (a hole: its output is its
+    own descriptor, which it may truncate to any length): the hub sends a log, whole or
+    a range of it, in pieces, never reading it into its memory at once. Here the hub
+    may map 512 MiB more than it has; the log is 4 GiB."""
+    size = 4 << 30
+    job = finish(bhub, owner, submit(bhub, owner, ws, "sparse", size=size))
+    assert job["status"] == "completed", job
+    limit = ["prlimit", f"--pid={bhub.proc.pid}"]
+    with open(f"/proc/{bhub.proc.pid}/status") as f:
+        mapped = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+    subprocess.run([*limit, f"--as={mapped + (512 << 20)}:unlimited"], check=True)
+    try:
+        for status, headers in ((200, {}), (206, {"Range": "bytes=0-"})):
+            with bhub.request("GET", f"jobs/{job['id']}/log", owner, headers=headers, stream=True) as r:
+                assert r.status_code == status, r.headers
+                first = next(r.iter_content(1 << 20))
+                assert first.startswith(b"growing\n"), first[:20]
+        tail = log_of(bhub, owner, job, headers={"Range": "bytes=-3"})
+        assert (tail.status_code, tail.content, tail.headers["Content-Range"]) == (
+            206,
+            b"\0\0\0",
+            f"bytes {size - 3}-{size - 1}/{size}",
+        )
+    finally:
+        subprocess.run([*limit, "--as=unlimited:unlimited"], check=True)
 
 
 def address_space_limit(pid: int) -> str:

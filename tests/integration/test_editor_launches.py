@@ -17,6 +17,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import subprocess
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -25,7 +26,7 @@ from playwright.sync_api import expect
 
 from .. import browserutil
 from ..authutil import login
-from ..helpers import refused_code_and_saving, start_code
+from ..helpers import few_descriptors, make_deep, refused_code_and_saving, start_code
 from ..hubmaputil import ORIGIN, Portal
 from ..hubutil import wait_for
 from ..uwsclient import create, session
@@ -44,6 +45,16 @@ JOB_TYPES = {
         ],
     },
     "sleeper": {"interactive": False, "cmd": ["sleep", "600"]},
+    # leaves a process behind that is in no group of the job's and has none of its environment
+    "daemon": {
+        "interactive": False,
+        "cmd": [
+            "sh",
+            "-c",
+            "setsid env -i /bin/sh -c 'touch up; exec /bin/sleep 600' </dev/null >/dev/null 2>&1 &"
+            " while [ ! -e up ]; do sleep 0.05; done; echo left",
+        ],
+    },
     # a server that reports its activity to the hub every second (JupyterHub's default: 5 minutes)
     "lab-reporting": {
         "display_name": "JupyterLab",
@@ -451,6 +462,79 @@ def test_revoking_an_editor_stops_their_jobs_and_not_the_owners(ehub):
     assert ehub.api("GET", f"jobs/{alices['id']}", alice, expect=200)["status"] == "running"
     ehub.api("POST", f"jobs/{alices['id']}/stop", alice, expect=202)
     ehub.wait_job(alices["id"], alice, ENDED, timeout=60)
+
+
+def test_an_editors_jobs_elsewhere_run_without_the_workspaces_group(ehub):
+    """Revoking an editor stops their jobs in the workspace. Their jobs in a workspace of
+    their own ran with every group of their account, the shared workspace's too, and so
+    kept write access to it after the revocation for as long as they ran (a JupyterLab,
+    days): a job runs with its own workspace's group only."""
+    ws = shared_workspace(ehub)
+    carol = ehub.tokens[EDITOR]
+    own = ehub.api("POST", "workspaces", carol, expect=201, json={"name": f"own {uuid.uuid4().hex[:6]}"})
+    job = ehub.wait_job(run(ehub, own, EDITOR)["id"], carol, ENDED, timeout=90)
+    lines = ehub.request("GET", f"jobs/{job['id']}/log", carol).text.strip().splitlines()
+    assert job["status"] == "completed", (job["reason"], lines)
+    assert lines[0] == EDITOR and ws["group"] not in lines[1].split(), lines
+    # in the shared workspace, her job has its group
+    job, lines = finished(ehub, run(ehub, ws, EDITOR))
+    assert ws["group"] in lines[1].split(), lines
+
+
+def processes_in_group(gid: int) -> list[int]:
+    """The live processes holding group ``gid`` (as a supplementary group)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status") as f:
+                status = dict(line.split(":", 1) for line in f if ":" in line)
+        except OSError:
+            continue
+        if str(gid) in status.get("Groups", "").split() and status.get("State", "").split()[:1] != ["Z"]:
+            found.append(int(entry))
+    return found
+
+
+def test_a_revoked_editor_keeps_no_process_with_the_workspace_group(ehub):
+    """An editor's batch job that leaves a process behind in a session of its own, with
+    an empty environment (out of its process group, unknown to the orphan sweep): the
+    process ends with the job, so that revoking the editor leaves them nothing that holds
+    the workspace's group (write access to its files)."""
+    ws = shared_workspace(ehub)
+    gid = grp.getgrnam(ws["group"]).gr_gid
+    job = run(ehub, ws, EDITOR, "daemon")
+    try:
+        job, lines = finished(ehub, job)
+        assert (job["status"], lines) == ("completed", ["left"]), job
+        ehub.api("DELETE", f"workspaces/{ws['id']}/shares/{ws['share_id']}", ehub.tokens[OWNER], expect=200)
+        assert processes_in_group(gid) == []
+    finally:
+        for pid in processes_in_group(gid):
+            os.kill(pid, 9)
+
+
+def test_a_tree_thousands_of_folders_deep_is_shared_with_few_descriptors(ehub):
+    """A job can make a tree of any depth. Sharing the workspace with an editor hands its
+    tree to the workspace's group, as root, one open folder per level: a 1500-deep tree took
+    more descriptors than the hub had (a 500, and everyone's requests failed meanwhile). The
+    share goes MAX_DEPTH (256) folders deep, as zips, copies and listings do."""
+    alice = ehub.tokens[OWNER]
+    ws = ehub.api("POST", "workspaces", alice, expect=201, json={"name": f"deep {uuid.uuid4().hex[:6]}"})
+    directory = ehub.workspaces_root / OWNER / ws["slug"]
+    make_deep(directory, 1500, b"at the bottom")
+    try:
+        with few_descriptors(ehub):
+            r = ehub.request("POST", f"workspaces/{ws['id']}/shares", alice, json={"user": EDITOR, "level": "editor"})
+            assert r.status_code == 201, r.text[:300]
+            assert ehub.request("GET", f"workspaces/{ws['id']}/files", alice).status_code == 200
+        gid = grp.getgrnam(f"{ehub.group_prefix}{ws['id']}").gr_gid
+        shared = os.path.join(directory, *["d"] * 256)
+        assert (os.stat(shared).st_gid, os.stat(os.path.join(shared, "d")).st_gid) == (gid, os.getgid())
+    finally:
+        # Python's recursive walks (rmtree) cannot remove a tree this deep: rm can
+        subprocess.run(["rm", "-rf", str(directory / "d")], check=False)
 
 
 def test_an_editor_who_leaves_the_editing_group_has_their_jobs_stopped(ehub):

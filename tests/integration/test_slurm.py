@@ -11,8 +11,11 @@ import json
 import os
 import pwd
 import re
+import subprocess
+import tempfile
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import requests
@@ -28,8 +31,12 @@ pytestmark = pytest.mark.slurm
 
 TERMINAL = {"completed", "failed", "cancelled"}
 
+#: the hub's job log directory, where the servers' SLURM output goes: one the jobs'
+#: accounts can reach (the tests' own temporary folders are root's only)
+LOG_DIR = tempfile.mkdtemp(prefix="uws-slurm-logs-")
 SLURM_CONFIG = f"""
 c.UWSHub.system_users = True
+c.UWSHub.job_log_dir = {LOG_DIR!r}
 c.Authenticator.admin_users = {{"uwsadmin"}}
 c.UWSHub.job_reconcile_interval = 1
 c.UWSHub.resource_spawners = {{"local": "uws-local", "slurm": "uws-slurm"}}
@@ -80,6 +87,39 @@ def user(shub):
 
 #: a job on the SLURM resource, in a new workspace
 slurm_launch = functools.partial(launch, resource="slurm")
+
+
+def output_file(job: dict, account: str = "uwsalice") -> Path:
+    """A server's SLURM output file: in its account's folder of the hub's job log directory."""
+    return Path(LOG_DIR) / "slurm" / account / f"job-{job['id']}-{job['resource_id']}.log"
+
+
+def test_an_editor_reads_nothing_of_the_owners_server_output(make_hub, system_users, slurm, group_prefix):
+    """A server's output holds secrets (its token, whatever its code prints), and is its
+    owner's and admins' to read. It was in the workspace (``.uws-jobs``), made by the
+    server's account at its start unless it was there: an editor who made that folder
+    first (a job of theirs can), open to them, read every later server's output of the
+    owner's. It is in the account's own folder of the hub's job log directory now."""
+    hub = make_hub(SLURM_CONFIG + f"c.UWSHub.share_posix_group_prefix = {group_prefix!r}\n")
+    alice = hub.add_user("uwsalice")
+    hub.add_user("uwscarol")
+    ws = hub.api("POST", "workspaces", alice, json={"name": f"shared {uuid.uuid4().hex[:6]}"}, expect=201)
+    hub.api("POST", f"workspaces/{ws['id']}/shares", alice, json={"user": "uwscarol", "level": "editor"}, expect=201)
+    planted = hub.workspaces_root / "uwsalice" / ws["slug"] / ".uws-jobs"
+    planted.mkdir()
+    carol_account = pwd.getpwnam("uwscarol")
+    os.chown(planted, carol_account.pw_uid, -1)
+    planted.chmod(0o777)
+    job = slurm_launch(hub, alice, ws)
+    job = hub.wait_job(job["id"], alice, {"running"} | TERMINAL, timeout=60)
+    assert job["status"] == "running", job["reason"]
+    assert sorted(os.listdir(planted)) == []
+    output = output_file(job)
+    assert output.is_file() and output.stat().st_uid == pwd.getpwnam("uwsalice").pw_uid
+    read = subprocess.run(["runuser", "-u", "uwscarol", "--", "cat", str(output)], capture_output=True, text=True)
+    assert read.returncode != 0 and "Permission denied" in read.stderr, read
+    hub.api("POST", f"jobs/{job['id']}/stop", alice, expect=202)
+    hub.wait_job(job["id"], alice, TERMINAL, timeout=30)
 
 
 @pytest.mark.before_all
@@ -148,9 +188,7 @@ def test_a_stop_lets_the_server_shut_down(shub, user):
     job = shub.wait_job(job["id"], user, TERMINAL, timeout=30)
     assert job["status"] == "cancelled" and job["reason"] == "Stopped on request"
     assert slurmutil.job_info(job["resource_id"])["state"] == "CANCELLED"
-    output = (
-        shub.workspaces_root / "uwsalice" / job["workspace"] / ".uws-jobs" / f"job-{job['id']}-{job['resource_id']}.log"
-    ).read_text()
+    output = output_file(job).read_text()
     assert "[minimal] exiting 1 s after SIGTERM" in output, output
 
 
@@ -313,9 +351,7 @@ def test_server_that_cannot_start_fails_with_its_output(shub, user):
     output = shub.api("GET", f"jobs/{job['id']}/output", user, expect=200)["output"]
     assert "boom: the server cannot start" in output
     assert "JUPYTERHUB_API_TOKEN=[redacted]" in output
-    raw = (
-        shub.workspaces_root / "uwsalice" / job["workspace"] / ".uws-jobs" / f"job-{job['id']}-{job['resource_id']}.log"
-    ).read_text()
+    raw = output_file(job).read_text()
     token = re.search(r"^JUPYTERHUB_API_TOKEN=(\w+)$", raw, re.M).group(1)
     assert shub.request("GET", "user", token).status_code == 403
 

@@ -13,11 +13,13 @@ import pwd
 import re
 import signal
 import stat
+import subprocess
 import sys
 import uuid
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from .. import slurmutil
 from ..helpers import follow_log
@@ -255,6 +257,49 @@ def test_a_hub_killed_while_slurm_jobs_run_finds_every_outcome(make_hub, system_
         assert slurmutil.jobs_named(slurmutil.job_info(job["resource_id"])["name"]) == [job["resource_id"]]
     with open(counter) as f:
         assert f.read().split() == [str(counted["id"])]
+
+
+def test_a_job_found_again_by_its_name_is_of_its_own_account(make_hub, system_users, slurm):
+    """A hub that died between ``sbatch`` and storing the SLURM job's id finds it by its
+    name. Any account may submit SLURM jobs and name them as it likes (a job's name is in
+    its environment, and the hub's job ids are counted up): bob's job named like alice's,
+    submitted after hers, was taken for hers, so its outcome (completed) became hers, and
+    hers, an orphan then, was cancelled. Only a job of the account it runs as is taken."""
+    hub = make_hub(config())
+    alice = hub.add_user("uwsalice")
+    ws = hub.api("POST", "workspaces", alice, json={"name": "found by name"}, expect=201)
+    release = f"/tmp/uws-slurm-release-{uuid.uuid4().hex[:8]}"
+    job = running(hub, alice, submit(hub, alice, ws, "wait", file=release))
+    name = slurmutil.job_info(job["resource_id"])["name"]
+    decoy = subprocess.run(
+        ["runuser", "-u", "uwsbob", "--", "sbatch", "--parsable", "--output=/dev/null", f"--job-name={name}"],
+        input="#!/bin/sh\nexit 0\n",
+        cwd="/tmp",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.strip()
+    try:
+        wait_for(lambda: slurmutil.job_info(decoy)["state"] == "COMPLETED", 30, what="bob's job to end")
+        hub.stop(signal.SIGKILL)
+        # the hand-over the hub died in: no SLURM id stored
+        engine = create_engine(hub.db_url)
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE uws_jobs SET resource_id = NULL WHERE id = :id"), {"id": job["id"]})
+        engine.dispose()
+        hub.start()
+        wait_for(
+            lambda: hub.api("GET", f"jobs/{job['id']}", alice)["resource_id"] is not None,
+            30,
+            what="the job to be found again",
+        )
+        found = hub.api("GET", f"jobs/{job['id']}", alice)
+        assert (found["status"], found["resource_id"]) == ("running", job["resource_id"]), found
+        assert slurmutil.job_info(job["resource_id"])["state"] == "RUNNING"
+    finally:
+        open(release, "w").close()
+    assert finish(hub, alice, job)["status"] == "completed"
 
 
 def test_a_job_over_its_time_limit_fails_saying_so(slurm_time_limits):

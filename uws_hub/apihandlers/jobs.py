@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from tornado import web
 from tornado.iostream import StreamClosedError
 
 from .. import access
@@ -114,6 +115,18 @@ class JobAPIHandler(UWSAPIHandler):
         self.write_json(model)
 
 
+async def send_log(handler: web.RequestHandler, path: str, uid: int, start: int = 0, end: int | None = None) -> None:
+    """Answer with bytes ``start`` to ``end`` of a job's log, streamed in pieces
+    (:func:`uws_hub.jobs.logs.pieces`: never held whole)."""
+    try:
+        async for data in logs.pieces(path, uid, start, end):
+            handler.write(data)
+            await handler.flush()
+    except StreamClosedError:
+        return  # the client stopped reading
+    handler.finish()
+
+
 class JobLogMixin(UWSAPIHandler):
     def find_log(self, job_id: str) -> tuple[Job, str, int]:
         """The batch job, its log's path and the uid its file must have (owner and admins only)."""
@@ -137,14 +150,13 @@ class JobLogAPIHandler(JobLogMixin):
         size = await asyncio.to_thread(logs.log_size, path, uid)
         wanted = logs.parse_range(self.request.headers.get("Range"), size)
         start, end = wanted or (0, size)
-        data, size = await asyncio.to_thread(logs.read_log, path, uid, start, end)
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         self.set_header("Accept-Ranges", "bytes")
         self.set_header("Cache-Control", "no-store")
         if wanted is not None:
             self.set_status(206)
-            self.set_header("Content-Range", f"bytes {start}-{start + len(data) - 1}/{size}")
-        self.finish(data)
+            self.set_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+        await send_log(self, path, uid, start, end)
 
 
 class JobLogStreamAPIHandler(JobLogMixin):

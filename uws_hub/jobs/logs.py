@@ -1,8 +1,8 @@
 """A batch job's log: read whole, by byte range or its tail, and followed as it grows.
 
 A batch job's log is the stdout and stderr of its command: a file in the
-hub's job log directory (local jobs), or SLURM's output file (SLURM jobs,
-under the workspace's ``.uws-jobs``, which the files API never serves). The
+hub's job log directory (local jobs), or SLURM's output file (SLURM jobs, in
+the account's own folder of the job log directory, ``batch_output_dir``). The
 job's account can write to the latter, so it is opened without following a
 link (the file, and the folder holding it), without blocking (a FIFO), and
 only if it is a regular file of the account the job runs as: a job cannot
@@ -16,9 +16,11 @@ checksum.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import stat
+from collections.abc import AsyncIterator
 
 from ..errors import UWSError
 
@@ -26,6 +28,8 @@ OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CL
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 #: the most a follow reads at once
 FOLLOW_CHUNK_BYTES = 64 * 1024
+#: the most a download of a log reads at once
+SEND_CHUNK_BYTES = 1024 * 1024
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 #: a byte position of more digits is past the end of any file (and Python refuses to
 #: read a number of thousands of digits: that was a 500)
@@ -79,6 +83,25 @@ def read_log(path: str, owner_uid: int, start: int = 0, end: int | None = None) 
         return os.pread(fd, stop - start, start), size
     finally:
         os.close(fd)
+
+
+async def pieces(path: str, owner_uid: int, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+    """Bytes ``start`` to ``end`` of the log (None: to its end when the first piece was
+    read), in pieces of at most :data:`SEND_CHUNK_BYTES`, each read in a thread. A log is
+    never read whole: a job makes it as long as it likes at no cost (its output is its
+    own descriptor, which it may truncate to terabytes of a hole), and the hub would hold
+    all of it in its memory."""
+    while True:
+        stop = start + SEND_CHUNK_BYTES if end is None else min(end, start + SEND_CHUNK_BYTES)
+        data, size = await asyncio.to_thread(read_log, path, owner_uid, start, stop)
+        if not data:
+            return
+        start += len(data)
+        yield data
+        if end is None:
+            end = size
+        if start >= end:
+            return
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:

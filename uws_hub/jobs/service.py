@@ -355,8 +355,10 @@ class JobService:
             system_user=system_user,
             launcher=job.launcher.name,
             group=self.editor_group(job),
+            share_group_prefix=self.posix_group_prefix,
             home=self.home_of(job),
             log_path=self.log_path(job),
+            job_log_dir=self.job_log_dir,
             memory_bytes=self.memory_bytes(job),
         )
 
@@ -411,6 +413,7 @@ class JobService:
             time_limit_seconds=self.time_limit_seconds(job),
             system_user=self.accounts.system_user(job.launcher.name),
             group=self.editor_group(job),
+            share_group_prefix=self.posix_group_prefix,
             home=self.home_of(job),
         )
         launch.log_path = job.log_path or self.runners[job.resource].log_path(launch)

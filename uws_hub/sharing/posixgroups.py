@@ -32,7 +32,7 @@ import stat
 import struct
 import subprocess
 
-from ..workspaces.paths import DIR_FLAGS, FILE_FLAGS
+from ..workspaces.paths import DIR_FLAGS, FILE_FLAGS, MAX_DEPTH
 
 #: default ACLs in Linux's xattr encoding (acl_ea_header, then acl_ea_entry sorted by tag and id)
 _ACL_XATTR = "system.posix_acl_default"
@@ -138,11 +138,15 @@ def share_tree(directory: str, gid: int, log: logging.Logger) -> None:
     file is opened relative to its open directory with ``O_NOFOLLOW`` and
     changed through its descriptor, so a link swapped in is never followed
     out of the tree. Links, FIFOs, sockets and devices are left as they are.
+    It holds one descriptor per folder it is in, so it goes :data:`MAX_DEPTH` folders
+    deep (a job can make a tree of any depth: one of thousands took all the hub's
+    descriptors), as zips, copies and listings do; deeper folders are left out.
     """
     top = os.open(directory, DIR_FLAGS)
     acl = default_acl(os.fstat(top).st_uid)
     # the open directories from the top down, each with its entries still to do
     frames: list[tuple[int, list[str]]] = []
+    too_deep = False
     try:
         _enter(top, gid, acl, log, frames)
         while frames:
@@ -155,6 +159,11 @@ def share_tree(directory: str, gid: int, log: logging.Logger) -> None:
             try:
                 mode = os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode
                 if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+                    continue
+                if stat.S_ISDIR(mode) and len(frames) > MAX_DEPTH:
+                    if not too_deep:
+                        log.warning("%s: folders more than %s deep are not shared with its group", directory, MAX_DEPTH)
+                    too_deep = True
                     continue
                 child = os.open(name, DIR_FLAGS if stat.S_ISDIR(mode) else FILE_FLAGS, dir_fd=fd)
             except OSError as e:

@@ -47,6 +47,10 @@ class BatchLaunch:
     #: member): its primary group on SLURM, which takes a job's other groups from a cache
     #: (``GroupUpdateTime``, 600 s by default) that may predate the editor's membership
     group: str | None = None
+    #: ``UWSHub.share_posix_group_prefix`` (None: no shared workspaces' groups): the job
+    #: runs with its account's groups less those of other workspaces than its own
+    #: (:func:`uws_hub.spawners.localjob.job_groups`)
+    share_group_prefix: str | None = None
     #: HOME when it runs as the hub's own account
     home: str | None = None
     #: where its output goes (:meth:`BatchRunner.log_path`)

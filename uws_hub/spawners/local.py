@@ -34,7 +34,7 @@ from ..reasons import exit_reason
 from . import localorphans, wrapper
 from .listening import ServerExited, process_exit, wait_listening
 from .localbatch import LocalRunner
-from .localjob import CPU_USE, WRAPPER, memory_cgroups, open_log
+from .localjob import CPU_USE, WRAPPER, job_groups, memory_cgroups, open_log
 from .mixins import WorkspaceSpawnerMixin
 
 
@@ -179,7 +179,8 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
                 spec["cgroup"] = cgroups.create(f"server-{launch.job_id}", memory)
         if launch.system_user:
             account = pwd.getpwnam(launch.system_user)
-            spec.update(uid=account.pw_uid, gid=account.pw_gid, groups=os.getgrouplist(account.pw_name, account.pw_gid))
+            groups = job_groups(account, launch.share_group_prefix, launch.workspace_id)
+            spec.update(uid=account.pw_uid, gid=account.pw_gid, groups=groups)
         return spec
 
     #: the limits the running server got (see :meth:`limits_spec`); saved in the spawner's state
@@ -281,7 +282,7 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
             popen_kwargs.update(
                 user=account.pw_uid,
                 group=account.pw_gid,
-                extra_groups=os.getgrouplist(account.pw_name, account.pw_gid),
+                extra_groups=job_groups(account, launch.share_group_prefix, launch.workspace_id),
             )
         log_file = os.fdopen(open_log(launch.log_path), "ab", buffering=0) if launch.log_path else None
         if log_file is not None:

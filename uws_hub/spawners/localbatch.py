@@ -21,7 +21,19 @@ from typing import Any
 
 from ..reasons import exit_reason, signal_name
 from .batch import BatchLaunch, RunState
-from .localjob import CPU_USE, ExitWatch, JobFiles, Launcher, LauncherLost, Started, alive, claim, start, stop
+from .localjob import (
+    CPU_USE,
+    ExitWatch,
+    JobFiles,
+    Launcher,
+    LauncherLost,
+    Started,
+    alive,
+    claim,
+    job_groups,
+    start,
+    stop,
+)
 from .wrapper import Cgroups
 
 
@@ -111,7 +123,8 @@ class LocalRunner:
                 spec["cgroup"] = self.cgroups.create(f"job-{launch.job_id}", spec["memory_bytes"])
         if launch.system_user:
             account = pwd.getpwnam(launch.system_user)
-            spec.update(uid=account.pw_uid, gid=account.pw_gid, groups=os.getgrouplist(account.pw_name, account.pw_gid))
+            groups = job_groups(account, launch.share_group_prefix, launch.workspace_id)
+            spec.update(uid=account.pw_uid, gid=account.pw_gid, groups=groups)
             env.update(USER=account.pw_name, HOME=account.pw_dir, SHELL=account.pw_shell or "/bin/sh")
         else:
             env.update(USER=pwd.getpwuid(os.geteuid()).pw_name, HOME=launch.home or "/", SHELL="/bin/sh")

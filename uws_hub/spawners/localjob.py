@@ -29,9 +29,11 @@ import array
 import asyncio
 import errno
 import fcntl
+import grp
 import json
 import logging
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -149,6 +151,29 @@ def _read_json(path: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+def job_groups(account: pwd.struct_passwd, prefix: str | None, workspace_id: int) -> list[int]:
+    """The groups a job of ``account`` in workspace ``workspace_id`` runs with: the
+    account's (``getgrouplist``), less the groups of the other workspaces shared with it
+    (named ``prefix`` and a workspace id). A job reaches its own workspace and nothing
+    of other people's: with every group of its account, an editor's job in a workspace
+    of their own kept write access to one they edited after their access was revoked
+    (the revocation stops their jobs in that workspace only), for as long as it ran."""
+    groups = os.getgrouplist(account.pw_name, account.pw_gid)
+    if prefix is None:
+        return groups
+    own = f"{prefix}{workspace_id}"  # as uws_hub.sharing.posixgroups.group_name names it
+    kept = []
+    for gid in groups:
+        try:
+            name = grp.getgrgid(gid).gr_name
+        except KeyError:
+            name = ""
+        if name != own and name.startswith(prefix) and name[len(prefix) :].isdigit():
+            continue
+        kept.append(gid)
+    return kept
 
 
 def open_log(path: str) -> int:

@@ -56,10 +56,16 @@ class WorkspaceLaunch:
     #: member): its primary group on SLURM, which takes a job's other groups from a cache
     #: (``GroupUpdateTime``, 600 s by default) that may predate the editor's membership
     group: str | None = None
+    #: ``UWSHub.share_posix_group_prefix`` (None: no shared workspaces' groups): the job
+    #: runs with its account's groups less those of other workspaces than its own
+    #: (:func:`uws_hub.spawners.localjob.job_groups`)
+    share_group_prefix: str | None = None
     #: HOME for the job when it runs as the hub's own account
     home: str | None = None
     #: where the job's stdout and stderr go (read back on failure)
     log_path: str | None = None
+    #: the hub's job log directory (``UWSHub.job_log_dir``), outside every workspace
+    job_log_dir: str | None = None
     #: the memory it may use, in bytes (the launch's ``memory``), for spawners that apply it
     memory_bytes: int | None = None
     #: the resource id an earlier, interrupted start of this job reported (a hub

@@ -74,6 +74,9 @@ OUT_OF_MEMORY_TAIL_BYTES = 4096
 #: the exit status of a command that could not be run (as shells use)
 CANNOT_RUN = 127
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+#: how long the wrapper waits between its rounds of ending what a command left running
+END_DESCENDANTS_POLL_SECONDS = 0.01
 #: what Python ignores at its start, and an exec would pass on ignored to the command
 #: (``yes | head`` would end in "Broken pipe"): set back, as ``subprocess`` does
 #: (``restore_signals``)
@@ -308,6 +311,40 @@ def apply_limits(spec: dict) -> None:
         os.setuid(spec["uid"])
 
 
+def children(pid: int) -> list[int]:
+    """The live children of ``pid`` (read from ``/proc``)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (fields := process_stat(int(entry))) is not None and int(fields[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+def end_descendants() -> None:
+    """Kill every process the command left running, and wait for them: a child
+    subreaper (``PR_SET_CHILD_SUBREAPER``, set before the command's fork) is given
+    the orphans of its descendants, so whatever the command started, in a session,
+    process group and environment of its own (``setsid``, ``env -i``, where neither
+    the group's kill nor the hub's orphan sweep reach it), is this process's child
+    once its parent has ended. Nothing of a job outlives it: not its share of the
+    machine, its port, nor the groups it runs with (an editor whose access to the
+    workspace was revoked keeps no process that may write there). Rounds until no
+    child is left (a killed process's children come here in turn)."""
+    me = os.getpid()
+    while True:
+        for pid in children(me):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+        except ChildProcessError:
+            return
+        time.sleep(END_DESCENDANTS_POLL_SECONDS)
+
+
 def child_setup(spec: dict) -> None:
     """In the batch job's child, before the command runs: its limits and account, then die
     with the wrapper."""
@@ -391,6 +428,8 @@ class Wrapper:
                 "memory_exceeded": False,
             }
         spec["wrapper_pid"] = os.getpid()
+        # what the command leaves behind comes here (:func:`end_descendants`)
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1)
         # the child reports a failed exec here; a successful one closes it (close-on-exec)
         errors_in, errors_out = os.pipe2(os.O_CLOEXEC)
         try:
@@ -407,8 +446,8 @@ class Wrapper:
             signal.setitimer(signal.ITIMER_REAL, float(spec["time_limit_seconds"]))
         _, status, usage = os.wait4(self.pid, 0)
         signal.setitimer(signal.ITIMER_REAL, 0)
-        # what the command left running in its group ends with it
-        self.signal_group(signal.SIGKILL)
+        # what the command left running ends with it, wherever it went
+        end_descendants()
         record["ended"] = time.time()
         record["max_rss_bytes"] = usage.ru_maxrss * 1024
         if os.WIFSIGNALED(status):

@@ -30,9 +30,9 @@ from urllib.parse import quote
 
 from ... import access
 from ...apihandlers.files import send_file
+from ...apihandlers.jobs import send_log
 from ...errors import BadRequest, Conflict, Forbidden, NotFound
 from ...inputs import MAX_OFFSET
-from ...jobs import logs
 from ...jobs.types import JobType
 from ...orm import Job, Workspace, utcnow
 from ...scopes import LAUNCH_JOBS, READ_WORKSPACES, WRITE_WORKSPACES, requires
@@ -388,17 +388,7 @@ class LogHandler(UWSJobsHandler):
             raise NotFound(f"Job {job.id} was destroyed; its log is gone")
         path, uid = self.uws.jobs.log_path(job), self.uws.jobs.log_owner(job)
         self.set_header("Content-Type", "text/plain; charset=UTF-8")
-        start = 0
-        while True:
-            data, size = await asyncio.to_thread(logs.read_log, path, uid, start, start + logs.FOLLOW_CHUNK_BYTES)
-            if not data:
-                break
-            start += len(data)
-            self.write(data)
-            await self.flush()
-            if start >= size:
-                break
-        self.finish()
+        await send_log(self, path, uid)
 
 
 _JOB = r"([^/]+)/([^/]+)"

@@ -38,6 +38,7 @@ from typing import Any
 
 from ..batch import BatchLaunch, RunState
 from .commands import as_account, check_scancel
+from .output import make_account_folder
 from .parsing import describe_batch_end, job_name, parse_exit_code, parse_sbatch
 from .poller import SlurmPoller
 from .script import SBATCH_RESOURCES, render_batch_script, submit_environment
@@ -118,33 +119,13 @@ class SlurmBatchRunner:
         return self._account(launch).pw_uid
 
     def _make_output_dir(self, launch: BatchLaunch) -> None:
-        """The job's account's own folder for its output (0700), in folders of the hub's that
-        every account may pass through but not list (0711: the hub's own files in them are
-        0600); a file left by an earlier hub with the same job ids goes."""
-        directory = self._output_dir(launch)
-        parent = os.path.dirname(directory)
-        os.makedirs(parent, mode=0o711, exist_ok=True)
-        path = parent
-        while True:
-            os.chmod(path, 0o711)
-            if path == self.log_dir or not path.startswith(self.log_dir + os.sep):
-                break
-            path = os.path.dirname(path)
-        account = self._account(launch)
-        try:
-            os.mkdir(directory, 0o700)
-        except FileExistsError:
-            pass
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-        try:
-            os.fchown(fd, account.pw_uid, account.pw_gid)
-            os.fchmod(fd, 0o700)
-            try:
-                os.unlink(os.path.basename(self.log_path(launch)), dir_fd=fd)
-            except FileNotFoundError:
-                pass
-        finally:
-            os.close(fd)
+        """The job's account's own folder for its output (:func:`.output.make_account_folder`)."""
+        make_account_folder(
+            self._output_dir(launch),
+            self.log_dir,
+            self._account(launch),
+            stale=os.path.basename(self.log_path(launch)),
+        )
 
     # ---------------------------------------------------------------- submit
     @staticmethod
@@ -222,9 +203,15 @@ class SlurmBatchRunner:
 
     async def _find_by_name(self, launch: BatchLaunch) -> str | None:
         """The SLURM job of a hand-over whose id the hub never stored (it died right after
-        ``sbatch``): the newest job with the job's name that SLURM still knows."""
+        ``sbatch``): the newest job with the job's name, of the account it runs as, that
+        SLURM still knows. Any account may name its SLURM jobs as it likes (a job's name
+        is in its environment, and job ids are counted up): another account's job named
+        like this one is never taken for it, nor its outcome for this job's."""
         name = job_name(self.prefix, launch.job_id)
-        result = await self.poller.command([*self.poller.squeue_cmd, "-h", "-t", "all", "-n", name, "-o", "%i"])
+        account = self._account(launch).pw_name
+        result = await self.poller.command(
+            [*self.poller.squeue_cmd, "-h", "-t", "all", "-n", name, "-u", account, "-o", "%i"]
+        )
         if result.returncode != 0:
             raise RuntimeError(f"squeue failed looking for {name}: {result.stderr.strip()[:300]}")
         ids = [line.strip() for line in result.stdout.splitlines() if line.strip().isdigit()]

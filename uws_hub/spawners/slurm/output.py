@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pwd
 from typing import Any
 
 from .commands import SlurmCommandError, command_environment
@@ -49,3 +50,35 @@ def keep_tail(log_path: str, text: str, log: logging.Logger) -> None:
             f.write(text + "\n")
     except OSError as e:
         log.warning("Cannot write %s: %s", log_path, e)
+
+
+def make_account_folder(directory: str, log_dir: str, account: pwd.struct_passwd, stale: str | None = None) -> None:
+    """``directory`` (under the hub's ``log_dir``), the job's account's own folder for its
+    output (0700), in folders of the hub's that every account may pass through but not
+    list (0711: the hub's own files in them are 0600); a file ``stale`` left there by an
+    earlier hub with the same job ids goes. Made by the hub: no other account can plant
+    anything on the way (the output of a server in its workspace was there for its
+    editors to read)."""
+    parent = os.path.dirname(directory)
+    os.makedirs(parent, mode=0o711, exist_ok=True)
+    path = parent
+    while True:
+        os.chmod(path, 0o711)
+        if path == log_dir or not path.startswith(log_dir + os.sep):
+            break
+        path = os.path.dirname(path)
+    try:
+        os.mkdir(directory, 0o700)
+    except FileExistsError:
+        pass
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        os.fchown(fd, account.pw_uid, account.pw_gid)
+        os.fchmod(fd, 0o700)
+        if stale is not None:
+            try:
+                os.unlink(stale, dir_fd=fd)
+            except FileNotFoundError:
+                pass
+    finally:
+        os.close(fd)

@@ -66,7 +66,7 @@ from ..mixins import WorkspaceSpawnerMixin
 from .batch import DEFAULT_BATCH_JOB_SCRIPT, SlurmBatchRunner
 from .commands import as_account, check_scancel
 from .orphans import sweep
-from .output import OUTPUT_TAIL_BYTES, keep_tail, read_tail
+from .output import OUTPUT_TAIL_BYTES, keep_tail, make_account_folder, read_tail
 from .parsing import (
     JobState,
     describe_end,
@@ -199,21 +199,24 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
     )
 
     output_dir = Unicode(
-        "{workspace}/.uws-jobs",
+        "{job_log_dir}/slurm/{username}",
         config=True,
-        help="""Directory of the jobs' output files (``job-<id>-<SLURM id>.log``).
+        help="""Directory of the servers' output files (``job-<id>-<SLURM id>.log``).
 
-        ``{workspace}`` (the workspace directory), ``{username}`` (the system
-        account) and ``{job_id}`` are replaced. It must be writable by the
-        job's account on the compute nodes and readable by the hub (a shared
-        filesystem, as the workspace is); the hub creates it as the job's
-        account. When the job ends, the hub keeps a copy of the file's end,
-        which the job's owner and admins read redacted
-        (``GET /hub/api/jobs/{id}/output``). The file itself is not redacted.
-        The hub's files API never serves names starting with ``.uws-``, so
-        viewers cannot read it there, but editors (whose jobs run as the
-        owner) can: put it outside the workspace if servers may print secrets
-        while they run.
+        ``{job_log_dir}`` (the hub's ``job_log_dir``), ``{workspace}`` (the
+        workspace directory), ``{username}`` (the system account) and
+        ``{job_id}`` are replaced. It must be writable by the job's account on
+        the compute nodes and readable by the hub (a shared filesystem). Under
+        ``{job_log_dir}`` the hub makes it as ``batch_output_dir``: the
+        account's own (0700), in folders of the hub's (0711). Elsewhere the hub
+        creates it as the job's account. When the job ends, the hub keeps a
+        copy of the file's end, which the job's owner and admins read redacted
+        (``GET /hub/api/jobs/{id}/output``). The file itself is not redacted,
+        and servers print secrets (their token, whatever their code prints):
+        keep it out of the workspace, where the workspace's editors, who may
+        create the folder first and give themselves read access to what is
+        written in it, would read the owner's server's output (the default
+        in earlier versions was ``{workspace}/.uws-jobs``).
 
         .. versionadded:: 0.2
         """,
@@ -499,6 +502,7 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         """The job's output file (``%j``: SLURM's job id, until it is known)."""
         launch = self.require_launch()
         directory = self.output_dir.format(
+            job_log_dir=self._job_log_dir(),
             workspace=launch.directory,
             username=self._username(),
             job_id=launch.job_id,
@@ -577,9 +581,23 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         self.poller.track(self.job_id, self._on_slurm_state)
         self.log.info("Job %s of %s is SLURM job %s", launch.job_id, self._log_name, self.job_id)
 
+    def _job_log_dir(self) -> str:
+        """The hub's job log directory (``{job_log_dir}``). A server started by an earlier
+        version, found again in its state, names none: its log file (``job-<id>.log``) is
+        in it."""
+        launch = self.require_launch()
+        directory = launch.job_log_dir or (os.path.dirname(launch.log_path) if launch.log_path else None)
+        if directory is None:
+            raise RuntimeError(f"Job {launch.job_id}: its launch names no job log directory")
+        return os.path.abspath(directory)
+
     async def _make_output_dir(self) -> None:
         directory = os.path.dirname(self.output_path())
-        if self._as_user() or self._prefix():
+        log_dir = self._job_log_dir()
+        if directory.startswith(log_dir + os.sep):
+            account = self._account() or pwd.getpwuid(os.geteuid())
+            await asyncio.to_thread(make_account_folder, directory, log_dir, account)
+        elif self._as_user() or self._prefix():
             # as the job's account: never create or chown in a user's directory as root
             result = await self.poller.command(
                 [*self._prefix(), "mkdir", "-p", "-m", "700", directory], **self._as_user()
