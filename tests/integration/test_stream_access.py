@@ -26,7 +26,16 @@ TICKER = [sys.executable, "-c", "import time\nwhile True:\n    print('tick', flu
 ENDS_WITHIN = 40
 MAX_WAIT = 45
 #: admins of the hub (one a test: the tests take the flag away)
-ADMINS = {"uwsadmin", "uwsadmstream", "uwsadmdemoted", "uwsadmlog1", "uwsadmlog2", "uwsadmwait", "uwsadmmetrics"}
+ADMINS = {
+    "uwsadmin",
+    "uwsadmstream",
+    "uwsadmhubmap",
+    "uwsadmdemoted",
+    "uwsadmlog1",
+    "uwsadmlog2",
+    "uwsadmwait",
+    "uwsadmmetrics",
+}
 
 CONFIG = (
     MULTIUSER_CONFIG
@@ -34,6 +43,8 @@ CONFIG = (
 c.UWSHub.job_types["ticker"] = {{"display_name": "Ticker", "interactive": False, "cmd": {TICKER!r}}}
 c.IVOAUWS.max_wait_seconds = {MAX_WAIT}
 c.Authenticator.admin_users = {ADMINS!r}
+c.HubMAPCompat.enabled = True
+c.HubMAPCompat.job_type_ids = {{"minimal": "minimal"}}
 c.JupyterHub.load_roles.append({{"name": "user-admins", "scopes": ["admin:users"], "users": ["uwsuseradmin"]}})
 """
 )
@@ -264,5 +275,33 @@ def test_a_blocking_uws_get_is_refused_when_its_token_is_deleted_meanwhile(rhub)
         waiting.join()
         # the job still runs: without the recheck the wait ran out and answered the job
         assert answer["r"].status_code == 403, answer["r"].text[:300]
+    finally:
+        rhub.api("POST", f"jobs/{job['id']}/stop", rhub.alice)
+
+
+def test_hubmaps_job_websocket_ends_when_its_token_is_deleted(rhub):
+    name = "uwsadmhubmap"
+    token, token_id = new_token(rhub, name)
+    ws = rhub.api("POST", "workspaces", rhub.alice, json={"name": f"hubmap {uuid.uuid4().hex[:6]}"}, expect=201)
+    job = rhub.api("POST", f"workspaces/{ws['id']}/jobs", rhub.alice, json={"job_type": "minimal"}, expect=202)
+    url = rhub.url.replace("http", "ws", 1) + f"/hub/api/hubmap/jobs/{job['id']}"
+    try:
+        conn = websocket.create_connection(f"{url}?token={token}", timeout=ENDS_WITHIN)
+        assert set(json.loads(conn.recv())) == {"status", "current_job_details"}
+        rhub.api("DELETE", f"users/{name}/tokens/{token_id}", expect=204)
+        # the job runs on (events of it would come); the socket is closed (a timeout here: it was not)
+        with pytest.raises(websocket.WebSocketConnectionClosedException):
+            while True:
+                conn.recv()
+                assert rhub.api("GET", f"jobs/{job['id']}", rhub.alice, expect=200)["status"] != "completed"
+        # a stranger and a user admin never open it (nor anonymous)
+        for who in ("uwsstranger", "uwsuseradmin"):
+            caller, _ = new_token(rhub, who)
+            with pytest.raises(websocket.WebSocketBadStatusException) as e:
+                websocket.create_connection(f"{url}?token={caller}", timeout=30)
+            assert e.value.status_code == 404, who
+        with pytest.raises(websocket.WebSocketBadStatusException) as e:
+            websocket.create_connection(url, timeout=30)
+        assert e.value.status_code == 401
     finally:
         rhub.api("POST", f"jobs/{job['id']}/stop", rhub.alice)
