@@ -139,7 +139,7 @@ class UWSAPIHandler(APIHandler):
         JupyterHub authenticates a request once, at its start; a stream lasts as long as
         its reader wants, so it asks again every :data:`RECHECK_SECONDS`, through
         JupyterHub's own lookup (token, then cookie, and the login's refresh): a token
-        deleted or expired, a user deleted or logged out, roles, groups or the admin
+        deleted or expired, a user deleted or disabled or whose login expired, roles, groups or the admin
         flag changed, and the answer is False: the stream ends, and its reader, who
         reconnects, is authorized afresh or refused. Any failure to find out is False too.
         """
