@@ -18,6 +18,7 @@ import requests
 import websocket
 from prometheus_client.parser import text_string_to_metric_families
 
+from ..authutil import login
 from ..helpers import MULTIUSER_CONFIG, SSEReader
 from ..hubutil import wait_for
 
@@ -305,3 +306,34 @@ def test_hubmaps_job_websocket_ends_when_its_token_is_deleted(rhub):
         assert e.value.status_code == 401
     finally:
         rhub.api("POST", f"jobs/{job['id']}/stop", rhub.alice)
+
+
+def test_a_pages_live_panel_ends_when_the_account_is_disabled(rhub):
+    """The pages' panels follow the events with the login cookie: disabling the account
+    (which ends its browser sessions) ends the stream too."""
+    ws = shared_workspace(rhub)
+    password = "a long password for tests"
+    rhub.api("POST", "accounts", json={"username": "uwspanel", "password": password}, expect=201)
+    rhub.api("POST", f"workspaces/{ws['id']}/shares", rhub.alice, json={"user": "uwspanel"}, expect=201)
+    session = login(rhub, "uwspanel", password).session
+    xsrf = session.cookies.get("_xsrf", path="/hub/")
+    stop = threading.Event()
+
+    def keep_touching():
+        while not stop.wait(1):
+            touch(rhub, ws)
+
+    toucher = threading.Thread(target=keep_touching, daemon=True)
+    try:
+        with session.get(f"{rhub.url}/hub/api/events?_xsrf={xsrf}", stream=True, timeout=ENDS_WITHIN) as stream:
+            assert stream.status_code == 200
+            toucher.start()
+            lines = stream.iter_lines(chunk_size=None, decode_unicode=True)
+            assert json.loads(next(line for line in lines if line.startswith("data:"))[5:])["workspace_id"] == ws["id"]
+            rhub.api("PATCH", "accounts/uwspanel", json={"disabled": True}, expect=200)
+            deadline = time.monotonic() + ENDS_WITHIN
+            for _ in lines:
+                assert time.monotonic() < deadline, "the panel's stream still runs after the account was disabled"
+        assert session.get(f"{rhub.url}/hub/api/events?_xsrf={xsrf}", timeout=30).status_code == 403
+    finally:
+        stop.set()
