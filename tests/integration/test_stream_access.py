@@ -44,6 +44,8 @@ CONFIG = (
 c.UWSHub.job_types["ticker"] = {{"display_name": "Ticker", "interactive": False, "cmd": {TICKER!r}}}
 c.IVOAUWS.max_wait_seconds = {MAX_WAIT}
 c.Authenticator.admin_users = {ADMINS!r}
+c.JupyterHub.load_roles.append({{"name": "lab-readers", "scopes": ["custom:uws:read:workspaces!group=lab"],
+                                 "users": ["uwslabreader"]}})
 c.HubMAPCompat.enabled = True
 c.HubMAPCompat.job_type_ids = {{"minimal": "minimal"}}
 c.JupyterHub.load_roles.append({{"name": "user-admins", "scopes": ["admin:users"], "users": ["uwsuseradmin"]}})
@@ -337,3 +339,35 @@ def test_a_pages_live_panel_ends_when_the_account_is_disabled(rhub):
         assert session.get(f"{rhub.url}/hub/api/events?_xsrf={xsrf}", timeout=30).status_code == 403
     finally:
         stop.set()
+
+
+def test_a_stream_stops_getting_an_owners_events_once_they_leave_the_group_its_scope_names(rhub):
+    """A role reading the workspaces of a group's members (``!group=lab``): once alice leaves
+    the group, an open stream stops getting her events (it kept them for its life)."""
+    ws = shared_workspace(rhub)
+    other = rhub.api("POST", "workspaces", rhub.alice, json={"name": f"other {uuid.uuid4().hex[:6]}"}, expect=201)
+    rhub.api("POST", f"workspaces/{other['id']}/shares", rhub.alice, json={"user": "uwslabreader"}, expect=201)
+    rhub.api("POST", "groups/lab", json={"users": ["uwsalice"]}, expect=201)
+    token, _ = new_token(rhub, "uwslabreader")
+    sse, wsr = watch(rhub, ws, {"reader": token})["reader"]
+    try:
+        rhub.api("DELETE", "groups/lab/users", json={"users": ["uwsalice"]}, expect=200)
+
+        def stopped() -> bool:
+            """Nothing of ``ws`` came since the last look, up to an event of ``other`` after it."""
+            seen = len(of(sse.events, ws)), len(of(wsr.events, ws))
+            marks = len(of(sse.events, other)), len(of(wsr.events, other))
+            touch(rhub, ws)
+            touch(rhub, other)
+            wait_for(
+                lambda: len(of(sse.events, other)) > marks[0] and len(of(wsr.events, other)) > marks[1],
+                15,
+                what="the events of the workspace still shared",
+            )
+            return (len(of(sse.events, ws)), len(of(wsr.events, ws))) == seen
+
+        wait_for(stopped, ENDS_WITHIN, interval=1, what="the stream to stop getting the events of alice's workspace")
+    finally:
+        sse.close()
+        wsr.close()
+        rhub.api("DELETE", "groups/lab")
