@@ -15,18 +15,24 @@ from collections.abc import Iterable
 from typing import Any, TypeVar
 
 from jupyterhub import orm as hub_orm
+from jupyterhub import scopes as hub_scopes
 from jupyterhub.apihandlers.base import APIHandler
 from pydantic import BaseModel, ValidationError
 from tornado import httputil, web
 
 from .. import access
 from ..errors import BadRequest, Forbidden, NotFound, Unprocessable, UWSError
+from ..events.bus import Subscription
 from ..inputs import MAX_ID, MAX_OFFSET, MAX_SQL_INT, query_int, shorten
 from ..orm import Job, Workspace
 from ..scopes import LAUNCH_JOBS, READ_WORKSPACES
 from ..services import Services
 
 M = TypeVar("M", bound=BaseModel)
+
+#: longest a long request (an event stream, a followed log, a blocking UWS ``GET``)
+#: goes on with what it found out about its caller (and about shares) without asking again
+RECHECK_SECONDS = 10.0
 
 #: ``UWS-Authorization: Token <token>``, the header of the older HuBMAP workspaces server
 UWS_AUTH_HEADER = "UWS-Authorization"
@@ -54,6 +60,9 @@ def parse_id(value: str, what: str) -> int:
 
 
 class UWSAPIHandler(APIHandler):
+    #: a long request's caller changed while it was open (:meth:`watch_caller`)
+    caller_changed = False
+
     @property
     def uws(self) -> Services:
         return self.settings["uws"]
@@ -122,6 +131,52 @@ class UWSAPIHandler(APIHandler):
             token = self.get_auth_token()
             self._uws_token = None if token is None else self.uws.token_ids.find(self.db, token)
         return self._uws_token
+
+    async def caller_unchanged(self) -> bool:
+        """Whether this request's credentials still stand for the caller they did when it
+        began, with the same scopes.
+
+        JupyterHub authenticates a request once, at its start; a stream lasts as long as
+        its reader wants, so it asks again every :data:`RECHECK_SECONDS`, through
+        JupyterHub's own lookup (token, then cookie, and the login's refresh): a token
+        deleted or expired, a user deleted or disabled or whose login expired, roles, groups or the admin
+        flag changed, and the answer is False: the stream ends, and its reader, who
+        reconnects, is authorized afresh or refused. Any failure to find out is False too.
+        """
+        before, scopes = self.current_user, self.expanded_scopes
+        for cached in ("_jupyterhub_user", "_uws_token", "_refreshed_users"):
+            self.__dict__.pop(cached, None)
+        try:
+            caller = await self.get_current_user()
+            if caller is None or before is None or (caller.kind, caller.id) != (before.kind, before.id):
+                return False
+            token = self.get_token()
+            return hub_scopes.get_scopes_for(token if token is not None else caller) == scopes
+        except Exception:
+            self.log.exception("Could not check again who holds a stream open; ending it")
+            self._jupyterhub_user = None
+            return False
+
+    def watch_caller(self, sub: Subscription) -> None:
+        """End ``sub`` once its caller changed (:meth:`caller_unchanged`, asked every
+        :data:`RECHECK_SECONDS` while it is open), with what it queued meanwhile:
+        whoever lost a grant gets nothing more through it. ``caller_changed`` then says why
+        it ended."""
+
+        async def watch() -> None:
+            while not sub.closed.is_set():
+                try:
+                    await asyncio.wait_for(sub.closed.wait(), RECHECK_SECONDS)
+                    return
+                except TimeoutError:
+                    pass
+                if not await self.caller_unchanged():
+                    self.caller_changed = True
+                    sub.discard_queued()
+                    self.uws.events.unsubscribe(sub)
+
+        # held: the event loop keeps only weak references to tasks
+        self._caller_watch = asyncio.ensure_future(watch())
 
     def get_auth_token(self):
         """The token of ``Authorization: token …`` (JupyterHub's header), else of

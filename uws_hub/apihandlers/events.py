@@ -6,7 +6,9 @@ a WebSocket; both take the same tokens and cookies as the rest of the API
 workspaces the caller may read, filter on ``workspace`` and ``job``, and
 resume after ``last_event_id`` (or the ``Last-Event-ID`` header that
 EventSource sends when it reconnects): missed events are replayed from the
-database, then the stream goes live, with no gap and no repeats.
+database, then the stream goes live, with no gap and no repeats. A stream whose
+caller changed (token deleted, user deleted, roles or admin flag changed) ends
+within ``RECHECK_SECONDS``; the reader reconnects and is authorized afresh.
 """
 
 from __future__ import annotations
@@ -29,11 +31,9 @@ from ..errors import BadRequest
 from ..events.bus import Subscription, event_model
 from ..orm import Event
 from ..scopes import READ_WORKSPACES, requires
-from .base import UWSAPIHandler, parse_id
+from .base import RECHECK_SECONDS, UWSAPIHandler, parse_id
 
 REPLAY_BATCH = 500
-#: longest a stream trusts what it found out about a shared workspace
-SHARE_CACHE_SECONDS = 10.0
 #: kernel send buffer of a stream's socket: with the per-subscriber queue, what
 #: a reader that stops reading can make the hub hold (the kernel would grow it to MBs)
 SEND_BUFFER_BYTES = 16 * 1024
@@ -76,29 +76,33 @@ class EventStreamMixin(_StreamBase):
     def acceptor(self, f: EventFilter):
         """The subscription's test: matches the filter and the caller may read it.
 
-        What shares allow is cached per workspace until the shares change
-        (``sharing.version``), and at most ``SHARE_CACHE_SECONDS`` (group
-        membership can change without uws-hub knowing).
+        What the caller's scopes allow is cached per owner, and what shares
+        allow per workspace until the shares change (``sharing.version``), both
+        for at most ``RECHECK_SECONDS`` (group membership, which scope filters
+        and shares with groups name, can change without uws-hub knowing); the
+        scopes themselves are checked as often (:meth:`UWSAPIHandler.watch_caller`).
         """
-        visible: dict[int, bool] = {}
+        visible: dict[int, tuple[float, bool]] = {}
         shared: dict[int, tuple[int, float, bool]] = {}
         sharing = self.settings["uws"].sharing
 
         def accept(event: dict) -> bool:
             if not self._matches(f, event):
                 return False
+            now = time.monotonic()
             owner_id = event["owner_id"]
-            if owner_id not in visible:
+            seen = visible.get(owner_id)
+            if seen is None or now - seen[0] > RECHECK_SECONDS:
+                # the hub session's object: JupyterHub changes groups through that session
                 owner = self.db.get(hub_orm.User, owner_id)
-                visible[owner_id] = owner is not None and access.may(self, READ_WORKSPACES, owner)
-            if visible[owner_id]:
+                seen = visible[owner_id] = (now, owner is not None and access.may(self, READ_WORKSPACES, owner))
+            if seen[1]:
                 return True
             ws_id = event["workspace_id"]
             if ws_id is None:
                 return False
             cached = shared.get(ws_id)
-            now = time.monotonic()
-            if cached is None or cached[0] != sharing.version or now - cached[1] > SHARE_CACHE_SECONDS:
+            if cached is None or cached[0] != sharing.version or now - cached[1] > RECHECK_SECONDS:
                 # events are published from the hub session's after-commit hook, where
                 # that session cannot query: look the shares up in a session of their own
                 with sharing.lookup_session() as db:
@@ -124,7 +128,9 @@ class EventStreamMixin(_StreamBase):
         stream = self.request.connection.stream
         if stream is not None and stream.socket is not None:
             stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
-        return self.settings["uws"].events.subscribe(self.acceptor(f), replays=True)
+        sub = self.settings["uws"].events.subscribe(self.acceptor(f), replays=True)
+        self.watch_caller(sub)
+        return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
         self.settings["uws"].events.unsubscribe(sub)
@@ -247,6 +253,8 @@ class EventsWebSocketHandler(EventStreamMixin, WebSocketHandler, UWSAPIHandler):
                         self.close(1008, "too far behind; reconnect with the last event id")
                         return
                     last = event["id"] if event["id"] is not None else last
+            if self.caller_changed:
+                self.close(1008, "your access changed: reconnect")
         except (WebSocketClosedError, StreamClosedError):
             pass
 

@@ -101,6 +101,10 @@ class Subscription:
             events.append(self.queue.get_nowait())
         return events
 
+    def discard_queued(self) -> None:
+        """Forget what is queued and not yet taken (its reader may no longer see it)."""
+        self._drain()
+
     def catch_up(self, last: int | None) -> int | None:
         """Start receiving live events again after a lag; returns the id to replay after.
 

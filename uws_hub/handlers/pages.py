@@ -7,7 +7,6 @@ a program can do too.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -110,7 +109,6 @@ class WorkspacesPageHandler(UWSPageHandler):
             has_any=paging["total"] > 0 or workspaces.count(Workspace.owner_id == user.id) > 0,
             can_write=access.may(self, WRITE_WORKSPACES, user.orm_user),
             usage=usage,
-            usage_json=json.dumps(usage),
         )
 
 
@@ -138,8 +136,6 @@ class WorkspacePageHandler(UWSPageHandler):
         await self.render_page(
             "workspace.html",
             workspace=model,
-            # safe inside <script>: no "</" can end the element early
-            workspace_json=json.dumps(model).replace("</", "<\\/"),
             jobs=[job_model(j) for j in recent],
             # interactive job types launch the workspace's one server; batch job types have a form of their own
             job_types=[jt.public_model() for jt in self.uws.job_types.values() if jt.interactive],

@@ -98,10 +98,13 @@ class UWSJobsHandler(UWSHandler):
     # ---------------------------------------------------------------- waiting
     async def wait_for_change(self, job: Job, seconds: float, *, until: Any = None) -> None:
         """Wait, holding no thread, until the job's phase changes (or ``until(job)`` is
-        true), it is deleted, ``seconds`` passed or the client went away."""
+        true), it is deleted, ``seconds`` passed or the client went away; a 403 if the
+        caller changed meanwhile (:meth:`watch_caller`: a token deleted, the admin flag
+        removed), as a new request would be refused or authorized afresh."""
         job_id = job.id
         events = self.uws.events
         self._subscription = sub = events.subscribe(lambda event: event["kind"] == "job" and event["job_id"] == job_id)
+        self.watch_caller(sub)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         phase = translate.job_phase(job)
@@ -110,9 +113,11 @@ class UWSJobsHandler(UWSHandler):
                 await sub.next_batch(timeout=left)
                 current = Job.find(self.db, job_id)
                 if current is None or translate.job_phase(current) != phase or (until and until(current)):
-                    return
+                    break
         finally:
             events.unsubscribe(sub)
+        if self.caller_changed:
+            raise Forbidden("Your credentials or rights changed while this request waited; send it again")
 
     def on_connection_close(self):
         sub = getattr(self, "_subscription", None)
