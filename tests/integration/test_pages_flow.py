@@ -493,6 +493,12 @@ def test_my_workspaces_list_scales_and_acts_per_row(fhub, browser):
         expect(rows.first.locator(".ws-shared")).to_have_text(f"shared by {friend} · editor")
         page.click("#page-next")
         expect(page.locator("#ws-count")).to_contain_text("6–8 of 8 workspaces")
+        # a credential in the address stays out of the page's links (the list's own words stay)
+        page.goto(f"{fhub.url}/hub/workspaces?rows=5&token=s3cr3tt0ken&_xsrf=x5rfv4lue")
+        assert "rows=5" in page.locator("#page-next").get_attribute("href")
+        html = page.content()
+        assert "s3cr3tt0ken" not in html and "x5rfv4lue" not in html
+        page.goto(f"{fhub.url}/hub/workspaces?rows=5&page=2")
         expect(rows.last).to_contain_text("Project 00")
         page.go_back()
         expect(page.locator("#ws-count")).to_contain_text("1–5 of 8 workspaces")

@@ -29,6 +29,8 @@ from ..workspaces.listing import SORT_LABELS, WorkspaceList
 #: rows of a list page (workspaces, jobs), and of the admin's
 PAGE_ROWS = 25
 ADMIN_PAGE_ROWS = 50
+#: query parameters a list's page links leave out: the page (theirs), and credentials
+NOT_COPIED = frozenset({"page", "token", "_xsrf"})
 
 
 class UWSPageHandler(BaseHandler):
@@ -60,7 +62,9 @@ class UWSPageHandler(BaseHandler):
         offset = (number - 1) * rows
 
         def link(to: int) -> str:
-            query = [(k, v) for k, v in parse_qsl(self.request.query, keep_blank_values=True) if k != "page"]
+            # what the list shows, never credentials a URL may carry (JupyterHub reads a
+            # ``?token=`` on its pages; copied into links it would go wherever they are shown)
+            query = [(k, v) for k, v in parse_qsl(self.request.query, keep_blank_values=True) if k not in NOT_COPIED]
             return "?" + urlencode([*query, ("page", str(to))])
 
         return {
