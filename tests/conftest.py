@@ -249,15 +249,32 @@ def _stop_the_tests_hubs(_hubs):
     _stop_hubs_made_since(_hubs, first)
 
 
+def _delete_groups(prefix: str) -> None:
+    for line in Path("/etc/group").read_text().splitlines():
+        name = line.split(":", 1)[0]
+        if name.startswith(prefix):
+            subprocess.run(["groupdel", name], check=False)
+
+
 @pytest.fixture(scope="session")
 def make_hub(tmp_path_factory, db_url, workspaces_root, _hubs):
+    """Each hub gets a workspaces root and a POSIX group prefix of its own (a config may
+    set its own, see ``group_prefix``): a hub deletes the groups of its prefix that
+    are no workspace's, and kills the processes that hold them, so two hubs sharing
+    the default prefix (two in one session, or runs side by side on one machine)
+    would take each other's workspaces' groups and end each other's jobs."""
     hubs = _hubs
+    prefixes = []
 
     def make(config: str, env: dict | None = None, start: bool = True, root: Path | None = None) -> Hub:
         workdir = tmp_path_factory.mktemp("hub")
         ws_root = root or Path(tempfile.mkdtemp(prefix="ws-", dir=workspaces_root))
         ws_root.chmod(0o755)
-        config = f"c.UWSHub.workspaces_root = {str(ws_root)!r}\n" + config
+        prefix = f"uwh{uuid.uuid4().hex[:5]}-"
+        prefixes.append(prefix)
+        config = (
+            f"c.UWSHub.workspaces_root = {str(ws_root)!r}\nc.UWSHub.share_posix_group_prefix = {prefix!r}\n" + config
+        )
         hub = Hub(workdir, config, db_url(), env={"UWS_ADMIN_PASSWORD": ADMIN_PASSWORD, **(env or {})})
         hub.workspaces_root = ws_root
         hubs.append(hub)
@@ -265,17 +282,16 @@ def make_hub(tmp_path_factory, db_url, workspaces_root, _hubs):
             hub.start()
         return hub
 
-    return make
+    yield make
+    for prefix in prefixes:
+        _delete_groups(prefix)
 
 
 @pytest.fixture(scope="module")
 def group_prefix():
     prefix = f"uwt{uuid.uuid4().hex[:5]}-"
     yield prefix
-    for line in Path("/etc/group").read_text().splitlines():
-        name = line.split(":", 1)[0]
-        if name.startswith(prefix):
-            subprocess.run(["groupdel", name], check=False)
+    _delete_groups(prefix)
 
 
 @pytest.fixture(scope="session")
