@@ -58,7 +58,9 @@ class SharingOptions(HasTraits):
         Every share change applies at once; this repairs what changed behind
         uws-hub's back (a group's members, a role edited by hand), and stops
         the jobs of users who are no longer editors of the workspace they
-        launched them in (they left a group that is an editor).
+        launched them in (they left a group that is an editor), and kills the
+        processes that hold a workspace's POSIX group and whose account is no
+        longer its member (one scan of ``/proc``).
         """,
     )
 

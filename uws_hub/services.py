@@ -116,6 +116,8 @@ class Services:
         # the roles and POSIX groups of shared workspaces: now, then every interval (0: once)
         if not tasks.every("share-sync", self.sharing.sync, hub.share_sync_interval_seconds):
             tasks.spawn(tasks.guarded("share-sync", self.sharing.sync), "share-sync")
+        if self.sharing.posix_group_prefix is not None:
+            tasks.run("posix-strays", self.sharing.kill_strays_worker)
         if self.notifier.smtp is not None:
             tasks.run("mail-sender", self.notifier.send_loop)
         for cls in set(self.servers.spawner_classes.values()):

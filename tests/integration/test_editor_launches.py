@@ -26,7 +26,7 @@ from playwright.sync_api import expect
 
 from .. import browserutil
 from ..authutil import login
-from ..helpers import few_descriptors, make_deep, refused_code_and_saving, start_code
+from ..helpers import MINIMAL_CMD, few_descriptors, make_deep, refused_code_and_saving, start_code
 from ..hubmaputil import ORIGIN, Portal
 from ..hubutil import wait_for
 from ..uwsclient import create, session
@@ -53,6 +53,14 @@ JOB_TYPES = {
             "-c",
             "setsid env -i /bin/sh -c 'touch up; exec /bin/sleep 600' </dev/null >/dev/null 2>&1 &"
             " while [ ! -e up ]; do sleep 0.05; done; echo left",
+        ],
+    },
+    # a server that leaves a process behind, as `setsid env -i sleep inf &` typed in its terminal would
+    "server-daemon": {
+        "cmd": [
+            "sh",
+            "-c",
+            "setsid env -i /bin/sleep 1000 </dev/null >/dev/null 2>&1 & exec " + " ".join(MINIMAL_CMD),
         ],
     },
     # a server that reports its activity to the hub every second (JupyterHub's default: 5 minutes)
@@ -512,6 +520,61 @@ def test_a_revoked_editor_keeps_no_process_with_the_workspace_group(ehub):
         assert processes_in_group(gid) == []
     finally:
         for pid in processes_in_group(gid):
+            os.kill(pid, 9)
+
+
+def editors_daemon(ehub, ws: dict) -> tuple[dict, int]:
+    """Carol's server in ``ws``, running, and the pid of the process it left, which holds
+    the workspace's group."""
+    gid = grp.getgrnam(ws["group"]).gr_gid
+    job = ehub.wait_job(run(ehub, ws, EDITOR, "server-daemon")["id"], ehub.tokens[EDITOR], {"running"} | ENDED)
+    assert job["status"] == "running", job["reason"]
+    wait_for(lambda: [p for p in processes_in_group(gid) if p != int(job["resource_id"])], 30, what="the daemon")
+    (pid,) = [p for p in processes_in_group(gid) if proc_ids(str(p))[0] == EDITOR and p != int(job["resource_id"])]
+    assert open(f"/proc/{pid}/cmdline").read().split("\0")[:2] == ["/bin/sleep", "1000"]
+    return job, pid
+
+
+def test_a_revoked_editors_leftover_process_from_a_server_is_killed(ehub):
+    """A process an editor's server leaves behind (in a session of its own, with an empty
+    environment: out of reach of the server's stop and the orphan sweep) kept the
+    workspace's group, its write access, after the editor's access ended: revoked, or
+    lowered to viewer. It is killed then, the owner's jobs run on; a workspace deleted
+    takes every process holding its group (its gid may be another workspace's next)."""
+    alice = ehub.tokens[OWNER]
+    # deleted last, and made first: SQLite gives the highest ids of deleted rows again
+    doomed = shared_workspace(ehub)
+    ws = shared_workspace(ehub)
+    gids = [grp.getgrnam(w["group"]).gr_gid for w in (doomed, ws)]
+    gid = gids[1]
+    try:
+        carols, doomed_pid = editors_daemon(ehub, doomed)
+        ehub.api("POST", f"jobs/{carols['id']}/stop", alice, expect=202)
+        ehub.wait_job(carols["id"], alice, ENDED)
+        alices = run(ehub, ws, OWNER, "sleeper")
+        assert ehub.wait_job(alices["id"], alice, {"running"} | ENDED)["status"] == "running"
+        # a process of an account that is no member, which the hub did not see lose the group
+        # (the hub stopped between the two): the share sync's scan kills it
+        bobs = subprocess.Popen(["sleep", "1000"], user=OTHER, extra_groups=[gid])
+        assert bobs.wait(timeout=60) == -9
+        _, pid = editors_daemon(ehub, ws)
+        ehub.api("DELETE", f"workspaces/{ws['id']}/shares/{ws['share_id']}", alice, expect=200)
+        wait_for(lambda: pid not in processes_in_group(gid), 30, what="the daemon's end")
+        # lowered to viewer
+        ehub.api("POST", f"workspaces/{ws['id']}/shares", alice, json={"user": EDITOR, "level": "editor"})
+        _, pid = editors_daemon(ehub, ws)
+        ehub.api("POST", f"workspaces/{ws['id']}/shares", alice, json={"user": EDITOR, "level": "viewer"}, expect=200)
+        wait_for(lambda: pid not in processes_in_group(gid), 30, what="the daemon's end")
+        assert {proc_ids(str(p))[0] for p in processes_in_group(gid)} == {OWNER}
+        assert ehub.api("GET", f"jobs/{alices['id']}", alice, expect=200)["status"] == "running"
+        ehub.api("POST", f"jobs/{alices['id']}/stop", alice, expect=202)
+        ehub.wait_job(alices["id"], alice, ENDED)
+        # the workspace deleted (its jobs stopped), its editor's daemon goes with its group
+        assert doomed_pid in processes_in_group(gids[0])
+        ehub.api("DELETE", f"workspaces/{doomed['id']}", alice, expect=202)
+        wait_for(lambda: not processes_in_group(gids[0]), 60, what="the group's processes' end")
+    finally:
+        for pid in processes_in_group(gids[0]) + processes_in_group(gid):
             os.kill(pid, 9)
 
 

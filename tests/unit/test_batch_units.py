@@ -20,6 +20,7 @@ from uws_hub.examples import count_lines
 from uws_hub.jobs.logs import RangeNotSatisfiable, complete_lines, parse_range
 from uws_hub.jobs.parameters import ParameterSpec, render_argv, render_env, validate_parameters
 from uws_hub.jobs.queue import Waiting, plan_starts
+from uws_hub.jobs.service import tail
 from uws_hub.jobs.types import parse_job_types
 from uws_hub.spawners import wrapper
 from uws_hub.spawners.localbatch import describe_exit
@@ -33,6 +34,24 @@ SPECS = {
     "folder": ParameterSpec(type="path", default="."),
     "loud": ParameterSpec(type="bool", default=False),
 }
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a file of another account takes root to make")
+def test_a_jobs_output_tail_is_read_only_from_a_regular_file_of_its_account(tmp_path):
+    """The hub reads the tail of a job's output (a failed job's reason, its output page)
+    as the log reader reads the log: a link, a FIFO or another account's file (a hard link
+    to it, made in the folder a SLURM job's account writes) in its place reads as nothing."""
+    me, nobody = os.geteuid(), pwd.getpwnam("nobody").pw_uid
+    out = tmp_path / "job.out"
+    out.write_text("first line\n" + "x" * 50 + "\nlast line\n")
+    assert tail(str(out), me, 20) == "last line"
+    assert tail(str(out), me, 4096).startswith("first line")
+    os.chown(out, nobody, -1)
+    assert tail(str(out), me, 4096) == ""
+    assert tail(str(out), nobody, 4096).endswith("last line")
+    (tmp_path / "link.out").symlink_to(out)
+    os.mkfifo(tmp_path / "fifo.out")
+    assert [tail(str(tmp_path / name), nobody, 4096) for name in ("link.out", "fifo.out", "none.out")] == ["", "", ""]
 
 
 def test_defaults_fill_in_and_values_are_kept():

@@ -8,9 +8,11 @@ import asyncio
 import json
 import logging
 import os
+import pwd
 import shutil
 import stat
 import struct
+import subprocess
 import threading
 import time
 from datetime import datetime
@@ -24,7 +26,7 @@ from uws_hub.quotas.limits import limit_words
 from uws_hub.quotas.service import Limits, fmt_bytes, fmt_hours, period_start
 from uws_hub.scopes import READ_WORKSPACES, WRITE_SERVERS, taken_by_hub
 from uws_hub.serverconfig import CONFIG_DIR, QUIET_DIR, job_env
-from uws_hub.sharing.posixgroups import default_acl, share_tree
+from uws_hub.sharing.posixgroups import default_acl, kill_strays, share_tree
 from uws_hub.workspaces.copying import CopyTooLarge, copy_tree
 from uws_hub.workspaces.paths import Owner
 from uws_hub.workspaces.storage import WorkspaceStorage
@@ -170,6 +172,33 @@ def test_default_acl_encoding():
     assert version == 2 and len(acl) == 4 + 8 * 5
     # sorted by tag: user::rwx user:1234:rwx group::rwx mask::rwx other::---
     assert entries == [(1, 7, 2**32 - 1), (2, 7, 1234), (4, 7, 2**32 - 1), (0x10, 7, 2**32 - 1), (0x20, 0, 2**32 - 1)]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="starting processes as another account with groups takes root")
+def test_kill_strays_kills_who_holds_a_group_unallowed_and_no_one_else():
+    """A process of an account no longer in a workspace's group still holds it (its write
+    access): killed, as a supplementary group or its own; one of an allowed account, one
+    holding another group, and root's live on."""
+    nobody = pwd.getpwnam("nobody").pw_uid
+    gone, kept, other = 4242421, 4242422, 4242423  # group ids no group has here
+
+    def sleeper(**kw) -> subprocess.Popen:
+        return subprocess.Popen(["sleep", "60"], **kw)
+
+    strays = [sleeper(user=nobody, extra_groups=[gone]), sleeper(user=nobody, group=gone, extra_groups=[])]
+    spared = [
+        sleeper(user=nobody, extra_groups=[kept]),
+        sleeper(user=nobody, extra_groups=[other]),
+        sleeper(extra_groups=[gone]),
+    ]
+    try:
+        assert kill_strays({gone: set(), kept: {nobody}}) == 2
+        assert [p.wait(timeout=30) for p in strays] == [-9, -9]
+        assert [p.poll() for p in spared] == [None, None, None]
+    finally:
+        for p in strays + spared:
+            p.kill()
+            p.wait()
 
 
 def test_quota_periods_and_formats():

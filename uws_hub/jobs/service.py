@@ -23,7 +23,6 @@ import functools
 import logging
 import os
 import random
-import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -48,6 +47,7 @@ from ..states import ACTIVE_JOB_STATUSES, JobStatus, JobTarget, WorkspaceStatus,
 from ..workspaces.service import WorkspaceService
 from .launch import LaunchRequest
 from .limits import MAX_TIME_LIMIT_DAYS, format_time_limit, memory_bytes, time_limit_seconds
+from .logs import open_log
 from .parameters import path_values, render_argv, render_env, validate_parameters
 from .servers import ServerControl
 from .types import JobType, pick
@@ -72,20 +72,19 @@ _STOPPED_IN_FLUSH = "uws_jobs_stopped_in_flush"
 OUTPUT_TAIL_BYTES = 16 * 1024
 
 
-def tail(path: str, max_bytes: int) -> str:
-    """The last lines of a job's output file ('' if there is none, or it is not a regular file).
+def tail(path: str, owner_uid: int, max_bytes: int) -> str:
+    """The last lines of a job's output file ('' if there is none, or it is not a regular
+    file of ``owner_uid``).
 
-    Opened without following a symlink and without blocking: in single-account
-    mode a job runs as the hub's account and could swap its file for a link
-    or a FIFO.
+    Opened as the log reader opens it (:func:`.logs.open_log`: no link followed, the file
+    or its folder, no blocking): a SLURM job's output is in a folder its account writes,
+    and a job running as the hub's account (single-account mode) writes its own; either
+    could put a link, a FIFO or a hard link to another's file in its place.
     """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
+    fd = open_log(path, owner_uid)
+    if fd is None:
         return ""
     with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return ""
         size = f.seek(0, os.SEEK_END)
         f.seek(max(0, size - max_bytes))
         text = f.read().decode("utf-8", "replace")
@@ -460,7 +459,9 @@ class JobService:
             # launch (which names the file) is not rendered for nothing (its job type may
             # be gone from the configuration since)
             return ""
-        return redact(await asyncio.to_thread(tail, self.log_path(job), OUTPUT_TAIL_BYTES))
+        # a server's output is the hub's own file (its spawner writes it, or the tail it keeps)
+        owner = os.geteuid() if job.interactive else self.log_owner(job)
+        return redact(await asyncio.to_thread(tail, self.log_path(job), owner, OUTPUT_TAIL_BYTES))
 
     # ---------------------------------------------------------------- requests
     def check_launch(self, request: LaunchRequest) -> None:

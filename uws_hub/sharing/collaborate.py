@@ -28,8 +28,9 @@ startup and every ``UWSHub.share_sync_interval`` seconds:
   the editors (:mod:`uws_hub.sharing.posixgroups`).
 
 Revoking deletes the share, re-makes the roles (so the hub refuses the grantee
-at once), deletes the grantee's OAuth tokens for the workspace's server, and
-empties the POSIX group of them. A server that is already open asks the hub
+at once), deletes the grantee's OAuth tokens for the workspace's server,
+empties the POSIX group of them and kills their processes that still hold it
+(whatever started them: a daemon left by a terminal of their server). A server that is already open asks the hub
 again within ``UWSHub.server_auth_cache_seconds`` (see :mod:`uws_hub.serverconfig`).
 """
 
@@ -64,6 +65,8 @@ from ..states import (
 from . import posixgroups
 
 LEVELS = tuple(level.value for level in ShareLevel)
+#: how often the worker that kills former members' processes looks whether their jobs ended
+STRAYS_POLL_SECONDS = 0.5
 
 
 def role_name(workspace_id: int, level: str) -> str:
@@ -139,6 +142,9 @@ class ShareService:
         #: bumped on every change of who may see what (event stream caches compare it)
         self.version = 0
         self._posix_lock = asyncio.Lock()
+        #: workspaces whose groups lost members: their processes go (:meth:`kill_strays_worker`)
+        self._strays: set[int] = set()
+        self._strays_wake = asyncio.Event()
 
     def lookup_session(self) -> Session:
         """A short-lived session for read-only lookups where the hub's session cannot
@@ -372,15 +378,76 @@ class ShareService:
         name, members = plan
         directory = ws.directory
         async with self._posix_lock:
-            await asyncio.to_thread(self._apply_posix, name, members, directory)
+            changed = await asyncio.to_thread(self._apply_posix, name, members, directory)
+        if changed:
+            # who left it keeps it in every process they run (their write access): those go
+            self._strays.add(ws.id)
+            self._strays_wake.set()
 
-    def _apply_posix(self, name: str, members: list[str], directory: str) -> None:
+    def _apply_posix(self, name: str, members: list[str], directory: str) -> bool:
+        """Returns whether the group's members changed."""
         gid = posixgroups.ensure_group(name)
         if os.path.isdir(directory) and not posixgroups.is_shared(directory, gid):
             self.log.info("Sharing %s with POSIX group %s", directory, name)
             posixgroups.share_tree(directory, gid, self.log)
         if posixgroups.set_members(name, members):
             self.log.info("POSIX group %s: members %s", name, members)
+            return True
+        return False
+
+    def _lost_launchers_running(self, ws_id: int) -> bool:
+        """Whether jobs of ``ws_id`` launched by who is no editor of it any more are still
+        unfinished (being stopped): their processes hold its group until they end."""
+        launchers = set(
+            self.db.scalars(
+                select(Job.launcher_id).where(
+                    Job.workspace_id == ws_id,
+                    Job.launcher_id.is_not(None),
+                    Job.launcher_id != Job.owner_id,
+                    Job.status.in_([s.value for s in ACTIVE_JOB_STATUSES]),
+                )
+            )
+        )
+        return bool(launchers - self.effective_users(ws_id, editors_only=True))
+
+    async def kill_strays_worker(self) -> None:
+        """Kill the processes that hold the group of a workspace whose group lost members
+        and run as no member, once the jobs of its former editors have ended (their stop,
+        not this kill, ends them: as a stop, not as a failure). A process left behind by a
+        server (a terminal's ``setsid … &``) outlives the server's stop and the orphan
+        sweep, and kept the group, and so write access, after its account's access ended."""
+        prefix = self.posix_group_prefix
+        if prefix is None:
+            return
+        while True:
+            await self._strays_wake.wait()
+            self._strays_wake.clear()
+            while self._strays:
+                try:
+                    ready = {ws_id for ws_id in self._strays if not self._lost_launchers_running(ws_id)}
+                    self._strays -= ready
+                    if ready:
+                        async with self._posix_lock:
+                            names = [posixgroups.group_name(prefix, ws_id) for ws_id in sorted(ready)]
+                            await asyncio.to_thread(self._kill_strays, names)
+                except Exception:
+                    self.db.rollback()
+                    self.log.exception("Killing the processes of former members of workspace groups failed")
+                if self._strays:
+                    await asyncio.sleep(STRAYS_POLL_SECONDS)
+
+    def _kill_strays(self, names: list[str]) -> None:
+        """Kill the processes holding these workspace groups that run as no member of
+        theirs (:func:`posixgroups.kill_strays`; in a thread, under the POSIX lock, so
+        that no member joins meanwhile)."""
+        holders = {}
+        for name in names:
+            gid = posixgroups.gid_of(name)
+            if gid is not None:
+                holders[gid] = posixgroups.member_uids(name)
+        killed = posixgroups.kill_strays(holders)
+        if killed:
+            self.log.warning("Killed %s process(es) holding groups %s of accounts no longer members", killed, names)
 
     def stop_jobs_of_former_editors(self) -> None:
         """Stop the unfinished jobs launched by users who are no longer editors of their
@@ -425,10 +492,30 @@ class ShareService:
         for ws_id in grants:
             await self.apply_posix(grants[ws_id][0].workspace)
         existing = {ws_id for (ws_id,) in self.db.execute(select(Workspace.id))}
-        for name in await asyncio.to_thread(posixgroups.groups_with_prefix, self.posix_group_prefix):
+        names = await asyncio.to_thread(posixgroups.groups_with_prefix, self.posix_group_prefix)
+        for name in names:
             if int(name[len(self.posix_group_prefix) :]) not in existing:
-                self.log.info("Deleting POSIX group %s: its workspace is gone", name)
-                await asyncio.to_thread(posixgroups.delete_group, name)
+                await self._delete_group(name, "its workspace is gone")
+        # one scan of the processes for every group: whoever lost a group in a way the
+        # hub did not see (a hub stopped before its kill), but not while former editors'
+        # jobs are being stopped (the worker's kill follows their end)
+        prefix = self.posix_group_prefix
+        settled = [n for n in names if not self._lost_launchers_running(int(n[len(prefix) :]))]
+        async with self._posix_lock:
+            await asyncio.to_thread(self._kill_strays, settled)
+
+    async def _delete_group(self, name: str, why: str) -> None:
+        """Delete a workspace's POSIX group, and first every process that holds it, its
+        owner's too (not root's nor the hub's): its gid may be another workspace's next."""
+        gid = await asyncio.to_thread(posixgroups.gid_of, name)
+        if gid is None:
+            return
+        self.log.info("Deleting POSIX group %s: %s", name, why)
+        async with self._posix_lock:
+            killed = await asyncio.to_thread(posixgroups.kill_strays, {gid: set()})
+            if killed:
+                self.log.warning("Killed %s process(es) holding group %s", killed, name)
+            await asyncio.to_thread(posixgroups.delete_group, name)
 
     async def forget_workspace(self, workspace_id: int) -> None:
         """A workspace was deleted: drop its roles (its shares went with it) and POSIX group."""
@@ -439,5 +526,4 @@ class ShareService:
         self.db.commit()
         self.version += 1
         if self.posix_group_prefix is not None:
-            name = posixgroups.group_name(self.posix_group_prefix, workspace_id)
-            await asyncio.to_thread(posixgroups.delete_group, name)
+            await self._delete_group(posixgroups.group_name(self.posix_group_prefix, workspace_id), "deleted")

@@ -15,7 +15,11 @@ are the owner's and the editors' system accounts:
   group existed (a running server) do not have the group;
 - membership is set as a whole with ``gpasswd -M`` (idempotent), so a revoked
   editor's next login or process has no access. A process that was already
-  running keeps the groups it started with, as always on POSIX systems.
+  running keeps the groups it started with, as always on POSIX systems: so the
+  hub kills every process that holds a workspace's group and whose account is
+  no longer a member (:func:`kill_strays`), whatever started it (a daemon left
+  by an interactive server's terminal outlives the server), and every process
+  holding the group of a deleted workspace (its gid may be given to another).
 
 Viewers are not members: they read through the hub (files API, the owner's
 server). Everything here is blocking (subprocesses, tree walks): the hub calls
@@ -28,6 +32,8 @@ import errno
 import grp
 import logging
 import os
+import pwd
+import signal
 import stat
 import struct
 import subprocess
@@ -104,6 +110,71 @@ def set_members(name: str, members: list[str]) -> bool:
         return False
     _run(["gpasswd", "-M", ",".join(wanted), name])
     return True
+
+
+def member_uids(name: str) -> set[int]:
+    """The uids of group ``name``'s members (names without an account left out)."""
+    uids = set()
+    for member in grp.getgrnam(name).gr_mem:
+        try:
+            uids.add(pwd.getpwnam(member).pw_uid)
+        except KeyError:
+            continue
+    return uids
+
+
+#: how many /proc scans :func:`kill_strays` makes at most
+KILL_ROUNDS = 10
+
+
+def _stray_of(status: str, holders: dict[int, set[int]]) -> bool:
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    if fields.get("State", "").split()[:1] == ["Z"]:
+        return False  # dead already, waiting for its parent
+    uids = {int(v) for v in fields.get("Uid", "").split()}
+    gids = {int(v) for v in (fields.get("Gid", "") + " " + fields.get("Groups", "")).split()}
+    if not uids or uids & {0, os.getuid(), os.geteuid()}:
+        return False  # root's and the hub's own are never killed
+    return any(gid in gids and not uids & allowed for gid, allowed in holders.items())
+
+
+def kill_strays(holders: dict[int, set[int]]) -> int:
+    """SIGKILL every process that holds one of these groups (a key, as a supplementary
+    group or as its own) and runs as none of the uids allowed to hold it (its value);
+    never root's nor the hub's own. Returns how many it killed.
+
+    A revoked editor's process keeps the workspace's group (its write access) for as
+    long as it runs, whatever started it. Each process is opened as a pidfd before its
+    status is read, so a pid reused since is never signalled. A process forking as the
+    scan goes may leave a child the scan passed: it scans again until a scan finds no
+    new one (at most :data:`KILL_ROUNDS`). Blocking (a scan of /proc): the hub calls it
+    in a thread."""
+    if not holders:
+        return 0
+    killed: set[int] = set()
+    for _ in range(KILL_ROUNDS):
+        found = False
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == os.getpid():
+                continue
+            try:
+                pidfd = os.pidfd_open(int(entry))
+            except OSError:
+                continue  # gone
+            try:
+                with open(f"/proc/{entry}/status") as f:
+                    status = f.read()
+                if _stray_of(status, holders):
+                    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                    found = found or int(entry) not in killed
+                    killed.add(int(entry))
+            except (OSError, ValueError):
+                continue  # gone meanwhile: its pidfd, never a new process of its pid, was signalled
+            finally:
+                os.close(pidfd)
+        if not found:
+            break
+    return len(killed)
 
 
 def delete_group(name: str) -> None:
