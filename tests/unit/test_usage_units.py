@@ -3,16 +3,20 @@ random trees, random changes, each measurement compared with ``du -sb``."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import random
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from uws_hub.workspaces.paths import MAX_DEPTH, TEMP_PREFIX
+from uws_hub.workspaces.usage import UsageMeter
 from uws_hub.workspaces.usagetree import HOT_SECONDS, UsageTree
 
 
@@ -195,3 +199,57 @@ def test_a_helper_process_that_fails_fails_the_measurement_with_an_oserror(tmp_p
     monkeypatch.setattr(sys, "executable", str(failing))
     with pytest.raises(OSError, match="a directory was moved"):
         UsageTree().measure(str(top), helper_after=0.0)
+
+
+async def test_many_job_ends_in_one_workspace_make_one_measurement_with_its_tree():
+    """The ends of a burst of jobs in one workspace, told while a measurement of it runs,
+    make one more measurement, not one each; each uses (and keeps) the workspace's tree."""
+    ws = SimpleNamespace(id=7, directory="/ws/7", disk_usage_bytes=0, owner="ann")
+    measured: list[object] = []
+    release = asyncio.Event()
+
+    class Storage:
+        def measure(self, directory, tree):
+            measured.append(tree)
+            return 10
+
+    class Workspaces:
+        def to_measure(self, everything, *, isolated, among=None):
+            return [ws] if among is None or ws.id in among else []
+
+    class Quotas:
+        def record_measured(self, ws, before, usage):
+            return True
+
+        def check_disk_warning(self, owner):
+            pass
+
+    meter = UsageMeter(
+        Workspaces(),
+        Storage(),
+        Quotas(),
+        logging.getLogger("test"),
+        full_scan_seconds=1e9,
+        isolated=True,  # type: ignore[arg-type]
+    )
+
+    async def guarded(name, step):
+        await step()
+        if len(measured) == 1:
+            await release.wait()
+        return True
+
+    worker = asyncio.ensure_future(meter.measure_ended_forever(guarded))
+    meter.job_ended(7)
+    while not measured:
+        await asyncio.sleep(0)
+    for _ in range(50):
+        meter.job_ended(7)
+    release.set()
+    while len(measured) < 2:
+        await asyncio.sleep(0)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    worker.cancel()
+    assert len(measured) == 2
+    assert measured[0] is measured[1] is meter._trees[7]
