@@ -565,25 +565,17 @@ def test_what_a_job_wrote_counts_when_it_ends(jhub):
     def usage() -> int:
         return jhub.api("GET", f"workspaces/{ws['id']}", token, expect=200)["disk_usage_bytes"]
 
-    job = jhub.api(
-        "POST",
-        f"workspaces/{ws['id']}/jobs",
-        token,
-        json={"job_type": "write", "parameters": {"size": 600}},
-        expect=202,
-    )
-    assert jhub.wait_job(job["id"], token, {"completed", "failed"})["status"] == "completed"
-    wait_for(lambda: usage() == 600, 30, what="the job's results to be counted")
-    # a second job writes past the quota: its owner is over it at once
-    job = jhub.api(
-        "POST",
-        f"workspaces/{ws['id']}/jobs",
-        token,
-        json={"job_type": "write", "parameters": {"size": 700}},
-        expect=202,
-    )
-    assert jhub.wait_job(job["id"], token, {"completed", "failed"})["status"] == "completed"
-    wait_for(lambda: usage() == 1300, 30, what="the second job's results to be counted")
+    # the second job writes past the quota: its owner is over it as soon as it ends
+    for size, total in ((600, 600), (700, 1300)):
+        job = jhub.api(
+            "POST",
+            f"workspaces/{ws['id']}/jobs",
+            token,
+            json={"job_type": "write", "parameters": {"size": size}},
+            expect=202,
+        )
+        assert jhub.wait_job(job["id"], token, {"completed", "failed"})["status"] == "completed"
+        wait_for(lambda total=total: usage() == total, 30, what=f"the results of {size} bytes to be counted")
     assert jhub.api("GET", "quotas/uwsalice", token, expect=200)["usage"]["disk_bytes"] == 1300
     assert "over by 301 bytes" in refusal(put(jhub, token, ws, "more.bin", b"x"))
     # what an interactive job's server wrote counts when the job ends
