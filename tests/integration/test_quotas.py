@@ -532,6 +532,10 @@ def test_a_measurement_is_not_stored_over_a_write(quota_db):
     assert ws.disk_usage_bytes == 160
     assert not quotas.record_measured(ws, 150, 150)  # walked before that write committed
     assert quotas.record_measured(ws, 160, 170) and ws.disk_usage_bytes == 170
+    # the measurement at a job's end: stored, but the next pass measures the workspace again
+    measured_at = ws.usage_measured_at
+    assert quotas.record_measured(ws, 170, 180, settled=False) and ws.disk_usage_bytes == 180
+    assert ws.usage_measured_at == measured_at
 
 
 # ---------------------------------------------------------------- what a job wrote counts at its end

@@ -9,6 +9,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -203,14 +204,18 @@ def test_a_helper_process_that_fails_fails_the_measurement_with_an_oserror(tmp_p
 
 async def test_many_job_ends_in_one_workspace_make_one_measurement_with_its_tree():
     """The ends of a burst of jobs in one workspace, told while a measurement of it runs,
-    make one more measurement, not one each; each uses (and keeps) the workspace's tree."""
+    make one more measurement, not one each; each uses (and keeps) the workspace's tree,
+    and neither settles the workspace (the next pass measures it again)."""
     ws = SimpleNamespace(id=7, directory="/ws/7", disk_usage_bytes=0, owner="ann")
-    measured: list[object] = []
-    release = asyncio.Event()
+    trees: list[object] = []
+    stored: list[bool] = []  # whether each measurement settled the workspace
+    walking, go_on = threading.Event(), threading.Event()
 
     class Storage:
         def measure(self, directory, tree):
-            measured.append(tree)
+            trees.append(tree)
+            walking.set()
+            assert go_on.wait(10)
             return 10
 
     class Workspaces:
@@ -218,38 +223,35 @@ async def test_many_job_ends_in_one_workspace_make_one_measurement_with_its_tree
             return [ws] if among is None or ws.id in among else []
 
     class Quotas:
-        def record_measured(self, ws, before, usage):
+        def record_measured(self, ws, before, usage, *, settled=True):
+            stored.append(settled)
             return True
 
         def check_disk_warning(self, owner):
             pass
 
-    meter = UsageMeter(
-        Workspaces(),
-        Storage(),
-        Quotas(),
-        logging.getLogger("test"),
-        full_scan_seconds=1e9,
-        isolated=True,  # type: ignore[arg-type]
-    )
+    measurements: asyncio.Queue[int] = asyncio.Queue()
 
     async def guarded(name, step):
         await step()
-        if len(measured) == 1:
-            await release.wait()
+        measurements.put_nowait(len(trees))
         return True
 
+    meter = UsageMeter(
+        Workspaces(), Storage(), Quotas(), logging.getLogger("test"), full_scan_seconds=1e9, isolated=True
+    )
     worker = asyncio.ensure_future(meter.measure_ended_forever(guarded))
-    meter.job_ended(7)
-    while not measured:
-        await asyncio.sleep(0)
-    for _ in range(50):
+    try:
         meter.job_ended(7)
-    release.set()
-    while len(measured) < 2:
-        await asyncio.sleep(0)
-    for _ in range(20):
-        await asyncio.sleep(0)
-    worker.cancel()
-    assert len(measured) == 2
-    assert measured[0] is measured[1] is meter._trees[7]
+        await asyncio.to_thread(walking.wait, 10)
+        for _ in range(50):  # told while the first measurement walks
+            meter.job_ended(7)
+        go_on.set()
+        assert await asyncio.wait_for(measurements.get(), 10) == 1
+        assert await asyncio.wait_for(measurements.get(), 10) == 2
+        # nothing more is waiting: no third measurement
+        assert not meter._ended and not meter._ended_event.is_set()
+    finally:
+        worker.cancel()
+    assert trees[0] is trees[1] is meter._trees[7]
+    assert stored == [False, False]

@@ -18,8 +18,9 @@ A job's end measures its workspace soon after (:meth:`UsageMeter.job_ended`),
 not at the next pass: what a job wrote (a batch job's results) counts toward
 its owner's disk quota at once. Ends are collected while a measurement runs,
 so a burst of ends in one workspace makes one more measurement of it, not one
-each; measurements never overlap (one lock), and each walks its tree in a
-thread, as the passes do.
+each, and the next pass measures it once more (a shared filesystem may show
+what a job wrote on another machine a little late). Measurements never
+overlap (one lock); each walks its tree in a thread, as the passes do.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ class UsageMeter:
         async with self._lock:
             workspaces = self.workspaces.to_measure(True, isolated=self.isolated, among=ids)
             trees = {ws.id: self._trees.setdefault(ws.id, UsageTree()) for ws in workspaces}
-            await self._measure(workspaces, trees)
+            await self._measure(workspaces, trees, settled=False)
 
     async def measure(self) -> None:
         """One pass: measure the workspaces that may have changed (all of them, now and then)."""
@@ -103,8 +104,9 @@ class UsageMeter:
                 self.workspaces.to_measure(True, isolated=self.isolated) if everything else suspects, trees
             )
 
-    async def _measure(self, workspaces: list[Workspace], trees: dict[int, UsageTree]) -> None:
-        """Measure these workspaces (each with its tree, if it has one), store what was found,
+    async def _measure(self, workspaces: list[Workspace], trees: dict[int, UsageTree], *, settled: bool = True) -> None:
+        """Measure these workspaces (each with its tree, if it has one), store what was found
+        (see :meth:`~uws_hub.quotas.service.QuotaService.record_measured` for ``settled``),
         and check their owners' disk warnings."""
         owners = set()
         for ws in workspaces:
@@ -119,7 +121,7 @@ class UsageMeter:
                 # keep the last measurement; the other workspaces are measured all the same
                 self.log.warning("Workspace %s: cannot measure %s: %s", ws.id, ws.directory, e)
                 continue
-            if self.quotas.record_measured(ws, before, usage) and usage != before:
+            if self.quotas.record_measured(ws, before, usage, settled=settled) and usage != before:
                 owners.add(ws.owner)
         for owner in owners:
             self.quotas.check_disk_warning(owner)
