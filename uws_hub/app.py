@@ -468,7 +468,12 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
     workspace_usage_interval = Float(
         300.0,
         config=True,
-        help="""Seconds between measurements of every workspace's disk usage (0: never).""",
+        help="""Seconds between measurements of every workspace's disk usage (0: never).
+
+        A job's end measures its workspace at once besides, so what the job
+        wrote counts toward its owner's disk quota without waiting for the
+        next pass (not with 0).
+        """,
     )
 
     sqlite_wal = Bool(

@@ -112,6 +112,9 @@ class Services:
             tasks.run(f"reconciler-worker-{i}", self.reconciler.worker)
         tasks.every("reconciler-scan", self.reconciler.scan, hub.job_reconcile_interval)
         tasks.every("workspace-usage", self.usage.measure, hub.workspace_usage_interval)
+        if hub.workspace_usage_interval > 0:
+            # what a job wrote counts at its end, not at the next pass
+            tasks.run("workspace-usage-after-jobs", lambda: self.usage.measure_ended_forever(tasks.guarded))
         tasks.every("quota-accounting", self.account_quotas, hub.quota_interval_seconds)
         # the roles and POSIX groups of shared workspaces: now, then every interval (0: once)
         if not tasks.every("share-sync", self.sharing.sync, hub.share_sync_interval_seconds):
@@ -213,6 +216,14 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         max_seed_bytes=hub.max_seed_bytes,
         wake=waker(queue, WorkspaceSteps.kind),
     )
+    usage = UsageMeter(
+        workspaces,
+        storage,
+        quotas,
+        log,
+        full_scan_seconds=hub.workspace_usage_full_scan_seconds,
+        isolated=hub.system_users,
+    )
     runners = batch_runners(hub, log, spawner_classes)
     for job_type in job_types.values():
         missing = [] if job_type.interactive else [r for r in job_type.resources if r not in runners]
@@ -241,6 +252,7 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         runners=runners,
         wake_queue=lambda: queue.put(QUEUE_KEY),
         wake_destruction=waker(queue, DestructionSteps.kind),
+        job_ended=usage.job_ended,
         posix_group_prefix=hub.share_posix_group_prefix if hub.system_users else None,
     )
     jobs.attach(db)
@@ -319,14 +331,6 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         log,
         workers=hub.job_reconcile_workers,
         give_way=give_way(loop_lag, hub.job_start_max_loop_lag_seconds),
-    )
-    usage = UsageMeter(
-        workspaces,
-        storage,
-        quotas,
-        log,
-        full_scan_seconds=hub.workspace_usage_full_scan_seconds,
-        isolated=hub.system_users,
     )
     return Services(
         storage=storage,

@@ -487,9 +487,9 @@ def test_navigation_marks_the_current_page_and_reaches_local_accounts(site, brow
         page.goto(f"{site.hub.url}/hub/workspaces/{site.ws['running']['id']}")
         expect(current).to_have_count(1)
         expect(current).to_have_text("Workspaces")
-        page.click("#thenavbar >> text=Local accounts")
+        page.click("#thenavbar >> text=Accounts")
         page.wait_for_url(re.compile(r".*/hub/admin/accounts$"))
-        expect(current).to_have_text("Local accounts")
+        expect(current).to_have_text("Accounts")
         page.click("#thenavbar >> text=Token")
         expect(current).to_have_text("Token")
     finally:

@@ -275,7 +275,7 @@ def test_back_after_opening_a_folder(fhub, alice_page, ws):
     shows(page, ["sub/", "a.csv"])
     page.click("#files tbody .file-entry:text-is('sub/')")
     expect(page).to_have_url(re.compile(r"\?folder=data%2Fsub$"))
-    expect(page.locator("#files-trail")).to_have_text(re.compile(rf"{ws['slug']}\s*data\s*sub"))
+    expect(page.locator("#files-trail")).to_have_text(re.compile(rf"{re.escape(ws['name'])}\s*data\s*sub"))
     shows(page, ["deep.txt"])
 
     page.go_back()
@@ -289,7 +289,7 @@ def test_back_after_opening_a_folder(fhub, alice_page, ws):
     # the path trail leads back up; a reload (or a bookmark) opens the same folder
     page.goto(f"{fhub.url}/hub/workspaces/{ws['id']}?folder=data/sub")
     expect(page.locator("#files tbody")).to_contain_text("deep.txt")
-    page.click(f"#files-trail .files-crumb:text-is('{ws['slug']}')")
+    page.click(f"#files-trail .files-crumb:text-is('{ws['name']}')")
     expect(page.locator("#files tbody")).to_contain_text("README.md")
     expect(page).to_have_url(re.compile(rf"/workspaces/{ws['id']}$"))
 

@@ -660,8 +660,8 @@ def test_a_running_jobs_page_says_how_long_it_ran_what_is_left_and_what_it_asked
         place = page.locator("#job-place")
         expect(place.locator("tr", has_text="Workspace")).to_contain_text("Timed run")
         expect(place.locator("tr", has_text="Resource").first).to_contain_text("local")
-        # what the launch asked for, as it asked
-        expect(place.locator("tr", has_text="Time limit")).to_contain_text("3:00:00")
+        # what the launch asked for, in words (3:00:00 is SLURM's way of saying it)
+        expect(place.locator("tr", has_text="Time limit")).to_have_text("Time limit3 h 00 min")
         expect(place.locator("th", has_text=re.compile("^CPUs$"))).to_have_count(1)
         page.click("#stop-job")
         fhub.wait_job(job["id"], token, TERMINAL)
@@ -670,6 +670,57 @@ def test_a_running_jobs_page_says_how_long_it_ran_what_is_left_and_what_it_asked
         # an ended job ran for as long as it ran: no time left, nothing "so far"
         expect(page.locator("#job-remaining")).to_have_count(0)
         expect(page.locator("#job-elapsed")).not_to_contain_text("so far")
+    finally:
+        context.close()
+
+
+@pytest.mark.browser
+def test_pages_say_resources_uses_and_shares_in_words(fhub, browser):
+    """What a job asked for in words ("1 GiB", not "1G"); a workspace nothing was
+    launched in was never used (not "now"); a direct share is shared "directly"; the
+    Files section starts at the workspace's name; an admin's top bar fits at 1200 px."""
+    from playwright.sync_api import expect
+
+    owner, token = person(fhub)
+    friend, friend_token = person(fhub)
+    never = new_workspace(fhub, token, "Never used")
+    used = new_workspace(fhub, token, "Used once")
+    job = launch(fhub, token, used, resources={"memory": "1G", "cpus": 1, "time_limit": "90"})
+    fhub.wait_job(job["id"], token, {"running"})
+    stop(fhub, token, job)
+    mine = new_workspace(fhub, friend_token, "Friend's data")
+    fhub.api(
+        "POST", f"workspaces/{mine['id']}/shares", friend_token, json={"user": owner, "level": "viewer"}, expect=201
+    )
+    context, page = browserutil.login(fhub, browser, owner, PASSWORD)
+    try:
+        page.goto(f"{fhub.url}/hub/jobs/{job['id']}")
+        place = page.locator("#job-place")
+        expect(place.locator("tr", has_text="Memory")).to_have_text("Memory1 GiB")
+        expect(place.locator("tr", has_text="CPUs")).to_have_text("CPUs1 CPU")
+        expect(place.locator("tr", has_text="Time limit")).to_have_text("Time limit1 h 30 min")
+        page.goto(f"{fhub.url}/hub/workspaces")
+        expect(page.locator(f"tr[data-workspace-id='{never['id']}'] .ws-last-used")).to_have_text("never")
+        expect(page.locator(f"tr[data-workspace-id='{used['id']}'] .ws-last-used time")).to_have_count(1)
+        page.goto(f"{fhub.url}/hub/shared")
+        expect(page.locator(f"#collaborations tr[data-workspace-id='{mine['id']}'] .share-through")).to_have_text(
+            "directly"
+        )
+        page.goto(f"{fhub.url}/hub/workspaces/{never['id']}")
+        expect(page.locator("#files-here")).to_have_text("Never used")
+    finally:
+        context.close()
+    context, page = browserutil.login(
+        fhub, browser, "flowadmin", ADMIN_PASSWORD, viewport={"width": 1200, "height": 800}
+    )
+    try:
+        page.goto(f"{fhub.url}/hub/admin/workspaces?owner={owner}")
+        expect(page.locator("#all-workspaces tbody tr", has_text="Never used")).to_contain_text("never")
+        # every link of the top bar on one row
+        tops = page.evaluate(
+            "[...document.querySelectorAll('#thenavbar .nav-link')].map((a) => a.getBoundingClientRect().top)"
+        )
+        assert len(tops) >= 8 and len(set(tops)) == 1, tops
     finally:
         context.close()
 

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +25,7 @@ from uws_hub.orm import Workspace
 from uws_hub.quotas.service import Limits, QuotaExceeded, QuotaService
 
 from ..helpers import MINIMAL_CMD, create_jupyterhub_tables, launch, sse_replay
-from ..hubutil import wait_for
+from ..hubutil import REPO, wait_for
 
 GiB = 1024**3
 
@@ -531,3 +532,65 @@ def test_a_measurement_is_not_stored_over_a_write(quota_db):
     assert ws.disk_usage_bytes == 160
     assert not quotas.record_measured(ws, 150, 150)  # walked before that write committed
     assert quotas.record_measured(ws, 160, 170) and ws.disk_usage_bytes == 170
+    # the measurement at a job's end: stored, but the next pass measures the workspace again
+    measured_at = ws.usage_measured_at
+    assert quotas.record_measured(ws, 170, 180, settled=False) and ws.disk_usage_bytes == 180
+    assert ws.usage_measured_at == measured_at
+
+
+# ---------------------------------------------------------------- what a job wrote counts at its end
+WRITE_JOB = {
+    "interactive": False,
+    "cmd": [sys.executable, str(REPO / "tests" / "batch_job.py"), "write", "{size}"],
+    "parameters": {"size": {"type": "int", "default": 100, "min": 0}},
+}
+
+
+@pytest.fixture(scope="module")
+def jhub(make_hub, system_users):
+    """Jobs run as their owners; the periodic usage pass never comes again during the
+    tests (it measures every workspace once, at start)."""
+    return make_hub(f"""
+c.UWSHub.system_users = True
+c.UWSHub.job_reconcile_interval = 1
+c.UWSHub.workspace_usage_interval = 3600
+c.UWSHub.quota_disk_bytes = 1000
+c.UWSHub.job_types = {{"minimal": {{"cmd": {MINIMAL_CMD!r}}}, "write": {WRITE_JOB!r}}}
+""")
+
+
+def test_what_a_job_wrote_counts_when_it_ends(jhub):
+    """A batch job's results count toward the disk quota as soon as the job ends, not at the
+    next periodic pass (an hour away here): a job that wrote over the quota leaves its owner
+    over it at once, and the next upload is refused. An interactive job's end too."""
+    token = jhub.add_user("uwsalice")
+    ws = workspace(jhub, token)
+
+    def usage() -> int:
+        return jhub.api("GET", f"workspaces/{ws['id']}", token, expect=200)["disk_usage_bytes"]
+
+    # the second job writes past the quota: its owner is over it as soon as it ends
+    for size, total in ((600, 600), (700, 1300)):
+        job = jhub.api(
+            "POST",
+            f"workspaces/{ws['id']}/jobs",
+            token,
+            json={"job_type": "write", "parameters": {"size": size}},
+            expect=202,
+        )
+        assert jhub.wait_job(job["id"], token, {"completed", "failed"})["status"] == "completed"
+        wait_for(lambda total=total: usage() == total, 30, what=f"the results of {size} bytes to be counted")
+    assert jhub.api("GET", "quotas/uwsalice", token, expect=200)["usage"]["disk_bytes"] == 1300
+    assert "over by 301 bytes" in refusal(put(jhub, token, ws, "more.bin", b"x"))
+    # what an interactive job's server wrote counts when the job ends
+    other = workspace(jhub, token)
+    job = launch(jhub, token, other)
+    assert jhub.wait_job(job["id"], token, {"running", "failed"})["status"] == "running"
+    (jhub.workspaces_root / "uwsalice" / other["slug"] / "notes.txt").write_bytes(b"x" * 50)
+    jhub.api("POST", f"jobs/{job['id']}/stop", token, expect=202)
+    assert jhub.wait_job(job["id"], token, {"completed", "failed", "cancelled"})["status"] == "completed"
+    wait_for(
+        lambda: jhub.api("GET", f"workspaces/{other['id']}", token, expect=200)["disk_usage_bytes"] == 50,
+        30,
+        what="the interactive job's file to be counted",
+    )

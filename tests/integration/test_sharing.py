@@ -557,7 +557,7 @@ def test_share_dialog_invitation_and_quota_pages(shub, browser):
     # the admin's usage page: sortable, and overrides
     context, page = login(shub, browser, "uwsadmin", ADMIN_PASSWORD)
     try:
-        page.click("text=Quotas and usage")
+        page.click("#thenavbar >> text=Quotas")
         page.wait_for_url(re.compile(r".*/hub/admin/quotas$"))
         expect(page.locator("#usage tbody")).to_contain_text("uwscarol")
         page.click("a.usage-sort[data-sort=disk_bytes]")

@@ -124,6 +124,15 @@ def test_the_command_is_the_slurm_job_and_its_values_arrive_literally(hub, owner
     # the log is SLURM's output file
     r = hub.request("GET", f"jobs/{job['id']}/log", owner)
     assert (r.status_code, r.text) == (200, "reported\n")
+    # its result counts toward the disk quota when the job ends, not at the next usage pass
+    wait_for(
+        lambda: (
+            hub.api("GET", f"workspaces/{ws['id']}", owner, expect=200)["disk_usage_bytes"]
+            == done["results"][0]["size"]
+        ),
+        30,
+        what="the result to be counted",
+    )
 
 
 def test_an_editors_job_runs_as_the_editor_on_slurm(make_hub, group_prefix):

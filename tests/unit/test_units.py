@@ -9,6 +9,7 @@ from sqlalchemy import event as sa_event
 
 from uws_hub.dbutil import drop_sqlite_ping
 from uws_hub.errors import Unprocessable
+from uws_hub.handlers.jobs import resources_in_words
 from uws_hub.jobs.types import DEFAULT_JOB_TYPES, parse_job_types, pick
 from uws_hub.states import (
     IllegalTransition,
@@ -190,3 +191,25 @@ def test_tornado_s_loggers_build_no_record_below_the_hub_s_log_level():
     for name in ("tornado.application", "tornado.access"):
         assert not logging.getLogger(name).isEnabledFor(logging.INFO)
         assert logging.getLogger(name).isEnabledFor(logging.WARNING)
+
+
+def test_a_jobs_resources_in_words():
+    """One helper says what a job asked for on pages; what does not parse is shown as asked."""
+    assert resources_in_words(
+        {"memory": "1G", "cpus": 1, "gpus": 2, "time_limit": "1-00:00:00", "partition": "short"}
+    ) == [
+        ("Memory", "1 GiB"),
+        ("CPUs", "1 CPU"),
+        ("GPUs", "2 GPUs"),
+        ("Time limit", "24 h 00 min"),
+        ("Partition", "short"),
+    ]
+    assert resources_in_words({"memory": "1536M", "time_limit": "90"}) == [
+        ("Memory", "1536 MiB"),
+        ("Time limit", "1 h 30 min"),
+    ]
+    assert resources_in_words({"memory": "512", "cpus": "lots", "time_limit": "soon"}) == [
+        ("Memory", "512 MiB"),
+        ("CPUs", "lots"),
+        ("Time limit", "soon"),
+    ]

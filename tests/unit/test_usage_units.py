@@ -3,16 +3,21 @@ random trees, random changes, each measurement compared with ``du -sb``."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import random
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from uws_hub.workspaces.paths import MAX_DEPTH, TEMP_PREFIX
+from uws_hub.workspaces.usage import UsageMeter
 from uws_hub.workspaces.usagetree import HOT_SECONDS, UsageTree
 
 
@@ -195,3 +200,58 @@ def test_a_helper_process_that_fails_fails_the_measurement_with_an_oserror(tmp_p
     monkeypatch.setattr(sys, "executable", str(failing))
     with pytest.raises(OSError, match="a directory was moved"):
         UsageTree().measure(str(top), helper_after=0.0)
+
+
+async def test_many_job_ends_in_one_workspace_make_one_measurement_with_its_tree():
+    """The ends of a burst of jobs in one workspace, told while a measurement of it runs,
+    make one more measurement, not one each; each uses (and keeps) the workspace's tree,
+    and neither settles the workspace (the next pass measures it again)."""
+    ws = SimpleNamespace(id=7, directory="/ws/7", disk_usage_bytes=0, owner="ann")
+    trees: list[object] = []
+    stored: list[bool] = []  # whether each measurement settled the workspace
+    walking, go_on = threading.Event(), threading.Event()
+
+    class Storage:
+        def measure(self, directory, tree):
+            trees.append(tree)
+            walking.set()
+            assert go_on.wait(10)
+            return 10
+
+    class Workspaces:
+        def to_measure(self, everything, *, isolated, among=None):
+            return [ws] if among is None or ws.id in among else []
+
+    class Quotas:
+        def record_measured(self, ws, before, usage, *, settled=True):
+            stored.append(settled)
+            return True
+
+        def check_disk_warning(self, owner):
+            pass
+
+    measurements: asyncio.Queue[int] = asyncio.Queue()
+
+    async def guarded(name, step):
+        await step()
+        measurements.put_nowait(len(trees))
+        return True
+
+    meter = UsageMeter(
+        Workspaces(), Storage(), Quotas(), logging.getLogger("test"), full_scan_seconds=1e9, isolated=True
+    )
+    worker = asyncio.ensure_future(meter.measure_ended_forever(guarded))
+    try:
+        meter.job_ended(7)
+        await asyncio.to_thread(walking.wait, 10)
+        for _ in range(50):  # told while the first measurement walks
+            meter.job_ended(7)
+        go_on.set()
+        assert await asyncio.wait_for(measurements.get(), 10) == 1
+        assert await asyncio.wait_for(measurements.get(), 10) == 2
+        # nothing more is waiting: no third measurement
+        assert not meter._ended and not meter._ended_event.is_set()
+    finally:
+        worker.cancel()
+    assert trees[0] is trees[1] is meter._trees[7]
+    assert stored == [False, False]

@@ -15,6 +15,7 @@ from tornado import web
 from .. import access
 from ..apihandlers.base import parse_id
 from ..errors import BadRequest, NotFound
+from ..jobs.limits import memory_bytes, time_limit_seconds
 from ..models import job_model
 from ..orm import Job, utcnow
 from ..scopes import LAUNCH_JOBS, READ_WORKSPACES, requires
@@ -95,6 +96,7 @@ class JobPageHandler(UWSPageHandler):
             elapsed=_duration(elapsed),
             remaining=_duration(remaining),
             time_limit=_duration(timedelta(seconds=limit)) if limit else None,
+            resources=resources_in_words(job.resources or {}),
             can_stop=access.may_workspace(self, LAUNCH_JOBS, job.workspace),
             can_read_output=access.may_read_job_output(self, job),
         )
@@ -112,6 +114,35 @@ def _duration(span: timedelta | None) -> str | None:
     if minutes:
         return f"{minutes} min {seconds:02d} s"
     return f"{seconds} s"
+
+
+_BINARY_UNITS = ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB")
+
+
+def resources_in_words(resources: dict[str, object]) -> list[tuple[str, str]]:
+    """What a job asked for, as (label, words) for pages: ``("Memory", "1 GiB")`` for
+    ``memory: "1G"``, ``("CPUs", "2 CPUs")``, ``("Time limit", "3 h 00 min")`` for
+    ``"3:00:00"``; SLURM's notation is for sbatch, not for the people reading the page.
+    A value that does not parse (an old job's) is shown as it was asked."""
+    shown = []
+    for name, value in resources.items():
+        label = {"cpus": "CPUs", "gpus": "GPUs"}.get(name) or name.replace("_", " ").capitalize()
+        words = str(value)
+        try:
+            if name == "memory":
+                size, unit = memory_bytes(str(value)), 0
+                while size >= 1024 and size % 1024 == 0 and unit < len(_BINARY_UNITS) - 1:
+                    size, unit = size // 1024, unit + 1
+                words = f"{size} {_BINARY_UNITS[unit]}"
+            elif name == "time_limit":
+                words = _duration(timedelta(seconds=time_limit_seconds(str(value)))) or words
+            elif name in ("cpus", "gpus"):
+                count = int(str(value))
+                words = f"{count} {label[:-1] if count == 1 else label}"
+        except ValueError:
+            pass
+        shown.append((label, words))
+    return shown
 
 
 default_handlers = [

@@ -122,6 +122,7 @@ class JobService:
         runners: dict[str, BatchRunner] | None = None,
         wake_queue: Callable[[], None] = lambda: None,
         wake_destruction: Callable[[int], None] = lambda job_id: None,
+        job_ended: Callable[[int], None] = lambda workspace_id: None,
         active_server_limit: int = 0,
         retry_after_seconds: tuple[float, float] = (30, 60),
         posix_group_prefix: str | None = None,
@@ -155,6 +156,9 @@ class JobService:
         self.wake_queue = wake_queue
         #: called with a job id when the job is due for destruction
         self.wake_destruction = wake_destruction
+        #: called with a workspace's id when one of its jobs ended: what the job
+        #: wrote counts toward its owner's disk quota soon, not at the next pass
+        self.job_ended = job_ended
 
     # ---------------------------------------------------------------- status
     def transition(
@@ -202,6 +206,7 @@ class JobService:
                 self.workspaces.set_status(ws, WorkspaceStatus.idle, actor=actor)
             # a slot of its owner (and of its resource) may be free: the queue looks
             self.wake_queue()
+            self.job_ended(job.workspace_id)
             if job.destroy_at is not None and job.destroy_at <= utcnow():
                 self.wake_destruction(job.id)
         self._record(job, previous, reason, actor)

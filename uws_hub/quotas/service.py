@@ -405,18 +405,23 @@ class QuotaService:
         self.db.execute(delete(DiskReservation))
         self.db.commit()
 
-    def record_measured(self, ws: Workspace, before: int, measured: int) -> bool:
+    def record_measured(self, ws: Workspace, before: int, measured: int, *, settled: bool = True) -> bool:
         """Store a measurement of ``ws``'s directory, unless it may be off: a write of its
         owner completed while the directory was walked (the usage is no longer ``before``),
         or one is still under way (its temporary file was counted, and its reservation too).
-        The workspace is measured again next time."""
+        The workspace is measured again next time.
+
+        Without ``settled`` (the measurement right after a job's end) the usage is
+        stored but not when it was measured: the workspace stays one the next pass
+        measures, in case the walk came before a shared filesystem showed all the
+        job wrote (its folders' times, which the walk trusts, may lag on NFS)."""
         writing = select(DiskReservation.user_id).where(
             DiskReservation.user_id == Workspace.owner_id, DiskReservation.reserved_bytes > 0
         )
         result: CursorResult = self.db.execute(  # type: ignore[assignment]
             update(Workspace)
             .where(Workspace.id == ws.id, Workspace.disk_usage_bytes == before, ~writing.exists())
-            .values(disk_usage_bytes=measured, usage_measured_at=utcnow())
+            .values(disk_usage_bytes=measured, **({"usage_measured_at": utcnow()} if settled else {}))
             .execution_options(synchronize_session="fetch")
         )
         stored = result.rowcount == 1

@@ -15,7 +15,7 @@ import logging
 import os
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -367,7 +367,7 @@ class WorkspaceService:
         return self.accounts.owner(ws.owner.name)
 
     # ---------------------------------------------------------------- usage
-    def to_measure(self, everything: bool, *, isolated: bool) -> list[Workspace]:
+    def to_measure(self, everything: bool, *, isolated: bool, among: Collection[int] | None = None) -> list[Workspace]:
         """The workspaces whose disk usage may have changed behind the hub's back.
 
         Uploads and copies update the usage themselves; otherwise only jobs
@@ -375,11 +375,14 @@ class WorkspaceService:
         on disk, its editors' own processes (a POSIX group). Without
         ``isolated`` (single-account mode) any job may write anywhere, so a
         job run since the last measurement anywhere makes every workspace suspect.
+        ``among``: only these (those whose jobs just ended), if they are still there.
         """
         ready = Workspace.status.in_(
             [WorkspaceStatus.idle.value, WorkspaceStatus.active.value, WorkspaceStatus.error.value]
         )
         query = select(Workspace).where(ready).order_by(Workspace.id)
+        if among is not None:
+            query = query.where(Workspace.id.in_(among))
         if not everything:
             ran_since = and_(
                 Job.running_at.is_not(None),

@@ -13,6 +13,14 @@ next one re-reads only the directories that changed, and the files written
 lately; the full pass reads every tree afresh. Only the trees of the
 workspaces of the last frequent pass are kept, so the hub's memory follows
 the workspaces in use, not all of them.
+
+A job's end measures its workspace soon after (:meth:`UsageMeter.job_ended`),
+not at the next pass: what a job wrote (a batch job's results) counts toward
+its owner's disk quota at once. Ends are collected while a measurement runs,
+so a burst of ends in one workspace makes one more measurement of it, not one
+each, and the next pass measures it once more (a shared filesystem may show
+what a job wrote on another machine a little late). Measurements never
+overlap (one lock); each walks its tree in a thread, as the passes do.
 """
 
 from __future__ import annotations
@@ -20,7 +28,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
+from ..orm import Workspace
 from ..quotas.service import QuotaService
 from .service import WorkspaceService
 from .storage import WorkspaceStorage
@@ -48,19 +59,57 @@ class UsageMeter:
         self._last_full_scan = float("-inf")
         #: what the last measurement of each workspace of the frequent passes found, by id
         self._trees: dict[int, UsageTree] = {}
+        #: the workspaces whose jobs ended since the last measurement of them (see job_ended)
+        self._ended: set[int] = set()
+        self._ended_event = asyncio.Event()
+        #: one measurement at a time: a pass and the measurement after a job's end share the trees
+        self._lock = asyncio.Lock()
+
+    def job_ended(self, workspace_id: int) -> None:
+        """A job of this workspace ended (every end passes here, see
+        :meth:`~uws_hub.jobs.service.JobService.transition`): measure it soon."""
+        self._ended.add(workspace_id)
+        self._ended_event.set()
+
+    async def measure_ended_forever(
+        self, guarded: Callable[[str, Callable[[], Awaitable[Any]]], Awaitable[bool]]
+    ) -> None:
+        """A worker: measure the workspaces whose jobs ended, as they end (each
+        measurement ``guarded``: a failure is logged, and the worker goes on)."""
+        while True:
+            await self._ended_event.wait()
+            await guarded("workspace-usage-after-jobs", self.measure_ended)
+
+    async def measure_ended(self) -> None:
+        """Measure the workspaces whose jobs ended since the last call (their trees kept)."""
+        self._ended_event.clear()
+        ids, self._ended = self._ended, set()
+        async with self._lock:
+            workspaces = self.workspaces.to_measure(True, isolated=self.isolated, among=ids)
+            trees = {ws.id: self._trees.setdefault(ws.id, UsageTree()) for ws in workspaces}
+            await self._measure(workspaces, trees, settled=False)
 
     async def measure(self) -> None:
         """One pass: measure the workspaces that may have changed (all of them, now and then)."""
-        now = time.monotonic()
-        everything = now - self._last_full_scan >= self.full_scan_seconds
-        if everything:
-            self._last_full_scan = now
+        async with self._lock:
+            now = time.monotonic()
+            everything = now - self._last_full_scan >= self.full_scan_seconds
+            if everything:
+                self._last_full_scan = now
+            # the workspaces of the frequent passes (those jobs may write to) keep their trees
+            suspects = self.workspaces.to_measure(False, isolated=self.isolated)
+            trees = {ws.id: (UsageTree() if everything else self._trees.get(ws.id) or UsageTree()) for ws in suspects}
+            self._trees = trees
+            await self._measure(
+                self.workspaces.to_measure(True, isolated=self.isolated) if everything else suspects, trees
+            )
+
+    async def _measure(self, workspaces: list[Workspace], trees: dict[int, UsageTree], *, settled: bool = True) -> None:
+        """Measure these workspaces (each with its tree, if it has one), store what was found
+        (see :meth:`~uws_hub.quotas.service.QuotaService.record_measured` for ``settled``),
+        and check their owners' disk warnings."""
         owners = set()
-        # the workspaces of the frequent passes (those jobs may write to) keep their trees
-        suspects = self.workspaces.to_measure(False, isolated=self.isolated)
-        trees = {ws.id: (UsageTree() if everything else self._trees.get(ws.id) or UsageTree()) for ws in suspects}
-        self._trees = trees
-        for ws in self.workspaces.to_measure(True, isolated=self.isolated) if everything else suspects:
+        for ws in workspaces:
             before = ws.disk_usage_bytes
             try:
                 usage = await asyncio.to_thread(self.storage.measure, ws.directory, trees.get(ws.id))
@@ -72,7 +121,7 @@ class UsageMeter:
                 # keep the last measurement; the other workspaces are measured all the same
                 self.log.warning("Workspace %s: cannot measure %s: %s", ws.id, ws.directory, e)
                 continue
-            if self.quotas.record_measured(ws, before, usage) and usage != before:
+            if self.quotas.record_measured(ws, before, usage, settled=settled) and usage != before:
                 owners.add(ws.owner)
         for owner in owners:
             self.quotas.check_disk_warning(owner)
