@@ -7,6 +7,7 @@ import logging
 import subprocess
 from datetime import datetime
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from jupyterhub import orm as hub_orm
@@ -380,6 +381,56 @@ def test_upgrade_to_the_stored_last_use_keeps_the_pages_order(db_url, tmp_path):
         hub.stop()
 
 
+def _insert(conn, uid, sql, **values) -> int:
+    return conn.execute(text(sql + " RETURNING id"), {"uid": uid, "now": OLD_TIME, **values}).scalar_one()
+
+
+def _new_workspace(conn, uid, slug) -> int:
+    return _insert(
+        conn,
+        uid,
+        "INSERT INTO uws_workspaces (owner_id, slug, name, description, status, target, directory,"
+        " disk_usage_bytes, created_at, updated_at, last_used_at)"
+        " VALUES (:uid, :slug, :slug, '', 'idle', 'ready', :dir, 0, :now, :now, :now)",
+        slug=slug,
+        dir=f"/nowhere/{slug}",
+    )
+
+
+def _new_job(conn, uid, ws) -> int:
+    return _insert(
+        conn,
+        uid,
+        "INSERT INTO uws_jobs (workspace_id, owner_id, job_type, resource, interactive, status, target,"
+        " server_name, resources, parameters, created_at, updated_at, attempts)"
+        " VALUES (:ws, :uid, 'jupyterlab', 'local', true, 'completed', 'stopped', 'ws', '{}', '{}', :now, :now, 1)",
+        ws=ws,
+    )
+
+
+def _new_share(conn, uid, ws) -> int:
+    return _insert(
+        conn,
+        uid,
+        "INSERT INTO uws_shares (workspace_id, owner_id, kind, level, user_id, status, created_by, created_at,"
+        " updated_at, copy_attempts) VALUES (:ws, :uid, 'collaborate', 'viewer', :uid, 'accepted', 'olduser',"
+        " :now, :now, 0)",
+        ws=ws,
+    )
+
+
+def _new_event(conn, uid, ws=None, job=None, data="{}") -> int:
+    return _insert(
+        conn,
+        uid,
+        "INSERT INTO uws_events (created_at, kind, owner_id, workspace_id, job_id, actor, data)"
+        " VALUES (:now, 'job', :uid, :ws, :job, 'hub', :data)",
+        ws=ws,
+        job=job,
+        data=data,
+    )
+
+
 def _schema(engine) -> dict:
     """Each uws-hub table's columns, indexes (with their SQL on SQLite: partial ones' WHERE),
     unique constraints and foreign keys."""
@@ -414,55 +465,14 @@ def test_upgrade_to_ids_never_reused(db_url, tmp_path):
     engine = create_engine(url)
     dbutil.upgrade(engine, "0014")
 
-    def insert(conn, sql, **values):
-        return conn.execute(text(sql + " RETURNING id"), {"uid": uid, "now": OLD_TIME, **values}).scalar_one()
-
-    def new_workspace(conn, slug):
-        return insert(
-            conn,
-            "INSERT INTO uws_workspaces (owner_id, slug, name, description, status, target, directory,"
-            " disk_usage_bytes, created_at, updated_at, last_used_at)"
-            " VALUES (:uid, :slug, :slug, '', 'idle', 'ready', :dir, 0, :now, :now, :now)",
-            slug=slug,
-            dir=f"/nowhere/{slug}",
-        )
-
-    def new_job(conn, ws):
-        return insert(
-            conn,
-            "INSERT INTO uws_jobs (workspace_id, owner_id, job_type, resource, interactive, status, target,"
-            " server_name, resources, parameters, created_at, updated_at, attempts)"
-            " VALUES (:ws, :uid, 'jupyterlab', 'local', true, 'completed', 'stopped', 'ws', '{}', '{}', :now, :now, 1)",
-            ws=ws,
-        )
-
-    def new_share(conn, ws):
-        return insert(
-            conn,
-            "INSERT INTO uws_shares (workspace_id, owner_id, kind, level, user_id, status, created_by, created_at,"
-            " updated_at, copy_attempts) VALUES (:ws, :uid, 'collaborate', 'viewer', :uid, 'accepted', 'olduser',"
-            " :now, :now, 0)",
-            ws=ws,
-        )
-
-    def new_event(conn, ws=None, job=None, data="{}"):
-        return insert(
-            conn,
-            "INSERT INTO uws_events (created_at, kind, owner_id, workspace_id, job_id, actor, data)"
-            " VALUES (:now, 'job', :uid, :ws, :job, 'hub', :data)",
-            ws=ws,
-            job=job,
-            data=data,
-        )
-
     with engine.begin() as conn:
-        kept = new_workspace(conn, "kept")
-        newest = new_workspace(conn, "newest")
-        kept_job = new_job(conn, kept)
-        newest_jobs = [new_job(conn, newest), new_job(conn, newest)]
-        kept_share = new_share(conn, kept)
-        newest_share = new_share(conn, newest)
-        events = [new_event(conn, newest, job) for job in newest_jobs]
+        kept = _new_workspace(conn, uid, "kept")
+        newest = _new_workspace(conn, uid, "newest")
+        kept_job = _new_job(conn, uid, kept)
+        newest_jobs = [_new_job(conn, uid, newest), _new_job(conn, uid, newest)]
+        kept_share = _new_share(conn, uid, kept)
+        newest_share = _new_share(conn, uid, newest)
+        events = [_new_event(conn, uid, newest, job) for job in newest_jobs]
     before = _schema(engine)
     engine.dispose()
 
@@ -486,15 +496,16 @@ def test_upgrade_to_ids_never_reused(db_url, tmp_path):
         for table, column in (("uws_jobs", "workspace_id"), ("uws_shares", "workspace_id"), ("uws_workspaces", "id")):
             conn.execute(text(f"DELETE FROM {table} WHERE {column} = :id"), {"id": newest})
         conn.execute(text("DELETE FROM uws_events"))
-        again = new_workspace(conn, "again")
+        again = _new_workspace(conn, uid, "again")
         assert again > newest
-        assert new_job(conn, again) > newest_jobs[-1]
-        assert new_share(conn, again) > newest_share
-        assert new_event(conn) > events[-1]
+        assert _new_job(conn, uid, again) > newest_jobs[-1]
+        assert _new_share(conn, uid, again) > newest_share
+        assert _new_event(conn, uid) > events[-1]
     engine.dispose()
 
 
-def test_upgrade_to_ids_never_reused_skips_ids_the_database_still_names(tmp_path):
+@pytest.mark.parametrize("named_workspaces", [(17, 15, 12), (7, 17, 12), (7, 15, 17)])
+def test_upgrade_to_ids_never_reused_skips_ids_the_database_still_names(tmp_path, named_workspaces):
     """On SQLite, 0015 starts the ids after the highest one still named: a job or workspace in an
     event, a workspace by its roles (dropped in the background) or a copy, a share in an event."""
     url = f"sqlite:///{tmp_path / 'jupyterhub.sqlite'}"
@@ -502,22 +513,21 @@ def test_upgrade_to_ids_never_reused_skips_ids_the_database_still_names(tmp_path
     engine = create_engine(url)
     dbutil.upgrade(engine, "0014")
     with engine.begin() as conn:
-        event = text(
-            "INSERT INTO uws_events (created_at, kind, owner_id, workspace_id, job_id, actor, data)"
-            " VALUES (:now, 'job', :uid, :ws, :job, 'hub', :data) RETURNING id"
+        in_event, copied_to, with_roles = named_workspaces
+        kept_event = _new_event(conn, uid, ws=in_event, job=40, data='{"share_id": 30}')
+        conn.execute(text("DELETE FROM uws_events WHERE id = :id"), {"id": _new_event(conn, uid)})  # named nowhere
+        copy = _new_share(conn, uid, 1)
+        conn.execute(
+            text("UPDATE uws_shares SET copy_workspace_id = :ws WHERE id = :id"), {"ws": copied_to, "id": copy}
         )
-        named = conn.execute(event, {"uid": uid, "now": OLD_TIME, "ws": 7, "job": 40, "data": '{"share_id": 30}'})
-        kept_event = named.scalar_one()
-        newest = conn.execute(event, {"uid": uid, "now": OLD_TIME, "ws": None, "job": None, "data": "{}"}).scalar_one()
-        conn.execute(text("DELETE FROM uws_events WHERE id = :id"), {"id": newest})  # named nowhere: not known
         conn.execute(
             text("INSERT INTO roles (name, description, scopes, managed_by_auth) VALUES (:name, '', '[]', false)"),
-            [{"name": "uws-ws-12-editor"}, {"name": "uws-ws-11-viewer"}, {"name": "user"}],
+            [{"name": f"uws-ws-{with_roles}-editor"}, {"name": "uws-ws-11-viewer"}, {"name": "user"}],
         )
     dbutil.upgrade(engine)
     with engine.begin() as conn:
         assert dict(conn.execute(text("SELECT name, seq FROM sqlite_sequence WHERE name LIKE 'uws_%'")).all()) == {
-            "uws_workspaces": 12,
+            "uws_workspaces": 17,
             "uws_jobs": 40,
             "uws_shares": 30,
             "uws_events": kept_event,
@@ -533,23 +543,8 @@ def test_upgrade_with_the_hubs_foreign_keys_keeps_jobs_and_shares(db_url):
     uid = make_old_database(url, "0013")
     engine = create_engine(url)
     with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO uws_jobs (workspace_id, owner_id, job_type, resource, interactive, status, target,"
-                " server_name, resources, parameters, created_at, updated_at, attempts)"
-                " VALUES (1, :uid, 'jupyterlab', 'local', true, 'completed', 'stopped', 'old-ws', '{}', '{}',"
-                " :now, :now, 1)"
-            ),
-            {"uid": uid, "now": OLD_TIME},
-        )
-        conn.execute(
-            text(
-                "INSERT INTO uws_shares (workspace_id, owner_id, kind, level, user_id, status, created_by,"
-                " created_at, updated_at, copy_attempts) VALUES (1, :uid, 'collaborate', 'viewer', :uid,"
-                " 'accepted', 'olduser', :now, :now, 0)"
-            ),
-            {"uid": uid, "now": OLD_TIME},
-        )
+        _new_job(conn, uid, 1)
+        _new_share(conn, uid, 1)
     engine.dispose()
     db = hub_orm.new_session_factory(url)()  # the hub's session, engine and all
     hub_engine = db.get_bind()
