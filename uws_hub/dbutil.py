@@ -16,7 +16,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event, inspect
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from .authenticators.local import metadata as accounts_metadata
 from .orm import VERSION_TABLE, Base
@@ -59,11 +59,40 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Run uws-hub's migrations up to ``revision`` on ``engine``."""
+    """Run uws-hub's migrations up to ``revision`` on ``engine``.
+
+    On SQLite, with foreign keys off: SQLite alters a table by recreating it, and
+    dropping the old one with foreign keys on (as JupyterHub's engine has them, which
+    ``JupyterHub.upgrade_db`` upgrades with) first deletes its rows, and with them every
+    row referring to them (``ON DELETE CASCADE``): recreating the workspaces' table
+    deleted every job and share. The keys are checked before the upgrade commits.
+    """
     cfg = alembic_config(engine)
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
+    with engine.connect() as conn:
+        enforced = conn.dialect.name == "sqlite" and _sqlite_foreign_keys(conn, False)
+        try:
+            with conn.begin():
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
+                if conn.dialect.name == "sqlite":
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+                    if broken:
+                        raise RuntimeError(f"The upgrade would break foreign keys: {broken[:10]}")
+        finally:
+            if enforced:
+                _sqlite_foreign_keys(conn, True)
+
+
+def _sqlite_foreign_keys(conn: Connection, on: bool) -> bool:
+    """Turn a SQLite connection's foreign keys on or off (out of a transaction, where
+    SQLite ignores it); returns whether they were on."""
+    was_on = bool(conn.exec_driver_sql("PRAGMA foreign_keys").scalar())
+    conn.exec_driver_sql(f"PRAGMA foreign_keys={'ON' if on else 'OFF'}")
+    conn.commit()
+    if bool(conn.exec_driver_sql("PRAGMA foreign_keys").scalar()) != on:
+        raise RuntimeError("Could not switch SQLite's foreign keys: is a transaction open?")
+    conn.commit()
+    return was_on
 
 
 def prepare(engine: Engine, *, allow_upgrade: bool, log: logging.Logger) -> None:

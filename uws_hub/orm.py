@@ -68,6 +68,13 @@ def _made_at(context) -> datetime:
     return context.get_current_parameters().get("created_at") or utcnow()
 
 
+#: ``__table_args__`` of a table whose ids name things outside its rows (files, roles,
+#: groups, URLs, events): on SQLite, without ``AUTOINCREMENT``, a new row gets the
+#: highest id plus one, so deleting the newest rows hands their ids out again and the
+#: new row inherits what the old one left. PostgreSQL's sequences never reuse a number.
+NEVER_REUSED = {"sqlite_autoincrement": True}
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -82,6 +89,8 @@ class Workspace(Base):
         Index("ix_uws_workspaces_created_at", "created_at", "id"),
         # the pages' default order (last used first): likewise
         Index("ix_uws_workspaces_last_used_at", "last_used_at", "id"),
+        # its id names its roles, POSIX group and events: never reused (see NEVER_REUSED)
+        NEVER_REUSED,
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -151,6 +160,8 @@ class Job(Base):
                 "interactive AND status IN (" + ", ".join(f"'{s.value}'" for s in sorted(ACTIVE_JOB_STATUSES)) + ")"
             ),
         ),
+        # its id names its files, results, events, URLs and SLURM job: never reused
+        NEVER_REUSED,
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -299,6 +310,8 @@ class Event(Base):
     """
 
     __tablename__ = "uws_events"
+    # its id is where event streams resume and names notifications: never reused
+    __table_args__ = (NEVER_REUSED,)
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
@@ -352,6 +365,8 @@ class Share(Base):
             )
             for column in ("user_id", "group_id")
         ),
+        # its id names its URLs, events and interrupted copy: never reused
+        NEVER_REUSED,
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -7,8 +7,10 @@ import logging
 import subprocess
 from datetime import datetime
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from jupyterhub import orm as hub_orm
 from sqlalchemy import create_engine, inspect, text
 
 from uws_hub import dbutil
@@ -377,3 +379,182 @@ def test_upgrade_to_the_stored_last_use_keeps_the_pages_order(db_url, tmp_path):
         ]
     finally:
         hub.stop()
+
+
+def _insert(conn, uid, sql, **values) -> int:
+    return conn.execute(text(sql + " RETURNING id"), {"uid": uid, "now": OLD_TIME, **values}).scalar_one()
+
+
+def _new_workspace(conn, uid, slug) -> int:
+    return _insert(
+        conn,
+        uid,
+        "INSERT INTO uws_workspaces (owner_id, slug, name, description, status, target, directory,"
+        " disk_usage_bytes, created_at, updated_at, last_used_at)"
+        " VALUES (:uid, :slug, :slug, '', 'idle', 'ready', :dir, 0, :now, :now, :now)",
+        slug=slug,
+        dir=f"/nowhere/{slug}",
+    )
+
+
+def _new_job(conn, uid, ws) -> int:
+    return _insert(
+        conn,
+        uid,
+        "INSERT INTO uws_jobs (workspace_id, owner_id, job_type, resource, interactive, status, target,"
+        " server_name, resources, parameters, created_at, updated_at, attempts)"
+        " VALUES (:ws, :uid, 'jupyterlab', 'local', true, 'completed', 'stopped', 'ws', '{}', '{}', :now, :now, 1)",
+        ws=ws,
+    )
+
+
+def _new_share(conn, uid, ws) -> int:
+    return _insert(
+        conn,
+        uid,
+        "INSERT INTO uws_shares (workspace_id, owner_id, kind, level, user_id, status, created_by, created_at,"
+        " updated_at, copy_attempts) VALUES (:ws, :uid, 'collaborate', 'viewer', :uid, 'accepted', 'olduser',"
+        " :now, :now, 0)",
+        ws=ws,
+    )
+
+
+def _new_event(conn, uid, ws=None, job=None, data="{}") -> int:
+    return _insert(
+        conn,
+        uid,
+        "INSERT INTO uws_events (created_at, kind, owner_id, workspace_id, job_id, actor, data)"
+        " VALUES (:now, 'job', :uid, :ws, :job, 'hub', :data)",
+        ws=ws,
+        job=job,
+        data=data,
+    )
+
+
+def _schema(engine) -> dict:
+    """Each uws-hub table's columns, indexes (with their SQL on SQLite: partial ones' WHERE),
+    unique constraints and foreign keys."""
+    found = {}
+    inspector = inspect(engine)
+    for table in ("uws_workspaces", "uws_jobs", "uws_shares", "uws_events"):
+        found[table] = (
+            [(c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns(table)],
+            sorted((i["name"], tuple(i["column_names"]), bool(i["unique"])) for i in inspector.get_indexes(table)),
+            sorted((u["name"], tuple(u["column_names"])) for u in inspector.get_unique_constraints(table)),
+            sorted(
+                (tuple(f["constrained_columns"]), f["referred_table"], f["options"].get("ondelete"))
+                for f in inspector.get_foreign_keys(table)
+            ),
+        )
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
+            found["sqlite indexes"] = sorted(
+                conn.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND name LIKE '%uws_%'"))
+            )
+    return found
+
+
+def test_upgrade_to_ids_never_reused(db_url, tmp_path):
+    """0015: ids of workspaces, jobs, shares and events are never handed out twice (SQLite gave a
+    new row the highest id plus one, so deleting the newest rows handed their ids out again, and
+    a new job or workspace inherited the old one's files, roles and group). The rows from before
+    are kept, and on SQLite the ids the database still names (in events, a workspace's roles)
+    are not reused either."""
+    url = db_url()
+    uid = make_old_database(url, "0013")
+    engine = create_engine(url)
+    dbutil.upgrade(engine, "0014")
+
+    with engine.begin() as conn:
+        kept = _new_workspace(conn, uid, "kept")
+        newest = _new_workspace(conn, uid, "newest")
+        kept_job = _new_job(conn, uid, kept)
+        newest_jobs = [_new_job(conn, uid, newest), _new_job(conn, uid, newest)]
+        kept_share = _new_share(conn, uid, kept)
+        newest_share = _new_share(conn, uid, newest)
+        events = [_new_event(conn, uid, newest, job) for job in newest_jobs]
+    before = _schema(engine)
+    engine.dispose()
+
+    hub = Hub(tmp_path, "c.Authenticator.admin_users = set()\n", url)
+    upgrade_db(hub)
+    engine = create_engine(url)
+    assert _schema(engine) == before
+    with engine.begin() as conn:
+        assert conn.execute(text("SELECT id, slug FROM uws_workspaces ORDER BY id")).all()[1:] == [
+            (kept, "kept"),
+            (newest, "newest"),
+        ]
+        assert conn.execute(text("SELECT id, workspace_id FROM uws_jobs ORDER BY id")).all() == [
+            (kept_job, kept),
+            *((job, newest) for job in newest_jobs),
+        ]
+        assert conn.execute(text("SELECT id FROM uws_shares ORDER BY id")).scalars().all() == [kept_share, newest_share]
+        assert conn.execute(text("SELECT id FROM uws_events ORDER BY id")).scalars().all() == events
+
+        # the newest go
+        for table, column in (("uws_jobs", "workspace_id"), ("uws_shares", "workspace_id"), ("uws_workspaces", "id")):
+            conn.execute(text(f"DELETE FROM {table} WHERE {column} = :id"), {"id": newest})
+        conn.execute(text("DELETE FROM uws_events"))
+        again = _new_workspace(conn, uid, "again")
+        assert again > newest
+        assert _new_job(conn, uid, again) > newest_jobs[-1]
+        assert _new_share(conn, uid, again) > newest_share
+        assert _new_event(conn, uid) > events[-1]
+    engine.dispose()
+
+
+@pytest.mark.parametrize("named_workspaces", [(17, 15, 12), (7, 17, 12), (7, 15, 17)])
+def test_upgrade_to_ids_never_reused_skips_ids_the_database_still_names(tmp_path, named_workspaces):
+    """On SQLite, 0015 starts the ids after the highest one still named: a job or workspace in an
+    event, a workspace by its roles (dropped in the background) or a copy, a share in an event."""
+    url = f"sqlite:///{tmp_path / 'jupyterhub.sqlite'}"
+    uid = make_old_database(url, "0013")
+    engine = create_engine(url)
+    dbutil.upgrade(engine, "0014")
+    with engine.begin() as conn:
+        in_event, copied_to, with_roles = named_workspaces
+        kept_event = _new_event(conn, uid, ws=in_event, job=40, data='{"share_id": 30}')
+        conn.execute(text("DELETE FROM uws_events WHERE id = :id"), {"id": _new_event(conn, uid)})  # named nowhere
+        copy = _new_share(conn, uid, 1)
+        conn.execute(
+            text("UPDATE uws_shares SET copy_workspace_id = :ws WHERE id = :id"), {"ws": copied_to, "id": copy}
+        )
+        conn.execute(
+            text("INSERT INTO roles (name, description, scopes, managed_by_auth) VALUES (:name, '', '[]', false)"),
+            [{"name": f"uws-ws-{with_roles}-editor"}, {"name": "uws-ws-11-viewer"}, {"name": "user"}],
+        )
+    dbutil.upgrade(engine)
+    with engine.begin() as conn:
+        assert dict(conn.execute(text("SELECT name, seq FROM sqlite_sequence WHERE name LIKE 'uws_%'")).all()) == {
+            "uws_workspaces": 17,
+            "uws_jobs": 40,
+            "uws_shares": 30,
+            "uws_events": kept_event,
+        }
+    engine.dispose()
+
+
+def test_upgrade_with_the_hubs_foreign_keys_keeps_jobs_and_shares(db_url):
+    """``JupyterHub.upgrade_db`` upgrades through JupyterHub's engine, which turns SQLite's
+    foreign keys on: recreating the workspaces' table (SQLite's way to alter one: 0014, 0015)
+    dropped the old one, and with it every job and share (``ON DELETE CASCADE``)."""
+    url = db_url()
+    uid = make_old_database(url, "0013")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        _new_job(conn, uid, 1)
+        _new_share(conn, uid, 1)
+    engine.dispose()
+    db = hub_orm.new_session_factory(url)()  # the hub's session, engine and all
+    hub_engine = db.get_bind()
+    try:
+        dbutil.prepare(hub_engine, allow_upgrade=True, log=logging.getLogger("test"))
+        with hub_engine.connect() as conn:
+            counts = [conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() for t in ("uws_jobs", "uws_shares")]
+            if conn.dialect.name == "sqlite":
+                assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1  # on again
+    finally:
+        db.close()
+        hub_engine.dispose()
+    assert counts == [1, 1]

@@ -247,6 +247,50 @@ def test_editor_launches_the_owners_server(shub):
     wait_for(lambda: role not in shub.api("GET", "users/uwsbob", expect=200)["roles"], 15, what="the role to go")
 
 
+def test_a_new_workspace_and_job_never_get_a_deleted_ones_id(shub, group_prefix):
+    """SQLite gave a new row the highest id plus one: after the newest workspace was deleted,
+    the next one got its id, and its first job the id of the deleted one's newest job, so
+    they inherited what was left outside their rows: the roles and the POSIX group the old
+    workspace's editor held (dropped in the background, after the row), the job's log, run
+    file and exit record, its results, events and URLs."""
+    alice, bob = shub.tokens["uwsalice"], shub.tokens["uwsbob"]
+    old = new_workspace(shub, alice)
+    shub.api("POST", f"workspaces/{old['id']}/shares", alice, json={"user": "uwsbob", "level": "editor"}, expect=201)
+    old_group = f"{group_prefix}{old['id']}"
+    wait_for(lambda: "uwsbob" in grp.getgrnam(old_group).gr_mem, 10, what="bob in the workspace's group")
+    old_jobs = []
+    for _ in range(2):
+        job = shub.api("POST", f"workspaces/{old['id']}/jobs", alice, json={"job_type": "minimal"}, expect=202)
+        assert shub.wait_job(job["id"], alice, {"running", "failed"})["status"] == "running"
+        shub.api("POST", f"jobs/{job['id']}/stop", alice, expect=202)
+        assert shub.wait_job(job["id"], alice, {"completed", "failed"})["status"] == "completed"
+        old_jobs.append(job["id"])
+    shub.api("DELETE", f"workspaces/{old['id']}", alice, expect=202)
+    wait_for(lambda: shub.request("GET", f"workspaces/{old['id']}", alice).status_code == 404, 30, what="the deletion")
+
+    ws = new_workspace(shub, alice)
+    assert ws["id"] > old["id"]
+    job = shub.api("POST", f"workspaces/{ws['id']}/jobs", alice, json={"job_type": "minimal"}, expect=202)
+    assert job["id"] > max(old_jobs)
+    assert shub.wait_job(job["id"], alice, {"running", "failed"})["status"] == "running"
+    shub.api("POST", f"jobs/{job['id']}/stop", alice, expect=202)
+    shub.wait_job(job["id"], alice, {"completed", "failed"})
+    # the old workspace's editor got nothing of the new one: no role, no group, no access
+    wait_for(
+        lambda: not any(r.startswith(f"uws-ws-{old['id']}-") for r in shub.api("GET", "users/uwsbob")["roles"]),
+        15,
+        what="the old workspace's roles to go",
+    )
+    assert not [r for r in shub.api("GET", "users/uwsbob", expect=200)["roles"] if r.startswith(f"uws-ws-{ws['id']}-")]
+    assert shub.request("GET", f"workspaces/{ws['id']}", bob).status_code == 404
+    with pytest.raises(KeyError):
+        grp.getgrnam(f"{group_prefix}{ws['id']}")
+    # and the new job's history is its own: one launch
+    events = sse_replay(shub, alice, f"job={job['id']}&last_event_id=0", seconds=1)
+    assert [e["status"] for e in events if e["kind"] == "job"][:1] == ["pending"]
+    assert [e["status"] for e in events if e["kind"] == "job"].count("pending") == 1
+
+
 def test_share_requests_are_checked(shub):
     alice, bob = shub.tokens["uwsalice"], shub.tokens["uwsbob"]
     ws = new_workspace(shub, alice)
