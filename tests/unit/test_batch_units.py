@@ -294,6 +294,41 @@ def test_the_wrapper_starts_without_json_re_or_enum():
     assert out.stdout.strip() == "[]"
 
 
+def _end_descendants_in_a_subreaper(command: str) -> list[str]:
+    """What a fresh subreaper process prints after it ran ``command`` (``sh -c``), waited
+    for it, and called :func:`wrapper.end_descendants`: whether it looked through
+    ``/proc`` for children, then the pids of the processes the command left that still
+    live. The command prints the pid of anything it leaves behind."""
+    probe = f"""
+import ctypes, os, subprocess, sys
+sys.path.insert(0, {os.path.dirname(wrapper.__file__)!r})
+import wrapper
+ctypes.CDLL(None).prctl(wrapper.PR_SET_CHILD_SUBREAPER, 1)
+looked = []
+children = wrapper.children
+wrapper.children = lambda pid: looked.append(pid) or children(pid)
+left = subprocess.run(["sh", "-c", {command!r}], capture_output=True, text=True).stdout.split()
+wrapper.end_descendants()
+print("looked" if looked else "did not look")
+print(*[pid for pid in left if wrapper.process_stat(int(pid)) is not None])
+"""
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=30)
+    return out.stdout.split("\n")[:2]
+
+
+def test_a_command_that_leaves_nothing_costs_no_look_through_every_process():
+    """Mostly a job's command leaves nothing running: the wrapper then ends at once, without
+    reading every process's stat to find children it has not got (milliseconds a job)."""
+    assert _end_descendants_in_a_subreaper("true") == ["did not look", ""]
+
+
+def test_what_a_command_leaves_in_a_session_of_its_own_is_killed():
+    """What the command leaves running (here a ``setsid`` daemon out of its group) is the
+    subreaper's child once the command ended, and is killed and reaped."""
+    command = "setsid sleep 600 </dev/null >/dev/null 2>&1 & echo $!"
+    assert _end_descendants_in_a_subreaper(command) == ["looked", ""]
+
+
 @pytest.mark.parametrize(
     "value",
     [

@@ -329,19 +329,23 @@ def end_descendants() -> None:
     once its parent has ended. Nothing of a job outlives it: not its share of the
     machine, its port, nor the groups it runs with (an editor whose access to the
     workspace was revoked keeps no process that may write there). Rounds until no
-    child is left (a killed process's children come here in turn)."""
+    child is left (a killed process's children come here in turn).
+
+    It asks first whether any child is left: mostly none is, and finding them reads
+    every process's ``/proc/<pid>/stat``, milliseconds each time a job ends (a third of
+    the wrappers' CPU in a burst of short jobs), and more on a busy machine."""
     me = os.getpid()
     while True:
-        for pid in children(me):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         try:
             while os.waitpid(-1, os.WNOHANG)[0]:
                 pass
         except ChildProcessError:
             return
+        for pid in children(me):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         time.sleep(END_DESCENDANTS_POLL_SECONDS)
 
 
