@@ -42,6 +42,12 @@ ADMIN_PASSWORD = "admin-password-for-tests"
 
 #: a job type's command for the minimal single-user server (tests/minimal_server.py)
 MINIMAL_CMD = [sys.executable, str(REPO / "tests" / "minimal_server.py")]
+#: Python that ends its process's first thread while a second sleeps on: the process looks
+#: ended (a zombie, to its ``/proc/<pid>/status``) and holds its groups all the same
+GHOST = (
+    "import ctypes, threading, time; threading.Thread(target=time.sleep, args=(600,)).start();"
+    " ctypes.CDLL(None).pthread_exit(None)"
+)
 
 MULTIUSER_CONFIG = f"""
 c.UWSHub.system_users = True

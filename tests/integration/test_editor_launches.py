@@ -26,7 +26,7 @@ from playwright.sync_api import expect
 
 from .. import browserutil
 from ..authutil import login
-from ..helpers import MINIMAL_CMD, few_descriptors, make_deep, refused_code_and_saving, start_code
+from ..helpers import GHOST, MINIMAL_CMD, few_descriptors, make_deep, refused_code_and_saving, start_code
 from ..hubmaputil import ORIGIN, Portal
 from ..hubutil import wait_for
 from ..uwsclient import create, session
@@ -61,6 +61,14 @@ JOB_TYPES = {
             "sh",
             "-c",
             "setsid env -i /bin/sleep 1000 </dev/null >/dev/null 2>&1 & exec " + " ".join(MINIMAL_CMD),
+        ],
+    },
+    # the same, the process left behind looking ended (its first thread gone, a second on)
+    "server-ghost": {
+        "cmd": [
+            "sh",
+            "-c",
+            f"setsid env -i /usr/bin/python3 -c '{GHOST}' </dev/null >/dev/null 2>&1 & exec " + " ".join(MINIMAL_CMD),
         ],
     },
     # a server that reports its activity to the hub every second (JupyterHub's default: 5 minutes)
@@ -500,7 +508,9 @@ def processes_in_group(gid: int) -> list[int]:
                 status = dict(line.split(":", 1) for line in f if ":" in line)
         except OSError:
             continue
-        if str(gid) in status.get("Groups", "").split() and status.get("State", "").split()[:1] != ["Z"]:
+        # a zombie whose other threads run on is no zombie
+        ended = status.get("State", "").split()[:1] == ["Z"] and int(status.get("Threads", "1")) <= 1
+        if str(gid) in status.get("Groups", "").split() and not ended:
             found.append(int(entry))
     return found
 
@@ -523,15 +533,17 @@ def test_a_revoked_editor_keeps_no_process_with_the_workspace_group(ehub):
             os.kill(pid, 9)
 
 
-def editors_daemon(ehub, ws: dict) -> tuple[dict, int]:
-    """Carol's server in ``ws``, running, and the pid of the process it left, which holds
-    the workspace's group."""
+def editors_daemon(ehub, ws: dict, job_type: str = "server-daemon", argv=("/bin/sleep", "1000")) -> tuple[dict, int]:
+    """Carol's server in ``ws``, running, and the pid of the process it left (``argv``), which
+    holds the workspace's group."""
     gid = grp.getgrnam(ws["group"]).gr_gid
-    job = ehub.wait_job(run(ehub, ws, EDITOR, "server-daemon")["id"], ehub.tokens[EDITOR], {"running"} | ENDED)
+    job = ehub.wait_job(run(ehub, ws, EDITOR, job_type)["id"], ehub.tokens[EDITOR], {"running"} | ENDED)
     assert job["status"] == "running", job["reason"]
     wait_for(lambda: [p for p in processes_in_group(gid) if p != int(job["resource_id"])], 30, what="the daemon")
     (pid,) = [p for p in processes_in_group(gid) if proc_ids(str(p))[0] == EDITOR and p != int(job["resource_id"])]
-    assert open(f"/proc/{pid}/cmdline").read().split("\0")[:2] == ["/bin/sleep", "1000"]
+    # (read from each of its threads: a first thread that ended has none)
+    cmdlines = [open(f"/proc/{pid}/task/{tid}/cmdline").read() for tid in os.listdir(f"/proc/{pid}/task")]
+    assert list(argv) in [c.split("\0")[: len(argv)] for c in cmdlines], cmdlines
     return job, pid
 
 
@@ -575,6 +587,24 @@ def test_a_revoked_editors_leftover_process_from_a_server_is_killed(ehub):
         wait_for(lambda: not processes_in_group(gids[0]), 60, what="the group's processes' end")
     finally:
         for pid in processes_in_group(gids[0]) + processes_in_group(gid):
+            os.kill(pid, 9)
+
+
+def test_a_revoked_editors_leftover_process_that_looks_ended_is_killed(ehub):
+    """A process left by an editor's server whose first thread ended while another runs on
+    reads as a zombie in ``/proc`` (a process that ended and waits for its parent), and so
+    was spared by the kill of revoked editors' processes: it kept the workspace's group,
+    its write access, for as long as its other thread ran."""
+    ws = shared_workspace(ehub)
+    gid = grp.getgrnam(ws["group"]).gr_gid
+    try:
+        _, pid = editors_daemon(ehub, ws, "server-ghost", ("/usr/bin/python3", "-c", GHOST))
+        wait_for(lambda: "zombie" in open(f"/proc/{pid}/status").read(), 30, what="its first thread's end")
+        ehub.api("DELETE", f"workspaces/{ws['id']}/shares/{ws['share_id']}", ehub.tokens[OWNER], expect=200)
+        wait_for(lambda: pid not in processes_in_group(gid), 30, what="the process's end")
+        assert {proc_ids(str(p))[0] for p in processes_in_group(gid)} <= {OWNER}
+    finally:
+        for pid in processes_in_group(gid):
             os.kill(pid, 9)
 
 

@@ -36,6 +36,7 @@ ADMINS = {
     "uwsadmlog2",
     "uwsadmwait",
     "uwsadmmetrics",
+    "uwsadmkeep",
 }
 
 CONFIG = (
@@ -196,6 +197,63 @@ def test_open_streams_end_when_the_admin_flag_is_removed(rhub):
     finally:
         close_all(streams)
         close_all(others)
+
+
+def test_streams_whose_caller_did_not_change_stay_open(rhub):
+    """The recheck ends a stream only once its caller changed: the owner's, a viewer's, an
+    editor's and an admin's streams (one with a token that expires in an hour), and a
+    page's panel with the login cookie, stay open across several rechecks and keep getting
+    the workspace's events, while others' grants change meanwhile (a passer-by's share,
+    given and taken back every second)."""
+    ws = shared_workspace(rhub)
+    tokens = {
+        who: new_token(rhub, name)[0]
+        for who, name in {"owner": "uwsalice", "viewer": "uwsbob", "editor": "uwscarol", "admin": "uwsadmkeep"}.items()
+    }
+    tokens["expiring"] = rhub.api(
+        "POST", "users/uwsadmkeep/tokens", json={"note": "expiring", "expires_in": 3600}, expect=201
+    )["token"]
+    password = "a long password for tests"
+    rhub.api("POST", "accounts", json={"username": "uwskeeppanel", "password": password}, expect=201)
+    rhub.api("POST", f"workspaces/{ws['id']}/shares", rhub.alice, json={"user": "uwskeeppanel"}, expect=201)
+    session = login(rhub, "uwskeeppanel", password).session
+    xsrf = session.cookies.get("_xsrf", path="/hub/")
+    panel_events: list[dict] = []
+    panel = session.get(f"{rhub.url}/hub/api/events?_xsrf={xsrf}", stream=True, timeout=120)
+    assert panel.status_code == 200, panel.text
+
+    def read_panel():
+        try:
+            for line in panel.iter_lines(chunk_size=None, decode_unicode=True):
+                if line.startswith("data:"):
+                    panel_events.append(json.loads(line[5:]))
+        except (requests.RequestException, AttributeError, ValueError):
+            pass
+
+    panel_reader = threading.Thread(target=read_panel, daemon=True)
+    panel_reader.start()
+    streams = watch(rhub, ws, tokens)
+    try:
+        # three rechecks (every 10 s) pass
+        deadline = time.monotonic() + 35
+        while time.monotonic() < deadline:
+            touch(rhub, ws)
+            time.sleep(1)
+        seen = {who: (len(of(sse.events, ws)), len(of(wsr.events, ws))) for who, (sse, wsr) in streams.items()}
+        seen_panel = len(of(panel_events, ws))
+        touch(rhub, ws)
+        for who, (sse, wsr) in streams.items():
+            wait_for(
+                lambda s=sse, r=wsr, w=who: len(of(s.events, ws)) > seen[w][0] and len(of(r.events, ws)) > seen[w][1],
+                15,
+                what=f"the {who}'s events after the rechecks",
+            )
+            assert sse._thread.is_alive() and not wsr.ended.is_set(), who
+        wait_for(lambda: len(of(panel_events, ws)) > seen_panel, 15, what="the panel's events after the rechecks")
+        assert panel_reader.is_alive()
+    finally:
+        close_all(streams)
+        panel.close()
 
 
 def subscriber_count(hub, admin: str) -> float:

@@ -31,6 +31,9 @@ from uws_hub.workspaces.copying import CopyTooLarge, copy_tree
 from uws_hub.workspaces.paths import Owner
 from uws_hub.workspaces.storage import WorkspaceStorage
 
+from ..helpers import GHOST
+from ..hubutil import wait_for
+
 
 def make_tree(top: Path) -> int:
     total = 0
@@ -185,15 +188,18 @@ def test_kill_strays_kills_who_holds_a_group_unallowed_and_no_one_else():
     def sleeper(**kw) -> subprocess.Popen:
         return subprocess.Popen(["sleep", "60"], **kw)
 
-    strays = [sleeper(user=nobody, extra_groups=[gone]), sleeper(user=nobody, group=gone, extra_groups=[])]
+    # its first thread gone (a zombie to /proc/<pid>/status), its second holds the group on
+    ghost = subprocess.Popen(["/usr/bin/python3", "-c", GHOST], user=nobody, extra_groups=[gone])
+    strays = [sleeper(user=nobody, extra_groups=[gone]), sleeper(user=nobody, group=gone, extra_groups=[]), ghost]
     spared = [
         sleeper(user=nobody, extra_groups=[kept]),
         sleeper(user=nobody, extra_groups=[other]),
         sleeper(extra_groups=[gone]),
     ]
     try:
-        assert kill_strays({gone: set(), kept: {nobody}}) == 2
-        assert [p.wait(timeout=30) for p in strays] == [-9, -9]
+        wait_for(lambda: open(f"/proc/{ghost.pid}/status").read().count("zombie"), 30, what="the first thread's end")
+        assert kill_strays({gone: set(), kept: {nobody}}) == 3
+        assert [p.wait(timeout=30) for p in strays] == [-9, -9, -9]
         assert [p.poll() for p in spared] == [None, None, None]
     finally:
         for p in strays + spared:

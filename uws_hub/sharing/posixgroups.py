@@ -127,10 +127,18 @@ def member_uids(name: str) -> set[int]:
 KILL_ROUNDS = 10
 
 
+def ended(fields: dict[str, str]) -> bool:
+    """Whether the process whose ``/proc/<pid>/status`` these fields are has ended and only
+    waits for its parent (a zombie with no thread left). A process whose first thread
+    exited while others run (``pthread_exit`` in ``main``) shows as a zombie too, and lives
+    on with its groups: its ``Threads`` count the others."""
+    return fields.get("State", "").split()[:1] == ["Z"] and int(fields.get("Threads", "1")) <= 1
+
+
 def _stray_of(status: str, holders: dict[int, set[int]]) -> bool:
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-    if fields.get("State", "").split()[:1] == ["Z"]:
-        return False  # dead already, waiting for its parent
+    if ended(fields):
+        return False  # its parent has yet to collect it
     uids = {int(v) for v in fields.get("Uid", "").split()}
     gids = {int(v) for v in (fields.get("Gid", "") + " " + fields.get("Groups", "")).split()}
     if not uids or uids & {0, os.getuid(), os.geteuid()}:
