@@ -416,7 +416,12 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
     job_stopping_timeout = Float(
         120.0,
         config=True,
-        help="""Seconds a stop may take before the job is marked ``failed`` with the reason.""",
+        help="""Seconds a stop may take before the job is marked ``failed`` with the reason.
+
+        Revoking an editor waits for their jobs in the workspace to end before it kills
+        their processes still holding its group; a job that never ends holds that kill
+        back for this long and 30 s more at most.
+        """,
     )
 
     job_max_attempts = Integer(

@@ -264,6 +264,7 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         log,
         posix_group_prefix=hub.share_posix_group_prefix if hub.system_users else None,
         editors_lost=jobs.stop_launched_by,
+        stopping_timeout=hub.job_stopping_timeout,
     )
     copies = CopyService(db, sharing, accounts, quotas, notifier, wake=waker(queue, CopySteps.kind))
     batch = BatchSteps(

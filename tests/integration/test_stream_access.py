@@ -50,6 +50,8 @@ c.JupyterHub.load_roles.append({{"name": "lab-readers", "scopes": ["custom:uws:r
 c.HubMAPCompat.enabled = True
 c.HubMAPCompat.job_type_ids = {{"minimal": "minimal"}}
 c.JupyterHub.load_roles.append({{"name": "user-admins", "scopes": ["admin:users"], "users": ["uwsuseradmin"]}})
+# activity recorded a second apart (30 s by default): a recheck that counted would show
+c.JupyterHub.activity_resolution = 1
 """
 )
 
@@ -254,6 +256,31 @@ def test_streams_whose_caller_did_not_change_stay_open(rhub):
     finally:
         close_all(streams)
         panel.close()
+
+
+def test_an_open_stream_is_not_its_users_activity(rhub):
+    """A stream's rechecks ask JupyterHub who holds it, as a request does, and JupyterHub
+    records a request's token use as its user's activity: a stream left open in a
+    forgotten tab kept its user active, never idle, for as long as it stayed open. Only
+    the opening counts; the user's (and token's) last activity stays put while the
+    stream rechecks, and the stream stays open."""
+    token, token_id = new_token(rhub, "uwsidle")
+
+    def last_activity() -> tuple[str, str]:
+        user = rhub.api("GET", "users/uwsidle")
+        return user["last_activity"], rhub.api("GET", f"users/uwsidle/tokens/{token_id}")["last_activity"]
+
+    sse, wsr = SSEReader(rhub, token), WSReader(rhub, token)
+    try:
+        wait_for(lambda: last_activity()[0] is not None, 15, what="the opening's activity")
+        time.sleep(1.5)  # past the activity resolution: the opening's record is done
+        opened = last_activity()
+        time.sleep(25)  # two rechecks (every 10 s)
+        assert sse._thread.is_alive() and not wsr.ended.is_set()
+        assert last_activity() == opened
+    finally:
+        sse.close()
+        wsr.close()
 
 
 def subscriber_count(hub, admin: str) -> float:

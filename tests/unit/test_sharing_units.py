@@ -301,3 +301,106 @@ def test_a_server_an_editor_launched_gets_a_token_of_the_server_role_only():
     assert spawner.server_token_scopes == [f"{READ_WORKSPACES}!user", "users:activity!user"]
     set_server_token_scopes(spawner, own=False)
     assert spawner.server_token_scopes == FOREIGN_SERVER_TOKEN_SCOPES
+
+
+class _Asyncio:
+    """asyncio as the strays worker sees it, its waits recorded and not waited out."""
+
+    def __init__(self):
+        self.waits: list[float] = []
+
+    def __getattr__(self, name):
+        return getattr(asyncio, name)
+
+    async def wait_for(self, aw, timeout):
+        self.waits.append(timeout)
+        return await asyncio.wait_for(aw, 0)
+
+
+def strays_service(monkeypatch, running, kill):
+    """A share service whose strays worker sees ``running(ws_id)`` as the former editors'
+    unfinished jobs and kills through ``kill(names)``, on a clock that each look moves 20 s."""
+    from types import SimpleNamespace
+
+    from uws_hub.sharing import collaborate
+
+    clock = [1000.0]
+
+    def looked(ws_id):
+        clock[0] += 20
+        return running(ws_id)
+
+    fake_asyncio = _Asyncio()
+    monkeypatch.setattr(collaborate, "asyncio", fake_asyncio)
+    monkeypatch.setattr(collaborate, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    db = SimpleNamespace(rollback=lambda: None)
+    service = collaborate.ShareService(
+        db, None, None, None, logging.getLogger("test.strays"), posix_group_prefix="uws-ws-", stopping_timeout=100
+    )
+    service._lost_launchers_jobs = looked
+    service._kill_strays = kill
+    return service, fake_asyncio
+
+
+def run_worker_until(service, ws_ids: set[int], done: threading.Event) -> None:
+    """Run the worker; once it waits, the groups of ``ws_ids`` lose members; until ``done``."""
+
+    async def run():
+        worker = asyncio.ensure_future(service.kill_strays_worker())
+        await asyncio.sleep(0)
+        service._strays.update(ws_ids)
+        service._strays_wake.set()
+        try:
+            for _ in range(500):
+                if done.is_set():
+                    return
+                await asyncio.sleep(0.01)
+        finally:
+            worker.cancel()
+
+    asyncio.run(run())
+
+
+def test_strays_of_a_job_that_never_ends_are_killed_after_its_stop_timeout_and_a_margin(monkeypatch, caplog):
+    """A former editor's job that never leaves its active states held the kill back for
+    ever, the worker looking every 0.5 s: past the job's stop timeout and a margin, its
+    workspace's strays are killed anyway, the warning names the job, and the looks back off."""
+    from uws_hub.sharing.collaborate import STRAYS_MARGIN_SECONDS, STRAYS_POLL_MAX_SECONDS, STRAYS_POLL_SECONDS
+
+    killed: list[list[str]] = []
+    done = threading.Event()
+
+    def kill(names):
+        killed.append(names)
+        done.set()
+
+    service, fake_asyncio = strays_service(monkeypatch, lambda ws_id: [42] if ws_id == 7 else [], kill)
+    with caplog.at_level(logging.WARNING, "test.strays"):
+        run_worker_until(service, {7}, done)
+    assert killed == [["uws-ws-7"]]
+    assert not service._strays
+    # 20 s a look: killed at the first look more than 100 s + the margin after the first
+    waited = len(fake_asyncio.waits) * 20
+    assert waited - 20 <= 100 + STRAYS_MARGIN_SECONDS < waited
+    warnings = [r.getMessage() for r in caplog.records if r.name == "test.strays"]
+    assert len(warnings) == 1 and "[42]" in warnings[0] and "workspace 7" in warnings[0]
+    waits = fake_asyncio.waits
+    assert waits[:3] == [STRAYS_POLL_SECONDS, 2 * STRAYS_POLL_SECONDS, 4 * STRAYS_POLL_SECONDS]
+    assert max(waits) == STRAYS_POLL_MAX_SECONDS
+
+
+def test_strays_whose_kill_failed_are_killed_at_the_next_look(monkeypatch):
+    """A kill that raised dropped its workspaces: their strays kept the group for good."""
+    calls: list[list[str]] = []
+    done = threading.Event()
+
+    def kill(names):
+        calls.append(names)
+        if len(calls) == 1:
+            raise OSError("no /proc for a moment")
+        done.set()
+
+    service, _ = strays_service(monkeypatch, lambda ws_id: [], kill)
+    run_worker_until(service, {3, 4}, done)
+    assert calls == [["uws-ws-3", "uws-ws-4"], ["uws-ws-3", "uws-ws-4"]]
+    assert not service._strays

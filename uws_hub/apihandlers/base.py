@@ -18,6 +18,7 @@ from jupyterhub import orm as hub_orm
 from jupyterhub import scopes as hub_scopes
 from jupyterhub.apihandlers.base import APIHandler
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 from tornado import httputil, web
 
 from .. import access
@@ -62,6 +63,8 @@ def parse_id(value: str, what: str) -> int:
 class UWSAPIHandler(APIHandler):
     #: a long request's caller changed while it was open (:meth:`watch_caller`)
     caller_changed = False
+    #: asking again who holds a long request open (:meth:`caller_unchanged`): no activity
+    _rechecking = False
 
     @property
     def uws(self) -> Services:
@@ -141,21 +144,39 @@ class UWSAPIHandler(APIHandler):
         JupyterHub's own lookup (token, then cookie, and the login's refresh): a token
         deleted or expired, a user deleted or disabled or whose login expired, roles, groups or the admin
         flag changed, and the answer is False: the stream ends, and its reader, who
-        reconnects, is authorized afresh or refused. Any failure to find out is False too.
+        reconnects, is authorized afresh or refused. Any failure to find out is False too;
+        after a database error the hub's session, which every request shares, is rolled
+        back, as JupyterHub's ``prepare`` does (else it refuses every query until then).
         """
         before, scopes = self.current_user, self.expanded_scopes
         for cached in ("_jupyterhub_user", "_uws_token", "_refreshed_users"):
             self.__dict__.pop(cached, None)
+        self._rechecking = True
         try:
             caller = await self.get_current_user()
             if caller is None or before is None or (caller.kind, caller.id) != (before.kind, before.id):
                 return False
             token = self.get_token()
             return hub_scopes.get_scopes_for(token if token is not None else caller) == scopes
+        except SQLAlchemyError as e:
+            self.db.rollback()
+            self.log.error("Could not check again who holds a stream open (database error: %s); ending it", e)
+            self._jupyterhub_user = None
+            return False
         except Exception:
             self.log.exception("Could not check again who holds a stream open; ending it")
             self._jupyterhub_user = None
             return False
+        finally:
+            self._rechecking = False
+
+    def _record_activity(self, obj, timestamp=None):
+        """JupyterHub's record of a user's (and token's) activity, but not for a recheck
+        (:meth:`caller_unchanged`): a stream left open in a forgotten tab is no activity,
+        and would have kept its user active, never culled as idle, for as long as it stays."""
+        if self._rechecking:
+            return False
+        return super()._record_activity(obj, timestamp)
 
     def watch_caller(self, sub: Subscription) -> None:
         """End ``sub`` once its caller changed (:meth:`caller_unchanged`, asked every

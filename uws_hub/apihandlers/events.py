@@ -93,9 +93,12 @@ class EventStreamMixin(_StreamBase):
             owner_id = event["owner_id"]
             seen = visible.get(owner_id)
             if seen is None or now - seen[0] > RECHECK_SECONDS:
-                # the hub session's object: JupyterHub changes groups through that session
-                owner = self.db.get(hub_orm.User, owner_id)
-                seen = visible[owner_id] = (now, owner is not None and access.may(self, READ_WORKSPACES, owner))
+                # events are published from the hub session's after-commit hook, where that
+                # session cannot query (an owner it does not hold would raise): look the
+                # owner up, as the shares below, in a session of its own
+                with sharing.lookup_session() as db:
+                    owner = db.get(hub_orm.User, owner_id)
+                    seen = visible[owner_id] = (now, owner is not None and access.may(self, READ_WORKSPACES, owner))
             if seen[1]:
                 return True
             ws_id = event["workspace_id"]
@@ -103,8 +106,6 @@ class EventStreamMixin(_StreamBase):
                 return False
             cached = shared.get(ws_id)
             if cached is None or cached[0] != sharing.version or now - cached[1] > RECHECK_SECONDS:
-                # events are published from the hub session's after-commit hook, where
-                # that session cannot query: look the shares up in a session of their own
                 with sharing.lookup_session() as db:
                     allowed = access.shared_may(self, READ_WORKSPACES, ws_id, db=db)
                 cached = shared[ws_id] = (sharing.version, now, allowed)

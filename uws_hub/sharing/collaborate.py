@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -65,8 +66,13 @@ from ..states import (
 from . import posixgroups
 
 LEVELS = tuple(level.value for level in ShareLevel)
-#: how often the worker that kills former members' processes looks whether their jobs ended
+#: how often the worker that kills former members' processes looks whether their jobs ended,
+#: at first: each look that finds them still running doubles the wait, up to the most
 STRAYS_POLL_SECONDS = 0.5
+STRAYS_POLL_MAX_SECONDS = 10.0
+#: how long past a job's stop timeout (when a stop that did not end is marked failed) the
+#: worker waits for former members' jobs that still look unfinished: then it kills anyway
+STRAYS_MARGIN_SECONDS = 30.0
 
 
 def role_name(workspace_id: int, level: str) -> str:
@@ -128,6 +134,7 @@ class ShareService:
         *,
         posix_group_prefix: str | None,
         editors_lost: Callable[[Workspace, set[int], str], object] = lambda ws, user_ids, actor: None,
+        stopping_timeout: float = 120,
     ):
         self.db = db
         self.accounts = accounts
@@ -139,6 +146,9 @@ class ShareService:
         #: called with a workspace, the users who were its editors and are no longer, and
         #: the actor, once that is committed: their jobs there stop (they run as them)
         self.editors_lost = editors_lost
+        #: how long the strays of a workspace wait for its former editors' jobs to end
+        #: (``UWSHub.job_stopping_timeout`` and a margin; :meth:`kill_strays_worker`)
+        self.strays_wait_seconds = stopping_timeout + STRAYS_MARGIN_SECONDS
         #: bumped on every change of who may see what (event stream caches compare it)
         self.version = 0
         self._posix_lock = asyncio.Lock()
@@ -395,46 +405,85 @@ class ShareService:
             return True
         return False
 
-    def _lost_launchers_running(self, ws_id: int) -> bool:
-        """Whether jobs of ``ws_id`` launched by who is no editor of it any more are still
-        unfinished (being stopped): their processes hold its group until they end."""
-        launchers = set(
-            self.db.scalars(
-                select(Job.launcher_id).where(
-                    Job.workspace_id == ws_id,
-                    Job.launcher_id.is_not(None),
-                    Job.launcher_id != Job.owner_id,
-                    Job.status.in_([s.value for s in ACTIVE_JOB_STATUSES]),
-                )
+    def _lost_launchers_jobs(self, ws_id: int) -> list[int]:
+        """Ids of the jobs of ``ws_id`` launched by who is no editor of it any more that are
+        still unfinished (being stopped): their processes hold its group until they end."""
+        rows = self.db.execute(
+            select(Job.id, Job.launcher_id).where(
+                Job.workspace_id == ws_id,
+                Job.launcher_id.is_not(None),
+                Job.launcher_id != Job.owner_id,
+                Job.status.in_([s.value for s in ACTIVE_JOB_STATUSES]),
             )
-        )
-        return bool(launchers - self.effective_users(ws_id, editors_only=True))
+        ).all()
+        if not rows:
+            return []
+        editors = self.effective_users(ws_id, editors_only=True)
+        return sorted(job_id for job_id, launcher_id in rows if launcher_id not in editors)
 
     async def kill_strays_worker(self) -> None:
         """Kill the processes that hold the group of a workspace whose group lost members
         and run as no member, once the jobs of its former editors have ended (their stop,
         not this kill, ends them: as a stop, not as a failure). A process left behind by a
         server (a terminal's ``setsid … &``) outlives the server's stop and the orphan
-        sweep, and kept the group, and so write access, after its account's access ended."""
+        sweep, and kept the group, and so write access, after its account's access ended.
+
+        A job that never ends (a stop stuck where the hub cannot see) holds the kill back
+        for ``strays_wait_seconds`` at most, then its workspace's strays are killed anyway,
+        with a warning naming it. While jobs run, the looks grow further apart (from
+        :data:`STRAYS_POLL_SECONDS` to :data:`STRAYS_POLL_MAX_SECONDS`; a workspace that
+        loses members again starts over)."""
         prefix = self.posix_group_prefix
         if prefix is None:
             return
+        #: workspace id -> when the worker first found its strays waiting
+        waiting: dict[int, float] = {}
+        delay = STRAYS_POLL_SECONDS
         while True:
-            await self._strays_wake.wait()
-            self._strays_wake.clear()
-            while self._strays:
+            if not self._strays:
+                await self._strays_wake.wait()
+                delay = STRAYS_POLL_SECONDS
+            else:
                 try:
-                    ready = {ws_id for ws_id in self._strays if not self._lost_launchers_running(ws_id)}
+                    await asyncio.wait_for(self._strays_wake.wait(), delay)
+                    delay = STRAYS_POLL_SECONDS
+                except TimeoutError:
+                    delay = min(2 * delay, STRAYS_POLL_MAX_SECONDS)
+            self._strays_wake.clear()
+            await self._kill_strays_round(prefix, waiting)
+
+    async def _kill_strays_round(self, prefix: str, waiting: dict[int, float]) -> None:
+        """One look of :meth:`kill_strays_worker`: kill the strays of the workspaces whose
+        former editors' jobs ended or waited too long; the others, and all of them if the
+        kill failed, stay for the next look."""
+        now = time.monotonic()
+        try:
+            ready = set()
+            for ws_id in sorted(self._strays):
+                since = waiting.setdefault(ws_id, now)
+                running = self._lost_launchers_jobs(ws_id)
+                if running and now - since > self.strays_wait_seconds:
+                    self.log.warning(
+                        "Job(s) %s of former editors of workspace %s still unfinished after %g s;"
+                        " killing the processes that hold its group anyway",
+                        running,
+                        ws_id,
+                        self.strays_wait_seconds,
+                    )
+                    running = []
+                if not running:
+                    ready.add(ws_id)
+            if ready:
+                async with self._posix_lock:
+                    names = [posixgroups.group_name(prefix, ws_id) for ws_id in sorted(ready)]
+                    await asyncio.to_thread(self._kill_strays, names)
+                    # under the lock: a group that loses members once it is free is looked at again
                     self._strays -= ready
-                    if ready:
-                        async with self._posix_lock:
-                            names = [posixgroups.group_name(prefix, ws_id) for ws_id in sorted(ready)]
-                            await asyncio.to_thread(self._kill_strays, names)
-                except Exception:
-                    self.db.rollback()
-                    self.log.exception("Killing the processes of former members of workspace groups failed")
-                if self._strays:
-                    await asyncio.sleep(STRAYS_POLL_SECONDS)
+                for ws_id in ready:
+                    waiting.pop(ws_id, None)
+        except Exception:
+            self.db.rollback()
+            self.log.exception("Killing the processes of former members of workspace groups failed")
 
     def _kill_strays(self, names: list[str]) -> None:
         """Kill the processes holding these workspace groups that run as no member of
@@ -500,7 +549,7 @@ class ShareService:
         # hub did not see (a hub stopped before its kill), but not while former editors'
         # jobs are being stopped (the worker's kill follows their end)
         prefix = self.posix_group_prefix
-        settled = [n for n in names if not self._lost_launchers_running(int(n[len(prefix) :]))]
+        settled = [n for n in names if not self._lost_launchers_jobs(int(n[len(prefix) :]))]
         async with self._posix_lock:
             await asyncio.to_thread(self._kill_strays, settled)
 

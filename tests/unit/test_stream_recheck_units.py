@@ -1,0 +1,84 @@
+"""What a stream's recheck and its acceptor do where a real hub cannot be made to fail on
+cue: a database error in the recheck, an owner the hub's session does not hold when an
+event is published from its after-commit hook."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from types import SimpleNamespace
+
+from jupyterhub import orm as hub_orm
+from sqlalchemy import create_engine, event
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from uws_hub.apihandlers.base import UWSAPIHandler
+from uws_hub.apihandlers.events import EventFilter, EventStreamMixin
+
+
+class _Recheck:
+    """The handler's recheck, over a hub session whose database fails."""
+
+    caller_unchanged = UWSAPIHandler.caller_unchanged
+
+    def __init__(self, db):
+        self.db = db
+        self.current_user = SimpleNamespace(kind="user", id=1)
+        self.expanded_scopes = {"read:users"}
+        self.log = logging.getLogger("test.recheck")
+
+    async def get_current_user(self):
+        self.db.execute("SELECT 1")  # what JupyterHub's lookup queries, failing
+        raise AssertionError("unreachable")
+
+
+def test_a_recheck_that_meets_a_database_error_ends_its_stream_and_rolls_the_session_back(caplog):
+    def failing(*args, **kwargs):
+        raise OperationalError("SELECT 1", {}, Exception("database is locked"))
+
+    handler = _Recheck(SimpleNamespace(execute=failing, rollback=lambda: rolled.append(True)))
+    rolled: list[bool] = []
+    with caplog.at_level(logging.INFO, "test.recheck"):
+        assert asyncio.run(handler.caller_unchanged()) is False
+    assert rolled == [True], "the shared session was left unusable for every other request"
+    assert handler._jupyterhub_user is None
+    # one line, no traceback (streams end together when the database goes away)
+    records = [r for r in caplog.records if r.name == "test.recheck"]
+    assert [r.levelno for r in records] == [logging.ERROR] and records[0].exc_info is None
+    assert not handler._rechecking
+
+
+class _Stream(EventStreamMixin):
+    def __init__(self, db, sharing):
+        self.db = db
+        self.settings = {"uws": SimpleNamespace(sharing=sharing)}
+
+    def get_scope_filter(self, scope):
+        return lambda owner, kind: kind == "user" and owner.name == "alice"
+
+
+def test_the_acceptor_finds_an_owner_the_hub_session_does_not_hold_from_its_after_commit_hook():
+    """Events are published from the hub session's after-commit hook, where that session
+    can emit no SQL: looking up an owner it does not hold there raised, and the stream
+    lost the event (and the publisher's loop saw the error)."""
+    engine = create_engine("sqlite://")
+    hub_orm.Base.metadata.create_all(engine)
+    with Session(bind=engine) as setup:
+        setup.add_all([hub_orm.User(name="alice"), hub_orm.User(name="bob")])
+        setup.commit()
+        alice_id, bob_id = (setup.query(hub_orm.User.id).filter_by(name=n).scalar() for n in ("alice", "bob"))
+    sharing = SimpleNamespace(version=0, lookup_session=lambda: Session(bind=engine))
+    hub_db = Session(bind=engine)  # holds neither user
+    accept = _Stream(hub_db, sharing).acceptor(EventFilter(None, None, None))
+    seen: list[bool] = []
+
+    @event.listens_for(hub_db, "after_commit")
+    def publish(session):
+        seen.append(accept({"owner_id": alice_id, "workspace_id": None, "job_id": None}))
+        seen.append(accept({"owner_id": bob_id, "workspace_id": None, "job_id": None}))
+
+    hub_db.add(hub_orm.Group(name="lab"))
+    hub_db.commit()
+    assert seen == [True, False]
+    hub_db.close()
