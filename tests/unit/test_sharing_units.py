@@ -404,3 +404,35 @@ def test_strays_whose_kill_failed_are_killed_at_the_next_look(monkeypatch):
     run_worker_until(service, {3, 4}, done)
     assert calls == [["uws-ws-3", "uws-ws-4"], ["uws-ws-3", "uws-ws-4"]]
     assert not service._strays
+
+
+def test_a_group_deleted_twice_never_kills_the_group_that_took_its_gid(monkeypatch):
+    """Two deletes of a workspace's group (the workspace's own, and the share sync's for a
+    group whose workspace is gone) and a new workspace's group, in that order on the POSIX
+    lock: the second delete killed every holder of the gid it had read before the lock,
+    by then the new group's (its members' processes: a job starting in the new workspace
+    was SIGKILLed). The gid is read under the lock: the second delete finds no group."""
+    from uws_hub.sharing import collaborate, posixgroups
+
+    groups = {"uws-ws-2": 5002}
+    killed: list[dict] = []
+    monkeypatch.setattr(posixgroups, "gid_of", lambda name: groups.get(name))
+    monkeypatch.setattr(posixgroups, "kill_strays", lambda holders: killed.append(holders) or 0)
+    monkeypatch.setattr(posixgroups, "delete_group", lambda name: groups.pop(name, None))
+    service = collaborate.ShareService(
+        None, None, None, None, logging.getLogger("test.groups"), posix_group_prefix="uws-ws-"
+    )
+
+    async def run():
+        await service._posix_lock.acquire()
+        late = asyncio.ensure_future(service._delete_group("uws-ws-2", "its workspace is gone"))
+        await asyncio.sleep(0.2)  # it runs up to the lock
+        # meanwhile, under the lock: the group is deleted, and a new workspace's takes its gid
+        del groups["uws-ws-2"]
+        groups["uws-ws-3"] = 5002
+        service._posix_lock.release()
+        await late
+
+    asyncio.run(run())
+    assert killed == []
+    assert groups == {"uws-ws-3": 5002}

@@ -555,16 +555,30 @@ class ShareService:
 
     async def _delete_group(self, name: str, why: str) -> None:
         """Delete a workspace's POSIX group, and first every process that holds it, its
-        owner's too (not root's nor the hub's): its gid may be another workspace's next."""
-        gid = await asyncio.to_thread(posixgroups.gid_of, name)
-        if gid is None:
-            return
-        self.log.info("Deleting POSIX group %s: %s", name, why)
+        owner's too (not root's nor the hub's): its gid may be another workspace's next.
+
+        The gid is read under the POSIX lock, with the kill and the delete: read before
+        it, a delete that waited for the lock behind another delete of the group and a
+        new workspace's group (which took the freed gid) killed that new group's
+        members' processes (a job starting in the new workspace was SIGKILLed)."""
         async with self._posix_lock:
-            killed = await asyncio.to_thread(posixgroups.kill_strays, {gid: set()})
-            if killed:
-                self.log.warning("Killed %s process(es) holding group %s", killed, name)
-            await asyncio.to_thread(posixgroups.delete_group, name)
+            killed = await asyncio.to_thread(self._kill_holders_and_delete, name)
+        if killed is None:
+            return
+        self.log.info("Deleted POSIX group %s: %s", name, why)
+        if killed:
+            self.log.warning("Killed %s process(es) holding group %s", killed, name)
+
+    @staticmethod
+    def _kill_holders_and_delete(name: str) -> int | None:
+        """In a thread, under the POSIX lock: kill whoever holds group ``name``, delete it;
+        how many were killed, None if there was no such group."""
+        gid = posixgroups.gid_of(name)
+        if gid is None:
+            return None
+        killed = posixgroups.kill_strays({gid: set()})
+        posixgroups.delete_group(name)
+        return killed
 
     async def forget_workspace(self, workspace_id: int) -> None:
         """A workspace was deleted: drop its roles (its shares went with it) and POSIX group."""
