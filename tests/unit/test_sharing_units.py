@@ -326,9 +326,9 @@ def strays_service(monkeypatch, running, kill):
 
     clock = [1000.0]
 
-    def looked(ws_id):
+    def looked(ws_ids):
         clock[0] += 20
-        return running(ws_id)
+        return {ws_id: jobs for ws_id in ws_ids if (jobs := running(ws_id))}
 
     fake_asyncio = _Asyncio()
     monkeypatch.setattr(collaborate, "asyncio", fake_asyncio)

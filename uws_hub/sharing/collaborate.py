@@ -405,21 +405,31 @@ class ShareService:
             return True
         return False
 
-    def _lost_launchers_jobs(self, ws_id: int) -> list[int]:
-        """Ids of the jobs of ``ws_id`` launched by who is no editor of it any more that are
-        still unfinished (being stopped): their processes hold its group until they end."""
+    def _lost_launchers_jobs(self, ws_ids: Iterable[int]) -> dict[int, list[int]]:
+        """For each of ``ws_ids`` that has some, the ids of its jobs launched by who is no
+        editor of it any more that are still unfinished (being stopped): their processes
+        hold its group until they end. One query for all the workspaces (the share sync
+        asks for every workspace group), and the editors only of those with such jobs."""
+        ids = list(ws_ids)
+        if not ids:
+            return {}
         rows = self.db.execute(
-            select(Job.id, Job.launcher_id).where(
-                Job.workspace_id == ws_id,
+            select(Job.workspace_id, Job.id, Job.launcher_id).where(
+                Job.workspace_id.in_(ids),
                 Job.launcher_id.is_not(None),
                 Job.launcher_id != Job.owner_id,
                 Job.status.in_([s.value for s in ACTIVE_JOB_STATUSES]),
             )
         ).all()
-        if not rows:
-            return []
-        editors = self.effective_users(ws_id, editors_only=True)
-        return sorted(job_id for job_id, launcher_id in rows if launcher_id not in editors)
+        jobs: dict[int, list[tuple[int, int | None]]] = {}
+        for ws_id, job_id, launcher_id in rows:
+            jobs.setdefault(ws_id, []).append((job_id, launcher_id))
+        lost = {}
+        for ws_id, launched in jobs.items():
+            editors = self.effective_users(ws_id, editors_only=True)
+            if unfinished := sorted(job_id for job_id, launcher_id in launched if launcher_id not in editors):
+                lost[ws_id] = unfinished
+        return lost
 
     async def kill_strays_worker(self) -> None:
         """Kill the processes that hold the group of a workspace whose group lost members
@@ -459,9 +469,10 @@ class ShareService:
         now = time.monotonic()
         try:
             ready = set()
+            lost = self._lost_launchers_jobs(self._strays)
             for ws_id in sorted(self._strays):
                 since = waiting.setdefault(ws_id, now)
-                running = self._lost_launchers_jobs(ws_id)
+                running = lost.get(ws_id, [])
                 if running and now - since > self.strays_wait_seconds:
                     self.log.warning(
                         "Job(s) %s of former editors of workspace %s still unfinished after %g s;"
@@ -549,7 +560,8 @@ class ShareService:
         # hub did not see (a hub stopped before its kill), but not while former editors'
         # jobs are being stopped (the worker's kill follows their end)
         prefix = self.posix_group_prefix
-        settled = [n for n in names if not self._lost_launchers_jobs(int(n[len(prefix) :]))]
+        lost = self._lost_launchers_jobs(int(n[len(prefix) :]) for n in names)
+        settled = [n for n in names if int(n[len(prefix) :]) not in lost]
         async with self._posix_lock:
             await asyncio.to_thread(self._kill_strays, settled)
 
