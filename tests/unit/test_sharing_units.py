@@ -217,6 +217,8 @@ def test_quota_periods_and_formats():
     # quotas read a job's memory as SLURM does: a bare number is megabytes
     assert memory_bytes("2G") == 2 * 1024**3 and memory_bytes("512") == 512 * 1024**2
     assert (fmt_bytes(1), fmt_bytes(1000), fmt_bytes(1536)) == ("1 byte", "1000 bytes", "1.5 KiB")
+    # a size someone asked for stays what they typed, in the largest unit that divides it
+    assert (fmt_bytes(1536, exact=True), fmt_bytes(3 * 1024**3, exact=True)) == ("1536 bytes", "3 GiB")
     assert (fmt_hours(3600), fmt_hours(3.6), fmt_hours(36_081)) == ("1", "0.001", "10.023")
 
 

@@ -18,6 +18,7 @@ from ..errors import BadRequest, NotFound
 from ..jobs.limits import memory_bytes, time_limit_seconds
 from ..models import job_model
 from ..orm import Job, utcnow
+from ..quotas.limits import fmt_bytes
 from ..scopes import LAUNCH_JOBS, READ_WORKSPACES, requires
 from ..states import JobStatus
 from ..workspaces.listing import owned_by
@@ -116,9 +117,6 @@ def _duration(span: timedelta | None) -> str | None:
     return f"{seconds} s"
 
 
-_BINARY_UNITS = ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB")
-
-
 def resources_in_words(resources: dict[str, object]) -> list[tuple[str, str]]:
     """What a job asked for, as (label, words) for pages: ``("Memory", "1 GiB")`` for
     ``memory: "1G"``, ``("CPUs", "2 CPUs")``, ``("Time limit", "3 h 00 min")`` for
@@ -130,10 +128,7 @@ def resources_in_words(resources: dict[str, object]) -> list[tuple[str, str]]:
         words = str(value)
         try:
             if name == "memory":
-                size, unit = memory_bytes(str(value)), 0
-                while size >= 1024 and size % 1024 == 0 and unit < len(_BINARY_UNITS) - 1:
-                    size, unit = size // 1024, unit + 1
-                words = f"{size} {_BINARY_UNITS[unit]}"
+                words = fmt_bytes(memory_bytes(str(value)), exact=True)
             elif name == "time_limit":
                 words = _duration(timedelta(seconds=time_limit_seconds(str(value)))) or words
             elif name in ("cpus", "gpus"):

@@ -26,15 +26,18 @@ class Reservation:
     held_bytes: int = 0
 
 
-def fmt_bytes(n: float) -> str:
+def fmt_bytes(n: float, exact: bool = False) -> str:
+    """A size in binary units: ``1.5 GiB``; ``exact`` keeps it a whole number of
+    the largest unit that divides it (``1536 MiB``), for a size someone asked for
+    (a job's memory), where a rounded "1.5 GiB" would not be what they typed."""
     units = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB"]
     i = 0
-    while abs(n) >= 1024 and i < len(units) - 1:
+    while abs(n) >= 1024 and i < len(units) - 1 and not (exact and n % 1024):
         n /= 1024
         i += 1
     if i == 0:
         return f"{int(n)} byte{'s' if int(n) != 1 else ''}"
-    return f"{n:.1f} {units[i]}"
+    return f"{int(n)} {units[i]}" if exact else f"{n:.1f} {units[i]}"
 
 
 def fmt_hours(seconds: float) -> str:
