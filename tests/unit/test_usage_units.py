@@ -203,6 +203,29 @@ def test_a_helper_process_that_fails_fails_the_measurement_with_an_oserror(tmp_p
         UsageTree().measure(str(top), helper_after=0.0)
 
 
+class OneWorkspace:
+    """The workspace service of a hub with one workspace (``workspace``), for UsageMeter."""
+
+    workspace: SimpleNamespace
+
+    def to_measure(self, everything, *, isolated, among=None):
+        ws = self.workspace
+        return [ws] if among is None or ws.id in among else []
+
+
+class RecordingQuotas:
+    """The quota service, for UsageMeter: records whether each measurement settled (``settled``)."""
+
+    settled: list[bool]
+
+    def record_measured(self, ws, before, usage, *, settled=True):
+        self.settled.append(settled)
+        return True
+
+    def check_disk_warning(self, owner):
+        pass
+
+
 async def test_many_job_ends_in_one_workspace_make_one_measurement_with_its_tree():
     """The ends of a burst of jobs in one workspace, told while a measurement of it runs,
     make one more measurement, not one each; each uses (and keeps) the workspace's tree,
@@ -219,17 +242,11 @@ async def test_many_job_ends_in_one_workspace_make_one_measurement_with_its_tree
             assert go_on.wait(10)
             return 10
 
-    class Workspaces:
-        def to_measure(self, everything, *, isolated, among=None):
-            return [ws] if among is None or ws.id in among else []
+    class Workspaces(OneWorkspace):
+        workspace = ws
 
-    class Quotas:
-        def record_measured(self, ws, before, usage, *, settled=True):
-            stored.append(settled)
-            return True
-
-        def check_disk_warning(self, owner):
-            pass
+    class Quotas(RecordingQuotas):
+        settled = stored
 
     measurements: asyncio.Queue[int] = asyncio.Queue()
 
@@ -273,16 +290,11 @@ async def test_measurements_after_jobs_rest_in_proportion_to_what_they_cost(monk
             clock[0] += next(walk_seconds)
             return 10
 
-    class Workspaces:
-        def to_measure(self, everything, *, isolated, among=None):
-            return [ws] if among is None or ws.id in among else []
+    class Workspaces(OneWorkspace):
+        workspace = ws
 
-    class Quotas:
-        def record_measured(self, ws, before, usage, *, settled=True):
-            return True
-
-        def check_disk_warning(self, owner):
-            pass
+    class Quotas(RecordingQuotas):
+        settled: list[bool] = []
 
     monkeypatch.setattr(usage, "time", SimpleNamespace(monotonic=lambda: clock[0]))
     rests: asyncio.Queue[float] = asyncio.Queue()
