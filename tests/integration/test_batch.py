@@ -18,7 +18,7 @@ from datetime import datetime
 import pytest
 from traitlets.config import Config
 
-from ..helpers import MINIMAL_CMD, few_descriptors, follow_log, make_deep, session_nice
+from ..helpers import GHOST, MINIMAL_CMD, few_descriptors, follow_log, make_deep, session_nice
 from ..hubutil import REPO, wait_for
 
 TERMINAL = {"completed", "failed", "cancelled"}
@@ -96,6 +96,17 @@ JOB_TYPES = {
     },
     "limited": {"interactive": False, "cmd": [*JOB, "sleep", "30"], "time_limit_seconds": 2},
     "missing": {"interactive": False, "cmd": ["/nonexistent/program", "x"]},
+    # leaves a process in a session of its own that looks ended (its first thread gone,
+    # a second on), and its pid in the workspace
+    "ghost": {
+        "interactive": False,
+        "cmd": [
+            "sh",
+            "-c",
+            f"setsid /usr/bin/python3 -c '{GHOST}' </dev/null >/dev/null 2>&1 & echo $! > ghost.pid;"
+            " while ! grep -q zombie /proc/$!/status; do sleep 0.05; done; echo left",
+        ],
+    },
 }
 
 
@@ -315,6 +326,18 @@ def test_a_job_over_its_memory_fails_saying_so(bhub, owner, ws):
         json={"job_type": "alloc", "parameters": {"mb": 20}, "resources": {"memory": "500M"}},
     )
     assert finish(bhub, owner, r.json())["status"] == "completed"
+
+
+def test_what_a_job_leaves_looking_ended_ends_with_it(bhub, owner, ws):
+    """A process the command leaves in a session of its own, whose first thread ended
+    while another runs on (``pthread_exit`` in ``main``), reads as a zombie in ``/proc``
+    but runs, as the job's account: the job's wrapper took it for ended and waited for
+    it forever, so the job never ended (past its time limit; a stop left the process
+    running). It is killed with the job's other leftovers, and the job completes."""
+    done = finish(bhub, owner, submit(bhub, owner, ws, "ghost"), timeout=90)
+    assert (done["status"], log_of(bhub, owner, done).text.split()) == ("completed", ["left"])
+    pid = int(bhub.request("GET", f"workspaces/{ws['id']}/files/ghost.pid", owner).text)
+    assert not os.path.exists(f"/proc/{pid}")
 
 
 def test_a_command_that_cannot_run_fails_saying_why(bhub, owner, ws):

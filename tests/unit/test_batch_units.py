@@ -329,6 +329,19 @@ def test_what_a_command_leaves_in_a_session_of_its_own_is_killed():
     assert _end_descendants_in_a_subreaper(command) == ["looked", ""]
 
 
+def test_what_a_command_leaves_looking_ended_is_killed():
+    """A process whose first thread ended while another runs on (``pthread_exit`` in
+    ``main``) reads as a zombie in ``/proc``, and cannot be reaped until its last thread
+    ends: the wrapper took it for ended, and waited for it forever, so the job ran on past
+    its end, its time limit and its stop (the wrapper's end left it running)."""
+    ghost = (
+        "import ctypes, threading, time; threading.Thread(target=time.sleep, args=(600,)).start();"
+        " ctypes.CDLL(None).pthread_exit(None)"
+    )
+    command = f"setsid {sys.executable} -c '{ghost}' </dev/null >/dev/null 2>&1 & echo $!; sleep 0.5"
+    assert _end_descendants_in_a_subreaper(command) == ["looked", ""]
+
+
 @pytest.mark.parametrize(
     "value",
     [

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from uws_hub.workspaces import usage
 from uws_hub.workspaces.paths import MAX_DEPTH, TEMP_PREFIX
 from uws_hub.workspaces.usage import UsageMeter
 from uws_hub.workspaces.usagetree import HOT_SECONDS, UsageTree
@@ -202,6 +203,29 @@ def test_a_helper_process_that_fails_fails_the_measurement_with_an_oserror(tmp_p
         UsageTree().measure(str(top), helper_after=0.0)
 
 
+class OneWorkspace:
+    """The workspace service of a hub with one workspace (``workspace``), for UsageMeter."""
+
+    workspace: SimpleNamespace
+
+    def to_measure(self, everything, *, isolated, among=None):
+        ws = self.workspace
+        return [ws] if among is None or ws.id in among else []
+
+
+class RecordingQuotas:
+    """The quota service, for UsageMeter: records whether each measurement settled (``settled``)."""
+
+    settled: list[bool]
+
+    def record_measured(self, ws, before, usage, *, settled=True):
+        self.settled.append(settled)
+        return True
+
+    def check_disk_warning(self, owner):
+        pass
+
+
 async def test_many_job_ends_in_one_workspace_make_one_measurement_with_its_tree():
     """The ends of a burst of jobs in one workspace, told while a measurement of it runs,
     make one more measurement, not one each; each uses (and keeps) the workspace's tree,
@@ -218,17 +242,11 @@ async def test_many_job_ends_in_one_workspace_make_one_measurement_with_its_tree
             assert go_on.wait(10)
             return 10
 
-    class Workspaces:
-        def to_measure(self, everything, *, isolated, among=None):
-            return [ws] if among is None or ws.id in among else []
+    class Workspaces(OneWorkspace):
+        workspace = ws
 
-    class Quotas:
-        def record_measured(self, ws, before, usage, *, settled=True):
-            stored.append(settled)
-            return True
-
-        def check_disk_warning(self, owner):
-            pass
+    class Quotas(RecordingQuotas):
+        settled = stored
 
     measurements: asyncio.Queue[int] = asyncio.Queue()
 
@@ -255,3 +273,56 @@ async def test_many_job_ends_in_one_workspace_make_one_measurement_with_its_tree
         worker.cancel()
     assert trees[0] is trees[1] is meter._trees[7]
     assert stored == [False, False]
+
+
+async def test_measurements_after_jobs_rest_in_proportion_to_what_they_cost(monkeypatch):
+    """A workspace's owner decides what measuring it costs (a folder of a million empty
+    files costs no quota and seconds of the hub's CPU) and how often its jobs end (many
+    tiny jobs): each end measured it again, back to back, for as long as the jobs went on.
+    The next measurement after jobs' ends waits ``AFTER_JOBS_REST`` times as long as the
+    last one walked (a clock that the walks move: no real time is measured here)."""
+    ws = SimpleNamespace(id=7, directory="/ws/7", disk_usage_bytes=0, owner="ann")
+    clock = [1000.0]
+    walk_seconds = iter([5.0, 0.002, 5.0])
+
+    class Storage:
+        def measure(self, directory, tree):
+            clock[0] += next(walk_seconds)
+            return 10
+
+    class Workspaces(OneWorkspace):
+        workspace = ws
+
+    class Quotas(RecordingQuotas):
+        settled: list[bool] = []
+
+    monkeypatch.setattr(usage, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    rests: asyncio.Queue[float] = asyncio.Queue()
+    resume = asyncio.Event()
+
+    class Meter(UsageMeter):
+        async def _rest(self, seconds):
+            rests.put_nowait(seconds)
+            await resume.wait()
+            resume.clear()
+
+    async def guarded(name, step):
+        await step()
+        return True
+
+    meter = Meter(Workspaces(), Storage(), Quotas(), logging.getLogger("test"), full_scan_seconds=1e9, isolated=True)
+    worker = asyncio.ensure_future(meter.measure_ended_forever(guarded))
+    try:
+        meter.job_ended(7)
+        assert await asyncio.wait_for(rests.get(), 10) == pytest.approx(5.0 * usage.AFTER_JOBS_REST)
+        for _ in range(20):  # ends while it rests: one measurement after the rest, not before
+            meter.job_ended(7)
+        assert meter._ended == {7}
+        resume.set()
+        assert await asyncio.wait_for(rests.get(), 10) == pytest.approx(0.002 * usage.AFTER_JOBS_REST)
+        assert not meter._ended
+        resume.set()
+        meter.job_ended(7)
+        assert await asyncio.wait_for(rests.get(), 10) == pytest.approx(5.0 * usage.AFTER_JOBS_REST)
+    finally:
+        worker.cancel()

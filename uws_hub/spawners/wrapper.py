@@ -248,13 +248,20 @@ class Cgroups:
 
 def process_stat(pid: int) -> list[bytes] | None:
     """The fields of ``/proc/<pid>/stat`` after the command's name (the state first, the
-    parent's pid second), or None if the process is gone (or a zombie)."""
+    parent's pid second), or None if the process is gone (or a zombie).
+
+    A process whose first thread ended while others run on (``pthread_exit`` in
+    ``main``) reads as a zombie too, but runs, with its account and groups, and cannot
+    be reaped until its last thread ends: its thread count (the 18th field) tells it
+    apart. Earlier versions took it for ended: a batch job's wrapper waited for it
+    forever (the job ran on past its end, its time limit and its stop), and the orphan
+    sweep passed it by."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             fields = f.read().rsplit(b")", 1)[1].split()
     except OSError:
         return None
-    return None if fields[0] == b"Z" else fields
+    return None if fields[0] == b"Z" and int(fields[17]) <= 1 else fields
 
 
 def process_start_time(pid: int) -> int | None:
