@@ -25,8 +25,9 @@ from ..hubutil import wait_for
 TICKER = [sys.executable, "-c", "import time\nwhile True:\n    print('tick', flush=True)\n    time.sleep(0.5)"]
 #: the hub's recheck (``UWSHub.stream_recheck_seconds``; 10 s by default, which the tests waited out)
 RECHECK = 1
-#: far longer than the hub's recheck: a stream that outlives it was not ended by it
-ENDS_WITHIN = 20
+#: far longer than the hub's recheck, and shorter than the default one (10 s): a stream
+#: that outlives it was not ended by the recheck this hub was configured with
+ENDS_WITHIN = 8
 MAX_WAIT = 45
 #: admins of the hub (one a test: the tests take the flag away)
 ADMINS = {
