@@ -129,15 +129,19 @@ class SSEReader:
         return [e["status"] for e in self.events if e.get("kind") == "job" and e["job_id"] == job_id]
 
     def close(self):
-        # shut the socket down first: Response.close() alone waits for the hub's
-        # next write (a keepalive, up to 15 s away) while the reader thread reads
-        sock = getattr(getattr(self.response.raw, "connection", None), "sock", None)
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        self.response.close()
+        close_stream(self.response)
+
+
+def close_stream(response: requests.Response) -> None:
+    """Close a streamed response that a thread reads: its socket is shut down first, as
+    ``Response.close()`` alone waits for the hub's next write (a keepalive, up to 15 s away)."""
+    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    response.close()
 
 
 def sse_replay(hub, token, query: str, seconds: float = 1.5) -> list[dict]:

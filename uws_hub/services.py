@@ -82,6 +82,8 @@ class Services:
     zip_max_entries: int = 100_000
     #: zip downloads under way, by who reads them (``kind:name``)
     zip_downloads: dict[str, int] = field(default_factory=dict)
+    #: ``UWSHub.stream_recheck_seconds``: how often a long request asks again who holds it open
+    stream_recheck_seconds: float = 10.0
     #: the API handlers' token lookups (see :mod:`uws_hub.tokenids`)
     token_ids: TokenIds = field(default_factory=TokenIds)
 
@@ -354,6 +356,7 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         editors_run_code=hub.editors_run_code,
         max_zip_downloads_per_user=hub.max_zip_downloads_per_user,
         zip_max_entries=hub.zip_max_entries,
+        stream_recheck_seconds=hub.stream_recheck_seconds,
     )
 
 

@@ -29,6 +29,8 @@ def limited(make_hub, system_users):
         + f"c.UWSHub.job_types['hang'] = {{'display_name': 'Never answers', 'cmd': {HANG_CMD!r}}}\n"
         + "c.JupyterHub.active_server_limit = 2\n"
         + "c.JupyterHub.concurrent_spawn_limit = 1\n"
+        # reconciler passes while a start holds the slot come quickly (test_spawn_limits)
+        + "c.UWSHub.job_reconcile_interval = 0.5\n"
     )
     hub.alice = hub.add_user("uwsalice")
     return hub
@@ -81,8 +83,8 @@ def test_spawn_limits(limited):
     assert job_count(hub) == before
     assert hub.api("GET", f"workspaces/{ws['id']}", hub.alice)["active_job"] is None
 
-    # a few reconciler passes (every 2 s) while the first start holds the slot
-    time.sleep(5)
+    # a few reconciler passes (every 0.5 s) while the first start holds the slot
+    time.sleep(2)
     hub.api("POST", f"jobs/{first['id']}/stop", hub.alice, expect=202)
     first = hub.wait_job(first["id"], hub.alice, {"cancelled", "failed"})
     second = hub.wait_job(second["id"], hub.alice, {"running", "failed"})

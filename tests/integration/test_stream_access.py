@@ -19,12 +19,15 @@ import websocket
 from prometheus_client.parser import text_string_to_metric_families
 
 from ..authutil import login
-from ..helpers import MULTIUSER_CONFIG, SSEReader
+from ..helpers import MULTIUSER_CONFIG, SSEReader, close_stream
 from ..hubutil import wait_for
 
 TICKER = [sys.executable, "-c", "import time\nwhile True:\n    print('tick', flush=True)\n    time.sleep(0.5)"]
-#: far longer than the hub's recheck (10 s): a stream that outlives it was not ended by it
-ENDS_WITHIN = 40
+#: the hub's recheck (``UWSHub.stream_recheck_seconds``; 10 s by default, which the tests waited out)
+RECHECK = 1
+#: far longer than the hub's recheck, and shorter than the default one (10 s): a stream
+#: that outlives it was not ended by the recheck this hub was configured with
+ENDS_WITHIN = 8
 MAX_WAIT = 45
 #: admins of the hub (one a test: the tests take the flag away)
 ADMINS = {
@@ -44,6 +47,7 @@ CONFIG = (
     + f"""
 c.UWSHub.job_types["ticker"] = {{"display_name": "Ticker", "interactive": False, "cmd": {TICKER!r}}}
 c.IVOAUWS.max_wait_seconds = {MAX_WAIT}
+c.UWSHub.stream_recheck_seconds = {RECHECK}
 c.Authenticator.admin_users = {ADMINS!r}
 c.JupyterHub.load_roles.append({{"name": "lab-readers", "scopes": ["custom:uws:read:workspaces!group=lab"],
                                  "users": ["uwslabreader"]}})
@@ -236,8 +240,8 @@ def test_streams_whose_caller_did_not_change_stay_open(rhub):
     panel_reader.start()
     streams = watch(rhub, ws, tokens)
     try:
-        # three rechecks (every 10 s) pass
-        deadline = time.monotonic() + 35
+        # several rechecks pass
+        deadline = time.monotonic() + 4.5 * RECHECK
         while time.monotonic() < deadline:
             touch(rhub, ws)
             time.sleep(1)
@@ -255,7 +259,7 @@ def test_streams_whose_caller_did_not_change_stay_open(rhub):
         assert panel_reader.is_alive()
     finally:
         close_all(streams)
-        panel.close()
+        close_stream(panel)
 
 
 def test_an_open_stream_is_not_its_users_activity(rhub):
@@ -275,7 +279,7 @@ def test_an_open_stream_is_not_its_users_activity(rhub):
         wait_for(lambda: last_activity()[0] is not None, 15, what="the opening's activity")
         time.sleep(1.5)  # past the activity resolution: the opening's record is done
         opened = last_activity()
-        time.sleep(25)  # two rechecks (every 10 s)
+        time.sleep(3.5 * RECHECK)  # several rechecks
         assert sse._thread.is_alive() and not wsr.ended.is_set()
         assert last_activity() == opened
     finally:

@@ -8,13 +8,16 @@ import asyncio
 import logging
 from types import SimpleNamespace
 
+import pytest
 from jupyterhub import orm as hub_orm
 from sqlalchemy import create_engine, event
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from uws_hub.apihandlers import events as events_module
 from uws_hub.apihandlers.base import UWSAPIHandler
 from uws_hub.apihandlers.events import EventFilter, EventStreamMixin
+from uws_hub.events.bus import EventBus
 
 
 class _Recheck:
@@ -52,7 +55,7 @@ def test_a_recheck_that_meets_a_database_error_ends_its_stream_and_rolls_the_ses
 class _Stream(EventStreamMixin):
     def __init__(self, db, sharing):
         self.db = db
-        self.settings = {"uws": SimpleNamespace(sharing=sharing)}
+        self.settings = {"uws": SimpleNamespace(sharing=sharing, stream_recheck_seconds=10.0)}
 
     def get_scope_filter(self, scope):
         return lambda owner, kind: kind == "user" and owner.name == "alice"
@@ -82,3 +85,70 @@ def test_the_acceptor_finds_an_owner_the_hub_session_does_not_hold_from_its_afte
     hub_db.commit()
     assert seen == [True, False]
     hub_db.close()
+
+
+@pytest.mark.parametrize("seconds", [0.0, -1.0, float("nan")])
+def test_a_stream_recheck_interval_that_is_not_positive_is_refused(seconds):
+    """0 would make every open stream recheck in a busy loop, a negative interval the same."""
+    from traitlets import TraitError
+
+    from uws_hub.app import UWSHub
+
+    assert UWSHub().stream_recheck_seconds == 10.0
+    with pytest.raises(TraitError):
+        UWSHub(stream_recheck_seconds=seconds)
+
+
+class _Watched:
+    """A handler's :meth:`UWSAPIHandler.watch_caller` over a bus, whose caller changed."""
+
+    watch_caller = UWSAPIHandler.watch_caller
+
+    def __init__(self, every: float):
+        self.uws = SimpleNamespace(stream_recheck_seconds=every, events=EventBus(logging.getLogger("test.recheck")))
+        self.asked = 0
+
+    async def caller_unchanged(self) -> bool:
+        self.asked += 1
+        return False
+
+
+def test_a_stream_asks_again_at_the_configured_interval():
+    """``UWSHub.stream_recheck_seconds`` is the streams' interval (failed before: they asked
+    every 10 s whatever was configured, and the wait below ran out)."""
+
+    async def main() -> _Watched:
+        handler = _Watched(0.05)
+        sub = handler.uws.events.subscribe(lambda event: True)
+        handler.watch_caller(sub)
+        await asyncio.wait_for(sub.closed.wait(), 5)
+        return handler
+
+    handler = asyncio.run(main())
+    assert handler.asked == 1 and handler.caller_changed
+
+
+def test_what_a_stream_learnt_about_owners_expires_at_the_configured_interval(monkeypatch):
+    """The acceptor forgets whose workspaces its caller may read as often as the caller is
+    rechecked (failed before: it kept the answer 10 s whatever was configured)."""
+    engine = create_engine("sqlite://")
+    hub_orm.Base.metadata.create_all(engine)
+    with Session(bind=engine) as setup:
+        setup.add(hub_orm.User(name="alice"))
+        setup.commit()
+        alice_id = setup.query(hub_orm.User.id).filter_by(name="alice").scalar()
+    sharing = SimpleNamespace(version=0, lookup_session=lambda: Session(bind=engine))
+    stream = _Stream(Session(bind=engine), sharing)
+    stream.settings["uws"].stream_recheck_seconds = 1.0
+    readable = {"alice"}
+    stream.get_scope_filter = lambda scope: lambda owner, kind: kind == "user" and owner.name in readable
+    now = [1000.0]
+    monkeypatch.setattr(events_module.time, "monotonic", lambda: now[0])
+    accept = stream.acceptor(EventFilter(None, None, None))
+    event = {"owner_id": alice_id, "workspace_id": None, "job_id": None}
+    assert accept(event)
+    readable.clear()  # alice left the group the caller's scope names
+    now[0] += 0.5
+    assert accept(event), "asked again before the interval"
+    now[0] += 1.0
+    assert not accept(event)

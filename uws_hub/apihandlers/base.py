@@ -31,10 +31,6 @@ from ..services import Services
 
 M = TypeVar("M", bound=BaseModel)
 
-#: longest a long request (an event stream, a followed log, a blocking UWS ``GET``)
-#: goes on with what it found out about its caller (and about shares) without asking again
-RECHECK_SECONDS = 10.0
-
 #: ``UWS-Authorization: Token <token>``, the header of the older HuBMAP workspaces server
 UWS_AUTH_HEADER = "UWS-Authorization"
 _uws_auth_pat = re.compile(r"^(?:token|bearer)\s+([^\s]+)$", flags=re.IGNORECASE)
@@ -140,7 +136,7 @@ class UWSAPIHandler(APIHandler):
         began, with the same scopes.
 
         JupyterHub authenticates a request once, at its start; a stream lasts as long as
-        its reader wants, so it asks again every :data:`RECHECK_SECONDS`, through
+        its reader wants, so it asks again every ``UWSHub.stream_recheck_seconds``, through
         JupyterHub's own lookup (token, then cookie, and the login's refresh): a token
         deleted or expired, a user deleted or disabled or whose login expired, roles, groups or the admin
         flag changed, and the answer is False: the stream ends, and its reader, who
@@ -180,14 +176,16 @@ class UWSAPIHandler(APIHandler):
 
     def watch_caller(self, sub: Subscription) -> None:
         """End ``sub`` once its caller changed (:meth:`caller_unchanged`, asked every
-        :data:`RECHECK_SECONDS` while it is open), with what it queued meanwhile:
+        ``UWSHub.stream_recheck_seconds`` while it is open), with what it queued meanwhile:
         whoever lost a grant gets nothing more through it. ``caller_changed`` then says why
         it ended."""
+
+        every = self.uws.stream_recheck_seconds
 
         async def watch() -> None:
             while not sub.closed.is_set():
                 try:
-                    await asyncio.wait_for(sub.closed.wait(), RECHECK_SECONDS)
+                    await asyncio.wait_for(sub.closed.wait(), every)
                     return
                 except TimeoutError:
                     pass

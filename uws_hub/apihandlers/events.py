@@ -8,7 +8,7 @@ resume after ``last_event_id`` (or the ``Last-Event-ID`` header that
 EventSource sends when it reconnects): missed events are replayed from the
 database, then the stream goes live, with no gap and no repeats. A stream whose
 caller changed (token deleted, user deleted, roles or admin flag changed) ends
-within ``RECHECK_SECONDS``; the reader reconnects and is authorized afresh.
+within ``UWSHub.stream_recheck_seconds``; the reader reconnects and is authorized afresh.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from ..errors import BadRequest
 from ..events.bus import Subscription, event_model
 from ..orm import Event
 from ..scopes import READ_WORKSPACES, requires
-from .base import RECHECK_SECONDS, UWSAPIHandler, parse_id
+from .base import UWSAPIHandler, parse_id
 
 REPLAY_BATCH = 500
 #: kernel send buffer of a stream's socket: with the per-subscriber queue, what
@@ -78,13 +78,14 @@ class EventStreamMixin(_StreamBase):
 
         What the caller's scopes allow is cached per owner, and what shares
         allow per workspace until the shares change (``sharing.version``), both
-        for at most ``RECHECK_SECONDS`` (group membership, which scope filters
+        for at most ``UWSHub.stream_recheck_seconds`` (group membership, which scope filters
         and shares with groups name, can change without uws-hub knowing); the
         scopes themselves are checked as often (:meth:`UWSAPIHandler.watch_caller`).
         """
         visible: dict[int, tuple[float, bool]] = {}
         shared: dict[int, tuple[int, float, bool]] = {}
         sharing = self.settings["uws"].sharing
+        every = self.settings["uws"].stream_recheck_seconds
 
         def accept(event: dict) -> bool:
             if not self._matches(f, event):
@@ -92,7 +93,7 @@ class EventStreamMixin(_StreamBase):
             now = time.monotonic()
             owner_id = event["owner_id"]
             seen = visible.get(owner_id)
-            if seen is None or now - seen[0] > RECHECK_SECONDS:
+            if seen is None or now - seen[0] > every:
                 # events are published from the hub session's after-commit hook, where that
                 # session cannot query (an owner it does not hold would raise): look the
                 # owner up, as the shares below, in a session of its own
@@ -105,7 +106,7 @@ class EventStreamMixin(_StreamBase):
             if ws_id is None:
                 return False
             cached = shared.get(ws_id)
-            if cached is None or cached[0] != sharing.version or now - cached[1] > RECHECK_SECONDS:
+            if cached is None or cached[0] != sharing.version or now - cached[1] > every:
                 with sharing.lookup_session() as db:
                     allowed = access.shared_may(self, READ_WORKSPACES, ws_id, db=db)
                 cached = shared[ws_id] = (sharing.version, now, allowed)

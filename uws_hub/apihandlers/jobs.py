@@ -21,7 +21,7 @@ from ..orm import Job
 from ..scopes import LAUNCH_JOBS, READ_WORKSPACES, WRITE_WORKSPACES, requires
 from ..states import JobStatus
 from ..workspaces.listing import owned_by
-from .base import RECHECK_SECONDS, UWSAPIHandler, parse_id
+from .base import UWSAPIHandler, parse_id
 
 #: how often a follow of a log looks for more
 FOLLOW_INTERVAL_SECONDS = 0.5
@@ -164,7 +164,7 @@ class JobLogStreamAPIHandler(JobLogMixin):
     (its ``id`` the byte offset after them, so a reconnection resumes there); an ``end``
     event with the job's status once it ended and everything was sent.
 
-    Who may read it is asked again every ``RECHECK_SECONDS`` (the caller, as the event
+    Who may read it is asked again every ``UWSHub.stream_recheck_seconds`` (the caller, as the event
     streams do, and the rule for the log): a follow of a job that runs for days ends
     once its reader lost the right to it."""
 
@@ -182,14 +182,15 @@ class JobLogStreamAPIHandler(JobLogMixin):
         job_pk = job.id
         idle = 0.0
         loop = asyncio.get_running_loop()
-        recheck = loop.time() + RECHECK_SECONDS
+        every = self.uws.stream_recheck_seconds
+        recheck = loop.time() + every
         try:
             self.write(": following\n\n")
             await self.flush()
             while True:
                 current = Job.find(self.db, job_pk)
                 if loop.time() >= recheck:
-                    recheck = loop.time() + RECHECK_SECONDS
+                    recheck = loop.time() + every
                     if not await self.caller_unchanged() or (
                         current is not None and not access.may_read_job_output(self, current)
                     ):
