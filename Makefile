@@ -80,7 +80,12 @@ $(VENV)/.docs-installed: setup.cfg $(VENV)/.installed
 # database), servers on subdomains (test_subdomains.py: JupyterHub's host routes
 # and the single-user servers' guard, as test_server_access.py) and HuBMAP's Globus
 # token exchange (test_hubmap_globus.py: the authenticator's protocol, as
-# test_auth_oidc.py; the HuBMAP API itself stays, test_hubmap.py) (PG_SKIP),
+# test_auth_oidc.py; the HuBMAP API itself stays, test_hubmap.py), and what
+# jobs do to each other's files as system accounts (test_editors_run_code.py,
+# test_isolation.py: processes, permissions and groups the kernel decides; the
+# rules that let a launch or a file request in, and the queries that find an
+# editor's jobs, are test_sharing.py's, test_editor_launches.py's, test_files.py's
+# and test_fuzz.py's, which stay) (PG_SKIP),
 # and the fuzzer as a stranger and as an admin (PG_DESELECT: who may do what is
 # decided by scopes in Python, the same on both databases; the owner's two fuzz
 # runs, which reach every handler's queries with generated values, stay).
@@ -106,7 +111,8 @@ test-sqlite:
 
 PG_SKIP := test_proxy.py test_proxies.py test_server_access.py test_files_safety.py \
            test_auth_ldap.py test_auth_oidc.py test_auth_remote.py test_lifecycle.py \
-           test_spawn_limits.py test_port_squatting.py test_subdomains.py test_hubmap_globus.py
+           test_spawn_limits.py test_port_squatting.py test_subdomains.py test_hubmap_globus.py \
+           test_editors_run_code.py test_isolation.py
 
 PG_DESELECT := not test_fuzz_as_stranger and not test_fuzz_as_admin
 
