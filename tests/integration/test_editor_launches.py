@@ -640,6 +640,10 @@ def test_an_editors_own_processes_never_hold_the_workspaces_group_and_outlive_th
         ehub.api("DELETE", f"workspaces/{ws['id']}/shares/{ws['share_id']}", alice, expect=200)
         wait_for(lambda: daemon not in processes_in_group(gid), 30, what="the daemon's end")
         assert login.poll() is None
+        # shared no more, its group stays (the owner's jobs get it): with the owner as its
+        # member, as a hub before this one left it, until the next share sync
+        subprocess.run(["gpasswd", "-M", OWNER, ws["group"]], check=True, capture_output=True)
+        wait_for(lambda: grp.getgrgid(gid).gr_mem == [], 30, what="the group's members to go")
         # the workspace deleted: every process with its group goes, and still not her login
         ehub.api("DELETE", f"workspaces/{ws['id']}", alice, expect=202)
         wait_for(lambda: ws["group"] not in {g.gr_name for g in grp.getgrall()}, 60, what="the group's end")

@@ -567,17 +567,21 @@ class ShareService:
         self.version += 1
         if self.posix_group_prefix is None:
             return
-        for ws_id in grants:
-            await self.apply_posix(grants[ws_id][0].workspace)
+        prefix = self.posix_group_prefix
         existing = {ws_id for (ws_id,) in self.db.execute(select(Workspace.id))}
-        names = await asyncio.to_thread(posixgroups.groups_with_prefix, self.posix_group_prefix)
+        # the shared workspaces' groups, and those of workspaces no longer shared (whose
+        # members a hub before this one may have left: the owner)
+        grouped = {int(n[len(prefix) :]) for n in await asyncio.to_thread(posixgroups.groups_with_prefix, prefix)}
+        for ws_id in sorted(set(grants) | (grouped & existing)):
+            if (workspace := self.db.get(Workspace, ws_id)) is not None:  # (unless deleted meanwhile)
+                await self.apply_posix(workspace)
+        names = await asyncio.to_thread(posixgroups.groups_with_prefix, prefix)
         for name in names:
-            if int(name[len(self.posix_group_prefix) :]) not in existing:
+            if int(name[len(prefix) :]) not in existing:
                 await self._delete_group(name, "its workspace is gone")
         # one scan of the processes for every group: whoever lost a group in a way the
         # hub did not see (a hub stopped before its kill), but not while former editors'
         # jobs are being stopped (the worker's kill follows their end)
-        prefix = self.posix_group_prefix
         ids = [int(n[len(prefix) :]) for n in names]
         lost = self._lost_launchers_jobs(ids)
         async with self._posix_lock:
