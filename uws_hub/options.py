@@ -39,11 +39,14 @@ class SharingOptions(HasTraits):
         config=True,
         help="""Prefix of the POSIX group of each workspace shared with editors: ``<prefix><workspace id>``.
 
-        Only with ``system_users``: the hub creates the group (``groupadd``),
-        makes the editors' accounts its members (``gpasswd -M``), and hands
-        the workspace's directory tree to it with group read/write, setgid
-        directories and a default ACL, so files written by any member stay
-        shared. Groups with this prefix and a number that is no workspace's
+        Only with ``system_users``: the hub creates the group (``groupadd``)
+        and hands the workspace's directory tree to it with group read/write,
+        setgid directories and a default ACL, so files written by any job
+        there stay shared. No account is a member (the hub empties it with
+        ``gpasswd -M ""``, also the members earlier versions added): the hub
+        gives the group to the jobs it starts in the workspace for its owner
+        or an editor, and to nothing else, so editors reach it through the
+        hub, not their own logins. Groups with this prefix and a number that is no workspace's
         id are deleted by the hub: keep it unique to uws-hub (and to each hub
         on a machine). At most 32 characters with the id.
         """,
@@ -59,8 +62,8 @@ class SharingOptions(HasTraits):
         uws-hub's back (a group's members, a role edited by hand), and stops
         the jobs of users who are no longer editors of the workspace they
         launched them in (they left a group that is an editor), and kills the
-        processes that hold a workspace's POSIX group and whose account is no
-        longer its member (one scan of ``/proc``).
+        processes that hold a workspace's POSIX group and run as neither its
+        owner nor a current editor (one scan of ``/proc``).
         """,
     )
 

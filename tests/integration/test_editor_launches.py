@@ -1,6 +1,8 @@
 """Jobs an editor launches run as the editor's own account, for real.
 
-A shared workspace has a POSIX group (the owner and its editors); a job runs
+A shared workspace has a POSIX group, which the hub gives to the jobs of its owner
+and editors there (no account is its member: an editor's own login does not reach
+the workspace, and a revocation kills none of its processes); a job runs
 as the system account of whoever launched it (``launcher``): the editor's
 batch job reports the editor's name and the workspace's group, writes files
 the owner's next job reads and changes, and the owner's jobs (and an admin's
@@ -599,6 +601,57 @@ def test_a_revoked_editors_leftover_process_from_a_server_is_killed(ehub):
         wait_for(lambda: not processes_in_group(gids[0]), 60, what="the group's processes' end")
     finally:
         clean_up(*gids)
+
+
+def as_login(name: str, argv: list[str], **kwargs) -> subprocess.Popen:
+    """``argv`` run as account ``name`` with its groups, as an ssh login or cron would."""
+    account = pwd.getpwnam(name)
+    groups = os.getgrouplist(name, account.pw_gid)
+    return subprocess.Popen(argv, user=account.pw_uid, group=account.pw_gid, extra_groups=groups, **kwargs)
+
+
+def test_an_editors_own_processes_never_hold_the_workspaces_group_and_outlive_the_revocation(ehub):
+    """Sharing a workspace as editor made the editor's account a member of its group, so
+    everything the editor started outside the hub afterwards (an ssh login, cron, a SLURM
+    job of their own) held it, and revoking the share (or lowering it, or deleting the
+    workspace) SIGKILLed those processes: a login session was killed. The group is the
+    hub's jobs' only: the editor's login neither holds it nor writes in the workspace, and
+    outlives the revocation, while what the editor's job left behind goes with it; the
+    owner's login changes what the editor's job wrote."""
+    alice = ehub.tokens[OWNER]
+    ws = shared_workspace(ehub)
+    gid = grp.getgrnam(ws["group"]).gr_gid
+    directory = ehub.workspaces_root / OWNER / ws["slug"]
+    login = as_login(EDITOR, ["sleep", "1000"])
+    try:
+        assert grp.getgrgid(gid).gr_mem == []
+        assert gid not in proc_ids(str(login.pid))[1]
+        denied = as_login(EDITOR, ["sh", "-c", f"echo x > {directory}/login.txt"], stderr=subprocess.PIPE, text=True)
+        assert denied.wait(timeout=30) != 0 and "Permission denied" in denied.stderr.read()
+        # her job there has the group: it writes, group-writable, and the owner's login changes it
+        job, lines = finished(ehub, run(ehub, ws, EDITOR))
+        assert job["status"] == "completed" and ws["group"] in lines[1].split(), lines
+        note = directory / "note.txt"
+        assert (os.stat(note).st_gid, os.stat(note).st_mode & 0o060) == (gid, 0o060)
+        assert as_login(OWNER, ["sh", "-c", f"echo by alice >> {note}"]).wait(timeout=30) == 0
+        assert note.read_text() == f"{EDITOR} was here\nby alice\n"
+        # revoked: the process her server left goes, her login stays
+        _, daemon = editors_daemon(ehub, ws)
+        ehub.api("DELETE", f"workspaces/{ws['id']}/shares/{ws['share_id']}", alice, expect=200)
+        wait_for(lambda: daemon not in processes_in_group(gid), 30, what="the daemon's end")
+        assert login.poll() is None
+        # shared no more, its group stays (the owner's jobs get it): with the owner as its
+        # member, as a hub before this one left it, until the next share sync
+        subprocess.run(["gpasswd", "-M", OWNER, ws["group"]], check=True, capture_output=True)
+        wait_for(lambda: grp.getgrgid(gid).gr_mem == [], 30, what="the group's members to go")
+        # the workspace deleted: every process with its group goes, and still not her login
+        ehub.api("DELETE", f"workspaces/{ws['id']}", alice, expect=202)
+        wait_for(lambda: ws["group"] not in {g.gr_name for g in grp.getgrall()}, 60, what="the group's end")
+        assert login.poll() is None
+    finally:
+        login.kill()
+        login.wait()
+        clean_up(gid)
 
 
 def test_a_revoked_editors_leftover_process_that_looks_ended_is_killed(ehub):

@@ -5,7 +5,8 @@ server receives.
 - collaborate: an editor (a user) and a viewer (through a hub group) reach the
   owner's running JupyterLab through the proxy with their tokens and read
   (only its launcher, the owner, writes there); the editor writes through the
-  hub, and on disk the editor's account writes too;
+  hub (and the hub's jobs), not as their account outside it: the workspace's POSIX
+  group has no members;
   revoking refuses them at once (the hub) and at the server's next check
   (``server_auth_cache_seconds``);
 - copy: accept gives an independent workspace with the same files, owned by
@@ -174,14 +175,17 @@ def test_collaborate_editor_and_group_viewer(shub, lab, smtp):
     assert shub.request("POST", f"{server}/api/kernels", carol, json={}).status_code == 403
     assert not (directory / "lab-carol.txt").exists()
 
-    # on disk: the workspace's POSIX group holds the editor; files stay group-writable
+    # on disk: the workspace's POSIX group, group-writable, has no members: the hub gives
+    # it to its jobs there (tests/integration/test_editor_launches.py), and the editor's
+    # own login does not reach the workspace
     st = os.stat(directory)
     assert st.st_mode & 0o2070 == 0o2070
-    r = run_as("uwsbob", "sh", "-c", f"echo from bob > {directory}/disk-bob.txt && cat {directory}/from-bob.txt")
-    assert r.returncode == 0 and r.stdout == "bob was here", r.stderr
-    r = run_as("uwsalice", "sh", "-c", f"echo and alice >> {directory}/disk-bob.txt")
+    assert grp.getgrgid(st.st_gid).gr_mem == []
+    r = run_as("uwsbob", "sh", "-c", f"echo from bob > {directory}/disk-bob.txt")
+    assert r.returncode != 0 and "Permission denied" in r.stderr
+    r = run_as("uwsalice", "sh", "-c", f"echo and alice >> {directory}/from-bob.txt")
     assert r.returncode == 0, r.stderr
-    assert (directory / "disk-bob.txt").read_text() == "from bob\nand alice\n"
+    assert (directory / "from-bob.txt").read_text() == "bob was hereand alice\n"
     assert pwd.getpwuid(os.stat(directory / "from-bob.txt").st_uid).pw_name == "uwsalice"
     r = run_as("uwscarol", "ls", str(directory))
     assert r.returncode != 0 and "Permission denied" in r.stderr
@@ -257,7 +261,8 @@ def test_a_new_workspace_and_job_never_get_a_deleted_ones_id(shub, group_prefix)
     old = new_workspace(shub, alice)
     shub.api("POST", f"workspaces/{old['id']}/shares", alice, json={"user": "uwsbob", "level": "editor"}, expect=201)
     old_group = f"{group_prefix}{old['id']}"
-    wait_for(lambda: "uwsbob" in grp.getgrnam(old_group).gr_mem, 10, what="bob in the workspace's group")
+    old_dir = shub.workspaces_root / "uwsalice" / old["slug"]
+    wait_for(lambda: os.stat(old_dir).st_gid == grp.getgrnam(old_group).gr_gid, 10, what="the workspace's group")
     old_jobs = []
     for _ in range(2):
         job = shub.api("POST", f"workspaces/{old['id']}/jobs", alice, json={"job_type": "minimal"}, expect=202)
@@ -324,12 +329,12 @@ def test_share_requests_are_checked(shub):
     assert shub.request("GET", "share-recipients", alice).status_code == 400
 
 
-def test_an_owner_renamed_after_a_system_account_is_not_put_in_the_workspaces_group(shub, group_prefix):
-    """A user admin renames a workspace's owner (JupyterHub's ``PATCH /users``) to ``daemon``:
-    the owner's name went to ``gpasswd -M`` unchecked, so the next change of the editors
-    made the system account ``daemon`` a member of the workspace's group (its files, group
-    writable); a name with no account made ``gpasswd`` fail, revoked editors kept in. The
-    owner is checked as the editors are (``SystemAccounts``): left out, saying why."""
+def test_a_workspaces_group_never_has_members_even_after_an_owners_rename(shub, group_prefix):
+    """Editors' accounts were members of a workspace's group (``gpasswd -M``), which gave the
+    group to every process of theirs outside the hub. The group has no members, and one a
+    hub before this one filled is emptied at the next change. A user admin renaming the
+    owner (JupyterHub's ``PATCH /users``) to ``daemon`` made the system account ``daemon``
+    a member of the group (its files, group writable); it stays out, as everyone does."""
     name = f"uwso{uuid.uuid4().hex[:6]}"
     subprocess.run(["useradd", "--no-create-home", name], check=True)
     try:
@@ -338,11 +343,14 @@ def test_an_owner_renamed_after_a_system_account_is_not_put_in_the_workspaces_gr
         shares = f"workspaces/{ws['id']}/shares"
         shub.api("POST", shares, owner, json={"user": "uwsbob", "level": "editor"}, expect=201)
         group = f"{group_prefix}{ws['id']}"
-        wait_for(lambda: sorted(grp.getgrnam(group).gr_mem) == sorted([name, "uwsbob"]), 10, what="the group")
+        directory = shub.workspaces_root / name / ws["slug"]
+        wait_for(lambda: os.stat(directory).st_gid == grp.getgrnam(group).gr_gid, 10, what="the group")
+        assert grp.getgrnam(group).gr_mem == []
+        # what a hub before this one made of it
+        subprocess.run(["gpasswd", "-M", f"{name},uwsbob", group], check=True, capture_output=True)
         shub.api("PATCH", f"users/{name}", json={"name": "daemon"}, expect=200)
         shub.api("POST", shares, owner, json={"user": "uwscarol", "level": "editor"}, expect=201)
-        wait_for(lambda: "uwscarol" in grp.getgrnam(group).gr_mem, 10, what="carol in the group")
-        assert sorted(grp.getgrnam(group).gr_mem) == ["uwsbob", "uwscarol"]
+        wait_for(lambda: grp.getgrnam(group).gr_mem == [], 10, what="the group's members to go")
         shub.api("DELETE", "users/daemon", expect=204)
     finally:
         subprocess.run(["userdel", name], check=False)

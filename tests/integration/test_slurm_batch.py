@@ -141,7 +141,8 @@ def test_an_editors_job_runs_as_the_editor_on_slurm(make_hub, group_prefix):
     hub = make_hub(config() + f"c.UWSHub.share_posix_group_prefix = {group_prefix!r}\n")
     alice, bob = hub.add_user("uwsalice"), hub.add_user("uwsbob")
     # a job of bob's own first: SLURM now holds his groups in its cache (GroupUpdateTime),
-    # from before he is in the shared workspace's group
+    # from before the shared workspace's group exists (he is never its member: the hub
+    # gives it to his jobs there)
     own = hub.api("POST", "workspaces", bob, json={"name": f"own {uuid.uuid4().hex[:8]}"}, expect=201)
     assert finish(hub, bob, submit(hub, bob, own, "exit", code=0))["status"] == "completed"
     shared = hub.api("POST", "workspaces", alice, json={"name": f"shared {uuid.uuid4().hex[:8]}"}, expect=201)
@@ -153,7 +154,8 @@ def test_an_editors_job_runs_as_the_editor_on_slurm(make_hub, group_prefix):
     assert slurmutil.job_info(done["resource_id"])["user"] == "uwsbob"
     report = hub.request("GET", done["results"][0]["url"], alice).json()
     assert report["uid"] == pwd.getpwnam("uwsbob").pw_uid
-    assert grp.getgrnam(f"{group_prefix}{shared['id']}").gr_gid in report["gids"]
+    group = grp.getgrnam(f"{group_prefix}{shared['id']}")
+    assert group.gr_gid in report["gids"] and group.gr_mem == []
     results = hub.workspaces_root / "uwsalice" / shared["slug"] / "results" / str(done["id"])
     assert os.stat(results).st_uid == pwd.getpwnam("uwsbob").pw_uid
     # the owner's job there still runs as the owner

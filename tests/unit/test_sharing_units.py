@@ -5,6 +5,7 @@ servers' environment and the OAuth client scopes."""
 from __future__ import annotations
 
 import asyncio
+import grp
 import json
 import logging
 import os
@@ -207,6 +208,31 @@ def test_kill_strays_kills_who_holds_a_group_unallowed_and_no_one_else():
             p.wait()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="making groups takes root")
+def test_a_job_gets_its_workspaces_group_without_membership_and_no_other_workspaces():
+    """No account is a member of a workspace's group: a job in the workspace gets it from
+    the hub (its launch is authorized), and never another workspace's, even one the
+    account was made a member of (by a hub before this one, or by hand)."""
+    import uuid
+
+    from uws_hub.spawners.localjob import job_groups
+
+    prefix = f"uwsu{uuid.uuid4().hex[:6]}-"
+    account = pwd.getpwnam("nobody")
+    try:
+        subprocess.run(["groupadd", f"{prefix}1"], check=True)
+        subprocess.run(["groupadd", "-U", "nobody", f"{prefix}2"], check=True)
+        own, other = (grp.getgrnam(f"{prefix}{i}").gr_gid for i in (1, 2))
+        assert other in os.getgrouplist("nobody", account.pw_gid)
+        assert own in job_groups(account, prefix, 1) and other not in job_groups(account, prefix, 1)
+        assert own not in job_groups(account, prefix, 3) and other not in job_groups(account, prefix, 3)
+        # a member of its own: given once
+        assert job_groups(account, prefix, 2).count(other) == 1
+    finally:
+        for i in (1, 2):
+            subprocess.run(["groupdel", f"{prefix}{i}"], check=False, capture_output=True)
+
+
 def test_quota_periods_and_formats():
     now = datetime(2026, 11, 25, 13, 45)  # a Wednesday
     assert period_start(now, "day") == datetime(2026, 11, 25)
@@ -321,7 +347,8 @@ class _Asyncio:
 
 def strays_service(monkeypatch, running, kill):
     """A share service whose strays worker sees ``running(ws_id)`` as the former editors'
-    unfinished jobs and kills through ``kill(names)``, on a clock that each look moves 20 s."""
+    unfinished jobs and kills through ``kill(names)`` (the groups' names: who may hold them
+    is the shares' business), on a clock that each look moves 20 s."""
     from types import SimpleNamespace
 
     from uws_hub.sharing import collaborate
@@ -340,7 +367,8 @@ def strays_service(monkeypatch, running, kill):
         db, None, None, None, logging.getLogger("test.strays"), posix_group_prefix="uws-ws-", stopping_timeout=100
     )
     service._lost_launchers_jobs = looked
-    service._kill_strays = kill
+    service._allowed_by_group = lambda ws_ids: {f"uws-ws-{ws_id}": set() for ws_id in ws_ids}
+    service._kill_strays = lambda allowed: kill(sorted(allowed))
     return service, fake_asyncio
 
 

@@ -24,13 +24,14 @@ startup and every ``UWSHub.share_sync_interval`` seconds:
   (:func:`role_specs`). Roles are granted to users directly rather than
   through a hub group of the workspace's own, because authenticators with
   ``manage_groups`` replace a user's groups at every login.
-- With ``UWSHub.system_users``, a POSIX group per workspace whose members are
-  the editors (:mod:`uws_hub.sharing.posixgroups`).
+- With ``UWSHub.system_users``, a POSIX group per workspace, with no members:
+  the hub gives it to the jobs of the owner and the editors in the workspace
+  (:mod:`uws_hub.sharing.posixgroups`).
 
 Revoking deletes the share, re-makes the roles (so the hub refuses the grantee
 at once), deletes the grantee's OAuth tokens for the workspace's server,
-empties the POSIX group of them and kills their processes that still hold it
-(whatever started them: a daemon left by a terminal of their server). A server that is already open asks the hub
+and kills their processes that still hold the workspace's POSIX group (whatever
+started them: a daemon left by a terminal of their server). A server that is already open asks the hub
 again within ``UWSHub.server_auth_cache_seconds`` (see :mod:`uws_hub.serverconfig`).
 """
 
@@ -66,12 +67,12 @@ from ..states import (
 from . import posixgroups
 
 LEVELS = tuple(level.value for level in ShareLevel)
-#: how often the worker that kills former members' processes looks whether their jobs ended,
+#: how often the worker that kills former editors' processes looks whether their jobs ended,
 #: at first: each look that finds them still running doubles the wait, up to the most
 STRAYS_POLL_SECONDS = 0.5
 STRAYS_POLL_MAX_SECONDS = 10.0
 #: how long past a job's stop timeout (when a stop that did not end is marked failed) the
-#: worker waits for former members' jobs that still look unfinished: then it kills anyway
+#: worker waits for former editors' jobs that still look unfinished: then it kills anyway
 STRAYS_MARGIN_SECONDS = 30.0
 
 
@@ -152,7 +153,9 @@ class ShareService:
         #: bumped on every change of who may see what (event stream caches compare it)
         self.version = 0
         self._posix_lock = asyncio.Lock()
-        #: workspaces whose groups lost members: their processes go (:meth:`kill_strays_worker`)
+        #: workspace id -> the uids allowed to hold its group when it was last applied
+        self._allowed: dict[int, set[int]] = {}
+        #: workspaces whose groups lost allowed accounts: their processes go (:meth:`kill_strays_worker`)
         self._strays: set[int] = set()
         self._strays_wake = asyncio.Event()
 
@@ -359,8 +362,9 @@ class ShareService:
             },
         )
 
-    def _posix_plan(self, ws: Workspace) -> tuple[str, list[str]] | None:
-        """(group name, members) for the workspace, or None when there are no POSIX groups."""
+    def _posix_plan(self, ws: Workspace) -> tuple[str, set[int]] | None:
+        """(group name, uids of the accounts allowed to hold it: the owner's and the
+        editors') for the workspace, or None when there are no POSIX groups."""
         if self.posix_group_prefix is None:
             return None
         editors = self.effective_users(ws.id, editors_only=True) - {ws.owner_id}
@@ -368,42 +372,55 @@ class ShareService:
             return None
         # the owner's name is checked as the editors' are: it may have changed since the
         # workspace was made (JupyterHub renames users), to a system account's or to none
-        # (gpasswd would fail, and revoked editors stay members)
-        members = []
+        allowed = set()
         for role, uid in [("owner", ws.owner_id), *(("editor", uid) for uid in sorted(editors))]:
             name = self.db.get_one(hub_orm.User, uid).name
             try:
-                self.accounts.owner(name)
+                account = self.accounts.owner(name)
             except Conflict as e:
-                self.log.warning("Workspace %s: %s %s not in its group: %s", ws.id, role, name, e)
+                self.log.warning("Workspace %s: %s %s may not hold its group: %s", ws.id, role, name, e)
                 continue
-            members.append(name)
-        return posixgroups.group_name(self.posix_group_prefix, ws.id), members
+            if account.uid is not None:
+                allowed.add(account.uid)
+        return posixgroups.group_name(self.posix_group_prefix, ws.id), allowed
 
     async def apply_posix(self, ws: Workspace) -> None:
-        """Apply the workspace's POSIX group (editors' accounts, group-shared tree)."""
+        """Apply the workspace's POSIX group (a group-shared tree, no members); when an
+        account lost the right to hold it, its processes that still do go."""
         plan = self._posix_plan(ws)
         if plan is None:
             return
-        name, members = plan
+        name, allowed = plan
         directory = ws.directory
         async with self._posix_lock:
-            changed = await asyncio.to_thread(self._apply_posix, name, members, directory)
-        if changed:
-            # who left it keeps it in every process they run (their write access): those go
+            await asyncio.to_thread(self._apply_posix, name, directory)
+        before = self._allowed.get(ws.id)
+        self._allowed[ws.id] = allowed
+        if before is None or before - allowed:
+            # who lost it keeps it in every process a job of theirs left (their write
+            # access): those go (the first time since the hub started, whoever lost it
+            # while the hub was not looking)
             self._strays.add(ws.id)
             self._strays_wake.set()
 
-    def _apply_posix(self, name: str, members: list[str], directory: str) -> bool:
-        """Returns whether the group's members changed."""
+    def _apply_posix(self, name: str, directory: str) -> None:
         gid = posixgroups.ensure_group(name)
         if os.path.isdir(directory) and not posixgroups.is_shared(directory, gid):
             self.log.info("Sharing %s with POSIX group %s", directory, name)
             posixgroups.share_tree(directory, gid, self.log)
-        if posixgroups.set_members(name, members):
-            self.log.info("POSIX group %s: members %s", name, members)
-            return True
-        return False
+        if posixgroups.clear_members(name):
+            self.log.info("POSIX group %s: members removed (the hub gives it to jobs only)", name)
+
+    def _allowed_by_group(self, ws_ids: Iterable[int]) -> dict[str, set[int]]:
+        """Group name -> the uids allowed to hold it, for those of ``ws_ids`` that have a
+        group (from the shares: :meth:`_posix_plan`)."""
+        allowed = {}
+        for ws_id in ws_ids:
+            ws = self.db.get(Workspace, ws_id)
+            plan = self._posix_plan(ws) if ws is not None else None
+            if plan is not None:
+                allowed[plan[0]] = plan[1]
+        return allowed
 
     def _lost_launchers_jobs(self, ws_ids: Iterable[int]) -> dict[int, list[int]]:
         """For each of ``ws_ids`` that has some, the ids of its jobs launched by who is no
@@ -432,8 +449,8 @@ class ShareService:
         return lost
 
     async def kill_strays_worker(self) -> None:
-        """Kill the processes that hold the group of a workspace whose group lost members
-        and run as no member, once the jobs of its former editors have ended (their stop,
+        """Kill the processes that hold the group of a workspace whose group some account
+        may no longer hold and run as no account allowed to (its owner, its editors), once the jobs of its former editors have ended (their stop,
         not this kill, ends them: as a stop, not as a failure). A process left behind by a
         server (a terminal's ``setsid … &``) outlives the server's stop and the orphan
         sweep, and kept the group, and so write access, after its account's access ended.
@@ -442,7 +459,7 @@ class ShareService:
         for ``strays_wait_seconds`` at most, then its workspace's strays are killed anyway,
         with a warning naming it. While jobs run, the looks grow further apart (from
         :data:`STRAYS_POLL_SECONDS` to :data:`STRAYS_POLL_MAX_SECONDS`; a workspace that
-        loses members again starts over)."""
+        loses an editor again starts over)."""
         prefix = self.posix_group_prefix
         if prefix is None:
             return
@@ -486,28 +503,29 @@ class ShareService:
                     ready.add(ws_id)
             if ready:
                 async with self._posix_lock:
-                    names = [posixgroups.group_name(prefix, ws_id) for ws_id in sorted(ready)]
-                    await asyncio.to_thread(self._kill_strays, names)
-                    # under the lock: a group that loses members once it is free is looked at again
+                    await asyncio.to_thread(self._kill_strays, self._allowed_by_group(sorted(ready)))
+                    # under the lock: a group that loses an account once it is free is looked at again
                     self._strays -= ready
                 for ws_id in ready:
                     waiting.pop(ws_id, None)
         except Exception:
             self.db.rollback()
-            self.log.exception("Killing the processes of former members of workspace groups failed")
+            self.log.exception("Killing the processes of former editors holding workspace groups failed")
 
-    def _kill_strays(self, names: list[str]) -> None:
-        """Kill the processes holding these workspace groups that run as no member of
-        theirs (:func:`posixgroups.kill_strays`; in a thread, under the POSIX lock, so
-        that no member joins meanwhile)."""
+    def _kill_strays(self, allowed: dict[str, set[int]]) -> None:
+        """Kill the processes holding these workspace groups (names) that run as none of
+        the uids allowed to hold them (:func:`posixgroups.kill_strays`; in a thread, under
+        the POSIX lock, so that no group is deleted and its gid given to another meanwhile)."""
         holders = {}
-        for name in names:
+        for name, uids in allowed.items():
             gid = posixgroups.gid_of(name)
             if gid is not None:
-                holders[gid] = posixgroups.member_uids(name)
+                holders[gid] = uids
         killed = posixgroups.kill_strays(holders)
         if killed:
-            self.log.warning("Killed %s process(es) holding groups %s of accounts no longer members", killed, names)
+            self.log.warning(
+                "Killed %s process(es) holding groups %s of accounts no longer editors", killed, sorted(allowed)
+            )
 
     def stop_jobs_of_former_editors(self) -> None:
         """Stop the unfinished jobs launched by users who are no longer editors of their
@@ -549,21 +567,26 @@ class ShareService:
         self.version += 1
         if self.posix_group_prefix is None:
             return
-        for ws_id in grants:
-            await self.apply_posix(grants[ws_id][0].workspace)
+        prefix = self.posix_group_prefix
         existing = {ws_id for (ws_id,) in self.db.execute(select(Workspace.id))}
-        names = await asyncio.to_thread(posixgroups.groups_with_prefix, self.posix_group_prefix)
+        # the shared workspaces' groups, and those of workspaces no longer shared (whose
+        # members a hub before this one may have left: the owner)
+        grouped = {int(n[len(prefix) :]) for n in await asyncio.to_thread(posixgroups.groups_with_prefix, prefix)}
+        for ws_id in sorted(set(grants) | (grouped & existing)):
+            if (workspace := self.db.get(Workspace, ws_id)) is not None:  # (unless deleted meanwhile)
+                await self.apply_posix(workspace)
+        names = await asyncio.to_thread(posixgroups.groups_with_prefix, prefix)
         for name in names:
-            if int(name[len(self.posix_group_prefix) :]) not in existing:
+            if int(name[len(prefix) :]) not in existing:
                 await self._delete_group(name, "its workspace is gone")
         # one scan of the processes for every group: whoever lost a group in a way the
         # hub did not see (a hub stopped before its kill), but not while former editors'
         # jobs are being stopped (the worker's kill follows their end)
-        prefix = self.posix_group_prefix
-        lost = self._lost_launchers_jobs(int(n[len(prefix) :]) for n in names)
-        settled = [n for n in names if int(n[len(prefix) :]) not in lost]
+        ids = [int(n[len(prefix) :]) for n in names]
+        lost = self._lost_launchers_jobs(ids)
         async with self._posix_lock:
-            await asyncio.to_thread(self._kill_strays, settled)
+            allowed = self._allowed_by_group(ws_id for ws_id in ids if ws_id not in lost)
+            await asyncio.to_thread(self._kill_strays, allowed)
 
     async def _delete_group(self, name: str, why: str) -> None:
         """Delete a workspace's POSIX group, and first every process that holds it, its
@@ -572,7 +595,7 @@ class ShareService:
         The gid is read under the POSIX lock, with the kill and the delete: read before
         it, a delete that waited for the lock behind another delete of the group and a
         new workspace's group (which took the freed gid) killed that new group's
-        members' processes (a job starting in the new workspace was SIGKILLed)."""
+        jobs' processes (a job starting in the new workspace was SIGKILLed)."""
         async with self._posix_lock:
             killed = await asyncio.to_thread(self._kill_holders_and_delete, name)
         if killed is None:
@@ -600,5 +623,6 @@ class ShareService:
                 self.db.delete(role)
         self.db.commit()
         self.version += 1
+        self._allowed.pop(workspace_id, None)
         if self.posix_group_prefix is not None:
             await self._delete_group(posixgroups.group_name(self.posix_group_prefix, workspace_id), "deleted")

@@ -2,8 +2,8 @@
 
 When a workspace is shared with editors and ``UWSHub.system_users`` is on,
 its directory gets a system group of its own, named ``<prefix><workspace id>``
-(``uws-ws-12`` by default; ``UWSHub.share_posix_group_prefix``), whose members
-are the owner's and the editors' system accounts:
+(``uws-ws-12`` by default; ``UWSHub.share_posix_group_prefix``), which no
+account is a member of:
 
 - the directory tree is handed to that group with group read/write (and
   execute on directories), directories get the setgid bit, so everything
@@ -11,17 +11,27 @@ are the owner's and the editors' system accounts:
 - a *default ACL* (``group::rwx``, and ``rwx`` for the workspace's owner) on
   every directory makes files created there group-writable whatever the
   creating process's umask (022 would otherwise leave new files read-only for
-  the group), and changeable by the owner, whose processes started before the
-  group existed (a running server) do not have the group;
-- membership is set as a whole with ``gpasswd -M`` (idempotent), so a revoked
-  editor's next login or process has no access. A process that was already
-  running keeps the groups it started with, as always on POSIX systems: so the
-  hub kills every process that holds a workspace's group and whose account is
-  no longer a member (:func:`kill_strays`), whatever started it (a daemon left
-  by an interactive server's terminal outlives the server), and every process
-  holding the group of a deleted workspace (its gid may be given to another).
+  the group), and changeable by the owner, whose processes without the group
+  (an ssh login) still change what the editors' jobs wrote;
+- the hub gives the group to the jobs it starts in that workspace, for its
+  owner or an editor (the launch is authorized:
+  :func:`uws_hub.spawners.localjob.job_groups`,
+  :func:`uws_hub.spawners.slurm.commands.as_account`), and to nothing else.
+  Editors reach a shared workspace through the hub's jobs, not their own
+  logins: as a member, an editor's every process (an ssh login, cron, a SLURM
+  job of their own) held the group, kept write access after the share was
+  revoked, and was killed with the revocation, though the owner granted
+  nothing over it. The group's members are emptied (``gpasswd -M ""``), which
+  also empties the groups of a hub that made editors members.
 
-Viewers are not members: they read through the hub (files API, the owner's
+A process keeps the groups it started with, as always on POSIX systems: so the
+hub kills every process that holds a workspace's group and runs as neither its
+owner nor a current editor (:func:`kill_strays`; the allowed accounts come from
+the shares), whatever started it (a daemon left by an interactive server's
+terminal outlives the server), and every process holding the group of a deleted
+workspace (its gid may be given to another).
+
+Viewers never get the group: they read through the hub (files API, the owner's
 server). Everything here is blocking (subprocesses, tree walks): the hub calls
 it in a thread.
 """
@@ -32,7 +42,6 @@ import errno
 import grp
 import logging
 import os
-import pwd
 import signal
 import stat
 import struct
@@ -103,24 +112,13 @@ def ensure_group(name: str) -> int:
     return gid
 
 
-def set_members(name: str, members: list[str]) -> bool:
-    """Make ``members`` exactly the members of group ``name``; True if that changed it."""
-    wanted = sorted(set(members))
-    if sorted(grp.getgrnam(name).gr_mem) == wanted:
+def clear_members(name: str) -> bool:
+    """Make group ``name`` have no members (a hub before this one made the editors
+    members); True if it had some."""
+    if not grp.getgrnam(name).gr_mem:
         return False
-    _run(["gpasswd", "-M", ",".join(wanted), name])
+    _run(["gpasswd", "-M", "", name])
     return True
-
-
-def member_uids(name: str) -> set[int]:
-    """The uids of group ``name``'s members (names without an account left out)."""
-    uids = set()
-    for member in grp.getgrnam(name).gr_mem:
-        try:
-            uids.add(pwd.getpwnam(member).pw_uid)
-        except KeyError:
-            continue
-    return uids
 
 
 #: how many /proc scans :func:`kill_strays` makes at most

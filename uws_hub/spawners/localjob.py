@@ -155,11 +155,14 @@ def _read_json(path: str) -> dict[str, Any] | None:
 
 def job_groups(account: pwd.struct_passwd, prefix: str | None, workspace_id: int) -> list[int]:
     """The groups a job of ``account`` in workspace ``workspace_id`` runs with: the
-    account's (``getgrouplist``), less the groups of the other workspaces shared with it
-    (named ``prefix`` and a workspace id). A job reaches its own workspace and nothing
-    of other people's: with every group of its account, an editor's job in a workspace
-    of their own kept write access to one they edited after their access was revoked
-    (the revocation stops their jobs in that workspace only), for as long as it ran."""
+    account's (``getgrouplist``) and its workspace's POSIX group when it has one (the
+    launch is authorized: the owner's or an editor's; no account is a member, see
+    :mod:`uws_hub.sharing.posixgroups`), less the groups of other workspaces (named
+    ``prefix`` and a workspace id; an account made a member by hand). A job reaches its
+    own workspace and nothing of other people's: with every group of its account, an
+    editor's job in a workspace of their own kept write access to one they edited after
+    their access was revoked (the revocation stops their jobs in that workspace only),
+    for as long as it ran."""
     groups = os.getgrouplist(account.pw_name, account.pw_gid)
     if prefix is None:
         return groups
@@ -173,7 +176,11 @@ def job_groups(account: pwd.struct_passwd, prefix: str | None, workspace_id: int
         if name != own and name.startswith(prefix) and name[len(prefix) :].isdigit():
             continue
         kept.append(gid)
-    return kept
+    try:
+        own_gid = grp.getgrnam(own).gr_gid
+    except KeyError:
+        return kept  # not shared
+    return kept if own_gid in kept else [*kept, own_gid]
 
 
 def open_log(path: str) -> int:

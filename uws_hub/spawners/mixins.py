@@ -52,12 +52,12 @@ class WorkspaceLaunch:
     system_user: str | None = None
     #: the hub user the job runs for (its launcher): whose auth state (tokens) it gets
     launcher: str | None = None
-    #: the shared workspace's POSIX group, for a job an editor launched (the launcher is a
-    #: member): its primary group on SLURM, which takes a job's other groups from a cache
-    #: (``GroupUpdateTime``, 600 s by default) that may predate the editor's membership
+    #: the shared workspace's POSIX group, for a job an editor launched (no account is a
+    #: member: the hub gives it to the job): its primary group on SLURM, which gives a job
+    #: the primary group of the process that submits it
     group: str | None = None
     #: ``UWSHub.share_posix_group_prefix`` (None: no shared workspaces' groups): the job
-    #: runs with its account's groups less those of other workspaces than its own
+    #: runs with its account's groups and its own workspace's, less those of other workspaces
     #: (:func:`uws_hub.spawners.localjob.job_groups`)
     share_group_prefix: str | None = None
     #: HOME for the job when it runs as the hub's own account

@@ -41,10 +41,11 @@ class CommandResult:
 
 def as_account(account: pwd.struct_passwd, group: str | None = None) -> dict[str, Any]:
     """Popen arguments (for :func:`run_command`) that run a command as ``account``, with
-    its groups. ``group``, a shared workspace's POSIX group the account is a member of
-    (an editor's job), is made its primary group: SLURM gives a job the primary group of
-    the process that submits it, but takes the job's other groups from a cache
-    (``GroupUpdateTime``) that may be older than the editor's membership."""
+    its groups. ``group``, a shared workspace's POSIX group (an editor's job: the launch
+    is authorized), is made its primary group: no account is a member of it (see
+    :mod:`uws_hub.sharing.posixgroups`), and SLURM gives a job the primary group of the
+    process that submits it (its credential's), and its other groups from the account's
+    own (``getgrouplist``, or a cache of it)."""
     gid = account.pw_gid
     if group is not None:
         try:
