@@ -241,9 +241,9 @@ def test_a_launch_writes_its_rows_with_statements_of_their_own_not_through_the_o
     sa_event.listen(hub.db.get_bind(), "before_cursor_execute", lambda c, cur, st, *_: statements.append(st.split()[0]))
     job = hub.jobs.launch(ws, "lab", None, {}, "ann")
     assert flushes == []
-    # after the checks' queries (the quota's): the job's INSERT, its row read back (the
-    # answer's model), its event's INSERT, the workspace's UPDATE and its event's INSERT
-    assert statements[statements.index("INSERT") :] == ["INSERT", "SELECT", "INSERT", "UPDATE", "INSERT"]
+    # after the checks' queries (the quota's): the job's INSERT (its row comes back, not
+    # read again), its event's INSERT, the workspace's UPDATE and its event's INSERT
+    assert statements[statements.index("INSERT") :] == ["INSERT", "INSERT", "UPDATE", "INSERT"]
     published = [sub.queue.get_nowait() for _ in range(sub.queue.qsize())]
     assert [(e["kind"], e["status"], e["previous"]) for e in published] == [
         ("job", "pending", None),
@@ -262,11 +262,18 @@ def test_a_launch_writes_its_rows_with_statements_of_their_own_not_through_the_o
     assert (ws.status, ws.last_used_at, ws.updated_at) == ("active", job.created_at, job.created_at)
     stored = [(e.id, e.kind, e.status) for e in hub.db.query(Event).order_by(Event.id)]
     assert stored[-2:] == [(published[0]["id"], "job", "pending"), (published[1]["id"], "workspace", "active")]
-    assert hub.db.get(Job, job.id) is job and (job.status, job.target, job.launcher) == (
+    # the session's job is the stored row, with the columns' defaults
+    assert hub.db.get(Job, job.id) is job and job not in hub.db.dirty
+    assert (job.status, job.target, job.launcher, job.attempts, job.resources, job.url) == (
         "pending",
         "running",
         hub.users["ann"],
+        0,
+        {},
+        None,
     )
+    hub.db.expire(job)
+    assert (job.status, job.attempts, job.workspace, job.created_at) == ("pending", 0, ws, ws.last_used_at)
     # the job ends (the workspace is idle again), and the next launch is the same
     hub.jobs.stop(job, "ann")
     hub.jobs.transition(job, JobStatus.cancelled)

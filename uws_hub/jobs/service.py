@@ -32,7 +32,7 @@ from jupyterhub import orm as hub_orm
 from sqlalchemy import ColumnElement, func, insert, select
 from sqlalchemy import event as sa_event
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, make_transient_to_detached, selectinload
 
 from ..accounts.system import SystemAccounts
 from ..errors import Conflict, TooManyRequests, Unprocessable
@@ -67,8 +67,8 @@ _TIMESTAMPS = {
 
 #: the session's list of jobs stopped while it flushed (woken once it committed)
 _STOPPED_IN_FLUSH = "uws_jobs_stopped_in_flush"
-#: a launch's INSERT of its job, built once (its id comes back)
-_INSERT_JOB = insert(Job).returning(Job.id)
+#: a launch's INSERT of its job, built once (its row comes back, defaults and id included)
+_INSERT_JOB = insert(Job).returning(*Job.__table__.columns)
 
 #: how much of the end of a job's output its owner can read
 OUTPUT_TAIL_BYTES = 16 * 1024
@@ -565,7 +565,10 @@ class JobService:
             # the job's row and its event with statements of their own, not through the ORM's
             # flush (it cost a launch request three times as much, a burst of them waiting in
             # turn); a batch job's log file, named by its id, is stored at its hand-over (see log_path)
-            job = self.db.get_one(Job, self.db.connection().execute(_INSERT_JOB, row).scalar_one())
+            job = Job(**self.db.connection().execute(_INSERT_JOB, row).one()._asdict())
+            # the row as stored (every column came back): in the session without reading it again
+            make_transient_to_detached(job)
+            self.db.add(job)
             self._record(job, None, None, actor, at_once=True)
             self.workspaces.launched_in(ws, created_at, actor)
             self.db.commit()
