@@ -35,7 +35,7 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, foreign, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 from .states import ACTIVE_JOB_STATUSES, JobStatus, JobTarget, ShareKind, WorkspaceStatus, WorkspaceTarget
 
@@ -329,13 +329,6 @@ class Event(Base):
     #: a notification's: when its recipient marked it read, and dismissed it (hidden)
     read_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
     dismissed_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
-    #: the job of an event recorded in the transaction that creates the job: its id is
-    #: known only once its row is inserted, in the same flush (one flush a launch, not
-    #: two). Never loaded (``raise``): set it on a new event only, to a job not yet
-    #: inserted; ``job_id`` is the column (no foreign key: events outlive their job).
-    job: Mapped[Job | None] = relationship(
-        Job, primaryjoin=lambda: foreign(Event.job_id) == Job.id, lazy="raise", cascade="save-update"
-    )
 
     def __repr__(self) -> str:
         return f"<Event {self.id} {self.kind} job={self.job_id} ws={self.workspace_id} {self.status}>"

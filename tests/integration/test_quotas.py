@@ -168,6 +168,48 @@ def test_per_job_limits_and_concurrent_jobs(qhub):
         qhub.wait_job(j["id"], token, {"completed", "cancelled", "failed"})
 
 
+def test_a_burst_of_launches_takes_exactly_the_concurrent_jobs_quota(qhub):
+    """Launches that arrive at once are each checked and stored before the next is looked
+    at: a user with room for 3 jobs who launches in 10 workspaces at once gets exactly 3
+    jobs, and 10 launches at once in one workspace make one job; every accepted job's
+    ``pending`` event and each workspace's ``active`` are stored, in order, and nothing
+    of a refused launch is."""
+    name, token = user(qhub)
+    qhub.api("PUT", f"quotas/{name}", json={"concurrent_jobs": 3}, expect=200)
+    wss = [workspace(qhub, token) for _ in range(10)]
+    with ThreadPoolExecutor(10) as pool:
+        answers = list(pool.map(lambda ws: launch(qhub, token, ws, expect=None), wss))
+    assert sorted(r.status_code for r in answers) == [202] * 3 + [422] * 7, [r.text for r in answers]
+    refused = [refusal(r) for r in answers if r.status_code == 422]
+    assert all(message.startswith("Concurrent job quota: your unfinished jobs would be 4") for message in refused)
+    jobs = [r.json() for r in answers if r.status_code == 202]
+    quota = qhub.api("GET", f"quotas/{name}", token, expect=200)
+    assert quota["usage"]["active_jobs"] == 3
+    for job in jobs:
+        qhub.api("POST", f"jobs/{job['id']}/stop", token)
+        qhub.wait_job(job["id"], token, {"completed", "cancelled", "failed"})
+
+    one = wss[0]
+    with ThreadPoolExecutor(10) as pool:
+        answers = list(pool.map(lambda _: launch(qhub, token, one, expect=None), range(10)))
+    assert sorted(r.status_code for r in answers) == [202] + [409] * 9, [r.text for r in answers]
+    jobs.append(next(r.json() for r in answers if r.status_code == 202))
+    qhub.api("POST", f"jobs/{jobs[-1]['id']}/stop", token)
+    qhub.wait_job(jobs[-1]["id"], token, {"completed", "cancelled", "failed"})
+
+    events = sse_replay(qhub, token, "last_event_id=0", seconds=1)
+    assert [e["id"] for e in events] == sorted(e["id"] for e in events)
+    pending = [e["job_id"] for e in events if e["kind"] == "job" and e["status"] == "pending"]
+    assert sorted(pending) == sorted(job["id"] for job in jobs)
+    launched = {job["workspace_id"] for job in jobs}
+    active = [e["workspace_id"] for e in events if e["kind"] == "workspace" and e["status"] == "active"]
+    # each launch in an idle workspace made it active (the one workspace twice: once a job, again)
+    assert sorted(active) == sorted(job["workspace_id"] for job in jobs) and set(active) == launched
+    for ws in wss:
+        got = qhub.api("GET", f"workspaces/{ws['id']}", token, expect=200)
+        assert got["status"] == "idle" and (got["id"] in launched or got["last_used_at"] == ws["last_used_at"])
+
+
 def test_quota_refusals_speak_to_their_reader(qhub):
     """The owner reads "your", a collaborator launching in the owner's workspace reads the
     owner's name; with a limit of 0 (nothing to stop) the message only says who can help."""

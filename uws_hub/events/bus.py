@@ -23,12 +23,17 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import event as sa_event
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
-from ..orm import Event, Job, isoformat, utcnow
+from ..orm import Event, isoformat, utcnow
 
 _PENDING = "uws_events_pending"
 _FLUSHED = "uws_events_flushed"
+#: :meth:`EventBus.insert`'s statement, built once (its id comes back)
+_INSERT = insert(Event).returning(Event.id)
+#: the columns it sets (the id is the database's)
+_COLUMNS = [c.key for c in Event.__table__.columns if c.key != "id"]
 
 
 def event_model(ev: Event) -> dict[str, Any]:
@@ -180,6 +185,20 @@ class EventBus:
         db.add(ev)
         db.info.setdefault(_PENDING, []).append(ev)
 
+    def insert(self, db: Session, ev: Event) -> None:
+        """Store ``ev`` now, with an INSERT of its own in the session's transaction, not
+        through the ORM's flush; it is published when the session commits, as :meth:`record`'s.
+
+        For what the hub records many times at once (a launch: 200 requests in a burst
+        are answered one after the other): the ORM's flush of a new row costs the loop
+        about ten times the statement's own time. ``ev`` itself stays out of the session.
+        """
+        if ev.created_at is None:
+            ev.created_at = utcnow()
+        values = {key: getattr(ev, key) for key in _COLUMNS}
+        ev.id = db.connection().execute(_INSERT, values).scalar_one()
+        db.info.setdefault(_FLUSHED, []).append(event_model(ev))
+
     def change(
         self,
         db: Session,
@@ -193,13 +212,10 @@ class EventBus:
         workspace_id: int | None = None,
         job_id: int | None = None,
         data: dict[str, Any] | None = None,
-        new_job: Job | None = None,
+        at_once: bool = False,
     ) -> None:
-        """Record a change of a job, a workspace or a share, or a notification (see :meth:`record`).
-
-        ``new_job``: the event's job when it has no id yet (added to the session, not
-        flushed): the flush at the commit inserts it, then the event with its id.
-        """
+        """Record a change of a job, a workspace or a share, or a notification (see :meth:`record`;
+        ``at_once``: :meth:`insert`)."""
         ev = Event(
             kind=kind,
             owner_id=owner_id,
@@ -211,9 +227,10 @@ class EventBus:
             reason=reason,
             data=data or {},
         )
-        if new_job is not None:
-            ev.job = new_job
-        self.record(db, ev)
+        if at_once:
+            self.insert(db, ev)
+        else:
+            self.record(db, ev)
 
     def attach(self, db: Session) -> None:
         """Publish the events a session records when (and only if) it commits."""
@@ -229,7 +246,9 @@ class EventBus:
             db.info.setdefault(_FLUSHED, []).extend(event_model(ev) for ev in pending)
 
     def _after_commit(self, db: Session) -> None:
-        for event in db.info.pop(_FLUSHED, []):
+        # in the order of their ids, which is the streams' (an event inserted at once may
+        # have been recorded after one the ORM had flushed before it)
+        for event in sorted(db.info.pop(_FLUSHED, []), key=lambda event: event["id"]):
             self.publish(event)
 
     @staticmethod

@@ -29,10 +29,10 @@ from datetime import datetime
 from typing import Any
 
 from jupyterhub import orm as hub_orm
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, func, insert, select
 from sqlalchemy import event as sa_event
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, make_transient_to_detached, selectinload
 
 from ..accounts.system import SystemAccounts
 from ..errors import Conflict, TooManyRequests, Unprocessable
@@ -67,6 +67,8 @@ _TIMESTAMPS = {
 
 #: the session's list of jobs stopped while it flushed (woken once it committed)
 _STOPPED_IN_FLUSH = "uws_jobs_stopped_in_flush"
+#: a launch's INSERT of its job, built once (its row comes back, defaults and id included)
+_INSERT_JOB = insert(Job).returning(*Job.__table__.columns)
 
 #: how much of the end of a job's output its owner can read
 OUTPUT_TAIL_BYTES = 16 * 1024
@@ -227,9 +229,12 @@ class JobService:
         reason: str | None,
         actor: str,
         status: str | None = None,
+        *,
+        at_once: bool = False,
         **extra: Any,
     ) -> None:
-        """Store a change of the job (its status, or ``status`` e.g. ``deleted``) as an event."""
+        """Store a change of the job (its status, or ``status`` e.g. ``deleted``) as an event
+        (``at_once``: see :meth:`EventBus.insert`)."""
         data: dict[str, Any] = {"job_type": job.job_type, "resource": job.resource, **extra}
         if job.status == JobStatus.running.value and job.interactive:
             data["url"] = job.url
@@ -246,7 +251,7 @@ class JobService:
             previous=previous,
             reason=reason,
             data=data,
-            new_job=job if job.id is None else None,
+            at_once=at_once,
         )
 
     def progress(self, job: Job, event: dict[str, Any]) -> None:
@@ -539,12 +544,11 @@ class JobService:
             # JupyterHub's limit of servers is not for batch jobs: they wait for a slot
             for check in self.launch_checks:
                 check(LaunchRequest(ws, job_type, resource, resources, job=None))
-        job = Job(
-            workspace=ws,
-            # (its event is made before the flush, which would set it from the workspace)
+        created_at = utcnow()
+        row = dict(
             workspace_id=ws.id,
             owner_id=ws.owner_id,
-            launched_by=launcher,
+            launcher_id=launcher.id,
             job_type=job_type.name,
             resource=resource,
             interactive=job_type.interactive,
@@ -554,18 +558,19 @@ class JobService:
             resources=resources,
             parameters=values,
             run_id=run_id,
-            created_at=utcnow(),
+            created_at=created_at,
+            updated_at=created_at,
         )
-        self.db.add(job)
-        # what the workspace lists' "last used" order reads (stored: a page of them
-        # sorts by an index, not by each one's latest job)
-        ws.last_used_at = job.created_at
-        # the job is inserted at the commit, with its event (one flush); a batch job's log
-        # file, named by its id, is stored at its hand-over (see log_path)
-        self._record(job, None, None, actor)
-        if ws.status == WorkspaceStatus.idle.value:
-            self.workspaces.set_status(ws, WorkspaceStatus.active, actor=actor)
         with self._one_active_job(ws):
+            # the job's row and its event with statements of their own, not through the ORM's
+            # flush (it cost a launch request three times as much, a burst of them waiting in
+            # turn); a batch job's log file, named by its id, is stored at its hand-over (see log_path)
+            job = Job(**self.db.connection().execute(_INSERT_JOB, row).one()._asdict())
+            # the row as stored (every column came back): in the session without reading it again
+            make_transient_to_detached(job)
+            self.db.add(job)
+            self._record(job, None, None, actor, at_once=True)
+            self.workspaces.launched_in(ws, created_at, actor)
             self.db.commit()
         if job.interactive:
             self.wake(job.id)
@@ -575,7 +580,7 @@ class JobService:
 
     @contextmanager
     def _one_active_job(self, ws: Workspace) -> Iterator[None]:
-        """A 409 when the flush in it inserts a second unfinished job in ``ws``
+        """A 409 when the insert in it adds a second unfinished job in ``ws``
         (a unique index: two launches at once cannot both pass)."""
         try:
             yield

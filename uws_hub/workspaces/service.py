@@ -17,12 +17,14 @@ import re
 import unicodedata
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from jupyterhub import orm as hub_orm
-from sqlalchemy import and_, exists, false, func, or_, select
+from sqlalchemy import and_, exists, false, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ..errors import Conflict, Unprocessable
 from ..events.bus import EventBus
@@ -97,7 +99,8 @@ class WorkspaceService:
 
     # ---------------------------------------------------------------- status
     def set_status(self, ws: Workspace, status: WorkspaceStatus, reason: str | None = None, actor: str = "hub") -> None:
-        """The only way a workspace's status changes (checked against the table, stored as an event)."""
+        """The only way a workspace's status changes (checked against the table, stored as an event;
+        a launch's: :meth:`launched_in`)."""
         previous = ws.status
         if previous == status.value:
             ws.status_reason = reason
@@ -106,7 +109,36 @@ class WorkspaceService:
         ws.status_reason = reason
         self.record(ws, ws.status, previous, reason, actor)
 
-    def record(self, ws: Workspace, status: str, previous: str | None, reason: str | None, actor: str) -> None:
+    def launched_in(self, ws: Workspace, at: datetime, actor: str) -> None:
+        """A job launched in ``ws`` at ``at``: the workspace was last used then (what the lists'
+        "last used" order reads, stored: a page sorts by an index, not by each one's latest
+        job), and is ``active`` if it was ``idle`` (as :meth:`set_status` changes it).
+
+        With an UPDATE of its own and its event inserted at once
+        (:meth:`uws_hub.events.bus.EventBus.insert`), not through the ORM's flush: a
+        launch request's cost, and a burst of them is answered one after the other.
+        """
+        values: dict[str, Any] = {"last_used_at": at, "updated_at": at}
+        previous = ws.status
+        if previous == WorkspaceStatus.idle.value:
+            values.update(status=check_workspace_transition(previous, WorkspaceStatus.active).value, status_reason=None)
+        self.db.connection().execute(update(Workspace).where(Workspace.id == ws.id), values)
+        # the session's row as stored (a rollback expires it)
+        for key, value in values.items():
+            set_committed_value(ws, key, value)
+        if previous != ws.status:
+            self.record(ws, ws.status, previous, None, actor, at_once=True)
+
+    def record(
+        self,
+        ws: Workspace,
+        status: str,
+        previous: str | None,
+        reason: str | None,
+        actor: str,
+        *,
+        at_once: bool = False,
+    ) -> None:
         """Store a workspace event (its creation, a change, ``deleted``) in the session."""
         self.events.change(
             self.db,
@@ -118,6 +150,7 @@ class WorkspaceService:
             previous=previous,
             reason=reason,
             data={"name": ws.name, "slug": ws.slug},
+            at_once=at_once,
         )
 
     # ---------------------------------------------------------------- queries
