@@ -285,6 +285,28 @@ def test_a_launch_writes_its_rows_with_statements_of_their_own_not_through_the_o
     assert ws.last_used_at == again.created_at
 
 
+def test_a_launch_that_fails_after_its_insert_leaves_nothing_for_the_next_commit(hub, monkeypatch):
+    """JupyterHub's session is shared by every request, and a handler's ``finish`` rolls it
+    back only when it holds dirty objects: a launch's statements leave none, so a launch
+    that fails after its job's INSERT rolls back itself. Otherwise the next request's
+    commit would store the job (and its workspace left idle) and publish its event."""
+    hub.db.expire_on_commit = False  # as JupyterHub's session (a commit reloads nothing)
+    ws = workspace(hub)
+    sub = hub.events.subscribe(lambda e: True)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("broken")
+
+    monkeypatch.setattr(hub.workspaces, "launched_in", broken)
+    with pytest.raises(RuntimeError):
+        hub.jobs.launch(ws, "lab", None, {}, "ann")
+    if hub.db.dirty:  # what JupyterHub's BaseHandler.finish does
+        hub.db.rollback()
+    hub.db.commit()  # another request's
+    assert hub.db.query(Job).count() == 0 and hub.db.query(Event).filter(Event.kind == "job").count() == 0
+    assert sub.queue.qsize() == 0
+
+
 def test_events_are_published_in_the_order_of_their_ids_however_they_were_stored(hub):
     """An event inserted at once (a launch's) may be stored after one the ORM flushed
     earlier in the same transaction and published before it: the streams resume after

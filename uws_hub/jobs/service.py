@@ -581,7 +581,11 @@ class JobService:
     @contextmanager
     def _one_active_job(self, ws: Workspace) -> Iterator[None]:
         """A 409 when the insert in it adds a second unfinished job in ``ws``
-        (a unique index: two launches at once cannot both pass)."""
+        (a unique index: two launches at once cannot both pass).
+
+        Any failure in it rolls the session back: its statements leave the shared session
+        nothing dirty, so JupyterHub's handler would not, and the next request's commit
+        would store the job and publish its event."""
         try:
             yield
         except IntegrityError:
@@ -591,6 +595,9 @@ class JobService:
                 f"Workspace {ws.slug!r} already has a {active.status if active else 'running'} job"
                 f"{f' (id {active.id})' if active else ''}; stop it first."
             ) from None
+        except BaseException:
+            self.db.rollback()
+            raise
 
     # ---------------------------------------------------------------- held batch jobs
     def _check_held(self, job: Job, what: str) -> None:
