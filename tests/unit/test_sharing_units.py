@@ -466,3 +466,30 @@ def test_a_group_deleted_twice_never_kills_the_group_that_took_its_gid(monkeypat
     asyncio.run(run())
     assert killed == []
     assert groups == {"uws-ws-3": 5002}
+
+
+def test_a_group_made_while_the_sync_runs_is_not_taken_for_one_of_no_workspace(monkeypatch):
+    """The share sync read the workspaces first and the groups after its other work: a
+    workspace shared meanwhile (its row committed, then its group made) looked gone, and
+    its new group was deleted under its editor (seen in a test run beside another). The
+    groups are listed first, then the workspaces read."""
+    from types import SimpleNamespace
+
+    from uws_hub.sharing import collaborate, posixgroups
+
+    workspaces = [9, 10]
+    groups = ["uws-ws-10", "uws-ws-12"]
+
+    def listed(prefix):
+        # what happened up to the listing: workspace 11 made and shared, 9 and 12 gone
+        workspaces[:] = [10, 11]
+        return [*groups, "uws-ws-11"]
+
+    monkeypatch.setattr(posixgroups, "groups_with_prefix", listed)
+    db = SimpleNamespace(execute=lambda statement: [(ws_id,) for ws_id in workspaces])
+    service = collaborate.ShareService(
+        db, None, None, None, logging.getLogger("test.groups"), posix_group_prefix="uws-ws-"
+    )
+    names, gone = asyncio.run(service._groups_and_those_of_no_workspace())
+    assert names == ["uws-ws-10", "uws-ws-12", "uws-ws-11"]
+    assert gone == ["uws-ws-12"]

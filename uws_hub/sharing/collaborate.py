@@ -575,10 +575,9 @@ class ShareService:
         for ws_id in sorted(set(grants) | (grouped & existing)):
             if (workspace := self.db.get(Workspace, ws_id)) is not None:  # (unless deleted meanwhile)
                 await self.apply_posix(workspace)
-        names = await asyncio.to_thread(posixgroups.groups_with_prefix, prefix)
-        for name in names:
-            if int(name[len(prefix) :]) not in existing:
-                await self._delete_group(name, "its workspace is gone")
+        names, gone = await self._groups_and_those_of_no_workspace()
+        for name in gone:
+            await self._delete_group(name, "its workspace is gone")
         # one scan of the processes for every group: whoever lost a group in a way the
         # hub did not see (a hub stopped before its kill), but not while former editors'
         # jobs are being stopped (the worker's kill follows their end)
@@ -587,6 +586,17 @@ class ShareService:
         async with self._posix_lock:
             allowed = self._allowed_by_group(ws_id for ws_id in ids if ws_id not in lost)
             await asyncio.to_thread(self._kill_strays, allowed)
+
+    async def _groups_and_those_of_no_workspace(self) -> tuple[list[str], list[str]]:
+        """This hub's POSIX groups (names), and those whose workspace is gone. The groups
+        are listed before the workspaces are read: a group is made after its workspace's
+        row is committed, so the workspace of every group listed is read too. Read the
+        other way round (the workspaces before the sync's other work), a workspace shared
+        while the sync ran looked gone, and its new group was deleted under its editor."""
+        prefix = self.posix_group_prefix or ""
+        names = await asyncio.to_thread(posixgroups.groups_with_prefix, prefix)
+        existing = {ws_id for (ws_id,) in self.db.execute(select(Workspace.id))}
+        return names, [name for name in names if int(name[len(prefix) :]) not in existing]
 
     async def _delete_group(self, name: str, why: str) -> None:
         """Delete a workspace's POSIX group, and first every process that holds it, its
