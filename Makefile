@@ -8,7 +8,7 @@ PYTHON   := $(VENV)/bin/python
 STATE    ?= state
 export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run install install-test lint test test-sqlite test-postgres test-unit docs clean
+.PHONY: run install install-test lint test test-sqlite test-postgres test-databases test-unit docs clean
 
 run: install
 	@mkdir -p $(STATE)
@@ -65,8 +65,8 @@ $(VENV)/.docs-installed: setup.cfg $(VENV)/.installed
 
 # lint and the docs side by side (mypy and Sphinx each keep one core busy; each
 # one's output is printed when it ends), then the whole suite (tests/unit, then
-# tests/integration) on SQLite, then the integration tests once more on
-# PostgreSQL (started by the tests) without those that add nothing
+# tests/integration) on SQLite and, beside it (test-databases), the integration
+# tests once more on PostgreSQL (started by the tests) without those that add nothing
 # database-specific: the in-process unit tests (no database), the browser and
 # SLURM tests, the proxies, the guard in the single-user servers, the file-descriptor checks, the authenticators'
 # protocols, and the job life cycle's deaths and restarts (test_lifecycle.py:
@@ -98,9 +98,24 @@ $(VENV)/.docs-installed: setup.cfg $(VENV)/.installed
 test: install-test $(VENV)/.docs-installed
 	$(MAKE) --no-print-directory -j2 --output-sync=target lint docs
 	@if bash scripts/slurm-up.sh status >/dev/null 2>&1; then started=0; else started=1; fi; \
-	bash scripts/slurm-up.sh up && $(MAKE) --no-print-directory test-sqlite test-postgres; rc=$$?; \
+	bash scripts/slurm-up.sh up && $(MAKE) --no-print-directory test-databases; rc=$$?; \
 	if [ $$started = 1 ]; then bash scripts/slurm-up.sh stop --cancel-jobs; fi; \
 	exit $$rc
+
+# The two passes side by side: the tests wait on servers, browsers, SLURM and the
+# database far more than they compute (a run alone keeps the machine's load near
+# one), and they share nothing a test checks (each hub has its own ports,
+# database, workspaces folder, POSIX group prefix and job ids in its processes'
+# environment; the system accounts are made once, under a lock). The SQLite
+# pass prints as it goes, the PostgreSQL pass when it ends; either failing fails.
+test-databases:
+	@log=$$(mktemp); \
+	$(MAKE) --no-print-directory test-postgres > $$log 2>&1 & postgres=$$!; \
+	$(MAKE) --no-print-directory test-sqlite; sqlite_rc=$$?; \
+	wait $$postgres; postgres_rc=$$?; \
+	echo "==================== the PostgreSQL pass (run beside the SQLite pass) ===================="; \
+	cat $$log; rm -f $$log; \
+	[ $$sqlite_rc = 0 ] && [ $$postgres_rc = 0 ]
 
 # the in-process tests alone (seconds; no hub, no root)
 test-unit:

@@ -26,6 +26,7 @@ Fixtures:
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pwd
 import re
@@ -154,11 +155,14 @@ def _make_traversable(path: Path) -> None:
 def system_users():
     if os.geteuid() != 0:
         pytest.skip("multi-user tests run jobs as real system users and need root")
-    for name in USERS:
-        try:
-            pwd.getpwnam(name)
-        except KeyError:
-            subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True)
+    # under a lock: the SQLite and PostgreSQL passes run side by side (make test-databases)
+    with open("/tmp/uws-hub-test-users.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for name in USERS:
+            try:
+                pwd.getpwnam(name)
+            except KeyError:
+                subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True)
     _make_traversable(REPO / ".venv" / "bin")
     # the venv's python may be a symlink into a pyenv under /root
     _make_traversable(Path(os.path.realpath(sys.executable)).parent)
