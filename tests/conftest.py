@@ -42,7 +42,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from . import slurmutil, uwsclient
+from . import hubutil, slurmutil, uwsclient
 from .browserutil import CHROMIUM, CHROMIUM_ARGS
 from .helpers import ADMIN_PASSWORD, MULTIUSER_CONFIG, USERS, launch
 from .hubutil import BENIGN_ERRORS, REPO, Hub
@@ -101,6 +101,10 @@ def pytest_runtest_makereport(item, call):
             if written:
                 report.sections.append((f"hub log {hub.workdir} (last lines but polls)", hub.log_digest()))
     return report
+
+
+def pytest_sessionfinish(session):
+    hubutil.save_sent()
 
 
 def pytest_report_header(config):

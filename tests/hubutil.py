@@ -7,6 +7,7 @@ and the single-user servers are the programs users run.
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import random
 import re
@@ -34,12 +35,30 @@ _handed_out: set[int] = set()
 #: this session (tests/test_status_coverage.py checks them against the docs)
 SENT: set[tuple[str, str, int]] = set()
 
+#: where each pytest session of a run split in several (``make test-databases``)
+#: leaves its SENT when it ends, for the run's status coverage check to read them all
+SENT_DIR = os.environ.get("UWS_SENT_DIR")
+
 
 def record(method: str, url: str, status: int) -> None:
     """Note a request's method, path (without its query) and answer's status."""
     path = urlsplit(url).path
     if path.startswith("/hub/api/"):
         SENT.add((method.upper(), path, status))
+
+
+def save_sent() -> None:
+    """Leave this session's SENT in ``UWS_SENT_DIR`` (if set), one file per session."""
+    if SENT_DIR and SENT:
+        Path(SENT_DIR, f"sent-{os.getpid()}.json").write_text(json.dumps(sorted(SENT)))
+
+
+def all_sent() -> set[tuple[str, str, int]]:
+    """SENT of this session and of the run's sessions that ended before it (``save_sent``)."""
+    sent = set(SENT)
+    for file in Path(SENT_DIR).glob("sent-*.json") if SENT_DIR else ():
+        sent.update((method, path, status) for method, path, status in json.loads(file.read_text()))
+    return sent
 
 
 def free_port() -> int:

@@ -13,8 +13,10 @@ and is one the tests have seen the hub answer.
 - Every status openapi.yaml lists for an operation was the answer to at least
   one request the tests sent (tests/hubutil.py records each request's method,
   path and status). This needs the whole suite, so it runs only when
-  ``UWS_STATUS_COVERAGE`` is set (``make test-sqlite`` sets it), as the last
-  test of the run (tests/conftest.py moves it there).
+  ``UWS_STATUS_COVERAGE`` is set: ``make test-sqlite`` sets it, and the test is
+  the last of the run (tests/conftest.py moves it there); ``make test``
+  (test-databases) runs the suite in three pytest sessions side by side, each
+  leaving what it sent in ``UWS_SENT_DIR``, and this test alone after them.
 """
 
 from __future__ import annotations
@@ -97,12 +99,14 @@ def route_pattern(path: str) -> re.Pattern:
 
 
 @pytest.mark.after_all
-@pytest.mark.skipif(not os.environ.get("UWS_STATUS_COVERAGE"), reason="only in a full run (make test-sqlite)")
+@pytest.mark.skipif(
+    not os.environ.get("UWS_STATUS_COVERAGE"), reason="only after the whole suite (make test-sqlite or make test)"
+)
 def test_every_documented_status_was_answered():
     templates = sorted(SPEC["paths"], key=len, reverse=True)
     patterns = {t: route_pattern(t) for t in templates}
     answered: set[tuple[str, str, str]] = set()
-    for method, path, status in hubutil.SENT:
+    for method, path, status in hubutil.all_sent():
         # the most specific template that matches (/quotas/groups/{group} before /quotas/{user})
         template = next((t for t in templates if patterns[t].fullmatch(path)), None)
         if template is not None:
