@@ -35,7 +35,7 @@ from uws_hub.reconciler import waker
 from uws_hub.sharing.collaborate import ShareService, role_name
 from uws_hub.sharing.copies import CopyService, CopySteps
 from uws_hub.spawners.batch import BatchLaunch, RunState
-from uws_hub.states import IllegalTransition, JobStatus
+from uws_hub.states import IllegalTransition, JobStatus, WorkspaceStatus
 from uws_hub.tasks import TaskPool
 from uws_hub.workqueue import WorkQueue
 from uws_hub.workspaces.reconcile import WorkspaceSteps
@@ -283,6 +283,50 @@ def test_a_launch_writes_its_rows_with_statements_of_their_own_not_through_the_o
     again = hub.jobs.launch(ws, "lab", None, {}, "ann")
     assert [e["kind"] for e in [sub.queue.get_nowait() for _ in range(sub.queue.qsize())]] == ["job", "workspace"]
     assert ws.last_used_at == again.created_at
+
+
+def test_a_status_set_at_once_is_the_change_the_orm_would_store(hub):
+    """The launch's "idle -> active" (written by a statement of its own) was a copy of
+    :meth:`set_status`'s rule: now one rule, written either way. Written at once, a status
+    change is an UPDATE and its event's INSERT, nothing left to flush, and stores and
+    publishes what the ORM's flush stores: the same rows, the same events; the same status
+    changes only its reason, with no event; an illegal change writes nothing."""
+    hub.db.expire_on_commit = False  # as JupyterHub's session (a commit reloads nothing)
+    through_orm, at_once = workspace(hub, slug="w1"), workspace(hub, slug="w2")
+    sub = hub.events.subscribe(lambda e: True)
+    statements: list[str] = []
+    sa_event.listen(hub.db.get_bind(), "before_cursor_execute", lambda c, cur, st, *_: statements.append(st.split()[0]))
+    flushes: list[int] = []
+    sa_event.listen(hub.db, "after_flush", lambda *_: flushes.append(1))
+    changes = [
+        (WorkspaceStatus.error, "disk gone", ["UPDATE", "INSERT"]),
+        (WorkspaceStatus.error, "disk still gone", ["UPDATE"]),  # the same status: no event
+        (WorkspaceStatus.idle, None, ["UPDATE", "INSERT"]),
+    ]
+    rows = {}
+    for ws in (through_orm, at_once):
+        published = []
+        for status, reason, written in changes:
+            statements.clear()
+            flushes.clear()
+            hub.workspaces.set_status(ws, status, reason, "ann", at_once=ws is at_once)
+            if ws is at_once:
+                assert statements == written and flushes == [] and not hub.db.dirty
+            hub.db.commit()
+            published += [sub.queue.get_nowait() for _ in range(sub.queue.qsize())]
+        with pytest.raises(IllegalTransition):
+            hub.workspaces.set_status(ws, WorkspaceStatus.initializing, "no", "ann", at_once=ws is at_once)
+        hub.db.rollback()
+        hub.db.expire(ws)
+        events = hub.db.query(Event).filter(Event.workspace_id == ws.id, Event.kind == "workspace").order_by(Event.id)
+        rows[ws is at_once] = (
+            (ws.status, ws.status_reason),
+            [(e.status, e.previous, e.reason, e.actor) for e in events],
+            [(e["status"], e["previous"], e["reason"]) for e in published],
+        )
+    assert rows[True] == rows[False]
+    assert rows[True][0] == ("idle", None)
+    assert rows[True][2] == [("error", "idle", "disk gone"), ("idle", "error", None)]
 
 
 def test_a_launch_that_fails_after_its_insert_leaves_nothing_for_the_next_commit(hub, monkeypatch):
