@@ -649,18 +649,20 @@ def test_the_share_sync_plans_each_workspace_once_and_lists_the_groups_once(hub,
     assert "uws-ws-999" not in fakes.groups
 
 
-def test_who_became_an_editor_while_the_share_sync_ran_may_hold_the_group_at_its_kill(hub, monkeypatch):
+def test_the_share_sync_s_kill_allows_the_editors_of_its_end_not_of_its_start(hub, monkeypatch):
     """The share sync plans who may hold each group once, before its awaits (it applies
-    group after group), and kills the processes that hold a group unallowed at its end:
-    a user made an editor meanwhile (shared with, or added to a hub group that is an
-    editor) may have launched a job there, that holds the group. The kill reads the
-    editors again under the POSIX lock, and plans again the workspaces whose owner or
-    editors changed (used as they were, the plans had the new editors' jobs killed)."""
+    group after group), and kills the processes that hold a group unallowed at its end.
+    A user made an editor meanwhile (shared with, or added to a hub group that is an
+    editor) may have launched a job there, that holds the group: it lives. An editor
+    revoked meanwhile is no longer allowed: their leftovers go. The kill reads the editors
+    again under the POSIX lock, and plans again the workspaces whose owner or editors
+    changed (used as they were, the plans killed the new editors' jobs and spared the
+    revoked editor's processes)."""
     sharing, fakes = posix_sharing(hub, monkeypatch, {})
     w1, w2 = workspace(hub, slug="w1"), workspace(hub, slug="w2")
     team = hub_orm.Group(name="team", users=[hub.users["ben"]])
     hub.db.add(team)
-    sharing.share(w1, "editor", "ann", user=hub.users["ben"])
+    revoked, _ = sharing.share(w1, "editor", "ann", user=hub.users["ben"])
     sharing.share(w2, "editor", "ann", group=team)
     apply = sharing.apply_posix
     changed = []
@@ -668,6 +670,7 @@ def test_who_became_an_editor_while_the_share_sync_ran_may_hold_the_group_at_its
     async def applying(ws, *plan):
         if not changed:  # at the first apply, after the plans
             sharing.share(w1, "editor", "ann", user=hub.users["cat"])
+            sharing.revoke(revoked, "ann")
             team.users.append(hub.users["dan"])
             hub.db.commit()
             changed.append(1)
@@ -676,7 +679,7 @@ def test_who_became_an_editor_while_the_share_sync_ran_may_hold_the_group_at_its
     monkeypatch.setattr(sharing, "apply_posix", applying)
     asyncio.run(sharing.sync())
     gid = {ws: fakes.groups[f"uws-ws-{ws.id}"] for ws in (w1, w2)}
-    assert fakes.killed == [{gid[w1]: {10001, 10002, 10003}, gid[w2]: {10001, 10002, 10004}}]
+    assert fakes.killed == [{gid[w1]: {10001, 10003}, gid[w2]: {10001, 10002, 10004}}]
 
 
 def test_a_copy_invitation_is_answered_once(hub):
