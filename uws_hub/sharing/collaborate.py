@@ -640,9 +640,9 @@ class ShareService:
         found = (self.db.get(Workspace, ws_id) for ws_id in sorted(set(grants) | grouped))
         workspaces = [workspace for workspace in found if workspace is not None]
         plans = self._posix_plans(workspaces, self.grantees(None, editors_only=True), grouped)
-        for workspace in workspaces:
-            if workspace.id in plans and self.db.get(Workspace, workspace.id) is not None:  # (unless deleted meanwhile)
-                await self.apply_posix(workspace, plans[workspace.id])
+        for ws_id, plan in plans.items():
+            if (workspace := self.db.get(Workspace, ws_id)) is not None:  # (unless deleted meanwhile)
+                await self.apply_posix(workspace, plan)
         # one scan of the processes for every group: whoever lost a group in a way the
         # hub did not see (a hub stopped before its kill), but not while former editors'
         # jobs are being stopped (the worker's kill follows their end)
