@@ -35,7 +35,7 @@ from uws_hub.reconciler import waker
 from uws_hub.sharing.collaborate import ShareService, role_name
 from uws_hub.sharing.copies import CopyService, CopySteps
 from uws_hub.spawners.batch import BatchLaunch, RunState
-from uws_hub.states import IllegalTransition, JobStatus
+from uws_hub.states import IllegalTransition, JobStatus, WorkspaceStatus
 from uws_hub.tasks import TaskPool
 from uws_hub.workqueue import WorkQueue
 from uws_hub.workspaces.reconcile import WorkspaceSteps
@@ -45,6 +45,9 @@ from uws_hub.workspaces.storage import WorkspaceStorage
 from ..helpers import memory_database
 
 log = logging.getLogger("test")
+#: who holds which JupyterHub role (made by the shares' roles): cleared with the roles, or
+#: a role of a test before, its id taken again, would hold this test's users already
+ROLE_MAPS = [hub_orm.Base.metadata.tables[f"{entity}_role_map"] for entity in ("user", "group")]
 
 
 class FakeServers:
@@ -77,7 +80,17 @@ def engine():
 def hub(engine, tmp_path):
     """Every service, wired as services.build does, on a clean database."""
     db = Session(engine)
-    for table in (Event, Share, Job, Workspace, hub_orm.Role, hub_orm.user_group_map, hub_orm.Group, hub_orm.User):
+    for table in (
+        Event,
+        Share,
+        Job,
+        Workspace,
+        *ROLE_MAPS,
+        hub_orm.Role,
+        hub_orm.user_group_map,
+        hub_orm.Group,
+        hub_orm.User,
+    ):
         db.execute(delete(table))
     db.commit()
     queue: WorkQueue = WorkQueue()
@@ -283,6 +296,50 @@ def test_a_launch_writes_its_rows_with_statements_of_their_own_not_through_the_o
     again = hub.jobs.launch(ws, "lab", None, {}, "ann")
     assert [e["kind"] for e in [sub.queue.get_nowait() for _ in range(sub.queue.qsize())]] == ["job", "workspace"]
     assert ws.last_used_at == again.created_at
+
+
+def test_a_status_set_at_once_is_the_change_the_orm_would_store(hub):
+    """The launch's "idle -> active" (written by a statement of its own) was a copy of
+    :meth:`set_status`'s rule: now one rule, written either way. Written at once, a status
+    change is an UPDATE and its event's INSERT, nothing left to flush, and stores and
+    publishes what the ORM's flush stores: the same rows, the same events; the same status
+    changes only its reason, with no event; an illegal change writes nothing."""
+    hub.db.expire_on_commit = False  # as JupyterHub's session (a commit reloads nothing)
+    through_orm, at_once = workspace(hub, slug="w1"), workspace(hub, slug="w2")
+    sub = hub.events.subscribe(lambda e: True)
+    statements: list[str] = []
+    sa_event.listen(hub.db.get_bind(), "before_cursor_execute", lambda c, cur, st, *_: statements.append(st.split()[0]))
+    flushes: list[int] = []
+    sa_event.listen(hub.db, "after_flush", lambda *_: flushes.append(1))
+    changes = [
+        (WorkspaceStatus.error, "disk gone", ["UPDATE", "INSERT"]),
+        (WorkspaceStatus.error, "disk still gone", ["UPDATE"]),  # the same status: no event
+        (WorkspaceStatus.idle, None, ["UPDATE", "INSERT"]),
+    ]
+    rows = {}
+    for ws in (through_orm, at_once):
+        published = []
+        for status, reason, written in changes:
+            statements.clear()
+            flushes.clear()
+            hub.workspaces.set_status(ws, status, reason, "ann", at_once=ws is at_once)
+            if ws is at_once:
+                assert statements == written and flushes == [] and not hub.db.dirty
+            hub.db.commit()
+            published += [sub.queue.get_nowait() for _ in range(sub.queue.qsize())]
+        with pytest.raises(IllegalTransition):
+            hub.workspaces.set_status(ws, WorkspaceStatus.initializing, "no", "ann", at_once=ws is at_once)
+        hub.db.rollback()
+        hub.db.expire(ws)
+        events = hub.db.query(Event).filter(Event.workspace_id == ws.id, Event.kind == "workspace").order_by(Event.id)
+        rows[ws is at_once] = (
+            (ws.status, ws.status_reason),
+            [(e.status, e.previous, e.reason, e.actor) for e in events],
+            [(e["status"], e["previous"], e["reason"]) for e in published],
+        )
+    assert rows[True] == rows[False]
+    assert rows[True][0] == ("idle", None)
+    assert rows[True][2] == [("error", "idle", "disk gone"), ("idle", "error", None)]
 
 
 def test_a_launch_that_fails_after_its_insert_leaves_nothing_for_the_next_commit(hub, monkeypatch):
@@ -523,6 +580,106 @@ def test_roles_follow_collaborate_shares(hub):
     assert {"custom:uws:write:workspaces!server=ann/w1", "custom:uws:write:servers!server=ann/w1"} <= set(role.scopes)
     hub.sharing.revoke(share, "ann")
     assert hub_orm.Role.find(hub.db, role_name(ws.id, "editor")) is None
+
+
+#: the system accounts' uids of the users of the POSIX groups' tests
+UIDS = {"ann": 10001, "ben": 10002, "cat": 10003, "dan": 10004}
+
+
+class PosixFakes:
+    """The system's side of POSIX groups for the share sync, in memory: groups by name,
+    accounts with uids, and what each call was asked (the kill's holders)."""
+
+    def __init__(self, monkeypatch, groups: dict[str, int]):
+        from uws_hub.sharing import posixgroups
+
+        self.groups = groups
+        self.listed = 0
+        self.looked_up: list[str] = []
+        self.killed: list[dict[int, set[int]]] = []
+        monkeypatch.setattr(posixgroups, "gid_of", groups.get)
+        monkeypatch.setattr(posixgroups, "ensure_group", lambda name: groups.setdefault(name, 5000 + len(groups)))
+        monkeypatch.setattr(posixgroups, "groups_with_prefix", self.list_groups)
+        monkeypatch.setattr(posixgroups, "clear_members", lambda name: False)
+        monkeypatch.setattr(posixgroups, "is_shared", lambda directory, gid: True)
+        monkeypatch.setattr(posixgroups, "kill_strays", lambda holders: self.killed.append(holders) or 0)
+        monkeypatch.setattr(posixgroups, "delete_group", lambda name: groups.pop(name, None))
+
+    def list_groups(self, prefix):
+        self.listed += 1
+        return [name for name in self.groups if name.startswith(prefix)]
+
+    def owner(self, name):  # SystemAccounts.owner: every user has an account (UIDS)
+        self.looked_up.append(name)
+        return SimpleNamespace(uid=UIDS[name])
+
+
+def posix_sharing(hub, monkeypatch, groups: dict[str, int]) -> tuple[ShareService, PosixFakes]:
+    fakes = PosixFakes(monkeypatch, groups)
+    sharing = ShareService(hub.db, fakes, hub.sharing.notifier, hub.events, log, posix_group_prefix="uws-ws-")
+    for name in ("cat", "dan"):
+        hub.users[name] = hub_orm.User(name=name)
+        hub.db.add(hub.users[name])
+    hub.db.commit()
+    return sharing, fakes
+
+
+def test_the_share_sync_plans_each_workspace_once_and_lists_the_groups_once(hub, monkeypatch):
+    """The share sync worked out who may hold each workspace's group twice (a query of
+    its shares and a look-up of each account, once to apply the group and once to kill
+    the processes that hold it unallowed), and listed the system's groups twice: one
+    plan a workspace, for both, each account looked up once, one listing. The kill
+    gets what it got: the owner's and the editors' accounts, through hub groups too, and
+    the owner's alone for a group whose workspace is no longer shared."""
+    sharing, fakes = posix_sharing(hub, monkeypatch, {"uws-ws-999": 4999})
+    w1, w2, w3 = (workspace(hub, slug=f"w{i}") for i in (1, 2, 3))
+    team = hub_orm.Group(name="team", users=[hub.users["ben"], hub.users["cat"]])
+    hub.db.add(team)
+    sharing.share(w1, "editor", "ann", user=hub.users["ben"])
+    sharing.share(w2, "editor", "ann", group=team)
+    sharing.share(w2, "viewer", "ann", user=hub.users["dan"])
+    fakes.groups[f"uws-ws-{w3.id}"] = 4003  # shared once, no longer
+    fakes.looked_up.clear()
+    asyncio.run(sharing.sync())
+    assert fakes.listed == 1
+    assert sorted(fakes.looked_up) == ["ann", "ben", "cat"]
+    gid = {ws: fakes.groups[f"uws-ws-{ws.id}"] for ws in (w1, w2, w3)}
+    # the group of no workspace is deleted, and whoever holds it killed; then the others' strays
+    assert fakes.killed == [{4999: set()}, {gid[w1]: {10001, 10002}, gid[w2]: {10001, 10002, 10003}, gid[w3]: {10001}}]
+    assert "uws-ws-999" not in fakes.groups
+
+
+def test_the_share_sync_s_kill_allows_the_editors_of_its_end_not_of_its_start(hub, monkeypatch):
+    """The share sync plans who may hold each group once, before its awaits (it applies
+    group after group), and kills the processes that hold a group unallowed at its end.
+    A user made an editor meanwhile (shared with, or added to a hub group that is an
+    editor) may have launched a job there, that holds the group: it lives. An editor
+    revoked meanwhile is no longer allowed: their leftovers go. The kill reads the editors
+    again under the POSIX lock, and plans again the workspaces whose owner or editors
+    changed (used as they were, the plans killed the new editors' jobs and spared the
+    revoked editor's processes)."""
+    sharing, fakes = posix_sharing(hub, monkeypatch, {})
+    w1, w2 = workspace(hub, slug="w1"), workspace(hub, slug="w2")
+    team = hub_orm.Group(name="team", users=[hub.users["ben"]])
+    hub.db.add(team)
+    revoked, _ = sharing.share(w1, "editor", "ann", user=hub.users["ben"])
+    sharing.share(w2, "editor", "ann", group=team)
+    apply = sharing.apply_posix
+    changed = []
+
+    async def applying(ws, *plan):
+        if not changed:  # at the first apply, after the plans
+            sharing.share(w1, "editor", "ann", user=hub.users["cat"])
+            sharing.revoke(revoked, "ann")
+            team.users.append(hub.users["dan"])
+            hub.db.commit()
+            changed.append(1)
+        await apply(ws, *plan)
+
+    monkeypatch.setattr(sharing, "apply_posix", applying)
+    asyncio.run(sharing.sync())
+    gid = {ws: fakes.groups[f"uws-ws-{ws.id}"] for ws in (w1, w2)}
+    assert fakes.killed == [{gid[w1]: {10001, 10003}, gid[w2]: {10001, 10002, 10004}}]
 
 
 def test_a_copy_invitation_is_answered_once(hub):

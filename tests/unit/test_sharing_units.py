@@ -14,6 +14,7 @@ import shutil
 import stat
 import struct
 import subprocess
+import sys
 import threading
 import time
 from datetime import datetime
@@ -27,7 +28,8 @@ from uws_hub.quotas.limits import limit_words
 from uws_hub.quotas.service import Limits, fmt_bytes, fmt_hours, period_start
 from uws_hub.scopes import READ_WORKSPACES, WRITE_SERVERS, taken_by_hub
 from uws_hub.serverconfig import CONFIG_DIR, QUIET_DIR, job_env
-from uws_hub.sharing.posixgroups import default_acl, kill_strays, share_tree
+from uws_hub.sharing.posixgroups import default_acl, ended, kill_strays, share_tree
+from uws_hub.spawners import wrapper
 from uws_hub.workspaces.copying import CopyTooLarge, copy_tree
 from uws_hub.workspaces.paths import Owner
 from uws_hub.workspaces.storage import WorkspaceStorage
@@ -204,6 +206,39 @@ def test_kill_strays_kills_who_holds_a_group_unallowed_and_no_one_else():
         assert [p.poll() for p in spared] == [None, None, None]
     finally:
         for p in strays + spared:
+            p.kill()
+            p.wait()
+
+
+def test_the_stray_kill_and_the_job_wrapper_tell_an_ended_process_by_one_rule():
+    """The rule "a zombie with threads left is alive" was written twice, once for
+    ``/proc/<pid>/stat`` (the job wrapper, the orphan sweep) and once for
+    ``/proc/<pid>/status`` (the stray kill): one rule (:func:`wrapper.has_ended`), and both readings of a process agree.
+    A process whose first thread ended while another runs on is alive to both; one that
+    ended and waits for its parent is ended to both; a running one is alive to both."""
+    assert [wrapper.has_ended(*a) for a in [("Z", 1), (b"Z", 1), ("Z", 2), (b"Z", 3), ("S", 1), (b"R", 1)]] == [
+        True,
+        True,
+        False,
+        False,
+        False,
+        False,
+    ]
+    ghost = subprocess.Popen([sys.executable, "-c", GHOST])
+    done = subprocess.Popen(["true"])  # not waited for: a zombie until the end of the test
+    running = subprocess.Popen(["sleep", "60"])
+    try:
+        wait_for(lambda: "zombie" in open(f"/proc/{ghost.pid}/status").read(), 30, what="the first thread's end")
+        wait_for(lambda: "zombie" in open(f"/proc/{done.pid}/status").read(), 30, what="the end of true")
+
+        def readings(pid: int) -> tuple[bool, bool]:
+            with open(f"/proc/{pid}/status") as f:
+                fields = dict(line.split(":", 1) for line in f.read().splitlines() if ":" in line)
+            return wrapper.process_stat(pid) is None, ended(fields)
+
+        assert [readings(p.pid) for p in (ghost, done, running)] == [(False, False), (True, True), (False, False)]
+    finally:
+        for p in (ghost, done, running):
             p.kill()
             p.wait()
 

@@ -41,12 +41,13 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Container, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from jupyterhub import orm as hub_orm
 from jupyterhub import roles as hub_roles
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from ..accounts.system import SystemAccounts
@@ -119,6 +120,17 @@ def role_specs(db: Session) -> list[dict[str, Any]]:
             if at_level:
                 specs.append(_role_spec(ws, level, at_level))
     return specs
+
+
+@dataclass(frozen=True)
+class PosixPlan:
+    """Who may hold a workspace's POSIX group: ``holders``, the hub's users allowed to
+    (its owner and its editors, as (id, name): a user's name finds their account), and
+    ``uids``, the accounts of those that have one."""
+
+    group: str
+    holders: frozenset[tuple[int, str]]
+    uids: frozenset[int]
 
 
 class ShareService:
@@ -195,16 +207,25 @@ class ShareService:
 
     def effective_users(self, ws_id: int, *, editors_only: bool = False) -> set[int]:
         """Ids of the users a workspace is shared with, directly or through their groups."""
-        users: set[int] = set()
-        for share in self.db.scalars(
-            select(Share).where(Share.workspace_id == ws_id, Share.kind == ShareKind.collaborate.value)
-        ):
-            if editors_only and share.level != ShareLevel.editor.value:
-                continue
-            if share.user is not None:
-                users.add(share.user.id)
-            elif share.group is not None:
-                users.update(u.id for u in share.group.users)
+        return self.grantees([ws_id], editors_only=editors_only).get(ws_id, set())
+
+    def grantees(self, ws_ids: Collection[int] | None, *, editors_only: bool = False) -> dict[int, set[int]]:
+        """Workspace id -> ids of the users it is shared with, directly or through their
+        groups (``editors_only``: as editors), for ``ws_ids`` (None: every workspace), in
+        one query (the share sync asks for every shared workspace)."""
+        where = [Share.kind == ShareKind.collaborate.value]
+        if editors_only:
+            where.append(Share.level == ShareLevel.editor.value)
+        if ws_ids is not None:
+            where.append(Share.workspace_id.in_(list(ws_ids)))
+        members = hub_orm.user_group_map.c
+        direct = select(Share.workspace_id, Share.user_id).where(*where, Share.user_id.is_not(None))
+        via_groups = select(Share.workspace_id, members.user_id).join_from(
+            Share, hub_orm.user_group_map, members.group_id == Share.group_id
+        )
+        users: dict[int, set[int]] = {}
+        for ws_id, user_id in self.db.execute(union_all(direct, via_groups.where(*where))):
+            users.setdefault(ws_id, set()).add(user_id)
         return users
 
     def share(
@@ -362,41 +383,75 @@ class ShareService:
             },
         )
 
-    def _posix_plan(self, ws: Workspace) -> tuple[str, set[int]] | None:
-        """(group name, uids of the accounts allowed to hold it: the owner's and the
-        editors') for the workspace, or None when there are no POSIX groups."""
-        if self.posix_group_prefix is None:
-            return None
-        editors = self.effective_users(ws.id, editors_only=True) - {ws.owner_id}
-        if not editors and posixgroups.gid_of(posixgroups.group_name(self.posix_group_prefix, ws.id)) is None:
-            return None
-        # the owner's name is checked as the editors' are: it may have changed since the
-        # workspace was made (JupyterHub renames users), to a system account's or to none
-        allowed = set()
-        for role, uid in [("owner", ws.owner_id), *(("editor", uid) for uid in sorted(editors))]:
-            name = self.db.get_one(hub_orm.User, uid).name
-            try:
-                account = self.accounts.owner(name)
-            except Conflict as e:
-                self.log.warning("Workspace %s: %s %s may not hold its group: %s", ws.id, role, name, e)
-                continue
-            if account.uid is not None:
-                allowed.add(account.uid)
-        return posixgroups.group_name(self.posix_group_prefix, ws.id), allowed
+    def _posix_plan(self, ws: Workspace) -> PosixPlan | None:
+        """Who may hold the workspace's POSIX group (:meth:`_posix_plans`), or None when it
+        has none and needs none, or there are no POSIX groups."""
+        return self._posix_plans([ws], self.grantees([ws.id], editors_only=True)).get(ws.id)
 
-    async def apply_posix(self, ws: Workspace) -> None:
+    def _posix_plans(
+        self,
+        workspaces: Iterable[Workspace],
+        editors: dict[int, set[int]],
+        grouped: Container[int] | None = None,
+        planned: dict[int, PosixPlan] | None = None,
+    ) -> dict[int, PosixPlan]:
+        """Workspace id -> who may hold its POSIX group (its owner's and its editors'
+        accounts), for those of ``workspaces`` that have editors (in ``editors``: see
+        :meth:`grantees`) or a group (``grouped``: the ids of those whose group was listed;
+        None: each group looked up); nothing when there are no POSIX groups.
+
+        One pass for many workspaces: each account is looked up once. ``planned``: plans
+        made before (the share sync's), kept for a workspace whose owner and editors are
+        still the same users, under the same names."""
+        prefix = self.posix_group_prefix
+        if prefix is None:
+            return {}
+        accounts: dict[str, int | Conflict | None] = {}
+        plans: dict[int, PosixPlan] = {}
+        for ws in workspaces:
+            group = posixgroups.group_name(prefix, ws.id)
+            editor_ids = editors.get(ws.id, set()) - {ws.owner_id}
+            if not editor_ids:
+                has_group = ws.id in grouped if grouped is not None else posixgroups.gid_of(group) is not None
+                if not has_group:
+                    continue
+            roles = [("owner", ws.owner_id), *(("editor", uid) for uid in sorted(editor_ids))]
+            named = [(role, uid, self.db.get_one(hub_orm.User, uid).name) for role, uid in roles]
+            holders = frozenset((uid, name) for _, uid, name in named)
+            if planned is not None and (plan := planned.get(ws.id)) is not None and plan.holders == holders:
+                plans[ws.id] = plan
+                continue
+            uids: set[int] = set()
+            for role, _, name in named:
+                # the owner's name is checked as the editors' are: it may have changed since the
+                # workspace was made (JupyterHub renames users), to a system account's or to none
+                if name not in accounts:
+                    try:
+                        accounts[name] = self.accounts.owner(name).uid
+                    except Conflict as e:
+                        accounts[name] = e
+                account = accounts[name]
+                if isinstance(account, Conflict):
+                    self.log.warning("Workspace %s: %s %s may not hold its group: %s", ws.id, role, name, account)
+                elif account is not None:
+                    uids.add(account)
+            plans[ws.id] = PosixPlan(group, holders, frozenset(uids))
+        return plans
+
+    async def apply_posix(self, ws: Workspace, plan: PosixPlan | None = None) -> None:
         """Apply the workspace's POSIX group (a group-shared tree, no members); when an
-        account lost the right to hold it, its processes that still do go."""
-        plan = self._posix_plan(ws)
+        account lost the right to hold it, its processes that still do go. ``plan``: who
+        may hold it, if the caller knows (the share sync plans every workspace at once)."""
+        if plan is None:
+            plan = self._posix_plan(ws)
         if plan is None:
             return
-        name, allowed = plan
         directory = ws.directory
         async with self._posix_lock:
-            await asyncio.to_thread(self._apply_posix, name, directory)
+            await asyncio.to_thread(self._apply_posix, plan.group, directory)
         before = self._allowed.get(ws.id)
-        self._allowed[ws.id] = allowed
-        if before is None or before - allowed:
+        self._allowed[ws.id] = set(plan.uids)
+        if before is None or before - plan.uids:
             # who lost it keeps it in every process a job of theirs left (their write
             # access): those go (the first time since the hub started, whoever lost it
             # while the hub was not looking)
@@ -411,16 +466,23 @@ class ShareService:
         if posixgroups.clear_members(name):
             self.log.info("POSIX group %s: members removed (the hub gives it to jobs only)", name)
 
-    def _allowed_by_group(self, ws_ids: Iterable[int]) -> dict[str, set[int]]:
+    def _allowed_by_group(
+        self, ws_ids: Iterable[int], planned: dict[int, PosixPlan] | None = None
+    ) -> dict[str, set[int]]:
         """Group name -> the uids allowed to hold it, for those of ``ws_ids`` that have a
-        group (from the shares: :meth:`_posix_plan`)."""
-        allowed = {}
-        for ws_id in ws_ids:
-            ws = self.db.get(Workspace, ws_id)
-            plan = self._posix_plan(ws) if ws is not None else None
-            if plan is not None:
-                allowed[plan[0]] = plan[1]
-        return allowed
+        group, from the shares as they are now (:meth:`_posix_plans`), read just before
+        the kill, under the POSIX lock.
+
+        ``planned``: the share sync's plans, made before its awaits (one per workspace,
+        for its apply and its kill): one query reads the editors again, and a workspace
+        whose owner or editors changed since is planned again. Used as they were, an
+        editor added meanwhile would have the job they just launched there killed."""
+        workspaces = [ws for ws_id in ws_ids if (ws := self.db.get(Workspace, ws_id)) is not None]
+        if planned is None:
+            plans = self._posix_plans(workspaces, self.grantees([ws.id for ws in workspaces], editors_only=True))
+        else:
+            plans = self._posix_plans(workspaces, self.grantees(None, editors_only=True), planned.keys(), planned)
+        return {plan.group: set(plan.uids) for plan in plans.values()}
 
     def _lost_launchers_jobs(self, ws_ids: Iterable[int]) -> dict[int, list[int]]:
         """For each of ``ws_ids`` that has some, the ids of its jobs launched by who is no
@@ -568,23 +630,25 @@ class ShareService:
         if self.posix_group_prefix is None:
             return
         prefix = self.posix_group_prefix
-        existing = {ws_id for (ws_id,) in self.db.execute(select(Workspace.id))}
-        # the shared workspaces' groups, and those of workspaces no longer shared (whose
-        # members a hub before this one may have left: the owner)
-        grouped = {int(n[len(prefix) :]) for n in await asyncio.to_thread(posixgroups.groups_with_prefix, prefix)}
-        for ws_id in sorted(set(grants) | (grouped & existing)):
-            if (workspace := self.db.get(Workspace, ws_id)) is not None:  # (unless deleted meanwhile)
-                await self.apply_posix(workspace)
         names, gone = await self._groups_and_those_of_no_workspace()
         for name in gone:
             await self._delete_group(name, "its workspace is gone")
+        # the shared workspaces' groups, and those of workspaces no longer shared (whose
+        # members a hub before this one may have left: the owner); who may hold each is
+        # planned once, for its apply and (checked again under the lock) its kill
+        grouped = {int(name[len(prefix) :]) for name in names if name not in gone}
+        found = (self.db.get(Workspace, ws_id) for ws_id in sorted(set(grants) | grouped))
+        workspaces = [workspace for workspace in found if workspace is not None]
+        plans = self._posix_plans(workspaces, self.grantees(None, editors_only=True), grouped)
+        for ws_id, plan in plans.items():
+            if (workspace := self.db.get(Workspace, ws_id)) is not None:  # (unless deleted meanwhile)
+                await self.apply_posix(workspace, plan)
         # one scan of the processes for every group: whoever lost a group in a way the
         # hub did not see (a hub stopped before its kill), but not while former editors'
         # jobs are being stopped (the worker's kill follows their end)
-        ids = [int(n[len(prefix) :]) for n in names]
-        lost = self._lost_launchers_jobs(ids)
+        lost = self._lost_launchers_jobs(plans)
         async with self._posix_lock:
-            allowed = self._allowed_by_group(ws_id for ws_id in ids if ws_id not in lost)
+            allowed = self._allowed_by_group((ws_id for ws_id in plans if ws_id not in lost), plans)
             await asyncio.to_thread(self._kill_strays, allowed)
 
     async def _groups_and_those_of_no_workspace(self) -> tuple[list[str], list[str]]:

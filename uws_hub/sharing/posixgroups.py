@@ -47,6 +47,7 @@ import stat
 import struct
 import subprocess
 
+from ..spawners.wrapper import has_ended
 from ..workspaces.paths import DIR_FLAGS, FILE_FLAGS, MAX_DEPTH
 
 #: default ACLs in Linux's xattr encoding (acl_ea_header, then acl_ea_entry sorted by tag and id)
@@ -127,10 +128,10 @@ KILL_ROUNDS = 10
 
 def ended(fields: dict[str, str]) -> bool:
     """Whether the process whose ``/proc/<pid>/status`` these fields are has ended and only
-    waits for its parent (a zombie with no thread left). A process whose first thread
-    exited while others run (``pthread_exit`` in ``main``) shows as a zombie too, and lives
-    on with its groups: its ``Threads`` count the others."""
-    return fields.get("State", "").split()[:1] == ["Z"] and int(fields.get("Threads", "1")) <= 1
+    waits for its parent (:func:`uws_hub.spawners.wrapper.has_ended`: a zombie with
+    threads left lives on, with its groups)."""
+    state = fields.get("State", "").split()  # "Z (zombie)"
+    return has_ended(state[0] if state else "", int(fields.get("Threads", "1")))
 
 
 def _stray_of(status: str, holders: dict[int, set[int]]) -> bool:

@@ -246,22 +246,33 @@ class Cgroups:
             pass
 
 
-def process_stat(pid: int) -> list[bytes] | None:
-    """The fields of ``/proc/<pid>/stat`` after the command's name (the state first, the
-    parent's pid second), or None if the process is gone (or a zombie).
+def has_ended(state: str | bytes, threads: int) -> bool:
+    """Whether a process in ``state`` (``Z``, ``R``…: the state field of
+    ``/proc/<pid>/stat``, or the first letter of ``State`` in ``/proc/<pid>/status``) with
+    ``threads`` threads has ended and only waits for its parent to collect it.
 
     A process whose first thread ended while others run on (``pthread_exit`` in
     ``main``) reads as a zombie too, but runs, with its account and groups, and cannot
-    be reaped until its last thread ends: its thread count (the 18th field) tells it
-    apart. Earlier versions took it for ended: a batch job's wrapper waited for it
-    forever (the job ran on past its end, its time limit and its stop), and the orphan
-    sweep passed it by."""
+    be reaped until its last thread ends: its thread count tells it apart. Earlier
+    versions took it for ended: a batch job's wrapper waited for it forever (the job ran
+    on past its end, its time limit and its stop), and the orphan sweep and the stray
+    kill passed it by. The one rule for the wrapper and the hub: it is here because the
+    wrapper runs as a script (``python -I -S``) that imports nothing but the standard
+    library, and the hub's modules import it from here
+    (:func:`uws_hub.sharing.posixgroups.ended`)."""
+    return state in ("Z", b"Z") and threads <= 1
+
+
+def process_stat(pid: int) -> list[bytes] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command's name (the state first, the
+    parent's pid second, the thread count 18th), or None if the process is gone or has
+    ended (:func:`has_ended`)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             fields = f.read().rsplit(b")", 1)[1].split()
     except OSError:
         return None
-    return None if fields[0] == b"Z" and int(fields[17]) <= 1 else fields
+    return None if has_ended(fields[0], int(fields[17])) else fields
 
 
 def process_start_time(pid: int) -> int | None:

@@ -98,36 +98,56 @@ class WorkspaceService:
         self.wake = wake
 
     # ---------------------------------------------------------------- status
-    def set_status(self, ws: Workspace, status: WorkspaceStatus, reason: str | None = None, actor: str = "hub") -> None:
-        """The only way a workspace's status changes (checked against the table, stored as an event;
-        a launch's: :meth:`launched_in`)."""
+    def set_status(
+        self,
+        ws: Workspace,
+        status: WorkspaceStatus,
+        reason: str | None = None,
+        actor: str = "hub",
+        *,
+        columns: dict[str, Any] | None = None,
+        at_once: bool = False,
+    ) -> None:
+        """The only way a workspace's status changes: checked against the table, stored
+        as an event (none if it had that status; its reason is set either way).
+
+        ``at_once``: the row written with an UPDATE of its own, with ``columns`` (more of
+        the row), and the event inserted at once, not through the ORM's flush (a launch's:
+        :meth:`launched_in`)."""
         previous = ws.status
-        if previous == status.value:
-            ws.status_reason = reason
-            return
-        ws.status = check_workspace_transition(previous, status).value
-        ws.status_reason = reason
-        self.record(ws, ws.status, previous, reason, actor)
+        values: dict[str, Any] = {**(columns or {}), "status_reason": reason}
+        if previous != status.value:
+            values["status"] = check_workspace_transition(previous, status).value
+        self._write(ws, values, at_once)
+        if previous != ws.status:
+            self.record(ws, ws.status, previous, reason, actor, at_once=at_once)
 
     def launched_in(self, ws: Workspace, at: datetime, actor: str) -> None:
         """A job launched in ``ws`` at ``at``: the workspace was last used then (what the lists'
         "last used" order reads, stored: a page sorts by an index, not by each one's latest
-        job), and is ``active`` if it was ``idle`` (as :meth:`set_status` changes it).
+        job), and is ``active`` if it was ``idle`` (:meth:`set_status`).
 
         With an UPDATE of its own and its event inserted at once
         (:meth:`uws_hub.events.bus.EventBus.insert`), not through the ORM's flush: a
         launch request's cost, and a burst of them is answered one after the other.
         """
-        values: dict[str, Any] = {"last_used_at": at, "updated_at": at}
-        previous = ws.status
-        if previous == WorkspaceStatus.idle.value:
-            values.update(status=check_workspace_transition(previous, WorkspaceStatus.active).value, status_reason=None)
+        columns: dict[str, Any] = {"last_used_at": at, "updated_at": at}
+        if ws.status == WorkspaceStatus.idle.value:
+            self.set_status(ws, WorkspaceStatus.active, actor=actor, columns=columns, at_once=True)
+        else:
+            self._write(ws, columns, at_once=True)
+
+    def _write(self, ws: Workspace, values: dict[str, Any], at_once: bool) -> None:
+        """Set these columns of ``ws``: in the session (the next flush stores them), or
+        ``at_once`` with an UPDATE of their own, the session's row then as stored."""
+        if not at_once:
+            for key, value in values.items():
+                setattr(ws, key, value)
+            return
         self.db.connection().execute(update(Workspace).where(Workspace.id == ws.id), values)
         # the session's row as stored (a rollback expires it)
         for key, value in values.items():
             set_committed_value(ws, key, value)
-        if previous != ws.status:
-            self.record(ws, ws.status, previous, None, actor, at_once=True)
 
     def record(
         self,
