@@ -42,6 +42,7 @@ import errno
 import grp
 import logging
 import os
+import re
 import signal
 import stat
 import struct
@@ -190,7 +191,12 @@ def delete_group(name: str) -> None:
 
 
 def groups_with_prefix(prefix: str) -> list[str]:
-    return [g.gr_name for g in grp.getgrall() if g.gr_name.startswith(prefix) and g.gr_name[len(prefix) :].isdigit()]
+    """The system's groups named as the hub names its own (:func:`group_name`: the prefix,
+    then a workspace id). Only those: ``str.isdigit`` also passes digits ``int`` refuses
+    (``²``: every share sync failed) and names the hub never makes (``012``, ``٣``: read
+    as another workspace's group, an administrator's group was deleted and its holders
+    killed)."""
+    return [g.gr_name for g in grp.getgrall() if re.fullmatch(re.escape(prefix) + "[1-9][0-9]*", g.gr_name)]
 
 
 def _set_default_acl(fd: int, acl: bytes, log: logging.Logger) -> None:
