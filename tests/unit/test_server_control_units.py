@@ -236,19 +236,30 @@ async def test_a_stop_whose_commit_fails_leaves_the_session_usable(control, monk
     await control.pool.close()
 
 
-def _running_server(control, db, orm_user, name: str):
-    """A server of ``name`` whose process runs (a real one), with its API token and OAuth
-    client, as JupyterHub's spawn leaves them."""
-    spawner = control.spawner(orm_user, name, "local")
+@pytest.fixture
+async def running(control):
+    """A server "ws-1" whose process runs (a real one), with its API token and OAuth
+    client, as JupyterHub's spawn leaves them: (control, db, owner, spawner, process)."""
+    from uws_hub.tasks import TaskPool
+
+    control, db, orm_user = control
+    control.proxy = RecordingProxy()
+    control.pool = TaskPool(logging.getLogger("test"))
+    spawner = control.spawner(orm_user, "ws-1", "local")
     spawner.orm_spawner.server = hub_orm.Server()
     if db.query(hub_orm.OAuthClient).filter_by(identifier="jupyterhub").first() is None:
         db.add(hub_orm.OAuthClient(identifier="jupyterhub"))  # (the hub's own, every token's default)
-    spawner.api_token = orm_user.new_api_token(note=f"Server at /user/owner/{name}/", scopes=["inherit"])
+    spawner.api_token = orm_user.new_api_token(note="Server at /user/owner/ws-1/", scopes=["inherit"])
     spawner.orm_spawner.oauth_client = hub_orm.OAuthClient(identifier=spawner.oauth_client_id)  # as User.spawn
     db.commit()
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     spawner.proc, spawner.pid = proc, proc.pid
-    return spawner, proc
+    try:
+        yield control, db, orm_user, spawner, proc
+    finally:
+        proc.kill()
+        proc.wait()
+        await control.pool.close()
 
 
 def _cleaned_up(db, spawner, token: str) -> bool:
@@ -261,49 +272,32 @@ def _cleaned_up(db, spawner, token: str) -> bool:
     )
 
 
-async def test_a_stop_records_the_end_once_the_process_exited_before_jupyterhubs_cleanup(control):
+async def test_a_stop_records_the_end_once_the_process_exited_before_jupyterhubs_cleanup(running):
     """A stop's ``then`` (the job's end) runs and is committed as soon as the spawner's
     stop() knows the process exited, before JupyterHub's ``User.stop`` deletes the
     server's token and OAuth client (commits, ~10 ms a stop); the cleanup still follows,
     and ``then`` runs once. Failed before: ``then`` ran after the cleanup."""
-    from uws_hub.tasks import TaskPool
-
-    control, db, orm_user = control
-    control.proxy = RecordingProxy()
-    control.pool = TaskPool(logging.getLogger("test"))
-    spawner, proc = _running_server(control, db, orm_user, "ws-1")
-    token = spawner.api_token
-    seen = []
+    control, db, orm_user, spawner, proc = running
+    token, seen = spawner.api_token, []
 
     def then():
         seen.append((proc.poll() is not None, _cleaned_up(db, spawner, token)))
 
-    try:
-        assert await control.stop(orm_user, "ws-1", then=then) is True
-    finally:
-        proc.kill()
-        proc.wait()
+    assert await control.stop(orm_user, "ws-1", then=then) is True
     # at the end's record: the process had exited, JupyterHub had not cleaned up yet
     assert seen == [(True, False)]
     assert _cleaned_up(db, spawner, token) and spawner.stopped_listener is None
-    await control.pool.close()
 
 
-async def test_a_stop_that_cannot_tell_the_process_ended_records_the_end_after_it(control, monkeypatch):
+async def test_a_stop_that_cannot_tell_the_process_ended_records_the_end_after_it(running, monkeypatch):
     """A spawner's stop that gives up on the process (it did not die) records no end
     early: a job is never reported ended while its process may still run. The end is
     then recorded after JupyterHub's stop, as before (the reconciler's stopping timeout
     and orphan sweep deal with the process)."""
     from jupyterhub.spawner import LocalProcessSpawner
 
-    from uws_hub.tasks import TaskPool
-
-    control, db, orm_user = control
-    control.proxy = RecordingProxy()
-    control.pool = TaskPool(logging.getLogger("test"))
-    spawner, proc = _running_server(control, db, orm_user, "ws-1")
-    token = spawner.api_token
-    seen = []
+    control, db, orm_user, spawner, proc = running
+    token, seen = spawner.api_token, []
 
     async def stop_that_gives_up(self, now=False):
         pass  # as LocalProcessSpawner's stop when the process "never died"
@@ -313,13 +307,8 @@ async def test_a_stop_that_cannot_tell_the_process_ended_records_the_end_after_i
     def then():
         seen.append((proc.poll() is not None, _cleaned_up(db, spawner, token)))
 
-    try:
-        assert await control.stop(orm_user, "ws-1", then=then) is True
-        assert seen == [(False, True)]
-    finally:
-        proc.kill()
-        proc.wait()
-    await control.pool.close()
+    assert await control.stop(orm_user, "ws-1", then=then) is True
+    assert seen == [(False, True)]
 
 
 async def test_a_server_deleted_while_its_stop_cleans_up_is_deleted_once_that_is_through(control):
@@ -346,18 +335,13 @@ async def test_a_server_deleted_while_its_stop_cleans_up_is_deleted_once_that_is
     assert "ws-1" not in orm_user.orm_spawners
 
 
-async def test_a_stops_early_end_commits_the_servers_tokens_gone_with_it(control):
+async def test_a_stops_early_end_commits_the_servers_tokens_gone_with_it(running):
     """Every end of a job deletes its server's tokens (``JobService.transition`` calls
     ``revoke_tokens``): recorded before JupyterHub's cleanup, the end's own commit has the
     server's API token and OAuth client gone. A hub that dies right after it (before the
     cleanup) leaves no token that works, only the server's row, which JupyterHub's startup
     drops (its process is gone)."""
-    from uws_hub.tasks import TaskPool
-
-    control, db, orm_user = control
-    control.proxy = RecordingProxy()
-    control.pool = TaskPool(logging.getLogger("test"))
-    spawner, proc = _running_server(control, db, orm_user, "ws-1")
+    control, db, orm_user, spawner, proc = running
     token = spawner.api_token
     commit, after_commits = control._commit, []
 
@@ -372,11 +356,6 @@ async def test_a_stops_early_end_commits_the_servers_tokens_gone_with_it(control
         )
 
     control._commit = commit_and_look
-    try:
-        assert await control.stop(orm_user, "ws-1", then=lambda: control.revoke_tokens(orm_user, "ws-1")) is True
-    finally:
-        proc.kill()
-        proc.wait()
+    assert await control.stop(orm_user, "ws-1", then=lambda: control.revoke_tokens(orm_user, "ws-1")) is True
     # the end's commit: tokens gone, the server's row not yet (JupyterHub's cleanup follows)
     assert after_commits[0] == (True, True, False)
-    await control.pool.close()
