@@ -228,6 +228,62 @@ def test_every_end_of_a_job_revokes_its_server_token(shub, job_type, end, outcom
     assert not works(shub, token)
 
 
+def _server_credentials_left(hub, job) -> tuple[int, int]:
+    """How many API tokens and OAuth clients of the job's server the hub's database holds."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(hub.db_url)
+    try:
+        with engine.connect() as db:
+            tokens = db.execute(
+                text("SELECT count(*) FROM api_tokens WHERE note = :note"),
+                {"note": f"Server at /user/uwsalice/{job['server_name']}/"},
+            ).scalar_one()
+            clients = db.execute(
+                text("SELECT count(*) FROM oauth_clients WHERE identifier = :client"),
+                {"client": f"jupyterhub-user-uwsalice-{job['server_name']}"},
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    return tokens, clients
+
+
+def test_a_stopped_job_is_reported_ended_with_its_servers_credentials_gone(shub):
+    """A stop records the job's end as soon as its process has exited, before JupyterHub's
+    own cleanup of the server (which deletes the same token and OAuth client): whoever sees
+    the job ended finds its server's API token refused, its OAuth client and every
+    visitor's OAuth token gone. The workspace then starts a job again and is deleted
+    right away (the server's cleanup may still be under way then)."""
+    ws = shared_workspace(shub)
+    bob = login(shub, "uwsbob", PASSWORD)
+    assert bob.ok, bob
+    job = run(shub, ws, "minimal")
+    token = server_token(job)
+    bobs = oauth_token(shub, bob.session, job, token)
+    assert works(shub, token) and works(shub, bobs)
+    assert _server_credentials_left(shub, job) == (1, 1)
+    stop_on_request(shub, job)
+    ended = shub.wait_job(job["id"], shub.alice, TERMINAL, timeout=30)
+    assert ended["status"] == "completed", ended["reason"]
+    assert ended["reason"] is None or "\n" not in ended["reason"]  # no output in a stop's reason
+    assert _server_credentials_left(shub, job) == (0, 0)
+    assert not works(shub, token) and not works(shub, bobs)
+    # at once: a new job of the workspace, stopped, and the workspace deleted
+    again = run(shub, ws, "minimal")
+    stop_on_request(shub, again)
+    assert shub.wait_job(again["id"], shub.alice, TERMINAL, timeout=30)["status"] == "completed"
+    assert shub.api("DELETE", f"workspaces/{ws['id']}", shub.alice, expect=202)["status"] == "deleting"
+
+    def delete_ended() -> str | None:
+        """'deleted', or the workspace once it is no longer deleting (its delete failed)."""
+        r = shub.request("GET", f"workspaces/{ws['id']}", shub.alice)
+        if r.status_code == 404:
+            return "deleted"
+        return None if r.json()["status"] == "deleting" else r.text
+
+    assert wait_for(delete_ended, 30, what="the workspace's delete") == "deleted"
+
+
 def test_a_servers_oauth_client_secret_is_its_token_hashed_as_the_token_is(shub):
     """The server's OAuth client secret is its API token (JupyterHub generates it): stored
     with the token's 1 round of SHA-512, not 16,384 (uws_hub.oauthclients); JupyterHub's

@@ -234,3 +234,128 @@ async def test_a_stop_whose_commit_fails_leaves_the_session_usable(control, monk
         await control.stop(orm_user, "ws-1", then=then)
     assert db.execute(select(hub_orm.User.name)).scalars().all() == ["owner"]
     await control.pool.close()
+
+
+@pytest.fixture
+async def running(control):
+    """A server "ws-1" whose process runs (a real one), with its API token and OAuth
+    client, as JupyterHub's spawn leaves them: (control, db, owner, spawner, process)."""
+    from uws_hub.tasks import TaskPool
+
+    control, db, orm_user = control
+    control.proxy = RecordingProxy()
+    control.pool = TaskPool(logging.getLogger("test"))
+    spawner = control.spawner(orm_user, "ws-1", "local")
+    spawner.orm_spawner.server = hub_orm.Server()
+    if db.query(hub_orm.OAuthClient).filter_by(identifier="jupyterhub").first() is None:
+        db.add(hub_orm.OAuthClient(identifier="jupyterhub"))  # (the hub's own, every token's default)
+    spawner.api_token = orm_user.new_api_token(note="Server at /user/owner/ws-1/", scopes=["inherit"])
+    spawner.orm_spawner.oauth_client = hub_orm.OAuthClient(identifier=spawner.oauth_client_id)  # as User.spawn
+    db.commit()
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    spawner.proc, spawner.pid = proc, proc.pid
+    try:
+        yield control, db, orm_user, spawner, proc
+    finally:
+        proc.kill()
+        proc.wait()
+        await control.pool.close()
+
+
+def _cleaned_up(db, spawner, token: str) -> bool:
+    """Whether JupyterHub's cleanup of a stopped server went through: its token and OAuth
+    client deleted, its server row gone."""
+    return (
+        hub_orm.APIToken.find(db, token) is None
+        and db.query(hub_orm.OAuthClient).filter_by(identifier=spawner.oauth_client_id).first() is None
+        and spawner.orm_spawner.server is None
+    )
+
+
+async def test_a_stop_records_the_end_once_the_process_exited_before_jupyterhubs_cleanup(running):
+    """A stop's ``then`` (the job's end) runs and is committed as soon as the spawner's
+    stop() knows the process exited, before JupyterHub's ``User.stop`` deletes the
+    server's token and OAuth client (commits, ~10 ms a stop); the cleanup still follows,
+    and ``then`` runs once. Failed before: ``then`` ran after the cleanup."""
+    control, db, orm_user, spawner, proc = running
+    token, seen = spawner.api_token, []
+
+    def then():
+        seen.append((proc.poll() is not None, _cleaned_up(db, spawner, token)))
+
+    assert await control.stop(orm_user, "ws-1", then=then) is True
+    # at the end's record: the process had exited, JupyterHub had not cleaned up yet
+    assert seen == [(True, False)]
+    assert _cleaned_up(db, spawner, token) and spawner.stopped_listener is None
+
+
+async def test_a_stop_that_cannot_tell_the_process_ended_records_the_end_after_it(running, monkeypatch):
+    """A spawner's stop that gives up on the process (it did not die) records no end
+    early: a job is never reported ended while its process may still run. The end is
+    then recorded after JupyterHub's stop, as before (the reconciler's stopping timeout
+    and orphan sweep deal with the process)."""
+    from jupyterhub.spawner import LocalProcessSpawner
+
+    control, db, orm_user, spawner, proc = running
+    token, seen = spawner.api_token, []
+
+    async def stop_that_gives_up(self, now=False):
+        pass  # as LocalProcessSpawner's stop when the process "never died"
+
+    monkeypatch.setattr(LocalProcessSpawner, "stop", stop_that_gives_up)
+
+    def then():
+        seen.append((proc.poll() is not None, _cleaned_up(db, spawner, token)))
+
+    assert await control.stop(orm_user, "ws-1", then=then) is True
+    assert seen == [(False, True)]
+
+
+async def test_a_server_deleted_while_its_stop_cleans_up_is_deleted_once_that_is_through(control):
+    """A stop records its job's end before JupyterHub's cleanup of the server: a workspace
+    deleted right after (its server deleted) waits for that cleanup instead of finding
+    the server still active. Failed before: the delete failed ("still active")."""
+    control, db, orm_user = control
+    spawner = control.spawner(orm_user, "ws-1", "local")
+    spawner.orm_spawner.server = hub_orm.Server()
+    db.commit()
+    spawner._stop_pending = True
+    spawner._stop_future = cleanup = asyncio.get_running_loop().create_future()
+    deleting = asyncio.ensure_future(control.delete(orm_user, "ws-1"))
+    await asyncio.sleep(0.01)
+    assert not deleting.done()
+    # as the end of JupyterHub's User.stop
+    spawner.orm_spawner.server = None
+    spawner._stop_pending = False
+    control.user(orm_user).spawners.pop("ws-1")
+    db.commit()
+    cleanup.set_result(None)
+    await asyncio.wait_for(deleting, 5)
+    db.expire(orm_user)
+    assert "ws-1" not in orm_user.orm_spawners
+
+
+async def test_a_stops_early_end_commits_the_servers_tokens_gone_with_it(running):
+    """Every end of a job deletes its server's tokens (``JobService.transition`` calls
+    ``revoke_tokens``): recorded before JupyterHub's cleanup, the end's own commit has the
+    server's API token and OAuth client gone. A hub that dies right after it (before the
+    cleanup) leaves no token that works, only the server's row, which JupyterHub's startup
+    drops (its process is gone)."""
+    control, db, orm_user, spawner, proc = running
+    token = spawner.api_token
+    commit, after_commits = control._commit, []
+
+    def commit_and_look() -> None:
+        commit()
+        after_commits.append(
+            (
+                hub_orm.APIToken.find(db, token) is None,
+                db.query(hub_orm.OAuthClient).filter_by(identifier=spawner.oauth_client_id).first() is None,
+                spawner.orm_spawner.server is None,
+            )
+        )
+
+    control._commit = commit_and_look
+    assert await control.stop(orm_user, "ws-1", then=lambda: control.revoke_tokens(orm_user, "ws-1")) is True
+    # the end's commit: tokens gone, the server's row not yet (JupyterHub's cleanup follows)
+    assert after_commits[0] == (True, True, False)

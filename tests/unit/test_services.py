@@ -999,6 +999,26 @@ async def test_a_stop_records_the_jobs_end_itself_not_a_step_after_it(hub):
     await hub.pool.close()
 
 
+async def test_a_launch_while_the_last_jobs_server_is_still_stopping_starts_once_it_stopped(hub):
+    """A stop records its job's end before JupyterHub's cleanup of the server (its token,
+    OAuth client, commits): a job launched in the workspace right then finds the server
+    still stopping, waits, and is woken when the stop is through, not at the next scan.
+    Failed before: it was not woken."""
+    steps, servers = job_steps(hub, "ok")
+    stopping = servers.spawners["w1"] = FakeSpawner()
+    stopping.pending, stopping._stop_future = "stop", asyncio.get_running_loop().create_future()
+    job = hub.jobs.launch(workspace(hub), "lab", None, {}, "ann")
+    await steps.reconcile(job.id)
+    assert job.attempts == 0 and job.id not in steps._starts  # it waits for the stop
+    hub.queue._queue.clear(), hub.queue._queued.clear()  # (the launch's wake: taken)
+    stopping.pending = None
+    stopping._stop_future.set_result(None)
+    await asyncio.sleep(0)
+    assert list(hub.queue._queue) == [("job", job.id)]
+    await settle(steps, job, {"running"})
+    await hub.pool.close()
+
+
 def _commit_fails(hub, then):
     """A start's or stop's ``then`` whose commit (ServerControl's, after it) fails: rolled back."""
 

@@ -329,6 +329,10 @@ class JobSteps:
             self.db.commit()
             return
         if spawner is not None and spawner.pending:
+            if spawner.pending == "stop" and spawner._stop_future is not None:
+                # the stop of the workspace's last job, whose end was recorded before
+                # JupyterHub's cleanup of the server: this job starts once that is through
+                spawner._stop_future.add_done_callback(lambda _, job_id=job.id: self.wake(job_id))
             return
         if job.attempts >= self.max_attempts:
             self._fail(job, f"The server could not be started after {job.attempts} attempts")

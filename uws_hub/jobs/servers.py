@@ -330,12 +330,24 @@ class ServerControl:
         A start in progress is cancelled first, as JupyterHub's server API
         does. Safe to call for a server that is not running.
 
-        ``then`` (synchronous) is called once this call's stop has worked, inside it:
-        what it changes in the session goes into the commit that ends the stop (the
-        one that puts the user's activity back, see :meth:`_restore_activity`), with
-        no other task run in between. Returns whether it was called: not when the
-        server was not running, or when a stop already under way (someone else's) was
-        waited for.
+        ``then`` (synchronous) is called once this call's stop has worked, inside it,
+        and committed with no other task run in between: as soon as the spawner's
+        ``stop()`` knows the server ended (its ``stopped_listener``), before JupyterHub's
+        cleanup of it (its server's API token and OAuth client deleted, commits: ~10 ms
+        a stop), else (the server had ended already, the stop could not tell) after the
+        stop, in the commit that puts the user's activity back (see
+        :meth:`_restore_activity`). Returns whether it was called: not when the server
+        was not running, or when a stop already under way (someone else's) was waited for.
+
+        A job reported ended before that cleanup holds no token that still works:
+        ``then`` ends the job, and every end of a job deletes its server's tokens in
+        its own commit (``JobService.transition``); JupyterHub's cleanup then finds
+        them gone. If the hub dies in between, the server's row is left running and
+        JupyterHub's startup finds its process gone; the hub then revokes the tokens
+        of servers not running (:meth:`revoke_stale_tokens`). And it is called only
+        once nothing of the server runs: the spawner's poll says how it ended (a
+        process that exited; a SLURM job that left ``COMPLETING``, which SLURM leaves
+        once every step's processes are gone).
         """
         spawner = self.find(orm_user, server_name)
         if spawner is None:
@@ -364,6 +376,26 @@ class ServerControl:
         spawner._stop_pending = True
         called = False
 
+        #: the failure of an early ``then`` (or its commit): the stop fails with it
+        early_failure: Exception | None = None
+        early = False
+
+        def ended() -> None:
+            # (see the docstring) the server is known ended, JupyterHub's cleanup follows
+            nonlocal called, early, early_failure
+            early = True
+            try:
+                self._then(then)
+                self._commit()
+            except Exception as e:
+                early_failure = e
+                return
+            called = True
+
+        listens = spawner if then is not None and isinstance(spawner, WorkspaceSpawnerMixin) else None
+        if listens is not None:
+            listens.stopped_listener = ended
+
         async def stop() -> None:
             nonlocal called
             before = orm_user.last_activity
@@ -377,11 +409,11 @@ class ServerControl:
                     if self._restore_activity(orm_user, spawner, before):
                         self._commit()
                     raise
-                failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
+                failure = next((o for o in outcomes if isinstance(o, BaseException)), early_failure)
                 # one commit for the user's activity put back and what ``then`` records
                 # (the job's end), not one each in two steps of the reconciler
                 changed = self._restore_activity(orm_user, spawner, before)
-                if failure is None and self._then(then):
+                if failure is None and not early and self._then(then):
                     called = changed = True
                 if changed:
                     self._commit()
@@ -390,6 +422,8 @@ class ServerControl:
             finally:
                 spawner._stop_future = None
                 spawner._stop_pending = False
+                if listens is not None:
+                    listens.stopped_listener = None
 
         spawner._stop_future = self.pool.spawn(stop())
         await asyncio.shield(spawner._stop_future)
@@ -444,6 +478,11 @@ class ServerControl:
     async def delete(self, orm_user: hub_orm.User, server_name: str) -> None:
         """Forget a stopped named server (its row and persistent resources)."""
         spawner = self.find(orm_user, server_name)
+        if spawner is not None and spawner.pending == "stop" and spawner._stop_future is not None:
+            # its job's end is recorded before JupyterHub's cleanup of the server (see
+            # stop()): a workspace deleted right after is deleted once that is through
+            await asyncio.wait([spawner._stop_future])
+            spawner = self.find(orm_user, server_name)
         if spawner is None:
             return
         if spawner.active:

@@ -196,6 +196,11 @@ class WorkspaceSpawnerMixin:
     #: returns, before JupyterHub's own check of the server (the hub adds the proxy
     #: route meanwhile)
     start_listener: Callable[[asyncio.Task], None] | None = None
+    #: set by the hub for a stop it records: called (synchronous) as soon as :meth:`stop`
+    #: knows the server ended (its process exited; its batch job left the queue, all its
+    #: steps ended), before JupyterHub's cleanup of the server and anything the spawner
+    #: does after the end (a SLURM job's output tail): the job's end is recorded then
+    stopped_listener: Callable[[], None] | None = None
 
     def take_launch(self) -> WorkspaceLaunch:
         """Take the launch handed over for this start, or refuse to start.
@@ -309,6 +314,14 @@ class WorkspaceSpawnerMixin:
         # admin panel, idle culler) ends the job as stopped, not as crashed
         self.report("stopping")
         await super().stop(now=now)  # type: ignore[misc]
+        await self._ended_by_stop()
+
+    async def _ended_by_stop(self) -> None:
+        """Call :attr:`stopped_listener` if the server is known ended (a poll says how it
+        ended): never while its process may still run (a stop that gave up on it)."""
+        listener = self.stopped_listener
+        if listener is not None and await self.poll() is not None:
+            listener()
 
     def report(self, event: str, **info: Any) -> None:
         if self.lifecycle_listener is not None:

@@ -751,7 +751,10 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
 
     async def stop(self, now=False):
         # the mixin reports, batchspawner's stop cancels (cancel_batch_job) and
-        # waits for the end (query_job_status)
+        # waits for the end (query_job_status); the job's end is recorded then (the
+        # mixin's stopped_listener), and its output's tail kept after it: a stop asked
+        # for puts no output in the job's reason, and the hub's log of the job has the
+        # tail a few milliseconds after the end
         await super().stop(now=now)
         await self._keep_output_tail()
 
