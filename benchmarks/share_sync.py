@@ -83,7 +83,10 @@ def child(tree: str, workspaces: int, rounds: int) -> dict:
 
     posixgroups.gid_of = counted("getgrnam", groups.get)
     posixgroups.ensure_group = groupadd
-    posixgroups.groups_with_prefix = counted("getgrall", lambda prefix: [n for n in groups if n.startswith(prefix)])
+    posixgroups.groups_with_prefix = counted(
+        "getgrall",  # (by name: what a checkout of 2026-12 iterates for the names alone)
+        lambda prefix: {n: SimpleNamespace(gr_gid=gid, gr_mem=[]) for n, gid in groups.items() if n.startswith(prefix)},
+    )
     posixgroups.clear_members = clear_members
     posixgroups.is_shared = lambda directory, gid: True
     posixgroups.kill_strays = counted("proc_scan", lambda holders: 0)

@@ -721,17 +721,33 @@ class PosixFakes:
         self.listed = 0
         self.looked_up: list[str] = []
         self.killed: list[dict[int, set[int]]] = []
-        monkeypatch.setattr(posixgroups, "gid_of", groups.get)
-        monkeypatch.setattr(posixgroups, "ensure_group", lambda name: groups.setdefault(name, 5000 + len(groups)))
+        #: group name -> its members' names (none unless a test gives some)
+        self.members: dict[str, list[str]] = {}
+        #: the groups looked up by name (a getgrnam each): gid_of, ensure_group, clear_members
+        self.named: list[str] = []
+        monkeypatch.setattr(posixgroups, "gid_of", lambda name: self.named.append(name) or groups.get(name))
+        monkeypatch.setattr(posixgroups, "ensure_group", self.ensure_group)
         monkeypatch.setattr(posixgroups, "groups_with_prefix", self.list_groups)
-        monkeypatch.setattr(posixgroups, "clear_members", lambda name: False)
+        monkeypatch.setattr(posixgroups, "clear_members", self.clear_members)
         monkeypatch.setattr(posixgroups, "is_shared", lambda directory, gid: True)
         monkeypatch.setattr(posixgroups, "kill_strays", lambda holders: self.killed.append(holders) or 0)
         monkeypatch.setattr(posixgroups, "delete_group", lambda name: groups.pop(name, None))
 
     def list_groups(self, prefix):
         self.listed += 1
-        return [name for name in self.groups if name.startswith(prefix)]
+        return {
+            name: SimpleNamespace(gr_gid=gid, gr_mem=self.members.get(name, []))
+            for name, gid in self.groups.items()
+            if name.startswith(prefix)
+        }
+
+    def ensure_group(self, name):
+        self.named.append(name)
+        return self.groups.setdefault(name, 5000 + len(self.groups))
+
+    def clear_members(self, name):
+        self.named.append(name)
+        return bool(self.members.pop(name, None))
 
     def owner(self, name):  # SystemAccounts.owner: every user has an account (UIDS)
         self.looked_up.append(name)
@@ -771,6 +787,38 @@ def test_the_share_sync_plans_each_workspace_once_and_lists_the_groups_once(hub,
     # the group of no workspace is deleted, and whoever holds it killed; then the others' strays
     assert fakes.killed == [{4999: set()}, {gid[w1]: {10001, 10002}, gid[w2]: {10001, 10002, 10003}, gid[w3]: {10001}}]
     assert "uws-ws-999" not in fakes.groups
+
+
+def test_the_share_sync_looks_up_no_group_it_listed(hub, monkeypatch):
+    """The share sync listed the workspace groups, then looked each up by name three
+    times (its apply, the members' check, its kill: a getgrnam each, which reads the
+    whole group file again on a real hub). It reads their gids and members in its
+    listing, and looks up by name only a group with members (to empty it), and one made
+    or deleted since the listing: one deleted then made again under the POSIX lock (here
+    the first apply's) has a gid of its own, which the kill gets."""
+    sharing, fakes = posix_sharing(hub, monkeypatch, {})
+    w1, w2, w3 = (workspace(hub, slug=f"w{i}") for i in (1, 2, 3))
+    for ws in (w1, w2, w3):
+        sharing.share(ws, "editor", "ann", user=hub.users["ben"])
+    asyncio.run(sharing.sync())  # (the groups made)
+    name = {ws: f"uws-ws-{ws.id}" for ws in (w1, w2, w3)}
+    fakes.members[name[w2]] = ["ben"]  # made a member by hand
+    fakes.named.clear(), fakes.killed.clear()
+    apply = sharing.apply_posix
+
+    async def applying(ws, *plan):
+        if ws.id == w1.id:  # w3's group deleted and made again (a new gid) meanwhile
+            await sharing._delete_group(name[w3], "a test")
+            fakes.groups[name[w3]] = 7003
+        await apply(ws, *plan)
+
+    monkeypatch.setattr(sharing, "apply_posix", applying)
+    asyncio.run(sharing.sync())
+    # w2's members emptied; w3's group looked up by its delete, its apply (made, emptied), the kill
+    assert sorted(fakes.named) == [name[w2], *[name[w3]] * 4]
+    assert fakes.members == {}
+    gid = {ws: fakes.groups[name[ws]] for ws in (w1, w2)}
+    assert fakes.killed[-1] == {gid[w1]: {10001, 10002}, gid[w2]: {10001, 10002}, 7003: {10001, 10002}}
 
 
 def test_the_share_sync_s_kill_allows_the_editors_of_its_end_not_of_its_start(hub, monkeypatch):

@@ -518,7 +518,7 @@ def test_a_group_made_while_the_sync_runs_is_not_taken_for_one_of_no_workspace(m
     def listed(prefix):
         # what happened up to the listing: workspace 11 made and shared, 9 and 12 gone
         workspaces[:] = [10, 11]
-        return [*groups, "uws-ws-11"]
+        return {name: SimpleNamespace(gr_gid=5000 + i, gr_mem=[]) for i, name in enumerate([*groups, "uws-ws-11"])}
 
     monkeypatch.setattr(posixgroups, "groups_with_prefix", listed)
     db = SimpleNamespace(execute=lambda statement: [(ws_id,) for ws_id in workspaces])

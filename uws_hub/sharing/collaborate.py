@@ -186,6 +186,11 @@ class ShareService:
         #: workspaces whose groups lost allowed accounts: their processes go (:meth:`kill_strays_worker`)
         self._strays: set[int] = set()
         self._strays_wake = asyncio.Event()
+        #: the share sync's listing of the workspace groups (name -> its ``grp`` entry: gid,
+        #: members), made under the POSIX lock, while the sync runs: its applies and its kill
+        #: read the gids there instead of a ``getgrnam`` each. A group deleted since (under
+        #: the lock) is dropped from it; one made since is not in it, and is looked up.
+        self._listed: dict[str, Any] | None = None
 
     def lookup_session(self) -> Session:
         """A short-lived session for read-only lookups where the hub's session cannot
@@ -536,11 +541,12 @@ class ShareService:
             self._strays_wake.set()
 
     def _apply_posix(self, name: str, directory: str) -> None:
-        gid = posixgroups.ensure_group(name)
+        listed = (self._listed or {}).get(name)
+        gid = listed.gr_gid if listed is not None else posixgroups.ensure_group(name)
         if os.path.isdir(directory) and not posixgroups.is_shared(directory, gid):
             self.log.info("Sharing %s with POSIX group %s", directory, name)
             posixgroups.share_tree(directory, gid, self.log)
-        if posixgroups.clear_members(name):
+        if (listed is None or listed.gr_mem) and posixgroups.clear_members(name):
             self.log.info("POSIX group %s: members removed (the hub gives it to jobs only)", name)
 
     def _allowed_by_group(
@@ -656,8 +662,9 @@ class ShareService:
         the uids allowed to hold them (:func:`posixgroups.kill_strays`; in a thread, under
         the POSIX lock, so that no group is deleted and its gid given to another meanwhile)."""
         holders = {}
+        listing = self._listed or {}
         for name, uids in allowed.items():
-            gid = posixgroups.gid_of(name)
+            gid = listed.gr_gid if (listed := listing.get(name)) is not None else posixgroups.gid_of(name)
             if gid is not None:
                 holders[gid] = uids
         killed = posixgroups.kill_strays(holders)
@@ -696,7 +703,15 @@ class ShareService:
         self.version += 1
         if self.posix_group_prefix is None:
             return
-        prefix = self.posix_group_prefix
+        try:
+            await self._sync_posix(shared)
+        finally:
+            self._listed = None
+
+    async def _sync_posix(self, shared: set[int]) -> None:
+        """The share sync's POSIX groups' part: apply the group of every workspace that is
+        shared (``shared``) or has one, delete those of no workspace, kill the strays."""
+        prefix = self.posix_group_prefix or ""
         names, gone = await self._groups_and_those_of_no_workspace()
         for name in gone:
             await self._delete_group(name, "its workspace is gone")
@@ -750,7 +765,10 @@ class ShareService:
         other way round (the workspaces before the sync's other work), a workspace shared
         while the sync ran looked gone, and its new group was deleted under its editor."""
         prefix = self.posix_group_prefix or ""
-        names = await asyncio.to_thread(posixgroups.groups_with_prefix, prefix)
+        async with self._posix_lock:  # (kept as :attr:`_listed`: deletes drop from it, under the lock)
+            listed = await asyncio.to_thread(posixgroups.groups_with_prefix, prefix)
+            self._listed = listed
+        names = list(listed)
         existing = {ws_id for (ws_id,) in self.db.execute(select(Workspace.id))}
         return names, [name for name in names if int(name[len(prefix) :]) not in existing]
 
@@ -764,6 +782,8 @@ class ShareService:
         jobs' processes (a job starting in the new workspace was SIGKILLed)."""
         async with self._posix_lock:
             killed = await asyncio.to_thread(self._kill_holders_and_delete, name)
+            if self._listed is not None:
+                self._listed.pop(name, None)
         if killed is None:
             return
         self.log.info("Deleted POSIX group %s: %s", name, why)

@@ -189,8 +189,12 @@ def delete_group(name: str) -> None:
         _run(["groupdel", name])
 
 
-def groups_with_prefix(prefix: str) -> list[str]:
-    return [g.gr_name for g in grp.getgrall() if g.gr_name.startswith(prefix) and g.gr_name[len(prefix) :].isdigit()]
+def groups_with_prefix(prefix: str) -> dict[str, grp.struct_group]:
+    """The workspace groups (``<prefix><id>``) by name, with their gids and members: one
+    ``getgrall``, where a ``getgrnam`` a group reads the group file (or asks the NSS) again
+    for each (the share sync looks up every group it listed: :class:`ShareService`'s
+    ``_listed``)."""
+    return {g.gr_name: g for g in grp.getgrall() if g.gr_name.startswith(prefix) and g.gr_name[len(prefix) :].isdigit()}
 
 
 def _set_default_acl(fd: int, acl: bytes, log: logging.Logger) -> None:
