@@ -79,6 +79,9 @@ STRAYS_MARGIN_SECONDS = 30.0
 #: how many workspaces' roles the share sync compares with their shares at a time: between
 #: two such chunks it gives the event loop back (:meth:`ShareService.sync_roles`)
 ROLES_CHUNK = 200
+#: how many ids one ``IN (...)`` of the share sync names at most (databases limit a
+#: statement's parameters)
+IDS_PER_QUERY = 500
 #: who holds which JupyterHub role: (table, its column of the holder's id), users then groups
 ROLE_MAPS = [(hub_orm.Base.metadata.tables[f"{entity}_role_map"], f"{entity}_id") for entity in ("user", "group")]
 
@@ -719,8 +722,16 @@ class ShareService:
         # members a hub before this one may have left: the owner); who may hold each is
         # planned once, for its apply and (checked again under the lock) its kill
         grouped = {int(name[len(prefix) :]) for name in names if name not in gone}
-        found = (self.db.get(Workspace, ws_id) for ws_id in sorted(shared | grouped))
-        workspaces = [workspace for workspace in found if workspace is not None]
+        # read a few hundred in a query (one by one, those the session no longer held were
+        # a query each: a thousand a sync)
+        ids = sorted(shared | grouped)
+        workspaces = [
+            workspace
+            for start in range(0, len(ids), IDS_PER_QUERY)
+            for workspace in self.db.scalars(
+                select(Workspace).where(Workspace.id.in_(ids[start : start + IDS_PER_QUERY])).order_by(Workspace.id)
+            )
+        ]
         plans = self._posix_plans(workspaces, self.grantees(None, editors_only=True), grouped)
         for ws_id, plan in plans.items():
             if (workspace := self.db.get(Workspace, ws_id)) is not None:  # (unless deleted meanwhile)
