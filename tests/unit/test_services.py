@@ -821,6 +821,34 @@ def test_the_share_sync_looks_up_no_group_it_listed(hub, monkeypatch):
     assert fakes.killed[-1] == {gid[w1]: {10001, 10002}, gid[w2]: {10001, 10002}, 7003: {10001, 10002}}
 
 
+def test_the_share_sync_s_posix_part_reads_the_workspaces_in_a_few_statements(hub, monkeypatch):
+    """The POSIX groups' part read its workspaces one by one: a query each that the session
+    no longer held (the hub's session holds them weakly). A few hundred to a query: as
+    many statements for 6 workspaces as for 3."""
+    sharing, fakes = posix_sharing(hub, monkeypatch, {})
+    statements = []
+    engine = hub.db.get_bind()
+
+    def count(conn, cursor, sql, *args):
+        statements.append(sql)
+
+    counted = []
+    for slugs in (["w1", "w2", "w3"], ["w4", "w5", "w6"]):
+        for slug in slugs:
+            sharing.share(workspace(hub, slug=slug), "editor", "ann", user=hub.users["ben"])
+        asyncio.run(sharing.sync())
+        for obj in [obj for obj in hub.db.identity_map.values() if isinstance(obj, (Workspace, Share))]:
+            hub.db.expunge(obj)  # (as the garbage collector leaves them)
+        sa_event.listen(engine, "before_cursor_execute", count)
+        try:
+            asyncio.run(sharing.sync())
+        finally:
+            sa_event.remove(engine, "before_cursor_execute", count)
+        counted.append(len(statements))
+        statements.clear()
+    assert counted[0] == counted[1]
+
+
 def test_the_share_sync_s_kill_allows_the_editors_of_its_end_not_of_its_start(hub, monkeypatch):
     """The share sync plans who may hold each group once, before its awaits (it applies
     group after group), and kills the processes that hold a group unallowed at its end.
