@@ -75,6 +75,16 @@ each side, ``--hub-runs`` times, alternating which side goes first:
 The stop's phases are reported too: the hub's from its own timestamps
 (``stopping_at``, ``finished_at``) and its log (``scancel`` run, the poller
 seeing the job end); by hand, ``scancel`` returned and the first COMPLETING.
+The comparison is fair in how each side learns of the end: by hand, ``squeue``
+for that one job every 10 ms right after ``scancel`` returns; the hub, which
+must learn it from SLURM too (``squeue`` after its own ``scancel``), is
+itself polled by the client every 10 ms: the hub's side has one more hop
+(its answer to the client), as a user of the hub has. ``--hub-log-level DEBUG`` with ``--hub-log PATH``
+keeps the hub's log, which follows each stop step by step.
+
+The hub's job log directory (where its jobs' SLURM output goes) is a folder
+of its own outside the hub's 0700 working directory: the jobs' account must
+reach it.
 
 The hub is stopped at the end (its jobs were stopped through its API; any
 left over are cancelled by their name prefix, ``<run's job name>-hub-``).
@@ -180,6 +190,18 @@ def parse_args(argv=None):
         help="seconds the server of the hub part takes to exit after SIGTERM, on both sides (as a"
         " server that shuts down its kernels; SLURM shows the job COMPLETING meanwhile); 0: at once",
     )
+    p.add_argument(
+        "--hub-log-level",
+        default="INFO",
+        choices=("DEBUG", "INFO"),
+        help="the log level of the hub part's hub (DEBUG: to follow a stop's steps in its log)",
+    )
+    p.add_argument(
+        "--hub-log",
+        default="",
+        metavar="PATH",
+        help="copy the hub part's log here when its hub stops (its directory is removed)",
+    )
     p.add_argument("--skip-poll", action="store_true", help="skip the poll-cycle part (1)")
     p.add_argument("--skip-latency", action="store_true", help="skip the submit → running part (2)")
     p.add_argument("--skip-hub", action="store_true", help="skip the launch-through-uws-hub part (3)")
@@ -220,6 +242,8 @@ class Jobs:
         #: the uws-hub of part 3 while it runs, and its temporary directories
         self.hub: Hub | None = None
         self.hub_dirs: list[Path] = []
+        #: where to copy the hub's log before its directory is removed ('': nowhere)
+        self.keep_log = ""
 
     def sbatch(
         self,
@@ -282,6 +306,8 @@ class Jobs:
         hub, self.hub = self.hub, None
         if hub is not None:
             hub.stop()
+            if self.keep_log:
+                shutil.copyfile(hub.log_file, self.keep_log)
         dirs, self.hub_dirs = self.hub_dirs, []
         for directory in dirs:
             shutil.rmtree(directory, ignore_errors=True)
@@ -551,6 +577,8 @@ NOT_ENDED = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "RE
 HUB_CONFIG = """
 c.UWSHub.workspaces_root = {root!r}
 c.UWSHub.system_users = True
+c.UWSHub.job_log_dir = {logs!r}
+c.Application.log_level = {log_level!r}
 c.UWSHub.resource_spawners = {{"local": "uws-local", "slurm": "uws-slurm"}}
 c.WorkspaceSlurmSpawner.job_name_prefix = {prefix!r}
 c.UWSHub.job_types = {{
@@ -812,11 +840,20 @@ def measure_hub(args, jobs: Jobs) -> dict:
     root = Path(tempfile.mkdtemp(prefix="uws-bench-slurm-ws-"))
     root.chmod(0o755)  # the workspaces: the user's jobs go down to theirs
     outdir = Path(tempfile.mkdtemp(prefix="uws-bench-slurm-byhand-"))
+    # the hub's job log directory, where its jobs' SLURM output goes: outside the 0700
+    # workdir, so that the jobs' account reaches it (the hub makes it passable, 0711)
+    logs = Path(tempfile.mkdtemp(prefix="uws-bench-slurm-logs-"))
     os.chown(outdir, account.pw_uid, account.pw_gid)  # the by-hand job's output and working directory
     config = HUB_CONFIG.format(
-        root=str(root), prefix=jobs.hub_prefix, cmd=MINIMAL_CMD, resources=HUB_RESOURCES, env=server_env(args)
+        root=str(root),
+        logs=str(logs),
+        log_level=args.hub_log_level,
+        prefix=jobs.hub_prefix,
+        cmd=MINIMAL_CMD,
+        resources=HUB_RESOURCES,
+        env=server_env(args),
     )
-    jobs.hub_dirs += [workdir, root, outdir]
+    jobs.hub_dirs += [workdir, root, outdir, logs]
     hub = Hub(workdir, config, f"sqlite:///{workdir}/jupyterhub.sqlite")
     jobs.hub = hub
     res: dict = {"user": account.pw_name, "runs": [], "by_hand": [], "warmup": {}}
@@ -1131,6 +1168,7 @@ def main(argv=None) -> int:
         sys.exit("run as root: the script submits and cancels SLURM jobs as root")
     slurm_version()
     jobs = Jobs()
+    jobs.keep_log = args.hub_log
     handler = on_signal(jobs)
     signal.signal(signal.SIGINT, handler)  # before asyncio.run, which then keeps it
     signal.signal(signal.SIGTERM, handler)

@@ -882,6 +882,71 @@ def test_the_share_sync_s_kill_allows_the_editors_of_its_end_not_of_its_start(hu
     assert fakes.killed == [{gid[w1]: {10001, 10003}, gid[w2]: {10001, 10002, 10004}}]
 
 
+def editor_job(hub, ws: Workspace, launcher: str) -> Job:
+    """A job an editor launched in ``ws``, running (as their account, with its group)."""
+    job = Job(
+        workspace=ws,
+        owner_id=ws.owner_id,
+        launcher_id=hub.users[launcher].id,
+        job_type="lab",
+        resource="local",
+        interactive=False,
+        status="running",
+        target="running",
+        server_name=ws.slug,
+        created_at=utcnow(),
+    )
+    hub.db.add(job)
+    hub.db.commit()
+    return job
+
+
+@pytest.mark.parametrize("killer", ["sync", "worker"])
+def test_an_editor_revoked_while_a_kill_waits_for_the_posix_lock_is_stopped_not_killed(hub, monkeypatch, killer):
+    """A former editor's running job is stopped (its end a stop, not a failure), and the
+    kill of their leftovers waits for that end (:meth:`ShareService.kill_strays_worker`).
+    The share sync's kill and the worker's read which workspaces have such jobs before
+    they waited for the POSIX lock, and who may hold the groups after: an editor revoked
+    while they waited (another workspace's group being applied, say) had the job being
+    stopped SIGKILLed by a kill that allowed them no longer and did not know of the job.
+    Both read the two together, under the lock."""
+    sharing, fakes = posix_sharing(hub, monkeypatch, {})
+    ws = workspace(hub)
+    share, _ = sharing.share(ws, "editor", "ann", user=hub.users["ben"])
+    editor_job(hub, ws, "ben")
+    asyncio.run(sharing.apply_posix(ws))
+    gid = fakes.groups[f"uws-ws-{ws.id}"]
+    apply = sharing.apply_posix
+    held = asyncio.Event()
+
+    async def applying(ws, *plan):
+        await apply(ws, *plan)
+        await sharing._posix_lock.acquire()  # then held: another group being applied, say
+        held.set()
+
+    monkeypatch.setattr(sharing, "apply_posix", applying)
+
+    async def scenario():
+        if killer == "sync":
+            kill = asyncio.ensure_future(sharing.sync())
+        else:
+            sharing._strays.add(ws.id)  # (whoever lost the group before: their jobs ended)
+            kill = asyncio.ensure_future(sharing._kill_strays_round("uws-ws-", {}))
+            await sharing._posix_lock.acquire()
+            held.set()
+        await asyncio.wait_for(held.wait(), 30)
+        for _ in range(3):  # the kill runs on until it waits for the lock
+            await asyncio.sleep(0)
+        assert not kill.done()
+        sharing.revoke(share, "ann")  # ben's job is being stopped (editors_lost)
+        sharing._posix_lock.release()
+        await asyncio.wait_for(kill, 30)
+
+    asyncio.run(scenario())
+    # ben's running job holds the group: it is left to its stop, to the worker's kill after
+    assert all(gid not in holders for holders in fakes.killed), fakes.killed
+
+
 def test_a_copy_invitation_is_answered_once(hub):
     ws = workspace(hub)
     share = hub.copies.invite_copy(ws, hub.users["ben"], None, "ann")

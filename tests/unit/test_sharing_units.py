@@ -528,3 +528,25 @@ def test_a_group_made_while_the_sync_runs_is_not_taken_for_one_of_no_workspace(m
     names, gone = asyncio.run(service._groups_and_those_of_no_workspace())
     assert names == ["uws-ws-10", "uws-ws-12", "uws-ws-11"]
     assert gone == ["uws-ws-12"]
+
+
+def test_only_the_names_the_hub_gives_its_groups_are_taken_for_its_groups(monkeypatch):
+    """The share sync takes the system's groups named ``<prefix><digits>`` for its own:
+    one of no workspace is deleted, and every process that holds it killed; one of a
+    workspace is applied to its tree. ``str.isdigit`` passed digits ``int`` refuses (a
+    group ``uws-ws-²`` made by hand, or from a directory service, failed every sync: no
+    group applied, no stray killed, ever) and names the hub never makes (``uws-ws-012``,
+    ``uws-ws-٣``), which were read as workspace 12's or 3's: a group of an administrator's
+    own deleted and its holders killed. Only the names the hub makes count."""
+    from types import SimpleNamespace
+
+    from uws_hub.sharing import collaborate, posixgroups
+
+    names = ["uws-ws-12", "uws-ws-²", "uws-ws-012", "uws-ws-٣", "uws-ws-3", "uws-ws-", "uws-ws-0", "other-4"]
+    monkeypatch.setattr(posixgroups.grp, "getgrall", lambda: [SimpleNamespace(gr_name=name) for name in names])
+    assert list(posixgroups.groups_with_prefix("uws-ws-")) == ["uws-ws-12", "uws-ws-3"]
+    db = SimpleNamespace(execute=lambda statement: [(12,)])
+    service = collaborate.ShareService(
+        db, None, None, None, logging.getLogger("test.groups"), posix_group_prefix="uws-ws-"
+    )
+    assert asyncio.run(service._groups_and_those_of_no_workspace()) == (["uws-ws-12", "uws-ws-3"], ["uws-ws-3"])

@@ -633,29 +633,30 @@ class ShareService:
         kill failed, stay for the next look."""
         now = time.monotonic()
         try:
-            ready = set()
-            lost = self._lost_launchers_jobs(self._strays)
-            for ws_id in sorted(self._strays):
-                since = waiting.setdefault(ws_id, now)
-                running = lost.get(ws_id, [])
-                if running and now - since > self.strays_wait_seconds:
-                    self.log.warning(
-                        "Job(s) %s of former editors of workspace %s still unfinished after %g s;"
-                        " killing the processes that hold its group anyway",
-                        running,
-                        ws_id,
-                        self.strays_wait_seconds,
-                    )
-                    running = []
-                if not running:
-                    ready.add(ws_id)
-            if ready:
-                async with self._posix_lock:
+            # the jobs read under the lock, with who may hold the groups (:meth:`sync`)
+            async with self._posix_lock:
+                ready = set()
+                lost = self._lost_launchers_jobs(self._strays)
+                for ws_id in sorted(self._strays):
+                    since = waiting.setdefault(ws_id, now)
+                    running = lost.get(ws_id, [])
+                    if running and now - since > self.strays_wait_seconds:
+                        self.log.warning(
+                            "Job(s) %s of former editors of workspace %s still unfinished after %g s;"
+                            " killing the processes that hold its group anyway",
+                            running,
+                            ws_id,
+                            self.strays_wait_seconds,
+                        )
+                        running = []
+                    if not running:
+                        ready.add(ws_id)
+                if ready:
                     await asyncio.to_thread(self._kill_strays, self._allowed_by_group(sorted(ready)))
                     # under the lock: a group that loses an account once it is free is looked at again
                     self._strays -= ready
-                for ws_id in ready:
-                    waiting.pop(ws_id, None)
+            for ws_id in ready:
+                waiting.pop(ws_id, None)
         except Exception:
             self.db.rollback()
             self.log.exception("Killing the processes of former editors holding workspace groups failed")
@@ -738,9 +739,11 @@ class ShareService:
                 await self.apply_posix(workspace, plan)
         # one scan of the processes for every group: whoever lost a group in a way the
         # hub did not see (a hub stopped before its kill), but not while former editors'
-        # jobs are being stopped (the worker's kill follows their end)
-        lost = self._lost_launchers_jobs(plans)
+        # jobs are being stopped (the worker's kill follows their end). Those jobs are
+        # read under the lock, with who may hold the groups: read before it, an editor
+        # revoked while the sync waited for it had their job, being stopped, SIGKILLed
         async with self._posix_lock:
+            lost = self._lost_launchers_jobs(plans)
             allowed = self._allowed_by_group((ws_id for ws_id in plans if ws_id not in lost), plans)
             await asyncio.to_thread(self._kill_strays, allowed)
 
