@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 from jupyterhub import orm as hub_orm
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
@@ -32,6 +32,7 @@ from uws_hub.orm import Event, Job, Share, Workspace, utcnow
 from uws_hub.quotas.limits import Limits
 from uws_hub.quotas.service import QuotaExceeded, QuotaService
 from uws_hub.reconciler import waker
+from uws_hub.sharing import collaborate
 from uws_hub.sharing.collaborate import ShareService, role_name
 from uws_hub.sharing.copies import CopyService, CopySteps
 from uws_hub.spawners.batch import BatchLaunch, RunState
@@ -582,6 +583,129 @@ def test_roles_follow_collaborate_shares(hub):
     assert hub_orm.Role.find(hub.db, role_name(ws.id, "editor")) is None
 
 
+def roles_held(hub) -> dict[str, tuple[list[str], list[str], list[str], str]]:
+    """uws-hub's roles: name -> (users, hub groups, scopes, description)."""
+    roles = hub.db.scalars(select(hub_orm.Role).where(hub_orm.Role.name.startswith("uws-ws-")))
+    return {
+        r.name: (sorted(u.name for u in r.users), sorted(g.name for g in r.groups), r.scopes, r.description)
+        for r in roles
+    }
+
+
+def shared_workspaces(hub, slugs) -> list[Workspace]:
+    """Workspaces of ann's shared with ben (editor), and the odd ones with hub group team (viewer)."""
+    team = hub.db.scalar(select(hub_orm.Group).where(hub_orm.Group.name == "team"))
+    if team is None:
+        team = hub_orm.Group(name="team", users=[hub.users["ben"]])
+        hub.db.add(team)
+    made = []
+    for i, slug in enumerate(slugs):
+        ws = workspace(hub, slug=slug)
+        hub.sharing.share(ws, "editor", "ann", user=hub.users["ben"])
+        if i % 2:
+            hub.sharing.share(ws, "viewer", "ann", group=team)
+        made.append(ws)
+    return made
+
+
+def test_a_share_sync_with_nothing_to_change_writes_nothing_in_a_few_statements(hub):
+    """The share sync re-made every shared workspace's roles, one by one, every time
+    (7 statements a workspace: a thousand took the hub's event loop for seconds), though
+    nothing had changed. Now it reads every role's scopes and members in a few statements,
+    as many for 6 workspaces as for 3, and writes (or flushes) nothing."""
+    statements, flushed = [], []
+
+    def count(conn, cursor, sql, *args):
+        statements.append(sql.lstrip().split(None, 1)[0].upper())
+
+    def flush(session, context, instances):
+        flushed.extend([*session.new, *session.dirty, *session.deleted])
+
+    engine = hub.db.get_bind()
+    sa_event.listen(engine, "before_cursor_execute", count)
+    sa_event.listen(hub.db, "before_flush", flush)
+    try:
+        counted = []
+        for slugs in (["w1", "w2", "w3"], ["w4", "w5", "w6"]):
+            shared_workspaces(hub, slugs)
+            asyncio.run(hub.sharing.sync())  # (nothing to change: the shares made the roles)
+            before = roles_held(hub)
+            statements.clear(), flushed.clear()
+            asyncio.run(hub.sharing.sync())
+            counted.append(len(statements))
+            assert [s for s in statements if s in ("INSERT", "UPDATE", "DELETE")] == [] and flushed == []
+            assert roles_held(hub) == before
+    finally:
+        sa_event.remove(engine, "before_cursor_execute", count)
+        sa_event.remove(hub.db, "before_flush", flush)
+    assert counted[0] == counted[1] < 10
+
+
+def test_the_share_sync_repairs_the_roles_changed_by_hand(hub):
+    """The sync writes only what differs from what the shares say, and repairs whatever
+    differs: scopes and description edited, a member removed or added (a user, a hub
+    group), a role deleted, a role of uws-hub's named for no shared workspace."""
+    w1, w2 = shared_workspaces(hub, ["w1", "w2"])
+    want = roles_held(hub)
+    assert want[role_name(w2.id, "viewer")][:2] == ([], ["team"])
+    cat = hub_orm.User(name="cat")
+    other = hub_orm.Group(name="other")
+    hub.db.add_all([cat, other])
+    editor = hub_orm.Role.find(hub.db, role_name(w1.id, "editor"))
+    editor.scopes = ["admin:users"]
+    editor.description = "mine now"
+    editor.users = [cat]  # ben removed, cat added
+    editor.groups = [other]
+    viewer = hub_orm.Role.find(hub.db, role_name(w2.id, "viewer"))
+    viewer.groups = []  # team removed
+    hub.db.delete(hub_orm.Role.find(hub.db, role_name(w2.id, "editor")))
+    for name in ("uws-ws-9999-editor", "uws-ws-made-by-hand"):
+        hub.db.add(hub_orm.Role(name=name, scopes=["read:users"], users=[cat]))
+    hub.db.commit()
+    asyncio.run(hub.sharing.sync())
+    assert roles_held(hub) == want
+    # (and the users' roles, in the hub's session, say so: JupyterHub reads them there)
+    assert sorted(r.name for r in hub.users["ben"].roles) == sorted(role_name(ws.id, "editor") for ws in (w1, w2))
+    assert [r.name for r in cat.roles] == []
+
+
+def test_the_share_sync_leaves_the_shares_changed_between_its_chunks_as_they_are(hub, monkeypatch):
+    """The sync compares the roles with the shares a chunk of workspaces at a time and
+    gives the event loop back between chunks, where the hub may share and revoke: each
+    chunk reads the shares and roles as they are then, so a change made meanwhile (in a
+    chunk done or to come) is never undone from a view read before it."""
+    monkeypatch.setattr(collaborate, "ROLES_CHUNK", 1)
+    w1, w2, w3 = shared_workspaces(hub, ["w1", "w2", "w3"])
+    w4 = workspace(hub, slug="w4")
+    sync_roles_of = hub.sharing._sync_roles_of
+    chunks: list[list[int]] = []
+    changing = []  # (the changes' own calls are no chunks)
+
+    def between_chunks(ws_ids, *strays):
+        changed = sync_roles_of(ws_ids, *strays)
+        if changing:
+            return changed
+        chunks.append(list(ws_ids))
+        if len(chunks) == 2:  # w1 and w2 done, w3 to come
+            changing.append(True)
+            hub.sharing.share(w1, "viewer", "ann", user=hub.users["ben"])  # done: editor -> viewer
+            hub.sharing.revoke(hub.sharing.for_workspace(w3)[0], "ann")  # to come: ben revoked
+            hub.sharing.share(w4, "editor", "ann", user=hub.users["ben"])  # not listed: newly shared
+            changing.clear()
+        return changed
+
+    monkeypatch.setattr(hub.sharing, "_sync_roles_of", between_chunks)
+    asyncio.run(hub.sharing.sync())
+    assert chunks == [[w1.id], [w2.id], [w3.id]]
+    held = {name: users for name, (users, _, _, _) in roles_held(hub).items()}
+    assert held == {
+        role_name(w1.id, "viewer"): ["ben"],
+        role_name(w2.id, "editor"): ["ben"],
+        role_name(w2.id, "viewer"): [],  # (team's)
+        role_name(w4.id, "editor"): ["ben"],
+    }
+
+
 #: the system accounts' uids of the users of the POSIX groups' tests
 UIDS = {"ann": 10001, "ben": 10002, "cat": 10003, "dan": 10004}
 
@@ -597,17 +721,33 @@ class PosixFakes:
         self.listed = 0
         self.looked_up: list[str] = []
         self.killed: list[dict[int, set[int]]] = []
-        monkeypatch.setattr(posixgroups, "gid_of", groups.get)
-        monkeypatch.setattr(posixgroups, "ensure_group", lambda name: groups.setdefault(name, 5000 + len(groups)))
+        #: group name -> its members' names (none unless a test gives some)
+        self.members: dict[str, list[str]] = {}
+        #: the groups looked up by name (a getgrnam each): gid_of, ensure_group, clear_members
+        self.named: list[str] = []
+        monkeypatch.setattr(posixgroups, "gid_of", lambda name: self.named.append(name) or groups.get(name))
+        monkeypatch.setattr(posixgroups, "ensure_group", self.ensure_group)
         monkeypatch.setattr(posixgroups, "groups_with_prefix", self.list_groups)
-        monkeypatch.setattr(posixgroups, "clear_members", lambda name: False)
+        monkeypatch.setattr(posixgroups, "clear_members", self.clear_members)
         monkeypatch.setattr(posixgroups, "is_shared", lambda directory, gid: True)
         monkeypatch.setattr(posixgroups, "kill_strays", lambda holders: self.killed.append(holders) or 0)
         monkeypatch.setattr(posixgroups, "delete_group", lambda name: groups.pop(name, None))
 
     def list_groups(self, prefix):
         self.listed += 1
-        return [name for name in self.groups if name.startswith(prefix)]
+        return {
+            name: SimpleNamespace(gr_gid=gid, gr_mem=self.members.get(name, []))
+            for name, gid in self.groups.items()
+            if name.startswith(prefix)
+        }
+
+    def ensure_group(self, name):
+        self.named.append(name)
+        return self.groups.setdefault(name, 5000 + len(self.groups))
+
+    def clear_members(self, name):
+        self.named.append(name)
+        return bool(self.members.pop(name, None))
 
     def owner(self, name):  # SystemAccounts.owner: every user has an account (UIDS)
         self.looked_up.append(name)
@@ -647,6 +787,66 @@ def test_the_share_sync_plans_each_workspace_once_and_lists_the_groups_once(hub,
     # the group of no workspace is deleted, and whoever holds it killed; then the others' strays
     assert fakes.killed == [{4999: set()}, {gid[w1]: {10001, 10002}, gid[w2]: {10001, 10002, 10003}, gid[w3]: {10001}}]
     assert "uws-ws-999" not in fakes.groups
+
+
+def test_the_share_sync_looks_up_no_group_it_listed(hub, monkeypatch):
+    """The share sync listed the workspace groups, then looked each up by name three
+    times (its apply, the members' check, its kill: a getgrnam each, which reads the
+    whole group file again on a real hub). It reads their gids and members in its
+    listing, and looks up by name only a group with members (to empty it), and one made
+    or deleted since the listing: one deleted then made again under the POSIX lock (here
+    the first apply's) has a gid of its own, which the kill gets."""
+    sharing, fakes = posix_sharing(hub, monkeypatch, {})
+    w1, w2, w3 = (workspace(hub, slug=f"w{i}") for i in (1, 2, 3))
+    for ws in (w1, w2, w3):
+        sharing.share(ws, "editor", "ann", user=hub.users["ben"])
+    asyncio.run(sharing.sync())  # (the groups made)
+    name = {ws: f"uws-ws-{ws.id}" for ws in (w1, w2, w3)}
+    fakes.members[name[w2]] = ["ben"]  # made a member by hand
+    fakes.named.clear(), fakes.killed.clear()
+    apply = sharing.apply_posix
+
+    async def applying(ws, *plan):
+        if ws.id == w1.id:  # w3's group deleted and made again (a new gid) meanwhile
+            await sharing._delete_group(name[w3], "a test")
+            fakes.groups[name[w3]] = 7003
+        await apply(ws, *plan)
+
+    monkeypatch.setattr(sharing, "apply_posix", applying)
+    asyncio.run(sharing.sync())
+    # w2's members emptied; w3's group looked up by its delete, its apply (made, emptied), the kill
+    assert sorted(fakes.named) == [name[w2], *[name[w3]] * 4]
+    assert fakes.members == {}
+    gid = {ws: fakes.groups[name[ws]] for ws in (w1, w2)}
+    assert fakes.killed[-1] == {gid[w1]: {10001, 10002}, gid[w2]: {10001, 10002}, 7003: {10001, 10002}}
+
+
+def test_the_share_sync_s_posix_part_reads_the_workspaces_in_a_few_statements(hub, monkeypatch):
+    """The POSIX groups' part read its workspaces one by one: a query each that the session
+    no longer held (the hub's session holds them weakly). A few hundred to a query: as
+    many statements for 6 workspaces as for 3."""
+    sharing, fakes = posix_sharing(hub, monkeypatch, {})
+    statements = []
+    engine = hub.db.get_bind()
+
+    def count(conn, cursor, sql, *args):
+        statements.append(sql)
+
+    counted = []
+    for slugs in (["w1", "w2", "w3"], ["w4", "w5", "w6"]):
+        for slug in slugs:
+            sharing.share(workspace(hub, slug=slug), "editor", "ann", user=hub.users["ben"])
+        asyncio.run(sharing.sync())
+        for obj in [obj for obj in hub.db.identity_map.values() if isinstance(obj, (Workspace, Share))]:
+            hub.db.expunge(obj)  # (as the garbage collector leaves them)
+        sa_event.listen(engine, "before_cursor_execute", count)
+        try:
+            asyncio.run(sharing.sync())
+        finally:
+            sa_event.remove(engine, "before_cursor_execute", count)
+        counted.append(len(statements))
+        statements.clear()
+    assert counted[0] == counted[1]
 
 
 def test_the_share_sync_s_kill_allows_the_editors_of_its_end_not_of_its_start(hub, monkeypatch):

@@ -518,7 +518,7 @@ def test_a_group_made_while_the_sync_runs_is_not_taken_for_one_of_no_workspace(m
     def listed(prefix):
         # what happened up to the listing: workspace 11 made and shared, 9 and 12 gone
         workspaces[:] = [10, 11]
-        return [*groups, "uws-ws-11"]
+        return {name: SimpleNamespace(gr_gid=5000 + i, gr_mem=[]) for i, name in enumerate([*groups, "uws-ws-11"])}
 
     monkeypatch.setattr(posixgroups, "groups_with_prefix", listed)
     db = SimpleNamespace(execute=lambda statement: [(ws_id,) for ws_id in workspaces])
@@ -544,7 +544,7 @@ def test_only_the_names_the_hub_gives_its_groups_are_taken_for_its_groups(monkey
 
     names = ["uws-ws-12", "uws-ws-²", "uws-ws-012", "uws-ws-٣", "uws-ws-3", "uws-ws-", "uws-ws-0", "other-4"]
     monkeypatch.setattr(posixgroups.grp, "getgrall", lambda: [SimpleNamespace(gr_name=name) for name in names])
-    assert posixgroups.groups_with_prefix("uws-ws-") == ["uws-ws-12", "uws-ws-3"]
+    assert list(posixgroups.groups_with_prefix("uws-ws-")) == ["uws-ws-12", "uws-ws-3"]
     db = SimpleNamespace(execute=lambda statement: [(12,)])
     service = collaborate.ShareService(
         db, None, None, None, logging.getLogger("test.groups"), posix_group_prefix="uws-ws-"

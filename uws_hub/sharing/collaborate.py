@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Collection, Container, Iterable
 from dataclasses import dataclass
@@ -48,7 +49,7 @@ from typing import Any
 from jupyterhub import orm as hub_orm
 from jupyterhub import roles as hub_roles
 from sqlalchemy import func, or_, select, union_all
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from ..accounts.system import SystemAccounts
 from ..errors import Conflict, NotFound, Unprocessable
@@ -75,10 +76,28 @@ STRAYS_POLL_MAX_SECONDS = 10.0
 #: how long past a job's stop timeout (when a stop that did not end is marked failed) the
 #: worker waits for former editors' jobs that still look unfinished: then it kills anyway
 STRAYS_MARGIN_SECONDS = 30.0
+#: how many workspaces' roles the share sync compares with their shares at a time: between
+#: two such chunks it gives the event loop back (:meth:`ShareService.sync_roles`)
+ROLES_CHUNK = 200
+#: how many ids one ``IN (...)`` of the share sync names at most (databases limit a
+#: statement's parameters)
+IDS_PER_QUERY = 500
+#: who holds which JupyterHub role: (table, its column of the holder's id), users then groups
+ROLE_MAPS = [(hub_orm.Base.metadata.tables[f"{entity}_role_map"], f"{entity}_id") for entity in ("user", "group")]
 
 
 def role_name(workspace_id: int, level: str) -> str:
     return f"{ROLE_PREFIX}{workspace_id}-{level}"
+
+
+def _workspace_of_role(name: str) -> int | None:
+    """The id of the workspace whose role is named ``name`` (:func:`role_name`), or None."""
+    m = re.fullmatch(rf"{re.escape(ROLE_PREFIX)}(\d+)-({'|'.join(LEVELS)})", name)
+    return int(m[1]) if m else None
+
+
+def _role_description(owner_name: str, slug: str, level: str) -> str:
+    return f"{level.capitalize()}s of workspace {owner_name}/{slug} (managed by uws-hub)"
 
 
 def role_scopes(owner_name: str, slug: str, level: str) -> list[str]:
@@ -93,7 +112,7 @@ def role_scopes(owner_name: str, slug: str, level: str) -> list[str]:
 def _role_spec(ws: Workspace, level: str, grants: list[Share]) -> dict[str, Any]:
     return {
         "name": role_name(ws.id, level),
-        "description": f"{level.capitalize()}s of workspace {ws.owner.name}/{ws.slug} (managed by uws-hub)",
+        "description": _role_description(ws.owner.name, ws.slug, level),
         "scopes": role_scopes(ws.owner.name, ws.slug, level),
         "users": sorted(s.user.name for s in grants if s.user is not None),
         "groups": sorted(s.group.name for s in grants if s.group is not None),
@@ -170,6 +189,11 @@ class ShareService:
         #: workspaces whose groups lost allowed accounts: their processes go (:meth:`kill_strays_worker`)
         self._strays: set[int] = set()
         self._strays_wake = asyncio.Event()
+        #: the share sync's listing of the workspace groups (name -> its ``grp`` entry: gid,
+        #: members), made under the POSIX lock, while the sync runs: its applies and its kill
+        #: read the gids there instead of a ``getgrnam`` each. A group deleted since (under
+        #: the lock) is dropped from it; one made since is not in it, and is looked up.
+        self._listed: dict[str, Any] | None = None
 
     def lookup_session(self) -> Session:
         """A short-lived session for read-only lookups where the hub's session cannot
@@ -334,19 +358,80 @@ class ShareService:
 
     def _sync_roles(self, ws: Workspace) -> None:
         """Make the JupyterHub roles of ``ws`` match its shares (in the session)."""
-        grants = _grants_by_workspace(self.db, [ws.id]).get(ws.id, [])
-        for level in LEVELS:
-            at_level = [s for s in grants if s.level == level]
-            name = role_name(ws.id, level)
-            if not at_level:
-                role = hub_orm.Role.find(self.db, name)
-                if role is not None:
-                    self.db.delete(role)
-                continue
-            spec = _role_spec(ws, level, at_level)
-            role = hub_roles.create_role(self.db, {k: spec[k] for k in ("name", "description", "scopes")}, commit=False)
-            role.users = [s.user for s in at_level if s.user is not None]
-            role.groups = [s.group for s in at_level if s.group is not None]
+        self._sync_roles_of([ws.id])
+
+    def _sync_roles_of(self, ws_ids: Collection[int], stray_roles: Iterable[str] = ()) -> bool:
+        """Make the JupyterHub roles of these workspaces match their shares, writing only
+        what differs (in the session; nothing when nothing does), and delete the roles
+        named ``stray_roles`` (uws-hub's prefix, no workspace's role name). Returns whether
+        it changed anything.
+
+        What the shares say and what the roles hold are read in a few queries (each
+        workspace's shares, its roles' scopes and members), then compared: re-made
+        workspace by workspace on every sync, a thousand shared workspaces' roles took
+        the hub's event loop for seconds. Whatever differs is repaired, whoever changed
+        it: a role's scopes or description edited, a user or a hub group granted it or
+        removed from it by hand (JupyterHub's API), a role deleted."""
+        ids = list(ws_ids)
+        wanted = self._wanted_roles(ids)
+        names = [role_name(ws_id, level) for ws_id in ids for level in LEVELS]
+        roles = {
+            name: (role_id, description, scopes)
+            for role_id, name, description, scopes in self.db.execute(
+                select(hub_orm.Role.id, hub_orm.Role.name, hub_orm.Role.description, hub_orm.Role.scopes).where(
+                    or_(hub_orm.Role.name.in_(names), hub_orm.Role.name.in_(list(stray_roles)))
+                )
+            )
+        }
+        held: dict[int, tuple[set[int], set[int]]] = {role_id: (set(), set()) for role_id, _, _ in roles.values()}
+        for i, (table, column) in enumerate(ROLE_MAPS):
+            pairs = select(table.c.role_id, table.c[column]).where(table.c.role_id.in_(list(held)))
+            for role_id, member_id in self.db.execute(pairs):
+                held[role_id][i].add(member_id)
+        changed = False
+        for name, (role_id, _, _) in roles.items():
+            if name not in wanted:
+                self.log.info("Deleting role %s: its workspace is no longer shared", name)
+                self.db.delete(self.db.get_one(hub_orm.Role, role_id))
+                changed = True
+        for name, spec in wanted.items():
+            description, scopes, user_ids, group_ids = spec
+            if name in roles:
+                role_id, had_description, had_scopes = roles[name]
+                if (had_description, had_scopes, held[role_id]) == (description, scopes, (user_ids, group_ids)):
+                    continue
+            role_dict = {"name": name, "description": description, "scopes": scopes}
+            role = hub_roles.create_role(self.db, role_dict, commit=False)  # (made, or its scopes set)
+            role.users = [self.db.get_one(hub_orm.User, uid) for uid in sorted(user_ids)]
+            role.groups = [self.db.get_one(hub_orm.Group, gid) for gid in sorted(group_ids)]
+            changed = True
+        return changed
+
+    def _wanted_roles(self, ws_ids: list[int]) -> dict[str, tuple[str, list[str], set[int], set[int]]]:
+        """Role name -> (description, scopes, user ids, group ids) the shares of these
+        workspaces call for (:func:`_role_spec`, for :meth:`_sync_roles_of`), in one query."""
+        owner = aliased(hub_orm.User)
+        rows = self.db.execute(
+            select(Share.workspace_id, Share.level, Share.user_id, Share.group_id, owner.name, Workspace.slug)
+            .join(Workspace, Workspace.id == Share.workspace_id)
+            .join(owner, owner.id == Workspace.owner_id)
+            .where(Share.kind == ShareKind.collaborate.value, Share.workspace_id.in_(ws_ids))
+        )
+        wanted: dict[str, tuple[str, list[str], set[int], set[int]]] = {}
+        for ws_id, level, user_id, group_id, owner_name, slug in rows:
+            name = role_name(ws_id, level)
+            if name not in wanted:
+                wanted[name] = (
+                    _role_description(owner_name, slug, level),
+                    role_scopes(owner_name, slug, level),
+                    set(),
+                    set(),
+                )
+            if user_id is not None:
+                wanted[name][2].add(user_id)
+            if group_id is not None:
+                wanted[name][3].add(group_id)
+        return wanted
 
     def _revoke_server_tokens(self, ws: Workspace, user_ids: set[int]) -> None:
         """Delete these users' OAuth tokens for the workspace's server (its OAuth client)."""
@@ -459,11 +544,12 @@ class ShareService:
             self._strays_wake.set()
 
     def _apply_posix(self, name: str, directory: str) -> None:
-        gid = posixgroups.ensure_group(name)
+        listed = (self._listed or {}).get(name)
+        gid = listed.gr_gid if listed is not None else posixgroups.ensure_group(name)
         if os.path.isdir(directory) and not posixgroups.is_shared(directory, gid):
             self.log.info("Sharing %s with POSIX group %s", directory, name)
             posixgroups.share_tree(directory, gid, self.log)
-        if posixgroups.clear_members(name):
+        if (listed is None or listed.gr_mem) and posixgroups.clear_members(name):
             self.log.info("POSIX group %s: members removed (the hub gives it to jobs only)", name)
 
     def _allowed_by_group(
@@ -580,8 +666,9 @@ class ShareService:
         the uids allowed to hold them (:func:`posixgroups.kill_strays`; in a thread, under
         the POSIX lock, so that no group is deleted and its gid given to another meanwhile)."""
         holders = {}
+        listing = self._listed or {}
         for name, uids in allowed.items():
-            gid = posixgroups.gid_of(name)
+            gid = listed.gr_gid if (listed := listing.get(name)) is not None else posixgroups.gid_of(name)
             if gid is not None:
                 holders[gid] = uids
         killed = posixgroups.kill_strays(holders)
@@ -616,21 +703,19 @@ class ShareService:
         """Re-make every shared workspace's roles and POSIX group, drop those of unshared ones,
         and stop the jobs of launchers who are no longer editors."""
         self.stop_jobs_of_former_editors()
-        grants = _grants_by_workspace(self.db)
-        wanted: set[str] = set()
-        for ws_id, shares in grants.items():
-            ws = shares[0].workspace
-            self._sync_roles(ws)
-            wanted.update(role_name(ws_id, level) for level in LEVELS if any(s.level == level for s in shares))
-        for role in self.db.scalars(select(hub_orm.Role).where(hub_orm.Role.name.startswith(ROLE_PREFIX))):
-            if role.name not in wanted:
-                self.log.info("Deleting role %s: its workspace is no longer shared", role.name)
-                self.db.delete(role)
-        self.db.commit()
+        shared = await self.sync_roles()
         self.version += 1
         if self.posix_group_prefix is None:
             return
-        prefix = self.posix_group_prefix
+        try:
+            await self._sync_posix(shared)
+        finally:
+            self._listed = None
+
+    async def _sync_posix(self, shared: set[int]) -> None:
+        """The share sync's POSIX groups' part: apply the group of every workspace that is
+        shared (``shared``) or has one, delete those of no workspace, kill the strays."""
+        prefix = self.posix_group_prefix or ""
         names, gone = await self._groups_and_those_of_no_workspace()
         for name in gone:
             await self._delete_group(name, "its workspace is gone")
@@ -638,8 +723,16 @@ class ShareService:
         # members a hub before this one may have left: the owner); who may hold each is
         # planned once, for its apply and (checked again under the lock) its kill
         grouped = {int(name[len(prefix) :]) for name in names if name not in gone}
-        found = (self.db.get(Workspace, ws_id) for ws_id in sorted(set(grants) | grouped))
-        workspaces = [workspace for workspace in found if workspace is not None]
+        # read a few hundred in a query (one by one, those the session no longer held were
+        # a query each: a thousand a sync)
+        ids = sorted(shared | grouped)
+        workspaces = [
+            workspace
+            for start in range(0, len(ids), IDS_PER_QUERY)
+            for workspace in self.db.scalars(
+                select(Workspace).where(Workspace.id.in_(ids[start : start + IDS_PER_QUERY])).order_by(Workspace.id)
+            )
+        ]
         plans = self._posix_plans(workspaces, self.grantees(None, editors_only=True), grouped)
         for ws_id, plan in plans.items():
             if (workspace := self.db.get(Workspace, ws_id)) is not None:  # (unless deleted meanwhile)
@@ -654,6 +747,31 @@ class ShareService:
             allowed = self._allowed_by_group((ws_id for ws_id in plans if ws_id not in lost), plans)
             await asyncio.to_thread(self._kill_strays, allowed)
 
+    async def sync_roles(self) -> set[int]:
+        """Make the roles of every shared workspace match its shares, delete uws-hub's
+        other roles (of workspaces no longer shared, or gone); returns the shared
+        workspaces' ids.
+
+        :data:`ROLES_CHUNK` workspaces at a time (:meth:`_sync_roles_of`: read, compared,
+        their differences written and committed with no await between, so that a share
+        changed meanwhile is never undone from a view read before), giving the event loop
+        back between chunks: the hub serves its API meanwhile."""
+        shared = set(self.db.scalars(select(Share.workspace_id).where(Share.kind == ShareKind.collaborate.value)))
+        ids, strays = set(shared), []
+        for name in self.db.scalars(select(hub_orm.Role.name).where(hub_orm.Role.name.startswith(ROLE_PREFIX))):
+            ws_id = _workspace_of_role(name)
+            if ws_id is None:
+                strays.append(name)
+            else:
+                ids.add(ws_id)
+        ordered = sorted(ids)
+        for start in range(0, max(len(ordered), 1), ROLES_CHUNK):
+            if start:
+                await asyncio.sleep(0)
+            if self._sync_roles_of(ordered[start : start + ROLES_CHUNK], strays if start == 0 else ()):
+                self.db.commit()
+        return shared
+
     async def _groups_and_those_of_no_workspace(self) -> tuple[list[str], list[str]]:
         """This hub's POSIX groups (names), and those whose workspace is gone. The groups
         are listed before the workspaces are read: a group is made after its workspace's
@@ -661,7 +779,10 @@ class ShareService:
         other way round (the workspaces before the sync's other work), a workspace shared
         while the sync ran looked gone, and its new group was deleted under its editor."""
         prefix = self.posix_group_prefix or ""
-        names = await asyncio.to_thread(posixgroups.groups_with_prefix, prefix)
+        async with self._posix_lock:  # (kept as :attr:`_listed`: deletes drop from it, under the lock)
+            listed = await asyncio.to_thread(posixgroups.groups_with_prefix, prefix)
+            self._listed = listed
+        names = list(listed)
         existing = {ws_id for (ws_id,) in self.db.execute(select(Workspace.id))}
         return names, [name for name in names if int(name[len(prefix) :]) not in existing]
 
@@ -675,6 +796,8 @@ class ShareService:
         jobs' processes (a job starting in the new workspace was SIGKILLed)."""
         async with self._posix_lock:
             killed = await asyncio.to_thread(self._kill_holders_and_delete, name)
+            if self._listed is not None:
+                self._listed.pop(name, None)
         if killed is None:
             return
         self.log.info("Deleted POSIX group %s: %s", name, why)

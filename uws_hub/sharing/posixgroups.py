@@ -190,13 +190,16 @@ def delete_group(name: str) -> None:
         _run(["groupdel", name])
 
 
-def groups_with_prefix(prefix: str) -> list[str]:
+def groups_with_prefix(prefix: str) -> dict[str, grp.struct_group]:
     """The system's groups named as the hub names its own (:func:`group_name`: the prefix,
-    then a workspace id). Only those: ``str.isdigit`` also passes digits ``int`` refuses
-    (``²``: every share sync failed) and names the hub never makes (``012``, ``٣``: read
-    as another workspace's group, an administrator's group was deleted and its holders
-    killed)."""
-    return [g.gr_name for g in grp.getgrall() if re.fullmatch(re.escape(prefix) + "[1-9][0-9]*", g.gr_name)]
+    then a workspace id), by name, with their gids and members: one ``getgrall``, where a
+    ``getgrnam`` a group reads the group file (or asks the NSS) again for each (the share
+    sync looks up none it listed: :class:`ShareService`'s ``_listed``). Only those names:
+    ``str.isdigit`` also passes digits ``int`` refuses (``²``: every share sync failed)
+    and names the hub never makes (``012``, ``٣``: read as another workspace's group, an
+    administrator's group was deleted and its holders killed)."""
+    pattern = re.escape(prefix) + "[1-9][0-9]*"
+    return {g.gr_name: g for g in grp.getgrall() if re.fullmatch(pattern, g.gr_name)}
 
 
 def _set_default_acl(fd: int, acl: bytes, log: logging.Logger) -> None:
