@@ -375,12 +375,12 @@ class ShareService:
         ids = list(ws_ids)
         wanted = self._wanted_roles(ids)
         names = [role_name(ws_id, level) for ws_id in ids for level in LEVELS]
+        # whole rows, not their columns: JupyterHub's type of ``scopes`` has no cache
+        # key, so a statement naming it would be compiled anew each time (and warn)
         roles = {
-            name: (role_id, description, scopes)
-            for role_id, name, description, scopes in self.db.execute(
-                select(hub_orm.Role.id, hub_orm.Role.name, hub_orm.Role.description, hub_orm.Role.scopes).where(
-                    or_(hub_orm.Role.name.in_(names), hub_orm.Role.name.in_(list(stray_roles)))
-                )
+            role.name: (role.id, role.description, role.scopes)
+            for role in self.db.scalars(
+                select(hub_orm.Role).where(or_(hub_orm.Role.name.in_(names), hub_orm.Role.name.in_(list(stray_roles))))
             )
         }
         held: dict[int, tuple[set[int], set[int]]] = {role_id: (set(), set()) for role_id, _, _ in roles.values()}
