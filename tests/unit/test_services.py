@@ -33,7 +33,7 @@ from uws_hub.quotas.limits import Limits
 from uws_hub.quotas.service import QuotaExceeded, QuotaService
 from uws_hub.reconciler import waker
 from uws_hub.sharing import collaborate
-from uws_hub.sharing.collaborate import ShareService, role_name
+from uws_hub.sharing.collaborate import ShareService, role_name, role_specs
 from uws_hub.sharing.copies import CopyService, CopySteps
 from uws_hub.spawners.batch import BatchLaunch, RunState
 from uws_hub.states import IllegalTransition, JobStatus, WorkspaceStatus
@@ -606,6 +606,22 @@ def shared_workspaces(hub, slugs) -> list[Workspace]:
             hub.sharing.share(ws, "viewer", "ann", group=team)
         made.append(ws)
     return made
+
+
+def test_the_roles_declared_at_startup_are_those_the_shares_made(hub):
+    """JupyterHub deletes at startup every role missing from ``load_roles``: the hub
+    declares its shares' roles there (``role_specs``), and they must be the very roles
+    its shares made, users and hub groups included, or a restart would change who may
+    reach a shared workspace."""
+    shared_workspaces(hub, ["w1", "w2", "w3"])
+    declared = {
+        spec["name"]: (spec["users"], spec["groups"], spec["scopes"], spec["description"])
+        for spec in role_specs(hub.db)
+    }
+    assert declared == roles_held(hub)
+    assert declared[role_name(hub.db.scalar(select(Workspace.id).where(Workspace.slug == "w2")), "viewer")][1] == [
+        "team"
+    ]
 
 
 def test_a_share_sync_with_nothing_to_change_writes_nothing_in_a_few_statements(hub):

@@ -109,36 +109,64 @@ def role_scopes(owner_name: str, slug: str, level: str) -> list[str]:
     return scopes
 
 
-def _role_spec(ws: Workspace, level: str, grants: list[Share]) -> dict[str, Any]:
+def wanted_roles(db: Session, ws_ids: list[int] | None = None) -> dict[str, tuple[str, list[str], set[int], set[int]]]:
+    """Role name -> (description, scopes, user ids, group ids): the roles the shares of
+    these workspaces (None: of every workspace) call for, in one query."""
+    owner = aliased(hub_orm.User)
+    query = (
+        select(Share.workspace_id, Share.level, Share.user_id, Share.group_id, owner.name, Workspace.slug)
+        .join(Workspace, Workspace.id == Share.workspace_id)
+        .join(owner, owner.id == Workspace.owner_id)
+        .where(Share.kind == ShareKind.collaborate.value)
+    )
+    if ws_ids is not None:
+        query = query.where(Share.workspace_id.in_(ws_ids))
+    wanted: dict[str, tuple[str, list[str], set[int], set[int]]] = {}
+    for ws_id, level, user_id, group_id, owner_name, slug in db.execute(query):
+        name = role_name(ws_id, level)
+        if name not in wanted:
+            wanted[name] = (
+                _role_description(owner_name, slug, level),
+                role_scopes(owner_name, slug, level),
+                set(),
+                set(),
+            )
+        if user_id is not None:
+            wanted[name][2].add(user_id)
+        if group_id is not None:
+            wanted[name][3].add(group_id)
+    return wanted
+
+
+def _names(db: Session, table: type[hub_orm.User] | type[hub_orm.Group], ids: set[int]) -> dict[int, str]:
+    """Id -> name of these users or groups, :data:`IDS_PER_QUERY` to a query."""
+    ordered = sorted(ids)
     return {
-        "name": role_name(ws.id, level),
-        "description": _role_description(ws.owner.name, ws.slug, level),
-        "scopes": role_scopes(ws.owner.name, ws.slug, level),
-        "users": sorted(s.user.name for s in grants if s.user is not None),
-        "groups": sorted(s.group.name for s in grants if s.group is not None),
+        row_id: name
+        for start in range(0, len(ordered), IDS_PER_QUERY)
+        for row_id, name in db.execute(
+            select(table.id, table.name).where(table.id.in_(ordered[start : start + IDS_PER_QUERY]))
+        )
     }
-
-
-def _grants_by_workspace(db: Session, workspace_ids: Iterable[int] | None = None) -> dict[int, list[Share]]:
-    query = select(Share).where(Share.kind == ShareKind.collaborate.value)
-    if workspace_ids is not None:
-        query = query.where(Share.workspace_id.in_(list(workspace_ids)))
-    grants: dict[int, list[Share]] = {}
-    for share in db.scalars(query.order_by(Share.id)):
-        grants.setdefault(share.workspace_id, []).append(share)
-    return grants
 
 
 def role_specs(db: Session) -> list[dict[str, Any]]:
     """JupyterHub role definitions (``load_roles`` entries) for every shared workspace."""
-    specs = []
-    for grants in _grants_by_workspace(db).values():
-        ws = grants[0].workspace
-        for level in LEVELS:
-            at_level = [s for s in grants if s.level == level]
-            if at_level:
-                specs.append(_role_spec(ws, level, at_level))
-    return specs
+    wanted = wanted_roles(db)
+    user_ids = set().union(*(users for _, _, users, _ in wanted.values()))
+    group_ids = set().union(*(groups for _, _, _, groups in wanted.values()))
+    user_names = _names(db, hub_orm.User, user_ids)
+    group_names = _names(db, hub_orm.Group, group_ids)
+    return [
+        {
+            "name": name,
+            "description": description,
+            "scopes": scopes,
+            "users": sorted(user_names[uid] for uid in users),
+            "groups": sorted(group_names[gid] for gid in groups),
+        }
+        for name, (description, scopes, users, groups) in sorted(wanted.items())
+    ]
 
 
 @dataclass(frozen=True)
@@ -373,7 +401,7 @@ class ShareService:
         it: a role's scopes or description edited, a user or a hub group granted it or
         removed from it by hand (JupyterHub's API), a role deleted."""
         ids = list(ws_ids)
-        wanted = self._wanted_roles(ids)
+        wanted = wanted_roles(self.db, ids)
         names = [role_name(ws_id, level) for ws_id in ids for level in LEVELS]
         # whole rows, not their columns: JupyterHub's type of ``scopes`` has no cache
         # key, so a statement naming it would be compiled anew each time (and warn)
@@ -406,32 +434,6 @@ class ShareService:
             role.groups = [self.db.get_one(hub_orm.Group, gid) for gid in sorted(group_ids)]
             changed = True
         return changed
-
-    def _wanted_roles(self, ws_ids: list[int]) -> dict[str, tuple[str, list[str], set[int], set[int]]]:
-        """Role name -> (description, scopes, user ids, group ids) the shares of these
-        workspaces call for (:func:`_role_spec`, for :meth:`_sync_roles_of`), in one query."""
-        owner = aliased(hub_orm.User)
-        rows = self.db.execute(
-            select(Share.workspace_id, Share.level, Share.user_id, Share.group_id, owner.name, Workspace.slug)
-            .join(Workspace, Workspace.id == Share.workspace_id)
-            .join(owner, owner.id == Workspace.owner_id)
-            .where(Share.kind == ShareKind.collaborate.value, Share.workspace_id.in_(ws_ids))
-        )
-        wanted: dict[str, tuple[str, list[str], set[int], set[int]]] = {}
-        for ws_id, level, user_id, group_id, owner_name, slug in rows:
-            name = role_name(ws_id, level)
-            if name not in wanted:
-                wanted[name] = (
-                    _role_description(owner_name, slug, level),
-                    role_scopes(owner_name, slug, level),
-                    set(),
-                    set(),
-                )
-            if user_id is not None:
-                wanted[name][2].add(user_id)
-            if group_id is not None:
-                wanted[name][3].add(group_id)
-        return wanted
 
     def _revoke_server_tokens(self, ws: Workspace, user_ids: set[int]) -> None:
         """Delete these users' OAuth tokens for the workspace's server (its OAuth client)."""
