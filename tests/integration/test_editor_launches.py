@@ -640,10 +640,17 @@ def test_an_editors_own_processes_never_hold_the_workspaces_group_and_outlive_th
         ehub.api("DELETE", f"workspaces/{ws['id']}/shares/{ws['share_id']}", alice, expect=200)
         wait_for(lambda: daemon not in processes_in_group(gid), 30, what="the daemon's end")
         assert login.poll() is None
-        # shared no more, its group stays (the owner's jobs get it): with the owner as its
-        # member, as a hub before this one left it, until the next share sync
-        subprocess.run(["gpasswd", "-M", OWNER, ws["group"]], check=True, capture_output=True)
-        wait_for(lambda: grp.getgrgid(gid).gr_mem == [], 30, what="the group's members to go")
+        # shared no more, its group stays (the owner's jobs get it): with a member, as a
+        # hub before this one left it, until the next share sync. An account of this test's
+        # own: any other account's processes started meanwhile, by another hub of a run
+        # beside this one, would hold the group, and be killed with the workspace below
+        member = f"uwsm{uuid.uuid4().hex[:6]}"
+        subprocess.run(["useradd", "--no-create-home", member], check=True)
+        try:
+            subprocess.run(["gpasswd", "-M", member, ws["group"]], check=True, capture_output=True)
+            wait_for(lambda: grp.getgrgid(gid).gr_mem == [], 30, what="the group's members to go")
+        finally:
+            subprocess.run(["userdel", member], check=False)
         # the workspace deleted: every process with its group goes, and still not her login
         ehub.api("DELETE", f"workspaces/{ws['id']}", alice, expect=202)
         wait_for(lambda: ws["group"] not in {g.gr_name for g in grp.getgrall()}, 60, what="the group's end")

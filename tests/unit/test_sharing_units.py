@@ -257,14 +257,17 @@ def test_a_job_gets_its_workspaces_group_without_membership_and_no_other_workspa
     try:
         subprocess.run(["groupadd", f"{prefix}1"], check=True)
         subprocess.run(["groupadd", "-U", "nobody", f"{prefix}2"], check=True)
-        own, other = (grp.getgrnam(f"{prefix}{i}").gr_gid for i in (1, 2))
+        # a name the hub never gives a group (:func:`is_group_name`): an administrator's
+        subprocess.run(["groupadd", "-U", "nobody", f"{prefix}02"], check=True)
+        own, other, admins = (grp.getgrnam(f"{prefix}{i}").gr_gid for i in ("1", "2", "02"))
         assert other in os.getgrouplist("nobody", account.pw_gid)
         assert own in job_groups(account, prefix, 1) and other not in job_groups(account, prefix, 1)
         assert own not in job_groups(account, prefix, 3) and other not in job_groups(account, prefix, 3)
         # a member of its own: given once
         assert job_groups(account, prefix, 2).count(other) == 1
+        assert admins in job_groups(account, prefix, 1)
     finally:
-        for i in (1, 2):
+        for i in ("1", "2", "02"):
             subprocess.run(["groupdel", f"{prefix}{i}"], check=False, capture_output=True)
 
 

@@ -33,6 +33,7 @@ from uws_hub.spawners.slurm.parsing import (
     JobState,
     describe_batch_end,
     describe_end,
+    find_orphans,
     job_id_from_name,
     job_name,
     parse_exit_code,
@@ -103,6 +104,10 @@ def test_parse_sbatch_and_sweep_and_names():
     assert job_id_from_name("uws-abc-", "uws-abd-job-12") is None
     assert job_id_from_name("uws-abc-", "uws-abc-job-12x") is None
     assert job_id_from_name("", "job-12") is None
+    # names only other accounts give their jobs: ² (int() refuses it), ٣, a leading zero
+    for name in ("uws-abc-job-²", "uws-abc-job-٣", "uws-abc-job-012", "uws-abc-job-0", "uws-abc-job-"):
+        assert job_id_from_name("uws-abc-", name) is None, name
+    assert find_orphans(parse_sweep("7|RUNNING|2026-01-01T00:00:00|uws-abc-job-²\n"), "uws-abc-", {}) == []
 
 
 @pytest.mark.parametrize(

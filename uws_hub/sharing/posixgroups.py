@@ -42,12 +42,13 @@ import errno
 import grp
 import logging
 import os
-import re
 import signal
 import stat
 import struct
 import subprocess
 
+from ..spawners.groupnames import group_name as group_name  # the hub names groups with it
+from ..spawners.groupnames import is_group_name
 from ..spawners.wrapper import has_ended
 from ..workspaces.paths import DIR_FLAGS, FILE_FLAGS, MAX_DEPTH
 
@@ -81,10 +82,6 @@ COMMAND_TIMEOUT_SECONDS = 30
 
 class PosixGroupError(RuntimeError):
     """A group command failed."""
-
-
-def group_name(prefix: str, workspace_id: int) -> str:
-    return f"{prefix}{workspace_id}"
 
 
 def _run(argv: list[str]) -> None:
@@ -194,12 +191,9 @@ def groups_with_prefix(prefix: str) -> dict[str, grp.struct_group]:
     """The system's groups named as the hub names its own (:func:`group_name`: the prefix,
     then a workspace id), by name, with their gids and members: one ``getgrall``, where a
     ``getgrnam`` a group reads the group file (or asks the NSS) again for each (the share
-    sync looks up none it listed: :class:`ShareService`'s ``_listed``). Only those names:
-    ``str.isdigit`` also passes digits ``int`` refuses (``²``: every share sync failed)
-    and names the hub never makes (``012``, ``٣``: read as another workspace's group, an
-    administrator's group was deleted and its holders killed)."""
-    pattern = re.escape(prefix) + "[1-9][0-9]*"
-    return {g.gr_name: g for g in grp.getgrall() if re.fullmatch(pattern, g.gr_name)}
+    sync looks up none it listed: :class:`ShareService`'s ``_listed``). Only those names
+    (:func:`is_group_name`)."""
+    return {g.gr_name: g for g in grp.getgrall() if is_group_name(prefix, g.gr_name)}
 
 
 def _set_default_acl(fd: int, acl: bytes, log: logging.Logger) -> None:

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import wrapper
+from .groupnames import group_name, is_group_name
 from .localorphans import WRAPPER_MARK
 
 #: the wrapper program, run by path with ``python -I -S`` (standard library only)
@@ -166,14 +167,14 @@ def job_groups(account: pwd.struct_passwd, prefix: str | None, workspace_id: int
     groups = os.getgrouplist(account.pw_name, account.pw_gid)
     if prefix is None:
         return groups
-    own = f"{prefix}{workspace_id}"  # as uws_hub.sharing.posixgroups.group_name names it
+    own = group_name(prefix, workspace_id)
     kept = []
     for gid in groups:
         try:
             name = grp.getgrgid(gid).gr_name
         except KeyError:
             name = ""
-        if name != own and name.startswith(prefix) and name[len(prefix) :].isdigit():
+        if name != own and is_group_name(prefix, name):
             continue
         kept.append(gid)
     try:

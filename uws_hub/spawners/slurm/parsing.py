@@ -183,11 +183,16 @@ def job_name(prefix: str, job_id: int) -> str:
 
 
 def job_id_from_name(prefix: str, name: str) -> int | None:
-    """The hub job id in a SLURM job name made by :func:`job_name`, or None if not ours."""
+    """The hub job id in a SLURM job name made by :func:`job_name`, or None if not ours.
+
+    Any account of the cluster names its jobs as it likes: only the names the hub makes
+    count. ``str.isdigit`` also passed digits ``int`` refuses (a job named
+    ``<prefix>job-²`` made every orphan sweep fail) and names the hub never makes
+    (``job-012``, ``job-٣``: read as job 12's or 3's)."""
     if not prefix or not name.startswith(prefix + "job-"):
         return None
     rest = name[len(prefix) + 4 :]
-    return int(rest) if rest.isdigit() else None
+    return int(rest) if re.fullmatch("[1-9][0-9]*", rest) else None
 
 
 def find_orphans(entries: list[SweepEntry], prefix: str, known: dict[int, str | None]) -> list[str]:
