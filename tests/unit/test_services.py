@@ -9,6 +9,7 @@ import asyncio
 import logging
 import os
 import pwd
+import threading
 from datetime import timedelta
 from types import SimpleNamespace
 
@@ -736,6 +737,8 @@ class PosixFakes:
         self.groups = groups
         self.listed = 0
         self.looked_up: list[str] = []
+        #: the threads the accounts were looked up in
+        self.looked_up_in: set[int] = set()
         self.killed: list[dict[int, set[int]]] = []
         #: group name -> its members' names (none unless a test gives some)
         self.members: dict[str, list[str]] = {}
@@ -767,6 +770,7 @@ class PosixFakes:
 
     def owner(self, name):  # SystemAccounts.owner: every user has an account (UIDS)
         self.looked_up.append(name)
+        self.looked_up_in.add(threading.get_ident())
         return SimpleNamespace(uid=UIDS[name])
 
 
@@ -803,6 +807,26 @@ def test_the_share_sync_plans_each_workspace_once_and_lists_the_groups_once(hub,
     # the group of no workspace is deleted, and whoever holds it killed; then the others' strays
     assert fakes.killed == [{4999: set()}, {gid[w1]: {10001, 10002}, gid[w2]: {10001, 10002, 10003}, gid[w3]: {10001}}]
     assert "uws-ws-999" not in fakes.groups
+
+
+def test_the_share_sync_looks_up_the_accounts_off_the_event_loop(hub, monkeypatch):
+    """Each account the share sync plans for is a ``getpwnam``, which asks the directory
+    service where accounts live in one (LDAP): on the event loop, a sync of a thousand
+    shared workspaces' accounts froze the hub for as many round trips. They are looked up
+    in a thread, once each, all of them (owners, editors, through hub groups too); and
+    the plans are the same."""
+    sharing, fakes = posix_sharing(hub, monkeypatch, {})
+    w1, w2 = (workspace(hub, slug=f"w{i}") for i in (1, 2))
+    team = hub_orm.Group(name="team", users=[hub.users["cat"]])
+    hub.db.add(team)
+    sharing.share(w1, "editor", "ann", user=hub.users["ben"])
+    sharing.share(w2, "editor", "ann", group=team)
+    fakes.looked_up.clear(), fakes.looked_up_in.clear()
+    asyncio.run(sharing.sync())
+    assert sorted(fakes.looked_up) == ["ann", "ben", "cat"]
+    assert threading.get_ident() not in fakes.looked_up_in
+    gid = {ws: fakes.groups[f"uws-ws-{ws.id}"] for ws in (w1, w2)}
+    assert fakes.killed[-1] == {gid[w1]: {10001, 10002}, gid[w2]: {10001, 10003}}
 
 
 def test_the_share_sync_looks_up_no_group_it_listed(hub, monkeypatch):

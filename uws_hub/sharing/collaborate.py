@@ -481,6 +481,7 @@ class ShareService:
         editors: dict[int, set[int]],
         grouped: Container[int] | None = None,
         planned: dict[int, PosixPlan] | None = None,
+        accounts: dict[str, int | Conflict | None] | None = None,
     ) -> dict[int, PosixPlan]:
         """Workspace id -> who may hold its POSIX group (its owner's and its editors'
         accounts), for those of ``workspaces`` that have editors (in ``editors``: see
@@ -489,11 +490,12 @@ class ShareService:
 
         One pass for many workspaces: each account is looked up once. ``planned``: plans
         made before (the share sync's), kept for a workspace whose owner and editors are
-        still the same users, under the same names."""
+        still the same users, under the same names. ``accounts``: accounts looked up before
+        (:meth:`_account_uids`)."""
         prefix = self.posix_group_prefix
         if prefix is None:
             return {}
-        accounts: dict[str, int | Conflict | None] = {}
+        accounts = dict(accounts or {})
         plans: dict[int, PosixPlan] = {}
         for ws in workspaces:
             group = posixgroups.group_name(prefix, ws.id)
@@ -513,10 +515,7 @@ class ShareService:
                 # the owner's name is checked as the editors' are: it may have changed since the
                 # workspace was made (JupyterHub renames users), to a system account's or to none
                 if name not in accounts:
-                    try:
-                        accounts[name] = self.accounts.owner(name).uid
-                    except Conflict as e:
-                        accounts[name] = e
+                    accounts.update(self._account_uids([name]))
                 account = accounts[name]
                 if isinstance(account, Conflict):
                     self.log.warning("Workspace %s: %s %s may not hold its group: %s", ws.id, role, name, account)
@@ -524,6 +523,20 @@ class ShareService:
                     uids.add(account)
             plans[ws.id] = PosixPlan(group, holders, frozenset(uids))
         return plans
+
+    def _account_uids(self, names: Iterable[str]) -> dict[str, int | Conflict | None]:
+        """Name -> the uid of the system account that may hold workspaces' groups as that
+        user, or why none may (a :class:`Conflict`), or None (no system accounts). A
+        ``getpwnam`` each: the share sync makes them in a thread, all at once (with
+        accounts in a directory service, each may be a round trip to it; on the event
+        loop, a thousand froze the hub)."""
+        found: dict[str, int | Conflict | None] = {}
+        for name in names:
+            try:
+                found[name] = self.accounts.owner(name).uid
+            except Conflict as e:
+                found[name] = e
+        return found
 
     async def apply_posix(self, ws: Workspace, plan: PosixPlan | None = None) -> None:
         """Apply the workspace's POSIX group (a group-shared tree, no members); when an
@@ -728,14 +741,23 @@ class ShareService:
         # read a few hundred in a query (one by one, those the session no longer held were
         # a query each: a thousand a sync)
         ids = sorted(shared | grouped)
+        chunks = [ids[start : start + IDS_PER_QUERY] for start in range(0, len(ids), IDS_PER_QUERY)]
+        # their owners' and editors' accounts looked up first, in a thread (read before
+        # its await, the workspaces could be expired by a rollback, and deleted, meanwhile)
+        editors = self.grantees(None, editors_only=True)
+        users = {
+            user
+            for chunk in chunks
+            for user in self.db.scalars(select(Workspace.owner_id).where(Workspace.id.in_(chunk)))
+        }
+        users.update(*(editors.get(ws_id, ()) for ws_id in ids))
+        accounts = await asyncio.to_thread(self._account_uids, _names(self.db, hub_orm.User, users).values())
         workspaces = [
             workspace
-            for start in range(0, len(ids), IDS_PER_QUERY)
-            for workspace in self.db.scalars(
-                select(Workspace).where(Workspace.id.in_(ids[start : start + IDS_PER_QUERY])).order_by(Workspace.id)
-            )
+            for chunk in chunks
+            for workspace in self.db.scalars(select(Workspace).where(Workspace.id.in_(chunk)).order_by(Workspace.id))
         ]
-        plans = self._posix_plans(workspaces, self.grantees(None, editors_only=True), grouped)
+        plans = self._posix_plans(workspaces, editors, grouped, accounts=accounts)
         for ws_id, plan in plans.items():
             if (workspace := self.db.get(Workspace, ws_id)) is not None:  # (unless deleted meanwhile)
                 await self.apply_posix(workspace, plan)
