@@ -437,6 +437,13 @@ def test_errors_are_uws_answers(uhub, alice):
             "EXECUTIONDURATION",
         ),
         (alice.post(url + "/destruction", data={"DESTRUCTION": "soon"}, timeout=30), 400, "ISO 8601"),
+        # times that are ISO 8601 but no UTC time can be (a 500 before)
+        *[
+            (alice.post(url + "/destruction", data={"DESTRUCTION": t}, timeout=30), 400, "out of range")
+            for t in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00")
+        ],
+        (alice.get(list_url, params={"AFTER": "0001-01-01T00:30:00+01:00"}, timeout=30), 400, "out of range"),
+        (alice.post(list_url, data={"text": "x", "DESTRUCTION": "9999-12-31T23:00-02:00"}, timeout=30), 400, "range"),
         (alice.post(url + "/phase", data={"PHASE": "SUSPEND"}, timeout=30), 400, "neither RUN nor ABORT"),
         (alice.post(list_url, data={"text": "x", "bogus": "1"}, timeout=30), 422, "parameters.bogus: unknown"),
         (alice.post(list_url, data={}, timeout=30), 422, "parameters.text: required"),
