@@ -33,6 +33,8 @@ from ..hubmaputil import ORIGIN, Portal
 from ..hubutil import wait_for
 from ..uwsclient import create, session
 
+#: a process that names itself (its ``comm``) in bytes that are no UTF-8, then sleeps
+RENAMED = 'import time; open("/proc/self/comm", "wb").write(b"\\xff\\xfe"); time.sleep(1000)'
 OWNER, EDITOR, OTHER, ADMIN, USER_ADMIN = "uwsalice", "uwscarol", "uwsbob", "uwsadmin", "uwskeeper"
 PASSWORD = "a long password for tests"
 JOB_TYPES = {
@@ -71,6 +73,14 @@ JOB_TYPES = {
             "sh",
             "-c",
             f"setsid env -i /usr/bin/python3 -c '{GHOST}' </dev/null >/dev/null 2>&1 & exec " + " ".join(MINIMAL_CMD),
+        ],
+    },
+    # the same, the process left behind naming itself in bytes no text is (its /proc status unreadable as UTF-8)
+    "server-renamed": {
+        "cmd": [
+            "sh",
+            "-c",
+            f"setsid env -i /usr/bin/python3 -c '{RENAMED}' </dev/null >/dev/null 2>&1 & exec " + " ".join(MINIMAL_CMD),
         ],
     },
     # a server that reports its activity to the hub every second (JupyterHub's default: 5 minutes)
@@ -187,7 +197,8 @@ def proc_ids(pid: str) -> tuple[str, set[int]]:
     """The user name and the supplementary group ids of a running process: ids, not
     names, since a group it got may be gone by now (another test's workspace, deleted
     meanwhile), and a gone group's id has no name."""
-    fields = dict(line.split(":", 1) for line in open(f"/proc/{pid}/status").read().splitlines() if ":" in line)
+    status = open(f"/proc/{pid}/status", errors="replace").read()  # (its name may be no UTF-8)
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
     uid = int(fields["Uid"].split()[1])
     return pwd.getpwuid(uid).pw_name, {int(g) for g in fields["Groups"].split()}
 
@@ -506,7 +517,7 @@ def processes_in_group(gid: int) -> list[int]:
         if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{entry}/status") as f:
+            with open(f"/proc/{entry}/status", errors="replace") as f:  # (its name may be no UTF-8)
                 status = dict(line.split(":", 1) for line in f if ":" in line)
         except OSError:
             continue
@@ -671,6 +682,22 @@ def test_a_revoked_editors_leftover_process_that_looks_ended_is_killed(ehub):
     try:
         _, pid = editors_daemon(ehub, ws, "server-ghost", ("/usr/bin/python3", "-c", GHOST))
         wait_for(lambda: "zombie" in open(f"/proc/{pid}/status").read(), 30, what="its first thread's end")
+        ehub.api("DELETE", f"workspaces/{ws['id']}/shares/{ws['share_id']}", ehub.tokens[OWNER], expect=200)
+        wait_for(lambda: pid not in processes_in_group(gid), 30, what="the process's end")
+        assert {proc_ids(str(p))[0] for p in processes_in_group(gid)} <= {OWNER}
+    finally:
+        clean_up(gid)
+
+
+def test_a_revoked_editors_leftover_process_named_in_no_text_is_killed(ehub):
+    """A process names itself as it likes (``/proc/self/comm``), in bytes that are no UTF-8
+    too: the kill of revoked editors' processes read its ``/proc/<pid>/status`` as text,
+    failed, and passed it by: it kept the workspace's group, its write access."""
+    ws = shared_workspace(ehub)
+    gid = grp.getgrnam(ws["group"]).gr_gid
+    try:
+        _, pid = editors_daemon(ehub, ws, "server-renamed", ("/usr/bin/python3", "-c", RENAMED))
+        wait_for(lambda: open(f"/proc/{pid}/comm", "rb").read() == b"\xff\xfe\n", 30, what="its new name")
         ehub.api("DELETE", f"workspaces/{ws['id']}/shares/{ws['share_id']}", ehub.tokens[OWNER], expect=200)
         wait_for(lambda: pid not in processes_in_group(gid), 30, what="the process's end")
         assert {proc_ids(str(p))[0] for p in processes_in_group(gid)} <= {OWNER}

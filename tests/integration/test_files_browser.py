@@ -373,3 +373,17 @@ def test_every_field_of_the_file_view_has_a_label(fhub, alice_page, ws):
         '#files-section input, #files-section textarea, #files-section select'))
         .filter(el => !el.labels.length && !el.getAttribute('aria-label')).map(el => el.id)""")
     assert unlabelled == []
+
+
+def test_a_file_named_in_bytes_no_utf8_is_shown_and_the_folder_with_it(fhub, alice_page, ws):
+    """A job, or an editor's, names files as it likes, in bytes that are no UTF-8 too (the
+    hub cannot open them: no URL names them). The files API listed such a name as it
+    decoded it, with a lone surrogate that no URL can hold: the page's link to it
+    failed, and the whole folder stayed unlisted. It is listed with U+FFFD in the name."""
+    (ws["dir"] / "data" / "zz.txt").write_text("z")
+    with open(bytes(ws["dir"] / "data") + b"/odd\xff.txt", "wb") as f:
+        f.write(b"odd")
+    listed = fhub.api("GET", f"workspaces/{ws['id']}/files?path=data", fhub.tokens["uwsalice"])["items"]
+    assert sorted(e["name"] for e in listed) == ["a.csv", "odd\ufffd.txt", "zz.txt"]
+    visit(alice_page, fhub, ws, "?folder=data")
+    shows(alice_page, ["a.csv", "odd\ufffd.txt", "zz.txt"])

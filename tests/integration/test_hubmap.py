@@ -472,6 +472,20 @@ def test_symlinks_only_into_dataset_roots(hubmap_hub, alice):
     assert r.status_code == 400
 
 
+def test_a_file_named_in_bytes_no_utf8_is_listed_with_a_replacement(hubmap_hub, alice):
+    """A job names files as it likes, in bytes that are no UTF-8 too: the workspace's
+    details listed such a name with a lone surrogate, which no URL (and no strict
+    UTF-8 decoder) takes; it has U+FFFD, as the files API and zips have."""
+    ws = alice.create({"name": f"odd {uuid.uuid4().hex[:6]}", "description": ""})
+    directory = (
+        hubmap_hub.workspaces_root / "uwsalice" / hubmap_hub.api("GET", f"workspaces/{ws['id']}", alice.token)["slug"]
+    )
+    with open(bytes(directory) + b"/odd\xff.txt", "wb") as f:
+        f.write(b"odd")
+    [ws] = alice.workspaces(ws["id"])
+    assert ws["workspace_details"]["current_workspace_details"]["files"] == [{"name": "/odd\ufffd.txt"}]
+
+
 def test_create_update_upload_and_refusals(hubmap_hub, alice):
     r = alice.fetch("POST", "/workspaces/", {"name": "no description"})
     assert (r.status_code, r.json()["message"]) == (400, "Missing required fields.")

@@ -490,6 +490,77 @@ def test_hub_restart_with_a_pending_and_a_running_job(make_hub, system_users, sl
         hub.stop()
 
 
+@pytest.mark.expect_log_errors(
+    "Unhandled error starting uwsm[0-9a-f]+'s server: SLURM job \\d+ was cancelled outside uws-hub \\(scancel\\)"
+)
+def test_jobs_other_accounts_name_like_the_hubs_are_left_alone(make_hub, system_users, slurm):
+    """Any account of the cluster names its jobs and sets their comments as it likes,
+    newlines too. Jobs of an account named ``<prefix>job-²`` (``int`` refused it),
+    ``<prefix>job-012``, an array named like one of the hub's jobs (whose ids ``int``
+    refused: every sweep failed) and one whose name printed a line of root's job as an
+    orphan (the sweep cancelled it as root): the orphan sweep goes on cancelling a real
+    orphan and leaves all of them alone. A user's server's job whose comment printed a
+    line of another user's server's job (cancelled: it ended in the hub) forges nothing."""
+    hub = make_hub(
+        SLURM_CONFIG
+        # every job is submitted held: it pends until the test releases it
+        + "c.WorkspaceSlurmSpawner.req_options = '--hold'\n"
+        + "c.WorkspaceSlurmSpawner.orphan_sweep_interval_seconds = 1\n"
+    )
+    prefix = f"uws-{hub_id(hub.db_url)}-"
+    account = f"uwsm{uuid.uuid4().hex[:6]}"  # no other test's: its jobs are all this test's
+    subprocess.run(["useradd", "--no-create-home", account], check=True)
+    jobs: list[dict] = []
+    theirs: list[str] = []
+    roots: list[str] = []
+    try:
+        bob, mallory = hub.add_user("uwsbob"), hub.add_user(account)
+        for token in (bob, mallory):
+            job = hub.wait_job(slurm_launch(hub, token)["id"], token, {"queued"} | TERMINAL, timeout=30)
+            assert job["status"] == "queued" and job["resource_id"], job
+            jobs.append(job)
+        bobs, own = jobs
+        wait_for(
+            lambda: "JobHeldUser" in (hub.api("GET", f"jobs/{bobs['id']}", bob)["reason"] or ""),
+            15,
+            what="the SLURM reason of bob's job",
+        )
+        roots.append(slurmutil.sbatch("--hold", "-J", "not-the-hubs"))
+        forged = f"{roots[0]}|RUNNING|2026-01-01T00:00:00|{prefix}job-9998"
+        for args in (
+            ("-J", f"{prefix}job-²"),
+            ("-J", f"{prefix}job-012"),
+            ("-J", f"{prefix}job-{bobs['id']}", "--array=0-1"),
+            ("-J", f"x\n{forged}"),
+        ):
+            out = slurmutil.run(
+                "runuser", "-u", account, "--", "sbatch", "--parsable", "--hold", "-D", "/tmp",
+                "--output=/dev/null", *args, "--wrap", "sleep 600",
+            )  # fmt: skip
+            theirs.append(out.stdout.strip())
+        # the comment of mallory's own server's job prints a line of bob's: cancelled
+        comment = f"x\n{bobs['resource_id']}|CANCELLED|None|localhost|1:00|"
+        slurmutil.run("runuser", "-u", account, "--", "scontrol", "update", f"JobId={own['resource_id']}",
+                      f"Comment={comment}")  # fmt: skip
+        assert slurmutil.job_info(own["resource_id"])["comment"].startswith("x\n")
+        orphan = slurmutil.sbatch("--hold", "-J", f"{prefix}job-9999")
+        roots.append(orphan)
+
+        wait_for(lambda: slurmutil.job_info(orphan)["state"] == "CANCELLED", 15, what="the orphan to be cancelled")
+        # the hub read the comment: it saw mallory's job end (cancelled outside the hub)
+        slurmutil.scancel(own["resource_id"])
+        assert hub.wait_job(own["id"], mallory, TERMINAL, timeout=30)["status"] == "cancelled"
+        for job_id in [roots[0], *theirs, bobs["resource_id"]]:
+            assert slurmutil.job_info(job_id)["state"] == "PENDING", (job_id, slurmutil.job_info(job_id))
+        after = hub.api("GET", f"jobs/{bobs['id']}", bob)
+        assert after["status"] == "queued", after
+        assert after["reason"] == "Pending in the SLURM queue (JobHeldUser)"
+    finally:
+        slurmutil.scancel(*roots, *theirs, *[j["resource_id"] for j in jobs])
+        hub.stop()
+        subprocess.run(["userdel", account], check=False)
+
+
 def test_a_start_completes_when_its_wake_cannot_reach_the_hub(shub, user):
     """The wake is a hint: a job whose batch script cannot reach the hub is noticed by
     the poller's own cycles, as before."""

@@ -185,6 +185,24 @@ def test_the_log_is_outside_the_workspace_and_only_its_account_writes_it(hub, ow
     assert not path.exists()
 
 
+def test_a_job_whose_account_made_its_log_a_folder_is_deleted(hub, owner, ws):
+    """The log is in the job's account's own folder, where the account makes what it likes:
+    its log made a folder (an editor's job in a shared workspace, say) made the job's
+    deletion, by its owner or at its destruction, a 500 for good. The job goes; the
+    folder, the account's, stays."""
+    done = finish(hub, owner, submit(hub, owner, ws, "exit", code=0))
+    logs = Path(re.search(r"job_log_dir = '(.*)'", hub.config_file.read_text()).group(1)) / "slurm" / "uwsalice"
+    path = logs / f"job-{done['id']}.log"
+    path.unlink()
+    path.mkdir()
+    try:
+        assert hub.request("DELETE", f"jobs/{done['id']}", owner).status_code == 200
+        assert hub.request("GET", f"jobs/{done['id']}", owner).status_code == 404
+        assert path.is_dir()
+    finally:
+        path.rmdir()
+
+
 def test_exit_codes_and_signals_map_to_the_outcome(hub, owner, ws):
     three = finish(hub, owner, submit(hub, owner, ws, "exit", code=3))
     assert (three["status"], three["exit_code"], three["exit_signal"]) == ("failed", 3, None)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 import uuid
 from http.cookies import SimpleCookie
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import pytest
 import requests
@@ -236,6 +236,11 @@ def test_a_stopped_servers_address_leads_to_its_workspace_page(shub, live):
     )
     page = browser.send(shub.origin + r.headers["Location"])
     assert page.status_code == 200 and f'data-next="{deep}"' in page.text, page.text[:300]
+    # an address that leaves the server by dot segments (which the browser resolves) is not
+    # followed: it led the page, once the server ran, to the hub's logout or another's server
+    for way_out in ("../../../hub/logout", "%2e%2e/%2E%2E/other/x", "app/./../../../hub/logout"):
+        page = browser.send(f"{shub.origin}/hub/workspaces/{live['ws']['id']}?next={quote(live['server'] + way_out)}")
+        assert page.status_code == 200 and f'data-next="{live["server"]}"' in page.text, (way_out, page.text[:300])
 
 
 def test_an_editors_own_job_is_on_the_owners_subdomain_and_theirs_to_use(shub, live):

@@ -184,6 +184,29 @@ def test_the_execution_duration_is_the_jobs_real_time_limit(uhub, alice):
     assert job.execution_duration.value == 3600
 
 
+def test_a_result_named_in_bytes_no_utf8_is_listed(uhub, alice):
+    """A job names its results as it likes, in bytes that are no UTF-8 too: the link to
+    such a result (a URL, UTF-8) could not be made, and the job's document, the JSON
+    API's job and every later read of them were a 500. Listed with U+FFFD in the name
+    (no URL names the file: it is not found)."""
+    url = create(alice, uhub, "report", text="x", PHASE="RUN")
+    AsyncTAPJob(url, session=alice).wait(timeout=120)
+    model = uhub.api("GET", f"jobs/{job_id(url)}", uhub.alice, expect=200)
+    ws = uhub.api("GET", f"workspaces/{model['workspace_id']}", uhub.alice, expect=200)
+    folder = uhub.workspaces_root / "uwsalice" / ws["slug"] / "results" / str(job_id(url))
+    with open(bytes(folder) + b"/odd\xff.txt", "wb") as f:
+        f.write(b"odd")
+    document = checked(alice.get(url, timeout=30), "job")
+    hrefs = [r.get(f"{{{uwsxml.XLINK}}}href") for r in document.find(f"{{{uwsxml.UWS}}}results")]
+    assert hrefs == [f"{url}/results/odd%EF%BF%BD.txt", f"{url}/results/report.json"]
+    assert alice.get(hrefs[0], timeout=30).status_code == 404
+    results = uhub.api("GET", f"jobs/{job_id(url)}", uhub.alice, expect=200)["results"]
+    assert [r["path"] for r in results] == [
+        f"results/{job_id(url)}/odd\ufffd.txt",
+        f"results/{job_id(url)}/report.json",
+    ]
+
+
 def test_destruction_archives_the_job_and_deletes_its_results(uhub, alice):
     url = create(alice, uhub, "report", text="x", PHASE="RUN")
     job = AsyncTAPJob(url, session=alice)
@@ -437,6 +460,13 @@ def test_errors_are_uws_answers(uhub, alice):
             "EXECUTIONDURATION",
         ),
         (alice.post(url + "/destruction", data={"DESTRUCTION": "soon"}, timeout=30), 400, "ISO 8601"),
+        # times that are ISO 8601 but no UTC time can be (a 500 before)
+        *[
+            (alice.post(url + "/destruction", data={"DESTRUCTION": t}, timeout=30), 400, "out of range")
+            for t in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00")
+        ],
+        (alice.get(list_url, params={"AFTER": "0001-01-01T00:30:00+01:00"}, timeout=30), 400, "out of range"),
+        (alice.post(list_url, data={"text": "x", "DESTRUCTION": "9999-12-31T23:00-02:00"}, timeout=30), 400, "range"),
         (alice.post(url + "/phase", data={"PHASE": "SUSPEND"}, timeout=30), 400, "neither RUN nor ABORT"),
         (alice.post(list_url, data={"text": "x", "bogus": "1"}, timeout=30), 422, "parameters.bogus: unknown"),
         (alice.post(list_url, data={}, timeout=30), 422, "parameters.text: required"),

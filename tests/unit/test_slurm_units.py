@@ -30,10 +30,12 @@ from uws_hub.jobs.types import parse_job_types
 from uws_hub.spawners.slurm.batch import DEFAULT_BATCH_JOB_SCRIPT, SlurmBatchRunner, slurm_time
 from uws_hub.spawners.slurm.commands import SlurmCommandError, as_account, run_command, setpriv_argv
 from uws_hub.spawners.slurm.parsing import (
+    SQUEUE_FORMAT,
     JobState,
     describe_batch_end,
     describe_end,
     find_orphans,
+    framed,
     job_id_from_name,
     job_name,
     parse_exit_code,
@@ -55,13 +57,12 @@ from uws_hub.spawners.slurm.script import (
 # ---------------------------------------------------------------- parsing
 def test_parse_squeue():
     out = (
-        "101|PENDING|Resources|n/a|1:00:00|\n"
-        "102|RUNNING|None|node7|UNLIMITED|uws-port=45001\n"
-        "103|CANCELLED|None|node7|1:00|uws-port=45002\n"
-        "104|TIMEOUT|TimeLimit|node8|1:00|a|b|c\n"
-        "\n"
+        "@m@101|PENDING|Resources|n/a|1:00:00|\n"
+        "@m@102|RUNNING|None|node7|UNLIMITED|uws-port=45001\n"
+        "@m@103|CANCELLED|None|node7|1:00|uws-port=45002\n"
+        "@m@104|TIMEOUT|TimeLimit|node8|1:00|a|b|c\n"
     )
-    states = parse_squeue(out)
+    states = parse_squeue(out, "@m@")
     assert set(states) == {"101", "102", "103", "104"}
     assert states["101"] == JobState("101", "PENDING", reason="Resources", node="", time_limit="1:00:00")
     assert states["101"].pending and not states["101"].ended and states["101"].port is None
@@ -69,6 +70,30 @@ def test_parse_squeue():
     assert states["102"].reason == ""
     assert states["103"].ended and states["104"].ended
     assert states["104"].comment == "a|b|c"  # the comment is last: a '|' in it is harmless
+
+
+def test_a_newline_in_a_comment_or_name_forges_no_other_job():
+    """Accounts set their jobs' names and comments to anything, newlines too: the lines
+    after one are the rest of its record, never another job's (only a line that starts
+    with the call's own marker starts a record)."""
+    fmt, marker = framed(SQUEUE_FORMAT)
+    assert fmt.endswith(SQUEUE_FORMAT) and marker in fmt and marker != framed(SQUEUE_FORMAT)[1]
+    forged = "7|CANCELLED|None|evil|1:00|uws-port=45009"
+    out = f"{marker}6|PENDING|JobHeldUser|n/a|1:00|x\n{forged}\n{marker}7|PENDING|JobHeldUser|n/a|1:00|\n"
+    states = parse_squeue(out, marker)
+    assert set(states) == {"6", "7"}
+    assert states["7"] == JobState("7", "PENDING", reason="JobHeldUser", time_limit="1:00")
+    assert states["6"].comment == f"x\n{forged}" and states["6"].port is None
+    # a forged line for a job squeue did not list at all
+    assert set(parse_squeue(f"{marker}6|PENDING|None|n/a|1:00|x\n{forged}\n", marker)) == {"6"}
+    name = "x\n8|RUNNING|2026-01-01T00:00:00|uws-abc-job-9"
+    entries = parse_sweep(f"{marker}5|PENDING|2026-01-01T00:00:00|{name}\n", marker)
+    assert [(e.job_id, e.name) for e in entries] == [("5", name)]
+    assert find_orphans(entries, "uws-abc-", {}) == []
+    # neither an array's tasks nor a heterogeneous job's parts (ids int() refuses) are the hub's
+    for job_id in ("9_[1-3]", "9_1", "9+0", "٣"):
+        line = f"{marker}{job_id}|PENDING|2026-01-01T00:00:00|uws-abc-job-12\n"
+        assert parse_sweep(line, marker) == [], job_id
 
 
 def test_port_comes_only_from_our_marker():
@@ -97,7 +122,9 @@ def test_parse_sbatch_and_sweep_and_names():
     assert parse_sbatch("warning: something\n124;cluster\n") == "124"
     with pytest.raises(ValueError):
         parse_sbatch("sbatch: error: Batch job submission failed")
-    entries = parse_sweep("5|PENDING|2026-01-01T00:00:00|uws-abc-job-12\n6|RUNNING|2026-01-01T00:00:01|other\n")
+    entries = parse_sweep(
+        "@m@5|PENDING|2026-01-01T00:00:00|uws-abc-job-12\n@m@6|RUNNING|2026-01-01T00:00:01|other\n", "@m@"
+    )
     assert [(e.job_id, e.name) for e in entries] == [("5", "uws-abc-job-12"), ("6", "other")]
     assert job_name("uws-abc-", 12) == "uws-abc-job-12"
     assert job_id_from_name("uws-abc-", "uws-abc-job-12") == 12
@@ -107,7 +134,7 @@ def test_parse_sbatch_and_sweep_and_names():
     # names only other accounts give their jobs: ² (int() refuses it), ٣, a leading zero
     for name in ("uws-abc-job-²", "uws-abc-job-٣", "uws-abc-job-012", "uws-abc-job-0", "uws-abc-job-"):
         assert job_id_from_name("uws-abc-", name) is None, name
-    assert find_orphans(parse_sweep("7|RUNNING|2026-01-01T00:00:00|uws-abc-job-²\n"), "uws-abc-", {}) == []
+    assert find_orphans(parse_sweep("@m@7|RUNNING|2026-01-01T00:00:00|uws-abc-job-²\n", "@m@"), "uws-abc-", {}) == []
 
 
 @pytest.mark.parametrize(
@@ -273,8 +300,10 @@ FAKE_SLURM = textwrap.dedent(
         if not known:
             print("slurm_load_jobs error: Invalid job id specified", file=sys.stderr)
             sys.exit(1)
+        fmt = args[args.index("-o") + 1]
+        marker = fmt[: fmt.index("%")]  # each record starts with the call's own marker
         for i in known:
-            print("|".join([i] + state["squeue"][i]))
+            print(marker + "|".join([i] + state["squeue"][i]))
     else:
         for i in ids:
             if i in state.get("sacct", {{}}):

@@ -8,7 +8,7 @@ a program can do too.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, unquote, urlencode
 
 from jupyterhub.handlers.base import BaseHandler
 from jupyterhub.scopes import needs_scope
@@ -175,7 +175,9 @@ class WorkspacePageHandler(UWSPageHandler):
         inside = wanted == server_url.rstrip("/") or wanted.startswith(server_url)
         # past the server's own origin, if it has one (JupyterHub's subdomain_host)
         path = wanted.split("://", 1)[1].partition("/")[2] if "://" in server_url else wanted
-        if not inside or "\\" in wanted or "//" in path or any(c.isspace() for c in wanted):
+        # dot segments (``..``, ``%2e%2e``: the browser resolves both) lead out of the server
+        dots = any(part in (".", "..") for part in unquote(path.split("?")[0].split("#")[0]).split("/"))
+        if not inside or dots or "\\" in wanted or "//" in path or any(c.isspace() for c in wanted):
             return server_url
         return wanted
 

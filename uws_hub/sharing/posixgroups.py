@@ -167,7 +167,9 @@ def kill_strays(holders: dict[int, set[int]]) -> int:
             except OSError:
                 continue  # gone
             try:
-                with open(f"/proc/{entry}/status") as f:
+                # not as UTF-8: its name is as the process set it (``/proc/self/comm``), any bytes;
+                # one that named itself in none was never read, never killed, and kept the group
+                with open(f"/proc/{entry}/status", errors="replace") as f:
                     status = f.read()
                 if _stray_of(status, holders):
                     signal.pidfd_send_signal(pidfd, signal.SIGKILL)

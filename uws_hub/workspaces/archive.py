@@ -28,7 +28,7 @@ import time
 import zipfile
 from collections.abc import Generator
 
-from .paths import CHANGED_ERRNOS, DIR_FLAGS, FILE_FLAGS, DirChain, link_stays_inside, listed_mode
+from .paths import CHANGED_ERRNOS, DIR_FLAGS, FILE_FLAGS, DirChain, link_stays_inside, listed_mode, text_name
 
 #: about how much :meth:`ZipStream.read` returns at a time
 PIECE_BYTES = 256 * 1024
@@ -72,11 +72,6 @@ def _info(name: str, st: os.stat_result, kind: int) -> zipfile.ZipInfo:
     return info
 
 
-def _zip_name(name: str) -> str:
-    """A directory entry's name as text a zip holds (UTF-8): bytes that are no UTF-8 become U+FFFD."""
-    return os.fsencode(name).decode("utf-8", "replace")
-
-
 class ZipStream:
     """The folder where ``chain`` is (which it takes over and closes), zipped as it is read,
     in a folder ``top`` of the zip (so that unpacking it makes one folder)."""
@@ -84,7 +79,7 @@ class ZipStream:
     def __init__(self, chain: DirChain, shown: str, top: str):
         self._chain = chain
         self._shown = shown
-        self._top = _zip_name(top)
+        self._top = text_name(top)
         self._sink = _Sink()
         self._zip = zipfile.ZipFile(self._sink, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=ZIP_LEVEL)
         self._steps: Generator[None, None, None] | None = self._walk()
@@ -123,7 +118,7 @@ class ZipStream:
             name = names.pop()
             if (mode := listed_mode(chain.fd, name)) is None:
                 continue
-            arcname = prefix + _zip_name(name)
+            arcname = prefix + text_name(name)
             if stat.S_ISDIR(mode):
                 if self._enter(name, arcname):
                     frames.append((arcname + "/", sorted(os.listdir(chain.fd), reverse=True)))

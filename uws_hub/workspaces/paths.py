@@ -134,12 +134,22 @@ class Entry:
 
     def to_dict(self) -> dict:
         return {
-            "name": self.name,
-            "path": self.path,
+            "name": text_name(self.name),
+            "path": text_name(self.path),
             "type": self.type,
             "size": self.size,
             "modified": self.modified.isoformat().replace("+00:00", "Z"),
         }
+
+
+def text_name(name: str) -> str:
+    """A name read from the disk as text that JSON, a URL or a zip (UTF-8) can hold: bytes
+    that are no UTF-8 (lone surrogates, as ``os.listdir`` gives them) become U+FFFD.
+
+    Jobs and editors name files as they like; a lone surrogate in a listing made the
+    file view's link to it fail (the whole folder stayed unlisted), and a job's
+    results' URLs a 500. No request can name such a file (:func:`split_relpath`)."""
+    return os.fsencode(name).decode("utf-8", "replace")
 
 
 def etag(st: os.stat_result) -> str:

@@ -45,6 +45,7 @@ from .paths import (
     make_dir,
     rename_noreplace,
     split_relpath,
+    text_name,
 )
 from .usagetree import HELPER_AFTER, UsageTree
 
@@ -221,7 +222,11 @@ class WorkspaceStorage:
         except NotFound:
             return []
         return [
-            {"path": path, "size": size, "mime_type": mimetypes.guess_type(path)[0] or "application/octet-stream"}
+            {
+                "path": text_name(path),
+                "size": size,
+                "mime_type": mimetypes.guess_type(path)[0] or "application/octet-stream",
+            }
             for path, kind, size in entries
             if kind == "file"
         ]

@@ -20,6 +20,7 @@ from tornado import web
 
 from ...jobs.limits import memory_bytes, time_limit_seconds
 from ...states import JobStatus, WorkspaceStatus
+from ...workspaces.paths import text_name
 
 # ---------------------------------------------------------------- statuses
 #: what HuBMAP's clients accept (the portal throws on anything else, breaking the whole list)
@@ -281,9 +282,9 @@ def current_workspace_details(entries: list[tuple[str, str]]) -> dict[str, list[
         if any(part.startswith(".") for part in path.split("/")):
             continue
         if kind == "symlink":
-            symlinks.append({"name": "/" + path})
+            symlinks.append({"name": "/" + text_name(path)})
         elif kind == "file":
-            files.append({"name": "/" + path})
+            files.append({"name": "/" + text_name(path)})
     return {"files": files, "symlinks": symlinks}
 
 

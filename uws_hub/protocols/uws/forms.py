@@ -93,7 +93,10 @@ def parse_time(text: str, name: str) -> datetime:
     except ValueError:
         raise BadRequest(f"{name}: {shorten(text)!r} is not an ISO 8601 time (e.g. 2026-12-24T10:00:00Z)") from None
     if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
+        try:
+            moment = moment.astimezone(UTC).replace(tzinfo=None)
+        except OverflowError:  # 0001-01-01T00:00+01:00 is before year 1 in UTC: no datetime
+            raise BadRequest(f"{name}: {shorten(text)!r} is out of range in UTC") from None
     return moment
 
 

@@ -268,9 +268,11 @@ class SlurmBatchRunner:
         await self.poller.refresh()
 
     def forget(self, launch: BatchLaunch) -> None:
+        # in the account's own folder, where it makes what it likes: a folder of that name
+        # is the account's (it made the job's deletion fail for good)
         try:
             os.unlink(self.log_path(launch))
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError):
             pass
 
     async def close(self) -> None:

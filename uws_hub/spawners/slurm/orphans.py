@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 
 from ..mixins import SweepSchedule
-from .parsing import SWEEP_FORMAT, find_orphans, job_id_from_name, parse_sweep
+from .parsing import SWEEP_FORMAT, find_orphans, framed, job_id_from_name, parse_sweep
 from .poller import SlurmPoller
 
 #: when each hub swept its SLURM jobs
@@ -27,12 +27,13 @@ async def sweep(
     """One ``squeue`` of every job; ``scancel`` of this hub's orphans; returns their ids."""
     if not _schedule.due(hub_id, interval_seconds):
         return []
-    result = await poller.command([*poller.squeue_cmd, "-h", "-o", SWEEP_FORMAT])
+    fmt, marker = framed(SWEEP_FORMAT)
+    result = await poller.command([*poller.squeue_cmd, "-h", "-o", fmt])
     if result.returncode != 0:
         log.warning("Orphan sweep: squeue failed: %s", result.stderr.strip()[:300])
         _schedule.retry(hub_id)
         return []
-    entries = parse_sweep(result.stdout)
+    entries = parse_sweep(result.stdout, marker)
     if not any(job_id_from_name(prefix, e.name) is not None for e in entries):
         return []
     # known() after squeue: a job submitted meanwhile is in the database already

@@ -5,6 +5,7 @@ output, the hub's job names, and why a job ended. Pure functions, tested without
 from __future__ import annotations
 
 import re
+import secrets
 from dataclasses import dataclass
 
 from ...reasons import exit_reason
@@ -37,7 +38,7 @@ ENDED_STATES = frozenset(
 #: ``squeue -o`` format: id, long state, reason, batch host, time limit, comment.
 #: The comment is last: users can set it to anything (``scontrol update``).
 SQUEUE_FORMAT = "%i|%T|%r|%B|%l|%k"
-#: ``squeue -o`` format for the orphan sweep: id, name, submit time, state
+#: ``squeue -o`` format for the orphan sweep: id, state, submit time, name
 SWEEP_FORMAT = "%i|%T|%V|%j"
 #: ``sacct -o`` fields (with ``-P``: separated by ``|``)
 SACCT_FIELDS = "JobID,State,ExitCode,NodeList,Start,End"
@@ -98,12 +99,37 @@ def _time(value: str) -> str:
     return "" if value in ("Unknown",) else value
 
 
-def parse_squeue(stdout: str) -> dict[str, JobState]:
-    """Parse ``squeue -h -o`` :data:`SQUEUE_FORMAT` output into job states by id."""
+def framed(fields: str) -> tuple[str, str]:
+    r"""An ``squeue -o`` format of ``fields`` whose every record starts with a marker
+    made for this one call, and the marker (for :func:`records`).
+
+    squeue prints a job's name and comment as their accounts set them, newlines
+    too (``sbatch -J``, ``scontrol update``): a job named ``x\n<id>|RUNNING|..|uws-..-job-9``
+    printed a line of its own for another account's job, which the orphan sweep
+    cancelled as root; a comment forged the state, node and port of another
+    user's server. The marker is unknown to them when slurmctld answers: a line
+    that does not start with it is the rest of the record before it."""
+    marker = f"@{secrets.token_hex(8)}@"
+    return marker + fields, marker
+
+
+def records(stdout: str, marker: str) -> list[str]:
+    """The records of squeue's output in a :func:`framed` format, without the marker;
+    newlines in a name or comment are kept in the record."""
+    found: list[str] = []
+    for line in stdout.removesuffix("\n").split("\n"):
+        if line.startswith(marker):
+            found.append(line[len(marker) :])
+        elif found:
+            found[-1] += "\n" + line
+    return found
+
+
+def parse_squeue(stdout: str, marker: str) -> dict[str, JobState]:
+    """Parse ``squeue -h -o`` output in the :func:`framed` :data:`SQUEUE_FORMAT` into
+    job states by id."""
     states: dict[str, JobState] = {}
-    for line in stdout.splitlines():
-        if not line.strip():
-            continue
+    for line in records(stdout, marker):
         parts = line.split("|", 5)
         if len(parts) < 5 or not parts[0].strip():
             continue
@@ -156,13 +182,16 @@ class SweepEntry:
     name: str
 
 
-def parse_sweep(stdout: str) -> list[SweepEntry]:
-    """Parse ``squeue -h -o`` :data:`SWEEP_FORMAT` output (every queued or running job)."""
+def parse_sweep(stdout: str, marker: str) -> list[SweepEntry]:
+    """Parse ``squeue -h -o`` output in the :func:`framed` :data:`SWEEP_FORMAT` (every
+    queued or running job). The hub's jobs are single jobs with plain ids: the others
+    (an array's ``12_[1-3]``, a heterogeneous job's ``12+0``) are left out, as their
+    ids ``int`` refuses (an array named like a hub job made every sweep fail)."""
     entries = []
-    for line in stdout.splitlines():
+    for line in records(stdout, marker):
         parts = line.split("|", 3)
-        if len(parts) == 4 and parts[0].strip():
-            entries.append(SweepEntry(*(p.strip() for p in parts)))
+        if len(parts) == 4 and re.fullmatch("[1-9][0-9]*", parts[0]):
+            entries.append(SweepEntry(*parts))
     return entries
 
 

@@ -30,7 +30,7 @@ from traitlets.config import LoggingConfigurable
 
 from .commands import CommandResult, SlurmCommandError, run_command
 from .metrics import SLURM_POLL_DURATION_SECONDS, SLURM_POLL_FAILURES
-from .parsing import ENDING_STATES, SACCT_FIELDS, SQUEUE_FORMAT, JobState, parse_sacct, parse_squeue
+from .parsing import ENDING_STATES, SACCT_FIELDS, SQUEUE_FORMAT, JobState, framed, parse_sacct, parse_squeue
 
 #: while something waits for a job SLURM is ending (``COMPLETING`` after a ``scancel``: some
 #: tens of ms for a server that exits at once, as long as its shutdown for one that does not),
@@ -385,13 +385,14 @@ class SlurmPoller(LoggingConfigurable):
     async def squeue(self, ids: Iterable[str]) -> dict[str, JobState]:
         """One ``squeue`` for these jobs (finished ones too, for ``MinJobAge``)."""
         ids = list(ids)
-        result = await self.command([*self.squeue_cmd, "-h", "-t", "all", "-j", ",".join(ids), "-o", SQUEUE_FORMAT])
+        fmt, marker = framed(SQUEUE_FORMAT)
+        result = await self.command([*self.squeue_cmd, "-h", "-t", "all", "-j", ",".join(ids), "-o", fmt])
         if result.returncode != 0:
             # with only unknown ids squeue exits 1 "Invalid job id specified": none known
             if "invalid job id" in result.stderr.lower():
                 return {}
             raise SlurmCommandError(f"squeue exited with {result.returncode}: {result.stderr.strip()[:500]}")
-        return parse_squeue(result.stdout)
+        return parse_squeue(result.stdout, marker)
 
     async def end_states(self, ids: Iterable[str]) -> dict[str, JobState]:
         """One ``sacct`` for jobs squeue no longer knows; {} if sacct cannot tell."""
