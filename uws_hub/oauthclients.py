@@ -18,6 +18,12 @@ back that JupyterHub stored with ``generated=False``) is hashed as JupyterHub
 does. The stored hash (``sha512:1:<salt>:<digest>``, a fresh random salt) is
 what JupyterHub's ``compare_token`` checks, which reads the rounds from it, so
 JupyterHub's OAuth flow verifies the secret unchanged.
+
+Such a client is not committed by ``add_client`` itself, unlike JupyterHub's:
+``User.spawn``, its one caller with a generated secret, links the server to the
+client and commits both in its next statements (nothing awaited in between, so
+no other task sees the session meanwhile): one commit fewer on the way to every
+server's start.
 """
 
 from __future__ import annotations
@@ -40,8 +46,8 @@ class UWSOAuthServer(JupyterHubOAuthServer):
     """JupyterHub's OAuth provider; the hub's is made one by :func:`install`."""
 
     def add_client(self, client_id, client_secret, redirect_uri, allowed_scopes=None, description=""):
-        """JupyterHub's ``add_client`` (same query, same one commit), with a generated
-        secret hashed with 1 round (see the module's documentation)."""
+        """JupyterHub's ``add_client`` (same query), with a generated secret hashed with
+        1 round and left for the caller to commit (see the module's documentation)."""
         if not client_secret or not generated_token(self.db, client_secret):
             return super().add_client(client_id, client_secret, redirect_uri, allowed_scopes, description)
         orm_client = self.db.query(orm.OAuthClient).filter_by(identifier=client_id).one_or_none()
@@ -54,7 +60,6 @@ class UWSOAuthServer(JupyterHubOAuthServer):
         orm_client.redirect_uri = redirect_uri
         orm_client.description = description or client_id
         orm_client.allowed_scopes = list(allowed_scopes or [])
-        self.db.commit()
         return orm_client
 
 

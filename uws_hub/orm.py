@@ -34,8 +34,10 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    update,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+from sqlalchemy.orm.attributes import set_committed_value
 
 from .states import ACTIVE_JOB_STATUSES, JobStatus, JobTarget, ShareKind, WorkspaceStatus, WorkspaceTarget
 
@@ -61,6 +63,16 @@ def utcnow() -> datetime:
 def isoformat(dt: datetime | None) -> str | None:
     """A stored timestamp in ISO 8601 with a 'Z' (it is UTC), as JupyterHub's API writes them."""
     return None if dt is None else dt.isoformat() + "Z"
+
+
+def write_at_once(db: Session, row: Workspace | Job, values: dict[str, Any]) -> None:
+    """Set these columns of ``row`` with an UPDATE of their own in the session's
+    transaction, not through the ORM's flush (which, for these rows and their
+    relationships, costs the event loop several times the statement: a launch's and a
+    start's writes); the session's row then holds them as stored (a rollback expires it)."""
+    db.connection().execute(update(type(row)).where(type(row).id == row.id), values)
+    for key, value in values.items():
+        set_committed_value(row, key, value)
 
 
 def _made_at(context) -> datetime:

@@ -79,3 +79,20 @@ def test_any_other_secret_is_hashed_as_jupyterhub_hashes_it(provider):
     # no secret: none stored, as JupyterHub does
     provider.add_client("service-y", "", "/services/y/oauth_callback")
     assert stored_secret(db, "service-y") == ""
+
+
+def test_a_servers_client_is_committed_by_its_caller_with_the_servers_link_to_it(provider):
+    """``User.spawn`` links the server to its client and commits both right after
+    ``add_client`` (nothing awaited in between): a commit of its own in ``add_client``
+    was one more on the way to every start (failed before: add_client committed)."""
+    from sqlalchemy import event
+
+    provider, db, user = provider
+    token = user.new_api_token(note="Server at /user/owner/ws/")
+    commits: list[int] = []
+    event.listen(db, "after_commit", lambda session: commits.append(1))
+    client = provider.add_client("jupyterhub-user-owner-ws", token, "/user/owner/ws/oauth_callback")
+    assert commits == [] and client in db.new
+    db.commit()  # the caller's
+    assert commits == [1]
+    assert stored_secret(db, "jupyterhub-user-owner-ws").startswith("sha512:1:")

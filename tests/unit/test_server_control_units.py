@@ -103,6 +103,25 @@ def test_the_users_servers_by_name_answer_as_jupyterhubs(control):
     assert fresh.orm_spawner is orm_user.orm_spawners["fresh"] is rows["fresh"]
 
 
+def test_a_servers_spawner_is_made_with_one_query_of_its_row(control):
+    """The row found (or made) for a server is handed to JupyterHub's ``_new_spawner``,
+    which looked it up by name again: one query less on the way to every start (failed
+    before: two SELECTs of the same row)."""
+    control, db, orm_user = control
+    selects: list[str] = []
+
+    @event.listens_for(db.get_bind(), "before_cursor_execute")
+    def count(conn, cursor, statement, *args):
+        if statement.startswith("SELECT") and "FROM spawners" in statement:
+            selects.append(statement)
+
+    spawner = control.spawner(orm_user, "ws-11", "local")
+    assert spawner.orm_spawner.name == "ws-11" and len(selects) == 1
+    # outside that hand-over, the rows answer by name as before
+    assert control.user(orm_user).orm_spawners["ws-12"].name == "ws-12"
+    event.remove(db.get_bind(), "before_cursor_execute", count)
+
+
 class RecordingProxy:
     """The proxy calls of a start, recorded (each answers at once)."""
 

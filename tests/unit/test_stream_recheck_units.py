@@ -18,6 +18,10 @@ from uws_hub.apihandlers import events as events_module
 from uws_hub.apihandlers.base import UWSAPIHandler
 from uws_hub.apihandlers.events import EventFilter, EventStreamMixin
 from uws_hub.events.bus import EventBus
+from uws_hub.orm import Job, Workspace
+from uws_hub.scopes import READ_WORKSPACES
+
+from ..helpers import memory_database
 
 
 class _Recheck:
@@ -53,6 +57,8 @@ def test_a_recheck_that_meets_a_database_error_ends_its_stream_and_rolls_the_ses
 
 
 class _Stream(EventStreamMixin):
+    current_user = None  # (a service's stream: no workspaces of its own)
+
     def __init__(self, db, sharing):
         self.db = db
         self.settings = {"uws": SimpleNamespace(sharing=sharing, stream_recheck_seconds=10.0)}
@@ -152,3 +158,51 @@ def test_what_a_stream_learnt_about_owners_expires_at_the_configured_interval(mo
     assert accept(event), "asked again before the interval"
     now[0] += 1.0
     assert not accept(event)
+
+
+def test_a_new_stream_decides_its_first_events_when_it_subscribes_not_in_the_commit_of_the_first():
+    """The look-ups that decide whether the caller may see a workspace's events (about 2 ms
+    of the hub's loop) are made when the stream subscribes, for the workspace or job it
+    follows, or the caller's own workspaces; the first event, most often a launch's,
+    offered in the commit that records it, finds them made (failed before: each stream
+    made them at its first event, and the launch's answer and start waited for them).
+    The answers are the same: a stranger's stream still gets nothing."""
+    engine = memory_database()
+    with Session(bind=engine) as setup:
+        alice, bob = hub_orm.User(name="alice"), hub_orm.User(name="bob")
+        ws = Workspace(owner=alice, slug="ws", name="ws", status="idle", directory="/x/alice/ws")
+        setup.add_all([alice, bob, ws])
+        setup.flush()
+        job = Job(
+            workspace_id=ws.id, owner_id=alice.id, job_type="minimal", resource="local", server_name="ws", resources={}
+        )
+        setup.add(job)
+        setup.commit()
+        ids = {"alice": alice.id, "bob": bob.id, "ws": ws.id, "job": job.id}
+    opened: list[int] = []
+
+    def lookup_session():
+        opened.append(1)
+        return Session(bind=engine)
+
+    sharing = SimpleNamespace(version=0, lookup_session=lookup_session)
+    event = {"owner_id": ids["alice"], "workspace_id": ids["ws"], "job_id": ids["job"]}
+    cases = [
+        ("alice", EventFilter(ids["ws"], None, None), True),
+        ("alice", EventFilter(None, ids["job"], None), True),
+        ("alice", EventFilter(None, None, None), True),
+        ("bob", EventFilter(ids["ws"], None, None), False),
+        ("bob", EventFilter(None, ids["job"], None), False),
+    ]
+    for caller, f, sees in cases:
+        with Session(bind=engine) as hub_db:
+            stream = _Stream(hub_db, sharing)
+            stream.current_user = SimpleNamespace(kind="user", id=ids[caller], name=caller)
+            # a user's own scopes: their own workspaces, and shares may give them others
+            stream.parsed_scopes = {READ_WORKSPACES: {"user": {caller}}}
+            stream.get_scope_filter = lambda scope, caller=caller: lambda owner, kind: owner.name == caller
+            accept = stream.acceptor(f)
+            opened.clear()
+            assert accept(event) is sees, (caller, f)
+            assert opened == [], f"{caller}'s stream ({f}) looked up at its first event"
+    engine.dispose()

@@ -29,7 +29,7 @@ from tornado.websocket import WebSocketClosedError, WebSocketHandler
 from .. import access
 from ..errors import BadRequest
 from ..events.bus import Subscription, event_model
-from ..orm import Event
+from ..orm import Event, Job, Workspace
 from ..scopes import READ_WORKSPACES, requires
 from .base import UWSAPIHandler, parse_id
 
@@ -81,17 +81,19 @@ class EventStreamMixin(_StreamBase):
         for at most ``UWSHub.stream_recheck_seconds`` (group membership, which scope filters
         and shares with groups name, can change without uws-hub knowing); the
         scopes themselves are checked as often (:meth:`UWSAPIHandler.watch_caller`).
+
+        The events the stream is most likely to carry are decided now, while it
+        subscribes (see :meth:`_first_subjects`), not at the first of them: that one
+        is offered in the commit that records it, often a launch's, whose request
+        and start wait for the look-ups (about 2 ms of the hub's loop).
         """
         visible: dict[int, tuple[float, bool]] = {}
         shared: dict[int, tuple[int, float, bool]] = {}
         sharing = self.settings["uws"].sharing
         every = self.settings["uws"].stream_recheck_seconds
 
-        def accept(event: dict) -> bool:
-            if not self._matches(f, event):
-                return False
+        def allowed(owner_id: int, ws_id: int | None) -> bool:
             now = time.monotonic()
-            owner_id = event["owner_id"]
             seen = visible.get(owner_id)
             if seen is None or now - seen[0] > every:
                 # events are published from the hub session's after-commit hook, where that
@@ -102,17 +104,34 @@ class EventStreamMixin(_StreamBase):
                     seen = visible[owner_id] = (now, owner is not None and access.may(self, READ_WORKSPACES, owner))
             if seen[1]:
                 return True
-            ws_id = event["workspace_id"]
             if ws_id is None:
                 return False
             cached = shared.get(ws_id)
             if cached is None or cached[0] != sharing.version or now - cached[1] > every:
                 with sharing.lookup_session() as db:
-                    allowed = access.shared_may(self, READ_WORKSPACES, ws_id, db=db)
-                cached = shared[ws_id] = (sharing.version, now, allowed)
+                    may_share = access.shared_may(self, READ_WORKSPACES, ws_id, db=db)
+                cached = shared[ws_id] = (sharing.version, now, may_share)
             return cached[2]
 
+        def accept(event: dict) -> bool:
+            return self._matches(f, event) and allowed(event["owner_id"], event["workspace_id"])
+
+        for owner_id, ws_id in self._first_subjects(f):
+            allowed(owner_id, ws_id)
         return accept
+
+    def _first_subjects(self, f: EventFilter) -> list[tuple[int, int | None]]:
+        """(owner id, workspace id) of the events a new stream most likely carries first: the
+        filter's workspace (or job's), else the caller's own workspaces. Only which
+        answers :meth:`acceptor` looks up first; none of them is an event."""
+        if f.workspace_id is not None:
+            owner_id = self.db.scalar(select(Workspace.owner_id).where(Workspace.id == f.workspace_id))
+            return [] if owner_id is None else [(owner_id, f.workspace_id)]
+        if f.job_id is not None:
+            row = self.db.execute(select(Job.owner_id, Job.workspace_id).where(Job.id == f.job_id)).first()
+            return [] if row is None else [(row.owner_id, row.workspace_id)]
+        user = self.current_user
+        return [(user.id, None)] if getattr(user, "kind", None) == "user" else []
 
     def missed(self, f: EventFilter) -> list[dict]:
         """Stored events after ``f.after`` that the caller may see, oldest first (one batch)."""

@@ -27,7 +27,7 @@ from jupyterhub.spawner import Spawner
 from sqlalchemy import Row, select
 
 from ..errors import UWSError
-from ..orm import Job, utcnow
+from ..orm import Job, utcnow, write_at_once
 from ..reasons import STOPPED_OUTSIDE, exit_reason, from_exception, not_started
 from ..reconciler import Key
 from ..spawners.mixins import hub_id
@@ -429,7 +429,8 @@ class JobSteps:
             # e.g. the owner went over a quota while the job waited
             self._fail(job, f"The launch was refused: {e.message}")
             return
-        job.attempts += 1
+        # committed before the start (see launch.retried), with an UPDATE of its own
+        write_at_once(self.db, job, {"attempts": job.attempts + 1, "updated_at": utcnow()})
         self.db.commit()
         launch = self.jobs.launch_for(job)
         # a start the hub lost track of (restart) left this behind: the spawner

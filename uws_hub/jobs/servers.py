@@ -17,6 +17,7 @@ import logging
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from importlib.metadata import entry_points
 from typing import Any
 from urllib.parse import unquote
@@ -166,8 +167,10 @@ class ServerControl:
         self, orm_user: hub_orm.User, orm_spawner: hub_orm.Spawner, spawner_class: type[Spawner] | None = None
     ) -> Spawner:
         """JupyterHub's ``User._new_spawner`` for this row (it finds the row through
-        :class:`ServerRows`)."""
-        return self.user(orm_user)._new_spawner(orm_spawner.name, spawner_class=spawner_class)
+        :class:`ServerRows`, handed the row: not queried again)."""
+        user = self.user(orm_user)
+        with user.orm_spawners.given(orm_spawner):
+            return user._new_spawner(orm_spawner.name, spawner_class=spawner_class)
 
     # ---------------------------------------------------------------- start
     def start(
@@ -577,8 +580,22 @@ class ServerRows(Mapping[str, hub_orm.Spawner]):
 
     def __init__(self, user: User):
         self._user = user
+        #: a row the caller holds already (see :meth:`given`)
+        self._given: hub_orm.Spawner | None = None
+
+    @contextmanager
+    def given(self, row: hub_orm.Spawner) -> Iterator[None]:
+        """Within this, ``row`` is the server of its name, without a query: JupyterHub's
+        ``_new_spawner`` looks up by name the row its caller just found or made."""
+        self._given = row
+        try:
+            yield
+        finally:
+            self._given = None
 
     def __getitem__(self, name: str) -> hub_orm.Spawner:
+        if self._given is not None and self._given.name == name:
+            return self._given
         spawner = dict.get(self._user.spawners, name)
         if spawner is not None and spawner.orm_spawner is not None:
             return spawner.orm_spawner

@@ -21,14 +21,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from jupyterhub import orm as hub_orm
-from sqlalchemy import and_, exists, false, func, or_, select, update
+from sqlalchemy import and_, exists, false, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
 from ..errors import Conflict, Unprocessable
 from ..events.bus import EventBus
-from ..orm import Job, Share, Workspace, utcnow
+from ..orm import Job, Share, Workspace, utcnow, write_at_once
 from ..states import ShareKind, ShareLevel, WorkspaceStatus, WorkspaceTarget, check_workspace_transition
 from .paths import Entry, Owner, PathError, split_relpath
 from .paths import NotFound as StorageNotFound
@@ -144,10 +143,7 @@ class WorkspaceService:
             for key, value in values.items():
                 setattr(ws, key, value)
             return
-        self.db.connection().execute(update(Workspace).where(Workspace.id == ws.id), values)
-        # the session's row as stored (a rollback expires it)
-        for key, value in values.items():
-            set_committed_value(ws, key, value)
+        write_at_once(self.db, ws, values)
 
     def record(
         self,
