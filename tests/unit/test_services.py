@@ -188,6 +188,14 @@ def test_system_accounts_are_never_a_users(name, uid):
     assert SystemAccounts(False).system_user(name) is None  # single-account mode: the hub's own
 
 
+def test_a_name_no_account_can_have_is_a_conflict():
+    """getpwnam refuses a name with a NUL (ValueError, not KeyError): a 409, not a 500."""
+    accounts = SystemAccounts(True)
+    for call in (accounts.owner, accounts.system_user):
+        with pytest.raises(Conflict, match="can have no system account"):
+            call("alice\x00root")
+
+
 def test_system_users_min_uid_is_the_admins_but_never_root():
     assert SystemAccounts(True, min_uid=1).owner("daemon").uid == 1
     with pytest.raises(Conflict, match="uid 0"):
