@@ -542,6 +542,40 @@ async def test_a_batch_job_is_stored_without_a_flush_and_its_rows_are_not_read_a
     await hub.pool.close()
 
 
+async def test_an_editors_batch_job_is_handed_over_after_a_kill_of_the_workspaces_strays(hub, monkeypatch):
+    """As an editor's server (see test_an_editors_start_waits_for_a_kill_of_the_workspaces_strays_under_way):
+    the hand-over of an editor's batch job, which gets the workspace's group, waits while a
+    kill of the workspace's strays is under way; the owner's, in the same workspace, does not."""
+    sharing, fakes = posix_sharing(hub, monkeypatch, {})
+    monkeypatch.setattr(hub.jobs, "posix_group_prefix", "uws-ws-")
+    runner = FakeRunner()
+    hub.jobs.runners = {"local": runner}
+    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    ws = workspace(hub)
+    sharing.share(ws, "editor", "ann", user=hub.users["ben"])
+    await sharing.apply_posix(ws)
+    batch = BatchSteps(hub.jobs, {"local": runner}, hub.pool, log)
+    queue = QueueSteps(
+        hub.jobs,
+        log,
+        resources=["local"],
+        hub_limits={"local": 2},
+        user_limit=lambda user: None,
+        hand_over=batch.hand_over,
+    )
+    with hub.jobs.group_kills.under_way([ws.id]):
+        owners = hub.jobs.launch(ws, "run", None, {}, "ann")
+        editors = hub.jobs.launch(ws, "run", None, {}, "ben", launcher=hub.users["ben"])
+        await queue.reconcile(0)
+        await batch._submits[owners.id]  # (the editor's hand-over, spawned with it, had as long)
+        assert [launch.job_id for launch in runner.submitted] == [owners.id]
+        assert not batch._submits[editors.id].done()
+    await batch._submits[editors.id]
+    assert [launch.job_id for launch in runner.submitted] == [owners.id, editors.id]
+    assert runner.submitted[1].group == f"uws-ws-{ws.id}"
+    await hub.pool.close()
+
+
 def test_a_stop_before_the_job_ran_cancels_it(hub):
     job = hub.jobs.launch(workspace(hub), "lab", None, {}, "ann")
     assert hub.jobs.stop(job, "ann").outcome == "cancelled"
@@ -784,7 +818,15 @@ class PosixFakes:
 
 def posix_sharing(hub, monkeypatch, groups: dict[str, int]) -> tuple[ShareService, PosixFakes]:
     fakes = PosixFakes(monkeypatch, groups)
-    sharing = ShareService(hub.db, fakes, hub.sharing.notifier, hub.events, log, posix_group_prefix="uws-ws-")
+    sharing = ShareService(
+        hub.db,
+        fakes,
+        hub.sharing.notifier,
+        hub.events,
+        log,
+        posix_group_prefix="uws-ws-",
+        group_kills=hub.jobs.group_kills,  # (as services.build shares them)
+    )
     for name in ("cat", "dan"):
         hub.users[name] = hub_orm.User(name=name)
         hub.db.add(hub.users[name])
@@ -993,6 +1035,53 @@ def test_an_editor_revoked_while_a_kill_waits_for_the_posix_lock_is_stopped_not_
     asyncio.run(scenario())
     # ben's running job holds the group: it is left to its stop, to the worker's kill after
     assert all(gid not in holders for holders in fakes.killed), fakes.killed
+
+
+async def test_an_editors_start_waits_for_a_kill_of_the_workspaces_strays_under_way(hub, monkeypatch):
+    """A kill of a workspace's strays reads who may hold its group (under the POSIX lock),
+    then scans /proc in a thread. An editor added between the two whose job started before
+    the scan's end had that new job's processes killed: the kill did not allow them. The
+    start of an editor's job there waits for the scan's end (woken then); the owner's does
+    not. Before, the job started at once, its server's processes in the scan's way."""
+    from uws_hub.sharing import posixgroups
+
+    sharing, fakes = posix_sharing(hub, monkeypatch, {})
+    monkeypatch.setattr(hub.jobs, "posix_group_prefix", "uws-ws-")
+    steps, servers = job_steps(hub, "ok")
+    ws = workspace(hub)
+    sharing.share(ws, "editor", "ann", user=hub.users["ben"])
+    await sharing.apply_posix(ws)
+    gid = fakes.groups[f"uws-ws-{ws.id}"]
+    scanning, release = threading.Event(), threading.Event()
+
+    def held_scan(holders):
+        fakes.killed.append(holders)
+        scanning.set()
+        release.wait(30)
+        return 0
+
+    monkeypatch.setattr(posixgroups, "kill_strays", held_scan)
+    sharing._strays.add(ws.id)  # (ben lost the group before: the worker's kill is due)
+    kill = asyncio.ensure_future(sharing._kill_strays_round("uws-ws-", {}))
+    try:
+        async with asyncio.timeout(30):
+            while not scanning.is_set():
+                await asyncio.sleep(0.01)
+        # the scan runs: cat is made an editor, and launches
+        sharing.share(ws, "editor", "ann", user=hub.users["cat"])
+        job = hub.jobs.launch(ws, "lab", None, {}, "cat", launcher=hub.users["cat"])
+        await steps.reconcile(job.id)
+        assert servers.spawners == {} and job.status == "pending", job.status
+        assert not hub.jobs.start_waits_for_group_kill(editor_job(hub, workspace(hub, slug="w2"), "ben"))
+        assert not hub.jobs.start_waits_for_group_kill(editor_job(hub, ws, "ann"))  # the owner's
+    finally:
+        release.set()
+    await asyncio.wait_for(kill, 30)
+    assert fakes.killed == [{gid: {10001, 10002}}]  # (cat's job was not there)
+    assert ("job", job.id) in hub.woken
+    await settle(steps, job, {"running"})
+    assert servers.spawners[job.server_name].launch.group == f"uws-ws-{ws.id}"
+    await hub.pool.close()
 
 
 def test_a_copy_invitation_is_answered_once(hub):
