@@ -495,6 +495,20 @@ class FakeRunner:
         return RunState("running", started_at=utcnow())
 
 
+def batch_queue(hub, runner: FakeRunner) -> tuple[BatchSteps, QueueSteps]:
+    """The batch steps of ``runner`` (resource ``local``, 2 slots) and the queue that hands jobs over to it."""
+    batch = BatchSteps(hub.jobs, {"local": runner}, hub.pool, log)
+    queue = QueueSteps(
+        hub.jobs,
+        log,
+        resources=["local"],
+        hub_limits={"local": 2},
+        user_limit=lambda user: None,
+        hand_over=batch.hand_over,
+    )
+    return batch, queue
+
+
 async def test_a_batch_job_is_stored_without_a_flush_and_its_rows_are_not_read_again_on_its_way(hub):
     """A batch launch inserts the job and its events with statements of their own, no
     ORM flush; its log file (the runner's, named by its id) is stored at the hand-over.
@@ -510,16 +524,8 @@ async def test_a_batch_job_is_stored_without_a_flush_and_its_rows_are_not_read_a
     job = hub.jobs.launch(ws, "run", None, {}, "ann")
     job_id = job.id
     assert (flushes, job.log_path, hub.jobs.log_path(job)) == ([], None, f"/runner/logs/{job_id}.log")
-    batch = BatchSteps(hub.jobs, {"local": runner}, hub.pool, log)
+    batch, queue = batch_queue(hub, runner)
     steps = JobSteps(hub.jobs, hub.servers, hub.queue, hub.pool, log, batch=batch)
-    queue = QueueSteps(
-        hub.jobs,
-        log,
-        resources=["local"],
-        hub_limits={"local": 2},
-        user_limit=lambda user: None,
-        hand_over=batch.hand_over,
-    )
     del job  # nothing else holds the row
     row_reads: list[str] = []  # a job's row looked up by its id
 
@@ -554,15 +560,7 @@ async def test_an_editors_batch_job_is_handed_over_after_a_kill_of_the_workspace
     ws = workspace(hub)
     sharing.share(ws, "editor", "ann", user=hub.users["ben"])
     await sharing.apply_posix(ws)
-    batch = BatchSteps(hub.jobs, {"local": runner}, hub.pool, log)
-    queue = QueueSteps(
-        hub.jobs,
-        log,
-        resources=["local"],
-        hub_limits={"local": 2},
-        user_limit=lambda user: None,
-        hand_over=batch.hand_over,
-    )
+    batch, queue = batch_queue(hub, runner)
     with hub.jobs.group_kills.under_way([ws.id]):
         owners = hub.jobs.launch(ws, "run", None, {}, "ann")
         editors = hub.jobs.launch(ws, "run", None, {}, "ben", launcher=hub.users["ben"])
@@ -1692,16 +1690,8 @@ async def test_a_held_batch_job_whose_owner_is_deleted_ends_without_a_failed_ste
     hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
     ws = workspace(hub)
     job_id = hub.jobs.launch(ws, "run", None, {}, "ann").id
-    batch = BatchSteps(hub.jobs, {"local": runner}, hub.pool, log)
+    batch, queue = batch_queue(hub, runner)
     steps = JobSteps(hub.jobs, hub.servers, hub.queue, hub.pool, log, batch=batch)
-    queue = QueueSteps(
-        hub.jobs,
-        log,
-        resources=["local"],
-        hub_limits={"local": 2},
-        user_limit=lambda user: None,
-        hand_over=batch.hand_over,
-    )
     await queue.reconcile(0)
     await batch._submits[job_id]
     assert hub.db.get(Job, job_id).status == "running"
@@ -1748,15 +1738,7 @@ async def test_a_batch_job_whose_account_went_away_while_it_waited_is_refused_al
         return system_user(name)
 
     monkeypatch.setattr(hub.jobs.accounts, "system_user", gone)
-    batch = BatchSteps(hub.jobs, {"local": runner}, hub.pool, log)
-    queue = QueueSteps(
-        hub.jobs,
-        log,
-        resources=["local"],
-        hub_limits={"local": 2},
-        user_limit=lambda user: None,
-        hand_over=batch.hand_over,
-    )
+    batch, queue = batch_queue(hub, runner)
     await queue.reconcile(0)
     await batch._submits[bens.id]
     assert (bens.status, anns.status) == ("running", "failed")
