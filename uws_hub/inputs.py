@@ -44,8 +44,9 @@ def _refuse_controls(value: str, allowed: frozenset[str]) -> str:
         if char not in allowed and unicodedata.category(char) == "Cc":
             raise PydanticCustomError(
                 "control_character",
-                "must not contain control characters (found U+{code:04X} at position {position})",
-                {"code": ord(char), "position": position},
+                # pydantic fills in the context's values as they are, with no format spec
+                "must not contain control characters (found U+{code} at position {position})",
+                {"code": f"{ord(char):04X}", "position": position},
             )
     return value
 

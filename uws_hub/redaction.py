@@ -1,4 +1,5 @@
-"""Credentials out of text that people read: job output and the hub's log.
+"""Credentials out of text that people read: job output and the hub's log; and
+forged lines out of the hub's log.
 
 :func:`redact` replaces what looks like a credential with ``[redacted]``:
 
@@ -21,12 +22,20 @@ the owner of the server it opens.
 hub's process makes, whichever logger, handler or level: tornado's warnings
 (``403 GET /hub/api/...?token=...``), JupyterHub's redirect lines, spawners'
 debug output (batchspawner logs the job's environment, API token included).
+It also writes every value a record is formatted with on one line
+(:func:`one_line`): those are where the strings of clients and identity
+providers go (a name typed at login, a user's name, a workspace's, a job's,
+a UWS RUNID), and a newline there forged a line of the hub's log (``x\n[I
+2026-... log:192] 200 GET ... (admin@...)``).
 """
 
 from __future__ import annotations
 
 import logging
+import numbers
 import re
+from collections.abc import Mapping
+from typing import Any
 
 REDACTED = "[redacted]"
 
@@ -64,6 +73,42 @@ def redact(text: str) -> str:
     return _BASE64.sub(_token_shaped, text)
 
 
+#: what starts a new line, or rewrites one, wherever a log is read: C0 and C1 controls
+#: (\n, \r, ESC, NEL), DEL, and the Unicode line and paragraph separators
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    """``text`` with its control characters written as Python writes them in a string
+    literal (``\\n``, ``\\x1b``, ``\\u2028``): on one line, and nothing a terminal acts on."""
+    return _CONTROL.sub(lambda match: repr(match.group())[1:-1], text)
+
+
+class _OneLine:
+    """A log argument formatted (``%s``, ``%r``) by :func:`one_line`: a string, an
+    exception's message, a list of names."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: object):
+        self.value = value
+
+    def __str__(self) -> str:
+        return one_line(str(self.value))
+
+    def __repr__(self) -> str:
+        return one_line(repr(self.value))
+
+
+def _one_line_arg(value: Any) -> Any:
+    if isinstance(value, str):
+        return _OneLine(value) if _CONTROL.search(value) else value
+    # numbers stay numbers, for %d and %.2f (and None, which holds no line)
+    if value is None or isinstance(value, numbers.Number):
+        return value
+    return _OneLine(value)
+
+
 class _Redacted:
     """An attribute redacted when it is set (a descriptor, for :class:`RedactedLogRecord`)."""
 
@@ -90,7 +135,17 @@ class RedactedLogRecord(logging.LogRecord):
     stack_info = _Redacted()
 
     def getMessage(self) -> str:
-        return redact(super().getMessage())
+        """The message, its arguments each on one line (:func:`one_line`), redacted.
+
+        The format (``msg``) is the hub's code, and may span lines; its arguments
+        are data, and may not: one is formatted into no line of its own."""
+        msg = str(self.msg) if isinstance(self.msg, str) else one_line(str(self.msg))
+        if self.args:
+            if isinstance(self.args, Mapping):
+                msg = msg % {key: _one_line_arg(value) for key, value in self.args.items()}
+            else:
+                msg = msg % tuple(_one_line_arg(value) for value in self.args)
+        return redact(msg)
 
 
 def install_log_redaction(log: logging.Logger) -> None:

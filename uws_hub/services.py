@@ -41,6 +41,7 @@ from .reconciler import Reconciler, waker
 from .serverconfig import job_env
 from .sharing.collaborate import ShareService
 from .sharing.copies import CopyService, CopySteps
+from .sharing.kills import GroupKills
 from .spawners.batch import BatchRunner
 from .spawners.localbatch import LocalRunner
 from .spawners.mixins import hub_id
@@ -231,6 +232,8 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         missing = [] if job_type.interactive else [r for r in job_type.resources if r not in runners]
         if missing:
             raise ValueError(f"Job type {job_type.name!r} is a batch job type, but {missing} cannot run batch jobs")
+    #: the share service's kills of workspaces' strays, which editors' job starts wait for
+    group_kills = GroupKills()
     jobs = JobService(
         db,
         servers,
@@ -256,6 +259,7 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         wake_destruction=waker(queue, DestructionSteps.kind),
         job_ended=usage.job_ended,
         posix_group_prefix=hub.share_posix_group_prefix if hub.system_users else None,
+        group_kills=group_kills,
     )
     jobs.attach(db)
     sharing = ShareService(
@@ -267,6 +271,7 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         posix_group_prefix=hub.share_posix_group_prefix if hub.system_users else None,
         editors_lost=jobs.stop_launched_by,
         stopping_timeout=hub.job_stopping_timeout,
+        group_kills=group_kills,
     )
     copies = CopyService(db, sharing, accounts, quotas, notifier, wake=waker(queue, CopySteps.kind))
     batch = BatchSteps(

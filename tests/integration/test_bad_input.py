@@ -148,6 +148,7 @@ def test_control_characters_are_refused_in_stored_strings(hub, alice, bob, works
         assert r.status_code == 422, (method, path, body, r.status_code, r.text[:300])
         message = r.json()["message"]
         assert field in message and "control character" in message, message
+        assert f"(found U+{ord(bad[0]):04X} at position" in message, message
     assert name not in [w["name"] for w in hub.api("GET", "workspaces", alice)["items"]]
     assert hub.api("GET", f"workspaces/{wid}", alice)["name"] == workspace["name"]
     # lines and tabs are fine in a description

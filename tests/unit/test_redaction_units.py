@@ -82,3 +82,29 @@ def test_log_records_are_redacted_whatever_the_logger(caplog):
         assert "RuntimeError: GET http://h/?token=[redacted] failed" in caplog.text
     finally:
         logging.setLogRecordFactory(previous)
+
+
+def test_a_log_records_arguments_start_no_line(caplog):
+    """A newline (or another control character) in a value a record is formatted with
+    forges no line of the log: strings, exceptions, lists and mappings are written on one
+    line; numbers stay numbers, and the format (the hub's code) may span lines."""
+    previous = logging.getLogRecordFactory()
+    install_log_redaction(logging.getLogger("test"))
+    forged = "x\n[I 2026-12-06 17:00:00.000 UWSHub log:192] 200 GET admin (admin@127.0.0.1)\r\x1b[2K\x85\u2028"
+    try:
+        log = logging.getLogger("some.library")
+        with caplog.at_level(logging.INFO):
+            log.warning("Login refused for %s: %r; %s %s %d %.1f", forged, forged, ValueError(forged), [forged], 7, 2.5)
+            log.warning("%(name)s", {"name": forged})
+            log.warning(ValueError(forged))
+            log.info("Loaded users:\n%s", "a")
+        lines = caplog.text.splitlines()
+        assert not [line for line in lines if "[I 2026" in line and not line.startswith("WARNING")], lines
+        escaped = (
+            "x\\n[I 2026-12-06 17:00:00.000 UWSHub log:192] 200 GET admin (admin@127.0.0.1)\\r\\x1b[2K\\x85\\u2028"
+        )
+        first = caplog.records[0].getMessage()
+        assert first == f"Login refused for {escaped}: {forged!r}; {escaped} ['{escaped}'] 7 2.5", first
+        assert [r.getMessage() for r in caplog.records[1:]] == [escaped, escaped, "Loaded users:\na"]
+    finally:
+        logging.setLogRecordFactory(previous)

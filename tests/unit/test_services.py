@@ -188,6 +188,14 @@ def test_system_accounts_are_never_a_users(name, uid):
     assert SystemAccounts(False).system_user(name) is None  # single-account mode: the hub's own
 
 
+def test_a_name_no_account_can_have_is_a_conflict():
+    """getpwnam refuses a name with a NUL (ValueError, not KeyError): a 409, not a 500."""
+    accounts = SystemAccounts(True)
+    for call in (accounts.owner, accounts.system_user):
+        with pytest.raises(Conflict, match="can have no system account"):
+            call("alice\x00root")
+
+
 def test_system_users_min_uid_is_the_admins_but_never_root():
     assert SystemAccounts(True, min_uid=1).owner("daemon").uid == 1
     with pytest.raises(Conflict, match="uid 0"):
@@ -487,6 +495,20 @@ class FakeRunner:
         return RunState("running", started_at=utcnow())
 
 
+def batch_queue(hub, runner: FakeRunner) -> tuple[BatchSteps, QueueSteps]:
+    """The batch steps of ``runner`` (resource ``local``, 2 slots) and the queue that hands jobs over to it."""
+    batch = BatchSteps(hub.jobs, {"local": runner}, hub.pool, log)
+    queue = QueueSteps(
+        hub.jobs,
+        log,
+        resources=["local"],
+        hub_limits={"local": 2},
+        user_limit=lambda user: None,
+        hand_over=batch.hand_over,
+    )
+    return batch, queue
+
+
 async def test_a_batch_job_is_stored_without_a_flush_and_its_rows_are_not_read_again_on_its_way(hub):
     """A batch launch inserts the job and its events with statements of their own, no
     ORM flush; its log file (the runner's, named by its id) is stored at the hand-over.
@@ -502,16 +524,8 @@ async def test_a_batch_job_is_stored_without_a_flush_and_its_rows_are_not_read_a
     job = hub.jobs.launch(ws, "run", None, {}, "ann")
     job_id = job.id
     assert (flushes, job.log_path, hub.jobs.log_path(job)) == ([], None, f"/runner/logs/{job_id}.log")
-    batch = BatchSteps(hub.jobs, {"local": runner}, hub.pool, log)
+    batch, queue = batch_queue(hub, runner)
     steps = JobSteps(hub.jobs, hub.servers, hub.queue, hub.pool, log, batch=batch)
-    queue = QueueSteps(
-        hub.jobs,
-        log,
-        resources=["local"],
-        hub_limits={"local": 2},
-        user_limit=lambda user: None,
-        hand_over=batch.hand_over,
-    )
     del job  # nothing else holds the row
     row_reads: list[str] = []  # a job's row looked up by its id
 
@@ -531,6 +545,32 @@ async def test_a_batch_job_is_stored_without_a_flush_and_its_rows_are_not_read_a
     assert row_reads == []
     assert hub.db.get(Job, job_id).status == "completed" and ws.status == "idle"
     assert batch._rows == {}
+    await hub.pool.close()
+
+
+async def test_an_editors_batch_job_is_handed_over_after_a_kill_of_the_workspaces_strays(hub, monkeypatch):
+    """As an editor's server (see test_an_editors_start_waits_for_a_kill_of_the_workspaces_strays_under_way):
+    the hand-over of an editor's batch job, which gets the workspace's group, waits while a
+    kill of the workspace's strays is under way; the owner's, in the same workspace, does not."""
+    sharing, fakes = posix_sharing(hub, monkeypatch, {})
+    monkeypatch.setattr(hub.jobs, "posix_group_prefix", "uws-ws-")
+    runner = FakeRunner()
+    hub.jobs.runners = {"local": runner}
+    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    ws = workspace(hub)
+    sharing.share(ws, "editor", "ann", user=hub.users["ben"])
+    await sharing.apply_posix(ws)
+    batch, queue = batch_queue(hub, runner)
+    with hub.jobs.group_kills.under_way([ws.id]):
+        owners = hub.jobs.launch(ws, "run", None, {}, "ann")
+        editors = hub.jobs.launch(ws, "run", None, {}, "ben", launcher=hub.users["ben"])
+        await queue.reconcile(0)
+        await batch._submits[owners.id]  # (the editor's hand-over, spawned with it, had as long)
+        assert [launch.job_id for launch in runner.submitted] == [owners.id]
+        assert not batch._submits[editors.id].done()
+    await batch._submits[editors.id]
+    assert [launch.job_id for launch in runner.submitted] == [owners.id, editors.id]
+    assert runner.submitted[1].group == f"uws-ws-{ws.id}"
     await hub.pool.close()
 
 
@@ -776,7 +816,15 @@ class PosixFakes:
 
 def posix_sharing(hub, monkeypatch, groups: dict[str, int]) -> tuple[ShareService, PosixFakes]:
     fakes = PosixFakes(monkeypatch, groups)
-    sharing = ShareService(hub.db, fakes, hub.sharing.notifier, hub.events, log, posix_group_prefix="uws-ws-")
+    sharing = ShareService(
+        hub.db,
+        fakes,
+        hub.sharing.notifier,
+        hub.events,
+        log,
+        posix_group_prefix="uws-ws-",
+        group_kills=hub.jobs.group_kills,  # (as services.build shares them)
+    )
     for name in ("cat", "dan"):
         hub.users[name] = hub_orm.User(name=name)
         hub.db.add(hub.users[name])
@@ -985,6 +1033,53 @@ def test_an_editor_revoked_while_a_kill_waits_for_the_posix_lock_is_stopped_not_
     asyncio.run(scenario())
     # ben's running job holds the group: it is left to its stop, to the worker's kill after
     assert all(gid not in holders for holders in fakes.killed), fakes.killed
+
+
+async def test_an_editors_start_waits_for_a_kill_of_the_workspaces_strays_under_way(hub, monkeypatch):
+    """A kill of a workspace's strays reads who may hold its group (under the POSIX lock),
+    then scans /proc in a thread. An editor added between the two whose job started before
+    the scan's end had that new job's processes killed: the kill did not allow them. The
+    start of an editor's job there waits for the scan's end (woken then); the owner's does
+    not. Before, the job started at once, its server's processes in the scan's way."""
+    from uws_hub.sharing import posixgroups
+
+    sharing, fakes = posix_sharing(hub, monkeypatch, {})
+    monkeypatch.setattr(hub.jobs, "posix_group_prefix", "uws-ws-")
+    steps, servers = job_steps(hub, "ok")
+    ws = workspace(hub)
+    sharing.share(ws, "editor", "ann", user=hub.users["ben"])
+    await sharing.apply_posix(ws)
+    gid = fakes.groups[f"uws-ws-{ws.id}"]
+    scanning, release = threading.Event(), threading.Event()
+
+    def held_scan(holders):
+        fakes.killed.append(holders)
+        scanning.set()
+        release.wait(30)
+        return 0
+
+    monkeypatch.setattr(posixgroups, "kill_strays", held_scan)
+    sharing._strays.add(ws.id)  # (ben lost the group before: the worker's kill is due)
+    kill = asyncio.ensure_future(sharing._kill_strays_round("uws-ws-", {}))
+    try:
+        async with asyncio.timeout(30):
+            while not scanning.is_set():
+                await asyncio.sleep(0.01)
+        # the scan runs: cat is made an editor, and launches
+        sharing.share(ws, "editor", "ann", user=hub.users["cat"])
+        job = hub.jobs.launch(ws, "lab", None, {}, "cat", launcher=hub.users["cat"])
+        await steps.reconcile(job.id)
+        assert servers.spawners == {} and job.status == "pending", job.status
+        assert not hub.jobs.start_waits_for_group_kill(editor_job(hub, workspace(hub, slug="w2"), "ben"))
+        assert not hub.jobs.start_waits_for_group_kill(editor_job(hub, ws, "ann"))  # the owner's
+    finally:
+        release.set()
+    await asyncio.wait_for(kill, 30)
+    assert fakes.killed == [{gid: {10001, 10002}}]  # (cat's job was not there)
+    assert ("job", job.id) in hub.woken
+    await settle(steps, job, {"running"})
+    assert servers.spawners[job.server_name].launch.group == f"uws-ws-{ws.id}"
+    await hub.pool.close()
 
 
 def test_a_copy_invitation_is_answered_once(hub):
@@ -1595,16 +1690,8 @@ async def test_a_held_batch_job_whose_owner_is_deleted_ends_without_a_failed_ste
     hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
     ws = workspace(hub)
     job_id = hub.jobs.launch(ws, "run", None, {}, "ann").id
-    batch = BatchSteps(hub.jobs, {"local": runner}, hub.pool, log)
+    batch, queue = batch_queue(hub, runner)
     steps = JobSteps(hub.jobs, hub.servers, hub.queue, hub.pool, log, batch=batch)
-    queue = QueueSteps(
-        hub.jobs,
-        log,
-        resources=["local"],
-        hub_limits={"local": 2},
-        user_limit=lambda user: None,
-        hand_over=batch.hand_over,
-    )
     await queue.reconcile(0)
     await batch._submits[job_id]
     assert hub.db.get(Job, job_id).status == "running"
@@ -1651,15 +1738,7 @@ async def test_a_batch_job_whose_account_went_away_while_it_waited_is_refused_al
         return system_user(name)
 
     monkeypatch.setattr(hub.jobs.accounts, "system_user", gone)
-    batch = BatchSteps(hub.jobs, {"local": runner}, hub.pool, log)
-    queue = QueueSteps(
-        hub.jobs,
-        log,
-        resources=["local"],
-        hub_limits={"local": 2},
-        user_limit=lambda user: None,
-        hand_over=batch.hand_over,
-    )
+    batch, queue = batch_queue(hub, runner)
     await queue.reconcile(0)
     await batch._submits[bens.id]
     assert (bens.status, anns.status) == ("running", "failed")

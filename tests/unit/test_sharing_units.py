@@ -405,7 +405,7 @@ def strays_service(monkeypatch, running, kill):
         db, None, None, None, logging.getLogger("test.strays"), posix_group_prefix="uws-ws-", stopping_timeout=100
     )
     service._lost_launchers_jobs = looked
-    service._allowed_by_group = lambda ws_ids: {f"uws-ws-{ws_id}": set() for ws_id in ws_ids}
+    service._allowed_by_group = lambda ws_ids, planned=None: {f"uws-ws-{ws_id}": set() for ws_id in ws_ids}
     service._kill_strays = lambda allowed: kill(sorted(allowed))
     return service, fake_asyncio
 

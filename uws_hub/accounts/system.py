@@ -42,6 +42,14 @@ class SystemAccounts:
     def _lookup(self, name: str) -> pwd.struct_passwd:
         try:
             account = pwd.getpwnam(name)
+        except ValueError:
+            # a NUL, which no account's name holds and getpwnam refuses (ValueError)
+            # rather than looks up: an identity provider or a user admin may name a user so
+            raise Conflict(
+                f"User {name!r} can have no system account on the hub's machine (no account's name holds"
+                " such a character), which this hub needs (UWSHub.system_users is on); ask an"
+                " administrator to rename the user."
+            ) from None
         except KeyError:
             raise Conflict(
                 f"User {name!r} has no system account on the hub's machine, which this hub"

@@ -199,6 +199,8 @@ class BatchSteps:
         results = self.jobs.results_dir_maker(job)
 
         async def submit() -> None:
+            if launch.group is not None:  # an editor's job: see JobService.start_waits_for_group_kill
+                await self.jobs.group_kills.wait(launch.workspace_id)
             resource_id = await runner.submit(launch, wake, prepare=results)
             # what the job's next step would ask at once, asked here (a local runner
             # answers from its watch; SLURM's poller from its cache, or its next cycle)

@@ -337,6 +337,8 @@ class JobSteps:
         if job.attempts >= self.max_attempts:
             self._fail(job, f"The server could not be started after {job.attempts} attempts")
             return
+        if self.jobs.start_waits_for_group_kill(job):
+            return  # (woken once the kill of its workspace's strays ended)
         if not self._take_start_slot(job.id, ticket):
             if ticket is None:
                 # it joined the line: say so once (a progress message: no commit)

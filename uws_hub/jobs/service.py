@@ -41,6 +41,7 @@ from ..metrics import JOB_LAUNCH_DURATION_SECONDS
 from ..orm import Job, Workspace, isoformat, utcnow
 from ..redaction import redact
 from ..sharing import posixgroups
+from ..sharing.kills import GroupKills
 from ..spawners.batch import BatchLaunch, BatchRunner
 from ..spawners.mixins import WorkspaceLaunch
 from ..states import ACTIVE_JOB_STATUSES, JobStatus, JobTarget, WorkspaceStatus, check_job_transition
@@ -128,10 +129,14 @@ class JobService:
         active_server_limit: int = 0,
         retry_after_seconds: tuple[float, float] = (30, 60),
         posix_group_prefix: str | None = None,
+        group_kills: GroupKills | None = None,
     ):
         self.db = db
         #: ``UWSHub.share_posix_group_prefix`` with system users (shared workspaces' groups), else None
         self.posix_group_prefix = posix_group_prefix
+        #: the kills of workspaces' strays under way (the share service's), which the
+        #: starts of editors' jobs wait for (:meth:`start_waits_for_group_kill`)
+        self.group_kills = group_kills or GroupKills()
         self.servers = servers
         self.workspaces = workspaces
         self.accounts = accounts
@@ -378,6 +383,15 @@ class JobService:
             return None
         name = posixgroups.group_name(self.posix_group_prefix, job.workspace.id)
         return name if posixgroups.gid_of(name) is not None else None
+
+    def start_waits_for_group_kill(self, job: Job) -> bool:
+        """Whether the start of ``job`` waits for a kill of its workspace's strays under
+        way (:class:`~uws_hub.sharing.kills.GroupKills`); the job is woken at its end. An
+        editor's job only: it gets the workspace's group, and its launcher may have been
+        made an editor after the kill read who may hold the group."""
+        if self.posix_group_prefix is None or job.launcher_id in (None, job.workspace.owner_id):
+            return False
+        return self.group_kills.call_after(job.workspace_id, functools.partial(self.wake, job.id))
 
     @staticmethod
     def memory_bytes(job: Job) -> int | None:

@@ -67,6 +67,7 @@ from ..states import (
     WorkspaceStatus,
 )
 from . import posixgroups
+from .kills import GroupKills
 
 LEVELS = tuple(level.value for level in ShareLevel)
 #: how often the worker that kills former editors' processes looks whether their jobs ended,
@@ -195,6 +196,7 @@ class ShareService:
         posix_group_prefix: str | None,
         editors_lost: Callable[[Workspace, set[int], str], object] = lambda ws, user_ids, actor: None,
         stopping_timeout: float = 120,
+        group_kills: GroupKills | None = None,
     ):
         self.db = db
         self.accounts = accounts
@@ -212,6 +214,9 @@ class ShareService:
         #: bumped on every change of who may see what (event stream caches compare it)
         self.version = 0
         self._posix_lock = asyncio.Lock()
+        #: the kills of workspaces' strays under way, which editors' job starts wait for
+        #: (shared with the job service's starts)
+        self.group_kills = group_kills or GroupKills()
         #: workspace id -> the uids allowed to hold its group when it was last applied
         self._allowed: dict[int, set[int]] = {}
         #: workspaces whose groups lost allowed accounts: their processes go (:meth:`kill_strays_worker`)
@@ -667,7 +672,7 @@ class ShareService:
                     if not running:
                         ready.add(ws_id)
                 if ready:
-                    await asyncio.to_thread(self._kill_strays, self._allowed_by_group(sorted(ready)))
+                    await self._recheck_and_kill(sorted(ready))
                     # under the lock: a group that loses an account once it is free is looked at again
                     self._strays -= ready
             for ws_id in ready:
@@ -675,6 +680,15 @@ class ShareService:
         except Exception:
             self.db.rollback()
             self.log.exception("Killing the processes of former editors holding workspace groups failed")
+
+    async def _recheck_and_kill(self, ws_ids: list[int], planned: dict[int, PosixPlan] | None = None) -> None:
+        """Kill the strays of these workspaces' groups, allowing who may hold them now
+        (:meth:`_allowed_by_group`; under the POSIX lock). From the re-check to the end
+        of the scan, the starts of editors' jobs there wait (:class:`GroupKills`): an
+        editor added meanwhile is not in the re-check, and their new job's processes
+        would be killed."""
+        with self.group_kills.under_way(ws_ids):
+            await asyncio.to_thread(self._kill_strays, self._allowed_by_group(ws_ids, planned))
 
     def _kill_strays(self, allowed: dict[str, set[int]]) -> None:
         """Kill the processes holding these workspace groups (names) that run as none of
@@ -768,8 +782,7 @@ class ShareService:
         # revoked while the sync waited for it had their job, being stopped, SIGKILLed
         async with self._posix_lock:
             lost = self._lost_launchers_jobs(plans)
-            allowed = self._allowed_by_group((ws_id for ws_id in plans if ws_id not in lost), plans)
-            await asyncio.to_thread(self._kill_strays, allowed)
+            await self._recheck_and_kill([ws_id for ws_id in plans if ws_id not in lost], plans)
 
     async def sync_roles(self) -> set[int]:
         """Make the roles of every shared workspace match its shares, delete uws-hub's
