@@ -4,6 +4,7 @@ a token takes in job output and log lines, and readable text that stays."""
 from __future__ import annotations
 
 import logging
+import sys
 import uuid
 
 import pytest
@@ -106,5 +107,46 @@ def test_a_log_records_arguments_start_no_line(caplog):
         first = caplog.records[0].getMessage()
         assert first == f"Login refused for {escaped}: {forged!r}; {escaped} ['{escaped}'] 7 2.5", first
         assert [r.getMessage() for r in caplog.records[1:]] == [escaped, escaped, "Loaded users:\na"]
+    finally:
+        logging.setLogRecordFactory(previous)
+
+
+def test_a_token_after_a_control_character_in_an_argument_is_redacted(caplog):
+    """An argument's control characters are written as ``\\n``, ``\\x1b``; a token right
+    after one (a command's output, an exception's message: ``ok\\n<token>``) was redacted
+    while the newline was a newline, and left as it was once it was a backslash and an
+    ``n`` (the token's start looked like a word's middle). Also in ``%r``."""
+    previous = logging.getLogRecordFactory()
+    install_log_redaction(logging.getLogger("test"))
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.abc-DEF_123"
+    try:
+        log = logging.getLogger("some.library")
+        with caplog.at_level(logging.INFO):
+            for control in "\n\r\t\x1b\x85\u2028":
+                log.warning("squeue said: %s %r", f"ok{control}{TOKEN}", f"ok{control}{TOKEN}")
+                log.warning("got %s", ValueError(f"bad{control}{jwt}"))
+        assert caplog.records
+        assert TOKEN not in caplog.text and "eyJ" not in caplog.text, caplog.text
+        assert caplog.records[0].getMessage() == "squeue said: ok\\n[redacted] 'ok\\n[redacted]'"
+        assert caplog.records[1].getMessage() == "got bad\\n[redacted]"
+    finally:
+        logging.setLogRecordFactory(previous)
+
+
+def test_a_tracebacks_message_starts_no_line_but_at_its_newlines():
+    """An exception's message in a traceback (``log.exception``) may be anyone's: its
+    carriage returns, NELs and line separators started lines the log's formatter (which
+    indents what follows a newline) did not indent; they are written as escapes."""
+    previous = logging.getLogRecordFactory()
+    install_log_redaction(logging.getLogger("test"))
+    forged = "[I 2026-12-06 17:00:00.000 UWSHub log:192] 200 GET admin (admin@127.0.0.1)"
+    try:
+        try:
+            raise ValueError(f"a\r{forged}\x85{forged}\u2028{forged}\n{forged} {TOKEN}")
+        except ValueError:
+            record = logging.getLogger("x").makeRecord("x", logging.ERROR, "f", 1, "failed", (), sys.exc_info())
+        text = logging.Formatter().format(record)
+        assert f"ValueError: a\\r{forged}\\x85{forged}\\u2028{forged}\n{forged} [redacted]" in text, text
+        assert not any(c in text for c in "\r\x85\u2028")
     finally:
         logging.setLogRecordFactory(previous)
