@@ -47,8 +47,13 @@ _AUTHORIZATION = re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?(?:(?:toke
 #: NAME=value, 'NAME': 'value', "name": "value" where the name says it is secret
 _SECRET_NAME = r"[\w.-]*(?:token|secret|password|passwd|api_?key|private_?key|access_?key|credentials?)[\w.-]*"
 _NAMED_SECRET = re.compile(rf"(?i)(\b{_SECRET_NAME}['\"]?\s*(?:=|:\s*)['\"]?)([^\s'\",;&}})]+)")
-_JWT = re.compile(r"\beyJ[\w-]+\.[\w-]+\.[\w-]*")
-_HEX = re.compile(r"(?<![0-9A-Za-z])[0-9a-fA-F]{32,}(?![0-9A-Za-z])")
+#: right after a control character as Python writes it in a string literal (by
+#: :func:`one_line`, by ``repr``: a backslash, then ``n``, ``x1b``, ``u2028``), where a
+#: token starts too: the letter and digits of the escape are none of its (the token of
+#: ``ok\n<32 hex digits>``, as a log argument, was left as it was)
+_AFTER_ESCAPE = r"(?<=\\[tnr])|(?<=\\x[0-9a-f]{2})|(?<=\\u[0-9a-f]{4})|(?<=\\U[0-9a-f]{8})"
+_JWT = re.compile(rf"(?:\b|{_AFTER_ESCAPE})eyJ[\w-]+\.[\w-]+\.[\w-]*")
+_HEX = re.compile(rf"(?:(?<![0-9A-Za-z])|{_AFTER_ESCAPE})[0-9a-fA-F]{{32,}}(?![0-9A-Za-z])")
 _BASE64 = re.compile(r"(?<![A-Za-z0-9_+/-])[A-Za-z0-9_+/-]{32,}={0,2}(?![A-Za-z0-9_+/=-])")
 
 
@@ -81,7 +86,15 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 def one_line(text: str) -> str:
     """``text`` with its control characters written as Python writes them in a string
     literal (``\\n``, ``\\x1b``, ``\\u2028``): on one line, and nothing a terminal acts on."""
-    return _CONTROL.sub(lambda match: repr(match.group())[1:-1], text)
+    return _CONTROL.sub(_escaped, text)
+
+
+#: the same but the newline: what starts a line the log's formatter does not indent
+_CONTROL_BUT_NEWLINE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escaped(match: re.Match) -> str:
+    return repr(match.group())[1:-1]
 
 
 class _OneLine:
@@ -119,7 +132,10 @@ class _Redacted:
         return self if obj is None else obj.__dict__.get(self.key)
 
     def __set__(self, obj: object, value: str | None) -> None:
-        obj.__dict__[self.key] = redact(value) if value else value
+        # a traceback's lines are the hub's, but for its exception's message, which may be
+        # anyone's (a name, a command's output): its newlines are indented by the log's
+        # formatter, its other controls (``\r``, NEL, U+2028) started a line of its own
+        obj.__dict__[self.key] = redact(_CONTROL_BUT_NEWLINE.sub(_escaped, value)) if value else value
 
 
 class RedactedLogRecord(logging.LogRecord):

@@ -32,7 +32,7 @@ import pytest
 import websocket
 
 from .. import browserutil
-from ..helpers import ADMIN_PASSWORD, MINIMAL_CMD, sse_replay
+from ..helpers import ADMIN_PASSWORD, MINIMAL_CMD, SSEReader, sse_replay
 from ..hubutil import wait_for
 from ..smtputil import SMTPServer
 
@@ -294,6 +294,27 @@ def test_a_new_workspace_and_job_never_get_a_deleted_ones_id(shub, group_prefix)
     events = sse_replay(shub, alice, f"job={job['id']}&last_event_id=0", seconds=1)
     assert [e["status"] for e in events if e["kind"] == "job"][:1] == ["pending"]
     assert [e["status"] for e in events if e["kind"] == "job"].count("pending") == 1
+
+
+def test_a_viewer_gets_no_event_of_the_commit_that_ends_their_share(shub):
+    """A stream decides whether its caller may see a workspace's events when it subscribes,
+    and keeps the answer until the shares change (the share service's ``version``). The
+    version was bumped after the commit that revoked a share, and that commit's own event
+    (``revoked``, with who revoked it) was offered to the streams before: the one of the
+    viewer just revoked still said yes. The re-share afterwards is what the viewer sees."""
+    alice, bob = shub.tokens["uwsalice"], shub.tokens["uwsbob"]
+    wid = new_workspace(shub, alice)["id"]
+    shares = f"workspaces/{wid}/shares"
+    share = shub.api("POST", shares, alice, json={"user": "uwsbob", "level": "viewer"}, expect=201)
+    stream = SSEReader(shub, bob, f"?workspace={wid}")  # (subscribed: it answered)
+    try:
+        shub.api("DELETE", f"{shares}/{share['id']}", alice, expect=200)
+        again = shub.api("POST", shares, alice, json={"user": "uwsbob", "level": "viewer"}, expect=201)
+        # the stream's events come in order: one of the revoke would be before this one
+        wait_for(lambda: stream.events, 15, what="the event of bob's new share")
+        assert [(e["status"], e["data"]["share_id"]) for e in stream.events] == [("shared", again["id"])]
+    finally:
+        stream.close()
 
 
 def test_share_requests_are_checked(shub):

@@ -4,6 +4,7 @@ a token takes in job output and log lines, and readable text that stays."""
 from __future__ import annotations
 
 import logging
+import sys
 import uuid
 
 import pytest
@@ -65,46 +66,74 @@ def test_redaction_is_idempotent():
     assert redact(once) == once
 
 
-def test_log_records_are_redacted_whatever_the_logger(caplog):
+@pytest.fixture
+def redacting():
+    """Every log record of the test redacted (:func:`install_log_redaction`), as in the hub."""
     previous = logging.getLogRecordFactory()
     install_log_redaction(logging.getLogger("test"))
-    try:
-        other = logging.getLogger("some.library")
-        with caplog.at_level(logging.DEBUG):
-            other.debug("env: %s", {"JUPYTERHUB_API_TOKEN": TOKEN})
-            try:
-                raise RuntimeError(f"GET http://h/?token={TOKEN} failed")
-            except RuntimeError:
-                other.exception("request %s failed", f"/x?token={TOKEN}")
-        assert caplog.records and all(isinstance(r, RedactedLogRecord) for r in caplog.records)
-        assert TOKEN not in caplog.text
-        assert "'JUPYTERHUB_API_TOKEN': '[redacted]'" in caplog.text
-        assert "RuntimeError: GET http://h/?token=[redacted] failed" in caplog.text
-    finally:
-        logging.setLogRecordFactory(previous)
+    yield
+    logging.setLogRecordFactory(previous)
 
 
-def test_a_log_records_arguments_start_no_line(caplog):
+def test_log_records_are_redacted_whatever_the_logger(caplog, redacting):
+    other = logging.getLogger("some.library")
+    with caplog.at_level(logging.DEBUG):
+        other.debug("env: %s", {"JUPYTERHUB_API_TOKEN": TOKEN})
+        try:
+            raise RuntimeError(f"GET http://h/?token={TOKEN} failed")
+        except RuntimeError:
+            other.exception("request %s failed", f"/x?token={TOKEN}")
+    assert caplog.records and all(isinstance(r, RedactedLogRecord) for r in caplog.records)
+    assert TOKEN not in caplog.text
+    assert "'JUPYTERHUB_API_TOKEN': '[redacted]'" in caplog.text
+    assert "RuntimeError: GET http://h/?token=[redacted] failed" in caplog.text
+
+
+def test_a_log_records_arguments_start_no_line(caplog, redacting):
     """A newline (or another control character) in a value a record is formatted with
     forges no line of the log: strings, exceptions, lists and mappings are written on one
     line; numbers stay numbers, and the format (the hub's code) may span lines."""
-    previous = logging.getLogRecordFactory()
-    install_log_redaction(logging.getLogger("test"))
     forged = "x\n[I 2026-12-06 17:00:00.000 UWSHub log:192] 200 GET admin (admin@127.0.0.1)\r\x1b[2K\x85\u2028"
+    log = logging.getLogger("some.library")
+    with caplog.at_level(logging.INFO):
+        log.warning("Login refused for %s: %r; %s %s %d %.1f", forged, forged, ValueError(forged), [forged], 7, 2.5)
+        log.warning("%(name)s", {"name": forged})
+        log.warning(ValueError(forged))
+        log.info("Loaded users:\n%s", "a")
+    lines = caplog.text.splitlines()
+    assert not [line for line in lines if "[I 2026" in line and not line.startswith("WARNING")], lines
+    escaped = "x\\n[I 2026-12-06 17:00:00.000 UWSHub log:192] 200 GET admin (admin@127.0.0.1)\\r\\x1b[2K\\x85\\u2028"
+    first = caplog.records[0].getMessage()
+    assert first == f"Login refused for {escaped}: {forged!r}; {escaped} ['{escaped}'] 7 2.5", first
+    assert [r.getMessage() for r in caplog.records[1:]] == [escaped, escaped, "Loaded users:\na"]
+
+
+def test_a_token_after_a_control_character_in_an_argument_is_redacted(caplog, redacting):
+    """An argument's control characters are written as ``\\n``, ``\\x1b``; a token right
+    after one (a command's output, an exception's message: ``ok\\n<token>``) was redacted
+    while the newline was a newline, and left as it was once it was a backslash and an
+    ``n`` (the token's start looked like a word's middle). Also in ``%r``."""
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.abc-DEF_123"
+    log = logging.getLogger("some.library")
+    with caplog.at_level(logging.INFO):
+        for control in "\n\r\t\x1b\x85\u2028":
+            log.warning("squeue said: %s %r", f"ok{control}{TOKEN}", f"ok{control}{TOKEN}")
+            log.warning("got %s", ValueError(f"bad{control}{jwt}"))
+    assert caplog.records
+    assert TOKEN not in caplog.text and "eyJ" not in caplog.text, caplog.text
+    assert caplog.records[0].getMessage() == "squeue said: ok\\n[redacted] 'ok\\n[redacted]'"
+    assert caplog.records[1].getMessage() == "got bad\\n[redacted]"
+
+
+def test_a_tracebacks_message_starts_no_line_but_at_its_newlines(redacting):
+    """An exception's message in a traceback (``log.exception``) may be anyone's: its
+    carriage returns, NELs and line separators started lines the log's formatter (which
+    indents what follows a newline) did not indent; they are written as escapes."""
+    forged = "[I 2026-12-06 17:00:00.000 UWSHub log:192] 200 GET admin (admin@127.0.0.1)"
     try:
-        log = logging.getLogger("some.library")
-        with caplog.at_level(logging.INFO):
-            log.warning("Login refused for %s: %r; %s %s %d %.1f", forged, forged, ValueError(forged), [forged], 7, 2.5)
-            log.warning("%(name)s", {"name": forged})
-            log.warning(ValueError(forged))
-            log.info("Loaded users:\n%s", "a")
-        lines = caplog.text.splitlines()
-        assert not [line for line in lines if "[I 2026" in line and not line.startswith("WARNING")], lines
-        escaped = (
-            "x\\n[I 2026-12-06 17:00:00.000 UWSHub log:192] 200 GET admin (admin@127.0.0.1)\\r\\x1b[2K\\x85\\u2028"
-        )
-        first = caplog.records[0].getMessage()
-        assert first == f"Login refused for {escaped}: {forged!r}; {escaped} ['{escaped}'] 7 2.5", first
-        assert [r.getMessage() for r in caplog.records[1:]] == [escaped, escaped, "Loaded users:\na"]
-    finally:
-        logging.setLogRecordFactory(previous)
+        raise ValueError(f"a\r{forged}\x85{forged}\u2028{forged}\n{forged} {TOKEN}")
+    except ValueError:
+        record = logging.getLogger("x").makeRecord("x", logging.ERROR, "f", 1, "failed", (), sys.exc_info())
+    text = logging.Formatter().format(record)
+    assert f"ValueError: a\\r{forged}\\x85{forged}\\u2028{forged}\n{forged} [redacted]" in text, text
+    assert not any(c in text for c in "\r\x85\u2028")

@@ -31,6 +31,7 @@ from uws_hub.spawners.slurm.batch import DEFAULT_BATCH_JOB_SCRIPT, SlurmBatchRun
 from uws_hub.spawners.slurm.commands import SlurmCommandError, as_account, run_command, setpriv_argv
 from uws_hub.spawners.slurm.parsing import (
     SQUEUE_FORMAT,
+    SWEEP_FORMAT,
     JobState,
     describe_batch_end,
     describe_end,
@@ -94,6 +95,27 @@ def test_a_newline_in_a_comment_or_name_forges_no_other_job():
     for job_id in ("9_[1-3]", "9_1", "9+0", "٣"):
         line = f"{marker}{job_id}|PENDING|2026-01-01T00:00:00|uws-abc-job-12\n"
         assert parse_sweep(line, marker) == [], job_id
+
+
+def test_a_record_forged_with_the_marker_read_off_squeues_command_line_is_refused():
+    """The marker is on squeue's command line, which every account of the hub's machine
+    may read while squeue runs (``/proc/<pid>/cmdline``): one that raced it into its own
+    job's comment or name forged the record of another job (its port, or a hub job's
+    name the orphan sweep cancels as root). That job is printed too, and squeue prints a
+    job once: the output is refused (a failed poll, tried again with another marker)."""
+    marker = framed(SQUEUE_FORMAT)[1]
+    forged = "7|RUNNING|None|evil|1:00|uws-port=45009"
+    out = f"{marker}6|RUNNING|None|n1|1:00|x\n{marker}{forged}\n{marker}7|RUNNING|None|n2|1:00|uws-port=45001\n"
+    with pytest.raises(ValueError, match="7 more than once"):
+        parse_squeue(out, marker)
+    marker = framed(SWEEP_FORMAT)[1]
+    name = f"x\n{marker}8|RUNNING|2026-01-01T00:00:00|uws-abc-job-9"
+    out = f"{marker}5|PENDING|2026-01-01T00:00:00|{name}\n{marker}8|RUNNING|2026-01-01T00:00:00|theirs\n"
+    with pytest.raises(ValueError, match="8 more than once"):
+        parse_sweep(out, marker)
+    # a forged record of a job squeue does not print is harmless (none to cancel, none polled)
+    out = f"{marker}5|PENDING|2026-01-01T00:00:00|x\n{marker}99|RUNNING|t|y\n"
+    assert [e.job_id for e in parse_sweep(out, marker)] == ["5", "99"]
 
 
 def test_port_comes_only_from_our_marker():

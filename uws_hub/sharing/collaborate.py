@@ -211,7 +211,9 @@ class ShareService:
         #: how long the strays of a workspace wait for its former editors' jobs to end
         #: (``UWSHub.job_stopping_timeout`` and a margin; :meth:`kill_strays_worker`)
         self.strays_wait_seconds = stopping_timeout + STRAYS_MARGIN_SECONDS
-        #: bumped on every change of who may see what (event stream caches compare it)
+        #: bumped on every change of who may see what (event stream caches compare it), before
+        #: the commit that makes it: the streams are offered that commit's events (a share's
+        #: ``revoked``) from its after-commit hook, where the old version kept the old answer
         self.version = 0
         self._posix_lock = asyncio.Lock()
         #: the kills of workspaces' strays under way, which editors' job starts wait for
@@ -344,8 +346,8 @@ class ShareService:
                 link=f"workspaces/{ws.id}",
                 data={"workspace_id": ws.id, "share_id": share.id},
             )
-        self.db.commit()
         self.version += 1
+        self.db.commit()
         self._stop_lost_editors(ws, editors_before, actor)
         return share, created
 
@@ -381,8 +383,8 @@ class ShareService:
             self.db.delete(share)
             if share.status == ShareStatus.pending.value:
                 self.record(share, "withdrawn", actor)
-        self.db.commit()
         self.version += 1
+        self.db.commit()
         self._stop_lost_editors(ws, editors_before, actor)
 
     def check_ready(self, ws: Workspace) -> None:
@@ -806,6 +808,7 @@ class ShareService:
             if start:
                 await asyncio.sleep(0)
             if self._sync_roles_of(ordered[start : start + ROLES_CHUNK], strays if start == 0 else ()):
+                self.version += 1
                 self.db.commit()
         return shared
 
@@ -858,8 +861,8 @@ class ShareService:
             role = hub_orm.Role.find(self.db, role_name(workspace_id, level))
             if role is not None:
                 self.db.delete(role)
-        self.db.commit()
         self.version += 1
+        self.db.commit()
         self._allowed.pop(workspace_id, None)
         if self.posix_group_prefix is not None:
             await self._delete_group(posixgroups.group_name(self.posix_group_prefix, workspace_id), "deleted")

@@ -33,7 +33,12 @@ async def sweep(
         log.warning("Orphan sweep: squeue failed: %s", result.stderr.strip()[:300])
         _schedule.retry(hub_id)
         return []
-    entries = parse_sweep(result.stdout, marker)
+    try:
+        entries = parse_sweep(result.stdout, marker)
+    except ValueError as e:  # (a forged record: see parsing.records)
+        log.warning("Orphan sweep: %s", e)
+        _schedule.retry(hub_id)
+        return []
     if not any(job_id_from_name(prefix, e.name) is not None for e in entries):
         return []
     # known() after squeue: a job submitted meanwhile is in the database already

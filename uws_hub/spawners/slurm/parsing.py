@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections import Counter
 from dataclasses import dataclass
 
 from ...reasons import exit_reason
@@ -108,20 +109,31 @@ def framed(fields: str) -> tuple[str, str]:
     printed a line of its own for another account's job, which the orphan sweep
     cancelled as root; a comment forged the state, node and port of another
     user's server. The marker is unknown to them when slurmctld answers: a line
-    that does not start with it is the rest of the record before it."""
+    that does not start with it is the rest of the record before it. (It is on
+    squeue's command line, which other accounts of the hub's machine may read
+    while squeue runs, and could be raced into a comment: :func:`records` refuses
+    an output that prints a job twice, as a record so forged for another job does.)"""
     marker = f"@{secrets.token_hex(8)}@"
     return marker + fields, marker
 
 
 def records(stdout: str, marker: str) -> list[str]:
-    """The records of squeue's output in a :func:`framed` format, without the marker;
-    newlines in a name or comment are kept in the record."""
+    """The records of squeue's output in a :func:`framed` format (the job id first),
+    without the marker; newlines in a name or comment are kept in the record.
+
+    ValueError if a job's id starts two records: squeue prints each job once, so one
+    was forged in another job's name or comment with the marker read off squeue's
+    command line; which one is not known, and nothing of the output is believed (the
+    poll fails and is tried again, with a new marker; the orphan sweep waits)."""
     found: list[str] = []
     for line in stdout.removesuffix("\n").split("\n"):
         if line.startswith(marker):
             found.append(line[len(marker) :])
         elif found:
             found[-1] += "\n" + line
+    repeated = [job_id for job_id, n in Counter(r.split("|", 1)[0] for r in found).items() if n > 1]
+    if repeated:
+        raise ValueError(f"squeue printed job(s) {', '.join(repeated[:5])} more than once: a forged record")
     return found
 
 
