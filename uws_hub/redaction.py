@@ -80,13 +80,13 @@ def redact(text: str) -> str:
 
 #: what starts a new line, or rewrites one, wherever a log is read: C0 and C1 controls
 #: (\n, \r, ESC, NEL), DEL, and the Unicode line and paragraph separators
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def one_line(text: str) -> str:
     """``text`` with its control characters written as Python writes them in a string
     literal (``\\n``, ``\\x1b``, ``\\u2028``): on one line, and nothing a terminal acts on."""
-    return _CONTROL.sub(_escaped, text)
+    return CONTROL_CHARACTERS.sub(_escaped, text)
 
 
 #: the same but the newline: what starts a line the log's formatter does not indent
@@ -115,7 +115,7 @@ class _OneLine:
 
 def _one_line_arg(value: Any) -> Any:
     if isinstance(value, str):
-        return _OneLine(value) if _CONTROL.search(value) else value
+        return _OneLine(value) if CONTROL_CHARACTERS.search(value) else value
     # numbers stay numbers, for %d and %.2f (and None, which holds no line)
     if value is None or isinstance(value, numbers.Number):
         return value

@@ -89,36 +89,33 @@ FORGED = "[i 2026-12-06 00:00:00.000 uwshub accounts:91] boss created the local 
 
 
 def test_a_name_forges_no_line_of_the_hubs_log(local_hub):
-    """A name typed at login, and a user's name (an identity provider's, a user admin's), went
-    into the hub's log lines as they were. The log's formatter indents what follows a newline,
-    but not what follows a carriage return (where a terminal starts the line over, and Python's
-    and many tools' line splitting starts a new one), a NEL or a line separator: those started
-    a line of the attacker's (``Login refused for x``, then an account the boss never made).
-    Each value a log line is made with is written on one line, whichever code logs it."""
+    """A name typed at login went into the hub's log lines as it was. The log's formatter
+    indents what follows a newline, but not what follows a carriage return (where a terminal
+    starts the line over, and Python's and many tools' line splitting starts a new one), a
+    NEL or a line separator: those started a line of the attacker's (``Login refused for
+    x``, then an account the boss never made). Each value a log line is made with is written
+    on one line, whichever code logs it."""
     login(local_hub, f"x{uuid.uuid4().hex[:6]}\r{FORGED}", "a password")
-    name = f"y{uuid.uuid4().hex[:6]}\x85{FORGED}\u2028{FORGED}"
-    local_hub.api("POST", "users", json={"usernames": [name]}, expect=201)
-    token = local_hub.api("POST", f"users/{name}/tokens", json={"note": "script"}, expect=201)["token"]
-    ws = local_hub.api("POST", "workspaces", token, json={"name": "mine"}, expect=201)
     log = local_hub.log_text()
-    # (JupyterHub's request lines, "log:192", are left out: they name the user as it is)
-    ours = "\n".join(record for record in log.split("\n") if " log:192] " not in record)
-    assert not [line for line in ours.splitlines() if line.lower().startswith(FORGED[:30])], FORGED
+    assert not [line for line in log.splitlines() if line.lower().startswith(FORGED[:30])], FORGED
     assert f"\\r{FORGED}: no such account" in log
-    assert f"Created workspace {name[:7]}\\x85{FORGED}\\u2028{FORGED}/mine (id {ws['id']})" in log
 
 
-def test_names_with_control_characters_can_be_refused_by_config(make_hub):
-    """What docs/admin-guide.md gives for JupyterHub's request lines, which name the user as
-    it is: ``c.Authenticator.username_pattern`` refuses such names where users are made."""
-    hub = make_hub(
-        LOCAL_CONFIG + 'c.Authenticator.username_pattern = r"^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+\\Z"\n'
-    )
-    for bad in ("a\rb", "a\nb", "a\x85b", "a\u2028b"):
-        r = hub.request("POST", "users", hub.admin_token, json={"usernames": [f"z{uuid.uuid4().hex[:6]}{bad}"]})
+def test_names_with_control_characters_are_refused(local_hub):
+    """A user name with a control character (a NUL, a newline, a carriage return, NEL, a
+    line separator) is refused wherever users are made or renamed: it has no system
+    account (``getpwnam`` refuses a NUL), PostgreSQL cannot store a NUL (JupyterHub's
+    ``POST /users`` was a 500 there), and JupyterHub's own log lines (its request lines)
+    put the name into their text as it is, where a carriage return starts a forged line."""
+    name = f"z{uuid.uuid4().hex[:6]}"
+    local_hub.api("POST", "users", json={"usernames": [name]}, expect=201)
+    for bad in ("a\x00b", "a\rb", "a\nb", "a\x85b", "a\u2028b", "a\x1bb"):
+        r = local_hub.request("POST", "users", local_hub.admin_token, json={"usernames": [f"{name}{bad}"]})
         assert r.status_code == 400 and "Invalid username" in r.json()["message"], r.text
-    hub.api("POST", "users", json={"usernames": [f"z{uuid.uuid4().hex[:6]}"]}, expect=201)
-    hub.stop()
+        r = local_hub.request("PATCH", f"users/{name}", local_hub.admin_token, json={"name": f"{name}{bad}"})
+        assert r.status_code == 400, r.text
+    assert local_hub.api("GET", f"users/{name}", expect=200)["name"] == name
+    local_hub.api("DELETE", f"users/{name}", expect=204)
 
 
 def test_lockout_after_repeated_failures(local_hub):

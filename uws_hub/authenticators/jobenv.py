@@ -17,12 +17,13 @@ from __future__ import annotations
 from typing import Any
 
 from jupyterhub import orm
-from jupyterhub.auth import Authenticator
+
+from .names import PrintableNamesMixin
 
 _SET_KEYS_ATTR = "_uws_auth_env_keys"
 
 
-class JobEnvironmentMixin(Authenticator):
+class JobEnvironmentMixin(PrintableNamesMixin):
     """Mix in before a JupyterHub Authenticator; subclasses implement
     :meth:`job_environment` and :meth:`passes_to_jobs`."""
 

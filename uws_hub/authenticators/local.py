@@ -39,7 +39,6 @@ from typing import Any
 
 import bcrypt
 from jinja2 import Template
-from jupyterhub.auth import Authenticator
 from jupyterhub.handlers.base import BaseHandler
 from sqlalchemy import (
     Boolean,
@@ -64,6 +63,8 @@ from sqlalchemy.exc import IntegrityError
 from tornado import web
 from traitlets import Bool, Unicode, default
 from traitlets import Integer as IntegerTrait
+
+from .names import PrintableNamesMixin
 
 metadata = MetaData()
 
@@ -146,7 +147,7 @@ class Account:
         }
 
 
-class WorkspaceLocalAuthenticator(Authenticator):
+class WorkspaceLocalAuthenticator(PrintableNamesMixin):
     """Log in with a user name and a password kept (hashed) in the hub's database."""
 
     db_url = Unicode(
