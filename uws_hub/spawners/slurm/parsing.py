@@ -41,6 +41,9 @@ ENDED_STATES = frozenset(
 SQUEUE_FORMAT = "%i|%T|%r|%B|%l|%k"
 #: ``squeue -o`` format for the orphan sweep: id, state, submit time, name
 SWEEP_FORMAT = "%i|%T|%V|%j"
+#: an id as SLURM and the hub write them (decimal, no leading zero): nothing else an
+#: account may write in its place counts (``²``, which ``int`` refuses; ``012``; ``٣``)
+PLAIN_ID = re.compile("[1-9][0-9]*")
 #: ``sacct -o`` fields (with ``-P``: separated by ``|``)
 SACCT_FIELDS = "JobID,State,ExitCode,NodeList,Start,End"
 #: how a job's server tells the hub its port: ``scontrol update JobId=.. Comment=uws-port=N``
@@ -202,7 +205,7 @@ def parse_sweep(stdout: str, marker: str) -> list[SweepEntry]:
     entries = []
     for line in records(stdout, marker):
         parts = line.split("|", 3)
-        if len(parts) == 4 and re.fullmatch("[1-9][0-9]*", parts[0]):
+        if len(parts) == 4 and PLAIN_ID.fullmatch(parts[0]):
             entries.append(SweepEntry(*parts))
     return entries
 
@@ -233,7 +236,7 @@ def job_id_from_name(prefix: str, name: str) -> int | None:
     if not prefix or not name.startswith(prefix + "job-"):
         return None
     rest = name[len(prefix) + 4 :]
-    return int(rest) if re.fullmatch("[1-9][0-9]*", rest) else None
+    return int(rest) if PLAIN_ID.fullmatch(rest) else None
 
 
 def find_orphans(entries: list[SweepEntry], prefix: str, known: dict[int, str | None]) -> list[str]:
