@@ -308,6 +308,30 @@ async def test_a_stop_records_the_end_once_the_process_exited_before_jupyterhubs
     assert _cleaned_up(db, spawner, token) and spawner.stopped_listener is None
 
 
+async def test_no_request_after_a_stops_early_end_sees_the_users_activity_moved(running):
+    """JupyterHub's ``User.stop`` sets the user's activity to now, which the hub puts back
+    (a stop is no activity of the user's: an admin's, a time limit's). Since the job's end
+    is recorded before that cleanup, a request answered between the cleanup and the put
+    back (the API's ``last_activity`` right after a stop) saw it moved. Put back before
+    anything else runs: every look from another task during the stop sees it as before.
+    Failed before: the looks after JupyterHub's cleanup saw the stop's time."""
+    control, db, orm_user, spawner, proc = running
+    before = orm_user.last_activity
+    seen, stopping = [], True
+
+    async def look():
+        while stopping:
+            seen.append(orm_user.last_activity)
+            await asyncio.sleep(0)
+
+    looking = asyncio.ensure_future(look())
+    assert await control.stop(orm_user, "ws-1", then=lambda: None) is True
+    stopping = False
+    await looking
+    assert len(seen) > 1 and set(seen) == {before}
+    assert orm_user.last_activity == before and spawner.stop_cleaned_listener is None
+
+
 async def test_a_stop_that_cannot_tell_the_process_ended_records_the_end_after_it(running, monkeypatch):
     """A spawner's stop that gives up on the process (it did not die) records no end
     early: a job is never reported ended while its process may still run. The end is

@@ -402,6 +402,15 @@ class ServerControl:
         async def stop() -> None:
             nonlocal called
             before = orm_user.last_activity
+
+            def cleaned() -> None:
+                # JupyterHub's cleanup set the user's activity to now, after the job's end
+                # was recorded (``ended``): put back before a request reads it
+                if self._restore_activity(orm_user, spawner, before):
+                    self._commit()
+
+            if isinstance(spawner, WorkspaceSpawnerMixin):
+                spawner.stop_cleaned_listener = cleaned
             try:
                 # the route goes while the server stops, not before: a stop waits for one
                 # proxy round trip less (JupyterHub's own stop does them one after the other)
@@ -427,6 +436,8 @@ class ServerControl:
                 spawner._stop_pending = False
                 if listens is not None:
                     listens.stopped_listener = None
+                if isinstance(spawner, WorkspaceSpawnerMixin):
+                    spawner.stop_cleaned_listener = None
 
         spawner._stop_future = self.pool.spawn(stop())
         await asyncio.shield(spawner._stop_future)

@@ -201,6 +201,11 @@ class WorkspaceSpawnerMixin:
     #: steps ended), before JupyterHub's cleanup of the server and anything the spawner
     #: does after the end (a SLURM job's output tail): the job's end is recorded then
     stopped_listener: Callable[[], None] | None = None
+    #: set by the hub for a stop: called (synchronous) once JupyterHub's cleanup of the
+    #: stopped server is committed, before its post-stop hook, with nothing awaited in
+    #: between: that cleanup sets the user's activity to now, which the hub puts back
+    #: there, before any request can read it (the job's end is recorded before it)
+    stop_cleaned_listener: Callable[[], None] | None = None
 
     def take_launch(self) -> WorkspaceLaunch:
         """Take the launch handed over for this start, or refuse to start.
@@ -315,6 +320,11 @@ class WorkspaceSpawnerMixin:
         self.report("stopping")
         await super().stop(now=now)  # type: ignore[misc]
         await self._ended_by_stop()
+
+    def run_post_stop_hook(self) -> Any:
+        if self.stop_cleaned_listener is not None:
+            self.stop_cleaned_listener()
+        return super().run_post_stop_hook()  # type: ignore[misc]
 
     async def _ended_by_stop(self) -> None:
         """Call :attr:`stopped_listener` if the server is known ended (a poll says how it
