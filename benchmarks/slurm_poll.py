@@ -60,8 +60,8 @@ each side, ``--hub-runs`` times, alternating which side goes first:
   ``running`` (uws-hub sets it once the server answers), then ``GET
   <the job's url>api/status`` through the proxy until the minimal server
   answers 200 (it answers any GET with its job id, checked); then ``POST
-  /hub/api/jobs/{id}/stop`` and ``GET`` the job until it is ``cancelled``
-  (every 10 ms, both sides: see ``STOP_POLL_INTERVAL``).
+  /hub/api/jobs/{id}/stop`` and wait until the job is ``cancelled`` (its
+  event, or ``GET`` every 10 ms: ``--stop-wait``, below).
   Also kept: the job's own ``created_at``, ``queued_at`` (``sbatch``
   returned) and ``running_at`` (the hub's clock).
 - baseline, by hand: the same server (same python, same script) submitted
@@ -75,12 +75,22 @@ each side, ``--hub-runs`` times, alternating which side goes first:
 The stop's phases are reported too: the hub's from its own timestamps
 (``stopping_at``, ``finished_at``) and its log (``scancel`` run, the poller
 seeing the job end); by hand, ``scancel`` returned and the first COMPLETING.
-The comparison is fair in how each side learns of the end: by hand, ``squeue``
-for that one job every 10 ms right after ``scancel`` returns; the hub, which
-must learn it from SLURM too (``squeue`` after its own ``scancel``), is
-itself polled by the client every 10 ms: the hub's side has one more hop
-(its answer to the client), as a user of the hub has. ``--hub-log-level DEBUG`` with ``--hub-log PATH``
-keeps the hub's log, which follows each stop step by step.
+How each side learns of the end: by hand, ``squeue`` for that one job every
+10 ms (plus the ~6 ms ``squeue`` takes) right after ``scancel`` returns; the
+hub learns it from SLURM the same way (its own follow-up ``squeue`` of the
+job every 10 ms after its ``scancel``). The hub's client then learns it from
+the hub (``--stop-wait``): by default from the job's ``cancelled`` event on
+``GET /hub/api/events`` (subscribed before the stop, as the job's page and
+the HuBMAP portal are); or (``poll``) with ``GET /hub/api/jobs/{id}`` every
+10 ms, as this script did before; or both at once. The event is the fair
+comparison: polling the hub, which itself polls SLURM at the baseline's pace,
+puts two polling delays in series where the baseline has one. Measured both
+ways on main f3f2a82 (2 cores, other benchmarks between the runs; 6 runs of 2
+stops each way, p50 of the runs' ratios, and their range): the event 1.32×
+(1.24-1.48), the GETs 1.59× (1.30-2.18); both at once (the GETs load the
+hub the event comes from) 1.62× and 1.73×. ``--hub-log-level DEBUG`` with
+``--hub-log PATH`` keeps the hub's log, which follows each stop step by step
+(``SLURM follow-up of ending jobs`` lines: each ``squeue`` of a stop).
 
 The hub's job log directory (where its jobs' SLURM output goes) is a folder
 of its own outside the hub's 0700 working directory: the jobs' account must
@@ -132,6 +142,7 @@ ensure_venv()
 
 import requests  # noqa: E402
 from batchspawner import JobStatus, SlurmSpawner  # noqa: E402
+from launch import JobEvents  # noqa: E402
 
 from tests.hubutil import REPO, Hub  # noqa: E402
 from uws_hub.spawners.slurm.commands import run_command  # noqa: E402
@@ -182,6 +193,15 @@ def parse_args(argv=None):
         default=0.05,
         help="seconds between polls of the hub part (the job's status, its URL, and the server"
         " started by hand: the same for both sides)",
+    )
+    p.add_argument(
+        "--stop-wait",
+        choices=("events", "poll", "both"),
+        default="events",
+        help="how the hub part's client learns that a stopped job ended. events: the job's 'cancelled'"
+        " event on GET /hub/api/events, subscribed before the stop (as the job's page is). poll: GET"
+        " /hub/api/jobs/{id} every 10 ms. both: the two at once (the GETs then load the hub the event"
+        " comes from)",
     )
     p.add_argument(
         "--server-stop-seconds",
@@ -571,6 +591,12 @@ TERMINAL = {"completed", "failed", "cancelled"}
 #: the next poll, up to one interval late on either side (ratios of 0.95-1.8 from that alone);
 #: a poll costs the hub ~2 ms, an squeue ~5 ms, and a stop takes few of them
 STOP_POLL_INTERVAL = 0.01
+#: how the hub part's client learns that a stopped job ended (``--stop-wait``), for the report
+STOP_WAIT_TEXT = {
+    "events": "its `cancelled` event on `GET /hub/api/events`, subscribed before the stop",
+    "poll": "`GET /hub/api/jobs/{id}` every 10 ms",
+    "both": "its event and `GET /hub/api/jobs/{id}` every 10 ms, at once",
+}
 #: squeue's states of a job not ended yet (COMPLETING: SLURM is still ending it)
 NOT_ENDED = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "RESIZING", "STAGE_OUT"}
 
@@ -643,8 +669,11 @@ class Deadline:
             raise TimeoutError(f"{self.what}: {doing} for more than {self.timeout:g} s")
 
 
-def hub_launch(hub: Hub, token: str, session: requests.Session, jobs: Jobs, interval: float, timeout: float) -> dict:
-    """One launch through the hub: POST → running (GET) → its URL answers → stop → cancelled."""
+def hub_launch(
+    hub: Hub, token: str, session: requests.Session, jobs: Jobs, interval: float, timeout: float, stop_wait: str
+) -> dict:
+    """One launch through the hub: POST → running (GET) → its URL answers → stop → cancelled
+    (``stop_wait``: the event, GETs, or both at once; see ``--stop-wait``)."""
     headers = {"Authorization": f"token {token}"}
     api = f"{hub.url}/hub/api"
     ws = hub.api("POST", "workspaces", token, json={"name": f"bench {uuid.uuid4().hex[:8]}"}, expect=201)
@@ -694,20 +723,31 @@ def hub_launch(hub: Hub, token: str, session: requests.Session, jobs: Jobs, inte
             deadline.check(f"{url} not answering")
             time.sleep(interval)
 
-        t1, t1_wall = time.perf_counter(), time.time()
-        r = session.post(f"{api}/jobs/{job_id}/stop", headers=headers, timeout=30)
-        stop_answered = time.perf_counter() - t1
-        if r.status_code != 202:
-            raise RuntimeError(f"POST /hub/api/jobs/{job_id}/stop: {r.status_code} {r.text[:500]}")
-        while True:
-            job = get_job(job_id)
-            if job["status"] in TERMINAL:
-                stopped = time.perf_counter() - t1
-                break
-            deadline.check("not ended after its stop")
-            time.sleep(min(interval, STOP_POLL_INTERVAL))
-        if job["status"] != "cancelled":
-            raise RuntimeError(f"hub job {job_id} ended {job['status']}, not cancelled: {job['reason']}")
+        # the job's page: subscribed to the workspace's events before the stop
+        events = JobEvents(hub, token, ws["id"]) if stop_wait != "poll" else None
+        stopped = stop_event = float("nan")
+        try:
+            t1, t1_wall = time.monotonic(), time.time()
+            r = session.post(f"{api}/jobs/{job_id}/stop", headers=headers, timeout=30)
+            stop_answered = time.monotonic() - t1
+            if r.status_code != 202:
+                raise RuntimeError(f"POST /hub/api/jobs/{job_id}/stop: {r.status_code} {r.text[:500]}")
+            while stop_wait != "events":
+                job = get_job(job_id)
+                if job["status"] in TERMINAL:
+                    stopped = time.monotonic() - t1
+                    break
+                deadline.check("not ended after its stop")
+                time.sleep(min(interval, STOP_POLL_INTERVAL))
+            if events is not None:
+                arrived, _event = events.wait_status(job_id, TERMINAL, timeout)
+                stop_event = arrived - t1
+                job = get_job(job_id)
+            if job["status"] != "cancelled":
+                raise RuntimeError(f"hub job {job_id} ended {job['status']}, not cancelled: {job['reason']}")
+        finally:
+            if events is not None:
+                events.close()
     finally:
         if job["status"] not in TERMINAL:
             try:
@@ -724,6 +764,7 @@ def hub_launch(hub: Hub, token: str, session: requests.Session, jobs: Jobs, inte
         "running": running,
         "answered": answered,
         "stop_to_cancelled": stopped,
+        "stop_to_event": stop_event,
         "hub_queued": hub_timestamp(job["queued_at"]) - created,
         "hub_running": hub_timestamp(job["running_at"]) - created,
         # the stop's phases, from the POST (the hub's clock and log; 1 ms resolution)
@@ -735,7 +776,8 @@ def hub_launch(hub: Hub, token: str, session: requests.Session, jobs: Jobs, inte
     }
     log(
         f"hub job {job_id} (SLURM {job['resource_id']}): POST {posted * 1000:.0f} ms, running"
-        f" {running * 1000:.0f} ms, answers {answered * 1000:.0f} ms, stop → cancelled {stopped * 1000:.0f} ms"
+        f" {running * 1000:.0f} ms, answers {answered * 1000:.0f} ms, stop → cancelled: GET {stopped * 1000:.0f} ms,"
+        f" event {stop_event * 1000:.0f} ms"
         f" (scancel {res['stop_scancel'] * 1000:.0f}, SLURM ended {res['stop_ended_seen'] * 1000:.0f},"
         f" recorded {res['stop_recorded'] * 1000:.0f})"
     )
@@ -866,7 +908,9 @@ def measure_hub(args, jobs: Jobs) -> dict:
         token = hub.add_user(account.pw_name)
         with requests.Session() as hub_session, requests.Session() as direct_session:
             sides = {
-                "hub": lambda: hub_launch(hub, token, hub_session, jobs, args.hub_poll_interval, args.timeout),
+                "hub": lambda: hub_launch(
+                    hub, token, hub_session, jobs, args.hub_poll_interval, args.timeout, args.stop_wait
+                ),
                 "by_hand": lambda: by_hand_launch(
                     jobs, account, direct_session, outdir, args.hub_poll_interval, args.timeout, server_env(args)
                 ),
@@ -1013,7 +1057,7 @@ def report(res: dict) -> str:
             " uws-hub: `POST /hub/api/workspaces/{id}/jobs` (`minimal`, resource `slurm`), then `GET"
             " /hub/api/jobs/{id}` until `running` (set once the server answers), then `GET <url>api/status`"
             " through the proxy until the server answers; then `POST /hub/api/jobs/{id}/stop` until"
-            " `cancelled`. Baseline: the same python and script submitted with `sbatch` as the same user with"
+            f" `cancelled` (the client learns it: {STOP_WAIT_TEXT[res.get('stop_wait', 'poll')]}). Baseline: the same python and script submitted with `sbatch` as the same user with"
             " the same resources, polled directly over HTTP until it answers; then `scancel` until `squeue`"
             f" says CANCELLED. All polls every {res['hub_poll_interval']:g} s (a stopping job's: every"
             f" {min(res['hub_poll_interval'], STOP_POLL_INTERVAL):g} s); after one warm-up of each, the"
@@ -1050,6 +1094,12 @@ def report(res: dict) -> str:
                         stop_base,
                     ),
                     row(
+                        "uws-hub: `POST /hub/api/jobs/{id}/stop` → the `cancelled` event arrives (the job's page)",
+                        hub_runs,
+                        "stop_to_event",
+                        stop_base,
+                    ),
+                    row(
                         "baseline, by hand: `scancel` → `squeue` says CANCELLED",
                         by_hand,
                         "scancel_to_cancelled",
@@ -1075,6 +1125,7 @@ def report(res: dict) -> str:
                     row("uws-hub: `scancel` about to run (its log)", hub_runs, "stop_scancel"),
                     row("uws-hub: the poller sees the job CANCELLED (its log)", hub_runs, "stop_ended_seen"),
                     row("uws-hub: `finished_at` (the end recorded)", hub_runs, "stop_recorded"),
+                    row("uws-hub: the `cancelled` event arrives", hub_runs, "stop_to_event", stop_base),
                     row("uws-hub: `GET` says `cancelled`", hub_runs, "stop_to_cancelled", stop_base),
                     row("by hand: `scancel` returned", by_hand, "scancel_returned"),
                     row(
@@ -1134,6 +1185,7 @@ async def run(args, jobs: Jobs) -> dict:
     if not args.skip_hub:
         res["hub_poll_interval"] = args.hub_poll_interval
         res["server_stop_seconds"] = args.server_stop_seconds
+        res["stop_wait"] = args.stop_wait
         # blocking HTTP and subprocesses: in a thread (nothing else runs on the loop meanwhile)
         res["hub"] = await asyncio.to_thread(measure_hub, args, jobs)
     return res

@@ -34,6 +34,11 @@ TERMINAL = {"completed", "failed", "cancelled"}
 #: the hub's job log directory, where the servers' SLURM output goes: one the jobs'
 #: accounts can reach (the tests' own temporary folders are root's only)
 LOG_DIR = tempfile.mkdtemp(prefix="uws-slurm-logs-")
+#: the hub's squeue: SLURM's, each call's arguments logged (which jobs it asks about)
+SQUEUE_LOG = Path(tempfile.mkdtemp(prefix="uws-slurm-squeue-")) / "calls.log"
+SQUEUE = SQUEUE_LOG.with_name("squeue")
+SQUEUE.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {SQUEUE_LOG}\nexec squeue "$@"\n')
+SQUEUE.chmod(0o755)
 SLURM_CONFIG = f"""
 c.UWSHub.system_users = True
 c.UWSHub.job_log_dir = {LOG_DIR!r}
@@ -42,6 +47,7 @@ c.UWSHub.job_reconcile_interval = 1
 c.UWSHub.resource_spawners = {{"local": "uws-local", "slurm": "uws-slurm"}}
 c.SlurmPoller.poll_interval_seconds = 1
 c.SlurmPoller.fast_poll_interval_seconds = 0.5
+c.SlurmPoller.squeue_cmd = [{str(SQUEUE)!r}]
 c.UWSHub.job_types = {{
     "lab": {{
         "display_name": "JupyterLab on SLURM", "default_url": "/lab", "resources": ["slurm"],
@@ -190,6 +196,37 @@ def test_a_stop_lets_the_server_shut_down(shub, user):
     assert slurmutil.job_info(job["resource_id"])["state"] == "CANCELLED"
     output = output_file(job).read_text()
     assert "[minimal] exiting 1 s after SIGTERM" in output, output
+
+
+def squeue_calls() -> list[list[str]]:
+    """The jobs each of the hub's squeue calls asked about, in order."""
+    lines = SQUEUE_LOG.read_text().splitlines() if SQUEUE_LOG.exists() else []
+    return [m.group(1).split(",") for line in lines if (m := re.search(r"(?:^| )-j (\S+)", line))]
+
+
+def test_a_stop_follows_its_job_up_alone(shub, user):
+    """After its scancel a stop asks SLURM about its job alone until SLURM has ended it
+    (the job is COMPLETING for a second here: the server shuts down), not about every job
+    the hub tracks each time; another running job runs on, and the stopped job ends
+    cancelled with the stop's reason."""
+    other = slurm_launch(shub, user)
+    job = slurm_launch(shub, user, job_type="slowstop")
+    other = shub.wait_job(other["id"], user, {"running"} | TERMINAL, timeout=60)
+    job = shub.wait_job(job["id"], user, {"running"} | TERMINAL, timeout=60)
+    assert job["status"] == other["status"] == "running", (job["reason"], other["reason"])
+    try:
+        before = len(squeue_calls())
+        shub.api("POST", f"jobs/{job['id']}/stop", user, expect=202)
+        job = shub.wait_job(job["id"], user, TERMINAL, timeout=30)
+        assert job["status"] == "cancelled" and job["reason"] == "Stopped on request"
+        assert slurmutil.job_info(job["resource_id"])["state"] == "CANCELLED"
+        calls = squeue_calls()[before:]
+        alone = [ids for ids in calls if ids == [job["resource_id"]]]
+        assert alone, calls  # before: every call asked about both jobs (and any other)
+        assert shub.api("GET", f"jobs/{other['id']}", user)["status"] == "running"
+    finally:
+        shub.api("POST", f"jobs/{other['id']}/stop", user, expect=None)
+        shub.wait_job(other["id"], user, TERMINAL, timeout=30)
 
 
 def test_jupyterlab_on_slurm_through_the_proxy(shub, user):

@@ -446,28 +446,82 @@ async def test_wait_and_vanished_jobs_end_through_sacct(fake):
 
 async def test_a_stop_follows_an_ending_job_to_its_end_without_a_gap():
     """While a stop waits for a job SLURM is ending (COMPLETING: its server shuts down),
-    cycles come every 10 ms at first, then every tenth of the time waited so far, up to
-    the fast interval: never a fixed gap after a short window (it was 0.5 s after 0.25 s)."""
+    the job is followed up every 10 ms at first, then every tenth of the time waited so
+    far, until the next cycle for all jobs comes first: never a fixed gap after a short
+    window (it was 0.5 s after 0.25 s). A follow-up asks about the ending jobs only."""
     poller = SlurmPoller(poll_interval_seconds=5, fast_poll_interval_seconds=0.5)
     loop = asyncio.get_running_loop()
     poller._states["1"] = JobState("1", "COMPLETING")
     poller._states["2"] = JobState("2", "RUNNING")
     poller._states["3"] = JobState("3", "PENDING")
+    poller._states["4"] = JobState("4", "CANCELLED")
 
-    def interval(job_id: str, waited: float) -> float:
+    def schedule(job_id: str, waited: float) -> tuple[float, list[str] | None]:
         poller._waiters = [_Waiter(job_id, lambda s: s.ended, loop.create_future(), time.monotonic() - waited)]
-        return poller._interval()
+        now = time.monotonic()
+        poller._full_due = now + poller._interval()
+        due, ids = poller._next()
+        return due - now, ids
 
-    assert interval("1", 0) == pytest.approx(0.01)
-    assert interval("1", 0.3) == pytest.approx(0.03, abs=0.005)
-    assert interval("1", 1) == pytest.approx(0.1, abs=0.005)
-    assert interval("1", 60) == 0.5
-    # a stop or a start that waits for anything else: the fast interval; a job pending
-    # past the fast window: the normal one
-    assert interval("2", 0) == interval("2", 60) == 0.5
-    assert interval("3", 60) == 5
+    assert schedule("1", 0) == (pytest.approx(0.01, abs=0.002), ["1"])
+    assert schedule("1", 0.3) == (pytest.approx(0.03, abs=0.005), ["1"])
+    assert schedule("1", 1) == (pytest.approx(0.1, abs=0.005), ["1"])
+    # past five seconds of waiting the follow-up would come after the next cycle for all
+    assert schedule("1", 60) == (pytest.approx(0.5, abs=0.005), None)
+    # a stop or a start that waits for anything else: the fast interval for all jobs; a
+    # job pending past the fast window: the normal one
+    assert schedule("2", 0) == (pytest.approx(0.5, abs=0.005), None)
+    assert schedule("2", 60) == (pytest.approx(0.5, abs=0.005), None)
+    assert schedule("3", 60) == (pytest.approx(5, abs=0.005), None)
+    # a job the hub has just cancelled is ending before any cycle says COMPLETING (its
+    # follow-up starts at once), until a cycle sees it ended
+    poller.ending("2")  # not tracked: nothing
+    assert schedule("2", 0)[1] is None
+    poller._listeners["2"] = []
+    poller.ending("2")
+    assert schedule("2", 0) == (pytest.approx(0.01, abs=0.002), ["2"])
+    poller._listeners["4"] = []
+    poller.ending("4")
+    assert schedule("4", 0) == (pytest.approx(0.5, abs=0.005), None)
     poller._waiters = []
     assert poller._interval() == 5
+
+
+async def test_a_stop_after_its_scancel_asks_slurm_about_its_job_only(fake):
+    """After the hub's own scancel (``ending``), a wait for the job's end asks SLURM about
+    that job only, every 10 ms at first: the next cycle for all the other jobs is not
+    brought forward (with a thousand jobs tracked each is a big squeue) and keeps its pace."""
+    for i in range(1, 11):
+        fake.set(str(i), "RUNNING", node="n1")
+    poller = fake.poller(poll_interval_seconds=300, fast_poll_interval_seconds=300)
+    for i in range(1, 11):
+        poller.track(str(i))
+    assert await poller.refresh()
+    n = len(fake.calls())
+    fake.set("7", "COMPLETING", node="n1")
+    poller.ending("7")
+
+    async def end_soon():
+        await asyncio.sleep(0.2)
+        fake.set("7", "CANCELLED", node="n1")
+
+    ender = asyncio.ensure_future(end_soon())
+    state = await asyncio.wait_for(poller.wait("7", lambda s: s.ended), 5)
+    await ender
+    assert state.state == "CANCELLED"
+    follow_ups = fake.calls()[n:]
+    assert len(follow_ups) >= 2  # COMPLETING, then CANCELLED
+    assert all(call[call.index("-j") + 1] == "7" for call in follow_ups), follow_ups
+    # the other jobs keep their pace (300 s): no cycle for all of them meanwhile, and the
+    # ended job is asked about no more
+    await asyncio.sleep(0.3)
+    assert len(fake.calls()) == n + len(follow_ups)
+    assert poller.get("3").running
+    # a refresh still gets a cycle for all jobs at once
+    assert await poller.refresh()
+    last = fake.calls()[-1]
+    assert last[last.index("-j") + 1] == "1,2,3,4,5,6,8,9,10"
+    await poller.close()
 
 
 async def test_failing_squeue_backs_off_and_never_ends_jobs(fake):

@@ -34,9 +34,11 @@ from .parsing import ENDING_STATES, SACCT_FIELDS, SQUEUE_FORMAT, JobState, frame
 
 #: while something waits for a job SLURM is ending (``COMPLETING`` after a ``scancel``: some
 #: tens of ms for a server that exits at once, as long as its shutdown for one that does not),
-#: cycles come every ENDING_POLL_INTERVAL_SECONDS at first, then every ENDING_LATENESS of the
-#: time waited so far (up to ``fast_poll_interval_seconds``): the end is seen at most a tenth
-#: of the wait late, however long SLURM takes, with a few dozen ``squeue`` calls in all
+#: it is followed up every ENDING_POLL_INTERVAL_SECONDS at first, then every ENDING_LATENESS
+#: of the time waited so far (up to ``fast_poll_interval_seconds``): the end is seen at most
+#: a tenth of the wait late, however long SLURM takes, with a few dozen ``squeue`` calls in
+#: all. A follow-up asks SLURM about the ending jobs only (``squeue -j`` of those), between
+#: the cycles for all jobs, which keep their own pace.
 ENDING_POLL_INTERVAL_SECONDS = 0.01
 ENDING_LATENESS = 0.1
 #: after an early wake (a new job, a refresh, a job's wake), how long the loop gathers
@@ -194,6 +196,14 @@ class SlurmPoller(LoggingConfigurable):
         self._exit_codes: set[str] = set()
         self._waiters: list[_Waiter] = []
         self._cycle_waiters: list[asyncio.Future] = []
+        #: jobs this hub cancelled (see :meth:`ending`): SLURM is ending them
+        self._cancelled: set[str] = set()
+        #: when the next cycle for all jobs is due (time.monotonic()); follow-ups of ending
+        #: jobs come in between (see :meth:`_next`)
+        self._full_due = 0.0
+        #: a cycle for all jobs was asked for since the last one started (else a wake only
+        #: makes the loop look at its schedule again: a new follow-up)
+        self._full_asked = False
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self._closing = False
@@ -230,6 +240,7 @@ class SlurmPoller(LoggingConfigurable):
             self._listeners.pop(job_id, None)
             self._states.pop(job_id, None)
             self._exit_codes.discard(job_id)
+            self._cancelled.discard(job_id)
 
     @property
     def tracked(self) -> list[str]:
@@ -258,12 +269,21 @@ class SlurmPoller(LoggingConfigurable):
             return state
         waiter = _Waiter(job_id, predicate, asyncio.get_running_loop().create_future())
         self._waiters.append(waiter)
-        self._kick()
+        # a job SLURM is ending is followed up (see _next), sooner than a cycle for all
+        self._kick(full=not self._ending(job_id))
         try:
             return await waiter.future
         finally:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
+
+    def ending(self, job_id: str) -> None:
+        """This hub has just cancelled the tracked job (its ``scancel`` returned): SLURM is
+        ending it. A :meth:`wait` for it is then followed up at the pace of a job seen
+        ``COMPLETING``, from now on, asking SLURM about it alone, without the next cycle
+        for all jobs being brought forward."""
+        if job_id in self._listeners:
+            self._cancelled.add(job_id)
 
     def wake(self) -> None:
         """Run a cycle soon, without waiting for it (a job's wake, see
@@ -272,8 +292,9 @@ class SlurmPoller(LoggingConfigurable):
         if self._listeners:
             self._kick()
 
-    def _kick(self, *, soon: bool = True) -> None:
-        """Start the loop if needed and (``soon``) let it run a cycle soon."""
+    def _kick(self, *, soon: bool = True, full: bool = True) -> None:
+        """Start the loop if needed and (``soon``) let it run a cycle soon: one for all jobs,
+        or (not ``full``) the follow-up of a job SLURM is ending (see :meth:`_next`)."""
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -281,35 +302,60 @@ class SlurmPoller(LoggingConfigurable):
         if self._wake is None:
             self._wake = asyncio.Event()
         if self._failures == 0 and soon:
+            self._full_asked = self._full_asked or full
             self._wake.set()
         if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(self._loop())
 
     def _interval(self) -> float:
-        """Seconds to the next cycle: ``fast_poll_interval_seconds`` while a start or a
-        stop waits (see there), shorter while a stop waits for a job SLURM is ending
-        (see ENDING_LATENESS)."""
+        """Seconds to the next cycle for all jobs: ``fast_poll_interval_seconds`` while a
+        start or a stop waits (see there), else ``poll_interval_seconds``."""
         now = time.monotonic()
-        fast = self.fast_poll_interval_seconds
-        ending = fast
-        waiting = False
         for waiter in self._waiters:
             state = self._states.get(waiter.job_id)
-            if state is not None and state.state in ENDING_STATES:
-                ending = min(ending, max(ENDING_POLL_INTERVAL_SECONDS, ENDING_LATENESS * (now - waiter.since)))
             if state is None or not state.pending or now - waiter.since < self.fast_poll_window_seconds:
-                waiting = True
-        return ending if waiting else self.poll_interval_seconds
+                return self.fast_poll_interval_seconds
+        return self.poll_interval_seconds
+
+    def _ending(self, job_id: str) -> bool:
+        """Whether SLURM is ending the job: this hub cancelled it (:meth:`ending`), or a
+        cycle saw it ``COMPLETING``; not once it has ended."""
+        state = self._states.get(job_id)
+        if state is None:
+            return job_id in self._cancelled
+        return not state.ended and (job_id in self._cancelled or state.state in ENDING_STATES)
+
+    def _next(self) -> tuple[float, list[str] | None]:
+        """When the next cycle is due (time.monotonic()), and for which jobs: the jobs a
+        wait follows up that SLURM is ending (see ENDING_LATENESS), if that comes before the
+        next cycle for all jobs (None)."""
+        now = time.monotonic()
+        due = self._full_due
+        ids: list[str] | None = None
+        for waiter in self._waiters:
+            if not self._ending(waiter.job_id):
+                continue
+            at = now + max(ENDING_POLL_INTERVAL_SECONDS, ENDING_LATENESS * (now - waiter.since))
+            if at < due:
+                due, ids = at, []
+            if ids is not None and waiter.job_id not in ids:
+                ids.append(waiter.job_id)
+        return due, ids
 
     # ---------------------------------------------------------------- the loop
     async def _loop(self) -> None:
         assert self._wake is not None
+        #: the jobs of the next cycle: all (None), or the ending jobs a follow-up asks about
+        only: list[str] | None = None
         while not self._closing and (self._listeners or self._cycle_waiters):
             self._wake.clear()
-            waiters, self._cycle_waiters = self._cycle_waiters, []
+            self._full_asked = False
+            waiters: list[asyncio.Future] = []
+            if only is None:
+                waiters, self._cycle_waiters = self._cycle_waiters, []
             started = time.perf_counter()
             try:
-                await self.cycle()
+                await self.cycle(only)
             except asyncio.CancelledError:
                 raise
             except Exception as e:
@@ -329,26 +375,39 @@ class SlurmPoller(LoggingConfigurable):
                     future.set_result(ok)
             if not (self._listeners or self._cycle_waiters):
                 break
-            interval = self._interval()
             if self._failures:
-                interval = min(self.backoff_max_seconds, self.poll_interval_seconds * 2 ** (self._failures - 1))
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a
-            # cancellation (close()) that arrives as the event is set
-            try:
-                async with asyncio.timeout(interval):
-                    await self._wake.wait()
-            except TimeoutError:
-                continue
-            # woken early (new job, refresh, wake): gather whoever else asks right now
-            await asyncio.sleep(GATHER_SECONDS)
+                backoff = min(self.backoff_max_seconds, self.poll_interval_seconds * 2 ** (self._failures - 1))
+                self._full_due = time.monotonic() + backoff
+            elif only is None:
+                self._full_due = time.monotonic() + self._interval()
+            while True:
+                due, only = (self._full_due, None) if self._failures else self._next()
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a
+                # cancellation (close()) that arrives as the event is set
+                try:
+                    async with asyncio.timeout(max(0.0, due - time.monotonic())):
+                        await self._wake.wait()
+                except TimeoutError:
+                    break
+                if self._full_asked:
+                    # woken early (new job, refresh, wake): gather whoever else asks right now
+                    only = None
+                    await asyncio.sleep(GATHER_SECONDS)
+                    break
+                # a new follow-up (see wait): look at the schedule again
+                self._wake.clear()
         self._task = None
 
-    async def cycle(self) -> None:
-        """One poll: ``squeue`` for every tracked job still alive, ``sacct`` for the vanished."""
-        ids = [i for i in self.tracked if not (i in self._states and self._states[i].ended)]
+    async def cycle(self, only: list[str] | None = None) -> None:
+        """One poll: ``squeue`` for every tracked job still alive (or those of ``only``, a
+        follow-up of ending jobs), ``sacct`` for the vanished."""
+        jobs = self.tracked if only is None else [i for i in only if i in self._listeners]
+        ids = [i for i in jobs if not (i in self._states and self._states[i].ended)]
         if not ids:
             return
         found = await self.squeue(ids)
+        what = "SLURM poll" if only is None else "SLURM follow-up of ending jobs"
+        self.log.debug("%s: %s of %s job(s) in squeue", what, len(found), len(ids))
         missing = [i for i in ids if i not in found]
         # squeue knows how a job ended, not its exit code
         no_code = [i for i, s in found.items() if s.ended and i in self._exit_codes and not s.exit_code]
@@ -366,6 +425,8 @@ class SlurmPoller(LoggingConfigurable):
             previous = self._states.get(job_id)
             if state.ended and previous is not None and previous.ended:
                 continue
+            if state.ended:
+                self._cancelled.discard(job_id)
             self._states[job_id] = state
             if state != previous:
                 for listener in list(self._listeners.get(job_id, [])):

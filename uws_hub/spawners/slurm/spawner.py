@@ -721,14 +721,18 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         if not self.job_id:
             return BatchJobStatus.NOTFOUND
         self.poller.track(self.job_id, self._on_slurm_state)
-        await self.poller.refresh()
         state = self.poller.get(self.job_id)
+        if state is None or state.ended or state.pending or time.monotonic() >= self._stop_deadline:
+            # (right after this stop's scancel of a job seen running, SLURM is known to be
+            # ending it: no cycle for all jobs first, the follow-up below asks)
+            await self.poller.refresh()
+            state = self.poller.get(self.job_id)
         if state is None:
             return BatchJobStatus.UNKNOWN
         if not state.ended and not state.pending:
             # after scancel SLURM shows COMPLETING until the server has shut down: wait for
-            # the end on the shared poller's cycles (see ENDING_LATENESS), not batchspawner's
-            # 1 s sleeps; until the stop's deadline, then one cycle a call
+            # the end on the shared poller's follow-ups of the job (see ENDING_LATENESS), not
+            # batchspawner's 1 s sleeps; until the stop's deadline, then one cycle a call
             try:
                 async with asyncio.timeout(max(0.0, self._stop_deadline - time.monotonic())):
                     state = await self.poller.wait(self.job_id, lambda s: s.ended)
@@ -748,6 +752,7 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         self.log.info("Cancelling SLURM job %s of %s", self.job_id, self._log_name)
         self._stop_deadline = time.monotonic() + STOP_WAIT_SECONDS
         await self._scancel([self.job_id])
+        self.poller.ending(self.job_id)
 
     async def stop(self, now=False):
         # the mixin reports, batchspawner's stop cancels (cancel_batch_job) and
