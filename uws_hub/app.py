@@ -33,6 +33,7 @@ from .apihandlers import default_handlers as api_handlers
 from .apihandlers.base import UnknownAPIRouteHandler
 from .apihandlers.servers import default_handlers as server_api_handlers
 from .authenticators.local import WorkspaceLocalAuthenticator
+from .bodies import BodyLimitedApplication
 from .dbutil import drop_sqlite_ping, sqlite_wal
 from .handlers import default_handlers as page_handlers
 from .jobs.servers import load_spawner_class
@@ -259,6 +260,21 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
 
         Uploads are streamed to disk, so this bounds disk use, not memory.
         Accepts a number of bytes or a string with a unit, e.g. ``"10G"``.
+        """,
+    )
+
+    max_request_body_bytes = ByteSpecification(
+        1024**2,
+        config=True,
+        help="""Largest body of a request the hub reads whole (JSON, forms): a larger one is a 413.
+
+        Tornado reads such a body into memory before anyone is authenticated (up to
+        100 MB unless bounded), so without this an anonymous client could make the hub
+        hold that much per connection. Uploads to the files API are streamed to disk
+        and bounded by ``max_upload_bytes`` instead; the requests that create a
+        workspace (also HuBMAP's, and its workspace updates) may be larger by twice
+        ``max_seed_bytes``, what their seed files take once encoded in JSON.
+        Accepts a number of bytes or a string with a unit, e.g. ``"1M"``.
         """,
     )
 
@@ -643,6 +659,15 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
             # invitations and unread notifications, counted in the navigation
             "uws_waiting": self.uws.waiting,
         }
+
+    def init_tornado_application(self):
+        """JupyterHub's application, with each route's request bodies bounded (:mod:`uws_hub.bodies`)."""
+        self.tornado_application = BodyLimitedApplication(
+            self.handlers,
+            max_body_bytes=self.max_request_body_bytes,
+            seed_body_bytes=2 * self.max_seed_bytes,
+            **self.tornado_settings,
+        )
 
     def _make_services(self) -> services.Services:
         try:

@@ -159,6 +159,9 @@ class TokensHandler(HubMAPHandler):
 
 # ---------------------------------------------------------------- workspaces
 class WorkspacesHandler(TranslatingHandler):
+    #: a creation's or update's body holds its files (:mod:`uws_hub.bodies`)
+    takes_seed_files = True
+
     @requires(READ_WORKSPACES)
     async def get(self, workspace_id=None):
         where = access.workspace_clause(self, READ_WORKSPACES, Workspace.owner_id, Workspace.id)
