@@ -292,6 +292,24 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         """,
     )
 
+    max_streams_per_user = Integer(
+        20,
+        min=1,
+        config=True,
+        help="""Most event streams (``/hub/api/events``, its WebSocket, HuBMAP's job
+        WebSockets), log follows (``/hub/api/jobs/{id}/log/stream``) and UWS ``WAIT``s one
+        user (or service) holds open at once; one more is a 429 with ``Retry-After`` (a
+        WebSocket is closed with code 1013; a UWS ``WAIT`` is answered at once).
+
+        Each stays open as long as its reader wants and costs the hub a connection, a
+        subscription every event is offered to (on the hub's event loop) and a
+        periodic check of its reader's rights: without a bound one account opening
+        thousands would slow every request and take the hub's descriptors. A browser
+        holds at most six connections to the hub (HTTP/1.1), so its tabs never reach
+        the default; raise it for a service that follows many users' jobs.
+        """,
+    )
+
     zip_max_entries = Integer(
         100_000,
         min=1,

@@ -8,11 +8,16 @@ holding it.
 from __future__ import annotations
 
 import json
+import sys
+import textwrap
+import uuid
 
 import pytest
 import requests
+import websocket
 
-from ..helpers import declaring_length
+from ..helpers import MULTIUSER_CONFIG, declaring_length
+from ..hubutil import wait_for
 
 #: what the hub reads whole of a request it has no more room for (UWSHub.max_request_body_bytes)
 BODY_LIMIT = 1024 * 1024
@@ -55,3 +60,71 @@ def test_a_body_under_the_limit_is_read_as_before(hub, alice):
     )
     assert r.status_code == 422, r.text[:300]
     hub.api("DELETE", f"workspaces/{wid}", alice)
+
+
+#: UWSHub.max_streams_per_user of the streams' hub
+MOST_STREAMS = 3
+
+
+@pytest.fixture(scope="module")
+def streams_hub(make_hub, system_users):
+    sleeper = [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(300)"]
+    config = MULTIUSER_CONFIG + textwrap.dedent(
+        f"""
+        c.UWSHub.max_streams_per_user = {MOST_STREAMS}
+        c.UWSHub.job_types["sleeper"] = {{"display_name": "Sleeper", "interactive": False, "cmd": {sleeper!r}}}
+        """
+    )
+    hub = make_hub(config)
+    hub.alice = hub.add_user("uwsalice")
+    hub.bob = hub.add_user("uwsbob")
+    return hub
+
+
+def events(hub, token) -> requests.Response:
+    return requests.get(
+        f"{hub.url}/hub/api/events", headers={"Authorization": f"token {token}"}, stream=True, timeout=60
+    )
+
+
+def test_streams_held_open_are_bounded_per_user(streams_hub):
+    hub, alice = streams_hub, streams_hub.alice
+    ws = hub.api("POST", "workspaces", alice, json={"name": f"streams {uuid.uuid4().hex[:6]}"}, expect=201)
+    job = hub.api("POST", f"workspaces/{ws['id']}/jobs", alice, json={"job_type": "sleeper"}, expect=202)
+    hub.wait_job(job["id"], alice, {"running"})
+    follow_url = f"{hub.url}/hub/api/jobs/{job['id']}/log/stream"
+    auth = {"Authorization": f"token {alice}"}
+    held = [events(hub, alice), events(hub, alice)]
+    try:
+        held.append(requests.get(follow_url, headers=auth, stream=True, timeout=60))
+        assert [r.status_code for r in held] == [200] * MOST_STREAMS
+        # one more of any kind: a 429 saying why, or a WebSocket closed with 1013 (try again later)
+        for r in (events(hub, alice), requests.get(follow_url, headers=auth, stream=True, timeout=60)):
+            with r:
+                assert r.status_code == 429, r.url  # (a stream's text never ends)
+                assert "max_streams_per_user" in r.json()["message"] and int(r.headers["Retry-After"]) > 0
+        conn = websocket.create_connection(
+            hub.url.replace("http", "ws") + "/hub/api/events/ws", header=[f"Authorization: token {alice}"], timeout=30
+        )
+        opcode, data = conn.recv_data(control_frame=True)
+        conn.close()
+        assert opcode == websocket.ABNF.OPCODE_CLOSE and int.from_bytes(data[:2], "big") == 1013, (opcode, data)
+        assert b"max_streams_per_user" in data
+        # others' streams are theirs
+        with events(hub, streams_hub.bob) as r:
+            assert r.status_code == 200
+        # one closed, one more may open (once the hub saw the close)
+        held.pop(0).close()
+
+        def reopened():
+            r = events(hub, alice)
+            if r.status_code == 200:
+                return r
+            r.close()
+            return None
+
+        held.append(wait_for(reopened, 30, what="a stream's slot given back"))
+    finally:
+        for r in held:
+            r.close()
+        hub.api("POST", f"jobs/{job['id']}/stop", alice)

@@ -41,6 +41,7 @@ from ..inputs import Text, query_bool
 from ..quotas.limits import Reservation
 from ..quotas.service import QuotaExceeded
 from ..scopes import READ_WORKSPACES, WRITE_WORKSPACES, requires
+from ..slots import reader_of
 from ..workspaces.paths import FileConflict, NotText, PathError, etag
 from ..workspaces.paths import NotFound as StorageNotFound
 from ..workspaces.storage import TEXT_MAX_BYTES, Precondition, Upload, text_of
@@ -320,21 +321,15 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
         """The folder as a zip file, a piece at a time, each made in a thread only once
         the one before is sent (a client that reads slowly holds up only its own zip);
         at most ``UWSHub.max_zip_downloads_per_user`` at once by one reader."""
-        reader = f"{self.current_user.kind}:{self.current_user.name}"
-        downloads = self.uws.zip_downloads
-        most = self.uws.max_zip_downloads_per_user
-        if downloads.get(reader, 0) >= most:
-            raise TooManyRequests(
+
+        def busy(most: int) -> TooManyRequests:
+            return TooManyRequests(
                 f"You are downloading {most} zip files already, the most at once; try again when one is done",
                 ZIP_RETRY_SECONDS,
             )
-        downloads[reader] = downloads.get(reader, 0) + 1
-        try:
+
+        with self.uws.zip_downloads.hold(reader_of(self.current_user), busy):
             await self._stream_zip(ws, relpath)
-        finally:
-            downloads[reader] -= 1
-            if not downloads[reader]:
-                del downloads[reader]
 
     async def _stream_zip(self, ws, relpath: str) -> None:
         most = self.uws.zip_max_entries

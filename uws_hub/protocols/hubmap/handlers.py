@@ -354,8 +354,9 @@ class JobHandler(EventsWebSocketHandler, TranslatingHandler):
         return origin in self.compat.cors_origins or super().check_origin(origin)
 
     def open(self, job_id):
-        self._subscription = self.subscribe(EventFilter(workspace_id=None, job_id=self._job_id, after=None))
-        self._pump = asyncio.ensure_future(self._run())
+        if self.take_stream_slot():
+            self._subscription = self.subscribe(EventFilter(workspace_id=None, job_id=self._job_id, after=None))
+            self._pump = asyncio.ensure_future(self._run())
 
     def _message(self) -> str | None:
         job = Job.find(self.db, self._job_id)
