@@ -324,6 +324,21 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         """,
     )
 
+    folder_max_entries = Integer(
+        100_000,
+        min=1,
+        config=True,
+        help="""Most files and folders a folder may hold to be listed by the files API
+        (``GET /hub/api/workspaces/{id}/files?path=``); a larger one is a 422 saying so.
+
+        A listing is sorted before its page is sent, so the hub keeps every entry of
+        the folder meanwhile (about 400 bytes each) and reads each one's metadata;
+        files of no bytes cost no disk quota, so without a bound one folder of
+        millions of them would take hundreds of MB of the hub's memory, and seconds
+        of its CPU, at each request for a page of it.
+        """,
+    )
+
     max_running_batch_jobs = Integer(
         0,
         min=0,

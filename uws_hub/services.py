@@ -80,6 +80,8 @@ class Services:
     editors_run_code: bool = True
     #: ``UWSHub.zip_max_entries``
     zip_max_entries: int = 100_000
+    #: ``UWSHub.folder_max_entries``
+    folder_max_entries: int = 100_000
     #: zip downloads under way, by who reads them (``UWSHub.max_zip_downloads_per_user`` each)
     zip_downloads: ReaderSlots = field(default_factory=lambda: ReaderSlots(2))
     #: event streams, log follows and UWS waits held open, by who reads them
@@ -364,6 +366,7 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         zip_downloads=ReaderSlots(hub.max_zip_downloads_per_user),
         streams=ReaderSlots(hub.max_streams_per_user),
         zip_max_entries=hub.zip_max_entries,
+        folder_max_entries=hub.folder_max_entries,
         stream_recheck_seconds=hub.stream_recheck_seconds,
     )
 

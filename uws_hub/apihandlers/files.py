@@ -42,7 +42,7 @@ from ..quotas.limits import Reservation
 from ..quotas.service import QuotaExceeded
 from ..scopes import READ_WORKSPACES, WRITE_WORKSPACES, requires
 from ..slots import reader_of
-from ..workspaces.paths import FileConflict, NotText, PathError, etag
+from ..workspaces.paths import FileConflict, NotText, PathError, TooManyEntries, etag
 from ..workspaces.paths import NotFound as StorageNotFound
 from ..workspaces.storage import TEXT_MAX_BYTES, Precondition, Upload, text_of
 from .base import UWSAPIHandler
@@ -80,7 +80,7 @@ def storage_refusals(conflict: type[UWSError] = Conflict) -> Iterator[None]:
         raise NotFound(str(e)) from None
     except FileConflict as e:
         raise conflict(str(e)) from None
-    except NotText as e:
+    except (NotText, TooManyEntries) as e:
         raise Unprocessable(str(e)) from None
 
 
@@ -139,7 +139,7 @@ class WorkspaceFilesAPIHandler(UWSAPIHandler):
     async def get(self, workspace_id):
         ws = self.find_workspace(workspace_id)
         relpath = self.get_argument("path", "")
-        entries = await in_thread(self.uws.storage.list_dir, ws.directory, relpath)
+        entries = await in_thread(self.uws.storage.list_dir, ws.directory, relpath, self.uws.folder_max_entries)
         offset, limit = self.get_api_pagination()
         page = [e.to_dict() for e in entries[offset : offset + limit]]
         model = self.paginated_model(page, offset, limit, len(entries))
