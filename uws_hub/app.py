@@ -339,6 +339,21 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         """,
     )
 
+    max_unfinished_batch_jobs_per_user = Integer(
+        1000,
+        min=0,
+        config=True,
+        help="""Most batch jobs a user's workspaces may hold unfinished (held, waiting for
+        a slot or running) at once, whoever launched them; one more launch is a 429
+        with ``Retry-After``. 0: no limit.
+
+        A batch launch is never refused for want of a slot (it waits in the fair
+        queue), so without a bound one account launching in a loop would add jobs
+        to the database, events to every stream and work to every plan of the
+        queue for as long as it liked.
+        """,
+    )
+
     max_running_batch_jobs = Integer(
         0,
         min=0,

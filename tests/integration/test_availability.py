@@ -64,6 +64,8 @@ def test_a_body_under_the_limit_is_read_as_before(hub, alice):
 
 #: UWSHub.max_streams_per_user of the streams' hub
 MOST_STREAMS = 3
+#: UWSHub.max_unfinished_batch_jobs_per_user of that hub
+MOST_BATCH_JOBS = 2
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +74,7 @@ def streams_hub(make_hub, system_users):
     config = MULTIUSER_CONFIG + textwrap.dedent(
         f"""
         c.UWSHub.max_streams_per_user = {MOST_STREAMS}
+        c.UWSHub.max_unfinished_batch_jobs_per_user = {MOST_BATCH_JOBS}
         c.UWSHub.job_types["sleeper"] = {{"display_name": "Sleeper", "interactive": False, "cmd": {sleeper!r}}}
         """
     )
@@ -128,3 +131,34 @@ def test_streams_held_open_are_bounded_per_user(streams_hub):
         for r in held:
             r.close()
         hub.api("POST", f"jobs/{job['id']}/stop", alice)
+
+
+def test_unfinished_batch_jobs_are_bounded_per_user(streams_hub):
+    """A batch launch is never refused for want of a slot; past a user's
+    UWSHub.max_unfinished_batch_jobs_per_user unfinished ones it is a 429."""
+    hub, alice, bob = streams_hub, streams_hub.alice, streams_hub.bob
+    ws = hub.api("POST", "workspaces", alice, json={"name": f"loop {uuid.uuid4().hex[:6]}"}, expect=201)
+    other = hub.api("POST", "workspaces", bob, json={"name": f"loop {uuid.uuid4().hex[:6]}"}, expect=201)
+    launched = []
+    try:
+        for _ in range(MOST_BATCH_JOBS):
+            launched.append(
+                (alice, hub.api("POST", f"workspaces/{ws['id']}/jobs", alice, json={"job_type": "sleeper"}, expect=202))
+            )
+        r = hub.request("POST", f"workspaces/{ws['id']}/jobs", alice, json={"job_type": "sleeper"})
+        assert r.status_code == 429, r.text
+        assert "max_unfinished_batch_jobs_per_user" in r.json()["message"] and int(r.headers["Retry-After"]) > 0
+        # another user's launches are theirs
+        launched.append(
+            (bob, hub.api("POST", f"workspaces/{other['id']}/jobs", bob, json={"job_type": "sleeper"}, expect=202))
+        )
+        # once one ended, the next launch is taken
+        token, first = launched.pop(0)
+        hub.api("POST", f"jobs/{first['id']}/stop", token)
+        hub.wait_job(first["id"], token, {"cancelled", "completed", "failed"})
+        launched.append(
+            (alice, hub.api("POST", f"workspaces/{ws['id']}/jobs", alice, json={"job_type": "sleeper"}, expect=202))
+        )
+    finally:
+        for token, job in launched:
+            hub.api("POST", f"jobs/{job['id']}/stop", token)

@@ -128,6 +128,7 @@ class JobService:
         job_ended: Callable[[int], None] = lambda workspace_id: None,
         active_server_limit: int = 0,
         retry_after_seconds: tuple[float, float] = (30, 60),
+        max_unfinished_batch_jobs: int = 0,
         posix_group_prefix: str | None = None,
         group_kills: GroupKills | None = None,
     ):
@@ -147,6 +148,8 @@ class JobService:
         #: JupyterHub's ``active_server_limit`` (0: none), and its ``spawn_throttle_retry_range``
         self.active_server_limit = active_server_limit
         self.retry_after_seconds = retry_after_seconds
+        #: ``UWSHub.max_unfinished_batch_jobs_per_user`` (0: none)
+        self.max_unfinished_batch_jobs = max_unfinished_batch_jobs
         #: called with a job id whenever the job needs the reconciler's attention
         self.wake = wake
         #: rules a launch must pass (quotas, per-type limits): each is called with a
@@ -494,6 +497,32 @@ class JobService:
         for check in self.launch_checks:
             check(request)
 
+    def check_unfinished_batch_jobs(self, owner: hub_orm.User) -> None:
+        """``UWSHub.max_unfinished_batch_jobs_per_user``: a batch launch is a 429 while the
+        workspace's ``owner`` has that many batch jobs unfinished (held, waiting or running).
+
+        A batch launch is never refused for want of a slot (it waits in the fair
+        queue), so without this one account launching in a loop would add rows to
+        the database, events to every stream and jobs to the queue's planning for
+        as long as it liked. Checked when the launch is asked for, not again before
+        the job starts (it counts itself then).
+        """
+        limit = self.max_unfinished_batch_jobs
+        if not limit:
+            return
+        where = (
+            (Job.owner_id == owner.id)
+            & Job.interactive.is_(False)
+            & Job.status.in_([s.value for s in ACTIVE_JOB_STATUSES])
+        )
+        if self.count(where) >= limit:
+            seconds = round(random.uniform(*self.retry_after_seconds))
+            raise TooManyRequests(
+                f"{owner.name} has {limit} batch jobs unfinished already, the most at once"
+                " (UWSHub.max_unfinished_batch_jobs_per_user); launch more once some have ended",
+                seconds,
+            )
+
     def check_active_servers(self, request: LaunchRequest) -> None:
         """JupyterHub's ``active_server_limit`` for jobs: a 429 with ``Retry-After`` over it.
 
@@ -556,6 +585,7 @@ class JobService:
             self.check_launch(LaunchRequest(ws, job_type, resource, resources, job=None))
         else:
             # JupyterHub's limit of servers is not for batch jobs: they wait for a slot
+            self.check_unfinished_batch_jobs(ws.owner)
             for check in self.launch_checks:
                 check(LaunchRequest(ws, job_type, resource, resources, job=None))
         created_at = utcnow()
