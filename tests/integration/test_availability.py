@@ -62,6 +62,12 @@ def test_a_body_under_the_limit_is_read_as_before(hub, alice):
     hub.api("DELETE", f"workspaces/{wid}", alice)
 
 
+#: a batch job's code: 8 MiB of disk taken past the end of a file of no bytes (FALLOC_FL_KEEP_SIZE)
+PREALLOCATE = (
+    "import ctypes, os; fd = os.open('held', os.O_WRONLY | os.O_CREAT, 0o600);"
+    " assert ctypes.CDLL(None).fallocate(fd, 1, ctypes.c_longlong(0), ctypes.c_longlong(8 << 20)) == 0"
+)
+
 #: UWSHub.max_streams_per_user of the streams' hub
 MOST_STREAMS = 3
 #: UWSHub.max_unfinished_batch_jobs_per_user of that hub
@@ -71,11 +77,14 @@ MOST_BATCH_JOBS = 2
 @pytest.fixture(scope="module")
 def streams_hub(make_hub, system_users):
     sleeper = [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(300)"]
+    # 8 MiB of disk taken past the end of a file of no bytes (FALLOC_FL_KEEP_SIZE)
+    prealloc = [sys.executable, "-c", PREALLOCATE]
     config = MULTIUSER_CONFIG + textwrap.dedent(
         f"""
         c.UWSHub.max_streams_per_user = {MOST_STREAMS}
         c.UWSHub.max_unfinished_batch_jobs_per_user = {MOST_BATCH_JOBS}
         c.UWSHub.job_types["sleeper"] = {{"display_name": "Sleeper", "interactive": False, "cmd": {sleeper!r}}}
+        c.UWSHub.job_types["prealloc"] = {{"display_name": "Preallocates", "interactive": False, "cmd": {prealloc!r}}}
         """
     )
     hub = make_hub(config)
@@ -162,3 +171,21 @@ def test_unfinished_batch_jobs_are_bounded_per_user(streams_hub):
     finally:
         for token, job in launched:
             hub.api("POST", f"jobs/{job['id']}/stop", token)
+
+
+def test_disk_preallocated_by_a_job_counts_on_its_workspace(streams_hub):
+    """Space preallocated past a file's end takes disk without changing the file's size:
+    the usage scan counted sizes only, so a job (or a terminal) held any amount of disk
+    at no quota. The end of the job measures its workspace."""
+    hub, alice = streams_hub, streams_hub.alice
+    ws = hub.api("POST", "workspaces", alice, json={"name": f"prealloc {uuid.uuid4().hex[:6]}"}, expect=201)
+    job = hub.api("POST", f"workspaces/{ws['id']}/jobs", alice, json={"job_type": "prealloc"}, expect=202)
+    assert hub.wait_job(job["id"], alice, {"completed", "failed"})["status"] == "completed"
+    held = hub.workspaces_root / "uwsalice" / ws["slug"] / "held"
+    assert held.stat().st_size == 0 and held.stat().st_blocks * 512 >= 8 << 20
+
+    def measured():
+        usage = hub.api("GET", f"workspaces/{ws['id']}", alice, expect=200)["disk_usage_bytes"]
+        return usage if usage >= 8 << 20 else None
+
+    assert wait_for(measured, 30, what="the preallocated disk counted") == held.stat().st_blocks * 512
