@@ -354,6 +354,21 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         """,
     )
 
+    max_job_log_bytes = ByteSpecification(
+        1024**3,
+        config=True,
+        help="""Most disk a running job's output (its log, ``job_log_dir``) may take; past it
+        the job is stopped, failed, with a reason that says why (checked at each of the
+        reconciler's scans, every ``job_reconcile_interval``). 0: no limit.
+
+        A job's log lies outside its workspace, on the disk of the job log directory,
+        and counts on no quota: without a bound, one job printing at full speed fills
+        that disk for every user (and the hub's database, if it is there too). The
+        disk the file takes counts, not its size (a log may be a hole of any size).
+        Accepts a number of bytes or a string with a unit, e.g. ``"1G"``.
+        """,
+    )
+
     max_running_batch_jobs = Integer(
         0,
         min=0,

@@ -250,6 +250,7 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         active_server_limit=hub.active_server_limit,
         retry_after_seconds=hub.spawn_throttle_retry_range,
         max_unfinished_batch_jobs=hub.max_unfinished_batch_jobs_per_user,
+        max_log_bytes=hub.max_job_log_bytes,
         wake=waker(queue, JobSteps.kind),
         # each job type's resource limits (cpus, memory, gpus, time, partitions), then quotas: 422 over them
         launch_checks=[check_resource_limits, quotas.check_launch],

@@ -72,6 +72,8 @@ PREALLOCATE = (
 MOST_STREAMS = 3
 #: UWSHub.max_unfinished_batch_jobs_per_user of that hub
 MOST_BATCH_JOBS = 2
+#: UWSHub.max_job_log_bytes of that hub
+MOST_LOG_BYTES = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -79,11 +81,19 @@ def streams_hub(make_hub, system_users):
     sleeper = [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(300)"]
     # 8 MiB of disk taken past the end of a file of no bytes (FALLOC_FL_KEEP_SIZE)
     prealloc = [sys.executable, "-c", PREALLOCATE]
+    # 4 MiB of output (real bytes, no hole), then a wait
+    chatty = [
+        sys.executable,
+        "-c",
+        "import sys, time; sys.stdout.write('x' * (4 << 20)); sys.stdout.flush(); time.sleep(300)",
+    ]
     config = MULTIUSER_CONFIG + textwrap.dedent(
         f"""
         c.UWSHub.max_streams_per_user = {MOST_STREAMS}
         c.UWSHub.max_unfinished_batch_jobs_per_user = {MOST_BATCH_JOBS}
         c.UWSHub.job_types["sleeper"] = {{"display_name": "Sleeper", "interactive": False, "cmd": {sleeper!r}}}
+        c.UWSHub.max_job_log_bytes = {MOST_LOG_BYTES}
+        c.UWSHub.job_types["chatty"] = {{"display_name": "Chatty", "interactive": False, "cmd": {chatty!r}}}
         c.UWSHub.job_types["prealloc"] = {{"display_name": "Preallocates", "interactive": False, "cmd": {prealloc!r}}}
         """
     )
@@ -189,3 +199,20 @@ def test_disk_preallocated_by_a_job_counts_on_its_workspace(streams_hub):
         return usage if usage >= 8 << 20 else None
 
     assert wait_for(measured, 30, what="the preallocated disk counted") == held.stat().st_blocks * 512
+
+
+def test_a_job_whose_log_takes_too_much_disk_is_stopped(streams_hub):
+    """A job's log lies outside its workspace and counts on no quota: a job printing at
+    full speed filled the job log directory's disk for everyone. Past
+    UWSHub.max_job_log_bytes the job is stopped, failed, saying why."""
+    hub, alice = streams_hub, streams_hub.alice
+    ws = hub.api("POST", "workspaces", alice, json={"name": f"chatty {uuid.uuid4().hex[:6]}"}, expect=201)
+    job = hub.api("POST", f"workspaces/{ws['id']}/jobs", alice, json={"job_type": "chatty"}, expect=202)
+    try:
+        ended = hub.wait_job(job["id"], alice, {"completed", "failed", "cancelled"}, timeout=90)
+    finally:
+        hub.api("POST", f"jobs/{job['id']}/stop", alice)
+    assert ended["status"] == "failed", ended
+    assert ended["reason"] == (
+        f"The job's output took more than {MOST_LOG_BYTES} bytes of the hub's disk (UWSHub.max_job_log_bytes)"
+    )

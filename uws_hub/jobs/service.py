@@ -129,6 +129,7 @@ class JobService:
         active_server_limit: int = 0,
         retry_after_seconds: tuple[float, float] = (30, 60),
         max_unfinished_batch_jobs: int = 0,
+        max_log_bytes: int = 0,
         posix_group_prefix: str | None = None,
         group_kills: GroupKills | None = None,
     ):
@@ -150,6 +151,8 @@ class JobService:
         self.retry_after_seconds = retry_after_seconds
         #: ``UWSHub.max_unfinished_batch_jobs_per_user`` (0: none)
         self.max_unfinished_batch_jobs = max_unfinished_batch_jobs
+        #: ``UWSHub.max_job_log_bytes`` (0: none)
+        self.max_log_bytes = max_log_bytes
         #: called with a job id whenever the job needs the reconciler's attention
         self.wake = wake
         #: rules a launch must pass (quotas, per-type limits): each is called with a
@@ -463,6 +466,38 @@ class JobService:
         if relpath is None:
             return None
         return await asyncio.to_thread(self.workspaces.storage.files_under, job.workspace.directory, relpath)
+
+    async def stop_if_log_too_large(self, job_id: int) -> bool:
+        """Stop the running job, failed, if its log takes more than ``UWSHub.max_job_log_bytes``
+        (:meth:`log_too_large`, in a thread); whether it was stopped."""
+        job = Job.find(self.db, job_id)
+        if job is None or not self.max_log_bytes:
+            return False
+        too_large = await asyncio.to_thread(self.log_too_large, job)
+        current = Job.find(self.db, job_id)  # (the thread's time: a stop may have come)
+        if too_large is None or current is None or current.target != JobTarget.running.value:
+            return False
+        self.stop(current, "hub", too_large, JobStatus.failed)
+        return True
+
+    def log_too_large(self, job: Job) -> str | None:
+        """Why a running job is to be stopped for the disk its log takes (over
+        ``UWSHub.max_job_log_bytes``), or None. Blocking (a ``stat``): run it in a thread.
+
+        The log lies outside the workspace, on the hub's disk (or the job log
+        directory's), and counts on no quota: without a bound, a job printing at full
+        speed filled that disk for everyone. Its blocks count, not its size: a job may
+        make its log a hole of any size at no cost to anyone."""
+        most = self.max_log_bytes
+        if not most:
+            return None
+        try:
+            taken = os.stat(self.log_path(job)).st_blocks * 512
+        except OSError:
+            return None
+        if taken <= most:
+            return None
+        return f"The job's output took more than {most} bytes of the hub's disk (UWSHub.max_job_log_bytes)"
 
     def log_path(self, job: Job) -> str:
         """The file the job writes its output to (a server's, or a batch job's command's:
