@@ -272,19 +272,20 @@ class RawResponse:
         return json.loads(self.text)
 
 
-def declaring_length(hub, method: str, path: str, token: str, length: int) -> RawResponse:
+def declaring_length(hub, method: str, path: str, token: str | None, length: int) -> RawResponse:
     """A request that announces a body of ``length`` bytes but sends only a few (HTTP
     libraries cannot), for a refusal from ``Content-Length`` before the body is read.
 
     Sent to the hub's own port: the hub answers 413 and closes the connection
     without reading the body, and node configurable-http-proxy, still writing
     the body, then often answers 503 (``write ECONNRESET``) instead of passing
-    the 413 on.
+    the 413 on. ``token`` None: an anonymous request.
     """
     conn = http.client.HTTPConnection("127.0.0.1", hub.hub_port, timeout=30)
     try:
         conn.putrequest(method, path)
-        conn.putheader("Authorization", f"token {token}")
+        if token is not None:  # None: anonymous
+            conn.putheader("Authorization", f"token {token}")
         conn.putheader("Content-Length", str(length))
         conn.endheaders()
         conn.send(b"x" * 1024)

@@ -33,6 +33,7 @@ from .apihandlers import default_handlers as api_handlers
 from .apihandlers.base import UnknownAPIRouteHandler
 from .apihandlers.servers import default_handlers as server_api_handlers
 from .authenticators.local import WorkspaceLocalAuthenticator
+from .bodies import BodyLimitedApplication
 from .dbutil import drop_sqlite_ping, sqlite_wal
 from .handlers import default_handlers as page_handlers
 from .jobs.servers import load_spawner_class
@@ -262,6 +263,21 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         """,
     )
 
+    max_request_body_bytes = ByteSpecification(
+        1024**2,
+        config=True,
+        help="""Largest body of a request the hub reads whole (JSON, forms): a larger one is a 413.
+
+        Tornado reads such a body into memory before anyone is authenticated (up to
+        100 MB unless bounded), so without this an anonymous client could make the hub
+        hold that much per connection. Uploads to the files API are streamed to disk
+        and bounded by ``max_upload_bytes`` instead; the requests that create a
+        workspace (also HuBMAP's, and its workspace updates) may be larger by twice
+        ``max_seed_bytes``, what their seed files take once encoded in JSON.
+        Accepts a number of bytes or a string with a unit, e.g. ``"1M"``.
+        """,
+    )
+
     max_zip_downloads_per_user = Integer(
         2,
         min=1,
@@ -276,6 +292,24 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         """,
     )
 
+    max_streams_per_user = Integer(
+        20,
+        min=1,
+        config=True,
+        help="""Most event streams (``/hub/api/events``, its WebSocket, HuBMAP's job
+        WebSockets), log follows (``/hub/api/jobs/{id}/log/stream``) and UWS ``WAIT``s one
+        user (or service) holds open at once; one more is a 429 with ``Retry-After`` (a
+        WebSocket is closed with code 1013; a UWS ``WAIT`` is answered at once).
+
+        Each stays open as long as its reader wants and costs the hub a connection, a
+        subscription every event is offered to (on the hub's event loop) and a
+        periodic check of its reader's rights: without a bound one account opening
+        thousands would slow every request and take the hub's descriptors. A browser
+        holds at most six connections to the hub (HTTP/1.1), so its tabs never reach
+        the default; raise it for a service that follows many users' jobs.
+        """,
+    )
+
     zip_max_entries = Integer(
         100_000,
         min=1,
@@ -287,6 +321,51 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         about half a kilobyte per entry until the zip is sent; files of no bytes cost
         no disk quota, so without a bound one folder of millions of them would take
         the hub's memory at each download.
+        """,
+    )
+
+    folder_max_entries = Integer(
+        100_000,
+        min=1,
+        config=True,
+        help="""Most files and folders a folder may hold to be listed by the files API
+        (``GET /hub/api/workspaces/{id}/files?path=``); a larger one is a 422 saying so.
+
+        A listing is sorted before its page is sent, so the hub keeps every entry of
+        the folder meanwhile (about 400 bytes each) and reads each one's metadata;
+        files of no bytes cost no disk quota, so without a bound one folder of
+        millions of them would take hundreds of MB of the hub's memory, and seconds
+        of its CPU, at each request for a page of it.
+        """,
+    )
+
+    max_unfinished_batch_jobs_per_user = Integer(
+        1000,
+        min=0,
+        config=True,
+        help="""Most batch jobs a user's workspaces may hold unfinished (held, waiting for
+        a slot or running) at once, whoever launched them; one more launch is a 429
+        with ``Retry-After``. 0: no limit.
+
+        A batch launch is never refused for want of a slot (it waits in the fair
+        queue), so without a bound one account launching in a loop would add jobs
+        to the database, events to every stream and work to every plan of the
+        queue for as long as it liked.
+        """,
+    )
+
+    max_job_log_bytes = ByteSpecification(
+        1024**3,
+        config=True,
+        help="""Most disk a running job's output (its log, ``job_log_dir``) may take; past it
+        the job is stopped, failed, with a reason that says why (checked at each of the
+        reconciler's scans, every ``job_reconcile_interval``). 0: no limit.
+
+        A job's log lies outside its workspace, on the disk of the job log directory,
+        and counts on no quota: without a bound, one job printing at full speed fills
+        that disk for every user (and the hub's database, if it is there too). The
+        disk the file takes counts, not its size (a log may be a hole of any size).
+        Accepts a number of bytes or a string with a unit, e.g. ``"1G"``.
         """,
     )
 
@@ -643,6 +722,15 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
             # invitations and unread notifications, counted in the navigation
             "uws_waiting": self.uws.waiting,
         }
+
+    def init_tornado_application(self):
+        """JupyterHub's application, with each route's request bodies bounded (:mod:`uws_hub.bodies`)."""
+        self.tornado_application = BodyLimitedApplication(
+            self.handlers,
+            max_body_bytes=self.max_request_body_bytes,
+            seed_body_bytes=2 * self.max_seed_bytes,
+            **self.tornado_settings,
+        )
 
     def _make_services(self) -> services.Services:
         try:

@@ -42,6 +42,7 @@ from .serverconfig import job_env
 from .sharing.collaborate import ShareService
 from .sharing.copies import CopyService, CopySteps
 from .sharing.kills import GroupKills
+from .slots import ReaderSlots
 from .spawners.batch import BatchRunner
 from .spawners.localbatch import LocalRunner
 from .spawners.mixins import hub_id
@@ -77,12 +78,15 @@ class Services:
     share_search_show_email: bool
     #: ``UWSHub.editors_run_code``: whether grantees may launch (see :func:`uws_hub.access.may_launch`)
     editors_run_code: bool = True
-    #: ``UWSHub.max_zip_downloads_per_user``
-    max_zip_downloads_per_user: int = 2
     #: ``UWSHub.zip_max_entries``
     zip_max_entries: int = 100_000
-    #: zip downloads under way, by who reads them (``kind:name``)
-    zip_downloads: dict[str, int] = field(default_factory=dict)
+    #: ``UWSHub.folder_max_entries``
+    folder_max_entries: int = 100_000
+    #: zip downloads under way, by who reads them (``UWSHub.max_zip_downloads_per_user`` each)
+    zip_downloads: ReaderSlots = field(default_factory=lambda: ReaderSlots(2))
+    #: event streams, log follows and UWS waits held open, by who reads them
+    #: (``UWSHub.max_streams_per_user`` each)
+    streams: ReaderSlots = field(default_factory=lambda: ReaderSlots(20))
     #: ``UWSHub.stream_recheck_seconds``: how often a long request asks again who holds it open
     stream_recheck_seconds: float = 10.0
     #: the API handlers' token lookups (see :mod:`uws_hub.tokenids`)
@@ -245,6 +249,8 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         job_log_dir=os.path.abspath(hub.job_log_dir),
         active_server_limit=hub.active_server_limit,
         retry_after_seconds=hub.spawn_throttle_retry_range,
+        max_unfinished_batch_jobs=hub.max_unfinished_batch_jobs_per_user,
+        max_log_bytes=hub.max_job_log_bytes,
         wake=waker(queue, JobSteps.kind),
         # each job type's resource limits (cpus, memory, gpus, time, partitions), then quotas: 422 over them
         launch_checks=[check_resource_limits, quotas.check_launch],
@@ -359,8 +365,10 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         share_search=hub.share_search,
         share_search_show_email=hub.share_search_show_email,
         editors_run_code=hub.editors_run_code,
-        max_zip_downloads_per_user=hub.max_zip_downloads_per_user,
+        zip_downloads=ReaderSlots(hub.max_zip_downloads_per_user),
+        streams=ReaderSlots(hub.max_streams_per_user),
         zip_max_entries=hub.zip_max_entries,
+        folder_max_entries=hub.folder_max_entries,
         stream_recheck_seconds=hub.stream_recheck_seconds,
     )
 

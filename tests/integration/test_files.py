@@ -217,7 +217,7 @@ def test_a_folder_downloads_as_a_zip(hub, alice, workspace, outside):
     assert refused(hub.request("GET", files(wid, "nope?format=zip"), alice), 404) == "No such directory: 'nope'"
 
 
-def test_a_folder_of_more_than_100000_entries_is_no_zip(hub, alice, workspace):
+def test_a_folder_of_more_than_100000_entries_is_no_zip_nor_listing(hub, alice, workspace):
     """A zip's directory of entries is kept in memory until its end (about half a kilobyte
     an entry), and files of no bytes cost no disk quota: a folder of millions of them took
     the hub's memory at each download. Over UWSHub.zip_max_entries (100000) it is a 422."""
@@ -238,6 +238,17 @@ def test_a_folder_of_more_than_100000_entries_is_no_zip(hub, alice, workspace):
         )
     r = hub.request("GET", files(wid, "many/few?format=zip"), alice)
     assert r.status_code == 200 and zipfile.ZipFile(io.BytesIO(r.content)).namelist() == ["few/", "few/a.txt"]
+    # nor is it listed (UWSHub.folder_max_entries, 100000): a listing keeps every entry until
+    # it is sorted (a folder of a million of them held 400 MB of the hub's memory per request)
+    r = hub.request("GET", f"workspaces/{wid}/files?path=many", alice)
+    assert refused(r, 422) == (
+        "'many' holds more than 100000 files and folders, too many to list"
+        " (UWSHub.folder_max_entries); list its contents from a job or JupyterLab"
+    )
+    assert [e["name"] for e in hub.api("GET", f"workspaces/{wid}/files?path=many/few", alice, expect=200)["items"]] == [
+        "a.txt"
+    ]
+    assert "many" in [e["name"] for e in hub.api("GET", f"workspaces/{wid}/files", alice, expect=200)["items"]]
 
 
 def _socket_buffers_mib() -> int:

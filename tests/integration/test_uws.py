@@ -281,6 +281,26 @@ def test_blocking_waits_only_while_it_should(uhub, alice):
     assert answers[0].status_code == 200
 
 
+def test_a_wait_over_the_streams_bound_is_answered_at_once(uhub, alice):
+    """A UWS wait holds a subscription as an event stream does: past
+    UWSHub.max_streams_per_user (20) of its user's, it is answered at once."""
+    url = create(alice, uhub, "sleep", seconds="1")
+    streams = []
+    try:
+        for _ in range(20):
+            r = requests.get(
+                f"{uhub.url}/hub/api/events", headers={"Authorization": f"token {uhub.alice}"}, stream=True, timeout=60
+            )
+            streams.append(r)
+            assert r.status_code == 200
+        # far less than MAX_WAIT: a hub that waited the whole of it answers too late
+        r = alice.get(url, params={"WAIT": "60"}, timeout=MAX_WAIT - 3)
+        assert checked(r, "job").find(f"{{{uwsxml.UWS}}}phase").text == "PENDING"
+    finally:
+        for r in streams:
+            r.close()
+
+
 # ---------------------------------------------------------------- parameters, workspaces
 def test_parameters_change_while_pending_only(uhub, alice):
     url = create(alice, uhub, "report", text="first")

@@ -33,7 +33,11 @@ def read(store, directory, relpath) -> bytes:
 @pytest.mark.parametrize("relpath", ["..", "../x", "a/../../x", "/etc/passwd", "a\x00b", "./../x"])
 def test_paths_that_leave_are_refused(storage, relpath):
     store, directory = storage
-    for call in (store.list_dir, store.open_read, lambda d, p: store.start_upload(d, p, Owner())):
+    for call in (
+        lambda d, p: store.list_dir(d, p, 1000),
+        store.open_read,
+        lambda d, p: store.start_upload(d, p, Owner()),
+    ):
         with pytest.raises(PathError):
             call(directory, relpath)
 
@@ -55,15 +59,15 @@ def test_symlinks_are_followed_only_beneath_the_workspace(storage, tmp_path):
         with pytest.raises(PathError, match="outside the workspace"):
             store.open_read(directory, relpath)
     with pytest.raises(PathError, match="outside the workspace"):
-        store.list_dir(directory, "outdir")
+        store.list_dir(directory, "outdir", 1000)
     with pytest.raises(PathError, match="outside the workspace"):
         store.start_upload(directory, "outdir/planted", Owner())
     assert sorted(p.name for p in (tmp_path / "outside").iterdir()) == ["only-outside.txt", "secret.txt"]
     # inside, links work, and paths are named as resolved
     assert read(store, directory, "in/f.txt") == b"f"
     assert read(store, directory, "sub/top/l1/sub/f.txt") == b"f"
-    assert [e.path for e in store.list_dir(directory, "in") if e.name == "f.txt"] == ["sub/f.txt"]
-    assert "sub" in [e.name for e in store.list_dir(directory, "sub/top")]
+    assert [e.path for e in store.list_dir(directory, "in", 1000) if e.name == "f.txt"] == ["sub/f.txt"]
+    assert "sub" in [e.name for e in store.list_dir(directory, "sub/top", 1000)]
     with pytest.raises(PathError, match="is a directory"):
         store.open_read(directory, "sub/top")
     with pytest.raises(PathError, match="A directory exists at 'sub/top'"):
@@ -83,7 +87,7 @@ def test_upload_is_atomic(storage):
     upload.write(b"new half")
     # until commit, the old file is intact and the temporary one is not listed
     assert open(os.path.join(directory, "f.txt"), "rb").read() == b"old"
-    assert [e.name for e in store.list_dir(directory, "")] == ["f.txt"]
+    assert [e.name for e in store.list_dir(directory, "", 1000)] == ["f.txt"]
     upload.abort()
     upload.write(b"after the client went away: ignored")
     assert open(os.path.join(directory, "f.txt"), "rb").read() == b"old"
@@ -110,16 +114,16 @@ def test_list_and_usage(storage):
     store, directory = storage
     store.write_file(directory, "a/b.txt", b"12345", Owner())
     store.write_file(directory, "c.txt", b"123", Owner())
-    entries = store.list_dir(directory, "")
+    entries = store.list_dir(directory, "", 1000)
     assert [(e.name, e.type) for e in entries] == [("a", "directory"), ("c.txt", "file")]
-    assert [e.path for e in store.list_dir(directory, "a")] == ["a/b.txt"]
+    assert [e.path for e in store.list_dir(directory, "a", 1000)] == ["a/b.txt"]
     assert store.usage_bytes(directory) == 8
     with pytest.raises(NotFound, match="No such directory: 'missing'"):
-        store.list_dir(directory, "missing")
+        store.list_dir(directory, "missing", 1000)
     with pytest.raises(NotFound, match="No such file: 'a/missing'"):
         store.open_read(directory, "a/missing")
     with pytest.raises(PathError, match="Not a directory: 'c.txt'"):
-        store.list_dir(directory, "c.txt")
+        store.list_dir(directory, "c.txt", 1000)
     with pytest.raises(PathError, match="Not a directory: 'c.txt'"):
         store.write_file(directory, "c.txt/d.txt", b"x", Owner())
     with pytest.raises(PathError, match="is a directory"):
@@ -157,7 +161,7 @@ def test_special_files_are_refused_by_type_without_blocking(storage):
         with pytest.raises(PathError, match="^Not a regular file: 'sock' is a socket$"):
             store.open_read(directory, "sock")
     with pytest.raises(PathError, match="^Not a directory: 'pipe'$"):
-        store.list_dir(directory, "pipe")
+        store.list_dir(directory, "pipe", 1000)
 
 
 def test_long_names_and_symlink_loops_are_path_errors(storage):
@@ -168,11 +172,19 @@ def test_long_names_and_symlink_loops_are_path_errors(storage):
     (ws / "pong").symlink_to("ping/x")
     (ws / "long").symlink_to("a" * 300)
     for relpath in ("loop", "ping/y", "pong"):
-        for call in (store.list_dir, store.open_read, lambda d, p: store.start_upload(d, p, Owner())):
+        for call in (
+            lambda d, p: store.list_dir(d, p, 1000),
+            store.open_read,
+            lambda d, p: store.start_upload(d, p, Owner()),
+        ):
             with pytest.raises(PathError, match=rf"^Too many levels of symbolic links \(a loop\?\) in '{relpath}'$"):
                 call(directory, relpath)
     for relpath in ("b" * 256, "x/" + "é" * 128):
-        for call in (store.list_dir, store.open_read, lambda d, p: store.start_upload(d, p, Owner())):
+        for call in (
+            lambda d, p: store.list_dir(d, p, 1000),
+            store.open_read,
+            lambda d, p: store.start_upload(d, p, Owner()),
+        ):
             with pytest.raises(PathError, match="^Name longer than 255 bytes"):
                 call(directory, relpath)
     with pytest.raises(PathError, match="^Name longer than 255 bytes"):
@@ -233,7 +245,7 @@ def test_swapping_a_directory_and_a_symlink_never_leaks_outside(storage, tmp_pat
             except (PathError, NotFound):
                 pass
             try:
-                names = [e.name for e in store.list_dir(directory, "race")]
+                names = [e.name for e in store.list_dir(directory, "race", 1000)]
                 assert "only-outside.txt" not in names, "listed the directory outside the workspace"
                 counts["listed"] += 1
             except (PathError, NotFound):

@@ -213,3 +213,25 @@ def test_a_jobs_resources_in_words():
         ("CPUs", "lots"),
         ("Time limit", "soon"),
     ]
+
+
+def test_reader_slots_are_bounded_per_reader_and_given_back():
+    from uws_hub.slots import ReaderSlots
+
+    slots = ReaderSlots(2)
+    refusals = []
+
+    def refuse(most):
+        refusals.append(most)
+        return RuntimeError(f"at most {most}")
+
+    with slots.hold("user:a", refuse), slots.hold("user:a", refuse):
+        with pytest.raises(RuntimeError, match="at most 2"):
+            with slots.hold("user:a", refuse):
+                pass
+        with slots.hold("user:b", refuse):  # another reader's own
+            assert slots.held == {"user:a": 2, "user:b": 1}
+    # given back however the block ended, and readers holding none are not kept
+    with pytest.raises(ValueError), slots.hold("user:a", refuse):
+        raise ValueError
+    assert slots.held == {} and refusals == [2]

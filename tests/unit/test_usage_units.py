@@ -4,6 +4,7 @@ random trees, random changes, each measurement compared with ``du -sb``."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import random
@@ -326,3 +327,25 @@ async def test_measurements_after_jobs_rest_in_proportion_to_what_they_cost(monk
         assert await asyncio.wait_for(rests.get(), 10) == pytest.approx(5.0 * usage.AFTER_JOBS_REST)
     finally:
         worker.cancel()
+
+
+def test_space_preallocated_past_a_files_end_counts(tmp_path):
+    """``fallocate --keep-size`` takes disk without changing a file's size: the scan counted
+    the size only, so a job held all the disk it liked at no quota. Sparse files and the
+    rounding of small files to blocks still count their size."""
+    top = tmp_path / "ws"
+    top.mkdir()
+    (top / "small.txt").write_bytes(b"x" * 10)
+    with open(top / "sparse", "wb") as f:
+        f.truncate(100 * 1024 * 1024)
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(top / "preallocated", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        # FALLOC_FL_KEEP_SIZE (1): 8 MiB of disk, the size left at 0
+        if libc.fallocate(fd, 1, ctypes.c_longlong(0), ctypes.c_longlong(8 * 1024 * 1024)) != 0:
+            pytest.skip(f"this filesystem cannot preallocate (errno {ctypes.get_errno()})")
+    finally:
+        os.close(fd)
+    allocated = os.stat(top / "preallocated").st_blocks * 512
+    assert os.stat(top / "preallocated").st_size == 0 and allocated >= 8 * 1024 * 1024
+    assert UsageTree().measure(str(top)) == 10 + 100 * 1024 * 1024 + allocated

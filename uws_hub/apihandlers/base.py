@@ -22,17 +22,32 @@ from sqlalchemy.exc import SQLAlchemyError
 from tornado import httputil, web
 
 from .. import access
-from ..errors import BadRequest, Forbidden, NotFound, Unprocessable, UWSError
+from ..errors import BadRequest, Forbidden, NotFound, TooManyRequests, Unprocessable, UWSError
 from ..events.bus import Subscription
 from ..inputs import MAX_ID, MAX_OFFSET, MAX_SQL_INT, query_int, shorten
 from ..orm import Job, Workspace
 from ..scopes import LAUNCH_JOBS, READ_WORKSPACES
 from ..services import Services
+from ..slots import reader_of
 
 M = TypeVar("M", bound=BaseModel)
 
 #: ``UWS-Authorization: Token <token>``, the header of the older HuBMAP workspaces server
 UWS_AUTH_HEADER = "UWS-Authorization"
+
+#: when a reader at ``UWSHub.max_streams_per_user`` is told to try again (seconds)
+STREAM_RETRY_SECONDS = 10
+
+
+def too_many_streams(most: int) -> TooManyRequests:
+    """The refusal of a long request over ``UWSHub.max_streams_per_user``."""
+    return TooManyRequests(
+        f"You hold {most} event streams and log follows open already, the most at once"
+        " (UWSHub.max_streams_per_user); close one, or try again later",
+        STREAM_RETRY_SECONDS,
+    )
+
+
 _uws_auth_pat = re.compile(r"^(?:token|bearer)\s+([^\s]+)$", flags=re.IGNORECASE)
 
 
@@ -173,6 +188,11 @@ class UWSAPIHandler(APIHandler):
         if self._rechecking:
             return False
         return super()._record_activity(obj, timestamp)
+
+    def stream_slot(self):
+        """One of the caller's ``UWSHub.max_streams_per_user`` long requests (event streams,
+        log follows) for the block, or a 429 (:mod:`uws_hub.slots`)."""
+        return self.uws.streams.hold(reader_of(self.current_user), too_many_streams)
 
     def watch_caller(self, sub: Subscription) -> None:
         """End ``sub`` once its caller changed (:meth:`caller_unchanged`, asked every

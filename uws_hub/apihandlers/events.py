@@ -31,6 +31,7 @@ from ..errors import BadRequest
 from ..events.bus import Subscription, event_model
 from ..orm import Event, Job, Workspace
 from ..scopes import READ_WORKSPACES, requires
+from ..slots import reader_of
 from .base import UWSAPIHandler, parse_id
 
 REPLAY_BATCH = 500
@@ -214,6 +215,10 @@ class EventsAPIHandler(EventStreamMixin, UWSAPIHandler):
     @requires(READ_WORKSPACES)
     async def get(self):
         f = self.event_filter()
+        with self.stream_slot():
+            await self._stream(f)
+
+    async def _stream(self, f: EventFilter) -> None:
         # subscribe before replaying, so nothing falls between the two
         sub = self._subscription = self.subscribe(f)
         self.set_header("Content-Type", "text/event-stream")
@@ -248,6 +253,8 @@ class EventsWebSocketHandler(EventStreamMixin, WebSocketHandler, UWSAPIHandler):
 
     _subscription: Subscription | None = None
     _pump: asyncio.Task | None = None
+    #: who holds the stream's slot (``UWSHub.max_streams_per_user``), until it closes
+    _reader: str | None = None
 
     @requires(READ_WORKSPACES)
     async def get(self, *args, **kwargs):
@@ -257,9 +264,20 @@ class EventsWebSocketHandler(EventStreamMixin, WebSocketHandler, UWSAPIHandler):
             raise BadRequest("This is a WebSocket endpoint: connect with a WebSocket (Upgrade: websocket)")
         await WebSocketHandler.get(self, *args, **kwargs)
 
+    def take_stream_slot(self) -> bool:
+        """A slot of ``UWSHub.max_streams_per_user`` for this WebSocket, given back when it
+        closes; over it, the WebSocket is closed with 1013 (try again later: its 429)."""
+        reader = reader_of(self.current_user)
+        if not self.uws.streams.take(reader):
+            self.close(1013, "too many event streams and log follows open (UWSHub.max_streams_per_user)")
+            return False
+        self._reader = reader
+        return True
+
     def open(self):
-        self._subscription = self.subscribe(self._filter)
-        self._pump = asyncio.ensure_future(self._run())
+        if self.take_stream_slot():
+            self._subscription = self.subscribe(self._filter)
+            self._pump = asyncio.ensure_future(self._run())
 
     async def _run(self) -> None:
         sub, f = self._subscription, self._filter
@@ -283,6 +301,9 @@ class EventsWebSocketHandler(EventStreamMixin, WebSocketHandler, UWSAPIHandler):
         """Clients only listen; messages from them are ignored."""
 
     def on_close(self):
+        if self._reader is not None:
+            self.uws.streams.give_back(self._reader)
+            self._reader = None
         if self._subscription is not None:
             self.unsubscribe(self._subscription)
         if self._pump is not None:

@@ -41,7 +41,8 @@ from ..inputs import Text, query_bool
 from ..quotas.limits import Reservation
 from ..quotas.service import QuotaExceeded
 from ..scopes import READ_WORKSPACES, WRITE_WORKSPACES, requires
-from ..workspaces.paths import FileConflict, NotText, PathError, etag
+from ..slots import reader_of
+from ..workspaces.paths import FileConflict, NotText, PathError, TooManyEntries, etag
 from ..workspaces.paths import NotFound as StorageNotFound
 from ..workspaces.storage import TEXT_MAX_BYTES, Precondition, Upload, text_of
 from .base import UWSAPIHandler
@@ -79,7 +80,7 @@ def storage_refusals(conflict: type[UWSError] = Conflict) -> Iterator[None]:
         raise NotFound(str(e)) from None
     except FileConflict as e:
         raise conflict(str(e)) from None
-    except NotText as e:
+    except (NotText, TooManyEntries) as e:
         raise Unprocessable(str(e)) from None
 
 
@@ -138,7 +139,7 @@ class WorkspaceFilesAPIHandler(UWSAPIHandler):
     async def get(self, workspace_id):
         ws = self.find_workspace(workspace_id)
         relpath = self.get_argument("path", "")
-        entries = await in_thread(self.uws.storage.list_dir, ws.directory, relpath)
+        entries = await in_thread(self.uws.storage.list_dir, ws.directory, relpath, self.uws.folder_max_entries)
         offset, limit = self.get_api_pagination()
         page = [e.to_dict() for e in entries[offset : offset + limit]]
         model = self.paginated_model(page, offset, limit, len(entries))
@@ -320,21 +321,15 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
         """The folder as a zip file, a piece at a time, each made in a thread only once
         the one before is sent (a client that reads slowly holds up only its own zip);
         at most ``UWSHub.max_zip_downloads_per_user`` at once by one reader."""
-        reader = f"{self.current_user.kind}:{self.current_user.name}"
-        downloads = self.uws.zip_downloads
-        most = self.uws.max_zip_downloads_per_user
-        if downloads.get(reader, 0) >= most:
-            raise TooManyRequests(
+
+        def busy(most: int) -> TooManyRequests:
+            return TooManyRequests(
                 f"You are downloading {most} zip files already, the most at once; try again when one is done",
                 ZIP_RETRY_SECONDS,
             )
-        downloads[reader] = downloads.get(reader, 0) + 1
-        try:
+
+        with self.uws.zip_downloads.hold(reader_of(self.current_user), busy):
             await self._stream_zip(ws, relpath)
-        finally:
-            downloads[reader] -= 1
-            if not downloads[reader]:
-                del downloads[reader]
 
     async def _stream_zip(self, ws, relpath: str) -> None:
         most = self.uws.zip_max_entries

@@ -176,6 +176,10 @@ class JobLogStreamAPIHandler(JobLogMixin):
         # a reconnecting EventSource sends the URL it first opened: its Last-Event-ID wins
         given = self.resume_points("offset")
         offset = given[-1] if given else 0
+        with self.stream_slot():
+            await self._follow(job, path, uid, offset)
+
+    async def _follow(self, job: Job, path: str, uid: int, offset: int) -> None:
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")

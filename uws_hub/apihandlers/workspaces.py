@@ -42,6 +42,9 @@ class WorkspaceUpdateModel(BaseModel):
 
 
 class WorkspacesAPIHandler(UWSAPIHandler):
+    #: a creation's body holds its seed files (:mod:`uws_hub.bodies`)
+    takes_seed_files = True
+
     @requires(READ_WORKSPACES)
     def get(self):
         where = access.workspace_clause(self, READ_WORKSPACES, Workspace.owner_id, Workspace.id)

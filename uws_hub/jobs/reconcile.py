@@ -584,6 +584,8 @@ class JobSteps:
         limit = self.jobs.time_limit_seconds(job)
         if limit and job.running_at and utcnow() - job.running_at > timedelta(seconds=limit):
             self.jobs.stop(job, "hub", f"The job reached its time limit of {limit:g} s", JobStatus.failed)
+        else:
+            await self.jobs.stop_if_log_too_large(job.id)
 
     async def _reconcile_stop(self, job: Job, spawner: Spawner | None) -> None:
         if job.status != JobStatus.stopping.value:

@@ -128,6 +128,8 @@ class JobService:
         job_ended: Callable[[int], None] = lambda workspace_id: None,
         active_server_limit: int = 0,
         retry_after_seconds: tuple[float, float] = (30, 60),
+        max_unfinished_batch_jobs: int = 0,
+        max_log_bytes: int = 0,
         posix_group_prefix: str | None = None,
         group_kills: GroupKills | None = None,
     ):
@@ -147,6 +149,10 @@ class JobService:
         #: JupyterHub's ``active_server_limit`` (0: none), and its ``spawn_throttle_retry_range``
         self.active_server_limit = active_server_limit
         self.retry_after_seconds = retry_after_seconds
+        #: ``UWSHub.max_unfinished_batch_jobs_per_user`` (0: none)
+        self.max_unfinished_batch_jobs = max_unfinished_batch_jobs
+        #: ``UWSHub.max_job_log_bytes`` (0: none)
+        self.max_log_bytes = max_log_bytes
         #: called with a job id whenever the job needs the reconciler's attention
         self.wake = wake
         #: rules a launch must pass (quotas, per-type limits): each is called with a
@@ -461,6 +467,38 @@ class JobService:
             return None
         return await asyncio.to_thread(self.workspaces.storage.files_under, job.workspace.directory, relpath)
 
+    async def stop_if_log_too_large(self, job_id: int) -> bool:
+        """Stop the running job, failed, if its log takes more than ``UWSHub.max_job_log_bytes``
+        (:meth:`log_too_large`, in a thread); whether it was stopped."""
+        job = Job.find(self.db, job_id)
+        if job is None or not self.max_log_bytes:
+            return False
+        too_large = await asyncio.to_thread(self.log_too_large, job)
+        current = Job.find(self.db, job_id)  # (the thread's time: a stop may have come)
+        if too_large is None or current is None or current.target != JobTarget.running.value:
+            return False
+        self.stop(current, "hub", too_large, JobStatus.failed)
+        return True
+
+    def log_too_large(self, job: Job) -> str | None:
+        """Why a running job is to be stopped for the disk its log takes (over
+        ``UWSHub.max_job_log_bytes``), or None. Blocking (a ``stat``): run it in a thread.
+
+        The log lies outside the workspace, on the hub's disk (or the job log
+        directory's), and counts on no quota: without a bound, a job printing at full
+        speed filled that disk for everyone. Its blocks count, not its size: a job may
+        make its log a hole of any size at no cost to anyone."""
+        most = self.max_log_bytes
+        if not most:
+            return None
+        try:
+            taken = os.stat(self.log_path(job)).st_blocks * 512
+        except OSError:
+            return None
+        if taken <= most:
+            return None
+        return f"The job's output took more than {most} bytes of the hub's disk (UWSHub.max_job_log_bytes)"
+
     def log_path(self, job: Job) -> str:
         """The file the job writes its output to (a server's, or a batch job's command's:
         its runner's, stored at its hand-over to it)."""
@@ -493,6 +531,32 @@ class JobService:
         self.check_active_servers(request)
         for check in self.launch_checks:
             check(request)
+
+    def check_unfinished_batch_jobs(self, owner: hub_orm.User) -> None:
+        """``UWSHub.max_unfinished_batch_jobs_per_user``: a batch launch is a 429 while the
+        workspace's ``owner`` has that many batch jobs unfinished (held, waiting or running).
+
+        A batch launch is never refused for want of a slot (it waits in the fair
+        queue), so without this one account launching in a loop would add rows to
+        the database, events to every stream and jobs to the queue's planning for
+        as long as it liked. Checked when the launch is asked for, not again before
+        the job starts (it counts itself then).
+        """
+        limit = self.max_unfinished_batch_jobs
+        if not limit:
+            return
+        where = (
+            (Job.owner_id == owner.id)
+            & Job.interactive.is_(False)
+            & Job.status.in_([s.value for s in ACTIVE_JOB_STATUSES])
+        )
+        if self.count(where) >= limit:
+            seconds = round(random.uniform(*self.retry_after_seconds))
+            raise TooManyRequests(
+                f"{owner.name} has {limit} batch jobs unfinished already, the most at once"
+                " (UWSHub.max_unfinished_batch_jobs_per_user); launch more once some have ended",
+                seconds,
+            )
 
     def check_active_servers(self, request: LaunchRequest) -> None:
         """JupyterHub's ``active_server_limit`` for jobs: a 429 with ``Retry-After`` over it.
@@ -556,6 +620,7 @@ class JobService:
             self.check_launch(LaunchRequest(ws, job_type, resource, resources, job=None))
         else:
             # JupyterHub's limit of servers is not for batch jobs: they wait for a slot
+            self.check_unfinished_batch_jobs(ws.owner)
             for check in self.launch_checks:
                 check(LaunchRequest(ws, job_type, resource, resources, job=None))
         created_at = utcnow()

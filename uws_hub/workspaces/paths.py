@@ -78,6 +78,10 @@ class NotText(ValueError):
     """A file the text view cannot open: too large, not UTF-8, or with NUL bytes (a 422)."""
 
 
+class TooManyEntries(ValueError):
+    """A folder holding more entries than a listing reads (a 422)."""
+
+
 def reserved_refusal(shown: str) -> PathError:
     return PathError(f"Names starting with {RESERVED_PREFIX!r} are the hub's own: {shown!r}")
 

@@ -39,6 +39,7 @@ from .paths import (
     NotText,
     Owner,
     PathError,
+    TooManyEntries,
     entry_type,
     etag,
     kind_of,
@@ -132,15 +133,24 @@ class WorkspaceStorage:
             raise PathError(f"{directory} is not a workspace directory under {self.root}")
 
     # ---------------------------------------------------------------- reading
-    def list_dir(self, directory: str, relpath: str) -> list[Entry]:
+    def list_dir(self, directory: str, relpath: str, max_entries: int) -> list[Entry]:
+        """The entries of a folder, folders first, by name; :class:`TooManyEntries` past
+        ``max_entries`` (each is kept until the listing is sorted: a folder of a
+        million files would hold hundreds of MB of the hub's memory per request)."""
         parts = split_relpath(relpath)
-        entries = []
+        entries: list[Entry] = []
         with DirChain.open_root(directory) as dirs:
             dirs.walk(parts, "/".join(parts))
             with os.scandir(dirs.fd) as it:
                 for d in it:
                     if d.name.startswith(RESERVED_PREFIX):
                         continue
+                    if len(entries) >= max_entries:
+                        shown = repr("/".join(parts)) if parts else "The workspace"
+                        raise TooManyEntries(
+                            f"{shown} holds more than {max_entries} files and folders, too many to list"
+                            " (UWSHub.folder_max_entries); list its contents from a job or JupyterLab"
+                        )
                     try:
                         st = d.stat(follow_symlinks=False)
                     except FileNotFoundError:

@@ -20,6 +20,8 @@ different) is read again next time too.
 The number is the apparent size of the files and symlinks under the
 directory (``du -sb`` less the directories' own sizes), symlinks not
 followed; a file with several hard links in the tree counts once per link.
+A file that takes more disk than its size (blocks preallocated past its end)
+counts the disk it takes (:func:`.usagewalk.charged_bytes`).
 Directories are opened relative to their parent's descriptor with
 ``O_NOFOLLOW`` (and ``O_NONBLOCK``: a FIFO swapped in never blocks), so a
 directory swapped for a symlink is not followed out of the tree.

@@ -16,6 +16,19 @@ from collections.abc import Callable
 #: what opening a subdirectory gives when it went away or is something else now
 _CHANGED = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EACCES)
 
+#: how much more disk than its size a file may take and still count as its size: rounding
+#: to blocks and a large file's own extent blocks take that much at most
+PREALLOCATED_SLACK_BYTES = 16 * 1024
+
+
+def charged_bytes(st: os.stat_result) -> int:
+    """What a file counts on its workspace's disk usage: its size, or the disk it takes
+    where that is more by over :data:`PREALLOCATED_SLACK_BYTES`. Space preallocated past
+    a file's end (``fallocate --keep-size``) takes disk without changing its size: earlier
+    versions counted the size only, and a job held all the disk it liked at no quota."""
+    allocated = st.st_blocks * 512
+    return allocated if allocated > st.st_size + PREALLOCATED_SLACK_BYTES else st.st_size
+
 
 class Dir:
     """What a measurement found in one directory."""
@@ -178,7 +191,7 @@ class Walk:
                     continue
                 if sweep_before is not None and self._stale_temporary(entry, st, fd):
                     continue
-                size += st.st_size
+                size += charged_bytes(st)
                 if st.st_mtime_ns > newest:
                     newest = st.st_mtime_ns
         return size, newest, subdirs

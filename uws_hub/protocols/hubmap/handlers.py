@@ -159,6 +159,9 @@ class TokensHandler(HubMAPHandler):
 
 # ---------------------------------------------------------------- workspaces
 class WorkspacesHandler(TranslatingHandler):
+    #: a creation's or update's body holds its files (:mod:`uws_hub.bodies`)
+    takes_seed_files = True
+
     @requires(READ_WORKSPACES)
     async def get(self, workspace_id=None):
         where = access.workspace_clause(self, READ_WORKSPACES, Workspace.owner_id, Workspace.id)
@@ -351,8 +354,9 @@ class JobHandler(EventsWebSocketHandler, TranslatingHandler):
         return origin in self.compat.cors_origins or super().check_origin(origin)
 
     def open(self, job_id):
-        self._subscription = self.subscribe(EventFilter(workspace_id=None, job_id=self._job_id, after=None))
-        self._pump = asyncio.ensure_future(self._run())
+        if self.take_stream_slot():
+            self._subscription = self.subscribe(EventFilter(workspace_id=None, job_id=self._job_id, after=None))
+            self._pump = asyncio.ensure_future(self._run())
 
     def _message(self) -> str | None:
         job = Job.find(self.db, self._job_id)

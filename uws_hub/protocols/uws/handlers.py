@@ -36,6 +36,7 @@ from ...inputs import MAX_OFFSET
 from ...jobs.types import JobType
 from ...orm import Job, Workspace, utcnow
 from ...scopes import LAUNCH_JOBS, READ_WORKSPACES, WRITE_WORKSPACES, requires
+from ...slots import reader_of
 from . import documents, forms, phases, translate
 from .base import UWSHandler
 from .config import IVOAUWS
@@ -101,6 +102,17 @@ class UWSJobsHandler(UWSHandler):
         true), it is deleted, ``seconds`` passed or the client went away; a 403 if the
         caller changed meanwhile (:meth:`watch_caller`: a token deleted, the admin flag
         removed), as a new request would be refused or authorized afresh."""
+        reader = reader_of(self.current_user)
+        if not self.uws.streams.take(reader):
+            # over UWSHub.max_streams_per_user: answered at once (UWS lets the
+            # service answer a WAIT before it ends; the client asks again)
+            return
+        try:
+            await self._wait(job, seconds, until)
+        finally:
+            self.uws.streams.give_back(reader)
+
+    async def _wait(self, job: Job, seconds: float, until: Any) -> None:
         job_id = job.id
         events = self.uws.events
         self._subscription = sub = events.subscribe(lambda event: event["kind"] == "job" and event["job_id"] == job_id)

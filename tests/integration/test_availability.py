@@ -1,0 +1,218 @@
+"""What one client can make the hub hold: request bodies and streams held open.
+
+Each test sends what a hostile client would (anonymously where the hub reads it
+before anyone is known) and checks the hub refuses it with a clear 4xx before
+holding it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+import uuid
+
+import pytest
+import requests
+import websocket
+
+from ..helpers import MULTIUSER_CONFIG, declaring_length
+from ..hubutil import wait_for
+
+#: what the hub reads whole of a request it has no more room for (UWSHub.max_request_body_bytes)
+BODY_LIMIT = 1024 * 1024
+
+
+@pytest.mark.parametrize("who", ["anonymous", "user"])
+def test_a_large_body_is_refused_before_it_is_read(hub, alice, who):
+    token = alice if who == "user" else None
+    # every route that reads a body whole: the hub's API (JupyterHub's and uws-hub's), UWS, HuBMAP, pages
+    for path in ("/hub/api/workspaces", "/hub/api/users/alice/tokens", "/hub/api/uws/jobs", "/hub/login"):
+        # sent to the hub's port (see declaring_length): a hub without the bound waits for the
+        # whole body, and this read times out
+        r = declaring_length(hub, "POST", path, token, 50 * 1024 * 1024)
+        assert r.status_code == 413, (path, r.status_code, r.text[:300])
+        answer = r.json()
+        assert "max_request_body_bytes" in answer["message"], answer
+        # the workspaces' creation takes seed files on top of the limit (twice UWSHub.max_seed_bytes)
+        limit = BODY_LIMIT + (2 * 10 * 1024 * 1024 if path == "/hub/api/workspaces" else 0)
+        assert f"limit of {limit} bytes" in answer["message"], answer
+
+
+def test_a_body_under_the_limit_is_read_as_before(hub, alice):
+    # a workspace's seed files may total max_seed_bytes (10 MiB), more than the limit:
+    # that route takes them (base64, JSON-escaped) on top of it
+    content = "x" * (3 * 1024 * 1024)
+    r = requests.post(
+        f"{hub.url}/hub/api/workspaces",
+        headers={"Authorization": f"token {alice}"},
+        json={"name": "large seed", "files": [{"path": "big.txt", "content": content}]},
+        timeout=60,
+    )
+    assert r.status_code == 201, r.text[:300]
+    wid = r.json()["id"]
+    # elsewhere a body just under the limit is read and judged as before (422: no such job type)
+    r = requests.post(
+        f"{hub.url}/hub/api/workspaces/{wid}/jobs",
+        headers={"Authorization": f"token {alice}"},
+        data=json.dumps({"job_type": "x" * (BODY_LIMIT - 100)}),
+        timeout=60,
+    )
+    assert r.status_code == 422, r.text[:300]
+    hub.api("DELETE", f"workspaces/{wid}", alice)
+
+
+#: a batch job's code: 8 MiB of disk taken past the end of a file of no bytes (FALLOC_FL_KEEP_SIZE)
+PREALLOCATE = (
+    "import ctypes, os; fd = os.open('held', os.O_WRONLY | os.O_CREAT, 0o600);"
+    " assert ctypes.CDLL(None).fallocate(fd, 1, ctypes.c_longlong(0), ctypes.c_longlong(8 << 20)) == 0"
+)
+
+#: UWSHub.max_streams_per_user of the streams' hub
+MOST_STREAMS = 3
+#: UWSHub.max_unfinished_batch_jobs_per_user of that hub
+MOST_BATCH_JOBS = 2
+#: UWSHub.max_job_log_bytes of that hub
+MOST_LOG_BYTES = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def streams_hub(make_hub, system_users):
+    sleeper = [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(300)"]
+    # 8 MiB of disk taken past the end of a file of no bytes (FALLOC_FL_KEEP_SIZE)
+    prealloc = [sys.executable, "-c", PREALLOCATE]
+    # 4 MiB of output (real bytes, no hole), then a wait
+    chatty = [
+        sys.executable,
+        "-c",
+        "import sys, time; sys.stdout.write('x' * (4 << 20)); sys.stdout.flush(); time.sleep(300)",
+    ]
+    config = MULTIUSER_CONFIG + textwrap.dedent(
+        f"""
+        c.UWSHub.max_streams_per_user = {MOST_STREAMS}
+        c.UWSHub.max_unfinished_batch_jobs_per_user = {MOST_BATCH_JOBS}
+        c.UWSHub.job_types["sleeper"] = {{"display_name": "Sleeper", "interactive": False, "cmd": {sleeper!r}}}
+        c.UWSHub.max_job_log_bytes = {MOST_LOG_BYTES}
+        c.UWSHub.job_types["chatty"] = {{"display_name": "Chatty", "interactive": False, "cmd": {chatty!r}}}
+        c.UWSHub.job_types["prealloc"] = {{"display_name": "Preallocates", "interactive": False, "cmd": {prealloc!r}}}
+        """
+    )
+    hub = make_hub(config)
+    hub.alice = hub.add_user("uwsalice")
+    hub.bob = hub.add_user("uwsbob")
+    return hub
+
+
+def events(hub, token) -> requests.Response:
+    return requests.get(
+        f"{hub.url}/hub/api/events", headers={"Authorization": f"token {token}"}, stream=True, timeout=60
+    )
+
+
+def test_streams_held_open_are_bounded_per_user(streams_hub):
+    hub, alice = streams_hub, streams_hub.alice
+    ws = hub.api("POST", "workspaces", alice, json={"name": f"streams {uuid.uuid4().hex[:6]}"}, expect=201)
+    job = hub.api("POST", f"workspaces/{ws['id']}/jobs", alice, json={"job_type": "sleeper"}, expect=202)
+    hub.wait_job(job["id"], alice, {"running"})
+    follow_url = f"{hub.url}/hub/api/jobs/{job['id']}/log/stream"
+    auth = {"Authorization": f"token {alice}"}
+    held = [events(hub, alice), events(hub, alice)]
+    try:
+        held.append(requests.get(follow_url, headers=auth, stream=True, timeout=60))
+        assert [r.status_code for r in held] == [200] * MOST_STREAMS
+        # one more of any kind: a 429 saying why, or a WebSocket closed with 1013 (try again later)
+        for r in (events(hub, alice), requests.get(follow_url, headers=auth, stream=True, timeout=60)):
+            with r:
+                assert r.status_code == 429, r.url  # (a stream's text never ends)
+                assert "max_streams_per_user" in r.json()["message"] and int(r.headers["Retry-After"]) > 0
+        conn = websocket.create_connection(
+            hub.url.replace("http", "ws") + "/hub/api/events/ws", header=[f"Authorization: token {alice}"], timeout=30
+        )
+        opcode, data = conn.recv_data(control_frame=True)
+        conn.close()
+        assert opcode == websocket.ABNF.OPCODE_CLOSE and int.from_bytes(data[:2], "big") == 1013, (opcode, data)
+        assert b"max_streams_per_user" in data
+        # others' streams are theirs
+        with events(hub, streams_hub.bob) as r:
+            assert r.status_code == 200
+        # one closed, one more may open (once the hub saw the close)
+        held.pop(0).close()
+
+        def reopened():
+            r = events(hub, alice)
+            if r.status_code == 200:
+                return r
+            r.close()
+            return None
+
+        held.append(wait_for(reopened, 30, what="a stream's slot given back"))
+    finally:
+        for r in held:
+            r.close()
+        hub.api("POST", f"jobs/{job['id']}/stop", alice)
+
+
+def test_unfinished_batch_jobs_are_bounded_per_user(streams_hub):
+    """A batch launch is never refused for want of a slot; past a user's
+    UWSHub.max_unfinished_batch_jobs_per_user unfinished ones it is a 429."""
+    hub, alice, bob = streams_hub, streams_hub.alice, streams_hub.bob
+    ws = hub.api("POST", "workspaces", alice, json={"name": f"loop {uuid.uuid4().hex[:6]}"}, expect=201)
+    other = hub.api("POST", "workspaces", bob, json={"name": f"loop {uuid.uuid4().hex[:6]}"}, expect=201)
+    launched = []
+    try:
+        for _ in range(MOST_BATCH_JOBS):
+            launched.append(
+                (alice, hub.api("POST", f"workspaces/{ws['id']}/jobs", alice, json={"job_type": "sleeper"}, expect=202))
+            )
+        r = hub.request("POST", f"workspaces/{ws['id']}/jobs", alice, json={"job_type": "sleeper"})
+        assert r.status_code == 429, r.text
+        assert "max_unfinished_batch_jobs_per_user" in r.json()["message"] and int(r.headers["Retry-After"]) > 0
+        # another user's launches are theirs
+        launched.append(
+            (bob, hub.api("POST", f"workspaces/{other['id']}/jobs", bob, json={"job_type": "sleeper"}, expect=202))
+        )
+        # once one ended, the next launch is taken
+        token, first = launched.pop(0)
+        hub.api("POST", f"jobs/{first['id']}/stop", token)
+        hub.wait_job(first["id"], token, {"cancelled", "completed", "failed"})
+        launched.append(
+            (alice, hub.api("POST", f"workspaces/{ws['id']}/jobs", alice, json={"job_type": "sleeper"}, expect=202))
+        )
+    finally:
+        for token, job in launched:
+            hub.api("POST", f"jobs/{job['id']}/stop", token)
+
+
+def test_disk_preallocated_by_a_job_counts_on_its_workspace(streams_hub):
+    """Space preallocated past a file's end takes disk without changing the file's size:
+    the usage scan counted sizes only, so a job (or a terminal) held any amount of disk
+    at no quota. The end of the job measures its workspace."""
+    hub, alice = streams_hub, streams_hub.alice
+    ws = hub.api("POST", "workspaces", alice, json={"name": f"prealloc {uuid.uuid4().hex[:6]}"}, expect=201)
+    job = hub.api("POST", f"workspaces/{ws['id']}/jobs", alice, json={"job_type": "prealloc"}, expect=202)
+    assert hub.wait_job(job["id"], alice, {"completed", "failed"})["status"] == "completed"
+    held = hub.workspaces_root / "uwsalice" / ws["slug"] / "held"
+    assert held.stat().st_size == 0 and held.stat().st_blocks * 512 >= 8 << 20
+
+    def measured():
+        usage = hub.api("GET", f"workspaces/{ws['id']}", alice, expect=200)["disk_usage_bytes"]
+        return usage if usage >= 8 << 20 else None
+
+    assert wait_for(measured, 30, what="the preallocated disk counted") == held.stat().st_blocks * 512
+
+
+def test_a_job_whose_log_takes_too_much_disk_is_stopped(streams_hub):
+    """A job's log lies outside its workspace and counts on no quota: a job printing at
+    full speed filled the job log directory's disk for everyone. Past
+    UWSHub.max_job_log_bytes the job is stopped, failed, saying why."""
+    hub, alice = streams_hub, streams_hub.alice
+    ws = hub.api("POST", "workspaces", alice, json={"name": f"chatty {uuid.uuid4().hex[:6]}"}, expect=201)
+    job = hub.api("POST", f"workspaces/{ws['id']}/jobs", alice, json={"job_type": "chatty"}, expect=202)
+    try:
+        ended = hub.wait_job(job["id"], alice, {"completed", "failed", "cancelled"}, timeout=90)
+    finally:
+        hub.api("POST", f"jobs/{job['id']}/stop", alice)
+    assert ended["status"] == "failed", ended
+    assert ended["reason"] == (
+        f"The job's output took more than {MOST_LOG_BYTES} bytes of the hub's disk (UWSHub.max_job_log_bytes)"
+    )
