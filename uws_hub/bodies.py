@@ -76,6 +76,13 @@ class BodyLimitedApplication(web.Application):
         if set_max_body_size is not None:
             set_max_body_size(limit)
         length = request.headers.get("Content-Length", "")
-        if length.isdigit() and int(length) > limit and not getattr(target_class, "_stream_request_body", False):
+        # ASCII digits only, as HTTP reads a length (tornado answers 400 to any other):
+        # str.isdigit() also takes "²", which int() refuses
+        if (
+            length.isascii()
+            and length.isdigit()
+            and int(length) > limit
+            and not getattr(target_class, "_stream_request_body", False)
+        ):
             return super().get_handler_delegate(request, BodyTooLargeHandler, {"limit": limit})
         return super().get_handler_delegate(request, target_class, target_kwargs, path_args, path_kwargs)

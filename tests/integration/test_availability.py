@@ -8,6 +8,7 @@ holding it.
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import textwrap
 import uuid
@@ -37,6 +38,22 @@ def test_a_large_body_is_refused_before_it_is_read(hub, alice, who):
         # the workspaces' creation takes seed files on top of the limit (twice UWSHub.max_seed_bytes)
         limit = BODY_LIMIT + (2 * 10 * 1024 * 1024 if path == "/hub/api/workspaces" else 0)
         assert f"limit of {limit} bytes" in answer["message"], answer
+
+
+def test_a_length_in_other_digits_is_a_clear_refusal(hub, alice):
+    # "²" (Latin-1, as HTTP/1.1 headers are read) is a digit to str.isdigit() and not to
+    # int(): the length is judged as HTTP reads it (ASCII digits), a 400 from tornado,
+    # not an error in the bound's check (no answer at all)
+    for length in (b"\xb2", b"1\xb2"):
+        with socket.create_connection(("127.0.0.1", hub.hub_port), timeout=30) as conn:
+            # no body: the hub closes the connection after its answer
+            conn.sendall(
+                b"POST /hub/api/workspaces HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: " + length + b"\r\n\r\n"
+            )
+            status_line = conn.makefile("rb").readline()
+        assert status_line.split()[1:2] == [b"400"], (length, status_line)
+    r = requests.get(f"{hub.url}/hub/api/workspaces", headers={"Authorization": f"token {alice}"}, timeout=30)
+    assert r.status_code == 200, r.text[:300]
 
 
 def test_a_body_under_the_limit_is_read_as_before(hub, alice):
