@@ -74,7 +74,7 @@ def write_at_once(db: Session, row: Workspace | Job, values: dict[str, Any]) -> 
     transaction, not through the ORM's flush (which, for these rows and their
     relationships, costs the event loop several times the statement: a launch's and a
     start's writes); the session's row then holds them as stored (a rollback expires it)."""
-    db.connection().execute(update(type(row)).where(type(row).id == row.id), values)
+    db.connection().execute(_UPDATE_BY_ID[type(row)], {**values, "row_id": row.id})
     for key, value in values.items():
         set_committed_value(row, key, value)
 
@@ -337,6 +337,9 @@ class Job(Base):
 _BY_ID: dict[type, Any] = {
     cls: select(*cls.__table__.columns).where(cls.__table__.c.id == bindparam("row_id")) for cls in (Workspace, Job)
 }
+#: :func:`write_at_once`'s statement: the columns set are those given (built once, it costs
+#: the loop less than half what building it each time did)
+_UPDATE_BY_ID: dict[type, Any] = {cls: update(cls).where(cls.id == bindparam("row_id")) for cls in (Workspace, Job)}
 _MANAGERS: dict[type, Any] = {cls: cls.__mapper__.class_manager for cls in (Workspace, Job)}
 
 _ACTIVE_VALUES = frozenset(s.value for s in ACTIVE_JOB_STATUSES)
