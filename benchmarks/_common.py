@@ -222,8 +222,8 @@ def jupyter_server_argv(port: int, token: str, root_dir: str | Path, base_url: s
 
 def profiler(pid: int) -> subprocess.Popen | None:
     """``py-spy record`` of process ``pid`` into ``$UWS_BENCH_PYSPY``, if set (its collapsed
-    stacks, ``--format raw``; ``$UWS_BENCH_PYSPY_ARGS``: more of its options); stop it with
-    :func:`stop_profiler`."""
+    stacks, ``--format raw``; ``$UWS_BENCH_PYSPY_RATE``: samples a second, 200 unless set;
+    ``$UWS_BENCH_PYSPY_ARGS``: more of its options); stop it with :func:`stop_profiler`."""
     out = os.environ.get("UWS_BENCH_PYSPY")
     if not out:
         return None
@@ -237,7 +237,7 @@ def profiler(pid: int) -> subprocess.Popen | None:
             "--format",
             "raw",
             "--rate",
-            "200",
+            os.environ.get("UWS_BENCH_PYSPY_RATE", "200"),
             "--nonblocking",
             "-o",
             out,

@@ -18,7 +18,8 @@ Then it stops every job and checks they all end ``completed``.
 Profiling: with ``UWS_BENCH_PYSPY=<file>`` in the environment (and ``py-spy``
 installed in the venv), ``py-spy record`` samples the hub from the launches'
 POSTs until all run and writes its collapsed stacks there (as
-``benchmarks/batch.py`` does); such a run's numbers are not to be compared
+``benchmarks/batch.py`` does; ``UWS_BENCH_PYSPY_RATE``: samples a second, e.g.
+1000 for the ~1 s the POSTs take); such a run's numbers are not to be compared
 with others.
 """
 

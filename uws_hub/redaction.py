@@ -57,6 +57,21 @@ _HEX = re.compile(rf"(?:(?<![0-9A-Za-z])|{_AFTER_ESCAPE})[0-9a-fA-F]{{32,}}(?![0
 _BASE64 = re.compile(r"(?<![A-Za-z0-9_+/-])[A-Za-z0-9_+/-]{32,}={0,2}(?![A-Za-z0-9_+/=-])")
 
 
+#: what every pattern above needs somewhere in an ASCII text for it to match: a word that
+#: names a credential (in the URL parameters', the ``Authorization`` header's, the secret
+#: names'), a JWT's start (in the text made lower case), or a run of 32 characters of base64
+#: (hex digits are some). Most log lines have none (``202 POST /hub/api/workspaces/7/jobs
+#: (ann@10.0.0.1) 3.52ms``): two searches instead of six substitutions. (One search, or one
+#: case-insensitive, took as long as the six; a text that is not ASCII goes through all six,
+#: as their case-insensitive matches take letters that lower case does not give: ``ſ`` for s.)
+_SECRET_WORD = re.compile("token|auth|key|code|state|xsrf|secret|passw|signature|session|credential|eyj")
+_TOKEN_RUN = re.compile(r"[A-Za-z0-9_+/-]{32}")
+
+
+def _may_hold_secret(text: str) -> bool:
+    return not text.isascii() or bool(_SECRET_WORD.search(text.lower()) or _TOKEN_RUN.search(text))
+
+
 def _token_shaped(match: re.Match) -> str:
     """A long base64 run is a secret if it mixes cases and digits and is not a path."""
     s = match.group(0)
@@ -68,7 +83,7 @@ def _token_shaped(match: re.Match) -> str:
 
 def redact(text: str) -> str:
     """``text`` with everything that looks like a credential replaced by ``[redacted]``."""
-    if not text:
+    if not text or not _may_hold_secret(text):
         return text
     text = _URL_PARAM.sub(rf"\1{REDACTED}", text)
     text = _AUTHORIZATION.sub(rf"\1{REDACTED}", text)

@@ -30,6 +30,9 @@ scope in any form acts on every workspace shared with them.
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
+
 from jupyterhub.scopes import define_custom_scopes, needs_scope, scope_definitions
 
 READ_WORKSPACES = "custom:uws:read:workspaces"
@@ -123,4 +126,12 @@ def requires(scope: str):
     owner with :mod:`uws_hub.access` (JupyterHub's ``post_filter``), which
     answers 404 for resources outside it.
     """
-    return needs_scope(*accepting(scope), post_filter=True)
+    check = needs_scope(*accepting(scope), post_filter=True)
+
+    def decorate(handler_method: Callable) -> Callable:
+        # JupyterHub's check reads the method's signature at every request (the names of its
+        # arguments say what a scope's filter applies to): read once, it is then at hand
+        handler_method.__signature__ = inspect.signature(handler_method)  # type: ignore[attr-defined]
+        return check(handler_method)
+
+    return decorate

@@ -4,6 +4,7 @@ one workspace gets must agree, on every generated case (hypothesis)."""
 from __future__ import annotations
 
 import functools
+import inspect
 from types import SimpleNamespace
 
 import pytest
@@ -14,10 +15,11 @@ from jupyterhub._memoize import FrozenDict
 from jupyterhub.scopes import Scope, check_scope_filter
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
+from tornado.web import HTTPError
 
 from uws_hub import access
 from uws_hub.orm import Share, Workspace
-from uws_hub.scopes import ADMIN_SCOPE, LAUNCH_JOBS, READ_WORKSPACES, SHARE_WORKSPACES, WRITE_WORKSPACES
+from uws_hub.scopes import ADMIN_SCOPE, LAUNCH_JOBS, READ_WORKSPACES, SHARE_WORKSPACES, WRITE_WORKSPACES, requires
 
 from ..helpers import memory_database
 
@@ -147,3 +149,28 @@ def test_a_grantee_with_a_read_only_token_stays_read_only(engine):
     assert not access.may_workspace(request, WRITE_WORKSPACES, ws)
     assert not access.may_workspace(request, READ_WORKSPACES, ws, grantees=False)
     db.close()
+
+
+def test_a_scope_check_reads_no_signature_at_a_request(monkeypatch):
+    """JupyterHub's ``@needs_scope`` reads the handler method's signature at every request
+    (the names of its arguments say what a filter applies to); ``requires`` reads it once,
+    and a request is let through, or refused, as before."""
+
+    class Handler:
+        request = SimpleNamespace(path="/hub/api/workspaces/1/jobs")
+        db = None
+
+        def __init__(self, scopes):
+            self.current_user = SimpleNamespace(name="ann")
+            self.expanded_scopes = self.parsed_scopes = FrozenDict({s: Scope.ALL for s in scopes})
+
+        @requires(LAUNCH_JOBS)
+        def post(self, workspace_id, extra="x"):
+            return workspace_id, extra
+
+    read = []
+    monkeypatch.setattr(inspect, "_signature_from_function", lambda *a, **k: read.append(a))
+    assert Handler([LAUNCH_JOBS]).post("1") == ("1", "x") and read == []
+    with pytest.raises(HTTPError) as refused:
+        Handler([READ_WORKSPACES]).post("1")
+    assert refused.value.status_code == 403 and read == []

@@ -11,6 +11,7 @@ from jupyterhub import orm as hub_orm
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
+from uws_hub import orm
 from uws_hub.jobs.reconcile import JobSteps
 from uws_hub.orm import Job, Workspace, write_at_once
 
@@ -73,3 +74,18 @@ def test_a_row_written_at_once_is_as_stored_and_a_rollback_forgets_it(job_db):
     assert job.reason == "written at once" and not db.dirty
     db.rollback()
     assert job.reason is None and stored_attempts(db, job.id) == 0
+
+
+def test_a_write_at_once_builds_no_statement(job_db, monkeypatch):
+    """Building the UPDATE, then SQLAlchemy's cache key of it, cost more than running it
+    (a launch's and every start's write): it is built once a table, for any columns."""
+    db, job = job_db
+    job_id, built = job.id, []
+    monkeypatch.setattr(orm, "update", lambda *args: built.append(args))
+    write_at_once(db, job, {"reason": "first", "attempts": 3})
+    write_at_once(db, job.workspace, {"status_reason": "second"})
+    assert built == []
+    db.commit()
+    db.expunge_all()
+    job = db.get(Job, job_id)
+    assert (job.reason, job.attempts, job.workspace.status_reason) == ("first", 3, "second")

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from uws_hub.accounts.system import SystemAccounts
 from uws_hub.errors import Conflict
-from uws_hub.events.bus import EventBus
+from uws_hub.events.bus import EventBus, event_model
 from uws_hub.events.notify import Notifier
 from uws_hub.jobs.batch import BatchSteps
 from uws_hub.jobs.launch import check_resource_limits
@@ -394,6 +394,38 @@ def test_events_are_published_in_the_order_of_their_ids_however_they_were_stored
     hub.db.commit()
     assert sub.queue.empty()
     assert not hub.db.query(Event).filter(Event.reason.like("rolled back%")).count()
+
+
+def test_a_launch_makes_no_row_objects_through_the_orm_and_publishes_its_rows_as_stored(hub):
+    """A launch request (200 of them in a burst are answered one after the other) makes its
+    job's object as a load does and its events none: the ORM's constructor, with an
+    attribute event for each column, cost the event loop as much as each statement. What
+    it publishes and returns is the rows as stored."""
+    hub.db.expire_on_commit = False  # as JupyterHub's session
+    ws = workspace(hub)
+    sub = hub.events.subscribe(lambda e: True)
+    made = []
+
+    def constructed(target, args, kwargs):
+        made.append(target)
+
+    for cls in (Job, Event):
+        sa_event.listen(cls, "init", constructed)
+    try:
+        job = hub.jobs.launch(ws, "lab", None, {}, "ann")
+    finally:
+        for cls in (Job, Event):
+            sa_event.remove(cls, "init", constructed)
+    assert made == []
+    published = [sub.queue.get_nowait() for _ in range(sub.queue.qsize())]
+    assert [(e["kind"], e["status"], e["previous"]) for e in published] == [
+        ("job", "pending", None),
+        ("workspace", "active", "idle"),
+    ]
+    assert job in hub.db and not hub.db.dirty and hub.db.get(Job, job.id) is job
+    assert job.workspace is ws and job.status == "pending" and job.created_at == job.updated_at
+    stored = {e.id: event_model(e) for e in hub.db.scalars(select(Event))}
+    assert published == [stored[e["id"]] for e in published]
 
 
 def test_a_list_reads_the_unfinished_and_latest_jobs_in_one_query_as_it_read_them_in_two(hub):

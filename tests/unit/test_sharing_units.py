@@ -24,6 +24,7 @@ import pytest
 
 from uws_hub.jobs.limits import memory_bytes
 from uws_hub.jobs.servers import FOREIGN_SERVER_TOKEN_SCOPES, add_client_scopes, set_server_token_scopes
+from uws_hub.quotas import limits as quota_limits
 from uws_hub.quotas.limits import limit_words
 from uws_hub.quotas.service import Limits, fmt_bytes, fmt_hours, period_start
 from uws_hub.scopes import READ_WORKSPACES, WRITE_SERVERS, taken_by_hub
@@ -284,6 +285,15 @@ def test_quota_periods_and_formats():
     # a size someone asked for stays what they typed, in the largest unit that divides it
     assert (fmt_bytes(1536, exact=True), fmt_bytes(3 * 1024**3, exact=True)) == ("1536 bytes", "3 GiB")
     assert (fmt_hours(3600), fmt_hours(3.6), fmt_hours(36_081)) == ("1", "0.001", "10.023")
+
+
+def test_limits_merge_without_copying_them(monkeypatch):
+    """Every launch merges its user's limits: field by field, not through ``asdict``'s deep
+    copy (which cost the request more than the rest of its quota check)."""
+    monkeypatch.setattr(quota_limits, "asdict", None)
+    defaults = Limits(disk_bytes=100, concurrent_jobs=1)
+    assert defaults.merged(Limits()) is defaults
+    assert defaults.merged(Limits(concurrent_jobs=0)) == Limits(disk_bytes=100, concurrent_jobs=0)
 
 
 def test_limits_merge_and_models():

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import event as sa_event
@@ -32,11 +33,11 @@ _PENDING = "uws_events_pending"
 _FLUSHED = "uws_events_flushed"
 #: :meth:`EventBus.insert`'s statement, built once (its id comes back)
 _INSERT = insert(Event).returning(Event.id)
-#: the columns it sets (the id is the database's)
-_COLUMNS = [c.key for c in Event.__table__.columns if c.key != "id"]
+#: the columns it sets (the id is the database's), None unless given
+_NO_VALUES = dict.fromkeys(c.key for c in Event.__table__.columns if c.key != "id")
 
 
-def event_model(ev: Event) -> dict[str, Any]:
+def event_model(ev: Event | SimpleNamespace) -> dict[str, Any]:
     return {
         "id": ev.id,
         "kind": ev.kind,
@@ -185,19 +186,19 @@ class EventBus:
         db.add(ev)
         db.info.setdefault(_PENDING, []).append(ev)
 
-    def insert(self, db: Session, ev: Event) -> None:
-        """Store ``ev`` now, with an INSERT of its own in the session's transaction, not
-        through the ORM's flush; it is published when the session commits, as :meth:`record`'s.
+    def insert(self, db: Session, values: dict[str, Any]) -> None:
+        """Store an event (``values``: its columns', but the id and, if missing, the time)
+        now, with an INSERT of its own in the session's transaction, not through the ORM's
+        flush; it is published when the session commits, as :meth:`record`'s.
 
         For what the hub records many times at once (a launch: 200 requests in a burst
         are answered one after the other): the ORM's flush of a new row costs the loop
-        about ten times the statement's own time. ``ev`` itself stays out of the session.
+        about ten times the statement's own time, and making the row's object alone
+        (attribute events on every column) as long as the statement: there is none.
         """
-        if ev.created_at is None:
-            ev.created_at = utcnow()
-        values = {key: getattr(ev, key) for key in _COLUMNS}
-        ev.id = db.connection().execute(_INSERT, values).scalar_one()
-        db.info.setdefault(_FLUSHED, []).append(event_model(ev))
+        row = {**_NO_VALUES, "created_at": utcnow(), **values}
+        row_id = db.connection().execute(_INSERT, row).scalar_one()
+        db.info.setdefault(_FLUSHED, []).append(event_model(SimpleNamespace(id=row_id, **row)))
 
     def change(
         self,
@@ -216,7 +217,7 @@ class EventBus:
     ) -> None:
         """Record a change of a job, a workspace or a share, or a notification (see :meth:`record`;
         ``at_once``: :meth:`insert`)."""
-        ev = Event(
+        values = dict(
             kind=kind,
             owner_id=owner_id,
             workspace_id=workspace_id,
@@ -228,9 +229,9 @@ class EventBus:
             data=data or {},
         )
         if at_once:
-            self.insert(db, ev)
+            self.insert(db, values)
         else:
-            self.record(db, ev)
+            self.record(db, Event(**values))
 
     def attach(self, db: Session) -> None:
         """Publish the events a session records when (and only if) it commits."""

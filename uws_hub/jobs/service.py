@@ -32,13 +32,13 @@ from jupyterhub import orm as hub_orm
 from sqlalchemy import ColumnElement, func, insert, select
 from sqlalchemy import event as sa_event
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, make_transient_to_detached, selectinload
+from sqlalchemy.orm import Session, selectinload
 
 from ..accounts.system import SystemAccounts
 from ..errors import Conflict, TooManyRequests, Unprocessable
 from ..events.bus import EventBus, transient_event
 from ..metrics import JOB_LAUNCH_DURATION_SECONDS
-from ..orm import Job, Workspace, isoformat, utcnow
+from ..orm import Job, Workspace, as_stored, isoformat, utcnow
 from ..redaction import redact
 from ..sharing import posixgroups
 from ..sharing.kills import GroupKills
@@ -644,10 +644,8 @@ class JobService:
             # the job's row and its event with statements of their own, not through the ORM's
             # flush (it cost a launch request three times as much, a burst of them waiting in
             # turn); a batch job's log file, named by its id, is stored at its hand-over (see log_path)
-            job = Job(**self.db.connection().execute(_INSERT_JOB, row).one()._asdict())
             # the row as stored (every column came back): in the session without reading it again
-            make_transient_to_detached(job)
-            self.db.add(job)
+            job = as_stored(self.db, Job, self.db.connection().execute(_INSERT_JOB, row).one())
             self._record(job, None, None, actor, at_once=True)
             self.workspaces.launched_in(ws, created_at, actor)
             self.db.commit()
