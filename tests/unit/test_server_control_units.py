@@ -423,6 +423,22 @@ def test_revoking_a_servers_tokens_leaves_the_sessions_objects_as_the_database(c
     assert rows["ws-1"].oauth_client_id is None
 
 
+async def test_what_a_stops_early_end_woke_runs_before_jupyterhubs_cleanup(running):
+    """The commit of the job's end wakes the event streams that send it (a callback in the
+    loop's next turn): the stop gives them that turn before JupyterHub's cleanup of the
+    server (its commits) runs. Failed before: the cleanup ran first, in the same turn."""
+    control, db, orm_user, spawner, proc = running
+    loop, woken = asyncio.get_running_loop(), []
+
+    def then() -> None:
+        control.revoke_tokens(orm_user, "ws-1")
+        loop.call_soon(lambda: woken.append("cleaned up" if spawner.server is None else "before the cleanup"))
+
+    assert await control.stop(orm_user, "ws-1", then=then) is True
+    assert woken == ["before the cleanup"]
+    assert spawner.orm_spawner.server is None  # (and the cleanup followed)
+
+
 async def test_a_stops_early_end_commits_the_servers_tokens_gone_with_it(running):
     """Every end of a job deletes its server's tokens (``JobService.transition`` calls
     ``revoke_tokens``): recorded before JupyterHub's cleanup, the end's own commit has the
