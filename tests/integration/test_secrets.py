@@ -31,7 +31,16 @@ import websocket
 
 from .. import browserutil
 from ..authutil import login
-from ..helpers import MINIMAL_CMD, MULTIUSER_CONFIG, launch, oauth_exchange, oauth_token, server_token, sse_replay
+from ..helpers import (
+    MINIMAL_CMD,
+    MULTIUSER_CONFIG,
+    launch,
+    oauth_authorize,
+    oauth_exchange,
+    oauth_token,
+    server_token,
+    sse_replay,
+)
 from ..hubutil import wait_for
 
 TERMINAL = {"completed", "failed", "cancelled"}
@@ -228,24 +237,36 @@ def test_every_end_of_a_job_revokes_its_server_token(shub, job_type, end, outcom
     assert not works(shub, token)
 
 
-def _server_credentials_left(hub, job) -> tuple[int, int]:
-    """How many API tokens and OAuth clients of the job's server the hub's database holds."""
+def _server_credentials(hub, job) -> dict[str, int]:
+    """What the hub's database holds of the job's server's credentials: its API tokens,
+    the OAuth tokens and codes issued to its OAuth client, the client, and the server
+    rows that name the client."""
     from sqlalchemy import create_engine, text
 
+    client = f"jupyterhub-user-{job['owner']}-{job['server_name']}"
+    note = f"Server at /user/{job['owner']}/{job['server_name']}/"
+    counts = {
+        "api_tokens": "SELECT count(*) FROM api_tokens WHERE note = :note",
+        "oauth_tokens": "SELECT count(*) FROM api_tokens WHERE client_id = :client",
+        "oauth_codes": "SELECT count(*) FROM oauth_codes WHERE client_id = :client",
+        "oauth_clients": "SELECT count(*) FROM oauth_clients WHERE identifier = :client",
+        "servers_naming_it": "SELECT count(*) FROM spawners WHERE oauth_client_id = :client",
+    }
     engine = create_engine(hub.db_url)
     try:
         with engine.connect() as db:
-            tokens = db.execute(
-                text("SELECT count(*) FROM api_tokens WHERE note = :note"),
-                {"note": f"Server at /user/uwsalice/{job['server_name']}/"},
-            ).scalar_one()
-            clients = db.execute(
-                text("SELECT count(*) FROM oauth_clients WHERE identifier = :client"),
-                {"client": f"jupyterhub-user-uwsalice-{job['server_name']}"},
-            ).scalar_one()
+            return {
+                name: db.execute(text(query), {"note": note, "client": client}).scalar_one()
+                for name, query in counts.items()
+            }
     finally:
         engine.dispose()
-    return tokens, clients
+
+
+def _server_credentials_left(hub, job) -> tuple[int, int]:
+    """How many API tokens and OAuth clients of the job's server the hub's database holds."""
+    credentials = _server_credentials(hub, job)
+    return credentials["api_tokens"], credentials["oauth_clients"]
 
 
 def test_a_stopped_job_is_reported_ended_with_its_servers_credentials_gone(shub):
@@ -282,6 +303,33 @@ def test_a_stopped_job_is_reported_ended_with_its_servers_credentials_gone(shub)
         return None if r.json()["status"] == "deleting" else r.text
 
     assert wait_for(delete_ended, 30, what="the workspace's delete") == "deleted"
+
+
+def test_a_stop_deletes_its_servers_tokens_and_oauth_codes_and_nothing_else(shub):
+    """The end of a job deletes its server's API token, its OAuth client and whatever was
+    issued to that client (a visitor's OAuth token, the code of a login left half-way),
+    and nothing of another server's, nor the users' own tokens: all still work."""
+    ws, other_ws = shared_workspace(shub), shared_workspace(shub)
+    bob = login(shub, "uwsbob", PASSWORD)
+    assert bob.ok, bob
+    job, other = run(shub, ws), run(shub, other_ws)
+    token, others = server_token(job), server_token(other)
+    bobs, bobs_other = oauth_token(shub, bob.session, job, token), oauth_token(shub, bob.session, other, others)
+    for server in (job, other):  # a login into each server, its code not exchanged (yet)
+        assert oauth_authorize(shub, bob.session, server).status_code == 302
+    held = {"api_tokens": 1, "oauth_tokens": 1, "oauth_codes": 1, "oauth_clients": 1, "servers_naming_it": 1}
+    assert _server_credentials(shub, job) == _server_credentials(shub, other) == held
+    stop_on_request(shub, job)
+    ended = shub.wait_job(job["id"], shub.alice, TERMINAL, timeout=30)
+    assert ended["status"] == "completed", ended["reason"]
+    assert _server_credentials(shub, job) == dict.fromkeys(held, 0)
+    assert _server_credentials(shub, other) == held
+    assert not works(shub, token) and not works(shub, bobs)
+    assert all(works(shub, t) for t in (others, bobs_other, shub.alice, shub.bob))
+    stop_on_request(shub, other)
+    assert shub.wait_job(other["id"], shub.alice, TERMINAL, timeout=30)["status"] == "completed"
+    assert _server_credentials(shub, other) == dict.fromkeys(held, 0)
+    assert all(works(shub, t) for t in (shub.alice, shub.bob))
 
 
 def test_a_servers_oauth_client_secret_is_its_token_hashed_as_the_token_is(shub):

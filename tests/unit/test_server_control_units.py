@@ -378,6 +378,67 @@ async def test_a_server_deleted_while_its_stop_cleans_up_is_deleted_once_that_is
     assert "ws-1" not in orm_user.orm_spawners
 
 
+def test_revoking_a_servers_tokens_leaves_the_sessions_objects_as_the_database(control):
+    """``revoke_tokens`` deletes with one statement a kind, not through the ORM: what the
+    session had loaded follows all the same (the hub's session keeps its objects across
+    commits). A visitor's lists of tokens and codes, loaded before, no longer hold what
+    was issued to the server's OAuth client, and still hold their own token and what
+    another server's client issued them; the server no longer names its client."""
+    control, db, orm_user = control
+    visitor = hub_orm.User(name="visitor")
+    db.add_all([visitor, hub_orm.OAuthClient(identifier="jupyterhub")])
+    rows = {name: control._orm_spawner(orm_user, name) for name in ("ws-1", "ws-2")}
+    for name, row in rows.items():
+        row.oauth_client = hub_orm.OAuthClient(identifier=f"jupyterhub-user-owner-{name}")
+    db.commit()
+    server_token = orm_user.new_api_token(note="Server at /user/owner/ws-1/")
+    other_server_token = orm_user.new_api_token(note="Server at /user/owner/ws-2/")
+    own = visitor.new_api_token(note="the visitor's own")
+    for name in ("ws-1", "ws-2"):
+        visitor.new_api_token(client_id=f"jupyterhub-user-owner-{name}", note=f"login into {name}")
+        db.add(hub_orm.OAuthCode(client_id=f"jupyterhub-user-owner-{name}", user=visitor, code=f"code-{name}"))
+    db.commit()
+    # loaded, as the session has them after requests that read them
+    assert len(visitor.api_tokens) == 3 and len(visitor.oauth_codes) == 2 and len(orm_user.api_tokens) == 2
+    assert rows["ws-1"].oauth_client is not None
+
+    control.revoke_tokens(orm_user, "ws-1")
+    db.commit()
+
+    assert sorted(t.note for t in visitor.api_tokens) == ["login into ws-2", "the visitor's own"]
+    assert [c.code for c in visitor.oauth_codes] == ["code-ws-2"]
+    assert [t.note for t in orm_user.api_tokens] == ["Server at /user/owner/ws-2/"]
+    assert rows["ws-1"].oauth_client is None and rows["ws-1"].oauth_client_id is None
+    assert rows["ws-2"].oauth_client.identifier == "jupyterhub-user-owner-ws-2"
+    assert hub_orm.APIToken.find(db, server_token) is None
+    assert hub_orm.APIToken.find(db, other_server_token) is not None and hub_orm.APIToken.find(db, own) is not None
+    assert [c.identifier for c in db.query(hub_orm.OAuthClient).order_by(hub_orm.OAuthClient.identifier)] == [
+        "jupyterhub",
+        "jupyterhub-user-owner-ws-2",
+    ]
+    # nothing of it is left to flush, and the database says the same after a fresh read
+    assert not db.dirty and not db.deleted
+    db.expire_all()
+    assert sorted(t.note for t in visitor.api_tokens) == ["login into ws-2", "the visitor's own"]
+    assert rows["ws-1"].oauth_client_id is None
+
+
+async def test_what_a_stops_early_end_woke_runs_before_jupyterhubs_cleanup(running):
+    """The commit of the job's end wakes the event streams that send it (a callback in the
+    loop's next turn): the stop gives them that turn before JupyterHub's cleanup of the
+    server (its commits) runs. Failed before: the cleanup ran first, in the same turn."""
+    control, db, orm_user, spawner, proc = running
+    loop, woken = asyncio.get_running_loop(), []
+
+    def then() -> None:
+        control.revoke_tokens(orm_user, "ws-1")
+        loop.call_soon(lambda: woken.append("cleaned up" if spawner.server is None else "before the cleanup"))
+
+    assert await control.stop(orm_user, "ws-1", then=then) is True
+    assert woken == ["before the cleanup"]
+    assert spawner.orm_spawner.server is None  # (and the cleanup followed)
+
+
 async def test_a_stops_early_end_commits_the_servers_tokens_gone_with_it(running):
     """Every end of a job deletes its server's tokens (``JobService.transition`` calls
     ``revoke_tokens``): recorded before JupyterHub's cleanup, the end's own commit has the

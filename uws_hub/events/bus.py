@@ -80,8 +80,9 @@ class Subscription:
         self.lagging = False
         #: the id of the first stored event it missed, when it lags
         self.missed_from: int | None = None
-        #: set when the queue gets an event, lags, or the subscription ends
-        self.wakeup = asyncio.Event()
+        #: what :meth:`next_batch` awaits: done when the queue gets an event, lags, or
+        #: the subscription ends
+        self._waiter: asyncio.Future[None] | None = None
         self.closed = asyncio.Event()
 
     def offer(self, event: dict) -> bool:
@@ -98,8 +99,17 @@ class Subscription:
             missed = [e["id"] for e in self._drain() if e["id"] is not None]
             self.missed_from = missed[0] if missed else event["id"]
             self.lagging = True
-        self.wakeup.set()
+        self._wake()
         return True
+
+    def close(self) -> None:
+        """End the subscription (its reader's :meth:`next_batch` returns)."""
+        self.closed.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     def _drain(self) -> list[dict]:
         events = []
@@ -127,13 +137,21 @@ class Subscription:
     async def next_batch(self, timeout: float) -> list[dict]:
         """Every queued event (waiting for at least one), or [] after ``timeout``
         seconds, on a lag or once closed (or dropped). Taking them all at once lets a reader
-        keep up with bursts (one write and one flush for many events)."""
+        keep up with bursts (one write and one flush for many events).
+
+        It awaits a future of its own, which the event's publisher completes: its
+        reader resumes in the loop's next turn. (Waiting on events through
+        ``asyncio.wait`` took three turns, each after whatever else was ready then,
+        such as the rest of a stop's cleanup.)"""
         if self.queue.empty() and not self.lagging and not self.closed.is_set():
-            self.wakeup.clear()
-            waits = {asyncio.ensure_future(self.wakeup.wait()), asyncio.ensure_future(self.closed.wait())}
-            _, pending = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-            for waiting in pending:
-                waiting.cancel()
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._waiter
+            except TimeoutError:
+                pass
+            finally:
+                self._waiter = None
         return self._drain()
 
 
@@ -162,7 +180,7 @@ class EventBus:
 
     def unsubscribe(self, sub: Subscription) -> None:
         self._subscriptions.discard(sub)
-        sub.closed.set()
+        sub.close()
 
     def publish(self, event: dict) -> None:
         for listener in self.listeners:

@@ -28,8 +28,8 @@ from jupyterhub.slugs import is_valid_safe_slug
 from jupyterhub.spawner import Spawner
 from jupyterhub.user import User, UserDict
 from jupyterhub.utils import iterate_until, safe_log, url_escape_path, url_path_join
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy import or_, select
 from sqlalchemy.orm.collections import collection_adapter
 from traitlets.utils.importstring import import_item
 
@@ -518,18 +518,29 @@ class ServerControl:
         misses the API token whenever ``Spawner.poll`` found the server gone
         first (poll clears the spawner's state, token included), and a server
         that never stopped cleanly is not stopped by it at all.
+
+        One statement each for the tokens, the codes, the server's link to its
+        client and the client, on every job's end before its event: deleting the
+        client through the ORM first loaded its lists of tokens and codes to delete
+        them one by one (3 ms of a stop). The session follows all the same: what the
+        statements delete that it holds is deleted in it too, and JupyterHub's
+        listener of that expires the lists that held it (their users' tokens and
+        codes, the server's client); the server's link is set in it too.
         """
         db = self.users.db
         notes = server_token_notes(self.user(orm_user).base_url, server_name)
-        for token in db.scalars(
-            select(hub_orm.APIToken).where(hub_orm.APIToken.user_id == orm_user.id, hub_orm.APIToken.note.in_(notes))
-        ):
-            db.delete(token)
-        orm_spawner = db.scalar(
-            select(hub_orm.Spawner).where(hub_orm.Spawner.user_id == orm_user.id, hub_orm.Spawner.name == server_name)
-        )
-        if orm_spawner is not None and orm_spawner.oauth_client is not None:
-            db.delete(orm_spawner.oauth_client)  # its tokens and codes go with it
+        orm_spawner = self._orm_spawner(orm_user, server_name)
+        client_id = orm_spawner.oauth_client_id if orm_spawner is not None else None
+        tokens = and_(hub_orm.APIToken.user_id == orm_user.id, hub_orm.APIToken.note.in_(notes))
+        if client_id is not None:
+            tokens = or_(tokens, hub_orm.APIToken.client_id == client_id)
+        db.execute(delete(hub_orm.APIToken).where(tokens))
+        if client_id is not None:
+            db.execute(delete(hub_orm.OAuthCode).where(hub_orm.OAuthCode.client_id == client_id))
+            db.execute(
+                update(hub_orm.Spawner).where(hub_orm.Spawner.oauth_client_id == client_id).values(oauth_client_id=None)
+            )
+            db.execute(delete(hub_orm.OAuthClient).where(hub_orm.OAuthClient.identifier == client_id))
 
     def revoke_stale_tokens(self) -> int:
         """Delete the API tokens of servers that are not running; returns how many.

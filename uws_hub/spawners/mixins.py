@@ -332,6 +332,10 @@ class WorkspaceSpawnerMixin:
         listener = self.stopped_listener
         if listener is not None and await self.poll() is not None:
             listener()
+            # one turn of the loop: what the end's commit woke (the event streams that
+            # send the job's end) goes before what follows without a wait of its own
+            # (JupyterHub's cleanup and its commits; a SLURM job's output tail, a fork)
+            await asyncio.sleep(0)
 
     def report(self, event: str, **info: Any) -> None:
         if self.lifecycle_listener is not None:
