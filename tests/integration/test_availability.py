@@ -121,9 +121,7 @@ def streams_hub(make_hub, system_users):
 
 
 def events(hub, token) -> requests.Response:
-    return requests.get(
-        f"{hub.url}/hub/api/events", headers={"Authorization": f"token {token}"}, stream=True, timeout=60
-    )
+    return hub.request("GET", "events", token, stream=True, timeout=60)
 
 
 def test_streams_held_open_are_bounded_per_user(streams_hub):
@@ -131,14 +129,13 @@ def test_streams_held_open_are_bounded_per_user(streams_hub):
     ws = hub.api("POST", "workspaces", alice, json={"name": f"streams {uuid.uuid4().hex[:6]}"}, expect=201)
     job = hub.api("POST", f"workspaces/{ws['id']}/jobs", alice, json={"job_type": "sleeper"}, expect=202)
     hub.wait_job(job["id"], alice, {"running"})
-    follow_url = f"{hub.url}/hub/api/jobs/{job['id']}/log/stream"
-    auth = {"Authorization": f"token {alice}"}
+    follow = f"jobs/{job['id']}/log/stream"
     held = [events(hub, alice), events(hub, alice)]
     try:
-        held.append(requests.get(follow_url, headers=auth, stream=True, timeout=60))
+        held.append(hub.request("GET", follow, alice, stream=True, timeout=60))
         assert [r.status_code for r in held] == [200] * MOST_STREAMS
         # one more of any kind: a 429 saying why, or a WebSocket closed with 1013 (try again later)
-        for r in (events(hub, alice), requests.get(follow_url, headers=auth, stream=True, timeout=60)):
+        for r in (events(hub, alice), hub.request("GET", follow, alice, stream=True, timeout=60)):
             with r:
                 assert r.status_code == 429, r.url  # (a stream's text never ends)
                 assert "max_streams_per_user" in r.json()["message"] and int(r.headers["Retry-After"]) > 0
