@@ -272,7 +272,7 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         100 MB unless bounded), so without this an anonymous client could make the hub
         hold that much per connection. Uploads to the files API are streamed to disk
         and bounded by ``max_upload_bytes`` instead; the requests that create a
-        workspace (also HuBMAP's, and its workspace updates) may be larger by twice
+        workspace (also HuBMAP's, and its workspace updates and uploads) may be larger by twice
         ``max_seed_bytes``, what their seed files take once encoded in JSON.
         Accepts a number of bytes or a string with a unit, e.g. ``"1M"``.
         """,

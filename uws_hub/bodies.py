@@ -76,13 +76,17 @@ class BodyLimitedApplication(web.Application):
         if set_max_body_size is not None:
             set_max_body_size(limit)
         length = request.headers.get("Content-Length", "")
-        # ASCII digits only, as HTTP reads a length (tornado answers 400 to any other):
-        # str.isdigit() also takes "²", which int() refuses
-        if (
-            length.isascii()
-            and length.isdigit()
-            and int(length) > limit
-            and not getattr(target_class, "_stream_request_body", False)
-        ):
+        if _over(length, limit) and not getattr(target_class, "_stream_request_body", False):
             return super().get_handler_delegate(request, BodyTooLargeHandler, {"limit": limit})
         return super().get_handler_delegate(request, target_class, target_kwargs, path_args, path_kwargs)
+
+
+def _over(length: str, limit: int) -> bool:
+    """Whether a ``Content-Length`` says more than ``limit`` bytes. ASCII digits only, as
+    HTTP reads a length (tornado answers 400 to any other): str.isdigit() also takes "²",
+    which int() refuses; and a number of more digits than the limit's is larger without
+    int(), which refuses more than 4300 digits (``sys.set_int_max_str_digits``)."""
+    if not (length.isascii() and length.isdigit()):
+        return False
+    digits = length.lstrip("0")
+    return len(digits) > len(str(limit)) or int(digits or "0") > limit

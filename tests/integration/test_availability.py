@@ -56,6 +56,17 @@ def test_a_length_in_other_digits_is_a_clear_refusal(hub, alice):
     assert r.status_code == 200, r.text[:300]
 
 
+def test_a_length_of_many_digits_is_a_clear_refusal(hub):
+    # more digits than Python's int() reads by default (4300): a 413 like any other length
+    # over the limit, not an error in the bound's check (no answer, a traceback logged)
+    with socket.create_connection(("127.0.0.1", hub.hub_port), timeout=30) as conn:
+        conn.sendall(
+            b"POST /hub/api/workspaces HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n"
+        )
+        status_line = conn.makefile("rb").readline()
+    assert status_line.split()[1:2] == [b"413"], status_line
+
+
 def test_a_body_under_the_limit_is_read_as_before(hub, alice):
     # a workspace's seed files may total max_seed_bytes (10 MiB), more than the limit:
     # that route takes them (base64, JSON-escaped) on top of it
