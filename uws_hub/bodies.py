@@ -5,8 +5,8 @@ Tornado reads a request's whole body into memory before any handler runs
 leaves as it is: an anonymous client could make the hub hold 100 MB per
 connection, as many connections as it liked, and wait for each body as long as
 it was sent. Every route now takes at most ``UWSHub.max_request_body_bytes``
-(the routes that take a new workspace's seed files twice ``UWSHub.max_seed_bytes``
-more); a body said to be larger is a 413 at once, before it is read, and one
+(the routes that take a new workspace's seed files ``SEED_JSON_EXPANSION`` times
+``UWSHub.max_seed_bytes`` more); a body said to be larger is a 413 at once, before it is read, and one
 that turns out larger (sent in chunks) closes the connection when it gets there.
 Streamed bodies (uploads to the files API) set their own limits before they read.
 """
@@ -17,6 +17,11 @@ import json
 from typing import Any
 
 from tornado import httputil, web
+
+#: how many bytes of a body a byte of seed files may take: JSON as most clients write it
+#: (Python's json, ensure_ascii) sends a letter of two bytes in UTF-8 as ``\u00e9``, six
+#: bytes, and one of four as two such escapes (base64 takes 4/3, ASCII text at most 2)
+SEED_JSON_EXPANSION = 3
 
 
 @web.stream_request_body

@@ -35,8 +35,8 @@ def test_a_large_body_is_refused_before_it_is_read(hub, alice, who):
         assert r.status_code == 413, (path, r.status_code, r.text[:300])
         answer = r.json()
         assert "max_request_body_bytes" in answer["message"], answer
-        # the workspaces' creation takes seed files on top of the limit (twice UWSHub.max_seed_bytes)
-        limit = BODY_LIMIT + (2 * 10 * 1024 * 1024 if path == "/hub/api/workspaces" else 0)
+        # the workspaces' creation takes seed files on top of the limit (3 x UWSHub.max_seed_bytes)
+        limit = BODY_LIMIT + (3 * 10 * 1024 * 1024 if path == "/hub/api/workspaces" else 0)
         assert f"limit of {limit} bytes" in answer["message"], answer
 
 
@@ -87,6 +87,23 @@ def test_a_body_under_the_limit_is_read_as_before(hub, alice):
         timeout=60,
     )
     assert r.status_code == 422, r.text[:300]
+    hub.api("DELETE", f"workspaces/{wid}", alice)
+
+
+def test_seed_text_not_in_ascii_is_taken_up_to_the_seed_limit(hub, alice):
+    # 8 MiB of UTF-8 text (under max_seed_bytes, 10 MiB) in letters of two bytes, which
+    # JSON as Python's json (and requests) writes it sends as \u00e9, six bytes each: a
+    # body of 24 MiB, over what a body with seed files took (twice max_seed_bytes more: 21 MiB)
+    content = "\u00e9" * (4 * 1024 * 1024)
+    r = requests.post(
+        f"{hub.url}/hub/api/workspaces",
+        headers={"Authorization": f"token {alice}"},
+        json={"name": "accented seed", "files": [{"path": "accents.txt", "content": content}]},
+        timeout=120,
+    )
+    assert r.status_code == 201, (r.status_code, r.text[:300])
+    wid = r.json()["id"]
+    assert hub.api("GET", f"workspaces/{wid}/files/accents.txt", alice).content == content.encode()
     hub.api("DELETE", f"workspaces/{wid}", alice)
 
 
