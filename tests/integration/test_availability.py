@@ -67,18 +67,22 @@ def test_a_length_of_many_digits_is_a_clear_refusal(hub):
     assert status_line.split()[1:2] == [b"413"], status_line
 
 
+def seeded_workspace(hub, token: str, name: str, path: str, content: str) -> int:
+    """A new workspace's id, made through the proxy with a seed file of ``content`` (UTF-8)."""
+    r = requests.post(
+        f"{hub.url}/hub/api/workspaces",
+        headers={"Authorization": f"token {token}"},
+        json={"name": name, "files": [{"path": path, "content": content}]},
+        timeout=120,
+    )
+    assert r.status_code == 201, (r.status_code, r.text[:300])
+    return r.json()["id"]
+
+
 def test_a_body_under_the_limit_is_read_as_before(hub, alice):
     # a workspace's seed files may total max_seed_bytes (10 MiB), more than the limit:
     # that route takes them (base64, JSON-escaped) on top of it
-    content = "x" * (3 * 1024 * 1024)
-    r = requests.post(
-        f"{hub.url}/hub/api/workspaces",
-        headers={"Authorization": f"token {alice}"},
-        json={"name": "large seed", "files": [{"path": "big.txt", "content": content}]},
-        timeout=60,
-    )
-    assert r.status_code == 201, r.text[:300]
-    wid = r.json()["id"]
+    wid = seeded_workspace(hub, alice, "large seed", "big.txt", "x" * (3 * 1024 * 1024))
     # elsewhere a body just under the limit is read and judged as before (422: no such job type)
     r = requests.post(
         f"{hub.url}/hub/api/workspaces/{wid}/jobs",
@@ -95,14 +99,7 @@ def test_seed_text_not_in_ascii_is_taken_up_to_the_seed_limit(hub, alice):
     # JSON as Python's json (and requests) writes it sends as \u00e9, six bytes each: a
     # body of 24 MiB, over what a body with seed files took (twice max_seed_bytes more: 21 MiB)
     content = "\u00e9" * (4 * 1024 * 1024)
-    r = requests.post(
-        f"{hub.url}/hub/api/workspaces",
-        headers={"Authorization": f"token {alice}"},
-        json={"name": "accented seed", "files": [{"path": "accents.txt", "content": content}]},
-        timeout=120,
-    )
-    assert r.status_code == 201, (r.status_code, r.text[:300])
-    wid = r.json()["id"]
+    wid = seeded_workspace(hub, alice, "accented seed", "accents.txt", content)
     assert hub.api("GET", f"workspaces/{wid}/files/accents.txt", alice).content == content.encode()
     hub.api("DELETE", f"workspaces/{wid}", alice)
 
