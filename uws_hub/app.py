@@ -33,7 +33,7 @@ from .apihandlers import default_handlers as api_handlers
 from .apihandlers.base import UnknownAPIRouteHandler
 from .apihandlers.servers import default_handlers as server_api_handlers
 from .authenticators.local import WorkspaceLocalAuthenticator
-from .bodies import BodyLimitedApplication
+from .bodies import SEED_JSON_EXPANSION, BodyLimitedApplication
 from .dbutil import drop_sqlite_ping, sqlite_wal
 from .handlers import default_handlers as page_handlers
 from .jobs.servers import load_spawner_class
@@ -272,8 +272,10 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         100 MB unless bounded), so without this an anonymous client could make the hub
         hold that much per connection. Uploads to the files API are streamed to disk
         and bounded by ``max_upload_bytes`` instead; the requests that create a
-        workspace (also HuBMAP's, and its workspace updates) may be larger by twice
-        ``max_seed_bytes``, what their seed files take once encoded in JSON.
+        workspace (also HuBMAP's, and its workspace updates and uploads) may be larger by
+        three times ``max_seed_bytes``, what their seed files' text takes once encoded in
+        JSON (a letter of two bytes in UTF-8 is sent as an escape of six; a file of
+        control characters, which takes more, goes in base64).
         Accepts a number of bytes or a string with a unit, e.g. ``"1M"``.
         """,
     )
@@ -728,7 +730,7 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         self.tornado_application = BodyLimitedApplication(
             self.handlers,
             max_body_bytes=self.max_request_body_bytes,
-            seed_body_bytes=2 * self.max_seed_bytes,
+            seed_body_bytes=SEED_JSON_EXPANSION * self.max_seed_bytes,
             **self.tornado_settings,
         )
 

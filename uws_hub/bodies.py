@@ -5,8 +5,8 @@ Tornado reads a request's whole body into memory before any handler runs
 leaves as it is: an anonymous client could make the hub hold 100 MB per
 connection, as many connections as it liked, and wait for each body as long as
 it was sent. Every route now takes at most ``UWSHub.max_request_body_bytes``
-(the routes that take a new workspace's seed files twice ``UWSHub.max_seed_bytes``
-more); a body said to be larger is a 413 at once, before it is read, and one
+(the routes that take a new workspace's seed files ``SEED_JSON_EXPANSION`` times
+``UWSHub.max_seed_bytes`` more); a body said to be larger is a 413 at once, before it is read, and one
 that turns out larger (sent in chunks) closes the connection when it gets there.
 Streamed bodies (uploads to the files API) set their own limits before they read.
 """
@@ -17,6 +17,11 @@ import json
 from typing import Any
 
 from tornado import httputil, web
+
+#: how many bytes of a body a byte of seed files may take: JSON as most clients write it
+#: (Python's json, ensure_ascii) sends a letter of two bytes in UTF-8 as ``\u00e9``, six
+#: bytes, and one of four as two such escapes (base64 takes 4/3, ASCII text at most 2)
+SEED_JSON_EXPANSION = 3
 
 
 @web.stream_request_body
@@ -76,13 +81,17 @@ class BodyLimitedApplication(web.Application):
         if set_max_body_size is not None:
             set_max_body_size(limit)
         length = request.headers.get("Content-Length", "")
-        # ASCII digits only, as HTTP reads a length (tornado answers 400 to any other):
-        # str.isdigit() also takes "²", which int() refuses
-        if (
-            length.isascii()
-            and length.isdigit()
-            and int(length) > limit
-            and not getattr(target_class, "_stream_request_body", False)
-        ):
+        if _over(length, limit) and not getattr(target_class, "_stream_request_body", False):
             return super().get_handler_delegate(request, BodyTooLargeHandler, {"limit": limit})
         return super().get_handler_delegate(request, target_class, target_kwargs, path_args, path_kwargs)
+
+
+def _over(length: str, limit: int) -> bool:
+    """Whether a ``Content-Length`` says more than ``limit`` bytes. ASCII digits only, as
+    HTTP reads a length (tornado answers 400 to any other): str.isdigit() also takes "²",
+    which int() refuses; and a number of more digits than the limit's is larger without
+    int(), which refuses more than 4300 digits (``sys.set_int_max_str_digits``)."""
+    if not (length.isascii() and length.isdigit()):
+        return False
+    digits = length.lstrip("0")
+    return len(digits) > len(str(limit)) or int(digits or "0") > limit

@@ -35,8 +35,8 @@ def test_a_large_body_is_refused_before_it_is_read(hub, alice, who):
         assert r.status_code == 413, (path, r.status_code, r.text[:300])
         answer = r.json()
         assert "max_request_body_bytes" in answer["message"], answer
-        # the workspaces' creation takes seed files on top of the limit (twice UWSHub.max_seed_bytes)
-        limit = BODY_LIMIT + (2 * 10 * 1024 * 1024 if path == "/hub/api/workspaces" else 0)
+        # the workspaces' creation takes seed files on top of the limit (3 x UWSHub.max_seed_bytes)
+        limit = BODY_LIMIT + (3 * 10 * 1024 * 1024 if path == "/hub/api/workspaces" else 0)
         assert f"limit of {limit} bytes" in answer["message"], answer
 
 
@@ -56,18 +56,33 @@ def test_a_length_in_other_digits_is_a_clear_refusal(hub, alice):
     assert r.status_code == 200, r.text[:300]
 
 
+def test_a_length_of_many_digits_is_a_clear_refusal(hub):
+    # more digits than Python's int() reads by default (4300): a 413 like any other length
+    # over the limit, not an error in the bound's check (no answer, a traceback logged)
+    with socket.create_connection(("127.0.0.1", hub.hub_port), timeout=30) as conn:
+        conn.sendall(
+            b"POST /hub/api/workspaces HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n"
+        )
+        status_line = conn.makefile("rb").readline()
+    assert status_line.split()[1:2] == [b"413"], status_line
+
+
+def seeded_workspace(hub, token: str, name: str, path: str, content: str) -> int:
+    """A new workspace's id, made through the proxy with a seed file of ``content`` (UTF-8)."""
+    r = requests.post(
+        f"{hub.url}/hub/api/workspaces",
+        headers={"Authorization": f"token {token}"},
+        json={"name": name, "files": [{"path": path, "content": content}]},
+        timeout=120,
+    )
+    assert r.status_code == 201, (r.status_code, r.text[:300])
+    return r.json()["id"]
+
+
 def test_a_body_under_the_limit_is_read_as_before(hub, alice):
     # a workspace's seed files may total max_seed_bytes (10 MiB), more than the limit:
     # that route takes them (base64, JSON-escaped) on top of it
-    content = "x" * (3 * 1024 * 1024)
-    r = requests.post(
-        f"{hub.url}/hub/api/workspaces",
-        headers={"Authorization": f"token {alice}"},
-        json={"name": "large seed", "files": [{"path": "big.txt", "content": content}]},
-        timeout=60,
-    )
-    assert r.status_code == 201, r.text[:300]
-    wid = r.json()["id"]
+    wid = seeded_workspace(hub, alice, "large seed", "big.txt", "x" * (3 * 1024 * 1024))
     # elsewhere a body just under the limit is read and judged as before (422: no such job type)
     r = requests.post(
         f"{hub.url}/hub/api/workspaces/{wid}/jobs",
@@ -76,6 +91,16 @@ def test_a_body_under_the_limit_is_read_as_before(hub, alice):
         timeout=60,
     )
     assert r.status_code == 422, r.text[:300]
+    hub.api("DELETE", f"workspaces/{wid}", alice)
+
+
+def test_seed_text_not_in_ascii_is_taken_up_to_the_seed_limit(hub, alice):
+    # 8 MiB of UTF-8 text (under max_seed_bytes, 10 MiB) in letters of two bytes, which
+    # JSON as Python's json (and requests) writes it sends as \u00e9, six bytes each: a
+    # body of 24 MiB, over what a body with seed files took (twice max_seed_bytes more: 21 MiB)
+    content = "\u00e9" * (4 * 1024 * 1024)
+    wid = seeded_workspace(hub, alice, "accented seed", "accents.txt", content)
+    assert hub.api("GET", f"workspaces/{wid}/files/accents.txt", alice).content == content.encode()
     hub.api("DELETE", f"workspaces/{wid}", alice)
 
 

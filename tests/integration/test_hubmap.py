@@ -568,6 +568,22 @@ def test_create_update_upload_and_refusals(hubmap_hub, alice):
     assert ws["datetime_last_modified"].endswith("Z")
 
 
+def test_an_upload_larger_than_the_body_limit_is_taken(hubmap_hub, alice):
+    # HuBMAP's upload is read whole: its files may total the seed files' bound (UWSHub.max_seed_bytes),
+    # more than what other routes read (UWSHub.max_request_body_bytes, 1 MiB)
+    wid = new_workspace(alice)["id"]
+    data = os.urandom(3 * 1024 * 1024)
+    r = requests.put(
+        f"{alice.endpoint}/workspaces/{wid}/upload",
+        timeout=60,
+        headers={"UWS-Authorization": f"Token {alice.token}"},
+        files={"file": ("large.bin", data)},
+    )
+    assert r.status_code == 200, r.text[:300]
+    assert r.json() == {"message": "Successful upload.", "success": True}
+    assert hubmap_hub.api("GET", f"workspaces/{wid}/files/large.bin", alice.token).content == data
+
+
 def test_start_refusals_in_hubmaps_words(hubmap_hub, alice):
     ws = new_workspace(alice, default_job_type=None)
     wid = ws["id"]

@@ -261,6 +261,9 @@ class WorkspaceHandler(WorkspacesHandler):
 
 
 class WorkspaceActionHandler(TranslatingHandler):
+    #: an upload's body holds its files, read whole as a creation's seed files (:mod:`uws_hub.bodies`)
+    takes_seed_files = True
+
     @requires(READ_WORKSPACES)
     async def put(self, workspace_id, action):
         if action.lower() == "start":
