@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session, selectinload
 from ..accounts.system import SystemAccounts
 from ..errors import Conflict, TooManyRequests, Unprocessable
 from ..events.bus import EventBus, transient_event
+from ..filethreads import in_file_thread
 from ..metrics import JOB_LAUNCH_DURATION_SECONDS
 from ..orm import Job, Workspace, as_stored, isoformat, utcnow
 from ..redaction import redact
@@ -465,7 +466,7 @@ class JobService:
         relpath = self.results_path(job)
         if relpath is None:
             return None
-        return await asyncio.to_thread(self.workspaces.storage.files_under, job.workspace.directory, relpath)
+        return await in_file_thread(self.workspaces.storage.files_under, job.workspace.directory, relpath)
 
     async def stop_if_log_too_large(self, job_id: int) -> bool:
         """Stop the running job, failed, if its log takes more than ``UWSHub.max_job_log_bytes``
@@ -523,7 +524,7 @@ class JobService:
             return ""
         # a server's output is the hub's own file (its spawner writes it, or the tail it keeps)
         owner = os.geteuid() if job.interactive else self.log_owner(job)
-        return redact(await asyncio.to_thread(tail, self.log_path(job), owner, OUTPUT_TAIL_BYTES))
+        return redact(await in_file_thread(tail, self.log_path(job), owner, OUTPUT_TAIL_BYTES))
 
     # ---------------------------------------------------------------- requests
     def check_launch(self, request: LaunchRequest) -> None:
@@ -866,12 +867,12 @@ class JobService:
         ws = job.workspace
         if not job.interactive and job.resource in self.runners:
             runner = self.runners[job.resource]
-            await asyncio.to_thread(runner.forget, self.batch_launch(job))
+            await in_file_thread(runner.forget, self.batch_launch(job))
         elif job.interactive:
-            await asyncio.to_thread(_unlink, self.log_path(job))
+            await in_file_thread(_unlink, self.log_path(job))
         if results and not job.interactive:
             self.workspaces.check_writable(ws)
-            await asyncio.to_thread(self.workspaces.storage.remove_under, ws.directory, f"{RESULTS_FOLDER}/{job.id}")
+            await in_file_thread(self.workspaces.storage.remove_under, ws.directory, f"{RESULTS_FOLDER}/{job.id}")
             ws.usage_measured_at = None  # measured again at the next pass
 
     # ---------------------------------------------------------------- shutdown
