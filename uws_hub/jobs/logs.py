@@ -60,6 +60,21 @@ def open_log(path: str, owner_uid: int) -> int | None:
     return fd
 
 
+def logs_taking_more(paths: dict[int, str], most: int) -> list[int]:
+    """Which of these logs (by job id) take more than ``most`` bytes of disk: their
+    blocks, not their sizes (a hole costs nothing). Blocking, a ``stat`` each; a log
+    that cannot be found takes none."""
+    over = []
+    for job_id, path in paths.items():
+        try:
+            taken = os.stat(path).st_blocks * 512
+        except OSError:
+            continue
+        if taken > most:
+            over.append(job_id)
+    return over
+
+
 def log_size(path: str, owner_uid: int) -> int:
     fd = open_log(path, owner_uid)
     if fd is None:
