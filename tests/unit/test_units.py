@@ -237,6 +237,10 @@ def test_reader_slots_are_bounded_per_reader_and_given_back():
     with pytest.raises(ValueError), slots.hold("user:a", refuse):
         raise ValueError
     assert slots.held == {} and refusals == [2]
+    # or whether a slot was taken, for a request with another answer than a refusal
+    with slots.hold("user:a", refuse), slots.try_hold("user:a") as first, slots.try_hold("user:a") as second:
+        assert (first, second, slots.held) == (True, False, {"user:a": 2})
+    assert slots.held == {}
 
 
 async def test_file_threads_are_bounded_per_reader_and_wait_in_line():
