@@ -606,6 +606,39 @@ async def test_an_editors_batch_job_is_handed_over_after_a_kill_of_the_workspace
     await hub.pool.close()
 
 
+async def test_the_logs_of_all_running_jobs_are_looked_at_in_one_thread_call(hub, monkeypatch):
+    """At each reconciler scan the running jobs whose logs take more than
+    UWSHub.max_job_log_bytes of disk are stopped, failed, saying why: their logs are
+    looked at in one thread call for all of them (a thread hop and two lookups per job
+    before); a job asked to stop meanwhile is left to its stop."""
+    hub.jobs.max_log_bytes = 1 << 20
+    os.makedirs(hub.jobs.job_log_dir)
+    jobs = {}
+    for owner, slug, size in (("ann", "big", 2 << 20), ("ann", "small", 1000), ("ben", "stopping", 2 << 20)):
+        job = jobs[slug] = hub.jobs.launch(workspace(hub, owner, slug), "lab", None, {}, owner)
+        hub.jobs.transition(job, JobStatus.running)
+        with open(hub.jobs.log_path(job), "wb") as f:
+            f.write(b"x" * size)
+    hub.db.commit()
+    hub.jobs.stop(jobs["stopping"], "ben")
+    calls = []
+    to_thread = asyncio.to_thread
+
+    def counted(func, *args):
+        calls.append(func)
+        return to_thread(func, *args)
+
+    monkeypatch.setattr(asyncio, "to_thread", counted)
+    assert await hub.jobs.stop_logs_too_large() == [jobs["big"].id]
+    assert len(calls) == 1
+    big = jobs["big"]
+    assert (big.status, big.target, big.outcome) == ("stopping", "stopped", "failed")
+    assert big.reason == f"The job's output took more than {1 << 20} bytes of the hub's disk (UWSHub.max_job_log_bytes)"
+    assert (jobs["small"].status, jobs["stopping"].reason) == ("running", "Stopped on request")
+    # none over: nothing stopped, in one call again
+    assert await hub.jobs.stop_logs_too_large() == [] and len(calls) == 2
+
+
 def test_a_stop_before_the_job_ran_cancels_it(hub):
     job = hub.jobs.launch(workspace(hub), "lab", None, {}, "ann")
     assert hub.jobs.stop(job, "ann").outcome == "cancelled"

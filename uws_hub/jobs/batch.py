@@ -120,8 +120,6 @@ class BatchSteps:
             self._submit(job)
             return
         state = await runner.state(self.jobs.batch_launch(job), job.resource_id, lambda: self.jobs.wake(job.id))
-        if state.phase == "running" and await self.jobs.stop_if_log_too_large(job.id):
-            return
         self._follow(job, state)
 
     def _follow(self, job: Job, state: RunState) -> None:
