@@ -367,12 +367,45 @@ def end_descendants() -> None:
         time.sleep(END_DESCENDANTS_POLL_SECONDS)
 
 
+_PRCTL: list = []
+
+
+def _prctl():
+    """libc's ``prctl``, looked up once per process (and so once for every wrapper the
+    launcher forks)."""
+    if not _PRCTL:
+        _PRCTL.append(ctypes.CDLL(None, use_errno=True).prctl)
+    return _PRCTL[0]
+
+
+def execvpe(file: str, argv: list[str], env: dict[str, str]) -> None:
+    """``os.execvpe``: ``file`` looked for in ``env``'s ``PATH`` (``os.defpath`` without
+    one) unless it holds a slash, the first error other than a missing file raised if
+    none could be run. Without ``os.get_exec_path``, which imports ``warnings``: in the
+    command's child of every batch job, a fork of the wrapper, where each object touched
+    costs a copied page (a burst of short jobs is bounded by that CPU)."""
+    if os.path.dirname(file):
+        os.execve(file, argv, env)
+    saved: OSError | None = None
+    last: OSError | None = None
+    for directory in env.get("PATH", os.defpath).split(os.pathsep):
+        try:
+            os.execve(os.path.join(directory, file), argv, env)
+        except (FileNotFoundError, NotADirectoryError) as e:
+            last = e
+        except OSError as e:
+            last = e
+            if saved is None:
+                saved = e
+    raise saved or last or FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), file)
+
+
 def child_setup(spec: dict) -> None:
     """In the batch job's child, before the command runs: its limits and account, then die
     with the wrapper."""
     apply_limits(spec)
     # set after the account switch, which clears it: a killed wrapper takes its command along
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    _prctl()(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != spec["wrapper_pid"]:
         os._exit(CANNOT_RUN)
 
@@ -451,7 +484,7 @@ class Wrapper:
             }
         spec["wrapper_pid"] = os.getpid()
         # what the command leaves behind comes here (:func:`end_descendants`)
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1)
+        _prctl()(PR_SET_CHILD_SUBREAPER, 1)
         # the child reports a failed exec here; a successful one closes it (close-on-exec)
         errors_in, errors_out = os.pipe2(os.O_CLOEXEC)
         try:
@@ -462,8 +495,7 @@ class Wrapper:
             os.close(errors_in)
             self.exec_child(errors_out)
         os.close(errors_out)
-        with os.fdopen(errors_in, "rb") as f:
-            exec_error = f.read().decode("utf-8", "replace").strip()
+        exec_error = _read_all(errors_in).decode("utf-8", "replace").strip()
         if spec.get("time_limit_seconds"):
             signal.setitimer(signal.ITIMER_REAL, float(spec["time_limit_seconds"]))
         _, status, usage = os.wait4(self.pid, 0)
@@ -499,7 +531,7 @@ class Wrapper:
             child_setup(spec)
             # as the job's account: it enters its workspace with its own rights
             os.chdir(spec["cwd"])
-            os.execvpe(spec["argv"][0], spec["argv"], spec["env"])
+            execvpe(spec["argv"][0], spec["argv"], spec["env"])
         except BaseException as e:  # noqa: BLE001 - anything that stops the exec is the job's failure
             message = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
             where = spec["argv"][0] if isinstance(e, OSError) and e.errno in (errno.ENOENT, errno.EACCES) else ""
@@ -514,17 +546,33 @@ class Wrapper:
             return Cgroups.oom_killed(self.spec["cgroup"])
         if not self.spec.get("memory_bytes"):
             return False
-        return memory_failure(record["exit_code"], log_tail(self.spec["log_path"]))
+        # a command that exited with 0 did not fail: its log is not read
+        return record["exit_code"] != 0 and memory_failure(record["exit_code"], log_tail(self.spec["log_path"]))
+
+
+def _read_all(fd: int) -> bytes:
+    """Everything up to the end of pipe ``fd``, which it closes (no file object: their
+    making is a good part of a forked wrapper's CPU)."""
+    chunks = []
+    try:
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
 
 
 def write_record(path: str, record: dict) -> None:
     """The exit record, whole or not at all (a hub reading it never sees half of it)."""
     temporary = f"{path}.tmp"
+    data = dumps(record).encode()
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(dumps(record))
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        while data:
+            data = data[os.write(fd, data) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     os.replace(temporary, path)
 
 
