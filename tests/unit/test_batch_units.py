@@ -696,3 +696,27 @@ def test_a_command_that_exited_with_0_has_its_log_left_unread(tmp_path, monkeypa
     assert read == []
     assert job.memory_exceeded({"exit_code": 1}) is True
     assert job.memory_exceeded({"exit_code": None}) is True  # a signal (a C++ abort)
+
+
+def test_a_forked_wrapper_looks_up_nothing_the_launcher_found_once():
+    """Each wrapper the launcher forks pays a copied page for every object it touches: it
+    names its job (``UWS_JOB_ID`` in its environment) and looks libc's ``prctl`` up
+    without reading ``/proc`` or making a ``ctypes.CDLL``, which the launcher did once."""
+    from uws_hub.spawners.localjob import wrapper_env
+
+    probe = f"""
+import builtins, ctypes, os, sys
+sys.path.insert(0, {os.path.dirname(wrapper.__file__)!r})
+import wrapper
+wrapper.prepare_forks()
+def refused(*args, **kwargs):
+    raise AssertionError("looked up again")
+builtins.open = ctypes.string_at = ctypes.CDLL = refused
+wrapper.name_job(42)
+wrapper._prctl()
+fd = os.open(f"/proc/{{os.getpid()}}/environ", os.O_RDONLY)
+print([v for v in os.read(fd, 65536).split(b"\\0") if v.startswith(b"UWS_JOB_ID=")])
+"""
+    env = wrapper_env("unit", wrapper.JOB_ID_PLACEHOLDER)
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True, env=env, timeout=30)
+    assert out.stdout.strip() == "[b'UWS_JOB_ID=42']", out.stderr

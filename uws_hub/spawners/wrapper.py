@@ -609,28 +609,51 @@ LAUNCH_REQUEST_BYTES = 1 << 20
 LAUNCHER_READY = b"ready"
 
 
-def name_job(job_id: int) -> None:
-    """Write ``job_id`` over the placeholder in this process's initial environment (what
+_JOB_ID_SLOT: list[tuple[int, int]] = []
+
+
+def _job_id_slot() -> tuple[int, int]:
+    """Where the value of ``UWS_JOB_ID`` lies in this process's initial environment (what
     ``/proc/<pid>/environ`` shows; the kernel knows where it lies: ``env_start`` and
-    ``env_end`` of ``/proc/self/stat``), so that a wrapper forked by the launcher carries
-    its job as one the hub started on its own does (``UWS_JOB_ID``). NULs pad the
-    value's end: readers split the environment at them."""
-    with open("/proc/self/stat", "rb") as f:
-        fields = f.read().rsplit(b")", 1)[1].split()
-    start, end = int(fields[47]), int(fields[48])
-    environ = ctypes.string_at(start, end - start)
-    key = b"\0" + JOB_ID_VARIABLE
-    at = environ.find(key)
-    if environ.startswith(JOB_ID_VARIABLE):
-        at, key = 0, JOB_ID_VARIABLE
-    if at < 0:
-        raise RuntimeError("the launcher's environment has no UWS_JOB_ID to overwrite")
-    at += len(key)
-    width = environ.index(b"\0", at) - at
+    ``env_end`` of ``/proc/self/stat``): its address and width. Found once, by the
+    launcher (:func:`prepare_forks`): a forked wrapper has it at the same address."""
+    if not _JOB_ID_SLOT:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        start, end = int(fields[47]), int(fields[48])
+        environ = ctypes.string_at(start, end - start)
+        key = b"\0" + JOB_ID_VARIABLE
+        at = environ.find(key)
+        if environ.startswith(JOB_ID_VARIABLE):
+            at, key = 0, JOB_ID_VARIABLE
+        if at < 0:
+            raise RuntimeError("the launcher's environment has no UWS_JOB_ID to overwrite")
+        at += len(key)
+        _JOB_ID_SLOT.append((start + at, environ.index(b"\0", at) - at))
+    return _JOB_ID_SLOT[0]
+
+
+def name_job(job_id: int) -> None:
+    """Write ``job_id`` over the placeholder in this process's initial environment, so
+    that a wrapper forked by the launcher carries its job as one the hub started on its
+    own does (``UWS_JOB_ID``). NULs pad the value's end: readers split the environment
+    at them."""
+    address, width = _job_id_slot()
     value = str(int(job_id)).encode()
     if len(value) > width:
         raise RuntimeError(f"job id {job_id} is longer than the launcher's placeholder")
-    ctypes.memmove(start + at, value + b"\0" * (width - len(value)), width)
+    ctypes.memmove(address, value + b"\0" * (width - len(value)), width)
+
+
+def prepare_forks() -> None:
+    """In the launcher, before it forks any wrapper: look up once what each wrapper would
+    look up again (libc's ``prctl``, where its job's id goes). A forked wrapper pays a
+    copied page for every object it touches: a burst of short jobs is bounded by that."""
+    _prctl()
+    try:
+        _job_id_slot()
+    except RuntimeError:
+        pass  # each wrapper says so, in its job's log
 
 
 def launched(spec: dict, lock_fd: int, log_fd: int, inherited: list[int]) -> int:
@@ -722,6 +745,7 @@ def launcher(sock_fd: int) -> int:
     # a stop of the hub's session is not the launcher's (it is in its own anyway)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     inherited = [sock.fileno(), wake_in, wake_out]
+    prepare_forks()
     sock.sendall(LAUNCHER_READY)
     while True:
         _reap()
