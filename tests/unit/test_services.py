@@ -460,6 +460,22 @@ def test_running_stores_where_the_job_answers_and_the_end_clears_it(hub):
         hub.jobs.transition(job, JobStatus.running)
 
 
+def batch_job(ws: Workspace, status: str) -> Job:
+    """A batch job of ``ws`` (not added to the session)."""
+    return Job(
+        workspace=ws,
+        workspace_id=ws.id,
+        owner_id=ws.owner_id,
+        job_type="lab",
+        resource="local",
+        interactive=False,
+        status=status,
+        target="running",
+        server_name="w1",
+        created_at=utcnow(),
+    )
+
+
 def test_a_batch_jobs_change_is_stored_at_once_and_its_events_keep_their_order(hub):
     """A batch job's steps each record a change and commit (three a job: a burst of short
     jobs is bounded by that): its event is inserted at once, not by the ORM's flush, which
@@ -469,18 +485,7 @@ def test_a_batch_jobs_change_is_stored_at_once_and_its_events_keep_their_order(h
     hub.db.expire_on_commit = False
     ws = workspace(hub)
     ws.status = "active"
-    job = Job(
-        workspace=ws,
-        workspace_id=ws.id,
-        owner_id=ws.owner_id,
-        job_type="lab",
-        resource="local",
-        interactive=False,
-        status="pending",
-        target="running",
-        server_name="w1",
-        created_at=utcnow(),
-    )
+    job = batch_job(ws, "pending")
     hub.db.add(job)
     hub.db.commit()
     sub = hub.events.subscribe(lambda e: True)
@@ -509,21 +514,7 @@ def test_the_end_of_a_job_idles_its_workspace_as_the_session_sees_its_other_jobs
     ws = workspace(hub)
     lab = hub.jobs.launch(ws, "lab", None, {}, "ann")
 
-    def batch_job(status: str) -> Job:
-        return Job(
-            workspace=ws,
-            workspace_id=ws.id,
-            owner_id=ws.owner_id,
-            job_type="lab",
-            resource="local",
-            interactive=False,
-            status=status,
-            target="running",
-            server_name="w1",
-            created_at=utcnow(),
-        )
-
-    other = batch_job("running")
+    other = batch_job(ws, "running")
     hub.db.add(other)
     hub.db.commit()
     flushes: list[int] = []
@@ -534,7 +525,7 @@ def test_the_end_of_a_job_idles_its_workspace_as_the_session_sees_its_other_jobs
     hub.db.commit()
     flushes.clear()
     # a third job added (not flushed) when the other ends: the workspace stays active
-    third = batch_job("pending")
+    third = batch_job(ws, "pending")
     hub.db.add(third)
     hub.jobs.transition(other, JobStatus.completed)
     assert (ws.status, flushes) == ("active", [])
