@@ -612,6 +612,38 @@ async def test_a_batch_job_is_stored_without_a_flush_and_its_rows_are_not_read_a
     await hub.pool.close()
 
 
+async def test_a_batch_jobs_launch_is_made_once_from_its_hand_over_to_its_end(hub, monkeypatch):
+    """The steps of a job handed over ask its runner about it with what the runner was
+    handed: making it again (the account's look-up, the command's rendering) was a tenth
+    of the step that records a short job's end. After a restart it is made again."""
+    hub.db.expire_on_commit = False
+    runner = FakeRunner()
+    hub.jobs.runners = {"local": runner}
+    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    ws = workspace(hub)
+    made: list[int] = []
+    batch_launch = hub.jobs.batch_launch
+    monkeypatch.setattr(hub.jobs, "batch_launch", lambda job: made.append(job.id) or batch_launch(job))
+    job_id = hub.jobs.launch(ws, "run", None, {}, "ann").id
+    batch, queue = batch_queue(hub, runner)
+    steps = JobSteps(hub.jobs, hub.servers, hub.queue, hub.pool, log, batch=batch)
+    await queue.reconcile(0)
+    await batch._submits[job_id]
+    await steps.reconcile(job_id)  # a step while it runs
+    runner.ended.add(job_id)
+    await steps.reconcile(job_id)
+    assert made == [job_id] and hub.db.get(Job, job_id).status == "completed"
+    assert batch._launches == {}
+    # a job the steps never handed over (a restarted hub's): its launch is made
+    other = hub.jobs.launch(workspace(hub, slug="w2"), "run", None, {}, "ann")
+    other.submitted_at, other.attempts, other.status = utcnow(), 1, "queued"
+    hub.db.commit()
+    made.clear()
+    await steps.reconcile(other.id)
+    assert made == [other.id] and other.status == "running"
+    await hub.pool.close()
+
+
 async def test_an_editors_batch_job_is_handed_over_after_a_kill_of_the_workspaces_strays(hub, monkeypatch):
     """As an editor's server (see test_an_editors_start_waits_for_a_kill_of_the_workspaces_strays_under_way):
     the hand-over of an editor's batch job, which gets the workspace's group, waits while a
