@@ -337,3 +337,61 @@ def test_one_users_slow_file_operations_do_not_hold_up_others(streams_hub, hung_
     assert answers == [200] * 37
     hub.api("DELETE", f"workspaces/{ws['id']}", alice)
     hub.api("DELETE", f"workspaces/{other['id']}", bob)
+
+
+#: a hub's own account's jobs' HOME on a hung disk: making it waits while GATE exists
+HUNG_HOME = """
+import os, time
+_makedirs = os.makedirs
+
+def _hung_makedirs(name, *args, **kwargs):
+    if str(name).endswith(os.sep + ".home") and os.path.exists(GATE):
+        with open(GATE + ".entered", "a") as f:
+            f.write("in\\n")
+        deadline = time.monotonic() + 300
+        while os.path.exists(GATE) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    return _makedirs(name, *args, **kwargs)
+
+os.makedirs = _hung_makedirs
+"""
+
+
+def test_reading_a_jobs_log_does_no_disk_work_on_the_event_loop(make_hub, tmp_path):
+    """A request for a batch job's log renders the job's launch (for its log's owner),
+    which made the HOME of a job of the hub's own account (single-account mode) in
+    the workspaces' storage: on the event loop, where a hung disk held the whole hub
+    (every request, every user) until it answered. The HOME is made where the job is
+    prepared, in its runner's thread."""
+    gate = tmp_path / "gate"
+    sleeper = [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(300)"]
+    hub = make_hub(
+        MULTIUSER_CONFIG
+        + textwrap.dedent(
+            f"""
+            c.UWSHub.system_users = False
+            c.UWSHub.job_types["sleeper"] = {{"display_name": "Sleeper", "interactive": False, "cmd": {sleeper!r}}}
+            GATE = {str(gate)!r}
+            """
+        )
+        + HUNG_HOME
+    )
+    ann, ben = hub.add_user("ann"), hub.add_user("ben")
+    ws = hub.api("POST", "workspaces", ann, json={"name": "home"}, expect=201)
+    job = hub.api("POST", f"workspaces/{ws['id']}/jobs", ann, json={"job_type": "sleeper"}, expect=202)
+    running = hub.wait_job(job["id"], ann, {"running", "completed", "failed", "cancelled"})
+    assert running["status"] == "running", running
+    assert (hub.workspaces_root / "ann" / ".home").is_dir()
+    gate.touch()
+    pool = ThreadPoolExecutor(1)
+    try:
+        log = pool.submit(hub.request, "GET", f"jobs/{job['id']}/log", ann, timeout=300)
+        # another user's request answers (before: a timeout, the event loop held)
+        r = hub.request("GET", "workspaces", ben, timeout=30)
+        assert r.status_code == 200, r.text
+        assert log.result(timeout=30).status_code == 200
+        assert not Path(f"{gate}.entered").exists()  # (nothing made the HOME again)
+    finally:
+        gate.unlink(missing_ok=True)
+        pool.shutdown()
+        hub.api("POST", f"jobs/{job['id']}/stop", ann)

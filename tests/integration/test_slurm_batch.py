@@ -57,11 +57,15 @@ JOB_TYPES = {
     },
     "count": {**SLURM, "cmd": [*JOB, "count", "{file}"], "parameters": {"file": {"type": "string", "required": True}}},
     "wait": {**SLURM, "cmd": [*JOB, "wait", "{file}"], "parameters": {"file": {"type": "string", "required": True}}},
+    # prints more than MOST_LOG_BYTES, then waits
+    "chatty": {**SLURM, "cmd": ["/bin/sh", "-c", "head -c 3000000 /dev/zero | tr '\\0' x; sleep 300"]},
 }
+#: UWSHub.max_job_log_bytes of these hubs
+MOST_LOG_BYTES = 1 << 20
 
 
 def config() -> str:
-    return slurmutil.hub_config(JOB_TYPES)
+    return slurmutil.hub_config(JOB_TYPES) + f"c.UWSHub.max_job_log_bytes = {MOST_LOG_BYTES}\n"
 
 
 @pytest.fixture(scope="module")
@@ -201,6 +205,35 @@ def test_a_job_whose_account_made_its_log_a_folder_is_deleted(hub, owner, ws):
         assert path.is_dir()
     finally:
         path.rmdir()
+
+
+def test_a_link_put_at_a_jobs_log_is_not_followed(hub, owner, ws, tmp_path):
+    """The log is in the job's account's own folder, where the account may put a link in
+    its place (the test does it for it). The hub, root, looked at what the link named
+    when it checked the logs' disk (UWSHub.max_job_log_bytes): the job learnt from its
+    failure whether a path it cannot reach takes more than that, and a link into a hung
+    file system held the reconciler's scan. The link is not followed."""
+    hidden = tmp_path / "root-only"
+    hidden.mkdir(mode=0o700)
+    with open(hidden / "big", "wb") as f:
+        os.posix_fallocate(f.fileno(), 0, 2 * MOST_LOG_BYTES)
+    linked = running(hub, owner, submit(hub, owner, ws, "sleep", seconds=300))
+    logs = Path(re.search(r"job_log_dir = '(.*)'", hub.config_file.read_text()).group(1)) / "slurm" / "uwsalice"
+    path = logs / f"job-{linked['id']}.log"
+    wait_for(path.exists, 30, what="the job's log")
+    path.unlink()
+    path.symlink_to(hidden / "big")
+    try:
+        # a job printing past the bound is failed by a scan, which looked at the link too
+        chatty = finish(hub, owner, submit(hub, owner, ws, "chatty"))
+        assert (chatty["status"], chatty["reason"]) == (
+            "failed",
+            f"The job's output took more than {MOST_LOG_BYTES} bytes of the hub's disk (UWSHub.max_job_log_bytes)",
+        )
+        assert hub.api("GET", f"jobs/{linked['id']}", owner, expect=200)["status"] == "running"
+    finally:
+        hub.request("POST", f"jobs/{linked['id']}/stop", owner)
+        finish(hub, owner, linked)
 
 
 def test_exit_codes_and_signals_map_to_the_outcome(hub, owner, ws):

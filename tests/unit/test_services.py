@@ -703,6 +703,23 @@ async def test_the_logs_of_all_running_jobs_are_looked_at_in_one_thread_call(hub
     assert await hub.jobs.stop_logs_too_large() == [] and len(calls) == 2
 
 
+def test_a_link_at_a_jobs_log_is_not_followed(tmp_path):
+    """A SLURM job's log lies in its account's own folder, where the job may put a link in
+    its place: the hub (root) does not look at what it names (a path the job cannot
+    reach, whose size the job learnt from its failure; a hung file system, which held
+    the scan)."""
+    from uws_hub.jobs.logs import logs_taking_more
+
+    hidden = tmp_path / "root-only"
+    hidden.mkdir(mode=0o700)
+    with open(hidden / "big", "wb") as f:
+        os.posix_fallocate(f.fileno(), 0, 2 << 20)
+    (tmp_path / "job-1.log").symlink_to(hidden / "big")
+    (tmp_path / "job-2.log").write_bytes(b"x" * (2 << 20))
+    paths = {job_id: str(tmp_path / f"job-{job_id}.log") for job_id in (1, 2, 3)}
+    assert logs_taking_more(paths, 1 << 20) == [2]
+
+
 def test_a_stop_before_the_job_ran_cancels_it(hub):
     job = hub.jobs.launch(workspace(hub), "lab", None, {}, "ann")
     assert hub.jobs.stop(job, "ann").outcome == "cancelled"

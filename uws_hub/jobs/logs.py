@@ -62,12 +62,19 @@ def open_log(path: str, owner_uid: int) -> int | None:
 
 def logs_taking_more(paths: dict[int, str], most: int) -> list[int]:
     """Which of these logs (by job id) take more than ``most`` bytes of disk: their
-    blocks, not their sizes (a hole costs nothing). Blocking, a ``stat`` each; a log
-    that cannot be found takes none."""
+    blocks, not their sizes (a hole costs nothing). Blocking, an ``lstat`` each; a log
+    that cannot be found takes none.
+
+    A link at a log's place is not followed: a SLURM job's log lies in its account's own
+    folder, where the job may put a link in its place. Followed, the hub (root) looked
+    at whatever the job named: it answered the job whether a path it cannot reach
+    exists and takes more than ``most`` (the job was failed or not), and a link into a
+    hung or automounted file system held this one call for every running job (and so
+    the reconciler's scan) as long as its ``stat`` took."""
     over = []
     for job_id, path in paths.items():
         try:
-            taken = os.stat(path).st_blocks * 512
+            taken = os.lstat(path).st_blocks * 512
         except OSError:
             continue
         if taken > most:

@@ -104,6 +104,14 @@ def _unlink(path: str) -> None:
         pass
 
 
+def make_home(home: str | None) -> str | None:
+    """Make the HOME of a job of the hub's own account (:meth:`JobService.home_of`) if it
+    has one (blocking); returns it."""
+    if home is not None:
+        os.makedirs(home, mode=0o700, exist_ok=True)
+    return home
+
+
 #: the values of ACTIVE_JOB_STATUSES
 ACTIVE_STATUS_VALUES = frozenset(s.value for s in ACTIVE_JOB_STATUSES)
 
@@ -387,7 +395,7 @@ class JobService:
             launcher=job.launcher.name,
             group=self.editor_group(job),
             share_group_prefix=self.posix_group_prefix,
-            home=self.home_of(job),
+            home=make_home(self.home_of(job)),
             log_path=self.log_path(job),
             job_log_dir=self.job_log_dir,
             memory_bytes=self.memory_bytes(job),
@@ -419,13 +427,14 @@ class JobService:
     def home_of(self, job: Job) -> str | None:
         """HOME of a job that runs as the hub's own account (single-account mode): per
         workspace owner, as before launchers were recorded; None with system users (the
-        launcher's account has its own)."""
+        launcher's account has its own). Only its path: made where the job is prepared
+        (:func:`make_home`), not here, where a request reading a batch job's log renders
+        its launch (for its log's owner) on the event loop, and a hung workspace disk
+        held the whole hub."""
         ws = job.workspace
         if self.accounts.system_user(job.launcher.name) is not None:
             return None
-        home = os.path.join(self.workspaces.storage.root, ws.owner.name, ".home")
-        os.makedirs(home, mode=0o700, exist_ok=True)
-        return home
+        return os.path.join(self.workspaces.storage.root, ws.owner.name, ".home")
 
     def batch_launch(self, job: Job) -> BatchLaunch:
         """What a runner needs to run batch ``job``: its command rendered from the job
@@ -461,11 +470,21 @@ class JobService:
 
     def results_dir_maker(self, job: Job) -> Callable[[], None]:
         """What makes batch ``job``'s results folder (``results/<id>``, its launcher's; in the
-        workspace's group when it is shared, from the setgid folder above): a call that blocks
-        briefly, for the runner to make in its own thread before it starts the job."""
+        workspace's group when it is shared, from the setgid folder above) and its HOME if
+        the hub's account runs it (:meth:`home_of`): a call that blocks briefly, for the
+        runner to make in its own thread before it starts the job."""
         ws = job.workspace
         owner = self.accounts.owner(job.launcher.name)
-        return functools.partial(self.workspaces.storage.make_dirs, ws.directory, f"{RESULTS_FOLDER}/{job.id}", owner)
+        results = functools.partial(
+            self.workspaces.storage.make_dirs, ws.directory, f"{RESULTS_FOLDER}/{job.id}", owner
+        )
+        home = self.home_of(job)
+
+        def make() -> None:
+            make_home(home)
+            results()
+
+        return make
 
     def results_path(self, job: Job) -> str | None:
         """A batch job's results folder, relative to its workspace."""
