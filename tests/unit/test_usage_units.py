@@ -378,3 +378,25 @@ def test_many_small_preallocated_files_count_the_disk_they_take(tmp_path):
         expected += st.st_blocks * 512
     (top / "ordinary.txt").write_bytes(b"y" * (3 * block + 5))
     assert UsageTree().measure(str(top)) == expected + 3 * block + 5
+
+
+def test_a_large_reported_block_leaves_no_more_than_16_kib_free_per_file():
+    """Some file systems (XFS with ``largeio``, GPFS, Lustre) report an ``st_blksize`` of
+    1 MiB or more while allocating 4 KiB blocks: rounding a file's size up to that left
+    nearly 1 MiB of preallocation free per file. The rounding is at most 16 KiB; an
+    ordinary file there still counts its size."""
+    from uws_hub.workspaces.usagewalk import MOST_ROUNDING_BYTES, charged_bytes
+
+    def stat(size: int, allocated: int, blksize: int) -> os.stat_result:
+        # st_mode .. st_ctime, then st_atime/mtime/ctime floats and ns, st_blksize, st_blocks
+        fields = [0o100644, 1, 1, 1, 0, 0, size, 0, 0, 0] + [0.0] * 3 + [0] * 3 + [blksize, allocated // 512]
+        return os.stat_result(fields)
+
+    one_mib = 1024 * 1024
+    assert MOST_ROUNDING_BYTES == 16384
+    # 100 bytes holding 512 KiB preallocated: its disk counts
+    assert charged_bytes(stat(100, 512 * 1024, one_mib)) == 512 * 1024
+    # an ordinary small file (one 4 KiB block) counts its size
+    assert charged_bytes(stat(100, 4096, one_mib)) == 100
+    # within the 16 KiB rounding, its size
+    assert charged_bytes(stat(100, 16384, one_mib)) == 100

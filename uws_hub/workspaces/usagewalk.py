@@ -22,6 +22,11 @@ _CHANGED = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EACCES)
 #: about one in 340 (one in 1024) at most; a file of under this many blocks gets none
 BLOCKS_PER_RECORD_BLOCK = 256
 
+#: the largest block a file's size is rounded up to: some file systems report a
+#: ``st_blksize`` far larger than what they allocate (XFS with ``largeio`` or a stripe
+#: unit, GPFS, Lustre: 1 MiB and more), which would leave that much free per file
+MOST_ROUNDING_BYTES = 16384
+
 
 def charged_bytes(st: os.stat_result) -> int:
     """What a file counts on its workspace's disk usage: its size (what ``du -sb`` counts),
@@ -31,9 +36,11 @@ def charged_bytes(st: os.stat_result) -> int:
     (``fallocate --keep-size``) takes disk without changing its size: earlier versions
     counted the size only, and a job held all the disk it liked at no quota; then
     16 KiB free per file, which a million small files made 16 GB. Now nothing past a
-    file's last block is free, and its records only as they grow with what it counts."""
+    file's last block is free (a block of at most :data:`MOST_ROUNDING_BYTES`), and its
+    records only as they grow with what it counts. Extended attributes kept outside the
+    inode take disk too, and count (they can hold data)."""
     allocated = st.st_blocks * 512
-    block = st.st_blksize or 4096
+    block = min(st.st_blksize or 4096, MOST_ROUNDING_BYTES)
     blocks = -(-st.st_size // block)
     return allocated if allocated > (blocks + blocks // BLOCKS_PER_RECORD_BLOCK) * block else st.st_size
 
@@ -199,8 +206,8 @@ class Walk:
                     continue
                 if sweep_before is not None and self._stale_temporary(entry, st, fd):
                     continue
-                # (a file within its last block's rounding, most files, counts its size: at once)
-                size += st.st_size if st.st_blocks * 512 < st.st_size + st.st_blksize else charged_bytes(st)
+                # (a file within its last 4 KiB block's rounding, most files, counts its size: at once)
+                size += st.st_size if st.st_blocks * 512 < st.st_size + 4096 else charged_bytes(st)
                 if st.st_mtime_ns > newest:
                     newest = st.st_mtime_ns
         return size, newest, subdirs
