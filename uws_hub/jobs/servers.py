@@ -413,14 +413,18 @@ class ServerControl:
                 spawner.stop_cleaned_listener = cleaned
             try:
                 # the route goes while the server stops, not before: a stop waits for one
-                # proxy round trip less (JupyterHub's own stop does them one after the other)
+                # proxy round trip less (JupyterHub's own stop does them one after the other).
+                # The stop starts first (its task runs first: a SLURM job's scancel is not
+                # put behind the proxy request's making, ~0.5 ms); a failure of the route's
+                # removal still comes first in what is raised, as before
                 unroute = [self.proxy.delete_user(user, server_name)] if routed else []
                 try:
-                    outcomes = await asyncio.gather(*unroute, user.stop(server_name), return_exceptions=True)
+                    stopped, *unrouted = await asyncio.gather(user.stop(server_name), *unroute, return_exceptions=True)
                 except asyncio.CancelledError:
                     if self._restore_activity(orm_user, spawner, before):
                         self._commit()
                     raise
+                outcomes = [*unrouted, stopped]
                 failure = next((o for o in outcomes if isinstance(o, BaseException)), early_failure)
                 # one commit for the user's activity put back and what ``then`` records
                 # (the job's end), not one each in two steps of the reconciler
