@@ -506,3 +506,33 @@ async def test_a_stop_starts_before_its_routes_removal_and_a_route_failure_still
         await control.stop(orm_user, "ws-1")
     assert order == ["stop", "route"]
     await control.pool.close()
+
+
+async def test_revoking_a_servers_tokens_reads_nothing_back_of_its_deleted_client(running):
+    """The server's OAuth client is deleted by a statement; JupyterHub's listener of a
+    deleted row then read every relationship of it that the session had not loaded (its
+    service, tokens and codes: a SELECT each, every end of a job) to find them empty.
+    They are known empty (the statements before, and the foreign keys, leave nothing that
+    refers to a deleted client). Failed before: three SELECTs. The session follows as
+    before: the server's row no longer links the client, whose delete is committed with
+    its token's."""
+    control, db, orm_user, spawner, proc = running
+    token, client_id = spawner.api_token, spawner.oauth_client_id
+    orm_spawner = spawner.orm_spawner
+    assert orm_spawner.oauth_client is not None  # loaded, as JupyterHub's spawn leaves it
+    selects: list[str] = []
+
+    @event.listens_for(db.get_bind(), "before_cursor_execute")
+    def count(conn, cursor, statement, *args):
+        if statement.lstrip().startswith("SELECT") and statement.strip() != "SELECT 1":
+            selects.append(statement)
+
+    control.revoke_tokens(orm_user, "ws-1")
+    event.remove(db.get_bind(), "before_cursor_execute", count)
+    assert selects == []
+    db.commit()
+    assert orm_spawner.oauth_client_id is None and orm_spawner.oauth_client is None
+    assert hub_orm.APIToken.find(db, token) is None
+    assert db.query(hub_orm.OAuthClient).filter_by(identifier=client_id).first() is None
+    # the hub's own client: kept
+    assert db.query(hub_orm.OAuthClient).filter_by(identifier="jupyterhub").first() is not None
