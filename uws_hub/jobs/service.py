@@ -827,6 +827,29 @@ class JobService:
         for job_id in db.info.pop(_STOPPED_IN_FLUSH, []):
             self.wake(job_id)
 
+    def check_user_deletable(self, user: hub_orm.User) -> None:
+        """Refuse (409) to delete a user whose workspaces have a server that has not ended.
+
+        Each such server is a JupyterHub server of the user's, which JupyterHub's delete
+        cannot remove while it runs: it failed (a 500) half-way, after the authenticator
+        had forgotten the user (their local account deleted) and before the hub user,
+        their workspaces and the server were. Refused first, it changes nothing, as a
+        workspace with a server is refused (:meth:`WorkspaceService.delete`)."""
+        ids = self.db.scalars(
+            select(Job.id)
+            .where(
+                Job.owner_id == user.id,
+                Job.interactive.is_(True),
+                Job.status.in_([s.value for s in ACTIVE_JOB_STATUSES]),
+            )
+            .order_by(Job.id)
+        ).all()
+        if ids:
+            raise Conflict(
+                f"{user.name}'s workspaces have servers that have not ended (jobs {', '.join(map(str, ids))});"
+                " stop them before deleting the user."
+            )
+
     def stop_launched_by(self, ws: Workspace, user_ids: set[int], actor: str) -> list[Job]:
         """Stop (or cancel, if they never ran) the unfinished jobs in ``ws`` that these users
         launched: their editor access to it ended, and their jobs run as their accounts with

@@ -1,0 +1,54 @@
+"""Identity over time: a user deleted while their workspaces' servers run.
+
+A real hub with system users; each test makes a throwaway system account
+(``useradd``), since the lanes of the suite run side by side.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+
+import pytest
+
+from ..helpers import launch
+
+ENDED = {"completed", "failed", "cancelled"}
+PASSWORD = "a long password for tests"
+
+
+@pytest.fixture
+def throwaway(system_users):
+    name = f"uwsid{uuid.uuid4().hex[:6]}"
+    subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True)
+    yield name
+    subprocess.run(["pkill", "-KILL", "-u", name], check=False)
+    subprocess.run(["userdel", "--remove", name], check=False)
+
+
+def test_a_user_whose_server_runs_is_not_deleted_half_way(hub, throwaway):
+    """JupyterHub cannot delete a server that runs, and its delete of the user failed on
+    one (a 500) after it had deleted the user's local account: the user stayed, with their
+    workspaces and server, and nobody could log in as them any more. Refused first (409,
+    saying which jobs), the delete changes nothing; once the server has ended it is done."""
+    hub.api("POST", "accounts", json={"username": throwaway, "password": PASSWORD}, expect=201)
+    token = hub.api("POST", f"users/{throwaway}/tokens", json={"note": "test"}, expect=201)["token"]
+    job = launch(hub, token)
+    assert hub.wait_job(job["id"], token, {"running"} | ENDED, timeout=60)["status"] == "running"
+    r = hub.request("DELETE", f"users/{throwaway}", hub.admin_token)
+    assert r.status_code == 409, r.text
+    assert r.json()["message"] == (
+        f"{throwaway}'s workspaces have servers that have not ended (jobs {job['id']});"
+        " stop them before deleting the user."
+    )
+    # nothing of the user went: the account, the user, the server
+    assert hub.api("GET", f"accounts/{throwaway}", expect=200)["username"] == throwaway
+    assert hub.api("GET", f"jobs/{job['id']}", token, expect=200)["status"] == "running"
+    # a caller who may not delete users learns nothing of them or their jobs
+    for caller in (token, None):
+        assert hub.request("DELETE", f"users/{throwaway}", caller).status_code in (403, 404)
+    hub.api("POST", f"jobs/{job['id']}/stop", token, expect=202)
+    hub.wait_job(job["id"], token, ENDED, timeout=60)
+    hub.api("DELETE", f"users/{throwaway}", expect=204)
+    assert hub.request("GET", f"accounts/{throwaway}", hub.admin_token).status_code == 404
+    assert hub.request("GET", f"users/{throwaway}", hub.admin_token).status_code == 404
