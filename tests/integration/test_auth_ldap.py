@@ -206,3 +206,19 @@ def test_jobs_get_the_directory_attributes(ldap_hub):
     assert env["UWS_LDAP_HOME"] == "/home/ldapcarol"
     assert env["UWS_LDAP_EMAIL"] == "carol@example.org"
     assert env["UWS_LDAP_DN"] == user_dn("ldapcarol")
+
+
+def test_an_entry_made_again_for_someone_else_gets_nothing_of_the_user(ldap_hub, slapd):
+    """A directory gives a departed person's ``uid`` to a newcomer by deleting the entry
+    and making it again (a new ``entryUUID``): the newcomer's login is refused, saying
+    what to do, instead of making them the hub user of that name, with the first
+    person's workspaces, jobs and tokens. (Last: ldapeve's entry is a new one afterwards.)"""
+    first = login(ldap_hub, "ldapeve", "alice-password")
+    assert first.ok, first
+    before = ldap_hub.api("GET", "users/ldapeve", expect=200)["user_info"]
+    slapd.make_again("ldapeve")
+    again = login(ldap_hub, "ldapeve", "alice-password")
+    assert not again.ok
+    assert "belongs to another person on this hub" in (again.error or ""), again
+    assert ldap_hub.api("GET", "users/ldapeve", expect=200)["user_info"] == before
+    assert "Login refused for ldapeve: their ldap id at the identity provider is" in ldap_hub.log_text()

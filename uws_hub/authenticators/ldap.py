@@ -46,6 +46,7 @@ from traitlets import Bool, Float, Integer, List, Unicode, default, validate
 
 from .identity import make_user_info
 from .jobenv import JobEnvironmentMixin
+from .sameperson import SamePersonMixin
 
 # ---------------------------------------------------------------- pure helpers
 
@@ -103,7 +104,7 @@ class DirectoryUnavailable(web.HTTPError):
 # ---------------------------------------------------------------- the authenticator
 
 
-class WorkspaceLDAPAuthenticator(JobEnvironmentMixin):
+class WorkspaceLDAPAuthenticator(SamePersonMixin, JobEnvironmentMixin):
     """Check user names and passwords against an LDAP directory."""
 
     server_address = Unicode(
