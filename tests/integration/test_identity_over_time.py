@@ -10,8 +10,10 @@ import subprocess
 import uuid
 
 import pytest
+import requests
 
-from ..helpers import launch
+from ..authutil import login
+from ..helpers import MULTIUSER_CONFIG, launch
 
 ENDED = {"completed", "failed", "cancelled"}
 PASSWORD = "a long password for tests"
@@ -52,3 +54,27 @@ def test_a_user_whose_server_runs_is_not_deleted_half_way(hub, throwaway):
     hub.api("DELETE", f"users/{throwaway}", expect=204)
     assert hub.request("GET", f"accounts/{throwaway}", hub.admin_token).status_code == 404
     assert hub.request("GET", f"users/{throwaway}", hub.admin_token).status_code == 404
+
+
+def test_sign_up_gives_nobody_a_system_account_without_an_admin(make_hub, throwaway):
+    """With system users a hub user is the system account of its name: one that has no
+    hub user (a deleted user's, whose files and home stay; a colleague's who never used
+    the hub) went to whoever signed up with its name first, at once when sign-up needed
+    no approval. There sign-up waits for an admin's approval all the same, and says so."""
+    hub = make_hub(
+        MULTIUSER_CONFIG
+        + "c.WorkspaceLocalAuthenticator.allow_signup = True\n"
+        + "c.WorkspaceLocalAuthenticator.signup_requires_approval = False\n"
+    )
+    assert (
+        "With UWSHub.system_users, sign-up waits for an admin's approval"
+        " (WorkspaceLocalAuthenticator.signup_requires_approval)" in hub.log_text()
+    )
+    s = requests.Session()
+    s.get(hub.url + "/hub/signup", timeout=30)
+    form = {"username": throwaway, "password": PASSWORD, "password2": PASSWORD}
+    r = s.post(hub.url + "/hub/signup", data={**form, "_xsrf": s.cookies.get("_xsrf", path="/hub/")}, timeout=60)
+    assert r.status_code == 201, r.text
+    assert "An administrator must enable it before you can sign in." in r.text
+    assert not login(hub, throwaway, PASSWORD).ok
+    assert hub.api("GET", f"accounts/{throwaway}", expect=200)["disabled"] is True
