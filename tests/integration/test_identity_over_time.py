@@ -6,16 +6,22 @@ A real hub with system users; each test makes a throwaway system account
 
 from __future__ import annotations
 
+import os
+import pwd
+import re
 import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 import requests
 
+from .. import slurmutil
 from ..authutil import login
 from ..helpers import MULTIUSER_CONFIG, launch
 
 ENDED = {"completed", "failed", "cancelled"}
+SLURM = {"interactive": False, "resources": ["slurm"], "default_resources": {"cpus": 1, "memory": "128M"}}
 PASSWORD = "a long password for tests"
 
 
@@ -78,3 +84,52 @@ def test_sign_up_gives_nobody_a_system_account_without_an_admin(make_hub, throwa
     assert "An administrator must enable it before you can sign in." in r.text
     assert not login(hub, throwaway, PASSWORD).ok
     assert hub.api("GET", f"accounts/{throwaway}", expect=200)["disabled"] is True
+
+
+def test_a_new_account_of_a_former_ones_name_gets_none_of_its_slurm_output(make_hub, throwaway, slurm):
+    """A SLURM job's output goes to its account's own folder of the job log directory,
+    named after the account. An account deleted and made again for someone else (another
+    uid) found the folder handed to it, with the first account's jobs' output (which
+    outlives the hub user, deleted with their jobs' rows). The folder is set aside now,
+    still the first account's, and the new account gets a new one."""
+    config = slurmutil.hub_config({"hello": {**SLURM, "cmd": ["echo", "the first one's output"]}})
+    log_dir = re.search(r"c\.UWSHub\.job_log_dir = '([^']+)'", config).group(1)
+    folder = Path(log_dir) / "slurm" / throwaway
+    hub = make_hub(config)
+    first_uid = pwd.getpwnam(throwaway).pw_uid
+    token = hub.add_user(throwaway)
+    job = batch_on_slurm(hub, token)
+    assert f"job-{job['id']}.log" in os.listdir(folder)
+    hub.api("DELETE", f"users/{throwaway}", expect=204)
+    subprocess.run(["userdel", throwaway], check=True)
+    second_uid = next(uid for uid in range(first_uid + 1000, first_uid + 2000) if not uid_taken(uid))
+    subprocess.run(["useradd", "-u", str(second_uid), "--shell", "/bin/bash", throwaway], check=True)
+    token = hub.add_user(throwaway)
+    second = batch_on_slurm(hub, token)
+    assert os.stat(folder).st_uid == second_uid
+    assert os.listdir(folder) == [f"job-{second['id']}.log"]
+    aside = folder.parent / f".former-uid{first_uid}-{throwaway}"
+    assert os.stat(aside).st_uid == first_uid and os.stat(aside).st_mode & 0o777 == 0o700
+    assert os.listdir(aside) == [f"job-{job['id']}.log"]
+    assert f"The output folder {folder} belonged to uid {first_uid}, not to {throwaway} (uid {second_uid})" in (
+        hub.log_text()
+    )
+    subprocess.run(["rm", "-rf", str(aside)], check=False)
+
+
+def batch_on_slurm(hub, token) -> dict:
+    ws = hub.api("POST", "workspaces", token, json={"name": f"on slurm {uuid.uuid4().hex[:6]}"}, expect=201)
+    job = hub.api(
+        "POST", f"workspaces/{ws['id']}/jobs", token, json={"job_type": "hello", "resource": "slurm"}, expect=202
+    )
+    job = hub.wait_job(job["id"], token, ENDED, timeout=120)
+    assert job["status"] == "completed", job
+    return job
+
+
+def uid_taken(uid: int) -> bool:
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return True
