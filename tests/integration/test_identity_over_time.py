@@ -133,3 +133,21 @@ def uid_taken(uid: int) -> bool:
     except KeyError:
         return False
     return True
+
+
+def test_a_deleted_owners_shares_grant_nothing_of_a_new_user_of_the_name(hub, throwaway, bob):
+    """A share is a JupyterHub role named after the workspace's id, whose scopes name its
+    server by its owner's name and slug (``access:servers!server=<owner>/<slug>``, which
+    JupyterHub's login to the server takes). Deleting the owner deleted the shares with
+    the workspace, but left the roles until the next share sync (300 s by default):
+    meanwhile a new user of the name, with a workspace of the same slug, had its server
+    open to the first owner's collaborators. The roles go with the user, in its commit."""
+    token = hub.add_user(throwaway)
+    ws = hub.api("POST", "workspaces", token, json={"name": "shared"}, expect=201)
+    hub.api("POST", f"workspaces/{ws['id']}/shares", token, json={"user": "uwsbob", "level": "editor"}, expect=201)
+    server = f"access:servers!server={throwaway}/{ws['slug']}"
+    assert server in hub.api("GET", "user", bob, expect=200)["scopes"]
+    hub.api("DELETE", f"users/{throwaway}", expect=204)
+    hub.add_user(throwaway)
+    assert not [s for s in hub.api("GET", "user", bob, expect=200)["scopes"] if throwaway in s]
+    assert not [r for r in hub.api("GET", "users/uwsbob", expect=200)["roles"] if r.endswith(f"-{ws['id']}-editor")]

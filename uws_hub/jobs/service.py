@@ -38,7 +38,7 @@ from ..accounts.system import SystemAccounts
 from ..errors import Conflict, TooManyRequests, Unprocessable
 from ..events.bus import EventBus, transient_event
 from ..metrics import JOB_LAUNCH_DURATION_SECONDS
-from ..orm import Job, Workspace, as_stored, isoformat, utcnow
+from ..orm import Job, Workspace, as_stored, isoformat, users_being_deleted, utcnow
 from ..redaction import redact
 from ..sharing import posixgroups
 from ..sharing.kills import GroupKills
@@ -795,9 +795,7 @@ class JobService:
         others' workspaces (they run as their account), before the database forgets who
         launched them (``ON DELETE SET NULL``, after which a job counts as its owner's and
         must never start, or start again, as the owner)."""
-        # JupyterHub deletes its wrapper of the user (jupyterhub.user.User), which lends it its row's state
-        deleted = [getattr(obj, "orm_user", obj) for obj in db.deleted]
-        gone = {obj.id for obj in deleted if isinstance(obj, hub_orm.User)}
+        gone = users_being_deleted(db)
         if not gone:
             return
         # their workspaces and jobs the database deletes (ON DELETE CASCADE), unseen by the

@@ -48,6 +48,7 @@ from typing import Any
 
 from jupyterhub import orm as hub_orm
 from jupyterhub import roles as hub_roles
+from sqlalchemy import event as sa_event
 from sqlalchemy import func, or_, select, union_all
 from sqlalchemy.orm import Session, aliased
 
@@ -55,7 +56,7 @@ from ..accounts.system import SystemAccounts
 from ..errors import Conflict, NotFound, Unprocessable
 from ..events.bus import EventBus
 from ..events.notify import Notifier
-from ..orm import Job, Share, Workspace, utcnow
+from ..orm import Job, Share, Workspace, users_being_deleted, utcnow
 from ..scopes import LAUNCH_JOBS, READ_WORKSPACES, ROLE_PREFIX, WRITE_SERVERS, WRITE_WORKSPACES
 from ..states import (
     ACTIVE_JOB_STATUSES,
@@ -229,6 +230,27 @@ class ShareService:
         #: read the gids there instead of a ``getgrnam`` each. A group deleted since (under
         #: the lock) is dropped from it; one made since is not in it, and is looked up.
         self._listed: dict[str, Any] | None = None
+
+    # ---------------------------------------------------------------- deleted owners
+    def attach(self, db: Session) -> None:
+        """Drop a deleted user's workspaces' roles in the same commit (see :meth:`_before_flush`)."""
+        sa_event.listen(db, "before_flush", self._before_flush)
+
+    def _before_flush(self, db: Session, flush_context: Any, instances: Any) -> None:
+        """A JupyterHub user is being deleted: their workspaces and shares go with them (``ON
+        DELETE CASCADE``), and so do the workspaces' roles. Those name a workspace's server
+        by its owner's name and slug (:func:`role_scopes`), which JupyterHub's login to a
+        server takes: left for the next share sync, they opened a new user of the name's
+        server of the same slug to the first owner's collaborators meanwhile."""
+        gone = users_being_deleted(db)
+        if not gone:
+            return
+        with db.no_autoflush:
+            owned = set(db.scalars(select(Workspace.id).where(Workspace.owner_id.in_(gone))))
+            for role in db.scalars(select(hub_orm.Role).where(hub_orm.Role.name.startswith(ROLE_PREFIX))):
+                if _workspace_of_role(role.name) in owned:
+                    db.delete(role)
+                    self.version += 1
 
     def lookup_session(self) -> Session:
         """A short-lived session for read-only lookups where the hub's session cannot
