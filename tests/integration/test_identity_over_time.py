@@ -10,6 +10,7 @@ import os
 import pwd
 import re
 import subprocess
+import threading
 import uuid
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import requests
 from .. import slurmutil
 from ..authutil import login
 from ..helpers import MULTIUSER_CONFIG, launch
+from ..hubutil import wait_for
 
 ENDED = {"completed", "failed", "cancelled"}
 SLURM = {"interactive": False, "resources": ["slurm"], "default_resources": {"cpus": 1, "memory": "128M"}}
@@ -151,3 +153,40 @@ def test_a_deleted_owners_shares_grant_nothing_of_a_new_user_of_the_name(hub, th
     hub.add_user(throwaway)
     assert not [s for s in hub.api("GET", "user", bob, expect=200)["scopes"] if throwaway in s]
     assert not [r for r in hub.api("GET", "users/uwsbob", expect=200)["roles"] if r.endswith(f"-{ws['id']}-editor")]
+
+
+def test_an_upload_under_way_places_nothing_once_its_editor_is_revoked(hub, alice, bob, workspace):
+    """An upload is authorized before its body is read, and its body takes as long as the
+    uploader likes: an editor whose share was revoked meanwhile had the file placed in the
+    workspace after the revocation. The upload is checked again before it is placed."""
+    ws = workspace
+    share = hub.api(
+        "POST", f"workspaces/{ws['id']}/shares", alice, json={"user": "uwsbob", "level": "editor"}, expect=201
+    )
+    directory = hub.workspaces_root / "uwsalice" / ws["slug"]
+    go_on = threading.Event()
+
+    def body():
+        yield b"written by the editor, "
+        assert go_on.wait(60)
+        yield b"placed after the revocation"
+
+    result: dict = {}
+
+    def upload():
+        result["response"] = hub.request(
+            "PUT", f"workspaces/{ws['id']}/files/late.txt", bob, data=body(), headers={"Content-Type": "text/plain"}
+        )
+
+    thread = threading.Thread(target=upload)
+    thread.start()
+    try:
+        # the hub authorized it and started it (its temporary file is in the workspace)
+        wait_for(lambda: any(p.name.startswith(".uws-upload-") for p in directory.iterdir()), 30, what="the upload")
+        hub.api("DELETE", f"workspaces/{ws['id']}/shares/{share['id']}", alice, expect=200)
+    finally:
+        go_on.set()
+        thread.join(60)
+    assert result["response"].status_code == 404, result["response"].text
+    assert not (directory / "late.txt").exists()
+    wait_for(lambda: not any(p.name.startswith(".uws-upload-") for p in directory.iterdir()), 30, what="the cleanup")

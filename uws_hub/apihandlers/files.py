@@ -285,6 +285,9 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
     async def put(self, workspace_id, relpath):
         if self.refusal is not None:
             raise self.refusal
+        # authorized before its body, which took as long as the uploader liked: a share
+        # revoked meanwhile (or the workspace being deleted) places nothing
+        self.uws.workspaces.check_writable(self.find_workspace(workspace_id, WRITE_WORKSPACES))
         if self.text is not None:
             try:
                 text_of(bytes(self.text), self.upload.path)
