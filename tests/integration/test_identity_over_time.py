@@ -190,3 +190,22 @@ def test_an_upload_under_way_places_nothing_once_its_editor_is_revoked(hub, alic
     assert result["response"].status_code == 404, result["response"].text
     assert not (directory / "late.txt").exists()
     wait_for(lambda: not any(p.name.startswith(".uws-upload-") for p in directory.iterdir()), 30, what="the cleanup")
+
+
+def test_a_renamed_owners_shares_follow_the_new_name_at_once(hub, throwaway, bob):
+    """An admin renames a user (JupyterHub's ``PATCH /hub/api/users/{name}``): the roles of
+    their shared workspaces named the server by the old name until the next share sync,
+    so a new user of the old name with a workspace of the same slug had its server open
+    to the renamed owner's collaborators meanwhile (and those lost the renamed owner's).
+    The roles follow the rename in its commit."""
+    token = hub.add_user(throwaway)
+    ws = hub.api("POST", "workspaces", token, json={"name": "shared"}, expect=201)
+    hub.api("POST", f"workspaces/{ws['id']}/shares", token, json={"user": "uwsbob", "level": "viewer"}, expect=201)
+    renamed = f"{throwaway}x"
+    hub.api("PATCH", f"users/{throwaway}", json={"name": renamed}, expect=200)
+    try:
+        scopes = hub.api("GET", "user", bob, expect=200)["scopes"]
+        assert f"access:servers!server={renamed}/{ws['slug']}" in scopes
+        assert not [s for s in scopes if f"={throwaway}/" in s]
+    finally:
+        hub.api("DELETE", f"users/{renamed}", expect=204)
