@@ -167,12 +167,24 @@ class SlapdServer:
             text=True,
         )
 
+    def remove(self, uid: str) -> None:
+        """Delete a person's entry (a person who left)."""
+        subprocess.run(["ldapdelete", *self._as_root(), user_dn(uid)], check=True, capture_output=True)
+
+    def add(self, uid: str) -> None:
+        """Add a person's entry as it was at the start (with a new ``entryUUID``)."""
+        subprocess.run(
+            ["ldapadd", *self._as_root()], input=person_ldif(uid), text=True, check=True, capture_output=True
+        )
+
     def make_again(self, uid: str) -> None:
         """Delete a person's entry and add it again, as it was (a new ``entryUUID``): what a
         directory's admin does to give a departed person's ``uid`` to a newcomer."""
-        bind = ["-x", "-H", self.url, "-D", ROOT_DN, "-w", ROOT_PASSWORD]
-        subprocess.run(["ldapdelete", *bind, user_dn(uid)], check=True, capture_output=True)
-        subprocess.run(["ldapadd", *bind], input=person_ldif(uid), text=True, check=True, capture_output=True)
+        self.remove(uid)
+        self.add(uid)
+
+    def _as_root(self) -> list[str]:
+        return ["-x", "-H", self.url, "-D", ROOT_DN, "-w", ROOT_PASSWORD]
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -23,6 +23,7 @@ from jupyterhub import dbutil as hub_dbutil
 from jupyterhub import orm as hub_orm
 from jupyterhub.apihandlers.base import API404
 from jupyterhub.app import JupyterHub, NewToken, UpgradeDB
+from jupyterhub.handlers.base import BaseHandler
 from jupyterhub.traitlets import ByteSpecification
 from jupyterhub.utils import url_path_join
 from sqlalchemy.exc import SQLAlchemyError
@@ -47,6 +48,12 @@ from .protocols.uws.handlers import routes as uws_routes
 from .redaction import install_log_redaction
 from .sharing.collaborate import role_specs
 from .templates import TEMPLATE_DIR
+
+# JupyterHub (6.1) reads it when an authenticator's refresh of a user fails, but sets it
+# only when a token authenticated the request: a login cookie's request whose refresh
+# failed (a person who left the directory, an OAuth refresh token revoked) raised an
+# AttributeError, an ERROR in the log, instead of asking them to log in again
+BaseHandler._token_authenticated = False
 
 
 class UWSUpgradeDB(UpgradeDB):
