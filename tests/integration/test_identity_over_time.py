@@ -6,6 +6,7 @@ A real hub with system users; each test makes a throwaway system account
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import re
@@ -209,3 +210,28 @@ def test_a_renamed_owners_shares_follow_the_new_name_at_once(hub, throwaway, bob
         assert not [s for s in scopes if f"={throwaway}/" in s]
     finally:
         hub.api("DELETE", f"users/{renamed}", expect=204)
+
+
+def test_a_hub_on_a_new_database_shows_no_earlier_jobs_output_as_its_jobs(make_hub, throwaway):
+    """Job ids are never reused in one database, but a hub started on a new one with the
+    job log directory of an earlier hub numbers its jobs from 1 again, and a local job
+    appended its output to the file of the earlier job of its id (someone else's), which
+    its owner read as their job's log and output. A job's first start makes them anew."""
+    hub = make_hub(MULTIUSER_CONFIG, start=False)
+    logs = hub.workdir / "uws-job-logs"
+    logs.mkdir(mode=0o711)
+    for n in range(1, 3):
+        (logs / f"job-{n}.log").write_text(f"the output of an earlier job {n}, someone else's\n")
+        (logs / f"job-{n}.exit").write_text('{"exit_code": 7}')
+    hub.start()
+    token = hub.add_user(throwaway)
+    ws = hub.api("POST", "workspaces", token, json={"name": "fresh"}, expect=201)
+    batch = hub.api("POST", f"workspaces/{ws['id']}/jobs", token, json={"job_type": "echo"}, expect=202)
+    batch = hub.wait_job(batch["id"], token, ENDED, timeout=60)
+    assert (batch["id"], batch["status"], batch["exit_code"]) == (1, "completed", 0), batch
+    assert hub.request("GET", "jobs/1/log", token).text == "hello\n"
+    server = launch(hub, token, job_type="broken")  # a server that prints, then exits
+    server = hub.wait_job(server["id"], token, ENDED, timeout=60)
+    assert server["id"] == 2
+    output = hub.api("GET", "jobs/2/output", token, expect=200)
+    assert "earlier job" not in json.dumps(output) and "boom: the server cannot start" in json.dumps(output)
