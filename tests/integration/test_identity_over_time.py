@@ -1,7 +1,11 @@
-"""Identity over time: a user deleted while their workspaces' servers run.
+"""Identity over time: names, accounts, ids and grants that change.
 
-A real hub with system users; each test makes a throwaway system account
-(``useradd``), since the lanes of the suite run side by side.
+A user deleted while their workspaces' servers run; sign-up with system users;
+a deleted or renamed owner's share roles; a new account of a former one's name
+and its SLURM output; an upload under way when its editor is revoked; a hub on
+a new database with an earlier hub's job logs. A real hub with system users;
+tests that change an account make a throwaway one (``useradd``), since the
+lanes of the suite run side by side.
 """
 
 from __future__ import annotations
