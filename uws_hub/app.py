@@ -319,6 +319,36 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         """,
     )
 
+    max_file_operations_per_user = Integer(
+        4,
+        min=1,
+        config=True,
+        help="""Most threads of ``file_operation_threads`` one user (or service) holds at
+        once with file operations: listings, downloads and zips (each read of a piece),
+        uploads, moves, deletions, text views, job logs and results, HuBMAP's and UWS's
+        file work. Their further operations wait in line behind their own, never
+        behind anyone else's.
+
+        Every file operation blocks a thread as long as the disk takes: a folder of
+        a million entries, a slow or hung file system. Without a bound, one account
+        looping slow listings took every thread, and everyone else's file operations
+        waited behind theirs. Keep it well under ``file_operation_threads``.
+        """,
+    )
+
+    file_operation_threads = Integer(
+        32,
+        min=2,
+        config=True,
+        help="""Threads for the file operations requests make (see
+        ``max_file_operations_per_user``), a pool of their own: the hub's own work (its
+        scans, logins, job starts) never waits behind users' file operations. Users
+        each hold at most ``max_file_operations_per_user`` of them, so the pool is
+        full only once ``file_operation_threads / max_file_operations_per_user``
+        users (8 by default) hold all of theirs at once (on a hung disk).
+        """,
+    )
+
     zip_max_entries = Integer(
         100_000,
         min=1,

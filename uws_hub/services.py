@@ -24,6 +24,7 @@ from . import scopes
 from .accounts.system import SystemAccounts
 from .events.bus import EventBus
 from .events.notify import Notifier, SMTPSettings
+from .filethreads import FileThreads
 from .jobs.batch import BatchSteps
 from .jobs.destruction import DestructionSteps
 from .jobs.launch import check_resource_limits
@@ -87,6 +88,8 @@ class Services:
     #: event streams, log follows and UWS waits held open, by who reads them
     #: (``UWSHub.max_streams_per_user`` each)
     streams: ReaderSlots = field(default_factory=lambda: ReaderSlots(20))
+    #: requests' blocking file work (``UWSHub.file_operation_threads``, ``max_file_operations_per_user``)
+    file_threads: FileThreads = field(default_factory=lambda: FileThreads(32, 4))
     #: ``UWSHub.stream_recheck_seconds``: how often a long request asks again who holds it open
     stream_recheck_seconds: float = 10.0
     #: the API handlers' token lookups (see :mod:`uws_hub.tokenids`)
@@ -368,6 +371,7 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         editors_run_code=hub.editors_run_code,
         zip_downloads=ReaderSlots(hub.max_zip_downloads_per_user),
         streams=ReaderSlots(hub.max_streams_per_user),
+        file_threads=FileThreads(hub.file_operation_threads, hub.max_file_operations_per_user),
         zip_max_entries=hub.zip_max_entries,
         folder_max_entries=hub.folder_max_entries,
         stream_recheck_seconds=hub.stream_recheck_seconds,

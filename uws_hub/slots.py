@@ -43,11 +43,21 @@ class ReaderSlots:
             self.held.pop(reader, None)
 
     @contextmanager
+    def try_hold(self, reader: str) -> Iterator[bool]:
+        """A slot for the block if ``reader`` holds fewer than ``most``: yields whether it
+        got one (given back at the block's end), for a request that has another answer
+        than a refusal (a UWS ``WAIT`` answers at once)."""
+        taken = self.take(reader)
+        try:
+            yield taken
+        finally:
+            if taken:
+                self.give_back(reader)
+
+    @contextmanager
     def hold(self, reader: str, refusal: Callable[[int], Exception]) -> Iterator[None]:
         """A slot for the block, or ``refusal(most)`` raised."""
-        if not self.take(reader):
-            raise refusal(self.most)
-        try:
+        with self.try_hold(reader) as taken:
+            if not taken:
+                raise refusal(self.most)
             yield
-        finally:
-            self.give_back(reader)

@@ -12,6 +12,8 @@ import socket
 import sys
 import textwrap
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import requests
@@ -116,10 +118,38 @@ MOST_STREAMS = 3
 MOST_BATCH_JOBS = 2
 #: UWSHub.max_job_log_bytes of that hub
 MOST_LOG_BYTES = 1024 * 1024
+#: UWSHub.max_file_operations_per_user of that hub
+MOST_FILE_THREADS = 2
+
+#: the streams' hub's disk, hung for folders named "hung" while the file GATE exists (as an
+#: NFS server gone away, or a folder of millions of entries, holds a listing): each listing
+#: there appends a line to GATE.entered first
+HUNG_DISK = """
+import os, time
+from uws_hub.workspaces.storage import WorkspaceStorage
+
+def _hung_list_dir(list_dir):
+    def hung(self, directory, relpath, max_entries):
+        if os.path.basename(relpath.rstrip("/")) == "hung" and os.path.exists(GATE):
+            with open(GATE + ".entered", "a") as f:
+                f.write("in\\n")
+            deadline = time.monotonic() + 300
+            while os.path.exists(GATE) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        return list_dir(self, directory, relpath, max_entries)
+    return hung
+
+WorkspaceStorage.list_dir = _hung_list_dir(WorkspaceStorage.list_dir)
+"""
 
 
 @pytest.fixture(scope="module")
-def streams_hub(make_hub, system_users):
+def hung_gate(tmp_path_factory):
+    return tmp_path_factory.mktemp("hung") / "gate"
+
+
+@pytest.fixture(scope="module")
+def streams_hub(make_hub, system_users, hung_gate):
     sleeper = [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(300)"]
     # 8 MiB of disk taken past the end of a file of no bytes (FALLOC_FL_KEEP_SIZE)
     prealloc = [sys.executable, "-c", PREALLOCATE]
@@ -129,15 +159,21 @@ def streams_hub(make_hub, system_users):
         "-c",
         "import sys, time; sys.stdout.write('x' * (4 << 20)); sys.stdout.flush(); time.sleep(300)",
     ]
-    config = MULTIUSER_CONFIG + textwrap.dedent(
-        f"""
+    config = (
+        MULTIUSER_CONFIG
+        + textwrap.dedent(
+            f"""
         c.UWSHub.max_streams_per_user = {MOST_STREAMS}
         c.UWSHub.max_unfinished_batch_jobs_per_user = {MOST_BATCH_JOBS}
         c.UWSHub.job_types["sleeper"] = {{"display_name": "Sleeper", "interactive": False, "cmd": {sleeper!r}}}
         c.UWSHub.max_job_log_bytes = {MOST_LOG_BYTES}
         c.UWSHub.job_types["chatty"] = {{"display_name": "Chatty", "interactive": False, "cmd": {chatty!r}}}
         c.UWSHub.job_types["prealloc"] = {{"display_name": "Preallocates", "interactive": False, "cmd": {prealloc!r}}}
+        c.UWSHub.max_file_operations_per_user = {MOST_FILE_THREADS}
+        GATE = {str(hung_gate)!r}
         """
+        )
+        + HUNG_DISK
     )
     hub = make_hub(config)
     hub.alice = hub.add_user("uwsalice")
@@ -255,3 +291,49 @@ def test_a_job_whose_log_takes_too_much_disk_is_stopped(streams_hub):
     assert ended["reason"] == (
         f"The job's output took more than {MOST_LOG_BYTES} bytes of the hub's disk (UWSHub.max_job_log_bytes)"
     )
+
+
+def test_one_users_slow_file_operations_do_not_hold_up_others(streams_hub, hung_gate):
+    """Every file operation holds a thread as long as the disk takes. Earlier versions ran
+    them all in the event loop's default pool (at most 32 threads, six on a small
+    machine): one user looping listings of a folder on a hung disk took every thread,
+    and everyone else's file operations (and the hub's own work there) waited behind
+    theirs. One user holds at most UWSHub.max_file_operations_per_user threads; their
+    further operations wait in line behind their own."""
+    hub, alice, bob = streams_hub, streams_hub.alice, streams_hub.bob
+    ws = hub.api("POST", "workspaces", alice, json={"name": f"hung {uuid.uuid4().hex[:6]}"}, expect=201)
+    other = hub.api("POST", "workspaces", bob, json={"name": f"hung {uuid.uuid4().hex[:6]}"}, expect=201)
+    hub.api("POST", f"workspaces/{ws['id']}/files/hung", alice, json={"type": "directory"}, expect=201)
+    entered = Path(f"{hung_gate}.entered")
+    entered.unlink(missing_ok=True)
+    hung_gate.touch()
+    # more listings at once than the default pool has threads on any machine (32 at most)
+    pool = ThreadPoolExecutor(40)
+    held: list = []
+    in_line = None
+    try:
+
+        def listing(relpath: str) -> requests.Response:
+            return hub.request("GET", f"workspaces/{ws['id']}/files", alice, params={"path": relpath}, timeout=300)
+
+        held = [pool.submit(listing, "hung") for _ in range(36)]
+        wait_for(lambda: entered.exists() and entered.read_text().count("in") >= MOST_FILE_THREADS, 60)
+        # another user's file operations answer (before: a timeout, every thread taken)
+        r = hub.request("GET", f"workspaces/{other['id']}/files", bob, timeout=30)
+        assert r.status_code == 200, r.text
+        r = hub.request("GET", f"workspaces/{other['id']}/files/nothing-here.txt", bob, timeout=30)
+        assert r.status_code == 404, r.text
+        # alice's own wait in line behind hers: no more than her threads ever entered the disk
+        in_line = pool.submit(listing, "")
+        r = hub.request("GET", f"workspaces/{other['id']}/files", bob, timeout=30)
+        assert r.status_code == 200, r.text
+        assert not in_line.done() and not any(f.done() for f in held)
+        assert entered.read_text().count("in") == MOST_FILE_THREADS
+    finally:
+        hung_gate.unlink(missing_ok=True)
+        # once the disk answers again, every one of them is answered
+        answers = [f.result(timeout=300).status_code for f in [*held, in_line] if f is not None]
+        pool.shutdown()
+    assert answers == [200] * 37
+    hub.api("DELETE", f"workspaces/{ws['id']}", alice)
+    hub.api("DELETE", f"workspaces/{other['id']}", bob)

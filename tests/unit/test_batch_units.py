@@ -612,3 +612,111 @@ def test_the_example_batch_job_counts_in_words(tmp_path, monkeypatch, capsys):
     log = capsys.readouterr().out
     assert "one.txt: 1 line\n" in log
     assert f"1 file, 1 line; wrote {tmp_path / 'line_counts.csv'}" in log
+
+
+# ---------------------------------------------------------------- the command's child
+def test_the_commands_child_imports_nothing_before_the_exec(tmp_path):
+    """The command's child of each batch job is a fork of the wrapper: every object it
+    touches costs a copied page. ``os.execvpe`` imported ``warnings`` there (its PATH
+    search, ``os.get_exec_path``), a tenth of the child's CPU before the exec."""
+    probe = f"""
+import os, sys
+sys.path.insert(0, {os.path.dirname(wrapper.__file__)!r})
+import wrapper
+before = set(sys.modules)
+read, write = os.pipe()
+def execve(path, argv, env):
+    os.write(write, repr(sorted(set(sys.modules) - before)).encode())
+    os._exit(0)
+os.execve = execve
+spec = {{"argv": ["true"], "env": {{"PATH": os.defpath}}, "cwd": {str(tmp_path)!r},
+         "lock_fd": os.open(os.devnull, os.O_RDONLY), "wrapper_pid": os.getpid()}}
+pid = os.fork()
+if pid == 0:
+    wrapper.Wrapper(spec).exec_child(write)
+os.close(write)
+os.waitpid(pid, 0)
+print(os.read(read, 4096).decode())
+"""
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True, timeout=30)
+    assert out.stdout.strip() == "[]", out.stderr
+
+
+@pytest.mark.parametrize(
+    "name, path",
+    [
+        ("prog", "{no_exec}:{exec}"),  # a file that cannot be run is passed over
+        ("prog", "{no_exec}"),  # ... and its error told when nothing else is found
+        ("prog", "{missing}:{exec}"),
+        ("prog", "{missing}"),
+        ("prog", "{file}:{exec}"),  # a PATH entry that is a file, not a directory
+        ("prog", ""),  # an empty entry: the current directory
+        ("{exec}/prog", "{missing}"),  # a name with a slash is not looked for
+        ("{no_exec}/prog", "{exec}"),
+        ("absent", "{exec}"),
+    ],
+)
+def test_the_wrappers_path_search_finds_what_os_execvpe_finds(tmp_path, name, path):
+    dirs = {k: tmp_path / k for k in ("exec", "no_exec", "missing")}
+    for key in ("exec", "no_exec"):
+        dirs[key].mkdir()
+        prog = dirs[key] / "prog"
+        prog.write_text(f"#!/bin/sh\necho {key}\n")
+        prog.chmod(0o755 if key == "exec" else 0o644)
+    (tmp_path / "file").write_text("")
+    names = {**{k: str(v) for k, v in dirs.items()}, "file": str(tmp_path / "file")}
+    name, path = name.format(**names), path.format(**names)
+    outcomes = []
+    for call in ("os.execvpe", "wrapper.execvpe"):
+        probe = f"""
+import os, sys
+sys.path.insert(0, {os.path.dirname(wrapper.__file__)!r})
+import wrapper
+try:
+    {call}({name!r}, [{name!r}], {{"PATH": {path!r}}})
+except OSError as e:
+    print(type(e).__name__, e.errno)
+"""
+        out = subprocess.run(
+            [sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True, cwd=dirs["exec"], timeout=30
+        )
+        outcomes.append((out.stdout, out.returncode))
+    assert outcomes[0] == outcomes[1]
+
+
+def test_a_command_that_exited_with_0_has_its_log_left_unread(tmp_path, monkeypatch):
+    """Under ``RLIMIT_AS`` only a failed command is looked for an allocation failure: the
+    wrapper read the end of every job's log, a file opened and read per job."""
+    log = tmp_path / "job.log"
+    log.write_text("MemoryError\n")
+    job = wrapper.Wrapper({"memory_bytes": 1 << 30, "log_path": str(log)})
+    read = []
+    monkeypatch.setattr(wrapper, "log_tail", lambda path: read.append(path) or log.read_text())
+    assert job.memory_exceeded({"exit_code": 0}) is False
+    assert read == []
+    assert job.memory_exceeded({"exit_code": 1}) is True
+    assert job.memory_exceeded({"exit_code": None}) is True  # a signal (a C++ abort)
+
+
+def test_a_forked_wrapper_looks_up_nothing_the_launcher_found_once():
+    """Each wrapper the launcher forks pays a copied page for every object it touches: it
+    names its job (``UWS_JOB_ID`` in its environment) and looks libc's ``prctl`` up
+    without reading ``/proc`` or making a ``ctypes.CDLL``, which the launcher did once."""
+    from uws_hub.spawners.localjob import wrapper_env
+
+    probe = f"""
+import builtins, ctypes, os, sys
+sys.path.insert(0, {os.path.dirname(wrapper.__file__)!r})
+import wrapper
+wrapper.prepare_forks()
+def refused(*args, **kwargs):
+    raise AssertionError("looked up again")
+builtins.open = ctypes.string_at = ctypes.CDLL = refused
+wrapper.name_job(42)
+wrapper._prctl()
+fd = os.open(f"/proc/{{os.getpid()}}/environ", os.O_RDONLY)
+print([v for v in os.read(fd, 65536).split(b"\\0") if v.startswith(b"UWS_JOB_ID=")])
+"""
+    env = wrapper_env("unit", wrapper.JOB_ID_PLACEHOLDER)
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True, env=env, timeout=30)
+    assert out.stdout.strip() == "[b'UWS_JOB_ID=42']", out.stderr

@@ -460,6 +460,52 @@ def test_running_stores_where_the_job_answers_and_the_end_clears_it(hub):
         hub.jobs.transition(job, JobStatus.running)
 
 
+def batch_job(ws: Workspace, status: str) -> Job:
+    """A batch job of ``ws`` (not added to the session)."""
+    return Job(
+        workspace=ws,
+        workspace_id=ws.id,
+        owner_id=ws.owner_id,
+        job_type="lab",
+        resource="local",
+        interactive=False,
+        status=status,
+        target="running",
+        server_name="w1",
+        created_at=utcnow(),
+    )
+
+
+def test_a_batch_jobs_change_is_stored_at_once_and_its_events_keep_their_order(hub):
+    """A batch job's steps each record a change and commit (three a job: a burst of short
+    jobs is bounded by that): its event is inserted at once, not by the ORM's flush, which
+    cost a fifth of such a step. An event that would come before one waiting for the
+    flush (here the workspace's ``idle``) waits too: ids, the order the events are
+    published and replayed in, stay the order of the changes."""
+    hub.db.expire_on_commit = False
+    ws = workspace(hub)
+    ws.status = "active"
+    job = batch_job(ws, "pending")
+    hub.db.add(job)
+    hub.db.commit()
+    sub = hub.events.subscribe(lambda e: True)
+    stored = select(Event.status).where(Event.job_id == job.id).order_by(Event.id)
+    hub.jobs.transition(job, JobStatus.queued)
+    hub.jobs.transition(job, JobStatus.running)
+    assert hub.db.connection().execute(stored).scalars().all() == ["queued", "running"]  # no flush asked
+    hub.db.commit()
+    hub.jobs.transition(job, JobStatus.completed)
+    hub.db.commit()
+    published = [sub.queue.get_nowait() for _ in range(sub.queue.qsize())]
+    assert [(e["kind"], e["status"]) for e in published] == [
+        ("job", "queued"),
+        ("job", "running"),
+        ("workspace", "idle"),
+        ("job", "completed"),
+    ]
+    assert [e["id"] for e in published] == sorted(e["id"] for e in published)
+
+
 def test_the_end_of_a_job_idles_its_workspace_as_the_session_sees_its_other_jobs_and_flushes_nothing(hub):
     """Whether the workspace has another unfinished job is asked without a flush (the
     job's change and its event go out in the commit's one flush), and the workspace's
@@ -468,21 +514,7 @@ def test_the_end_of_a_job_idles_its_workspace_as_the_session_sees_its_other_jobs
     ws = workspace(hub)
     lab = hub.jobs.launch(ws, "lab", None, {}, "ann")
 
-    def batch_job(status: str) -> Job:
-        return Job(
-            workspace=ws,
-            workspace_id=ws.id,
-            owner_id=ws.owner_id,
-            job_type="lab",
-            resource="local",
-            interactive=False,
-            status=status,
-            target="running",
-            server_name="w1",
-            created_at=utcnow(),
-        )
-
-    other = batch_job("running")
+    other = batch_job(ws, "running")
     hub.db.add(other)
     hub.db.commit()
     flushes: list[int] = []
@@ -493,7 +525,7 @@ def test_the_end_of_a_job_idles_its_workspace_as_the_session_sees_its_other_jobs
     hub.db.commit()
     flushes.clear()
     # a third job added (not flushed) when the other ends: the workspace stays active
-    third = batch_job("pending")
+    third = batch_job(ws, "pending")
     hub.db.add(third)
     hub.jobs.transition(other, JobStatus.completed)
     assert (ws.status, flushes) == ("active", [])
@@ -580,6 +612,38 @@ async def test_a_batch_job_is_stored_without_a_flush_and_its_rows_are_not_read_a
     await hub.pool.close()
 
 
+async def test_a_batch_jobs_launch_is_made_once_from_its_hand_over_to_its_end(hub, monkeypatch):
+    """The steps of a job handed over ask its runner about it with what the runner was
+    handed: making it again (the account's look-up, the command's rendering) was a tenth
+    of the step that records a short job's end. After a restart it is made again."""
+    hub.db.expire_on_commit = False
+    runner = FakeRunner()
+    hub.jobs.runners = {"local": runner}
+    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    ws = workspace(hub)
+    made: list[int] = []
+    batch_launch = hub.jobs.batch_launch
+    monkeypatch.setattr(hub.jobs, "batch_launch", lambda job: made.append(job.id) or batch_launch(job))
+    job_id = hub.jobs.launch(ws, "run", None, {}, "ann").id
+    batch, queue = batch_queue(hub, runner)
+    steps = JobSteps(hub.jobs, hub.servers, hub.queue, hub.pool, log, batch=batch)
+    await queue.reconcile(0)
+    await batch._submits[job_id]
+    await steps.reconcile(job_id)  # a step while it runs
+    runner.ended.add(job_id)
+    await steps.reconcile(job_id)
+    assert made == [job_id] and hub.db.get(Job, job_id).status == "completed"
+    assert batch._launches == {}
+    # a job the steps never handed over (a restarted hub's): its launch is made
+    other = hub.jobs.launch(workspace(hub, slug="w2"), "run", None, {}, "ann")
+    other.submitted_at, other.attempts, other.status = utcnow(), 1, "queued"
+    hub.db.commit()
+    made.clear()
+    await steps.reconcile(other.id)
+    assert made == [other.id] and other.status == "running"
+    await hub.pool.close()
+
+
 async def test_an_editors_batch_job_is_handed_over_after_a_kill_of_the_workspaces_strays(hub, monkeypatch):
     """As an editor's server (see test_an_editors_start_waits_for_a_kill_of_the_workspaces_strays_under_way):
     the hand-over of an editor's batch job, which gets the workspace's group, waits while a
@@ -604,6 +668,39 @@ async def test_an_editors_batch_job_is_handed_over_after_a_kill_of_the_workspace
     assert [launch.job_id for launch in runner.submitted] == [owners.id, editors.id]
     assert runner.submitted[1].group == f"uws-ws-{ws.id}"
     await hub.pool.close()
+
+
+async def test_the_logs_of_all_running_jobs_are_looked_at_in_one_thread_call(hub, monkeypatch):
+    """At each reconciler scan the running jobs whose logs take more than
+    UWSHub.max_job_log_bytes of disk are stopped, failed, saying why: their logs are
+    looked at in one thread call for all of them (a thread hop and two lookups per job
+    before); a job asked to stop meanwhile is left to its stop."""
+    hub.jobs.max_log_bytes = 1 << 20
+    os.makedirs(hub.jobs.job_log_dir)
+    jobs = {}
+    for owner, slug, size in (("ann", "big", 2 << 20), ("ann", "small", 1000), ("ben", "stopping", 2 << 20)):
+        job = jobs[slug] = hub.jobs.launch(workspace(hub, owner, slug), "lab", None, {}, owner)
+        hub.jobs.transition(job, JobStatus.running)
+        with open(hub.jobs.log_path(job), "wb") as f:
+            f.write(b"x" * size)
+    hub.db.commit()
+    hub.jobs.stop(jobs["stopping"], "ben")
+    calls = []
+    to_thread = asyncio.to_thread
+
+    def counted(func, *args):
+        calls.append(func)
+        return to_thread(func, *args)
+
+    monkeypatch.setattr(asyncio, "to_thread", counted)
+    assert await hub.jobs.stop_logs_too_large() == [jobs["big"].id]
+    assert len(calls) == 1
+    big = jobs["big"]
+    assert (big.status, big.target, big.outcome) == ("stopping", "stopped", "failed")
+    assert big.reason == f"The job's output took more than {1 << 20} bytes of the hub's disk (UWSHub.max_job_log_bytes)"
+    assert (jobs["small"].status, jobs["stopping"].reason) == ("running", "Stopped on request")
+    # none over: nothing stopped, in one call again
+    assert await hub.jobs.stop_logs_too_large() == [] and len(calls) == 2
 
 
 def test_a_stop_before_the_job_ran_cancels_it(hub):

@@ -3,6 +3,8 @@ configuration, seed files, database setup (path safety: test_storage_units.py)."
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from jupyterhub import orm as hub_orm
 from sqlalchemy import event as sa_event
@@ -235,3 +237,69 @@ def test_reader_slots_are_bounded_per_reader_and_given_back():
     with pytest.raises(ValueError), slots.hold("user:a", refuse):
         raise ValueError
     assert slots.held == {} and refusals == [2]
+    # or whether a slot was taken, for a request with another answer than a refusal
+    with slots.hold("user:a", refuse), slots.try_hold("user:a") as first, slots.try_hold("user:a") as second:
+        assert (first, second, slots.held) == (True, False, {"user:a": 2})
+    assert slots.held == {}
+
+
+async def test_file_threads_are_bounded_per_reader_and_wait_in_line():
+    """One reader holding all its file threads (a hung disk) waits behind its own calls;
+    another reader's call runs at once. A thread counts until its call ends, even once
+    the request that waited for it is gone."""
+    import threading
+
+    from uws_hub.filethreads import FileThreads
+
+    threads = FileThreads(4, 2)
+    gate = threading.Event()
+    started = []
+
+    def hung(name):
+        started.append(name)
+        gate.wait(60)
+        return name
+
+    held = [asyncio.ensure_future(threads.run("user:a", hung, f"a{i}")) for i in range(2)]
+    for _ in range(3000):
+        if len(started) == 2:
+            break
+        await asyncio.sleep(0.01)
+    # a third call of a's waits in line (not started), b's runs beside a's two
+    waiting = asyncio.ensure_future(threads.run("user:a", hung, "a2"))
+    assert await threads.run("user:b", lambda: "b") == "b"
+    assert not waiting.done() and started == ["a0", "a1"]
+    # a's request gone: its thread still runs, so a's line stays as long
+    held[0].cancel()
+    await asyncio.gather(held[0], return_exceptions=True)
+    await asyncio.sleep(0.1)
+    assert started == ["a0", "a1"]
+    gate.set()
+    assert await waiting == "a2" and await held[1] == "a1"
+    assert threads._lines == {} and threads._calls == {}  # readers holding none are not kept
+
+
+async def test_file_work_of_a_request_is_its_readers():
+    """A service's file work counts on the reader of the request being served
+    (:func:`uws_hub.filethreads.serve`); the hub's own work, served for no one, runs in
+    the default pool."""
+    import contextvars
+    import threading
+
+    from uws_hub import filethreads
+
+    threads = filethreads.FileThreads(4, 1)
+
+    def name():
+        return threading.current_thread().name
+
+    assert not (await filethreads.in_file_thread(name)).startswith("uws-files")
+
+    async def request():
+        filethreads.serve(threads, "user:a")
+        return await filethreads.in_file_thread(name)
+
+    assert (await asyncio.get_running_loop().create_task(request(), context=contextvars.copy_context())).startswith(
+        "uws-files"
+    )
+    assert not (await filethreads.in_file_thread(name)).startswith("uws-files")  # (set in the request's task only)

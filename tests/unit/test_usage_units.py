@@ -349,3 +349,32 @@ def test_space_preallocated_past_a_files_end_counts(tmp_path):
     allocated = os.stat(top / "preallocated").st_blocks * 512
     assert os.stat(top / "preallocated").st_size == 0 and allocated >= 8 * 1024 * 1024
     assert UsageTree().measure(str(top)) == 10 + 100 * 1024 * 1024 + allocated
+
+
+def test_many_small_preallocated_files_count_the_disk_they_take(tmp_path):
+    """Disk preallocated past a file's end was free up to 16 KiB per file, so a million
+    small files held 16 GB beyond the quota. Only the rounding of a file's last block
+    (which ``du -sb`` leaves out too) is free now: every file here counts the disk it
+    takes, and an ordinary file beside them its size."""
+    top = tmp_path / "ws"
+    top.mkdir()
+    libc = ctypes.CDLL(None, use_errno=True)
+    block = os.statvfs(top).f_bsize
+    expected = 0
+    for i in range(300):
+        # no byte, one, or a block and one; each with 2 to 4 blocks preallocated past its end
+        size = (0, 1, block + 1)[i % 3]
+        path = top / f"f{i}"
+        path.write_bytes(b"x" * size)
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            # FALLOC_FL_KEEP_SIZE (1)
+            if libc.fallocate(fd, 1, ctypes.c_longlong(0), ctypes.c_longlong((2 + i % 3) * block + size)) != 0:
+                pytest.skip(f"this filesystem cannot preallocate (errno {ctypes.get_errno()})")
+        finally:
+            os.close(fd)
+        st = os.stat(path)
+        assert st.st_size == size and st.st_blocks * 512 - size >= 2 * block - 1
+        expected += st.st_blocks * 512
+    (top / "ordinary.txt").write_bytes(b"y" * (3 * block + 5))
+    assert UsageTree().measure(str(top)) == expected + 3 * block + 5

@@ -24,6 +24,7 @@ from tornado import httputil, web
 from .. import access
 from ..errors import BadRequest, Forbidden, NotFound, TooManyRequests, Unprocessable, UWSError
 from ..events.bus import Subscription
+from ..filethreads import serve
 from ..inputs import MAX_ID, MAX_OFFSET, MAX_SQL_INT, query_int, shorten
 from ..orm import Job, Workspace
 from ..scopes import LAUNCH_JOBS, READ_WORKSPACES
@@ -80,6 +81,12 @@ class UWSAPIHandler(APIHandler):
     @property
     def uws(self) -> Services:
         return self.settings["uws"]
+
+    async def prepare(self):
+        await super().prepare()
+        if self.current_user is not None:
+            # the request's file work runs in its caller's share of the file threads
+            serve(self.uws.file_threads, reader_of(self.current_user))
 
     @property
     def reader_id(self) -> int | None:

@@ -20,7 +20,9 @@ quota can delete without launching a job.
 
 Paths are made safe by :mod:`uws_hub.workspaces.paths` alone; every storage call (all of
 them block: opening, listing, each read and write, the rename) runs in a
-thread, so a slow disk or a FIFO never holds up the hub.
+thread, so a slow disk or a FIFO never holds up the hub, and in the caller's share of
+the file threads (:mod:`uws_hub.filethreads`), so one caller's slow disk work holds
+up no one else's.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from tornado import iostream, web
 
 from .. import access
 from ..errors import BadRequest, Conflict, NotFound, PreconditionFailed, TooManyRequests, Unprocessable, UWSError
+from ..filethreads import in_file_thread
 from ..inputs import Text, query_bool
 from ..orm import Workspace
 from ..quotas.limits import Reservation
@@ -87,9 +90,10 @@ def storage_refusals(conflict: type[UWSError] = Conflict) -> Iterator[None]:
 
 
 async def in_thread(func, *args, conflict: type[UWSError] = Conflict, **kwargs):
-    """Run a blocking storage call off the event loop, its refusals as client errors."""
+    """Run a blocking storage call off the event loop (in the caller's file threads),
+    its refusals as client errors."""
     with storage_refusals(conflict):
-        return await asyncio.to_thread(func, *args, **kwargs)
+        return await in_file_thread(func, *args, **kwargs)
 
 
 #: what ``?format=`` a request of each method may ask for
@@ -127,12 +131,12 @@ async def send_file(handler: web.RequestHandler, directory: str, relpath: str) -
         handler.set_header("Content-Length", str(st.st_size))
         handler.set_header("ETag", etag(st))
         left = st.st_size  # as much as Content-Length says, if the file grows meanwhile
-        while left and (chunk := await asyncio.to_thread(f.read, min(CHUNK_BYTES, left))):
+        while left and (chunk := await in_file_thread(f.read, min(CHUNK_BYTES, left))):
             left -= len(chunk)
             handler.write(chunk)
             await handler.flush()
     finally:
-        await asyncio.to_thread(f.close)
+        await in_file_thread(f.close)
     handler.finish()
 
 
@@ -258,7 +262,7 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
             return
         if self.text is not None:
             self.text += chunk
-        await asyncio.to_thread(self.upload.write, chunk)
+        await self._in_thread(self.upload.write, chunk)
 
     async def _discard(self) -> None:
         """Drop the upload under way, if any (its temporary file goes, in a thread),
@@ -268,7 +272,13 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
         if reservation is not None:
             self.uws.quotas.release_disk(reservation)
         if upload is not None:
-            await asyncio.to_thread(upload.abort)
+            await self._in_thread(upload.abort)
+
+    def _in_thread(self, func, *args):
+        """``func`` in the caller's file threads, from where the request's own task does not
+        run (so :func:`in_file_thread` does not know whose it is): ``data_received`` and
+        the end of the connection."""
+        return self.uws.file_threads.run(reader_of(self.current_user), func, *args)
 
     def _discard_soon(self) -> None:
         if self.upload is not None or self.reservation is not None:
@@ -350,7 +360,7 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
         recheck = loop.time() + every
         try:
             attachment(self, (os.path.basename(relpath.rstrip("/")) or ws.slug) + ".zip", "application/zip")
-            while piece := await asyncio.to_thread(stream.read):
+            while piece := await in_file_thread(stream.read):
                 if loop.time() >= recheck:
                     # a large zip takes as long as its reader likes: who may no longer read
                     # the workspace (a share revoked, a token deleted) gets no more of it
@@ -364,7 +374,7 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
         except iostream.StreamClosedError:
             return  # the client went away
         finally:
-            await asyncio.to_thread(stream.close)
+            await in_file_thread(stream.close)
         self.finish()
 
     async def _still_reads(self, workspace_id: int) -> bool:

@@ -13,6 +13,7 @@ from tornado.iostream import StreamClosedError
 
 from .. import access
 from ..errors import BadRequest, Conflict, Forbidden
+from ..filethreads import in_file_thread
 from ..inputs import Text
 from ..jobs import logs
 from ..jobs.limits import MemorySize, Partition, TimeLimit
@@ -147,7 +148,7 @@ class JobLogAPIHandler(JobLogMixin):
     @requires(READ_WORKSPACES)
     async def get(self, job_id):
         job, path, uid = self.find_log(job_id)
-        size = await asyncio.to_thread(logs.log_size, path, uid)
+        size = await in_file_thread(logs.log_size, path, uid)
         wanted = logs.parse_range(self.request.headers.get("Range"), size)
         start, end = wanted or (0, size)
         self.set_header("Content-Type", "text/plain; charset=utf-8")
@@ -200,7 +201,7 @@ class JobLogStreamAPIHandler(JobLogMixin):
                     ):
                         break
                 ended = current is None or current.terminal
-                data, size = await asyncio.to_thread(logs.read_log, path, uid, offset, offset + logs.FOLLOW_CHUNK_BYTES)
+                data, size = await in_file_thread(logs.read_log, path, uid, offset, offset + logs.FOLLOW_CHUNK_BYTES)
                 full = len(data) == logs.FOLLOW_CHUNK_BYTES
                 send = logs.complete_lines(data, final=(ended and offset + len(data) >= size) or full)
                 if send:

@@ -204,6 +204,13 @@ class EventBus:
         db.add(ev)
         db.info.setdefault(_PENDING, []).append(ev)
 
+    @staticmethod
+    def recorded_in_order(db: Session) -> bool:
+        """Whether an event inserted now (:meth:`insert`) keeps its place among those of the
+        session's transaction: none of them waits for the ORM's flush (its id would come
+        after the inserted one's)."""
+        return not db.info.get(_PENDING)
+
     def insert(self, db: Session, values: dict[str, Any]) -> None:
         """Store an event (``values``: its columns', but the id and, if missing, the time)
         now, with an INSERT of its own in the session's transaction, not through the ORM's

@@ -74,21 +74,36 @@ class BatchSteps:
         #: held: the session's identity map keeps only what something holds, and the end of
         #: the hand-over and each step of the job looked it up again (a query each)
         self._rows: dict[int, Job] = {}
+        #: what their runners were handed (:meth:`_launch`), by job id, as long as their rows
+        self._launches: dict[int, BatchLaunch] = {}
 
     def forget(self, job_id: int) -> None:
         self._submits.pop(job_id, None)
         self._cancels.pop(job_id, None)
         self._woken.discard(job_id)
         self._rows.pop(job_id, None)
+        self._launches.pop(job_id, None)
 
-    def _hold(self, job: Job) -> None:
+    def _hold(self, job: Job, launch: BatchLaunch) -> None:
         if job.id not in self._rows and len(self._rows) >= MAX_HELD_ROWS:
-            del self._rows[next(iter(self._rows))]
+            oldest = next(iter(self._rows))
+            del self._rows[oldest]
+            self._launches.pop(oldest, None)
         self._rows[job.id] = job
+        self._launches[job.id] = launch
 
     def _release_if_ended(self, job: Job) -> None:
         if job.terminal:
             self._rows.pop(job.id, None)
+            self._launches.pop(job.id, None)
+
+    def _launch(self, job: Job) -> BatchLaunch:
+        """What the job's runner was handed, to ask it about the job: kept from the
+        hand-over (its making, the account's look-up and the command's rendering, was a
+        tenth of the step that records a short job's end), else made again (after a
+        restart)."""
+        launch = self._launches.get(job.id)
+        return launch if launch is not None else self.jobs.batch_launch(job)
 
     async def reconcile(self, job: Job) -> None:
         try:
@@ -119,9 +134,7 @@ class BatchSteps:
         elif job.attempts == 0:
             self._submit(job)
             return
-        state = await runner.state(self.jobs.batch_launch(job), job.resource_id, lambda: self.jobs.wake(job.id))
-        if state.phase == "running" and await self.jobs.stop_if_log_too_large(job.id):
-            return
+        state = await runner.state(self._launch(job), job.resource_id, lambda: self.jobs.wake(job.id))
         self._follow(job, state)
 
     def _follow(self, job: Job, state: RunState) -> None:
@@ -184,7 +197,7 @@ class BatchSteps:
             return None
         job.log_path = launch.log_path
         job.attempts += 1
-        self._hold(job)
+        self._hold(job, launch)
         if commit:
             self.db.commit()
         return launch
@@ -264,7 +277,7 @@ class BatchSteps:
             self.jobs.transition(job, JobStatus(job.outcome or JobStatus.cancelled.value))
             self.db.commit()
             return
-        launch = self.jobs.batch_launch(job)
+        launch = self._launch(job)
         state = await runner.state(launch, job.resource_id, lambda: self.jobs.wake(job.id))
         self._found(job, state)
         if state.phase == "ended":

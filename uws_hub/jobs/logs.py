@@ -16,13 +16,13 @@ checksum.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import stat
 from collections.abc import AsyncIterator
 
 from ..errors import UWSError
+from ..filethreads import in_file_thread
 
 OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -60,6 +60,21 @@ def open_log(path: str, owner_uid: int) -> int | None:
     return fd
 
 
+def logs_taking_more(paths: dict[int, str], most: int) -> list[int]:
+    """Which of these logs (by job id) take more than ``most`` bytes of disk: their
+    blocks, not their sizes (a hole costs nothing). Blocking, a ``stat`` each; a log
+    that cannot be found takes none."""
+    over = []
+    for job_id, path in paths.items():
+        try:
+            taken = os.stat(path).st_blocks * 512
+        except OSError:
+            continue
+        if taken > most:
+            over.append(job_id)
+    return over
+
+
 def log_size(path: str, owner_uid: int) -> int:
     fd = open_log(path, owner_uid)
     if fd is None:
@@ -93,7 +108,7 @@ async def pieces(path: str, owner_uid: int, start: int = 0, end: int | None = No
     all of it in its memory."""
     while True:
         stop = start + SEND_CHUNK_BYTES if end is None else min(end, start + SEND_CHUNK_BYTES)
-        data, size = await asyncio.to_thread(read_log, path, owner_uid, start, stop)
+        data, size = await in_file_thread(read_log, path, owner_uid, start, stop)
         if not data:
             return
         start += len(data)

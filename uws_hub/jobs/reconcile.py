@@ -191,7 +191,9 @@ class JobSteps:
         return ids
 
     async def after_scan(self) -> None:
-        """Put back proxy routes that went missing; sweep orphaned resource jobs."""
+        """Stop the running jobs whose logs take too much disk (all in one look); put back
+        proxy routes that went missing; sweep orphaned resource jobs."""
+        await self.jobs.stop_logs_too_large()
         # the running servers' rows only, not every unfinished job's (thousands held in a queue)
         running = [
             (job.owner, job.server_name)
@@ -584,8 +586,6 @@ class JobSteps:
         limit = self.jobs.time_limit_seconds(job)
         if limit and job.running_at and utcnow() - job.running_at > timedelta(seconds=limit):
             self.jobs.stop(job, "hub", f"The job reached its time limit of {limit:g} s", JobStatus.failed)
-        else:
-            await self.jobs.stop_if_log_too_large(job.id)
 
     async def _reconcile_stop(self, job: Job, spawner: Spawner | None) -> None:
         if job.status != JobStatus.stopping.value:

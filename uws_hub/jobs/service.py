@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session, selectinload
 from ..accounts.system import SystemAccounts
 from ..errors import Conflict, TooManyRequests, Unprocessable
 from ..events.bus import EventBus, transient_event
+from ..filethreads import in_file_thread
 from ..metrics import JOB_LAUNCH_DURATION_SECONDS
 from ..orm import Job, Workspace, as_stored, isoformat, users_being_deleted, utcnow
 from ..redaction import redact
@@ -48,7 +49,7 @@ from ..states import ACTIVE_JOB_STATUSES, JobStatus, JobTarget, WorkspaceStatus,
 from ..workspaces.service import WorkspaceService
 from .launch import LaunchRequest
 from .limits import MAX_TIME_LIMIT_DAYS, format_time_limit, memory_bytes, time_limit_seconds
-from .logs import open_log
+from .logs import logs_taking_more, open_log
 from .parameters import path_values, render_argv, render_env, validate_parameters
 from .servers import ServerControl
 from .types import JobType, pick
@@ -222,7 +223,9 @@ class JobService:
             self.job_ended(job.workspace_id)
             if job.destroy_at is not None and job.destroy_at <= utcnow():
                 self.wake_destruction(job.id)
-        self._record(job, previous, reason, actor)
+        # a batch job's event at once (its steps commit right after: a burst of short jobs
+        # is bounded by the hub's work per job), unless that would put it before another
+        self._record(job, previous, reason, actor, at_once=self._event_at_once(job))
         self.log.info(
             "Job %s (%s in workspace %s): %s -> %s%s",
             job.id,
@@ -232,6 +235,14 @@ class JobService:
             new.value,
             f" ({reason})" if reason else "",
         )
+
+    def _event_at_once(self, job: Job) -> bool:
+        """Whether a change of ``job`` is stored as an event with an INSERT of its own
+        (:meth:`EventBus.insert`; the ORM's flush of the event costs the loop a fifth of a
+        step that records a change and commits): for a batch job already stored, when no
+        event of the transaction waits for the flush (the new one's id would come before
+        that one's: events are published in the order of their ids)."""
+        return not job.interactive and job.id is not None and self.events.recorded_in_order(self.db)
 
     def _record(
         self,
@@ -465,24 +476,13 @@ class JobService:
         relpath = self.results_path(job)
         if relpath is None:
             return None
-        return await asyncio.to_thread(self.workspaces.storage.files_under, job.workspace.directory, relpath)
+        return await in_file_thread(self.workspaces.storage.files_under, job.workspace.directory, relpath)
 
-    async def stop_if_log_too_large(self, job_id: int) -> bool:
-        """Stop the running job, failed, if its log takes more than ``UWSHub.max_job_log_bytes``
-        (:meth:`log_too_large`, in a thread); whether it was stopped."""
-        job = Job.find(self.db, job_id)
-        if job is None or not self.max_log_bytes:
-            return False
-        too_large = await asyncio.to_thread(self.log_too_large, job)
-        current = Job.find(self.db, job_id)  # (the thread's time: a stop may have come)
-        if too_large is None or current is None or current.target != JobTarget.running.value:
-            return False
-        self.stop(current, "hub", too_large, JobStatus.failed)
-        return True
-
-    def log_too_large(self, job: Job) -> str | None:
-        """Why a running job is to be stopped for the disk its log takes (over
-        ``UWSHub.max_job_log_bytes``), or None. Blocking (a ``stat``): run it in a thread.
+    async def stop_logs_too_large(self) -> list[int]:
+        """Stop, failed, every running job whose log takes more than
+        ``UWSHub.max_job_log_bytes`` of disk; the ids of those stopped. Run at each
+        reconciler scan, for all running jobs at once: one query, and one thread call
+        that looks at every log (a ``stat`` each), whatever the number of jobs.
 
         The log lies outside the workspace, on the hub's disk (or the job log
         directory's), and counts on no quota: without a bound, a job printing at full
@@ -490,14 +490,22 @@ class JobService:
         make its log a hole of any size at no cost to anyone."""
         most = self.max_log_bytes
         if not most:
-            return None
-        try:
-            taken = os.stat(self.log_path(job)).st_blocks * 512
-        except OSError:
-            return None
-        if taken <= most:
-            return None
-        return f"The job's output took more than {most} bytes of the hub's disk (UWSHub.max_job_log_bytes)"
+            return []
+        running = self.db.scalars(
+            select(Job).where(Job.status == JobStatus.running.value, Job.target == JobTarget.running.value)
+        )
+        paths = {job.id: self.log_path(job) for job in running}
+        if not paths:
+            return []
+        over = await asyncio.to_thread(logs_taking_more, paths, most)
+        reason = f"The job's output took more than {most} bytes of the hub's disk (UWSHub.max_job_log_bytes)"
+        stopped = []
+        for job_id in over:
+            job = Job.find(self.db, job_id)  # (the thread's time: a stop may have come)
+            if job is not None and job.target == JobTarget.running.value:
+                self.stop(job, "hub", reason, JobStatus.failed)
+                stopped.append(job_id)
+        return stopped
 
     def log_path(self, job: Job) -> str:
         """The file the job writes its output to (a server's, or a batch job's command's:
@@ -523,7 +531,7 @@ class JobService:
             return ""
         # a server's output is the hub's own file (its spawner writes it, or the tail it keeps)
         owner = os.geteuid() if job.interactive else self.log_owner(job)
-        return redact(await asyncio.to_thread(tail, self.log_path(job), owner, OUTPUT_TAIL_BYTES))
+        return redact(await in_file_thread(tail, self.log_path(job), owner, OUTPUT_TAIL_BYTES))
 
     # ---------------------------------------------------------------- requests
     def check_launch(self, request: LaunchRequest) -> None:
@@ -887,12 +895,12 @@ class JobService:
         ws = job.workspace
         if not job.interactive and job.resource in self.runners:
             runner = self.runners[job.resource]
-            await asyncio.to_thread(runner.forget, self.batch_launch(job))
+            await in_file_thread(runner.forget, self.batch_launch(job))
         elif job.interactive:
-            await asyncio.to_thread(_unlink, self.log_path(job))
+            await in_file_thread(_unlink, self.log_path(job))
         if results and not job.interactive:
             self.workspaces.check_writable(ws)
-            await asyncio.to_thread(self.workspaces.storage.remove_under, ws.directory, f"{RESULTS_FOLDER}/{job.id}")
+            await in_file_thread(self.workspaces.storage.remove_under, ws.directory, f"{RESULTS_FOLDER}/{job.id}")
             ws.usage_measured_at = None  # measured again at the next pass
 
     # ---------------------------------------------------------------- shutdown

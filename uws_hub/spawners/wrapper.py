@@ -367,12 +367,45 @@ def end_descendants() -> None:
         time.sleep(END_DESCENDANTS_POLL_SECONDS)
 
 
+_PRCTL: list = []
+
+
+def _prctl():
+    """libc's ``prctl``, looked up once per process (and so once for every wrapper the
+    launcher forks)."""
+    if not _PRCTL:
+        _PRCTL.append(ctypes.CDLL(None, use_errno=True).prctl)
+    return _PRCTL[0]
+
+
+def execvpe(file: str, argv: list[str], env: dict[str, str]) -> None:
+    """``os.execvpe``: ``file`` looked for in ``env``'s ``PATH`` (``os.defpath`` without
+    one) unless it holds a slash, the first error other than a missing file raised if
+    none could be run. Without ``os.get_exec_path``, which imports ``warnings``: in the
+    command's child of every batch job, a fork of the wrapper, where each object touched
+    costs a copied page (a burst of short jobs is bounded by that CPU)."""
+    if os.path.dirname(file):
+        os.execve(file, argv, env)
+    saved: OSError | None = None
+    last: OSError | None = None
+    for directory in env.get("PATH", os.defpath).split(os.pathsep):
+        try:
+            os.execve(os.path.join(directory, file), argv, env)
+        except (FileNotFoundError, NotADirectoryError) as e:
+            last = e
+        except OSError as e:
+            last = e
+            if saved is None:
+                saved = e
+    raise saved or last or FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), file)
+
+
 def child_setup(spec: dict) -> None:
     """In the batch job's child, before the command runs: its limits and account, then die
     with the wrapper."""
     apply_limits(spec)
     # set after the account switch, which clears it: a killed wrapper takes its command along
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    _prctl()(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != spec["wrapper_pid"]:
         os._exit(CANNOT_RUN)
 
@@ -451,7 +484,7 @@ class Wrapper:
             }
         spec["wrapper_pid"] = os.getpid()
         # what the command leaves behind comes here (:func:`end_descendants`)
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1)
+        _prctl()(PR_SET_CHILD_SUBREAPER, 1)
         # the child reports a failed exec here; a successful one closes it (close-on-exec)
         errors_in, errors_out = os.pipe2(os.O_CLOEXEC)
         try:
@@ -462,8 +495,7 @@ class Wrapper:
             os.close(errors_in)
             self.exec_child(errors_out)
         os.close(errors_out)
-        with os.fdopen(errors_in, "rb") as f:
-            exec_error = f.read().decode("utf-8", "replace").strip()
+        exec_error = _read_all(errors_in).decode("utf-8", "replace").strip()
         if spec.get("time_limit_seconds"):
             signal.setitimer(signal.ITIMER_REAL, float(spec["time_limit_seconds"]))
         _, status, usage = os.wait4(self.pid, 0)
@@ -499,7 +531,7 @@ class Wrapper:
             child_setup(spec)
             # as the job's account: it enters its workspace with its own rights
             os.chdir(spec["cwd"])
-            os.execvpe(spec["argv"][0], spec["argv"], spec["env"])
+            execvpe(spec["argv"][0], spec["argv"], spec["env"])
         except BaseException as e:  # noqa: BLE001 - anything that stops the exec is the job's failure
             message = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
             where = spec["argv"][0] if isinstance(e, OSError) and e.errno in (errno.ENOENT, errno.EACCES) else ""
@@ -514,17 +546,33 @@ class Wrapper:
             return Cgroups.oom_killed(self.spec["cgroup"])
         if not self.spec.get("memory_bytes"):
             return False
-        return memory_failure(record["exit_code"], log_tail(self.spec["log_path"]))
+        # a command that exited with 0 did not fail: its log is not read
+        return record["exit_code"] != 0 and memory_failure(record["exit_code"], log_tail(self.spec["log_path"]))
+
+
+def _read_all(fd: int) -> bytes:
+    """Everything up to the end of pipe ``fd``, which it closes (no file object: their
+    making is a good part of a forked wrapper's CPU)."""
+    chunks = []
+    try:
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
 
 
 def write_record(path: str, record: dict) -> None:
     """The exit record, whole or not at all (a hub reading it never sees half of it)."""
     temporary = f"{path}.tmp"
+    data = dumps(record).encode()
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(dumps(record))
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        while data:
+            data = data[os.write(fd, data) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     os.replace(temporary, path)
 
 
@@ -561,28 +609,51 @@ LAUNCH_REQUEST_BYTES = 1 << 20
 LAUNCHER_READY = b"ready"
 
 
-def name_job(job_id: int) -> None:
-    """Write ``job_id`` over the placeholder in this process's initial environment (what
+_JOB_ID_SLOT: list[tuple[int, int]] = []
+
+
+def _job_id_slot() -> tuple[int, int]:
+    """Where the value of ``UWS_JOB_ID`` lies in this process's initial environment (what
     ``/proc/<pid>/environ`` shows; the kernel knows where it lies: ``env_start`` and
-    ``env_end`` of ``/proc/self/stat``), so that a wrapper forked by the launcher carries
-    its job as one the hub started on its own does (``UWS_JOB_ID``). NULs pad the
-    value's end: readers split the environment at them."""
-    with open("/proc/self/stat", "rb") as f:
-        fields = f.read().rsplit(b")", 1)[1].split()
-    start, end = int(fields[47]), int(fields[48])
-    environ = ctypes.string_at(start, end - start)
-    key = b"\0" + JOB_ID_VARIABLE
-    at = environ.find(key)
-    if environ.startswith(JOB_ID_VARIABLE):
-        at, key = 0, JOB_ID_VARIABLE
-    if at < 0:
-        raise RuntimeError("the launcher's environment has no UWS_JOB_ID to overwrite")
-    at += len(key)
-    width = environ.index(b"\0", at) - at
+    ``env_end`` of ``/proc/self/stat``): its address and width. Found once, by the
+    launcher (:func:`prepare_forks`): a forked wrapper has it at the same address."""
+    if not _JOB_ID_SLOT:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        start, end = int(fields[47]), int(fields[48])
+        environ = ctypes.string_at(start, end - start)
+        key = b"\0" + JOB_ID_VARIABLE
+        at = environ.find(key)
+        if environ.startswith(JOB_ID_VARIABLE):
+            at, key = 0, JOB_ID_VARIABLE
+        if at < 0:
+            raise RuntimeError("the launcher's environment has no UWS_JOB_ID to overwrite")
+        at += len(key)
+        _JOB_ID_SLOT.append((start + at, environ.index(b"\0", at) - at))
+    return _JOB_ID_SLOT[0]
+
+
+def name_job(job_id: int) -> None:
+    """Write ``job_id`` over the placeholder in this process's initial environment, so
+    that a wrapper forked by the launcher carries its job as one the hub started on its
+    own does (``UWS_JOB_ID``). NULs pad the value's end: readers split the environment
+    at them."""
+    address, width = _job_id_slot()
     value = str(int(job_id)).encode()
     if len(value) > width:
         raise RuntimeError(f"job id {job_id} is longer than the launcher's placeholder")
-    ctypes.memmove(start + at, value + b"\0" * (width - len(value)), width)
+    ctypes.memmove(address, value + b"\0" * (width - len(value)), width)
+
+
+def prepare_forks() -> None:
+    """In the launcher, before it forks any wrapper: look up once what each wrapper would
+    look up again (libc's ``prctl``, where its job's id goes). A forked wrapper pays a
+    copied page for every object it touches: a burst of short jobs is bounded by that."""
+    _prctl()
+    try:
+        _job_id_slot()
+    except RuntimeError:
+        pass  # each wrapper says so, in its job's log
 
 
 def launched(spec: dict, lock_fd: int, log_fd: int, inherited: list[int]) -> int:
@@ -674,6 +745,7 @@ def launcher(sock_fd: int) -> int:
     # a stop of the hub's session is not the launcher's (it is in its own anyway)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     inherited = [sock.fileno(), wake_in, wake_out]
+    prepare_forks()
     sock.sendall(LAUNCHER_READY)
     while True:
         _reap()

@@ -7,7 +7,6 @@ render, and :mod:`uws_hub.workspaces.paths` does the path-safe file work.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
@@ -27,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import Conflict, Unprocessable
 from ..events.bus import EventBus
+from ..filethreads import in_file_thread
 from ..orm import Job, Share, Workspace, utcnow, write_at_once
 from ..states import ShareKind, ShareLevel, WorkspaceStatus, WorkspaceTarget, check_workspace_transition
 from .paths import Entry, Owner, PathError, split_relpath
@@ -214,7 +214,7 @@ class WorkspaceService:
         base = slugify(name)
         for i in range(1, 1000):
             slug = base if i == 1 else f"{base[:58].rstrip('-')}-{i}"
-            if Workspace.find_by_slug(self.db, owner.id, slug) is None and not await asyncio.to_thread(
+            if Workspace.find_by_slug(self.db, owner.id, slug) is None and not await in_file_thread(
                 os.path.lexists, self.storage.directory_for(owner.name, slug)
             ):
                 return slug
@@ -233,7 +233,7 @@ class WorkspaceService:
         if Workspace.find_by_slug(self.db, owner.id, slug):
             raise Conflict(f"You already have a workspace named {slug!r}")
         directory = self.storage.directory_for(owner.name, slug)
-        if await asyncio.to_thread(os.path.lexists, directory):
+        if await in_file_thread(os.path.lexists, directory):
             raise Conflict(
                 f"A directory for workspace {slug!r} is left on disk from an earlier workspace;"
                 " choose another name or ask an administrator to remove it."
@@ -255,7 +255,7 @@ class WorkspaceService:
         self.record(ws, ws.status, None, None, owner.name)
         self.db.commit()
         try:
-            usage = await asyncio.to_thread(self._make_directory, directory, file_owner, seeds)
+            usage = await in_file_thread(self._make_directory, directory, file_owner, seeds)
         except PathError as e:
             await self._discard(ws)
             raise Unprocessable(f"Seed file refused: {e}") from None
@@ -278,7 +278,7 @@ class WorkspaceService:
         return self.storage.usage_bytes(directory)
 
     async def _discard(self, ws: Workspace) -> None:
-        await asyncio.to_thread(self.storage.remove, ws.directory)
+        await in_file_thread(self.storage.remove, ws.directory)
         self.record(ws, "deleted", ws.status, "Seed files could not be written", "hub")
         self.db.delete(ws)
         self.db.commit()
@@ -354,19 +354,19 @@ class WorkspaceService:
         """Write a whole file into ``ws`` (atomically, missing folders made), against its
         owner's disk quota (422 over it); the file work runs in a thread."""
         try:
-            upload = await asyncio.to_thread(self.storage.start_upload, ws.directory, relpath, self.file_owner(ws))
+            upload = await in_file_thread(self.storage.start_upload, ws.directory, relpath, self.file_owner(ws))
         except (PathError, StorageNotFound) as e:
             raise Unprocessable(f"File refused: {e}") from None
         reservation = None
         try:
             reservation = self.quotas.reserve_disk(ws.owner, len(data), upload.replaced_bytes)
-            await asyncio.to_thread(upload.write, data)
-            await asyncio.to_thread(upload.commit)
+            await in_file_thread(upload.write, data)
+            await in_file_thread(upload.commit)
             self.quotas.commit_disk(reservation, ws, upload.size)
         except (PathError, StorageNotFound) as e:
             raise Unprocessable(f"File refused: {e}") from None
         finally:
-            await asyncio.to_thread(upload.abort)  # nothing left to do once committed
+            await in_file_thread(upload.abort)  # nothing left to do once committed
             if reservation is not None:
                 self.quotas.release_disk(reservation)
 
@@ -380,7 +380,7 @@ class WorkspaceService:
                 self.storage.create_symlink(ws.directory, relpath, target, owner, allowed_roots)
 
         try:
-            await asyncio.to_thread(make)
+            await in_file_thread(make)
         except (PathError, StorageNotFound) as e:
             raise Unprocessable(f"Symlink refused: {e}") from None
 
@@ -388,7 +388,7 @@ class WorkspaceService:
     async def make_folder(self, ws: Workspace, relpath: str) -> Entry:
         """A new folder in ``ws`` (folders take no room on the quota: none is reserved)."""
         self.check_writable(ws)
-        return await asyncio.to_thread(self.storage.make_folder, ws.directory, relpath, self.file_owner(ws))
+        return await in_file_thread(self.storage.make_folder, ws.directory, relpath, self.file_owner(ws))
 
     async def delete_path(self, ws: Workspace, relpath: str, *, recursive: bool) -> tuple[Entry, int]:
         """Delete a file or folder of ``ws``; returns what it was and the bytes freed, which
@@ -397,7 +397,7 @@ class WorkspaceService:
         self.check_writable(ws)
         freed = Freed()
         try:
-            entry = await asyncio.to_thread(self.storage.delete, ws.directory, relpath, freed, recursive=recursive)
+            entry = await in_file_thread(self.storage.delete, ws.directory, relpath, freed, recursive=recursive)
         finally:
             self.quotas.record_freed(ws, freed.bytes)
         return entry, freed.bytes
@@ -407,7 +407,7 @@ class WorkspaceService:
         self.check_writable(ws)
         freed = Freed()
         try:
-            return await asyncio.to_thread(self.storage.move, ws.directory, src, dst, freed, overwrite=overwrite)
+            return await in_file_thread(self.storage.move, ws.directory, src, dst, freed, overwrite=overwrite)
         finally:
             self.quotas.record_freed(ws, freed.bytes)
 

@@ -16,18 +16,26 @@ from collections.abc import Callable
 #: what opening a subdirectory gives when it went away or is something else now
 _CHANGED = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EACCES)
 
-#: how much more disk than its size a file may take and still count as its size: rounding
-#: to blocks and a large file's own extent blocks take that much at most
-PREALLOCATED_SLACK_BYTES = 16 * 1024
+#: a file may take one block of disk more than its size rounded up to whole blocks for
+#: every this many blocks of it and still count as its size: the file system's record of
+#: where a large file's blocks are (ext4's extent tree, ext2's indirect blocks) takes
+#: about one in 340 (one in 1024) at most; a file of under this many blocks gets none
+BLOCKS_PER_RECORD_BLOCK = 256
 
 
 def charged_bytes(st: os.stat_result) -> int:
-    """What a file counts on its workspace's disk usage: its size, or the disk it takes
-    where that is more by over :data:`PREALLOCATED_SLACK_BYTES`. Space preallocated past
-    a file's end (``fallocate --keep-size``) takes disk without changing its size: earlier
-    versions counted the size only, and a job held all the disk it liked at no quota."""
+    """What a file counts on its workspace's disk usage: its size (what ``du -sb`` counts),
+    or the disk it takes where that is more than its size rounded up to whole blocks
+    (``st_blksize``) and the file system's records of a large file (see
+    :data:`BLOCKS_PER_RECORD_BLOCK`). Space preallocated past a file's end
+    (``fallocate --keep-size``) takes disk without changing its size: earlier versions
+    counted the size only, and a job held all the disk it liked at no quota; then
+    16 KiB free per file, which a million small files made 16 GB. Now nothing past a
+    file's last block is free, and its records only as they grow with what it counts."""
     allocated = st.st_blocks * 512
-    return allocated if allocated > st.st_size + PREALLOCATED_SLACK_BYTES else st.st_size
+    block = st.st_blksize or 4096
+    blocks = -(-st.st_size // block)
+    return allocated if allocated > (blocks + blocks // BLOCKS_PER_RECORD_BLOCK) * block else st.st_size
 
 
 class Dir:
@@ -191,7 +199,8 @@ class Walk:
                     continue
                 if sweep_before is not None and self._stale_temporary(entry, st, fd):
                     continue
-                size += charged_bytes(st)
+                # (a file within its last block's rounding, most files, counts its size: at once)
+                size += st.st_size if st.st_blocks * 512 < st.st_size + st.st_blksize else charged_bytes(st)
                 if st.st_mtime_ns > newest:
                     newest = st.st_mtime_ns
         return size, newest, subdirs

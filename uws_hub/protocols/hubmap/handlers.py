@@ -24,6 +24,7 @@ from ...apihandlers.events import EventFilter, EventsWebSocketHandler
 from ...apihandlers.jobs import ResourcesModel
 from ...apihandlers.workspaces import WorkspaceCreateModel, WorkspaceUpdateModel
 from ...errors import Conflict, Forbidden, Unprocessable
+from ...filethreads import in_file_thread
 from ...jobs.limits import time_limit_seconds
 from ...orm import Job, Workspace
 from ...quotas.limits import job_cpus
@@ -78,7 +79,7 @@ class TranslatingHandler(HubMAPHandler):
     async def entries(self, ws: Workspace) -> list[tuple[str, str]]:
         """What is in the workspace (dot entries left out), [] if its directory cannot be read."""
         try:
-            return await asyncio.to_thread(self.uws.storage.walk, ws.directory, MAX_LISTED_ENTRIES, hidden=False)
+            return await in_file_thread(self.uws.storage.walk, ws.directory, MAX_LISTED_ENTRIES, hidden=False)
         except (OSError, PathError, StorageNotFound):
             return []
 
@@ -203,7 +204,7 @@ class WorkspacesHandler(TranslatingHandler):
         )
         for _, target in links:  # before anything is made: refused targets make no workspace
             try:
-                await asyncio.to_thread(self.uws.storage.link_target, target, self.compat.dataset_roots)
+                await in_file_thread(self.uws.storage.link_target, target, self.compat.dataset_roots)
             except (PathError, StorageNotFound) as e:
                 raise HubMAPError(400, f"Invalid symlink source path specified: {e}") from None
         # HuBMAP's workspace names need not be unique; uws-hub's slugs are

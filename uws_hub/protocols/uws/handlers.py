@@ -102,15 +102,11 @@ class UWSJobsHandler(UWSHandler):
         true), it is deleted, ``seconds`` passed or the client went away; a 403 if the
         caller changed meanwhile (:meth:`watch_caller`: a token deleted, the admin flag
         removed), as a new request would be refused or authorized afresh."""
-        reader = reader_of(self.current_user)
-        if not self.uws.streams.take(reader):
+        with self.uws.streams.try_hold(reader_of(self.current_user)) as taken:
             # over UWSHub.max_streams_per_user: answered at once (UWS lets the
             # service answer a WAIT before it ends; the client asks again)
-            return
-        try:
-            await self._wait(job, seconds, until)
-        finally:
-            self.uws.streams.give_back(reader)
+            if taken:
+                await self._wait(job, seconds, until)
 
     async def _wait(self, job: Job, seconds: float, until: Any) -> None:
         job_id = job.id
