@@ -48,6 +48,26 @@ def user_dn(uid: str) -> str:
     return f"uid={uid},{PEOPLE}"
 
 
+def person_ldif(uid: str) -> str:
+    password, number, cn, mail = PEOPLE_ENTRIES[uid]
+    return textwrap.dedent(
+        f"""\
+        dn: {user_dn(uid)}
+        objectClass: inetOrgPerson
+        objectClass: posixAccount
+        uid: {uid}
+        cn: {cn}
+        sn: Ldap
+        mail: {mail}
+        uidNumber: {number}
+        gidNumber: 30000
+        homeDirectory: /home/{uid}
+        loginShell: /bin/bash
+        userPassword: {password}
+        """
+    )
+
+
 def directory_ldif() -> str:
     entries = [
         f"dn: {BASE_DN}\nobjectClass: top\nobjectClass: dcObject\nobjectClass: organization\no: Example\ndc: example\n",
@@ -57,25 +77,7 @@ def directory_ldif() -> str:
         f"dn: {SEARCH_DN}\nobjectClass: organizationalRole\nobjectClass: simpleSecurityObject\ncn: hub\n"
         f"userPassword: {SEARCH_PASSWORD}\n",
     ]
-    for uid, (password, number, cn, mail) in PEOPLE_ENTRIES.items():
-        entries.append(
-            textwrap.dedent(
-                f"""\
-                dn: {user_dn(uid)}
-                objectClass: inetOrgPerson
-                objectClass: posixAccount
-                uid: {uid}
-                cn: {cn}
-                sn: Ldap
-                mail: {mail}
-                uidNumber: {number}
-                gidNumber: 30000
-                homeDirectory: /home/{uid}
-                loginShell: /bin/bash
-                userPassword: {password}
-                """
-            )
-        )
+    entries += [person_ldif(uid) for uid in PEOPLE_ENTRIES]
     entries += [
         f"dn: cn=researchers,{GROUPS}\nobjectClass: groupOfNames\ncn: researchers\n"
         f"member: {user_dn('ldapalice')}\nmember: {user_dn('ldapcarol')}\nmember: {user_dn('ldapeve')}\n",
@@ -164,6 +166,25 @@ class SlapdServer:
             capture_output=True,
             text=True,
         )
+
+    def remove(self, uid: str) -> None:
+        """Delete a person's entry (a person who left)."""
+        subprocess.run(["ldapdelete", *self._as_root(), user_dn(uid)], check=True, capture_output=True)
+
+    def add(self, uid: str) -> None:
+        """Add a person's entry as it was at the start (with a new ``entryUUID``)."""
+        subprocess.run(
+            ["ldapadd", *self._as_root()], input=person_ldif(uid), text=True, check=True, capture_output=True
+        )
+
+    def make_again(self, uid: str) -> None:
+        """Delete a person's entry and add it again, as it was (a new ``entryUUID``): what a
+        directory's admin does to give a departed person's ``uid`` to a newcomer."""
+        self.remove(uid)
+        self.add(uid)
+
+    def _as_root(self) -> list[str]:
+        return ["-x", "-H", self.url, "-D", ROOT_DN, "-w", ROOT_PASSWORD]
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

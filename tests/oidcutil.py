@@ -26,6 +26,14 @@ OIDC_USERS = [
         "email_verified": True,
         "name": "Alice Oidc",
     },
+    # another person, whom the provider now names as it named alice (she renamed herself)
+    {
+        "sub": "u-alice-2",
+        "preferred_username": "oidcalice",
+        "email": "alice.two@uni.example",
+        "email_verified": True,
+        "name": "Another Alice",
+    },
     {"sub": "u-mallory", "preferred_username": "mallory", "email": "mallory@elsewhere.example", "name": "Mallory"},
     {"sub": "u-unverified", "preferred_username": "sneaky", "email": "sneaky@uni.example", "email_verified": False},
     {"sub": "u-gus", "preferred_username": "gus", "email": "gus@elsewhere.example", "groups": ["physics"]},

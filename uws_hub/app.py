@@ -23,6 +23,7 @@ from jupyterhub import dbutil as hub_dbutil
 from jupyterhub import orm as hub_orm
 from jupyterhub.apihandlers.base import API404
 from jupyterhub.app import JupyterHub, NewToken, UpgradeDB
+from jupyterhub.handlers.base import BaseHandler
 from jupyterhub.traitlets import ByteSpecification
 from jupyterhub.utils import url_path_join
 from sqlalchemy.exc import SQLAlchemyError
@@ -47,6 +48,12 @@ from .protocols.uws.handlers import routes as uws_routes
 from .redaction import install_log_redaction
 from .sharing.collaborate import role_specs
 from .templates import TEMPLATE_DIR
+
+# JupyterHub (6.1) reads it when an authenticator's refresh of a user fails, but sets it
+# only when a token authenticated the request: a login cookie's request whose refresh
+# failed (a person who left the directory, an OAuth refresh token revoked) raised an
+# AttributeError, an ERROR in the log, instead of asking them to log in again
+BaseHandler._token_authenticated = False
 
 
 class UWSUpgradeDB(UpgradeDB):
@@ -721,6 +728,7 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
 
     async def init_users(self):
         await super().init_users()
+        self._check_signup()
         if isinstance(self.authenticator, WorkspaceLocalAuthenticator):
             for name, password in await asyncio.to_thread(self.authenticator.bootstrap_admins):
                 if password is None:
@@ -734,6 +742,28 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
                         "Log in with it and keep it safe; it is not shown again.\n",
                         flush=True,
                     )
+
+    def _check_signup(self):
+        """With system users, sign-up waits for an admin's approval whatever the config says.
+
+        A hub user is the system account of its name, and sign-up takes any name that has
+        no hub user: the account of a user deleted from the hub (whose files and home
+        stay) or of someone who never used it. Without approval it went, with what it
+        holds, to whoever signed up with its name first; an admin who approves says who
+        that name is."""
+        auth = self.authenticator
+        if (
+            self.system_users
+            and isinstance(auth, WorkspaceLocalAuthenticator)
+            and auth.allow_signup
+            and not auth.signup_requires_approval
+        ):
+            self.log.warning(
+                "With UWSHub.system_users, sign-up waits for an admin's approval"
+                " (WorkspaceLocalAuthenticator.signup_requires_approval): a new account's name is a"
+                " system account's, whose files and jobs an admin gives only to its person"
+            )
+            auth.signup_requires_approval = True
 
     def init_tornado_settings(self):
         # uws-hub's templates after the admin's template_paths, before JupyterHub's,

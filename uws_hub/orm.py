@@ -108,6 +108,15 @@ def as_stored(db: Session, cls: type[_Row], row: Row) -> _Row:
     return made
 
 
+def users_being_deleted(db: Session) -> set[int]:
+    """The ids of the JupyterHub users the session deletes at its flush (in a
+    ``before_flush`` hook): their workspaces and jobs go with them (``ON DELETE CASCADE``),
+    unseen by the session."""
+    # JupyterHub deletes its wrapper of the user (jupyterhub.user.User), which lends it its row's state
+    deleted = [getattr(obj, "orm_user", obj) for obj in db.deleted]
+    return {obj.id for obj in deleted if isinstance(obj, hub_orm.User)}
+
+
 def _made_at(context) -> datetime:
     """A new workspace's ``last_used_at``: its ``created_at`` (given or defaulted)."""
     return context.get_current_parameters().get("created_at") or utcnow()

@@ -282,6 +282,7 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         stopping_timeout=hub.job_stopping_timeout,
         group_kills=group_kills,
     )
+    sharing.attach(db)
     copies = CopyService(db, sharing, accounts, quotas, notifier, wake=waker(queue, CopySteps.kind))
     batch = BatchSteps(
         jobs,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ..authutil import PRINTENV_JOB_TYPE, job_env, login, whoami
-from ..hubutil import free_port
+from ..hubutil import free_port, wait_for
 from ..ldaputil import GROUPS, PEOPLE, SEARCH_DN, SEARCH_PASSWORD, SlapdServer, user_dn
 
 ldap = pytest.importorskip("uws_hub.authenticators.ldap")
@@ -153,9 +153,8 @@ def test_dn_key():
 READER_TOKEN = secrets.token_hex(16)
 
 
-@pytest.fixture(scope="module")
-def ldap_hub(make_hub, slapd):
-    config = f"""
+def ldap_config(slapd) -> str:
+    return f"""
 c.JupyterHub.authenticator_class = "uws-ldap"
 c.WorkspaceLDAPAuthenticator.server_address = "127.0.0.1"
 c.WorkspaceLDAPAuthenticator.server_port = {slapd.port}
@@ -174,7 +173,11 @@ c.JupyterHub.services.append({{"name": "auth-state-reader", "api_token": "{READE
 c.JupyterHub.load_roles.append({{"name": "auth-state-reader", "scopes": ["admin:auth_state", "read:users"],
                                  "services": ["auth-state-reader"]}})
 """
-    return make_hub(config, env={"JUPYTERHUB_CRYPT_KEY": secrets.token_hex(32)})
+
+
+@pytest.fixture(scope="module")
+def ldap_hub(make_hub, slapd):
+    return make_hub(ldap_config(slapd), env={"JUPYTERHUB_CRYPT_KEY": secrets.token_hex(32)})
 
 
 def test_login_form_against_ldap(ldap_hub):
@@ -206,3 +209,38 @@ def test_jobs_get_the_directory_attributes(ldap_hub):
     assert env["UWS_LDAP_HOME"] == "/home/ldapcarol"
     assert env["UWS_LDAP_EMAIL"] == "carol@example.org"
     assert env["UWS_LDAP_DN"] == user_dn("ldapcarol")
+
+
+def test_an_entry_made_again_for_someone_else_gets_nothing_of_the_user(ldap_hub, slapd):
+    """A directory gives a departed person's ``uid`` to a newcomer by deleting the entry
+    and making it again (a new ``entryUUID``): the newcomer's login is refused, saying
+    what to do, instead of making them the hub user of that name, with the first
+    person's workspaces, jobs and tokens. (Last: ldapeve's entry is a new one afterwards.)"""
+    first = login(ldap_hub, "ldapeve", "alice-password")
+    assert first.ok, first
+    before = ldap_hub.api("GET", "users/ldapeve", expect=200)["user_info"]
+    slapd.make_again("ldapeve")
+    again = login(ldap_hub, "ldapeve", "alice-password")
+    assert not again.ok
+    assert "belongs to another person on this hub" in (again.error or ""), again
+    assert ldap_hub.api("GET", "users/ldapeve", expect=200)["user_info"] == before
+    assert "Login refused for ldapeve: their ldap id at the identity provider is" in ldap_hub.log_text()
+
+
+def test_a_person_who_left_the_directory_is_logged_out(make_hub, slapd):
+    """A person whose entry was deleted from the directory kept their browser sessions for
+    as long as those lasted (14 days by default): the hub asks the directory again (with
+    its search account) at each refresh of the user (``auth_refresh_age``), and ends them."""
+    hub = make_hub(
+        ldap_config(slapd) + "c.Authenticator.auth_refresh_age = 1\n",
+        env={"JUPYTERHUB_CRYPT_KEY": secrets.token_hex(32)},
+    )
+    session = login(hub, "ldapeve", "alice-password").session
+    assert whoami(hub, session)["name"] == "ldapeve"
+    slapd.remove("ldapeve")
+    try:
+        wait_for(lambda: whoami(hub, session) is None, 30, what="the session to end")
+        assert "LDAP: ldapeve is no longer in the directory: their sessions end" in hub.log_text()
+        assert not login(hub, "ldapeve", "alice-password").ok
+    finally:
+        slapd.add("ldapeve")

@@ -227,10 +227,19 @@ def test_disabled_user_cannot_log_in_and_is_logged_out(local_hub):
 
 
 def test_admin_resets_a_password(local_hub):
+    """A reset ends the browser sessions of the old password (an intruder's, after whose
+    visit an admin resets it): earlier versions left them logged in. The user's own API
+    tokens go on (disabling the account ends those too)."""
     name, password = new_account(local_hub)
+    session = login(local_hub, name, password).session
+    assert whoami(local_hub, session)["name"] == name
+    token = local_hub.api("POST", f"users/{name}/tokens", json={"note": "theirs"}, expect=201)["token"]
     local_hub.api("PATCH", f"accounts/{name}", json={"password": "a-new-password"}, expect=200)
+    assert whoami(local_hub, session) is None
+    assert local_hub.request("GET", "workspaces", token).status_code == 200
     assert not login(local_hub, name, password).ok
-    assert login(local_hub, name, "a-new-password").ok
+    fresh = login(local_hub, name, "a-new-password")
+    assert fresh.ok and whoami(local_hub, fresh.session)["name"] == name
 
 
 def test_accounts_api_rules(local_hub):

@@ -110,6 +110,29 @@ def test_oidc_identity_groups_and_admins(oidc_hub):
     assert ada["admin"] is True
 
 
+def test_a_user_name_the_provider_gives_someone_else_stays_with_its_person(oidc_hub):
+    """A provider's user names change hands (``preferred_username`` is the user's to
+    change): a login of another person (another ``sub``) with the name of a hub user is
+    refused, before that user is touched, and saying what to do; earlier versions made it
+    that hub user, with their workspaces, jobs and tokens. The first person still logs in."""
+    first = oauth_login(oidc_hub, "u-alice")
+    assert first.status_code == 302, first.text
+    token = oidc_hub.api("POST", "users/oidcalice/tokens", json={"note": "test"}, expect=201)["token"]
+    ws = oidc_hub.api("POST", "workspaces", token, json={"name": "alice's own"}, expect=201)
+    other = oauth_login(oidc_hub, "u-alice-2")
+    assert other.status_code == 403, other.text
+    assert "belongs to another person on this hub" in other.text
+    assert whoami(oidc_hub, other.session) is None
+    user = oidc_hub.api("GET", "users/oidcalice", expect=200)
+    assert user["user_info"]["external_ids"] == {"oidc": "u-alice"}
+    assert user["user_info"]["email"] == "alice@uni.example"
+    assert "Login refused for oidcalice: their oidc id at the identity provider is u-alice-2" in oidc_hub.log_text()
+    again = oauth_login(oidc_hub, "u-alice")
+    assert again.status_code == 302
+    assert whoami(oidc_hub, again.session)["name"] == "oidcalice"
+    assert oidc_hub.api("GET", f"workspaces/{ws['id']}", token, expect=200)["name"] == "alice's own"
+
+
 def test_oidc_tokens_are_kept_refreshed_and_handed_to_jobs(oidc_hub, oidc):
     r = oauth_login(oidc_hub, "u-alice")
     assert r.status_code == 302

@@ -12,13 +12,15 @@ import io
 import os
 import pwd
 import stat
+import time
 import uuid
 import zipfile
 from pathlib import Path
 
 import pytest
+import requests
 
-from ..helpers import declaring_length
+from ..helpers import MULTIUSER_CONFIG, declaring_length
 from ..hubutil import wait_for
 
 OUTSIDE = b"outside the workspace: never zipped"
@@ -259,6 +261,39 @@ def _socket_buffers_mib() -> int:
         return int(Path(f"/proc/sys/net/ipv4/{name}").read_text().split()[2])
 
     return 2 * (most("tcp_rmem") + most("tcp_wmem")) // (1024 * 1024)
+
+
+def test_a_zip_under_way_is_cut_off_once_its_reader_loses_the_workspace(make_hub, system_users):
+    """A zip is made as it is read, for as long as its reader likes: a viewer whose share
+    was revoked meanwhile got the rest of the folder after the revocation. The reader's
+    right is asked again every ``stream_recheck_seconds``, as streams ask it: the
+    download is cut off (not ended early, which would look like a whole, smaller zip)."""
+    hub = make_hub(MULTIUSER_CONFIG + "c.UWSHub.stream_recheck_seconds = 1\n")
+    alice, carol = hub.add_user("uwsalice"), hub.add_user("uwscarol")
+    ws = hub.api("POST", "workspaces", alice, json={"name": f"zip {uuid.uuid4().hex[:6]}"}, expect=201)
+    share = hub.api(
+        "POST", f"workspaces/{ws['id']}/shares", alice, json={"user": "uwscarol", "level": "viewer"}, expect=201
+    )
+    block = os.urandom(1024 * 1024)
+    with open(on_disk(hub, ws) / "noise.bin", "wb") as f:
+        for _ in range(_socket_buffers_mib() + 16):
+            f.write(block)
+    size = (_socket_buffers_mib() + 16) * len(block)
+    received = 0
+    # (the proxy leaves its reader waiting when the hub cuts a download off: a read timeout)
+    with hub.request("GET", files(ws["id"], "?format=zip"), carol, stream=True, timeout=15) as r:
+        assert r.status_code == 200, r.text
+        chunks = r.iter_content(64 * 1024)
+        received += len(next(chunks))  # the buffers between fill: the hub waits for the reader
+        hub.api("DELETE", f"workspaces/{ws['id']}/shares/{share['id']}", alice, expect=200)
+        time.sleep(2)  # past a recheck: the next piece asks again
+        with pytest.raises(requests.exceptions.RequestException):
+            for chunk in chunks:
+                received += len(chunk)
+    assert received < size
+    # the owner's zip is whole
+    with hub.request("GET", files(ws["id"], "?format=zip"), alice) as r:
+        assert zipfile.ZipFile(io.BytesIO(r.content)).namelist()[-1] == f"{ws['slug']}/noise.bin"
 
 
 def test_a_reader_downloads_at_most_two_zips_at_once(hub, alice, workspace):

@@ -12,6 +12,7 @@ import pytest
 from uws_hub.authenticators import identity
 from uws_hub.authenticators.jobenv import JobEnvironmentMixin
 from uws_hub.authenticators.remote_api import RemoteServiceUnavailable, WorkspaceRemoteAPIAuthenticator
+from uws_hub.authenticators.sameperson import PersonChanged
 
 
 # ---------------------------------------------------------------- identity
@@ -29,6 +30,45 @@ def test_user_info_shape_and_readers():
     assert identity.lookup({"a": 1}, "a.b") is None
     assert identity.email_domain("X@Example.ORG") == "example.org"
     assert identity.email_domain("nope") is None
+
+
+# ---------------------------------------------------------------- the same person
+class Users:
+    """A handler's ``find_user`` over {name: user_info}."""
+
+    def __init__(self, **infos):
+        self.infos = infos
+
+    def find_user(self, name):
+        return None if name not in self.infos else type("User", (), {"user_info": self.infos[name]})()
+
+
+@pytest.mark.parametrize(
+    "stored, fresh",
+    [
+        (None, {"external_ids": {"remote": "2"}}),  # a user from before ids were kept (or made through the API)
+        ({"external_ids": {"remote": "1"}}, {"external_ids": {"remote": "1"}}),  # the same person
+        (
+            {"external_ids": {"ldap": "1"}},
+            {"external_ids": {"remote": "2"}},
+        ),  # ids of another provider: nothing to compare
+        ({"external_ids": {"remote": "1"}}, {"external_ids": {}}),  # the login carries no id
+    ],
+)
+def test_a_login_of_the_same_person_or_of_no_known_person_is_let_through(stored, fresh):
+    auth = WorkspaceRemoteAPIAuthenticator()
+    auth.check_same_person(Users(ann=stored), {"name": "ann", "user_info": fresh})
+    auth.check_same_person(Users(), {"name": "ann", "user_info": fresh})  # a new user
+
+
+def test_a_login_of_another_person_with_the_name_is_refused(caplog):
+    auth = WorkspaceRemoteAPIAuthenticator()
+    users = Users(ann={"external_ids": {"remote": "1", "ldap": "x"}})
+    with pytest.raises(PersonChanged) as refused:
+        auth.check_same_person(users, {"name": "ann", "user_info": {"external_ids": {"remote": "2"}}})
+    assert refused.value.status_code == 403
+    assert "belongs to another person on this hub" in refused.value.jupyterhub_message
+    assert "Login refused for ann: their remote id at the identity provider is 2, the user's is 1" in caplog.text
 
 
 # ---------------------------------------------------------------- job environment hook

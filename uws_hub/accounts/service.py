@@ -81,9 +81,24 @@ def make_admin(db: Session, orm_user: hub_orm.User) -> None:
 
 def end_sessions(db: Session, user_name: str) -> None:
     """A disabled account is out at once: its browser sessions and API tokens end."""
-    orm_user = hub_orm.User.find(db, user_name)
+    orm_user = end_browser_sessions(db, user_name)
     if orm_user is None:
         return
-    orm_user.cookie_id = new_token()
     for token in list(orm_user.api_tokens):
         db.delete(token)
+
+
+def end_browser_sessions(db: Session, user_name: str) -> hub_orm.User | None:
+    """A password someone else set ends every browser session of the account: the hub's
+    login cookie (its ``cookie_id``) and the tokens JupyterHub gave those sessions for
+    servers (``session_id``), so that whoever logged in with the old password (an
+    intruder, after whose visit an admin resets it) is out, as a logout would put them.
+    The user's API tokens and their servers' own go on. The user's hub row, or None."""
+    orm_user = hub_orm.User.find(db, user_name)
+    if orm_user is None:
+        return None
+    orm_user.cookie_id = new_token()
+    for token in list(orm_user.api_tokens):
+        if token.session_id is not None:
+            db.delete(token)
+    return orm_user

@@ -21,7 +21,15 @@ from jupyterhub.utils import maybe_future
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..accounts.access import ADMIN_USERS, AccountAccess
-from ..accounts.service import account_model, call, end_sessions, local_accounts_or_404, make_admin, set_identity
+from ..accounts.service import (
+    account_model,
+    call,
+    end_browser_sessions,
+    end_sessions,
+    local_accounts_or_404,
+    make_admin,
+    set_identity,
+)
 from ..authenticators.local import (
     Account,
     WorkspaceLocalAuthenticator,
@@ -115,6 +123,8 @@ class AccountAPIHandler(AccountsAPIHandlerBase):
         if body.password is not None:
             account = await call(auth.set_password, username, body.password)
             self.log.info("%s set the password of %s", who, username)
+            if username != who:
+                end_browser_sessions(self.db, username)
         if body.unlock:
             account = await call(auth.unlock, username)
             self.log.info("%s unlocked %s", who, username)

@@ -38,9 +38,11 @@ from urllib.parse import quote
 from pydantic import BaseModel, ConfigDict, Field
 from tornado import iostream, web
 
+from .. import access
 from ..errors import BadRequest, Conflict, NotFound, PreconditionFailed, TooManyRequests, Unprocessable, UWSError
 from ..filethreads import in_file_thread
 from ..inputs import Text, query_bool
+from ..orm import Workspace
 from ..quotas.limits import Reservation
 from ..quotas.service import QuotaExceeded
 from ..scopes import READ_WORKSPACES, WRITE_WORKSPACES, requires
@@ -295,6 +297,9 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
     async def put(self, workspace_id, relpath):
         if self.refusal is not None:
             raise self.refusal
+        # authorized before its body, which took as long as the uploader liked: a share
+        # revoked meanwhile (or the workspace being deleted) places nothing
+        self.uws.workspaces.check_writable(self.find_workspace(workspace_id, WRITE_WORKSPACES))
         if self.text is not None:
             try:
                 text_of(bytes(self.text), self.upload.path)
@@ -350,9 +355,20 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
                 " download the folders in it one at a time"
             )
         stream = await in_thread(self.uws.storage.open_zip, ws.directory, relpath, ws.slug)
+        loop = asyncio.get_running_loop()
+        every = self.uws.stream_recheck_seconds
+        recheck = loop.time() + every
         try:
             attachment(self, (os.path.basename(relpath.rstrip("/")) or ws.slug) + ".zip", "application/zip")
             while piece := await in_file_thread(stream.read):
+                if loop.time() >= recheck:
+                    # a large zip takes as long as its reader likes: who may no longer read
+                    # the workspace (a share revoked, a token deleted) gets no more of it
+                    recheck = loop.time() + every
+                    if not await self._still_reads(ws.id):
+                        # cut off, not ended: the reader's download fails, no shorter zip
+                        self.request.connection.close()
+                        return
                 self.write(piece)
                 await self.flush()
         except iostream.StreamClosedError:
@@ -360,6 +376,13 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
         finally:
             await in_file_thread(stream.close)
         self.finish()
+
+    async def _still_reads(self, workspace_id: int) -> bool:
+        """Whether the caller (:meth:`caller_unchanged`) may still read the workspace."""
+        if not await self.caller_unchanged():
+            return False
+        ws = Workspace.find(self.db, workspace_id)
+        return ws is not None and access.may_workspace(self, READ_WORKSPACES, ws)
 
     @requires(WRITE_WORKSPACES)
     async def post(self, workspace_id, relpath):

@@ -16,6 +16,9 @@ server and the rest of the server API stay JupyterHub's.
 ``GET /hub/api/user`` and ``GET /hub/api/users/{name}`` are JupyterHub's,
 narrowed for the API token of a server its owner did not launch, which an
 editor's code reads (:class:`ServerTokenMixin`, :class:`ActivityAPIHandler`).
+``DELETE /hub/api/users/{name}`` (the admin panel's Delete User) is refused
+(``409``) while a server of the user's workspaces has not ended
+(:meth:`~uws_hub.jobs.service.JobService.check_user_deletable`).
 """
 
 from __future__ import annotations
@@ -196,7 +199,12 @@ class SelfAPIHandler(ServerTokenMixin, HubSelfAPIHandler):
 
 
 class UserAPIHandler(ServerTokenMixin, HubUserAPIHandler):
-    pass
+    @needs_scope("delete:users")
+    async def delete(self, user_name):
+        user = self.find_user(user_name)
+        if user is not None:
+            self.uws.jobs.check_user_deletable(user.orm_user)
+        await super().delete(user_name)
 
 
 default_handlers = [

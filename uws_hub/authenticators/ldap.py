@@ -46,6 +46,7 @@ from traitlets import Bool, Float, Integer, List, Unicode, default, validate
 
 from .identity import make_user_info
 from .jobenv import JobEnvironmentMixin
+from .sameperson import PersonChanged, SamePersonMixin
 
 # ---------------------------------------------------------------- pure helpers
 
@@ -103,7 +104,7 @@ class DirectoryUnavailable(web.HTTPError):
 # ---------------------------------------------------------------- the authenticator
 
 
-class WorkspaceLDAPAuthenticator(JobEnvironmentMixin):
+class WorkspaceLDAPAuthenticator(SamePersonMixin, JobEnvironmentMixin):
     """Check user names and passwords against an LDAP directory."""
 
     server_address = Unicode(
@@ -470,13 +471,9 @@ class WorkspaceLDAPAuthenticator(JobEnvironmentMixin):
             if user_conn is None or dn is None:
                 return None
             try:
-                reader = searcher or user_conn
-                reader.search(dn, "(objectClass=*)", ldap3.BASE, attributes=self._attribute_names())
-                attributes = dict(reader.entries[0].entry_attributes_as_dict) if reader.entries else {}
-                groups = self._groups(reader, dn, username)
+                return self._read_entry(searcher or user_conn, dn, username)[1]
             finally:
                 user_conn.unbind()
-            return DirectoryUser(dn=dn, attributes=attributes, groups=groups)
         except ldap_exc.LDAPException as e:
             self.log.error("LDAP server %s:%s is not available: %s", self.server_address, self.server_port, e)
             raise DirectoryUnavailable(
@@ -485,6 +482,37 @@ class WorkspaceLDAPAuthenticator(JobEnvironmentMixin):
         finally:
             if searcher is not None:
                 searcher.unbind()
+
+    def look_up(self, username: str) -> DirectoryUser | None:
+        """What the directory says now about a user who logged in, read with the search
+        account (blocking): None if no entry has their name any more;
+        :class:`DirectoryUnavailable` when the directory cannot be reached."""
+        server = self._server()
+        try:
+            searcher = self._connect(server, self.search_bind_dn, self.search_bind_password)
+            if searcher is None:
+                raise DirectoryUnavailable("The directory (LDAP) refused the hub's own account.")
+            try:
+                if self.lookup_dn:
+                    candidates = self._lookup_dn(searcher, username)
+                else:
+                    candidates = [bind_dn(t, username) for t in self.bind_dn_template]
+                for dn in candidates:
+                    exists, found = self._read_entry(searcher, dn, username)
+                    if exists:
+                        return found
+                return None
+            finally:
+                searcher.unbind()
+        except ldap_exc.LDAPException as e:
+            raise DirectoryUnavailable(str(e)) from None
+
+    def _read_entry(self, reader: ldap3.Connection, dn: str, username: str) -> tuple[bool, DirectoryUser]:
+        """Whether ``reader`` finds the entry ``dn``, and its attributes (none if not) and groups."""
+        reader.search(dn, "(objectClass=*)", ldap3.BASE, attributes=self._attribute_names())
+        attributes = dict(reader.entries[0].entry_attributes_as_dict) if reader.entries else {}
+        exists = bool(reader.entries)
+        return exists, DirectoryUser(dn=dn, attributes=attributes, groups=self._groups(reader, dn, username))
 
     def _lookup_dn(self, searcher: ldap3.Connection | None, username: str) -> list[str]:
         if searcher is None:
@@ -556,6 +584,33 @@ class WorkspaceLDAPAuthenticator(JobEnvironmentMixin):
             self.log.warning("LDAP: wrong password or no such user: %s", username)
             return None
         return self.auth_model(username, found)
+
+    async def refresh_user(self, user, handler=None):
+        """A user whose entry left the directory, was made again for someone else, or left
+        every allowed group, is logged out at their next refresh (JupyterHub's
+        ``auth_refresh_age``, 300 s): they had kept their browser sessions (and, with
+        ``auth_refresh_strict``, their API tokens) for as long as those lasted. Needs the
+        search account (:attr:`search_bind_dn`), which reads the directory without the
+        user's password; while the directory cannot be reached, sessions go on."""
+        if not self.search_bind_dn or not self.server_address:
+            return True
+        try:
+            found = await asyncio.to_thread(self.look_up, user.name)
+        except DirectoryUnavailable as e:
+            self.log.warning("LDAP: cannot refresh %s, the directory is not available (%s)", user.name, e)
+            return True
+        if found is None:
+            self.log.warning("LDAP: %s is no longer in the directory: their sessions end", user.name)
+            return False
+        model = self.auth_model(user.name, found)
+        if not await self.check_allowed(user.name, model):
+            return False
+        if self.bind_names_to_external_ids:
+            try:
+                self.check_same_person(handler, model)
+            except PersonChanged:
+                return False
+        return True
 
     async def check_allowed(self, username, auth_model):
         if self.allow_all or username in self.allowed_users or username in self.admin_users:

@@ -233,7 +233,9 @@ class WorkspaceLocalAuthenticator(PrintableNamesMixin):
         config=True,
         help="""Accounts made through sign-up start disabled until an admin enables them.
 
-        Only used when :attr:`allow_signup` is on.
+        Only used when :attr:`allow_signup` is on. Always on with
+        ``UWSHub.system_users`` (the hub says so at start): a new account's
+        name is then a system account's, which an admin gives only to its person.
 
         .. versionadded:: 0.2
         """,

@@ -33,6 +33,7 @@ from traitlets import Bool, Integer, Set, Unicode, default
 
 from .identity import email_domain, lookup, make_user_info
 from .jobenv import JobEnvironmentMixin
+from .sameperson import SamePersonMixin
 
 
 def expires_at(token: dict[str, Any], now: float | None = None) -> int | None:
@@ -44,7 +45,7 @@ def expires_at(token: dict[str, Any], now: float | None = None) -> int | None:
         return None
 
 
-class WorkspaceOAuthMixin(JobEnvironmentMixin):
+class WorkspaceOAuthMixin(SamePersonMixin, JobEnvironmentMixin):
     """What uws-hub's OAuth authenticators add to oauthenticator's; mix in before its class."""
 
     provider_name = Unicode(

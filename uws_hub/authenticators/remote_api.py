@@ -31,6 +31,7 @@ from traitlets import Bool, CaselessStrEnum, Dict, Float, List, Unicode, Union, 
 
 from .identity import lookup, make_user_info
 from .jobenv import JobEnvironmentMixin
+from .sameperson import SamePersonMixin
 
 
 class RemoteServiceUnavailable(web.HTTPError):
@@ -41,7 +42,7 @@ class RemoteServiceUnavailable(web.HTTPError):
         self.jupyterhub_message = message
 
 
-class WorkspaceRemoteAPIAuthenticator(JobEnvironmentMixin):
+class WorkspaceRemoteAPIAuthenticator(SamePersonMixin, JobEnvironmentMixin):
     """Check user names and passwords against a remote HTTP API."""
 
     remote_url = Unicode(

@@ -39,7 +39,7 @@ from ..errors import Conflict, TooManyRequests, Unprocessable
 from ..events.bus import EventBus, transient_event
 from ..filethreads import in_file_thread
 from ..metrics import JOB_LAUNCH_DURATION_SECONDS
-from ..orm import Job, Workspace, as_stored, isoformat, utcnow
+from ..orm import Job, Workspace, as_stored, isoformat, users_being_deleted, utcnow
 from ..redaction import redact
 from ..sharing import posixgroups
 from ..sharing.kills import GroupKills
@@ -837,9 +837,7 @@ class JobService:
         others' workspaces (they run as their account), before the database forgets who
         launched them (``ON DELETE SET NULL``, after which a job counts as its owner's and
         must never start, or start again, as the owner)."""
-        # JupyterHub deletes its wrapper of the user (jupyterhub.user.User), which lends it its row's state
-        deleted = [getattr(obj, "orm_user", obj) for obj in db.deleted]
-        gone = {obj.id for obj in deleted if isinstance(obj, hub_orm.User)}
+        gone = users_being_deleted(db)
         if not gone:
             return
         # their workspaces and jobs the database deletes (ON DELETE CASCADE), unseen by the
@@ -868,6 +866,29 @@ class JobService:
     def _after_commit(self, db: Session) -> None:
         for job_id in db.info.pop(_STOPPED_IN_FLUSH, []):
             self.wake(job_id)
+
+    def check_user_deletable(self, user: hub_orm.User) -> None:
+        """Refuse (409) to delete a user whose workspaces have a server that has not ended.
+
+        Each such server is a JupyterHub server of the user's, which JupyterHub's delete
+        cannot remove while it runs: it failed (a 500) half-way, after the authenticator
+        had forgotten the user (their local account deleted) and before the hub user,
+        their workspaces and the server were. Refused first, it changes nothing, as a
+        workspace with a server is refused (:meth:`WorkspaceService.delete`)."""
+        ids = self.db.scalars(
+            select(Job.id)
+            .where(
+                Job.owner_id == user.id,
+                Job.interactive.is_(True),
+                Job.status.in_([s.value for s in ACTIVE_JOB_STATUSES]),
+            )
+            .order_by(Job.id)
+        ).all()
+        if ids:
+            raise Conflict(
+                f"{user.name}'s workspaces have servers that have not ended (jobs {', '.join(map(str, ids))});"
+                " stop them before deleting the user."
+            )
 
     def stop_launched_by(self, ws: Workspace, user_ids: set[int], actor: str) -> list[Job]:
         """Stop (or cancel, if they never ran) the unfinished jobs in ``ws`` that these users

@@ -48,14 +48,16 @@ from typing import Any
 
 from jupyterhub import orm as hub_orm
 from jupyterhub import roles as hub_roles
+from sqlalchemy import event as sa_event
 from sqlalchemy import func, or_, select, union_all
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session, aliased
 
 from ..accounts.system import SystemAccounts
 from ..errors import Conflict, NotFound, Unprocessable
 from ..events.bus import EventBus
 from ..events.notify import Notifier
-from ..orm import Job, Share, Workspace, utcnow
+from ..orm import Job, Share, Workspace, users_being_deleted, utcnow
 from ..scopes import LAUNCH_JOBS, READ_WORKSPACES, ROLE_PREFIX, WRITE_SERVERS, WRITE_WORKSPACES
 from ..states import (
     ACTIVE_JOB_STATUSES,
@@ -137,6 +139,12 @@ def wanted_roles(db: Session, ws_ids: list[int] | None = None) -> dict[str, tupl
         if group_id is not None:
             wanted[name][3].add(group_id)
     return wanted
+
+
+def _users_renamed(db: Session) -> list[hub_orm.User]:
+    """The JupyterHub users whose name the session changes at its flush."""
+    users = [getattr(obj, "orm_user", obj) for obj in db.dirty]
+    return [user for user in users if isinstance(user, hub_orm.User) and sa_inspect(user).attrs.name.history.deleted]
 
 
 def _names(db: Session, table: type[hub_orm.User] | type[hub_orm.Group], ids: set[int]) -> dict[int, str]:
@@ -229,6 +237,45 @@ class ShareService:
         #: read the gids there instead of a ``getgrnam`` each. A group deleted since (under
         #: the lock) is dropped from it; one made since is not in it, and is looked up.
         self._listed: dict[str, Any] | None = None
+
+    # ---------------------------------------------------------------- deleted and renamed owners
+    def attach(self, db: Session) -> None:
+        """Keep the roles of a deleted or renamed user's workspaces right in the same commit
+        (see :meth:`_before_flush`)."""
+        sa_event.listen(db, "before_flush", self._before_flush)
+
+    def _before_flush(self, db: Session, flush_context: Any, instances: Any) -> None:
+        """A workspace's roles name its server by its owner's name and slug
+        (:func:`role_scopes`), which JupyterHub's login to a server takes. A JupyterHub user
+        being deleted takes their workspaces and shares with them (``ON DELETE CASCADE``),
+        and their roles go too; a user renamed (JupyterHub's ``PATCH``) has theirs name the
+        new name. Left for the next share sync, they opened a new user of the old name's
+        server of the same slug to the first owner's collaborators meanwhile."""
+        gone = users_being_deleted(db)
+        renamed = {user.id: user.name for user in _users_renamed(db)}
+        if not gone and not renamed:
+            return
+        with db.no_autoflush:
+            owned = db.execute(
+                select(Workspace.id, Workspace.slug, Workspace.owner_id).where(
+                    Workspace.owner_id.in_(gone | set(renamed))
+                )
+            )
+            slugs: dict[int, str] = {}
+            owners: dict[int, int] = {}
+            for ws_id, slug, owner_id in owned:
+                slugs[ws_id], owners[ws_id] = slug, owner_id
+            for role in db.scalars(select(hub_orm.Role).where(hub_orm.Role.name.startswith(ROLE_PREFIX))):
+                of = _workspace_of_role(role.name)
+                if of is None or of not in slugs:
+                    continue
+                self.version += 1
+                if owners[of] in gone:
+                    db.delete(role)
+                else:
+                    level = role.name.rsplit("-", 1)[1]
+                    role.scopes = role_scopes(renamed[owners[of]], slugs[of], level)
+                    role.description = _role_description(renamed[owners[of]], slugs[of], level)
 
     def lookup_session(self) -> Session:
         """A short-lived session for read-only lookups where the hub's session cannot

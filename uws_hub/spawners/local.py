@@ -285,6 +285,10 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
                 extra_groups=job_groups(account, launch.share_group_prefix, launch.workspace_id),
             )
         log_file = os.fdopen(open_log(launch.log_path), "ab", buffering=0) if launch.log_path else None
+        if log_file is not None and not launch.retried:
+            # a first start: what the file holds is another job's of the same id (a hub
+            # started on a new database with this job log directory), not this one's
+            log_file.truncate(0)
         if log_file is not None:
             popen_kwargs.update(stdout=log_file, stderr=subprocess.STDOUT)
         self.log.info("Spawning %s", " ".join(shlex.quote(s) for s in cmd))

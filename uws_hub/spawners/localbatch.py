@@ -150,6 +150,7 @@ class LocalRunner:
         if lock_fd is None:
             raise RuntimeError(f"job {launch.job_id} already has a wrapper process")
         try:
+            files.remove_stale()
             prepare()
             spec = self._spec(launch)
             self.started[launch.job_id] = datetime.now(UTC).replace(tzinfo=None)

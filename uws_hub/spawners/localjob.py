@@ -133,11 +133,23 @@ class JobFiles:
         return _read_json(self.run)
 
     def remove(self) -> None:
-        for path in (self.log, self.run, self.exit):
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+        _unlink(self.log, self.run, self.exit)
+
+    def remove_stale(self) -> None:
+        """Remove the log and exit record left by another job of the same id: a start
+        (its run file claimed, so no wrapper of the id lives) makes them anew. A hub
+        started on a new database with this job log directory numbers its jobs from 1
+        again: earlier versions appended a new job's output to the file of the earlier
+        job of its id, someone else's, which the new job's owner then read as theirs."""
+        _unlink(self.log, self.exit)
+
+
+def _unlink(*paths: str) -> None:
+    for path in paths:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
 
 
 def _read_json(path: str) -> dict[str, Any] | None:

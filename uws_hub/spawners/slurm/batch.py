@@ -124,6 +124,7 @@ class SlurmBatchRunner:
             self._output_dir(launch),
             self.log_dir,
             self._account(launch),
+            self.log,
             stale=os.path.basename(self.log_path(launch)),
         )
 

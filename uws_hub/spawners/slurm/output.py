@@ -52,13 +52,17 @@ def keep_tail(log_path: str, text: str, log: logging.Logger) -> None:
         log.warning("Cannot write %s: %s", log_path, e)
 
 
-def make_account_folder(directory: str, log_dir: str, account: pwd.struct_passwd, stale: str | None = None) -> None:
+def make_account_folder(
+    directory: str, log_dir: str, account: pwd.struct_passwd, log: logging.Logger, stale: str | None = None
+) -> None:
     """``directory`` (under the hub's ``log_dir``), the job's account's own folder for its
     output (0700), in folders of the hub's that every account may pass through but not
     list (0711: the hub's own files in them are 0600); a file ``stale`` left there by an
     earlier hub with the same job ids goes. Made by the hub: no other account can plant
     anything on the way (the output of a server in its workspace was there for its
-    editors to read)."""
+    editors to read). A folder of another account (an earlier account of the same name,
+    deleted, whose name was given to someone else) is set aside, its own still, and a new
+    one made: earlier versions handed it, with that account's jobs' output, to the new one."""
     parent = os.path.dirname(directory)
     os.makedirs(parent, mode=0o711, exist_ok=True)
     path = parent
@@ -72,6 +76,23 @@ def make_account_folder(directory: str, log_dir: str, account: pwd.struct_passwd
     except FileExistsError:
         pass
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    owner = os.fstat(fd).st_uid
+    if owner not in (account.pw_uid, os.geteuid()):
+        # an earlier account of the same name's (deleted, and the name given to someone
+        # else): its output stays its own, out of the way, and the new account gets a new folder
+        os.close(fd)
+        aside = _set_aside(directory, owner)
+        log.warning(
+            "The output folder %s belonged to uid %s, not to %s (uid %s): an earlier account of that"
+            " name's; moved it to %s",
+            directory,
+            owner,
+            account.pw_name,
+            account.pw_uid,
+            aside,
+        )
+        os.mkdir(directory, 0o700)
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
         os.fchown(fd, account.pw_uid, account.pw_gid)
         os.fchmod(fd, 0o700)
@@ -82,3 +103,15 @@ def make_account_folder(directory: str, log_dir: str, account: pwd.struct_passwd
                 pass
     finally:
         os.close(fd)
+
+
+def _set_aside(directory: str, uid: int) -> str:
+    """Rename the folder ``directory`` of a former account (``uid``) beside itself, to a
+    name no account has (a leading dot); returns the new path."""
+    parent, name = os.path.split(directory)
+    for n in range(1, 1000):
+        aside = os.path.join(parent, f".former-uid{uid}-{name}" + (f"-{n}" if n > 1 else ""))
+        if not os.path.lexists(aside):
+            os.rename(directory, aside)
+            return aside
+    raise FileExistsError(f"No name left to set {directory} aside")

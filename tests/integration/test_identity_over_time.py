@@ -1,0 +1,241 @@
+"""Identity over time: names, accounts, ids and grants that change.
+
+A user deleted while their workspaces' servers run; sign-up with system users;
+a deleted or renamed owner's share roles; a new account of a former one's name
+and its SLURM output; an upload under way when its editor is revoked; a hub on
+a new database with an earlier hub's job logs. A real hub with system users;
+tests that change an account make a throwaway one (``useradd``), since the
+lanes of the suite run side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import re
+import subprocess
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from .. import slurmutil
+from ..authutil import login
+from ..helpers import MULTIUSER_CONFIG, launch
+from ..hubutil import wait_for
+
+ENDED = {"completed", "failed", "cancelled"}
+SLURM = {"interactive": False, "resources": ["slurm"], "default_resources": {"cpus": 1, "memory": "128M"}}
+PASSWORD = "a long password for tests"
+
+
+@pytest.fixture
+def throwaway(system_users):
+    name = f"uwsid{uuid.uuid4().hex[:6]}"
+    subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True)
+    yield name
+    subprocess.run(["pkill", "-KILL", "-u", name], check=False)
+    subprocess.run(["userdel", "--remove", name], check=False)
+
+
+def test_a_user_whose_server_runs_is_not_deleted_half_way(hub, throwaway):
+    """JupyterHub cannot delete a server that runs, and its delete of the user failed on
+    one (a 500) after it had deleted the user's local account: the user stayed, with their
+    workspaces and server, and nobody could log in as them any more. Refused first (409,
+    saying which jobs), the delete changes nothing; once the server has ended it is done."""
+    hub.api("POST", "accounts", json={"username": throwaway, "password": PASSWORD}, expect=201)
+    token = hub.api("POST", f"users/{throwaway}/tokens", json={"note": "test"}, expect=201)["token"]
+    job = launch(hub, token)
+    assert hub.wait_job(job["id"], token, {"running"} | ENDED, timeout=60)["status"] == "running"
+    r = hub.request("DELETE", f"users/{throwaway}", hub.admin_token)
+    assert r.status_code == 409, r.text
+    assert r.json()["message"] == (
+        f"{throwaway}'s workspaces have servers that have not ended (jobs {job['id']});"
+        " stop them before deleting the user."
+    )
+    # nothing of the user went: the account, the user, the server
+    assert hub.api("GET", f"accounts/{throwaway}", expect=200)["username"] == throwaway
+    assert hub.api("GET", f"jobs/{job['id']}", token, expect=200)["status"] == "running"
+    # a caller who may not delete users learns nothing of them or their jobs
+    for caller in (token, None):
+        assert hub.request("DELETE", f"users/{throwaway}", caller).status_code in (403, 404)
+    hub.api("POST", f"jobs/{job['id']}/stop", token, expect=202)
+    hub.wait_job(job["id"], token, ENDED, timeout=60)
+    hub.api("DELETE", f"users/{throwaway}", expect=204)
+    assert hub.request("GET", f"accounts/{throwaway}", hub.admin_token).status_code == 404
+    assert hub.request("GET", f"users/{throwaway}", hub.admin_token).status_code == 404
+
+
+def test_sign_up_gives_nobody_a_system_account_without_an_admin(make_hub, throwaway):
+    """With system users a hub user is the system account of its name: one that has no
+    hub user (a deleted user's, whose files and home stay; a colleague's who never used
+    the hub) went to whoever signed up with its name first, at once when sign-up needed
+    no approval. There sign-up waits for an admin's approval all the same, and says so."""
+    hub = make_hub(
+        MULTIUSER_CONFIG
+        + "c.WorkspaceLocalAuthenticator.allow_signup = True\n"
+        + "c.WorkspaceLocalAuthenticator.signup_requires_approval = False\n"
+    )
+    assert (
+        "With UWSHub.system_users, sign-up waits for an admin's approval"
+        " (WorkspaceLocalAuthenticator.signup_requires_approval)" in hub.log_text()
+    )
+    s = requests.Session()
+    s.get(hub.url + "/hub/signup", timeout=30)
+    form = {"username": throwaway, "password": PASSWORD, "password2": PASSWORD}
+    r = s.post(hub.url + "/hub/signup", data={**form, "_xsrf": s.cookies.get("_xsrf", path="/hub/")}, timeout=60)
+    assert r.status_code == 201, r.text
+    assert "An administrator must enable it before you can sign in." in r.text
+    assert not login(hub, throwaway, PASSWORD).ok
+    assert hub.api("GET", f"accounts/{throwaway}", expect=200)["disabled"] is True
+
+
+def test_a_new_account_of_a_former_ones_name_gets_none_of_its_slurm_output(make_hub, throwaway, slurm):
+    """A SLURM job's output goes to its account's own folder of the job log directory,
+    named after the account. An account deleted and made again for someone else (another
+    uid) found the folder handed to it, with the first account's jobs' output (which
+    outlives the hub user, deleted with their jobs' rows). The folder is set aside now,
+    still the first account's, and the new account gets a new one."""
+    config = slurmutil.hub_config({"hello": {**SLURM, "cmd": ["echo", "the first one's output"]}})
+    log_dir = re.search(r"c\.UWSHub\.job_log_dir = '([^']+)'", config).group(1)
+    folder = Path(log_dir) / "slurm" / throwaway
+    hub = make_hub(config)
+    first_uid = pwd.getpwnam(throwaway).pw_uid
+    token = hub.add_user(throwaway)
+    job = batch_on_slurm(hub, token)
+    assert f"job-{job['id']}.log" in os.listdir(folder)
+    hub.api("DELETE", f"users/{throwaway}", expect=204)
+    subprocess.run(["userdel", throwaway], check=True)
+    second_uid = next(uid for uid in range(first_uid + 1000, first_uid + 2000) if not uid_taken(uid))
+    subprocess.run(["useradd", "-u", str(second_uid), "--shell", "/bin/bash", throwaway], check=True)
+    token = hub.add_user(throwaway)
+    second = batch_on_slurm(hub, token)
+    assert os.stat(folder).st_uid == second_uid
+    assert os.listdir(folder) == [f"job-{second['id']}.log"]
+    aside = folder.parent / f".former-uid{first_uid}-{throwaway}"
+    assert os.stat(aside).st_uid == first_uid and os.stat(aside).st_mode & 0o777 == 0o700
+    assert os.listdir(aside) == [f"job-{job['id']}.log"]
+    assert f"The output folder {folder} belonged to uid {first_uid}, not to {throwaway} (uid {second_uid})" in (
+        hub.log_text()
+    )
+    subprocess.run(["rm", "-rf", str(aside)], check=False)
+
+
+def batch_on_slurm(hub, token) -> dict:
+    ws = hub.api("POST", "workspaces", token, json={"name": f"on slurm {uuid.uuid4().hex[:6]}"}, expect=201)
+    job = hub.api(
+        "POST", f"workspaces/{ws['id']}/jobs", token, json={"job_type": "hello", "resource": "slurm"}, expect=202
+    )
+    job = hub.wait_job(job["id"], token, ENDED, timeout=120)
+    assert job["status"] == "completed", job
+    return job
+
+
+def uid_taken(uid: int) -> bool:
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return True
+
+
+def test_a_deleted_owners_shares_grant_nothing_of_a_new_user_of_the_name(hub, throwaway, bob):
+    """A share is a JupyterHub role named after the workspace's id, whose scopes name its
+    server by its owner's name and slug (``access:servers!server=<owner>/<slug>``, which
+    JupyterHub's login to the server takes). Deleting the owner deleted the shares with
+    the workspace, but left the roles until the next share sync (300 s by default):
+    meanwhile a new user of the name, with a workspace of the same slug, had its server
+    open to the first owner's collaborators. The roles go with the user, in its commit."""
+    token = hub.add_user(throwaway)
+    ws = hub.api("POST", "workspaces", token, json={"name": "shared"}, expect=201)
+    hub.api("POST", f"workspaces/{ws['id']}/shares", token, json={"user": "uwsbob", "level": "editor"}, expect=201)
+    server = f"access:servers!server={throwaway}/{ws['slug']}"
+    assert server in hub.api("GET", "user", bob, expect=200)["scopes"]
+    hub.api("DELETE", f"users/{throwaway}", expect=204)
+    hub.add_user(throwaway)
+    assert not [s for s in hub.api("GET", "user", bob, expect=200)["scopes"] if throwaway in s]
+    assert not [r for r in hub.api("GET", "users/uwsbob", expect=200)["roles"] if r.endswith(f"-{ws['id']}-editor")]
+
+
+def test_an_upload_under_way_places_nothing_once_its_editor_is_revoked(hub, alice, bob, workspace):
+    """An upload is authorized before its body is read, and its body takes as long as the
+    uploader likes: an editor whose share was revoked meanwhile had the file placed in the
+    workspace after the revocation. The upload is checked again before it is placed."""
+    ws = workspace
+    share = hub.api(
+        "POST", f"workspaces/{ws['id']}/shares", alice, json={"user": "uwsbob", "level": "editor"}, expect=201
+    )
+    directory = hub.workspaces_root / "uwsalice" / ws["slug"]
+    go_on = threading.Event()
+
+    def body():
+        yield b"written by the editor, "
+        assert go_on.wait(60)
+        yield b"placed after the revocation"
+
+    result: dict = {}
+
+    def upload():
+        result["response"] = hub.request(
+            "PUT", f"workspaces/{ws['id']}/files/late.txt", bob, data=body(), headers={"Content-Type": "text/plain"}
+        )
+
+    thread = threading.Thread(target=upload)
+    thread.start()
+    try:
+        # the hub authorized it and started it (its temporary file is in the workspace)
+        wait_for(lambda: any(p.name.startswith(".uws-upload-") for p in directory.iterdir()), 30, what="the upload")
+        hub.api("DELETE", f"workspaces/{ws['id']}/shares/{share['id']}", alice, expect=200)
+    finally:
+        go_on.set()
+        thread.join(60)
+    assert result["response"].status_code == 404, result["response"].text
+    assert not (directory / "late.txt").exists()
+    wait_for(lambda: not any(p.name.startswith(".uws-upload-") for p in directory.iterdir()), 30, what="the cleanup")
+
+
+def test_a_renamed_owners_shares_follow_the_new_name_at_once(hub, throwaway, bob):
+    """An admin renames a user (JupyterHub's ``PATCH /hub/api/users/{name}``): the roles of
+    their shared workspaces named the server by the old name until the next share sync,
+    so a new user of the old name with a workspace of the same slug had its server open
+    to the renamed owner's collaborators meanwhile (and those lost the renamed owner's).
+    The roles follow the rename in its commit."""
+    token = hub.add_user(throwaway)
+    ws = hub.api("POST", "workspaces", token, json={"name": "shared"}, expect=201)
+    hub.api("POST", f"workspaces/{ws['id']}/shares", token, json={"user": "uwsbob", "level": "viewer"}, expect=201)
+    renamed = f"{throwaway}x"
+    hub.api("PATCH", f"users/{throwaway}", json={"name": renamed}, expect=200)
+    try:
+        scopes = hub.api("GET", "user", bob, expect=200)["scopes"]
+        assert f"access:servers!server={renamed}/{ws['slug']}" in scopes
+        assert not [s for s in scopes if f"={throwaway}/" in s]
+    finally:
+        hub.api("DELETE", f"users/{renamed}", expect=204)
+
+
+def test_a_hub_on_a_new_database_shows_no_earlier_jobs_output_as_its_jobs(make_hub, throwaway):
+    """Job ids are never reused in one database, but a hub started on a new one with the
+    job log directory of an earlier hub numbers its jobs from 1 again, and a local job
+    appended its output to the file of the earlier job of its id (someone else's), which
+    its owner read as their job's log and output. A job's first start makes them anew."""
+    hub = make_hub(MULTIUSER_CONFIG, start=False)
+    logs = hub.workdir / "uws-job-logs"
+    logs.mkdir(mode=0o711)
+    for n in range(1, 3):
+        (logs / f"job-{n}.log").write_text(f"the output of an earlier job {n}, someone else's\n")
+        (logs / f"job-{n}.exit").write_text('{"exit_code": 7}')
+    hub.start()
+    token = hub.add_user(throwaway)
+    ws = hub.api("POST", "workspaces", token, json={"name": "fresh"}, expect=201)
+    batch = hub.api("POST", f"workspaces/{ws['id']}/jobs", token, json={"job_type": "echo"}, expect=202)
+    batch = hub.wait_job(batch["id"], token, ENDED, timeout=60)
+    assert (batch["id"], batch["status"], batch["exit_code"]) == (1, "completed", 0), batch
+    assert hub.request("GET", "jobs/1/log", token).text == "hello\n"
+    server = launch(hub, token, job_type="broken")  # a server that prints, then exits
+    server = hub.wait_job(server["id"], token, ENDED, timeout=60)
+    assert server["id"] == 2
+    output = hub.api("GET", "jobs/2/output", token, expect=200)
+    assert "earlier job" not in json.dumps(output) and "boom: the server cannot start" in json.dumps(output)
