@@ -463,3 +463,76 @@ async def test_a_stops_early_end_commits_the_servers_tokens_gone_with_it(running
     assert await control.stop(orm_user, "ws-1", then=lambda: control.revoke_tokens(orm_user, "ws-1")) is True
     # the end's commit: tokens gone, the server's row not yet (JupyterHub's cleanup follows)
     assert after_commits[0] == (True, True, False)
+
+
+async def test_a_stop_starts_before_its_routes_removal_and_a_route_failure_still_comes_first(control, monkeypatch):
+    """The stop of a routed server runs its route's removal beside it: the stop's task goes
+    first (a SLURM job's ``scancel`` is not put behind the making of the proxy's request),
+    and when both fail, the route's failure is the one raised, as when it went first.
+    Failed before: the route's removal started first."""
+    from uws_hub.tasks import TaskPool
+
+    control, db, orm_user = control
+    order: list[str] = []
+    failing: set[str] = set()
+
+    class Proxy(RecordingProxy):
+        async def delete_user(self, user, server_name=""):
+            order.append("route")
+            if "route" in failing:
+                raise RuntimeError("the proxy failed")
+
+    async def stop(self, server_name=""):
+        order.append("stop")
+        if "stop" in failing:
+            raise RuntimeError("the stop failed")
+        self.spawners[server_name].orm_spawner.server = None
+
+    control.proxy = Proxy()
+    control.pool = TaskPool(logging.getLogger("test"))
+    monkeypatch.setattr(User, "stop", stop)
+    spawner = control.spawner(orm_user, "ws-1", "local")
+    spawner.orm_spawner.server = hub_orm.Server()
+    db.commit()
+    assert spawner.ready
+    await control.stop(orm_user, "ws-1")
+    assert order == ["stop", "route"]
+
+    order.clear()
+    failing.update({"route", "stop"})
+    spawner.orm_spawner.server = hub_orm.Server()
+    db.commit()
+    with pytest.raises(RuntimeError, match="the proxy failed"):
+        await control.stop(orm_user, "ws-1")
+    assert order == ["stop", "route"]
+    await control.pool.close()
+
+
+async def test_revoking_a_servers_tokens_reads_nothing_back_of_its_deleted_client(running):
+    """The server's OAuth client is deleted by a statement; JupyterHub's listener of a
+    deleted row then read every relationship of it that the session had not loaded (its
+    service, tokens and codes: a SELECT each, every end of a job) to find them empty.
+    They are known empty (the statements before, and the foreign keys, leave nothing that
+    refers to a deleted client). Failed before: three SELECTs. The session follows as
+    before: the server's row no longer links the client, whose delete is committed with
+    its token's."""
+    control, db, orm_user, spawner, proc = running
+    token, client_id = spawner.api_token, spawner.oauth_client_id
+    orm_spawner = spawner.orm_spawner
+    assert orm_spawner.oauth_client is not None  # loaded, as JupyterHub's spawn leaves it
+    selects: list[str] = []
+
+    @event.listens_for(db.get_bind(), "before_cursor_execute")
+    def count(conn, cursor, statement, *args):
+        if statement.lstrip().startswith("SELECT") and statement.strip() != "SELECT 1":
+            selects.append(statement)
+
+    control.revoke_tokens(orm_user, "ws-1")
+    event.remove(db.get_bind(), "before_cursor_execute", count)
+    assert selects == []
+    db.commit()
+    assert orm_spawner.oauth_client_id is None and orm_spawner.oauth_client is None
+    assert hub_orm.APIToken.find(db, token) is None
+    assert db.query(hub_orm.OAuthClient).filter_by(identifier=client_id).first() is None
+    # the hub's own client: kept
+    assert db.query(hub_orm.OAuthClient).filter_by(identifier="jupyterhub").first() is not None

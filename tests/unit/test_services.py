@@ -460,6 +460,51 @@ def test_running_stores_where_the_job_answers_and_the_end_clears_it(hub):
         hub.jobs.transition(job, JobStatus.running)
 
 
+async def test_the_end_of_a_job_is_sent_before_the_work_it_wakes_runs(hub):
+    """A job's end wakes the batch queue (a slot may be free) and the usage worker (what
+    the job wrote): the streams that the end's commit wakes send its event first, not
+    after those (a stop's end to its event waited ~1.5 ms for them). Failed before: the
+    queue's worker and the usage worker ran before the stream's reader."""
+    ws = workspace(hub)
+    job = hub.jobs.launch(ws, "lab", None, {}, "ann")
+    hub.jobs.transition(job, JobStatus.running)
+    hub.jobs.stop(job, "ann")
+    hub.db.commit()
+    order: list[str] = []
+    measured: list[int] = []
+    ended = asyncio.Event()
+    queue: WorkQueue = WorkQueue()
+    hub.jobs.wake_queue = lambda: queue.put(("batch-queue", 0))
+
+    def job_ended(workspace_id):
+        measured.append(workspace_id)
+        ended.set()
+
+    hub.jobs.job_ended = job_ended
+    sub = hub.events.subscribe(lambda event: event["status"] == "completed")
+
+    async def stream():
+        batch = await sub.next_batch(10)
+        order.append(f"event {batch[0]['status']}")
+
+    async def queue_worker():
+        key = await queue.get()
+        order.append(f"queue step {key[0]}")
+
+    async def usage_worker():
+        await ended.wait()
+        order.append("usage step")
+
+    tasks = [asyncio.ensure_future(f()) for f in (stream, queue_worker, usage_worker)]
+    await asyncio.sleep(0)  # all three wait
+    hub.jobs.transition(job, JobStatus.completed)
+    hub.db.commit()
+    await asyncio.wait_for(asyncio.gather(*tasks), 10)
+    assert order[0] == "event completed"
+    assert sorted(order[1:]) == ["queue step batch-queue", "usage step"] and measured == [ws.id]
+    hub.events.unsubscribe(sub)
+
+
 def batch_job(ws: Workspace, status: str) -> Job:
     """A batch job of ``ws`` (not added to the session)."""
     return Job(

@@ -30,6 +30,7 @@ from jupyterhub.user import User, UserDict
 from jupyterhub.utils import iterate_until, safe_log, url_escape_path, url_path_join
 from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.collections import collection_adapter
 from traitlets.utils.importstring import import_item
 
@@ -413,14 +414,18 @@ class ServerControl:
                 spawner.stop_cleaned_listener = cleaned
             try:
                 # the route goes while the server stops, not before: a stop waits for one
-                # proxy round trip less (JupyterHub's own stop does them one after the other)
+                # proxy round trip less (JupyterHub's own stop does them one after the other).
+                # The stop starts first (its task runs first: a SLURM job's scancel is not
+                # put behind the proxy request's making, ~0.5 ms); a failure of the route's
+                # removal still comes first in what is raised, as before
                 unroute = [self.proxy.delete_user(user, server_name)] if routed else []
                 try:
-                    outcomes = await asyncio.gather(*unroute, user.stop(server_name), return_exceptions=True)
+                    stopped, *unrouted = await asyncio.gather(user.stop(server_name), *unroute, return_exceptions=True)
                 except asyncio.CancelledError:
                     if self._restore_activity(orm_user, spawner, before):
                         self._commit()
                     raise
+                outcomes = [*unrouted, stopped]
                 failure = next((o for o in outcomes if isinstance(o, BaseException)), early_failure)
                 # one commit for the user's activity put back and what ``then`` records
                 # (the job's end), not one each in two steps of the reconciler
@@ -525,7 +530,9 @@ class ServerControl:
         them one by one (3 ms of a stop). The session follows all the same: what the
         statements delete that it holds is deleted in it too, and JupyterHub's
         listener of that expires the lists that held it (their users' tokens and
-        codes, the server's client); the server's link is set in it too.
+        codes, the server's client); the server's link is set in it too. The
+        client's own lists that the session has not loaded are known empty
+        (:func:`_refers_to_nothing`), not read back after its delete.
         """
         db = self.users.db
         notes = server_token_notes(self.user(orm_user).base_url, server_name)
@@ -537,9 +544,15 @@ class ServerControl:
         db.execute(delete(hub_orm.APIToken).where(tokens))
         if client_id is not None:
             db.execute(delete(hub_orm.OAuthCode).where(hub_orm.OAuthCode.client_id == client_id))
+            # (the client as JupyterHub's spawn left it, loaded with the server's row)
+            client = None
+            if orm_spawner is not None and "oauth_client" not in sa_inspect(orm_spawner).unloaded:
+                client = orm_spawner.oauth_client
             db.execute(
                 update(hub_orm.Spawner).where(hub_orm.Spawner.oauth_client_id == client_id).values(oauth_client_id=None)
             )
+            if client is not None and client.identifier == client_id:
+                _refers_to_nothing(client)
             db.execute(delete(hub_orm.OAuthClient).where(hub_orm.OAuthClient.identifier == client_id))
 
     def revoke_stale_tokens(self) -> int:
@@ -586,6 +599,22 @@ class ServerControl:
             await self.proxy.add_user(self.user(orm_user), server_name)
             restored += 1
         return restored
+
+
+def _refers_to_nothing(client: hub_orm.OAuthClient) -> None:
+    """Set the relationships of an OAuth client about to be deleted that the session has
+    not loaded to what the database holds once it is: nothing (its tokens and codes are
+    deleted with it, ``ON DELETE CASCADE``; a server's or service's link to it is set to
+    NULL, ``ON DELETE SET NULL``; :meth:`ServerControl.revoke_tokens` deletes and unlinks
+    them itself before). JupyterHub's listener of a deleted row (``orm.
+    _notify_deleted_relationships``) reads each relationship of the client to expire the
+    other side: one it has not loaded was a SELECT each (its service, tokens and codes:
+    ~1 ms of every server's end) that found nothing to expire. Loaded ones it still
+    expires on the other side, as before."""
+    state = sa_inspect(client)
+    for prop in state.mapper.relationships:
+        if prop.key in state.unloaded:
+            set_committed_value(client, prop.key, [] if prop.uselist else None)
 
 
 class ServerRows(Mapping[str, hub_orm.Spawner]):

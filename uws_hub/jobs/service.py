@@ -116,6 +116,17 @@ def make_home(home: str | None) -> str | None:
 ACTIVE_STATUS_VALUES = frozenset(s.value for s in ACTIVE_JOB_STATUSES)
 
 
+def after_this_turn(wake: Callable[[], None]) -> None:
+    """Call ``wake`` (a wake-up of other work) in the event loop's next turn, after what
+    this one does and wakes; at once outside a running loop (scripts, synchronous tests)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        wake()
+        return
+    loop.call_soon(wake)
+
+
 class JobService:
     def __init__(
         self,
@@ -226,9 +237,13 @@ class JobService:
             ws = job.workspace
             if ws.status == WorkspaceStatus.active.value and not Job.any_unfinished_in(self.db, ws.id, excluding=job):
                 self.workspaces.set_status(ws, WorkspaceStatus.idle, actor=actor)
-            # a slot of its owner (and of its resource) may be free: the queue looks
-            self.wake_queue()
-            self.job_ended(job.workspace_id)
+            # a slot of its owner (and of its resource) may be free: the queue looks; what the
+            # job wrote is measured soon. Both in the loop's next turn: the commit of the end
+            # (most often right after this, in the same callback) wakes the streams that send
+            # its event, which then go first, not after the queue's step and the usage worker
+            # (~1.5 ms of a stop's end to its event)
+            after_this_turn(self.wake_queue)
+            after_this_turn(functools.partial(self.job_ended, job.workspace_id))
             if job.destroy_at is not None and job.destroy_at <= utcnow():
                 self.wake_destruction(job.id)
         # a batch job's event at once (its steps commit right after: a burst of short jobs
