@@ -183,6 +183,11 @@ class SlapdServer:
         self.remove(uid)
         self.add(uid)
 
+    def rename(self, dn: str, new_rdn: str) -> str:
+        """Rename an entry (its attributes stay, its DN changes, as on an OU move): the new DN."""
+        subprocess.run(["ldapmodrdn", *self._as_root(), dn, new_rdn], check=True, capture_output=True)
+        return f"{new_rdn},{dn.split(',', 1)[1]}"
+
     def _as_root(self) -> list[str]:
         return ["-x", "-H", self.url, "-D", ROOT_DN, "-w", ROOT_PASSWORD]
 

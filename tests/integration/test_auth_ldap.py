@@ -244,3 +244,28 @@ def test_a_person_who_left_the_directory_is_logged_out(make_hub, slapd):
         assert not login(hub, "ldapeve", "alice-password").ok
     finally:
         slapd.add("ldapeve")
+
+
+def test_a_moved_entry_without_a_stable_id_still_logs_its_person_in(make_hub, slapd):
+    """An entry without ``id_attribute`` (Active Directory on the default ``entryUUID``,
+    389-ds before 2.0) had its DN stored as its stable id: once the entry was renamed or
+    moved to another OU, its own person's login was refused and their sessions ended."""
+    hub = make_hub(
+        ldap_config(slapd)
+        + f"""
+c.WorkspaceLDAPAuthenticator.id_attribute = "employeeNumber"
+c.WorkspaceLDAPAuthenticator.allowed_groups = ["{POSIX_RESEARCHERS}"]
+""",
+        env={"JUPYTERHUB_CRYPT_KEY": secrets.token_hex(32)},
+    )
+    first = login(hub, "ldapdave", "dave pass (with) *stars*")
+    assert first.ok, first
+    moved = slapd.rename(user_dn("ldapdave"), "cn=Dave Ldap")
+    try:
+        again = login(hub, "ldapdave", "dave pass (with) *stars*")
+        assert again.ok, again
+        info = whoami(hub, again.session)["user_info"]
+        assert info["external_ids"] == {} and info["ldap_dn"] == moved
+        assert "Login refused for ldapdave" not in hub.log_text()
+    finally:
+        slapd.rename(moved, "uid=ldapdave")
