@@ -160,14 +160,10 @@ def test_a_deleted_owners_shares_grant_nothing_of_a_new_user_of_the_name(hub, th
     assert not [r for r in hub.api("GET", "users/uwsbob", expect=200)["roles"] if r.endswith(f"-{ws['id']}-editor")]
 
 
-def test_an_upload_under_way_places_nothing_once_its_editor_is_revoked(hub, alice, bob, workspace):
-    """An upload is authorized before its body is read, and its body takes as long as the
-    uploader likes: an editor whose share was revoked meanwhile had the file placed in the
-    workspace after the revocation. The upload is checked again before it is placed."""
-    ws = workspace
-    share = hub.api(
-        "POST", f"workspaces/{ws['id']}/shares", alice, json={"user": "uwsbob", "level": "editor"}, expect=201
-    )
+def upload_while(hub, ws, token, meanwhile) -> requests.Response:
+    """``PUT`` a file into ``ws`` with ``token``, doing ``meanwhile()`` once the hub has
+    authorized the upload and begun it (its temporary file is in the workspace) and before
+    the body ends; the answer, after the temporary file is gone."""
     directory = hub.workspaces_root / "uwsalice" / ws["slug"]
     go_on = threading.Event()
 
@@ -180,21 +176,46 @@ def test_an_upload_under_way_places_nothing_once_its_editor_is_revoked(hub, alic
 
     def upload():
         result["response"] = hub.request(
-            "PUT", f"workspaces/{ws['id']}/files/late.txt", bob, data=body(), headers={"Content-Type": "text/plain"}
+            "PUT", f"workspaces/{ws['id']}/files/late.txt", token, data=body(), headers={"Content-Type": "text/plain"}
         )
 
     thread = threading.Thread(target=upload)
     thread.start()
     try:
-        # the hub authorized it and started it (its temporary file is in the workspace)
         wait_for(lambda: any(p.name.startswith(".uws-upload-") for p in directory.iterdir()), 30, what="the upload")
-        hub.api("DELETE", f"workspaces/{ws['id']}/shares/{share['id']}", alice, expect=200)
+        meanwhile()
     finally:
         go_on.set()
         thread.join(60)
-    assert result["response"].status_code == 404, result["response"].text
-    assert not (directory / "late.txt").exists()
     wait_for(lambda: not any(p.name.startswith(".uws-upload-") for p in directory.iterdir()), 30, what="the cleanup")
+    return result["response"]
+
+
+def test_an_upload_under_way_places_nothing_once_its_editor_is_revoked(hub, alice, bob, workspace):
+    """An upload is authorized before its body is read, and its body takes as long as the
+    uploader likes: an editor whose share was revoked meanwhile had the file placed in the
+    workspace after the revocation. The upload is checked again before it is placed."""
+    ws = workspace
+    share = hub.api(
+        "POST", f"workspaces/{ws['id']}/shares", alice, json={"user": "uwsbob", "level": "editor"}, expect=201
+    )
+    revoke = lambda: hub.api("DELETE", f"workspaces/{ws['id']}/shares/{share['id']}", alice, expect=200)  # noqa: E731
+    response = upload_while(hub, ws, bob, revoke)
+    assert response.status_code == 404, response.text
+    assert not (hub.workspaces_root / "uwsalice" / ws["slug"] / "late.txt").exists()
+
+
+def test_an_upload_under_way_places_nothing_once_its_token_is_deleted(hub, alice, workspace):
+    """The token an upload was authorized with, deleted before its body ended (a leaked
+    token its owner revokes), placed the file: the upload's caller is looked up again."""
+    ws = workspace
+    hub.api("POST", f"workspaces/{ws['id']}/shares", alice, json={"user": "uwsbob", "level": "editor"}, expect=201)
+    minted = hub.api("POST", "users/uwsbob/tokens", json={"note": "leaked"}, expect=201)
+    delete = lambda: hub.api("DELETE", f"users/uwsbob/tokens/{minted['id']}", expect=204)  # noqa: E731
+    response = upload_while(hub, ws, minted["token"], delete)
+    assert response.status_code == 403, response.text
+    assert response.json()["message"].startswith("Your credentials ended while the file was sent")
+    assert not (hub.workspaces_root / "uwsalice" / ws["slug"] / "late.txt").exists()
 
 
 def test_a_renamed_owners_shares_follow_the_new_name_at_once(hub, throwaway, bob):
