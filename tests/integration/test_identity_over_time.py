@@ -93,12 +93,15 @@ def test_sign_up_gives_nobody_a_system_account_without_an_admin(make_hub, throwa
     assert hub.api("GET", f"accounts/{throwaway}", expect=200)["disabled"] is True
 
 
-def test_a_new_account_of_a_former_ones_name_gets_none_of_its_slurm_output(make_hub, throwaway, slurm):
+@pytest.mark.parametrize("same_uid", [False, True], ids=["another uid", "the same uid"])
+def test_a_new_account_of_a_former_ones_name_gets_none_of_its_slurm_output(make_hub, throwaway, slurm, same_uid):
     """A SLURM job's output goes to its account's own folder of the job log directory,
-    named after the account. An account deleted and made again for someone else (another
-    uid) found the folder handed to it, with the first account's jobs' output (which
-    outlives the hub user, deleted with their jobs' rows). The folder is set aside now,
-    still the first account's, and the new account gets a new one."""
+    named after the account. An account deleted and made again for someone else found
+    the folder handed to it, with the first account's jobs' output (which outlives the hub
+    user, deleted with their jobs' rows). The folder is set aside now, still the first
+    account's, and the new account gets a new one; also when the new account has the
+    uid of the former (``useradd`` gives the highest free uid, often the one just freed),
+    which owned the folder for the hub before (it compared uids)."""
     config = slurmutil.hub_config({"hello": {**SLURM, "cmd": ["echo", "the first one's output"]}})
     log_dir = re.search(r"c\.UWSHub\.job_log_dir = '([^']+)'", config).group(1)
     folder = Path(log_dir) / "slurm" / throwaway
@@ -109,7 +112,9 @@ def test_a_new_account_of_a_former_ones_name_gets_none_of_its_slurm_output(make_
     assert f"job-{job['id']}.log" in os.listdir(folder)
     hub.api("DELETE", f"users/{throwaway}", expect=204)
     subprocess.run(["userdel", throwaway], check=True)
-    second_uid = next(uid for uid in range(first_uid + 1000, first_uid + 2000) if not uid_taken(uid))
+    second_uid = (
+        first_uid if same_uid else next(u for u in range(first_uid + 1000, first_uid + 2000) if not uid_taken(u))
+    )
     subprocess.run(["useradd", "-u", str(second_uid), "--shell", "/bin/bash", throwaway], check=True)
     token = hub.add_user(throwaway)
     second = batch_on_slurm(hub, token)
@@ -118,9 +123,8 @@ def test_a_new_account_of_a_former_ones_name_gets_none_of_its_slurm_output(make_
     aside = folder.parent / f".former-uid{first_uid}-{throwaway}"
     assert os.stat(aside).st_uid == first_uid and os.stat(aside).st_mode & 0o777 == 0o700
     assert os.listdir(aside) == [f"job-{job['id']}.log"]
-    assert f"The output folder {folder} belonged to uid {first_uid}, not to {throwaway} (uid {second_uid})" in (
-        hub.log_text()
-    )
+    whose = "the hub user " if same_uid else f"uid {first_uid}, not to {throwaway} (uid {second_uid})"
+    assert f"The output folder {folder} belonged to {whose}" in hub.log_text()
     subprocess.run(["rm", "-rf", str(aside)], check=False)
 
 

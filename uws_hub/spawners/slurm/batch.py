@@ -126,6 +126,7 @@ class SlurmBatchRunner:
             self._account(launch),
             self.log,
             stale=os.path.basename(self.log_path(launch)),
+            holder=launch.account_holder,
         )
 
     # ---------------------------------------------------------------- submit

@@ -596,7 +596,8 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         log_dir = self._job_log_dir()
         if directory.startswith(log_dir + os.sep):
             account = self._account() or pwd.getpwuid(os.geteuid())
-            await asyncio.to_thread(make_account_folder, directory, log_dir, account, self.log)
+            holder = self.require_launch().account_holder
+            await asyncio.to_thread(make_account_folder, directory, log_dir, account, self.log, holder=holder)
         elif self._as_user() or self._prefix():
             # as the job's account: never create or chown in a user's directory as root
             result = await self.poller.command(
