@@ -690,7 +690,7 @@ class WorkspaceLDAPAuthenticator(SamePersonMixin, JobEnvironmentMixin):
 
 def _read_at_login(user_info: dict[str, Any] | None) -> bool:
     """Whether the login that stored ``user_info`` read the user's entry (its DN or stable
-    id is there; before 0.4, a DN stood in for a missing id under ``external_ids``)."""
+    id is there; earlier versions stored a DN in place of a missing id under ``external_ids``)."""
     info = user_info or {}
     return bool(info.get("ldap_dn")) or "ldap" in external_ids_of(info)
 
