@@ -89,8 +89,11 @@ def directory_ldif() -> str:
 
 
 class SlapdServer:
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, people_private: bool = False):
+        """``people_private``: people's entries are theirs alone to read (the search
+        account reads groups only), as some directories keep them."""
         self.workdir = workdir
+        self.people_private = people_private
         self.port = free_port()
         self.url = f"ldap://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -100,6 +103,9 @@ class SlapdServer:
         return self.workdir / "slapd.conf"
 
     def write_config(self) -> None:
+        people_acl = (
+            f'access to dn.subtree="{PEOPLE}"\n    by self read\n    by * none\n' if self.people_private else ""
+        )
         data = self.workdir / "data"
         data.mkdir(parents=True, exist_ok=True)
         self.conf.write_text(
@@ -125,11 +131,12 @@ class SlapdServer:
                 access to attrs=userPassword
                     by anonymous auth
                     by * none
+                # people
                 access to *
                     by users read
                     by * none
                 """
-            )
+            ).replace("# people\n", people_acl)
         )
 
     def start(self) -> None:
@@ -182,6 +189,11 @@ class SlapdServer:
         directory's admin does to give a departed person's ``uid`` to a newcomer."""
         self.remove(uid)
         self.add(uid)
+
+    def rename(self, dn: str, new_rdn: str) -> str:
+        """Rename an entry (its attributes stay, its DN changes, as on an OU move): the new DN."""
+        subprocess.run(["ldapmodrdn", *self._as_root(), dn, new_rdn], check=True, capture_output=True)
+        return f"{new_rdn},{dn.split(',', 1)[1]}"
 
     def _as_root(self) -> list[str]:
         return ["-x", "-H", self.url, "-D", ROOT_DN, "-w", ROOT_PASSWORD]

@@ -69,6 +69,14 @@ GLOBUS_USERS = [
         "name": "Root",
         "globus_groups": [GLOBUS_ADMIN_GROUP],
     },
+    # another person, whom Globus names as it named gina (the same name at another provider)
+    {
+        "sub": "b1f0c5a2-0000-4000-8000-000000000005",
+        "preferred_username": "gina@globusid.org",
+        "email": "gina.two@uni.example",
+        "name": "Another Gina",
+        "globus_groups": [GLOBUS_ALLOWED_GROUP],
+    },
 ]
 
 

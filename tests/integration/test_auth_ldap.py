@@ -7,6 +7,7 @@ from __future__ import annotations
 import secrets
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -244,3 +245,56 @@ def test_a_person_who_left_the_directory_is_logged_out(make_hub, slapd):
         assert not login(hub, "ldapeve", "alice-password").ok
     finally:
         slapd.add("ldapeve")
+
+
+def test_a_moved_entry_without_a_stable_id_still_logs_its_person_in(make_hub, slapd):
+    """An entry without ``id_attribute`` (Active Directory on the default ``entryUUID``,
+    389-ds before 2.0) had its DN stored as its stable id: once the entry was renamed or
+    moved to another OU, its own person's login was refused and their sessions ended."""
+    hub = make_hub(
+        ldap_config(slapd)
+        + f"""
+c.WorkspaceLDAPAuthenticator.id_attribute = "employeeNumber"
+c.WorkspaceLDAPAuthenticator.allowed_groups = ["{POSIX_RESEARCHERS}"]
+""",
+        env={"JUPYTERHUB_CRYPT_KEY": secrets.token_hex(32)},
+    )
+    first = login(hub, "ldapdave", "dave pass (with) *stars*")
+    assert first.ok, first
+    moved = slapd.rename(user_dn("ldapdave"), "cn=Dave Ldap")
+    try:
+        again = login(hub, "ldapdave", "dave pass (with) *stars*")
+        assert again.ok, again
+        info = whoami(hub, again.session)["user_info"]
+        assert info["external_ids"] == {} and info["ldap_dn"] == moved
+        assert "Login refused for ldapdave" not in hub.log_text()
+    finally:
+        slapd.rename(moved, "uid=ldapdave")
+
+
+def test_a_search_account_that_cannot_read_people_logs_nobody_out(make_hub):
+    """A directory whose people's entries only they may read (the search account reads
+    groups): login, with ``bind_dn_template``, reads the entry as the user and lets them in,
+    but the refresh, which reads it with the search account, took it for gone and logged
+    everyone out at every ``auth_refresh_age``."""
+    if shutil.which("slapd") is None and not Path("/usr/sbin/slapd").exists():
+        pytest.skip("slapd is not installed (make install-test installs it)")
+    private = SlapdServer(Path(tempfile.mkdtemp(prefix="uws-slapd-")), people_private=True)
+    private.start()
+    try:
+        hub = make_hub(
+            ldap_config(private)
+            + f"""
+c.WorkspaceLDAPAuthenticator.lookup_dn = False
+c.WorkspaceLDAPAuthenticator.bind_dn_template = ["uid={{username}},{PEOPLE}"]
+c.Authenticator.auth_refresh_age = 1
+""",
+            env={"JUPYTERHUB_CRYPT_KEY": secrets.token_hex(32)},
+        )
+        session = login(hub, "ldapalice", "alice-password").session
+        assert whoami(hub, session)["name"] == "ldapalice"
+        time.sleep(1.5)  # past auth_refresh_age: the next request refreshes the user
+        assert whoami(hub, session)["name"] == "ldapalice"
+        assert "no longer in the directory" not in hub.log_text()
+    finally:
+        private.stop()

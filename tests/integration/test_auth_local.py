@@ -13,11 +13,12 @@ import requests
 
 from .. import browserutil
 from ..authutil import login, submit_login, whoami
-from ..helpers import ADMIN_PASSWORD
+from ..helpers import ADMIN_PASSWORD, MINIMAL_CMD, launch
 from ..hubutil import wait_for
 
 INVALID = "Invalid username or password"
 
+JOB_TYPES = {"minimal": {"display_name": "Minimal test server", "cmd": MINIMAL_CMD}}
 LOCAL_CONFIG = """
 c.Authenticator.admin_users = {"boss"}
 c.WorkspaceLocalAuthenticator.bcrypt_rounds = 4
@@ -226,20 +227,30 @@ def test_disabled_user_cannot_log_in_and_is_logged_out(local_hub):
     assert login(local_hub, name, password).ok
 
 
-def test_admin_resets_a_password(local_hub):
-    """A reset ends the browser sessions of the old password (an intruder's, after whose
-    visit an admin resets it): earlier versions left them logged in. The user's own API
-    tokens go on (disabling the account ends those too)."""
-    name, password = new_account(local_hub)
-    session = login(local_hub, name, password).session
-    assert whoami(local_hub, session)["name"] == name
-    token = local_hub.api("POST", f"users/{name}/tokens", json={"note": "theirs"}, expect=201)["token"]
-    local_hub.api("PATCH", f"accounts/{name}", json={"password": "a-new-password"}, expect=200)
-    assert whoami(local_hub, session) is None
-    assert local_hub.request("GET", "workspaces", token).status_code == 200
-    assert not login(local_hub, name, password).ok
-    fresh = login(local_hub, name, "a-new-password")
-    assert fresh.ok and whoami(local_hub, fresh.session)["name"] == name
+def test_admin_resets_a_password(make_hub):
+    """A reset ends what the old password gave (an intruder's, after whose visit an admin
+    resets it): the browser sessions, and the API tokens, which the intruder could mint
+    from a session (earlier versions left both). The user's running servers, and their
+    own tokens, go on (a token noted as a server's is no server's)."""
+    hub = make_hub(LOCAL_CONFIG + USER_ADMINS_CONFIG + f"\nc.UWSHub.job_types = {JOB_TYPES!r}\n")
+    name, password = new_account(hub)
+    session = login(hub, name, password).session
+    assert whoami(hub, session)["name"] == name
+    minted = hub.api("POST", f"users/{name}/tokens", json={"note": "Server at /user/x/"}, expect=201)["token"]
+    job = hub.wait_job(launch(hub, minted)["id"], minted, {"running"})
+    [server] = [
+        t for t in hub.api("GET", f"users/{name}/tokens", expect=200)["api_tokens"] if t["note"] != "Server at /user/x/"
+    ]
+    assert server["note"].startswith(f"Server at /user/{name}/")
+    hub.api("PATCH", f"accounts/{name}", json={"password": "a-new-password"}, expect=200)
+    assert whoami(hub, session) is None
+    assert hub.request("GET", "workspaces", minted).status_code == 403
+    left = hub.api("GET", f"users/{name}/tokens", expect=200)["api_tokens"]
+    assert [t["id"] for t in left] == [server["id"]]
+    assert hub.api("GET", f"jobs/{job['id']}", expect=200)["status"] == "running"
+    assert not login(hub, name, password).ok
+    fresh = login(hub, name, "a-new-password")
+    assert fresh.ok and whoami(hub, fresh.session)["name"] == name
 
 
 def test_accounts_api_rules(local_hub):

@@ -16,7 +16,7 @@ from ..helpers import MINIMAL_CMD
 from ..hubmaputil import ORIGIN, Portal, exchange_token
 from ..oidcutil import GLOBUS_USERS, READER_TOKEN, Provider, globus_config, oauth_login
 
-GINA, HENRY, IVAN, ROOT = (u["sub"] for u in GLOBUS_USERS)
+GINA, HENRY, IVAN, ROOT, GINA_2 = (u["sub"] for u in GLOBUS_USERS)
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +104,18 @@ def test_globus_refusals(globus_hub, globus):
     assert r.status_code == 401 and r.json()["message"] == "Incorrect authentication credentials."
     r = exchange_token(globus_hub, {"client_token": globus_hub.admin_token, "user_info": {"username": "x"}})
     assert (r.status_code, r.json()["message"]) == (400, "Missing auth_token.")
+
+
+def test_globus_exchange_of_another_person_with_a_users_name_says_why(globus_hub, globus):
+    """Another person whom Globus names as a hub user is refused with the login's words
+    (earlier versions answered the message template, ``"%s"``)."""
+    assert exchange_token(globus_hub, {"auth_token": groups_token(globus, GINA)}).status_code == 200
+    r = exchange_token(globus_hub, {"auth_token": groups_token(globus, GINA_2)})
+    assert r.status_code == 403, r.text
+    assert r.json()["success"] is False
+    assert r.json()["message"].startswith("The user name 'gina' belongs to another person on this hub")
+    user = globus_hub.api("GET", "users/gina", expect=200)
+    assert user["user_info"]["external_ids"] == {"globus": GINA}
 
 
 def test_globus_exchange_keeps_a_users_login_tokens(globus_hub, globus):

@@ -93,12 +93,15 @@ def test_sign_up_gives_nobody_a_system_account_without_an_admin(make_hub, throwa
     assert hub.api("GET", f"accounts/{throwaway}", expect=200)["disabled"] is True
 
 
-def test_a_new_account_of_a_former_ones_name_gets_none_of_its_slurm_output(make_hub, throwaway, slurm):
+@pytest.mark.parametrize("same_uid", [False, True], ids=["another uid", "the same uid"])
+def test_a_new_account_of_a_former_ones_name_gets_none_of_its_slurm_output(make_hub, throwaway, slurm, same_uid):
     """A SLURM job's output goes to its account's own folder of the job log directory,
-    named after the account. An account deleted and made again for someone else (another
-    uid) found the folder handed to it, with the first account's jobs' output (which
-    outlives the hub user, deleted with their jobs' rows). The folder is set aside now,
-    still the first account's, and the new account gets a new one."""
+    named after the account. An account deleted and made again for someone else found
+    the folder handed to it, with the first account's jobs' output (which outlives the hub
+    user, deleted with their jobs' rows). The folder is set aside now, still the first
+    account's, and the new account gets a new one; also when the new account has the
+    uid of the former (``useradd`` gives the highest free uid, often the one just freed),
+    which owned the folder for the hub before (it compared uids)."""
     config = slurmutil.hub_config({"hello": {**SLURM, "cmd": ["echo", "the first one's output"]}})
     log_dir = re.search(r"c\.UWSHub\.job_log_dir = '([^']+)'", config).group(1)
     folder = Path(log_dir) / "slurm" / throwaway
@@ -109,7 +112,9 @@ def test_a_new_account_of_a_former_ones_name_gets_none_of_its_slurm_output(make_
     assert f"job-{job['id']}.log" in os.listdir(folder)
     hub.api("DELETE", f"users/{throwaway}", expect=204)
     subprocess.run(["userdel", throwaway], check=True)
-    second_uid = next(uid for uid in range(first_uid + 1000, first_uid + 2000) if not uid_taken(uid))
+    second_uid = (
+        first_uid if same_uid else next(u for u in range(first_uid + 1000, first_uid + 2000) if not uid_taken(u))
+    )
     subprocess.run(["useradd", "-u", str(second_uid), "--shell", "/bin/bash", throwaway], check=True)
     token = hub.add_user(throwaway)
     second = batch_on_slurm(hub, token)
@@ -118,9 +123,8 @@ def test_a_new_account_of_a_former_ones_name_gets_none_of_its_slurm_output(make_
     aside = folder.parent / f".former-uid{first_uid}-{throwaway}"
     assert os.stat(aside).st_uid == first_uid and os.stat(aside).st_mode & 0o777 == 0o700
     assert os.listdir(aside) == [f"job-{job['id']}.log"]
-    assert f"The output folder {folder} belonged to uid {first_uid}, not to {throwaway} (uid {second_uid})" in (
-        hub.log_text()
-    )
+    whose = "the hub user " if same_uid else f"uid {first_uid}, not to {throwaway} (uid {second_uid})"
+    assert f"The output folder {folder} belonged to {whose}" in hub.log_text()
     subprocess.run(["rm", "-rf", str(aside)], check=False)
 
 
@@ -160,14 +164,10 @@ def test_a_deleted_owners_shares_grant_nothing_of_a_new_user_of_the_name(hub, th
     assert not [r for r in hub.api("GET", "users/uwsbob", expect=200)["roles"] if r.endswith(f"-{ws['id']}-editor")]
 
 
-def test_an_upload_under_way_places_nothing_once_its_editor_is_revoked(hub, alice, bob, workspace):
-    """An upload is authorized before its body is read, and its body takes as long as the
-    uploader likes: an editor whose share was revoked meanwhile had the file placed in the
-    workspace after the revocation. The upload is checked again before it is placed."""
-    ws = workspace
-    share = hub.api(
-        "POST", f"workspaces/{ws['id']}/shares", alice, json={"user": "uwsbob", "level": "editor"}, expect=201
-    )
+def upload_while(hub, ws, token, meanwhile) -> requests.Response:
+    """``PUT`` a file into ``ws`` with ``token``, doing ``meanwhile()`` once the hub has
+    authorized the upload and begun it (its temporary file is in the workspace) and before
+    the body ends; the answer, after the temporary file is gone."""
     directory = hub.workspaces_root / "uwsalice" / ws["slug"]
     go_on = threading.Event()
 
@@ -180,21 +180,46 @@ def test_an_upload_under_way_places_nothing_once_its_editor_is_revoked(hub, alic
 
     def upload():
         result["response"] = hub.request(
-            "PUT", f"workspaces/{ws['id']}/files/late.txt", bob, data=body(), headers={"Content-Type": "text/plain"}
+            "PUT", f"workspaces/{ws['id']}/files/late.txt", token, data=body(), headers={"Content-Type": "text/plain"}
         )
 
     thread = threading.Thread(target=upload)
     thread.start()
     try:
-        # the hub authorized it and started it (its temporary file is in the workspace)
         wait_for(lambda: any(p.name.startswith(".uws-upload-") for p in directory.iterdir()), 30, what="the upload")
-        hub.api("DELETE", f"workspaces/{ws['id']}/shares/{share['id']}", alice, expect=200)
+        meanwhile()
     finally:
         go_on.set()
         thread.join(60)
-    assert result["response"].status_code == 404, result["response"].text
-    assert not (directory / "late.txt").exists()
     wait_for(lambda: not any(p.name.startswith(".uws-upload-") for p in directory.iterdir()), 30, what="the cleanup")
+    return result["response"]
+
+
+def test_an_upload_under_way_places_nothing_once_its_editor_is_revoked(hub, alice, bob, workspace):
+    """An upload is authorized before its body is read, and its body takes as long as the
+    uploader likes: an editor whose share was revoked meanwhile had the file placed in the
+    workspace after the revocation. The upload is checked again before it is placed."""
+    ws = workspace
+    share = hub.api(
+        "POST", f"workspaces/{ws['id']}/shares", alice, json={"user": "uwsbob", "level": "editor"}, expect=201
+    )
+    revoke = lambda: hub.api("DELETE", f"workspaces/{ws['id']}/shares/{share['id']}", alice, expect=200)  # noqa: E731
+    response = upload_while(hub, ws, bob, revoke)
+    assert response.status_code == 404, response.text
+    assert not (hub.workspaces_root / "uwsalice" / ws["slug"] / "late.txt").exists()
+
+
+def test_an_upload_under_way_places_nothing_once_its_token_is_deleted(hub, alice, workspace):
+    """The token an upload was authorized with, deleted before its body ended (a leaked
+    token its owner revokes), placed the file: the upload's caller is looked up again."""
+    ws = workspace
+    hub.api("POST", f"workspaces/{ws['id']}/shares", alice, json={"user": "uwsbob", "level": "editor"}, expect=201)
+    minted = hub.api("POST", "users/uwsbob/tokens", json={"note": "leaked"}, expect=201)
+    delete = lambda: hub.api("DELETE", f"users/uwsbob/tokens/{minted['id']}", expect=204)  # noqa: E731
+    response = upload_while(hub, ws, minted["token"], delete)
+    assert response.status_code == 403, response.text
+    assert response.json()["message"].startswith("Your credentials ended while the file was sent")
+    assert not (hub.workspaces_root / "uwsalice" / ws["slug"] / "late.txt").exists()
 
 
 def test_a_renamed_owners_shares_follow_the_new_name_at_once(hub, throwaway, bob):

@@ -189,11 +189,85 @@ def test_ldap_filters_and_dns():
     )
     model = auth.auth_model("a", found)
     assert model["admin"] is True and model["groups"] == ["adm"]
-    assert model["user_info"] == {"email": "a@x", "display_name": "A", "external_ids": {"ldap": "u-1"}}
+    assert model["user_info"] == {
+        "email": "a@x",
+        "display_name": "A",
+        "external_ids": {"ldap": "u-1"},
+        "ldap_dn": "uid=a,dc=x",
+    }
     assert model["auth_state"]["ldap"]["gid_number"] == 6
     assert auth.job_environment(model["auth_state"])["UWS_LDAP_HOME"] == "/h/a"
     with pytest.raises(ValueError, match="is not a DN"):
         ldap.WorkspaceLDAPAuthenticator(allowed_groups=["not a dn"])
+
+
+def test_an_ldap_entry_without_a_stable_id_binds_its_name_to_nothing():
+    """An entry without ``id_attribute`` (AD's, 389-ds's on the default ``entryUUID``) had
+    its DN stored as its stable id: an OU move changed it, and its person was refused."""
+    ldap = pytest.importorskip("uws_hub.authenticators.ldap")
+    auth = ldap.WorkspaceLDAPAuthenticator(allow_all=True)
+    found = ldap.DirectoryUser(dn="uid=a,ou=old,dc=x", attributes={"uid": ["a"]})
+    model = auth.auth_model("a", found)
+    assert model["user_info"] == {"external_ids": {}, "ldap_dn": "uid=a,ou=old,dc=x"}
+
+
+class _RefreshedUser:
+    def __init__(self, name, user_info):
+        self.name, self.user_info = name, user_info
+
+
+def _ldap_refresher(look_up, **config):
+    ldap = pytest.importorskip("uws_hub.authenticators.ldap")
+    settings = dict(server_address="ldap.invalid", search_bind_dn="cn=hub,dc=x", lookup_dn=True, allow_all=True)
+    auth = ldap.WorkspaceLDAPAuthenticator(auth_refresh_age=300, **{**settings, **config})
+    auth.look_up = look_up
+    return ldap, auth
+
+
+async def test_ldap_refresh_asks_the_directory_once_per_user_and_remembers_a_no():
+    """JupyterHub asks again at every request of a user a refresh said no to (a departed
+    user's token): each did a bind and a search, in the hub's thread pool."""
+    import asyncio
+    import threading
+
+    calls = []
+    release = threading.Event()
+
+    def look_up(name):
+        calls.append(name)
+        release.wait(10)
+        return None
+
+    _ldap, auth = _ldap_refresher(look_up)
+    gone = _RefreshedUser("gone", {"external_ids": {"ldap": "u-1"}})
+    waiting = [asyncio.ensure_future(auth.refresh_user(gone)) for _ in range(8)]
+    while not calls:
+        await asyncio.sleep(0.01)
+    release.set()
+    assert await asyncio.gather(*waiting) == [False] * 8
+    assert await auth.refresh_user(gone) is False
+    assert calls == ["gone"]
+    # a new login asks afresh
+    auth.find_user = lambda name, password: _ldap.DirectoryUser(dn="uid=gone,dc=x", attributes={})
+    assert await auth.authenticate(None, {"username": "gone", "password": "p"})
+    assert await auth.refresh_user(gone) is False
+    assert calls == ["gone", "gone"]
+
+
+async def test_ldap_refresh_keeps_sessions_it_cannot_judge():
+    """A directory that cannot be reached, or a search account that could not read the entry
+    at login either (login accepts that, with bind_dn_template), is no departure: every
+    user was logged out at each refresh."""
+    ldap = pytest.importorskip("uws_hub.authenticators.ldap")
+
+    def unavailable(name):
+        raise ldap.DirectoryUnavailable("down")
+
+    _ldap, auth = _ldap_refresher(unavailable)
+    assert await auth.refresh_user(_RefreshedUser("a", {"external_ids": {"ldap": "u-1"}})) is True
+    _ldap, auth = _ldap_refresher(lambda name: None, lookup_dn=False, bind_dn_template=["uid={username},dc=x"])
+    assert await auth.refresh_user(_RefreshedUser("unread", {"external_ids": {}})) is True
+    assert await auth.refresh_user(_RefreshedUser("read", {"external_ids": {}, "ldap_dn": "uid=read,dc=x"})) is False
 
 
 # ---------------------------------------------------------------- OAuth and Globus

@@ -11,7 +11,7 @@ its refusals into 4xx errors.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
 from jupyterhub import orm as hub_orm
@@ -79,26 +79,31 @@ def make_admin(db: Session, orm_user: hub_orm.User) -> None:
         roles.assign_default_roles(db, entity=orm_user)
 
 
-def end_sessions(db: Session, user_name: str) -> None:
-    """A disabled account is out at once: its browser sessions and API tokens end."""
-    orm_user = end_browser_sessions(db, user_name)
-    if orm_user is None:
-        return
-    for token in list(orm_user.api_tokens):
-        db.delete(token)
-
-
-def end_browser_sessions(db: Session, user_name: str) -> hub_orm.User | None:
-    """A password someone else set ends every browser session of the account: the hub's
-    login cookie (its ``cookie_id``) and the tokens JupyterHub gave those sessions for
-    servers (``session_id``), so that whoever logged in with the old password (an
-    intruder, after whose visit an admin resets it) is out, as a logout would put them.
-    The user's API tokens and their servers' own go on. The user's hub row, or None."""
+def end_sessions(db: Session, user_name: str, keep_tokens: Collection[int] = ()) -> hub_orm.User | None:
+    """End every way in that the account's credentials gave: its browser sessions (the
+    hub's login cookie, its ``cookie_id``, and the servers' logins made from it) and its
+    API tokens but ``keep_tokens`` (ids). A disabled account keeps none; a password someone
+    else set keeps its running servers' own tokens (:func:`running_server_tokens`), so
+    that whoever logged in with the old password (an intruder, after whose visit an admin
+    resets it) is out, with the tokens they could mint meanwhile, while the user's
+    servers run on. The user's hub row, or None."""
     orm_user = hub_orm.User.find(db, user_name)
     if orm_user is None:
         return None
     orm_user.cookie_id = new_token()
     for token in list(orm_user.api_tokens):
-        if token.session_id is not None:
+        if token.id not in keep_tokens:
             db.delete(token)
     return orm_user
+
+
+def running_server_tokens(db: Session, user: Any) -> set[int]:
+    """The ids of the API tokens JupyterHub gave the user's running servers (each one's
+    ``Spawner.api_token``, revoked when it stops): found by the token itself, not by a note
+    such as ``"Server at …"``, which anyone minting a token may write."""
+    ids = set()
+    for spawner in user.spawners.values() if user is not None else ():
+        token = hub_orm.APIToken.find(db, spawner.api_token) if spawner.active and spawner.api_token else None
+        if token is not None:
+            ids.add(token.id)
+    return ids

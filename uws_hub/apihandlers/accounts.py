@@ -24,10 +24,10 @@ from ..accounts.access import ADMIN_USERS, AccountAccess
 from ..accounts.service import (
     account_model,
     call,
-    end_browser_sessions,
     end_sessions,
     local_accounts_or_404,
     make_admin,
+    running_server_tokens,
     set_identity,
 )
 from ..authenticators.local import (
@@ -124,7 +124,8 @@ class AccountAPIHandler(AccountsAPIHandlerBase):
             account = await call(auth.set_password, username, body.password)
             self.log.info("%s set the password of %s", who, username)
             if username != who:
-                end_browser_sessions(self.db, username)
+                keep = running_server_tokens(self.db, self.find_user(username))
+                end_sessions(self.db, username, keep_tokens=keep)
         if body.unlock:
             account = await call(auth.unlock, username)
             self.log.info("%s unlocked %s", who, username)

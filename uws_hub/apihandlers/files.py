@@ -39,7 +39,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from tornado import iostream, web
 
 from .. import access
-from ..errors import BadRequest, Conflict, NotFound, PreconditionFailed, TooManyRequests, Unprocessable, UWSError
+from ..errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    PreconditionFailed,
+    TooManyRequests,
+    Unprocessable,
+    UWSError,
+)
 from ..filethreads import in_file_thread
 from ..inputs import Text, query_bool
 from ..orm import Workspace
@@ -160,6 +169,9 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
     gets no ``request.body``)."""
 
     upload: Upload | None = None
+    #: whose file threads the upload's work runs in (:func:`reader_of` the caller when it
+    #: began: a caller whose token ends meanwhile is no one by the time it is discarded)
+    uploader: str | None = None
     #: the JSON body of a POST or PATCH
     body: bytearray | None = None
     #: the upload's room on the workspace owner's disk quota
@@ -230,6 +242,7 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
             raise web.HTTPError(413, f"File larger than the limit of {self.limit} bytes")
         self.request.connection.set_max_body_size(self.limit)
         owner = self.uws.workspaces.file_owner(ws)
+        self.uploader = reader_of(self.current_user)
         self.upload = upload = await in_thread(
             self.uws.storage.start_upload,
             ws.directory,
@@ -278,7 +291,7 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
         """``func`` in the caller's file threads, from where the request's own task does not
         run (so :func:`in_file_thread` does not know whose it is): ``data_received`` and
         the end of the connection."""
-        return self.uws.file_threads.run(reader_of(self.current_user), func, *args)
+        return self.uws.file_threads.run(self.uploader or reader_of(self.current_user), func, *args)
 
     def _discard_soon(self) -> None:
         if self.upload is not None or self.reservation is not None:
@@ -297,8 +310,10 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
     async def put(self, workspace_id, relpath):
         if self.refusal is not None:
             raise self.refusal
-        # authorized before its body, which took as long as the uploader liked: a share
-        # revoked meanwhile (or the workspace being deleted) places nothing
+        # authorized before its body, which took as long as the uploader liked: a token
+        # deleted, a login ended, a share revoked meanwhile (or the workspace being
+        # deleted) places nothing; the caller is looked up afresh, then the workspace
+        await self._caller_again()
         self.uws.workspaces.check_writable(self.find_workspace(workspace_id, WRITE_WORKSPACES))
         if self.text is not None:
             try:
@@ -314,6 +329,22 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
             {"path": upload.path, "size": upload.size},
             status=201,
         )
+
+    async def _caller_again(self) -> None:
+        """Look the caller up again (:meth:`caller_unchanged`), with their scopes of now:
+        Forbidden if their credentials no longer stand for them (a token deleted or expired,
+        a logout), before anything the request began is placed."""
+        before = self.current_user
+        if await self.caller_unchanged():
+            return
+        now = self.current_user
+        if now is None or before is None or (now.kind, now.id) != (before.kind, before.id):
+            raise Forbidden(
+                "Your credentials ended while the file was sent (token deleted or expired, logged out):"
+                " nothing was placed."
+            )
+        # the same caller with other scopes (a share revoked, a role given): decided afresh
+        self._resolve_roles_and_scopes()
 
     @requires(READ_WORKSPACES)
     async def get(self, workspace_id, relpath):

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +45,7 @@ from ldap3.utils.dn import escape_rdn, parse_dn
 from tornado import web
 from traitlets import Bool, Float, Integer, List, Unicode, default, validate
 
-from .identity import make_user_info
+from .identity import external_ids_of, make_user_info
 from .jobenv import JobEnvironmentMixin
 from .sameperson import PersonChanged, SamePersonMixin
 
@@ -91,6 +92,9 @@ class DirectoryUser:
     attributes: dict[str, Any]
     #: (group DN, group cn)
     groups: list[tuple[str, str]] = field(default_factory=list)
+    #: whether the account that read the entry saw it (a search account without read
+    #: rights on people's entries sees none of them, as if they did not exist)
+    visible: bool = True
 
 
 class DirectoryUnavailable(web.HTTPError):
@@ -357,7 +361,11 @@ class WorkspaceLDAPAuthenticator(SamePersonMixin, JobEnvironmentMixin):
         config=True,
         help="""Attribute with a stable id of the user (``user_info["external_ids"]["ldap"]``);
         ``entryUUID`` (OpenLDAP), ``objectGUID`` (Active Directory), ``nsUniqueId`` (389-ds).
-        The DN is used when the entry has none.
+
+        An entry without it has no stable id: its DN is kept in ``user_info["ldap_dn"]``
+        but binds nothing (a DN changes when the entry moves or is renamed), so
+        :attr:`bind_names_to_external_ids` cannot tell its person from a newcomer given
+        the same name. Set it to an attribute your directory has.
 
         .. versionadded:: 0.2
         """,
@@ -393,6 +401,13 @@ class WorkspaceLDAPAuthenticator(SamePersonMixin, JobEnvironmentMixin):
             except ldap_exc.LDAPInvalidDnError:
                 raise ValueError(f"{proposal.trait.name}: {dn!r} is not a DN") from None
         return proposal.value
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        #: user name -> when a refresh last said they are out (time.monotonic())
+        self._refused: dict[str, float] = {}
+        #: user name -> the refresh under way (shared by the user's concurrent requests)
+        self._refreshing: dict[str, asyncio.Future[bool]] = {}
 
     # ---------------------------------------------------------------- connections
     def _server(self) -> ldap3.Server:
@@ -512,7 +527,8 @@ class WorkspaceLDAPAuthenticator(SamePersonMixin, JobEnvironmentMixin):
         reader.search(dn, "(objectClass=*)", ldap3.BASE, attributes=self._attribute_names())
         attributes = dict(reader.entries[0].entry_attributes_as_dict) if reader.entries else {}
         exists = bool(reader.entries)
-        return exists, DirectoryUser(dn=dn, attributes=attributes, groups=self._groups(reader, dn, username))
+        found = DirectoryUser(dn=dn, attributes=attributes, groups=self._groups(reader, dn, username), visible=exists)
+        return exists, found
 
     def _lookup_dn(self, searcher: ldap3.Connection | None, username: str) -> list[str]:
         if searcher is None:
@@ -543,11 +559,14 @@ class WorkspaceLDAPAuthenticator(SamePersonMixin, JobEnvironmentMixin):
         keys = {dn_key(g) for g in group_dns}
         model: dict[str, Any] = {
             "name": username,
+            # the DN is no stable id (an OU move or a rename changes it): under its own
+            # key, which SamePersonMixin does not compare; set only when the entry was read
             "user_info": make_user_info(
                 "ldap",
-                str(get(self.id_attribute) or found.dn),
+                get(self.id_attribute),
                 email=get(self.email_attribute),
                 display_name=get(self.display_name_attribute),
+                ldap_dn=found.dn if found.visible else None,
             ),
             "auth_state": {
                 "ldap": {
@@ -583,6 +602,8 @@ class WorkspaceLDAPAuthenticator(SamePersonMixin, JobEnvironmentMixin):
         if found is None:
             self.log.warning("LDAP: wrong password or no such user: %s", username)
             return None
+        # a new login answers afresh what an earlier refresh said no to
+        self._refused.pop(username, None)
         return self.auth_model(username, found)
 
     async def refresh_user(self, user, handler=None):
@@ -591,15 +612,41 @@ class WorkspaceLDAPAuthenticator(SamePersonMixin, JobEnvironmentMixin):
         ``auth_refresh_age``, 300 s): they had kept their browser sessions (and, with
         ``auth_refresh_strict``, their API tokens) for as long as those lasted. Needs the
         search account (:attr:`search_bind_dn`), which reads the directory without the
-        user's password; while the directory cannot be reached, sessions go on."""
+        user's password; while the directory cannot be reached, sessions go on.
+
+        JupyterHub asks again at every request until the answer is yes: the requests of
+        one user share one look-up, and a no is remembered for ``auth_refresh_age`` (until
+        the user logs in again), so that a departed user's token, or many requests while
+        the directory is slow, do not each bind and search in the hub's thread pool."""
         if not self.search_bind_dn or not self.server_address:
             return True
+        refused_at = self._refused.get(user.name)
+        if refused_at is not None and time.monotonic() - refused_at < self.auth_refresh_age:
+            return False
+        pending = self._refreshing.get(user.name)
+        if pending is None:
+            pending = asyncio.ensure_future(self._refresh(user, handler))
+            self._refreshing[user.name] = pending
+            pending.add_done_callback(lambda _done, name=user.name: self._refreshing.pop(name, None))
+        still_in = await asyncio.shield(pending)
+        if still_in:
+            self._refused.pop(user.name, None)
+        else:
+            self._refused[user.name] = time.monotonic()
+        return still_in
+
+    async def _refresh(self, user, handler) -> bool:
+        """Whether the directory still lets ``user`` in (one look-up)."""
         try:
             found = await asyncio.to_thread(self.look_up, user.name)
         except DirectoryUnavailable as e:
             self.log.warning("LDAP: cannot refresh %s, the directory is not available (%s)", user.name, e)
             return True
         if found is None:
+            if not self.lookup_dn and not _read_at_login(user.user_info):
+                # the search account could not read the entry at login either (it may only
+                # read groups): it cannot tell a departure from an entry it may not see
+                return True
             self.log.warning("LDAP: %s is no longer in the directory: their sessions end", user.name)
             return False
         model = self.auth_model(user.name, found)
@@ -639,6 +686,13 @@ class WorkspaceLDAPAuthenticator(SamePersonMixin, JobEnvironmentMixin):
             "UWS_LDAP_EMAIL": ldap.get("email"),
         }
         return {k: str(v) for k, v in env.items() if v is not None}
+
+
+def _read_at_login(user_info: dict[str, Any] | None) -> bool:
+    """Whether the login that stored ``user_info`` read the user's entry (its DN or stable
+    id is there; earlier versions stored a DN in place of a missing id under ``external_ids``)."""
+    info = user_info or {}
+    return bool(info.get("ldap_dn")) or "ldap" in external_ids_of(info)
 
 
 def _int_or_none(value: Any) -> int | None:

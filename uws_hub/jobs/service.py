@@ -104,6 +104,14 @@ def _unlink(path: str) -> None:
         pass
 
 
+def account_holder(user: hub_orm.User) -> str:
+    """The hub user a system account is for, as one person over time: ``<id>@<created>``.
+    Not its uid, which ``useradd`` gives again to the next account made, nor its id
+    alone, which SQLite gives again to the next user once the last one is deleted."""
+    created = user.created.isoformat() if user.created else ""
+    return f"{user.id}@{created}"
+
+
 def make_home(home: str | None) -> str | None:
     """Make the HOME of a job of the hub's own account (:meth:`JobService.home_of`) if it
     has one (blocking); returns it."""
@@ -408,6 +416,7 @@ class JobService:
             resources=dict(job.resources),
             system_user=system_user,
             launcher=job.launcher.name,
+            account_holder=account_holder(job.launcher),
             group=self.editor_group(job),
             share_group_prefix=self.posix_group_prefix,
             home=make_home(self.home_of(job)),
@@ -476,6 +485,7 @@ class JobService:
             memory_bytes=self.memory_bytes(job),
             time_limit_seconds=self.time_limit_seconds(job),
             system_user=self.accounts.system_user(job.launcher.name),
+            account_holder=account_holder(job.launcher),
             group=self.editor_group(job),
             share_group_prefix=self.posix_group_prefix,
             home=self.home_of(job),

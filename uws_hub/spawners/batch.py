@@ -43,6 +43,9 @@ class BatchLaunch:
     time_limit_seconds: float = 0
     #: the system account it runs as, or None for the hub's own
     system_user: str | None = None
+    #: the hub user that account is for, as one person over time
+    #: (:func:`uws_hub.jobs.service.account_holder`): its output folder is theirs
+    account_holder: str | None = None
     #: the shared workspace's POSIX group, for a job an editor launched (no account is a
     #: member: the hub gives it to the job): its primary group on SLURM, which gives a job
     #: the primary group of the process that submits it

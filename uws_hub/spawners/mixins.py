@@ -52,6 +52,9 @@ class WorkspaceLaunch:
     system_user: str | None = None
     #: the hub user the job runs for (its launcher): whose auth state (tokens) it gets
     launcher: str | None = None
+    #: that hub user as one person over time (:func:`uws_hub.jobs.service.account_holder`):
+    #: its system account's output folder is theirs, not a former user's of the name
+    account_holder: str | None = None
     #: the shared workspace's POSIX group, for a job an editor launched (no account is a
     #: member: the hub gives it to the job): its primary group on SLURM, which gives a job
     #: the primary group of the process that submits it

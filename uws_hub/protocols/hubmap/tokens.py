@@ -39,6 +39,18 @@ from .models import HubMAPError
 REFUSED = "Incorrect authentication credentials."
 
 
+def login_message(e: web.HTTPError) -> str | None:
+    """What a refused login says to the person (``jupyterhub_message``, the one JupyterHub's
+    login page shows), else the error's formatted message: the raw ``log_message`` of an
+    error raised as ``HTTPError(403, "%s", text)`` is the template ``"%s"``."""
+    message = getattr(e, "jupyterhub_message", None)
+    if message:
+        return str(message)
+    if not e.log_message:
+        return None
+    return e.log_message % e.args if e.args else e.log_message
+
+
 @dataclass(frozen=True)
 class _NewUser:
     """A user that does not exist yet, for JupyterHub's scope filters (in no group)."""
@@ -112,7 +124,7 @@ async def _globus_user(handler, body: dict[str, Any]):
         model = await handler.authenticator.authenticate_access_token(handler, body["auth_token"])
     except web.HTTPError as e:
         if e.status_code == 403:
-            raise HubMAPError(403, e.log_message or REFUSED) from None
+            raise HubMAPError(403, login_message(e) or REFUSED) from None
         raise
     except Exception:
         handler.log.exception("Checking a Globus token failed")

@@ -53,7 +53,12 @@ def keep_tail(log_path: str, text: str, log: logging.Logger) -> None:
 
 
 def make_account_folder(
-    directory: str, log_dir: str, account: pwd.struct_passwd, log: logging.Logger, stale: str | None = None
+    directory: str,
+    log_dir: str,
+    account: pwd.struct_passwd,
+    log: logging.Logger,
+    stale: str | None = None,
+    holder: str | None = None,
 ) -> None:
     """``directory`` (under the hub's ``log_dir``), the job's account's own folder for its
     output (0700), in folders of the hub's that every account may pass through but not
@@ -62,7 +67,11 @@ def make_account_folder(
     anything on the way (the output of a server in its workspace was there for its
     editors to read). A folder of another account (an earlier account of the same name,
     deleted, whose name was given to someone else) is set aside, its own still, and a new
-    one made: earlier versions handed it, with that account's jobs' output, to the new one."""
+    one made: earlier versions handed it, with that account's jobs' output, to the new one.
+    ``holder`` (:func:`uws_hub.jobs.service.account_holder`, the hub user the account is
+    for) is recorded beside the folder, in the hub's own file: an account made again with
+    the uid of the former (``useradd`` gives the highest free one, often the one just
+    freed) owns the folder by its uid, but is another hub user."""
     parent = os.path.dirname(directory)
     os.makedirs(parent, mode=0o711, exist_ok=True)
     path = parent
@@ -73,22 +82,26 @@ def make_account_folder(
         path = os.path.dirname(path)
     try:
         os.mkdir(directory, 0o700)
+        made = True
     except FileExistsError:
-        pass
+        made = False
+    marker = os.path.join(parent, f".{os.path.basename(directory)}.holder")
+    recorded = _read_holder(marker) if holder is not None and not made else None
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     owner = os.fstat(fd).st_uid
-    if owner not in (account.pw_uid, os.geteuid()):
+    if owner not in (account.pw_uid, os.geteuid()) or (recorded is not None and recorded != holder):
         # an earlier account of the same name's (deleted, and the name given to someone
         # else): its output stays its own, out of the way, and the new account gets a new folder
         os.close(fd)
         aside = _set_aside(directory, owner)
+        if owner != account.pw_uid:
+            whose = f"uid {owner}, not to {account.pw_name} (uid {account.pw_uid})"
+        else:
+            whose = f"the hub user {recorded}, not to {holder} (both uid {owner})"
         log.warning(
-            "The output folder %s belonged to uid %s, not to %s (uid %s): an earlier account of that"
-            " name's; moved it to %s",
+            "The output folder %s belonged to %s: an earlier account of that name's; moved it to %s",
             directory,
-            owner,
-            account.pw_name,
-            account.pw_uid,
+            whose,
             aside,
         )
         os.mkdir(directory, 0o700)
@@ -103,6 +116,25 @@ def make_account_folder(
                 pass
     finally:
         os.close(fd)
+    if holder is not None and recorded != holder:
+        _write_holder(marker, holder)
+
+
+def _read_holder(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def _write_holder(path: str, holder: str) -> None:
+    """Record ``holder`` in the hub's own file ``path`` (0600, replaced at once)."""
+    tmp = f"{path}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(holder + "\n")
+    os.replace(tmp, path)
 
 
 def _set_aside(directory: str, uid: int) -> str:
