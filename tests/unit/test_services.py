@@ -644,6 +644,64 @@ async def test_a_batch_jobs_launch_is_made_once_from_its_hand_over_to_its_end(hu
     await hub.pool.close()
 
 
+async def test_the_queue_reads_the_slots_held_in_one_query_and_each_owners_last_start_once(hub):
+    """A step of the queue (one at every end of a job in a burst) read the slots held twice
+    (the hub's per resource, each owner's) and when each waiting owner last had a job
+    started, a query of their whole history, at every step: now the slots held in one
+    query, and each owner's last start once, when they first wait (only the queue starts
+    jobs). The choices are the same: round-robin, ties to whoever started least
+    recently; a restarted hub's queue reads the last starts again."""
+    hub.db.expire_on_commit = False
+    runner = FakeRunner()
+    hub.jobs.runners = {"local": runner}
+    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    mine, bens = workspace(hub), workspace(hub, "ben", "w2")
+    anns = [hub.jobs.launch(mine, "run", None, {}, "ann").id for _ in range(3)]
+    ben_ids = [hub.jobs.launch(bens, "run", None, {}, "ben").id for _ in range(3)]
+    batch, queue = batch_queue(hub, runner)  # 2 slots
+    steps = JobSteps(hub.jobs, hub.servers, hub.queue, hub.pool, log, batch=batch)
+    statements: list[str] = []
+    sa_event.listen(hub.db.get_bind(), "before_cursor_execute", lambda c, cur, st, *_: statements.append(st))
+
+    def reads(text: str) -> int:
+        return sum(text in statement for statement in statements)
+
+    def started() -> list[int]:
+        return [launch.job_id for launch in runner.submitted]
+
+    async def step() -> None:
+        await queue.reconcile(0)
+        for task in list(batch._submits.values()):
+            await task
+
+    async def end(job_id: int) -> None:
+        runner.ended.add(job_id)
+        await steps.reconcile(job_id)
+        assert hub.db.get(Job, job_id).status == "completed"
+
+    await step()
+    assert started() == [anns[0], ben_ids[0]]
+    # the two owners' last starts in one query (they wait for the first time)
+    assert (reads("max(uws_jobs.submitted_at)"), reads("count(uws_jobs.id)")) == (1, 1)
+    for job_id in (anns[0], ben_ids[0]):
+        await end(job_id)
+    statements.clear()
+    await step()
+    # both hold none: ann started least recently, then ben (who holds fewer)
+    assert started()[2:] == [anns[1], ben_ids[1]]
+    assert (reads("max(uws_jobs.submitted_at)"), reads("count(uws_jobs.id)")) == (0, 1)
+    # a restarted hub's queue: the last starts read from the jobs, the same choice
+    await end(anns[1])
+    await end(ben_ids[1])
+    _, queue = batch_queue(hub, runner)
+    queue.hand_over = batch.hand_over
+    statements.clear()
+    await step()
+    assert started()[4:] == [anns[2], ben_ids[2]]
+    assert reads("max(uws_jobs.submitted_at)") == 1
+    await hub.pool.close()
+
+
 async def test_an_editors_batch_job_is_handed_over_after_a_kill_of_the_workspaces_strays(hub, monkeypatch):
     """As an editor's server (see test_an_editors_start_waits_for_a_kill_of_the_workspaces_strays_under_way):
     the hand-over of an editor's batch job, which gets the workspace's group, waits while a
