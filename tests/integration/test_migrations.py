@@ -293,6 +293,48 @@ def test_upgrade_to_the_workspace_created_index_keeps_the_api_order(db_url, tmp_
         hub.stop()
 
 
+def test_upgrade_to_the_jobs_index_by_workspace_and_status_keeps_the_jobs(db_url, tmp_path):
+    """0016 indexes the jobs by workspace and status (every end of a job asks whether its
+    workspace has another unfinished one): the jobs from before keep their rows, and the
+    hub answers for them."""
+    url = db_url()
+    uid = make_old_database(url, "0015")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        ws_id = conn.execute(
+            text(
+                "INSERT INTO uws_workspaces (owner_id, slug, name, description, status, target, directory,"
+                " disk_usage_bytes, created_at, updated_at, last_used_at)"
+                " VALUES (:uid, 'ws-a', 'ws-a', '', 'idle', 'ready', '/nowhere/ws-a', 0, :day, :day, :day) RETURNING id"
+            ),
+            {"uid": uid, "day": OLD_TIME},
+        ).scalar_one()
+        for status in ("completed", "failed"):
+            conn.execute(
+                text(
+                    "INSERT INTO uws_jobs (workspace_id, owner_id, job_type, resource, interactive, status,"
+                    " target, server_name, resources, created_at, updated_at, attempts)"
+                    " VALUES (:ws, :uid, 'jupyterlab', 'local', true, :status, 'stopped', :name, '{}',"
+                    " :day, :day, 1)"
+                ),
+                {"ws": ws_id, "uid": uid, "status": status, "name": f"ws-a-{status}", "day": OLD_TIME},
+            )
+    engine.dispose()
+    hub = Hub(tmp_path, "c.Authenticator.admin_users = set()\n", url)
+    upgrade_db(hub)
+    engine = create_engine(url)
+    indexes = {i["name"]: i["column_names"] for i in inspect(engine).get_indexes("uws_jobs")}
+    assert indexes["ix_uws_jobs_workspace_id_status"] == ["workspace_id", "status"]
+    engine.dispose()
+    hub.start()
+    try:
+        token = hub.add_user("olduser")
+        jobs = hub.api("GET", f"workspaces/{ws_id}/jobs", token, expect=200)["items"]
+        assert sorted(j["status"] for j in jobs) == ["completed", "failed"]
+    finally:
+        hub.stop()
+
+
 def test_upgrade_to_job_launchers_keeps_old_jobs_the_owners(db_url, tmp_path):
     """0013 records who launched a job (whose account it runs as): the jobs from before have
     none and count as their workspace owner's, in the database and in the API."""

@@ -702,6 +702,63 @@ async def test_the_queue_reads_the_slots_held_in_one_query_and_each_owners_last_
     await hub.pool.close()
 
 
+async def test_a_batch_jobs_start_and_end_write_its_row_without_the_orms_flush(hub):
+    """The hand-over's end (the job ``running``, its id on its resource) and the step that
+    records its end change the job's row only: it is written by an UPDATE of its own, not
+    by the commit's flush (two thirds of those commits). What is stored is what the flush
+    stored; the workspace still goes idle with its last job, through the flush."""
+    hub.db.expire_on_commit = False
+    runner = FakeRunner()
+    hub.jobs.runners = {"local": runner}
+    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    ws = workspace(hub)
+    first, second = (hub.jobs.launch(ws, "run", None, {}, "ann").id for _ in range(2))
+    batch, queue = batch_queue(hub, runner)
+    steps = JobSteps(hub.jobs, hub.servers, hub.queue, hub.pool, log, batch=batch)
+    await queue.reconcile(0)
+    flushes: list[int] = []
+    sa_event.listen(hub.db, "after_flush", lambda *_: flushes.append(1))
+    for task in [batch._submits[first], batch._submits[second]]:
+        await task
+    assert flushes == []
+    runner.ended.add(first)
+    await steps.reconcile(first)
+    assert flushes == [] and not hub.db.dirty
+    job = hub.db.get(Job, first)
+    seen = {c: getattr(job, c) for c in ("status", "target", "resource_id", "exit_code", "running_at", "finished_at")}
+    hub.db.expire(job)
+    assert {c: getattr(job, c) for c in seen} == seen and seen["status"] == "completed"
+    assert job.updated_at >= job.finished_at and ws.status == "active"
+    runner.ended.add(second)
+    await steps.reconcile(second)
+    assert hub.db.get(Job, second).status == "completed" and ws.status == "idle"
+    await hub.pool.close()
+
+
+def test_a_workspaces_unfinished_jobs_are_found_without_reading_its_finished_ones(hub):
+    """Every end of a job asks whether its workspace has another unfinished one: SQLite
+    read the workspace's jobs one by one through the index of their workspace, the
+    finished ones before an unfinished one (in a burst of batch jobs, each end longer than
+    the one before). The jobs are indexed by workspace and status: the question reads
+    the workspace's unfinished jobs only."""
+    ws = workspace(hub)
+    job = hub.jobs.launch(ws, "lab", None, {}, "ann")
+    asked: list[tuple[str, tuple]] = []
+
+    def ask(conn, cursor, statement, parameters, *_):
+        if "uws_jobs.id NOT IN" in statement:
+            asked.append((statement, parameters))
+
+    sa_event.listen(hub.db.get_bind(), "before_cursor_execute", ask)
+    assert Job.any_unfinished_in(hub.db, ws.id, excluding=job) is False
+    sa_event.remove(hub.db.get_bind(), "before_cursor_execute", ask)
+    [(statement, parameters)] = asked
+    plan = [row[3] for row in hub.db.connection().exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)]
+    assert plan == [
+        "SEARCH uws_jobs USING COVERING INDEX ix_uws_jobs_workspace_id_status (workspace_id=? AND status=?)"
+    ]
+
+
 async def test_an_editors_batch_job_is_handed_over_after_a_kill_of_the_workspaces_strays(hub, monkeypatch):
     """As an editor's server (see test_an_editors_start_waits_for_a_kill_of_the_workspaces_strays_under_way):
     the hand-over of an editor's batch job, which gets the workspace's group, waits while a
