@@ -225,6 +225,9 @@ class Job(Base):
         # a workspace's unfinished jobs (asked at every end of a job), not read through its
         # finished ones
         Index("ix_uws_jobs_workspace_id_status", "workspace_id", "status"),
+        # the slots held (unfinished interactive jobs, batch jobs handed over), counted at each
+        # step of the fair queue, not read through the jobs waiting
+        Index("ix_uws_jobs_status_interactive_submitted_at", "status", "interactive", "submitted_at"),
         # its id names its files, results, events, URLs and SLURM job: never reused
         NEVER_REUSED,
     )

@@ -325,6 +325,7 @@ def test_upgrade_to_the_jobs_index_by_workspace_and_status_keeps_the_jobs(db_url
     engine = create_engine(url)
     indexes = {i["name"]: i["column_names"] for i in inspect(engine).get_indexes("uws_jobs")}
     assert indexes["ix_uws_jobs_workspace_id_status"] == ["workspace_id", "status"]
+    assert indexes["ix_uws_jobs_status_interactive_submitted_at"] == ["status", "interactive", "submitted_at"]
     engine.dispose()
     hub.start()
     try:
@@ -496,15 +497,15 @@ def _schema(engine) -> dict:
     return found
 
 
-def _without_index(schema: dict, name: str) -> dict:
-    """``schema`` (:func:`_schema`'s) without the index ``name``."""
+def _without_indexes(schema: dict, names: tuple[str, ...]) -> dict:
+    """``schema`` (:func:`_schema`'s) without the indexes ``names``."""
     found = {
-        table: (columns, [i for i in indexes if i[0] != name], *rest)
+        table: (columns, [i for i in indexes if i[0] not in names], *rest)
         for table, (columns, indexes, *rest) in schema.items()
         if table != "sqlite indexes"
     }
     if "sqlite indexes" in schema:
-        found["sqlite indexes"] = [i for i in schema["sqlite indexes"] if i[0] != name]
+        found["sqlite indexes"] = [i for i in schema["sqlite indexes"] if i[0] not in names]
     return found
 
 
@@ -533,8 +534,9 @@ def test_upgrade_to_ids_never_reused(db_url, tmp_path):
     hub = Hub(tmp_path, "c.Authenticator.admin_users = set()\n", url)
     upgrade_db(hub)
     engine = create_engine(url)
-    # (with 0016's index of the jobs by workspace and status: the upgrade goes to the head)
-    assert _without_index(_schema(engine), "ix_uws_jobs_workspace_id_status") == before
+    # (with 0016's indexes of the jobs: the upgrade goes to the head)
+    new = ("ix_uws_jobs_workspace_id_status", "ix_uws_jobs_status_interactive_submitted_at")
+    assert _without_indexes(_schema(engine), new) == before
     with engine.begin() as conn:
         assert conn.execute(text("SELECT id, slug FROM uws_workspaces ORDER BY id")).all()[1:] == [
             (kept, "kept"),

@@ -702,6 +702,36 @@ async def test_the_queue_reads_the_slots_held_in_one_query_and_each_owners_last_
     await hub.pool.close()
 
 
+async def test_the_queue_counts_the_slots_held_without_reading_the_jobs_waiting(hub):
+    """At each step of the fair queue (one at every end of a job in a burst) the slots
+    held are counted: SQLite read every unfinished job through the index of their status,
+    the jobs waiting (hundreds in a burst) with them. The jobs are indexed by status, kind
+    and hand-over: the count reads the unfinished interactive jobs and the batch jobs
+    handed over only."""
+    runner = FakeRunner()
+    hub.jobs.runners = {"local": runner}
+    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    hub.jobs.launch(workspace(hub), "run", None, {}, "ann")
+    _, queue = batch_queue(hub, runner)
+    asked: list[tuple[str, tuple]] = []
+
+    def ask(conn, cursor, statement, parameters, *_):
+        if "UNION ALL" in statement:
+            asked.append((statement, parameters))
+
+    sa_event.listen(hub.db.get_bind(), "before_cursor_execute", ask)
+    await queue.reconcile(0)
+    sa_event.remove(hub.db.get_bind(), "before_cursor_execute", ask)
+    [(statement, parameters)] = asked
+    plan = [row[3] for row in hub.db.connection().exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)]
+    index = "USING INDEX ix_uws_jobs_status_interactive_submitted_at"
+    assert [step for step in plan if step.startswith("SEARCH")] == [
+        f"SEARCH uws_jobs {index} (status=? AND interactive=?)",
+        f"SEARCH uws_jobs {index} (status=? AND interactive=? AND submitted_at>?)",
+    ]
+    await hub.pool.close()
+
+
 async def test_a_batch_jobs_start_and_end_write_its_row_without_the_orms_flush(hub):
     """The hand-over's end (the job ``running``, its id on its resource) and the step that
     records its end change the job's row only: it is written by an UPDATE of its own, not

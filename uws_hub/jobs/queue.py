@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import BindParameter, bindparam, func, select
+from sqlalchemy import BindParameter, bindparam, func, select, union_all
 
 from ..orm import Job, utcnow
 from ..states import ACTIVE_JOB_STATUSES, JobStatus, JobTarget
@@ -107,13 +107,6 @@ def _waiting_where() -> tuple:
     )
 
 
-def _holding():
-    """Jobs that hold a slot: unfinished interactive ones, batch ones handed to a runner."""
-    return Job.status.in_([s.value for s in ACTIVE_JOB_STATUSES]) & (
-        Job.interactive.is_(True) | Job.submitted_at.is_not(None)
-    )
-
-
 class _Queries:
     """The queue's queries, built once: a step runs several, and SQLAlchemy takes longer to
     build one than SQLite to answer it."""
@@ -122,11 +115,14 @@ class _Queries:
         columns = (Job.id, Job.owner_id, Job.resource, Job.status)
         self.any_waiting = select(Job.id).where(*_waiting_where()).limit(1)
         # the slots held, by owner, resource and kind: the hub's (its batch jobs per
-        # resource) and each owner's (both kinds) from one look at the jobs holding one
-        self.holders = (
-            select(Job.owner_id, Job.resource, Job.interactive, func.count(Job.id))
-            .where(_holding())
-            .group_by(Job.owner_id, Job.resource, Job.interactive)
+        # resource) and each owner's (both kinds) from one look at the jobs holding one,
+        # each kind read through the index of status, kind and hand-over (not the queue)
+        active = Job.status.in_([s.value for s in ACTIVE_JOB_STATUSES])
+        held = (Job.owner_id, Job.resource, Job.interactive, func.count(Job.id))
+        groups = (Job.owner_id, Job.resource, Job.interactive)
+        self.holders = union_all(
+            select(*held).where(active, Job.interactive.is_(True)).group_by(*groups),
+            select(*held).where(active, Job.interactive.is_(False), Job.submitted_at.is_not(None)).group_by(*groups),
         )
         self.waiting = select(*columns).where(*_waiting_where()).order_by(Job.id)
         # with ``window`` slots free in all, a user's jobs of a resource past their
