@@ -295,30 +295,16 @@ def test_upgrade_to_the_workspace_created_index_keeps_the_api_order(db_url, tmp_
 
 def test_upgrade_to_the_jobs_index_by_workspace_and_status_keeps_the_jobs(db_url, tmp_path):
     """0016 indexes the jobs by workspace and status (every end of a job asks whether its
-    workspace has another unfinished one): the jobs from before keep their rows, and the
-    hub answers for them."""
+    workspace has another unfinished one) and by status, kind and hand-over (the fair
+    queue counts the slots held): the jobs from before keep their rows, and the hub
+    answers for them."""
     url = db_url()
-    uid = make_old_database(url, "0013")  # (its workspace row is 0013's)
+    uid = make_old_database(url, "0013")
     engine = create_engine(url)
+    dbutil.upgrade(engine, "0015")
     with engine.begin() as conn:
-        ws_id = conn.execute(
-            text(
-                "INSERT INTO uws_workspaces (owner_id, slug, name, description, status, target, directory,"
-                " disk_usage_bytes, created_at, updated_at)"
-                " VALUES (:uid, 'ws-a', 'ws-a', '', 'idle', 'ready', '/nowhere/ws-a', 0, :day, :day) RETURNING id"
-            ),
-            {"uid": uid, "day": OLD_TIME},
-        ).scalar_one()
-        for status in ("completed", "failed"):
-            conn.execute(
-                text(
-                    "INSERT INTO uws_jobs (workspace_id, owner_id, job_type, resource, interactive, status,"
-                    " target, server_name, resources, created_at, updated_at, attempts)"
-                    " VALUES (:ws, :uid, 'jupyterlab', 'local', true, :status, 'stopped', :name, '{}',"
-                    " :day, :day, 1)"
-                ),
-                {"ws": ws_id, "uid": uid, "status": status, "name": f"ws-a-{status}", "day": OLD_TIME},
-            )
+        ws_id = _new_workspace(conn, uid, "ws-a")
+        jobs = [_new_job(conn, uid, ws_id), _new_job(conn, uid, ws_id)]
     engine.dispose()
     hub = Hub(tmp_path, "c.Authenticator.admin_users = set()\n", url)
     upgrade_db(hub)
@@ -330,8 +316,10 @@ def test_upgrade_to_the_jobs_index_by_workspace_and_status_keeps_the_jobs(db_url
     hub.start()
     try:
         token = hub.add_user("olduser")
-        jobs = hub.api("GET", "jobs", token, expect=200)["items"]
-        assert sorted(j["status"] for j in jobs if j["workspace_id"] == ws_id) == ["completed", "failed"]
+        listed = hub.api("GET", "jobs", token, expect=200)["items"]
+        assert sorted((j["id"], j["status"]) for j in listed if j["workspace_id"] == ws_id) == [
+            (job, "completed") for job in jobs
+        ]
     finally:
         hub.stop()
 
