@@ -293,6 +293,37 @@ def test_upgrade_to_the_workspace_created_index_keeps_the_api_order(db_url, tmp_
         hub.stop()
 
 
+def test_upgrade_to_the_jobs_index_by_workspace_and_status_keeps_the_jobs(db_url, tmp_path):
+    """0016 indexes the jobs by workspace and status (every end of a job asks whether its
+    workspace has another unfinished one) and by status, kind and hand-over (the fair
+    queue counts the slots held): the jobs from before keep their rows, and the hub
+    answers for them."""
+    url = db_url()
+    uid = make_old_database(url, "0013")
+    engine = create_engine(url)
+    dbutil.upgrade(engine, "0015")
+    with engine.begin() as conn:
+        ws_id = _new_workspace(conn, uid, "ws-a")
+        jobs = [_new_job(conn, uid, ws_id), _new_job(conn, uid, ws_id)]
+    engine.dispose()
+    hub = Hub(tmp_path, "c.Authenticator.admin_users = set()\n", url)
+    upgrade_db(hub)
+    engine = create_engine(url)
+    indexes = {i["name"]: i["column_names"] for i in inspect(engine).get_indexes("uws_jobs")}
+    assert indexes["ix_uws_jobs_workspace_id_status"] == ["workspace_id", "status"]
+    assert indexes["ix_uws_jobs_status_interactive_submitted_at"] == ["status", "interactive", "submitted_at"]
+    engine.dispose()
+    hub.start()
+    try:
+        token = hub.add_user("olduser")
+        listed = hub.api("GET", "jobs", token, expect=200)["items"]
+        assert sorted((j["id"], j["status"]) for j in listed if j["workspace_id"] == ws_id) == [
+            (job, "completed") for job in jobs
+        ]
+    finally:
+        hub.stop()
+
+
 def test_upgrade_to_job_launchers_keeps_old_jobs_the_owners(db_url, tmp_path):
     """0013 records who launched a job (whose account it runs as): the jobs from before have
     none and count as their workspace owner's, in the database and in the API."""
@@ -454,6 +485,18 @@ def _schema(engine) -> dict:
     return found
 
 
+def _without_indexes(schema: dict, names: tuple[str, ...]) -> dict:
+    """``schema`` (:func:`_schema`'s) without the indexes ``names``."""
+    found = {
+        table: (columns, [i for i in indexes if i[0] not in names], *rest)
+        for table, (columns, indexes, *rest) in schema.items()
+        if table != "sqlite indexes"
+    }
+    if "sqlite indexes" in schema:
+        found["sqlite indexes"] = [i for i in schema["sqlite indexes"] if i[0] not in names]
+    return found
+
+
 def test_upgrade_to_ids_never_reused(db_url, tmp_path):
     """0015: ids of workspaces, jobs, shares and events are never handed out twice (SQLite gave a
     new row the highest id plus one, so deleting the newest rows handed their ids out again, and
@@ -479,7 +522,9 @@ def test_upgrade_to_ids_never_reused(db_url, tmp_path):
     hub = Hub(tmp_path, "c.Authenticator.admin_users = set()\n", url)
     upgrade_db(hub)
     engine = create_engine(url)
-    assert _schema(engine) == before
+    # (with 0016's indexes of the jobs: the upgrade goes to the head)
+    new = ("ix_uws_jobs_workspace_id_status", "ix_uws_jobs_status_interactive_submitted_at")
+    assert _without_indexes(_schema(engine), new) == before
     with engine.begin() as conn:
         assert conn.execute(text("SELECT id, slug FROM uws_workspaces ORDER BY id")).all()[1:] == [
             (kept, "kept"),

@@ -689,6 +689,151 @@ async def test_a_batch_jobs_launch_is_made_once_from_its_hand_over_to_its_end(hu
     await hub.pool.close()
 
 
+async def test_the_queue_reads_the_slots_held_in_one_query_and_each_owners_last_start_once(hub):
+    """A step of the queue (one at every end of a job in a burst) read the slots held twice
+    (the hub's per resource, each owner's) and when each waiting owner last had a job
+    started, a query of their whole history, at every step: now the slots held in one
+    query, and each owner's last start once, when they first wait (only the queue starts
+    jobs). The choices are the same: round-robin, ties to whoever started least
+    recently; a restarted hub's queue reads the last starts again."""
+    hub.db.expire_on_commit = False
+    runner = FakeRunner()
+    hub.jobs.runners = {"local": runner}
+    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    mine, bens = workspace(hub), workspace(hub, "ben", "w2")
+    anns = [hub.jobs.launch(mine, "run", None, {}, "ann").id for _ in range(3)]
+    ben_ids = [hub.jobs.launch(bens, "run", None, {}, "ben").id for _ in range(3)]
+    batch, queue = batch_queue(hub, runner)  # 2 slots
+    steps = JobSteps(hub.jobs, hub.servers, hub.queue, hub.pool, log, batch=batch)
+    statements: list[str] = []
+    sa_event.listen(hub.db.get_bind(), "before_cursor_execute", lambda c, cur, st, *_: statements.append(st))
+
+    def reads(text: str) -> int:
+        return sum(text in statement for statement in statements)
+
+    def started() -> list[int]:
+        return [launch.job_id for launch in runner.submitted]
+
+    async def step() -> None:
+        await queue.reconcile(0)
+        for task in list(batch._submits.values()):
+            await task
+
+    async def end(job_id: int) -> None:
+        runner.ended.add(job_id)
+        await steps.reconcile(job_id)
+        assert hub.db.get(Job, job_id).status == "completed"
+
+    await step()
+    assert started() == [anns[0], ben_ids[0]]
+    # the two owners' last starts in one query (they wait for the first time)
+    assert (reads("max(uws_jobs.submitted_at)"), reads("count(uws_jobs.id)")) == (1, 1)
+    for job_id in (anns[0], ben_ids[0]):
+        await end(job_id)
+    statements.clear()
+    await step()
+    # both hold none: ann started least recently, then ben (who holds fewer)
+    assert started()[2:] == [anns[1], ben_ids[1]]
+    assert (reads("max(uws_jobs.submitted_at)"), reads("count(uws_jobs.id)")) == (0, 1)
+    # a restarted hub's queue: the last starts read from the jobs, the same choice
+    await end(anns[1])
+    await end(ben_ids[1])
+    _, queue = batch_queue(hub, runner)
+    queue.hand_over = batch.hand_over
+    statements.clear()
+    await step()
+    assert started()[4:] == [anns[2], ben_ids[2]]
+    assert reads("max(uws_jobs.submitted_at)") == 1
+    await hub.pool.close()
+
+
+async def test_the_queue_counts_the_slots_held_without_reading_the_jobs_waiting(hub):
+    """At each step of the fair queue (one at every end of a job in a burst) the slots
+    held are counted: SQLite read every unfinished job through the index of their status,
+    the jobs waiting (hundreds in a burst) with them. The jobs are indexed by status, kind
+    and hand-over: the count reads the unfinished interactive jobs and the batch jobs
+    handed over only."""
+    runner = FakeRunner()
+    hub.jobs.runners = {"local": runner}
+    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    hub.jobs.launch(workspace(hub), "run", None, {}, "ann")
+    _, queue = batch_queue(hub, runner)
+    asked: list[tuple[str, tuple]] = []
+
+    def ask(conn, cursor, statement, parameters, *_):
+        if "UNION ALL" in statement:
+            asked.append((statement, parameters))
+
+    sa_event.listen(hub.db.get_bind(), "before_cursor_execute", ask)
+    await queue.reconcile(0)
+    sa_event.remove(hub.db.get_bind(), "before_cursor_execute", ask)
+    [(statement, parameters)] = asked
+    plan = [row[3] for row in hub.db.connection().exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)]
+    index = "USING INDEX ix_uws_jobs_status_interactive_submitted_at"
+    assert [step for step in plan if step.startswith("SEARCH")] == [
+        f"SEARCH uws_jobs {index} (status=? AND interactive=?)",
+        f"SEARCH uws_jobs {index} (status=? AND interactive=? AND submitted_at>?)",
+    ]
+    await hub.pool.close()
+
+
+async def test_a_batch_jobs_start_and_end_write_its_row_without_the_orms_flush(hub):
+    """The hand-over's end (the job ``running``, its id on its resource) and the step that
+    records its end change the job's row only: it is written by an UPDATE of its own, not
+    by the commit's flush (two thirds of those commits). What is stored is what the flush
+    stored; the workspace still goes idle with its last job, through the flush."""
+    hub.db.expire_on_commit = False
+    runner = FakeRunner()
+    hub.jobs.runners = {"local": runner}
+    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    ws = workspace(hub)
+    first, second = (hub.jobs.launch(ws, "run", None, {}, "ann").id for _ in range(2))
+    batch, queue = batch_queue(hub, runner)
+    steps = JobSteps(hub.jobs, hub.servers, hub.queue, hub.pool, log, batch=batch)
+    await queue.reconcile(0)
+    flushes: list[int] = []
+    sa_event.listen(hub.db, "after_flush", lambda *_: flushes.append(1))
+    for task in [batch._submits[first], batch._submits[second]]:
+        await task
+    assert flushes == []
+    runner.ended.add(first)
+    await steps.reconcile(first)
+    assert flushes == [] and not hub.db.dirty
+    job = hub.db.get(Job, first)
+    seen = {c: getattr(job, c) for c in ("status", "target", "resource_id", "exit_code", "running_at", "finished_at")}
+    hub.db.expire(job)
+    assert {c: getattr(job, c) for c in seen} == seen and seen["status"] == "completed"
+    assert job.updated_at >= job.finished_at and ws.status == "active"
+    runner.ended.add(second)
+    await steps.reconcile(second)
+    assert hub.db.get(Job, second).status == "completed" and ws.status == "idle"
+    await hub.pool.close()
+
+
+def test_a_workspaces_unfinished_jobs_are_found_without_reading_its_finished_ones(hub):
+    """Every end of a job asks whether its workspace has another unfinished one: SQLite
+    read the workspace's jobs one by one through the index of their workspace, the
+    finished ones before an unfinished one (in a burst of batch jobs, each end longer than
+    the one before). The jobs are indexed by workspace and status: the question reads
+    the workspace's unfinished jobs only."""
+    ws = workspace(hub)
+    job = hub.jobs.launch(ws, "lab", None, {}, "ann")
+    asked: list[tuple[str, tuple]] = []
+
+    def ask(conn, cursor, statement, parameters, *_):
+        if "uws_jobs.id NOT IN" in statement:
+            asked.append((statement, parameters))
+
+    sa_event.listen(hub.db.get_bind(), "before_cursor_execute", ask)
+    assert Job.any_unfinished_in(hub.db, ws.id, excluding=job) is False
+    sa_event.remove(hub.db.get_bind(), "before_cursor_execute", ask)
+    [(statement, parameters)] = asked
+    plan = [row[3] for row in hub.db.connection().exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)]
+    assert plan == [
+        "SEARCH uws_jobs USING COVERING INDEX ix_uws_jobs_workspace_id_status (workspace_id=? AND status=?)"
+    ]
+
+
 async def test_an_editors_batch_job_is_handed_over_after_a_kill_of_the_workspaces_strays(hub, monkeypatch):
     """As an editor's server (see test_an_editors_start_waits_for_a_kill_of_the_workspaces_strays_under_way):
     the hand-over of an editor's batch job, which gets the workspace's group, waits while a

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from ..errors import UWSError
-from ..orm import Job, utcnow
+from ..orm import Job, utcnow, write_changes_at_once
 from ..reasons import from_exception
 from ..spawners.batch import BatchLaunch, BatchRunner, RunState
 from ..states import JobStatus, JobTarget
@@ -156,6 +156,7 @@ class BatchSteps:
         if state.phase == "running":
             if job.status == JobStatus.queued.value:
                 self.jobs.transition(job, JobStatus.running, node=state.node, at=state.started_at)
+                write_changes_at_once(self.db, job)
                 self.db.commit()
             return
         self._finish(job, state)
@@ -237,6 +238,7 @@ class BatchSteps:
                 # nothing asked for the job meanwhile: this is its step (no await from here on)
                 self._submits.pop(job_id, None)
                 self._follow(submitted, state)
+            write_changes_at_once(self.db, submitted)
             self.db.commit()
             self._release_if_ended(submitted)
 
@@ -263,6 +265,7 @@ class BatchSteps:
             self.jobs.transition(
                 job, JobStatus(state.outcome or JobStatus.failed.value), state.reason, at=state.ended_at
             )
+        write_changes_at_once(self.db, job)
         self.db.commit()
 
     async def _stop(self, job: Job, runner: BatchRunner) -> None:

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import BindParameter, bindparam, func, select
+from sqlalchemy import BindParameter, bindparam, func, select, union_all
 
 from ..orm import Job, utcnow
 from ..states import ACTIVE_JOB_STATUSES, JobStatus, JobTarget
@@ -107,13 +107,6 @@ def _waiting_where() -> tuple:
     )
 
 
-def _holding():
-    """Jobs that hold a slot: unfinished interactive ones, batch ones handed to a runner."""
-    return Job.status.in_([s.value for s in ACTIVE_JOB_STATUSES]) & (
-        Job.interactive.is_(True) | Job.submitted_at.is_not(None)
-    )
-
-
 class _Queries:
     """The queue's queries, built once: a step runs several, and SQLAlchemy takes longer to
     build one than SQLite to answer it."""
@@ -121,10 +114,15 @@ class _Queries:
     def __init__(self) -> None:
         columns = (Job.id, Job.owner_id, Job.resource, Job.status)
         self.any_waiting = select(Job.id).where(*_waiting_where()).limit(1)
-        self.running_batch = (
-            select(Job.resource, func.count(Job.id))
-            .where(_holding(), Job.interactive.is_(False))
-            .group_by(Job.resource)
+        # the slots held, by owner, resource and kind: the hub's (its batch jobs per
+        # resource) and each owner's (both kinds) from one look at the jobs holding one,
+        # each kind read through the index of status, kind and hand-over (not the queue)
+        active = Job.status.in_([s.value for s in ACTIVE_JOB_STATUSES])
+        held = (Job.owner_id, Job.resource, Job.interactive, func.count(Job.id))
+        groups = (Job.owner_id, Job.resource, Job.interactive)
+        self.holders = union_all(
+            select(*held).where(active, Job.interactive.is_(True)).group_by(*groups),
+            select(*held).where(active, Job.interactive.is_(False), Job.submitted_at.is_not(None)).group_by(*groups),
         )
         self.waiting = select(*columns).where(*_waiting_where()).order_by(Job.id)
         # with ``window`` slots free in all, a user's jobs of a resource past their
@@ -137,9 +135,6 @@ class _Queries:
             .order_by(ranked.c.id)
         )
         owners: BindParameter[int] = bindparam("owners", expanding=True)
-        self.held = (
-            select(Job.owner_id, func.count(Job.id)).where(_holding(), Job.owner_id.in_(owners)).group_by(Job.owner_id)
-        )
         ids: BindParameter[int] = bindparam("ids", expanding=True)
         self.jobs = select(Job).where(Job.id.in_(ids))
         self.last_starts = (
@@ -175,6 +170,8 @@ class QueueSteps:
         self.hub_limits = hub_limits
         self.user_limit = user_limit
         self._queries = _Queries()
+        #: when each owner with jobs waiting last had a job started (None: never), see _last_starts
+        self._last_start: dict[int, datetime | None] = {}
 
     def unfinished(self) -> list[int]:
         waiting = self.db.scalar(self._queries.any_waiting)
@@ -193,7 +190,12 @@ class QueueSteps:
         return list(self.db.execute(self._queries.waiting_window, {"window": window}).all())
 
     async def reconcile(self, _: int) -> None:
-        running_batch = dict(self.db.execute(self._queries.running_batch).all())
+        running_batch: dict[str, int] = defaultdict(int)
+        held: dict[int, int] = defaultdict(int)
+        for owner, resource, interactive, count in self.db.execute(self._queries.holders):
+            held[owner] += count
+            if not interactive:
+                running_batch[resource] += count
         room: dict[str, int | None] = {
             r: (max(0, self.hub_limits[r] - running_batch.get(r, 0)) if r in self.hub_limits else None)
             for r in self.resources
@@ -205,7 +207,6 @@ class QueueSteps:
         waiting = [Waiting(*row[:3]) for row in rows]
         fresh = {row[0] for row in rows if row[3] == JobStatus.pending.value}
         owners = {w.owner_id for w in waiting}
-        held = dict(self.db.execute(self._queries.held, {"owners": sorted(owners)}).all())
         limits = {owner: self.user_limit(owner) for owner in owners}
         # no slot free anywhere (a burst): only the fresh jobs are marked queued, none starts
         plan = plan_starts(waiting, held, self._last_starts(owners), limits.__getitem__, room) if window != 0 else []
@@ -227,22 +228,39 @@ class QueueSteps:
                     self.jobs.transition(job, JobStatus.queued)
             elif job.status == JobStatus.pending.value:
                 self.jobs.transition(job, JobStatus.queued, self._why_waiting(w, held, limits, room))
+        started = [jobs[job_id] for job_id in sorted(chosen) if job_id in jobs]
         if self.hand_over is None:
             self.db.commit()
+            self._started(started, chosen)
             for job_id in sorted(chosen):
                 self.jobs.wake(job_id)
             return
-        start = self.hand_over([jobs[job_id] for job_id in sorted(chosen) if job_id in jobs])
+        start = self.hand_over(started)
         self.db.commit()
+        self._started(started, chosen)
         start()
 
+    def _started(self, jobs: list[Job], when: dict[int, datetime]) -> None:
+        """Remember when the owners of ``jobs`` (given a slot at ``when[job.id]``, committed)
+        last had one started."""
+        for job in jobs:
+            last = self._last_start.get(job.owner_id)
+            self._last_start[job.owner_id] = when[job.id] if last is None else max(last, when[job.id])
+
     def _last_starts(self, owners: set[int]) -> dict[int, datetime]:
-        """When each of ``owners`` last had a job started (none: not there)."""
-        return {
-            owner: when
-            for owner, when in self.db.execute(self._queries.last_starts, {"owners": sorted(owners)}).all()
-            if when is not None
-        }
+        """When each of ``owners`` (every owner with a job waiting) last had a job started
+        (none: not there). Kept from step to step, since only the queue starts jobs (sets
+        ``submitted_at``): each owner's is read once, when they first wait (a query of
+        their whole history at every step before), and forgotten when they wait no more
+        (so a user deleted, whose id may come back, is read again)."""
+        known = self._last_start
+        for owner in [owner for owner in known if owner not in owners]:
+            del known[owner]
+        new = sorted(owners - known.keys())
+        if new:
+            known.update(dict.fromkeys(new))
+            known.update(self.db.execute(self._queries.last_starts, {"owners": new}).all())
+        return {owner: when for owner, when in known.items() if when is not None}
 
     def _why_waiting(
         self, job: Waiting, held: dict[int, int], limits: dict[int, int | None], room: dict[str, int | None]
