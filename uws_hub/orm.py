@@ -92,7 +92,10 @@ def write_changes_at_once(db: Session, row: Workspace | Job) -> None:
     write_at_once(db, row, {"updated_at": utcnow(), **changed})
     if not state.committed_state:
         # nothing of the row is left to write: it is no longer "modified", else the
-        # commit would still flush it (a flush with nothing to write costs half of one)
+        # commit would still flush it (a flush with nothing to write costs half of one).
+        # SQLAlchemy has no public call for this (``_commit_all`` is what its own flush
+        # calls, the same since 1.x); the unit test of a batch job's steps without a
+        # flush fails if it changes
         state._commit_all(state.dict, db.identity_map)
 
 
