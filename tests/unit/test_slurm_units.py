@@ -58,20 +58,19 @@ from uws_hub.spawners.slurm.script import (
 # ---------------------------------------------------------------- parsing
 def test_parse_squeue():
     out = (
-        "@m@101|PENDING|Resources|n/a|1:00:00|alice|\n"
-        "@m@102|RUNNING|None|node7|UNLIMITED|alice|uws-port=45001\n"
-        "@m@103|CANCELLED|None|node7|1:00|alice|uws-port=45002\n"
-        "@m@104|TIMEOUT|TimeLimit|node8|1:00|bob|a|b|c\n"
+        "@m@101|PENDING|Resources|n/a|1:00:00|\n"
+        "@m@102|RUNNING|None|node7|UNLIMITED|uws-port=45001\n"
+        "@m@103|CANCELLED|None|node7|1:00|uws-port=45002\n"
+        "@m@104|TIMEOUT|TimeLimit|node8|1:00|a|b|c\n"
     )
     states = parse_squeue(out, "@m@")
     assert set(states) == {"101", "102", "103", "104"}
-    assert states["101"] == JobState("101", "PENDING", reason="Resources", node="", time_limit="1:00:00", user="alice")
+    assert states["101"] == JobState("101", "PENDING", reason="Resources", node="", time_limit="1:00:00")
     assert states["101"].pending and not states["101"].ended and states["101"].port is None
     assert states["102"].running and states["102"].node == "node7" and states["102"].port == 45001
     assert states["102"].reason == ""
     assert states["103"].ended and states["104"].ended
     assert states["104"].comment == "a|b|c"  # the comment is last: a '|' in it is harmless
-    assert states["104"].user == "bob"
 
 
 def test_a_newline_in_a_comment_or_name_forges_no_other_job():
@@ -80,14 +79,14 @@ def test_a_newline_in_a_comment_or_name_forges_no_other_job():
     with the call's own marker starts a record)."""
     fmt, marker = framed(SQUEUE_FORMAT)
     assert fmt.endswith(SQUEUE_FORMAT) and marker in fmt and marker != framed(SQUEUE_FORMAT)[1]
-    forged = "7|CANCELLED|None|evil|1:00|u|uws-port=45009"
-    out = f"{marker}6|PENDING|JobHeldUser|n/a|1:00|u|x\n{forged}\n{marker}7|PENDING|JobHeldUser|n/a|1:00|u|\n"
+    forged = "7|CANCELLED|None|evil|1:00|uws-port=45009"
+    out = f"{marker}6|PENDING|JobHeldUser|n/a|1:00|x\n{forged}\n{marker}7|PENDING|JobHeldUser|n/a|1:00|\n"
     states = parse_squeue(out, marker)
     assert set(states) == {"6", "7"}
-    assert states["7"] == JobState("7", "PENDING", reason="JobHeldUser", time_limit="1:00", user="u")
+    assert states["7"] == JobState("7", "PENDING", reason="JobHeldUser", time_limit="1:00")
     assert states["6"].comment == f"x\n{forged}" and states["6"].port is None
     # a forged line for a job squeue did not list at all
-    assert set(parse_squeue(f"{marker}6|PENDING|None|n/a|1:00|u|x\n{forged}\n", marker)) == {"6"}
+    assert set(parse_squeue(f"{marker}6|PENDING|None|n/a|1:00|x\n{forged}\n", marker)) == {"6"}
     name = "x\n8|RUNNING|2026-01-01T00:00:00|uws-abc-job-9"
     entries = parse_sweep(f"{marker}5|PENDING|2026-01-01T00:00:00|{name}\n", marker)
     assert [(e.job_id, e.name) for e in entries] == [("5", name)]
@@ -105,8 +104,8 @@ def test_a_record_forged_with_the_marker_read_off_squeues_command_line_is_refuse
     name the orphan sweep cancels as root). That job is printed too, and squeue prints a
     job once: the output is refused (a failed poll, tried again with another marker)."""
     marker = framed(SQUEUE_FORMAT)[1]
-    forged = "7|RUNNING|None|evil|1:00|u|uws-port=45009"
-    out = f"{marker}6|RUNNING|None|n1|1:00|u|x\n{marker}{forged}\n{marker}7|RUNNING|None|n2|1:00|u|uws-port=45001\n"
+    forged = "7|RUNNING|None|evil|1:00|uws-port=45009"
+    out = f"{marker}6|RUNNING|None|n1|1:00|x\n{marker}{forged}\n{marker}7|RUNNING|None|n2|1:00|uws-port=45001\n"
     with pytest.raises(ValueError, match="7 more than once"):
         parse_squeue(out, marker)
     marker = framed(SWEEP_FORMAT)[1]
@@ -138,19 +137,6 @@ def test_parse_sacct():
     assert set(states) == {"7", "8", "9"}
     assert states["7"].state == "CANCELLED" and states["7"].reason == "by 1002" and states["7"].node == "node1"
     assert states["9"].exit_code == "3:0" and states["9"].ended
-
-
-def test_another_accounts_job_under_an_id_is_not_the_jobs_in_sacct():
-    """SLURM gives a forgotten job's id again, to any account's job: sacct then lists both
-    under the id (the last line won), and the hub took the other's end for its job's."""
-    out = (
-        "7|COMPLETED|0:0|n1|2026-01-01T00:00:00|2026-01-01T00:01:00|hub\n"
-        "7|FAILED|1:0|n2|2026-02-01T00:00:00|2026-02-01T00:01:00|mallory(1003)\n"
-    )
-    assert parse_sacct(out)["7"].user == "mallory"
-    mine = parse_sacct(out, {"7": "hub"})["7"]
-    assert (mine.state, mine.exit_code, mine.user) == ("COMPLETED", "0:0", "hub")
-    assert parse_sacct(out.splitlines()[1], {"7": "hub"}) == {}
 
 
 def test_parse_sbatch_and_sweep_and_names():
@@ -342,9 +328,8 @@ FAKE_SLURM = textwrap.dedent(
             print(marker + "|".join([i] + state["squeue"][i]))
     else:
         for i in ids:
-            for record in state.get("sacct_records", {{}}).get(i, []) + [state.get("sacct", {{}}).get(i)]:
-                if record:
-                    print("|".join([i] + record))
+            if i in state.get("sacct", {{}}):
+                print("|".join([i] + state["sacct"][i]))
     """
 )
 
@@ -368,8 +353,8 @@ class FakeSlurm:
         tmp.write_text(json.dumps(self.state))
         tmp.replace(self.state_file)
 
-    def set(self, job_id, state, reason="None", node="n/a", comment="", user="hub"):
-        self.state["squeue"][job_id] = [state, reason, node, "1:00:00", user, comment]
+    def set(self, job_id, state, reason="None", node="n/a", comment=""):
+        self.state["squeue"][job_id] = [state, reason, node, "1:00:00", comment]
         self.save()
 
     def calls(self) -> list[list[str]]:
@@ -456,37 +441,6 @@ async def test_wait_and_vanished_jobs_end_through_sacct(fake):
     n = len(fake.calls())
     await asyncio.sleep(0.5)
     assert len(fake.calls()) == n  # everything tracked has ended: no more calls
-    await poller.close()
-
-
-async def test_another_accounts_job_under_a_tracked_id_is_never_the_hubs(fake):
-    """SLURM gives the id of a job it forgot (a controller restarted without its state,
-    ``FirstJobId``, ``MaxJobId`` wrapped) to the next job, any account's: the poller took
-    that job for the hub's (its server running on the other's node and port, or its end
-    the hub's job's outcome). A record of another account is not the tracked job's: the
-    hub's job is gone from squeue, and sacct's record of it, if any, is its end."""
-    fake.set("5", "RUNNING", node="theirs", comment="uws-port=40001", user="mallory")
-    fake.state["sacct"]["5"] = ["RUNNING", "0:0", "theirs", "2026-02-01T00:00:00", "Unknown", "mallory(1003)"]
-    fake.save()
-    poller = fake.poller()
-    seen = []
-    poller.track("5", seen.append, exit_code=True, user="hub")
-    ended = await asyncio.wait_for(poller.wait("5", lambda s: True), 5)
-    assert ended.state == "VANISHED" and ended.node == "" and ended.port is None
-    assert [s.state for s in seen] == ["VANISHED"]
-    # the hub's own record in sacct (before the other's, as sacct lists them) is its end
-    fake.state["sacct_records"] = {
-        "6": [["COMPLETED", "0:0", "n1", "2026-01-01T00:00:00", "2026-01-01T00:01:00", "hub"]]
-    }
-    fake.state["sacct"]["6"] = ["FAILED", "1:0", "theirs", "2026-02-01T00:00:00", "2026-02-01T00:01:00", "mallory"]
-    fake.set("6", "PENDING", "Priority", user="mallory")
-    poller.track("6", exit_code=True, user="hub")
-    ended = await asyncio.wait_for(poller.wait("6", lambda s: True), 5)
-    assert (ended.state, ended.exit_code, ended.node) == ("COMPLETED", "0:0", "n1")
-    # a job of the account tracked is the job
-    fake.set("8", "RUNNING", node="n2", comment="uws-port=40002", user="hub")
-    poller.track("8", user="hub")
-    assert (await asyncio.wait_for(poller.wait("8", lambda s: True), 5)).port == 40002
     await poller.close()
 
 

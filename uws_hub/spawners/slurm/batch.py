@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..batch import BatchLaunch, RunState
-from .commands import as_account, check_scancel, job_user
+from .commands import as_account, check_scancel
 from .output import make_account_folder
 from .parsing import describe_batch_end, job_name, parse_exit_code, parse_sbatch
 from .poller import SlurmPoller
@@ -187,17 +187,15 @@ class SlurmBatchRunner:
         self.log.info("Batch job %s is SLURM job %s", launch.job_id, slurm_id)
         # queued on SLURM: seen at the poller's next cycle (nothing waits for it sooner)
         self._submitted.add(slurm_id)
-        self._follow(slurm_id, job_user(launch.system_user), wake, soon=False)
+        self._follow(slurm_id, wake, soon=False)
         return slurm_id
 
     # ---------------------------------------------------------------- follow
-    def _follow(self, slurm_id: str, user: str, wake: Callable[[], None], *, soon: bool = True) -> None:
-        """Follow ``slurm_id`` in the shared poller, waking the job at each change of it: a
-        job of ``user`` (the account it runs as; another account's job that SLURM gave the id
-        again is not this one)."""
+    def _follow(self, slurm_id: str, wake: Callable[[], None], *, soon: bool = True) -> None:
+        """Follow ``slurm_id`` in the shared poller, waking the job at each change of it."""
         if slurm_id not in self._wakes:
             self._wakes[slurm_id] = lambda _: wake()
-        self.poller.track(slurm_id, self._wakes[slurm_id], exit_code=True, soon=soon, user=user)
+        self.poller.track(slurm_id, self._wakes[slurm_id], exit_code=True, soon=soon)
 
     def _unfollow(self, slurm_id: str) -> None:
         self._submitted.discard(slurm_id)
@@ -228,7 +226,7 @@ class SlurmBatchRunner:
             if resource_id is None:
                 return RunState("unstarted")
             self.log.warning("Batch job %s: found its SLURM job %s by name (adopted)", launch.job_id, resource_id)
-        self._follow(resource_id, job_user(launch.system_user), wake, soon=resource_id not in self._submitted)
+        self._follow(resource_id, wake, soon=resource_id not in self._submitted)
         state = self.poller.get(resource_id)
         if state is None and resource_id in self._submitted:
             # submitted by this process and not polled yet: queued on SLURM (``sbatch`` said

@@ -39,13 +39,6 @@ class CommandResult:
     stderr: str
 
 
-def job_user(system_user: str | None) -> str:
-    """The account a job is submitted as (what ``squeue``'s ``%u`` and ``sacct``'s ``User``
-    print): its launch's system account, else the hub's own. Without looking the system
-    account up: a job whose account was deleted is still followed."""
-    return system_user or pwd.getpwuid(os.geteuid()).pw_name
-
-
 def as_account(account: pwd.struct_passwd, group: str | None = None) -> dict[str, Any]:
     """Popen arguments (for :func:`run_command`) that run a command as ``account``, with
     its groups. ``group``, a shared workspace's POSIX group (an editor's job: the launch

@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 import secrets
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ...reasons import exit_reason
@@ -37,16 +36,16 @@ ENDED_STATES = frozenset(
     }
 )
 
-#: ``squeue -o`` format: id, long state, reason, batch host, time limit, user, comment.
+#: ``squeue -o`` format: id, long state, reason, batch host, time limit, comment.
 #: The comment is last: users can set it to anything (``scontrol update``).
-SQUEUE_FORMAT = "%i|%T|%r|%B|%l|%u|%k"
+SQUEUE_FORMAT = "%i|%T|%r|%B|%l|%k"
 #: ``squeue -o`` format for the orphan sweep: id, state, submit time, name
 SWEEP_FORMAT = "%i|%T|%V|%j"
 #: an id as SLURM and the hub write them (decimal, no leading zero): nothing else an
 #: account may write in its place counts (``²``, which ``int`` refuses; ``012``; ``٣``)
 PLAIN_ID = re.compile("[1-9][0-9]*")
 #: ``sacct -o`` fields (with ``-P``: separated by ``|``)
-SACCT_FIELDS = "JobID,State,ExitCode,NodeList,Start,End,User"
+SACCT_FIELDS = "JobID,State,ExitCode,NodeList,Start,End"
 #: how a job's server tells the hub its port: ``scontrol update JobId=.. Comment=uws-port=N``
 PORT_COMMENT = re.compile(r"(?:^|[\s,;])uws-port=(\d{1,5})(?:$|[\s,;])")
 
@@ -69,10 +68,6 @@ class JobState:
     #: when its batch script started and ended (``sacct``; SLURM's local time, ISO 8601)
     start: str = ""
     end: str = ""
-    #: the account it runs as (its name): SLURM gives a job id again once its job is
-    #: forgotten (a restart of slurmctld without its state, ``FirstJobId``, a wrap of
-    #: ``MaxJobId``), to any account's job, which is then no job of the hub's
-    user: str = ""
 
     @property
     def pending(self) -> bool:
@@ -150,11 +145,11 @@ def parse_squeue(stdout: str, marker: str) -> dict[str, JobState]:
     job states by id."""
     states: dict[str, JobState] = {}
     for line in records(stdout, marker):
-        parts = line.split("|", 6)
-        if len(parts) < 6 or not parts[0].strip():
+        parts = line.split("|", 5)
+        if len(parts) < 5 or not parts[0].strip():
             continue
-        job_id, state, reason, node, time_limit, user = (p.strip() for p in parts[:6])
-        comment = parts[6].strip() if len(parts) > 6 else ""
+        job_id, state, reason, node, time_limit = (p.strip() for p in parts[:5])
+        comment = parts[5].strip() if len(parts) > 5 else ""
         states[job_id] = JobState(
             job_id=job_id,
             state=state.split()[0].rstrip("+") if state else "UNKNOWN",
@@ -162,24 +157,15 @@ def parse_squeue(stdout: str, marker: str) -> dict[str, JobState]:
             node=_none(node),
             time_limit=_none(time_limit),
             comment=_none(comment),
-            user=user_name(user),
         )
     return states
 
 
-def user_name(value: str) -> str:
-    """An account's name as squeue and sacct print it (``sacct --completion``:
-    ``alice(1002)``)."""
-    return _none(value).split("(", 1)[0].strip()
-
-
-def parse_sacct(stdout: str, users: Mapping[str, str] | None = None) -> dict[str, JobState]:
+def parse_sacct(stdout: str) -> dict[str, JobState]:
     """Parse ``sacct -n -P -o`` :data:`SACCT_FIELDS` output (allocations only) by id.
 
     ``State`` may read ``CANCELLED by 1002`` (who cancelled it); a job that
-    was requeued is listed once per run, the last line wins. ``users``: the account
-    each job id is the hub's job of; a line of another account's job of that id (SLURM
-    gave the id again) is not that job's.
+    was requeued is listed once per run, the last line wins.
     """
     states: dict[str, JobState] = {}
     for line in stdout.splitlines():
@@ -188,9 +174,6 @@ def parse_sacct(stdout: str, users: Mapping[str, str] | None = None) -> dict[str
             continue
         job_id = parts[0]
         if "." in job_id:  # a step (batch, extern, 0): the allocation's line is enough
-            continue
-        user = user_name(parts[6]) if len(parts) > 6 else ""
-        if users and users.get(job_id) and user != users[job_id]:
             continue
         words = parts[1].split()
         state = words[0].rstrip("+") if words else "UNKNOWN"
@@ -202,7 +185,6 @@ def parse_sacct(stdout: str, users: Mapping[str, str] | None = None) -> dict[str
             node=_none(parts[3]) if len(parts) > 3 else "",
             start=_time(parts[4]) if len(parts) > 4 else "",
             end=_time(parts[5]) if len(parts) > 5 else "",
-            user=user,
         )
     return states
 

@@ -194,8 +194,6 @@ class SlurmPoller(LoggingConfigurable):
         self._listeners: dict[str, list[Listener]] = {}
         #: jobs whose end state must carry the exit code
         self._exit_codes: set[str] = set()
-        #: the account each job runs as (see :meth:`track`)
-        self._users: dict[str, str] = {}
         self._waiters: list[_Waiter] = []
         self._cycle_waiters: list[asyncio.Future] = []
         #: jobs this hub cancelled (see :meth:`ending`): SLURM is ending them
@@ -216,26 +214,14 @@ class SlurmPoller(LoggingConfigurable):
 
     # ---------------------------------------------------------------- tracking
     def track(
-        self,
-        job_id: str,
-        listener: Listener | None = None,
-        *,
-        exit_code: bool = False,
-        soon: bool = True,
-        user: str | None = None,
+        self, job_id: str, listener: Listener | None = None, *, exit_code: bool = False, soon: bool = True
     ) -> None:
         """Include ``job_id`` in every cycle; call ``listener(state)`` when its state changes.
         With ``exit_code``, its end state comes with its exit code (``sacct``, batched with
         the jobs ``squeue`` forgot): a batch job's outcome is its command's exit status.
         A job not seen yet brings the next cycle forward, unless not ``soon`` (a batch job
         just submitted, which nothing waits for: a burst of them does not make the poller
-        call ``squeue`` back to back while ``sbatch`` and SLURM's scheduler are busy).
-
-        ``user``: the account the job was submitted as. SLURM gives a forgotten job's id
-        again, to any account's job: one of another account under ``job_id`` is not this
-        job (never taken for it running, its end not this job's), which is then gone."""
-        if user:
-            self._users[job_id] = user
+        call ``squeue`` back to back while ``sbatch`` and SLURM's scheduler are busy)."""
         if exit_code:
             self._exit_codes.add(job_id)
         listeners = self._listeners.setdefault(job_id, [])
@@ -255,7 +241,6 @@ class SlurmPoller(LoggingConfigurable):
             self._states.pop(job_id, None)
             self._exit_codes.discard(job_id)
             self._cancelled.discard(job_id)
-            self._users.pop(job_id, None)
 
     @property
     def tracked(self) -> list[str]:
@@ -420,7 +405,7 @@ class SlurmPoller(LoggingConfigurable):
         ids = [i for i in jobs if not (i in self._states and self._states[i].ended)]
         if not ids:
             return
-        found = {i: state for i, state in (await self.squeue(ids)).items() if self._ours(state)}
+        found = await self.squeue(ids)
         what = "SLURM poll" if only is None else "SLURM follow-up of ending jobs"
         self.log.debug("%s: %s of %s job(s) in squeue", what, len(found), len(ids))
         missing = [i for i in ids if i not in found]
@@ -453,20 +438,6 @@ class SlurmPoller(LoggingConfigurable):
             seen = self._states.get(waiter.job_id)
             if seen is not None and not waiter.future.done() and waiter.predicate(seen):
                 waiter.future.set_result(seen)
-
-    def _ours(self, state: JobState) -> bool:
-        """Whether ``state`` is of the job tracked under its id (not another account's job
-        SLURM gave the id again)."""
-        expected = self._users.get(state.job_id)
-        if not expected or not state.user or state.user == expected:
-            return True
-        self.log.warning(
-            "SLURM job %s is %s's, not %s's: SLURM gave the id of the hub's job again; the hub's is gone",
-            state.job_id,
-            state.user,
-            expected,
-        )
-        return False
 
     async def command(self, argv: list[str], **kwargs: Any) -> CommandResult:
         self.stats["commands"] += 1
@@ -501,7 +472,7 @@ class SlurmPoller(LoggingConfigurable):
         if result.returncode != 0:
             self.log.warning("sacct exited with %s: %s", result.returncode, result.stderr.strip()[:500])
             return {}
-        return parse_sacct(result.stdout, {i: self._users[i] for i in ids if i in self._users})
+        return parse_sacct(result.stdout)
 
     async def close(self) -> None:
         """Stop polling (the loop also ends by itself when nothing is tracked)."""

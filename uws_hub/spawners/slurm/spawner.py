@@ -64,7 +64,7 @@ from traitlets import Bool, Float, List, Unicode, default
 from ..listening import ServerExited, wait_listening
 from ..mixins import WorkspaceSpawnerMixin
 from .batch import DEFAULT_BATCH_JOB_SCRIPT, SlurmBatchRunner
-from .commands import as_account, check_scancel, job_user
+from .commands import as_account, check_scancel
 from .orphans import sweep
 from .output import OUTPUT_TAIL_BYTES, keep_tail, make_account_folder, read_tail
 from .parsing import (
@@ -374,7 +374,7 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         super().load_state(state)
         if self.job_id:
             # a job restored after a hub restart: its state comes with the next cycle
-            self._track(self.job_id, self._on_slurm_state)
+            self.poller.track(self.job_id, self._on_slurm_state)
 
     def clear_state(self):
         if self.job_id:
@@ -404,7 +404,7 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
     async def _adopt(self, slurm_id: str) -> None:
         """Take over the job an interrupted start submitted, if it still waits or runs."""
         launch = self.require_launch()
-        self._track(slurm_id)
+        self.poller.track(slurm_id)
         state = await self.poller.wait(slurm_id, lambda s: True)
         if state.ended:
             self.log.info(
@@ -431,7 +431,7 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
             return
         self._keep_token(token)
         self.job_id = slurm_id
-        self._track(slurm_id, self._on_slurm_state)
+        self.poller.track(slurm_id, self._on_slurm_state)
         self.log.info("Adopted SLURM job %s of job %s (%s)", slurm_id, launch.job_id, state.state)
         self.report("queued", resource_id=slurm_id, reason=f"Adopted SLURM job {slurm_id} after a hub restart")
 
@@ -488,12 +488,6 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
     def _account(self) -> pwd.struct_passwd | None:
         launch = self.require_launch()
         return pwd.getpwnam(launch.system_user) if launch.system_user else None
-
-    def _track(self, slurm_id: str, listener: Callable[[JobState], None] | None = None) -> None:
-        """Follow ``slurm_id`` in the shared poller, as the job of its launch's account (a
-        job of another account that SLURM gave the id again is not this one)."""
-        user = job_user(self.launch.system_user) if self.launch is not None else None
-        self.poller.track(slurm_id, listener, user=user)
 
     def _username(self) -> str:
         """The name of the account the job runs as (``{username}``): its launch's system
@@ -584,7 +578,7 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         # the checkpoint: the hub stores the id at once (JupyterHub saves our
         # state only when start() returns)
         self.report("queued", resource_id=self.job_id, reason=f"Submitted to SLURM as job {self.job_id}")
-        self._track(self.job_id, self._on_slurm_state)
+        self.poller.track(self.job_id, self._on_slurm_state)
         self.log.info("Job %s of %s is SLURM job %s", launch.job_id, self._log_name, self.job_id)
 
     def _job_log_dir(self) -> str:
@@ -689,7 +683,7 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         """
         if not self.job_id:
             return None if self._starting else 0
-        self._track(self.job_id, self._on_slurm_state)
+        self.poller.track(self.job_id, self._on_slurm_state)
         state = self.poller.get(self.job_id)
         if state is None:
             await self.poller.refresh()
@@ -727,7 +721,7 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         """For batchspawner's stop loop: the job's status after a fresh (shared) poll."""
         if not self.job_id:
             return BatchJobStatus.NOTFOUND
-        self._track(self.job_id, self._on_slurm_state)
+        self.poller.track(self.job_id, self._on_slurm_state)
         state = self.poller.get(self.job_id)
         if state is None or state.ended or state.pending or time.monotonic() >= self._stop_deadline:
             # (right after this stop's scancel of a job seen running, SLURM is known to be
