@@ -57,7 +57,14 @@ class WorkQueue(Generic[K]):
         self._timers[key] = asyncio.get_running_loop().call_later(delay, self._fire, key)
 
     def put_backoff(self, key: K) -> float:
-        """Queue ``key`` again after a delay that doubles with each failure in a row."""
+        """Queue ``key`` again after a delay that doubles with each failure in a row.
+
+        A put while the failed step ran is dropped: the step itself often wakes its key
+        (a SLURM job's state asked of the poller wakes it), which queued it again at
+        once, so a step failing every time ran back to back, the hub busy with it and
+        its traceback every few milliseconds, whatever its backoff said. A put after
+        this one still queues it at once (a change seen since)."""
+        self._dirty.discard(key)
         n = self._failures.get(key, 0)
         self._failures[key] = n + 1
         delay = min(self.backoff_max, self.backoff_base * 2**n)

@@ -87,6 +87,24 @@ async def test_backoff_doubles_and_resets():
     assert q.put_backoff("a") == 0.01
 
 
+async def test_a_failed_step_that_woke_its_own_key_waits_its_backoff():
+    """A step that fails every time and wakes its own key while it runs (a SLURM job's
+    state asked of the poller wakes the job) ran back to back, every few milliseconds,
+    whatever its backoff said: the wake made while it ran queued it again at its end."""
+    q: WorkQueue[str] = WorkQueue(backoff_base=60, backoff_max=60)
+    q.put("a")
+    assert await q.get() == "a"
+    q.put("a")  # woken by its own step
+    assert q.put_backoff("a") == 60  # the step failed
+    q.task_done("a")
+    assert len(q) == 0
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(q.get(), 0.05)
+    q.put("a")  # a change seen after the failure: at once
+    assert await asyncio.wait_for(q.get(), 1) == "a"
+    q.close()
+
+
 async def test_put_now_overrides_a_delayed_put():
     q: WorkQueue[str] = WorkQueue()
     q.put_after("a", 60)
