@@ -657,6 +657,32 @@ async def test_a_batch_job_is_stored_without_a_flush_and_its_rows_are_not_read_a
     await hub.pool.close()
 
 
+async def test_a_batch_job_that_completed_without_a_start_time_is_recorded_completed(hub):
+    """A runner may say a job completed without saying when it started (a SLURM job that
+    ended between two polls, its record without a start): the job went from ``queued``
+    to ``completed``, a transition refused, and its step failed for as long as it was
+    retried. It passes through ``running``, dated by its end."""
+
+    class NoStartRunner(FakeRunner):
+        async def state(self, launch, resource_id, wake):
+            return RunState("ended", outcome="completed", exit_code=0, ended_at=utcnow())
+
+    runner = NoStartRunner()
+    hub.jobs.runners = {"local": runner}
+    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    ws = workspace(hub)
+    job_id = hub.jobs.launch(ws, "run", None, {}, "ann").id
+    batch, queue = batch_queue(hub, runner)
+    steps = JobSteps(hub.jobs, hub.servers, hub.queue, hub.pool, log, batch=batch)
+    await queue.reconcile(0)
+    await batch._submits[job_id]
+    await steps.reconcile(job_id)
+    job = hub.db.get(Job, job_id)
+    assert (job.status, job.exit_code) == ("completed", 0)
+    assert job.running_at is not None and job.running_at <= job.finished_at
+    await hub.pool.close()
+
+
 async def test_a_batch_jobs_launch_is_made_once_from_its_hand_over_to_its_end(hub, monkeypatch):
     """The steps of a job handed over ask its runner about it with what the runner was
     handed: making it again (the account's look-up, the command's rendering) was a tenth

@@ -253,8 +253,11 @@ class BatchSteps:
     def _finish(self, job: Job, state: RunState) -> None:
         """Record how the job ended (it may have run and ended while nobody looked)."""
         job.exit_code, job.exit_signal = state.exit_code, state.exit_signal
-        if job.status in (JobStatus.pending.value, JobStatus.queued.value) and state.started_at is not None:
-            self.jobs.transition(job, JobStatus.running, at=state.started_at, node=state.node)
+        # a job that completed ran, also when its runner kept no start time (a SLURM job
+        # ended between two polls, its record without one): its end, not a start, dates it
+        ran = state.started_at is not None or state.outcome == JobStatus.completed.value
+        if job.status in (JobStatus.pending.value, JobStatus.queued.value) and ran:
+            self.jobs.transition(job, JobStatus.running, at=state.started_at or state.ended_at, node=state.node)
         elif job.running_at is None and state.started_at is not None:
             job.running_at = state.started_at  # it ran: its core-hours count
         if job.target == JobTarget.stopped.value and (state.stopped or state.outcome == JobStatus.cancelled.value):
