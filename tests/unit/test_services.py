@@ -618,6 +618,20 @@ def batch_queue(hub, runner: FakeRunner) -> tuple[BatchSteps, QueueSteps]:
     return batch, queue
 
 
+async def handed_over_batch_job(hub, runner: FakeRunner):
+    """A ``true`` batch job of a new workspace, launched and handed over to ``runner``
+    by the queue: its id, its workspace, and the batch and job steps that follow it."""
+    hub.jobs.runners = {"local": runner}
+    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    ws = workspace(hub)
+    job_id = hub.jobs.launch(ws, "run", None, {}, "ann").id
+    batch, queue = batch_queue(hub, runner)
+    steps = JobSteps(hub.jobs, hub.servers, hub.queue, hub.pool, log, batch=batch)
+    await queue.reconcile(0)
+    await batch._submits[job_id]
+    return job_id, ws, batch, steps
+
+
 async def test_a_batch_job_is_stored_without_a_flush_and_its_rows_are_not_read_again_on_its_way(hub):
     """A batch launch inserts the job and its events with statements of their own, no
     ORM flush; its log file (the runner's, named by its id) is stored at the hand-over.
@@ -667,15 +681,7 @@ async def test_a_batch_job_that_completed_without_a_start_time_is_recorded_compl
         async def state(self, launch, resource_id, wake):
             return RunState("ended", outcome="completed", exit_code=0, ended_at=utcnow())
 
-    runner = NoStartRunner()
-    hub.jobs.runners = {"local": runner}
-    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
-    ws = workspace(hub)
-    job_id = hub.jobs.launch(ws, "run", None, {}, "ann").id
-    batch, queue = batch_queue(hub, runner)
-    steps = JobSteps(hub.jobs, hub.servers, hub.queue, hub.pool, log, batch=batch)
-    await queue.reconcile(0)
-    await batch._submits[job_id]
+    job_id, _, _, steps = await handed_over_batch_job(hub, NoStartRunner())
     await steps.reconcile(job_id)
     job = hub.db.get(Job, job_id)
     assert (job.status, job.exit_code) == ("completed", 0)
@@ -2048,14 +2054,7 @@ async def test_a_held_batch_job_whose_owner_is_deleted_ends_without_a_failed_ste
     hub.db.expire_on_commit = False  # as JupyterHub's session (a commit reloads nothing)
     hub.jobs.attach(hub.db)  # as services.build
     runner = FakeRunner()
-    hub.jobs.runners = {"local": runner}
-    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
-    ws = workspace(hub)
-    job_id = hub.jobs.launch(ws, "run", None, {}, "ann").id
-    batch, queue = batch_queue(hub, runner)
-    steps = JobSteps(hub.jobs, hub.servers, hub.queue, hub.pool, log, batch=batch)
-    await queue.reconcile(0)
-    await batch._submits[job_id]
+    job_id, ws, batch, steps = await handed_over_batch_job(hub, runner)
     assert hub.db.get(Job, job_id).status == "running"
     del ws
     # the owner deleted, as JupyterHub deletes a user: the database deletes the rest (as
