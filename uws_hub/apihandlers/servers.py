@@ -205,6 +205,8 @@ class UserAPIHandler(ServerTokenMixin, HubUserAPIHandler):
         if user is not None:
             self.uws.jobs.check_user_deletable(user.orm_user)
         await super().delete(user_name)
+        # answered once what the user left on disk is set aside (UWSHub.deleted_users_data)
+        await self.uws.former_users.settled()
 
 
 default_handlers = [

@@ -559,7 +559,18 @@ class JobService:
         runner = None if job.interactive else self.runners.get(job.resource)
         if runner is not None:
             return runner.log_path(self.batch_launch(job))
-        return os.path.join(self.job_log_dir, f"job-{job.id}.log")
+        return self._server_log_path(job.id)
+
+    def kept_log_path(self, job_id: int, log_path: str | None, interactive: bool) -> str | None:
+        """A job's log file as its row says, without the job (a user's deletion lists
+        theirs): its ``log_path``, else a server's; None for a batch job never handed over
+        to its runner (it has none)."""
+        if log_path:
+            return log_path
+        return self._server_log_path(job_id) if interactive else None
+
+    def _server_log_path(self, job_id: int) -> str:
+        return os.path.join(self.job_log_dir, f"job-{job_id}.log")
 
     def log_owner(self, job: Job) -> int:
         """The uid a batch job's log file must belong to (see :mod:`uws_hub.jobs.logs`)."""
