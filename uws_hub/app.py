@@ -606,7 +606,8 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         help="""Seconds a long request goes on before it asks again who holds it open.
 
         The event streams (SSE and WebSocket, HuBMAP's job WebSocket), a
-        followed log and a blocking UWS ``GET`` (``?WAIT=``) are authorized
+        followed log, a blocking UWS ``GET`` (``?WAIT=``) and a download (a
+        zip, a file, a UWS result: cut off) are authorized
         when they open, as every request; then, every this many seconds, they
         look their token or login cookie up again, and end (the ``GET``
         answers 403) once it was deleted or expired, or its user was deleted

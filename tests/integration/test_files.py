@@ -263,11 +263,13 @@ def _socket_buffers_mib() -> int:
     return 2 * (most("tcp_rmem") + most("tcp_wmem")) // (1024 * 1024)
 
 
-def test_a_zip_under_way_is_cut_off_once_its_reader_loses_the_workspace(make_hub, system_users):
-    """A zip is made as it is read, for as long as its reader likes: a viewer whose share
-    was revoked meanwhile got the rest of the folder after the revocation. The reader's
-    right is asked again every ``stream_recheck_seconds``, as streams ask it: the
-    download is cut off (not ended early, which would look like a whole, smaller zip)."""
+@pytest.mark.parametrize("what", ["?format=zip", "noise.bin"], ids=["a zip", "a file"])
+def test_a_download_under_way_is_cut_off_once_its_reader_loses_the_workspace(make_hub, system_users, what):
+    """A zip is made as it is read, and a large file is sent, for as long as its reader
+    likes: a viewer whose share was revoked meanwhile got the rest of the folder (or of
+    the file) after the revocation. The reader's right is asked again every
+    ``stream_recheck_seconds``, as streams ask it: the download is cut off (not ended
+    early, which would look like a whole, smaller zip)."""
     hub = make_hub(MULTIUSER_CONFIG + "c.UWSHub.stream_recheck_seconds = 1\n")
     alice, carol = hub.add_user("uwsalice"), hub.add_user("uwscarol")
     ws = hub.api("POST", "workspaces", alice, json={"name": f"zip {uuid.uuid4().hex[:6]}"}, expect=201)
@@ -281,7 +283,7 @@ def test_a_zip_under_way_is_cut_off_once_its_reader_loses_the_workspace(make_hub
     size = (_socket_buffers_mib() + 16) * len(block)
     received = 0
     # (the proxy leaves its reader waiting when the hub cuts a download off: a read timeout)
-    with hub.request("GET", files(ws["id"], "?format=zip"), carol, stream=True, timeout=15) as r:
+    with hub.request("GET", files(ws["id"], what), carol, stream=True, timeout=15) as r:
         assert r.status_code == 200, r.text
         chunks = r.iter_content(64 * 1024)
         received += len(next(chunks))  # the buffers between fill: the hub waits for the reader
@@ -291,9 +293,12 @@ def test_a_zip_under_way_is_cut_off_once_its_reader_loses_the_workspace(make_hub
             for chunk in chunks:
                 received += len(chunk)
     assert received < size
-    # the owner's zip is whole
-    with hub.request("GET", files(ws["id"], "?format=zip"), alice) as r:
-        assert zipfile.ZipFile(io.BytesIO(r.content)).namelist()[-1] == f"{ws['slug']}/noise.bin"
+    # the owner's download is whole
+    with hub.request("GET", files(ws["id"], what), alice) as r:
+        if what == "?format=zip":
+            assert zipfile.ZipFile(io.BytesIO(r.content)).namelist()[-1] == f"{ws['slug']}/noise.bin"
+        else:
+            assert len(r.content) == size
 
 
 def test_a_reader_downloads_at_most_two_zips_at_once(hub, alice, workspace):
