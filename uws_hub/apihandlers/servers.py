@@ -35,6 +35,7 @@ from jupyterhub.scopes import needs_scope
 from jupyterhub.user import User
 
 from .. import access
+from ..authenticators.names import LookAlikeName, look_alike
 from ..errors import BadRequest, Conflict, Forbidden, NotFound
 from ..jobs.servers import server_of_token_note
 from ..models import job_model
@@ -199,6 +200,17 @@ class SelfAPIHandler(ServerTokenMixin, HubSelfAPIHandler):
 
 
 class UserAPIHandler(ServerTokenMixin, HubUserAPIHandler):
+    @needs_scope("admin:users")
+    async def post(self, user_name):
+        """JupyterHub makes the user first and asks the authenticator about the name after
+        (a 400 that says nothing of why): a look-alike of another name (:func:`look_alike`),
+        whatever the authenticator, is refused first, saying why."""
+        if self.find_user(user_name) is None:
+            why = look_alike(user_name)
+            if why is not None:
+                raise LookAlikeName(user_name, why)
+        await super().post(user_name)
+
     @needs_scope("delete:users")
     async def delete(self, user_name):
         user = self.find_user(user_name)
