@@ -265,7 +265,8 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         (``useradd`` gives out freed uids again). An administrator recovers or
         purges them there (``rm -rf <workspaces_root>/.deleted/<entry>``).
 
-        ``"remove"``: they are removed instead, at once.
+        ``"remove"``: they are removed instead (set aside first, then removed
+        in the background).
 
         A hub stopped between the deletion and the move finishes it at its next
         start.

@@ -206,6 +206,21 @@ def test_a_deleted_users_workspaces_and_job_logs_are_set_aside_for_root(hub, thr
     hub.api("DELETE", f"users/{throwaway}", expect=204)
 
 
+def test_a_deleted_users_data_is_removed_when_the_admins_say_so(make_hub, throwaway):
+    """``c.UWSHub.deleted_users_data = "remove"``: out of the way at the deletion, as when
+    set aside, then removed (nothing of theirs left anywhere)."""
+    hub = make_hub(MULTIUSER_CONFIG + 'c.UWSHub.deleted_users_data = "remove"\n')
+    token = hub.add_user(throwaway)
+    ws = hub.api("POST", "workspaces", token, json={"name": "research"}, expect=201)
+    hub.api("PUT", f"workspaces/{ws['id']}/files/data.txt", token, data=b"results", expect=201)
+    folder = hub.workspaces_root / throwaway / ws["slug"]
+    hub.api("DELETE", f"users/{throwaway}", expect=204)
+    assert not os.path.lexists(folder)
+    deleted = hub.workspaces_root / ".deleted"
+    wait_for(lambda: not list(deleted.iterdir()), 30, what="the removal")
+    assert f"Removed what the deleted user {throwaway} (id " in hub.log_text()
+
+
 def upload_while(hub, ws, token, meanwhile) -> requests.Response:
     """``PUT`` a file into ``ws`` with ``token``, doing ``meanwhile()`` once the hub has
     authorized the upload and begun it (its temporary file is in the workspace) and before

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import stat
+import tempfile
 from pathlib import Path
 
 import pytest
 from jupyterhub import orm as hub_orm
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from uws_hub.jobs.service import account_holder
@@ -131,3 +134,59 @@ def test_removed_instead_when_the_admins_say_so(setup):
     former.finish_pending(db)
     assert not (root / "ann").joinpath("w").exists() and not (logs / "job-1.log").exists()
     assert os.listdir(root / DELETED_FOLDER) == []
+
+
+def test_a_link_planted_for_a_log_is_moved_as_a_link(setup, tmp_path):
+    """A job's account may replace its log by a link (its folder is the account's): the
+    link is set aside, and what it points at is neither moved, nor given to root."""
+    db, root, logs, owner = setup
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not the user's")
+    os.chown(outside, 65534, 65534)
+    (logs / "job-1.log").unlink()
+    (logs / "job-1.log").symlink_to(outside)
+    former = former_users(root)
+    former.attach(db)
+    db.delete(owner)
+    db.commit()
+    former.finish_pending(db)
+    (entry,) = [p for p in (root / DELETED_FOLDER).iterdir()]
+    assert (entry / "job-logs" / "job-1.log").is_symlink()
+    assert outside.read_text() == "not the user's" and os.stat(outside).st_uid == 65534
+
+
+def test_a_log_on_another_file_system_is_copied_aside_and_removed(setup):
+    """The job log directory may be on another file system than the workspaces: a log
+    there cannot be renamed aside, and is copied (a link planted there is not)."""
+    db, root, logs, owner = setup
+    if os.stat("/dev/shm").st_dev == os.stat(root).st_dev:
+        pytest.skip("/dev/shm is on the file system of the tests' temporary folders here")
+    elsewhere = Path(tempfile.mkdtemp(dir="/dev/shm"))
+    try:
+        (elsewhere / "job-1.log").write_text("output")
+        (elsewhere / "job-2.log").symlink_to(elsewhere / "job-1.log")
+        db.execute(update(Job).values(log_path=str(elsewhere / "job-1.log")))
+        ws_id = db.scalar(select(Workspace.id))
+        db.add(
+            Job(
+                workspace_id=ws_id,
+                owner_id=owner.id,
+                job_type="t",
+                resource="local",
+                server_name="w",
+                interactive=False,
+                log_path=str(elsewhere / "job-2.log"),
+            )
+        )
+        db.commit()
+        former = former_users(root)
+        former.attach(db)
+        db.delete(owner)
+        db.commit()
+        former.finish_pending(db)
+        assert os.listdir(elsewhere) == []
+        (entry,) = [p for p in (root / DELETED_FOLDER).iterdir()]
+        assert os.listdir(entry / "job-logs") == ["job-1.log"]
+        assert (entry / "job-logs" / "job-1.log").read_text() == "output"
+    finally:
+        shutil.rmtree(elsewhere)

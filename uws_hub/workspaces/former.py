@@ -13,7 +13,8 @@ the hub's (``<workspaces root>/.deleted/<entry>.pending``); after the commit,
 in a thread, each is moved (renamed, never followed through a link) to
 ``<workspaces root>/.deleted/<entry>/`` (``<entry>``: ``<user id>-<name>-<UTC
 time>``), which only root (the hub's account) may enter, and the record goes.
-With ``UWSHub.deleted_users_data = "remove"`` they are removed instead. A hub
+With ``UWSHub.deleted_users_data = "remove"`` they are then removed from there (in the
+background: the delete answers once they are out of the way). A hub
 that stopped between the commit and the move finds the record at its next
 start and finishes (:meth:`FormerUsers.finish_pending`); a delete rolled back
 leaves the user, and the record is dropped.
@@ -42,7 +43,7 @@ from ..filethreads import in_file_thread
 from ..orm import Job, Workspace, rows_of_users_being_deleted
 from ..tasks import TaskPool
 from .paths import DIR_FLAGS
-from .storage import WorkspaceStorage
+from .storage import Freed, WorkspaceStorage, remove_tree
 
 #: the folder of the workspaces root where deleted users' data is set aside
 DELETED_FOLDER = ".deleted"
@@ -139,13 +140,23 @@ class FormerUsers:
 
     async def _put_away_soon(self, leftovers: Leftovers) -> None:
         try:
-            await in_file_thread(self.put_away, leftovers)
+            purge = await in_file_thread(self.put_away, leftovers)
         except Exception:
             self.log.exception(
                 "Could not set aside what %s (id %s) left; the hub tries again at its next start",
                 leftovers.name,
                 leftovers.user_id,
             )
+            return
+        if self.remove:
+            # (out of the user's delete, which answers once the data is out of the way)
+            self.tasks.spawn(self._purge_soon(leftovers, purge), f"former-user-purge-{leftovers.user_id}")
+
+    async def _purge_soon(self, leftovers: Leftovers, paths: list[str]) -> None:
+        try:
+            await in_file_thread(self.purge, leftovers, paths)
+        except Exception:
+            self.log.exception("Could not remove what %s left: %s", leftovers.name, ", ".join(paths))
 
     async def settled(self) -> None:
         """Wait for the set-asides under way (a user's delete answers once theirs is done)."""
@@ -178,32 +189,44 @@ class FormerUsers:
         finally:
             os.close(fd)
 
-    def put_away(self, leftovers: Leftovers) -> None:
-        """Move (or remove) each of ``leftovers`` that is still there, then drop its record."""
-        if self.remove:
-            for _, folder in leftovers.folders:
-                self.storage.remove(folder)
-            for path in leftovers.logs:
-                _unlink(path)
-            self.log.info(
-                "Removed the workspace folders and job logs %s (id %s) left", leftovers.name, leftovers.user_id
-            )
-        else:
-            aside = os.path.join(self.aside_root, leftovers.entry)
-            moved = []
-            for what, folder in leftovers.folders:
-                if os.path.lexists(folder):
-                    moved.append(self._move_folder(folder, os.path.join(aside, what)))
-            for path in leftovers.logs:
-                if os.path.lexists(path):
-                    moved.append(self._move_log(path, os.path.join(aside, "job-logs")))
+    def put_away(self, leftovers: Leftovers) -> list[str]:
+        """Move each of ``leftovers`` that is still there aside, then drop its record; what
+        :meth:`purge` removes (with ``UWSHub.deleted_users_data = "remove"``)."""
+        aside = os.path.join(self.aside_root, leftovers.entry)
+        moved = []
+        for what, folder in leftovers.folders:
+            if os.path.lexists(folder):
+                moved.append(self._move_folder(folder, os.path.join(aside, what)))
+        for path in leftovers.logs:
+            if os.path.lexists(path):
+                moved.append(self._move_log(path, os.path.join(aside, "job-logs")))
+        if moved:
             self.log.warning(
-                "Set aside what the deleted user %s (id %s) left, where only root reads it: %s",
+                "Set aside what the deleted user %s (id %s) left, where only root reads it%s: %s",
                 leftovers.name,
                 leftovers.user_id,
-                ", ".join(f"{a} -> {b}" for a, b in moved) or "nothing was left",
+                ", to be removed" if self.remove else "",
+                ", ".join(f"{a} -> {b}" for a, b in moved),
             )
         _unlink(self._pending_path(leftovers.entry))
+        # (a folder closed where it is, on a file system of its own, is removed there)
+        return [aside] + [b for a, b in moved if a == b]
+
+    def purge(self, leftovers: Leftovers, paths: list[str]) -> None:
+        """Remove what :meth:`put_away` set aside of ``leftovers`` (never through a link)."""
+        fd = self._aside_root()
+        try:
+            for path in paths:
+                if os.path.dirname(path) == self.aside_root:
+                    try:
+                        remove_tree(fd, os.path.basename(path), Freed(), path)
+                    except FileNotFoundError:
+                        pass
+                else:
+                    self.storage.remove(path)
+        finally:
+            os.close(fd)
+        self.log.info("Removed what the deleted user %s (id %s) left", leftovers.name, leftovers.user_id)
 
     def _folder_in(self, aside: str) -> str:
         """``aside`` (a folder of :attr:`aside_root`) made, root's own, 0700."""
@@ -248,17 +271,15 @@ class FormerUsers:
         except OSError as e:
             if e.errno != errno.EXDEV:
                 raise
-            src = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-            try:
-                if stat.S_ISREG(os.fstat(src).st_mode):
-                    dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-                    with os.fdopen(src, "rb", closefd=False) as fin, os.fdopen(dst, "wb") as fout:
-                        shutil.copyfileobj(fin, fout)
-            finally:
-                os.close(src)
-            os.unlink(path)
+            _copy_across(path, target)
+            _unlink(path)
             return path, target
-        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:
+            if e.errno != errno.ELOOP:
+                raise
+            return path, target  # a link, moved as a link: what it points at is left as it is
         try:
             st = os.fstat(fd)
             # (a hard link's other names keep their owner: the file is left as it is)
@@ -287,7 +308,9 @@ class FormerUsers:
             if user is not None and self.holder_of(user) == leftovers.holder:
                 _unlink(path)
                 continue
-            self.put_away(leftovers)
+            purge = self.put_away(leftovers)
+            if self.remove:
+                self.purge(leftovers, purge)
 
 
 def _free_name(folder: str, name: str) -> str:
@@ -296,6 +319,24 @@ def _free_name(folder: str, name: str) -> str:
         if not os.path.lexists(path):
             return path
     raise FileExistsError(f"No name left in {folder} for {name}")
+
+
+def _copy_across(path: str, target: str) -> None:
+    """Copy the regular file ``path`` to ``target`` (new, 0600), never through a link:
+    anything else there (a link, a FIFO) is no output of a job's, and is not copied."""
+    try:
+        src = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        return
+    try:
+        if stat.S_ISREG(os.fstat(src).st_mode):
+            dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(src, "rb", closefd=False) as fin, os.fdopen(dst, "wb") as fout:
+                shutil.copyfileobj(fin, fout)
+    finally:
+        os.close(src)
 
 
 def _unlink(path: str) -> None:
