@@ -338,7 +338,9 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
                 hand_over=batch.hand_over,
             ),
             DestructionSteps(jobs),
-            WorkspaceSteps(workspaces, servers, queue, tasks, log, forget=sharing.forget_workspace),
+            WorkspaceSteps(
+                workspaces, servers, queue, tasks, log, forget=sharing.forget_workspace, forget_logs=jobs.forget_logs_in
+            ),
             CopySteps(
                 db,
                 storage,

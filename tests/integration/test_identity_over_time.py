@@ -221,6 +221,22 @@ def test_a_deleted_users_data_is_removed_when_the_admins_say_so(make_hub, throwa
     assert f"Removed what the deleted user {throwaway} (id " in hub.log_text()
 
 
+def test_a_deleted_workspaces_job_logs_go_with_it(hub, throwaway):
+    """A workspace's jobs go with it (``ON DELETE CASCADE``), their logs stayed on disk
+    (a SLURM job's in its account's folder, owned by its uid) after everything that named
+    them was gone: nothing set them aside or removed them, ever after."""
+    token = hub.add_user(throwaway)
+    ws = hub.api("POST", "workspaces", token, json={"name": "short-lived"}, expect=201)
+    job = hub.api("POST", f"workspaces/{ws['id']}/jobs", token, json={"job_type": "echo"}, expect=202)
+    assert hub.wait_job(job["id"], token, ENDED, timeout=60)["status"] == "completed"
+    log = hub.workdir / "uws-job-logs" / f"job-{job['id']}.log"
+    assert log.exists()
+    hub.api("DELETE", f"workspaces/{ws['id']}", token, expect=202)
+    wait_for(lambda: hub.request("GET", f"workspaces/{ws['id']}", token).status_code == 404, 30, what="the deletion")
+    assert not os.path.lexists(log)
+    hub.api("DELETE", f"users/{throwaway}", expect=204)
+
+
 def upload_while(hub, ws, token, meanwhile) -> requests.Response:
     """``PUT`` a file into ``ws`` with ``token``, doing ``meanwhile()`` once the hub has
     authorized the upload and begun it (its temporary file is in the workspace) and before

@@ -945,6 +945,18 @@ class JobService:
         self.db.delete(job)
         self.db.commit()
 
+    async def forget_logs_in(self, workspace_id: int) -> None:
+        """Remove the logs of a workspace's jobs, before its row (and theirs, ``ON DELETE
+        CASCADE``) goes: they outlived it, in the job's account's folder (SLURM) owned by
+        its uid, which ``useradd`` gives to the next account made once the user is gone.
+        A log that cannot be removed is logged, and the workspace goes all the same."""
+        jobs = self.db.scalars(select(Job).where(Job.workspace_id == workspace_id, Job.archived_at.is_(None))).all()
+        for job in jobs:
+            try:
+                await self._remove_files(job, results=False)
+            except Exception:
+                self.log.exception("Could not remove the log of job %s of deleted workspace %s", job.id, workspace_id)
+
     async def _remove_files(self, job: Job, *, results: bool) -> None:
         """Remove an ended job's log (what its runner kept of it), and its results folder if ``results``."""
         ws = job.workspace
