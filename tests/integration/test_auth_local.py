@@ -166,6 +166,24 @@ def test_look_alike_names_are_refused_wherever_users_are_made(local_hub, signup_
     local_hub.api("DELETE", f"users/{name}", expect=204)
 
 
+def test_look_alike_names_are_refused_whatever_the_authenticator(make_hub):
+    """JupyterHub's API asks the authenticator about a new name (and about a single user's
+    only once it has made them, with a 400 that says nothing of why): with an
+    authenticator of another project's, a look-alike is refused all the same, saying why."""
+    hub = make_hub(LOCAL_CONFIG + 'c.JupyterHub.authenticator_class = "dummy"\n')
+    name = f"z{uuid.uuid4().hex[:6]}q"
+    hub.api("POST", "users", json={"usernames": [name]}, expect=201)
+    for make, why in LOOK_ALIKES.values():
+        bad = make(name)
+        for r in (
+            hub.request("POST", "users", hub.admin_token, json={"usernames": [bad]}),
+            hub.request("POST", f"users/{bad}", hub.admin_token),
+            hub.request("PATCH", f"users/{name}", hub.admin_token, json={"name": bad}),
+        ):
+            assert r.status_code == 400 and why in r.json()["message"], r.text
+        assert hub.request("GET", f"users/{bad}", hub.admin_token).status_code == 404
+
+
 def test_lockout_after_repeated_failures(local_hub):
     name, password = new_account(local_hub)
     for _ in range(3):
