@@ -263,19 +263,29 @@ def _socket_buffers_mib() -> int:
     return 2 * (most("tcp_rmem") + most("tcp_wmem")) // (1024 * 1024)
 
 
-@pytest.mark.parametrize("what", ["?format=zip", "noise.bin"], ids=["a zip", "a file"])
-def test_a_download_under_way_is_cut_off_once_its_reader_loses_the_workspace(make_hub, system_users, what):
+@pytest.mark.parametrize(
+    "what, lost",
+    [("?format=zip", "share"), ("noise.bin", "share"), ("noise.bin", "token")],
+    ids=["a zip, share revoked", "a file, share revoked", "a file, token deleted"],
+)
+def test_a_download_under_way_is_cut_off_once_its_reader_loses_the_workspace(make_hub, system_users, what, lost):
     """A zip is made as it is read, and a large file is sent, for as long as its reader
-    likes: a viewer whose share was revoked meanwhile got the rest of the folder (or of
-    the file) after the revocation. The reader's right is asked again every
-    ``stream_recheck_seconds``, as streams ask it: the download is cut off (not ended
-    early, which would look like a whole, smaller zip)."""
+    likes: a viewer whose share was revoked (or whose token was deleted) meanwhile got
+    the rest of the folder (or of the file) after that. The reader's right is asked
+    again every ``stream_recheck_seconds``, as streams ask it: the download is cut off
+    (not ended early, which would look like a whole, smaller zip)."""
     hub = make_hub(MULTIUSER_CONFIG + "c.UWSHub.stream_recheck_seconds = 1\n")
-    alice, carol = hub.add_user("uwsalice"), hub.add_user("uwscarol")
+    alice = hub.add_user("uwsalice")
+    hub.add_user("uwscarol")
     ws = hub.api("POST", "workspaces", alice, json={"name": f"zip {uuid.uuid4().hex[:6]}"}, expect=201)
     share = hub.api(
         "POST", f"workspaces/{ws['id']}/shares", alice, json={"user": "uwscarol", "level": "viewer"}, expect=201
     )
+    minted = hub.api("POST", "users/uwscarol/tokens", json={"note": "download"}, expect=201)
+    lose = {
+        "share": lambda: hub.api("DELETE", f"workspaces/{ws['id']}/shares/{share['id']}", alice, expect=200),
+        "token": lambda: hub.api("DELETE", f"users/uwscarol/tokens/{minted['id']}", expect=204),
+    }[lost]
     block = os.urandom(1024 * 1024)
     with open(on_disk(hub, ws) / "noise.bin", "wb") as f:
         for _ in range(_socket_buffers_mib() + 16):
@@ -283,11 +293,11 @@ def test_a_download_under_way_is_cut_off_once_its_reader_loses_the_workspace(mak
     size = (_socket_buffers_mib() + 16) * len(block)
     received = 0
     # (the proxy leaves its reader waiting when the hub cuts a download off: a read timeout)
-    with hub.request("GET", files(ws["id"], what), carol, stream=True, timeout=15) as r:
+    with hub.request("GET", files(ws["id"], what), minted["token"], stream=True, timeout=15) as r:
         assert r.status_code == 200, r.text
         chunks = r.iter_content(64 * 1024)
         received += len(next(chunks))  # the buffers between fill: the hub waits for the reader
-        hub.api("DELETE", f"workspaces/{ws['id']}/shares/{share['id']}", alice, expect=200)
+        lose()
         time.sleep(2)  # past a recheck: the next piece asks again
         with pytest.raises(requests.exceptions.RequestException):
             for chunk in chunks:
