@@ -36,6 +36,18 @@ class NoTasks:
         pass
 
 
+def batch_job(ws_id: int, owner_id: int, log: Path) -> Job:
+    return Job(
+        workspace_id=ws_id,
+        owner_id=owner_id,
+        job_type="t",
+        resource="local",
+        server_name="w",
+        interactive=False,
+        log_path=str(log),
+    )
+
+
 @pytest.fixture
 def setup(tmp_path):
     root = tmp_path / "workspaces"
@@ -52,17 +64,7 @@ def setup(tmp_path):
     ws = Workspace(owner_id=owner.id, name="W", slug="w", directory=str(root / "ann" / "w"), status="idle")
     db.add(ws)
     db.flush()
-    db.add(
-        Job(
-            workspace_id=ws.id,
-            owner_id=owner.id,
-            job_type="t",
-            resource="local",
-            server_name="w",
-            interactive=False,
-            log_path=str(logs / "job-1.log"),
-        )
-    )
+    db.add(batch_job(ws.id, owner.id, logs / "job-1.log"))
     db.commit()
     yield db, root, logs, owner
     db.close()
@@ -167,17 +169,7 @@ def test_a_log_on_another_file_system_is_copied_aside_and_removed(setup):
         (elsewhere / "job-2.log").symlink_to(elsewhere / "job-1.log")
         db.execute(update(Job).values(log_path=str(elsewhere / "job-1.log")))
         ws_id = db.scalar(select(Workspace.id))
-        db.add(
-            Job(
-                workspace_id=ws_id,
-                owner_id=owner.id,
-                job_type="t",
-                resource="local",
-                server_name="w",
-                interactive=False,
-                log_path=str(elsewhere / "job-2.log"),
-            )
-        )
+        db.add(batch_job(ws_id, owner.id, elsewhere / "job-2.log"))
         db.commit()
         former = former_users(root)
         former.attach(db)

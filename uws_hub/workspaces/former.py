@@ -174,8 +174,7 @@ class FormerUsers:
         except FileExistsError:
             pass
         fd = os.open(self.aside_root, DIR_FLAGS)
-        os.fchown(fd, os.geteuid(), os.getegid())
-        os.fchmod(fd, 0o700)
+        _root_only(fd)
         return fd
 
     def _record(self, leftovers: Leftovers) -> None:
@@ -233,12 +232,7 @@ class FormerUsers:
         os.close(self._aside_root())
         os.makedirs(aside, 0o700, exist_ok=True)
         for path in (os.path.dirname(aside), aside):
-            fd = os.open(path, DIR_FLAGS)
-            try:
-                os.fchown(fd, os.geteuid(), os.getegid())
-                os.fchmod(fd, 0o700)
-            finally:
-                os.close(fd)
+            _close_to_all_but_root(path)
         return aside
 
     def _move_folder(self, folder: str, into: str) -> tuple[str, str]:
@@ -252,12 +246,7 @@ class FormerUsers:
             if e.errno not in (errno.EXDEV, errno.EBUSY):
                 raise
             target = folder
-        fd = os.open(target, DIR_FLAGS)
-        try:
-            os.fchown(fd, os.geteuid(), os.getegid())
-            os.fchmod(fd, 0o700)
-        finally:
-            os.close(fd)
+        _close_to_all_but_root(target)
         if target == folder:
             self.log.error("%s is on a file system of its own: closed to all but root where it is", folder)
         return folder, target
@@ -311,6 +300,21 @@ class FormerUsers:
             purge = self.put_away(leftovers)
             if self.remove:
                 self.purge(leftovers, purge)
+
+
+def _root_only(fd: int) -> None:
+    """The folder open at ``fd``: root's (the hub's account's) own, 0700."""
+    os.fchown(fd, os.geteuid(), os.getegid())
+    os.fchmod(fd, 0o700)
+
+
+def _close_to_all_but_root(folder: str) -> None:
+    """:func:`_root_only` the folder ``folder`` (not followed if it is a link)."""
+    fd = os.open(folder, DIR_FLAGS)
+    try:
+        _root_only(fd)
+    finally:
+        os.close(fd)
 
 
 def _free_name(folder: str, name: str) -> str:
