@@ -38,6 +38,13 @@ OIDC_USERS = [
     {"sub": "u-unverified", "preferred_username": "sneaky", "email": "sneaky@uni.example", "email_verified": False},
     {"sub": "u-gus", "preferred_username": "gus", "email": "gus@elsewhere.example", "groups": ["physics"]},
     {"sub": "u-ada", "preferred_username": "ada", "email": "ada@elsewhere.example", "groups": ["hub-admins"]},
+    # a look-alike of oidcalice (a Cyrillic а), whom the group rule would let in
+    {
+        "sub": "u-lookalike",
+        "preferred_username": "oidc\u0430lice",
+        "email": "x@elsewhere.example",
+        "groups": ["physics"],
+    },
 ]
 
 GLOBUS_USERS = [

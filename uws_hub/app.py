@@ -27,7 +27,7 @@ from jupyterhub.handlers.base import BaseHandler
 from jupyterhub.traitlets import ByteSpecification
 from jupyterhub.utils import url_path_join
 from sqlalchemy.exc import SQLAlchemyError
-from traitlets import Bool, Dict, Float, Integer, TraitError, Unicode, default, validate
+from traitlets import Bool, Dict, Enum, Float, Integer, TraitError, Unicode, default, validate
 
 from . import __version__, dbutil, oauthclients, scopes, services
 from .apihandlers import default_handlers as api_handlers
@@ -247,6 +247,29 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         The end of this file, with credentials redacted, is what the job's
         owner and admins read at ``GET /hub/api/jobs/{id}/output``.
         Relative paths are relative to the directory the hub starts in.
+        """,
+    )
+
+    deleted_users_data = Enum(
+        ["set-aside", "remove"],
+        default_value="set-aside",
+        config=True,
+        help="""What becomes of a deleted user's workspace folders and job logs.
+
+        ``"set-aside"`` (the default): when the user is deleted, each of their
+        workspace folders, their jobs' log files and the HOME of their jobs of
+        the hub's own account are moved to
+        ``<workspaces_root>/.deleted/<user id>-<name>-<UTC time>/``, which only
+        root (the hub's account) may enter, and the hub's log says what went
+        where. Left in place they were the next account's of the same uid
+        (``useradd`` gives out freed uids again). An administrator recovers or
+        purges them there (``rm -rf <workspaces_root>/.deleted/<entry>``).
+
+        ``"remove"``: they are removed instead (set aside first, then removed
+        in the background).
+
+        A hub stopped between the deletion and the move finishes it at its next
+        start.
         """,
     )
 
@@ -584,7 +607,8 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         help="""Seconds a long request goes on before it asks again who holds it open.
 
         The event streams (SSE and WebSocket, HuBMAP's job WebSocket), a
-        followed log and a blocking UWS ``GET`` (``?WAIT=``) are authorized
+        followed log, a blocking UWS ``GET`` (``?WAIT=``) and a download (a
+        zip, a file, a UWS result: cut off) are authorized
         when they open, as every request; then, every this many seconds, they
         look their token or login cookie up again, and end (the ``GET``
         answers 403) once it was deleted or expired, or its user was deleted

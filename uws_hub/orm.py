@@ -132,9 +132,14 @@ def users_being_deleted(db: Session) -> set[int]:
     """The ids of the JupyterHub users the session deletes at its flush (in a
     ``before_flush`` hook): their workspaces and jobs go with them (``ON DELETE CASCADE``),
     unseen by the session."""
+    return {user.id for user in rows_of_users_being_deleted(db)}
+
+
+def rows_of_users_being_deleted(db: Session) -> list[hub_orm.User]:
+    """The rows of :func:`users_being_deleted`."""
     # JupyterHub deletes its wrapper of the user (jupyterhub.user.User), which lends it its row's state
     deleted = [getattr(obj, "orm_user", obj) for obj in db.deleted]
-    return {obj.id for obj in deleted if isinstance(obj, hub_orm.User)}
+    return [obj for obj in deleted if isinstance(obj, hub_orm.User)]
 
 
 def _made_at(context) -> datetime:

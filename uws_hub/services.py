@@ -31,7 +31,7 @@ from .jobs.launch import check_resource_limits
 from .jobs.queue import QUEUE_KEY, QueueSteps
 from .jobs.reconcile import JobSteps
 from .jobs.servers import ServerControl
-from .jobs.service import JobService
+from .jobs.service import JobService, account_holder
 from .jobs.types import JobType
 from .metrics import LoopLagProbe, register_state_collector
 from .models import workspace_model
@@ -51,6 +51,7 @@ from .states import JobStatus
 from .tasks import TaskPool
 from .tokenids import TokenIds
 from .workqueue import WorkQueue
+from .workspaces.former import FormerUsers
 from .workspaces.reconcile import WorkspaceSteps
 from .workspaces.service import WorkspaceService
 from .workspaces.storage import WorkspaceStorage
@@ -74,6 +75,8 @@ class Services:
     usage: UsageMeter
     tasks: TaskPool
     loop_lag: LoopLagProbe
+    #: what deleted users leave on disk (``UWSHub.deleted_users_data``)
+    former_users: FormerUsers
     #: who finds whom to share with (``UWSHub.share_search``, ``share_search_show_email``)
     share_search: str
     share_search_show_email: bool
@@ -271,6 +274,12 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         group_kills=group_kills,
     )
     jobs.attach(db)
+    former_users = FormerUsers(
+        storage, jobs.kept_log_path, account_holder, tasks, log, remove=hub.deleted_users_data == "remove"
+    )
+    former_users.attach(db)
+    # what a hub stopped between a user's deletion and its set-aside left: before the hub listens
+    former_users.finish_pending(db)
     sharing = ShareService(
         db,
         accounts,
@@ -329,7 +338,9 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
                 hand_over=batch.hand_over,
             ),
             DestructionSteps(jobs),
-            WorkspaceSteps(workspaces, servers, queue, tasks, log, forget=sharing.forget_workspace),
+            WorkspaceSteps(
+                workspaces, servers, queue, tasks, log, forget=sharing.forget_workspace, forget_logs=jobs.forget_logs_in
+            ),
             CopySteps(
                 db,
                 storage,
@@ -358,6 +369,7 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         job_types=job_types,
         max_upload_bytes=hub.max_upload_bytes,
         servers=servers,
+        former_users=former_users,
         quotas=quotas,
         sharing=sharing,
         copies=copies,

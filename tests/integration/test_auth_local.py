@@ -3,6 +3,7 @@ lockout, disabled accounts, the admins' accounts API and page, sign-up."""
 
 from __future__ import annotations
 
+import html
 import re
 import threading
 import time
@@ -117,6 +118,70 @@ def test_names_with_control_characters_are_refused(local_hub):
         assert r.status_code == 400, r.text
     assert local_hub.api("GET", f"users/{name}", expect=200)["name"] == name
     local_hub.api("DELETE", f"users/{name}", expect=204)
+
+
+#: look-alikes of a name (made of plain Latin letters, ending in "q"), and why each is refused
+LOOK_ALIKES = {
+    "fullwidth": (lambda n: "\uff5a" + n[1:], "not in Unicode's normal form"),
+    "cyrillic": (lambda n: "\u0430" + n, "it mixes the letters of scripts (cyrillic, latin)"),
+    "invisible": (lambda n: n + "\u200b", "it holds an invisible character"),
+    "combining": (lambda n: n + "\u0308", "it holds a combining mark"),
+    "decomposed": (lambda n: n + "e\u0301", "not in Unicode's normal form"),
+}
+
+
+@pytest.mark.parametrize("kind", list(LOOK_ALIKES))
+def test_look_alike_names_are_refused_wherever_users_are_made(local_hub, signup_hub, kind):
+    """``ａlice`` (fullwidth), ``аlice`` (a Cyrillic а), ``alice`` with an invisible character
+    or a combining mark are other users than ``alice``, whom nobody tells apart on a page,
+    in a share dialog or in a log. Refused, saying why, wherever a user or an account is
+    made or renamed: JupyterHub's API (one user, several, a rename), the local accounts
+    API, sign-up and a login; a caller who may not make users learns nothing."""
+    name = f"z{uuid.uuid4().hex[:6]}q"
+    make, why = LOOK_ALIKES[kind]
+    bad = make(name)
+    local_hub.api("POST", "users", json={"usernames": [name]}, expect=201)
+    answers = [
+        (400, local_hub.request("POST", "users", local_hub.admin_token, json={"usernames": [bad]})),
+        (400, local_hub.request("POST", f"users/{bad}", local_hub.admin_token)),
+        (400, local_hub.request("PATCH", f"users/{name}", local_hub.admin_token, json={"name": bad})),
+        # (as the accounts API answers every name it refuses)
+        (
+            422,
+            local_hub.request("POST", "accounts", local_hub.admin_token, json={"username": bad, "password": "p" * 12}),
+        ),
+    ]
+    for status, r in answers:
+        assert r.status_code == status and why in r.json()["message"], r.text
+    r = signup(signup_hub, bad, "a long enough password")
+    assert r.status_code == 400 and why in html.unescape(signup_message(r) or ""), r.text
+    assert not login(local_hub, bad, "p" * 12).ok
+    # a caller who may not make users is refused for that, before the name is looked at
+    token = local_hub.add_user(f"y{uuid.uuid4().hex[:6]}")
+    assert local_hub.request("POST", f"users/{bad}", token).status_code == 403
+    assert local_hub.request("POST", f"users/{bad}").status_code == 403
+    for hub in (local_hub, signup_hub):
+        assert hub.request("GET", f"users/{bad}", hub.admin_token).status_code == 404
+    assert local_hub.api("GET", f"users/{name}", expect=200)["name"] == name
+    local_hub.api("DELETE", f"users/{name}", expect=204)
+
+
+def test_look_alike_names_are_refused_whatever_the_authenticator(make_hub):
+    """JupyterHub's API asks the authenticator about a new name (and about a single user's
+    only once it has made them, with a 400 that says nothing of why): with an
+    authenticator of another project's, a look-alike is refused all the same, saying why."""
+    hub = make_hub(LOCAL_CONFIG + 'c.JupyterHub.authenticator_class = "dummy"\n')
+    name = f"z{uuid.uuid4().hex[:6]}q"
+    hub.api("POST", "users", json={"usernames": [name]}, expect=201)
+    for make, why in LOOK_ALIKES.values():
+        bad = make(name)
+        for r in (
+            hub.request("POST", "users", hub.admin_token, json={"usernames": [bad]}),
+            hub.request("POST", f"users/{bad}", hub.admin_token),
+            hub.request("PATCH", f"users/{name}", hub.admin_token, json={"name": bad}),
+        ):
+            assert r.status_code == 400 and why in r.json()["message"], r.text
+        assert hub.request("GET", f"users/{bad}", hub.admin_token).status_code == 404
 
 
 def test_lockout_after_repeated_failures(local_hub):

@@ -133,6 +133,16 @@ def test_a_user_name_the_provider_gives_someone_else_stays_with_its_person(oidc_
     assert oidc_hub.api("GET", f"workspaces/{ws['id']}", token, expect=200)["name"] == "alice's own"
 
 
+def test_a_look_alike_name_the_provider_gives_is_refused(oidc_hub):
+    """``oidcаlice`` (a Cyrillic а) is another user than ``oidcalice``, whom nobody tells
+    apart on a page or in a share dialog: a provider's claim of such a name makes no user
+    (a 400 that says why; see tests/integration/test_auth_local.py for the other paths)."""
+    r = oauth_login(oidc_hub, "u-lookalike")
+    assert r.status_code == 400, r.text
+    assert "it mixes the letters of scripts (cyrillic, latin)" in r.text
+    assert oidc_hub.request("GET", "users/oidc\u0430lice", oidc_hub.admin_token).status_code == 404
+
+
 def test_oidc_tokens_are_kept_refreshed_and_handed_to_jobs(oidc_hub, oidc):
     r = oauth_login(oidc_hub, "u-alice")
     assert r.status_code == 302

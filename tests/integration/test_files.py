@@ -263,17 +263,29 @@ def _socket_buffers_mib() -> int:
     return 2 * (most("tcp_rmem") + most("tcp_wmem")) // (1024 * 1024)
 
 
-def test_a_zip_under_way_is_cut_off_once_its_reader_loses_the_workspace(make_hub, system_users):
-    """A zip is made as it is read, for as long as its reader likes: a viewer whose share
-    was revoked meanwhile got the rest of the folder after the revocation. The reader's
-    right is asked again every ``stream_recheck_seconds``, as streams ask it: the
-    download is cut off (not ended early, which would look like a whole, smaller zip)."""
+@pytest.mark.parametrize(
+    "what, lost",
+    [("?format=zip", "share"), ("noise.bin", "share"), ("noise.bin", "token")],
+    ids=["a zip, share revoked", "a file, share revoked", "a file, token deleted"],
+)
+def test_a_download_under_way_is_cut_off_once_its_reader_loses_the_workspace(make_hub, system_users, what, lost):
+    """A zip is made as it is read, and a large file is sent, for as long as its reader
+    likes: a viewer whose share was revoked (or whose token was deleted) meanwhile got
+    the rest of the folder (or of the file) after that. The reader's right is asked
+    again every ``stream_recheck_seconds``, as streams ask it: the download is cut off
+    (not ended early, which would look like a whole, smaller zip)."""
     hub = make_hub(MULTIUSER_CONFIG + "c.UWSHub.stream_recheck_seconds = 1\n")
-    alice, carol = hub.add_user("uwsalice"), hub.add_user("uwscarol")
+    alice = hub.add_user("uwsalice")
+    hub.add_user("uwscarol")
     ws = hub.api("POST", "workspaces", alice, json={"name": f"zip {uuid.uuid4().hex[:6]}"}, expect=201)
     share = hub.api(
         "POST", f"workspaces/{ws['id']}/shares", alice, json={"user": "uwscarol", "level": "viewer"}, expect=201
     )
+    minted = hub.api("POST", "users/uwscarol/tokens", json={"note": "download"}, expect=201)
+    lose = {
+        "share": lambda: hub.api("DELETE", f"workspaces/{ws['id']}/shares/{share['id']}", alice, expect=200),
+        "token": lambda: hub.api("DELETE", f"users/uwscarol/tokens/{minted['id']}", expect=204),
+    }[lost]
     block = os.urandom(1024 * 1024)
     with open(on_disk(hub, ws) / "noise.bin", "wb") as f:
         for _ in range(_socket_buffers_mib() + 16):
@@ -281,19 +293,22 @@ def test_a_zip_under_way_is_cut_off_once_its_reader_loses_the_workspace(make_hub
     size = (_socket_buffers_mib() + 16) * len(block)
     received = 0
     # (the proxy leaves its reader waiting when the hub cuts a download off: a read timeout)
-    with hub.request("GET", files(ws["id"], "?format=zip"), carol, stream=True, timeout=15) as r:
+    with hub.request("GET", files(ws["id"], what), minted["token"], stream=True, timeout=15) as r:
         assert r.status_code == 200, r.text
         chunks = r.iter_content(64 * 1024)
         received += len(next(chunks))  # the buffers between fill: the hub waits for the reader
-        hub.api("DELETE", f"workspaces/{ws['id']}/shares/{share['id']}", alice, expect=200)
+        lose()
         time.sleep(2)  # past a recheck: the next piece asks again
         with pytest.raises(requests.exceptions.RequestException):
             for chunk in chunks:
                 received += len(chunk)
     assert received < size
-    # the owner's zip is whole
-    with hub.request("GET", files(ws["id"], "?format=zip"), alice) as r:
-        assert zipfile.ZipFile(io.BytesIO(r.content)).namelist()[-1] == f"{ws['slug']}/noise.bin"
+    # the owner's download is whole
+    with hub.request("GET", files(ws["id"], what), alice) as r:
+        if what == "?format=zip":
+            assert zipfile.ZipFile(io.BytesIO(r.content)).namelist()[-1] == f"{ws['slug']}/noise.bin"
+        else:
+            assert len(r.content) == size
 
 
 def test_a_reader_downloads_at_most_two_zips_at_once(hub, alice, workspace):

@@ -14,6 +14,7 @@ import json
 import os
 import pwd
 import re
+import stat
 import subprocess
 import threading
 import uuid
@@ -101,7 +102,8 @@ def test_a_new_account_of_a_former_ones_name_gets_none_of_its_slurm_output(make_
     user, deleted with their jobs' rows). The folder is set aside now, still the first
     account's, and the new account gets a new one; also when the new account has the
     uid of the former (``useradd`` gives the highest free uid, often the one just freed),
-    which owned the folder for the hub before (it compared uids)."""
+    which owned the folder for the hub before (it compared uids). (The hub user's jobs'
+    output itself is set aside at their deletion, see the next tests.)"""
     config = slurmutil.hub_config({"hello": {**SLURM, "cmd": ["echo", "the first one's output"]}})
     log_dir = re.search(r"c\.UWSHub\.job_log_dir = '([^']+)'", config).group(1)
     folder = Path(log_dir) / "slurm" / throwaway
@@ -122,7 +124,11 @@ def test_a_new_account_of_a_former_ones_name_gets_none_of_its_slurm_output(make_
     assert os.listdir(folder) == [f"job-{second['id']}.log"]
     aside = folder.parent / f".former-uid{first_uid}-{throwaway}"
     assert os.stat(aside).st_uid == first_uid and os.stat(aside).st_mode & 0o777 == 0o700
-    assert os.listdir(aside) == [f"job-{job['id']}.log"]
+    # (its first job's output went with the hub user, where only root reads it)
+    assert os.listdir(aside) == []
+    assert [p.name for p in hub.workspaces_root.glob(f".deleted/*-{throwaway}-*/job-logs/*")] == [
+        f"job-{job['id']}.log"
+    ]
     whose = "the hub user " if same_uid else f"uid {first_uid}, not to {throwaway} (uid {second_uid})"
     assert f"The output folder {folder} belonged to {whose}" in hub.log_text()
     subprocess.run(["rm", "-rf", str(aside)], check=False)
@@ -162,6 +168,73 @@ def test_a_deleted_owners_shares_grant_nothing_of_a_new_user_of_the_name(hub, th
     hub.add_user(throwaway)
     assert not [s for s in hub.api("GET", "user", bob, expect=200)["scopes"] if throwaway in s]
     assert not [r for r in hub.api("GET", "users/uwsbob", expect=200)["roles"] if r.endswith(f"-{ws['id']}-editor")]
+
+
+def test_a_deleted_users_workspaces_and_job_logs_are_set_aside_for_root(hub, throwaway):
+    """A user's workspaces and jobs go with them, their folders and job logs stayed where
+    they were, owned by their uid: the next account given that uid (``useradd`` gives
+    freed uids again) held them, and a new user of the name had workspaces made beside
+    them. At the deletion they go to ``<workspaces root>/.deleted/``, which only root
+    enters, and a new user of the name starts with nothing of theirs."""
+    token = hub.add_user(throwaway)
+    ws = hub.api("POST", "workspaces", token, json={"name": "research"}, expect=201)
+    folder = hub.workspaces_root / throwaway / ws["slug"]
+    fresh = hub.api("GET", f"workspaces/{ws['id']}/files", token, expect=200)["items"]
+    hub.api("PUT", f"workspaces/{ws['id']}/files/data.txt", token, data=b"results", expect=201)
+    job = hub.api("POST", f"workspaces/{ws['id']}/jobs", token, json={"job_type": "echo"}, expect=202)
+    assert hub.wait_job(job["id"], token, ENDED, timeout=60)["status"] == "completed"
+    log = hub.workdir / "uws-job-logs" / f"job-{job['id']}.log"
+    assert log.read_text() == "hello\n"
+    assert os.stat(folder).st_uid == pwd.getpwnam(throwaway).pw_uid
+
+    hub.api("DELETE", f"users/{throwaway}", expect=204)
+    assert not os.path.lexists(folder) and not os.path.lexists(log)
+    deleted = hub.workspaces_root / ".deleted"
+    (entry,) = [p for p in deleted.iterdir() if re.fullmatch(rf"\d+-{throwaway}-\d{{8}}T[\d.]+Z", p.name)]
+    for path in (deleted, entry, entry / "workspaces" / ws["slug"]):
+        st = os.lstat(path)
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o700), path
+    assert (entry / "workspaces" / ws["slug"] / "data.txt").read_bytes() == b"results"
+    assert (entry / "job-logs" / f"job-{job['id']}.log").read_text() == "hello\n"
+    assert not [p for p in deleted.iterdir() if p.name.endswith(".pending")]
+    assert f"Set aside what the deleted user {throwaway} (id {entry.name.split('-')[0]}) left" in hub.log_text()
+
+    token = hub.add_user(throwaway)
+    again = hub.api("POST", "workspaces", token, json={"name": "research"}, expect=201)
+    assert again["slug"] == ws["slug"]
+    assert hub.api("GET", f"workspaces/{again['id']}/files", token, expect=200)["items"] == fresh
+    hub.api("DELETE", f"users/{throwaway}", expect=204)
+
+
+def test_a_deleted_users_data_is_removed_when_the_admins_say_so(make_hub, throwaway):
+    """``c.UWSHub.deleted_users_data = "remove"``: out of the way at the deletion, as when
+    set aside, then removed (nothing of theirs left anywhere)."""
+    hub = make_hub(MULTIUSER_CONFIG + 'c.UWSHub.deleted_users_data = "remove"\n')
+    token = hub.add_user(throwaway)
+    ws = hub.api("POST", "workspaces", token, json={"name": "research"}, expect=201)
+    hub.api("PUT", f"workspaces/{ws['id']}/files/data.txt", token, data=b"results", expect=201)
+    folder = hub.workspaces_root / throwaway / ws["slug"]
+    hub.api("DELETE", f"users/{throwaway}", expect=204)
+    assert not os.path.lexists(folder)
+    deleted = hub.workspaces_root / ".deleted"
+    wait_for(lambda: not list(deleted.iterdir()), 30, what="the removal")
+    assert f"Removed what the deleted user {throwaway} (id " in hub.log_text()
+
+
+def test_a_deleted_workspaces_job_logs_go_with_it(hub, throwaway):
+    """A workspace's jobs go with it (``ON DELETE CASCADE``), their logs stayed on disk
+    (a SLURM job's in its account's folder, owned by its uid) after everything that named
+    them was gone: nothing set them aside or removed them, ever after."""
+    token = hub.add_user(throwaway)
+    ws = hub.api("POST", "workspaces", token, json={"name": "short-lived"}, expect=201)
+    job = hub.api("POST", f"workspaces/{ws['id']}/jobs", token, json={"job_type": "echo"}, expect=202)
+    assert hub.wait_job(job["id"], token, ENDED, timeout=60)["status"] == "completed"
+    log = hub.workdir / "uws-job-logs" / f"job-{job['id']}.log"
+    assert log.exists()
+    hub.api("DELETE", f"workspaces/{ws['id']}", token, expect=202)
+    wait_for(lambda: hub.request("GET", f"workspaces/{ws['id']}", token).status_code == 404, 30, what="the deletion")
+    assert not os.path.lexists(log)
+    hub.api("DELETE", f"users/{throwaway}", expect=204)
 
 
 def upload_while(hub, ws, token, meanwhile) -> requests.Response:

@@ -157,7 +157,9 @@ def hub(engine, tmp_path):
         users=users,
         root=root,
         steps=lambda: (
-            WorkspaceSteps(workspaces, servers, queue, pool, log, forget=sharing.forget_workspace),
+            WorkspaceSteps(
+                workspaces, servers, queue, pool, log, forget=sharing.forget_workspace, forget_logs=jobs.forget_logs_in
+            ),
             CopySteps(
                 db,
                 storage,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from jupyterhub import orm as hub_orm
@@ -187,6 +187,31 @@ class UWSAPIHandler(APIHandler):
             return False
         finally:
             self._rechecking = False
+
+    async def still_reads(self, workspace_id: int) -> bool:
+        """Whether the caller (:meth:`caller_unchanged`) may still read the workspace."""
+        if not await self.caller_unchanged():
+            return False
+        ws = Workspace.find(self.db, workspace_id)
+        return ws is not None and access.may_workspace(self, READ_WORKSPACES, ws)
+
+    def reads_rechecked(self, workspace_id: int) -> Callable[[], Awaitable[bool]]:
+        """For a download that lasts as long as its reader likes (a zip, a large file): a
+        check before each piece sent, true while the caller may still read the workspace,
+        asked again (:meth:`still_reads`) every ``UWSHub.stream_recheck_seconds``: who may
+        no longer read it (a share revoked, a token deleted, a login ended) gets no more."""
+        loop = asyncio.get_running_loop()
+        every = self.uws.stream_recheck_seconds
+        recheck = loop.time() + every
+
+        async def check() -> bool:
+            nonlocal recheck
+            if loop.time() < recheck:
+                return True
+            recheck = loop.time() + every
+            return await self.still_reads(workspace_id)
+
+        return check
 
     def _record_activity(self, obj, timestamp=None):
         """JupyterHub's record of a user's (and token's) activity, but not for a recheck

@@ -38,7 +38,6 @@ from urllib.parse import quote
 from pydantic import BaseModel, ConfigDict, Field
 from tornado import iostream, web
 
-from .. import access
 from ..errors import (
     BadRequest,
     Conflict,
@@ -130,10 +129,13 @@ def attachment(handler: web.RequestHandler, name: str, content_type: str) -> Non
     handler.set_header("Content-Disposition", f"attachment; filename*=UTF-8''{quote(name)}")
 
 
-async def send_file(handler: web.RequestHandler, directory: str, relpath: str) -> None:
+async def send_file(handler: UWSAPIHandler, ws: Workspace, relpath: str) -> None:
     """Answer with a workspace's file, streamed as a download (opened safely, read
-    in a thread), with its ETag (what a later ``If-Match`` names)."""
-    f, st = await in_thread(handler.settings["uws"].storage.open_read, directory, relpath)
+    in a thread), with its ETag (what a later ``If-Match`` names). A large file takes
+    as long as its reader likes: one who may no longer read the workspace meanwhile
+    is cut off, as from a zip (:meth:`~.base.UWSAPIHandler.reads_rechecked`)."""
+    f, st = await in_thread(handler.uws.storage.open_read, ws.directory, relpath)
+    allowed = handler.reads_rechecked(ws.id)
     try:
         name = os.path.basename(relpath)
         attachment(handler, name, mimetypes.guess_type(name)[0] or "application/octet-stream")
@@ -141,9 +143,15 @@ async def send_file(handler: web.RequestHandler, directory: str, relpath: str) -
         handler.set_header("ETag", etag(st))
         left = st.st_size  # as much as Content-Length says, if the file grows meanwhile
         while left and (chunk := await in_file_thread(f.read, min(CHUNK_BYTES, left))):
+            if not await allowed():
+                # cut off, not ended: the reader's download fails (shorter than its length)
+                handler.request.connection.close()
+                return
             left -= len(chunk)
             handler.write(chunk)
             await handler.flush()
+    except iostream.StreamClosedError:
+        return  # the client went away
     finally:
         await in_file_thread(f.close)
     handler.finish()
@@ -361,7 +369,7 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
             self.set_header("ETag", etag(st))
             self.finish(text.encode())
             return
-        await send_file(self, ws.directory, relpath)
+        await send_file(self, ws, relpath)
 
     async def _send_zip(self, ws, relpath: str) -> None:
         """The folder as a zip file, a piece at a time, each made in a thread only once
@@ -386,20 +394,14 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
                 " download the folders in it one at a time"
             )
         stream = await in_thread(self.uws.storage.open_zip, ws.directory, relpath, ws.slug)
-        loop = asyncio.get_running_loop()
-        every = self.uws.stream_recheck_seconds
-        recheck = loop.time() + every
+        allowed = self.reads_rechecked(ws.id)
         try:
             attachment(self, (os.path.basename(relpath.rstrip("/")) or ws.slug) + ".zip", "application/zip")
             while piece := await in_file_thread(stream.read):
-                if loop.time() >= recheck:
-                    # a large zip takes as long as its reader likes: who may no longer read
-                    # the workspace (a share revoked, a token deleted) gets no more of it
-                    recheck = loop.time() + every
-                    if not await self._still_reads(ws.id):
-                        # cut off, not ended: the reader's download fails, no shorter zip
-                        self.request.connection.close()
-                        return
+                if not await allowed():
+                    # cut off, not ended: the reader's download fails, no shorter zip
+                    self.request.connection.close()
+                    return
                 self.write(piece)
                 await self.flush()
         except iostream.StreamClosedError:
@@ -407,13 +409,6 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
         finally:
             await in_file_thread(stream.close)
         self.finish()
-
-    async def _still_reads(self, workspace_id: int) -> bool:
-        """Whether the caller (:meth:`caller_unchanged`) may still read the workspace."""
-        if not await self.caller_unchanged():
-            return False
-        ws = Workspace.find(self.db, workspace_id)
-        return ws is not None and access.may_workspace(self, READ_WORKSPACES, ws)
 
     @requires(WRITE_WORKSPACES)
     async def post(self, workspace_id, relpath):

@@ -18,7 +18,10 @@ narrowed for the API token of a server its owner did not launch, which an
 editor's code reads (:class:`ServerTokenMixin`, :class:`ActivityAPIHandler`).
 ``DELETE /hub/api/users/{name}`` (the admin panel's Delete User) is refused
 (``409``) while a server of the user's workspaces has not ended
-(:meth:`~uws_hub.jobs.service.JobService.check_user_deletable`).
+(:meth:`~uws_hub.jobs.service.JobService.check_user_deletable`), and answers once
+what the user left on disk is set aside (:mod:`uws_hub.workspaces.former`).
+``POST /hub/api/users``, ``POST /hub/api/users/{name}`` and a rename by ``PATCH``
+refuse a new name that could pass for another's (:func:`refuse_look_alike`).
 """
 
 from __future__ import annotations
@@ -30,11 +33,13 @@ from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.apihandlers.users import ActivityAPIHandler as HubActivityAPIHandler
 from jupyterhub.apihandlers.users import SelfAPIHandler as HubSelfAPIHandler
 from jupyterhub.apihandlers.users import UserAPIHandler as HubUserAPIHandler
+from jupyterhub.apihandlers.users import UserListAPIHandler as HubUserListAPIHandler
 from jupyterhub.apihandlers.users import UserServerAPIHandler
 from jupyterhub.scopes import needs_scope
 from jupyterhub.user import User
 
 from .. import access
+from ..authenticators.names import LookAlikeName, look_alike
 from ..errors import BadRequest, Conflict, Forbidden, NotFound
 from ..jobs.servers import server_of_token_note
 from ..models import job_model
@@ -198,17 +203,56 @@ class SelfAPIHandler(ServerTokenMixin, HubSelfAPIHandler):
     pass
 
 
+def refuse_look_alike(handler: APIHandler, name: Any) -> None:
+    """A 400 that says why, for a new user's name that could pass for another's
+    (:func:`look_alike`), whatever the authenticator (uws-hub's refuse it at a login too,
+    :class:`~uws_hub.authenticators.names.PrintableNamesMixin`; JupyterHub asks the
+    authenticator only, and about a single user's name only once it has made the user,
+    with a 400 that says nothing of why). A hub user who has the name keeps it."""
+    if not isinstance(name, str):
+        return  # (JupyterHub refuses it)
+    name = handler.authenticator.normalize_username(name)
+    why = look_alike(name)
+    if why is not None and handler.find_user(name) is None:
+        raise LookAlikeName(name, why)
+
+
+class UserListAPIHandler(HubUserListAPIHandler):
+    @needs_scope("admin:users")
+    async def post(self):
+        data = self.get_json_body()
+        if isinstance(data, dict) and isinstance(data.get("usernames"), list):
+            for name in data["usernames"]:
+                refuse_look_alike(self, name)
+        await super().post()
+
+
 class UserAPIHandler(ServerTokenMixin, HubUserAPIHandler):
+    @needs_scope("admin:users")
+    async def post(self, user_name):
+        refuse_look_alike(self, user_name)
+        await super().post(user_name)
+
+    @needs_scope("admin:users")
+    async def patch(self, user_name):
+        data = self.get_json_body()
+        if isinstance(data, dict) and data.get("name", user_name) != user_name:
+            refuse_look_alike(self, data["name"])
+        await super().patch(user_name)
+
     @needs_scope("delete:users")
     async def delete(self, user_name):
         user = self.find_user(user_name)
         if user is not None:
             self.uws.jobs.check_user_deletable(user.orm_user)
         await super().delete(user_name)
+        # answered once what the user left on disk is set aside (UWSHub.deleted_users_data)
+        await self.uws.former_users.settled()
 
 
 default_handlers = [
     (r"/api/user", SelfAPIHandler),
+    (r"/api/users", UserListAPIHandler),
     (r"/api/users/([^/]+)", UserAPIHandler),
     (r"/api/users/([^/]+)/activity", ActivityAPIHandler),
     (r"/api/users/([^/]+)/server", WorkspaceServerAPIHandler),

@@ -64,7 +64,7 @@ from tornado import web
 from traitlets import Bool, Unicode, default
 from traitlets import Integer as IntegerTrait
 
-from .names import PrintableNamesMixin
+from .names import PrintableNamesMixin, look_alike
 
 metadata = MetaData()
 
@@ -297,6 +297,9 @@ class WorkspaceLocalAuthenticator(PrintableNamesMixin):
     def check_new_username(self, username: str) -> str:
         """The normalized name, if it may name a new account."""
         name = self.normalize_username(username or "")
+        why = look_alike(name)
+        if why is not None:
+            raise AccountError(f"Invalid user name {username!r}: {why}")
         if not re.fullmatch(self.username_pattern, name) or not self.validate_username(name):
             raise AccountError(f"Invalid user name {username!r}: it must match {self.username_pattern}")
         return name

@@ -559,7 +559,18 @@ class JobService:
         runner = None if job.interactive else self.runners.get(job.resource)
         if runner is not None:
             return runner.log_path(self.batch_launch(job))
-        return os.path.join(self.job_log_dir, f"job-{job.id}.log")
+        return self._server_log_path(job.id)
+
+    def kept_log_path(self, job_id: int, log_path: str | None, interactive: bool) -> str | None:
+        """A job's log file as its row says, without the job (a user's deletion lists
+        theirs): its ``log_path``, else a server's; None for a batch job never handed over
+        to its runner (it has none)."""
+        if log_path:
+            return log_path
+        return self._server_log_path(job_id) if interactive else None
+
+    def _server_log_path(self, job_id: int) -> str:
+        return os.path.join(self.job_log_dir, f"job-{job_id}.log")
 
     def log_owner(self, job: Job) -> int:
         """The uid a batch job's log file must belong to (see :mod:`uws_hub.jobs.logs`)."""
@@ -933,6 +944,18 @@ class JobService:
         self._record(job, job.status, None, actor, "deleted", results_deleted=results)
         self.db.delete(job)
         self.db.commit()
+
+    async def forget_logs_in(self, workspace_id: int) -> None:
+        """Remove the logs of a workspace's jobs, before its row (and theirs, ``ON DELETE
+        CASCADE``) goes: they outlived it, in the job's account's folder (SLURM) owned by
+        its uid, which ``useradd`` gives to the next account made once the user is gone.
+        A log that cannot be removed is logged, and the workspace goes all the same."""
+        jobs = self.db.scalars(select(Job).where(Job.workspace_id == workspace_id, Job.archived_at.is_(None))).all()
+        for job in jobs:
+            try:
+                await self._remove_files(job, results=False)
+            except Exception:
+                self.log.exception("Could not remove the log of job %s of deleted workspace %s", job.id, workspace_id)
 
     async def _remove_files(self, job: Job, *, results: bool) -> None:
         """Remove an ended job's log (what its runner kept of it), and its results folder if ``results``."""

@@ -2,8 +2,8 @@
 
 A delete request only sets the target (:meth:`WorkspaceService.delete`); a
 step here starts the deletion as a helper task (forget the workspace's
-stopped server, remove its directory by descriptor, drop its row, then what
-sharing kept for it), and the periodic scan finds every workspace still
+stopped server, remove its directory by descriptor and its jobs' logs, drop its
+row, then what sharing kept for it), and the periodic scan finds every workspace still
 ``deleting``, so a deletion the hub was making when it stopped is finished
 after its restart. The workspace answers ``deleting`` until it is gone.
 A deletion that fails leaves the workspace in ``error`` with the reason and
@@ -39,6 +39,7 @@ class WorkspaceSteps:
         log: logging.Logger,
         *,
         forget: Callable[[int], Awaitable[None]],
+        forget_logs: Callable[[int], Awaitable[None]],
     ):
         self.workspaces = workspaces
         self.db = workspaces.db
@@ -48,6 +49,8 @@ class WorkspaceSteps:
         self.log = log
         #: called with a deleted workspace's id: what sharing kept for it goes
         self.forget = forget
+        #: called with a workspace's id before its row goes: its jobs' logs go
+        self.forget_logs = forget_logs
         self._deleting: dict[int, asyncio.Task] = {}
 
     def unfinished(self) -> list[int]:
@@ -82,6 +85,7 @@ class WorkspaceSteps:
         try:
             await self.servers.delete(owner, slug)
             await asyncio.to_thread(self.workspaces.storage.remove, ws.directory)
+            await self.forget_logs(workspace_id)
         except Exception as e:
             self.db.rollback()
             self.log.exception("Failed to delete workspace %s", workspace_id)

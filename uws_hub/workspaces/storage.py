@@ -100,7 +100,8 @@ class WorkspaceStorage:
     def directory_for(self, owner_name: str, slug: str) -> str:
         """The directory of workspace ``slug`` of ``owner_name`` (not created)."""
         for part in (owner_name, slug):
-            if not part or "/" in part or part in (".", "..") or "\x00" in part:
+            # (a leading dot: the root's own folders, such as deleted users' data, former.DELETED_FOLDER)
+            if not part or "/" in part or part.startswith(".") or "\x00" in part:
                 raise PathError(f"Invalid name for a directory: {part!r}")
         return os.path.join(self.root, owner_name, slug)
 

@@ -361,7 +361,7 @@ class ResultFileHandler(UWSJobsHandler):
         folder = self.uws.jobs.results_path(job)
         if folder is None or job.archived_at is not None:
             raise NotFound(f"Job {job.id} has no results")
-        await send_file(self, job.workspace.directory, f"{folder}/{path}")
+        await send_file(self, job.workspace, f"{folder}/{path}")
 
 
 class ParametersHandler(UWSJobsHandler):

@@ -1,0 +1,184 @@
+"""What a deleted user leaves on disk (uws_hub.workspaces.former): recorded in the deletion's
+flush, set aside after its commit, finished at the next start by a hub stopped in between,
+forgotten when the deletion rolls back, removed instead when the admins say so. (Through a
+real hub: tests/integration/test_identity_over_time.py.)"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import stat
+import tempfile
+from pathlib import Path
+
+import pytest
+from jupyterhub import orm as hub_orm
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from uws_hub.jobs.service import account_holder
+from uws_hub.orm import Job, Workspace
+from uws_hub.workspaces.former import DELETED_FOLDER, FormerUsers, Leftovers
+from uws_hub.workspaces.storage import WorkspaceStorage
+
+from ..helpers import memory_database
+
+
+class NoTasks:
+    """A hub that stops right after the commit: the set-aside it starts never runs."""
+
+    def spawn(self, coro, name=None):
+        coro.close()
+        return self
+
+    def add_done_callback(self, callback):
+        pass
+
+
+def batch_job(ws_id: int, owner_id: int, log: Path) -> Job:
+    return Job(
+        workspace_id=ws_id,
+        owner_id=owner_id,
+        job_type="t",
+        resource="local",
+        server_name="w",
+        interactive=False,
+        log_path=str(log),
+    )
+
+
+@pytest.fixture
+def setup(tmp_path):
+    root = tmp_path / "workspaces"
+    (root / "ann" / "w").mkdir(parents=True)
+    (root / "ann" / "w" / "data.txt").write_text("results")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "job-1.log").write_text("output")
+    engine = memory_database()
+    db = Session(engine, expire_on_commit=False)
+    owner = hub_orm.User(name="ann")
+    db.add(owner)
+    db.flush()
+    ws = Workspace(owner_id=owner.id, name="W", slug="w", directory=str(root / "ann" / "w"), status="idle")
+    db.add(ws)
+    db.flush()
+    db.add(batch_job(ws.id, owner.id, logs / "job-1.log"))
+    db.commit()
+    yield db, root, logs, owner
+    db.close()
+    engine.dispose()
+
+
+def former_users(root: Path, *, remove: bool = False) -> FormerUsers:
+    return FormerUsers(
+        WorkspaceStorage(str(root)),
+        lambda job_id, log_path, interactive: log_path,
+        account_holder,
+        NoTasks(),  # type: ignore[arg-type]
+        logging.getLogger("test"),
+        remove=remove,
+    )
+
+
+def pending(root: Path) -> list[str]:
+    return [p.name for p in (root / DELETED_FOLDER).iterdir() if p.name.endswith(".pending")]
+
+
+def test_a_hub_stopped_between_the_commit_and_the_move_finishes_it_at_its_start(setup):
+    db, root, logs, owner = setup
+    former = former_users(root)
+    former.attach(db)
+    db.delete(owner)
+    db.commit()  # (and the hub stops)
+    assert db.get(hub_orm.User, owner.id) is None
+    assert (root / "ann" / "w").is_dir() and len(pending(root)) == 1
+    # the next start
+    former_users(root).finish_pending(db)
+    assert not (root / "ann" / "w").exists() and not (logs / "job-1.log").exists()
+    (entry,) = [p for p in (root / DELETED_FOLDER).iterdir()]
+    assert entry.name.startswith(f"{owner.id}-ann-")
+    assert (entry / "workspaces" / "w" / "data.txt").read_text() == "results"
+    assert (entry / "job-logs" / "job-1.log").read_text() == "output"
+    for path in (root / DELETED_FOLDER, entry, entry / "workspaces" / "w"):
+        assert stat.S_IMODE(os.lstat(path).st_mode) == 0o700
+
+
+def test_a_deletion_rolled_back_leaves_everything_and_no_record(setup):
+    db, root, logs, owner = setup
+    former_users(root).attach(db)
+    db.delete(owner)
+    db.flush()
+    assert len(pending(root)) == 1
+    db.rollback()
+    assert pending(root) == []
+    assert (root / "ann" / "w" / "data.txt").exists() and (logs / "job-1.log").exists()
+
+
+def test_a_record_of_a_user_still_there_is_dropped_at_the_start(setup):
+    """The hub stopped after the record and before the commit: the user is still there."""
+    db, root, logs, owner = setup
+    former = former_users(root)
+    former._record(
+        Leftovers(owner.id, "ann", account_holder(owner), "1-ann-x", [("workspaces", str(root / "ann" / "w"))])
+    )
+    former.finish_pending(db)
+    assert pending(root) == [] and (root / "ann" / "w" / "data.txt").exists()
+
+
+def test_removed_instead_when_the_admins_say_so(setup):
+    db, root, logs, owner = setup
+    former = former_users(root, remove=True)
+    former.attach(db)
+    db.delete(owner)
+    db.commit()
+    former.finish_pending(db)
+    assert not (root / "ann").joinpath("w").exists() and not (logs / "job-1.log").exists()
+    assert os.listdir(root / DELETED_FOLDER) == []
+
+
+def test_a_link_planted_for_a_log_is_moved_as_a_link(setup, tmp_path):
+    """A job's account may replace its log by a link (its folder is the account's): the
+    link is set aside, and what it points at is neither moved, nor given to root."""
+    db, root, logs, owner = setup
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not the user's")
+    os.chown(outside, 65534, 65534)
+    (logs / "job-1.log").unlink()
+    (logs / "job-1.log").symlink_to(outside)
+    former = former_users(root)
+    former.attach(db)
+    db.delete(owner)
+    db.commit()
+    former.finish_pending(db)
+    (entry,) = [p for p in (root / DELETED_FOLDER).iterdir()]
+    assert (entry / "job-logs" / "job-1.log").is_symlink()
+    assert outside.read_text() == "not the user's" and os.stat(outside).st_uid == 65534
+
+
+def test_a_log_on_another_file_system_is_copied_aside_and_removed(setup):
+    """The job log directory may be on another file system than the workspaces: a log
+    there cannot be renamed aside, and is copied (a link planted there is not)."""
+    db, root, logs, owner = setup
+    if os.stat("/dev/shm").st_dev == os.stat(root).st_dev:
+        pytest.skip("/dev/shm is on the file system of the tests' temporary folders here")
+    elsewhere = Path(tempfile.mkdtemp(dir="/dev/shm"))
+    try:
+        (elsewhere / "job-1.log").write_text("output")
+        (elsewhere / "job-2.log").symlink_to(elsewhere / "job-1.log")
+        db.execute(update(Job).values(log_path=str(elsewhere / "job-1.log")))
+        ws_id = db.scalar(select(Workspace.id))
+        db.add(batch_job(ws_id, owner.id, elsewhere / "job-2.log"))
+        db.commit()
+        former = former_users(root)
+        former.attach(db)
+        db.delete(owner)
+        db.commit()
+        former.finish_pending(db)
+        assert os.listdir(elsewhere) == []
+        (entry,) = [p for p in (root / DELETED_FOLDER).iterdir()]
+        assert os.listdir(entry / "job-logs") == ["job-1.log"]
+        assert (entry / "job-logs" / "job-1.log").read_text() == "output"
+    finally:
+        shutil.rmtree(elsewhere)

@@ -1,0 +1,350 @@
+"""What a deleted user leaves on disk: set aside where only root reads it, or removed.
+
+A hub user's workspaces and jobs go with them (``ON DELETE CASCADE``), their
+folders and their jobs' log files did not: they stayed in place, owned by the
+user's uid. ``useradd`` gives the highest free uid to the next account made,
+often the one just freed, whose owner then held the former user's research
+data; and a new hub user of the same name had workspaces made beside theirs.
+
+At the deletion, in the commit's own flush (:meth:`FormerUsers._before_flush`),
+the user's workspace folders, their jobs' log files and the HOME of their
+jobs of the hub's own account are listed and the list recorded in a file of
+the hub's (``<workspaces root>/.deleted/<entry>.pending``); after the commit,
+in a thread, each is moved (renamed, never followed through a link) to
+``<workspaces root>/.deleted/<entry>/`` (``<entry>``: ``<user id>-<name>-<UTC
+time>``), which only root (the hub's account) may enter, and the record goes.
+With ``UWSHub.deleted_users_data = "remove"`` they are then removed from there (in the
+background: the delete answers once they are out of the way). A hub
+that stopped between the commit and the move finds the record at its next
+start and finishes (:meth:`FormerUsers.finish_pending`); a delete rolled back
+leaves the user, and the record is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import logging
+import os
+import shutil
+import stat
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from jupyterhub import orm as hub_orm
+from sqlalchemy import event as sa_event
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..filethreads import in_file_thread
+from ..orm import Job, Workspace, rows_of_users_being_deleted
+from ..tasks import TaskPool
+from .paths import DIR_FLAGS
+from .storage import Freed, WorkspaceStorage, remove_tree
+
+#: the folder of the workspaces root where deleted users' data is set aside
+DELETED_FOLDER = ".deleted"
+#: the session's ``info`` key of the leftovers its flush found
+_FOUND = "uws_former_users"
+_PENDING = ".pending"
+
+
+@dataclass
+class Leftovers:
+    """What one deleted user left on disk."""
+
+    user_id: int
+    name: str
+    #: who the user was (:func:`uws_hub.jobs.service.account_holder`): a user of this id
+    #: and creation time still there means their deletion was rolled back
+    holder: str
+    #: ``<user id>-<name>-<UTC time>``: the name of their folder in :data:`DELETED_FOLDER`
+    entry: str
+    #: (what, path): their workspaces' folders ("workspaces"), their jobs' HOME ("home")
+    folders: list[tuple[str, str]] = field(default_factory=list)
+    #: their jobs' log files
+    logs: list[str] = field(default_factory=list)
+
+
+class FormerUsers:
+    """Sets aside (or removes) what deleted users leave on disk (see the module's docstring)."""
+
+    def __init__(
+        self,
+        storage: WorkspaceStorage,
+        log_paths: Callable[[int, str | None, bool], str | None],
+        holder_of: Callable[[hub_orm.User], str],
+        tasks: TaskPool,
+        log: logging.Logger,
+        *,
+        remove: bool = False,
+    ):
+        self.storage = storage
+        #: :meth:`uws_hub.jobs.service.JobService.kept_log_path`
+        self.log_paths = log_paths
+        #: :func:`uws_hub.jobs.service.account_holder`
+        self.holder_of = holder_of
+        self.tasks = tasks
+        self.log = log
+        self.remove = remove
+        self.aside_root = os.path.join(storage.root, DELETED_FOLDER)
+        self._moving: set[asyncio.Task] = set()
+
+    # ---------------------------------------------------------------- the deletion's commit
+    def attach(self, db: Session) -> None:
+        sa_event.listen(db, "before_flush", self._before_flush)
+        sa_event.listen(db, "after_commit", self._after_commit)
+        sa_event.listen(db, "after_rollback", self._after_rollback)
+
+    def _before_flush(self, db: Session, flush_context: Any, instances: Any) -> None:
+        """List what the users being deleted leave on disk, before their rows (which say
+        where) go, and record it (a small file) before the commit: a hub stopped before the
+        move finishes it at its next start."""
+        users = rows_of_users_being_deleted(db)
+        if not users:
+            return
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        with db.no_autoflush:
+            for user in users:
+                leftovers = Leftovers(
+                    user.id, user.name, self.holder_of(user), f"{user.id}-{user.name.replace(os.sep, '_')}-{stamp}"
+                )
+                directories = db.scalars(select(Workspace.directory).where(Workspace.owner_id == user.id))
+                leftovers.folders = [("workspaces", d) for d in directories]
+                if os.sep not in user.name:  # (the HOME of their jobs of the hub's account, if any)
+                    leftovers.folders.append(("home", os.path.join(self.storage.root, user.name, ".home")))
+                for job_id, log_path, interactive in db.execute(
+                    select(Job.id, Job.log_path, Job.interactive).where(Job.owner_id == user.id)
+                ):
+                    path = self.log_paths(job_id, log_path, interactive)
+                    if path is not None:
+                        leftovers.logs.append(path)
+                self._record(leftovers)
+                db.info.setdefault(_FOUND, []).append(leftovers)
+
+    def _after_commit(self, db: Session) -> None:
+        for leftovers in db.info.pop(_FOUND, []):
+            task = self.tasks.spawn(self._put_away_soon(leftovers), f"former-user-{leftovers.user_id}")
+            self._moving.add(task)
+            task.add_done_callback(self._moving.discard)
+
+    def _after_rollback(self, db: Session) -> None:
+        for leftovers in db.info.pop(_FOUND, []):
+            try:
+                os.unlink(self._pending_path(leftovers.entry))
+            except FileNotFoundError:
+                pass
+
+    async def _put_away_soon(self, leftovers: Leftovers) -> None:
+        try:
+            purge = await in_file_thread(self.put_away, leftovers)
+        except Exception:
+            self.log.exception(
+                "Could not set aside what %s (id %s) left; the hub tries again at its next start",
+                leftovers.name,
+                leftovers.user_id,
+            )
+            return
+        if self.remove:
+            # (out of the user's delete, which answers once the data is out of the way)
+            self.tasks.spawn(self._purge_soon(leftovers, purge), f"former-user-purge-{leftovers.user_id}")
+
+    async def _purge_soon(self, leftovers: Leftovers, paths: list[str]) -> None:
+        try:
+            await in_file_thread(self.purge, leftovers, paths)
+        except Exception:
+            self.log.exception("Could not remove what %s left: %s", leftovers.name, ", ".join(paths))
+
+    async def settled(self) -> None:
+        """Wait for the set-asides under way (a user's delete answers once theirs is done)."""
+        if self._moving:
+            await asyncio.gather(*self._moving, return_exceptions=True)
+
+    # ---------------------------------------------------------------- on disk (blocking)
+    def _pending_path(self, entry: str) -> str:
+        return os.path.join(self.aside_root, entry + _PENDING)
+
+    def _aside_root(self) -> int:
+        """The folder of set-aside data, root's only (0700): opened, as a descriptor."""
+        try:
+            os.mkdir(self.aside_root, 0o700)
+        except FileExistsError:
+            pass
+        fd = os.open(self.aside_root, DIR_FLAGS)
+        _root_only(fd)
+        return fd
+
+    def _record(self, leftovers: Leftovers) -> None:
+        fd = self._aside_root()
+        try:
+            out = os.open(
+                leftovers.entry + _PENDING, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=fd
+            )
+            with os.fdopen(out, "w", encoding="utf-8") as f:
+                json.dump(asdict(leftovers), f)
+        finally:
+            os.close(fd)
+
+    def put_away(self, leftovers: Leftovers) -> list[str]:
+        """Move each of ``leftovers`` that is still there aside, then drop its record; what
+        :meth:`purge` removes (with ``UWSHub.deleted_users_data = "remove"``)."""
+        aside = os.path.join(self.aside_root, leftovers.entry)
+        moved = []
+        for what, folder in leftovers.folders:
+            if os.path.lexists(folder):
+                moved.append(self._move_folder(folder, os.path.join(aside, what)))
+        for path in leftovers.logs:
+            if os.path.lexists(path):
+                moved.append(self._move_log(path, os.path.join(aside, "job-logs")))
+        if moved:
+            self.log.warning(
+                "Set aside what the deleted user %s (id %s) left, where only root reads it%s: %s",
+                leftovers.name,
+                leftovers.user_id,
+                ", to be removed" if self.remove else "",
+                ", ".join(f"{a} -> {b}" for a, b in moved),
+            )
+        _unlink(self._pending_path(leftovers.entry))
+        # (a folder closed where it is, on a file system of its own, is removed there)
+        return [aside] + [b for a, b in moved if a == b]
+
+    def purge(self, leftovers: Leftovers, paths: list[str]) -> None:
+        """Remove what :meth:`put_away` set aside of ``leftovers`` (never through a link)."""
+        fd = self._aside_root()
+        try:
+            for path in paths:
+                if os.path.dirname(path) == self.aside_root:
+                    try:
+                        remove_tree(fd, os.path.basename(path), Freed(), path)
+                    except FileNotFoundError:
+                        pass
+                else:
+                    self.storage.remove(path)
+        finally:
+            os.close(fd)
+        self.log.info("Removed what the deleted user %s (id %s) left", leftovers.name, leftovers.user_id)
+
+    def _folder_in(self, aside: str) -> str:
+        """``aside`` (a folder of :attr:`aside_root`) made, root's own, 0700."""
+        os.close(self._aside_root())
+        os.makedirs(aside, 0o700, exist_ok=True)
+        for path in (os.path.dirname(aside), aside):
+            _close_to_all_but_root(path)
+        return aside
+
+    def _move_folder(self, folder: str, into: str) -> tuple[str, str]:
+        """Rename ``folder`` into ``into``, then make its top root's own, 0700 (what is in
+        it stays as it was: nobody but root reaches it). On another file system (a
+        workspace that is a mount of its own), it is closed where it is instead."""
+        target = _free_name(self._folder_in(into), os.path.basename(folder))
+        try:
+            os.rename(folder, target)
+        except OSError as e:
+            if e.errno not in (errno.EXDEV, errno.EBUSY):
+                raise
+            target = folder
+        _close_to_all_but_root(target)
+        if target == folder:
+            self.log.error("%s is on a file system of its own: closed to all but root where it is", folder)
+        return folder, target
+
+    def _move_log(self, path: str, into: str) -> tuple[str, str]:
+        """Rename the log file ``path`` (a link is moved as a link, never followed) into
+        ``into``; copied there and removed if it is on another file system."""
+        target = _free_name(self._folder_in(into), os.path.basename(path))
+        try:
+            os.rename(path, target)
+        except OSError as e:
+            if e.errno != errno.EXDEV:
+                raise
+            _copy_across(path, target)
+            _unlink(path)
+            return path, target
+        try:
+            fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:
+            if e.errno != errno.ELOOP:
+                raise
+            return path, target  # a link, moved as a link: what it points at is left as it is
+        try:
+            st = os.fstat(fd)
+            # (a hard link's other names keep their owner: the file is left as it is)
+            if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+                os.fchown(fd, os.geteuid(), os.getegid())
+                os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
+        return path, target
+
+    # ---------------------------------------------------------------- at start-up
+    def finish_pending(self, db: Session) -> None:
+        """Finish the set-asides a stopped hub left recorded (blocking: at start-up, before
+        the hub listens); drop those whose user is still there (the delete rolled back)."""
+        try:
+            names = sorted(n for n in os.listdir(self.aside_root) if n.endswith(_PENDING))
+        except FileNotFoundError:
+            return
+        for name in names:
+            path = os.path.join(self.aside_root, name)
+            with open(path, encoding="utf-8") as f:
+                record = json.load(f)
+            record["folders"] = [tuple(pair) for pair in record["folders"]]
+            leftovers = Leftovers(**record)
+            user = db.get(hub_orm.User, leftovers.user_id)
+            if user is not None and self.holder_of(user) == leftovers.holder:
+                _unlink(path)
+                continue
+            purge = self.put_away(leftovers)
+            if self.remove:
+                self.purge(leftovers, purge)
+
+
+def _root_only(fd: int) -> None:
+    """The folder open at ``fd``: root's (the hub's account's) own, 0700."""
+    os.fchown(fd, os.geteuid(), os.getegid())
+    os.fchmod(fd, 0o700)
+
+
+def _close_to_all_but_root(folder: str) -> None:
+    """:func:`_root_only` the folder ``folder`` (not followed if it is a link)."""
+    fd = os.open(folder, DIR_FLAGS)
+    try:
+        _root_only(fd)
+    finally:
+        os.close(fd)
+
+
+def _free_name(folder: str, name: str) -> str:
+    for n in range(1, 1000):
+        path = os.path.join(folder, name if n == 1 else f"{name}-{n}")
+        if not os.path.lexists(path):
+            return path
+    raise FileExistsError(f"No name left in {folder} for {name}")
+
+
+def _copy_across(path: str, target: str) -> None:
+    """Copy the regular file ``path`` to ``target`` (new, 0600), never through a link:
+    anything else there (a link, a FIFO) is no output of a job's, and is not copied."""
+    try:
+        src = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        return
+    try:
+        if stat.S_ISREG(os.fstat(src).st_mode):
+            dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(src, "rb", closefd=False) as fin, os.fdopen(dst, "wb") as fout:
+                shutil.copyfileobj(fin, fout)
+    finally:
+        os.close(src)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except (FileNotFoundError, IsADirectoryError):
+        pass
