@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from sqlalchemy import create_engine, text
 
 from uws_hub.spawners.mixins import hub_id
 from uws_hub.spawners.slurm.script import token_from_script
@@ -524,6 +525,56 @@ def test_hub_restart_with_a_pending_and_a_running_job(make_hub, system_users, sl
         slurmutil.scancel(*[j["resource_id"] for j in jobs if j.get("resource_id")])
         for job in jobs:
             slurmutil.scancel(*slurmutil.jobs_named(f"{prefix}job-{job['id']}"))
+        hub.stop()
+
+
+def test_a_pending_job_whose_id_another_account_got_is_not_adopted(make_hub, system_users, slurm):
+    """SLURM gives a job id again once it has forgotten the job (slurmctld restarted without
+    its state, ``FirstJobId``), to any account's next job. A restarted hub adopts the job
+    of a start it lost track of by its stored id: it took bob's pending job for alice's
+    server's, found its batch script not hers and cancelled it, as root. The job's uid is
+    recorded at submission: another uid's job under the id is not adopted nor touched, and
+    the start submits anew. (The cluster is shared: the reuse is made by giving the row
+    the id of bob's job, as if SLURM had given it again.)"""
+    hub = make_hub(
+        SLURM_CONFIG
+        + "c.JupyterHub.cleanup_servers = False\n"
+        # every job is submitted held: it pends until the test releases it
+        + "c.WorkspaceSlurmSpawner.req_options = '--hold'\n"
+    )
+    token = hub.add_user("uwsalice")
+    prefix = f"uws-{hub_id(hub.db_url)}-"
+    job = slurm_launch(hub, token)
+    theirs = None
+    try:
+        job = hub.wait_job(job["id"], token, {"queued"} | TERMINAL, timeout=30)
+        assert job["status"] == "queued" and job["resource_id"], job
+        theirs = slurmutil.run(
+            "runuser", "-u", "uwsbob", "--", "sbatch", "--parsable", "--hold", "-D", "/tmp", "--output=/dev/null",
+            "--wrap", "sleep 600",
+        ).stdout.strip()  # fmt: skip
+        hub.stop()  # SIGTERM; cleanup_servers is off: SLURM jobs stay
+        engine = create_engine(hub.db_url)
+        with engine.begin() as conn:
+            row = conn.execute(text("SELECT resource_uid FROM uws_jobs WHERE id = :id"), {"id": job["id"]}).one()
+            assert row.resource_uid == pwd.getpwnam("uwsalice").pw_uid  # recorded at submission
+            conn.execute(text("UPDATE uws_jobs SET resource_id = :r WHERE id = :id"), {"r": theirs, "id": job["id"]})
+        engine.dispose()
+        hub.start()
+        wait_for(
+            lambda: hub.api("GET", f"jobs/{job['id']}", token)["resource_id"] not in (theirs, None),
+            30,
+            what="a new submission",
+        )
+        after = hub.api("GET", f"jobs/{job['id']}", token)
+        assert after["status"] == "queued" and after["resource_id"] != job["resource_id"], after
+        assert f"SLURM job {theirs} of job {job['id']} already ended (VANISHED); submitting anew" in hub.log_text()
+        assert slurmutil.job_info(theirs)["state"] == "PENDING"  # bob's: neither adopted nor cancelled
+        hub.api("POST", f"jobs/{job['id']}/stop", token, expect=202)
+        assert hub.wait_job(job["id"], token, TERMINAL, timeout=30)["status"] == "cancelled"
+    finally:
+        slurmutil.scancel(*[j for j in (theirs, job.get("resource_id")) if j])
+        slurmutil.scancel(*slurmutil.jobs_named(f"{prefix}job-{job['id']}"))
         hub.stop()
 
 

@@ -485,6 +485,7 @@ class JobService:
             memory_bytes=self.memory_bytes(job),
             time_limit_seconds=self.time_limit_seconds(job),
             system_user=self.accounts.system_user(job.launcher.name),
+            resource_uid=job.resource_uid,
             account_holder=account_holder(job.launcher),
             group=self.editor_group(job),
             share_group_prefix=self.posix_group_prefix,

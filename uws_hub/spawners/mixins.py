@@ -75,6 +75,12 @@ class WorkspaceLaunch:
     #: restart during the start): the spawner adopts it (a batch job that is
     #: still queued or running) or cleans it up before starting afresh
     previous_resource_id: str | None = None
+    #: the uid its resource runs as, recorded when it was submitted (a SLURM job: its
+    #: account's, kept even if the account later gets another uid), or of the previous
+    #: resource until then; None: unknown (a job from before it was recorded). A SLURM job
+    #: of another uid under the resource's id is another account's job (SLURM gave the id
+    #: again), never this one
+    resource_uid: int | None = None
     #: an earlier start of this job was made (this is attempt 2 or later): one the hub
     #: lost track of (killed before it recorded the process) may have left something
     retried: bool = False

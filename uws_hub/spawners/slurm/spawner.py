@@ -374,7 +374,7 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         super().load_state(state)
         if self.job_id:
             # a job restored after a hub restart: its state comes with the next cycle
-            self.poller.track(self.job_id, self._on_slurm_state)
+            self._track(self.job_id, self._on_slurm_state)
 
     def clear_state(self):
         if self.job_id:
@@ -404,7 +404,7 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
     async def _adopt(self, slurm_id: str) -> None:
         """Take over the job an interrupted start submitted, if it still waits or runs."""
         launch = self.require_launch()
-        self.poller.track(slurm_id)
+        self._track(slurm_id)
         state = await self.poller.wait(slurm_id, lambda s: True)
         if state.ended:
             self.log.info(
@@ -431,9 +431,14 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
             return
         self._keep_token(token)
         self.job_id = slurm_id
-        self.poller.track(slurm_id, self._on_slurm_state)
+        self._track(slurm_id, self._on_slurm_state)
         self.log.info("Adopted SLURM job %s of job %s (%s)", slurm_id, launch.job_id, state.state)
-        self.report("queued", resource_id=slurm_id, reason=f"Adopted SLURM job {slurm_id} after a hub restart")
+        self.report(
+            "queued",
+            resource_id=slurm_id,
+            resource_uid=launch.resource_uid,
+            reason=f"Adopted SLURM job {slurm_id} after a hub restart",
+        )
 
     def _keep_token(self, token: str) -> None:
         """Keep the API token an adopted job's server has (read back from its batch script).
@@ -488,6 +493,13 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
     def _account(self) -> pwd.struct_passwd | None:
         launch = self.require_launch()
         return pwd.getpwnam(launch.system_user) if launch.system_user else None
+
+    def _track(self, slurm_id: str, listener: Callable[[JobState], None] | None = None) -> None:
+        """Follow ``slurm_id`` in the shared poller as the job of the uid it was submitted
+        as (:attr:`WorkspaceLaunch.resource_uid`): another uid's job that SLURM gave the id
+        again is not this one."""
+        uid = self.launch.resource_uid if self.launch is not None else None
+        self.poller.track(slurm_id, listener, uid=uid)
 
     def _username(self) -> str:
         """The name of the account the job runs as (``{username}``): its launch's system
@@ -565,6 +577,8 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         )
         account = self._account()
         home = account.pw_dir if account else (launch.home or "/")
+        # the uid SLURM gives the job (sbatch's own, through _as_user or exec_prefix)
+        launch.resource_uid = account.pw_uid if account else os.geteuid()
         result = await self.poller.command(
             [*self._prefix(), *self.sbatch_cmd],
             input=script,
@@ -577,8 +591,13 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         self.job_id = parse_sbatch(result.stdout)
         # the checkpoint: the hub stores the id at once (JupyterHub saves our
         # state only when start() returns)
-        self.report("queued", resource_id=self.job_id, reason=f"Submitted to SLURM as job {self.job_id}")
-        self.poller.track(self.job_id, self._on_slurm_state)
+        self.report(
+            "queued",
+            resource_id=self.job_id,
+            resource_uid=launch.resource_uid,
+            reason=f"Submitted to SLURM as job {self.job_id}",
+        )
+        self._track(self.job_id, self._on_slurm_state)
         self.log.info("Job %s of %s is SLURM job %s", launch.job_id, self._log_name, self.job_id)
 
     def _job_log_dir(self) -> str:
@@ -683,7 +702,7 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         """
         if not self.job_id:
             return None if self._starting else 0
-        self.poller.track(self.job_id, self._on_slurm_state)
+        self._track(self.job_id, self._on_slurm_state)
         state = self.poller.get(self.job_id)
         if state is None:
             await self.poller.refresh()
@@ -721,7 +740,7 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         """For batchspawner's stop loop: the job's status after a fresh (shared) poll."""
         if not self.job_id:
             return BatchJobStatus.NOTFOUND
-        self.poller.track(self.job_id, self._on_slurm_state)
+        self._track(self.job_id, self._on_slurm_state)
         state = self.poller.get(self.job_id)
         if state is None or state.ended or state.pending or time.monotonic() >= self._stop_deadline:
             # (right after this stop's scancel of a job seen running, SLURM is known to be
