@@ -85,6 +85,15 @@ class WorkspaceLaunch:
     #: lost track of (killed before it recorded the process) may have left something
     retried: bool = False
 
+    def make_folders(self) -> None:
+        """Make the hub's job log folder and the HOME of a job of the hub's own account
+        (blocking). The spawner calls it in its start's thread: a start used to make
+        them on the event loop (:meth:`JobService.launch_for`), and a hung workspace
+        disk held the whole hub, every user's requests, until it answered."""
+        for folder in (self.job_log_dir, self.home):
+            if folder:
+                os.makedirs(folder, mode=0o700, exist_ok=True)
+
     def to_state(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -144,11 +153,14 @@ class WorkspaceSpawnerMixin:
     """Mix into a JupyterHub Spawner (before it) to make it run workspace jobs.
 
     Subclasses call :meth:`report` when they learn something about the job:
-    ``report("queued", resource_id=..., reason=...)`` once the resource has
-    the job (the checkpoint; again with a new ``reason`` when a batch queue's
-    view of it changes), ``report("ended", outcome=..., reason=...)`` when
-    the resource ended the job and knows how (``outcome``: ``completed``,
-    ``failed`` or ``cancelled``; the hub then stops the server and records it).
+    ``report("queued", resource_id=..., resource_uid=..., reason=...)`` once the
+    resource has the job (the checkpoint, with the uid it runs as where the
+    resource has one; again with a new ``reason`` when a batch queue's view of it
+    changes), ``report("ended", outcome=..., reason=...)`` when the resource ended
+    the job and knows how (``outcome``: ``completed``, ``failed`` or
+    ``cancelled``; the hub then stops the server and records it). Their
+    ``start`` makes the launch's folders (:meth:`WorkspaceLaunch.make_folders`,
+    blocking) in a thread before the job needs them.
 
     A spawner class may also define
     ``async def sweep_orphans(cls, known, *, hub_id, config, log)`` (a

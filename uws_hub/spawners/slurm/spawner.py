@@ -611,6 +611,8 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         return os.path.abspath(directory)
 
     async def _make_output_dir(self) -> None:
+        # (a hung disk holds a thread, not the hub)
+        await asyncio.to_thread(self.require_launch().make_folders)
         directory = os.path.dirname(self.output_path())
         log_dir = self._job_log_dir()
         if directory.startswith(log_dir + os.sep):
@@ -625,7 +627,7 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
             if result.returncode != 0:
                 raise RuntimeError(f"Cannot create the job's output directory {directory}: {result.stderr.strip()}")
         else:
-            os.makedirs(directory, mode=0o700, exist_ok=True)
+            await asyncio.to_thread(os.makedirs, directory, mode=0o700, exist_ok=True)
 
     async def _wait_for_server(self) -> tuple[str, int]:
         def serving_or_ended(s: JobState) -> bool:
