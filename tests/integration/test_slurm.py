@@ -549,10 +549,7 @@ def test_a_pending_job_whose_id_another_account_got_is_not_adopted(make_hub, sys
     try:
         job = hub.wait_job(job["id"], token, {"queued"} | TERMINAL, timeout=30)
         assert job["status"] == "queued" and job["resource_id"], job
-        theirs = slurmutil.run(
-            "runuser", "-u", "uwsbob", "--", "sbatch", "--parsable", "--hold", "-D", "/tmp", "--output=/dev/null",
-            "--wrap", "sleep 600",
-        ).stdout.strip()  # fmt: skip
+        theirs = slurmutil.sbatch("--hold", account="uwsbob")
         hub.stop()  # SIGTERM; cleanup_servers is off: SLURM jobs stay
         engine = create_engine(hub.db_url)
         with engine.begin() as conn:

@@ -13,7 +13,6 @@ import pwd
 import re
 import signal
 import stat
-import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -333,15 +332,7 @@ def test_a_job_found_again_by_its_name_is_of_its_own_account(make_hub, system_us
     release = f"/tmp/uws-slurm-release-{uuid.uuid4().hex[:8]}"
     job = running(hub, alice, submit(hub, alice, ws, "wait", file=release))
     name = slurmutil.job_info(job["resource_id"])["name"]
-    decoy = subprocess.run(
-        ["runuser", "-u", "uwsbob", "--", "sbatch", "--parsable", "--output=/dev/null", f"--job-name={name}"],
-        input="#!/bin/sh\nexit 0\n",
-        cwd="/tmp",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout.strip()
+    decoy = slurmutil.sbatch(f"--job-name={name}", script="#!/bin/sh\nexit 0\n", account="uwsbob")
     try:
         wait_for(lambda: slurmutil.job_info(decoy)["state"] == "COMPLETED", 30, what="bob's job to end")
         hub.stop(signal.SIGKILL)
@@ -377,15 +368,7 @@ def test_a_job_whose_slurm_id_another_account_got_is_gone_not_theirs(make_hub, s
     ws = hub.api("POST", "workspaces", alice, json={"name": "id given again"}, expect=201)
     release = f"/tmp/uws-slurm-release-{uuid.uuid4().hex[:8]}"
     job = running(hub, alice, submit(hub, alice, ws, "wait", file=release))
-    theirs = subprocess.run(
-        ["runuser", "-u", "uwsbob", "--", "sbatch", "--parsable", "--hold", "--output=/dev/null"],
-        input="#!/bin/sh\nsleep 600\n",
-        cwd="/tmp",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout.strip()
+    theirs = slurmutil.sbatch("--hold", account="uwsbob")
     try:
         hub.stop(signal.SIGKILL)
         engine = create_engine(hub.db_url)
