@@ -528,14 +528,18 @@ def test_hub_restart_with_a_pending_and_a_running_job(make_hub, system_users, sl
         hub.stop()
 
 
-def test_a_pending_job_whose_id_another_account_got_is_not_adopted(make_hub, system_users, slurm):
+@pytest.mark.parametrize("wanted", ["running", "stopped"])
+def test_a_pending_job_whose_id_another_account_got_is_neither_adopted_nor_cancelled(
+    make_hub, system_users, slurm, wanted
+):
     """SLURM gives a job id again once it has forgotten the job (slurmctld restarted without
-    its state, ``FirstJobId``), to any account's next job. A restarted hub adopts the job
-    of a start it lost track of by its stored id: it took bob's pending job for alice's
-    server's, found its batch script not hers and cancelled it, as root. The job's uid is
-    recorded at submission: another uid's job under the id is not adopted nor touched, and
-    the start submits anew. (The cluster is shared: the reuse is made by giving the row
-    the id of bob's job, as if SLURM had given it again.)"""
+    its state, ``FirstJobId``), to any account's next job. A restarted hub takes over the
+    job of a start it lost track of by its stored id, as root: to run, it took bob's
+    pending job for alice's server's, found its batch script not hers and cancelled it;
+    to stop, it cancelled it. The job's uid is recorded at submission: another uid's job
+    under the id is neither adopted nor cancelled (``scancel -u <uid>``); the start submits
+    anew, the stop ends the job. (The cluster is shared: the reuse is made by giving the
+    row the id of bob's job, as if SLURM had given it again.)"""
     hub = make_hub(
         SLURM_CONFIG
         + "c.JupyterHub.cleanup_servers = False\n"
@@ -555,20 +559,28 @@ def test_a_pending_job_whose_id_another_account_got_is_not_adopted(make_hub, sys
         with engine.begin() as conn:
             row = conn.execute(text("SELECT resource_uid FROM uws_jobs WHERE id = :id"), {"id": job["id"]}).one()
             assert row.resource_uid == pwd.getpwnam("uwsalice").pw_uid  # recorded at submission
-            conn.execute(text("UPDATE uws_jobs SET resource_id = :r WHERE id = :id"), {"r": theirs, "id": job["id"]})
+            conn.execute(
+                text("UPDATE uws_jobs SET resource_id = :r, target = :t, outcome = :o WHERE id = :id"),
+                {"r": theirs, "t": wanted, "o": None if wanted == "running" else "cancelled", "id": job["id"]},
+            )
         engine.dispose()
         hub.start()
-        wait_for(
-            lambda: hub.api("GET", f"jobs/{job['id']}", token)["resource_id"] not in (theirs, None),
-            30,
-            what="a new submission",
-        )
-        after = hub.api("GET", f"jobs/{job['id']}", token)
-        assert after["status"] == "queued" and after["resource_id"] != job["resource_id"], after
-        assert f"SLURM job {theirs} of job {job['id']} already ended (VANISHED); submitting anew" in hub.log_text()
+        if wanted == "stopped":
+            assert hub.wait_job(job["id"], token, TERMINAL, timeout=30)["status"] == "cancelled"
+            assert f"Cancelling SLURM job {theirs} left by an interrupted start of job {job['id']}" in hub.log_text()
+        else:
+            wait_for(
+                lambda: hub.api("GET", f"jobs/{job['id']}", token)["resource_id"] not in (theirs, None),
+                30,
+                what="a new submission",
+            )
+            after = hub.api("GET", f"jobs/{job['id']}", token)
+            assert after["status"] == "queued" and after["resource_id"] != job["resource_id"], after
+            log = hub.log_text()
+            assert f"SLURM job {theirs} of job {job['id']} already ended (VANISHED); submitting anew" in log
+            hub.api("POST", f"jobs/{job['id']}/stop", token, expect=202)
+            assert hub.wait_job(job["id"], token, TERMINAL, timeout=30)["status"] == "cancelled"
         assert slurmutil.job_info(theirs)["state"] == "PENDING"  # bob's: neither adopted nor cancelled
-        hub.api("POST", f"jobs/{job['id']}/stop", token, expect=202)
-        assert hub.wait_job(job["id"], token, TERMINAL, timeout=30)["status"] == "cancelled"
     finally:
         slurmutil.scancel(*[j for j in (theirs, job.get("resource_id")) if j])
         slurmutil.scancel(*slurmutil.jobs_named(f"{prefix}job-{job['id']}"))

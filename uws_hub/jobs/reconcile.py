@@ -489,7 +489,7 @@ class JobSteps:
         """A start this process does not know of left a resource behind (hub restart): release it."""
         spawner = self.servers.spawner(job.owner, job.server_name, job.resource)
         self.log.warning("Job %s: releasing resource %s left by an interrupted start", job.id, job.resource_id)
-        await spawner.release_leftover(job.id, job.resource_id)
+        await spawner.release_leftover(job.id, job.resource_id, job.resource_uid)
         job.resource_id = job.resource_uid = None
         self.db.commit()
 

@@ -467,7 +467,7 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         self.limits = None
         super().clear_state()
 
-    async def release_leftover(self, job_id: int, resource_id: str) -> None:
+    async def release_leftover(self, job_id: int, resource_id: str, resource_uid: int | None = None) -> None:
         """End the processes of a server whose start the hub lost (hub restart), the job
         being to stop: every process of this hub's job (``resource_id`` and any other)."""
         why = "left by an interrupted start of the job, which is to stop"

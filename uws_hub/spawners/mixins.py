@@ -308,12 +308,13 @@ class WorkspaceSpawnerMixin:
         the start completes without it. The default does nothing."""
         return False
 
-    async def release_leftover(self, job_id: int, resource_id: str) -> None:
+    async def release_leftover(self, job_id: int, resource_id: str, resource_uid: int | None = None) -> None:
         """Release what a start left behind when the hub lost track of it.
 
         Called by the hub after a restart for a job that is to stop and whose
-        start was under way: ``resource_id`` is what the spawner reported
-        (``report("queued", resource_id=...)``) before the hub went away.
+        start was under way: ``resource_id`` (and ``resource_uid``) is what the spawner
+        reported (``report("queued", resource_id=..., resource_uid=...)``) before the hub
+        went away.
         Subclasses kill the process or cancel the batch job. (A job that is to
         run gets ``launch.previous_resource_id`` at its next start instead.)
         The default does nothing.

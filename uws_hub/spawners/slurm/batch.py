@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..batch import BatchLaunch, RunState
-from .commands import as_account, check_scancel
+from .commands import as_account, check_scancel, scancel_argv
 from .output import make_account_folder
 from .parsing import describe_batch_end, job_name, parse_exit_code, parse_sbatch
 from .poller import SlurmPoller
@@ -273,7 +273,8 @@ class SlurmBatchRunner:
         if slurm_id is None:
             return
         self.log.info("Cancelling SLURM job %s of batch job %s", slurm_id, launch.job_id)
-        check_scancel(await self.poller.command([*self.settings.scancel_cmd, slurm_id]), [slurm_id])
+        argv = scancel_argv(self.settings.scancel_cmd, [slurm_id], launch.resource_uid)
+        check_scancel(await self.poller.command(argv), [slurm_id])
         await self.poller.refresh()
 
     def forget(self, launch: BatchLaunch) -> None:

@@ -64,7 +64,7 @@ from traitlets import Bool, Float, List, Unicode, default
 from ..listening import ServerExited, wait_listening
 from ..mixins import WorkspaceSpawnerMixin
 from .batch import DEFAULT_BATCH_JOB_SCRIPT, SlurmBatchRunner
-from .commands import as_account, check_scancel
+from .commands import as_account, check_scancel, scancel_argv
 from .orphans import sweep
 from .output import OUTPUT_TAIL_BYTES, keep_tail, make_account_folder, read_tail
 from .parsing import (
@@ -256,7 +256,10 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         help="""The command that cancels jobs (their ids are appended); argv list.
 
         Run as the hub's account: as root, or as a SLURM operator, it can
-        cancel every user's job.
+        cancel every user's job. The hub's own jobs are cancelled with ``-u
+        <uid>`` (the uid each was submitted as) before their id: SLURM gives a
+        forgotten job's id again, and another account's job of that id is left
+        alone.
 
         .. versionadded:: 0.2
         """,
@@ -785,13 +788,18 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         await super().stop(now=now)
         await self._keep_output_tail()
 
-    async def _scancel(self, ids: list[str]) -> None:
-        check_scancel(await self.poller.command([*self._prefix(), *self.scancel_cmd, *ids]), ids)
+    async def _scancel(self, ids: list[str], uid: int | None = None) -> None:
+        """``scancel`` of ``ids``, only of their jobs of ``uid`` (see :func:`.commands.scancel_argv`;
+        default: the uid the launch's job was submitted as)."""
+        if uid is None and self.launch is not None:
+            uid = self.launch.resource_uid
+        check_scancel(await self.poller.command([*self._prefix(), *scancel_argv(self.scancel_cmd, ids, uid)]), ids)
 
-    async def release_leftover(self, job_id: int, resource_id: str) -> None:
-        """Cancel the SLURM job of a start the hub lost track of (the job is to stop)."""
+    async def release_leftover(self, job_id: int, resource_id: str, resource_uid: int | None = None) -> None:
+        """Cancel the SLURM job of a start the hub lost track of (the job is to stop), if it
+        is still of the uid it was submitted as."""
         self.log.warning("Cancelling SLURM job %s left by an interrupted start of job %s", resource_id, job_id)
-        await self._scancel([resource_id])
+        await self._scancel([resource_id], resource_uid)
 
     # ---------------------------------------------------------------- output
     async def output_tail(self, max_bytes: int = OUTPUT_TAIL_BYTES) -> str:
