@@ -70,11 +70,13 @@ def jobs_named(name: str) -> list[str]:
     return [line.strip() for line in out.splitlines() if line.strip()]
 
 
-def sbatch(*args: str, script: str = "#!/bin/sh\nsleep 600\n") -> str:
-    """Submit a job as root, outside any hub; returns its id."""
+def sbatch(*args: str, script: str = "#!/bin/sh\nsleep 600\n", account: str | None = None) -> str:
+    """Submit a job as root (or as ``account``, from /tmp), outside any hub; returns its id."""
+    as_account = ["runuser", "-u", account, "--"] if account else []
     r = subprocess.run(
-        ["sbatch", "--parsable", "--output=/dev/null", *args],
+        [*as_account, "sbatch", "--parsable", "--output=/dev/null", *args],
         input=script,
+        cwd="/tmp" if account else None,
         capture_output=True,
         text=True,
         timeout=60,

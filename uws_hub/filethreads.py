@@ -16,6 +16,10 @@ The request being served says whose work it is (:func:`serve`, set by the API
 handlers as they prepare a request), so the services call :func:`in_file_thread`
 as they would ``asyncio.to_thread``; work the hub does for itself (no request
 served) runs in the default pool as before.
+
+The same pool with a bounded line keeps the local accounts' password hashing
+(:mod:`uws_hub.authenticators.local`) off the default pool: past its line a
+call is refused at once (:class:`LineFull`) rather than waiting.
 """
 
 from __future__ import annotations
@@ -30,13 +34,19 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-class FileThreads:
-    """A pool of threads for requests' file work, at most ``most`` of them held by one reader."""
+class LineFull(RuntimeError):
+    """A reader's line of :class:`FileThreads` is full: the call was not made."""
 
-    def __init__(self, threads: int, most: int):
+
+class FileThreads:
+    """A pool of threads for requests' file work, at most ``most`` of them held by one reader,
+    and (``waiting``, if given) at most that many of its further calls waiting in its line."""
+
+    def __init__(self, threads: int, most: int, *, waiting: int | None = None, name: str = "uws-files"):
         self.threads = threads
         self.most = most
-        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="uws-files")
+        self.waiting = waiting
+        self.executor = ThreadPoolExecutor(threads, thread_name_prefix=name)
         #: each reader's line (a semaphore of ``most``), kept while it holds or waits for a thread
         self._lines: dict[str, asyncio.Semaphore] = {}
         #: calls holding or waiting for a thread, by reader
@@ -45,7 +55,10 @@ class FileThreads:
     async def run(self, reader: str, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``func(*args, **kwargs)`` in one of the pool's threads, once ``reader`` holds
         fewer than ``most``. The thread counts until its call really ends, even if the
-        request waiting for it is cancelled meanwhile (the call cannot be)."""
+        request waiting for it is cancelled meanwhile (the call cannot be).
+        :class:`LineFull` if ``waiting`` of the reader's calls wait already."""
+        if self.waiting is not None and self._calls.get(reader, 0) >= self.most + self.waiting:
+            raise LineFull(f"{self.most + self.waiting} calls of {reader} are under way or waiting")
         line = self._lines.setdefault(reader, asyncio.Semaphore(self.most))
         self._calls[reader] = self._calls.get(reader, 0) + 1
         try:

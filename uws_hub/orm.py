@@ -272,6 +272,10 @@ class Job(Base):
     server_name: Mapped[str] = mapped_column(String(255))
     #: the resource's own id: a process id, a SLURM job id
     resource_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    #: the uid the resource runs as, recorded with its id (a SLURM job: its account's at
+    #: submission, kept if the account gets another uid later): SLURM gives a forgotten
+    #: job's id again, and another uid's job under it is not this one. None: unknown
+    resource_uid: Mapped[int | None] = mapped_column(Integer, default=None)
     #: where its server answers through the proxy, and the host it runs on (a SLURM
     #: node): stored when it starts running, so reading a job never asks a spawner
     url: Mapped[str | None] = mapped_column(Text, default=None)

@@ -8,6 +8,8 @@ import re
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import requests
@@ -205,6 +207,83 @@ def test_lockout_after_repeated_failures(local_hub):
     assert not login(local_hub, name, password).ok
     local_hub.api("PATCH", f"accounts/{name}", json={"unlock": True}, expect=200)
     assert login(local_hub, name, password).ok
+
+
+#: logins' password checks hang while GATE exists (as a flood of long passwords holds them):
+#: each appends a line to GATE.entered first
+HUNG_BCRYPT = """
+import os, time
+from uws_hub.authenticators.local import WorkspaceLocalAuthenticator
+_matches = WorkspaceLocalAuthenticator._matches
+
+def _hung_matches(password, password_hash):
+    if os.path.exists(GATE):
+        with open(GATE + ".entered", "a") as f:
+            f.write("in\\n")
+        deadline = time.monotonic() + 300
+        while os.path.exists(GATE) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    return _matches(password, password_hash)
+
+WorkspaceLocalAuthenticator._matches = staticmethod(_hung_matches)
+"""
+
+
+def test_a_flood_of_logins_holds_none_of_the_hubs_own_threads(make_hub, tmp_path):
+    """Each login hashes its password (bcrypt, a good fraction of a second) in a thread: in
+    the event loop's default pool (six threads on two cores), where an anonymous flood of
+    logins took every thread and the hub's own work there (an account looked up, its file
+    work) waited behind the flood. Password checks have threads of their own
+    (``password_check_threads``) and a bounded line (``max_waiting_password_checks``):
+    past it a login is answered at once, 429, saying why; a new password alike."""
+    gate = tmp_path / "gate"
+    entered = Path(f"{gate}.entered")
+    hub = make_hub(
+        LOCAL_CONFIG
+        + "c.WorkspaceLocalAuthenticator.password_check_threads = 2\n"
+        + "c.WorkspaceLocalAuthenticator.max_waiting_password_checks = 3\n"
+        + "c.WorkspaceLocalAuthenticator.allow_signup = True\n"
+        + f"GATE = {str(gate)!r}\n"
+        + HUNG_BCRYPT
+    )
+    name, _ = new_account(hub)
+    sessions = [requests.Session() for _ in range(20)]
+    for session in sessions:
+        session.get(hub.url + "/hub/login", timeout=30)
+    signup = requests.Session()
+    signup.get(hub.url + "/hub/signup", timeout=30)
+    gate.touch()
+    pool = ThreadPoolExecutor(len(sessions))
+    try:
+        # anonymous: names with no account, long passwords (the same work as a real check)
+        flood = [pool.submit(submit_login, hub, s, f"nobody{i}", "x" * 5000) for i, s in enumerate(sessions)]
+        # 2 checks hang in their threads, 3 wait in line: the other 15 are answered at once
+        wait_for(lambda: sum(f.done() for f in flood) >= 15, 60, what="the logins past the line answered")
+        refused = [f.result() for f in flood if f.done()]
+        assert len(refused) == 15
+        for result in refused:
+            assert (result.response.status_code, result.error) == (429, "Too many login attempts, try again shortly")
+        # the hub's own work in the default pool goes on (before: every thread held, a timeout)
+        assert hub.api("GET", f"accounts/{name}", expect=200)["username"] == name
+        # a new password waits in the same line: refused too, through the API (with when to retry)
+        r = hub.request("PATCH", f"accounts/{name}", hub.admin_token, json={"password": "another-password"})
+        assert r.status_code == 429 and int(r.headers["Retry-After"]) > 0, r.text
+        assert r.json()["message"] == "Too many passwords are being checked, try again shortly"
+        # and a sign-up: its form says so
+        form = {"username": "newbie", "password": "newbie-password", "password2": "newbie-password"}
+        r = signup.post(
+            hub.url + "/hub/signup", data={**form, "_xsrf": signup.cookies.get("_xsrf", path="/hub/")}, timeout=30
+        )
+        assert r.status_code == 429 and "Too many passwords are being checked, try again shortly" in r.text
+        assert 'id="signup-form"' in r.text
+        assert entered.read_text().count("in") == 2  # no more than the password threads hashed
+        assert sum(f.done() for f in flood) == 15
+    finally:
+        gate.unlink(missing_ok=True)
+        answers = [f.result(timeout=120) for f in flood]
+        pool.shutdown()
+    # once the checks answer, the logins in line are checked: wrong, as they were
+    assert sorted(a.response.status_code for a in answers) == [403] * 5 + [429] * 15
 
 
 def test_parallel_logins_check_no_more_wrong_passwords_than_the_limit(make_hub):

@@ -339,13 +339,14 @@ def test_one_users_slow_file_operations_do_not_hold_up_others(streams_hub, hung_
     hub.api("DELETE", f"workspaces/{other['id']}", bob)
 
 
-#: a hub's own account's jobs' HOME on a hung disk: making it waits while GATE exists
-HUNG_HOME = """
+#: folders that hang while GATE exists (a hung workspace disk, or the job log folder's): those
+#: whose path ends with one of HUNG; making one appends a line to GATE.entered first
+HUNG_FOLDERS = """
 import os, time
 _makedirs = os.makedirs
 
 def _hung_makedirs(name, *args, **kwargs):
-    if str(name).endswith(os.sep + ".home") and os.path.exists(GATE):
+    if str(name).rstrip(os.sep).endswith(tuple(HUNG)) and os.path.exists(GATE):
         with open(GATE + ".entered", "a") as f:
             f.write("in\\n")
         deadline = time.monotonic() + 300
@@ -372,9 +373,10 @@ def test_reading_a_jobs_log_does_no_disk_work_on_the_event_loop(make_hub, tmp_pa
             c.UWSHub.system_users = False
             c.UWSHub.job_types["sleeper"] = {{"display_name": "Sleeper", "interactive": False, "cmd": {sleeper!r}}}
             GATE = {str(gate)!r}
+            HUNG = {{"/.home"}}
             """
         )
-        + HUNG_HOME
+        + HUNG_FOLDERS
     )
     ann, ben = hub.add_user("ann"), hub.add_user("ben")
     ws = hub.api("POST", "workspaces", ann, json={"name": "home"}, expect=201)
@@ -395,3 +397,42 @@ def test_reading_a_jobs_log_does_no_disk_work_on_the_event_loop(make_hub, tmp_pa
         gate.unlink(missing_ok=True)
         pool.shutdown()
         hub.api("POST", f"jobs/{job['id']}/stop", ann)
+
+
+@pytest.mark.parametrize("hung", [".home", "job log folder"])
+def test_a_start_on_a_hung_disk_holds_up_no_one_else(make_hub, tmp_path, hung):
+    """A server's start made its account's HOME (single-account mode: ``.home`` in the
+    workspaces' storage) and the hub's job log folder on the event loop: a hung disk held
+    the whole hub, every user's requests, until it answered. They are made in the start's
+    thread: another user's request answers, and the start goes on once the disk does."""
+    gate = tmp_path / "gate"
+    logs = tmp_path / "logs"
+    hung_path = "/.home" if hung == ".home" else str(logs)
+    hub = make_hub(
+        MULTIUSER_CONFIG
+        + textwrap.dedent(
+            f"""
+            c.UWSHub.system_users = False
+            c.UWSHub.job_log_dir = {str(logs)!r}
+            GATE = {str(gate)!r}
+            HUNG = {{{hung_path!r}}}
+            """
+        )
+        + HUNG_FOLDERS
+    )
+    folder = hub.workspaces_root / "ann" / ".home" if hung == ".home" else logs
+    ann, ben = hub.add_user("ann"), hub.add_user("ben")
+    ws = hub.api("POST", "workspaces", ann, json={"name": "hung"}, expect=201)
+    gate.touch()
+    try:
+        job = hub.api("POST", f"workspaces/{ws['id']}/jobs", ann, json={"job_type": "minimal"}, expect=202)
+        wait_for(lambda: Path(f"{gate}.entered").exists(), 60, what="the start to reach the hung folder")
+        # another user's request answers (before: a timeout, the event loop held)
+        r = hub.request("GET", "workspaces", ben, timeout=30)
+        assert r.status_code == 200, r.text
+    finally:
+        gate.unlink(missing_ok=True)
+    running = hub.wait_job(job["id"], ann, {"running", "completed", "failed", "cancelled"})
+    assert running["status"] == "running", running
+    assert folder.is_dir()
+    hub.api("POST", f"jobs/{job['id']}/stop", ann)

@@ -324,6 +324,35 @@ def test_upgrade_to_the_jobs_index_by_workspace_and_status_keeps_the_jobs(db_url
         hub.stop()
 
 
+def test_upgrade_to_the_jobs_resource_uid_keeps_old_jobs_followed_by_id(db_url, tmp_path):
+    """0017 records the uid a job's resource runs as (SLURM gives a forgotten job's id to
+    another account's job, which is then not the hub's): the jobs from before have none
+    (followed by their id alone, as before) and keep their resource's id."""
+    url = db_url()
+    uid = make_old_database(url, "0013")
+    engine = create_engine(url)
+    dbutil.upgrade(engine, "0016")
+    with engine.begin() as conn:
+        ws_id = _new_workspace(conn, uid, "ws-a")
+        job = _new_job(conn, uid, ws_id)
+        conn.execute(text("UPDATE uws_jobs SET resource_id = '4242' WHERE id = :id"), {"id": job})
+    engine.dispose()
+    hub = Hub(tmp_path, "c.Authenticator.admin_users = set()\n", url)
+    upgrade_db(hub)
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT resource_id, resource_uid FROM uws_jobs WHERE id = :id"), {"id": job}).one()
+    assert tuple(row) == ("4242", None)
+    engine.dispose()
+    hub.start()
+    try:
+        token = hub.add_user("olduser")
+        [listed] = [j for j in hub.api("GET", "jobs", token, expect=200)["items"] if j["id"] == job]
+        assert (listed["status"], listed["resource_id"]) == ("completed", "4242")
+    finally:
+        hub.stop()
+
+
 def test_upgrade_to_job_launchers_keeps_old_jobs_the_owners(db_url, tmp_path):
     """0013 records who launched a job (whose account it runs as): the jobs from before have
     none and count as their workspace owner's, in the database and in the API."""

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from sqlalchemy import create_engine, text
 
 from uws_hub.spawners.mixins import hub_id
 from uws_hub.spawners.slurm.script import token_from_script
@@ -524,6 +525,65 @@ def test_hub_restart_with_a_pending_and_a_running_job(make_hub, system_users, sl
         slurmutil.scancel(*[j["resource_id"] for j in jobs if j.get("resource_id")])
         for job in jobs:
             slurmutil.scancel(*slurmutil.jobs_named(f"{prefix}job-{job['id']}"))
+        hub.stop()
+
+
+@pytest.mark.parametrize("wanted", ["running", "stopped"])
+def test_a_pending_job_whose_id_another_account_got_is_neither_adopted_nor_cancelled(
+    make_hub, system_users, slurm, wanted
+):
+    """SLURM gives a job id again once it has forgotten the job (slurmctld restarted without
+    its state, ``FirstJobId``), to any account's next job. A restarted hub takes over the
+    job of a start it lost track of by its stored id, as root: to run, it took bob's
+    pending job for alice's server's, found its batch script not hers and cancelled it;
+    to stop, it cancelled it. The job's uid is recorded at submission: another uid's job
+    under the id is neither adopted nor cancelled (``scancel -u <uid>``); the start submits
+    anew, the stop ends the job. (The cluster is shared: the reuse is made by giving the
+    row the id of bob's job, as if SLURM had given it again.)"""
+    hub = make_hub(
+        SLURM_CONFIG
+        + "c.JupyterHub.cleanup_servers = False\n"
+        # every job is submitted held: it pends until the test releases it
+        + "c.WorkspaceSlurmSpawner.req_options = '--hold'\n"
+    )
+    token = hub.add_user("uwsalice")
+    prefix = f"uws-{hub_id(hub.db_url)}-"
+    job = slurm_launch(hub, token)
+    theirs = None
+    try:
+        job = hub.wait_job(job["id"], token, {"queued"} | TERMINAL, timeout=30)
+        assert job["status"] == "queued" and job["resource_id"], job
+        theirs = slurmutil.sbatch("--hold", account="uwsbob")
+        hub.stop()  # SIGTERM; cleanup_servers is off: SLURM jobs stay
+        engine = create_engine(hub.db_url)
+        with engine.begin() as conn:
+            row = conn.execute(text("SELECT resource_uid FROM uws_jobs WHERE id = :id"), {"id": job["id"]}).one()
+            assert row.resource_uid == pwd.getpwnam("uwsalice").pw_uid  # recorded at submission
+            conn.execute(
+                text("UPDATE uws_jobs SET resource_id = :r, target = :t, outcome = :o WHERE id = :id"),
+                {"r": theirs, "t": wanted, "o": None if wanted == "running" else "cancelled", "id": job["id"]},
+            )
+        engine.dispose()
+        hub.start()
+        if wanted == "stopped":
+            assert hub.wait_job(job["id"], token, TERMINAL, timeout=30)["status"] == "cancelled"
+            assert f"Cancelling SLURM job {theirs} left by an interrupted start of job {job['id']}" in hub.log_text()
+        else:
+            wait_for(
+                lambda: hub.api("GET", f"jobs/{job['id']}", token)["resource_id"] not in (theirs, None),
+                30,
+                what="a new submission",
+            )
+            after = hub.api("GET", f"jobs/{job['id']}", token)
+            assert after["status"] == "queued" and after["resource_id"] != job["resource_id"], after
+            log = hub.log_text()
+            assert f"SLURM job {theirs} of job {job['id']} already ended (VANISHED); submitting anew" in log
+            hub.api("POST", f"jobs/{job['id']}/stop", token, expect=202)
+            assert hub.wait_job(job["id"], token, TERMINAL, timeout=30)["status"] == "cancelled"
+        assert slurmutil.job_info(theirs)["state"] == "PENDING"  # bob's: neither adopted nor cancelled
+    finally:
+        slurmutil.scancel(*[j for j in (theirs, job.get("resource_id")) if j])
+        slurmutil.scancel(*slurmutil.jobs_named(f"{prefix}job-{job['id']}"))
         hub.stop()
 
 

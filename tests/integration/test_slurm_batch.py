@@ -13,7 +13,6 @@ import pwd
 import re
 import signal
 import stat
-import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -333,15 +332,7 @@ def test_a_job_found_again_by_its_name_is_of_its_own_account(make_hub, system_us
     release = f"/tmp/uws-slurm-release-{uuid.uuid4().hex[:8]}"
     job = running(hub, alice, submit(hub, alice, ws, "wait", file=release))
     name = slurmutil.job_info(job["resource_id"])["name"]
-    decoy = subprocess.run(
-        ["runuser", "-u", "uwsbob", "--", "sbatch", "--parsable", "--output=/dev/null", f"--job-name={name}"],
-        input="#!/bin/sh\nexit 0\n",
-        cwd="/tmp",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout.strip()
+    decoy = slurmutil.sbatch(f"--job-name={name}", script="#!/bin/sh\nexit 0\n", account="uwsbob")
     try:
         wait_for(lambda: slurmutil.job_info(decoy)["state"] == "COMPLETED", 30, what="bob's job to end")
         hub.stop(signal.SIGKILL)
@@ -362,6 +353,43 @@ def test_a_job_found_again_by_its_name_is_of_its_own_account(make_hub, system_us
     finally:
         open(release, "w").close()
     assert finish(hub, alice, job)["status"] == "completed"
+
+
+def test_a_job_whose_slurm_id_another_account_got_is_gone_not_theirs(make_hub, system_users, slurm):
+    """SLURM gives a job id again once it has forgotten the job (slurmctld restarted without
+    its state, ``FirstJobId``, ``MaxJobId`` wrapped), to any account's next job: the hub
+    followed bob's job under the id of alice's as hers (his pending job kept hers waiting,
+    his end became her outcome, her stop cancelled his as root). The hub records the uid a
+    job was submitted as: a job of another uid under its id is not the hub's, which is then
+    gone, saying why, and bob's job is left alone. (The cluster is shared: the reuse is
+    made by giving the row the id of bob's job, as if SLURM had given it again.)"""
+    hub = make_hub(config())
+    alice = hub.add_user("uwsalice")
+    ws = hub.api("POST", "workspaces", alice, json={"name": "id given again"}, expect=201)
+    release = f"/tmp/uws-slurm-release-{uuid.uuid4().hex[:8]}"
+    job = running(hub, alice, submit(hub, alice, ws, "wait", file=release))
+    theirs = slurmutil.sbatch("--hold", account="uwsbob")
+    try:
+        hub.stop(signal.SIGKILL)
+        engine = create_engine(hub.db_url)
+        with engine.begin() as conn:
+            row = conn.execute(text("SELECT resource_uid FROM uws_jobs WHERE id = :id"), {"id": job["id"]}).one()
+            # the uid it was submitted as, recorded with its id
+            assert row.resource_uid == pwd.getpwnam("uwsalice").pw_uid
+            conn.execute(text("UPDATE uws_jobs SET resource_id = :r WHERE id = :id"), {"r": theirs, "id": job["id"]})
+        engine.dispose()
+        hub.start()
+        gone = finish(hub, alice, job, timeout=30)
+        bob_uid = pwd.getpwnam("uwsbob").pw_uid
+        assert (gone["status"], gone["reason"]) == (
+            "failed",
+            f"SLURM job {theirs} is no longer known to SLURM: its id is another account's job now (uid {bob_uid}),"
+            " SLURM gave it again (it lost its state)",
+        ), gone
+        assert slurmutil.job_info(theirs)["state"] == "PENDING"  # left alone
+    finally:
+        open(release, "w").close()
+        slurmutil.scancel(theirs, job["resource_id"])
 
 
 def test_a_job_over_its_time_limit_fails_saying_so(slurm_time_limits):

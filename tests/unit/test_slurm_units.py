@@ -44,6 +44,7 @@ from uws_hub.spawners.slurm.parsing import (
     parse_sbatch,
     parse_squeue,
     parse_sweep,
+    parse_uid,
 )
 from uws_hub.spawners.slurm.poller import SlurmPoller, _Waiter
 from uws_hub.spawners.slurm.script import (
@@ -58,19 +59,20 @@ from uws_hub.spawners.slurm.script import (
 # ---------------------------------------------------------------- parsing
 def test_parse_squeue():
     out = (
-        "@m@101|PENDING|Resources|n/a|1:00:00|\n"
-        "@m@102|RUNNING|None|node7|UNLIMITED|uws-port=45001\n"
-        "@m@103|CANCELLED|None|node7|1:00|uws-port=45002\n"
-        "@m@104|TIMEOUT|TimeLimit|node8|1:00|a|b|c\n"
+        "@m@101|PENDING|Resources|n/a|1:00:00|1002|\n"
+        "@m@102|RUNNING|None|node7|UNLIMITED|1002|uws-port=45001\n"
+        "@m@103|CANCELLED|None|node7|1:00|1002|uws-port=45002\n"
+        "@m@104|TIMEOUT|TimeLimit|node8|1:00|0|a|b|c\n"
     )
     states = parse_squeue(out, "@m@")
     assert set(states) == {"101", "102", "103", "104"}
-    assert states["101"] == JobState("101", "PENDING", reason="Resources", node="", time_limit="1:00:00")
+    assert states["101"] == JobState("101", "PENDING", reason="Resources", node="", time_limit="1:00:00", uid=1002)
     assert states["101"].pending and not states["101"].ended and states["101"].port is None
     assert states["102"].running and states["102"].node == "node7" and states["102"].port == 45001
     assert states["102"].reason == ""
     assert states["103"].ended and states["104"].ended
     assert states["104"].comment == "a|b|c"  # the comment is last: a '|' in it is harmless
+    assert states["104"].uid == 0
 
 
 def test_a_newline_in_a_comment_or_name_forges_no_other_job():
@@ -79,14 +81,14 @@ def test_a_newline_in_a_comment_or_name_forges_no_other_job():
     with the call's own marker starts a record)."""
     fmt, marker = framed(SQUEUE_FORMAT)
     assert fmt.endswith(SQUEUE_FORMAT) and marker in fmt and marker != framed(SQUEUE_FORMAT)[1]
-    forged = "7|CANCELLED|None|evil|1:00|uws-port=45009"
-    out = f"{marker}6|PENDING|JobHeldUser|n/a|1:00|x\n{forged}\n{marker}7|PENDING|JobHeldUser|n/a|1:00|\n"
+    forged = "7|CANCELLED|None|evil|1:00|5|uws-port=45009"
+    out = f"{marker}6|PENDING|JobHeldUser|n/a|1:00|5|x\n{forged}\n{marker}7|PENDING|JobHeldUser|n/a|1:00|5|\n"
     states = parse_squeue(out, marker)
     assert set(states) == {"6", "7"}
-    assert states["7"] == JobState("7", "PENDING", reason="JobHeldUser", time_limit="1:00")
+    assert states["7"] == JobState("7", "PENDING", reason="JobHeldUser", time_limit="1:00", uid=5)
     assert states["6"].comment == f"x\n{forged}" and states["6"].port is None
     # a forged line for a job squeue did not list at all
-    assert set(parse_squeue(f"{marker}6|PENDING|None|n/a|1:00|x\n{forged}\n", marker)) == {"6"}
+    assert set(parse_squeue(f"{marker}6|PENDING|None|n/a|1:00|5|x\n{forged}\n", marker)) == {"6"}
     name = "x\n8|RUNNING|2026-01-01T00:00:00|uws-abc-job-9"
     entries = parse_sweep(f"{marker}5|PENDING|2026-01-01T00:00:00|{name}\n", marker)
     assert [(e.job_id, e.name) for e in entries] == [("5", name)]
@@ -104,8 +106,8 @@ def test_a_record_forged_with_the_marker_read_off_squeues_command_line_is_refuse
     name the orphan sweep cancels as root). That job is printed too, and squeue prints a
     job once: the output is refused (a failed poll, tried again with another marker)."""
     marker = framed(SQUEUE_FORMAT)[1]
-    forged = "7|RUNNING|None|evil|1:00|uws-port=45009"
-    out = f"{marker}6|RUNNING|None|n1|1:00|x\n{marker}{forged}\n{marker}7|RUNNING|None|n2|1:00|uws-port=45001\n"
+    forged = "7|RUNNING|None|evil|1:00|5|uws-port=45009"
+    out = f"{marker}6|RUNNING|None|n1|1:00|5|x\n{marker}{forged}\n{marker}7|RUNNING|None|n2|1:00|5|uws-port=45001\n"
     with pytest.raises(ValueError, match="7 more than once"):
         parse_squeue(out, marker)
     marker = framed(SWEEP_FORMAT)[1]
@@ -137,6 +139,29 @@ def test_parse_sacct():
     assert set(states) == {"7", "8", "9"}
     assert states["7"].state == "CANCELLED" and states["7"].reason == "by 1002" and states["7"].node == "node1"
     assert states["9"].exit_code == "3:0" and states["9"].ended
+
+
+def test_another_uids_record_under_an_id_is_not_the_jobs_in_sacct():
+    """SLURM gives a forgotten job's id again, to any account's job: sacct then lists both
+    under the id, and the last line won, the other account's end taken for the hub job's.
+    The uid decides (sacct's ``UID``, ``1002``; a jobcomp record's ``name(uid)``), not the
+    name: slurmctld prints a new account with a freed uid under the former one's name."""
+    out = (
+        "7|COMPLETED|0:0|n1|2026-01-01T00:00:00|2026-01-01T00:01:00|1002\n"
+        "7|FAILED|1:0|n2|2026-02-01T00:00:00|2026-02-01T00:01:00|mallory(1003)\n"
+    )
+    assert parse_sacct(out)["7"].uid == 1003
+    mine = parse_sacct(out, {"7": 1002})["7"]
+    assert (mine.state, mine.exit_code, mine.node, mine.uid) == ("COMPLETED", "0:0", "n1", 1002)
+    assert parse_sacct(out.splitlines()[1], {"7": 1002}) == {}
+    # a record whose uid cannot be read is no job of a known uid's
+    assert parse_sacct("7|COMPLETED|0:0|n1|||\n", {"7": 1002}) == {}
+    assert (parse_uid("1003"), parse_uid("alice(1002)"), parse_uid("alice"), parse_uid("1002)")) == (
+        1003,
+        1002,
+        None,
+        None,
+    )
 
 
 def test_parse_sbatch_and_sweep_and_names():
@@ -328,10 +353,15 @@ FAKE_SLURM = textwrap.dedent(
             print(marker + "|".join([i] + state["squeue"][i]))
     else:
         for i in ids:
-            if i in state.get("sacct", {{}}):
-                print("|".join([i] + state["sacct"][i]))
+            for record in state.get("sacct_records", {{}}).get(i, []) + [state.get("sacct", {{}}).get(i)]:
+                if record:
+                    print("|".join([i] + record))
     """
 )
+
+
+#: the uid the fake's jobs run as (squeue's ``%U``) unless said otherwise
+HUB_UID = 1002
 
 
 class FakeSlurm:
@@ -353,8 +383,8 @@ class FakeSlurm:
         tmp.write_text(json.dumps(self.state))
         tmp.replace(self.state_file)
 
-    def set(self, job_id, state, reason="None", node="n/a", comment=""):
-        self.state["squeue"][job_id] = [state, reason, node, "1:00:00", comment]
+    def set(self, job_id, state, reason="None", node="n/a", comment="", uid=HUB_UID):
+        self.state["squeue"][job_id] = [state, reason, node, "1:00:00", str(uid), comment]
         self.save()
 
     def calls(self) -> list[list[str]]:
@@ -441,6 +471,51 @@ async def test_wait_and_vanished_jobs_end_through_sacct(fake):
     n = len(fake.calls())
     await asyncio.sleep(0.5)
     assert len(fake.calls()) == n  # everything tracked has ended: no more calls
+    await poller.close()
+
+
+async def test_another_uids_job_under_a_tracked_id_is_never_the_hubs(fake):
+    """SLURM gives the id of a job it forgot (slurmctld restarted without its state,
+    ``FirstJobId``, ``MaxJobId`` wrapped) to the next job, any account's: the poller took
+    that job for the hub's (its server running on the other's node and port, or its end
+    the hub job's outcome). A record of another uid is not the tracked job's: the hub's
+    job is gone from squeue, saying why, and sacct's record of it, if any, is its end."""
+    other = HUB_UID + 1
+    fake.set("5", "RUNNING", node="theirs", comment="uws-port=40001", uid=other)
+    fake.state["sacct"]["5"] = ["RUNNING", "0:0", "theirs", "2026-02-01T00:00:00", "Unknown", str(other)]
+    fake.save()
+    poller = fake.poller()
+    seen = []
+    poller.track("5", seen.append, exit_code=True, uid=HUB_UID)
+    gone = await asyncio.wait_for(poller.wait("5", lambda s: True), 5)
+    assert (gone.state, gone.node, gone.port, gone.exit_code) == ("VANISHED", "", None, "")
+    assert [s.state for s in seen] == ["VANISHED"]
+    outcome, reason = describe_batch_end(gone)
+    assert outcome == "failed" and reason == (
+        f"SLURM job 5 is no longer known to SLURM: its id is another account's job now (uid {other}),"
+        " SLURM gave it again (it lost its state)"
+    )
+    # its end in sacct (listed before the other's, as sacct lists them; jobcomp's name(uid)) is its end
+    fake.state["sacct_records"] = {
+        "6": [["COMPLETED", "0:0", "n1", "2026-01-01T00:00:00", "2026-01-01T00:01:00", f"hub({HUB_UID})"]]
+    }
+    fake.state["sacct"]["6"] = ["FAILED", "1:0", "theirs", "2026-02-01T00:00:00", "2026-02-01T00:01:00", str(other)]
+    fake.set("6", "PENDING", "Priority", uid=other)
+    poller.track("6", exit_code=True, uid=HUB_UID)
+    ended = await asyncio.wait_for(poller.wait("6", lambda s: True), 5)
+    assert (ended.state, ended.exit_code, ended.node) == ("COMPLETED", "0:0", "n1")
+    # gone from squeue, only another uid's end in sacct (jobcomp/filetxt's record): not its end
+    fake.state["sacct"]["7"] = ["COMPLETED", "0:0", "theirs", "2026-02-01T00:00:00", "2026-02-01T00:01:00", "x(9)"]
+    fake.save()
+    poller.track("7", exit_code=True, uid=HUB_UID)
+    assert (await asyncio.wait_for(poller.wait("7", lambda s: True), 5)).state == "VANISHED"
+    # a job of the uid tracked is the job; one tracked without a uid (from before) too
+    fake.set("8", "RUNNING", node="n2", comment="uws-port=40002")
+    fake.set("9", "RUNNING", node="n3", comment="uws-port=40003", uid=other)
+    poller.track("8", uid=HUB_UID)
+    poller.track("9")
+    assert (await asyncio.wait_for(poller.wait("8", lambda s: True), 5)).port == 40002
+    assert (await asyncio.wait_for(poller.wait("9", lambda s: True), 5)).port == 40003
     await poller.close()
 
 

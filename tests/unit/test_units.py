@@ -279,6 +279,35 @@ async def test_file_threads_are_bounded_per_reader_and_wait_in_line():
     assert threads._lines == {} and threads._calls == {}  # readers holding none are not kept
 
 
+async def test_a_full_line_of_file_threads_refuses_at_once():
+    """With ``waiting``, a reader's calls past its threads and that many waiting are refused
+    at once (:class:`LineFull`), not queued (the password checks' pool: a flood of logins
+    is answered, not kept waiting); the line takes calls again as they end."""
+    import threading
+
+    from uws_hub.filethreads import FileThreads, LineFull
+
+    threads = FileThreads(3, 2, waiting=1, name="uws-test")
+    gate = threading.Event()
+    started = []
+
+    def hung(name):
+        started.append(threading.current_thread().name)
+        gate.wait(60)
+        return name
+
+    calls = [asyncio.ensure_future(threads.run("passwords", hung, i)) for i in range(3)]
+    await asyncio.sleep(0)
+    with pytest.raises(LineFull):
+        await threads.run("passwords", hung, 3)
+    assert await threads.run("other", lambda: "other") == "other"  # another reader's line is its own
+    gate.set()
+    assert await asyncio.gather(*calls) == [0, 1, 2]
+    assert await threads.run("passwords", hung, 4) == 4
+    assert started and all(name.startswith("uws-test") for name in started)
+    assert threads._calls == {}
+
+
 async def test_file_work_of_a_request_is_its_readers():
     """A service's file work counts on the reader of the request being served
     (:func:`uws_hub.filethreads.serve`); the hub's own work, served for no one, runs in

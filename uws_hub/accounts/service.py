@@ -11,7 +11,7 @@ its refusals into 4xx errors.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, TypeVar
 
 from jupyterhub import orm as hub_orm
@@ -49,10 +49,12 @@ def local_accounts_or_404(auth) -> WorkspaceLocalAuthenticator:
     return auth
 
 
-async def call(func: Callable[..., T], *args: Any) -> T:
-    """Run an account operation in a thread; its refusals become 409, 404 or 422."""
+async def call(func: Callable[..., T], *args: Any, thread: Callable[..., Awaitable[T]] = asyncio.to_thread) -> T:
+    """Run an account operation in a thread (``thread``: one of the password checks' for
+    one that hashes a password, see ``in_password_thread``); its refusals become 409, 404
+    or 422."""
     try:
-        return await asyncio.to_thread(func, *args)
+        return await thread(func, *args)
     except AccountExists as e:
         raise Conflict(str(e)) from None
     except NoSuchAccount as e:

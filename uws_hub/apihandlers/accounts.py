@@ -86,7 +86,9 @@ class AccountsAPIHandler(AccountsAPIHandlerBase):
         auth = self.local_accounts()
         body = self.parse_body(AccountCreateModel)
         self.access.check_change(auth.normalize_username(body.username), grant_admin=body.admin)
-        account = await call(auth.create_account, body.username, body.password, body.disabled)
+        account = await call(
+            auth.create_account, body.username, body.password, body.disabled, thread=auth.in_password_thread
+        )
         # the account's hub user, so that it shows in JupyterHub's admin panel and can join groups
         user = self.find_user(account.username)
         if user is None:
@@ -121,7 +123,7 @@ class AccountAPIHandler(AccountsAPIHandlerBase):
             self.access.check_disable(username)
         who = self.current_user.name
         if body.password is not None:
-            account = await call(auth.set_password, username, body.password)
+            account = await call(auth.set_password, username, body.password, thread=auth.in_password_thread)
             self.log.info("%s set the password of %s", who, username)
             if username != who:
                 keep = running_server_tokens(self.db, self.find_user(username))

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
 
 import bcrypt
 from jinja2 import Template
@@ -64,7 +64,15 @@ from tornado import web
 from traitlets import Bool, Unicode, default
 from traitlets import Integer as IntegerTrait
 
+from ..errors import TooManyRequests
+from ..filethreads import FileThreads, LineFull
 from .names import PrintableNamesMixin, look_alike
+
+T = TypeVar("T")
+
+#: what a login over the password checks' line is told (429), and a sign-up or a new password
+TOO_MANY_LOGINS = "Too many login attempts, try again shortly"
+TOO_MANY_PASSWORDS = "Too many passwords are being checked, try again shortly"
 
 metadata = MetaData()
 
@@ -215,6 +223,36 @@ class WorkspaceLocalAuthenticator(PrintableNamesMixin):
         """,
     )
 
+    password_check_threads = IntegerTrait(
+        2,
+        config=True,
+        help="""Threads that hash and check passwords: logins, sign-ups, new accounts and passwords.
+
+        bcrypt holds a thread for a good fraction of a second per password (see
+        ``bcrypt_rounds``). In the event loop's default pool, which the hub's own
+        work shares (its file work, a user's account looked up), an anonymous flood
+        of logins took every thread and the hub's work waited behind it: password
+        checks have a pool of their own, of this many threads, with a line of at
+        most ``max_waiting_password_checks`` behind them.
+
+        .. versionadded:: 0.2
+        """,
+    )
+
+    max_waiting_password_checks = IntegerTrait(
+        8,
+        config=True,
+        help="""Password checks that may wait for one of the ``password_check_threads``.
+
+        One more is not made: the login form answers 429 "Too many login
+        attempts, try again shortly" (sign-up and the accounts API alike, the API
+        with ``Retry-After``), at once, rather than after a wait that grows with
+        the flood.
+
+        .. versionadded:: 0.2
+        """,
+    )
+
     allow_signup = Bool(
         False,
         config=True,
@@ -264,6 +302,7 @@ class WorkspaceLocalAuthenticator(PrintableNamesMixin):
     )
 
     _engine: Engine | None = None
+    _password_threads: FileThreads | None = None
 
     @property
     def engine(self) -> Engine:
@@ -273,6 +312,21 @@ class WorkspaceLocalAuthenticator(PrintableNamesMixin):
         return self._engine
 
     # ---------------------------------------------------------------- hashing
+    async def in_password_thread(self, func: Callable[..., T], *args: Any, refusal: str = TOO_MANY_PASSWORDS) -> T:
+        """``func(*args)``, which hashes or checks a password, in a thread of the password
+        checks' own pool (see ``password_check_threads``); 429 with ``refusal`` when the
+        line behind them is full."""
+        if self._password_threads is None:
+            n = max(1, self.password_check_threads)
+            self._password_threads = FileThreads(
+                n, n, waiting=max(0, self.max_waiting_password_checks), name="uws-passwords"
+            )
+        try:
+            return await self._password_threads.run("passwords", func, *args)
+        except LineFull:
+            self.log.warning("Password check refused: %s", refusal)
+            raise TooManyRequests(refusal, retry_after_seconds=5) from None
+
     def _hash(self, password: str) -> str:
         return bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt(self.bcrypt_rounds)).decode("ascii")
 
@@ -349,7 +403,7 @@ class WorkspaceLocalAuthenticator(PrintableNamesMixin):
         name = self.check_new_username(username)
         self.check_new_password(password)
         in_use = name in self.admin_users or name in self.blocked_users or hub_user_exists(name)
-        return await asyncio.to_thread(self._sign_up, name, password, in_use)
+        return await self.in_password_thread(self._sign_up, name, password, in_use)
 
     def _sign_up(self, name: str, password: str, in_use: bool) -> Account:
         password_hash = self._hash(password)
@@ -501,7 +555,7 @@ class WorkspaceLocalAuthenticator(PrintableNamesMixin):
         password = data.get("password", "") or ""
         if not username or not password:
             return None
-        result = await asyncio.to_thread(self.check_login, username, password)
+        result = await self.in_password_thread(self.check_login, username, password, refusal=TOO_MANY_LOGINS)
         if result is LoginCheck.OK:
             return {"name": username}
         # the form says "Invalid username or password" whatever the reason; the log says which
@@ -599,6 +653,8 @@ class SignupHandler(BaseHandler):
             return await self._render(400, message="The passwords differ", username=username)
         try:
             account = await auth.sign_up(username, password, lambda name: self.find_user(name) is not None)
+        except TooManyRequests as e:
+            return await self._render(e.status_code, message=e.message, username=username)
         except AccountError as e:
             if isinstance(e, NameNotAvailable):
                 self.log.warning("Sign-up refused for %r: the name is in use", username)

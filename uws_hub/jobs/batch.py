@@ -134,11 +134,12 @@ class BatchSteps:
         elif job.attempts == 0:
             self._submit(job)
             return
-        state = await runner.state(self._launch(job), job.resource_id, lambda: self.jobs.wake(job.id))
-        self._follow(job, state)
+        launch = self._launch(job)
+        state = await runner.state(launch, job.resource_id, lambda: self.jobs.wake(job.id))
+        self._follow(job, state, launch.resource_uid)
 
-    def _follow(self, job: Job, state: RunState) -> None:
-        self._found(job, state)
+    def _follow(self, job: Job, state: RunState, uid: int | None) -> None:
+        self._found(job, state, uid)
         if state.phase == "unstarted":
             if job.attempts >= self.max_attempts:
                 self._fail(job, f"The job could not be started after {job.attempts} attempts")
@@ -161,11 +162,12 @@ class BatchSteps:
             return
         self._finish(job, state)
 
-    def _found(self, job: Job, state: RunState) -> None:
-        """Store the job's id on its resource when the runner found it by other means (a
-        hand-over the hub died in after the resource took the job)."""
+    def _found(self, job: Job, state: RunState, uid: int | None) -> None:
+        """Store the job's id on its resource, and the ``uid`` it runs as (the runner's
+        ``launch.resource_uid``), when the runner found it by other means (a hand-over the
+        hub died in after the resource took the job)."""
         if state.resource_id and state.resource_id != job.resource_id:
-            job.resource_id = state.resource_id
+            job.resource_id, job.resource_uid = state.resource_id, uid
             self.db.commit()
 
     def hand_over(self, jobs: list[Job]) -> Callable[[], None]:
@@ -228,7 +230,7 @@ class BatchSteps:
             submitted = Job.find(self.db, job_id)
             if submitted is None:
                 return
-            submitted.resource_id = resource_id
+            submitted.resource_id, submitted.resource_uid = resource_id, launch.resource_uid
             if (
                 state is not None
                 and state.phase != "unstarted"
@@ -237,7 +239,7 @@ class BatchSteps:
             ):
                 # nothing asked for the job meanwhile: this is its step (no await from here on)
                 self._submits.pop(job_id, None)
-                self._follow(submitted, state)
+                self._follow(submitted, state, launch.resource_uid)
             write_changes_at_once(self.db, submitted)
             self.db.commit()
             self._release_if_ended(submitted)
@@ -285,7 +287,7 @@ class BatchSteps:
             return
         launch = self._launch(job)
         state = await runner.state(launch, job.resource_id, lambda: self.jobs.wake(job.id))
-        self._found(job, state)
+        self._found(job, state, launch.resource_uid)
         if state.phase == "ended":
             self._finish(job, state)
             return

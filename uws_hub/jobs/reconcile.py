@@ -440,6 +440,7 @@ class JobSteps:
         # a start the hub lost track of (restart) left this behind: the spawner
         # adopts it (a batch job still queued) or cleans it up (a process)
         launch.previous_resource_id = job.resource_id
+        launch.resource_uid = job.resource_uid
         # a start the hub was killed in before it recorded a resource id left no trace
         # in the row: the spawner looks for what it may have left (a local process)
         launch.retried = job.attempts > 1
@@ -488,8 +489,8 @@ class JobSteps:
         """A start this process does not know of left a resource behind (hub restart): release it."""
         spawner = self.servers.spawner(job.owner, job.server_name, job.resource)
         self.log.warning("Job %s: releasing resource %s left by an interrupted start", job.id, job.resource_id)
-        await spawner.release_leftover(job.id, job.resource_id)
-        job.resource_id = None
+        await spawner.release_leftover(job.id, job.resource_id, job.resource_uid)
+        job.resource_id = job.resource_uid = None
         self.db.commit()
 
     def _watch_start(self, start: _Start) -> None:
@@ -684,7 +685,12 @@ class JobSteps:
                 start.submitted = True
                 self._count_start(start, 1)
                 self.wake_start_line()  # its bookkeeping is done: room for a start while the loop is late
-            job.resource_id = info.get("resource_id") or job.resource_id
+            if info.get("resource_id"):
+                # the uid it runs as comes with its id (a later report of the same id, a
+                # SLURM job's pending reason, may leave it out)
+                if "resource_uid" in info or info["resource_id"] != job.resource_id:
+                    job.resource_uid = info.get("resource_uid")
+                job.resource_id = info["resource_id"]
             if job.status == JobStatus.pending.value:
                 self.jobs.transition(job, JobStatus.queued, info.get("reason"))
             elif job.status == JobStatus.queued.value and info.get("reason"):

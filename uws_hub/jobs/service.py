@@ -405,7 +405,7 @@ class JobService:
         job_type = self.job_types[job.job_type]
         system_user = self.accounts.system_user(job.launcher.name)
         as_root = system_user is None and os.geteuid() == 0
-        os.makedirs(self.job_log_dir, mode=0o700, exist_ok=True)
+        # (its folders are made by the spawner, in its start's thread: WorkspaceLaunch.make_folders)
         return WorkspaceLaunch(
             job_id=job.id,
             workspace_id=ws.id,
@@ -419,7 +419,7 @@ class JobService:
             account_holder=account_holder(job.launcher),
             group=self.editor_group(job),
             share_group_prefix=self.posix_group_prefix,
-            home=make_home(self.home_of(job)),
+            home=self.home_of(job),
             log_path=self.log_path(job),
             job_log_dir=self.job_log_dir,
             memory_bytes=self.memory_bytes(job),
@@ -452,7 +452,8 @@ class JobService:
         """HOME of a job that runs as the hub's own account (single-account mode): per
         workspace owner, as before launchers were recorded; None with system users (the
         launcher's account has its own). Only its path: made where the job is prepared
-        (:func:`make_home`), not here, where a request reading a batch job's log renders
+        (:func:`make_home` in a batch runner's thread, :meth:`WorkspaceLaunch.make_folders`
+        in a server's start's), not here, where a request reading a batch job's log renders
         its launch (for its log's owner) on the event loop, and a hung workspace disk
         held the whole hub."""
         ws = job.workspace
@@ -485,6 +486,7 @@ class JobService:
             memory_bytes=self.memory_bytes(job),
             time_limit_seconds=self.time_limit_seconds(job),
             system_user=self.accounts.system_user(job.launcher.name),
+            resource_uid=job.resource_uid,
             account_holder=account_holder(job.launcher),
             group=self.editor_group(job),
             share_group_prefix=self.posix_group_prefix,

@@ -43,6 +43,10 @@ class BatchLaunch:
     time_limit_seconds: float = 0
     #: the system account it runs as, or None for the hub's own
     system_user: str | None = None
+    #: the uid its resource runs as (see :attr:`WorkspaceLaunch.resource_uid`): the job's
+    #: row's, and set by the runner when it submits the job or finds it by name (the hub
+    #: then stores it with the resource's id)
+    resource_uid: int | None = None
     #: the hub user that account is for, as one person over time
     #: (:func:`uws_hub.jobs.service.account_holder`): its output folder is theirs
     account_holder: str | None = None
@@ -106,12 +110,14 @@ class BatchRunner(Protocol):
     async def submit(
         self, launch: BatchLaunch, wake: Callable[[], None], *, prepare: Callable[[], None] = lambda: None
     ) -> str:
-        """Hand the job to the resource; its id there. Raises if the resource refuses it.
+        """Hand the job to the resource; its id there (and, where the resource has one, the
+        uid it runs as in ``launch.resource_uid``). Raises if the resource refuses it.
         ``prepare`` (blocking, e.g. making the job's results folder) is called first, in a
         thread, with the runner's own preparations."""
 
     async def state(self, launch: BatchLaunch, resource_id: str | None, wake: Callable[[], None]) -> RunState:
-        """Where the job is (watching it again after a hub restart)."""
+        """Where the job is (watching it again after a hub restart). A job found by other
+        means than ``resource_id`` (:attr:`RunState.resource_id`) sets ``launch.resource_uid``."""
 
     async def cancel(self, launch: BatchLaunch, resource_id: str | None) -> None:
         """Stop the job; its end is then reported by :meth:`state`."""

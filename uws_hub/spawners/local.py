@@ -25,6 +25,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from typing import BinaryIO
 
 from jupyterhub.spawner import LocalProcessSpawner, SpawnException
 from jupyterhub.utils import random_port
@@ -266,13 +267,20 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         popen_kwargs = dict(self.popen_kwargs)
         popen_kwargs.update(env=self.get_env(), cwd=launch.directory, start_new_session=True)
         self.ended = None
-        if launch.memory_bytes or launch.system_user:
-            # a cgroup to create, an account to look up: file and NSS I/O, off the loop
-            limits = await asyncio.to_thread(self.limits_spec, launch)
-        else:
-            # only the CPU share (bookkeeping in memory): the thread's round trip
-            # would cost more than the call, on the way to the server's start
+
+        def prepare() -> tuple[dict | None, BinaryIO | None]:
+            launch.make_folders()
             limits = self.limits_spec(launch)
+            log_file = os.fdopen(open_log(launch.log_path), "ab", buffering=0) if launch.log_path else None
+            if log_file is not None and not launch.retried:
+                # a first start: what the file holds is another job's of the same id (a hub
+                # started on a new database with this job log directory), not this one's
+                log_file.truncate(0)
+            return limits, log_file
+
+        # folders to make and the log to open (a hung disk holds this thread, not the hub),
+        # a cgroup to create, an account to look up: file and NSS I/O, off the loop
+        limits, log_file = await asyncio.to_thread(prepare)
         self.limits = limits
         if limits is not None:
             # the wrapper applies them, then switches to the job's account and execs the server
@@ -284,11 +292,6 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
                 group=account.pw_gid,
                 extra_groups=job_groups(account, launch.share_group_prefix, launch.workspace_id),
             )
-        log_file = os.fdopen(open_log(launch.log_path), "ab", buffering=0) if launch.log_path else None
-        if log_file is not None and not launch.retried:
-            # a first start: what the file holds is another job's of the same id (a hub
-            # started on a new database with this job log directory), not this one's
-            log_file.truncate(0)
         if log_file is not None:
             popen_kwargs.update(stdout=log_file, stderr=subprocess.STDOUT)
         self.log.info("Spawning %s", " ".join(shlex.quote(s) for s in cmd))
@@ -464,7 +467,7 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         self.limits = None
         super().clear_state()
 
-    async def release_leftover(self, job_id: int, resource_id: str) -> None:
+    async def release_leftover(self, job_id: int, resource_id: str, resource_uid: int | None = None) -> None:
         """End the processes of a server whose start the hub lost (hub restart), the job
         being to stop: every process of this hub's job (``resource_id`` and any other)."""
         why = "left by an interrupted start of the job, which is to stop"

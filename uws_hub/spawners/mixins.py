@@ -75,9 +75,24 @@ class WorkspaceLaunch:
     #: restart during the start): the spawner adopts it (a batch job that is
     #: still queued or running) or cleans it up before starting afresh
     previous_resource_id: str | None = None
+    #: the uid its resource runs as, recorded when it was submitted (a SLURM job: its
+    #: account's, kept even if the account later gets another uid), or of the previous
+    #: resource until then; None: unknown (a job from before it was recorded). A SLURM job
+    #: of another uid under the resource's id is another account's job (SLURM gave the id
+    #: again), never this one
+    resource_uid: int | None = None
     #: an earlier start of this job was made (this is attempt 2 or later): one the hub
     #: lost track of (killed before it recorded the process) may have left something
     retried: bool = False
+
+    def make_folders(self) -> None:
+        """Make the hub's job log folder and the HOME of a job of the hub's own account
+        (blocking). The spawner calls it in its start's thread: a start used to make
+        them on the event loop (:meth:`JobService.launch_for`), and a hung workspace
+        disk held the whole hub, every user's requests, until it answered."""
+        for folder in (self.job_log_dir, self.home):
+            if folder:
+                os.makedirs(folder, mode=0o700, exist_ok=True)
 
     def to_state(self) -> dict[str, Any]:
         return asdict(self)
@@ -138,11 +153,14 @@ class WorkspaceSpawnerMixin:
     """Mix into a JupyterHub Spawner (before it) to make it run workspace jobs.
 
     Subclasses call :meth:`report` when they learn something about the job:
-    ``report("queued", resource_id=..., reason=...)`` once the resource has
-    the job (the checkpoint; again with a new ``reason`` when a batch queue's
-    view of it changes), ``report("ended", outcome=..., reason=...)`` when
-    the resource ended the job and knows how (``outcome``: ``completed``,
-    ``failed`` or ``cancelled``; the hub then stops the server and records it).
+    ``report("queued", resource_id=..., resource_uid=..., reason=...)`` once the
+    resource has the job (the checkpoint, with the uid it runs as where the
+    resource has one; again with a new ``reason`` when a batch queue's view of it
+    changes), ``report("ended", outcome=..., reason=...)`` when the resource ended
+    the job and knows how (``outcome``: ``completed``, ``failed`` or
+    ``cancelled``; the hub then stops the server and records it). Their
+    ``start`` makes the launch's folders (:meth:`WorkspaceLaunch.make_folders`,
+    blocking) in a thread before the job needs them.
 
     A spawner class may also define
     ``async def sweep_orphans(cls, known, *, hub_id, config, log)`` (a
@@ -290,12 +308,13 @@ class WorkspaceSpawnerMixin:
         the start completes without it. The default does nothing."""
         return False
 
-    async def release_leftover(self, job_id: int, resource_id: str) -> None:
+    async def release_leftover(self, job_id: int, resource_id: str, resource_uid: int | None = None) -> None:
         """Release what a start left behind when the hub lost track of it.
 
         Called by the hub after a restart for a job that is to stop and whose
-        start was under way: ``resource_id`` is what the spawner reported
-        (``report("queued", resource_id=...)``) before the hub went away.
+        start was under way: ``resource_id`` (and ``resource_uid``) is what the spawner
+        reported (``report("queued", resource_id=..., resource_uid=...)``) before the hub
+        went away.
         Subclasses kill the process or cancel the batch job. (A job that is to
         run gets ``launch.previous_resource_id`` at its next start instead.)
         The default does nothing.

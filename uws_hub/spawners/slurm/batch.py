@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..batch import BatchLaunch, RunState
-from .commands import as_account, check_scancel
+from .commands import as_account, check_scancel, scancel_argv
 from .output import make_account_folder
 from .parsing import describe_batch_end, job_name, parse_exit_code, parse_sbatch
 from .poller import SlurmPoller
@@ -172,6 +172,8 @@ class SlurmBatchRunner:
 
         await asyncio.to_thread(prepare_all)
         account = self._account(launch)
+        # the uid SLURM gives the job (sbatch's own), stored with its id by the hub
+        launch.resource_uid = account.pw_uid
         result = await self.poller.command(
             [*self._prefix(launch), *self.settings.sbatch_cmd],
             input=script,
@@ -187,15 +189,17 @@ class SlurmBatchRunner:
         self.log.info("Batch job %s is SLURM job %s", launch.job_id, slurm_id)
         # queued on SLURM: seen at the poller's next cycle (nothing waits for it sooner)
         self._submitted.add(slurm_id)
-        self._follow(slurm_id, wake, soon=False)
+        self._follow(slurm_id, launch.resource_uid, wake, soon=False)
         return slurm_id
 
     # ---------------------------------------------------------------- follow
-    def _follow(self, slurm_id: str, wake: Callable[[], None], *, soon: bool = True) -> None:
-        """Follow ``slurm_id`` in the shared poller, waking the job at each change of it."""
+    def _follow(self, slurm_id: str, uid: int | None, wake: Callable[[], None], *, soon: bool = True) -> None:
+        """Follow ``slurm_id`` in the shared poller, waking the job at each change of it: a
+        job of ``uid`` (the one it was submitted as, if known; another uid's job that SLURM
+        gave the id again is not this one)."""
         if slurm_id not in self._wakes:
             self._wakes[slurm_id] = lambda _: wake()
-        self.poller.track(slurm_id, self._wakes[slurm_id], exit_code=True, soon=soon)
+        self.poller.track(slurm_id, self._wakes[slurm_id], exit_code=True, soon=soon, uid=uid)
 
     def _unfollow(self, slurm_id: str) -> None:
         self._submitted.discard(slurm_id)
@@ -210,14 +214,17 @@ class SlurmBatchRunner:
         is in its environment, and job ids are counted up): another account's job named
         like this one is never taken for it, nor its outcome for this job's."""
         name = job_name(self.prefix, launch.job_id)
-        account = self._account(launch).pw_name
+        account = self._account(launch)
         result = await self.poller.command(
-            [*self.poller.squeue_cmd, "-h", "-t", "all", "-n", name, "-u", account, "-o", "%i"]
+            [*self.poller.squeue_cmd, "-h", "-t", "all", "-n", name, "-u", account.pw_name, "-o", "%i"]
         )
         if result.returncode != 0:
             raise RuntimeError(f"squeue failed looking for {name}: {result.stderr.strip()[:300]}")
         ids = [line.strip() for line in result.stdout.splitlines() if line.strip().isdigit()]
-        return max(ids, key=int) if ids else None
+        if not ids:
+            return None
+        launch.resource_uid = account.pw_uid  # (squeue looks the name's uid up)
+        return max(ids, key=int)
 
     async def state(self, launch: BatchLaunch, resource_id: str | None, wake: Callable[[], None]) -> RunState:
         found = None
@@ -226,7 +233,7 @@ class SlurmBatchRunner:
             if resource_id is None:
                 return RunState("unstarted")
             self.log.warning("Batch job %s: found its SLURM job %s by name (adopted)", launch.job_id, resource_id)
-        self._follow(resource_id, wake, soon=resource_id not in self._submitted)
+        self._follow(resource_id, launch.resource_uid, wake, soon=resource_id not in self._submitted)
         state = self.poller.get(resource_id)
         if state is None and resource_id in self._submitted:
             # submitted by this process and not polled yet: queued on SLURM (``sbatch`` said
@@ -266,7 +273,8 @@ class SlurmBatchRunner:
         if slurm_id is None:
             return
         self.log.info("Cancelling SLURM job %s of batch job %s", slurm_id, launch.job_id)
-        check_scancel(await self.poller.command([*self.settings.scancel_cmd, slurm_id]), [slurm_id])
+        argv = scancel_argv(self.settings.scancel_cmd, [slurm_id], launch.resource_uid)
+        check_scancel(await self.poller.command(argv), [slurm_id])
         await self.poller.refresh()
 
     def forget(self, launch: BatchLaunch) -> None:

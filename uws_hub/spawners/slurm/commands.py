@@ -140,6 +140,13 @@ def setpriv_argv(user: int, group: int | None, extra_groups: list[int]) -> list[
     return [*argv, "--"]
 
 
+def scancel_argv(scancel_cmd: list[str], ids: list[str], uid: int | None) -> list[str]:
+    """``scancel`` of ``ids``, only of the jobs of ``uid`` (the uid they were submitted as,
+    if known): the hub runs it as root, and SLURM gives a forgotten job's id again to any
+    account's next job, which ``scancel -u <uid>`` leaves alone (without an error)."""
+    return [*scancel_cmd, *(["-u", str(uid)] if uid is not None else []), *ids]
+
+
 def check_scancel(result: CommandResult, ids: list[str]) -> None:
     """Raise unless ``scancel`` of ``ids`` worked, or they had ended already (not an error)."""
     stderr = result.stderr.lower()

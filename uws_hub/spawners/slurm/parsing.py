@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ...reasons import exit_reason
@@ -36,16 +37,16 @@ ENDED_STATES = frozenset(
     }
 )
 
-#: ``squeue -o`` format: id, long state, reason, batch host, time limit, comment.
+#: ``squeue -o`` format: id, long state, reason, batch host, time limit, uid, comment.
 #: The comment is last: users can set it to anything (``scontrol update``).
-SQUEUE_FORMAT = "%i|%T|%r|%B|%l|%k"
+SQUEUE_FORMAT = "%i|%T|%r|%B|%l|%U|%k"
 #: ``squeue -o`` format for the orphan sweep: id, state, submit time, name
 SWEEP_FORMAT = "%i|%T|%V|%j"
 #: an id as SLURM and the hub write them (decimal, no leading zero): nothing else an
 #: account may write in its place counts (``²``, which ``int`` refuses; ``012``; ``٣``)
 PLAIN_ID = re.compile("[1-9][0-9]*")
 #: ``sacct -o`` fields (with ``-P``: separated by ``|``)
-SACCT_FIELDS = "JobID,State,ExitCode,NodeList,Start,End"
+SACCT_FIELDS = "JobID,State,ExitCode,NodeList,Start,End,UID"
 #: how a job's server tells the hub its port: ``scontrol update JobId=.. Comment=uws-port=N``
 PORT_COMMENT = re.compile(r"(?:^|[\s,;])uws-port=(\d{1,5})(?:$|[\s,;])")
 
@@ -68,6 +69,12 @@ class JobState:
     #: when its batch script started and ended (``sacct``; SLURM's local time, ISO 8601)
     start: str = ""
     end: str = ""
+    #: the uid it runs as (None: not printed). SLURM gives a job id again once it forgot
+    #: the job (slurmctld restarted without its state, ``FirstJobId``, ``MaxJobId``
+    #: wrapped), to any account's next job: one of another uid is not the hub's job.
+    #: The uid, not the name: slurmctld caches a uid's name, and prints a new account
+    #: that got a freed uid under the former account's name
+    uid: int | None = None
 
     @property
     def pending(self) -> bool:
@@ -145,11 +152,11 @@ def parse_squeue(stdout: str, marker: str) -> dict[str, JobState]:
     job states by id."""
     states: dict[str, JobState] = {}
     for line in records(stdout, marker):
-        parts = line.split("|", 5)
-        if len(parts) < 5 or not parts[0].strip():
+        parts = line.split("|", 6)
+        if len(parts) < 6 or not parts[0].strip():
             continue
-        job_id, state, reason, node, time_limit = (p.strip() for p in parts[:5])
-        comment = parts[5].strip() if len(parts) > 5 else ""
+        job_id, state, reason, node, time_limit, uid = (p.strip() for p in parts[:6])
+        comment = parts[6].strip() if len(parts) > 6 else ""
         states[job_id] = JobState(
             job_id=job_id,
             state=state.split()[0].rstrip("+") if state else "UNKNOWN",
@@ -157,16 +164,31 @@ def parse_squeue(stdout: str, marker: str) -> dict[str, JobState]:
             node=_none(node),
             time_limit=_none(time_limit),
             comment=_none(comment),
+            uid=parse_uid(uid),
         )
     return states
 
 
-def parse_sacct(stdout: str) -> dict[str, JobState]:
+#: a uid as SLURM prints it: ``1002`` (squeue's ``%U``, sacct's ``UID``), or after the
+#: account's name (the jobcomp/filetxt records' ``UserId=alice(1002)``)
+_UID = re.compile(r"(?:[^()]*\(([0-9]+)\)|([0-9]+))")
+
+
+def parse_uid(value: str) -> int | None:
+    """The uid in ``value`` (see :data:`_UID`), None if there is none."""
+    match = _UID.fullmatch(value.strip())
+    return int(match.group(1) or match.group(2)) if match else None
+
+
+def parse_sacct(stdout: str, uids: Mapping[str, int] | None = None) -> dict[str, JobState]:
     """Parse ``sacct -n -P -o`` :data:`SACCT_FIELDS` output (allocations only) by id.
 
     ``State`` may read ``CANCELLED by 1002`` (who cancelled it); a job that
-    was requeued is listed once per run, the last line wins.
+    was requeued is listed once per run, the last line wins. ``uids``: the uid each
+    job id is the hub's job of, where known; a record of another uid under that id (a
+    job SLURM gave the id again) is not that job's, and is left out.
     """
+    uids = uids or {}
     states: dict[str, JobState] = {}
     for line in stdout.splitlines():
         parts = line.strip().split("|")
@@ -174,6 +196,9 @@ def parse_sacct(stdout: str) -> dict[str, JobState]:
             continue
         job_id = parts[0]
         if "." in job_id:  # a step (batch, extern, 0): the allocation's line is enough
+            continue
+        uid = parse_uid(parts[6]) if len(parts) > 6 else None
+        if job_id in uids and uid != uids[job_id]:
             continue
         words = parts[1].split()
         state = words[0].rstrip("+") if words else "UNKNOWN"
@@ -185,6 +210,7 @@ def parse_sacct(stdout: str) -> dict[str, JobState]:
             node=_none(parts[3]) if len(parts) > 3 else "",
             start=_time(parts[4]) if len(parts) > 4 else "",
             end=_time(parts[5]) if len(parts) > 5 else "",
+            uid=uid,
         )
     return states
 
@@ -291,7 +317,7 @@ def describe_end(state: JobState, *, started: bool) -> tuple[str, str]:
     if s == "DEADLINE":
         return "failed", f"{sid} reached its deadline{on}"
     if s == "VANISHED":
-        return "failed", f"{sid} is no longer known to SLURM: it ended, how is unknown"
+        return "failed", f"{sid} is no longer known to SLURM: {state.reason or 'it ended, how is unknown'}"
     detail = ", ".join(x for x in (state.reason, f"exit code {state.exit_code}" if state.exit_code else "") if x)
     detail = f" ({detail})" if detail else ""
     if s == "COMPLETED":

@@ -194,6 +194,8 @@ class SlurmPoller(LoggingConfigurable):
         self._listeners: dict[str, list[Listener]] = {}
         #: jobs whose end state must carry the exit code
         self._exit_codes: set[str] = set()
+        #: the uid each job was submitted as, where known (see :meth:`track`)
+        self._uids: dict[str, int] = {}
         self._waiters: list[_Waiter] = []
         self._cycle_waiters: list[asyncio.Future] = []
         #: jobs this hub cancelled (see :meth:`ending`): SLURM is ending them
@@ -214,14 +216,27 @@ class SlurmPoller(LoggingConfigurable):
 
     # ---------------------------------------------------------------- tracking
     def track(
-        self, job_id: str, listener: Listener | None = None, *, exit_code: bool = False, soon: bool = True
+        self,
+        job_id: str,
+        listener: Listener | None = None,
+        *,
+        exit_code: bool = False,
+        soon: bool = True,
+        uid: int | None = None,
     ) -> None:
         """Include ``job_id`` in every cycle; call ``listener(state)`` when its state changes.
         With ``exit_code``, its end state comes with its exit code (``sacct``, batched with
         the jobs ``squeue`` forgot): a batch job's outcome is its command's exit status.
         A job not seen yet brings the next cycle forward, unless not ``soon`` (a batch job
         just submitted, which nothing waits for: a burst of them does not make the poller
-        call ``squeue`` back to back while ``sbatch`` and SLURM's scheduler are busy)."""
+        call ``squeue`` back to back while ``sbatch`` and SLURM's scheduler are busy).
+
+        ``uid``: the uid the job was submitted as (None: unknown, a job from before it was
+        recorded). SLURM gives a forgotten job's id again, to any account's next job: a
+        record of another uid under ``job_id`` is not this job (never taken for it
+        running, its end not this job's), which is then gone (``VANISHED``, saying so)."""
+        if uid is not None:
+            self._uids[job_id] = uid
         if exit_code:
             self._exit_codes.add(job_id)
         listeners = self._listeners.setdefault(job_id, [])
@@ -241,6 +256,7 @@ class SlurmPoller(LoggingConfigurable):
             self._states.pop(job_id, None)
             self._exit_codes.discard(job_id)
             self._cancelled.discard(job_id)
+            self._uids.pop(job_id, None)
 
     @property
     def tracked(self) -> list[str]:
@@ -406,6 +422,9 @@ class SlurmPoller(LoggingConfigurable):
         if not ids:
             return
         found = await self.squeue(ids)
+        # another uid's job under a tracked id: SLURM forgot the hub's job (see track)
+        others = {i: s for i, s in found.items() if not self._ours(s)}
+        found = {i: s for i, s in found.items() if i not in others}
         what = "SLURM poll" if only is None else "SLURM follow-up of ending jobs"
         self.log.debug("%s: %s of %s job(s) in squeue", what, len(found), len(ids))
         missing = [i for i in ids if i not in found]
@@ -414,7 +433,11 @@ class SlurmPoller(LoggingConfigurable):
         if missing or no_code:
             ended = await self.end_states(missing + no_code)
             for job_id in missing:
-                found[job_id] = ended.get(job_id) or JobState(job_id, "VANISHED")
+                known = ended.get(job_id)
+                if job_id in others and (known is None or not known.ended):
+                    # its own record, if any, cannot be of a job slurmctld still runs
+                    known = self._given_again(others[job_id])
+                found[job_id] = known or JobState(job_id, "VANISHED")
             for job_id in no_code:
                 if job_id in ended:
                     known = ended[job_id]
@@ -438,6 +461,24 @@ class SlurmPoller(LoggingConfigurable):
             seen = self._states.get(waiter.job_id)
             if seen is not None and not waiter.future.done() and waiter.predicate(seen):
                 waiter.future.set_result(seen)
+
+    def _ours(self, state: JobState) -> bool:
+        """Whether ``state`` is of the job tracked under its id: of the uid it was submitted
+        as (see :meth:`track`), where known."""
+        uid = self._uids.get(state.job_id)
+        return uid is None or state.uid == uid
+
+    def _given_again(self, other: JobState) -> JobState:
+        """The end of a tracked job whose id SLURM gave to ``other``, another uid's job."""
+        self.log.warning(
+            "SLURM job %s is another account's job (uid %s, not %s): SLURM gave the id again,"
+            " the hub's job of that id is gone",
+            other.job_id,
+            other.uid,
+            self._uids.get(other.job_id),
+        )
+        why = f"its id is another account's job now (uid {other.uid}), SLURM gave it again (it lost its state)"
+        return JobState(other.job_id, "VANISHED", reason=why)
 
     async def command(self, argv: list[str], **kwargs: Any) -> CommandResult:
         self.stats["commands"] += 1
@@ -472,7 +513,7 @@ class SlurmPoller(LoggingConfigurable):
         if result.returncode != 0:
             self.log.warning("sacct exited with %s: %s", result.returncode, result.stderr.strip()[:500])
             return {}
-        return parse_sacct(result.stdout)
+        return parse_sacct(result.stdout, {i: self._uids[i] for i in ids if i in self._uids})
 
     async def close(self) -> None:
         """Stop polling (the loop also ends by itself when nothing is tracked)."""

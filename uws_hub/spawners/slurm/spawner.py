@@ -64,7 +64,7 @@ from traitlets import Bool, Float, List, Unicode, default
 from ..listening import ServerExited, wait_listening
 from ..mixins import WorkspaceSpawnerMixin
 from .batch import DEFAULT_BATCH_JOB_SCRIPT, SlurmBatchRunner
-from .commands import as_account, check_scancel
+from .commands import as_account, check_scancel, scancel_argv
 from .orphans import sweep
 from .output import OUTPUT_TAIL_BYTES, keep_tail, make_account_folder, read_tail
 from .parsing import (
@@ -256,7 +256,10 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         help="""The command that cancels jobs (their ids are appended); argv list.
 
         Run as the hub's account: as root, or as a SLURM operator, it can
-        cancel every user's job.
+        cancel every user's job. The hub's own jobs are cancelled with ``-u
+        <uid>`` (the uid each was submitted as) before their id: SLURM gives a
+        forgotten job's id again, and another account's job of that id is left
+        alone.
 
         .. versionadded:: 0.2
         """,
@@ -374,7 +377,7 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         super().load_state(state)
         if self.job_id:
             # a job restored after a hub restart: its state comes with the next cycle
-            self.poller.track(self.job_id, self._on_slurm_state)
+            self._track(self.job_id, self._on_slurm_state)
 
     def clear_state(self):
         if self.job_id:
@@ -404,7 +407,7 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
     async def _adopt(self, slurm_id: str) -> None:
         """Take over the job an interrupted start submitted, if it still waits or runs."""
         launch = self.require_launch()
-        self.poller.track(slurm_id)
+        self._track(slurm_id)
         state = await self.poller.wait(slurm_id, lambda s: True)
         if state.ended:
             self.log.info(
@@ -431,9 +434,14 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
             return
         self._keep_token(token)
         self.job_id = slurm_id
-        self.poller.track(slurm_id, self._on_slurm_state)
+        self._track(slurm_id, self._on_slurm_state)
         self.log.info("Adopted SLURM job %s of job %s (%s)", slurm_id, launch.job_id, state.state)
-        self.report("queued", resource_id=slurm_id, reason=f"Adopted SLURM job {slurm_id} after a hub restart")
+        self.report(
+            "queued",
+            resource_id=slurm_id,
+            resource_uid=launch.resource_uid,
+            reason=f"Adopted SLURM job {slurm_id} after a hub restart",
+        )
 
     def _keep_token(self, token: str) -> None:
         """Keep the API token an adopted job's server has (read back from its batch script).
@@ -488,6 +496,13 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
     def _account(self) -> pwd.struct_passwd | None:
         launch = self.require_launch()
         return pwd.getpwnam(launch.system_user) if launch.system_user else None
+
+    def _track(self, slurm_id: str, listener: Callable[[JobState], None] | None = None) -> None:
+        """Follow ``slurm_id`` in the shared poller as the job of the uid it was submitted
+        as (:attr:`WorkspaceLaunch.resource_uid`): another uid's job that SLURM gave the id
+        again is not this one."""
+        uid = self.launch.resource_uid if self.launch is not None else None
+        self.poller.track(slurm_id, listener, uid=uid)
 
     def _username(self) -> str:
         """The name of the account the job runs as (``{username}``): its launch's system
@@ -565,6 +580,8 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         )
         account = self._account()
         home = account.pw_dir if account else (launch.home or "/")
+        # the uid SLURM gives the job (sbatch's own, through _as_user or exec_prefix)
+        launch.resource_uid = account.pw_uid if account else os.geteuid()
         result = await self.poller.command(
             [*self._prefix(), *self.sbatch_cmd],
             input=script,
@@ -577,8 +594,13 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         self.job_id = parse_sbatch(result.stdout)
         # the checkpoint: the hub stores the id at once (JupyterHub saves our
         # state only when start() returns)
-        self.report("queued", resource_id=self.job_id, reason=f"Submitted to SLURM as job {self.job_id}")
-        self.poller.track(self.job_id, self._on_slurm_state)
+        self.report(
+            "queued",
+            resource_id=self.job_id,
+            resource_uid=launch.resource_uid,
+            reason=f"Submitted to SLURM as job {self.job_id}",
+        )
+        self._track(self.job_id, self._on_slurm_state)
         self.log.info("Job %s of %s is SLURM job %s", launch.job_id, self._log_name, self.job_id)
 
     def _job_log_dir(self) -> str:
@@ -592,6 +614,8 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         return os.path.abspath(directory)
 
     async def _make_output_dir(self) -> None:
+        # (a hung disk holds a thread, not the hub)
+        await asyncio.to_thread(self.require_launch().make_folders)
         directory = os.path.dirname(self.output_path())
         log_dir = self._job_log_dir()
         if directory.startswith(log_dir + os.sep):
@@ -606,7 +630,7 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
             if result.returncode != 0:
                 raise RuntimeError(f"Cannot create the job's output directory {directory}: {result.stderr.strip()}")
         else:
-            os.makedirs(directory, mode=0o700, exist_ok=True)
+            await asyncio.to_thread(os.makedirs, directory, mode=0o700, exist_ok=True)
 
     async def _wait_for_server(self) -> tuple[str, int]:
         def serving_or_ended(s: JobState) -> bool:
@@ -683,7 +707,7 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         """
         if not self.job_id:
             return None if self._starting else 0
-        self.poller.track(self.job_id, self._on_slurm_state)
+        self._track(self.job_id, self._on_slurm_state)
         state = self.poller.get(self.job_id)
         if state is None:
             await self.poller.refresh()
@@ -721,7 +745,7 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         """For batchspawner's stop loop: the job's status after a fresh (shared) poll."""
         if not self.job_id:
             return BatchJobStatus.NOTFOUND
-        self.poller.track(self.job_id, self._on_slurm_state)
+        self._track(self.job_id, self._on_slurm_state)
         state = self.poller.get(self.job_id)
         if state is None or state.ended or state.pending or time.monotonic() >= self._stop_deadline:
             # (right after this stop's scancel of a job seen running, SLURM is known to be
@@ -764,13 +788,18 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
         await super().stop(now=now)
         await self._keep_output_tail()
 
-    async def _scancel(self, ids: list[str]) -> None:
-        check_scancel(await self.poller.command([*self._prefix(), *self.scancel_cmd, *ids]), ids)
+    async def _scancel(self, ids: list[str], uid: int | None = None) -> None:
+        """``scancel`` of ``ids``, only of their jobs of ``uid`` (see :func:`.commands.scancel_argv`;
+        default: the uid the launch's job was submitted as)."""
+        if uid is None and self.launch is not None:
+            uid = self.launch.resource_uid
+        check_scancel(await self.poller.command([*self._prefix(), *scancel_argv(self.scancel_cmd, ids, uid)]), ids)
 
-    async def release_leftover(self, job_id: int, resource_id: str) -> None:
-        """Cancel the SLURM job of a start the hub lost track of (the job is to stop)."""
+    async def release_leftover(self, job_id: int, resource_id: str, resource_uid: int | None = None) -> None:
+        """Cancel the SLURM job of a start the hub lost track of (the job is to stop), if it
+        is still of the uid it was submitted as."""
         self.log.warning("Cancelling SLURM job %s left by an interrupted start of job %s", resource_id, job_id)
-        await self._scancel([resource_id])
+        await self._scancel([resource_id], resource_uid)
 
     # ---------------------------------------------------------------- output
     async def output_tail(self, max_bytes: int = OUTPUT_TAIL_BYTES) -> str:
