@@ -514,18 +514,6 @@ def _schema(engine) -> dict:
     return found
 
 
-def _without_indexes(schema: dict, names: tuple[str, ...]) -> dict:
-    """``schema`` (:func:`_schema`'s) without the indexes ``names``."""
-    found = {
-        table: (columns, [i for i in indexes if i[0] not in names], *rest)
-        for table, (columns, indexes, *rest) in schema.items()
-        if table != "sqlite indexes"
-    }
-    if "sqlite indexes" in schema:
-        found["sqlite indexes"] = [i for i in schema["sqlite indexes"] if i[0] not in names]
-    return found
-
-
 def test_upgrade_to_ids_never_reused(db_url, tmp_path):
     """0015: ids of workspaces, jobs, shares and events are never handed out twice (SQLite gave a
     new row the highest id plus one, so deleting the newest rows handed their ids out again, and
@@ -546,14 +534,15 @@ def test_upgrade_to_ids_never_reused(db_url, tmp_path):
         newest_share = _new_share(conn, uid, newest)
         events = [_new_event(conn, uid, newest, job) for job in newest_jobs]
     before = _schema(engine)
+    # 0015 alone keeps the tables as they were (on SQLite it rebuilds them); later
+    # revisions change them further, so the schema is compared at 0015
+    dbutil.upgrade(engine, "0015")
+    assert _schema(engine) == before
     engine.dispose()
 
     hub = Hub(tmp_path, "c.Authenticator.admin_users = set()\n", url)
     upgrade_db(hub)
     engine = create_engine(url)
-    # (with 0016's indexes of the jobs: the upgrade goes to the head)
-    new = ("ix_uws_jobs_workspace_id_status", "ix_uws_jobs_status_interactive_submitted_at")
-    assert _without_indexes(_schema(engine), new) == before
     with engine.begin() as conn:
         assert conn.execute(text("SELECT id, slug FROM uws_workspaces ORDER BY id")).all()[1:] == [
             (kept, "kept"),
