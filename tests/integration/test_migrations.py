@@ -353,6 +353,35 @@ def test_upgrade_to_the_jobs_resource_uid_keeps_old_jobs_followed_by_id(db_url, 
         hub.stop()
 
 
+def test_upgrade_to_the_jobs_index_by_owner_kind_and_status_keeps_the_jobs(db_url, tmp_path):
+    """0018 indexes the jobs by owner, kind and status (every batch launch counts its
+    owner's unfinished batch jobs): the jobs from before keep their rows, and the hub
+    answers for them."""
+    url = db_url()
+    uid = make_old_database(url, "0013")
+    engine = create_engine(url)
+    dbutil.upgrade(engine, "0017")
+    with engine.begin() as conn:
+        ws_id = _new_workspace(conn, uid, "ws-a")
+        jobs = [_new_job(conn, uid, ws_id), _new_job(conn, uid, ws_id)]
+    engine.dispose()
+    hub = Hub(tmp_path, "c.Authenticator.admin_users = set()\n", url)
+    upgrade_db(hub)
+    engine = create_engine(url)
+    indexes = {i["name"]: i["column_names"] for i in inspect(engine).get_indexes("uws_jobs")}
+    assert indexes["ix_uws_jobs_owner_id_interactive_status"] == ["owner_id", "interactive", "status"]
+    engine.dispose()
+    hub.start()
+    try:
+        token = hub.add_user("olduser")
+        listed = hub.api("GET", "jobs", token, expect=200)["items"]
+        assert sorted((j["id"], j["status"]) for j in listed if j["workspace_id"] == ws_id) == [
+            (job, "completed") for job in jobs
+        ]
+    finally:
+        hub.stop()
+
+
 def test_upgrade_to_job_launchers_keeps_old_jobs_the_owners(db_url, tmp_path):
     """0013 records who launched a job (whose account it runs as): the jobs from before have
     none and count as their workspace owner's, in the database and in the API."""

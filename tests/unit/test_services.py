@@ -20,7 +20,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
 from uws_hub.accounts.system import SystemAccounts
-from uws_hub.errors import Conflict
+from uws_hub.errors import Conflict, TooManyRequests
 from uws_hub.events.bus import EventBus, event_model
 from uws_hub.events.notify import Notifier
 from uws_hub.jobs.batch import BatchSteps
@@ -809,6 +809,38 @@ async def test_the_queue_counts_the_slots_held_without_reading_the_jobs_waiting(
         f"SEARCH uws_jobs {index} (status=? AND interactive=? AND submitted_at>?)",
     ]
     await hub.pool.close()
+
+
+def test_a_batch_launch_counts_its_owners_unfinished_jobs_without_reading_their_history(hub):
+    """Each batch launch counts its owner's unfinished batch jobs (against
+    ``max_unfinished_batch_jobs_per_user``): SQLite read every job the owner ever had
+    through the index of the owner alone, a burst of launches each costlier than the one
+    before and an account's history making every launch slower. The jobs are indexed
+    by owner, kind and status: the count is read in the index."""
+    hub.jobs.runners = {"local": FakeRunner()}
+    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    hub.jobs.max_unfinished_batch_jobs = 3
+    ws = workspace(hub)
+    hub.db.add_all([batch_job(ws, "completed") for _ in range(3)])
+    hub.db.commit()
+    asked: list[tuple[str, tuple]] = []
+
+    def ask(conn, cursor, statement, parameters, *_):
+        if statement.startswith("SELECT count(uws_jobs.id)"):
+            asked.append((statement, parameters))
+
+    sa_event.listen(hub.db.get_bind(), "before_cursor_execute", ask)
+    for _ in range(3):
+        hub.jobs.launch(ws, "run", None, {}, "ann")
+    with pytest.raises(TooManyRequests):
+        hub.jobs.launch(ws, "run", None, {}, "ann")
+    sa_event.remove(hub.db.get_bind(), "before_cursor_execute", ask)
+    statement, parameters = asked[-1]
+    plan = [row[3] for row in hub.db.connection().exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)]
+    assert plan == [
+        "SEARCH uws_jobs USING COVERING INDEX ix_uws_jobs_owner_id_interactive_status"
+        " (owner_id=? AND interactive=? AND status=?)"
+    ]
 
 
 async def test_a_batch_jobs_start_and_end_write_its_row_without_the_orms_flush(hub):
