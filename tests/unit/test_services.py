@@ -1023,6 +1023,38 @@ async def test_a_batch_jobs_start_and_end_write_its_row_without_the_orms_flush(h
     await hub.pool.close()
 
 
+async def test_a_queue_step_writes_the_jobs_it_queues_and_starts_without_the_orms_flush(hub):
+    """A step of the queue (one at every launch and every end of a job in a burst) marks
+    the fresh jobs queued and the chosen ones handed over (their attempt, their log file):
+    each job's row is written by an UPDATE of its own, not by the commit's flush (most of
+    the step's commit). What is stored is what the flush stored."""
+    hub.db.expire_on_commit = False
+    runner = FakeRunner()
+    hub.jobs.runners = {"local": runner}
+    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    ws = workspace(hub)
+    ids = [hub.jobs.launch(ws, "run", None, {}, "ann").id for _ in range(3)]
+    _, queue = batch_queue(hub, runner)  # 2 slots
+    flushes: list[int] = []
+    sa_event.listen(hub.db, "after_flush", lambda *_: flushes.append(1))
+    await queue.reconcile(0)
+    assert flushes == [] and not hub.db.dirty
+    columns = ("status", "reason", "queued_at", "submitted_at", "attempts", "log_path", "updated_at")
+    seen = [{c: getattr(job, c) for c in columns} for job in (hub.db.get(Job, job_id) for job_id in ids)]
+    hub.db.expire_all()
+    assert [{c: getattr(hub.db.get(Job, job_id), c) for c in columns} for job_id in ids] == seen
+    assert [(s["status"], s["attempts"], s["submitted_at"] is not None) for s in seen] == [
+        ("queued", 1, True),
+        ("queued", 1, True),
+        ("queued", 0, False),
+    ]
+    assert (
+        seen[2]["reason"] == "Waiting for its turn in the hub's queue"
+        and seen[0]["log_path"] == f"/runner/logs/{ids[0]}.log"
+    )
+    await hub.pool.close()
+
+
 def test_a_workspaces_unfinished_jobs_are_found_without_reading_its_finished_ones(hub):
     """Every end of a job asks whether its workspace has another unfinished one: SQLite
     read the workspace's jobs one by one through the index of their workspace, the

@@ -39,7 +39,7 @@ from typing import Any
 
 from sqlalchemy import BindParameter, bindparam, func, select, union_all
 
-from ..orm import Job, utcnow
+from ..orm import Job, utcnow, write_changes_at_once
 from ..states import ACTIVE_JOB_STATUSES, JobStatus, JobTarget
 from .service import JobService
 
@@ -289,19 +289,20 @@ class QueueSteps:
             elif job.status == JobStatus.pending.value:
                 self.jobs.transition(job, JobStatus.queued, self._why_waiting(w, held, limits, room))
                 queued.add(w.job_id)
+        # each job's row written by an UPDATE of its own, not by a flush (the commit's, or
+        # one before the hand-over's checks read the database: most of the step's cost)
+        for job in jobs.values():
+            write_changes_at_once(self.db, job)
         started = [jobs[job_id] for job_id in sorted(chosen) if job_id in jobs]
-        if self.hand_over is None:
-            self.db.commit()
-            self._started(started, chosen)
-            self._remember(waiting, queued, set(chosen))
-            for job_id in sorted(chosen):
-                self.jobs.wake(job_id)
-            return
-        start = self.hand_over(started)
+        start = self.hand_over(started) if self.hand_over is not None else None
         self.db.commit()
         self._started(started, chosen)
         self._remember(waiting, queued, set(chosen))
-        start()
+        if start is not None:
+            start()
+            return
+        for job_id in sorted(chosen):
+            self.jobs.wake(job_id)
 
     def _started(self, jobs: list[Job], when: dict[int, datetime]) -> None:
         """Remember when the owners of ``jobs`` (given a slot at ``when[job.id]``, committed)
