@@ -1055,6 +1055,29 @@ async def test_a_queue_step_writes_the_jobs_it_queues_and_starts_without_the_orm
     await hub.pool.close()
 
 
+async def test_a_queue_step_with_no_slot_free_reads_the_slots_held_and_the_fresh_jobs_only(hub):
+    """In a burst every launch wakes the queue, with no slot free: the step marks the fresh
+    jobs queued. It read them, then loaded them by their ids; they are read once, as the
+    rows it changes: two queries (the slots held, the fresh jobs) and each job's event and
+    row written."""
+    runner = FakeRunner()
+    hub.jobs.runners = {"local": runner}
+    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    ws = workspace(hub)
+    for _ in range(3):
+        hub.jobs.launch(ws, "run", None, {}, "ann")
+    _, queue = batch_queue(hub, runner)  # 2 slots
+    await queue.reconcile(0)  # two start, one waits
+    fresh = [hub.jobs.launch(ws, "run", None, {}, "ann").id for _ in range(2)]
+    statements: list[str] = []
+    sa_event.listen(hub.db.get_bind(), "before_cursor_execute", lambda c, cur, st, *_: statements.append(st))
+    await queue.reconcile(0)
+    assert [st.split()[0] for st in statements] == ["SELECT", "SELECT", "INSERT", "INSERT", "UPDATE", "UPDATE"]
+    assert "count(uws_jobs.id)" in statements[0]
+    assert [hub.db.get(Job, job_id).status for job_id in fresh] == ["queued", "queued"]
+    await hub.pool.close()
+
+
 def test_a_workspaces_unfinished_jobs_are_found_without_reading_its_finished_ones(hub):
     """Every end of a job asks whether its workspace has another unfinished one: SQLite
     read the workspace's jobs one by one through the index of their workspace, the

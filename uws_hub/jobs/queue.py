@@ -135,9 +135,9 @@ class _Queries:
             select(*held).where(active, Job.interactive.is_(False), Job.submitted_at.is_not(None)).group_by(*groups),
         )
         self.waiting = select(*columns).where(*_waiting_where()).order_by(Job.id)
-        # the fresh ones (through the index of status, kind and hand-over), and which of
-        # some jobs marked queued still wait
-        self.fresh = select(*columns).where(*_waiting_where(JobStatus.pending)).order_by(Job.id)
+        # the fresh ones, as the rows they are changed in (through the index of status, kind
+        # and hand-over), and which of some jobs marked queued still wait
+        self.fresh = select(Job).where(*_waiting_where(JobStatus.pending)).order_by(Job.id)
         owners: BindParameter[int] = bindparam("owners", expanding=True)
         ids: BindParameter[int] = bindparam("ids", expanding=True)
         self.still_queued = select(*columns).where(Job.id.in_(ids), *_waiting_where(JobStatus.queued))
@@ -188,7 +188,7 @@ class QueueSteps:
     async def after_scan(self) -> None:
         pass
 
-    def _waiting_rows(self, window: int | None) -> list:
+    def _waiting_rows(self, window: int | None) -> tuple[list, dict[int, Job]]:
         """The waiting jobs (id, owner, resource, status) in launch order that the plan
         needs: with ``window`` slots free in all, a user's jobs of a resource past their
         ``window``-th cannot start now, so of those only the fresh ones (``pending``, to be
@@ -196,7 +196,10 @@ class QueueSteps:
         ``window`` of each owner and resource that this queue knows of are checked, in one
         query (a step read and ranked every waiting job, hundreds in a burst, at each of
         its steps: a burst cost the square of its size). The whole queue is read when
-        ``window`` is None (a resource without limit), and by the first step."""
+        ``window`` is None (a resource without limit), and by the first step.
+
+        With them, the rows of those of them read whole (the fresh ones, which the step
+        changes all: read once, not read for their ids and then loaded)."""
         if window is None or self._queued is None:
             rows = list(self.db.execute(self._queries.waiting).all())
             queued: dict[tuple[int, str], list[int]] = defaultdict(list)
@@ -204,9 +207,10 @@ class QueueSteps:
                 if status == JobStatus.queued.value:
                     queued[(owner, resource)].append(job_id)
             self._queued = dict(queued)
-            return rows
-        rows = self._first_queued(self._queued, window) + list(self.db.execute(self._queries.fresh).all())
-        return sorted(rows, key=lambda row: row[0])
+            return rows, {}
+        loaded = {job.id: job for job in self.db.scalars(self._queries.fresh)}
+        fresh = [(job.id, job.owner_id, job.resource, job.status) for job in loaded.values()]
+        return sorted([*self._first_queued(self._queued, window), *fresh], key=lambda row: row[0]), loaded
 
     def _first_queued(self, queued: dict[tuple[int, str], list[int]], window: int) -> list:
         """The rows of the first ``window`` jobs of each owner and resource in ``queued``
@@ -260,7 +264,7 @@ class QueueSteps:
             for r in self.resources
         }
         window = None if any(free is None for free in room.values()) else sum(room.values())  # type: ignore[arg-type]
-        rows = self._waiting_rows(window)
+        rows, loaded = self._waiting_rows(window)
         if not rows:
             return
         waiting = [Waiting(*row[:3]) for row in rows]
@@ -272,10 +276,13 @@ class QueueSteps:
         # each its own moment, in the order chosen: submitted_at orders the queue's decisions
         now = utcnow()
         chosen = {job_id: now + timedelta(microseconds=i) for i, job_id in enumerate(plan)}
-        # only the jobs that change are loaded (one query): a step is not O(every waiting job)
-        changing = set(chosen) | fresh
+        # only the jobs that change are loaded, those not read whole already (the chosen of
+        # those marked queued), in one query: a step is not O(every waiting job)
+        missing = sorted((set(chosen) | fresh) - loaded.keys())
         jobs = (
-            {job.id: job for job in self.db.scalars(self._queries.jobs, {"ids": sorted(changing)})} if changing else {}
+            {**loaded, **{job.id: job for job in self.db.scalars(self._queries.jobs, {"ids": missing})}}
+            if missing
+            else loaded
         )
         queued: set[int] = set()
         for w in waiting:
