@@ -100,6 +100,9 @@ HUB_CONFIG = """
 c.UWSHub.system_users = False
 c.UWSHub.workspaces_root = {root!r}
 c.UWSHub.max_running_batch_jobs = {width}
+# over the default 1,000 a user may have unfinished: a burst of more is measured too (the
+# limit is checked at each launch all the same)
+c.UWSHub.max_unfinished_batch_jobs_per_user = 100000
 c.UWSHub.resource_spawners = {resources!r}
 c.SlurmPoller.poll_interval_seconds = {poll}
 c.WorkspaceSlurmSpawner.job_name_prefix = {prefix!r}

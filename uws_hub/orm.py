@@ -245,6 +245,10 @@ class Job(Base):
         # the slots held (unfinished interactive jobs, batch jobs handed over), counted at each
         # step of the fair queue, not read through the jobs waiting
         Index("ix_uws_jobs_status_interactive_submitted_at", "status", "interactive", "submitted_at"),
+        # an owner's unfinished batch jobs (counted at every batch launch against
+        # max_unfinished_batch_jobs_per_user), counted in the index, not read through their
+        # finished jobs
+        Index("ix_uws_jobs_owner_id_interactive_status", "owner_id", "interactive", "status"),
         # its id names its files, results, events, URLs and SLURM job: never reused
         NEVER_REUSED,
     )

@@ -293,15 +293,29 @@ def test_upgrade_to_the_workspace_created_index_keeps_the_api_order(db_url, tmp_
         hub.stop()
 
 
-def test_upgrade_to_the_jobs_index_by_workspace_and_status_keeps_the_jobs(db_url, tmp_path):
+@pytest.mark.parametrize(
+    "before, new_indexes",
+    [
+        (
+            "0015",
+            {
+                "ix_uws_jobs_workspace_id_status": ["workspace_id", "status"],
+                "ix_uws_jobs_status_interactive_submitted_at": ["status", "interactive", "submitted_at"],
+            },
+        ),
+        ("0017", {"ix_uws_jobs_owner_id_interactive_status": ["owner_id", "interactive", "status"]}),
+    ],
+)
+def test_upgrade_to_the_jobs_indexes_keeps_the_jobs(db_url, tmp_path, before, new_indexes):
     """0016 indexes the jobs by workspace and status (every end of a job asks whether its
     workspace has another unfinished one) and by status, kind and hand-over (the fair
-    queue counts the slots held): the jobs from before keep their rows, and the hub
-    answers for them."""
+    queue counts the slots held); 0018 by owner, kind and status (every batch launch
+    counts its owner's unfinished batch jobs): the jobs from before keep their rows, and
+    the hub answers for them."""
     url = db_url()
     uid = make_old_database(url, "0013")
     engine = create_engine(url)
-    dbutil.upgrade(engine, "0015")
+    dbutil.upgrade(engine, before)
     with engine.begin() as conn:
         ws_id = _new_workspace(conn, uid, "ws-a")
         jobs = [_new_job(conn, uid, ws_id), _new_job(conn, uid, ws_id)]
@@ -310,8 +324,7 @@ def test_upgrade_to_the_jobs_index_by_workspace_and_status_keeps_the_jobs(db_url
     upgrade_db(hub)
     engine = create_engine(url)
     indexes = {i["name"]: i["column_names"] for i in inspect(engine).get_indexes("uws_jobs")}
-    assert indexes["ix_uws_jobs_workspace_id_status"] == ["workspace_id", "status"]
-    assert indexes["ix_uws_jobs_status_interactive_submitted_at"] == ["status", "interactive", "submitted_at"]
+    assert {name: indexes.get(name) for name in new_indexes} == new_indexes
     engine.dispose()
     hub.start()
     try:

@@ -9,23 +9,25 @@ import asyncio
 import logging
 import os
 import pwd
+import random
 import threading
 from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
 from jupyterhub import orm as hub_orm
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
 from uws_hub.accounts.system import SystemAccounts
-from uws_hub.errors import Conflict
+from uws_hub.errors import Conflict, TooManyRequests
 from uws_hub.events.bus import EventBus, event_model
 from uws_hub.events.notify import Notifier
+from uws_hub.jobs import queue as queue_module
 from uws_hub.jobs.batch import BatchSteps
 from uws_hub.jobs.launch import check_resource_limits
-from uws_hub.jobs.queue import QueueSteps
+from uws_hub.jobs.queue import QueueSteps, Waiting
 from uws_hub.jobs.reconcile import MIN_STARTS_WHEN_LATE, JobSteps
 from uws_hub.jobs.service import JobService
 from uws_hub.jobs.types import parse_job_types
@@ -811,6 +813,183 @@ async def test_the_queue_counts_the_slots_held_without_reading_the_jobs_waiting(
     await hub.pool.close()
 
 
+def _whole_queue_plan(hub, plan, waiting, held, last_start, user_limit, room) -> list[int]:
+    """What the queue chose when each of its steps read every waiting job (ranked by
+    owner and resource, the first ``window`` of each and the fresh ones kept): ``plan``
+    over those, with the same slots held, last starts, limits and room."""
+    window = None if any(free is None for free in room.values()) else sum(room.values())
+    columns = (Job.id, Job.owner_id, Job.resource, Job.status)
+    where = (
+        Job.interactive.is_(False),
+        Job.submitted_at.is_(None),
+        Job.target == "running",
+        Job.status.in_(["pending", "queued"]),
+    )
+    rank = func.row_number().over(partition_by=(Job.owner_id, Job.resource), order_by=Job.id).label("rank")
+    ranked = select(*columns, rank).where(*where).subquery()
+    query = select(ranked.c.id, ranked.c.owner_id, ranked.c.resource).order_by(ranked.c.id)
+    if window is not None:
+        query = query.where((ranked.c.rank <= window) | (ranked.c.status == "pending"))
+    rows = [Waiting(*row) for row in hub.db.execute(query)]
+    return plan(rows, held, last_start, user_limit, room)
+
+
+async def test_the_queue_chooses_as_when_it_read_every_waiting_job_at_each_step(hub, monkeypatch):
+    """A step of the queue read every waiting job (a burst's hundreds, at each of its
+    steps); it now keeps the jobs it marked queued and checks only the first of each
+    owner and resource. On a mixed queue (two users, two resources with their limits, a
+    user quota, held jobs let in late, jobs cancelled while they wait, a restart of the
+    hub's queue) it chooses, at every step, what a read of the whole queue chose."""
+    rng = random.Random(20261207)
+    runners = {"local": FakeRunner(), "other": FakeRunner()}
+    hub.jobs.runners = runners
+    hub.jobs.job_types = parse_job_types(
+        {"run": {"interactive": False, "cmd": ["true"], "resources": ["local", "other"]}}, ["local", "other"]
+    )
+    spaces = [workspace(hub), workspace(hub, "ben", "w2")]
+    batch = BatchSteps(hub.jobs, runners, hub.pool, log)
+    ann = hub.users["ann"].id
+
+    def new_queue() -> QueueSteps:
+        return QueueSteps(
+            hub.jobs,
+            log,
+            resources=["local", "other"],
+            hub_limits={"local": 3, "other": 2},
+            user_limit=lambda user: 3 if user == ann else None,
+            hand_over=batch.hand_over,
+        )
+
+    queue = new_queue()
+    steps = JobSteps(hub.jobs, hub.servers, hub.queue, hub.pool, log, batch=batch)
+    plans: list[tuple[list[int], list[int]]] = []
+    real_plan = queue_module.plan_starts
+
+    def both_plans(*args):
+        chosen = real_plan(*args)
+        plans.append((chosen, _whole_queue_plan(hub, real_plan, *args)))
+        return chosen
+
+    monkeypatch.setattr(queue_module, "plan_starts", both_plans)
+
+    def jobs_in(*statuses: str) -> list[Job]:
+        return list(hub.db.scalars(select(Job).where(Job.status.in_(statuses)).order_by(Job.id)))
+
+    async def step() -> None:
+        await queue.reconcile(0)
+        for task in list(batch._submits.values()):
+            await task
+
+    for turn in range(60):
+        for _ in range(rng.randint(0, 4)):
+            resource = rng.choice(["local", "local", "other"])
+            hub.jobs.launch(rng.choice(spaces), "run", resource, {}, "ann", held=rng.random() < 0.2)
+        held = [job for job in jobs_in("pending") if job.target == "held"]
+        if held and rng.random() < 0.5:
+            hub.jobs.run(rng.choice(held), "ann")
+        waiting = [job for job in jobs_in("queued") if job.submitted_at is None]
+        if waiting and rng.random() < 0.3:
+            cancelled = rng.choice(waiting)
+            hub.jobs.stop(cancelled, "ann")
+            await steps.reconcile(cancelled.id)
+        for job in rng.sample(jobs_in("running"), k=min(2, len(jobs_in("running")))):
+            runners[job.resource].ended.add(job.id)
+            await steps.reconcile(job.id)
+        if turn == 30:
+            queue = new_queue()  # a restarted hub's
+        await step()
+    while jobs_in("running", "queued", "pending"):
+        for job in jobs_in("running"):
+            runners[job.resource].ended.add(job.id)
+            await steps.reconcile(job.id)
+        for job in jobs_in("pending"):
+            if job.target == "held":
+                hub.jobs.run(job, "ann")
+        await step()
+    assert [chosen for chosen, _ in plans] == [whole for _, whole in plans]
+    assert sum(len(chosen) for chosen, _ in plans) > 50 and jobs_in("cancelled")
+    await hub.pool.close()
+
+
+async def test_a_step_of_the_queue_does_no_more_work_for_a_longer_queue(hub):
+    """At each step (one at every end of a job in a burst) the queue read and ranked every
+    waiting job: a burst of N jobs cost the square of N. The work of a step that starts
+    the next job (counted in SQLite's instructions) is now the same with 400 waiting as
+    with 20 (without a core-hours quota: its check reads the owner's jobs of the period)."""
+    hub.quotas.defaults = Limits(concurrent_jobs=2)
+    runner = FakeRunner()
+    hub.jobs.runners = {"local": runner}
+    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    ws = workspace(hub)
+    batch, queue = batch_queue(hub, runner)  # 2 slots
+    steps = JobSteps(hub.jobs, hub.servers, hub.queue, hub.pool, log, batch=batch)
+    sqlite = hub.db.connection().connection.driver_connection
+
+    async def step() -> None:
+        await queue.reconcile(0)
+        for task in list(batch._submits.values()):
+            await task
+
+    async def next_start() -> int:
+        """End a running job; the instructions of the step that starts the next."""
+        [ended, *_] = hub.db.scalars(select(Job.id).where(Job.status == "running").order_by(Job.id))
+        runner.ended.add(ended)
+        await steps.reconcile(ended)
+        hub.db.commit()
+        done = [0]
+        sqlite.set_progress_handler(lambda: done.__setitem__(0, done[0] + 1), 1)
+        before = len(runner.submitted)
+        await step()
+        sqlite.set_progress_handler(None, 1)
+        assert len(runner.submitted) == before + 1
+        return done[0]
+
+    def launch(count: int) -> None:
+        for _ in range(count):
+            hub.jobs.launch(ws, "run", None, {}, "ann")
+
+    launch(22)
+    await step()  # two start, 20 wait
+    short = await next_start()
+    launch(400)
+    await step()  # marks the new ones queued
+    long = await next_start()
+    assert long < 1.5 * short, (short, long)
+    await hub.pool.close()
+
+
+def test_a_batch_launch_counts_its_owners_unfinished_jobs_without_reading_their_history(hub):
+    """Each batch launch counts its owner's unfinished batch jobs (against
+    ``max_unfinished_batch_jobs_per_user``): SQLite read every job the owner ever had
+    through the index of the owner alone, a burst of launches each costlier than the one
+    before and an account's history making every launch slower. The jobs are indexed
+    by owner, kind and status: the count is read in the index."""
+    hub.jobs.runners = {"local": FakeRunner()}
+    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    hub.jobs.max_unfinished_batch_jobs = 3
+    ws = workspace(hub)
+    hub.db.add_all([batch_job(ws, "completed") for _ in range(3)])
+    hub.db.commit()
+    asked: list[tuple[str, tuple]] = []
+
+    def ask(conn, cursor, statement, parameters, *_):
+        if statement.startswith("SELECT count(uws_jobs.id)"):
+            asked.append((statement, parameters))
+
+    sa_event.listen(hub.db.get_bind(), "before_cursor_execute", ask)
+    for _ in range(3):
+        hub.jobs.launch(ws, "run", None, {}, "ann")
+    with pytest.raises(TooManyRequests):
+        hub.jobs.launch(ws, "run", None, {}, "ann")
+    sa_event.remove(hub.db.get_bind(), "before_cursor_execute", ask)
+    statement, parameters = asked[-1]
+    plan = [row[3] for row in hub.db.connection().exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)]
+    assert plan == [
+        "SEARCH uws_jobs USING COVERING INDEX ix_uws_jobs_owner_id_interactive_status"
+        " (owner_id=? AND interactive=? AND status=?)"
+    ]
+
+
 async def test_a_batch_jobs_start_and_end_write_its_row_without_the_orms_flush(hub):
     """The hand-over's end (the job ``running``, its id on its resource) and the step that
     records its end change the job's row only: it is written by an UPDATE of its own, not
@@ -841,6 +1020,61 @@ async def test_a_batch_jobs_start_and_end_write_its_row_without_the_orms_flush(h
     runner.ended.add(second)
     await steps.reconcile(second)
     assert hub.db.get(Job, second).status == "completed" and ws.status == "idle"
+    await hub.pool.close()
+
+
+async def test_a_queue_step_writes_the_jobs_it_queues_and_starts_without_the_orms_flush(hub):
+    """A step of the queue (one at every launch and every end of a job in a burst) marks
+    the fresh jobs queued and the chosen ones handed over (their attempt, their log file):
+    each job's row is written by an UPDATE of its own, not by the commit's flush (most of
+    the step's commit). What is stored is what the flush stored."""
+    hub.db.expire_on_commit = False
+    runner = FakeRunner()
+    hub.jobs.runners = {"local": runner}
+    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    ws = workspace(hub)
+    ids = [hub.jobs.launch(ws, "run", None, {}, "ann").id for _ in range(3)]
+    _, queue = batch_queue(hub, runner)  # 2 slots
+    flushes: list[int] = []
+    sa_event.listen(hub.db, "after_flush", lambda *_: flushes.append(1))
+    await queue.reconcile(0)
+    assert flushes == [] and not hub.db.dirty
+    columns = ("status", "reason", "queued_at", "submitted_at", "attempts", "log_path", "updated_at")
+    seen = [{c: getattr(job, c) for c in columns} for job in (hub.db.get(Job, job_id) for job_id in ids)]
+    hub.db.expire_all()
+    assert [{c: getattr(hub.db.get(Job, job_id), c) for c in columns} for job_id in ids] == seen
+    assert [(s["status"], s["attempts"], s["submitted_at"] is not None) for s in seen] == [
+        ("queued", 1, True),
+        ("queued", 1, True),
+        ("queued", 0, False),
+    ]
+    assert (
+        seen[2]["reason"] == "Waiting for its turn in the hub's queue"
+        and seen[0]["log_path"] == f"/runner/logs/{ids[0]}.log"
+    )
+    await hub.pool.close()
+
+
+async def test_a_queue_step_with_no_slot_free_reads_the_slots_held_and_the_fresh_jobs_only(hub):
+    """In a burst every launch wakes the queue, with no slot free: the step marks the fresh
+    jobs queued. It read them, then loaded them by their ids; they are read once, as the
+    rows it changes: two queries (the slots held, the fresh jobs) and each job's event and
+    row written."""
+    runner = FakeRunner()
+    hub.jobs.runners = {"local": runner}
+    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    ws = workspace(hub)
+    for _ in range(3):
+        hub.jobs.launch(ws, "run", None, {}, "ann")
+    _, queue = batch_queue(hub, runner)  # 2 slots
+    await queue.reconcile(0)  # two start, one waits
+    fresh = [hub.jobs.launch(ws, "run", None, {}, "ann").id for _ in range(2)]
+    statements: list[str] = []
+    sa_event.listen(hub.db.get_bind(), "before_cursor_execute", lambda c, cur, st, *_: statements.append(st))
+    await queue.reconcile(0)
+    assert [st.split()[0] for st in statements] == ["SELECT", "SELECT", "INSERT", "INSERT", "UPDATE", "UPDATE"]
+    assert "count(uws_jobs.id)" in statements[0]
+    assert [hub.db.get(Job, job_id).status for job_id in fresh] == ["queued", "queued"]
     await hub.pool.close()
 
 

@@ -200,6 +200,9 @@ class BatchSteps:
             return None
         job.log_path = launch.log_path
         job.attempts += 1
+        # written at once: the queue hands several jobs over in its transaction, and the next
+        # one's checks would flush this one's row
+        write_changes_at_once(self.db, job)
         self._hold(job, launch)
         if commit:
             self.db.commit()

@@ -18,19 +18,28 @@ and by each scan while jobs wait. It chooses: it marks the chosen jobs
 (:meth:`uws_hub.jobs.batch.BatchSteps.hand_over`) check each again and count
 its attempt; after the commit their hand-overs to their runners start (no
 step of each job in between: a slot freed is a job started, at once).
+
+A step's work does not grow with the queue: it keeps, from step to step, the
+jobs it marked ``queued`` that still wait (only the queue does: a job enters
+the queue ``pending``), by owner and resource in launch order, and reads of
+them only the first few of each (as many as there are free slots), checked
+in one query, besides the fresh ones (``pending``). A restarted hub's first
+step reads the whole queue, as does every step while a resource has no limit.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import BindParameter, bindparam, func, select, union_all
 
-from ..orm import Job, utcnow
+from ..orm import Job, utcnow, write_changes_at_once
 from ..states import ACTIVE_JOB_STATUSES, JobStatus, JobTarget
 from .service import JobService
 
@@ -98,12 +107,13 @@ def plan_starts(
             room[job.resource] = free - 1
 
 
-def _waiting_where() -> tuple:
+def _waiting_where(*statuses: JobStatus) -> tuple:
+    """The jobs waiting for a slot (of ``statuses``: ``pending`` and ``queued`` if none)."""
     return (
         Job.interactive.is_(False),
         Job.submitted_at.is_(None),
         Job.target == JobTarget.running.value,
-        Job.status.in_([JobStatus.pending.value, JobStatus.queued.value]),
+        Job.status.in_([s.value for s in statuses or (JobStatus.pending, JobStatus.queued)]),
     )
 
 
@@ -125,17 +135,12 @@ class _Queries:
             select(*held).where(active, Job.interactive.is_(False), Job.submitted_at.is_not(None)).group_by(*groups),
         )
         self.waiting = select(*columns).where(*_waiting_where()).order_by(Job.id)
-        # with ``window`` slots free in all, a user's jobs of a resource past their
-        # ``window``-th cannot start now: of those, only the fresh ones are read
-        rank = func.row_number().over(partition_by=(Job.owner_id, Job.resource), order_by=Job.id).label("rank")
-        ranked = select(*columns, rank).where(*_waiting_where()).subquery()
-        self.waiting_window = (
-            select(ranked.c.id, ranked.c.owner_id, ranked.c.resource, ranked.c.status)
-            .where((ranked.c.rank <= bindparam("window")) | (ranked.c.status == JobStatus.pending.value))
-            .order_by(ranked.c.id)
-        )
+        # the fresh ones, as the rows they are changed in (through the index of status, kind
+        # and hand-over), and which of some jobs marked queued still wait
+        self.fresh = select(Job).where(*_waiting_where(JobStatus.pending)).order_by(Job.id)
         owners: BindParameter[int] = bindparam("owners", expanding=True)
         ids: BindParameter[int] = bindparam("ids", expanding=True)
+        self.still_queued = select(*columns).where(Job.id.in_(ids), *_waiting_where(JobStatus.queued))
         self.jobs = select(Job).where(Job.id.in_(ids))
         self.last_starts = (
             select(Job.owner_id, func.max(Job.submitted_at))
@@ -172,6 +177,9 @@ class QueueSteps:
         self._queries = _Queries()
         #: when each owner with jobs waiting last had a job started (None: never), see _last_starts
         self._last_start: dict[int, datetime | None] = {}
+        #: the ids of the jobs marked queued that wait (and maybe some no longer waiting, found
+        #: out when read), by owner and resource, in launch order; None: not known (not yet read)
+        self._queued: dict[tuple[int, str], list[int]] | None = None
 
     def unfinished(self) -> list[int]:
         waiting = self.db.scalar(self._queries.any_waiting)
@@ -180,14 +188,69 @@ class QueueSteps:
     async def after_scan(self) -> None:
         pass
 
-    def _waiting_rows(self, window: int | None) -> list:
+    def _waiting_rows(self, window: int | None) -> tuple[list, dict[int, Job]]:
         """The waiting jobs (id, owner, resource, status) in launch order that the plan
         needs: with ``window`` slots free in all, a user's jobs of a resource past their
-        ``window``-th cannot start now, so only the fresh ones (``pending``, to be marked
-        ``queued``) of those are read (a step is not O(every waiting job) in a burst)."""
-        if window is None:
-            return list(self.db.execute(self._queries.waiting).all())
-        return list(self.db.execute(self._queries.waiting_window, {"window": window}).all())
+        ``window``-th cannot start now, so of those only the fresh ones (``pending``, to be
+        marked ``queued``) are read. The jobs marked queued are not looked for: the first
+        ``window`` of each owner and resource that this queue knows of are checked, in one
+        query (a step read and ranked every waiting job, hundreds in a burst, at each of
+        its steps: a burst cost the square of its size). The whole queue is read when
+        ``window`` is None (a resource without limit), and by the first step.
+
+        With them, the rows of those of them read whole (the fresh ones, which the step
+        changes all: read once, not read for their ids and then loaded)."""
+        if window is None or self._queued is None:
+            rows = list(self.db.execute(self._queries.waiting).all())
+            queued: dict[tuple[int, str], list[int]] = defaultdict(list)
+            for job_id, owner, resource, status in rows:
+                if status == JobStatus.queued.value:
+                    queued[(owner, resource)].append(job_id)
+            self._queued = dict(queued)
+            return rows, {}
+        loaded = {job.id: job for job in self.db.scalars(self._queries.fresh)}
+        fresh = [(job.id, job.owner_id, job.resource, job.status) for job in loaded.values()]
+        return sorted([*self._first_queued(self._queued, window), *fresh], key=lambda row: row[0]), loaded
+
+    def _first_queued(self, queued: dict[tuple[int, str], list[int]], window: int) -> list:
+        """The rows of the first ``window`` jobs of each owner and resource in ``queued``
+        that still wait; those found no longer waiting (started, stopped, deleted) are
+        forgotten, and the next ones of their owner and resource checked in their place."""
+        found: dict[int, Any] = {}
+        asked: set[int] = set()
+        groups = list(queued)
+        while groups:
+            ids = [job_id for group in groups for job_id in queued[group][:window] if job_id not in asked]
+            if not ids:
+                break
+            asked.update(ids)
+            rows = {row[0]: row for row in self.db.execute(self._queries.still_queued, {"ids": ids})}
+            found.update(rows)
+            gone = {job_id for job_id in ids if job_id not in rows}
+            groups = [group for group in groups if any(job_id in gone for job_id in queued[group][:window])]
+            for group in groups:
+                queued[group] = [job_id for job_id in queued[group] if job_id not in gone]
+                if not queued[group]:
+                    del queued[group]
+            groups = [group for group in groups if group in queued]
+        return list(found.values())
+
+    def _remember(self, waiting: list[Waiting], queued: set[int], started: set[int]) -> None:
+        """Keep, once committed, the jobs of ``waiting`` just marked ``queued`` (not
+        started) and forget those ``started``."""
+        if self._queued is None:
+            return
+        for w in waiting:
+            group = (w.owner_id, w.resource)
+            ids = self._queued.get(group)
+            if w.job_id in started and ids is not None:
+                at = bisect.bisect_left(ids, w.job_id)
+                if at < len(ids) and ids[at] == w.job_id:
+                    del ids[at]
+                    if not ids:
+                        del self._queued[group]
+            elif w.job_id in queued:
+                bisect.insort(self._queued.setdefault(group, []), w.job_id)
 
     async def reconcile(self, _: int) -> None:
         running_batch: dict[str, int] = defaultdict(int)
@@ -201,7 +264,7 @@ class QueueSteps:
             for r in self.resources
         }
         window = None if any(free is None for free in room.values()) else sum(room.values())  # type: ignore[arg-type]
-        rows = self._waiting_rows(window)
+        rows, loaded = self._waiting_rows(window)
         if not rows:
             return
         waiting = [Waiting(*row[:3]) for row in rows]
@@ -213,11 +276,15 @@ class QueueSteps:
         # each its own moment, in the order chosen: submitted_at orders the queue's decisions
         now = utcnow()
         chosen = {job_id: now + timedelta(microseconds=i) for i, job_id in enumerate(plan)}
-        # only the jobs that change are loaded (one query): a step is not O(every waiting job)
-        changing = set(chosen) | fresh
+        # only the jobs that change are loaded, those not read whole already (the chosen of
+        # those marked queued), in one query: a step is not O(every waiting job)
+        missing = sorted((set(chosen) | fresh) - loaded.keys())
         jobs = (
-            {job.id: job for job in self.db.scalars(self._queries.jobs, {"ids": sorted(changing)})} if changing else {}
+            {**loaded, **{job.id: job for job in self.db.scalars(self._queries.jobs, {"ids": missing})}}
+            if missing
+            else loaded
         )
+        queued: set[int] = set()
         for w in waiting:
             job = jobs.get(w.job_id)
             if job is None:
@@ -228,17 +295,21 @@ class QueueSteps:
                     self.jobs.transition(job, JobStatus.queued)
             elif job.status == JobStatus.pending.value:
                 self.jobs.transition(job, JobStatus.queued, self._why_waiting(w, held, limits, room))
+                queued.add(w.job_id)
+        # each job's row written by an UPDATE of its own, not by a flush (the commit's, or
+        # one before the hand-over's checks read the database: most of the step's cost)
+        for job in jobs.values():
+            write_changes_at_once(self.db, job)
         started = [jobs[job_id] for job_id in sorted(chosen) if job_id in jobs]
-        if self.hand_over is None:
-            self.db.commit()
-            self._started(started, chosen)
-            for job_id in sorted(chosen):
-                self.jobs.wake(job_id)
-            return
-        start = self.hand_over(started)
+        start = self.hand_over(started) if self.hand_over is not None else None
         self.db.commit()
         self._started(started, chosen)
-        start()
+        self._remember(waiting, queued, set(chosen))
+        if start is not None:
+            start()
+            return
+        for job_id in sorted(chosen):
+            self.jobs.wake(job_id)
 
     def _started(self, jobs: list[Job], when: dict[int, datetime]) -> None:
         """Remember when the owners of ``jobs`` (given a slot at ``when[job.id]``, committed)
