@@ -206,6 +206,16 @@ def test_a_deleted_users_workspaces_and_job_logs_are_set_aside_for_root(hub, thr
     hub.api("DELETE", f"users/{throwaway}", expect=204)
 
 
+@pytest.mark.parametrize("name", ["u" * 230, "学" * 100], ids=["230 letters", "100 Chinese characters"])
+def test_a_user_of_a_long_name_can_be_deleted(hub, name):
+    """The record of what a user leaves (``<id>-<name>-<time>.pending``) is made in the
+    deletion's commit: a name longer than about 220 bytes made it longer than a file's
+    name may be, and every deletion of the user failed (a 500), for good."""
+    hub.api("POST", f"users/{name}", expect=201)
+    hub.api("DELETE", f"users/{name}", expect=204)
+    hub.api("GET", f"users/{name}", expect=404)
+
+
 def test_a_deleted_users_data_is_removed_when_the_admins_say_so(make_hub, throwaway):
     """``c.UWSHub.deleted_users_data = "remove"``: out of the way at the deletion, as when
     set aside, then removed (nothing of theirs left anywhere)."""

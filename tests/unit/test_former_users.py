@@ -182,3 +182,24 @@ def test_a_log_on_another_file_system_is_copied_aside_and_removed(setup):
         assert (entry / "job-logs" / "job-1.log").read_text() == "output"
     finally:
         shutil.rmtree(elsewhere)
+
+
+@pytest.mark.parametrize("name", ["u" * 230, "学" * 80], ids=["230 letters", "80 Chinese characters"])
+def test_a_user_of_a_long_name_is_deleted_and_their_data_set_aside(setup, name):
+    """A file's name holds 255 bytes: the record of a user whose name was longer than
+    about 220 (``<id>-<name>-<time>.pending``) could not be made, and the deletion failed,
+    every time. Their entry shows the first 64 bytes of the name (whole characters)."""
+    db, root, logs, owner = setup
+    (root / "ann").rename(root / name)
+    owner.name = name
+    db.execute(update(Workspace).values(directory=str(root / name / "w")))
+    db.commit()
+    former = former_users(root)
+    former.attach(db)
+    db.delete(owner)
+    db.commit()
+    former.finish_pending(db)
+    (entry,) = [p for p in (root / DELETED_FOLDER).iterdir()]
+    assert entry.name.startswith(f"{owner.id}-{name[: 64 // len(name[0].encode())]}-")
+    assert (entry / "workspaces" / "w" / "data.txt").read_text() == "results"
+    assert not (root / name / "w").exists()

@@ -50,6 +50,8 @@ DELETED_FOLDER = ".deleted"
 #: the session's ``info`` key of the leftovers its flush found
 _FOUND = "uws_former_users"
 _PENDING = ".pending"
+#: the most of a user's name their entry's name shows, in bytes (:func:`_in_entry`)
+NAME_BYTES_IN_ENTRY = 64
 
 
 @dataclass
@@ -62,6 +64,7 @@ class Leftovers:
     #: and creation time still there means their deletion was rolled back
     holder: str
     #: ``<user id>-<name>-<UTC time>``: the name of their folder in :data:`DELETED_FOLDER`
+    #: (of the name, its first :data:`NAME_BYTES_IN_ENTRY` bytes, :func:`_in_entry`)
     entry: str
     #: (what, path): their workspaces' folders ("workspaces"), their jobs' HOME ("home")
     folders: list[tuple[str, str]] = field(default_factory=list)
@@ -110,7 +113,7 @@ class FormerUsers:
         with db.no_autoflush:
             for user in users:
                 leftovers = Leftovers(
-                    user.id, user.name, self.holder_of(user), f"{user.id}-{user.name.replace(os.sep, '_')}-{stamp}"
+                    user.id, user.name, self.holder_of(user), f"{user.id}-{_in_entry(user.name)}-{stamp}"
                 )
                 directories = db.scalars(select(Workspace.directory).where(Workspace.owner_id == user.id))
                 leftovers.folders = [("workspaces", d) for d in directories]
@@ -300,6 +303,15 @@ class FormerUsers:
             purge = self.put_away(leftovers)
             if self.remove:
                 self.purge(leftovers, purge)
+
+
+def _in_entry(name: str) -> str:
+    """A user's name as their entry of :data:`DELETED_FOLDER` shows it: no ``/``, and at
+    most :data:`NAME_BYTES_IN_ENTRY` bytes of it, whole characters (a file's name holds
+    255 bytes; a name of 230 letters, or of 100 Chinese characters, made the record's
+    name too long, and the user's deletion failed). The id before it tells users apart."""
+    short = name.replace(os.sep, "_").encode()[:NAME_BYTES_IN_ENTRY]
+    return short.decode(errors="ignore")
 
 
 def _root_only(fd: int) -> None:
