@@ -14,8 +14,11 @@ import json
 import os
 import pwd
 import re
+import shutil
+import socket
 import stat
 import subprocess
+import tempfile
 import threading
 import uuid
 from pathlib import Path
@@ -214,6 +217,36 @@ def test_a_user_of_a_long_name_can_be_deleted(hub, name):
     hub.api("POST", f"users/{name}", expect=201)
     hub.api("DELETE", f"users/{name}", expect=204)
     hub.api("GET", f"users/{name}", expect=404)
+
+
+def test_a_socket_a_job_left_for_its_log_stops_neither_the_set_aside_nor_the_hub(make_hub, throwaway):
+    """A job may replace its log by a Unix socket (a SLURM job's log folder is its
+    account's). With the job logs on another file system than the workspaces, the
+    set-aside opened it to copy it, which failed (ENXIO): it stopped there, and the hub,
+    which finishes an unfinished set-aside at its start, failed to start, every time."""
+    logs = Path(tempfile.mkdtemp(dir="/dev/shm"))
+    try:
+        hub = make_hub(MULTIUSER_CONFIG + f"c.UWSHub.job_log_dir = {str(logs)!r}\n")
+        if os.stat(logs).st_dev == os.stat(hub.workspaces_root).st_dev:
+            pytest.skip("/dev/shm is on the file system of the workspaces here")
+        token = hub.add_user(throwaway)
+        ws = hub.api("POST", "workspaces", token, json={"name": "research"}, expect=201)
+        job = hub.api("POST", f"workspaces/{ws['id']}/jobs", token, json={"job_type": "echo"}, expect=202)
+        assert hub.wait_job(job["id"], token, ENDED, timeout=60)["status"] == "completed"
+        log = logs / f"job-{job['id']}.log"
+        log.unlink()
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(log))
+        hub.api("DELETE", f"users/{throwaway}", expect=204)
+        sock.close()
+        deleted = hub.workspaces_root / ".deleted"
+        assert not os.path.lexists(log) and not list(deleted.glob("*.pending"))
+        (entry,) = [p for p in deleted.iterdir() if f"-{throwaway}-" in p.name]
+        assert (entry / "workspaces" / ws["slug"]).is_dir()
+        hub.stop()
+        hub.start()
+    finally:
+        shutil.rmtree(logs, ignore_errors=True)
 
 
 def test_a_deleted_users_data_is_removed_when_the_admins_say_so(make_hub, throwaway):

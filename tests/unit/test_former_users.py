@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import stat
 import tempfile
 from pathlib import Path
@@ -159,7 +160,7 @@ def test_a_link_planted_for_a_log_is_moved_as_a_link(setup, tmp_path):
 
 def test_a_log_on_another_file_system_is_copied_aside_and_removed(setup):
     """The job log directory may be on another file system than the workspaces: a log
-    there cannot be renamed aside, and is copied (a link planted there is not)."""
+    there cannot be renamed aside, and is copied (a link or a socket planted there is not)."""
     db, root, logs, owner = setup
     if os.stat("/dev/shm").st_dev == os.stat(root).st_dev:
         pytest.skip("/dev/shm is on the file system of the tests' temporary folders here")
@@ -167,15 +168,20 @@ def test_a_log_on_another_file_system_is_copied_aside_and_removed(setup):
     try:
         (elsewhere / "job-1.log").write_text("output")
         (elsewhere / "job-2.log").symlink_to(elsewhere / "job-1.log")
+        (elsewhere / "job-3.log").touch()
+        sock = plant_socket(elsewhere / "job-3.log")  # (whose open fails: the set-aside did)
         db.execute(update(Job).values(log_path=str(elsewhere / "job-1.log")))
         ws_id = db.scalar(select(Workspace.id))
         db.add(batch_job(ws_id, owner.id, elsewhere / "job-2.log"))
+        db.add(batch_job(ws_id, owner.id, elsewhere / "job-3.log"))
         db.commit()
         former = former_users(root)
         former.attach(db)
         db.delete(owner)
         db.commit()
         former.finish_pending(db)
+        sock.close()
+        assert pending(root) == []
         assert os.listdir(elsewhere) == []
         (entry,) = [p for p in (root / DELETED_FOLDER).iterdir()]
         assert os.listdir(entry / "job-logs") == ["job-1.log"]
@@ -203,3 +209,51 @@ def test_a_user_of_a_long_name_is_deleted_and_their_data_set_aside(setup, name):
     assert entry.name.startswith(f"{owner.id}-{name[: 64 // len(name[0].encode())]}-")
     assert (entry / "workspaces" / "w" / "data.txt").read_text() == "results"
     assert not (root / name / "w").exists()
+
+
+def plant_socket(path: Path) -> socket.socket:
+    """What a job may leave for its log (its folder is its account's): a Unix socket."""
+    path.unlink()
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(path))
+    return sock
+
+
+def test_a_socket_planted_for_a_log_is_set_aside_and_the_rest_too(setup):
+    """Opening a socket fails (ENXIO): the set-aside stopped there, the logs after it and
+    the record stayed."""
+    db, root, logs, owner = setup
+    ws_id = db.scalar(select(Workspace.id))
+    (logs / "job-2.log").write_text("more output")
+    db.add(batch_job(ws_id, owner.id, logs / "job-2.log"))
+    db.commit()
+    sock = plant_socket(logs / "job-1.log")
+    try:
+        former = former_users(root)
+        former.attach(db)
+        db.delete(owner)
+        db.commit()
+        former.finish_pending(db)
+    finally:
+        sock.close()
+    assert os.listdir(logs) == [] and pending(root) == []
+    (entry,) = [p for p in (root / DELETED_FOLDER).iterdir()]
+    assert stat.S_ISSOCK(os.lstat(entry / "job-logs" / "job-1.log").st_mode)
+    assert (entry / "job-logs" / "job-2.log").read_text() == "more output"
+
+
+def test_a_set_aside_that_fails_at_the_start_leaves_its_record_and_the_hub_starts(setup, caplog):
+    """A stopped hub finishes the set-asides it left at its next start, before it listens:
+    one that failed there (a log on a file system where root may not rename, a socket
+    planted for a log on another file system) failed the start, at every start."""
+    db, root, logs, owner = setup
+    former = former_users(root)
+    former._record(Leftovers(owner.id + 1, "gone", "holder", "9-gone-x", [], [str(logs / "job-1.log")]))
+    failing = former_users(root)
+    failing._move_log = lambda path, into: (_ for _ in ()).throw(PermissionError(13, "Permission denied"))
+    with caplog.at_level(logging.ERROR):
+        failing.finish_pending(db)
+    assert pending(root) == ["9-gone-x.pending"]
+    assert "Could not set aside what a deleted user left" in caplog.text
+    former_users(root).finish_pending(db)  # (once the cause is gone: done)
+    assert pending(root) == [] and not (logs / "job-1.log").exists()

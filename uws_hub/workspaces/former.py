@@ -266,20 +266,16 @@ class FormerUsers:
             _copy_across(path, target)
             _unlink(path)
             return path, target
-        try:
+        # a link (moved as a link: what it points at is left as it is), a socket, a FIFO, a
+        # folder: no output of a job's, never opened (a socket's open fails); a hard link's
+        # other names keep their owner: the file is left as it is
+        if _regular_file(target):
             fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError as e:
-            if e.errno != errno.ELOOP:
-                raise
-            return path, target  # a link, moved as a link: what it points at is left as it is
-        try:
-            st = os.fstat(fd)
-            # (a hard link's other names keep their owner: the file is left as it is)
-            if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+            try:
                 os.fchown(fd, os.geteuid(), os.getegid())
                 os.fchmod(fd, 0o600)
-        finally:
-            os.close(fd)
+            finally:
+                os.close(fd)
         return path, target
 
     # ---------------------------------------------------------------- at start-up
@@ -291,18 +287,28 @@ class FormerUsers:
         except FileNotFoundError:
             return
         for name in names:
-            path = os.path.join(self.aside_root, name)
-            with open(path, encoding="utf-8") as f:
-                record = json.load(f)
-            record["folders"] = [tuple(pair) for pair in record["folders"]]
-            leftovers = Leftovers(**record)
-            user = db.get(hub_orm.User, leftovers.user_id)
-            if user is not None and self.holder_of(user) == leftovers.holder:
-                _unlink(path)
-                continue
-            purge = self.put_away(leftovers)
-            if self.remove:
-                self.purge(leftovers, purge)
+            # one that fails is logged and kept for the next start: the hub starts all the
+            # same (it failed the start, at every start, till an admin removed the record)
+            try:
+                self._finish(db, os.path.join(self.aside_root, name))
+            except Exception:
+                self.log.exception(
+                    "Could not set aside what a deleted user left (%s); the hub tries again at its next start",
+                    os.path.join(self.aside_root, name),
+                )
+
+    def _finish(self, db: Session, path: str) -> None:
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
+        record["folders"] = [tuple(pair) for pair in record["folders"]]
+        leftovers = Leftovers(**record)
+        user = db.get(hub_orm.User, leftovers.user_id)
+        if user is not None and self.holder_of(user) == leftovers.holder:
+            _unlink(path)
+            return
+        purge = self.put_away(leftovers)
+        if self.remove:
+            self.purge(leftovers, purge)
 
 
 def _in_entry(name: str) -> str:
@@ -337,13 +343,22 @@ def _free_name(folder: str, name: str) -> str:
     raise FileExistsError(f"No name left in {folder} for {name}")
 
 
+def _regular_file(path: str) -> bool:
+    """Whether ``path`` is a file of one name (not followed if it is a link)."""
+    st = os.lstat(path)
+    return stat.S_ISREG(st.st_mode) and st.st_nlink == 1
+
+
 def _copy_across(path: str, target: str) -> None:
     """Copy the regular file ``path`` to ``target`` (new, 0600), never through a link:
-    anything else there (a link, a FIFO) is no output of a job's, and is not copied."""
+    anything else there (a link, a socket, a FIFO) is no output of a job's, and is not
+    copied (nor opened: a socket's open fails, every time)."""
+    if not stat.S_ISREG(os.lstat(path).st_mode):
+        return
     try:
         src = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
-        if e.errno != errno.ELOOP:
+        if e.errno not in (errno.ELOOP, errno.ENXIO):  # (replaced since: a link, a socket)
             raise
         return
     try:
