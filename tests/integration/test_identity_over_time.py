@@ -147,6 +147,32 @@ def batch_on_slurm(hub, token) -> dict:
     return job
 
 
+def test_an_editors_slurm_output_in_anothers_workspace_is_set_aside_with_them(make_hub, throwaway, slurm):
+    """An editor's SLURM job runs as their account, its output in their account's folder,
+    of their uid; the job stays with the owner's workspace when the editor is deleted, and
+    its output stayed where it was (the next account of that uid's), for good: only jobs
+    the deleted user owned had theirs set aside."""
+    config = slurmutil.hub_config({"hello": {**SLURM, "cmd": ["echo", "the editor's output"]}})
+    log_dir = re.search(r"c\.UWSHub\.job_log_dir = '([^']+)'", config).group(1)
+    hub = make_hub(config)
+    owner = hub.add_user("uwsbob")
+    editor = hub.add_user(throwaway)
+    ws = hub.api("POST", "workspaces", owner, json={"name": f"shared {uuid.uuid4().hex[:6]}"}, expect=201)
+    hub.api("POST", f"workspaces/{ws['id']}/shares", owner, json={"user": throwaway, "level": "editor"}, expect=201)
+    job = hub.api(
+        "POST", f"workspaces/{ws['id']}/jobs", editor, json={"job_type": "hello", "resource": "slurm"}, expect=202
+    )
+    assert hub.wait_job(job["id"], editor, ENDED, timeout=120)["status"] == "completed"
+    log = Path(log_dir) / "slurm" / throwaway / f"job-{job['id']}.log"
+    assert os.stat(log).st_uid == pwd.getpwnam(throwaway).pw_uid
+    hub.api("DELETE", f"users/{throwaway}", expect=204)
+    assert not os.path.lexists(log)
+    (entry,) = [p for p in (hub.workspaces_root / ".deleted").iterdir() if f"-{throwaway}-" in p.name]
+    assert (entry / "job-logs" / log.name).read_text() == "the editor's output\n"
+    # the job stays, with the owner's workspace
+    assert hub.api("GET", f"jobs/{job['id']}", owner, expect=200)["workspace_id"] == ws["id"]
+
+
 def uid_taken(uid: int) -> bool:
     try:
         pwd.getpwuid(uid)

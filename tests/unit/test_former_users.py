@@ -37,10 +37,11 @@ class NoTasks:
         pass
 
 
-def batch_job(ws_id: int, owner_id: int, log: Path) -> Job:
+def batch_job(ws_id: int, owner_id: int, log: Path, launcher_id: int | None = None) -> Job:
     return Job(
         workspace_id=ws_id,
         owner_id=owner_id,
+        launcher_id=launcher_id,
         job_type="t",
         resource="local",
         server_name="w",
@@ -257,3 +258,32 @@ def test_a_set_aside_that_fails_at_the_start_leaves_its_record_and_the_hub_start
     assert "Could not set aside what a deleted user left" in caplog.text
     former_users(root).finish_pending(db)  # (once the cause is gone: done)
     assert pending(root) == [] and not (logs / "job-1.log").exists()
+
+
+def test_logs_of_an_editors_jobs_in_others_workspaces_of_their_account_are_set_aside(setup):
+    """An editor's batch job runs as their account, its log (SLURM's) in their account's
+    folder, of their uid; the job stays with its workspace when the editor is deleted, and
+    its log stayed too, the next account's of that uid. Set aside with the editor's data
+    (the hub's own files, another runner's logs, stay: the job's owner still reads them)."""
+    db, root, logs, owner = setup
+    editor = hub_orm.User(name="ed")
+    db.add(editor)
+    db.flush()
+    ws_id = db.scalar(select(Workspace.id))
+    (logs / "job-2.log").write_text("the editor's output")
+    os.chown(logs / "job-2.log", 65534, 65534)  # (their account's)
+    (logs / "job-3.log").write_text("the hub's file")
+    db.add(batch_job(ws_id, owner.id, logs / "job-2.log", launcher_id=editor.id))
+    db.add(batch_job(ws_id, owner.id, logs / "job-3.log", launcher_id=editor.id))
+    db.commit()
+    former = former_users(root)
+    former.attach(db)
+    db.delete(editor)
+    db.commit()
+    former.finish_pending(db)
+    (entry,) = [p for p in (root / DELETED_FOLDER).iterdir()]
+    assert entry.name.startswith(f"{editor.id}-ed-")
+    assert (entry / "job-logs" / "job-2.log").read_text() == "the editor's output"
+    assert sorted(os.listdir(logs)) == ["job-1.log", "job-3.log"]
+    assert (root / "ann" / "w" / "data.txt").exists()
+    assert db.scalar(select(Job.id).where(Job.log_path == str(logs / "job-2.log"))) is not None

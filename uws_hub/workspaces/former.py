@@ -70,6 +70,11 @@ class Leftovers:
     folders: list[tuple[str, str]] = field(default_factory=list)
     #: their jobs' log files
     logs: list[str] = field(default_factory=list)
+    #: the log files of batch jobs they launched in others' workspaces (an editor's): set
+    #: aside if their account's (SLURM's, in its folder), not the hub's. The job stays, with
+    #: its workspace; its log, of their uid, was the next account's of that uid; its owner
+    #: reads it no more (it must be the launcher's account's, who is the owner once gone)
+    launched_logs: list[str] = field(default_factory=list)
 
 
 class FormerUsers:
@@ -125,6 +130,16 @@ class FormerUsers:
                     path = self.log_paths(job_id, log_path, interactive)
                     if path is not None:
                         leftovers.logs.append(path)
+                leftovers.launched_logs = list(
+                    db.scalars(
+                        select(Job.log_path).where(
+                            Job.launcher_id == user.id,
+                            Job.owner_id != user.id,
+                            Job.interactive.is_(False),
+                            Job.log_path.is_not(None),
+                        )
+                    )
+                )
                 self._record(leftovers)
                 db.info.setdefault(_FOUND, []).append(leftovers)
 
@@ -201,6 +216,9 @@ class FormerUsers:
                 moved.append(self._move_folder(folder, os.path.join(aside, what)))
         for path in leftovers.logs:
             if os.path.lexists(path):
+                moved.append(self._move_log(path, os.path.join(aside, "job-logs")))
+        for path in leftovers.launched_logs:
+            if _not_the_hubs(path):
                 moved.append(self._move_log(path, os.path.join(aside, "job-logs")))
         if moved:
             self.log.warning(
@@ -341,6 +359,14 @@ def _free_name(folder: str, name: str) -> str:
         if not os.path.lexists(path):
             return path
     raise FileExistsError(f"No name left in {folder} for {name}")
+
+
+def _not_the_hubs(path: str) -> bool:
+    """Whether there is something at ``path`` (a link not followed) of another uid than the hub's."""
+    try:
+        return os.lstat(path).st_uid != os.geteuid()
+    except FileNotFoundError:
+        return False
 
 
 def _regular_file(path: str) -> bool:
