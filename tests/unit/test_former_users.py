@@ -84,6 +84,16 @@ def former_users(root: Path, *, remove: bool = False) -> FormerUsers:
     )
 
 
+def deleted_then_started_again(db: Session, root: Path, user: hub_orm.User) -> Path:
+    """Delete ``user`` (the hub stops right after the commit) and start again: their entry."""
+    former_users(root).attach(db)
+    db.delete(user)
+    db.commit()
+    former_users(root).finish_pending(db)
+    (entry,) = [p for p in (root / DELETED_FOLDER).iterdir() if not p.name.endswith(".pending")]
+    return entry
+
+
 def pending(root: Path) -> list[str]:
     return [p.name for p in (root / DELETED_FOLDER).iterdir() if p.name.endswith(".pending")]
 
@@ -201,12 +211,7 @@ def test_a_user_of_a_long_name_is_deleted_and_their_data_set_aside(setup, name):
     owner.name = name
     db.execute(update(Workspace).values(directory=str(root / name / "w")))
     db.commit()
-    former = former_users(root)
-    former.attach(db)
-    db.delete(owner)
-    db.commit()
-    former.finish_pending(db)
-    (entry,) = [p for p in (root / DELETED_FOLDER).iterdir()]
+    entry = deleted_then_started_again(db, root, owner)
     assert entry.name.startswith(f"{owner.id}-{name[: 64 // len(name[0].encode())]}-")
     assert (entry / "workspaces" / "w" / "data.txt").read_text() == "results"
     assert not (root / name / "w").exists()
@@ -230,15 +235,10 @@ def test_a_socket_planted_for_a_log_is_set_aside_and_the_rest_too(setup):
     db.commit()
     sock = plant_socket(logs / "job-1.log")
     try:
-        former = former_users(root)
-        former.attach(db)
-        db.delete(owner)
-        db.commit()
-        former.finish_pending(db)
+        entry = deleted_then_started_again(db, root, owner)
     finally:
         sock.close()
     assert os.listdir(logs) == [] and pending(root) == []
-    (entry,) = [p for p in (root / DELETED_FOLDER).iterdir()]
     assert stat.S_ISSOCK(os.lstat(entry / "job-logs" / "job-1.log").st_mode)
     assert (entry / "job-logs" / "job-2.log").read_text() == "more output"
 
@@ -276,12 +276,7 @@ def test_logs_of_an_editors_jobs_in_others_workspaces_of_their_account_are_set_a
     db.add(batch_job(ws_id, owner.id, logs / "job-2.log", launcher_id=editor.id))
     db.add(batch_job(ws_id, owner.id, logs / "job-3.log", launcher_id=editor.id))
     db.commit()
-    former = former_users(root)
-    former.attach(db)
-    db.delete(editor)
-    db.commit()
-    former.finish_pending(db)
-    (entry,) = [p for p in (root / DELETED_FOLDER).iterdir()]
+    entry = deleted_then_started_again(db, root, editor)
     assert entry.name.startswith(f"{editor.id}-ed-")
     assert (entry / "job-logs" / "job-2.log").read_text() == "the editor's output"
     assert sorted(os.listdir(logs)) == ["job-1.log", "job-3.log"]
