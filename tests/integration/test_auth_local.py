@@ -168,6 +168,23 @@ def test_look_alike_names_are_refused_wherever_users_are_made(local_hub, signup_
     local_hub.api("DELETE", f"users/{name}", expect=204)
 
 
+def test_names_people_have_are_not_taken_for_look_alikes(local_hub):
+    """Names of one script, as JupyterHub makes them (lower case), pass: Japanese names
+    with the iteration mark (佐々木) or the prolonged sound mark (ターナー), whose Unicode
+    names do not begin with their script's, were refused as mixing scripts; a German ß
+    and the Greek final ς, which case folding changes (and JupyterHub's lower case
+    keeps), as not in normal form."""
+    tag = str(uuid.uuid4().int)[:6]  # (digits: no script of their own)
+    names = [f"佐々木{tag}", f"ターナー{tag}", f"νίκος{tag}", f"strauß{tag}"]
+    local_hub.api("POST", "users", json={"usernames": names[:2]}, expect=201)
+    local_hub.api("POST", f"users/{names[2]}", expect=201)
+    local_hub.api("POST", f"users/x{tag}", expect=201)
+    local_hub.api("PATCH", f"users/x{tag}", json={"name": names[3]}, expect=200)
+    for name in names:
+        assert local_hub.api("GET", f"users/{name}", expect=200)["name"] == name
+        local_hub.api("DELETE", f"users/{name}", expect=204)
+
+
 def test_look_alike_names_are_refused_whatever_the_authenticator(make_hub):
     """JupyterHub's API asks the authenticator about a new name (and about a single user's
     only once it has made them, with a 400 that says nothing of why): with an

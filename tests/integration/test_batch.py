@@ -16,6 +16,7 @@ import uuid
 from datetime import datetime
 
 import pytest
+import requests
 from traitlets.config import Config
 
 from ..helpers import GHOST, MINIMAL_CMD, few_descriptors, follow_log, make_deep, session_nice
@@ -774,6 +775,42 @@ def test_a_log_of_any_size_is_sent_without_the_hub_holding_it(bhub, owner, ws):
         )
     finally:
         subprocess.run([*limit, "--as=unlimited:unlimited"], check=True)
+
+
+@pytest.mark.parametrize(
+    "where, headers",
+    [("jobs/{id}/log", {}), ("jobs/{id}/log", {"Range": "bytes=0-"}), ("/hub/api/uws/sparse/{id}/log", {})],
+    ids=["whole", "a range", "UWS"],
+)
+def test_a_log_download_under_way_is_cut_off_once_its_reader_loses_the_right(make_hub, system_users, where, headers):
+    """A log is as long as its job likes (a hole of 4 GiB here), and its download lasts
+    as long as its reader likes: a reader whose token was deleted meanwhile got the rest
+    of it. Their right is asked again every ``stream_recheck_seconds``, as for a zip:
+    the download is cut off (not ended early, which would look like a whole, shorter
+    log)."""
+    hub = make_hub(BATCH_CONFIG + "c.UWSHub.stream_recheck_seconds = 1\n")
+    alice = hub.add_user("uwsalice")
+    ws = hub.api("POST", "workspaces", alice, json={"name": f"log {uuid.uuid4().hex[:6]}"}, expect=201)
+    size = 4 << 30
+    job = finish(hub, alice, submit(hub, alice, ws, "sparse", size=size))
+    assert job["status"] == "completed", job
+    minted = hub.api("POST", "users/uwsalice/tokens", json={"note": "log download"}, expect=201)
+    received = 0
+    # (the proxy leaves its reader waiting when the hub cuts a download off: a read timeout)
+    url = where.format(id=job["id"])
+    with hub.request("GET", url, minted["token"], headers=headers, stream=True, timeout=15) as r:
+        assert r.status_code in (200, 206), r.text
+        chunks = r.iter_content(64 * 1024)
+        received += len(next(chunks))  # the buffers between fill: the hub waits for the reader
+        hub.api("DELETE", f"users/uwsalice/tokens/{minted['id']}", expect=204)
+        time.sleep(2)  # past a recheck: the next piece asks again
+        with pytest.raises(requests.exceptions.RequestException):
+            for chunk in chunks:
+                received += len(chunk)
+    assert received < size
+    # the owner's own token still reads it
+    tail = log_of(hub, alice, job, headers={"Range": "bytes=-3"})
+    assert tail.content == b"\0\0\0"
 
 
 def address_space_limit(pid: int) -> str:

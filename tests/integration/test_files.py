@@ -12,6 +12,7 @@ import io
 import os
 import pwd
 import stat
+import subprocess
 import time
 import uuid
 import zipfile
@@ -468,3 +469,27 @@ def test_who_may_change_files(hub, alice, bob, workspace):
     )["token"]
     r = hub.request("DELETE", files(wid, "README.md"), read_only)
     assert r.status_code == 403 and "custom:uws:write:workspaces" in r.json()["message"]
+
+
+@pytest.mark.expect_log_errors(r"Failed to delete workspace \d+")
+def test_a_mount_in_a_deleted_workspace_is_left_as_it_is(hub, alice):
+    """An admin may bind a data set into a workspace: deleting the workspace removed
+    what was mounted there too, as root (and a deleted user's, with ``deleted_users_data
+    = "remove"``). The deletion stops at the mount, in ``error``, saying why; the data
+    set is whole; once unmounted, the deletion goes through."""
+    ws = hub.api("POST", "workspaces", alice, json={"name": f"mount {uuid.uuid4().hex[:6]}"}, expect=201)
+    mount = on_disk(hub, ws) / "shared"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "none", str(mount)], check=False).returncode:
+        pytest.skip("cannot mount a tmpfs here (not root, or no CAP_SYS_ADMIN)")
+    try:
+        (mount / "dataset.csv").write_text("everyone's")
+        hub.api("DELETE", f"workspaces/{ws['id']}", alice, expect=202)
+        wait_for(lambda: hub.api("GET", f"workspaces/{ws['id']}", alice)["status"] == "error", 15, what="the deletion")
+        reason = hub.api("GET", f"workspaces/{ws['id']}", alice)["status_reason"]
+        assert "holds a mount of another file system ('shared')" in reason, reason
+        assert (mount / "dataset.csv").read_text() == "everyone's"
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+    hub.api("DELETE", f"workspaces/{ws['id']}", alice, expect=202)
+    wait_for(lambda: hub.request("GET", f"workspaces/{ws['id']}", alice).status_code == 404, 15, what="the deletion")

@@ -14,8 +14,11 @@ import json
 import os
 import pwd
 import re
+import shutil
+import socket
 import stat
 import subprocess
+import tempfile
 import threading
 import uuid
 from pathlib import Path
@@ -144,6 +147,32 @@ def batch_on_slurm(hub, token) -> dict:
     return job
 
 
+def test_an_editors_slurm_output_in_anothers_workspace_is_set_aside_with_them(make_hub, throwaway, slurm):
+    """An editor's SLURM job runs as their account, its output in their account's folder,
+    of their uid; the job stays with the owner's workspace when the editor is deleted, and
+    its output stayed where it was (the next account of that uid's), for good: only jobs
+    the deleted user owned had theirs set aside."""
+    config = slurmutil.hub_config({"hello": {**SLURM, "cmd": ["echo", "the editor's output"]}})
+    log_dir = re.search(r"c\.UWSHub\.job_log_dir = '([^']+)'", config).group(1)
+    hub = make_hub(config)
+    owner = hub.add_user("uwsbob")
+    editor = hub.add_user(throwaway)
+    ws = hub.api("POST", "workspaces", owner, json={"name": f"shared {uuid.uuid4().hex[:6]}"}, expect=201)
+    hub.api("POST", f"workspaces/{ws['id']}/shares", owner, json={"user": throwaway, "level": "editor"}, expect=201)
+    job = hub.api(
+        "POST", f"workspaces/{ws['id']}/jobs", editor, json={"job_type": "hello", "resource": "slurm"}, expect=202
+    )
+    assert hub.wait_job(job["id"], editor, ENDED, timeout=120)["status"] == "completed"
+    log = Path(log_dir) / "slurm" / throwaway / f"job-{job['id']}.log"
+    assert os.stat(log).st_uid == pwd.getpwnam(throwaway).pw_uid
+    hub.api("DELETE", f"users/{throwaway}", expect=204)
+    assert not os.path.lexists(log)
+    (entry,) = [p for p in (hub.workspaces_root / ".deleted").iterdir() if f"-{throwaway}-" in p.name]
+    assert (entry / "job-logs" / log.name).read_text() == "the editor's output\n"
+    # the job stays, with the owner's workspace
+    assert hub.api("GET", f"jobs/{job['id']}", owner, expect=200)["workspace_id"] == ws["id"]
+
+
 def uid_taken(uid: int) -> bool:
     try:
         pwd.getpwuid(uid)
@@ -204,6 +233,46 @@ def test_a_deleted_users_workspaces_and_job_logs_are_set_aside_for_root(hub, thr
     assert again["slug"] == ws["slug"]
     assert hub.api("GET", f"workspaces/{again['id']}/files", token, expect=200)["items"] == fresh
     hub.api("DELETE", f"users/{throwaway}", expect=204)
+
+
+@pytest.mark.parametrize("name", ["u" * 230, "学" * 100], ids=["230 letters", "100 Chinese characters"])
+def test_a_user_of_a_long_name_can_be_deleted(hub, name):
+    """The record of what a user leaves (``<id>-<name>-<time>.pending``) is made in the
+    deletion's commit: a name longer than about 220 bytes made it longer than a file's
+    name may be, and every deletion of the user failed (a 500), for good."""
+    hub.api("POST", f"users/{name}", expect=201)
+    hub.api("DELETE", f"users/{name}", expect=204)
+    hub.api("GET", f"users/{name}", expect=404)
+
+
+def test_a_socket_a_job_left_for_its_log_stops_neither_the_set_aside_nor_the_hub(make_hub, throwaway):
+    """A job may replace its log by a Unix socket (a SLURM job's log folder is its
+    account's). With the job logs on another file system than the workspaces, the
+    set-aside opened it to copy it, which failed (ENXIO): it stopped there, and the hub,
+    which finishes an unfinished set-aside at its start, failed to start, every time."""
+    logs = Path(tempfile.mkdtemp(dir="/dev/shm"))
+    try:
+        hub = make_hub(MULTIUSER_CONFIG + f"c.UWSHub.job_log_dir = {str(logs)!r}\n")
+        if os.stat(logs).st_dev == os.stat(hub.workspaces_root).st_dev:
+            pytest.skip("/dev/shm is on the file system of the workspaces here")
+        token = hub.add_user(throwaway)
+        ws = hub.api("POST", "workspaces", token, json={"name": "research"}, expect=201)
+        job = hub.api("POST", f"workspaces/{ws['id']}/jobs", token, json={"job_type": "echo"}, expect=202)
+        assert hub.wait_job(job["id"], token, ENDED, timeout=60)["status"] == "completed"
+        log = logs / f"job-{job['id']}.log"
+        log.unlink()
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(log))
+        hub.api("DELETE", f"users/{throwaway}", expect=204)
+        sock.close()
+        deleted = hub.workspaces_root / ".deleted"
+        assert not os.path.lexists(log) and not list(deleted.glob("*.pending"))
+        (entry,) = [p for p in deleted.iterdir() if f"-{throwaway}-" in p.name]
+        assert (entry / "workspaces" / ws["slug"]).is_dir()
+        hub.stop()
+        hub.start()
+    finally:
+        shutil.rmtree(logs, ignore_errors=True)
 
 
 def test_a_deleted_users_data_is_removed_when_the_admins_say_so(make_hub, throwaway):

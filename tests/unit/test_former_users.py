@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import stat
 import tempfile
 from pathlib import Path
@@ -36,10 +37,11 @@ class NoTasks:
         pass
 
 
-def batch_job(ws_id: int, owner_id: int, log: Path) -> Job:
+def batch_job(ws_id: int, owner_id: int, log: Path, launcher_id: int | None = None) -> Job:
     return Job(
         workspace_id=ws_id,
         owner_id=owner_id,
+        launcher_id=launcher_id,
         job_type="t",
         resource="local",
         server_name="w",
@@ -80,6 +82,16 @@ def former_users(root: Path, *, remove: bool = False) -> FormerUsers:
         logging.getLogger("test"),
         remove=remove,
     )
+
+
+def deleted_then_started_again(db: Session, root: Path, user: hub_orm.User) -> Path:
+    """Delete ``user`` (the hub stops right after the commit) and start again: their entry."""
+    former_users(root).attach(db)
+    db.delete(user)
+    db.commit()
+    former_users(root).finish_pending(db)
+    (entry,) = [p for p in (root / DELETED_FOLDER).iterdir() if not p.name.endswith(".pending")]
+    return entry
 
 
 def pending(root: Path) -> list[str]:
@@ -159,7 +171,7 @@ def test_a_link_planted_for_a_log_is_moved_as_a_link(setup, tmp_path):
 
 def test_a_log_on_another_file_system_is_copied_aside_and_removed(setup):
     """The job log directory may be on another file system than the workspaces: a log
-    there cannot be renamed aside, and is copied (a link planted there is not)."""
+    there cannot be renamed aside, and is copied (a link or a socket planted there is not)."""
     db, root, logs, owner = setup
     if os.stat("/dev/shm").st_dev == os.stat(root).st_dev:
         pytest.skip("/dev/shm is on the file system of the tests' temporary folders here")
@@ -167,18 +179,106 @@ def test_a_log_on_another_file_system_is_copied_aside_and_removed(setup):
     try:
         (elsewhere / "job-1.log").write_text("output")
         (elsewhere / "job-2.log").symlink_to(elsewhere / "job-1.log")
+        (elsewhere / "job-3.log").touch()
+        sock = plant_socket(elsewhere / "job-3.log")  # (whose open fails: the set-aside did)
         db.execute(update(Job).values(log_path=str(elsewhere / "job-1.log")))
         ws_id = db.scalar(select(Workspace.id))
         db.add(batch_job(ws_id, owner.id, elsewhere / "job-2.log"))
+        db.add(batch_job(ws_id, owner.id, elsewhere / "job-3.log"))
         db.commit()
         former = former_users(root)
         former.attach(db)
         db.delete(owner)
         db.commit()
         former.finish_pending(db)
+        sock.close()
+        assert pending(root) == []
         assert os.listdir(elsewhere) == []
         (entry,) = [p for p in (root / DELETED_FOLDER).iterdir()]
         assert os.listdir(entry / "job-logs") == ["job-1.log"]
         assert (entry / "job-logs" / "job-1.log").read_text() == "output"
     finally:
         shutil.rmtree(elsewhere)
+
+
+@pytest.mark.parametrize("name", ["u" * 230, "学" * 80], ids=["230 letters", "80 Chinese characters"])
+def test_a_user_of_a_long_name_is_deleted_and_their_data_set_aside(setup, name):
+    """A file's name holds 255 bytes: the record of a user whose name was longer than
+    about 220 (``<id>-<name>-<time>.pending``) could not be made, and the deletion failed,
+    every time. Their entry shows the first 64 bytes of the name (whole characters)."""
+    db, root, logs, owner = setup
+    (root / "ann").rename(root / name)
+    owner.name = name
+    db.execute(update(Workspace).values(directory=str(root / name / "w")))
+    db.commit()
+    entry = deleted_then_started_again(db, root, owner)
+    assert entry.name.startswith(f"{owner.id}-{name[: 64 // len(name[0].encode())]}-")
+    assert (entry / "workspaces" / "w" / "data.txt").read_text() == "results"
+    assert not (root / name / "w").exists()
+
+
+def plant_socket(path: Path) -> socket.socket:
+    """What a job may leave for its log (its folder is its account's): a Unix socket."""
+    path.unlink()
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(path))
+    return sock
+
+
+def test_a_socket_planted_for_a_log_is_set_aside_and_the_rest_too(setup):
+    """Opening a socket fails (ENXIO): the set-aside stopped there, the logs after it and
+    the record stayed."""
+    db, root, logs, owner = setup
+    ws_id = db.scalar(select(Workspace.id))
+    (logs / "job-2.log").write_text("more output")
+    db.add(batch_job(ws_id, owner.id, logs / "job-2.log"))
+    db.commit()
+    sock = plant_socket(logs / "job-1.log")
+    try:
+        entry = deleted_then_started_again(db, root, owner)
+    finally:
+        sock.close()
+    assert os.listdir(logs) == [] and pending(root) == []
+    assert stat.S_ISSOCK(os.lstat(entry / "job-logs" / "job-1.log").st_mode)
+    assert (entry / "job-logs" / "job-2.log").read_text() == "more output"
+
+
+def test_a_set_aside_that_fails_at_the_start_leaves_its_record_and_the_hub_starts(setup, caplog):
+    """A stopped hub finishes the set-asides it left at its next start, before it listens:
+    one that failed there (a log on a file system where root may not rename, a socket
+    planted for a log on another file system) failed the start, at every start."""
+    db, root, logs, owner = setup
+    former = former_users(root)
+    former._record(Leftovers(owner.id + 1, "gone", "holder", "9-gone-x", [], [str(logs / "job-1.log")]))
+    failing = former_users(root)
+    failing._move_log = lambda path, into: (_ for _ in ()).throw(PermissionError(13, "Permission denied"))
+    with caplog.at_level(logging.ERROR):
+        failing.finish_pending(db)
+    assert pending(root) == ["9-gone-x.pending"]
+    assert "Could not set aside what a deleted user left" in caplog.text
+    former_users(root).finish_pending(db)  # (once the cause is gone: done)
+    assert pending(root) == [] and not (logs / "job-1.log").exists()
+
+
+def test_logs_of_an_editors_jobs_in_others_workspaces_of_their_account_are_set_aside(setup):
+    """An editor's batch job runs as their account, its log (SLURM's) in their account's
+    folder, of their uid; the job stays with its workspace when the editor is deleted, and
+    its log stayed too, the next account's of that uid. Set aside with the editor's data
+    (the hub's own files, another runner's logs, stay: the job's owner still reads them)."""
+    db, root, logs, owner = setup
+    editor = hub_orm.User(name="ed")
+    db.add(editor)
+    db.flush()
+    ws_id = db.scalar(select(Workspace.id))
+    (logs / "job-2.log").write_text("the editor's output")
+    os.chown(logs / "job-2.log", 65534, 65534)  # (their account's)
+    (logs / "job-3.log").write_text("the hub's file")
+    db.add(batch_job(ws_id, owner.id, logs / "job-2.log", launcher_id=editor.id))
+    db.add(batch_job(ws_id, owner.id, logs / "job-3.log", launcher_id=editor.id))
+    db.commit()
+    entry = deleted_then_started_again(db, root, editor)
+    assert entry.name.startswith(f"{editor.id}-ed-")
+    assert (entry / "job-logs" / "job-2.log").read_text() == "the editor's output"
+    assert sorted(os.listdir(logs)) == ["job-1.log", "job-3.log"]
+    assert (root / "ann" / "w" / "data.txt").exists()
+    assert db.scalar(select(Job.id).where(Job.log_path == str(logs / "job-2.log"))) is not None

@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import stat
+import subprocess
 import threading
 import time
 import tracemalloc
@@ -444,3 +445,24 @@ def test_a_zip_is_made_a_piece_at_a_time(storage):
     # a piece: what was made until it reached PIECE_BYTES, plus at most one more step (a chunk of a file)
     assert sum(pieces) > size and max(pieces) <= 2 * PIECE_BYTES + 64 * 1024, (sum(pieces), max(pieces))
     assert peak < 8 * PIECE_BYTES, f"zipping {size} bytes held {peak} bytes at its peak"
+
+
+def test_a_mount_in_a_workspace_is_not_removed_with_it(storage, tmp_path):
+    """An admin may bind a data set into a workspace: removing the workspace (its
+    deletion, a deleted user's data with ``deleted_users_data = "remove"``) went into
+    the mount and removed the data set, as root. It stops there, saying why."""
+    store, directory = storage
+    mount = Path(directory) / "data" / "shared"
+    mount.mkdir(parents=True)
+    (Path(directory) / "mine.txt").write_text("mine")
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "none", str(mount)], check=False).returncode:
+        pytest.skip("cannot mount a tmpfs here (not root, or no CAP_SYS_ADMIN)")
+    try:
+        (mount / "dataset.csv").write_text("everyone's")
+        with pytest.raises(FileConflict, match="holds a mount of another file system \\('shared'\\)"):
+            store.remove(directory)
+        assert (mount / "dataset.csv").read_text() == "everyone's"
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+    store.remove(directory)  # (unmounted: removed)
+    assert not os.path.lexists(directory)

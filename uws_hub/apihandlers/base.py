@@ -195,11 +195,23 @@ class UWSAPIHandler(APIHandler):
         ws = Workspace.find(self.db, workspace_id)
         return ws is not None and access.may_workspace(self, READ_WORKSPACES, ws)
 
+    async def still_reads_output(self, job_id: int) -> bool:
+        """Whether the caller (:meth:`caller_unchanged`) may still read the job's log."""
+        if not await self.caller_unchanged():
+            return False
+        job = Job.find(self.db, job_id)
+        return job is not None and access.may_read_job_output(self, job)
+
     def reads_rechecked(self, workspace_id: int) -> Callable[[], Awaitable[bool]]:
-        """For a download that lasts as long as its reader likes (a zip, a large file): a
-        check before each piece sent, true while the caller may still read the workspace,
-        asked again (:meth:`still_reads`) every ``UWSHub.stream_recheck_seconds``: who may
-        no longer read it (a share revoked, a token deleted, a login ended) gets no more."""
+        """For a download of a workspace's files that lasts as long as its reader likes (a
+        zip, a large file): :meth:`rechecked` with :meth:`still_reads`."""
+        return self.rechecked(lambda: self.still_reads(workspace_id))
+
+    def rechecked(self, still: Callable[[], Awaitable[bool]]) -> Callable[[], Awaitable[bool]]:
+        """For a download that lasts as long as its reader likes (a zip, a large file, a
+        job's log): a check before each piece sent, true while ``still()`` was, asked again
+        every ``UWSHub.stream_recheck_seconds``: who may no longer read it (a share
+        revoked, a token deleted, a login ended) gets no more."""
         loop = asyncio.get_running_loop()
         every = self.uws.stream_recheck_seconds
         recheck = loop.time() + every
@@ -209,7 +221,7 @@ class UWSAPIHandler(APIHandler):
             if loop.time() < recheck:
                 return True
             recheck = loop.time() + every
-            return await self.still_reads(workspace_id)
+            return await still()
 
         return check
 

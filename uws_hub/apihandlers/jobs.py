@@ -8,7 +8,6 @@ import json
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from tornado import web
 from tornado.iostream import StreamClosedError
 
 from .. import access
@@ -116,11 +115,21 @@ class JobAPIHandler(UWSAPIHandler):
         self.write_json(model)
 
 
-async def send_log(handler: web.RequestHandler, path: str, uid: int, start: int = 0, end: int | None = None) -> None:
+async def send_log(
+    handler: UWSAPIHandler, job_id: int, path: str, uid: int, start: int = 0, end: int | None = None
+) -> None:
     """Answer with bytes ``start`` to ``end`` of a job's log, streamed in pieces
-    (:func:`uws_hub.jobs.logs.pieces`: never held whole)."""
+    (:func:`uws_hub.jobs.logs.pieces`: never held whole). A log is as long as its job
+    likes (terabytes of a hole cost it nothing): one who may no longer read it meanwhile
+    (a token deleted, a login ended, an admin no more) is cut off, as from a zip
+    (:meth:`~.base.UWSAPIHandler.rechecked`)."""
+    allowed = handler.rechecked(lambda: handler.still_reads_output(job_id))
     try:
         async for data in logs.pieces(path, uid, start, end):
+            if not await allowed():
+                # cut off, not ended: the reader's download fails (shorter than its length)
+                handler.request.connection.close()
+                return
             handler.write(data)
             await handler.flush()
     except StreamClosedError:
@@ -157,7 +166,7 @@ class JobLogAPIHandler(JobLogMixin):
         if wanted is not None:
             self.set_status(206)
             self.set_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
-        await send_log(self, path, uid, start, end)
+        await send_log(self, job.id, path, uid, start, end)
 
 
 class JobLogStreamAPIHandler(JobLogMixin):

@@ -20,6 +20,10 @@ _MIXES = (
 )
 #: scripts whose letters look like each other's, where a combining mark makes a look-alike
 _LOOK_ALIKE_SCRIPTS = {"LATIN", "GREEK", "CYRILLIC"}
+#: letters whose Unicode name does not begin with their script's (:func:`_script`): the
+#: ideographic iteration and closing marks (佐々木, 〆), Han; the prolonged sound mark (ー
+#: of ターナー, らーめん), kana's
+_SCRIPT_OF = {"IDEOGRAPHIC": "CJK", "KATAKANA-HIRAGANA": "KATAKANA"}
 
 
 def look_alike(name: str) -> str | None:
@@ -29,23 +33,32 @@ def look_alike(name: str) -> str | None:
     (fullwidth), ``аlice`` (a Cyrillic а), ``alice`` with an invisible character or
     a combining mark, and ``alice`` are five users, whom nobody tells apart on a page,
     in a share dialog or in a log. Refused: a name that Unicode's compatibility
-    normalization and case folding (NFKC, casefold) change (fullwidth and other
-    variant forms, letters decomposed, ligatures, ``ß``); an invisible (format)
+    normalization and lower case (NFKC, ``str.lower``) change (capitals, fullwidth and
+    other variant forms, letters decomposed, ligatures); an invisible (format)
     character; letters of scripts that names do not mix (Latin with Cyrillic or
     Greek; Japanese, Chinese and Korean with Latin are fine); a combining mark on a
     Latin, Greek or Cyrillic letter (NFKC composes the marks that have a letter of
-    their own)."""
-    normal = unicodedata.normalize("NFKC", name).casefold()
+    their own). Lower case is JupyterHub's (its names are ``str.lower``-ed), which keeps
+    ``ß`` and the Greek final ``ς``: case folding made them ``ss`` and ``σ``, and refused
+    ``strauß`` and every Greek name ending in ``ς``."""
+    normal = unicodedata.normalize("NFKC", name.lower())
     if normal != name:
-        return f"it is not in Unicode's normal form (NFKC, case-folded: {normal!r})"
+        return f"it is not in Unicode's normal form (NFKC, lower case: {normal!r})"
     if any(unicodedata.category(ch) == "Cf" for ch in name):
         return "it holds an invisible character"
-    scripts = {unicodedata.name(ch, "?").split(" ")[0] for ch in name if ch.isalpha()}
+    scripts = {_script(ch) for ch in name if ch.isalpha()}
     if len(scripts) > 1 and not any(scripts <= mix for mix in _MIXES):
         return f"it mixes the letters of scripts ({', '.join(sorted(s.lower() for s in scripts))}) that look alike"
     if scripts & _LOOK_ALIKE_SCRIPTS and any(unicodedata.category(ch) in ("Mn", "Me") for ch in name):
         return "it holds a combining mark"
     return None
+
+
+def _script(letter: str) -> str:
+    """The script of ``letter``: the first word of its Unicode name (``LATIN``, ``CJK``,
+    ``HIRAGANA``), but for the few of :data:`_SCRIPT_OF`."""
+    first = unicodedata.name(letter, "?").split(" ")[0]
+    return _SCRIPT_OF.get(first, first)
 
 
 class LookAlikeName(web.HTTPError):

@@ -50,6 +50,8 @@ DELETED_FOLDER = ".deleted"
 #: the session's ``info`` key of the leftovers its flush found
 _FOUND = "uws_former_users"
 _PENDING = ".pending"
+#: the most of a user's name their entry's name shows, in bytes (:func:`_in_entry`)
+NAME_BYTES_IN_ENTRY = 64
 
 
 @dataclass
@@ -62,11 +64,17 @@ class Leftovers:
     #: and creation time still there means their deletion was rolled back
     holder: str
     #: ``<user id>-<name>-<UTC time>``: the name of their folder in :data:`DELETED_FOLDER`
+    #: (of the name, its first :data:`NAME_BYTES_IN_ENTRY` bytes, :func:`_in_entry`)
     entry: str
     #: (what, path): their workspaces' folders ("workspaces"), their jobs' HOME ("home")
     folders: list[tuple[str, str]] = field(default_factory=list)
     #: their jobs' log files
     logs: list[str] = field(default_factory=list)
+    #: the log files of batch jobs they launched in others' workspaces (an editor's): set
+    #: aside if their account's (SLURM's, in its folder), not the hub's. The job stays, with
+    #: its workspace; its log, of their uid, was the next account's of that uid; its owner
+    #: reads it no more (it must be the launcher's account's, who is the owner once gone)
+    launched_logs: list[str] = field(default_factory=list)
 
 
 class FormerUsers:
@@ -110,7 +118,7 @@ class FormerUsers:
         with db.no_autoflush:
             for user in users:
                 leftovers = Leftovers(
-                    user.id, user.name, self.holder_of(user), f"{user.id}-{user.name.replace(os.sep, '_')}-{stamp}"
+                    user.id, user.name, self.holder_of(user), f"{user.id}-{_in_entry(user.name)}-{stamp}"
                 )
                 directories = db.scalars(select(Workspace.directory).where(Workspace.owner_id == user.id))
                 leftovers.folders = [("workspaces", d) for d in directories]
@@ -122,6 +130,16 @@ class FormerUsers:
                     path = self.log_paths(job_id, log_path, interactive)
                     if path is not None:
                         leftovers.logs.append(path)
+                leftovers.launched_logs = list(
+                    db.scalars(
+                        select(Job.log_path).where(
+                            Job.launcher_id == user.id,
+                            Job.owner_id != user.id,
+                            Job.interactive.is_(False),
+                            Job.log_path.is_not(None),
+                        )
+                    )
+                )
                 self._record(leftovers)
                 db.info.setdefault(_FOUND, []).append(leftovers)
 
@@ -199,6 +217,9 @@ class FormerUsers:
         for path in leftovers.logs:
             if os.path.lexists(path):
                 moved.append(self._move_log(path, os.path.join(aside, "job-logs")))
+        for path in leftovers.launched_logs:
+            if _not_the_hubs(path):
+                moved.append(self._move_log(path, os.path.join(aside, "job-logs")))
         if moved:
             self.log.warning(
                 "Set aside what the deleted user %s (id %s) left, where only root reads it%s: %s",
@@ -263,20 +284,16 @@ class FormerUsers:
             _copy_across(path, target)
             _unlink(path)
             return path, target
-        try:
+        # a link (moved as a link: what it points at is left as it is), a socket, a FIFO, a
+        # folder: no output of a job's, never opened (a socket's open fails); a hard link's
+        # other names keep their owner: the file is left as it is
+        if _regular_file(target):
             fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError as e:
-            if e.errno != errno.ELOOP:
-                raise
-            return path, target  # a link, moved as a link: what it points at is left as it is
-        try:
-            st = os.fstat(fd)
-            # (a hard link's other names keep their owner: the file is left as it is)
-            if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+            try:
                 os.fchown(fd, os.geteuid(), os.getegid())
                 os.fchmod(fd, 0o600)
-        finally:
-            os.close(fd)
+            finally:
+                os.close(fd)
         return path, target
 
     # ---------------------------------------------------------------- at start-up
@@ -288,18 +305,37 @@ class FormerUsers:
         except FileNotFoundError:
             return
         for name in names:
-            path = os.path.join(self.aside_root, name)
-            with open(path, encoding="utf-8") as f:
-                record = json.load(f)
-            record["folders"] = [tuple(pair) for pair in record["folders"]]
-            leftovers = Leftovers(**record)
-            user = db.get(hub_orm.User, leftovers.user_id)
-            if user is not None and self.holder_of(user) == leftovers.holder:
-                _unlink(path)
-                continue
-            purge = self.put_away(leftovers)
-            if self.remove:
-                self.purge(leftovers, purge)
+            # one that fails is logged and kept for the next start: the hub starts all the
+            # same (it failed the start, at every start, till an admin removed the record)
+            try:
+                self._finish(db, os.path.join(self.aside_root, name))
+            except Exception:
+                self.log.exception(
+                    "Could not set aside what a deleted user left (%s); the hub tries again at its next start",
+                    os.path.join(self.aside_root, name),
+                )
+
+    def _finish(self, db: Session, path: str) -> None:
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
+        record["folders"] = [tuple(pair) for pair in record["folders"]]
+        leftovers = Leftovers(**record)
+        user = db.get(hub_orm.User, leftovers.user_id)
+        if user is not None and self.holder_of(user) == leftovers.holder:
+            _unlink(path)
+            return
+        purge = self.put_away(leftovers)
+        if self.remove:
+            self.purge(leftovers, purge)
+
+
+def _in_entry(name: str) -> str:
+    """A user's name as their entry of :data:`DELETED_FOLDER` shows it: no ``/``, and at
+    most :data:`NAME_BYTES_IN_ENTRY` bytes of it, whole characters (a file's name holds
+    255 bytes; a name of 230 letters, or of 100 Chinese characters, made the record's
+    name too long, and the user's deletion failed). The id before it tells users apart."""
+    short = name.replace(os.sep, "_").encode()[:NAME_BYTES_IN_ENTRY]
+    return short.decode(errors="ignore")
 
 
 def _root_only(fd: int) -> None:
@@ -325,13 +361,30 @@ def _free_name(folder: str, name: str) -> str:
     raise FileExistsError(f"No name left in {folder} for {name}")
 
 
+def _not_the_hubs(path: str) -> bool:
+    """Whether there is something at ``path`` (a link not followed) of another uid than the hub's."""
+    try:
+        return os.lstat(path).st_uid != os.geteuid()
+    except FileNotFoundError:
+        return False
+
+
+def _regular_file(path: str) -> bool:
+    """Whether ``path`` is a file of one name (not followed if it is a link)."""
+    st = os.lstat(path)
+    return stat.S_ISREG(st.st_mode) and st.st_nlink == 1
+
+
 def _copy_across(path: str, target: str) -> None:
     """Copy the regular file ``path`` to ``target`` (new, 0600), never through a link:
-    anything else there (a link, a FIFO) is no output of a job's, and is not copied."""
+    anything else there (a link, a socket, a FIFO) is no output of a job's, and is not
+    copied (nor opened: a socket's open fails, every time)."""
+    if not stat.S_ISREG(os.lstat(path).st_mode):
+        return
     try:
         src = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
-        if e.errno != errno.ELOOP:
+        if e.errno not in (errno.ELOOP, errno.ENXIO):  # (replaced since: a link, a socket)
             raise
         return
     try:

@@ -598,6 +598,9 @@ def remove_tree(parent_fd: int, name: str, freed: Freed, shown: str) -> None:
     subdirectories without ``O_NONBLOCK``: one swapped for a FIFO blocks it.)
     Something made in a directory while it is emptied is removed too, up to
     :data:`MAX_RESCANS` times; then the removal stops with a FileConflict.
+    A directory of another file system than ``name``'s (a mount in the tree: a data
+    set an admin bound into a workspace) is not entered: the removal stops with a
+    FileConflict that names it (it removed what was mounted there, as root).
     At most :data:`~.paths.MAX_DEPTH` directories below ``name`` are open at
     once: a directory deeper is moved up into ``name`` (renamed relative to
     both descriptors, so it stays in the tree) and removed from there, so a
@@ -615,6 +618,7 @@ def remove_tree(parent_fd: int, name: str, freed: Freed, shown: str) -> None:
     rescans = 0
     try:
         frames.append((top, parent_fd, name, []))
+        device = os.fstat(top).st_dev
         frames[-1][3].extend(_empty(top, freed))
         while frames:
             fd, pfd, dname, subdirs = frames[-1]
@@ -632,6 +636,11 @@ def remove_tree(parent_fd: int, name: str, freed: Freed, shown: str) -> None:
                         raise
                     _unlink(fd, sub, freed)  # swapped for a link or a file meanwhile
                     continue
+                if os.fstat(sfd).st_dev != device:
+                    os.close(sfd)
+                    raise FileConflict(
+                        f"{shown!r} holds a mount of another file system ({sub!r}): unmount it and try again"
+                    )
                 frames.append((sfd, fd, sub, []))
                 frames[-1][3].extend(_empty(sfd, freed))
                 continue

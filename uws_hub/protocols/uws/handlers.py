@@ -401,7 +401,7 @@ class LogHandler(UWSJobsHandler):
             raise NotFound(f"Job {job.id} was destroyed; its log is gone")
         path, uid = self.uws.jobs.log_path(job), self.uws.jobs.log_owner(job)
         self.set_header("Content-Type", "text/plain; charset=UTF-8")
-        await send_log(self, path, uid)
+        await send_log(self, job.id, path, uid)
 
 
 _JOB = r"([^/]+)/([^/]+)"
