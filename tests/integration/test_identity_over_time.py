@@ -286,8 +286,9 @@ def test_a_deleted_users_data_is_removed_when_the_admins_say_so(make_hub, throwa
     hub.api("DELETE", f"users/{throwaway}", expect=204)
     assert not os.path.lexists(folder)
     deleted = hub.workspaces_root / ".deleted"
-    wait_for(lambda: not list(deleted.iterdir()), 30, what="the removal")
-    assert f"Removed what the deleted user {throwaway} (id " in hub.log_text()
+    # the log line follows the removal: wait for both
+    removed = f"Removed what the deleted user {throwaway} (id "
+    wait_for(lambda: not list(deleted.iterdir()) and removed in hub.log_text(), 30, what="the removal")
 
 
 def test_a_deleted_workspaces_job_logs_go_with_it(hub, throwaway):
