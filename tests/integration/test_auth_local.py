@@ -243,6 +243,17 @@ def _hung_matches(password, password_hash):
     return _matches(password, password_hash)
 
 WorkspaceLocalAuthenticator._matches = staticmethod(_hung_matches)
+
+_in_password_thread = getattr(WorkspaceLocalAuthenticator, "_unwrapped", WorkspaceLocalAuthenticator.in_password_thread)
+
+async def _asking(self, func, *args, **kwargs):
+    # (each password check asked for: GATE.asked; the config is read twice)
+    with open(GATE + ".asked", "a") as f:
+        f.write("asked\\n")
+    return await _in_password_thread(self, func, *args, **kwargs)
+
+WorkspaceLocalAuthenticator._unwrapped = _in_password_thread
+WorkspaceLocalAuthenticator.in_password_thread = _asking
 """
 
 
@@ -252,9 +263,13 @@ def test_a_flood_of_logins_holds_none_of_the_hubs_own_threads(make_hub, tmp_path
     logins took every thread and the hub's own work there (an account looked up, its file
     work) waited behind the flood. Password checks have threads of their own
     (``password_check_threads``) and a bounded line (``max_waiting_password_checks``):
-    past it a login is answered at once, 429, saying why; a new password alike."""
+    past it a login is answered at once, 429, saying why; a new password alike. The line
+    is the anonymous requests': a user admin's new passwords have a line of their own
+    (the flood's refused them all for as long as it lasted)."""
     gate = tmp_path / "gate"
     entered = Path(f"{gate}.entered")
+    asked = Path(f"{gate}.asked")
+    changes: list = []
     hub = make_hub(
         LOCAL_CONFIG
         + "c.WorkspaceLocalAuthenticator.password_check_threads = 2\n"
@@ -270,7 +285,7 @@ def test_a_flood_of_logins_holds_none_of_the_hubs_own_threads(make_hub, tmp_path
     signup = requests.Session()
     signup.get(hub.url + "/hub/signup", timeout=30)
     gate.touch()
-    pool = ThreadPoolExecutor(len(sessions))
+    pool = ThreadPoolExecutor(len(sessions) + 6)
     try:
         # anonymous: names with no account, long passwords (the same work as a real check)
         flood = [pool.submit(submit_login, hub, s, f"nobody{i}", "x" * 5000) for i, s in enumerate(sessions)]
@@ -282,8 +297,15 @@ def test_a_flood_of_logins_holds_none_of_the_hubs_own_threads(make_hub, tmp_path
             assert (result.response.status_code, result.error) == (429, "Too many login attempts, try again shortly")
         # the hub's own work in the default pool goes on (before: every thread held, a timeout)
         assert hub.api("GET", f"accounts/{name}", expect=200)["username"] == name
-        # a new password waits in the same line: refused too, through the API (with when to retry)
-        r = hub.request("PATCH", f"accounts/{name}", hub.admin_token, json={"password": "another-password"})
+        # a user admin's new passwords wait in a line of their own (the anonymous flood's
+        # refused them all for as long as it lasted): 2 for the threads, 3 in line, the 6th
+        # refused, through the API with when to retry
+        patch = {"password": "another-password"}
+        before = len(asked.read_text().splitlines())
+        changes = [pool.submit(hub.request, "PATCH", f"accounts/{name}", hub.admin_token, json=patch) for _ in range(6)]
+        wait_for(lambda: len(asked.read_text().splitlines()) == before + 6, 60, what="the new passwords asked for")
+        wait_for(lambda: any(f.done() for f in changes), 60, what="the new password past the line")
+        (r,) = [f.result() for f in changes if f.done()]
         assert r.status_code == 429 and int(r.headers["Retry-After"]) > 0, r.text
         assert r.json()["message"] == "Too many passwords are being checked, try again shortly"
         # and a sign-up: its form says so
@@ -298,9 +320,12 @@ def test_a_flood_of_logins_holds_none_of_the_hubs_own_threads(make_hub, tmp_path
     finally:
         gate.unlink(missing_ok=True)
         answers = [f.result(timeout=120) for f in flood]
+        changed = [f.result(timeout=120) for f in changes]
         pool.shutdown()
     # once the checks answer, the logins in line are checked: wrong, as they were
     assert sorted(a.response.status_code for a in answers) == [403] * 5 + [429] * 15
+    # and the new passwords in line are set
+    assert sorted(r.status_code for r in changed) == [200] * 5 + [429]
 
 
 def test_parallel_logins_check_no_more_wrong_passwords_than_the_limit(make_hub):

@@ -436,3 +436,28 @@ def test_a_start_on_a_hung_disk_holds_up_no_one_else(make_hub, tmp_path, hung):
     assert running["status"] == "running", running
     assert folder.is_dir()
     hub.api("POST", f"jobs/{job['id']}/stop", ann)
+
+
+@pytest.mark.expect_log_errors(r"cannot make the job's HOME folder", r"Unhandled error starting ann's server")
+def test_a_start_whose_folder_cannot_be_made_fails_saying_which(make_hub, tmp_path):
+    """A start's folders are made in its thread (:meth:`WorkspaceLaunch.make_folders`):
+    one that cannot be made (single-account mode: a file where the owner's ``.home`` goes,
+    which the owner's jobs, running as the hub's account, can leave) ends the job failed,
+    saying which folder and why but not its path (the hub's storage layout), with no error
+    page; the next start, once it can, runs."""
+    hub = make_hub(MULTIUSER_CONFIG + "\nc.UWSHub.system_users = False\n")
+    ann = hub.add_user("ann")
+    ws = hub.api("POST", "workspaces", ann, json={"name": "nohome"}, expect=201)
+    home = hub.workspaces_root / "ann" / ".home"
+    home.parent.mkdir(parents=True, exist_ok=True)
+    home.write_text("not a folder")
+    job = hub.api("POST", f"workspaces/{ws['id']}/jobs", ann, json={"job_type": "minimal"}, expect=202)
+    failed = hub.wait_job(job["id"], ann, {"running", "completed", "failed", "cancelled"})
+    assert failed["status"] == "failed", failed
+    # (before: "[Errno 17] File exists: '/<the hub's storage>/ann/.home'")
+    assert failed["reason"] == "The server failed to start: cannot make the job's HOME folder: File exists"
+    assert str(home) in hub.log_text()  # the operator's log says where
+    home.unlink()
+    job = hub.api("POST", f"workspaces/{ws['id']}/jobs", ann, json={"job_type": "minimal"}, expect=202)
+    assert hub.wait_job(job["id"], ann, {"running", "completed", "failed", "cancelled"})["status"] == "running"
+    hub.api("POST", f"jobs/{job['id']}/stop", ann)

@@ -528,9 +528,10 @@ def test_hub_restart_with_a_pending_and_a_running_job(make_hub, system_users, sl
         hub.stop()
 
 
+@pytest.mark.parametrize("recorded", [True, False], ids=["uid-recorded", "from-before"])
 @pytest.mark.parametrize("wanted", ["running", "stopped"])
 def test_a_pending_job_whose_id_another_account_got_is_neither_adopted_nor_cancelled(
-    make_hub, system_users, slurm, wanted
+    make_hub, system_users, slurm, wanted, recorded
 ):
     """SLURM gives a job id again once it has forgotten the job (slurmctld restarted without
     its state, ``FirstJobId``), to any account's next job. A restarted hub takes over the
@@ -539,7 +540,9 @@ def test_a_pending_job_whose_id_another_account_got_is_neither_adopted_nor_cance
     to stop, it cancelled it. The job's uid is recorded at submission: another uid's job
     under the id is neither adopted nor cancelled (``scancel -u <uid>``); the start submits
     anew, the stop ends the job. (The cluster is shared: the reuse is made by giving the
-    row the id of bob's job, as if SLURM had given it again.)"""
+    row the id of bob's job, as if SLURM had given it again.) A row from before uids were
+    recorded (``resource_uid`` empty) is taken as its account's uid now: it took bob's job
+    for alice's and cancelled it."""
     hub = make_hub(
         SLURM_CONFIG
         + "c.JupyterHub.cleanup_servers = False\n"
@@ -560,8 +563,16 @@ def test_a_pending_job_whose_id_another_account_got_is_neither_adopted_nor_cance
             row = conn.execute(text("SELECT resource_uid FROM uws_jobs WHERE id = :id"), {"id": job["id"]}).one()
             assert row.resource_uid == pwd.getpwnam("uwsalice").pw_uid  # recorded at submission
             conn.execute(
-                text("UPDATE uws_jobs SET resource_id = :r, target = :t, outcome = :o WHERE id = :id"),
-                {"r": theirs, "t": wanted, "o": None if wanted == "running" else "cancelled", "id": job["id"]},
+                text(
+                    "UPDATE uws_jobs SET resource_id = :r, resource_uid = :u, target = :t, outcome = :o WHERE id = :id"
+                ),
+                {
+                    "r": theirs,
+                    "u": row.resource_uid if recorded else None,
+                    "t": wanted,
+                    "o": None if wanted == "running" else "cancelled",
+                    "id": job["id"],
+                },
             )
         engine.dispose()
         hub.start()

@@ -519,6 +519,26 @@ async def test_another_uids_job_under_a_tracked_id_is_never_the_hubs(fake):
     await poller.close()
 
 
+async def test_a_job_slurmctld_forgot_is_never_running_on_sacct_s_word(fake):
+    """slurmctld restarted without its state forgets its jobs; slurmdbd's records of them
+    still say RUNNING or PENDING (SLURM's "runaway jobs", ``sacctmgr show runawayjobs``).
+    squeue lists every job slurmctld knows (``-t all``): a job it does not list whose
+    only record is not ended ran on in the hub, its server taken for running and a batch
+    job's slot held, forever. It is gone (VANISHED, saying why), whatever its uid."""
+    fake.state["sacct"]["3"] = ["RUNNING", "0:0", "n1", "2026-02-01T00:00:00", "Unknown", str(HUB_UID)]
+    fake.state["sacct"]["4"] = ["PENDING", "0:0", "None assigned", "Unknown", "Unknown", str(HUB_UID)]
+    fake.save()
+    poller = fake.poller()
+    poller.track("3", exit_code=True, uid=HUB_UID)
+    poller.track("4")  # (a job from before uids were recorded)
+    for job_id in ("3", "4"):
+        gone = await asyncio.wait_for(poller.wait(job_id, lambda s: True), 5)
+        assert gone.state == "VANISHED" and gone.ended
+        outcome, reason = describe_batch_end(gone)
+        assert outcome == "failed" and "slurmctld no longer knows it" in reason, reason
+    await poller.close()
+
+
 async def test_a_stop_follows_an_ending_job_to_its_end_without_a_gap():
     """While a stop waits for a job SLURM is ending (COMPLETING: its server shuts down),
     the job is followed up every 10 ms at first, then every tenth of the time waited so

@@ -332,3 +332,31 @@ async def test_file_work_of_a_request_is_its_readers():
         "uws-files"
     )
     assert not (await filethreads.in_file_thread(name)).startswith("uws-files")  # (set in the request's task only)
+
+
+def test_a_resources_uid_from_before_is_its_accounts_now_or_unknown():
+    """A job's resource from before uids were recorded is taken over or released as its
+    launcher's account's uid now (see ``JobService.resource_uid``); a launcher with no
+    account now (deleted) leaves it unknown rather than failing the job's end."""
+    import logging
+    import os
+    import pwd
+    from types import SimpleNamespace
+
+    from uws_hub.accounts.system import SystemAccounts
+    from uws_hub.jobs.service import JobService
+
+    # any account a user's may be (a uid from 1, not nobody's)
+    account = next(a for a in pwd.getpwall() if 1 <= a.pw_uid < 65534)
+
+    def job(name, uid=None):
+        return SimpleNamespace(id=1, resource_id="5", resource_uid=uid, launcher=SimpleNamespace(name=name))
+
+    def service(system_users):
+        accounts = SystemAccounts(system_users=system_users, min_uid=1)
+        return SimpleNamespace(accounts=accounts, log=logging.getLogger("test"))
+
+    assert JobService.resource_uid(service(True), job("nobody-here", uid=1234)) == 1234  # recorded
+    assert JobService.resource_uid(service(True), job(account.pw_name)) == account.pw_uid  # its account's now
+    assert JobService.resource_uid(service(False), job("anyone")) == os.geteuid()  # the hub's own
+    assert JobService.resource_uid(service(True), job("nobody-here-r22")) is None  # no account now

@@ -15,6 +15,8 @@ only parses, checks access and calls them.
 
 from __future__ import annotations
 
+from functools import partial
+
 from jupyterhub import orm as hub_orm
 from jupyterhub.scopes import needs_scope
 from jupyterhub.utils import maybe_future
@@ -86,9 +88,8 @@ class AccountsAPIHandler(AccountsAPIHandlerBase):
         auth = self.local_accounts()
         body = self.parse_body(AccountCreateModel)
         self.access.check_change(auth.normalize_username(body.username), grant_admin=body.admin)
-        account = await call(
-            auth.create_account, body.username, body.password, body.disabled, thread=auth.in_password_thread
-        )
+        hashing = partial(auth.in_password_thread, caller=self.current_user.name)
+        account = await call(auth.create_account, body.username, body.password, body.disabled, thread=hashing)
         # the account's hub user, so that it shows in JupyterHub's admin panel and can join groups
         user = self.find_user(account.username)
         if user is None:
@@ -123,7 +124,8 @@ class AccountAPIHandler(AccountsAPIHandlerBase):
             self.access.check_disable(username)
         who = self.current_user.name
         if body.password is not None:
-            account = await call(auth.set_password, username, body.password, thread=auth.in_password_thread)
+            hashing = partial(auth.in_password_thread, caller=who)
+            account = await call(auth.set_password, username, body.password, thread=hashing)
             self.log.info("%s set the password of %s", who, username)
             if username != who:
                 keep = running_server_tokens(self.db, self.find_user(username))

@@ -242,9 +242,11 @@ class WorkspaceLocalAuthenticator(PrintableNamesMixin):
     max_waiting_password_checks = IntegerTrait(
         8,
         config=True,
-        help="""Password checks that may wait for one of the ``password_check_threads``.
+        help="""Password checks that may wait for one of the ``password_check_threads``, per line.
 
-        One more is not made: the login form answers 429 "Too many login
+        Anonymous requests (logins, sign-ups) share one line; each signed-in
+        caller (a user admin's new accounts and passwords) has its own, so that
+        an anonymous flood does not refuse them. One more in a line is not made: the login form answers 429 "Too many login
         attempts, try again shortly" (sign-up and the accounts API alike, the API
         with ``Retry-After``), at once, rather than after a wait that grows with
         the flood.
@@ -312,19 +314,29 @@ class WorkspaceLocalAuthenticator(PrintableNamesMixin):
         return self._engine
 
     # ---------------------------------------------------------------- hashing
-    async def in_password_thread(self, func: Callable[..., T], *args: Any, refusal: str = TOO_MANY_PASSWORDS) -> T:
+    async def in_password_thread(
+        self, func: Callable[..., T], *args: Any, refusal: str = TOO_MANY_PASSWORDS, caller: str | None = None
+    ) -> T:
         """``func(*args)``, which hashes or checks a password, in a thread of the password
         checks' own pool (see ``password_check_threads``); 429 with ``refusal`` when the
-        line behind them is full."""
+        line behind them is full.
+
+        A line per ``caller``, the hub user of an authenticated request (an admin's new
+        account, a new password), and one for anonymous requests (logins, sign-ups): an
+        anonymous flood filled the one line there was, and a signed-in user's new password
+        was refused for as long as it lasted. A caller's checks take at most every thread
+        in turn (the pool's threads are handed out in order of asking), so another line's
+        check waits for no more than one round of those under way."""
         if self._password_threads is None:
             n = max(1, self.password_check_threads)
             self._password_threads = FileThreads(
                 n, n, waiting=max(0, self.max_waiting_password_checks), name="uws-passwords"
             )
+        line = "anonymous" if caller is None else f"user:{caller}"
         try:
-            return await self._password_threads.run("passwords", func, *args)
+            return await self._password_threads.run(line, func, *args)
         except LineFull:
-            self.log.warning("Password check refused: %s", refusal)
+            self.log.warning("Password check refused (%s): %s", caller or "anonymous", refusal)
             raise TooManyRequests(refusal, retry_after_seconds=5) from None
 
     def _hash(self, password: str) -> str:

@@ -440,7 +440,8 @@ class JobSteps:
         # a start the hub lost track of (restart) left this behind: the spawner
         # adopts it (a batch job still queued) or cleans it up (a process)
         launch.previous_resource_id = job.resource_id
-        launch.resource_uid = job.resource_uid
+        if job.resource_id:
+            launch.resource_uid = self.jobs.resource_uid(job)
         # a start the hub was killed in before it recorded a resource id left no trace
         # in the row: the spawner looks for what it may have left (a local process)
         launch.retried = job.attempts > 1
@@ -489,7 +490,7 @@ class JobSteps:
         """A start this process does not know of left a resource behind (hub restart): release it."""
         spawner = self.servers.spawner(job.owner, job.server_name, job.resource)
         self.log.warning("Job %s: releasing resource %s left by an interrupted start", job.id, job.resource_id)
-        await spawner.release_leftover(job.id, job.resource_id, job.resource_uid)
+        await spawner.release_leftover(job.id, job.resource_id, self.jobs.resource_uid(job))
         job.resource_id = job.resource_uid = None
         self.db.commit()
 

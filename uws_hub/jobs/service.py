@@ -455,6 +455,26 @@ class JobService:
         memory = (job.resources or {}).get("memory")
         return memory_bytes(memory) if memory else None
 
+    def resource_uid(self, job: Job) -> int | None:
+        """The uid ``job``'s resource runs as, where the hub takes over or releases it by
+        its stored id: the uid recorded with the id, or for one from before uids were
+        recorded (None) the uid its launcher's account has now (the hub's own in
+        single-account mode). Unknown, the id alone was taken: SLURM gives a forgotten
+        job's id again, and a restarted hub took another account's job under it for its
+        own, cancelling it as root. The account given another uid since (rare) leaves the
+        hub's job unknown to it, for the orphan sweep to cancel; one with no account now
+        stays unknown (None). (An account looked up, as
+        :meth:`launch_for` does.)"""
+        if job.resource_uid is not None:
+            return job.resource_uid
+        try:
+            uid = self.accounts.owner(job.launcher.name).uid
+        except Conflict as e:
+            # (no account now, e.g. deleted: unknown, its id alone as before)
+            self.log.warning("Job %s: the uid of its resource %s is unknown: %s", job.id, job.resource_id, e.message)
+            return None
+        return uid if uid is not None else os.geteuid()
+
     def home_of(self, job: Job) -> str | None:
         """HOME of a job that runs as the hub's own account (single-account mode): per
         workspace owner, as before launchers were recorded; None with system users (the

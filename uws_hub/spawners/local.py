@@ -269,7 +269,7 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         self.ended = None
 
         def prepare() -> tuple[dict | None, BinaryIO | None]:
-            launch.make_folders()
+            launch.make_folders(self.log)
             limits = self.limits_spec(launch)
             log_file = os.fdopen(open_log(launch.log_path), "ab", buffering=0) if launch.log_path else None
             if log_file is not None and not launch.retried:

@@ -85,14 +85,22 @@ class WorkspaceLaunch:
     #: lost track of (killed before it recorded the process) may have left something
     retried: bool = False
 
-    def make_folders(self) -> None:
+    def make_folders(self, log: logging.Logger | logging.LoggerAdapter) -> None:
         """Make the hub's job log folder and the HOME of a job of the hub's own account
         (blocking). The spawner calls it in its start's thread: a start used to make
         them on the event loop (:meth:`JobService.launch_for`), and a hung workspace
-        disk held the whole hub, every user's requests, until it answered."""
-        for folder in (self.job_log_dir, self.home):
+        disk held the whole hub, every user's requests, until it answered.
+
+        One that cannot be made fails the start saying which and why, without its path
+        (the job's reason is the user's to read: the OSError's own message showed the
+        hub's storage layout); ``log`` has the path, for the operator."""
+        for folder, what in ((self.job_log_dir, "the hub's job log folder"), (self.home, "the job's HOME folder")):
             if folder:
-                os.makedirs(folder, mode=0o700, exist_ok=True)
+                try:
+                    os.makedirs(folder, mode=0o700, exist_ok=True)
+                except OSError as e:
+                    log.error("Job %s: cannot make %s %s: %s", self.job_id, what, folder, e)
+                    raise RuntimeError(f"cannot make {what}: {e.strerror or type(e).__name__}") from e
 
     def to_state(self) -> dict[str, Any]:
         return asdict(self)

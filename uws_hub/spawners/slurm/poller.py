@@ -437,6 +437,8 @@ class SlurmPoller(LoggingConfigurable):
                 if job_id in others and (known is None or not known.ended):
                     # its own record, if any, cannot be of a job slurmctld still runs
                     known = self._given_again(others[job_id])
+                elif known is not None and not known.ended:
+                    known = self._forgotten(known)
                 found[job_id] = known or JobState(job_id, "VANISHED")
             for job_id in no_code:
                 if job_id in ended:
@@ -479,6 +481,20 @@ class SlurmPoller(LoggingConfigurable):
         )
         why = f"its id is another account's job now (uid {other.uid}), SLURM gave it again (it lost its state)"
         return JobState(other.job_id, "VANISHED", reason=why)
+
+    def _forgotten(self, record: JobState) -> JobState:
+        """The end of a tracked job squeue does not list (``-t all``: slurmctld does not know
+        it) while its accounting ``record`` says it waits or runs: slurmctld forgot it
+        (restarted without its state) and slurmdbd never heard of its end (a "runaway job",
+        ``sacctmgr show runawayjobs``). Taken at its record's word it ran on in the hub
+        forever: its server taken for running, a batch job's slot held."""
+        self.log.warning(
+            "SLURM job %s is %s in sacct but unknown to squeue: slurmctld forgot it (a runaway job)",
+            record.job_id,
+            record.state,
+        )
+        why = f"slurmctld no longer knows it (its accounting record still says {record.state}: a runaway job)"
+        return JobState(record.job_id, "VANISHED", reason=why, node=record.node, start=record.start, uid=record.uid)
 
     async def command(self, argv: list[str], **kwargs: Any) -> CommandResult:
         self.stats["commands"] += 1

@@ -615,7 +615,7 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
 
     async def _make_output_dir(self) -> None:
         # (a hung disk holds a thread, not the hub)
-        await asyncio.to_thread(self.require_launch().make_folders)
+        await asyncio.to_thread(self.require_launch().make_folders, self.log)
         directory = os.path.dirname(self.output_path())
         log_dir = self._job_log_dir()
         if directory.startswith(log_dir + os.sep):
