@@ -2342,3 +2342,25 @@ async def test_a_batch_job_whose_account_went_away_while_it_waited_is_refused_al
     assert anns.reason.startswith("The launch was refused: User 'ann' has no system account"), anns.reason
     assert [launch.job_id for launch in runner.submitted] == [bens.id]
     await hub.pool.close()
+
+
+async def test_a_waiting_job_whose_type_is_no_longer_offered_fails_and_the_queue_goes_on(hub):
+    """A job type removed from the configuration (and the hub restarted) while a job of it
+    waited: the queue chose it, and its hand-over's check looked the type up by its name,
+    a KeyError, so the queue's step failed at each retry, for every user's job. The job
+    fails, saying why, and the others start."""
+    runner = FakeRunner()
+    hub.jobs.runners = {"local": runner}
+    hub.jobs.job_types = parse_job_types(
+        {"run": {"interactive": False, "cmd": ["true"]}, "old": {"interactive": False, "cmd": ["true"]}}, ["local"]
+    )
+    gone = hub.jobs.launch(workspace(hub), "old", None, {}, "ann").id
+    other = hub.jobs.launch(workspace(hub, "ben", "w2"), "run", None, {}, "ann").id
+    hub.jobs.job_types = {name: jt for name, jt in hub.jobs.job_types.items() if name != "old"}
+    batch, queue = batch_queue(hub, runner)
+    await queue.reconcile(0)
+    await batch._submits[other]
+    job = hub.db.get(Job, gone)
+    assert job.status == "failed" and "'old'" in job.reason
+    assert hub.db.get(Job, other).status == "running"
+    await hub.pool.close()
