@@ -2364,3 +2364,38 @@ async def test_a_waiting_job_whose_type_is_no_longer_offered_fails_and_the_queue
     assert job.status == "failed" and "'old'" in job.reason
     assert hub.db.get(Job, other).status == "running"
     await hub.pool.close()
+
+
+async def test_a_waiting_job_of_a_resource_no_longer_run_fails_and_can_be_cancelled(hub):
+    """A resource taken out of the configuration (and the hub restarted) while batch jobs
+    waited for it: the queue gave them no slot, for ever ("Waiting for its turn"), and a
+    cancel of one failed its step at each retry (its runner looked up first), the job
+    ``stopping`` for ever and its workspace undeletable. The queue refuses them, as a
+    hand-over refuses a job the hub no longer offers, and one cancelled first ends."""
+    runners = {"local": FakeRunner(), "other": FakeRunner()}
+    hub.jobs.runners = runners
+    hub.jobs.job_types = parse_job_types(
+        {"run": {"interactive": False, "cmd": ["true"], "resources": ["local", "other"]}}, ["local", "other"]
+    )
+    ws = workspace(hub)
+    waiting = [hub.jobs.launch(ws, "run", "other", {}, "ann").id for _ in range(2)]
+    cancelled = hub.jobs.launch(ws, "run", "other", {}, "ann")
+    local = hub.jobs.launch(ws, "run", "local", {}, "ann").id
+    # the hub restarted without "other"
+    hub.jobs.runners = {"local": runners["local"]}
+    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    batch, queue = batch_queue(hub, runners["local"])
+    steps = JobSteps(hub.jobs, hub.servers, hub.queue, hub.pool, log, batch=batch)
+    hub.jobs.stop(cancelled, "ann")
+    await steps.reconcile(cancelled.id)
+    assert hub.db.get(Job, cancelled.id).status == "cancelled"
+    await queue.reconcile(0)
+    await batch._submits[local]
+    for job_id in waiting:
+        job = hub.db.get(Job, job_id)
+        assert (job.status, job.reason) == (
+            "failed",
+            "The launch was refused: the hub no longer runs batch jobs on 'other'",
+        )
+    assert hub.db.get(Job, local).status == "running"
+    await hub.pool.close()

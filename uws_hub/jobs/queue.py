@@ -237,7 +237,7 @@ class QueueSteps:
 
     def _remember(self, waiting: list[Waiting], queued: set[int], started: set[int]) -> None:
         """Keep, once committed, the jobs of ``waiting`` just marked ``queued`` (not
-        started) and forget those ``started``."""
+        started) and forget those ``started`` (or refused)."""
         if self._queued is None:
             return
         for w in waiting:
@@ -269,6 +269,9 @@ class QueueSteps:
             return
         waiting = [Waiting(*row[:3]) for row in rows]
         fresh = {row[0] for row in rows if row[3] == JobStatus.pending.value}
+        # of a resource the hub no longer runs batch jobs on (taken out of its configuration
+        # while they waited): no slot would ever come, they are refused
+        refused = {w.job_id for w in waiting if w.resource not in room}
         owners = {w.owner_id for w in waiting}
         limits = {owner: self.user_limit(owner) for owner in owners}
         # no slot free anywhere (a burst): only the fresh jobs are marked queued, none starts
@@ -278,7 +281,7 @@ class QueueSteps:
         chosen = {job_id: now + timedelta(microseconds=i) for i, job_id in enumerate(plan)}
         # only the jobs that change are loaded, those not read whole already (the chosen of
         # those marked queued), in one query: a step is not O(every waiting job)
-        missing = sorted((set(chosen) | fresh) - loaded.keys())
+        missing = sorted((set(chosen) | fresh | refused) - loaded.keys())
         jobs = (
             {**loaded, **{job.id: job for job in self.db.scalars(self._queries.jobs, {"ids": missing})}}
             if missing
@@ -289,7 +292,10 @@ class QueueSteps:
             job = jobs.get(w.job_id)
             if job is None:
                 continue
-            if w.job_id in chosen:
+            if w.job_id in refused:
+                reason = f"The launch was refused: the hub no longer runs batch jobs on {w.resource!r}"
+                self.jobs.transition(job, JobStatus.failed, reason)
+            elif w.job_id in chosen:
                 job.submitted_at = chosen[w.job_id]
                 if job.status == JobStatus.pending.value:
                     self.jobs.transition(job, JobStatus.queued)
@@ -304,7 +310,7 @@ class QueueSteps:
         start = self.hand_over(started) if self.hand_over is not None else None
         self.db.commit()
         self._started(started, chosen)
-        self._remember(waiting, queued, set(chosen))
+        self._remember(waiting, queued, set(chosen) | refused)
         if start is not None:
             start()
             return
