@@ -640,6 +640,32 @@ def test_twenty_jobs_of_two_users_queue_fairly(qhub):
     assert abs(usage["core_hours"] * 3600 - ran) <= 1, (usage, ran)
 
 
+def test_a_waiting_job_whose_type_is_retired_fails_and_the_queue_goes_on(make_hub, system_users):
+    """A job type taken out of the configuration (the hub restarted) while a job of it
+    waited for a slot: when a slot freed, the queue chose it and its check failed on the
+    missing type, at each of the queue's retries, and no other job ever started. It fails
+    saying why, and the next job starts."""
+    config = QUEUE_CONFIG + "c.UWSHub.max_running_batch_jobs = 1\n"
+    retired = {**JOB_TYPES, "retired": JOB_TYPES["exit"]}
+    hub = make_hub(config + f"c.UWSHub.job_types = {retired!r}\n")
+    ann, ben = hub.add_user("uwsalice"), hub.add_user("uwsbob")
+    spaces = {t: hub.api("POST", "workspaces", t, json={"name": "retired"}, expect=201) for t in (ann, ben)}
+    release = f"/tmp/uws-retired-release-{uuid.uuid4().hex[:8]}"
+    runs = submit(hub, ann, spaces[ann], "wait", file=release)
+    assert hub.wait_job(runs["id"], ann, {"running"} | TERMINAL)["status"] == "running"
+    old = submit(hub, ann, spaces[ann], "retired", code=0)
+    after = submit(hub, ben, spaces[ben], "exit", code=0)
+    assert hub.wait_job(after["id"], ben, {"queued"} | TERMINAL)["status"] == "queued"
+    hub.stop()
+    hub.config_file.write_text(hub.config_file.read_text() + f"c.UWSHub.job_types = {JOB_TYPES!r}\n")
+    hub.start()
+    open(release, "w").close()
+    assert finish(hub, ann, runs)["status"] == "completed"
+    failed = finish(hub, ann, old)
+    assert failed["status"] == "failed" and "Unknown job type 'retired'" in failed["reason"], failed
+    assert finish(hub, ben, after)["status"] == "completed"
+
+
 def parse(timestamp: str) -> datetime:
     return datetime.fromisoformat(timestamp.rstrip("Z"))
 
