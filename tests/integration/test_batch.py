@@ -369,6 +369,19 @@ def test_batch_jobs_run_beside_the_workspace_server_and_each_other(bhub, owner, 
     assert bhub.api("GET", f"workspaces/{ws['id']}", owner)["status"] == "idle"
 
 
+def test_a_workspace_is_not_deleted_under_its_running_batch_job(bhub, owner, ws):
+    """A workspace's delete while a batch job of it runs: a 409 that says which, not a
+    500, and once the job ended the workspace goes."""
+    release = f"/tmp/uws-batch-release-{uuid.uuid4().hex[:8]}"
+    job = submit(bhub, owner, ws, "wait", file=release)
+    assert bhub.wait_job(job["id"], owner, {"running"} | TERMINAL)["status"] == "running"
+    r = bhub.request("DELETE", f"workspaces/{ws['id']}", owner)
+    assert r.status_code == 409 and f"has a running job (id {job['id']})" in r.json()["message"], r.text
+    open(release, "w").close()
+    assert finish(bhub, owner, job)["status"] == "completed"
+    bhub.api("DELETE", f"workspaces/{ws['id']}", owner, expect=202)
+
+
 def test_deleting_a_finished_job_drops_its_log_and_keeps_its_results_unless_asked(bhub, owner, ws):
     running = submit(bhub, owner, ws, "sleep", seconds=30)
     r = bhub.request("DELETE", f"jobs/{running['id']}", owner)

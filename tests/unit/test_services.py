@@ -2399,3 +2399,21 @@ async def test_a_waiting_job_of_a_resource_no_longer_run_fails_and_can_be_cancel
         )
     assert hub.db.get(Job, local).status == "running"
     await hub.pool.close()
+
+
+async def test_a_workspace_with_a_batch_job_waiting_or_running_is_not_deleted(hub):
+    """Deleting a workspace is refused (409) while a job of it is unfinished; only its
+    interactive job was looked for: with a batch job waiting or running the status
+    change raised (a 500), and a workspace in ``error`` went to ``deleting`` under it."""
+    hub.jobs.runners = {"local": FakeRunner()}
+    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    ws = workspace(hub)
+    job = hub.jobs.launch(ws, "run", None, {}, "ann")
+    for status in ("active", "error"):
+        ws.status = status
+        hub.db.commit()
+        with pytest.raises(Conflict, match=f"has a pending job \\(id {job.id}\\)"):
+            hub.workspaces.delete(ws, "ann")
+        hub.db.rollback()
+        assert (ws.target, ws.status) == ("ready", status)
+    await hub.pool.close()
