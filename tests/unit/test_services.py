@@ -2417,3 +2417,42 @@ async def test_a_workspace_with_a_batch_job_waiting_or_running_is_not_deleted(hu
         hub.db.rollback()
         assert (ws.target, ws.status) == ("ready", status)
     await hub.pool.close()
+
+
+async def test_a_job_queued_in_a_step_whose_commit_raised_starts_after_the_next_scan(hub, monkeypatch):
+    """The queue keeps the jobs it marked queued once its commit returned. A commit that
+    went through and raised all the same (the connection lost on its answer) left a job
+    queued that the queue did not know of: it never started, slots free, until a restart.
+    Each scan of the reconciler has the queue's next step read the whole queue again."""
+    runner = FakeRunner()
+    hub.jobs.runners = {"local": runner}
+    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    ws = workspace(hub)
+    running = [hub.jobs.launch(ws, "run", None, {}, "ann").id for _ in range(2)]
+    batch, queue = batch_queue(hub, runner)  # 2 slots
+    steps = JobSteps(hub.jobs, hub.servers, hub.queue, hub.pool, log, batch=batch)
+    await queue.reconcile(0)
+    for task in list(batch._submits.values()):
+        await task
+    late = hub.jobs.launch(ws, "run", None, {}, "ann").id
+    commit = hub.db.commit
+
+    def commit_then_raise():
+        commit()
+        monkeypatch.setattr(hub.db, "commit", commit)
+        raise OSError("connection lost")
+
+    monkeypatch.setattr(hub.db, "commit", commit_then_raise)
+    with pytest.raises(OSError):
+        await queue.reconcile(0)
+    hub.db.rollback()  # as the reconciler does
+    assert hub.db.get(Job, late).status == "queued"
+    for job_id in running:
+        runner.ended.add(job_id)
+        await steps.reconcile(job_id)
+    await queue.reconcile(0)
+    await queue.after_scan()
+    await queue.reconcile(0)
+    await batch._submits[late]
+    assert hub.db.get(Job, late).status == "running"
+    await hub.pool.close()

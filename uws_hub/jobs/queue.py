@@ -24,7 +24,8 @@ jobs it marked ``queued`` that still wait (only the queue does: a job enters
 the queue ``pending``), by owner and resource in launch order, and reads of
 them only the first few of each (as many as there are free slots), checked
 in one query, besides the fresh ones (``pending``). A restarted hub's first
-step reads the whole queue, as does every step while a resource has no limit.
+step reads the whole queue, as do the first after each of the reconciler's
+scans and every step while a resource has no limit.
 """
 
 from __future__ import annotations
@@ -186,7 +187,11 @@ class QueueSteps:
         return [QUEUE_KEY[1]] if waiting is not None else []
 
     async def after_scan(self) -> None:
-        pass
+        """The next step reads the whole queue again, as the first does: what the queue keeps
+        of it is repaired within a scan, as the reconciler repairs everything else (a job
+        marked queued by a commit that went through and raised, not kept, waited for ever).
+        Once a scan, not at every step: a burst's cost stays that of its size."""
+        self._queued = None
 
     def _waiting_rows(self, window: int | None) -> tuple[list, dict[int, Job]]:
         """The waiting jobs (id, owner, resource, status) in launch order that the plan
@@ -196,7 +201,8 @@ class QueueSteps:
         ``window`` of each owner and resource that this queue knows of are checked, in one
         query (a step read and ranked every waiting job, hundreds in a burst, at each of
         its steps: a burst cost the square of its size). The whole queue is read when
-        ``window`` is None (a resource without limit), and by the first step.
+        ``window`` is None (a resource without limit), by the first step and by the
+        first after each scan.
 
         With them, the rows of those of them read whole (the fresh ones, which the step
         changes all: read once, not read for their ids and then loaded)."""
