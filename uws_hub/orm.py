@@ -341,6 +341,17 @@ class Job(Base):
         )
 
     @classmethod
+    def oldest_unfinished_in(cls, db: Session, workspace_id: int) -> Job | None:
+        """The workspace's oldest unfinished job of either kind (its batch jobs as well as
+        its interactive one: a workspace with any is not deleted under them), if any."""
+        return db.scalar(
+            select(cls)
+            .where(cls.workspace_id == workspace_id, cls.status.in_(sorted(_ACTIVE_VALUES)))
+            .order_by(cls.id)
+            .limit(1)
+        )
+
+    @classmethod
     def any_unfinished_in(cls, db: Session, workspace_id: int, excluding: Job | None = None) -> bool:
         """Whether the workspace has an unfinished job of either kind but ``excluding``, as
         the session sees it, without flushing it: the workspace's jobs the session added,

@@ -369,6 +369,19 @@ def test_batch_jobs_run_beside_the_workspace_server_and_each_other(bhub, owner, 
     assert bhub.api("GET", f"workspaces/{ws['id']}", owner)["status"] == "idle"
 
 
+def test_a_workspace_is_not_deleted_under_its_running_batch_job(bhub, owner, ws):
+    """A workspace's delete while a batch job of it runs: a 409 that says which, not a
+    500, and once the job ended the workspace goes."""
+    release = f"/tmp/uws-batch-release-{uuid.uuid4().hex[:8]}"
+    job = submit(bhub, owner, ws, "wait", file=release)
+    assert bhub.wait_job(job["id"], owner, {"running"} | TERMINAL)["status"] == "running"
+    r = bhub.request("DELETE", f"workspaces/{ws['id']}", owner)
+    assert r.status_code == 409 and f"has a running job (id {job['id']})" in r.json()["message"], r.text
+    open(release, "w").close()
+    assert finish(bhub, owner, job)["status"] == "completed"
+    bhub.api("DELETE", f"workspaces/{ws['id']}", owner, expect=202)
+
+
 def test_deleting_a_finished_job_drops_its_log_and_keeps_its_results_unless_asked(bhub, owner, ws):
     running = submit(bhub, owner, ws, "sleep", seconds=30)
     r = bhub.request("DELETE", f"jobs/{running['id']}", owner)
@@ -638,6 +651,32 @@ def test_twenty_jobs_of_two_users_queue_fairly(qhub):
     usage = qhub.api("GET", "quotas/uwsbob", ben, expect=200)["usage"]
     ran = sum((parse(j["finished_at"]) - parse(j["running_at"])).total_seconds() * 2 for j in done[ben])
     assert abs(usage["core_hours"] * 3600 - ran) <= 1, (usage, ran)
+
+
+def test_a_waiting_job_whose_type_is_retired_fails_and_the_queue_goes_on(make_hub, system_users):
+    """A job type taken out of the configuration (the hub restarted) while a job of it
+    waited for a slot: when a slot freed, the queue chose it and its check failed on the
+    missing type, at each of the queue's retries, and no other job ever started. It fails
+    saying why, and the next job starts."""
+    config = QUEUE_CONFIG + "c.UWSHub.max_running_batch_jobs = 1\n"
+    retired = {**JOB_TYPES, "retired": JOB_TYPES["exit"]}
+    hub = make_hub(config + f"c.UWSHub.job_types = {retired!r}\n")
+    ann, ben = hub.add_user("uwsalice"), hub.add_user("uwsbob")
+    spaces = {t: hub.api("POST", "workspaces", t, json={"name": "retired"}, expect=201) for t in (ann, ben)}
+    release = f"/tmp/uws-retired-release-{uuid.uuid4().hex[:8]}"
+    runs = submit(hub, ann, spaces[ann], "wait", file=release)
+    assert hub.wait_job(runs["id"], ann, {"running"} | TERMINAL)["status"] == "running"
+    old = submit(hub, ann, spaces[ann], "retired", code=0)
+    after = submit(hub, ben, spaces[ben], "exit", code=0)
+    assert hub.wait_job(after["id"], ben, {"queued"} | TERMINAL)["status"] == "queued"
+    hub.stop()
+    hub.config_file.write_text(hub.config_file.read_text() + f"c.UWSHub.job_types = {JOB_TYPES!r}\n")
+    hub.start()
+    open(release, "w").close()
+    assert finish(hub, ann, runs)["status"] == "completed"
+    failed = finish(hub, ann, old)
+    assert failed["status"] == "failed" and "Unknown job type 'retired'" in failed["reason"], failed
+    assert finish(hub, ben, after)["status"] == "completed"
 
 
 def parse(timestamp: str) -> datetime:

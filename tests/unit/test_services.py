@@ -2342,3 +2342,117 @@ async def test_a_batch_job_whose_account_went_away_while_it_waited_is_refused_al
     assert anns.reason.startswith("The launch was refused: User 'ann' has no system account"), anns.reason
     assert [launch.job_id for launch in runner.submitted] == [bens.id]
     await hub.pool.close()
+
+
+async def test_a_waiting_job_whose_type_is_no_longer_offered_fails_and_the_queue_goes_on(hub):
+    """A job type removed from the configuration (and the hub restarted) while a job of it
+    waited: the queue chose it, and its hand-over's check looked the type up by its name,
+    a KeyError, so the queue's step failed at each retry, for every user's job. The job
+    fails, saying why, and the others start."""
+    runner = FakeRunner()
+    hub.jobs.runners = {"local": runner}
+    hub.jobs.job_types = parse_job_types(
+        {"run": {"interactive": False, "cmd": ["true"]}, "old": {"interactive": False, "cmd": ["true"]}}, ["local"]
+    )
+    gone = hub.jobs.launch(workspace(hub), "old", None, {}, "ann").id
+    other = hub.jobs.launch(workspace(hub, "ben", "w2"), "run", None, {}, "ann").id
+    hub.jobs.job_types = {name: jt for name, jt in hub.jobs.job_types.items() if name != "old"}
+    batch, queue = batch_queue(hub, runner)
+    await queue.reconcile(0)
+    await batch._submits[other]
+    job = hub.db.get(Job, gone)
+    assert job.status == "failed" and "'old'" in job.reason
+    assert hub.db.get(Job, other).status == "running"
+    await hub.pool.close()
+
+
+async def test_a_waiting_job_of_a_resource_no_longer_run_fails_and_can_be_cancelled(hub):
+    """A resource taken out of the configuration (and the hub restarted) while batch jobs
+    waited for it: the queue gave them no slot, for ever ("Waiting for its turn"), and a
+    cancel of one failed its step at each retry (its runner looked up first), the job
+    ``stopping`` for ever and its workspace undeletable. The queue refuses them, as a
+    hand-over refuses a job the hub no longer offers, and one cancelled first ends."""
+    runners = {"local": FakeRunner(), "other": FakeRunner()}
+    hub.jobs.runners = runners
+    hub.jobs.job_types = parse_job_types(
+        {"run": {"interactive": False, "cmd": ["true"], "resources": ["local", "other"]}}, ["local", "other"]
+    )
+    ws = workspace(hub)
+    waiting = [hub.jobs.launch(ws, "run", "other", {}, "ann").id for _ in range(2)]
+    cancelled = hub.jobs.launch(ws, "run", "other", {}, "ann")
+    local = hub.jobs.launch(ws, "run", "local", {}, "ann").id
+    # the hub restarted without "other"
+    hub.jobs.runners = {"local": runners["local"]}
+    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    batch, queue = batch_queue(hub, runners["local"])
+    steps = JobSteps(hub.jobs, hub.servers, hub.queue, hub.pool, log, batch=batch)
+    hub.jobs.stop(cancelled, "ann")
+    await steps.reconcile(cancelled.id)
+    assert hub.db.get(Job, cancelled.id).status == "cancelled"
+    await queue.reconcile(0)
+    await batch._submits[local]
+    for job_id in waiting:
+        job = hub.db.get(Job, job_id)
+        assert (job.status, job.reason) == (
+            "failed",
+            "The launch was refused: the hub no longer runs batch jobs on 'other'",
+        )
+    assert hub.db.get(Job, local).status == "running"
+    await hub.pool.close()
+
+
+async def test_a_workspace_with_a_batch_job_waiting_or_running_is_not_deleted(hub):
+    """Deleting a workspace is refused (409) while a job of it is unfinished; only its
+    interactive job was looked for: with a batch job waiting or running the status
+    change raised (a 500), and a workspace in ``error`` went to ``deleting`` under it."""
+    hub.jobs.runners = {"local": FakeRunner()}
+    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    ws = workspace(hub)
+    job = hub.jobs.launch(ws, "run", None, {}, "ann")
+    for status in ("active", "error"):
+        ws.status = status
+        hub.db.commit()
+        with pytest.raises(Conflict, match=f"has a pending job \\(id {job.id}\\)"):
+            hub.workspaces.delete(ws, "ann")
+        hub.db.rollback()
+        assert (ws.target, ws.status) == ("ready", status)
+    await hub.pool.close()
+
+
+async def test_a_job_queued_in_a_step_whose_commit_raised_starts_after_the_next_scan(hub, monkeypatch):
+    """The queue keeps the jobs it marked queued once its commit returned. A commit that
+    went through and raised all the same (the connection lost on its answer) left a job
+    queued that the queue did not know of: it never started, slots free, until a restart.
+    Each scan of the reconciler has the queue's next step read the whole queue again."""
+    runner = FakeRunner()
+    hub.jobs.runners = {"local": runner}
+    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    ws = workspace(hub)
+    running = [hub.jobs.launch(ws, "run", None, {}, "ann").id for _ in range(2)]
+    batch, queue = batch_queue(hub, runner)  # 2 slots
+    steps = JobSteps(hub.jobs, hub.servers, hub.queue, hub.pool, log, batch=batch)
+    await queue.reconcile(0)
+    for task in list(batch._submits.values()):
+        await task
+    late = hub.jobs.launch(ws, "run", None, {}, "ann").id
+    commit = hub.db.commit
+
+    def commit_then_raise():
+        commit()
+        monkeypatch.setattr(hub.db, "commit", commit)
+        raise OSError("connection lost")
+
+    monkeypatch.setattr(hub.db, "commit", commit_then_raise)
+    with pytest.raises(OSError):
+        await queue.reconcile(0)
+    hub.db.rollback()  # as the reconciler does
+    assert hub.db.get(Job, late).status == "queued"
+    for job_id in running:
+        runner.ended.add(job_id)
+        await steps.reconcile(job_id)
+    await queue.reconcile(0)
+    await queue.after_scan()
+    await queue.reconcile(0)
+    await batch._submits[late]
+    assert hub.db.get(Job, late).status == "running"
+    await hub.pool.close()

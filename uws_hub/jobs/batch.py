@@ -112,9 +112,8 @@ class BatchSteps:
             self._release_if_ended(job)
 
     async def _reconcile(self, job: Job) -> None:
-        runner = self.runners[job.resource]
         if job.target == JobTarget.stopped.value:
-            await self._stop(job, runner)
+            await self._stop(job)
             return
         if job.target == JobTarget.held.value:
             return  # not yet asked to run (JobService.run lets it into the queue)
@@ -122,6 +121,7 @@ class BatchSteps:
             # waiting for a slot: the queue decides (and wakes the job)
             self.jobs.wake_queue()
             return
+        runner = self.runners[job.resource]
         submit = self._submits.get(job.id)
         if submit is not None:
             if not submit.done():
@@ -276,7 +276,9 @@ class BatchSteps:
         write_changes_at_once(self.db, job)
         self.db.commit()
 
-    async def _stop(self, job: Job, runner: BatchRunner) -> None:
+    async def _stop(self, job: Job) -> None:
+        """Stop the job; one never handed over ends without its runner (its resource may be
+        gone from the configuration since its launch)."""
         if job.status != JobStatus.stopping.value:
             self.jobs.transition(job, JobStatus.stopping, job.reason)
             self.db.commit()
@@ -288,6 +290,7 @@ class BatchSteps:
             self.jobs.transition(job, JobStatus(job.outcome or JobStatus.cancelled.value))
             self.db.commit()
             return
+        runner = self.runners[job.resource]
         launch = self._launch(job)
         state = await runner.state(launch, job.resource_id, lambda: self.jobs.wake(job.id))
         self._found(job, state, launch.resource_uid)

@@ -24,7 +24,8 @@ jobs it marked ``queued`` that still wait (only the queue does: a job enters
 the queue ``pending``), by owner and resource in launch order, and reads of
 them only the first few of each (as many as there are free slots), checked
 in one query, besides the fresh ones (``pending``). A restarted hub's first
-step reads the whole queue, as does every step while a resource has no limit.
+step reads the whole queue, as do the first after each of the reconciler's
+scans and every step while a resource has no limit.
 """
 
 from __future__ import annotations
@@ -186,7 +187,11 @@ class QueueSteps:
         return [QUEUE_KEY[1]] if waiting is not None else []
 
     async def after_scan(self) -> None:
-        pass
+        """The next step reads the whole queue again, as the first does: what the queue keeps
+        of it is repaired within a scan, as the reconciler repairs everything else (a job
+        marked queued by a commit that went through and raised, not kept, waited for ever).
+        Once a scan, not at every step: a burst's cost stays that of its size."""
+        self._queued = None
 
     def _waiting_rows(self, window: int | None) -> tuple[list, dict[int, Job]]:
         """The waiting jobs (id, owner, resource, status) in launch order that the plan
@@ -196,7 +201,8 @@ class QueueSteps:
         ``window`` of each owner and resource that this queue knows of are checked, in one
         query (a step read and ranked every waiting job, hundreds in a burst, at each of
         its steps: a burst cost the square of its size). The whole queue is read when
-        ``window`` is None (a resource without limit), and by the first step.
+        ``window`` is None (a resource without limit), by the first step and by the
+        first after each scan.
 
         With them, the rows of those of them read whole (the fresh ones, which the step
         changes all: read once, not read for their ids and then loaded)."""
@@ -237,7 +243,7 @@ class QueueSteps:
 
     def _remember(self, waiting: list[Waiting], queued: set[int], started: set[int]) -> None:
         """Keep, once committed, the jobs of ``waiting`` just marked ``queued`` (not
-        started) and forget those ``started``."""
+        started) and forget those ``started`` (or refused)."""
         if self._queued is None:
             return
         for w in waiting:
@@ -269,6 +275,9 @@ class QueueSteps:
             return
         waiting = [Waiting(*row[:3]) for row in rows]
         fresh = {row[0] for row in rows if row[3] == JobStatus.pending.value}
+        # of a resource the hub no longer runs batch jobs on (taken out of its configuration
+        # while they waited): no slot would ever come, they are refused
+        refused = {w.job_id for w in waiting if w.resource not in room}
         owners = {w.owner_id for w in waiting}
         limits = {owner: self.user_limit(owner) for owner in owners}
         # no slot free anywhere (a burst): only the fresh jobs are marked queued, none starts
@@ -278,7 +287,7 @@ class QueueSteps:
         chosen = {job_id: now + timedelta(microseconds=i) for i, job_id in enumerate(plan)}
         # only the jobs that change are loaded, those not read whole already (the chosen of
         # those marked queued), in one query: a step is not O(every waiting job)
-        missing = sorted((set(chosen) | fresh) - loaded.keys())
+        missing = sorted((set(chosen) | fresh | refused) - loaded.keys())
         jobs = (
             {**loaded, **{job.id: job for job in self.db.scalars(self._queries.jobs, {"ids": missing})}}
             if missing
@@ -289,7 +298,10 @@ class QueueSteps:
             job = jobs.get(w.job_id)
             if job is None:
                 continue
-            if w.job_id in chosen:
+            if w.job_id in refused:
+                reason = f"The launch was refused: the hub no longer runs batch jobs on {w.resource!r}"
+                self.jobs.transition(job, JobStatus.failed, reason)
+            elif w.job_id in chosen:
                 job.submitted_at = chosen[w.job_id]
                 if job.status == JobStatus.pending.value:
                     self.jobs.transition(job, JobStatus.queued)
@@ -304,7 +316,7 @@ class QueueSteps:
         start = self.hand_over(started) if self.hand_over is not None else None
         self.db.commit()
         self._started(started, chosen)
-        self._remember(waiting, queued, set(chosen))
+        self._remember(waiting, queued, set(chosen) | refused)
         if start is not None:
             start()
             return

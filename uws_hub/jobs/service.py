@@ -402,7 +402,11 @@ class JobService:
         return runner.granted_time_limit(limit) if limit and runner is not None else limit
 
     def launch_request(self, job: Job) -> LaunchRequest:
-        return LaunchRequest(job.workspace, self.job_types[job.job_type], job.resource, dict(job.resources), job)
+        """The launch checks' request for a job launched before, checked again at its start: its
+        type and resource as offered now, a 422 if no longer (removed from the configuration
+        while the job waited; a KeyError here failed the fair queue's step for every job)."""
+        job_type, resource = pick(self.job_types, job.job_type, job.resource)
+        return LaunchRequest(job.workspace, job_type, resource, dict(job.resources), job)
 
     def launch_for(self, job: Job) -> WorkspaceLaunch:
         """What the spawner needs to run ``job`` (command, directory, account, env): it runs

@@ -299,9 +299,9 @@ class WorkspaceService:
     # ---------------------------------------------------------------- delete
     def delete(self, ws: Workspace, actor: str) -> Workspace:
         """Ask for the workspace to be deleted (target ``deleted``, status ``deleting``);
-        refused while a job is unfinished. Returns at once: the reconciler deletes it
-        (:mod:`uws_hub.workspaces.reconcile`), after a hub restart too."""
-        active = Job.active_in(self.db, ws.id)
+        refused while a job of either kind is unfinished. Returns at once: the reconciler
+        deletes it (:mod:`uws_hub.workspaces.reconcile`), after a hub restart too."""
+        active = Job.oldest_unfinished_in(self.db, ws.id)
         if active is not None:
             raise Conflict(
                 f"Workspace {ws.slug!r} has a {active.status} job (id {active.id});"
