@@ -747,17 +747,31 @@ def test_an_editor_who_leaves_the_editing_group_has_their_jobs_stopped(ehub):
     ), job
 
 
-def test_deleting_an_editor_stops_their_jobs_before_they_could_count_as_the_owners(ehub):
-    """A deleted user's jobs lose their launcher (``ON DELETE SET NULL``: then they count as
-    the owner's); so they are stopped in the same commit, never started (or started again)
-    as the owner. The owner's job runs on. (Last: the editor is gone afterwards.)"""
+def test_an_editor_with_jobs_under_way_is_not_deleted_and_their_held_ones_are_cancelled(ehub):
+    """An editor's jobs in another's workspace run as their account: while one is under way
+    (running, or waiting for a slot) deleting the editor is refused (409) and changes
+    nothing. Once they ended it is done; a held UWS job of theirs there (never asked to run)
+    loses its launcher (``ON DELETE SET NULL``: then it counts as the owner's), so it is
+    cancelled in the same commit, never started as the owner. The owner's job runs on.
+    (Last: the editor is gone afterwards.)"""
     ws, carols, alices = editor_and_owner_jobs(ehub)
     alice = ehub.tokens[OWNER]
-    ehub.api("DELETE", f"users/{EDITOR}", expect=204)
+    held = create(session(EDITOR, ehub.tokens[EDITOR]), ehub, "who", WORKSPACE=str(ws["id"])).rsplit("/", 1)[1]
+    r = ehub.request("DELETE", f"users/{EDITOR}", ehub.admin_token)
+    assert r.status_code == 409, r.text
+    assert r.json()["message"] == (
+        f"{EDITOR}'s jobs that have not ended: 2 (ids {carols[0]['id']}, {carols[1]['id']});"
+        " stop or cancel them first, then delete the user."
+    )
+    assert ehub.api("GET", f"jobs/{carols[0]['id']}", alice, expect=200)["status"] == "running"
+    assert ehub.api("GET", f"jobs/{held}", alice, expect=200)["status"] == "pending"
     for job in carols:
-        job = ehub.wait_job(job["id"], alice, ENDED, timeout=60)
-        assert (job["status"], job["reason"]) == ("cancelled", f"stopped: {EDITOR}'s account was deleted"), job
-    assert job["running_at"] is None, job  # the waiting one never ran, as anyone
+        ehub.api("POST", f"jobs/{job['id']}/stop", ehub.tokens[EDITOR], expect=202)
+        ehub.wait_job(job["id"], alice, ENDED, timeout=60)
+    ehub.api("DELETE", f"users/{EDITOR}", expect=204)
+    job = ehub.wait_job(held, alice, ENDED, timeout=60)
+    assert (job["status"], job["reason"]) == ("cancelled", f"stopped: {EDITOR}'s account was deleted"), job
+    assert job["running_at"] is None, job
     assert ehub.api("GET", f"jobs/{alices['id']}", alice, expect=200)["status"] == "running"
     ehub.api("POST", f"jobs/{alices['id']}/stop", alice, expect=202)
     ehub.wait_job(alices["id"], alice, ENDED, timeout=60)

@@ -57,8 +57,7 @@ def test_a_user_whose_server_runs_is_not_deleted_half_way(hub, throwaway):
     r = hub.request("DELETE", f"users/{throwaway}", hub.admin_token)
     assert r.status_code == 409, r.text
     assert r.json()["message"] == (
-        f"{throwaway}'s workspaces have servers that have not ended (jobs {job['id']});"
-        " stop them before deleting the user."
+        f"{throwaway}'s jobs that have not ended: 1 (ids {job['id']}); stop or cancel them first, then delete the user."
     )
     # nothing of the user went: the account, the user, the server
     assert hub.api("GET", f"accounts/{throwaway}", expect=200)["username"] == throwaway
@@ -71,6 +70,39 @@ def test_a_user_whose_server_runs_is_not_deleted_half_way(hub, throwaway):
     hub.api("DELETE", f"users/{throwaway}", expect=204)
     assert hub.request("GET", f"accounts/{throwaway}", hub.admin_token).status_code == 404
     assert hub.request("GET", f"users/{throwaway}", hub.admin_token).status_code == 404
+
+
+def test_a_user_whose_batch_job_runs_is_not_deleted_under_it(make_hub, throwaway):
+    """A user's jobs go with them (``ON DELETE CASCADE``): a local batch job's process ran
+    on as their account, unseen by the hub, writing its log where the deletion had just
+    set it aside. Refused (409, saying which jobs), the delete changes nothing: the job
+    runs on, its log in its place; once it has ended, the user and its log go."""
+    hub = make_hub(
+        MULTIUSER_CONFIG
+        + 'c.UWSHub.job_types["sleeper"] = {"interactive": False, "cmd": ["sh", "-c", "echo started; exec sleep 600"]}\n'
+    )
+    token = hub.add_user(throwaway)
+    job = launch(hub, token, job_type="sleeper")
+    assert hub.wait_job(job["id"], token, {"running"} | ENDED, timeout=60)["status"] == "running"
+    log = hub.workdir / "uws-job-logs" / f"job-{job['id']}.log"
+    wait_for(lambda: log.exists() and log.read_text() == "started\n", 30, what="the job's output")
+    r = hub.request("DELETE", f"users/{throwaway}", hub.admin_token)
+    assert r.status_code == 409, r.text
+    assert r.json()["message"] == (
+        f"{throwaway}'s jobs that have not ended: 1 (ids {job['id']}); stop or cancel them first, then delete the user."
+    )
+    assert hub.api("GET", f"jobs/{job['id']}", token, expect=200)["status"] == "running"
+    sleeping = subprocess.run(["pgrep", "-u", throwaway, "-x", "sleep"], capture_output=True, text=True)
+    assert sleeping.stdout.split(), "the job's process is gone"
+    assert log.read_text() == "started\n"
+    assert not list((hub.workspaces_root / ".deleted").glob(f"*-{throwaway}-*"))
+    hub.api("POST", f"jobs/{job['id']}/stop", token, expect=202)
+    assert hub.wait_job(job["id"], token, ENDED, timeout=60)["status"] == "cancelled"
+    hub.api("DELETE", f"users/{throwaway}", expect=204)
+    assert hub.request("GET", f"users/{throwaway}", hub.admin_token).status_code == 404
+    assert not os.path.lexists(log)
+    (entry,) = [p for p in (hub.workspaces_root / ".deleted").iterdir() if f"-{throwaway}-" in p.name]
+    assert (entry / "job-logs" / log.name).read_text() == "started\n"
 
 
 def test_sign_up_gives_nobody_a_system_account_without_an_admin(make_hub, throwaway):

@@ -1593,6 +1593,61 @@ def editor_job(hub, ws: Workspace, launcher: str) -> Job:
     return job
 
 
+@pytest.mark.parametrize("interactive", [False, True], ids=["batch", "interactive"])
+@pytest.mark.parametrize("whose", ["owned", "launched in another's workspace"])
+@pytest.mark.parametrize(
+    ("status", "target", "refused"),
+    [
+        ("pending", "held", False),
+        ("pending", "running", True),
+        ("queued", "running", True),
+        ("running", "running", True),
+        ("stopping", "stopped", True),
+        ("completed", "running", False),
+        ("failed", "running", False),
+        ("cancelled", "stopped", False),
+    ],
+)
+def test_a_user_with_a_job_under_way_is_not_deleted(hub, interactive, whose, status, target, refused):
+    """Deleting a user took their jobs' rows (``ON DELETE CASCADE``) while their processes
+    or SLURM jobs ran on, unseen by the hub, into folders the deletion had set aside: any
+    job of theirs (owned or launched) that may exist outside its row refuses the delete.
+    A held batch job (never asked to run) does not; an ended one does not."""
+    ws = workspace(hub, owner="ben" if whose != "owned" else "ann")
+    job = Job(
+        workspace=ws,
+        owner_id=ws.owner_id,
+        launcher_id=hub.users["ann"].id,
+        job_type="lab",
+        resource="local",
+        interactive=interactive,
+        status=status,
+        target=target,
+        server_name=ws.slug,
+        created_at=utcnow(),
+    )
+    hub.db.add(job)
+    hub.db.commit()
+    if refused:
+        with pytest.raises(Conflict) as e:
+            hub.jobs.check_user_deletable(hub.users["ann"])
+        assert str(e.value) == (
+            f"ann's jobs that have not ended: 1 (ids {job.id}); stop or cancel them first, then delete the user."
+        )
+    else:
+        hub.jobs.check_user_deletable(hub.users["ann"])
+
+
+def test_the_refusal_counts_the_users_jobs_under_way_and_no_one_elses(hub):
+    ws = workspace(hub)
+    jobs = [batch_job(ws, status) for status in ("running", "queued", "completed")]
+    hub.db.add_all(jobs)
+    hub.db.commit()
+    with pytest.raises(Conflict, match=rf"^ann's jobs that have not ended: 2 \(ids {jobs[0].id}, {jobs[1].id}\);"):
+        hub.jobs.check_user_deletable(hub.users["ann"])
+    hub.jobs.check_user_deletable(hub.users["ben"])
+
+
 @pytest.mark.parametrize("killer", ["sync", "worker"])
 def test_an_editor_revoked_while_a_kill_waits_for_the_posix_lock_is_stopped_not_killed(hub, monkeypatch, killer):
     """A former editor's running job is stopped (its end a stop, not a failure), and the

@@ -17,7 +17,7 @@ server and the rest of the server API stay JupyterHub's.
 narrowed for the API token of a server its owner did not launch, which an
 editor's code reads (:class:`ServerTokenMixin`, :class:`ActivityAPIHandler`).
 ``DELETE /hub/api/users/{name}`` (the admin panel's Delete User) is refused
-(``409``) while a server of the user's workspaces has not ended
+(``409``) while a job the user owns or launched has not ended
 (:meth:`~uws_hub.jobs.service.JobService.check_user_deletable`), and answers once
 what the user left on disk is set aside (:mod:`uws_hub.workspaces.former`).
 ``POST /hub/api/users``, ``POST /hub/api/users/{name}`` and a rename by ``PATCH``

@@ -29,7 +29,7 @@ from datetime import datetime
 from typing import Any
 
 from jupyterhub import orm as hub_orm
-from sqlalchemy import ColumnElement, bindparam, func, insert, select
+from sqlalchemy import ColumnElement, bindparam, func, insert, or_, select
 from sqlalchemy import event as sa_event
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
@@ -885,7 +885,9 @@ class JobService:
         """A JupyterHub user is being deleted: stop the unfinished jobs they launched in
         others' workspaces (they run as their account), before the database forgets who
         launched them (``ON DELETE SET NULL``, after which a job counts as its owner's and
-        must never start, or start again, as the owner)."""
+        must never start, or start again, as the owner). The delete is refused while one of
+        them is under way (:meth:`check_user_deletable`): left are the held ones, and one
+        launched between that check and this commit."""
         gone = users_being_deleted(db)
         if not gone:
             return
@@ -917,26 +919,33 @@ class JobService:
             self.wake(job_id)
 
     def check_user_deletable(self, user: hub_orm.User) -> None:
-        """Refuse (409) to delete a user whose workspaces have a server that has not ended.
+        """Refuse (409) to delete a user with a job that has not ended: one they own or
+        launched (as an editor in another's workspace), batch or interactive, pending (its
+        hand-over may be under way), queued, running or stopping. Refused first, the
+        delete changes nothing.
 
-        Each such server is a JupyterHub server of the user's, which JupyterHub's delete
-        cannot remove while it runs: it failed (a 500) half-way, after the authenticator
-        had forgotten the user (their local account deleted) and before the hub user,
-        their workspaces and the server were. Refused first, it changes nothing, as a
-        workspace with a server is refused (:meth:`WorkspaceService.delete`)."""
+        An owned job's row goes with the user (``ON DELETE CASCADE``): the hub forgot a
+        batch job whose process (local, as the account) or SLURM job ran on, writing into
+        the folders the deletion had just set aside (:mod:`uws_hub.workspaces.former`);
+        and JupyterHub cannot remove a server that runs (its delete failed half-way, a
+        500, after the authenticator had forgotten the user). Stopping them first is the
+        admin's choice, as for a workspace with a server (:meth:`WorkspaceService.delete`).
+        A held batch job (never asked to run: nothing of it exists outside its row) does
+        not count: it goes with the user, or is cancelled in the deletion's commit if it
+        is in another's workspace (:meth:`_before_flush`)."""
         ids = self.db.scalars(
             select(Job.id)
             .where(
-                Job.owner_id == user.id,
-                Job.interactive.is_(True),
+                or_(Job.owner_id == user.id, Job.launcher_id == user.id),
                 Job.status.in_([s.value for s in ACTIVE_JOB_STATUSES]),
+                ~((Job.status == JobStatus.pending.value) & (Job.target == JobTarget.held.value)),
             )
             .order_by(Job.id)
         ).all()
         if ids:
             raise Conflict(
-                f"{user.name}'s workspaces have servers that have not ended (jobs {', '.join(map(str, ids))});"
-                " stop them before deleting the user."
+                f"{user.name}'s jobs that have not ended: {len(ids)} (ids {', '.join(map(str, ids))});"
+                " stop or cancel them first, then delete the user."
             )
 
     def stop_launched_by(self, ws: Workspace, user_ids: set[int], actor: str) -> list[Job]:
