@@ -42,6 +42,10 @@ ADMIN_PASSWORD = "admin-password-for-tests"
 
 #: a job type's command for the minimal single-user server (tests/minimal_server.py)
 MINIMAL_CMD = [sys.executable, str(REPO / "tests" / "minimal_server.py")]
+
+#: seconds a reader of a download the hub cut off waits for the next piece (the proxy
+#: leaves it waiting: a read timeout); data that still flows comes at once
+READ_TIMEOUT_AFTER_A_CUT = 5
 #: Python that ends its process's first thread while a second sleeps on: the process looks
 #: ended (a zombie, to its ``/proc/<pid>/status``) and holds its groups all the same
 GHOST = (

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from ..helpers import MULTIUSER_CONFIG, declaring_length
+from ..helpers import MULTIUSER_CONFIG, READ_TIMEOUT_AFTER_A_CUT, declaring_length
 from ..hubutil import wait_for
 
 OUTSIDE = b"outside the workspace: never zipped"
@@ -293,8 +293,11 @@ def test_a_download_under_way_is_cut_off_once_its_reader_loses_the_workspace(mak
             f.write(block)
     size = (_socket_buffers_mib() + 16) * len(block)
     received = 0
-    # (the proxy leaves its reader waiting when the hub cuts a download off: a read timeout)
-    with hub.request("GET", files(ws["id"], what), minted["token"], stream=True, timeout=15) as r:
+    # (the proxy leaves its reader waiting when the hub cuts a download off: a read timeout,
+    # short, as data that still flows comes at once)
+    with hub.request(
+        "GET", files(ws["id"], what), minted["token"], stream=True, timeout=(15, READ_TIMEOUT_AFTER_A_CUT)
+    ) as r:
         assert r.status_code == 200, r.text
         chunks = r.iter_content(64 * 1024)
         received += len(next(chunks))  # the buffers between fill: the hub waits for the reader
