@@ -608,6 +608,15 @@ class FakeRunner:
         return RunState("running", started_at=utcnow())
 
 
+def offer_true_batch_jobs(hub, runner: FakeRunner | None = None) -> FakeRunner:
+    """The hub's one job type a ``true`` batch job ("run") on the resource ``local``,
+    run by ``runner`` (a new one if none): the runner."""
+    runner = runner or FakeRunner()
+    hub.jobs.runners = {"local": runner}
+    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    return runner
+
+
 def batch_queue(hub, runner: FakeRunner) -> tuple[BatchSteps, QueueSteps]:
     """The batch steps of ``runner`` (resource ``local``, 2 slots) and the queue that hands jobs over to it."""
     batch = BatchSteps(hub.jobs, {"local": runner}, hub.pool, log)
@@ -625,8 +634,7 @@ def batch_queue(hub, runner: FakeRunner) -> tuple[BatchSteps, QueueSteps]:
 async def handed_over_batch_job(hub, runner: FakeRunner):
     """A ``true`` batch job of a new workspace, launched and handed over to ``runner``
     by the queue: its id, its workspace, and the batch and job steps that follow it."""
-    hub.jobs.runners = {"local": runner}
-    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    offer_true_batch_jobs(hub, runner)
     ws = workspace(hub)
     job_id = hub.jobs.launch(ws, "run", None, {}, "ann").id
     batch, queue = batch_queue(hub, runner)
@@ -642,9 +650,7 @@ async def test_a_batch_job_is_stored_without_a_flush_and_its_rows_are_not_read_a
     From the hand-over to its end its row is held: the hand-over's end and its steps
     read no job row."""
     hub.db.expire_on_commit = False  # as JupyterHub's session (a commit reloads nothing)
-    runner = FakeRunner()
-    hub.jobs.runners = {"local": runner}
-    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    runner = offer_true_batch_jobs(hub)
     ws = workspace(hub)
     flushes: list[int] = []
     sa_event.listen(hub.db, "after_flush", lambda *_: flushes.append(1))
@@ -698,9 +704,7 @@ async def test_a_batch_jobs_launch_is_made_once_from_its_hand_over_to_its_end(hu
     handed: making it again (the account's look-up, the command's rendering) was a tenth
     of the step that records a short job's end. After a restart it is made again."""
     hub.db.expire_on_commit = False
-    runner = FakeRunner()
-    hub.jobs.runners = {"local": runner}
-    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    runner = offer_true_batch_jobs(hub)
     ws = workspace(hub)
     made: list[int] = []
     batch_launch = hub.jobs.batch_launch
@@ -733,9 +737,7 @@ async def test_the_queue_reads_the_slots_held_in_one_query_and_each_owners_last_
     jobs). The choices are the same: round-robin, ties to whoever started least
     recently; a restarted hub's queue reads the last starts again."""
     hub.db.expire_on_commit = False
-    runner = FakeRunner()
-    hub.jobs.runners = {"local": runner}
-    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    runner = offer_true_batch_jobs(hub)
     mine, bens = workspace(hub), workspace(hub, "ben", "w2")
     anns = [hub.jobs.launch(mine, "run", None, {}, "ann").id for _ in range(3)]
     ben_ids = [hub.jobs.launch(bens, "run", None, {}, "ben").id for _ in range(3)]
@@ -789,9 +791,7 @@ async def test_the_queue_counts_the_slots_held_without_reading_the_jobs_waiting(
     the jobs waiting (hundreds in a burst) with them. The jobs are indexed by status, kind
     and hand-over: the count reads the unfinished interactive jobs and the batch jobs
     handed over only."""
-    runner = FakeRunner()
-    hub.jobs.runners = {"local": runner}
-    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    runner = offer_true_batch_jobs(hub)
     hub.jobs.launch(workspace(hub), "run", None, {}, "ann")
     _, queue = batch_queue(hub, runner)
     asked: list[tuple[str, tuple]] = []
@@ -917,9 +917,7 @@ async def test_a_step_of_the_queue_does_no_more_work_for_a_longer_queue(hub):
     the next job (counted in SQLite's instructions) is now the same with 400 waiting as
     with 20 (without a core-hours quota: its check reads the owner's jobs of the period)."""
     hub.quotas.defaults = Limits(concurrent_jobs=2)
-    runner = FakeRunner()
-    hub.jobs.runners = {"local": runner}
-    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    runner = offer_true_batch_jobs(hub)
     ws = workspace(hub)
     batch, queue = batch_queue(hub, runner)  # 2 slots
     steps = JobSteps(hub.jobs, hub.servers, hub.queue, hub.pool, log, batch=batch)
@@ -964,8 +962,7 @@ def test_a_batch_launch_counts_its_owners_unfinished_jobs_without_reading_their_
     through the index of the owner alone, a burst of launches each costlier than the one
     before and an account's history making every launch slower. The jobs are indexed
     by owner, kind and status: the count is read in the index."""
-    hub.jobs.runners = {"local": FakeRunner()}
-    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    offer_true_batch_jobs(hub)
     hub.jobs.max_unfinished_batch_jobs = 3
     ws = workspace(hub)
     hub.db.add_all([batch_job(ws, "completed") for _ in range(3)])
@@ -996,9 +993,7 @@ async def test_a_batch_jobs_start_and_end_write_its_row_without_the_orms_flush(h
     by the commit's flush (two thirds of those commits). What is stored is what the flush
     stored; the workspace still goes idle with its last job, through the flush."""
     hub.db.expire_on_commit = False
-    runner = FakeRunner()
-    hub.jobs.runners = {"local": runner}
-    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    runner = offer_true_batch_jobs(hub)
     ws = workspace(hub)
     first, second = (hub.jobs.launch(ws, "run", None, {}, "ann").id for _ in range(2))
     batch, queue = batch_queue(hub, runner)
@@ -1029,9 +1024,7 @@ async def test_a_queue_step_writes_the_jobs_it_queues_and_starts_without_the_orm
     each job's row is written by an UPDATE of its own, not by the commit's flush (most of
     the step's commit). What is stored is what the flush stored."""
     hub.db.expire_on_commit = False
-    runner = FakeRunner()
-    hub.jobs.runners = {"local": runner}
-    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    runner = offer_true_batch_jobs(hub)
     ws = workspace(hub)
     ids = [hub.jobs.launch(ws, "run", None, {}, "ann").id for _ in range(3)]
     _, queue = batch_queue(hub, runner)  # 2 slots
@@ -1060,9 +1053,7 @@ async def test_a_queue_step_with_no_slot_free_reads_the_slots_held_and_the_fresh
     jobs queued. It read them, then loaded them by their ids; they are read once, as the
     rows it changes: two queries (the slots held, the fresh jobs) and each job's event and
     row written."""
-    runner = FakeRunner()
-    hub.jobs.runners = {"local": runner}
-    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    runner = offer_true_batch_jobs(hub)
     ws = workspace(hub)
     for _ in range(3):
         hub.jobs.launch(ws, "run", None, {}, "ann")
@@ -1108,9 +1099,7 @@ async def test_an_editors_batch_job_is_handed_over_after_a_kill_of_the_workspace
     kill of the workspace's strays is under way; the owner's, in the same workspace, does not."""
     sharing, fakes = posix_sharing(hub, monkeypatch, {})
     monkeypatch.setattr(hub.jobs, "posix_group_prefix", "uws-ws-")
-    runner = FakeRunner()
-    hub.jobs.runners = {"local": runner}
-    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    runner = offer_true_batch_jobs(hub)
     ws = workspace(hub)
     sharing.share(ws, "editor", "ann", user=hub.users["ben"])
     await sharing.apply_posix(ws)
@@ -2363,9 +2352,7 @@ async def test_the_output_of_a_batch_job_never_handed_over_is_empty_without_rend
     """A batch job's log file is stored at its hand-over to its runner: before it (queued,
     refused, cancelled while waiting) it printed nothing. Asking for its output renders no
     launch (its job type may be gone from the configuration since; no HOME is made)."""
-    runner = FakeRunner()
-    hub.jobs.runners = {"local": runner}
-    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    offer_true_batch_jobs(hub)
     job = hub.jobs.launch(workspace(hub), "run", None, {}, "ann")
     assert job.log_path is None
     hub.jobs.job_types = {}  # the hub restarted without it
@@ -2377,9 +2364,7 @@ async def test_a_batch_job_whose_account_went_away_while_it_waited_is_refused_al
     stored with the attempt): a refusal there (the launcher's system account gone while
     the job waited) fails that job, as the launch checks' refusals do; the queue's step
     hands the others over (it raised: every step of the queue failed, for everyone)."""
-    runner = FakeRunner()
-    hub.jobs.runners = {"local": runner}
-    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    runner = offer_true_batch_jobs(hub)
     anns = hub.jobs.launch(workspace(hub), "run", None, {}, "ann")
     bens = hub.jobs.launch(workspace(hub, "ben", "w2"), "run", None, {}, "ben")
     system_user = hub.jobs.accounts.system_user
@@ -2437,8 +2422,7 @@ async def test_a_waiting_job_of_a_resource_no_longer_run_fails_and_can_be_cancel
     cancelled = hub.jobs.launch(ws, "run", "other", {}, "ann")
     local = hub.jobs.launch(ws, "run", "local", {}, "ann").id
     # the hub restarted without "other"
-    hub.jobs.runners = {"local": runners["local"]}
-    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    offer_true_batch_jobs(hub, runners["local"])
     batch, queue = batch_queue(hub, runners["local"])
     steps = JobSteps(hub.jobs, hub.servers, hub.queue, hub.pool, log, batch=batch)
     hub.jobs.stop(cancelled, "ann")
@@ -2460,8 +2444,7 @@ async def test_a_workspace_with_a_batch_job_waiting_or_running_is_not_deleted(hu
     """Deleting a workspace is refused (409) while a job of it is unfinished; only its
     interactive job was looked for: with a batch job waiting or running the status
     change raised (a 500), and a workspace in ``error`` went to ``deleting`` under it."""
-    hub.jobs.runners = {"local": FakeRunner()}
-    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    offer_true_batch_jobs(hub)
     ws = workspace(hub)
     job = hub.jobs.launch(ws, "run", None, {}, "ann")
     for status in ("active", "error"):
@@ -2479,9 +2462,7 @@ async def test_a_job_queued_in_a_step_whose_commit_raised_starts_after_the_next_
     went through and raised all the same (the connection lost on its answer) left a job
     queued that the queue did not know of: it never started, slots free, until a restart.
     Each scan of the reconciler has the queue's next step read the whole queue again."""
-    runner = FakeRunner()
-    hub.jobs.runners = {"local": runner}
-    hub.jobs.job_types = parse_job_types({"run": {"interactive": False, "cmd": ["true"]}}, ["local"])
+    runner = offer_true_batch_jobs(hub)
     ws = workspace(hub)
     running = [hub.jobs.launch(ws, "run", None, {}, "ann").id for _ in range(2)]
     batch, queue = batch_queue(hub, runner)  # 2 slots
