@@ -225,6 +225,17 @@ class UWSAPIHandler(APIHandler):
 
         return check
 
+    async def send_piece(self, allowed: Callable[[], Awaitable[bool]], piece: bytes) -> bool:
+        """Send ``piece`` of a download if its reader may still read it (``allowed``, from
+        :meth:`rechecked`), else cut the download off: not ended, so that it fails (shorter
+        than its length) and never looks whole. Whether it was sent."""
+        if not await allowed():
+            self.request.connection.close()
+            return False
+        self.write(piece)
+        await self.flush()
+        return True
+
     def _record_activity(self, obj, timestamp=None):
         """JupyterHub's record of a user's (and token's) activity, but not for a recheck
         (:meth:`caller_unchanged`): a stream left open in a forgotten tab is no activity,

@@ -143,13 +143,9 @@ async def send_file(handler: UWSAPIHandler, ws: Workspace, relpath: str) -> None
         handler.set_header("ETag", etag(st))
         left = st.st_size  # as much as Content-Length says, if the file grows meanwhile
         while left and (chunk := await in_file_thread(f.read, min(CHUNK_BYTES, left))):
-            if not await allowed():
-                # cut off, not ended: the reader's download fails (shorter than its length)
-                handler.request.connection.close()
+            if not await handler.send_piece(allowed, chunk):
                 return
             left -= len(chunk)
-            handler.write(chunk)
-            await handler.flush()
     except iostream.StreamClosedError:
         return  # the client went away
     finally:
@@ -398,12 +394,8 @@ class WorkspaceFileAPIHandler(UWSAPIHandler):
         try:
             attachment(self, (os.path.basename(relpath.rstrip("/")) or ws.slug) + ".zip", "application/zip")
             while piece := await in_file_thread(stream.read):
-                if not await allowed():
-                    # cut off, not ended: the reader's download fails, no shorter zip
-                    self.request.connection.close()
+                if not await self.send_piece(allowed, piece):
                     return
-                self.write(piece)
-                await self.flush()
         except iostream.StreamClosedError:
             return  # the client went away
         finally:

@@ -126,12 +126,8 @@ async def send_log(
     allowed = handler.rechecked(lambda: handler.still_reads_output(job_id))
     try:
         async for data in logs.pieces(path, uid, start, end):
-            if not await allowed():
-                # cut off, not ended: the reader's download fails (shorter than its length)
-                handler.request.connection.close()
+            if not await handler.send_piece(allowed, data):
                 return
-            handler.write(data)
-            await handler.flush()
     except StreamClosedError:
         return  # the client stopped reading
     handler.finish()
