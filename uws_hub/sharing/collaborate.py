@@ -559,7 +559,11 @@ class ShareService:
                 if not has_group:
                     continue
             roles = [("owner", ws.owner_id), *(("editor", uid) for uid in sorted(editor_ids))]
-            named = [(role, uid, self.db.get_one(hub_orm.User, uid).name) for role, uid in roles]
+            users = [(role, uid, self.db.get(hub_orm.User, uid)) for role, uid in roles]
+            if users[0][2] is None:
+                continue  # its owner deleted since the grants were read: it goes with them
+            # (an editor deleted since holds nothing: a share sync raised, NoResultFound)
+            named = [(role, uid, user.name) for role, uid, user in users if user is not None]
             holders = frozenset((uid, name) for _, uid, name in named)
             if planned is not None and (plan := planned.get(ws.id)) is not None and plan.holders == holders:
                 plans[ws.id] = plan
