@@ -246,10 +246,11 @@ class WorkspaceLocalAuthenticator(PrintableNamesMixin):
 
         Anonymous requests (logins, sign-ups) share one line; each signed-in
         caller (a user admin's new accounts and passwords) has its own, so that
-        an anonymous flood does not refuse them. One more in a line is not made: the login form answers 429 "Too many login
-        attempts, try again shortly" (sign-up and the accounts API alike, the API
-        with ``Retry-After``), at once, rather than after a wait that grows with
-        the flood.
+        an anonymous flood does not refuse them. A check that finds its line full
+        is not made: the login form answers 429 "Too many login attempts, try
+        again shortly" (sign-up and the accounts API alike, the API with
+        ``Retry-After``), at once, rather than after a wait that grows with the
+        flood.
 
         .. versionadded:: 0.2
         """,
