@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from sqlalchemy import create_engine, text
 
 from .. import slurmutil
 from ..authutil import login
@@ -103,6 +104,79 @@ def test_a_user_whose_batch_job_runs_is_not_deleted_under_it(make_hub, throwaway
     assert not os.path.lexists(log)
     (entry,) = [p for p in (hub.workspaces_root / ".deleted").iterdir() if f"-{throwaway}-" in p.name]
     assert (entry / "job-logs" / log.name).read_text() == "started\n"
+
+
+GATED_DELETE = """
+import asyncio, os
+from uws_hub.authenticators.local import WorkspaceLocalAuthenticator
+
+class GatedDelete(WorkspaceLocalAuthenticator):
+    \"\"\"Deletes a user's account once the test opens the gate (a file it makes).\"\"\"
+
+    async def delete_user(self, user):
+        open({entered!r}, "w").close()
+        while not os.path.exists({gate!r}):
+            await asyncio.sleep(0.05)
+        return super().delete_user(user)
+
+c.JupyterHub.authenticator_class = GatedDelete
+"""
+
+
+def test_nothing_is_made_for_a_user_while_they_are_being_deleted(make_hub, throwaway, tmp_path):
+    """A user's delete is refused while a job of theirs runs, then awaits JupyterHub's
+    delete (their servers' stops, the authenticator) before its commit: a job launched
+    meanwhile (by them, by an editor in their workspace, by them as an editor elsewhere)
+    ran on untracked once its row went with them, a workspace made then was left on disk,
+    of their uid. Till the delete has finished, each is a 409, and nothing of theirs is left."""
+    entered, gate = tmp_path / "entered", tmp_path / "gate"
+    hub = make_hub(MULTIUSER_CONFIG + GATED_DELETE.format(entered=str(entered), gate=str(gate)))
+    token, bob = hub.add_user(throwaway), hub.add_user("uwsbob")
+    mine = hub.api("POST", "workspaces", token, json={"name": "research"}, expect=201)
+    bobs = hub.api("POST", "workspaces", bob, json={"name": "bobs"}, expect=201)
+    hub.api("POST", f"workspaces/{mine['id']}/shares", token, json={"user": "uwsbob", "level": "editor"}, expect=201)
+    hub.api("POST", f"workspaces/{bobs['id']}/shares", bob, json={"user": throwaway, "level": "editor"}, expect=201)
+    engine = create_engine(hub.db_url)
+    with engine.connect() as db:
+        user_id = db.scalar(text("SELECT id FROM users WHERE name = :n"), {"n": throwaway})
+
+    answered: list[requests.Response] = []
+    deleting = threading.Thread(
+        target=lambda: answered.append(hub.request("DELETE", f"users/{throwaway}", hub.admin_token))
+    )
+    deleting.start()
+    try:
+        wait_for(entered.exists, 30, what="the delete to reach the authenticator")
+        attempts = [
+            ("POST", f"workspaces/{mine['id']}/jobs", token, {"json": {"job_type": "echo"}}),
+            ("POST", f"workspaces/{mine['id']}/jobs", bob, {"json": {"job_type": "echo"}}),  # an editor's
+            ("POST", f"workspaces/{bobs['id']}/jobs", token, {"json": {"job_type": "echo"}}),  # as an editor
+            ("POST", f"users/{throwaway}/servers/{mine['slug']}", hub.admin_token, {}),  # JupyterHub's start
+            ("POST", "workspaces", token, {"json": {"name": "another"}}),
+            ("PUT", f"workspaces/{mine['id']}/files/data.txt", token, {"data": b"results"}),
+            ("PUT", f"workspaces/{mine['id']}/files/data.txt", bob, {"data": b"results"}),
+        ]
+        for method, path, caller, kw in attempts:
+            r = hub.request(method, path, caller, **kw)
+            assert (r.status_code, r.json().get("message")) == (409, f"{throwaway} is being deleted"), (path, r.text)
+        # others' own work goes on
+        hub.api("POST", f"workspaces/{bobs['id']}/jobs", bob, json={"job_type": "echo"}, expect=202)
+    finally:
+        gate.touch()
+        deleting.join(60)
+    assert answered[0].status_code == 204, answered[0].text
+    with engine.connect() as db:
+        for query in (
+            "SELECT count(*) FROM uws_jobs WHERE owner_id = :u OR launcher_id = :u",
+            "SELECT count(*) FROM uws_workspaces WHERE owner_id = :u",
+            "SELECT count(*) FROM uws_jobs WHERE workspace_id = :w",
+        ):
+            assert db.scalar(text(query), {"u": user_id, "w": bobs["id"]}) == (1 if ":w" in query else 0), query
+    engine.dispose()
+    assert not list((hub.workspaces_root / throwaway).glob("*"))
+    (entry,) = [p for p in (hub.workspaces_root / ".deleted").iterdir() if f"-{throwaway}-" in p.name]
+    assert os.listdir(entry / "workspaces") == [mine["slug"]]
+    assert os.listdir(entry / "workspaces" / mine["slug"]) == []
 
 
 def test_sign_up_gives_nobody_a_system_account_without_an_admin(make_hub, throwaway):

@@ -5,6 +5,7 @@ real hub: tests/integration/test_identity_over_time.py.)"""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -282,3 +283,91 @@ def test_logs_of_an_editors_jobs_in_others_workspaces_of_their_account_are_set_a
     assert sorted(os.listdir(logs)) == ["job-1.log", "job-3.log"]
     assert (root / "ann" / "w" / "data.txt").exists()
     assert db.scalar(select(Job.id).where(Job.log_path == str(logs / "job-2.log"))) is not None
+
+
+def test_a_record_cut_short_by_a_crash_is_never_found_half_written(setup, monkeypatch):
+    """The record is made in the deletion's commit: a hub stopped while writing it left an
+    empty or cut record, which every later start failed to read (and never set the user's
+    data aside). It is written aside and synced first, then linked to its name: a start
+    finds a whole record or none, and drops the half-written one."""
+    db, root, logs, owner = setup
+    former = former_users(root)
+    leftovers = Leftovers(owner.id, "ann", account_holder(owner), "1-ann-x", [("workspaces", str(root / "ann" / "w"))])
+    real_dump = json.dump
+
+    def cut_short(obj, f):
+        real_dump(obj, f)
+        f.flush()
+        os.ftruncate(f.fileno(), 7)
+        raise OSError("the hub stopped")
+
+    monkeypatch.setattr(json, "dump", cut_short)
+    with pytest.raises(OSError, match="the hub stopped"):
+        former._record(leftovers)
+    monkeypatch.undo()
+    assert pending(root) == []
+    # a record a stopped hub was writing (the unlink after the cut never ran)
+    (root / DELETED_FOLDER / ".2-ann-y.pending.writing").write_text('{"user_id": ')
+    former_users(root).finish_pending(db)
+    assert os.listdir(root / DELETED_FOLDER) == []
+    assert (root / "ann" / "w" / "data.txt").read_text() == "results"
+
+
+def test_a_record_is_synced_before_the_commit_and_never_replaces_another(setup, monkeypatch):
+    db, root, logs, owner = setup
+    synced: list[str] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd)))
+    former = former_users(root)
+    leftovers = Leftovers(owner.id, "ann", account_holder(owner), "1-ann-x", [("workspaces", str(root / "ann" / "w"))])
+    former._record(leftovers)
+    record = root / DELETED_FOLDER / "1-ann-x.pending"
+    # the record's content (written under the name it is linked from), then the folder
+    assert synced == [str(root / DELETED_FOLDER / ".1-ann-x.pending.writing"), str(root / DELETED_FOLDER)]
+    written = record.read_text()
+    assert json.loads(written)["entry"] == "1-ann-x"
+    with pytest.raises(FileExistsError):
+        former._record(Leftovers(owner.id, "ann", "someone else", "1-ann-x"))
+    assert record.read_text() == written
+    assert sorted(os.listdir(root / DELETED_FOLDER)) == ["1-ann-x.pending"]
+
+
+@pytest.mark.parametrize("whose", ["owned", "launched"])
+def test_a_log_folder_swapped_for_a_link_gives_the_set_aside_nothing_of_where_it_points(setup, tmp_path, whose):
+    """A SLURM job's log folder is its account's: the set-aside renamed each log by its
+    path, so a link put in the folder's place had it take the file of that name wherever
+    the link pointed (another account's output). Renamed in the folder opened as it is:
+    a folder that is a link (not root's, an admin's) is passed over, and what it points at stays."""
+    db, root, logs, owner = setup
+    deleted, name = owner, "job-1.log"
+    if whose == "launched":  # an editor's job in ann's workspace, its log their account's (SLURM's)
+        deleted, name = hub_orm.User(name="ed"), "job-2.log"
+        db.add(deleted)
+        db.flush()
+        db.add(batch_job(db.scalar(select(Workspace.id)), owner.id, logs / name, launcher_id=deleted.id))
+        db.commit()
+    others = tmp_path / "another-account"
+    others.mkdir()
+    (others / name).write_text("someone else's output")
+    os.chown(others / name, 65534, 65534)
+    shutil.rmtree(logs)
+    logs.symlink_to(others)
+    os.lchown(logs, 65534, 65534)  # (the account's)
+    former_users(root).attach(db)
+    db.delete(deleted)
+    db.commit()
+    former_users(root).finish_pending(db)
+    assert (others / name).read_text() == "someone else's output"
+    assert os.stat(others / name).st_uid == 65534
+    assert not list((root / DELETED_FOLDER).glob("*/job-logs")) and pending(root) == []
+
+
+def test_a_log_folder_that_is_a_link_of_roots_is_followed(setup, tmp_path):
+    """A ``job_log_dir`` that is a link (an admin's, root's): its logs are set aside as before."""
+    db, root, logs, owner = setup
+    real = tmp_path / "real-logs"
+    logs.rename(real)
+    logs.symlink_to(real)
+    entry = deleted_then_started_again(db, root, owner)
+    assert (entry / "job-logs" / "job-1.log").read_text() == "output"
+    assert os.listdir(real) == []

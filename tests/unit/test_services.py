@@ -1637,6 +1637,63 @@ def test_the_refusal_counts_the_users_jobs_under_way_and_no_one_elses(hub):
     hub.jobs.check_user_deletable(hub.users["ben"])
 
 
+async def test_nothing_is_made_for_a_user_being_deleted(hub):
+    """A user's delete awaits JupyterHub's (server stops, the authenticator) between its check
+    of their jobs and its commit: a job launched then ran on untracked, a workspace made
+    then was left on disk. Till the delete has finished, every launch in their workspaces
+    or as them, and every workspace or file of theirs, is a 409; others' go on."""
+    ann, ben = hub.users["ann"], hub.users["ben"]
+    mine, bens = workspace(hub), workspace(hub, owner="ben", slug="w2")
+    being_deleted = "^ann is being deleted$"
+    with hub.workspaces.deletions.deleting(ann):
+        with pytest.raises(Conflict, match=being_deleted):
+            hub.jobs.launch(mine, "lab", None, {}, "ann")
+        with pytest.raises(Conflict, match=being_deleted):  # an editor's, in their workspace
+            hub.jobs.launch(mine, "lab", None, {}, "ben", launcher=ben)
+        with pytest.raises(Conflict, match=being_deleted):  # as an editor, in another's
+            hub.jobs.launch(bens, "lab", None, {}, "ann", launcher=ann)
+        with pytest.raises(Conflict, match=being_deleted):
+            await hub.workspaces.create(ann, "new", "", [])
+        with pytest.raises(Conflict, match=being_deleted):
+            await hub.workspaces.write_file(mine, "data.txt", b"results")
+        with pytest.raises(Conflict, match=being_deleted):  # a second delete
+            with hub.workspaces.deletions.deleting(ann):
+                pass
+        assert hub.db.scalar(select(func.count(Job.id))) == 0
+        assert hub.db.scalar(select(func.count(Workspace.id))) == 2
+        assert os.listdir(hub.root / "ann") == ["w1"]
+        hub.jobs.launch(bens, "lab", None, {}, "ben")
+    # a delete that failed: the user is theirs again
+    with pytest.raises(RuntimeError), hub.workspaces.deletions.deleting(ann):
+        raise RuntimeError("the authenticator failed")
+    assert hub.jobs.launch(mine, "lab", None, {}, "ann").owner_id == ann.id
+
+
+async def test_a_user_is_not_deleted_while_a_workspace_of_theirs_is_being_made(hub, monkeypatch):
+    """A workspace's row is committed before its folder is made (in a thread): a delete
+    between the two set aside a folder that was not there yet, and the folder made next
+    was left in place, of the user's uid. The delete is a 409 till the workspace is made."""
+    ann = hub.users["ann"]
+    folder_made, go_on = threading.Event(), threading.Event()
+    make = hub.workspaces._make_directory
+
+    def slow_make(*args):
+        folder_made.set()
+        go_on.wait(10)
+        return make(*args)
+
+    monkeypatch.setattr(hub.workspaces, "_make_directory", slow_make)
+    creating = asyncio.ensure_future(hub.workspaces.create(ann, "new", "", []))
+    await asyncio.to_thread(folder_made.wait, 10)
+    with pytest.raises(Conflict, match="^A workspace of ann's is being made: delete the user once it is done$"):
+        with hub.workspaces.deletions.deleting(ann):
+            pass
+    go_on.set()
+    assert (await creating).status == "idle"
+    with hub.workspaces.deletions.deleting(ann):
+        pass
+
+
 @pytest.mark.parametrize("killer", ["sync", "worker"])
 def test_an_editor_revoked_while_a_kill_waits_for_the_posix_lock_is_stopped_not_killed(hub, monkeypatch, killer):
     """A former editor's running job is stopped (its end a stop, not a failure), and the
@@ -1795,6 +1852,23 @@ async def test_a_copy_interrupted_by_a_restart_is_made_again(hub):
     await steps.reconcile(share.id)
     await asyncio.wait_for(steps._copies[share.id], 5)
     assert share.copy_state == "done"
+    await hub.pool.close()
+
+
+async def test_no_copy_is_made_for_a_recipient_being_deleted(hub):
+    """A copy is made in its recipient's folder, then made their workspace: one made while
+    they were being deleted was left there, of their uid. It fails instead (their share
+    goes with them); and a recipient is not deleted while a copy for them is being made."""
+    ws = workspace(hub, files={"a.txt": b"hello"})
+    ben = hub.users["ben"]
+    share = hub.copies.accept(hub.copies.invite_copy(ws, ben, None, "ann"), ben)
+    _, steps = hub.steps()
+    with hub.workspaces.deletions.deleting(ben):
+        await steps.reconcile(share.id)
+        await asyncio.wait_for(steps._copies[share.id], 5)
+    assert (share.copy_state, share.copy_error) == ("failed", "ben is being deleted")
+    assert not (hub.root / "ben").exists()
+    assert hub.db.scalar(select(func.count(Workspace.id)).where(Workspace.owner_id == ben.id)) == 0
     await hub.pool.close()
 
 

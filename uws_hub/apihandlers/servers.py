@@ -19,7 +19,9 @@ editor's code reads (:class:`ServerTokenMixin`, :class:`ActivityAPIHandler`).
 ``DELETE /hub/api/users/{name}`` (the admin panel's Delete User) is refused
 (``409``) while a job the user owns or launched has not ended
 (:meth:`~uws_hub.jobs.service.JobService.check_user_deletable`), and answers once
-what the user left on disk is set aside (:mod:`uws_hub.workspaces.former`).
+what the user left on disk is set aside (:mod:`uws_hub.workspaces.former`); till
+then nothing is made for the user (a launch, a workspace, a file: a ``409``,
+:mod:`uws_hub.accounts.deletions`).
 ``POST /hub/api/users``, ``POST /hub/api/users/{name}`` and a rename by ``PATCH``
 refuse a new name that could pass for another's (:func:`refuse_look_alike`).
 """
@@ -243,11 +245,15 @@ class UserAPIHandler(ServerTokenMixin, HubUserAPIHandler):
     @needs_scope("delete:users")
     async def delete(self, user_name):
         user = self.find_user(user_name)
-        if user is not None:
+        if user is None:
+            return await super().delete(user_name)  # (JupyterHub's 404)
+        # nothing is made for them (a job, a workspace, a file) from the check till the delete has
+        # finished: JupyterHub's delete awaits their servers' stops and the authenticator
+        with self.uws.workspaces.deletions.deleting(user.orm_user):
             self.uws.jobs.check_user_deletable(user.orm_user)
-        await super().delete(user_name)
-        # answered once what the user left on disk is set aside (UWSHub.deleted_users_data)
-        await self.uws.former_users.settled()
+            await super().delete(user_name)
+            # answered once what the user left on disk is set aside (UWSHub.deleted_users_data)
+            await self.uws.former_users.settled()
 
 
 default_handlers = [

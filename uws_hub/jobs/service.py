@@ -705,6 +705,8 @@ class JobService:
         if ws.status not in (WorkspaceStatus.idle.value, WorkspaceStatus.active.value):
             raise Conflict(f"Workspace {ws.slug!r} is {ws.status}; jobs can start only in a ready workspace")
         launcher = launcher or ws.owner
+        # (a job of a user being deleted ran on untracked once its row went with them)
+        self.workspaces.deletions.check(ws.owner, launcher)
         self.accounts.system_user(launcher.name)  # refuse now if the account is missing
         resources = job_type.resources_for(resources)
         if job_type.interactive:
@@ -775,6 +777,7 @@ class JobService:
     def run(self, job: Job, actor: str) -> Job:
         """Let a held batch job into the queue (409 if it is not held)."""
         self._check_held(job, "it can be run only once")
+        self.workspaces.deletions.check(job.owner, job.launched_by)
         job.target = JobTarget.running.value
         self._record(job, job.status, None, actor, target=job.target)
         self.db.commit()

@@ -22,6 +22,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 
 from jupyterhub import orm as hub_orm
 from sqlalchemy import select
@@ -269,7 +270,10 @@ class CopySteps:
         share.copy_attempts += 1
         self.db.commit()
         tmp = reservation = None
+        making = ExitStack()
         try:
+            # into the recipient's folder: not while they are being deleted, nor their delete meanwhile
+            making.enter_context(self.workspaces.deletions.making(recipient))
             owner = self.accounts.owner(recipient.name)
             # the room for the copy, as big as the source was last measured; the copy
             # stops if it outgrows the room there is, and what it grew by is reserved after
@@ -328,6 +332,7 @@ class CopySteps:
                 self._retry_at[share_id] = time.monotonic() + self.retry_seconds
             self.db.commit()
         finally:
+            making.close()
             if reservation is not None:
                 self.quotas.release_disk(reservation)  # unless the copy became the new workspace's usage
 

@@ -9,7 +9,8 @@ data; and a new hub user of the same name had workspaces made beside theirs.
 At the deletion, in the commit's own flush (:meth:`FormerUsers._before_flush`),
 the user's workspace folders, their jobs' log files and the HOME of their
 jobs of the hub's own account are listed and the list recorded in a file of
-the hub's (``<workspaces root>/.deleted/<entry>.pending``); after the commit,
+the hub's (``<workspaces root>/.deleted/<entry>.pending``, whole and synced:
+:meth:`FormerUsers._record`); after the commit,
 in a thread, each is moved (renamed, never followed through a link) to
 ``<workspaces root>/.deleted/<entry>/`` (``<entry>``: ``<user id>-<name>-<UTC
 time>``), which only root (the hub's account) may enter, and the record goes.
@@ -50,6 +51,8 @@ DELETED_FOLDER = ".deleted"
 #: the session's ``info`` key of the leftovers its flush found
 _FOUND = "uws_former_users"
 _PENDING = ".pending"
+#: the end of the name of a record being written (``.<entry>.pending.writing``)
+_WRITING = ".writing"
 #: the most of a user's name their entry's name shows, in bytes (:func:`_in_entry`)
 NAME_BYTES_IN_ENTRY = 64
 
@@ -196,13 +199,25 @@ class FormerUsers:
         return fd
 
     def _record(self, leftovers: Leftovers) -> None:
+        """Record ``leftovers`` before the deletion's commit, whole and on disk: written to a
+        temporary file of the folder, synced, then linked to its name (an existing record
+        is never replaced), and the folder synced. A record written as before (opened at
+        its name, written, not synced) could be empty or cut after a crash right after the
+        commit: the next start failed to read it, at every start, and nothing was set aside."""
         fd = self._aside_root()
+        name = leftovers.entry + _PENDING
+        temporary = f".{name}{_WRITING}"
         try:
-            out = os.open(
-                leftovers.entry + _PENDING, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=fd
-            )
-            with os.fdopen(out, "w", encoding="utf-8") as f:
-                json.dump(asdict(leftovers), f)
+            out = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=fd)
+            try:
+                with os.fdopen(out, "w", encoding="utf-8") as f:
+                    json.dump(asdict(leftovers), f)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.link(temporary, name, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)
+            finally:
+                _unlink_at(fd, temporary)
+            os.fsync(fd)
         finally:
             os.close(fd)
 
@@ -214,12 +229,12 @@ class FormerUsers:
         for what, folder in leftovers.folders:
             if os.path.lexists(folder):
                 moved.append(self._move_folder(folder, os.path.join(aside, what)))
-        for path in leftovers.logs:
-            if os.path.lexists(path):
-                moved.append(self._move_log(path, os.path.join(aside, "job-logs")))
-        for path in leftovers.launched_logs:
-            if _not_the_hubs(path):
-                moved.append(self._move_log(path, os.path.join(aside, "job-logs")))
+        logs = [p for p in leftovers.logs if os.path.lexists(p)]
+        logs += [p for p in leftovers.launched_logs if _not_the_hubs(p)]
+        for path in logs:
+            log_moved = self._move_log(path, os.path.join(aside, "job-logs"))
+            if log_moved is not None:
+                moved.append(log_moved)
         if moved:
             self.log.warning(
                 "Set aside what the deleted user %s (id %s) left, where only root reads it%s: %s",
@@ -272,38 +287,70 @@ class FormerUsers:
             self.log.error("%s is on a file system of its own: closed to all but root where it is", folder)
         return folder, target
 
-    def _move_log(self, path: str, into: str) -> tuple[str, str]:
+    def _move_log(self, path: str, into: str) -> tuple[str, str] | None:
         """Rename the log file ``path`` (a link is moved as a link, never followed) into
-        ``into``; copied there and removed if it is on another file system."""
-        target = _free_name(self._folder_in(into), os.path.basename(path))
+        ``into``; copied there and removed if it is on another file system. Renamed in
+        its folder opened as it is (never through a link): a SLURM job's log folder is its
+        account's, and a link put there for it had the rename take a file of wherever
+        it pointed. None if its folder is a link now, or gone: nothing is moved. (A link
+        of root's is the admins', a ``job_log_dir`` that is one: followed.)"""
+        folder, name = os.path.split(path)
         try:
-            os.rename(path, target)
+            src = os.open(_admins_link_followed(folder), DIR_FLAGS)
+        except OSError as e:
+            if e.errno not in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT):
+                raise
+            self.log.warning("The folder of %s is a link or gone: not set aside", path)
+            return None
+        try:
+            target = _free_name(self._folder_in(into), name)
+            dst = os.open(os.path.dirname(target), DIR_FLAGS)
+            try:
+                moved = self._move_log_at(src, name, dst, os.path.basename(target))
+            finally:
+                os.close(dst)
+        finally:
+            os.close(src)
+        return (path, target) if moved else None
+
+    @staticmethod
+    def _move_log_at(src: int, name: str, dst: int, target_name: str) -> bool:
+        """:meth:`_move_log` in folders open at ``src`` and ``dst``; whether it moved."""
+        try:
+            os.rename(name, target_name, src_dir_fd=src, dst_dir_fd=dst)
+        except FileNotFoundError:
+            return False  # (gone since it was listed)
         except OSError as e:
             if e.errno != errno.EXDEV:
                 raise
-            _copy_across(path, target)
-            _unlink(path)
-            return path, target
+            _copy_across(src, name, dst, target_name)
+            _unlink_at(src, name)
+            return True
         # a link (moved as a link: what it points at is left as it is), a socket, a FIFO, a
         # folder: no output of a job's, never opened (a socket's open fails); a hard link's
         # other names keep their owner: the file is left as it is
-        if _regular_file(target):
-            fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        st = os.stat(target_name, dir_fd=dst, follow_symlinks=False)
+        if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+            fd = os.open(target_name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dst)
             try:
                 os.fchown(fd, os.geteuid(), os.getegid())
                 os.fchmod(fd, 0o600)
             finally:
                 os.close(fd)
-        return path, target
+        return True
 
     # ---------------------------------------------------------------- at start-up
     def finish_pending(self, db: Session) -> None:
         """Finish the set-asides a stopped hub left recorded (blocking: at start-up, before
         the hub listens); drop those whose user is still there (the delete rolled back)."""
         try:
-            names = sorted(n for n in os.listdir(self.aside_root) if n.endswith(_PENDING))
+            found = os.listdir(self.aside_root)
         except FileNotFoundError:
             return
+        for name in found:
+            if name.endswith(_PENDING + _WRITING):  # (a record a stopped hub was writing: no commit followed)
+                _unlink(os.path.join(self.aside_root, name))
+        names = sorted(n for n in found if n.endswith(_PENDING))
         for name in names:
             # one that fails is logged and kept for the next start: the hub starts all the
             # same (it failed the start, at every start, till an admin removed the record)
@@ -361,6 +408,17 @@ def _free_name(folder: str, name: str) -> str:
     raise FileExistsError(f"No name left in {folder} for {name}")
 
 
+def _admins_link_followed(folder: str) -> str:
+    """``folder``, or where it points if it is a link of root's (the hub's account's: an
+    admin's, such as a ``job_log_dir`` that is a link); a link of anyone else's is left
+    as it is, for :data:`DIR_FLAGS` to refuse."""
+    try:
+        st = os.lstat(folder)
+    except FileNotFoundError:
+        return folder
+    return os.path.realpath(folder) if stat.S_ISLNK(st.st_mode) and st.st_uid == os.geteuid() else folder
+
+
 def _not_the_hubs(path: str) -> bool:
     """Whether there is something at ``path`` (a link not followed) of another uid than the hub's."""
     try:
@@ -369,27 +427,22 @@ def _not_the_hubs(path: str) -> bool:
         return False
 
 
-def _regular_file(path: str) -> bool:
-    """Whether ``path`` is a file of one name (not followed if it is a link)."""
-    st = os.lstat(path)
-    return stat.S_ISREG(st.st_mode) and st.st_nlink == 1
-
-
-def _copy_across(path: str, target: str) -> None:
-    """Copy the regular file ``path`` to ``target`` (new, 0600), never through a link:
-    anything else there (a link, a socket, a FIFO) is no output of a job's, and is not
-    copied (nor opened: a socket's open fails, every time)."""
-    if not stat.S_ISREG(os.lstat(path).st_mode):
+def _copy_across(src_fd: int, name: str, dst_fd: int, target: str) -> None:
+    """Copy the regular file ``name`` (in the folder open at ``src_fd``) to ``target`` (new,
+    0600, in the folder open at ``dst_fd``), never through a link: anything else there (a
+    link, a socket, a FIFO) is no output of a job's, and is not copied (nor opened: a
+    socket's open fails, every time)."""
+    if not stat.S_ISREG(os.stat(name, dir_fd=src_fd, follow_symlinks=False).st_mode):
         return
     try:
-        src = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=src_fd)
     except OSError as e:
         if e.errno not in (errno.ELOOP, errno.ENXIO):  # (replaced since: a link, a socket)
             raise
         return
     try:
         if stat.S_ISREG(os.fstat(src).st_mode):
-            dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dst_fd)
             with os.fdopen(src, "rb", closefd=False) as fin, os.fdopen(dst, "wb") as fout:
                 shutil.copyfileobj(fin, fout)
     finally:
@@ -399,5 +452,12 @@ def _copy_across(path: str, target: str) -> None:
 def _unlink(path: str) -> None:
     try:
         os.unlink(path)
+    except (FileNotFoundError, IsADirectoryError):
+        pass
+
+
+def _unlink_at(fd: int, name: str) -> None:
+    try:
+        os.unlink(name, dir_fd=fd)
     except (FileNotFoundError, IsADirectoryError):
         pass

@@ -24,6 +24,7 @@ from sqlalchemy import and_, exists, false, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from ..accounts.deletions import UserDeletions
 from ..errors import Conflict, Unprocessable
 from ..events.bus import EventBus
 from ..filethreads import in_file_thread
@@ -85,6 +86,7 @@ class WorkspaceService:
         quotas: QuotaService,
         max_seed_bytes: int,
         wake: Callable[[int], None],
+        deletions: UserDeletions | None = None,
     ):
         self.db = db
         self.storage = storage
@@ -95,6 +97,8 @@ class WorkspaceService:
         self.max_seed_bytes = max_seed_bytes
         #: puts a workspace on the reconciler's queue (its deletion is reconciled)
         self.wake = wake
+        #: the users being deleted, for whom nothing is made (the job service's launches too)
+        self.deletions = deletions or UserDeletions()
 
     # ---------------------------------------------------------------- status
     def set_status(
@@ -203,7 +207,9 @@ class WorkspaceService:
         # seed files count against the owner's disk quota: refused before anything is made
         reservation = self.quotas.reserve_disk(owner, seed_bytes)
         try:
-            return await self._create(owner, name, description, slug, seeds, reservation)
+            # (its row is committed before its folder is made: the owner's delete waits for neither)
+            with self.deletions.making(owner):
+                return await self._create(owner, name, description, slug, seeds, reservation)
         finally:
             self.quotas.release_disk(reservation)  # unless the seeds became the workspace's usage
 
@@ -316,7 +322,9 @@ class WorkspaceService:
         return ws
 
     def check_writable(self, ws: Workspace) -> None:
-        """Refuse (409) a write into a workspace that is being deleted."""
+        """Refuse (409) a write into a workspace that is being deleted, or whose owner is
+        (their folders are being set aside: :mod:`uws_hub.accounts.deletions`)."""
+        self.deletions.check(ws.owner)
         if ws.target == WorkspaceTarget.deleted.value:
             raise Conflict("The workspace is being deleted")
 
@@ -332,6 +340,7 @@ class WorkspaceService:
     ) -> Workspace:
         """A workspace for a directory that is already complete in place (a copy); the caller
         commits, with its usage (:meth:`QuotaService.commit_disk`)."""
+        self.deletions.check(owner)
         if Workspace.find_by_slug(self.db, owner.id, slug):
             raise Conflict(f"{owner.name} already has a workspace named {slug!r}")
         ws = Workspace(
@@ -353,6 +362,7 @@ class WorkspaceService:
     async def write_file(self, ws: Workspace, relpath: str, data: bytes) -> None:
         """Write a whole file into ``ws`` (atomically, missing folders made), against its
         owner's disk quota (422 over it); the file work runs in a thread."""
+        self.check_writable(ws)
         try:
             upload = await in_file_thread(self.storage.start_upload, ws.directory, relpath, self.file_owner(ws))
         except (PathError, StorageNotFound) as e:
@@ -373,6 +383,7 @@ class WorkspaceService:
     async def add_links(self, ws: Workspace, links: list[tuple[str, str | None]], allowed_roots: list[str]) -> None:
         """Make symlinks ``(relative path, target)`` in ``ws`` to targets under ``allowed_roots``
         only (datasets kept outside workspaces); any other target is refused (422)."""
+        self.check_writable(ws)
         owner = self.file_owner(ws)
 
         def make() -> None:

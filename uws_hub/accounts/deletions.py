@@ -1,0 +1,67 @@
+"""Users being deleted: nothing new is made for them until their deletion has finished.
+
+A user's delete (``DELETE /hub/api/users/{name}``) is refused while they have an
+unfinished job (:meth:`uws_hub.jobs.service.JobService.check_user_deletable`),
+then awaits JupyterHub's delete (server stops, the authenticator) before its
+commit, after which what they left on disk is set aside
+(:mod:`uws_hub.workspaces.former`). A job launched in that time (by the user, by
+an editor in their workspace, or by the user as an editor elsewhere) ran
+untracked once its row went with the user; a workspace made then, or a file
+uploaded into one of theirs, was written into a folder being set aside, or
+after it had gone. So from the check until the delete has finished (it
+succeeded or failed) the user is *being deleted* (:meth:`UserDeletions.deleting`):
+every launch and every workspace or file made for them as owner or launcher
+is a 409 (:meth:`UserDeletions.check`). A workspace's creation under way (it
+awaits its folder's making between its row and its status) is counted
+(:meth:`UserDeletions.making`): the delete is a 409 until it has finished.
+
+One hub process serves every request, so this is the process's memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from jupyterhub import orm as hub_orm
+
+from ..errors import Conflict
+
+
+class UserDeletions:
+    """The users being deleted, and the workspaces being made, by user id."""
+
+    def __init__(self) -> None:
+        self._deleting: set[int] = set()
+        self._making: dict[int, int] = {}
+
+    def check(self, *users: hub_orm.User | None) -> None:
+        """A 409 if one of ``users`` (an owner, a launcher) is being deleted."""
+        for user in users:
+            if user is not None and user.id in self._deleting:
+                raise Conflict(f"{user.name} is being deleted")
+
+    @contextmanager
+    def deleting(self, user: hub_orm.User) -> Iterator[None]:
+        """``user`` is being deleted while in this (a 409 if they are already, or while a
+        workspace of theirs is being made)."""
+        self.check(user)
+        if self._making.get(user.id):
+            raise Conflict(f"A workspace of {user.name}'s is being made: delete the user once it is done")
+        self._deleting.add(user.id)
+        try:
+            yield
+        finally:
+            self._deleting.discard(user.id)
+
+    @contextmanager
+    def making(self, user: hub_orm.User) -> Iterator[None]:
+        """Something of ``user``'s is being made while in this (a 409 if they are being deleted)."""
+        self.check(user)
+        self._making[user.id] = self._making.get(user.id, 0) + 1
+        try:
+            yield
+        finally:
+            left = self._making.pop(user.id) - 1
+            if left:
+                self._making[user.id] = left
