@@ -488,6 +488,8 @@ def test_errors_are_uws_answers(uhub, alice):
         (alice.get(list_url, params={"AFTER": "0001-01-01T00:30:00+01:00"}, timeout=30), 400, "out of range"),
         (alice.post(list_url, data={"text": "x", "DESTRUCTION": "9999-12-31T23:00-02:00"}, timeout=30), 400, "range"),
         (alice.post(url + "/phase", data={"PHASE": "SUSPEND"}, timeout=30), 400, "neither RUN nor ABORT"),
+        # printable to Python, but no XML document can hold it: the job's document and lists would not parse
+        (alice.post(list_url, data={"text": "x", "RUNID": "run\uffff"}, timeout=30), 400, "RUNID"),
         (alice.post(list_url, data={"text": "x", "bogus": "1"}, timeout=30), 422, "parameters.bogus: unknown"),
         (alice.post(list_url, data={}, timeout=30), 422, "parameters.text: required"),
         (alice.post(list_url, data={"count": "ten", "text": "x"}, timeout=30), 422, "must be an integer"),

@@ -385,6 +385,8 @@ def test_control_parameters_of_a_creation():
         (form(runid=["a", "b"]), "RUNID was given 2 times"),
         (form(RUNID="x" * 300), "at most 255"),
         (form(RUNID="a\nb"), "control characters"),
+        (form(RUNID="a\ufffe"), "XML"),
+        (form(RUNID="\uffffb"), "XML"),
         (form(EXECUTIONDURATION="soon"), "not a number"),
         (form(DESTRUCTION="tomorrow"), "not an ISO 8601 time"),
     ]:

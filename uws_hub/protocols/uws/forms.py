@@ -24,6 +24,7 @@ from typing import Any
 
 from ...errors import BadRequest
 from ...inputs import MAX_OFFSET, shorten
+from .documents import xml_safe
 from .phases import PHASES
 
 #: UWS's job control parameters (STD §2.2.3), which a job type's parameters cannot be
@@ -130,6 +131,10 @@ def parse_run_id(text: str | None) -> str | None:
         raise BadRequest(f"RUNID: at most {MAX_RUN_ID_LENGTH} characters")
     if any(ord(c) < 32 or ord(c) == 127 for c in text):
         raise BadRequest("RUNID: control characters are not allowed")
+    if not xml_safe(text):
+        # U+FFFE and U+FFFF pass for printable, yet no XML 1.0 document can hold
+        # them: the job's document and every job list showing it would not parse
+        raise BadRequest("RUNID: U+FFFE and U+FFFF are not characters XML can hold")
     return text
 
 
