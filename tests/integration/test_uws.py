@@ -421,6 +421,32 @@ def test_without_the_scopes_or_credentials_nothing_is_done(uhub, alice):
     assert AsyncTAPJob(url, session=alice).phase == "PENDING"
 
 
+def test_a_destruction_time_takes_the_grant_that_deletes_the_results(uhub, alice):
+    """A job's destruction deletes its results and log, as its deletion does: a token that
+    may launch jobs but not write the workspace can set neither (a 403), and nothing goes."""
+    url = create(alice, uhub, "report", text="kept", PHASE="RUN")
+    job = AsyncTAPJob(url, session=alice)
+    job.wait(timeout=120)
+    [uri] = job.result_uris
+    scopes = ["custom:uws:launch:jobs!user"]
+    token = uhub.api("POST", "users/uwsalice/tokens", json={"scopes": scopes}, expect=201)["token"]
+    launcher = session("uwsalice", token)
+    past = "2000-01-01T00:00:00Z"
+    for method, target, form in [
+        ("DELETE", url, {}),
+        ("POST", url + "/destruction", {"DESTRUCTION": past}),
+        ("POST", jobs_url(uhub, "report"), {"text": "x", "DESTRUCTION": past}),
+    ]:
+        r = launcher.request(method, target, data=form, allow_redirects=False, timeout=30)
+        assert r.status_code == 403, (method, target, r.status_code, r.text)
+        assert "custom:uws:write:workspaces" in r.text, r.text
+    assert launcher.get(url + "/destruction", timeout=30).text == ""
+    assert job.phase == "COMPLETED" and alice.get(uri, timeout=30).status_code == 200
+    # the same token still launches jobs, and sets their execution duration
+    created = create(launcher, uhub, "report", text="x", EXECUTIONDURATION="60")
+    assert launcher.get(created + "/executionduration", timeout=30).text == "60"
+
+
 def test_basic_auth_is_for_the_uws_interface_only(uhub):
     r = requests.get(f"{uhub.url}/hub/api/jobs", auth=("uwsalice", uhub.alice), timeout=30)
     assert r.status_code == 403, r.text
