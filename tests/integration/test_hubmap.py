@@ -544,6 +544,10 @@ def test_create_update_upload_and_refusals(hubmap_hub, alice):
         },
     )
     assert r.json() == {"message": "Update successful.", "success": True}
+    # half of a UTF-16 pair escaped alone is no character, which no file holds (a 500 before)
+    body = '{"workspace_details": {"files": [{"name": "half.txt", "content": "\\udfff"}]}}'
+    r = requests.put(f"{alice.endpoint}/workspaces/{wid}", data=body, headers=alice.headers(), timeout=30)
+    assert r.status_code == 400 and "surrogate" in r.json()["message"], r.text
     r = requests.put(
         f"{alice.endpoint}/workspaces/{wid}/upload",
         timeout=60,

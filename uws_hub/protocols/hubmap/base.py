@@ -24,7 +24,7 @@ from tornado import web
 
 from ...apihandlers.base import UWSAPIHandler
 from ...errors import NotFound, UWSError
-from ...inputs import MAX_ID
+from ...inputs import MAX_ID, unicode_text
 from ...orm import Job, Workspace
 from ...scopes import READ_WORKSPACES
 from .config import HubMAPCompat
@@ -151,7 +151,7 @@ class HubMAPHandler(UWSAPIHandler):
             raise HubMAPError(400, invalid.format(e)) from None
         if not isinstance(body, dict):
             raise HubMAPError(400, invalid.format("expected a JSON object"))
-        return body
+        return unicode_text(body)
 
     # ---------------------------------------------------------------- lookups
     @property
