@@ -406,7 +406,19 @@ def test_declared_names_that_differ_only_in_case_match_exactly():
 
 
 @pytest.mark.parametrize(
-    ("text", "seconds"), [("3600", 3600), ("3600.0", 3600), ("120.6", 121), ("0", 0), (" 7 ", 7), ("1e3", 1000)]
+    ("text", "seconds"),
+    [
+        ("3600", 3600),
+        ("3600.0", 3600),
+        ("120.6", 121),
+        ("0", 0),
+        (" 7 ", 7),
+        ("1e3", 1000),
+        # a limit under a second is the shortest one, not none (0)
+        ("0.4", 1),
+        ("1e-9", 1),
+        ("0.0", 0),
+    ],
 )
 def test_execution_duration(text, seconds):
     assert forms.parse_execution_duration(text) == seconds

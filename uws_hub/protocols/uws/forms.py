@@ -102,7 +102,8 @@ def parse_time(text: str, name: str) -> datetime:
 
 
 def parse_execution_duration(text: str) -> int:
-    """Seconds (a float such as pyvo's ``3600.0`` is rounded); 0 means no limit."""
+    """Seconds (a float such as pyvo's ``3600.0`` is rounded); 0 means no limit, so a
+    limit under half a second is 1 s, the shortest, rather than none."""
     value = text.strip()
     if not _NUMBER.match(value):
         raise BadRequest(f"EXECUTIONDURATION: {shorten(text)!r} is not a number of seconds")
@@ -111,7 +112,7 @@ def parse_execution_duration(text: str) -> int:
         raise BadRequest(f"EXECUTIONDURATION: {shorten(text)!r} must be 0 (no limit) or a positive number of seconds")
     if seconds > MAX_EXECUTION_DURATION:
         raise BadRequest(f"EXECUTIONDURATION: at most {MAX_EXECUTION_DURATION} seconds")
-    return round(seconds)
+    return max(round(seconds), 1) if seconds > 0 else 0
 
 
 def parse_phase_action(text: str | None) -> str:
