@@ -279,6 +279,19 @@ def test_portal_flow(hubmap_hub, alice, bob, datasets):
     assert accepted["is_accepted"] is True
     [copy] = bob.workspaces(accepted["shared_workspace_id"]["id"])
     assert copy["workspace_details"]["current_workspace_details"]["files"] == [{"name": "/blank.ipynb"}]
+    # the copy is bob's; the workspace it came from is not: none of its files, then or later,
+    # is shown him (they were, as they changed, for as long as the share was listed)
+    alice.update(ws["id"], {"workspace_details": {"files": [{"name": "later.txt", "content": "x"}]}})
+    original = copied()["original_workspace_id"]
+    assert original["id"] == ws["id"] and original["user_id"]["username"] == "uwsalice"
+    assert original["workspace_details"] == {
+        "request_workspace_details": {"files": [], "symlinks": []},
+        "current_workspace_details": {"files": [], "symlinks": []},
+    }
+    [own] = [i for i in alice.invitations()["original_workspaces"] if i["original_workspace_id"]["id"] == ws["id"]]
+    assert {"name": "/later.txt"} in own["original_workspace_id"]["workspace_details"]["current_workspace_details"][
+        "files"
+    ]
     assert [
         i["is_accepted"]
         for i in alice.invitations()["original_workspaces"]
