@@ -364,8 +364,10 @@ def test_access_as_stranger_viewer_editor_admin_and_anonymous(uhub, alice):
     r = editor.post(url + "/phase", data={"PHASE": "ABORT"}, allow_redirects=False, timeout=30)
     assert r.status_code == 303
     assert AsyncTAPJob(url, session=alice).phase == "ABORTED"
-    # anonymous, a wrong password, another user's token: 401, asking for Basic
-    for s in (requests.Session(), session("uwsalice", "wrong"), session("uwsalice", uhub.bob)):
+    # anonymous, a wrong password (one with a NUL: a 500 on PostgreSQL before), another user's
+    # token: 401, asking for Basic
+    wrong = (session("uwsalice", "wrong"), session("uwsalice", "wr\x00ng"), session("uwsalice", uhub.bob))
+    for s in (requests.Session(), *wrong):
         r = s.get(url, timeout=30)
         assert r.status_code == 401, r.text
         assert r.headers["WWW-Authenticate"].startswith("Basic ")
