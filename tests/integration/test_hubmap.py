@@ -154,6 +154,10 @@ def test_token_exchange_refusals(hubmap_hub, alice):
     assert (r.status_code, r.json()) == (401, refused)
     r = requests.post(hubmap_hub.url + "/hub/api/hubmap/tokens/", data=b"{not json", timeout=30)
     assert r.status_code == 400 and r.json()["success"] is False
+    # JSON nested deeper than Python's parser recurses (anyone may send it: a 500 before)
+    for deep in (b"[" * 100_000, b'{"a":' * 100_000):
+        r = requests.post(hubmap_hub.url + "/hub/api/hubmap/tokens/", data=deep, timeout=30)
+        assert r.status_code == 400 and "recursion" in r.json()["message"], r.text[:300]
 
 
 def test_exchanged_tokens_are_scoped_and_expire(hubmap_hub, alice):

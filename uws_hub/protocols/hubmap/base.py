@@ -147,7 +147,7 @@ class HubMAPHandler(UWSAPIHandler):
         """The body as a JSON object, whatever its Content-Type (HuBMAP's server reads it so)."""
         try:
             body = json.loads(self.request.body or b"")
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:  # RecursionError: nested deeper than the parser goes
             raise HubMAPError(400, invalid.format(e)) from None
         if not isinstance(body, dict):
             raise HubMAPError(400, invalid.format("expected a JSON object"))
