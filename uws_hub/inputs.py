@@ -16,9 +16,10 @@ model does, so a new model cannot forget.
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator
 from pydantic_core import PydanticCustomError
@@ -63,6 +64,25 @@ def _multiline(value: str) -> str:
 Text = Annotated[str, AfterValidator(_single_line)]
 #: a string without control characters other than tabs and line breaks: descriptions
 MultilineText = Annotated[str, AfterValidator(_multiline)]
+
+
+def unicode_text(value: Any) -> Any:
+    """``value``, parsed JSON, if its every string and key is Unicode text; else a 400.
+
+    JSON may escape half of a UTF-16 surrogate pair alone (``"\\ud800"``); Python's
+    json reads it as a lone surrogate, which is no character and which no UTF-8
+    can carry: the database, a file, a command line or an answer holding it failed
+    (a 500, after part of the work was done). Refused as the body is read, for
+    every field at once, as the other control characters are by :data:`Text`.
+    """
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(
+            "The request body escapes half of a UTF-16 surrogate pair alone (\\ud800 to \\udfff),"
+            " which is no character: send a character as itself, or as its whole pair"
+        ) from None
+    return value
 
 
 def shorten(value: str, length: int = 40) -> str:

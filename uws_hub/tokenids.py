@@ -46,7 +46,11 @@ class TokenIds:
         return len(self._ids)
 
     def find(self, db: Session, token: str) -> hub_orm.APIToken | None:
-        """``orm.APIToken.find(db, token)``, remembered (see the module's text)."""
+        """``orm.APIToken.find(db, token)``, remembered (see the module's text). A text
+        with a NUL is no token: PostgreSQL cannot compare with one (the query failed,
+        and the hub's session, which every request shares, was rolled back)."""
+        if "\x00" in token:
+            return None
         key = hashlib.sha256(token.encode("utf-8", "replace")).digest()
         known = self._ids.get(key)
         if known is not None:

@@ -156,6 +156,30 @@ def test_control_characters_are_refused_in_stored_strings(hub, alice, bob, works
     assert ws["description"] == "one\ntwo\r\n\tthree"
 
 
+def test_a_lone_surrogate_in_a_json_body_is_refused(hub, alice, workspace):
+    """JSON may escape half of a UTF-16 pair alone (``"\\ud800"``), which is no character:
+    no UTF-8 can carry it, so neither the database, a file nor an answer could. Each body
+    is a 400 that says so, and nothing of it is kept (a seed file's content, a
+    description or a share's user with one was a 500 before)."""
+    wid = workspace["id"]
+    name = f"half {uuid.uuid4().hex[:6]}"
+    for method, path, body in [
+        ("POST", "workspaces", '{"name": "' + name + ' \\ud800"}'),
+        ("POST", "workspaces", '{"name": "' + name + '", "files": [{"path": "a.txt", "content": "\\udfff"}]}'),
+        ("PATCH", f"workspaces/{wid}", '{"description": "one half: \\udbff"}'),
+        ("POST", f"workspaces/{wid}/jobs", '{"job_type": "minimal", "\\ud800": 1}'),
+        ("POST", f"workspaces/{wid}/shares", '{"user": "uwsbob\\ud800"}'),
+    ]:
+        r = hub.request(method, path, alice, data=body, headers={"Content-Type": "application/json"})
+        assert r.status_code == 400, (method, path, r.status_code, r.text[:300])
+        assert "surrogate" in r.json()["message"], r.text[:300]
+    assert not [w for w in hub.api("GET", "workspaces", alice)["items"] if w["name"].startswith(name)]
+    assert hub.api("GET", f"workspaces/{wid}", alice)["description"] == workspace["description"]
+    # a whole character escaped as its pair is text as any other
+    r = hub.request("PATCH", f"workspaces/{wid}", alice, json={"description": "\U0001f600"})
+    assert r.status_code == 200 and r.json()["description"] == "\U0001f600", r.text[:300]
+
+
 def test_a_nul_in_any_path_parameter_is_refused(hub, alice):
     """Every operation of docs/openapi.yaml with a path parameter, which documents the 400."""
     spec = yaml.safe_load((REPO / "docs" / "openapi.yaml").read_text())

@@ -149,8 +149,15 @@ def test_token_exchange_refusals(hubmap_hub, alice):
     assert (r.status_code, r.json()) == (401, refused)
     r = post({"client_token": "not-a-token", "user_info": {"username": "x", "email": "x@y"}})
     assert (r.status_code, r.json()) == (401, refused)
+    # no token holds a NUL (PostgreSQL cannot compare with one: a 500 there before)
+    r = post({"client_token": "ab\u0000cd", "user_info": {"username": "x", "email": "x@y"}})
+    assert (r.status_code, r.json()) == (401, refused)
     r = requests.post(hubmap_hub.url + "/hub/api/hubmap/tokens/", data=b"{not json", timeout=30)
     assert r.status_code == 400 and r.json()["success"] is False
+    # JSON nested deeper than Python's parser recurses (anyone may send it: a 500 before)
+    for deep in (b"[" * 100_000, b'{"a":' * 100_000):
+        r = requests.post(hubmap_hub.url + "/hub/api/hubmap/tokens/", data=deep, timeout=30)
+        assert r.status_code == 400 and "recursion" in r.json()["message"], r.text[:300]
 
 
 def test_exchanged_tokens_are_scoped_and_expire(hubmap_hub, alice):
@@ -279,6 +286,19 @@ def test_portal_flow(hubmap_hub, alice, bob, datasets):
     assert accepted["is_accepted"] is True
     [copy] = bob.workspaces(accepted["shared_workspace_id"]["id"])
     assert copy["workspace_details"]["current_workspace_details"]["files"] == [{"name": "/blank.ipynb"}]
+    # the copy is bob's; the workspace it came from is not: none of its files, then or later,
+    # is shown him (they were, as they changed, for as long as the share was listed)
+    alice.update(ws["id"], {"workspace_details": {"files": [{"name": "later.txt", "content": "x"}]}})
+    original = copied()["original_workspace_id"]
+    assert original["id"] == ws["id"] and original["user_id"]["username"] == "uwsalice"
+    assert original["workspace_details"] == {
+        "request_workspace_details": {"files": [], "symlinks": []},
+        "current_workspace_details": {"files": [], "symlinks": []},
+    }
+    [own] = [i for i in alice.invitations()["original_workspaces"] if i["original_workspace_id"]["id"] == ws["id"]]
+    assert {"name": "/later.txt"} in own["original_workspace_id"]["workspace_details"]["current_workspace_details"][
+        "files"
+    ]
     assert [
         i["is_accepted"]
         for i in alice.invitations()["original_workspaces"]
@@ -544,6 +564,10 @@ def test_create_update_upload_and_refusals(hubmap_hub, alice):
         },
     )
     assert r.json() == {"message": "Update successful.", "success": True}
+    # half of a UTF-16 pair escaped alone is no character, which no file holds (a 500 before)
+    body = '{"workspace_details": {"files": [{"name": "half.txt", "content": "\\udfff"}]}}'
+    r = requests.put(f"{alice.endpoint}/workspaces/{wid}", data=body, headers=alice.headers(), timeout=30)
+    assert r.status_code == 400 and "surrogate" in r.json()["message"], r.text
     r = requests.put(
         f"{alice.endpoint}/workspaces/{wid}/upload",
         timeout=60,

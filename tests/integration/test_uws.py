@@ -364,8 +364,10 @@ def test_access_as_stranger_viewer_editor_admin_and_anonymous(uhub, alice):
     r = editor.post(url + "/phase", data={"PHASE": "ABORT"}, allow_redirects=False, timeout=30)
     assert r.status_code == 303
     assert AsyncTAPJob(url, session=alice).phase == "ABORTED"
-    # anonymous, a wrong password, another user's token: 401, asking for Basic
-    for s in (requests.Session(), session("uwsalice", "wrong"), session("uwsalice", uhub.bob)):
+    # anonymous, a wrong password (one with a NUL: a 500 on PostgreSQL before), another user's
+    # token: 401, asking for Basic
+    wrong = (session("uwsalice", "wrong"), session("uwsalice", "wr\x00ng"), session("uwsalice", uhub.bob))
+    for s in (requests.Session(), *wrong):
         r = s.get(url, timeout=30)
         assert r.status_code == 401, r.text
         assert r.headers["WWW-Authenticate"].startswith("Basic ")
@@ -419,6 +421,32 @@ def test_without_the_scopes_or_credentials_nothing_is_done(uhub, alice):
         assert r.status_code == 401, (target, r.text)
         assert r.headers["WWW-Authenticate"] == 'Basic realm="uws-hub UWS"'
     assert AsyncTAPJob(url, session=alice).phase == "PENDING"
+
+
+def test_a_destruction_time_takes_the_grant_that_deletes_the_results(uhub, alice):
+    """A job's destruction deletes its results and log, as its deletion does: a token that
+    may launch jobs but not write the workspace can set neither (a 403), and nothing goes."""
+    url = create(alice, uhub, "report", text="kept", PHASE="RUN")
+    job = AsyncTAPJob(url, session=alice)
+    job.wait(timeout=120)
+    [uri] = job.result_uris
+    scopes = ["custom:uws:launch:jobs!user"]
+    token = uhub.api("POST", "users/uwsalice/tokens", json={"scopes": scopes}, expect=201)["token"]
+    launcher = session("uwsalice", token)
+    past = "2000-01-01T00:00:00Z"
+    for method, target, form in [
+        ("DELETE", url, {}),
+        ("POST", url + "/destruction", {"DESTRUCTION": past}),
+        ("POST", jobs_url(uhub, "report"), {"text": "x", "DESTRUCTION": past}),
+    ]:
+        r = launcher.request(method, target, data=form, allow_redirects=False, timeout=30)
+        assert r.status_code == 403, (method, target, r.status_code, r.text)
+        assert "custom:uws:write:workspaces" in r.text, r.text
+    assert launcher.get(url + "/destruction", timeout=30).text == ""
+    assert job.phase == "COMPLETED" and alice.get(uri, timeout=30).status_code == 200
+    # the same token still launches jobs, and sets their execution duration
+    created = create(launcher, uhub, "report", text="x", EXECUTIONDURATION="60")
+    assert launcher.get(created + "/executionduration", timeout=30).text == "60"
 
 
 def test_basic_auth_is_for_the_uws_interface_only(uhub):
@@ -488,6 +516,8 @@ def test_errors_are_uws_answers(uhub, alice):
         (alice.get(list_url, params={"AFTER": "0001-01-01T00:30:00+01:00"}, timeout=30), 400, "out of range"),
         (alice.post(list_url, data={"text": "x", "DESTRUCTION": "9999-12-31T23:00-02:00"}, timeout=30), 400, "range"),
         (alice.post(url + "/phase", data={"PHASE": "SUSPEND"}, timeout=30), 400, "neither RUN nor ABORT"),
+        # printable to Python, but no XML document can hold it: the job's document and lists would not parse
+        (alice.post(list_url, data={"text": "x", "RUNID": "run\uffff"}, timeout=30), 400, "RUNID"),
         (alice.post(list_url, data={"text": "x", "bogus": "1"}, timeout=30), 422, "parameters.bogus: unknown"),
         (alice.post(list_url, data={}, timeout=30), 422, "parameters.text: required"),
         (alice.post(list_url, data={"count": "ten", "text": "x"}, timeout=30), 422, "must be an integer"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import io
 import itertools
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -139,6 +140,16 @@ def test_a_parameter_by_reference():
     assert param.attrib == {"id": "raw", "byReference": "true"}
     assert not documents.xml_safe("bell\x07") and not documents.xml_safe("\x1b[31m")
     assert documents.xml_safe("tabs\tnewlines\nreturns\r and ünïcode ✓")
+
+
+def test_text_xml_cannot_hold_is_replaced_not_written():
+    """What no XML 1.0 document can hold (a reason or an owner's name from elsewhere) is
+    U+FFFD in the document: written as it was, the document parsed nowhere."""
+    job = replace(failed_job(), owner_id="al\ufffeice", error=ErrorSummary("exit \x1b[31m3\uffff"))
+    root = uwsxml.check(documents.job_document(job), "job")
+    assert root.find(f"{{{uwsxml.UWS}}}ownerId").text == "al\ufffdice"
+    assert "exit \ufffd[31m3\ufffd" in documents.job_document(job).decode()
+    assert parsed(documents.job_document(job)).ownerid == "al\ufffdice"
 
 
 def test_times_are_utc_with_z_and_milliseconds():
@@ -385,6 +396,8 @@ def test_control_parameters_of_a_creation():
         (form(runid=["a", "b"]), "RUNID was given 2 times"),
         (form(RUNID="x" * 300), "at most 255"),
         (form(RUNID="a\nb"), "control characters"),
+        (form(RUNID="a\ufffe"), "XML"),
+        (form(RUNID="\uffffb"), "XML"),
         (form(EXECUTIONDURATION="soon"), "not a number"),
         (form(DESTRUCTION="tomorrow"), "not an ISO 8601 time"),
     ]:
@@ -404,7 +417,19 @@ def test_declared_names_that_differ_only_in_case_match_exactly():
 
 
 @pytest.mark.parametrize(
-    ("text", "seconds"), [("3600", 3600), ("3600.0", 3600), ("120.6", 121), ("0", 0), (" 7 ", 7), ("1e3", 1000)]
+    ("text", "seconds"),
+    [
+        ("3600", 3600),
+        ("3600.0", 3600),
+        ("120.6", 121),
+        ("0", 0),
+        (" 7 ", 7),
+        ("1e3", 1000),
+        # a limit under a second is the shortest one, not none (0)
+        ("0.4", 1),
+        ("1e-9", 1),
+        ("0.0", 0),
+    ],
 )
 def test_execution_duration(text, seconds):
     assert forms.parse_execution_duration(text) == seconds

@@ -25,7 +25,7 @@ from .. import access
 from ..errors import BadRequest, Forbidden, NotFound, TooManyRequests, Unprocessable, UWSError
 from ..events.bus import Subscription
 from ..filethreads import serve
-from ..inputs import MAX_ID, MAX_OFFSET, MAX_SQL_INT, query_int, shorten
+from ..inputs import MAX_ID, MAX_OFFSET, MAX_SQL_INT, query_int, shorten, unicode_text
 from ..orm import Job, Workspace
 from ..scopes import LAUNCH_JOBS, READ_WORKSPACES
 from ..services import Services
@@ -104,6 +104,10 @@ class UWSAPIHandler(APIHandler):
     def actor(self) -> str:
         """Who makes this request, for the event log (a user's or a service's name)."""
         return self.current_user.name
+
+    def get_json_body(self) -> Any:
+        """JupyterHub's, refusing a body that is no Unicode text (:func:`~uws_hub.inputs.unicode_text`)."""
+        return unicode_text(super().get_json_body())
 
     def write_error(self, status_code: int, **kwargs) -> None:
         """JupyterHub's JSON error, always with a string message.

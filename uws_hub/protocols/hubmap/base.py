@@ -24,7 +24,7 @@ from tornado import web
 
 from ...apihandlers.base import UWSAPIHandler
 from ...errors import NotFound, UWSError
-from ...inputs import MAX_ID
+from ...inputs import MAX_ID, unicode_text
 from ...orm import Job, Workspace
 from ...scopes import READ_WORKSPACES
 from .config import HubMAPCompat
@@ -147,11 +147,11 @@ class HubMAPHandler(UWSAPIHandler):
         """The body as a JSON object, whatever its Content-Type (HuBMAP's server reads it so)."""
         try:
             body = json.loads(self.request.body or b"")
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:  # RecursionError: nested deeper than the parser goes
             raise HubMAPError(400, invalid.format(e)) from None
         if not isinstance(body, dict):
             raise HubMAPError(400, invalid.format("expected a JSON object"))
-        return body
+        return unicode_text(body)
 
     # ---------------------------------------------------------------- lookups
     @property

@@ -274,6 +274,11 @@ def job_model(job, facts: JobFacts) -> dict[str, Any]:
 EMPTY_DETAILS: dict[str, list] = {"files": [], "symlinks": []}
 
 
+def no_details() -> dict[str, Any]:
+    """The ``workspace_details`` of a workspace whose contents are not shown."""
+    return {"request_workspace_details": dict(EMPTY_DETAILS), "current_workspace_details": dict(EMPTY_DETAILS)}
+
+
 def current_workspace_details(entries: list[tuple[str, str]]) -> dict[str, list[dict[str, str]]]:
     """``current_workspace_details`` from a walk of the workspace (``(relative path, type)``):
     names with a leading '/', symlinks apart, dot files and what is in dot folders left out."""

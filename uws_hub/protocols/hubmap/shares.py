@@ -47,8 +47,13 @@ class SharesBase(TranslatingHandler):
     async def model(self, share: Share) -> dict:
         source = share.workspace
         copy = Workspace.find(self.db, share.copy_workspace_id) if share.copy_workspace_id else None
+        # the invitation shows what it offers; once the copy is made, the recipient holds it,
+        # not the workspace it came from, whose files (then and later) are none of theirs
+        source_details = (
+            models.no_details() if copy is not None and share.user_id == self.caller.id else await self.details(source)
+        )
         original = models.shared_workspace(
-            source.id, source.name, source.description, await self.details(source), self.user_ref(source.owner)
+            source.id, source.name, source.description, source_details, self.user_ref(source.owner)
         )
         if copy is not None:
             shared = models.shared_workspace(

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from jupyterhub import orm as hub_orm
 from jupyterhub.scopes import Scope, check_scope_filter, get_scopes_for, parse_scopes
 from jupyterhub.utils import maybe_future
 from tornado import web
@@ -71,7 +70,7 @@ async def _vouched_user(handler, body: dict[str, Any]):
     if "user_info" not in body:
         raise HubMAPError(400, "Missing user_info. Please provide user_info to get user_token.")
     client_token, info = body["client_token"], body["user_info"]
-    client = hub_orm.APIToken.find(handler.db, client_token) if isinstance(client_token, str) else None
+    client = handler.uws.token_ids.find(handler.db, client_token) if isinstance(client_token, str) else None
     now = datetime.now(UTC).replace(tzinfo=None)
     if client is None or (client.expires_at is not None and client.expires_at < now):
         raise _refused(handler, "unknown or expired client token")

@@ -27,7 +27,6 @@ import base64
 import binascii
 from http.client import responses
 
-from jupyterhub import orm as hub_orm
 from tornado import web
 
 from ...apihandlers.base import UWSAPIHandler
@@ -94,7 +93,7 @@ class UWSHandler(UWSAPIHandler):
                 self._uws_token = super().get_token()
             else:
                 user, password = credentials
-                token = hub_orm.APIToken.find(self.db, password)
+                token = self.uws.token_ids.find(self.db, password)
                 owner = token.user if token is not None else None
                 self._uws_token = token if owner is not None and owner.name == user else None
         return self._uws_token

@@ -17,7 +17,8 @@ dataclasses below. The documents follow ``UWS.xsd`` (version
 
 Text the XML 1.0 character set cannot carry (control characters) cannot be
 a parameter's content: such a parameter is given ``byReference``, as a URL
-that answers its value (STD §2.2.2.4).
+that answers its value (STD §2.2.2.4). In any other text (a reason, an
+owner's name) such a character is written as U+FFFD.
 """
 
 from __future__ import annotations
@@ -118,8 +119,10 @@ class JobRef:
 
 
 def _text(text: str) -> str:
-    # a carriage return would reach a parser as a line feed: keep it as a reference
-    return escape(text).replace("\r", "&#13;")
+    # what XML cannot hold (a reason, a name from elsewhere) is U+FFFD, else the whole
+    # document would parse nowhere; a carriage return would reach a parser as a line
+    # feed: kept as a reference
+    return escape(_NOT_XML.sub("\ufffd", text)).replace("\r", "&#13;")
 
 
 def _element(name: str, text: str | None, *, nillable: bool = True) -> str:

@@ -24,6 +24,7 @@ from typing import Any
 
 from ...errors import BadRequest
 from ...inputs import MAX_OFFSET, shorten
+from .documents import xml_safe
 from .phases import PHASES
 
 #: UWS's job control parameters (STD §2.2.3), which a job type's parameters cannot be
@@ -101,7 +102,8 @@ def parse_time(text: str, name: str) -> datetime:
 
 
 def parse_execution_duration(text: str) -> int:
-    """Seconds (a float such as pyvo's ``3600.0`` is rounded); 0 means no limit."""
+    """Seconds (a float such as pyvo's ``3600.0`` is rounded); 0 means no limit, so a
+    limit under half a second is 1 s, the shortest, rather than none."""
     value = text.strip()
     if not _NUMBER.match(value):
         raise BadRequest(f"EXECUTIONDURATION: {shorten(text)!r} is not a number of seconds")
@@ -110,7 +112,7 @@ def parse_execution_duration(text: str) -> int:
         raise BadRequest(f"EXECUTIONDURATION: {shorten(text)!r} must be 0 (no limit) or a positive number of seconds")
     if seconds > MAX_EXECUTION_DURATION:
         raise BadRequest(f"EXECUTIONDURATION: at most {MAX_EXECUTION_DURATION} seconds")
-    return round(seconds)
+    return max(round(seconds), 1) if seconds > 0 else 0
 
 
 def parse_phase_action(text: str | None) -> str:
@@ -130,6 +132,10 @@ def parse_run_id(text: str | None) -> str | None:
         raise BadRequest(f"RUNID: at most {MAX_RUN_ID_LENGTH} characters")
     if any(ord(c) < 32 or ord(c) == 127 for c in text):
         raise BadRequest("RUNID: control characters are not allowed")
+    if not xml_safe(text):
+        # U+FFFE and U+FFFF pass for printable, yet no XML 1.0 document can hold
+        # them: the job's document and every job list showing it would not parse
+        raise BadRequest("RUNID: U+FFFE and U+FFFF are not characters XML can hold")
     return text
 
 

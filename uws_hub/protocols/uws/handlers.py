@@ -68,6 +68,11 @@ class UWSJobsHandler(UWSHandler):
             raise NotFound(f"No such job: {job_id}")
         return job
 
+    def authorize_destruction(self, workspace_id: int) -> None:
+        """403 unless the request may delete the results of a job in the workspace: a
+        destruction (``DELETE``, a ``DESTRUCTION`` time) deletes them and the job's log."""
+        self.find_workspace(str(workspace_id), WRITE_WORKSPACES)
+
     def form(self) -> forms.Form:
         if self.request.files:
             raise BadRequest("File uploads (inline parameters) are not taken; send the parameters as form fields")
@@ -156,6 +161,8 @@ class JobListHandler(UWSJobsHandler):
         kind = self.batch_job_type(job_type)
         creation = forms.parse_creation(self.form(), {name: spec.type for name, spec in kind.parameters.items()})
         ws = await self.workspace_for(creation.workspace)
+        if creation.destruction is not None:
+            self.authorize_destruction(ws.id)
         launcher = await self.fresh_launcher(ws)
         service = self.uws.jobs
         job = service.launch(
@@ -234,7 +241,7 @@ class JobHandler(UWSJobsHandler):
         """UWS's deletion: an ended job is deleted with its results and log (then 404). A
         job still running is aborted first and deleted once it ended; if it takes longer
         than ``max_wait_seconds``, the hub destroys it when it ends (it is ARCHIVED)."""
-        self.find_workspace(str(job.workspace_id), WRITE_WORKSPACES)  # its results are deleted
+        self.authorize_destruction(job.workspace_id)
         list_url = self.list_url(job.job_type)
         service = self.uws.jobs
         if not job.terminal:
@@ -310,6 +317,7 @@ class DestructionHandler(UWSJobsHandler):
         text = self.form().one("DESTRUCTION")
         if text is None:
             raise BadRequest("DESTRUCTION is required: when the hub destroys the job (ISO 8601, UTC)")
+        self.authorize_destruction(job.workspace_id)
         self.uws.jobs.set_destruction(job, forms.parse_time(text, "DESTRUCTION"), self.actor)
         self.see_job(job)
 
