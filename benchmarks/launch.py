@@ -132,6 +132,14 @@ def parse_args(argv=None):
         " minimal server of the tests (tests/minimal_server.py, the same script by hand)",
     )
     p.add_argument(
+        "--server-cpus",
+        type=int,
+        default=0,
+        help="CPUs each launch through the hub asks for (resources.cpus; 0: none, the default):"
+        " a server with limits starts through the job wrapper (python -I -S wrapper.py --exec),"
+        " which applies them and execs the server. The server by hand runs without",
+    )
+    p.add_argument(
         "--nice",
         type=int,
         default=10,
@@ -292,7 +300,10 @@ def _hub_launch(hub: Hub, session: requests.Session, token: str, ws: dict, args,
     cpu0 = process_cpu_seconds(hub.proc.pid)
     wall0 = time.time()
     t0 = time.monotonic()
-    r = hub.request("POST", f"workspaces/{ws['id']}/jobs", token, json={"job_type": args.job_type})
+    body: dict = {"job_type": args.job_type}
+    if args.server_cpus:
+        body["resources"] = {"cpus": args.server_cpus}
+    r = hub.request("POST", f"workspaces/{ws['id']}/jobs", token, json=body)
     if r.status_code != 202:
         raise RuntimeError(f"launch refused: {r.status_code} {r.text}")
     t_accepted = time.monotonic()
@@ -329,6 +340,7 @@ def _hub_launch(hub: Hub, session: requests.Session, token: str, ws: dict, args,
     running = hub.api("GET", f"jobs/{job['id']}", token)
     t1 = time.monotonic()
     r = hub.request("POST", f"jobs/{job['id']}/stop", token)
+    t_stop_answered = time.monotonic()
     if r.status_code >= 400:
         raise RuntimeError(f"stop refused: {r.status_code} {r.text}")
     # polled every 10 ms (hub.wait_job polls every 0.25 s, the launch every 50 ms: a stop of
@@ -343,6 +355,9 @@ def _hub_launch(hub: Hub, session: requests.Session, token: str, ws: dict, args,
     cpu1 = process_cpu_seconds(hub.proc.pid)
     if final["status"] != "completed":
         raise RuntimeError(f"job {job['id']} ended {final['status']}: {final.get('reason')}")
+    # the job's end as its page learns it: the event stream (read all along, in a thread),
+    # not on the grid of the polls above
+    t_completed = None if events is None else events.wait_status(job["id"], {"completed"}, args.launch_timeout)[0]
     return {
         "job_id": job["id"],
         "ready_s": t_ready - t0,
@@ -350,6 +365,8 @@ def _hub_launch(hub: Hub, session: requests.Session, token: str, ws: dict, args,
         "status_at_ready": running["status"],
         "hub_created_to_running_s": _seconds_between(running.get("created_at"), running.get("running_at")),
         "stop_s": t_stopped - t1,
+        "stop_answered_s": t_stop_answered - t1,
+        "stop_event_s": None if t_completed is None else t_completed - t1,
         "hub_stopping_to_finished_s": _seconds_between(final.get("stopping_at"), final.get("finished_at")),
         "hub_cpu_s": cpu1 - cpu0,
         "polls": polls,
@@ -584,7 +601,10 @@ def launch_table(res: dict) -> str:
         )
     for kind in kinds:
         rows.append((f"by hand, {kind}: SIGTERM → exited", col(res["manual"][kind], "stop_s"), man_stop))
-    rows.append(("hub: POST stop → job completed", col(hub, "stop_s"), man_stop))
+    rows.append(("hub: POST stop → job completed (polled every 10 ms)", col(hub, "stop_s"), man_stop))
+    if events:
+        rows.append(("hub: POST stop → the job's 'completed' event at the client", col(hub, "stop_event_s"), man_stop))
+    rows.append(("  hub: POST stop → its answer (202)", col(hub, "stop_answered_s"), man_stop))
     rows.append(
         ("hub: job stopping_at → finished_at (hub's own timestamps)", col(hub, "hub_stopping_to_finished_s"), man_stop)
     )
