@@ -137,7 +137,7 @@ def parse_args(argv=None):
         default=0,
         help="CPUs each launch through the hub asks for (resources.cpus; 0: none, the default):"
         " a server with limits starts through the job wrapper (python -I -S wrapper.py --exec),"
-        " which applies them and execs the server. The server by hand runs without",
+        " which applies them and execs the server. The server by hand runs on as many (taskset)",
     )
     p.add_argument(
         "--nice",
@@ -459,6 +459,9 @@ def manual_launch(
     wall0 = time.time()
     # at the priority the hub gives its jobs (nice execs the server: same pid)
     argv = ["nice", "-n", str(args.nice), *server]
+    if args.server_cpus:
+        # on as many CPUs as the hub's server gets (the hub pins it to the least used ones)
+        argv = ["taskset", "-c", f"0-{args.server_cpus - 1}", *argv]
     proc = Proc(f"{kind}-{n}", argv, logdir / f"manual-{kind}-{n}.log", env=env, cwd=directory)
     try:
         t_ready, polls = poll_until_ok(session, status_url, token, args.launch_timeout, interval, proc.alive)
