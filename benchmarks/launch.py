@@ -9,7 +9,8 @@ user and a token. N times: ``POST /hub/api/workspaces/{id}/jobs
 /user/<name>/<slug>/api/status`` answers 200 through the proxy with the user's
 token; then stop the job and wait for it to be ``completed``. Baseline,
 interleaved run by run: the same JupyterLab server started by hand
-(``jupyter-lab`` from the same venv, same root directory) and polled directly
+(``jupyter-lab`` from the same venv, same root directory, at the priority the hub gives
+its jobs, its session's too: see ``nice_level``) and polled directly
 until ``/api/status`` answers. The ratio is the hub's overhead (spawn
 bookkeeping, the single-user server's hub handshake, JupyterHub's wait for the
 server, the proxy route).
@@ -81,6 +82,7 @@ import requests  # noqa: E402
 from tests.helpers import SSEReader  # noqa: E402
 from tests.hubutil import Hub, hub_env  # noqa: E402
 from uws_hub import serverconfig  # noqa: E402
+from uws_hub.spawners.wrapper import set_session_nice  # noqa: E402
 
 USER = "bench"
 MINIMAL_SERVER = Path(__file__).resolve().parent.parent / "tests" / "minimal_server.py"
@@ -463,6 +465,10 @@ def manual_launch(
         # on as many CPUs as the hub's server gets (the hub pins it to the least used ones)
         argv = ["taskset", "-c", f"0-{args.server_cpus - 1}", *argv]
     proc = Proc(f"{kind}-{n}", argv, logdir / f"manual-{kind}-{n}.log", env=env, cwd=directory)
+    # and its session too, as the hub lowers its jobs' (nice_level): where the kernel schedules
+    # each session as one group (autogroup), a process's nice counts only within its session,
+    # and a server by hand at its session's default priority got more of a busy machine
+    set_session_nice(args.nice, proc.pid)
     try:
         t_ready, polls = poll_until_ok(session, status_url, token, args.launch_timeout, interval, proc.alive)
     except Exception:
