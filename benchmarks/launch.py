@@ -9,7 +9,8 @@ user and a token. N times: ``POST /hub/api/workspaces/{id}/jobs
 /user/<name>/<slug>/api/status`` answers 200 through the proxy with the user's
 token; then stop the job and wait for it to be ``completed``. Baseline,
 interleaved run by run: the same JupyterLab server started by hand
-(``jupyter-lab`` from the same venv, same root directory) and polled directly
+(``jupyter-lab`` from the same venv, same root directory, at the priority the hub gives
+its jobs, its session's too: see ``nice_level``) and polled directly
 until ``/api/status`` answers. The ratio is the hub's overhead (spawn
 bookkeeping, the single-user server's hub handshake, JupyterHub's wait for the
 server, the proxy route).
@@ -81,6 +82,7 @@ import requests  # noqa: E402
 from tests.helpers import SSEReader  # noqa: E402
 from tests.hubutil import Hub, hub_env  # noqa: E402
 from uws_hub import serverconfig  # noqa: E402
+from uws_hub.spawners.wrapper import set_session_nice  # noqa: E402
 
 USER = "bench"
 MINIMAL_SERVER = Path(__file__).resolve().parent.parent / "tests" / "minimal_server.py"
@@ -130,6 +132,14 @@ def parse_args(argv=None):
         default="jupyterlab",
         help="the server to launch: JupyterLab (jupyterhub-singleuser; by hand jupyter-lab) or the"
         " minimal server of the tests (tests/minimal_server.py, the same script by hand)",
+    )
+    p.add_argument(
+        "--server-cpus",
+        type=int,
+        default=0,
+        help="CPUs each launch through the hub asks for (resources.cpus; 0: none, the default):"
+        " a server with limits starts through the job wrapper (python -I -S wrapper.py --exec),"
+        " which applies them and execs the server. The server by hand runs on as many (taskset)",
     )
     p.add_argument(
         "--nice",
@@ -292,7 +302,10 @@ def _hub_launch(hub: Hub, session: requests.Session, token: str, ws: dict, args,
     cpu0 = process_cpu_seconds(hub.proc.pid)
     wall0 = time.time()
     t0 = time.monotonic()
-    r = hub.request("POST", f"workspaces/{ws['id']}/jobs", token, json={"job_type": args.job_type})
+    body: dict = {"job_type": args.job_type}
+    if args.server_cpus:
+        body["resources"] = {"cpus": args.server_cpus}
+    r = hub.request("POST", f"workspaces/{ws['id']}/jobs", token, json=body)
     if r.status_code != 202:
         raise RuntimeError(f"launch refused: {r.status_code} {r.text}")
     t_accepted = time.monotonic()
@@ -329,6 +342,7 @@ def _hub_launch(hub: Hub, session: requests.Session, token: str, ws: dict, args,
     running = hub.api("GET", f"jobs/{job['id']}", token)
     t1 = time.monotonic()
     r = hub.request("POST", f"jobs/{job['id']}/stop", token)
+    t_stop_answered = time.monotonic()
     if r.status_code >= 400:
         raise RuntimeError(f"stop refused: {r.status_code} {r.text}")
     # polled every 10 ms (hub.wait_job polls every 0.25 s, the launch every 50 ms: a stop of
@@ -343,6 +357,9 @@ def _hub_launch(hub: Hub, session: requests.Session, token: str, ws: dict, args,
     cpu1 = process_cpu_seconds(hub.proc.pid)
     if final["status"] != "completed":
         raise RuntimeError(f"job {job['id']} ended {final['status']}: {final.get('reason')}")
+    # the job's end as its page learns it: the event stream (read all along, in a thread),
+    # not on the grid of the polls above
+    t_completed = None if events is None else events.wait_status(job["id"], {"completed"}, args.launch_timeout)[0]
     return {
         "job_id": job["id"],
         "ready_s": t_ready - t0,
@@ -350,6 +367,8 @@ def _hub_launch(hub: Hub, session: requests.Session, token: str, ws: dict, args,
         "status_at_ready": running["status"],
         "hub_created_to_running_s": _seconds_between(running.get("created_at"), running.get("running_at")),
         "stop_s": t_stopped - t1,
+        "stop_answered_s": t_stop_answered - t1,
+        "stop_event_s": None if t_completed is None else t_completed - t1,
         "hub_stopping_to_finished_s": _seconds_between(final.get("stopping_at"), final.get("finished_at")),
         "hub_cpu_s": cpu1 - cpu0,
         "polls": polls,
@@ -442,7 +461,14 @@ def manual_launch(
     wall0 = time.time()
     # at the priority the hub gives its jobs (nice execs the server: same pid)
     argv = ["nice", "-n", str(args.nice), *server]
+    if args.server_cpus:
+        # on as many CPUs as the hub's server gets (the hub pins it to the least used ones)
+        argv = ["taskset", "-c", f"0-{args.server_cpus - 1}", *argv]
     proc = Proc(f"{kind}-{n}", argv, logdir / f"manual-{kind}-{n}.log", env=env, cwd=directory)
+    # and its session too, as the hub lowers its jobs' (nice_level): where the kernel schedules
+    # each session as one group (autogroup), a process's nice counts only within its session,
+    # and a server by hand at its session's default priority got more of a busy machine
+    set_session_nice(args.nice, proc.pid)
     try:
         t_ready, polls = poll_until_ok(session, status_url, token, args.launch_timeout, interval, proc.alive)
     except Exception:
@@ -584,7 +610,10 @@ def launch_table(res: dict) -> str:
         )
     for kind in kinds:
         rows.append((f"by hand, {kind}: SIGTERM → exited", col(res["manual"][kind], "stop_s"), man_stop))
-    rows.append(("hub: POST stop → job completed", col(hub, "stop_s"), man_stop))
+    rows.append(("hub: POST stop → job completed (polled every 10 ms)", col(hub, "stop_s"), man_stop))
+    if events:
+        rows.append(("hub: POST stop → the job's 'completed' event at the client", col(hub, "stop_event_s"), man_stop))
+    rows.append(("  hub: POST stop → its answer (202)", col(hub, "stop_answered_s"), man_stop))
     rows.append(
         ("hub: job stopping_at → finished_at (hub's own timestamps)", col(hub, "hub_stopping_to_finished_s"), man_stop)
     )

@@ -4,9 +4,12 @@ the fair queue's order, log ranges, how an exit record reads, the CPUs a job get
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import json
 import os
 import pwd
+import py_compile
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +27,7 @@ from uws_hub.jobs.service import tail
 from uws_hub.jobs.types import parse_job_types
 from uws_hub.spawners import wrapper
 from uws_hub.spawners.localbatch import describe_exit
+from uws_hub.spawners.localjob import wrapper_argv
 from uws_hub.spawners.wrapper import memory_failure, pick_cpus
 
 SPECS = {
@@ -292,6 +296,23 @@ def test_the_wrapper_starts_without_json_re_or_enum():
     )
     out = subprocess.run([sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_wrapper_runs_from_its_cached_code_not_its_source(tmp_path):
+    """Every server with limits and every batch job started without the launcher starts
+    the wrapper in a new interpreter: it runs the code the hub's import cached in
+    ``__pycache__`` (a script's source is compiled at each start, ~18 ms). Shown with a
+    copy whose source is then replaced, same size and time, by text that does not compile:
+    only the cached code can run."""
+    source = tmp_path / "wrapper.py"
+    shutil.copyfile(wrapper.__file__, source)
+    py_compile.compile(str(source), cfile=importlib.util.cache_from_source(str(source)), doraise=True)
+    stat = source.stat()
+    source.write_bytes(b"(" * stat.st_size)
+    os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    argv = wrapper_argv("--exec", "{}", "--", sys.executable, "-c", "print('the server ran')", path=str(source))
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert (out.returncode, out.stdout) == (0, "the server ran\n"), out.stderr
 
 
 def _end_descendants_in_a_subreaper(command: str) -> list[str]:

@@ -24,7 +24,6 @@ import pwd
 import shlex
 import shutil
 import subprocess
-import sys
 from typing import BinaryIO
 
 from jupyterhub.spawner import LocalProcessSpawner, SpawnException
@@ -35,7 +34,7 @@ from ..reasons import exit_reason
 from . import localorphans, wrapper
 from .listening import ServerExited, process_exit, wait_listening
 from .localbatch import LocalRunner
-from .localjob import CPU_USE, WRAPPER, job_groups, memory_cgroups, open_log
+from .localjob import CPU_USE, job_groups, memory_cgroups, open_log, wrapper_argv
 from .mixins import WorkspaceSpawnerMixin
 
 
@@ -284,7 +283,7 @@ class WorkspaceLocalProcessSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         self.limits = limits
         if limits is not None:
             # the wrapper applies them, then switches to the job's account and execs the server
-            cmd = [sys.executable, "-I", "-S", WRAPPER, "--exec", json.dumps(limits), "--", *cmd]
+            cmd = wrapper_argv("--exec", json.dumps(limits), "--", *cmd)
         elif launch.system_user:
             account = pwd.getpwnam(launch.system_user)
             popen_kwargs.update(
