@@ -1669,6 +1669,27 @@ async def test_nothing_is_made_for_a_user_being_deleted(hub):
     assert hub.jobs.launch(mine, "lab", None, {}, "ann").owner_id == ann.id
 
 
+def test_a_held_job_of_a_user_being_deleted_is_not_let_run(hub):
+    """A held batch job does not hold its owner's delete back (it goes with them, or is
+    cancelled if it is in another's workspace): let run meanwhile (UWS's PHASE=RUN), it
+    was handed over and ran on untracked once its row went with them. Till the delete has
+    finished, a 409, as the owner's or as the launcher's; once it failed, it runs."""
+    offer_true_batch_jobs(hub)
+    ann, ben = hub.users["ann"], hub.users["ben"]
+    mine, bens = workspace(hub), workspace(hub, owner="ben", slug="w2")
+    own = hub.jobs.launch(mine, "run", None, {}, "ann", held=True)
+    launched = hub.jobs.launch(bens, "run", None, {}, "ann", launcher=ann, held=True)  # as an editor
+    with hub.workspaces.deletions.deleting(ann):
+        for job in (own, launched):
+            with pytest.raises(Conflict, match="^ann is being deleted$"):
+                hub.jobs.run(job, "ann")
+            assert job.target == "held"
+    with hub.workspaces.deletions.deleting(ben):  # the owner of the workspace being deleted
+        with pytest.raises(Conflict, match="^ben is being deleted$"):
+            hub.jobs.run(launched, "ann")
+    assert hub.jobs.run(own, "ann").target == "running"
+
+
 async def test_a_user_is_not_deleted_while_a_workspace_of_theirs_is_being_made(hub, monkeypatch):
     """A workspace's row is committed before its folder is made (in a thread): a delete
     between the two set aside a folder that was not there yet, and the folder made next
