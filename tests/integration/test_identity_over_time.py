@@ -155,6 +155,8 @@ def test_nothing_is_made_for_a_user_while_they_are_being_deleted(make_hub, throw
             ("POST", "workspaces", token, {"json": {"name": "another"}}),
             ("PUT", f"workspaces/{mine['id']}/files/data.txt", token, {"data": b"results"}),
             ("PUT", f"workspaces/{mine['id']}/files/data.txt", bob, {"data": b"results"}),
+            # a rename: their deletion lists their jobs' HOME by their name, left under the old one
+            ("PATCH", f"users/{throwaway}", hub.admin_token, {"json": {"name": f"{throwaway}x"}}),
         ]
         for method, path, caller, kw in attempts:
             r = hub.request(method, path, caller, **kw)
@@ -172,6 +174,7 @@ def test_nothing_is_made_for_a_user_while_they_are_being_deleted(make_hub, throw
             "SELECT count(*) FROM uws_jobs WHERE workspace_id = :w",
         ):
             assert db.scalar(text(query), {"u": user_id, "w": bobs["id"]}) == (1 if ":w" in query else 0), query
+        assert db.scalar(text("SELECT count(*) FROM users WHERE name LIKE :n"), {"n": f"{throwaway}%"}) == 0
     engine.dispose()
     assert not list((hub.workspaces_root / throwaway).glob("*"))
     (entry,) = [p for p in (hub.workspaces_root / ".deleted").iterdir() if f"-{throwaway}-" in p.name]

@@ -1690,6 +1690,27 @@ def test_a_held_job_of_a_user_being_deleted_is_not_let_run(hub):
     assert hub.jobs.run(own, "ann").target == "running"
 
 
+async def test_a_users_name_is_held_till_their_delete_has_finished_not_their_id(hub):
+    """What a deletion lists under the user's name (their jobs' HOME) is set aside after its
+    commit: a new user given the name meanwhile is held as the former one was. Their id
+    is not held: on SQLite it is the next new user's, whatever their name (who was refused
+    as "being deleted" till the set-aside had finished)."""
+    ben = hub.users.pop("ben")
+    with hub.workspaces.deletions.deleting(ben):
+        hub.db.delete(ben)
+        hub.db.commit()
+        cid, new_ben = hub_orm.User(name="cid"), hub_orm.User(name="ben")
+        hub.db.add(cid)
+        hub.db.commit()
+        hub.db.add(new_ben)
+        hub.db.commit()
+        assert cid.id == ben.id  # (SQLite's next id)
+        assert (await hub.workspaces.create(cid, "new", "", [])).owner_id == cid.id
+        with pytest.raises(Conflict, match="^ben is being deleted$"):
+            await hub.workspaces.create(new_ben, "new", "", [])
+    assert (await hub.workspaces.create(new_ben, "new", "", [])).owner_id == new_ben.id
+
+
 async def test_a_user_is_not_deleted_while_a_workspace_of_theirs_is_being_made(hub, monkeypatch):
     """A workspace's row is committed before its folder is made (in a thread): a delete
     between the two set aside a folder that was not there yet, and the folder made next

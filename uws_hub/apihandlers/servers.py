@@ -237,9 +237,17 @@ class UserAPIHandler(ServerTokenMixin, HubUserAPIHandler):
 
     @needs_scope("admin:users")
     async def patch(self, user_name):
+        user = self.find_user(user_name)
         data = self.get_json_body()
+        deletions = self.uws.workspaces.deletions
+        if user is not None:
+            # (their deletion lists what is theirs by this name: what it leaves under the new one stayed)
+            deletions.check(user.orm_user)
         if isinstance(data, dict) and data.get("name", user_name) != user_name:
             refuse_look_alike(self, data["name"])
+            if isinstance(data["name"], str):
+                # (a HOME of the name's is set aside after the commit: it was theirs meanwhile)
+                deletions.check_name(self.authenticator.normalize_username(data["name"]))
         await super().patch(user_name)
 
     @needs_scope("delete:users")
