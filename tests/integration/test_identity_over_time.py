@@ -155,6 +155,11 @@ def test_nothing_is_made_for_a_user_while_they_are_being_deleted(make_hub, throw
             ("POST", "workspaces", token, {"json": {"name": "another"}}),
             ("PUT", f"workspaces/{mine['id']}/files/data.txt", token, {"data": b"results"}),
             ("PUT", f"workspaces/{mine['id']}/files/data.txt", bob, {"data": b"results"}),
+            # shares by them and to them (their roles, a copy into their folder), a copy sent either way
+            ("POST", f"workspaces/{mine['id']}/shares", token, {"json": {"user": "uwsbob", "level": "viewer"}}),
+            ("POST", f"workspaces/{bobs['id']}/shares", bob, {"json": {"user": throwaway, "level": "viewer"}}),
+            ("POST", f"workspaces/{mine['id']}/shares", token, {"json": {"user": "uwsbob", "kind": "copy"}}),
+            ("POST", f"workspaces/{bobs['id']}/shares", bob, {"json": {"user": throwaway, "kind": "copy"}}),
             # a rename: their deletion lists their jobs' HOME by their name, left under the old one
             ("PATCH", f"users/{throwaway}", hub.admin_token, {"json": {"name": f"{throwaway}x"}}),
         ]

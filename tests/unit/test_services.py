@@ -138,7 +138,7 @@ def hub(engine, tmp_path):
         launch_checks=[check_resource_limits, quotas.check_launch],
         job_env=dict,
     )
-    sharing = ShareService(db, accounts, notifier, events, log, posix_group_prefix=None)
+    sharing = ShareService(db, accounts, notifier, events, log, posix_group_prefix=None, deletions=workspaces.deletions)
     copies = CopyService(db, sharing, accounts, quotas, notifier, wake=recording("copy"))
     users = {name: hub_orm.User(name=name) for name in ("ann", "ben")}
     db.add_all(users.values())
@@ -1688,6 +1688,25 @@ def test_a_held_job_of_a_user_being_deleted_is_not_let_run(hub):
         with pytest.raises(Conflict, match="^ben is being deleted$"):
             hub.jobs.run(launched, "ann")
     assert hub.jobs.run(own, "ann").target == "running"
+
+
+def test_no_share_is_made_to_or_by_a_user_being_deleted(hub):
+    """A share made while its owner or recipient was being deleted went with them, but its
+    roles and POSIX group member were made for them meanwhile; a copy sent then was made
+    in a folder being set aside. Till the delete has finished, each is a 409."""
+    ann, ben = hub.users["ann"], hub.users["ben"]
+    mine, bens = workspace(hub), workspace(hub, owner="ben", slug="w2")
+    with hub.workspaces.deletions.deleting(ann):
+        for make in (
+            lambda: hub.sharing.share(mine, "viewer", "ann", user=ben),  # by them
+            lambda: hub.sharing.share(bens, "editor", "ben", user=ann),  # to them
+            lambda: hub.copies.invite_copy(mine, ben, None, "ann"),
+            lambda: hub.copies.invite_copy(bens, ann, None, "ben"),
+        ):
+            with pytest.raises(Conflict, match="^ann is being deleted$"):
+                make()
+        assert hub.db.scalar(select(func.count(Share.id))) == 0
+    assert hub.sharing.share(bens, "editor", "ben", user=ann)[1]
 
 
 async def test_a_users_name_is_held_till_their_delete_has_finished_not_their_id(hub):
