@@ -187,6 +187,55 @@ def test_nothing_is_made_for_a_user_while_they_are_being_deleted(make_hub, throw
     assert os.listdir(entry / "workspaces" / mine["slug"]) == []
 
 
+GATED_SET_ASIDE = """
+import os, time
+from uws_hub.workspaces.former import FormerUsers
+
+_put_away = FormerUsers.put_away
+
+def gated_put_away(self, leftovers):
+    \"\"\"Sets a deleted user's data aside once the test opens the gate (a file it makes).\"\"\"
+    open({entered!r}, "w").close()
+    while not os.path.exists({gate!r}):
+        time.sleep(0.05)
+    return _put_away(self, leftovers)
+
+FormerUsers.put_away = gated_put_away
+"""
+
+
+def test_a_deleted_users_name_is_given_to_no_one_till_what_they_left_is_set_aside(make_hub, throwaway, tmp_path):
+    """What a deletion lists by the user's name (their workspaces' folders, their jobs' HOME)
+    is moved after its commit: a user of the name made meanwhile (their system account
+    given the freed uid), or another renamed to it, had what was still there. The name is
+    held till the delete has answered: a 409 (a new user, a rename to it); then it is free."""
+    entered, gate = tmp_path / "entered", tmp_path / "gate"
+    hub = make_hub(MULTIUSER_CONFIG + GATED_SET_ASIDE.format(entered=str(entered), gate=str(gate)))
+    token = hub.add_user(throwaway)
+    hub.add_user("uwsbob")
+    hub.api("POST", "workspaces", token, json={"name": "research"}, expect=201)
+    answered: list[requests.Response] = []
+    deleting = threading.Thread(
+        target=lambda: answered.append(hub.request("DELETE", f"users/{throwaway}", hub.admin_token))
+    )
+    deleting.start()
+    try:
+        wait_for(entered.exists, 30, what="the delete to reach the set-aside")
+        for method, path, body in (
+            ("POST", f"users/{throwaway}", {}),
+            ("POST", "users", {"usernames": [throwaway]}),
+            ("PATCH", "users/uwsbob", {"name": throwaway}),
+        ):
+            r = hub.request(method, path, hub.admin_token, json=body)
+            assert (r.status_code, r.json().get("message")) == (409, f"{throwaway} is being deleted"), (path, r.text)
+    finally:
+        gate.touch()
+        deleting.join(60)
+    assert answered[0].status_code == 204, answered[0].text
+    assert hub.api("GET", "users/uwsbob", hub.admin_token, expect=200)["name"] == "uwsbob"
+    hub.api("POST", f"users/{throwaway}", hub.admin_token, json={}, expect=201)
+
+
 def test_sign_up_gives_nobody_a_system_account_without_an_admin(make_hub, throwaway):
     """With system users a hub user is the system account of its name: one that has no
     hub user (a deleted user's, whose files and home stay; a colleague's who never used
