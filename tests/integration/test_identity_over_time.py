@@ -21,6 +21,8 @@ import subprocess
 import tempfile
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -123,6 +125,22 @@ c.JupyterHub.authenticator_class = GatedDelete
 """
 
 
+@contextmanager
+def delete_held_at_gate(hub, name: str, entered: Path, gate: Path, where: str) -> Iterator[list[requests.Response]]:
+    """``DELETE /hub/api/users/<name>`` in a thread, held while in this where the hub's
+    configuration gates it (it makes ``entered``, then waits for ``gate``); its answer
+    is in the list once out."""
+    answered: list[requests.Response] = []
+    deleting = threading.Thread(target=lambda: answered.append(hub.request("DELETE", f"users/{name}", hub.admin_token)))
+    deleting.start()
+    try:
+        wait_for(entered.exists, 30, what=f"the delete to reach {where}")
+        yield answered
+    finally:
+        gate.touch()
+        deleting.join(60)
+
+
 def test_nothing_is_made_for_a_user_while_they_are_being_deleted(make_hub, throwaway, tmp_path):
     """A user's delete is refused while a job of theirs runs, then awaits JupyterHub's
     delete (their servers' stops, the authenticator) before its commit: a job launched
@@ -140,13 +158,7 @@ def test_nothing_is_made_for_a_user_while_they_are_being_deleted(make_hub, throw
     with engine.connect() as db:
         user_id = db.scalar(text("SELECT id FROM users WHERE name = :n"), {"n": throwaway})
 
-    answered: list[requests.Response] = []
-    deleting = threading.Thread(
-        target=lambda: answered.append(hub.request("DELETE", f"users/{throwaway}", hub.admin_token))
-    )
-    deleting.start()
-    try:
-        wait_for(entered.exists, 30, what="the delete to reach the authenticator")
+    with delete_held_at_gate(hub, throwaway, entered, gate, "the authenticator") as answered:
         attempts = [
             ("POST", f"workspaces/{mine['id']}/jobs", token, {"json": {"job_type": "echo"}}),
             ("POST", f"workspaces/{mine['id']}/jobs", bob, {"json": {"job_type": "echo"}}),  # an editor's
@@ -168,9 +180,6 @@ def test_nothing_is_made_for_a_user_while_they_are_being_deleted(make_hub, throw
             assert (r.status_code, r.json().get("message")) == (409, f"{throwaway} is being deleted"), (path, r.text)
         # others' own work goes on
         hub.api("POST", f"workspaces/{bobs['id']}/jobs", bob, json={"job_type": "echo"}, expect=202)
-    finally:
-        gate.touch()
-        deleting.join(60)
     assert answered[0].status_code == 204, answered[0].text
     with engine.connect() as db:
         for query in (
@@ -214,13 +223,7 @@ def test_a_deleted_users_name_is_given_to_no_one_till_what_they_left_is_set_asid
     token = hub.add_user(throwaway)
     hub.add_user("uwsbob")
     hub.api("POST", "workspaces", token, json={"name": "research"}, expect=201)
-    answered: list[requests.Response] = []
-    deleting = threading.Thread(
-        target=lambda: answered.append(hub.request("DELETE", f"users/{throwaway}", hub.admin_token))
-    )
-    deleting.start()
-    try:
-        wait_for(entered.exists, 30, what="the delete to reach the set-aside")
+    with delete_held_at_gate(hub, throwaway, entered, gate, "the set-aside") as answered:
         for method, path, body in (
             ("POST", f"users/{throwaway}", {}),
             ("POST", "users", {"usernames": [throwaway]}),
@@ -228,9 +231,6 @@ def test_a_deleted_users_name_is_given_to_no_one_till_what_they_left_is_set_asid
         ):
             r = hub.request(method, path, hub.admin_token, json=body)
             assert (r.status_code, r.json().get("message")) == (409, f"{throwaway} is being deleted"), (path, r.text)
-    finally:
-        gate.touch()
-        deleting.join(60)
     assert answered[0].status_code == 204, answered[0].text
     assert hub.api("GET", "users/uwsbob", hub.admin_token, expect=200)["name"] == "uwsbob"
     hub.api("POST", f"users/{throwaway}", hub.admin_token, json={}, expect=201)
