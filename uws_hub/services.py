@@ -290,6 +290,7 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         editors_lost=jobs.stop_launched_by,
         stopping_timeout=hub.job_stopping_timeout,
         group_kills=group_kills,
+        deletions=workspaces.deletions,
     )
     sharing.attach(db)
     copies = CopyService(db, sharing, accounts, quotas, notifier, wake=waker(queue, CopySteps.kind))

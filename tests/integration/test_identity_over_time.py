@@ -21,6 +21,8 @@ import subprocess
 import tempfile
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -123,6 +125,22 @@ c.JupyterHub.authenticator_class = GatedDelete
 """
 
 
+@contextmanager
+def delete_held_at_gate(hub, name: str, entered: Path, gate: Path, where: str) -> Iterator[list[requests.Response]]:
+    """``DELETE /hub/api/users/<name>`` in a thread, held while in this where the hub's
+    configuration gates it (it makes ``entered``, then waits for ``gate``); its answer
+    is in the list once out."""
+    answered: list[requests.Response] = []
+    deleting = threading.Thread(target=lambda: answered.append(hub.request("DELETE", f"users/{name}", hub.admin_token)))
+    deleting.start()
+    try:
+        wait_for(entered.exists, 30, what=f"the delete to reach {where}")
+        yield answered
+    finally:
+        gate.touch()
+        deleting.join(60)
+
+
 def test_nothing_is_made_for_a_user_while_they_are_being_deleted(make_hub, throwaway, tmp_path):
     """A user's delete is refused while a job of theirs runs, then awaits JupyterHub's
     delete (their servers' stops, the authenticator) before its commit: a job launched
@@ -140,13 +158,7 @@ def test_nothing_is_made_for_a_user_while_they_are_being_deleted(make_hub, throw
     with engine.connect() as db:
         user_id = db.scalar(text("SELECT id FROM users WHERE name = :n"), {"n": throwaway})
 
-    answered: list[requests.Response] = []
-    deleting = threading.Thread(
-        target=lambda: answered.append(hub.request("DELETE", f"users/{throwaway}", hub.admin_token))
-    )
-    deleting.start()
-    try:
-        wait_for(entered.exists, 30, what="the delete to reach the authenticator")
+    with delete_held_at_gate(hub, throwaway, entered, gate, "the authenticator") as answered:
         attempts = [
             ("POST", f"workspaces/{mine['id']}/jobs", token, {"json": {"job_type": "echo"}}),
             ("POST", f"workspaces/{mine['id']}/jobs", bob, {"json": {"job_type": "echo"}}),  # an editor's
@@ -155,15 +167,19 @@ def test_nothing_is_made_for_a_user_while_they_are_being_deleted(make_hub, throw
             ("POST", "workspaces", token, {"json": {"name": "another"}}),
             ("PUT", f"workspaces/{mine['id']}/files/data.txt", token, {"data": b"results"}),
             ("PUT", f"workspaces/{mine['id']}/files/data.txt", bob, {"data": b"results"}),
+            # shares by them and to them (their roles, a copy into their folder), a copy sent either way
+            ("POST", f"workspaces/{mine['id']}/shares", token, {"json": {"user": "uwsbob", "level": "viewer"}}),
+            ("POST", f"workspaces/{bobs['id']}/shares", bob, {"json": {"user": throwaway, "level": "viewer"}}),
+            ("POST", f"workspaces/{mine['id']}/shares", token, {"json": {"user": "uwsbob", "kind": "copy"}}),
+            ("POST", f"workspaces/{bobs['id']}/shares", bob, {"json": {"user": throwaway, "kind": "copy"}}),
+            # a rename: their deletion lists their jobs' HOME by their name, left under the old one
+            ("PATCH", f"users/{throwaway}", hub.admin_token, {"json": {"name": f"{throwaway}x"}}),
         ]
         for method, path, caller, kw in attempts:
             r = hub.request(method, path, caller, **kw)
             assert (r.status_code, r.json().get("message")) == (409, f"{throwaway} is being deleted"), (path, r.text)
         # others' own work goes on
         hub.api("POST", f"workspaces/{bobs['id']}/jobs", bob, json={"job_type": "echo"}, expect=202)
-    finally:
-        gate.touch()
-        deleting.join(60)
     assert answered[0].status_code == 204, answered[0].text
     with engine.connect() as db:
         for query in (
@@ -172,11 +188,52 @@ def test_nothing_is_made_for_a_user_while_they_are_being_deleted(make_hub, throw
             "SELECT count(*) FROM uws_jobs WHERE workspace_id = :w",
         ):
             assert db.scalar(text(query), {"u": user_id, "w": bobs["id"]}) == (1 if ":w" in query else 0), query
+        assert db.scalar(text("SELECT count(*) FROM users WHERE name LIKE :n"), {"n": f"{throwaway}%"}) == 0
     engine.dispose()
     assert not list((hub.workspaces_root / throwaway).glob("*"))
     (entry,) = [p for p in (hub.workspaces_root / ".deleted").iterdir() if f"-{throwaway}-" in p.name]
     assert os.listdir(entry / "workspaces") == [mine["slug"]]
     assert os.listdir(entry / "workspaces" / mine["slug"]) == []
+
+
+GATED_SET_ASIDE = """
+import os, time
+from uws_hub.workspaces.former import FormerUsers
+
+_put_away = FormerUsers.put_away
+
+def gated_put_away(self, leftovers):
+    \"\"\"Sets a deleted user's data aside once the test opens the gate (a file it makes).\"\"\"
+    open({entered!r}, "w").close()
+    while not os.path.exists({gate!r}):
+        time.sleep(0.05)
+    return _put_away(self, leftovers)
+
+FormerUsers.put_away = gated_put_away
+"""
+
+
+def test_a_deleted_users_name_is_given_to_no_one_till_what_they_left_is_set_aside(make_hub, throwaway, tmp_path):
+    """What a deletion lists by the user's name (their workspaces' folders, their jobs' HOME)
+    is moved after its commit: a user of the name made meanwhile (their system account
+    given the freed uid), or another renamed to it, had what was still there. The name is
+    held till the delete has answered: a 409 (a new user, a rename to it); then it is free."""
+    entered, gate = tmp_path / "entered", tmp_path / "gate"
+    hub = make_hub(MULTIUSER_CONFIG + GATED_SET_ASIDE.format(entered=str(entered), gate=str(gate)))
+    token = hub.add_user(throwaway)
+    hub.add_user("uwsbob")
+    hub.api("POST", "workspaces", token, json={"name": "research"}, expect=201)
+    with delete_held_at_gate(hub, throwaway, entered, gate, "the set-aside") as answered:
+        for method, path, body in (
+            ("POST", f"users/{throwaway}", {}),
+            ("POST", "users", {"usernames": [throwaway]}),
+            ("PATCH", "users/uwsbob", {"name": throwaway}),
+        ):
+            r = hub.request(method, path, hub.admin_token, json=body)
+            assert (r.status_code, r.json().get("message")) == (409, f"{throwaway} is being deleted"), (path, r.text)
+    assert answered[0].status_code == 204, answered[0].text
+    assert hub.api("GET", "users/uwsbob", hub.admin_token, expect=200)["name"] == "uwsbob"
+    hub.api("POST", f"users/{throwaway}", hub.admin_token, json={}, expect=201)
 
 
 def test_sign_up_gives_nobody_a_system_account_without_an_admin(make_hub, throwaway):

@@ -371,3 +371,21 @@ def test_a_log_folder_that_is_a_link_of_roots_is_followed(setup, tmp_path):
     entry = deleted_then_started_again(db, root, owner)
     assert (entry / "job-logs" / "job-1.log").read_text() == "output"
     assert os.listdir(real) == []
+
+
+def test_a_link_of_roots_in_a_folder_an_account_may_write_in_is_not_followed(setup, tmp_path):
+    """A link of root's is an admin's only in a folder no one else may write in: one in an
+    account's folder (a link the hub made for them, moved there before the hub gave it to
+    them) had the set-aside take the file of the log's name wherever it pointed."""
+    db, root, logs, owner = setup
+    others = tmp_path / "another-account"
+    others.mkdir()
+    (others / "job-1.log").write_text("someone else's output")
+    shutil.rmtree(logs)
+    logs.symlink_to(others)  # (root's)
+    os.chown(tmp_path, 65534, 65534)  # the folder it is in: an account's
+    try:
+        deleted_then_started_again(db, root, owner)
+    finally:
+        os.chown(tmp_path, 0, 0)
+    assert (others / "job-1.log").read_text() == "someone else's output"

@@ -138,7 +138,7 @@ def hub(engine, tmp_path):
         launch_checks=[check_resource_limits, quotas.check_launch],
         job_env=dict,
     )
-    sharing = ShareService(db, accounts, notifier, events, log, posix_group_prefix=None)
+    sharing = ShareService(db, accounts, notifier, events, log, posix_group_prefix=None, deletions=workspaces.deletions)
     copies = CopyService(db, sharing, accounts, quotas, notifier, wake=recording("copy"))
     users = {name: hub_orm.User(name=name) for name in ("ann", "ben")}
     db.add_all(users.values())
@@ -1667,6 +1667,67 @@ async def test_nothing_is_made_for_a_user_being_deleted(hub):
     with pytest.raises(RuntimeError), hub.workspaces.deletions.deleting(ann):
         raise RuntimeError("the authenticator failed")
     assert hub.jobs.launch(mine, "lab", None, {}, "ann").owner_id == ann.id
+
+
+def test_a_held_job_of_a_user_being_deleted_is_not_let_run(hub):
+    """A held batch job does not hold its owner's delete back (it goes with them, or is
+    cancelled if it is in another's workspace): let run meanwhile (UWS's PHASE=RUN), it
+    was handed over and ran on untracked once its row went with them. Till the delete has
+    finished, a 409, as the owner's or as the launcher's; once it failed, it runs."""
+    offer_true_batch_jobs(hub)
+    ann, ben = hub.users["ann"], hub.users["ben"]
+    mine, bens = workspace(hub), workspace(hub, owner="ben", slug="w2")
+    own = hub.jobs.launch(mine, "run", None, {}, "ann", held=True)
+    launched = hub.jobs.launch(bens, "run", None, {}, "ann", launcher=ann, held=True)  # as an editor
+    with hub.workspaces.deletions.deleting(ann):
+        for job in (own, launched):
+            with pytest.raises(Conflict, match="^ann is being deleted$"):
+                hub.jobs.run(job, "ann")
+            assert job.target == "held"
+    with hub.workspaces.deletions.deleting(ben):  # the owner of the workspace being deleted
+        with pytest.raises(Conflict, match="^ben is being deleted$"):
+            hub.jobs.run(launched, "ann")
+    assert hub.jobs.run(own, "ann").target == "running"
+
+
+def test_no_share_is_made_to_or_by_a_user_being_deleted(hub):
+    """A share made while its owner or recipient was being deleted went with them, but its
+    roles and POSIX group member were made for them meanwhile; a copy sent then was made
+    in a folder being set aside. Till the delete has finished, each is a 409."""
+    ann, ben = hub.users["ann"], hub.users["ben"]
+    mine, bens = workspace(hub), workspace(hub, owner="ben", slug="w2")
+    with hub.workspaces.deletions.deleting(ann):
+        for make in (
+            lambda: hub.sharing.share(mine, "viewer", "ann", user=ben),  # by them
+            lambda: hub.sharing.share(bens, "editor", "ben", user=ann),  # to them
+            lambda: hub.copies.invite_copy(mine, ben, None, "ann"),
+            lambda: hub.copies.invite_copy(bens, ann, None, "ben"),
+        ):
+            with pytest.raises(Conflict, match="^ann is being deleted$"):
+                make()
+        assert hub.db.scalar(select(func.count(Share.id))) == 0
+    assert hub.sharing.share(bens, "editor", "ben", user=ann)[1]
+
+
+async def test_a_users_name_is_held_till_their_delete_has_finished_not_their_id(hub):
+    """What a deletion lists under the user's name (their jobs' HOME) is set aside after its
+    commit: a new user given the name meanwhile is held as the former one was. Their id
+    is not held: on SQLite it is the next new user's, whatever their name (who was refused
+    as "being deleted" till the set-aside had finished)."""
+    ben = hub.users.pop("ben")
+    with hub.workspaces.deletions.deleting(ben):
+        hub.db.delete(ben)
+        hub.db.commit()
+        cid, new_ben = hub_orm.User(name="cid"), hub_orm.User(name="ben")
+        hub.db.add(cid)
+        hub.db.commit()
+        hub.db.add(new_ben)
+        hub.db.commit()
+        assert cid.id == ben.id  # (SQLite's next id)
+        assert (await hub.workspaces.create(cid, "new", "", [])).owner_id == cid.id
+        with pytest.raises(Conflict, match="^ben is being deleted$"):
+            await hub.workspaces.create(new_ben, "new", "", [])
+    assert (await hub.workspaces.create(new_ben, "new", "", [])).owner_id == new_ben.id
 
 
 async def test_a_user_is_not_deleted_while_a_workspace_of_theirs_is_being_made(hub, monkeypatch):

@@ -15,6 +15,12 @@ is a 409 (:meth:`UserDeletions.check`). A workspace's creation under way (it
 awaits its folder's making between its row and its status) is counted
 (:meth:`UserDeletions.making`): the delete is a 409 until it has finished.
 
+A user is held by name: their name cannot change meanwhile (a rename by ``PATCH`` is a
+409), and what the deletion lists under it (``<workspaces root>/<name>/.home``) is set
+aside after the commit: a new user given the name then (made, or another renamed to
+it) would have had that HOME, the former user's. The id of a user deleted on SQLite
+is the next new user's, whatever their name.
+
 One hub process serves every request, so this is the process's memory.
 """
 
@@ -29,17 +35,22 @@ from ..errors import Conflict
 
 
 class UserDeletions:
-    """The users being deleted, and the workspaces being made, by user id."""
+    """The names of the users being deleted, and the workspaces being made, by user id."""
 
     def __init__(self) -> None:
-        self._deleting: set[int] = set()
+        self._deleting: set[str] = set()
         self._making: dict[int, int] = {}
 
     def check(self, *users: hub_orm.User | None) -> None:
         """A 409 if one of ``users`` (an owner, a launcher) is being deleted."""
         for user in users:
-            if user is not None and user.id in self._deleting:
-                raise Conflict(f"{user.name} is being deleted")
+            if user is not None:
+                self.check_name(user.name)
+
+    def check_name(self, name: str) -> None:
+        """A 409 if a user of ``name`` is being deleted (a new name for another: ``PATCH``)."""
+        if name in self._deleting:
+            raise Conflict(f"{name} is being deleted")
 
     @contextmanager
     def deleting(self, user: hub_orm.User) -> Iterator[None]:
@@ -48,11 +59,12 @@ class UserDeletions:
         self.check(user)
         if self._making.get(user.id):
             raise Conflict(f"A workspace of {user.name}'s is being made: delete the user once it is done")
-        self._deleting.add(user.id)
+        name = user.name
+        self._deleting.add(name)
         try:
             yield
         finally:
-            self._deleting.discard(user.id)
+            self._deleting.discard(name)
 
     @contextmanager
     def making(self, user: hub_orm.User) -> Iterator[None]:

@@ -23,7 +23,8 @@ what the user left on disk is set aside (:mod:`uws_hub.workspaces.former`); till
 then nothing is made for the user (a launch, a workspace, a file: a ``409``,
 :mod:`uws_hub.accounts.deletions`).
 ``POST /hub/api/users``, ``POST /hub/api/users/{name}`` and a rename by ``PATCH``
-refuse a new name that could pass for another's (:func:`refuse_look_alike`).
+refuse a new name that could pass for another's (:func:`refuse_look_alike`), and
+one whose former user's delete has not answered (:func:`refuse_name_being_deleted`).
 """
 
 from __future__ import annotations
@@ -205,6 +206,15 @@ class SelfAPIHandler(ServerTokenMixin, HubSelfAPIHandler):
     pass
 
 
+def refuse_name_being_deleted(handler: APIHandler, name: Any) -> None:
+    """A 409 for a new user's name (made, or another's new name) whose former user's deletion
+    has not finished: what it lists by the name (their jobs' HOME, ``<workspaces
+    root>/<name>/.home``; their workspaces' folders) is set aside after the commit, and a
+    user of the name made meanwhile (their system account with the freed uid) had it."""
+    if isinstance(name, str):
+        handler.settings["uws"].workspaces.deletions.check_name(handler.authenticator.normalize_username(name))
+
+
 def refuse_look_alike(handler: APIHandler, name: Any) -> None:
     """A 400 that says why, for a new user's name that could pass for another's
     (:func:`look_alike`), whatever the authenticator (uws-hub's refuse it at a login too,
@@ -226,6 +236,7 @@ class UserListAPIHandler(HubUserListAPIHandler):
         if isinstance(data, dict) and isinstance(data.get("usernames"), list):
             for name in data["usernames"]:
                 refuse_look_alike(self, name)
+                refuse_name_being_deleted(self, name)
         await super().post()
 
 
@@ -233,13 +244,20 @@ class UserAPIHandler(ServerTokenMixin, HubUserAPIHandler):
     @needs_scope("admin:users")
     async def post(self, user_name):
         refuse_look_alike(self, user_name)
+        refuse_name_being_deleted(self, user_name)
         await super().post(user_name)
 
     @needs_scope("admin:users")
     async def patch(self, user_name):
+        user = self.find_user(user_name)
         data = self.get_json_body()
+        deletions = self.uws.workspaces.deletions
+        if user is not None:
+            # (their deletion lists what is theirs by this name: what it leaves under the new one stayed)
+            deletions.check(user.orm_user)
         if isinstance(data, dict) and data.get("name", user_name) != user_name:
             refuse_look_alike(self, data["name"])
+            refuse_name_being_deleted(self, data["name"])
         await super().patch(user_name)
 
     @needs_scope("delete:users")

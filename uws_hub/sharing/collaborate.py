@@ -53,6 +53,7 @@ from sqlalchemy import func, or_, select, union_all
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session, aliased
 
+from ..accounts.deletions import UserDeletions
 from ..accounts.system import SystemAccounts
 from ..errors import Conflict, NotFound, Unprocessable
 from ..events.bus import EventBus
@@ -205,6 +206,7 @@ class ShareService:
         editors_lost: Callable[[Workspace, set[int], str], object] = lambda ws, user_ids, actor: None,
         stopping_timeout: float = 120,
         group_kills: GroupKills | None = None,
+        deletions: UserDeletions | None = None,
     ):
         self.db = db
         self.accounts = accounts
@@ -227,6 +229,8 @@ class ShareService:
         #: the kills of workspaces' strays under way, which editors' job starts wait for
         #: (shared with the job service's starts)
         self.group_kills = group_kills or GroupKills()
+        #: the users being deleted: no share is made to or by them (nor a copy sent)
+        self.deletions = deletions or UserDeletions()
         #: workspace id -> the uids allowed to hold its group when it was last applied
         self._allowed: dict[int, set[int]] = {}
         #: workspaces whose groups lost allowed accounts: their processes go (:meth:`kill_strays_worker`)
@@ -351,6 +355,8 @@ class ShareService:
             raise Unprocessable(f"Unknown level {level!r}; one of {list(LEVELS)}")
         if user is not None and user.id == ws.owner_id:
             raise Unprocessable("A workspace cannot be shared with its owner")
+        # (a share's roles and POSIX group member made for a user being deleted outlived them)
+        self.deletions.check(ws.owner, user)
         if user is not None and self.posix_group_prefix is not None and level == ShareLevel.editor.value:
             self.accounts.owner(user.name)  # 409 if the editor has no system account
         self.check_ready(ws)

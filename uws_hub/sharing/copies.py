@@ -78,6 +78,8 @@ class CopyService:
         if user.id == ws.owner_id:
             raise Unprocessable("Send copies to other users; duplicate your own workspaces by creating a new one")
         self.shares.check_ready(ws)
+        # (the copy is made in the recipient's folder, from the owner's: not while one is being deleted)
+        self.shares.deletions.check(ws.owner, user)
         pending = self.db.scalar(
             select(Share).where(
                 Share.workspace_id == ws.id,

@@ -410,13 +410,22 @@ def _free_name(folder: str, name: str) -> str:
 
 def _admins_link_followed(folder: str) -> str:
     """``folder``, or where it points if it is a link of root's (the hub's account's: an
-    admin's, such as a ``job_log_dir`` that is a link); a link of anyone else's is left
-    as it is, for :data:`DIR_FLAGS` to refuse."""
+    admin's, such as a ``job_log_dir`` that is a link) in a folder of root's that no one
+    else may write in; any other link is left as it is, for :data:`DIR_FLAGS` to refuse.
+    A link of root's can be in an account's folder (one the hub made in a workspace or a
+    copy, moved there by the account before the hub gave it to them; a hard link to one
+    where ``fs.protected_hardlinks`` is off): followed, it had the set-aside take the
+    file of the log's name wherever it, and the links on its way, pointed."""
     try:
         st = os.lstat(folder)
     except FileNotFoundError:
         return folder
-    return os.path.realpath(folder) if stat.S_ISLNK(st.st_mode) and st.st_uid == os.geteuid() else folder
+    if not (stat.S_ISLNK(st.st_mode) and st.st_uid == os.geteuid()):
+        return folder
+    parent = os.stat(os.path.dirname(folder) or ".")
+    if parent.st_uid != os.geteuid() or parent.st_mode & 0o022:
+        return folder
+    return os.path.realpath(folder)
 
 
 def _not_the_hubs(path: str) -> bool:
