@@ -9,6 +9,8 @@
 - ``lines N SECONDS``: prints N numbered lines, SECONDS apart;
 - ``count FILE``: appends a line to FILE (how often a job ran), sleeps 3 s, exits 0;
 - ``wait FILE``: runs until FILE exists (at most 5 minutes), then exits 0;
+- ``stubborn FILE``: the same, ignoring SIGTERM (a stop ends it only with the
+  spawner's SIGKILL, ``kill_grace_seconds`` later) from when it prints so;
 - ``write N``: writes N bytes to ``$UWS_RESULTS_DIR/data.bin``;
 - ``sparse N``: prints a line, then makes its output (its log) N bytes long, a hole
   that costs no disk.
@@ -16,6 +18,7 @@
 
 import json
 import os
+import signal
 import sys
 import time
 
@@ -61,6 +64,10 @@ def main(what, *args):
             f.write(f"{os.environ['UWS_JOB_ID']}\n")
         time.sleep(3)
         return 0
+    if what == "stubborn":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print("ignoring SIGTERM", flush=True)
+        what = "wait"
     if what == "wait":
         deadline = time.monotonic() + 300
         while not os.path.exists(args[0]) and time.monotonic() < deadline:

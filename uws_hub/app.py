@@ -45,6 +45,7 @@ from .protocols.hubmap import HubMAPCompat
 from .protocols.hubmap.routes import routes as hubmap_routes
 from .protocols.uws.config import IVOAUWS
 from .protocols.uws.handlers import routes as uws_routes
+from .proxy import WorkspaceConfigurableHTTPProxy
 from .redaction import install_log_redaction
 from .sharing.collaborate import role_specs
 from .templates import TEMPLATE_DIR
@@ -684,6 +685,11 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
     @default("authenticator_class")
     def _default_authenticator_class(self):
         return "uws-local"
+
+    @default("proxy_class")
+    def _default_proxy_class(self):
+        # node CHP, whose 500s for undecodable paths its entry point turns into routing
+        return WorkspaceConfigurableHTTPProxy
 
     @default("extra_user_scopes")
     def _default_extra_user_scopes(self):

@@ -8,6 +8,7 @@ cannot store a NUL; a terminal escape in a name is trouble on every page).
 
 from __future__ import annotations
 
+import json
 import re
 import typing
 import uuid
@@ -17,6 +18,7 @@ import requests
 import websocket
 import yaml
 
+from ..helpers import launch
 from ..hubutil import REPO
 
 #: one past the largest SQL BIGINT: what overflowed the database drivers
@@ -227,6 +229,34 @@ def test_a_nul_in_the_url_is_refused(hub, alice, workspace):
         r = hub.request("GET", path, token)
         assert r.status_code == 400, (path, r.status_code, r.text[:300])
         assert "NUL" in r.json()["message"], r.text
+
+
+def test_a_bad_percent_escape_in_the_path_is_a_4xx_through_the_proxy(hub, alice, workspace):
+    """A %-escape that does not decode (not UTF-8, or cut short), anywhere in the path: the
+    hub's or the server's own 4xx. Node configurable-http-proxy decodes the path to find
+    its route, and answered the error that raises with a 500 (uws_hub.proxy)."""
+    job = launch(hub, alice, workspace)
+    try:
+        assert hub.wait_job(job["id"], alice, {"running", "failed"})["status"] == "running"
+        server = f"/user/uwsalice/{workspace['slug']}"
+        for path in (
+            "/hub/api/uws/x/1/parameters/%ff",
+            f"/hub/api/workspaces/{workspace['id']}/files/%E0%A4%A",
+            "/hub/%ff",
+            "/hub/workspaces/%ff",
+            "/hub/user/uwsalice/no-such-server/%E0%A4%A",
+            f"{server}/%ff",
+        ):
+            status, body = hub.raw_request("GET", path, alice)
+            assert 400 <= status < 500, (path, status, body[:300])
+        # where no route is, the hub's redirect into /hub/ (above), as for any path
+        for path in ("/%ff", "/user/uwsalice/no-such-server/%E0%A4%A"):
+            assert hub.raw_request("GET", path, alice)[0] == 302, path
+        # a path that decodes reaches the server as before, as it was sent
+        status, body = hub.raw_request("GET", f"{server}/caf%C3%A9", alice)
+        assert (status, json.loads(body)["path"]) == (200, f"{server}/caf%C3%A9")
+    finally:
+        hub.api("POST", f"jobs/{job['id']}/stop", alice, expect=202)
 
 
 def test_an_unknown_method_with_a_body_is_a_405_through_the_proxy(hub, alice, workspace):

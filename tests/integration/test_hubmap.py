@@ -685,6 +685,28 @@ def test_invitations_declined_and_withdrawn(hubmap_hub, alice, bob, carol):
     assert bob.invitations(to_bob) == {"original_workspaces": [], "shared_workspaces": []}
 
 
+def test_a_share_shows_the_last_job_before_it_was_sent(hubmap_hub, alice, bob):
+    """HuBMAP's server records the workspace's last job type and resource options in a
+    share when it is sent: the jobs its sender starts later are none of the recipient's
+    business (their settings were shown to him, as they changed, before)."""
+    ws = new_workspace(alice)
+    [to_bob] = [u["id"] for u in alice.users("") if u["username"] == "uwsbob"]
+    r = alice.share(ws["id"], [to_bob])
+    assert r.status_code == 200, r.text
+    [sent] = r.json()["data"]["shared_workspaces"]
+    invitation_id = sent["shared_workspace_id"]["id"]
+    job = alice.start(ws["id"], "minimal", {}).json()["data"]["job"]
+    try:
+        [received] = bob.invitations(invitation_id)["shared_workspaces"]
+        [own] = [i for i in alice.invitations()["original_workspaces"] if i["original_workspace_id"]["id"] == ws["id"]]
+        for share in (received, own):
+            assert (share["last_job_type"], share["last_resource_options"]) == ("", {}), share
+    finally:
+        alice.wait_for_job(ws["id"], {"running"})
+        alice.stop(job["id"])
+        alice.wait_for_job(ws["id"], {"complete"})
+
+
 def test_job_status_websocket(hubmap_hub, alice, carol):
     ws = new_workspace(alice)
     job = alice.start(ws["id"], "minimal", {}).json()["data"]["job"]

@@ -57,6 +57,11 @@ JOB_TYPES = {
         "parameters": {"seconds": {"type": "float", "default": 1, "min": 0, "max": 600}},
         "limits": {"time_limit": "1:00:00"},
     },
+    "stubborn": {
+        "interactive": False,
+        "cmd": [*JOB, "stubborn", "{file}"],
+        "parameters": {"file": {"type": "string", "required": True}},
+    },
 }
 #: the hub's bound on a blocking wait; the no-wait checks below must answer well within it
 MAX_WAIT = 8
@@ -65,7 +70,8 @@ CONFIG = f"""
 c.UWSHub.system_users = True
 c.UWSHub.job_reconcile_interval = 1
 c.Authenticator.admin_users = {{"uwsadmin"}}
-c.WorkspaceLocalProcessSpawner.kill_grace_seconds = 2
+# long enough that a job ignoring SIGTERM (stubborn) ends when its test lets it
+c.WorkspaceLocalProcessSpawner.kill_grace_seconds = 120
 c.UWSHub.job_types = {JOB_TYPES!r}
 c.IVOAUWS.max_wait_seconds = {MAX_WAIT}
 """
@@ -165,6 +171,34 @@ def test_delete_of_a_running_job_aborts_it_then_deletes_it(uhub, alice):
     r = alice.post(url, data={"action": "delete"}, allow_redirects=False, timeout=60)
     assert (r.status_code, r.headers["Location"]) == (303, jobs_url(uhub, "sleep"))
     assert alice.get(url, timeout=30).status_code == 404
+
+
+def test_a_share_revoked_while_a_delete_waits_deletes_nothing(uhub, alice):
+    """A DELETE of a running job stops it and waits for it to end: an editor whose share
+    is revoked meanwhile deletes nothing, as a new DELETE of theirs would."""
+    ws = uhub.api("POST", "workspaces", uhub.alice, json={"name": f"revoked {uuid.uuid4().hex[:6]}"}, expect=201)
+    shares = f"workspaces/{ws['id']}/shares"
+    share = uhub.api("POST", shares, uhub.alice, json={"user": "uwsbob", "level": "editor"}, expect=201)
+    release = f"/tmp/uws-release-{uuid.uuid4().hex[:8]}"
+    url = create(alice, uhub, "stubborn", file=release, PHASE="RUN", WORKSPACE=str(ws["id"]))
+    jid = int(job_id(url))
+    # running, and past the point where a stop would end it
+    wait_for(lambda: "ignoring SIGTERM" in alice.get(url + "/log", timeout=30).text, 120, what="the job's start")
+    editor = session("uwsbob", uhub.bob)
+    answers = []
+    deleting = threading.Thread(target=lambda: answers.append(editor.delete(url, allow_redirects=False, timeout=60)))
+    deleting.start()
+    try:
+        # the DELETE stopped the job and waits for it to end, which it does only once released
+        uhub.wait_job(jid, uhub.alice, {"stopping"})
+        uhub.api("DELETE", f"{shares}/{share['id']}", uhub.alice, expect=200)
+    finally:
+        open(release, "w").close()
+        deleting.join(60)
+    [r] = answers
+    assert r.status_code == 404, r.text  # bob no longer reads the workspace
+    assert uhub.wait_job(jid, uhub.alice, {"completed", "cancelled", "failed"})["archived_at"] is None
+    assert alice.get(url + "/destruction", timeout=30).text == ""
 
 
 def test_the_execution_duration_is_the_jobs_real_time_limit(uhub, alice):

@@ -67,7 +67,14 @@ class SharesBase(TranslatingHandler):
                 await self.details(source),
                 self.user_ref(share.user),
             )
-        last = self.db.scalar(select(Job).where(Job.workspace_id == source.id).order_by(Job.id.desc()).limit(1))
+        # the workspace's last job when the share was sent, as HuBMAP's server records it
+        # then: the sharer's later jobs (their settings) are none of the recipient's business
+        last = self.db.scalar(
+            select(Job)
+            .where(Job.workspace_id == source.id, Job.created_at <= share.created_at)
+            .order_by(Job.id.desc())
+            .limit(1)
+        )
         return models.share_model(
             original=original,
             shared=shared,

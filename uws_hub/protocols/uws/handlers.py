@@ -240,18 +240,21 @@ class JobHandler(UWSJobsHandler):
     async def destroy(self, job: Job) -> None:
         """UWS's deletion: an ended job is deleted with its results and log (then 404). A
         job still running is aborted first and deleted once it ended; if it takes longer
-        than ``max_wait_seconds``, the hub destroys it when it ends (it is ARCHIVED)."""
+        than ``max_wait_seconds``, the hub destroys it when it ends (it is ARCHIVED).
+
+        The caller's rights are asked again after the wait, as a new request would ask
+        them: a share revoked meanwhile deletes nothing (the stop stands)."""
         self.authorize_destruction(job.workspace_id)
         list_url = self.list_url(job.job_type)
         service = self.uws.jobs
         if not job.terminal:
             service.stop(job, self.actor, "Deleted on request (UWS)")
             await self.wait_for_change(job, self.interface.max_wait_seconds, until=lambda j: j.terminal)
-            current = Job.find(self.db, job.id)
-            if current is None:
+            if Job.find(self.db, job.id) is None:
                 self.see_other(list_url)
                 return
-            job = current
+            job = self.uws_job(job.job_type, str(job.id), LAUNCH_JOBS)
+            self.authorize_destruction(job.workspace_id)
         if job.terminal:
             await service.delete(job, self.actor, results=True)
         else:
