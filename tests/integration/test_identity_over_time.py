@@ -236,6 +236,45 @@ def test_a_deleted_users_name_is_given_to_no_one_till_what_they_left_is_set_asid
     hub.api("POST", f"users/{throwaway}", hub.admin_token, json={}, expect=201)
 
 
+STAYS_IN_THE_DIRECTORY = """
+from uws_hub.authenticators.local import WorkspaceLocalAuthenticator
+
+class StaysInTheDirectory(WorkspaceLocalAuthenticator):
+    \"\"\"Keeps a deleted user's account, as a directory or an identity provider does.\"\"\"
+
+    def delete_user(self, user):
+        pass
+
+c.JupyterHub.authenticator_class = StaysInTheDirectory
+"""
+
+
+def test_no_one_logs_in_as_a_user_being_deleted(make_hub, throwaway, tmp_path):
+    """A login makes the hub user of a name it does not know (JupyterHub's
+    ``auth_to_user``, whatever the authenticator): a person whom a directory or an
+    identity provider still knew, logging in while their user's deletion set aside what
+    it had left, was a new user of the name, who had it. Till the delete has answered, a
+    login as the name is refused (a 409 that says why), and no user is made; then it logs in."""
+    entered, gate = tmp_path / "entered", tmp_path / "gate"
+    hub = make_hub(
+        MULTIUSER_CONFIG + GATED_SET_ASIDE.format(entered=str(entered), gate=str(gate)) + STAYS_IN_THE_DIRECTORY
+    )
+    hub.api("POST", "accounts", json={"username": throwaway, "password": PASSWORD}, expect=201)
+    token = hub.add_user(throwaway)
+    hub.api("POST", "workspaces", token, json={"name": "research"}, expect=201)
+    engine = create_engine(hub.db_url)
+    with delete_held_at_gate(hub, throwaway, entered, gate, "the set-aside") as answered:
+        refused = login(hub, throwaway, PASSWORD)
+        assert refused.response.status_code == 409, refused.response.text
+        assert f"{throwaway} is being deleted" in refused.response.text
+        with engine.connect() as db:
+            assert db.scalar(text("SELECT count(*) FROM users WHERE name = :n"), {"n": throwaway}) == 0
+    engine.dispose()
+    assert answered[0].status_code == 204, answered[0].text
+    assert login(hub, throwaway, PASSWORD).ok
+    assert hub.api("GET", f"users/{throwaway}", hub.admin_token, expect=200)["name"] == throwaway
+
+
 def test_sign_up_gives_nobody_a_system_account_without_an_admin(make_hub, throwaway):
     """With system users a hub user is the system account of its name: one that has no
     hub user (a deleted user's, whose files and home stay; a colleague's who never used

@@ -17,8 +17,9 @@ awaits its folder's making between its row and its status) is counted
 
 A user is held by name: their name cannot change meanwhile (a rename by ``PATCH`` is a
 409), and what the deletion lists under it (``<workspaces root>/<name>/.home``) is set
-aside after the commit: a new user given the name then (made, or another renamed to
-it) would have had that HOME, the former user's. The id of a user deleted on SQLite
+aside after the commit: a new user given the name then (made, another renamed to it, or
+made by a login, :func:`uws_hub.app._auth_to_user`) would have had that HOME, the former
+user's. The id of a user deleted on SQLite
 is the next new user's, whatever their name.
 
 One hub process serves every request, so this is the process's memory.
