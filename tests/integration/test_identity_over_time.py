@@ -154,6 +154,7 @@ def test_nothing_is_made_for_a_user_while_they_are_being_deleted(make_hub, throw
     bobs = hub.api("POST", "workspaces", bob, json={"name": "bobs"}, expect=201)
     hub.api("POST", f"workspaces/{mine['id']}/shares", token, json={"user": "uwsbob", "level": "editor"}, expect=201)
     hub.api("POST", f"workspaces/{bobs['id']}/shares", bob, json={"user": throwaway, "level": "editor"}, expect=201)
+    hub.api("POST", f"groups/{throwaway}-team", json={"users": [throwaway]}, expect=201)
     engine = create_engine(hub.db_url)
     with engine.connect() as db:
         user_id = db.scalar(text("SELECT id FROM users WHERE name = :n"), {"n": throwaway})
@@ -167,9 +168,15 @@ def test_nothing_is_made_for_a_user_while_they_are_being_deleted(make_hub, throw
             ("POST", "workspaces", token, {"json": {"name": "another"}}),
             ("PUT", f"workspaces/{mine['id']}/files/data.txt", token, {"data": b"results"}),
             ("PUT", f"workspaces/{mine['id']}/files/data.txt", bob, {"data": b"results"}),
-            # shares by them and to them (their roles, a copy into their folder), a copy sent either way
+            # shares by them, to them and to a group of theirs (their roles), a copy sent either way
             ("POST", f"workspaces/{mine['id']}/shares", token, {"json": {"user": "uwsbob", "level": "viewer"}}),
             ("POST", f"workspaces/{bobs['id']}/shares", bob, {"json": {"user": throwaway, "level": "viewer"}}),
+            (
+                "POST",
+                f"workspaces/{bobs['id']}/shares",
+                bob,
+                {"json": {"group": f"{throwaway}-team", "level": "viewer"}},
+            ),
             ("POST", f"workspaces/{mine['id']}/shares", token, {"json": {"user": "uwsbob", "kind": "copy"}}),
             ("POST", f"workspaces/{bobs['id']}/shares", bob, {"json": {"user": throwaway, "kind": "copy"}}),
             # a rename: their deletion lists their jobs' HOME by their name, left under the old one

@@ -1709,6 +1709,23 @@ def test_no_share_is_made_to_or_by_a_user_being_deleted(hub):
     assert hub.sharing.share(bens, "editor", "ben", user=ann)[1]
 
 
+def test_no_share_is_made_to_a_group_of_a_user_being_deleted(hub):
+    """A share with a group gives each member the workspace's roles (and, as editors, its
+    POSIX group): one made while a member was being deleted made them for that member
+    meanwhile, as a share with them did. Like that share, it is a 409 that names them."""
+    ben = hub.users["ben"]
+    team = hub_orm.Group(name="team")
+    team.users.append(ben)
+    hub.db.add(team)
+    hub.db.commit()
+    mine = workspace(hub)
+    with hub.workspaces.deletions.deleting(ben):
+        with pytest.raises(Conflict, match="^ben is being deleted$"):
+            hub.sharing.share(mine, "editor", "ann", group=team)
+        assert hub.db.scalar(select(func.count(Share.id))) == 0
+    assert hub.sharing.share(mine, "editor", "ann", group=team)[1]
+
+
 async def test_a_users_name_is_held_till_their_delete_has_finished_not_their_id(hub):
     """What a deletion lists under the user's name (their jobs' HOME) is set aside after its
     commit: a new user given the name meanwhile is held as the former one was. Their id
