@@ -243,6 +243,56 @@ def test_a_deleted_users_name_is_given_to_no_one_till_what_they_left_is_set_asid
     hub.api("POST", f"users/{throwaway}", hub.admin_token, json={}, expect=201)
 
 
+GATED_COPY = """
+import os, time
+from uws_hub.sharing import copies
+
+_copy_tree = copies.copy_tree
+
+def gated_copy_tree(*args):
+    \"\"\"Copies a workspace once the test opens the gate (a file it makes).\"\"\"
+    open({entered!r}, "w").close()
+    while not os.path.exists({gate!r}):
+        time.sleep(0.05)
+    return _copy_tree(*args)
+
+copies.copy_tree = gated_copy_tree
+"""
+
+
+def test_an_owner_is_not_deleted_while_a_copy_of_their_workspace_is_made(make_hub, throwaway, tmp_path):
+    """A copy reads its source's folder while it runs: the owner's delete meanwhile set
+    that folder aside under it. The delete is a 409 that says why till the copy is made."""
+    entered, gate = tmp_path / "entered", tmp_path / "gate"
+    hub = make_hub(MULTIUSER_CONFIG + GATED_COPY.format(entered=str(entered), gate=str(gate)))
+    token, bob = hub.add_user(throwaway), hub.add_user("uwsbob")
+    ws = hub.api("POST", "workspaces", token, json={"name": "research"}, expect=201)
+    hub.api("PUT", f"workspaces/{ws['id']}/files/data.txt", token, data=b"results", expect=201)
+    invite = hub.api(
+        "POST", f"workspaces/{ws['id']}/shares", token, json={"kind": "copy", "user": "uwsbob"}, expect=201
+    )
+    try:
+        hub.api("POST", f"shares/{invite['id']}/accept", bob, expect=202)
+        wait_for(entered.exists, 30, what="the copy to start")
+        r = hub.request("DELETE", f"users/{throwaway}", hub.admin_token)
+        assert r.status_code == 409, r.text
+        assert r.json()["message"] == (
+            f"A copy of {throwaway}'s workspace 'research' is being made: delete the user once it is done"
+        )
+    finally:
+        gate.touch()
+
+    def done():
+        (share,) = [s for s in hub.api("GET", "shares?status=accepted", bob)["items"] if s["id"] == invite["id"]]
+        return share if share["copy"]["state"] in ("done", "failed") else None
+
+    share = wait_for(done, 30, what="the copy")
+    assert share["copy"]["state"] == "done", share["copy"]["error"]
+    copy = hub.api("GET", f"workspaces/{share['copy']['workspace_id']}", bob, expect=200)
+    assert hub.request("GET", f"workspaces/{copy['id']}/files/data.txt", bob).content == b"results"
+    hub.api("DELETE", f"users/{throwaway}", expect=204)
+
+
 STAYS_IN_THE_DIRECTORY = """
 from uws_hub.authenticators.local import WorkspaceLocalAuthenticator
 
