@@ -235,6 +235,7 @@ def test_a_deleted_users_name_is_given_to_no_one_till_what_they_left_is_set_asid
             ("POST", f"users/{throwaway}", {}),
             ("POST", "users", {"usernames": [throwaway]}),
             ("PATCH", "users/uwsbob", {"name": throwaway}),
+            ("POST", "accounts", {"username": throwaway, "password": PASSWORD}),  # its hub user made too
         ):
             r = hub.request(method, path, hub.admin_token, json=body)
             assert (r.status_code, r.json().get("message")) == (409, f"{throwaway} is being deleted"), (path, r.text)
