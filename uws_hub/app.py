@@ -33,6 +33,7 @@ from . import __version__, dbutil, oauthclients, scopes, services
 from .apihandlers import default_handlers as api_handlers
 from .apihandlers.base import UnknownAPIRouteHandler
 from .apihandlers.servers import default_handlers as server_api_handlers
+from .apihandlers.servers import refuse_name_being_deleted
 from .authenticators.local import WorkspaceLocalAuthenticator
 from .bodies import SEED_JSON_EXPANSION, BodyLimitedApplication
 from .dbutil import drop_sqlite_ping, sqlite_wal
@@ -55,6 +56,22 @@ from .templates import TEMPLATE_DIR
 # failed (a person who left the directory, an OAuth refresh token revoked) raised an
 # AttributeError, an ERROR in the log, instead of asking them to log in again
 BaseHandler._token_authenticated = False
+
+_hub_auth_to_user = BaseHandler.auth_to_user
+
+
+async def _auth_to_user(self, authenticated, user=None):
+    """JupyterHub's ``auth_to_user`` (every login, whatever the authenticator: the login
+    form, an OAuth callback, HuBMAP's token exchange), refusing a login as a name being
+    deleted (a 409 that says so, :func:`refuse_name_being_deleted`): it made the user of
+    a name it did not know, and one made while the former user's deletion set aside what
+    it listed by the name had it. (A refresh passes its user, whose name is not free.)"""
+    if user is None:
+        refuse_name_being_deleted(self, authenticated if isinstance(authenticated, str) else authenticated["name"])
+    return await _hub_auth_to_user(self, authenticated, user)
+
+
+BaseHandler.auth_to_user = _auth_to_user
 
 
 class UWSUpgradeDB(UpgradeDB):

@@ -154,6 +154,7 @@ def test_nothing_is_made_for_a_user_while_they_are_being_deleted(make_hub, throw
     bobs = hub.api("POST", "workspaces", bob, json={"name": "bobs"}, expect=201)
     hub.api("POST", f"workspaces/{mine['id']}/shares", token, json={"user": "uwsbob", "level": "editor"}, expect=201)
     hub.api("POST", f"workspaces/{bobs['id']}/shares", bob, json={"user": throwaway, "level": "editor"}, expect=201)
+    hub.api("POST", f"groups/{throwaway}-team", json={"users": [throwaway]}, expect=201)
     engine = create_engine(hub.db_url)
     with engine.connect() as db:
         user_id = db.scalar(text("SELECT id FROM users WHERE name = :n"), {"n": throwaway})
@@ -167,9 +168,15 @@ def test_nothing_is_made_for_a_user_while_they_are_being_deleted(make_hub, throw
             ("POST", "workspaces", token, {"json": {"name": "another"}}),
             ("PUT", f"workspaces/{mine['id']}/files/data.txt", token, {"data": b"results"}),
             ("PUT", f"workspaces/{mine['id']}/files/data.txt", bob, {"data": b"results"}),
-            # shares by them and to them (their roles, a copy into their folder), a copy sent either way
+            # shares by them, to them and to a group of theirs (their roles), a copy sent either way
             ("POST", f"workspaces/{mine['id']}/shares", token, {"json": {"user": "uwsbob", "level": "viewer"}}),
             ("POST", f"workspaces/{bobs['id']}/shares", bob, {"json": {"user": throwaway, "level": "viewer"}}),
+            (
+                "POST",
+                f"workspaces/{bobs['id']}/shares",
+                bob,
+                {"json": {"group": f"{throwaway}-team", "level": "viewer"}},
+            ),
             ("POST", f"workspaces/{mine['id']}/shares", token, {"json": {"user": "uwsbob", "kind": "copy"}}),
             ("POST", f"workspaces/{bobs['id']}/shares", bob, {"json": {"user": throwaway, "kind": "copy"}}),
             # a rename: their deletion lists their jobs' HOME by their name, left under the old one
@@ -228,12 +235,102 @@ def test_a_deleted_users_name_is_given_to_no_one_till_what_they_left_is_set_asid
             ("POST", f"users/{throwaway}", {}),
             ("POST", "users", {"usernames": [throwaway]}),
             ("PATCH", "users/uwsbob", {"name": throwaway}),
+            ("POST", "accounts", {"username": throwaway, "password": PASSWORD}),  # its hub user made too
         ):
             r = hub.request(method, path, hub.admin_token, json=body)
             assert (r.status_code, r.json().get("message")) == (409, f"{throwaway} is being deleted"), (path, r.text)
     assert answered[0].status_code == 204, answered[0].text
     assert hub.api("GET", "users/uwsbob", hub.admin_token, expect=200)["name"] == "uwsbob"
     hub.api("POST", f"users/{throwaway}", hub.admin_token, json={}, expect=201)
+
+
+GATED_COPY = """
+import os, time
+from uws_hub.sharing import copies
+
+_copy_tree = copies.copy_tree
+
+def gated_copy_tree(*args):
+    \"\"\"Copies a workspace once the test opens the gate (a file it makes).\"\"\"
+    open({entered!r}, "w").close()
+    while not os.path.exists({gate!r}):
+        time.sleep(0.05)
+    return _copy_tree(*args)
+
+copies.copy_tree = gated_copy_tree
+"""
+
+
+def test_an_owner_is_not_deleted_while_a_copy_of_their_workspace_is_made(make_hub, throwaway, tmp_path):
+    """A copy reads its source's folder while it runs: the owner's delete meanwhile set
+    that folder aside under it. The delete is a 409 that says why till the copy is made."""
+    entered, gate = tmp_path / "entered", tmp_path / "gate"
+    hub = make_hub(MULTIUSER_CONFIG + GATED_COPY.format(entered=str(entered), gate=str(gate)))
+    token, bob = hub.add_user(throwaway), hub.add_user("uwsbob")
+    ws = hub.api("POST", "workspaces", token, json={"name": "research"}, expect=201)
+    hub.api("PUT", f"workspaces/{ws['id']}/files/data.txt", token, data=b"results", expect=201)
+    invite = hub.api(
+        "POST", f"workspaces/{ws['id']}/shares", token, json={"kind": "copy", "user": "uwsbob"}, expect=201
+    )
+    try:
+        hub.api("POST", f"shares/{invite['id']}/accept", bob, expect=202)
+        wait_for(entered.exists, 30, what="the copy to start")
+        r = hub.request("DELETE", f"users/{throwaway}", hub.admin_token)
+        assert r.status_code == 409, r.text
+        assert r.json()["message"] == (
+            f"A copy of {throwaway}'s workspace 'research' is being made: delete the user once it is done"
+        )
+    finally:
+        gate.touch()
+
+    def done():
+        (share,) = [s for s in hub.api("GET", "shares?status=accepted", bob)["items"] if s["id"] == invite["id"]]
+        return share if share["copy"]["state"] in ("done", "failed") else None
+
+    share = wait_for(done, 30, what="the copy")
+    assert share["copy"]["state"] == "done", share["copy"]["error"]
+    copy = hub.api("GET", f"workspaces/{share['copy']['workspace_id']}", bob, expect=200)
+    assert hub.request("GET", f"workspaces/{copy['id']}/files/data.txt", bob).content == b"results"
+    hub.api("DELETE", f"users/{throwaway}", expect=204)
+
+
+STAYS_IN_THE_DIRECTORY = """
+from uws_hub.authenticators.local import WorkspaceLocalAuthenticator
+
+class StaysInTheDirectory(WorkspaceLocalAuthenticator):
+    \"\"\"Keeps a deleted user's account, as a directory or an identity provider does.\"\"\"
+
+    def delete_user(self, user):
+        pass
+
+c.JupyterHub.authenticator_class = StaysInTheDirectory
+"""
+
+
+def test_no_one_logs_in_as_a_user_being_deleted(make_hub, throwaway, tmp_path):
+    """A login makes the hub user of a name it does not know (JupyterHub's
+    ``auth_to_user``, whatever the authenticator): a person whom a directory or an
+    identity provider still knew, logging in while their user's deletion set aside what
+    it had left, was a new user of the name, who had it. Till the delete has answered, a
+    login as the name is refused (a 409 that says why), and no user is made; then it logs in."""
+    entered, gate = tmp_path / "entered", tmp_path / "gate"
+    hub = make_hub(
+        MULTIUSER_CONFIG + GATED_SET_ASIDE.format(entered=str(entered), gate=str(gate)) + STAYS_IN_THE_DIRECTORY
+    )
+    hub.api("POST", "accounts", json={"username": throwaway, "password": PASSWORD}, expect=201)
+    token = hub.add_user(throwaway)
+    hub.api("POST", "workspaces", token, json={"name": "research"}, expect=201)
+    engine = create_engine(hub.db_url)
+    with delete_held_at_gate(hub, throwaway, entered, gate, "the set-aside") as answered:
+        refused = login(hub, throwaway, PASSWORD)
+        assert refused.response.status_code == 409, refused.response.text
+        assert f"{throwaway} is being deleted" in refused.response.text
+        with engine.connect() as db:
+            assert db.scalar(text("SELECT count(*) FROM users WHERE name = :n"), {"n": throwaway}) == 0
+    engine.dispose()
+    assert answered[0].status_code == 204, answered[0].text
+    assert login(hub, throwaway, PASSWORD).ok
+    assert hub.api("GET", f"users/{throwaway}", hub.admin_token, expect=200)["name"] == throwaway
 
 
 def test_sign_up_gives_nobody_a_system_account_without_an_admin(make_hub, throwaway):

@@ -36,6 +36,7 @@ from uws_hub.quotas.limits import Limits
 from uws_hub.quotas.service import QuotaExceeded, QuotaService
 from uws_hub.reconciler import waker
 from uws_hub.sharing import collaborate
+from uws_hub.sharing import copies as copies_module
 from uws_hub.sharing.collaborate import ShareService, role_name, role_specs
 from uws_hub.sharing.copies import CopyService, CopySteps
 from uws_hub.spawners.batch import BatchLaunch, RunState
@@ -1709,6 +1710,23 @@ def test_no_share_is_made_to_or_by_a_user_being_deleted(hub):
     assert hub.sharing.share(bens, "editor", "ben", user=ann)[1]
 
 
+def test_no_share_is_made_to_a_group_of_a_user_being_deleted(hub):
+    """A share with a group gives each member the workspace's roles (and, as editors, its
+    POSIX group): one made while a member was being deleted made them for that member
+    meanwhile, as a share with them did. Like that share, it is a 409 that names them."""
+    ben = hub.users["ben"]
+    team = hub_orm.Group(name="team")
+    team.users.append(ben)
+    hub.db.add(team)
+    hub.db.commit()
+    mine = workspace(hub)
+    with hub.workspaces.deletions.deleting(ben):
+        with pytest.raises(Conflict, match="^ben is being deleted$"):
+            hub.sharing.share(mine, "editor", "ann", group=team)
+        assert hub.db.scalar(select(func.count(Share.id))) == 0
+    assert hub.sharing.share(mine, "editor", "ann", group=team)[1]
+
+
 async def test_a_users_name_is_held_till_their_delete_has_finished_not_their_id(hub):
     """What a deletion lists under the user's name (their jobs' HOME) is set aside after its
     commit: a new user given the name meanwhile is held as the former one was. Their id
@@ -1930,6 +1948,38 @@ async def test_no_copy_is_made_for_a_recipient_being_deleted(hub):
     assert (share.copy_state, share.copy_error) == ("failed", "ben is being deleted")
     assert not (hub.root / "ben").exists()
     assert hub.db.scalar(select(func.count(Workspace.id)).where(Workspace.owner_id == ben.id)) == 0
+    await hub.pool.close()
+
+
+async def test_an_owner_is_not_deleted_while_a_copy_of_their_workspace_is_being_made(hub, monkeypatch):
+    """A copy reads its source workspace's folder while it runs (in a thread): the owner's
+    delete meanwhile set that folder aside under it, and the copy was of what was left. The
+    delete is a 409 till the copy is made."""
+    ws = workspace(hub, files={"a.txt": b"hello"})
+    ann, ben = hub.users["ann"], hub.users["ben"]
+    share = hub.copies.accept(hub.copies.invite_copy(ws, ben, None, "ann"), ben)
+    copying, go_on = threading.Event(), threading.Event()
+    copy = copies_module.copy_tree
+
+    def slow_copy(*args):
+        copying.set()
+        go_on.wait(10)
+        return copy(*args)
+
+    monkeypatch.setattr(copies_module, "copy_tree", slow_copy)
+    _, steps = hub.steps()
+    await steps.reconcile(share.id)
+    await asyncio.to_thread(copying.wait, 10)
+    with pytest.raises(
+        Conflict, match="^A copy of ann's workspace 'w1' is being made: delete the user once it is done$"
+    ):
+        with hub.workspaces.deletions.deleting(ann):
+            pass
+    go_on.set()
+    await asyncio.wait_for(steps._copies[share.id], 5)
+    assert share.copy_state == "done"
+    with hub.workspaces.deletions.deleting(ann):
+        pass
     await hub.pool.close()
 
 

@@ -38,6 +38,7 @@ from ..authenticators.local import (
 )
 from ..inputs import Text
 from .base import UWSAPIHandler
+from .servers import refuse_name_being_deleted
 
 
 class AccountCreateModel(BaseModel):
@@ -88,6 +89,8 @@ class AccountsAPIHandler(AccountsAPIHandlerBase):
         auth = self.local_accounts()
         body = self.parse_body(AccountCreateModel)
         self.access.check_change(auth.normalize_username(body.username), grant_admin=body.admin)
+        # (its hub user is made below, as POST /hub/api/users/{name} makes one)
+        refuse_name_being_deleted(self, body.username)
         hashing = partial(auth.in_password_thread, caller=self.current_user.name)
         account = await call(auth.create_account, body.username, body.password, body.disabled, thread=hashing)
         # the account's hub user, so that it shows in JupyterHub's admin panel and can join groups

@@ -355,8 +355,9 @@ class ShareService:
             raise Unprocessable(f"Unknown level {level!r}; one of {list(LEVELS)}")
         if user is not None and user.id == ws.owner_id:
             raise Unprocessable("A workspace cannot be shared with its owner")
-        # (a share's roles and POSIX group member made for a user being deleted outlived them)
-        self.deletions.check(ws.owner, user)
+        # (a share's roles and POSIX group member made for a user being deleted outlived them:
+        # a group's members are given them as a user is, so one of them being deleted is refused too)
+        self.deletions.check(ws.owner, user, *(group.users if group is not None else ()))
         if user is not None and self.posix_group_prefix is not None and level == ShareLevel.editor.value:
             self.accounts.owner(user.name)  # 409 if the editor has no system account
         self.check_ready(ws)

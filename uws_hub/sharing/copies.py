@@ -274,7 +274,10 @@ class CopySteps:
         tmp = reservation = None
         making = ExitStack()
         try:
-            # into the recipient's folder: not while they are being deleted, nor their delete meanwhile
+            # into the recipient's folder, out of the owner's (which their deletion sets aside):
+            # not while either is being deleted, nor their delete meanwhile
+            copying = f"A copy of {source.owner.name}'s workspace {source.name!r} is being made"
+            making.enter_context(self.workspaces.deletions.making(source.owner, copying))
             making.enter_context(self.workspaces.deletions.making(recipient))
             owner = self.accounts.owner(recipient.name)
             # the room for the copy, as big as the source was last measured; the copy
