@@ -47,11 +47,11 @@ class SharesBase(TranslatingHandler):
     async def model(self, share: Share) -> dict:
         source = share.workspace
         copy = Workspace.find(self.db, share.copy_workspace_id) if share.copy_workspace_id else None
-        # the invitation shows what it offers; once the copy is made, the recipient holds it,
-        # not the workspace it came from, whose files (then and later) are none of theirs
-        source_details = (
-            models.no_details() if copy is not None and share.user_id == self.caller.id else await self.details(source)
-        )
+        # the invitation shows its recipient what it offers; once accepted, they hold the copy
+        # (or will, or had it and deleted it, or it failed), never the workspace it came from,
+        # whose files (then and later) are none of theirs
+        offered = share.status == ShareStatus.pending.value or share.user_id != self.caller.id
+        source_details = await self.details(source) if offered else models.no_details()
         original = models.shared_workspace(
             source.id, source.name, source.description, source_details, self.user_ref(source.owner)
         )
@@ -61,11 +61,7 @@ class SharesBase(TranslatingHandler):
             )
         else:
             shared = models.shared_workspace(
-                -share.id,
-                share.copy_name or source.name,
-                source.description,
-                await self.details(source),
-                self.user_ref(share.user),
+                -share.id, share.copy_name or source.name, source.description, source_details, self.user_ref(share.user)
             )
         last = self.db.scalar(select(Job).where(Job.workspace_id == source.id).order_by(Job.id.desc()).limit(1))
         return models.share_model(
