@@ -752,7 +752,7 @@ def test_upgrade_from_0006_adds_the_hubmap_table(db_url):
 
 def test_a_deleted_copy_shows_none_of_the_original(hubmap_hub, alice, bob):
     """A recipient who accepted a copy and then deleted it holds neither: the share still
-    lists the workspace it came from, without its files, then or later."""
+    lists the workspace it came from, without its files or its jobs, then or later."""
     ws = new_workspace(alice, workspace_details={"files": [{"name": "sent.txt", "content": "x"}], "symlinks": []})
     [found] = [u for u in alice.users("Bob") if u["username"] == "uwsbob"]
     r = alice.share(ws["id"], [found["id"]])
@@ -769,9 +769,12 @@ def test_a_deleted_copy_shows_none_of_the_original(hubmap_hub, alice, bob):
     assert r.json()["success"] is True, r.text
     wait_for(lambda: all(w["id"] != copy_id for w in bob.workspaces()), 60, what="the delete")
     alice.update(ws["id"], {"workspace_details": {"files": [{"name": "private-later.txt", "content": "x"}]}})
+    r = alice.start(ws["id"], "minimal", {})  # nor what she runs in it
+    assert r.status_code == 200, r.text
     none = {"files": [], "symlinks": []}
     for shown in (bob.invitations()["shared_workspaces"], bob.invitations(copy_id)["shared_workspaces"]):
         [share] = [i for i in shown if i["original_workspace_id"]["id"] == ws["id"]]
         for side in ("original_workspace_id", "shared_workspace_id"):
             details = share[side]["workspace_details"]
             assert details == {"request_workspace_details": none, "current_workspace_details": none}, (side, details)
+        assert (share["last_job_type"], share["last_resource_options"]) == ("", {}), share

@@ -63,7 +63,13 @@ class SharesBase(TranslatingHandler):
             shared = models.shared_workspace(
                 -share.id, share.copy_name or source.name, source.description, source_details, self.user_ref(share.user)
             )
-        last = self.db.scalar(select(Job).where(Job.workspace_id == source.id).order_by(Job.id.desc()).limit(1))
+        # how its last job ran, likewise: the offered workspace's, then the copy's (if any)
+        launched = source if offered else copy
+        last = (
+            self.db.scalar(select(Job).where(Job.workspace_id == launched.id).order_by(Job.id.desc()).limit(1))
+            if launched is not None
+            else None
+        )
         return models.share_model(
             original=original,
             shared=shared,
