@@ -31,13 +31,14 @@ from traitlets import Bool, Dict, Enum, Float, Integer, TraitError, Unicode, def
 
 from . import __version__, dbutil, oauthclients, scopes, services
 from .apihandlers import default_handlers as api_handlers
-from .apihandlers.base import UnknownAPIRouteHandler
+from .apihandlers.base import UnknownAPIRouteHandler, UWSAPIHandler
 from .apihandlers.servers import default_handlers as server_api_handlers
 from .apihandlers.servers import refuse_name_being_deleted
 from .authenticators.local import WorkspaceLocalAuthenticator
 from .bodies import SEED_JSON_EXPANSION, BodyLimitedApplication
 from .dbutil import drop_sqlite_ping, sqlite_wal
 from .handlers import default_handlers as page_handlers
+from .hubhandlers import refusing_nul
 from .jobs.servers import load_spawner_class
 from .jobs.types import DEFAULT_JOB_TYPES, parse_job_types
 from .options import NotificationOptions, QuotaOptions, SharingOptions
@@ -927,6 +928,9 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         # server API starts (server_api_handlers) launch workspace jobs instead of spawning
         ours = protocols + api_handlers + server_api_handlers + page_handlers
         self.handlers[:0] = self.add_url_prefix(self.hub_prefix, ours)
+        # no NUL reaches the database through JupyterHub's handlers, nor ours built on them
+        # (uws_hub.hubhandlers); the hub's own API refuses them its way
+        self.handlers = [(route[0], refusing_nul(route[1], UWSAPIHandler), *route[2:]) for route in self.handlers]
 
     # ---------------------------------------------------------------- run
     async def start(self):

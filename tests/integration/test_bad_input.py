@@ -259,6 +259,27 @@ def test_a_bad_percent_escape_in_the_path_is_a_4xx_through_the_proxy(hub, alice,
         hub.api("POST", f"jobs/{job['id']}/stop", alice, expect=202)
 
 
+def test_a_nul_sent_to_jupyterhubs_own_routes_is_refused(hub, alice):
+    """JupyterHub's own handlers, which the hub serves beside its own, passed a NUL on to
+    the database: PostgreSQL cannot hold or compare one, so each was a 500 there, and the
+    hub's session, which every request shares, was rolled back (the token endpoint, which
+    anyone may call, too). Each is a 400 that says why, in either database."""
+    oauth = {"client_secret": "x", "grant_type": "authorization_code", "redirect_uri": "http://x/"}
+    for method, path, token, kw in [
+        ("GET", "groups/a%00b", hub.admin_token, {}),
+        ("POST", "users/uwsalice/tokens", alice, {"json": {"note": "a\u0000b"}}),
+        ("POST", "oauth2/token", None, {"data": {**oauth, "client_id": "a\u0000b", "code": "c"}}),
+        ("POST", "oauth2/token", None, {"data": {**oauth, "client_id": "a", "code": "c\u0000d"}}),
+        ("GET", "oauth2/authorize?response_type=code&client_id=a%00b", alice, {}),
+    ]:
+        r = hub.request(method, path, token, **kw)
+        assert r.status_code == 400 and "NUL" in r.text, (method, path, r.status_code, r.text[:300])
+    # half of a UTF-16 pair, which no database holds either, as on the hub's own API
+    r = hub.request("POST", "users/uwsalice/tokens", alice, data='{"note": "a\\ud800"}')
+    assert r.status_code == 400 and "surrogate" in r.text, (r.status_code, r.text[:300])
+    assert [t for t in hub.api("GET", "users/uwsalice/tokens", alice)["api_tokens"] if "a\x00b" in t["note"]] == []
+
+
 def test_an_unknown_method_with_a_body_is_a_405_through_the_proxy(hub, alice, workspace):
     """Found by tests/test_fuzz.py: a QUERY with a body on the files endpoint (whose
     uploads are streamed) was refused before its body was read, the hub closed the

@@ -770,3 +770,33 @@ def test_upgrade_from_0006_adds_the_hubmap_table(db_url):
     with engine.connect() as conn:
         assert conn.execute(text("SELECT name FROM uws_workspaces")).scalar() == "Old workspace"
     engine.dispose()
+
+
+def test_a_deleted_copy_shows_none_of_the_original(hubmap_hub, alice, bob):
+    """A recipient who accepted a copy and then deleted it holds neither: the share still
+    lists the workspace it came from, without its files or its jobs, then or later."""
+    ws = new_workspace(alice, workspace_details={"files": [{"name": "sent.txt", "content": "x"}], "symlinks": []})
+    [found] = [u for u in alice.users("Bob") if u["username"] == "uwsbob"]
+    r = alice.share(ws["id"], [found["id"]])
+    assert r.status_code == 200, r.text
+    [sent] = r.json()["data"]["shared_workspaces"]
+    assert bob.accept(sent["shared_workspace_id"]["id"]).status_code == 200
+
+    def copied():
+        [i] = [i for i in bob.invitations()["shared_workspaces"] if i["original_workspace_id"]["id"] == ws["id"]]
+        return i if i["shared_workspace_id"]["id"] > 0 else None
+
+    copy_id = wait_for(copied, 60, interval=1, what="the copy")["shared_workspace_id"]["id"]
+    r = bob.delete(copy_id)
+    assert r.json()["success"] is True, r.text
+    wait_for(lambda: all(w["id"] != copy_id for w in bob.workspaces()), 60, what="the delete")
+    alice.update(ws["id"], {"workspace_details": {"files": [{"name": "private-later.txt", "content": "x"}]}})
+    r = alice.start(ws["id"], "minimal", {})  # nor what she runs in it
+    assert r.status_code == 200, r.text
+    none = {"files": [], "symlinks": []}
+    for shown in (bob.invitations()["shared_workspaces"], bob.invitations(copy_id)["shared_workspaces"]):
+        [share] = [i for i in shown if i["original_workspace_id"]["id"] == ws["id"]]
+        for side in ("original_workspace_id", "shared_workspace_id"):
+            details = share[side]["workspace_details"]
+            assert details == {"request_workspace_details": none, "current_workspace_details": none}, (side, details)
+        assert (share["last_job_type"], share["last_resource_options"]) == ("", {}), share

@@ -315,6 +315,23 @@ def test_the_wrapper_runs_from_its_cached_code_not_its_source(tmp_path):
     assert (out.returncode, out.stdout) == (0, "the server ran\n"), out.stderr
 
 
+def test_the_wrapper_writes_no_bytecode_where_the_hub_writes_none(tmp_path, monkeypatch):
+    """Without its cached code (a fresh or read-only install) the wrapper compiles its
+    source and, as the hub's own import would, caches it; but not when the hub runs with
+    ``PYTHONDONTWRITEBYTECODE`` (or ``-B``), which ``-I`` would have the wrapper ignore:
+    nothing is written into the hub's installation behind its administrator's back."""
+    source = tmp_path / "wrapper.py"
+    shutil.copyfile(wrapper.__file__, source)
+    run = [sys.executable, "-c", "print('ran')"]
+    for dont_write, cached in ((True, False), (False, True)):
+        monkeypatch.setattr(sys, "dont_write_bytecode", dont_write)
+        out = subprocess.run(
+            wrapper_argv("--exec", "{}", "--", *run, path=str(source)), capture_output=True, text=True, timeout=30
+        )
+        assert (out.returncode, out.stdout) == (0, "ran\n"), out.stderr
+        assert os.path.exists(importlib.util.cache_from_source(str(source))) == cached, dont_write
+
+
 def _end_descendants_in_a_subreaper(command: str) -> list[str]:
     """What a fresh subreaper process prints after it ran ``command`` (``sh -c``), waited
     for it, and called :func:`wrapper.end_descendants`: whether it looked through

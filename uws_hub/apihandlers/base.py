@@ -25,6 +25,7 @@ from .. import access
 from ..errors import BadRequest, Forbidden, NotFound, TooManyRequests, Unprocessable, UWSError
 from ..events.bus import Subscription
 from ..filethreads import serve
+from ..hubhandlers import NUL_IN_URL
 from ..inputs import MAX_ID, MAX_OFFSET, MAX_SQL_INT, query_int, shorten, unicode_text
 from ..orm import Job, Workspace
 from ..scopes import LAUNCH_JOBS, READ_WORKSPACES
@@ -295,7 +296,7 @@ class UWSAPIHandler(APIHandler):
         """
         decoded = super().decode_argument(value, name)
         if "\x00" in decoded:
-            raise BadRequest("The URL must not contain NUL characters (%00)")
+            raise BadRequest(NUL_IN_URL)
         return decoded
 
     def get_api_pagination(self) -> tuple[int, int]:

@@ -65,8 +65,13 @@ _RUN_CACHED = (
 
 
 def wrapper_argv(*args: str, python: str = sys.executable, path: str = WRAPPER) -> list[str]:
-    """The command line that runs the wrapper (at ``path``) with ``args``, from its cached code."""
-    return [python, "-I", "-S", "-c", _RUN_CACHED, path, *args]
+    """The command line that runs the wrapper (at ``path``) with ``args``, from its cached code.
+
+    Without it (a fresh or read-only install) the wrapper compiles its source and caches
+    it, as the hub's import would: not if the hub writes none (``PYTHONDONTWRITEBYTECODE``,
+    ``-B``), which ``-I`` would have the wrapper ignore."""
+    no_cache = ["-B"] if sys.dont_write_bytecode else []
+    return [python, "-I", "-S", *no_cache, "-c", _RUN_CACHED, path, *args]
 
 
 class CpuUse:

@@ -4,7 +4,8 @@ The hub's resident launcher forks it (``python -I -S wrapper.py --launcher``,
 :func:`launcher`: one process of the hub's, standard library only, needing
 nothing of the hub, that forks a wrapper per job, so that no interpreter
 starts per job), or, without a launcher, the hub starts it on its own
-(``python -I -S wrapper.py``). Either way it runs in a session of its own, so
+(``python -I -S -c``, running the code its import cached, not the script:
+:func:`uws_hub.spawners.localjob.wrapper_argv`). Either way it runs in a session of its own, so
 it outlives the hub and the launcher: a hub killed while jobs run finds their
 outcomes when it starts again. It gets its instructions as JSON (from the
 launcher's socket, or on stdin; never argv, which every account can read in

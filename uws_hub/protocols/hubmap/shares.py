@@ -47,11 +47,11 @@ class SharesBase(TranslatingHandler):
     async def model(self, share: Share) -> dict:
         source = share.workspace
         copy = Workspace.find(self.db, share.copy_workspace_id) if share.copy_workspace_id else None
-        # the invitation shows what it offers; once the copy is made, the recipient holds it,
-        # not the workspace it came from, whose files (then and later) are none of theirs
-        source_details = (
-            models.no_details() if copy is not None and share.user_id == self.caller.id else await self.details(source)
-        )
+        # the invitation shows its recipient what it offers; once accepted, they hold the copy
+        # (or will, or had it and deleted it, or it failed), never the workspace it came from,
+        # whose files (then and later) are none of theirs
+        offered = share.status == ShareStatus.pending.value or share.user_id != self.caller.id
+        source_details = await self.details(source) if offered else models.no_details()
         original = models.shared_workspace(
             source.id, source.name, source.description, source_details, self.user_ref(source.owner)
         )
@@ -61,20 +61,17 @@ class SharesBase(TranslatingHandler):
             )
         else:
             shared = models.shared_workspace(
-                -share.id,
-                share.copy_name or source.name,
-                source.description,
-                await self.details(source),
-                self.user_ref(share.user),
+                -share.id, share.copy_name or source.name, source.description, source_details, self.user_ref(share.user)
             )
-        # the workspace's last job when the share was sent, as HuBMAP's server records it
-        # then: the sharer's later jobs (their settings) are none of the recipient's business
-        last = self.db.scalar(
-            select(Job)
-            .where(Job.workspace_id == source.id, Job.created_at <= share.created_at)
-            .order_by(Job.id.desc())
-            .limit(1)
-        )
+        # how its last job ran, likewise: the offered workspace's last job when the share was
+        # sent (as HuBMAP's server records it then: the sharer's later jobs are none of the
+        # recipient's business), then the copy's (if any)
+        last_of = None
+        if offered:
+            last_of = select(Job).where(Job.workspace_id == source.id, Job.created_at <= share.created_at)
+        elif copy is not None:
+            last_of = select(Job).where(Job.workspace_id == copy.id)
+        last = None if last_of is None else self.db.scalar(last_of.order_by(Job.id.desc()).limit(1))
         return models.share_model(
             original=original,
             shared=shared,
