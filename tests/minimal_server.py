@@ -11,6 +11,9 @@ kernels does (without it, SIGTERM ends it at once). ``UWS_TEST_LISTEN_SECONDS``
 makes it wait that long before it listens, and ``UWS_TEST_ANSWER_SECONDS`` makes
 it listen at once but answer only that long after it started: a test can stop its
 job at either point of the start (tests/integration/test_stop_during_start.py).
+``UWS_TEST_HOLD_DIR`` makes it ignore SIGTERM till a file named by its job's id
+(``UWS_JOB_ID``) exists in that folder: a test holds its job ``stopping`` while
+another request waits for the stop (tests/integration/test_hubmap.py).
 """
 
 import asyncio
@@ -67,6 +70,16 @@ def main():
             loop.add_callback_from_signal(loop.call_later, stop_seconds, leave)
 
         signal.signal(signal.SIGTERM, exit_later)
+    if hold_dir := os.environ.get("UWS_TEST_HOLD_DIR"):
+        release = os.path.join(hold_dir, os.environ["UWS_JOB_ID"])
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+        def leave_when_released():
+            if os.path.exists(release):
+                os._exit(0)
+
+        # checks from the start: the file is made only once the job was asked to stop
+        ioloop.PeriodicCallback(leave_when_released, 200).start()
     # the line Jupyter Server logs once it listens, in its format: benchmarks/launch.py times it
     now = datetime.now()
     print(f"[I {now:%Y-%m-%d %H:%M:%S}.{now.microsecond // 1000:03d} minimal] is running at {url.geturl()}", flush=True)
