@@ -56,6 +56,17 @@ class Answer(web.RequestHandler):
 def main():
     url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
     time.sleep(float(os.environ.get("UWS_TEST_LISTEN_SECONDS") or 0))
+    if hold_dir := os.environ.get("UWS_TEST_HOLD_DIR"):
+        release = os.path.join(hold_dir, os.environ["UWS_JOB_ID"])
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+        def leave_when_released():
+            if os.path.exists(release):
+                os._exit(0)
+
+        # checks from the start (the file is made only once the job was asked to stop); before
+        # it listens: the hub may take a server that listens for running, and stop it at once
+        ioloop.PeriodicCallback(leave_when_released, 200).start()
     web.Application([(r"(.*)", Answer)]).listen(url.port, url.hostname)
     stop_seconds = float(os.environ.get("UWS_TEST_STOP_SECONDS") or 0)
     if stop_seconds > 0:
@@ -70,16 +81,6 @@ def main():
             loop.add_callback_from_signal(loop.call_later, stop_seconds, leave)
 
         signal.signal(signal.SIGTERM, exit_later)
-    if hold_dir := os.environ.get("UWS_TEST_HOLD_DIR"):
-        release = os.path.join(hold_dir, os.environ["UWS_JOB_ID"])
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-        def leave_when_released():
-            if os.path.exists(release):
-                os._exit(0)
-
-        # checks from the start: the file is made only once the job was asked to stop
-        ioloop.PeriodicCallback(leave_when_released, 200).start()
     # the line Jupyter Server logs once it listens, in its format: benchmarks/launch.py times it
     now = datetime.now()
     print(f"[I {now:%Y-%m-%d %H:%M:%S}.{now.microsecond // 1000:03d} minimal] is running at {url.geturl()}", flush=True)
