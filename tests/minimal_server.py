@@ -11,6 +11,9 @@ kernels does (without it, SIGTERM ends it at once). ``UWS_TEST_LISTEN_SECONDS``
 makes it wait that long before it listens, and ``UWS_TEST_ANSWER_SECONDS`` makes
 it listen at once but answer only that long after it started: a test can stop its
 job at either point of the start (tests/integration/test_stop_during_start.py).
+``UWS_TEST_HOLD_DIR`` makes it ignore SIGTERM till a file named by its job's id
+(``UWS_JOB_ID``) exists in that folder: a test holds its job ``stopping`` while
+another request waits for the stop (tests/integration/test_hubmap.py).
 """
 
 import asyncio
@@ -53,6 +56,17 @@ class Answer(web.RequestHandler):
 def main():
     url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
     time.sleep(float(os.environ.get("UWS_TEST_LISTEN_SECONDS") or 0))
+    if hold_dir := os.environ.get("UWS_TEST_HOLD_DIR"):
+        release = os.path.join(hold_dir, os.environ["UWS_JOB_ID"])
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+        def leave_when_released():
+            if os.path.exists(release):
+                os._exit(0)
+
+        # checks from the start (the file is made only once the job was asked to stop); before
+        # it listens: the hub may take a server that listens for running, and stop it at once
+        ioloop.PeriodicCallback(leave_when_released, 200).start()
     web.Application([(r"(.*)", Answer)]).listen(url.port, url.hostname)
     stop_seconds = float(os.environ.get("UWS_TEST_STOP_SECONDS") or 0)
     if stop_seconds > 0:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import uuid
 
 import pytest
@@ -43,6 +44,10 @@ def datasets(tmp_path_factory):
 @pytest.fixture(scope="module")
 def hubmap_hub(make_hub, system_users, datasets, tmp_path_factory):
     outside = tmp_path_factory.mktemp("outside")
+    # where a test lets a stubborn job end (tests/minimal_server.py), read by the jobs' accounts
+    hold = tmp_path_factory.mktemp("hold")
+    for path in (hold, *hold.parents):
+        os.chmod(path, os.stat(path).st_mode | 0o005)
     config = f"""
 c.UWSHub.system_users = True
 c.UWSHub.job_reconcile_interval = 2
@@ -53,7 +58,11 @@ c.UWSHub.job_types = {{
                    "limits": {{"cpus": 2, "memory": "8G", "time_limit": "8:00:00"}},
                    "default_resources": {{"cpus": 1, "memory": "1G"}}}},
     "minimal": {{"display_name": "Minimal test server", "cmd": {MINIMAL_CMD!r}}},
+    "stubborn": {{"display_name": "Ignores SIGTERM", "cmd": {MINIMAL_CMD!r}, "env": {{"UWS_TEST_HOLD_DIR": {str(hold)!r}}}}},
 }}
+# long enough that a stubborn job ends when its test lets it, not at the spawner's SIGKILL
+c.WorkspaceLocalProcessSpawner.term_timeout = 120
+c.WorkspaceLocalProcessSpawner.kill_grace_seconds = 120
 c.HubMAPCompat.enabled = True
 c.HubMAPCompat.job_type_ids = {{"jupyter_lab": "jupyterlab"}}
 c.HubMAPCompat.cors_origins = [{ORIGIN!r}]
@@ -63,6 +72,7 @@ c.HubMAPCompat.stop_wait_seconds = 60
 """
     hub = make_hub(config)
     hub.outside = outside
+    hub.hold = hold
     return hub
 
 
@@ -705,6 +715,36 @@ def test_a_share_shows_the_last_job_before_it_was_sent(hubmap_hub, alice, bob):
         alice.wait_for_job(ws["id"], {"running"})
         alice.stop(job["id"])
         alice.wait_for_job(ws["id"], {"complete"})
+
+
+def test_a_share_revoked_while_a_start_waits_launches_nothing(hubmap_hub, alice, bob):
+    """A start right after a stop waits for the stop to finish: an editor whose share
+    is revoked meanwhile launches nothing (it would run as them), as a new start of
+    theirs would not."""
+    ws = new_workspace(alice)
+    owner = hubmap_hub.add_user("uwsalice")  # uws-hub's own API: an editor's share, not a copy
+    shares = f"workspaces/{ws['id']}/shares"
+    share = hubmap_hub.api("POST", shares, owner, json={"user": "uwsbob", "level": "editor"}, expect=201)
+    r = alice.start(ws["id"], "stubborn", {})
+    assert r.status_code == 200, r.text
+    job = alice.wait_for_job(ws["id"], {"running"})
+    assert alice.stop(job["id"]).status_code == 200
+    answers = []
+    starting = threading.Thread(target=lambda: answers.append(bob.start(ws["id"], "minimal", {})))
+    starting.start()
+    try:
+        # bob's start waits for the stop, which ends only once released
+        waiting = f"/hub/api/hubmap/workspaces/{ws['id']}/start waits for job {job['id']} to stop"
+        wait_for(lambda: waiting in hubmap_hub.log_text(), 60, what="the start's wait")
+        hubmap_hub.api("DELETE", f"{shares}/{share['id']}", owner, expect=200)
+    finally:
+        (hubmap_hub.hold / str(job["id"])).touch()
+        starting.join(90)
+    [r] = answers
+    assert r.status_code == 404, r.text  # bob no longer reads the workspace
+    assert r.json()["message"] == f"Workspace {ws['id']} not found for user."
+    alice.wait_for_job(ws["id"], {"complete"})
+    assert [j["id"] for j in alice.jobs() if j["workspace_id"] == ws["id"]] == [job["id"]]
 
 
 def test_job_status_websocket(hubmap_hub, alice, carol):

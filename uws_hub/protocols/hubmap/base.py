@@ -180,18 +180,22 @@ class HubMAPHandler(UWSAPIHandler):
         names = {name: jt.display_name or name for name, jt in self.uws.job_types.items() if jt.interactive}
         return job_type_ids(self.compat.job_type_ids, names)
 
-    async def wait_for_stop(self, ws: Workspace) -> None:
-        """Let a stop of the workspace's job finish first, up to ``stop_wait_seconds``.
+    async def wait_for_stop(self, ws: Workspace, scope: str, *, grantees: bool = True) -> Workspace:
+        """Let a stop of the workspace's job finish first, up to ``stop_wait_seconds``;
+        then the workspace, found again with ``scope`` (:meth:`workspace`).
 
         HuBMAP's portal renews a session with a stop and, at once, a start
         (and may delete right after a stop); uws-hub runs one job per
         workspace, so the start or delete waits for the stop it follows. A
-        job that is not being stopped is not waited for.
+        job that is not being stopped is not waited for. The request's rights
+        are asked again after the wait, as a new request would ask them: an
+        editor whose share was revoked meanwhile launched a job as themselves.
         """
         active = Job.active_in(self.db, ws.id)
         if active is None or active.target != "stopped":
-            return
+            return ws
         job_id = active.id
+        self.log.info("%s %s waits for job %s to stop", self.request.method, self.request.path, job_id)
         events = self.uws.events
         sub = events.subscribe(lambda event: event["kind"] == "job" and event["job_id"] == job_id)
         loop = asyncio.get_running_loop()
@@ -201,6 +205,7 @@ class HubMAPHandler(UWSAPIHandler):
                 await sub.next_batch(timeout=deadline - loop.time())
         finally:
             events.unsubscribe(sub)
+        return self.workspace(str(ws.id), scope, grantees=grantees)
 
     @staticmethod
     def now() -> datetime:

@@ -253,7 +253,7 @@ class WorkspaceHandler(WorkspacesHandler):
     @requires(WRITE_WORKSPACES)
     async def delete(self, workspace_id):
         ws = self.workspace(workspace_id, WRITE_WORKSPACES, grantees=False)
-        await self.wait_for_stop(ws)
+        ws = await self.wait_for_stop(ws, WRITE_WORKSPACES, grantees=False)
         try:
             self.uws.workspaces.delete(ws, self.actor)
         except Conflict:
@@ -286,7 +286,7 @@ class WorkspaceActionHandler(TranslatingHandler):
             ResourcesModel.model_validate(resources, strict=True)
         except ValidationError as e:
             raise models.invalid_options([validation_message(e)]) from None
-        await self.wait_for_stop(ws)
+        ws = await self.wait_for_stop(ws, LAUNCH_JOBS)
         launcher = await self.fresh_launcher(ws)
         try:
             job = self.uws.jobs.launch(ws, job_type, None, resources, self.actor, launcher=launcher)
