@@ -203,6 +203,38 @@ def test_nothing_is_made_for_a_user_while_they_are_being_deleted(make_hub, throw
     assert os.listdir(entry / "workspaces" / mine["slug"]) == []
 
 
+def test_no_one_being_deleted_joins_a_group(make_hub, throwaway, tmp_path):
+    """A group's members get the roles (and POSIX group) of the workspaces shared with it at
+    the next share sync: a user added to such a group while they were being deleted got them
+    during the delete. Adding them (to a group, or in a group made with them) is a 409 till
+    the delete has finished; others join, and a member being deleted leaves, as before."""
+    entered, gate = tmp_path / "entered", tmp_path / "gate"
+    hub = make_hub(MULTIUSER_CONFIG + GATED_DELETE.format(entered=str(entered), gate=str(gate)))
+    hub.add_user(throwaway)
+    bob = hub.add_user("uwsbob")
+    hub.add_user("uwscarol")
+    ws = hub.api("POST", "workspaces", bob, json={"name": "bobs"}, expect=201)
+    hub.api("POST", "groups/uwsteam", json={"users": ["uwsbob"]}, expect=201)
+    hub.api("POST", "groups/uwsleaving", json={"users": [throwaway]}, expect=201)
+    hub.api("POST", f"workspaces/{ws['id']}/shares", bob, json={"group": "uwsteam", "level": "viewer"}, expect=201)
+
+    with delete_held_at_gate(hub, throwaway, entered, gate, "the authenticator") as answered:
+        for path, body in (
+            ("groups/uwsteam/users", {"users": ["uwscarol", throwaway]}),
+            (f"groups/{throwaway}-new", {"users": [throwaway]}),
+            ("groups", {"groups": [f"{throwaway}-new"], "users": [throwaway]}),
+        ):
+            r = hub.request("POST", path, hub.admin_token, json=body)
+            assert (r.status_code, r.json().get("message")) == (409, f"{throwaway} is being deleted"), (path, r.text)
+        team = hub.api("POST", "groups/uwsteam/users", json={"users": ["uwscarol"]}, expect=200)
+        assert team["users"] == ["uwsbob", "uwscarol"]
+        leaving = hub.api("DELETE", "groups/uwsleaving/users", json={"users": [throwaway]}, expect=200)
+        assert leaving["users"] == []
+    assert answered[0].status_code == 204, answered[0].text
+    assert hub.api("GET", "groups/uwsteam", expect=200)["users"] == ["uwsbob", "uwscarol"]
+    assert hub.request("GET", f"groups/{throwaway}-new", hub.admin_token).status_code == 404
+
+
 GATED_SET_ASIDE = """
 import os, time
 from uws_hub.workspaces.former import FormerUsers
