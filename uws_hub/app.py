@@ -32,6 +32,7 @@ from traitlets import Bool, Dict, Enum, Float, Integer, TraitError, Unicode, def
 from . import __version__, dbutil, oauthclients, scopes, services
 from .apihandlers import default_handlers as api_handlers
 from .apihandlers.base import UnknownAPIRouteHandler, UWSAPIHandler
+from .apihandlers.groups import default_handlers as group_api_handlers
 from .apihandlers.servers import default_handlers as server_api_handlers
 from .apihandlers.servers import refuse_name_being_deleted
 from .authenticators.local import WorkspaceLocalAuthenticator
@@ -926,7 +927,8 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
             protocols += uws_routes(self.ivoa_uws)
         # ours first: JupyterHub's list ends with catch-alls (/api/(.*) -> 404); JupyterHub's
         # server API starts (server_api_handlers) launch workspace jobs instead of spawning
-        ours = protocols + api_handlers + server_api_handlers + page_handlers
+        # and JupyterHub's group API refuses a new member being deleted (group_api_handlers)
+        ours = protocols + api_handlers + server_api_handlers + group_api_handlers + page_handlers
         self.handlers[:0] = self.add_url_prefix(self.hub_prefix, ours)
         # no NUL reaches the database through JupyterHub's handlers, nor ours built on them
         # (uws_hub.hubhandlers); the hub's own API refuses them its way

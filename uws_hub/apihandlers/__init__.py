@@ -1,6 +1,6 @@
 """uws-hub's REST API handlers, under ``/hub/api/``."""
 
-from . import accounts, events, files, groups, jobs, notifications, quotas, shares, workspaces
+from . import accounts, events, files, jobs, notifications, quotas, shares, workspaces
 
 default_handlers = [
     *workspaces.default_handlers,
@@ -11,5 +11,4 @@ default_handlers = [
     *events.default_handlers,
     *notifications.default_handlers,
     *accounts.default_handlers,
-    *groups.default_handlers,
 ]
