@@ -389,3 +389,38 @@ def test_a_link_of_roots_in_a_folder_an_account_may_write_in_is_not_followed(set
     finally:
         os.chown(tmp_path, 0, 0)
     assert (others / "job-1.log").read_text() == "someone else's output"
+
+
+@pytest.mark.parametrize("swapped", [False, True])
+def test_an_admins_log_link_into_an_accounts_folder_follows_no_link_of_the_account(setup, tmp_path, swapped):
+    """A ``job_log_dir`` that is an admin's link (root's, in a folder of root's) to a folder
+    in an account's (``/var/lib/x -> /home/alice/dir``): the set-aside resolved it with
+    ``realpath``, which followed every link on the way too, so the account, swapping
+    ``dir`` for a link of hers, had it take the file of the log's name wherever that
+    pointed. Now only the admin's link is followed; alice's is refused, and what it
+    points at stays. Her folder as it was (no link) is set aside as before."""
+    db, root, logs, owner = setup
+    alice = tmp_path / "alice"
+    (alice / "dir").mkdir(parents=True)
+    (alice / "dir" / "job-1.log").write_text("output")
+    os.chown(alice, 65534, 65534)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "job-1.log").write_text("someone else's output")
+    shutil.rmtree(logs)
+    logs.symlink_to(alice / "dir")  # (the admin's: root's, in a folder of root's)
+    if swapped:
+        (alice / "dir").rename(alice / "was-dir")
+        (alice / "dir").symlink_to(elsewhere)
+        os.lchown(alice / "dir", 65534, 65534)
+    former_users(root).attach(db)
+    db.delete(owner)
+    db.commit()
+    former_users(root).finish_pending(db)
+    assert (elsewhere / "job-1.log").read_text() == "someone else's output"
+    moved = list((root / DELETED_FOLDER).glob("*/job-logs/job-1.log"))
+    if swapped:
+        assert moved == [] and (alice / "was-dir" / "job-1.log").read_text() == "output"
+    else:
+        assert [p.read_text() for p in moved] == ["output"] and not (alice / "dir" / "job-1.log").exists()
+    assert pending(root) == []

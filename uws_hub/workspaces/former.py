@@ -41,6 +41,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..filethreads import in_file_thread
+from ..hubfolders import open_folder
 from ..orm import Job, Workspace, rows_of_users_being_deleted
 from ..tasks import TaskPool
 from .paths import DIR_FLAGS
@@ -293,10 +294,14 @@ class FormerUsers:
         its folder opened as it is (never through a link): a SLURM job's log folder is its
         account's, and a link put there for it had the rename take a file of wherever
         it pointed. None if its folder is a link now, or gone: nothing is moved. (A link
-        of root's is the admins', a ``job_log_dir`` that is one: followed.)"""
+        of root's in a folder only root may write in is the admins', a ``job_log_dir``
+        that is one: followed, and its target walked the same way, a folder at a time
+        (:func:`~uws_hub.hubfolders.open_folder`): a link of root's that points into an
+        account's folder, which the account swaps for a link of theirs, no longer has the
+        rename take the file of the log's name wherever that pointed.)"""
         folder, name = os.path.split(path)
         try:
-            src = os.open(_admins_link_followed(folder), DIR_FLAGS)
+            src = open_folder(folder)
         except OSError as e:
             if e.errno not in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT):
                 raise
@@ -406,26 +411,6 @@ def _free_name(folder: str, name: str) -> str:
         if not os.path.lexists(path):
             return path
     raise FileExistsError(f"No name left in {folder} for {name}")
-
-
-def _admins_link_followed(folder: str) -> str:
-    """``folder``, or where it points if it is a link of root's (the hub's account's: an
-    admin's, such as a ``job_log_dir`` that is a link) in a folder of root's that no one
-    else may write in; any other link is left as it is, for :data:`DIR_FLAGS` to refuse.
-    A link of root's can be in an account's folder (one the hub made in a workspace or a
-    copy, moved there by the account before the hub gave it to them; a hard link to one
-    where ``fs.protected_hardlinks`` is off): followed, it had the set-aside take the
-    file of the log's name wherever it, and the links on its way, pointed."""
-    try:
-        st = os.lstat(folder)
-    except FileNotFoundError:
-        return folder
-    if not (stat.S_ISLNK(st.st_mode) and st.st_uid == os.geteuid()):
-        return folder
-    parent = os.stat(os.path.dirname(folder) or ".")
-    if parent.st_uid != os.geteuid() or parent.st_mode & 0o022:
-        return folder
-    return os.path.realpath(folder)
 
 
 def _not_the_hubs(path: str) -> bool:

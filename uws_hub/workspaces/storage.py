@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from ..hubfolders import rename_noreplace
 from .archive import ZipStream
 from .paths import (
     DIR_FLAGS,
@@ -44,7 +45,6 @@ from .paths import (
     etag,
     kind_of,
     make_dir,
-    rename_noreplace,
     split_relpath,
     text_name,
 )
