@@ -202,6 +202,35 @@ def test_a_log_on_another_file_system_is_copied_aside_and_removed(setup):
         shutil.rmtree(elsewhere)
 
 
+def test_a_log_of_a_large_hole_on_another_file_system_is_copied_as_a_hole(setup):
+    """A job makes its log as long as it likes at no cost (truncated to a hole of any
+    size); copied aside from another file system, it was written out whole, zeros and
+    all, on the disk of the workspaces (everyone's). Its holes stay holes now, its data
+    is copied where it is."""
+    db, root, logs, owner = setup
+    if os.stat("/dev/shm").st_dev == os.stat(root).st_dev:
+        pytest.skip("/dev/shm is on the file system of the tests' temporary folders here")
+    elsewhere = Path(tempfile.mkdtemp(dir="/dev/shm"))
+    hole = 1024**3
+    try:
+        with open(elsewhere / "job-1.log", "wb") as f:
+            f.write(b"start\n")
+            f.seek(hole)
+            f.write(b"end\n")
+        db.execute(update(Job).values(log_path=str(elsewhere / "job-1.log")))
+        db.commit()
+        entry = deleted_then_started_again(db, root, owner)
+        copy = entry / "job-logs" / "job-1.log"
+        assert os.stat(copy).st_size == hole + 4 and os.stat(copy).st_blocks * 512 < 1024**2
+        with open(copy, "rb") as f:
+            assert f.read(6) == b"start\n"
+            f.seek(hole)
+            assert f.read() == b"end\n"
+        assert os.listdir(elsewhere) == []
+    finally:
+        shutil.rmtree(elsewhere)
+
+
 @pytest.mark.parametrize("name", ["u" * 230, "学" * 80], ids=["230 letters", "80 Chinese characters"])
 def test_a_user_of_a_long_name_is_deleted_and_their_data_set_aside(setup, name):
     """A file's name holds 255 bytes: the record of a user whose name was longer than

@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from uws_hub.spawners.slurm.output import make_account_folder, read_tail
+from uws_hub.spawners.slurm.output import make_account_folder, read_tail, remove_output
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the hub makes these folders as root")
 LOG = logging.getLogger("test")
@@ -148,3 +148,45 @@ def test_the_tail_of_an_output_is_read(tmp_path):
     (tmp_path / "job-1.log").write_text("".join(f"line {i}\n" for i in range(5000)))
     text = asyncio.run(read_tail(None, str(tmp_path / "job-1.log"), as_user={}, prefix=[], max_bytes=100))  # type: ignore[arg-type]
     assert text.endswith("line 4999") and "line 4000" not in text
+
+
+@pytest.mark.parametrize("same_uid", [False, True], ids=["another uid", "the same uid"])
+def test_a_former_accounts_folder_set_aside_is_closed_to_a_new_account_of_its_uid(log_dir, nobody, same_uid):
+    """A folder set aside stayed its former account's uid: a new account of that uid (the
+    same account made again for another hub user; ``useradd`` giving the freed uid to the
+    next account) entered it by its name and read the former one's output. Set aside, it
+    is root's, 0700; what is in it stays as it was."""
+    account_folder = log_dir / "slurm" / "nobody"
+    former_uid = nobody.pw_uid if same_uid else 4321
+    os.chown(account_folder, former_uid, former_uid)
+    (account_folder / "job-3-17.log").write_text("the former's server's token")
+    (log_dir / "slurm" / ".nobody.holder").write_text("1@former\n")
+    make_account_folder(str(account_folder), str(log_dir), nobody, LOG, holder="2@new")
+    aside = log_dir / "slurm" / f".former-uid{former_uid}-nobody"
+    assert (os.stat(aside).st_uid, os.stat(aside).st_mode & 0o777) == (0, 0o700)
+    assert (aside / "job-3-17.log").read_text() == "the former's server's token"
+    assert os.stat(account_folder).st_uid == nobody.pw_uid and os.listdir(account_folder) == []
+    assert (log_dir / "slurm" / ".nobody.holder").read_text() == "2@new\n"
+
+
+def test_a_deleted_jobs_output_is_not_removed_through_a_link_of_the_account(tmp_path, nobody, caplog):
+    """A ``batch_output_dir`` in a folder the account writes in (``/scratch/{username}/uws``):
+    the output of a deleted job was removed by its path, so the account, with a link in
+    place of ``uws``, had root remove the file of that name wherever it pointed (another
+    account's output, another hub's of the same job id). Nothing is removed through it."""
+    scratch = tmp_path / "scratch" / "nobody"
+    scratch.mkdir(parents=True)
+    os.chown(scratch, nobody.pw_uid, nobody.pw_gid)
+    others = tmp_path / "others"
+    others.mkdir()
+    (others / "job-7.log").write_text("another account's output")
+    (scratch / "uws").symlink_to(others)
+    os.lchown(scratch / "uws", nobody.pw_uid, nobody.pw_gid)
+    remove_output(str(scratch / "uws" / "job-7.log"), LOG)
+    assert (others / "job-7.log").read_text() == "another account's output"
+    assert "is a link or no folder" in caplog.text
+    (scratch / "uws").unlink()
+    (scratch / "uws").mkdir()
+    (scratch / "uws" / "job-7.log").write_text("the job's output")
+    remove_output(str(scratch / "uws" / "job-7.log"), LOG)
+    assert os.listdir(scratch / "uws") == []

@@ -28,7 +28,6 @@ import errno
 import json
 import logging
 import os
-import shutil
 import stat
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -54,6 +53,8 @@ _FOUND = "uws_former_users"
 _PENDING = ".pending"
 #: the end of the name of a record being written (``.<entry>.pending.writing``)
 _WRITING = ".writing"
+#: the most a copy of a log to another file system reads at once (:func:`_copy_data`)
+COPY_CHUNK_BYTES = 1024 * 1024
 #: the most of a user's name their entry's name shows, in bytes (:func:`_in_entry`)
 NAME_BYTES_IN_ENTRY = 64
 
@@ -437,10 +438,40 @@ def _copy_across(src_fd: int, name: str, dst_fd: int, target: str) -> None:
     try:
         if stat.S_ISREG(os.fstat(src).st_mode):
             dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dst_fd)
-            with os.fdopen(src, "rb", closefd=False) as fin, os.fdopen(dst, "wb") as fout:
-                shutil.copyfileobj(fin, fout)
+            with os.fdopen(dst, "wb") as fout:
+                _copy_data(src, fout.fileno())
     finally:
         os.close(src)
+
+
+def _copy_data(src: int, dst: int) -> None:
+    """Copy the file open at ``src`` to the new file open at ``dst``, its holes left holes:
+    only the parts of it that hold data (``SEEK_DATA``, ``SEEK_HOLE``) are read and
+    written, and the copy is made as long. A job makes its log as long as it likes at
+    no cost (it may truncate it to terabytes of a hole): copied whole, such a log filled
+    the disk of the workspaces (where the set-aside is) with zeros, for everyone, when
+    its user was deleted. Where the file system cannot tell (``EINVAL``), it is one
+    part of data."""
+    size = os.fstat(src).st_size
+    offset = 0
+    while offset < size:
+        try:
+            start = os.lseek(src, offset, os.SEEK_DATA)
+            end = os.lseek(src, start, os.SEEK_HOLE)
+        except OSError as e:
+            if e.errno == errno.ENXIO:  # (no data past offset: a hole to the end)
+                break
+            if e.errno != errno.EINVAL:
+                raise
+            start, end = offset, size
+        while start < end:
+            data = os.pread(src, min(COPY_CHUNK_BYTES, end - start), start)
+            if not data:
+                break
+            os.pwrite(dst, data, start)
+            start += len(data)
+        offset = max(end, offset + 1)
+    os.ftruncate(dst, size)
 
 
 def _unlink(path: str) -> None:

@@ -69,6 +69,31 @@ def keep_tail(log_path: str, text: str, log: logging.Logger) -> None:
         log.warning("Cannot write %s: %s", log_path, e)
 
 
+def remove_output(path: str, log: logging.Logger) -> None:
+    """Remove a finished job's output file ``path`` (its job deleted), in its folder opened
+    by descriptor (:func:`~uws_hub.hubfolders.open_folder`): the folder is its account's,
+    and a ``batch_output_dir`` outside ``job_log_dir`` may be in a folder the account
+    writes in too (``/scratch/{username}/uws``). Removed by its path, a link of the
+    account's on the way had root remove the file of that name wherever it pointed
+    (another account's output, another hub's of the same job id); now nothing is
+    removed then, and the log says so. A folder of the log's name is the account's: left."""
+    folder, name = os.path.split(path)
+    try:
+        fd = open_folder(folder)
+    except OSError as e:
+        if e.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            raise
+        if e.errno != errno.ENOENT:
+            log.warning("The folder of %s is a link or no folder: the job's output is left", path)
+        return
+    try:
+        os.unlink(name, dir_fd=fd)
+    except (FileNotFoundError, IsADirectoryError):
+        pass
+    finally:
+        os.close(fd)
+
+
 def make_account_folder(
     directory: str,
     log_dir: str,
@@ -83,8 +108,9 @@ def make_account_folder(
     earlier hub with the same job ids goes. Made by the hub: no other account can plant
     anything on the way (the output of a server in its workspace was there for its
     editors to read). A folder of another account (an earlier account of the same name,
-    deleted, whose name was given to someone else) is set aside, its own still, and a new
-    one made: earlier versions handed it, with that account's jobs' output, to the new one.
+    deleted, whose name was given to someone else) is set aside, closed to all but root
+    (:func:`_close_to_root`), and a new one made: earlier versions handed it, with that
+    account's jobs' output, to the new one.
     ``holder`` (:func:`uws_hub.jobs.service.account_holder`, the hub user the account is
     for) is recorded beside the folder, in the hub's own file: an account made again with
     the uid of the former (``useradd`` gives the highest free one, often the one just
@@ -163,6 +189,7 @@ def _make_account_folder_at(
         # else): its output stays its own, out of the way, and the new account gets a new folder
         os.close(fd)
         aside = _set_aside(parent, name, owner)
+        _close_to_root(parent, aside)
         if owner != account.pw_uid:
             whose = f"uid {owner}, not to {account.pw_name} (uid {account.pw_uid})"
         else:
@@ -221,6 +248,21 @@ def _write_holder(dir_fd: int, name: str, holder: str) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def _close_to_root(parent: int, name: str) -> None:
+    """The folder ``name`` (in the folder open at ``parent``; never through a link) made
+    root's (the hub's account's), 0700; what is in it stays as it was. A folder set aside
+    stayed its former account's: a new account of the same uid (``useradd`` gives the
+    highest free one, often the one just freed; the same account made again for another
+    hub user) entered it by its name (``.former-uid<uid>-<name>``, in a folder every
+    account may pass through) and read the former's jobs' output, servers' tokens among it."""
+    fd = os.open(name, DIR_FLAGS, dir_fd=parent)
+    try:
+        os.fchown(fd, os.geteuid(), os.getegid())
+        os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
 
 
 def _set_aside(parent: int, name: str, uid: int) -> str:
