@@ -407,9 +407,7 @@ def test_deleting_a_finished_job_drops_its_log_and_keeps_its_results_unless_aske
 
 
 @pytest.mark.parametrize("planted", ["a link out of the workspace", "a FIFO"])
-def test_a_results_folder_swapped_for_a_link_or_a_fifo_is_no_results_and_the_job_still_reads(
-    bhub, owner, ws, planted
-):
+def test_a_results_folder_swapped_for_a_link_or_a_fifo_is_no_results_and_the_job_still_reads(bhub, owner, ws, planted):
     """A job's results folder is in its workspace, where the job and every editor put what
     they like: one swapped for a link out of the workspace, or a FIFO, made the job
     itself unreadable (GET /hub/api/jobs/{id} and its UWS document, a 500) for everyone.
