@@ -92,6 +92,17 @@ def open_folder(path: str, *, make: int | None = None) -> int:
     return fd
 
 
+def open_folder_of(path: str) -> int | None:
+    """The folder holding ``path``, opened (:func:`open_folder`); None if a link on its way
+    is refused, a part of it is no folder, or it is gone (the caller says what it left)."""
+    try:
+        return open_folder(os.path.dirname(path))
+    except OSError as e:
+        if e.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            raise
+        return None
+
+
 _libc = ctypes.CDLL(None, use_errno=True)
 
 

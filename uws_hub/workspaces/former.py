@@ -40,7 +40,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..filethreads import in_file_thread
-from ..hubfolders import open_folder
+from ..hubfolders import open_folder_of
 from ..orm import Job, Workspace, rows_of_users_being_deleted
 from ..tasks import TaskPool
 from .paths import DIR_FLAGS
@@ -300,12 +300,9 @@ class FormerUsers:
         (:func:`~uws_hub.hubfolders.open_folder`): a link of root's that points into an
         account's folder, which the account swaps for a link of theirs, no longer has the
         rename take the file of the log's name wherever that pointed.)"""
-        folder, name = os.path.split(path)
-        try:
-            src = open_folder(folder)
-        except OSError as e:
-            if e.errno not in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT):
-                raise
+        name = os.path.basename(path)
+        src = open_folder_of(path)
+        if src is None:
             self.log.warning("The folder of %s is a link or gone: not set aside", path)
             return None
         try:

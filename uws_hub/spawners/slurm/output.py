@@ -12,7 +12,7 @@ import stat
 import uuid
 from typing import Any
 
-from ...hubfolders import DIR_FLAGS, open_folder, rename_noreplace
+from ...hubfolders import DIR_FLAGS, open_folder, open_folder_of, rename_noreplace
 from .commands import SlurmCommandError, command_environment
 from .poller import SlurmPoller
 
@@ -77,17 +77,12 @@ def remove_output(path: str, log: logging.Logger) -> None:
     account's on the way had root remove the file of that name wherever it pointed
     (another account's output, another hub's of the same job id); now nothing is
     removed then, and the log says so. A folder of the log's name is the account's: left."""
-    folder, name = os.path.split(path)
-    try:
-        fd = open_folder(folder)
-    except OSError as e:
-        if e.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
-            raise
-        if e.errno != errno.ENOENT:
-            log.warning("The folder of %s is a link or no folder: the job's output is left", path)
+    fd = open_folder_of(path)
+    if fd is None:
+        log.warning("The folder of %s is a link, no folder or gone: the job's output is left", path)
         return
     try:
-        os.unlink(name, dir_fd=fd)
+        os.unlink(os.path.basename(path), dir_fd=fd)
     except (FileNotFoundError, IsADirectoryError):
         pass
     finally:
