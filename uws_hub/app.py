@@ -267,6 +267,12 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         The end of this file, with credentials redacted, is what the job's
         owner and admins read at ``GET /hub/api/jobs/{id}/output``.
         Relative paths are relative to the directory the hub starts in.
+        It may be, or pass through, a link of root's (or of the hub's account)
+        in a folder no one else may write in: the hub follows such links only,
+        a folder at a time, when it works in it as root. A link of another
+        account's on its way (or of root's in a folder an account may write
+        in, such as ``/tmp``) is refused: SLURM jobs do not start, and a
+        deleted user's logs are not set aside.
         """,
     )
 

@@ -406,6 +406,30 @@ def test_deleting_a_finished_job_drops_its_log_and_keeps_its_results_unless_aske
     assert bhub.request("DELETE", f"jobs/{running['id']}?results=maybe", owner).status_code == 400
 
 
+@pytest.mark.parametrize("planted", ["a link out of the workspace", "a FIFO"])
+def test_a_results_folder_swapped_for_a_link_or_a_fifo_is_no_results_and_the_job_still_reads(bhub, owner, ws, planted):
+    """A job's results folder is in its workspace, where the job and every editor put what
+    they like: one swapped for a link out of the workspace, or a FIFO, made the job
+    itself unreadable (GET /hub/api/jobs/{id} and its UWS document, a 500) for everyone.
+    The job reads, with no results; nothing is listed of where the link points, and a
+    delete with its results removes the link or FIFO itself."""
+    job = finish(bhub, owner, submit(bhub, owner, ws, "report", text="a"))
+    account = pwd.getpwnam("uwsalice")
+    folder = bhub.workspaces_root / "uwsalice" / ws["slug"] / "results" / str(job["id"])
+    subprocess.run(["rm", "-rf", str(folder)], check=True)
+    if planted == "a FIFO":
+        os.mkfifo(folder)
+    else:
+        folder.symlink_to("/etc")
+    os.lchown(folder, account.pw_uid, account.pw_gid)
+    got = bhub.api("GET", f"jobs/{job['id']}", owner, expect=200)
+    assert got["status"] == "completed" and got["results"] == []
+    r = bhub.request("GET", f"/hub/api/uws/report/{job['id']}", owner)
+    assert r.status_code == 200 and "COMPLETED" in r.text, r.text
+    assert bhub.request("DELETE", f"jobs/{job['id']}?results=true", owner).status_code == 200
+    assert not os.path.lexists(folder) and os.path.isdir("/etc")
+
+
 def test_a_stop_as_the_job_starts_cancels_it(bhub, owner, ws):
     """A stop that comes while the job's wrapper is starting (its run file not written
     yet) is not lost: the command is stopped, not left to run its whole course."""

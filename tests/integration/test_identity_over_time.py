@@ -394,8 +394,9 @@ def test_a_new_account_of_a_former_ones_name_gets_none_of_its_slurm_output(make_
     """A SLURM job's output goes to its account's own folder of the job log directory,
     named after the account. An account deleted and made again for someone else found
     the folder handed to it, with the first account's jobs' output (which outlives the hub
-    user, deleted with their jobs' rows). The folder is set aside now, still the first
-    account's, and the new account gets a new one; also when the new account has the
+    user, deleted with their jobs' rows). The folder is set aside now, root's only (it
+    stayed the first account's uid, which a new account of that uid entered by its
+    name), and the new account gets a new one; also when the new account has the
     uid of the former (``useradd`` gives the highest free uid, often the one just freed),
     which owned the folder for the hub before (it compared uids). (The hub user's jobs'
     output itself is set aside at their deletion, see the next tests.)"""
@@ -418,7 +419,7 @@ def test_a_new_account_of_a_former_ones_name_gets_none_of_its_slurm_output(make_
     assert os.stat(folder).st_uid == second_uid
     assert os.listdir(folder) == [f"job-{second['id']}.log"]
     aside = folder.parent / f".former-uid{first_uid}-{throwaway}"
-    assert os.stat(aside).st_uid == first_uid and os.stat(aside).st_mode & 0o777 == 0o700
+    assert os.stat(aside).st_uid == 0 and os.stat(aside).st_mode & 0o777 == 0o700
     # (its first job's output went with the hub user, where only root reads it)
     assert os.listdir(aside) == []
     assert [p.name for p in hub.workspaces_root.glob(f".deleted/*-{throwaway}-*/job-logs/*")] == [

@@ -202,6 +202,35 @@ def test_a_log_on_another_file_system_is_copied_aside_and_removed(setup):
         shutil.rmtree(elsewhere)
 
 
+def test_a_log_of_a_large_hole_on_another_file_system_is_copied_as_a_hole(setup):
+    """A job makes its log as long as it likes at no cost (truncated to a hole of any
+    size); copied aside from another file system, it was written out whole, zeros and
+    all, on the disk of the workspaces (everyone's). Its holes stay holes now, its data
+    is copied where it is."""
+    db, root, logs, owner = setup
+    if os.stat("/dev/shm").st_dev == os.stat(root).st_dev:
+        pytest.skip("/dev/shm is on the file system of the tests' temporary folders here")
+    elsewhere = Path(tempfile.mkdtemp(dir="/dev/shm"))
+    hole = 1024**3
+    try:
+        with open(elsewhere / "job-1.log", "wb") as f:
+            f.write(b"start\n")
+            f.seek(hole)
+            f.write(b"end\n")
+        db.execute(update(Job).values(log_path=str(elsewhere / "job-1.log")))
+        db.commit()
+        entry = deleted_then_started_again(db, root, owner)
+        copy = entry / "job-logs" / "job-1.log"
+        assert os.stat(copy).st_size == hole + 4 and os.stat(copy).st_blocks * 512 < 1024**2
+        with open(copy, "rb") as f:
+            assert f.read(6) == b"start\n"
+            f.seek(hole)
+            assert f.read() == b"end\n"
+        assert os.listdir(elsewhere) == []
+    finally:
+        shutil.rmtree(elsewhere)
+
+
 @pytest.mark.parametrize("name", ["u" * 230, "学" * 80], ids=["230 letters", "80 Chinese characters"])
 def test_a_user_of_a_long_name_is_deleted_and_their_data_set_aside(setup, name):
     """A file's name holds 255 bytes: the record of a user whose name was longer than
@@ -389,3 +418,38 @@ def test_a_link_of_roots_in_a_folder_an_account_may_write_in_is_not_followed(set
     finally:
         os.chown(tmp_path, 0, 0)
     assert (others / "job-1.log").read_text() == "someone else's output"
+
+
+@pytest.mark.parametrize("swapped", [False, True])
+def test_an_admins_log_link_into_an_accounts_folder_follows_no_link_of_the_account(setup, tmp_path, swapped):
+    """A ``job_log_dir`` that is an admin's link (root's, in a folder of root's) to a folder
+    in an account's (``/var/lib/x -> /home/alice/dir``): the set-aside resolved it with
+    ``realpath``, which followed every link on the way too, so the account, swapping
+    ``dir`` for a link of hers, had it take the file of the log's name wherever that
+    pointed. Now only the admin's link is followed; alice's is refused, and what it
+    points at stays. Her folder as it was (no link) is set aside as before."""
+    db, root, logs, owner = setup
+    alice = tmp_path / "alice"
+    (alice / "dir").mkdir(parents=True)
+    (alice / "dir" / "job-1.log").write_text("output")
+    os.chown(alice, 65534, 65534)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "job-1.log").write_text("someone else's output")
+    shutil.rmtree(logs)
+    logs.symlink_to(alice / "dir")  # (the admin's: root's, in a folder of root's)
+    if swapped:
+        (alice / "dir").rename(alice / "was-dir")
+        (alice / "dir").symlink_to(elsewhere)
+        os.lchown(alice / "dir", 65534, 65534)
+    former_users(root).attach(db)
+    db.delete(owner)
+    db.commit()
+    former_users(root).finish_pending(db)
+    assert (elsewhere / "job-1.log").read_text() == "someone else's output"
+    moved = list((root / DELETED_FOLDER).glob("*/job-logs/job-1.log"))
+    if swapped:
+        assert moved == [] and (alice / "was-dir" / "job-1.log").read_text() == "output"
+    else:
+        assert [p.read_text() for p in moved] == ["output"] and not (alice / "dir" / "job-1.log").exists()
+    assert pending(root) == []

@@ -28,7 +28,6 @@ import errno
 import json
 import logging
 import os
-import shutil
 import stat
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -41,6 +40,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..filethreads import in_file_thread
+from ..hubfolders import open_folder_of
 from ..orm import Job, Workspace, rows_of_users_being_deleted
 from ..tasks import TaskPool
 from .paths import DIR_FLAGS
@@ -53,6 +53,8 @@ _FOUND = "uws_former_users"
 _PENDING = ".pending"
 #: the end of the name of a record being written (``.<entry>.pending.writing``)
 _WRITING = ".writing"
+#: the most a copy of a log to another file system reads at once (:func:`_copy_data`)
+COPY_CHUNK_BYTES = 1024 * 1024
 #: the most of a user's name their entry's name shows, in bytes (:func:`_in_entry`)
 NAME_BYTES_IN_ENTRY = 64
 
@@ -293,13 +295,14 @@ class FormerUsers:
         its folder opened as it is (never through a link): a SLURM job's log folder is its
         account's, and a link put there for it had the rename take a file of wherever
         it pointed. None if its folder is a link now, or gone: nothing is moved. (A link
-        of root's is the admins', a ``job_log_dir`` that is one: followed.)"""
-        folder, name = os.path.split(path)
-        try:
-            src = os.open(_admins_link_followed(folder), DIR_FLAGS)
-        except OSError as e:
-            if e.errno not in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT):
-                raise
+        of root's in a folder only root may write in is the admins', a ``job_log_dir``
+        that is one: followed, and its target walked the same way, a folder at a time
+        (:func:`~uws_hub.hubfolders.open_folder`): a link of root's that points into an
+        account's folder, which the account swaps for a link of theirs, no longer has the
+        rename take the file of the log's name wherever that pointed.)"""
+        name = os.path.basename(path)
+        src = open_folder_of(path)
+        if src is None:
             self.log.warning("The folder of %s is a link or gone: not set aside", path)
             return None
         try:
@@ -408,26 +411,6 @@ def _free_name(folder: str, name: str) -> str:
     raise FileExistsError(f"No name left in {folder} for {name}")
 
 
-def _admins_link_followed(folder: str) -> str:
-    """``folder``, or where it points if it is a link of root's (the hub's account's: an
-    admin's, such as a ``job_log_dir`` that is a link) in a folder of root's that no one
-    else may write in; any other link is left as it is, for :data:`DIR_FLAGS` to refuse.
-    A link of root's can be in an account's folder (one the hub made in a workspace or a
-    copy, moved there by the account before the hub gave it to them; a hard link to one
-    where ``fs.protected_hardlinks`` is off): followed, it had the set-aside take the
-    file of the log's name wherever it, and the links on its way, pointed."""
-    try:
-        st = os.lstat(folder)
-    except FileNotFoundError:
-        return folder
-    if not (stat.S_ISLNK(st.st_mode) and st.st_uid == os.geteuid()):
-        return folder
-    parent = os.stat(os.path.dirname(folder) or ".")
-    if parent.st_uid != os.geteuid() or parent.st_mode & 0o022:
-        return folder
-    return os.path.realpath(folder)
-
-
 def _not_the_hubs(path: str) -> bool:
     """Whether there is something at ``path`` (a link not followed) of another uid than the hub's."""
     try:
@@ -452,10 +435,40 @@ def _copy_across(src_fd: int, name: str, dst_fd: int, target: str) -> None:
     try:
         if stat.S_ISREG(os.fstat(src).st_mode):
             dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dst_fd)
-            with os.fdopen(src, "rb", closefd=False) as fin, os.fdopen(dst, "wb") as fout:
-                shutil.copyfileobj(fin, fout)
+            with os.fdopen(dst, "wb") as fout:
+                _copy_data(src, fout.fileno())
     finally:
         os.close(src)
+
+
+def _copy_data(src: int, dst: int) -> None:
+    """Copy the file open at ``src`` to the new file open at ``dst``, its holes left holes:
+    only the parts of it that hold data (``SEEK_DATA``, ``SEEK_HOLE``) are read and
+    written, and the copy is made as long. A job makes its log as long as it likes at
+    no cost (it may truncate it to terabytes of a hole): copied whole, such a log filled
+    the disk of the workspaces (where the set-aside is) with zeros, for everyone, when
+    its user was deleted. Where the file system cannot tell (``EINVAL``), it is one
+    part of data."""
+    size = os.fstat(src).st_size
+    offset = 0
+    while offset < size:
+        try:
+            start = os.lseek(src, offset, os.SEEK_DATA)
+            end = os.lseek(src, start, os.SEEK_HOLE)
+        except OSError as e:
+            if e.errno == errno.ENXIO:  # (no data past offset: a hole to the end)
+                break
+            if e.errno != errno.EINVAL:
+                raise
+            start, end = offset, size
+        while start < end:
+            data = os.pread(src, min(COPY_CHUNK_BYTES, end - start), start)
+            if not data:
+                break
+            os.pwrite(dst, data, start)
+            start += len(data)
+        offset = max(end, offset + 1)
+    os.ftruncate(dst, size)
 
 
 def _unlink(path: str) -> None:

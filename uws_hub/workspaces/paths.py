@@ -22,7 +22,6 @@ owner's server can use them and other users cannot. All of it blocks.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import stat
@@ -31,10 +30,10 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TypeVar, overload
 
+from ..hubfolders import DIR_FLAGS, MAX_SYMLINKS
+
 T = TypeVar("T")
 
-#: as many symlinks as Linux follows in one path (``MAXSYMLINKS``)
-MAX_SYMLINKS = 40
 #: the longest file name Linux filesystems take (``NAME_MAX``), in bytes
 NAME_MAX_BYTES = 255
 #: the most folders deep the hub goes below a workspace's top. A walk holds one
@@ -52,13 +51,10 @@ RESERVED_PREFIX = ".uws-"
 #: temporary files of uploads under way: never listed, copied or counted as content
 TEMP_PREFIX = RESERVED_PREFIX + "upload-"
 
-DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 #: what opening an entry gives when it was replaced (by a link, a FIFO, ...) or removed since it was listed
 CHANGED_ERRNOS = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENXIO)
-#: ``renameat2``'s flag that refuses to replace an existing destination
-RENAME_NOREPLACE = 1
 
 
 class PathError(ValueError):
@@ -412,33 +408,6 @@ def make_dir(dir_fd: int, name: str, owner: Owner) -> int:
         os.close(fd)
         raise
     return fd
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def rename_noreplace(src_dir_fd: int, src: str, dst_dir_fd: int, dst: str) -> None:
-    """Rename ``src`` to ``dst`` (each relative to its open directory) unless ``dst`` exists
-    (FileExistsError), atomically: ``renameat2`` with ``RENAME_NOREPLACE``.
-
-    Where the file system or the C library cannot do that (NFS, old kernels), the
-    check comes just before a plain rename: then something made at ``dst`` in
-    between is replaced, which only the workspace's own users can cause.
-    """
-    renameat2 = getattr(_libc, "renameat2", None)
-    if renameat2 is not None:
-        if renameat2(src_dir_fd, os.fsencode(src), dst_dir_fd, os.fsencode(dst), RENAME_NOREPLACE) == 0:
-            return
-        err = ctypes.get_errno()
-        if err not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-            raise OSError(err, os.strerror(err), dst)
-        # EINVAL is also a directory moved into itself: the rename below says so again
-    try:
-        os.stat(dst, dir_fd=dst_dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        os.rename(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
-        return
-    raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dst)
 
 
 def listed_mode(dir_fd: int, name: str) -> int | None:

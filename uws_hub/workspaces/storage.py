@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from ..hubfolders import rename_noreplace
 from .archive import ZipStream
 from .paths import (
     DIR_FLAGS,
@@ -44,7 +45,6 @@ from .paths import (
     etag,
     kind_of,
     make_dir,
-    rename_noreplace,
     split_relpath,
     text_name,
 )
@@ -227,10 +227,12 @@ class WorkspaceStorage:
 
     def files_under(self, directory: str, relpath: str, max_entries: int = 1000) -> list[dict]:
         """The regular files under ``relpath`` (a job's results): path, size and media type;
-        [] if it does not exist."""
+        [] if it does not exist, or is no folder in the workspace. It is where the job and
+        every editor put what they like: one made a FIFO, or a link out of the workspace,
+        made the job itself unreadable (its ``GET``, its UWS document: a 500) for everyone."""
         try:
             entries = self.tree(directory, relpath, max_entries)
-        except NotFound:
+        except (NotFound, PathError):
             return []
         return [
             {

@@ -38,7 +38,7 @@ from typing import Any
 
 from ..batch import BatchLaunch, RunState
 from .commands import as_account, check_scancel, scancel_argv
-from .output import make_account_folder
+from .output import make_account_folder, remove_output
 from .parsing import describe_batch_end, job_name, parse_exit_code, parse_sbatch
 from .poller import SlurmPoller
 from .script import SBATCH_RESOURCES, render_batch_script, submit_environment
@@ -280,10 +280,7 @@ class SlurmBatchRunner:
     def forget(self, launch: BatchLaunch) -> None:
         # in the account's own folder, where it makes what it likes: a folder of that name
         # is the account's (it made the job's deletion fail for good)
-        try:
-            os.unlink(self.log_path(launch))
-        except (FileNotFoundError, IsADirectoryError):
-            pass
+        remove_output(self.log_path(launch), self.log)
 
     async def close(self) -> None:
         for slurm_id in list(self._wakes):

@@ -3,11 +3,16 @@ the hub's own log file of the job (which only its owner and admins read)."""
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import logging
 import os
 import pwd
+import stat
+import uuid
 from typing import Any
 
+from ...hubfolders import DIR_FLAGS, open_folder, open_folder_of, rename_noreplace
 from .commands import SlurmCommandError, command_environment
 from .poller import SlurmPoller
 
@@ -30,16 +35,28 @@ async def read_tail(
             return ""
         text = result.stdout if result.returncode == 0 else ""
     else:
-        try:
-            with open(path, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                f.seek(max(0, f.tell() - max_bytes))
-                text = f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
+        text = await asyncio.to_thread(_read_end, path, max_bytes)
     if len(text.encode()) >= max_bytes and "\n" in text:
         text = text.split("\n", 1)[1]
     return text.strip()
+
+
+def _read_end(path: str, max_bytes: int) -> str:
+    """The last ``max_bytes`` of the regular file ``path``, read by the hub itself (a hub not
+    root, whose jobs run as its account), in a thread. The job may have replaced its
+    output: a FIFO's open waited for a writer that never came (on the hub's event loop,
+    where it was read: the whole hub hung), a link was followed to a file of the hub's.
+    Opened without waiting or following, what is no regular file has no tail ("")."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return ""
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - max_bytes))
+            return f.read(max_bytes).decode("utf-8", "replace")
+    except OSError:
+        return ""
 
 
 def keep_tail(log_path: str, text: str, log: logging.Logger) -> None:
@@ -50,6 +67,26 @@ def keep_tail(log_path: str, text: str, log: logging.Logger) -> None:
             f.write(text + "\n")
     except OSError as e:
         log.warning("Cannot write %s: %s", log_path, e)
+
+
+def remove_output(path: str, log: logging.Logger) -> None:
+    """Remove a finished job's output file ``path`` (its job deleted), in its folder opened
+    by descriptor (:func:`~uws_hub.hubfolders.open_folder`): the folder is its account's,
+    and a ``batch_output_dir`` outside ``job_log_dir`` may be in a folder the account
+    writes in too (``/scratch/{username}/uws``). Removed by its path, a link of the
+    account's on the way had root remove the file of that name wherever it pointed
+    (another account's output, another hub's of the same job id); now nothing is
+    removed then, and the log says so. A folder of the log's name is the account's: left."""
+    fd = open_folder_of(path)
+    if fd is None:
+        log.warning("The folder of %s is a link, no folder or gone: the job's output is left", path)
+        return
+    try:
+        os.unlink(os.path.basename(path), dir_fd=fd)
+    except (FileNotFoundError, IsADirectoryError):
+        pass
+    finally:
+        os.close(fd)
 
 
 def make_account_folder(
@@ -66,34 +103,88 @@ def make_account_folder(
     earlier hub with the same job ids goes. Made by the hub: no other account can plant
     anything on the way (the output of a server in its workspace was there for its
     editors to read). A folder of another account (an earlier account of the same name,
-    deleted, whose name was given to someone else) is set aside, its own still, and a new
-    one made: earlier versions handed it, with that account's jobs' output, to the new one.
+    deleted, whose name was given to someone else) is set aside, closed to all but root
+    (:func:`_close_to_root`), and a new one made: earlier versions handed it, with that
+    account's jobs' output, to the new one.
     ``holder`` (:func:`uws_hub.jobs.service.account_holder`, the hub user the account is
     for) is recorded beside the folder, in the hub's own file: an account made again with
     the uid of the former (``useradd`` gives the highest free one, often the one just
-    freed) owns the folder by its uid, but is another hub user."""
-    parent = os.path.dirname(directory)
-    os.makedirs(parent, mode=0o711, exist_ok=True)
-    path = parent
-    while True:
-        os.chmod(path, 0o711)
-        if path == log_dir or not path.startswith(log_dir + os.sep):
-            break
-        path = os.path.dirname(path)
+    freed) owns the folder by its uid, but is another hub user.
+
+    All of it is done in the folder above ``directory`` opened once, by descriptor
+    (:func:`_open_parent`), never by a path the kernel resolves again: a link on the way
+    that is no admin's is refused (``OSError``), and the account's folder is opened,
+    handed over and set aside as it is, whatever is renamed in between."""
+    parent = _open_parent(os.path.dirname(directory), log_dir)
+    name = os.path.basename(directory)
     try:
-        os.mkdir(directory, 0o700)
+        _make_account_folder_at(parent, name, directory, account, log, stale, holder)
+    finally:
+        os.close(parent)
+
+
+def _open_parent(parent: str, log_dir: str) -> int:
+    """The folder ``parent`` opened, made if missing: ``log_dir`` (where a link is the
+    admin's, followed) by :func:`~uws_hub.hubfolders.open_folder`, then each folder
+    below it with ``O_NOFOLLOW`` (a link there is refused: ``ELOOP``); earlier versions
+    made and chmodded them by their paths, following whatever link was put in their
+    place. Each of the hub's own folders from ``log_dir`` down is made 0711 (passable,
+    not listable); a folder of another uid on the way is left as its owner made it. A
+    ``parent`` outside ``log_dir`` is opened by :func:`~uws_hub.hubfolders.open_folder`
+    alone."""
+    if parent == log_dir or parent.startswith(log_dir + os.sep):
+        top, below = log_dir, [p for p in parent[len(log_dir) :].split(os.sep) if p]
+    else:
+        top, below = parent, []
+    fd = open_folder(top, make=0o711)
+    try:
+        _passable(fd)
+        for part in below:
+            try:
+                os.mkdir(part, 0o711, dir_fd=fd)
+            except FileExistsError:
+                pass
+            inner = os.open(part, DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+            _passable(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _passable(fd: int) -> None:
+    """The folder open at ``fd`` made 0711 if it is the hub's own."""
+    if os.fstat(fd).st_uid == os.geteuid():
+        os.fchmod(fd, 0o711)
+
+
+def _make_account_folder_at(
+    parent: int,
+    name: str,
+    directory: str,
+    account: pwd.struct_passwd,
+    log: logging.Logger,
+    stale: str | None,
+    holder: str | None,
+) -> None:
+    """:func:`make_account_folder` in the folder open at ``parent``."""
+    try:
+        os.mkdir(name, 0o700, dir_fd=parent)
         made = True
     except FileExistsError:
         made = False
-    marker = os.path.join(parent, f".{os.path.basename(directory)}.holder")
-    recorded = _read_holder(marker) if holder is not None and not made else None
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    marker = f".{name}.holder"
+    recorded = _read_holder(parent, marker) if holder is not None and not made else None
+    fd = os.open(name, DIR_FLAGS, dir_fd=parent)
     owner = os.fstat(fd).st_uid
     if owner not in (account.pw_uid, os.geteuid()) or (recorded is not None and recorded != holder):
         # an earlier account of the same name's (deleted, and the name given to someone
         # else): its output stays its own, out of the way, and the new account gets a new folder
         os.close(fd)
-        aside = _set_aside(directory, owner)
+        aside = _set_aside(parent, name, owner)
+        _close_to_root(parent, aside)
         if owner != account.pw_uid:
             whose = f"uid {owner}, not to {account.pw_name} (uid {account.pw_uid})"
         else:
@@ -102,10 +193,10 @@ def make_account_folder(
             "The output folder %s belonged to %s: an earlier account of that name's; moved it to %s",
             directory,
             whose,
-            aside,
+            os.path.join(os.path.dirname(directory), aside),
         )
-        os.mkdir(directory, 0o700)
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        os.mkdir(name, 0o700, dir_fd=parent)
+        fd = os.open(name, DIR_FLAGS, dir_fd=parent)
     try:
         os.fchown(fd, account.pw_uid, account.pw_gid)
         os.fchmod(fd, 0o700)
@@ -117,33 +208,68 @@ def make_account_folder(
     finally:
         os.close(fd)
     if holder is not None and recorded != holder:
-        _write_holder(marker, holder)
+        _write_holder(parent, marker, holder)
 
 
-def _read_holder(path: str) -> str | None:
+def _read_holder(dir_fd: int, name: str) -> str | None:
+    """The hub user recorded in the hub's own file ``name`` (in the folder open at
+    ``dir_fd``); None if there is none, or if it is no regular file (never followed
+    through a link, never a FIFO's open that waits for a writer)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read().strip() or None
-    except FileNotFoundError:
-        return None
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError as e:
+        if e.errno in (errno.ENOENT, errno.ELOOP, errno.ENXIO):
+            return None
+        raise
+    with os.fdopen(fd, encoding="utf-8") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return f.read(4096).strip() or None
 
 
-def _write_holder(path: str, holder: str) -> None:
-    """Record ``holder`` in the hub's own file ``path`` (0600, replaced at once)."""
-    tmp = f"{path}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(holder + "\n")
-    os.replace(tmp, path)
+def _write_holder(dir_fd: int, name: str, holder: str) -> None:
+    """Record ``holder`` in the hub's own file ``name`` (0600, replaced at once), in the
+    folder open at ``dir_fd``: written to a new file of a name of its own (never one
+    found there, a link or another name of a file elsewhere), then renamed over ``name``."""
+    tmp = f"{name}.{uuid.uuid4().hex}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(holder + "\n")
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        try:
+            os.unlink(tmp, dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
+        raise
 
 
-def _set_aside(directory: str, uid: int) -> str:
-    """Rename the folder ``directory`` of a former account (``uid``) beside itself, to a
-    name no account has (a leading dot); returns the new path."""
-    parent, name = os.path.split(directory)
+def _close_to_root(parent: int, name: str) -> None:
+    """The folder ``name`` (in the folder open at ``parent``; never through a link) made
+    root's (the hub's account's), 0700; what is in it stays as it was. A folder set aside
+    stayed its former account's: a new account of the same uid (``useradd`` gives the
+    highest free one, often the one just freed; the same account made again for another
+    hub user) entered it by its name (``.former-uid<uid>-<name>``, in a folder every
+    account may pass through) and read the former's jobs' output, servers' tokens among it."""
+    fd = os.open(name, DIR_FLAGS, dir_fd=parent)
+    try:
+        os.fchown(fd, os.geteuid(), os.getegid())
+        os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
+
+
+def _set_aside(parent: int, name: str, uid: int) -> str:
+    """Rename the folder ``name`` of a former account (``uid``), in the folder open at
+    ``parent``, beside itself, to a name no account has (a leading dot); returns the new
+    name. The check that the name is free and the rename are one step
+    (:func:`~uws_hub.hubfolders.rename_noreplace`): nothing made there meanwhile is replaced."""
     for n in range(1, 1000):
-        aside = os.path.join(parent, f".former-uid{uid}-{name}" + (f"-{n}" if n > 1 else ""))
-        if not os.path.lexists(aside):
-            os.rename(directory, aside)
-            return aside
-    raise FileExistsError(f"No name left to set {directory} aside")
+        aside = f".former-uid{uid}-{name}" + (f"-{n}" if n > 1 else "")
+        try:
+            rename_noreplace(parent, name, parent, aside)
+        except FileExistsError:
+            continue
+        return aside
+    raise FileExistsError(f"No name left to set {name} aside")

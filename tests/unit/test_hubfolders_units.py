@@ -1,0 +1,66 @@
+"""Opening the hub's folders by descriptor (:mod:`uws_hub.hubfolders`): which links are
+an admin's, followed, and which are refused."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+from uws_hub.hubfolders import open_folder
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="whose a link is matters to root")
+
+
+def opened(path) -> str:
+    fd = open_folder(str(path))
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
+
+
+def test_an_admins_links_are_followed_relative_ones_and_dot_dot_too(tmp_path):
+    (tmp_path / "real" / "logs").mkdir(parents=True)
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "logs").symlink_to("../real/logs")
+    (tmp_path / "top").symlink_to(tmp_path / "etc")
+    assert opened(tmp_path / "top" / "logs") == str(tmp_path / "real" / "logs")
+    assert opened(tmp_path / "top" / "logs" / ".." / "logs") == str(tmp_path / "real" / "logs")
+
+
+@pytest.mark.parametrize("where", ["an account's folder", "a sticky folder all may write in"])
+def test_a_link_of_roots_in_a_folder_others_may_write_in_is_refused(tmp_path, where):
+    """Root's link in a folder an account may write in was not put there by an admin (the
+    hub's, moved in by the account; a hard link to one)."""
+    (tmp_path / "real").mkdir()
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "logs").symlink_to(tmp_path / "real")
+    if where == "an account's folder":
+        os.chown(folder, 65534, 65534)
+    else:
+        os.chmod(folder, 0o1777)
+    with pytest.raises(OSError) as e:
+        open_folder(str(folder / "logs"))
+    assert e.value.errno == errno.ELOOP
+
+
+def test_an_accounts_link_is_refused_and_links_in_a_loop_too(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "theirs").symlink_to(tmp_path / "real")
+    os.lchown(tmp_path / "theirs", 65534, 65534)
+    (tmp_path / "a").symlink_to("b")
+    (tmp_path / "b").symlink_to("a")
+    for path in (tmp_path / "theirs", tmp_path / "a"):
+        with pytest.raises(OSError) as e:
+            open_folder(str(path))
+        assert e.value.errno == errno.ELOOP
+
+
+def test_missing_folders_are_made_when_asked(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        open_folder(str(tmp_path / "x" / "y"))
+    os.close(open_folder(str(tmp_path / "x" / "y"), make=0o711))
+    assert (tmp_path / "x" / "y").is_dir() and os.stat(tmp_path / "x").st_mode & 0o777 == 0o711

@@ -1,0 +1,130 @@
+"""The hub's own folders, opened by descriptor: a link followed only where an admin put it.
+
+The hub (root, where jobs run as the users' accounts) renames, makes and hands over
+files in folders of its own (``job_log_dir``, the set-aside of deleted users' data)
+and in folders of the accounts' (a SLURM job's output folder). A path the kernel
+resolves follows every link on its way, and a link an account put in a folder it may
+write in (a folder of theirs swapped for a link to another's) then had root act on
+whatever it pointed at. Here a path is walked a folder at a time, each opened
+relative to the one above it with ``O_NOFOLLOW``; a link on the way is followed only
+if it is trusted (:func:`_trusted_link`): the hub's account's or root's, in a folder of
+theirs that no one else may write in (an admin's, such as a ``job_log_dir`` that is a
+link, or the system's ``/var/run``). Any other link is refused (``ELOOP``), whatever is
+swapped in between two steps: a folder the walk has open is the one it checked.
+
+Importable by the spawners (``uws_hub.spawners`` imports neither the app nor
+``uws_hub.workspaces``, which takes its flags and renames from here). All of it blocks.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import stat
+
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+#: ``renameat2``'s flag that refuses to replace an existing destination
+RENAME_NOREPLACE = 1
+#: as many links as Linux follows in one path (``MAXSYMLINKS``)
+MAX_SYMLINKS = 40
+
+
+def _trusted_uids() -> tuple[int, ...]:
+    """Whose links and folders are the admins': root's and the hub's account's."""
+    return (0, os.geteuid())
+
+
+def folder_is_admins(st: os.stat_result) -> bool:
+    """Whether the folder of ``st`` is root's (or the hub's account's) and no one else may
+    write in it: what is in it was put there by an admin, or by the hub."""
+    return st.st_uid in _trusted_uids() and not st.st_mode & 0o022
+
+
+def _trusted_link(dir_fd: int, name: str, st: os.stat_result) -> bool:
+    """Whether the link ``name`` (``st``, its ``lstat``) in the folder open at ``dir_fd`` is
+    an admin's: root's or the hub's account's, in a folder of theirs no one else may write
+    in. A link of root's in an account's folder is not (one the hub made there before the
+    account was given the folder, a hard link to one where ``fs.protected_hardlinks`` is
+    off); nor is one in a folder that is sticky and world-writable (``/tmp``)."""
+    return st.st_uid in _trusted_uids() and folder_is_admins(os.fstat(dir_fd))
+
+
+def open_folder(path: str, *, make: int | None = None) -> int:
+    """The folder ``path``, opened (:data:`DIR_FLAGS`): walked from ``/`` (or the current
+    folder) a folder at a time, a trusted link followed (:func:`_trusted_link`), any other
+    refused (``OSError`` ``ELOOP``), as is what is no folder (``ENOTDIR``). A folder
+    missing on the way is made with the mode ``make`` (if not None; else
+    ``FileNotFoundError``). ``..`` goes to the folder above the one open (where a link
+    led, as the kernel's own ``..``)."""
+    fd = os.open("/" if os.path.isabs(path) else ".", DIR_FLAGS)
+    todo = [part for part in path.split("/") if part not in ("", ".")]
+    links = 0
+    try:
+        while todo:
+            name = todo.pop(0)
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                if make is None:
+                    raise
+                try:
+                    os.mkdir(name, make, dir_fd=fd)
+                except FileExistsError:
+                    pass  # (made meanwhile: opened as it is below)
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                links += 1
+                if links > MAX_SYMLINKS or not _trusted_link(fd, name, st):
+                    raise OSError(errno.ELOOP, "A link that is not an admin's", os.path.join(path, name))
+                target = os.readlink(name, dir_fd=fd)
+                todo[:0] = [part for part in target.split("/") if part not in ("", ".")]
+                if target.startswith("/"):
+                    os.close(fd)
+                    fd = os.open("/", DIR_FLAGS)
+                continue
+            below = os.open(name, DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = below
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_folder_of(path: str) -> int | None:
+    """The folder holding ``path``, opened (:func:`open_folder`); None if a link on its way
+    is refused, a part of it is no folder, or it is gone (the caller says what it left)."""
+    try:
+        return open_folder(os.path.dirname(path))
+    except OSError as e:
+        if e.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            raise
+        return None
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def rename_noreplace(src_dir_fd: int, src: str, dst_dir_fd: int, dst: str) -> None:
+    """Rename ``src`` to ``dst`` (each relative to its open directory) unless ``dst`` exists
+    (FileExistsError), atomically: ``renameat2`` with ``RENAME_NOREPLACE``.
+
+    Where the file system or the C library cannot do that (NFS, old kernels), the
+    check comes just before a plain rename: then something made at ``dst`` in
+    between is replaced, which only those who may write in ``dst``'s folder can cause.
+    """
+    renameat2 = getattr(_libc, "renameat2", None)
+    if renameat2 is not None:
+        if renameat2(src_dir_fd, os.fsencode(src), dst_dir_fd, os.fsencode(dst), RENAME_NOREPLACE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise OSError(err, os.strerror(err), dst)
+        # EINVAL is also a directory moved into itself: the rename below says so again
+    try:
+        os.stat(dst, dir_fd=dst_dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        os.rename(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+        return
+    raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dst)
