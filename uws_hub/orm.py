@@ -605,9 +605,10 @@ class EndedCoreUsage(Base):
 
     Exact, and so across hub restarts: the hub adds a job's part in the same
     transaction as its end (:meth:`uws_hub.quotas.service.QuotaService.record_job_end`);
-    the row is (re)made from the jobs when it is missing or of another period (the
-    first check of a period, a changed ``UWSHub.quota_period``, a deleted job or
-    workspace, which removes it).
+    the row is (re)made from the jobs by the first end that finds it missing or of
+    another period (the first end of a period or under a changed
+    ``UWSHub.quota_period``, the first after a deleted job or workspace, which removes
+    it). Until then a check sums the jobs (a check only reads).
     """
 
     __tablename__ = "uws_ended_core_usage"

@@ -251,43 +251,53 @@ class QuotaService:
 
     def _ended_core_microseconds(self, user_id: int, start: datetime) -> int:
         """The core-microseconds of the user's ended jobs in the period from ``start``: their
-        kept sum, made from the jobs (and kept) if there is none of this period."""
+        kept sum, or, if there is none of this period (kept from the period's first end on),
+        the sum of the jobs. Read only: a check or a page takes no write lock."""
         row = self.db.execute(_ENDED_USAGE, {"user_id": user_id}).first()
         if row is not None and row.period == self.period and row.period_start == start:
             return int(row.core_microseconds)
-        ended = select(Job.running_at, Job.finished_at, Job.resources).where(
-            Job.owner_id == user_id,
-            Job.running_at.is_not(None),
-            Job.finished_at.is_not(None),
-            Job.finished_at > start,
-        )
-        used = sum(
+        return self._sum_ended(self.db.execute(self._ended_jobs(user_id, start)), start)
+
+    def _ended_jobs(self, user_id: int, start: datetime, excluding: int | None = None):
+        where = [Job.owner_id == user_id, Job.running_at.is_not(None), Job.finished_at.is_not(None)]
+        where.append(Job.finished_at > start)
+        if excluding is not None:
+            where.append(Job.id != excluding)
+        return select(Job.running_at, Job.finished_at, Job.resources).where(*where)
+
+    @staticmethod
+    def _sum_ended(rows, start: datetime) -> int:
+        return sum(
             core_microseconds(job_cpus(resources or {}), running_at, finished_at, start)
-            for running_at, finished_at, resources in self.db.execute(ended)
+            for running_at, finished_at, resources in rows
         )
-        values = {"period": self.period, "period_start": start, "core_microseconds": used}
-        insert = {"postgresql": postgresql_insert, "sqlite": sqlite_insert}[self.db.get_bind().dialect.name]
-        self.db.execute(
-            insert(EndedCoreUsage)  # type: ignore[attr-defined]
-            .values(user_id=user_id, **values)
-            .on_conflict_do_update(index_elements=[EndedCoreUsage.user_id], set_=values)
-        )
-        return used
 
     def record_job_end(self, job: Job) -> None:
         """``job`` just ended (its ``finished_at`` is set): add its run time in the period to
-        its owner's kept sum, in the transaction of its end (a sum of another period, or
-        none, is made from the jobs at the next check)."""
+        its owner's kept sum, in the transaction of its end. The period's first end (or the
+        first after a deletion) makes the sum from the owner's other ended jobs.
+
+        On the session's connection: not a reason to flush the job's end through the ORM
+        (a batch job's steps write its row with statements of their own). The other jobs
+        that ended in this transaction were recorded as they ended, so the sum the first
+        end makes has them whether or not the ORM wrote their rows yet."""
         if job.running_at is None or job.finished_at is None:
             return
         start = period_start(utcnow(), self.period)
         added = core_microseconds(job_cpus(job.resources or {}), job.running_at, job.finished_at, start)
-        if added:
-            # on the session's connection: not a reason to flush the job's end through the ORM
-            # (a batch job's steps write its row with statements of their own)
-            self.db.connection().execute(
-                _ADD_ENDED, {"owner": job.owner_id, "quota_period": self.period, "start": start, "added": added}
-            )
+        conn = self.db.connection()
+        key = {"owner": job.owner_id, "quota_period": self.period, "start": start}
+        result: CursorResult = conn.execute(_ADD_ENDED, {**key, "added": added})
+        if result.rowcount:
+            return
+        others = self._sum_ended(conn.execute(self._ended_jobs(job.owner_id, start, excluding=job.id)), start)
+        values = {"period": self.period, "period_start": start, "core_microseconds": others + added}
+        insert = {"postgresql": postgresql_insert, "sqlite": sqlite_insert}[self.db.get_bind().dialect.name]
+        conn.execute(
+            insert(EndedCoreUsage)  # type: ignore[attr-defined]
+            .values(user_id=job.owner_id, **values)
+            .on_conflict_do_update(index_elements=[EndedCoreUsage.user_id], set_=values)
+        )
 
     def forget_ended_usage(self, user_id: int) -> None:
         """Jobs of the user are being deleted (a job, a workspace): their run time no longer

@@ -5,7 +5,8 @@ its owner ran in the period, one row at a time: a burst of N jobs read N² rows,
 and a long period's history made every start slower. The run time of the ended
 jobs is now kept per user and period (``uws_ended_core_usage``), added to as
 each job ends; a check reads it and the owner's running jobs. The table starts
-empty: each user's row is made from their jobs at its first check.
+empty: each user's row is made from their jobs at the first end of one of them
+(until then a check sums the jobs, as before).
 
 Revision ID: 0019
 Revises: 0018
