@@ -31,6 +31,9 @@ CPU time of the by-hand commands. On a machine of C cores, (hub + children)
 CPU ÷ C is the least wall time the burst can take there, whatever the waits:
 the floor the hub's ratio is measured against.
 
+``--quota-core-hours H``: the hub has ``c.UWSHub.quota_core_hours = H`` (none by
+default), so that every launch and every start checks the user's core-hours.
+
 In both parts a prober thread GETs ``/hub/api/workspaces`` and
 ``/hub/api/jobs?workspace=<id>&status=running`` in turn every ``--probe-interval``
 s from the first POST until every job ended: their p50 and p99 are the API's

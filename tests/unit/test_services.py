@@ -1295,18 +1295,23 @@ async def test_the_core_hour_check_answers_the_jobs_real_run_time(hub, monkeypat
     assert hub.db.scalar(select(func.count(Job.id)).where(Job.finished_at.is_not(None))), "no job ended"
 
 
+def run_batch_job(hub, ws: Workspace, *, seconds: float) -> Job:
+    """A batch job of ``ws`` that ran for ``seconds`` until now, committed."""
+    job = batch_job(ws, "pending")
+    hub.db.add(job)
+    hub.db.commit()
+    hub.jobs.transition(job, JobStatus.running, at=utcnow() - timedelta(seconds=seconds))
+    hub.jobs.transition(job, JobStatus.completed)
+    hub.db.commit()
+    return job
+
+
 def test_a_core_hour_check_only_reads(hub):
     """A check (a page's usage, a launch's) of a user whose kept sum is missing sums their
     jobs and writes nothing: a write would hold the database's write lock (SQLite) until
     the session's next commit, which a page that only reads never makes; a login's write
     on another connection then failed with "database is locked"."""
-    ws = workspace(hub)
-    job = batch_job(ws, "pending")
-    hub.db.add(job)
-    hub.db.commit()
-    hub.jobs.transition(job, JobStatus.running, at=utcnow() - timedelta(seconds=90))
-    hub.jobs.transition(job, JobStatus.completed)
-    hub.db.commit()
+    run_batch_job(hub, workspace(hub), seconds=90)
     hub.quotas.forget_ended_usage(hub.users["ann"].id)  # (as a deleted workspace leaves it)
     hub.db.commit()
     statements: list[str] = []
@@ -1325,12 +1330,7 @@ def test_the_core_hour_check_does_no_more_work_for_a_longer_history(hub):
 
     def run(count: int) -> None:
         for _ in range(count):
-            job = batch_job(ws, "pending")
-            hub.db.add(job)
-            hub.db.commit()
-            hub.jobs.transition(job, JobStatus.running, at=utcnow() - timedelta(seconds=2))
-            hub.jobs.transition(job, JobStatus.completed)
-            hub.db.commit()
+            run_batch_job(hub, ws, seconds=2)
 
     def check() -> int:
         done = [0]
