@@ -537,7 +537,11 @@ def test_core_hours_of_ended_batch_jobs_count_across_a_hub_restart(make_hub):
     assert message.startswith("Core-hour quota: your jobs used 0.00") and "the limit is 0.001 (over by" in message
     hub.api("PUT", f"quotas/{name}", json={"core_hours": 1}, expect=200)
     job = hub.wait_job(launch(hub, token, ws, job_type="nap")["id"], token, {"completed", "failed"})
-    assert job["status"] == "completed"
+    assert job["status"] == "completed" and used() > before
+    # the workspace's deletion takes its jobs: their run time no longer counts (as before)
+    hub.api("DELETE", f"workspaces/{ws['id']}", token, expect=202)
+    wait_for(lambda: hub.request("GET", f"workspaces/{ws['id']}", token).status_code == 404, timeout=30)
+    assert used() == 0
 
 
 @pytest.fixture
