@@ -31,6 +31,9 @@ CPU time of the by-hand commands. On a machine of C cores, (hub + children)
 CPU ÷ C is the least wall time the burst can take there, whatever the waits:
 the floor the hub's ratio is measured against.
 
+``--quota-core-hours H``: the hub has ``c.UWSHub.quota_core_hours = H`` (none by
+default), so that every launch and every start checks the user's core-hours.
+
 In both parts a prober thread GETs ``/hub/api/workspaces`` and
 ``/hub/api/jobs?workspace=<id>&status=running`` in turn every ``--probe-interval``
 s from the first POST until every job ended: their p50 and p99 are the API's
@@ -90,6 +93,12 @@ def parse_args(argv=None):
     p.add_argument("--posters", type=int, default=16, help="threads POSTing the launches")
     p.add_argument("--probe-interval", type=float, default=0.1, help="seconds between API probes")
     p.add_argument("--timeout", type=float, default=1800, help="longest wait for a burst to end (s)")
+    p.add_argument(
+        "--quota-core-hours",
+        type=float,
+        default=None,
+        help="c.UWSHub.quota_core_hours (default: none): every start then checks the user's core-hours",
+    )
     p.add_argument("--skip-local", action="store_true")
     p.add_argument("--skip-slurm", action="store_true")
     p.add_argument("--json", default=None, help="where to write the results ('' for nowhere)")
@@ -284,13 +293,22 @@ def burst(
     }
 
 
-def start_hub(width: int, resources: dict, job_resources: list[str], poll: float, prefix: str) -> tuple[Hub, str]:
+def start_hub(
+    width: int,
+    resources: dict,
+    job_resources: list[str],
+    poll: float,
+    prefix: str,
+    quota_core_hours: float | None = None,
+) -> tuple[Hub, str]:
     workdir = Path(tempfile.mkdtemp(prefix="uws-bench-batch-"))
     root = Path(tempfile.mkdtemp(prefix="uws-bench-batch-ws-"))
     root.chmod(0o755)
     config = HUB_CONFIG.format(
         root=str(root), width=width, resources=resources, job_resources=job_resources, poll=poll, prefix=prefix
     )
+    if quota_core_hours is not None:
+        config += f"c.UWSHub.quota_core_hours = {quota_core_hours!r}\n"
     hub = Hub(workdir, config, f"sqlite:///{workdir}/jupyterhub.sqlite")
     log(f"starting uws-hub ({hub.url})")
     hub.start()
@@ -315,7 +333,9 @@ def measure_local(args) -> dict:
     log(f"by hand: {args.jobs} × true, {args.width} at a time")
     by_hand_local(min(args.jobs, 50), args.width)  # warm-up
     res["by_hand"], res["by_hand_cpu"] = by_hand_local(args.jobs, args.width)
-    hub, token = start_hub(args.width, {"local": "uws-local"}, ["local"], args.poll_interval, "uws-bench-")
+    hub, token = start_hub(
+        args.width, {"local": "uws-local"}, ["local"], args.poll_interval, "uws-bench-", args.quota_core_hours
+    )
     try:
         log("warm-up: 20 jobs through the hub")
         burst(hub, token, "local", 20, args.posters, args.probe_interval, args.timeout)

@@ -598,6 +598,29 @@ class Usage(Base):
     disk_warned_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)
 
 
+class EndedCoreUsage(Base):
+    """The core-hours of a user's ended jobs in one quota period, kept as they end: what
+    a launch's core-hour check adds its running jobs' time to, instead of reading every
+    job of the period (a burst of N jobs cost N² rows read).
+
+    Exact, and so across hub restarts: the hub adds a job's part in the same
+    transaction as its end (:meth:`uws_hub.quotas.service.QuotaService.record_job_end`);
+    the row is (re)made from the jobs by the first end that finds it missing or of
+    another period (the first end of a period or under a changed
+    ``UWSHub.quota_period``, the first after a deleted job or workspace, which removes
+    it). Until then a check sums the jobs (a check only reads).
+    """
+
+    __tablename__ = "uws_ended_core_usage"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey(hub_orm.User.id, ondelete="CASCADE"), primary_key=True)
+    #: ``UWSHub.quota_period`` and the start of the period the sum is of
+    period: Mapped[str] = mapped_column(String(16))
+    period_start: Mapped[datetime] = mapped_column(DateTime)
+    #: cpus × microseconds (integers: a sum of any number of jobs is exact)
+    core_microseconds: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class DiskReservation(Base):
     """Bytes that a user's writes in progress (uploads, seed files, copies) hold
     against their disk quota, beside the measured usage of their workspaces.

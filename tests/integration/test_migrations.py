@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, inspect, text
 
 from uws_hub import dbutil
 
-from ..helpers import OLD_TIME, create_jupyterhub_tables, make_old_database, upgrade_db
+from ..helpers import OLD_TIME, create_jupyterhub_tables, launch, make_old_database, upgrade_db
 from ..hubutil import VENV_BIN, Hub, hub_env
 
 
@@ -333,6 +333,46 @@ def test_upgrade_to_the_jobs_indexes_keeps_the_jobs(db_url, tmp_path, before, ne
         assert sorted((j["id"], j["status"]) for j in listed if j["workspace_id"] == ws_id) == [
             (job, "completed") for job in jobs
         ]
+    finally:
+        hub.stop()
+
+
+def test_upgrade_to_the_kept_core_hours_counts_the_jobs_from_before(db_url, tmp_path):
+    """0019 keeps the run time of users' ended jobs (a launch's core-hour check read every
+    job of the period): after the upgrade from 0018, the jobs that ran before count as
+    they did (their real run time × cpus in the period, none of an earlier one), and a
+    launch over the quota is refused."""
+    url = db_url()
+    uid = make_old_database(url, "0013")
+    engine = create_engine(url)
+    dbutil.upgrade(engine, "0018")
+    now = datetime.now(UTC).replace(tzinfo=None)
+    with engine.begin() as conn:
+        ws_id = _new_workspace(conn, uid, "ws-a")
+        ran = [
+            # 2 cpus for 30 minutes (this month: the quota's period)
+            (now - timedelta(minutes=40), now - timedelta(minutes=10), '{"cpus": 2}'),
+            # 1 cpu for 45 minutes
+            (now - timedelta(minutes=50), now - timedelta(minutes=5), "{}"),
+            # a job of a month before: it counts for none
+            (now - timedelta(days=70), now - timedelta(days=69), '{"cpus": 8}'),
+        ]
+        for running_at, finished_at, resources in ran:
+            job = _new_job(conn, uid, ws_id)
+            conn.execute(
+                text("UPDATE uws_jobs SET running_at = :r, finished_at = :f, resources = :res WHERE id = :id"),
+                {"r": running_at, "f": finished_at, "res": resources, "id": job},
+            )
+    engine.dispose()
+    hub = Hub(tmp_path, "c.Authenticator.admin_users = set()\nc.UWSHub.quota_core_hours = 1.5\n", url)
+    upgrade_db(hub)
+    hub.start()
+    try:
+        token = hub.add_user("olduser")
+        usage = hub.api("GET", "quotas/olduser", token, expect=200)["usage"]
+        assert usage["core_hours"] * 3600 == 2 * 30 * 60 + 45 * 60
+        r = launch(hub, token, job_type="jupyterlab", expect=None)
+        assert r.status_code == 422 and r.json()["message"].startswith("Core-hour quota: your jobs used 1.75"), r.text
     finally:
         hub.stop()
 

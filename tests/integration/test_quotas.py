@@ -14,6 +14,7 @@ import sys
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 
 import pytest
 from jupyterhub import orm as hub_orm
@@ -498,6 +499,49 @@ def test_a_hub_restart_frees_the_room_of_uploads_it_cut(make_hub):
     hub.start()
     assert put(hub, token, ws, "whole.bin", b"w" * MiB).status_code == 201
     assert disk_used(hub, token) == MiB
+
+
+def test_core_hours_of_ended_batch_jobs_count_across_a_hub_restart(make_hub):
+    """A start's core-hour check reads the run time of the owner's ended jobs as kept
+    when each ended (no longer every job of the period): it is the jobs' real run
+    time, after the hub was killed and started again too, and a launch over the
+    quota is refused as before."""
+    hub = make_hub(
+        "c.Authenticator.admin_users = set()\nc.UWSHub.system_users = False\n"
+        "c.UWSHub.quota_core_hours = 1000\n"
+        'c.UWSHub.job_types = {"nap": {"interactive": False, "cmd": ["sleep", "1"],'
+        ' "default_resources": {"cpus": 2}}}\n'
+    )
+    name, token = user(hub)
+    ws = workspace(hub, token)
+    ended = [
+        hub.wait_job(launch(hub, token, ws, job_type="nap")["id"], token, {"completed", "failed"}) for _ in range(2)
+    ]
+    assert [j["status"] for j in ended] == ["completed", "completed"], ended
+    at = datetime.fromisoformat
+    ran = sum(2 * (at(j["finished_at"]) - at(j["running_at"])).total_seconds() for j in ended)
+
+    def used() -> float:
+        return hub.api("GET", f"quotas/{name}", token, expect=200)["usage"]["core_hours"] * 3600
+
+    before = used()
+    assert abs(before - ran) <= 1, (before, ran)  # (whole core-seconds)
+    os.killpg(hub.proc.pid, signal.SIGKILL)
+    hub.proc.wait()
+    hub.start()
+    assert used() == before
+    # a quota below what they used (3.6 core-seconds of 2 × 2 cpus × 1 s or more): refused;
+    # above: accepted
+    hub.api("PUT", f"quotas/{name}", json={"core_hours": 0.001}, expect=200)
+    message = refusal(launch(hub, token, ws, job_type="nap", expect=None))
+    assert message.startswith("Core-hour quota: your jobs used 0.00") and "the limit is 0.001 (over by" in message
+    hub.api("PUT", f"quotas/{name}", json={"core_hours": 1}, expect=200)
+    job = hub.wait_job(launch(hub, token, ws, job_type="nap")["id"], token, {"completed", "failed"})
+    assert job["status"] == "completed" and used() > before
+    # the workspace's deletion takes its jobs: their run time no longer counts (as before)
+    hub.api("DELETE", f"workspaces/{ws['id']}", token, expect=202)
+    wait_for(lambda: hub.request("GET", f"workspaces/{ws['id']}", token).status_code == 404, timeout=30)
+    assert used() == 0
 
 
 @pytest.fixture

@@ -31,8 +31,9 @@ from uws_hub.jobs.queue import QueueSteps, Waiting
 from uws_hub.jobs.reconcile import MIN_STARTS_WHEN_LATE, JobSteps
 from uws_hub.jobs.service import JobService
 from uws_hub.jobs.types import parse_job_types
-from uws_hub.orm import Event, Job, Share, Workspace, utcnow
-from uws_hub.quotas.limits import Limits
+from uws_hub.orm import EndedCoreUsage, Event, Job, Share, Workspace, utcnow
+from uws_hub.quotas import service as quotas_module
+from uws_hub.quotas.limits import Limits, period_start
 from uws_hub.quotas.service import QuotaExceeded, QuotaService
 from uws_hub.reconciler import waker
 from uws_hub.sharing import collaborate
@@ -86,6 +87,7 @@ def hub(engine, tmp_path):
     """Every service, wired as services.build does, on a clean database."""
     db = Session(engine)
     for table in (
+        EndedCoreUsage,
         Event,
         Share,
         Job,
@@ -137,6 +139,8 @@ def hub(engine, tmp_path):
         job_log_dir=str(tmp_path / "logs"),
         wake=recording("job"),
         launch_checks=[check_resource_limits, quotas.check_launch],
+        record_end=quotas.record_job_end,
+        forget_ended=quotas.forget_ended_usage,
         job_env=dict,
     )
     sharing = ShareService(db, accounts, notifier, events, log, posix_group_prefix=None, deletions=workspaces.deletions)
@@ -1205,6 +1209,143 @@ def test_accounting_returns_the_jobs_over_budget(hub):
     hub.db.commit()
     [(over, reason)] = hub.quotas.account()
     assert over is job and reason.startswith("Core-hour quota used up: ann's jobs used 2")
+
+
+def core_microseconds_of_jobs(hub, user_id: int, now, period: str) -> int:
+    """What a core-hour check should answer, in core-microseconds: every job of the user
+    there is, its cpus × the part of its real run time in the period."""
+    start = period_start(now, period)
+    total = 0
+    for job in hub.db.scalars(select(Job).where(Job.owner_id == user_id, Job.running_at.is_not(None))):
+        ran = min(job.finished_at or now, now) - max(job.running_at, start)
+        total += max(0, int((job.resources or {}).get("cpus") or 1) * (ran // timedelta(microseconds=1)))
+    return total
+
+
+@pytest.mark.parametrize("seed", range(4))
+async def test_the_core_hour_check_answers_the_jobs_real_run_time(hub, monkeypatch, seed):
+    """A launch's core-hour check read every job of its owner's period (a burst of N jobs
+    read N² rows); it reads a sum kept as jobs end, and the running jobs. Through random
+    starts and ends (some begun before the period, some told late, as after a hub's
+    absence), rolled-back ends, deleted jobs, a changed period and a new quota service
+    (a restart), its answer stays the jobs' real run time × cpus."""
+    rng = random.Random(seed)
+    # the checks' clock an hour on (past every end the hub stamps at its own time)
+    real_start = utcnow()
+    now = real_start + timedelta(hours=1)
+    monkeypatch.setattr(quotas_module, "utcnow", lambda: now)
+    hub.quotas.period = "day"
+    start = period_start(now, "day")
+    ann = hub.users["ann"]
+    ws = workspace(hub)
+    ben_ws = workspace(hub, owner="ben", slug="b1")
+
+    def moment(after):
+        """A random time from ``after`` to the test's start, microseconds included."""
+        return after + timedelta(microseconds=rng.randrange(max(1, (real_start - after) // timedelta(microseconds=1))))
+
+    def check() -> None:
+        for user, _ in ((ann, ws), (hub.users["ben"], ben_ws)):
+            expected = core_microseconds_of_jobs(hub, user.id, now, hub.quotas.period) // 1_000_000
+            assert hub.quotas.core_seconds_used(user.id) == expected, (seed, user.name)
+
+    for _ in range(80):
+        running = [j for j in hub.db.scalars(select(Job).where(Job.status == "running"))]
+        ended = [j for j in hub.db.scalars(select(Job).where(Job.finished_at.is_not(None)))]
+        action = rng.choice(
+            ["start", "start", "start", "end", "end", "end", "cancel", "delete", "rollback", "period", "restart"]
+        )
+        if action == "start":
+            job = batch_job(rng.choice([ws, ben_ws]), "pending")
+            job.resources = {"cpus": rng.choice([1, 2, 4])}
+            hub.db.add(job)
+            hub.db.commit()
+            hub.jobs.transition(job, JobStatus.running, at=moment(start - timedelta(hours=5)))
+        elif action in ("end", "rollback") and running:
+            job = rng.choice(running)
+            outcome = rng.choice([JobStatus.completed, JobStatus.failed, JobStatus.cancelled])
+            if rng.random() < 0.3:
+                hub.jobs.transition(job, JobStatus.stopping)
+            hub.jobs.transition(job, outcome, at=moment(job.running_at) if rng.random() < 0.7 else None)
+            if action == "rollback":
+                hub.db.rollback()
+        elif action == "cancel":
+            job = batch_job(rng.choice([ws, ben_ws]), "pending")
+            hub.db.add(job)
+            hub.db.commit()
+            hub.jobs.transition(job, JobStatus.cancelled)
+        elif action == "delete" and ended:
+            await hub.jobs.delete(rng.choice(ended), "ann")
+        elif action == "period":
+            hub.quotas.period = rng.choice(["day", "week", "month", "all"])
+        elif action == "restart":
+            hub.db.commit()
+            hub.quotas = QuotaService(
+                hub.db,
+                hub.quotas.notifier,
+                log,
+                defaults=hub.quotas.defaults,
+                period=hub.quotas.period,
+                warning_fraction=0.8,
+            )
+            hub.jobs.record_end, hub.jobs.forget_ended = hub.quotas.record_job_end, hub.quotas.forget_ended_usage
+        if rng.random() < 0.5:
+            hub.db.commit()
+        check()
+    assert hub.db.scalar(select(func.count(Job.id)).where(Job.finished_at.is_not(None))), "no job ended"
+
+
+def run_batch_job(hub, ws: Workspace, *, seconds: float) -> Job:
+    """A batch job of ``ws`` that ran for ``seconds`` until now, committed."""
+    job = batch_job(ws, "pending")
+    hub.db.add(job)
+    hub.db.commit()
+    hub.jobs.transition(job, JobStatus.running, at=utcnow() - timedelta(seconds=seconds))
+    hub.jobs.transition(job, JobStatus.completed)
+    hub.db.commit()
+    return job
+
+
+def test_a_core_hour_check_only_reads(hub):
+    """A check (a page's usage, a launch's) of a user whose kept sum is missing sums their
+    jobs and writes nothing: a write would hold the database's write lock (SQLite) until
+    the session's next commit, which a page that only reads never makes; a login's write
+    on another connection then failed with "database is locked"."""
+    run_batch_job(hub, workspace(hub), seconds=90)
+    hub.quotas.forget_ended_usage(hub.users["ann"].id)  # (as a deleted workspace leaves it)
+    hub.db.commit()
+    statements: list[str] = []
+    sa_event.listen(hub.db.get_bind(), "before_cursor_execute", lambda c, cur, st, *_: statements.append(st.split()[0]))
+    assert hub.quotas.usage_of(hub.users["ann"]).core_seconds == 90
+    assert set(statements) == {"SELECT"}, statements
+
+
+def test_the_core_hour_check_does_no_more_work_for_a_longer_history(hub):
+    """The check before each start summed the run time of every job of the owner's period:
+    a burst of N jobs read N² rows, a long month made every start slower. Its work (counted
+    in SQLite's instructions) is now the same after 400 ended jobs as after 20."""
+    ws = workspace(hub)
+    ann = hub.users["ann"]
+    sqlite = hub.db.connection().connection.driver_connection
+
+    def run(count: int) -> None:
+        for _ in range(count):
+            run_batch_job(hub, ws, seconds=2)
+
+    def check() -> int:
+        done = [0]
+        sqlite.set_progress_handler(lambda: done.__setitem__(0, done[0] + 1), 1)
+        used = hub.quotas.core_seconds_used(ann.id)
+        sqlite.set_progress_handler(None, 1)
+        hub.db.commit()
+        assert used == core_microseconds_of_jobs(hub, ann.id, utcnow(), "month") // 1_000_000
+        return done[0]
+
+    run(20)
+    short = check()
+    run(380)
+    long = check()
+    assert long < 1.5 * short, (short, long)
 
 
 # ---------------------------------------------------------------- sharing

@@ -14,7 +14,10 @@ Usage:
   (``UWSHub.quota_period``), its cpus (``resources["cpus"]``, 1 by default)
   times the part of its running time inside the period, in whole
   core-seconds (64-bit), recomputed from the jobs by :meth:`QuotaService.account`
-  so a hub restart loses nothing and counts nothing twice;
+  so a hub restart loses nothing and counts nothing twice. A launch's check
+  (:meth:`QuotaService.core_seconds_used`) reads the sum of the ended jobs kept
+  as they end (:class:`~uws_hub.orm.EndedCoreUsage`, in the transaction of
+  each end) and the owner's running jobs: not every job of the period;
 - concurrent jobs: the user's unfinished jobs that hold a slot (interactive
   ones, and batch jobs that left the fair queue: waiting batch jobs do not).
 
@@ -43,7 +46,7 @@ from datetime import datetime
 from typing import Any
 
 from jupyterhub import orm as hub_orm
-from sqlalchemy import ColumnElement, and_, case, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, case, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import CursorResult
@@ -53,13 +56,42 @@ from ..errors import Unprocessable
 from ..events.notify import Notifier
 from ..jobs.launch import LaunchRequest
 from ..jobs.limits import memory_bytes
-from ..orm import DiskReservation, Job, QuotaOverride, Usage, Workspace, isoformat, utcnow
+from ..orm import DiskReservation, EndedCoreUsage, Job, QuotaOverride, Usage, Workspace, isoformat, utcnow
 from ..states import ACTIVE_JOB_STATUSES, JobStatus, JobTarget
 from .limits import LIMIT_FIELDS, Limits, Reservation, UserUsage, fmt_bytes, fmt_hours, job_cpus, period_start
 
 #: how far ahead a streamed write reserves disk space (fewer transactions per chunk;
 #: what it does not use goes back when it ends)
 RESERVE_AHEAD_BYTES = 4 * 1024**2
+
+
+#: a user's jobs that hold their running time open: unfinished, started (each of the owner
+#: index's kinds named, so that SQLite looks them up in it by status, not through every job
+#: the owner ever had)
+_RUNNING_JOBS = select(Job.running_at, Job.resources).where(
+    Job.owner_id == bindparam("owner_id"),
+    Job.interactive.in_([False, True]),
+    Job.status.in_([s.value for s in sorted(ACTIVE_JOB_STATUSES)]),
+    Job.running_at.is_not(None),
+)
+_ENDED_USAGE = select(EndedCoreUsage.period, EndedCoreUsage.period_start, EndedCoreUsage.core_microseconds).where(
+    EndedCoreUsage.user_id == bindparam("user_id")
+)
+_ADD_ENDED = (
+    update(EndedCoreUsage)
+    .where(
+        EndedCoreUsage.user_id == bindparam("owner"),
+        EndedCoreUsage.period == bindparam("quota_period"),
+        EndedCoreUsage.period_start == bindparam("start"),
+    )
+    .values(core_microseconds=EndedCoreUsage.core_microseconds + bindparam("added"))
+)
+
+
+def core_microseconds(cpus: int, running_at: datetime, end: datetime, start: datetime) -> int:
+    """cpus × the microseconds of [running_at, end] inside the period from ``start`` (≥ 0)."""
+    ran = end - max(running_at, start)
+    return max(0, cpus * ((ran.days * 86400 + ran.seconds) * 1_000_000 + ran.microseconds))
 
 
 #: what the owner of workspaces over their disk quota can do
@@ -207,8 +239,71 @@ class QuotaService:
         return {uid: int(v) for uid, v in used.items()}
 
     def core_seconds_used(self, user_id: int) -> int:
+        """The user's core-seconds in the current period: their ended jobs' (kept as they
+        end) and their running jobs' so far; as many rows read for 10 jobs as for 10,000."""
         now = utcnow()
-        return self.core_seconds_by_user(period_start(now, self.period), now, user_id).get(user_id, 0)
+        start = period_start(now, self.period)
+        used = self._ended_core_microseconds(user_id, start)
+        for running_at, resources in self.db.execute(_RUNNING_JOBS, {"owner_id": user_id}):
+            if running_at < now:
+                used += core_microseconds(job_cpus(resources or {}), running_at, now, start)
+        return used // 1_000_000
+
+    def _ended_core_microseconds(self, user_id: int, start: datetime) -> int:
+        """The core-microseconds of the user's ended jobs in the period from ``start``: their
+        kept sum, or, if there is none of this period (kept from the period's first end on),
+        the sum of the jobs. Read only: a check or a page takes no write lock."""
+        row = self.db.execute(_ENDED_USAGE, {"user_id": user_id}).first()
+        if row is not None and row.period == self.period and row.period_start == start:
+            return int(row.core_microseconds)
+        return self._sum_ended(self.db.execute(self._ended_jobs(user_id, start)), start)
+
+    def _ended_jobs(self, user_id: int, start: datetime, excluding: int | None = None):
+        where = [Job.owner_id == user_id, Job.running_at.is_not(None), Job.finished_at.is_not(None)]
+        where.append(Job.finished_at > start)
+        if excluding is not None:
+            where.append(Job.id != excluding)
+        return select(Job.running_at, Job.finished_at, Job.resources).where(*where)
+
+    @staticmethod
+    def _sum_ended(rows, start: datetime) -> int:
+        return sum(
+            core_microseconds(job_cpus(resources or {}), running_at, finished_at, start)
+            for running_at, finished_at, resources in rows
+        )
+
+    def record_job_end(self, job: Job) -> None:
+        """``job`` just ended (its ``finished_at`` is set): add its run time in the period to
+        its owner's kept sum, in the transaction of its end. The period's first end (or the
+        first after a deletion) makes the sum from the owner's other ended jobs.
+
+        On the session's connection: not a reason to flush the job's end through the ORM
+        (a batch job's steps write its row with statements of their own). The other jobs
+        that ended in this transaction were recorded as they ended, so the sum the first
+        end makes has them whether or not the ORM wrote their rows yet."""
+        if job.running_at is None or job.finished_at is None:
+            return
+        start = period_start(utcnow(), self.period)
+        added = core_microseconds(job_cpus(job.resources or {}), job.running_at, job.finished_at, start)
+        conn = self.db.connection()
+        key = {"owner": job.owner_id, "quota_period": self.period, "start": start}
+        result: CursorResult = conn.execute(_ADD_ENDED, {**key, "added": added})
+        if result.rowcount:
+            return
+        others = self._sum_ended(conn.execute(self._ended_jobs(job.owner_id, start, excluding=job.id)), start)
+        values = {"period": self.period, "period_start": start, "core_microseconds": others + added}
+        insert = {"postgresql": postgresql_insert, "sqlite": sqlite_insert}[self.db.get_bind().dialect.name]
+        conn.execute(
+            insert(EndedCoreUsage)  # type: ignore[attr-defined]
+            .values(user_id=job.owner_id, **values)
+            .on_conflict_do_update(index_elements=[EndedCoreUsage.user_id], set_=values)
+        )
+
+    def forget_ended_usage(self, user_id: int) -> None:
+        """Jobs of the user are being deleted (a job, a workspace): their run time no longer
+        counts (as it never did: a check sums the jobs there are); the kept sum is made
+        again from the jobs left at the next check. In the deletion's transaction."""
+        self.db.execute(delete(EndedCoreUsage).where(EndedCoreUsage.user_id == user_id))
 
     def usage_of(self, user: hub_orm.User) -> UserUsage:
         return UserUsage(
