@@ -536,3 +536,41 @@ async def test_revoking_a_servers_tokens_reads_nothing_back_of_its_deleted_clien
     assert db.query(hub_orm.OAuthClient).filter_by(identifier=client_id).first() is None
     # the hub's own client: kept
     assert db.query(hub_orm.OAuthClient).filter_by(identifier="jupyterhub").first() is not None
+
+
+async def test_starts_give_the_server_token_the_server_roles_scopes_read_once(control, monkeypatch):
+    """A server's token gets JupyterHub's ``server`` role's scopes when the config's
+    ``Spawner.server_token_scopes`` asks for none (the default), as JupyterHub's spawn
+    gives them; the role is read once, not by every start (a query and the role's load
+    in each spawn's bookkeeping). Failed before: the starts handed the spawn no scopes,
+    and JupyterHub looked the role up at each."""
+    from uws_hub.tasks import TaskPool
+
+    control, db, orm_user = control
+    db.add(hub_orm.Role(name="server", scopes=["users:activity!user", "access:servers!server"]))
+    db.commit()
+    control.proxy = RecordingProxy()
+    control.pool = TaskPool(logging.getLogger("test"))
+    asked: list[list[str]] = []
+    role_reads: list[str] = []
+
+    async def spawn(self, server_name="", options=None, handler=None):
+        asked.append(list(self.spawners[server_name].server_token_scopes))
+        raise RuntimeError("the test's spawn goes no further")
+
+    @event.listens_for(db.get_bind(), "before_cursor_execute")
+    def count(conn, cursor, statement, *args):
+        if statement.startswith("SELECT") and "FROM roles" in statement:
+            role_reads.append(statement)
+
+    monkeypatch.setattr(User, "spawn", spawn)
+    try:
+        for name in ("ws-1", "ws-2", "ws-1"):
+            launch = WorkspaceLaunch(job_id=1, workspace_id=1, directory="/tmp", cmd=[], launcher="owner")
+            with pytest.raises(RuntimeError):
+                await control.start(orm_user, name, "local", launch, None, lambda: None)
+    finally:
+        event.remove(db.get_bind(), "before_cursor_execute", count)
+        await control.pool.close()
+    assert asked == [["users:activity!user", "access:servers!server"]] * 3
+    assert len(role_reads) == 1
