@@ -19,8 +19,10 @@ Profiling: with ``UWS_BENCH_PYSPY=<file>`` in the environment (and ``py-spy``
 installed in the venv), ``py-spy record`` samples the hub from the launches'
 POSTs until all run and writes its collapsed stacks there (as
 ``benchmarks/batch.py`` does; ``UWS_BENCH_PYSPY_RATE``: samples a second, e.g.
-1000 for the ~1 s the POSTs take); such a run's numbers are not to be compared
-with others.
+1000 for the ~1 s the POSTs take; ``UWS_BENCH_PYSPY_UNTIL=posts``: only until the
+last POST has answered, to see what the loop does while the POSTs wait); such a
+run's numbers are not to be compared with others. With ``--hub-realtime``,
+py-spy runs under SCHED_RR too (otherwise, starved by the hub, it drops samples).
 """
 
 from __future__ import annotations
@@ -318,11 +320,16 @@ async def run(args) -> dict:
 
             lag_before, steps_before = await loop_lag(client)
             spy = profiler(hub.proc.pid)
+            if spy is not None and args.hub_realtime:
+                os.sched_setscheduler(spy.pid, os.SCHED_RR, os.sched_param(1))
             cpu_before = process_cpu_seconds(hub.proc.pid)
             busy_api_task = asyncio.ensure_future(api_latencies(raw, 0, until=done))
             mem_task = asyncio.ensure_future(sample_memory())
             started = time.time()
             launched = await asyncio.gather(*(launch(ws) for ws in wss[1:]))
+            if os.environ.get("UWS_BENCH_PYSPY_UNTIL") == "posts":
+                stop_profiler(spy)
+                spy = None
             job_ids = [j for j, _, _ in launched]
             await wait_all(job_ids)
             wall = time.time() - started

@@ -536,3 +536,88 @@ async def test_revoking_a_servers_tokens_reads_nothing_back_of_its_deleted_clien
     assert db.query(hub_orm.OAuthClient).filter_by(identifier=client_id).first() is None
     # the hub's own client: kept
     assert db.query(hub_orm.OAuthClient).filter_by(identifier="jupyterhub").first() is not None
+
+
+async def test_starts_give_the_server_token_the_server_roles_scopes_read_once(control, monkeypatch):
+    """A server's token gets JupyterHub's ``server`` role's scopes when the config's
+    ``Spawner.server_token_scopes`` asks for none (the default), as JupyterHub's spawn
+    gives them; the role is read once, not by every start (a query and the role's load
+    in each spawn's bookkeeping). Failed before: the starts handed the spawn no scopes,
+    and JupyterHub looked the role up at each."""
+    from uws_hub.tasks import TaskPool
+
+    control, db, orm_user = control
+    db.add(hub_orm.Role(name="server", scopes=["users:activity!user", "access:servers!server"]))
+    db.commit()
+    control.proxy = RecordingProxy()
+    control.pool = TaskPool(logging.getLogger("test"))
+    asked: list[list[str]] = []
+    role_reads: list[str] = []
+
+    async def spawn(self, server_name="", options=None, handler=None):
+        asked.append(list(self.spawners[server_name].server_token_scopes))
+        raise RuntimeError("the test's spawn goes no further")
+
+    @event.listens_for(db.get_bind(), "before_cursor_execute")
+    def count(conn, cursor, statement, *args):
+        if statement.startswith("SELECT") and "FROM roles" in statement:
+            role_reads.append(statement)
+
+    monkeypatch.setattr(User, "spawn", spawn)
+    try:
+        for name in ("ws-1", "ws-2", "ws-1"):
+            launch = WorkspaceLaunch(job_id=1, workspace_id=1, directory="/tmp", cmd=[], launcher="owner")
+            with pytest.raises(RuntimeError):
+                await control.start(orm_user, name, "local", launch, None, lambda: None)
+    finally:
+        event.remove(db.get_bind(), "before_cursor_execute", count)
+        await control.pool.close()
+    assert asked == [["users:activity!user", "access:servers!server"]] * 3
+    assert len(role_reads) == 1
+
+
+async def test_the_commits_jupyterhubs_spawn_makes_in_one_stretch_are_one_commit(control, monkeypatch):
+    """JupyterHub's spawn commits five times before the spawner's start(), in one stretch
+    of the event loop (nothing else runs between them): a start makes them one commit
+    (uws_hub.jobs.stepcommits), each stretch of the spawn one. Failed before: one commit
+    each (here 3 + 1)."""
+    from uws_hub.tasks import TaskPool
+
+    control, db, orm_user = control
+    control.proxy = RecordingProxy()
+    control.pool = TaskPool(logging.getLogger("test"))
+    commits: list[int] = []
+
+    async def spawn(self, server_name="", options=None, handler=None):
+        # as User.spawn: the server's row, its token, the activity, then it waits for start()
+        spawner = self.spawners[server_name]
+        spawner.orm_spawner.server = hub_orm.Server(base_url=f"/user/owner/{server_name}/")
+        db.commit()
+        self.new_api_token(note="Server at ...", scopes=["inherit"])  # (its own commit)
+        spawner.orm_spawner.started = self.last_activity = hub_orm.utcnow(with_tz=False)
+        db.commit()
+        await asyncio.sleep(0)
+        spawner.orm_spawner.server.port = 40123
+        db.commit()
+        raise RuntimeError("the test's spawn goes no further")
+
+    if db.query(hub_orm.OAuthClient).filter_by(identifier="jupyterhub").first() is None:
+        db.add(hub_orm.OAuthClient(identifier="jupyterhub"))
+        db.commit()
+
+    def count(session):
+        commits.append(1)
+
+    monkeypatch.setattr(User, "spawn", spawn)
+    event.listen(db, "after_commit", count)
+    try:
+        launch = WorkspaceLaunch(job_id=1, workspace_id=1, directory="/tmp", cmd=[], launcher="owner")
+        with pytest.raises(RuntimeError):
+            await control.start(orm_user, "ws-1", "local", launch, None, lambda: None)
+    finally:
+        event.remove(db, "after_commit", count)
+        await control.pool.close()
+    # the two stretches' commits, and the start's own after the failure (the user's activity put back)
+    assert len(commits) == 3
+    assert db.query(hub_orm.APIToken).filter_by(note="Server at ...").count() == 1
+    assert control.spawner(orm_user, "ws-1", "local").orm_spawner.server.port == 40123

@@ -37,6 +37,7 @@ from traitlets.utils.importstring import import_item
 from ..scopes import taken_by_hub
 from ..spawners.mixins import LifecycleListener, WorkspaceLaunch, WorkspaceSpawnerMixin
 from ..tasks import TaskPool
+from .stepcommits import OneCommitAStep
 
 
 class ServerControl:
@@ -71,6 +72,22 @@ class ServerControl:
         #: their server, which has no route then (a cancelled spawn leaves it recorded,
         #: and ready to JupyterHub, until it is stopped)
         self._unrouted: weakref.WeakSet[Spawner] = weakref.WeakSet()
+        #: JupyterHub's ``server`` role's scopes, once read (see server_role_scopes)
+        self._server_role_scopes: list[str] | None = None
+
+    def server_role_scopes(self) -> list[str] | None:
+        """The scopes of JupyterHub's ``server`` role: what ``User.spawn`` gives a server's
+        token when ``Spawner.server_token_scopes`` asks for none (the default), read once.
+        ``User.spawn`` would look the role up at every start (a query and its role's
+        load, the largest piece of its bookkeeping after its commits); roles are
+        JupyterHub's ``load_roles``, stored at the hub's start and not changed while it
+        runs (uws-hub's own roles are others'). None if there is no such role:
+        ``User.spawn`` then looks, as before."""
+        if self._server_role_scopes is None:
+            role = hub_orm.Role.find(self.users.db, "server")
+            if role is not None:
+                self._server_role_scopes = list(role.scopes)
+        return self._server_role_scopes
 
     @property
     def config(self):
@@ -199,7 +216,9 @@ class ServerControl:
         spawner.next_launch = launch
         spawner.lifecycle_listener = listener
         add_client_scopes(spawner, self.client_scopes(orm_user.name, server_name), self.refused_client_scopes)
-        set_server_token_scopes(spawner, own=launch.launcher in (None, orm_user.name))
+        set_server_token_scopes(
+            spawner, own=launch.launcher in (None, orm_user.name), server_role_scopes=self.server_role_scopes()
+        )
         started = time.perf_counter()
         #: the proxy route adds of this start (the early one, the one after the spawn),
         #: each resolving to the target it added (None: none). A cancel of the start
@@ -224,7 +243,9 @@ class ServerControl:
         if isinstance(spawner, WorkspaceSpawnerMixin):
             spawner.start_listener = listening
         self._unrouted.discard(spawner)
-        spawn = user.spawn(server_name)
+        # JupyterHub's five commits before the spawner's start() are one: they are made in
+        # one stretch of the loop, nothing else runs between them (see stepcommits)
+        spawn = OneCommitAStep(self.users.db, user.spawn(server_name))
         spawner._spawn_pending = True
 
         async def finish() -> None:
@@ -744,16 +765,18 @@ def _allowed(spawner: Spawner, configured: list[str], refused: Callable[[str], b
 FOREIGN_SERVER_TOKEN_SCOPES = ["users:activity!user", "access:servers!server"]
 
 
-def set_server_token_scopes(spawner: Spawner, own: bool) -> None:
+def set_server_token_scopes(spawner: Spawner, own: bool, server_role_scopes: list[str] | None = None) -> None:
     """The scopes of the server's own API token for this start. The token is the server
     owner's, and the server's process, which reads it, is its launcher's code: the config's
     ``Spawner.server_token_scopes`` for the owner's own start (``own``), else
-    :data:`FOREIGN_SERVER_TOKEN_SCOPES` (an editor's code acts as the owner nowhere)."""
+    :data:`FOREIGN_SERVER_TOKEN_SCOPES` (an editor's code acts as the owner nowhere).
+    ``server_role_scopes``: the ``server`` role's scopes, what JupyterHub gives the token
+    when the config asks for none (:meth:`ServerControl.server_role_scopes`)."""
     if not hasattr(spawner, "uws_configured_token_scopes"):
         spawner.uws_configured_token_scopes = spawner.server_token_scopes
     configured = spawner.uws_configured_token_scopes
     if own:
-        spawner.server_token_scopes = configured
+        spawner.server_token_scopes = configured or list(server_role_scopes or [])
         return
     if callable(configured) or set(configured or FOREIGN_SERVER_TOKEN_SCOPES) - set(FOREIGN_SERVER_TOKEN_SCOPES):
         spawner.log.warning(
