@@ -37,7 +37,6 @@ from traitlets.utils.importstring import import_item
 from ..scopes import taken_by_hub
 from ..spawners.mixins import LifecycleListener, WorkspaceLaunch, WorkspaceSpawnerMixin
 from ..tasks import TaskPool
-from .stepcommits import OneCommitAStep
 
 
 class ServerControl:
@@ -243,9 +242,7 @@ class ServerControl:
         if isinstance(spawner, WorkspaceSpawnerMixin):
             spawner.start_listener = listening
         self._unrouted.discard(spawner)
-        # JupyterHub's five commits before the spawner's start() are one: they are made in
-        # one stretch of the loop, nothing else runs between them (see stepcommits)
-        spawn = OneCommitAStep(self.users.db, user.spawn(server_name))
+        spawn = user.spawn(server_name)
         spawner._spawn_pending = True
 
         async def finish() -> None:
