@@ -607,8 +607,10 @@ class EndedCoreUsage(Base):
     transaction as its end (:meth:`uws_hub.quotas.service.QuotaService.record_job_end`);
     the row is (re)made from the jobs by the first end that finds it missing or of
     another period (the first end of a period or under a changed
-    ``UWSHub.quota_period``, the first after a deleted job or workspace, which removes
-    it). Until then a check sums the jobs (a check only reads).
+    ``UWSHub.quota_period``), or by a deletion of ended jobs (a job, a workspace) before
+    they go. Until then a check sums the jobs (a check only reads). Deleting jobs never
+    takes their run time out of it: the compute was consumed, the row is what remembers
+    it (:meth:`uws_hub.quotas.service.QuotaService.keep_ended_usage`).
     """
 
     __tablename__ = "uws_ended_core_usage"

@@ -263,7 +263,7 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         # each job type's resource limits (cpus, memory, gpus, time, partitions), then quotas: 422 over them
         launch_checks=[check_resource_limits, quotas.check_launch],
         record_end=quotas.record_job_end,
-        forget_ended=quotas.forget_ended_usage,
+        keep_ended=quotas.keep_ended_usage,
         job_env=lambda job_type: job_env(
             job_type.env,
             hub.server_auth_cache_seconds,

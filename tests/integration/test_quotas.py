@@ -505,10 +505,12 @@ def test_core_hours_of_ended_batch_jobs_count_across_a_hub_restart(make_hub):
     """A start's core-hour check reads the run time of the owner's ended jobs as kept
     when each ended (no longer every job of the period): it is the jobs' real run
     time, after the hub was killed and started again too, and a launch over the
-    quota is refused as before."""
+    quota is refused as before. A user over the quota who deletes their finished
+    jobs and their workspace gets no core-hours back: the next launch is refused
+    all the same and their usage (theirs, and the accounting loop's list) stays."""
     hub = make_hub(
         "c.Authenticator.admin_users = set()\nc.UWSHub.system_users = False\n"
-        "c.UWSHub.quota_core_hours = 1000\n"
+        "c.UWSHub.quota_core_hours = 1000\nc.UWSHub.quota_interval_seconds = 0.5\n"
         'c.UWSHub.job_types = {"nap": {"interactive": False, "cmd": ["sleep", "1"],'
         ' "default_resources": {"cpus": 2}}}\n'
     )
@@ -538,10 +540,30 @@ def test_core_hours_of_ended_batch_jobs_count_across_a_hub_restart(make_hub):
     hub.api("PUT", f"quotas/{name}", json={"core_hours": 1}, expect=200)
     job = hub.wait_job(launch(hub, token, ws, job_type="nap")["id"], token, {"completed", "failed"})
     assert job["status"] == "completed" and used() > before
-    # the workspace's deletion takes its jobs: their run time no longer counts (as before)
+    # over the quota again, the user deletes their finished job, then the workspace with
+    # the others: compute consumed stays consumed
+    hub.api("PUT", f"quotas/{name}", json={"core_hours": 0.001}, expect=200)
+    total = used()
+
+    def listed() -> float:  # (the accounting loop's reading, as the usage page shows it)
+        [item] = hub.api("GET", "usage", token, expect=200)["items"]
+        return item["core_hours"] * 3600
+
+    def refused() -> None:
+        message = refusal(launch(hub, token, workspace(hub, token), job_type="nap", expect=None))
+        assert message.startswith(f"Core-hour quota: your jobs used {total / 3600:.3f}".rstrip("0")), message
+
+    wait_for(lambda: listed() == total, timeout=30)
+    hub.api("DELETE", f"jobs/{job['id']}", token, expect=200)
+    assert used() == total
+    refused()
     hub.api("DELETE", f"workspaces/{ws['id']}", token, expect=202)
     wait_for(lambda: hub.request("GET", f"workspaces/{ws['id']}", token).status_code == 404, timeout=30)
-    assert used() == 0
+    assert used() == total
+    refused()
+    measured = hub.api("GET", "usage", token, expect=200)["items"][0]["measured_at"]
+    wait_for(lambda: hub.api("GET", "usage", token, expect=200)["items"][0]["measured_at"] != measured, timeout=30)
+    assert listed() == total
 
 
 @pytest.fixture

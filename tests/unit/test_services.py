@@ -140,7 +140,7 @@ def hub(engine, tmp_path):
         wake=recording("job"),
         launch_checks=[check_resource_limits, quotas.check_launch],
         record_end=quotas.record_job_end,
-        forget_ended=quotas.forget_ended_usage,
+        keep_ended=quotas.keep_ended_usage,
         job_env=dict,
     )
     sharing = ShareService(db, accounts, notifier, events, log, posix_group_prefix=None, deletions=workspaces.deletions)
@@ -1211,12 +1211,37 @@ def test_accounting_returns_the_jobs_over_budget(hub):
     assert over is job and reason.startswith("Core-hour quota used up: ann's jobs used 2")
 
 
-def core_microseconds_of_jobs(hub, user_id: int, now, period: str) -> int:
+async def test_deleting_finished_jobs_gives_no_core_hours_back(hub):
+    """A user over their core-hours deleted their finished jobs, and the check summed the
+    jobs left: the run time of the deleted ones was given back and they launched again.
+    Compute consumed is consumed: the launch's check, the user's usage and the accounting
+    loop (the admin's usage page) all still count the deleted jobs, also when the deletion
+    came before any kept sum of the period (a hub upgraded in the middle of it)."""
+    ann = hub.users["ann"]
+    ws = workspace(hub)
+    first = run_batch_job(hub, ws, seconds=2400)
+    second = run_batch_job(hub, ws, seconds=1800)  # 4200 core-seconds of a quota of 3600
+    hub.db.execute(delete(EndedCoreUsage))  # (no kept sum yet)
+    hub.db.commit()
+    await hub.jobs.delete(first, "ann")
+    assert hub.quotas.usage_of(ann).core_seconds == 4200
+    await hub.jobs.delete(second, "ann")
+    assert hub.db.scalar(select(func.count(Job.id))) == 0
+    assert hub.quotas.usage_of(ann).core_seconds == 4200
+    with pytest.raises(QuotaExceeded, match="Core-hour quota: ann's jobs used 1.167 core-hours"):
+        hub.jobs.launch(workspace(hub, slug="w2"), "lab", None, {}, "ann")
+    hub.quotas.account()
+    [row], _ = hub.quotas.usage_list(hub_orm.User.id == ann.id, "name", False, 0, 10)
+    assert row["core_hours"] == 4200 / 3600, row
+
+
+def core_microseconds_of_jobs(hub, user_id: int, now, period: str, deleted: list[Job] = ()) -> int:
     """What a core-hour check should answer, in core-microseconds: every job of the user
-    there is, its cpus × the part of its real run time in the period."""
+    there is or was (``deleted``), its cpus × the part of its real run time in the period."""
     start = period_start(now, period)
     total = 0
-    for job in hub.db.scalars(select(Job).where(Job.owner_id == user_id, Job.running_at.is_not(None))):
+    jobs = [*hub.db.scalars(select(Job).where(Job.owner_id == user_id, Job.running_at.is_not(None))), *deleted]
+    for job in (job for job in jobs if job.owner_id == user_id and job.running_at is not None):
         ran = min(job.finished_at or now, now) - max(job.running_at, start)
         total += max(0, int((job.resources or {}).get("cpus") or 1) * (ran // timedelta(microseconds=1)))
     return total
@@ -1228,7 +1253,8 @@ async def test_the_core_hour_check_answers_the_jobs_real_run_time(hub, monkeypat
     read N² rows); it reads a sum kept as jobs end, and the running jobs. Through random
     starts and ends (some begun before the period, some told late, as after a hub's
     absence), rolled-back ends, deleted jobs, a changed period and a new quota service
-    (a restart), its answer stays the jobs' real run time × cpus."""
+    (a restart), its answer (and the accounting loop's) stays the real run time × cpus of
+    the jobs there are and of the jobs deleted: a deletion gives no core-hours back."""
     rng = random.Random(seed)
     # the checks' clock an hour on (past every end the hub stamps at its own time)
     real_start = utcnow()
@@ -1244,10 +1270,14 @@ async def test_the_core_hour_check_answers_the_jobs_real_run_time(hub, monkeypat
         """A random time from ``after`` to the test's start, microseconds included."""
         return after + timedelta(microseconds=rng.randrange(max(1, (real_start - after) // timedelta(microseconds=1))))
 
+    deleted: list[SimpleNamespace] = []  # (what the jobs deleted were: their run time stays used)
+
     def check() -> None:
+        every_user = hub.quotas.core_seconds_by_user(now)  # (the accounting loop's reading)
         for user, _ in ((ann, ws), (hub.users["ben"], ben_ws)):
-            expected = core_microseconds_of_jobs(hub, user.id, now, hub.quotas.period) // 1_000_000
+            expected = core_microseconds_of_jobs(hub, user.id, now, hub.quotas.period, deleted) // 1_000_000
             assert hub.quotas.core_seconds_used(user.id) == expected, (seed, user.name)
+            assert every_user.get(user.id, 0) == expected, (seed, user.name)
 
     for _ in range(80):
         running = [j for j in hub.db.scalars(select(Job).where(Job.status == "running"))]
@@ -1275,8 +1305,13 @@ async def test_the_core_hour_check_answers_the_jobs_real_run_time(hub, monkeypat
             hub.db.commit()
             hub.jobs.transition(job, JobStatus.cancelled)
         elif action == "delete" and ended:
-            await hub.jobs.delete(rng.choice(ended), "ann")
-        elif action == "period":
+            job = rng.choice(ended)
+            columns = ("owner_id", "running_at", "finished_at", "resources")
+            deleted.append(SimpleNamespace(**{name: getattr(job, name) for name in columns}))
+            await hub.jobs.delete(job, "ann")
+        elif action == "period" and not deleted:
+            # (a changed quota_period counts again from the jobs there are: the kept sums
+            # are of the period they were kept for)
             hub.quotas.period = rng.choice(["day", "week", "month", "all"])
         elif action == "restart":
             hub.db.commit()
@@ -1288,7 +1323,7 @@ async def test_the_core_hour_check_answers_the_jobs_real_run_time(hub, monkeypat
                 period=hub.quotas.period,
                 warning_fraction=0.8,
             )
-            hub.jobs.record_end, hub.jobs.forget_ended = hub.quotas.record_job_end, hub.quotas.forget_ended_usage
+            hub.jobs.record_end, hub.jobs.keep_ended = hub.quotas.record_job_end, hub.quotas.keep_ended_usage
         if rng.random() < 0.5:
             hub.db.commit()
         check()
@@ -1312,7 +1347,7 @@ def test_a_core_hour_check_only_reads(hub):
     the session's next commit, which a page that only reads never makes; a login's write
     on another connection then failed with "database is locked"."""
     run_batch_job(hub, workspace(hub), seconds=90)
-    hub.quotas.forget_ended_usage(hub.users["ann"].id)  # (as a deleted workspace leaves it)
+    hub.db.execute(delete(EndedCoreUsage))  # (as a hub upgraded in the middle of a period leaves it)
     hub.db.commit()
     statements: list[str] = []
     sa_event.listen(hub.db.get_bind(), "before_cursor_execute", lambda c, cur, st, *_: statements.append(st.split()[0]))

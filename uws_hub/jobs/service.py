@@ -162,7 +162,7 @@ class JobService:
         wake_destruction: Callable[[int], None] = lambda job_id: None,
         job_ended: Callable[[int], None] = lambda workspace_id: None,
         record_end: Callable[[Job], None] = lambda job: None,
-        forget_ended: Callable[[int], None] = lambda owner_id: None,
+        keep_ended: Callable[[int], None] = lambda owner_id: None,
         active_server_limit: int = 0,
         retry_after_seconds: tuple[float, float] = (30, 60),
         max_unfinished_batch_jobs: int = 0,
@@ -212,9 +212,9 @@ class JobService:
         #: called with a job as it ends (its ``finished_at`` set), in the transaction of its
         #: end: its run time joins its owner's core-hours (QuotaService.record_job_end)
         self.record_end = record_end
-        #: called with an owner's id before their ended jobs are deleted
-        #: (QuotaService.forget_ended_usage)
-        self.forget_ended = forget_ended
+        #: called with an owner's id before their ended jobs are deleted: their run time
+        #: stays in the owner's core-hours (QuotaService.keep_ended_usage)
+        self.keep_ended = keep_ended
 
     # ---------------------------------------------------------------- status
     def transition(
@@ -991,7 +991,7 @@ class JobService:
             raise Conflict(f"Job {job.id} is {job.status}; stop it and wait for it to end before deleting it")
         await self._remove_files(job, results=results)
         self._record(job, job.status, None, actor, "deleted", results_deleted=results)
-        self.forget_ended(job.owner_id)
+        self.keep_ended(job.owner_id)  # (its run time stays used)
         self.db.delete(job)
         self.db.commit()
 

@@ -13,11 +13,14 @@ Usage:
 - core-hours: for every job of the user that ran in the current period
   (``UWSHub.quota_period``), its cpus (``resources["cpus"]``, 1 by default)
   times the part of its running time inside the period, in whole
-  core-seconds (64-bit), recomputed from the jobs by :meth:`QuotaService.account`
-  so a hub restart loses nothing and counts nothing twice. A launch's check
-  (:meth:`QuotaService.core_seconds_used`) reads the sum of the ended jobs kept
-  as they end (:class:`~uws_hub.orm.EndedCoreUsage`, in the transaction of
-  each end) and the owner's running jobs: not every job of the period;
+  core-seconds (64-bit). The ended jobs' part is a sum kept as they end
+  (:class:`~uws_hub.orm.EndedCoreUsage`, in the transaction of each end, so a
+  hub restart loses nothing and counts nothing twice), to which a launch's
+  check (:meth:`QuotaService.core_seconds_used`) and the accounting loop
+  (:meth:`QuotaService.account`) add the running jobs' time so far. Deleting a
+  finished job or a workspace does not take its run time out of the sum: what
+  was computed was consumed (as SLURM's accounting keeps purged jobs' usage);
+  usage starts again from zero with the next period;
 - concurrent jobs: the user's unfinished jobs that hold a slot (interactive
   ones, and batch jobs that left the fair queue: waiting batch jobs do not).
 
@@ -46,7 +49,7 @@ from datetime import datetime
 from typing import Any
 
 from jupyterhub import orm as hub_orm
-from sqlalchemy import ColumnElement, and_, bindparam, case, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, bindparam, case, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import CursorResult
@@ -218,25 +221,36 @@ class QuotaService:
         user = self.db.get(hub_orm.User, user_id)
         return None if user is None else self.limits_for(user).concurrent_jobs
 
-    def _jobs_in_period(self, start: datetime, now: datetime, user_id: int | None = None):
-        where: list[ColumnElement[bool]] = [
-            Job.running_at.is_not(None),
-            Job.running_at < now,
-            or_(Job.finished_at.is_(None), Job.finished_at > start),
-        ]
-        if user_id is not None:
-            where.append(Job.owner_id == user_id)
-        return self.db.execute(select(Job.owner_id, Job.resources, Job.running_at, Job.finished_at).where(and_(*where)))
+    def core_seconds_by_user(self, now: datetime) -> dict[int, int]:
+        """Every user's core-seconds in the current period at ``now``, counted as
+        :meth:`core_seconds_used` counts one user's (deleted jobs included): the kept sums
+        of this period, the ended jobs of users without one, and the running jobs."""
+        start = period_start(now, self.period)
+        used: dict[int, int] = {
+            user_id: int(micro)
+            for user_id, micro in self.db.execute(
+                select(EndedCoreUsage.user_id, EndedCoreUsage.core_microseconds).where(*self._kept_of(start))
+            )
+        }
+        unkept = select(EndedCoreUsage.user_id).where(EndedCoreUsage.user_id == Job.owner_id, *self._kept_of(start))
+        ended = select(Job.owner_id, Job.running_at, Job.finished_at, Job.resources).where(
+            Job.running_at.is_not(None), Job.finished_at.is_not(None), Job.finished_at > start, ~unkept.exists()
+        )
+        running = select(Job.owner_id, Job.running_at, Job.resources).where(
+            Job.status.in_([s.value for s in sorted(ACTIVE_JOB_STATUSES)]), Job.running_at.is_not(None)
+        )
+        for owner_id, running_at, end, resources in [
+            *self.db.execute(ended),
+            *((owner_id, running_at, now, resources) for owner_id, running_at, resources in self.db.execute(running)),
+        ]:
+            if running_at < now:
+                added = core_microseconds(job_cpus(resources or {}), running_at, end, start)
+                used[owner_id] = used.get(owner_id, 0) + added
+        return {user_id: micro // 1_000_000 for user_id, micro in used.items()}
 
-    def core_seconds_by_user(self, start: datetime, now: datetime, user_id: int | None = None) -> dict[int, int]:
-        """Core-seconds used in [start, now] by each user with jobs in it."""
-        used: dict[int, float] = {}
-        for owner_id, resources, running_at, finished_at in self._jobs_in_period(start, now, user_id):
-            end = min(finished_at or now, now)
-            seconds = (end - max(running_at, start)).total_seconds()
-            if seconds > 0:
-                used[owner_id] = used.get(owner_id, 0.0) + seconds * job_cpus(resources or {})
-        return {uid: int(v) for uid, v in used.items()}
+    def _kept_of(self, start: datetime) -> list[ColumnElement[bool]]:
+        """The kept sums that are of the period from ``start`` (of this ``quota_period``)."""
+        return [EndedCoreUsage.period == self.period, EndedCoreUsage.period_start == start]
 
     def core_seconds_used(self, user_id: int) -> int:
         """The user's core-seconds in the current period: their ended jobs' (kept as they
@@ -253,10 +267,19 @@ class QuotaService:
         """The core-microseconds of the user's ended jobs in the period from ``start``: their
         kept sum, or, if there is none of this period (kept from the period's first end on),
         the sum of the jobs. Read only: a check or a page takes no write lock."""
+        kept = self._kept_sum(user_id, start)
+        return kept if kept is not None else self._jobs_ended_sum(user_id, start)
+
+    def _jobs_ended_sum(self, user_id: int, start: datetime) -> int:
+        """The core-microseconds of the user's ended jobs there are, in the period from ``start``."""
+        return self._sum_ended(self.db.execute(self._ended_jobs(user_id, start)), start)
+
+    def _kept_sum(self, user_id: int, start: datetime) -> int | None:
+        """The user's kept sum if it is of the period from ``start`` (of this ``quota_period``)."""
         row = self.db.execute(_ENDED_USAGE, {"user_id": user_id}).first()
         if row is not None and row.period == self.period and row.period_start == start:
             return int(row.core_microseconds)
-        return self._sum_ended(self.db.execute(self._ended_jobs(user_id, start)), start)
+        return None
 
     def _ended_jobs(self, user_id: int, start: datetime, excluding: int | None = None):
         where = [Job.owner_id == user_id, Job.running_at.is_not(None), Job.finished_at.is_not(None)]
@@ -274,8 +297,8 @@ class QuotaService:
 
     def record_job_end(self, job: Job) -> None:
         """``job`` just ended (its ``finished_at`` is set): add its run time in the period to
-        its owner's kept sum, in the transaction of its end. The period's first end (or the
-        first after a deletion) makes the sum from the owner's other ended jobs.
+        its owner's kept sum, in the transaction of its end. The period's first end (or a
+        deletion's, :meth:`keep_ended_usage`) makes the sum from the owner's other ended jobs.
 
         On the session's connection: not a reason to flush the job's end through the ORM
         (a batch job's steps write its row with statements of their own). The other jobs
@@ -291,19 +314,27 @@ class QuotaService:
         if result.rowcount:
             return
         others = self._sum_ended(conn.execute(self._ended_jobs(job.owner_id, start, excluding=job.id)), start)
-        values = {"period": self.period, "period_start": start, "core_microseconds": others + added}
+        self._put_kept_sum(job.owner_id, start, others + added)
+
+    def _put_kept_sum(self, user_id: int, start: datetime, core_microseconds: int) -> None:
+        """Make (or replace one of another period by) the user's kept sum of the period from ``start``."""
+        values = {"period": self.period, "period_start": start, "core_microseconds": core_microseconds}
         insert = {"postgresql": postgresql_insert, "sqlite": sqlite_insert}[self.db.get_bind().dialect.name]
-        conn.execute(
+        self.db.connection().execute(
             insert(EndedCoreUsage)  # type: ignore[attr-defined]
-            .values(user_id=job.owner_id, **values)
+            .values(user_id=user_id, **values)
             .on_conflict_do_update(index_elements=[EndedCoreUsage.user_id], set_=values)
         )
 
-    def forget_ended_usage(self, user_id: int) -> None:
-        """Jobs of the user are being deleted (a job, a workspace): their run time no longer
-        counts (as it never did: a check sums the jobs there are); the kept sum is made
-        again from the jobs left at the next check. In the deletion's transaction."""
-        self.db.execute(delete(EndedCoreUsage).where(EndedCoreUsage.user_id == user_id))
+    def keep_ended_usage(self, user_id: int) -> None:
+        """Ended jobs of the user are about to be deleted (a job, a workspace): their run time
+        stays in the kept sum, which deleting them does not change; if there is none of this
+        period yet, it is made now from the jobs, those about to go included. In the
+        deletion's transaction, before it: compute consumed is consumed, and a user over
+        their core-hours gets none back by deleting what used them."""
+        start = period_start(utcnow(), self.period)
+        if self._kept_sum(user_id, start) is None:
+            self._put_kept_sum(user_id, start, self._jobs_ended_sum(user_id, start))
 
     def usage_of(self, user: hub_orm.User) -> UserUsage:
         return UserUsage(
@@ -533,12 +564,13 @@ class QuotaService:
         stop (over budget), each with the reason (the caller stops them: quotas know
         no job service).
 
-        Idempotent: usage is recomputed from the jobs each time.
+        Idempotent: usage is read again each time, as a launch's check reads it
+        (:meth:`core_seconds_by_user`: deleted jobs' run time included).
         """
         over: list[tuple[Job, str]] = []
         now = utcnow()
         start = period_start(now, self.period)
-        used = self.core_seconds_by_user(start, now)
+        used = self.core_seconds_by_user(now)
         rows = {u.user_id: u for u in self.db.scalars(select(Usage))}
         for user_id in set(used) | set(rows):
             row = rows.get(user_id)

@@ -94,8 +94,8 @@ class WorkspaceSteps:
             self.db.commit()
             return
         self.workspaces.record(ws, "deleted", ws.status, None, "hub")
-        # its jobs go with it (ON DELETE CASCADE): their run time no longer counts
-        self.workspaces.quotas.forget_ended_usage(ws.owner_id)
+        # its jobs go with it (ON DELETE CASCADE); their run time stays in its owner's core-hours
+        self.workspaces.quotas.keep_ended_usage(ws.owner_id)
         self.db.delete(ws)
         self.db.commit()
         self.log.info("Deleted workspace %s/%s (id %s)", owner.name, slug, workspace_id)
