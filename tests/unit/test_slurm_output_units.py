@@ -190,3 +190,38 @@ def test_a_deleted_jobs_output_is_not_removed_through_a_link_of_the_account(tmp_
     (scratch / "uws" / "job-7.log").write_text("the job's output")
     remove_output(str(scratch / "uws" / "job-7.log"), LOG)
     assert os.listdir(scratch / "uws") == []
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_holder_record_the_account_made_a_folder_leaves_no_descriptor_open(tmp_path, log_dir, nobody):
+    """A ``batch_output_dir`` in a folder of the account's (``/scratch/{username}/uws``):
+    the record ``.uws.holder`` beside it is where the account makes what it likes. A
+    folder there was opened, and its opening as a text file failed (``IsADirectoryError``)
+    with its descriptor left open in the hub: one more at each of the account's launches,
+    till the hub (root) could open nothing. No record is read from it, and none is left open."""
+    scratch = tmp_path / "scratch" / "nobody"
+    (scratch / "uws").mkdir(parents=True)
+    (scratch / ".uws.holder").mkdir()
+    for folder in (scratch, scratch / "uws", scratch / ".uws.holder"):
+        os.chown(folder, nobody.pw_uid, nobody.pw_gid)
+    before = open_fds()
+    for _ in range(3):
+        try:
+            make_account_folder(str(scratch / "uws"), str(log_dir), nobody, LOG, holder="42:ann")
+        except IsADirectoryError:
+            pass  # (the record cannot be written in its place: the account's own launch fails)
+    assert open_fds() == before
+    assert os.stat(scratch / "uws").st_uid == nobody.pw_uid
+
+
+def test_the_tail_of_an_output_the_job_made_a_folder_is_nothing_and_leaves_no_descriptor_open(tmp_path):
+    """Read by the hub itself, an output the job made a folder was opened, and its opening
+    as a file failed with its descriptor left open: one more at each read."""
+    (tmp_path / "job-1.log").mkdir()
+    before = open_fds()
+    for _ in range(3):
+        assert asyncio.run(read_tail(None, str(tmp_path / "job-1.log"), as_user={}, prefix=[])) == ""  # type: ignore[arg-type]
+    assert open_fds() == before
