@@ -64,3 +64,46 @@ def test_a_log_behind_an_admins_link_is_read_and_measured(tmp_path, nobody):
     path = str(tmp_path / "logs" / "slurm" / "nobody" / "job-1.log")
     assert read_log(path, nobody.pw_uid, 0, 1) == (b"y", 2 << 20)
     assert logs_taking_more({1: path, 2: str(tmp_path / "logs" / "missing.log")}, 1 << 20) == [1]
+
+
+@pytest.mark.parametrize("planted", ["link", "hard link"])
+def test_a_local_jobs_log_is_opened_through_no_link_of_the_accounts_nor_into_a_file_of_roots(tmp_path, nobody, planted):
+    """A local job's log, in ``job_log_dir``, was opened by its path to append the job's
+    output: a ``job_log_dir`` that is an admin's link into an account's folder
+    (``/var/lib/x -> /home/alice/dir``) let the account, with a link of its own for
+    ``dir``, have root make the file of that name wherever it pointed (a folder whose
+    files root reads as its configuration), 0600, and write its job's output in it; a
+    hard link at the log's name (``fs.protected_hardlinks`` off) had the output appended
+    to a file of root's. Neither is opened now; the hub's own log is, as before."""
+    from uws_hub.spawners.localjob import open_log as open_local_log
+
+    alice = tmp_path / "alice"
+    (alice / "dir").mkdir(parents=True)
+    os.chown(alice, nobody.pw_uid, nobody.pw_gid)
+    os.chown(alice / "dir", nobody.pw_uid, nobody.pw_gid)
+    (tmp_path / "logs").symlink_to(alice / "dir")  # (the admin's: root's, in a folder of root's)
+    config = tmp_path / "etc"
+    config.mkdir()
+    (config / "passwd").write_text("root:x:0:0\n")
+    if planted == "link":
+        (alice / "dir").rename(alice / "was-dir")
+        (alice / "dir").symlink_to(config)
+        os.lchown(alice / "dir", nobody.pw_uid, nobody.pw_gid)
+    else:
+        os.link(config / "passwd", alice / "dir" / "job-1.log")
+    with pytest.raises(OSError):
+        os.close(open_local_log(str(tmp_path / "logs" / "job-1.log")))
+    assert sorted(os.listdir(config)) == ["passwd"]
+    assert (config / "passwd").read_text() == "root:x:0:0\n"
+    assert os.stat(config / "passwd").st_mode & 0o777 == 0o644
+
+
+def test_a_local_jobs_own_log_is_opened_to_append(tmp_path):
+    from uws_hub.spawners.localjob import open_log as open_local_log
+
+    (tmp_path / "job-1.log").write_text("before\n")
+    fd = open_local_log(str(tmp_path / "job-1.log"))
+    os.write(fd, b"after\n")
+    os.close(fd)
+    assert (tmp_path / "job-1.log").read_text() == "before\nafter\n"
+    assert os.stat(tmp_path / "job-1.log").st_mode & 0o777 == 0o600

@@ -12,7 +12,7 @@ import stat
 import uuid
 from typing import Any
 
-from ...hubfolders import DIR_FLAGS, open_folder, open_folder_of, rename_noreplace
+from ...hubfolders import DIR_FLAGS, open_folder, open_folder_of, open_own_file, rename_noreplace
 from .commands import SlurmCommandError, command_environment
 from .poller import SlurmPoller
 
@@ -70,9 +70,11 @@ def server_output_path(
 
 
 def keep_tail(log_path: str, text: str, log: logging.Logger) -> None:
-    """Write ``text`` to the hub's log file of the job, never through a link planted there."""
+    """Write ``text`` to the hub's log file of the job (:func:`~uws_hub.hubfolders.open_own_file`:
+    through no link of an account's, into no file that is not the hub's alone)."""
     try:
-        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        fd = open_own_file(log_path)
+        os.ftruncate(fd, 0)
         with os.fdopen(fd, "w") as f:
             f.write(text + "\n")
     except OSError as e:
