@@ -271,8 +271,9 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         in a folder no one else may write in: the hub follows such links only,
         a folder at a time, when it works in it as root. A link of another
         account's on its way (or of root's in a folder an account may write
-        in, such as ``/tmp``) is refused: SLURM jobs do not start, and a
-        deleted user's logs are not set aside.
+        in, such as ``/tmp``) is refused: SLURM jobs do not start, jobs' logs
+        and servers' output read as empty, and a deleted user's logs are not
+        set aside.
         """,
     )
 
@@ -283,8 +284,8 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         help="""What becomes of a deleted user's workspace folders and job logs.
 
         ``"set-aside"`` (the default): when the user is deleted, each of their
-        workspace folders, their jobs' log files and the HOME of their jobs of
-        the hub's own account are moved to
+        workspace folders, their jobs' log files (their SLURM servers' output
+        files too) and the HOME of their jobs of the hub's own account are moved to
         ``<workspaces_root>/.deleted/<user id>-<name>-<UTC time>/``, which only
         root (the hub's account) may enter, and the hub's log says what went
         where. Left in place they were the next account's of the same uid

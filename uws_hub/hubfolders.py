@@ -103,6 +103,34 @@ def open_folder_of(path: str) -> int | None:
         return None
 
 
+def open_own_file(path: str, flags: int = 0) -> int:
+    """The hub's own file ``path``, opened to write (``O_WRONLY``, with ``flags``, such as
+    ``O_APPEND``), made 0600 if missing: its folder opened by :func:`open_folder` (an
+    admin's link followed, any other refused), the file itself never through a link,
+    and refused (``OSError`` ``EPERM``) unless it is a regular file of the hub's with no
+    other name. Opened by its path, a ``job_log_dir`` that is an admin's link into an
+    account's folder let the account, with a link of its own on the way, have root make
+    or write a file of that name wherever it pointed, with what its job printed (in a
+    folder whose files root runs or reads as its configuration); a hard link to a file
+    of root's at the name (``fs.protected_hardlinks`` off) had root write in that file."""
+    dir_fd = open_folder(os.path.dirname(path))
+    try:
+        fd = os.open(
+            os.path.basename(path),
+            os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC | flags,
+            0o600,
+            dir_fd=dir_fd,
+        )
+    finally:
+        os.close(dir_fd)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_uid != os.geteuid():
+        os.close(fd)
+        raise OSError(errno.EPERM, "Not a file of the hub's alone", path)
+    os.set_blocking(fd, True)  # (opened without waiting, for a FIFO: a job's output is handed this)
+    return fd
+
+
 _libc = ctypes.CDLL(None, use_errno=True)
 
 

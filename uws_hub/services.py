@@ -279,7 +279,13 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
     )
     jobs.attach(db)
     former_users = FormerUsers(
-        storage, jobs.kept_log_path, account_holder, tasks, log, remove=hub.deleted_users_data == "remove"
+        storage,
+        jobs.kept_log_path,
+        account_holder,
+        tasks,
+        log,
+        remove=hub.deleted_users_data == "remove",
+        server_outputs=jobs.server_output_path,
     )
     former_users.attach(db)
     # what a hub stopped between a user's deletion and its set-aside left: before the hub listens

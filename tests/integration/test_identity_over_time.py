@@ -700,3 +700,31 @@ def test_a_hub_on_a_new_database_shows_no_earlier_jobs_output_as_its_jobs(make_h
     assert server["id"] == 2
     output = hub.api("GET", "jobs/2/output", token, expect=200)
     assert "earlier job" not in json.dumps(output) and "boom: the server cannot start" in json.dumps(output)
+
+
+def test_a_deleted_users_servers_slurm_output_is_set_aside_with_them(make_hub, throwaway, slurm):
+    """A server on SLURM has SLURM write its output (its token among it) to a file of its
+    account's folder, ``job-<id>-<SLURM id>.log``; the hub keeps its end in its own log
+    of the job, which went aside at the user's deletion, but the file itself stayed, of
+    the account's uid: the next account given the uid (``useradd`` gives the one just
+    freed) read it. It is set aside with the rest, where only root reads it."""
+    broken = {
+        "cmd": ["python3", "-c", "print('the server cannot start', flush=True); raise SystemExit(3)"],
+        "resources": ["slurm"],
+        "default_resources": {"cpus": 1, "memory": "128M"},
+    }
+    config = slurmutil.hub_config({"broken": broken})
+    log_dir = re.search(r"c\.UWSHub\.job_log_dir = '([^']+)'", config).group(1)
+    hub = make_hub(config)
+    token = hub.add_user(throwaway)
+    job = launch(hub, token, job_type="broken", resource="slurm")
+    job = hub.wait_job(job["id"], token, ENDED, timeout=120)
+    assert job["status"] == "failed" and job["resource_id"], job
+    output = Path(log_dir) / "slurm" / throwaway / f"job-{job['id']}-{job['resource_id']}.log"
+    assert "the server cannot start" in output.read_text()
+    hub.api("DELETE", f"users/{throwaway}", expect=204)
+    assert not os.path.lexists(output)
+    (entry,) = [p for p in (hub.workspaces_root / ".deleted").iterdir() if f"-{throwaway}-" in p.name]
+    moved = entry / "job-logs" / output.name
+    assert "the server cannot start" in moved.read_text()
+    assert os.stat(moved).st_uid == 0

@@ -74,7 +74,7 @@ def setup(tmp_path):
     engine.dispose()
 
 
-def former_users(root: Path, *, remove: bool = False) -> FormerUsers:
+def former_users(root: Path, *, remove: bool = False, server_outputs=None) -> FormerUsers:
     return FormerUsers(
         WorkspaceStorage(str(root)),
         lambda job_id, log_path, interactive: log_path,
@@ -82,6 +82,7 @@ def former_users(root: Path, *, remove: bool = False) -> FormerUsers:
         NoTasks(),  # type: ignore[arg-type]
         logging.getLogger("test"),
         remove=remove,
+        server_outputs=server_outputs,
     )
 
 
@@ -453,3 +454,83 @@ def test_an_admins_log_link_into_an_accounts_folder_follows_no_link_of_the_accou
     else:
         assert [p.read_text() for p in moved] == ["output"] and not (alice / "dir" / "job-1.log").exists()
     assert pending(root) == []
+
+
+def test_the_output_files_of_their_slurm_servers_are_set_aside_too(setup, tmp_path):
+    """A server on SLURM has SLURM write its output to a file of its account's folder
+    (``job-<id>-<SLURM id>.log``, ``WorkspaceSlurmSpawner.output_dir``); the hub keeps its
+    tail in its own log file of the job, which was set aside at its user's deletion, but
+    the file itself stayed, of their uid, with the servers' secrets in it: the next
+    account given the uid (``useradd`` gives the one just freed) read it. It is set aside
+    with the rest; another user's server's output stays."""
+    db, root, logs, owner = setup
+    folder = logs / "slurm" / "nobody"
+    folder.mkdir(parents=True)
+    for name in ("job-5-17.log", "job-6-18.log"):
+        (folder / name).write_text(f"{name}: the server's token")
+        os.chown(folder / name, 65534, 65534)
+    os.chown(folder, 65534, 65534)
+    ws_id = db.scalar(select(Workspace.id))
+    other = hub_orm.User(name="bo")
+    db.add(other)
+    db.flush()
+    for job_id, owner_id in ((5, owner.id), (6, other.id)):
+        db.add(
+            Job(
+                id=job_id,
+                workspace_id=ws_id,
+                owner_id=owner_id,
+                job_type="lab",
+                resource="slurm",
+                server_name=f"w{job_id}",
+                interactive=True,
+                resource_id=str(12 + job_id),
+                resource_uid=65534,
+                status="completed",
+            )
+        )
+    db.commit()
+
+    def server_output(job: Job, workspace: str) -> str:
+        assert workspace == str(root / "ann" / "w")
+        return str(folder / f"job-{job.id}-{job.resource_id}.log")
+
+    former_users(root, server_outputs=server_output).attach(db)
+    db.delete(owner)
+    db.commit()
+    former_users(root).finish_pending(db)
+    (entry,) = [p for p in (root / DELETED_FOLDER).iterdir() if not p.name.endswith(".pending")]
+    moved = entry / "job-logs" / "job-5-17.log"
+    assert moved.read_text() == "job-5-17.log: the server's token"
+    assert (os.stat(moved).st_uid, os.stat(moved).st_mode & 0o777) == (0, 0o600)
+    assert os.listdir(folder) == ["job-6-18.log"]
+
+
+@pytest.mark.parametrize("name", ["..", "."])
+def test_a_user_named_dot_dot_leaves_the_folders_beside_the_workspaces_root_in_place(tmp_path, name):
+    """The HOME of a deleted user's jobs of the hub's account was taken to be
+    ``<workspaces root>/<name>/.home``: for a user named ``..`` (a name JupyterHub takes,
+    from an identity provider or an admin) that is ``.home`` beside the workspaces
+    root, which was moved aside, root's only, at their deletion. No workspace owner's
+    name starts with a dot (``WorkspaceStorage.directory_for``): there is none of theirs."""
+    root = tmp_path / "workspaces"
+    root.mkdir()
+    (tmp_path / ".home").mkdir()
+    (tmp_path / ".home" / "notes").write_text("an admin's")
+    (root / ".home").mkdir()
+    engine = memory_database()
+    db = Session(engine, expire_on_commit=False)
+    try:
+        user = hub_orm.User(name=name)
+        db.add(user)
+        db.commit()
+        former_users(root).attach(db)
+        db.delete(user)
+        db.commit()
+        former_users(root).finish_pending(db)
+    finally:
+        db.close()
+        engine.dispose()
+    assert (tmp_path / ".home" / "notes").read_text() == "an admin's"
+    assert (root / ".home").is_dir()
+    assert not list((root / DELETED_FOLDER).glob("*/home"))

@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from uws_hub.spawners.slurm.output import make_account_folder, read_tail, remove_output
+from uws_hub.spawners.slurm.output import keep_tail, make_account_folder, read_tail, remove_output
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the hub makes these folders as root")
 LOG = logging.getLogger("test")
@@ -190,3 +190,82 @@ def test_a_deleted_jobs_output_is_not_removed_through_a_link_of_the_account(tmp_
     (scratch / "uws" / "job-7.log").write_text("the job's output")
     remove_output(str(scratch / "uws" / "job-7.log"), LOG)
     assert os.listdir(scratch / "uws") == []
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_holder_record_the_account_made_a_folder_leaves_no_descriptor_open(tmp_path, log_dir, nobody):
+    """A ``batch_output_dir`` in a folder of the account's (``/scratch/{username}/uws``):
+    the record ``.uws.holder`` beside it is where the account makes what it likes. A
+    folder there was opened, and its opening as a text file failed (``IsADirectoryError``)
+    with its descriptor left open in the hub: one more at each of the account's launches,
+    till the hub (root) could open nothing. No record is read from it, and none is left open."""
+    scratch = tmp_path / "scratch" / "nobody"
+    (scratch / "uws").mkdir(parents=True)
+    (scratch / ".uws.holder").mkdir()
+    for folder in (scratch, scratch / "uws", scratch / ".uws.holder"):
+        os.chown(folder, nobody.pw_uid, nobody.pw_gid)
+    before = open_fds()
+    for _ in range(3):
+        try:
+            make_account_folder(str(scratch / "uws"), str(log_dir), nobody, LOG, holder="42:ann")
+        except IsADirectoryError:
+            pass  # (the record cannot be written in its place: the account's own launch fails)
+    assert open_fds() == before
+    assert os.stat(scratch / "uws").st_uid == nobody.pw_uid
+
+
+def test_the_tail_of_an_output_the_job_made_a_folder_is_nothing_and_leaves_no_descriptor_open(tmp_path):
+    """Read by the hub itself, an output the job made a folder was opened, and its opening
+    as a file failed with its descriptor left open: one more at each read."""
+    (tmp_path / "job-1.log").mkdir()
+    before = open_fds()
+    for _ in range(3):
+        assert asyncio.run(read_tail(None, str(tmp_path / "job-1.log"), as_user={}, prefix=[])) == ""  # type: ignore[arg-type]
+    assert open_fds() == before
+
+
+@pytest.mark.parametrize("planted", ["link", "hard link"])
+def test_a_servers_kept_tail_is_written_through_no_link_of_the_accounts_nor_into_a_file_of_roots(
+    tmp_path, nobody, planted, caplog
+):
+    """The hub keeps the end of a server's output in its own log file of the job, in
+    ``job_log_dir``: opened by its path (``O_TRUNC``), a ``job_log_dir`` that is an
+    admin's link into a folder of an account's (``/var/lib/x -> /home/alice/dir``) let
+    the account, with a link of its own for ``dir``, have root empty and write (with the
+    output the job printed) the file of that name wherever it pointed; or, with a hard
+    link to a file of root's at the log's name (``fs.protected_hardlinks`` off), that
+    file. Its folder is walked by descriptor, and a file found there that is not the
+    hub's alone is left as it is."""
+    alice = tmp_path / "alice"
+    (alice / "dir").mkdir(parents=True)
+    os.chown(alice, nobody.pw_uid, nobody.pw_gid)
+    os.chown(alice / "dir", nobody.pw_uid, nobody.pw_gid)
+    (tmp_path / "logs").symlink_to(alice / "dir")  # (the admin's: root's, in a folder of root's)
+    secret = tmp_path / "private" / "secret"
+    secret.parent.mkdir()
+    secret.write_text("root's secret\n")
+    if planted == "link":
+        (alice / "dir").rename(alice / "was-dir")
+        (alice / "dir").symlink_to(secret.parent)
+        os.lchown(alice / "dir", nobody.pw_uid, nobody.pw_gid)
+        target = secret.parent / "job-1.log"
+        target.write_text("another hub's log\n")
+    else:
+        target = secret
+        os.link(secret, alice / "dir" / "job-1.log")
+    before = target.read_text()
+    keep_tail(str(tmp_path / "logs" / "job-1.log"), "* * * * * root the job's own line", LOG)
+    assert target.read_text() == before
+    assert "Cannot write" in caplog.text
+
+
+def test_a_servers_kept_tail_replaces_the_hubs_own_earlier_one(tmp_path):
+    (tmp_path / "job-1.log").write_text("an earlier, longer tail\n")
+    keep_tail(str(tmp_path / "job-1.log"), "the tail", LOG)
+    keep_tail(str(tmp_path / "job-2.log"), "another", LOG)
+    assert (tmp_path / "job-1.log").read_text() == "the tail\n"
+    assert (tmp_path / "job-2.log").read_text() == "another\n"
+    assert os.stat(tmp_path / "job-2.log").st_mode & 0o777 == 0o600

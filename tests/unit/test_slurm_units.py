@@ -955,3 +955,22 @@ async def test_a_command_as_a_user_gets_nothing_of_the_hubs_environment(monkeypa
         reading.cancel()
         shutil.rmtree(folder)
     assert seen is not None and b"PATH=" in seen and b"review3-hub-secret" not in seen
+
+
+def test_a_servers_output_file_is_found_where_its_spawner_had_slurm_write_it():
+    """At a user's deletion, their servers' SLURM output files are set aside: found from
+    the job's row (its SLURM id, its account's uid, its workspace) with the spawner's
+    ``output_dir``, as the spawner names them; not when no account has the uid now."""
+    import logging
+
+    from traitlets.config import Config
+
+    from uws_hub.spawners.slurm import WorkspaceSlurmSpawner
+
+    config = Config()
+    config.WorkspaceSlurmSpawner.output_dir = "{workspace}/.out/{job_log_dir}/{username}/{job_id}"
+    runner = WorkspaceSlurmSpawner.batch_runner(config, "/var/log/uws", logging.getLogger("test"), "h")
+    nobody = pwd.getpwnam("nobody")
+    assert runner.server_output(5, "17", nobody.pw_uid, "/ws/a") == "/ws/a/.out//var/log/uws/nobody/5/job-5-17.log"
+    unused = max(p.pw_uid for p in pwd.getpwall()) + 1
+    assert runner.server_output(5, "17", unused, "/ws/a") is None

@@ -4,9 +4,9 @@ A batch job's log is the stdout and stderr of its command: a file in the
 hub's job log directory (local jobs), or SLURM's output file (SLURM jobs, in
 the account's own folder of the job log directory, ``batch_output_dir``). The
 job's account can write to the latter, so it is opened without following a
-link (the file, and the folder holding it), without blocking (a FIFO), and
-only if it is a regular file of the account the job runs as: a job cannot
-make the hub read anything but its own output.
+link (the file; on the way to it, only an admin's, :func:`~uws_hub.hubfolders.open_folder`),
+without blocking (a FIFO), and only if it is a regular file of the account the job
+runs as: a job cannot make the hub read anything but its own output.
 
 Logs are served to the job's owner and admins only, verbatim: a batch job
 is given no credential of the hub's (no API token), so there is nothing of
@@ -23,9 +23,9 @@ from collections.abc import AsyncIterator
 
 from ..errors import UWSError
 from ..filethreads import in_file_thread
+from ..hubfolders import open_folder
 
 OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
-DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 #: the most a follow reads at once
 FOLLOW_CHUNK_BYTES = 64 * 1024
 #: the most a download of a log reads at once
@@ -40,12 +40,24 @@ class RangeNotSatisfiable(UWSError):
     code = 416
 
 
-def open_log(path: str, owner_uid: int) -> int | None:
-    """A descriptor of the log file, or None if there is none (yet), or it is not a
-    regular file of ``owner_uid``."""
+def _open_log_folder(folder: str) -> int | None:
+    """The folder of a log, opened a folder at a time (an admin's link followed,
+    any other refused: :func:`~uws_hub.hubfolders.open_folder`); None if it cannot be.
+    Opened by its path, only the folder itself was not followed if a link: a link the
+    account put above it (``out`` in ``/scratch/{username}/out/uws``, a
+    ``batch_output_dir`` in the account's folder) led the hub (root) to a file of the account's uid it cannot reach (a former
+    account's of that uid, set aside), read for the job's owner, measured for its stop."""
     try:
-        dir_fd = os.open(os.path.dirname(path), DIR_FLAGS)
+        return open_folder(folder)
     except OSError:
+        return None
+
+
+def open_log(path: str, owner_uid: int) -> int | None:
+    """A descriptor of the log file, or None if there is none (yet), it is not a regular
+    file of ``owner_uid``, or a link that is no admin's is on its way."""
+    dir_fd = _open_log_folder(os.path.dirname(path))
+    if dir_fd is None:
         return None
     try:
         fd = os.open(os.path.basename(path), OPEN_FLAGS, dir_fd=dir_fd)
@@ -70,15 +82,26 @@ def logs_taking_more(paths: dict[int, str], most: int) -> list[int]:
     at whatever the job named: it answered the job whether a path it cannot reach
     exists and takes more than ``most`` (the job was failed or not), and a link into a
     hung or automounted file system held this one call for every running job (and so
-    the reconciler's scan) as long as its ``stat`` took."""
+    the reconciler's scan) as long as its ``stat`` took. Nor is one on its way that is
+    no admin's (as :func:`open_log`): each folder is opened once, by descriptor."""
     over = []
+    by_folder: dict[str, list[tuple[int, str]]] = {}
     for job_id, path in paths.items():
-        try:
-            taken = os.lstat(path).st_blocks * 512
-        except OSError:
+        by_folder.setdefault(os.path.dirname(path), []).append((job_id, os.path.basename(path)))
+    for folder, logs in by_folder.items():
+        dir_fd = _open_log_folder(folder)
+        if dir_fd is None:
             continue
-        if taken > most:
-            over.append(job_id)
+        try:
+            for job_id, name in logs:
+                try:
+                    taken = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_blocks * 512
+                except OSError:
+                    continue
+                if taken > most:
+                    over.append(job_id)
+        finally:
+            os.close(dir_fd)
     return over
 
 

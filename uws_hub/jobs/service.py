@@ -611,6 +611,16 @@ class JobService:
             return log_path
         return self._server_log_path(job_id) if interactive else None
 
+    def server_output_path(self, job: Job, workspace: str) -> str | None:
+        """The file a server's resource had it write its output to itself, beside the hub's
+        log file of the job (a SLURM server's, in its account's folder: the hub keeps its
+        tail, :meth:`kept_log_path`); None if it has none (its resource's runner makes no
+        such file, or it was never submitted). ``workspace``: the job's workspace's folder."""
+        if not job.interactive or job.resource_id is None or job.resource_uid is None:
+            return None
+        server_output = getattr(self.runners.get(job.resource), "server_output", None)
+        return server_output(job.id, job.resource_id, job.resource_uid, workspace) if server_output else None
+
     def _server_log_path(self, job_id: int) -> str:
         return os.path.join(self.job_log_dir, f"job-{job_id}.log")
 

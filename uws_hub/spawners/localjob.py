@@ -44,6 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..hubfolders import open_own_file
 from . import wrapper
 from .groupnames import group_name, is_group_name
 from .localorphans import WRAPPER_MARK
@@ -221,8 +222,10 @@ def job_groups(account: pwd.struct_passwd, prefix: str | None, workspace_id: int
 def open_log(path: str) -> int:
     """A local job's log file, opened to append its output: the hub's own, 0600 (its
     folder may be passable by every account, see ``WorkspaceSlurmSpawner.batch_output_dir``),
-    never through a link."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    through no link of an account's, and no file that is not the hub's alone
+    (:func:`~uws_hub.hubfolders.open_own_file`: earlier versions, opening it by its
+    path, chmodded and appended the job's output to whatever such a link led to)."""
+    fd = open_own_file(path, os.O_APPEND)
     os.fchmod(fd, 0o600)
     return fd
 

@@ -7,7 +7,8 @@ often the one just freed, whose owner then held the former user's research
 data; and a new hub user of the same name had workspaces made beside theirs.
 
 At the deletion, in the commit's own flush (:meth:`FormerUsers._before_flush`),
-the user's workspace folders, their jobs' log files and the HOME of their
+the user's workspace folders, their jobs' log files (and their SLURM servers'
+output files, :attr:`Leftovers.server_outputs`) and the HOME of their
 jobs of the hub's own account are listed and the list recorded in a file of
 the hub's (``<workspaces root>/.deleted/<entry>.pending``, whole and synced:
 :meth:`FormerUsers._record`); after the commit,
@@ -75,6 +76,10 @@ class Leftovers:
     folders: list[tuple[str, str]] = field(default_factory=list)
     #: their jobs' log files
     logs: list[str] = field(default_factory=list)
+    #: the output files their servers' resource had them write (a SLURM server's, in their
+    #: account's folder): the hub kept its tail in its own log file (:attr:`logs`); the file
+    #: itself, of their uid, stayed the next account's of that uid, servers' secrets in it
+    server_outputs: list[str] = field(default_factory=list)
     #: the log files of batch jobs they launched in others' workspaces (an editor's): set
     #: aside if their account's (SLURM's, in its folder), not the hub's. The job stays, with
     #: its workspace; its log, of their uid, was the next account's of that uid; its owner
@@ -94,10 +99,13 @@ class FormerUsers:
         log: logging.Logger,
         *,
         remove: bool = False,
+        server_outputs: Callable[[Job, str], str | None] | None = None,
     ):
         self.storage = storage
         #: :meth:`uws_hub.jobs.service.JobService.kept_log_path`
         self.log_paths = log_paths
+        #: :meth:`uws_hub.jobs.service.JobService.server_output_path`
+        self.server_outputs = server_outputs
         #: :func:`uws_hub.jobs.service.account_holder`
         self.holder_of = holder_of
         self.tasks = tasks
@@ -127,7 +135,9 @@ class FormerUsers:
                 )
                 directories = db.scalars(select(Workspace.directory).where(Workspace.owner_id == user.id))
                 leftovers.folders = [("workspaces", d) for d in directories]
-                if os.sep not in user.name:  # (the HOME of their jobs of the hub's account, if any)
+                # the HOME of their jobs of the hub's account, if any: in their folder of the
+                # root, which no name with a leading dot has (``..``'s was beside the root)
+                if os.sep not in user.name and not user.name.startswith("."):
                     leftovers.folders.append(("home", os.path.join(self.storage.root, user.name, ".home")))
                 for job_id, log_path, interactive in db.execute(
                     select(Job.id, Job.log_path, Job.interactive).where(Job.owner_id == user.id)
@@ -135,6 +145,15 @@ class FormerUsers:
                     path = self.log_paths(job_id, log_path, interactive)
                     if path is not None:
                         leftovers.logs.append(path)
+                if self.server_outputs is not None:
+                    for job, workspace in db.execute(
+                        select(Job, Workspace.directory)
+                        .join(Workspace, Job.workspace_id == Workspace.id)
+                        .where(Job.owner_id == user.id, Job.interactive.is_(True), Job.resource_id.is_not(None))
+                    ):
+                        path = self.server_outputs(job, workspace)
+                        if path is not None:
+                            leftovers.server_outputs.append(path)
                 leftovers.launched_logs = list(
                     db.scalars(
                         select(Job.log_path).where(
@@ -231,7 +250,7 @@ class FormerUsers:
         for what, folder in leftovers.folders:
             if os.path.lexists(folder):
                 moved.append(self._move_folder(folder, os.path.join(aside, what)))
-        logs = [p for p in leftovers.logs if os.path.lexists(p)]
+        logs = [p for p in leftovers.logs + leftovers.server_outputs if os.path.lexists(p)]
         logs += [p for p in leftovers.launched_logs if _not_the_hubs(p)]
         for path in logs:
             log_moved = self._move_log(path, os.path.join(aside, "job-logs"))

@@ -38,7 +38,7 @@ from typing import Any
 
 from ..batch import BatchLaunch, RunState
 from .commands import as_account, check_scancel, scancel_argv
-from .output import make_account_folder, remove_output
+from .output import make_account_folder, remove_output, server_output_path
 from .parsing import describe_batch_end, job_name, parse_exit_code, parse_sbatch
 from .poller import SlurmPoller
 from .script import SBATCH_RESOURCES, render_batch_script, submit_environment
@@ -113,6 +113,23 @@ class SlurmBatchRunner:
 
     def log_path(self, launch: BatchLaunch) -> str:
         return os.path.join(self._output_dir(launch), f"job-{launch.job_id}.log")
+
+    def server_output(self, job_id: int, slurm_id: str, uid: int, workspace: str) -> str | None:
+        """The output file of a server (an interactive job) this resource ran as SLURM job
+        ``slurm_id`` as the account of ``uid``, in ``workspace`` (its spawner's
+        ``output_dir``); None if no account has the uid now (its folder's name is unknown)."""
+        try:
+            username = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            return None
+        return server_output_path(
+            self.settings.output_dir,
+            job_log_dir=self.log_dir,
+            workspace=workspace,
+            username=username,
+            job_id=job_id,
+            slurm_id=slurm_id,
+        )
 
     def log_owner(self, launch: BatchLaunch) -> int:
         # SLURM writes the file as the job's account

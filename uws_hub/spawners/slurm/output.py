@@ -12,7 +12,7 @@ import stat
 import uuid
 from typing import Any
 
-from ...hubfolders import DIR_FLAGS, open_folder, open_folder_of, rename_noreplace
+from ...hubfolders import DIR_FLAGS, open_folder, open_folder_of, open_own_file, rename_noreplace
 from .commands import SlurmCommandError, command_environment
 from .poller import SlurmPoller
 
@@ -49,9 +49,9 @@ def _read_end(path: str, max_bytes: int) -> str:
     Opened without waiting or following, what is no regular file has no tail ("")."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        if not _regular(fd):
+            return ""
         with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return ""
             f.seek(0, os.SEEK_END)
             f.seek(max(0, f.tell() - max_bytes))
             return f.read(max_bytes).decode("utf-8", "replace")
@@ -59,10 +59,22 @@ def _read_end(path: str, max_bytes: int) -> str:
         return ""
 
 
+def server_output_path(
+    output_dir: str, *, job_log_dir: str, workspace: str, username: str, job_id: int, slurm_id: str
+) -> str:
+    """A server's output file (``WorkspaceSlurmSpawner.output_dir``, its fields replaced,
+    then ``job-<id>-<SLURM id>.log``): where the spawner has SLURM write it, and where a
+    deleted user's is found to be set aside (:meth:`SlurmBatchRunner.server_output`)."""
+    directory = output_dir.format(job_log_dir=job_log_dir, workspace=workspace, username=username, job_id=job_id)
+    return os.path.join(directory, f"job-{job_id}-{slurm_id}.log")
+
+
 def keep_tail(log_path: str, text: str, log: logging.Logger) -> None:
-    """Write ``text`` to the hub's log file of the job, never through a link planted there."""
+    """Write ``text`` to the hub's log file of the job (:func:`~uws_hub.hubfolders.open_own_file`:
+    through no link of an account's, into no file that is not the hub's alone)."""
     try:
-        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        fd = open_own_file(log_path)
+        os.ftruncate(fd, 0)
         with os.fdopen(fd, "w") as f:
             f.write(text + "\n")
     except OSError as e:
@@ -214,17 +226,27 @@ def _make_account_folder_at(
 def _read_holder(dir_fd: int, name: str) -> str | None:
     """The hub user recorded in the hub's own file ``name`` (in the folder open at
     ``dir_fd``); None if there is none, or if it is no regular file (never followed
-    through a link, never a FIFO's open that waits for a writer)."""
+    through a link, never a FIFO's open that waits for a writer, a folder's closed)."""
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError as e:
         if e.errno in (errno.ENOENT, errno.ELOOP, errno.ENXIO):
             return None
         raise
+    if not _regular(fd):
+        return None
     with os.fdopen(fd, encoding="utf-8") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
         return f.read(4096).strip() or None
+
+
+def _regular(fd: int) -> bool:
+    """Whether ``fd`` is open on a regular file; if not, it is closed. (``os.fdopen`` of a
+    folder fails, ``IsADirectoryError``, and leaves the descriptor open: a folder made in
+    place of a file the hub reads left one more open in the hub at each read.)"""
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+        return True
+    os.close(fd)
+    return False
 
 
 def _write_holder(dir_fd: int, name: str, holder: str) -> None:

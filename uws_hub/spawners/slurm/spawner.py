@@ -66,7 +66,7 @@ from ..mixins import WorkspaceSpawnerMixin
 from .batch import DEFAULT_BATCH_JOB_SCRIPT, SlurmBatchRunner
 from .commands import as_account, check_scancel, scancel_argv
 from .orphans import sweep
-from .output import OUTPUT_TAIL_BYTES, keep_tail, make_account_folder, read_tail
+from .output import OUTPUT_TAIL_BYTES, keep_tail, make_account_folder, read_tail, server_output_path
 from .parsing import (
     JobState,
     describe_end,
@@ -516,13 +516,14 @@ class WorkspaceSlurmSpawner(WorkspaceSpawnerMixin, SlurmSpawner):
     def output_path(self, slurm_id: str = "%j") -> str:
         """The job's output file (``%j``: SLURM's job id, until it is known)."""
         launch = self.require_launch()
-        directory = self.output_dir.format(
+        return server_output_path(
+            self.output_dir,
             job_log_dir=self._job_log_dir(),
             workspace=launch.directory,
             username=self._username(),
             job_id=launch.job_id,
+            slurm_id=slurm_id,
         )
-        return os.path.join(directory, f"job-{launch.job_id}-{slurm_id}.log")
 
     def _as_user(self) -> dict[str, Any]:
         """Popen arguments that run a command as the job's account (hub as root)."""
