@@ -49,9 +49,6 @@ MIN_STARTS_WHEN_LATE = 2
 
 #: the longest new starts wait for launch requests being answered (see LaunchRequests)
 LAUNCH_REQUESTS_FIRST_SECONDS = 1.0
-#: how long after a burst of launch requests was answered new starts still wait for the
-#: next part of the burst to be read (see LaunchRequests)
-LAUNCH_REQUESTS_GRACE_SECONDS = 0.02
 
 
 class LaunchRequests:
@@ -64,62 +61,38 @@ class LaunchRequests:
     (200 POSTs at once) reaches the hub in a few reads and is answered one after
     the other: the starts of the first jobs, begun between those answers, made
     the last answers wait for them. Starts wait instead until the answers are out
-    (the job's own start comes no later: its launch was answered). After a burst
-    (two requests or more at once) they wait ``grace_seconds`` more: the next part
-    of the burst, already sent, is read in the loop's next turns. They wait at
-    most ``max_seconds`` from the first request of a run that never ends (launches
-    overlapping for good), then go ahead as before. Listeners (the start line's
-    wake) are called when the wait ends.
+    (the job's own start comes no later: its launch was answered). They wait at
+    most :data:`LAUNCH_REQUESTS_FIRST_SECONDS` from the first request of a run
+    that never ends (launches overlapping for good), then go ahead as before.
+    Listeners (the start line's wake) are called when the wait ends.
     """
 
-    def __init__(
-        self,
-        clock: Callable[[], float] = time.monotonic,
-        max_seconds: float = LAUNCH_REQUESTS_FIRST_SECONDS,
-        grace_seconds: float = LAUNCH_REQUESTS_GRACE_SECONDS,
-        call_later: Callable[[float, Callable[[], None]], Any] | None = None,
-    ):
+    def __init__(self, clock: Callable[[], float] = time.monotonic, max_seconds: float = LAUNCH_REQUESTS_FIRST_SECONDS):
         self.clock = clock
         self.max_seconds = max_seconds
-        self.grace_seconds = grace_seconds
-        #: how to call a function later (default: the running event loop's call_later)
-        self.call_later = call_later
         #: requests begun and not ended
         self.count = 0
-        #: when the present run of requests began, and the most at once in it
+        #: when the count last went from 0 to 1
         self._since = 0.0
-        self._peak = 0
-        #: new starts wait until then after a burst was answered
-        self._grace_until = 0.0
         self._listeners: list[Callable[[], None]] = []
 
     def add_listener(self, listener: Callable[[], None]) -> None:
         self._listeners.append(listener)
 
     def begin(self) -> None:
-        now = self.clock()
-        if self.count == 0 and now >= self._grace_until:
-            self._since, self._peak = now, 0
+        if self.count == 0:
+            self._since = self.clock()
         self.count += 1
-        self._peak = max(self._peak, self.count)
 
     def end(self) -> None:
         self.count -= 1
-        if self.count == 0 and self._peak > 1 and self.grace_seconds:
-            self._grace_until = self.clock() + self.grace_seconds
-            (self.call_later or asyncio.get_running_loop().call_later)(self.grace_seconds, self._wake)
-        else:
-            self._wake()
-
-    def _wake(self) -> None:
         if not self.waiting():
             for listener in self._listeners:
                 listener()
 
     def waiting(self) -> bool:
         """Whether new starts wait now."""
-        now = self.clock()
-        return (self.count > 0 or now < self._grace_until) and now - self._since < self.max_seconds
+        return self.count > 0 and self.clock() - self._since < self.max_seconds
 
 
 @dataclass(eq=False)
