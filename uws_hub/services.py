@@ -29,7 +29,7 @@ from .jobs.batch import BatchSteps
 from .jobs.destruction import DestructionSteps
 from .jobs.launch import check_resource_limits
 from .jobs.queue import QUEUE_KEY, QueueSteps
-from .jobs.reconcile import JobSteps, LaunchRequests
+from .jobs.reconcile import JobSteps
 from .jobs.servers import ServerControl
 from .jobs.service import JobService, account_holder
 from .jobs.types import JobType
@@ -97,8 +97,6 @@ class Services:
     stream_recheck_seconds: float = 10.0
     #: the API handlers' token lookups (see :mod:`uws_hub.tokenids`)
     token_ids: TokenIds = field(default_factory=TokenIds)
-    #: the launch requests being answered, which new job starts wait for
-    launch_requests: LaunchRequests = field(default_factory=LaunchRequests)
 
     def workspace_models(self, items: list[Workspace]) -> list[dict[str, Any]]:
         """The API's models of these workspaces, with their unfinished and latest jobs (one query)."""
@@ -312,7 +310,6 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         max_attempts=hub.job_max_attempts,
         stopping_timeout=hub.job_stopping_timeout,
     )
-    launch_requests = LaunchRequests()
     job_steps = JobSteps(
         jobs,
         servers,
@@ -329,12 +326,9 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         start_poll_interval=hub.job_start_poll_interval,
         loop_lag=loop_lag.lag,
         max_loop_lag=hub.job_start_max_loop_lag_seconds,
-        launch_requests=launch_requests,
     )
-    # starts held back while the loop was late go ahead once it has caught up, and
-    # those held back for launch requests once these are answered
+    # starts held back while the loop was late go ahead once it has caught up
     loop_lag.add_listener(job_steps.wake_start_line)
-    launch_requests.add_listener(job_steps.wake_start_line)
     reconciler = Reconciler(
         queue,
         [
@@ -393,7 +387,6 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
         usage=usage,
         tasks=tasks,
         loop_lag=loop_lag,
-        launch_requests=launch_requests,
         share_search=hub.share_search,
         share_search_show_email=hub.share_search_show_email,
         editors_run_code=hub.editors_run_code,

@@ -12,13 +12,11 @@ from __future__ import annotations
 import sys
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ..helpers import MULTIUSER_CONFIG, SSEReader
-from ..hubutil import wait_for
+from ..helpers import MULTIUSER_CONFIG
 
 #: a server that starts and never answers: its start holds a slot until it is stopped
 HANG_CMD = [sys.executable, "-c", "import time; time.sleep(600)"]
@@ -153,41 +151,3 @@ def test_max_local_starts_runs_one_local_start_at_a_time(make_hub, system_users)
         assert later["queued_at"] >= earlier["running_at"]
     for job in started:
         hub.api("POST", f"jobs/{job['id']}/stop", hub.alice, expect=202)
-
-
-def test_a_burst_of_launches_is_answered_and_every_job_runs_with_every_event(hub, alice):
-    """Launches made all at once (the requests reach the hub together: new starts wait
-    until they are answered, uws_hub.jobs.reconcile.LaunchRequests) are each answered
-    202, and every job then runs: none is left waiting once the answers are out. A
-    stream reader gets each job's changes once, in order, with no stored event missing."""
-    n = 24
-    workspaces = [
-        hub.api("POST", "workspaces", alice, json={"name": f"burst {i} {uuid.uuid4().hex[:6]}"}, expect=201)
-        for i in range(n)
-    ]
-    stream = SSEReader(hub, alice)
-    try:
-        with ThreadPoolExecutor(n) as pool:
-            answers = list(
-                pool.map(
-                    lambda ws: hub.request("POST", f"workspaces/{ws['id']}/jobs", alice, json={"job_type": "minimal"}),
-                    workspaces,
-                )
-            )
-        assert [r.status_code for r in answers] == [202] * n, [r.text for r in answers if r.status_code != 202]
-        jobs = [r.json() for r in answers]
-        ran = [hub.wait_job(job["id"], alice, {"running", "failed"}, timeout=120) for job in jobs]
-        assert [job["status"] for job in ran] == ["running"] * n, [job["reason"] for job in ran]
-        for job in jobs:
-            hub.api("POST", f"jobs/{job['id']}/stop", alice, expect=202)
-        for job in jobs:
-            hub.wait_job(job["id"], alice, {"completed"})
-        wait_for(
-            lambda: all("completed" in stream.job_statuses(job["id"]) for job in jobs), 30, what="every job's events"
-        )
-        for job in jobs:
-            assert stream.job_statuses(job["id"]) == ["pending", "queued", "running", "stopping", "completed"]
-        ids = [e["id"] for e in stream.events if e["id"] is not None]
-        assert ids == sorted(set(ids))  # each stored event once, in order
-    finally:
-        stream.close()

@@ -28,7 +28,7 @@ from uws_hub.jobs import queue as queue_module
 from uws_hub.jobs.batch import BatchSteps
 from uws_hub.jobs.launch import check_resource_limits
 from uws_hub.jobs.queue import QueueSteps, Waiting
-from uws_hub.jobs.reconcile import MIN_STARTS_WHEN_LATE, JobSteps, LaunchRequests
+from uws_hub.jobs.reconcile import MIN_STARTS_WHEN_LATE, JobSteps
 from uws_hub.jobs.service import JobService
 from uws_hub.jobs.types import parse_job_types
 from uws_hub.orm import EndedCoreUsage, Event, Job, Share, Workspace, utcnow
@@ -2481,44 +2481,6 @@ async def test_starts_wait_while_the_event_loop_is_late_and_go_once_it_caught_up
     assert await woken_jobs(hub) == [jobs[3].id]
     await steps.reconcile(jobs[3].id)
     assert sorted(servers.spawners) == ["w0", "w1", "w2", "w3"]
-    servers.release.set()
-    await hub.pool.close()
-
-
-async def test_starts_wait_while_launch_requests_are_answered_and_go_once_they_are(hub):
-    """While launch requests are being answered (a burst of POSTs read at once), no new
-    start begins: its bookkeeping would make the requests after it wait. The jobs wait
-    in launch order and are woken when the last request has ended; a run of requests
-    that never ends holds them back no longer than ``max_seconds``. Failed before: the
-    first launches' starts began between the answers."""
-    now = [0.0]
-    requests = LaunchRequests(clock=lambda: now[0], max_seconds=1.0)
-    steps, servers = job_steps(hub, "slow", launch_requests=requests)
-    requests.add_listener(steps.wake_start_line)
-    requests.begin(), requests.begin()  # two launch requests came in
-    jobs = [hub.jobs.launch(workspace(hub, "ann", f"w{i}"), "lab", None, {}, "ann") for i in range(2)]
-    for job in jobs:
-        await steps.reconcile(job.id)
-    assert servers.spawners == {}  # none started: they wait
-    await woken_jobs(hub)  # the launches' wake-ups
-    requests.end()
-    assert await woken_jobs(hub) == []  # one request still being answered
-    requests.end()
-    assert await woken_jobs(hub) == [job.id for job in jobs]  # all answered: the line goes
-    for job in jobs:
-        await steps.reconcile(job.id)
-    assert sorted(servers.spawners) == ["w0", "w1"]
-    # launch requests that overlap for good hold new starts back for max_seconds at most
-    requests.begin()
-    late = hub.jobs.launch(workspace(hub, "ben", "w2"), "lab", None, {}, "ben")
-    await steps.reconcile(late.id)
-    assert "w2" not in servers.spawners
-    await woken_jobs(hub)
-    now[0] = 1.5
-    requests.begin(), requests.end()  # another request came and went, the first still open
-    assert await woken_jobs(hub) == [late.id]
-    await steps.reconcile(late.id)
-    assert "w2" in servers.spawners
     servers.release.set()
     await hub.pool.close()
 

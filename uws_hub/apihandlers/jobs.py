@@ -56,31 +56,6 @@ class JobTypesAPIHandler(UWSAPIHandler):
 
 
 class WorkspaceJobsAPIHandler(UWSAPIHandler):
-    #: whether this request is counted in the launch requests being answered
-    _counted = False
-
-    def initialize(self):
-        # counted from the moment the request has come in (its handler is made once it
-        # has been read), not from its turn: new job starts wait for the launch requests
-        # in line (uws_hub.jobs.reconcile.LaunchRequests)
-        super().initialize()
-        if self.request.method == "POST":
-            self.uws.launch_requests.begin()
-            self._counted = True
-
-    def _uncount(self) -> None:
-        if self._counted:
-            self._counted = False
-            self.uws.launch_requests.end()
-
-    def on_finish(self):
-        self._uncount()
-        super().on_finish()
-
-    def on_connection_close(self):
-        self._uncount()
-        super().on_connection_close()
-
     @requires(LAUNCH_JOBS)
     async def post(self, workspace_id):
         ws = self.find_workspace(workspace_id, LAUNCH_JOBS)

@@ -18,7 +18,6 @@ import heapq
 import itertools
 import logging
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -46,53 +45,6 @@ STARTING = (JobStatus.pending.value, JobStatus.queued.value)
 #: JobSteps._free_start_slots):
 #: some progress however busy the hub is
 MIN_STARTS_WHEN_LATE = 2
-
-#: the longest new starts wait for launch requests being answered (see LaunchRequests)
-LAUNCH_REQUESTS_FIRST_SECONDS = 1.0
-
-
-class LaunchRequests:
-    """The launch requests (``POST /hub/api/workspaces/{id}/jobs``) being answered: while
-    there are any, new job starts wait (:meth:`JobSteps._free_start_slots`).
-
-    A launch's answer is its job recorded (one commit, a few milliseconds); its
-    start's bookkeeping (JupyterHub's spawn, its commits, the process's fork) is as
-    much again, and the process then takes CPU from the hub. A burst of launches
-    (200 POSTs at once) reaches the hub in a few reads and is answered one after
-    the other: the starts of the first jobs, begun between those answers, made
-    the last answers wait for them. Starts wait instead until the answers are out
-    (the job's own start comes no later: its launch was answered). They wait at
-    most :data:`LAUNCH_REQUESTS_FIRST_SECONDS` from the first request of a run
-    that never ends (launches overlapping for good), then go ahead as before.
-    Listeners (the start line's wake) are called when the wait ends.
-    """
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic, max_seconds: float = LAUNCH_REQUESTS_FIRST_SECONDS):
-        self.clock = clock
-        self.max_seconds = max_seconds
-        #: requests begun and not ended
-        self.count = 0
-        #: when the count last went from 0 to 1
-        self._since = 0.0
-        self._listeners: list[Callable[[], None]] = []
-
-    def add_listener(self, listener: Callable[[], None]) -> None:
-        self._listeners.append(listener)
-
-    def begin(self) -> None:
-        if self.count == 0:
-            self._since = self.clock()
-        self.count += 1
-
-    def end(self) -> None:
-        self.count -= 1
-        if not self.waiting():
-            for listener in self._listeners:
-                listener()
-
-    def waiting(self) -> bool:
-        """Whether new starts wait now."""
-        return self.count > 0 and self.clock() - self._since < self.max_seconds
 
 
 @dataclass(eq=False)
@@ -157,7 +109,6 @@ class JobSteps:
         start_poll_interval: float = 0.5,
         loop_lag: Callable[[], float] | None = None,
         max_loop_lag: float = 0,
-        launch_requests: LaunchRequests | None = None,
     ):
         self.jobs = jobs
         self.db = jobs.db
@@ -177,8 +128,6 @@ class JobSteps:
         #: starts beyond MIN_STARTS_WHEN_LATE begin (0: starts do not look at it)
         self.loop_lag = loop_lag
         self.max_loop_lag = max_loop_lag
-        #: the launch requests being answered, which new starts wait for (None: they do not)
-        self.launch_requests = launch_requests
         self.start_poll_interval = start_poll_interval
         self.batch = batch
         #: starts under way in this process whose outcome the steps are to take, by job id
@@ -412,7 +361,6 @@ class JobSteps:
         more than :data:`MIN_STARTS_WHEN_LATE` in their bookkeeping (JupyterHub's
         spawn, a dozen commits, the process or ``sbatch``; until the resource has
         taken the job): a burst of those would make every request and event wait.
-        And none while launch requests are being answered (:class:`LaunchRequests`).
         Starts under way go on; new ones wait until the loop has caught up, so
         requests come first and starts take the time that is left. A start that
         only waits (a batch job held in SLURM's queue) does not count.
@@ -423,8 +371,6 @@ class JobSteps:
         the hub's loop would wait behind). A start whose job was handed to a
         resource elsewhere (submitted to SLURM) does not count.
         """
-        if self.launch_requests is not None and self.launch_requests.waiting():
-            return 0
         free = (self.concurrent_starts or sys.maxsize) - self._starts_running
         if self.max_local_starts:
             free = min(free, self.max_local_starts - self._starts_here)
