@@ -1341,6 +1341,54 @@ def run_batch_job(hub, ws: Workspace, *, seconds: float) -> Job:
     return job
 
 
+def kept_sum(hub, user_id: int):
+    return hub.db.execute(
+        select(EndedCoreUsage.period_start, EndedCoreUsage.core_microseconds).where(EndedCoreUsage.user_id == user_id)
+    ).one()
+
+
+def test_a_sum_made_meanwhile_by_another_transaction_is_added_to_not_replaced(hub, monkeypatch):
+    """The period's first end makes its owner's kept sum from their other ended jobs. A sum
+    of the period made between its update (which found none) and its insert (another hub
+    process on PostgreSQL, whose end this transaction cannot see) was replaced, and the
+    core-hours that sum counted were lost: it is added to."""
+    ann = hub.users["ann"]
+    ws = workspace(hub)
+    hub.db.execute(delete(EndedCoreUsage))
+    hub.db.commit()
+    sum_ended = hub.quotas._sum_ended
+
+    def another_end_meanwhile(rows, start):
+        hub.db.connection().execute(
+            EndedCoreUsage.__table__.insert().values(
+                user_id=ann.id, period=hub.quotas.period, period_start=start, core_microseconds=7_000_000
+            )
+        )
+        return sum_ended(rows, start)
+
+    monkeypatch.setattr(hub.quotas, "_sum_ended", another_end_meanwhile)
+    run_batch_job(hub, ws, seconds=60)
+    assert kept_sum(hub, ann.id).core_microseconds // 1_000_000 in (67, 68)
+
+
+def test_a_clock_stepped_back_across_a_periods_start_leaves_the_new_periods_sum(hub, monkeypatch):
+    """An end stamped in the previous period (the clock stepped back across the period's
+    start) made the sum of that period, replacing the current period's sum and losing the
+    core-hours it counted (deleted jobs' included)."""
+    ann = hub.users["ann"]
+    run_batch_job(hub, workspace(hub), seconds=90)
+    before = kept_sum(hub, ann.id)
+    earlier = period_start(utcnow(), hub.quotas.period) - timedelta(days=1)
+    monkeypatch.setattr(quotas_module, "utcnow", lambda: earlier)
+    job = batch_job(workspace(hub, slug="b"), "pending")
+    hub.db.add(job)
+    hub.db.commit()
+    hub.jobs.transition(job, JobStatus.running, at=earlier - timedelta(seconds=30))
+    hub.jobs.transition(job, JobStatus.completed, at=earlier)
+    hub.db.commit()
+    assert kept_sum(hub, ann.id) == before
+
+
 def test_a_core_hour_check_only_reads(hub):
     """A check (a page's usage, a launch's) of a user whose kept sum is missing sums their
     jobs and writes nothing: a write would hold the database's write lock (SQLite) until

@@ -49,7 +49,7 @@ from datetime import datetime
 from typing import Any
 
 from jupyterhub import orm as hub_orm
-from sqlalchemy import ColumnElement, bindparam, case, delete, func, select, update
+from sqlalchemy import ColumnElement, bindparam, case, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import CursorResult
@@ -314,17 +314,25 @@ class QuotaService:
         if result.rowcount:
             return
         others = self._sum_ended(conn.execute(self._ended_jobs(job.owner_id, start, excluding=job.id)), start)
-        self._put_kept_sum(job.owner_id, start, others + added)
+        if not self._put_kept_sum(job.owner_id, start, others + added):
+            # another transaction made this period's sum since the update above (a second
+            # hub process on PostgreSQL): added to, as any later end is
+            conn.execute(_ADD_ENDED, {**key, "added": added})
 
-    def _put_kept_sum(self, user_id: int, start: datetime, core_microseconds: int) -> None:
-        """Make (or replace one of another period by) the user's kept sum of the period from ``start``."""
+    def _put_kept_sum(self, user_id: int, start: datetime, core_microseconds: int) -> bool:
+        """Make the user's kept sum of the period from ``start``, or replace one of an earlier
+        period (or of another ``quota_period``); returns whether it did. Never one of this
+        period (made meanwhile by another transaction: replaced, the ends it had counted
+        were lost) nor of a later one (the clock stepped back across a period's start)."""
         values = {"period": self.period, "period_start": start, "core_microseconds": core_microseconds}
         insert = {"postgresql": postgresql_insert, "sqlite": sqlite_insert}[self.db.get_bind().dialect.name]
-        self.db.connection().execute(
+        replaceable = or_(EndedCoreUsage.period != self.period, EndedCoreUsage.period_start < start)
+        result: CursorResult = self.db.connection().execute(
             insert(EndedCoreUsage)  # type: ignore[attr-defined]
             .values(user_id=user_id, **values)
-            .on_conflict_do_update(index_elements=[EndedCoreUsage.user_id], set_=values)
+            .on_conflict_do_update(index_elements=[EndedCoreUsage.user_id], set_=values, where=replaceable)
         )
+        return bool(result.rowcount)
 
     def keep_ended_usage(self, user_id: int) -> None:
         """Ended jobs of the user are about to be deleted (a job, a workspace): their run time
