@@ -138,18 +138,21 @@ def rename_noreplace(src_dir_fd: int, src: str, dst_dir_fd: int, dst: str) -> No
     """Rename ``src`` to ``dst`` (each relative to its open directory) unless ``dst`` exists
     (FileExistsError), atomically: ``renameat2`` with ``RENAME_NOREPLACE``.
 
-    Where the file system or the C library cannot do that (NFS, old kernels), the
-    check comes just before a plain rename: then something made at ``dst`` in
+    Where the file system or the C library cannot do that (NFS, old kernels), or a
+    seccomp filter refuses ``renameat2`` (older Docker profiles, which say ``EPERM``),
+    the check comes just before a plain rename: then something made at ``dst`` in
     between is replaced, which only those who may write in ``dst``'s folder can cause.
+    A plain rename that the hub may not make fails with its own error again.
     """
     renameat2 = getattr(_libc, "renameat2", None)
     if renameat2 is not None:
         if renameat2(src_dir_fd, os.fsencode(src), dst_dir_fd, os.fsencode(dst), RENAME_NOREPLACE) == 0:
             return
         err = ctypes.get_errno()
-        if err not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM):
             raise OSError(err, os.strerror(err), dst)
-        # EINVAL is also a directory moved into itself: the rename below says so again
+        # EINVAL is also a directory moved into itself, EPERM a rename the hub may not
+        # make (a sticky folder's file of another's): the rename below says so again
     try:
         os.stat(dst, dir_fd=dst_dir_fd, follow_symlinks=False)
     except FileNotFoundError:

@@ -3,11 +3,13 @@ an admin's, followed, and which are refused."""
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 
 import pytest
 
+from uws_hub import hubfolders
 from uws_hub.hubfolders import open_folder
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="whose a link is matters to root")
@@ -64,3 +66,47 @@ def test_missing_folders_are_made_when_asked(tmp_path):
         open_folder(str(tmp_path / "x" / "y"))
     os.close(open_folder(str(tmp_path / "x" / "y"), make=0o711))
     assert (tmp_path / "x" / "y").is_dir() and os.stat(tmp_path / "x").st_mode & 0o777 == 0o711
+
+
+@pytest.mark.parametrize("refusal", [errno.EPERM, errno.ENOSYS, errno.EINVAL])
+def test_without_renameat2_a_rename_still_never_replaces(tmp_path, monkeypatch, refusal):
+    """Where ``renameat2`` is refused (an older Docker seccomp profile says EPERM; an old
+    kernel ENOSYS; NFS EINVAL) the rename is still made, and still never replaces a name
+    that is there."""
+
+    class NoRenameat2:
+        @staticmethod
+        def renameat2(*args):
+            ctypes.set_errno(refusal)
+            return -1
+
+    monkeypatch.setattr(hubfolders, "_libc", NoRenameat2())
+    (tmp_path / "a").write_text("a")
+    (tmp_path / "taken").write_text("kept")
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.raises(FileExistsError):
+            hubfolders.rename_noreplace(fd, "a", fd, "taken")
+        assert (tmp_path / "taken").read_text() == "kept" and (tmp_path / "a").exists()
+        hubfolders.rename_noreplace(fd, "a", fd, "b")
+    finally:
+        os.close(fd)
+    assert (tmp_path / "b").read_text() == "a" and not (tmp_path / "a").exists()
+
+
+def test_renameat2_refusing_otherwise_is_said(tmp_path, monkeypatch):
+    class Refusing:
+        @staticmethod
+        def renameat2(*args):
+            ctypes.set_errno(errno.EACCES)
+            return -1
+
+    monkeypatch.setattr(hubfolders, "_libc", Refusing())
+    (tmp_path / "a").write_text("a")
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.raises(PermissionError):
+            hubfolders.rename_noreplace(fd, "a", fd, "b")
+    finally:
+        os.close(fd)
+    assert (tmp_path / "a").exists() and not (tmp_path / "b").exists()
