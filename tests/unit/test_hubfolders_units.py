@@ -110,3 +110,47 @@ def test_renameat2_refusing_otherwise_is_said(tmp_path, monkeypatch):
     finally:
         os.close(fd)
     assert (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+NOBODY = 65534
+
+
+def test_a_log_folder_another_account_made_first_is_refused_naming_it_and_its_owner(tmp_path):
+    """``/tmp/uws-job-logs`` made first by a local account (in a sticky folder every
+    account may write in) was the hub's job log folder, that account its owner."""
+    shared = tmp_path / "tmp"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    logs = shared / "uws-job-logs"
+    logs.mkdir(mode=0o755)
+    os.chown(logs, NOBODY, NOBODY)
+    with pytest.raises(ValueError) as refused:
+        hubfolders.prepare_own_folder(str(logs), "The job log folder", "UWSHub.job_log_dir")
+    said = str(refused.value)
+    assert str(logs) in said and f"uid {NOBODY}" in said and "UWSHub.job_log_dir" in said and "chown" in said
+
+
+@pytest.mark.parametrize("mode", [0o770, 0o733, 0o1777])
+def test_a_log_folder_of_the_hubs_that_others_may_write_in_is_refused(tmp_path, mode):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    logs.chmod(mode)
+    with pytest.raises(ValueError, match="chmod go-w"):
+        hubfolders.prepare_own_folder(str(logs), "The job log folder", "UWSHub.job_log_dir")
+
+
+def test_a_link_of_anothers_to_the_log_folder_is_refused(tmp_path):
+    (tmp_path / "real").mkdir(mode=0o700)
+    (tmp_path / "logs").symlink_to(tmp_path / "real")
+    os.chown(tmp_path / "logs", NOBODY, NOBODY, follow_symlinks=False)
+    with pytest.raises(ValueError, match="link"):
+        hubfolders.prepare_own_folder(str(tmp_path / "logs"), "The job log folder", "UWSHub.job_log_dir")
+
+
+def test_the_hubs_own_log_folder_is_made_0700_or_kept_as_it_is(tmp_path):
+    hubfolders.prepare_own_folder(str(tmp_path / "made" / "logs"), "The job log folder", "UWSHub.job_log_dir")
+    assert os.stat(tmp_path / "made" / "logs").st_mode & 0o7777 == 0o700
+    (tmp_path / "earlier").mkdir()
+    (tmp_path / "earlier").chmod(0o711)  # (an earlier hub's, passable for SLURM jobs' output)
+    hubfolders.prepare_own_folder(str(tmp_path / "earlier"), "The job log folder", "UWSHub.job_log_dir")
+    assert os.stat(tmp_path / "earlier").st_mode & 0o7777 == 0o711
