@@ -6,6 +6,8 @@ import os
 
 import pytest
 
+from ..helpers import folder_made_first_by_nobody
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a folder of another account's needs root to make")
 
 NOBODY = 65534
@@ -16,12 +18,7 @@ def test_a_job_log_folder_another_account_made_first_stops_the_start(make_hub, t
     """``/tmp/uws-job-logs`` made by a local account before the hub (sticky ``/tmp``)
     was used as it was: its owner read every job's log, tokens and all, and swapped its
     files. The hub refuses to start, saying which folder, whose it is and what to do."""
-    shared = tmp_path / "tmp"
-    shared.mkdir()
-    shared.chmod(0o1777)
-    logs = shared / "uws-job-logs"
-    logs.mkdir(mode=0o755)
-    os.chown(logs, NOBODY, NOBODY)
+    logs = folder_made_first_by_nobody(tmp_path, "uws-job-logs")
     hub = make_hub(f"c.UWSHub.job_log_dir = {str(logs)!r}\n", start=False)
     with pytest.raises(AssertionError, match="uws-hub exited"):
         hub.start()

@@ -12,6 +12,8 @@ import pytest
 from uws_hub import hubfolders
 from uws_hub.hubfolders import open_folder
 
+from ..helpers import folder_made_first_by_nobody
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="whose a link is matters to root")
 
 
@@ -118,12 +120,7 @@ NOBODY = 65534
 def test_a_log_folder_another_account_made_first_is_refused_naming_it_and_its_owner(tmp_path):
     """``/tmp/uws-job-logs`` made first by a local account (in a sticky folder every
     account may write in) was the hub's job log folder, that account its owner."""
-    shared = tmp_path / "tmp"
-    shared.mkdir()
-    shared.chmod(0o1777)
-    logs = shared / "uws-job-logs"
-    logs.mkdir(mode=0o755)
-    os.chown(logs, NOBODY, NOBODY)
+    logs = folder_made_first_by_nobody(tmp_path, "uws-job-logs")
     with pytest.raises(ValueError) as refused:
         hubfolders.prepare_own_folder(str(logs), "The job log folder", "UWSHub.job_log_dir")
     said = str(refused.value)

@@ -15,6 +15,8 @@ import pytest
 
 from uws_hub.spawners.slurm.output import keep_tail, make_account_folder, read_tail, remove_output
 
+from ..helpers import folder_made_first_by_nobody
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the hub makes these folders as root")
 LOG = logging.getLogger("test")
 
@@ -290,12 +292,7 @@ def test_a_batch_output_root_another_account_made_first_is_refused(tmp_path, nob
     """A ``batch_output_dir`` outside ``job_log_dir`` (``/tmp/uws-out/{username}``) whose
     folder an account made first: it could rename every account's output folder in it.
     The account's own jobs may still use it (as ``/scratch/{username}/uws``)."""
-    shared = tmp_path / "tmp"
-    shared.mkdir()
-    shared.chmod(0o1777)
-    root = shared / "uws-out"
-    root.mkdir(mode=0o755)
-    os.chown(root, nobody.pw_uid, nobody.pw_gid)
+    root = folder_made_first_by_nobody(tmp_path, "uws-out")
     daemon = pwd.getpwnam("daemon")  # (the job's: another account's than the folder's)
     with pytest.raises(PermissionError):
         make_account_folder(str(root / "daemon"), str(tmp_path / "logs"), daemon, LOG)
