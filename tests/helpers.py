@@ -451,3 +451,15 @@ def shared_workspace(hub, token: str, shares: dict[str, str], name: str = "share
     for user, level in shares.items():
         hub.api("POST", f"workspaces/{ws['id']}/shares", token, json={"user": user, "level": level}, expect=201)
     return ws
+
+
+def folder_made_first_by_nobody(tmp_path, name: str = "uws-job-logs"):
+    """A folder ``name`` that ``nobody`` (uid 65534) made first (0755) in a sticky folder
+    every account may write in (``/tmp``): the folder, a ``Path``."""
+    shared = tmp_path / "tmp"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    folder = shared / name
+    folder.mkdir(mode=0o755)
+    os.chown(folder, 65534, 65534)
+    return folder

@@ -267,6 +267,11 @@ class UWSHub(SharingOptions, QuotaOptions, NotificationOptions, JupyterHub):
         The end of this file, with credentials redacted, is what the job's
         owner and admins read at ``GET /hub/api/jobs/{id}/output``.
         Relative paths are relative to the directory the hub starts in.
+        The hub makes it at its start if it is missing (0700), and refuses to
+        start if it is another account's or group or others may write in it
+        (a folder a local user made first in ``/tmp``): its owner would read
+        every job's log. A folder of the admin's keeps its mode (the hub adds
+        only ``--x`` for group and others, for SLURM jobs' output).
         It may be, or pass through, a link of root's (or of the hub's account)
         in a folder no one else may write in: the hub follows such links only,
         a folder at a time, when it works in it as root. A link of another

@@ -21,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import pwd
 import stat
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -138,21 +139,71 @@ def rename_noreplace(src_dir_fd: int, src: str, dst_dir_fd: int, dst: str) -> No
     """Rename ``src`` to ``dst`` (each relative to its open directory) unless ``dst`` exists
     (FileExistsError), atomically: ``renameat2`` with ``RENAME_NOREPLACE``.
 
-    Where the file system or the C library cannot do that (NFS, old kernels), the
-    check comes just before a plain rename: then something made at ``dst`` in
+    Where the file system or the C library cannot do that (NFS, old kernels), or a
+    seccomp filter refuses ``renameat2`` (older Docker profiles, which say ``EPERM``),
+    the check comes just before a plain rename: then something made at ``dst`` in
     between is replaced, which only those who may write in ``dst``'s folder can cause.
+    A plain rename that the hub may not make fails with its own error again.
     """
     renameat2 = getattr(_libc, "renameat2", None)
     if renameat2 is not None:
         if renameat2(src_dir_fd, os.fsencode(src), dst_dir_fd, os.fsencode(dst), RENAME_NOREPLACE) == 0:
             return
         err = ctypes.get_errno()
-        if err not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM):
             raise OSError(err, os.strerror(err), dst)
-        # EINVAL is also a directory moved into itself: the rename below says so again
+        # EINVAL is also a directory moved into itself, EPERM a rename the hub may not
+        # make (a sticky folder's file of another's): the rename below says so again
     try:
         os.stat(dst, dir_fd=dst_dir_fd, follow_symlinks=False)
     except FileNotFoundError:
         os.rename(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
         return
     raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dst)
+
+
+def prepare_own_folder(path: str, what: str, setting: str, *, make: int = 0o700) -> None:
+    """Make the hub's own folder ``path`` (``what``, set by ``setting``) if missing, with the
+    mode ``make`` (:func:`open_folder`: a link on the way only if an admin's), and check
+    that it is the hub's alone; raise ``ValueError`` saying which folder, whose it is and
+    what to do if not. The hub refuses to start on it: a ``job_log_dir`` an account made
+    first (``/tmp/uws-job-logs``, in a folder every account may write in) was used as it
+    was, and that account, its owner, read every job's log (with what they printed of
+    their tokens) and swapped its files; one that group or others may write in lets them
+    put files in it and rename the hub's."""
+    try:
+        fd = open_folder(path, make=make)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise ValueError(
+                f"{what} {path} ({setting}) is, or is reached through, a link that is no admin's"
+                " (not root's or the hub's account's, or in a folder others may write in, such as /tmp):"
+                f" the hub refuses to use it. Make it a folder of the hub's account, or set {setting}"
+                " to a folder outside /tmp that the hub makes itself."
+            ) from e
+        raise ValueError(f"Cannot make or open {what} {path} ({setting}): {e.strerror or e}") from e
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    me = os.geteuid()
+    if st.st_uid == me and not st.st_mode & 0o022:
+        return
+    owner = _account_name(st.st_uid)
+    mode = stat.S_IMODE(st.st_mode)
+    raise ValueError(
+        f"{what} {path} ({setting}) is owned by {owner} (uid {st.st_uid}) with mode {mode:04o},"
+        f" not by the hub's account {_account_name(me)} (uid {me}) alone: whoever owns it or may"
+        " write in it could read every job's log, with what it printed of its tokens, and swap its"
+        f" files. The hub refuses to start. Set {setting} to a folder the hub makes itself (one that"
+        f" does not exist yet, outside /tmp), or, if this folder and what is in it are to be trusted,"
+        f" make it the hub's account's with no write access for group and others"
+        f" (chown {_account_name(me)} {path}; chmod go-w {path})."
+    )
+
+
+def _account_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"

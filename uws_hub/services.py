@@ -25,6 +25,7 @@ from .accounts.system import SystemAccounts
 from .events.bus import EventBus
 from .events.notify import Notifier, SMTPSettings
 from .filethreads import FileThreads
+from .hubfolders import prepare_own_folder
 from .jobs.batch import BatchSteps
 from .jobs.destruction import DestructionSteps
 from .jobs.launch import check_resource_limits
@@ -170,6 +171,8 @@ def build(hub: JupyterHub, log: logging.Logger, spawner_classes: dict, job_types
     queue: WorkQueue = WorkQueue()
     root = os.path.abspath(hub.workspaces_root)
     os.makedirs(root, mode=0o755, exist_ok=True)
+    # the job logs' folder the hub's alone, or no start (:func:`prepare_own_folder`)
+    prepare_own_folder(os.path.abspath(hub.job_log_dir), "The job log folder", "UWSHub.job_log_dir")
     storage = WorkspaceStorage(root)
     accounts = SystemAccounts(hub.system_users, hub.system_users_min_uid)
     servers = ServerControl(

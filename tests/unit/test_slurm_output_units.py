@@ -15,6 +15,8 @@ import pytest
 
 from uws_hub.spawners.slurm.output import keep_tail, make_account_folder, read_tail, remove_output
 
+from ..helpers import folder_made_first_by_nobody
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the hub makes these folders as root")
 LOG = logging.getLogger("test")
 
@@ -269,3 +271,31 @@ def test_a_servers_kept_tail_replaces_the_hubs_own_earlier_one(tmp_path):
     assert (tmp_path / "job-1.log").read_text() == "the tail\n"
     assert (tmp_path / "job-2.log").read_text() == "another\n"
     assert os.stat(tmp_path / "job-2.log").st_mode & 0o777 == 0o600
+
+
+def test_an_admins_job_log_dir_keeps_its_mode_and_the_hubs_own_is_made_passable(tmp_path, nobody):
+    """An admin's ``job_log_dir`` such as ``/var/log`` (root's, 0755) was made 0711, its
+    readers shut out; the hub's own (made 0700 at its start) is made passable (0711)."""
+    admins = tmp_path / "var-log"
+    admins.mkdir()
+    admins.chmod(0o755)
+    make_account_folder(str(admins / "slurm" / "nobody"), str(admins), nobody, LOG)
+    assert os.stat(admins).st_mode & 0o7777 == 0o755
+    assert os.stat(admins / "slurm").st_mode & 0o777 == 0o711
+    own = tmp_path / "uws-job-logs"
+    own.mkdir(mode=0o700)
+    make_account_folder(str(own / "slurm" / "nobody"), str(own), nobody, LOG)
+    assert os.stat(own).st_mode & 0o7777 == 0o711
+
+
+def test_a_batch_output_root_another_account_made_first_is_refused(tmp_path, nobody):
+    """A ``batch_output_dir`` outside ``job_log_dir`` (``/tmp/uws-out/{username}``) whose
+    folder an account made first: it could rename every account's output folder in it.
+    The account's own jobs may still use it (as ``/scratch/{username}/uws``)."""
+    root = folder_made_first_by_nobody(tmp_path, "uws-out")
+    daemon = pwd.getpwnam("daemon")  # (the job's: another account's than the folder's)
+    with pytest.raises(PermissionError):
+        make_account_folder(str(root / "daemon"), str(tmp_path / "logs"), daemon, LOG)
+    assert os.listdir(root) == []
+    make_account_folder(str(root / "nobody"), str(tmp_path / "logs"), nobody, LOG)  # (its own)
+    assert os.stat(root / "nobody").st_uid == nobody.pw_uid

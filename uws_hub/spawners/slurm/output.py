@@ -127,7 +127,7 @@ def make_account_folder(
     (:func:`_open_parent`), never by a path the kernel resolves again: a link on the way
     that is no admin's is refused (``OSError``), and the account's folder is opened,
     handed over and set aside as it is, whatever is renamed in between."""
-    parent = _open_parent(os.path.dirname(directory), log_dir)
+    parent = _open_parent(os.path.dirname(directory), log_dir, account.pw_uid)
     name = os.path.basename(directory)
     try:
         _make_account_folder_at(parent, name, directory, account, log, stale, holder)
@@ -135,21 +135,31 @@ def make_account_folder(
         os.close(parent)
 
 
-def _open_parent(parent: str, log_dir: str) -> int:
+def _open_parent(parent: str, log_dir: str, account_uid: int) -> int:
     """The folder ``parent`` opened, made if missing: ``log_dir`` (where a link is the
     admin's, followed) by :func:`~uws_hub.hubfolders.open_folder`, then each folder
     below it with ``O_NOFOLLOW`` (a link there is refused: ``ELOOP``); earlier versions
     made and chmodded them by their paths, following whatever link was put in their
     place. Each of the hub's own folders from ``log_dir`` down is made 0711 (passable,
-    not listable); a folder of another uid on the way is left as its owner made it. A
+    not listable) if the hub makes it, made passable (:func:`_passable`) if it was
+    there; a folder of another uid below ``log_dir`` is left as its owner made it. A
     ``parent`` outside ``log_dir`` is opened by :func:`~uws_hub.hubfolders.open_folder`
-    alone."""
+    alone. The top one (``log_dir``, or ``parent`` outside it) of another account's than
+    root's, the hub's or the job's account's (``account_uid``: ``/scratch/{username}/uws``)
+    is refused (``OSError`` ``EPERM``): an account that made it first (``/tmp/uws-out``)
+    could rename every account's folder in it."""
     if parent == log_dir or parent.startswith(log_dir + os.sep):
         top, below = log_dir, [p for p in parent[len(log_dir) :].split(os.sep) if p]
     else:
         top, below = parent, []
     fd = open_folder(top, make=0o711)
     try:
+        owner = os.fstat(fd).st_uid
+        if owner not in (0, os.geteuid(), account_uid):
+            # (made first by another account: it could rename every account's folder in it)
+            raise OSError(
+                errno.EPERM, f"The folder of the accounts' output folders is uid {owner}'s, not the hub's", top
+            )
         _passable(fd)
         for part in below:
             try:
@@ -167,9 +177,13 @@ def _open_parent(parent: str, log_dir: str) -> int:
 
 
 def _passable(fd: int) -> None:
-    """The folder open at ``fd`` made 0711 if it is the hub's own."""
-    if os.fstat(fd).st_uid == os.geteuid():
-        os.fchmod(fd, 0o711)
+    """The folder open at ``fd``, if it is the hub's own, made passable by every account
+    (``--x`` for group and others added where missing: the hub makes its own 0700, then
+    0711), its mode otherwise left as it is: earlier versions made it 0711, whatever it
+    was, and an admin's ``job_log_dir`` such as ``/var/log`` (root's) lost its readers."""
+    st = os.fstat(fd)
+    if st.st_uid == os.geteuid() and st.st_mode & 0o011 != 0o011:
+        os.fchmod(fd, stat.S_IMODE(st.st_mode) | 0o011)
 
 
 def _make_account_folder_at(
