@@ -1211,6 +1211,18 @@ def test_accounting_returns_the_jobs_over_budget(hub):
     assert over is job and reason.startswith("Core-hour quota used up: ann's jobs used 2")
 
 
+def test_a_core_hour_quota_of_zero_is_accounted_as_used_up(hub):
+    """An admin's quota of 0 core-hours (no compute) for a user with a kept sum of the
+    period: the accounting loop divided by the limit to say how much was used and failed
+    there, for every user after them too (their jobs over budget ran on)."""
+    ann = hub.users["ann"]
+    run_batch_job(hub, workspace(hub), seconds=0)
+    hub.quotas.set_override(Limits(core_seconds=0), "admin", user=ann)
+    assert hub.quotas.account() == []
+    [notice] = hub.db.scalars(select(Event).where(Event.kind == "notification", Event.owner_id == ann.id))
+    assert notice.data["subject"] == "Core-hour quota used up" and "(100%)" in notice.reason
+
+
 async def test_deleting_finished_jobs_gives_no_core_hours_back(hub):
     """A user over their core-hours deleted their finished jobs, and the check summed the
     jobs left: the run time of the deleted ones was given back and they launched again.

@@ -607,7 +607,7 @@ class QuotaService:
                     user,
                     "Core-hour quota almost used up" if seconds < limit else "Core-hour quota used up",
                     f"Your jobs used {fmt_hours(seconds)} of your {fmt_hours(limit)} core-hours this"
-                    f" {self.period_name} ({100 * seconds / limit:.0f}%)."
+                    f" {self.period_name} ({100 * seconds / limit if limit else 100:.0f}%)."
                     + (
                         " Running jobs were stopped and new ones are refused until the next period."
                         if seconds >= limit
